@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv and installs
+# the project first; the install is skipped while pyproject.toml is unchanged.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS ?= cpu,test,demo
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+demo: $(STAMP)
+	$(BIN)/python -m maskgen.demo --out out/demo
+
+# Benchmarks are not tests: they print tables for the README. REFERENCE_PYTHON is an interpreter
+# that has TensorFlow and mtcnn (see tools/mtcnn_reference.py); without it the reference column is skipped.
+bench: $(STAMP)
+	$(BIN)/python bench/bench_detect.py $(if $(REFERENCE_PYTHON),--reference-python $(REFERENCE_PYTHON))
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

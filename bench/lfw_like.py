@@ -1,0 +1,63 @@
+"""LFW-size (250x250) face photos made from the real photos in ../shared/data/faces.
+
+LFW centred each face by expanding its detected box 2.2 times and scaling to 250x250; we do the same
+around the largest face of each photo (boxes from tests/fixtures/mtcnn_reference.json, so nothing is
+detected here), and make more images per photo with seeded jitter of scale and position and mirror
+flips. Nothing is written to disk: callers get arrays, so no pixel-derived file is ever committed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "tests" / "fixtures" / "mtcnn_reference.json"
+
+
+def largest_reference_faces(subset: str = "faces") -> dict[str, list[float]]:
+    """Relative image path -> box of its largest face, for photos of `subset`."""
+    records = json.loads(REFERENCE.read_text())["images"]
+    out = {}
+    for rec in records:
+        if rec["image"].startswith(subset + "/") and rec["faces"]:
+            box = max(rec["faces"], key=lambda f: (f["box"][2] - f["box"][0]) * (f["box"][3] - f["box"][1]))["box"]
+            out[rec["image"]] = box
+    return out
+
+
+def lfw_crop(image: np.ndarray, box, size: int = 250, expand: float = 2.2, shift=(0.0, 0.0),
+             flip: bool = False) -> np.ndarray:
+    """The `size` x `size` crop centred on `box` (x1, y1, x2, y2) grown `expand` times; borders reflect."""
+    x1, y1, x2, y2 = box
+    side = max(x2 - x1, y2 - y1) * expand
+    cx = (x1 + x2) / 2 + shift[0] * (x2 - x1)
+    cy = (y1 + y2) / 2 + shift[1] * (y2 - y1)
+    s = size / side
+    matrix = np.float32([[s, 0, size / 2 - cx * s], [0, s, size / 2 - cy * s]])
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101)
+    return crop[:, ::-1].copy() if flip else crop
+
+
+def lfw_like_images(data_root: Path, count: int, seed: int = 0, size: int = 250) -> list[np.ndarray]:
+    """`count` LFW-like images cycling over the photos of `data_root/faces`, with seeded variation."""
+    from maskgen.decode import decode_image
+
+    boxes = largest_reference_faces("faces")
+    photos = {rel: decode_image((data_root / rel).read_bytes()) for rel in sorted(boxes)}
+    if not photos:
+        raise RuntimeError(f"no reference faces for {data_root / 'faces'}")
+    rng = np.random.default_rng(seed)
+    names = sorted(photos)
+    images = []
+    for i in range(count):
+        rel = names[i % len(names)]
+        first_pass = i < len(names)
+        expand = 2.2 if first_pass else float(rng.uniform(1.9, 2.6))
+        shift = (0.0, 0.0) if first_pass else tuple(rng.uniform(-0.08, 0.08, size=2))
+        flip = (not first_pass) and bool(rng.integers(2))
+        images.append(lfw_crop(photos[rel], boxes[rel], size=size, expand=expand, shift=shift, flip=flip))
+    return images

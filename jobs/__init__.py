@@ -1,0 +1,1 @@
+"""Ray batch jobs (augment, embed, score) and object storage."""

@@ -1,0 +1,125 @@
+"""Decode image bytes (as read from object storage) into RGB uint8 arrays, refusing what cannot be trusted.
+
+    rgb = decode_image(data)                      # (H, W, 3) uint8, EXIF orientation applied
+    rgb = decode_image(data, max_pixels=20e6)     # refuse anything declaring more pixels
+
+Every failure is a `DecodeError` whose `status` is one of `STATUSES` and whose message a person can
+act on; the batch jobs put both into the manifest row of the image.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 40_000_000
+"""About 7,700 x 5,200: far above any face photo, far below what would exhaust a worker's memory."""
+
+STATUSES = ("empty", "undecodable", "unsupported", "too_large")
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+class DecodeError(ValueError):
+    """The bytes are not an image we can use. `status` says why, for manifests."""
+
+    def __init__(self, status: str, message: str):
+        assert status in STATUSES, status
+        super().__init__(message)
+        self.status = status
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) declared by the file header, without decoding the pixels."""
+    with _open(data, max_pixels=None) as im:
+        return im.size
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 background: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Decode `data` to an RGB uint8 array of shape (H, W, 3).
+
+    - The pixel count declared in the header is checked against `max_pixels` before any pixel is
+      decoded, so a decompression bomb costs nothing.
+    - EXIF orientation is applied: the array is upright as a person sees the photo.
+    - Grayscale is replicated to 3 channels; CMYK (also Adobe's inverted CMYK JPEGs) converted to
+      RGB; 16-bit and 32-bit samples scaled to 8 bits; transparency composited over `background`.
+    - Animated formats give their first frame.
+    """
+    from PIL import Image, ImageOps
+
+    with _open(data, max_pixels=max_pixels) as im:
+        try:
+            im.seek(0)
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            return _to_rgb(im, background)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
+
+
+def _open(data: bytes, max_pixels: int | None):
+    from PIL import Image, UnidentifiedImageError
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode_image takes bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise DecodeError("empty", "the file is empty (0 bytes)")
+    try:
+        # Our own limit below replaces Pillow's process-wide one, which would refuse (or warn about)
+        # sizes before we can say what they are; the lock keeps the swap invisible to our threads.
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                im = Image.open(io.BytesIO(bytes(data)))
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except UnidentifiedImageError:
+        head = bytes(data[:8])
+        raise DecodeError(
+            "unsupported",
+            f"not an image format we can read ({len(data)} bytes starting {head!r}); "
+            "JPEG, PNG, WebP, BMP, TIFF and GIF are supported",
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DecodeError("undecodable", f"image header is corrupt ({_reason(exc)})") from None
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        im.close()
+        raise DecodeError("undecodable", f"image declares an empty size {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        im.close()
+        raise DecodeError(
+            "too_large",
+            f"image declares {width}x{height} = {width * height:,} pixels, over the limit of "
+            f"{int(max_pixels):,} (raise max_pixels if this is a genuine photo)",
+        )
+    return im
+
+
+def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
+    from PIL import Image
+
+    mode = im.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        gray = np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+    if mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        im = im.convert("RGBA")
+    if im.mode == "RGBA":
+        canvas = Image.new("RGB", im.size, background)
+        canvas.paste(im, mask=im.getchannel("A"))
+        im = canvas
+    elif im.mode != "RGB":
+        im = im.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -1,0 +1,191 @@
+"""MTCNN face detection on ONNX Runtime, batched.
+
+    detector = MTCNN()                      # builds/caches the ONNX graphs on first use
+    faces = detector.detect(rgb)            # one image: list[Face], best score first
+    batch = detector.detect_batch([a, b])   # many images: R-Net and O-Net see every candidate at once
+
+Images are RGB uint8 arrays (H, W, 3), as `maskgen.decode.decode_image` returns them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from maskgen import boxes as B
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+"""Order of the 5 points; left/right as seen in the image (the subject's right eye is `left_eye`)."""
+
+
+@dataclass(frozen=True)
+class DetectorOptions:
+    """Everything that changes what MTCNN finds. Defaults are the MTCNN paper's and the `mtcnn` package's.
+
+    - min_face_size: smallest face side, in pixels, that the image pyramid is built for (box
+      regression can still return a face a little smaller; filter on `Face.width` for a hard cut).
+    - scale_factor: ratio between pyramid levels; closer to 1 finds more faces, more slowly.
+    - thresholds: face-probability cut-offs of P-Net, R-Net and O-Net.
+    - nms_thresholds: overlap cut-offs for P-Net within a scale, P-Net across scales, R-Net
+      (intersection over union) and O-Net (intersection over the smaller box).
+    - max_candidates: at most this many R-Net candidates per image (best P-Net scores kept), a
+      bound on work for crowds and textures; 0 means no bound.
+    """
+
+    min_face_size: float = 20.0
+    scale_factor: float = 0.709
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.8)
+    nms_thresholds: tuple[float, float, float, float] = (0.5, 0.7, 0.7, 0.7)
+    max_candidates: int = 0
+
+    def __post_init__(self):
+        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ValueError(f"thresholds must be three probabilities, got {self.thresholds}")
+        if len(self.nms_thresholds) != 4 or not all(0.0 < t <= 1.0 for t in self.nms_thresholds):
+            raise ValueError(f"nms_thresholds must be four overlaps in (0, 1], got {self.nms_thresholds}")
+        if self.max_candidates < 0:
+            raise ValueError("max_candidates must be >= 0")
+        B.pyramid_scales(100, 100, self.min_face_size, self.scale_factor)  # validates both
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. Coordinates are pixels of the image given to the detector."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: tuple[tuple[float, float], ...] = field(default=())  # 5 (x, y) in LANDMARK_NAMES order
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def points(self) -> np.ndarray:
+        """The 5 landmarks as a (5, 2) float32 array, ready for `maskgen.align`."""
+        return np.asarray(self.landmarks, dtype=np.float32).reshape(-1, 2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _normalise(image: np.ndarray) -> np.ndarray:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+    return (image.astype(np.float32) - 127.5) * (1.0 / 128.0)
+
+
+class MTCNN:
+    """The three-stage cascade; `device` is `auto` (CUDA when present), `cpu` or `cuda`."""
+
+    def __init__(self, options: DetectorOptions | None = None, device: str = "auto",
+                 threads: int | None = None, max_patches_per_call: int = 2048):
+        from maskgen.mtcnn_graphs import cached_models
+        from maskgen.runtime import create_session
+
+        self.options = options or DetectorOptions()
+        self.max_patches_per_call = max_patches_per_call
+        paths = cached_models()
+        self.model_files = {name: path.name for name, path in paths.items()}
+        self._sessions = {name: create_session(path, device=device, threads=threads) for name, path in paths.items()}
+        self.providers = self._sessions["pnet"].get_providers()
+
+    @property
+    def version(self) -> str:
+        """Identifies the weights and build, for manifests."""
+        return "mtcnn-onnx:" + ",".join(self.model_files[n] for n in ("pnet", "rnet", "onet"))
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """Faces of every image, each list sorted by score (best first)."""
+        opts = self.options
+        normed = [_normalise(img) for img in images]
+        idx, cand = self._propose(normed)
+        if opts.max_candidates:
+            idx, cand = _cap_per_image(idx, cand, opts.max_candidates)
+
+        # R-Net: refine all candidates of the batch in one pass.
+        reg, prob = self._run_patches("rnet", normed, idx, cand[:, :4], 24)
+        scores = prob[:, 1]
+        ok = scores > opts.thresholds[1]
+        idx, boxes, scores = idx[ok], B.regress(cand[ok, :4], reg[ok]), scores[ok]
+        keep = B.nms(boxes, scores, opts.nms_thresholds[2], "union", groups=idx)
+        idx, boxes = idx[keep], B.square(boxes[keep])
+
+        # O-Net: final boxes, scores and landmarks.
+        reg, rel, prob = self._run_patches("onet", normed, idx, boxes, 48)
+        points = B.landmarks_from_offsets(boxes, rel)
+        scores = prob[:, 1]
+        ok = scores > opts.thresholds[2]
+        idx, boxes, scores, points = idx[ok], B.regress(boxes[ok], reg[ok]), scores[ok], points[ok]
+        keep = B.nms(boxes, scores, opts.nms_thresholds[3], "min", groups=idx)
+
+        results: list[list[Face]] = [[] for _ in images]
+        for k in keep:  # nms returns best first
+            i = int(idx[k])
+            h, w = images[i].shape[:2]
+            box = B.clip_boxes(boxes[k:k + 1], h, w)[0]
+            results[i].append(Face(
+                box=tuple(float(v) for v in box),
+                score=float(scores[k]),
+                landmarks=tuple((float(x), float(y)) for x, y in points[k]),
+            ))
+        return results
+
+    def _propose(self, normed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """P-Net over each image's pyramid; images of one size share each P-Net call."""
+        opts = self.options
+        by_shape: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, img in enumerate(normed):
+            by_shape[img.shape[:2]].append(i)
+        all_idx, all_boxes, all_scores = [], [], []
+        for (h, w), members in by_shape.items():
+            for scale in B.pyramid_scales(h, w, opts.min_face_size, opts.scale_factor):
+                sh, sw = B.scaled_size(h, w, scale)
+                stack = np.stack([cv2.resize(normed[i], (sw, sh), interpolation=cv2.INTER_AREA) for i in members])
+                reg, prob = self._sessions["pnet"].run(None, {"image": stack.transpose(0, 3, 1, 2)})
+                n, boxes, scores = B.pnet_boxes(reg, prob[:, 1], scale, opts.thresholds[0])
+                keep = B.nms(boxes, scores, opts.nms_thresholds[0], "union", groups=n)
+                all_idx.append(np.asarray(members)[n[keep]])
+                all_boxes.append(boxes[keep])
+                all_scores.append(scores[keep])
+        if not all_idx:
+            return np.empty(0, dtype=np.int64), np.empty((0, 5))
+        idx = np.concatenate(all_idx)
+        boxes = np.concatenate(all_boxes)
+        scores = np.concatenate(all_scores)
+        keep = B.nms(boxes, scores, opts.nms_thresholds[1], "union", groups=idx)
+        cand = np.concatenate([B.square(boxes[keep]), scores[keep, None]], axis=1)
+        return idx[keep], cand
+
+    def _run_patches(self, net: str, normed: list[np.ndarray], idx: np.ndarray, boxes: np.ndarray,
+                     size: int) -> list[np.ndarray]:
+        session = self._sessions[net]
+        n_out = len(session.get_outputs())
+        if len(boxes) == 0:
+            widths = {"rnet": (4, 2), "onet": (4, 10, 2)}[net]
+            return [np.zeros((0, k), dtype=np.float32) for k in widths]
+        patches = np.empty((len(boxes), 3, size, size), dtype=np.float32)
+        for i in np.unique(idx):
+            sel = np.nonzero(idx == i)[0]
+            patches[sel] = B.crop_and_resize(normed[i], boxes[sel], size)
+        chunks = [session.run(None, {"image": patches[s:s + self.max_patches_per_call]})
+                  for s in range(0, len(patches), self.max_patches_per_call)]
+        return [np.concatenate([c[j] for c in chunks]) for j in range(n_out)]
+
+
+def _cap_per_image(idx: np.ndarray, cand: np.ndarray, cap: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((-cand[:, 4], idx))
+    idx, cand = idx[order], cand[order]
+    rank = np.arange(len(idx)) - np.searchsorted(idx, idx)
+    keep = rank < cap
+    return idx[keep], cand[keep]

@@ -1,0 +1,216 @@
+"""Build MTCNN's P-Net, R-Net and O-Net as ONNX graphs from the weights the `mtcnn` package ships.
+
+The `mtcnn` wheel (MIT) carries its trained weights as joblib/lz4 files, each a list of numpy arrays
+in Keras `get_weights()` order. Its own code needs TensorFlow; we only read the arrays and write the
+same networks as plain ONNX (NCHW), so detection runs on ONNX Runtime (CPU or CUDA) with no
+TensorFlow anywhere. The build is pure and deterministic: the same weights give the same bytes.
+
+Layer facts mirrored from `mtcnn/network/{pnet,rnet,onet}.py` (mtcnn 1.0.0):
+- Conv2D kernels are (kh, kw, in, out) -> ONNX (out, in, kh, kw); padding "valid".
+- PReLU alphas are shared over H and W: (1, 1, C) -> (C, 1, 1).
+- Max pooling "same" is TensorFlow's: any odd padding goes to the bottom/right (ONNX SAME_UPPER).
+- Before the dense layers Keras permutes NHWC (2, 1, 3) and flattens, i.e. the order is W, H, C.
+- Softmax over the two classes (non-face, face).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+OPSET = 17
+IR_VERSION = 8
+# Bump when the graph layout changes, so cached files from an older build are not reused.
+BUILDER_VERSION = 1
+NETWORKS = ("pnet", "rnet", "onet")
+
+
+@dataclass(frozen=True)
+class _Layer:
+    kind: str  # conv, prelu, pool_same, pool_valid, flatten, dense, head, head_softmax
+    params: tuple = ()
+
+
+# Per network: the trunk, then the heads (name, kind). Weight arrays are consumed in this order.
+_ARCHITECTURES: dict[str, dict] = {
+    "pnet": {
+        "input": (None, 3, None, None),
+        "trunk": [
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_same", (2, 2)),
+            _Layer("conv"), _Layer("prelu"),
+            _Layer("conv"), _Layer("prelu"),
+        ],
+        "heads": [("bbox_reg", "conv", 4), ("face_prob", "conv_softmax", 2)],
+    },
+    "rnet": {
+        "input": (None, 3, 24, 24),
+        "trunk": [
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_same", (3, 2)),
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_valid", (3, 2)),
+            _Layer("conv"), _Layer("prelu"),
+            _Layer("flatten"), _Layer("dense"), _Layer("prelu"),
+        ],
+        "heads": [("bbox_reg", "dense", 4), ("face_prob", "dense_softmax", 2)],
+    },
+    "onet": {
+        "input": (None, 3, 48, 48),
+        "trunk": [
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_same", (3, 2)),
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_valid", (3, 2)),
+            _Layer("conv"), _Layer("prelu"), _Layer("pool_same", (2, 2)),
+            _Layer("conv"), _Layer("prelu"),
+            _Layer("flatten"), _Layer("dense"), _Layer("prelu"),
+        ],
+        "heads": [("bbox_reg", "dense", 4), ("landmarks", "dense", 10), ("face_prob", "dense_softmax", 2)],
+    },
+}
+
+
+def weights_path(name: str) -> Path:
+    """The weight file inside the installed `mtcnn` distribution (found without importing it: it imports TensorFlow)."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown MTCNN network {name!r}; expected one of {NETWORKS}")
+    try:
+        dist = metadata.distribution("mtcnn")
+    except metadata.PackageNotFoundError as exc:
+        raise RuntimeError("the `mtcnn` package (which ships the MTCNN weights) is not installed") from exc
+    path = Path(dist.locate_file(f"mtcnn/assets/weights/{name}.lz4"))
+    if not path.is_file():
+        raise RuntimeError(f"mtcnn {dist.version} does not ship {path.name} where expected ({path})")
+    return path
+
+
+def load_weights(name: str) -> list[np.ndarray]:
+    import joblib
+
+    arrays = joblib.load(weights_path(name))
+    return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
+
+
+def build_graph(name: str, weights: list[np.ndarray]):
+    """The ONNX ModelProto of network `name` holding `weights` (Keras order). Pure: no I/O."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    arch = _ARCHITECTURES[name]
+    nodes, inits = [], []
+    it = iter(weights)
+    counter = {"n": 0}
+
+    def fresh(prefix: str) -> str:
+        counter["n"] += 1
+        return f"{prefix}_{counter['n']}"
+
+    def const(prefix: str, array: np.ndarray) -> str:
+        tname = fresh(prefix)
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), tname))
+        return tname
+
+    def conv(x: str) -> str:
+        kernel, bias = next(it), next(it)
+        w = const("W", kernel.transpose(3, 2, 0, 1))
+        b = const("B", bias)
+        y = fresh("conv")
+        nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=list(kernel.shape[:2])))
+        return y
+
+    def dense(x: str) -> str:
+        kernel, bias = next(it), next(it)
+        y = fresh("dense")
+        nodes.append(helper.make_node("Gemm", [x, const("W", kernel), const("B", bias)], [y]))
+        return y
+
+    def softmax(x: str) -> str:
+        y = fresh("softmax")
+        nodes.append(helper.make_node("Softmax", [x], [y], axis=1))
+        return y
+
+    x = "image"
+    for layer in arch["trunk"]:
+        if layer.kind == "conv":
+            x = conv(x)
+        elif layer.kind == "prelu":
+            alpha = next(it)
+            slope = alpha.reshape(-1, 1, 1) if alpha.ndim == 3 else alpha.reshape(-1)
+            y = fresh("prelu")
+            nodes.append(helper.make_node("PRelu", [x, const("alpha", slope)], [y]))
+            x = y
+        elif layer.kind in ("pool_same", "pool_valid"):
+            k, s = layer.params
+            y = fresh("pool")
+            pad = "SAME_UPPER" if layer.kind == "pool_same" else "VALID"
+            nodes.append(helper.make_node("MaxPool", [x], [y], kernel_shape=[k, k], strides=[s, s], auto_pad=pad))
+            x = y
+        elif layer.kind == "flatten":
+            t, y = fresh("whc"), fresh("flat")
+            nodes.append(helper.make_node("Transpose", [x], [t], perm=[0, 3, 2, 1]))
+            nodes.append(helper.make_node("Flatten", [t], [y], axis=1))
+            x = y
+        elif layer.kind == "dense":
+            x = dense(x)
+        else:  # pragma: no cover - the table above is fixed
+            raise AssertionError(layer.kind)
+
+    outputs = []
+    for out_name, kind, channels in arch["heads"]:
+        y = conv(x) if kind.startswith("conv") else dense(x)
+        if kind.endswith("softmax"):
+            y = softmax(y)
+        nodes.append(helper.make_node("Identity", [y], [out_name]))
+        shape = ["batch", channels, "out_height", "out_width"] if kind.startswith("conv") else ["batch", channels]
+        outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, shape))
+
+    leftover = sum(1 for _ in it)
+    if leftover:
+        raise ValueError(f"{name}: {leftover} weight arrays left unused; the weight file does not match the network")
+
+    _, c, h, w = arch["input"]
+    inp = helper.make_tensor_value_info(
+        "image", TensorProto.FLOAT, ["batch", c, h if h else "height", w if w else "width"]
+    )
+    graph = helper.make_graph(nodes, f"mtcnn_{name}", [inp], outputs, initializer=inits)
+    model = helper.make_model(
+        graph,
+        producer_name="mfr.maskgen",
+        producer_version=str(BUILDER_VERSION),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+    )
+    model.ir_version = IR_VERSION
+    model.doc_string = f"MTCNN {name.upper()} from the mtcnn package's weights; input NCHW RGB, (x - 127.5) / 128"
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_bytes(name: str) -> bytes:
+    return build_graph(name, load_weights(name)).SerializeToString()
+
+
+def cached_models(cache_root: Path | None = None) -> dict[str, Path]:
+    """Paths to the three ONNX files, built on first use and kept in the model cache.
+
+    The cache key covers the weight file's hash and the builder version, so a new `mtcnn` release
+    or a change of this builder produces new files instead of reusing stale ones.
+    """
+    from maskgen.runtime import cache_dir, sha256_bytes, write_atomic
+
+    root = (cache_root or cache_dir()) / "mtcnn"
+    paths = {}
+    for name in NETWORKS:
+        weights_sha = sha256_bytes(weights_path(name).read_bytes())
+        path = root / f"{name}-{weights_sha[:16]}-b{BUILDER_VERSION}.onnx"
+        if not path.is_file():
+            data = build_bytes(name)
+            write_atomic(path, data)
+            write_atomic(path.with_suffix(".json"), json.dumps({
+                "network": name,
+                "weights_sha256": weights_sha,
+                "onnx_sha256": sha256_bytes(data),
+                "mtcnn_version": metadata.version("mtcnn"),
+                "builder_version": BUILDER_VERSION,
+            }, indent=1).encode())
+        paths[name] = path
+    return paths

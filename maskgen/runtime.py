@@ -1,0 +1,110 @@
+"""ONNX Runtime sessions and the on-disk model cache, shared by detection and recognition.
+
+One place decides which execution provider and how many threads a model gets, so every model in
+the product behaves the same on a laptop, in a Ray CPU actor and in a GPU actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def cache_dir() -> Path:
+    """Where built and extracted models live: `$MFR_CACHE_DIR`, else `$XDG_CACHE_HOME/mfr`, else `~/.cache/mfr`."""
+    explicit = os.environ.get("MFR_CACHE_DIR")
+    if explicit:
+        root = Path(explicit)
+    else:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mfr"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` so that concurrent readers (other Ray actors) never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def available_cpus() -> int:
+    """CPUs this process may use.
+
+    Ray sets OMP_NUM_THREADS to an actor's `num_cpus`, so a 1-CPU actor gets one thread and does not
+    fight its neighbours; outside Ray the scheduler affinity and the cgroup CPU quota decide.
+    `MFR_NUM_THREADS` overrides everything.
+    """
+    for var in ("MFR_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        cpus = min(cpus, quota)
+    return max(1, cpus)
+
+
+def _cgroup_cpu_quota() -> int | None:
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return max(1, int(int(quota) / int(period)))
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise RuntimeError(
+            "ONNX Runtime is not installed: install the project with `pip install 'mfr[cpu]'`, "
+            "or `pip install 'mfr[gpu]'` on CUDA machines"
+        ) from None
+    return onnxruntime
+
+
+def providers_for(device: str = "auto") -> list[str]:
+    """Execution providers for `device`: `cpu`, `cuda` (fails if unavailable) or `auto` (CUDA when present)."""
+    ort = _onnxruntime()
+
+    if device not in _DEVICES:
+        raise ValueError(f"device must be one of {_DEVICES}, got {device!r}")
+    available = ort.get_available_providers()
+    has_cuda = "CUDAExecutionProvider" in available
+    if device == "cuda" and not has_cuda:
+        raise RuntimeError(
+            "device='cuda' was requested but onnxruntime has no CUDAExecutionProvider "
+            f"(available: {available}); install the project with the [gpu] extra"
+        )
+    if device in ("cuda", "auto") and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_session(model: bytes | str | Path, device: str = "auto", threads: int | None = None):
+    """An `onnxruntime.InferenceSession` with the provider for `device` and intra-op threads = CPUs given."""
+    ort = _onnxruntime()
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or available_cpus()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # The spinning thread pool burns CPU between calls, which starves Ray's readers on small machines.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))

@@ -1,0 +1,29 @@
+"""`make demo` (for now: detection and alignment on the packaged astronaut photo) produces its outputs."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+
+from maskgen import demo
+
+
+def test_demo_writes_annotated_picture_and_aligned_crop(tmp_path, capsys):
+    assert demo.main(["--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "detections.json").read_text())
+    assert len(summary["faces"]) == 1 and summary["faces"][0]["score"] > 0.99
+    x1, y1, x2, y2 = summary["faces"][0]["box"]
+    assert 150 < x1 < x2 < 300 and 40 < y1 < y2 < 200  # the astronaut's face, upper centre
+    annotated = cv2.imread(summary["outputs"]["annotated"])
+    assert annotated.shape == (512, 512, 3)
+    crop = cv2.imread(summary["outputs"]["aligned_crops"][0])
+    assert crop.shape == (112, 112, 3)
+    printed = capsys.readouterr().out
+    assert "astronaut_detections.jpg" in printed and "1 face(s)" in printed
+
+
+def test_demo_photo_is_checksummed():
+    with pytest.raises(RuntimeError, match="expected SHA-256"):
+        demo.packaged_photo(("scikit-image", "skimage/data/astronaut.png", "0" * 64))
