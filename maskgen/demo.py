@@ -1,4 +1,4 @@
-"""`make demo` until the full pipeline demo exists: detect and align the faces of a real photo.
+"""`make demo` until the full pipeline demo exists: detect, align and mask the faces of a real photo.
 
 The photo is the NASA astronaut portrait (public domain) that scikit-image ships in its wheel, so the
 demo needs no network beyond the package install. Its SHA-256 is checked before use.
@@ -16,11 +16,14 @@ from importlib import metadata
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
+from maskgen.augment import AugmentOptions, Augmenter
 from maskgen.decode import decode_image
 from maskgen.detect import LANDMARK_NAMES, MTCNN
-from maskgen.draw import annotate_faces
+from maskgen.draw import annotate_faces, contact_sheet
+from maskgen.masks import STYLE_NAMES
 from maskgen.runtime import sha256_bytes
 
 ASTRONAUT = ("scikit-image", "skimage/data/astronaut.png",
@@ -55,6 +58,23 @@ def run(out_dir: Path) -> dict:
         crop_path = out_dir / f"astronaut_face{i}_aligned112.png"
         cv2.imwrite(str(crop_path), cv2.cvtColor(align_face(image, face.points, ARCFACE_112), cv2.COLOR_RGB2BGR))
         crops.append(str(crop_path))
+
+    # Every mask style on the same faces, and a before/after contact sheet of the aligned crops.
+    from maskgen.landmarks import LandmarkPredictor
+
+    predictor = LandmarkPredictor()
+    originals, masked, masked_files = [], [], {}
+    for style in (s for s in STYLE_NAMES if s != "random"):
+        augmenter = Augmenter(AugmentOptions(style=style, seed=0), detector=detector, predictor=predictor)
+        result = augmenter.augment(image, "astronaut.png")
+        path = out_dir / f"astronaut_masked_{style}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(result.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        masked_files[style] = str(path)
+        originals += [align_face(image, np.asarray(f.landmarks5), ARCFACE_112) for f in result.faces if f.masked]
+        masked += result.crops
+    sheet_path = out_dir / "contact_sheet.png"
+    cv2.imwrite(str(sheet_path), cv2.cvtColor(contact_sheet(originals, masked, columns=5), cv2.COLOR_RGB2BGR))
+
     summary = {
         "image": "scikit-image astronaut.png",
         "size": [int(image.shape[1]), int(image.shape[0])],
@@ -66,7 +86,8 @@ def run(out_dir: Path) -> dict:
              "landmarks": {n: [round(x, 1), round(y, 1)] for n, (x, y) in zip(LANDMARK_NAMES, f.landmarks)}}
             for f in faces
         ],
-        "outputs": {"annotated": str(annotated), "aligned_crops": crops},
+        "outputs": {"annotated": str(annotated), "aligned_crops": crops, "masked": masked_files,
+                    "contact_sheet": str(sheet_path)},
     }
     (out_dir / "detections.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -84,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"annotated image: {summary['outputs']['annotated']}")
     for crop in summary["outputs"]["aligned_crops"]:
         print(f"aligned 112x112 crop: {crop}")
+    for style, path in summary["outputs"]["masked"].items():
+        print(f"masked ({style}): {path}")
+    print(f"before/after contact sheet: {summary['outputs']['contact_sheet']}")
     print(f"details: {args.out / 'detections.json'}")
     return 0 if summary["faces"] else 1
 

@@ -1,4 +1,4 @@
-"""Drawing helpers for people looking at results (annotated detections). Pure: arrays in, arrays out."""
+"""Pictures for people: annotated detections and before/after contact sheets. Pure: arrays in, arrays out."""
 
 from __future__ import annotations
 
@@ -25,4 +25,46 @@ def annotate_faces(image: np.ndarray, faces, box_colour=(0, 255, 0)) -> np.ndarr
         radius = max(2, int(round(face.width / 40)))
         for (px, py), colour in zip(face.landmarks, _POINT_COLOURS):
             cv2.circle(out, (int(round(px)), int(round(py))), radius, colour, -1, cv2.LINE_AA)
+    return out
+
+
+def contact_sheet(originals, masked, columns: int = 5, cell: int = 112, gap: int = 2,
+                  background=(255, 255, 255)) -> np.ndarray:
+    """Originals over their masked versions in a grid, like the seed's `result/result.png`.
+
+    Pairs fill `columns` per band; each band is a row of originals with the masked row beneath.
+    Every picture is resized to `cell` x `cell` (aspect kept, centred). Returns an RGB array.
+    """
+    originals, masked = list(originals), list(masked)
+    if len(originals) != len(masked):
+        raise ValueError(f"{len(originals)} originals but {len(masked)} masked images")
+    if not originals:
+        raise ValueError("nothing to put on a contact sheet")
+    if columns < 1 or cell < 8:
+        raise ValueError("columns must be >= 1 and cell >= 8")
+    columns = min(columns, len(originals))
+    bands = -(-len(originals) // columns)
+    width = columns * cell + (columns + 1) * gap
+    height = bands * (2 * cell + gap) + (bands + 1) * gap
+    sheet = np.empty((height, width, 3), np.uint8)
+    sheet[:] = background
+    for i, (orig, mask) in enumerate(zip(originals, masked)):
+        band, col = divmod(i, columns)
+        x = gap + col * (cell + gap)
+        y = gap + band * (2 * cell + 2 * gap)
+        sheet[y:y + cell, x:x + cell] = _fit(orig, cell, background)
+        sheet[y + cell + gap:y + 2 * cell + gap, x:x + cell] = _fit(mask, cell, background)
+    return sheet
+
+
+def _fit(image: np.ndarray, cell: int, background) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = cell / max(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else image
+    out = np.empty((cell, cell, 3), np.uint8)
+    out[:] = background
+    y, x = (cell - nh) // 2, (cell - nw) // 2
+    out[y:y + nh, x:x + nw] = resized
     return out

@@ -48,3 +48,30 @@ def face_photos(shared_data) -> list[Path]:
     paths = sorted((shared_data / "faces").rglob("*.jpg"))
     assert len(paths) >= 50, f"expected the 55 photos of shared/data/faces, found {len(paths)}"
     return paths
+
+
+@pytest.fixture(scope="session")
+def predictor():
+    from maskgen.landmarks import LandmarkPredictor
+
+    return LandmarkPredictor()
+
+
+@pytest.fixture(scope="session")
+def shared_faces_68(detector, predictor, face_photos):
+    """(path, image, faces, landmarks68) for every photo of shared/data/faces with a face."""
+    out = []
+    for path in face_photos:
+        image = read_rgb(path)
+        faces = detector.detect(image)
+        if faces:
+            lm = predictor.predict(image, np.array([f.box for f in faces]))
+            out.append((path, image, faces, lm))
+    return out
+
+
+def seed_rows():
+    """The seed's landmark CSV rows: (image name, face type, (68, 2) landmarks)."""
+    from maskgen.seed import read_landmark_csv
+
+    return read_landmark_csv(require_shared("seed", "landmark", "test.csv"))

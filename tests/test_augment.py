@@ -1,0 +1,104 @@
+"""Masking whole images: every face, records for the manifest, reruns byte-identical."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import read_rgb
+from maskgen.augment import AugmentOptions, Augmenter
+
+
+@pytest.fixture(scope="module")
+def augmenter(detector, predictor):
+    return Augmenter(AugmentOptions(style="random", seed=3), detector=detector, predictor=predictor)
+
+
+def _crowd(shared_data):
+    return read_rgb(shared_data / "masked_wild" / "0006_0135.jpg")  # faces of 14 to 41 px
+
+
+def test_every_face_above_the_minimum_is_masked(augmenter, shared_data):
+    image = _crowd(shared_data)
+    result = augmenter.augment(image, "masked_wild/0006_0135.jpg")
+    assert result.status == "ok" and len(result.faces) >= 20
+    for face in result.faces:
+        size = max(face.box[2] - face.box[0], face.box[3] - face.box[1])
+        assert face.masked == (size >= 20), face
+        assert (face.mask is not None) == face.masked
+        assert len(face.landmarks68) == 68 and len(face.landmarks5) == 5
+        assert face.face_type in ("0_0", "0_1", "1_0", "1_1")
+    assert len(result.crops) == sum(f.masked for f in result.faces)
+    assert all(c.shape == (112, 112, 3) for c in result.crops)
+    assert result.image.shape == image.shape and not np.array_equal(result.image, image)
+    json.dumps([f.to_dict() for f in result.faces])  # manifest-ready
+
+
+def test_rerun_is_byte_identical_and_seed_changes_it(augmenter, detector, predictor, shared_data):
+    image = _crowd(shared_data)
+    a = augmenter.augment(image, "k.jpg")
+    b = augmenter.augment(image, "k.jpg")
+    np.testing.assert_array_equal(a.image, b.image)
+    assert [f.mask for f in a.faces] == [f.mask for f in b.faces]
+    other = Augmenter(AugmentOptions(style="random", seed=4), detector=detector, predictor=predictor)
+    assert [f.mask for f in other.augment(image, "k.jpg").faces] != [f.mask for f in a.faces]
+
+
+def test_largest_only_and_outputs(detector, predictor, shared_data):
+    image = _crowd(shared_data)
+    largest = Augmenter(AugmentOptions(largest_only=True, outputs="crops"), detector=detector, predictor=predictor)
+    result = largest.augment(image, "x")
+    masked = [f for f in result.faces if f.masked]
+    assert len(masked) == 1 and result.image is None and len(result.crops) == 1
+    biggest = max(result.faces, key=lambda f: max(f.box[2] - f.box[0], f.box[3] - f.box[1]))
+    assert masked[0].index == biggest.index
+    assert all(f.note == "not the largest face" for f in result.faces if not f.masked)
+    whole = Augmenter(AugmentOptions(outputs="image", crop_size=96), detector=detector, predictor=predictor)
+    result = whole.augment(image, "x")
+    assert result.image is not None and result.crops == []
+    crops = Augmenter(AugmentOptions(outputs="crops", crop_size=96), detector=detector, predictor=predictor)
+    assert crops.augment(image, "x").crops[0].shape == (96, 96, 3)
+
+
+def test_image_without_a_face_is_reported(augmenter):
+    result = augmenter.augment(np.full((200, 300, 3), 90, np.uint8), "blank.png")
+    assert result.status == "no_face" and result.faces == [] and result.message == "no face found"
+    assert result.image.shape == (200, 300, 3) and result.crops == []
+
+
+def test_seed_style_full_image_matches_drawing_face_by_face(detector, predictor, shared_faces_68):
+    from maskgen.facetype import classify_face
+    from maskgen.masks import draw_seed_mask
+
+    path, image, faces, lm = shared_faces_68[5]
+    result = Augmenter(AugmentOptions(), detector=detector, predictor=predictor).augment(image, path.name)
+    expected = image
+    for pts in lm:
+        expected, _ = draw_seed_mask(expected, pts, classify_face(image, pts))
+    np.testing.assert_array_equal(result.image, expected)
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="outputs"):
+        AugmentOptions(outputs="video")
+    with pytest.raises(ValueError, match="unknown mask style"):
+        AugmentOptions(style="scarf")
+    with pytest.raises(ValueError, match="crop_size"):
+        AugmentOptions(crop_size=8)
+
+
+def test_faces_already_wearing_masks_are_found_and_given_landmarks(augmenter, shared_data):
+    paths = sorted((shared_data / "masked_wild").glob("*.jpg"))
+    found_images = faces = 0
+    for path in paths:
+        result = augmenter.augment(read_rgb(path), path.name)
+        found_images += result.status == "ok"
+        faces += len(result.faces)
+        for face in result.faces:
+            assert np.isfinite(face.landmarks68).all()
+    rate = found_images / len(paths)
+    print(f"\nmasked_wild: a face found in {found_images}/{len(paths)} images ({rate:.1%}), {faces} faces, "
+          "each with 68 landmarks")
+    assert rate >= 0.75

@@ -1,0 +1,92 @@
+"""68-point landmarks from MTCNN boxes mapped into dlib's box convention."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from maskgen.boxes import iou_matrix
+from maskgen.landmarks import MIRROR_68, MTCNN_TO_DLIB, BoxMapping, fit_box_mapping, mirror_landmarks
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="module")
+def hog_pairs(shared_faces_68):
+    """(image, MTCNN box, dlib HOG box) for every face both detectors find in shared/data/faces."""
+    import dlib
+    from fit_dlib_box import match_to_hog
+
+    hog = dlib.get_frontal_face_detector()
+    pairs = []
+    for _, image, faces, _ in shared_faces_68:
+        boxes = np.array([f.box for f in faces])
+        pairs += [(image, boxes[i], box) for i, box in match_to_hog(image, boxes, hog)]
+    assert len(pairs) >= 40
+    return pairs
+
+
+def test_box_mapping_refits_to_the_recorded_constants(hog_pairs):
+    ours = np.array([p[1] for p in hog_pairs])
+    theirs = np.array([p[2] for p in hog_pairs])
+    refit = fit_box_mapping(ours, theirs)
+    assert refit.side_w == pytest.approx(MTCNN_TO_DLIB.side_w, abs=0.01)
+    assert refit.side_h == pytest.approx(MTCNN_TO_DLIB.side_h, abs=0.01)
+    assert refit.dy == pytest.approx(MTCNN_TO_DLIB.dy, abs=0.01)
+    raw = np.median(np.diag(iou_matrix(ours, theirs)))
+    mapped = np.median(np.diag(iou_matrix(MTCNN_TO_DLIB.apply(ours), theirs)))
+    print(f"\nMTCNN vs dlib box, median IoU: raw {raw:.3f}, mapped {mapped:.3f} over {len(ours)} faces")
+    assert mapped >= 0.8 and mapped > raw + 0.1
+
+
+def test_mapped_boxes_give_the_landmarks_dlib_gives_from_its_own_boxes(hog_pairs, predictor):
+    """The point of the mapping: from an MTCNN box, dlib's predictor lands where it lands from its own
+    detector's box (the convention it was trained on); the raw MTCNN box lands further away."""
+    from maskgen.landmarks import LandmarkPredictor
+
+    raw_predictor = LandmarkPredictor(mapping=BoxMapping(1.0, 0.0, 0.0, 0.0))
+    own_predictor = LandmarkPredictor(mapping=BoxMapping(1.0, 0.0, 0.0, 0.0))
+    mapped_err, raw_err = [], []
+    for image, ours, theirs in hog_pairs:
+        reference = own_predictor.predict(image, theirs[None])[0]
+        size = theirs[2] - theirs[0]
+        mapped_err.append(np.linalg.norm(predictor.predict(image, ours[None])[0] - reference, axis=1).mean() / size)
+        raw_err.append(np.linalg.norm(raw_predictor.predict(image, ours[None])[0] - reference, axis=1).mean() / size)
+    mapped_err, raw_err = np.array(mapped_err), np.array(raw_err)
+    print(f"\nmean landmark distance to dlib's own-box landmarks, % of face size (median / 90th pct over "
+          f"{len(hog_pairs)} faces): mapped {np.median(mapped_err):.2%} / {np.percentile(mapped_err, 90):.2%}, "
+          f"raw MTCNN box {np.median(raw_err):.2%} / {np.percentile(raw_err, 90):.2%}")
+    assert np.median(mapped_err) < 0.01
+    assert np.median(mapped_err) < np.median(raw_err)
+    assert np.percentile(mapped_err, 90) < np.percentile(raw_err, 90)
+
+
+def test_every_landmark_lies_near_its_face(shared_faces_68):
+    for _, image, faces, lm in shared_faces_68:
+        for face, pts in zip(faces, lm):
+            x1, y1, x2, y2 = face.box
+            margin = 0.35 * max(face.width, face.height)
+            assert (pts[:, 0] > x1 - margin).all() and (pts[:, 0] < x2 + margin).all()
+            assert (pts[:, 1] > y1 - margin).all() and (pts[:, 1] < y2 + margin).all()
+            assert pts[36:42, 1].mean() < pts[30, 1] < pts[57, 1] < pts[8, 1]  # eyes, nose, mouth, chin
+
+
+def test_mirroring_is_an_involution_and_matches_a_flipped_photo(shared_faces_68, predictor):
+    assert sorted(MIRROR_68) == list(range(68))
+    assert all(MIRROR_68[MIRROR_68[i]] == i for i in range(68))
+    _, image, faces, lm = shared_faces_68[0]
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    w = image.shape[1]
+    box = np.array([[w - 1 - faces[0].box[2], faces[0].box[1], w - 1 - faces[0].box[0], faces[0].box[3]]])
+    on_flipped = predictor.predict(flipped, box)[0]
+    err = np.linalg.norm(mirror_landmarks(lm[0], w) - on_flipped, axis=1)
+    assert np.median(err) < 0.03 * faces[0].width
+    np.testing.assert_allclose(mirror_landmarks(mirror_landmarks(lm[0], w), w), lm[0])
+
+
+def test_predictor_refuses_non_rgb(predictor):
+    with pytest.raises(ValueError, match="RGB uint8"):
+        predictor.predict(np.zeros((10, 10), np.uint8), np.array([[0, 0, 5, 5]]))

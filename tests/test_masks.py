@@ -1,0 +1,162 @@
+"""Mask styles: the seed's geometry exactly, determinism, and masks that cover what a mask covers."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA, read_rgb, seed_rows
+from maskgen.draw import contact_sheet
+from maskgen.facetype import FaceType, classify_face
+from maskgen.masks import (SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, OneOf,
+                           RespiratorMask, SeedMask, SurgicalMask, coverage_report, draw_seed_mask, mask_rng,
+                           seed_polygon_rows, smooth_outline, style_from_name)
+
+REALISTIC = ("surgical", "cloth", "n95", "kn95")
+
+
+def _sample(i):
+    row = seed_rows()[i]
+    return read_rgb(SHARED_DATA / "seed" / "sample" / row.image_name), row
+
+
+def test_seed_polygon_rows_are_the_seeds():
+    assert SEED_FRONTAL_ROWS == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 28)
+    assert SEED_PROFILE_ROWS == (7, 8, 9, 10, 11, 12, 13, 14, 15, 28, 29, 30)
+    assert SEED_PROFILE_MIRRORED_ROWS == (9, 8, 7, 6, 5, 4, 3, 2, 1, 28, 29, 30)
+    left = FaceType(True, False, -60.0, 0.5)
+    right = FaceType(True, False, 60.0, 0.5)
+    assert seed_polygon_rows(left) == SEED_PROFILE_ROWS
+    assert seed_polygon_rows(right) == SEED_PROFILE_MIRRORED_ROWS
+    assert seed_polygon_rows(right, mirror_profiles=False) == SEED_PROFILE_ROWS
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_seed_mask_is_a_black_polygon_and_nothing_else(index):
+    image, row = _sample(index)
+    out, coverage = draw_seed_mask(image, row.landmarks, row.face_type, mirror_profiles=False)
+    rows = SEED_PROFILE_ROWS if row.face_type.profile else SEED_FRONTAL_ROWS
+    expected = np.zeros(image.shape[:2], np.uint8)
+    cv2.fillPoly(expected, [np.round(row.landmarks[list(rows)]).astype(np.int32)], 1)
+    np.testing.assert_array_equal(coverage, expected.astype(bool))
+    assert (out[coverage] == 0).all()
+    np.testing.assert_array_equal(out[~coverage], image[~coverage])
+    assert 0.15 < coverage.mean() < 0.5
+
+
+def test_blurred_face_outline_smoothing_matches_a_per_pixel_loop():
+    image, row = _sample(2)
+    assert row.face_type.blurred
+    out, coverage = draw_seed_mask(image, row.landmarks, row.face_type)
+    pts = np.round(row.landmarks[list(SEED_FRONTAL_ROWS)]).astype(np.int32)
+    polygon = image.copy()
+    cv2.fillPoly(polygon, [pts], (0, 0, 0))
+    outline = np.zeros(image.shape[:2], np.uint8)
+    cv2.polylines(outline, [pts], True, 1)
+    # The seed's rule, pixel by pixel: around every outline pixel, the 3x3 Gaussian (sigma 0.5) of the polygon image.
+    kernel = cv2.getGaussianKernel(3, 0.5)
+    kernel2 = (kernel @ kernel.T).astype(np.float64)
+    padded = cv2.copyMakeBorder(polygon, 1, 1, 1, 1, cv2.BORDER_REFLECT_101).astype(np.float64)
+    expected = polygon.copy()
+    h, w = outline.shape
+    for y, x in zip(*np.nonzero(outline)):
+        for yy in range(max(0, y - 1), min(h, y + 2)):
+            for xx in range(max(0, x - 1), min(w, x + 2)):
+                window = padded[yy:yy + 3, xx:xx + 3]
+                expected[yy, xx] = np.round((window * kernel2[..., None]).sum(axis=(0, 1)))
+    diff = np.abs(out.astype(int) - expected.astype(int))
+    assert diff.max() <= 1  # OpenCV's fixed-point Gaussian vs float rounding
+    changed = np.any(out != polygon, axis=2)
+    assert changed.any() and cv2.dilate(outline, np.ones((3, 3), np.uint8)).astype(bool)[changed].all()
+    np.testing.assert_array_equal(smooth_outline(polygon, np.zeros_like(outline)), polygon)
+
+
+@pytest.mark.parametrize("name", ("seed",) + REALISTIC)
+def test_same_seed_same_bytes_and_replayable_params(name, shared_faces_68):
+    _, image, faces, lm = shared_faces_68[3]
+    ftype = classify_face(image, lm[0])
+    style = style_from_name(name)
+    a, cov_a, params_a = style(image, lm[0], mask_rng(7, "person/img.jpg", 0), ftype)
+    b, cov_b, params_b = style(image, lm[0], mask_rng(7, "person/img.jpg", 0), ftype)
+    assert params_a == params_b
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(cov_a, cov_b)
+    # The params alone re-render the face (what a manifest row allows), after a JSON round trip.
+    replay, _ = style_from_name(params_a["style"]).render(image, lm[0], json.loads(json.dumps(params_a)), ftype)
+    np.testing.assert_array_equal(replay, a)
+    assert not np.array_equal(a, image)
+
+
+def test_choices_vary_with_key_face_and_run_seed():
+    style = style_from_name("random")
+    ft = FaceType(False, False, 0.0, 0.5)
+    draws = {json.dumps(style.sample(mask_rng(seed, key, face), ft), sort_keys=True)
+             for seed in (0, 1) for key in ("a.jpg", "b.jpg") for face in (0, 1, 2)}
+    assert len(draws) == 12
+    kinds = {style.sample(mask_rng(0, f"k{i}", 0), ft)["style"] for i in range(40)}
+    assert kinds == {"surgical", "cloth", "n95", "kn95"}
+    patterns = {ClothMask().sample(mask_rng(0, f"k{i}", 0), ft)["pattern"] for i in range(40)}
+    assert patterns == {"solid", "stripes", "checks", "dots"}
+
+
+@pytest.mark.parametrize("name", ("seed",) + REALISTIC)
+def test_masks_cover_nose_mouth_chin_and_leave_the_eyes(name, shared_faces_68):
+    style = style_from_name(name)
+    reports = []
+    for path, image, faces, lm in shared_faces_68:
+        for k, pts in enumerate(lm):
+            ftype = classify_face(image, pts)
+            if ftype.profile:
+                continue
+            _, coverage, _ = style(image, pts, mask_rng(0, path.name, k), ftype)
+            reports.append(coverage_report(coverage, pts))
+    ok = [all(r.values()) for r in reports]
+    print(f"\n{name}: {sum(ok)}/{len(ok)} frontal faces with nose tip, mouth and chin covered and eyes visible")
+    assert len(ok) >= 50
+    assert np.mean(ok) >= 0.95
+
+
+def test_profile_faces_are_masked_on_their_visible_side():
+    image, row = _sample(1)  # turned to the image's left
+    assert row.face_type.profile and classify_face(image, row.landmarks).yaw < 0
+    for name in REALISTIC:
+        _, coverage, _ = style_from_name(name)(image, row.landmarks, mask_rng(0, "2.jpg", 0),
+                                              classify_face(image, row.landmarks))
+        report = coverage_report(coverage, row.landmarks)
+        # this crop cuts the chin (row 8 lies below the image), so only the visible points are checked
+        assert report["nose_tip"] and report["mouth"] and report["eyes_visible"], (name, report)
+
+
+def test_style_options_are_validated():
+    with pytest.raises(ValueError, match="unknown mask style"):
+        style_from_name("balaclava")
+    with pytest.raises(ValueError, match="unknown surgical colours"):
+        SurgicalMask(colours=("gold",))
+    with pytest.raises(ValueError, match="unknown cloth patterns"):
+        ClothMask(patterns=("paisley",))
+    with pytest.raises(ValueError, match="respirator kinds"):
+        RespiratorMask(kinds=("p100",))
+    with pytest.raises(ValueError, match="weights"):
+        OneOf([SeedMask(), ClothMask()], weights=[1.0])
+    only_cloth = OneOf([SeedMask(), ClothMask()], weights=[0.0, 1.0])
+    assert all(only_cloth.sample(mask_rng(0, str(i), 0))["style"] == "cloth" for i in range(10))
+    assert SurgicalMask(colours=("white",)).sample(mask_rng(0, "x", 0))["colour_name"] == "white"
+
+
+def test_contact_sheet_puts_originals_over_masked():
+    rng = np.random.default_rng(0)
+    originals = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(7)]
+    masked = [255 - o for o in originals]
+    sheet = contact_sheet(originals, masked, columns=5, cell=112, gap=2)
+    assert sheet.shape == (2 * (2 * 112 + 2) + 3 * 2, 5 * 112 + 6 * 2, 3)
+    np.testing.assert_array_equal(sheet[2:114, 2:114], originals[0])
+    np.testing.assert_array_equal(sheet[116:228, 2:114], masked[0])
+    np.testing.assert_array_equal(sheet[230:342, 116:228], originals[6])  # second band, second column
+    assert (sheet[230:, 230:] == 255).all()  # empty cells stay background
+    wide = contact_sheet([np.zeros((50, 100, 3), np.uint8)], [np.zeros((50, 100, 3), np.uint8)], cell=40)
+    assert wide.shape == (2 * 40 + 3 * 2, 40 + 2 * 2, 3)
+    with pytest.raises(ValueError, match="originals"):
+        contact_sheet(originals, masked[:3])

@@ -1,0 +1,67 @@
+"""The seed's masked images from its landmark CSV, without detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import read_rgb, require_shared
+from maskgen import seed
+from maskgen.masks import draw_seed_mask
+
+
+def test_seed_csv_and_samples_give_the_seeds_masked_images(tmp_path):
+    csv_path = require_shared("seed", "landmark", "test.csv")
+    samples = require_shared("seed", "sample")
+    records = seed.apply_seed_masks(csv_path, samples, tmp_path)
+    assert [(r["image"], r["face_type"], r["status"]) for r in records] == [
+        ("1.jpg", "0_0", "ok"), ("2.jpg", "1_0", "ok"), ("3.jpg", "0_1", "ok")]
+    for row in seed.read_landmark_csv(csv_path):
+        original = read_rgb(samples / row.image_name)
+        written = read_rgb(tmp_path / row.image_name)
+        expected, coverage = draw_seed_mask(original, row.landmarks, row.face_type, mirror_profiles=False)
+        assert written.shape == original.shape == (112, 112, 3)
+        # written as JPEG like the seed (cv2.imwrite defaults): equal up to compression
+        assert np.abs(written.astype(int) - expected.astype(int)).mean() < 3
+        assert written[coverage].mean() < 20  # the black mask survives compression
+        if not row.face_type.blurred:
+            far = ~np.pad(coverage, 3)[3:-3, 3:-3]
+            assert np.abs(written[far].astype(int) - original[far].astype(int)).mean() < 3
+
+
+def test_cli_prints_each_row_and_exit_code(tmp_path, capsys):
+    csv_path = require_shared("seed", "landmark", "test.csv")
+    code = seed.main([str(csv_path), str(require_shared("seed", "sample")), str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert out.count("ok") == 3 and "1_0" in out
+    assert seed.main([str(csv_path), str(tmp_path / "nowhere"), str(tmp_path / "out")]) == 1
+    assert "missing" in capsys.readouterr().out
+
+
+def test_gbk_csv_with_chinese_folder_and_windows_separators(tmp_path):
+    rows = seed.read_landmark_csv(require_shared("seed", "landmark", "test.csv"))
+    header = "sub_folder,image_name,face_type," + ",".join(f"part_{i}_x,part_{i}_y" for i in range(68))
+    line = "\\白敬亭\\,0_0_9.jpg,0_0," + ",".join(f"{x:g},{y:g}" for x, y in rows[0].landmarks)
+    path = tmp_path / "gbk.csv"
+    path.write_bytes((header + "\n" + line + "\n").encode("gbk"))
+    parsed = seed.read_landmark_csv(path)
+    assert parsed[0].relative_path == "白敬亭/0_0_9.jpg"
+    np.testing.assert_array_equal(parsed[0].landmarks, rows[0].landmarks)
+
+
+@pytest.mark.parametrize("sub, name", [("..", "x.jpg"), ("a", "../../x.jpg"), ("C:\\x", "y.jpg"), ("", "")])
+def test_unsafe_paths_are_refused(sub, name):
+    with pytest.raises(ValueError, match="unsafe or empty"):
+        seed.seed_relative_path(sub, name)
+
+
+def test_wrong_layout_is_refused(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not the seed's landmark layout"):
+        seed.read_landmark_csv(path)
+    path.write_text("sub_folder,image_name,face_type," + ",".join(f"part_{i}_x,part_{i}_y" for i in range(68))
+                    + "\n\\,1.jpg,3_0," + ",".join(["1"] * 136) + "\n")
+    with pytest.raises(ValueError, match="line 2.*face_type"):
+        seed.read_landmark_csv(path)
