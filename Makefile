@@ -26,6 +26,9 @@ demo: $(STAMP)
 # that has TensorFlow and mtcnn (see tools/mtcnn_reference.py); without it the reference column is skipped.
 bench: $(STAMP)
 	$(BIN)/python bench/bench_detect.py $(if $(REFERENCE_PYTHON),--reference-python $(REFERENCE_PYTHON))
+	$(BIN)/python bench/bench_masks.py
+	$(BIN)/python bench/bench_embed.py
+	$(BIN)/python bench/bench_scoring.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -104,7 +104,8 @@ def create_session(model: bytes | str | Path, device: str = "auto", threads: int
     options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # The spinning thread pool burns CPU between calls, which starves Ray's readers on small machines.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spinning worker threads burn CPU between calls: on 2 cores that starves our own numpy work (MTCNN
+    # ran at less than half speed) and Ray's readers. MFR_ORT_SPINNING=1 turns it on for pure ORT loads.
+    options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MFR_ORT_SPINNING", "0"))
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))

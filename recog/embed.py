@@ -1,0 +1,125 @@
+"""Face embeddings with any ONNX recognition model, preprocessed by the model's own spec.
+
+    embedder = Embedder("sface")                                  # a built-in model
+    embedder = Embedder("w600k_r50.onnx", spec="arcface-112")     # your own insightface-style model
+    vectors = embedder.embed_faces(rgb, [face.points for face in faces])   # (N, D) float32
+    vectors = embedder.embed_crops(aligned)                       # crops already aligned by the spec
+
+Every batch gives the same vectors as one face at a time; `embedder.model_id` (name and file hash)
+goes with every embedding written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from maskgen.align import align_face
+from maskgen.runtime import create_session, sha256_bytes
+from recog.spec import ModelSpec
+
+
+def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, onnx_model) -> ModelSpec:
+    """Explicit spec (object, preset name, or JSON path) > sidecar JSON > ONNX metadata."""
+    if isinstance(spec, ModelSpec):
+        return spec
+    if isinstance(spec, str) and not spec.endswith(".json"):
+        return ModelSpec.preset(spec, name=model_path.stem)
+    if spec is not None:
+        return ModelSpec.from_json(Path(spec))
+    for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
+        if sidecar.is_file():
+            return ModelSpec.from_json(sidecar)
+    found = ModelSpec.from_onnx(onnx_model)
+    if found is None:
+        raise ValueError(
+            f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
+            f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
+        )
+    return found
+
+
+class Embedder:
+    def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
+                 device: str = "auto", threads: int | None = None, flip: bool = False,
+                 accept_licence: bool = False, batch_size: int = 64):
+        import onnx
+
+        from recog import zoo
+
+        if isinstance(model, str) and model in zoo.BUILTINS:
+            path = zoo.builtin_path(model, accept_licence=accept_licence)
+        else:
+            path = Path(model)
+            if not path.is_file():
+                raise FileNotFoundError(f"{model} is neither a built-in model ({zoo.model_names()}) nor a file")
+        data = path.read_bytes()
+        onnx_model = onnx.load_from_string(data)
+        self.spec = resolve_spec(path, spec, onnx_model)
+        if self.spec.requires_licence_acceptance and not accept_licence:
+            raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True")
+        self.path = path
+        self.sha256 = sha256_bytes(data)
+        self.flip = flip
+        self.batch_size = batch_size
+        self.session = create_session(data, device=device, threads=threads)
+        self.providers = self.session.get_providers()
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        self.input_name = self.spec.input_name or inputs[0].name
+        self.output_name = self.spec.output_name or outputs[0].name
+        if self.input_name not in {i.name for i in inputs}:
+            raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
+        self._mean = np.asarray(self.spec.mean, np.float32)
+        self._inv_std = 1.0 / np.asarray(self.spec.std, np.float32)
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.spec.name}@sha256:{self.sha256[:16]}"
+
+    @property
+    def dim(self) -> int:
+        return self.spec.embedding_size
+
+    def align(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Aligned crops (N, h, w, 3) uint8 RGB for faces given by their 5 points."""
+        template = self.spec.face_template
+        crops = [align_face(image, np.asarray(p), template) for p in points5]
+        w, h = self.spec.input_size
+        return np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
+
+    def preprocess(self, crops: np.ndarray) -> np.ndarray:
+        x = np.asarray(crops, dtype=np.float32)
+        if x.ndim != 4 or x.shape[3] != 3:
+            raise ValueError(f"expected crops of shape (N, h, w, 3), got {x.shape}")
+        w, h = self.spec.input_size
+        if x.shape[1:3] != (h, w):
+            raise ValueError(f"{self.spec.name} takes {w}x{h} crops, got {x.shape[2]}x{x.shape[1]}")
+        if self.spec.channel_order == "BGR":
+            x = x[..., ::-1]
+        x = (x - self._mean) * self._inv_std
+        if self.spec.layout == "NCHW":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _run(self, crops: np.ndarray) -> np.ndarray:
+        out = [self.session.run([self.output_name], {self.input_name: self.preprocess(crops[i:i + self.batch_size])})[0]
+               for i in range(0, len(crops), self.batch_size)]
+        return np.concatenate(out).reshape(len(crops), -1).astype(np.float32)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Embeddings (N, D) of aligned RGB uint8 crops."""
+        crops = np.asarray(crops)
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        vectors = self._run(crops)
+        if self.flip:
+            vectors = (vectors + self._run(crops[:, :, ::-1])) / 2
+        if vectors.shape[1] != self.dim:
+            raise ValueError(f"{self.spec.name}: model gives {vectors.shape[1]}-d vectors, spec says {self.dim}")
+        if self.spec.normalize:
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return vectors
+
+    def embed_faces(self, image: np.ndarray, points5) -> np.ndarray:
+        return self.embed_crops(self.align(image, points5))

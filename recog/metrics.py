@@ -1,0 +1,399 @@
+"""Verification and identification metrics: pure functions with validated inputs and exact definitions.
+
+Conventions. A *score* is a similarity: larger means more alike. A comparison is *accepted* at
+threshold t when score >= t. Labels are 1 for genuine (same identity) pairs, 0 for impostor pairs.
+
+Verification
+- ROC: for every distinct score t (descending), FAR(t) = impostors with score >= t / impostors and
+  TAR(t) = genuines with score >= t / genuines; the curve starts at (0, 0).
+- AUC: trapezoidal area under TAR against FAR.
+- EER: where FAR equals FRR = 1 - TAR, linearly interpolated between the two ROC points around it.
+- TAR at FAR f: threshold = the k-th highest impostor score with k = round(f * impostors); TAR and
+  the FAR actually achieved (ties can admit more than k impostors) are measured at that threshold.
+  f < 1 / impostors (k = 0) is refused: the data cannot measure it.
+- Best accuracy: the highest (accepted genuines + rejected impostors) / pairs over all thresholds.
+- K-fold accuracy (LFW View 2 protocol, 10 folds): for each fold, the best-accuracy threshold of the
+  other folds is applied to it; mean and (population) standard deviation of the fold accuracies.
+
+Identification (probes against a gallery, `ids` name identities)
+- A probe is *mated* when its identity is in the gallery. Its mated score is the best score among
+  gallery entries of its identity; its rank is 1 + the number of non-mated gallery entries scoring
+  at least as high (ties count against it).
+- CMC rank-k (closed set): share of mated probes with rank <= k.
+- TPIR at FPIR f (open set): threshold = the k-th highest *top* score of the non-mated probes, with
+  k = round(f * non-mated probes); a mated probe is identified when its rank is 1 and its mated score
+  is >= threshold. f < 1 / non-mated probes is refused.
+- Templates: one gallery entry per identity, the mean of its L2-normalised embeddings, normalised.
+
+Seed readings (to compare with the seed project's tables; not the defaults)
+- `seed_tar_at_far`: scikit-learn's `roc_curve` (default thinning), the point whose FPR is nearest
+  the target (ties: the one with the higher FPR, as the seed's reversed scan does).
+- `seed_identification`: one gallery entry per identity, probes without a gallery identity dropped;
+  rank-k from sorting each probe's scores; "TPIR at FPIR f": threshold = the k-th highest non-mated
+  score over all probe x gallery pairs with k = ceil(probes * f), rate = probes whose mated score is
+  strictly above it (rank not required).
+
+Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
+comparison never holds more than `block x gallery` scores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+# ------------------------------------------------------------------------------------------------
+# validation
+
+
+def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in length: {s.size} vs {y.size}")
+    if not np.isfinite(s).all():
+        raise ValueError("scores contain NaN or infinity")
+    if not np.isin(y, (0, 1, True, False)).all():
+        raise ValueError("labels must be 0 (impostor) or 1 (genuine)")
+    y = y.astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("need both genuine (1) and impostor (0) pairs")
+    return s, y
+
+
+# ------------------------------------------------------------------------------------------------
+# verification
+
+
+@dataclass(frozen=True)
+class Roc:
+    far: np.ndarray
+    tar: np.ndarray
+    thresholds: np.ndarray  # thresholds[i] gives (far[i], tar[i]); thresholds[0] = +inf
+
+
+def roc_curve(scores, labels) -> Roc:
+    s, y = _check_scores_labels(scores, labels)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last_of_run = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]  # index of the last pair at each distinct score
+    tp = np.cumsum(y)[last_of_run]
+    fp = (last_of_run + 1) - tp
+    far = np.r_[0.0, fp / (~y).sum()]
+    tar = np.r_[0.0, tp / y.sum()]
+    return Roc(far, tar, np.r_[np.inf, s[last_of_run]])
+
+
+def auc(roc: Roc) -> float:
+    return float(np.trapezoid(roc.tar, roc.far)) if hasattr(np, "trapezoid") else float(np.trapz(roc.tar, roc.far))
+
+
+def eer(scores, labels) -> tuple[float, float]:
+    """(equal error rate, threshold) by linear interpolation on the ROC."""
+    roc = roc_curve(scores, labels)
+    frr = 1.0 - roc.tar
+    diff = roc.far - frr  # rises from -1 to +1 along the curve
+    i = int(np.argmax(diff >= 0))
+    if i == 0:
+        return 0.0, float(roc.thresholds[1])
+    d0, d1 = diff[i - 1], diff[i]
+    w = d0 / (d0 - d1) if d1 != d0 else 0.0
+    rate = roc.far[i - 1] + w * (roc.far[i] - roc.far[i - 1])
+    t0 = roc.thresholds[i - 1] if np.isfinite(roc.thresholds[i - 1]) else roc.thresholds[i]
+    return float(rate), float(t0 + w * (roc.thresholds[i] - t0))
+
+
+@dataclass(frozen=True)
+class TarAtFar:
+    target_far: float
+    tar: float
+    far: float        # achieved
+    threshold: float
+    k: int
+
+
+def tar_at_far(scores, labels, far: float) -> TarAtFar:
+    s, y = _check_scores_labels(scores, labels)
+    impostors = np.sort(s[~y])[::-1]
+    n = impostors.size
+    if not 0 < far <= 1:
+        raise ValueError(f"FAR must be in (0, 1], got {far}")
+    k = int(round(far * n))
+    if k < 1:
+        raise ValueError(f"FAR {far} is below 1 / impostors = {1 / n:.3g}: {n} impostor pairs cannot measure it")
+    threshold = impostors[k - 1]
+    return TarAtFar(far, float((s[y] >= threshold).mean()), float((impostors >= threshold).mean()),
+                    float(threshold), k)
+
+
+def best_accuracy(scores, labels) -> tuple[float, float]:
+    """(accuracy, threshold): the threshold is a score of the data (accept >= it); -inf accepts all."""
+    s, y = _check_scores_labels(scores, labels)
+    roc = roc_curve(s, y)
+    n_gen, n_imp = y.sum(), (~y).sum()
+    correct = roc.tar * n_gen + (1.0 - roc.far) * n_imp
+    i = int(np.argmax(correct))
+    return float(correct[i] / s.size), float(roc.thresholds[i])
+
+
+@dataclass(frozen=True)
+class KFold:
+    mean: float
+    std: float
+    accuracies: tuple[float, ...]
+    thresholds: tuple[float, ...]
+
+
+def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
+    """LFW's protocol: `folds` is a count (contiguous equal folds, in pair order) or a fold id per pair."""
+    s, y = _check_scores_labels(scores, labels)
+    if np.isscalar(folds):
+        n_folds = int(folds)
+        if n_folds < 2 or n_folds > s.size:
+            raise ValueError(f"folds must be between 2 and the number of pairs, got {folds}")
+        fold_id = np.arange(s.size) * n_folds // s.size
+    else:
+        fold_id = np.asarray(folds).reshape(-1)
+        if fold_id.shape != s.shape:
+            raise ValueError("one fold id per pair is needed")
+    accs, thresholds = [], []
+    for f in np.unique(fold_id):
+        test = fold_id == f
+        _, t = best_accuracy(s[~test], y[~test])
+        accs.append(float(((s[test] >= t) == y[test]).mean()))
+        thresholds.append(t)
+    return KFold(float(np.mean(accs)), float(np.std(accs)), tuple(accs), tuple(thresholds))
+
+
+def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001)) -> dict:
+    """Every verification figure as plain numbers (FARs the data cannot measure are reported as None)."""
+    roc = roc_curve(scores, labels)
+    s, y = _check_scores_labels(scores, labels)
+    e, e_t = eer(s, y)
+    acc, acc_t = best_accuracy(s, y)
+    tars = {}
+    for f in fars:
+        try:
+            r = tar_at_far(s, y, f)
+            tars[str(f)] = {"tar": r.tar, "far_achieved": r.far, "threshold": r.threshold}
+        except ValueError:
+            tars[str(f)] = None
+    return {"pairs": int(s.size), "genuine": int(y.sum()), "impostor": int((~y).sum()), "auc": auc(roc),
+            "eer": e, "eer_threshold": e_t, "best_accuracy": acc, "best_accuracy_threshold": acc_t,
+            "tar_at_far": tars}
+
+
+def seed_tar_at_far(scores, labels, far: float) -> float:
+    """The seed's reading: the sklearn ROC point whose FPR is nearest `far` (see module docstring)."""
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    s, y = _check_scores_labels(scores, labels)
+    fpr, tpr, _ = sk_roc_curve(y.astype(int), s)
+    fpr, tpr = fpr[::-1], tpr[::-1]
+    _, i = min(zip(np.abs(fpr - far), range(len(fpr))))
+    return float(tpr[i])
+
+
+# ------------------------------------------------------------------------------------------------
+# scores at scale
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine") -> np.ndarray:
+    """Scores of every row of `a` against every row of `b`: cosine, or minus the Euclidean distance."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"embeddings must be (n, d) with the same d, got {a.shape} and {b.shape}")
+    if similarity == "cosine":
+        return normalize_rows(a) @ normalize_rows(b).T
+    if similarity == "euclidean":
+        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
+        return -np.sqrt(np.maximum(sq, 0.0))
+    raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
+
+
+def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", block: int = 65536) -> np.ndarray:
+    """Score of a[i] against b[i] for every i."""
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"pair embeddings must have the same (n, d) shape, got {a.shape} and {b.shape}")
+    out = np.empty(len(a), np.float32)
+    for i in range(0, len(a), block):
+        x, y = a[i:i + block], b[i:i + block]
+        if similarity == "cosine":
+            out[i:i + block] = (normalize_rows(x) * normalize_rows(y)).sum(1)
+        elif similarity == "euclidean":
+            out[i:i + block] = -np.linalg.norm(x - y, axis=1)
+        else:
+            raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
+    return out
+
+
+@dataclass(frozen=True)
+class IdentificationStats:
+    """Per-probe facts from which every identification figure follows."""
+
+    mated: np.ndarray           # bool (P,): identity in the gallery
+    mated_score: np.ndarray     # (P,) best mated score (nan if unmated)
+    rank: np.ndarray            # (P,) 1 + non-mated entries scoring >= mated score (0 if unmated)
+    top_nonmated: np.ndarray    # (P,) best non-mated score (-inf if the gallery has only the mate)
+    nonmated_top: np.ndarray    # largest non-mated scores of mated probes, descending (seed reading)
+    gallery_size: int
+
+
+def _codes(probe_ids, gallery_ids):
+    probe_ids = np.asarray(probe_ids).reshape(-1)
+    gallery_ids = np.asarray(gallery_ids).reshape(-1)
+    uniques, inverse = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
+    return inverse[len(gallery_ids):], inverse[:len(gallery_ids)]
+
+
+def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: str = "cosine",
+                         block: int = 256, keep_nonmated: int = 0) -> IdentificationStats:
+    """Compare every probe embedding with every gallery embedding, `block` probes at a time.
+
+    `probes` and `gallery` are embeddings (n, d), or `gallery=None` with `probes` a ready (P, G)
+    score matrix. `keep_nonmated` keeps that many of the largest non-mated scores of mated probes
+    (the seed's FPIR reading). Memory: about 2 x block x gallery scores at a time.
+    """
+    if gallery is None:
+        matrix = np.asarray(probes, dtype=np.float32)
+        n_probes, n_gallery = matrix.shape
+
+        def scores_of(i0, i1):
+            return np.array(matrix[i0:i1], dtype=np.float32)  # a copy: mates are masked in place
+    else:
+        p = np.asarray(probes, dtype=np.float32)
+        g = np.asarray(gallery, dtype=np.float32)
+        if similarity == "cosine":
+            p, g = normalize_rows(p), normalize_rows(g)
+        elif similarity != "euclidean":
+            raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
+        n_probes, n_gallery = len(p), len(g)
+        g_t = np.ascontiguousarray(g.T)
+
+        def scores_of(i0, i1):
+            if similarity == "cosine":
+                return p[i0:i1] @ g_t
+            return similarity_matrix(p[i0:i1], g, "euclidean")
+    if len(probe_ids) != n_probes or len(gallery_ids) != n_gallery:
+        raise ValueError("one identity per probe and per gallery entry is needed")
+    if n_gallery == 0 or n_probes == 0:
+        raise ValueError("need at least one probe and one gallery entry")
+    p_codes, g_codes = _codes(probe_ids, gallery_ids)
+    # gallery entries of each identity code (CSR), so mates are gathered instead of compared densely
+    order = np.argsort(g_codes, kind="stable")
+    starts = np.searchsorted(g_codes[order], np.arange(p_codes.max(initial=0) + 2))
+    mated = np.isin(p_codes, g_codes)
+    mated_score = np.full(n_probes, np.nan, np.float32)
+    rank = np.zeros(n_probes, np.int64)
+    top_nonmated = np.full(n_probes, -np.inf, np.float32)
+    kept = np.empty(0, np.float32)
+    for i0 in range(0, n_probes, block):
+        i1 = min(n_probes, i0 + block)
+        s = np.asarray(scores_of(i0, i1), dtype=np.float32)
+        if not np.isfinite(s).all():
+            raise ValueError("scores contain NaN or infinity")
+        rows, cols = [], []
+        for r, code in enumerate(p_codes[i0:i1]):
+            mates = order[starts[code]:starts[code + 1]]
+            rows.append(np.full(len(mates), r))
+            cols.append(mates)
+        rows = np.concatenate(rows) if rows else np.empty(0, np.intp)
+        cols = np.concatenate(cols) if cols else np.empty(0, np.intp)
+        best_mate = np.full(i1 - i0, -np.inf, np.float32)
+        np.maximum.at(best_mate, rows, s[rows, cols])
+        s[rows, cols] = -np.inf  # from here on `s` holds non-mated scores only
+        top_nonmated[i0:i1] = s.max(axis=1)
+        m = mated[i0:i1]
+        mated_score[i0:i1] = np.where(m, best_mate, np.nan)
+        rank[i0:i1] = np.where(m, 1 + (s >= best_mate[:, None]).sum(axis=1), 0)
+        if keep_nonmated:  # the seed's reading pools the non-mated scores of mated probes
+            floor = kept.min() if kept.size >= keep_nonmated else -np.inf
+            candidates = s[m]
+            candidates = candidates[(candidates >= floor) & np.isfinite(candidates)]
+            pool = np.concatenate([kept, candidates])
+            if pool.size > keep_nonmated:
+                pool = np.partition(pool, pool.size - keep_nonmated)[-keep_nonmated:]
+            kept = pool
+    return IdentificationStats(mated, mated_score, rank, top_nonmated, np.sort(kept)[::-1], n_gallery)
+
+
+def cmc(stats: IdentificationStats, ranks=(1, 5, 10)) -> dict[int, float]:
+    """Closed-set identification rate at each rank, over mated probes."""
+    if not stats.mated.any():
+        raise ValueError("no probe has its identity in the gallery: closed-set rates are undefined")
+    r = stats.rank[stats.mated]
+    return {int(k): float((r <= k).mean()) for k in ranks}
+
+
+@dataclass(frozen=True)
+class TpirAtFpir:
+    target_fpir: float
+    tpir: float
+    fpir: float       # achieved
+    threshold: float
+    k: int
+
+
+def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
+    if not 0 < fpir <= 1:
+        raise ValueError(f"FPIR must be in (0, 1], got {fpir}")
+    nonmated_tops = np.sort(stats.top_nonmated[~stats.mated])[::-1]
+    n = nonmated_tops.size
+    if n == 0:
+        raise ValueError("open-set rates need non-mated probes (identities absent from the gallery)")
+    k = int(round(fpir * n))
+    if k < 1:
+        raise ValueError(f"FPIR {fpir} is below 1 / non-mated probes = {1 / n:.3g}")
+    if not stats.mated.any():
+        raise ValueError("open-set rates need mated probes too")
+    t = nonmated_tops[k - 1]
+    hits = (stats.rank[stats.mated] == 1) & (stats.mated_score[stats.mated] >= t)
+    return TpirAtFpir(fpir, float(hits.mean()), float((nonmated_tops >= t).mean()), float(t), k)
+
+
+def identity_templates(embeddings, ids) -> tuple[np.ndarray, np.ndarray]:
+    """(templates, identities): per identity the normalised mean of its L2-normalised embeddings."""
+    x = normalize_rows(embeddings)
+    ids = np.asarray(ids).reshape(-1)
+    if len(ids) != len(x):
+        raise ValueError("one identity per embedding is needed")
+    uniques, inverse = np.unique(ids, return_inverse=True)
+    sums = np.zeros((len(uniques), x.shape[1]), np.float64)
+    np.add.at(sums, inverse, x)
+    return normalize_rows(sums), uniques
+
+
+def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.1),
+                        ranks=(1, 5, 10), similarity: str = "cosine") -> dict:
+    """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
+    gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
+    first = {}
+    for j, g in enumerate(gallery_ids):
+        first.setdefault(g, j)
+    keep = [i for i, p in enumerate(np.asarray(probe_ids).reshape(-1)) if p in first]
+    if not keep:
+        raise ValueError("no probe identity is in the gallery")
+    probe_ids = np.asarray(probe_ids).reshape(-1)[keep]
+    mate = np.array([first[p] for p in probe_ids])
+    sim = similarity_matrix(np.asarray(probes)[keep], gallery, similarity).astype(np.float64)
+    order = np.argsort(-sim, axis=1)
+    out = {"probes": len(keep), "rank": {}, "fpir": {}}
+    for k in ranks:
+        out["rank"][int(k)] = float((order[:, :k] == mate[:, None]).any(axis=1).mean())
+    pos = sim[np.arange(len(keep)), mate].copy()
+    sim[np.arange(len(keep)), mate] = -np.inf
+    neg = np.sort(sim[np.isfinite(sim)])[::-1]
+    for f in fpirs:
+        k = math.ceil(len(keep) * f)
+        out["fpir"][str(f)] = float((pos > neg[k - 1]).mean())
+    return out

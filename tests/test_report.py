@@ -1,0 +1,53 @@
+"""Reports: JSON with every figure, the seed's table layout, ROC and CMC plots."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+
+from recog import metrics as M
+from recog.report import evaluate, markdown_tables, write_report
+
+
+def _case(seed):
+    rng = np.random.default_rng(seed)
+    scores = np.r_[rng.normal(1, 1, 300), rng.normal(-1, 1, 3000)]
+    labels = np.r_[np.ones(300, int), np.zeros(3000, int)]
+    gallery = rng.normal(size=(40, 8))
+    probe_ids = [f"g{i % 40}" for i in range(200)] + [f"x{i}" for i in range(50)]
+    probes = np.r_[gallery[np.arange(200) % 40] + rng.normal(0, 0.8, (200, 8)), rng.normal(size=(50, 8))]
+    stats = M.identification_stats(probes, gallery, probe_ids, [f"g{i}" for i in range(40)], keep_nonmated=20)
+    return scores, labels, stats
+
+
+def test_report_files_and_seed_layout(tmp_path):
+    results = [evaluate(f"model {k}", *(_case(k)[:2]), stats=_case(k)[2]) for k in (1, 2)]
+    paths = write_report(results, tmp_path, title="Masked probes vs unmasked gallery")
+    body = json.loads(paths["json"].read_text())
+    v = body["results"][0]["verification"]
+    scores, labels, stats = _case(1)
+    assert v["auc"] == M.auc(M.roc_curve(scores, labels))
+    assert v["tar_at_far"]["0.01"]["tar"] == M.tar_at_far(scores, labels, 0.01).tar
+    assert v["seed_tar_at_far"]["0.1"] == M.seed_tar_at_far(scores, labels, 0.1)
+    ident = body["results"][0]["identification"]
+    assert ident["rank"]["1"] == M.cmc(stats, (1,))[1]
+    assert ident["tpir_at_fpir"]["0.1"]["tpir"] == M.tpir_at_fpir(stats, 0.1).tpir
+    md = paths["markdown"].read_text()
+    assert "| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | AUC (%) |" in md
+    assert "| Model | TPIR(%)@FPIR=0.01 | TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| model 1 |") and "TAR" not in line)
+    assert f"{100 * v['tar_at_far']['0.1']['tar']:.1f}" in row and f"{100 * v['auc']:.1f}" in row
+    for key in ("roc", "cmc"):
+        picture = cv2.imread(str(paths[key]))
+        assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+
+
+def test_unmeasurable_cells_read_na():
+    rng = np.random.default_rng(3)
+    scores = np.r_[rng.normal(1, 1, 20), rng.normal(-1, 1, 50)]  # 50 impostors: FAR 0.001 unmeasurable
+    labels = np.r_[np.ones(20, int), np.zeros(50, int)]
+    md = markdown_tables([evaluate("small", scores, labels)])
+    row = next(line for line in md.splitlines() if line.startswith("| small |"))
+    assert row.split("|")[4].strip() == "n/a"
