@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_masks.py
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_masked_detection.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

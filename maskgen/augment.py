@@ -19,10 +19,12 @@ import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
 from maskgen.detect import DetectorOptions
+from maskgen.finder import FaceFinder, FinderOptions, alignment_points
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
 from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
 
 OUTPUTS = ("image", "crops", "both")
+ALIGNMENTS = ("five-point", "eyes", "auto")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class AugmentOptions:
     - crop_size: side of the aligned crops (ArcFace template scaled to it).
     - face_types: thresholds for frontal/profile and clear/blurred.
     - detector: MTCNN options.
+    - finder: crop mode and detector choice (`maskgen.finder.FinderOptions`); default: MTCNN, crop
+      mode `auto`.
+    - alignment: points the crops are aligned with: `five-point` (default; the unmasked detection,
+      which masking never changes), `eyes`, or `auto` (eyes when the 5 points are implausible).
     """
 
     style: str | MaskStyle = "seed"
@@ -47,8 +53,12 @@ class AugmentOptions:
     crop_size: int = 112
     face_types: FaceTypeOptions = field(default_factory=FaceTypeOptions)
     detector: DetectorOptions = field(default_factory=DetectorOptions)
+    finder: FinderOptions = field(default_factory=FinderOptions)
+    alignment: str = "five-point"
 
     def __post_init__(self):
+        if self.alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         if self.outputs not in OUTPUTS:
             raise ValueError(f"outputs must be one of {OUTPUTS}, got {self.outputs!r}")
         if isinstance(self.style, str) and self.style not in STYLE_NAMES:
@@ -74,6 +84,8 @@ class FaceRecord:
     masked: bool
     mask: dict | None = None
     note: str = ""
+    source: str = "mtcnn"          # which detection path found the face (see maskgen.finder)
+    alignment: str = "five-point"  # how the crop was aligned
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,12 +114,13 @@ class Augmenter:
         self.style = self.options.style if isinstance(self.options.style, MaskStyle) \
             else style_from_name(self.options.style)
         self.detector = detector or MTCNN(self.options.detector, device=device)
+        self.finder = FaceFinder(self.options.finder, mtcnn=self.detector, device=device)
         self.predictor = predictor or LandmarkPredictor()
         self.template = ARCFACE_112.resized(self.options.crop_size)
 
     @property
     def versions(self) -> dict:
-        return {"detector": self.detector.version, "landmarks": self.predictor.version}
+        return {"detector": self.finder.version, "landmarks": self.predictor.version}
 
     def augment(self, image: np.ndarray, key: str) -> AugmentResult:
         return self.augment_batch([image], [key])[0]
@@ -115,18 +128,19 @@ class Augmenter:
     def augment_batch(self, images: list[np.ndarray], keys: list[str]) -> list[AugmentResult]:
         if len(images) != len(keys):
             raise ValueError("one key per image is needed")
-        detections = self.detector.detect_batch(images)
+        detections = self.finder.find_batch(images)
         results = []
         for image, key, faces in zip(images, keys, detections):
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
             landmarks68 = self.predictor.predict(image, boxes) if len(faces) else np.zeros((0, 68, 2))
-            results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68))
+            results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
+                                           sources=[f.source for f in faces]))
         return results
 
     def mask_faces(self, image: np.ndarray, key: str, boxes, scores, points5, landmarks68,
-                   face_types: list[FaceType] | None = None) -> AugmentResult:
+                   face_types: list[FaceType] | None = None, sources: list[str] | None = None) -> AugmentResult:
         """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV."""
         opts = self.options
         h, w = image.shape[:2]
@@ -154,15 +168,17 @@ class Augmenter:
                     masked = True
                 except ValueError as exc:  # degenerate landmarks
                     note = f"mask not drawn: {exc}"
+            align_pts, how = alignment_points(points5[i], lm, opts.alignment)
             records.append(FaceRecord(
                 index=i, box=[round(float(v), 2) for v in boxes[i]], score=round(float(scores[i]), 6),
                 landmarks5=np.round(np.asarray(points5[i], dtype=np.float64), 2).tolist(),
                 landmarks68=np.round(lm, 2).tolist(), face_type=ftype.code,
                 yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4),
                 masked=masked, mask=params, note=note,
+                source=sources[i] if sources else "given", alignment=how,
             ))
             if masked:
-                crop_points.append(np.asarray(points5[i], dtype=np.float64))
+                crop_points.append(align_pts)
         crops = []
         if opts.outputs in ("crops", "both"):
             crops = [align_face(out, pts, self.template) for pts in crop_points]

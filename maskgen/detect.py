@@ -58,6 +58,7 @@ class Face:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2
     score: float
     landmarks: tuple[tuple[float, float], ...] = field(default=())  # 5 (x, y) in LANDMARK_NAMES order
+    source: str = "mtcnn"  # which path found it: mtcnn, yunet, mtcnn+pad, yunet+pad, onet-whole-image
 
     @property
     def width(self) -> float:
@@ -140,6 +141,18 @@ class MTCNN:
                 landmarks=tuple((float(x), float(y)) for x, y in points[k]),
             ))
         return results
+
+    def onet_whole_image(self, image: np.ndarray) -> Face:
+        """O-Net alone on the whole image taken as the face box: for tight crops where the cascade finds
+        nothing. Score and landmarks are O-Net's; the box is the image, regressed and clipped."""
+        h, w = image.shape[:2]
+        side = float(max(h, w))
+        box = np.array([[(w - side) / 2, (h - side) / 2, (w + side) / 2 - 1, (h + side) / 2 - 1]])
+        reg, rel, prob = self._run_patches("onet", [_normalise(image)], np.zeros(1, np.int64), box, 48)
+        points = B.landmarks_from_offsets(box, rel)[0]
+        out = B.clip_boxes(B.regress(box, reg), h, w)[0]
+        return Face(box=tuple(float(v) for v in out), score=float(prob[0, 1]),
+                    landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
 
     def _propose(self, normed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """P-Net over each image's pyramid; images of one size share each P-Net call."""

