@@ -8,7 +8,8 @@
    5 landmarks between aligning the masked image and aligning the unmasked one, for three alignment
    rules: the detector's 5 points, its two eyes only, and the 68-point eye centres only; and the
    cosine between `sface` embeddings of the masked image aligned from its re-detection and from the
-   unmasked detection (mean and 5th percentile).
+   unmasked detection (mean and 5th percentile). Detectors: MTCNN, YuNet, and both merged
+   (`FinderOptions.for_inputs("masked")`).
 2. Tight crops of real masked faces: every face of >= 40 px that MTCNN finds in
    ../shared/data/masked_wild, cropped square at 1.05x its box to 128 px; found by each detector
    plainly, after padding (replicated, reflected or black border), and with the O-Net fallback.
@@ -40,7 +41,8 @@ def main() -> None:
     mtcnn, predictor = MTCNN(), LandmarkPredictor()
     from maskgen.yunet import YuNet
     yunet = YuNet()
-    detectors = {"mtcnn": mtcnn, "yunet": yunet}
+    both = FaceFinder(FinderOptions.for_inputs("masked", crop_mode="off"), mtcnn=mtcnn, yunet=yunet)
+    detectors = {"mtcnn": mtcnn.detect, "yunet": yunet.detect, "both": both.find}
     embedder = Embedder("sface")
     rows = {}
     for path in sorted((DATA / "faces").rglob("*.jpg")):
@@ -54,7 +56,7 @@ def main() -> None:
             for k, (face, pts) in enumerate(zip(faces, lm)):
                 masked, _, _ = style_from_name(style)(masked, pts, mask_rng(0, path.name, k), classify_face(image, pts))
             for name, det in detectors.items():
-                again = det.detect(masked)
+                again = det(masked)
                 lm_again = predictor.predict(masked, np.array([g.box for g in again])) if again else []
                 for face, pts in zip(faces, lm):
                     if face.width < 40:
@@ -67,7 +69,6 @@ def main() -> None:
                         continue
                     j = int(iou.argmax())
                     pu, pm = face.points, again[j].points
-                    ref = alignment_matrix(pu)
 
                     def shift(a, b):
                         return float(np.median(np.linalg.norm(transform_points(pu, alignment_matrix(a))
@@ -78,7 +79,6 @@ def main() -> None:
                     e_un = embedder.embed_faces(masked, [pu])[0]
                     rows[key].append((shift(pm, pu), shift(eyes_only_points(pm[0], pm[1]), eyes_only_points(pu[0], pu[1])),
                                       shift(eyes68(lm_again[j]), eyes68(pts)), float(e_re @ e_un)))
-                    del ref
     print("Synthetic masks on shared/data/faces, faces >= 40 px:")
     print()
     print("| detector | mask | found again | shift, 5 points (px) | shift, eyes (px) | shift, 68-pt eyes (px) "
