@@ -20,11 +20,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
+sys.path.insert(0, str(HERE))
+from lfw_like import tight_masked_crops  # noqa: E402
 
 
 def main() -> None:
@@ -90,16 +91,7 @@ def main() -> None:
               f"{np.median(found[:, 0]):.2f} | {np.median(found[:, 1]):.2f} | {np.median(found[:, 2]):.2f} | "
               f"{found[:, 3].mean():.3f} / {np.percentile(found[:, 3], 5):.3f} |")
 
-    crops = []
-    for path in sorted((DATA / "masked_wild").glob("*.jpg")):
-        image = decode_image(path.read_bytes())
-        for f in mtcnn.detect(image):
-            if f.width < 40:
-                continue
-            x1, y1, x2, y2 = f.box
-            cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 1.05
-            m = np.float32([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]])
-            crops.append(cv2.warpAffine(image, m, (128, 128), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE))
+    crops = tight_masked_crops(DATA, mtcnn)
     print()
     print(f"Tight 128 px crops of {len(crops)} real masked faces (masked_wild):")
     print()

@@ -30,15 +30,16 @@ def largest_reference_faces(subset: str = "faces") -> dict[str, list[float]]:
 
 
 def lfw_crop(image: np.ndarray, box, size: int = 250, expand: float = 2.2, shift=(0.0, 0.0),
-             flip: bool = False) -> np.ndarray:
-    """The `size` x `size` crop centred on `box` (x1, y1, x2, y2) grown `expand` times; borders reflect."""
+             flip: bool = False, border: int = cv2.BORDER_REFLECT_101) -> np.ndarray:
+    """The `size` x `size` crop centred on `box` (x1, y1, x2, y2) grown `expand` times (reflected
+    border by default); `expand` near 1 gives the tight crops of pre-cropped datasets."""
     x1, y1, x2, y2 = box
     side = max(x2 - x1, y2 - y1) * expand
     cx = (x1 + x2) / 2 + shift[0] * (x2 - x1)
     cy = (y1 + y2) / 2 + shift[1] * (y2 - y1)
     s = size / side
     matrix = np.float32([[s, 0, size / 2 - cx * s], [0, s, size / 2 - cy * s]])
-    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101)
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=border)
     return crop[:, ::-1].copy() if flip else crop
 
 
@@ -61,3 +62,20 @@ def lfw_like_images(data_root: Path, count: int, seed: int = 0, size: int = 250)
         flip = (not first_pass) and bool(rng.integers(2))
         images.append(lfw_crop(photos[rel], boxes[rel], size=size, expand=expand, shift=shift, flip=flip))
     return images
+
+
+def tight_masked_crops(data_root: Path, detector, min_size: float = 40, size: int = 128,
+                       limit: int | None = None) -> list[np.ndarray]:
+    """Tight `size` px crops (box grown 1.05x, border replicated) of every face of at least `min_size`
+    px that `detector` finds in data_root/masked_wild: real masked faces as pre-cropped datasets hold them."""
+    from maskgen.decode import decode_image
+
+    crops = []
+    for path in sorted((data_root / "masked_wild").glob("*.jpg")):
+        image = decode_image(path.read_bytes())
+        for face in detector.detect(image):
+            if face.width >= min_size:
+                crops.append(lfw_crop(image, face.box, size=size, expand=1.05, border=cv2.BORDER_REPLICATE))
+        if limit is not None and len(crops) >= limit:
+            break
+    return crops

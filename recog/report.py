@@ -88,7 +88,7 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
                   "|---|---:|---:|---:|---:|"]
         for r in ver:
             tars = r.verification["tar_at_far"]
-            cells = [_pct(tars.get(str(f), {}) and tars[str(f)]["tar"]) for f in TABLE_FARS]
+            cells = [_pct((tars.get(str(f)) or {}).get("tar")) for f in TABLE_FARS]
             lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {_pct(r.verification['auc'])} |")
         lines.append("")
         v0 = ver[0].verification
@@ -103,7 +103,7 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
         for r in ident:
             i = r.identification
             tp = i.get("tpir_at_fpir", {})
-            cells = [_pct(tp.get(str(f)) and tp[str(f)]["tpir"]) for f in TABLE_FPIRS]
+            cells = [_pct((tp.get(str(f)) or {}).get("tpir")) for f in TABLE_FPIRS]
             ranks = i.get("rank", {})
             cells += [_pct(ranks.get("1")), _pct(ranks.get("5"))]
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")

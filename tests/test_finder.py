@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
-from conftest import read_rgb
+from conftest import ROOT, read_rgb
 from maskgen.align import ARCFACE_112, alignment_matrix, transform_points
 from maskgen.finder import FaceFinder, FinderOptions, alignment_points, eyes_only_points, plausible_five_points
 from maskgen.yunet import YUNET_SHA256, YuNet, yunet_path
+
+sys.path.insert(0, str(ROOT / "bench"))
+from lfw_like import tight_masked_crops  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def yunet():
     return YuNet()
-
-
-def _tight_crops(detector, shared_data, limit=40):
-    crops = []
-    for path in sorted((shared_data / "masked_wild").glob("*.jpg")):
-        image = read_rgb(path)
-        for f in detector.detect(image):
-            if f.width < 40:
-                continue
-            x1, y1, x2, y2 = f.box
-            cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * 1.05
-            m = np.float32([[128 / s, 0, 64 - cx * 128 / s], [0, 128 / s, 64 - cy * 128 / s]])
-            crops.append(cv2.warpAffine(image, m, (128, 128), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE))
-        if len(crops) >= limit:
-            break
-    return crops
 
 
 def test_yunet_is_the_pinned_model_and_uses_mtcnns_point_order(yunet, detector, face_photos):
@@ -46,7 +35,7 @@ def test_yunet_is_the_pinned_model_and_uses_mtcnns_point_order(yunet, detector, 
 
 
 def test_crop_mode_finds_tight_crops_of_masked_faces(detector, yunet, shared_data):
-    crops = _tight_crops(detector, shared_data)
+    crops = tight_masked_crops(shared_data, detector, limit=40)
     assert len(crops) >= 30
     plain = sum(bool(detector.detect(c)) for c in crops)
     finder = FaceFinder(FinderOptions(crop_mode="on"), mtcnn=detector, yunet=yunet)
@@ -117,3 +106,15 @@ def test_options_are_validated():
         FinderOptions(detector="haar")
     with pytest.raises(ValueError, match="pad_border"):
         FinderOptions(pad_border="mirror")
+
+
+def test_embedder_takes_the_alignment_mode(shared_faces_68):
+    from recog.embed import Embedder
+
+    _, image, faces, lm = shared_faces_68[0]
+    embedder = Embedder("sface", device="cpu")
+    five = embedder.embed_faces(image, [faces[0].points])
+    eyes = embedder.embed_faces(image, [faces[0].points], [lm[0]], alignment="eyes")
+    auto = embedder.embed_faces(image, [faces[0].points], alignment="auto")
+    np.testing.assert_allclose(auto, five, atol=1e-6)  # plausible points: auto keeps them
+    assert 0.8 < float(five[0] @ eyes[0]) < 0.9999  # same face, slightly different crop
