@@ -1,0 +1,225 @@
+"""Object storage for the jobs: a local folder or an S3 prefix, behind one small interface.
+
+    store = open_store("s3://bucket/datasets/lfw")     # or "/data/lfw", "file:///data/lfw", "./out"
+    for key in store.list():                            # keys relative to the prefix, "/"-separated, sorted
+        data = store.read(key)
+    store.write("masked/a/b.jpg", jpeg_bytes)           # atomic: readers never see half a file
+
+S3 goes through boto3 and the standard AWS settings: the credentials chain (environment, profile,
+instance role) and `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for any S3-compatible endpoint
+such as MinIO or Ceph. Requests retry with backoff (botocore's standard mode, `MFR_S3_ATTEMPTS`
+attempts, default 10).
+
+Keys are checked before anything is read or written: a key that is absolute or climbs out of the
+prefix (`..`) is refused, so no output is ever written outside the output prefix. URIs that embed
+credentials (`s3://KEY:SECRET@bucket`) are refused without repeating them.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI but never a credential."""
+
+
+class UnsafeKeyError(ValueError):
+    """A key that would leave the store's prefix, or is otherwise not a plain relative path."""
+
+
+def safe_key(key: str) -> str:
+    """Normalise a relative key ("a/b.jpg"); refuse absolute keys, `..`, NUL and empty keys."""
+    if not isinstance(key, str) or not key or "\x00" in key:
+        raise UnsafeKeyError(f"not a usable key: {key!r}")
+    text = key.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
+        raise UnsafeKeyError(f"absolute key refused: {key!r}")
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if not parts or any(p == ".." for p in parts):
+        raise UnsafeKeyError(f"key leaves the prefix or is empty: {key!r}")
+    return "/".join(parts)
+
+
+def redact(uri: str) -> str:
+    """The URI without any user-info part (credentials)."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        netloc = parts.hostname or ""
+        if parts.port:
+            netloc += f":{parts.port}"
+        return parts._replace(netloc="***@" + netloc).geturl()
+    return uri
+
+
+def open_store(uri: str | Path) -> "LocalStore | S3Store":
+    text = str(uri)
+    parts = urlsplit(text)
+    if parts.scheme in ("s3", "s3a"):
+        if "@" in parts.netloc:
+            raise StorageError(f"{redact(text)}: credentials in the URI are refused; use the AWS credentials "
+                               "chain (environment, profile or role) instead")
+        if not parts.netloc:
+            raise StorageError(f"{text}: no bucket")
+        return S3Store(parts.netloc, parts.path.strip("/"))
+    if parts.scheme == "file":
+        return LocalStore(Path(parts.path))
+    if parts.scheme and len(parts.scheme) > 1:
+        raise StorageError(f"{redact(text)}: unsupported scheme {parts.scheme!r}; use a local path or s3://")
+    return LocalStore(Path(text))
+
+
+class LocalStore:
+    def __init__(self, root: Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def path(self, key: str) -> Path:
+        return self.root.joinpath(*safe_key(key).split("/"))
+
+    def uri_of(self, key: str) -> str:
+        return str(self.path(key))
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.path(prefix) if prefix else self.root
+        if not base.exists():
+            return []
+        if base.is_file():
+            return [safe_key(prefix)]
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base):
+            dirnames.sort()
+            for name in filenames:
+                if name.startswith(".mfr-tmp-"):
+                    continue
+                rel = Path(dirpath, name).relative_to(self.root).as_posix()
+                keys.append(rel)
+        return sorted(keys)
+
+    def read(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} does not exist") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    def write(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        tmp = path.with_name(f".mfr-tmp-{os.getpid()}-{path.name}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+class S3Store:
+    def __init__(self, bucket: str, prefix: str = "", client=None):
+        self.bucket = bucket
+        self.prefix = "/".join(safe_key(prefix).split("/")) if prefix else ""
+        self._client = client
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r})"
+
+    def __getstate__(self):  # Ray ships stores to workers: clients are made where they are used
+        return {"bucket": self.bucket, "prefix": self.prefix, "_client": None}
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    @property
+    def client(self):
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            attempts = int(os.environ.get("MFR_S3_ATTEMPTS", "10"))
+            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+            self._client = boto3.client(
+                "s3", endpoint_url=endpoint,
+                config=Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
+                              read_timeout=60),
+            )
+        return self._client
+
+    def _full(self, key: str) -> str:
+        key = safe_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri_of(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._full(key)}"
+
+    def _call(self, what: str, fn, **kwargs):
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise FileNotFoundError(f"{what}: no such object") from None
+            raise StorageError(f"{what}: S3 said {code or 'error'}") from None
+        except BotoCoreError as exc:
+            raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}") from None
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self._full(prefix) if prefix else self.prefix
+        start = f"{base}/" if base else ""
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call(f"listing {self.uri}", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start)))
+        for page in pages:
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
+                if rel and not rel.endswith("/"):
+                    keys.append(rel)
+        return sorted(keys)
+
+    def read(self, key: str) -> bytes:
+        full = self._full(key)
+        body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full)
+        return body["Body"].read()
+
+    def exists(self, key: str) -> bool:
+        full = self._full(key)
+        try:
+            self._call(f"checking s3://{self.bucket}/{full}", self.client.head_object, Bucket=self.bucket, Key=full)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def write(self, key: str, data: bytes) -> None:
+        full = self._full(key)
+        self._call(f"writing s3://{self.bucket}/{full}", self.client.put_object, Bucket=self.bucket, Key=full,
+                   Body=data)
+
+    def delete(self, key: str) -> None:
+        full = self._full(key)
+        self._call(f"deleting s3://{self.bucket}/{full}", self.client.delete_object, Bucket=self.bucket, Key=full)
+
+
+def _scrub(text: str) -> str:
+    """Drop anything that looks like user-info from an endpoint URL in a library message."""
+    return re.sub(r"//[^/@\s]+@", "//***@", text)

@@ -1,0 +1,138 @@
+"""Local folders and a real S3 endpoint (moto_server over HTTP on 127.0.0.1, started here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jobs.storage import LocalStore, S3Store, StorageError, UnsafeKeyError, open_store, redact, safe_key
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on loopback for the whole session; AWS settings point at it."""
+    exe = Path(sys.executable).with_name("moto_server")
+    if not exe.exists():
+        exe = shutil.which("moto_server")
+    assert exe, "moto_server (from moto[server]) is needed for the S3 tests"
+    port = _free_port()
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.fail("moto_server did not start")
+    saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_endpoint):
+    import boto3
+
+    name = f"mfr-test-{time.time_ns()}"
+    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def _exercise(store):
+    store.write("a/b/c.jpg", b"one")
+    store.write("a/x y/é#;$.png", b"two")
+    store.write("top.txt", b"three")
+    assert store.list() == sorted(["a/b/c.jpg", "a/x y/é#;$.png", "top.txt"])
+    assert store.list("a") == ["a/b/c.jpg", "a/x y/é#;$.png"]
+    assert store.read("a/x y/é#;$.png") == b"two"
+    assert store.exists("top.txt") and not store.exists("nope.txt")
+    store.write("top.txt", b"replaced")
+    assert store.read("top.txt") == b"replaced"
+    store.delete("top.txt")
+    assert not store.exists("top.txt")
+    with pytest.raises(FileNotFoundError):
+        store.read("missing.jpg")
+    for bad in ("../escape.jpg", "a/../../escape.jpg", "/etc/passwd", "", "C:\\x.jpg"):
+        with pytest.raises(UnsafeKeyError):
+            store.write(bad, b"x")
+
+
+def test_local_store(tmp_path):
+    store = open_store(tmp_path / "out")
+    assert isinstance(store, LocalStore)
+    _exercise(store)
+    assert not (tmp_path / "escape.jpg").exists()
+    assert not any(p.name.startswith(".mfr-tmp-") for p in (tmp_path / "out").rglob("*"))
+    assert open_store(f"file://{tmp_path}/out").list("a") == store.list("a")
+
+
+def test_s3_store_on_a_real_endpoint(bucket):
+    store = open_store(f"s3://{bucket}/runs/one")
+    assert isinstance(store, S3Store) and store.uri == f"s3://{bucket}/runs/one"
+    _exercise(store)
+    other = open_store(f"s3://{bucket}/runs/two")
+    assert other.list() == []  # prefixes are kept apart
+    assert store.uri_of("a/b/c.jpg") == f"s3://{bucket}/runs/one/a/b/c.jpg"
+
+
+def test_s3_listing_pages_through_more_than_1000_keys(bucket):
+    store = open_store(f"s3://{bucket}/many")
+    for i in range(1005):
+        store.write(f"k/{i:05d}.bin", b"")
+    keys = store.list()
+    assert len(keys) == 1005 and keys[0] == "k/00000.bin" and keys[-1] == "k/01004.bin"
+
+
+def test_credentials_in_uris_are_refused_without_repeating_them():
+    with pytest.raises(StorageError) as info:
+        open_store("s3://AKIAEXAMPLE:VERYSECRETVALUE@bucket/prefix")
+    assert "VERYSECRETVALUE" not in str(info.value) and "AKIAEXAMPLE" not in str(info.value)
+    assert redact("http://user:pw@host:9000/x") == "http://***@host:9000/x"
+    with pytest.raises(StorageError, match="unsupported scheme"):
+        open_store("ftp://host/x")
+
+
+def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("MFR_S3_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    started = time.time()
+    with pytest.raises(StorageError, match="reading s3://b/p/x.jpg"):
+        open_store("s3://b/p").read("x.jpg")
+    assert time.time() - started < 30
+
+
+def test_safe_key_normalises():
+    assert safe_key("a//b/./c.jpg") == "a/b/c.jpg"
+    assert safe_key("a\\b.jpg") == "a/b.jpg"
+    with pytest.raises(UnsafeKeyError):
+        safe_key("a/\x00b")
