@@ -78,22 +78,29 @@ class FinderOptions:
 class FaceFinder:
     def __init__(self, options: FinderOptions | None = None, mtcnn=None, yunet=None, device: str = "auto"):
         self.options = options or FinderOptions()
-        needed = {self.options.detector, self.options.crop_detector}
-        if "both" in needed:
-            needed |= {"mtcnn", "yunet"}
-        self._detectors = {}
-        if "mtcnn" in needed or self.options.onet_fallback:
-            from maskgen.detect import MTCNN
+        self.device = device
+        # Detectors are made on first use: the crop path's YuNet costs nothing until a crop shows up.
+        self._made = {name: d for name, d in (("mtcnn", mtcnn), ("yunet", yunet)) if d is not None}
 
-            self._detectors["mtcnn"] = mtcnn or MTCNN(device=device)
-        if "yunet" in needed:
-            from maskgen.yunet import YuNet
+    def _detector(self, name: str):
+        if name not in self._made:
+            if name == "mtcnn":
+                from maskgen.detect import MTCNN
 
-            self._detectors["yunet"] = yunet or YuNet()
+                self._made[name] = MTCNN(device=self.device)
+            else:
+                from maskgen.yunet import YuNet
+
+                self._made[name] = YuNet()
+        return self._made[name]
 
     @property
     def version(self) -> str:
-        return ",".join(d.version for d in self._detectors.values())
+        o = self.options
+        names = {"mtcnn", "yunet"} if o.detector == "both" else {o.detector}
+        if o.crop_mode != "off":
+            names |= {o.crop_detector} | ({"mtcnn"} if o.onet_fallback else set())
+        return ",".join(self._detector(n).version for n in sorted(names))
 
     def find(self, image: np.ndarray) -> list[Face]:
         return self.find_batch([image])[0]
@@ -112,10 +119,10 @@ class FaceFinder:
 
     def _plain(self, images: list[np.ndarray]) -> list[list[Face]]:
         if self.options.detector != "both":
-            return self._detectors[self.options.detector].detect_batch(images)
+            return self._detector(self.options.detector).detect_batch(images)
         merged = []
-        for ours, theirs in zip(self._detectors["mtcnn"].detect_batch(images),
-                                self._detectors["yunet"].detect_batch(images)):
+        for ours, theirs in zip(self._detector("mtcnn").detect_batch(images),
+                                self._detector("yunet").detect_batch(images)):
             merged.append(merge_detections(ours, theirs))
         return merged
 
@@ -131,12 +138,12 @@ class FaceFinder:
         h, w = image.shape[:2]
         p = max(1, int(round(opts.pad * max(h, w))))
         padded = cv2.copyMakeBorder(image, p, p, p, p, PAD_BORDERS[opts.pad_border], value=(0, 0, 0))
-        found = self._detectors[opts.crop_detector].detect(padded)
+        found = self._detector(opts.crop_detector).detect(padded)
         faces = [_shift(f, p, h, w, f"{opts.crop_detector}+pad") for f in found]
         faces = [f for f in faces if f.width > 1 and f.height > 1]
         if faces or not opts.onet_fallback:
             return faces
-        whole = self._detectors["mtcnn"].onet_whole_image(image)
+        whole = self._detector("mtcnn").onet_whole_image(image)
         return [whole] if whole.score >= opts.onet_min_score else []
 
 
