@@ -12,7 +12,8 @@ from maskgen.augment import AugmentOptions
 
 
 @pytest.fixture(scope="module")
-def ray_runtime():
+def ray_runtime(s3_endpoint):
+    """In-process Ray, started after the S3 settings exist: workers inherit the environment."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
