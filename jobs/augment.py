@@ -125,7 +125,7 @@ class JobSummary:
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
-        return (f"{self.processed} images ({rate:.1f}/s), {self.faces} faces masked; {counts}; "
+        return (f"{self.processed} images ({rate:.1f}/s), {self.faces} faces; {counts}; "
                 f"{self.skipped} skipped as done")
 
 
