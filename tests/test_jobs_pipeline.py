@@ -42,3 +42,20 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert 0.5 < verification["auc"] <= 1.0 and ident["rank"]["1"] >= 0.5
     for name in ("report.md", "roc.png", "cmc.png"):
         assert (out / "report" / name).stat().st_size > 100
+
+
+def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
+    from jobs.cli import main
+
+    dataset = tmp_path / "dataset"
+    for person in ("person_05", "person_06"):
+        for path in sorted((shared_data / "faces" / person).glob("*.jpg"))[:2]:
+            (dataset / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dataset / person / path.name)
+    out = tmp_path / "cli"
+    assert main(["run", str(dataset), str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "augment: 4 images" in printed and f"markdown: {out / 'report' / 'report.md'}" in printed
+    assert main(["mask", str(dataset), "s3://KEY:SECRET@bucket/x", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "credentials in the URI are refused" in err and "SECRET" not in err
