@@ -65,3 +65,48 @@ def test_augment_from_a_folder_to_s3(ray_runtime, dataset, bucket):
     summary = run_augment(str(dataset), uri, AugmentOptions(seed=2))
     assert summary.statuses.get("ok") == 3
     _check(read_manifest(uri), open_store(uri))
+
+
+def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_photos, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    source = tmp_path / "many"
+    for path in face_photos[:30]:
+        (source / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, source / path.parent.name / path.name)
+    killed = []
+    started = time.time()
+
+    def kill_the_worker():
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
+                # this job's actor: earlier tests' actors may still be around
+                if "AugmentWorker" in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= started - 1:
+                    time.sleep(6)  # in the middle of its batches
+                    try:
+                        os.kill(proc.info["pid"], signal.SIGKILL)
+                    except ProcessLookupError:
+                        continue
+                    killed.append(time.time())
+                    return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    out = tmp_path / "out"
+    summary = run_augment(str(source), str(out), AugmentOptions(style="random"), batch_size=2)
+    finished = time.time()
+    killer.join()
+    assert killed and killed[0] < finished, "the worker was not killed while the job ran"
+    manifest = read_manifest(str(out))
+    assert summary.processed == 30 and manifest.source_key.nunique() == 30
+    assert not manifest.duplicated(["source_key", "face_index"]).any()
+    store = open_store(out)
+    for _, row in manifest[manifest.status == "ok"].iterrows():
+        assert store.exists(row.output_key)
