@@ -48,7 +48,7 @@ def main() -> None:
     scores = args.probes * args.gallery
     print(f"{args.probes:,} probes x {args.gallery:,} gallery x {args.dim}-d = {scores:,} scores, "
           f"{os.cpu_count()} CPUs, block {args.block}")
-    print(f"| wall time | scores/s | peak RSS (whole process) | inputs | rank-1 | TPIR@FPIR=0.01 |")
+    print("| wall time | scores/s | peak RSS (whole process) | inputs | rank-1 | TPIR@FPIR=0.01 |")
     print("|---:|---:|---:|---:|---:|---:|")
     print(f"| {seconds:.1f} s | {scores / seconds:.3g} | {peak / 1024:.0f} MiB | {before / 1024:.0f} MiB before scoring "
           f"| {rank1:.3f} | {tpir:.3f} |")

@@ -122,6 +122,19 @@ class JobSummary:
     seconds: float = 0.0
     manifest_shards: list = field(default_factory=list)
 
+    def record(self, source_keys, statuses, faces: int, started: float, progress=None) -> None:
+        """Count one finished batch: statuses per image (its first row), then report progress."""
+        per_image = {}
+        for key, status in zip(source_keys, statuses):
+            per_image.setdefault(key, status)
+        for status in per_image.values():
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.processed += len(per_image)
+        self.faces += faces
+        self.seconds = time.perf_counter() - started
+        if progress:
+            progress(self)
+
     def line(self) -> str:
         rate = self.processed / self.seconds if self.seconds else 0.0
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
@@ -129,16 +142,17 @@ class JobSummary:
                 f"{self.skipped} skipped as done")
 
 
-def done_keys(output) -> set[str]:
-    """Source keys that already have manifest rows (reruns skip them)."""
+def read_parquet_dir(store, directory: str, columns=None) -> list:
+    """Every Parquet shard under `directory` of a store, as pyarrow tables."""
     import pyarrow.parquet as pq
 
-    keys = set()
-    for shard in output.list(MANIFEST_DIR):
-        if shard.endswith(".parquet"):
-            table = pq.read_table(io.BytesIO(output.read(shard)), columns=["source_key"])
-            keys.update(table.column("source_key").to_pylist())
-    return keys
+    return [pq.read_table(io.BytesIO(store.read(k)), columns=columns)
+            for k in store.list(directory) if k.endswith(".parquet")]
+
+
+def done_keys(output) -> set[str]:
+    """Source keys that already have manifest rows (reruns skip them)."""
+    return {k for t in read_parquet_dir(output, MANIFEST_DIR, ["source_key"]) for k in t.column("source_key").to_pylist()}
 
 
 def pool_size(requested: int | None = None) -> int:
@@ -186,17 +200,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
             shard = f"{MANIFEST_DIR}/part-{name}.parquet"
             output.write(shard, sink.getvalue())
             summary.manifest_shards.append(shard)
-            statuses = table.column("status").to_pylist()
-            per_image = {}
-            for k, s in zip(table.column("source_key").to_pylist(), statuses):
-                per_image.setdefault(k, s)
-            for s in per_image.values():
-                summary.statuses[s] = summary.statuses.get(s, 0) + 1
-            summary.processed += len(per_image)
-            summary.faces += sum(bool(m) for m in table.column("masked").to_pylist())
-            summary.seconds = time.perf_counter() - started
-            if progress:
-                progress(summary)
+            summary.record(table.column("source_key").to_pylist(), table.column("status").to_pylist(),
+                           sum(bool(m) for m in table.column("masked").to_pylist()), started, progress)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -204,10 +209,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
 def read_manifest(output_uri: str):
     """The whole manifest as a pandas DataFrame."""
     import pandas as pd
-    import pyarrow.parquet as pq
 
-    output = open_store(output_uri)
-    tables = [pq.read_table(io.BytesIO(output.read(k))) for k in output.list(MANIFEST_DIR) if k.endswith(".parquet")]
+    tables = read_parquet_dir(open_store(output_uri), MANIFEST_DIR)
     if not tables:
         return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
     return pd.concat([t.to_pandas() for t in tables], ignore_index=True)

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from jobs.augment import JobSummary, identity_of, pool_size, read_manifest
+from jobs.augment import JobSummary, identity_of, pool_size, read_manifest, read_parquet_dir
 from jobs.storage import open_store
 
 SHARD_DIR = "shards"
@@ -149,13 +149,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             continue
         shard, n_ok = _write_shard(output, rows, dim, similarity)
         summary.manifest_shards.append(shard)
-        summary.faces += n_ok
-        for status in rows["status"]:
-            summary.statuses[status] = summary.statuses.get(status, 0) + 1
-        summary.processed += len(set(rows["key"]))
-        summary.seconds = time.perf_counter() - started
-        if progress:
-            progress(summary)
+        summary.record(rows["key"], rows["status"], n_ok, started, progress)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -163,10 +157,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
 def read_shards(uri: str):
     """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     store = open_store(uri)
-    tables = [pq.read_table(io.BytesIO(store.read(k))) for k in store.list(SHARD_DIR) if k.endswith(".parquet")]
+    tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
     table = pa.concat_tables(tables)

@@ -18,7 +18,6 @@ credentials (`s3://KEY:SECRET@bucket`) are refused without repeating them.
 from __future__ import annotations
 
 import os
-import posixpath
 import re
 from pathlib import Path
 from urllib.parse import urlsplit

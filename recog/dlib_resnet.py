@@ -156,7 +156,8 @@ def _read_layer(r: _Reader, name: str) -> DlibLayer:
     if name == "con_4":
         params = r.tensor().reshape(-1)
         nf, nr, nc, sy, sx, py, px = (r.int() for _ in range(7))
-        filters, biases = r.alias(), r.alias()
+        filters = r.alias()
+        r.alias()  # the biases alias: their count is nf
         for _ in range(4):
             r.float()
         n_weights = int(np.prod(filters))

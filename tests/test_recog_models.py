@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from conftest import ROOT, read_rgb
+from conftest import ROOT
 from recog import zoo
 from recog.embed import Embedder
 from recog.spec import ModelSpec, attach_spec
