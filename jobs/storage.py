@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from maskgen.runtime import TMP_PREFIX, write_atomic
+
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI but never a credential."""
@@ -99,7 +101,7 @@ class LocalStore:
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             for name in filenames:
-                if name.startswith(".mfr-tmp-"):
+                if name.startswith(TMP_PREFIX):
                     continue
                 rel = Path(dirpath, name).relative_to(self.root).as_posix()
                 keys.append(rel)
@@ -119,13 +121,9 @@ class LocalStore:
 
     def write(self, key: str, data: bytes) -> None:
         path = self.path(key)
-        tmp = path.with_name(f".mfr-tmp-{os.getpid()}-{path.name}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            write_atomic(path, data)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def delete(self, key: str) -> None:

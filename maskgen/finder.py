@@ -100,7 +100,11 @@ class FaceFinder:
         names = {"mtcnn", "yunet"} if o.detector == "both" else {o.detector}
         if o.crop_mode != "off":
             names |= {o.crop_detector} | ({"mtcnn"} if o.onet_fallback else set())
-        return ",".join(self._detector(n).version for n in sorted(names))
+        # YuNet is named without being fetched: asking for versions (every job actor does) must not
+        # undo its lazy creation.
+        from maskgen.yunet import YUNET_VERSION
+
+        return ",".join(YUNET_VERSION if n == "yunet" else self._detector(n).version for n in sorted(names))
 
     def find(self, image: np.ndarray) -> list[Face]:
         return self.find_batch([image])[0]

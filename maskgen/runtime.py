@@ -28,12 +28,20 @@ def cache_dir() -> Path:
     return root
 
 
+TMP_PREFIX = ".mfr-tmp-"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` so that concurrent readers (other Ray actors) never see a half-written file."""
+    """Write `data` so that concurrent readers (other Ray actors) never see a half-written file: a
+    temporary `TMP_PREFIX` file beside it, renamed into place, removed if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def sha256_bytes(data: bytes) -> str:

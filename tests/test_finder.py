@@ -61,6 +61,8 @@ def test_auto_mode_takes_the_crop_path_only_for_crops(detector, yunet, face_phot
     faces = finder.find(tight)
     assert faces and faces[0].source in ("yunet+pad", "onet-whole-image")
     assert finder.find(np.full((150, 150, 3), 128, np.uint8)) == []  # no face, even with the fallback
+    lazy = FaceFinder(FinderOptions(), mtcnn=detector)
+    assert "yunet:" in lazy.version and "yunet" not in lazy._made  # naming it does not fetch it
     off = FaceFinder(FinderOptions(crop_mode="off"), mtcnn=detector, yunet=yunet)
     assert all(f.source == "mtcnn" for f in off.find(tight))
 
