@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m maskgen.demo --out out/demo
+	$(BIN)/mfr demo --out out/demo
 
 # Benchmarks are not tests: they print tables for the README. REFERENCE_PYTHON is an interpreter
 # that has TensorFlow and mtcnn (see tools/mtcnn_reference.py); without it the reference column is skipped.
@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_masked_detection.py
+	$(BIN)/python bench/bench_jobs.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -45,6 +45,11 @@ def lfw_crop(image: np.ndarray, box, size: int = 250, expand: float = 2.2, shift
 
 def lfw_like_images(data_root: Path, count: int, seed: int = 0, size: int = 250) -> list[np.ndarray]:
     """`count` LFW-like images cycling over the photos of `data_root/faces`, with seeded variation."""
+    return list(iter_lfw_like_images(data_root, count, seed, size))
+
+
+def iter_lfw_like_images(data_root: Path, count: int, seed: int = 0, size: int = 250):
+    """The images of `lfw_like_images`, one at a time (10,000 of them need not sit in memory)."""
     from maskgen.decode import decode_image
 
     boxes = largest_reference_faces("faces")
@@ -53,15 +58,13 @@ def lfw_like_images(data_root: Path, count: int, seed: int = 0, size: int = 250)
         raise RuntimeError(f"no reference faces for {data_root / 'faces'}")
     rng = np.random.default_rng(seed)
     names = sorted(photos)
-    images = []
     for i in range(count):
         rel = names[i % len(names)]
         first_pass = i < len(names)
         expand = 2.2 if first_pass else float(rng.uniform(1.9, 2.6))
         shift = (0.0, 0.0) if first_pass else tuple(rng.uniform(-0.08, 0.08, size=2))
         flip = (not first_pass) and bool(rng.integers(2))
-        images.append(lfw_crop(photos[rel], boxes[rel], size=size, expand=expand, shift=shift, flip=flip))
-    return images
+        yield lfw_crop(photos[rel], boxes[rel], size=size, expand=expand, shift=shift, flip=flip)
 
 
 def tight_masked_crops(data_root: Path, detector, min_size: float = 40, size: int = 128,

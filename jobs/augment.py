@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import json
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from jobs.storage import open_store, safe_key
+from jobs.inputs import InputItem, folder_identity, is_manifest, resolve_input
+from jobs.pool import plan_pool, use_threads
+from jobs.storage import StorageError, UnreadableObject, open_store, redact, safe_key
 from maskgen.augment import AugmentOptions
 
 MANIFEST_DIR = "manifest"
@@ -52,17 +55,15 @@ def output_keys(source_key: str) -> tuple[str, str]:
     return image_key, f"crops/{path.with_suffix('')}"
 
 
-def identity_of(key: str) -> str:
-    parts = PurePosixPath(key).parts
-    return parts[-2] if len(parts) >= 2 else ""
-
-
 class AugmentWorker:
     """One per actor: models loaded once, then batches of keys processed end to end."""
 
-    def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int):
+    def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int,
+                 threads: int | None = None):
         from maskgen.augment import Augmenter
 
+        if threads:
+            use_threads(threads)
         self.input = open_store(input_uri)
         self.output = open_store(output_uri)
         self.options = options
@@ -72,22 +73,41 @@ class AugmentWorker:
 
     def __call__(self, batch: dict) -> dict:
         rows = []
-        for key in batch["key"]:
-            rows.extend(self.process(str(key)))
+        for i, key in enumerate(batch["key"]):
+            item = {c: batch[c][i] for c in batch}
+            try:
+                rows.extend(self.process(str(key), item))
+            except StorageError:
+                raise  # the output cannot be written (full, gone): the job must stop, not record it
+            except Exception as exc:  # one image's unexpected failure is its row, never the run's end
+                rows.append({"source_key": str(key), "identity": item.get("identity") or folder_identity(str(key)),
+                             "seed": self.options.seed, "versions": self.versions, "face_index": -1,
+                             "status": "error", "message": f"{type(exc).__name__}: {exc}"})
         return {c: [r.get(c) for r in rows] for c in MANIFEST_COLUMNS}
 
-    def process(self, key: str) -> list[dict]:
+    def process(self, key: str, item: dict | None = None) -> list[dict]:
+        """Manifest rows for one image; `item` carries an input manifest's row (identity, masked flag,
+        face type, 68 landmarks, or the status it was refused with)."""
         from maskgen.decode import DecodeError, decode_image
 
-        base = {"source_key": key, "identity": identity_of(key), "seed": self.options.seed,
-                "versions": self.versions, "face_index": -1}
+        item = item or {}
+        base = {"source_key": key, "identity": item.get("identity") or folder_identity(key),
+                "seed": self.options.seed, "versions": self.versions, "face_index": -1}
+        if item.get("status"):
+            return [{**base, "status": str(item["status"]), "message": str(item.get("message") or "")}]
+        if item.get("masked"):
+            return [{**base, "status": "already_masked",
+                     "message": "the input manifest marks this image as masked; not masked again"}]
         try:
             image = decode_image(self.input.read(key), max_pixels=self.max_pixels)
         except DecodeError as exc:
             return [{**base, "status": exc.status, "message": str(exc)}]
-        except FileNotFoundError as exc:
-            return [{**base, "status": "missing", "message": str(exc)}]
-        result = self.augmenter.augment(image, key)
+        except (FileNotFoundError, UnreadableObject) as exc:
+            return [{**base, "status": getattr(exc, "status", "missing"), "message": str(exc)}]
+        if len(item.get("landmarks68", ())) == 136:
+            result = self.mask_given(image, key, item)
+        else:
+            result = self.augmenter.augment(image, key)
         image_key, crop_stem = output_keys(key)
         if result.image is not None:
             self.output.write(image_key, _encode(result.image, PurePosixPath(image_key).suffix))
@@ -111,6 +131,17 @@ class AugmentWorker:
             })
         return rows
 
+    def mask_given(self, image, key: str, item: dict):
+        """Mask the face an input manifest gives by its 68 landmarks (and face type): no detection."""
+        from maskgen.augment import landmarks_to_face
+        from maskgen.facetype import FaceType
+
+        lm = np.asarray(item["landmarks68"], dtype=np.float64).reshape(68, 2)
+        box, points5 = landmarks_to_face(lm)
+        face_types = [FaceType.from_code(str(item["face_type"]))] if item.get("face_type") else None
+        return self.augmenter.mask_faces(image, key, box[None], [1.0], points5[None], lm[None],
+                                         face_types=face_types, sources=["manifest"])
+
 
 @dataclass
 class JobSummary:
@@ -123,13 +154,12 @@ class JobSummary:
     manifest_shards: list = field(default_factory=list)
 
     def record(self, source_keys, statuses, faces: int, started: float, progress=None) -> None:
-        """Count one finished batch: statuses per image (its first row), then report progress."""
-        per_image = {}
-        for key, status in zip(source_keys, statuses):
-            per_image.setdefault(key, status)
-        for status in per_image.values():
+        """Count one finished batch, then report progress: one input per distinct (key, status), so an
+        image's face rows count once and a manifest's duplicate row of it counts as its own input."""
+        inputs = dict.fromkeys(zip(source_keys, statuses))
+        for _, status in inputs:
             self.statuses[status] = self.statuses.get(status, 0) + 1
-        self.processed += len(per_image)
+        self.processed += len(inputs)
         self.faces += faces
         self.seconds = time.perf_counter() - started
         if progress:
@@ -155,53 +185,91 @@ def done_keys(output) -> set[str]:
     return {k for t in read_parquet_dir(output, MANIFEST_DIR, ["source_key"]) for k in t.column("source_key").to_pylist()}
 
 
-def pool_size(requested: int | None = None) -> int:
-    """Actors that leave a CPU for Ray's read and write tasks (an actor pool that takes every CPU hangs)."""
-    import ray
+def write_manifest_shard(output, table, summary: JobSummary, started: float, progress=None) -> None:
+    """Write one finished batch's manifest rows as one shard, named by its source keys (a retried
+    batch overwrites its own shard), and count it in `summary`."""
+    import pyarrow.parquet as pq
 
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    size = max(1, cpus - 1)
-    return max(1, min(requested, size)) if requested else size
+    if table.num_rows == 0:
+        return
+    source_keys = table.column("source_key").to_pylist()
+    name = hashlib.sha256("\n".join(sorted(set(source_keys))).encode()).hexdigest()[:20]
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    shard = f"{MANIFEST_DIR}/part-{name}.parquet"
+    output.write(shard, sink.getvalue())
+    summary.manifest_shards.append(shard)
+    summary.record(source_keys, table.column("status").to_pylist(),
+                   sum(bool(m) for m in table.column("masked").to_pylist()), started, progress)
+
+
+def job_items(input_uri: str, images_uri: str | None = None, keys: list[str] | None = None):
+    """(images root store, InputItems): every image of a folder / prefix, the rows of an input
+    manifest (jobs/inputs.py), or just the given `keys` of either."""
+    job_input = resolve_input(input_uri, images_uri)
+    items = job_input.items
+    if keys is not None:
+        if is_manifest(input_uri):
+            wanted = set(keys)
+            items = [it for it in items if it.key in wanted]
+        else:
+            items = [InputItem(k, folder_identity(k)) for k in sorted(set(keys))]
+    if not items and keys is None:
+        raise ValueError(f"no images under {redact(str(input_uri))}: check the path (nothing was written)")
+    return open_store(job_input.images_uri), items
+
+
+def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
+                 keys: list[str] | None = None) -> dict:
+    """What `run_augment` would do, without Ray and without writing: the inputs, which are already
+    done, and for each one to process where its outputs would go (or why it is refused)."""
+    source, items = job_items(input_uri, images_uri, keys)
+    output = open_store(output_uri)
+    done = done_keys(output)
+    todo = []
+    for it in items:
+        if it.key in done:
+            continue
+        if it.status:
+            todo.append((it.key, f"refused: {it.status} ({it.message})"))
+        else:
+            image_key, crop_stem = output_keys(it.key)
+            todo.append((it.key, f"{output.uri_of(image_key)}, {crop_stem}_face<i>.jpg"))
+    return {"images": source.uri, "output": output.uri, "inputs": len(items), "done": len(items) - len(todo),
+            "todo": todo}
 
 
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
-                keys: list[str] | None = None, batch_size: int = 8, workers: int | None = None,
-                max_pixels: int = 40_000_000, progress=None) -> JobSummary:
-    """Mask every image of `input_uri` (or the given `keys`) into `output_uri`, on the Ray cluster
-    `ray.init()` connects to (in-process when none is running)."""
+                images_uri: str | None = None, keys: list[str] | None = None, batch_size: int = 8,
+                workers: int | None = None, max_pixels: int = 40_000_000, progress=None) -> JobSummary:
+    """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to
+    (in-process when none is running). `input_uri` is a folder, an `s3://` prefix, or an input
+    manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative to `images_uri` (default:
+    the manifest's folder); `keys` restricts the job to those images."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
     import ray
 
     options = options or AugmentOptions()
     started = time.perf_counter()
-    source, output = open_store(input_uri), open_store(output_uri)
-    all_keys = sorted(keys) if keys is not None else source.list()
+    source, items = job_items(input_uri, images_uri, keys)
+    output = open_store(output_uri)
+    output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     done = done_keys(output)
-    todo = [k for k in all_keys if k not in done]
-    summary = JobSummary(inputs=len(all_keys), skipped=len(all_keys) - len(todo))
+    todo = [it for it in items if it.key not in done]
+    summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
     if todo:
         if not ray.is_initialized():
             ray.init(ignore_reinit_error=True, log_to_driver=False)
-        size = pool_size(workers)
-        ds = ray.data.from_items([{"key": k} for k in todo], override_num_blocks=max(1, len(todo) // batch_size))
+        blocks = math.ceil(len(todo) / batch_size)
+        plan = plan_pool(workers, tasks=blocks)
+        ds = ray.data.from_items([it.to_row() for it in todo], override_num_blocks=blocks)
         ds = ds.map_batches(
-            AugmentWorker, fn_constructor_args=(source.uri, output.uri, options, max_pixels),
-            batch_size=batch_size, num_cpus=1, compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size),
+            AugmentWorker, fn_constructor_args=(source.uri, output.uri, options, max_pixels, plan.threads),
+            batch_size=batch_size, **plan.map_batches_args(),
         )
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict(batch)
-            if table.num_rows == 0:
-                continue
-            shard_keys = sorted(set(table.column("source_key").to_pylist()))
-            name = hashlib.sha256("\n".join(shard_keys).encode()).hexdigest()[:20]
-            sink = io.BytesIO()
-            pq.write_table(table, sink)
-            shard = f"{MANIFEST_DIR}/part-{name}.parquet"
-            output.write(shard, sink.getvalue())
-            summary.manifest_shards.append(shard)
-            summary.record(table.column("source_key").to_pylist(), table.column("status").to_pylist(),
-                           sum(bool(m) for m in table.column("masked").to_pylist()), started, progress)
+            write_manifest_shard(output, table, summary, started, progress)
     summary.seconds = time.perf_counter() - started
     return summary
 

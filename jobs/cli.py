@@ -1,141 +1,346 @@
-"""`mfr`: the jobs from the command line. Local paths and s3:// URIs take the same flags.
+"""mfr: masked face recognition at scale. Local paths and s3:// URIs take the same flags.
 
+    mfr demo                                                    # the whole job on the embedded demo data
     mfr run ../shared/data/faces out/run --style seed           # augment -> embed -> score
     mfr mask ../shared/data/faces out/masked --style random --seed 7
     mfr embed ../shared/data/faces out/emb/unmasked
     mfr embed out/masked out/emb/masked --from-augment --masked
     mfr score out/emb/masked out/emb/unmasked out/report
+    mfr models list
 
 Each job runs on the Ray cluster that `ray.init()` finds (RAY_ADDRESS, or `ray job submit`), else
-in-process. Exit codes: 0 done; 1 done, but some inputs failed and --strict was given; 2 bad
-arguments or a job error (the message says which).
+in-process. Options can also come from a TOML file (--config): top-level keys for every command,
+[mask] / [embed] / [score] / [run] tables for one; flags on the command line win.
+
+Exit codes: 0 done; 1 done, but some inputs failed and --strict was given; 2 bad arguments or a job
+error (the message says which); 130 interrupted (finished batches are kept: rerun to finish).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
-import time
+from pathlib import Path
 
+from jobs.progress import ProgressBar, failed_count, summary_table
 from maskgen.masks import STYLE_NAMES
+
+COMMANDS = ("mask", "embed", "score", "run", "demo", "models")
 
 
 def _progress(quiet: bool, label: str):
-    if quiet:
-        return None
-    last = [0.0]
-
-    def show(summary):
-        now = time.perf_counter()
-        if now - last[0] >= 0.5:
-            last[0] = now
-            print(f"\r[{label}] {summary.line()}", end="", file=sys.stderr, flush=True)
-
-    return show
+    return None if quiet else ProgressBar(label)
 
 
-def _finish(label: str, summary, quiet: bool) -> None:
-    if not quiet:
-        print(f"\r[{label}] {summary.line()}", file=sys.stderr)
-    print(f"{label}: {summary.processed} images in {summary.seconds:.1f} s; " +
-          ", ".join(f"{k}: {v}" for k, v in sorted(summary.statuses.items())))
+def _finish(label: str, summary, bar=None) -> None:
+    if bar is not None:
+        bar.close()
+    print(summary_table(label, summary))
 
 
-def _failed(summary) -> int:
-    return sum(v for k, v in summary.statuses.items() if k not in ("ok", "no_face"))
+def _print_report(report: dict) -> None:
+    if report.get("skipped"):
+        print("report up to date (same shards and settings); --force makes it again")
+    for kind, uri in report["paths"].items():
+        print(f"{kind}: {uri}")
+
+
+def _print_plan(label: str, plan: dict, limit: int = 20) -> None:
+    print(f"{label}: {plan['inputs']} input(s) from {plan['images']}; {plan['done']} already done; "
+          f"{len(plan['todo'])} to process into {plan['output']}")
+    for key, where in plan["todo"][:limit]:
+        print(f"  {key} -> {where}")
+    if len(plan["todo"]) > limit:
+        print(f"  ... and {len(plan['todo']) - limit} more")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--config", type=Path, help="TOML file of options (see above); command-line flags win")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
-    def common(sp):
-        sp.add_argument("--quiet", action="store_true", help="no progress line, only the summary")
-        sp.add_argument("--strict", action="store_true", help="exit 1 when any input failed (undecodable, ...)")
-        sp.add_argument("--workers", type=int, help="actors at most (default: the cluster's CPUs minus one)")
+    def command(name: str, help: str, *examples: str):
+        return sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    m = sub.add_parser("mask", help="draw synthetic masks on every face (augment job)")
-    m.add_argument("input", help="folder or s3://bucket/prefix of images")
+    def job_options(sp, batch_size: int):
+        sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
+        sp.add_argument("--strict", action="store_true",
+                        help="exit 1 when any input failed (undecodable, missing, ...); no_face is not a failure")
+        sp.add_argument("--workers", type=int, help="actors (default: one per CPU core, or one per GPU)")
+        sp.add_argument("--batch-size", type=int, default=batch_size,
+                        help=f"images per batch: one actor call and one manifest/shard file each (default {batch_size})")
+        sp.add_argument("--dry-run", action="store_true",
+                        help="list what would be processed and where it would go; start nothing, write nothing")
+
+    def model_options(sp):
+        sp.add_argument("--model", default="sface",
+                        help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
+        sp.add_argument("--accept-model-licence", action="store_true",
+                        help="accept a built-in model's restrictive licence (insightface-mbf: non-commercial)")
+
+    m = command("mask", "draw synthetic masks on every face (the augment job)",
+                "mfr mask ../shared/data/faces out/masked --style random --seed 7",
+                "mfr mask s3://bucket/faces s3://bucket/masked --style surgical --quiet",
+                "mfr mask ../shared/data/seed/landmark/test.csv out/seed --images ../shared/data/seed/sample")
+    m.add_argument("input", help="folder or s3://bucket/prefix of images, or an input manifest (.csv/.parquet: "
+                                 "path, identity, masked, face_type, part_0_x ... part_67_y)")
     m.add_argument("output", help="folder or s3:// prefix for images/, crops/ and manifest/")
-    m.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default: seed)")
-    m.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
-    m.add_argument("--outputs", choices=("image", "crops", "both"), default="both")
+    m.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    m.add_argument("--style", choices=STYLE_NAMES, default="seed",
+                   help="mask style (default seed: the seed project's black polygon; random: one per face)")
+    m.add_argument("--seed", type=int, default=0, help="run seed: same seed, same masks (default 0)")
+    m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
+                   help="write whole masked images, aligned 112x112 crops, or both (default both)")
     m.add_argument("--largest-only", action="store_true", help="mask only the largest face per image")
-    common(m)
+    job_options(m, 8)
 
-    e = sub.add_parser("embed", help="embedding shards for every face (embed job)")
-    e.add_argument("input", help="images, or an augment output with --from-augment")
+    e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
+                "mfr embed ../shared/data/faces out/emb/unmasked",
+                "mfr embed out/masked out/emb/masked --from-augment --masked",
+                "mfr embed s3://bucket/faces s3://bucket/emb --model dlib-resnet")
+    e.add_argument("input", help="folder / s3:// prefix / input manifest of images, or an augment output "
+                                 "with --from-augment")
     e.add_argument("output", help="folder or s3:// prefix for shards/")
-    e.add_argument("--model", default="sface", help="built-in model (sface, dlib-resnet, insightface-mbf) or .onnx path")
-    e.add_argument("--masked", action="store_true", help="mark these faces as masked (probes)")
-    e.add_argument("--from-augment", action="store_true", help="embed the masked faces of an augment output")
-    e.add_argument("--accept-model-licence", action="store_true", help="accept a model's restrictive licence")
-    e.add_argument("--alignment", choices=("five-point", "eyes", "auto"), default="five-point")
-    common(e)
+    e.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    model_options(e)
+    e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
+    e.add_argument("--from-augment", action="store_true",
+                   help="embed the masked faces of an augment output, aligned with their unmasked detection")
+    e.add_argument("--alignment", choices=("five-point", "eyes", "auto"), default="five-point",
+                   help="points the faces are aligned with (default five-point)")
+    job_options(e, 16)
 
-    s = sub.add_parser("score", help="report from masked-probe and unmasked-gallery shards")
-    s.add_argument("probes", help="shards of masked faces")
-    s.add_argument("gallery", help="shards of unmasked faces")
-    s.add_argument("output", help="where report.json, report.md, roc.png, cmc.png go")
-    s.add_argument("--gallery-per-identity", type=int, default=1)
+    s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
+                "mfr score out/emb/masked out/emb/unmasked out/report",
+                "mfr score s3://bucket/emb/masked s3://bucket/emb/unmasked s3://bucket/report --force")
+    s.add_argument("probes", help="shards of masked faces (an embed output)")
+    s.add_argument("gallery", help="shards of unmasked faces (an embed output)")
+    s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
+    s.add_argument("--gallery-per-identity", type=int, default=1,
+                   help="unmasked images per identity in the gallery (first in key order; default 1)")
+    s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
 
-    r = sub.add_parser("run", help="dataset to report: mask, embed both sides, score")
-    r.add_argument("dataset", help="folder-per-identity images (folder or s3://)")
+    r = command("run", "dataset to report: mask, embed both sides, score",
+                "mfr run ../shared/data/faces out/run",
+                "mfr run s3://bucket/faces s3://bucket/runs/1 --style random --model dlib-resnet")
+    r.add_argument("dataset", help="folder-per-identity images (folder or s3:// prefix)")
     r.add_argument("output", help="where masked/, embeddings/ and report/ go")
-    r.add_argument("--style", choices=STYLE_NAMES, default="seed")
-    r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--model", default="sface")
-    r.add_argument("--accept-model-licence", action="store_true")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
+    r.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    model_options(r)
+    r.add_argument("--quiet", action="store_true", help="no progress bars, only the summary tables")
+    r.add_argument("--dry-run", action="store_true", help="list what would be processed; start nothing")
+
+    d = command("demo", "the whole job on the embedded demo dataset (what `make demo` runs)",
+                "mfr demo", "mfr demo --out /tmp/demo --style surgical")
+    d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    d.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
+    d.add_argument("--model", default="sface", help="recognition model (default sface)")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    md = command("models", "list, describe and build the recognition models",
+                 "mfr models list", "mfr models describe dlib-resnet", "mfr models build sface",
+                 "mfr models describe path/to/model.onnx")
+    md.add_argument("action", choices=("list", "describe", "build"),
+                    help="list: the built-in models; describe: a model's spec (JSON); build: fetch, convert and "
+                         "cache a built-in model, print its path and SHA-256")
+    md.add_argument("name", nargs="?", help="built-in model name or .onnx path (describe, build)")
+    md.add_argument("--accept-model-licence", action="store_true", help="accept a restrictive licence (build)")
     return p
 
 
+def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Options from --config become the subcommand's defaults, so command-line flags still win."""
+    import tomllib
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    known, rest = pre.parse_known_args(argv)
+    if known.config is None:
+        return
+    try:
+        data = tomllib.loads(known.config.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        parser.error(f"--config {known.config}: {exc}")
+    name = next((a for a in rest if a in COMMANDS), None)
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if name is None:
+        return
+    values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    values.update(data.get(name, {}))
+    sub = subparsers[name]
+    options = {a.dest: a for a in sub._actions if a.option_strings}
+    chosen = {}
+    for key, value in values.items():
+        dest = key.replace("-", "_")
+        if dest not in options:
+            if key in data.get(name, {}):
+                parser.error(f"--config {known.config}: [{name}] has no option {key!r}")
+            continue  # a top-level key for other commands
+        chosen[dest] = value
+    sub.set_defaults(**chosen)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    apply_config(parser, argv)
+    args = parser.parse_args(argv)
     from jobs.storage import StorageError
 
     try:
-        if args.command == "mask":
-            from jobs.augment import run_augment
-            from maskgen.augment import AugmentOptions
-
-            options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
-                                     largest_only=args.largest_only)
-            summary = run_augment(args.input, args.output, options, workers=args.workers,
-                                  progress=_progress(args.quiet, "mask"))
-            _finish("mask", summary, args.quiet)
-            return 1 if args.strict and _failed(summary) else 0
-        if args.command == "embed":
-            from jobs.embed import run_embed
-
-            summary = run_embed(args.input, args.output, args.model, masked=args.masked,
-                                from_augment=args.from_augment, accept_licence=args.accept_model_licence,
-                                alignment=args.alignment, workers=args.workers,
-                                progress=_progress(args.quiet, "embed"))
-            _finish("embed", summary, args.quiet)
-            return 1 if args.strict and _failed(summary) else 0
-        if args.command == "score":
-            from jobs.score import run_score
-
-            out = run_score(args.probes, args.gallery, args.output, gallery_per_identity=args.gallery_per_identity)
-            for kind, uri in out["paths"].items():
-                print(f"{kind}: {uri}")
-            return 0
-        if args.command == "run":
-            from jobs.run import run_pipeline
-
-            result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed, model=args.model,
-                                  accept_licence=args.accept_model_licence,
-                                  progress=_progress(args.quiet, "run"))
-            for stage in ("augment", "gallery", "probes"):
-                _finish(stage, result[stage], True)
-            for kind, uri in result["report"]["paths"].items():
-                print(f"{kind}: {uri}")
-            return 0
+        return COMMAND_FUNCTIONS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"\nmfr {args.command}: interrupted. Finished batches are kept; run the same command again "
+              "to do the rest.", file=sys.stderr)
+        return 130
     except (StorageError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"mfr {args.command}: {exc}", file=sys.stderr)
+        print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
         return 2
-    return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("ray."):
+            raise  # our own bug: the traceback is what a developer needs
+        print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
+        return 2
+
+
+def cmd_mask(args) -> int:
+    from jobs.augment import plan_augment, run_augment
+    from maskgen.augment import AugmentOptions
+
+    if args.dry_run:
+        _print_plan("mask", plan_augment(args.input, args.output, args.images))
+        return 0
+    options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only)
+    bar = _progress(args.quiet, "mask")
+    summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
+                          batch_size=args.batch_size, progress=bar)
+    _finish("mask", summary, bar)
+    return 1 if args.strict and failed_count(summary.statuses) else 0
+
+
+def cmd_embed(args) -> int:
+    from jobs.embed import plan_embed, run_embed
+
+    if args.dry_run:
+        _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
+                                        accept_licence=args.accept_model_licence, images_uri=args.images))
+        return 0
+    bar = _progress(args.quiet, "embed")
+    summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
+                        accept_licence=args.accept_model_licence, alignment=args.alignment,
+                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size, progress=bar)
+    _finish("embed", summary, bar)
+    return 1 if args.strict and failed_count(summary.statuses) else 0
+
+
+def cmd_score(args) -> int:
+    from jobs.score import run_score
+
+    _print_report(run_score(args.probes, args.gallery, args.output, gallery_per_identity=args.gallery_per_identity,
+                            force=args.force))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from jobs.augment import plan_augment
+    from jobs.run import run_pipeline
+    from jobs.storage import open_store
+
+    if args.dry_run:
+        out = open_store(args.output)
+        _print_plan("mask (augment)", plan_augment(args.dataset, out.uri_of("masked")))
+        print(f"then: embed the originals into {out.uri_of('embeddings/unmasked')} and the masked faces into "
+              f"{out.uri_of('embeddings/masked')} with {args.model}, and score into {out.uri_of('report')}")
+        return 0
+    result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed, model=args.model,
+                          accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar)
+    for stage in ("augment", "gallery", "probes"):
+        _finish(stage, result[stage])
+    _print_report(result["report"])
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from jobs.demo import run_demo
+
+    out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar)
+    for stage in ("augment", "gallery", "probes"):
+        _finish(stage, out["stages"][stage])
+    print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
+          "(a handful of packaged photos with synthetic variation: not a benchmark)")
+    for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),
+                       ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),
+                       ("manifest (Parquet)", "manifest"), ("gallery embedding shards", "gallery_shards"),
+                       ("probe embedding shards", "probe_shards"), ("report", "report"), ("ROC plot", "roc"),
+                       ("CMC plot", "cmc"), ("report data", "report_json")):
+        print(f"  {label:<27} {out[key]}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from recog.spec import ModelSpec
+    from recog.zoo import BUILTINS, builtin_path
+
+    if args.action == "list":
+        print(f"{'name':<16} {'input':>7}  {'dim':>4}  {'similarity':<10}  licence")
+        for name, entry in BUILTINS.items():
+            spec = entry.spec
+            opt_in = " (opt-in: --accept-model-licence)" if spec.requires_licence_acceptance else ""
+            print(f"{name:<16} {spec.input_size[0]:>3}x{spec.input_size[1]:<3}  {spec.embedding_size:>4}  "
+                  f"{spec.similarity:<10}  {spec.licence}{opt_in}")
+        return 0
+    if not args.name:
+        raise ValueError(f"`mfr models {args.action}` needs a model name or an .onnx path")
+    if args.action == "describe":
+        if args.name in BUILTINS:
+            spec = BUILTINS[args.name].spec
+        else:
+            import onnx
+
+            path = Path(args.name)
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
+            spec = ModelSpec.from_onnx(onnx.load(str(path), load_external_data=False))
+            if spec is None:
+                raise ValueError(f"{path} carries no mfr spec; give one with Embedder(spec=...) or attach_spec")
+        print(json.dumps(spec.to_dict(), indent=1, default=str))
+        return 0
+    from maskgen.runtime import sha256_bytes
+
+    path = builtin_path(args.name, accept_licence=args.accept_model_licence)
+    print(f"{args.name}: {path} (sha256 {sha256_bytes(path.read_bytes())})")
+    return 0
+
+
+COMMAND_FUNCTIONS = {"mask": cmd_mask, "embed": cmd_embed, "score": cmd_score, "run": cmd_run, "demo": cmd_demo,
+                     "models": cmd_models}
+
+
+def root_cause(exc: BaseException) -> str:
+    """The message a person needs: a worker's own error, not Ray's wrapping and traceback of it."""
+    from jobs.storage import StorageError
+
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError) and type(current).__module__.startswith("jobs."):
+            return str(current)
+        current = getattr(current, "cause", None) or current.__cause__
+    text = str(exc)
+    # across processes Ray keeps the worker's error only as text: find our own error's last line
+    ours = re.findall(r"^\s*(?:jobs|maskgen|recog)\.[\w.]+: (.+)$", text, flags=re.MULTILINE)
+    if ours:
+        return ours[-1].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(" ")]
+    return lines[-1] if lines else text
 
 
 if __name__ == "__main__":

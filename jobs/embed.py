@@ -15,22 +15,27 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import time
 
 import numpy as np
 
-from jobs.augment import JobSummary, identity_of, pool_size, read_manifest, read_parquet_dir
-from jobs.storage import open_store
+from jobs.augment import JobSummary, job_items, read_manifest, read_parquet_dir
+from jobs.inputs import folder_identity
+from jobs.pool import plan_pool, use_threads
+from jobs.storage import StorageError, UnreadableObject, open_store
 
 SHARD_DIR = "shards"
 
 
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int):
+                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, threads: int | None = None):
         from maskgen.finder import FaceFinder, FinderOptions
         from recog.embed import Embedder
 
+        if threads:
+            use_threads(threads)
         self.input = open_store(input_uri)
         self.embedder = Embedder(model, accept_licence=accept_licence)
         self.masked, self.from_augment, self.all_faces = masked, from_augment, all_faces
@@ -38,8 +43,6 @@ class EmbedWorker:
         self.finder = None if from_augment else FaceFinder(FinderOptions.for_inputs(finder_kind))
 
     def __call__(self, batch: dict) -> dict:
-        from maskgen.decode import DecodeError, decode_image
-
         out = {"key": [], "identity": [], "masked": [], "face_index": [], "model_id": [], "embedding": [],
                "status": [], "message": []}
 
@@ -49,72 +52,110 @@ class EmbedWorker:
             out["masked"].append(self.masked)
             out["face_index"].append(face_index)
             out["model_id"].append(self.embedder.model_id)
-            out["embedding"].append(vector)
+            # a failed face still needs a vector of the right shape for Ray's tensor column; its
+            # status says it is not one, and the shard stores it as null
+            out["embedding"].append(np.zeros(self.embedder.dim, np.float32) if vector is None else vector)
             out["status"].append(status)
             out["message"].append(message)
 
         for i, key in enumerate(batch["key"]):
             key = str(key)
-            identity = str(batch["identity"][i]) if "identity" in batch else identity_of(key)
-            image_key = str(batch["image_key"][i]) if "image_key" in batch else key
+            identity = str(batch["identity"][i]) if "identity" in batch else folder_identity(key)
+            face_index = int(batch["face_index"][i]) if self.from_augment else -1
             try:
-                image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
-            except (DecodeError, FileNotFoundError) as exc:
-                emit(key, identity, -1, None, getattr(exc, "status", "missing"), str(exc))
-                continue
-            if self.from_augment:
-                points = [np.asarray(batch["landmarks5"][i], dtype=np.float64).reshape(5, 2)]
-                lm68 = [np.asarray(batch["landmarks68"][i], dtype=np.float64).reshape(68, 2)]
-                indices = [int(batch["face_index"][i])]
-            else:
-                faces = self.finder.find(image)
-                if not faces:
-                    emit(key, identity, -1, None, "no_face", "no face found")
-                    continue
-                if not self.all_faces:
-                    faces = [max(faces, key=lambda f: f.width * f.height)]
-                points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
-            vectors = self.embedder.embed_faces(image, points, lm68, alignment=self.alignment)
-            for idx, vec in zip(indices, vectors):
-                emit(key, identity, idx, vec.astype(np.float32))
+                for idx, vector, status, message in self.process(batch, i, key):
+                    emit(key, identity, idx, vector, status, message)
+            except StorageError:
+                raise  # the input store failed as a whole: stop the job rather than record every image
+            except Exception as exc:  # one face's unexpected failure is its row, never the run's end
+                emit(key, identity, face_index, None, "error", f"{type(exc).__name__}: {exc}")
         return out
 
 
-def _write_shard(store, rows: dict, dim: int, similarity: str) -> tuple[str, int]:
+    def process(self, batch: dict, i: int, key: str):
+        """(face index, vector or None, status, message) for item `i` of the batch."""
+        from maskgen.decode import DecodeError, decode_image
+
+        face_index = int(batch["face_index"][i]) if self.from_augment else -1
+        refused = batch["status"][i] if "status" in batch else None
+        if refused:  # an input-manifest row refused before any reading (unsafe path, duplicate, ...)
+            return [(face_index, None, str(refused), str(batch["message"][i]))]
+        image_key = str(batch["image_key"][i]) if "image_key" in batch else key
+        try:
+            image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
+        except (DecodeError, FileNotFoundError, UnreadableObject) as exc:
+            return [(face_index, None, getattr(exc, "status", "missing"), str(exc))]
+        if self.from_augment:
+            points = [np.asarray(batch["landmarks5"][i], dtype=np.float64).reshape(5, 2)]
+            lm68 = [np.asarray(batch["landmarks68"][i], dtype=np.float64).reshape(68, 2)]
+            indices = [face_index]
+        else:
+            faces = self.finder.find(image)
+            if not faces:
+                return [(-1, None, "no_face", "no face found")]
+            if not self.all_faces:
+                faces = [max(faces, key=lambda f: f.width * f.height)]
+            points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
+        vectors = self.embedder.embed_faces(image, points, lm68, alignment=self.alignment)
+        return [(idx, vec.astype(np.float32), "ok", "") for idx, vec in zip(indices, vectors)]
+
+
+def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummary, started: float,
+                progress=None) -> None:
+    """One shard for one finished batch, counted in `summary`; failed faces keep their row (status,
+    message, null embedding) so that a rerun knows they were seen."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ok = [i for i, s in enumerate(rows["status"]) if s == "ok"]
-    emb = np.stack([np.asarray(rows["embedding"][i], np.float32) for i in ok]) if ok else np.zeros((0, dim), np.float32)
+    if not rows["key"]:
+        return
+    ok = np.array([s == "ok" for s in rows["status"]], dtype=bool)
+    emb = np.zeros((len(ok), dim), np.float32)
+    for i in np.nonzero(ok)[0]:
+        emb[i] = np.asarray(rows["embedding"][i], np.float32)
     table = pa.table({
-        "key": pa.array([rows["key"][i] for i in ok], pa.string()),
-        "identity": pa.array([rows["identity"][i] for i in ok], pa.string()),
-        "masked": pa.array([bool(rows["masked"][i]) for i in ok]),
-        "face_index": pa.array([int(rows["face_index"][i]) for i in ok], pa.int32()),
-        "model_id": pa.array([rows["model_id"][i] for i in ok], pa.string()),
+        "key": pa.array([str(k) for k in rows["key"]], pa.string()),
+        "identity": pa.array([str(v) for v in rows["identity"]], pa.string()),
+        "masked": pa.array([bool(v) for v in rows["masked"]]),
+        "face_index": pa.array([int(v) for v in rows["face_index"]], pa.int32()),
+        "model_id": pa.array([str(v) for v in rows["model_id"]], pa.string()),
         "similarity": pa.array([similarity] * len(ok), pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim),
+        "status": pa.array([str(v) for v in rows["status"]], pa.string()),
+        "message": pa.array([str(v) for v in rows["message"]], pa.string()),
+        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim,
+                                                        mask=pa.array(~ok)),
     })
-    name = hashlib.sha256("\n".join(sorted(set(rows["key"]))).encode()).hexdigest()[:20]
+    # named by its faces (a face is one item of one batch), so a retried batch overwrites its own shard
+    faces = sorted({f"{k}#{i}" for k, i in zip(table.column("key").to_pylist(), table.column("face_index").to_pylist())})
+    name = hashlib.sha256("\n".join(faces).encode()).hexdigest()[:20]
     key = f"{SHARD_DIR}/part-{name}.parquet"
     sink = io.BytesIO()
     pq.write_table(table, sink)
     store.write(key, sink.getvalue())
-    return key, len(ok)
+    summary.manifest_shards.append(key)
+    summary.record(rows["key"], rows["status"], int(ok.sum()), started, progress)
 
 
-def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
-              accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
-              alignment: str = "five-point", keys: list[str] | None = None, batch_size: int = 16,
-              workers: int | None = None, max_pixels: int = 40_000_000, progress=None) -> JobSummary:
-    import ray
+def done_faces(store, model_id: str) -> set[tuple[str, int]]:
+    """(key, face_index) of every row already in the shards for this model; raw-image rows count as
+    face -1 too, so the image is not detected again."""
+    done = set()
+    for t in read_parquet_dir(store, SHARD_DIR, ["key", "face_index", "model_id"]):
+        for key, face, model in zip(*(t.column(c).to_pylist() for c in ("key", "face_index", "model_id"))):
+            if model == model_id:
+                done.update({(key, face), (key, -1)})
+    return done
 
-    from recog.embed import Embedder
 
-    started = time.perf_counter()
-    source, output = open_store(input_uri), open_store(output_uri)
+def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = None,
+                keys: list[str] | None = None):
+    """(input store, work items): faces of an augment output, or the images of a folder / manifest."""
     if from_augment:
+        source = open_store(input_uri)
         manifest = read_manifest(input_uri)
+        if manifest.empty:
+            raise FileNotFoundError(f"no augment manifest under {source.uri_of('manifest')}: is this an augment "
+                                    "output? (without --from-augment the input is a folder of images)")
         manifest = manifest[(manifest.status == "ok") & manifest.masked.astype(bool)]
         if keys is not None:
             manifest = manifest[manifest.source_key.isin(set(keys))]
@@ -124,32 +165,68 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         items = [{"key": r.source_key, "identity": r.identity, "image_key": r.output_key,
                   "face_index": int(r.face_index), "landmarks5": list(r.landmarks5),
                   "landmarks68": list(r.landmarks68)} for r in manifest.itertuples()]
-    else:
-        items = [{"key": k} for k in (sorted(keys) if keys is not None else source.list())]
-    summary = JobSummary(inputs=len(items))
+        return source, items
+    source, inputs = job_items(input_uri, images_uri, keys)
+    return source, [{"key": it.key, "identity": it.identity, "status": it.status or "", "message": it.message}
+                    for it in inputs]
+
+
+def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
+               accept_licence: bool = False, images_uri: str | None = None) -> dict:
+    """What `run_embed` would do, without Ray and without writing (the model is fetched and cached,
+    since its identity decides which shards count as done)."""
+    from recog.embed import Embedder
+
+    source, items = embed_items(input_uri, from_augment, images_uri)
+    output = open_store(output_uri)
+    done = done_faces(output, Embedder(model, accept_licence=accept_licence).model_id)
+    todo = []
+    for it in items:
+        if (it["key"], it.get("face_index", -1)) in done:
+            continue
+        where = f"refused: {it['status']} ({it['message']})" if it.get("status") else \
+            f"a row in {output.uri_of(SHARD_DIR)}/part-<hash>.parquet"
+        face = f" face {it['face_index']}" if from_augment else ""
+        todo.append((f"{it['key']}{face}", where))
+    return {"images": source.uri, "output": output.uri, "inputs": len(items), "done": len(items) - len(todo),
+            "todo": todo}
+
+
+def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
+              accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
+              alignment: str = "five-point", images_uri: str | None = None, keys: list[str] | None = None,
+              batch_size: int = 16,
+              workers: int | None = None, max_pixels: int = 40_000_000, progress=None) -> JobSummary:
+    import ray
+
+    from recog.embed import Embedder
+
+    started = time.perf_counter()
+    output = open_store(output_uri)
+    source, items = embed_items(input_uri, from_augment, images_uri, keys)
+    output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     probe_model = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
     dim, similarity = probe_model.dim, probe_model.spec.similarity
-    if not items:
+    done = done_faces(output, probe_model.model_id)
+    todo = [it for it in items if (it["key"], it.get("face_index", -1)) not in done]
+    summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
+    if not todo:
+        summary.seconds = time.perf_counter() - started
         return summary
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    size = max(1, min(gpus, workers or gpus)) if gpus else pool_size(workers)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // batch_size))
+    blocks = math.ceil(len(todo) / batch_size)
+    plan = plan_pool(workers, use_gpus=True, tasks=blocks)
+    ds = ray.data.from_items(todo, override_num_blocks=blocks)
     ds = ds.map_batches(
         EmbedWorker,
         fn_constructor_args=(source.uri, model, accept_licence, masked, from_augment, all_faces,
-                             finder_kind or ("masked" if masked else "photos"), alignment, max_pixels),
-        batch_size=batch_size, num_cpus=0 if gpus else 1, num_gpus=1 if gpus else 0,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=size), batch_format="numpy",
+                             finder_kind or ("masked" if masked else "photos"), alignment, max_pixels,
+                             plan.threads),
+        batch_size=batch_size, batch_format="numpy", **plan.map_batches_args(),
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        rows = {k: list(v) for k, v in batch.items()}
-        if not rows["key"]:
-            continue
-        shard, n_ok = _write_shard(output, rows, dim, similarity)
-        summary.manifest_shards.append(shard)
-        summary.record(rows["key"], rows["status"], n_ok, started, progress)
+        write_shard(output, {k: list(v) for k, v in batch.items()}, dim, similarity, summary, started, progress)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -157,13 +234,15 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
 def read_shards(uri: str):
     """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32)."""
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401  (pa.compute)
 
     store = open_store(uri)
     tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
     table = pa.concat_tables(tables)
+    table = table.filter(pa.compute.equal(table.column("status"), "ok"))
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
-    emb = column.values.to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
+    emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
     return table.drop(["embedding"]).to_pandas(), emb

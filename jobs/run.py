@@ -17,15 +17,25 @@ from maskgen.augment import AugmentOptions
 
 
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
-                 accept_licence: bool = False, progress=None) -> dict:
+                 accept_licence: bool = False, progress_for=None) -> dict:
+    """`progress_for(stage label)` gives each stage's progress callback (e.g. `jobs.progress.ProgressBar`)."""
     out = open_store(output_uri)
+    bars = {label: progress_for(label) if progress_for else None for label in ("augment", "gallery", "probes")}
     masked_uri, report_uri = out.uri_of("masked"), out.uri_of("report")
     gallery_uri, probe_uri = out.uri_of("embeddings/unmasked"), out.uri_of("embeddings/masked")
     augment = run_augment(dataset_uri, masked_uri, AugmentOptions(style=style, seed=seed, largest_only=True),
-                          progress=progress)
+                          progress=bars["augment"])
+    _close(bars["augment"])
     gallery = run_embed(dataset_uri, gallery_uri, model, masked=False, accept_licence=accept_licence,
-                        progress=progress)
+                        progress=bars["gallery"])
+    _close(bars["gallery"])
     probes = run_embed(masked_uri, probe_uri, model, masked=True, from_augment=True,
-                       accept_licence=accept_licence, progress=progress)
+                       accept_licence=accept_licence, progress=bars["probes"])
+    _close(bars["probes"])
     report = run_score(probe_uri, gallery_uri, report_uri)
     return {"augment": augment, "gallery": gallery, "probes": probes, "report": report}
+
+
+def _close(bar) -> None:
+    if bar is not None and hasattr(bar, "close"):
+        bar.close()

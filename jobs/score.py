@@ -10,13 +10,15 @@ under the output URI.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from jobs.embed import read_shards
-from jobs.storage import open_store
+from jobs.embed import SHARD_DIR, read_shards
+from jobs.storage import open_store, redact
 from recog import metrics as M
 from recog.report import evaluate, write_report
 
@@ -59,8 +61,30 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
     return chosen
 
 
+def inputs_fingerprint(probe_uri: str, gallery_uri: str, settings: dict) -> str:
+    """Names the shards a report was made from (shards are named by their faces) and its settings."""
+    parts = [json.dumps(settings, sort_keys=True, default=str)]
+    for uri in (probe_uri, gallery_uri):
+        store = open_store(uri)
+        parts += sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
+        parts.append("--")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
-              gallery_per_identity: int = 1, **kwargs) -> dict:
+              gallery_per_identity: int = 1, force: bool = False, **kwargs) -> dict:
+    """Score and write the report; a rerun over unchanged shards and settings keeps the report that is
+    there (`skipped` is True) unless `force`."""
+    out = open_store(output_uri)
+    out.check_writable()
+    fingerprint = inputs_fingerprint(probe_uri, gallery_uri, {"title": title, "gallery_per_identity":
+                                                              gallery_per_identity, **kwargs})
+    if not force and out.exists("report.json"):
+        previous = json.loads(out.read("report.json"))
+        if previous.get("inputs_fingerprint") == fingerprint:
+            names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
+            paths = {kind: out.uri_of(name) for kind, name in names.items() if out.exists(name)}
+            return {"paths": paths, "result": None, "skipped": True}
     probe_rows, probe_emb = read_shards(probe_uri)
     gallery_rows, gallery_emb = read_shards(gallery_uri)
     gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
@@ -74,14 +98,15 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
     model_id = models.pop()
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows else "cosine"
     result = score(probe_rows, probe_emb, gallery_rows, gallery_emb, model_id.split("@")[0], similarity, **kwargs)
-    out = open_store(output_uri)
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report([result], Path(tmp), title, extra={
-            "model_id": model_id, "probes": probe_uri, "gallery": gallery_uri,
+            "model_id": model_id, "probes": redact(probe_uri), "gallery": redact(gallery_uri),
+            "inputs_fingerprint": fingerprint,
             "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity, "
                         "probes from the other images"})
         written = {}
-        for kind, path in paths.items():
+        # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
+        for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
             out.write(path.name, path.read_bytes())
             written[kind] = out.uri_of(path.name)
-    return {"paths": written, "result": result}
+    return {"paths": written, "result": result, "skipped": False}

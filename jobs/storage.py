@@ -29,6 +29,12 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI but never a credential."""
 
 
+class UnreadableObject(StorageError):
+    """One object cannot be read (permissions): that input's problem, not the store's."""
+
+    status = "unreadable"
+
+
 class UnsafeKeyError(ValueError):
     """A key that would leave the store's prefix, or is otherwise not a plain relative path."""
 
@@ -40,6 +46,8 @@ def safe_key(key: str) -> str:
     text = key.replace("\\", "/")
     if text.startswith("/") or re.match(r"^[A-Za-z]:", text):
         raise UnsafeKeyError(f"absolute key refused: {key!r}")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise UnsafeKeyError(f"a URI where a relative key belongs is refused: {redact(key)!r}")
     parts = [p for p in text.split("/") if p not in ("", ".")]
     if not parts or any(p == ".." for p in parts):
         raise UnsafeKeyError(f"key leaves the prefix or is empty: {key!r}")
@@ -113,8 +121,10 @@ class LocalStore:
             return path.read_bytes()
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} does not exist") from None
+        except IsADirectoryError:
+            raise UnreadableObject(f"cannot read {path}: it is a folder") from None
         except OSError as exc:
-            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from None
+            raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
@@ -128,6 +138,16 @@ class LocalStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def check_writable(self) -> None:
+        """Fail now, naming the folder, if nothing can be written under it (not a folder, read-only, full)."""
+        probe = f"{TMP_PREFIX}write-check"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot write under {self.root}: {exc.strerror or exc}") from None
+        self.write(probe, b"ok")
+        self.delete(probe)
 
 
 class S3Store:
@@ -154,6 +174,9 @@ class S3Store:
 
             attempts = int(os.environ.get("MFR_S3_ATTEMPTS", "10"))
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+            if endpoint and (urlsplit(endpoint).username or urlsplit(endpoint).password):
+                raise StorageError(f"the S3 endpoint URL {redact(endpoint)} carries credentials, which are refused; "
+                                   "give them through the AWS credentials chain (environment, profile or role)")
             self._client = boto3.client(
                 "s3", endpoint_url=endpoint,
                 config=Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
@@ -177,6 +200,8 @@ class S3Store:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise FileNotFoundError(f"{what}: no such object") from None
+            if code in ("AccessDenied", "403") and what.startswith("reading "):
+                raise UnreadableObject(f"{what}: access denied") from None
             raise StorageError(f"{what}: S3 said {code or 'error'}") from None
         except BotoCoreError as exc:
             raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}") from None
@@ -190,7 +215,7 @@ class S3Store:
         for page in pages:
             for item in page.get("Contents", []):
                 rel = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
-                if rel and not rel.endswith("/"):
+                if rel and not rel.endswith("/") and not rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
                     keys.append(rel)
         return sorted(keys)
 
@@ -215,6 +240,12 @@ class S3Store:
     def delete(self, key: str) -> None:
         full = self._full(key)
         self._call(f"deleting s3://{self.bucket}/{full}", self.client.delete_object, Bucket=self.bucket, Key=full)
+
+    def check_writable(self) -> None:
+        """Fail now, with the reason, if the endpoint is unreachable or the prefix cannot be written."""
+        probe = f"{TMP_PREFIX}write-check"
+        self.write(probe, b"ok")
+        self.delete(probe)
 
 
 def _scrub(text: str) -> str:

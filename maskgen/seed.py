@@ -40,13 +40,17 @@ class SeedLandmarks:
 
 def read_text(path: Path) -> str:
     """A seed text file: UTF-8 (with or without BOM), else GBK."""
-    data = Path(path).read_bytes()
+    return decode_text(Path(path).read_bytes(), str(path))
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """Text that may be UTF-8 (with or without BOM) or GBK, as the seed's files are."""
     for encoding in ("utf-8-sig", "gbk"):
         try:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise ValueError(f"{path}: neither UTF-8 nor GBK text")
+    raise ValueError(f"{name}: neither UTF-8 nor GBK text")
 
 
 def seed_relative_path(sub_folder: str, image_name: str) -> str:

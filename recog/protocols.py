@@ -163,7 +163,7 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
     that masked file names match, or a function of the key."""
     keys = list(keys)
     if masked_column is not None:
-        flags = [_truthy(v) for v in masked_column]
+        flags = [read_masked_flag(v) for v in masked_column]
         if len(flags) != len(keys):
             raise ValueError("one masked flag per key is needed")
     elif masked_rule == "seed":
@@ -178,7 +178,8 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
     return Dataset([Item(k, identity_of(k), f) for k, f in zip(keys, flags)])
 
 
-def _truthy(value) -> bool:
+def read_masked_flag(value) -> bool:
+    """A manifest's masked flag: booleans, numbers, or yes/no words ("masked", "true", "0", ...)."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, float, np.integer, np.floating)):

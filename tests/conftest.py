@@ -130,3 +130,17 @@ def bucket(s3_endpoint):
     name = f"mfr-test-{time.time_ns()}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="module")
+def ray_runtime(s3_endpoint):
+    """In-process Ray for one test module, started after the S3 settings exist (workers inherit the
+    environment) with the CPUs of this machine's size."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    # Ray Data binds its log handler to sys.stderr on first use: do that now, not inside a test whose
+    # captured stderr is closed afterwards (Ray would then log "I/O operation on closed file")
+    ray.data.range(1).count()
+    yield ray
+    ray.shutdown()

@@ -1,4 +1,4 @@
-"""`make demo` (for now: detection and alignment on the packaged astronaut photo) produces its outputs."""
+"""The one-photo detection demo (`python -m maskgen.demo`) produces its outputs."""
 
 from __future__ import annotations
 

@@ -9,16 +9,7 @@ import pytest
 from jobs.augment import output_keys, read_manifest, run_augment
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
-
-
-@pytest.fixture(scope="module")
-def ray_runtime(s3_endpoint):
-    """In-process Ray, started after the S3 settings exist: workers inherit the environment."""
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
+from conftest import require_shared
 
 
 @pytest.fixture
@@ -110,3 +101,49 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
     store = open_store(out)
     for _, row in manifest[manifest.status == "ok"].iterrows():
         assert store.exists(row.output_key)
+
+
+def test_augment_from_the_seeds_landmark_csv(ray_runtime, tmp_path):
+    """The seed's own CSV as the input manifest: faces masked from its landmarks, no detection, and
+    the same black polygon the seed draws."""
+    import cv2
+
+    from maskgen.decode import decode_image
+    from maskgen.facetype import FaceType
+    from maskgen.masks import draw_seed_mask
+    from maskgen.seed import read_landmark_csv
+
+    csv_path = require_shared("seed", "landmark", "test.csv")
+    sample = require_shared("seed", "sample")
+    out = tmp_path / "out"
+    summary = run_augment(str(csv_path), str(out), AugmentOptions(style="seed"), images_uri=str(sample))
+    assert summary.statuses == {"ok": 3} and summary.faces == 3
+    manifest = read_manifest(str(out)).set_index("source_key")
+    for row in read_landmark_csv(csv_path):
+        got = manifest.loc[row.image_name]
+        assert got.source == "manifest" and got.face_type == row.face_type.code and got.mask_style == "seed"
+        assert got.landmarks68.tolist() == [round(v, 2) for v in row.landmarks.reshape(-1)]
+        expected, _ = draw_seed_mask(decode_image((sample / row.image_name).read_bytes()), row.landmarks,
+                                     FaceType.from_code(row.face_type.code), mirror_profiles=False)
+        written = cv2.cvtColor(cv2.imread(str(out / got.output_key)), cv2.COLOR_BGR2RGB)
+        assert abs(written.astype(int) - expected.astype(int)).mean() < 2.0  # JPEG q95 of the same image
+
+
+def test_manifest_rows_that_cannot_be_used_are_reported(ray_runtime, dataset, tmp_path):
+    good = sorted(str(p.relative_to(dataset)) for p in dataset.rglob("*.jpg") if "broken" not in str(p))
+    (dataset / "already").mkdir()
+    shutil.copy(dataset / good[0], dataset / "already" / "masked.jpg")
+    manifest_csv = dataset / "list.csv"
+    manifest_csv.write_text("path,masked\n" + "".join(f"{k},0\n" for k in good) +
+                            f"{good[0]},0\n../../outside.jpg,0\nnobody/missing.jpg,0\nalready/masked.jpg,1\n")
+    out = tmp_path / "out"
+    summary = run_augment(str(manifest_csv), str(out), AugmentOptions(seed=3), batch_size=2)
+    assert summary.inputs == len(good) + 4
+    assert summary.statuses == {"ok": len(good), "duplicate": 1, "unsafe_path": 1, "missing": 1,
+                                "already_masked": 1}
+    per_key = read_manifest(str(out)).groupby("source_key")["status"].apply(set).to_dict()
+    assert per_key["../../outside.jpg"] == {"unsafe_path"} and per_key["nobody/missing.jpg"] == {"missing"}
+    assert per_key[good[0]] == {"ok", "duplicate"} and per_key["already/masked.jpg"] == {"already_masked"}
+    written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert not any("outside" in k or "already" in k or "missing" in k for k in written)
+    assert not (tmp_path / "outside.jpg").exists() and not (dataset.parent / "outside.jpg").exists()

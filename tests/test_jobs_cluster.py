@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_mfr_run_submitted_to_a_local_cluster_writes_to_s3(local_cluster, bucket
         env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
     )
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-    assert "augment: 4 images" in job.stdout and "succeeded" in (job.stdout + job.stderr)
+    assert re.search(r"augment:\n\s+inputs\s+4\n", job.stdout) and "succeeded" in (job.stdout + job.stderr)
     store = open_store(output)
     report = json.loads(store.read("report/report.json"))
     assert report["results"][0]["identification"]["probes"] == 2

@@ -5,19 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
-
-
-@pytest.fixture(scope="module")
-def ray_runtime(s3_endpoint):
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield ray
-    ray.shutdown()
 
 
 def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
@@ -44,6 +33,20 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
         assert (out / "report" / name).stat().st_size > 100
 
 
+def summary_rows(printed: str, label: str) -> dict:
+    """The rows of one stage's summary table in the printed output, as name -> int (numbers only)."""
+    lines = printed.splitlines()
+    start = lines.index(f"{label}:")
+    rows = {}
+    for line in lines[start + 1:]:
+        if not line.startswith("  "):
+            break
+        name, value = line.strip().rsplit(None, 1)
+        if value.isdigit():
+            rows[name.strip()] = int(value)
+    return rows
+
+
 def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     from jobs.cli import main
 
@@ -54,8 +57,31 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
             shutil.copy(path, dataset / person / path.name)
     out = tmp_path / "cli"
     assert main(["run", str(dataset), str(out), "--quiet"]) == 0
-    printed = capsys.readouterr().out
-    assert "augment: 4 images" in printed and f"markdown: {out / 'report' / 'report.md'}" in printed
+    printed = capsys.readouterr()
+    assert summary_rows(printed.out, "augment") == {"inputs": 4, "skipped (already done)": 0, "processed": 4,
+                                                   "ok": 4, "faces written": 4}
+    assert f"markdown: {out / 'report' / 'report.md'}" in printed.out and printed.err.count("img/s") == 0
+    report_time = (out / "report" / "report.json").stat().st_mtime_ns
+
+    # a rerun skips every stage's done work, keeps the report, and shows progress bars unless --quiet
+    assert main(["run", str(dataset), str(out)]) == 0
+    printed = capsys.readouterr()
+    for stage in ("augment", "gallery", "probes"):
+        rows = summary_rows(printed.out, stage)
+        assert rows["inputs"] == 4 and rows["skipped (already done)"] == 4 and rows["processed"] == 0, stage
+    assert (out / "report" / "report.json").stat().st_mtime_ns == report_time
+    assert "report up to date" in printed.out
+
+    # a new image: only it is masked and embedded, and the report is made again
+    extra = sorted((shared_data / "faces" / "person_06").glob("*.jpg"))[2]
+    shutil.copy(extra, dataset / "person_06" / extra.name)
+    assert main(["run", str(dataset), str(out)]) == 0
+    printed = capsys.readouterr()
+    assert summary_rows(printed.out, "augment")["processed"] == 1
+    assert summary_rows(printed.out, "gallery")["processed"] == 1
+    assert "img/s" in printed.err and "no_face=0" in printed.err
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["results"][0]["verification"]["genuine"] == 3  # 1 probe of person_05, 2 of person_06
     assert main(["mask", str(dataset), "s3://KEY:SECRET@bucket/x", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "credentials in the URI are refused" in err and "SECRET" not in err

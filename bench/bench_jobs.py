@@ -1,0 +1,283 @@
+"""The jobs end to end: augment and embed on Ray (in-process and on a local cluster) beside the same
+stages in one process without Ray, 1 vs 2 workers, and peak memory at 1,000 vs 10,000 images.
+
+    .venv/bin/python bench/bench_jobs.py [--images 2000] [--memory 1000,10000] [--work /tmp/mfr-bench-jobs]
+
+Images: LFW-size (250x250) photos made from ../shared/data/faces by seeded crops, flips and scale
+changes (bench/lfw_like.py), written as JPEG under --work (outside the repository) and deleted after.
+Every figure comes from a fresh Python process, so no run inherits another's warm caches or Ray
+state. Throughput is end to end: from the job's call to its last shard written, models loaded and
+actors started included (`ray.init` / `ray start` excluded: a cluster is started once, not per job).
+Peak memory is the largest sum of resident memory over the job's process, its children and every Ray
+process (sampled every 0.25 s).
+
+Configurations:
+  single   the job's own worker class called in a loop in one process, no Ray (all cores to ONNX
+           Runtime's threads), shards written as the job writes them
+  ray      run_augment / run_embed on `ray.init()` in-process, the default pool (one actor per core)
+  ray-1    the same with workers=1
+  cluster  the same jobs on a local cluster (`ray start --head`), the driver connected to it
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT))
+
+RAY_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "ray/dashboard", "ray/_private", "ray/autoscaler",
+                       "default_worker.py", "runtime_env/agent", "log_monitor")
+
+
+# ---------------------------------------------------------------- data
+
+def make_dataset(data_root: Path, out: Path, count: int, seed: int = 0) -> Path:
+    """`count` LFW-size JPEGs under out/<person>/<n>.jpg, made one at a time."""
+    import cv2
+
+    from lfw_like import iter_lfw_like_images, largest_reference_faces
+
+    if out.exists() and sum(1 for _ in out.rglob("*.jpg")) == count:
+        return out
+    shutil.rmtree(out, ignore_errors=True)
+    names = sorted(largest_reference_faces("faces"))
+    images = iter_lfw_like_images(data_root, count, seed=seed)
+    for i, image in enumerate(images):
+        path = out / names[i % len(names)].split("/")[1] / f"{i:06d}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return out
+
+
+# ---------------------------------------------------------------- one run (in a child process)
+
+def run_single_augment(images: str, output: str, batch_size: int):
+    import pyarrow as pa
+
+    from jobs.augment import AugmentWorker, JobSummary, write_manifest_shard
+    from jobs.storage import open_store
+    from maskgen.augment import AugmentOptions
+
+    started = time.perf_counter()
+    keys = open_store(images).list()
+    worker = AugmentWorker(images, output, AugmentOptions(style="random"), 40_000_000)
+    summary = JobSummary(inputs=len(keys))
+    for i in range(0, len(keys), batch_size):
+        table = pa.Table.from_pydict(worker({"key": keys[i:i + batch_size]}))
+        write_manifest_shard(worker.output, table, summary, started)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def run_single_embed(images: str, output: str, batch_size: int):
+    from jobs.augment import JobSummary
+    from jobs.embed import EmbedWorker, write_shard
+    from jobs.storage import open_store
+
+    started = time.perf_counter()
+    keys = open_store(images).list()
+    worker = EmbedWorker(images, "sface", False, False, False, False, "photos", "five-point", 40_000_000)
+    dim, similarity = worker.embedder.dim, worker.embedder.spec.similarity
+    summary = JobSummary(inputs=len(keys))
+    store = open_store(output)
+    for i in range(0, len(keys), batch_size):
+        rows = worker({"key": keys[i:i + batch_size]})
+        write_shard(store, rows, dim, similarity, summary, started)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def child(args) -> None:
+    """Run one configuration and print its JSON result line."""
+    import ray
+
+    from jobs.augment import run_augment
+    from jobs.embed import run_embed
+    from maskgen.augment import AugmentOptions
+
+    if args.config == "single":
+        run = run_single_augment if args.job == "augment" else run_single_embed
+        summary = run(args.images, args.output, args.batch)
+    else:
+        if args.config == "cluster":
+            ray.init(address="auto", log_to_driver=False)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        workers = 1 if args.config == "ray-1" else None
+        if args.job == "augment":
+            summary = run_augment(args.images, args.output, AugmentOptions(style="random"), workers=workers,
+                                  batch_size=args.batch)
+        else:
+            summary = run_embed(args.images, args.output, "sface", masked=False, workers=workers,
+                                batch_size=args.batch)
+        ray.shutdown()
+    print("RESULT " + json.dumps({"processed": summary.processed, "faces": summary.faces,
+                                  "statuses": summary.statuses, "seconds": summary.seconds}))
+
+
+# ---------------------------------------------------------------- the parent: runs, memory, table
+
+def ray_processes():
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline", "name"]):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+        if any(m in text for m in RAY_PROCESS_MARKERS):
+            found.append(proc)
+    return found
+
+
+class PeakMemory:
+    """Largest summed RSS of a process tree plus every Ray process, sampled on a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.25):
+        self.pid, self.interval, self.peak, self._stop = pid, interval, 0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        import psutil
+
+        while not self._stop.is_set():
+            procs = {}
+            try:
+                root = psutil.Process(self.pid)
+                procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
+            except psutil.NoSuchProcess:
+                pass
+            procs.update({p.pid: p for p in ray_processes()})
+            total = 0
+            for proc in procs.values():
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def measure(job: str, config: str, images: Path, work: Path, batch: int) -> dict:
+    output = work / "out" / f"{job}-{config}-{images.name}"
+    shutil.rmtree(output, ignore_errors=True)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, __file__, "--child", "--job", job, "--config", config, "--images-dir", str(images),
+           "--output", str(output), "--batch", str(batch)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    memory = PeakMemory(proc.pid)
+    out, err = proc.communicate()
+    peak = memory.stop()
+    lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"{job} {config} failed ({proc.returncode}):\n{err[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result.update(job=job, config=config, images=images.name, peak_mib=peak / 2**20,
+                  rate=result["processed"] / result["seconds"])
+    shutil.rmtree(output, ignore_errors=True)
+    print(f"  {job:<8} {config:<8} {images.name:<10} {result['rate']:6.1f} img/s  {result['seconds']:7.1f} s  "
+          f"peak {result['peak_mib']:7.0f} MiB  {result['statuses']}", flush=True)
+    return result
+
+
+def local_cluster(start: bool) -> None:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    if start:
+        subprocess.run([ray_cli, "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
+                        "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    else:
+        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=2000, help="images for the throughput runs")
+    parser.add_argument("--memory", default="1000,10000", help="image counts for the peak-memory runs")
+    parser.add_argument("--jobs", default="augment,embed")
+    parser.add_argument("--configs", default="single,ray,ray-1,cluster")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mfr-bench-jobs"))
+    parser.add_argument("--keep", action="store_true", help="keep the generated images under --work")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    parser.add_argument("--images-dir", dest="images_dir", help=argparse.SUPPRESS)
+    parser.add_argument("--output", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.images = args.images_dir
+        child(args)
+        return
+
+    jobs = args.jobs.split(",")
+    configs = args.configs.split(",")
+    memory_counts = [int(n) for n in args.memory.split(",") if n]
+    print(f"{os.cpu_count()} CPUs; {args.images} images for throughput; memory at {memory_counts}", flush=True)
+    local_cluster(False)
+    results = []
+    try:
+        images = make_dataset(args.data, args.work / f"lfw-{args.images}", args.images)
+        for job in jobs:
+            for config in configs:
+                if config == "cluster":
+                    local_cluster(True)
+                try:
+                    results.append(measure(job, config, images, args.work, args.batch))
+                finally:
+                    if config == "cluster":
+                        local_cluster(False)
+        for count in memory_counts:
+            images = make_dataset(args.data, args.work / f"lfw-{count}", count)
+            results.append(measure("augment", "ray", images, args.work, args.batch))
+    finally:
+        local_cluster(False)
+        if not args.keep:
+            shutil.rmtree(args.work, ignore_errors=True)
+    report(results, args.images, memory_counts)
+
+
+def report(results: list[dict], count: int, memory_counts: list[int]) -> None:
+    def find(job, config, images=f"lfw-{count}"):
+        return next((r for r in results if (r["job"], r["config"], r["images"]) == (job, config, images)), None)
+
+    print("\n| job | configuration | images/s | vs single process | peak memory (MiB) |")
+    print("|---|---|---:|---:|---:|")
+    for r in results[:len(results) - len(memory_counts)]:
+        single = find(r["job"], "single")
+        ratio = f"{r['rate'] / single['rate']:.2f}x" if single else "-"
+        print(f"| {r['job']} | {r['config']} | {r['rate']:.1f} | {ratio} | {r['peak_mib']:.0f} |")
+    for job in sorted({r["job"] for r in results}):
+        single, ray2, ray1, cluster = (find(job, c) for c in ("single", "ray", "ray-1", "cluster"))
+        if single and ray2:
+            print(f"\n{job}: Ray in-process runs at {ray2['rate'] / single['rate']:.2f}x the single-process rate "
+                  "(goal: Ray costs at most 30 %, i.e. at least 0.70x)")
+        if single and cluster:
+            print(f"{job}: the local cluster runs at {cluster['rate'] / single['rate']:.2f}x the single-process rate")
+        if ray1 and ray2:
+            print(f"{job}: 1 -> 2 workers: {ray2['rate'] / ray1['rate']:.2f}x (goal at least 1.7x)")
+    mem = [find("augment", "ray", f"lfw-{n}") for n in memory_counts]
+    if len(mem) == 2 and all(mem):
+        growth = 100 * (mem[1]["peak_mib"] / mem[0]["peak_mib"] - 1)
+        print(f"\naugment peak memory: {mem[0]['peak_mib']:.0f} MiB at {memory_counts[0]} images, "
+              f"{mem[1]['peak_mib']:.0f} MiB at {memory_counts[1]}: {growth:+.1f} % (goal at most +15 %)")
+
+
+if __name__ == "__main__":
+    main()

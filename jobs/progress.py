@@ -1,0 +1,47 @@
+"""What a person sees while a job runs: a progress bar (tqdm) with images/s and done / failed /
+no-face counts, then a summary table."""
+
+from __future__ import annotations
+
+import sys
+
+FINE = ("ok", "no_face")
+
+
+def failed_count(statuses: dict) -> int:
+    """Images whose status is neither ok nor no_face (undecodable, missing, too_large, ...)."""
+    return sum(v for k, v in statuses.items() if k not in FINE)
+
+
+class ProgressBar:
+    """`progress=` callback of the jobs: call it with the job's `JobSummary` after every batch."""
+
+    def __init__(self, label: str, stream=None):
+        self.label, self.stream, self.bar = label, stream or sys.stderr, None
+
+    def __call__(self, summary) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=summary.inputs - summary.skipped, desc=self.label, unit="img",
+                            file=self.stream, dynamic_ncols=True, mininterval=0.5)
+        self.bar.update(summary.processed - self.bar.n)
+        self.bar.set_postfix(ok=summary.statuses.get("ok", 0), failed=failed_count(summary.statuses),
+                             no_face=summary.statuses.get("no_face", 0), refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def summary_table(label: str, summary) -> str:
+    """The end-of-job table: inputs, skipped, processed, every status, faces, time, rate."""
+    rate = summary.processed / summary.seconds if summary.seconds else 0.0
+    rows = [("inputs", summary.inputs), ("skipped (already done)", summary.skipped),
+            ("processed", summary.processed)]
+    rows += [(f"  {status}", count) for status, count in sorted(summary.statuses.items())]
+    rows += [("faces written", summary.faces), ("seconds", f"{summary.seconds:.1f}"), ("images/s", f"{rate:.1f}")]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{label}:"] + [f"  {name:<{width}}  {value:>8}" for name, value in rows]
+    return "\n".join(lines)

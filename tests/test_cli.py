@@ -1,0 +1,118 @@
+"""The `mfr` command line: help, models, config files, dry runs, and every `mfr` command the README
+shows, run verbatim on a small real dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+
+import pytest
+
+from conftest import ROOT, require_shared
+from jobs.cli import COMMANDS, apply_config, build_parser, main
+
+
+def subparsers():
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return parser, action.choices
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_complete_help_with_examples(command, capsys):
+    parser, subs = subparsers()
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args([command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text and f"mfr {command}" in text
+    for action in subs[command]._actions:
+        assert action.help, f"mfr {command}: {action.option_strings or action.dest} has no help"
+
+
+def test_top_level_help_documents_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert all(code in text for code in ("0 done", "1 done", "2 bad arguments", "130 interrupted"))
+
+
+def test_models_list_describe_build(capsys):
+    assert main(["models", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in ("sface", "dlib-resnet", "insightface-mbf")) and "opt-in" in listed
+    assert main(["models", "describe", "dlib-resnet"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert spec["input_size"] == [150, 150] and spec["similarity"] == "euclidean"
+    assert main(["models", "build", "sface"]) == 0
+    built = capsys.readouterr().out
+    path = built.split(": ", 1)[1].split(" (sha256")[0]
+    assert os.path.isfile(path) and re.search(r"sha256 [0-9a-f]{64}", built)
+    assert main(["models", "describe", path]) == 0  # a built model carries its own spec
+    assert json.loads(capsys.readouterr().out)["name"] == "sface"
+    assert main(["models", "describe", "no-such-model"]) == 2
+    assert "not a built-in model" in capsys.readouterr().err
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path):
+    config = tmp_path / "mfr.toml"
+    config.write_text('quiet = true\n[mask]\nstyle = "surgical"\nseed = 7\nbatch-size = 4\n')
+    for argv, style in ((["mask", "a", "b"], "surgical"), (["mask", "a", "b", "--style", "cloth"], "cloth")):
+        argv = ["--config", str(config), *argv]
+        parser = build_parser()
+        apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        assert (args.style, args.seed, args.batch_size, args.quiet) == (style, 7, 4, True)
+    config.write_text('[mask]\nstyel = "surgical"\n')
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(config), "mask", "a", "b"])
+    assert info.value.code == 2
+
+
+def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys):
+    import ray
+
+    out = tmp_path / "out"
+    assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "56 input(s)" in printed and "0 already done" in printed and "... and 36 more" in printed  # 55 + SOURCES.tsv
+    assert f"{out}/images/person_01/img1.jpg" in printed
+    assert not out.exists() and not ray.is_initialized()
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `.venv/bin/mfr ...` line in the README's code blocks, as argv lists, in order."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith(".venv/bin/mfr "):
+                commands.append(shlex.split(line.split("  #")[0])[1:])
+    return commands
+
+
+def test_readme_commands_run_verbatim(ray_runtime, tmp_path, face_photos, monkeypatch, capsys):
+    """The README's `mfr` commands, in order, from a working folder whose ../shared/data holds a small
+    real subset (3 people, 3 photos each) and the seed's files."""
+    commands = readme_commands()
+    assert len(commands) >= 8, commands
+    seed = require_shared("seed")
+    faces = tmp_path / "shared" / "data" / "faces"
+    people = sorted({p.parent.name for p in face_photos})[:3]
+    for person in people:
+        (faces / person).mkdir(parents=True)
+        for photo in sorted(p for p in face_photos if p.parent.name == person)[:3]:
+            (faces / person / photo.name).symlink_to(photo)
+    (tmp_path / "shared" / "data" / "seed").symlink_to(seed)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for argv in commands:
+        if argv[0] == "demo":
+            continue  # tests/test_demo_job.py runs `mfr demo` exactly as written
+        assert main(argv + (["--quiet"] if argv[0] in ("mask", "embed", "run") else [])) == 0, argv
+    capsys.readouterr()
+    assert (work / "out" / "report" / "report.md").is_file() and (work / "out" / "run" / "report" / "report.md").is_file()

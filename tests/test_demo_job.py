@@ -1,0 +1,49 @@
+"""`mfr demo` / `make demo`: the whole job on the demo dataset made offline from packaged photos."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from jobs.demo import PHOTOS, PackagedPhoto, build_dataset, vary_face
+
+
+def test_vary_face_is_seeded_and_pure():
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    box = (150, 100, 250, 220)
+    one = vary_face(image, box, np.random.default_rng(5))
+    assert one.shape == (250, 250, 3)
+    np.testing.assert_array_equal(one, vary_face(image, box, np.random.default_rng(5)))
+    assert not np.array_equal(one, vary_face(image, box, np.random.default_rng(6)))
+
+
+def test_packaged_photos_are_checksummed():
+    wrong = PackagedPhoto("astronaut", "scikit-image", None, PHOTOS[2].member, "0" * 64)
+    with pytest.raises(RuntimeError, match="expected SHA-256"):
+        wrong.read()
+
+
+def test_mfr_demo_writes_every_output(ray_runtime, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo"]) == 0  # exactly as the README says
+    printed = capsys.readouterr().out
+    assert "not a benchmark" in printed
+    out = tmp_path / "out" / "demo"
+    dataset = build_dataset()  # cached: the same folder the demo used
+    record = json.loads((dataset.parent / "dataset.json").read_text())
+    assert len(record["identities"]) >= 8 and all(len(v) == 6 for v in record["identities"].values())
+    for name in ("contact_sheet.png", "run/report/report.md", "run/report/roc.png", "run/report/cmc.png"):
+        assert (out / name).is_file() and str(out / name) in printed, name
+    masked = list((out / "run" / "masked" / "images").rglob("*.jpg"))
+    assert len(masked) == sum(len(v) for v in record["identities"].values())
+    assert list((out / "run" / "masked" / "manifest").glob("*.parquet"))
+    assert list((out / "run" / "embeddings" / "masked" / "shards").glob("*.parquet"))
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet.shape[0] >= 2 * 112 and sheet.shape[1] >= 6 * 112
+    report = json.loads((out / "run" / "report" / "report.json").read_text())
+    ident = report["results"][0]["identification"]
+    assert ident["gallery"] == len(record["identities"])

@@ -1,0 +1,212 @@
+"""Faults: an unreachable or restarted S3 endpoint, an output that cannot be written, a Ctrl-C and a
+rerun. Jobs run as the user runs them, `python -m jobs.cli` in a process of its own with its own Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+import pytest
+
+from conftest import ROOT, free_port
+from jobs.augment import read_manifest
+
+
+@pytest.fixture
+def dataset(tmp_path, face_photos):
+    root = tmp_path / "in"
+    for path in face_photos[:16]:
+        dst = root / path.parent.name / path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dst)
+    return root
+
+
+def start_job(args: list[str], **env) -> subprocess.Popen:
+    environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        if proc is not None and proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the job ended before {what}: rc {proc.returncode}\n{err[-2000:]}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def manifest_rows(uri: str):
+    frame = read_manifest(uri)
+    return sorted((r.source_key, int(r.face_index), r.status, r.mask or "",
+                   () if r.landmarks68 is None else tuple(r.landmarks68)) for r in frame.itertuples())
+
+
+# ---------------------------------------------------------------- S3
+
+def test_unreachable_endpoint_at_start_is_a_clear_error(dataset, tmp_path, s3_endpoint, monkeypatch, capsys):
+    from jobs.cli import main
+
+    port = free_port()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MFR_S3_ATTEMPTS", "2")
+    assert main(["mask", str(dataset), "s3://bucket/out", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"127.0.0.1:{port}" in err and "s3://bucket/out" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing half-written anywhere
+
+
+class Proxy:
+    """A TCP proxy on a fixed port in front of the S3 endpoint, that can go away and come back: the
+    endpoint restarting, as the client sees it, with the stored objects kept."""
+
+    def __init__(self, target_port: int):
+        self.port, self.target = free_port(), target_port
+        self.accepted, self.server, self.conns = 0, None, []
+
+    def start(self):
+        self.server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def stop(self):
+        self.server.close()
+        for conn in self.conns:
+            for sock in conn:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                    sock.close()
+                except OSError:
+                    pass
+        self.conns = []
+
+    def _accept(self, server):
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.conns.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+
+def test_endpoint_restarted_mid_job_loses_nothing(dataset, bucket, s3_endpoint):
+    proxy = Proxy(int(s3_endpoint.rsplit(":", 1)[1]))
+    proxy.start()
+    s3 = boto3.client("s3")
+
+    def shards():
+        listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/manifest/")
+        return [o["Key"] for o in listing.get("Contents", [])]
+
+    job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "2"],
+                    AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
+    try:
+        wait_for(lambda: len(shards()) >= 1, 240, "the first manifest shard", job)
+        assert job.poll() is None and len(shards()) < 8, "the job finished before the outage"
+        proxy.stop()
+        time.sleep(4)
+        accepted_before = proxy.accepted
+        proxy.start()
+        out, err = job.communicate(timeout=300)
+    finally:
+        job.kill()
+        proxy.stop()
+    assert job.returncode == 0, err[-2000:]
+    assert proxy.accepted > accepted_before  # the job went on talking to the endpoint after it came back
+    frame = read_manifest(f"s3://{bucket}/out")
+    assert frame.source_key.nunique() == 16 and set(frame.status) == {"ok"}
+    assert not frame.duplicated(["source_key", "face_index"]).any()
+
+
+# ---------------------------------------------------------------- local output
+
+def test_output_that_cannot_be_written_names_the_path(dataset, tmp_path, capsys):
+    from jobs.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main(["mask", str(dataset), str(blocker / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(blocker) in err and "Traceback" not in err
+
+
+def test_output_that_fails_mid_job_stops_it_with_the_path(dataset, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "images").write_text("a file where the job's images/ folder must go")
+    job = start_job(["mask", str(dataset), str(out), "--quiet"])
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 2, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("mfr mask: cannot write") and str(out / "images") in last, last
+
+
+def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path):
+    """The OS refusing a write (here a file-size limit, as a full disk would) surfaces as the store's
+    error with the path and the reason."""
+    script = ("import resource, signal\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+              "from jobs.storage import open_store, StorageError\n"
+              f"store = open_store({str(tmp_path / 'out')!r})\n"
+              "store.write('small.bin', b'x' * 100)\n"
+              "try:\n    store.write('masked/big.jpg', b'x' * 100000)\n"
+              "except StorageError as exc:\n    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"cannot write {tmp_path / 'out' / 'masked' / 'big.jpg'}: File too large"
+    assert sorted(p.name for p in (tmp_path / "out" / "masked").iterdir()) == []  # no half-written file
+
+
+# ---------------------------------------------------------------- interrupt
+
+def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, tmp_path):
+    out, clean = tmp_path / "out", tmp_path / "clean"
+    args = ["--quiet", "--batch-size", "2", "--style", "random", "--seed", "5"]
+    job = start_job(["mask", str(dataset), str(out), *args])
+    try:
+        wait_for(lambda: len(list((out / "manifest").glob("*.parquet"))) >= 1, 240, "the first shard", job)
+        job.send_signal(signal.SIGINT)
+        _, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 130 and "interrupted" in err, err[-2000:]
+    partial = len(list((out / "manifest").glob("*.parquet")))
+    assert 1 <= partial < 8
+
+    for target in (out, clean):
+        rerun = start_job(["mask", str(dataset), str(target), *args])
+        _, err = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, err[-2000:]
+    assert manifest_rows(str(out)) == manifest_rows(str(clean))
+    images = sorted(p.relative_to(out) for p in (out / "images").rglob("*") if p.is_file())
+    assert images == sorted(p.relative_to(clean) for p in (clean / "images").rglob("*") if p.is_file())
+    assert not list(out.rglob(".mfr-tmp-*"))

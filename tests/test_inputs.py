@@ -1,0 +1,66 @@
+"""Input manifests: the seed's landmark CSV, GBK text, Parquet, and rows that must be refused, not dropped."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.inputs import LANDMARK_COLUMNS, read_input_manifest, resolve_input
+from conftest import require_shared
+
+
+def test_the_seeds_landmark_csv_is_a_manifest():
+    csv_path = require_shared("seed", "landmark", "test.csv")
+    items = read_input_manifest(csv_path.read_bytes(), "test.csv")
+    assert [it.key for it in items] == ["1.jpg", "2.jpg", "3.jpg"]
+    assert [it.face_type for it in items] == ["0_0", "1_0", "0_1"]
+    assert all(it.status is None and len(it.landmarks68) == 136 for it in items)
+    first_row = csv_path.read_text().splitlines()[1].split(",")
+    assert items[0].landmarks68[:4] == [float(v) for v in first_row[3:7]]
+
+
+def test_gbk_paths_identities_and_masked_flags():
+    text = "path,identity,masked\n白敬亭/0_0_9.jpg,,1\n白敬亭/0_0_白敬亭_0001.jpg,,no\nb/x.jpg,someone,true\n"
+    items = read_input_manifest(text.encode("gbk"), "list.csv")
+    assert [(it.key, it.identity, it.masked) for it in items] == [
+        ("白敬亭/0_0_9.jpg", "白敬亭", True), ("白敬亭/0_0_白敬亭_0001.jpg", "白敬亭", False), ("b/x.jpg", "someone", True)]
+
+
+def test_bad_rows_are_kept_with_a_reason():
+    text = ("path,masked,face_type\n"
+            "a/ok.jpg,0,0_0\n"
+            "../../etc/passwd,0,0_0\n"
+            "/abs/path.jpg,0,0_0\n"
+            "s3/../../x.jpg,0,0_0\n"
+            "a/ok.jpg,0,0_0\n"
+            "a/flag.jpg,perhaps,0_0\n"
+            "a/type.jpg,0,2_2\n"
+            ",0,0_0\n")
+    items = read_input_manifest(text.encode(), "m.csv")
+    statuses = [it.status for it in items]
+    assert statuses == [None, "unsafe_path", "unsafe_path", "unsafe_path", "duplicate", "bad_row", "bad_row",
+                        "unsafe_path"]
+    assert "m.csv row 3" in items[1].message and "nothing read or written" in items[1].message
+    assert "same image as row 2" in items[4].message
+    assert "masked flag" in items[5].message and "face_type" in items[6].message
+
+
+def test_parquet_manifest_with_landmarks():
+    row = {"path": "p/1.jpg", "identity": "p", **{c: float(i) for i, c in enumerate(LANDMARK_COLUMNS)}}
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist([row]), sink)
+    (item,) = read_input_manifest(sink.getvalue(), "m.parquet")
+    assert item.key == "p/1.jpg" and item.landmarks68[5] == 5.0 and item.face_type is None
+
+
+def test_unusable_manifests_raise(tmp_path):
+    with pytest.raises(ValueError, match="needs a 'path' column"):
+        read_input_manifest(b"file,identity\na.jpg,x\n", "m.csv")
+    with pytest.raises(ValueError, match="no rows"):
+        read_input_manifest(b"path\n", "m.csv")
+    (tmp_path / "m.csv").write_text("path\nx/a.jpg\n")
+    job = resolve_input(str(tmp_path / "m.csv"))
+    assert job.images_uri == str(tmp_path) and [it.key for it in job.items] == ["x/a.jpg"]

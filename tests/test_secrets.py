@@ -1,0 +1,83 @@
+"""Secrets: a recognisable credential planted in the environment and in an endpoint URL never appears
+in what the jobs print, write (manifests, reports, shards, images) or log, whether they fail or succeed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+
+from conftest import ROOT
+
+SECRET = "mfrPlantedSecret9f3a7c"
+TOKEN = "mfrPlantedToken51e0d2"
+
+
+def run_cli(args: list[str], **env) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
+                          capture_output=True, text=True, timeout=600)
+
+
+def leaks(blob: bytes) -> list[str]:
+    return [s for s in (SECRET, TOKEN) if s.encode() in blob]
+
+
+def test_planted_secrets_never_leak(s3_endpoint, bucket, face_photos, tmp_path):
+    dataset = tmp_path / "in"
+    for path in face_photos[:2] + face_photos[-2:]:
+        (dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dataset / path.parent.name / path.name)
+    planted = {"AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}
+    host = s3_endpoint.split("//", 1)[1]
+    printed = []
+
+    # failing: credentials in an endpoint URL, in an output URI, and a wrong one that S3 answers
+    failing = [
+        (["mask", str(dataset), f"s3://{bucket}/a", "--quiet"], {"AWS_ENDPOINT_URL": f"http://user:{SECRET}@{host}"}),
+        (["mask", str(dataset), f"s3://AKIAEXAMPLE:{SECRET}@{bucket}/b", "--quiet"], {}),
+        (["embed", f"s3://{bucket}/nothing-here", str(tmp_path / "emb"), "--quiet"], {}),
+    ]
+    for args, env in failing:
+        done = run_cli(args, **planted, **env)
+        assert done.returncode == 2, (args, done.stderr[-1500:])
+        assert "credentials" in done.stderr or "no " in done.stderr.lower(), done.stderr[-500:]
+        printed.append(done.stdout + done.stderr)
+
+    # succeeding: the whole chain to S3 with the planted credentials in the environment
+    started = time.time()
+    done = run_cli(["run", str(dataset), f"s3://{bucket}/run"], **planted)
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed.append(done.stdout + done.stderr)
+
+    for text in printed:
+        assert not leaks(text.encode()), text[-1000:]
+    s3 = boto3.client("s3")
+    objects = s3.list_objects_v2(Bucket=bucket)["Contents"]
+    assert any(o["Key"].endswith("report.md") for o in objects)
+    for obj in objects:
+        assert not leaks(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()), obj["Key"]
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert not leaks(path.read_bytes()), path
+    for path in ray_logs_since(started):
+        assert not leaks(path.read_bytes()), path
+
+
+def ray_logs_since(started: float) -> list[Path]:
+    """Log files of the Ray sessions the jobs above started."""
+    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    sessions = [p for p in root.glob("session_2*") if p.stat().st_mtime >= started - 5]
+    return [f for s in sessions for f in (s / "logs").rglob("*") if f.is_file()]
+
+
+def test_cluster_config_holds_no_secrets():
+    text = (ROOT / "cluster.yaml").read_text()
+    assert not re.search(r"AKIA[0-9A-Z]{12,}", text)
+    assert not re.search(r"(?i)(secret_access_key|session_token|password)\s*[:=]\s*\S", text)
