@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from jobs.inputs import InputItem, folder_identity, is_manifest, resolve_input
-from jobs.pool import plan_pool, use_threads
+from jobs.pool import plan_pool, quiet_ray_data, use_threads
 from jobs.storage import StorageError, UnreadableObject, open_store, redact, safe_key
 from maskgen.augment import AugmentOptions
 
@@ -262,6 +262,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
             ray.init(ignore_reinit_error=True, log_to_driver=False)
         blocks = math.ceil(len(todo) / batch_size)
         plan = plan_pool(workers, tasks=blocks)
+        quiet_ray_data()
         ds = ray.data.from_items([it.to_row() for it in todo], override_num_blocks=blocks)
         ds = ds.map_batches(
             AugmentWorker, fn_constructor_args=(source.uri, output.uri, options, max_pixels, plan.threads),

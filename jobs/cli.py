@@ -26,6 +26,8 @@ from pathlib import Path
 
 from jobs.progress import ProgressBar, failed_count, summary_table
 from maskgen.masks import STYLE_NAMES
+from jobs.run import DEFAULT_MODES
+from recog.matching import MODES
 
 COMMANDS = ("mask", "embed", "score", "run", "demo", "models")
 
@@ -54,6 +56,10 @@ def _print_plan(label: str, plan: dict, limit: int = 20) -> None:
         print(f"  {key} -> {where}")
     if len(plan["todo"]) > limit:
         print(f"  ... and {len(plan['todo']) - limit} more")
+
+
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
 
 
 def _examples(*lines: str) -> str:
@@ -115,26 +121,50 @@ def build_parser() -> argparse.ArgumentParser:
                    help="embed the masked faces of an augment output, aligned with their unmasked detection")
     e.add_argument("--alignment", choices=("five-point", "eyes", "auto"), default="five-point",
                    help="points the faces are aligned with (default five-point)")
+    e.add_argument("--mode", choices=tuple(MODES), default="plain",
+                   help="matching mode (recog.matching): masked-gallery draws --mask-style on unmasked faces "
+                        "before embedding; flip averages each face with its mirror; upper-face hides the "
+                        "region under the mask line (default plain)")
+    e.add_argument("--mask-style", choices=STYLE_NAMES, default="seed",
+                   help="the mask masked-gallery draws (default seed); --seed picks its random choices")
+    e.add_argument("--seed", type=int, default=0, help="run seed for --mode masked-gallery (default 0)")
     job_options(e, 16)
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
                 "mfr score out/emb/masked out/emb/unmasked out/report",
-                "mfr score s3://bucket/emb/masked s3://bucket/emb/unmasked s3://bucket/report --force")
+                "mfr score s3://bucket/emb/masked s3://bucket/emb/unmasked s3://bucket/report --force",
+                "mfr score out/a/masked out/a/unmasked out/report --name sface --compare dlib out/b/masked "
+                "out/b/unmasked --fuse sface,dlib")
     s.add_argument("probes", help="shards of masked faces (an embed output)")
     s.add_argument("gallery", help="shards of unmasked faces (an embed output)")
     s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
     s.add_argument("--gallery-per-identity", type=int, default=1,
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
     s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
+    s.add_argument("--name", help="the first method's name in the report (default: its model)")
+    s.add_argument("--compare", nargs=3, action="append", default=[], metavar=("NAME", "PROBES", "GALLERY"),
+                   help="one more method side by side in the same tables and plots (repeatable)")
+    s.add_argument("--fuse", action="append", default=[], metavar="NAME,NAME",
+                   help="fuse these methods' scores (z-norm on impostors, averaged) into one more row (repeatable)")
 
     r = command("run", "dataset to report: mask, embed both sides, score",
                 "mfr run ../shared/data/faces out/run",
-                "mfr run s3://bucket/faces s3://bucket/runs/1 --style random --model dlib-resnet")
+                "mfr run s3://bucket/faces s3://bucket/runs/1 --style random --model dlib-resnet",
+                "mfr run ../shared/data/faces out/modes --modes plain,masked-gallery,flip,upper-face",
+                "mfr run ../shared/data/faces out/fused --models sface,dlib-resnet --fuse")
     r.add_argument("dataset", help="folder-per-identity images (folder or s3:// prefix)")
     r.add_argument("output", help="where masked/, embeddings/ and report/ go")
     r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
     r.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     model_options(r)
+    r.add_argument("--models", help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each")
+    r.add_argument("--modes", default=",".join(DEFAULT_MODES),
+                   help="matching modes, comma-separated: plain, masked-gallery (the gallery wears the probes' "
+                        "mask), flip (mirror averaging), upper-face (only above the mask line); "
+                        f"default {','.join(DEFAULT_MODES)}")
+    r.add_argument("--fuse", action="store_true",
+                   help="with several --models: one more row per mode, the models' scores z-normalised on "
+                        "impostors and averaged")
     r.add_argument("--quiet", action="store_true", help="no progress bars, only the summary tables")
     r.add_argument("--dry-run", action="store_true", help="list what would be processed; start nothing")
 
@@ -236,7 +266,8 @@ def cmd_embed(args) -> int:
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
                         accept_licence=args.accept_model_licence, alignment=args.alignment,
-                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size, progress=bar)
+                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size, progress=bar,
+                        mode=args.mode, mask_style=args.mask_style, seed=args.seed)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 
@@ -245,7 +276,8 @@ def cmd_score(args) -> int:
     from jobs.score import run_score
 
     _print_report(run_score(args.probes, args.gallery, args.output, gallery_per_identity=args.gallery_per_identity,
-                            force=args.force))
+                            force=args.force, name=args.name, also=[tuple(c) for c in args.compare],
+                            fuse=[_names(f) for f in args.fuse]))
     return 0
 
 
@@ -260,10 +292,12 @@ def cmd_run(args) -> int:
         print(f"then: embed the originals into {out.uri_of('embeddings/unmasked')} and the masked faces into "
               f"{out.uri_of('embeddings/masked')} with {args.model}, and score into {out.uri_of('report')}")
         return 0
-    result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed, model=args.model,
+    result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
+                          models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
                           accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar)
-    for stage in ("augment", "gallery", "probes"):
-        _finish(stage, result[stage])
+    _finish("augment", result["augment"])
+    for stage, summary in result["stages"].items():
+        _finish(stage, summary)
     _print_report(result["report"])
     return 0
 
@@ -272,8 +306,9 @@ def cmd_demo(args) -> int:
     from jobs.demo import run_demo
 
     out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar)
-    for stage in ("augment", "gallery", "probes"):
-        _finish(stage, out["stages"][stage])
+    _finish("augment", out["stages"]["augment"])
+    for stage, summary in out["stages"]["stages"].items():
+        _finish(stage, summary)
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),

@@ -22,7 +22,7 @@ import numpy as np
 
 from jobs.augment import JobSummary, job_items, read_manifest, read_parquet_dir
 from jobs.inputs import folder_identity
-from jobs.pool import plan_pool, use_threads
+from jobs.pool import plan_pool, quiet_ray_data, use_threads
 from jobs.storage import StorageError, UnreadableObject, open_store
 
 SHARD_DIR = "shards"
@@ -30,21 +30,31 @@ SHARD_DIR = "shards"
 
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, threads: int | None = None):
+                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, threads: int | None = None,
+                 mode: str = "plain", mask_style: str = "seed", seed: int = 0):
         from maskgen.finder import FaceFinder, FinderOptions
         from recog.embed import Embedder
+        from recog.matching import mode_from_name
 
         if threads:
             use_threads(threads)
         self.input = open_store(input_uri)
-        self.embedder = Embedder(model, accept_licence=accept_licence)
+        self.mode = mode_from_name(mode)
+        self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region)
         self.masked, self.from_augment, self.all_faces = masked, from_augment, all_faces
         self.alignment, self.max_pixels = alignment, max_pixels
         self.finder = None if from_augment else FaceFinder(FinderOptions.for_inputs(finder_kind))
+        self.masker = None
+        if self.mode.masked_gallery and not from_augment and not masked:
+            from maskgen.augment import AugmentOptions, Augmenter
+
+            # the gallery gets the probes' synthetic mask, drawn with the same style and run seed
+            self.masker = Augmenter(AugmentOptions(style=mask_style, seed=seed, outputs="image"),
+                                    detector=self.finder.detector("mtcnn"))
 
     def __call__(self, batch: dict) -> dict:
-        out = {"key": [], "identity": [], "masked": [], "face_index": [], "model_id": [], "embedding": [],
-               "status": [], "message": []}
+        out = {"key": [], "identity": [], "masked": [], "face_index": [], "model_id": [], "mode": [],
+               "embedding": [], "status": [], "message": []}
 
         def emit(key, identity, face_index, vector, status="ok", message=""):
             out["key"].append(key)
@@ -52,6 +62,7 @@ class EmbedWorker:
             out["masked"].append(self.masked)
             out["face_index"].append(face_index)
             out["model_id"].append(self.embedder.model_id)
+            out["mode"].append(self.mode.name)
             # a failed face still needs a vector of the right shape for Ray's tensor column; its
             # status says it is not one, and the shard stores it as null
             out["embedding"].append(np.zeros(self.embedder.dim, np.float32) if vector is None else vector)
@@ -96,6 +107,11 @@ class EmbedWorker:
             if not self.all_faces:
                 faces = [max(faces, key=lambda f: f.width * f.height)]
             points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
+            if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
+                boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+                lm68 = self.masker.predictor.predict(image, boxes)
+                image = self.masker.mask_faces(image, key, boxes, [f.score for f in faces], np.stack(points),
+                                               lm68, sources=[f.source for f in faces]).image
         vectors = self.embedder.embed_faces(image, points, lm68, alignment=self.alignment)
         return [(idx, vec.astype(np.float32), "ok", "") for idx, vec in zip(indices, vectors)]
 
@@ -119,6 +135,7 @@ def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummar
         "masked": pa.array([bool(v) for v in rows["masked"]]),
         "face_index": pa.array([int(v) for v in rows["face_index"]], pa.int32()),
         "model_id": pa.array([str(v) for v in rows["model_id"]], pa.string()),
+        "mode": pa.array([str(v) for v in rows["mode"]], pa.string()),
         "similarity": pa.array([similarity] * len(ok), pa.string()),
         "status": pa.array([str(v) for v in rows["status"]], pa.string()),
         "message": pa.array([str(v) for v in rows["message"]], pa.string()),
@@ -136,13 +153,14 @@ def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummar
     summary.record(rows["key"], rows["status"], int(ok.sum()), started, progress)
 
 
-def done_faces(store, model_id: str) -> set[tuple[str, int]]:
-    """(key, face_index) of every row already in the shards for this model; raw-image rows count as
-    face -1 too, so the image is not detected again."""
+def done_faces(store, model_id: str, mode: str = "plain") -> set[tuple[str, int]]:
+    """(key, face_index) of every row already in the shards for this model and matching mode;
+    raw-image rows count as face -1 too, so the image is not detected again."""
     done = set()
-    for t in read_parquet_dir(store, SHARD_DIR, ["key", "face_index", "model_id"]):
-        for key, face, model in zip(*(t.column(c).to_pylist() for c in ("key", "face_index", "model_id"))):
-            if model == model_id:
+    for t in read_parquet_dir(store, SHARD_DIR, ["key", "face_index", "model_id", "mode"]):
+        for key, face, model, shard_mode in zip(*(t.column(c).to_pylist()
+                                                  for c in ("key", "face_index", "model_id", "mode"))):
+            if model == model_id and shard_mode == mode:
                 done.update({(key, face), (key, -1)})
     return done
 
@@ -195,8 +213,11 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
               accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
               alignment: str = "five-point", images_uri: str | None = None, keys: list[str] | None = None,
-              batch_size: int = 16,
-              workers: int | None = None, max_pixels: int = 40_000_000, progress=None) -> JobSummary:
+              batch_size: int = 16, workers: int | None = None, max_pixels: int = 40_000_000,
+              mode: str = "plain", mask_style: str = "seed", seed: int = 0, progress=None) -> JobSummary:
+    """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
+    `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
+    `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them."""
     import ray
 
     from recog.embed import Embedder
@@ -207,7 +228,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     probe_model = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
     dim, similarity = probe_model.dim, probe_model.spec.similarity
-    done = done_faces(output, probe_model.model_id)
+    done = done_faces(output, probe_model.model_id, mode)
     todo = [it for it in items if (it["key"], it.get("face_index", -1)) not in done]
     summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
     if not todo:
@@ -217,12 +238,13 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         ray.init(ignore_reinit_error=True, log_to_driver=False)
     blocks = math.ceil(len(todo) / batch_size)
     plan = plan_pool(workers, use_gpus=True, tasks=blocks)
+    quiet_ray_data()
     ds = ray.data.from_items(todo, override_num_blocks=blocks)
     ds = ds.map_batches(
         EmbedWorker,
         fn_constructor_args=(source.uri, model, accept_licence, masked, from_augment, all_faces,
                              finder_kind or ("masked" if masked else "photos"), alignment, max_pixels,
-                             plan.threads),
+                             plan.threads, mode, mask_style, seed),
         batch_size=batch_size, batch_format="numpy", **plan.map_batches_args(),
     )
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

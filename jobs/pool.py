@@ -69,3 +69,14 @@ def use_threads(threads: int) -> None:
 
     os.environ["MFR_NUM_THREADS"] = str(max(1, int(threads)))
     cv2.setNumThreads(max(1, int(threads)))
+
+
+def quiet_ray_data() -> None:
+    """Our jobs draw their own progress bar; Ray Data's bars and per-operator progress logs would
+    interleave with it (and fill logs under --quiet)."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    if hasattr(context, "enable_operator_progress_bars"):
+        context.enable_operator_progress_bars = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,30 +62,36 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
     return chosen
 
 
-def inputs_fingerprint(probe_uri: str, gallery_uri: str, settings: dict) -> str:
+def inputs_fingerprint(uris: list[str], settings: dict) -> str:
     """Names the shards a report was made from (shards are named by their faces) and its settings."""
     parts = [json.dumps(settings, sort_keys=True, default=str)]
-    for uri in (probe_uri, gallery_uri):
+    for uri in uris:
         store = open_store(uri)
         parts += sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
         parts.append("--")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
-              gallery_per_identity: int = 1, force: bool = False, **kwargs) -> dict:
-    """Score and write the report; a rerun over unchanged shards and settings keeps the report that is
-    there (`skipped` is True) unless `force`."""
-    out = open_store(output_uri)
-    out.check_writable()
-    fingerprint = inputs_fingerprint(probe_uri, gallery_uri, {"title": title, "gallery_per_identity":
-                                                              gallery_per_identity, **kwargs})
-    if not force and out.exists("report.json"):
-        previous = json.loads(out.read("report.json"))
-        if previous.get("inputs_fingerprint") == fingerprint:
-            names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
-            paths = {kind: out.uri_of(name) for kind, name in names.items() if out.exists(name)}
-            return {"paths": paths, "result": None, "skipped": True}
+@dataclass
+class Split:
+    """Masked probes and the unmasked gallery of one model and matching mode, ready to score."""
+
+    probe_rows: object
+    probe_emb: np.ndarray
+    gallery_rows: object
+    gallery_emb: np.ndarray
+    model_id: str
+    similarity: str
+
+    def matrix(self, probe_order=None, gallery_order=None) -> np.ndarray:
+        """The full probe x gallery score matrix (higher: more alike), rows and columns optionally
+        picked by position."""
+        p = self.probe_emb if probe_order is None else self.probe_emb[probe_order]
+        g = self.gallery_emb if gallery_order is None else self.gallery_emb[gallery_order]
+        return M.similarity_matrix(p, g, self.similarity)
+
+
+def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1) -> Split:
     probe_rows, probe_emb = read_shards(probe_uri)
     gallery_rows, gallery_emb = read_shards(gallery_uri)
     gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
@@ -95,12 +102,81 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")
-    model_id = models.pop()
-    similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows else "cosine"
-    result = score(probe_rows, probe_emb, gallery_rows, gallery_emb, model_id.split("@")[0], similarity, **kwargs)
+    similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
+    return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity)
+
+
+def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed: int = 0):
+    """MethodResult of several models' scores fused (recog.matching.fuse_matrices) on the probes and
+    gallery entries they all have."""
+    from recog.matching import fuse_matrices
+
+    probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]
+    gallery_keys = [list(s.gallery_rows.key) for s in splits]
+    common_p = sorted(set.intersection(*(set(k) for k in probe_keys)))
+    common_g = sorted(set.intersection(*(set(k) for k in gallery_keys)))
+    if not common_p or not common_g:
+        raise ValueError("the models to fuse share no probes or no gallery entries")
+    matrices = []
+    for s, pk, gk in zip(splits, probe_keys, gallery_keys):
+        p_pos, g_pos = {k: i for i, k in enumerate(pk)}, {k: i for i, k in enumerate(gk)}
+        matrices.append(s.matrix([p_pos[k] for k in common_p], [g_pos[k] for k in common_g]))
+    first = splits[0]
+    p_ids = first.probe_rows.set_index(["key", "face_index"]).loc[common_p].identity.to_numpy().astype(str)
+    g_ids = first.gallery_rows.set_index("key").loc[common_g].identity.to_numpy().astype(str)
+    mated = p_ids[:, None] == g_ids[None, :]
+    fused = fuse_matrices(matrices, mated)
+    scores, labels = fused.reshape(-1), mated.reshape(-1).astype(np.int8)
+    if scores.size > max_pairs:  # every genuine pair, a seeded sample of impostors
+        rng = np.random.default_rng(seed)
+        imp = np.nonzero(labels == 0)[0]
+        keep = np.concatenate([np.nonzero(labels == 1)[0], rng.choice(imp, max(1, max_pairs - int(labels.sum())),
+                                                                       replace=False)])
+        scores, labels = scores[keep], labels[keep]
+    n_mated = int(np.isin(p_ids, g_ids).sum())
+    stats = M.identification_stats(fused, None, p_ids, g_ids, keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
+    has_both = labels.any() and not labels.all()
+    return evaluate(name, scores if has_both else None, labels if has_both else None, stats=stats)
+
+
+def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
+              gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
+              also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), **kwargs) -> dict:
+    """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
+    by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
+    (z-norm on impostors, averaged) into one more row each. A rerun over unchanged shards and settings
+    keeps the report that is there (`skipped` is True) unless `force`."""
+    out = open_store(output_uri)
+    out.check_writable()
+    methods = [(name, probe_uri, gallery_uri), *also]
+    uris = [u for _, p, g in methods for u in (p, g)]
+    fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
+                                            "methods": [m[0] for m in methods], "fuse": fuse, **kwargs})
+    if not force and out.exists("report.json"):
+        previous = json.loads(out.read("report.json"))
+        if previous.get("inputs_fingerprint") == fingerprint:
+            names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
+            paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
+            return {"paths": paths, "result": None, "results": [], "skipped": True}
+    splits, results, model_ids = {}, [], {}
+    for method, p_uri, g_uri in methods:
+        split = load_split(p_uri, g_uri, gallery_per_identity)
+        method = method or split.model_id.split("@")[0]
+        splits[method] = split
+        model_ids[method] = split.model_id
+        results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
+                             split.similarity, **kwargs))
+    for group in fuse:
+        missing = [g for g in group if g not in splits]
+        if missing:
+            raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(splits)})")
+        results.append(score_fused([splits[g] for g in group], "fusion: " + " + ".join(group), **kwargs))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
-        paths = write_report([result], Path(tmp), title, extra={
-            "model_id": model_id, "probes": redact(probe_uri), "gallery": redact(gallery_uri),
+        paths = write_report(results, Path(tmp), title, extra={
+            "model_id": model_ids[results[0].name], "model_ids": model_ids,
+            "probes": redact(probe_uri), "gallery": redact(gallery_uri),
+            "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
+                        for i, (m, p, g) in enumerate(methods)],
             "inputs_fingerprint": fingerprint,
             "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity, "
                         "probes from the other images"})
@@ -109,4 +185,4 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
             out.write(path.name, path.read_bytes())
             written[kind] = out.uri_of(path.name)
-    return {"paths": written, "result": result, "skipped": False}
+    return {"paths": written, "result": results[0], "results": results, "skipped": False}

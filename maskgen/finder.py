@@ -82,6 +82,10 @@ class FaceFinder:
         # Detectors are made on first use: the crop path's YuNet costs nothing until a crop shows up.
         self._made = {name: d for name, d in (("mtcnn", mtcnn), ("yunet", yunet)) if d is not None}
 
+    def detector(self, name: str):
+        """The finder's own `mtcnn` or `yunet` detector, made on first use and shared."""
+        return self._detector(name)
+
     def _detector(self, name: str):
         if name not in self._made:
             if name == "mtcnn":

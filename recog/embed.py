@@ -43,7 +43,7 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, onnx_mod
 class Embedder:
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
-                 accept_licence: bool = False, batch_size: int = 64):
+                 accept_licence: bool = False, batch_size: int = 64, region: str = "full"):
         import onnx
 
         from recog import zoo
@@ -61,7 +61,9 @@ class Embedder:
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True")
         self.path = path
         self.sha256 = sha256_bytes(data)
-        self.flip = flip
+        if region not in ("full", "upper"):
+            raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {region!r}")
+        self.flip, self.region = flip, region
         self.batch_size = batch_size
         self.session = create_session(data, device=device, threads=threads)
         self.providers = self.session.get_providers()
@@ -108,10 +110,15 @@ class Embedder:
         return np.concatenate(out).reshape(len(crops), -1).astype(np.float32)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
-        """Embeddings (N, D) of aligned RGB uint8 crops."""
+        """Embeddings (N, D) of aligned RGB uint8 crops; with `region="upper"` only the part above the
+        mask line is seen, with `flip` each crop and its mirror are averaged."""
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
+        if self.region == "upper":
+            from recog.matching import keep_upper_face
+
+            crops = keep_upper_face(crops, self.spec.face_template.points)
         vectors = self._run(crops)
         if self.flip:
             vectors = (vectors + self._run(crops[:, :, ::-1])) / 2

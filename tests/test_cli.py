@@ -84,7 +84,9 @@ def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys):
 
 
 def readme_commands() -> list[list[str]]:
-    """Every `.venv/bin/mfr ...` line in the README's code blocks, as argv lists, in order."""
+    """Every `.venv/bin/mfr ...` line in the README's bash blocks, as argv lists, in order. (The
+    measurement recipes in `sh` blocks take minutes on their own data; their options run in
+    tests/test_matching_jobs.py.)"""
     text = (ROOT / "README.md").read_text()
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL):

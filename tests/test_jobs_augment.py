@@ -73,13 +73,17 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
     killed = []
     started = time.time()
 
+    out = tmp_path / "out"
+
     def kill_the_worker():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
+            if not list((out / "manifest").glob("*.parquet")):  # wait until the job is under way
+                time.sleep(0.1)
+                continue
             for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
                 # this job's actor: earlier tests' actors may still be around
                 if "AugmentWorker" in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= started - 1:
-                    time.sleep(6)  # in the middle of its batches
                     try:
                         os.kill(proc.info["pid"], signal.SIGKILL)
                     except ProcessLookupError:
@@ -90,7 +94,6 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
 
     killer = threading.Thread(target=kill_the_worker)
     killer.start()
-    out = tmp_path / "out"
     summary = run_augment(str(source), str(out), AugmentOptions(style="random"), batch_size=2)
     finished = time.time()
     killer.join()

@@ -24,6 +24,7 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert gallery_emb.shape == (12, 128) and set(probe_rows.masked) == {True}
     assert probe_rows.model_id.nunique() == 1 and probe_rows.model_id.iloc[0].startswith("sface@sha256:")
     report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["sface plain", "sface masked-gallery"]  # side by side
     ident = report["results"][0]["identification"]
     assert ident["gallery"] == 4 and ident["probes"] == 8  # one unmasked image per person, the rest masked
     verification = report["results"][0]["verification"]
@@ -66,7 +67,7 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     # a rerun skips every stage's done work, keeps the report, and shows progress bars unless --quiet
     assert main(["run", str(dataset), str(out)]) == 0
     printed = capsys.readouterr()
-    for stage in ("augment", "gallery", "probes"):
+    for stage in ("augment", "gallery plain", "gallery masked-gallery", "probes plain"):
         rows = summary_rows(printed.out, stage)
         assert rows["inputs"] == 4 and rows["skipped (already done)"] == 4 and rows["processed"] == 0, stage
     assert (out / "report" / "report.json").stat().st_mtime_ns == report_time
@@ -78,7 +79,8 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     assert main(["run", str(dataset), str(out)]) == 0
     printed = capsys.readouterr()
     assert summary_rows(printed.out, "augment")["processed"] == 1
-    assert summary_rows(printed.out, "gallery")["processed"] == 1
+    assert summary_rows(printed.out, "gallery plain")["processed"] == 1
+    assert summary_rows(printed.out, "gallery masked-gallery")["processed"] == 1
     assert "img/s" in printed.err and "no_face=0" in printed.err
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["results"][0]["verification"]["genuine"] == 3  # 1 probe of person_05, 2 of person_06

@@ -1,0 +1,90 @@
+"""Mask-aware matching without retraining: the modes, and score fusion across models.
+
+A mode says how faces are embedded before probes (masked) meet the gallery (unmasked):
+
+    plain           every face as it is
+    masked-gallery  the gallery face gets the synthetic mask the probes wear (drawn on the unmasked
+                    photo, aligned with the unmasked detection), so both sides show the same region
+    flip            each face and its mirror image embedded and averaged (both sides)
+    upper-face      everything below the mask line of the model's aligned crop is filled with grey
+                    (both sides), so the model sees only the eyes, brows and forehead region
+
+`fuse_matrices` averages several models' probe x gallery score matrices after z-normalising each on
+its own impostor (non-mated) scores, so models with different score scales (cosine similarity,
+negated Euclidean distance) weigh the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+UPPER_FILL = 128  # mid-grey: no edge, no colour, the same for every model and face
+
+
+@dataclass(frozen=True)
+class MatchingMode:
+    name: str
+    masked_gallery: bool = False
+    flip: bool = False
+    region: str = "full"  # or "upper"
+
+    def __post_init__(self):
+        if self.region not in ("full", "upper"):
+            raise ValueError(f"region must be 'full' or 'upper', got {self.region!r}")
+
+
+MODES = {
+    "plain": MatchingMode("plain"),
+    "masked-gallery": MatchingMode("masked-gallery", masked_gallery=True),
+    "flip": MatchingMode("flip", flip=True),
+    "upper-face": MatchingMode("upper-face", region="upper"),
+}
+
+
+def mode_from_name(name: str) -> MatchingMode:
+    try:
+        return MODES[name]
+    except KeyError:
+        raise ValueError(f"unknown matching mode {name!r}; modes: {', '.join(MODES)}") from None
+
+
+def mask_line(template_points, height: int) -> int:
+    """Row of an aligned crop where a mask's top edge runs: 40 % of the way from the eye line down to
+    the nose tip, i.e. over the nose bridge, where the seed's polygon starts (landmark 28)."""
+    pts = np.asarray(template_points, dtype=np.float64).reshape(5, 2)
+    eyes_y, nose_y = pts[:2, 1].mean(), pts[2, 1]
+    return int(np.clip(round(eyes_y + 0.4 * (nose_y - eyes_y)), 1, height))
+
+
+def keep_upper_face(crops: np.ndarray, template_points) -> np.ndarray:
+    """Aligned crops (N, h, w, 3) with every row from the mask line down filled with grey."""
+    crops = np.asarray(crops)
+    if crops.ndim != 4:
+        raise ValueError(f"expected crops of shape (N, h, w, 3), got {crops.shape}")
+    out = crops.copy()
+    out[:, mask_line(template_points, crops.shape[1]):] = UPPER_FILL
+    return out
+
+
+def znorm_on_impostors(matrix: np.ndarray, mated: np.ndarray) -> np.ndarray:
+    """Scores minus the mean of the impostor (non-mated) scores, over their standard deviation."""
+    matrix = np.asarray(matrix, dtype=np.float64)
+    mated = np.asarray(mated, dtype=bool)
+    if matrix.shape != mated.shape:
+        raise ValueError(f"scores {matrix.shape} and mated flags {mated.shape} differ in shape")
+    impostors = matrix[~mated]
+    if impostors.size < 2:
+        raise ValueError("z-normalisation needs at least two impostor scores")
+    std = impostors.std()
+    if not np.isfinite(std) or std == 0:
+        raise ValueError("impostor scores have no spread; cannot z-normalise")
+    return (matrix - impostors.mean()) / std
+
+
+def fuse_matrices(matrices: list[np.ndarray], mated: np.ndarray) -> np.ndarray:
+    """The mean of several models' z-normalised score matrices (higher means more alike)."""
+    if not matrices:
+        raise ValueError("nothing to fuse")
+    return np.mean([znorm_on_impostors(m, mated) for m in matrices], axis=0).astype(np.float32)

@@ -1,0 +1,99 @@
+"""Mask-aware matching on real faces: the modes in the embedder and in `mfr run` / `mfr score`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import read_rgb
+from jobs.embed import read_shards
+from jobs.run import run_pipeline
+
+
+@pytest.fixture(scope="module")
+def faces(detector, face_photos):
+    """Three real photos with their largest face's five points."""
+    out = []
+    for path in face_photos[:3]:
+        image = read_rgb(path)
+        face = max(detector.detect(image), key=lambda f: f.width * f.height)
+        out.append((image, face.points))
+    return out
+
+
+def cosine(a, b):
+    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_flip_and_upper_face_change_what_the_model_sees(faces):
+    from recog.embed import Embedder
+
+    plain, flip, upper = (Embedder("sface", flip=f, region=r) for f, r in ((False, "full"), (True, "full"),
+                                                                           (False, "upper")))
+    for image, points in faces:
+        p, f, u = (e.embed_faces(image, [points])[0] for e in (plain, flip, upper))
+        mirror = plain.embed_crops(plain.align(image, [points])[:, :, ::-1])[0]
+        expected = (p + mirror) / np.linalg.norm(p + mirror)
+        assert cosine(f, expected) > 0.9999  # the face and its mirror averaged (before normalising)
+        assert cosine(f, p) < 0.9999
+        assert 0.1 < cosine(p, u) < 0.95  # the same face, seen only above the mask line
+    with pytest.raises(ValueError, match="region must be"):
+        Embedder("sface", region="lower")
+
+
+def test_run_with_modes_and_fusion(ray_runtime, face_photos, tmp_path):
+    dataset = tmp_path / "dataset"
+    for person in sorted({p.parent.name for p in face_photos})[:3]:
+        for photo in sorted(p for p in face_photos if p.parent.name == person)[:3]:
+            (dataset / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, dataset / person / photo.name)
+    out = tmp_path / "run"
+    result = run_pipeline(str(dataset), str(out), models=["sface", "dlib-resnet"],
+                          modes=["plain", "masked-gallery"], fuse=True)
+    names = [r.name for r in result["report"]["results"]]
+    assert names == ["sface plain", "sface masked-gallery", "dlib-resnet plain", "dlib-resnet masked-gallery",
+                     "fusion: sface plain + dlib-resnet plain",
+                     "fusion: sface masked-gallery + dlib-resnet masked-gallery"]
+    report = json.loads((out / "report" / "report.json").read_text())
+    for row in report["results"]:
+        assert 0.5 < row["verification"]["auc"] <= 1.0 and row["identification"]["gallery"] == 3, row["name"]
+
+    # the masked gallery wears the probes' mask: an image masked for the gallery embeds like the
+    # same image masked by augment (same style, seed and landmarks; JPEG of the probe aside)
+    probes, probe_emb = read_shards(str(out / "embeddings" / "masked"))
+    masked_gallery, masked_gallery_emb = read_shards(str(out / "embeddings" / "sface" / "masked-gallery" / "unmasked"))
+    plain_gallery, plain_emb = read_shards(str(out / "embeddings" / "unmasked"))
+    assert set(masked_gallery["mode"]) == {"masked-gallery"} and set(plain_gallery["mode"]) == {"plain"}
+    for i, key in enumerate(probes.key):
+        j = int(np.nonzero(masked_gallery.key.to_numpy() == key)[0][0])
+        k = int(np.nonzero(plain_gallery.key.to_numpy() == key)[0][0])
+        assert cosine(probe_emb[i], masked_gallery_emb[j]) > 0.97, key
+        assert cosine(probe_emb[i], masked_gallery_emb[j]) > cosine(probe_emb[i], plain_emb[k]), key
+
+
+def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, face_photos, capsys):
+    from jobs.cli import main
+
+    dataset = tmp_path / "dataset"
+    for person in sorted({p.parent.name for p in face_photos})[3:5]:
+        for photo in sorted(p for p in face_photos if p.parent.name == person)[:3]:
+            (dataset / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, dataset / person / photo.name)
+    masked = tmp_path / "masked"
+    assert main(["mask", str(dataset), str(masked), "--largest-only", "--quiet"]) == 0
+    for model in ("sface", "dlib-resnet"):
+        assert main(["embed", str(dataset), str(tmp_path / model / "g"), "--model", model, "--quiet"]) == 0
+        assert main(["embed", str(masked), str(tmp_path / model / "p"), "--model", model, "--from-augment",
+                     "--masked", "--quiet"]) == 0
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report"),
+                 "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
+                 str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b"]) == 0
+    capsys.readouterr()
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "| a |" in text and "| b |" in text and "| fusion: a + b |" in text
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
+                 "--fuse", "a,zzz"]) == 2
+    assert "cannot fuse" in capsys.readouterr().err
