@@ -186,3 +186,32 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             out.write(path.name, path.read_bytes())
             written[kind] = out.uri_of(path.name)
     return {"paths": written, "result": results[0], "results": results, "skipped": False}
+
+
+def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error"):
+    """MethodResult of a verification protocol (recog.protocols.Pairs: the seed's c-RMFRD pairs, LFW's
+    pairs.txt, generated pairs) over embedding shards whose keys are the protocol's image paths.
+    A pair whose image has no embedding (not found, no face) raises, or with `missing="skip"` is
+    left out and counted in the result's `verification["pairs_skipped"]`."""
+    import pandas as pd
+
+    if missing not in ("error", "skip"):
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    loaded = [read_shards(u) for u in shard_uris]
+    rows = pd.concat([r for r, _ in loaded], ignore_index=True)
+    emb = np.concatenate([e for _, e in loaded])
+    if rows.model_id.nunique() != 1:
+        raise ValueError(f"the shards must come from one model, found {sorted(set(rows.model_id))}")
+    first_face = rows.reset_index().sort_values("face_index").drop_duplicates("key").set_index("key")["index"]
+    keep = [i for i in range(len(pairs)) if pairs.a[i] in first_face.index and pairs.b[i] in first_face.index]
+    if len(keep) < len(pairs) and missing == "error":
+        lost = next(k for i in range(len(pairs)) for k in (pairs.a[i], pairs.b[i]) if k not in first_face.index)
+        raise ValueError(f"{len(pairs) - len(keep)} pair(s) have an image without an embedding, e.g. {lost!r}; "
+                         "pass missing='skip' to leave them out")
+    a = emb[first_face.loc[[pairs.a[i] for i in keep]].to_numpy()]
+    b = emb[first_face.loc[[pairs.b[i] for i in keep]].to_numpy()]
+    scores = M.pair_scores(a, b, str(rows.similarity.iloc[0]))
+    folds = pairs.folds[keep] if pairs.folds is not None else None
+    result = evaluate(name, scores, pairs.labels[keep], folds=folds)
+    result.verification["pairs_skipped"] = len(pairs) - len(keep)
+    return result

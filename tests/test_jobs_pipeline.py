@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
 
@@ -87,3 +89,30 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     assert main(["mask", str(dataset), "s3://KEY:SECRET@bucket/x", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "credentials in the URI are refused" in err and "SECRET" not in err
+
+
+def test_a_seed_style_pairs_protocol_over_embedding_shards(ray_runtime, shared_data, tmp_path):
+    """The README's recipe for c-RMFRD-style protocols: embed the folder, then score the pairs file."""
+    from jobs.embed import run_embed
+    from jobs.score import score_pairs
+    from recog.protocols import read_seed_verification
+
+    dataset = tmp_path / "dataset"
+    keys = {}
+    for person in ("person_07", "person_08"):
+        for path in sorted((shared_data / "faces" / person).glob("*.jpg"))[:3]:
+            (dataset / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dataset / person / path.name)
+            keys.setdefault(person, []).append(f"{person}/{path.name}")
+    run_embed(str(dataset), str(tmp_path / "emb"), "sface", masked=False)
+    a7, a8 = keys["person_07"], keys["person_08"]
+    rows = [(a7[0], a7[1], 1), (a7[0], a7[2], 1), (a8[0], a8[1], 1), (a8[1], a8[2], 1),
+            (a7[0], a8[0], 0), (a7[1], a8[1], 0), (a7[2], a8[2], 0), (a8[0], "person_09/nowhere.jpg", 0)]
+    protocol = tmp_path / "pairs.csv"
+    protocol.write_bytes(("Input,Target,Label\n" + "".join(f"{x},{y},{z}\n" for x, y, z in rows)).encode("gbk"))
+    pairs = read_seed_verification(protocol)
+    with pytest.raises(ValueError, match="1 pair\\(s\\) have an image without an embedding"):
+        score_pairs([str(tmp_path / "emb")], pairs, "sface")
+    result = score_pairs([str(tmp_path / "emb")], pairs, "sface", missing="skip")
+    assert result.verification["genuine"] == 4 and result.verification["impostor"] == 3
+    assert result.verification["pairs_skipped"] == 1 and result.verification["auc"] > 0.9
