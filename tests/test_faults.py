@@ -126,11 +126,12 @@ def test_endpoint_restarted_mid_job_loses_nothing(dataset, bucket, s3_endpoint):
         listing = s3.list_objects_v2(Bucket=bucket, Prefix="out/manifest/")
         return [o["Key"] for o in listing.get("Contents", [])]
 
-    job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "2"],
+    # one worker, one image per batch: 16 shards, so the outage surely falls inside the job
+    job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "1", "--workers", "1"],
                     AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
     try:
         wait_for(lambda: len(shards()) >= 1, 240, "the first manifest shard", job)
-        assert job.poll() is None and len(shards()) < 8, "the job finished before the outage"
+        assert job.poll() is None and len(shards()) < 16, "the job finished before the outage"
         proxy.stop()
         time.sleep(4)
         accepted_before = proxy.accepted
@@ -188,9 +189,12 @@ def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path):
 
 # ---------------------------------------------------------------- interrupt
 
-def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, tmp_path):
+def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, face_photos, tmp_path):
+    for path in face_photos[16:40]:  # 40 photos, one per batch, one worker: the interrupt lands mid-job
+        (dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dataset / path.parent.name / path.name)
     out, clean = tmp_path / "out", tmp_path / "clean"
-    args = ["--quiet", "--batch-size", "2", "--style", "random", "--seed", "5"]
+    args = ["--quiet", "--batch-size", "1", "--workers", "1", "--style", "random", "--seed", "5"]
     job = start_job(["mask", str(dataset), str(out), *args])
     try:
         wait_for(lambda: len(list((out / "manifest").glob("*.parquet"))) >= 1, 240, "the first shard", job)
@@ -200,7 +204,7 @@ def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, tmp_path):
         job.kill()
     assert job.returncode == 130 and "interrupted" in err, err[-2000:]
     partial = len(list((out / "manifest").glob("*.parquet")))
-    assert 1 <= partial < 8
+    assert 1 <= partial < 40
 
     for target in (out, clean):
         rerun = start_job(["mask", str(dataset), str(target), *args])
