@@ -31,8 +31,11 @@ def dataset(tmp_path, face_photos):
 
 def start_job(args: list[str], **env) -> subprocess.Popen:
     environment = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), **env}
+    # Ctrl-C must work in the job as it does in a terminal, even when the test suite itself runs as a
+    # background job (whose children start with SIGINT ignored, so Python would never see it)
     return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
