@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from jobs.inputs import InputItem, folder_identity, is_manifest, resolve_input
-from jobs.pool import plan_pool, quiet_ray_data, use_threads
+from jobs.pool import map_in_pool, use_threads
 from jobs.storage import StorageError, UnreadableObject, open_store, redact, safe_key
 from maskgen.augment import AugmentOptions
 
@@ -35,16 +34,6 @@ MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index",
                     "box", "score", "landmarks5", "landmarks68", "face_type", "yaw", "blur", "masked",
                     "mask_style", "mask", "source", "alignment", "seed", "versions")
 WRITABLE = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".bmp": ".png", ".webp": ".png"}
-
-
-def _encode(rgb: np.ndarray, ext: str) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_JPEG_QUALITY, 95] if ext == ".jpg" else [])
-    if not ok:
-        raise RuntimeError(f"could not encode {ext}")
-    return buf.tobytes()
 
 
 def output_keys(source_key: str) -> tuple[str, str]:
@@ -80,19 +69,17 @@ class AugmentWorker:
             except StorageError:
                 raise  # the output cannot be written (full, gone): the job must stop, not record it
             except Exception as exc:  # one image's unexpected failure is its row, never the run's end
-                rows.append({"source_key": str(key), "identity": item.get("identity") or folder_identity(str(key)),
-                             "seed": self.options.seed, "versions": self.versions, "face_index": -1,
-                             "status": "error", "message": f"{type(exc).__name__}: {exc}"})
+                rows.append({**self.image_row(str(key), item), "status": "error",
+                             "message": f"{type(exc).__name__}: {exc}"})
         return {c: [r.get(c) for r in rows] for c in MANIFEST_COLUMNS}
 
     def process(self, key: str, item: dict | None = None) -> list[dict]:
         """Manifest rows for one image; `item` carries an input manifest's row (identity, masked flag,
         face type, 68 landmarks, or the status it was refused with)."""
-        from maskgen.decode import DecodeError, decode_image
+        from maskgen.decode import DecodeError, decode_image, encode_image
 
         item = item or {}
-        base = {"source_key": key, "identity": item.get("identity") or folder_identity(key),
-                "seed": self.options.seed, "versions": self.versions, "face_index": -1}
+        base = self.image_row(key, item)
         if item.get("status"):
             return [{**base, "status": str(item["status"]), "message": str(item.get("message") or "")}]
         if item.get("masked"):
@@ -110,7 +97,7 @@ class AugmentWorker:
             result = self.augmenter.augment(image, key)
         image_key, crop_stem = output_keys(key)
         if result.image is not None:
-            self.output.write(image_key, _encode(result.image, PurePosixPath(image_key).suffix))
+            self.output.write(image_key, encode_image(result.image, PurePosixPath(image_key).suffix))
         if result.status != "ok":
             return [{**base, "status": result.status, "message": result.message,
                      "output_key": image_key if result.image is not None else None}]
@@ -119,7 +106,7 @@ class AugmentWorker:
             crop_key = None
             if face.masked and result.crops:
                 crop_key = f"{crop_stem}_face{face.index}.jpg"
-                self.output.write(crop_key, _encode(next(crops), ".jpg"))
+                self.output.write(crop_key, encode_image(next(crops), ".jpg"))
             rows.append({
                 **base, "status": "ok", "message": face.note or result.message, "face_index": face.index,
                 "output_key": image_key if result.image is not None else None, "crop_key": crop_key,
@@ -130,6 +117,11 @@ class AugmentWorker:
                 "source": face.source, "alignment": face.alignment,
             })
         return rows
+
+    def image_row(self, key: str, item: dict) -> dict:
+        """The columns every manifest row of this image has."""
+        return {"source_key": key, "identity": item.get("identity") or folder_identity(key),
+                "seed": self.options.seed, "versions": self.versions, "face_index": -1}
 
     def mask_given(self, image, key: str, item: dict):
         """Mask the face an input manifest gives by its 68 landmarks (and face type): no detection."""
@@ -165,12 +157,6 @@ class JobSummary:
         if progress:
             progress(self)
 
-    def line(self) -> str:
-        rate = self.processed / self.seconds if self.seconds else 0.0
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.statuses.items()))
-        return (f"{self.processed} images ({rate:.1f}/s), {self.faces} faces; {counts}; "
-                f"{self.skipped} skipped as done")
-
 
 def read_parquet_dir(store, directory: str, columns=None) -> list:
     """Every Parquet shard under `directory` of a store, as pyarrow tables."""
@@ -185,20 +171,26 @@ def done_keys(output) -> set[str]:
     return {k for t in read_parquet_dir(output, MANIFEST_DIR, ["source_key"]) for k in t.column("source_key").to_pylist()}
 
 
-def write_manifest_shard(output, table, summary: JobSummary, started: float, progress=None) -> None:
-    """Write one finished batch's manifest rows as one shard, named by its source keys (a retried
-    batch overwrites its own shard), and count it in `summary`."""
+def write_parquet_shard(store, directory: str, table, names) -> str:
+    """Write `table` as `<directory>/part-<hash>.parquet`, the hash of its sorted `names` (what the
+    batch holds), so a batch retried after a worker died overwrites its own shard. Returns the key."""
     import pyarrow.parquet as pq
 
+    name = hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()[:20]
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    key = f"{directory}/part-{name}.parquet"
+    store.write(key, sink.getvalue())
+    return key
+
+
+def write_manifest_shard(output, table, summary: JobSummary, started: float, progress=None) -> None:
+    """Write one finished batch's manifest rows as one shard, named by its source keys, and count it
+    in `summary`."""
     if table.num_rows == 0:
         return
     source_keys = table.column("source_key").to_pylist()
-    name = hashlib.sha256("\n".join(sorted(set(source_keys))).encode()).hexdigest()[:20]
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    shard = f"{MANIFEST_DIR}/part-{name}.parquet"
-    output.write(shard, sink.getvalue())
-    summary.manifest_shards.append(shard)
+    summary.manifest_shards.append(write_parquet_shard(output, MANIFEST_DIR, table, source_keys))
     summary.record(source_keys, table.column("status").to_pylist(),
                    sum(bool(m) for m in table.column("masked").to_pylist()), started, progress)
 
@@ -247,7 +239,6 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative to `images_uri` (default:
     the manifest's folder); `keys` restricts the job to those images."""
     import pyarrow as pa
-    import ray
 
     options = options or AugmentOptions()
     started = time.perf_counter()
@@ -258,17 +249,10 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     todo = [it for it in items if it.key not in done]
     summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
     if todo:
-        if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, log_to_driver=False)
-        blocks = math.ceil(len(todo) / batch_size)
-        plan = plan_pool(workers, tasks=blocks)
-        quiet_ray_data()
-        ds = ray.data.from_items([it.to_row() for it in todo], override_num_blocks=blocks)
-        ds = ds.map_batches(
-            AugmentWorker, fn_constructor_args=(source.uri, output.uri, options, max_pixels, plan.threads),
-            batch_size=batch_size, **plan.map_batches_args(),
-        )
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        batches = map_in_pool([it.to_row() for it in todo], AugmentWorker,
+                              (source.uri, output.uri, options, max_pixels), batch_size=batch_size, workers=workers,
+                              batch_format="pyarrow")
+        for batch in batches:
             table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict(batch)
             write_manifest_shard(output, table, summary, started, progress)
     summary.seconds = time.perf_counter() - started

@@ -201,13 +201,12 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         parser.error(f"--config {known.config}: {exc}")
     name = next((a for a in rest if a in COMMANDS), None)
-    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     if name is None:
         return
     values = {k: v for k, v in data.items() if not isinstance(v, dict)}
     values.update(data.get(name, {}))
-    sub = subparsers[name]
-    options = {a.dest: a for a in sub._actions if a.option_strings}
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    options = {a.dest for a in sub._actions if a.option_strings}
     chosen = {}
     for key, value in values.items():
         dest = key.replace("-", "_")
@@ -265,7 +264,8 @@ def cmd_embed(args) -> int:
 
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
-                                        accept_licence=args.accept_model_licence, images_uri=args.images))
+                                        accept_licence=args.accept_model_licence, images_uri=args.images,
+                                        mode=args.mode))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
@@ -293,8 +293,9 @@ def cmd_run(args) -> int:
     if args.dry_run:
         out = open_store(args.output)
         _print_plan("mask (augment)", plan_augment(args.dataset, out.uri_of("masked")))
-        print(f"then: embed the originals into {out.uri_of('embeddings/unmasked')} and the masked faces into "
-              f"{out.uri_of('embeddings/masked')} with {args.model}, and score into {out.uri_of('report')}")
+        print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
+              f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
+              f"{out.uri_of('report')}")
         return 0
     result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
                           models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,

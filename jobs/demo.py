@@ -101,7 +101,7 @@ def vary_face(image: np.ndarray, box, rng: np.random.Generator, size: int = 250,
 def build_dataset(images_per_identity: int = 6, seed: int = 0, root: Path | None = None) -> Path:
     """The demo dataset's image folder, a folder per identity (`<photo>-<face>/<n>.jpg`), cached and
     reused; `dataset.json` beside it lists the identities and the photos they came from."""
-    from maskgen.decode import decode_image
+    from maskgen.decode import decode_image, encode_image
     from maskgen.detect import MTCNN
 
     key = hashlib.sha256(json.dumps([DATASET_VERSION, images_per_identity, seed, [p.sha256 for p in PHOTOS]])
@@ -121,10 +121,7 @@ def build_dataset(images_per_identity: int = 6, seed: int = 0, root: Path | None
             identities[name] = []
             for n in range(images_per_identity):
                 picture = vary_face(image, face.box, rng, plain=(n == 0))
-                ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
-                if not ok:
-                    raise RuntimeError("could not encode a demo picture")
-                write_atomic(root / name / f"{n}.jpg", jpeg.tobytes())
+                write_atomic(root / name / f"{n}.jpg", encode_image(picture, ".jpg", jpeg_quality=92))
                 identities[name].append(f"{name}/{n}.jpg")
     if len(identities) < 3:
         raise RuntimeError(f"the demo photos gave only {len(identities)} identities; expected at least 3")
@@ -139,7 +136,7 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     from jobs.augment import read_manifest
     from jobs.run import run_pipeline
     from maskgen.align import ARCFACE_112, align_face
-    from maskgen.decode import decode_image
+    from maskgen.decode import decode_image, encode_image
     from maskgen.draw import contact_sheet
 
     started = time.perf_counter()
@@ -155,11 +152,7 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
         originals.append(align_face(image, np.asarray(row.landmarks5, dtype=np.float64).reshape(5, 2), ARCFACE_112))
         masked.append(decode_image((masked_root / row.crop_key).read_bytes()))
     sheet = out / "contact_sheet.png"
-    ok, png = cv2.imencode(".png", cv2.cvtColor(contact_sheet(originals, masked, columns=min(6, len(originals))),
-                                                 cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise RuntimeError("could not encode the contact sheet")
-    write_atomic(sheet, png.tobytes())
+    write_atomic(sheet, encode_image(contact_sheet(originals, masked, columns=min(6, len(originals))), ".png"))
     report = result["report"]["paths"]
     return {
         "dataset": str(dataset), "identities": int(manifest.identity.nunique()), "images": int(manifest.source_key.nunique()),

@@ -13,16 +13,13 @@ face per image by default). GPU actors (one GPU each) are used when the cluster 
 
 from __future__ import annotations
 
-import hashlib
-import io
-import math
 import time
 
 import numpy as np
 
-from jobs.augment import JobSummary, job_items, read_manifest, read_parquet_dir
+from jobs.augment import JobSummary, job_items, read_manifest, read_parquet_dir, write_parquet_shard
 from jobs.inputs import folder_identity
-from jobs.pool import plan_pool, quiet_ray_data, use_threads
+from jobs.pool import map_in_pool, use_threads
 from jobs.storage import StorageError, UnreadableObject, open_store
 
 SHARD_DIR = "shards"
@@ -30,8 +27,8 @@ SHARD_DIR = "shards"
 
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, threads: int | None = None,
-                 mode: str = "plain", mask_style: str = "seed", seed: int = 0):
+                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, mode: str = "plain",
+                 mask_style: str = "seed", seed: int = 0, threads: int | None = None):
         from maskgen.finder import FaceFinder, FinderOptions
         from recog.embed import Embedder
         from recog.matching import mode_from_name
@@ -121,7 +118,6 @@ def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummar
     """One shard for one finished batch, counted in `summary`; failed faces keep their row (status,
     message, null embedding) so that a rerun knows they were seen."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if not rows["key"]:
         return
@@ -142,14 +138,9 @@ def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummar
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim,
                                                         mask=pa.array(~ok)),
     })
-    # named by its faces (a face is one item of one batch), so a retried batch overwrites its own shard
-    faces = sorted({f"{k}#{i}" for k, i in zip(table.column("key").to_pylist(), table.column("face_index").to_pylist())})
-    name = hashlib.sha256("\n".join(faces).encode()).hexdigest()[:20]
-    key = f"{SHARD_DIR}/part-{name}.parquet"
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    store.write(key, sink.getvalue())
-    summary.manifest_shards.append(key)
+    # named by its faces: a face is one item of one batch, an image's faces may be split across batches
+    faces = [f"{k}#{i}" for k, i in zip(table.column("key").to_pylist(), table.column("face_index").to_pylist())]
+    summary.manifest_shards.append(write_parquet_shard(store, SHARD_DIR, table, faces))
     summary.record(rows["key"], rows["status"], int(ok.sum()), started, progress)
 
 
@@ -190,14 +181,14 @@ def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = Non
 
 
 def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
-               accept_licence: bool = False, images_uri: str | None = None) -> dict:
+               accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain") -> dict:
     """What `run_embed` would do, without Ray and without writing (the model is fetched and cached,
     since its identity decides which shards count as done)."""
     from recog.embed import Embedder
 
     source, items = embed_items(input_uri, from_augment, images_uri)
     output = open_store(output_uri)
-    done = done_faces(output, Embedder(model, accept_licence=accept_licence).model_id)
+    done = done_faces(output, Embedder(model, accept_licence=accept_licence).model_id, mode)
     todo = []
     for it in items:
         if (it["key"], it.get("face_index", -1)) in done:
@@ -218,8 +209,6 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them."""
-    import ray
-
     from recog.embed import Embedder
 
     started = time.perf_counter()
@@ -234,20 +223,11 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-    blocks = math.ceil(len(todo) / batch_size)
-    plan = plan_pool(workers, use_gpus=True, tasks=blocks)
-    quiet_ray_data()
-    ds = ray.data.from_items(todo, override_num_blocks=blocks)
-    ds = ds.map_batches(
-        EmbedWorker,
-        fn_constructor_args=(source.uri, model, accept_licence, masked, from_augment, all_faces,
-                             finder_kind or ("masked" if masked else "photos"), alignment, max_pixels,
-                             plan.threads, mode, mask_style, seed),
-        batch_size=batch_size, batch_format="numpy", **plan.map_batches_args(),
-    )
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+    finder_kind = finder_kind or ("masked" if masked else "photos")
+    args = (source.uri, model, accept_licence, masked, from_augment, all_faces, finder_kind, alignment, max_pixels,
+            mode, mask_style, seed)
+    batches = map_in_pool(todo, EmbedWorker, args, batch_size=batch_size, workers=workers, use_gpus=True)
+    for batch in batches:
         write_shard(output, {k: list(v) for k, v in batch.items()}, dim, similarity, summary, started, progress)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from jobs.storage import UnsafeKeyError, open_store, safe_key
+from maskgen.seed import LANDMARK_COLUMNS, decode_text, seed_relative_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
-LANDMARK_COLUMNS = tuple(f"part_{i}_{axis}" for i in range(68) for axis in "xy")
 
 
 @dataclass
@@ -80,8 +80,6 @@ def _rows(data: bytes, name: str) -> list[dict]:
         import pyarrow.parquet as pq
 
         return pq.read_table(io.BytesIO(data)).to_pylist()
-    from maskgen.seed import decode_text
-
     return list(csv.DictReader(io.StringIO(decode_text(data, name))))
 
 
@@ -105,8 +103,6 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
         where = f"{name} row {line}"
         try:
             if seed_layout and "path" not in columns:
-                from maskgen.seed import seed_relative_path
-
                 raw = f"{row.get('sub_folder') or ''}/{row.get('image_name') or ''}"
                 key = safe_key(seed_relative_path(row.get("sub_folder") or "", row.get("image_name") or ""))
             else:

@@ -4,8 +4,10 @@ One CPU actor per CPU core, each asking for slightly less than a core, so that `
 free for Ray Data's own tasks: a pool that takes every CPU leaves them unschedulable and the job
 hangs (seen on 2 cores with two 1-CPU actors). On 2 CPUs that is two actors of 0.75 CPU; on 64 CPUs,
 64 actors of 0.99. Each CPU actor runs its models on one intra-op thread: the pool scales by
-processes, which on CPUs beats threads inside one model call, and actors never fight over cores. GPU actors take one GPU each and no CPU reservation, and
-their number is the cluster's GPU count.
+processes, which on CPUs beats threads inside one model call, and actors never fight over cores.
+GPU actors take one GPU each and no CPU reservation, and their number is the cluster's GPU count.
+
+`map_in_pool` is the one way the jobs run work on such a pool.
 """
 
 from __future__ import annotations
@@ -80,3 +82,20 @@ def quiet_ray_data() -> None:
     context.enable_progress_bars = False
     if hasattr(context, "enable_operator_progress_bars"):
         context.enable_operator_progress_bars = False
+
+
+def map_in_pool(rows: list[dict], worker, args: tuple, *, batch_size: int, workers: int | None = None,
+                use_gpus: bool = False, batch_format: str = "numpy"):
+    """Batches of `worker(*args, threads=...)(batch)` over `rows`, computed on an actor pool sized by
+    `plan_pool` on the cluster `ray.init()` finds (in-process when none is running), as they finish."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+    blocks = math.ceil(len(rows) / batch_size)
+    plan = plan_pool(workers, use_gpus=use_gpus, tasks=blocks)
+    quiet_ray_data()
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    ds = ds.map_batches(worker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
+                        batch_size=batch_size, batch_format="numpy", **plan.map_batches_args())
+    return ds.iter_batches(batch_size=None, batch_format=batch_format)

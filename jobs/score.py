@@ -44,9 +44,16 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
                 imp = rng.choice(imp, per_probe_impostors, replace=False)
             scores += [sim[r, gen], sim[r, imp]]
             labels += [np.ones(len(gen), np.int8), np.zeros(len(imp), np.int8)]
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    return method_result(name, np.concatenate(scores), np.concatenate(labels), p_ids, g_ids, probe_emb, gallery_emb,
+                         similarity)
+
+
+def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine"):
+    """Verification from the pair scores (when there are both genuine and impostor pairs) and
+    identification of the probes against the gallery: embeddings, or with `gallery=None` a ready
+    probe x gallery score matrix in `probes`."""
     n_mated = int(np.isin(p_ids, g_ids).sum())
-    stats = M.identification_stats(probe_emb, gallery_emb, p_ids, g_ids, similarity,
+    stats = M.identification_stats(probes, gallery, p_ids, g_ids, similarity,
                                    keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
     has_both = labels.any() and not labels.all()
     return evaluate(name, scores if has_both else None, labels if has_both else None, stats=stats)
@@ -83,12 +90,10 @@ class Split:
     model_id: str
     similarity: str
 
-    def matrix(self, probe_order=None, gallery_order=None) -> np.ndarray:
-        """The full probe x gallery score matrix (higher: more alike), rows and columns optionally
-        picked by position."""
-        p = self.probe_emb if probe_order is None else self.probe_emb[probe_order]
-        g = self.gallery_emb if gallery_order is None else self.gallery_emb[gallery_order]
-        return M.similarity_matrix(p, g, self.similarity)
+    def matrix(self, probe_order, gallery_order) -> np.ndarray:
+        """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
+        these positions, in this order."""
+        return M.similarity_matrix(self.probe_emb[probe_order], self.gallery_emb[gallery_order], self.similarity)
 
 
 def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1) -> Split:
@@ -133,10 +138,7 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
         keep = np.concatenate([np.nonzero(labels == 1)[0], rng.choice(imp, max(1, max_pairs - int(labels.sum())),
                                                                        replace=False)])
         scores, labels = scores[keep], labels[keep]
-    n_mated = int(np.isin(p_ids, g_ids).sum())
-    stats = M.identification_stats(fused, None, p_ids, g_ids, keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
-    has_both = labels.any() and not labels.all()
-    return evaluate(name, scores if has_both else None, labels if has_both else None, stats=stats)
+    return method_result(name, scores, labels, p_ids, g_ids, fused, None)
 
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
@@ -158,12 +160,11 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True}
-    splits, results, model_ids = {}, [], {}
+    splits, results = {}, []
     for method, p_uri, g_uri in methods:
         split = load_split(p_uri, g_uri, gallery_per_identity)
         method = method or split.model_id.split("@")[0]
         splits[method] = split
-        model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
                              split.similarity, **kwargs))
     for group in fuse:
@@ -173,7 +174,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         results.append(score_fused([splits[g] for g in group], "fusion: " + " + ".join(group), **kwargs))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report(results, Path(tmp), title, extra={
-            "model_id": model_ids[results[0].name], "model_ids": model_ids,
+            "model_id": splits[results[0].name].model_id, "model_ids": {m: sp.model_id for m, sp in splits.items()},
             "probes": redact(probe_uri), "gallery": redact(gallery_uri),
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],

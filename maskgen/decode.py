@@ -59,6 +59,18 @@ def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
 
 
+def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95) -> bytes:
+    """RGB uint8 array -> bytes of the format `ext` names (".jpg", ".png", ...); the inverse of
+    `decode_image` for writing outputs."""
+    import cv2
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"could not encode {ext}")
+    return buf.tobytes()
+
+
 def _open(data: bytes, max_pixels: int | None):
     from PIL import Image, UnidentifiedImageError
 

@@ -26,6 +26,10 @@ from maskgen.facetype import FaceType
 from maskgen.masks import draw_seed_mask
 
 
+# the seed CSV's landmark columns, x then y of each of the 68 points
+LANDMARK_COLUMNS = tuple(f"part_{i}_{axis}" for i in range(68) for axis in "xy")
+
+
 @dataclass(frozen=True)
 class SeedLandmarks:
     sub_folder: str
@@ -66,14 +70,14 @@ def read_landmark_csv(path: Path) -> list[SeedLandmarks]:
     rows = list(csv.DictReader(io.StringIO(read_text(path))))
     if not rows:
         raise ValueError(f"{path}: no rows")
-    needed = {"sub_folder", "image_name", "face_type"} | {f"part_{i}_{a}" for i in range(68) for a in "xy"}
+    needed = {"sub_folder", "image_name", "face_type", *LANDMARK_COLUMNS}
     missing = needed - set(rows[0])
     if missing:
         raise ValueError(f"{path}: not the seed's landmark layout, missing columns {sorted(missing)[:5]}...")
     out = []
     for line, row in enumerate(rows, start=2):
         try:
-            pts = np.array([[float(row[f"part_{i}_x"]), float(row[f"part_{i}_y"])] for i in range(68)])
+            pts = np.array([float(row[c]) for c in LANDMARK_COLUMNS]).reshape(68, 2)
             ftype = FaceType.from_code(row["face_type"])
         except ValueError as exc:
             raise ValueError(f"{path} line {line}: {exc}") from None
