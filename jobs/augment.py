@@ -32,7 +32,7 @@ from maskgen.augment import AugmentOptions
 MANIFEST_DIR = "manifest"
 MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index", "output_key", "crop_key",
                     "box", "score", "landmarks5", "landmarks68", "face_type", "yaw", "blur", "masked",
-                    "mask_style", "mask", "source", "alignment", "seed", "versions")
+                    "mask_style", "mask", "source", "alignment", "aligned5", "seed", "versions")
 WRITABLE = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".bmp": ".png", ".webp": ".png"}
 
 
@@ -115,6 +115,7 @@ class AugmentWorker:
                 "yaw": face.yaw, "blur": face.blur, "masked": face.masked,
                 "mask_style": (face.mask or {}).get("style"), "mask": json.dumps(face.mask) if face.mask else None,
                 "source": face.source, "alignment": face.alignment,
+                "aligned5": [v for p in face.aligned5 for v in p] if face.aligned5 else None,
             })
         return rows
 

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from jobs.progress import ProgressBar, failed_count, summary_table
+from maskgen.finder import ALIGNMENTS
 from maskgen.masks import STYLE_NAMES
 from jobs.run import DEFAULT_MODES
 from recog.matching import MODES
@@ -106,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
                    help="write whole masked images, aligned 112x112 crops, or both (default both)")
     m.add_argument("--largest-only", action="store_true", help="mask only the largest face per image")
+    m.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
+                   help="points the crops are aligned with: five-point (the unmasked detection's), eyes (the "
+                        "eyes alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 "
+                        "points are implausible); recorded per face in the manifest (default five-point)")
     job_options(m, 8)
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
@@ -120,8 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", action="store_true",
                    help="embed the masked faces of an augment output, aligned with their unmasked detection")
-    e.add_argument("--alignment", choices=("five-point", "eyes", "auto"), default="five-point",
-                   help="points the faces are aligned with (default five-point)")
+    e.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
+                   help="points the faces are aligned with: five-point (the detector's), eyes (the eyes alone, "
+                        "located by maskgen.eyes: steadier when faces are found again under masks), or auto "
+                        "(eyes when the 5 points are implausible); use the same for probes and gallery. "
+                        "With --from-augment, eyes and auto take the points augment aligned its crops with, "
+                        "so run mask with the same --alignment (default five-point)")
     e.add_argument("--mode", choices=tuple(MODES), default="plain",
                    help="matching mode (recog.matching): masked-gallery draws --mask-style on unmasked faces "
                         "before embedding; flip averages each face with its mirror; upper-face hides the "
@@ -251,7 +260,8 @@ def cmd_mask(args) -> int:
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images))
         return 0
-    options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only)
+    options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only,
+                             alignment=args.alignment)
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, progress=bar)
@@ -265,7 +275,7 @@ def cmd_embed(args) -> int:
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
                                         accept_licence=args.accept_model_licence, images_uri=args.images,
-                                        mode=args.mode))
+                                        mode=args.mode, alignment=args.alignment))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,

@@ -48,6 +48,17 @@ class EmbedWorker:
             # the gallery gets the probes' synthetic mask, drawn with the same style and run seed
             self.masker = Augmenter(AugmentOptions(style=mask_style, seed=seed, outputs="image"),
                                     detector=self.finder.detector("mtcnn"))
+        self._eye_locator = None
+
+    def eye_locator(self):
+        """Made on first use: only `eyes` / `auto` alignment of detected faces needs it."""
+        if self._eye_locator is None:
+            from maskgen.eyes import EyeLocator
+            from maskgen.landmarks import LandmarkPredictor
+
+            predictor = self.masker.predictor if self.masker is not None else LandmarkPredictor()
+            self._eye_locator = EyeLocator(self.finder.detector("mtcnn"), predictor)
+        return self._eye_locator
 
     def __call__(self, batch: dict) -> dict:
         out = {"key": [], "identity": [], "masked": [], "face_index": [], "model_id": [], "mode": [],
@@ -93,23 +104,24 @@ class EmbedWorker:
             image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
         except (DecodeError, FileNotFoundError, UnreadableObject) as exc:
             return [(face_index, None, getattr(exc, "status", "missing"), str(exc))]
-        if self.from_augment:
-            points = [np.asarray(batch["landmarks5"][i], dtype=np.float64).reshape(5, 2)]
-            lm68 = [np.asarray(batch["landmarks68"][i], dtype=np.float64).reshape(68, 2)]
-            indices = [face_index]
-        else:
-            faces = self.finder.find(image)
-            if not faces:
-                return [(-1, None, "no_face", "no face found")]
-            if not self.all_faces:
-                faces = [max(faces, key=lambda f: f.width * f.height)]
-            points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
-            if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
-                boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
-                lm68 = self.masker.predictor.predict(image, boxes)
-                image = self.masker.mask_faces(image, key, boxes, [f.score for f in faces], np.stack(points),
-                                               lm68, sources=[f.source for f in faces]).image
-        vectors = self.embedder.embed_faces(image, points, lm68, alignment=self.alignment)
+        if self.from_augment:  # the points are final: chosen by augment on the unmasked image
+            points = [np.asarray(batch["points"][i], dtype=np.float64).reshape(5, 2)]
+            return [(face_index, self.embedder.embed_faces(image, points)[0].astype(np.float32), "ok", "")]
+        faces = self.finder.find(image)
+        if not faces:
+            return [(-1, None, "no_face", "no face found")]
+        if not self.all_faces:
+            faces = [max(faces, key=lambda f: f.width * f.height)]
+        points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
+        boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
+        eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
+        if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
+            lm68 = self.masker.predictor.predict(image, boxes)
+            image = self.masker.mask_faces(image, key, boxes, [f.score for f in faces], np.stack(points),
+                                           lm68, sources=[f.source for f in faces]).image
+        vectors = self.embedder.embed_faces(
+            image, points, lm68, alignment=self.alignment,
+            locate_eyes=lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
         return [(idx, vec.astype(np.float32), "ok", "") for idx, vec in zip(indices, vectors)]
 
 
@@ -157,8 +169,11 @@ def done_faces(store, model_id: str, mode: str = "plain") -> set[tuple[str, int]
 
 
 def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = None,
-                keys: list[str] | None = None):
-    """(input store, work items): faces of an augment output, or the images of a folder / manifest."""
+                keys: list[str] | None = None, alignment: str = "five-point"):
+    """(input store, work items): faces of an augment output, or the images of a folder / manifest.
+    An augment output's faces carry the points they are aligned with: the unmasked detection's 5
+    points (`five-point`), or for `eyes` / `auto` the points augment aligned its crops with, which
+    needs augment to have run with that alignment (it located the eyes on the unmasked image)."""
     if from_augment:
         source = open_store(input_uri)
         manifest = read_manifest(input_uri)
@@ -171,9 +186,18 @@ def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = Non
         if manifest.output_key.isna().any():
             raise ValueError("the augment output has no whole images (outputs='crops'); rerun augment with "
                              "outputs='image' or 'both' to embed from it")
+        if alignment != "five-point":
+            recorded = set(manifest.alignment) if "aligned5" in manifest else set()
+            if not recorded or (alignment == "eyes" and recorded != {"eyes"}):
+                raise ValueError(
+                    f"--alignment {alignment} from an augment output needs the crops' own alignment points, "
+                    f"which augment records when run with --alignment {alignment} (this output was aligned "
+                    f"by {', '.join(sorted(recorded)) or 'five-point, before aligned5 was recorded'}); rerun "
+                    f"augment with --alignment {alignment}, or embed with --alignment five-point")
+        column = "landmarks5" if alignment == "five-point" else "aligned5"
         items = [{"key": r.source_key, "identity": r.identity, "image_key": r.output_key,
-                  "face_index": int(r.face_index), "landmarks5": list(r.landmarks5),
-                  "landmarks68": list(r.landmarks68)} for r in manifest.itertuples()]
+                  "face_index": int(r.face_index), "points": list(getattr(r, column))}
+                 for r in manifest.itertuples()]
         return source, items
     source, inputs = job_items(input_uri, images_uri, keys)
     return source, [{"key": it.key, "identity": it.identity, "status": it.status or "", "message": it.message}
@@ -181,12 +205,13 @@ def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = Non
 
 
 def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
-               accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain") -> dict:
+               accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
+               alignment: str = "five-point") -> dict:
     """What `run_embed` would do, without Ray and without writing (the model is fetched and cached,
     since its identity decides which shards count as done)."""
     from recog.embed import Embedder
 
-    source, items = embed_items(input_uri, from_augment, images_uri)
+    source, items = embed_items(input_uri, from_augment, images_uri, alignment=alignment)
     output = open_store(output_uri)
     done = done_faces(output, Embedder(model, accept_licence=accept_licence).model_id, mode)
     todo = []
@@ -213,7 +238,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
 
     started = time.perf_counter()
     output = open_store(output_uri)
-    source, items = embed_items(input_uri, from_augment, images_uri, keys)
+    source, items = embed_items(input_uri, from_augment, images_uri, keys, alignment)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     probe_model = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
     dim, similarity = probe_model.dim, probe_model.spec.similarity

@@ -19,12 +19,12 @@ import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
 from maskgen.detect import DetectorOptions
-from maskgen.finder import FaceFinder, FinderOptions, alignment_points
+from maskgen.eyes import EyeLocator
+from maskgen.finder import ALIGNMENTS, FaceFinder, FinderOptions, alignment_points
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
 from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
 
 OUTPUTS = ("image", "crops", "both")
-ALIGNMENTS = ("five-point", "eyes", "auto")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class AugmentOptions:
     - finder: crop mode and detector choice (`maskgen.finder.FinderOptions`); default: MTCNN, crop
       mode `auto`.
     - alignment: points the crops are aligned with: `five-point` (default; the unmasked detection,
-      which masking never changes), `eyes`, or `auto` (eyes when the 5 points are implausible).
+      which masking never changes), `eyes` (the eyes alone, located by `maskgen.eyes.EyeLocator`
+      on the unmasked image), or `auto` (eyes when the 5 points are implausible).
     """
 
     style: str | MaskStyle = "seed"
@@ -86,6 +87,7 @@ class FaceRecord:
     note: str = ""
     source: str = "mtcnn"          # which detection path found the face (see maskgen.finder)
     alignment: str = "five-point"  # how the crop was aligned
+    aligned5: list[list[float]] | None = None  # the 5 points the crop was aligned with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,6 +119,7 @@ class Augmenter:
         self.finder = FaceFinder(self.options.finder, mtcnn=self.detector, device=device)
         self.predictor = predictor or LandmarkPredictor()
         self.template = ARCFACE_112.resized(self.options.crop_size)
+        self.eye_locator = EyeLocator(self.detector, self.predictor)
 
     @property
     def versions(self) -> dict:
@@ -168,7 +171,9 @@ class Augmenter:
                     masked = True
                 except ValueError as exc:  # degenerate landmarks
                     note = f"mask not drawn: {exc}"
-            align_pts, how = alignment_points(points5[i], lm, opts.alignment)
+            # eyes located on the unmasked image: the mask must not move the alignment
+            align_pts, how = alignment_points(points5[i], lm, opts.alignment,
+                                              lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
             records.append(FaceRecord(
                 index=i, box=[round(float(v), 2) for v in boxes[i]], score=round(float(scores[i]), 6),
                 landmarks5=np.round(np.asarray(points5[i], dtype=np.float64), 2).tolist(),
@@ -176,6 +181,7 @@ class Augmenter:
                 yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4),
                 masked=masked, mask=params, note=note,
                 source=sources[i] if sources else "given", alignment=how,
+                aligned5=np.round(align_pts, 2).tolist(),
             ))
             if masked:
                 crop_points.append(align_pts)

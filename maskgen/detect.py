@@ -154,6 +154,13 @@ class MTCNN:
         return Face(box=tuple(float(v) for v in out), score=float(prob[0, 1]),
                     landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
 
+    def onet_points(self, image: np.ndarray, box) -> np.ndarray:
+        """O-Net's 5 points, (5, 2), for one face box (made square) without the rest of the cascade:
+        a second look at a face already found, e.g. in its mirror image (maskgen.eyes)."""
+        square = B.square(np.asarray(box, dtype=np.float64).reshape(1, 4))
+        _, rel, _ = self._run_patches("onet", [_normalise(image)], np.zeros(1, np.int64), square, 48)
+        return B.landmarks_from_offsets(square, rel)[0].astype(np.float64)
+
     def _propose(self, normed: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """P-Net over each image's pyramid; images of one size share each P-Net call."""
         opts = self.options

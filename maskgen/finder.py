@@ -12,8 +12,8 @@ finds nothing in an image whose short side is at most `auto_max_side` px.
 
 Masked faces: MTCNN's nose and mouth points are guesses under a mask. `plausible_five_points`
 checks the 5-point geometry; `alignment_points` replaces implausible points by ones derived from
-the eyes alone (a similarity fixed by the two eyes places the template's nose and mouth), using the
-68-point eye contours when they are known.
+the eyes alone (a similarity fixed by the two eyes places the template's nose and mouth), with the
+eyes located by maskgen.eyes.EyeLocator.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from maskgen.detect import Face
 
 DETECTORS = ("mtcnn", "yunet", "both")
 CROP_MODES = ("auto", "on", "off")
+ALIGNMENTS = ("five-point", "eyes", "auto")
 PAD_BORDERS = {"replicate": cv2.BORDER_REPLICATE, "reflect": cv2.BORDER_REFLECT_101, "black": cv2.BORDER_CONSTANT}
 
 
@@ -210,16 +211,19 @@ def eyes_only_points(left_eye, right_eye, template=ARCFACE_112) -> np.ndarray:
     return transform_points(t, matrix)
 
 
-def alignment_points(points5, landmarks68=None, mode: str = "auto") -> tuple[np.ndarray, str]:
+def alignment_points(points5, landmarks68=None, mode: str = "auto", locate_eyes=None) -> tuple[np.ndarray, str]:
     """(points to align with, how they were chosen): `five-point` (as detected), or `eyes` when `mode`
-    is `eyes`, or `auto` and the detected geometry is implausible. Eye centres come from the 68-point
-    eye contours when given (reliable above a mask), else from the detector."""
+    is `eyes`, or `auto` and the detected geometry is implausible. The eyes come from
+    `locate_eyes()` when given (a maskgen.eyes.EyeLocator's estimate, steadiest under a mask; only
+    called when the eyes are used), else from the 68-point eye contours, else from the detector."""
     pts = np.asarray(points5, dtype=np.float64).reshape(5, 2)
-    if mode not in ("auto", "five-point", "eyes"):
-        raise ValueError(f"alignment mode must be auto, five-point or eyes, got {mode!r}")
+    if mode not in ALIGNMENTS:
+        raise ValueError(f"alignment mode must be one of {ALIGNMENTS}, got {mode!r}")
     if mode == "five-point" or (mode == "auto" and plausible_five_points(pts)[0]):
         return pts, "five-point"
-    if landmarks68 is not None:
+    if locate_eyes is not None:
+        left, right = np.asarray(locate_eyes(), dtype=np.float64).reshape(2, 2)
+    elif landmarks68 is not None:
         lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
         left, right = lm[36:42].mean(axis=0), lm[42:48].mean(axis=0)
     else:

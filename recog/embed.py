@@ -128,12 +128,16 @@ class Embedder:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
-    def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point") -> np.ndarray:
+    def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point",
+                    locate_eyes=None) -> np.ndarray:
         """Embeddings of faces given by their 5 points. `alignment`: `five-point` (default), `eyes`, or
-        `auto` (eyes when the 5-point geometry is implausible, as under masks); see maskgen.finder."""
+        `auto` (eyes when the 5-point geometry is implausible, as under masks); `locate_eyes(k)` gives
+        face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
+        detector's eyes are used; see maskgen.finder.alignment_points."""
         if alignment != "five-point":
             from maskgen.finder import alignment_points
 
             lms = landmarks68 if landmarks68 is not None else [None] * len(points5)
-            points5 = [alignment_points(p, lm, alignment)[0] for p, lm in zip(points5, lms)]
+            points5 = [alignment_points(p, lm, alignment, (lambda k=k: locate_eyes(k)) if locate_eyes else None)[0]
+                       for k, (p, lm) in enumerate(zip(points5, lms))]
         return self.embed_crops(self.align(image, points5))

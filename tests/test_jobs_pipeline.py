@@ -35,6 +35,27 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     for name in ("report.md", "roc.png", "cmc.png"):
         assert (out / "report" / name).stat().st_size > 100
 
+    # embedding by eyes needs an augment that located them on the unmasked photos: refused here,
+    # then done after augmenting with eye alignment (the crops' own points, recorded as aligned5)
+    from jobs.augment import read_manifest, run_augment
+    from jobs.embed import run_embed
+    from maskgen.augment import AugmentOptions
+
+    with pytest.raises(ValueError, match="rerun augment with --alignment eyes"):
+        run_embed(str(out / "masked"), str(tmp_path / "eyes"), "sface", masked=True, from_augment=True,
+                  alignment="eyes")
+    run_augment(str(dataset), str(tmp_path / "masked-eyes"), AugmentOptions(style="seed", largest_only=True,
+                                                                            alignment="eyes"))
+    manifest = read_manifest(str(tmp_path / "masked-eyes"))
+    assert set(manifest.alignment) == {"eyes"} and manifest.aligned5.map(len).eq(10).all()
+    summary = run_embed(str(tmp_path / "masked-eyes"), str(tmp_path / "eyes"), "sface", masked=True,
+                        from_augment=True, alignment="eyes")
+    assert summary.statuses == {"ok": 12}
+    eye_rows, eye_emb = read_shards(str(tmp_path / "eyes"))
+    order = {k: i for i, k in enumerate(probe_rows.key)}
+    cosines = [float(eye_emb[i] @ probe_emb[order[k]]) for i, k in enumerate(eye_rows.key)]
+    assert all(0.7 < c < 0.99999 for c in cosines), cosines  # the same faces, slightly different crops
+
 
 def summary_rows(printed: str, label: str) -> dict:
     """The rows of one stage's summary table in the printed output, as name -> int (numbers only)."""

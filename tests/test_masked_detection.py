@@ -12,6 +12,7 @@ from conftest import FIXTURES, read_rgb
 from maskgen.align import alignment_matrix, transform_points
 from maskgen.boxes import iou_matrix
 from maskgen.facetype import classify_face
+from maskgen.eyes import EyeLocator
 from maskgen.finder import FaceFinder, FinderOptions, eyes_only_points
 from maskgen.masks import mask_rng, style_from_name
 
@@ -22,8 +23,9 @@ def masked_finder(detector):
 
 
 @pytest.fixture(scope="module")
-def remasked(shared_faces_68, masked_finder, predictor):
-    """Per style: (unmasked face, its 68 points, re-detected face or None, its 68 points) for faces >= 40 px."""
+def remasked(shared_faces_68, masked_finder, eye_locator):
+    """Per style, for faces >= 40 px: (unmasked face, re-detected face or None, eyes located on the
+    unmasked photo, eyes located on the masked one or None)."""
     out = {}
     for style in ("seed", "random"):
         rows = []
@@ -33,44 +35,52 @@ def remasked(shared_faces_68, masked_finder, predictor):
                 masked, _, _ = style_from_name(style)(masked, pts, mask_rng(0, path.name, k), classify_face(image, pts))
             again = masked_finder.find(masked)
             boxes = np.array([g.box for g in again]).reshape(-1, 4)
-            lm_again = predictor.predict(masked, boxes) if len(again) else []
-            for face, pts in zip(faces, lm):
+            for face in faces:
                 if face.width < 40:
                     continue
                 iou = iou_matrix(np.array([face.box]), boxes)[0] if len(again) else np.zeros(0)
                 j = int(iou.argmax()) if iou.size else -1
                 hit = iou.size and iou[j] >= 0.5
-                rows.append((face, pts, again[j] if hit else None, lm_again[j] if hit else None))
+                eyes = eye_locator.locate(image, face.box, face.points)
+                eyes_again = eye_locator.locate(masked, again[j].box, again[j].points) if hit else None
+                rows.append((face, again[j] if hit else None, eyes, eyes_again))
         out[style] = rows
     return out
+
+
+@pytest.fixture(scope="module")
+def eye_locator(masked_finder, predictor):
+    return EyeLocator(masked_finder.detector("mtcnn"), predictor)
 
 
 @pytest.mark.parametrize("style", ["seed", "random"])
 def test_masked_faces_are_found_again(remasked, style):
     rows = remasked[style]
-    rate = np.mean([r[2] is not None for r in rows])
-    print(f"\n{style}: {sum(r[2] is not None for r in rows)}/{len(rows)} faces found again after masking ({rate:.1%})")
+    rate = np.mean([r[1] is not None for r in rows])
+    print(f"\n{style}: {sum(r[1] is not None for r in rows)}/{len(rows)} faces found again after masking ({rate:.1%})")
     assert len(rows) >= 50 and rate >= 0.95
 
 
-def test_eye_alignment_holds_under_realistic_masks(remasked):
-    shifts, five_point = [], []
-    for face, pts, again, pts_again in remasked["random"]:
+def _shift(points, matrix_a, matrix_b) -> float:
+    """Median displacement of the 5 points between two alignments, in the 112x112 frame."""
+    return float(np.median(np.linalg.norm(transform_points(points, matrix_a) - transform_points(points, matrix_b), axis=1)))
+
+
+@pytest.mark.parametrize("style", ["seed", "random"])
+def test_located_eyes_hold_the_alignment_under_masks(remasked, style):
+    """The issue's goal: re-detected masked vs unmasked, the 5 landmarks move at most 2 px (median)
+    when both are aligned by their located eyes; the detector's own 5 points move more than that."""
+    located, five_point = [], []
+    for face, again, eyes, eyes_again in remasked[style]:
         if again is None:
             continue
-        pu = face.points
-
-        def shift(a, b):
-            return np.median(np.linalg.norm(transform_points(pu, alignment_matrix(a))
-                                            - transform_points(pu, alignment_matrix(b)), axis=1))
-
-        eyes = lambda p: eyes_only_points(p[36:42].mean(0), p[42:48].mean(0))  # noqa: E731
-        shifts.append(shift(eyes(pts_again), eyes(pts)))
-        five_point.append(shift(again.points, pu))
-    print(f"\nmedian shift in the 112x112 frame after masking: 68-point eyes {np.median(shifts):.2f} px, "
+        located.append(_shift(face.points, alignment_matrix(eyes_only_points(*eyes_again)),
+                              alignment_matrix(eyes_only_points(*eyes))))
+        five_point.append(_shift(face.points, alignment_matrix(again.points), alignment_matrix(face.points)))
+    print(f"\n{style}: median shift in the 112x112 frame after masking: located eyes {np.median(located):.2f} px, "
           f"detector 5 points {np.median(five_point):.2f} px")
-    assert np.median(shifts) <= 2.0
-    assert np.median(shifts) < np.median(five_point)
+    assert np.median(located) <= 2.0
+    assert np.median(five_point) > 2.0 * np.median(located)
 
 
 def _labels():
