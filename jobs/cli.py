@@ -93,10 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--accept-model-licence", action="store_true",
                         help="accept a built-in model's restrictive licence (insightface-mbf: non-commercial)")
 
+    def finder_options(sp, default_kind):
+        sp.add_argument("--input-kind", choices=("photos", "masked", "crops"), default=None,
+                        help="what the images are, which sets how faces are found (maskgen.finder): photos "
+                             "(MTCNN), masked (photos of people in masks: MTCNN and YuNet merged), crops "
+                             f"(tight face crops: always padded before detection) (default {default_kind})")
+        sp.add_argument("--crop-mode", choices=("auto", "on", "off"), default=None,
+                        help="pad the image before detection: auto (when a face fills the image or a small "
+                             "image has none), on (always, for datasets of tight crops) or off (never) "
+                             "(default: the input kind's, on for crops, else auto)")
+
     m = command("mask", "draw synthetic masks on every face (the augment job)",
                 "mfr mask ../shared/data/faces out/masked --style random --seed 7",
                 "mfr mask s3://bucket/faces s3://bucket/masked --style surgical --quiet",
-                "mfr mask ../shared/data/seed/landmark/test.csv out/seed --images ../shared/data/seed/sample")
+                "mfr mask ../shared/data/seed/landmark/test.csv out/seed --images ../shared/data/seed/sample",
+                "mfr mask /data/tight-crops out/masked-crops --input-kind crops --alignment eyes")
     m.add_argument("input", help="folder or s3://bucket/prefix of images, or an input manifest (.csv/.parquet: "
                                  "path, identity, masked, face_type, part_0_x ... part_67_y)")
     m.add_argument("output", help="folder or s3:// prefix for images/, crops/ and manifest/")
@@ -107,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
                    help="write whole masked images, aligned 112x112 crops, or both (default both)")
     m.add_argument("--largest-only", action="store_true", help="mask only the largest face per image")
+    finder_options(m, "photos")
     m.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
                    help="points the crops are aligned with: five-point (the unmasked detection's), eyes (the "
                         "eyes alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 "
@@ -116,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
                 "mfr embed ../shared/data/faces out/emb/unmasked",
                 "mfr embed out/masked out/emb/masked --from-augment --masked",
-                "mfr embed s3://bucket/faces s3://bucket/emb --model dlib-resnet")
+                "mfr embed s3://bucket/faces s3://bucket/emb --model dlib-resnet",
+                "mfr embed /data/masked-crops out/emb/masked --masked --input-kind crops --alignment eyes")
     e.add_argument("input", help="folder / s3:// prefix / input manifest of images, or an augment output "
                                  "with --from-augment")
     e.add_argument("output", help="folder or s3:// prefix for shards/")
@@ -125,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", action="store_true",
                    help="embed the masked faces of an augment output, aligned with their unmasked detection")
+    finder_options(e, "masked with --masked, else photos")
     e.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
                    help="points the faces are aligned with: five-point (the detector's), eyes (the eyes alone, "
                         "located by maskgen.eyes: steadier when faces are found again under masks), or auto "
@@ -256,12 +270,15 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_mask(args) -> int:
     from jobs.augment import plan_augment, run_augment
     from maskgen.augment import AugmentOptions
+    from maskgen.finder import FinderOptions
 
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images))
         return 0
+    finder = FinderOptions.for_inputs(args.input_kind or "photos",
+                                      **({"crop_mode": args.crop_mode} if args.crop_mode else {}))
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only,
-                             alignment=args.alignment)
+                             alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, progress=bar)
@@ -281,7 +298,8 @@ def cmd_embed(args) -> int:
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
                         accept_licence=args.accept_model_licence, alignment=args.alignment,
                         images_uri=args.images, workers=args.workers, batch_size=args.batch_size, progress=bar,
-                        mode=args.mode, mask_style=args.mask_style, seed=args.seed)
+                        mode=args.mode, mask_style=args.mask_style, seed=args.seed,
+                        finder_kind=args.input_kind, crop_mode=args.crop_mode)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 

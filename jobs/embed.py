@@ -27,9 +27,9 @@ SHARD_DIR = "shards"
 
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 all_faces: bool, finder_kind: str, alignment: str, max_pixels: int, mode: str = "plain",
+                 all_faces: bool, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
                  mask_style: str = "seed", seed: int = 0, threads: int | None = None):
-        from maskgen.finder import FaceFinder, FinderOptions
+        from maskgen.finder import FaceFinder
         from recog.embed import Embedder
         from recog.matching import mode_from_name
 
@@ -40,7 +40,7 @@ class EmbedWorker:
         self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region)
         self.masked, self.from_augment, self.all_faces = masked, from_augment, all_faces
         self.alignment, self.max_pixels = alignment, max_pixels
-        self.finder = None if from_augment else FaceFinder(FinderOptions.for_inputs(finder_kind))
+        self.finder = None if from_augment else FaceFinder(finder_options)
         self.masker = None
         if self.mode.masked_gallery and not from_augment and not masked:
             from maskgen.augment import AugmentOptions, Augmenter
@@ -230,13 +230,19 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
               alignment: str = "five-point", images_uri: str | None = None, keys: list[str] | None = None,
               batch_size: int = 16, workers: int | None = None, max_pixels: int = 40_000_000,
-              mode: str = "plain", mask_style: str = "seed", seed: int = 0, progress=None) -> JobSummary:
+              mode: str = "plain", mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
+              progress=None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
-    `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them."""
+    `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
+    Faces are found with `FinderOptions.for_inputs(finder_kind)` (`photos`, `masked`, `crops`; default
+    `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) overriding the preset's."""
+    from maskgen.finder import FinderOptions
     from recog.embed import Embedder
 
     started = time.perf_counter()
+    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"),
+                                      **({"crop_mode": crop_mode} if crop_mode else {}))
     output = open_store(output_uri)
     source, items = embed_items(input_uri, from_augment, images_uri, keys, alignment)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
@@ -248,8 +254,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     if not todo:
         summary.seconds = time.perf_counter() - started
         return summary
-    finder_kind = finder_kind or ("masked" if masked else "photos")
-    args = (source.uri, model, accept_licence, masked, from_augment, all_faces, finder_kind, alignment, max_pixels,
+    args = (source.uri, model, accept_licence, masked, from_augment, all_faces, finder, alignment, max_pixels,
             mode, mask_style, seed)
     batches = map_in_pool(todo, EmbedWorker, args, batch_size=batch_size, workers=workers, use_gpus=True)
     for batch in batches:

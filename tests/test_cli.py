@@ -118,3 +118,32 @@ def test_readme_commands_run_verbatim(ray_runtime, tmp_path, face_photos, monkey
         assert main(argv + (["--quiet"] if argv[0] in ("mask", "embed", "run") else [])) == 0, argv
     capsys.readouterr()
     assert (work / "out" / "report" / "report.md").is_file() and (work / "out" / "run" / "report" / "report.md").is_file()
+
+
+def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime, shared_data, detector, tmp_path):
+    """Tight crops of real masked faces: `--input-kind crops` pads them before detection (the manifest
+    says which path found each face), and embed aligns them by located eyes."""
+    import sys
+
+    import cv2
+    import pandas as pd
+
+    from jobs.augment import read_manifest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from lfw_like import tight_masked_crops
+
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i, crop in enumerate(tight_masked_crops(shared_data, detector, limit=6)):
+        cv2.imwrite(str(crops / f"crop{i}.png"), crop[:, :, ::-1])
+    assert main(["mask", str(crops), str(tmp_path / "masked"), "--input-kind", "crops", "--quiet"]) == 0
+    faces = read_manifest(str(tmp_path / "masked"))
+    assert len(faces) >= 6 and set(faces.status) == {"ok"}
+    assert set(faces.source) <= {"yunet+pad", "onet-whole-image"}  # never the plain pass
+    assert main(["embed", str(crops), str(tmp_path / "emb"), "--input-kind", "crops", "--alignment", "eyes",
+                 "--masked", "--quiet"]) == 0
+    shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").glob("*.parquet"))
+    assert len(shards) == 6 and set(shards.status) == {"ok"}
+    args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked"])
+    assert (args.crop_mode, args.input_kind) == ("off", "masked")
