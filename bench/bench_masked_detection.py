@@ -10,8 +10,7 @@
    maskgen.eyes.EyeLocator; and the cosine between `sface` embeddings of the masked image aligned
    from its re-detection and from the unmasked photo, by 5 points and by located eyes (mean and 5th
    percentile). Detectors: MTCNN, YuNet, and both merged (`FinderOptions.for_inputs("masked")`).
-   ../shared/data/faces_mit, which played no part in choosing the eye locator, is measured the same
-   way with both detectors merged.
+   ../shared/data/faces_mit is measured the same way with both detectors merged.
 2. Tight crops of real masked faces: every face of >= 40 px that MTCNN finds in
    ../shared/data/masked_wild, cropped square at 1.05x its box to 128 px; found by each detector
    plainly, after padding (replicated, reflected or black border), and with the O-Net fallback.
@@ -89,8 +88,7 @@ def main() -> None:
                         rows[key].append((shift(pm, pu), shift(eyes_only_points(*pm[:2]), eyes_only_points(*pu[:2])),
                                           shift(eyes_only_points(*eyes_again), eyes_only_points(*eyes)),
                                           float(e_re @ e_un), float(l_re @ l_un)))
-    print("Synthetic masks on shared/data/faces (faces_mit: held out, never used to choose a method), "
-          "faces >= 40 px:")
+    print("Synthetic masks on shared/data/faces and faces_mit, faces >= 40 px:")
     print()
     print("| photos | detector | mask | found again | shift, 5 points (px) | shift, detector's eyes (px) "
           "| shift, located eyes (px) | cosine, 5 points: mean / 5th pct | cosine, located eyes: mean / 5th pct |")
