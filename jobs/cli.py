@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--accept-model-licence", action="store_true",
                         help="accept a built-in model's restrictive licence (insightface-mbf: non-commercial)")
 
-    def finder_options(sp, default_kind):
+    def face_options(sp, default_kind, alignment_help):
         sp.add_argument("--input-kind", choices=("photos", "masked", "crops"), default=None,
                         help="what the images are, which sets how faces are found (maskgen.finder): photos "
                              "(MTCNN), masked (photos of people in masks: MTCNN and YuNet merged), crops "
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pad the image before detection: auto (when a face fills the image or a small "
                              "image has none), on (always, for datasets of tight crops) or off (never) "
                              "(default: the input kind's, on for crops, else auto)")
+        sp.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
+                        help=f"{alignment_help} (default five-point)")
 
     m = command("mask", "draw synthetic masks on every face (the augment job)",
                 "mfr mask ../shared/data/faces out/masked --style random --seed 7",
@@ -118,11 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
                    help="write whole masked images, aligned 112x112 crops, or both (default both)")
     m.add_argument("--largest-only", action="store_true", help="mask only the largest face per image")
-    finder_options(m, "photos")
-    m.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
-                   help="points the crops are aligned with: five-point (the unmasked detection's), eyes (the "
-                        "eyes alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 "
-                        "points are implausible); recorded per face in the manifest (default five-point)")
+    face_options(m, "photos",
+                 "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
+                 "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
+                 "implausible); recorded per face in the manifest")
     job_options(m, 8)
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
@@ -138,13 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", action="store_true",
                    help="embed the masked faces of an augment output, aligned with their unmasked detection")
-    finder_options(e, "masked with --masked, else photos")
-    e.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
-                   help="points the faces are aligned with: five-point (the detector's), eyes (the eyes alone, "
-                        "located by maskgen.eyes: steadier when faces are found again under masks), or auto "
-                        "(eyes when the 5 points are implausible); use the same for probes and gallery. "
-                        "With --from-augment, eyes and auto take the points augment aligned its crops with, "
-                        "so run mask with the same --alignment (default five-point)")
+    face_options(e, "masked with --masked, else photos",
+                 "points the faces are aligned with: five-point (the detector's), eyes (the eyes alone, located "
+                 "by maskgen.eyes: steadier when faces are found again under masks), or auto (eyes when the 5 "
+                 "points are implausible); use the same for probes and gallery. With --from-augment, eyes and "
+                 "auto take the points augment aligned its crops with, so run mask with the same --alignment")
     e.add_argument("--mode", choices=tuple(MODES), default="plain",
                    help="matching mode (recog.matching): masked-gallery draws --mask-style on unmasked faces "
                         "before embedding; flip averages each face with its mirror; upper-face hides the "
@@ -275,8 +274,7 @@ def cmd_mask(args) -> int:
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images))
         return 0
-    finder = FinderOptions.for_inputs(args.input_kind or "photos",
-                                      **({"crop_mode": args.crop_mode} if args.crop_mode else {}))
+    finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode)
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only,
                              alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")

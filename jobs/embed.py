@@ -241,8 +241,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     from recog.embed import Embedder
 
     started = time.perf_counter()
-    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"),
-                                      **({"crop_mode": crop_mode} if crop_mode else {}))
+    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode)
     output = open_store(output_uri)
     source, items = embed_items(input_uri, from_augment, images_uri, keys, alignment)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import similarity_transform, transform_points
+from maskgen.landmarks import mirror_landmarks
 
 BROWS = tuple(range(17, 27))
 UPPER_FACE_POINTS = BROWS + tuple(range(36, 48))
@@ -67,8 +68,6 @@ class EyeLocator:
 
     def locate(self, image: np.ndarray, box, points5) -> np.ndarray:
         """(2, 2): image-left eye, image-right eye, for the face with this box and MTCNN-style 5 points."""
-        from maskgen.landmarks import mirror_landmarks
-
         box = np.asarray(box, dtype=np.float64).reshape(4)
         # Work on the face's neighbourhood only: mirroring and normalising a whole photo per face
         # costs more than the models.

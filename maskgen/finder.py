@@ -59,11 +59,12 @@ class FinderOptions:
     def for_inputs(cls, kind: str, **overrides) -> "FinderOptions":
         """Presets by what the images are: `photos` (the defaults), `masked` (photos of people in
         masks: both detectors, merged; re-finds 96-98 % of synthetically masked faces against MTCNN's
-        91-95 %), `crops` (tight face crops: always the crop path)."""
+        91-95 %), `crops` (tight face crops: always the crop path). Overrides given as None keep the
+        preset's value (an option left unset on the command line)."""
         presets = {"photos": {}, "masked": {"detector": "both"}, "crops": {"crop_mode": "on"}}
         if kind not in presets:
             raise ValueError(f"input kind must be one of {tuple(presets)}, got {kind!r}")
-        return cls(**{**presets[kind], **overrides})
+        return cls(**{**presets[kind], **{k: v for k, v in overrides.items() if v is not None}})
 
     def __post_init__(self):
         if self.detector not in DETECTORS or self.crop_detector not in DETECTORS[:2]:
