@@ -14,7 +14,7 @@ process (sampled every 0.25 s).
 Configurations:
   single   the job's own worker class called in a loop in one process, no Ray (all cores to ONNX
            Runtime's threads), shards written as the job writes them
-  ray      run_augment / run_embed on `ray.init()` in-process, the default pool (one actor per core)
+  ray      run_augment / run_embed on `ray.init()` in-process, the default autoscaling pool
   ray-1    the same with workers=1
   cluster  the same jobs on a local cluster (`ray start --head`), the driver connected to it
 """
@@ -62,38 +62,53 @@ def make_dataset(data_root: Path, out: Path, count: int, seed: int = 0) -> Path:
 
 # ---------------------------------------------------------------- one run (in a child process)
 
-def run_single_augment(images: str, output: str, batch_size: int):
+def single_rows(images: str, keys: list[str]):
+    """The job's input rows for `keys`, as its read tasks make them."""
     import pyarrow as pa
 
-    from jobs.augment import AugmentWorker, JobSummary, write_manifest_shard
+    from jobs.inputs import InputItem, folder_identity, input_schema
+    from jobs.source import group_id, group_of
+
+    return pa.Table.from_pylist([InputItem(k, folder_identity(k)).to_row(group_id(group_of(k))) for k in keys],
+                                schema=input_schema())
+
+
+def run_single(job: str, images: str, output: str, batch_size: int):
+    """The job's own worker class called in a loop in one process, shards written as the job's write
+    tasks write them (a shard per 2,000 rows)."""
+    import pyarrow as pa
+
+    from jobs.augment import AugmentWorker
+    from jobs.embed import EmbedWorker
+    from jobs.sink import ROWS_PER_SHARD, JobSummary, write_shards
     from jobs.storage import open_store
     from maskgen.augment import AugmentOptions
+    from maskgen.finder import FinderOptions
 
     started = time.perf_counter()
     keys = open_store(images).list()
-    worker = AugmentWorker(images, output, AugmentOptions(style="random"), 40_000_000)
+    if job == "augment":
+        worker, directory, faces = AugmentWorker(images, output, AugmentOptions(style="random"), 40_000_000), \
+            "manifest", "masked"
+    else:
+        worker, directory, faces = EmbedWorker(images, "sface", False, False, False, False,
+                                               FinderOptions.for_inputs("photos"), "five-point", 40_000_000), \
+            "shards", "status"
     summary = JobSummary(inputs=len(keys))
+    pending = []
+
+    def flush():
+        if pending:
+            counts = write_shards(pa.concat_tables(pending), output_uri=output, directory=directory,
+                                  faces_column=faces)
+            summary.add({k: v[0] for k, v in counts.items()})
+            pending.clear()
+
     for i in range(0, len(keys), batch_size):
-        table = pa.Table.from_pydict(worker({"key": keys[i:i + batch_size]}))
-        write_manifest_shard(worker.output, table, summary, started)
-    summary.seconds = time.perf_counter() - started
-    return summary
-
-
-def run_single_embed(images: str, output: str, batch_size: int):
-    from jobs.augment import JobSummary
-    from jobs.embed import EmbedWorker, write_shard
-    from jobs.storage import open_store
-
-    started = time.perf_counter()
-    keys = open_store(images).list()
-    worker = EmbedWorker(images, "sface", False, False, False, False, "photos", "five-point", 40_000_000)
-    dim, similarity = worker.embedder.dim, worker.embedder.spec.similarity
-    summary = JobSummary(inputs=len(keys))
-    store = open_store(output)
-    for i in range(0, len(keys), batch_size):
-        rows = worker({"key": keys[i:i + batch_size]})
-        write_shard(store, rows, dim, similarity, summary, started)
+        pending.append(worker(single_rows(images, keys[i:i + batch_size])))
+        if sum(t.num_rows for t in pending) >= ROWS_PER_SHARD:
+            flush()
+    flush()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -107,8 +122,7 @@ def child(args) -> None:
     from maskgen.augment import AugmentOptions
 
     if args.config == "single":
-        run = run_single_augment if args.job == "augment" else run_single_embed
-        summary = run(args.images, args.output, args.batch)
+        summary = run_single(args.job, args.images, args.output, args.batch)
     else:
         if args.config == "cluster":
             ray.init(address="auto", log_to_driver=False)

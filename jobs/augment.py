@@ -5,50 +5,74 @@ images, the aligned crops and a Parquet manifest with one row per input image an
     summary = run_augment("../shared/data/faces", "out/masked", AugmentOptions(style="random"))
 
 Output layout under the output URI:
-    images/<input key>                 the whole image with every mask (same relative path)
-    crops/<input key stem>_face<i>.jpg aligned crops, one per masked face
-    manifest/part-<hash>.parquet       manifest rows, one shard per processed batch
+    images/<input key>                    the whole image with every mask, under the input's own name
+                                          (JPEG, PNG, BMP and WebP inputs keep their format)
+    converted/<input key>.png             the same for inputs of formats not written back (GIF, TIFF, ...)
+    crops/<input key>_face<i>.jpg         aligned crops, one per masked face
+    manifest/g=<group>/part-<hash>.parquet  manifest rows, written by the workers (jobs/sink.py)
 
-Reruns skip inputs that already have manifest rows. Shards are written whole (atomically) only after
-their batch finished, so a batch retried after a worker died is written once.
+Every name derives from the whole input key, extension included, so two inputs never share an
+output (`a.jpg`, `a.jpeg` and `a.JPG` stay three files). The dataset flows read tasks (listing,
+jobs/source.py) -> an autoscaling actor pool (this module's `AugmentWorker`) -> shard-writing tasks;
+the driver receives only counts. Reruns skip inputs that already have manifest rows, found per group
+inside the read tasks.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import InputItem, folder_identity, is_manifest, resolve_input
-from jobs.pool import map_in_pool, use_threads
-from jobs.storage import StorageError, UnreadableObject, open_store, redact, safe_key
+from jobs.inputs import folder_identity, input_dataset
+from jobs.pool import ensure_ray, plan_pool, use_threads
+from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
+from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 
 MANIFEST_DIR = "manifest"
 MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index", "output_key", "crop_key",
                     "box", "score", "landmarks5", "landmarks68", "face_type", "yaw", "blur", "masked",
-                    "mask_style", "mask", "source", "alignment", "aligned5", "seed", "versions")
-WRITABLE = {".jpg": ".jpg", ".jpeg": ".jpg", ".png": ".png", ".bmp": ".png", ".webp": ".png"}
+                    "mask_style", "mask", "source", "alignment", "aligned5", "seed", "versions", "input_row", "node")
+WRITTEN_AS_IS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def manifest_schema(with_group: bool = False):
+    import pyarrow as pa
+
+    floats = pa.list_(pa.float64())
+    fields = [("source_key", pa.string()), ("identity", pa.string()), ("status", pa.string()),
+              ("message", pa.string()), ("face_index", pa.int32()), ("output_key", pa.string()),
+              ("crop_key", pa.string()), ("box", floats), ("score", pa.float64()), ("landmarks5", floats),
+              ("landmarks68", floats), ("face_type", pa.string()), ("yaw", pa.float64()), ("blur", pa.float64()),
+              ("masked", pa.bool_()), ("mask_style", pa.string()), ("mask", pa.string()), ("source", pa.string()),
+              ("alignment", pa.string()), ("aligned5", floats), ("seed", pa.int64()), ("versions", pa.string()),
+              ("input_row", pa.string()), ("node", pa.string())]
+    return pa.schema(fields + ([("group", pa.string())] if with_group else []))
 
 
 def output_keys(source_key: str) -> tuple[str, str]:
-    """(whole-image key, crop key stem) mirroring the input layout at full depth."""
-    path = PurePosixPath(safe_key(source_key))
-    ext = WRITABLE.get(path.suffix.lower(), ".png")
-    image_key = f"images/{path.with_suffix(ext)}" if path.suffix.lower() in WRITABLE else f"images/{path}{ext}"
-    return image_key, f"crops/{path.with_suffix('')}"
+    """(whole-image key, crop key prefix): `images/<key>` for formats written as they are, else
+    `converted/<key>.png`; crops are `<prefix>_face<i>.jpg`."""
+    key = safe_key(source_key)
+    suffix = PurePosixPath(key).suffix.lower()
+    image_key = f"images/{key}" if suffix in WRITTEN_AS_IS else f"converted/{key}.png"
+    return image_key, f"crops/{key}"
+
+
+def node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 class AugmentWorker:
     """One per actor: models loaded once, then batches of keys processed end to end."""
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int,
-                 threads: int | None = None):
+                 progress=None, threads: int | None = None):
         from maskgen.augment import Augmenter
 
         if threads:
@@ -59,53 +83,71 @@ class AugmentWorker:
         self.max_pixels = max_pixels
         self.augmenter = Augmenter(options, device="auto")
         self.versions = json.dumps(self.augmenter.versions, sort_keys=True)
+        self.progress, self.node = progress, node_id()
+        self.schema = manifest_schema(with_group=True)
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch):
+        import pyarrow as pa
+
         rows = []
-        for i, key in enumerate(batch["key"]):
-            item = {c: batch[c][i] for c in batch}
+        for item in batch.to_pylist():
+            key = item["key"]
             try:
-                rows.extend(self.process(str(key), item))
+                found = self.rows_for(key, item)
             except StorageError:
                 raise  # the output cannot be written (full, gone): the job must stop, not record it
             except Exception as exc:  # one image's unexpected failure is its row, never the run's end
-                rows.append({**self.image_row(str(key), item), "status": "error",
-                             "message": f"{type(exc).__name__}: {exc}"})
-        return {c: [r.get(c) for r in rows] for c in MANIFEST_COLUMNS}
+                found = [{**self.image_row(key, item), "status": "error", "message": f"{type(exc).__name__}: {exc}"}]
+            rows.extend({**r, "group": item["group"], "input_row": item["input_row"], "node": self.node}
+                        for r in found)
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        if self.progress is not None:
+            inputs = table.column("input_row").to_pylist()
+            self.progress.batch.remote(len(set(inputs)), sum(bool(m) for m in table.column("masked").to_pylist()),
+                                       status_counts(inputs, table.column("status").to_pylist()))
+        return table
+
+    def rows_for(self, key: str, item: dict) -> list[dict]:
+        """The output rows of one input row (a subclass adds columns: jobs/run.py)."""
+        return self.process(key, item)
 
     def process(self, key: str, item: dict | None = None) -> list[dict]:
         """Manifest rows for one image; `item` carries an input manifest's row (identity, masked flag,
         face type, 68 landmarks, or the status it was refused with)."""
+        return self.augment_image(key, item)[0]
+
+    def augment_image(self, key: str, item: dict | None = None):
+        """(manifest rows, the decoded image or None, the AugmentResult or None) of one input."""
         from maskgen.decode import DecodeError, decode_image, encode_image
 
         item = item or {}
         base = self.image_row(key, item)
         if item.get("status"):
-            return [{**base, "status": str(item["status"]), "message": str(item.get("message") or "")}]
+            return [{**base, "status": str(item["status"]), "message": str(item.get("message") or "")}], None, None
         if item.get("masked"):
             return [{**base, "status": "already_masked",
-                     "message": "the input manifest marks this image as masked; not masked again"}]
+                     "message": "the input manifest marks this image as masked; not masked again"}], None, None
         try:
             image = decode_image(self.input.read(key), max_pixels=self.max_pixels)
         except DecodeError as exc:
-            return [{**base, "status": exc.status, "message": str(exc)}]
+            return [{**base, "status": exc.status, "message": str(exc)}], None, None
         except (FileNotFoundError, UnreadableObject) as exc:
-            return [{**base, "status": getattr(exc, "status", "missing"), "message": str(exc)}]
+            return [{**base, "status": getattr(exc, "status", "missing"), "message": str(exc)}], None, None
         if len(item.get("landmarks68", ())) == 136:
             result = self.mask_given(image, key, item)
         else:
             result = self.augmenter.augment(image, key)
-        image_key, crop_stem = output_keys(key)
+        image_key, crop_prefix = output_keys(key)
         if result.image is not None:
             self.output.write(image_key, encode_image(result.image, PurePosixPath(image_key).suffix))
         if result.status != "ok":
             return [{**base, "status": result.status, "message": result.message,
-                     "output_key": image_key if result.image is not None else None}]
+                     "output_key": image_key if result.image is not None else None}], image, result
         rows, crops = [], iter(result.crops)
         for face in result.faces:
             crop_key = None
             if face.masked and result.crops:
-                crop_key = f"{crop_stem}_face{face.index}.jpg"
+                crop_key = f"{crop_prefix}_face{face.index}.jpg"
                 self.output.write(crop_key, encode_image(next(crops), ".jpg"))
             rows.append({
                 **base, "status": "ok", "message": face.note or result.message, "face_index": face.index,
@@ -117,7 +159,7 @@ class AugmentWorker:
                 "source": face.source, "alignment": face.alignment,
                 "aligned5": [v for p in face.aligned5 for v in p] if face.aligned5 else None,
             })
-        return rows
+        return rows, image, result
 
     def image_row(self, key: str, item: dict) -> dict:
         """The columns every manifest row of this image has."""
@@ -136,128 +178,75 @@ class AugmentWorker:
                                          face_types=face_types, sources=["manifest"])
 
 
-@dataclass
-class JobSummary:
-    inputs: int = 0
-    skipped: int = 0
-    processed: int = 0
-    faces: int = 0
-    statuses: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    manifest_shards: list = field(default_factory=list)
-
-    def record(self, source_keys, statuses, faces: int, started: float, progress=None) -> None:
-        """Count one finished batch, then report progress: one input per distinct (key, status), so an
-        image's face rows count once and a manifest's duplicate row of it counts as its own input."""
-        inputs = dict.fromkeys(zip(source_keys, statuses))
-        for _, status in inputs:
-            self.statuses[status] = self.statuses.get(status, 0) + 1
-        self.processed += len(inputs)
-        self.faces += faces
-        self.seconds = time.perf_counter() - started
-        if progress:
-            progress(self)
+def augment_stage(ds, images_uri: str, output_uri: str, options: AugmentOptions, *, batch_size: int,
+                  workers: int | None, max_pixels: int, progress=None):
+    """`ds` (input rows) through the augment pool: manifest rows out, images and crops written."""
+    plan = plan_pool(workers)
+    return ds.map_batches(AugmentWorker, fn_constructor_args=(images_uri, output_uri, options, max_pixels, progress),
+                          fn_constructor_kwargs={"threads": plan.threads}, batch_size=batch_size,
+                          batch_format="pyarrow", **plan.map_batches_args())
 
 
-def read_parquet_dir(store, directory: str, columns=None) -> list:
-    """Every Parquet shard under `directory` of a store, as pyarrow tables."""
-    import pyarrow.parquet as pq
-
-    return [pq.read_table(io.BytesIO(store.read(k)), columns=columns)
-            for k in store.list(directory) if k.endswith(".parquet")]
-
-
-def done_keys(output) -> set[str]:
-    """Source keys that already have manifest rows (reruns skip them)."""
-    return {k for t in read_parquet_dir(output, MANIFEST_DIR, ["source_key"]) for k in t.column("source_key").to_pylist()}
-
-
-def write_parquet_shard(store, directory: str, table, names) -> str:
-    """Write `table` as `<directory>/part-<hash>.parquet`, the hash of its sorted `names` (what the
-    batch holds), so a batch retried after a worker died overwrites its own shard. Returns the key."""
-    import pyarrow.parquet as pq
-
-    name = hashlib.sha256("\n".join(sorted(set(names))).encode()).hexdigest()[:20]
-    sink = io.BytesIO()
-    pq.write_table(table, sink)
-    key = f"{directory}/part-{name}.parquet"
-    store.write(key, sink.getvalue())
-    return key
-
-
-def write_manifest_shard(output, table, summary: JobSummary, started: float, progress=None) -> None:
-    """Write one finished batch's manifest rows as one shard, named by its source keys, and count it
-    in `summary`."""
-    if table.num_rows == 0:
-        return
-    source_keys = table.column("source_key").to_pylist()
-    summary.manifest_shards.append(write_parquet_shard(output, MANIFEST_DIR, table, source_keys))
-    summary.record(source_keys, table.column("status").to_pylist(),
-                   sum(bool(m) for m in table.column("masked").to_pylist()), started, progress)
-
-
-def job_items(input_uri: str, images_uri: str | None = None, keys: list[str] | None = None):
-    """(images root store, InputItems): every image of a folder / prefix, the rows of an input
-    manifest (jobs/inputs.py), or just the given `keys` of either."""
-    job_input = resolve_input(input_uri, images_uri)
-    items = job_input.items
-    if keys is not None:
-        if is_manifest(input_uri):
-            wanted = set(keys)
-            items = [it for it in items if it.key in wanted]
-        else:
-            items = [InputItem(k, folder_identity(k)) for k in sorted(set(keys))]
-    if not items and keys is None:
-        raise ValueError(f"no images under {redact(str(input_uri))}: check the path (nothing was written)")
-    return open_store(job_input.images_uri), items
-
-
-def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
-                 keys: list[str] | None = None) -> dict:
-    """What `run_augment` would do, without Ray and without writing: the inputs, which are already
-    done, and for each one to process where its outputs would go (or why it is refused)."""
-    source, items = job_items(input_uri, images_uri, keys)
-    output = open_store(output_uri)
-    done = done_keys(output)
-    todo = []
-    for it in items:
-        if it.key in done:
-            continue
-        if it.status:
-            todo.append((it.key, f"refused: {it.status} ({it.message})"))
-        else:
-            image_key, crop_stem = output_keys(it.key)
-            todo.append((it.key, f"{output.uri_of(image_key)}, {crop_stem}_face<i>.jpg"))
-    return {"images": source.uri, "output": output.uri, "inputs": len(items), "done": len(items) - len(todo),
-            "todo": todo}
+def check_batch_size(batch_size, rows_per_shard=ROWS_PER_SHARD) -> None:
+    for name, value in (("batch_size", batch_size), ("rows_per_shard", rows_per_shard)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
-                images_uri: str | None = None, keys: list[str] | None = None, batch_size: int = 8,
-                workers: int | None = None, max_pixels: int = 40_000_000, progress=None) -> JobSummary:
+                images_uri: str | None = None, batch_size: int = 8, workers: int | None = None,
+                max_pixels: int = 40_000_000, rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
     """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to
     (in-process when none is running). `input_uri` is a folder, an `s3://` prefix, or an input
     manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative to `images_uri` (default:
-    the manifest's folder); `keys` restricts the job to those images."""
-    import pyarrow as pa
-
+    the manifest's folder)."""
     options = options or AugmentOptions()
+    check_batch_size(batch_size, rows_per_shard)
     started = time.perf_counter()
-    source, items = job_items(input_uri, images_uri, keys)
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    done = done_keys(output)
-    todo = [it for it in items if it.key not in done]
-    summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
-    if todo:
-        batches = map_in_pool([it.to_row() for it in todo], AugmentWorker,
-                              (source.uri, output.uri, options, max_pixels), batch_size=batch_size, workers=workers,
-                              batch_format="pyarrow")
-        for batch in batches:
-            table = batch if isinstance(batch, pa.Table) else pa.Table.from_pydict(batch)
-            write_manifest_shard(output, table, summary, started, progress)
-    summary.seconds = time.perf_counter() - started
+    ensure_ray()
+    tracker = start_progress()
+    images, ds, notes = input_dataset(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tracker)
+    ds = augment_stage(ds, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
+                       max_pixels=max_pixels, progress=tracker)
+    ds = write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
+    summary = run_to_end(ds, tracker, started, progress)
+    summary.notes = notes
     return summary
+
+
+def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None) -> dict:
+    """What `run_augment` would do, listed by the job's own listing code in this process: no Ray,
+    nothing written."""
+    from jobs.inputs import Tally, input_listing
+
+    output = open_store(output_uri)
+    tally = Tally()
+    images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
+                                                  progress=tally)
+    return plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
+        output.uri_of(output_keys(row["key"])[0]), output_keys(row["key"])[1]))
+
+
+def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limit: int = 20) -> dict:
+    """A dry run's plan: counts over every input, and where the first `limit` to do would go (the
+    rest are counted, not kept)."""
+    todo = []
+    for group in groups:
+        for table in lister.rows(group):
+            for row in table.slice(0, max(0, limit - len(todo))).to_pylist():
+                todo.append((row["key"], f"refused: {row['status']} ({row['message']})" if row["status"]
+                             else where(row)))
+    return {"images": images_uri, "output": output.uri, "inputs": tally.todo + tally.done, "done": tally.done,
+            "count": tally.todo, "todo": todo, "notes": notes}
+
+
+def read_parquet_dir(store, directory: str, columns=None) -> list:
+    """Every Parquet shard under `directory` of a store, as pyarrow tables (for reports and tests:
+    the jobs themselves never read a whole output into one process)."""
+    return [read_parquet_bytes(store.read(k), columns=columns)
+            for k in store.list(directory) if k.endswith(".parquet")]
 
 
 def read_manifest(output_uri: str):

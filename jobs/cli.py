@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from jobs.progress import ProgressBar, failed_count, summary_table
+from jobs.sink import ROWS_PER_SHARD
 from maskgen.finder import ALIGNMENTS
 from maskgen.masks import STYLE_NAMES
 from jobs.run import DEFAULT_MODES
@@ -41,6 +42,8 @@ def _progress(quiet: bool, label: str):
 def _finish(label: str, summary, bar=None) -> None:
     if bar is not None:
         bar.close()
+    for note in getattr(summary, "notes", ()):
+        print(f"{label}: note: {note}")
     print(summary_table(label, summary))
 
 
@@ -51,13 +54,26 @@ def _print_report(report: dict) -> None:
         print(f"{kind}: {uri}")
 
 
-def _print_plan(label: str, plan: dict, limit: int = 20) -> None:
+def _print_plan(label: str, plan: dict) -> None:
     print(f"{label}: {plan['inputs']} input(s) from {plan['images']}; {plan['done']} already done; "
-          f"{len(plan['todo'])} to process into {plan['output']}")
-    for key, where in plan["todo"][:limit]:
+          f"{plan['count']} to process into {plan['output']}")
+    for note in plan["notes"]:
+        print(f"  note: {note}")
+    for key, where in plan["todo"]:
         print(f"  {key} -> {where}")
-    if len(plan["todo"]) > limit:
-        print(f"  ... and {len(plan['todo']) - limit} more")
+    if plan["count"] > len(plan["todo"]):
+        print(f"  ... and {plan['count'] - len(plan['todo'])} more")
+
+
+def positive_int(text) -> int:
+    """argparse type (and --config check) of counts: a whole number of at least 1."""
+    try:
+        value = int(str(text), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _names(text: str | None) -> list[str]:
@@ -81,9 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
         sp.add_argument("--strict", action="store_true",
                         help="exit 1 when any input failed (undecodable, missing, ...); no_face is not a failure")
-        sp.add_argument("--workers", type=int, help="actors (default: one per CPU core, or one per GPU)")
-        sp.add_argument("--batch-size", type=int, default=batch_size,
-                        help=f"images per batch: one actor call and one manifest/shard file each (default {batch_size})")
+        sp.add_argument("--workers", type=positive_int,
+                        help="most actors in the pool (default: as many as the cluster holds or can grow to; "
+                             "each takes 0.9 CPU, or one GPU for recognition where the cluster has GPUs)")
+        sp.add_argument("--batch-size", type=positive_int, default=batch_size,
+                        help=f"images per actor call (default {batch_size})")
+        sp.add_argument("--rows-per-shard", type=positive_int, default=ROWS_PER_SHARD,
+                        help=f"rows per manifest / embedding Parquet file (default {ROWS_PER_SHARD}; smaller files "
+                             "appear sooner, larger ones are fewer)")
         sp.add_argument("--dry-run", action="store_true",
                         help="list what would be processed and where it would go; start nothing, write nothing")
 
@@ -188,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fuse", action="store_true",
                    help="with several --models: one more row per mode, the models' scores z-normalised on "
                         "impostors and averaged")
-    r.add_argument("--quiet", action="store_true", help="no progress bars, only the summary tables")
-    r.add_argument("--dry-run", action="store_true", help="list what would be processed; start nothing")
+    r.add_argument("--recognition-workers", type=int,
+                   help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
+    job_options(r, 8)
 
     d = command("demo", "the whole job on the embedded demo dataset (what `make demo` runs)",
                 "mfr demo", "mfr demo --out /tmp/demo --style surgical")
@@ -236,6 +258,12 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
             if key in data.get(name, {}):
                 parser.error(f"--config {known.config}: [{name}] has no option {key!r}")
             continue  # a top-level key for other commands
+        action = next(a for a in sub._actions if a.dest == dest)
+        if action.type is not None and value is not None:
+            try:
+                value = action.type(value if action.type is not positive_int else str(value))
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
+                parser.error(f"--config {known.config}: {key}: {exc}")
         chosen[dest] = value
     sub.set_defaults(**chosen)
 
@@ -279,7 +307,7 @@ def cmd_mask(args) -> int:
                              alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
-                          batch_size=args.batch_size, progress=bar)
+                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar)
     _finish("mask", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 
@@ -295,7 +323,8 @@ def cmd_embed(args) -> int:
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
                         accept_licence=args.accept_model_licence, alignment=args.alignment,
-                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size, progress=bar,
+                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size,
+                        rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode)
     _finish("embed", summary, bar)
@@ -318,28 +347,27 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         out = open_store(args.output)
-        _print_plan("mask (augment)", plan_augment(args.dataset, out.uri_of("masked")))
+        _print_plan("run", plan_augment(args.dataset, out.uri_of("masked")))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
               f"{out.uri_of('report')}")
         return 0
     result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
                           models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
-                          accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar)
-    _finish("augment", result["augment"])
-    for stage, summary in result["stages"].items():
-        _finish(stage, summary)
+                          accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar,
+                          workers=args.workers, recognition_workers=args.recognition_workers,
+                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard)
+    _finish("run", result["run"])
+    print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])
-    return 0
+    return 1 if args.strict and failed_count(result["run"].statuses) else 0
 
 
 def cmd_demo(args) -> int:
     from jobs.demo import run_demo
 
     out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar)
-    _finish("augment", out["stages"]["augment"])
-    for stage, summary in out["stages"]["stages"].items():
-        _finish(stage, summary)
+    _finish("run", out["stages"]["run"])
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),

@@ -3,12 +3,14 @@
     run_embed("../shared/data/faces", "out/emb/unmasked", masked=False)               # detects and aligns
     run_embed("out/masked", "out/emb/masked", masked=True, from_augment=True)          # reuses augment's faces
 
-Each shard `shards/part-<hash>.parquet` has one row per face: `key` (source image), `identity`,
-`masked`, `face_index`, `model_id`, `similarity` (how the model's vectors compare), `embedding`
-(fixed-size list of float32). From an augment output,
-faces are aligned on the masked whole image with the unmasked detection's points recorded in the
-manifest, so masking never changes the alignment. Raw images are detected with `FaceFinder` (largest
-face per image by default). GPU actors (one GPU each) are used when the cluster has GPUs.
+Each shard `shards/g=<group>/part-<hash>.parquet` (written by the workers, jobs/sink.py) has one row
+per face: `key` (source image), `identity`, `masked`, `face_index`, `model_id`, `mode`, `similarity`
+(how the model's vectors compare), `status`, `message`, `embedding` (fixed-size list of float32,
+null for a face that failed), and the face it was computed from: `box`, `score`, `landmarks5`,
+`source` (which detection path found it) and `alignment`. From an augment output, faces are aligned
+on the masked whole image with the unmasked detection's points recorded in the manifest, so masking
+never changes the alignment. Raw images are detected with `FaceFinder` (largest face per image by
+default). Actors take one GPU each where the cluster has (or can add) GPUs.
 """
 
 from __future__ import annotations
@@ -17,18 +19,48 @@ import time
 
 import numpy as np
 
-from jobs.augment import JobSummary, job_items, read_manifest, read_parquet_dir, write_parquet_shard
-from jobs.inputs import folder_identity
-from jobs.pool import map_in_pool, use_threads
+from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
+from jobs.inputs import ColumnsEqual, folder_identity, input_listing
+from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 
 SHARD_DIR = "shards"
 
 
+def shard_schema(dim: int, with_group: bool = False):
+    import pyarrow as pa
+
+    floats = pa.list_(pa.float64())
+    fields = [("key", pa.string()), ("identity", pa.string()), ("masked", pa.bool_()), ("face_index", pa.int32()),
+              ("model_id", pa.string()), ("mode", pa.string()), ("similarity", pa.string()),
+              ("status", pa.string()), ("message", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
+              ("box", floats), ("score", pa.float64()), ("landmarks5", floats), ("source", pa.string()),
+              ("alignment", pa.string()), ("input_row", pa.string()), ("node", pa.string())]
+    return pa.schema(fields + ([("group", pa.string())] if with_group else []))
+
+
+def embedding_column(vectors: list, dim: int):
+    """A fixed-size list column of float32, null where a face has no vector."""
+    import pyarrow as pa
+
+    ok = np.array([v is not None for v in vectors], dtype=bool)
+    emb = np.zeros((len(vectors), dim), np.float32)
+    for i in np.nonzero(ok)[0]:
+        emb[i] = np.asarray(vectors[i], np.float32).reshape(dim)
+    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim, mask=pa.array(~ok))
+
+
+def _flat(points) -> list[float] | None:
+    if points is None:
+        return None
+    return [round(float(v), 2) for v in np.asarray(points, dtype=np.float64).reshape(-1)]
+
+
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
                  all_faces: bool, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
-                 mask_style: str = "seed", seed: int = 0, threads: int | None = None):
+                 mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None):
         from maskgen.finder import FaceFinder
         from recog.embed import Embedder
         from recog.matching import mode_from_name
@@ -49,6 +81,7 @@ class EmbedWorker:
             self.masker = Augmenter(AugmentOptions(style=mask_style, seed=seed, outputs="image"),
                                     detector=self.finder.detector("mtcnn"))
         self._eye_locator = None
+        self.progress, self.node = progress, node_id()
 
     def eye_locator(self):
         """Made on first use: only `eyes` / `auto` alignment of detected faces needs it."""
@@ -60,205 +93,228 @@ class EmbedWorker:
             self._eye_locator = EyeLocator(self.finder.detector("mtcnn"), predictor)
         return self._eye_locator
 
-    def __call__(self, batch: dict) -> dict:
-        out = {"key": [], "identity": [], "masked": [], "face_index": [], "model_id": [], "mode": [],
-               "embedding": [], "status": [], "message": []}
+    def __call__(self, batch):
+        import pyarrow as pa
 
-        def emit(key, identity, face_index, vector, status="ok", message=""):
-            out["key"].append(key)
-            out["identity"].append(identity)
-            out["masked"].append(self.masked)
-            out["face_index"].append(face_index)
-            out["model_id"].append(self.embedder.model_id)
-            out["mode"].append(self.mode.name)
-            # a failed face still needs a vector of the right shape for Ray's tensor column; its
-            # status says it is not one, and the shard stores it as null
-            out["embedding"].append(np.zeros(self.embedder.dim, np.float32) if vector is None else vector)
-            out["status"].append(status)
-            out["message"].append(message)
-
-        for i, key in enumerate(batch["key"]):
-            key = str(key)
-            identity = str(batch["identity"][i]) if "identity" in batch else folder_identity(key)
-            face_index = int(batch["face_index"][i]) if self.from_augment else -1
+        rows, vectors = [], []
+        for item in batch.to_pylist():
+            key = item["key"]
             try:
-                for idx, vector, status, message in self.process(batch, i, key):
-                    emit(key, identity, idx, vector, status, message)
+                faces = self.process(item)
             except StorageError:
                 raise  # the input store failed as a whole: stop the job rather than record every image
             except Exception as exc:  # one face's unexpected failure is its row, never the run's end
-                emit(key, identity, face_index, None, "error", f"{type(exc).__name__}: {exc}")
-        return out
+                faces = [{"face_index": int(item.get("face_index", -1)), "status": "error",
+                          "message": f"{type(exc).__name__}: {exc}"}]
+            for face in faces:
+                vectors.append(face.pop("vector", None) if face.get("status", "ok") == "ok" else None)
+                rows.append({"key": key, "identity": item.get("identity") or folder_identity(key),
+                             "masked": self.masked, "model_id": self.embedder.model_id, "mode": self.mode.name,
+                             "similarity": self.embedder.spec.similarity, "status": "ok", "message": "",
+                             "input_row": item["input_row"], "group": item["group"], "node": self.node,
+                             **{k: v for k, v in face.items() if k != "vector"}})
+        schema = shard_schema(self.embedder.dim, with_group=True)
+        columns = {f.name: [r.get(f.name) for r in rows] for f in schema if f.name != "embedding"}
+        columns["embedding"] = embedding_column(vectors, self.embedder.dim)
+        table = pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+        if self.progress is not None:
+            inputs = table.column("input_row").to_pylist()
+            statuses = table.column("status").to_pylist()
+            self.progress.batch.remote(len(set(inputs)), statuses.count("ok"), status_counts(inputs, statuses))
+        return table
 
-
-    def process(self, batch: dict, i: int, key: str):
-        """(face index, vector or None, status, message) for item `i` of the batch."""
+    def process(self, item: dict) -> list[dict]:
+        """The faces of one input row: dicts of face_index, vector (when ok), status, message and the
+        face's box, score, landmarks5, source and alignment."""
         from maskgen.decode import DecodeError, decode_image
 
-        face_index = int(batch["face_index"][i]) if self.from_augment else -1
-        refused = batch["status"][i] if "status" in batch else None
-        if refused:  # an input-manifest row refused before any reading (unsafe path, duplicate, ...)
-            return [(face_index, None, str(refused), str(batch["message"][i]))]
-        image_key = str(batch["image_key"][i]) if "image_key" in batch else key
+        face_index = int(item["face_index"]) if self.from_augment else -1
+        if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
+            return [{"face_index": face_index, "status": str(item["status"]), "message": str(item["message"])}]
+        image_key = item.get("image_key") or item["key"]
         try:
             image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
         except (DecodeError, FileNotFoundError, UnreadableObject) as exc:
-            return [(face_index, None, getattr(exc, "status", "missing"), str(exc))]
+            return [{"face_index": face_index, "status": getattr(exc, "status", "missing"), "message": str(exc)}]
         if self.from_augment:  # the points are final: chosen by augment on the unmasked image
-            points = [np.asarray(batch["points"][i], dtype=np.float64).reshape(5, 2)]
-            return [(face_index, self.embedder.embed_faces(image, points)[0].astype(np.float32), "ok", "")]
+            points = np.asarray(item["points"], dtype=np.float64).reshape(5, 2)
+            vector = self.embedder.embed_faces(image, [points])[0].astype(np.float32)
+            return [{"face_index": face_index, "vector": vector, "box": item.get("box"), "score": item.get("score"),
+                     "landmarks5": _flat(points), "source": item.get("source"), "alignment": item.get("alignment")}]
         faces = self.finder.find(image)
         if not faces:
-            return [(-1, None, "no_face", "no face found")]
+            return [{"face_index": -1, "status": "no_face", "message": "no face found"}]
         if not self.all_faces:
             faces = [max(faces, key=lambda f: f.width * f.height)]
-        points, lm68, indices = [f.points for f in faces], None, list(range(len(faces)))
+        points, lm68 = [f.points for f in faces], None
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
         if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
             lm68 = self.masker.predictor.predict(image, boxes)
-            image = self.masker.mask_faces(image, key, boxes, [f.score for f in faces], np.stack(points),
+            image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
         vectors = self.embedder.embed_faces(
             image, points, lm68, alignment=self.alignment,
             locate_eyes=lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
-        return [(idx, vec.astype(np.float32), "ok", "") for idx, vec in zip(indices, vectors)]
+        return [{"face_index": idx, "vector": vec.astype(np.float32), "box": _flat(f.box),
+                 "score": round(float(f.score), 6), "landmarks5": _flat(f.points), "source": f.source,
+                 "alignment": self.alignment} for idx, (f, vec) in enumerate(zip(faces, vectors))]
 
 
-def write_shard(store, rows: dict, dim: int, similarity: str, summary: JobSummary, started: float,
-                progress=None) -> None:
-    """One shard for one finished batch, counted in `summary`; failed faces keep their row (status,
-    message, null embedding) so that a rerun knows they were seen."""
-    import pyarrow as pa
+class AugmentLister:
+    """The masked faces of one group of an augment output's manifest, less those already embedded
+    (same model and mode) under the embed output: rows for `EmbedWorker` with `from_augment`."""
 
-    if not rows["key"]:
-        return
-    ok = np.array([s == "ok" for s in rows["status"]], dtype=bool)
-    emb = np.zeros((len(ok), dim), np.float32)
-    for i in np.nonzero(ok)[0]:
-        emb[i] = np.asarray(rows["embedding"][i], np.float32)
-    table = pa.table({
-        "key": pa.array([str(k) for k in rows["key"]], pa.string()),
-        "identity": pa.array([str(v) for v in rows["identity"]], pa.string()),
-        "masked": pa.array([bool(v) for v in rows["masked"]]),
-        "face_index": pa.array([int(v) for v in rows["face_index"]], pa.int32()),
-        "model_id": pa.array([str(v) for v in rows["model_id"]], pa.string()),
-        "mode": pa.array([str(v) for v in rows["mode"]], pa.string()),
-        "similarity": pa.array([similarity] * len(ok), pa.string()),
-        "status": pa.array([str(v) for v in rows["status"]], pa.string()),
-        "message": pa.array([str(v) for v in rows["message"]], pa.string()),
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim,
-                                                        mask=pa.array(~ok)),
-    })
-    # named by its faces: a face is one item of one batch, an image's faces may be split across batches
-    faces = [f"{k}#{i}" for k, i in zip(table.column("key").to_pylist(), table.column("face_index").to_pylist())]
-    summary.manifest_shards.append(write_parquet_shard(store, SHARD_DIR, table, faces))
-    summary.record(rows["key"], rows["status"], int(ok.sum()), started, progress)
+    def __init__(self, augment_uri: str, output_uri: str, points_column: str, done_where, progress=None,
+                 chunk: int = 4096):
+        self.augment_uri, self.output_uri, self.points_column = augment_uri, output_uri, points_column
+        self.done_where, self.progress, self.chunk = done_where, progress, chunk
+
+    def rows(self, group: str):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.augment import MANIFEST_DIR
+        from jobs.source import read_done
+
+        done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where)
+        rows, skipped = [], 0
+        for table in read_parquet_dir(open_store(self.augment_uri), f"{MANIFEST_DIR}/{group}"):
+            table = table.filter(pc.and_(pc.equal(table.column("status"), "ok"),
+                                         pc.fill_null(table.column("masked"), False)))
+            for r in table.to_pylist():
+                input_row = f"{r['source_key']}#{r['face_index']}"
+                if input_row in done:
+                    skipped += 1
+                    continue
+                rows.append({"key": r["source_key"], "identity": r["identity"], "group": group,
+                             "input_row": input_row, "status": "", "message": "", "image_key": r["output_key"],
+                             "face_index": int(r["face_index"]), "points": r[self.points_column],
+                             "box": r["box"], "score": r["score"], "source": r["source"],
+                             "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
+        if self.progress is not None:
+            self.progress.list.remote(len(rows), skipped)
+        floats = pa.list_(pa.float64())
+        schema = pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
+                            ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),
+                            ("image_key", pa.string()), ("face_index", pa.int32()), ("points", floats),
+                            ("box", floats), ("score", pa.float64()), ("source", pa.string()),
+                            ("alignment", pa.string())])
+        for i in range(0, len(rows), self.chunk):
+            yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=schema)
 
 
-def done_faces(store, model_id: str, mode: str = "plain") -> set[tuple[str, int]]:
-    """(key, face_index) of every row already in the shards for this model and matching mode;
-    raw-image rows count as face -1 too, so the image is not detected again."""
-    done = set()
-    for t in read_parquet_dir(store, SHARD_DIR, ["key", "face_index", "model_id", "mode"]):
-        for key, face, model, shard_mode in zip(*(t.column(c).to_pylist()
-                                                  for c in ("key", "face_index", "model_id", "mode"))):
-            if model == model_id and shard_mode == mode:
-                done.update({(key, face), (key, -1)})
-    return done
+def augment_groups(augment_uri: str, alignment: str) -> tuple[list[str], str]:
+    """(the manifest's groups, the points column faces are aligned with), checked on one shard: an
+    augment output whose crops were aligned otherwise, or that has no whole images, is refused."""
+    from jobs.augment import MANIFEST_DIR
 
-
-def embed_items(input_uri: str, from_augment: bool, images_uri: str | None = None,
-                keys: list[str] | None = None, alignment: str = "five-point"):
-    """(input store, work items): faces of an augment output, or the images of a folder / manifest.
-    An augment output's faces carry the points they are aligned with: the unmasked detection's 5
-    points (`five-point`), or for `eyes` / `auto` the points augment aligned its crops with, which
-    needs augment to have run with that alignment (it located the eyes on the unmasked image)."""
-    if from_augment:
-        source = open_store(input_uri)
-        manifest = read_manifest(input_uri)
-        if manifest.empty:
-            raise FileNotFoundError(f"no augment manifest under {source.uri_of('manifest')}: is this an augment "
-                                    "output? (without --from-augment the input is a folder of images)")
-        manifest = manifest[(manifest.status == "ok") & manifest.masked.astype(bool)]
-        if keys is not None:
-            manifest = manifest[manifest.source_key.isin(set(keys))]
-        if manifest.output_key.isna().any():
+    source = open_store(augment_uri)
+    manifest = open_store(source.uri_of(MANIFEST_DIR))
+    groups = [g for g in manifest.top_level() if g.startswith("g=")]
+    if not groups:
+        raise FileNotFoundError(f"no augment manifest under {source.uri_of(MANIFEST_DIR)}: is this an augment "
+                                "output? (without --from-augment the input is a folder of images)")
+    sample = next((t for g in groups for t in read_parquet_dir(manifest, g)
+                   if (t.column("status").to_pylist().count("ok"))), None)
+    if sample is not None:
+        ok = [r for r in sample.to_pylist() if r["status"] == "ok" and r["masked"]]
+        if any(r["output_key"] is None for r in ok):
             raise ValueError("the augment output has no whole images (outputs='crops'); rerun augment with "
                              "outputs='image' or 'both' to embed from it")
         if alignment != "five-point":
-            recorded = set(manifest.alignment) if "aligned5" in manifest else set()
+            recorded = {r["alignment"] for r in ok if r.get("aligned5") is not None}
             if not recorded or (alignment == "eyes" and recorded != {"eyes"}):
                 raise ValueError(
                     f"--alignment {alignment} from an augment output needs the crops' own alignment points, "
                     f"which augment records when run with --alignment {alignment} (this output was aligned "
-                    f"by {', '.join(sorted(recorded)) or 'five-point, before aligned5 was recorded'}); rerun "
-                    f"augment with --alignment {alignment}, or embed with --alignment five-point")
-        column = "landmarks5" if alignment == "five-point" else "aligned5"
-        items = [{"key": r.source_key, "identity": r.identity, "image_key": r.output_key,
-                  "face_index": int(r.face_index), "points": list(getattr(r, column))}
-                 for r in manifest.itertuples()]
-        return source, items
-    source, inputs = job_items(input_uri, images_uri, keys)
-    return source, [{"key": it.key, "identity": it.identity, "status": it.status or "", "message": it.message}
-                    for it in inputs]
+                    f"by {', '.join(sorted(recorded)) or 'five-point'}); rerun augment with --alignment "
+                    f"{alignment}, or embed with --alignment five-point")
+    return groups, "landmarks5" if alignment == "five-point" else "aligned5"
+
+
+def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, done_where, images_uri=None,
+                  progress=None):
+    """(input store, groups, lister, notes) of what to embed."""
+    if from_augment:
+        groups, column = augment_groups(input_uri, alignment)
+        lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress)
+        return open_store(input_uri), groups, lister, []
+    return input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
+                         progress=progress)
+
+
+def embed_input(*args, **kwargs):
+    """(input store, dataset of rows to embed, notes)."""
+    from jobs.source import read_grouped
+
+    source, groups, lister, notes = embed_listing(*args, **kwargs)
+    return source, read_grouped(groups, lister, type(lister).__name__.replace("Lister", "")), notes
+
+
+def model_identity(model: str, accept_licence: bool = False):
+    """(model_id, dim, similarity) of a model, checked once before any input is read."""
+    from recog.embed import Embedder
+
+    embedder = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
+    return embedder.model_id, embedder.dim, embedder.spec.similarity
 
 
 def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
                alignment: str = "five-point") -> dict:
-    """What `run_embed` would do, without Ray and without writing (the model is fetched and cached,
-    since its identity decides which shards count as done)."""
-    from recog.embed import Embedder
+    """What `run_embed` would do, listed by the same read tasks (in-process Ray, nothing written; the
+    model is fetched and cached, since its identity decides which shards count as done)."""
+    from jobs.inputs import Tally
 
-    source, items = embed_items(input_uri, from_augment, images_uri, alignment=alignment)
+    model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
-    done = done_faces(output, Embedder(model, accept_licence=accept_licence).model_id, mode)
-    todo = []
-    for it in items:
-        if (it["key"], it.get("face_index", -1)) in done:
-            continue
-        where = f"refused: {it['status']} ({it['message']})" if it.get("status") else \
-            f"a row in {output.uri_of(SHARD_DIR)}/part-<hash>.parquet"
-        face = f" face {it['face_index']}" if from_augment else ""
-        todo.append((f"{it['key']}{face}", where))
-    return {"images": source.uri, "output": output.uri, "inputs": len(items), "done": len(items) - len(todo),
-            "todo": todo}
+    tally = Tally()
+    source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
+                                                  ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally)
+    return plan_from(source.uri, output, groups, lister, tally, notes,
+                     lambda row: f"a row in {output.uri_of(SHARD_DIR)}/g=.../part-<hash>.parquet")
+
+
+def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
+                all_faces: bool, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
+                batch_size: int, workers: int | None, progress=None):
+    plan = plan_pool(workers, gpu=cluster_has_gpus())
+    args = (source_uri, model, accept_licence, masked, from_augment, all_faces, finder, alignment, max_pixels,
+            mode, mask_style, seed, progress)
+    return ds.map_batches(EmbedWorker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
+                          batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
 
 
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
               accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
-              alignment: str = "five-point", images_uri: str | None = None, keys: list[str] | None = None,
-              batch_size: int = 16, workers: int | None = None, max_pixels: int = 40_000_000,
-              mode: str = "plain", mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
-              progress=None) -> JobSummary:
+              alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 16,
+              workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
+              mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
+              rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
     Faces are found with `FinderOptions.for_inputs(finder_kind)` (`photos`, `masked`, `crops`; default
     `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) overriding the preset's."""
     from maskgen.finder import FinderOptions
-    from recog.embed import Embedder
 
+    check_batch_size(batch_size, rows_per_shard)
     started = time.perf_counter()
     finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode)
     output = open_store(output_uri)
-    source, items = embed_items(input_uri, from_augment, images_uri, keys, alignment)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    probe_model = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
-    dim, similarity = probe_model.dim, probe_model.spec.similarity
-    done = done_faces(output, probe_model.model_id, mode)
-    todo = [it for it in items if (it["key"], it.get("face_index", -1)) not in done]
-    summary = JobSummary(inputs=len(items), skipped=len(items) - len(todo))
-    if not todo:
-        summary.seconds = time.perf_counter() - started
-        return summary
-    args = (source.uri, model, accept_licence, masked, from_augment, all_faces, finder, alignment, max_pixels,
-            mode, mask_style, seed)
-    batches = map_in_pool(todo, EmbedWorker, args, batch_size=batch_size, workers=workers, use_gpus=True)
-    for batch in batches:
-        write_shard(output, {k: list(v) for k, v in batch.items()}, dim, similarity, summary, started, progress)
-    summary.seconds = time.perf_counter() - started
+    model_id = model_identity(model, accept_licence)[0]
+    ensure_ray()
+    tracker = start_progress()
+    source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
+                                    ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
+    ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked, from_augment=from_augment,
+                     all_faces=all_faces, finder=finder, alignment=alignment, max_pixels=max_pixels, mode=mode,
+                     mask_style=mask_style, seed=seed, batch_size=batch_size, workers=workers, progress=tracker)
+    ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+    summary = run_to_end(ds, tracker, started, progress)
+    summary.notes = notes
     return summary
 
 

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from jobs.storage import UnsafeKeyError, open_store, safe_key
+from jobs.storage import UnsafeKeyError, open_store, read_parquet_bytes, safe_key
 from maskgen.seed import LANDMARK_COLUMNS, decode_text, seed_relative_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -36,13 +36,15 @@ class InputItem:
     landmarks68: list[float] | None = None
     status: str | None = None
     message: str = ""
+    input_row: str = ""   # unique per input row: the key, or for a manifest's repeat "<key>#row<N>"
+    gallery: bool = False  # `mfr run`: this image is its identity's gallery image, not a probe
 
-    def to_row(self) -> dict:
-        """A Ray Data row: strings never None (an all-None column arrives as NaN), landmarks an empty
-        list when not given."""
-        return {"key": self.key, "identity": self.identity, "masked": self.masked,
-                "face_type": self.face_type or "", "landmarks68": self.landmarks68 or [],
-                "status": self.status or "", "message": self.message}
+    def to_row(self, group: str) -> dict:
+        """A row of the job's input dataset (`INPUT_SCHEMA`)."""
+        return {"key": printable(self.key), "identity": printable(self.identity), "group": group,
+                "input_row": printable(self.input_row or self.key), "status": self.status or "",
+                "message": self.message, "masked": bool(self.masked), "face_type": self.face_type or "",
+                "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery)}
 
 
 @dataclass
@@ -77,9 +79,9 @@ def resolve_input(uri: str, images_uri: str | None = None) -> JobInput:
 
 def _rows(data: bytes, name: str) -> list[dict]:
     if name.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(io.BytesIO(data)).to_pylist()
+        rows = read_parquet_bytes(data).to_pylist()
+        # a binary path column (some writers store strings so) holds UTF-8 or GBK text
+        return [{k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in r.items()} for r in rows]
     return list(csv.DictReader(io.StringIO(decode_text(data, name))))
 
 
@@ -109,10 +111,12 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
                 raw = str(row.get("path") or "")
                 key = safe_key(raw)
         except (UnsafeKeyError, ValueError) as exc:
-            items.append(InputItem(raw, status="unsafe_path", message=f"{where}: {exc}; nothing read or written"))
+            items.append(InputItem(raw, status="unsafe_path", input_row=f"{raw}#row{line}",
+                                   message=f"{where}: {exc}; nothing read or written"))
             continue
         item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
         if key in seen:
+            item.input_row = f"{key}#row{line}"
             item.status, item.message = "duplicate", f"{where}: same image as row {seen[key]}; processed once"
             items.append(item)
             continue
@@ -133,3 +137,211 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
             item.status, item.message = "bad_row", f"{where}: {exc}"
         items.append(item)
     return items
+
+
+# ---------------------------------------------------------------- listing, inside Ray Data read tasks
+
+KIND_STATUS = {
+    "not_regular": ("not_a_file", "not a regular file (a FIFO, socket or device): never opened"),
+    "temporary": ("temporary_file", "the name of an unfinished atomic write (.mfr-tmp-*): not read; rename it "
+                                    "if it is an image"),
+    "link_loop": ("link_loop", "a symlinked folder that leads back into a folder already read: not read twice"),
+    "broken_link": ("missing", "a symlink to nothing"),
+    "unsafe_key": ("unsafe_path", "the object key has empty or '.' segments: reading it as a plain path would "
+                                  "read another object"),
+}
+
+
+def printable(text: str) -> str:
+    """`text` as valid UTF-8: bytes of a file name that are not UTF-8 (a GBK name read on Linux
+    arrives as surrogates) written as %XX."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "surrogateescape")
+        return "".join(ch if not 0xDC80 <= ord(ch) <= 0xDCFF else f"%{ord(ch) - 0xDC00:02X}"
+                       for ch in raw.decode("utf-8", "surrogateescape"))
+
+
+def input_schema():
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
+                      ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),
+                      ("masked", pa.bool_()), ("face_type", pa.string()), ("landmarks68", pa.list_(pa.float64())),
+                      ("gallery", pa.bool_())])
+
+
+class ColumnsEqual:
+    """A picklable row filter for done shards: every named column equals its value."""
+
+    def __init__(self, **values):
+        self.values = values
+
+    def __call__(self, table):
+        import pyarrow.compute as pc
+
+        mask = None
+        for column, value in self.values.items():
+            m = pc.equal(table.column(column), value)
+            mask = m if mask is None else pc.and_(mask, m)
+        return mask
+
+
+class FolderLister:
+    """The images of one group of a folder / prefix, less those whose rows are already under
+    `done_dir` of the output.
+
+    For `mfr run`, `gallery_per_identity` marks the first images of each identity (in key order) as
+    its gallery, the rest as probes, and `role_done` ({"gallery": [(dir, where)], "probe": [...]})
+    names the shard folders an image of that role must also be in to count as done."""
+
+    def __init__(self, images_uri: str, output_uri: str, done_dir: str, done_where=None,
+                 exclude: str | None = None, progress=None, chunk: int = 4096, gallery_per_identity: int = 0,
+                 role_done: dict | None = None):
+        self.images_uri, self.output_uri, self.done_dir = images_uri, output_uri, done_dir
+        self.done_where, self.exclude, self.progress, self.chunk = done_where, exclude, progress, chunk
+        self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
+
+    def done_for(self, output, gid: str) -> dict:
+        """Per role, the input rows done in every shard folder of that role."""
+        from jobs.source import read_done
+
+        done = {}
+        for role, dirs in self.role_done.items():
+            sets = [read_done(output, f"{d}/{gid}", "input_row", where) for d, where in dirs]
+            done[role] = set.intersection(*sets) if sets else None
+        return done
+
+    def rows(self, group: str):
+        import pyarrow as pa
+
+        from jobs.source import group_id, read_done
+
+        gid = group_id(group)
+        entries = open_store(self.images_uri).entries(group, self.exclude)
+        output = open_store(self.output_uri)
+        done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where)
+        role_done = self.done_for(output, gid)
+        gallery_seen: dict = {}
+        rows, skipped = [], 0
+        for key, kind in entries:
+            item = InputItem(key, folder_identity(key))
+            if self.gallery_per_identity and kind == "file":
+                n = gallery_seen[item.identity] = gallery_seen.get(item.identity, 0) + 1
+                item.gallery = n <= self.gallery_per_identity
+            in_role = role_done.get("gallery" if item.gallery else "probe")
+            if printable(key) in done and (in_role is None or printable(key) in in_role):
+                skipped += 1
+                continue
+            if printable(key) != key:
+                item.status, item.message = "bad_name", ("the file name is not UTF-8 (shown with %XX for its other "
+                                                         "bytes): not read; rename it to UTF-8")
+            elif kind != "file":
+                item.status, item.message = KIND_STATUS[kind]
+            rows.append(item.to_row(gid))
+        if self.progress is not None:
+            self.progress.list.remote(len(rows), skipped)
+        for i in range(0, len(rows), self.chunk):
+            yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=input_schema())
+
+
+class ManifestLister:
+    """The rows of an input manifest (one read task reads the file), in hash buckets, less those
+    already done."""
+
+    def __init__(self, manifest_uri: str, output_uri: str, done_dir: str, done_where=None, progress=None,
+                 chunk: int = 4096):
+        self.manifest_uri, self.output_uri, self.done_dir = manifest_uri, output_uri, done_dir
+        self.done_where, self.progress, self.chunk = done_where, progress, chunk
+
+    def rows(self, group: str):
+        import pyarrow as pa
+
+        from jobs.source import bucket_of, group_id, read_done
+
+        parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
+        items = read_input_manifest(open_store(parent or ".").read(name), name)
+        done = read_done(open_store(self.output_uri), self.done_dir, "input_row", self.done_where)
+        rows = [it.to_row(group_id(bucket_of(it.key))) for it in items]
+        todo = [r for r in rows if r["input_row"] not in done]
+        if self.progress is not None:
+            self.progress.list.remote(len(todo), len(rows) - len(todo))
+        for i in range(0, len(todo), self.chunk):
+            yield pa.Table.from_pylist(todo[i:i + self.chunk], schema=input_schema())
+
+
+def output_inside_input(input_store, output_store) -> str | None:
+    """The output's key prefix relative to the input when the output lies inside it (`mfr mask data
+    data/out`): the job must never read its own outputs as inputs."""
+    from jobs.storage import LocalStore
+
+    if isinstance(input_store, LocalStore) != isinstance(output_store, LocalStore):
+        return None
+    if isinstance(input_store, LocalStore):
+        try:
+            return output_store.root.relative_to(input_store.root).as_posix() or None
+        except ValueError:
+            return None
+    if input_store.bucket != output_store.bucket:
+        return None
+    base = f"{input_store.prefix}/" if input_store.prefix else ""
+    if output_store.prefix.startswith(base) and output_store.prefix != input_store.prefix:
+        return output_store.prefix[len(base):]
+    return "" if output_store.prefix == input_store.prefix else None
+
+
+def input_dataset(input_uri: str, output, done_dir: str, **options):
+    """(images store, Ray dataset of the input rows still to do, notes for the user). The driver lists
+    only the top level of a folder / prefix; a manifest is read by one read task."""
+    from jobs.source import read_grouped
+
+    images, groups, lister, notes = input_listing(input_uri, output, done_dir, **options)
+    name = "InputManifest" if isinstance(lister, ManifestLister) else "InputFolder"
+    return images, read_grouped(groups, lister, name), notes
+
+
+def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | None = None, done_where=None,
+                  progress=None, gallery_per_identity: int = 0, role_done: dict | None = None):
+    """(images store, groups, lister, notes): what `input_dataset` reads, without Ray."""
+    from jobs.storage import redact
+
+    input_uri = str(input_uri)
+    notes = []
+    if is_manifest(input_uri):
+        if gallery_per_identity:
+            raise ValueError("`mfr run` takes a folder or prefix of images, one folder per identity")
+        parent = input_uri.rstrip("/").rpartition("/")[0]
+        manifest_store = open_store(parent or ".")
+        name = input_uri.rstrip("/").rpartition("/")[2]
+        if not manifest_store.exists(name):
+            raise FileNotFoundError(f"{redact(input_uri)}: no such input manifest")
+        images = open_store(images_uri if images_uri is not None else (parent or "."))
+        lister = ManifestLister(input_uri, output.uri, done_dir, done_where, progress)
+        return images, [name], lister, notes
+    images = open_store(input_uri)
+    exclude = output_inside_input(images, output)
+    if exclude == "":
+        raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
+    if exclude:
+        notes.append(f"the output lies inside the input: {exclude}/ is not read as input")
+    groups = [g for g in images.top_level() if g != exclude]
+    if not groups:
+        raise ValueError(f"no images under {redact(input_uri)}: check the path (nothing was written)")
+    lister = FolderLister(images.uri, output.uri, done_dir, done_where, exclude, progress,
+                          gallery_per_identity=gallery_per_identity, role_done=role_done)
+    return images, groups, lister, notes
+
+
+class Tally:
+    """What a lister reports (`progress.list.remote(todo, done)`), counted in this process: a dry
+    run lists without Ray."""
+
+    def __init__(self):
+        self.todo = self.done = 0
+        self.list = self
+
+    def remote(self, todo: int, done: int) -> None:
+        self.todo += todo
+        self.done += done

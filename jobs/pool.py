@@ -1,68 +1,70 @@
-"""Actor-pool sizing from the resources the Ray cluster actually has.
+"""Actor pools that follow the cluster: Ray Data grows them as nodes arrive and shrinks them when idle.
 
-One CPU actor per CPU core, each asking for slightly less than a core, so that `RESERVED_CPUS` stay
-free for Ray Data's own tasks: a pool that takes every CPU leaves them unschedulable and the job
-hangs (seen on 2 cores with two 1-CPU actors). On 2 CPUs that is two actors of 0.75 CPU; on 64 CPUs,
-64 actors of 0.99. Each CPU actor runs its models on one intra-op thread: the pool scales by
-processes, which on CPUs beats threads inside one model call, and actors never fight over cores.
-GPU actors take one GPU each and no CPU reservation, and their number is the cluster's GPU count.
+A job never sizes its pool from the resources that exist at submit time: on a cloud cluster the head
+has no CPUs and the workers start at zero, so the pool starts at `min_size` (1) pending actor, which
+is what makes the autoscaler add a node, and grows up to `max_size` (the `--workers` cap, else
+whatever the cluster can grow to) while there is queued work.
+
+Each CPU actor asks for `CPU_PER_ACTOR` (0.9) of a core and runs its models on one intra-op thread:
+the pool scales by processes, which on CPUs beats threads inside one model call. The 0.1 that every
+pair of actors leaves is what Ray Data's own small tasks (listing, shard writing, each asking for
+`TASK_CPUS`) run on: a pool that takes every CPU leaves them unschedulable and the job hangs (seen
+on 2 cores with two 1-CPU actors). GPU actors take one GPU and no CPU, so they land on GPU nodes and
+never take a CPU node's core.
 
 `map_in_pool` is the one way the jobs run work on such a pool.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 
-RESERVED_CPUS = 0.5
+CPU_PER_ACTOR = 0.9
+TASK_CPUS = 0.1
 
 
 @dataclass(frozen=True)
 class PoolPlan:
-    actors: int
+    min_actors: int
+    max_actors: int | None   # None: as many as the cluster can hold or grow to
     cpus_per_actor: float
     gpus_per_actor: int
     threads: int
 
     def map_batches_args(self) -> dict:
-        """Keyword arguments for `Dataset.map_batches` that start this pool (fixed size: every actor
-        loads its models once, up front, rather than while the job runs)."""
+        """Keyword arguments for `Dataset.map_batches` that run on this pool."""
         import ray
 
-        return {"compute": ray.data.ActorPoolStrategy(size=self.actors),
+        return {"compute": ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors),
                 "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor}
 
     def describe(self) -> str:
         device = f"{self.gpus_per_actor} GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g} CPU"
-        return f"{self.actors} actor(s) x {device}, {self.threads} thread(s) each"
+        most = "as many as the cluster holds" if self.max_actors is None else str(self.max_actors)
+        return f"actors: {self.min_actors} to {most}, {device} and {self.threads} thread(s) each"
 
 
-def plan_pool(workers: int | None = None, use_gpus: bool = False, resources: dict | None = None,
-              tasks: int | None = None) -> PoolPlan:
-    """How many actors, and what each reserves. `resources` defaults to `ray.cluster_resources()`;
-    `workers` caps the actor count (or, past one per core, oversubscribes on purpose); `tasks` (the
-    job's batches) caps it too, so a small job does not start actors that would get no work."""
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
-    if resources is None:
-        import ray
+def plan_pool(workers: int | None = None, gpu: bool = False) -> PoolPlan:
+    """The pool of one stage: `workers` caps the actors (default: no cap), `gpu` gives each actor one
+    GPU and no CPU. Nothing here looks at the cluster's current resources: Ray Data and the autoscaler
+    place and add actors as nodes come and go."""
+    if workers is not None and (isinstance(workers, bool) or int(workers) != workers or workers < 1):
+        raise ValueError(f"workers must be a whole number of at least 1, got {workers!r}")
+    if gpu:
+        return PoolPlan(1, workers, 0.0, 1, 1)
+    return PoolPlan(1, workers, CPU_PER_ACTOR, 0, 1)
 
-        resources = ray.cluster_resources()
-    cpus = float(resources.get("CPU", 0))
-    gpus = int(resources.get("GPU", 0))
-    if tasks is not None and tasks < 1:
-        raise ValueError(f"tasks must be at least 1, got {tasks}")
-    if use_gpus and gpus:
-        actors = min(workers or gpus, gpus, tasks or gpus)
-        return PoolPlan(actors=actors, cpus_per_actor=0, gpus_per_actor=1, threads=1)
-    if cpus <= RESERVED_CPUS:
-        raise RuntimeError(f"the Ray cluster has {cpus:g} CPU(s); at least 1 is needed to run a job")
-    actors = min(workers or max(1, math.floor(cpus)), tasks or math.inf)
-    per_actor = min(1.0, (cpus - RESERVED_CPUS) / actors)
-    per_actor = math.floor(per_actor * 100) / 100  # two decimals, never rounding up past the budget
-    return PoolPlan(actors=actors, cpus_per_actor=per_actor, gpus_per_actor=0, threads=1)
+
+def cluster_has_gpus() -> bool:
+    """Whether the cluster has, or its autoscaler can add, a GPU (recognition actors then take one
+    each). Read from the nodes that exist and from `MFR_GPU_WORKERS=1`, which a cluster whose GPU
+    nodes start at zero sets in the job's environment (see cluster.yaml)."""
+    import ray
+
+    if os.environ.get("MFR_GPU_WORKERS", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    return float(ray.cluster_resources().get("GPU", 0)) > 0
 
 
 def use_threads(threads: int) -> None:
@@ -84,18 +86,11 @@ def quiet_ray_data() -> None:
         context.enable_operator_progress_bars = False
 
 
-def map_in_pool(rows: list[dict], worker, args: tuple, *, batch_size: int, workers: int | None = None,
-                use_gpus: bool = False, batch_format: str = "numpy"):
-    """Batches of `worker(*args, threads=...)(batch)` over `rows`, computed on an actor pool sized by
-    `plan_pool` on the cluster `ray.init()` finds (in-process when none is running), as they finish."""
+def ensure_ray() -> None:
+    """Connect to the cluster `ray.init()` finds (RAY_ADDRESS, `ray job submit`), else start one
+    in-process."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-    blocks = math.ceil(len(rows) / batch_size)
-    plan = plan_pool(workers, use_gpus=use_gpus, tasks=blocks)
+        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
     quiet_ray_data()
-    ds = ray.data.from_items(rows, override_num_blocks=blocks)
-    ds = ds.map_batches(worker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
-                        batch_size=batch_size, batch_format="numpy", **plan.map_batches_args())
-    return ds.iter_batches(batch_size=None, batch_format=batch_format)

@@ -14,7 +14,8 @@ def failed_count(statuses: dict) -> int:
 
 
 class ProgressBar:
-    """`progress=` callback of the jobs: call it with the job's `JobSummary` after every batch."""
+    """`progress=` callback of the jobs: called with a `JobSummary` of the counts so far (from a
+    polling thread while the job runs, then once with the final counts)."""
 
     def __init__(self, label: str, stream=None):
         self.label, self.stream, self.bar = label, stream or sys.stderr, None
@@ -25,6 +26,8 @@ class ProgressBar:
         if self.bar is None:
             self.bar = tqdm(total=summary.inputs - summary.skipped, desc=self.label, unit="img",
                             file=self.stream, dynamic_ncols=True, mininterval=0.5)
+        # the read tasks are still listing while the first batches finish: the total grows
+        self.bar.total = max(summary.inputs - summary.skipped, summary.processed)
         self.bar.update(summary.processed - self.bar.n)
         self.bar.set_postfix(ok=summary.statuses.get("ok", 0), failed=failed_count(summary.statuses),
                              no_face=summary.statuses.get("no_face", 0), refresh=False)

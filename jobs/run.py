@@ -1,22 +1,39 @@
-"""`mfr run` as a function: from a folder-per-identity dataset to a report, masked probes against the
-unmasked gallery, with the masking done by augment.
+"""The whole job as one streaming Ray Dataset: a dataset of folder-per-identity images to a report.
 
-    run_pipeline("../shared/data/faces", "out/run", style="seed", model="sface")
-    run_pipeline("../shared/data/faces", "out/run", models=["sface", "dlib-resnet"],
-                 modes=["plain", "masked-gallery", "flip", "upper-face"], fuse=True)
+    from jobs.run import run_pipeline
+    result = run_pipeline("../shared/data/faces", "out/run", style="seed", model="sface")
+    result = run_pipeline("s3://bucket/faces", "s3://bucket/runs/1", models=["sface", "dlib-resnet"],
+                          modes=["plain", "masked-gallery", "flip", "upper-face"], fuse=True)
 
-Writes under the output URI: `masked/` (augment: images, crops, manifest), `embeddings/unmasked/`
-and `embeddings/masked/` (shards of the first model, plain matching), `embeddings/<model>/<mode>/
-{unmasked,masked}/` for every other model and matching mode (recog.matching), and `report/`
-(report.json, report.md, roc.png, cmc.png) with one row per model and mode, side by side, plus one
-fused row per mode when `fuse` and several models are given.
+    read tasks (listing)  ->  CPU pool: decode, detect, 68 landmarks, mask, align    ->  recognition pool:
+    one row per image        (writes masked images and crops; aligned crops of the    embed the crops (one
+                             unmasked and masked face for each model travel on)      GPU each, or CPUs)
+                          ->  shard-writing tasks (manifest and embedding shards)  ->  the reducer (report)
+
+Nothing is read, decoded or detected twice. In each identity (key order) the first image is the
+gallery image: its unmasked face is embedded (and its masked face, for `masked-gallery`); every other
+image is a probe: its masked face is embedded. Writes under the output URI: `masked/` (the augment
+output: images, crops, manifest), `embeddings/unmasked/` and `embeddings/masked/` (shards of the first
+model, plain matching), `embeddings/<model>/<mode>/{unmasked,masked}/` for every other model and
+matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, cmc.png) with one row
+per model and mode, side by side, plus one fused row per mode when `fuse` and several models are given.
+A rerun does only the images that are not yet in the manifest and in every shard folder of their role.
 """
 
 from __future__ import annotations
 
-from jobs.augment import run_augment
-from jobs.embed import run_embed
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
+from jobs.embed import SHARD_DIR, embedding_column, shard_schema
+from jobs.inputs import ColumnsEqual, input_dataset
+from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
+from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, shard_name, start_progress, status_counts
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from recog.matching import mode_from_name
@@ -26,62 +43,225 @@ from recog.matching import mode_from_name
 DEFAULT_MODES = ("plain", "masked-gallery")
 
 
+@dataclass(frozen=True)
+class Target:
+    """One shard folder of the run: which model and mode, gallery or probes, embedded from which crop."""
+
+    folder: str        # e.g. "embeddings/unmasked", relative to the run's output
+    model: str
+    mode: str
+    gallery: bool      # gallery images (True) or probes (False)
+    crop: str          # "unmasked" or "masked"
+    model_id: str
+    dim: int
+    similarity: str
+
+    @property
+    def column(self) -> str:
+        return f"emb:{self.folder}"
+
+
+def crop_column(model: str, crop: str) -> str:
+    return f"crop:{model}:{crop}"
+
+
+def plan_targets(models: list[str], modes: list[str], infos: dict) -> tuple[list[Target], list[tuple]]:
+    """(shard folders, methods for the report as (name, probe folder, gallery folder))."""
+    targets, methods = {}, []
+    for m in models:
+        model_id, dim, similarity = infos[m]
+        for mode in modes:
+            base = "embeddings" if (m, mode) == (models[0], "plain") else f"embeddings/{m}/{mode}"
+            # probes change only when the mode changes how every face is embedded (flip, upper face)
+            probe_mode = "plain" if mode in ("plain", "masked-gallery") else mode
+            probe_base = base if probe_mode != "plain" else ("embeddings" if m == models[0] else f"embeddings/{m}/plain")
+            gallery_crop = "masked" if mode_from_name(mode).masked_gallery else "unmasked"
+            g = Target(f"{base}/unmasked", m, mode, True, gallery_crop, model_id, dim, similarity)
+            p = Target(f"{probe_base}/masked", m, probe_mode, False, "masked", model_id, dim, similarity)
+            targets.setdefault(g.folder, g)
+            targets.setdefault(p.folder, p)
+            methods.append((m if len(modes) == 1 else f"{m} {mode}", p.folder, g.folder))
+    return list(targets.values()), methods
+
+
+class PrepareWorker(AugmentWorker):
+    """The CPU pool of `mfr run`: augment each image (masked image and crop written) and put the
+    aligned crops each model needs on the face's row, so the recognition pool only embeds."""
+
+    def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int, specs: dict,
+                 crops: dict, progress=None, threads: int | None = None):
+        import pyarrow as pa
+
+        super().__init__(input_uri, output_uri, options, max_pixels, progress, threads)
+        self.specs, self.crops = specs, crops  # crops: {"gallery": {"unmasked", ...}, "probe": {"masked"}}
+        fields = [pa.field(crop_column(m, c), pa.binary()) for m in specs for c in ("unmasked", "masked")]
+        self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_())] + fields)
+
+    def rows_for(self, key: str, item: dict) -> list[dict]:
+        from maskgen.align import align_face
+
+        rows, image, result = self.augment_image(key, item)
+        for row in rows:
+            row["gallery"] = bool(item.get("gallery"))
+        if result is None or result.status != "ok":
+            return rows
+        wanted = self.crops["gallery" if item.get("gallery") else "probe"]
+        for row, face in zip(rows, result.faces):
+            if not face.masked:
+                continue
+            points = np.asarray(face.aligned5 or face.landmarks5, dtype=np.float64).reshape(5, 2)
+            for m, spec in self.specs.items():
+                for crop in wanted:
+                    picture = image if crop == "unmasked" else result.image
+                    row[crop_column(m, crop)] = align_face(picture, points, spec.face_template).tobytes()
+        return rows
+
+
+class RecognizeWorker:
+    """The recognition pool of `mfr run`: embeddings of the crops on each row, nothing else."""
+
+    def __init__(self, targets: list[Target], accept_licence: bool, threads: int | None = None):
+        from recog.embed import Embedder
+
+        from jobs.augment import node_id
+
+        if threads:
+            use_threads(threads)
+        self.targets, self.node = targets, node_id()
+        self.embedders = {}
+        for t in targets:
+            if (t.model, t.mode) not in self.embedders:
+                mode = mode_from_name(t.mode)
+                self.embedders[(t.model, t.mode)] = Embedder(t.model, accept_licence=accept_licence, flip=mode.flip,
+                                                             region=mode.region)
+
+    def __call__(self, batch):
+        import pyarrow as pa
+
+        gallery = np.asarray(batch.column("gallery").to_pylist(), dtype=bool)
+        for t in self.targets:
+            embedder = self.embedders[(t.model, t.mode)]
+            w, h = embedder.spec.input_size
+            column = batch.column(crop_column(t.model, t.crop)).to_pylist()
+            rows = [i for i, c in enumerate(column) if c is not None and gallery[i] == t.gallery]
+            vectors = [None] * batch.num_rows
+            if rows:
+                crops = np.stack([np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows])
+                for i, v in zip(rows, embedder.embed_crops(crops)):
+                    vectors[i] = v
+            batch = batch.append_column(pa.field(t.column, pa.list_(pa.float32(), t.dim)),
+                                        embedding_column(vectors, t.dim))
+        batch = batch.append_column("recognition_node", pa.array([self.node] * batch.num_rows, pa.string()))
+        return batch.drop_columns([c for c in batch.column_names if c.startswith("crop:")])
+
+
+def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
+    """Ray Data map function: per group, one shard in every target folder (every image of the
+    target's role gets a row; null embedding and the reason when it has no masked face), then the
+    manifest shard, last: a manifest row means the image is done everywhere."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    store = open_store(output_uri)
+    manifest_columns = [f.name for f in manifest_schema()]
+    shards = 0
+
+    def put(directory: str, part, gid: str) -> None:
+        sink = io.BytesIO()
+        pq.write_table(part, sink)
+        store.write(f"{directory}/{gid}/{shard_name(part.column('input_row').to_pylist())}", sink.getvalue())
+
+    for gid in pc.unique(table.column("group")).to_pylist():
+        part = table.filter(pc.equal(table.column("group"), gid))
+        rows = part.to_pylist()
+        for t in targets:
+            schema = shard_schema(t.dim)
+            by_input: dict = {}
+            for r in rows:
+                if bool(r["gallery"]) == t.gallery:
+                    by_input.setdefault(r["input_row"], []).append(r)
+            out, vectors = [], []
+            for input_row, faces in by_input.items():
+                embedded = [r for r in faces if r[t.column] is not None]
+                for r in embedded or faces[:1]:
+                    status, message = ("ok", "") if embedded else (
+                        (r["status"], r["message"]) if r["status"] != "ok" else ("no_face", "no masked face"))
+                    out.append({"key": r["source_key"], "identity": r["identity"], "masked": not t.gallery,
+                                "face_index": r["face_index"] if embedded else -1, "model_id": t.model_id,
+                                "mode": t.mode, "similarity": t.similarity, "status": status, "message": message,
+                                "box": r["box"], "score": r["score"], "landmarks5": r["aligned5"] or r["landmarks5"],
+                                "source": r["source"], "alignment": r["alignment"], "input_row": input_row,
+                                "node": r["recognition_node"]})
+                    vectors.append(r[t.column] if embedded else None)
+            if out:
+                columns = {f.name: [o.get(f.name) for o in out] for f in schema if f.name != "embedding"}
+                columns["embedding"] = embedding_column(vectors, t.dim)
+                put(f"{t.folder}/{SHARD_DIR}", pa.table({f.name: columns[f.name] for f in schema}, schema=schema), gid)
+                shards += 1
+        put(f"masked/{MANIFEST_DIR}", part.select(manifest_columns), gid)
+        shards += 1
+    inputs = table.column("input_row").to_pylist()
+    statuses = table.column("status").to_pylist()
+    return {"inputs": [len(set(zip(inputs, statuses)))], "shards": [shards], "statuses": [json.dumps(status_counts(inputs, statuses))],
+            "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
+
+
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
-                 modes: list[str] = DEFAULT_MODES, fuse: bool = False) -> dict:
-    """`progress_for(stage label)` gives each stage's progress callback (e.g. `jobs.progress.ProgressBar`).
-    `models` (default: just `model`) and `modes` say which embeddings are made and scored."""
+                 modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 8,
+                 workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
+                 rows_per_shard: int = ROWS_PER_SHARD) -> dict:
+    """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
+    `models` (default: just `model`) and `modes` say which embeddings are made and scored;
+    `workers` caps the CPU pool, `recognition_workers` the recognition pool."""
+    from recog.embed import Embedder
+
     models = list(models or [model])
     modes = [mode_from_name(m).name for m in modes]  # refuse an unknown mode before any work
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
+    check_batch_size(batch_size, rows_per_shard)
+    started = time.perf_counter()
     out = open_store(output_uri)
-    masked_uri, report_uri = out.uri_of("masked"), out.uri_of("report")
+    out.check_writable()
+    # every model is loaded once here: a wrong model or licence fails before any image is read
+    embedders = {m: Embedder(m, accept_licence=accept_licence) for m in models}
+    infos = {m: (e.model_id, e.dim, e.spec.similarity) for m, e in embedders.items()}
+    specs = {m: e.spec for m, e in embedders.items()}
+    targets, methods = plan_targets(models, modes, infos)
+    crops = {"gallery": sorted({t.crop for t in targets if t.gallery}), "probe": ["masked"]}
+    role_done = {role: [(f"{t.folder}/{SHARD_DIR}", ColumnsEqual(model_id=t.model_id, mode=t.mode))
+                        for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
-    def bar(label):
-        return progress_for(label) if progress_for else None
+    ensure_ray()
+    tracker = start_progress()
+    images, ds, notes = input_dataset(dataset_uri, out, f"masked/{MANIFEST_DIR}", progress=tracker,
+                                      gallery_per_identity=1, role_done=role_done)
+    options = AugmentOptions(style=style, seed=seed, largest_only=True)
+    cpu = plan_pool(workers)
+    ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,
+                                                            specs, crops, tracker),
+                        fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                        batch_format="pyarrow", **cpu.map_batches_args())
+    recognition = plan_pool(recognition_workers, gpu=cluster_has_gpus())
+    ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                        fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
+                        batch_format="pyarrow", **recognition.map_batches_args())
+    ds = ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                        batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+    progress = progress_for("run") if progress_for else None
+    summary = run_to_end(ds, tracker, started, progress)
+    summary.notes = notes
+    if progress is not None and hasattr(progress, "close"):
+        progress.close()
 
-    progress = bar("augment")
-    augment = run_augment(dataset_uri, masked_uri, AugmentOptions(style=style, seed=seed, largest_only=True),
-                          progress=progress)
-    _close(progress)
-
-    def embed(label, input_uri, output, **options):
-        progress = bar(label)
-        summary = run_embed(input_uri, output, options.pop("model"), accept_licence=accept_licence,
-                            progress=progress, mask_style=style, seed=seed, **options)
-        _close(progress)
-        return summary
-
-    def label(kind, m, mode):
-        return " ".join([kind] + ([m] if len(models) > 1 else []) + ([mode] if len(modes) > 1 else []))
-
-    stages, methods, probe_uris = {}, [], set()
-    for m in models:
-        for mode in modes:
-            base = "embeddings" if (m, mode) == (models[0], "plain") else f"embeddings/{m}/{mode}"
-            gallery_uri = out.uri_of(f"{base}/unmasked")
-            # probes change only when the mode changes how every face is embedded (flip, upper face)
-            probe_mode = "plain" if mode in ("plain", "masked-gallery") else mode
-            probe_base = base if probe_mode != "plain" else \
-                ("embeddings" if m == models[0] else f"embeddings/{m}/plain")
-            probe_uri = out.uri_of(f"{probe_base}/masked")
-            stages[label("gallery", m, mode)] = embed(label("gallery", m, mode), dataset_uri, gallery_uri,
-                                                      model=m, masked=False, mode=mode)
-            if probe_uri not in probe_uris:
-                probe_uris.add(probe_uri)
-                stages[label("probes", m, probe_mode)] = embed(label("probes", m, probe_mode), masked_uri, probe_uri,
-                                                               model=m, masked=True, from_augment=True,
-                                                               mode=probe_mode)
-            methods.append((m if len(modes) == 1 else f"{m} {mode}", probe_uri, gallery_uri))
     groups = [[m if len(modes) == 1 else f"{m} {mode}" for m in models] for mode in modes] \
         if fuse and len(models) > 1 else []
-    (name, probe_uri, gallery_uri), also = methods[0], methods[1:]
-    report = run_score(probe_uri, gallery_uri, report_uri, name=name, also=also, fuse=groups)
-    first = list(stages.values())
-    return {"augment": augment, "gallery": first[0], "probes": first[1], "stages": stages, "report": report}
-
-
-def _close(bar) -> None:
-    if bar is not None and hasattr(bar, "close"):
-        bar.close()
+    (name, probe, gallery), also = methods[0], methods[1:]
+    report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
+                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups)
+    return {"run": summary, "augment": summary, "report": report, "targets": [t.folder for t in targets],
+            "pools": {"cpu": cpu.describe(), "recognition": recognition.describe()}}

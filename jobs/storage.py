@@ -115,6 +115,67 @@ class LocalStore:
                 keys.append(rel)
         return sorted(keys)
 
+    def top_level(self) -> list[str]:
+        """The groups of a job's input (jobs/source.py): every top-level folder, and "" when files sit
+        at the top level. Symlinked folders count as folders."""
+        if not self.root.is_dir():
+            return [""] if self.root.exists() else []
+        groups, files = [], False
+        for entry in os.scandir(self.root):
+            if entry.is_dir():  # follows symlinks
+                groups.append(entry.name)
+            else:
+                files = True
+        return sorted(groups) + ([""] if files else [])
+
+    def entries(self, group: str, exclude: str | None = None):
+        """(key, kind) for everything in one group, sorted: kind is `file`, `not_regular` (a FIFO,
+        socket or device: never opened), `temporary` (a name of our atomic writes), `link_loop` (a
+        symlinked folder already walked) or `broken_link`. Symlinked folders are followed once each;
+        keys under `exclude` (a job's output inside its own input) are left out."""
+        import stat
+
+        out = []
+
+        def visit(path: Path, rel: str, seen: frozenset):
+            try:
+                items = sorted(os.scandir(path), key=lambda e: e.name)
+            except OSError:
+                return
+            for entry in items:
+                key = f"{rel}/{entry.name}" if rel else entry.name
+                if exclude and (key == exclude or key.startswith(exclude + "/")):
+                    continue
+                try:
+                    st = os.stat(entry.path)
+                except OSError:
+                    out.append((key, "broken_link"))
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    real = os.path.realpath(entry.path)
+                    if real in seen:
+                        out.append((key, "link_loop"))
+                    elif rel or group:
+                        visit(Path(entry.path), key, seen | {real})
+                elif not stat.S_ISREG(st.st_mode):
+                    out.append((key, "not_regular"))
+                elif entry.name.startswith(TMP_PREFIX):
+                    out.append((key, "temporary"))
+                else:
+                    out.append((key, "file"))
+
+        if group:
+            base = self.root / group
+            if exclude == group:
+                return []
+            if base.is_dir():
+                visit(base, group, frozenset({os.path.realpath(self.root), os.path.realpath(base)}))
+            elif base.exists():
+                return [(group, "file")]
+        else:
+            visit(self.root, "", frozenset({os.path.realpath(self.root)}))
+        return out
+
     def read(self, key: str) -> bytes:
         path = self.path(key)
         try:
@@ -219,6 +280,44 @@ class S3Store:
                     keys.append(rel)
         return sorted(keys)
 
+    def top_level(self) -> list[str]:
+        start = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = self._call(f"listing {self.uri}",
+                           lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start, Delimiter="/")))
+        groups, files = [], False
+        for page in pages:
+            groups += [p["Prefix"][len(start):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            files = files or any(item["Key"] != start for item in page.get("Contents", []))
+        return sorted(g for g in groups if g) + ([""] if files or "" in groups else [])
+
+    def entries(self, group: str, exclude: str | None = None):
+        """(key, kind) for every object of one group (see LocalStore.entries); a key that is not
+        a plain path (`a//b.jpg`, `a/./b.jpg`) is `unsafe_key`: reading it under its normal form
+        would read another object."""
+        base = f"{self.prefix}/" if self.prefix else ""
+        start = base + (f"{group}/" if group else "")
+        paginator = self.client.get_paginator("list_objects_v2")
+        kwargs = {} if group else {"Delimiter": "/"}
+        pages = self._call(f"listing s3://{self.bucket}/{start}",
+                           lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start, **kwargs)))
+        out = []
+        for page in pages:
+            for item in page.get("Contents", []):
+                rel = item["Key"][len(base):]
+                if not rel or rel.endswith("/"):
+                    continue
+                if exclude and (rel == exclude or rel.startswith(exclude + "/")):
+                    continue
+                try:
+                    plain = safe_key(rel) == rel
+                except UnsafeKeyError:
+                    plain = False
+                name = rel.rsplit("/", 1)[-1]
+                out.append((rel, "unsafe_key" if not plain else "temporary" if name.startswith(TMP_PREFIX)
+                            else "file"))
+        return sorted(out)
+
     def read(self, key: str) -> bytes:
         full = self._full(key)
         body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full)
@@ -251,3 +350,13 @@ class S3Store:
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
     return re.sub(r"//[^/@\s]+@", "//***@", text)
+
+
+def read_parquet_bytes(data: bytes, columns=None):
+    """A Parquet file's bytes as a pyarrow table. Read from an Arrow buffer, never a Python file
+    object: Arrow's I/O threads calling back into a Python `io.BytesIO` leave the process aborting
+    at exit ("terminate called without an active exception", exit 134) in about half the runs."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pq.read_table(pa.BufferReader(data), columns=columns)

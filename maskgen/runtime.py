@@ -7,6 +7,7 @@ the product behaves the same on a laptop, in a Ray CPU actor and in a GPU actor.
 from __future__ import annotations
 
 import hashlib
+import secrets
 import os
 import subprocess
 import sys
@@ -35,7 +36,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` so that concurrent readers (other Ray actors) never see a half-written file: a
     temporary `TMP_PREFIX` file beside it, renamed into place, removed if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{path.name}")
+    # a short name of its own: the final name may already be at the file system's 255-byte limit
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

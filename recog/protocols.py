@@ -183,7 +183,11 @@ def read_masked_flag(value) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, float, np.integer, np.floating)):
+        if value != value:  # NaN: an empty cell as pandas and Parquet writers give it, not "masked"
+            return False
         return bool(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
     text = str(value).strip().lower()
     if text in ("1", "true", "yes", "y", "masked", "mask"):
         return True

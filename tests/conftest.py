@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -144,3 +145,88 @@ def ray_runtime(s3_endpoint):
     ray.data.range(1).count()
     yield ray
     ray.shutdown()
+
+
+class RayNodes:
+    """A Ray cluster of real nodes on this machine, started the way a cloud cluster is: `ray start
+    --head` then `ray start --address` per worker node, each with ports of its own and one temp
+    folder for the cluster. `stop()` ends exactly the processes these nodes started (never `ray
+    stop`, which would end every Ray process on the machine)."""
+
+    def __init__(self, temp_dir: Path):
+        self.temp_dir = temp_dir
+        self.port, self.dashboard = free_port(), free_port()
+        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        self.ray = str(Path(sys.executable).with_name("ray"))
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard}"
+
+    def _start(self, args: list[str]) -> None:
+        low = free_port()
+        ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                 "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+                 "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
+        done = subprocess.run([self.ray, "start", *args, *ports, "--disable-usage-stats"], env=self.env,
+                              capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+
+    def start_head(self, num_cpus: int = 0) -> None:
+        self._start(["--head", f"--num-cpus={num_cpus}", "--num-gpus=0", f"--port={self.port}",
+                     f"--dashboard-port={self.dashboard}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                     f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp_dir}"])
+
+    def add_worker(self, num_cpus: int, num_gpus: int = 0) -> None:
+        self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"])
+
+    def node_ids(self) -> dict:
+        """{node id: (CPUs, GPUs)} of the live nodes, asked of the cluster itself."""
+        code = ("import json, ray; ray.init(address='auto', logging_level='ERROR'); print(json.dumps({n['NodeID']: "
+                "(n['Resources'].get('CPU', 0), n['Resources'].get('GPU', 0)) for n in ray.nodes() if n['Alive']}))")
+        done = subprocess.run([sys.executable, "-c", code], env={**self.env, "RAY_ADDRESS": self.address},
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return {k: tuple(v) for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+    def stop(self) -> None:
+        import psutil
+
+        mine = str(self.temp_dir)
+        roots = [p for p in psutil.process_iter(["cmdline"]) if mine in " ".join(p.info["cmdline"] or [])]
+        procs = set(roots)
+        for p in roots:
+            try:
+                procs.update(p.children(recursive=True))
+            except psutil.Error:
+                pass
+        for p in procs:
+            try:
+                p.terminate()
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(list(procs), timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
+@pytest.fixture
+def ray_nodes(s3_endpoint):
+    """An empty multi-node cluster, stopped after the test; the S3 settings exist before it starts."""
+    import secrets
+
+    temp = Path("/tmp") / f"mfr-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths live under it
+    nodes = RayNodes(temp)
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+        shutil.rmtree(temp, ignore_errors=True)

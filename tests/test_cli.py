@@ -143,7 +143,7 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
     assert set(faces.source) <= {"yunet+pad", "onet-whole-image"}  # never the plain pass
     assert main(["embed", str(crops), str(tmp_path / "emb"), "--input-kind", "crops", "--alignment", "eyes",
                  "--masked", "--quiet"]) == 0
-    shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").glob("*.parquet"))
+    shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == 6 and set(shards.status) == {"ok"}
     args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked"])
     assert (args.crop_mode, args.input_kind) == ("off", "masked")

@@ -40,8 +40,8 @@ def test_mfr_demo_writes_every_output(ray_runtime, tmp_path, monkeypatch, capsys
         assert (out / name).is_file() and str(out / name) in printed, name
     masked = list((out / "run" / "masked" / "images").rglob("*.jpg"))
     assert len(masked) == sum(len(v) for v in record["identities"].values())
-    assert list((out / "run" / "masked" / "manifest").glob("*.parquet"))
-    assert list((out / "run" / "embeddings" / "masked" / "shards").glob("*.parquet"))
+    assert list((out / "run" / "masked" / "manifest").rglob("*.parquet"))
+    assert list((out / "run" / "embeddings" / "masked" / "shards").rglob("*.parquet"))
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape[0] >= 2 * 112 and sheet.shape[1] >= 6 * 112
     report = json.loads((out / "run" / "report" / "report.json").read_text())

@@ -70,12 +70,28 @@ def test_unreachable_endpoint_at_start_is_a_clear_error(dataset, tmp_path, s3_en
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing half-written anywhere
 
 
+def port_outside_ephemeral_range() -> int:
+    """A free port below Linux's ephemeral range (32768-60999): while the proxy is down, the job's
+    reconnection attempts to a port inside that range can be given that very port as their own
+    local end (a TCP self-connect), and the proxy could not come back on it."""
+    import random
+
+    for port in random.Random().sample(range(21000, 32000), 200):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below the ephemeral range")
+
+
 class Proxy:
     """A TCP proxy on a fixed port in front of the S3 endpoint, that can go away and come back: the
     endpoint restarting, as the client sees it, with the stored objects kept."""
 
     def __init__(self, target_port: int):
-        self.port, self.target = free_port(), target_port
+        self.port, self.target = port_outside_ephemeral_range(), target_port
         self.accepted, self.server, self.conns = 0, None, []
 
     def start(self):
@@ -130,7 +146,8 @@ def test_endpoint_restarted_mid_job_loses_nothing(dataset, bucket, s3_endpoint):
         return [o["Key"] for o in listing.get("Contents", [])]
 
     # one worker, one image per batch: 16 shards, so the outage surely falls inside the job
-    job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "1", "--workers", "1"],
+    job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "1", "--workers", "1",
+                     "--rows-per-shard", "1"],
                     AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
     try:
         wait_for(lambda: len(shards()) >= 1, 240, "the first manifest shard", job)
@@ -197,16 +214,17 @@ def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, face_photos, tmp_path):
         (dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, dataset / path.parent.name / path.name)
     out, clean = tmp_path / "out", tmp_path / "clean"
-    args = ["--quiet", "--batch-size", "1", "--workers", "1", "--style", "random", "--seed", "5"]
+    args = ["--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1", "--style", "random",
+            "--seed", "5"]
     job = start_job(["mask", str(dataset), str(out), *args])
     try:
-        wait_for(lambda: len(list((out / "manifest").glob("*.parquet"))) >= 1, 240, "the first shard", job)
+        wait_for(lambda: len(list((out / "manifest").rglob("*.parquet"))) >= 1, 240, "the first shard", job)
         job.send_signal(signal.SIGINT)
         _, err = job.communicate(timeout=120)
     finally:
         job.kill()
     assert job.returncode == 130 and "interrupted" in err, err[-2000:]
-    partial = len(list((out / "manifest").glob("*.parquet")))
+    partial = len(list((out / "manifest").rglob("*.parquet")))
     assert 1 <= partial < 40
 
     for target in (out, clean):

@@ -71,19 +71,19 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
         (source / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, source / path.parent.name / path.name)
     killed = []
-    started = time.time()
 
     out = tmp_path / "out"
 
     def kill_the_worker():
         deadline = time.time() + 120
         while time.time() < deadline and not killed:
-            if not list((out / "manifest").glob("*.parquet")):  # wait until the job is under way
+            if not list((out / "images").rglob("*.jpg")):  # wait until the job is under way
                 time.sleep(0.1)
                 continue
-            for proc in psutil.process_iter(["pid", "cmdline", "create_time"]):
-                # this job's actor: earlier tests' actors may still be around
-                if "AugmentWorker" in " ".join(proc.info["cmdline"] or []) and proc.info["create_time"] >= started - 1:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                # this job's actor (Ray may have started its process before the job: no age check;
+                # earlier jobs' pools are gone, Ray Data shuts a pool down when its job ends)
+                if "AugmentWorker" in " ".join(proc.info["cmdline"] or []):
                     try:
                         os.kill(proc.info["pid"], signal.SIGKILL)
                     except ProcessLookupError:

@@ -1,56 +1,98 @@
-"""The jobs on a local Ray cluster: `ray start --head`, then `ray job submit --working-dir .`."""
+"""`mfr run` submitted with `ray job submit` to a multi-node cluster shaped like cluster.yaml's: a head
+with no CPUs, CPU worker nodes and a node with a GPU, all started by the test with `ray start`."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT
+from jobs.augment import read_manifest
+from jobs.embed import read_shards
 from jobs.storage import open_store
 
-RAY = Path(sys.executable).with_name("ray")
+RUNTIME_ENV = json.dumps({"excludes": [".venv", ".git", "out", "**/__pycache__"]})
 
 
-@pytest.fixture(scope="module")
-def local_cluster(s3_endpoint):
-    """A one-node cluster started like a user would; the S3 settings exist before it starts."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    port, dashboard = free_port(), free_port()
-    start = subprocess.run([str(RAY), "start", "--head", "--num-cpus=2", f"--port={port}",
-                            f"--dashboard-port={dashboard}", "--include-dashboard=true", "--disable-usage-stats"],
-                           env=env, capture_output=True, text=True, timeout=180)
-    assert start.returncode == 0, start.stderr[-2000:]
-    yield f"http://127.0.0.1:{dashboard}", env
-    subprocess.run([str(RAY), "stop", "--force"], env=env, capture_output=True, timeout=120)
+def dataset_of(shared_data, root, people, per_person):
+    for person in people:
+        for path in sorted((shared_data / "faces" / person).glob("*.jpg"))[:per_person]:
+            (root / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, root / person / path.name)
+    return root
 
 
-def test_mfr_run_submitted_to_a_local_cluster_writes_to_s3(local_cluster, bucket, shared_data, tmp_path):
-    address, env = local_cluster
-    dataset = tmp_path / "dataset"
-    for person in ("person_07", "person_08"):
-        for path in sorted((shared_data / "faces" / person).glob("*.jpg"))[:2]:
-            (dataset / person).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, dataset / person / path.name)
+def submit(nodes, dataset, output, *extra, wait=True):
+    return subprocess.run(
+        [nodes.ray, "job", "submit", "--address", nodes.dashboard_url, "--working-dir", str(ROOT),
+         "--runtime-env-json", RUNTIME_ENV, *([] if wait else ["--no-wait"]), "--", sys.executable, "-m",
+         "jobs.cli", "run", str(dataset), output, "--quiet", *extra],
+        env=nodes.env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def check_complete(output, keys):
+    """Every input has its manifest row, once; every face its gallery or probe embedding, once."""
+    manifest = read_manifest(f"{output}/masked")
+    assert sorted(manifest.source_key.unique()) == sorted(keys)
+    assert not manifest.duplicated(["source_key", "face_index"]).any() and set(manifest.status) == {"ok"}
+    gallery, _ = read_shards(f"{output}/embeddings/unmasked")
+    probes, _ = read_shards(f"{output}/embeddings/masked")
+    assert sorted(list(gallery.key) + list(probes.key)) == sorted(keys)
+    assert json.loads(open_store(output).read("report/report.json"))["results"][0]["identification"]["probes"] \
+        == len(probes)
+    return manifest, gallery, probes
+
+
+def test_mfr_run_on_a_multi_node_cluster_writes_to_s3(ray_nodes, bucket, shared_data, tmp_path):
+    ray_nodes.start_head(num_cpus=0)
+    ray_nodes.add_worker(num_cpus=2)
+    ray_nodes.add_worker(num_cpus=1, num_gpus=1)
+    nodes = ray_nodes.node_ids()
+    head = [n for n, (cpus, gpus) in nodes.items() if cpus == 0 and gpus == 0]
+    gpu_node = [n for n, (_, gpus) in nodes.items() if gpus == 1]
+    assert len(nodes) == 3 and len(head) == 1 and len(gpu_node) == 1
+
+    dataset = dataset_of(shared_data, tmp_path / "dataset", ("person_07", "person_08", "person_09"), 3)
     output = f"s3://{bucket}/cluster-run"
-    runtime_env = json.dumps({"excludes": [".venv", ".git", "out", "**/__pycache__"]})
-    job = subprocess.run(
-        [str(RAY), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--runtime-env-json",
-         runtime_env, "--", sys.executable, "-m", "jobs.cli", "run", str(dataset), output, "--quiet"],
-        env=env, capture_output=True, text=True, timeout=600, cwd=ROOT,
-    )
+    job = submit(ray_nodes, dataset, output)
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-    assert re.search(r"augment:\n\s+inputs\s+4\n", job.stdout) and "succeeded" in (job.stdout + job.stderr)
-    store = open_store(output)
-    report = json.loads(store.read("report/report.json"))
-    assert report["results"][0]["identification"]["probes"] == 2
-    keys = store.list()
-    assert any(k.startswith("masked/manifest/") for k in keys)
-    assert any(k.startswith("embeddings/masked/shards/") for k in keys)
-    assert {"report/report.md", "report/roc.png", "report/cmc.png"} <= set(keys)
+    assert re.search(r"run:\n\s+inputs\s+9\n", job.stdout) and "succeeded" in (job.stdout + job.stderr)
+    keys = [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")]
+    manifest, gallery, probes = check_complete(output, keys)
+    # detection and masking ran on the worker nodes (the head has no CPU to run them); recognition
+    # actors, which take a GPU each, on the node with the GPU
+    assert set(manifest.node) <= set(nodes) - set(head)
+    assert set(gallery.node) == set(probes.node) == set(gpu_node)
+    assert len(gallery) == 3 and len(probes) == 6
+
+
+def test_a_job_on_a_cluster_without_workers_waits_for_one(ray_nodes, bucket, shared_data, tmp_path):
+    ray_nodes.start_head(num_cpus=0)
+    dataset = dataset_of(shared_data, tmp_path / "dataset", ("person_05", "person_06"), 2)
+    output = f"s3://{bucket}/late-worker"
+    job = submit(ray_nodes, dataset, output, wait=False)
+    assert job.returncode == 0, job.stderr[-2000:]
+    job_id = re.search(r"raysubmit_\w+", job.stdout + job.stderr).group(0)
+
+    def status():
+        done = subprocess.run([ray_nodes.ray, "job", "status", "--address", ray_nodes.dashboard_url, job_id],
+                              env=ray_nodes.env, capture_output=True, text=True, timeout=60)
+        return done.stdout + done.stderr
+
+    time.sleep(8)  # the job has started and found no CPU anywhere: it must wait, not refuse
+    assert re.search(r"PENDING|RUNNING", status(), re.I), status()
+    ray_nodes.add_worker(num_cpus=2)
+    deadline = time.time() + 400
+    while time.time() < deadline and not re.search(r"SUCCEEDED|FAILED|STOPPED", status(), re.I):
+        time.sleep(3)
+    final = status()
+    logs = subprocess.run([ray_nodes.ray, "job", "logs", "--address", ray_nodes.dashboard_url, job_id],
+                          env=ray_nodes.env, capture_output=True, text=True, timeout=60).stdout
+    assert re.search("SUCCEEDED", final, re.I), final + logs[-3000:]
+    check_complete(output, [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")])

@@ -1,41 +1,38 @@
-"""Actor-pool sizing: pure arithmetic over the cluster's resources."""
+"""Actor pools that follow the cluster: nothing is sized from the resources present at submit time."""
 
 import pytest
 
-from jobs.pool import RESERVED_CPUS, plan_pool
+from jobs.pool import CPU_PER_ACTOR, TASK_CPUS, plan_pool
 
 
-@pytest.mark.parametrize("cpus", [1, 2, 3, 4, 16, 64, 96.0])
-def test_cpu_pools_leave_room_for_ray_data(cpus):
-    plan = plan_pool(resources={"CPU": cpus})
-    assert plan.actors == int(cpus) and plan.gpus_per_actor == 0 and plan.threads == 1
-    assert plan.actors * plan.cpus_per_actor <= cpus - RESERVED_CPUS
-    assert 0 < plan.cpus_per_actor <= 1
+def test_cpu_pools_autoscale_from_one_actor_and_leave_room_for_ray_datas_tasks():
+    plan = plan_pool()
+    assert (plan.min_actors, plan.max_actors, plan.gpus_per_actor, plan.threads) == (1, None, 0, 1)
+    # on every node size, the actors that fit leave at least one small task's CPU free
+    for cpus in (1, 2, 3, 4, 8, 16, 64, 96):
+        actors = int(cpus // plan.cpus_per_actor + 1e-9)
+        assert actors >= 1 and cpus - actors * plan.cpus_per_actor >= TASK_CPUS - 1e-9, cpus
+    assert plan.cpus_per_actor == CPU_PER_ACTOR
+    assert plan.describe() == "actors: 1 to as many as the cluster holds, 0.9 CPU and 1 thread(s) each"
 
 
-def test_two_cpus_run_two_actors_of_three_quarters():
-    plan = plan_pool(resources={"CPU": 2.0})
-    assert (plan.actors, plan.cpus_per_actor) == (2, 0.75)
-    assert plan.describe() == "2 actor(s) x 0.75 CPU, 1 thread(s) each"
+def test_workers_cap_the_pool_and_gpu_actors_take_a_gpu_and_no_cpu():
+    assert plan_pool(3).max_actors == 3
+    gpu = plan_pool(2, gpu=True)
+    assert (gpu.min_actors, gpu.max_actors, gpu.gpus_per_actor, gpu.cpus_per_actor) == (1, 2, 1, 0.0)
 
 
-def test_workers_and_tasks_cap_the_pool():
-    assert plan_pool(1, resources={"CPU": 2}).actors == 1
-    assert plan_pool(1, resources={"CPU": 2}).cpus_per_actor == 1.0
-    assert plan_pool(resources={"CPU": 16}, tasks=3).actors == 3
-    oversubscribed = plan_pool(4, resources={"CPU": 2})  # asked for: four actors share 1.5 CPUs
-    assert oversubscribed.actors == 4 and oversubscribed.cpus_per_actor == 0.37
+def test_the_pool_is_an_autoscaling_actor_pool():
+    import ray
+
+    args = plan_pool(4).map_batches_args()
+    strategy = args["compute"]
+    assert isinstance(strategy, ray.data.ActorPoolStrategy)
+    assert (strategy.min_size, strategy.max_size) == (1, 4) and args["num_cpus"] == CPU_PER_ACTOR
+    assert plan_pool().map_batches_args()["compute"].max_size == float("inf")
 
 
-def test_gpu_pools_take_one_gpu_per_actor():
-    plan = plan_pool(use_gpus=True, resources={"CPU": 8, "GPU": 4})
-    assert (plan.actors, plan.gpus_per_actor, plan.cpus_per_actor) == (4, 1, 0)
-    assert plan_pool(2, use_gpus=True, resources={"CPU": 8, "GPU": 4}).actors == 2
-    assert plan_pool(use_gpus=True, resources={"CPU": 8}).gpus_per_actor == 0  # no GPU: CPU actors
-
-
-def test_bad_requests_are_refused():
-    with pytest.raises(ValueError, match="workers must be at least 1"):
-        plan_pool(0, resources={"CPU": 2})
-    with pytest.raises(RuntimeError, match="has 0 CPU"):
-        plan_pool(resources={})
+@pytest.mark.parametrize("bad", [0, -3, 1.5, True, "2"])
+def test_bad_worker_counts_are_refused(bad):
+    with pytest.raises(ValueError, match="workers must be a whole number of at least 1"):
+        plan_pool(bad)

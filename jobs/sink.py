@@ -1,0 +1,161 @@
+"""The write end of every job: Parquet shards written by Ray tasks on the workers, and the counts that
+are all the driver ever receives.
+
+Shards: `<directory>/<group id>/part-<hash>.parquet`, the hash of the sorted `input_row` values of the
+rows it holds. A retried write holds the same rows and overwrites its own shard; two writes can
+never hold the same input row (each row of the input is listed once), so two shards never share a
+name. Every write is atomic (a local rename, an S3 PUT): a reader sees a whole shard or none.
+
+Progress: every actor reports each finished batch to one small `Progress` actor (fire and forget);
+the driver polls it for the progress bar. The final summary is counted from what the shard writes
+return, so it says exactly what is in the output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+
+ROWS_PER_SHARD = 2000
+
+
+@dataclass
+class JobSummary:
+    inputs: int = 0
+    skipped: int = 0
+    processed: int = 0
+    faces: int = 0
+    statuses: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    shards: int = 0
+    notes: list = field(default_factory=list)
+
+    def add(self, counts: dict) -> None:
+        """Count one written shard (`write_shards`' output row)."""
+        self.processed += int(counts["inputs"])
+        self.faces += int(counts["faces"])
+        self.shards += int(counts["shards"])
+        for status, n in json.loads(counts["statuses"]).items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+
+
+def status_counts(input_rows, statuses) -> dict:
+    """Inputs per status: an image's several face rows count once."""
+    counts: dict = {}
+    for _, status in dict.fromkeys(zip(input_rows, statuses)):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def shard_name(input_rows) -> str:
+    return "part-" + hashlib.sha256("\n".join(sorted(set(input_rows))).encode("utf-8", "surrogateescape")
+                                    ).hexdigest()[:24] + ".parquet"
+
+
+def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -> dict:
+    """Ray Data map function: write `table` (rows with `group` (a `jobs.source.group_id`),
+    `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from jobs.storage import open_store
+
+    store = open_store(output_uri)
+    shards = 0
+    for group in pc.unique(table.column("group")).to_pylist():
+        part = table.filter(pc.equal(table.column("group"), group)).drop_columns(["group"])
+        sink = io.BytesIO()
+        pq.write_table(part, sink)
+        store.write(f"{directory}/{group}/{shard_name(part.column('input_row').to_pylist())}",
+                    sink.getvalue())
+        shards += 1
+    inputs = table.column("input_row").to_pylist()
+    counts = status_counts(inputs, table.column("status").to_pylist())
+    if faces_column == "status":  # embedding shards: a face counts when it has a vector
+        faces = table.column("status").to_pylist().count("ok")
+    else:
+        faces = int(pc.sum(pc.cast(table.column(faces_column), pa.int64())).as_py() or 0)
+    return {"inputs": [len(set(zip(inputs, table.column("status").to_pylist())))], "faces": [faces],
+            "shards": [shards], "statuses": [json.dumps(counts)]}
+
+
+def write_stage(ds, output_uri: str, directory: str, faces_column: str, rows_per_shard: int = ROWS_PER_SHARD):
+    """`ds` written as shards by tasks (a little CPU each: see jobs.pool)."""
+    from jobs.pool import TASK_CPUS
+
+    return ds.map_batches(write_shards, fn_kwargs={"output_uri": output_uri, "directory": directory,
+                                                   "faces_column": faces_column},
+                          batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+
+
+class Progress:
+    """Counts reported by read tasks (listed, already done) and actors (finished batches)."""
+
+    def __init__(self):
+        self.listed = self.skipped = self.processed = self.faces = 0
+        self.statuses: dict = {}
+
+    def list(self, todo: int, done: int) -> None:
+        self.listed += todo + done
+        self.skipped += done
+
+    def batch(self, processed: int, faces: int, statuses: dict) -> None:
+        self.processed += processed
+        self.faces += faces
+        for status, n in statuses.items():
+            self.statuses[status] = self.statuses.get(status, 0) + n
+
+    def get(self) -> dict:
+        return {"inputs": self.listed, "skipped": self.skipped, "processed": self.processed,
+                "faces": self.faces, "statuses": dict(self.statuses)}
+
+
+def start_progress():
+    """A `Progress` actor for one job: no CPU, so it fits on a head that has none."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=-1)(Progress).remote()
+
+
+def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
+    """Execute `ds` (its rows: `write_shards` counts) and return the summary; `progress(summary)` is
+    called from a polling thread while it runs (a live view from the actors' reports) and once at
+    the end (the exact counts of what was written)."""
+    import ray
+
+    summary = JobSummary()
+    stop = threading.Event()
+
+    def live() -> JobSummary:
+        view = ray.get(progress_actor.get.remote(), timeout=30)
+        return JobSummary(inputs=view["inputs"], skipped=view["skipped"], processed=view["processed"],
+                          faces=view["faces"], statuses=view["statuses"], seconds=time.perf_counter() - started)
+
+    def poll():
+        while not stop.wait(0.5):
+            try:
+                progress(live())
+            except Exception:  # a progress bar never stops a job
+                pass
+
+    poller = threading.Thread(target=poll, daemon=True) if progress else None
+    if poller:
+        poller.start()
+    try:
+        for counts in ds.iter_rows():
+            summary.add(counts)
+    finally:
+        stop.set()
+        if poller:
+            poller.join(timeout=5)
+    listed = ray.get(progress_actor.get.remote(), timeout=60)
+    summary.inputs, summary.skipped = listed["inputs"], listed["skipped"]
+    summary.seconds = time.perf_counter() - started
+    if progress:
+        progress(summary)
+    return summary

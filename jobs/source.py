@@ -1,0 +1,108 @@
+"""What a job reads, as a Ray Data datasource whose read tasks do the listing: the driver holds no
+per-image data.
+
+The input is cut into *groups*: the top-level entries of a folder or `s3://` prefix (usually one
+folder per identity; files at the top level form the group ""), or the hash buckets of an input
+manifest's paths. The driver lists only the top level; each read task lists its groups, drops what
+an earlier run already finished and yields rows of what is left, one block per group chunk.
+
+Everything a job writes about an input lands under the input's group folder of the output
+(`manifest/g=<group id>/`, `shards/g=<group id>/`): finding what is done is then, per group, a read
+of that folder's key column inside the read task (an anti-join over one group), never a read of
+the whole output into the driver. See `group_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Iterable
+
+from ray.data import Datasource
+
+GROUP_ROWS = 4096          # rows per block a read task yields
+MANIFEST_BUCKETS = 64      # groups of an input manifest
+
+
+def group_id(group: str) -> str:
+    """The folder name of a group under the output: short, ASCII, the same on every run."""
+    return "g=" + hashlib.sha256(group.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+
+
+def group_of(key: str) -> str:
+    """The group of a key of a folder or prefix input: its first path component ("" at the top)."""
+    head, sep, _ = key.partition("/")
+    return head if sep else ""
+
+
+def bucket_of(key: str, buckets: int = MANIFEST_BUCKETS) -> str:
+    """The group of a key of an input manifest: a stable hash bucket."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return f"bucket-{int.from_bytes(digest[:4], 'big') % buckets:03d}"
+
+
+def read_done(store, directory: str, key_column: str, where: Callable | None = None) -> set:
+    """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
+    optionally only the rows for which `where(table)` (a pyarrow boolean mask) holds. A shard that
+    cannot be parsed (a write cut short by a crash on a file system without atomic rename) counts as
+    not written: its rows are done again and the shard is overwritten by a new one."""
+    from jobs.storage import read_parquet_bytes
+
+    done = set()
+    for key in store.list(directory):
+        if not key.endswith(".parquet"):
+            continue
+        try:
+            table = read_parquet_bytes(store.read(key))
+        except (OSError, ValueError):
+            continue
+        if where is not None:
+            table = table.filter(where(table))
+        done.update(table.column(key_column).to_pylist())
+    return done
+
+
+class GroupedSource(Datasource):
+    """A Ray Data datasource over groups: `lister.rows(group)` (run inside a read task) yields
+    pyarrow tables of the rows still to do in that group. `groups` is the only thing the driver
+    holds."""
+
+    def __init__(self, groups: list[str], lister, name: str = "Inputs"):
+        super().__init__()
+        self.groups, self.lister, self.name = list(groups), lister, name
+
+    def get_name(self) -> str:
+        return self.name
+
+    def estimate_inmemory_data_size(self):
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit=None, data_context=None):
+        from ray.data import ReadTask
+        from ray.data.block import BlockMetadata
+
+        tasks = max(1, min(int(parallelism), len(self.groups)))
+        lister = self.lister
+        out = []
+        for i in range(tasks):
+            mine = self.groups[i::tasks]
+            out.append(ReadTask(lambda mine=mine: _read_groups(lister, mine),
+                                BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None),
+                                per_task_row_limit=per_task_row_limit))
+        return out
+
+
+def _read_groups(lister, groups: list[str]) -> Iterable:
+    for group in groups:
+        yield from lister.rows(group)
+
+
+def read_grouped(groups: list[str], lister, name: str):
+    """The dataset of what is left to do, listed by read tasks asking for little CPU."""
+    import ray
+
+    from jobs.pool import TASK_CPUS
+
+    if not groups:
+        return ray.data.from_items([])
+    return ray.data.read_datasource(GroupedSource(groups, lister, name), num_cpus=TASK_CPUS,
+                                    override_num_blocks=min(len(groups), 64))
