@@ -20,6 +20,7 @@ inside the read tasks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import PurePosixPath
@@ -27,6 +28,7 @@ from pathlib import PurePosixPath
 import numpy as np
 
 from jobs.inputs import folder_identity, input_dataset
+from jobs.lease import Lease
 from jobs.pool import ensure_ray, plan_pool, use_threads
 from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
@@ -53,13 +55,28 @@ def manifest_schema(with_group: bool = False):
     return pa.schema(fields + ([("group", pa.string())] if with_group else []))
 
 
+NAME_MAX = 255  # bytes in one path component on common file systems
+
+
+def fit_name(key: str, extra: int) -> str:
+    """`key` with its last component shortened (a prefix and a hash of the whole name) when it
+    plus `extra` bytes of suffix would pass NAME_MAX: inputs named near the limit still get outputs."""
+    head, _, name = key.rpartition("/")
+    if len(name.encode("utf-8", "surrogateescape")) + extra <= NAME_MAX:
+        return key
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    short = name.encode("utf-8", "surrogateescape")[:120].decode("utf-8", "ignore") + "~" + digest
+    return f"{head}/{short}" if head else short
+
+
 def output_keys(source_key: str) -> tuple[str, str]:
     """(whole-image key, crop key prefix): `images/<key>` for formats written as they are, else
-    `converted/<key>.png`; crops are `<prefix>_face<i>.jpg`."""
+    `converted/<key>.png`; crops are `<prefix>_face<i>.jpg`. Names near the file system's limit
+    are shortened with a hash (`fit_name`)."""
     key = safe_key(source_key)
     suffix = PurePosixPath(key).suffix.lower()
-    image_key = f"images/{key}" if suffix in WRITTEN_AS_IS else f"converted/{key}.png"
-    return image_key, f"crops/{key}"
+    image_key = f"images/{key}" if suffix in WRITTEN_AS_IS else f"converted/{fit_name(key, 4)}.png"
+    return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
 
 
 def node_id() -> str:
@@ -205,13 +222,14 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     started = time.perf_counter()
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    ensure_ray()
-    tracker = start_progress()
-    images, ds, notes = input_dataset(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tracker)
-    ds = augment_stage(ds, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
-                       max_pixels=max_pixels, progress=tracker)
-    ds = write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
-    summary = run_to_end(ds, tracker, started, progress)
+    with Lease(output, "mfr mask"):
+        ensure_ray()
+        tracker = start_progress()
+        images, ds, notes = input_dataset(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tracker)
+        ds = augment_stage(ds, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
+                           max_pixels=max_pixels, progress=tracker)
+        ds = write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
+        summary = run_to_end(ds, tracker, started, progress)
     summary.notes = notes
     return summary
 

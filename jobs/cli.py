@@ -249,7 +249,15 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         return
     values = {k: v for k, v in data.items() if not isinstance(v, dict)}
     values.update(data.get(name, {}))
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    known_anywhere = {a.dest for sp in subparsers.values() for a in sp._actions if a.option_strings}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            if key not in COMMANDS:
+                parser.error(f"--config {known.config}: no command named [{key}] (commands: {', '.join(COMMANDS)})")
+        elif key.replace("-", "_") not in known_anywhere:
+            parser.error(f"--config {known.config}: no command has an option {key!r}")
+    sub = subparsers[name]
     options = {a.dest for a in sub._actions if a.option_strings}
     chosen = {}
     for key, value in values.items():
@@ -273,7 +281,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     apply_config(parser, argv)
     args = parser.parse_args(argv)
+    import jobs.pool
     from jobs.storage import StorageError
+
+    jobs.pool.TERM_AS_INTERRUPT = True
+    jobs.pool.interrupt_on_sigterm()
+    if getattr(args, "quiet", False):
+        # Ray's core workers log warnings of their own to stderr ("E ... core_worker ..."): quiet means quiet
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
 
     try:
         return COMMAND_FUNCTIONS[args.command](args)

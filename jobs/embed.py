@@ -21,6 +21,7 @@ import numpy as np
 
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing
+from jobs.lease import Lease
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -256,7 +257,7 @@ def model_identity(model: str, accept_licence: bool = False):
     """(model_id, dim, similarity) of a model, checked once before any input is read."""
     from recog.embed import Embedder
 
-    embedder = Embedder(model, accept_licence=accept_licence)  # also fetches and caches the model once
+    embedder = Embedder(model, accept_licence=accept_licence).check()  # also fetches and caches the model
     return embedder.model_id, embedder.dim, embedder.spec.similarity
 
 
@@ -305,15 +306,17 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
-    ensure_ray()
-    tracker = start_progress()
-    source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
-                                    ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
-    ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked, from_augment=from_augment,
-                     all_faces=all_faces, finder=finder, alignment=alignment, max_pixels=max_pixels, mode=mode,
-                     mask_style=mask_style, seed=seed, batch_size=batch_size, workers=workers, progress=tracker)
-    ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
-    summary = run_to_end(ds, tracker, started, progress)
+    with Lease(output, "mfr embed"):
+        ensure_ray()
+        tracker = start_progress()
+        source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
+                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
+        ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked,
+                         from_augment=from_augment, all_faces=all_faces, finder=finder, alignment=alignment,
+                         max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed, batch_size=batch_size,
+                         workers=workers, progress=tracker)
+        ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+        summary = run_to_end(ds, tracker, started, progress)
     summary.notes = notes
     return summary
 

@@ -88,9 +88,31 @@ def quiet_ray_data() -> None:
 
 def ensure_ray() -> None:
     """Connect to the cluster `ray.init()` finds (RAY_ADDRESS, `ray job submit`), else start one
-    in-process."""
+    in-process. Ray's own INFO lines stay in its logs: the jobs print their own progress and summary."""
+    import logging
+
     import ray
 
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
     quiet_ray_data()
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if TERM_AS_INTERRUPT:
+        interrupt_on_sigterm()
+
+
+TERM_AS_INTERRUPT = False
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (what Kubernetes, Slurm and `timeout` send) takes the Ctrl-C path: finished batches are
+    kept, the lease is released, exit 130. Installed again after `ray.init`, which sets its own."""
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)

@@ -31,6 +31,7 @@ import numpy as np
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
 from jobs.embed import SHARD_DIR, embedding_column, shard_schema
 from jobs.inputs import ColumnsEqual, input_dataset
+from jobs.lease import Lease
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
 from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, shard_name, start_progress, status_counts
@@ -228,7 +229,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     out = open_store(output_uri)
     out.check_writable()
     # every model is loaded once here: a wrong model or licence fails before any image is read
-    embedders = {m: Embedder(m, accept_licence=accept_licence) for m in models}
+    embedders = {m: Embedder(m, accept_licence=accept_licence).check() for m in models}
     infos = {m: (e.model_id, e.dim, e.spec.similarity) for m, e in embedders.items()}
     specs = {m: e.spec for m, e in embedders.items()}
     targets, methods = plan_targets(models, modes, infos)
@@ -236,27 +237,28 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     role_done = {role: [(f"{t.folder}/{SHARD_DIR}", ColumnsEqual(model_id=t.model_id, mode=t.mode))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
-    ensure_ray()
-    tracker = start_progress()
-    images, ds, notes = input_dataset(dataset_uri, out, f"masked/{MANIFEST_DIR}", progress=tracker,
-                                      gallery_per_identity=1, role_done=role_done)
-    options = AugmentOptions(style=style, seed=seed, largest_only=True)
-    cpu = plan_pool(workers)
-    ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,
-                                                            specs, crops, tracker),
-                        fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                        batch_format="pyarrow", **cpu.map_batches_args())
-    recognition = plan_pool(recognition_workers, gpu=cluster_has_gpus())
-    ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
-                        fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
-                        batch_format="pyarrow", **recognition.map_batches_args())
-    ds = ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
-                        batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
-    progress = progress_for("run") if progress_for else None
-    summary = run_to_end(ds, tracker, started, progress)
-    summary.notes = notes
-    if progress is not None and hasattr(progress, "close"):
-        progress.close()
+    with Lease(out, "mfr run"):
+        ensure_ray()
+        tracker = start_progress()
+        images, ds, notes = input_dataset(dataset_uri, out, f"masked/{MANIFEST_DIR}", progress=tracker,
+                                          gallery_per_identity=1, role_done=role_done)
+        options = AugmentOptions(style=style, seed=seed, largest_only=True)
+        cpu = plan_pool(workers)
+        ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,
+                                                                specs, crops, tracker),
+                            fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                            batch_format="pyarrow", **cpu.map_batches_args())
+        recognition = plan_pool(recognition_workers, gpu=cluster_has_gpus())
+        ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                            fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
+                            batch_format="pyarrow", **recognition.map_batches_args())
+        ds = ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                            batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+        progress = progress_for("run") if progress_for else None
+        summary = run_to_end(ds, tracker, started, progress)
+        summary.notes = notes
+        if progress is not None and hasattr(progress, "close"):
+            progress.close()
 
     groups = [[m if len(modes) == 1 else f"{m} {mode}" for m in models] for mode in modes] \
         if fuse and len(models) > 1 else []

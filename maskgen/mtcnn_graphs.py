@@ -195,22 +195,27 @@ def cached_models(cache_root: Path | None = None) -> dict[str, Path]:
     The cache key covers the weight file's hash and the builder version, so a new `mtcnn` release
     or a change of this builder produces new files instead of reusing stale ones.
     """
-    from maskgen.runtime import cache_dir, sha256_bytes, write_atomic
+    from maskgen.runtime import cache_dir, cached_bytes_file, sha256_bytes, write_atomic
 
     root = (cache_root or cache_dir()) / "mtcnn"
     paths = {}
     for name in NETWORKS:
         weights_sha = sha256_bytes(weights_path(name).read_bytes())
         path = root / f"{name}-{weights_sha[:16]}-b{BUILDER_VERSION}.onnx"
-        if not path.is_file():
-            data = build_bytes(name)
-            write_atomic(path, data)
+        # the build is deterministic: its hash is known before the file is trusted
+        paths[name] = cached_bytes_file(path, lambda name=name: build_bytes(name), expected=_built_sha(name, path))
+        if not path.with_suffix(".json").is_file():
             write_atomic(path.with_suffix(".json"), json.dumps({
-                "network": name,
-                "weights_sha256": weights_sha,
-                "onnx_sha256": sha256_bytes(data),
-                "mtcnn_version": metadata.version("mtcnn"),
-                "builder_version": BUILDER_VERSION,
+                "network": name, "weights_sha256": weights_sha, "onnx_sha256": sha256_bytes(path.read_bytes()),
+                "mtcnn_version": metadata.version("mtcnn"), "builder_version": BUILDER_VERSION,
             }, indent=1).encode())
-        paths[name] = path
     return paths
+
+
+def _built_sha(name: str, path: Path) -> str | None:
+    """The ONNX file's SHA-256 as recorded when it was built (None before the first build)."""
+    record = path.with_suffix(".json")
+    try:
+        return json.loads(record.read_text())["onnx_sha256"]
+    except (OSError, ValueError, KeyError):
+        return None

@@ -50,6 +50,34 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+class ModelCacheError(RuntimeError):
+    """A cached model file is corrupt and could not be made again."""
+
+
+def cached_bytes_file(path: Path, make, expected: str | None = None) -> Path:
+    """`path`, a model file of the cache, checked before use: against `expected` (a SHA-256 known in
+    advance) or else the SHA-256 recorded beside it (`<name>.sha256`) when it was made. A file that
+    does not match (truncated, overwritten) is made again once with `make()` (fetch, build or
+    convert); if that does not match either, ModelCacheError says which file and what to do."""
+    record = path.with_name(path.name + ".sha256")
+    if path.is_file():
+        want = expected or (record.read_text().strip() if record.is_file() else None)
+        have = sha256_bytes(path.read_bytes())
+        if want is None:
+            write_atomic(record, have.encode())  # a file cached before hashes were recorded
+            return path
+        if have == want:
+            return path
+    data = make()
+    digest = sha256_bytes(data)
+    if expected and digest != expected:
+        raise ModelCacheError(f"{path.name}: made again after a corrupt cache file, but its SHA-256 is {digest}, "
+                              f"not {expected}; delete {path.parent} and try again, or check the package it comes from")
+    write_atomic(path, data)
+    write_atomic(record, digest.encode())
+    return path
+
+
 def available_cpus() -> int:
     """CPUs this process may use.
 

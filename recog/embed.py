@@ -55,7 +55,10 @@ class Embedder:
             if not path.is_file():
                 raise FileNotFoundError(f"{model} is neither a built-in model ({zoo.model_names()}) nor a file")
         data = path.read_bytes()
-        onnx_model = onnx.load_from_string(data)
+        try:
+            onnx_model = onnx.load_from_string(data)
+        except Exception as exc:  # protobuf's DecodeError and friends: the file is not a model
+            raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
         self.spec = resolve_spec(path, spec, onnx_model)
         if self.spec.requires_licence_acceptance and not accept_licence:
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True")
@@ -74,6 +77,17 @@ class Embedder:
             raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
         self._mean = np.asarray(self.spec.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(self.spec.std, np.float32)
+
+    def check(self) -> "Embedder":
+        """Run the model once on a blank crop of its spec's size: a model that does not take such crops,
+        or gives vectors of another size than its spec says, is refused here, before any input."""
+        w, h = self.spec.input_size
+        try:
+            self.embed_crops(np.zeros((1, h, w, 3), np.uint8))
+        except Exception as exc:
+            raise ValueError(f"{self.path}: the model does not work as its spec ({self.spec.name}) says: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        return self
 
     @property
     def model_id(self) -> str:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskgen.align import ARCFACE_112
-from maskgen.runtime import cache_dir, member_of_wheel, sha256_bytes, write_atomic
+from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel, sha256_bytes
 from recog.spec import ModelSpec, attach_spec
 
 log = logging.getLogger(__name__)
@@ -104,12 +104,7 @@ def builtin_path(name: str, accept_licence: bool = False, cache_root: Path | Non
         log.warning("using %s under its licence: %s", name, entry.spec.licence)
     root = (cache_root or cache_dir()) / "models"
     path = root / f"{name}-{entry.sha256[:16]}-c{_conversion_version(entry)}.onnx"
-    if path.is_file():
-        return path
-    raw = _fetch(entry)
-    model = _convert(entry, raw)
-    write_atomic(path, model.SerializeToString())
-    return path
+    return cached_bytes_file(path, lambda: _convert(entry, _fetch(entry)).SerializeToString())
 
 
 # Bump when a conversion changes, so cached files from an older conversion are not reused.

@@ -1,0 +1,82 @@
+"""One writer per output: a lease object (`_mfr_lease.json`) under the output while a job writes to it.
+
+Two jobs writing the same output at once (say with different `--batch-size`) would both find the same
+inputs not done and both write their rows. The lease makes the second one stop at once with a clear
+message instead. The holder renews it every `RENEW_S` seconds; a lease not renewed for `STALE_S`
+(a job that was killed) is taken over. The lease is written, then read back: of two jobs starting in
+the same instant, the one whose lease is read back holds it, the other stops.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+
+LEASE_KEY = "_mfr_lease.json"
+RENEW_S = 20.0
+STALE_S = 120.0
+
+
+class OutputBusy(RuntimeError):
+    """Another job holds the output's lease."""
+
+
+class Lease:
+    def __init__(self, store, command: str):
+        self.store, self.command = store, command
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _record(self) -> bytes:
+        return json.dumps({"token": self.token, "command": self.command, "host": socket.gethostname(),
+                           "pid": os.getpid(), "renewed": time.time()}).encode()
+
+    def _current(self) -> dict | None:
+        try:
+            return json.loads(self.store.read(LEASE_KEY))
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return None  # a torn or foreign file is no lease
+
+    def acquire(self) -> "Lease":
+        held = self._current()
+        if held and held.get("token") != self.token and time.time() - float(held.get("renewed", 0)) < STALE_S:
+            raise OutputBusy(
+                f"another job is writing to {self.store.uri} ({held.get('command')}, host {held.get('host')}, "
+                f"pid {held.get('pid')}, renewed {time.time() - float(held['renewed']):.0f} s ago): wait for it to "
+                f"finish, or if it is gone, wait {STALE_S:.0f} s or delete {self.store.uri_of(LEASE_KEY)}")
+        self.store.write(LEASE_KEY, self._record())
+        time.sleep(0.05)
+        now = self._current()
+        if not now or now.get("token") != self.token:
+            raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+        self._thread.start()
+        return self
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_S):
+            try:
+                self.store.write(LEASE_KEY, self._record())
+            except Exception:  # a missed renewal only shortens the lease
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        held = self._current()
+        if held and held.get("token") == self.token:
+            self.store.delete(LEASE_KEY)
+
+    def __enter__(self) -> "Lease":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
