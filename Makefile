@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_masked_detection.py
 	$(BIN)/python bench/bench_redetected_recognition.py
 	$(BIN)/python bench/bench_jobs.py
+	$(BIN)/python bench/bench_pipeline.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -3,8 +3,9 @@ and rerun planning over a million finished inputs.
 
     .venv/bin/python bench/bench_pipeline.py [--only overhead,run,rerun] [--repeats 3] [--work /tmp/mfr-bench-pipe]
 
-overhead  N tiny images (32x32 grey JPEGs: no face, so almost no model work) through `run_augment`
-          with the defaults: images/s, and the driver's peak RSS at 2,000, 20,000 and 200,000 inputs
+overhead  N tiny images (16x16 grey JPEGs: smaller than the smallest face masked, so no detector
+          runs and what is left is the framework: listing, reading, decoding, writing the image and the
+          manifest) through `run_augment` with the defaults: images/s, and the driver's peak RSS at 2,000, 20,000 and 200,000 inputs
           (`--sizes`). The driver holds no per-image data, so its memory must not grow with N.
 run       2,000 LFW-size photos (bench/lfw_like.py, from ../shared/data/faces): `run_pipeline`
           (`mfr run`: one Dataset, two pools, then the reducer) against its stages alone, each as a
@@ -46,7 +47,7 @@ def tiny_images(out: Path, count: int, folders: int = 100) -> Path:
     if out.exists() and sum(1 for _ in out.rglob("*.jpg")) == count:
         return out
     shutil.rmtree(out, ignore_errors=True)
-    data = cv2.imencode(".jpg", np.full((32, 32, 3), 128, np.uint8))[1].tobytes()
+    data = cv2.imencode(".jpg", np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
     for i in range(count):
         path = out / f"p{i % folders:04d}" / f"{i:07d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,8 @@ import numpy as np
 from jobs.inputs import folder_identity, input_dataset
 from jobs.lease import Lease
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
+                       write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 
@@ -52,7 +53,7 @@ def manifest_schema(with_group: bool = False):
               ("masked", pa.bool_()), ("mask_style", pa.string()), ("mask", pa.string()), ("source", pa.string()),
               ("alignment", pa.string()), ("aligned5", floats), ("seed", pa.int64()), ("versions", pa.string()),
               ("input_row", pa.string()), ("node", pa.string())]
-    return pa.schema(fields + ([("group", pa.string())] if with_group else []))
+    return pa.schema(fields + ([("group", pa.string()), ("_first", pa.bool_())] if with_group else []))
 
 
 NAME_MAX = 255  # bytes in one path component on common file systems
@@ -117,7 +118,7 @@ class AugmentWorker:
                 found = [{**self.image_row(key, item), "status": "error", "message": f"{type(exc).__name__}: {exc}"}]
             rows.extend({**r, "group": item["group"], "input_row": item["input_row"], "node": self.node}
                         for r in found)
-        table = pa.Table.from_pylist(rows, schema=self.schema)
+        table = pa.Table.from_pylist(mark_first(rows), schema=self.schema)
         if self.progress is not None:
             inputs = table.column("input_row").to_pylist()
             self.progress.batch.remote(len(set(inputs)), sum(bool(m) for m in table.column("masked").to_pylist()),
@@ -211,7 +212,7 @@ def check_batch_size(batch_size, rows_per_shard=ROWS_PER_SHARD) -> None:
 
 
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
-                images_uri: str | None = None, batch_size: int = 8, workers: int | None = None,
+                images_uri: str | None = None, batch_size: int = 32, workers: int | None = None,
                 max_pixels: int = 40_000_000, rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
     """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to
     (in-process when none is running). `input_uri` is a folder, an `s3://` prefix, or an input

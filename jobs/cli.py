@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
                  "implausible); recorded per face in the manifest")
-    job_options(m, 8)
+    job_options(m, 32)
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
                 "mfr embed ../shared/data/faces out/emb/unmasked",
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mask-style", choices=STYLE_NAMES, default="seed",
                    help="the mask masked-gallery draws (default seed); --seed picks its random choices")
     e.add_argument("--seed", type=int, default=0, help="run seed for --mode masked-gallery (default 0)")
-    job_options(e, 16)
+    job_options(e, 32)
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
                 "mfr score out/emb/masked out/emb/unmasked out/report",
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "impostors and averaged")
     r.add_argument("--recognition-workers", type=int,
                    help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
-    job_options(r, 8)
+    job_options(r, 16)
 
     d = command("demo", "the whole job on the embedded demo dataset (what `make demo` runs)",
                 "mfr demo", "mfr demo --out /tmp/demo --style surgical")

@@ -23,7 +23,8 @@ from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, start_progress, status_counts, write_stage
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
+                       write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 
 SHARD_DIR = "shards"
@@ -38,7 +39,7 @@ def shard_schema(dim: int, with_group: bool = False):
               ("status", pa.string()), ("message", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
               ("box", floats), ("score", pa.float64()), ("landmarks5", floats), ("source", pa.string()),
               ("alignment", pa.string()), ("input_row", pa.string()), ("node", pa.string())]
-    return pa.schema(fields + ([("group", pa.string())] if with_group else []))
+    return pa.schema(fields + ([("group", pa.string()), ("_first", pa.bool_())] if with_group else []))
 
 
 def embedding_column(vectors: list, dim: int):
@@ -114,6 +115,7 @@ class EmbedWorker:
                              "similarity": self.embedder.spec.similarity, "status": "ok", "message": "",
                              "input_row": item["input_row"], "group": item["group"], "node": self.node,
                              **{k: v for k, v in face.items() if k != "vector"}})
+        mark_first(rows)
         schema = shard_schema(self.embedder.dim, with_group=True)
         columns = {f.name: [r.get(f.name) for r in rows] for f in schema if f.name != "embedding"}
         columns["embedding"] = embedding_column(vectors, self.embedder.dim)
@@ -289,7 +291,7 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
 
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
               accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
-              alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 16,
+              alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
               workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:

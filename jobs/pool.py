@@ -32,12 +32,30 @@ class PoolPlan:
     gpus_per_actor: int
     threads: int
 
-    def map_batches_args(self) -> dict:
-        """Keyword arguments for `Dataset.map_batches` that run on this pool."""
+    def map_batches_args(self, reserve_cpus: float = 0.0, initial: int | None = None) -> dict:
+        """Keyword arguments for `Dataset.map_batches` that run on this pool. The pool starts with
+        the actors that fit in what the cluster has free now (less `reserve_cpus`, kept for another
+        pool), at least one, so a job does not wait for its pool to grow into a cluster that is
+        already there; from there it grows and shrinks with the cluster."""
         import ray
 
-        return {"compute": ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors),
-                "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor}
+        start = initial if initial is not None else self.initial_actors(reserve_cpus=reserve_cpus)
+        strategy = ray.data.ActorPoolStrategy(min_size=self.min_actors, max_size=self.max_actors,
+                                              initial_size=max(self.min_actors, min(start, self.max_actors or start)))
+        return {"compute": strategy, "num_cpus": self.cpus_per_actor, "num_gpus": self.gpus_per_actor}
+
+    def initial_actors(self, resources: dict | None = None, reserve_cpus: float = 0.0) -> int:
+        """Actors that fit in `resources` (default: the cluster's free resources now), within bounds."""
+        if resources is None:
+            import ray
+
+            resources = ray.available_resources() if ray.is_initialized() else {}
+        if self.gpus_per_actor:
+            fits = int(float(resources.get("GPU", 0)) // self.gpus_per_actor)
+        else:
+            free = float(resources.get("CPU", 0)) - reserve_cpus - 2 * TASK_CPUS
+            fits = int(free // self.cpus_per_actor) if free > 0 else 0
+        return max(self.min_actors, min(fits, self.max_actors or fits))
 
     def describe(self) -> str:
         device = f"{self.gpus_per_actor} GPU" if self.gpus_per_actor else f"{self.cpus_per_actor:g} CPU"

@@ -32,9 +32,9 @@ from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest
 from jobs.embed import SHARD_DIR, embedding_column, shard_schema
 from jobs.inputs import ColumnsEqual, input_dataset
 from jobs.lease import Lease
-from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.pool import CPU_PER_ACTOR, TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
-from jobs.sink import ROWS_PER_SHARD, JobSummary, run_to_end, shard_name, start_progress, status_counts
+from jobs.sink import ROWS_PER_SHARD, JobSummary, input_counts, run_to_end, shard_name, start_progress
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from recog.matching import mode_from_name
@@ -204,15 +204,14 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
                 shards += 1
         put(f"masked/{MANIFEST_DIR}", part.select(manifest_columns), gid)
         shards += 1
-    inputs = table.column("input_row").to_pylist()
-    statuses = table.column("status").to_pylist()
-    return {"inputs": [len(set(zip(inputs, statuses)))], "shards": [shards], "statuses": [json.dumps(status_counts(inputs, statuses))],
+    counts = input_counts(table)
+    return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
 
 
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
-                 modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 8,
+                 modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
                  rows_per_shard: int = ROWS_PER_SHARD) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
@@ -247,11 +246,11 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,
                                                                 specs, crops, tracker),
                             fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                            batch_format="pyarrow", **cpu.map_batches_args())
+                            batch_format="pyarrow", **cpu.map_batches_args(reserve_cpus=CPU_PER_ACTOR))
         recognition = plan_pool(recognition_workers, gpu=cluster_has_gpus())
         ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
                             fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
-                            batch_format="pyarrow", **recognition.map_batches_args())
+                            batch_format="pyarrow", **recognition.map_batches_args(initial=1))
         ds = ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
                             batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
         progress = progress_for("run") if progress_for else None
@@ -264,6 +263,6 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         if fuse and len(models) > 1 else []
     (name, probe, gallery), also = methods[0], methods[1:]
     report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
-                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups)
+                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups, distributed=True)
     return {"run": summary, "augment": summary, "report": report, "targets": [t.folder for t in targets],
             "pools": {"cpu": cpu.describe(), "recognition": recognition.describe()}}

@@ -143,28 +143,41 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
-              also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), **kwargs) -> dict:
+              also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
+              **kwargs) -> dict:
     """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
     by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
-    (z-norm on impostors, averaged) into one more row each. A rerun over unchanged shards and settings
-    keeps the report that is there (`skipped` is True) unless `force`."""
+    (z-norm on impostors, averaged) into one more row each. `distributed`: score each method with
+    Ray tasks over the probe shards (jobs.reduce; same figures, no process holds the score matrix);
+    fusion is scored in this process. A rerun over unchanged shards and settings keeps the report
+    that is there (`skipped` is True) unless `force`."""
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
     uris = [u for _, p, g in methods for u in (p, g)]
+    distributed = distributed and not fuse
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
-                                            "methods": [m[0] for m in methods], "fuse": fuse, **kwargs})
+                                            "methods": [m[0] for m in methods], "fuse": fuse, **kwargs,
+                                            **({"reducer": "distributed"} if distributed else {})})
     if not force and out.exists("report.json"):
         previous = json.loads(out.read("report.json"))
         if previous.get("inputs_fingerprint") == fingerprint:
             names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True}
-    splits, results = {}, []
+    splits, results, model_ids = {}, [], {}
     for method, p_uri, g_uri in methods:
+        if distributed:
+            from jobs.reduce import score_distributed
+
+            result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity, **kwargs)
+            model_ids[result.name] = model_id
+            results.append(result)
+            continue
         split = load_split(p_uri, g_uri, gallery_per_identity)
         method = method or split.model_id.split("@")[0]
         splits[method] = split
+        model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
                              split.similarity, **kwargs))
     for group in fuse:
@@ -174,7 +187,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         results.append(score_fused([splits[g] for g in group], "fusion: " + " + ".join(group), **kwargs))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report(results, Path(tmp), title, extra={
-            "model_id": splits[results[0].name].model_id, "model_ids": {m: sp.model_id for m, sp in splits.items()},
+            "model_id": model_ids[results[0].name], "model_ids": model_ids,
             "probes": redact(probe_uri), "gallery": redact(gallery_uri),
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],

@@ -67,21 +67,39 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -
 
     store = open_store(output_uri)
     shards = 0
+    counts = input_counts(table)
+    transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
     for group in pc.unique(table.column("group")).to_pylist():
-        part = table.filter(pc.equal(table.column("group"), group)).drop_columns(["group"])
+        part = table.filter(pc.equal(table.column("group"), group)).drop_columns(transient)
         sink = io.BytesIO()
         pq.write_table(part, sink)
         store.write(f"{directory}/{group}/{shard_name(part.column('input_row').to_pylist())}",
                     sink.getvalue())
         shards += 1
-    inputs = table.column("input_row").to_pylist()
-    counts = status_counts(inputs, table.column("status").to_pylist())
     if faces_column == "status":  # embedding shards: a face counts when it has a vector
         faces = table.column("status").to_pylist().count("ok")
     else:
-        faces = int(pc.sum(pc.cast(table.column(faces_column), pa.int64())).as_py() or 0)
-    return {"inputs": [len(set(zip(inputs, table.column("status").to_pylist())))], "faces": [faces],
-            "shards": [shards], "statuses": [json.dumps(counts)]}
+        faces = int(pc.sum(pc.cast(pc.fill_null(table.column(faces_column), False), pa.int64())).as_py() or 0)
+    return {"inputs": [sum(counts.values())], "faces": [faces], "shards": [shards], "statuses": [json.dumps(counts)]}
+
+
+def input_counts(table) -> dict:
+    """Inputs per status, counted on the `_first` row of each input (the workers mark one row per
+    input row): a shard may hold some of an image's face rows and the next shard the rest."""
+    counts: dict = {}
+    for first, status in zip(table.column("_first").to_pylist(), table.column("status").to_pylist()):
+        if first:
+            counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def mark_first(rows: list[dict]) -> list[dict]:
+    """Set `_first` on the first row of each input row (a worker emits an input's rows together)."""
+    previous = None
+    for row in rows:
+        row["_first"] = row["input_row"] != previous
+        previous = row["input_row"]
+    return rows
 
 
 def write_stage(ds, output_uri: str, directory: str, faces_column: str, rows_per_shard: int = ROWS_PER_SHARD):

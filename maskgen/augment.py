@@ -131,9 +131,21 @@ class Augmenter:
     def augment_batch(self, images: list[np.ndarray], keys: list[str]) -> list[AugmentResult]:
         if len(images) != len(keys):
             raise ValueError("one key per image is needed")
-        detections = self.finder.find_batch(images)
+        # an image smaller than the smallest face that is masked cannot give a masked face: no detector
+        # runs on it (tiny thumbnails and icons in bulk datasets cost nothing)
+        small = [min(image.shape[:2]) < self.options.min_face_size for image in images]
+        wanted = [im for im, s in zip(images, small) if not s]
+        found = iter(self.finder.find_batch(wanted) if wanted else [])
         results = []
-        for image, key, faces in zip(images, keys, detections):
+        for image, key, tiny in zip(images, keys, small):
+            if tiny:
+                h, w = image.shape[:2]
+                results.append(AugmentResult(
+                    key, "no_face", f"no face: the image ({w}x{h} px) is smaller than the smallest face masked "
+                    f"(min_face_size {self.options.min_face_size:g} px)", w, h, [],
+                    image.copy() if self.options.outputs != "crops" else None))
+                continue
+            faces = next(found)
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]

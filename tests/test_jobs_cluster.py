@@ -17,7 +17,7 @@ from jobs.augment import read_manifest
 from jobs.embed import read_shards
 from jobs.storage import open_store
 
-RUNTIME_ENV = json.dumps({"excludes": [".venv", ".git", "out", "**/__pycache__"]})
+RUNTIME_ENV = json.dumps({"excludes": [".venv", ".git", "out", "**/__pycache__", "docs"]})
 
 
 def dataset_of(shared_data, root, people, per_person):
@@ -31,7 +31,8 @@ def dataset_of(shared_data, root, people, per_person):
 def submit(nodes, dataset, output, *extra, wait=True):
     return subprocess.run(
         [nodes.ray, "job", "submit", "--address", nodes.dashboard_url, "--working-dir", str(ROOT),
-         "--runtime-env-json", RUNTIME_ENV, *([] if wait else ["--no-wait"]), "--", sys.executable, "-m",
+         "--runtime-env-json", RUNTIME_ENV, *([] if wait else ["--no-wait"]), "--", "env", "MFR_GPU_WORKERS=1",
+         sys.executable, "-m",
          "jobs.cli", "run", str(dataset), output, "--quiet", *extra],
         env=nodes.env, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
@@ -49,34 +50,14 @@ def check_complete(output, keys):
     return manifest, gallery, probes
 
 
-def test_mfr_run_on_a_multi_node_cluster_writes_to_s3(ray_nodes, bucket, shared_data, tmp_path):
+def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nodes, bucket, shared_data, tmp_path):
+    """The job is submitted while the cluster is only its 0-CPU head (as cluster.yaml starts): it
+    waits instead of refusing; worker nodes join with `ray start --address`, one with a GPU; the job
+    completes, its CPU work on the worker nodes and its recognition actors on the GPU node."""
     ray_nodes.start_head(num_cpus=0)
-    ray_nodes.add_worker(num_cpus=2)
-    ray_nodes.add_worker(num_cpus=1, num_gpus=1)
-    nodes = ray_nodes.node_ids()
-    head = [n for n, (cpus, gpus) in nodes.items() if cpus == 0 and gpus == 0]
-    gpu_node = [n for n, (_, gpus) in nodes.items() if gpus == 1]
-    assert len(nodes) == 3 and len(head) == 1 and len(gpu_node) == 1
-
     dataset = dataset_of(shared_data, tmp_path / "dataset", ("person_07", "person_08", "person_09"), 3)
     output = f"s3://{bucket}/cluster-run"
-    job = submit(ray_nodes, dataset, output)
-    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
-    assert re.search(r"run:\n\s+inputs\s+9\n", job.stdout) and "succeeded" in (job.stdout + job.stderr)
-    keys = [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")]
-    manifest, gallery, probes = check_complete(output, keys)
-    # detection and masking ran on the worker nodes (the head has no CPU to run them); recognition
-    # actors, which take a GPU each, on the node with the GPU
-    assert set(manifest.node) <= set(nodes) - set(head)
-    assert set(gallery.node) == set(probes.node) == set(gpu_node)
-    assert len(gallery) == 3 and len(probes) == 6
-
-
-def test_a_job_on_a_cluster_without_workers_waits_for_one(ray_nodes, bucket, shared_data, tmp_path):
-    ray_nodes.start_head(num_cpus=0)
-    dataset = dataset_of(shared_data, tmp_path / "dataset", ("person_05", "person_06"), 2)
-    output = f"s3://{bucket}/late-worker"
-    job = submit(ray_nodes, dataset, output, wait=False)
+    job = submit(ray_nodes, dataset, output, "--modes", "plain", wait=False)
     assert job.returncode == 0, job.stderr[-2000:]
     job_id = re.search(r"raysubmit_\w+", job.stdout + job.stderr).group(0)
 
@@ -87,7 +68,13 @@ def test_a_job_on_a_cluster_without_workers_waits_for_one(ray_nodes, bucket, sha
 
     time.sleep(8)  # the job has started and found no CPU anywhere: it must wait, not refuse
     assert re.search(r"PENDING|RUNNING", status(), re.I), status()
+    # MFR_GPU_WORKERS is how a cluster whose GPU nodes start at zero tells the job (cluster.yaml sets it)
+    ray_nodes.add_worker(num_cpus=1, num_gpus=1)
     ray_nodes.add_worker(num_cpus=2)
+    nodes = ray_nodes.node_ids()
+    head = [n for n, (cpus, gpus) in nodes.items() if cpus == 0 and gpus == 0]
+    gpu_node = [n for n, (_, gpus) in nodes.items() if gpus == 1]
+    assert len(nodes) == 3 and len(head) == 1 and len(gpu_node) == 1
     deadline = time.time() + 400
     while time.time() < deadline and not re.search(r"SUCCEEDED|FAILED|STOPPED", status(), re.I):
         time.sleep(3)
@@ -95,4 +82,11 @@ def test_a_job_on_a_cluster_without_workers_waits_for_one(ray_nodes, bucket, sha
     logs = subprocess.run([ray_nodes.ray, "job", "logs", "--address", ray_nodes.dashboard_url, job_id],
                           env=ray_nodes.env, capture_output=True, text=True, timeout=60).stdout
     assert re.search("SUCCEEDED", final, re.I), final + logs[-3000:]
-    check_complete(output, [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")])
+    assert re.search(r"run:\n\s+inputs\s+9\n", logs), logs[-3000:]
+    keys = [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")]
+    manifest, gallery, probes = check_complete(output, keys)
+    # detection and masking ran on the worker nodes (the head has no CPU to run them); recognition
+    # actors, which take a GPU each, on the node with the GPU
+    assert set(manifest.node) <= set(nodes) - set(head)
+    assert set(gallery.node) == set(probes.node) == set(gpu_node)
+    assert len(gallery) == 3 and len(probes) == 6

@@ -36,6 +36,18 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     for name in ("report.md", "roc.png", "cmc.png"):
         assert (out / "report" / name).stat().st_size > 100
 
+    # the reducer at scale (Ray tasks over probe shards, the gallery in the object store) gives the
+    # single-process figures on the same shards
+    from jobs.reduce import score_distributed
+    from jobs.score import load_split, score
+
+    split = load_split(str(out / "embeddings" / "masked"), str(out / "embeddings" / "unmasked"))
+    one = score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, "one", split.similarity)
+    many, model_id = score_distributed(str(out / "embeddings" / "masked"), str(out / "embeddings" / "unmasked"),
+                                       "many", shards_per_task=1)
+    assert model_id == split.model_id
+    assert_same_figures(one, many)
+
     # embedding by eyes needs an augment that located them on the unmasked photos: refused here,
     # then done after augmenting with eye alignment (the crops' own points, recorded as aligned5)
     from jobs.augment import read_manifest, run_augment
@@ -56,6 +68,25 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     order = {k: i for i, k in enumerate(probe_rows.key)}
     cosines = [float(eye_emb[i] @ probe_emb[order[k]]) for i, k in enumerate(eye_rows.key) if k in order]
     assert len(cosines) == 8 and all(0.7 < c < 0.99999 for c in cosines), cosines  # same faces, other crops
+
+
+def assert_same_figures(a, b, tol=1e-9):
+    def walk(x, y, where):
+        if isinstance(x, dict):
+            assert set(x) == set(y), where
+            for k in x:
+                walk(x[k], y[k], f"{where}.{k}")
+        elif isinstance(x, (list, tuple)):
+            assert len(x) == len(y), where
+            for i, (u, v) in enumerate(zip(x, y)):
+                walk(u, v, f"{where}[{i}]")
+        elif isinstance(x, float):
+            assert abs(x - y) <= tol, (where, x, y)
+        else:
+            assert x == y, (where, x, y)
+
+    walk(a.verification, b.verification, "verification")
+    walk(a.identification, b.identification, "identification")
 
 
 def summary_rows(printed: str, label: str) -> dict:

@@ -36,3 +36,12 @@ def test_the_pool_is_an_autoscaling_actor_pool():
 def test_bad_worker_counts_are_refused(bad):
     with pytest.raises(ValueError, match="workers must be a whole number of at least 1"):
         plan_pool(bad)
+
+
+def test_a_pool_starts_with_the_actors_that_fit_now_and_at_least_one():
+    plan = plan_pool()
+    assert plan.initial_actors({"CPU": 2.0}) == 2   # 2 x 0.9, and 0.2 left for the small tasks
+    assert plan.initial_actors({"CPU": 2.0}, reserve_cpus=0.9) == 1
+    assert plan.initial_actors({"CPU": 16.0}) == 17 and plan_pool(4).initial_actors({"CPU": 16.0}) == 4
+    assert plan.initial_actors({}) == 1              # a head with no CPUs: one actor, waiting for a node
+    assert plan_pool(gpu=True).initial_actors({"CPU": 8, "GPU": 2}) == 2
