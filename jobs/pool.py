@@ -53,8 +53,8 @@ class PoolPlan:
         if self.gpus_per_actor:
             fits = int(float(resources.get("GPU", 0)) // self.gpus_per_actor)
         else:
-            free = float(resources.get("CPU", 0)) - reserve_cpus - 2 * TASK_CPUS
-            fits = int(free // self.cpus_per_actor) if free > 0 else 0
+            free = float(resources.get("CPU", 0)) - reserve_cpus - TASK_CPUS
+            fits = int((free + 1e-9) // self.cpus_per_actor) if free > 0 else 0
         return max(self.min_actors, min(fits, self.max_actors or fits))
 
     def describe(self) -> str:

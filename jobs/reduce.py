@@ -94,6 +94,7 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
                 impostors_per_probe, keep_nonmated: int, seed: int):
     """Ray task body: one group of probe shards against the gallery."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from jobs.storage import open_store, read_parquet_bytes
 
@@ -102,12 +103,14 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
     table = pa.concat_tables(tables) if tables else None
     if table is None or table.num_rows == 0:
         return None
+    # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
+    table = table.filter(pc.equal(table.column("status"), "ok"))
     rows = table.drop(["embedding"]).to_pandas()
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-    ok = (rows.status == "ok").to_numpy() & ~rows.key.isin(exclude_keys).to_numpy()
-    rows, emb = rows[ok].reset_index(drop=True), emb[ok]
+    keep = ~rows.key.isin(exclude_keys).to_numpy()
+    rows, emb = rows[keep].reset_index(drop=True), emb[keep]
     if not len(rows):
         return None
     # probes in a canonical order (key, face) so the result does not depend on how shards are cut

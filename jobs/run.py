@@ -32,7 +32,7 @@ from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest
 from jobs.embed import SHARD_DIR, embedding_column, shard_schema
 from jobs.inputs import ColumnsEqual, input_dataset
 from jobs.lease import Lease
-from jobs.pool import CPU_PER_ACTOR, TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
 from jobs.sink import ROWS_PER_SHARD, JobSummary, input_counts, run_to_end, shard_name, start_progress
 from jobs.storage import open_store
@@ -209,6 +209,22 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
 
 
+def recognition_pool(workers: int | None = None):
+    """The recognition pool: one GPU per actor where the cluster has (or can add) GPUs. On a
+    CPU-only cluster its actors share the CPU pool's cores: each asks for a tenth of a CPU (embedding
+    a face costs less than detecting, landmarking and masking it, and its demand comes in bursts), and
+    there is one per 4 CPUs of the cluster at submit time (at least 1) unless `workers` says
+    otherwise; a whole CPU each would keep a CPU actor out and leave cores idle between bursts."""
+    import ray
+
+    from jobs.pool import PoolPlan
+
+    if cluster_has_gpus():
+        return plan_pool(workers, gpu=True)
+    most = workers or max(1, int(float(ray.cluster_resources().get("CPU", 0)) // 4))
+    return PoolPlan(1, most, TASK_CPUS, 0, 1)
+
+
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
@@ -243,11 +259,11 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                                           gallery_per_identity=1, role_done=role_done)
         options = AugmentOptions(style=style, seed=seed, largest_only=True)
         cpu = plan_pool(workers)
+        recognition = recognition_pool(recognition_workers)
         ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,
                                                                 specs, crops, tracker),
                             fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                            batch_format="pyarrow", **cpu.map_batches_args(reserve_cpus=CPU_PER_ACTOR))
-        recognition = plan_pool(recognition_workers, gpu=cluster_has_gpus())
+                            batch_format="pyarrow", **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
         ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
                             fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
                             batch_format="pyarrow", **recognition.map_batches_args(initial=1))

@@ -41,6 +41,7 @@ def test_bad_worker_counts_are_refused(bad):
 def test_a_pool_starts_with_the_actors_that_fit_now_and_at_least_one():
     plan = plan_pool()
     assert plan.initial_actors({"CPU": 2.0}) == 2   # 2 x 0.9, and 0.2 left for the small tasks
+    assert plan.initial_actors({"CPU": 2.0}, reserve_cpus=0.1) == 2  # beside one light recognition actor
     assert plan.initial_actors({"CPU": 2.0}, reserve_cpus=0.9) == 1
     assert plan.initial_actors({"CPU": 16.0}) == 17 and plan_pool(4).initial_actors({"CPU": 16.0}) == 4
     assert plan.initial_actors({}) == 1              # a head with no CPUs: one actor, waiting for a node
