@@ -318,7 +318,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         if not manifest_store.exists(name):
             raise FileNotFoundError(f"{redact(input_uri)}: no such input manifest")
         images = open_store(images_uri if images_uri is not None else (parent or "."))
-        lister = ManifestLister(input_uri, output.uri, done_dir, done_where, progress)
+        # the read task runs in another process, with another working folder: give it an absolute URI
+        lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress)
         return images, [name], lister, notes
     images = open_store(input_uri)
     exclude = output_inside_input(images, output)
