@@ -19,7 +19,6 @@ from typing import Callable, Iterable
 
 from ray.data import Datasource
 
-GROUP_ROWS = 4096          # rows per block a read task yields
 MANIFEST_BUCKETS = 64      # groups of an input manifest
 
 
