@@ -14,6 +14,13 @@
 2. Tight crops of real masked faces: every face of >= 40 px that MTCNN finds in
    ../shared/data/masked_wild, cropped square at 1.05x its box to 128 px; found by each detector
    plainly, after padding (replicated, reflected or black border), and with the O-Net fallback.
+3. Real masked face crops (../shared/data/masked_crops, 425 masked and 665 unmasked 160 px crops of
+   133 people; its development half): faces found by the defaults of `--input-kind crops` and of
+   `--masked`, with and without the second look, where the faces came from, and recognition of the
+   masked crops (probes) against every unmasked crop (gallery) with sface, every probe counted
+   (`recog.metrics.probe_gallery_summary`).
+
+    .venv/bin/python bench/bench_masked_detection.py [--only masked_crops]
 """
 
 from __future__ import annotations
@@ -30,7 +37,54 @@ sys.path.insert(0, str(HERE))
 from lfw_like import tight_masked_crops  # noqa: E402
 
 
+def masked_crops_rows() -> None:
+    import csv
+
+    from maskgen.decode import decode_image
+    from maskgen.detect import MTCNN
+    from maskgen.finder import FaceFinder, FinderOptions
+    from recog.embed import Embedder
+    from recog.metrics import probe_gallery_summary
+
+    folder = DATA / "masked_crops"
+    rows = list(csv.DictReader((folder / "manifest.csv").open(encoding="utf-8")))
+    images = [decode_image((folder / r["path"]).read_bytes()) for r in rows]
+    is_probe = np.array([r["masked"] == "1" for r in rows])
+    ids = np.array([r["identity"] for r in rows])
+    mtcnn, embedder = MTCNN(), Embedder("sface")
+    print(f"Real masked crops (masked_crops: {is_probe.sum()} masked, {(~is_probe).sum()} unmasked, "
+          f"{len(set(ids))} people), sface, masked probes against every unmasked crop, every probe counted:")
+    print()
+    print("| finder | masked found | unmasked found | ms per crop | found by | AUC | TAR@FAR=0.1 | TAR@FAR=0.01 "
+          "| rank-1 | rank-1, mean templates |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    for kind in ("crops", "masked"):
+        for second in (False, True):
+            finder = FaceFinder(FinderOptions.for_inputs(kind, second_look=second), mtcnn=mtcnn)
+            started = time.perf_counter()
+            found = [finder.find(image) for image in images]
+            ms = 1000 * (time.perf_counter() - started) / len(images)
+            aligned = [embedder.align(image, [max(f, key=lambda x: x.width * x.height).points])[0] if f else None
+                       for image, f in zip(images, found)]
+            vectors = iter(embedder.embed_crops(np.stack([a for a in aligned if a is not None])))
+            emb = np.stack([next(vectors) if a is not None else np.ones(embedder.dim, np.float32) for a in aligned])
+            acquired = np.array([bool(f) for f in found])
+            sources: dict = {}
+            for f in found:
+                if f:
+                    sources[f[0].source] = sources.get(f[0].source, 0) + 1
+            fig = probe_gallery_summary(emb[is_probe], emb[~is_probe], ids[is_probe], ids[~is_probe],
+                                        acquired=acquired[is_probe])
+            print(f"| {kind}, second look {'on' if second else 'off'} | {acquired[is_probe].sum()}/{is_probe.sum()} "
+                  f"({acquired[is_probe].mean():.1%}) | {acquired[~is_probe].sum()}/{(~is_probe).sum()} | {ms:.1f} | "
+                  f"{', '.join(f'{k} {v}' for k, v in sorted(sources.items(), key=lambda kv: -kv[1]))} | "
+                  f"{100 * fig['auc']:.2f} | {100 * fig['tar@0.1']:.2f} | {100 * fig['tar@0.01']:.2f} | "
+                  f"{100 * fig['rank1']:.2f} | {100 * fig['rank1 template']:.2f} |")
+
+
 def main() -> None:
+    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "masked_crops":
+        return masked_crops_rows()
     from maskgen.align import alignment_matrix, transform_points
     from maskgen.boxes import iou_matrix
     from maskgen.decode import decode_image
@@ -127,6 +181,8 @@ def main() -> None:
         finder = FaceFinder(FinderOptions(crop_mode="on", crop_detector=det, pad_border="black"), mtcnn=mtcnn, yunet=yunet)
         cells.append(sum(bool(finder.find(c)) for c in crops))
     print(f"| padded, black border, then O-Net on the whole crop | {cells[0]} | {cells[1]} |")
+    print()
+    masked_crops_rows()
 
 
 if __name__ == "__main__":

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pad the image before detection: auto (when a face fills the image or a small "
                              "image has none), on (always, for datasets of tight crops) or off (never) "
                              "(default: the input kind's, on for crops, else auto)")
+        sp.add_argument("--second-look", choices=("on", "off"), default=None,
+                        help="when padding finds no face, look again more permissively and keep a plausible face "
+                             "that fills the crop (the manifest's and shards' `source` ends in +second-look) "
+                             "(default: the input kind's, on for masked and crops, off for photos)")
         sp.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
                         help=f"{alignment_help} (default five-point)")
 
@@ -309,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _on_off(value: str | None) -> bool | None:
+    return None if value is None else value == "on"
+
+
 def cmd_mask(args) -> int:
     from jobs.augment import plan_augment, run_augment
     from maskgen.augment import AugmentOptions
@@ -317,7 +325,8 @@ def cmd_mask(args) -> int:
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images))
         return 0
-    finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode)
+    finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
+                                      second_look=_on_off(args.second_look))
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only,
                              alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")
@@ -341,7 +350,8 @@ def cmd_embed(args) -> int:
                         images_uri=args.images, workers=args.workers, batch_size=args.batch_size,
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
-                        finder_kind=args.input_kind, crop_mode=args.crop_mode)
+                        finder_kind=args.input_kind, crop_mode=args.crop_mode,
+                        second_look=_on_off(args.second_look))
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 

@@ -294,17 +294,19 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
               workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
-              rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
+              second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
     Faces are found with `FinderOptions.for_inputs(finder_kind)` (`photos`, `masked`, `crops`; default
-    `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) overriding the preset's."""
+    `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) and `second_look` overriding
+    the preset's."""
     from maskgen.finder import FinderOptions
 
     check_batch_size(batch_size, rows_per_shard)
     started = time.perf_counter()
-    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode)
+    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
+                                      second_look=second_look)
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]

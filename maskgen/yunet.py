@@ -51,11 +51,14 @@ class YuNet:
     def version(self) -> str:
         return YUNET_VERSION
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, score_threshold: float | None = None) -> list[Face]:
+        """Faces of one RGB image, best score first; `score_threshold` overrides the options' for this
+        call (a second, more permissive look where a face is known to be there)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
         self._detector.setInputSize((w, h))
+        self._detector.setScoreThreshold(self.options.score_threshold if score_threshold is None else score_threshold)
         _, rows = self._detector.detect(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         faces = []
         for row in (rows if rows is not None else []):

@@ -25,6 +25,12 @@ Identification (probes against a gallery, `ids` name identities)
   is >= threshold. f < 1 / non-mated probes is refused.
 - Templates: one gallery entry per identity, the mean of its L2-normalised embeddings, normalised.
 
+Failures to acquire (ISO/IEC 19795-1: every sample counts). A probe in which no face was found
+has no scores; `unacquired_rejected` gives each of its comparisons a score below every real one
+(rejected at every threshold that accepts any real comparison), and `identification_stats(...,
+acquired=...)` counts it as never identified: a mated one misses at every rank and at every FPIR
+threshold, a non-mated one is never falsely identified.
+
 Seed readings (to compare with the seed project's tables; not the defaults)
 - `seed_tar_at_far`: scikit-learn's `roc_curve` (default thinning), the point whose FPR is nearest
   the target (ties: the one with the higher FPR, as the seed's reversed scan does).
@@ -256,14 +262,45 @@ def _codes(probe_ids, gallery_ids):
     return inverse[len(gallery_ids):], inverse[:len(gallery_ids)]
 
 
+def unacquired_rejected(matrix, acquired) -> np.ndarray:
+    """A copy of the probe x gallery score `matrix` whose rows of probes without a face (`acquired`
+    False; their values are ignored) lie strictly below every real score."""
+    m = np.array(matrix, dtype=np.float64)
+    acquired = np.asarray(acquired, dtype=bool).reshape(-1)
+    if m.ndim != 2 or len(acquired) != len(m):
+        raise ValueError(f"one acquired flag per row of a (P, G) matrix is needed, got {m.shape} and {acquired.shape}")
+    real = m[acquired]
+    if not np.isfinite(real).all():
+        raise ValueError("scores contain NaN or infinity")
+    m[~acquired] = (real.min() if real.size else 0.0) - 1.0
+    return m
+
+
 def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: str = "cosine",
-                         block: int = 256, keep_nonmated: int = 0) -> IdentificationStats:
+                         block: int = 256, keep_nonmated: int = 0, acquired=None) -> IdentificationStats:
     """Compare every probe embedding with every gallery embedding, `block` probes at a time.
 
     `probes` and `gallery` are embeddings (n, d), or `gallery=None` with `probes` a ready (P, G)
     score matrix. `keep_nonmated` keeps that many of the largest non-mated scores of mated probes
-    (the seed's FPIR reading). Memory: about 2 x block x gallery scores at a time.
+    (the seed's FPIR reading). `acquired` (bool per probe; default all) marks probes in which a face
+    was found: the others' rows are ignored and they count as never identified (module doc).
+    Memory: about 2 x block x gallery scores at a time.
     """
+    if acquired is not None:
+        acquired = np.asarray(acquired, dtype=bool).reshape(-1)
+        probe_ids = np.asarray(probe_ids).reshape(-1)
+        if len(acquired) != len(probe_ids) or len(probes) != len(probe_ids):
+            raise ValueError("one acquired flag, identity and row per probe is needed")
+        if not acquired.any():
+            raise ValueError("no probe was acquired")
+        sub = identification_stats(np.asarray(probes)[acquired], gallery, probe_ids[acquired], gallery_ids,
+                                   similarity, block, keep_nonmated)
+        mated = np.isin(probe_ids, np.asarray(gallery_ids).reshape(-1))
+        mated_score = np.where(mated, -np.inf, np.nan).astype(np.float32)
+        rank = np.where(mated, sub.gallery_size + 1, 0)
+        top_nonmated = np.full(len(probe_ids), -np.inf, np.float32)
+        mated_score[acquired], rank[acquired], top_nonmated[acquired] = sub.mated_score, sub.rank, sub.top_nonmated
+        return IdentificationStats(mated, mated_score, rank, top_nonmated, sub.nonmated_top, sub.gallery_size)
     if gallery is None:
         matrix = np.asarray(probes, dtype=np.float32)
         n_probes, n_gallery = matrix.shape
@@ -397,3 +434,26 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
         k = math.ceil(len(keep) * f)
         out["fpir"][str(f)] = float((pos > neg[k - 1]).mean())
     return out
+
+
+def probe_gallery_summary(probes, gallery, probe_ids, gallery_ids, acquired=None, fars=(0.1, 0.01),
+                          ranks=(1, 5)) -> dict:
+    """Verification and identification of every probe against every gallery entry (cosine), every
+    probe counted (`acquired` False: no face; see the module doc): `probes`, `acquired`, AUC,
+    `tar@<far>`, `rank<k>` against single gallery images (an identity's best image) and
+    `rank<k> template` against mean identity templates. Rates are fractions."""
+    probes, gallery = normalize_rows(probes), normalize_rows(gallery)
+    probe_ids, gallery_ids = np.asarray(probe_ids).reshape(-1), np.asarray(gallery_ids).reshape(-1)
+    acquired = np.ones(len(probes), bool) if acquired is None else np.asarray(acquired, dtype=bool).reshape(-1)
+    matrix = unacquired_rejected(probes @ gallery.T, acquired)
+    scores, labels = matrix.ravel(), (probe_ids[:, None] == gallery_ids[None, :]).ravel()
+    out = {"probes": len(probes), "acquired": int(acquired.sum()), "auc": auc(roc_curve(scores, labels))}
+    for far in fars:
+        out[f"tar@{far:g}"] = tar_at_far(scores, labels, far).tar
+    templates, template_ids = identity_templates(gallery, gallery_ids)
+    for suffix, g, ids in (("", gallery, gallery_ids), (" template", templates, template_ids)):
+        stats = identification_stats(probes, g, probe_ids, ids, acquired=acquired)
+        for k, rate in cmc(stats, ranks).items():
+            out[f"rank{k}{suffix}"] = rate
+    return out
+

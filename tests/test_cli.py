@@ -145,5 +145,7 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
                  "--masked", "--quiet"]) == 0
     shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == 6 and set(shards.status) == {"ok"}
-    args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked"])
-    assert (args.crop_mode, args.input_kind) == ("off", "masked")
+    args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked",
+                                      "--second-look", "off"])
+    assert (args.crop_mode, args.input_kind, args.second_look) == ("off", "masked", "off")
+    assert build_parser().parse_args(["embed", "a", "b"]).second_look is None  # the input kind's preset

@@ -174,6 +174,31 @@ def test_constructed_identification():
     assert r.threshold == pytest.approx(0.3) and r.tpir == 0.5
 
 
+def test_failures_to_acquire_count_as_rejected_and_never_identified():
+    # probes a, b, c, d, e against gallery identities a, b: b and d (unmated) had no face
+    sim = np.array([[0.9, 0.1], [0.0, 0.0], [0.3, 0.6], [0.0, 0.0], [0.7, 0.2]], np.float32)
+    acquired = np.array([True, False, True, False, True])
+    ids = ["a", "b", "b", "d", "e"]
+    stats = M.identification_stats(sim, None, ids, ["a", "b"], acquired=acquired)
+    assert stats.mated.tolist() == [True, True, True, False, False]
+    assert stats.rank.tolist() == [1, 3, 1, 0, 0]  # b misses at every rank of a 2-entry gallery
+    assert M.cmc(stats, (1, 2)) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
+    assert stats.top_nonmated[3] == -np.inf      # d is never falsely identified
+    r = M.tpir_at_fpir(stats, 0.5)  # threshold: e's top score 0.7; d, no face, is not above it
+    assert r.threshold == pytest.approx(0.7) and r.fpir == 0.5 and r.tpir == pytest.approx(1 / 3)
+    matrix = M.unacquired_rejected(sim, acquired)
+    np.testing.assert_allclose(matrix[1], [-0.9, -0.9], atol=1e-6)
+    assert matrix[3].max() < sim[acquired].min()
+    labels = np.array([[1, 0], [0, 1], [0, 1], [0, 0], [0, 0]])
+    # at the threshold of any real score, the unacquired genuine pair (b) is rejected
+    t = M.tar_at_far(matrix.ravel(), labels.ravel(), 1 / 7)  # 7 impostor pairs: threshold 0.7
+    assert t.tar == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="one acquired flag"):
+        M.unacquired_rejected(sim, acquired[:2])
+    with pytest.raises(ValueError, match="no probe was acquired"):
+        M.identification_stats(sim, None, ids, ["a", "b"], acquired=np.zeros(5, bool))
+
+
 def test_templates_are_normalised_means():
     x = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
     t, ids = M.identity_templates(x, ["p", "p", "q"])
