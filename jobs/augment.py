@@ -34,26 +34,18 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start
                        write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
+from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
 
 MANIFEST_DIR = "manifest"
-MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index", "output_key", "crop_key",
-                    "box", "score", "landmarks5", "landmarks68", "face_type", "yaw", "blur", "masked",
-                    "mask_style", "mask", "source", "alignment", "aligned5", "seed", "versions", "input_row", "node")
 WRITTEN_AS_IS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def manifest_schema(with_group: bool = False):
+    """The manifest's columns (`maskgen.record.FaceRecord.to_row("manifest")`), plus the group and
+    the `_first` flag the job carries to its shard writers."""
     import pyarrow as pa
 
-    floats = pa.list_(pa.float64())
-    fields = [("source_key", pa.string()), ("identity", pa.string()), ("status", pa.string()),
-              ("message", pa.string()), ("face_index", pa.int32()), ("output_key", pa.string()),
-              ("crop_key", pa.string()), ("box", floats), ("score", pa.float64()), ("landmarks5", floats),
-              ("landmarks68", floats), ("face_type", pa.string()), ("yaw", pa.float64()), ("blur", pa.float64()),
-              ("masked", pa.bool_()), ("mask_style", pa.string()), ("mask", pa.string()), ("source", pa.string()),
-              ("alignment", pa.string()), ("aligned5", floats), ("seed", pa.int64()), ("versions", pa.string()),
-              ("input_row", pa.string()), ("node", pa.string())]
-    return pa.schema(fields + ([("group", pa.string()), ("_first", pa.bool_())] if with_group else []))
+    return record_schema("manifest", extra=(("group", pa.string()), ("_first", pa.bool_())) if with_group else ())
 
 
 NAME_MAX = 255  # bytes in one path component on common file systems
@@ -115,7 +107,8 @@ class AugmentWorker:
             except StorageError:
                 raise  # the output cannot be written (full, gone): the job must stop, not record it
             except Exception as exc:  # one image's unexpected failure is its row, never the run's end
-                found = [{**self.image_row(key, item), "status": "error", "message": f"{type(exc).__name__}: {exc}"}]
+                found = [self.image_record(key, item).with_(
+                    status="error", message=f"{type(exc).__name__}: {exc}").to_row("manifest")]
             rows.extend({**r, "group": item["group"], "input_row": item["input_row"], "node": self.node}
                         for r in found)
         table = pa.Table.from_pylist(mark_first(rows), schema=self.schema)
@@ -126,31 +119,32 @@ class AugmentWorker:
         return table
 
     def rows_for(self, key: str, item: dict) -> list[dict]:
-        """The output rows of one input row (a subclass adds columns: jobs/run.py)."""
-        return self.process(key, item)
+        """The manifest rows of one input row (a subclass adds columns: jobs/run.py)."""
+        return [r.to_row("manifest") for r in self.process(key, item)]
 
-    def process(self, key: str, item: dict | None = None) -> list[dict]:
-        """Manifest rows for one image; `item` carries an input manifest's row (identity, masked flag,
-        face type, 68 landmarks, or the status it was refused with)."""
+    def process(self, key: str, item: dict | None = None) -> list[FaceRecord]:
+        """The face records of one image; `item` carries an input manifest's row (identity, masked
+        flag, face type, 68 landmarks, or the status it was refused with)."""
         return self.augment_image(key, item)[0]
 
     def augment_image(self, key: str, item: dict | None = None):
-        """(manifest rows, the decoded image or None, the AugmentResult or None) of one input."""
+        """(face records, the decoded image or None, the AugmentResult or None) of one input: the
+        masked image and crops are written and their keys set on the records."""
         from maskgen.decode import DecodeError, decode_image, encode_image
 
         item = item or {}
-        base = self.image_row(key, item)
+        base = self.image_record(key, item)
         if item.get("status"):
-            return [{**base, "status": str(item["status"]), "message": str(item.get("message") or "")}], None, None
+            return [base.with_(status=str(item["status"]), message=str(item.get("message") or ""))], None, None
         if item.get("masked"):
-            return [{**base, "status": "already_masked",
-                     "message": "the input manifest marks this image as masked; not masked again"}], None, None
+            return [base.with_(status="already_masked",
+                               message="the input manifest marks this image as masked; not masked again")], None, None
         try:
             image = decode_image(self.input.read(key), max_pixels=self.max_pixels)
         except DecodeError as exc:
-            return [{**base, "status": exc.status, "message": str(exc)}], None, None
+            return [base.with_(status=exc.status, message=str(exc))], None, None
         except (FileNotFoundError, UnreadableObject) as exc:
-            return [{**base, "status": getattr(exc, "status", "missing"), "message": str(exc)}], None, None
+            return [base.with_(status=getattr(exc, "status", "missing"), message=str(exc))], None, None
         if len(item.get("landmarks68", ())) == 136:
             result = self.mask_given(image, key, item)
         else:
@@ -158,31 +152,21 @@ class AugmentWorker:
         image_key, crop_prefix = output_keys(key)
         if result.image is not None:
             self.output.write(image_key, encode_image(result.image, PurePosixPath(image_key).suffix))
+        output_key = image_key if result.image is not None else None
         if result.status != "ok":
-            return [{**base, "status": result.status, "message": result.message,
-                     "output_key": image_key if result.image is not None else None}], image, result
-        rows, crops = [], iter(result.crops)
+            return [base.with_(status=result.status, message=result.message, output_key=output_key)], image, result
+        crops = iter(result.crops)
         for face in result.faces:
-            crop_key = None
+            face.identity, face.versions, face.output_key = base.identity, base.versions, output_key
             if face.masked and result.crops:
-                crop_key = f"{crop_prefix}_face{face.index}.jpg"
-                self.output.write(crop_key, encode_image(next(crops), ".jpg"))
-            rows.append({
-                **base, "status": "ok", "message": face.note or result.message, "face_index": face.index,
-                "output_key": image_key if result.image is not None else None, "crop_key": crop_key,
-                "box": face.box, "score": face.score, "landmarks5": [v for p in face.landmarks5 for v in p],
-                "landmarks68": [v for p in face.landmarks68 for v in p], "face_type": face.face_type,
-                "yaw": face.yaw, "blur": face.blur, "masked": face.masked,
-                "mask_style": (face.mask or {}).get("style"), "mask": json.dumps(face.mask) if face.mask else None,
-                "source": face.source, "alignment": face.alignment,
-                "aligned5": [v for p in face.aligned5 for v in p] if face.aligned5 else None,
-            })
-        return rows, image, result
+                face.crop_key = f"{crop_prefix}_face{face.face_index}.jpg"
+                self.output.write(face.crop_key, encode_image(next(crops), ".jpg"))
+        return result.faces, image, result
 
-    def image_row(self, key: str, item: dict) -> dict:
-        """The columns every manifest row of this image has."""
-        return {"source_key": key, "identity": item.get("identity") or folder_identity(key),
-                "seed": self.options.seed, "versions": self.versions, "face_index": -1}
+    def image_record(self, key: str, item: dict) -> FaceRecord:
+        """The record of an image before any face is found: what every one of its rows shares."""
+        return FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
+                          seed=self.options.seed, versions=self.versions)
 
     def mask_given(self, image, key: str, item: dict):
         """Mask the face an input manifest gives by its 68 landmarks (and face type): no detection."""

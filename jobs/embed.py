@@ -26,37 +26,17 @@ from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
                        write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
+from maskgen.record import FaceRecord, record_schema, records_table
 
 SHARD_DIR = "shards"
 
 
 def shard_schema(dim: int, with_group: bool = False):
+    """The shards' columns (`maskgen.record.FaceRecord.to_row("shard")`), plus the group and the
+    `_first` flag the job carries to its shard writers."""
     import pyarrow as pa
 
-    floats = pa.list_(pa.float64())
-    fields = [("key", pa.string()), ("identity", pa.string()), ("masked", pa.bool_()), ("face_index", pa.int32()),
-              ("model_id", pa.string()), ("mode", pa.string()), ("similarity", pa.string()),
-              ("status", pa.string()), ("message", pa.string()), ("embedding", pa.list_(pa.float32(), dim)),
-              ("box", floats), ("score", pa.float64()), ("landmarks5", floats), ("source", pa.string()),
-              ("alignment", pa.string()), ("input_row", pa.string()), ("node", pa.string())]
-    return pa.schema(fields + ([("group", pa.string()), ("_first", pa.bool_())] if with_group else []))
-
-
-def embedding_column(vectors: list, dim: int):
-    """A fixed-size list column of float32, null where a face has no vector."""
-    import pyarrow as pa
-
-    ok = np.array([v is not None for v in vectors], dtype=bool)
-    emb = np.zeros((len(vectors), dim), np.float32)
-    for i in np.nonzero(ok)[0]:
-        emb[i] = np.asarray(vectors[i], np.float32).reshape(dim)
-    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1), pa.float32()), dim, mask=pa.array(~ok))
-
-
-def _flat(points) -> list[float] | None:
-    if points is None:
-        return None
-    return [round(float(v), 2) for v in np.asarray(points, dtype=np.float64).reshape(-1)]
+    return record_schema("shard", dim, (("group", pa.string()), ("_first", pa.bool_())) if with_group else ())
 
 
 class EmbedWorker:
@@ -98,55 +78,56 @@ class EmbedWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        rows, vectors = [], []
+        records, groups = [], []
         for item in batch.to_pylist():
-            key = item["key"]
             try:
                 faces = self.process(item)
             except StorageError:
                 raise  # the input store failed as a whole: stop the job rather than record every image
             except Exception as exc:  # one face's unexpected failure is its row, never the run's end
-                faces = [{"face_index": int(item.get("face_index", -1)), "status": "error",
-                          "message": f"{type(exc).__name__}: {exc}"}]
-            for face in faces:
-                vectors.append(face.pop("vector", None) if face.get("status", "ok") == "ok" else None)
-                rows.append({"key": key, "identity": item.get("identity") or folder_identity(key),
-                             "masked": self.masked, "model_id": self.embedder.model_id, "mode": self.mode.name,
-                             "similarity": self.embedder.spec.similarity, "status": "ok", "message": "",
-                             "input_row": item["input_row"], "group": item["group"], "node": self.node,
-                             **{k: v for k, v in face.items() if k != "vector"}})
-        mark_first(rows)
-        schema = shard_schema(self.embedder.dim, with_group=True)
-        columns = {f.name: [r.get(f.name) for r in rows] for f in schema if f.name != "embedding"}
-        columns["embedding"] = embedding_column(vectors, self.embedder.dim)
-        table = pa.table({f.name: columns[f.name] for f in schema}, schema=schema)
+                faces = [self.input_record(item).with_(status="error", message=f"{type(exc).__name__}: {exc}")]
+            records.extend(faces)
+            groups.extend([item["group"]] * len(faces))
+        first = [f["_first"] for f in mark_first([{"input_row": r.input_row} for r in records])]
+        table = records_table(records, "shard", self.embedder.dim,
+                              extra={"group": (pa.string(), groups), "_first": (pa.bool_(), first)})
         if self.progress is not None:
             inputs = table.column("input_row").to_pylist()
             statuses = table.column("status").to_pylist()
             self.progress.batch.remote(len(set(inputs)), statuses.count("ok"), status_counts(inputs, statuses))
         return table
 
-    def process(self, item: dict) -> list[dict]:
-        """The faces of one input row: dicts of face_index, vector (when ok), status, message and the
-        face's box, score, landmarks5, source and alignment."""
+    def input_record(self, item: dict) -> FaceRecord:
+        """The record of one input row before any face is embedded (from an augment output: the
+        face augment found, with its points and how they were chosen)."""
+        key = item["key"]
+        record = FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
+                            input_row=item["input_row"], masked=self.masked, model_id=self.embedder.model_id,
+                            mode=self.mode.name, similarity=self.embedder.spec.similarity, node=self.node)
+        if self.from_augment:
+            record = record.with_(face_index=int(item["face_index"]), box=item.get("box"), score=item.get("score"),
+                                  landmarks5=item.get("landmarks5"), aligned5=item.get("aligned5"),
+                                  source=item.get("source"), alignment=item.get("alignment"))
+        return record
+
+    def process(self, item: dict) -> list[FaceRecord]:
+        """The face records of one input row, each with its embedding when it has one."""
         from maskgen.decode import DecodeError, decode_image
 
-        face_index = int(item["face_index"]) if self.from_augment else -1
+        base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
-            return [{"face_index": face_index, "status": str(item["status"]), "message": str(item["message"])}]
+            return [base.with_(status=str(item["status"]), message=str(item["message"]))]
         image_key = item.get("image_key") or item["key"]
         try:
             image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
         except (DecodeError, FileNotFoundError, UnreadableObject) as exc:
-            return [{"face_index": face_index, "status": getattr(exc, "status", "missing"), "message": str(exc)}]
+            return [base.with_(status=getattr(exc, "status", "missing"), message=str(exc))]
         if self.from_augment:  # the points are final: chosen by augment on the unmasked image
-            points = np.asarray(item["points"], dtype=np.float64).reshape(5, 2)
-            vector = self.embedder.embed_faces(image, [points])[0].astype(np.float32)
-            return [{"face_index": face_index, "vector": vector, "box": item.get("box"), "score": item.get("score"),
-                     "landmarks5": _flat(points), "source": item.get("source"), "alignment": item.get("alignment")}]
+            vector = self.embedder.embed_faces(image, [np.asarray(item["points"]).reshape(5, 2)])[0]
+            return [base.with_(embedding=vector)]
         faces = self.finder.find(image)
         if not faces:
-            return [{"face_index": -1, "status": "no_face", "message": "no face found"}]
+            return [base.with_(status="no_face", message="no face found")]
         if not self.all_faces:
             faces = [max(faces, key=lambda f: f.width * f.height)]
         points, lm68 = [f.points for f in faces], None
@@ -159,9 +140,9 @@ class EmbedWorker:
         vectors = self.embedder.embed_faces(
             image, points, lm68, alignment=self.alignment,
             locate_eyes=lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
-        return [{"face_index": idx, "vector": vec.astype(np.float32), "box": _flat(f.box),
-                 "score": round(float(f.score), 6), "landmarks5": _flat(f.points), "source": f.source,
-                 "alignment": self.alignment} for idx, (f, vec) in enumerate(zip(faces, vectors))]
+        return [base.with_(face_index=idx, embedding=vec, box=f.box, score=f.score, landmarks5=f.points,
+                           source=f.source, alignment=self.alignment)
+                for idx, (f, vec) in enumerate(zip(faces, vectors))]
 
 
 class AugmentLister:
@@ -194,6 +175,7 @@ class AugmentLister:
                              "input_row": input_row, "status": "", "message": "", "image_key": r["output_key"],
                              "face_index": int(r["face_index"]), "points": r[self.points_column],
                              "box": r["box"], "score": r["score"], "source": r["source"],
+                             "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
                              "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
         if self.progress is not None:
             self.progress.list.remote(len(rows), skipped)
@@ -202,6 +184,7 @@ class AugmentLister:
                             ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),
                             ("image_key", pa.string()), ("face_index", pa.int32()), ("points", floats),
                             ("box", floats), ("score", pa.float64()), ("source", pa.string()),
+                            ("landmarks5", floats), ("aligned5", floats),
                             ("alignment", pa.string())])
         for i in range(0, len(rows), self.chunk):
             yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=schema)

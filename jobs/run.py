@@ -29,14 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
-from jobs.embed import SHARD_DIR, embedding_column, shard_schema
+from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_dataset
 from jobs.lease import Lease
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
-from jobs.sink import ROWS_PER_SHARD, JobSummary, input_counts, run_to_end, shard_name, start_progress
+from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_to_end, start_progress
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
+from maskgen.record import FaceRecord, embedding_array, records_table
 from recog.matching import mode_from_name
 
 # plain and mask-aware side by side: on the faces measured here (README, "Mask-aware matching") the
@@ -101,20 +102,18 @@ class PrepareWorker(AugmentWorker):
     def rows_for(self, key: str, item: dict) -> list[dict]:
         from maskgen.align import align_face
 
-        rows, image, result = self.augment_image(key, item)
-        for row in rows:
-            row["gallery"] = bool(item.get("gallery"))
+        records, image, result = self.augment_image(key, item)
+        rows = [{**r.to_row("manifest"), "gallery": bool(item.get("gallery"))} for r in records]
         if result is None or result.status != "ok":
             return rows
         wanted = self.crops["gallery" if item.get("gallery") else "probe"]
-        for row, face in zip(rows, result.faces):
+        for row, face in zip(rows, records):
             if not face.masked:
                 continue
-            points = np.asarray(face.aligned5 or face.landmarks5, dtype=np.float64).reshape(5, 2)
             for m, spec in self.specs.items():
                 for crop in wanted:
                     picture = image if crop == "unmasked" else result.image
-                    row[crop_column(m, crop)] = align_face(picture, points, spec.face_template).tobytes()
+                    row[crop_column(m, crop)] = align_face(picture, face.alignment_points, spec.face_template).tobytes()
         return rows
 
 
@@ -151,7 +150,7 @@ class RecognizeWorker:
                 for i, v in zip(rows, embedder.embed_crops(crops)):
                     vectors[i] = v
             batch = batch.append_column(pa.field(t.column, pa.list_(pa.float32(), t.dim)),
-                                        embedding_column(vectors, t.dim))
+                                        embedding_array(vectors, t.dim))
         batch = batch.append_column("recognition_node", pa.array([self.node] * batch.num_rows, pa.string()))
         return batch.drop_columns([c for c in batch.column_names if c.startswith("crop:")])
 
@@ -159,50 +158,38 @@ class RecognizeWorker:
 def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
     """Ray Data map function: per group, one shard in every target folder (every image of the
     target's role gets a row; null embedding and the reason when it has no masked face), then the
-    manifest shard, last: a manifest row means the image is done everywhere."""
-    import io
-
+    manifest shard, last: a manifest row means the image is done everywhere. Shard rows are the
+    manifest's face records with their embedding (`FaceRecord.to_row("shard")`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     store = open_store(output_uri)
     manifest_columns = [f.name for f in manifest_schema()]
     shards = 0
-
-    def put(directory: str, part, gid: str) -> None:
-        sink = io.BytesIO()
-        pq.write_table(part, sink)
-        store.write(f"{directory}/{gid}/{shard_name(part.column('input_row').to_pylist())}", sink.getvalue())
-
     for gid in pc.unique(table.column("group")).to_pylist():
         part = table.filter(pc.equal(table.column("group"), gid))
         rows = part.to_pylist()
         for t in targets:
-            schema = shard_schema(t.dim)
             by_input: dict = {}
             for r in rows:
                 if bool(r["gallery"]) == t.gallery:
                     by_input.setdefault(r["input_row"], []).append(r)
-            out, vectors = [], []
-            for input_row, faces in by_input.items():
+            records = []
+            for faces in by_input.values():
                 embedded = [r for r in faces if r[t.column] is not None]
                 for r in embedded or faces[:1]:
-                    status, message = ("ok", "") if embedded else (
-                        (r["status"], r["message"]) if r["status"] != "ok" else ("no_face", "no masked face"))
-                    out.append({"key": r["source_key"], "identity": r["identity"], "masked": not t.gallery,
-                                "face_index": r["face_index"] if embedded else -1, "model_id": t.model_id,
-                                "mode": t.mode, "similarity": t.similarity, "status": status, "message": message,
-                                "box": r["box"], "score": r["score"], "landmarks5": r["aligned5"] or r["landmarks5"],
-                                "source": r["source"], "alignment": r["alignment"], "input_row": input_row,
-                                "node": r["recognition_node"]})
-                    vectors.append(r[t.column] if embedded else None)
-            if out:
-                columns = {f.name: [o.get(f.name) for o in out] for f in schema if f.name != "embedding"}
-                columns["embedding"] = embedding_column(vectors, t.dim)
-                put(f"{t.folder}/{SHARD_DIR}", pa.table({f.name: columns[f.name] for f in schema}, schema=schema), gid)
+                    record = FaceRecord.from_row(r).with_(masked=not t.gallery, model_id=t.model_id, mode=t.mode,
+                                                          similarity=t.similarity, node=r["recognition_node"])
+                    if embedded:
+                        record = record.with_(embedding=r[t.column], status="ok", message="")
+                    else:  # the image's reason, or its faces were all left unmasked
+                        record = record.with_(face_index=-1, **({} if r["status"] != "ok" else
+                                                                {"status": "no_face", "message": "no masked face"}))
+                    records.append(record)
+            if records:
+                put_shard(store, f"{t.folder}/{SHARD_DIR}", gid, records_table(records, "shard", t.dim))
                 shards += 1
-        put(f"masked/{MANIFEST_DIR}", part.select(manifest_columns), gid)
+        put_shard(store, f"masked/{MANIFEST_DIR}", gid, part.select(manifest_columns))
         shards += 1
     counts = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],

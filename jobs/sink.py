@@ -61,7 +61,6 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -
     `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     from jobs.storage import open_store
 
@@ -70,17 +69,22 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -
     counts = input_counts(table)
     transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
     for group in pc.unique(table.column("group")).to_pylist():
-        part = table.filter(pc.equal(table.column("group"), group)).drop_columns(transient)
-        sink = io.BytesIO()
-        pq.write_table(part, sink)
-        store.write(f"{directory}/{group}/{shard_name(part.column('input_row').to_pylist())}",
-                    sink.getvalue())
+        put_shard(store, directory, group, table.filter(pc.equal(table.column("group"), group)).drop_columns(transient))
         shards += 1
     if faces_column == "status":  # embedding shards: a face counts when it has a vector
         faces = table.column("status").to_pylist().count("ok")
     else:
         faces = int(pc.sum(pc.cast(pc.fill_null(table.column(faces_column), False), pa.int64())).as_py() or 0)
     return {"inputs": [sum(counts.values())], "faces": [faces], "shards": [shards], "statuses": [json.dumps(counts)]}
+
+
+def put_shard(store, directory: str, group: str, table) -> None:
+    """Write `table` (the rows of one group) as its shard: `<directory>/<group>/part-<hash>.parquet`."""
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    store.write(f"{directory}/{group}/{shard_name(table.column('input_row').to_pylist())}", sink.getvalue())
 
 
 def input_counts(table) -> dict:

@@ -5,7 +5,7 @@
     result.status          # "ok" or "no_face"
     result.image           # the whole image, every mask drawn (outputs "image" or "both")
     result.crops           # one aligned crop per masked face (outputs "crops" or "both")
-    result.faces           # FaceRecord per detected face: box, points, face type, mask params
+    result.faces           # maskgen.record.FaceRecord per detected face: box, points, face type, mask
 
 The mask of face i of image `key` is drawn with `mask_rng(seed, key, i)`, so reruns are
 byte-identical and any single face can be re-rendered from its record.
@@ -13,7 +13,7 @@ byte-identical and any single face can be re-rendered from its record.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FaceFinder, FinderOptions, alignment_points
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
 from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
+from maskgen.record import FaceRecord
 
 OUTPUTS = ("image", "crops", "both")
 
@@ -68,29 +69,6 @@ class AugmentOptions:
             raise ValueError(f"crop_size must be at least 16, got {self.crop_size}")
         if self.min_face_size < 0:
             raise ValueError("min_face_size must be >= 0")
-
-
-@dataclass
-class FaceRecord:
-    """One face of one image, as the manifest stores it."""
-
-    index: int
-    box: list[float]
-    score: float
-    landmarks5: list[list[float]]
-    landmarks68: list[list[float]]
-    face_type: str
-    yaw: float
-    blur: float
-    masked: bool
-    mask: dict | None = None
-    note: str = ""
-    source: str = "mtcnn"          # which detection path found the face (see maskgen.finder)
-    alignment: str = "five-point"  # how the crop was aligned
-    aligned5: list[list[float]] | None = None  # the 5 points the crop was aligned with
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -187,13 +165,10 @@ class Augmenter:
             align_pts, how = alignment_points(points5[i], lm, opts.alignment,
                                               lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
             records.append(FaceRecord(
-                index=i, box=[round(float(v), 2) for v in boxes[i]], score=round(float(scores[i]), 6),
-                landmarks5=np.round(np.asarray(points5[i], dtype=np.float64), 2).tolist(),
-                landmarks68=np.round(lm, 2).tolist(), face_type=ftype.code,
-                yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4),
-                masked=masked, mask=params, note=note,
-                source=sources[i] if sources else "given", alignment=how,
-                aligned5=np.round(align_pts, 2).tolist(),
+                source_key=key, face_index=i, box=boxes[i], score=scores[i], landmarks5=points5[i],
+                landmarks68=lm, face_type=ftype.code, yaw=round(float(ftype.yaw), 2),
+                blur=round(float(ftype.blur), 4), masked=masked, mask=params, message=note,
+                source=sources[i] if sources else "given", alignment=how, aligned5=align_pts, seed=opts.seed,
             ))
             if masked:
                 crop_points.append(align_pts)
@@ -202,6 +177,8 @@ class Augmenter:
             crops = [align_face(out, pts, self.template) for pts in crop_points]
         masked_count = sum(r.masked for r in records)
         message = f"{masked_count} of {n} face(s) masked"
+        for record in records:  # a face without a note of its own carries the image's
+            record.message = record.message or message
         return AugmentResult(key, "ok", message, w, h, records,
                              out if opts.outputs in ("image", "both") else None, crops)
 

@@ -33,7 +33,7 @@ def test_every_face_above_the_minimum_is_masked(augmenter, shared_data):
     assert len(result.crops) == sum(f.masked for f in result.faces)
     assert all(c.shape == (112, 112, 3) for c in result.crops)
     assert result.image.shape == image.shape and not np.array_equal(result.image, image)
-    json.dumps([f.to_dict() for f in result.faces])  # manifest-ready
+    json.dumps([f.to_row("manifest") for f in result.faces])  # manifest-ready
 
 
 def test_rerun_is_byte_identical_and_seed_changes_it(augmenter, detector, predictor, shared_data):
@@ -53,8 +53,8 @@ def test_largest_only_and_outputs(detector, predictor, shared_data):
     masked = [f for f in result.faces if f.masked]
     assert len(masked) == 1 and result.image is None and len(result.crops) == 1
     biggest = max(result.faces, key=lambda f: max(f.box[2] - f.box[0], f.box[3] - f.box[1]))
-    assert masked[0].index == biggest.index
-    assert all(f.note == "not the largest face" for f in result.faces if not f.masked)
+    assert masked[0].face_index == biggest.face_index
+    assert all(f.message == "not the largest face" for f in result.faces if not f.masked)
     whole = Augmenter(AugmentOptions(outputs="image", crop_size=96), detector=detector, predictor=predictor)
     result = whole.augment(image, "x")
     assert result.image is not None and result.crops == []

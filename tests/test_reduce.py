@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.embed import embedding_column, shard_schema
 from jobs.reduce import _probe_task, merge_blocks, score_block
 from jobs.score import score
+from maskgen.record import FaceRecord, records_table
 from recog import metrics as M
 
 
@@ -49,15 +48,13 @@ def test_a_shard_with_a_failed_face_is_read_without_shifting_embeddings(tmp_path
     probes, p_ids = faces(n_ids=3, per_id=3, seed=3)
     vectors = [None] + list(probes[1:])
     status = ["no_face"] + ["ok"] * (len(p_ids) - 1)
-    schema = shard_schema(probes.shape[1])
-    rows = {"key": [f"{p}/{i}.jpg" for i, p in enumerate(p_ids)], "identity": list(p_ids), "masked": [True] * 9,
-            "face_index": [0] * 9, "model_id": ["m"] * 9, "mode": ["plain"] * 9, "similarity": ["cosine"] * 9,
-            "status": status, "message": [""] * 9, "input_row": [f"{p}/{i}.jpg" for i, p in enumerate(p_ids)]}
-    columns = {f.name: rows.get(f.name, [None] * 9) for f in schema if f.name != "embedding"}
-    columns["embedding"] = embedding_column(vectors, probes.shape[1])
+    records = [FaceRecord(source_key=f"{p}/{i}.jpg", identity=p, input_row=f"{p}/{i}.jpg", masked=True, face_index=0,
+                          model_id="m", mode="plain", similarity="cosine", status=st, embedding=v)
+               for i, (p, st, v) in enumerate(zip(p_ids, status, vectors))]
+    rows = {"key": [r.source_key for r in records]}
     out = tmp_path / "p" / "shards" / "g=x"
     out.mkdir(parents=True)
-    pq.write_table(pa.table({f.name: columns[f.name] for f in schema}, schema=schema), out / "part-1.parquet")
+    pq.write_table(records_table(records, "shard", probes.shape[1]), out / "part-1.parquet")
     gallery, g_ids = faces(n_ids=3, per_id=1, seed=4)
     got = _probe_task(["shards/g=x/part-1.parquet"], str(tmp_path / "p"), M.normalize_rows(gallery), g_ids, set(),
                       "cosine", None, 1, 0)

@@ -1,0 +1,60 @@
+"""One face record from detection to embedding: its manifest and shard rows are its own fields."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from maskgen.record import MANIFEST_COLUMNS, SHARD_COLUMNS, FaceRecord, record_schema, records_table
+
+
+def a_face(**changes) -> FaceRecord:
+    rng = np.random.default_rng(1)
+    face = FaceRecord(source_key="p1/a.jpg", identity="p1", input_row="p1/a.jpg", face_index=0,
+                      box=[10.123, 20.0, 90.5, 110.25], score=0.9987654321, landmarks5=rng.uniform(0, 100, (5, 2)),
+                      source="mtcnn", landmarks68=rng.uniform(0, 100, (68, 2)), face_type="0_0", yaw=3.5, blur=0.01,
+                      masked=True, mask={"style": "surgical", "colour": [1, 2, 3]}, alignment="eyes",
+                      aligned5=rng.uniform(0, 100, (5, 2)), output_key="images/p1/a.jpg",
+                      crop_key="crops/p1/a.jpg_face0.jpg", seed=7, versions='{"detector": "x"}', node="n1")
+    return face.with_(**changes)
+
+
+def test_manifest_row_is_the_record_and_reads_back():
+    face = a_face()
+    row = face.to_row("manifest")
+    assert tuple(row) == MANIFEST_COLUMNS
+    assert row["mask_style"] == "surgical" and isinstance(row["mask"], str)
+    assert len(row["landmarks5"]) == 10 and len(row["landmarks68"]) == 136 and row["box"][0] == 10.12
+    back = FaceRecord.from_row(row)
+    assert back == face  # rounding happens once, when the record is made
+    table = records_table([face], "manifest")
+    assert table.schema == record_schema("manifest")
+    assert FaceRecord.from_row(table.to_pylist()[0]) == face
+
+
+def test_shard_row_carries_the_embedding_and_the_face_it_came_from():
+    vector = np.arange(8, dtype=np.float32)
+    face = a_face(embedding=vector, model_id="sface:abc", mode="plain", similarity="cosine")
+    table = records_table([face, a_face(status="no_face", face_index=-1, message="no face found")], "shard", 8)
+    assert tuple(table.column_names) == SHARD_COLUMNS
+    assert table.schema.field("embedding").type == pa.list_(pa.float32(), 8)
+    first, failed = table.to_pylist()
+    assert first["key"] == "p1/a.jpg" and first["landmarks5"] == face.to_row("manifest")["landmarks5"]
+    assert first["aligned5"] is not None and first["alignment"] == "eyes" and first["source"] == "mtcnn"
+    assert failed["embedding"] is None and failed["status"] == "no_face"
+    back = FaceRecord.from_row(first)
+    np.testing.assert_array_equal(back.embedding, vector)
+    assert back.source_key == face.source_key and back.aligned5 == face.aligned5 and back.landmarks68 is None
+
+
+def test_an_input_without_a_face_is_a_record_too_and_views_are_checked():
+    empty = FaceRecord(source_key="x.jpg", status="corrupt", message="not an image")
+    row = empty.to_row("manifest")
+    assert row["face_index"] == -1 and row["box"] is None and row["mask"] is None and not empty.found
+    with pytest.raises(ValueError, match="view"):
+        empty.to_row("report")
+    with pytest.raises(ValueError, match="embedding size"):
+        record_schema("shard")
+    with pytest.raises(ValueError, match="expected 5 points|cannot reshape"):
+        FaceRecord(source_key="x", landmarks5=[1.0, 2.0, 3.0]).alignment_points
