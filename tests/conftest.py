@@ -210,7 +210,7 @@ class RayNodes:
                 p.terminate()
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(list(procs), timeout=15)
+        _, alive = psutil.wait_procs(list(procs), timeout=5)  # a throwaway cluster: no grace beyond this
         for p in alive:
             try:
                 p.kill()
