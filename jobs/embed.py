@@ -308,8 +308,28 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     return summary
 
 
-def read_shards(uri: str):
-    """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32)."""
+NOT_FAILURES = ("ok", "duplicate")  # a duplicate input row repeats another sample; it is not one of its own
+
+
+def failed_samples(table):
+    """The rows of a shard table whose image gave no face (no face found, unreadable, refused), one per
+    image: `key`, `identity`, `status` (the failures to acquire of recog.metrics)."""
+    import pyarrow.compute as pc
+
+    failed = table.filter(pc.invert(pc.is_in(table.column("status"), value_set=pa_strings(NOT_FAILURES))))
+    return failed.select(["key", "identity", "status"]).to_pandas().drop_duplicates("key").reset_index(drop=True)
+
+
+def pa_strings(values):
+    import pyarrow as pa
+
+    return pa.array(list(values), pa.string())
+
+
+def read_shards(uri: str, with_failures: bool = False):
+    """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32) of the
+    faces that have an embedding; with `with_failures`, also the images that gave none
+    (`failed_samples`)."""
     import pyarrow as pa
     import pyarrow.compute  # noqa: F401  (pa.compute)
 
@@ -317,9 +337,10 @@ def read_shards(uri: str):
     tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
-    table = pa.concat_tables(tables)
-    table = table.filter(pa.compute.equal(table.column("status"), "ok"))
+    whole = pa.concat_tables(tables)
+    table = whole.filter(pa.compute.equal(whole.column("status"), "ok"))
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-    return table.drop(["embedding"]).to_pandas(), emb
+    rows = table.drop(["embedding"]).to_pandas()
+    return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)

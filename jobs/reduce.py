@@ -23,12 +23,14 @@ from recog import metrics as M
 
 
 def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1):
-    """(normalised embeddings, identities, keys, model_id, similarity) of the gallery split: the
-    first `gallery_per_identity` images of each identity in key order (jobs.score.split_gallery)."""
+    """(normalised embeddings, identities, keys, model_id, similarity, (faces, images without a face)
+    of the whole gallery shards) of the gallery split: the first `gallery_per_identity` images of each
+    identity in key order (jobs.score.split_gallery)."""
     from jobs.embed import read_shards
     from jobs.score import split_gallery
 
-    rows, emb = read_shards(gallery_uri)
+    rows, emb, failed = read_shards(gallery_uri, with_failures=True)
+    counts = (len(rows), len(failed))  # the gallery side's samples: faces with an embedding, images without
     keys = split_gallery(rows, gallery_per_identity)
     keep = rows.key.isin(keys).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
@@ -36,7 +38,7 @@ def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1):
     if similarity == "cosine":
         emb = M.normalize_rows(emb)
     return (np.ascontiguousarray(emb, np.float32), rows.identity.to_numpy().astype(str),
-            rows.key.to_numpy().astype(str), str(rows.model_id.iloc[0]) if len(rows) else "", similarity)
+            rows.key.to_numpy().astype(str), str(rows.model_id.iloc[0]) if len(rows) else "", similarity, counts)
 
 
 def score_block(probe_emb, probe_ids, gallery, gallery_ids, similarity: str, impostors_per_probe: int | None,
@@ -98,11 +100,15 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
 
     from jobs.storage import open_store, read_parquet_bytes
 
+    from jobs.embed import failed_samples
+
     store = open_store(probe_uri)
     tables = [read_parquet_bytes(store.read(k)) for k in shard_keys]
     table = pa.concat_tables(tables) if tables else None
     if table is None or table.num_rows == 0:
         return None
+    failed = failed_samples(table)
+    failed = failed[~failed.key.isin(exclude_keys)]
     # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
     table = table.filter(pc.equal(table.column("status"), "ok"))
     rows = table.drop(["embedding"]).to_pandas()
@@ -111,8 +117,9 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
     keep = ~rows.key.isin(exclude_keys).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
+    failed_ids = failed.identity.to_numpy().astype(str)
     if not len(rows):
-        return None
+        return {"keys": [], "failed": failed_ids} if len(failed_ids) else None
     # probes in a canonical order (key, face) so the result does not depend on how shards are cut
     order = np.lexsort((rows.face_index.to_numpy(), rows.key.to_numpy().astype(str)))
     rows, emb = rows.iloc[order].reset_index(drop=True), emb[order]
@@ -120,6 +127,7 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
     out = score_block(emb, rows.identity.to_numpy().astype(str), gallery_ref, gallery_ids, similarity,
                       impostors_per_probe, keep_nonmated, seed, keys)
     out["keys"] = keys
+    out["failed"] = failed_ids
     return out
 
 
@@ -132,11 +140,12 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
 
     from jobs.embed import SHARD_DIR
     from jobs.pool import TASK_CPUS, ensure_ray
+    from jobs.score import counted_result
     from jobs.storage import open_store
-    from recog.report import evaluate
+    from recog.report import acquisition_counts
 
     ensure_ray()
-    gallery, g_ids, g_keys, model_id, similarity = gallery_matrix(gallery_uri, gallery_per_identity)
+    gallery, g_ids, g_keys, model_id, similarity, gallery_counts = gallery_matrix(gallery_uri, gallery_per_identity)
     name = name or model_id.split("@")[0]
     if len(g_ids) == 0:
         raise ValueError("need masked probes and unmasked gallery embeddings to score")
@@ -156,13 +165,14 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
     keep = max(1, int(np.ceil(n_mated_upper * 0.1)))
     blocks = [b for b in ray.get([task.remote(g, store.uri, gallery_ref, g_ids, exclude, similarity, per_probe,
                                               keep, seed) for g in groups]) if b is not None]
-    blocks.sort(key=lambda b: b["keys"][0])
+    failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
+    blocks = sorted((b for b in blocks if b["keys"]), key=lambda b: b["keys"][0])
     scores, labels, stats = merge_blocks(blocks, len(g_ids), keep)
     n_mated = int(stats.mated.sum())
     stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
                                   stats.nonmated_top[:max(1, int(np.ceil(n_mated * 0.1)))], stats.gallery_size)
-    has_both = labels.any() and not labels.all()
-    return evaluate(name, scores if has_both else None, labels if has_both else None, stats=stats), model_id
+    acquisition = acquisition_counts(n_probes, len(failed_ids), *gallery_counts)
+    return counted_result(name, scores, labels, stats, g_ids, failed_ids, per_probe, acquisition), model_id
 
 
 def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> int:

@@ -21,18 +21,21 @@ import numpy as np
 from jobs.embed import SHARD_DIR, read_shards
 from jobs.storage import open_store, redact
 from recog import metrics as M
-from recog.report import evaluate, write_report
+from recog.report import acquisition_counts, evaluate, write_report
 
 
 def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarity: str = "cosine",
-          max_pairs: int = 2_000_000, seed: int = 0):
-    """MethodResult for masked probes against an unmasked gallery (pure: arrays in, figures out)."""
+          max_pairs: int = 2_000_000, seed: int = 0, failed=None, acquisition: dict | None = None):
+    """MethodResult for masked probes against an unmasked gallery (pure: arrays in, figures out).
+    `failed` (rows with `identity`: probe images in which no face was found) count as every sample
+    counts (recog.metrics): the headline figures include them, `acquired_only` leaves them out."""
     p_ids = probe_rows.identity.to_numpy().astype(str)
     g_ids = gallery_rows.identity.to_numpy().astype(str)
     if len(p_ids) == 0 or len(g_ids) == 0:
         raise ValueError("need masked probes and unmasked gallery embeddings to score")
     rng = np.random.default_rng(seed)
     scores, labels = [], []
+    sampled = len(p_ids) * len(g_ids) > max_pairs
     per_probe_impostors = max(1, max_pairs // max(1, len(p_ids)) - 1)
     for i in range(0, len(p_ids), 256):
         sim = M.similarity_matrix(probe_emb[i:i + 256], gallery_emb, similarity)
@@ -40,23 +43,43 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
         for r in range(sim.shape[0]):
             gen = np.nonzero(same[r])[0]
             imp = np.nonzero(~same[r])[0]
-            if len(p_ids) * len(g_ids) > max_pairs and len(imp) > per_probe_impostors:
+            if sampled and len(imp) > per_probe_impostors:
                 imp = rng.choice(imp, per_probe_impostors, replace=False)
             scores += [sim[r, gen], sim[r, imp]]
             labels += [np.ones(len(gen), np.int8), np.zeros(len(imp), np.int8)]
     return method_result(name, np.concatenate(scores), np.concatenate(labels), p_ids, g_ids, probe_emb, gallery_emb,
-                         similarity)
+                         similarity, failed_ids=None if failed is None else failed.identity.to_numpy().astype(str),
+                         impostors_per_probe=per_probe_impostors if sampled else None, acquisition=acquisition)
 
 
-def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine"):
+def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine",
+                  failed_ids=None, impostors_per_probe: int | None = None, acquisition: dict | None = None):
     """Verification from the pair scores (when there are both genuine and impostor pairs) and
     identification of the probes against the gallery: embeddings, or with `gallery=None` a ready
-    probe x gallery score matrix in `probes`."""
+    probe x gallery score matrix in `probes`. With `acquisition` (recog.report.acquisition_counts), the
+    probes of `failed_ids` (no face) are counted in the headline figures and the figures over the
+    acquired probes alone are kept beside them (`acquired_only`)."""
     n_mated = int(np.isin(p_ids, g_ids).sum())
     stats = M.identification_stats(probes, gallery, p_ids, g_ids, similarity,
                                    keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
-    has_both = labels.any() and not labels.all()
-    return evaluate(name, scores if has_both else None, labels if has_both else None, stats=stats)
+    return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition)
+
+
+def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,
+                   acquisition: dict | None = None):
+    """The MethodResult of acquired probes' pair scores and identification stats, every sample counted
+    when `acquisition` is given (shared by the single-process and the distributed reducer)."""
+    def result(s, lab, st):
+        has_both = lab.any() and not lab.all()
+        return evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
+
+    only = result(scores, labels, stats)
+    if acquisition is None:
+        return only
+    failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
+    headline = result(*M.with_failures_to_acquire(scores, labels, stats, failed_ids, g_ids, impostors_per_probe))
+    headline.acquisition, headline.acquired_only = acquisition, only
+    return headline
 
 
 def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
@@ -89,6 +112,8 @@ class Split:
     gallery_emb: np.ndarray
     model_id: str
     similarity: str
+    failed: object = None        # probe images without a face (key, identity, status)
+    acquisition: dict | None = None
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -97,23 +122,30 @@ class Split:
 
 
 def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1) -> Split:
-    probe_rows, probe_emb = read_shards(probe_uri)
-    gallery_rows, gallery_emb = read_shards(gallery_uri)
+    probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True)
+    gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True)
+    gallery_rows_all = gallery_rows
     gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
     keep_g = gallery_rows.key.isin(gallery_keys).to_numpy()
     keep_p = ~probe_rows.key.isin(gallery_keys).to_numpy()
     gallery_rows, gallery_emb = gallery_rows[keep_g].reset_index(drop=True), gallery_emb[keep_g]
     probe_rows, probe_emb = probe_rows[keep_p].reset_index(drop=True), probe_emb[keep_p]
+    failed = failed[~failed.key.isin(gallery_keys)].reset_index(drop=True)
+    # per side: faces with an embedding plus images without a face (the gallery: its whole shards)
+    acquisition = acquisition_counts(len(probe_rows), len(failed), len(gallery_rows_all), len(gallery_failed))
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
-    return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity)
+    return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition)
+
 
 
 def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed: int = 0):
     """MethodResult of several models' scores fused (recog.matching.fuse_matrices) on the probes and
     gallery entries they all have."""
+    import pandas as pd
+
     from recog.matching import fuse_matrices
 
     probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]
@@ -132,13 +164,26 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     mated = p_ids[:, None] == g_ids[None, :]
     fused = fuse_matrices(matrices, mated)
     scores, labels = fused.reshape(-1), mated.reshape(-1).astype(np.int8)
+    per_probe = None
     if scores.size > max_pairs:  # every genuine pair, a seeded sample of impostors
         rng = np.random.default_rng(seed)
         imp = np.nonzero(labels == 0)[0]
-        keep = np.concatenate([np.nonzero(labels == 1)[0], rng.choice(imp, max(1, max_pairs - int(labels.sum())),
-                                                                       replace=False)])
+        kept = max(1, max_pairs - int(labels.sum()))
+        keep = np.concatenate([np.nonzero(labels == 1)[0], rng.choice(imp, kept, replace=False)])
         scores, labels = scores[keep], labels[keep]
-    return method_result(name, scores, labels, p_ids, g_ids, fused, None)
+        per_probe = max(1, kept // len(common_p))
+    # a probe fused only where every model has it: one that some model could not embed is a failure
+    failed = pd.concat([s.failed for s in splits if s.failed is not None] +
+                       [s.probe_rows[["key", "identity"]] for s in splits], ignore_index=True)
+    common_keys = {k for k, _ in common_p}
+    failed = failed[~failed.key.isin(common_keys)].drop_duplicates("key")
+    acquisition = None
+    if first.acquisition:
+        g = first.acquisition["gallery"]
+        acquisition = acquisition_counts(len(common_p), len(failed), g["acquired"], g["failed_to_acquire"])
+    return method_result(name, scores, labels, p_ids, g_ids, fused, None,
+                         failed_ids=failed.identity.to_numpy().astype(str), impostors_per_probe=per_probe,
+                         acquisition=acquisition)
 
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
@@ -179,7 +224,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         splits[method] = split
         model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
-                             split.similarity, **kwargs))
+                             split.similarity, failed=split.failed, acquisition=split.acquisition, **kwargs))
     for group in fuse:
         missing = [g for g in group if g not in splits]
         if missing:

@@ -276,6 +276,39 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
     return m
 
 
+def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_ids, gallery_ids,
+                             impostors_per_probe: int | None = None):
+    """(scores, labels, stats) of the acquired probes with the probes that had no face added, as the
+    module doc counts them: each failed probe adds its comparisons (one genuine pair per gallery entry
+    of its identity, one impostor pair per other entry, or `impostors_per_probe` of them when the
+    impostors are sampled) scored below every real score, and a probe never identified."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    failed_ids = np.asarray(failed_ids).reshape(-1)
+    gallery_ids = np.asarray(gallery_ids).reshape(-1)
+    if len(failed_ids) == 0:
+        return scores, labels, stats
+    floor = (scores.min() if scores.size else 0.0) - 1.0
+    uniques, counts = np.unique(gallery_ids, return_counts=True)
+    per_identity = dict(zip(uniques.tolist(), counts.tolist()))
+    genuine = np.array([per_identity.get(i, 0) for i in failed_ids.tolist()], dtype=np.int64)
+    impostor = len(gallery_ids) - genuine
+    if impostors_per_probe is not None:
+        impostor = np.minimum(impostor, impostors_per_probe)
+    n_gen, n_imp = int(genuine.sum()), int(impostor.sum())
+    scores = np.concatenate([scores, np.full(n_gen + n_imp, floor)])
+    labels = np.concatenate([labels, np.ones(n_gen, labels.dtype if labels.size else np.int8),
+                             np.zeros(n_imp, labels.dtype if labels.size else np.int8)])
+    mated = genuine > 0
+    stats = IdentificationStats(
+        np.concatenate([stats.mated, mated]),
+        np.concatenate([stats.mated_score, np.where(mated, -np.inf, np.nan).astype(np.float32)]),
+        np.concatenate([stats.rank, np.where(mated, stats.gallery_size + 1, 0)]),
+        np.concatenate([stats.top_nonmated, np.full(len(failed_ids), -np.inf, np.float32)]),
+        stats.nonmated_top, stats.gallery_size)
+    return scores, labels, stats
+
+
 def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: str = "cosine",
                          block: int = 256, keep_nonmated: int = 0, acquired=None) -> IdentificationStats:
     """Compare every probe embedding with every gallery embedding, `block` probes at a time.

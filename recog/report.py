@@ -30,10 +30,33 @@ class MethodResult:
     identification: dict | None = None
     roc: M.Roc | None = None
     cmc_curve: list[tuple[int, float]] = field(default_factory=list)
+    # every probe counted: how many had a face, and the figures over those alone (labelled as such)
+    acquisition: dict | None = None
+    acquired_only: "MethodResult | None" = None
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "verification": self.verification, "identification": self.identification,
-                "cmc_curve": [[int(r), float(v)] for r, v in self.cmc_curve]}
+        out = {"name": self.name, "verification": self.verification, "identification": self.identification,
+               "cmc_curve": [[int(r), float(v)] for r, v in self.cmc_curve]}
+        if self.acquisition is not None:
+            out["acquisition"] = self.acquisition
+        if self.acquired_only is not None:
+            only = self.acquired_only
+            out["acquired_only"] = {"verification": only.verification, "identification": only.identification}
+        return out
+
+
+def acquisition_counts(probes: int, probes_failed: int, gallery: int | None = None,
+                       gallery_failed: int | None = None) -> dict:
+    """Per side: samples (faces with an embedding plus images in which no face was found), faces
+    acquired, and failures to acquire (count and rate)."""
+    out = {}
+    for side, acquired, failed in (("probe", probes, probes_failed), ("gallery", gallery, gallery_failed)):
+        if acquired is None:
+            continue
+        total = acquired + failed
+        out[side] = {"samples": int(total), "acquired": int(acquired), "failed_to_acquire": int(failed),
+                     "failure_to_acquire_rate": float(failed / total) if total else 0.0}
+    return out
 
 
 def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.IdentificationStats | None = None,
@@ -111,6 +134,27 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
         i0 = ident[0].identification
         lines.append(f"{i0['probes']} probes ({i0['mated_probes']} with their identity in the gallery), "
                      f"{i0['gallery']} gallery entries.")
+        lines.append("")
+    counted = [r for r in results if r.acquisition]
+    if counted:
+        lines += ["## Every sample counted", "",
+                  "A probe in which no face was found (a failure to acquire) counts in the verification and "
+                  "identification tables: its comparisons are rejected and it is never identified. Beside them, "
+                  "the same figures over the probes that had a face only:", "",
+                  "| Model | probe samples | acquired | failed to acquire (%) | gallery images without a face | "
+                  "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in counted:
+            p, g = r.acquisition["probe"], r.acquisition.get("gallery")
+            only = r.acquired_only
+            tars = (only.verification or {}).get("tar_at_far", {}) if only else {}
+            cells = [_pct((tars.get(str(f)) or {}).get("tar")) for f in (0.1, 0.01)]
+            cells.append(_pct((only.verification or {}).get("auc")) if only else "n/a")
+            cells.append(_pct(((only.identification or {}).get("rank") or {}).get("1")) if only else "n/a")
+            lines.append(f"| {r.name} | {p['samples']} | {p['acquired']} | {p['failed_to_acquire']} "
+                         f"({_pct(p['failure_to_acquire_rate'])}) | "
+                         f"{g['failed_to_acquire'] if g else 'n/a'} of {g['samples'] if g else 'n/a'} | "
+                         + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

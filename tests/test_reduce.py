@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from jobs.reduce import _probe_task, merge_blocks, score_block
 from jobs.score import score
@@ -63,3 +64,50 @@ def test_a_shard_with_a_failed_face_is_read_without_shifting_embeddings(tmp_path
     order = np.argsort(rows["key"][1:])
     mates = np.array([list(g_ids).index(p) for p in np.asarray(p_ids[1:])[order]])
     assert np.allclose(got["mated_score"], expected[order][np.arange(8), mates], atol=1e-6)
+
+
+def write_shard(folder, records, dim):
+    import pyarrow.parquet as pq
+
+    out = folder / "shards" / "g=x"
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(records_table(records, "shard", dim), out / f"part-{len(list(out.iterdir()))}.parquet")
+
+
+def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
+    """Probes without a face (no_face, corrupt) count in the headline figures; a duplicate row is not
+    a sample; both reducers agree; acquired-only figures are the old ones."""
+    from jobs.score import run_score
+
+    probes, p_ids = faces(seed=5)
+    gallery, g_ids = faces(n_ids=5, per_id=1, seed=6)
+    dim = probes.shape[1]
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
+    probe_records = [FaceRecord(source_key=f"{p}/p{i}.jpg", identity=p, input_row=f"{p}/p{i}.jpg", face_index=0,
+                                masked=True, embedding=v, **common) for i, (p, v) in enumerate(zip(p_ids, probes))]
+    failed = [FaceRecord(source_key=f"id0/bad{i}.jpg", identity="id0", input_row=f"id0/bad{i}.jpg", masked=True,
+                         status=st, **common) for i, st in enumerate(["no_face", "corrupt", "duplicate"])]
+    write_shard(tmp_path / "p", probe_records[:10] + failed[:1], dim)
+    write_shard(tmp_path / "p", probe_records[10:] + failed[1:], dim)
+    write_shard(tmp_path / "g", [FaceRecord(source_key=f"{g}/0.jpg", identity=g, input_row=f"{g}/0.jpg", face_index=0,
+                                            masked=False, embedding=v, **common) for g, v in zip(g_ids, gallery)]
+                + [FaceRecord(source_key="id9/0.jpg", identity="id9", input_row="id9/0.jpg", status="no_face",
+                              masked=False, **common)], dim)
+    reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{d}"), name="m",
+                         distributed=d)["result"] for d in (False, True)]
+    one, many = (r.to_dict() for r in reports)
+    assert one == many
+    acq = one["acquisition"]
+    assert acq["probe"] == {"samples": 26, "acquired": 24, "failed_to_acquire": 2,
+                            "failure_to_acquire_rate": 2 / 26}
+    assert acq["gallery"]["samples"] == 6 and acq["gallery"]["failed_to_acquire"] == 1
+    only = one["acquired_only"]
+    assert one["identification"]["probes"] == 26 and only["identification"]["probes"] == 24
+    hits = only["identification"]["rank"]["1"] * only["identification"]["mated_probes"]
+    assert one["identification"]["rank"]["1"] == pytest.approx(hits / (only["identification"]["mated_probes"] + 2))
+    # each failed probe of id0 adds its genuine pair and 4 impostor pairs, all rejected
+    assert one["verification"]["genuine"] == only["verification"]["genuine"] + 2
+    assert one["verification"]["impostor"] == only["verification"]["impostor"] + 8
+    assert one["verification"]["auc"] < only["verification"]["auc"]
+    text = (tmp_path / "rFalse" / "report.md").read_text()
+    assert "## Every sample counted" in text and "| m | 26 | 24 | 2 (7.7) | 1 of 6 |" in text
