@@ -144,7 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="run seed: same seed, same masks (default 0)")
     m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
                    help="write whole masked images, aligned 112x112 crops, or both (default both)")
-    m.add_argument("--largest-only", action="store_true", help="mask only the largest face per image")
+    m.add_argument("--face", choices=("all", "center", "largest"), default="all",
+                   help="which faces of an image are masked: all (default), center (the face a centred dataset "
+                        "is about: nearest the centre, weighted by size and score) or largest")
+    m.add_argument("--largest-only", action="store_true", help="the same as --face largest")
     face_options(m, "photos",
                  "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
@@ -176,6 +179,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mask-style", choices=STYLE_NAMES, default="seed",
                    help="the mask masked-gallery draws (default seed); --seed picks its random choices")
     e.add_argument("--seed", type=int, default=0, help="run seed for --mode masked-gallery (default 0)")
+    e.add_argument("--face", choices=("center", "largest", "all"), default="center",
+                   help="which faces of an image are embedded: center (default: nearest the centre, weighted by "
+                        "size and score; right more often than largest on LFW-style crops, "
+                        "bench/bench_face_policy.py), largest, or all (one row each)")
     job_options(e, 32)
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
@@ -213,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fuse", action="store_true",
                    help="with several --models: one more row per mode, the models' scores z-normalised on "
                         "impostors and averaged")
+    r.add_argument("--face", choices=("center", "largest"), default="center",
+                   help="the face of each image that is masked and embedded: center (default) or largest")
     r.add_argument("--recognition-workers", type=int,
                    help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
     job_options(r, 16)
@@ -327,7 +336,8 @@ def cmd_mask(args) -> int:
         return 0
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
                                       second_look=_on_off(args.second_look))
-    options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs, largest_only=args.largest_only,
+    options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
+                             face="largest" if args.largest_only else args.face,
                              alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
@@ -350,7 +360,7 @@ def cmd_embed(args) -> int:
                         images_uri=args.images, workers=args.workers, batch_size=args.batch_size,
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
-                        finder_kind=args.input_kind, crop_mode=args.crop_mode,
+                        finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
                         second_look=_on_off(args.second_look))
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
@@ -381,7 +391,7 @@ def cmd_run(args) -> int:
                           models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
                           accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar,
                           workers=args.workers, recognition_workers=args.recognition_workers,
-                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard)
+                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, face=args.face)
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])

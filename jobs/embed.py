@@ -9,7 +9,7 @@ per face: `key` (source image), `identity`, `masked`, `face_index`, `model_id`, 
 null for a face that failed), and the face it was computed from: `box`, `score`, `landmarks5`,
 `source` (which detection path found it) and `alignment`. From an augment output, faces are aligned
 on the masked whole image with the unmasked detection's points recorded in the manifest, so masking
-never changes the alignment. Raw images are detected with `FaceFinder` (largest face per image by
+never changes the alignment. Raw images are detected with `FaceFinder` (the face nearest the centre by
 default). Actors take one GPU each where the cluster has (or can add) GPUs.
 """
 
@@ -26,6 +26,7 @@ from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
                        write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
+from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
 
 SHARD_DIR = "shards"
@@ -41,7 +42,7 @@ def shard_schema(dim: int, with_group: bool = False):
 
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 all_faces: bool, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
+                 face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
                  mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None):
         from maskgen.finder import FaceFinder
         from recog.embed import Embedder
@@ -52,7 +53,7 @@ class EmbedWorker:
         self.input = open_store(input_uri)
         self.mode = mode_from_name(mode)
         self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region)
-        self.masked, self.from_augment, self.all_faces = masked, from_augment, all_faces
+        self.masked, self.from_augment, self.face = masked, from_augment, face
         self.alignment, self.max_pixels = alignment, max_pixels
         self.finder = None if from_augment else FaceFinder(finder_options)
         self.masker = None
@@ -128,8 +129,8 @@ class EmbedWorker:
         faces = self.finder.find(image)
         if not faces:
             return [base.with_(status="no_face", message="no face found")]
-        if not self.all_faces:
-            faces = [max(faces, key=lambda f: f.width * f.height)]
+        chosen = select_faces(faces, image.shape, self.face)
+        faces = [faces[i] for i in chosen]
         points, lm68 = [f.points for f in faces], None
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
@@ -140,9 +141,10 @@ class EmbedWorker:
         vectors = self.embedder.embed_faces(
             image, points, lm68, alignment=self.alignment,
             locate_eyes=lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
+        # face_index: the face's place among the detections (best score first), so a row can be traced
         return [base.with_(face_index=idx, embedding=vec, box=f.box, score=f.score, landmarks5=f.points,
                            source=f.source, alignment=self.alignment)
-                for idx, (f, vec) in enumerate(zip(faces, vectors))]
+                for idx, f, vec in zip(chosen, faces, vectors)]
 
 
 class AugmentLister:
@@ -263,17 +265,18 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
 
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
-                all_faces: bool, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
+                face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
                 batch_size: int, workers: int | None, progress=None):
     plan = plan_pool(workers, gpu=cluster_has_gpus())
-    args = (source_uri, model, accept_licence, masked, from_augment, all_faces, finder, alignment, max_pixels,
+    args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
     return ds.map_batches(EmbedWorker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
                           batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
 
 
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
-              accept_licence: bool = False, all_faces: bool = False, finder_kind: str | None = None,
+              accept_licence: bool = False, face: str = "center", all_faces: bool = False,
+              finder_kind: str | None = None,
               alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
               workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
@@ -283,8 +286,12 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
     Faces are found with `FinderOptions.for_inputs(finder_kind)` (`photos`, `masked`, `crops`; default
     `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) and `second_look` overriding
-    the preset's."""
-    from maskgen.finder import FinderOptions
+    the preset's. `face` says which faces of an image are embedded (`maskgen.finder.select_faces`:
+    `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`)."""
+    from maskgen.finder import FACE_POLICIES, FinderOptions
+
+    if face not in FACE_POLICIES:
+        raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
 
     check_batch_size(batch_size, rows_per_shard)
     started = time.perf_counter()
@@ -299,7 +306,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
                                         ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
         ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked,
-                         from_augment=from_augment, all_faces=all_faces, finder=finder, alignment=alignment,
+                         from_augment=from_augment, face="all" if all_faces else face, finder=finder,
+                         alignment=alignment,
                          max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed, batch_size=batch_size,
                          workers=workers, progress=tracker)
         ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)

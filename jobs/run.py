@@ -216,10 +216,11 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
-                 rows_per_shard: int = ROWS_PER_SHARD) -> dict:
+                 rows_per_shard: int = ROWS_PER_SHARD, face: str = "center") -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
-    `workers` caps the CPU pool, `recognition_workers` the recognition pool."""
+    `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` is the face of each
+    image that is masked and embedded (`center`, the default, or `largest`; maskgen.finder.select_faces)."""
     from recog.embed import Embedder
 
     models = list(models or [model])
@@ -227,6 +228,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
     check_batch_size(batch_size, rows_per_shard)
+    if face not in ("center", "largest"):
+        raise ValueError(f"face must be 'center' or 'largest' (one face per image is scored), got {face!r}")
     started = time.perf_counter()
     out = open_store(output_uri)
     out.check_writable()
@@ -244,7 +247,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         tracker = start_progress()
         images, ds, notes = input_dataset(dataset_uri, out, f"masked/{MANIFEST_DIR}", progress=tracker,
                                           gallery_per_identity=1, role_done=role_done)
-        options = AugmentOptions(style=style, seed=seed, largest_only=True)
+        options = AugmentOptions(style=style, seed=seed, face=face)
         cpu = plan_pool(workers)
         recognition = recognition_pool(recognition_workers)
         ds = ds.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels,

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
-from maskgen.detect import DetectorOptions
+from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
-from maskgen.finder import ALIGNMENTS, FaceFinder, FinderOptions, alignment_points
+from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
 from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
 from maskgen.record import FaceRecord
@@ -35,7 +35,9 @@ class AugmentOptions:
     - style: `seed` (default), `surgical`, `cloth`, `n95`, `kn95` or `random`, or a MaskStyle object.
     - seed: run seed; with the image key and face index it fixes every random choice.
     - outputs: `image` (the whole image with every mask), `crops` (aligned crops), or `both`.
-    - largest_only: mask only the largest face of each image.
+    - face: which faces of an image are masked (`maskgen.finder.select_faces`): `all` (default),
+      `center` (the face a centred dataset is about) or `largest`; the others are reported, unmasked.
+    - largest_only: the same as face="largest" (kept for older callers).
     - min_face_size: faces whose box is smaller (longer side, px) are reported but not masked.
     - crop_size: side of the aligned crops (ArcFace template scaled to it).
     - face_types: thresholds for frontal/profile and clear/blurred.
@@ -51,6 +53,7 @@ class AugmentOptions:
     seed: int = 0
     outputs: str = "both"
     largest_only: bool = False
+    face: str = "all"
     min_face_size: float = 20.0
     crop_size: int = 112
     face_types: FaceTypeOptions = field(default_factory=FaceTypeOptions)
@@ -59,6 +62,10 @@ class AugmentOptions:
     alignment: str = "five-point"
 
     def __post_init__(self):
+        if self.face not in FACE_POLICIES:
+            raise ValueError(f"face must be one of {FACE_POLICIES}, got {self.face!r}")
+        if self.largest_only and self.face == "all":
+            object.__setattr__(self, "face", "largest")
         if self.alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         if self.outputs not in OUTPUTS:
@@ -142,9 +149,8 @@ class Augmenter:
             return AugmentResult(key, "no_face", "no face found", w, h, [],
                                  image.copy() if opts.outputs != "crops" else None)
         sizes = [max(b[2] - b[0], b[3] - b[1]) for b in boxes]
-        chosen = set(range(n))
-        if opts.largest_only:
-            chosen = {int(np.argmax(sizes))}
+        chosen = set(select_faces([Face(tuple(float(v) for v in b), float(sc)) for b, sc in zip(boxes, scores)],
+                                  image.shape, opts.face))
         out = np.ascontiguousarray(image.copy())
         records, crop_points = [], []
         for i in range(n):
@@ -152,7 +158,7 @@ class Augmenter:
             ftype = face_types[i] if face_types else classify_face(image, lm, opts.face_types)
             note, params, masked = "", None, False
             if i not in chosen:
-                note = "not the largest face"
+                note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"
             elif sizes[i] < opts.min_face_size:
                 note = f"smaller than min_face_size ({sizes[i]:.0f} < {opts.min_face_size:g} px)"
             else:

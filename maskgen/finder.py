@@ -197,6 +197,33 @@ class FaceFinder:
         return [max(fit, key=lambda f: f.score)] if fit else []
 
 
+FACE_POLICIES = ("center", "largest", "all")
+
+
+def select_faces(faces: list[Face], image_shape, policy: str = "center") -> list[int]:
+    """Indices (into `faces`) of the faces a policy keeps: `all`; `largest` (largest box area); or
+    `center`, the face a centred dataset is about (LFW-style crops: the labelled person centred,
+    bystanders cut off at the border and often larger): the best of detection score x box side (as a
+    fraction of the image's short side) x exp(-(d / 0.25)^2), d the distance from the box centre to
+    the image centre in short sides (bench/bench_face_policy.py measures it against `largest`)."""
+    if policy not in FACE_POLICIES:
+        raise ValueError(f"face policy must be one of {FACE_POLICIES}, got {policy!r}")
+    if not faces or policy == "all":
+        return list(range(len(faces)))
+    if policy == "largest":
+        return [max(range(len(faces)), key=lambda i: faces[i].width * faces[i].height)]
+    h, w = image_shape[:2]
+    short = float(max(1, min(h, w)))
+
+    def weight(face: Face) -> float:
+        cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+        d = np.hypot(cx - w / 2, cy - h / 2) / short
+        side = np.sqrt(max(face.width, 0.0) * max(face.height, 0.0)) / short
+        return float(face.score) * side * float(np.exp(-(d / 0.25) ** 2))
+
+    return [max(range(len(faces)), key=lambda i: weight(faces[i]))]
+
+
 def merge_detections(first: list[Face], second: list[Face], iou: float = 0.4) -> list[Face]:
     """`first` plus the faces of `second` that overlap none of them (IoU <= `iou`), best score first."""
     from maskgen.boxes import iou_matrix

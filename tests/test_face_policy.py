@@ -1,0 +1,81 @@
+"""Which face is embedded: on an LFW-style crop (the subject centred, a bystander cut off at the
+border and larger), the default embeds the subject; `largest` would not; shards say which face."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT, read_rgb
+from maskgen.boxes import iou_matrix
+from maskgen.detect import Face
+from maskgen.finder import FaceFinder, FinderOptions, select_faces
+
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_face_policy import centred_crop  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def bystander_crops(shared_data, detector):
+    """LFW-style crops of shared photos in which the largest face found is not the centred subject."""
+    finder = FaceFinder(FinderOptions.for_inputs("photos"), mtcnn=detector)
+    out = []
+    for folder in ("faces", "faces_mit", "masked_wild"):
+        for path in sorted((shared_data / folder).rglob("*.jpg")):
+            image = read_rgb(path)
+            faces = detector.detect(image)
+            for face in faces if len(faces) > 1 else []:
+                if max(face.width, face.height) < 30:
+                    continue
+                crop, subject = centred_crop(image, face.box, 3.0)
+                found = finder.find(crop)
+                largest = found[select_faces(found, crop.shape, "largest")[0]] if found else None
+                if largest is not None and iou_matrix(np.array([largest.box]), np.array([subject]))[0, 0] < 0.5:
+                    out.append((crop, subject))
+    return out
+
+
+def test_the_default_embeds_the_centred_subject_not_the_larger_bystander(bystander_crops, detector,
+                                                                        ray_runtime, tmp_path):
+    import pandas as pd
+
+    from jobs.embed import run_embed
+
+    assert len(bystander_crops) >= 3, "the shared photos give LFW-style crops with a larger bystander"
+    finder = FaceFinder(FinderOptions.for_inputs("photos"), mtcnn=detector)
+    right = 0
+    folder = tmp_path / "lfw" / "p"
+    folder.mkdir(parents=True)
+    for k, (crop, subject) in enumerate(bystander_crops):
+        found = finder.find(crop)
+        pick = found[select_faces(found, crop.shape)[0]]
+        right += iou_matrix(np.array([pick.box]), np.array([subject]))[0, 0] >= 0.5
+        cv2.imwrite(str(folder / f"{k:03d}.png"), crop[:, :, ::-1])
+    assert right >= 0.8 * len(bystander_crops), (right, len(bystander_crops))
+    # through the job: the shard row's box is the subject's, and says where the face came from
+    assert run_embed(str(tmp_path / "lfw"), str(tmp_path / "emb"), masked=False).processed == len(bystander_crops)
+    shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
+    assert len(shards) == len(bystander_crops) and set(shards.status) == {"ok"}
+    hits = 0
+    for row in shards.itertuples():
+        crop, subject = bystander_crops[int(row.key.split("/")[-1][:3])]
+        hits += iou_matrix(np.array([row.box]), np.array([subject]))[0, 0] >= 0.5
+        assert len(row.landmarks5) == 10 and row.source == "mtcnn" and row.alignment == "five-point"
+        assert row.score > 0.5
+    assert hits == right
+
+
+def test_policies_on_constructed_faces():
+    subject = Face((100, 100, 150, 160), 0.99)           # centred, smaller
+    bystander = Face((0, 60, 90, 200), 0.99)             # at the border, larger
+    faint = Face((110, 110, 140, 150), 0.2)              # centred, unsure
+    faces = [bystander, subject, faint]
+    assert select_faces(faces, (250, 250, 3), "largest") == [0]
+    assert select_faces(faces, (250, 250, 3), "center") == [1]
+    assert select_faces(faces, (250, 250, 3), "all") == [0, 1, 2]
+    assert select_faces([], (250, 250, 3)) == []
+    with pytest.raises(ValueError, match="face policy"):
+        select_faces(faces, (250, 250, 3), "first")
