@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
     s.add_argument("--gallery-per-identity", type=int, default=1,
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
+    s.add_argument("--gallery-template", choices=("best", "mean"), default="best",
+                   help="best: every gallery image an entry, an identity scores as its best image (default); "
+                        "mean: one template per identity, the mean of its normalised embeddings")
     s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
     s.add_argument("--name", help="the first method's name in the report (default: its model)")
     s.add_argument("--compare", nargs=3, action="append", default=[], metavar=("NAME", "PROBES", "GALLERY"),
@@ -370,8 +373,8 @@ def cmd_score(args) -> int:
     from jobs.score import run_score
 
     _print_report(run_score(args.probes, args.gallery, args.output, gallery_per_identity=args.gallery_per_identity,
-                            force=args.force, name=args.name, also=[tuple(c) for c in args.compare],
-                            fuse=[_names(f) for f in args.fuse]))
+                            gallery_template=args.gallery_template, force=args.force, name=args.name,
+                            also=[tuple(c) for c in args.compare], fuse=[_names(f) for f in args.fuse]))
     return 0
 
 

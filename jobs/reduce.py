@@ -22,12 +22,12 @@ import numpy as np
 from recog import metrics as M
 
 
-def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1):
+def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1, gallery_template: str = "best"):
     """(normalised embeddings, identities, keys, model_id, similarity, (faces, images without a face)
     of the whole gallery shards) of the gallery split: the first `gallery_per_identity` images of each
     identity in key order (jobs.score.split_gallery)."""
     from jobs.embed import read_shards
-    from jobs.score import split_gallery
+    from jobs.score import gallery_entries, split_gallery
 
     rows, emb, failed = read_shards(gallery_uri, with_failures=True)
     counts = (len(rows), len(failed))  # the gallery side's samples: faces with an embedding, images without
@@ -35,10 +35,12 @@ def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1):
     keep = rows.key.isin(keys).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
     similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
+    images = rows.key.to_numpy().astype(str)  # the gallery's images, never probes, whatever the entries
+    rows, emb = gallery_entries(rows, emb, gallery_template, similarity)
     if similarity == "cosine":
         emb = M.normalize_rows(emb)
     return (np.ascontiguousarray(emb, np.float32), rows.identity.to_numpy().astype(str),
-            rows.key.to_numpy().astype(str), str(rows.model_id.iloc[0]) if len(rows) else "", similarity, counts)
+            images, str(rows.model_id.iloc[0]) if len(rows) else "", similarity, counts)
 
 
 def score_block(probe_emb, probe_ids, gallery, gallery_ids, similarity: str, impostors_per_probe: int | None,
@@ -132,7 +134,8 @@ def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids,
 
 
 def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None, gallery_per_identity: int = 1,
-                      max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8):
+                      max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
+                      gallery_template: str = "best"):
     """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
     (see the module docstring); the figures are those of `jobs.score.score` on the same shards.
     `name` defaults to the model's."""
@@ -145,7 +148,8 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
     from recog.report import acquisition_counts
 
     ensure_ray()
-    gallery, g_ids, g_keys, model_id, similarity, gallery_counts = gallery_matrix(gallery_uri, gallery_per_identity)
+    gallery, g_ids, g_keys, model_id, similarity, gallery_counts = gallery_matrix(gallery_uri, gallery_per_identity,
+                                                                                 gallery_template)
     name = name or model_id.split("@")[0]
     if len(g_ids) == 0:
         raise ValueError("need masked probes and unmasked gallery embeddings to score")

@@ -121,7 +121,34 @@ class Split:
         return M.similarity_matrix(self.probe_emb[probe_order], self.gallery_emb[gallery_order], self.similarity)
 
 
-def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1) -> Split:
+GALLERY_TEMPLATES = ("best", "mean")
+
+
+def gallery_entries(rows, emb, template: str = "best", similarity: str = "cosine"):
+    """(rows, embeddings) of the gallery as scored: `best`, every gallery image its own entry (an
+    identity scores as its best image); `mean`, one template per identity (cosine: the normalised
+    mean of its normalised embeddings, recog.metrics.identity_templates; euclidean: the plain mean)."""
+    import pandas as pd
+
+    if template not in GALLERY_TEMPLATES:
+        raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
+    if template == "best" or not len(rows):
+        return rows, emb
+    ids = rows.identity.to_numpy().astype(str)
+    if similarity == "cosine":
+        templates, identities = M.identity_templates(emb, ids)
+    else:
+        identities, inverse = np.unique(ids, return_inverse=True)
+        templates = np.zeros((len(identities), emb.shape[1]), np.float64)
+        np.add.at(templates, inverse, emb)
+        templates /= np.bincount(inverse)[:, None]
+    first = rows.drop_duplicates("identity").set_index("identity").loc[identities].reset_index()
+    first["key"] = ["template:" + i for i in identities]
+    return pd.DataFrame(first), np.asarray(templates, np.float32)
+
+
+def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
+               gallery_template: str = "best") -> Split:
     probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True)
     gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True)
     gallery_rows_all = gallery_rows
@@ -137,6 +164,7 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1) 
     if len(models) != 1:
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
+    gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition)
 
 
@@ -189,19 +217,25 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
-              **kwargs) -> dict:
+              gallery_template: str = "best", **kwargs) -> dict:
     """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
     by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
     (z-norm on impostors, averaged) into one more row each. `distributed`: score each method with
     Ray tasks over the probe shards (jobs.reduce; same figures, no process holds the score matrix);
     fusion is scored in this process. A rerun over unchanged shards and settings keeps the report
-    that is there (`skipped` is True) unless `force`."""
+    that is there (`skipped` is True) unless `force`. `gallery_template`: `best` (every gallery image an
+    entry) or `mean` (one template per identity, `gallery_entries`), for identification and
+    verification alike."""
+    if gallery_template not in GALLERY_TEMPLATES:
+        raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
     uris = [u for _, p, g in methods for u in (p, g)]
     distributed = distributed and not fuse
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
+                                            **({"gallery_template": gallery_template} if gallery_template != "best"
+                                               else {}),
                                             "methods": [m[0] for m in methods], "fuse": fuse, **kwargs,
                                             **({"reducer": "distributed"} if distributed else {})})
     if not force and out.exists("report.json"):
@@ -215,11 +249,12 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         if distributed:
             from jobs.reduce import score_distributed
 
-            result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity, **kwargs)
+            result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity,
+                                                 gallery_template=gallery_template, **kwargs)
             model_ids[result.name] = model_id
             results.append(result)
             continue
-        split = load_split(p_uri, g_uri, gallery_per_identity)
+        split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template)
         method = method or split.model_id.split("@")[0]
         splits[method] = split
         model_ids[method] = split.model_id
@@ -237,8 +272,9 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],
             "inputs_fingerprint": fingerprint,
-            "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity, "
-                        "probes from the other images"})
+            "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity"
+                        + (" as one mean template" if gallery_template == "mean" else "")
+                        + ", probes from the other images"})
         written = {}
         # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):

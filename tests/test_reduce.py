@@ -111,3 +111,34 @@ def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime,
     assert one["verification"]["auc"] < only["verification"]["auc"]
     text = (tmp_path / "rFalse" / "report.md").read_text()
     assert "## Every sample counted" in text and "| m | 26 | 24 | 2 (7.7) | 1 of 6 |" in text
+
+
+def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
+    """--gallery-template mean: one entry per identity, the normalised mean of its images; the
+    gallery's images are still kept out of the probes."""
+    from jobs.score import run_score
+
+    probes, p_ids = faces(n_ids=5, per_id=3, seed=7)
+    gallery, g_ids = faces(n_ids=5, per_id=3, seed=8)
+    dim = probes.shape[1]
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine", "face_index": 0}
+    write_shard(tmp_path / "p", [FaceRecord(source_key=f"{p}/p{i}.jpg", identity=p, input_row=f"{p}/p{i}.jpg",
+                                            masked=True, embedding=v, **common)
+                                 for i, (p, v) in enumerate(zip(p_ids, probes))], dim)
+    write_shard(tmp_path / "g", [FaceRecord(source_key=f"{g}/g{i}.jpg", identity=g, input_row=f"{g}/g{i}.jpg",
+                                            masked=False, embedding=v, **common)
+                                 for i, (g, v) in enumerate(zip(g_ids, gallery))], dim)
+    got = {}
+    for template in ("best", "mean"):
+        got[template] = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r-{template}-{d}"),
+                                   name="m", gallery_per_identity=3, gallery_template=template,
+                                   distributed=d)["result"].to_dict() for d in (False, True)]
+        assert got[template][0] == got[template][1]
+    best, mean = got["best"][0], got["mean"][0]
+    assert best["identification"]["gallery"] == 15 and mean["identification"]["gallery"] == 5
+    assert mean["verification"]["genuine"] == 15 and mean["verification"]["impostor"] == 60
+    templates, ids = M.identity_templates(gallery, g_ids)
+    stats = M.identification_stats(probes, templates, p_ids, ids)
+    assert mean["identification"]["rank"]["1"] == pytest.approx(M.cmc(stats, (1,))[1])
+    with pytest.raises(ValueError, match="gallery template"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), gallery_template="median")
