@@ -32,7 +32,7 @@ from maskgen.masks import STYLE_NAMES
 from jobs.run import DEFAULT_MODES
 from recog.matching import MODES
 
-COMMANDS = ("mask", "embed", "score", "run", "demo", "models")
+COMMANDS = ("mask", "embed", "score", "evaluate", "run", "demo", "models")
 
 
 def _progress(quiet: bool, label: str):
@@ -184,6 +184,44 @@ def build_parser() -> argparse.ArgumentParser:
                         "size and score; right more often than largest on LFW-style crops, "
                         "bench/bench_face_policy.py), largest, or all (one row each)")
     job_options(e, 32)
+
+    v = command("evaluate", "a dataset's own images to a report in one command: a pairs protocol, identification "
+                            "lists, or its real masked images against its unmasked ones",
+                "mfr evaluate ../shared/data/masked_crops/manifest.csv out/eval-crops",
+                "mfr evaluate /data/c-RMFRD out/eval --pairs Protocol_verification/AFDB_final_Jeff.csv --missing skip",
+                "mfr evaluate /data/lfw out/eval-lfw --pairs /data/lfw/pairs.txt --input-kind photos",
+                "mfr evaluate /data/c-RMFRD out/eval-id --lists AFDB_gallery_fianl.csv AFDB_probe_final.csv")
+    v.add_argument("input", help="folder or s3:// prefix of the images, or an input manifest (.csv/.parquet with a "
+                                 "path column, optional identity and masked columns)")
+    v.add_argument("output", help="where embeddings/ and report/ go")
+    v.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy), the seed's "
+                                   "c-RMFRD CSV (Input,Target,Label; GBK or UTF-8) or a plain a,b,label CSV")
+    v.add_argument("--lists", nargs=2, metavar=("GALLERY", "PROBES"),
+                   help="identification lists (one image path per line, the seed's Protocol_identification files)")
+    v.add_argument("--masked-rule", default="seed",
+                   help="without --pairs or --lists, which images are the masked probes when the input is a folder: "
+                        "seed (the seed's naming: unmasked files are <A>_<B>_<person>_<4 digits>) or a regular "
+                        "expression masked file names match (default seed; a manifest's masked column wins)")
+    v.add_argument("--missing", choices=("error", "skip"), default="error",
+                   help="an image the protocol names that is not in the dataset: stop (default) or leave its "
+                        "pairs / entries out and count them")
+    v.add_argument("--gallery-template", choices=("best", "mean"), default="best",
+                   help="identification gallery: every image an entry (best, default) or one mean template per "
+                        "identity")
+    v.add_argument("--input-kind", choices=("photos", "masked", "crops"), default="masked",
+                   help="how faces are found (maskgen.finder presets; default masked: photos and crops of people "
+                        "in real masks)")
+    v.add_argument("--crop-mode", choices=("auto", "on", "off"), default=None,
+                   help="pad the image before detection (default: the input kind's)")
+    v.add_argument("--second-look", choices=("on", "off"), default=None,
+                   help="look again more permissively where padding finds no face (default: the input kind's)")
+    v.add_argument("--face", choices=("center", "largest"), default="center",
+                   help="the face of each image that is embedded (default center)")
+    model_options(v)
+    v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
+    v.add_argument("--workers", type=positive_int, help="most embedding actors (default: as many as the cluster holds)")
+    v.add_argument("--batch-size", type=positive_int, default=32, help="images per actor call (default 32)")
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
                 "mfr score out/emb/masked out/emb/unmasked out/report",
@@ -378,6 +416,21 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_evaluate(args) -> int:
+    from jobs.evaluate import run_evaluate
+
+    bar = _progress(args.quiet, "evaluate")
+    result = run_evaluate(args.input, args.output, args.model, pairs=args.pairs, lists=args.lists,
+                          masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
+                          gallery_template=args.gallery_template, missing=args.missing,
+                          accept_licence=args.accept_model_licence, images_uri=args.images, workers=args.workers,
+                          batch_size=args.batch_size, crop_mode=args.crop_mode,
+                          second_look=_on_off(args.second_look), progress=bar)
+    _finish("evaluate", result["embed"], bar)
+    _print_report({"paths": result["report"]})
+    return 0
+
+
 def cmd_run(args) -> int:
     from jobs.augment import plan_augment
     from jobs.run import run_pipeline
@@ -452,7 +505,8 @@ def cmd_models(args) -> int:
     return 0
 
 
-COMMAND_FUNCTIONS = {"mask": cmd_mask, "embed": cmd_embed, "score": cmd_score, "run": cmd_run, "demo": cmd_demo,
+COMMAND_FUNCTIONS = {"mask": cmd_mask, "embed": cmd_embed, "score": cmd_score, "evaluate": cmd_evaluate,
+                     "run": cmd_run, "demo": cmd_demo,
                      "models": cmd_models}
 
 

@@ -102,8 +102,10 @@ class EmbedWorker:
         """The record of one input row before any face is embedded (from an augment output: the
         face augment found, with its points and how they were chosen)."""
         key = item["key"]
+        # an input manifest's own masked flag wins over the job's (a set of real masked and unmasked photos)
+        masked = self.masked if item.get("masked") is None else bool(item["masked"])
         record = FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
-                            input_row=item["input_row"], masked=self.masked, model_id=self.embedder.model_id,
+                            input_row=item["input_row"], masked=masked, model_id=self.embedder.model_id,
                             mode=self.mode.name, similarity=self.embedder.spec.similarity, node=self.node)
         if self.from_augment:
             record = record.with_(face_index=int(item["face_index"]), box=item.get("box"), score=item.get("score"),
@@ -321,11 +323,12 @@ NOT_FAILURES = ("ok", "duplicate")  # a duplicate input row repeats another samp
 
 def failed_samples(table):
     """The rows of a shard table whose image gave no face (no face found, unreadable, refused), one per
-    image: `key`, `identity`, `status` (the failures to acquire of recog.metrics)."""
+    image: `key`, `identity`, `status`, `masked` (the failures to acquire of recog.metrics)."""
     import pyarrow.compute as pc
 
     failed = table.filter(pc.invert(pc.is_in(table.column("status"), value_set=pa_strings(NOT_FAILURES))))
-    return failed.select(["key", "identity", "status"]).to_pandas().drop_duplicates("key").reset_index(drop=True)
+    return (failed.select(["key", "identity", "status", "masked"]).to_pandas().drop_duplicates("key")
+            .reset_index(drop=True))
 
 
 def pa_strings(values):

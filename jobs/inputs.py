@@ -31,7 +31,7 @@ class InputItem:
 
     key: str
     identity: str = ""
-    masked: bool = False
+    masked: bool | None = None  # None: the input does not say (a folder, a manifest without the column)
     face_type: str | None = None
     landmarks68: list[float] | None = None
     status: str | None = None
@@ -43,7 +43,7 @@ class InputItem:
         """A row of the job's input dataset (`INPUT_SCHEMA`)."""
         return {"key": printable(self.key), "identity": printable(self.identity), "group": group,
                 "input_row": printable(self.input_row or self.key), "status": self.status or "",
-                "message": self.message, "masked": bool(self.masked), "face_type": self.face_type or "",
+                "message": self.message, "masked": self.masked, "face_type": self.face_type or "",
                 "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery)}
 
 

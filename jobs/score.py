@@ -285,28 +285,47 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
 
 def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error"):
     """MethodResult of a verification protocol (recog.protocols.Pairs: the seed's c-RMFRD pairs, LFW's
-    pairs.txt, generated pairs) over embedding shards whose keys are the protocol's image paths.
-    A pair whose image has no embedding (not found, no face) raises, or with `missing="skip"` is
-    left out and counted in the result's `verification["pairs_skipped"]`."""
+    pairs.txt, a plain a,b,label file) over embedding shards whose keys are the protocol's image paths.
+    Every pair counts: a pair with an image in which no face was found is a rejected pair in the
+    headline figures (the figures over pairs with a face on both sides stand beside them,
+    `acquired_only`). A pair whose image the shards do not hold at all (not in the dataset) raises,
+    or with `missing="skip"` is left out and counted in `verification["pairs_skipped"]`."""
     import pandas as pd
 
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    loaded = [read_shards(u) for u in shard_uris]
-    rows = pd.concat([r for r, _ in loaded], ignore_index=True)
-    emb = np.concatenate([e for _, e in loaded])
+    loaded = [read_shards(u, with_failures=True) for u in shard_uris]
+    rows = pd.concat([r for r, _, _ in loaded], ignore_index=True)
+    emb = np.concatenate([e for _, e, _ in loaded])
+    failed = pd.concat([f for _, _, f in loaded], ignore_index=True)
     if rows.model_id.nunique() != 1:
         raise ValueError(f"the shards must come from one model, found {sorted(set(rows.model_id))}")
     first_face = rows.reset_index().sort_values("face_index").drop_duplicates("key").set_index("key")["index"]
-    keep = [i for i in range(len(pairs)) if pairs.a[i] in first_face.index and pairs.b[i] in first_face.index]
+    no_face = set(failed.key) - set(first_face.index)
+    present = set(first_face.index) | no_face
+    keep = [i for i in range(len(pairs)) if pairs.a[i] in present and pairs.b[i] in present]
     if len(keep) < len(pairs) and missing == "error":
-        lost = next(k for i in range(len(pairs)) for k in (pairs.a[i], pairs.b[i]) if k not in first_face.index)
-        raise ValueError(f"{len(pairs) - len(keep)} pair(s) have an image without an embedding, e.g. {lost!r}; "
+        lost = next(k for i in range(len(pairs)) for k in (pairs.a[i], pairs.b[i]) if k not in present)
+        raise ValueError(f"{len(pairs) - len(keep)} pair(s) have an image the shards do not hold, e.g. {lost!r}; "
                          "pass missing='skip' to leave them out")
-    a = emb[first_face.loc[[pairs.a[i] for i in keep]].to_numpy()]
-    b = emb[first_face.loc[[pairs.b[i] for i in keep]].to_numpy()]
-    scores = M.pair_scores(a, b, str(rows.similarity.iloc[0]))
+    acquired = np.array([pairs.a[i] in first_face.index and pairs.b[i] in first_face.index for i in keep], bool)
+    both = [i for i, ok in zip(keep, acquired) if ok]
+    a = emb[first_face.loc[[pairs.a[i] for i in both]].to_numpy()]
+    b = emb[first_face.loc[[pairs.b[i] for i in both]].to_numpy()]
+    real = M.pair_scores(a, b, str(rows.similarity.iloc[0])).astype(np.float64)
+    scores = np.full(len(keep), (real.min() if real.size else 0.0) - 1.0)  # rejected at every real threshold
+    scores[acquired] = real
+    labels = pairs.labels[keep]
     folds = pairs.folds[keep] if pairs.folds is not None else None
-    result = evaluate(name, scores, pairs.labels[keep], folds=folds)
+    result = evaluate(name, scores, labels, folds=folds)
     result.verification["pairs_skipped"] = len(pairs) - len(keep)
+    images = {k for i in keep for k in (pairs.a[i], pairs.b[i])}
+    failed_images = len(images & no_face)
+    result.acquisition = {"images": acquisition_counts(len(images) - failed_images, failed_images)["probe"],
+                          "pairs": {"pairs": len(keep), "with_a_face_on_both_sides": int(acquired.sum()),
+                                    "rejected_for_no_face": int((~acquired).sum())}}
+    if acquired.any() and not acquired.all():
+        result.acquired_only = evaluate(name, real, labels[acquired], folds=None if folds is None else folds[acquired])
+    elif acquired.all():
+        result.acquired_only = evaluate(name, real, labels, folds=folds)
     return result

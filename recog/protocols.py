@@ -157,6 +157,35 @@ def read_lfw_pairs(path: Path) -> Pairs:
     return Pairs(a, b, np.array(labels), np.array(folds), name="lfw-view2")
 
 
+def read_plain_pairs(path: Path) -> Pairs:
+    """A plain CSV of `a,b,label` (1 genuine, 0 impostor; a header line is allowed; GBK or UTF-8)."""
+    rows = [r for r in csv.reader(io.StringIO(read_text(path))) if r and any(c.strip() for c in r)]
+    if rows and rows[0][2:3] and rows[0][2].strip() not in ("0", "1"):
+        rows = rows[1:]  # a header
+    a, b, labels = [], [], []
+    for line, row in enumerate(rows, start=1):
+        if len(row) < 3 or row[2].strip() not in ("0", "1"):
+            raise ValueError(f"{path} row {line}: expected a,b,0|1, got {row}")
+        a.append(row[0].strip())
+        b.append(row[1].strip())
+        labels.append(int(row[2]))
+    if not a:
+        raise ValueError(f"{path}: no pairs")
+    return Pairs(a, b, np.array(labels), name=Path(path).stem)
+
+
+def read_pairs_file(path: Path) -> Pairs:
+    """Any pairs protocol, by its shape: LFW's View 2 `pairs.txt` (first line `<folds> <n>`), the
+    seed's c-RMFRD CSV (header `Input,Target,Label`), or a plain `a,b,label` CSV."""
+    text = read_text(path)
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    if re.fullmatch(r"\s*\d+\s+\d+\s*", first):
+        return read_lfw_pairs(path)
+    if [c.strip() for c in first.split(",")[:3]] == ["Input", "Target", "Label"]:
+        return read_seed_verification(path)
+    return read_plain_pairs(path)
+
+
 def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
     """Folder-per-identity items. Masked status: `masked_column` (a value per key, e.g. from a manifest)
     wins; otherwise `masked_rule`: `"seed"` (the seed's naming, `seed_is_masked`), a regular expression

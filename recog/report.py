@@ -145,12 +145,13 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
                   "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in counted:
-            p, g = r.acquisition["probe"], r.acquisition.get("gallery")
+            p, g = r.acquisition.get("probe") or r.acquisition["images"], r.acquisition.get("gallery")
             only = r.acquired_only
             tars = (only.verification or {}).get("tar_at_far", {}) if only else {}
             cells = [_pct((tars.get(str(f)) or {}).get("tar")) for f in (0.1, 0.01)]
             cells.append(_pct((only.verification or {}).get("auc")) if only else "n/a")
-            cells.append(_pct(((only.identification or {}).get("rank") or {}).get("1")) if only else "n/a")
+            cells.append(_pct(((only.identification or {}).get("rank") or {}).get("1"))
+                         if only and only.identification else "n/a")
             lines.append(f"| {r.name} | {p['samples']} | {p['acquired']} | {p['failed_to_acquire']} "
                          f"({_pct(p['failure_to_acquire_rate'])}) | "
                          f"{g['failed_to_acquire'] if g else 'n/a'} of {g['samples'] if g else 'n/a'} | "

@@ -161,7 +161,7 @@ def test_a_seed_style_pairs_protocol_over_embedding_shards(ray_runtime, shared_d
     protocol = tmp_path / "pairs.csv"
     protocol.write_bytes(("Input,Target,Label\n" + "".join(f"{x},{y},{z}\n" for x, y, z in rows)).encode("gbk"))
     pairs = read_seed_verification(protocol)
-    with pytest.raises(ValueError, match="1 pair\\(s\\) have an image without an embedding"):
+    with pytest.raises(ValueError, match="1 pair\\(s\\) have an image the shards do not hold"):
         score_pairs([str(tmp_path / "emb")], pairs, "sface")
     result = score_pairs([str(tmp_path / "emb")], pairs, "sface", missing="skip")
     assert result.verification["genuine"] == 4 and result.verification["impostor"] == 3

@@ -1,0 +1,139 @@
+"""The evaluate job: a dataset's own images to a report in one command, under a protocol.
+
+    run_evaluate("/data/c-RMFRD", "out/eval", pairs="AFDB_final_Jeff.csv")            # verification pairs
+    run_evaluate("/data/c-RMFRD", "out/eval", lists=("gallery.csv", "probe.csv"))     # identification lists
+    run_evaluate("../shared/data/masked_crops/manifest.csv", "out/eval")              # real masked vs unmasked
+
+Every image is embedded once (`jobs.embed.run_embed`, a Ray job: the face chosen by `face`, found as
+`input_kind` says, default `masked`: photos and crops of people in real masks) into
+`<output>/embeddings/`, then scored in this process (a protocol is at most tens of thousands of images):
+
+- `pairs`: a pairs file (recog.protocols.read_pairs_file: LFW's pairs.txt with its folds, the seed's
+  GBK c-RMFRD CSV, or a plain a,b,label CSV): TAR@FAR, AUC, EER, and k-fold accuracy when it has folds.
+- `lists`: the seed's identification lists (gallery, probes; recog.protocols.read_seed_list).
+- neither: the masked images are the probes and the unmasked ones the gallery. Which are masked: an
+  input manifest's `masked` column, else `masked_rule` on the file names (`seed`: the seed's naming,
+  recog.protocols.seed_is_masked; or a regular expression that masked names match).
+
+Every sample counts (recog.metrics): an image without a face is a rejected comparison and a probe never
+identified in the headline figures; the figures over the images with a face stand beside them. An image
+a protocol names that is not in the dataset at all stops the job, or with `missing="skip"` is left out
+and counted. The report (report.json, report.md, roc.png, cmc.png) goes to `<output>/report/`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from jobs.storage import open_store, redact
+
+PROTOCOLS = ("pairs", "lists", "masked-split")
+
+
+def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
+    """Masked or not, by file name: the seed's naming (`seed`) or a regular expression masked names match."""
+    from recog.protocols import seed_is_masked
+
+    if masked_rule == "seed":
+        return np.array([seed_is_masked(k) for k in keys], dtype=bool)
+    pattern = re.compile(masked_rule)
+    return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+
+
+def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similarity: str,
+                gallery_template: str = "best", missing: str = "error"):
+    """MethodResult of the probe images against the gallery images (every gallery image an entry, or
+    one mean template per identity), every sample counted."""
+    from jobs.score import gallery_entries, score
+    from recog.report import acquisition_counts
+
+    probe_keys, gallery_keys = set(probe_keys), set(gallery_keys)
+    present = set(rows.key) | set(failed.key)
+    absent = sorted((probe_keys | gallery_keys) - present)
+    if absent and missing == "error":
+        raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
+                         "pass missing='skip' (--missing skip) to leave them out")
+    is_probe, is_gallery = rows.key.isin(probe_keys).to_numpy(), rows.key.isin(gallery_keys).to_numpy()
+    probe_rows, probe_emb = rows[is_probe].reset_index(drop=True), emb[is_probe]
+    gallery_rows, gallery_emb = rows[is_gallery].reset_index(drop=True), emb[is_gallery]
+    failed_probes = failed[failed.key.isin(probe_keys)].reset_index(drop=True)
+    failed_gallery = failed[failed.key.isin(gallery_keys)]
+    if not len(probe_rows) or not len(gallery_rows):
+        raise ValueError(f"no face found in any {'probe' if not len(probe_rows) else 'gallery'} image: "
+                         "nothing to score")
+    acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))
+    acquisition["not_in_dataset"] = len(absent)
+    gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
+    return score(probe_rows, probe_emb, gallery_rows, gallery_emb, name, similarity, failed=failed_probes,
+                 acquisition=acquisition)
+
+
+def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs: str | None = None,
+                 lists: tuple[str, str] | None = None, masked_rule: str = "seed", input_kind: str = "masked",
+                 face: str = "center", gallery_template: str = "best", missing: str = "error",
+                 accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
+                 batch_size: int = 32, crop_mode: str | None = None, second_look: bool | None = None,
+                 progress=None, title: str | None = None) -> dict:
+    """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
+    Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}."""
+    from jobs.embed import read_shards, run_embed
+    from jobs.score import GALLERY_TEMPLATES, score_pairs
+    from recog.protocols import read_pairs_file, read_seed_list
+    from recog.report import write_report
+
+    if pairs and lists:
+        raise ValueError("give a pairs file or identification lists, not both")
+    if missing not in ("error", "skip"):
+        raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    if gallery_template not in GALLERY_TEMPLATES:
+        raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
+    if masked_rule != "seed":
+        re.compile(masked_rule)  # a bad expression fails before any work
+    # protocol files are read before any image: a wrong file fails fast
+    protocol = read_pairs_file(Path(pairs)) if pairs else None
+    id_lists = [read_seed_list(Path(p)) for p in lists] if lists else None
+    out = open_store(output_uri)
+    out.check_writable()
+    embeddings = out.uri_of("embeddings")
+    summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
+                        finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
+                        workers=workers, batch_size=batch_size, progress=progress)
+    name = Path(model).stem if model.endswith(".onnx") else model
+    if protocol is not None:
+        result = score_pairs([embeddings], protocol, name, missing=missing)
+        kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
+    else:
+        rows, emb, failed = read_shards(embeddings, with_failures=True)
+        similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
+        if id_lists is not None:
+            gallery_keys, probe_keys = id_lists
+            kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
+        else:
+            keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
+            given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
+            from_manifest = str(input_uri).lower().endswith((".csv", ".parquet"))
+            flags = given.astype(bool) if from_manifest else masked_flags(keys, masked_rule)
+            probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
+            if not probe_keys or not gallery_keys:
+                raise ValueError("need masked and unmasked images: " + (
+                    "the manifest's masked column marks none (or all) of them" if from_manifest else
+                    f"the masked rule {masked_rule!r} matches none (or all) of the file names; give --masked-rule"))
+            kind = "masked-split"
+            described = ("masked images (the manifest's masked column)" if from_manifest else
+                         f"masked images (file names, rule {masked_rule!r})") + " against the unmasked ones"
+        result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
+                             missing)
+    title = title or f"Evaluation: {described}"
+    with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
+        paths = write_report([result], Path(tmp), title, extra={
+            "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
+            "face": face, "input_kind": input_kind, "gallery_template": gallery_template})
+        written = {}
+        for report_kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
+            out.write(f"report/{path.name}", path.read_bytes())
+            written[report_kind] = out.uri_of(f"report/{path.name}")
+    return {"embed": summary, "result": result, "report": written, "protocol": kind}

@@ -1,0 +1,78 @@
+"""`mfr evaluate`: a dataset's own images to a report in one command, every sample counted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from jobs.cli import main
+from recog.protocols import read_pairs_file
+
+
+def test_pairs_files_are_read_by_their_shape(tmp_path):
+    lfw = tmp_path / "pairs.txt"
+    lfw.write_text("2 1\nA 1 2\nA 1 B 3\nC 2 4\nC 1 D 1\n")
+    pairs = read_pairs_file(lfw)
+    assert pairs.a[0] == "A/A_0001.jpg" and pairs.labels.tolist() == [1, 0, 1, 0] and pairs.folds.tolist() == [0, 0, 1, 1]
+    seed = tmp_path / "seed.csv"
+    seed.write_bytes("Input,Target,Label\n白敬亭/0_0_9.jpg,白敬亭/0_0_白敬亭_0001.jpg,1\n".encode("gbk"))
+    assert read_pairs_file(seed).a == ["白敬亭/0_0_9.jpg"]
+    plain = tmp_path / "plain.csv"
+    plain.write_text("a,b,label\nx/1.jpg,y/2.jpg,0\nx/1.jpg,x/3.jpg,1\n")
+    assert read_pairs_file(plain).labels.tolist() == [0, 1] and read_pairs_file(plain).folds is None
+    plain.write_text("x/1.jpg,y/2.jpg,1\nx/1.jpg,y/3.jpg,same\n")
+    with pytest.raises(ValueError, match="expected a,b,0\\|1"):
+        read_pairs_file(plain)
+
+
+def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_runtime, shared_data, tmp_path,
+                                                                           capsys):
+    import csv
+
+    from recog.protocols import read_seed_verification
+
+    crops = shared_data / "masked_crops"
+    rows = list(csv.DictReader((crops / "manifest.csv").open(encoding="utf-8")))
+    people = sorted({r["identity"] for r in rows})[:36]  # a third of the set keeps the test short
+    rows = [r for r in rows if r["identity"] in people]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "identity", "masked"])
+        writer.writeheader()
+        writer.writerows(rows)
+    n_masked = sum(r["masked"] == "1" for r in rows)
+    out = tmp_path / "eval"
+    # 1. the set's masked crops (its manifest's masked column) against its unmasked ones, images to report
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 0
+    assert "report/report.md" in capsys.readouterr().out
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["protocol"] == "masked-split"
+    first = report["results"][0]
+    probe = first["acquisition"]["probe"]
+    assert probe["samples"] == n_masked and probe["acquired"] >= 0.95 * n_masked
+    assert first["acquisition"]["gallery"]["samples"] == len(rows) - n_masked
+    only = first["acquired_only"]
+    # a probe without a face is a miss: the headline rank-1 is the acquired hits over every probe
+    hits = only["identification"]["rank"]["1"] * only["identification"]["mated_probes"]
+    assert first["identification"]["rank"]["1"] == pytest.approx(hits / n_masked)
+    assert first["identification"]["probes"] == n_masked
+    assert first["verification"]["auc"] > 0.7
+    assert "## Every sample counted" in (out / "report" / "report.md").read_text()
+
+    # 2. the seed's own GBK verification file over the same images (embedded once: the rerun is a no-op)
+    protocol = shared_data / "seed" / "Protocol_verification" / "AFDB_final_Jeff.csv"
+    args = ["evaluate", str(manifest), str(out), "--images", str(crops), "--pairs", str(protocol), "--quiet"]
+    assert main(args) == 2
+    assert "not hold" in capsys.readouterr().err  # most of its images are not in this set
+    assert main(args + ["--missing", "skip"]) == 0
+    pairs = read_seed_verification(protocol)
+    keys = {r["path"] for r in rows}
+    inside = [i for i in range(len(pairs)) if pairs.a[i] in keys and pairs.b[i] in keys]
+    assert inside, "the seed's protocol names images of this set"
+    report = json.loads((out / "report" / "report.json").read_text())
+    v = report["results"][0]["verification"]
+    assert report["protocol"] == "pairs" and v["pairs_skipped"] == len(pairs) - len(inside)
+    assert v["genuine"] == int(pairs.labels[inside].sum()) and v["genuine"] + v["impostor"] == len(inside)
+    assert 0 <= v["auc"] <= 1 and np.isfinite(v["eer"]["eer"] if isinstance(v["eer"], dict) else v["eer"])
