@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_masked_detection.py
+	$(BIN)/python bench/bench_masked_crops_modes.py
+	$(BIN)/python bench/bench_face_policy.py
 	$(BIN)/python bench/bench_redetected_recognition.py
 	$(BIN)/python bench/bench_jobs.py
 	$(BIN)/python bench/bench_pipeline.py

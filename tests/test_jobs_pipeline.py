@@ -27,7 +27,7 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert gallery_emb.shape == (4, 128) and set(probe_rows.masked) == {True} and set(gallery_rows.masked) == {False}
     assert probe_rows.model_id.nunique() == 1 and probe_rows.model_id.iloc[0].startswith("sface@sha256:")
     report = json.loads((out / "report" / "report.json").read_text())
-    assert [r["name"] for r in report["results"]] == ["sface plain", "sface masked-gallery"]  # side by side
+    assert [r["name"] for r in report["results"]] == ["sface"]  # plain matching unless modes are asked for
     ident = report["results"][0]["identification"]
     assert ident["gallery"] == 4 and ident["probes"] == 8  # one unmasked image per person, the rest masked
     verification = report["results"][0]["verification"]
