@@ -261,8 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fuse", action="store_true",
                    help="with several --models: one more row per mode, the models' scores z-normalised on "
                         "impostors and averaged")
-    r.add_argument("--face", choices=("center", "largest"), default="center",
-                   help="the face of each image that is masked and embedded: center (default) or largest")
+    r.add_argument("--face", choices=("center", "largest", "all"), default="center",
+                   help="which faces of each image are masked and embedded: center (default), largest, or all "
+                        "(every face a probe or gallery entry of the image's identity)")
     r.add_argument("--recognition-workers", type=int,
                    help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
     job_options(r, 16)

@@ -37,6 +37,7 @@ from jobs.score import run_score
 from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_to_end, start_progress
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
+from maskgen.finder import FACE_POLICIES
 from maskgen.record import FaceRecord, embedding_array, records_table
 from recog.matching import mode_from_name
 
@@ -220,8 +221,10 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center") -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
-    `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` is the face of each
-    image that is masked and embedded (`center`, the default, or `largest`; maskgen.finder.select_faces)."""
+    `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
+    each image are masked and embedded (maskgen.finder.select_faces): `center` (default), `largest`, or
+    `all` (every face a probe, or a gallery entry of the image's identity: for sets of group photos
+    whose every face is the labelled person, rarely what a folder-per-identity set means)."""
     from recog.embed import Embedder
 
     models = list(models or [model])
@@ -229,8 +232,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
     check_batch_size(batch_size, rows_per_shard)
-    if face not in ("center", "largest"):
-        raise ValueError(f"face must be 'center' or 'largest' (one face per image is scored), got {face!r}")
+    if face not in FACE_POLICIES:
+        raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     started = time.perf_counter()
     out = open_store(output_uri)
     out.check_writable()

@@ -15,7 +15,8 @@ def test_pairs_files_are_read_by_their_shape(tmp_path):
     lfw = tmp_path / "pairs.txt"
     lfw.write_text("2 1\nA 1 2\nA 1 B 3\nC 2 4\nC 1 D 1\n")
     pairs = read_pairs_file(lfw)
-    assert pairs.a[0] == "A/A_0001.jpg" and pairs.labels.tolist() == [1, 0, 1, 0] and pairs.folds.tolist() == [0, 0, 1, 1]
+    assert pairs.a[0] == "A/A_0001.jpg" and pairs.labels.tolist() == [1, 0, 1, 0]
+    assert pairs.folds.tolist() == [0, 0, 1, 1]
     seed = tmp_path / "seed.csv"
     seed.write_bytes("Input,Target,Label\n白敬亭/0_0_9.jpg,白敬亭/0_0_白敬亭_0001.jpg,1\n".encode("gbk"))
     assert read_pairs_file(seed).a == ["白敬亭/0_0_9.jpg"]
@@ -31,7 +32,7 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
                                                                            capsys):
     import csv
 
-    from recog.protocols import read_seed_verification
+    from recog.protocols import read_seed_list, read_seed_verification
 
     crops = shared_data / "masked_crops"
     rows = list(csv.DictReader((crops / "manifest.csv").open(encoding="utf-8")))
@@ -87,3 +88,17 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     assert report["protocol"] == "pairs" and v["pairs_skipped"] == len(pairs) - len(inside)
     assert v["genuine"] == int(pairs.labels[inside].sum()) and v["genuine"] + v["impostor"] == len(inside)
     assert 0 <= v["auc"] <= 1 and np.isfinite(v["eer"]["eer"] if isinstance(v["eer"], dict) else v["eer"])
+
+    # 3. the seed's identification lists (masked gallery, unmasked probes: its probe_is_mask folder reversed)
+    lists = shared_data / "seed" / "Protocol_identification"
+    gallery_list, probe_list = lists / "AFDB_gallery_fianl.csv", lists / "AFDB_probe_final.csv"
+    assert main(["evaluate", str(manifest), str(out), "--images", str(images), "--lists", str(gallery_list),
+                 str(probe_list), "--missing", "skip", "--gallery-template", "mean", "--quiet"]) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    result = report["results"][0]
+    gallery_keys, probe_keys = (set(read_seed_list(p)) for p in (gallery_list, probe_list))
+    assert report["protocol"] == "lists" and report["gallery_template"] == "mean"
+    assert result["acquisition"]["probe"]["samples"] == len(probe_keys & keys)
+    assert result["acquisition"]["not_in_dataset"] == len((gallery_keys | probe_keys) - keys)
+    assert result["identification"]["gallery"] == len({k.split("/")[0] for k in gallery_keys & keys})
+
