@@ -104,6 +104,14 @@ def quiet_ray_data() -> None:
         context.enable_operator_progress_bars = False
 
 
+def _local_cluster_running() -> bool:
+    """Whether `ray start` left a cluster on this machine that `ray.init()` would join."""
+    import tempfile
+    from pathlib import Path
+
+    return (Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists()
+
+
 def ensure_ray() -> None:
     """Connect to the cluster `ray.init()` finds (RAY_ADDRESS, `ray job submit`), else start one
     in-process. Ray's own INFO lines stay in its logs: the jobs print their own progress and summary."""
@@ -112,7 +120,12 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
+        if os.environ.get("RAY_ADDRESS") or _local_cluster_running():
+            ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
+        else:
+            # a Ray of our own for this one job: no dashboard (its processes cost a 2-core machine seconds
+            # of start-up and CPU during the job; the job prints its own progress)
+            ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", include_dashboard=False)
     quiet_ray_data()
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
