@@ -80,16 +80,18 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
             if not list((out / "images").rglob("*.jpg")):  # wait until the job is under way
                 time.sleep(0.1)
                 continue
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                # this job's actor (Ray may have started its process before the job: no age check;
-                # earlier jobs' pools are gone, Ray Data shuts a pool down when its job ends)
-                if "AugmentWorker" in " ".join(proc.info["cmdline"] or []):
-                    try:
-                        os.kill(proc.info["pid"], signal.SIGKILL)
-                    except ProcessLookupError:
+            # this job's actor: a descendant of this process (the in-process Ray started its raylet), so
+            # no other Ray on the machine is touched (Ray may have started the process before the job: no
+            # age check; earlier jobs' pools are gone, Ray Data shuts a pool down when its job ends)
+            for proc in psutil.Process().children(recursive=True):
+                try:
+                    if "AugmentWorker" not in " ".join(proc.cmdline()):
                         continue
-                    killed.append(time.time())
-                    return
+                    os.kill(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, psutil.Error):
+                    continue
+                killed.append(time.time())
+                return
             time.sleep(0.3)
 
     killer = threading.Thread(target=kill_the_worker)
