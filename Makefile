@@ -16,10 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-# Two test processes, one test file each at a time: on 2 cores the Ray jobs of one file wait on start-up,
-# S3 and subprocesses while the other file computes (13.6 against 16.2 minutes, measured on this machine).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
 	$(BIN)/mfr demo --out out/demo
