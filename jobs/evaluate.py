@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from jobs.inputs import MANIFEST_SUFFIXES
 from jobs.storage import open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
@@ -115,7 +116,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         else:
             keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
             given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-            from_manifest = str(input_uri).lower().endswith((".csv", ".parquet"))
+            from_manifest = str(input_uri).lower().endswith(MANIFEST_SUFFIXES)
             flags = given.astype(bool) if from_manifest else masked_flags(keys, masked_rule)
             probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
             if not probe_keys or not gallery_keys:
