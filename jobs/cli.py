@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
                  "implausible); recorded per face in the manifest")
     job_options(m, 32)
+    m.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
+                   help="where the job runs: ray (the cluster `ray.init()` finds, else a Ray of its own), local (a "
+                        "process pool on this machine, no Ray), or auto (default: local when no cluster is "
+                        "reachable and at most 10,000 images are to do, else ray)")
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
                 "mfr embed ../shared/data/faces out/emb/unmasked",
@@ -383,7 +387,8 @@ def cmd_mask(args) -> int:
                              alignment=args.alignment, finder=finder)
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
-                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar)
+                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
+                          executor=args.executor)
     _finish("mask", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 

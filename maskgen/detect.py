@@ -17,6 +17,7 @@ import numpy as np
 
 from maskgen import boxes as B
 
+IMAGES_PER_CALL = 8
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 """Order of the 5 points; left/right as seen in the image (the subject's right eye is `left_eye`)."""
 
@@ -107,7 +108,12 @@ class MTCNN:
         return self.detect_batch([image])[0]
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Faces of every image, each list sorted by score (best first)."""
+        """Faces of every image, each list sorted by score (best first). Batches run `IMAGES_PER_CALL`
+        images at a time: one image per call pays ONNX Runtime's per-call cost for every pyramid level,
+        while 32 at a time no longer fit the CPU's caches (1.2x and 1.3x the time of 8 on LFW-size photos)."""
+        if len(images) > IMAGES_PER_CALL:
+            return [faces for s in range(0, len(images), IMAGES_PER_CALL)
+                    for faces in self.detect_batch(images[s:s + IMAGES_PER_CALL])]
         opts = self.options
         normed = [_normalise(img) for img in images]
         idx, cand = self._propose(normed)

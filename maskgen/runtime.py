@@ -89,6 +89,11 @@ def available_cpus() -> int:
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
+    return machine_cpus()
+
+
+def machine_cpus() -> int:
+    """CPUs the scheduler affinity and the cgroup CPU quota give this process (thread settings aside)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux

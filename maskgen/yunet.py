@@ -39,11 +39,22 @@ class YuNetOptions:
     top_k: int = 5000
 
 
+def _quiet_opencv() -> None:
+    """OpenCV's DNN engine warns on stderr ("setPreferableTarget Targets are not supported by the new graph
+    engine") the first time a YuNet model runs, in every process: noise in every job's output, with
+    nothing for a user to do. Errors still print."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # an OpenCV build without its logging module
+        pass
+
+
 class YuNet:
     def __init__(self, options: YuNetOptions | None = None, threads: int | None = None):
         self.options = options or YuNetOptions()
         self.path = yunet_path()
         o = self.options
+        _quiet_opencv()
         self._detector = cv2.FaceDetectorYN.create(str(self.path), "", (320, 320), o.score_threshold,
                                                    o.nms_threshold, o.top_k)
 

@@ -1,5 +1,6 @@
 """Faults: an unreachable or restarted S3 endpoint, an output that cannot be written, a Ctrl-C and a
-rerun. Jobs run as the user runs them, `python -m jobs.cli` in a process of its own with its own Ray."""
+rerun. Jobs run as the user runs them, `python -m jobs.cli` in a process of its own: with a Ray of its
+own (`--executor ray`), or in the local process pool that small jobs without a cluster get."""
 
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def test_endpoint_restarted_mid_job_loses_nothing(dataset, bucket, s3_endpoint):
 
     # one worker, one image per batch: 16 shards, so the outage surely falls inside the job
     job = start_job(["mask", str(dataset), f"s3://{bucket}/out", "--quiet", "--batch-size", "1", "--workers", "1",
-                     "--rows-per-shard", "1"],
+                     "--rows-per-shard", "1", "--executor", "ray"],
                     AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
     try:
         wait_for(lambda: len(shards()) >= 1, 240, "the first manifest shard", job)
@@ -209,13 +210,14 @@ def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path):
 
 # ---------------------------------------------------------------- interrupt
 
-def test_ctrl_c_then_rerun_equals_a_clean_run(dataset, face_photos, tmp_path):
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_ctrl_c_then_rerun_equals_a_clean_run(executor, dataset, face_photos, tmp_path):
     for path in face_photos[16:28]:  # 28 photos, one per batch, one worker: the interrupt lands mid-job
         (dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(path, dataset / path.parent.name / path.name)
     out, clean = tmp_path / "out", tmp_path / "clean"
     args = ["--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1", "--style", "random",
-            "--seed", "5"]
+            "--seed", "5", "--executor", executor]
     job = start_job(["mask", str(dataset), str(out), *args])
     try:
         wait_for(lambda: len(list((out / "manifest").rglob("*.parquet"))) >= 1, 240, "the first shard", job)

@@ -1,0 +1,179 @@
+"""Small jobs on this machine without Ray: the same worker classes and shard writes, in a process pool.
+
+A Ray runtime started for one job costs a 2-core machine 5 to 10 s (GCS, raylet, workers, actor
+start-up) and, while it runs, a share of the CPU for its own processes and Ray Data's per-batch
+bookkeeping: on 500 LFW-size photos that was most of the job. When no cluster is reachable (no
+RAY_ADDRESS, no `ray start` cluster on this machine) and the job has at most `LOCAL_MAX_INPUTS` images
+to do, `--executor auto` runs it here instead:
+
+- the main process lists the inputs with the job's own lister (the same rows, the same already-done
+  anti-join as the Ray read tasks) and stops listing as soon as there are more than the limit;
+- one worker process per CPU (forked from a forkserver that has the models' modules imported; each
+  loads the models once and runs them on one thread) calls the job's own worker class on batches;
+- the main process writes the manifest shards with the job's own `write_shards`, one shard per
+  `rows_per_shard` rows, and counts the summary from what it wrote.
+
+Outputs are the same files with the same names and rows as on Ray (`node` is empty). Larger jobs, and
+every job when a cluster is reachable, run on Ray: streaming with bounded memory, retries and many
+machines are what it is for. Ctrl-C (or SIGTERM) stops taking batches, waits for the ones running,
+writes their rows and stops: finished batches are kept and a rerun does the rest. A worker process
+that dies (out of memory) stops the job the same way, with a message that says so.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from jobs.sink import JobSummary, status_counts, write_shards
+
+EXECUTORS = ("auto", "local", "ray")
+LOCAL_MAX_INPUTS = 10_000
+# what the forkserver imports once, so each worker process starts without importing them again
+PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen.augment", "jobs.augment")
+
+
+def cluster_reachable() -> bool:
+    """Whether `ray.init()` would join a cluster rather than start one: RAY_ADDRESS (and `ray job
+    submit`, which sets it), a `ray start` cluster on this machine, or a Ray already initialised here."""
+    import sys
+
+    from jobs.pool import _local_cluster_running
+
+    ray = sys.modules.get("ray")
+    return bool(os.environ.get("RAY_ADDRESS")) or _local_cluster_running() or bool(ray and ray.is_initialized())
+
+
+def check_executor(executor: str) -> None:
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+
+
+def small_job_rows(groups, lister, limit: int):
+    """The input rows to do (pyarrow tables) when there are at most `limit`, else None; listing stops
+    as soon as the limit is passed, so a large job costs this no more than `limit` rows."""
+    tables, count = [], 0
+    for group in groups:
+        for table in lister.rows(group):
+            if table.num_rows:
+                tables.append(table)
+                count += table.num_rows
+            if count > limit:
+                return None
+    return tables
+
+
+_worker = None
+_failure: BaseException | None = None
+
+
+def _start_worker(factory) -> None:
+    global _worker, _failure
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.environ["MFR_NUM_THREADS"] = "1"
+    try:
+        _worker = factory()
+    except Exception as exc:  # e.g. a model that cannot load: said by the first batch, not as a dead pool
+        _failure = exc
+
+
+def _call_worker(batch):
+    if _failure is not None:
+        raise _failure
+    return _worker(batch)
+
+
+def batches_of(tables, batch_size: int):
+    for table in tables:
+        for start in range(0, table.num_rows, batch_size):
+            yield table.slice(start, batch_size)
+
+
+def run_local(tables, factory, *, output_uri: str, directory: str, faces_column: str, batch_size: int,
+              rows_per_shard: int, processes: int, started: float, tally, progress=None) -> JobSummary:
+    """Run `factory()` (a job's worker: a pyarrow batch of input rows in, a table of output rows with
+    `group`, `input_row`, `status`, `_first` out) over `tables` in `processes` worker processes, and
+    write the rows as shards. `tally` holds what the listing counted."""
+    import multiprocessing
+
+    import pyarrow as pa
+
+    summary = JobSummary(inputs=tally.todo + tally.done, skipped=tally.done)
+    live = JobSummary(inputs=summary.inputs, skipped=summary.skipped)
+    pending_rows: list = []
+
+    def flush(final: bool = False) -> None:
+        while pending_rows and (final or sum(t.num_rows for t in pending_rows) >= rows_per_shard):
+            table = pa.concat_tables(pending_rows)
+            head, rest = table.slice(0, rows_per_shard), table.slice(rows_per_shard)
+            pending_rows[:] = [rest] if rest.num_rows else []
+            summary.add({k: v[0] for k, v in write_shards(head, output_uri=output_uri, directory=directory,
+                                                          faces_column=faces_column).items()})
+
+    def take(table) -> None:
+        pending_rows.append(table)
+        inputs = table.column("input_row").to_pylist()
+        live.processed += len(set(inputs))
+        live.faces += sum(bool(v) for v in table.column(faces_column).to_pylist()) if faces_column != "status" \
+            else table.column("status").to_pylist().count("ok")
+        for status, n in status_counts(inputs, table.column("status").to_pylist()).items():
+            live.statuses[status] = live.statuses.get(status, 0) + n
+        flush()
+        if progress:
+            live.seconds = time.perf_counter() - started
+            progress(live)
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(PRELOAD))
+    batches = batches_of(tables, batch_size)
+    running: set = set()
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
+                             initargs=(factory,)) as pool:
+        try:
+            for batch in batches:
+                running.add(pool.submit(_call_worker, batch))
+                if len(running) >= 2 * processes:  # a bounded queue: listing tables are consumed as work ends
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        take(future.result())
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    take(future.result())
+        except (KeyboardInterrupt, BrokenProcessPool) as exc:
+            _keep_finished(running, take)
+            flush(final=True)
+            if isinstance(exc, BrokenProcessPool):
+                raise RuntimeError("a worker process died (killed, or out of memory); the batches that "
+                                   "finished are written: run the same command again to do the rest") from None
+            raise
+        except BaseException:
+            _keep_finished(running, take)
+            flush(final=True)
+            raise
+    flush(final=True)
+    summary.seconds = time.perf_counter() - started
+    if progress:
+        progress(summary)
+    return summary
+
+
+def _keep_finished(running: set, take) -> None:
+    """After an interruption: cancel what has not started, let what runs finish (a batch is seconds of
+    work) and keep its rows; a second Ctrl-C stops waiting."""
+    for future in running:
+        future.cancel()
+    try:
+        for future in running:
+            if future.cancelled():
+                continue
+            try:
+                take(future.result(timeout=120))
+            except Exception:  # a broken pool or a failed batch: its images are simply not done
+                pass
+    except KeyboardInterrupt:
+        pass

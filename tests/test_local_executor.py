@@ -1,0 +1,135 @@
+"""Small jobs without a cluster run in a local process pool (jobs/local.py): the same outputs as on Ray,
+listing that stops past the limit, a killed worker process said as such, and reruns that finish the job."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from conftest import ROOT
+from jobs.augment import MANIFEST_DIR, read_manifest, run_augment
+from jobs.inputs import Tally, input_listing
+from jobs.local import cluster_reachable, small_job_rows
+from jobs.storage import open_store
+from maskgen.augment import AugmentOptions
+
+
+@pytest.fixture
+def dataset(tmp_path, face_photos):
+    """Six real photos of three people, a corrupt file and an empty one."""
+    root = tmp_path / "in"
+    for path in face_photos[:4] + face_photos[-2:]:
+        dst = root / path.parent.name / path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, dst)
+    (root / "broken").mkdir()
+    (root / "broken" / "random bytes.jpg").write_bytes(b"\x13\x37" * 500)
+    (root / "broken" / "empty.jpg").write_bytes(b"")
+    return root
+
+
+def files(root):
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and "manifest" not in p.parts and not p.name.startswith("_mfr")}
+
+
+def rows(uri):
+    frame = read_manifest(uri).drop(columns=["node"])
+    return sorted(map(repr, frame.sort_values(["source_key", "face_index"]).to_dict("records")))
+
+
+def test_local_pool_and_ray_write_the_same_outputs(ray_runtime, dataset, tmp_path):
+    options = AugmentOptions(style="random", seed=4)
+    here = run_augment(str(dataset), str(tmp_path / "local"), options, batch_size=3, executor="local")
+    there = run_augment(str(dataset), str(tmp_path / "ray"), options, batch_size=3, executor="ray")
+    assert here.processed == there.processed == 8 and here.statuses == there.statuses
+    assert here.statuses == {"ok": 6, "unsupported": 1, "empty": 1}
+    assert here.faces == there.faces > 0
+    assert rows(str(tmp_path / "local")) == rows(str(tmp_path / "ray"))  # every column but `node`
+    assert files(tmp_path / "local") == files(tmp_path / "ray")  # masked images and crops, byte for byte
+    assert set(read_manifest(str(tmp_path / "local")).node) == {""}
+    assert "" not in set(read_manifest(str(tmp_path / "ray")).node)
+
+
+def test_listing_stops_past_the_limit(dataset, tmp_path):
+    output = open_store(str(tmp_path / "out"))
+    for limit, expected in ((100, 8), (8, 8), (7, None), (0, None)):
+        tally = Tally()
+        _, groups, lister, _ = input_listing(str(dataset), output, MANIFEST_DIR, progress=tally)
+        tables = small_job_rows(groups, lister, limit)
+        assert (None if tables is None else sum(t.num_rows for t in tables)) == expected, limit
+
+
+def test_a_cluster_to_join_is_never_ignored(monkeypatch, tmp_path):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # no `ray start` cluster recorded there
+    monkeypatch.setitem(sys.modules, "ray", None)  # as in a process that never started Ray
+    assert not cluster_reachable()
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    assert cluster_reachable()
+    monkeypatch.delenv("RAY_ADDRESS")
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:6379")  # what `ray start` leaves
+    assert cluster_reachable()
+
+
+def start_job(args, **env):
+    environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    environment.update({"PYTHONPATH": str(ROOT), **env})
+    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_small_job_runs_here_without_ray_and_a_rerun_does_nothing(dataset, tmp_path):
+    out = tmp_path / "out"
+    for expected in (r"processed\s+8\n", r"skipped \(already done\)\s+8\n"):
+        job = start_job(["mask", str(dataset), str(out), "--quiet", "--style", "surgical"])
+        stdout, stderr = job.communicate(timeout=300)
+        assert job.returncode == 0, stderr[-2000:]
+        assert re.search(expected, stdout), stdout
+        assert stderr.strip() == "", stderr  # --quiet: nothing but the summary, no library warnings
+    frame = read_manifest(str(out))
+    assert frame.source_key.nunique() == 8 and not frame.duplicated(["source_key", "face_index"]).any()
+    assert set(frame.node) == {""}  # no Ray node: the local pool did it
+
+
+def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(face_photos, tmp_path):
+    root = tmp_path / "in"
+    for photo in face_photos[:20]:
+        (root / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, root / photo.parent.name / photo.name)
+    out = tmp_path / "out"
+    args = ["mask", str(root), str(out), "--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1"]
+    job = start_job(args)
+    try:
+        deadline = time.time() + 240
+        while not list((out / "manifest").rglob("*.parquet")):
+            assert job.poll() is None and time.time() < deadline, "the job ended before its first shard"
+            time.sleep(0.2)
+        workers = [p for p in psutil.Process(job.pid).children(recursive=True)
+                   if "forkserver" in " ".join(p.cmdline())]
+        pool = [p for p in workers if p.children()] or workers  # the forkserver's children do the work
+        victims = [c for p in pool for c in p.children()]
+        assert victims, "no worker process found"
+        for victim in victims:
+            victim.send_signal(signal.SIGKILL)
+        _, err = job.communicate(timeout=120)
+    finally:
+        job.kill()
+    assert job.returncode == 2 and "a worker process died" in err and "Traceback" not in err, err[-2000:]
+    assert not (out / "_mfr_lease.json").exists()
+    done_before = read_manifest(str(out)).source_key.nunique()
+    assert 1 <= done_before < 20
+    rerun = start_job(args)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-2000:]
+    frame = read_manifest(str(out))
+    assert frame.source_key.nunique() == 20 and not frame.duplicated(["source_key", "face_index"]).any()
