@@ -133,10 +133,11 @@ def bucket(s3_endpoint):
     return name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_runtime(s3_endpoint):
-    """In-process Ray for one test module, started after the S3 settings exist (workers inherit the
-    environment) with the CPUs of this machine's size."""
+    """In-process Ray for the test session (started once: each start costs this machine about 6 s),
+    started after the S3 settings exist (workers inherit the environment) with the CPUs of this
+    machine's size."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
