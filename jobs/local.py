@@ -22,8 +22,10 @@ that dies (out of memory) stops the job the same way, with a message that says s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -81,6 +83,30 @@ def _start_worker(factory) -> None:
         _failure = exc
 
 
+def _started() -> int:
+    if _failure is not None:
+        raise _failure
+    return os.getpid()
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """While worker processes start: the forkserver, like spawn, would import the caller's `__main__`
+    script again in each process, and a script without an `if __name__ == "__main__":` guard would run
+    its job again there. The workers need nothing from it (their code lives in jobs/), so they are
+    started as if there were none."""
+    main = sys.modules.get("__main__")
+    hidden = {name: getattr(main, name) for name in ("__file__", "__spec__")
+              if main is not None and getattr(main, name, None) is not None}
+    try:
+        for name in hidden:
+            setattr(main, name, None)
+        yield
+    finally:
+        for name, value in hidden.items():
+            setattr(main, name, value)
+
+
 def _call_worker(batch):
     if _failure is not None:
         raise _failure
@@ -134,6 +160,9 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
     with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
                              initargs=(factory,)) as pool:
         try:
+            with _main_module_hidden():  # every process starts now (and loads its models), none later
+                for future in [pool.submit(_started) for _ in range(processes)]:
+                    future.result()
             for batch in batches:
                 running.add(pool.submit(_call_worker, batch))
                 if len(running) >= 2 * processes:  # a bounded queue: listing tables are consumed as work ends

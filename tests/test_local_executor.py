@@ -133,3 +133,15 @@ def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(f
     assert rerun.returncode == 0, err[-2000:]
     frame = read_manifest(str(out))
     assert frame.source_key.nunique() == 20 and not frame.duplicated(["source_key", "face_index"]).any()
+
+
+def test_a_script_without_a_main_guard_runs_its_job_once(dataset, tmp_path):
+    """The worker processes must not import the caller's script again (it would start its job again)."""
+    script = tmp_path / "mask_my_photos.py"
+    script.write_text("from jobs.augment import run_augment\n"
+                      f"summary = run_augment({str(dataset)!r}, {str(tmp_path / 'out')!r}, executor='local')\n"
+                      "print('processed', summary.processed)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["processed 8"]
