@@ -3,8 +3,10 @@
     .venv/bin/python bench/bench_detect.py [--images 64] [--repeats 5] [--reference-python /tmp/refenv/bin/python]
 
 Images are made in memory from ../shared/data/faces (bench/lfw_like.py). Each figure is the median
-images/s over the repeats; the reference runs in its own interpreter (it needs TensorFlow) on the
-same images right after ours. Prints a Markdown table for the README.
+images/s over the repeats; "plain graphs" is our same code on the networks laid out op for op
+(maskgen.mtcnn_graphs, layout="plain"), timed in turn with the default blocked layout in the same
+runs; the reference runs in its own interpreter (it needs TensorFlow) on the same images right after
+ours. Prints a Markdown table for the README.
 """
 
 from __future__ import annotations
@@ -30,20 +32,25 @@ BATCH_SIZES = (1, 8, 32)
 
 
 def time_ours(images, repeats):
+    """images/s per batch size of our MTCNN with its blocked-layout graphs and, in the same runs
+    (alternating), with the plain graphs (maskgen.mtcnn_graphs LAYOUTS): what the layout buys."""
     from maskgen.detect import MTCNN
 
-    detector = MTCNN()
-    detector.detect_batch(images[:2])
-    rates = {}
+    detectors = {layout: MTCNN(layout=layout) for layout in ("blocked", "plain")}
+    for detector in detectors.values():
+        detector.detect_batch(images[:2])
+    rates = {layout: {} for layout in detectors}
     for bs in BATCH_SIZES:
-        runs = []
+        runs = {layout: [] for layout in detectors}
         for _ in range(repeats):
-            started = time.perf_counter()
-            for i in range(0, len(images), bs):
-                detector.detect_batch(images[i:i + bs])
-            runs.append(len(images) / (time.perf_counter() - started))
-        rates[bs] = statistics.median(runs)
-    return rates, detector
+            for layout, detector in detectors.items():
+                started = time.perf_counter()
+                for i in range(0, len(images), bs):
+                    detector.detect_batch(images[i:i + bs])
+                runs[layout].append(len(images) / (time.perf_counter() - started))
+        for layout in detectors:
+            rates[layout][bs] = statistics.median(runs[layout])
+    return rates, detectors["blocked"]
 
 
 def time_reference(python, images, repeats):
@@ -84,13 +91,13 @@ def main() -> None:
     print(f"{len(images)} images 250x250, median of {args.repeats} runs; {os.cpu_count()} CPUs ({cpu_name()}); "
           f"onnxruntime {onnxruntime.__version__} {detector.providers[0]}")
     print()
-    print("| batch | ours (images/s) | mtcnn package (images/s) | speed-up |")
-    print("|---:|---:|---:|---:|")
+    print("| batch | ours (images/s) | ours, plain graphs (images/s) | mtcnn package (images/s) | speed-up |")
+    print("|---:|---:|---:|---:|---:|")
     for bs in BATCH_SIZES:
         ref = reference.get(bs)
         ref_cell = f"{ref:.1f}" if ref else "not run"
-        ratio = f"{ours[bs] / ref:.1f}x" if ref else "-"
-        print(f"| {bs} | {ours[bs]:.1f} | {ref_cell} | {ratio} |")
+        ratio = f"{ours['blocked'][bs] / ref:.1f}x" if ref else "-"
+        print(f"| {bs} | {ours['blocked'][bs]:.1f} | {ours['plain'][bs]:.1f} | {ref_cell} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -88,15 +88,17 @@ class MTCNN:
     """The three-stage cascade; `device` is `auto` (CUDA when present), `cpu` or `cuda`."""
 
     def __init__(self, options: DetectorOptions | None = None, device: str = "auto",
-                 threads: int | None = None, max_patches_per_call: int = 2048):
-        from maskgen.mtcnn_graphs import cached_models
+                 threads: int | None = None, max_patches_per_call: int = 2048, layout: str = "blocked"):
+        from maskgen.mtcnn_graphs import build_bytes, cached_models
         from maskgen.runtime import create_session
 
         self.options = options or DetectorOptions()
         self.max_patches_per_call = max_patches_per_call
         paths = cached_models()
         self.model_files = {name: path.name for name, path in paths.items()}
-        self._sessions = {name: create_session(path, device=device, threads=threads) for name, path in paths.items()}
+        # layout "plain" (maskgen.mtcnn_graphs: the networks op for op, built in memory) is for comparisons
+        models = paths if layout == "blocked" else {name: build_bytes(name, layout) for name in paths}
+        self._sessions = {name: create_session(m, device=device, threads=threads) for name, m in models.items()}
         self.providers = self._sessions["pnet"].get_providers()
 
     @property

@@ -103,8 +103,17 @@ def load_weights(name: str) -> list[np.ndarray]:
     return [np.ascontiguousarray(a, dtype=np.float32) for a in arrays]
 
 
-def build_graph(name: str, weights: list[np.ndarray]):
-    """The ONNX ModelProto of network `name` holding `weights` (Keras order). Pure: no I/O."""
+LAYOUTS = ("blocked", "plain")
+
+
+def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
+    """The ONNX ModelProto of network `name` holding `weights` (Keras order). Pure: no I/O.
+    `layout`: `blocked` (the default, laid out for ONNX Runtime's blocked kernels, see above) or
+    `plain` (the networks op for op as Keras has them: PRelu, unpadded channels, Softmax), kept as the
+    reference the blocked graphs are checked and timed against."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    blocked = layout == "blocked"
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -133,7 +142,7 @@ def build_graph(name: str, weights: list[np.ndarray]):
         if two_class_sigmoid:  # softmax over (l0, l1) == sigmoid(l0 - l1), sigmoid(l1 - l0)
             w, bias = np.stack([w[0] - w[1], w[1] - w[0]]), np.array([bias[0] - bias[1], bias[1] - bias[0]])
         out = w.shape[0]
-        padded = -(-out // CHANNEL_BLOCK) * CHANNEL_BLOCK if pad_to_block else out
+        padded = -(-out // CHANNEL_BLOCK) * CHANNEL_BLOCK if pad_to_block and blocked else out
         if padded > out:
             w = np.concatenate([w, np.zeros((padded - out,) + w.shape[1:], np.float32)])
             bias = np.concatenate([bias, np.zeros(padded - out, np.float32)])
@@ -177,11 +186,12 @@ def build_graph(name: str, weights: list[np.ndarray]):
             x = conv(x)
         elif layer.kind == "prelu":
             alpha = next(it)
-            if alpha.ndim == 3:
+            if alpha.ndim == 3 and blocked:
                 x = prelu_map(x, alpha)
             else:
                 y = fresh("prelu")
-                nodes.append(helper.make_node("PRelu", [x, const("alpha", alpha.reshape(-1))], [y]))
+                slope = alpha.reshape(-1, 1, 1) if alpha.ndim == 3 else alpha.reshape(-1)
+                nodes.append(helper.make_node("PRelu", [x, const("alpha", slope)], [y]))
                 x = y
         elif layer.kind in ("pool_same", "pool_valid"):
             k, s = layer.params
@@ -205,7 +215,9 @@ def build_graph(name: str, weights: list[np.ndarray]):
     outputs = []
     for out_name, kind, channels in arch["heads"]:
         if kind.startswith("conv"):
-            y = conv(x, pad_to_block=False, two_class_sigmoid=kind.endswith("softmax"))
+            y = conv(x, pad_to_block=False, two_class_sigmoid=blocked and kind.endswith("softmax"))
+            if not blocked and kind.endswith("softmax"):
+                y = softmax(y)
         else:
             y = dense(x)
             if kind.endswith("softmax"):
@@ -235,8 +247,8 @@ def build_graph(name: str, weights: list[np.ndarray]):
     return model
 
 
-def build_bytes(name: str) -> bytes:
-    return build_graph(name, load_weights(name)).SerializeToString()
+def build_bytes(name: str, layout: str = "blocked") -> bytes:
+    return build_graph(name, load_weights(name), layout).SerializeToString()
 
 
 def cached_models(cache_root: Path | None = None) -> dict[str, Path]:

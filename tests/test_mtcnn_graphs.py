@@ -21,13 +21,14 @@ def _inputs():
     return {name: rng.uniform(-1, 1, size=shape).astype(np.float32) for name, shape in CASES}
 
 
+@pytest.mark.parametrize("layout", mtcnn_graphs.LAYOUTS)
 @pytest.mark.parametrize("name", mtcnn_graphs.NETWORKS)
-def test_graph_matches_keras_reference(name):
+def test_graph_matches_keras_reference(name, layout):
     recorded = np.load(FIXTURES / "mtcnn_keras_outputs.npz")
     x = _inputs()[name]
     assert hashlib.sha256(x.tobytes()).digest() == recorded[f"{name}_input_sha256"].tobytes(), \
         "numpy's seeded generator changed; regenerate the fixture with tools/mtcnn_keras_outputs.py"
-    session = ort.InferenceSession(mtcnn_graphs.build_bytes(name), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(mtcnn_graphs.build_bytes(name, layout), providers=["CPUExecutionProvider"])
     outputs = session.run(None, {"image": np.ascontiguousarray(x.transpose(0, 3, 1, 2))})
     for i, ours in enumerate(outputs):
         keras = recorded[f"{name}_output{i}"]
