@@ -27,6 +27,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_detect.py $(if $(REFERENCE_PYTHON),--reference-python $(REFERENCE_PYTHON))
 	$(BIN)/python bench/bench_masks.py
+	$(BIN)/python bench/bench_mask_speed.py
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_masked_detection.py
