@@ -153,6 +153,8 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
             live.seconds = time.perf_counter() - started
             progress(live)
 
+    if progress:  # the bar starts now, with what the listing found, not when the first batch is done
+        progress(live)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
     batches = batches_of(tables, batch_size)

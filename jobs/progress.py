@@ -28,9 +28,10 @@ class ProgressBar:
                             file=self.stream, dynamic_ncols=True, mininterval=0.5)
         # the read tasks are still listing while the first batches finish: the total grows
         self.bar.total = max(summary.inputs - summary.skipped, summary.processed)
-        self.bar.update(summary.processed - self.bar.n)
+        # counts first: update() draws the bar, and would show the previous call's counts
         self.bar.set_postfix(ok=summary.statuses.get("ok", 0), failed=failed_count(summary.statuses),
                              no_face=summary.statuses.get("no_face", 0), refresh=False)
+        self.bar.update(summary.processed - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
