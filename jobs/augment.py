@@ -20,6 +20,7 @@ inside the read tasks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -27,9 +28,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import folder_identity, input_dataset
+from jobs.inputs import folder_identity, input_dataset, input_listing
 from jobs.lease import Lease
-from jobs.local import LOCAL_MAX_INPUTS, check_executor, cluster_reachable, run_local, small_job_rows
+from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here, use_local_pool
 from jobs.pool import ensure_ray, plan_pool, use_threads
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
                        write_stage)
@@ -254,11 +255,14 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask"):
-        if executor == "local" or (executor == "auto" and not cluster_reachable()):
-            summary = augment_here(input_uri, output, options, images_uri=images_uri, batch_size=batch_size,
-                                   workers=workers, max_pixels=max_pixels, rows_per_shard=rows_per_shard,
-                                   progress=progress, started=started,
-                                   limit=None if executor == "local" else local_max_inputs)
+        if use_local_pool(executor):
+            summary = run_here(
+                lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),
+                lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
+                                                 threads=1),
+                output_uri=output.uri, directory=MANIFEST_DIR, faces_column="masked", batch_size=batch_size,
+                workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress,
+                limit=None if executor == "local" else local_max_inputs)
             if summary is not None:
                 return summary
         ensure_ray()
@@ -268,31 +272,6 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
                            max_pixels=max_pixels, progress=tracker)
         ds = write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
         summary = run_to_end(ds, tracker, started, progress)
-    summary.notes = notes
-    return summary
-
-
-def augment_here(input_uri: str, output, options: AugmentOptions, *, images_uri, batch_size: int, workers,
-                 max_pixels: int, rows_per_shard: int, progress, started: float, limit: int | None):
-    """The job in a process pool on this machine (jobs/local.py), or None when it has more than
-    `limit` images to do (the caller runs it on Ray)."""
-    import functools
-
-    from jobs.inputs import Tally, input_listing
-    from maskgen.runtime import machine_cpus
-
-    tally = Tally()
-    images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
-                                                  progress=tally)
-    tables = small_job_rows(groups, lister, limit if limit is not None else float("inf"))
-    if tables is None:
-        return None
-    todo = sum(t.num_rows for t in tables)
-    processes = max(1, min(workers or machine_cpus(), -(-todo // batch_size)))
-    factory = functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None, threads=1)
-    summary = run_local(tables, factory, output_uri=output.uri, directory=MANIFEST_DIR, faces_column="masked",
-                        batch_size=batch_size, rows_per_shard=rows_per_shard, processes=processes,
-                        started=started, tally=tally, progress=progress)
     summary.notes = notes
     return summary
 

@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dry-run", action="store_true",
                         help="list what would be processed and where it would go; start nothing, write nothing")
 
+    def executor_option(sp):
+        sp.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
+                        help="where the job runs: ray (the cluster `ray.init()` finds, else a Ray of its own), local "
+                             "(a process pool on this machine, no Ray), or auto (default: local when no cluster is "
+                             "reachable and at most 10,000 images are to do, else ray)")
+
     def model_options(sp):
         sp.add_argument("--model", default="sface",
                         help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
@@ -153,10 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
                  "implausible); recorded per face in the manifest")
     job_options(m, 32)
-    m.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
-                   help="where the job runs: ray (the cluster `ray.init()` finds, else a Ray of its own), local (a "
-                        "process pool on this machine, no Ray), or auto (default: local when no cluster is "
-                        "reachable and at most 10,000 images are to do, else ray)")
+    executor_option(m)
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
                 "mfr embed ../shared/data/faces out/emb/unmasked",
@@ -188,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "size and score; right more often than largest on LFW-style crops, "
                         "bench/bench_face_policy.py), largest, or all (one row each)")
     job_options(e, 32)
+    executor_option(e)
 
     v = command("evaluate", "a dataset's own images to a report in one command: a pairs protocol, identification "
                             "lists, or its real masked images against its unmasked ones",
@@ -408,7 +412,7 @@ def cmd_embed(args) -> int:
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
-                        second_look=_on_off(args.second_look))
+                        second_look=_on_off(args.second_look), executor=args.executor)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 

@@ -15,6 +15,7 @@ default). Actors take one GPU each where the cluster has (or can add) GPUs.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import numpy as np
@@ -22,6 +23,7 @@ import numpy as np
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing
 from jobs.lease import Lease
+from jobs.local import LOCAL_MAX_INPUTS, run_here, use_local_pool
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
                        write_stage)
@@ -282,14 +284,16 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
               workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
-              second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None) -> JobSummary:
+              second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
+              executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
     Faces are found with `FinderOptions.for_inputs(finder_kind)` (`photos`, `masked`, `crops`; default
     `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) and `second_look` overriding
     the preset's. `face` says which faces of an image are embedded (`maskgen.finder.select_faces`:
-    `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`)."""
+    `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`). `executor`: as
+    `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool)."""
     from maskgen.finder import FACE_POLICIES, FinderOptions
 
     if face not in FACE_POLICIES:
@@ -303,6 +307,19 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
     with Lease(output, "mfr embed"):
+        if use_local_pool(executor):
+            face = "all" if all_faces else face
+            summary = run_here(
+                lambda tally: embed_listing(input_uri, output, from_augment, alignment,
+                                            ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally),
+                lambda source: functools.partial(
+                    EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
+                    max_pixels, mode, mask_style, seed, None, threads=1),
+                output_uri=output.uri, directory=SHARD_DIR, faces_column="status", batch_size=batch_size,
+                workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress,
+                limit=None if executor == "local" else local_max_inputs)
+            if summary is not None:
+                return summary
         ensure_ray()
         tracker = start_progress()
         source, ds, notes = embed_input(input_uri, output, from_augment, alignment,

@@ -32,10 +32,11 @@ from concurrent.futures.process import BrokenProcessPool
 
 from jobs.sink import JobSummary, status_counts, write_shards
 
-EXECUTORS = ("auto", "local", "ray")
+EXECUTORS = ("auto", "local", "ray")  # `--executor` of mfr mask and mfr embed
 LOCAL_MAX_INPUTS = 10_000
 # what the forkserver imports once, so each worker process starts without importing them again
-PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen.augment", "jobs.augment")
+PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen.augment", "jobs.augment",
+           "recog.embed", "jobs.embed")
 
 
 def cluster_reachable() -> bool:
@@ -111,6 +112,35 @@ def _call_worker(batch):
     if _failure is not None:
         raise _failure
     return _worker(batch)
+
+
+def run_here(listing, worker_factory, *, output_uri: str, directory: str, faces_column: str, batch_size: int,
+             workers: int | None, rows_per_shard: int, started: float, progress=None, limit: float | None):
+    """A job in a process pool on this machine, or None when it has more than `limit` inputs to do
+    (the caller then runs it on Ray). `listing(tally)` is the job's own listing, (input store, groups,
+    lister, notes), reporting to `tally`; `worker_factory(input store)` makes the callable that builds
+    one worker (picklable: it is sent to each worker process)."""
+    from jobs.inputs import Tally
+    from maskgen.runtime import machine_cpus
+
+    tally = Tally()
+    source, groups, lister, notes = listing(tally)
+    tables = small_job_rows(groups, lister, float("inf") if limit is None else limit)
+    if tables is None:
+        return None
+    todo = sum(t.num_rows for t in tables)
+    processes = max(1, min(workers or machine_cpus(), -(-todo // batch_size)))
+    summary = run_local(tables, worker_factory(source), output_uri=output_uri, directory=directory,
+                        faces_column=faces_column, batch_size=batch_size, rows_per_shard=rows_per_shard,
+                        processes=processes, started=started, tally=tally, progress=progress)
+    summary.notes = notes
+    return summary
+
+
+def use_local_pool(executor: str) -> bool:
+    """Whether a job with `executor` tries the local pool first (auto: when there is no cluster to join)."""
+    check_executor(executor)
+    return executor == "local" or (executor == "auto" and not cluster_reachable())
 
 
 def batches_of(tables, batch_size: int):

@@ -59,6 +59,25 @@ def test_local_pool_and_ray_write_the_same_outputs(ray_runtime, dataset, tmp_pat
     assert "" not in set(read_manifest(str(tmp_path / "ray")).node)
 
 
+def test_embed_on_the_local_pool_writes_what_ray_writes(ray_runtime, dataset, tmp_path):
+    import numpy as np
+
+    from jobs.embed import read_shards, run_embed
+
+    here = run_embed(str(dataset), str(tmp_path / "local"), masked=False, batch_size=3, executor="local")
+    there = run_embed(str(dataset), str(tmp_path / "ray"), masked=False, batch_size=3, executor="ray")
+    assert here.processed == there.processed == 8 and here.statuses == there.statuses
+    assert here.faces == there.faces == here.statuses["ok"] > 0
+    (rows_here, emb_here, failed_here), (rows_there, emb_there, failed_there) = (
+        read_shards(str(tmp_path / side), with_failures=True) for side in ("local", "ray"))
+    order_here, order_there = (np.lexsort((r.face_index, r.key)) for r in (rows_here, rows_there))
+    columns = [c for c in rows_here.columns if c not in ("node", "embedding")]
+    assert (rows_here[columns].iloc[order_here].astype(str).values.tolist()
+            == rows_there[columns].iloc[order_there].astype(str).values.tolist())
+    np.testing.assert_allclose(emb_here[order_here], emb_there[order_there], atol=1e-6)
+    assert sorted(failed_here.key) == sorted(failed_there.key) and len(failed_here) == 2
+
+
 def test_listing_stops_past_the_limit(dataset, tmp_path):
     output = open_store(str(tmp_path / "out"))
     for limit, expected in ((100, 8), (8, 8), (7, None), (0, None)):
