@@ -30,10 +30,9 @@ import numpy as np
 
 from jobs.inputs import folder_identity, input_dataset, input_listing
 from jobs.lease import Lease
-from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here, use_local_pool
+from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
-                       write_stage)
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_to_end, start_progress, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
@@ -73,6 +72,11 @@ def output_keys(source_key: str) -> tuple[str, str]:
     suffix = PurePosixPath(key).suffix.lower()
     image_key = f"images/{key}" if suffix in WRITTEN_AS_IS else f"converted/{fit_name(key, 4)}.png"
     return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
+
+
+def landmarks_given(item: dict) -> bool:
+    """Whether an input manifest's row gives the face's 68 landmarks (masked from them, no detection)."""
+    return len(item.get("landmarks68") or ()) == 136
 
 
 def node_id() -> str:
@@ -122,9 +126,7 @@ class AugmentWorker:
         self._ready = {}
         table = pa.Table.from_pylist(mark_first(rows), schema=self.schema)
         if self.progress is not None:
-            inputs = table.column("input_row").to_pylist()
-            self.progress.batch.remote(len(set(inputs)), sum(bool(m) for m in table.column("masked").to_pylist()),
-                                       status_counts(inputs, table.column("status").to_pylist()))
+            self.progress.batch.remote(*batch_counts(table, "masked"))
         return table
 
     def augment_ahead(self, items: list[dict]) -> dict:
@@ -138,7 +140,7 @@ class AugmentWorker:
 
         todo, pixels = [], 0
         for item in items:
-            if item.get("status") or item.get("masked") or len(item.get("landmarks68") or ()) == 136:
+            if item.get("status") or item.get("masked") or landmarks_given(item):
                 continue
             try:
                 image = decode_image(self.input.read(item["key"]), max_pixels=self.max_pixels)
@@ -189,7 +191,7 @@ class AugmentWorker:
                 return [base.with_(status=exc.status, message=str(exc))], None, None
             except (FileNotFoundError, UnreadableObject) as exc:
                 return [base.with_(status=getattr(exc, "status", "missing"), message=str(exc))], None, None
-            if len(item.get("landmarks68") or ()) == 136:
+            if landmarks_given(item):
                 result = self.mask_given(image, key, item)
             else:
                 result = self.augmenter.augment(image, key)
@@ -255,16 +257,15 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask"):
-        if use_local_pool(executor):
-            summary = run_here(
-                lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),
-                lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
-                                                 threads=1),
-                output_uri=output.uri, directory=MANIFEST_DIR, faces_column="masked", batch_size=batch_size,
-                workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress,
-                limit=None if executor == "local" else local_max_inputs)
-            if summary is not None:
-                return summary
+        summary = run_here(
+            executor, local_max_inputs,
+            lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),
+            lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
+                                             threads=1),
+            output_uri=output.uri, directory=MANIFEST_DIR, faces_column="masked", batch_size=batch_size,
+            workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
+        if summary is not None:
+            return summary
         ensure_ray()
         tracker = start_progress()
         images, ds, notes = input_dataset(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tracker)

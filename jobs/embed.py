@@ -23,10 +23,9 @@ import numpy as np
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing
 from jobs.lease import Lease
-from jobs.local import LOCAL_MAX_INPUTS, run_here, use_local_pool
+from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, mark_first, run_to_end, start_progress, status_counts,
-                       write_stage)
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_to_end, start_progress, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
@@ -95,9 +94,7 @@ class EmbedWorker:
         table = records_table(records, "shard", self.embedder.dim,
                               extra={"group": (pa.string(), groups), "_first": (pa.bool_(), first)})
         if self.progress is not None:
-            inputs = table.column("input_row").to_pylist()
-            statuses = table.column("status").to_pylist()
-            self.progress.batch.remote(len(set(inputs)), statuses.count("ok"), status_counts(inputs, statuses))
+            self.progress.batch.remote(*batch_counts(table, "status"))
         return table
 
     def input_record(self, item: dict) -> FaceRecord:
@@ -300,6 +297,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
 
     check_batch_size(batch_size, rows_per_shard)
+    check_executor(executor)
+    face = "all" if all_faces else face
     started = time.perf_counter()
     finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
                                       second_look=second_look)
@@ -307,25 +306,23 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
     with Lease(output, "mfr embed"):
-        if use_local_pool(executor):
-            face = "all" if all_faces else face
-            summary = run_here(
-                lambda tally: embed_listing(input_uri, output, from_augment, alignment,
-                                            ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally),
-                lambda source: functools.partial(
-                    EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
-                    max_pixels, mode, mask_style, seed, None, threads=1),
-                output_uri=output.uri, directory=SHARD_DIR, faces_column="status", batch_size=batch_size,
-                workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress,
-                limit=None if executor == "local" else local_max_inputs)
-            if summary is not None:
-                return summary
+        summary = run_here(
+            executor, local_max_inputs,
+            lambda tally: embed_listing(input_uri, output, from_augment, alignment,
+                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally),
+            lambda source: functools.partial(
+                EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
+                max_pixels, mode, mask_style, seed, None, threads=1),
+            output_uri=output.uri, directory=SHARD_DIR, faces_column="status", batch_size=batch_size,
+            workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
+        if summary is not None:
+            return summary
         ensure_ray()
         tracker = start_progress()
         source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
                                         ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
         ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked,
-                         from_augment=from_augment, face="all" if all_faces else face, finder=finder,
+                         from_augment=from_augment, face=face, finder=finder,
                          alignment=alignment,
                          max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed, batch_size=batch_size,
                          workers=workers, progress=tracker)

@@ -30,7 +30,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from jobs.sink import JobSummary, status_counts, write_shards
+from jobs.sink import JobSummary, Progress, batch_counts, write_shards
 
 EXECUTORS = ("auto", "local", "ray")  # `--executor` of mfr mask and mfr embed
 LOCAL_MAX_INPUTS = 10_000
@@ -42,8 +42,6 @@ PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen
 def cluster_reachable() -> bool:
     """Whether `ray.init()` would join a cluster rather than start one: RAY_ADDRESS (and `ray job
     submit`, which sets it), a `ray start` cluster on this machine, or a Ray already initialised here."""
-    import sys
-
     from jobs.pool import _local_cluster_running
 
     ray = sys.modules.get("ray")
@@ -114,18 +112,22 @@ def _call_worker(batch):
     return _worker(batch)
 
 
-def run_here(listing, worker_factory, *, output_uri: str, directory: str, faces_column: str, batch_size: int,
-             workers: int | None, rows_per_shard: int, started: float, progress=None, limit: float | None):
-    """A job in a process pool on this machine, or None when it has more than `limit` inputs to do
-    (the caller then runs it on Ray). `listing(tally)` is the job's own listing, (input store, groups,
-    lister, notes), reporting to `tally`; `worker_factory(input store)` makes the callable that builds
-    one worker (picklable: it is sent to each worker process)."""
+def run_here(executor: str, limit: int, listing, worker_factory, *, output_uri: str, directory: str,
+             faces_column: str, batch_size: int, workers: int | None, rows_per_shard: int, started: float,
+             progress=None):
+    """A job in a process pool on this machine, or None when it belongs on Ray (the caller then runs it
+    there): `executor` "ray", or "auto" with a cluster to join or more than `limit` inputs to do.
+    `listing(tally)` is the job's own listing, (input store, groups, lister, notes), reporting to
+    `tally`; `worker_factory(input store)` makes the callable that builds one worker (picklable: it is
+    sent to each worker process)."""
     from jobs.inputs import Tally
     from maskgen.runtime import machine_cpus
 
+    if executor == "ray" or (executor == "auto" and cluster_reachable()):  # checked by the job, before any I/O
+        return None
     tally = Tally()
     source, groups, lister, notes = listing(tally)
-    tables = small_job_rows(groups, lister, float("inf") if limit is None else limit)
+    tables = small_job_rows(groups, lister, float("inf") if executor == "local" else limit)
     if tables is None:
         return None
     todo = sum(t.num_rows for t in tables)
@@ -135,12 +137,6 @@ def run_here(listing, worker_factory, *, output_uri: str, directory: str, faces_
                         processes=processes, started=started, tally=tally, progress=progress)
     summary.notes = notes
     return summary
-
-
-def use_local_pool(executor: str) -> bool:
-    """Whether a job with `executor` tries the local pool first (auto: when there is no cluster to join)."""
-    check_executor(executor)
-    return executor == "local" or (executor == "auto" and not cluster_reachable())
 
 
 def batches_of(tables, batch_size: int):
@@ -159,7 +155,8 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
     import pyarrow as pa
 
     summary = JobSummary(inputs=tally.todo + tally.done, skipped=tally.done)
-    live = JobSummary(inputs=summary.inputs, skipped=summary.skipped)
+    counts = Progress()  # what the Ray jobs' progress actor counts, counted here
+    counts.list(tally.todo, tally.done)
     pending_rows: list = []
 
     def flush(final: bool = False) -> None:
@@ -172,19 +169,13 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
 
     def take(table) -> None:
         pending_rows.append(table)
-        inputs = table.column("input_row").to_pylist()
-        live.processed += len(set(inputs))
-        live.faces += sum(bool(v) for v in table.column(faces_column).to_pylist()) if faces_column != "status" \
-            else table.column("status").to_pylist().count("ok")
-        for status, n in status_counts(inputs, table.column("status").to_pylist()).items():
-            live.statuses[status] = live.statuses.get(status, 0) + n
+        counts.batch(*batch_counts(table, faces_column))
         flush()
         if progress:
-            live.seconds = time.perf_counter() - started
-            progress(live)
+            progress(JobSummary.live(counts.get(), time.perf_counter() - started))
 
     if progress:  # the bar starts now, with what the listing found, not when the first batch is done
-        progress(live)
+        progress(JobSummary.live(counts.get(), time.perf_counter() - started))
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(list(PRELOAD))
     batches = batches_of(tables, batch_size)

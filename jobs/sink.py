@@ -42,6 +42,12 @@ class JobSummary:
         for status, n in json.loads(counts["statuses"]).items():
             self.statuses[status] = self.statuses.get(status, 0) + n
 
+    @classmethod
+    def live(cls, view: dict, seconds: float) -> "JobSummary":
+        """The summary so far, from a `Progress.get()` view (listing and finished batches)."""
+        return cls(inputs=view["inputs"], skipped=view["skipped"], processed=view["processed"],
+                   faces=view["faces"], statuses=view["statuses"], seconds=seconds)
+
 
 def status_counts(input_rows, statuses) -> dict:
     """Inputs per status: an image's several face rows count once."""
@@ -59,7 +65,6 @@ def shard_name(input_rows) -> str:
 def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -> dict:
     """Ray Data map function: write `table` (rows with `group` (a `jobs.source.group_id`),
     `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from jobs.storage import open_store
@@ -71,11 +76,26 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -
     for group in pc.unique(table.column("group")).to_pylist():
         put_shard(store, directory, group, table.filter(pc.equal(table.column("group"), group)).drop_columns(transient))
         shards += 1
+    return {"inputs": [sum(counts.values())], "faces": [faces_in(table, faces_column)], "shards": [shards],
+            "statuses": [json.dumps(counts)]}
+
+
+def faces_in(table, faces_column: str) -> int:
+    """Faces among a table's rows: rows whose `faces_column` is true (manifest: `masked`), or for
+    embedding shards (`status`) rows with a vector."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if faces_column == "status":  # embedding shards: a face counts when it has a vector
-        faces = table.column("status").to_pylist().count("ok")
-    else:
-        faces = int(pc.sum(pc.cast(pc.fill_null(table.column(faces_column), False), pa.int64())).as_py() or 0)
-    return {"inputs": [sum(counts.values())], "faces": [faces], "shards": [shards], "statuses": [json.dumps(counts)]}
+        return table.column("status").to_pylist().count("ok")
+    return int(pc.sum(pc.cast(pc.fill_null(table.column(faces_column), False), pa.int64())).as_py() or 0)
+
+
+def batch_counts(table, faces_column: str) -> tuple[int, int, dict]:
+    """What one worker's finished batch adds to the progress counts (`Progress.batch`): inputs, faces,
+    and inputs per status."""
+    inputs = table.column("input_row").to_pylist()
+    return len(set(inputs)), faces_in(table, faces_column), status_counts(inputs, table.column("status").to_pylist())
 
 
 def put_shard(store, directory: str, group: str, table) -> None:
@@ -154,9 +174,7 @@ def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
     stop = threading.Event()
 
     def live() -> JobSummary:
-        view = ray.get(progress_actor.get.remote(), timeout=30)
-        return JobSummary(inputs=view["inputs"], skipped=view["skipped"], processed=view["processed"],
-                          faces=view["faces"], statuses=view["statuses"], seconds=time.perf_counter() - started)
+        return JobSummary.live(ray.get(progress_actor.get.remote(), timeout=30), time.perf_counter() - started)
 
     def poll():
         while not stop.wait(0.5):

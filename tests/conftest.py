@@ -83,6 +83,19 @@ def seed_rows():
     return read_landmark_csv(require_shared("seed", "landmark", "test.csv"))
 
 
+def photo_folder(root: Path, photos, broken: bool = False) -> Path:
+    """`root/<person>/<photo>` copies of `photos` (a job's input folder); with `broken`, also a corrupt
+    file and an empty one under `root/broken/`."""
+    for path in photos:
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / path.parent.name / path.name)
+    if broken:
+        (root / "broken").mkdir(parents=True, exist_ok=True)
+        (root / "broken" / "random bytes.jpg").write_bytes(b"\x13\x37" * 500)
+        (root / "broken" / "empty.jpg").write_bytes(b"")
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

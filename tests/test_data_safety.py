@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, photo_folder
 from jobs.augment import read_manifest
 from jobs.cli import main
 from jobs.storage import open_store
@@ -270,10 +270,7 @@ def test_a_no_op_rerun_and_a_dry_run_exit_0_quietly(face_photos, tmp_path):
 
 
 def test_sigterm_takes_the_ctrl_c_path(face_photos, tmp_path):
-    root = tmp_path / "in"
-    for photo in face_photos[:16]:
-        (root / photo.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, root / photo.parent.name / photo.name)
+    root = photo_folder(tmp_path / "in", face_photos[:16])
     out = tmp_path / "out"
     job = start_job(["mask", str(root), str(out), "--quiet", "--batch-size", "1", "--workers", "1",
                      "--rows-per-shard", "1"])

@@ -9,21 +9,13 @@ import pytest
 from jobs.augment import output_keys, read_manifest, run_augment
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
-from conftest import require_shared
+from conftest import photo_folder, require_shared
 
 
 @pytest.fixture
 def dataset(tmp_path, face_photos):
     """Three real photos of two people, a corrupt file and an empty one."""
-    root = tmp_path / "in"
-    for path in face_photos[:2] + face_photos[-1:]:
-        dst = root / path.parent.name / path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dst)
-    (root / "broken").mkdir()
-    (root / "broken" / "random bytes.jpg").write_bytes(b"\x13\x37" * 500)
-    (root / "broken" / "empty.jpg").write_bytes(b"")
-    return root
+    return photo_folder(tmp_path / "in", face_photos[:2] + face_photos[-1:], broken=True)
 
 
 def _check(manifest, store, n_photos=3):

@@ -5,35 +5,26 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, photo_folder
 from jobs.augment import MANIFEST_DIR, read_manifest, run_augment
 from jobs.inputs import Tally, input_listing
 from jobs.local import cluster_reachable, small_job_rows
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
+from test_faults import start_job, wait_for
 
 
 @pytest.fixture
 def dataset(tmp_path, face_photos):
     """Six real photos of three people, a corrupt file and an empty one."""
-    root = tmp_path / "in"
-    for path in face_photos[:4] + face_photos[-2:]:
-        dst = root / path.parent.name / path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dst)
-    (root / "broken").mkdir()
-    (root / "broken" / "random bytes.jpg").write_bytes(b"\x13\x37" * 500)
-    (root / "broken" / "empty.jpg").write_bytes(b"")
-    return root
+    return photo_folder(tmp_path / "in", face_photos[:4] + face_photos[-2:], broken=True)
 
 
 def files(root):
@@ -100,13 +91,6 @@ def test_a_cluster_to_join_is_never_ignored(monkeypatch, tmp_path):
     assert cluster_reachable()
 
 
-def start_job(args, **env):
-    environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    environment.update({"PYTHONPATH": str(ROOT), **env})
-    return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def test_a_small_job_runs_here_without_ray_and_a_rerun_does_nothing(dataset, tmp_path):
     out = tmp_path / "out"
     for expected in (r"processed\s+8\n", r"skipped \(already done\)\s+8\n"):
@@ -121,18 +105,12 @@ def test_a_small_job_runs_here_without_ray_and_a_rerun_does_nothing(dataset, tmp
 
 
 def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(face_photos, tmp_path):
-    root = tmp_path / "in"
-    for photo in face_photos[:20]:
-        (root / photo.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(photo, root / photo.parent.name / photo.name)
+    root = photo_folder(tmp_path / "in", face_photos[:20])
     out = tmp_path / "out"
     args = ["mask", str(root), str(out), "--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1"]
     job = start_job(args)
     try:
-        deadline = time.time() + 240
-        while not list((out / "manifest").rglob("*.parquet")):
-            assert job.poll() is None and time.time() < deadline, "the job ended before its first shard"
-            time.sleep(0.2)
+        wait_for(lambda: list((out / "manifest").rglob("*.parquet")), 240, "the first shard", job)
         workers = [p for p in psutil.Process(job.pid).children(recursive=True)
                    if "forkserver" in " ".join(p.cmdline())]
         pool = [p for p in workers if p.children()] or workers  # the forkserver's children do the work
