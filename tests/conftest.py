@@ -182,10 +182,14 @@ class RayNodes:
         return f"http://127.0.0.1:{self.dashboard}"
 
     def _start(self, args: list[str]) -> None:
+        named = [free_port() for _ in range(6)]
+        taken = set(named) | {self.port, self.dashboard}
         low = free_port()
-        ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
-                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
-                 "--metrics-export-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+        while any(low <= p <= low + 40 for p in taken):  # Ray refuses a worker range over another port
+            low = free_port()
+        ports = ["--node-manager-port", str(named[0]), "--object-manager-port", str(named[1]),
+                 "--dashboard-agent-listen-port", str(named[2]), "--dashboard-agent-grpc-port", str(named[3]),
+                 "--metrics-export-port", str(named[4]), "--runtime-env-agent-port", str(named[5]),
                  "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
         done = subprocess.run([self.ray, "start", *args, *ports, "--disable-usage-stats"], env=self.env,
                               capture_output=True, text=True, timeout=180)
