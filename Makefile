@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_mask_speed.py
 	$(BIN)/python bench/bench_embed.py
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_reducer.py
 	$(BIN)/python bench/bench_masked_detection.py
 	$(BIN)/python bench/bench_masked_crops_modes.py
 	$(BIN)/python bench/bench_face_policy.py

@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "mfr score out/emb/masked out/emb/unmasked out/report",
                 "mfr score s3://bucket/emb/masked s3://bucket/emb/unmasked s3://bucket/report --force",
                 "mfr score out/a/masked out/a/unmasked out/report --name sface --compare dlib out/b/masked "
-                "out/b/unmasked --fuse sface,dlib")
+                "out/b/unmasked --fuse sface,dlib",
+                "RAY_ADDRESS=auto mfr score s3://b/emb/masked s3://b/emb/unmasked s3://b/report --distributed")
     s.add_argument("probes", help="shards of masked faces (an embed output)")
     s.add_argument("gallery", help="shards of unmasked faces (an embed output)")
     s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
@@ -250,6 +251,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one more method side by side in the same tables and plots (repeatable)")
     s.add_argument("--fuse", action="append", default=[], metavar="NAME,NAME",
                    help="fuse these methods' scores (z-norm on impostors, averaged) into one more row (repeatable)")
+    s.add_argument("--distributed", action="store_true",
+                   help="score with Ray tasks over the probe shards and the gallery in parts (on the cluster of "
+                        "RAY_ADDRESS, else a local Ray): same figures, no process holds the whole gallery or "
+                        "score matrix")
+    s.add_argument("--gallery-part-rows", type=positive_int,
+                   help="gallery entries per part with --distributed (default 262144: 512 MiB at 512-d)")
+    s.add_argument("--score-device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="with --distributed: score blocks on GPUs (one per task; one cosine model), CPUs, or "
+                        "auto: GPUs where the cluster has or can add them (default)")
 
     r = command("run", "dataset to report: mask, embed both sides, score",
                 "mfr run ../shared/data/faces out/run",
@@ -422,7 +432,9 @@ def cmd_score(args) -> int:
 
     _print_report(run_score(args.probes, args.gallery, args.output, gallery_per_identity=args.gallery_per_identity,
                             gallery_template=args.gallery_template, force=args.force, name=args.name,
-                            also=[tuple(c) for c in args.compare], fuse=[_names(f) for f in args.fuse]))
+                            also=[tuple(c) for c in args.compare], fuse=[_names(f) for f in args.fuse],
+                            distributed=args.distributed, gallery_part_rows=args.gallery_part_rows,
+                            score_device=args.score_device))
     return 0
 
 

@@ -1,83 +1,211 @@
-"""The reducer at scale: probe shards scored against the gallery in blocks across the cluster.
+"""The reducer at scale: probe shards scored against a gallery in parts, across the cluster.
 
-    result = score_distributed(probe_uri, gallery_uri, name="sface")   # a recog.report.MethodResult
+    result, model_id = score_distributed(probe_uri, gallery_uri, name="sface")
+    result = score_fused_distributed([(p1, g1), (p2, g2)], name="fusion: a + b")
 
-The gallery is read by one Ray task, normalised once and kept in the object store; every probe shard
-is a task that reads it, scores its probes against the gallery and returns only per-probe facts: the
-mated score, the rank of the mated identity, the best non-mated score, the genuine scores, a seeded
-sample of impostor scores (all of them while the whole comparison stays under `max_pairs`), and its
-largest non-mated scores of mated probes (the seed's FPIR reading). The driver reduces those to
-exactly the figures `jobs.score.score` computes in one process (same definitions, recog.metrics):
-on shards under `max_pairs` the two agree to rounding (tests compare them), and no process ever holds
-the probe x gallery matrix, only `block` rows of it.
+How the work is cut, and what each process holds:
 
-Memory per task: the gallery (G x D float32, shared through the object store, not copied per task)
-plus `block` x G scores; in the driver: a few numbers per probe and at most `max_pairs` scores.
+- **Gallery index** (tasks, one per group of gallery shards): the key, identity and face of every
+  gallery face, no embeddings. The driver picks the gallery split from it (jobs.score.split_gallery)
+  and cuts the chosen entries, in (identity, key) order, into parts of at most `part_rows`
+  (default `GALLERY_PART_ROWS`). The driver holds these labels (a few hundred bytes per gallery
+  face as pandas strings), never an embedding or a score matrix.
+- **Gallery parts** (tasks, one per part and model): read the shards that hold the part's entries,
+  make mean templates where asked, normalise once, and leave the part in the object store with its
+  identity codes. A gallery larger than one machine's memory is simply more parts.
+- **Probe tasks** (one per group of probe shards, 1 CPU each): read their probes, then walk the
+  parts one at a time, `block` probes at a time, so a task holds its probes, one part and one
+  block x part score matrix. The score matrix is computed once per block for identification and
+  verification together. Each task returns only per-probe facts: mated score, rank of the mated
+  identity, best non-mated score, the genuine scores, a seeded sample of impostor scores (every
+  impostor while the whole comparison stays under `max_pairs`), and its largest non-mated scores of
+  mated probes (the seed's FPIR reading).
+- **Driver**: reduces those facts to ROC, TAR@FAR, CMC and TPIR@FPIR with the definitions of
+  recog.metrics, the same figures `jobs.score` computes in one process (tests compare them on the
+  same shards to 1e-9; they are equal wherever the impostors are not sampled).
+
+Identities become integer codes once (the sorted gallery identities), so finding a probe's mates is a
+lookup, not a comparison of strings with every gallery entry. Scores are those of one matrix product
+over the whole gallery: each is the dot product of its probe and gallery entry however either side
+is cut (BLAS may round a product of one row or column differently, by a float32 ulp; tests check).
+
+Where the cluster has GPUs (or will add them: jobs.pool.cluster_has_gpus), each probe task of a single
+cosine model takes one GPU and scores its blocks with recog.block_scoring's ONNX graph on ONNX
+Runtime's CUDA provider: the gallery part stays on the GPU, each block's score matrix never leaves
+it, only the per-row facts come back. A GPU task on a node without CUDA warns and scores on its CPU;
+`result.scored_by` (and the report's `scored_by`) says which nodes and devices scored.
+
+Fusion (`score_fused_distributed`) runs the same way with every model's embeddings in each part: a
+first pass gathers each model's impostor-score mean and variance over the common probes and gallery
+entries (merged with Chan's parallel formula), the second scores the z-normalised mean
+(recog.matching.fuse_matrices) exactly as one model's scores.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from recog import metrics as M
+from recog.block_scoring import NumpyBlockScorer, Scoring, block_scorer
+
+GALLERY_PART_ROWS = 262_144     # 512 MiB of 512-d float32 per part and model
+SCORES_PER_BLOCK = 1 << 24      # a block x part score matrix of at most 64 MiB
+SCORE_TASK_CPUS = 1             # scoring is matrix products: one core per task, BLAS on one thread
 
 
-def gallery_matrix(gallery_uri: str, gallery_per_identity: int = 1, gallery_template: str = "best"):
-    """(normalised embeddings, identities, keys, model_id, similarity, (faces, images without a face)
-    of the whole gallery shards) of the gallery split: the first `gallery_per_identity` images of each
-    identity in key order (jobs.score.split_gallery)."""
-    from jobs.embed import read_shards
-    from jobs.score import gallery_entries, split_gallery
+@dataclass
+class GalleryPart:
+    """Gallery entries [offset, offset + size) of the whole gallery: their identity codes, the
+    entries of each code (CSR: `order[starts[c]:starts[c + 1]]`), and the embeddings (one array per
+    model; `load` fetches them, so a Ray task holds one part at a time)."""
 
-    rows, emb, failed = read_shards(gallery_uri, with_failures=True)
-    counts = (len(rows), len(failed))  # the gallery side's samples: faces with an embedding, images without
-    keys = split_gallery(rows, gallery_per_identity)
-    keep = rows.key.isin(keys).to_numpy()
-    rows, emb = rows[keep].reset_index(drop=True), emb[keep]
-    similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
-    images = rows.key.to_numpy().astype(str)  # the gallery's images, never probes, whatever the entries
-    rows, emb = gallery_entries(rows, emb, gallery_template, similarity)
-    if similarity == "cosine":
-        emb = M.normalize_rows(emb)
-    return (np.ascontiguousarray(emb, np.float32), rows.identity.to_numpy().astype(str),
-            images, str(rows.model_id.iloc[0]) if len(rows) else "", similarity, counts)
+    offset: int
+    codes: np.ndarray
+    order: np.ndarray
+    starts: np.ndarray
+    embeddings: tuple | None = None
+    loader: object = None
+
+    @classmethod
+    def of(cls, embeddings: tuple, codes, offset: int, n_identities: int) -> "GalleryPart":
+        codes = np.asarray(codes, np.int64)
+        order = np.argsort(codes, kind="stable")
+        starts = np.searchsorted(codes[order], np.arange(n_identities + 1))
+        return cls(offset, codes, order, starts, embeddings)
+
+    @property
+    def size(self) -> int:
+        return len(self.codes)
+
+    def load(self) -> tuple:
+        return self.embeddings if self.embeddings is not None else self.loader()
+
+    def mates(self, probe_codes) -> tuple[np.ndarray, np.ndarray]:
+        """(probe row, local column) of every probe's mated entries in this part, by row then column."""
+        codes = np.asarray(probe_codes)
+        known = codes >= 0
+        lo = np.where(known, self.starts[np.clip(codes, 0, None)], 0)
+        hi = np.where(known, self.starts[np.clip(codes, 0, None) + 1], 0)
+        counts = hi - lo
+        rows = np.repeat(np.arange(len(codes)), counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        cols = self.order[np.repeat(lo, counts) + within]
+        # `order` is a stable argsort, so each probe's columns are already ascending
+        return rows, cols
 
 
-def score_block(probe_emb, probe_ids, gallery, gallery_ids, similarity: str, impostors_per_probe: int | None,
-                keep_nonmated: int, seed: int, probe_keys: list, block: int = 256) -> dict:
-    """Per-probe facts of some probes (pure); `gallery` is already normalised for cosine. The score
-    matrix is computed once per `block` probes and gives both the identification facts and the pair
-    scores. `impostors_per_probe=None` keeps every impostor score; otherwise each probe keeps a sample
-    of that many, drawn by a generator seeded with the run seed and the probe's own key, so the
-    sample does not depend on how probes are cut into blocks or tasks."""
-    p = np.asarray(probe_emb, np.float32)
-    if similarity == "cosine":
-        p = M.normalize_rows(p)
-    g_ids = np.asarray(gallery_ids)
-    parts, genuine, impostor = [], [], []
-    for i0 in range(0, len(p), block):
-        sim = M.similarity_matrix(p[i0:i0 + block], gallery, similarity) if similarity != "cosine" \
-            else p[i0:i0 + block] @ gallery.T
-        ids = np.asarray(probe_ids[i0:i0 + block])
-        parts.append(M.identification_stats(sim, None, ids, g_ids, block=len(sim), keep_nonmated=keep_nonmated))
-        same = ids[:, None] == g_ids[None, :]
-        for r in range(sim.shape[0]):
-            genuine.append(sim[r, same[r]])
-            imp = np.nonzero(~same[r])[0]
-            if impostors_per_probe is not None and len(imp) > impostors_per_probe:
-                key, face = probe_keys[i0 + r]
-                rng = np.random.default_rng([seed, face + 1, *str(key).encode("utf-8", "surrogateescape")])
-                imp = np.sort(rng.choice(imp, impostors_per_probe, replace=False))
-            impostor.append(sim[r, imp])
-    empty = np.empty(0, np.float32)
-    pool = np.sort(np.concatenate([s.nonmated_top for s in parts]))[::-1][:keep_nonmated] if parts else empty
-    return {"mated": np.concatenate([s.mated for s in parts]) if parts else np.empty(0, bool),
-            "mated_score": np.concatenate([s.mated_score for s in parts]) if parts else empty,
-            "rank": np.concatenate([s.rank for s in parts]) if parts else np.empty(0, np.int64),
-            "top_nonmated": np.concatenate([s.top_nonmated for s in parts]) if parts else empty,
-            "nonmated_top": pool,
-            "genuine": np.concatenate(genuine) if genuine else empty,
-            "impostor": np.concatenate(impostor) if impostor else empty}
+def _sample_impostors(mate_pos: list[np.ndarray], gallery_size: int, per_probe: int | None, seed: int,
+                      probe_keys: list) -> list[np.ndarray]:
+    """Per probe, the gallery positions of its impostor pairs (ascending): all of them, or with
+    `per_probe` a sample of that many drawn by a generator seeded with the run seed and the probe's
+    own (key, face), so the sample does not depend on how probes are cut into tasks or the gallery
+    into parts. Equal to `np.sort(rng.choice(non_mated_positions, per_probe, replace=False))`,
+    without building the non-mated positions (a gallery's worth per probe)."""
+    out = []
+    for r, mates in enumerate(mate_pos):
+        n_imp = gallery_size - len(mates)
+        if per_probe is None or n_imp <= per_probe:
+            pos = np.setdiff1d(np.arange(gallery_size), mates, assume_unique=True)
+        else:
+            key, face = probe_keys[r]
+            rng = np.random.default_rng([seed, face + 1, *str(key).encode("utf-8", "surrogateescape")])
+            pos = rng.choice(n_imp, per_probe, replace=False)
+            for m in mates:  # the j-th non-mated position: skip each mate at or below it, in order
+                pos[pos >= m] += 1
+            pos = np.sort(pos)
+        out.append(pos)
+    return out
+
+
+def _flat(per_row: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.repeat(np.arange(len(per_row)), [len(p) for p in per_row])
+    pos = np.concatenate(per_row).astype(np.int64) if per_row else np.empty(0, np.int64)
+    return rows, pos
+
+
+def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring, impostors_per_probe: int | None,
+                keep_nonmated: int, seed: int, probe_keys: list, block: int | None = None, scorer=None) -> dict:
+    """Per-probe facts of some probes against a gallery in parts (pure, but for the parts' loaders).
+
+    `probes`: one (P, D) array per model (a bare array for one model); `probe_codes`: each probe's
+    identity code (-1: not in the gallery); `parts`: the whole gallery, in order. Returns arrays
+    aligned with the probes (`mated`, `mated_score`, `rank`, `top_nonmated`), the genuine and impostor
+    scores (by probe, then gallery position) and `nonmated_top`, this block's `keep_nonmated` largest
+    non-mated scores of mated probes. Definitions: recog.metrics.identification_stats. `scorer`
+    (recog.block_scoring; default NumPy) does each block's arithmetic."""
+    probes = scoring.prepare(probes if isinstance(probes, tuple) else (probes,))
+    codes = np.asarray(probe_codes, np.int64)
+    n = len(codes)
+    gallery_size = sum(p.size for p in parts)
+    mates = [p.mates(codes) for p in parts]
+    # every genuine pair once, by probe then gallery position (parts are in gallery order and each part's
+    # columns ascend, so a stable sort by probe is enough); `flat[j]`: where part j's pairs land
+    g_rows = np.concatenate([r for r, _ in mates]) if mates else np.empty(0, np.int64)
+    g_pos = np.concatenate([c + p.offset for p, (_, c) in zip(parts, mates)]) if mates else np.empty(0, np.int64)
+    perm = np.argsort(g_rows, kind="stable")
+    where = np.empty(len(perm), np.int64)
+    where[perm] = np.arange(len(perm))
+    bounds = np.cumsum([0] + [len(r) for r, _ in mates])
+    flat = [where[bounds[j]:bounds[j + 1]] for j in range(len(parts))]
+    g_rows, g_pos = g_rows[perm], g_pos[perm]
+    g_starts = np.searchsorted(g_rows, np.arange(n + 1))
+    mate_pos = [g_pos[g_starts[r]:g_starts[r + 1]] for r in range(n)]
+    i_rows, i_pos = _flat(_sample_impostors(mate_pos, gallery_size, impostors_per_probe, seed, probe_keys))
+    i_starts = np.searchsorted(i_rows, np.arange(n + 1))
+    genuine = np.empty(len(g_pos), np.float32)
+    impostor = np.empty(len(i_pos), np.float32)
+    mated = np.diff(g_starts) > 0
+    best = np.full(n, -np.inf, np.float32)
+    top = np.full(n, -np.inf, np.float32)
+    at_or_above = np.zeros(n, np.int64)
+    kept = np.empty(0, np.float32)
+
+    def step(size):
+        return block or max(1, min(256, SCORES_PER_BLOCK // max(1, size)))
+
+    scorer = scorer or NumpyBlockScorer(scoring)
+    several = len(parts) > 1
+    if several:  # the best mated score first: every part's non-mated scores are counted against it
+        for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
+            with_mates = np.unique(rows)
+            if not len(with_mates):
+                continue
+            scorer.set_gallery(part.load())
+            for a in range(0, len(with_mates), step(part.size)):
+                sub = with_mates[a:a + step(part.size)]
+                lo, hi = np.searchsorted(rows, [sub[0], sub[-1] + 1])
+                pairs = np.stack([np.searchsorted(sub, rows[lo:hi]), cols[lo:hi]], axis=1)
+                genuine[flat[j][lo:hi]] = scorer.genuine(tuple(p[sub] for p in probes), pairs)
+        np.maximum.at(best, g_rows, genuine)
+    for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
+        scorer.set_gallery(part.load())
+        for r0 in range(0, n, step(part.size)):
+            r1 = min(n, r0 + step(part.size))
+            lo, hi = np.searchsorted(rows, [r0, r1])
+            pairs = np.stack([rows[lo:hi] - r0, cols[lo:hi]], axis=1)
+            a, b = i_starts[r0], i_starts[r1]
+            inside = np.nonzero((i_pos[a:b] >= part.offset) & (i_pos[a:b] < part.offset + part.size))[0] + a
+            sampled = np.stack([i_rows[inside] - r0, i_pos[inside] - part.offset], axis=1)
+            floor = kept.min() if keep_nonmated and kept.size >= keep_nonmated else -np.inf
+            m = mated[r0:r1]
+            facts = scorer.block(tuple(p[r0:r1] for p in probes), pairs, sampled, best[r0:r1], floor,
+                                 m if keep_nonmated else np.zeros(r1 - r0, bool))
+            if not several:
+                genuine[flat[j][lo:hi]] = facts.genuine
+                best[r0:r1] = facts.best
+            impostor[inside] = facts.impostor
+            np.maximum(top[r0:r1], facts.top, out=top[r0:r1])
+            at_or_above[r0:r1] += np.where(m, facts.count, 0)
+            if facts.candidates.size:  # the seed's reading pools the non-mated scores of mated probes
+                pool = np.concatenate([kept, facts.candidates])
+                if pool.size > keep_nonmated:
+                    pool = np.partition(pool, pool.size - keep_nonmated)[-keep_nonmated:]
+                kept = pool
+    return {"mated": mated, "mated_score": np.where(mated, best, np.nan).astype(np.float32),
+            "rank": np.where(mated, 1 + at_or_above, 0), "top_nonmated": top,
+            "nonmated_top": np.sort(kept)[::-1], "genuine": genuine, "impostor": impostor}
 
 
 def merge_blocks(blocks: list[dict], gallery_size: int, keep_nonmated: int):
@@ -94,89 +222,332 @@ def merge_blocks(blocks: list[dict], gallery_size: int, keep_nonmated: int):
     return scores, labels, stats
 
 
-def _probe_task(shard_keys: list[str], probe_uri: str, gallery_ref, gallery_ids, exclude_keys, similarity: str,
-                impostors_per_probe, keep_nonmated: int, seed: int):
-    """Ray task body: one group of probe shards against the gallery."""
+def impostor_moments(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring, block: int | None = None):
+    """Per model, (count, mean, M2) of the impostor (non-mated) scores of these probes: the first pass
+    of fusion (merge with `merge_moments`)."""
+    probes = scoring.prepare(probes)
+    codes = np.asarray(probe_codes, np.int64)
+    out = [(0, 0.0, 0.0)] * len(probes)
+    for part in parts:
+        rows, cols = part.mates(codes)
+        gallery = part.load()
+        step = block or max(1, min(256, SCORES_PER_BLOCK // max(1, part.size)))
+        for r0 in range(0, len(codes), step):
+            r1 = min(len(codes), r0 + step)
+            lo, hi = np.searchsorted(rows, [r0, r1])
+            keep = np.ones((r1 - r0, part.size), bool)
+            keep[rows[lo:hi] - r0, cols[lo:hi]] = False
+            for m in range(len(probes)):
+                values = scoring.raw(tuple(p[r0:r1] for p in probes), gallery, m)[keep].astype(np.float64)
+                if values.size:
+                    out[m] = merge_moments(out[m], (values.size, values.mean(), ((values - values.mean()) ** 2).sum()))
+    return out
+
+
+def merge_moments(a, b):
+    """Chan et al.'s pairwise merge of (count, mean, M2), the sum of squared deviations."""
+    (na, ma, qa), (nb, mb, qb) = a, b
+    if nb == 0:
+        return a
+    if na == 0:
+        return b
+    n = na + nb
+    delta = mb - ma
+    return n, ma + delta * nb / n, qa + qb + delta * delta * na * nb / n
+
+
+# ---------------------------------------------------------------- Ray side: reading shards, tasks, driver
+
+def _shard_table(store, keys):
     import pyarrow as pa
+
+    from jobs.storage import read_parquet_bytes
+
+    tables = [read_parquet_bytes(store.read(k)) for k in keys]
+    return pa.concat_tables(tables) if tables else None
+
+
+def _ok_faces(table):
+    """(rows as pandas without the embedding, embeddings (N, D) float32) of the faces with an embedding."""
     import pyarrow.compute as pc
 
-    from jobs.storage import open_store, read_parquet_bytes
-
-    from jobs.embed import failed_samples
-
-    store = open_store(probe_uri)
-    tables = [read_parquet_bytes(store.read(k)) for k in shard_keys]
-    table = pa.concat_tables(tables) if tables else None
-    if table is None or table.num_rows == 0:
-        return None
-    failed = failed_samples(table)
-    failed = failed[~failed.key.isin(exclude_keys)]
     # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
     table = table.filter(pc.equal(table.column("status"), "ok"))
     rows = table.drop(["embedding"]).to_pandas()
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
-    emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
-    keep = ~rows.key.isin(exclude_keys).to_numpy()
-    rows, emb = rows[keep].reset_index(drop=True), emb[keep]
-    failed_ids = failed.identity.to_numpy().astype(str)
-    if not len(rows):
-        return {"keys": [], "failed": failed_ids} if len(failed_ids) else None
-    # probes in a canonical order (key, face) so the result does not depend on how shards are cut
-    order = np.lexsort((rows.face_index.to_numpy(), rows.key.to_numpy().astype(str)))
-    rows, emb = rows.iloc[order].reset_index(drop=True), emb[order]
-    keys = list(zip(rows.key.astype(str), rows.face_index.astype(int)))
-    out = score_block(emb, rows.identity.to_numpy().astype(str), gallery_ref, gallery_ids, similarity,
-                      impostors_per_probe, keep_nonmated, seed, keys)
-    out["keys"] = keys
-    out["failed"] = failed_ids
-    return out
+    return rows, column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
 
 
-def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None, gallery_per_identity: int = 1,
-                      max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
-                      gallery_template: str = "best"):
-    """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
-    (see the module docstring); the figures are those of `jobs.score.score` on the same shards.
-    `name` defaults to the model's."""
+def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
+    """Task: the faces of a group of gallery shards as (key, identity, face_index, shard: the shard's
+    position in the sorted list), the number of their images without a face, and their models and
+    similarities. Only these labels reach the driver: tens of bytes per face."""
+    import pandas as pd
+
+    from jobs.embed import failed_samples
+    from jobs.storage import open_store, read_parquet_bytes
+
+    store = open_store(uri)
+    frames, failed, models, similarities = [], 0, set(), set()
+    for n, k in enumerate(shard_keys):
+        t = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
+                                                        "model_id", "masked"])
+        failed += len(failed_samples(t))
+        rows = t.to_pandas()
+        rows = rows[rows.status == "ok"]
+        models |= set(rows.model_id.astype(str))
+        similarities |= set(rows.similarity.astype(str))
+        frames.append(pd.DataFrame({"key": rows.key.to_numpy(), "identity": rows.identity.to_numpy(),
+                                    "face_index": rows.face_index.to_numpy(np.int32),
+                                    "shard": np.full(len(rows), first_shard + n, np.int32)}))
+    return pd.concat(frames, ignore_index=True) if frames else None, failed, models, similarities
+
+
+def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, similarity: str):
+    """Task: the embeddings of one part's entries, in the entries' order. `entries`: (key, face_index)
+    per entry for `best`; for `mean`, (identity, [(key, face_index) of its images])."""
+    from jobs.score import gallery_entries
+    from jobs.storage import open_store
+
+    store = open_store(uri)
+    rows, emb = _ok_faces(_shard_table(store, shard_keys))
+    at = {(k, int(f)): i for i, (k, f) in enumerate(zip(rows.key.astype(str), rows.face_index))}
+    if template == "best":
+        out = emb[[at[(k, f)] for k, f in entries]]
+    else:
+        wanted = [at[kf] for _, images in entries for kf in images]
+        sub_rows = rows.iloc[wanted].reset_index(drop=True)
+        sub_rows, templates = gallery_entries(sub_rows, emb[wanted], "mean", similarity)
+        by_identity = dict(zip(sub_rows.identity.astype(str), templates))
+        out = np.stack([by_identity[i] for i, _ in entries])
+    return Scoring((similarity,)).prepare((out,))[0]
+
+
+@dataclass
+class Gallery:
+    """The driver's view of a gallery in parts: labels only, embeddings in the object store."""
+
+    identities: np.ndarray        # sorted unique identities: the codes
+    entry_ids: np.ndarray         # identity of each entry, in gallery order
+    parts: list                   # GalleryPart with `loader` unset and `embeddings` None (Ray refs beside)
+    refs: list                    # per part, one object ref per model
+    images: set                   # the gallery images' keys: never probes
+    similarities: tuple
+    model_ids: tuple
+    counts: tuple                 # (faces with an embedding, images without a face) of the first model's shards
+
+
+def _index(uri: str, shards_per_task: int):
+    import pandas as pd
     import ray
 
     from jobs.embed import SHARD_DIR
-    from jobs.pool import TASK_CPUS, ensure_ray
-    from jobs.score import counted_result
     from jobs.storage import open_store
-    from recog.report import acquisition_counts
 
-    ensure_ray()
-    gallery, g_ids, g_keys, model_id, similarity, gallery_counts = gallery_matrix(gallery_uri, gallery_per_identity,
-                                                                                 gallery_template)
-    name = name or model_id.split("@")[0]
-    if len(g_ids) == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score")
-    gallery_ref = ray.put(gallery)
-    store = open_store(probe_uri)
+    store = open_store(uri)
     shards = sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
-    groups = [shards[i:i + shards_per_task] for i in range(0, len(shards), shards_per_task)]
-    task = ray.remote(num_cpus=TASK_CPUS)(_probe_task)
-    exclude = set(g_keys)
-    # the probe count decides the impostor sample; one cheap pass over the key column counts them
-    counts = ray.get([ray.remote(num_cpus=TASK_CPUS)(_count_probes).remote(g, store.uri, exclude) for g in groups])
-    n_probes = sum(counts)
-    if n_probes == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score")
-    per_probe = None if n_probes * len(g_ids) <= max_pairs else max(1, max_pairs // n_probes - 1)
-    n_mated_upper = n_probes
-    keep = max(1, int(np.ceil(n_mated_upper * 0.1)))
-    blocks = [b for b in ray.get([task.remote(g, store.uri, gallery_ref, g_ids, exclude, similarity, per_probe,
-                                              keep, seed) for g in groups]) if b is not None]
-    failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
-    blocks = sorted((b for b in blocks if b["keys"]), key=lambda b: b["keys"][0])
-    scores, labels, stats = merge_blocks(blocks, len(g_ids), keep)
-    n_mated = int(stats.mated.sum())
-    stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
-                                  stats.nonmated_top[:max(1, int(np.ceil(n_mated * 0.1)))], stats.gallery_size)
-    acquisition = acquisition_counts(n_probes, len(failed_ids), *gallery_counts)
-    return counted_result(name, scores, labels, stats, g_ids, failed_ids, per_probe, acquisition), model_id
+    if not shards:
+        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
+    task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_index)
+    got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i)
+                   for i in range(0, len(shards), shards_per_task)])
+    frames = [f for f, _, _, _ in got if f is not None]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["key", "identity", "face_index", "shard"])
+    models = set().union(*(m for _, _, m, _ in got))
+    similarities = set().union(*(s for _, _, _, s in got))
+    if len(models) > 1 or len(similarities) > 1:
+        raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}")
+    return Index(rows, sum(n for _, n, _, _ in got), store.uri, shards, models.pop() if models else "",
+                 similarities.pop() if similarities else "cosine")
+
+
+@dataclass
+class Index:
+    """A gallery's labels (`_gallery_index`), its shards, model and similarity."""
+
+    rows: object
+    failed: int
+    uri: str
+    shards: list
+    model_id: str
+    similarity: str
+
+
+def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
+                 shards_per_task: int) -> Gallery:
+    """Index every model's gallery shards, choose the split, cut the common entries into parts and
+    start one task per part and model that leaves its embeddings in the object store."""
+    import ray
+
+    from jobs.score import GALLERY_TEMPLATES, split_gallery
+
+    if template not in GALLERY_TEMPLATES:
+        raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
+    if part_rows < 1:
+        raise ValueError("gallery part rows must be at least 1")
+    indexed = [_index(u, shards_per_task) for u in gallery_uris]
+    chosen, images = [], set()
+    for index in indexed:
+        rows = index.rows
+        keys = split_gallery(rows, gallery_per_identity)
+        rows = rows[rows.key.isin(keys)]
+        images |= set(rows.key.astype(str))
+        rows = rows.assign(entry=list(zip(rows.key.astype(str), rows.face_index.astype(int))) if template == "best"
+                           else rows.identity.astype(str))
+        chosen.append(rows)
+    common = set.intersection(*(set(r.entry) for r in chosen))
+    first = chosen[0]
+    entries = (first[first.entry.isin(common)].drop_duplicates("entry")
+               .sort_values(["identity", "key", "face_index"], kind="stable"))
+    if template == "best":
+        entry_keys = list(entries.entry)
+    else:
+        entry_keys = sorted(common)
+        entries = entries.drop_duplicates("identity").set_index("identity").loc[entry_keys].reset_index()
+    entry_ids = entries.identity.to_numpy().astype(str)
+    identities = np.unique(entry_ids)
+    codes = np.searchsorted(identities, entry_ids)
+    task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_part)
+    parts, refs = [], []
+    similarities = tuple(index.similarity for index in indexed)
+    for p0 in range(0, len(entry_keys), part_rows):
+        part_entries = entry_keys[p0:p0 + part_rows]
+        part_refs = []
+        for index, model_rows in zip(indexed, chosen):
+            if template == "best":
+                wanted = set(part_entries)
+                holds = model_rows[model_rows.entry.isin(wanted)]
+                arg = part_entries
+            else:
+                holds = model_rows[model_rows.entry.isin(set(part_entries))]
+                images_of = {i: list(zip(g.key.astype(str), g.face_index.astype(int)))
+                             for i, g in holds.groupby("entry")}
+                arg = [(i, images_of[i]) for i in part_entries]
+            part_refs.append(task.remote(index.uri, [index.shards[s] for s in sorted(set(holds.shard))], arg, template,
+                                         index.similarity))
+        parts.append(GalleryPart.of(None, codes[p0:p0 + part_rows], p0, len(identities)))
+        refs.append(part_refs)
+    return Gallery(identities, entry_ids, parts, refs, images, similarities,
+                   tuple(index.model_id for index in indexed), (len(indexed[0].rows), indexed[0].failed))
+
+
+class _Loader:
+    """Fetches one part's embeddings (every model) from the object store when the task needs them."""
+
+    def __init__(self, refs):
+        self.refs = refs
+
+    def __call__(self):
+        import ray
+
+        return tuple(ray.get(self.refs))
+
+
+def _probe_rows(store, shard_keys, exclude):
+    """(rows, embeddings, failed) of a group of probe shards with the gallery's images left out, in a
+    canonical (key, face) order so results do not depend on how shards are cut."""
+    from jobs.embed import failed_samples
+
+    table = _shard_table(store, shard_keys)
+    if table is None or table.num_rows == 0:
+        return None
+    failed = failed_samples(table)
+    failed = failed[~failed.key.isin(exclude)]
+    rows, emb = _ok_faces(table)
+    keep = ~rows.key.isin(exclude).to_numpy()
+    rows, emb = rows[keep].reset_index(drop=True), emb[keep]
+    order = np.lexsort((rows.face_index.to_numpy(), rows.key.to_numpy().astype(str)))
+    return rows.iloc[order].reset_index(drop=True), emb[order], failed
+
+
+def _common_probes(uris: list[str], group: list[list[str]], exclude):
+    """Per model (rows, embeddings) of the probes every model has, aligned, and the probes' failures: images
+    without a face in some model, or embedded by some models only (as jobs.score.score_fused counts them)."""
+    import pandas as pd
+
+    from jobs.storage import open_store
+
+    got = [_probe_rows(open_store(u), keys, exclude) for u, keys in zip(uris, group)]
+    got = [g for g in got if g is not None]
+    if not got:
+        return None
+    if len(uris) == 1:  # one model: its probes as they are
+        rows, emb, failed = got[0]
+        return [(rows, emb)], failed.identity.to_numpy().astype(str)
+    if len(got) < len(uris):  # a model without this group: none of its probes is common
+        common = set()
+    else:
+        common = set.intersection(*(set(zip(r.key.astype(str), r.face_index.astype(int))) for r, _, _ in got))
+    aligned = []
+    for rows, emb, _ in got:
+        at = {kf: i for i, kf in enumerate(zip(rows.key.astype(str), rows.face_index.astype(int)))}
+        pick = [at[kf] for kf in sorted(common)]
+        aligned.append((rows.iloc[pick].reset_index(drop=True), emb[pick]))
+    common_keys = {k for k, _ in common}
+    failed = pd.concat([f for _, _, f in got] + [r[["key", "identity"]] for r, _, _ in got], ignore_index=True)
+    failed = failed[~failed.key.isin(common_keys)].drop_duplicates("key")
+    return aligned, failed.identity.to_numpy().astype(str)
+
+
+def _task_scorer(scoring: Scoring, device: str):
+    """(block scorer, what it runs on) for a task: on `gpu`, the ONNX graph on CUDA; a GPU task on a node
+    whose onnxruntime has no CUDA says so (a warning in the job's log, `numpy, no CUDA` in the report)
+    and scores on its CPU rather than failing the job."""
+    import warnings
+
+    if device != "gpu":
+        return NumpyBlockScorer(scoring), "numpy"
+    try:
+        return block_scorer("onnxruntime", scoring, device="cuda"), "onnxruntime-cuda"
+    except RuntimeError as e:
+        warnings.warn(f"a scoring task was given a GPU but cannot use it ({e}); scoring on this node's CPU",
+                      RuntimeWarning, stacklevel=2)
+        return NumpyBlockScorer(scoring), "numpy, no CUDA"
+
+
+def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, part_meta: list[GalleryPart],
+                part_refs: list, scoring: Scoring, impostors_per_probe, keep_nonmated: int, seed: int,
+                moments_only: bool = False, device: str = "cpu"):
+    """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time."""
+    got = _common_probes(uris, group, exclude)
+    if got is None:
+        return None
+    aligned, failed_ids = got
+    parts = [GalleryPart(p.offset, p.codes, p.order, p.starts, p.embeddings, r and _Loader(r))
+             for p, r in zip(part_meta, part_refs)]
+    rows = aligned[0][0]
+    keys = list(zip(rows.key.astype(str), rows.face_index.astype(int)))
+    if moments_only:
+        if not keys:
+            return {"moments": [(0, 0.0, 0.0)] * len(uris), "probes": 0}
+        codes = _codes(rows.identity, identities)
+        return {"moments": impostor_moments(tuple(e for _, e in aligned), codes, parts, scoring), "probes": len(keys)}
+    if not keys:
+        return {"first_key": None, "failed": failed_ids} if len(failed_ids) else None
+    scorer, scored_on = _task_scorer(scoring, device)
+    out = score_block(tuple(e for _, e in aligned), _codes(rows.identity, identities), parts, scoring,
+                      impostors_per_probe, keep_nonmated, seed, keys, scorer=scorer)
+    out["first_key"] = keys[0]
+    out["failed"] = failed_ids
+    out["scored_on"] = (_node_id(), scored_on)
+    return out
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
+def _codes(identity, identities) -> np.ndarray:
+    """Identity codes: the position in the gallery's sorted identities, -1 for an identity it lacks."""
+    ids = np.asarray(identity).astype(str)
+    if not len(identities):
+        return np.full(len(ids), -1)
+    pos = np.clip(np.searchsorted(identities, ids), 0, len(identities) - 1)
+    return np.where(identities[pos] == ids, pos, -1)
 
 
 def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> int:
@@ -188,3 +559,132 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> int:
         t = read_parquet_bytes(store.read(k), columns=["key", "status"]).to_pandas()
         n += int(((t.status == "ok") & ~t.key.isin(exclude_keys)).sum())
     return n
+
+
+def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]]:
+    """Probe shards cut into task groups, per model: by the shard folder (`g=<input group>`), which is the
+    same for every model embedded from the same input, so one task sees all models' faces of an image."""
+    from jobs.embed import SHARD_DIR
+    from jobs.storage import open_store
+
+    per_model = []
+    for u in uris:
+        shards = sorted(k for k in open_store(u).list(SHARD_DIR) if k.endswith(".parquet"))
+        folders = {}
+        for k in shards:
+            folders.setdefault(k.rsplit("/", 1)[0], []).append(k)
+        per_model.append(folders)
+    if len(uris) == 1:
+        shards = [k for ks in per_model[0].values() for k in ks]
+        return [[shards[i:i + shards_per_task]] for i in range(0, len(shards), shards_per_task)]
+    names = sorted(set().union(*per_model))
+    groups, batch = [], []
+    for name in names:
+        batch.append(name)
+        if sum(len(per_model[0].get(n, ())) for n in batch) >= shards_per_task:
+            groups.append(batch)
+            batch = []
+    if batch:
+        groups.append(batch)
+    return [[[k for n in g for k in folders.get(n, [])] for folders in per_model] for g in groups]
+
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
+           seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str):
+    import ray
+
+    from jobs.pool import cluster_has_gpus, ensure_ray
+    from jobs.score import counted_result
+    from jobs.storage import open_store
+    from recog.report import acquisition_counts
+
+    ensure_ray()
+    gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
+    if len(gallery.entry_ids) == 0:
+        raise ValueError("need masked probes and unmasked gallery embeddings to score")
+    if len(gallery_uris) > 1 and len(set(gallery.model_ids)) < len(gallery.model_ids):
+        raise ValueError(f"the models to fuse must differ, got {list(gallery.model_ids)}")
+    name = name or gallery.model_ids[0].split("@")[0]
+    if device not in DEVICES:
+        raise ValueError(f"scoring device must be one of {DEVICES}, got {device!r}")
+    uris = [open_store(u).uri for u in probe_uris]
+    groups = _probe_groups(uris, shards_per_task)
+    graph_fits = len(uris) == 1 and gallery.similarities == ("cosine",)
+    if device == "gpu" and not graph_fits:
+        raise ValueError("scoring on GPUs takes one cosine model; fusion and Euclidean models score on CPUs")
+    on_gpu = device == "gpu" or (device == "auto" and graph_fits and cluster_has_gpus())
+    # a GPU task still reads its shards and gathers its facts on a CPU of the GPU node
+    task = ray.remote(num_cpus=SCORE_TASK_CPUS, num_gpus=1 if on_gpu else 0)(_probe_task)
+    exclude = ray.put(gallery.images)
+    identities = ray.put(gallery.identities)
+    scoring = Scoring(gallery.similarities)
+    common = (exclude, identities, ray.put(gallery.parts), gallery.refs)
+    if len(uris) > 1:  # fusion: each model's impostor mean and deviation first
+        moments = [r for r in ray.get([task.remote(uris, g, *common, scoring, None, 0, seed, True) for g in groups])
+                   if r is not None]
+        n_probes = sum(r["probes"] for r in moments)
+        merged = [(0, 0.0, 0.0)] * len(uris)
+        for r in moments:
+            merged = [merge_moments(a, b) for a, b in zip(merged, r["moments"])]
+        znorm = []
+        for n, mean, m2 in merged:
+            std = float(np.sqrt(m2 / n)) if n >= 2 else 0.0
+            if n < 2 or not np.isfinite(std) or std == 0:
+                raise ValueError("z-normalisation needs impostor scores with some spread")
+            znorm.append((float(mean), std))
+        scoring = Scoring(gallery.similarities, tuple(znorm))
+    else:
+        count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
+        n_probes = sum(ray.get([count.remote(g[0], uris[0], exclude) for g in groups]))
+    if n_probes == 0:
+        raise ValueError("need masked probes and unmasked gallery embeddings to score"
+                         if len(uris) == 1 else "the models to fuse share no probes or no gallery entries")
+    size = len(gallery.entry_ids)
+    per_probe = None if n_probes * size <= max_pairs else max(1, max_pairs // n_probes - 1)
+    keep = max(1, int(np.ceil(n_probes * 0.1)))  # trimmed to 10 % of the mated probes once they are counted
+    blocks = [b for b in ray.get([task.remote(uris, g, *common, scoring, per_probe, keep, seed, False,
+                                              "gpu" if on_gpu else "cpu") for g in groups]) if b is not None]
+    scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
+    failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
+    blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
+    scores, labels, stats = merge_blocks(blocks, size, keep)
+    n_mated = int(stats.mated.sum())
+    stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
+                                  stats.nonmated_top[:max(1, int(np.ceil(n_mated * 0.1)))], stats.gallery_size)
+    acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
+    result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition)
+    result.scored_by = {"tasks": len(groups), "gallery_parts": len(gallery.parts),
+                        "nodes": sorted({node for node, _ in scored_on}),
+                        "devices": {d: sum(1 for _, x in scored_on if x == d) for d in sorted({x for _, x in scored_on})}}
+    return result, gallery.model_ids
+
+
+def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None, gallery_per_identity: int = 1,
+                      max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
+                      gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS, device: str = "auto"):
+    """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
+    (module doc); the figures are those of `jobs.score.score` on the same shards. `name` defaults to
+    the model's. `device`: `gpu` scores each block on a GPU (one per task, ONNX Runtime's CUDA
+    provider; one cosine model), `cpu` with NumPy, `auto` on GPUs where the cluster has or can add them
+    (jobs.pool.cluster_has_gpus). `result.scored_by` says how many tasks and parts, and on which nodes
+    and devices."""
+    result, model_ids = _score([probe_uri], [gallery_uri], name, gallery_per_identity, max_pairs, seed,
+                               shards_per_task, gallery_template, part_rows, device)
+    return result, model_ids[0]
+
+
+def score_fused_distributed(methods: list[tuple[str, str]], name: str, gallery_per_identity: int = 1,
+                            max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
+                            gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS,
+                            device: str = "auto"):
+    """MethodResult of several models' (probe URI, gallery URI) scores fused as jobs.score.score_fused
+    fuses them (z-norm on impostors, averaged, on the probes and gallery entries every model has),
+    computed by Ray tasks on CPUs (module doc)."""
+    if len(methods) < 2:
+        raise ValueError("fusion needs at least two methods")
+    result, _ = _score([p for p, _ in methods], [g for _, g in methods], name, gallery_per_identity, max_pairs,
+                       seed, shards_per_task, gallery_template, part_rows, "cpu" if device == "auto" else device)
+    return result

@@ -217,12 +217,14 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
-              gallery_template: str = "best", **kwargs) -> dict:
+              gallery_template: str = "best", gallery_part_rows: int | None = None, score_device: str = "auto",
+              **kwargs) -> dict:
     """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
     by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
-    (z-norm on impostors, averaged) into one more row each. `distributed`: score each method with
-    Ray tasks over the probe shards (jobs.reduce; same figures, no process holds the score matrix);
-    fusion is scored in this process. A rerun over unchanged shards and settings keeps the report
+    (z-norm on impostors, averaged) into one more row each. `distributed`: score each method and
+    each fusion with Ray tasks over the probe shards, the gallery in parts of `gallery_part_rows`
+    (jobs.reduce; same figures, no process holds the score matrix or the whole gallery), on GPUs
+    where the cluster has them (`score_device`: auto, cpu, gpu). A rerun over unchanged shards and settings keeps the report
     that is there (`skipped` is True) unless `force`. `gallery_template`: `best` (every gallery image an
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike."""
@@ -232,7 +234,6 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
     uris = [u for _, p, g in methods for u in (p, g)]
-    distributed = distributed and not fuse
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
                                             **({"gallery_template": gallery_template} if gallery_template != "best"
                                                else {}),
@@ -244,14 +245,22 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True}
-    splits, results, model_ids = {}, [], {}
+    splits, results, model_ids, uris_of = {}, [], {}, {}
+    parts = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
+    if distributed:
+        parts["device"] = score_device
+    elif score_device != "auto":
+        raise ValueError("score_device applies to the distributed reducer only")
+    if gallery_part_rows and not distributed:
+        raise ValueError("gallery_part_rows applies to the distributed reducer only")
     for method, p_uri, g_uri in methods:
         if distributed:
             from jobs.reduce import score_distributed
 
             result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity,
-                                                 gallery_template=gallery_template, **kwargs)
+                                                 gallery_template=gallery_template, **parts, **kwargs)
             model_ids[result.name] = model_id
+            uris_of[result.name] = (p_uri, g_uri)
             results.append(result)
             continue
         split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template)
@@ -261,10 +270,18 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
                              split.similarity, failed=split.failed, acquisition=split.acquisition, **kwargs))
     for group in fuse:
-        missing = [g for g in group if g not in splits]
+        known = uris_of if distributed else splits
+        missing = [g for g in group if g not in known]
         if missing:
-            raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(splits)})")
-        results.append(score_fused([splits[g] for g in group], "fusion: " + " + ".join(group), **kwargs))
+            raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(known)})")
+        name_of = "fusion: " + " + ".join(group)
+        if distributed:
+            from jobs.reduce import score_fused_distributed
+
+            results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
+                                                   gallery_template=gallery_template, **parts, **kwargs))
+        else:
+            results.append(score_fused([splits[g] for g in group], name_of, **kwargs))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report(results, Path(tmp), title, extra={
             "model_id": model_ids[results[0].name], "model_ids": model_ids,
@@ -272,6 +289,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],
             "inputs_fingerprint": fingerprint,
+            **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
             "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity"
                         + (" as one mean template" if gallery_template == "mean" else "")
                         + ", probes from the other images"})

@@ -33,6 +33,8 @@ class MethodResult:
     # every probe counted: how many had a face, and the figures over those alone (labelled as such)
     acquisition: dict | None = None
     acquired_only: "MethodResult | None" = None
+    # how the figures were computed (the distributed reducer: tasks, parts, nodes, devices); not a figure
+    scored_by: dict | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "verification": self.verification, "identification": self.identification,

@@ -52,7 +52,7 @@ def check_complete(output, keys):
 def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nodes, bucket, shared_data, tmp_path):
     """The job is submitted while the cluster is only its 0-CPU head (as cluster.yaml starts): it
     waits instead of refusing; worker nodes join with `ray start --address`, one with a GPU; the job
-    completes, its CPU work on the worker nodes and its recognition actors on the GPU node."""
+    completes, its CPU work on the worker nodes, its recognition actors and scoring tasks on the GPU node."""
     ray_nodes.start_head(num_cpus=0)
     dataset = dataset_of(shared_data, tmp_path / "dataset", ("person_07", "person_08", "person_09"), 3)
     output = f"s3://{bucket}/cluster-run"
@@ -89,3 +89,7 @@ def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nod
     assert set(manifest.node) <= set(nodes) - set(head)
     assert set(gallery.node) == set(probes.node) == set(gpu_node)
     assert len(gallery) == 3 and len(probes) == 6
+    # the reducer's scoring tasks asked for a GPU too, so they ran on that node; its onnxruntime has no
+    # CUDA, which the report says rather than hiding it
+    scored_by = json.loads(open_store(output).read("report/report.json"))["scored_by"]["sface"]
+    assert scored_by["nodes"] == gpu_node and scored_by["devices"] == {"numpy, no CUDA": scored_by["tasks"]}

@@ -11,6 +11,7 @@ import pytest
 from conftest import read_rgb
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
+from test_jobs_pipeline import assert_same_figures
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,20 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     capsys.readouterr()
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| a |" in text and "| b |" in text and "| fusion: a + b |" in text
+    # the reducer on Ray tasks, the gallery cut into parts of 3 entries (identities split between
+    # parts), gives the same figures for each model (cosine and Euclidean) and for their fusion
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-d"),
+                 "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
+                 str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b", "--distributed", "--gallery-part-rows", "3",
+                 "--gallery-per-identity", "2"]) == 0
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-2"),
+                 "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
+                 str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b", "--gallery-per-identity", "2"]) == 0
+    one, many = (json.loads((tmp_path / r / "report.json").read_text())["results"] for r in ("report-2", "report-d"))
+    assert [r["name"] for r in many] == ["a", "b", "fusion: a + b"]
+    for x, y in zip(one, many):
+        assert_same_figures(x, y)
+    assert one[2]["identification"]["gallery"] == 4 and one[2]["verification"]["genuine"] > 0
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
                  "--fuse", "a,zzz"]) == 2
     assert "cannot fuse" in capsys.readouterr().err

@@ -6,10 +6,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.reduce import _probe_task, merge_blocks, score_block
+from jobs.reduce import GalleryPart, Scoring, _probe_task, _sample_impostors, merge_blocks, score_block
 from jobs.score import score
 from maskgen.record import FaceRecord, records_table
 from recog import metrics as M
+from test_jobs_pipeline import assert_same_figures
 
 
 def faces(n_ids=6, per_id=4, dim=16, seed=0):
@@ -22,18 +23,32 @@ def faces(n_ids=6, per_id=4, dim=16, seed=0):
     return emb.astype(np.float32), ids
 
 
+def parts_of(gallery, g_ids, rows_per_part, similarity="cosine"):
+    """The gallery cut into parts of `rows_per_part`, with its identity codes."""
+    identities = np.unique(g_ids)
+    codes = np.searchsorted(identities, g_ids)
+    prepared = Scoring((similarity,)).prepare((gallery,))[0]
+    return identities, [GalleryPart.of((prepared[i:i + rows_per_part],), codes[i:i + rows_per_part], i,
+                                       len(identities)) for i in range(0, len(g_ids), rows_per_part)]
+
+
+def codes_of(p_ids, identities):
+    return np.array([list(identities).index(i) if i in identities else -1 for i in p_ids])
+
+
 def test_blocks_merge_into_the_single_process_figures():
     import pandas as pd
 
     probes, p_ids = faces(seed=1)
     gallery, g_ids = faces(n_ids=5, per_id=1, seed=2)  # id5 has no gallery entry: open-set probes
     one = score(pd.DataFrame({"identity": p_ids}), probes, pd.DataFrame({"identity": g_ids}), gallery, "one")
-    g = M.normalize_rows(gallery)
     n_mated = int(np.isin(p_ids, g_ids).sum())
     keep = max(1, int(np.ceil(n_mated * 0.1)))
     keys = [(f"k{i}", 0) for i in range(len(p_ids))]
-    blocks = [score_block(probes[i:i + 7], p_ids[i:i + 7], g, g_ids, "cosine", None, keep, 0, keys[i:i + 7], block=3)
-              for i in range(0, len(p_ids), 7)]
+    identities, parts = parts_of(gallery, g_ids, len(g_ids))
+    codes = codes_of(p_ids, identities)
+    blocks = [score_block(probes[i:i + 7], codes[i:i + 7], parts, Scoring(("cosine",)), None, keep, 0, keys[i:i + 7],
+                          block=3) for i in range(0, len(p_ids), 7)]
     scores, labels, stats = merge_blocks(blocks, len(g_ids), keep)
     from recog.report import evaluate
 
@@ -41,6 +56,51 @@ def test_blocks_merge_into_the_single_process_figures():
     # blocks of 7 probes, scored 3 at a time, give exactly the figures of one process
     assert one.verification == many.verification and one.identification == many.identification
     assert one.identification["mated_probes"] == 20 and one.verification["genuine"] == 20
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "euclidean"])
+def test_a_gallery_in_parts_scores_as_one_part(similarity):
+    """Mates spread over parts (an identity cut between two parts too), sampled and unsampled
+    impostors: every per-probe fact and every score equal to one part's, and identification equal to
+    recog.metrics on the whole matrix."""
+    probes, p_ids = faces(n_ids=9, per_id=5, dim=24, seed=11)
+    gallery, g_ids = faces(n_ids=8, per_id=3, dim=24, seed=12)  # id8's probes are unmated
+    keys = [(f"id/{i:03d}.jpg", i % 2) for i in range(len(p_ids))]
+    scoring = Scoring((similarity,))
+    identities, whole = parts_of(gallery, g_ids, len(g_ids), similarity)
+    codes = codes_of(p_ids, identities)
+    for per_probe in (None, 5):
+        one = score_block(probes, codes, whole, scoring, per_probe, 10, 3, keys)
+        for rows in (1, 4, 7, 23):
+            _, parts = parts_of(gallery, g_ids, rows, similarity)
+            cut = score_block(probes, codes, parts, scoring, per_probe, 10, 3, keys, block=4)
+            for k in ("mated", "rank"):
+                assert np.array_equal(one[k], cut[k]), (k, rows, per_probe)
+            for k in ("mated_score", "top_nonmated", "nonmated_top", "genuine", "impostor"):
+                # the same pairs; BLAS may sum a product with one row or column in another order
+                assert np.allclose(one[k], cut[k], rtol=0, atol=1e-5, equal_nan=True), (k, rows, per_probe)
+    ref = M.identification_stats(probes, gallery, p_ids, g_ids, similarity, keep_nonmated=10)
+    assert np.array_equal(one["rank"], ref.rank) and np.array_equal(one["mated"], ref.mated)
+    for mine, theirs in ((one["mated_score"], ref.mated_score), (one["top_nonmated"], ref.top_nonmated),
+                         (one["nonmated_top"], ref.nonmated_top)):
+        assert np.allclose(mine, theirs, rtol=0, atol=1e-5, equal_nan=True)
+    assert len(one["impostor"]) == 5 * len(p_ids)
+
+
+def test_impostor_sample_is_the_seeded_choice_over_non_mated_entries():
+    """The sampler skips mates arithmetically; it must draw exactly what choosing from the list of
+    non-mated positions draws, and depend only on the seed and the probe's key."""
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        size = int(rng.integers(2, 400))
+        mates = np.sort(rng.choice(size, int(rng.integers(0, min(size - 1, 6) + 1)), replace=False))
+        k = int(rng.integers(1, size - len(mates) + 1))
+        key = ("a/" + str(rng.integers(1000)), int(rng.integers(3)))
+        got = _sample_impostors([mates], size, k, 7, [key])[0]
+        draw = np.random.default_rng([7, key[1] + 1, *key[0].encode()])
+        expected = np.sort(draw.choice(np.setdiff1d(np.arange(size), mates), k, replace=False)) \
+            if size - len(mates) > k else np.setdiff1d(np.arange(size), mates)
+        assert np.array_equal(got, expected)
 
 
 def test_a_shard_with_a_failed_face_is_read_without_shifting_embeddings(tmp_path):
@@ -57,9 +117,10 @@ def test_a_shard_with_a_failed_face_is_read_without_shifting_embeddings(tmp_path
     out.mkdir(parents=True)
     pq.write_table(records_table(records, "shard", probes.shape[1]), out / "part-1.parquet")
     gallery, g_ids = faces(n_ids=3, per_id=1, seed=4)
-    got = _probe_task(["shards/g=x/part-1.parquet"], str(tmp_path / "p"), M.normalize_rows(gallery), g_ids, set(),
-                      "cosine", None, 1, 0)
-    assert [k for k, _ in got["keys"]] == sorted(rows["key"][1:])
+    identities, parts = parts_of(gallery, g_ids, 3)
+    got = _probe_task([str(tmp_path / "p")], [["shards/g=x/part-1.parquet"]], set(), identities, parts,
+                      [None] * len(parts), Scoring(("cosine",)), None, 1, 0)
+    assert got["first_key"] == (sorted(rows["key"][1:])[0], 0) and list(got["failed"]) == ["id0"]
     expected = M.normalize_rows(probes[1:]) @ M.normalize_rows(gallery).T
     order = np.argsort(rows["key"][1:])
     mates = np.array([list(g_ids).index(p) for p in np.asarray(p_ids[1:])[order]])
@@ -134,6 +195,11 @@ def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp
                                    name="m", gallery_per_identity=3, gallery_template=template,
                                    distributed=d)["result"].to_dict() for d in (False, True)]
         assert got[template][0] == got[template][1]
+        # the gallery in parts of 2 entries: an identity's images in two parts ("best"), templates in several
+        cut = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r-{template}-parts"), name="m",
+                        gallery_per_identity=3, gallery_template=template, distributed=True,
+                        gallery_part_rows=2)["result"]
+        assert_same_figures(got[template][0], cut)
     best, mean = got["best"][0], got["mean"][0]
     assert best["identification"]["gallery"] == 15 and mean["identification"]["gallery"] == 5
     assert mean["verification"]["genuine"] == 15 and mean["verification"]["impostor"] == 60
@@ -142,3 +208,32 @@ def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp
     assert mean["identification"]["rank"]["1"] == pytest.approx(M.cmc(stats, (1,))[1])
     with pytest.raises(ValueError, match="gallery template"):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), gallery_template="median")
+
+
+@pytest.mark.parametrize("rows_per_part", [40, 7])
+def test_the_onnx_block_graph_gives_the_numpy_facts(rows_per_part):
+    """The graph GPU tasks run (here on ONNX Runtime's CPU provider) against NumPy: same mates, ranks
+    and pools, scores to float32 rounding; blocks without mates or sampled impostors included."""
+    from recog.block_scoring import block_scorer
+
+    probes, p_ids = faces(n_ids=9, per_id=5, dim=32, seed=21)
+    gallery, g_ids = faces(n_ids=8, per_id=5, dim=32, seed=22)
+    keys = [(f"id/{i:03d}.jpg", 0) for i in range(len(p_ids))]
+    identities, parts = parts_of(gallery, g_ids, rows_per_part)
+    codes = codes_of(p_ids, identities)
+    scoring = Scoring(("cosine",))
+    for per_probe in (None, 3):
+        mine = score_block(probes, codes, parts, scoring, per_probe, 12, 1, keys, block=5)
+        graph = score_block(probes, codes, parts, scoring, per_probe, 12, 1, keys, block=5,
+                            scorer=block_scorer("onnxruntime", scoring))
+        assert np.array_equal(mine["mated"], graph["mated"]) and np.array_equal(mine["rank"], graph["rank"])
+        for k in ("mated_score", "top_nonmated", "nonmated_top", "genuine", "impostor"):
+            assert mine[k].shape == graph[k].shape and np.allclose(mine[k], graph[k], rtol=0, atol=1e-5,
+                                                                   equal_nan=True), k
+    with pytest.raises(ValueError, match="one cosine model"):
+        block_scorer("onnxruntime", Scoring(("euclidean",)))
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
+            block_scorer("onnxruntime", scoring, device="cuda")

@@ -1,0 +1,231 @@
+"""One block of probes against one part of the gallery: the reducer's arithmetic, on NumPy or ONNX Runtime.
+
+    scorer = block_scorer("onnxruntime", device="cuda")   # or "numpy"
+    scorer.set_gallery(part_embeddings)                   # kept on the device for every block
+    facts = scorer.block(probes, mates, impostors, best_in, floor, pool_rows)
+
+A block's facts (`BlockFacts`), for `b` probes against a part of `n` entries (cosine, both sides
+normalised):
+
+- `genuine`: the scores at `mates` (k (row, column) pairs), `impostor`: at `impostors` (m pairs);
+- `best`: per row, the larger of `best_in` and its best genuine score here (-inf without one);
+- `top`: per row, its best non-mated score here; `count`: its non-mated scores >= `best`;
+- `candidates`: the non-mated scores >= `floor` of the rows flagged in `pool_rows` (finite only).
+
+`NumpyBlockScorer` does it with one matrix product and NumPy passes over the block. The ONNX
+Runtime graph (`block_graph`, built here, offline and deterministically) does the same in one call:
+on a GPU (onnxruntime-gpu's CUDA provider) the b x n score matrix never leaves the device; only
+those per-row facts come back. The two agree to float32 rounding of the product (tests compare them
+on ONNX Runtime's CPU provider).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from recog import metrics as M
+
+LOWEST = np.float32(np.finfo(np.float32).min)  # a floor below every real score, above -inf
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a block of scores is made from probe and gallery embeddings (one array per model).
+
+    One model: its similarity (cosine on normalised vectors, or negated Euclidean distance). Several
+    models (`znorm`, one (mean, std) of impostor scores per model): the mean of the z-normalised
+    scores, computed as recog.matching.fuse_matrices computes it."""
+
+    similarities: tuple[str, ...]
+    znorm: tuple[tuple[float, float], ...] | None = None
+
+    def prepare(self, embeddings: tuple) -> tuple:
+        """Embeddings as scored: float32, rows normalised for cosine; refuses NaN or infinity."""
+        out = []
+        for e, similarity in zip(embeddings, self.similarities):
+            e = np.asarray(e, np.float32)
+            if not np.isfinite(e).all():
+                raise ValueError("embeddings contain NaN or infinity")
+            out.append(np.ascontiguousarray(M.normalize_rows(e) if similarity == "cosine" else e))
+        return tuple(out)
+
+    def raw(self, probes: tuple, gallery: tuple, model: int) -> np.ndarray:
+        p, g = probes[model], gallery[model]
+        return p @ g.T if self.similarities[model] == "cosine" else M.similarity_matrix(p, g, "euclidean")
+
+    def __call__(self, probes: tuple, gallery: tuple) -> np.ndarray:
+        if self.znorm is None:
+            return self.raw(probes, gallery, 0)
+        total = 0
+        for m, (mean, std) in enumerate(self.znorm):
+            total = total + (self.raw(probes, gallery, m).astype(np.float64) - mean) / std
+        return (total / len(self.znorm)).astype(np.float32)
+
+
+@dataclass
+class BlockFacts:
+    genuine: np.ndarray
+    impostor: np.ndarray
+    best: np.ndarray
+    top: np.ndarray
+    count: np.ndarray
+    candidates: np.ndarray
+
+
+class NumpyBlockScorer:
+    """The block's facts from one BLAS matrix product and NumPy reductions."""
+
+    name = "numpy"
+
+    def __init__(self, scoring=None):
+        self.scoring = scoring
+        self.gallery = None
+
+    def set_gallery(self, gallery) -> None:
+        self.gallery = gallery
+
+    def scores(self, probes) -> np.ndarray:
+        if self.scoring is not None:
+            return self.scoring(probes, self.gallery)
+        return probes @ self.gallery.T
+
+    def genuine(self, probes, mates) -> np.ndarray:
+        s = self.scores(probes)
+        return s[mates[:, 0], mates[:, 1]]
+
+    def block(self, probes, mates, impostors, best_in, floor, pool_rows) -> BlockFacts:
+        s = self.scores(probes)
+        mr, mc = mates[:, 0], mates[:, 1]
+        genuine = s[mr, mc]
+        impostor = s[impostors[:, 0], impostors[:, 1]]
+        best = np.array(best_in, np.float32)
+        np.maximum.at(best, mr, genuine)
+        s[mr, mc] = -np.inf  # from here on `s` holds non-mated scores only
+        top = s.max(axis=1)
+        count = (s >= best[:, None]).sum(axis=1)
+        candidates = np.empty(0, np.float32)
+        if pool_rows.any():
+            candidates = s[pool_rows]
+            candidates = candidates[(candidates >= max(floor, LOWEST))]
+        return BlockFacts(genuine, impostor, best, top, count, candidates)
+
+
+def block_graph() -> bytes:
+    """The ONNX model of `NumpyBlockScorer.block` for cosine scores (opset 17)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+    inputs = [helper.make_tensor_value_info("probes", f, ["b", "d"]),
+              helper.make_tensor_value_info("gallery", f, ["n", "d"]),
+              helper.make_tensor_value_info("mates", i64, ["k", 2]),
+              helper.make_tensor_value_info("impostors", i64, ["m", 2]),
+              helper.make_tensor_value_info("best_in", f, ["b"]),
+              helper.make_tensor_value_info("floor", f, []),
+              helper.make_tensor_value_info("pool_rows", b, ["b"])]
+    outputs = [helper.make_tensor_value_info(name, f, [dim]) for name, dim in
+               (("genuine", "k"), ("impostor", "m"), ("best", "b"), ("top", "b"))]
+    outputs += [helper.make_tensor_value_info("count", i64, ["b"]),
+                helper.make_tensor_value_info("candidates", f, ["c"])]
+    const = [helper.make_tensor("minus_inf", f, [], [-np.inf]),
+             helper.make_tensor("axis1", i64, [1], [1]),
+             helper.make_tensor("flat", i64, [1], [-1])]
+    n = helper.make_node
+    nodes = [
+        n("Gemm", ["probes", "gallery"], ["scores"], transB=1),
+        n("GatherND", ["scores", "mates"], ["genuine"]),
+        n("GatherND", ["scores", "impostors"], ["impostor"]),
+        # best genuine score per row: the genuine scores scattered into a -inf matrix, then a row max
+        n("Shape", ["scores"], ["scores_shape"]),
+        n("Expand", ["minus_inf", "scores_shape"], ["all_minus_inf"]),
+        n("ScatterND", ["all_minus_inf", "mates", "genuine"], ["genuine_only"]),
+        n("ReduceMax", ["genuine_only"], ["best_here"], axes=[1], keepdims=0),
+        n("Max", ["best_in", "best_here"], ["best"]),
+        # the non-mated scores: mates set to -inf
+        n("Shape", ["genuine"], ["genuine_shape"]),
+        n("Expand", ["minus_inf", "genuine_shape"], ["minus_infs"]),
+        n("ScatterND", ["scores", "mates", "minus_infs"], ["nonmated"]),
+        n("ReduceMax", ["nonmated"], ["top"], axes=[1], keepdims=0),
+        n("Unsqueeze", ["best", "axis1"], ["best_col"]),
+        n("GreaterOrEqual", ["nonmated", "best_col"], ["at_or_above"]),
+        n("Cast", ["at_or_above"], ["at_or_above_int"], to=i64),
+        n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0),
+        n("GreaterOrEqual", ["nonmated", "floor"], ["over_floor"]),
+        n("Unsqueeze", ["pool_rows", "axis1"], ["pool_col"]),
+        n("And", ["over_floor", "pool_col"], ["in_pool"]),
+        n("Reshape", ["nonmated", "flat"], ["nonmated_flat"]),
+        n("Reshape", ["in_pool", "flat"], ["in_pool_flat"]),
+        n("Compress", ["nonmated_flat", "in_pool_flat"], ["candidates"]),
+    ]
+    graph = helper.make_graph(nodes, "mfr_block_scores", inputs, outputs, initializer=const)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="mfr")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+class OnnxBlockScorer:
+    """`block_graph` on ONNX Runtime: `device="cuda"` keeps the gallery part on the GPU across blocks
+    (onnxruntime-gpu), `"cpu"` runs the same graph on the CPU provider."""
+
+    def __init__(self, device: str = "cpu", threads: int = 1):
+        import onnxruntime as ort
+
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeError("block scoring on a GPU needs onnxruntime-gpu with CUDA "
+                               f"(this onnxruntime has {ort.get_available_providers()}); install the [gpu] extra")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
+            ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(block_graph(), options, providers=providers)
+        self.device = device
+        self.name = f"onnxruntime-{device}"
+        self.gallery = None
+
+    def set_gallery(self, gallery) -> None:
+        import onnxruntime as ort
+
+        gallery = gallery[0] if isinstance(gallery, tuple) else gallery  # one model
+        # on the device once per part; every block's call binds it without copying it again
+        self.gallery = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(gallery, np.float32), self.device, 0)
+
+    def _run(self, probes, mates, impostors, best_in, floor, pool_rows):
+        probes = probes[0] if isinstance(probes, tuple) else probes
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("probes", np.ascontiguousarray(probes, np.float32))
+        binding.bind_ortvalue_input("gallery", self.gallery)
+        binding.bind_cpu_input("mates", np.ascontiguousarray(mates, np.int64).reshape(-1, 2))
+        binding.bind_cpu_input("impostors", np.ascontiguousarray(impostors, np.int64).reshape(-1, 2))
+        binding.bind_cpu_input("best_in", np.ascontiguousarray(best_in, np.float32))
+        binding.bind_cpu_input("floor", np.array(max(floor, LOWEST), np.float32))
+        binding.bind_cpu_input("pool_rows", np.ascontiguousarray(pool_rows, bool))
+        for name in ("genuine", "impostor", "best", "top", "count", "candidates"):
+            binding.bind_output(name, "cpu")
+        self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()
+
+    def genuine(self, probes, mates) -> np.ndarray:
+        b = len(probes)
+        return self._run(probes, mates, np.empty((0, 2), np.int64), np.full(b, -np.inf, np.float32), np.inf,
+                         np.zeros(b, bool))[0]
+
+    def block(self, probes, mates, impostors, best_in, floor, pool_rows) -> BlockFacts:
+        return BlockFacts(*self._run(probes, mates, impostors, best_in, floor, pool_rows))
+
+
+def block_scorer(backend: str = "numpy", scoring=None, device: str = "cpu"):
+    """`numpy` (any Scoring: one model or fused) or `onnxruntime` (one cosine model) on `device`."""
+    if backend == "numpy":
+        return NumpyBlockScorer(scoring)
+    if backend == "onnxruntime":
+        if scoring is not None and (scoring.znorm is not None or scoring.similarities != ("cosine",)):
+            raise ValueError("the ONNX Runtime block scorer takes one cosine model; fusion and Euclidean "
+                             "scores run on NumPy")
+        return OnnxBlockScorer(device)
+    raise ValueError(f"block scoring backend must be 'numpy' or 'onnxruntime', got {backend!r}")
