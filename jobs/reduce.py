@@ -604,7 +604,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     ensure_ray()
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
     if len(gallery.entry_ids) == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score")
+        raise ValueError("need masked probes and unmasked gallery embeddings to score" if len(gallery_uris) == 1
+                         else "the models to fuse share no probes or no gallery entries")
     if len(gallery_uris) > 1 and len(set(gallery.model_ids)) < len(gallery.model_ids):
         raise ValueError(f"the models to fuse must differ, got {list(gallery.model_ids)}")
     name = name or gallery.model_ids[0].split("@")[0]
