@@ -356,16 +356,24 @@ def read_shards(uri: str, with_failures: bool = False):
     faces that have an embedding; with `with_failures`, also the images that gave none
     (`failed_samples`)."""
     import pyarrow as pa
-    import pyarrow.compute  # noqa: F401  (pa.compute)
 
     store = open_store(uri)
     tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
     whole = pa.concat_tables(tables)
-    table = whole.filter(pa.compute.equal(whole.column("status"), "ok"))
+    rows, emb = ok_faces(whole)
+    return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
+
+
+def ok_faces(table):
+    """(rows as pandas without the embedding, embeddings (N, D) float32) of a shard table's faces that
+    have an embedding."""
+    import pyarrow.compute as pc
+
+    # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
+    table = table.filter(pc.equal(table.column("status"), "ok"))
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-    rows = table.drop(["embedding"]).to_pandas()
-    return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
+    return table.drop(["embedding"]).to_pandas(), emb

@@ -267,18 +267,6 @@ def _shard_table(store, keys):
     return pa.concat_tables(tables) if tables else None
 
 
-def _ok_faces(table):
-    """(rows as pandas without the embedding, embeddings (N, D) float32) of the faces with an embedding."""
-    import pyarrow.compute as pc
-
-    # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
-    table = table.filter(pc.equal(table.column("status"), "ok"))
-    rows = table.drop(["embedding"]).to_pandas()
-    column = table.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    return rows, column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-
-
 def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     """Task: the faces of a group of gallery shards as (key, identity, face_index, shard: the shard's
     position in the sorted list), the number of their images without a face, and their models and
@@ -307,11 +295,12 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
 def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, similarity: str):
     """Task: the embeddings of one part's entries, in the entries' order. `entries`: (key, face_index)
     per entry for `best`; for `mean`, (identity, [(key, face_index) of its images])."""
+    from jobs.embed import ok_faces
     from jobs.score import gallery_entries
     from jobs.storage import open_store
 
     store = open_store(uri)
-    rows, emb = _ok_faces(_shard_table(store, shard_keys))
+    rows, emb = ok_faces(_shard_table(store, shard_keys))
     at = {(k, int(f)): i for i, (k, f) in enumerate(zip(rows.key.astype(str), rows.face_index))}
     if template == "best":
         out = emb[[at[(k, f)] for k, f in entries]]
@@ -338,6 +327,18 @@ class Gallery:
     counts: tuple                 # (faces with an embedding, images without a face) of the first model's shards
 
 
+@dataclass
+class Index:
+    """A gallery's labels (`_gallery_index`), its shards, model and similarity."""
+
+    rows: object
+    failed: int
+    uri: str
+    shards: list
+    model_id: str
+    similarity: str
+
+
 def _index(uri: str, shards_per_task: int):
     import pandas as pd
     import ray
@@ -361,18 +362,6 @@ def _index(uri: str, shards_per_task: int):
         raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}")
     return Index(rows, sum(n for _, n, _, _ in got), store.uri, shards, models.pop() if models else "",
                  similarities.pop() if similarities else "cosine")
-
-
-@dataclass
-class Index:
-    """A gallery's labels (`_gallery_index`), its shards, model and similarity."""
-
-    rows: object
-    failed: int
-    uri: str
-    shards: list
-    model_id: str
-    similarity: str
 
 
 def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
@@ -416,12 +405,10 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         part_entries = entry_keys[p0:p0 + part_rows]
         part_refs = []
         for index, model_rows in zip(indexed, chosen):
+            holds = model_rows[model_rows.entry.isin(set(part_entries))]
             if template == "best":
-                wanted = set(part_entries)
-                holds = model_rows[model_rows.entry.isin(wanted)]
                 arg = part_entries
             else:
-                holds = model_rows[model_rows.entry.isin(set(part_entries))]
                 images_of = {i: list(zip(g.key.astype(str), g.face_index.astype(int)))
                              for i, g in holds.groupby("entry")}
                 arg = [(i, images_of[i]) for i in part_entries]
@@ -448,14 +435,14 @@ class _Loader:
 def _probe_rows(store, shard_keys, exclude):
     """(rows, embeddings, failed) of a group of probe shards with the gallery's images left out, in a
     canonical (key, face) order so results do not depend on how shards are cut."""
-    from jobs.embed import failed_samples
+    from jobs.embed import failed_samples, ok_faces
 
     table = _shard_table(store, shard_keys)
     if table is None or table.num_rows == 0:
         return None
     failed = failed_samples(table)
     failed = failed[~failed.key.isin(exclude)]
-    rows, emb = _ok_faces(table)
+    rows, emb = ok_faces(table)
     keep = ~rows.key.isin(exclude).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
     order = np.lexsort((rows.face_index.to_numpy(), rows.key.to_numpy().astype(str)))

@@ -246,9 +246,9 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True}
     splits, results, model_ids, uris_of = {}, [], {}, {}
-    parts = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
+    reducer_options = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
     if distributed:
-        parts["device"] = score_device
+        reducer_options["device"] = score_device
     elif score_device != "auto":
         raise ValueError("score_device applies to the distributed reducer only")
     if gallery_part_rows and not distributed:
@@ -258,7 +258,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             from jobs.reduce import score_distributed
 
             result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity,
-                                                 gallery_template=gallery_template, **parts, **kwargs)
+                                                 gallery_template=gallery_template, **reducer_options, **kwargs)
             model_ids[result.name] = model_id
             uris_of[result.name] = (p_uri, g_uri)
             results.append(result)
@@ -279,7 +279,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
             from jobs.reduce import score_fused_distributed
 
             results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
-                                                   gallery_template=gallery_template, **parts, **kwargs))
+                                                   gallery_template=gallery_template, **reducer_options, **kwargs))
         else:
             results.append(score_fused([splits[g] for g in group], name_of, **kwargs))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:

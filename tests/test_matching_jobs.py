@@ -114,7 +114,8 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     one, many = (json.loads((tmp_path / r / "report.json").read_text())["results"] for r in ("report-2", "report-d"))
     assert [r["name"] for r in many] == ["a", "b", "fusion: a + b"]
     for x, y in zip(one, many):
-        assert_same_figures(x, y)
+        # a threshold is a score: BLAS may sum a product with a 3-column part in another order
+        assert_same_figures(x, y, threshold_rtol=1e-6)
     assert one[2]["identification"]["gallery"] == 4 and one[2]["verification"]["genuine"] > 0
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
                  "--fuse", "a,zzz"]) == 2
