@@ -25,7 +25,8 @@ from jobs.inputs import ColumnsEqual, folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_to_end, start_progress, write_stage
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, nothing_to_do, run_to_end,
+                       start_progress, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
@@ -233,14 +234,6 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
                          progress=progress)
 
 
-def embed_input(*args, **kwargs):
-    """(input store, dataset of rows to embed, notes)."""
-    from jobs.source import read_grouped
-
-    source, groups, lister, notes = embed_listing(*args, **kwargs)
-    return source, read_grouped(groups, lister, type(lister).__name__.replace("Lister", "")), notes
-
-
 def model_identity(model: str, accept_licence: bool = False):
     """(model_id, dim, similarity) of a model, checked once before any input is read."""
     from recog.embed import Embedder
@@ -317,17 +310,20 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is not None:
             return summary
+        from jobs.source import read_grouped
+
         ensure_ray()
-        tracker = start_progress()
-        source, ds, notes = embed_input(input_uri, output, from_augment, alignment,
-                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tracker)
-        ds = embed_stage(ds, source.uri, model, accept_licence=accept_licence, masked=masked,
-                         from_augment=from_augment, face=face, finder=finder,
-                         alignment=alignment,
-                         max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed, batch_size=batch_size,
-                         workers=workers, progress=tracker)
-        ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
-        summary = run_to_end(ds, tracker, started, progress)
+        source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
+                                                      ColumnsEqual(model_id=model_id, mode=mode), images_uri)
+        summary = nothing_to_do(groups, lister, started, progress)
+        if summary is None:
+            tracker = start_progress()
+            ds = embed_stage(read_grouped(groups, lister, tracker), source.uri, model, accept_licence=accept_licence,
+                             masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
+                             max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
+                             batch_size=batch_size, workers=workers, progress=tracker)
+            ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+            summary = run_to_end(ds, tracker, started, progress)
     summary.notes = notes
     return summary
 

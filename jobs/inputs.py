@@ -292,19 +292,11 @@ def output_inside_input(input_store, output_store) -> str | None:
     return "" if output_store.prefix == input_store.prefix else None
 
 
-def input_dataset(input_uri: str, output, done_dir: str, **options):
-    """(images store, Ray dataset of the input rows still to do, notes for the user). The driver lists
-    only the top level of a folder / prefix; a manifest is read by one read task."""
-    from jobs.source import read_grouped
-
-    images, groups, lister, notes = input_listing(input_uri, output, done_dir, **options)
-    name = "InputManifest" if isinstance(lister, ManifestLister) else "InputFolder"
-    return images, read_grouped(groups, lister, name), notes
-
-
 def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | None = None, done_where=None,
                   progress=None, gallery_per_identity: int = 0, role_done: dict | None = None):
-    """(images store, groups, lister, notes): what `input_dataset` reads, without Ray."""
+    """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
+    `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
+    left to do in a group."""
     from jobs.storage import redact
 
     input_uri = str(input_uri)

@@ -164,6 +164,27 @@ def start_progress():
     return ray.remote(num_cpus=0, max_restarts=-1)(Progress).remote()
 
 
+def nothing_to_do(groups: list[str], lister, started: float, progress=None) -> JobSummary | None:
+    """The summary of a rerun that finds everything done, else None (the job then runs as usual).
+    Read tasks list until the first input still to do, where a job with work left stops (after a
+    group or so), or to the end. Ray Data starts a job's actor pools, and waits for their models to
+    load, whether or not any row reaches them: seconds per pool that a finished job need not pay."""
+    import ray
+
+    from jobs.source import read_grouped
+
+    tracker = start_progress()
+    try:
+        if read_grouped(groups, lister, tracker).take(1):
+            return None
+        summary = JobSummary.live(ray.get(tracker.get.remote(), timeout=60), time.perf_counter() - started)
+    finally:
+        ray.kill(tracker)
+    if progress:
+        progress(summary)
+    return summary
+
+
 def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
     """Execute `ds` (its rows: `write_shards` counts) and return the summary; `progress(summary)` is
     called from a polling thread while it runs (a live view from the actors' reports) and once at

@@ -14,6 +14,7 @@ the whole output into the driver. See `group_id`.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Callable, Iterable
 
@@ -95,13 +96,23 @@ def _read_groups(lister, groups: list[str]) -> Iterable:
         yield from lister.rows(group)
 
 
-def read_grouped(groups: list[str], lister, name: str):
-    """The dataset of what is left to do, listed by read tasks asking for little CPU."""
+def reporting_to(lister, progress):
+    """A copy of `lister` whose read tasks report what they list to `progress` (a `jobs.sink.Progress`
+    actor, or None)."""
+    twin = copy.copy(lister)
+    twin.progress = progress
+    return twin
+
+
+def read_grouped(groups: list[str], lister, progress=None):
+    """The dataset of what is left to do, listed by read tasks asking for little CPU that report
+    their counts to `progress`."""
     import ray
 
     from jobs.pool import TASK_CPUS
 
     if not groups:
         return ray.data.from_items([])
-    return ray.data.read_datasource(GroupedSource(groups, lister, name), num_cpus=TASK_CPUS,
+    name = "Input" + type(lister).__name__.removesuffix("Lister")  # InputFolder, InputManifest, InputAugment
+    return ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name), num_cpus=TASK_CPUS,
                                     override_num_blocks=min(len(groups), 64))

@@ -109,6 +109,13 @@ def summary_rows(printed: str, label: str) -> dict:
     return rows
 
 
+def pool_actors() -> int:
+    """Actors Ray Data has started for `map_batches` pools in this Ray session so far, ended ones included."""
+    import ray._private.state
+
+    return sum("MapWorker" in a["ActorClassName"] for a in ray._private.state.actors().values())
+
+
 def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     from jobs.cli import main
 
@@ -125,11 +132,14 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     assert f"markdown: {out / 'report' / 'report.md'}" in printed.out and printed.err.count("img/s") == 0
     report_time = (out / "report" / "report.json").stat().st_mtime_ns
 
-    # a rerun skips the done work, keeps the report, and shows progress bars unless --quiet
+    # a rerun skips the done work, keeps the report, and shows progress bars unless --quiet; finding
+    # nothing to do, it starts no actor pool (whose models would load for no input)
+    pools = pool_actors()
     assert main(["run", str(dataset), str(out)]) == 0
     printed = capsys.readouterr()
     rows = summary_rows(printed.out, "run")
     assert rows["inputs"] == 4 and rows["skipped (already done)"] == 4 and rows["processed"] == 0
+    assert pool_actors() == pools
     assert (out / "report" / "report.json").stat().st_mtime_ns == report_time
     assert "report up to date" in printed.out
 
@@ -138,7 +148,7 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     shutil.copy(extra, dataset / "person_06" / extra.name)
     assert main(["run", str(dataset), str(out)]) == 0
     printed = capsys.readouterr()
-    assert summary_rows(printed.out, "run")["processed"] == 1
+    assert summary_rows(printed.out, "run")["processed"] == 1 and pool_actors() > pools
     assert "img/s" in printed.err and "no_face=0" in printed.err
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["results"][0]["verification"]["genuine"] == 3  # 1 probe of person_05, 2 of person_06
