@@ -174,11 +174,15 @@ def nothing_to_do(groups: list[str], lister, started: float, progress=None) -> J
     from jobs.source import read_grouped
 
     tracker = start_progress()
+    # a CPU per listing task: with no pool beside them, tasks of 0.1 CPU would start ten worker
+    # processes per core (3.5x the time over 300,000 finished inputs on 2 cores)
+    rows = iter(read_grouped(groups, lister, tracker, cpus=1).iter_rows())
     try:
-        if read_grouped(groups, lister, tracker).take(1):
+        if next(rows, None) is not None:
             return None
         summary = JobSummary.live(ray.get(tracker.get.remote(), timeout=60), time.perf_counter() - started)
     finally:
+        rows.close()  # stops the read tasks of a job with work left
         ray.kill(tracker)
     if progress:
         progress(summary)

@@ -104,9 +104,9 @@ def reporting_to(lister, progress):
     return twin
 
 
-def read_grouped(groups: list[str], lister, progress=None):
-    """The dataset of what is left to do, listed by read tasks asking for little CPU that report
-    their counts to `progress`."""
+def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = None):
+    """The dataset of what is left to do, listed by read tasks that report their counts to
+    `progress`. Each task asks for `cpus` (default `jobs.pool.TASK_CPUS`: little, beside a job's pools)."""
     import ray
 
     from jobs.pool import TASK_CPUS
@@ -114,5 +114,6 @@ def read_grouped(groups: list[str], lister, progress=None):
     if not groups:
         return ray.data.from_items([])
     name = "Input" + type(lister).__name__.removesuffix("Lister")  # InputFolder, InputManifest, InputAugment
-    return ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name), num_cpus=TASK_CPUS,
+    return ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name),
+                                    num_cpus=TASK_CPUS if cpus is None else cpus,
                                     override_num_blocks=min(len(groups), 64))
