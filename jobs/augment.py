@@ -271,7 +271,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
 
         ensure_ray()
         images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri)
-        summary = nothing_to_do(groups, lister, started, progress)
+        summary = nothing_to_do(output, MANIFEST_DIR, groups, lister, started, progress)
         if summary is None:
             tracker = start_progress()
             ds = augment_stage(read_grouped(groups, lister, tracker), images.uri, output.uri, options,

@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
-from jobs.inputs import ColumnsEqual, folder_identity, input_listing
+from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
@@ -181,8 +181,7 @@ class AugmentLister:
                              "box": r["box"], "score": r["score"], "source": r["source"],
                              "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
                              "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
-        if self.progress is not None:
-            self.progress.list.remote(len(rows), skipped)
+        report_listed(self.progress, len(rows), skipped)
         floats = pa.list_(pa.float64())
         schema = pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
                             ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),
@@ -315,7 +314,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         ensure_ray()
         source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
                                                       ColumnsEqual(model_id=model_id, mode=mode), images_uri)
-        summary = nothing_to_do(groups, lister, started, progress)
+        summary = nothing_to_do(output, SHARD_DIR, groups, lister, started, progress)
         if summary is None:
             tracker = start_progress()
             ds = embed_stage(read_grouped(groups, lister, tracker), source.uri, model, accept_licence=accept_licence,

@@ -241,8 +241,7 @@ class FolderLister:
             elif kind != "file":
                 item.status, item.message = KIND_STATUS[kind]
             rows.append(item.to_row(gid))
-        if self.progress is not None:
-            self.progress.list.remote(len(rows), skipped)
+        report_listed(self.progress, len(rows), skipped)
         for i in range(0, len(rows), self.chunk):
             yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=input_schema())
 
@@ -266,8 +265,7 @@ class ManifestLister:
         done = read_done(open_store(self.output_uri), self.done_dir, "input_row", self.done_where)
         rows = [it.to_row(group_id(bucket_of(it.key))) for it in items]
         todo = [r for r in rows if r["input_row"] not in done]
-        if self.progress is not None:
-            self.progress.list.remote(len(todo), len(rows) - len(todo))
+        report_listed(self.progress, len(todo), len(rows) - len(todo))
         for i in range(0, len(todo), self.chunk):
             yield pa.Table.from_pylist(todo[i:i + self.chunk], schema=input_schema())
 
@@ -325,6 +323,19 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     lister = FolderLister(images.uri, output.uri, done_dir, done_where, exclude, progress,
                           gallery_per_identity=gallery_per_identity, role_done=role_done)
     return images, groups, lister, notes
+
+
+def report_listed(progress, todo: int, done: int) -> None:
+    """Tell `progress` (a `jobs.sink.Progress` actor, a `Tally`, or None) what one group's listing
+    found. An actor's call is waited for, a round trip beside a group's listing: a job's summary reads
+    these counts as soon as its last read task has ended, and must not miss one still on its way."""
+    if progress is None:
+        return
+    sent = progress.list.remote(todo, done)
+    if sent is not None:  # an actor call (a Tally counts in place)
+        import ray
+
+        ray.get(sent)
 
 
 class Tally:

@@ -174,6 +174,11 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
         if progress:
             progress(JobSummary.live(counts.get(), time.perf_counter() - started))
 
+    if not any(t.num_rows for t in tables):  # a rerun with nothing left: no process to start, no model to load
+        summary.seconds = time.perf_counter() - started
+        if progress:
+            progress(summary)
+        return summary
     if progress:  # the bar starts now, with what the listing found, not when the first batch is done
         progress(JobSummary.live(counts.get(), time.perf_counter() - started))
     context = multiprocessing.get_context("forkserver")

@@ -256,7 +256,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         cpu = plan_pool(workers)
         recognition = recognition_pool(recognition_workers)
         progress = progress_for("run") if progress_for else None
-        summary = nothing_to_do(groups, lister, started, progress)
+        summary = nothing_to_do(out, f"masked/{MANIFEST_DIR}", groups, lister, started, progress)
         if summary is None:
             tracker = start_progress()
             ds = read_grouped(groups, lister, tracker).map_batches(

@@ -164,15 +164,20 @@ def start_progress():
     return ray.remote(num_cpus=0, max_restarts=-1)(Progress).remote()
 
 
-def nothing_to_do(groups: list[str], lister, started: float, progress=None) -> JobSummary | None:
+def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: float,
+                  progress=None) -> JobSummary | None:
     """The summary of a rerun that finds everything done, else None (the job then runs as usual).
-    Read tasks list until the first input still to do, where a job with work left stops (after a
-    group or so), or to the end. Ray Data starts a job's actor pools, and waits for their models to
-    load, whether or not any row reaches them: seconds per pool that a finished job need not pay."""
+    Ray Data starts a job's actor pools, and waits for their models to load, whether or not any row
+    reaches them: seconds per pool that a finished job need not pay. So a rerun (an `output` with
+    something under `done_dir`) first lists on its own: read tasks list until the first input still
+    to do, where a job with work left stops (after a group or so), or to the end. A first run does
+    not look (stopping the listing early costs a job with work about what a rerun with none saves)."""
     import ray
 
     from jobs.source import read_grouped
 
+    if not output.any_under(done_dir):
+        return None
     tracker = start_progress()
     # a CPU per listing task: with no pool beside them, tasks of 0.1 CPU would start ten worker
     # processes per core (3.5x the time over 300,000 finished inputs on 2 cores)

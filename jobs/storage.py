@@ -115,6 +115,13 @@ class LocalStore:
                 keys.append(rel)
         return sorted(keys)
 
+    def any_under(self, prefix: str) -> bool:
+        """Whether any object lies under `prefix` (a folder): found without listing them all."""
+        for _, _, filenames in os.walk(self.path(prefix)):
+            if any(not name.startswith(TMP_PREFIX) for name in filenames):
+                return True
+        return False
+
     def top_level(self) -> list[str]:
         """The groups of a job's input (jobs/source.py): every top-level folder, and "" when files sit
         at the top level. Symlinked folders count as folders."""
@@ -279,6 +286,12 @@ class S3Store:
                 if rel and not rel.endswith("/") and not rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
                     keys.append(rel)
         return sorted(keys)
+
+    def any_under(self, prefix: str) -> bool:
+        """Whether any object lies under `prefix` (a folder): one listing call of one key."""
+        found = self._call(f"listing {self.uri_of(prefix)}", lambda: self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=self._full(prefix).rstrip("/") + "/", MaxKeys=1))
+        return bool(found.get("KeyCount"))
 
     def top_level(self) -> list[str]:
         start = f"{self.prefix}/" if self.prefix else ""

@@ -50,6 +50,24 @@ def test_local_pool_and_ray_write_the_same_outputs(ray_runtime, dataset, tmp_pat
     assert "" not in set(read_manifest(str(tmp_path / "ray")).node)
 
 
+def test_a_rerun_with_nothing_left_starts_no_worker_on_either_executor(ray_runtime, dataset, tmp_path, monkeypatch):
+    import jobs.local
+    from test_jobs_pipeline import pool_actors
+
+    for executor in ("local", "ray"):
+        assert run_augment(str(dataset), str(tmp_path / executor), executor=executor).processed == 8
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a worker pool was started for a job with nothing to do")
+
+    monkeypatch.setattr(jobs.local, "ProcessPoolExecutor", no_pool)
+    pools = pool_actors()
+    for executor in ("local", "ray"):
+        again = run_augment(str(dataset), str(tmp_path / executor), executor=executor)
+        assert (again.inputs, again.skipped, again.processed) == (8, 8, 0), executor
+    assert pool_actors() == pools  # no actor of a Ray Data pool either
+
+
 def test_embed_on_the_local_pool_writes_what_ray_writes(ray_runtime, dataset, tmp_path):
     import numpy as np
 

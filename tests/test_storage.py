@@ -19,6 +19,8 @@ def _exercise(store):
     assert store.list("a") == ["a/b/c.jpg", "a/x y/é#;$.png"]
     assert store.read("a/x y/é#;$.png") == b"two"
     assert store.exists("top.txt") and not store.exists("nope.txt")
+    assert store.any_under("a") and store.any_under("a/x y") and not store.any_under("nope")
+    assert not store.any_under("a/b/c.jpg") and not store.any_under("a/b/c")  # folders, not name prefixes
     store.write("top.txt", b"replaced")
     assert store.read("top.txt") == b"replaced"
     store.delete("top.txt")
