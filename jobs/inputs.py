@@ -335,7 +335,10 @@ def report_listed(progress, todo: int, done: int) -> None:
     if sent is not None:  # an actor call (a Tally counts in place)
         import ray
 
-        ray.get(sent)
+        try:
+            ray.get(sent, timeout=60)
+        except Exception:  # a lost or restarting progress actor costs a count, never the job
+            pass
 
 
 class Tally:
