@@ -32,8 +32,7 @@ from jobs.inputs import folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, nothing_to_do, run_to_end,
-                       start_progress, write_stage)
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
@@ -267,17 +266,15 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is not None:
             return summary
-        from jobs.source import read_grouped
-
         ensure_ray()
         images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri)
-        summary = nothing_to_do(output, MANIFEST_DIR, groups, lister, started, progress)
-        if summary is None:
-            tracker = start_progress()
-            ds = augment_stage(read_grouped(groups, lister, tracker), images.uri, output.uri, options,
-                               batch_size=batch_size, workers=workers, max_pixels=max_pixels, progress=tracker)
-            ds = write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
-            summary = run_to_end(ds, tracker, started, progress)
+
+        def build(inputs, tracker):
+            ds = augment_stage(inputs, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
+                               max_pixels=max_pixels, progress=tracker)
+            return write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
+
+        summary = run_listed(output, MANIFEST_DIR, groups, lister, build, started, progress)
     summary.notes = notes
     return summary
 

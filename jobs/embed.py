@@ -25,8 +25,7 @@ from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_lis
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, nothing_to_do, run_to_end,
-                       start_progress, write_stage)
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
@@ -309,20 +308,18 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is not None:
             return summary
-        from jobs.source import read_grouped
-
         ensure_ray()
         source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
                                                       ColumnsEqual(model_id=model_id, mode=mode), images_uri)
-        summary = nothing_to_do(output, SHARD_DIR, groups, lister, started, progress)
-        if summary is None:
-            tracker = start_progress()
-            ds = embed_stage(read_grouped(groups, lister, tracker), source.uri, model, accept_licence=accept_licence,
-                             masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
+
+        def build(inputs, tracker):
+            ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
+                             from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                              max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
                              batch_size=batch_size, workers=workers, progress=tracker)
-            ds = write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
-            summary = run_to_end(ds, tracker, started, progress)
+            return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+
+        summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress)
     summary.notes = notes
     return summary
 

@@ -34,7 +34,7 @@ from jobs.inputs import ColumnsEqual, input_listing
 from jobs.lease import Lease
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
-from jobs.sink import ROWS_PER_SHARD, input_counts, nothing_to_do, put_shard, run_to_end, start_progress
+from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_listed
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from maskgen.finder import FACE_POLICIES
@@ -247,29 +247,27 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
     with Lease(out, "mfr run"):
-        from jobs.source import read_grouped
-
         ensure_ray()
-        images, groups, lister, notes = input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}",
-                                                      gallery_per_identity=1, role_done=role_done)
+        images, input_groups, lister, notes = input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}",
+                                                            gallery_per_identity=1, role_done=role_done)
         options = AugmentOptions(style=style, seed=seed, face=face)
         cpu = plan_pool(workers)
         recognition = recognition_pool(recognition_workers)
-        progress = progress_for("run") if progress_for else None
-        summary = nothing_to_do(out, f"masked/{MANIFEST_DIR}", groups, lister, started, progress)
-        if summary is None:
-            tracker = start_progress()
-            ds = read_grouped(groups, lister, tracker).map_batches(
-                PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options, max_pixels, specs,
-                                                    crops, tracker),
-                fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size, batch_format="pyarrow",
-                **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
+
+        def build(inputs, tracker):
+            ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options,
+                                                                        max_pixels, specs, crops, tracker),
+                                    fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                                    batch_format="pyarrow",
+                                    **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
             ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
                                 fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
                                 batch_format="pyarrow", **recognition.map_batches_args(initial=1))
-            ds = ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
-                                batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
-            summary = run_to_end(ds, tracker, started, progress)
+            return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                                  batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+
+        progress = progress_for("run") if progress_for else None
+        summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
         summary.notes = notes
         if progress is not None and hasattr(progress, "close"):
             progress.close()

@@ -195,6 +195,21 @@ def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: flo
     return summary
 
 
+def run_listed(output, done_dir: str, groups: list[str], lister, build, started: float,
+               progress=None) -> JobSummary:
+    """A job on Ray: the inputs left to do (`groups` listed by `lister` in read tasks), turned by
+    `build(inputs, tracker)` into the dataset of shard-write counts, run to the end. `tracker` is
+    the job's progress actor, for its workers' reports. A rerun with nothing left under `done_dir`
+    of `output` ends after its listing (`nothing_to_do`)."""
+    from jobs.source import read_grouped
+
+    summary = nothing_to_do(output, done_dir, groups, lister, started, progress)
+    if summary is not None:
+        return summary
+    tracker = start_progress()
+    return run_to_end(build(read_grouped(groups, lister, tracker), tracker), tracker, started, progress)
+
+
 def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
     """Execute `ds` (its rows: `write_shards` counts) and return the summary; `progress(summary)` is
     called from a polling thread while it runs (a live view from the actors' reports) and once at
