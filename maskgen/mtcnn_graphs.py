@@ -17,9 +17,17 @@ O-Net spent less than a third of their time in: its PRelu kernel (per-channel sl
 layout changes around it took the rest. So, with the same function:
 - PReLU after a convolution is relu(x) * (1 - a) + x * a: a Relu and two depthwise 1x1 convolutions, all
   blocked kernels (R-Net and O-Net 2x faster, P-Net 1.2x);
-- a convolution's channel count is padded to a multiple of 8 with zero filters (slope 0 there, zero
+- a convolution's channel count is padded to a multiple of 16 with zero filters (slope 0 there, zero
   weights in the next layer), so no layer falls back to the plain layout (P-Net's 10, R-Net's 28);
-- P-Net's two-class softmax is a sigmoid of the logit differences, fused into its 1x1 convolution.
+- P-Net's two-class softmax is a sigmoid of the logit differences, fused into its 1x1 convolution;
+- where a max pool follows a network's first PReLU, the PReLU runs after the pool, on a quarter of the
+  values (that PReLU over the full-size map was a third of P-Net's time and of R-Net's). A PReLU with
+  slope a >= 0 is non-decreasing, so it commutes with max; with a < 0 it falls then rises, so the
+  largest value of a window comes from the window's largest or smallest input: max(P, a * m), with m
+  the smallest. The convolution also writes the negated map of the a < 0 channels (into its zero
+  padding where that has room), one pool takes both maxima (P, and -m), and 1x1 convolutions finish:
+  PReLU-then-pool = d * relu(L2(pooled)) + L1(pooled), per channel L1 = a * P, L2 = P, d = 1 - a
+  where a >= 0, and L1 = |a| * (-m), L2 = P - |a| * (-m), d = 1 where a < 0.
 Outputs equal the plain graph's to float rounding (~1e-6); tests/test_mtcnn_graphs.py checks them
 against the Keras networks.
 """
@@ -36,8 +44,8 @@ import numpy as np
 OPSET = 17
 IR_VERSION = 8
 # Bump when the graph layout changes, so cached files from an older build are not reused.
-BUILDER_VERSION = 2
-CHANNEL_BLOCK = 8  # ONNX Runtime's NCHWc block on AVX2 machines (16 on AVX-512 divides by 8 too)
+BUILDER_VERSION = 3
+CHANNEL_BLOCK = 16  # ONNX Runtime's NCHWc block: 8 floats on AVX2 machines, 16 on AVX-512; 16 is whole blocks on both
 NETWORKS = ("pnet", "rnet", "onet")
 
 
@@ -56,6 +64,7 @@ _ARCHITECTURES: dict[str, dict] = {
             _Layer("conv"), _Layer("prelu"),
             _Layer("conv"), _Layer("prelu"),
         ],
+        "prelu_after_pool": 1,  # the trunk index of the PReLU moved after its pool (blocked layout)
         "heads": [("bbox_reg", "conv", 4), ("face_prob", "conv_softmax", 2)],
     },
     "rnet": {
@@ -66,6 +75,7 @@ _ARCHITECTURES: dict[str, dict] = {
             _Layer("conv"), _Layer("prelu"),
             _Layer("flatten"), _Layer("dense"), _Layer("prelu"),
         ],
+        "prelu_after_pool": 1,
         "heads": [("bbox_reg", "dense", 4), ("face_prob", "dense_softmax", 2)],
     },
     "onet": {
@@ -77,6 +87,7 @@ _ARCHITECTURES: dict[str, dict] = {
             _Layer("conv"), _Layer("prelu"),
             _Layer("flatten"), _Layer("dense"), _Layer("prelu"),
         ],
+        "prelu_after_pool": 1,
         "heads": [("bbox_reg", "dense", 4), ("landmarks", "dense", 10), ("face_prob", "dense_softmax", 2)],
     },
 }
@@ -133,14 +144,18 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
 
     state = {"channels": None, "real": None}  # channels of x as laid out (padded), when x is a feature map
 
-    def conv(x: str, pad_to_block: bool = True, two_class_sigmoid: bool = False) -> str:
-        kernel, bias = next(it), next(it)
+    def conv(x: str, pad_to_block: bool = True, two_class_sigmoid: bool = False, weights=None,
+             negated: np.ndarray = np.empty(0, np.int64)) -> str:
+        """A convolution; `negated` output channels are written a second time, negated, after the
+        real ones (for `prelu_after_pool`)."""
+        kernel, bias = weights if weights else (next(it), next(it))
         w = kernel.transpose(3, 2, 0, 1)  # (out, in, kh, kw)
         if state["channels"] and state["channels"] > w.shape[1]:  # the previous layer's zero channels
             w = np.concatenate([w, np.zeros((w.shape[0], state["channels"] - w.shape[1]) + w.shape[2:],
                                             np.float32)], axis=1)
         if two_class_sigmoid:  # softmax over (l0, l1) == sigmoid(l0 - l1), sigmoid(l1 - l0)
             w, bias = np.stack([w[0] - w[1], w[1] - w[0]]), np.array([bias[0] - bias[1], bias[1] - bias[0]])
+        w, bias = np.concatenate([w, -w[negated]]), np.concatenate([bias, -bias[negated]])
         out = w.shape[0]
         padded = -(-out // CHANNEL_BLOCK) * CHANNEL_BLOCK if pad_to_block and blocked else out
         if padded > out:
@@ -169,6 +184,41 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
         nodes.append(helper.make_node("Add", [rb, ax], [y]))
         return y
 
+    def pool(x: str, layer: _Layer) -> str:
+        k, s = layer.params
+        y = fresh("pool")
+        pad = "SAME_UPPER" if layer.kind == "pool_same" else "VALID"
+        nodes.append(helper.make_node("MaxPool", [x], [y], kernel_shape=[k, k], strides=[s, s], auto_pad=pad))
+        return y
+
+    def conv_prelu_pool(x: str, pool_layer: _Layer) -> str:
+        """conv, PReLU, max pool, computed as conv, max pool, PReLU (see the module's docstring)."""
+        kernel, bias, alpha = next(it), next(it), next(it)
+        a = alpha.reshape(-1).astype(np.float64)
+        real = a.size
+        negated = np.nonzero(a < 0)[0]
+        pooled = pool(conv(x, weights=(kernel, bias), negated=negated), pool_layer)
+        width, out = state["channels"], -(-real // CHANNEL_BLOCK) * CHANNEL_BLOCK
+        l1, l2, d = np.zeros((out, width)), np.zeros((out, width)), np.zeros(out)
+        for c in range(real):
+            l2[c, c] = 1.0
+            if a[c] >= 0:
+                l1[c, c], d[c] = a[c], 1.0 - a[c]
+            else:  # the negated copy of channel c holds -(smallest value of the window)
+                j = real + int(np.searchsorted(negated, c))
+                l1[c, j], l2[c, j], d[c] = -a[c], a[c], 1.0
+        t1, t2, r, rd, y = fresh("prelu_l1"), fresh("prelu_l2"), fresh("relu"), fresh("prelu_d"), fresh("prelu")
+        nodes.append(helper.make_node("Conv", [pooled, const("L2", l2.reshape(out, width, 1, 1))], [t2],
+                                      kernel_shape=[1, 1]))
+        nodes.append(helper.make_node("Relu", [t2], [r]))
+        nodes.append(helper.make_node("Conv", [r, const("d", d.reshape(out, 1, 1, 1))], [rd],
+                                      group=out, kernel_shape=[1, 1]))
+        nodes.append(helper.make_node("Conv", [pooled, const("L1", l1.reshape(out, width, 1, 1))], [t1],
+                                      kernel_shape=[1, 1]))
+        nodes.append(helper.make_node("Add", [rd, t1], [y]))
+        state["channels"], state["real"] = out, real
+        return y
+
     def dense(x: str) -> str:
         kernel, bias = next(it), next(it)
         y = fresh("dense")
@@ -181,7 +231,17 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
         return y
 
     x = "image"
-    for layer in arch["trunk"]:
+    trunk = arch["trunk"]
+    fused = arch["prelu_after_pool"] if blocked else None
+    i = 0
+    while i < len(trunk):
+        layer = trunk[i]
+        if fused is not None and i == fused - 1:
+            assert [t.kind for t in trunk[i:i + 2]] == ["conv", "prelu"] and trunk[i + 2].kind.startswith("pool")
+            x = conv_prelu_pool(x, trunk[i + 2])
+            i += 3
+            continue
+        i += 1
         if layer.kind == "conv":
             x = conv(x)
         elif layer.kind == "prelu":
@@ -194,11 +254,7 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
                 nodes.append(helper.make_node("PRelu", [x, const("alpha", slope)], [y]))
                 x = y
         elif layer.kind in ("pool_same", "pool_valid"):
-            k, s = layer.params
-            y = fresh("pool")
-            pad = "SAME_UPPER" if layer.kind == "pool_same" else "VALID"
-            nodes.append(helper.make_node("MaxPool", [x], [y], kernel_shape=[k, k], strides=[s, s], auto_pad=pad))
-            x = y
+            x = pool(x, layer)
         elif layer.kind == "flatten":
             if state["channels"] != state["real"]:  # the dense weights expect the real channels
                 raise AssertionError(f"{name}: a channel-padded map cannot be flattened")
