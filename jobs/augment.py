@@ -32,7 +32,7 @@ from jobs.inputs import folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_stage
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
@@ -262,7 +262,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
             lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
                                              threads=1),
-            output_uri=output.uri, directory=MANIFEST_DIR, faces_column="masked", batch_size=batch_size,
+            write=functools.partial(write_shards, output_uri=output.uri, directory=MANIFEST_DIR,
+                                    faces_column="masked"), faces_column="masked", batch_size=batch_size,
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is not None:
             return summary

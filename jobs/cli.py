@@ -285,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--recognition-workers", type=int,
                    help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
     job_options(r, 16)
+    executor_option(r)
 
     d = command("demo", "the whole job on the embedded demo dataset (what `make demo` runs)",
                 "mfr demo", "mfr demo --out /tmp/demo --style surgical")
@@ -469,7 +470,8 @@ def cmd_run(args) -> int:
                           models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
                           accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar,
                           workers=args.workers, recognition_workers=args.recognition_workers,
-                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, face=args.face)
+                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, face=args.face,
+                          executor=args.executor)
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])

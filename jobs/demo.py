@@ -142,7 +142,9 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     started = time.perf_counter()
     out = Path(out).resolve()
     dataset = build_dataset()
-    result = run_pipeline(str(dataset), str(out / "run"), style=style, model=model, progress_for=progress_for)
+    # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take
+    result = run_pipeline(str(dataset), str(out / "run"), style=style, model=model, progress_for=progress_for,
+                          executor="ray")
     masked_root = out / "run" / "masked"
     manifest = read_manifest(str(masked_root))
     firsts = manifest[(manifest.status == "ok") & manifest.masked.astype(bool)].drop_duplicates("identity")

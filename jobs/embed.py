@@ -25,7 +25,7 @@ from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_lis
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_stage
+from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
@@ -304,7 +304,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
-            output_uri=output.uri, directory=SHARD_DIR, faces_column="status", batch_size=batch_size,
+            write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
+                                    faces_column="status"), faces_column="status", batch_size=batch_size,
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is not None:
             return summary

@@ -9,9 +9,10 @@ to do, `--executor auto` runs it here instead:
 - the main process lists the inputs with the job's own lister (the same rows, the same already-done
   anti-join as the Ray read tasks) and stops listing as soon as there are more than the limit;
 - one worker process per CPU (forked from a forkserver that has the models' modules imported; each
-  loads the models once and runs them on one thread) calls the job's own worker class on batches;
-- the main process writes the manifest shards with the job's own `write_shards`, one shard per
-  `rows_per_shard` rows, and counts the summary from what it wrote.
+  loads the models once and runs them on one thread) calls the job's own worker class on batches
+  (`mfr run`: both of its pools' classes, one after the other);
+- the main process writes the shards with the job's own writer (`write_shards`, `mfr run`'s
+  `write_run_shards`), one shard per `rows_per_shard` rows, and counts the summary from what it wrote.
 
 Outputs are the same files with the same names and rows as on Ray (`node` is empty). Larger jobs, and
 every job when a cluster is reachable, run on Ray: streaming with bounded memory, retries and many
@@ -30,13 +31,13 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from jobs.sink import JobSummary, Progress, batch_counts, write_shards
+from jobs.sink import JobSummary, Progress, batch_counts
 
-EXECUTORS = ("auto", "local", "ray")  # `--executor` of mfr mask and mfr embed
+EXECUTORS = ("auto", "local", "ray")  # `--executor` of mfr mask, mfr embed and mfr run
 LOCAL_MAX_INPUTS = 10_000
 # what the forkserver imports once, so each worker process starts without importing them again
 PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen.augment", "jobs.augment",
-           "recog.embed", "jobs.embed")
+           "recog.embed", "jobs.embed", "jobs.run")
 
 
 def cluster_reachable() -> bool:
@@ -112,14 +113,14 @@ def _call_worker(batch):
     return _worker(batch)
 
 
-def run_here(executor: str, limit: int, listing, worker_factory, *, output_uri: str, directory: str,
-             faces_column: str, batch_size: int, workers: int | None, rows_per_shard: int, started: float,
-             progress=None):
+def run_here(executor: str, limit: int, listing, worker_factory, *, write, faces_column: str, batch_size: int,
+             workers: int | None, rows_per_shard: int, started: float, progress=None):
     """A job in a process pool on this machine, or None when it belongs on Ray (the caller then runs it
     there): `executor` "ray", or "auto" with a cluster to join or more than `limit` inputs to do.
     `listing(tally)` is the job's own listing, (input store, groups, lister, notes), reporting to
     `tally`; `worker_factory(input store)` makes the callable that builds one worker (picklable: it is
-    sent to each worker process)."""
+    sent to each worker process); `write(table)` writes up to `rows_per_shard` of the workers' rows as
+    the job's shards and returns their counts (`jobs.sink.write_shards`' output)."""
     from jobs.inputs import Tally
     from maskgen.runtime import machine_cpus
 
@@ -132,9 +133,9 @@ def run_here(executor: str, limit: int, listing, worker_factory, *, output_uri: 
         return None
     todo = sum(t.num_rows for t in tables)
     processes = max(1, min(workers or machine_cpus(), -(-todo // batch_size)))
-    summary = run_local(tables, worker_factory(source), output_uri=output_uri, directory=directory,
-                        faces_column=faces_column, batch_size=batch_size, rows_per_shard=rows_per_shard,
-                        processes=processes, started=started, tally=tally, progress=progress)
+    summary = run_local(tables, worker_factory(source), write=write, faces_column=faces_column,
+                        batch_size=batch_size, rows_per_shard=rows_per_shard, processes=processes,
+                        started=started, tally=tally, progress=progress)
     summary.notes = notes
     return summary
 
@@ -145,11 +146,11 @@ def batches_of(tables, batch_size: int):
             yield table.slice(start, batch_size)
 
 
-def run_local(tables, factory, *, output_uri: str, directory: str, faces_column: str, batch_size: int,
-              rows_per_shard: int, processes: int, started: float, tally, progress=None) -> JobSummary:
+def run_local(tables, factory, *, write, faces_column: str, batch_size: int, rows_per_shard: int, processes: int,
+              started: float, tally, progress=None) -> JobSummary:
     """Run `factory()` (a job's worker: a pyarrow batch of input rows in, a table of output rows with
     `group`, `input_row`, `status`, `_first` out) over `tables` in `processes` worker processes, and
-    write the rows as shards. `tally` holds what the listing counted."""
+    write the rows with `write`, `rows_per_shard` at a time. `tally` holds what the listing counted."""
     import multiprocessing
 
     import pyarrow as pa
@@ -164,8 +165,7 @@ def run_local(tables, factory, *, output_uri: str, directory: str, faces_column:
             table = pa.concat_tables(pending_rows)
             head, rest = table.slice(0, rows_per_shard), table.slice(rows_per_shard)
             pending_rows[:] = [rest] if rest.num_rows else []
-            summary.add({k: v[0] for k, v in write_shards(head, output_uri=output_uri, directory=directory,
-                                                          faces_column=faces_column).items()})
+            summary.add({k: v[0] for k, v in write(head).items()})
 
     def take(table) -> None:
         pending_rows.append(table)

@@ -22,6 +22,7 @@ A rerun does only the images that are not yet in the manifest and in every shard
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest
 from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_listing
 from jobs.lease import Lease
+from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
 from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_listed
@@ -157,6 +159,18 @@ class RecognizeWorker:
         return batch.drop_columns([c for c in batch.column_names if c.startswith("crop:")])
 
 
+class LocalRunWorker:
+    """Both pools of `mfr run` in one process, for the local executor (jobs/local.py): each batch is
+    prepared (masked, crops put on its rows), then embedded, as the two Ray pools do in turn."""
+
+    def __init__(self, prepare_args: tuple, recognize_args: tuple, threads: int | None = None):
+        self.prepare = PrepareWorker(*prepare_args, threads=threads)
+        self.recognize = RecognizeWorker(*recognize_args, threads=threads)
+
+    def __call__(self, batch):
+        return self.recognize(self.prepare(batch))
+
+
 def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
     """Ray Data map function: per group, one shard in every target folder (every image of the
     target's role gets a row; null embedding and the reason when it has no masked face), then the
@@ -218,13 +232,18 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
-                 rows_per_shard: int = ROWS_PER_SHARD, face: str = "center") -> dict:
+                 rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
+                 local_max_inputs: int = LOCAL_MAX_INPUTS) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
     `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
     each image are masked and embedded (maskgen.finder.select_faces): `center` (default), `largest`, or
     `all` (every face a probe, or a gallery entry of the image's identity: for sets of group photos
-    whose every face is the labelled person, rarely what a folder-per-identity set means)."""
+    whose every face is the labelled person, rarely what a folder-per-identity set means).
+    `executor` (jobs/local.py): with no cluster to join and at most `local_max_inputs` images to do,
+    `auto` runs the job in a process pool here, each process doing both pools' work on its batches,
+    and scores in this process while the whole output has at most that many images (else with the
+    distributed reducer, on Ray); `local` always does, `ray` never."""
     from recog.embed import Embedder
 
     models = list(models or [model])
@@ -232,6 +251,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
     check_batch_size(batch_size, rows_per_shard)
+    check_executor(executor)
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     started = time.perf_counter()
@@ -246,36 +266,65 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     role_done = {role: [(f"{t.folder}/{SHARD_DIR}", ColumnsEqual(model_id=t.model_id, mode=t.mode))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
+    options = AugmentOptions(style=style, seed=seed, face=face)
+    progress = progress_for("run") if progress_for else None
+
+    def listing(tally=None):
+        return input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}", gallery_per_identity=1,
+                             role_done=role_done, progress=tally)
+
     with Lease(out, "mfr run"):
-        ensure_ray()
-        images, input_groups, lister, notes = input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}",
-                                                            gallery_per_identity=1, role_done=role_done)
-        options = AugmentOptions(style=style, seed=seed, face=face)
-        cpu = plan_pool(workers)
-        recognition = recognition_pool(recognition_workers)
-
-        def build(inputs, tracker):
-            ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options,
-                                                                        max_pixels, specs, crops, tracker),
-                                    fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                                    batch_format="pyarrow",
-                                    **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
-            ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
-                                fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
-                                batch_format="pyarrow", **recognition.map_batches_args(initial=1))
-            return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
-                                  batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
-
-        progress = progress_for("run") if progress_for else None
-        summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
-        summary.notes = notes
+        summary = run_here(
+            executor, local_max_inputs, listing,
+            lambda images: functools.partial(
+                LocalRunWorker, (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops),
+                (targets, accept_licence), threads=1),
+            write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets), faces_column="masked",
+            batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
+            progress=progress)
+        on_ray = summary is None
+        if not on_ray:
+            pools = {"cpu": "a local process pool (no Ray): each process prepares and embeds its batches",
+                     "recognition": "the CPU pool's processes"}
+        else:
+            summary, pools = run_on_ray(listing, out, options, max_pixels, specs, crops, targets, accept_licence,
+                                        batch_size, workers, recognition_workers, rows_per_shard, started, progress)
         if progress is not None and hasattr(progress, "close"):
             progress.close()
 
     groups = [[m if len(modes) == 1 else f"{m} {mode}" for m in models] for mode in modes] \
         if fuse and len(models) > 1 else []
     (name, probe, gallery), also = methods[0], methods[1:]
+    # a small output is scored here; beyond what a local job may hold, by the distributed reducer
+    distributed = on_ray or summary.inputs > local_max_inputs
     report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
-                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups, distributed=True)
+                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups,
+                       distributed=distributed)
     return {"run": summary, "augment": summary, "report": report, "targets": [t.folder for t in targets],
-            "pools": {"cpu": cpu.describe(), "recognition": recognition.describe()}}
+            "pools": pools}
+
+
+def run_on_ray(listing, out, options, max_pixels, specs, crops, targets, accept_licence, batch_size, workers,
+               recognition_workers, rows_per_shard, started, progress):
+    """`mfr run` as one Ray Dataset: read tasks, the CPU pool, the recognition pool, shard writes.
+    Returns (summary, pool descriptions)."""
+    ensure_ray()
+    images, input_groups, lister, notes = listing()
+    cpu = plan_pool(workers)
+    recognition = recognition_pool(recognition_workers)
+
+    def build(inputs, tracker):
+        ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options,
+                                                                    max_pixels, specs, crops, tracker),
+                                fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                                batch_format="pyarrow",
+                                **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
+        ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                            fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
+                            batch_format="pyarrow", **recognition.map_batches_args(initial=1))
+        return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                              batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+
+    summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
+    summary.notes = notes
+    return summary, {"cpu": cpu.describe(), "recognition": recognition.describe()}

@@ -87,6 +87,45 @@ def test_embed_on_the_local_pool_writes_what_ray_writes(ray_runtime, dataset, tm
     assert sorted(failed_here.key) == sorted(failed_there.key) and len(failed_here) == 2
 
 
+def test_run_on_the_local_pool_writes_and_scores_what_ray_does(ray_runtime, shared_data, tmp_path):
+    """`mfr run` in the local pool (each process prepares and embeds its batches, the report scored
+    here) against the Ray job: the same masked outputs, manifest, embedding shards and figures."""
+    import json
+
+    import numpy as np
+
+    from jobs.embed import read_shards
+    from jobs.run import run_pipeline
+    from test_jobs_pipeline import assert_same_figures
+
+    photos = [p for person in ("person_01", "person_02", "person_03")
+              for p in sorted((shared_data / "faces" / person).glob("*.jpg"))[:2]]
+    dataset = photo_folder(tmp_path / "in", photos, broken=True)
+    results = {ex: run_pipeline(str(dataset), str(tmp_path / ex), style="surgical", batch_size=4, executor=ex)
+               for ex in ("local", "ray")}
+    here, there = results["local"]["run"], results["ray"]["run"]
+    assert here.processed == there.processed == 8
+    assert here.statuses == there.statuses == {"ok": 6, "unsupported": 1, "empty": 1}
+    assert "no Ray" in results["local"]["pools"]["cpu"] and "no Ray" not in results["ray"]["pools"]["cpu"]
+    assert rows(str(tmp_path / "local" / "masked")) == rows(str(tmp_path / "ray" / "masked"))
+    assert files(tmp_path / "local" / "masked") == files(tmp_path / "ray" / "masked")
+    for side, count in (("unmasked", 3), ("masked", 3)):
+        (rows_here, emb_here), (rows_there, emb_there) = (
+            read_shards(str(tmp_path / ex / "embeddings" / side)) for ex in ("local", "ray"))
+        assert len(rows_here) == len(rows_there) == count, side
+        order_here, order_there = (np.lexsort((r.face_index, r.key)) for r in (rows_here, rows_there))
+        columns = [c for c in rows_here.columns if c not in ("node", "embedding")]
+        assert (rows_here[columns].iloc[order_here].astype(str).values.tolist()
+                == rows_there[columns].iloc[order_there].astype(str).values.tolist()), side
+        np.testing.assert_allclose(emb_here[order_here], emb_there[order_there], atol=1e-6)
+        assert set(rows_here.node) == {""} and "" not in set(rows_there.node)
+    reports = [json.loads((tmp_path / ex / "report" / "report.json").read_text())["results"][0]
+               for ex in ("local", "ray")]
+    # the broken folder's second image is a probe too: never identified, counted
+    assert (reports[0]["identification"]["gallery"], reports[0]["identification"]["probes"]) == (3, 4)
+    assert_same_figures(*reports, tol=1e-6, threshold_rtol=1e-5)  # scored here vs by the distributed reducer
+
+
 def test_listing_stops_past_the_limit(dataset, tmp_path):
     output = open_store(str(tmp_path / "out"))
     for limit, expected in ((100, 8), (8, 8), (7, None), (0, None)):
