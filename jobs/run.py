@@ -18,6 +18,8 @@ model, plain matching), `embeddings/<model>/<mode>/{unmasked,masked}/` for every
 matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, cmc.png) with one row
 per model and mode, side by side, plus one fused row per mode when `fuse` and several models are given.
 A rerun does only the images that are not yet in the manifest and in every shard folder of their role.
+A small job with no cluster to join runs the same stages in a local process pool instead (`executor`,
+jobs/local.py: each process prepares, then embeds, its batches) and is scored in this process.
 """
 
 from __future__ import annotations

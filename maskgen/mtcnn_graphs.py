@@ -147,7 +147,7 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
     def conv(x: str, pad_to_block: bool = True, two_class_sigmoid: bool = False, weights=None,
              negated: np.ndarray = np.empty(0, np.int64)) -> str:
         """A convolution; `negated` output channels are written a second time, negated, after the
-        real ones (for `prelu_after_pool`)."""
+        real ones (for `conv_prelu_pool`)."""
         kernel, bias = weights if weights else (next(it), next(it))
         w = kernel.transpose(3, 2, 0, 1)  # (out, in, kh, kw)
         if state["channels"] and state["channels"] > w.shape[1]:  # the previous layer's zero channels
