@@ -285,12 +285,31 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
             batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
             progress=progress)
         on_ray = summary is None
-        if not on_ray:
+        if on_ray:
+            ensure_ray()
+            images, input_groups, lister, notes = listing()
+            cpu = plan_pool(workers)
+            recognition = recognition_pool(recognition_workers)
+
+            def build(inputs, tracker):
+                ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"),
+                                                                            options, max_pixels, specs, crops, tracker),
+                                        fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                                        batch_format="pyarrow",
+                                        **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
+                ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                                    fn_constructor_kwargs={"threads": recognition.threads},
+                                    batch_size=max(batch_size, 32), batch_format="pyarrow",
+                                    **recognition.map_batches_args(initial=1))
+                return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                                      batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
+
+            summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
+            summary.notes = notes
+            pools = {"cpu": cpu.describe(), "recognition": recognition.describe()}
+        else:
             pools = {"cpu": "a local process pool (no Ray): each process prepares and embeds its batches",
                      "recognition": "the CPU pool's processes"}
-        else:
-            summary, pools = run_on_ray(listing, out, options, max_pixels, specs, crops, targets, accept_licence,
-                                        batch_size, workers, recognition_workers, rows_per_shard, started, progress)
         if progress is not None and hasattr(progress, "close"):
             progress.close()
 
@@ -305,28 +324,3 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     return {"run": summary, "augment": summary, "report": report, "targets": [t.folder for t in targets],
             "pools": pools}
 
-
-def run_on_ray(listing, out, options, max_pixels, specs, crops, targets, accept_licence, batch_size, workers,
-               recognition_workers, rows_per_shard, started, progress):
-    """`mfr run` as one Ray Dataset: read tasks, the CPU pool, the recognition pool, shard writes.
-    Returns (summary, pool descriptions)."""
-    ensure_ray()
-    images, input_groups, lister, notes = listing()
-    cpu = plan_pool(workers)
-    recognition = recognition_pool(recognition_workers)
-
-    def build(inputs, tracker):
-        ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"), options,
-                                                                    max_pixels, specs, crops, tracker),
-                                fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                                batch_format="pyarrow",
-                                **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
-        ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
-                            fn_constructor_kwargs={"threads": recognition.threads}, batch_size=max(batch_size, 32),
-                            batch_format="pyarrow", **recognition.map_batches_args(initial=1))
-        return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
-                              batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
-
-    summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
-    summary.notes = notes
-    return summary, {"cpu": cpu.describe(), "recognition": recognition.describe()}

@@ -37,6 +37,19 @@ def rows(uri):
     return sorted(map(repr, frame.sort_values(["source_key", "face_index"]).to_dict("records")))
 
 
+def assert_same_shards(here, there):
+    """Embedding shard rows (`read_shards`' frame and vectors) of the two executors: every column but
+    `node` equal, vectors to 1e-6."""
+    import numpy as np
+
+    (rows_here, emb_here), (rows_there, emb_there) = here, there
+    order_here, order_there = (np.lexsort((r.face_index, r.key)) for r in (rows_here, rows_there))
+    columns = [c for c in rows_here.columns if c not in ("node", "embedding")]
+    assert (rows_here[columns].iloc[order_here].astype(str).values.tolist()
+            == rows_there[columns].iloc[order_there].astype(str).values.tolist())
+    np.testing.assert_allclose(emb_here[order_here], emb_there[order_there], atol=1e-6)
+
+
 def test_local_pool_and_ray_write_the_same_outputs(ray_runtime, dataset, tmp_path):
     options = AugmentOptions(style="random", seed=4)
     here = run_augment(str(dataset), str(tmp_path / "local"), options, batch_size=3, executor="local")
@@ -69,8 +82,6 @@ def test_a_rerun_with_nothing_left_starts_no_worker_on_either_executor(ray_runti
 
 
 def test_embed_on_the_local_pool_writes_what_ray_writes(ray_runtime, dataset, tmp_path):
-    import numpy as np
-
     from jobs.embed import read_shards, run_embed
 
     here = run_embed(str(dataset), str(tmp_path / "local"), masked=False, batch_size=3, executor="local")
@@ -79,11 +90,7 @@ def test_embed_on_the_local_pool_writes_what_ray_writes(ray_runtime, dataset, tm
     assert here.faces == there.faces == here.statuses["ok"] > 0
     (rows_here, emb_here, failed_here), (rows_there, emb_there, failed_there) = (
         read_shards(str(tmp_path / side), with_failures=True) for side in ("local", "ray"))
-    order_here, order_there = (np.lexsort((r.face_index, r.key)) for r in (rows_here, rows_there))
-    columns = [c for c in rows_here.columns if c not in ("node", "embedding")]
-    assert (rows_here[columns].iloc[order_here].astype(str).values.tolist()
-            == rows_there[columns].iloc[order_there].astype(str).values.tolist())
-    np.testing.assert_allclose(emb_here[order_here], emb_there[order_there], atol=1e-6)
+    assert_same_shards((rows_here, emb_here), (rows_there, emb_there))
     assert sorted(failed_here.key) == sorted(failed_there.key) and len(failed_here) == 2
 
 
@@ -91,8 +98,6 @@ def test_run_on_the_local_pool_writes_and_scores_what_ray_does(ray_runtime, shar
     """`mfr run` in the local pool (each process prepares and embeds its batches, the report scored
     here) against the Ray job: the same masked outputs, manifest, embedding shards and figures."""
     import json
-
-    import numpy as np
 
     from jobs.embed import read_shards
     from jobs.run import run_pipeline
@@ -109,16 +114,11 @@ def test_run_on_the_local_pool_writes_and_scores_what_ray_does(ray_runtime, shar
     assert "no Ray" in results["local"]["pools"]["cpu"] and "no Ray" not in results["ray"]["pools"]["cpu"]
     assert rows(str(tmp_path / "local" / "masked")) == rows(str(tmp_path / "ray" / "masked"))
     assert files(tmp_path / "local" / "masked") == files(tmp_path / "ray" / "masked")
-    for side, count in (("unmasked", 3), ("masked", 3)):
-        (rows_here, emb_here), (rows_there, emb_there) = (
-            read_shards(str(tmp_path / ex / "embeddings" / side)) for ex in ("local", "ray"))
-        assert len(rows_here) == len(rows_there) == count, side
-        order_here, order_there = (np.lexsort((r.face_index, r.key)) for r in (rows_here, rows_there))
-        columns = [c for c in rows_here.columns if c not in ("node", "embedding")]
-        assert (rows_here[columns].iloc[order_here].astype(str).values.tolist()
-                == rows_there[columns].iloc[order_there].astype(str).values.tolist()), side
-        np.testing.assert_allclose(emb_here[order_here], emb_there[order_there], atol=1e-6)
-        assert set(rows_here.node) == {""} and "" not in set(rows_there.node)
+    for side in ("unmasked", "masked"):
+        here_shards, there_shards = (read_shards(str(tmp_path / ex / "embeddings" / side)) for ex in ("local", "ray"))
+        assert len(here_shards[0]) == len(there_shards[0]) == 3, side
+        assert_same_shards(here_shards, there_shards)
+        assert set(here_shards[0].node) == {""} and "" not in set(there_shards[0].node)
     reports = [json.loads((tmp_path / ex / "report" / "report.json").read_text())["results"][0]
                for ex in ("local", "ray")]
     # the broken folder's second image is a probe too: never identified, counted
