@@ -5,18 +5,19 @@ and rerun planning over a million finished inputs.
 
 overhead  N tiny images (16x16 grey JPEGs: smaller than the smallest face masked, so no detector
           runs and what is left is the framework: listing, reading, decoding, writing the image and the
-          manifest) through `run_augment` with the defaults: images/s, and the driver's peak RSS at 2,000, 20,000 and 200,000 inputs
-          (`--sizes`). The driver holds no per-image data, so its memory must not grow with N.
+          manifest) through `run_augment` with the defaults: images/s, and the driver's peak RSS at
+          2,000, 20,000 and 200,000 inputs (`--sizes`). The driver holds no per-image data, so its
+          memory must not grow with N.
 run       2,000 LFW-size photos (bench/lfw_like.py, from ../shared/data/faces): `run_pipeline`
-          (`mfr run`: one Dataset, two pools, then the reducer) against its stages alone, each as a
-          job of its own: augment (the CPU pool's work) and embed from the augment output (the
-          recognition pool's work, plus decoding the masked images it needs alone).
+          (`mfr run` on Ray: one Dataset, then the reducer; and on the local process pool) against its
+          stages alone, each as a job of its own on Ray: augment (the CPU pool's work) and embed from
+          the augment output (the recognition work, plus decoding the masked images it needs alone).
 rerun     a finished output of 1,000,000 inputs (1,000 folders x 1,000 empty files, with manifest
           shards of synthetic rows): the time and driver peak RSS of a rerun that finds it all done.
 
 Every figure comes from a fresh process (`ray.init()` in-process with this machine's CPUs; its start
-is not counted). Medians over `--repeats` runs. Generated data lives under --work and is deleted
-after unless --keep.
+is not counted; the local-pool run starts no Ray). Medians over `--repeats` runs. Generated data
+lives under --work and is deleted after unless --keep.
 """
 
 from __future__ import annotations
@@ -117,16 +118,18 @@ def child(args) -> None:
     from jobs.run import run_pipeline
     from maskgen.augment import AugmentOptions
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    ray.data.range(1).count()  # Ray Data's own start-up, not the job's
+    if args.job != "run-local":
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.data.range(1).count()  # Ray Data's own start-up, not the job's
     baseline = OwnPeak()
     started = time.perf_counter()
     if args.job == "augment":
         summary = run_augment(args.images, args.output, AugmentOptions(style=args.style, largest_only=args.largest))
     elif args.job == "embed":
         summary = run_embed(args.images, args.output, "sface", masked=True, from_augment=True)
-    else:
-        summary = run_pipeline(args.images, args.output, style=args.style)["run"]
+    else:  # run: on the Ray started above; run-local: the local process pool, no Ray
+        summary = run_pipeline(args.images, args.output, style=args.style,
+                               executor="local" if args.job == "run-local" else "ray")["run"]
     seconds = time.perf_counter() - started
     peak = baseline.done()
     print("RESULT " + json.dumps({"seconds": seconds, "processed": summary.processed, "skipped": summary.skipped,
@@ -178,18 +181,20 @@ def bench_run(work: Path, data: Path, count: int, repeats: int) -> list[str]:
     from bench_jobs import make_dataset
 
     images = make_dataset(data, work / f"lfw-{count}", count)
-    augment, embed, run = [], [], []
+    augment, embed, run, local = [], [], [], []
     for _ in range(repeats):
         augment.append(measure("augment", images, work / "out-augment", style="seed", largest=True))
         embed.append(measure("embed", work / "out-augment", work / "out-embed"))
         run.append(measure("run", images, work / "out-run", style="seed"))
-    a, e, r = (median(x, "seconds") for x in (augment, embed, run))
+        local.append(measure("run-local", images, work / "out-run", style="seed"))
+    a, e, r, lo = (median(x, "seconds") for x in (augment, embed, run, local))
     return ["| job | seconds (median) | images/s |", "|---|---:|---:|",
             f"| augment alone (CPU pool's work) | {a:.1f} | {count / a:.1f} |",
             f"| embed alone, from the augment output (recognition) | {e:.1f} | {count / e:.1f} |",
-            f"| `mfr run`: one Dataset, both pools, then the reducer | {r:.1f} | {count / r:.1f} |",
-            f"\n`mfr run` / slowest stage alone: {r / max(a, e):.2f}x (goal at most 1.2x; the sum of the stages "
-            f"would be {(a + e) / max(a, e):.2f}x)"]
+            f"| `mfr run` on Ray: one Dataset, then the reducer | {r:.1f} | {count / r:.1f} |",
+            f"| `mfr run` on the local process pool (no Ray), then scoring in-process | {lo:.1f} | {count / lo:.1f} |",
+            f"\n`mfr run` on Ray / slowest stage alone: {r / max(a, e):.2f}x (goal at most 1.2x; the sum of the "
+            f"stages would be {(a + e) / max(a, e):.2f}x); on the local pool {lo / max(a, e):.2f}x"]
 
 
 def bench_rerun(work: Path, folders: int, per_folder: int, repeats: int) -> list[str]:

@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which faces of each image are masked and embedded: center (default), largest, or all "
                         "(every face a probe or gallery entry of the image's identity)")
     r.add_argument("--recognition-workers", type=int,
-                   help="recognition actors (default: as many as the cluster holds; one GPU each where it has GPUs)")
+                   help="most recognition actors, one GPU each, where the cluster has GPUs (default: as many as it "
+                        "holds); without GPUs the CPU pool's actors embed their own batches")
     job_options(r, 16)
     executor_option(r)
 

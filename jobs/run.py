@@ -161,9 +161,11 @@ class RecognizeWorker:
         return batch.drop_columns([c for c in batch.column_names if c.startswith("crop:")])
 
 
-class LocalRunWorker:
-    """Both pools of `mfr run` in one process, for the local executor (jobs/local.py): each batch is
-    prepared (masked, crops put on its rows), then embedded, as the two Ray pools do in turn."""
+class RunWorker:
+    """Both pools' work in one process: each batch is prepared (masked, crops put on its rows), then
+    embedded. The local executor's processes run it (jobs/local.py), and so do the CPU pool's actors
+    on a cluster without GPUs, where a separate recognition pool would only share the same cores
+    (and, sized apart from the CPU pool, be the bottleneck or sit idle)."""
 
     def __init__(self, prepare_args: tuple, recognize_args: tuple, threads: int | None = None):
         self.prepare = PrepareWorker(*prepare_args, threads=threads)
@@ -215,19 +217,12 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
 
 
 def recognition_pool(workers: int | None = None):
-    """The recognition pool: one GPU per actor where the cluster has (or can add) GPUs. On a
-    CPU-only cluster its actors share the CPU pool's cores: each asks for a tenth of a CPU (embedding
-    a face costs less than detecting, landmarking and masking it, and its demand comes in bursts), and
-    there is one per 4 CPUs of the cluster at submit time (at least 1) unless `workers` says
-    otherwise; a whole CPU each would keep a CPU actor out and leave cores idle between bursts."""
-    import ray
-
-    from jobs.pool import PoolPlan
-
-    if cluster_has_gpus():
-        return plan_pool(workers, gpu=True)
-    most = workers or max(1, int(float(ray.cluster_resources().get("CPU", 0)) // 4))
-    return PoolPlan(1, most, TASK_CPUS, 0, 1)
+    """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
+    its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
+    actors embed their own batches (`RunWorker`), which follows the cluster as that pool does; a
+    second pool of CPU actors would compete for the same cores with a share fixed in advance (sface
+    costs about twice a photo's detection, landmarks and mask per face embedded)."""
+    return plan_pool(workers, gpu=True) if cluster_has_gpus() else None
 
 
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
@@ -279,7 +274,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         summary = run_here(
             executor, local_max_inputs, listing,
             lambda images: functools.partial(
-                LocalRunWorker, (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops),
+                RunWorker, (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops),
                 (targets, accept_licence), threads=1),
             write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets), faces_column="masked",
             batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
@@ -290,23 +285,32 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
             images, input_groups, lister, notes = listing()
             cpu = plan_pool(workers)
             recognition = recognition_pool(recognition_workers)
+            prepare_args = (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops)
 
             def build(inputs, tracker):
-                ds = inputs.map_batches(PrepareWorker, fn_constructor_args=(images.uri, out.uri_of("masked"),
-                                                                            options, max_pixels, specs, crops, tracker),
+                # no GPUs: each CPU actor embeds what it prepared; else the GPU actors embed
+                if recognition is None:
+                    worker, args = RunWorker, ((*prepare_args, tracker), (targets, accept_licence))
+                else:
+                    worker, args = PrepareWorker, (*prepare_args, tracker)
+                ds = inputs.map_batches(worker, fn_constructor_args=args,
                                         fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
-                                        batch_format="pyarrow",
-                                        **cpu.map_batches_args(reserve_cpus=recognition.cpus_per_actor))
-                ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
-                                    fn_constructor_kwargs={"threads": recognition.threads},
-                                    batch_size=max(batch_size, 32), batch_format="pyarrow",
-                                    **recognition.map_batches_args(initial=1))
+                                        batch_format="pyarrow", **cpu.map_batches_args())
+                if recognition is not None:
+                    ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                                        fn_constructor_kwargs={"threads": recognition.threads},
+                                        batch_size=max(batch_size, 32), batch_format="pyarrow",
+                                        **recognition.map_batches_args(initial=1))
                 return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
                                       batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
 
             summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
             summary.notes = notes
-            pools = {"cpu": cpu.describe(), "recognition": recognition.describe()}
+            pools = {"cpu": cpu.describe(), "recognition": recognition.describe() if recognition else
+                     "the CPU pool's actors, each embedding the batches it prepared (the cluster has no GPUs)"}
+            if recognition is None and recognition_workers is not None:
+                summary.notes = [*summary.notes, "--recognition-workers applies where recognition has GPUs: "
+                                 "on this CPU-only cluster the CPU pool's actors (--workers) also embed"]
         else:
             pools = {"cpu": "a local process pool (no Ray): each process prepares and embeds its batches",
                      "recognition": "the CPU pool's processes"}
