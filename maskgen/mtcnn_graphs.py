@@ -18,7 +18,8 @@ layout changes around it took the rest. So, with the same function:
 - PReLU after a convolution is relu(x) * (1 - a) + x * a: a Relu and two depthwise 1x1 convolutions, all
   blocked kernels (R-Net and O-Net 2x faster, P-Net 1.2x); with every slope a < 1 (all but the first
   layers'), relu(x * (1 - a)), the Relu fused into its convolution: bit for bit the same values, one pass
-  over the map fewer (P-Net and R-Net 1.07x);
+  over the map fewer (P-Net and R-Net 1.07x). maskgen.blocked_ops makes these nodes, for the
+  recognition models' PReLUs too;
 - a convolution's channel count is padded to a multiple of 16 with zero filters (slope 0 there, zero
   weights in the next layer), so no layer falls back to the plain layout (P-Net's 10, R-Net's 28);
 - P-Net's two-class softmax is a sigmoid of the logit differences, fused into its 1x1 convolution;
@@ -42,6 +43,8 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+from maskgen.blocked_ops import prelu_as_depthwise
 
 OPSET = 17
 IR_VERSION = 8
@@ -174,25 +177,11 @@ def build_graph(name: str, weights: list[np.ndarray], layout: str = "blocked"):
         return y
 
     def prelu_map(x: str, alpha: np.ndarray) -> str:
-        """PReLU of a feature map as relu(x) * (1 - a) + x * a in depthwise 1x1 convolutions. With every
-        slope below 1, relu(x) * (1 - a) = relu(x * (1 - a)): a convolution with the Relu fused into it,
-        one pass over the map fewer than a Relu of its own."""
+        """PReLU of a feature map in depthwise 1x1 convolutions (maskgen.blocked_ops), with a zero slope
+        on the padding channels."""
         a = np.concatenate([alpha.reshape(-1), np.zeros(state["channels"] - alpha.size, np.float32)])
-        c = a.size
         ax, rb, y = fresh("prelu_ax"), fresh("prelu_rb"), fresh("prelu")
-        nodes.append(helper.make_node("Conv", [x, const("alpha", a.reshape(c, 1, 1, 1))], [ax],
-                                      group=c, kernel_shape=[1, 1]))
-        if (a < 1).all():
-            scaled = fresh("prelu_b")
-            nodes.append(helper.make_node("Conv", [x, const("alpha", (1.0 - a).reshape(c, 1, 1, 1))], [scaled],
-                                          group=c, kernel_shape=[1, 1]))
-            nodes.append(helper.make_node("Relu", [scaled], [rb]))
-        else:
-            r = fresh("relu")
-            nodes.append(helper.make_node("Relu", [x], [r]))
-            nodes.append(helper.make_node("Conv", [r, const("alpha", (1.0 - a).reshape(c, 1, 1, 1))], [rb],
-                                          group=c, kernel_shape=[1, 1]))
-        nodes.append(helper.make_node("Add", [rb, ax], [y]))
+        nodes.extend(prelu_as_depthwise(x, a, ax, rb, y, fresh, const))
         return y
 
     def pool(x: str, layer: _Layer) -> str:

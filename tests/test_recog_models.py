@@ -38,9 +38,17 @@ def test_sface_is_the_pinned_file_with_a_dynamic_batch(face_chips):
     dynamic = ort.InferenceSession(str(embedder.path), providers=["CPUExecutionProvider"])
     batched = dynamic.run(["fc1"], {"data": x})[0]
     assert batched.shape == (len(crops), 128)
+    references = []
     for i in range(len(crops)):
         reference = original.run(["fc1"], {"data": x[i:i + 1]})[0][0]
         np.testing.assert_allclose(batched[i], reference, atol=1e-5, rtol=0)
+        references.append(reference / np.linalg.norm(reference))
+    # on CPUs the embedder runs the graph with its 27 PReLUs as blocked convolutions (recog.embed.cpu_graph,
+    # twice as fast): the same embeddings as the published file, to float rounding; the model id stays
+    # the file's
+    assert embedder.blocked_prelus == 27
+    np.testing.assert_allclose(embedder.embed_crops(crops), np.array(references), atol=1e-5, rtol=0)
+    assert embedder.model_id == f"sface@sha256:{zoo.sha256_bytes(embedder.path.read_bytes())[:16]}"
 
 
 def test_dlib_resnet_matches_dlib_on_its_own_chips(face_chips):
