@@ -220,8 +220,9 @@ def recognition_pool(workers: int | None = None):
     """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
     its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
     actors embed their own batches (`RunWorker`), which follows the cluster as that pool does; a
-    second pool of CPU actors would compete for the same cores with a share fixed in advance (sface
-    costs about twice a photo's detection, landmarks and mask per face embedded)."""
+    second pool of CPU actors would compete for the same cores with a share fixed in advance (a face's
+    embedding costs about as much as its photo's detection, landmarks and mask; more with several
+    models or modes)."""
     return plan_pool(workers, gpu=True) if cluster_has_gpus() else None
 
 
