@@ -91,7 +91,8 @@ def run_single(job: str, images: str, output: str, batch_size: int):
         worker, directory, faces = AugmentWorker(images, output, AugmentOptions(style="random"), 40_000_000), \
             "manifest", "masked"
     else:
-        worker, directory, faces = EmbedWorker(images, "sface", False, False, False, False,
+        # run_embed's defaults for unmasked photos: the centred face, five-point alignment
+        worker, directory, faces = EmbedWorker(images, "sface", False, False, False, "center",
                                                FinderOptions.for_inputs("photos"), "five-point", 40_000_000), \
             "shards", "status"
     summary = JobSummary(inputs=len(keys))
@@ -201,6 +202,8 @@ def measure(job: str, config: str, images: Path, work: Path, batch: int) -> dict
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"{job} {config} failed ({proc.returncode}):\n{err[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
+    if "error" in result["statuses"]:  # a run whose images all failed would time the failure
+        raise RuntimeError(f"{job} {config}: {result['statuses']['error']} image(s) failed: {result['statuses']}")
     result.update(job=job, config=config, images=images.name, peak_mib=peak / 2**20,
                   rate=result["processed"] / result["seconds"])
     shutil.rmtree(output, ignore_errors=True)
