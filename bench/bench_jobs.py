@@ -91,10 +91,11 @@ def run_single(job: str, images: str, output: str, batch_size: int):
         worker, directory, faces = AugmentWorker(images, output, AugmentOptions(style="random"), 40_000_000), \
             "manifest", "masked"
     else:
-        # run_embed's defaults for unmasked photos: the centred face, five-point alignment
-        worker, directory, faces = EmbedWorker(images, "sface", False, False, False, "center",
-                                               FinderOptions.for_inputs("photos"), "five-point", 40_000_000), \
-            "shards", "status"
+        # run_embed's defaults for unmasked photos, by name: a positional call broke silently once
+        worker = EmbedWorker(images, "sface", accept_licence=False, masked=False, from_augment=False, face="center",
+                             finder_options=FinderOptions.for_inputs("photos"), alignment="five-point",
+                             max_pixels=40_000_000)
+        directory, faces = "shards", "status"
     summary = JobSummary(inputs=len(keys))
     pending = []
 

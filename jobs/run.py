@@ -271,12 +271,14 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         return input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}", gallery_per_identity=1,
                              role_done=role_done, progress=tally)
 
+    def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
+        """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
+        return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
+
     with Lease(out, "mfr run"):
         summary = run_here(
             executor, local_max_inputs, listing,
-            lambda images: functools.partial(
-                RunWorker, (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops),
-                (targets, accept_licence), threads=1),
+            lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),
             write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets), faces_column="masked",
             batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
             progress=progress)
@@ -286,19 +288,16 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
             images, input_groups, lister, notes = listing()
             cpu = plan_pool(workers)
             recognition = recognition_pool(recognition_workers)
-            prepare_args = (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops)
 
             def build(inputs, tracker):
+                prepare, recognize = worker_args(images, tracker)
                 # no GPUs: each CPU actor embeds what it prepared; else the GPU actors embed
-                if recognition is None:
-                    worker, args = RunWorker, ((*prepare_args, tracker), (targets, accept_licence))
-                else:
-                    worker, args = PrepareWorker, (*prepare_args, tracker)
+                worker, args = (RunWorker, (prepare, recognize)) if recognition is None else (PrepareWorker, prepare)
                 ds = inputs.map_batches(worker, fn_constructor_args=args,
                                         fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
                                         batch_format="pyarrow", **cpu.map_batches_args())
                 if recognition is not None:
-                    ds = ds.map_batches(RecognizeWorker, fn_constructor_args=(targets, accept_licence),
+                    ds = ds.map_batches(RecognizeWorker, fn_constructor_args=recognize,
                                         fn_constructor_kwargs={"threads": recognition.threads},
                                         batch_size=max(batch_size, 32), batch_format="pyarrow",
                                         **recognition.map_batches_args(initial=1))

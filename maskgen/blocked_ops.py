@@ -13,7 +13,8 @@ two depthwise 1x1 convolutions (the Relu fused into one, the Add into the other 
 never leave the blocked layout. Values equal PRelu's to float rounding.
 
 `prelu_as_depthwise` makes the nodes (maskgen/mtcnn_graphs.py builds its networks with it);
-`rewrite_prelus` puts them in place of the PRelu nodes of an existing graph (recog/zoo.py, SFace).
+`rewrite_prelus` puts them in place of the PRelu nodes of an existing graph (recog.embed.cpu_graph,
+for every recognition model run on CPUs).
 """
 
 from __future__ import annotations
@@ -46,9 +47,8 @@ def prelu_as_depthwise(x: str, a: np.ndarray, ax: str, rb: str, y: str, fresh, c
 def rewrite_prelus(model) -> int:
     """Replace (in place) every PRelu of `model` whose slope is a per-channel constant of a feature
     map (an initializer of shape (C, 1, 1) or (1, C, 1, 1)) by `prelu_as_depthwise`; other PRelus
-    (a dense layer's, shared slopes) stay. Returns how
-    many were replaced. The rewritten nodes keep the PRelu's input and output names, so the rest of
-    the graph is untouched."""
+    (a dense layer's, shared slopes) stay. Returns how many were replaced. The rewritten nodes keep
+    the PRelu's input and output names, so the rest of the graph is untouched."""
     from onnx import numpy_helper
 
     graph = model.graph
