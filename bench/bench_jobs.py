@@ -129,7 +129,9 @@ def child(args) -> None:
         if args.config == "cluster":
             ray.init(address="auto", log_to_driver=False)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            from jobs.pool import own_ray_options
+
+            ray.init(num_cpus=os.cpu_count(), log_to_driver=False, **own_ray_options())
         workers = 1 if args.config == "ray-1" else None
         if args.job == "augment":
             summary = run_augment(args.images, args.output, AugmentOptions(style="random"), workers=workers,

@@ -119,7 +119,10 @@ def child(args) -> None:
     from maskgen.augment import AugmentOptions
 
     if args.job != "run-local":
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        from jobs.pool import own_ray_options
+
+        # the Ray a job starts for itself (jobs.pool.ensure_ray), started here so that its start is not counted
+        ray.init(num_cpus=os.cpu_count(), log_to_driver=False, logging_level="ERROR", **own_ray_options())
         ray.data.range(1).count()  # Ray Data's own start-up, not the job's
     baseline = OwnPeak()
     started = time.perf_counter()

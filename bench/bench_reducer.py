@@ -113,7 +113,9 @@ def child(args) -> None:
 
         from jobs.reduce import score_distributed
 
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        from jobs.pool import own_ray_options
+
+        ray.init(num_cpus=os.cpu_count(), log_to_driver=False, **own_ray_options())
         result, _ = score_distributed(probe_uri, gallery_uri, "bench", shards_per_task=args.shards_per_task,
                                       part_rows=args.part_rows)
         workers = worker_peak_kib()

@@ -153,7 +153,9 @@ def ray_runtime(s3_endpoint):
     machine's size."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    from jobs.pool import own_ray_options
+
+    ray.init(num_cpus=2, log_to_driver=False, ignore_reinit_error=True, **own_ray_options(2))
     # Ray Data binds its log handler to sys.stderr on first use: do that now, not inside a test whose
     # captured stderr is closed afterwards (Ray would then log "I/O operation on closed file")
     ray.data.range(1).count()
