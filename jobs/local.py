@@ -185,11 +185,15 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
     context.set_forkserver_preload(list(PRELOAD))
     batches = batches_of(tables, batch_size)
     running: set = set()
+    members: list = []  # the pool's processes, for why it broke
+    broken = False
     with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
                              initargs=(factory,)) as pool:
         try:
             with _main_module_hidden():  # every process starts now (and loads its models), none later
-                for future in [pool.submit(_started) for _ in range(processes)]:
+                starting = [pool.submit(_started) for _ in range(processes)]
+                members = list((getattr(pool, "_processes", None) or {}).values())
+                for future in starting:
                     future.result()
             for batch in batches:
                 running.add(pool.submit(_call_worker, batch))
@@ -201,22 +205,40 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     take(future.result())
-        except (KeyboardInterrupt, BrokenProcessPool) as exc:
+        except BrokenProcessPool:
             _keep_finished(running, take)
             flush(final=True)
-            if isinstance(exc, BrokenProcessPool):
-                raise RuntimeError("a worker process died (killed, or out of memory); the batches that "
-                                   "finished are written: run the same command again to do the rest") from None
-            raise
+            broken = True  # said once the pool is shut down and its processes' exit codes are known
         except BaseException:
             _keep_finished(running, take)
             flush(final=True)
             raise
+    if broken:
+        raise RuntimeError(f"{how_workers_ended(members)}; the batches that finished are written: run the "
+                           "same command again to do the rest")
     flush(final=True)
     summary.seconds = time.perf_counter() - started
     if progress:
         progress(summary)
     return summary
+
+
+def how_workers_ended(processes) -> str:
+    """Why a process pool broke, from its (ended and joined) processes' exit codes: an exit status
+    (the process failed, e.g. importing the worker's code: its traceback is printed above) or a
+    signal (SIGKILL: out of memory, or killed by hand). The pool itself ends the other processes with
+    SIGTERM once one has died, so SIGTERM is named only when nothing else explains it."""
+    codes = {p.exitcode for p in processes if p.exitcode}
+    failed = sorted(c for c in codes if c > 0)
+    if failed:
+        return f"a worker process failed (exit status {', '.join(map(str, failed))}; its error is printed above)"
+    signals = sorted(-c for c in codes if c < 0)
+    named = [n for n in signals if n != signal.SIGTERM] or signals
+    if named:
+        names = ", ".join(signal.Signals(n).name if n in signal.Signals._value2member_map_ else f"signal {n}"
+                          for n in named)
+        return f"a worker process died ({names}: killed, or out of memory)"
+    return "a worker process died (killed, or out of memory)"
 
 
 def _keep_finished(running: set, take) -> None:

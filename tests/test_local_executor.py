@@ -178,7 +178,7 @@ def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(f
         _, err = job.communicate(timeout=120)
     finally:
         job.kill()
-    assert job.returncode == 2 and "a worker process died" in err and "Traceback" not in err, err[-2000:]
+    assert job.returncode == 2 and "a worker process died (SIGKILL" in err and "Traceback" not in err, err[-2000:]
     assert not (out / "_mfr_lease.json").exists()
     done_before = read_manifest(str(out)).source_key.nunique()
     assert 1 <= done_before < 20
@@ -187,6 +187,22 @@ def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(f
     assert rerun.returncode == 0, err[-2000:]
     frame = read_manifest(str(out))
     assert frame.source_key.nunique() == 20 and not frame.duplicated(["source_key", "face_index"]).any()
+
+
+def test_a_worker_process_that_fails_is_not_said_to_be_killed():
+    """A worker process that ends with an error status (as one does whose worker code cannot be
+    imported) is said to have failed, with its status, not to have been killed or out of memory."""
+    import functools
+    import time
+
+    import pyarrow as pa
+
+    from jobs.local import run_local
+
+    with pytest.raises(RuntimeError, match=r"^a worker process failed \(exit status 3; its error is printed above\); "
+                                           r"the batches that finished are written"):
+        run_local([pa.table({"key": ["a.jpg"]})], functools.partial(os._exit, 3), write=None, faces_column="masked",
+                  batch_size=1, rows_per_shard=1, processes=2, started=time.perf_counter(), tally=Tally())
 
 
 def test_a_script_without_a_main_guard_runs_its_job_once(dataset, tmp_path):
