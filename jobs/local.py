@@ -18,7 +18,8 @@ Outputs are the same files with the same names and rows as on Ray (`node` is emp
 every job when a cluster is reachable, run on Ray: streaming with bounded memory, retries and many
 machines are what it is for. Ctrl-C (or SIGTERM) stops taking batches, waits for the ones running,
 writes their rows and stops: finished batches are kept and a rerun does the rest. A worker process
-that dies (out of memory) stops the job the same way, with a message that says so.
+that dies (killed, out of memory, or failing to start) stops the job the same way, with a message
+that says which (`how_workers_ended`).
 """
 
 from __future__ import annotations
