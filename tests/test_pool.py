@@ -46,3 +46,55 @@ def test_a_pool_starts_with_the_actors_that_fit_now_and_at_least_one():
     assert plan.initial_actors({"CPU": 16.0}) == 17 and plan_pool(4).initial_actors({"CPU": 16.0}) == 4
     assert plan.initial_actors({}) == 1              # a head with no CPUs: one actor, waiting for a node
     assert plan_pool(gpu=True).initial_actors({"CPU": 8, "GPU": 2}) == 2
+
+
+def test_the_ray_a_job_starts_keeps_its_idle_task_workers():
+    """With a pool's actors on every CPU (Ray counts them as workers), Ray's default ends a task worker
+    that has been idle for a second, so each read or shard-writing task after a pause started a new
+    Python process and imported Ray Data again. The Ray a job starts for itself keeps them."""
+    import json
+    import os
+    import secrets
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import ROOT
+
+    script = """
+import json, os, time
+import psutil, ray
+from jobs.pool import CPU_PER_ACTOR, TASK_CPUS, ensure_ray
+ensure_ray()
+
+@ray.remote(num_cpus=CPU_PER_ACTOR)
+class Actor:
+    def pid(self):
+        return os.getpid()
+
+cpus = ray.cluster_resources()["CPU"]
+actors = [Actor.remote() for _ in range(int((cpus - TASK_CPUS) // CPU_PER_ACTOR))]  # as a job's pool
+ray.get([a.pid.remote() for a in actors])
+
+@ray.remote(num_cpus=TASK_CPUS)
+def task():
+    return os.getpid()
+
+pid = ray.get(task.remote())
+time.sleep(4)  # Ray's idle threshold is 1 s, checked every second
+alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+print("RESULT " + json.dumps({"actors": len(actors), "alive": alive}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    temp = Path("/tmp") / f"mfr-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths live under it
+    env.update(RAY_AUTH_MODE="disabled", PYTHONPATH=str(ROOT), RAY_TMPDIR=str(temp))
+    try:
+        done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-2000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["actors"] >= 1 and result["alive"], result
