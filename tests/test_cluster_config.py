@@ -22,7 +22,7 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 HEAD_IP = "10.0.0.1"
 GPU_TYPE, CPU_TYPE = "gpu_workers", "cpu_workers"
 # What the stubs record of their environment: what the commands are meant to set.
-ENV_SEEN = ("MFR_GPU_WORKERS", "RAY_HEAD_IP", "RAY_OVERRIDE_RESOURCES")
+ENV_SEEN = ("MFR_GPU_WORKERS", "RAY_HEAD_IP", "RAY_OVERRIDE_RESOURCES", "RAY_num_workers_soft_limit")
 PIP_INSTALL = re.compile(r"\bpip3?\s+install\b")
 
 
@@ -319,5 +319,7 @@ def test_start_commands_run_as_ray_runs_them(ran):
             assert start["env"]["MFR_GPU_WORKERS"] == "1"
         else:
             assert f"--address={HEAD_IP}:6379" in start["args"]
+            # idle task workers kept beside a pool's actors, as jobs.pool.own_ray_options keeps them
+            assert start["env"]["RAY_num_workers_soft_limit"] == str(2 * os.cpu_count() + 8), start["env"]
             resources = json.loads(start["env"]["RAY_OVERRIDE_RESOURCES"] or "{}")
             assert resources.get("GPU", 0) == (1 if name == GPU_TYPE else 0)
