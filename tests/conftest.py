@@ -183,7 +183,7 @@ class RayNodes:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard}"
 
-    def _start(self, args: list[str]) -> None:
+    def _start(self, args: list[str], env: dict | None = None) -> None:
         named = [free_port() for _ in range(6)]
         taken = set(named) | {self.port, self.dashboard}
         low = free_port()
@@ -193,7 +193,7 @@ class RayNodes:
                  "--dashboard-agent-listen-port", str(named[2]), "--dashboard-agent-grpc-port", str(named[3]),
                  "--metrics-export-port", str(named[4]), "--runtime-env-agent-port", str(named[5]),
                  "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
-        done = subprocess.run([self.ray, "start", *args, *ports, "--disable-usage-stats"], env=self.env,
+        done = subprocess.run([self.ray, "start", *args, *ports, "--disable-usage-stats"], env=env or self.env,
                               capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
 
@@ -203,7 +203,9 @@ class RayNodes:
                      f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp_dir}"])
 
     def add_worker(self, num_cpus: int, num_gpus: int = 0) -> None:
-        self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"])
+        """A worker node, started as cluster.yaml starts them (idle task workers kept beside the pool)."""
+        self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
+                    env={**self.env, "RAY_num_workers_soft_limit": str(2 * num_cpus + 8)})
 
     def node_ids(self) -> dict:
         """{node id: (CPUs, GPUs)} of the live nodes, asked of the cluster itself."""
