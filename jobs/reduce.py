@@ -172,11 +172,14 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
             with_mates = np.unique(rows)
             if not len(with_mates):
                 continue
-            scorer.set_gallery(part.load())
-            for a in range(0, len(with_mates), step(part.size)):
-                sub = with_mates[a:a + step(part.size)]
+            # against the part's mated entries only: a probe's mated score costs its mates, not a
+            # second pass over the whole part (the pass below scores every entry once)
+            used, local = np.unique(cols, return_inverse=True)
+            scorer.set_gallery(tuple(g[used] for g in part.load()))
+            for a in range(0, len(with_mates), step(len(used))):
+                sub = with_mates[a:a + step(len(used))]
                 lo, hi = np.searchsorted(rows, [sub[0], sub[-1] + 1])
-                pairs = np.stack([np.searchsorted(sub, rows[lo:hi]), cols[lo:hi]], axis=1)
+                pairs = np.stack([np.searchsorted(sub, rows[lo:hi]), local[lo:hi]], axis=1)
                 genuine[flat[j][lo:hi]] = scorer.genuine(tuple(p[sub] for p in probes), pairs)
         np.maximum.at(best, g_rows, genuine)
     for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
