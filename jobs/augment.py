@@ -74,6 +74,18 @@ def output_keys(source_key: str) -> tuple[str, str]:
     return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
 
 
+def image_file(data: bytes, result, image_key: str) -> bytes:
+    """The output file of an image: the masked image encoded in its own format; an image in which no
+    face was masked is the input file itself, byte for byte (no second JPEG generation, its metadata
+    kept), unless it is written under another format (`converted/`) or decoding turned it upright by
+    its EXIF orientation (written upright, as every masked image is, so no output needs its tag)."""
+    from maskgen.decode import encode_image, exif_orientation
+
+    if result.status == "no_face" and image_key.startswith("images/") and exif_orientation(data) == 1:
+        return bytes(data)
+    return encode_image(result.image, PurePosixPath(image_key).suffix)
+
+
 def landmarks_given(item: dict) -> bool:
     """Whether an input manifest's row gives the face's 68 landmarks (masked from them, no detection)."""
     return len(item.get("landmarks68") or ()) == 136
@@ -104,7 +116,7 @@ class AugmentWorker:
         self.versions = json.dumps(self.augmenter.versions, sort_keys=True)
         self.progress, self.node = progress, node_id()
         self.schema = manifest_schema(with_group=True)
-        self._ready: dict = {}  # input_row -> (image, AugmentResult) made ahead for the batch
+        self._ready: dict = {}  # input_row -> (file bytes, image, AugmentResult) made ahead for the batch
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -143,7 +155,8 @@ class AugmentWorker:
             if item.get("status") or item.get("masked") or landmarks_given(item):
                 continue
             try:
-                image = decode_image(self.input.read(item["key"]), max_pixels=self.max_pixels)
+                data = self.input.read(item["key"])
+                image = decode_image(data, max_pixels=self.max_pixels)
             except StorageError:
                 raise
             except Exception:  # augment_image reads it again and records why
@@ -151,14 +164,15 @@ class AugmentWorker:
             pixels += image.shape[0] * image.shape[1]
             if pixels > AHEAD_PIXELS:  # bounded memory: large photos go one at a time
                 break
-            todo.append((item, image))
+            todo.append((item, data, image))
         if not todo:
             return {}
         try:
-            results = self.augmenter.augment_batch([image for _, image in todo], [item["key"] for item, _ in todo])
+            results = self.augmenter.augment_batch([image for _, _, image in todo],
+                                                   [item["key"] for item, _, _ in todo])
         except Exception:
             return {}
-        return {item["input_row"]: (image, result) for (item, image), result in zip(todo, results)}
+        return {item["input_row"]: (data, image, result) for (item, data, image), result in zip(todo, results)}
 
     def rows_for(self, key: str, item: dict) -> list[dict]:
         """The manifest rows of one input row (a subclass adds columns: jobs/run.py)."""
@@ -183,10 +197,11 @@ class AugmentWorker:
                                message="the input manifest marks this image as masked; not masked again")], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:
-            image, result = ready
+            data, image, result = ready
         else:
             try:
-                image = decode_image(self.input.read(key), max_pixels=self.max_pixels)
+                data = self.input.read(key)
+                image = decode_image(data, max_pixels=self.max_pixels)
             except DecodeError as exc:
                 return [base.with_(status=exc.status, message=str(exc))], None, None
             except (FileNotFoundError, UnreadableObject) as exc:
@@ -197,7 +212,7 @@ class AugmentWorker:
                 result = self.augmenter.augment(image, key)
         image_key, crop_prefix = output_keys(key)
         if result.image is not None:
-            self.output.write(image_key, encode_image(result.image, PurePosixPath(image_key).suffix))
+            self.output.write(image_key, image_file(data, result, image_key))
         output_key = image_key if result.image is not None else None
         if result.status != "ok":
             return [base.with_(status=result.status, message=result.message, output_key=output_key)], image, result

@@ -59,6 +59,17 @@ def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
 
 
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1 to 8) by which `decode_image` turns the pixels upright: 1 when the
+    file has none; 0 when its header or EXIF block cannot be read."""
+    try:
+        with _open(data, max_pixels=None) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # a corrupt EXIF block is Pillow's error of the day: unknown, never a crash
+        return 0
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 0
+
+
 def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95) -> bytes:
     """RGB uint8 array -> bytes of the format `ext` names (".jpg", ".png", ...); the inverse of
     `decode_image` for writing outputs."""

@@ -144,3 +144,30 @@ def test_manifest_rows_that_cannot_be_used_are_reported(ray_runtime, dataset, tm
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert not any("outside" in k or "already" in k or "missing" in k for k in written)
     assert not (tmp_path / "outside.jpg").exists() and not (dataset.parent / "outside.jpg").exists()
+
+
+def test_an_image_with_no_face_masked_is_its_input_file_byte_for_byte(face_photos, tmp_path):
+    """Nothing masked, nothing re-encoded: the output is the input file (a JPEG would otherwise lose a
+    generation and its metadata), except one that decoding turned upright by its EXIF orientation,
+    which is written upright like every masked image."""
+    import io
+
+    from PIL import Image
+
+    folder = tmp_path / "in" / "thumbs"
+    folder.mkdir(parents=True)
+    thumb = Image.open(face_photos[0]).convert("RGB")
+    thumb.thumbnail((24, 16))  # a real photo, smaller than the smallest face masked
+    plain, rotated = io.BytesIO(), io.BytesIO()
+    thumb.save(plain, "JPEG", quality=80)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    thumb.save(rotated, "JPEG", quality=80, exif=exif.tobytes())
+    (folder / "plain.jpg").write_bytes(plain.getvalue())
+    (folder / "rotated.jpg").write_bytes(rotated.getvalue())
+    out = tmp_path / "out"
+    assert run_augment(str(tmp_path / "in"), str(out), executor="local").statuses == {"no_face": 2}
+    written = read_manifest(str(out)).set_index("source_key").output_key
+    assert (out / written["thumbs/plain.jpg"]).read_bytes() == plain.getvalue()
+    upright = Image.open(out / written["thumbs/rotated.jpg"])
+    assert upright.getexif().get(0x0112, 1) == 1 and upright.size == (thumb.height, thumb.width)
