@@ -141,7 +141,9 @@ def own_ray_options(cpus: int | None = None) -> dict:
       CPU, beside Ray Data's own actors, so every read or shard-writing task that came a second after
       the last one started a new Python process and imported Ray Data again (11 processes in one
       20,000-image job on 2 cores, each about a second of CPU). Idle task workers are kept while the
-      node has at most 2 x CPUs + 8 workers; they end with this Ray when the job does.
+      node has at most 2 x CPUs + 8 workers; they end with this Ray when the job does. The price is
+      memory: a kept worker is a process with Ray Data imported (350 to 700 MiB more at peak in
+      bench/bench_jobs.py's in-process jobs on 2 cores).
     A cluster started with `ray start` takes its own settings (`RAY_num_workers_soft_limit`, see
     cluster.yaml)."""
     cpus = cpus or os.cpu_count() or 1
