@@ -87,8 +87,10 @@ def image_file(data: bytes, result, image_key: str) -> bytes:
 
 
 def landmarks_given(item: dict) -> bool:
-    """Whether an input manifest's row gives the face's 68 landmarks (masked from them, no detection)."""
-    return len(item.get("landmarks68") or ()) == 136
+    """Whether an input manifest gives the image's faces by their 68 landmarks (masked from them, no
+    detection): 136 values per face."""
+    count = len(item.get("landmarks68") or ())
+    return count > 0 and count % 136 == 0
 
 
 def node_id() -> str:
@@ -230,15 +232,19 @@ class AugmentWorker:
                           seed=self.options.seed, versions=self.versions)
 
     def mask_given(self, image, key: str, item: dict):
-        """Mask the face an input manifest gives by its 68 landmarks (and face type): no detection."""
+        """Mask the faces an input manifest gives by their 68 landmarks (and face types; a face without
+        one is classified): no detection."""
         from maskgen.augment import landmarks_to_face
         from maskgen.facetype import FaceType
 
-        lm = np.asarray(item["landmarks68"], dtype=np.float64).reshape(68, 2)
-        box, points5 = landmarks_to_face(lm)
-        face_types = [FaceType.from_code(str(item["face_type"]))] if item.get("face_type") else None
-        return self.augmenter.mask_faces(image, key, box[None], [1.0], points5[None], lm[None],
-                                         face_types=face_types, sources=["manifest"])
+        lm = np.asarray(item["landmarks68"], dtype=np.float64).reshape(-1, 68, 2)
+        faces = [landmarks_to_face(points) for points in lm]
+        codes = str(item.get("face_type") or "").split(",") if item.get("face_type") else []
+        face_types = [FaceType.from_code(c) if c else None for c in codes + [""] * (len(lm) - len(codes))]
+        return self.augmenter.mask_faces(image, key, np.array([b for b, _ in faces]), [1.0] * len(lm),
+                                         np.array([p for _, p in faces]), lm,
+                                         face_types=face_types if any(face_types) else None,
+                                         sources=["manifest"] * len(lm))
 
 
 def augment_stage(ds, images_uri: str, output_uri: str, options: AugmentOptions, *, batch_size: int,

@@ -7,8 +7,10 @@ An input manifest is a CSV (UTF-8 or GBK) or Parquet file with one row per image
     face_type       optional, the seed's `A_B` code (A: 0 frontal / 1 profile, B: 0 clear / 1 blurred)
     part_0_x ... part_67_y   optional 68 landmarks in the seed's CSV layout: the face is masked from
                     them and not detected
-The seed's own `landmark/test.csv` is such a manifest. Rows that cannot be used (an unsafe path, a
-duplicate, bad numbers) are not dropped: they reach the output manifest with their status and reason.
+The seed's own `landmark/test.csv` is such a manifest. An image with several faces takes one row per
+face, each with the same path and its own landmarks (and face type): the rows become one input whose
+faces are numbered in row order. Rows that cannot be used (an unsafe path, a duplicate, bad numbers)
+are not dropped: they reach the output manifest with their status and reason.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ class InputItem:
     key: str
     identity: str = ""
     masked: bool | None = None  # None: the input does not say (a folder, a manifest without the column)
-    face_type: str | None = None
-    landmarks68: list[float] | None = None
+    face_type: str | None = None   # the seed's code; one per given face, comma-separated ("" for none)
+    landmarks68: list[float] | None = None  # 136 values (x, y) per given face, faces one after another
     status: str | None = None
     message: str = ""
     input_row: str = ""   # unique per input row: the key, or for a manifest's repeat "<key>#row<N>"
@@ -115,12 +117,6 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
                                    message=f"{where}: {exc}; nothing read or written"))
             continue
         item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
-        if key in seen:
-            item.input_row = f"{key}#row{line}"
-            item.status, item.message = "duplicate", f"{where}: same image as row {seen[key]}; processed once"
-            items.append(item)
-            continue
-        seen[key] = line
         try:
             if row.get("masked") not in (None, ""):
                 item.masked = read_masked_flag(row["masked"])
@@ -135,8 +131,48 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
                 item.landmarks68 = values
         except (TypeError, ValueError) as exc:
             item.status, item.message = "bad_row", f"{where}: {exc}"
+        if key in seen:
+            first = items[seen[key][1]]
+            if another_face_of(first, item):
+                first.landmarks68 = first.landmarks68 + item.landmarks68
+                first.face_type = _face_types(first, item)
+                continue
+            item.input_row = f"{key}#row{line}"
+            item.status, item.message = "duplicate", f"{where}: same image as row {seen[key][0]}; processed once"
+            if item.landmarks68 and first.landmarks68 and first.status is None:
+                item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
+                                 else " (a further face of an image needs the same identity and masked flag)")
+            items.append(item)
+            continue
+        seen[key] = (line, len(items))
         items.append(item)
     return items
+
+
+def _faces(item: InputItem) -> list[list[float]]:
+    values = item.landmarks68 or []
+    return [values[i:i + 136] for i in range(0, len(values), 136)]
+
+
+def _same_face(first: InputItem, item: InputItem) -> bool:
+    return any(face == item.landmarks68 for face in _faces(first))
+
+
+def another_face_of(first: InputItem, item: InputItem) -> bool:
+    """Whether `item`, a later row with the same path as `first`, gives a further face of that image:
+    both rows usable and with landmarks, the same identity and masked flag, and not a face already given."""
+    return (first.status is None and item.status is None and bool(first.landmarks68) and bool(item.landmarks68)
+            and first.identity == item.identity and first.masked == item.masked and not _same_face(first, item))
+
+
+def _face_types(first: InputItem, item: InputItem) -> str | None:
+    """The face-type codes of `first` (now holding `item`'s face too), one per face, or None when no
+    row gave one."""
+    count = len(first.landmarks68) // 136
+    before = (first.face_type or "").split(",") if first.face_type is not None else []
+    before += [""] * (count - 1 - len(before))
+    codes = before + [item.face_type or ""]
+    return ",".join(codes) if any(codes) else None
 
 
 # ---------------------------------------------------------------- listing, inside Ray Data read tasks

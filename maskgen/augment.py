@@ -140,8 +140,10 @@ class Augmenter:
         return results
 
     def mask_faces(self, image: np.ndarray, key: str, boxes, scores, points5, landmarks68,
-                   face_types: list[FaceType] | None = None, sources: list[str] | None = None) -> AugmentResult:
-        """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV."""
+                   face_types: list[FaceType | None] | None = None,
+                   sources: list[str] | None = None) -> AugmentResult:
+        """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV. A
+        face whose type is not given (None) is classified."""
         opts = self.options
         h, w = image.shape[:2]
         n = len(boxes)
@@ -155,7 +157,7 @@ class Augmenter:
         records, crop_points = [], []
         for i in range(n):
             lm = np.asarray(landmarks68[i], dtype=np.float64)
-            ftype = face_types[i] if face_types else classify_face(image, lm, opts.face_types)
+            ftype = (face_types[i] if face_types else None) or classify_face(image, lm, opts.face_types)
             note, params, masked = "", None, False
             if i not in chosen:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"

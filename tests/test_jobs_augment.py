@@ -171,3 +171,47 @@ def test_an_image_with_no_face_masked_is_its_input_file_byte_for_byte(face_photo
     assert (out / written["thumbs/plain.jpg"]).read_bytes() == plain.getvalue()
     upright = Image.open(out / written["thumbs/rotated.jpg"])
     assert upright.getexif().get(0x0112, 1) == 1 and upright.size == (thumb.height, thumb.width)
+
+
+def test_a_manifest_gives_several_faces_of_one_image_by_one_row_each(face_photos, detector, predictor, tmp_path):
+    """An image with two faces given by landmarks (two rows, one path; a face type for one of them):
+    one input, both faces masked from the given points, numbered in row order; a row repeating a face
+    already given, or giving another identity, stays a duplicate row of its own."""
+    import numpy as np
+
+    from conftest import read_rgb
+    from maskgen.seed import LANDMARK_COLUMNS
+
+    for photo in face_photos:  # the first photo with two faces of at least 60 px
+        image = read_rgb(photo)
+        faces = sorted((f for f in detector.detect(image) if f.width >= 60), key=lambda f: -f.width)[:2]
+        if len(faces) == 2:
+            break
+    else:
+        pytest.fail("no photo of ../shared/data/faces has two faces of 60 px")
+    points = predictor.predict(image, np.array([f.box for f in faces]))
+    folder = tmp_path / "in" / photo.parent.name
+    folder.mkdir(parents=True)
+    shutil.copy(photo, folder / photo.name)
+    key = f"{photo.parent.name}/{photo.name}"
+
+    def row(face: int, face_type: str = "", identity: str = "") -> str:
+        return ",".join([key, identity, face_type] + [f"{v:.3f}" for v in points[face].reshape(-1)]) + "\n"
+
+    manifest = tmp_path / "in" / "faces.csv"
+    manifest.write_text("path,identity,face_type," + ",".join(LANDMARK_COLUMNS) + "\n" + row(0, "0_0") + row(1)
+                        + row(1) + row(0, "", "someone else"))
+    out = tmp_path / "out"
+    summary = run_augment(str(manifest), str(out), AugmentOptions(style="surgical"), executor="local")
+    assert summary.statuses == {"ok": 1, "duplicate": 2} and summary.faces == 2
+    rows = read_manifest(str(out))
+    given = rows[rows.status == "ok"].sort_values("face_index")
+    assert given.face_index.tolist() == [0, 1] and given.masked.all() and set(given.source) == {"manifest"}
+    assert given.face_type.iloc[0] == "0_0" and given.face_type.iloc[1]  # given, then classified
+    for face, got in zip(points, given.landmarks68):
+        assert np.allclose(np.asarray(got).reshape(68, 2), face, atol=0.01)
+    assert sorted(rows[rows.status == "duplicate"].input_row) == [f"{key}#row4", f"{key}#row5"]
+    masked = read_rgb(out / given.output_key.iloc[0]).astype(int)
+    for face in points:  # a mask over each face's mouth, not just the first one
+        x, y = face[48:68].mean(axis=0).astype(int)
+        assert np.abs(masked[y - 5:y + 5, x - 5:x + 5] - image[y - 5:y + 5, x - 5:x + 5]).mean() > 20
