@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "mfr mask ../shared/data/seed/landmark/test.csv out/seed --images ../shared/data/seed/sample",
                 "mfr mask /data/tight-crops out/masked-crops --input-kind crops --alignment eyes")
     m.add_argument("input", help="folder or s3://bucket/prefix of images, or an input manifest (.csv/.parquet: "
-                                 "path, identity, masked, face_type, part_0_x ... part_67_y)")
+                                 "path, identity, masked, face_type, part_0_x ... part_67_y; one row per "
+                                 "face given by landmarks)")
     m.add_argument("output", help="folder or s3:// prefix for images/, crops/ and manifest/")
     m.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
     m.add_argument("--style", choices=STYLE_NAMES, default="seed",
