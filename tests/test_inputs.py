@@ -56,6 +56,27 @@ def test_parquet_manifest_with_landmarks():
     assert item.key == "p/1.jpg" and item.landmarks68[5] == 5.0 and item.face_type is None
 
 
+def test_rows_giving_further_faces_of_one_image_become_one_input():
+    """One row per face: their landmarks one after another, face types in row order ("" where none was
+    given); a row repeating a given face, with another identity, or with no landmarks is a duplicate."""
+    def row(path, start, face_type="", identity=""):
+        return ",".join([path, identity, face_type] + [str(start + i) for i in range(136)]) + "\n"
+
+    text = ("path,identity,face_type," + ",".join(LANDMARK_COLUMNS) + "\n" + row("a/1.jpg", 0, "0_0")
+            + row("a/1.jpg", 1000) + row("a/1.jpg", 2000, "1_1") + row("a/1.jpg", 1000)
+            + row("a/1.jpg", 3000, "", "someone else") + row("b/2.jpg", 0) + row("b/2.jpg", 500, "0_1"))
+    items = read_input_manifest(text.encode(), "faces.csv")
+    first, same, other, second = items
+    assert first.key == "a/1.jpg" and first.status is None and first.face_type == "0_0,,1_1"
+    assert first.landmarks68 == [float(v) for start in (0, 1000, 2000) for v in range(start, start + 136)]
+    assert (same.status, same.input_row) == ("duplicate", "a/1.jpg#row5")
+    assert "same image as row 2" in same.message and "a face already given" in same.message
+    assert other.status == "duplicate" and "same identity and masked flag" in other.message
+    assert second.key == "b/2.jpg" and len(second.landmarks68) == 272 and second.face_type == ",0_1"
+    plain = read_input_manifest(b"path\nc/3.jpg\nc/3.jpg\n", "plain.csv")
+    assert [it.status for it in plain] == [None, "duplicate"]
+
+
 def test_unusable_manifests_raise(tmp_path):
     with pytest.raises(ValueError, match="needs a 'path' column"):
         read_input_manifest(b"file,identity\na.jpg,x\n", "m.csv")
