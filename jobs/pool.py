@@ -146,8 +146,14 @@ def own_ray_options(cpus: int | None = None) -> dict:
       bench/bench_jobs.py's in-process jobs on 2 cores).
     A cluster started with `ray start` takes its own settings (`RAY_num_workers_soft_limit`, see
     cluster.yaml)."""
-    cpus = cpus or os.cpu_count() or 1
-    return {"include_dashboard": False, "_system_config": {"num_workers_soft_limit": 2 * cpus + 8}}
+    return {"include_dashboard": False, "_system_config": {"num_workers_soft_limit": worker_soft_limit(cpus)}}
+
+
+def worker_soft_limit(cpus: int | None = None) -> int:
+    """Ray's `num_workers_soft_limit` for a node of `cpus` (default: this machine's) that runs a
+    job's pool: 2 x CPUs + 8, room for the pool's actors, Ray Data's own and the task workers kept
+    idle (see own_ray_options; cluster.yaml's worker nodes compute the same in shell)."""
+    return 2 * (cpus or os.cpu_count() or 1) + 8
 
 
 TERM_AS_INTERRUPT = False

@@ -204,8 +204,10 @@ class RayNodes:
 
     def add_worker(self, num_cpus: int, num_gpus: int = 0) -> None:
         """A worker node, started as cluster.yaml starts them (idle task workers kept beside the pool)."""
+        from jobs.pool import worker_soft_limit
+
         self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
-                    env={**self.env, "RAY_num_workers_soft_limit": str(2 * num_cpus + 8)})
+                    env={**self.env, "RAY_num_workers_soft_limit": str(worker_soft_limit(num_cpus))})
 
     def node_ids(self) -> dict:
         """{node id: (CPUs, GPUs)} of the live nodes, asked of the cluster itself."""

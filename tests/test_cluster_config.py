@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from jobs.pool import worker_soft_limit
 
 CLUSTER_YAML = ROOT / "cluster.yaml"
 HEAD_IP = "10.0.0.1"
@@ -320,6 +321,6 @@ def test_start_commands_run_as_ray_runs_them(ran):
         else:
             assert f"--address={HEAD_IP}:6379" in start["args"]
             # idle task workers kept beside a pool's actors, as jobs.pool.own_ray_options keeps them
-            assert start["env"]["RAY_num_workers_soft_limit"] == str(2 * os.cpu_count() + 8), start["env"]
+            assert start["env"]["RAY_num_workers_soft_limit"] == str(worker_soft_limit()), start["env"]
             resources = json.loads(start["env"]["RAY_OVERRIDE_RESOURCES"] or "{}")
             assert resources.get("GPU", 0) == (1 if name == GPU_TYPE else 0)
