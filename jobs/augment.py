@@ -81,7 +81,8 @@ def image_file(data: bytes, result, image_key: str) -> bytes:
     its EXIF orientation (written upright, as every masked image is, so no output needs its tag)."""
     from maskgen.decode import encode_image, exif_orientation
 
-    if result.status == "no_face" and image_key.startswith("images/") and exif_orientation(data) == 1:
+    nothing_drawn = not any(face.masked for face in result.faces)  # none found, or none masked
+    if nothing_drawn and image_key.startswith("images/") and exif_orientation(data) == 1:
         return bytes(data)
     return encode_image(result.image, PurePosixPath(image_key).suffix)
 

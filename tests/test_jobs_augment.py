@@ -172,6 +172,17 @@ def test_an_image_with_no_face_masked_is_its_input_file_byte_for_byte(face_photo
     upright = Image.open(out / written["thumbs/rotated.jpg"])
     assert upright.getexif().get(0x0112, 1) == 1 and upright.size == (thumb.height, thumb.width)
 
+    # faces found, none masked (each smaller than min_face_size, here the photo's shorter side): the
+    # image is untouched too
+    photo = tmp_path / "faces" / "p" / face_photos[0].name
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(face_photos[0].read_bytes())
+    options = AugmentOptions(min_face_size=min(Image.open(photo).size))
+    summary = run_augment(str(tmp_path / "faces"), str(tmp_path / "out2"), options, executor="local")
+    rows = read_manifest(str(tmp_path / "out2"))
+    assert summary.statuses == {"ok": 1} and len(rows) >= 1 and not rows.masked.any()
+    assert (tmp_path / "out2" / rows.output_key.iloc[0]).read_bytes() == photo.read_bytes()
+
 
 def test_a_manifest_gives_several_faces_of_one_image_by_one_row_each(face_photos, detector, predictor, tmp_path):
     """An image with two faces given by landmarks (two rows, one path; a face type for one of them):
