@@ -40,13 +40,16 @@ class InputItem:
     message: str = ""
     input_row: str = ""   # unique per input row: the key, or for a manifest's repeat "<key>#row<N>"
     gallery: bool = False  # `mfr run`: this image is its identity's gallery image, not a probe
+    # `mfr run`'s rerun: the output folders that already hold this image (its manifest, some shard
+    # folders), because a model or mode was added since: only the others are written
+    written: list[str] = field(default_factory=list)
 
     def to_row(self, group: str) -> dict:
         """A row of the job's input dataset (`INPUT_SCHEMA`)."""
         return {"key": printable(self.key), "identity": printable(self.identity), "group": group,
                 "input_row": printable(self.input_row or self.key), "status": self.status or "",
                 "message": self.message, "masked": self.masked, "face_type": self.face_type or "",
-                "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery)}
+                "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery), "written": list(self.written)}
 
 
 @dataclass
@@ -206,7 +209,7 @@ def input_schema():
     return pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
                       ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),
                       ("masked", pa.bool_()), ("face_type", pa.string()), ("landmarks68", pa.list_(pa.float64())),
-                      ("gallery", pa.bool_())])
+                      ("gallery", pa.bool_()), ("written", pa.list_(pa.string()))])
 
 
 class ColumnsEqual:
@@ -229,9 +232,10 @@ class FolderLister:
     """The images of one group of a folder / prefix, less those whose rows are already under
     `done_dir` of the output.
 
-    For `mfr run`, `gallery_per_identity` marks the first images of each identity (in key order) as
-    its gallery, the rest as probes, and `role_done` ({"gallery": [(dir, where)], "probe": [...]})
-    names the shard folders an image of that role must also be in to count as done."""
+    For `mfr run`, `gallery_per_identity` gives each identity its gallery images, the rest being
+    probes (`assign_roles`), and `role_done` ({"gallery": [(dir, where)], "probe": [...]}) names the
+    shard folders an image of that role must also be in to count as done. An image the output holds
+    only partly (a model or mode added since) is done again, with `written` saying where it already is."""
 
     def __init__(self, images_uri: str, output_uri: str, done_dir: str, done_where=None,
                  exclude: str | None = None, progress=None, chunk: int = 4096, gallery_per_identity: int = 0,
@@ -240,15 +244,36 @@ class FolderLister:
         self.done_where, self.exclude, self.progress, self.chunk = done_where, exclude, progress, chunk
         self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
 
-    def done_for(self, output, gid: str) -> dict:
-        """Per role, the input rows done in every shard folder of that role."""
-        from jobs.source import read_done
+    def assign_roles(self, entries, recorded: dict) -> dict:
+        """{key: gallery or not} for the files of a group. An image the output already holds keeps the
+        role it was given (`recorded`: input row -> gallery flag); the others, in key order, fill what
+        is left of their identity's `gallery_per_identity` gallery places. A fresh run so gives each
+        identity its first images; a rerun after images were added keeps the gallery it had, instead
+        of embedding an identity's earlier gallery image again as a probe beside a second gallery."""
+        files = [key for key, kind in entries if kind == "file"]
+        taken: dict = {}
+        for key in files:
+            if recorded.get(printable(key)) is True:
+                taken[folder_identity(key)] = taken.get(folder_identity(key), 0) + 1
+        roles = {}
+        for key in files:
+            gallery = recorded.get(printable(key))
+            if gallery is None:
+                identity = folder_identity(key)
+                gallery = taken.get(identity, 0) < self.gallery_per_identity
+                taken[identity] = taken.get(identity, 0) + gallery
+            roles[key] = bool(gallery)
+        return roles
 
-        done = {}
-        for role, dirs in self.role_done.items():
-            sets = [read_done(output, f"{d}/{gid}", "input_row", where) for d, where in dirs]
-            done[role] = set.intersection(*sets) if sets else None
-        return done
+    def recorded_roles(self, held: dict) -> dict:
+        """{input row: gallery or not} of the images the role folders (`held`: folder -> input rows
+        it holds) already hold."""
+        recorded: dict = {}
+        for role in ("gallery", "probe"):
+            for d, _ in self.role_done.get(role, []):
+                for key in held[d]:
+                    recorded.setdefault(key, role == "gallery")
+        return recorded
 
     def rows(self, group: str):
         import pyarrow as pa
@@ -259,18 +284,20 @@ class FolderLister:
         entries = open_store(self.images_uri).entries(group, self.exclude)
         output = open_store(self.output_uri)
         done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where)
-        role_done = self.done_for(output, gid)
-        gallery_seen: dict = {}
+        held = {d: read_done(output, f"{d}/{gid}", "input_row", where)
+                for dirs in self.role_done.values() for d, where in dirs}
+        roles = self.assign_roles(entries, self.recorded_roles(held)) if self.gallery_per_identity else {}
         rows, skipped = [], 0
         for key, kind in entries:
-            item = InputItem(key, folder_identity(key))
-            if self.gallery_per_identity and kind == "file":
-                n = gallery_seen[item.identity] = gallery_seen.get(item.identity, 0) + 1
-                item.gallery = n <= self.gallery_per_identity
-            in_role = role_done.get("gallery" if item.gallery else "probe")
-            if printable(key) in done and (in_role is None or printable(key) in in_role):
+            item = InputItem(key, folder_identity(key), gallery=roles.get(key, False))
+            needed = [d for d, _ in self.role_done.get("gallery" if item.gallery else "probe", [])]
+            have = [d for d in needed if printable(key) in held[d]]
+            if printable(key) in done and len(have) == len(needed):
                 skipped += 1
                 continue
+            # rows already written (a model or mode added since, a run stopped between its shard
+            # writes) are not written again: a batch of other images would not overwrite them
+            item.written = ([self.done_dir] if printable(key) in done else []) + have
             if printable(key) != key:
                 item.status, item.message = "bad_name", ("the file name is not UTF-8 (shown with %XX for its other "
                                                          "bytes): not read; rename it to UTF-8")

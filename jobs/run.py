@@ -45,6 +45,8 @@ from maskgen.finder import FACE_POLICIES
 from maskgen.record import FaceRecord, embedding_array, records_table
 from recog.matching import mode_from_name
 
+RUN_MANIFEST = f"masked/{MANIFEST_DIR}"   # the run's manifest: written last, an image's row means it is done
+
 # plain alone: on real masked faces (README, "Mask-aware matching": masked_crops, every probe counted)
 # the masked gallery and the upper face did worse than plain for sface, so neither is a default;
 # ask for them (or flip) with `modes` to compare on your own data
@@ -67,6 +69,10 @@ class Target:
     @property
     def column(self) -> str:
         return f"emb:{self.folder}"
+
+    @property
+    def shard_dir(self) -> str:
+        return f"{self.folder}/{SHARD_DIR}"
 
 
 def crop_column(model: str, crop: str) -> str:
@@ -103,13 +109,15 @@ class PrepareWorker(AugmentWorker):
         super().__init__(input_uri, output_uri, options, max_pixels, progress, threads)
         self.specs, self.crops = specs, crops  # crops: {"gallery": {"unmasked", ...}, "probe": {"masked"}}
         fields = [pa.field(crop_column(m, c), pa.binary()) for m in specs for c in ("unmasked", "masked")]
-        self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_())] + fields)
+        self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_()),
+                                                     pa.field("_written", pa.list_(pa.string()))] + fields)
 
     def rows_for(self, key: str, item: dict) -> list[dict]:
         from maskgen.align import align_face
 
         records, image, result = self.augment_image(key, item)
-        rows = [{**r.to_row("manifest"), "gallery": bool(item.get("gallery"))} for r in records]
+        rows = [{**r.to_row("manifest"), "gallery": bool(item.get("gallery")), "_written": item.get("written") or []}
+                for r in records]
         if result is None or result.status != "ok":
             return rows
         wanted = self.crops["gallery" if item.get("gallery") else "probe"]
@@ -145,11 +153,13 @@ class RecognizeWorker:
         import pyarrow as pa
 
         gallery = np.asarray(batch.column("gallery").to_pylist(), dtype=bool)
+        written = [set(w or ()) for w in batch.column("_written").to_pylist()]
         for t in self.targets:
             embedder = self.embedders[(t.model, t.mode)]
             w, h = embedder.spec.input_size
             column = batch.column(crop_column(t.model, t.crop)).to_pylist()
-            rows = [i for i, c in enumerate(column) if c is not None and gallery[i] == t.gallery]
+            rows = [i for i, c in enumerate(column)
+                    if c is not None and gallery[i] == t.gallery and t.shard_dir not in written[i]]
             vectors = [None] * batch.num_rows
             if rows:
                 crops = np.stack([np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows])
@@ -192,7 +202,7 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
         for t in targets:
             by_input: dict = {}
             for r in rows:
-                if bool(r["gallery"]) == t.gallery:
+                if bool(r["gallery"]) == t.gallery and t.shard_dir not in (r["_written"] or ()):
                     by_input.setdefault(r["input_row"], []).append(r)
             records = []
             for faces in by_input.values():
@@ -207,10 +217,12 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
                                                                 {"status": "no_face", "message": "no masked face"}))
                     records.append(record)
             if records:
-                put_shard(store, f"{t.folder}/{SHARD_DIR}", gid, records_table(records, "shard", t.dim))
+                put_shard(store, t.shard_dir, gid, records_table(records, "shard", t.dim))
                 shards += 1
-        put_shard(store, f"masked/{MANIFEST_DIR}", gid, part.select(manifest_columns))
-        shards += 1
+        new = [RUN_MANIFEST not in (r["_written"] or ()) for r in rows]
+        if any(new):
+            put_shard(store, RUN_MANIFEST, gid, part.filter(pa.array(new)).select(manifest_columns))
+            shards += 1
     counts = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
@@ -261,14 +273,14 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     specs = {m: e.spec for m, e in embedders.items()}
     targets, methods = plan_targets(models, modes, infos)
     crops = {"gallery": sorted({t.crop for t in targets if t.gallery}), "probe": ["masked"]}
-    role_done = {role: [(f"{t.folder}/{SHARD_DIR}", ColumnsEqual(model_id=t.model_id, mode=t.mode))
+    role_done = {role: [(t.shard_dir, ColumnsEqual(model_id=t.model_id, mode=t.mode))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
     options = AugmentOptions(style=style, seed=seed, face=face)
     progress = progress_for("run") if progress_for else None
 
     def listing(tally=None):
-        return input_listing(dataset_uri, out, f"masked/{MANIFEST_DIR}", gallery_per_identity=1,
+        return input_listing(dataset_uri, out, RUN_MANIFEST, gallery_per_identity=1,
                              role_done=role_done, progress=tally)
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
@@ -304,7 +316,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                 return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
                                       batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
 
-            summary = run_listed(out, f"masked/{MANIFEST_DIR}", input_groups, lister, build, started, progress)
+            summary = run_listed(out, RUN_MANIFEST, input_groups, lister, build, started, progress)
             summary.notes = notes
             pools = {"cpu": cpu.describe(), "recognition": recognition.describe() if recognition else
                      "the CPU pool's actors, each embedding the batches it prepared (the cluster has no GPUs)"}

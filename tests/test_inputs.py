@@ -85,3 +85,20 @@ def test_unusable_manifests_raise(tmp_path):
     (tmp_path / "m.csv").write_text("path\nx/a.jpg\n")
     job = resolve_input(str(tmp_path / "m.csv"))
     assert job.images_uri == str(tmp_path) and [it.key for it in job.items] == ["x/a.jpg"]
+
+
+def test_gallery_roles_keep_what_an_earlier_run_gave():
+    """`mfr run`'s roles per identity (two gallery places here): a fresh run takes the first images in
+    key order; images the output already holds keep their role, and new ones fill what is left."""
+    from jobs.inputs import FolderLister
+
+    lister = FolderLister("in", "out", "masked/manifest", gallery_per_identity=2)
+    entries = [(f"{person}/{name}.jpg", "file") for person in ("a", "b") for name in ("1", "2", "3", "4")]
+    entries.append(("a/5.jpg", "not_regular"))
+    fresh = lister.assign_roles(entries, {})
+    assert [k for k, gallery in fresh.items() if gallery] == ["a/1.jpg", "a/2.jpg", "b/1.jpg", "b/2.jpg"]
+    assert "a/5.jpg" not in fresh  # not an image: no role
+    # a/1 and b/1 added since; a/3 was a gallery image, a/4 and b/2 probes, b/3 a gallery image
+    recorded = {"a/2.jpg": True, "a/3.jpg": True, "a/4.jpg": False, "b/2.jpg": False, "b/3.jpg": True, "b/4.jpg": False}
+    roles = lister.assign_roles(entries, recorded)
+    assert [k for k, gallery in roles.items() if gallery] == ["a/2.jpg", "a/3.jpg", "b/1.jpg", "b/3.jpg"]

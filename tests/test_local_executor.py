@@ -126,6 +126,43 @@ def test_run_on_the_local_pool_writes_and_scores_what_ray_does(ray_runtime, shar
     assert_same_figures(*reports, tol=1e-6, threshold_rtol=1e-5)  # scored here vs by the distributed reducer
 
 
+def test_a_rerun_that_adds_images_and_a_model_writes_each_row_once_and_keeps_the_gallery(shared_data, tmp_path):
+    """`mfr run` again after an image was added (sorting before its person's gallery image) and a
+    second model asked for: the first model's folders get only the new image, the second model's
+    every image, the manifest one row per face, and the person keeps the gallery image it had."""
+    import json
+
+    from jobs.embed import read_shards
+    from jobs.run import run_pipeline
+
+    photos = {person: sorted((shared_data / "faces" / person).glob("*.jpg"))[:4] for person in ("person_01", "person_02")}
+    added = photos["person_01"][0]
+    dataset = photo_folder(tmp_path / "in", [p for person in photos.values() for p in person if p != added])
+    out = tmp_path / "run"
+    run_pipeline(str(dataset), str(out), style="seed", executor="local")
+    gallery_before = sorted(read_shards(str(out / "embeddings" / "unmasked"))[0].key)
+    assert gallery_before == ["person_01/" + photos["person_01"][1].name, "person_02/" + photos["person_02"][0].name]
+
+    photo_folder(dataset, [added])
+    result = run_pipeline(str(dataset), str(out), style="seed", executor="local", models=["sface", "dlib-resnet"])
+    assert result["run"].processed == 8 and result["run"].skipped == 0  # every image lacked dlib-resnet's rows
+    manifest = read_manifest(str(out / "masked"))
+    assert manifest.source_key.nunique() == 8 and not manifest.duplicated(["source_key", "face_index"]).any()
+    folders = {"sface": out / "embeddings", "dlib-resnet": out / "embeddings" / "dlib-resnet" / "plain"}
+    for model, folder in folders.items():
+        gallery, probes = (read_shards(str(folder / side))[0] for side in ("unmasked", "masked"))
+        for frame in (gallery, probes):
+            assert not frame.duplicated(["key", "face_index"]).any(), model
+        assert sorted(gallery.key) == gallery_before, model  # the added image sorts first: a probe all the same
+        assert sorted(set(probes.key)) == sorted(f"{p.parent.name}/{p.name}" for person in photos.values()
+                                                 for p in person if f"{p.parent.name}/{p.name}" not in gallery_before)
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [(r["identification"]["gallery"], r["identification"]["probes"]) for r in report["results"]] == [(2, 6)] * 2
+
+    again = run_pipeline(str(dataset), str(out), style="seed", executor="local", models=["sface", "dlib-resnet"])
+    assert again["run"].processed == 0 and again["run"].skipped == 8
+
+
 def test_listing_stops_past_the_limit(dataset, tmp_path):
     output = open_store(str(tmp_path / "out"))
     for limit, expected in ((100, 8), (8, 8), (7, None), (0, None)):
