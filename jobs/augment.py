@@ -297,7 +297,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
                                max_pixels=max_pixels, progress=tracker)
             return write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
 
-        summary = run_listed(output, MANIFEST_DIR, groups, lister, build, started, progress)
+        summary = run_listed(output, MANIFEST_DIR, groups, lister, build, started, progress, batch_size)
     summary.notes = notes
     return summary
 

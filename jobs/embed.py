@@ -320,7 +320,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                              batch_size=batch_size, workers=workers, progress=tracker)
             return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
 
-        summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress)
+        summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)
     summary.notes = notes
     return summary
 

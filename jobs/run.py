@@ -316,7 +316,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                 return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
                                       batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
 
-            summary = run_listed(out, RUN_MANIFEST, input_groups, lister, build, started, progress)
+            summary = run_listed(out, RUN_MANIFEST, input_groups, lister, build, started, progress,
+                                 batch_size)
             summary.notes = notes
             pools = {"cpu": cpu.describe(), "recognition": recognition.describe() if recognition else
                      "the CPU pool's actors, each embedding the batches it prepared (the cluster has no GPUs)"}

@@ -196,18 +196,20 @@ def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: flo
 
 
 def run_listed(output, done_dir: str, groups: list[str], lister, build, started: float,
-               progress=None) -> JobSummary:
-    """A job on Ray: the inputs left to do (`groups` listed by `lister` in read tasks), turned by
+               progress=None, batch_size: int | None = None) -> JobSummary:
+    """A job on Ray: the inputs left to do (`groups` listed by `lister` in read tasks, in blocks of a
+    few of the pool's batches of `batch_size` rows: `jobs.source.block_rows`), turned by
     `build(inputs, tracker)` into the dataset of shard-write counts, run to the end. `tracker` is
     the job's progress actor, for its workers' reports. A rerun with nothing left under `done_dir`
     of `output` ends after its listing (`nothing_to_do`)."""
-    from jobs.source import read_grouped
+    from jobs.source import block_rows, read_grouped
 
     summary = nothing_to_do(output, done_dir, groups, lister, started, progress)
     if summary is not None:
         return summary
     tracker = start_progress()
-    return run_to_end(build(read_grouped(groups, lister, tracker), tracker), tracker, started, progress)
+    inputs = read_grouped(groups, lister, tracker, rows_per_block=block_rows(batch_size) if batch_size else None)
+    return run_to_end(build(inputs, tracker), tracker, started, progress)
 
 
 def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:

@@ -104,9 +104,27 @@ def reporting_to(lister, progress):
     return twin
 
 
-def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = None):
+def block_rows(batch_size: int) -> int:
+    """Rows per input block of a job whose pool takes `batch_size` rows per call: a few batches.
+
+    A block is what one actor is given at a time (Ray Data bundles small blocks up to a batch but
+    never splits a large one), and a read task's output is one block: everything its groups listed,
+    up to 128 MiB of rows, since Ray Data merges what a task yields. So a job had at most 64 blocks
+    (its read tasks), however large: a pool could keep at most 64 actors busy, each block took one
+    actor minutes to hours, and the job's end waited for whichever actor held the last one.
+    `BATCHES_PER_BLOCK` batches per block spread the work over every actor of a pool and keep the
+    blocks few enough for the driver's scheduler (up to about 800,000 at 10^8 images)."""
+    return max(1, int(batch_size)) * BATCHES_PER_BLOCK
+
+
+BATCHES_PER_BLOCK = 8
+
+
+def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = None, rows_per_block: int | None = None):
     """The dataset of what is left to do, listed by read tasks that report their counts to
-    `progress`. Each task asks for `cpus` (default `jobs.pool.TASK_CPUS`: little, beside a job's pools)."""
+    `progress`, in blocks of at most `rows_per_block` rows (`block_rows`; default: a block per read
+    task). Each task
+    asks for `cpus` (default `jobs.pool.TASK_CPUS`: little, beside a job's pools)."""
     import ray
 
     from jobs.pool import TASK_CPUS
@@ -114,6 +132,25 @@ def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = 
     if not groups:
         return ray.data.from_items([])
     name = "Input" + type(lister).__name__.removesuffix("Lister")  # InputFolder, InputManifest, InputAugment
-    return ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name),
-                                    num_cpus=TASK_CPUS if cpus is None else cpus,
-                                    override_num_blocks=min(len(groups), 64))
+    cpus = TASK_CPUS if cpus is None else cpus
+    ds = ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name), num_cpus=cpus,
+                                  override_num_blocks=min(len(groups), 64))
+    return cut_blocks(ds, rows_per_block, cpus) if rows_per_block else ds
+
+
+def cut_blocks(ds, rows: int, cpus: float):
+    """`ds` in blocks of at most `rows` rows, cut as they stream out of its reads (Ray Data's streaming
+    repartition: no shuffle, nothing held). Ray Data gives each cutting task a whole CPU, which a pool
+    holding a node's cores never leaves free, so the job would wait forever: the tasks are as light
+    as the reads and ask for what they ask (`cpus`). Where this Ray Data has no such setting, the
+    blocks stay as read (a job still runs, spread over fewer actors)."""
+    import logging
+
+    cut = ds.repartition(target_num_rows_per_block=int(rows))
+    op = getattr(getattr(cut, "_logical_plan", None), "dag", None)
+    if type(op).__name__ != "StreamingRepartition" or not isinstance(getattr(op, "ray_remote_args", None), dict):
+        logging.getLogger(__name__).warning("this Ray Data cannot cut input blocks: each read task's rows go "
+                                            "to one actor")
+        return ds
+    op.ray_remote_args["num_cpus"] = cpus
+    return cut

@@ -100,6 +100,31 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(ray_runtime, face_
         assert store.exists(row.output_key)
 
 
+def test_a_large_folder_reaches_the_pool_in_blocks_of_a_few_batches(ray_runtime, face_photos, tmp_path):
+    """A read task's rows would reach the pool as one block, which Ray Data gives to one actor: a flat
+    folder of thousands of images would be masked by one actor while the others wait. The rows are
+    cut into blocks of a few batches as they stream out of the reads, on tasks as light as the reads
+    (a whole CPU each would never be free beside a pool and the job would hang: a job runs below)."""
+    from jobs.augment import MANIFEST_DIR
+    from jobs.inputs import input_listing
+    from jobs.source import block_rows, read_grouped
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, photo in enumerate(face_photos[:40]):
+        shutil.copy(photo, flat / f"{i:02d}-{photo.name}")
+    photo_folder(flat, face_photos[-3:])  # and a folder of 3 beside the 40 files at the top level
+    images, groups, lister, _ = input_listing(str(flat), open_store(tmp_path / "out"), MANIFEST_DIR)
+    blocks = read_grouped(groups, lister, rows_per_block=block_rows(1)).map_batches(
+        lambda table: {"rows": [table.num_rows]}, batch_size=None, batch_format="pyarrow").take_all()
+    sizes = sorted(b["rows"] for b in blocks)
+    assert sum(sizes) == 43 and max(sizes) <= block_rows(1) and len(sizes) >= 40 // block_rows(1) + 1, sizes
+
+    summary = run_augment(str(flat), str(tmp_path / "out"), AugmentOptions(style="random", seed=2), batch_size=1,
+                          executor="ray")
+    assert summary.processed == 43 and set(summary.statuses) <= {"ok", "no_face"}
+
+
 def test_augment_from_the_seeds_landmark_csv(ray_runtime, tmp_path):
     """The seed's own CSV as the input manifest: faces masked from its landmarks, no detection, and
     the same black polygon the seed draws."""
