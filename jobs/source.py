@@ -4,7 +4,8 @@ per-image data.
 The input is cut into *groups*: the top-level entries of a folder or `s3://` prefix (usually one
 folder per identity; files at the top level form the group ""), or the hash buckets of an input
 manifest's paths. The driver lists only the top level; each read task lists its groups, drops what
-an earlier run already finished and yields rows of what is left, one block per group chunk.
+an earlier run already finished and yields rows of what is left; the rows are then cut into blocks
+of a few of the pool's batches (`cut_blocks`), so every actor of a pool gets work.
 
 Everything a job writes about an input lands under the input's group folder of the output
 (`manifest/g=<group id>/`, `shards/g=<group id>/`): finding what is done is then, per group, a read
