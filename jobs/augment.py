@@ -134,8 +134,8 @@ class AugmentWorker:
             except StorageError:
                 raise  # the output cannot be written (full, gone): the job must stop, not record it
             except Exception as exc:  # one image's unexpected failure is its row, never the run's end
-                found = [self.image_record(key, item).with_(
-                    status="error", message=f"{type(exc).__name__}: {exc}").to_row("manifest")]
+                record = self.image_record(key, item).with_(status="error", message=f"{type(exc).__name__}: {exc}")
+                found = [{**record.to_row("manifest"), **self.row_extras(item)}]
             rows.extend({**r, "group": item["group"], "input_row": item["input_row"], "node": self.node}
                         for r in found)
         self._ready = {}
@@ -180,6 +180,10 @@ class AugmentWorker:
     def rows_for(self, key: str, item: dict) -> list[dict]:
         """The manifest rows of one input row (a subclass adds columns: jobs/run.py)."""
         return [r.to_row("manifest") for r in self.process(key, item)]
+
+    def row_extras(self, item: dict) -> dict:
+        """Columns a subclass puts on every row of an input, its error row included (jobs/run.py)."""
+        return {}
 
     def process(self, key: str, item: dict | None = None) -> list[FaceRecord]:
         """The face records of one image; `item` carries an input manifest's row (identity, masked

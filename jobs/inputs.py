@@ -250,7 +250,7 @@ class FolderLister:
         is left of their identity's `gallery_per_identity` gallery places. A fresh run so gives each
         identity its first images; a rerun after images were added keeps the gallery it had, instead
         of embedding an identity's earlier gallery image again as a probe beside a second gallery."""
-        files = [key for key, kind in entries if kind == "file"]
+        files = [key for key, kind in entries if kind == "file" and printable(key) == key]  # bad names are not read
         taken: dict = {}
         for key in files:
             if recorded.get(printable(key)) is True:

@@ -112,12 +112,15 @@ class PrepareWorker(AugmentWorker):
         self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_()),
                                                      pa.field("_written", pa.list_(pa.string()))] + fields)
 
+    def row_extras(self, item: dict) -> dict:
+        """The image's role, and the folders a rerun must not write it to again (jobs.inputs.FolderLister)."""
+        return {"gallery": bool(item.get("gallery")), "_written": item.get("written") or []}
+
     def rows_for(self, key: str, item: dict) -> list[dict]:
         from maskgen.align import align_face
 
         records, image, result = self.augment_image(key, item)
-        rows = [{**r.to_row("manifest"), "gallery": bool(item.get("gallery")), "_written": item.get("written") or []}
-                for r in records]
+        rows = [{**r.to_row("manifest"), **self.row_extras(item)} for r in records]
         if result is None or result.status != "ok":
             return rows
         wanted = self.crops["gallery" if item.get("gallery") else "probe"]

@@ -94,10 +94,10 @@ def test_gallery_roles_keep_what_an_earlier_run_gave():
 
     lister = FolderLister("in", "out", "masked/manifest", gallery_per_identity=2)
     entries = [(f"{person}/{name}.jpg", "file") for person in ("a", "b") for name in ("1", "2", "3", "4")]
-    entries.append(("a/5.jpg", "not_regular"))
+    entries += [("a/5.jpg", "not_regular"), ("a/0\udcff.jpg", "file")]  # a FIFO; a name that is not UTF-8
     fresh = lister.assign_roles(entries, {})
     assert [k for k, gallery in fresh.items() if gallery] == ["a/1.jpg", "a/2.jpg", "b/1.jpg", "b/2.jpg"]
-    assert "a/5.jpg" not in fresh  # not an image: no role
+    assert "a/5.jpg" not in fresh and "a/0\udcff.jpg" not in fresh  # never read: no role, no gallery place
     # a/1 and b/1 added since; a/3 was a gallery image, a/4 and b/2 probes, b/3 a gallery image
     recorded = {"a/2.jpg": True, "a/3.jpg": True, "a/4.jpg": False, "b/2.jpg": False, "b/3.jpg": True, "b/4.jpg": False}
     roles = lister.assign_roles(entries, recorded)

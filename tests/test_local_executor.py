@@ -163,6 +163,32 @@ def test_a_rerun_that_adds_images_and_a_model_writes_each_row_once_and_keeps_the
     assert again["run"].processed == 0 and again["run"].skipped == 8
 
 
+def test_an_image_that_fails_in_the_run_worker_keeps_its_role_and_where_it_is_written(shared_data, tmp_path,
+                                                                                      monkeypatch):
+    """An unexpected failure becomes the image's error row, which still says its role and the output
+    folders that already hold it: a gallery image is not filed as a probe, and a rerun's error row
+    is not a second manifest row."""
+    import pyarrow as pa
+
+    from jobs.inputs import InputItem, input_schema
+    from jobs.run import PrepareWorker
+    from recog.embed import Embedder
+
+    photo = sorted((shared_data / "faces" / "person_01").glob("*.jpg"))[0]
+    dataset = photo_folder(tmp_path / "in", [photo])
+    worker = PrepareWorker(str(dataset), str(tmp_path / "out"), AugmentOptions(), 40_000_000,
+                           {"sface": Embedder("sface").spec}, {"gallery": ["unmasked"], "probe": ["masked"]})
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the aligner broke")
+
+    monkeypatch.setattr(worker, "augment_image", fails)
+    item = InputItem(f"person_01/{photo.name}", "person_01", gallery=True, written=["masked/manifest"])
+    row = worker(pa.Table.from_pylist([item.to_row("g=test")], schema=input_schema())).to_pylist()[0]
+    assert row["status"] == "error" and "the aligner broke" in row["message"]
+    assert row["gallery"] is True and row["_written"] == ["masked/manifest"]
+
+
 def test_listing_stops_past_the_limit(dataset, tmp_path):
     output = open_store(str(tmp_path / "out"))
     for limit, expected in ((100, 8), (8, 8), (7, None), (0, None)):
