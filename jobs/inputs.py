@@ -250,18 +250,17 @@ class FolderLister:
         is left of their identity's `gallery_per_identity` gallery places. A fresh run so gives each
         identity its first images; a rerun after images were added keeps the gallery it had, instead
         of embedding an identity's earlier gallery image again as a probe beside a second gallery."""
+        from collections import Counter
+
         files = [key for key, kind in entries if kind == "file" and printable(key) == key]  # bad names are not read
-        taken: dict = {}
-        for key in files:
-            if recorded.get(printable(key)) is True:
-                taken[folder_identity(key)] = taken.get(folder_identity(key), 0) + 1
+        taken = Counter(folder_identity(key) for key in files if recorded.get(key) is True)
         roles = {}
         for key in files:
-            gallery = recorded.get(printable(key))
+            gallery = recorded.get(key)
             if gallery is None:
                 identity = folder_identity(key)
-                gallery = taken.get(identity, 0) < self.gallery_per_identity
-                taken[identity] = taken.get(identity, 0) + gallery
+                gallery = taken[identity] < self.gallery_per_identity
+                taken[identity] += gallery
             roles[key] = bool(gallery)
         return roles
 
@@ -290,15 +289,16 @@ class FolderLister:
         rows, skipped = [], 0
         for key, kind in entries:
             item = InputItem(key, folder_identity(key), gallery=roles.get(key, False))
+            name = printable(key)
             needed = [d for d, _ in self.role_done.get("gallery" if item.gallery else "probe", [])]
-            have = [d for d in needed if printable(key) in held[d]]
-            if printable(key) in done and len(have) == len(needed):
+            have = [d for d in needed if name in held[d]]
+            if name in done and len(have) == len(needed):
                 skipped += 1
                 continue
             # rows already written (a model or mode added since, a run stopped between its shard
             # writes) are not written again: a batch of other images would not overwrite them
-            item.written = ([self.done_dir] if printable(key) in done else []) + have
-            if printable(key) != key:
+            item.written = ([self.done_dir] if name in done else []) + have
+            if name != key:
                 item.status, item.message = "bad_name", ("the file name is not UTF-8 (shown with %XX for its other "
                                                          "bytes): not read; rename it to UTF-8")
             elif kind != "file":

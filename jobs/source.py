@@ -124,8 +124,7 @@ BATCHES_PER_BLOCK = 8
 def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = None, rows_per_block: int | None = None):
     """The dataset of what is left to do, listed by read tasks that report their counts to
     `progress`, in blocks of at most `rows_per_block` rows (`block_rows`; default: a block per read
-    task). Each task
-    asks for `cpus` (default `jobs.pool.TASK_CPUS`: little, beside a job's pools)."""
+    task). Each task asks for `cpus` (default `jobs.pool.TASK_CPUS`: little, beside a job's pools)."""
     import ray
 
     from jobs.pool import TASK_CPUS
