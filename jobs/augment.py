@@ -74,15 +74,16 @@ def output_keys(source_key: str) -> tuple[str, str]:
     return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
 
 
-def image_file(data: bytes, result, image_key: str) -> bytes:
+def image_file(data: bytes, result, image_key: str, orientation: int) -> bytes:
     """The output file of an image: the masked image encoded in its own format; an image in which no
     face was masked is the input file itself, byte for byte (no second JPEG generation, its metadata
     kept), unless it is written under another format (`converted/`) or decoding turned it upright by
-    its EXIF orientation (written upright, as every masked image is, so no output needs its tag)."""
-    from maskgen.decode import encode_image, exif_orientation
+    its EXIF orientation (written upright, as every masked image is, so no output needs its tag).
+    `orientation` is the one decoding applied (`maskgen.decode.decode_with_orientation`)."""
+    from maskgen.decode import encode_image
 
     nothing_drawn = not any(face.masked for face in result.faces)  # none found, or none masked
-    if nothing_drawn and image_key.startswith("images/") and exif_orientation(data) == 1:
+    if nothing_drawn and image_key.startswith("images/") and orientation == 1:
         return bytes(data)
     return encode_image(result.image, PurePosixPath(image_key).suffix)
 
@@ -119,7 +120,7 @@ class AugmentWorker:
         self.versions = json.dumps(self.augmenter.versions, sort_keys=True)
         self.progress, self.node = progress, node_id()
         self.schema = manifest_schema(with_group=True)
-        self._ready: dict = {}  # input_row -> (file bytes, image, AugmentResult) made ahead for the batch
+        self._ready: dict = {}  # input_row -> (file bytes, image, orientation, AugmentResult) made ahead
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -151,7 +152,7 @@ class AugmentWorker:
         result)}. Images that are refused, already masked, given landmarks, undecodable or beyond
         `AHEAD_PIXELS` in all are left to `augment_image`, as is the whole batch when one of its
         images makes the batch call fail (each then fails alone, as its own row)."""
-        from maskgen.decode import decode_image
+        from maskgen.decode import decode_with_orientation
 
         todo, pixels = [], 0
         for item in items:
@@ -159,7 +160,7 @@ class AugmentWorker:
                 continue
             try:
                 data = self.input.read(item["key"])
-                image = decode_image(data, max_pixels=self.max_pixels)
+                image, orientation = decode_with_orientation(data, max_pixels=self.max_pixels)
             except StorageError:
                 raise
             except Exception:  # augment_image reads it again and records why
@@ -167,15 +168,16 @@ class AugmentWorker:
             pixels += image.shape[0] * image.shape[1]
             if pixels > AHEAD_PIXELS:  # bounded memory: large photos go one at a time
                 break
-            todo.append((item, data, image))
+            todo.append((item, data, image, orientation))
         if not todo:
             return {}
         try:
-            results = self.augmenter.augment_batch([image for _, _, image in todo],
-                                                   [item["key"] for item, _, _ in todo])
+            results = self.augmenter.augment_batch([image for _, _, image, _ in todo],
+                                                   [item["key"] for item, *_ in todo])
         except Exception:
             return {}
-        return {item["input_row"]: (data, image, result) for (item, data, image), result in zip(todo, results)}
+        return {item["input_row"]: (data, image, orientation, result)
+                for (item, data, image, orientation), result in zip(todo, results)}
 
     def rows_for(self, key: str, item: dict) -> list[dict]:
         """The manifest rows of one input row (a subclass adds columns: jobs/run.py)."""
@@ -193,7 +195,7 @@ class AugmentWorker:
     def augment_image(self, key: str, item: dict | None = None):
         """(face records, the decoded image or None, the AugmentResult or None) of one input: the
         masked image and crops are written and their keys set on the records."""
-        from maskgen.decode import DecodeError, decode_image, encode_image
+        from maskgen.decode import DecodeError, decode_with_orientation, encode_image
 
         item = item or {}
         base = self.image_record(key, item)
@@ -204,11 +206,11 @@ class AugmentWorker:
                                message="the input manifest marks this image as masked; not masked again")], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:
-            data, image, result = ready
+            data, image, orientation, result = ready
         else:
             try:
                 data = self.input.read(key)
-                image = decode_image(data, max_pixels=self.max_pixels)
+                image, orientation = decode_with_orientation(data, max_pixels=self.max_pixels)
             except DecodeError as exc:
                 return [base.with_(status=exc.status, message=str(exc))], None, None
             except (FileNotFoundError, UnreadableObject) as exc:
@@ -219,7 +221,7 @@ class AugmentWorker:
                 result = self.augmenter.augment(image, key)
         image_key, crop_prefix = output_keys(key)
         if result.image is not None:
-            self.output.write(image_key, image_file(data, result, image_key))
+            self.output.write(image_key, image_file(data, result, image_key, orientation))
         output_key = image_key if result.image is not None else None
         if result.status != "ok":
             return [base.with_(status=result.status, message=result.message, output_key=output_key)], image, result

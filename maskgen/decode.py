@@ -47,14 +47,24 @@ def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
       RGB; 16-bit and 32-bit samples scaled to 8 bits; transparency composited over `background`.
     - Animated formats give their first frame.
     """
+    return decode_with_orientation(data, max_pixels=max_pixels, background=background)[0]
+
+
+def decode_with_orientation(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                            background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, int]:
+    """`decode_image`'s array and the EXIF orientation it applied (`exif_orientation`'s values), from
+    one parse of the file: a writer that may keep the file as it is needs both, and parsing the
+    header again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
     with _open(data, max_pixels=max_pixels) as im:
         try:
             im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im)
-            return _to_rgb(im, background)
+            upright = ImageOps.exif_transpose(im)
+            # read after the transpose, which has loaded the EXIF block (or failed above): read
+            # first, a corrupt block would be marked loaded and the transpose would no longer fail
+            return _to_rgb(upright, background), _orientation(im)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
 
@@ -64,8 +74,15 @@ def exif_orientation(data: bytes) -> int:
     file has none; 0 when its header or EXIF block cannot be read."""
     try:
         with _open(data, max_pixels=None) as im:
-            value = im.getexif().get(0x0112, 1)
+            return _orientation(im)
     except Exception:  # a corrupt EXIF block is Pillow's error of the day: unknown, never a crash
+        return 0
+
+
+def _orientation(im) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:
         return 0
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 0
 
