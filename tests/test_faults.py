@@ -5,7 +5,6 @@ own (`--executor ray`), or in the local process pool that small jobs without a c
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -16,18 +15,13 @@ import time
 import boto3
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, photo_folder
 from jobs.augment import read_manifest
 
 
 @pytest.fixture
 def dataset(tmp_path, face_photos):
-    root = tmp_path / "in"
-    for path in face_photos[:16]:
-        dst = root / path.parent.name / path.name
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dst)
-    return root
+    return photo_folder(tmp_path / "in", face_photos[:16])
 
 
 def start_job(args: list[str], **env) -> subprocess.Popen:
@@ -212,14 +206,27 @@ def test_a_full_disk_is_a_storage_error_naming_the_file(tmp_path):
 
 # ---------------------------------------------------------------- interrupt
 
+# 28 photos, one per batch, one worker: the interrupt lands mid-job
+INTERRUPTED_ARGS = ["--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1", "--style", "random",
+                    "--seed", "5"]
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, face_photos):
+    """The uninterrupted run of the same photos that both executors' interrupted runs must end equal
+    to, on the local pool (which writes what Ray writes: tests/test_local_executor.py)."""
+    root = tmp_path_factory.mktemp("clean")
+    dataset, clean = photo_folder(root / "in", face_photos[:28]), root / "out"
+    job = start_job(["mask", str(dataset), str(clean), *INTERRUPTED_ARGS, "--executor", "local"])
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 0, err[-2000:]
+    return clean
+
+
 @pytest.mark.parametrize("executor", ["ray", "local"])
-def test_ctrl_c_then_rerun_equals_a_clean_run(executor, dataset, face_photos, tmp_path):
-    for path in face_photos[16:28]:  # 28 photos, one per batch, one worker: the interrupt lands mid-job
-        (dataset / path.parent.name).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, dataset / path.parent.name / path.name)
-    out, clean = tmp_path / "out", tmp_path / "clean"
-    args = ["--quiet", "--batch-size", "1", "--workers", "1", "--rows-per-shard", "1", "--style", "random",
-            "--seed", "5", "--executor", executor]
+def test_ctrl_c_then_rerun_equals_a_clean_run(executor, face_photos, clean_run, tmp_path):
+    dataset, out = photo_folder(tmp_path / "in", face_photos[:28]), tmp_path / "out"
+    args = [*INTERRUPTED_ARGS, "--executor", executor]
     job = start_job(["mask", str(dataset), str(out), *args])
     try:
         wait_for(lambda: len(list((out / "manifest").rglob("*.parquet"))) >= 1, 240, "the first shard", job)
@@ -231,12 +238,10 @@ def test_ctrl_c_then_rerun_equals_a_clean_run(executor, dataset, face_photos, tm
     partial = len(list((out / "manifest").rglob("*.parquet")))
     assert 1 <= partial < 28
 
-    # the clean run on the local pool (which writes what Ray writes: tests/test_local_executor.py)
-    for target, how in ((out, executor), (clean, "local")):
-        rerun = start_job(["mask", str(dataset), str(target), *args[:-1], how])
-        _, err = rerun.communicate(timeout=300)
-        assert rerun.returncode == 0, err[-2000:]
-    assert manifest_rows(str(out)) == manifest_rows(str(clean))
+    rerun = start_job(["mask", str(dataset), str(out), *args])
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err[-2000:]
+    assert manifest_rows(str(out)) == manifest_rows(str(clean_run))
     images = sorted(p.relative_to(out) for p in (out / "images").rglob("*") if p.is_file())
-    assert images == sorted(p.relative_to(clean) for p in (clean / "images").rglob("*") if p.is_file())
+    assert images == sorted(p.relative_to(clean_run) for p in (clean_run / "images").rglob("*") if p.is_file())
     assert not list(out.rglob(".mfr-tmp-*"))
