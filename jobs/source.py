@@ -145,7 +145,7 @@ def cut_blocks(ds, rows: int, cpus: float):
     The repartition follows a pass-through `map_batches` of `rows` rows, which Ray Data fuses it
     into: a cutting task then takes `rows` rows at a time, gathered from small read blocks, instead
     of one task per read block (a 2,000-image job of 100 folders ran 128 tasks before the pool
-    instead of 64 + 8, and took 11.3 s against 9.9 s on 2 cores). Ray Data gives the repartition a
+    instead of 64 + 4, and took 11.3 s against 9.9 s on 2 cores). Ray Data gives the repartition a
     whole CPU per task, which a pool holding a node's cores never leaves free, so the job would wait
     forever: it asks for what the reads ask (`cpus`), which also lets it fuse. Where this Ray Data
     has no such setting, the blocks stay as read (a job still runs, spread over fewer actors)."""
