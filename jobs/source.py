@@ -140,19 +140,13 @@ def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = 
 
 def cut_blocks(ds, rows: int, cpus: float):
     """`ds` in blocks of at most `rows` rows, cut as they stream out of its reads (Ray Data's streaming
-    repartition: no shuffle, nothing held).
-
-    The repartition follows a pass-through `map_batches` of `rows` rows, which Ray Data fuses it
-    into: a cutting task then takes `rows` rows at a time, gathered from small read blocks, instead
-    of one task per read block (a 2,000-image job of 100 folders ran 128 tasks before the pool
-    instead of 64 + 4, and took 11.3 s against 9.9 s on 2 cores). Ray Data gives the repartition a
-    whole CPU per task, which a pool holding a node's cores never leaves free, so the job would wait
-    forever: it asks for what the reads ask (`cpus`), which also lets it fuse. Where this Ray Data
-    has no such setting, the blocks stay as read (a job still runs, spread over fewer actors)."""
+    repartition: no shuffle, nothing held). Ray Data gives each cutting task a whole CPU, which a pool
+    holding a node's cores never leaves free, so the job would wait forever: the tasks are as light
+    as the reads and ask for what they ask (`cpus`). Where this Ray Data has no such setting, the
+    blocks stay as read (a job still runs, spread over fewer actors)."""
     import logging
 
-    cut = ds.map_batches(_as_is, batch_size=int(rows), batch_format="pyarrow", num_cpus=cpus).repartition(
-        target_num_rows_per_block=int(rows))
+    cut = ds.repartition(target_num_rows_per_block=int(rows))
     op = getattr(getattr(cut, "_logical_plan", None), "dag", None)
     if type(op).__name__ != "StreamingRepartition" or not isinstance(getattr(op, "ray_remote_args", None), dict):
         logging.getLogger(__name__).warning("this Ray Data cannot cut input blocks: each read task's rows go "
@@ -160,7 +154,3 @@ def cut_blocks(ds, rows: int, cpus: float):
         return ds
     op.ray_remote_args["num_cpus"] = cpus
     return cut
-
-
-def _as_is(table):
-    return table
