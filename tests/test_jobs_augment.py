@@ -119,6 +119,11 @@ def test_a_large_folder_reaches_the_pool_in_blocks_of_a_few_batches(ray_runtime,
         lambda table: {"rows": [table.num_rows]}, batch_size=None, batch_format="pyarrow").take_all()
     sizes = sorted(b["rows"] for b in blocks)
     assert sum(sizes) == 43 and max(sizes) <= block_rows(1) and len(sizes) >= 40 // block_rows(1) + 1, sizes
+    # and small blocks are never gathered into one: a job smaller than the pool's actors x 8 batches
+    # would then reach fewer actors than the pool has (tried: mfr run's 55 photos went to one actor)
+    blocks = read_grouped(groups, lister, rows_per_block=block_rows(8)).map_batches(
+        lambda table: {"rows": [table.num_rows]}, batch_size=None, batch_format="pyarrow").take_all()
+    assert sorted(b["rows"] for b in blocks) == [3, 40]
 
     summary = run_augment(str(flat), str(tmp_path / "out"), AugmentOptions(style="random", seed=2), batch_size=1,
                           executor="ray")
