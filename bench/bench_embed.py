@@ -5,7 +5,7 @@
 Aligned crops are made once from LFW-size photos (bench/lfw_like.py) and not timed. Each figure is
 the median faces/s over the repeats; dlib's `compute_face_descriptor` runs on 150x150 chips, one
 call per batch of chips (its batch API), with all CPUs. A model whose PReLUs the embedder runs as
-blocked convolutions on CPUs (recog.embed.cpu_graph) is also timed with the graph as published.
+blocked convolutions on CPUs (recog.embed.prepared_graph) is also timed with the graph as published.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
         embedder = Embedder(name, accept_licence=True)
         crops = np.concatenate([embedder.align(img, [p]) for img, p in zip(images, points)])
         rows.append((name, embedder.providers[0], *[rate(embedder.embed_crops, crops, b, args.repeats) for b in BATCHES]))
-        if embedder.blocked_prelus:  # the same model with its PReLUs as the file has them (recog.embed.cpu_graph)
+        if embedder.blocked_prelus:  # the same model with its PReLUs as the file has them (recog.embed.prepared_graph)
             published = copy.copy(embedder)
             published.session = create_session(embedder.path.read_bytes())
             rows.append((f"{name}, {embedder.blocked_prelus} PRelu nodes as published", published.providers[0],

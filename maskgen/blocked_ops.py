@@ -13,7 +13,7 @@ two depthwise 1x1 convolutions (the Relu fused into one, the Add into the other 
 never leave the blocked layout. Values equal PRelu's to float rounding.
 
 `prelu_as_depthwise` makes the nodes (maskgen/mtcnn_graphs.py builds its networks with it);
-`rewrite_prelus` puts them in place of the PRelu nodes of an existing graph (recog.embed.cpu_graph,
+`rewrite_prelus` puts them in place of the PRelu nodes of an existing graph (recog.embed.prepared_graph,
 for every recognition model run on CPUs).
 """
 

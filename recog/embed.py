@@ -20,8 +20,9 @@ from maskgen.runtime import create_session, sha256_bytes
 from recog.spec import ModelSpec
 
 
-def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, onnx_model) -> ModelSpec:
-    """Explicit spec (object, preset name, or JSON path) > sidecar JSON > ONNX metadata."""
+def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: ModelSpec | None) -> ModelSpec:
+    """Explicit spec (object, preset name, or JSON path) > sidecar JSON > the spec in the ONNX file's
+    metadata (`embedded`: `ModelSpec.from_onnx` of the file)."""
     if isinstance(spec, ModelSpec):
         return spec
     if isinstance(spec, str) and not spec.endswith(".json"):
@@ -31,40 +32,87 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, onnx_mod
     for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
         if sidecar.is_file():
             return ModelSpec.from_json(sidecar)
-    found = ModelSpec.from_onnx(onnx_model)
-    if found is None:
+    if embedded is None:
         raise ValueError(
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
             f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
         )
-    return found
+    return embedded
 
 
-def cpu_graph(onnx_model, data: bytes, device: str) -> tuple[bytes, int]:
-    """(the bytes the session runs, PReLUs rewritten). On CPUs a model's per-channel PReLUs run as
-    ONNX Runtime's blocked convolutions (maskgen.blocked_ops: sface 2x faster, values equal to float
-    rounding, about 1e-6); on GPUs, and for models without such PReLUs, the file runs as it is. The
-    model's identity (`model_id`) is the file's hash either way."""
+# Bump when `rewrite_prelus` changes what it writes: prepared graphs of the old version are then
+# made again instead of reused.
+GRAPH_VERSION = 1
+
+
+def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[bytes, int, ModelSpec | None]:
+    """(the bytes the session runs, PReLUs rewritten, the spec in the file's metadata or None).
+
+    On CPUs a model's per-channel PReLUs run as ONNX Runtime's blocked convolutions
+    (maskgen.blocked_ops: sface 2x faster, values equal to float rounding, about 1e-6); on GPUs, and
+    for models without such PReLUs, the file runs as it is. The model's identity (`model_id`) is the
+    file's hash either way.
+
+    What a file holds is worked out once per machine and kept in the model cache under the file's
+    SHA-256 (`graphs/`): the `onnx` package takes 0.7 s to import and the rewrite 0.2 s more, which
+    every recognition actor and pool process paid at start-up. A file seen for the first time is
+    checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
+    hash recorded when it was made, and made again if it does not match."""
+    import json
+
+    from maskgen.runtime import cache_dir, cached_bytes_file, providers_for, write_atomic
+
+    root = cache_dir() / "graphs"
+    stem = f"{sha256[:32]}-g{GRAPH_VERSION}"
+    record_path, graph_path = root / f"{stem}.json", root / f"{stem}.onnx"
+    try:
+        record = json.loads(record_path.read_text())
+        known = record["sha256"] == sha256
+    except (OSError, ValueError, KeyError, TypeError):
+        known = False
+    if not known:
+        model = _load_onnx(path, data)
+        embedded = ModelSpec.from_onnx(model)
+        rewritten, replaced = _rewrite_prelus(model)
+        if replaced:
+            cached_bytes_file(graph_path, lambda: rewritten)
+        record = {"sha256": sha256, "replaced": replaced, "spec": embedded.to_dict() if embedded else None}
+        write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
+    embedded = ModelSpec.from_dict(record["spec"]) if record["spec"] else None
+    if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
+        return data, 0, embedded
+    runnable = cached_bytes_file(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data))[0]).read_bytes()
+    return runnable, int(record["replaced"]), embedded
+
+
+def _load_onnx(path: Path, data: bytes):
+    import onnx
+
+    try:
+        return onnx.load_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError and friends: the file is not a model
+        raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+
+
+def _rewrite_prelus(onnx_model) -> tuple[bytes | None, int]:
+    """The model with its PReLUs as blocked convolutions, serialised, and how many were rewritten
+    (None and 0 when there are none it can rewrite)."""
     import onnx
 
     from maskgen.blocked_ops import rewrite_prelus
-    from maskgen.runtime import providers_for
 
-    on_cpu = providers_for(device) == ["CPUExecutionProvider"]
-    if not on_cpu or not any(n.op_type == "PRelu" for n in onnx_model.graph.node):
-        return data, 0
+    if not any(n.op_type == "PRelu" for n in onnx_model.graph.node):
+        return None, 0
     model = onnx.ModelProto()
     model.CopyFrom(onnx_model)
     replaced = rewrite_prelus(model)
-    return (model.SerializeToString(), replaced) if replaced else (data, 0)
+    return (model.SerializeToString(), replaced) if replaced else (None, 0)
 
 
 class Embedder:
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
                  accept_licence: bool = False, batch_size: int = 64, region: str = "full"):
-        import onnx
-
         from recog import zoo
 
         if isinstance(model, str) and model in zoo.BUILTINS:
@@ -74,20 +122,16 @@ class Embedder:
             if not path.is_file():
                 raise FileNotFoundError(f"{model} is neither a built-in model ({zoo.model_names()}) nor a file")
         data = path.read_bytes()
-        try:
-            onnx_model = onnx.load_from_string(data)
-        except Exception as exc:  # protobuf's DecodeError and friends: the file is not a model
-            raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
-        self.spec = resolve_spec(path, spec, onnx_model)
+        self.sha256 = sha256_bytes(data)
+        runnable, self.blocked_prelus, embedded = prepared_graph(path, data, self.sha256, device)
+        self.spec = resolve_spec(path, spec, embedded)
         if self.spec.requires_licence_acceptance and not accept_licence:
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True")
         self.path = path
-        self.sha256 = sha256_bytes(data)
         if region not in ("full", "upper"):
             raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {region!r}")
         self.flip, self.region = flip, region
         self.batch_size = batch_size
-        runnable, self.blocked_prelus = cpu_graph(onnx_model, data, device)
         try:
             self.session = create_session(runnable, device=device, threads=threads)
         except Exception:

@@ -43,12 +43,47 @@ def test_sface_is_the_pinned_file_with_a_dynamic_batch(face_chips):
         reference = original.run(["fc1"], {"data": x[i:i + 1]})[0][0]
         np.testing.assert_allclose(batched[i], reference, atol=1e-5, rtol=0)
         references.append(reference / np.linalg.norm(reference))
-    # on CPUs the embedder runs the graph with its 27 PReLUs as blocked convolutions (recog.embed.cpu_graph,
+    # on CPUs the embedder runs the graph with its 27 PReLUs as blocked convolutions (recog.embed.prepared_graph,
     # twice as fast): the same embeddings as the published file, to float rounding; the model id stays
     # the file's
     assert embedder.blocked_prelus == 27
     np.testing.assert_allclose(embedder.embed_crops(crops), np.array(references), atol=1e-5, rtol=0)
     assert embedder.model_id == f"sface@sha256:{zoo.sha256_bytes(embedder.path.read_bytes())[:16]}"
+
+
+def test_a_model_file_is_prepared_once_per_machine(face_chips, tmp_path, monkeypatch):
+    """What a model file holds (its spec, its PReLUs rewritten for CPUs) is worked out once and kept in
+    the model cache under the file's hash: an embedder made later (a recognition actor, a pool
+    process) neither parses the file with `onnx` nor rewrites it, and embeds the same. A cached graph
+    that no longer matches its recorded hash is made again."""
+    import shutil
+
+    import recog.embed as embed
+
+    model = tmp_path / "my-sface.onnx"
+    shutil.copy(zoo.builtin_path("sface"), model)
+    monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache"))
+    first = Embedder(str(model), device="cpu")
+    crops = np.concatenate([first.align(img, [pts]) for img, pts in face_chips[:4]])
+    expected = first.embed_crops(crops)
+    graphs = sorted((tmp_path / "cache" / "graphs").glob("*.onnx"))
+    assert first.blocked_prelus == 27 and len(graphs) == 1
+
+    def parsed_again(*args):
+        raise AssertionError("the model file was parsed again")
+
+    with monkeypatch.context() as m:
+        m.setattr(embed, "_load_onnx", parsed_again)
+        m.setattr(embed, "_rewrite_prelus", parsed_again)
+        again = Embedder(str(model), device="cpu")
+    assert again.blocked_prelus == 27 and again.spec == first.spec and again.model_id == first.model_id
+    np.testing.assert_array_equal(again.embed_crops(crops), expected)
+
+    good = graphs[0].read_bytes()
+    graphs[0].write_bytes(good[: len(good) // 2])  # truncated
+    remade = Embedder(str(model), device="cpu")
+    assert remade.blocked_prelus == 27 and graphs[0].read_bytes() == good
+    np.testing.assert_array_equal(remade.embed_crops(crops), expected)
 
 
 def test_dlib_resnet_matches_dlib_on_its_own_chips(face_chips):
