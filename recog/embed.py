@@ -11,6 +11,7 @@ goes with every embedding written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ from maskgen.runtime import create_session, sha256_bytes
 from recog.spec import ModelSpec
 
 
-def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: ModelSpec | None) -> ModelSpec:
+def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: str | None) -> ModelSpec:
     """Explicit spec (object, preset name, or JSON path) > sidecar JSON > the spec in the ONNX file's
-    metadata (`embedded`: `ModelSpec.from_onnx` of the file)."""
+    metadata (`embedded`: the JSON text under `recog.spec.METADATA_KEY`, read only when it is the
+    one used, as `ModelSpec.from_onnx` reads it)."""
     if isinstance(spec, ModelSpec):
         return spec
     if isinstance(spec, str) and not spec.endswith(".json"):
@@ -37,16 +39,17 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
             f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
         )
-    return embedded
+    return ModelSpec.from_dict(json.loads(embedded))
 
 
-# Bump when `rewrite_prelus` changes what it writes: prepared graphs of the old version are then
-# made again instead of reused.
-GRAPH_VERSION = 1
+# Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
+# of the old version are then made again instead of reused.
+GRAPH_VERSION = 2
 
 
-def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[bytes, int, ModelSpec | None]:
-    """(the bytes the session runs, PReLUs rewritten, the spec in the file's metadata or None).
+def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[bytes, int, str | None]:
+    """(the bytes the session runs, PReLUs rewritten, the spec's JSON text in the file's metadata or
+    None: see `resolve_spec`).
 
     On CPUs a model's per-channel PReLUs run as ONNX Runtime's blocked convolutions
     (maskgen.blocked_ops: sface 2x faster, values equal to float rounding, about 1e-6); on GPUs, and
@@ -58,27 +61,27 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     every recognition actor and pool process paid at start-up. A file seen for the first time is
     checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
     hash recorded when it was made, and made again if it does not match."""
-    import json
-
     from maskgen.runtime import cache_dir, cached_bytes_file, providers_for, write_atomic
+    from recog.spec import METADATA_KEY
 
     root = cache_dir() / "graphs"
     stem = f"{sha256[:32]}-g{GRAPH_VERSION}"
     record_path, graph_path = root / f"{stem}.json", root / f"{stem}.onnx"
     try:
         record = json.loads(record_path.read_text())
-        known = record["sha256"] == sha256
+        known = record["sha256"] == sha256 and isinstance(record["replaced"], int) and (
+            record["spec"] is None or isinstance(record["spec"], str))
     except (OSError, ValueError, KeyError, TypeError):
         known = False
     if not known:
         model = _load_onnx(path, data)
-        embedded = ModelSpec.from_onnx(model)
+        embedded = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
         rewritten, replaced = _rewrite_prelus(model)
         if replaced:
             cached_bytes_file(graph_path, lambda: rewritten)
-        record = {"sha256": sha256, "replaced": replaced, "spec": embedded.to_dict() if embedded else None}
+        record = {"sha256": sha256, "replaced": replaced, "spec": embedded}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
-    embedded = ModelSpec.from_dict(record["spec"]) if record["spec"] else None
+    embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
     runnable = cached_bytes_file(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data))[0]).read_bytes()

@@ -86,6 +86,26 @@ def test_a_model_file_is_prepared_once_per_machine(face_chips, tmp_path, monkeyp
     np.testing.assert_array_equal(remade.embed_crops(crops), expected)
 
 
+def test_a_spec_in_the_metadata_is_read_only_when_it_is_the_one_used(tmp_path, monkeypatch):
+    """The prepared record keeps the metadata's spec as text: a file whose embedded spec is broken
+    still loads with an explicit spec, and says what is wrong without one."""
+    from onnx import TensorProto, helper
+
+    monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache"))
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 112, 112])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    graph = helper.make_graph([helper.make_node("GlobalAveragePool", ["x"], ["p"]),
+                               helper.make_node("Flatten", ["p"], ["y"])], "tiny", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "mfr.spec", "{not json"
+    onnx.save(model, tmp_path / "tiny.onnx")
+    for _ in range(2):  # first sight, then from the record
+        assert Embedder(str(tmp_path / "tiny.onnx"), spec="arcface-112", device="cpu").spec.input_size == (112, 112)
+        with pytest.raises(ValueError):
+            Embedder(str(tmp_path / "tiny.onnx"), device="cpu")
+
+
 def test_dlib_resnet_matches_dlib_on_its_own_chips(face_chips):
     import dlib
 
