@@ -52,9 +52,10 @@ def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
 
 def decode_with_orientation(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                             background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, int]:
-    """`decode_image`'s array and the EXIF orientation it applied (`exif_orientation`'s values), from
-    one parse of the file: a writer that may keep the file as it is needs both, and parsing the
-    header again cost as much as decoding a small image."""
+    """`decode_image`'s array and the EXIF orientation (1 to 8) it turned the pixels upright by, from
+    one parse of the file: 1 when the file has none, 0 when its EXIF block cannot be read or the tag
+    is out of range. A writer that may keep the file as it is needs both, and parsing the header
+    again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
     with _open(data, max_pixels=max_pixels) as im:
@@ -69,20 +70,10 @@ def decode_with_orientation(data: bytes, *, max_pixels: int | None = DEFAULT_MAX
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1 to 8) by which `decode_image` turns the pixels upright: 1 when the
-    file has none; 0 when its header or EXIF block cannot be read."""
-    try:
-        with _open(data, max_pixels=None) as im:
-            return _orientation(im)
-    except Exception:  # a corrupt EXIF block is Pillow's error of the day: unknown, never a crash
-        return 0
-
-
 def _orientation(im) -> int:
     try:
         value = im.getexif().get(0x0112, 1)
-    except Exception:
+    except Exception:  # a corrupt EXIF block is Pillow's error of the day: unknown, never a crash
         return 0
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 0
 
