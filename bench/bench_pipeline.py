@@ -1,7 +1,7 @@
 """The streaming pipeline at scale: framework overhead, driver memory, `mfr run` against its stages,
 and rerun planning over a million finished inputs.
 
-    .venv/bin/python bench/bench_pipeline.py [--only overhead,run,rerun] [--repeats 3] [--work /tmp/mfr-bench-pipe]
+    .venv/bin/python bench/bench_pipeline.py [--only overhead,run,rerun,manifest] [--repeats 3] [--work /tmp/mfr-bench-pipe]
 
 overhead  N tiny images (16x16 grey JPEGs: smaller than the smallest face masked, so no detector
           runs and what is left is the framework: listing, reading, decoding, writing the image and the
@@ -14,6 +14,10 @@ run       2,000 LFW-size photos (bench/lfw_like.py, from ../shared/data/faces): 
           the augment output (the recognition work, plus decoding the masked images it needs alone).
 rerun     a finished output of 1,000,000 inputs (1,000 folders x 1,000 empty files, with manifest
           shards of synthetic rows): the time and driver peak RSS of a rerun that finds it all done.
+manifest  an input manifest (CSV) of the same 1,000,000 images: listing it as a job's read task does
+          (`jobs.inputs.ManifestLister`, in a process of its own, with nothing done): seconds until its
+          first rows, seconds to the end, and the process's peak RSS; then a rerun of `mfr mask` over
+          that manifest and the finished output above (time and driver peak RSS).
 
 Every figure comes from a fresh process (`ray.init()` in-process with this machine's CPUs; its start
 is not counted; the local-pool run starts no Ray). Medians over `--repeats` runs. Generated data
@@ -87,6 +91,16 @@ def finished_output(images: Path, output: Path, folders: int, per_folder: int) -
         pq.write_table(table, target)
 
 
+def input_manifest(path: Path, folders: int, per_folder: int) -> Path:
+    """A CSV input manifest naming the images of `finished_output`, an identity column beside."""
+    if not path.exists():
+        with path.open("w") as f:
+            f.write("path,identity\n")
+            for folder in range(folders):
+                f.writelines(f"id{folder:05d}/{n:06d}.jpg,id{folder:05d}\n" for n in range(per_folder))
+    return path
+
+
 # ---------------------------------------------------------------- one measurement, in a child process
 
 class OwnPeak:
@@ -108,6 +122,21 @@ class OwnPeak:
         self.stop.set()
         self.thread.join()
         return max(self.peak, self.proc.memory_info().rss)
+
+
+def list_manifest(args) -> None:
+    """What a read task does with an input manifest: list it, nothing being done yet."""
+    from jobs.inputs import ManifestLister
+
+    baseline = OwnPeak()
+    started = time.perf_counter()
+    first, rows = None, 0
+    for table in ManifestLister(args.images, args.output, "manifest").rows(Path(args.images).name):
+        first = time.perf_counter() - started if first is None else first
+        rows += table.num_rows
+    seconds = time.perf_counter() - started
+    print("RESULT " + json.dumps({"seconds": seconds, "first_rows_s": first, "processed": rows, "skipped": 0,
+                                  "inputs": rows, "statuses": {}, "driver_peak_mib": baseline.done() / 2**20}))
 
 
 def child(args) -> None:
@@ -215,9 +244,25 @@ def bench_rerun(work: Path, folders: int, per_folder: int, repeats: int) -> list
             "\n(goal: at most 60 s and 1 GiB of driver memory)"]
 
 
+def bench_manifest(work: Path, folders: int, per_folder: int, repeats: int) -> list[str]:
+    images, output = work / "million", work / "million-out"
+    finished_output(images, output, folders, per_folder)
+    manifest = input_manifest(images / "list.csv", folders, per_folder)
+    rows = folders * per_folder
+    listed = [measure("list-manifest", manifest, work / "nothing-done") for _ in range(repeats)]
+    assert all(r["processed"] == rows for r in listed), listed
+    reruns = [measure("augment", manifest, output, fresh=False) for _ in range(repeats)]
+    assert all(r["skipped"] == rows and r["processed"] == 0 for r in reruns), reruns
+    return ["| manifest rows | listing: first rows after, s | listing: all rows, s | listing process peak RSS, MiB "
+            "| rerun over the finished output, s | rerun driver peak RSS, MiB |", "|---:|---:|---:|---:|---:|---:|",
+            f"| {rows:,} | {median(listed, 'first_rows_s'):.1f} | {median(listed, 'seconds'):.1f} "
+            f"| {median(listed, 'driver_peak_mib'):.0f} | {median(reruns, 'seconds'):.1f} "
+            f"| {median(reruns, 'driver_peak_mib'):.0f} |"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="overhead,run,rerun")
+    parser.add_argument("--only", default="overhead,run,rerun,manifest")
     parser.add_argument("--sizes", default="2000,20000,200000", help="tiny-image counts for the overhead runs")
     parser.add_argument("--photos", type=int, default=2000, help="LFW-size photos for the run comparison")
     parser.add_argument("--million", default="1000x1000", help="folders x files of the rerun benchmark")
@@ -233,7 +278,7 @@ def main() -> None:
     parser.add_argument("--largest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args)
+        list_manifest(args) if args.job == "list-manifest" else child(args)
         return
     print(f"{os.cpu_count()} CPUs; medians of {args.repeats} run(s)", flush=True)
     tables = []
@@ -248,6 +293,10 @@ def main() -> None:
         if "rerun" in only:
             folders, per_folder = (int(v) for v in args.million.split("x"))
             tables += ["\nrerun planning over a finished output:"] + bench_rerun(args.work, folders, per_folder, 1)
+        if "manifest" in only:
+            folders, per_folder = (int(v) for v in args.million.split("x"))
+            tables += ["\nan input manifest of the same images:"] + \
+                bench_manifest(args.work, folders, per_folder, args.repeats)
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)

@@ -19,9 +19,9 @@ import csv
 import io
 import math
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from jobs.storage import UnsafeKeyError, open_store, read_parquet_bytes, safe_key
+from jobs.storage import UnsafeKeyError, open_store, safe_key
 from maskgen.seed import LANDMARK_COLUMNS, decode_text, seed_relative_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -52,14 +52,6 @@ class InputItem:
                 "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery), "written": list(self.written)}
 
 
-@dataclass
-class JobInput:
-    """Where the images are (`images_uri`) and which ones (`items`)."""
-
-    images_uri: str
-    items: list[InputItem] = field(default_factory=list)
-
-
 def is_manifest(uri: str) -> bool:
     return str(uri).lower().endswith(MANIFEST_SUFFIXES)
 
@@ -69,56 +61,59 @@ def folder_identity(key: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def resolve_input(uri: str, images_uri: str | None = None) -> JobInput:
-    """A folder / prefix (every image under it) or a manifest file (its rows; images relative to
-    `images_uri`, by default the manifest's own folder)."""
-    uri = str(uri)
-    if not is_manifest(uri):
-        store = open_store(uri)
-        return JobInput(store.uri, [InputItem(k, folder_identity(k)) for k in store.list()])
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    data = open_store(parent or ".").read(name)
-    root = open_store(images_uri if images_uri is not None else (parent or "."))
-    return JobInput(root.uri, read_input_manifest(data, name))
-
-
-def _rows(data: bytes, name: str) -> list[dict]:
+def _records(source: bytes | Path, name: str, encoding: str | None = "utf-8-sig"):
+    """(row number, row) of an input manifest (its bytes, or the path of a local copy), read as a
+    stream: a CSV's rows as `csv.DictReader` gives them, numbered from 2 (the header is row 1), a
+    Parquet file's one row group at a time, numbered from 1, a binary column's values read as UTF-8
+    or GBK text."""
     if name.lower().endswith(".parquet"):
-        rows = read_parquet_bytes(data).to_pylist()
-        # a binary path column (some writers store strings so) holds UTF-8 or GBK text
-        return [{k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in r.items()} for r in rows]
-    return list(csv.DictReader(io.StringIO(decode_text(data, name))))
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        # one thread and no pre-buffering, for the reason given on jobs.storage.read_parquet_bytes
+        with (pa.BufferReader(source) if isinstance(source, bytes) else pa.memory_map(str(source))) as native:
+            line = 0
+            for batch in pq.ParquetFile(native, pre_buffer=False).iter_batches(batch_size=8192, use_threads=False):
+                for row in batch.to_pylist():
+                    line += 1
+                    yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
+        return
+    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as raw:
+        yield from enumerate(csv.DictReader(io.TextIOWrapper(raw, encoding=encoding, newline="")), start=2)
 
 
-def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputItem]:
-    """The items of an input manifest (see the module docstring). Raises ValueError only when the file
-    as a whole is unusable (no path column, no rows); bad rows become refused items."""
-    from recog.protocols import read_masked_flag
+class _ManifestRows:
+    """How one manifest's rows become items: its columns are checked once, from its first row."""
 
-    rows = _rows(data, name)
-    if not rows:
-        raise ValueError(f"{name}: the manifest has no rows")
-    columns = set(rows[0])
-    seed_layout = {"sub_folder", "image_name"} <= columns
-    if "path" not in columns and not seed_layout:
-        raise ValueError(f"{name}: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
-                         f"'image_name'); it has {sorted(columns)[:8]}")
-    has_landmarks = set(LANDMARK_COLUMNS) <= columns
-    seen: dict[str, int] = {}
-    items = []
-    for line, row in enumerate(rows, start=2 if name.lower().endswith(".csv") else 1):
-        where = f"{name} row {line}"
+    def __init__(self, columns: set, name: str):
+        self.name = name
+        seed_layout = {"sub_folder", "image_name"} <= columns
+        if "path" not in columns and not seed_layout:
+            raise ValueError(f"{name}: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
+                             f"'image_name'); it has {sorted(map(str, columns))[:8]}")
+        self.seed_paths = seed_layout and "path" not in columns
+        self.has_landmarks = set(LANDMARK_COLUMNS) <= columns
+
+    def key(self, row: dict) -> tuple[str, str | None, str]:
+        """(the path as written, the safe key or None, why it is not safe)."""
         try:
-            if seed_layout and "path" not in columns:
+            if self.seed_paths:
                 raw = f"{row.get('sub_folder') or ''}/{row.get('image_name') or ''}"
-                key = safe_key(seed_relative_path(row.get("sub_folder") or "", row.get("image_name") or ""))
-            else:
-                raw = str(row.get("path") or "")
-                key = safe_key(raw)
+                return raw, safe_key(seed_relative_path(row.get("sub_folder") or "", row.get("image_name") or "")), ""
+            raw = str(row.get("path") or "")
+            return raw, safe_key(raw), ""
         except (UnsafeKeyError, ValueError) as exc:
-            items.append(InputItem(raw, status="unsafe_path", input_row=f"{raw}#row{line}",
-                                   message=f"{where}: {exc}; nothing read or written"))
-            continue
+            return raw, None, str(exc)
+
+    def item(self, row: dict, line: int) -> InputItem:
+        """The item of one row, on its own: a refused row gets its status and reason."""
+        from recog.protocols import read_masked_flag
+
+        where = f"{self.name} row {line}"
+        raw, key, unsafe = self.key(row)
+        if key is None:
+            return InputItem(raw, status="unsafe_path", input_row=f"{raw}#row{line}",
+                             message=f"{where}: {unsafe}; nothing read or written")
         item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
         try:
             if row.get("masked") not in (None, ""):
@@ -127,29 +122,92 @@ def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputIt
                 from maskgen.facetype import FaceType
 
                 item.face_type = FaceType.from_code(str(row["face_type"])).code
-            if has_landmarks:
+            if self.has_landmarks:
                 values = [float(row[c]) for c in LANDMARK_COLUMNS]
                 if not all(math.isfinite(v) for v in values):
                     raise ValueError("landmarks must be finite numbers")
                 item.landmarks68 = values
         except (TypeError, ValueError) as exc:
             item.status, item.message = "bad_row", f"{where}: {exc}"
-        if key in seen:
-            first = items[seen[key][1]]
-            if another_face_of(first, item):
-                first.landmarks68 = first.landmarks68 + item.landmarks68
-                first.face_type = _face_types(first, item)
-                continue
-            item.input_row = f"{key}#row{line}"
-            item.status, item.message = "duplicate", f"{where}: same image as row {seen[key][0]}; processed once"
-            if item.landmarks68 and first.landmarks68 and first.status is None:
-                item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
-                                 else " (a further face of an image needs the same identity and masked flag)")
-            items.append(item)
+        return item
+
+
+class _RepeatedPaths:
+    """The rows of paths that more than one row names, added in row order: a row giving a further
+    face of its image (`another_face_of`) joins the first row's item; any other repeat is a duplicate,
+    kept with the row it repeats."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.first: dict[str, tuple[int, InputItem]] = {}
+        self.items: list[tuple[int, InputItem]] = []
+
+    def add(self, line: int, item: InputItem) -> None:
+        if item.key not in self.first:
+            self.first[item.key] = (line, item)
+            self.items.append((line, item))
+            return
+        first_line, first = self.first[item.key]
+        if another_face_of(first, item):
+            first.landmarks68 = first.landmarks68 + item.landmarks68
+            first.face_type = _face_types(first, item)
+            return
+        item.input_row = f"{item.key}#row{line}"
+        item.status, item.message = "duplicate", f"{self.name} row {line}: same image as row {first_line}; processed once"
+        if item.landmarks68 and first.landmarks68 and first.status is None:
+            item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
+                             else " (a further face of an image needs the same identity and masked flag)")
+        self.items.append((line, item))
+
+
+def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
+    """(row number, item) for every input of a manifest (its bytes, or the path of a local copy; see
+    the module docstring), in memory that does not grow with the manifest but by 16 bytes a row.
+    Raises ValueError only when the file as a whole is unusable (not UTF-8 or GBK text, no path
+    column, no rows); bad rows become refused items.
+
+    Two passes over the file: the first keeps a digest of each row's path and finds the paths that
+    more than one row names; the second yields each other row as soon as it is read, and holds the
+    rows of repeated paths until the end, where `_RepeatedPaths` merges further faces and marks
+    duplicates, exactly as if the whole file were read at once (`read_input_manifest`)."""
+    import numpy as np
+
+    from jobs.source import digest
+
+    parquet = name.lower().endswith(".parquet")
+    for encoding in (None,) if parquet else ("utf-8-sig", "gbk"):
+        rows, seen = None, bytearray()
+        try:
+            for _, row in _records(source, name, encoding):
+                rows = rows or _ManifestRows(set(row), name)
+                key = rows.key(row)[1]
+                if key is not None:
+                    seen += digest(key)
+            break
+        except UnicodeDecodeError:
             continue
-        seen[key] = (line, len(items))
-        items.append(item)
-    return items
+    else:
+        raise ValueError(f"{name}: neither UTF-8 nor GBK text")
+    if rows is None:
+        raise ValueError(f"{name}: the manifest has no rows")
+    ordered = np.sort(np.frombuffer(bytes(seen), dtype="S16"))
+    del seen
+    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]]).tobytes()  # tobytes keeps trailing NULs
+    del ordered
+    repeated = {twice[i:i + 16] for i in range(0, len(twice), 16)}
+    repeats = _RepeatedPaths(name)
+    for line, row in _records(source, name, encoding):
+        item = rows.item(row, line)
+        if item.status != "unsafe_path" and digest(item.key) in repeated:
+            repeats.add(line, item)
+        else:
+            yield line, item
+    yield from repeats.items
+
+
+def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputItem]:
+    """The items of an input manifest, in row order (`manifest_items`)."""
+    return [item for _, item in sorted(manifest_items(data, name), key=lambda pair: pair[0])]
 
 
 def _faces(item: InputItem) -> list[list[float]]:
@@ -310,8 +368,9 @@ class FolderLister:
 
 
 class ManifestLister:
-    """The rows of an input manifest (one read task reads the file), in hash buckets, less those
-    already done."""
+    """The rows of an input manifest, less those already done, streamed by one read task: rows reach
+    the pool while the task reads on, and its memory does not grow with the manifest (10^6 rows:
+    see the README's Benchmarks). A manifest on S3 is copied to the task's local disk first."""
 
     def __init__(self, manifest_uri: str, output_uri: str, done_dir: str, done_where=None, progress=None,
                  chunk: int = 4096):
@@ -319,18 +378,30 @@ class ManifestLister:
         self.done_where, self.progress, self.chunk = done_where, progress, chunk
 
     def rows(self, group: str):
-        import pyarrow as pa
-
-        from jobs.source import bucket_of, group_id, read_done
+        from jobs.source import bucket_of, done_digests, group_id
 
         parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
-        items = read_input_manifest(open_store(parent or ".").read(name), name)
-        done = read_done(open_store(self.output_uri), self.done_dir, "input_row", self.done_where)
-        rows = [it.to_row(group_id(bucket_of(it.key))) for it in items]
-        todo = [r for r in rows if r["input_row"] not in done]
+        # every group's done rows, as digests: the manifest's rows spread over all of them
+        done = done_digests(open_store(self.output_uri), self.done_dir, "input_row", self.done_where)
+        with open_store(parent or ".").local_file(name) as path:
+            chunk = []
+            for _, item in manifest_items(path, name):
+                chunk.append(item.to_row(group_id(bucket_of(item.key))))
+                if len(chunk) == self.chunk:
+                    yield from self._left(chunk, done)
+                    chunk = []
+            yield from self._left(chunk, done)
+
+    def _left(self, rows: list[dict], done):
+        import pyarrow as pa
+
+        if not rows:
+            return
+        finished = done.contains([r["input_row"] for r in rows])
+        todo = [r for r, was in zip(rows, finished) if not was]
         report_listed(self.progress, len(todo), len(rows) - len(todo))
-        for i in range(0, len(todo), self.chunk):
-            yield pa.Table.from_pylist(todo[i:i + self.chunk], schema=input_schema())
+        if todo:
+            yield pa.Table.from_pylist(todo, schema=input_schema())
 
 
 def output_inside_input(input_store, output_store) -> str | None:

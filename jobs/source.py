@@ -16,6 +16,7 @@ the whole output into the driver. See `group_id`.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 from typing import Callable, Iterable
 
@@ -24,6 +25,7 @@ from ray.data import Datasource
 MANIFEST_BUCKETS = 64      # groups of an input manifest
 
 
+@functools.lru_cache(maxsize=4096)  # a manifest's 64 buckets, once per row
 def group_id(group: str) -> str:
     """The folder name of a group under the output: short, ASCII, the same on every run."""
     return "g=" + hashlib.sha256(group.encode("utf-8", "surrogateescape")).hexdigest()[:12]
@@ -41,14 +43,13 @@ def bucket_of(key: str, buckets: int = MANIFEST_BUCKETS) -> str:
     return f"bucket-{int.from_bytes(digest[:4], 'big') % buckets:03d}"
 
 
-def read_done(store, directory: str, key_column: str, where: Callable | None = None) -> set:
-    """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
-    optionally only the rows for which `where(table)` (a pyarrow boolean mask) holds. A shard that
-    cannot be parsed (a write cut short by a crash on a file system without atomic rename) counts as
-    not written: its rows are done again and the shard is overwritten by a new one."""
+def _done_tables(store, directory: str, where: Callable | None):
+    """The Parquet shards under `directory` of `store` as tables, each only the rows for which
+    `where(table)` (a pyarrow boolean mask) holds, if given. A shard that cannot be parsed (a write
+    cut short by a crash on a file system without atomic rename) counts as not written: its rows are
+    done again and the shard is overwritten by a new one."""
     from jobs.storage import read_parquet_bytes
 
-    done = set()
     for key in store.list(directory):
         if not key.endswith(".parquet"):
             continue
@@ -56,10 +57,58 @@ def read_done(store, directory: str, key_column: str, where: Callable | None = N
             table = read_parquet_bytes(store.read(key))
         except (OSError, ValueError):
             continue
-        if where is not None:
-            table = table.filter(where(table))
+        yield table.filter(where(table)) if where is not None else table
+
+
+def read_done(store, directory: str, key_column: str, where: Callable | None = None) -> set:
+    """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
+    optionally only the rows for which `where(table)` holds (see `_done_tables`)."""
+    done = set()
+    for table in _done_tables(store, directory, where):
         done.update(table.column(key_column).to_pylist())
     return done
+
+
+def digest(text: str) -> bytes:
+    """16 bytes that stand for `text` in a `DigestSet` (BLAKE2b: a collision among 10^9 texts has a
+    chance of about 10^-21)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+
+
+class DigestSet:
+    """A set of texts held as their sorted 16-byte digests: 16 bytes a member where a Python set of
+    strings takes about 100, for the done rows of a whole input manifest."""
+
+    def __init__(self, digests: bytes | bytearray = b""):
+        import numpy as np
+
+        self._sorted = np.unique(np.frombuffer(bytes(digests), dtype="S16"))
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def __contains__(self, text: str) -> bool:
+        return bool(self.contains([text])[0])
+
+    def contains(self, texts: list[str]):
+        """A boolean array: whether each of `texts` is in the set."""
+        import numpy as np
+
+        if not len(self._sorted) or not texts:
+            return np.zeros(len(texts), dtype=bool)
+        wanted = np.frombuffer(b"".join(digest(t) for t in texts), dtype="S16")
+        at = np.minimum(np.searchsorted(self._sorted, wanted), len(self._sorted) - 1)
+        return self._sorted[at] == wanted
+
+
+def done_digests(store, directory: str, key_column: str, where: Callable | None = None) -> DigestSet:
+    """`read_done` as a `DigestSet`: for folders too large to hold as Python strings (every group of
+    an input manifest)."""
+    found = bytearray()
+    for table in _done_tables(store, directory, where):
+        for value in table.column(key_column).to_pylist():
+            found += digest(value)
+    return DigestSet(found)
 
 
 class GroupedSource(Datasource):

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.inputs import LANDMARK_COLUMNS, read_input_manifest, resolve_input
+from jobs.inputs import LANDMARK_COLUMNS, ManifestLister, Tally, manifest_items, read_input_manifest
+from jobs.source import DigestSet, bucket_of, digest, group_id
 from conftest import require_shared
 
 
@@ -82,9 +83,102 @@ def test_unusable_manifests_raise(tmp_path):
         read_input_manifest(b"file,identity\na.jpg,x\n", "m.csv")
     with pytest.raises(ValueError, match="no rows"):
         read_input_manifest(b"path\n", "m.csv")
-    (tmp_path / "m.csv").write_text("path\nx/a.jpg\n")
-    job = resolve_input(str(tmp_path / "m.csv"))
-    assert job.images_uri == str(tmp_path) and [it.key for it in job.items] == ["x/a.jpg"]
+    with pytest.raises(ValueError, match="neither UTF-8 nor GBK"):
+        read_input_manifest(b"path\n" + b"a/1.jpg\n" * 20000 + b"\xff\xff.jpg\n", "m.csv")
+
+
+def _nul_ended(prefix: str, count: int) -> list[str]:
+    """Texts whose digest ends in a NUL byte: numpy's bytes scalars drop trailing NULs, so a set built
+    from them would miss these."""
+    found, i = [], 0
+    while len(found) < count:
+        if digest(f"{prefix}{i}")[-1] == 0:
+            found.append(f"{prefix}{i}")
+        i += 1
+    return found
+
+
+def test_a_gbk_manifest_is_found_gbk_where_its_first_non_ascii_row_is_far_down():
+    """Streamed, a manifest is decoded as it is read: a GBK name 20,000 rows in sends the reader back to
+    the start with GBK, and the rows are those of the whole file decoded as GBK."""
+    text = "path,identity\n" + "".join(f"p{i % 7}/{i}.jpg,\n" for i in range(20000)) + "白敬亭/1.jpg,\n"
+    items = read_input_manifest(text.encode("gbk"), "list.csv")
+    assert len(items) == 20001 and items[-1].key == "白敬亭/1.jpg" and items[-1].identity == "白敬亭"
+    assert all(it.status is None for it in items)
+
+
+def test_repeated_paths_are_found_whatever_their_digest_and_wherever_they_are():
+    """Rows far apart that name one image are merged or marked as if the file were read at once; the
+    paths chosen here have digests ending in NUL."""
+    keys = _nul_ended("a/", 3)
+    lines = ["path"] + keys + [f"b/{i}.jpg" for i in range(5000)] + [keys[1], "./" + keys[2]]
+    items = read_input_manifest(("\n".join(lines) + "\n").encode(), "m.csv")
+    assert len(items) == 5005
+    repeats = [it for it in items if it.status == "duplicate"]
+    assert [(it.key, it.input_row) for it in repeats] == [(keys[1], f"{keys[1]}#row5005"),
+                                                          (keys[2], f"{keys[2]}#row5006")]
+    assert "same image as row 3" in repeats[0].message and "same image as row 4" in repeats[1].message
+    streamed = list(manifest_items(("\n".join(lines) + "\n").encode(), "m.csv"))
+    assert sorted(line for line, _ in streamed) == sorted(set(line for line, _ in streamed))
+    assert [line for line, _ in streamed][-4:] == [3, 4, 5005, 5006]  # held to the end, in row order
+
+
+def test_digest_sets_hold_exactly_their_members():
+    members = _nul_ended("m", 20) + [f"k{i}" for i in range(3000)]
+    others = _nul_ended("o", 20) + [f"x{i}" for i in range(3000)]
+    done = DigestSet(b"".join(digest(t) for t in members + members[:10]))
+    assert len(done) == len(members)
+    assert done.contains(members).all() and not done.contains(others).any()
+    assert members[0] in done and others[0] not in done and not DigestSet().contains(members).any()
+
+
+def test_a_manifest_is_listed_in_chunks_less_what_is_done_in_bounded_memory(tmp_path):
+    """50,000 rows, 500 of them done already: the lister yields the others in chunks, reports every row,
+    and never holds the manifest (its items alone take over 20 MiB of Python objects)."""
+    import tracemalloc
+
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path\n" + "".join(f"id{i // 20}/{i}.jpg\n" for i in range(50_000)))
+    done = [f"id{i // 20}/{i}.jpg" for i in range(0, 50_000, 100)]
+    (tmp_path / "out" / "manifest" / "g=x").mkdir(parents=True)
+    pq.write_table(pa.table({"input_row": done}), tmp_path / "out" / "manifest" / "g=x" / "shard.parquet")
+    tally = Tally()
+    lister = ManifestLister(str(manifest), str(tmp_path / "out"), "manifest", progress=tally)
+    tracemalloc.start()
+    try:
+        seen, chunks = 0, 0
+        for table in lister.rows("list.csv"):
+            chunks += 1
+            seen += table.num_rows
+            assert not set(table.column("input_row").to_pylist()) & set(done[:50])
+            first = table.slice(0, 1).to_pylist()[0]
+            assert first["group"] == group_id(bucket_of(first["key"]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seen == 49_500 and chunks >= 49_500 // 4096 and (tally.todo, tally.done) == (49_500, 500)
+    assert peak < 15 * 2**20, f"{peak / 2**20:.1f} MiB traced while listing"
+
+
+def test_a_manifest_on_s3_is_listed_from_a_local_copy_that_is_then_removed(bucket, tmp_path):
+    import os
+    import tempfile
+
+    from jobs.storage import open_store
+
+    def copies():
+        return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("mfr-")}
+
+    store = open_store(f"s3://{bucket}/lists")
+    store.write("m.csv", "path,masked\na/1.jpg,0\nb/2.jpg,1\na/1.jpg,0\n".encode())
+    before = copies()
+    lister = ManifestLister(f"s3://{bucket}/lists/m.csv", str(tmp_path / "out"), "manifest")
+    rows = [r for table in lister.rows("m.csv") for r in table.to_pylist()]
+    assert [(r["key"], r["status"], r["masked"]) for r in rows] == [("b/2.jpg", "", True), ("a/1.jpg", "", False),
+                                                                     ("a/1.jpg", "duplicate", False)]
+    assert copies() == before
+    with pytest.raises(FileNotFoundError):
+        next(ManifestLister(f"s3://{bucket}/lists/nope.csv", str(tmp_path / "out"), "manifest").rows("nope.csv"))
 
 
 def test_gallery_roles_keep_what_an_earlier_run_gave():
