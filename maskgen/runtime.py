@@ -59,15 +59,23 @@ def cached_bytes_file(path: Path, make, expected: str | None = None) -> Path:
     advance) or else the SHA-256 recorded beside it (`<name>.sha256`) when it was made. A file that
     does not match (truncated, overwritten) is made again once with `make()` (fetch, build or
     convert); if that does not match either, ModelCacheError says which file and what to do."""
+    cached_bytes(path, make, expected)
+    return path
+
+
+def cached_bytes(path: Path, make, expected: str | None = None) -> bytes:
+    """The contents of `cached_bytes_file(path, make, expected)`, read once: for a caller that
+    needs the bytes, not the path."""
     record = path.with_name(path.name + ".sha256")
     if path.is_file():
         want = expected or (record.read_text().strip() if record.is_file() else None)
-        have = sha256_bytes(path.read_bytes())
+        data = path.read_bytes()
+        have = sha256_bytes(data)
         if want is None:
             write_atomic(record, have.encode())  # a file cached before hashes were recorded
-            return path
+            return data
         if have == want:
-            return path
+            return data
     data = make()
     digest = sha256_bytes(data)
     if expected and digest != expected:
@@ -75,7 +83,7 @@ def cached_bytes_file(path: Path, make, expected: str | None = None) -> Path:
                               f"not {expected}; delete {path.parent} and try again, or check the package it comes from")
     write_atomic(path, data)
     write_atomic(record, digest.encode())
-    return path
+    return data
 
 
 def available_cpus() -> int:

@@ -61,7 +61,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     every recognition actor and pool process paid at start-up. A file seen for the first time is
     checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
     hash recorded when it was made, and made again if it does not match."""
-    from maskgen.runtime import cache_dir, cached_bytes_file, providers_for, write_atomic
+    from maskgen.runtime import cache_dir, cached_bytes, cached_bytes_file, providers_for, write_atomic
     from recog.spec import METADATA_KEY
 
     root = cache_dir() / "graphs"
@@ -84,7 +84,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
-    runnable = cached_bytes_file(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data))[0]).read_bytes()
+    runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data))[0])
     return runnable, int(record["replaced"]), embedded
 
 
