@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -61,25 +63,68 @@ def folder_identity(key: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def _records(source: bytes | Path, name: str, encoding: str | None = "utf-8-sig"):
-    """(row number, row) of an input manifest (its bytes, or the path of a local copy), read as a
+def _is_parquet(name: str) -> bool:
+    return name.lower().endswith(".parquet")
+
+
+@contextmanager
+def _opened(source, name: str):
+    """(handle, stamp) on a manifest (its bytes, or the path of a local file) for both passes of
+    `manifest_items`: the handle keeps the file it opened, so a file replaced meanwhile is not read;
+    `stamp()` is the opened file's (size, modification time), to refuse one changed in place."""
+    import pyarrow as pa
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        yield (pa.BufferReader(data) if _is_parquet(name) else io.BytesIO(data)), lambda: None
+        return
+    with open(source, "rb") as file:
+        def stamp():
+            stat = os.fstat(file.fileno())
+            return stat.st_size, stat.st_mtime_ns
+
+        if not _is_parquet(name):
+            yield file, stamp
+            return
+        # a memory map of the same file for Parquet: one thread and no I/O pool (see
+        # jobs.storage.read_parquet_bytes)
+        with pa.memory_map(f"/proc/self/fd/{file.fileno()}" if os.path.exists("/proc/self/fd") else str(source)) as mapped:
+            yield mapped, stamp
+
+
+def _unchanged(name: str, stamp, before):
+    """`stamp()` now, after checking it equals `before` (None: the first look)."""
+    now = stamp()
+    if before is not None and now != before:
+        raise ValueError(f"{name}: the manifest changed while it was read; nothing of it was trusted, run the "
+                         "job again once it is complete")
+    return now
+
+
+def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
+    """(row number, row) of an input manifest from the start of `handle` (`_opened`), read as a
     stream: a CSV's rows as `csv.DictReader` gives them, numbered from 2 (the header is row 1), a
     Parquet file's one row group at a time, numbered from 1, a binary column's values read as UTF-8
     or GBK text."""
-    if name.lower().endswith(".parquet"):
-        import pyarrow as pa
+    handle.seek(0)
+    if _is_parquet(name):
         import pyarrow.parquet as pq
 
-        # one thread and no pre-buffering, for the reason given on jobs.storage.read_parquet_bytes
-        with (pa.BufferReader(source) if isinstance(source, bytes) else pa.memory_map(str(source))) as native:
-            line = 0
-            for batch in pq.ParquetFile(native, pre_buffer=False).iter_batches(batch_size=8192, use_threads=False):
-                for row in batch.to_pylist():
-                    line += 1
-                    yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
+        line = 0
+        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=8192, use_threads=False):
+            try:
+                rows = batch.to_pylist()
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{name}: a text column holds bytes that are not UTF-8 ({exc.reason})") from None
+            for row in rows:
+                line += 1
+                yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
         return
-    with (io.BytesIO(source) if isinstance(source, bytes) else open(source, "rb")) as raw:
-        yield from enumerate(csv.DictReader(io.TextIOWrapper(raw, encoding=encoding, newline="")), start=2)
+    text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+    try:
+        yield from enumerate(csv.DictReader(text), start=2)
+    finally:
+        text.detach()  # the handle stays open for the other pass
 
 
 class _ManifestRows:
@@ -166,43 +211,47 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
     Raises ValueError only when the file as a whole is unusable (not UTF-8 or GBK text, no path
     column, no rows); bad rows become refused items.
 
-    Two passes over the file: the first keeps a digest of each row's path and finds the paths that
-    more than one row names; the second yields each other row as soon as it is read, and holds the
+    Two passes over one handle on the file (a file replaced meanwhile is not seen; one changed in
+    place stops the listing with ValueError): the first keeps a digest of each row's path and finds
+    the paths that more than one row names; the second yields each other row as soon as it is read, and holds the
     rows of repeated paths until the end, where `_RepeatedPaths` merges further faces and marks
     duplicates, exactly as if the whole file were read at once (`read_input_manifest`)."""
     import numpy as np
 
     from jobs.source import digest
 
-    parquet = name.lower().endswith(".parquet")
-    for encoding in (None,) if parquet else ("utf-8-sig", "gbk"):
-        rows, seen = None, bytearray()
-        try:
-            for _, row in _records(source, name, encoding):
-                rows = rows or _ManifestRows(set(row), name)
-                key = rows.key(row)[1]
-                if key is not None:
-                    seen += digest(key)
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        raise ValueError(f"{name}: neither UTF-8 nor GBK text")
-    if rows is None:
-        raise ValueError(f"{name}: the manifest has no rows")
-    ordered = np.sort(np.frombuffer(bytes(seen), dtype="S16"))
-    del seen
-    twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]]).tobytes()  # tobytes keeps trailing NULs
-    del ordered
-    repeated = {twice[i:i + 16] for i in range(0, len(twice), 16)}
-    repeats = _RepeatedPaths(name)
-    for line, row in _records(source, name, encoding):
-        item = rows.item(row, line)
-        if item.status != "unsafe_path" and digest(item.key) in repeated:
-            repeats.add(line, item)
+    with _opened(source, name) as (handle, stat):
+        stamp = _unchanged(name, stat, None)
+        for encoding in (None,) if _is_parquet(name) else ("utf-8-sig", "gbk"):
+            rows, seen = None, bytearray()
+            try:
+                for _, row in _records(handle, name, encoding):
+                    rows = rows or _ManifestRows(set(row), name)
+                    key = rows.key(row)[1]
+                    if key is not None:
+                        seen += digest(key)
+                break
+            except UnicodeDecodeError:
+                continue
         else:
-            yield line, item
-    yield from repeats.items
+            raise ValueError(f"{name}: neither UTF-8 nor GBK text")
+        if rows is None:
+            raise ValueError(f"{name}: the manifest has no rows")
+        ordered = np.sort(np.frombuffer(bytes(seen), dtype="S16"))
+        del seen
+        twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]]).tobytes()  # tobytes keeps trailing NULs
+        del ordered
+        repeated = {twice[i:i + 16] for i in range(0, len(twice), 16)}
+        stamp = _unchanged(name, stat, stamp)
+        repeats = _RepeatedPaths(name)
+        for line, row in _records(handle, name, encoding):
+            item = rows.item(row, line)
+            if item.status != "unsafe_path" and digest(item.key) in repeated:
+                repeats.add(line, item)
+            else:
+                yield line, item
+        _unchanged(name, stat, stamp)
+        yield from repeats.items
 
 
 def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputItem]:

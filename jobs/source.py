@@ -107,7 +107,8 @@ def done_digests(store, directory: str, key_column: str, where: Callable | None 
     found = bytearray()
     for table in _done_tables(store, directory, where):
         for value in table.column(key_column).to_pylist():
-            found += digest(value)
+            if value is not None:
+                found += digest(value)
     return DigestSet(found)
 
 

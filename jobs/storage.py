@@ -211,6 +211,10 @@ class LocalStore:
             raise FileNotFoundError(f"{path} does not exist")
         if not path.is_file():
             raise UnreadableObject(f"cannot read {path}: not a regular file")
+        try:
+            open(path, "rb").close()
+        except OSError as exc:
+            raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
         yield path
 
     def exists(self, key: str) -> bool:

@@ -196,3 +196,44 @@ def test_gallery_roles_keep_what_an_earlier_run_gave():
     recorded = {"a/2.jpg": True, "a/3.jpg": True, "a/4.jpg": False, "b/2.jpg": False, "b/3.jpg": True, "b/4.jpg": False}
     roles = lister.assign_roles(entries, recorded)
     assert [k for k, gallery in roles.items() if gallery] == ["a/2.jpg", "a/3.jpg", "b/1.jpg", "b/3.jpg"]
+
+
+def test_a_manifest_replaced_or_changed_while_listed_is_never_read_half_old_half_new(tmp_path, monkeypatch):
+    """Both passes read one handle: a manifest replaced after the first pass (an atomic rename) is
+    listed as it was when opened; one rewritten in place stops the listing with a clear error instead
+    of letting a repeat go unseen."""
+    import os
+
+    import jobs.source as source
+
+    manifest = tmp_path / "m.csv"
+    real = source.digest
+
+    def listing(change):
+        manifest.write_bytes(b"path\na.jpg\nb.jpg\n")
+        calls = []
+
+        def digest_then_change(text):
+            calls.append(text)
+            if len(calls) == 2:  # the first pass has just read its last row
+                change()
+            return real(text)
+
+        monkeypatch.setattr(source, "digest", digest_then_change)
+        try:
+            return [(it.key, it.status) for _, it in manifest_items(manifest, "m.csv")]
+        finally:
+            monkeypatch.setattr(source, "digest", real)
+
+    def replace():
+        (tmp_path / "new.csv").write_bytes(b"path\na.jpg\na.jpg\n")
+        os.replace(tmp_path / "new.csv", manifest)
+
+    def rewrite():
+        with open(manifest, "r+b") as f:
+            f.write(b"path\na.jpg\na.jpg\nc.jpg\n")
+
+    assert listing(replace) == [("a.jpg", None), ("b.jpg", None)]
+    with pytest.raises(ValueError, match="changed while it was read"):
+        listing(rewrite)
+    assert [it.key for it in read_input_manifest(bytearray(b"path\nx/1.jpg\n"), "m.csv")] == ["x/1.jpg"]
