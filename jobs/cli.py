@@ -551,8 +551,27 @@ def root_cause(exc: BaseException) -> str:
     ours = re.findall(r"^\s*(?:jobs|maskgen|recog)\.[\w.]+: (.+)$", text, flags=re.MULTILINE)
     if ours:
         return ours[-1].strip()
+    raised = _raised_in_our_code(text)
+    if raised:
+        return raised
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(" ")]
     return lines[-1] if lines else text
+
+
+def _raised_in_our_code(text: str) -> str | None:
+    """The message of the last built-in error (`ValueError: ...`) in a traceback text whose innermost
+    frame is in this project: Ray Data appends its retry advice to the error's own message, so the
+    message's last line would be Ray's, not ours."""
+    found, ours = None, False
+    for line in text.splitlines():
+        frame = re.match(r'^\s*File "([^"]+)", line \d+', line)
+        if frame:
+            ours = bool(re.search(r"[/\\](jobs|maskgen|recog)[/\\][^/\\]+\.py$", frame.group(1)))
+            continue
+        error = re.match(r"^([A-Z]\w*(?:Error|Exception)): (.+)$", line)
+        if error and ours:
+            found = error.group(2).strip()
+    return found
 
 
 if __name__ == "__main__":

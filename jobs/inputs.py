@@ -246,7 +246,7 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
         repeats = _RepeatedPaths(name)
         for line, row in _records(handle, name, encoding):
             item = rows.item(row, line)
-            if item.status != "unsafe_path" and digest(item.key) in repeated:
+            if repeated and item.status != "unsafe_path" and digest(item.key) in repeated:
                 repeats.add(line, item)
             else:
                 yield line, item

@@ -158,3 +158,17 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
                                       "--second-look", "off"])
     assert (args.crop_mode, args.input_kind, args.second_look) == ("off", "masked", "off")
     assert build_parser().parse_args(["embed", "a", "b"]).second_look is None  # the input kind's preset
+
+
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(executor, ray_runtime, tmp_path,
+                                                                                capsys):
+    """On Ray the reason is raised in a read task, and Ray Data appends its retry advice to the
+    error's message: the command still says what is wrong with the file, and writes nothing."""
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("file,identity\na.jpg,x\n")
+    assert main(["mask", str(manifest), str(tmp_path / "out"), "--quiet", "--executor", executor]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == ("mfr mask: list.csv: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
+                   "'image_name'); it has ['file', 'identity']")
+    assert not list((tmp_path / "out").rglob("*.parquet"))
