@@ -86,9 +86,9 @@ def _opened(source, name: str):
         if not _is_parquet(name):
             yield file, stamp
             return
-        # a memory map of the same file for Parquet: one thread and no I/O pool (see
-        # jobs.storage.read_parquet_bytes)
-        with pa.memory_map(f"/proc/self/fd/{file.fileno()}" if os.path.exists("/proc/self/fd") else str(source)) as mapped:
+        # Parquet is read from a memory map of the file, opened now beside `file`: one thread and no
+        # I/O pool (see jobs.storage.read_parquet_bytes)
+        with pa.memory_map(str(source)) as mapped:
             yield mapped, stamp
 
 

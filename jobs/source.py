@@ -76,8 +76,8 @@ def digest(text: str) -> bytes:
 
 
 class DigestSet:
-    """A set of texts held as their sorted 16-byte digests: 16 bytes a member where a Python set of
-    strings takes about 100, for the done rows of a whole input manifest."""
+    """A set of texts held as their sorted 16-byte digests: 16 bytes a member where a Python set holds
+    a string object and a slot per member, for the done rows of a whole input manifest."""
 
     def __init__(self, digests: bytes | bytearray = b""):
         import numpy as np
