@@ -23,8 +23,8 @@ from recog.spec import ModelSpec
 
 def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: str | None) -> ModelSpec:
     """Explicit spec (object, preset name, or JSON path) > sidecar JSON > the spec in the ONNX file's
-    metadata (`embedded`: the JSON text under `recog.spec.METADATA_KEY`, read only when it is the
-    one used, as `ModelSpec.from_onnx` reads it)."""
+    metadata (`embedded`: `recog.spec.embedded_spec_text`, parsed only when it is the one used, as
+    `ModelSpec.from_onnx` parses it)."""
     if isinstance(spec, ModelSpec):
         return spec
     if isinstance(spec, str) and not spec.endswith(".json"):
@@ -39,7 +39,7 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
             f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
         )
-    return ModelSpec.from_dict(json.loads(embedded))
+    return ModelSpec.from_embedded(embedded)
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
@@ -62,7 +62,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
     hash recorded when it was made, and made again if it does not match."""
     from maskgen.runtime import cache_dir, cached_bytes, cached_bytes_file, providers_for, write_atomic
-    from recog.spec import METADATA_KEY
+    from recog.spec import embedded_spec_text
 
     root = cache_dir() / "graphs"
     stem = f"{sha256[:32]}-g{GRAPH_VERSION}"
@@ -75,7 +75,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
         known = False
     if not known:
         model = _load_onnx(path, data)
-        embedded = next((p.value for p in model.metadata_props if p.key == METADATA_KEY), None)
+        embedded = embedded_spec_text(model)
         rewritten, replaced = _rewrite_prelus(model)
         if replaced:
             cached_bytes_file(graph_path, lambda: rewritten)

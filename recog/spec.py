@@ -116,13 +116,21 @@ class ModelSpec:
 
     @classmethod
     def from_onnx(cls, model) -> "ModelSpec | None":
-        for prop in model.metadata_props:
-            if prop.key == METADATA_KEY:
-                return cls.from_dict(json.loads(prop.value))
-        return None
+        text = embedded_spec_text(model)
+        return None if text is None else cls.from_embedded(text)
+
+    @classmethod
+    def from_embedded(cls, text: str) -> "ModelSpec":
+        """The spec from the JSON text an ONNX file carries under `METADATA_KEY`."""
+        return cls.from_dict(json.loads(text))
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)
+
+
+def embedded_spec_text(model) -> str | None:
+    """The JSON text of the spec an ONNX model carries in its metadata (`METADATA_KEY`), or None."""
+    return next((prop.value for prop in model.metadata_props if prop.key == METADATA_KEY), None)
 
 
 def attach_spec(model, spec: ModelSpec) -> None:
