@@ -32,6 +32,7 @@ from jobs.inputs import folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
+from jobs.settings import augment_settings, check_settings
 from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
@@ -105,6 +106,8 @@ def node_id() -> str:
 
 class AugmentWorker:
     """One per actor: models loaded once, then batches of keys processed end to end."""
+
+    already_masked = "the input manifest marks this image as masked; not masked again"
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int,
                  progress=None, threads: int | None = None):
@@ -202,8 +205,7 @@ class AugmentWorker:
         if item.get("status"):
             return [base.with_(status=str(item["status"]), message=str(item.get("message") or ""))], None, None
         if item.get("masked"):
-            return [base.with_(status="already_masked",
-                               message="the input manifest marks this image as masked; not masked again")], None, None
+            return [base.with_(status="already_masked", message=self.already_masked)], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:
             data, image, orientation, result = ready
@@ -285,6 +287,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask"):
+        check_settings(output, "mfr mask", augment_settings(options))
         summary = run_here(
             executor, local_max_inputs,
             lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),

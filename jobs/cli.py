@@ -266,9 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
                 "mfr run ../shared/data/faces out/run",
                 "mfr run s3://bucket/faces s3://bucket/runs/1 --style random --model dlib-resnet",
                 "mfr run ../shared/data/faces out/modes --modes plain,masked-gallery,flip,upper-face",
-                "mfr run ../shared/data/faces out/fused --models sface,dlib-resnet --fuse")
-    r.add_argument("dataset", help="folder-per-identity images (folder or s3:// prefix)")
+                "mfr run ../shared/data/faces out/fused --models sface,dlib-resnet --fuse",
+                "mfr run list.csv out/listed --images s3://bucket/faces")
+    r.add_argument("dataset", help="folder-per-identity images (folder or s3:// prefix), or an input manifest "
+                                   "(.csv/.parquet: path, identity; each identity's first row is its gallery image)")
     r.add_argument("output", help="where masked/, embeddings/ and report/ go")
+    r.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
     r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
     r.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     model_options(r)
@@ -463,7 +466,7 @@ def cmd_run(args) -> int:
 
     if args.dry_run:
         out = open_store(args.output)
-        _print_plan("run", plan_augment(args.dataset, out.uri_of("masked")))
+        _print_plan("run", plan_augment(args.dataset, out.uri_of("masked"), args.images))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
               f"{out.uri_of('report')}")
@@ -473,7 +476,7 @@ def cmd_run(args) -> int:
                           accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar,
                           workers=args.workers, recognition_workers=args.recognition_workers,
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, face=args.face,
-                          executor=args.executor)
+                          executor=args.executor, images_uri=args.images)
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])

@@ -325,7 +325,10 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     return summary
 
 
-NOT_FAILURES = ("ok", "duplicate")  # a duplicate input row repeats another sample; it is not one of its own
+# a duplicate input row repeats another sample, a folder's file that is not an image (by its name)
+# is none, and `mfr run` does not take an image without an identity or one its input manifest marks
+# as masked for a sample: none of them is a failure to acquire
+NOT_FAILURES = ("ok", "duplicate", "not_an_image", "no_identity", "already_masked")
 
 
 def failed_samples(table):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from jobs.storage import UnsafeKeyError, open_store, safe_key
+from maskgen.decode import IMAGE_SUFFIXES, is_image_name
 from maskgen.seed import LANDMARK_COLUMNS, decode_text, seed_relative_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -92,6 +93,12 @@ def _opened(source, name: str):
             yield mapped, stamp
 
 
+def _identity_of(path) -> tuple:
+    """What tells a file apart from a replacement or a rewrite: inode, size, modification time."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
 def _unchanged(name: str, stamp, before):
     """`stamp()` now, after checking it equals `before` (None: the first look)."""
     now = stamp()
@@ -157,7 +164,7 @@ class _ManifestRows:
         where = f"{self.name} row {line}"
         raw, key, unsafe = self.key(row)
         if key is None:
-            return InputItem(raw, status="unsafe_path", input_row=f"{raw}#row{line}",
+            return InputItem(raw, str(row.get("identity") or ""), status="unsafe_path", input_row=f"{raw}#row{line}",
                              message=f"{where}: {unsafe}; nothing read or written")
         item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
         try:
@@ -287,6 +294,12 @@ def _face_types(first: InputItem, item: InputItem) -> str | None:
 
 # ---------------------------------------------------------------- listing, inside Ray Data read tasks
 
+NOT_AN_IMAGE = (f"not an image's file name (images: {', '.join(IMAGE_SUFFIXES)}; hidden files are not read "
+                "either): not read, and no sample; rename it if it is an image")
+
+NO_IDENTITY = ("no identity: `mfr run` takes each image's identity from its folder (or a manifest's identity "
+               "column), and this one has none: not read, and no sample")
+
 KIND_STATUS = {
     "not_regular": ("not_a_file", "not a regular file (a FIFO, socket or device): never opened"),
     "temporary": ("temporary_file", "the name of an unfinished atomic write (.mfr-tmp-*): not read; rename it "
@@ -359,7 +372,9 @@ class FolderLister:
         of embedding an identity's earlier gallery image again as a probe beside a second gallery."""
         from collections import Counter
 
-        files = [key for key, kind in entries if kind == "file" and printable(key) == key]  # bad names are not read
+        # bad names and files that are not images are not read
+        files = [key for key, kind in entries if kind == "file" and printable(key) == key and is_image_name(key)
+                 and folder_identity(key)]
         taken = Counter(folder_identity(key) for key in files if recorded.get(key) is True)
         roles = {}
         for key in files:
@@ -410,6 +425,10 @@ class FolderLister:
                                                          "bytes): not read; rename it to UTF-8")
             elif kind != "file":
                 item.status, item.message = KIND_STATUS[kind]
+            elif not is_image_name(key):
+                item.status, item.message = "not_an_image", NOT_AN_IMAGE
+            elif self.gallery_per_identity and not item.identity:
+                item.status, item.message = "no_identity", NO_IDENTITY
             rows.append(item.to_row(gid))
         report_listed(self.progress, len(rows), skipped)
         for i in range(0, len(rows), self.chunk):
@@ -419,38 +438,146 @@ class FolderLister:
 class ManifestLister:
     """The rows of an input manifest, less those already done, streamed by one read task: rows reach
     the pool while the task reads on, and its memory does not grow with the manifest (10^6 rows:
-    see the README's Benchmarks). A manifest on S3 is copied to the task's local disk first."""
+    see the README's Benchmarks). A manifest on S3 is copied to the task's local disk first.
+
+    For `mfr run`, `gallery_per_identity` and `role_done` are as for `FolderLister`; the roles are
+    given by `ManifestRoles`, over the whole manifest (an identity's rows may name any folders)."""
 
     def __init__(self, manifest_uri: str, output_uri: str, done_dir: str, done_where=None, progress=None,
-                 chunk: int = 4096):
+                 chunk: int = 4096, gallery_per_identity: int = 0, role_done: dict | None = None):
         self.manifest_uri, self.output_uri, self.done_dir = manifest_uri, output_uri, done_dir
         self.done_where, self.progress, self.chunk = done_where, progress, chunk
+        self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
 
     def rows(self, group: str):
-        from jobs.source import bucket_of, done_digests, group_id
+        from jobs.source import done_digests
 
         parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
+        output = open_store(self.output_uri)
         # every group's done rows, as digests: the manifest's rows spread over all of them
-        done = done_digests(open_store(self.output_uri), self.done_dir, "input_row", self.done_where)
+        done = done_digests(output, self.done_dir, "input_row", self.done_where)
+        roles = ManifestRoles(output, self.role_done, self.gallery_per_identity) if self.gallery_per_identity else None
         with open_store(parent or ".").local_file(name) as path:
+            if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
+                before = _identity_of(path)
+                roles.choose(manifest_items(path, name))
             chunk = []
             for _, item in manifest_items(path, name):
-                chunk.append(item.to_row(group_id(bucket_of(item.key))))
+                chunk.append(item)
                 if len(chunk) == self.chunk:
-                    yield from self._left(chunk, done)
+                    yield from self._left(chunk, done, roles)
                     chunk = []
-            yield from self._left(chunk, done)
+            yield from self._left(chunk, done, roles)
+            if roles is not None:  # the roles came from the file that was listed
+                _unchanged(name, lambda: _identity_of(path), before)
 
-    def _left(self, rows: list[dict], done):
+    def _left(self, items: list[InputItem], done, roles):
         import pyarrow as pa
 
-        if not rows:
+        from jobs.source import bucket_of, group_id
+
+        if not items:
             return
-        finished = done.contains([r["input_row"] for r in rows])
-        todo = [r for r, was in zip(rows, finished) if not was]
-        report_listed(self.progress, len(todo), len(rows) - len(todo))
+        if roles is not None:
+            roles.assign(items)
+        finished = done.contains([printable(item.input_row or item.key) for item in items])
+        todo = []
+        for item, was in zip(items, finished):
+            if was:
+                if roles is None or roles.held_everywhere(item):
+                    continue
+                item.written = [self.done_dir] + item.written
+            todo.append(item.to_row(group_id(bucket_of(item.key))))
+        report_listed(self.progress, len(todo), len(items) - len(todo))
         if todo:
             yield pa.Table.from_pylist(todo, schema=input_schema())
+
+
+class ManifestRoles:
+    """`mfr run`'s roles for the images of an input manifest. An image the output already holds keeps
+    the role it was given; of the others, each identity's first usable rows (by row number; not
+    refused, not marked masked) fill what is left of its `per_identity` gallery places, and every
+    other row is a probe (a refused row is never embedded). Like `FolderLister.assign_roles`, but over
+    the whole manifest, in memory of 16 bytes per image already written or chosen for the gallery,
+    plus the gallery's identities."""
+
+    def __init__(self, output, role_done: dict, per_identity: int):
+        from collections import Counter
+
+        from jobs.source import DigestSet, _done_tables, digest
+
+        self.per_identity = per_identity
+        self.needed = {role: [d for d, _ in dirs] for role, dirs in role_done.items()}
+        self.held: dict = {}
+        gallery_rows: dict = {}  # input row -> identity, of the images a gallery folder holds
+        for role, dirs in role_done.items():
+            for d, where in dirs:
+                found = bytearray()
+                for table in _done_tables(output, d, where):
+                    rows = table.column("input_row").to_pylist()
+                    found += b"".join(digest(r) for r in rows if r is not None)
+                    if role == "gallery":
+                        gallery_rows.update(zip(rows, table.column("identity").to_pylist()))
+                self.held[d] = DigestSet(found)
+        gallery_rows.pop(None, None)
+        self.places = Counter(gallery_rows.values())  # gallery images the output holds, per identity
+        self.chosen = DigestSet()
+
+    def _holding(self, items: list[InputItem]) -> list[list[str]]:
+        """For each item, the role folders (of either role) that hold it."""
+        names = [printable(item.input_row or item.key) for item in items]
+        held = {d: digests.contains(names) for d, digests in self.held.items()}
+        return [[d for d, found in held.items() if found[i]] for i in range(len(items))]
+
+    def choose(self, numbered) -> None:
+        """Pick the new gallery images from the whole manifest: `numbered` is `manifest_items`' (row
+        number, item) pairs, in any order."""
+        import heapq
+
+        from jobs.source import DigestSet, digest
+
+        first: dict = {}  # identity -> its earliest candidates, a heap of (-row number, input row)
+
+        def consider(chunk):
+            for (line, item), holding in zip(chunk, self._holding([item for _, item in chunk])):
+                identity = printable(item.identity)
+                left = self.per_identity - self.places[identity]
+                if holding or item.status is not None or item.masked or not identity or left <= 0:
+                    continue
+                heap = first.setdefault(identity, [])
+                entry = (-line, printable(item.input_row or item.key))
+                if len(heap) < left:
+                    heapq.heappush(heap, entry)
+                elif entry > heap[0]:
+                    heapq.heapreplace(heap, entry)
+
+        chunk = []
+        for pair in numbered:
+            chunk.append(pair)
+            if len(chunk) == 4096:
+                consider(chunk)
+                chunk = []
+        consider(chunk)
+        self.chosen = DigestSet(b"".join(digest(name) for heap in first.values() for _, name in heap))
+
+    def assign(self, items: list[InputItem]) -> None:
+        """Set each item's `gallery`, and its `written` to the folders of its role that already hold it
+        (`choose` has run)."""
+        chosen = self.chosen.contains([printable(item.input_row or item.key) for item in items])
+        for item, holding, new_gallery in zip(items, self._holding(items), chosen):
+            if item.status is None and not printable(item.identity):
+                item.status, item.message = "no_identity", NO_IDENTITY
+            if any(d in holding for d in self.needed.get("gallery", [])):
+                item.gallery = True
+            elif any(d in holding for d in self.needed.get("probe", [])):
+                item.gallery = False
+            else:
+                item.gallery = bool(new_gallery)
+            item.written = [d for d in self.needed.get("gallery" if item.gallery else "probe", []) if d in holding]
+
+    def held_everywhere(self, item: InputItem) -> bool:
+        """Whether every folder of the item's role holds it (`assign` has run)."""
+        return len(item.written) == len(self.needed.get("gallery" if item.gallery else "probe", []))
 
 
 def output_inside_input(input_store, output_store) -> str | None:
@@ -462,9 +589,10 @@ def output_inside_input(input_store, output_store) -> str | None:
         return None
     if isinstance(input_store, LocalStore):
         try:
-            return output_store.root.relative_to(input_store.root).as_posix() or None
+            inside = output_store.root.relative_to(input_store.root).as_posix()
         except ValueError:
             return None
+        return "" if inside == "." else inside
     if input_store.bucket != output_store.bucket:
         return None
     base = f"{input_store.prefix}/" if input_store.prefix else ""
@@ -478,13 +606,11 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
     left to do in a group."""
-    from jobs.storage import redact
+    from jobs.storage import LocalStore, redact
 
     input_uri = str(input_uri)
     notes = []
     if is_manifest(input_uri):
-        if gallery_per_identity:
-            raise ValueError("`mfr run` takes a folder or prefix of images, one folder per identity")
         parent = input_uri.rstrip("/").rpartition("/")[0]
         manifest_store = open_store(parent or ".")
         name = input_uri.rstrip("/").rpartition("/")[2]
@@ -492,9 +618,13 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
             raise FileNotFoundError(f"{redact(input_uri)}: no such input manifest")
         images = open_store(images_uri if images_uri is not None else (parent or "."))
         # the read task runs in another process, with another working folder: give it an absolute URI
-        lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress)
+        lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
+                                gallery_per_identity=gallery_per_identity, role_done=role_done)
         return images, [name], lister, notes
     images = open_store(input_uri)
+    if isinstance(images, LocalStore) and images.root.is_file():
+        raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
+                         "(.csv/.parquet) that lists them")
     exclude = output_inside_input(images, output)
     if exclude == "":
         raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
@@ -503,6 +633,10 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     groups = [g for g in images.top_level() if g != exclude]
     if not groups:
         raise ValueError(f"no images under {redact(input_uri)}: check the path (nothing was written)")
+    if gallery_per_identity and groups == [""]:
+        raise ValueError(f"{redact(input_uri)} holds files at its top level only: `mfr run` takes each image's identity "
+                         "from its folder, so it needs a folder per identity (or an input manifest with an identity "
+                         "column)")
     lister = FolderLister(images.uri, output.uri, done_dir, done_where, exclude, progress,
                           gallery_per_identity=gallery_per_identity, role_done=role_done)
     return images, groups, lister, notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-FINE = ("ok", "no_face")
+FINE = ("ok", "no_face", "not_an_image", "no_identity")  # what --strict does not count as an input that failed
 
 
 def failed_count(statuses: dict) -> int:

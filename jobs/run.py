@@ -1,18 +1,20 @@
-"""The whole job as one streaming Ray Dataset: a dataset of folder-per-identity images to a report.
+"""The whole job as one streaming Ray Dataset: a dataset of folder-per-identity images (or an input
+manifest that names each image's identity) to a report.
 
     from jobs.run import run_pipeline
     result = run_pipeline("../shared/data/faces", "out/run", style="seed", model="sface")
     result = run_pipeline("s3://bucket/faces", "s3://bucket/runs/1", models=["sface", "dlib-resnet"],
                           modes=["plain", "masked-gallery", "flip", "upper-face"], fuse=True)
+    result = run_pipeline("lists/test.csv", "out/listed", images_uri="s3://bucket/faces")
 
     read tasks (listing)  ->  CPU pool: decode, detect, 68 landmarks, mask, align    ->  recognition pool:
     one row per image        (writes masked images and crops; aligned crops of the    embed the crops (one
                              unmasked and masked face for each model travel on)      GPU each, or CPUs)
                           ->  shard-writing tasks (manifest and embedding shards)  ->  the reducer (report)
 
-Nothing is read, decoded or detected twice. In each identity (key order) the first image is the
-gallery image: its unmasked face is embedded (and its masked face, for `masked-gallery`); every other
-image is a probe: its masked face is embedded. Writes under the output URI: `masked/` (the augment
+Nothing is read, decoded or detected twice. In each identity the first image (a folder's first in key
+order, a manifest's first row) is the gallery image: its unmasked face is embedded (and its masked
+face, for `masked-gallery`); every other image is a probe: its masked face is embedded. Writes under the output URI: `masked/` (the augment
 output: images, crops, manifest), `embeddings/unmasked/` and `embeddings/masked/` (shards of the first
 model, plain matching), `embeddings/<model>/<mode>/{unmasked,masked}/` for every other model and
 matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, cmc.png) with one row
@@ -38,6 +40,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import run_score
+from jobs.settings import augment_settings, check_settings
 from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_listed
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
@@ -101,6 +104,9 @@ def plan_targets(models: list[str], modes: list[str], infos: dict) -> tuple[list
 class PrepareWorker(AugmentWorker):
     """The CPU pool of `mfr run`: augment each image (masked image and crop written) and put the
     aligned crops each model needs on the face's row, so the recognition pool only embeds."""
+
+    already_masked = ("the input manifest marks this image as masked: `mfr run` masks images itself, so it is not "
+                      "one of this run's samples (compare real masked photos with `mfr evaluate`)")
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int, specs: dict,
                  crops: dict, progress=None, threads: int | None = None):
@@ -246,7 +252,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
-                 local_max_inputs: int = LOCAL_MAX_INPUTS) -> dict:
+                 local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
     `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
@@ -256,7 +262,9 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     `executor` (jobs/local.py): with no cluster to join and at most `local_max_inputs` images to do,
     `auto` runs the job in a process pool here, each process doing both pools' work on its batches,
     and scores in this process while the whole output has at most that many images (else with the
-    distributed reducer, on Ray); `local` always does, `ray` never."""
+    distributed reducer, on Ray); `local` always does, `ray` never. `dataset_uri` may be an input
+    manifest (jobs/inputs.py: a path and an identity per row; each identity's first row is its
+    gallery image) whose paths are relative to `images_uri` (default: the manifest's folder)."""
     from recog.embed import Embedder
 
     models = list(models or [model])
@@ -283,7 +291,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     progress = progress_for("run") if progress_for else None
 
     def listing(tally=None):
-        return input_listing(dataset_uri, out, RUN_MANIFEST, gallery_per_identity=1,
+        return input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
                              role_done=role_done, progress=tally)
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
@@ -291,6 +299,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
     with Lease(out, "mfr run"):
+        check_settings(out, "mfr run", augment_settings(options))
         summary = run_here(
             executor, local_max_inputs, listing,
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),

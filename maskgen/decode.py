@@ -18,6 +18,19 @@ DEFAULT_MAX_PIXELS = 40_000_000
 """About 7,700 x 5,200: far above any face photo, far below what would exhaust a worker's memory."""
 
 STATUSES = ("empty", "undecodable", "unsupported", "too_large")
+
+# the names of the formats decoded here: a folder's other files (.txt, Thumbs.db) and hidden ones
+# (.DS_Store, macOS's ._photo.jpg) are not read as images (jobs.inputs.FolderLister); a file named in
+# an input manifest is read whatever its name
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif", ".tif", ".tiff",
+                  ".ppm", ".pgm", ".pbm", ".pnm")
+
+
+def is_image_name(key: str) -> bool:
+    """Whether a file's name is that of an image format decoded here (case-insensitive), and not
+    hidden (a leading dot)."""
+    name = key.rpartition("/")[2]
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
 _PIL_LIMIT_LOCK = threading.Lock()
 
 

@@ -88,7 +88,8 @@ def build_corpus(root: Path, photos: list[Path], shared_data: Path) -> dict[str,
     put("bad/random-bytes.jpg", np.random.default_rng(0).bytes(4000), "unsupported")
     put("bad/one-pixel.png", _save(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), "no_face")
     put("bad/bomb.png", bomb_png(), "too_large")
-    put("bad/document.pdf", b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n", "unsupported")
+    put("bad/document.pdf", b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\ntrailer\n<<>>\n%%EOF\n", "not_an_image")
+    put("bad/.DS_Store", b"\x00\x00\x00\x01Bud1" + bytes(64), "not_an_image")
 
     y, x = np.mgrid[0:240, 0:320]
     gradient = np.dstack([x * 255 // 319, y * 255 // 239, np.full_like(x, 128)]).astype(np.uint8)

@@ -158,6 +158,43 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
     assert not store.exists(LEASE_KEY)
 
 
+def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_writing_nothing(face_photos, tmp_path,
+                                                                                            capsys):
+    """`mfr mask IN IN` (however the folder is spelled) once wrote images/, crops/, manifest/ and its
+    lease into the dataset and listed them as inputs on the next run; a single image as the input
+    listed nothing and exited 0."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    for command in ("mask", "embed", "run"):
+        for spelled in (str(dataset), f"{dataset}/", f"{dataset}/.", f"{dataset}/p/.."):
+            assert main([command, str(dataset), spelled, "--executor", "local", "--quiet"]) == 2, (command, spelled)
+            assert "is the input folder itself" in capsys.readouterr().err, (command, spelled)
+            assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before, (command, spelled)
+    photo = next(dataset.rglob("*.jpg"))
+    for command in ("mask", "embed", "run"):
+        assert main([command, str(photo), str(tmp_path / command), "--executor", "local", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "is a file, not a folder" in err and "an input manifest" in err, err
+        assert not (tmp_path / command).exists() or not any((tmp_path / command).rglob("*")), command
+
+
+def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
+    """A rerun skips what is done: one with another style or seed once finished an output with masks
+    unlike its first images' (and `mfr run` called its report up to date)."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:2] + face_photos[-2:])  # two people: run scores
+    for command in ("mask", "run"):
+        out = tmp_path / command
+        first = [command, str(dataset), str(out), "--style", "surgical", "--seed", "7", "--executor", "local",
+                 "--quiet"]
+        assert main(first) == 0
+        written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+        assert main([*first[:3], "--style", "n95", "--seed", "3", "--executor", "local", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert "was made with seed=7, style='surgical'; this run asks seed=3, style='n95'" in err, err
+        assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+        assert main(first) == 0  # the same settings: a rerun with nothing to do
+
+
 def test_a_corrupt_model_cache_is_made_again_or_refused_clearly(tmp_path, monkeypatch, capsys):
     from maskgen.mtcnn_graphs import cached_models
     from maskgen.runtime import ModelCacheError, cache_dir, cached_bytes_file

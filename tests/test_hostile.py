@@ -18,7 +18,7 @@ from jobs.storage import open_store
 
 WORDS = {"empty": "empty", "undecodable": "corrupt or truncated", "unsupported": "not an image format",
          "too_large": "pixels", "no_face": "no face", "missing": "does not exist", "unsafe_path": "refused",
-         "duplicate": "same image as row"}
+         "duplicate": "same image as row", "not_an_image": "not an image's file name"}
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import pytest
 
 from jobs.inputs import LANDMARK_COLUMNS, ManifestLister, Tally, manifest_items, read_input_manifest
 from jobs.source import DigestSet, bucket_of, digest, group_id
+from jobs.storage import open_store
 from conftest import require_shared
 
 
@@ -47,6 +48,9 @@ def test_bad_rows_are_kept_with_a_reason():
     assert "m.csv row 3" in items[1].message and "nothing read or written" in items[1].message
     assert "same image as row 2" in items[4].message
     assert "masked flag" in items[5].message and "face_type" in items[6].message
+    # a refused row keeps the identity its row gives (not a folder name read from the refused path)
+    (refused,) = read_input_manifest(b"path,identity\n../in/person_01/img1.jpg,carol\n", "m.csv")
+    assert (refused.status, refused.identity) == ("unsafe_path", "carol")
 
 
 def test_parquet_manifest_with_landmarks():
@@ -189,13 +193,75 @@ def test_gallery_roles_keep_what_an_earlier_run_gave():
     lister = FolderLister("in", "out", "masked/manifest", gallery_per_identity=2)
     entries = [(f"{person}/{name}.jpg", "file") for person in ("a", "b") for name in ("1", "2", "3", "4")]
     entries += [("a/5.jpg", "not_regular"), ("a/0\udcff.jpg", "file")]  # a FIFO; a name that is not UTF-8
+    junk = ["a/.DS_Store", "a/._1.jpg", "b/Thumbs.db", "a/0 notes.txt"]  # sort first; not images by their names
+    entries = [(k, "file") for k in junk] + entries
     fresh = lister.assign_roles(entries, {})
     assert [k for k, gallery in fresh.items() if gallery] == ["a/1.jpg", "a/2.jpg", "b/1.jpg", "b/2.jpg"]
-    assert "a/5.jpg" not in fresh and "a/0\udcff.jpg" not in fresh  # never read: no role, no gallery place
+    for key in ["a/5.jpg", "a/0\udcff.jpg", *junk]:  # never read: no role, no gallery place
+        assert key not in fresh, key
     # a/1 and b/1 added since; a/3 was a gallery image, a/4 and b/2 probes, b/3 a gallery image
     recorded = {"a/2.jpg": True, "a/3.jpg": True, "a/4.jpg": False, "b/2.jpg": False, "b/3.jpg": True, "b/4.jpg": False}
     roles = lister.assign_roles(entries, recorded)
     assert [k for k, gallery in roles.items() if gallery] == ["a/2.jpg", "a/3.jpg", "b/1.jpg", "b/3.jpg"]
+
+
+def test_run_roles_over_a_manifest_replaced_after_their_pass_stop_the_listing(tmp_path, monkeypatch):
+    """`mfr run`'s roles are chosen by a pass of their own over a manifest: one replaced before the
+    listing pass would be listed with roles chosen from another file (an identity without a gallery
+    image, or with two), so the listing ends with the manifest-changed error."""
+    import os
+
+    import jobs.inputs as inputs
+
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"path,identity\na/1.jpg,a\na/2.jpg,a\n")
+    real = inputs.manifest_items
+    calls = []
+
+    def replaced_after_the_first(path, name):
+        calls.append(name)
+        if len(calls) == 2:
+            (tmp_path / "new.csv").write_bytes(b"path,identity\na/3.jpg,a\na/2.jpg,a\n")
+            os.replace(tmp_path / "new.csv", manifest)
+        return real(path, name)
+
+    lister = ManifestLister(str(manifest), str(tmp_path / "out"), "masked/manifest", gallery_per_identity=1,
+                            role_done={"gallery": [("g", None)], "probe": [("p", None)]})
+    assert [(r["key"], r["gallery"]) for t in lister.rows("m.csv") for r in t.to_pylist()] == \
+        [("a/1.jpg", True), ("a/2.jpg", False)]
+    monkeypatch.setattr(inputs, "manifest_items", replaced_after_the_first)
+    with pytest.raises(ValueError, match="changed while it was read"):
+        list(lister.rows("m.csv"))
+
+
+def test_run_listing_leaves_files_that_are_no_images_or_have_no_identity_out_of_the_samples(tmp_path):
+    """`mfr run` over a folder: `.DS_Store` sorted first and became a person's gallery image (every
+    real photo a probe, the job ending without a score); a README counted as a failed probe; a flat
+    folder gave one identity "" and a meaningless report. Such files are listed with a status that is
+    no sample (not read, never a gallery image), and a folder of top-level files only is refused."""
+    from jobs.embed import NOT_FAILURES
+    from jobs.inputs import input_listing
+    from jobs.progress import FINE
+
+    root = tmp_path / "in"
+    for key in ("p1/.DS_Store", "p1/._a.jpg", "p1/a.jpg", "p1/b.JPG", "p2/Thumbs.db", "p2/c.png", "README.md",
+                "loose.jpg"):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(b"x")
+    out = open_store(tmp_path / "out")
+    _, groups, lister, _ = input_listing(str(root), out, "masked/manifest", gallery_per_identity=1)
+    rows = {r["key"]: (r["status"], r["gallery"]) for g in groups for t in lister.rows(g) for r in t.to_pylist()}
+    assert rows == {"p1/.DS_Store": ("not_an_image", False), "p1/._a.jpg": ("not_an_image", False),
+                    "p1/a.jpg": ("", True), "p1/b.JPG": ("", False), "p2/Thumbs.db": ("not_an_image", False),
+                    "p2/c.png": ("", True), "README.md": ("not_an_image", False), "loose.jpg": ("no_identity", False)}
+    assert {"not_an_image", "no_identity"} <= set(NOT_FAILURES) & set(FINE)
+    _, groups, lister, _ = input_listing(str(root), out, "manifest")  # mask and embed read every image file
+    assert {r["key"]: r["status"] for g in groups for t in lister.rows(g) for r in t.to_pylist()}["loose.jpg"] == ""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.jpg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="needs a folder per identity"):
+        input_listing(str(flat), out, "masked/manifest", gallery_per_identity=1)
 
 
 def test_a_manifest_replaced_or_changed_while_listed_is_never_read_half_old_half_new(tmp_path, monkeypatch):

@@ -163,6 +163,58 @@ def test_a_rerun_that_adds_images_and_a_model_writes_each_row_once_and_keeps_the
     assert again["run"].processed == 0 and again["run"].skipped == 8
 
 
+def test_run_over_a_manifest_takes_each_identitys_first_row_as_gallery_and_keeps_it(ray_runtime, shared_data,
+                                                                                     tmp_path, capsys):
+    """`mfr run` over an input manifest (paths relative to `--images`): an identity's rows may name
+    several folders, its first usable row is its gallery image even when that image's path is
+    repeated further down (such rows are listed last), a row marked masked is no sample and no
+    gallery, and a rerun of a grown manifest keeps the gallery when the new row comes first."""
+    import json
+
+    from jobs.cli import main
+    from jobs.embed import read_shards
+    from jobs.run import run_pipeline
+
+    faces = shared_data / "faces"
+    (a1, a2, a3), (b1, b2, b3), (c1, c2, c3) = (
+        [f"{person}/{p.name}" for p in sorted((faces / person).glob("*.jpg"))[:3]]
+        for person in ("person_01", "person_02", "person_03"))
+    rows = [(a1, "anna", 0), (b1, "anna", 0), (a2, "person_01", 0), (a3, "person_01", 0), (c1, "person_03", 0),
+            (c2, "person_03", 0), (b2, "person_02", 1), (b3, "person_02", 0), (c1, "person_03", 0)]
+    manifest = tmp_path / "lists" / "run.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,identity,masked\n" + "".join(f"{p},{i},{m}\n" for p, i, m in rows))
+    out = tmp_path / "run"
+
+    def sides():
+        gallery, probes = (read_shards(str(out / "embeddings" / side), with_failures=True)
+                           for side in ("unmasked", "masked"))
+        return sorted(gallery[0].key), sorted(probes[0].key), probes[2]
+
+    def identification():
+        return json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
+
+    result = run_pipeline(str(manifest), str(out), images_uri=str(faces), executor="ray", batch_size=4)
+    assert result["run"].statuses == {"ok": 7, "already_masked": 1, "duplicate": 1}, result["run"].statuses
+    gallery, probes, failed = sides()
+    assert gallery == sorted([a1, a2, c1, b3]) and probes == sorted([b1, a3, c2]) and failed.empty
+    assert (identification()["gallery"], identification()["probes"]) == (4, 3)
+
+    manifest.write_text("path,identity,masked\n" + f"{c3},person_03,0\n"
+                        + "".join(f"{p},{i},{m}\n" for p, i, m in rows[:-1]))
+    assert main(["run", str(manifest), str(out), "--images", str(faces), "--executor", "local", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert re.search(r"processed\s+1\b", printed) and re.search(r"skipped \(already done\)\s+8\b", printed), printed
+    gallery_after, probes_after, _ = sides()
+    assert gallery_after == gallery and probes_after == sorted(probes + [c3])
+    assert (identification()["gallery"], identification()["probes"]) == (4, 4)
+    manifest_rows = read_manifest(str(out / "masked"))
+    assert not manifest_rows.duplicated(["input_row", "face_index"]).any()
+
+    again = run_pipeline(str(manifest), str(out), images_uri=str(faces), executor="local")
+    assert again["run"].processed == 0 and again["run"].skipped == 9
+
+
 def test_an_image_that_fails_in_the_run_worker_keeps_its_role_and_where_it_is_written(shared_data, tmp_path,
                                                                                       monkeypatch):
     """An unexpected failure becomes the image's error row, which still says its role and the output

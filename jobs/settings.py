@@ -1,0 +1,48 @@
+"""What an output was made with: `_mfr_settings.json` under it, written by the job that starts it.
+
+A rerun skips every input that already has rows, so a rerun asking for other masks (another style,
+seed, face policy, crop size, ...) would silently finish the output with the new masks beside the
+old ones and report them as one run. Each job that writes masks records the settings that decide
+them when it starts an output, and a later job on that output must ask the same, or is refused
+before any work with what differs. An output from before this record is recorded as it is run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+SETTINGS_KEY = "_mfr_settings.json"
+
+
+class SettingsChanged(ValueError):
+    """A rerun asks for other settings than the output was made with."""
+
+
+def augment_settings(options) -> dict:
+    """The settings of `maskgen.augment.AugmentOptions` that decide what is written, as plain JSON
+    values (a style object by its name)."""
+    settings = dataclasses.asdict(dataclasses.replace(options, style="seed"))  # a style object need not be one
+    settings["style"] = getattr(options.style, "name", str(options.style))
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def check_settings(store, command: str, settings: dict) -> None:
+    """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
+    when they differ from the recorded ones."""
+    if store.exists(SETTINGS_KEY):
+        try:
+            recorded = json.loads(store.read(SETTINGS_KEY))["settings"]
+        except (ValueError, KeyError, TypeError):
+            recorded = None  # unreadable (cut short): recorded again below
+        if recorded is not None:
+            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+            if changed:
+                was = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
+                now = ", ".join(f"{k}={settings.get(k)!r}" for k in changed)
+                raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
+                                      "done, so its masks would not match the earlier ones: run it with the same "
+                                      "settings, or write to another output")
+            return
+    store.write(SETTINGS_KEY, json.dumps({"command": command, "settings": settings}, indent=1,
+                                         sort_keys=True).encode())
