@@ -95,13 +95,21 @@ def use_threads(threads: int) -> None:
 
 def quiet_ray_data() -> None:
     """Our jobs draw their own progress bar; Ray Data's bars and per-operator progress logs would
-    interleave with it (and fill logs under --quiet)."""
+    interleave with it (and fill logs under --quiet). A job's error reaches its caller as an exception
+    (the command line says its reason: jobs.cli.root_cause); Ray Data would first print it to the
+    console with three tracebacks, so its console handler is silenced: its log file (`ray-data.log`
+    in the Ray session's logs) keeps everything."""
+    import logging
+
     import ray
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     if hasattr(context, "enable_operator_progress_bars"):
         context.enable_operator_progress_bars = False
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.CRITICAL + 1)
 
 
 def _local_cluster_running() -> bool:
