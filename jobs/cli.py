@@ -90,8 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
     def command(name: str, help: str, *examples: str):
-        return sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        # after the command too (`mfr mask in out --config mfr.toml`); read by apply_config
+        sp.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML file of options; flags win")
+        return sp
 
     def job_options(sp, batch_size: int):
         sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
@@ -310,6 +313,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_value(action: argparse.Action, value, refuse):
+    """A TOML value for an option, checked as strictly as the flag: a switch takes true or false (the
+    string "false" is not false), a number option a whole number where it wants one (7.9 is not 7),
+    a choice one of its choices. `refuse(why)` does not return."""
+    if action.nargs == 0:  # store_true
+        if not isinstance(value, bool):
+            refuse(f"expects true or false, got {value!r}")
+        return value
+    if isinstance(value, (list, dict)) or isinstance(value, bool):
+        refuse(f"expects one value, got {value!r}")
+    if action.type is not None:
+        try:  # from its text, as the flag is: int("7.9") fails where int(7.9) gave 7
+            value = action.type(str(value))
+        except argparse.ArgumentTypeError as exc:
+            refuse(str(exc))
+        except (TypeError, ValueError):
+            kind = {int: "a whole number", float: "a number"}.get(action.type, "a value of its kind")
+            refuse(f"expects {kind}, got {value!r}")
+    if action.choices is not None and value not in action.choices:
+        refuse(f"{value!r} is not one of {', '.join(map(str, action.choices))}")
+    return value
+
+
 def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Options from --config become the subcommand's defaults, so command-line flags still win."""
     import tomllib
@@ -346,12 +372,7 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
                 parser.error(f"--config {known.config}: [{name}] has no option {key!r}")
             continue  # a top-level key for other commands
         action = next(a for a in sub._actions if a.dest == dest)
-        if action.type is not None and value is not None:
-            try:
-                value = action.type(value if action.type is not positive_int else str(value))
-            except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
-                parser.error(f"--config {known.config}: {key}: {exc}")
-        chosen[dest] = value
+        chosen[dest] = config_value(action, value, lambda why: parser.error(f"--config {known.config}: {key}: {why}"))
     sub.set_defaults(**chosen)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from jobs.storage import UnsafeKeyError, open_store, safe_key
-from maskgen.decode import IMAGE_SUFFIXES, is_image_name
+from maskgen.decode import is_image_name
 from maskgen.seed import LANDMARK_COLUMNS, decode_text, seed_relative_path
 
 MANIFEST_SUFFIXES = (".csv", ".parquet")
@@ -294,8 +294,8 @@ def _face_types(first: InputItem, item: InputItem) -> str | None:
 
 # ---------------------------------------------------------------- listing, inside Ray Data read tasks
 
-NOT_AN_IMAGE = (f"not an image's file name (images: {', '.join(IMAGE_SUFFIXES)}; hidden files are not read "
-                "either): not read, and no sample; rename it if it is an image")
+NOT_AN_IMAGE = ("not an image's file name (.jpg, .jpeg, .png, .webp, .bmp, .gif, .tif, ...), or a hidden file: not "
+                "read, and no sample; rename it if it is an image")
 
 NO_IDENTITY = ("no identity: `mfr run` takes each image's identity from its folder (or a manifest's identity "
                "column), and this one has none: not read, and no sample")
@@ -634,9 +634,9 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     if not groups:
         raise ValueError(f"no images under {redact(input_uri)}: check the path (nothing was written)")
     if gallery_per_identity and groups == [""]:
-        raise ValueError(f"{redact(input_uri)} holds files at its top level only: `mfr run` takes each image's identity "
-                         "from its folder, so it needs a folder per identity (or an input manifest with an identity "
-                         "column)")
+        raise ValueError(f"{redact(input_uri)} holds files at its top level only: `mfr run` takes each image's "
+                         "identity from its folder, so it needs a folder per identity (or an input manifest with an "
+                         "identity column)")
     lister = FolderLister(images.uri, output.uri, done_dir, done_where, exclude, progress,
                           gallery_per_identity=gallery_per_identity, role_done=role_done)
     return images, groups, lister, notes

@@ -14,8 +14,8 @@ manifest that names each image's identity) to a report.
 
 Nothing is read, decoded or detected twice. In each identity the first image (a folder's first in key
 order, a manifest's first row) is the gallery image: its unmasked face is embedded (and its masked
-face, for `masked-gallery`); every other image is a probe: its masked face is embedded. Writes under the output URI: `masked/` (the augment
-output: images, crops, manifest), `embeddings/unmasked/` and `embeddings/masked/` (shards of the first
+face, for `masked-gallery`); every other image is a probe: its masked face is embedded. Writes
+under the output URI: `masked/` (the augment output: images, crops, manifest), `embeddings/unmasked/` and `embeddings/masked/` (shards of the first
 model, plain matching), `embeddings/<model>/<mode>/{unmasked,masked}/` for every other model and
 matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, cmc.png) with one row
 per model and mode, side by side, plus one fused row per mode when `fuse` and several models are given.

@@ -267,13 +267,19 @@ def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
 @pytest.mark.parametrize("text, words", [("batch-size = 0\n", "must be at least 1"),
                                          ("[mask]\nbatch-size = -3\n", "must be at least 1"),
                                          ("batchsize = 4\n", "no command has an option 'batchsize'"),
-                                         ("[masks]\nstyle = 'seed'\n", "no command named [masks]")])
+                                         ("[masks]\nstyle = 'seed'\n", "no command named [masks]"),
+                                         # were taken: quiet on, seed 7, and a style that failed only in the job
+                                         ("quiet = 'false'\n", "quiet: expects true or false, got 'false'"),
+                                         ("seed = 7.9\n", "seed: expects a whole number, got 7.9"),
+                                         ("style = 'banana'\n", "style: 'banana' is not one of seed, surgical")])
 def test_config_files_are_checked_too(text, words, tmp_path, capsys):
     config = tmp_path / "mfr.toml"
     config.write_text(text)
-    with pytest.raises(SystemExit) as info:
-        main(["--config", str(config), "mask", str(tmp_path), str(tmp_path / "out")])
-    assert info.value.code == 2 and words in capsys.readouterr().err
+    for argv in (["--config", str(config), "mask", str(tmp_path), str(tmp_path / "out")],
+                 ["mask", str(tmp_path), str(tmp_path / "out"), "--config", str(config)]):  # after the command too
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2 and words in capsys.readouterr().err
 
 
 def test_reading_shards_never_aborts_the_process_at_exit(tmp_path):
