@@ -48,6 +48,8 @@ def _finish(label: str, summary, bar=None) -> None:
 
 
 def _print_report(report: dict) -> None:
+    for note in report.get("notes") or ():
+        print(f"note: {note}")
     if report.get("skipped"):
         print("report up to date (same shards and settings); --force makes it again")
     for kind, uri in report["paths"].items():

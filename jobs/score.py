@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
-from jobs.storage import open_store, redact
+from jobs.storage import open_store, read_parquet_bytes, redact
 from recog import metrics as M
 from recog.report import acquisition_counts, evaluate, write_report
 
@@ -214,7 +214,38 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
                          acquisition=acquisition)
 
 
-def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "Masked probes vs unmasked gallery",
+def side_is_masked(uri: str) -> bool | None:
+    """Whether the faces of a shard folder are masked, from its first shard's `masked` column (a
+    folder is written by one embed pass, masked or not); None when it has no such shard or the
+    column says both."""
+    import pyarrow.compute as pc
+
+    store = open_store(uri)
+    for key in store.list():
+        if key.endswith(".parquet"):
+            values = pc.unique(read_parquet_bytes(store.read(key), columns=["masked"]).column("masked")).to_pylist()
+            values = [v for v in values if v is not None]
+            return values[0] if len(values) == 1 else None
+    return None
+
+
+def sides_title(probe_uri: str, gallery_uri: str) -> tuple[str, list[str]]:
+    """(the report's title, notes) from what the shards say about each side: "Masked probes vs
+    unmasked gallery" for the protocol the tool is for, else what was scored, with a note when the
+    two folders look given the wrong way round."""
+    probe, gallery = side_is_masked(probe_uri), side_is_masked(gallery_uri)
+    word = {True: "masked", False: "unmasked", None: "mixed"}
+    title = f"{word[probe].capitalize()} probes vs {word[gallery]} gallery"
+    notes = []
+    if probe is False and gallery is True:
+        notes.append("the probes are unmasked and the gallery masked: were the two folders given the wrong way "
+                     "round? (mfr score PROBES GALLERY OUT)")
+    elif probe is False:
+        notes.append("the probes are unmasked: this is not a masked-face evaluation")
+    return title, notes
+
+
+def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
               gallery_template: str = "best", gallery_part_rows: int | None = None, score_device: str = "auto",
@@ -227,7 +258,11 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
     where the cluster has them (`score_device`: auto, cpu, gpu). A rerun over unchanged shards and settings keeps the report
     that is there (`skipped` is True) unless `force`. `gallery_template`: `best` (every gallery image an
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
-    verification alike."""
+    verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
+    unmasked gallery", or a title and a note saying otherwise)."""
+    notes = []
+    if title is None:
+        title, notes = sides_title(probe_uri, gallery_uri)
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
     out = open_store(output_uri)
@@ -244,7 +279,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
         if previous.get("inputs_fingerprint") == fingerprint:
             names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
-            return {"paths": paths, "result": None, "results": [], "skipped": True}
+            return {"paths": paths, "result": None, "results": [], "skipped": True, "notes": notes}
     splits, results, model_ids, uris_of = {}, [], {}, {}
     reducer_options = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
     if distributed:
@@ -290,15 +325,15 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str = "M
                         for i, (m, p, g) in enumerate(methods)],
             "inputs_fingerprint": fingerprint,
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
-            "protocol": f"masked probes vs unmasked gallery, {gallery_per_identity} gallery image(s) per identity"
+            "protocol": f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
                         + (" as one mean template" if gallery_template == "mean" else "")
-                        + ", probes from the other images"})
+                        + ", probes from the other images", **({"notes": notes} if notes else {})})
         written = {}
         # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
             out.write(path.name, path.read_bytes())
             written[kind] = out.uri_of(path.name)
-    return {"paths": written, "result": results[0], "results": results, "skipped": False}
+    return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
 
 
 def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error"):

@@ -39,6 +39,16 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert 0.5 < verification["auc"] <= 1.0 and ident["rank"]["1"] >= 0.5
     for name in ("report.md", "roc.png", "cmc.png"):
         assert (out / "report" / name).stat().st_size > 100
+    assert report["title"] == "Masked probes vs unmasked gallery" and "notes" not in report
+
+    # the two folders the wrong way round: scored and titled as what the shards hold, with a note (it
+    # was titled "Masked probes vs unmasked gallery")
+    from jobs.score import run_score
+
+    scored = run_score(str(out / "embeddings" / "unmasked"), str(out / "embeddings" / "masked"), str(tmp_path / "r"))
+    written = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert written["title"] == "Unmasked probes vs masked gallery", written["title"]
+    assert any("wrong way round" in n for n in scored["notes"]) and written["notes"] == scored["notes"]
 
     # the reducer at scale (Ray tasks over probe shards, the gallery in the object store) gives the
     # single-process figures on the same shards
