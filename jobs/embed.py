@@ -149,13 +149,15 @@ class EmbedWorker:
 
 
 class AugmentLister:
-    """The masked faces of one group of an augment output's manifest, less those already embedded
-    (same model and mode) under the embed output: rows for `EmbedWorker` with `from_augment`."""
+    """The masked faces of one group of an augment output's manifest that `face` selects in each image
+    (`maskgen.finder.select_faces`: an augment masks every face by default, bystanders too, where the
+    image's label names one person), less those already embedded (same model and mode) under the
+    embed output: rows for `EmbedWorker` with `from_augment`."""
 
     def __init__(self, augment_uri: str, output_uri: str, points_column: str, done_where, progress=None,
-                 chunk: int = 4096):
+                 chunk: int = 4096, face: str = "center"):
         self.augment_uri, self.output_uri, self.points_column = augment_uri, output_uri, points_column
-        self.done_where, self.progress, self.chunk = done_where, progress, chunk
+        self.done_where, self.progress, self.chunk, self.face = done_where, progress, chunk, face
 
     def rows(self, group: str):
         import pyarrow as pa
@@ -165,21 +167,22 @@ class AugmentLister:
         from jobs.source import read_done
 
         done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where)
-        rows, skipped = [], 0
+        rows, skipped, masked = [], 0, []
+        # an image's faces may lie in two shards: the whole group is read before faces are chosen
         for table in read_parquet_dir(open_store(self.augment_uri), f"{MANIFEST_DIR}/{group}"):
-            table = table.filter(pc.and_(pc.equal(table.column("status"), "ok"),
-                                         pc.fill_null(table.column("masked"), False)))
-            for r in table.to_pylist():
-                input_row = f"{r['source_key']}#{r['face_index']}"
-                if input_row in done:
-                    skipped += 1
-                    continue
-                rows.append({"key": r["source_key"], "identity": r["identity"], "group": group,
-                             "input_row": input_row, "status": "", "message": "", "image_key": r["output_key"],
-                             "face_index": int(r["face_index"]), "points": r[self.points_column],
-                             "box": r["box"], "score": r["score"], "source": r["source"],
-                             "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
-                             "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
+            masked += table.filter(pc.and_(pc.equal(table.column("status"), "ok"),
+                                           pc.fill_null(table.column("masked"), False))).to_pylist()
+        for r in chosen_faces(masked, self.face):
+            input_row = f"{r['source_key']}#{r['face_index']}"
+            if input_row in done:
+                skipped += 1
+                continue
+            rows.append({"key": r["source_key"], "identity": r["identity"], "group": group,
+                         "input_row": input_row, "status": "", "message": "", "image_key": r["output_key"],
+                         "face_index": int(r["face_index"]), "points": r[self.points_column],
+                         "box": r["box"], "score": r["score"], "source": r["source"],
+                         "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
+                         "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
         report_listed(self.progress, len(rows), skipped)
         floats = pa.list_(pa.float64())
         schema = pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
@@ -192,9 +195,30 @@ class AugmentLister:
             yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=schema)
 
 
-def augment_groups(augment_uri: str, alignment: str) -> tuple[list[str], str]:
+def chosen_faces(rows: list[dict], policy: str) -> list[dict]:
+    """The manifest rows (masked faces) that `policy` keeps in each image (`select_faces` over their
+    boxes and scores in the image's `image_size`), in their order."""
+    from maskgen.detect import Face
+    from maskgen.finder import select_faces
+
+    if policy == "all":
+        return rows
+    faces: dict = {}
+    for r in rows:
+        faces.setdefault(r["source_key"], []).append(r)
+    kept = set()
+    for key, image_rows in faces.items():
+        width, height = image_rows[0].get("image_size") or (0, 0)
+        found = [Face(box=tuple(r["box"]), score=float(r["score"] if r["score"] is not None else 1.0))
+                 for r in image_rows]
+        kept.update(id(image_rows[i]) for i in select_faces(found, (height, width), policy))
+    return [r for r in rows if id(r) in kept]
+
+
+def augment_groups(augment_uri: str, alignment: str, face: str = "all") -> tuple[list[str], str]:
     """(the manifest's groups, the points column faces are aligned with), checked on one shard: an
-    augment output whose crops were aligned otherwise, or that has no whole images, is refused."""
+    augment output whose crops were aligned otherwise, that has no whole images, or that has no image
+    sizes where `face` chooses the centred face, is refused."""
     from jobs.augment import MANIFEST_DIR
 
     source = open_store(augment_uri)
@@ -207,6 +231,9 @@ def augment_groups(augment_uri: str, alignment: str) -> tuple[list[str], str]:
                    if (t.column("status").to_pylist().count("ok"))), None)
     if sample is not None:
         ok = [r for r in sample.to_pylist() if r["status"] == "ok" and r["masked"]]
+        if face == "center" and any(r.get("image_size") is None for r in ok):
+            raise ValueError("this augment output does not record its images' sizes (made by an earlier version), "
+                             "which choosing the centred face needs: embed with --face all or largest, or mask again")
         if any(r["output_key"] is None for r in ok):
             raise ValueError("the augment output has no whole images (outputs='crops'); rerun augment with "
                              "outputs='image' or 'both' to embed from it")
@@ -222,11 +249,12 @@ def augment_groups(augment_uri: str, alignment: str) -> tuple[list[str], str]:
 
 
 def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, done_where, images_uri=None,
-                  progress=None):
-    """(input store, groups, lister, notes) of what to embed."""
+                  progress=None, face: str = "center"):
+    """(input store, groups, lister, notes) of what to embed (`face`: which of an augment output's
+    masked faces of each image)."""
     if from_augment:
-        groups, column = augment_groups(input_uri, alignment)
-        lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress)
+        groups, column = augment_groups(input_uri, alignment, face)
+        lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress, face=face)
         return open_store(input_uri), groups, lister, []
     return input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
                          progress=progress)
@@ -300,7 +328,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         summary = run_here(
             executor, local_max_inputs,
             lambda tally: embed_listing(input_uri, output, from_augment, alignment,
-                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally),
+                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally, face),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
@@ -311,7 +339,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             return summary
         ensure_ray()
         source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
-                                                      ColumnsEqual(model_id=model_id, mode=mode), images_uri)
+                                                      ColumnsEqual(model_id=model_id, mode=mode), images_uri,
+                                                      face=face)
 
         def build(inputs, tracker):
             ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,

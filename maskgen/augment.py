@@ -177,6 +177,7 @@ class Augmenter:
                 landmarks68=lm, face_type=ftype.code, yaw=round(float(ftype.yaw), 2),
                 blur=round(float(ftype.blur), 4), masked=masked, mask=params, message=note,
                 source=sources[i] if sources else "given", alignment=how, aligned5=align_pts, seed=opts.seed,
+                image_size=[int(w), int(h)],
             ))
             if masked:
                 crop_points.append(align_pts)

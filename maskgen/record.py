@@ -27,7 +27,8 @@ import numpy as np
 VIEWS = ("manifest", "shard")
 
 # each view's columns, in order; a field is stored under its own name except where RENAMED
-MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index", "output_key", "crop_key", "box",
+MANIFEST_COLUMNS = ("source_key", "identity", "status", "message", "face_index", "image_size", "output_key", "crop_key",
+                    "box",
                     "score", "landmarks5", "landmarks68", "face_type", "yaw", "blur", "masked", "mask_style", "mask",
                     "source", "alignment", "aligned5", "seed", "versions", "input_row", "node")
 SHARD_COLUMNS = ("key", "identity", "masked", "face_index", "model_id", "mode", "similarity", "status", "message",
@@ -41,7 +42,8 @@ def _types() -> dict:
 
     floats = pa.list_(pa.float64())
     return {"source_key": pa.string(), "key": pa.string(), "identity": pa.string(), "status": pa.string(),
-            "message": pa.string(), "face_index": pa.int32(), "output_key": pa.string(), "crop_key": pa.string(),
+            "message": pa.string(), "face_index": pa.int32(), "image_size": pa.list_(pa.int32()),
+            "output_key": pa.string(), "crop_key": pa.string(),
             "box": floats, "score": pa.float64(), "landmarks5": floats, "landmarks68": floats,
             "face_type": pa.string(), "yaw": pa.float64(), "blur": pa.float64(), "masked": pa.bool_(),
             "mask_style": pa.string(), "mask": pa.string(), "source": pa.string(), "alignment": pa.string(),
@@ -91,6 +93,7 @@ class FaceRecord:
     status: str = "ok"                     # ok, or why this input has no face (no_face, corrupt, ...)
     message: str = ""
     face_index: int = -1
+    image_size: list[int] | None = None    # (width, height) of the upright image the face was found in
     # detection (maskgen.finder)
     box: list[float] | None = None         # x1, y1, x2, y2
     score: float | None = None

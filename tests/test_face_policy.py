@@ -102,3 +102,36 @@ def test_run_embeds_every_face_with_face_all_and_one_by_default(ray_runtime, sha
     assert counts["center"] == 1 and counts["all"] >= 3, counts
     with pytest.raises(ValueError, match="face must be one of"):
         run_pipeline(str(dataset), str(tmp_path / "x"), face="first")
+
+
+def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_data, tmp_path):
+    """`mfr mask` masks every face (bystanders too) by default; `embed --from-augment` embedded every
+    masked face, so the README's mask -> embed -> score path counted two bystanders of img54.jpg as
+    genuine probes of person_02 (TAR@FAR=0.1 90 % where `mfr run` gave 100 %). It now keeps the face
+    `--face` names in each image, as embedding from the images does, from the image sizes the
+    manifest records."""
+    import shutil
+
+    from jobs.augment import read_manifest, run_augment
+    from jobs.embed import read_shards, run_embed
+
+    group = shared_data / "faces" / "person_02" / "img54.jpg"
+    dataset = tmp_path / "dataset" / "person_02"
+    dataset.mkdir(parents=True)
+    shutil.copy(group, dataset / group.name)
+    run_augment(str(tmp_path / "dataset"), str(tmp_path / "masked"), executor="local")
+    manifest = read_manifest(str(tmp_path / "masked"))
+    assert manifest.masked.sum() >= 3 and manifest.image_size.map(list).map(tuple).nunique() == 1
+    from maskgen.decode import decode_image
+
+    height, width = decode_image(group.read_bytes()).shape[:2]
+    assert list(manifest.image_size.iloc[0]) == [width, height]
+    faces = {}
+    for face in ("center", "all"):
+        run_embed(str(tmp_path / "masked"), str(tmp_path / face), masked=True, from_augment=True, face=face,
+                  executor="local")
+        faces[face] = read_shards(str(tmp_path / face))[0]
+    direct = run_embed(str(tmp_path / "dataset"), str(tmp_path / "direct"), masked=False, executor="local")
+    assert direct.faces == 1 and len(faces["center"]) == 1 and len(faces["all"]) == manifest.masked.sum()
+    centred = read_shards(str(tmp_path / "direct"))[0]
+    assert faces["center"].box.map(list).iloc[0] == centred.box.map(list).iloc[0]  # the same face as from the image
