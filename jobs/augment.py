@@ -274,13 +274,18 @@ def check_batch_size(batch_size, rows_per_shard=ROWS_PER_SHARD) -> None:
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
                 images_uri: str | None = None, batch_size: int = 32, workers: int | None = None,
                 max_pixels: int = 40_000_000, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
-                executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS) -> JobSummary:
+                executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
+                retry_failed: bool = False) -> JobSummary:
     """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to
     (in-process when none is running), or, for a small job with no cluster to join, in a process pool
     on this machine (`executor`: auto, local or ray; see jobs/local.py). `input_uri` is a folder, an
     `s3://` prefix, or an input manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative
-    to `images_uri` (default: the manifest's folder)."""
+    to `images_uri` (default: the manifest's folder). `retry_failed`: inputs an earlier run recorded as
+    failed are done again, their old rows replaced (`jobs.source.DoneUnlessFailed`)."""
+    from jobs.source import DoneUnlessFailed
+
     options = options or AugmentOptions()
+    done_where = DoneUnlessFailed() if retry_failed else None
     check_batch_size(batch_size, rows_per_shard)
     check_executor(executor)
     started = time.perf_counter()
@@ -290,7 +295,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
         check_settings(output, "mfr mask", augment_settings(options))
         summary = run_here(
             executor, local_max_inputs,
-            lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally),
+            lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally,
+                                        done_where=done_where),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
                                              threads=1),
             write=functools.partial(write_shards, output_uri=output.uri, directory=MANIFEST_DIR,
@@ -299,7 +305,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
         if summary is not None:
             return summary
         ensure_ray()
-        images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri)
+        images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
+                                                      done_where=done_where)
 
         def build(inputs, tracker):
             ds = augment_stage(inputs, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
@@ -311,15 +318,17 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     return summary
 
 
-def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None) -> dict:
+def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None, retry_failed: bool = False) -> dict:
     """What `run_augment` would do, listed by the job's own listing code in this process: no Ray,
     nothing written."""
     from jobs.inputs import Tally, input_listing
+    from jobs.source import DoneUnlessFailed
 
     output = open_store(output_uri)
     tally = Tally()
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
-                                                  progress=tally)
+                                                  progress=tally,
+                                                  done_where=DoneUnlessFailed(drop=False) if retry_failed else None)
     return plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
         output.uri_of(output_keys(row["key"])[0]), output_keys(row["key"])[1]))
 

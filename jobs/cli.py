@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML file of options; flags win")
         return sp
 
+    def retry_option(sp):
+        sp.add_argument("--retry-failed", action="store_true",
+                        help="do again the inputs an earlier run recorded as failed (missing, undecodable, error, "
+                             "...; not no_face): a rerun skips every input with a row, and these rows are replaced")
+
     def job_options(sp, batch_size: int):
         sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
         sp.add_argument("--strict", action="store_true",
@@ -165,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
                  "implausible); recorded per face in the manifest")
     job_options(m, 32)
+    retry_option(m)
     executor_option(m)
 
     e = command("embed", "embedding shards (Parquet) for every face (the embed job)",
@@ -197,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "size and score; right more often than largest on LFW-style crops, "
                         "bench/bench_face_policy.py), largest, or all (one row each)")
     job_options(e, 32)
+    retry_option(e)
     executor_option(e)
 
     v = command("evaluate", "a dataset's own images to a report in one command: a pairs protocol, identification "
@@ -421,7 +428,7 @@ def cmd_mask(args) -> int:
     from maskgen.finder import FinderOptions
 
     if args.dry_run:
-        _print_plan("mask", plan_augment(args.input, args.output, args.images))
+        _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed))
         return 0
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
                                       second_look=_on_off(args.second_look))
@@ -431,7 +438,7 @@ def cmd_mask(args) -> int:
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
-                          executor=args.executor)
+                          executor=args.executor, retry_failed=args.retry_failed)
     _finish("mask", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 
@@ -442,7 +449,7 @@ def cmd_embed(args) -> int:
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
                                         accept_licence=args.accept_model_licence, images_uri=args.images,
-                                        mode=args.mode, alignment=args.alignment))
+                                        mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
@@ -451,7 +458,8 @@ def cmd_embed(args) -> int:
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
-                        second_look=_on_off(args.second_look), executor=args.executor)
+                        second_look=_on_off(args.second_look), executor=args.executor,
+                        retry_failed=args.retry_failed)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_count(summary.statuses) else 0
 

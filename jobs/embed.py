@@ -270,7 +270,7 @@ def model_identity(model: str, accept_licence: bool = False):
 
 def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
-               alignment: str = "five-point") -> dict:
+               alignment: str = "five-point", retry_failed: bool = False) -> dict:
     """What `run_embed` would do, listed by the same read tasks (in-process Ray, nothing written; the
     model is fetched and cached, since its identity decides which shards count as done)."""
     from jobs.inputs import Tally
@@ -278,8 +278,12 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     tally = Tally()
+    from jobs.source import DoneUnlessFailed
+
+    where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
-                                                  ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally)
+                                                  DoneUnlessFailed(where, drop=False) if retry_failed else where,
+                                                  images_uri, tally)
     return plan_from(source.uri, output, groups, lister, tally, notes,
                      lambda row: f"a row in {output.uri_of(SHARD_DIR)}/g=.../part-<hash>.parquet")
 
@@ -301,7 +305,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
-              executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS) -> JobSummary:
+              executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
+              retry_failed: bool = False) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
@@ -309,7 +314,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `masked` for probes, else `photos`), `crop_mode` (`auto`, `on`, `off`) and `second_look` overriding
     the preset's. `face` says which faces of an image are embedded (`maskgen.finder.select_faces`:
     `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`). `executor`: as
-    `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool)."""
+    `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
+    `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
+    replaced (`jobs.source.DoneUnlessFailed`)."""
     from maskgen.finder import FACE_POLICIES, FinderOptions
 
     if face not in FACE_POLICIES:
@@ -324,11 +331,16 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
+    done_where = ColumnsEqual(model_id=model_id, mode=mode)
+    if retry_failed:
+        from jobs.source import DoneUnlessFailed
+
+        done_where = DoneUnlessFailed(done_where)
     with Lease(output, "mfr embed"):
         summary = run_here(
             executor, local_max_inputs,
-            lambda tally: embed_listing(input_uri, output, from_augment, alignment,
-                                        ColumnsEqual(model_id=model_id, mode=mode), images_uri, tally, face),
+            lambda tally: embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, tally,
+                                        face),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
@@ -338,9 +350,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         if summary is not None:
             return summary
         ensure_ray()
-        source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
-                                                      ColumnsEqual(model_id=model_id, mode=mode), images_uri,
-                                                      face=face)
+        source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment, done_where,
+                                                      images_uri, face=face)
 
         def build(inputs, tracker):
             ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,

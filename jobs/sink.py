@@ -57,9 +57,24 @@ def status_counts(input_rows, statuses) -> dict:
     return counts
 
 
-def shard_name(input_rows) -> str:
-    return "part-" + hashlib.sha256("\n".join(sorted(set(input_rows))).encode("utf-8", "surrogateescape")
-                                    ).hexdigest()[:24] + ".parquet"
+def shard_name(input_rows, kind: str = "") -> str:
+    """`part-<hash>.parquet`, the hash of the input rows (and `kind`, when given)."""
+    text = "\n".join(sorted(set(input_rows)))
+    if kind:
+        text = f"{kind}\n\n{text}"
+    return "part-" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".parquet"
+
+
+def shard_file_name(table) -> str:
+    """The file name of a shard holding `table`: from its input rows, and, for embedding shards, its
+    model and mode. One folder holds the shards of every model and mode embedded into it (a rerun
+    with another model adds its own); named by the input rows alone, a second model's shard of the
+    same images overwrote the first model's."""
+    kind = ""
+    if "model_id" in table.column_names:
+        modes = table.column("mode").to_pylist() if "mode" in table.column_names else [""] * table.num_rows
+        kind = "\n".join(sorted({f"{m}|{d}" for m, d in zip(table.column("model_id").to_pylist(), modes)}))
+    return shard_name(table.column("input_row").to_pylist(), kind)
 
 
 def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -> dict:
@@ -104,7 +119,7 @@ def put_shard(store, directory: str, group: str, table) -> None:
 
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    store.write(f"{directory}/{group}/{shard_name(table.column('input_row').to_pylist())}", sink.getvalue())
+    store.write(f"{directory}/{group}/{shard_file_name(table)}", sink.getvalue())
 
 
 def input_counts(table) -> dict:

@@ -47,7 +47,8 @@ def _done_tables(store, directory: str, where: Callable | None):
     """The Parquet shards under `directory` of `store` as tables, each only the rows for which
     `where(table)` (a pyarrow boolean mask) holds, if given. A shard that cannot be parsed (a write
     cut short by a crash on a file system without atomic rename) counts as not written: its rows are
-    done again and the shard is overwritten by a new one."""
+    done again and the shard is overwritten by a new one. A `DoneUnlessFailed` filter with `drop`
+    also takes its failed rows out of the shards as they are read."""
     from jobs.storage import read_parquet_bytes
 
     for key in store.list(directory):
@@ -57,7 +58,58 @@ def _done_tables(store, directory: str, where: Callable | None):
             table = read_parquet_bytes(store.read(key))
         except (OSError, ValueError):
             continue
+        if isinstance(where, DoneUnlessFailed) and where.drop:
+            table = where.drop_failed(store, key, table)
         yield table.filter(where(table)) if where is not None else table
+
+
+class DoneUnlessFailed:
+    """A done-shard filter for `--retry-failed`: an input counts as done (`where`, if given, holding)
+    only where its row did not fail (a status outside `jobs.progress.FINE`: missing, undecodable,
+    error, ...), so a rerun does it again. With `drop` (a real run, not a dry run), the listing takes
+    those rows out of their shards as it reads them: the shard is deleted, then its other rows are
+    written again as a shard of their own (named by its input rows, `jobs.sink.shard_name`). The
+    rows written again are then an input's only rows; a crash between the two steps leaves the
+    other rows' inputs without rows, done again by the next run, never twice. One read task lists a
+    group, so no two tasks rewrite one shard."""
+
+    def __init__(self, where: Callable | None = None, drop: bool = True):
+        self.where, self.drop = where, drop
+
+    def failed(self, table):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.progress import FINE
+
+        bad = pc.invert(pc.is_in(table.column("status"), value_set=pa.array(list(FINE), pa.string())))
+        return bad if self.where is None else pc.and_(bad, self.where(table))
+
+    def __call__(self, table):
+        import pyarrow.compute as pc
+
+        ok = pc.invert(self.failed(table))
+        return ok if self.where is None else pc.and_(ok, self.where(table))
+
+    def drop_failed(self, store, key: str, table):
+        """`table` (the shard at `key`) less its failed rows, which leave the store."""
+        import io
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from jobs.sink import shard_file_name
+
+        failed = pc.fill_null(self.failed(table), False)
+        if not pc.any(failed).as_py():
+            return table
+        keep = table.filter(pc.invert(failed))
+        store.delete(key)
+        if keep.num_rows:
+            sink = io.BytesIO()
+            pq.write_table(keep, sink)
+            store.write(f"{key.rpartition('/')[0]}/{shard_file_name(keep)}", sink.getvalue())
+        return keep
 
 
 def read_done(store, directory: str, key_column: str, where: Callable | None = None) -> set:

@@ -195,6 +195,48 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
         assert main(first) == 0  # the same settings: a rerun with nothing to do
 
 
+def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(face_photos, tmp_path, capsys):
+    """A rerun skips every input with a row, failed ones too: a typo in `--images` (every row
+    `missing`) or a truncated file replaced since stayed failed for good. `--retry-failed` does them
+    again (a dry run says so and changes nothing), and each input keeps exactly one row."""
+    import pandas as pd
+
+    from jobs.embed import read_shards
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+    keys = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path\n" + "".join(f"{k}\n" for k in keys))
+    out = tmp_path / "masked"
+    args = ["mask", str(manifest), str(out), "--executor", "local", "--quiet"]
+    assert main([*args, "--images", str(tmp_path / "nowhere")]) == 0
+    assert set(read_manifest(str(out)).status) == {"missing"}
+    assert main([*args, "--images", str(dataset)]) == 0  # skipped: the rows are there
+    assert set(read_manifest(str(out)).status) == {"missing"}
+    capsys.readouterr()
+    assert main([*args, "--images", str(dataset), "--retry-failed", "--dry-run"]) == 0
+    assert f"0 already done; {len(keys)} to process" in capsys.readouterr().out
+    assert set(read_manifest(str(out)).status) == {"missing"}  # a dry run removes nothing
+    assert main([*args, "--images", str(dataset), "--retry-failed"]) == 0
+    rows = read_manifest(str(out))
+    assert set(rows.status) == {"ok"} and sorted(set(rows.source_key)) == keys
+    assert not rows.duplicated(["input_row", "face_index"]).any()
+
+    broken = dataset / keys[1]
+    good = broken.read_bytes()
+    broken.write_bytes(good[: len(good) // 3])
+    emb = tmp_path / "emb"
+    eargs = ["embed", str(dataset), str(emb), "--executor", "local", "--quiet"]
+    assert main(eargs) == 0 and main([*eargs, "--model", "dlib-resnet"]) == 0
+    broken.write_bytes(good)
+    assert main([*eargs, "--retry-failed"]) == 0
+    shards = pd.concat(pd.read_parquet(p) for p in (emb / "shards").rglob("*.parquet"))
+    sface = shards[shards.model_id.str.startswith("sface")]
+    assert set(sface.status) == {"ok"} and sorted(sface.key) == keys and not sface.duplicated("input_row").any()
+    other = shards[~shards.model_id.str.startswith("sface")]  # another model's rows are left as they were
+    assert sorted(other.status) == ["ok", "undecodable"] and len(read_shards(str(emb))[0]) == 3
+
+
 def test_a_corrupt_model_cache_is_made_again_or_refused_clearly(tmp_path, monkeypatch, capsys):
     from maskgen.mtcnn_graphs import cached_models
     from maskgen.runtime import ModelCacheError, cache_dir, cached_bytes_file
