@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import folder_identity, input_listing
+from jobs.inputs import check_input, folder_identity, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
@@ -290,6 +290,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     check_executor(executor)
     started = time.perf_counter()
     output = open_store(output_uri)
+    check_input(input_uri, output, images_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask"):
         check_settings(output, "mfr mask", augment_settings(options))

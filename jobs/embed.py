@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
-from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed
+from jobs.inputs import ColumnsEqual, check_input, folder_identity, input_listing, report_listed
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
@@ -329,6 +329,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
                                       second_look=second_look)
     output = open_store(output_uri)
+    if not from_augment:
+        check_input(input_uri, output, images_uri)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
     done_where = ColumnsEqual(model_id=model_id, mode=mode)

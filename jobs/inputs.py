@@ -164,8 +164,9 @@ class _ManifestRows:
         where = f"{self.name} row {line}"
         raw, key, unsafe = self.key(row)
         if key is None:
+            hint = "; a manifest's paths are relative to the images root (--images)" if "absolute" in unsafe else ""
             return InputItem(raw, str(row.get("identity") or ""), status="unsafe_path", input_row=f"{raw}#row{line}",
-                             message=f"{where}: {unsafe}; nothing read or written")
+                             message=f"{where}: {unsafe}; nothing read or written{hint}")
         item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
         try:
             if row.get("masked") not in (None, ""):
@@ -621,7 +622,12 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done)
         return images, [name], lister, notes
+    if images_uri is not None:
+        raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
+                         f"{redact(input_uri)} is a folder: its images are read from it")
     images = open_store(input_uri)
+    if isinstance(images, LocalStore) and not images.root.exists():
+        raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written)")
     if isinstance(images, LocalStore) and images.root.is_file():
         raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
                          "(.csv/.parquet) that lists them")
@@ -640,6 +646,12 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     lister = FolderLister(images.uri, output.uri, done_dir, done_where, exclude, progress,
                           gallery_per_identity=gallery_per_identity, role_done=role_done)
     return images, groups, lister, notes
+
+
+def check_input(input_uri: str, output, images_uri: str | None = None, gallery_per_identity: int = 0) -> None:
+    """Refuse an input a job cannot use (`input_listing`'s checks: no such folder or manifest, a
+    file, the output itself, nothing in it, ...) before the job writes anything to its output."""
+    input_listing(input_uri, output, "", images_uri=images_uri, gallery_per_identity=gallery_per_identity)
 
 
 def report_listed(progress, todo: int, done: int) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
 from jobs.embed import SHARD_DIR
-from jobs.inputs import ColumnsEqual, input_listing
+from jobs.inputs import ColumnsEqual, check_input, input_listing
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
@@ -277,6 +277,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     started = time.perf_counter()
     out = open_store(output_uri)
+    check_input(dataset_uri, out, images_uri, gallery_per_identity=1)
     out.check_writable()
     # every model is loaded once here: a wrong model or licence fails before any image is read
     embedders = {m: Embedder(m, accept_licence=accept_licence).check() for m in models}

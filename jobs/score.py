@@ -360,7 +360,7 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error")
     if len(keep) < len(pairs) and missing == "error":
         lost = next(k for i in range(len(pairs)) for k in (pairs.a[i], pairs.b[i]) if k not in present)
         raise ValueError(f"{len(pairs) - len(keep)} pair(s) have an image the shards do not hold, e.g. {lost!r}; "
-                         "pass missing='skip' to leave them out")
+                         "pass missing='skip' (--missing skip) to leave them out")
     acquired = np.array([pairs.a[i] in first_face.index and pairs.b[i] in first_face.index for i in keep], bool)
     both = [i for i, ok in zip(keep, acquired) if ok]
     a = emb[first_face.loc[[pairs.a[i] for i in both]].to_numpy()]

@@ -176,6 +176,13 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
         err = capsys.readouterr().err
         assert "is a file, not a folder" in err and "an input manifest" in err, err
         assert not (tmp_path / command).exists() or not any((tmp_path / command).rglob("*")), command
+    # a folder that is not there is said so (was: "no images under ..."); --images beside a folder
+    # input, which reads its images from the folder, was ignored without a word
+    assert main(["mask", str(tmp_path / "nowhere"), str(tmp_path / "o1"), "--executor", "local", "--quiet"]) == 2
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main(["mask", str(dataset), str(tmp_path / "o2"), "--images", str(tmp_path), "--executor", "local",
+                 "--quiet"]) == 2
+    assert "--images (where a manifest's paths point) applies to an input manifest" in capsys.readouterr().err
 
 
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
