@@ -73,9 +73,10 @@ def _tables(uri):
 
 def test_gbk_manifest_with_bad_rows_to_s3_is_strict(ray_runtime, corpus, bucket, tmp_path, capsys):
     root, expected = corpus
-    usable = [k for k in sorted(expected) if _gbk(k)]
+    # a folder's files named as no image are not read; a manifest's rows are read whatever their names
+    usable = [k for k in sorted(expected) if _gbk(k) and expected[k] != "not_an_image"]
     paths = usable + ["people/nobody/missing.jpg", usable[0], "../../escape.jpg", "/etc/passwd",
-                      "people/../../../escape.jpg", "s3://other-bucket/x.jpg"]
+                      "people/../../../escape.jpg", "s3://other-bucket/x.jpg", "bad/document.pdf"]
     text = io.StringIO()
     csv.writer(text).writerows([("path", "identity")] + [(p, "") for p in paths])
     manifest_csv = tmp_path / "list.csv"
@@ -91,6 +92,7 @@ def test_gbk_manifest_with_bad_rows_to_s3_is_strict(ray_runtime, corpus, bucket,
         assert statuses[bad] == {"unsafe_path"}, bad
     assert statuses["s3://other-bucket/x.jpg"] == {"unsafe_path"}
     assert statuses["people/白敬亭/照片.jpg"] == {"ok"}
+    assert statuses["bad/document.pdf"] == {"unsupported"}
     keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys and all(k.startswith("out/") for k in keys) and not any("escape" in k for k in keys)
     assert "unsafe_path" in capsys.readouterr().out
