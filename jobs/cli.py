@@ -496,6 +496,15 @@ def cmd_run(args) -> int:
     from jobs.storage import open_store
 
     if args.dry_run:
+        from jobs.embed import model_identity
+        from recog.matching import mode_from_name
+
+        for mode in _names(args.modes):  # what the job would refuse, a dry run refuses too
+            mode_from_name(mode)
+        for model in _names(args.models) or [args.model]:
+            model_identity(model, args.accept_model_licence)
+        if args.fuse and len(_names(args.models) or [args.model]) < 2:
+            print("note: --fuse takes two or more --models; with one it adds nothing")
         out = open_store(args.output)
         _print_plan("run", plan_augment(args.dataset, out.uri_of("masked"), args.images))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "

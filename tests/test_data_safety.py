@@ -374,3 +374,12 @@ def test_sigterm_takes_the_ctrl_c_path(face_photos, tmp_path):
         job.kill()
     assert job.returncode == 130 and "interrupted" in err and "Traceback" not in err, err[-2000:]
     assert not (out / "_mfr_lease.json").exists()  # released on the way out
+
+
+@pytest.mark.parametrize("argv, words", [(["--modes", "plain,bogus"], "unknown matching mode 'bogus'"),
+                                         (["--models", "sface,nope"], "nope is neither a built-in model")])
+def test_a_dry_run_of_mfr_run_refuses_what_the_run_would(argv, words, face_photos, tmp_path, capsys):
+    """A dry run printed a plan and exited 0 for a mode or model the run itself refuses."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    assert main(["run", str(dataset), str(tmp_path / "out"), "--dry-run", *argv]) == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "out").exists()
