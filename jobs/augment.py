@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import check_input, folder_identity, input_listing
+from jobs.inputs import folder_identity, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
@@ -290,14 +290,13 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     check_executor(executor)
     started = time.perf_counter()
     output = open_store(output_uri)
-    check_input(input_uri, output, images_uri)
+    # listed before anything is written: an input the job cannot use leaves the output untouched
+    listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask"):
         check_settings(output, "mfr mask", augment_settings(options))
         summary = run_here(
-            executor, local_max_inputs,
-            lambda tally: input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, progress=tally,
-                                        done_where=done_where),
+            executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
                                              threads=1),
             write=functools.partial(write_shards, output_uri=output.uri, directory=MANIFEST_DIR,
@@ -306,8 +305,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
         if summary is not None:
             return summary
         ensure_ray()
-        images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
-                                                      done_where=done_where)
+        images, groups, lister, notes = listing
 
         def build(inputs, tracker):
             ds = augment_stage(inputs, images.uri, output.uri, options, batch_size=batch_size, workers=workers,

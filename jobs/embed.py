@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
-from jobs.inputs import ColumnsEqual, check_input, folder_identity, input_listing, report_listed
+from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
@@ -329,20 +329,18 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
                                       second_look=second_look)
     output = open_store(output_uri)
-    if not from_augment:
-        check_input(input_uri, output, images_uri)
-    output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     model_id = model_identity(model, accept_licence)[0]
     done_where = ColumnsEqual(model_id=model_id, mode=mode)
     if retry_failed:
         from jobs.source import DoneUnlessFailed
 
         done_where = DoneUnlessFailed(done_where)
+    # listed before anything is written: an input the job cannot use leaves the output untouched
+    listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
+    output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr embed"):
         summary = run_here(
-            executor, local_max_inputs,
-            lambda tally: embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, tally,
-                                        face),
+            executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
@@ -352,8 +350,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         if summary is not None:
             return summary
         ensure_ray()
-        source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment, done_where,
-                                                      images_uri, face=face)
+        source, groups, lister, notes = listing
 
         def build(inputs, tracker):
             ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,

@@ -15,6 +15,7 @@ are not dropped: they reach the output manifest with their status and reason.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import math
@@ -648,10 +649,20 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     return images, groups, lister, notes
 
 
-def check_input(input_uri: str, output, images_uri: str | None = None, gallery_per_identity: int = 0) -> None:
-    """Refuse an input a job cannot use (`input_listing`'s checks: no such folder or manifest, a
-    file, the output itself, nothing in it, ...) before the job writes anything to its output."""
-    input_listing(input_uri, output, "", images_uri=images_uri, gallery_per_identity=gallery_per_identity)
+def reporting_to(lister, progress):
+    """A copy of `lister` whose listing reports what it lists to `progress` (a `jobs.sink.Progress`
+    actor, a `Tally`, or None)."""
+    twin = copy.copy(lister)
+    twin.progress = progress
+    return twin
+
+
+def with_progress(listing: tuple, progress) -> tuple:
+    """An `input_listing` result whose lister reports to `progress`. A job lists its input once,
+    before it writes anything (so an input it cannot use is refused with the output untouched), and
+    hands the result to either executor."""
+    images, groups, lister, notes = listing
+    return images, groups, reporting_to(lister, progress), notes
 
 
 def report_listed(progress, todo: int, done: int) -> None:

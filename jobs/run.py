@@ -35,7 +35,7 @@ import numpy as np
 
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
 from jobs.embed import SHARD_DIR
-from jobs.inputs import ColumnsEqual, check_input, input_listing
+from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
@@ -277,8 +277,6 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     started = time.perf_counter()
     out = open_store(output_uri)
-    check_input(dataset_uri, out, images_uri, gallery_per_identity=1)
-    out.check_writable()
     # every model is loaded once here: a wrong model or licence fails before any image is read
     embedders = {m: Embedder(m, accept_licence=accept_licence).check() for m in models}
     infos = {m: (e.model_id, e.dim, e.spec.similarity) for m, e in embedders.items()}
@@ -291,9 +289,10 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     options = AugmentOptions(style=style, seed=seed, face=face)
     progress = progress_for("run") if progress_for else None
 
-    def listing(tally=None):
-        return input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
-                             role_done=role_done, progress=tally)
+    # listed before anything is written: an input the job cannot use leaves the output untouched
+    listing = input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
+                            role_done=role_done)
+    out.check_writable()
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
         """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
@@ -302,7 +301,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     with Lease(out, "mfr run"):
         check_settings(out, "mfr run", augment_settings(options))
         summary = run_here(
-            executor, local_max_inputs, listing,
+            executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),
             write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets), faces_column="masked",
             batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
@@ -310,7 +309,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         on_ray = summary is None
         if on_ray:
             ensure_ray()
-            images, input_groups, lister, notes = listing()
+            images, input_groups, lister, notes = listing
             cpu = plan_pool(workers)
             recognition = recognition_pool(recognition_workers)
 

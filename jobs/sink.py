@@ -115,11 +115,16 @@ def batch_counts(table, faces_column: str) -> tuple[int, int, dict]:
 
 def put_shard(store, directory: str, group: str, table) -> None:
     """Write `table` (the rows of one group) as its shard: `<directory>/<group>/part-<hash>.parquet`."""
+    write_shard(store, f"{directory}/{group}", table)
+
+
+def write_shard(store, folder: str, table) -> None:
+    """Write `table` as a shard in `folder` of `store`, named by `shard_file_name`."""
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    store.write(f"{directory}/{group}/{shard_file_name(table)}", sink.getvalue())
+    store.write(f"{folder}/{shard_file_name(table)}", sink.getvalue())
 
 
 def input_counts(table) -> dict:

@@ -15,7 +15,6 @@ the whole output into the driver. See `group_id`.
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 from typing import Callable, Iterable
@@ -68,7 +67,7 @@ class DoneUnlessFailed:
     only where its row did not fail (a status outside `jobs.progress.FINE`: missing, undecodable,
     error, ...), so a rerun does it again. With `drop` (a real run, not a dry run), the listing takes
     those rows out of their shards as it reads them: the shard is deleted, then its other rows are
-    written again as a shard of their own (named by its input rows, `jobs.sink.shard_name`). The
+    written again as a shard of their own (`jobs.sink.write_shard`). The
     rows written again are then an input's only rows; a crash between the two steps leaves the
     other rows' inputs without rows, done again by the next run, never twice. One read task lists a
     group, so no two tasks rewrite one shard."""
@@ -76,29 +75,34 @@ class DoneUnlessFailed:
     def __init__(self, where: Callable | None = None, drop: bool = True):
         self.where, self.drop = where, drop
 
+    def _within(self, mask, table):
+        import pyarrow.compute as pc
+
+        return mask if self.where is None else pc.and_(mask, self.where(table))
+
     def failed(self, table):
+        """The rows that failed (and that `where` selects)."""
+        import pyarrow.compute as pc
+
+        return self._within(pc.invert(self._fine(table)), table)
+
+    def __call__(self, table):
+        return self._within(self._fine(table), table)
+
+    @staticmethod
+    def _fine(table):
         import pyarrow as pa
         import pyarrow.compute as pc
 
         from jobs.progress import FINE
 
-        bad = pc.invert(pc.is_in(table.column("status"), value_set=pa.array(list(FINE), pa.string())))
-        return bad if self.where is None else pc.and_(bad, self.where(table))
-
-    def __call__(self, table):
-        import pyarrow.compute as pc
-
-        ok = pc.invert(self.failed(table))
-        return ok if self.where is None else pc.and_(ok, self.where(table))
+        return pc.is_in(table.column("status"), value_set=pa.array(list(FINE), pa.string()))
 
     def drop_failed(self, store, key: str, table):
         """`table` (the shard at `key`) less its failed rows, which leave the store."""
-        import io
-
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
 
-        from jobs.sink import shard_file_name
+        from jobs.sink import write_shard
 
         failed = pc.fill_null(self.failed(table), False)
         if not pc.any(failed).as_py():
@@ -106,9 +110,7 @@ class DoneUnlessFailed:
         keep = table.filter(pc.invert(failed))
         store.delete(key)
         if keep.num_rows:
-            sink = io.BytesIO()
-            pq.write_table(keep, sink)
-            store.write(f"{key.rpartition('/')[0]}/{shard_file_name(keep)}", sink.getvalue())
+            write_shard(store, key.rpartition("/")[0], keep)
         return keep
 
 
@@ -199,14 +201,6 @@ def _read_groups(lister, groups: list[str]) -> Iterable:
         yield from lister.rows(group)
 
 
-def reporting_to(lister, progress):
-    """A copy of `lister` whose read tasks report what they list to `progress` (a `jobs.sink.Progress`
-    actor, or None)."""
-    twin = copy.copy(lister)
-    twin.progress = progress
-    return twin
-
-
 def block_rows(batch_size: int) -> int:
     """Rows per input block of a job whose pool takes `batch_size` rows per call: a few batches.
 
@@ -235,6 +229,8 @@ def read_grouped(groups: list[str], lister, progress=None, cpus: float | None = 
         return ray.data.from_items([])
     name = "Input" + type(lister).__name__.removesuffix("Lister")  # InputFolder, InputManifest, InputAugment
     cpus = TASK_CPUS if cpus is None else cpus
+    from jobs.inputs import reporting_to
+
     ds = ray.data.read_datasource(GroupedSource(groups, reporting_to(lister, progress), name), num_cpus=cpus,
                                   override_num_blocks=min(len(groups), 64))
     return cut_blocks(ds, rows_per_block, cpus) if rows_per_block else ds
