@@ -18,6 +18,10 @@ never take a CPU node's core.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 CPU_PER_ACTOR = 0.9
@@ -114,7 +118,6 @@ def quiet_ray_data() -> None:
 
 def _local_cluster_running() -> bool:
     """Whether `ray start` left a cluster on this machine that `ray.init()` would join."""
-    import tempfile
     from pathlib import Path
 
     return (Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists()
@@ -128,15 +131,42 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS") or _local_cluster_running():
-            ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR")
-        else:
-            ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **own_ray_options())
+        options = {} if os.environ.get("RAY_ADDRESS") or _local_cluster_running() else own_ray_options()
+        with dropping_stderr_lines(RAY_LOG_LEVEL_NOTICE):
+            ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **options)
     quiet_ray_data()
     for name in ("ray", "ray.data"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if TERM_AS_INTERRUPT:
         interrupt_on_sigterm()
+
+
+# What Ray's core worker writes to stderr when it starts with RAY_BACKEND_LOG_LEVEL set (as `--quiet`
+# sets it), whatever the level: the one line a quiet job would otherwise print.
+RAY_LOG_LEVEL_NOTICE = re.compile(r"logging\.cc:\d+: Set ray log level from environment variable")
+
+
+@contextmanager
+def dropping_stderr_lines(pattern: re.Pattern):
+    """Runs the block with file descriptor 2 captured, then writes to stderr what it printed less the
+    lines `pattern` finds. At the descriptor, not `sys.stderr`: Ray's C++ core writes there directly.
+    A temporary file, not a pipe: processes started in the block may keep the descriptor."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not pattern.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def own_ray_options(cpus: int | None = None) -> dict:
