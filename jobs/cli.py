@@ -39,12 +39,19 @@ def _progress(quiet: bool, label: str):
     return None if quiet else ProgressBar(label)
 
 
+RETRIES = ("mask", "embed", "run")  # the commands that take --retry-failed
+
+
 def _finish(label: str, summary, bar=None) -> None:
     if bar is not None:
         bar.close()
     for note in getattr(summary, "notes", ()):
         print(f"{label}: note: {note}")
     print(summary_table(label, summary))
+    failed = failed_count(summary.statuses)
+    if failed and label in RETRIES:
+        print(f"{label}: {failed} input(s) failed (their rows say why); a rerun skips them: once the cause is "
+              "fixed, --retry-failed does them again")
 
 
 def _print_report(report: dict) -> None:
@@ -302,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most recognition actors, one GPU each, where the cluster has GPUs (default: as many as it "
                         "holds); without GPUs the CPU pool's actors embed their own batches")
     job_options(r, 16)
+    retry_option(r)
     executor_option(r)
 
     d = command("demo", "the whole job on the embedded demo dataset (what `make demo` runs)",
@@ -491,32 +499,33 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from jobs.augment import plan_augment
-    from jobs.run import run_pipeline
+    from jobs.run import plan_run, run_pipeline
+    from jobs.score import NothingToScore
     from jobs.storage import open_store
 
-    if args.dry_run:
-        from jobs.embed import model_identity
-        from recog.matching import mode_from_name
-
-        for mode in _names(args.modes):  # what the job would refuse, a dry run refuses too
-            mode_from_name(mode)
-        for model in _names(args.models) or [args.model]:
-            model_identity(model, args.accept_model_licence)
-        if args.fuse and len(_names(args.models) or [args.model]) < 2:
-            print("note: --fuse takes two or more --models; with one it adds nothing")
+    if args.dry_run:  # plan_run refuses the modes and models the job would refuse
         out = open_store(args.output)
-        _print_plan("run", plan_augment(args.dataset, out.uri_of("masked"), args.images))
+        _print_plan("run", plan_run(args.dataset, args.output, _names(args.models) or [args.model],
+                                    _names(args.modes), accept_licence=args.accept_model_licence,
+                                    images_uri=args.images, retry_failed=args.retry_failed))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
               f"{out.uri_of('report')}")
+        if args.fuse and len(_names(args.models) or [args.model]) < 2:
+            print("note: --fuse takes two or more --models; with one it adds nothing")
         return 0
-    result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
-                          models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
-                          accept_licence=args.accept_model_licence, progress_for=None if args.quiet else ProgressBar,
-                          workers=args.workers, recognition_workers=args.recognition_workers,
-                          batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, face=args.face,
-                          executor=args.executor, images_uri=args.images)
+    try:
+        result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
+                              models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
+                              accept_licence=args.accept_model_licence,
+                              progress_for=None if args.quiet else ProgressBar, workers=args.workers,
+                              recognition_workers=args.recognition_workers, batch_size=args.batch_size,
+                              rows_per_shard=args.rows_per_shard, face=args.face, executor=args.executor,
+                              images_uri=args.images, retry_failed=args.retry_failed)
+    except NothingToScore as exc:
+        if exc.summary is not None:  # the images were processed: say how, then why there is no report
+            _finish("run", exc.summary)
+        raise
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])

@@ -25,6 +25,7 @@ from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_lis
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.progress import FINE
 from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
@@ -366,8 +367,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
 
 # a duplicate input row repeats another sample, a folder's file that is not an image (by its name)
 # is none, and `mfr run` does not take an image without an identity or one its input manifest marks
-# as masked for a sample: none of them is a failure to acquire
-NOT_FAILURES = ("ok", "duplicate", "not_an_image", "no_identity", "already_masked")
+# as masked for a sample: none of them is a failure to acquire; an image with no face is one
+NOT_FAILURES = tuple(status for status in FINE if status != "no_face")
 
 
 def failed_samples(table):

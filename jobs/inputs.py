@@ -406,9 +406,11 @@ class FolderLister:
         gid = group_id(group)
         entries = open_store(self.images_uri).entries(group, self.exclude)
         output = open_store(self.output_uri)
-        done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where)
+        # the role folders before the manifest: with --retry-failed each read drops failed rows, and a
+        # task stopped between the two leaves an image in the manifest only, which any rerun does again
         held = {d: read_done(output, f"{d}/{gid}", "input_row", where)
                 for dirs in self.role_done.values() for d, where in dirs}
+        done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where)
         roles = self.assign_roles(entries, self.recorded_roles(held)) if self.gallery_per_identity else {}
         rows, skipped = [], 0
         for key, kind in entries:
@@ -456,9 +458,10 @@ class ManifestLister:
 
         parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
         output = open_store(self.output_uri)
+        # role folders first, as FolderLister.rows reads them
+        roles = ManifestRoles(output, self.role_done, self.gallery_per_identity) if self.gallery_per_identity else None
         # every group's done rows, as digests: the manifest's rows spread over all of them
         done = done_digests(output, self.done_dir, "input_row", self.done_where)
-        roles = ManifestRoles(output, self.role_done, self.gallery_per_identity) if self.gallery_per_identity else None
         with open_store(parent or ".").local_file(name) as path:
             if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
                 before = _identity_of(path)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import sys
 
-FINE = ("ok", "no_face", "not_an_image", "no_identity")  # what --strict does not count as an input that failed
+# what --strict and --retry-failed do not count as an input that failed: no face found, a manifest row
+# repeating an image done once, a file not named as an image, an image `mfr run` has no identity for,
+# and one an input manifest marks as masked (done as asked)
+FINE = ("ok", "no_face", "duplicate", "not_an_image", "no_identity", "already_masked")
 
 
 def failed_count(statuses: dict) -> int:

@@ -587,15 +587,16 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import counted_result
+    from jobs.score import counted_result, nothing_to_score
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
     ensure_ray()
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
     if len(gallery.entry_ids) == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score" if len(gallery_uris) == 1
-                         else "the models to fuse share no probes or no gallery entries")
+        if len(gallery_uris) == 1:
+            raise nothing_to_score("gallery", open_store(gallery_uris[0]).uri)
+        raise ValueError("the models to fuse share no probes or no gallery entries")
     if len(gallery_uris) > 1 and len(set(gallery.model_ids)) < len(gallery.model_ids):
         raise ValueError(f"the models to fuse must differ, got {list(gallery.model_ids)}")
     name = name or gallery.model_ids[0].split("@")[0]
@@ -631,8 +632,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
         n_probes = sum(ray.get([count.remote(g[0], uris[0], exclude) for g in groups]))
     if n_probes == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score"
-                         if len(uris) == 1 else "the models to fuse share no probes or no gallery entries")
+        if len(uris) == 1:
+            raise nothing_to_score("probe", uris[0])
+        raise ValueError("the models to fuse share no probes or no gallery entries")
     size = len(gallery.entry_ids)
     per_probe = None if n_probes * size <= max_pairs else max(1, max_pairs // n_probes - 1)
     keep = max(1, int(np.ceil(n_probes * 0.1)))  # trimmed to 10 % of the mated probes once they are counted

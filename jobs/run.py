@@ -39,7 +39,7 @@ from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
-from jobs.score import run_score
+from jobs.score import NothingToScore, run_score
 from jobs.settings import augment_settings, check_settings
 from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_listed
 from jobs.storage import open_store
@@ -237,6 +237,45 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
 
 
+def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str | None = None,
+                retry_failed: bool = False, drop: bool = True, progress=None) -> tuple:
+    """`jobs.inputs.input_listing` of a run: an image is done when the run's manifest and every shard
+    folder of its role (`targets`) hold it. With `retry_failed`, an image's failed rows (a status
+    outside `jobs.progress.FINE`) do not count: with `drop` (a real run, not a dry run) the read task
+    takes them out of the manifest and the shard folders as it lists (`jobs.source.DoneUnlessFailed`),
+    so the image is done again, its role chosen again as on a fresh run, and it keeps one row in each."""
+    from jobs.source import DoneUnlessFailed
+
+    def where(condition=None):
+        return DoneUnlessFailed(condition, drop=drop) if retry_failed else condition
+
+    role_done = {role: [(t.shard_dir, where(ColumnsEqual(model_id=t.model_id, mode=t.mode)))
+                        for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
+    return input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
+                         role_done=role_done, done_where=where(), progress=progress)
+
+
+def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,
+             images_uri: str | None = None, retry_failed: bool = False) -> dict:
+    """What `run_pipeline` would do, listed by the run's own listing code in this process (no Ray,
+    nothing written): an image counts as done only where the manifest and every shard folder of its
+    role hold it, so a model or mode added since is counted as work. Each model is fetched and
+    checked, since its identity decides which shards count."""
+    from jobs.augment import output_keys, plan_from
+    from jobs.embed import model_identity
+    from jobs.inputs import Tally
+
+    out = open_store(output_uri)
+    modes = [mode_from_name(m).name for m in modes]
+    targets, _ = plan_targets(models, modes, {m: model_identity(m, accept_licence) for m in models})
+    tally = Tally()
+    images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
+                                                retry_failed=retry_failed, drop=False, progress=tally)
+    masked = out.uri_of("masked")
+    return plan_from(images.uri, out, groups, lister, tally, notes, lambda row: "{}/{}, embedded as {}".format(
+        masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"))
+
+
 def recognition_pool(workers: int | None = None):
     """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
     its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
@@ -252,7 +291,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
-                 local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None) -> dict:
+                 local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None,
+                 retry_failed: bool = False) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
     `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
@@ -264,7 +304,9 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     and scores in this process while the whole output has at most that many images (else with the
     distributed reducer, on Ray); `local` always does, `ray` never. `dataset_uri` may be an input
     manifest (jobs/inputs.py: a path and an identity per row; each identity's first row is its
-    gallery image) whose paths are relative to `images_uri` (default: the manifest's folder)."""
+    gallery image) whose paths are relative to `images_uri` (default: the manifest's folder).
+    `retry_failed`: images an earlier run recorded as failed are done again, their old rows replaced
+    in the manifest and in every shard folder (`run_listing`)."""
     from recog.embed import Embedder
 
     models = list(models or [model])
@@ -283,15 +325,12 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     specs = {m: e.spec for m, e in embedders.items()}
     targets, methods = plan_targets(models, modes, infos)
     crops = {"gallery": sorted({t.crop for t in targets if t.gallery}), "probe": ["masked"]}
-    role_done = {role: [(t.shard_dir, ColumnsEqual(model_id=t.model_id, mode=t.mode))
-                        for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
 
     options = AugmentOptions(style=style, seed=seed, face=face)
     progress = progress_for("run") if progress_for else None
 
     # listed before anything is written: an input the job cannot use leaves the output untouched
-    listing = input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
-                            role_done=role_done)
+    listing = run_listing(dataset_uri, out, targets, images_uri=images_uri, retry_failed=retry_failed)
     out.check_writable()
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
@@ -347,9 +386,13 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     (name, probe, gallery), also = methods[0], methods[1:]
     # a small output is scored here; beyond what a local job may hold, by the distributed reducer
     distributed = on_ray or summary.inputs > local_max_inputs
-    report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
-                       also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups,
-                       distributed=distributed)
+    try:
+        report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
+                           also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups,
+                           distributed=distributed)
+    except NothingToScore as exc:
+        exc.summary = summary  # what happened to each image, for the command to print before the reason
+        raise
     return {"run": summary, "augment": summary, "report": report, "targets": [t.folder for t in targets],
             "pools": pools}
 

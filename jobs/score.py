@@ -24,6 +24,25 @@ from recog import metrics as M
 from recog.report import acquisition_counts, evaluate, write_report
 
 
+class NothingToScore(ValueError):
+    """One side has no embedded face (every image failed, or had no face masked): no figure can be
+    computed. `mfr run` attaches its job summary (`summary`), so the command still says what happened
+    to each image before it says why there is no report."""
+
+    summary = None
+
+
+def nothing_to_score(side: str, uri: str, failed=None) -> NothingToScore:
+    """The error for a side (`probe` or `gallery`) with no embedded face, with the statuses of its
+    rows when they were read (`failed`: rows with a `status`)."""
+    why = ""
+    if failed is not None and len(failed):
+        counts = failed.status.value_counts()
+        why = " (" + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")"
+    return NothingToScore(f"nothing to score: no {side} image under {uri} has an embedded face{why}; "
+                          "its shards' status column says why")
+
+
 def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarity: str = "cosine",
           max_pairs: int = 2_000_000, seed: int = 0, failed=None, acquisition: dict | None = None):
     """MethodResult for masked probes against an unmasked gallery (pure: arrays in, figures out).
@@ -32,7 +51,7 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
     p_ids = probe_rows.identity.to_numpy().astype(str)
     g_ids = gallery_rows.identity.to_numpy().astype(str)
     if len(p_ids) == 0 or len(g_ids) == 0:
-        raise ValueError("need masked probes and unmasked gallery embeddings to score")
+        raise NothingToScore("need masked probes and unmasked gallery embeddings to score")
     rng = np.random.default_rng(seed)
     scores, labels = [], []
     sampled = len(p_ids) * len(g_ids) > max_pairs
@@ -93,11 +112,13 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
 
 
 def inputs_fingerprint(uris: list[str], settings: dict) -> str:
-    """Names the shards a report was made from (shards are named by their faces) and its settings."""
+    """Names the shards a report was made from and its settings. Each shard by its name and its
+    version (size and modification time, or S3's ETag): a shard's name comes from its input rows, so
+    the shard `--retry-failed` writes for an image that failed has its predecessor's name."""
     parts = [json.dumps(settings, sort_keys=True, default=str)]
     for uri in uris:
         store = open_store(uri)
-        parts += sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
+        parts += sorted(f"{k} {tag}" for k, tag in store.list_versions(SHARD_DIR) if k.endswith(".parquet"))
         parts.append("--")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -160,6 +181,10 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     failed = failed[~failed.key.isin(gallery_keys)].reset_index(drop=True)
     # per side: faces with an embedding plus images without a face (the gallery: its whole shards)
     acquisition = acquisition_counts(len(probe_rows), len(failed), len(gallery_rows_all), len(gallery_failed))
+    if not len(gallery_rows):
+        raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
+    if not len(probe_rows):
+        raise nothing_to_score("probe", open_store(probe_uri).uri, failed)
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")

@@ -124,6 +124,18 @@ class LocalStore:
                 keys.append(rel)
         return sorted(keys)
 
+    def list_versions(self, prefix: str = "") -> list[tuple[str, str]]:
+        """`list(prefix)`'s keys, each with a tag that changes when the object is written again (its
+        size and modification time)."""
+        versions = []
+        for key in self.list(prefix):
+            try:
+                stat = self.path(key).stat()
+            except FileNotFoundError:  # deleted since it was listed
+                continue
+            versions.append((key, f"{stat.st_size}:{stat.st_mtime_ns}"))
+        return versions
+
     def any_under(self, prefix: str) -> bool:
         """Whether any object lies under `prefix` (a folder): found without listing them all."""
         for _, _, filenames in os.walk(self.path(prefix)):
@@ -298,17 +310,22 @@ class S3Store:
             raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}") from None
 
     def list(self, prefix: str = "") -> list[str]:
+        return [key for key, _ in self.list_versions(prefix)]
+
+    def list_versions(self, prefix: str = "") -> list[tuple[str, str]]:
+        """`list(prefix)`'s keys, each with a tag that changes when the object is written again (its
+        ETag and size, which the listing gives)."""
         base = self._full(prefix) if prefix else self.prefix
         start = f"{base}/" if base else ""
-        keys = []
+        versions = []
         paginator = self.client.get_paginator("list_objects_v2")
         pages = self._call(f"listing {self.uri}", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start)))
         for page in pages:
             for item in page.get("Contents", []):
                 rel = item["Key"][len(self.prefix) + 1:] if self.prefix else item["Key"]
                 if rel and not rel.endswith("/") and not rel.rsplit("/", 1)[-1].startswith(TMP_PREFIX):
-                    keys.append(rel)
-        return sorted(keys)
+                    versions.append((rel, f"{item.get('Size')}:{item.get('ETag', '')}"))
+        return sorted(versions)
 
     def any_under(self, prefix: str) -> bool:
         """Whether any object lies under `prefix` (a folder): one listing call of one key."""

@@ -244,6 +244,74 @@ def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(fa
     assert sorted(other.status) == ["ok", "undecodable"] and len(read_shards(str(emb))[0]) == 3
 
 
+def test_mfr_run_does_failed_images_again_with_retry_failed_and_chooses_their_roles_again(face_photos, tmp_path,
+                                                                                          capsys):
+    """`mfr run` skipped failed images on every rerun too. A gallery image that could not be read
+    left its identity without a gallery for good, and a run whose every image failed ended on "probe
+    and gallery shards must come from one model, found []", without its summary. With
+    `--retry-failed` the failed rows leave the manifest and both shard folders, the image gets the
+    role a fresh run gives it, and each image keeps one row everywhere."""
+    import re
+
+    from jobs.embed import read_shards
+
+    photos = [p for p in face_photos if p.parent.name == "person_01"][:3] + \
+        [p for p in face_photos if p.parent.name == "person_02"][:2]
+    dataset = photo_folder(tmp_path / "in", photos)
+    keys = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))
+    first = {"person_01": keys[0], "person_02": keys[3]}  # each identity's gallery image: its first key
+    out = tmp_path / "run"
+    args = ["run", str(dataset), str(out), "--executor", "local", "--quiet"]
+
+    def sides():
+        gallery, probes = (read_shards(str(out / "embeddings" / side), with_failures=True)
+                           for side in ("unmasked", "masked"))
+        return gallery, probes
+
+    broken = dataset / first["person_01"]
+    good = broken.read_bytes()
+    broken.write_bytes(good[: len(good) // 3])
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "1 input(s) failed" in printed and "--retry-failed does them again" in printed, printed
+    (gallery, _, gallery_failed), _ = sides()
+    assert sorted(gallery.key) == [first["person_02"]] and list(gallery_failed.key) == [first["person_01"]]
+    broken.write_bytes(good)
+    assert main(args) == 0  # without --retry-failed the failed image stays as it was
+    assert re.search(r"skipped \(already done\)\s+5\b", capsys.readouterr().out)
+    assert main([*args, "--retry-failed", "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "4 already done; 1 to process" in plan and f"{first['person_01']} -> " in plan, plan
+    assert "embedded as gallery" in plan, plan
+    assert main([*args, "--models", "sface,dlib-resnet", "--dry-run"]) == 0  # a model added since is work
+    assert "0 already done; 5 to process" in capsys.readouterr().out
+
+    assert main([*args, "--retry-failed"]) == 0
+    assert re.search(r"processed\s+1\b", capsys.readouterr().out)
+    (gallery, _, gallery_failed), (probes, _, probes_failed) = sides()
+    assert sorted(gallery.key) == sorted(first.values()) and gallery_failed.empty
+    assert sorted(probes.key) == sorted(set(keys) - set(first.values())) and probes_failed.empty
+    manifest = read_manifest(str(out / "masked"))
+    assert set(manifest.status) == {"ok"} and sorted(manifest.source_key) == keys
+    assert not manifest.duplicated("source_key").any() and not gallery.duplicated("key").any()
+    report = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
+    assert (report["gallery"], report["probes"]) == (2, 3)
+
+    # an input manifest whose every path is wrong: the summary, then why there is no report
+    listed = tmp_path / "list.csv"
+    listed.write_text("path,identity\n" + "".join(f"{k},{k.split('/')[0]}\n" for k in keys))
+    out = tmp_path / "listed"
+    args = ["run", str(listed), str(out), "--executor", "local", "--quiet"]
+    assert main([*args, "--images", str(tmp_path / "nowhere")]) == 2
+    captured = capsys.readouterr()
+    assert re.search(r"missing\s+5\b", captured.out), captured.out
+    assert captured.err.strip() == (f"mfr run: nothing to score: no gallery image under {out / 'embeddings' / 'unmasked'} "
+                                    "has an embedded face (2 missing); its shards' status column says why")
+    assert main([*args, "--images", str(dataset), "--retry-failed"]) == 0
+    (gallery, _, _), (probes, _, _) = sides()
+    assert sorted(gallery.key) == sorted(first.values()) and len(probes) == 3
+
+
 def test_a_corrupt_model_cache_is_made_again_or_refused_clearly(tmp_path, monkeypatch, capsys):
     from maskgen.mtcnn_graphs import cached_models
     from maskgen.runtime import ModelCacheError, cache_dir, cached_bytes_file
