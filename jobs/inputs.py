@@ -606,6 +606,21 @@ def output_inside_input(input_store, output_store) -> str | None:
     return "" if output_store.prefix == input_store.prefix else None
 
 
+def check_images_root(images, given: str) -> None:
+    """`--images` must be a folder or prefix that holds something: a typo would otherwise record every
+    row of the manifest `missing`."""
+    from jobs.storage import LocalStore, redact
+
+    if isinstance(images, LocalStore):
+        if not images.root.exists():
+            raise FileNotFoundError(f"--images {given}: no such folder (nothing was written)")
+        if not images.root.is_dir():
+            raise ValueError(f"--images {given} is a file: give the folder the manifest's paths are relative to")
+    if not images.any_under(""):
+        raise FileNotFoundError(f"--images {redact(given)}: nothing there, so no row of the manifest could be read "
+                                "(nothing was written)")
+
+
 def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | None = None, done_where=None,
                   progress=None, gallery_per_identity: int = 0, role_done: dict | None = None):
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
@@ -622,6 +637,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         if not manifest_store.exists(name):
             raise FileNotFoundError(f"{redact(input_uri)}: no such input manifest")
         images = open_store(images_uri if images_uri is not None else (parent or "."))
+        if images_uri is not None:
+            check_images_root(images, images_uri)
         # the read task runs in another process, with another working folder: give it an absolute URI
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done)

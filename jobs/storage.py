@@ -126,19 +126,21 @@ class LocalStore:
 
     def list_versions(self, prefix: str = "") -> list[tuple[str, str]]:
         """`list(prefix)`'s keys, each with a tag that changes when the object is written again (its
-        size and modification time)."""
+        size, modification time and inode: `write` renames a new file over the old one, so even a
+        rewrite of the same size within the clock's resolution gets another inode)."""
         versions = []
         for key in self.list(prefix):
             try:
                 stat = self.path(key).stat()
             except FileNotFoundError:  # deleted since it was listed
                 continue
-            versions.append((key, f"{stat.st_size}:{stat.st_mtime_ns}"))
+            versions.append((key, f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}"))
         return versions
 
     def any_under(self, prefix: str) -> bool:
-        """Whether any object lies under `prefix` (a folder): found without listing them all."""
-        for _, _, filenames in os.walk(self.path(prefix)):
+        """Whether any object lies under `prefix` (a folder; "" for the store's root): found without
+        listing them all."""
+        for _, _, filenames in os.walk(self.path(prefix) if prefix else self.root):
             if any(not name.startswith(TMP_PREFIX) for name in filenames):
                 return True
         return False
@@ -328,9 +330,11 @@ class S3Store:
         return sorted(versions)
 
     def any_under(self, prefix: str) -> bool:
-        """Whether any object lies under `prefix` (a folder): one listing call of one key."""
-        found = self._call(f"listing {self.uri_of(prefix)}", lambda: self.client.list_objects_v2(
-            Bucket=self.bucket, Prefix=self._full(prefix).rstrip("/") + "/", MaxKeys=1))
+        """Whether any object lies under `prefix` (a folder; "" for the store's own prefix): one
+        listing call of one key."""
+        base = self._full(prefix) if prefix else self.prefix
+        found = self._call(f"listing {self.uri_of(prefix) if prefix else self.uri}", lambda: self.client.list_objects_v2(
+            Bucket=self.bucket, Prefix=f"{base.rstrip('/')}/" if base else "", MaxKeys=1))
         return bool(found.get("KeyCount"))
 
     def top_level(self) -> list[str]:

@@ -183,6 +183,17 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
     assert main(["mask", str(dataset), str(tmp_path / "o2"), "--images", str(tmp_path), "--executor", "local",
                  "--quiet"]) == 2
     assert "--images (where a manifest's paths point) applies to an input manifest" in capsys.readouterr().err
+    # an --images that is not there, a file, or an empty folder: every row would be `missing`
+    listed = tmp_path / "list.csv"
+    listed.write_text("path\n" + f"{photo.relative_to(dataset).as_posix()}\n")
+    (tmp_path / "empty").mkdir()
+    for images, words in ((tmp_path / "nowhere", "no such folder"), (listed, "is a file"),
+                          (tmp_path / "empty", "nothing there")):
+        for command in ("mask", "run"):
+            assert main([command, str(listed), str(tmp_path / "o3"), "--images", str(images), "--executor", "local",
+                         "--quiet"]) == 2, (command, images)
+            assert f"--images {images}" in (err := capsys.readouterr().err) and words in err, err
+    assert not (tmp_path / "o3").exists()
 
 
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
@@ -216,7 +227,8 @@ def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(fa
     manifest.write_text("path\n" + "".join(f"{k}\n" for k in keys))
     out = tmp_path / "masked"
     args = ["mask", str(manifest), str(out), "--executor", "local", "--quiet"]
-    assert main([*args, "--images", str(tmp_path / "nowhere")]) == 0
+    # --images one level too high: the folder is there, none of the manifest's paths is under it
+    assert main([*args, "--images", str(tmp_path)]) == 0
     assert set(read_manifest(str(out)).status) == {"missing"}
     assert main([*args, "--images", str(dataset)]) == 0  # skipped: the rows are there
     assert set(read_manifest(str(out)).status) == {"missing"}
@@ -302,7 +314,7 @@ def test_mfr_run_does_failed_images_again_with_retry_failed_and_chooses_their_ro
     listed.write_text("path,identity\n" + "".join(f"{k},{k.split('/')[0]}\n" for k in keys))
     out = tmp_path / "listed"
     args = ["run", str(listed), str(out), "--executor", "local", "--quiet"]
-    assert main([*args, "--images", str(tmp_path / "nowhere")]) == 2
+    assert main([*args, "--images", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert re.search(r"missing\s+5\b", captured.out), captured.out
     assert captured.err.strip() == (f"mfr run: nothing to score: no gallery image under {out / 'embeddings' / 'unmasked'} "

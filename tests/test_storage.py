@@ -21,6 +21,11 @@ def _exercise(store):
     assert store.exists("top.txt") and not store.exists("nope.txt")
     assert store.any_under("a") and store.any_under("a/x y") and not store.any_under("nope")
     assert not store.any_under("a/b/c.jpg") and not store.any_under("a/b/c")  # folders, not name prefixes
+    assert store.any_under("")
+    versions = dict(store.list_versions())
+    assert sorted(versions) == store.list() and list(dict(store.list_versions("a"))) == store.list("a")
+    store.write("a/b/c.jpg", b"uno")  # the same size: a report's fingerprint must still see the change
+    assert dict(store.list_versions())["a/b/c.jpg"] != versions["a/b/c.jpg"]
     store.write("top.txt", b"replaced")
     assert store.read("top.txt") == b"replaced"
     store.delete("top.txt")
@@ -39,6 +44,8 @@ def test_local_store(tmp_path):
     assert not (tmp_path / "escape.jpg").exists()
     assert not any(p.name.startswith(".mfr-tmp-") for p in (tmp_path / "out").rglob("*"))
     assert open_store(f"file://{tmp_path}/out").list("a") == store.list("a")
+    (tmp_path / "empty").mkdir()
+    assert not open_store(tmp_path / "empty").any_under("")
 
 
 def test_s3_store_on_a_real_endpoint(bucket):
@@ -46,7 +53,8 @@ def test_s3_store_on_a_real_endpoint(bucket):
     assert isinstance(store, S3Store) and store.uri == f"s3://{bucket}/runs/one"
     _exercise(store)
     other = open_store(f"s3://{bucket}/runs/two")
-    assert other.list() == []  # prefixes are kept apart
+    assert other.list() == [] and not other.any_under("")  # prefixes are kept apart
+    assert open_store(f"s3://{bucket}").any_under("")  # the bucket itself
     assert store.uri_of("a/b/c.jpg") == f"s3://{bucket}/runs/one/a/b/c.jpg"
 
 
