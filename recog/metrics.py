@@ -126,9 +126,13 @@ def tar_at_far(scores, labels, far: float) -> TarAtFar:
     n = impostors.size
     if not 0 < far <= 1:
         raise ValueError(f"FAR must be in (0, 1], got {far}")
-    k = int(round(far * n))
-    if k < 1:
+    # refused below 1 / n, as documented: with k = round(f n) alone, f down to 0.5 / n would get k = 1
+    # and a FAR achieved up to twice the target (6 impostors: "TAR@FAR=0.1" at FAR 0.167)
+    if n == 0:
+        raise ValueError("FAR needs impostor pairs; there are none")
+    if far * n < 1 - 1e-9:
         raise ValueError(f"FAR {far} is below 1 / impostors = {1 / n:.3g}: {n} impostor pairs cannot measure it")
+    k = int(round(far * n))
     threshold = impostors[k - 1]
     return TarAtFar(far, float((s[y] >= threshold).mean()), float((impostors >= threshold).mean()),
                     float(threshold), k)
@@ -421,9 +425,9 @@ def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
     n = nonmated_tops.size
     if n == 0:
         raise ValueError("open-set rates need non-mated probes (identities absent from the gallery)")
-    k = int(round(fpir * n))
-    if k < 1:
+    if fpir * n < 1 - 1e-9:  # as tar_at_far: below 1 / n the data cannot measure it
         raise ValueError(f"FPIR {fpir} is below 1 / non-mated probes = {1 / n:.3g}")
+    k = int(round(fpir * n))
     if not stats.mated.any():
         raise ValueError("open-set rates need mated probes too")
     t = nonmated_tops[k - 1]

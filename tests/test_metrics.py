@@ -46,8 +46,10 @@ def test_tar_at_far_brute_force(far):
 
 def test_tar_at_far_refuses_unmeasurable_far_and_reports_ties():
     s, y = _random_scores(n_imp=500)
-    with pytest.raises(ValueError, match="below 1 / impostors"):
-        M.tar_at_far(s, y, 0.0009)
+    for far in (0.0009, 0.0015):  # 0.45 and 0.75 impostors: round() alone let the second through
+        with pytest.raises(ValueError, match="below 1 / impostors"):
+            M.tar_at_far(s, y, far)
+    assert M.tar_at_far(s, y, 0.002).k == 1  # exactly 1 / impostors
     tied = np.r_[[0.9] * 3, [0.5] * 10]  # 3 genuines, 10 impostors all tied at 0.5
     labels = np.r_[[1] * 3, [0] * 10]
     r = M.tar_at_far(tied, labels, 0.1)
@@ -157,8 +159,9 @@ def test_cmc_and_tpir_definitions():
     t = non_tops[k - 1]
     assert r.threshold == pytest.approx(t) and r.k == k
     assert r.tpir == pytest.approx(np.mean((ranks[m] == 1) & (mated[m] >= t)))
-    with pytest.raises(ValueError, match="below 1 / non-mated"):
-        M.tpir_at_fpir(stats, 0.01)
+    for fpir in (0.01, 0.75 / non_tops.size):
+        with pytest.raises(ValueError, match="below 1 / non-mated"):
+            M.tpir_at_fpir(stats, fpir)
     closed = M.identification_stats(probes[m], gallery, pid[m], gid)
     with pytest.raises(ValueError, match="non-mated probes"):
         M.tpir_at_fpir(closed, 0.1)
