@@ -26,6 +26,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
+from jobs.settings import check_settings
 from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
@@ -299,6 +300,19 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
                           batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
 
 
+def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str) -> dict:
+    """What decides every embedding of an output, whatever its model and mode (those are columns of
+    each row, so several live side by side): recorded by the job that starts the output, and a rerun
+    asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
+    faces under one output."""
+    import dataclasses
+    import json
+
+    return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
+                                  "alignment": alignment, "finder": dataclasses.asdict(finder)},
+                                 sort_keys=True, default=str))
+
+
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
               accept_licence: bool = False, face: str = "center", all_faces: bool = False,
               finder_kind: str | None = None,
@@ -332,6 +346,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
     done_where = ColumnsEqual(model_id=model_id, mode=mode)
+    settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment)
     if retry_failed:
         from jobs.source import DoneUnlessFailed
 
@@ -340,6 +355,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr embed"):
+        check_settings(output, "mfr embed", settings, made="embeddings")
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
@@ -387,10 +403,11 @@ def pa_strings(values):
     return pa.array(list(values), pa.string())
 
 
-def read_shards(uri: str, with_failures: bool = False):
+def read_shards(uri: str, with_failures: bool = False, where=None):
     """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32) of the
     faces that have an embedding; with `with_failures`, also the images that gave none
-    (`failed_samples`)."""
+    (`failed_samples`). `where` (e.g. `ColumnsEqual(model_id=..., mode=...)`) keeps only the rows it
+    selects: one output may hold several models' and modes' shards."""
     import pyarrow as pa
 
     store = open_store(uri)
@@ -398,6 +415,8 @@ def read_shards(uri: str, with_failures: bool = False):
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
     whole = pa.concat_tables(tables)
+    if where is not None:
+        whole = whole.filter(where(whole))
     rows, emb = ok_faces(whole)
     return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
 

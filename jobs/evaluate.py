@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import MANIFEST_SUFFIXES
+from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual
 from jobs.storage import open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
@@ -81,7 +81,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  progress=None, title: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
     Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}."""
-    from jobs.embed import read_shards, run_embed
+    from jobs.embed import model_identity, read_shards, run_embed
     from jobs.score import GALLERY_TEMPLATES, score_pairs
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
@@ -104,11 +104,13 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                         finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
                         workers=workers, batch_size=batch_size, progress=progress)
     name = Path(model).stem if model.endswith(".onnx") else model
+    # this model's rows only: an output evaluated with another model before holds its shards too
+    ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
     if protocol is not None:
-        result = score_pairs([embeddings], protocol, name, missing=missing)
+        result = score_pairs([embeddings], protocol, name, missing=missing, where=ours)
         kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
     else:
-        rows, emb, failed = read_shards(embeddings, with_failures=True)
+        rows, emb, failed = read_shards(embeddings, with_failures=True, where=ours)
         similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
         if id_lists is not None:
             gallery_keys, probe_keys = id_lists

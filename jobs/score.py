@@ -361,18 +361,19 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
 
 
-def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error"):
+def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error", where=None):
     """MethodResult of a verification protocol (recog.protocols.Pairs: the seed's c-RMFRD pairs, LFW's
     pairs.txt, a plain a,b,label file) over embedding shards whose keys are the protocol's image paths.
     Every pair counts: a pair with an image in which no face was found is a rejected pair in the
     headline figures (the figures over pairs with a face on both sides stand beside them,
     `acquired_only`). A pair whose image the shards do not hold at all (not in the dataset) raises,
-    or with `missing="skip"` is left out and counted in `verification["pairs_skipped"]`."""
+    or with `missing="skip"` is left out and counted in `verification["pairs_skipped"]`. `where`: only
+    the shard rows it selects (`jobs.embed.read_shards`)."""
     import pandas as pd
 
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    loaded = [read_shards(u, with_failures=True) for u in shard_uris]
+    loaded = [read_shards(u, with_failures=True, where=where) for u in shard_uris]
     rows = pd.concat([r for r, _, _ in loaded], ignore_index=True)
     emb = np.concatenate([e for _, e, _ in loaded])
     failed = pd.concat([f for _, _, f in loaded], ignore_index=True)

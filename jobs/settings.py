@@ -12,7 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-SETTINGS_KEY = "_mfr_settings.json"
+SETTINGS_KEY = "_mfr_settings.json"                  # masks: mfr mask, mfr run
+SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"}  # apart: one folder may hold both
 
 
 class SettingsChanged(ValueError):
@@ -27,12 +28,14 @@ def augment_settings(options) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def check_settings(store, command: str, settings: dict) -> None:
+def check_settings(store, command: str, settings: dict, made: str = "masks") -> None:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
-    when they differ from the recorded ones."""
-    if store.exists(SETTINGS_KEY):
+    when they differ from the recorded ones (`made`: what the settings decide, `masks` or
+    `embeddings`, each recorded in a file of its own)."""
+    key = SETTINGS_KEYS[made]
+    if store.exists(key):
         try:
-            recorded = json.loads(store.read(SETTINGS_KEY))["settings"]
+            recorded = json.loads(store.read(key))["settings"]
         except (ValueError, KeyError, TypeError):
             recorded = None  # unreadable (cut short): recorded again below
         if recorded is not None:
@@ -41,8 +44,8 @@ def check_settings(store, command: str, settings: dict) -> None:
                 was = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
                 now = ", ".join(f"{k}={settings.get(k)!r}" for k in changed)
                 raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
-                                      "done, so its masks would not match the earlier ones: run it with the same "
+                                      f"done, so its {made} would not match the earlier ones: run it with the same "
                                       "settings, or write to another output")
             return
-    store.write(SETTINGS_KEY, json.dumps({"command": command, "settings": settings}, indent=1,
+    store.write(key, json.dumps({"command": command, "settings": settings}, indent=1,
                                          sort_keys=True).encode())

@@ -211,6 +211,18 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
         assert "was made with seed=7, style='surgical'; this run asks seed=3, style='n95'" in err, err
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
         assert main(first) == 0  # the same settings: a rerun with nothing to do
+    # embeddings: another face policy or alignment would have been skipped as done; another model or
+    # mode is a column of each row, beside the first's
+    out = tmp_path / "embed"
+    first = ["embed", str(dataset), str(out), "--face", "largest", "--executor", "local", "--quiet"]
+    assert main(first) == 0
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main([*first[:3], "--alignment", "eyes", "--executor", "local", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert ("was made with alignment='five-point', face='largest'; this run asks alignment='eyes', face='center'. "
+            "A rerun skips what is done, so its embeddings would not match") in err, err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+    assert main([*first, "--mode", "flip"]) == 0
 
 
 def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(face_photos, tmp_path, capsys):
