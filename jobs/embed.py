@@ -169,12 +169,16 @@ class AugmentLister:
         from jobs.source import read_done
 
         done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where)
-        rows, skipped, masked = [], 0, []
+        rows, skipped, masked, images = [], 0, [], {}
         # an image's faces may lie in two shards: the whole group is read before faces are chosen
         for table in read_parquet_dir(open_store(self.augment_uri), f"{MANIFEST_DIR}/{group}"):
             masked += table.filter(pc.and_(pc.equal(table.column("status"), "ok"),
                                            pc.fill_null(table.column("masked"), False))).to_pylist()
-        for r in chosen_faces(masked, self.face):
+            for key, status, message, identity in zip(*(table.column(c).to_pylist() for c in
+                                                        ("source_key", "status", "message", "identity"))):
+                images.setdefault(key, (status, message, identity))
+        chosen = chosen_faces(masked, self.face)
+        for r in chosen:
             input_row = f"{r['source_key']}#{r['face_index']}"
             if input_row in done:
                 skipped += 1
@@ -185,6 +189,16 @@ class AugmentLister:
                          "box": r["box"], "score": r["score"], "source": r["source"],
                          "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
                          "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
+        # every image without a masked face keeps one row with its reason, as embedding from the images
+        # does: a probe in which no face was found is a failure to acquire, counted by the scores
+        with_face = {r["source_key"] for r in chosen}
+        for key, (status, message, identity) in images.items():
+            if key in with_face or f"{key}#-1" in done:
+                skipped += key not in with_face
+                continue
+            reason = (status, message or "") if status != "ok" else ("no_face", "no masked face")
+            rows.append({"key": key, "identity": identity, "group": group, "input_row": f"{key}#-1",
+                         "status": reason[0], "message": reason[1], "face_index": -1})
         report_listed(self.progress, len(rows), skipped)
         floats = pa.list_(pa.float64())
         schema = pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),

@@ -3,6 +3,7 @@ border and larger), the default embeds the subject; `largest` would not; shards 
 
 from __future__ import annotations
 
+import shutil
 import sys
 
 import cv2
@@ -135,3 +136,32 @@ def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_da
     assert direct.faces == 1 and len(faces["center"]) == 1 and len(faces["all"]) == manifest.masked.sum()
     centred = read_shards(str(tmp_path / "direct"))[0]
     assert faces["center"].box.map(list).iloc[0] == centred.box.map(list).iloc[0]  # the same face as from the image
+
+
+def test_embed_from_an_augment_output_keeps_a_row_for_every_image_without_a_masked_face(face_photos, tmp_path):
+    """A probe in which no face was found is a failure to acquire, which every score counts. Embedded
+    from an augment output, such images had no row at all: mask -> embed --from-augment -> score
+    reported 18 probes and none failed where embedding the images gave 20 and 2."""
+    from jobs.embed import read_shards, run_embed
+    from jobs.score import load_split
+
+    dataset = tmp_path / "dataset"
+    for photo in face_photos[:3]:
+        (dataset / photo.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(photo, dataset / photo.parent.name / photo.name)
+    person = face_photos[0].parent.name
+    cv2.imwrite(str(dataset / person / "zz_blank.jpg"), np.full((300, 300, 3), 128, np.uint8))
+    (dataset / person / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    from jobs.augment import run_augment
+
+    run_augment(str(dataset), str(tmp_path / "masked"), executor="local")
+    counts = {}
+    for name, source, options in (("augment", tmp_path / "masked", {"from_augment": True}), ("images", dataset, {})):
+        summary = run_embed(str(source), str(tmp_path / name), masked=True, executor="local", **options)
+        rows, _, failed = read_shards(str(tmp_path / name), with_failures=True)
+        counts[name] = (len(rows), sorted(zip(failed.key, failed.status)), summary.inputs)
+    assert counts["augment"] == counts["images"] == (
+        3, [(f"{person}/zz_blank.jpg", "no_face"), (f"{person}/zz_broken.jpg", "unsupported")], 5)
+    run_embed(str(dataset), str(tmp_path / "gallery"), masked=False, executor="local")
+    split = load_split(str(tmp_path / "augment"), str(tmp_path / "gallery"))
+    assert split.acquisition["probe"]["failed_to_acquire"] == 2
