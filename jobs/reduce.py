@@ -362,7 +362,9 @@ def _index(uri: str, shards_per_task: int):
     models = set().union(*(m for _, _, m, _ in got))
     similarities = set().union(*(s for _, _, _, s in got))
     if len(models) > 1 or len(similarities) > 1:
-        raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}")
+        raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}: "
+                         "the distributed reducer scores folders of one model; without --distributed, --name "
+                         "chooses one")
     return Index(rows, sum(n for _, n, _, _ in got), store.uri, shards, models.pop() if models else "",
                  similarities.pop() if similarities else "cosine")
 

@@ -168,10 +168,41 @@ def gallery_entries(rows, emb, template: str = "best", similarity: str = "cosine
     return pd.DataFrame(first), np.asarray(templates, np.float32)
 
 
+def method_rows(name: str | None, uri: str):
+    """A row filter (`jobs.embed.read_shards`' `where`) for a shard folder that may hold several models'
+    and modes' shards (`mfr embed` of each into one output): all rows when it holds one; else the rows
+    of the method `name` names, "MODEL" or "MODEL MODE" (as `mfr run` names its rows; a model's
+    `plain` rows when it has several modes and none is named)."""
+    import pyarrow.compute as pc
+
+    def where(table):
+        held = sorted(set(zip(table.column("model_id").to_pylist(), table.column("mode").to_pylist())))
+        if len(held) <= 1:
+            return pc.is_valid(table.column("key"))
+        listed = ", ".join(f"{m.split('@')[0]} {mode}" for m, mode in held)
+        if not name:
+            raise ValueError(f"{redact(uri)} holds the shards of several models or modes ({listed}): choose one "
+                             "with --name MODEL or --name 'MODEL MODE' (and another with --compare NAME PROBES "
+                             "GALLERY)")
+        model, _, mode = name.strip().partition(" ")
+        chosen = [(m, md) for m, md in held if model in (m, m.split("@")[0]) and mode.strip() in ("", md)]
+        if len(chosen) > 1:
+            chosen = [c for c in chosen if c[1] == "plain"] or chosen
+        if len(chosen) != 1:
+            raise ValueError(f"{redact(uri)} holds no single model and mode named {name!r} ({listed}): name one as "
+                             "MODEL or 'MODEL MODE'")
+        return pc.and_(pc.equal(table.column("model_id"), chosen[0][0]), pc.equal(table.column("mode"), chosen[0][1]))
+
+    return where
+
+
 def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
-               gallery_template: str = "best") -> Split:
-    probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True)
-    gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True)
+               gallery_template: str = "best", name: str | None = None) -> Split:
+    """The probes and gallery of one method; `name` chooses the model and mode in folders that hold
+    several (`method_rows`)."""
+    probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True, where=method_rows(name, probe_uri))
+    gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True,
+                                                            where=method_rows(name, gallery_uri))
     gallery_rows_all = gallery_rows
     gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
     keep_g = gallery_rows.key.isin(gallery_keys).to_numpy()
@@ -323,7 +354,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             uris_of[result.name] = (p_uri, g_uri)
             results.append(result)
             continue
-        split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template)
+        split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template, name=method)
         method = method or split.model_id.split("@")[0]
         splits[method] = split
         model_ids[method] = split.model_id

@@ -122,3 +122,22 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
                  "--fuse", "a,zzz"]) == 2
     assert "cannot fuse" in capsys.readouterr().err
+
+    # both models embedded into one output (their shards side by side, as `mfr embed` of each model
+    # into the same folder writes them): --name and --compare choose each method's model
+    for side in ("p", "g"):
+        for model in ("sface", "dlib-resnet"):
+            shutil.copytree(tmp_path / model / side, tmp_path / "both" / side, dirs_exist_ok=True)
+    both = [str(tmp_path / "both" / "p"), str(tmp_path / "both" / "g")]
+    assert main(["score", *both, str(tmp_path / "r3")]) == 2
+    assert "holds the shards of several models or modes (dlib-resnet plain, sface plain): choose one with --name" \
+        in capsys.readouterr().err
+    assert main(["score", *both, str(tmp_path / "r3"), "--name", "sface", "--compare", "dlib-resnet", *both,
+                 "--fuse", "sface,dlib-resnet"]) == 0
+    chosen = json.loads((tmp_path / "r3" / "report.json").read_text())["results"]
+    apart = json.loads((tmp_path / "report" / "report.json").read_text())["results"]
+    assert [r["name"] for r in chosen] == ["sface", "dlib-resnet", "fusion: sface + dlib-resnet"]
+    for x, y in zip(chosen, apart):
+        assert_same_figures(x, y)
+    assert main(["score", *both, str(tmp_path / "r4"), "--name", "sface flip"]) == 2
+    assert "holds no single model and mode named 'sface flip'" in capsys.readouterr().err
