@@ -119,7 +119,18 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
         v0 = ver[0].verification
         lines.append(f"{v0['genuine']} genuine and {v0['impostor']} impostor pairs. TAR at FAR f: threshold = the "
                      "k-th highest impostor score, k = round(f x impostors), accept score >= threshold.")
+        if v0.get("pairs_skipped"):
+            lines.append(f"{v0['pairs_skipped']} pair(s) of the protocol were left out: an image they name is not "
+                         "in the dataset (`--missing skip`).")
         lines.append("")
+        folded = [r for r in ver if r.verification.get("kfold_accuracy")]
+        if folded:  # LFW's own headline figure, for a pairs file with folds
+            lines += ["| Model | k-fold accuracy (%) | folds |", "|---|---:|---:|"]
+            for r in folded:
+                k = r.verification["kfold_accuracy"]
+                lines.append(f"| {r.name} | {_pct(k['mean'])} ± {_pct(k['std'])} | {len(k['folds'])} |")
+            lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds; "
+                      "mean ± standard deviation over the folds.", ""]
     ident = [r for r in results if r.identification]
     if ident:
         lines += ["## Identification", "",

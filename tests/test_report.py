@@ -51,3 +51,19 @@ def test_unmeasurable_cells_read_na():
     md = markdown_tables([evaluate("small", scores, labels)])
     row = next(line for line in md.splitlines() if line.startswith("| small |"))
     assert row.split("|")[4].strip() == "n/a"
+
+
+def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
+    """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
+    report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
+    rng = np.random.default_rng(5)
+    scores = np.r_[rng.normal(1, 1, 300), rng.normal(-1, 1, 300)]
+    labels = np.r_[np.ones(300, int), np.zeros(300, int)]
+    folds = np.arange(600) % 10
+    result = evaluate("lfw-like", scores, labels, folds=folds)
+    result.verification["pairs_skipped"] = 42
+    md = markdown_tables([result])
+    k = result.verification["kfold_accuracy"]
+    assert f"| lfw-like | {100 * k['mean']:.1f} ± {100 * k['std']:.1f} | 10 |" in md
+    assert "42 pair(s) of the protocol were left out" in md
+    assert "k-fold" not in markdown_tables([evaluate("no folds", scores, labels)])
