@@ -393,6 +393,26 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     sub.set_defaults(**chosen)
 
 
+def warnings_as_notes(command: str) -> None:
+    """Our own warnings (a protocol file's skipped lines, ...) print as one `mfr CMD: note:` line each,
+    not as Python's two lines with a source file and line; other libraries' keep Python's form."""
+    import warnings
+
+    if getattr(warnings.showwarning, "mfr_notes", False):  # main() called again in one process
+        return
+    ours = tuple(str(Path(__file__).resolve().parents[1] / d) + os.sep for d in ("jobs", "maskgen", "recog"))
+    python_form = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if str(filename).startswith(ours):
+            print(f"mfr {command}: note: {message}", file=sys.stderr)
+        else:
+            python_form(message, category, filename, lineno, file, line)
+
+    show.mfr_notes = True
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -403,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs.pool.TERM_AS_INTERRUPT = True
     jobs.pool.interrupt_on_sigterm()
+    warnings_as_notes(args.command)
     if getattr(args, "quiet", False):
         # Ray's core workers log warnings of their own to stderr ("E ... core_worker ..."): quiet means quiet
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")

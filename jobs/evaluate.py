@@ -93,10 +93,16 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
     if masked_rule != "seed":
-        re.compile(masked_rule)  # a bad expression fails before any work
+        try:
+            re.compile(masked_rule)  # a bad expression fails before any work
+        except re.error as exc:
+            raise ValueError(f"masked rule {masked_rule!r} is not a regular expression: {exc}") from None
     # protocol files are read before any image: a wrong file fails fast
     protocol = read_pairs_file(Path(pairs)) if pairs else None
     id_lists = [read_seed_list(Path(p)) for p in lists] if lists else None
+    for path, keys in zip(lists or (), id_lists or ()):
+        if not keys:
+            raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
     out = open_store(output_uri)
     out.check_writable()
     embeddings = out.uri_of("embeddings")

@@ -324,6 +324,10 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
+    given = [m for m, _, _ in methods if m]
+    if len(set(given)) < len(given):  # two rows of one name, and --fuse could not say which
+        raise ValueError(f"two methods are named {next(m for m in given if given.count(m) > 1)!r}: give each its "
+                         "own --name / --compare NAME")
     uris = [u for _, p, g in methods for u in (p, g)]
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
                                             **({"gallery_template": gallery_template} if gallery_template != "best"
@@ -360,6 +364,10 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
                              split.similarity, failed=split.failed, acquisition=split.acquisition, **kwargs))
+    named = [r.name for r in results]
+    if len(set(named)) < len(named):  # the first method took its model's name, which another was given
+        raise ValueError(f"two methods are named {next(n for n in named if named.count(n) > 1)!r}: give each its "
+                         "own --name / --compare NAME")
     for group in fuse:
         known = uris_of if distributed else splits
         missing = [g for g in group if g not in known]

@@ -110,7 +110,7 @@ def read_seed_list(path: Path, strict: bool = False) -> list[str]:
     """Image keys, one per line. A line without an identity folder (the seed's own
     `probe_is_mask/AFDB_gallery_no_mask.csv` has `duhaitao0_0_duhaitao_0029.jpg`) is skipped with a
     warning naming it, or refused with `strict=True`."""
-    keys = []
+    keys, skipped = [], []
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         key = line.strip().split(",")[0].strip()
         if not key:
@@ -120,9 +120,11 @@ def read_seed_list(path: Path, strict: bool = False) -> list[str]:
         except ValueError as exc:
             if strict:
                 raise ValueError(f"{path} line {number}: {exc}") from None
-            warnings.warn(f"{path} line {number}: {exc}; line skipped", stacklevel=2)
+            skipped.append(f"line {number}: {exc}")
             continue
         keys.append(key)
+    if skipped:  # one warning per file, however many lines: a wrong file would print thousands
+        warnings.warn(f"{path}: {len(skipped)} line(s) skipped, e.g. {skipped[0]}", stacklevel=2)
     return keys
 
 

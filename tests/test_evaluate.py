@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -131,3 +132,23 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     assert other[:3] == first[:3] and other[4:] == first[4:]  # the same images, counted once
     assert evaluate("sface") == first
 
+
+
+def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_photos, tmp_path, capsys):
+    """A masked rule that is no regular expression ended in a Python traceback (exit 1); identification
+    lists with no usable line embedded the whole dataset, then said "no face found in any probe
+    image", after one raw Python warning per line."""
+    dataset = tmp_path / "in" / "p"
+    dataset.mkdir(parents=True)
+    shutil.copy(face_photos[0], dataset / "a.jpg")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(dataset.parent), str(out), "--masked-rule", "([", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("mfr evaluate: masked rule '([' is not a regular expression: "
+                                               "unterminated character set at position 1")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("foo;bar\n1;2\n")
+    assert main(["evaluate", str(dataset.parent), str(out), "--lists", str(bad), str(bad), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"mfr evaluate: note: {bad}: 2 line(s) skipped, e.g. line 1: ") and len(err) == 2, err
+    assert err[1] == f"mfr evaluate: {bad}: no image in it (one `identity/file` per line, as the seed's lists)"
+    assert not out.exists()

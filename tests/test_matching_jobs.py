@@ -141,3 +141,7 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
         assert_same_figures(x, y)
     assert main(["score", *both, str(tmp_path / "r4"), "--name", "sface flip"]) == 2
     assert "holds no single model and mode named 'sface flip'" in capsys.readouterr().err
+    for named in (["--name", "sface"], []):  # two rows of one name (the second: the first took its model's)
+        assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r5"),
+                     *named, "--compare", "sface", *both]) == 2
+        assert "two methods are named 'sface'" in capsys.readouterr().err
