@@ -32,8 +32,9 @@ from jobs.inputs import folder_identity, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.settings import augment_settings, check_settings
-from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
+from jobs.settings import augment_settings, settings_recorded
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
+                        write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
@@ -293,8 +294,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    with Lease(output, "mfr mask"):
-        check_settings(output, "mfr mask", augment_settings(options))
+    with Lease(output, "mfr mask"), settings_recorded(output, "mfr mask", augment_settings(options), MANIFEST_DIR):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
@@ -302,18 +302,18 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
             write=functools.partial(write_shards, output_uri=output.uri, directory=MANIFEST_DIR,
                                     faces_column="masked"), faces_column="masked", batch_size=batch_size,
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
-        if summary is not None:
-            return summary
-        ensure_ray()
-        images, groups, lister, notes = listing
+        if summary is None:
+            ensure_ray()
+            images, groups, lister, notes = listing
 
-        def build(inputs, tracker):
-            ds = augment_stage(inputs, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
-                               max_pixels=max_pixels, progress=tracker)
-            return write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
+            def build(inputs, tracker):
+                ds = augment_stage(inputs, images.uri, output.uri, options, batch_size=batch_size, workers=workers,
+                                   max_pixels=max_pixels, progress=tracker)
+                return write_stage(ds, output.uri, MANIFEST_DIR, "masked", rows_per_shard)
 
-        summary = run_listed(output, MANIFEST_DIR, groups, lister, build, started, progress, batch_size)
-    summary.notes = notes
+            summary = run_listed(output, MANIFEST_DIR, groups, lister, build, started, progress, batch_size)
+            summary.notes = notes
+        require_inputs(summary, input_uri)
     return summary
 
 

@@ -26,8 +26,9 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
-from jobs.settings import check_settings
-from jobs.sink import ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, run_listed, write_shards, write_stage
+from jobs.settings import settings_recorded
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
+                        write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, record_schema, records_table
@@ -368,8 +369,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    with Lease(output, "mfr embed"):
-        check_settings(output, "mfr embed", settings, made="embeddings")
+    with Lease(output, "mfr embed"), settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
@@ -378,20 +378,20 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
                                     faces_column="status"), faces_column="status", batch_size=batch_size,
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
-        if summary is not None:
-            return summary
-        ensure_ray()
-        source, groups, lister, notes = listing
+        if summary is None:
+            ensure_ray()
+            source, groups, lister, notes = listing
 
-        def build(inputs, tracker):
-            ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
-                             from_augment=from_augment, face=face, finder=finder, alignment=alignment,
-                             max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
-                             batch_size=batch_size, workers=workers, progress=tracker)
-            return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+            def build(inputs, tracker):
+                ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
+                                 from_augment=from_augment, face=face, finder=finder, alignment=alignment,
+                                 max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
+                                 batch_size=batch_size, workers=workers, progress=tracker)
+                return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
 
-        summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)
-    summary.notes = notes
+            summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)
+            summary.notes = notes
+        require_inputs(summary, input_uri)
     return summary
 
 

@@ -40,8 +40,8 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
-from jobs.settings import augment_settings, check_settings
-from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, run_listed
+from jobs.settings import augment_settings, settings_recorded
+from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, require_inputs, run_listed
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from maskgen.finder import FACE_POLICIES
@@ -337,8 +337,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
-    with Lease(out, "mfr run"):
-        check_settings(out, "mfr run", augment_settings(options))
+    with Lease(out, "mfr run"), settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),
@@ -380,6 +379,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                      "recognition": "the CPU pool's processes"}
         if progress is not None and hasattr(progress, "close"):
             progress.close()
+        require_inputs(summary, dataset_uri)
 
     groups = [[m if len(modes) == 1 else f"{m} {mode}" for m in models] for mode in modes] \
         if fuse and len(models) > 1 else []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
 
 SETTINGS_KEY = "_mfr_settings.json"                  # masks: mfr mask, mfr run
 SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"}  # apart: one folder may hold both
@@ -28,10 +29,10 @@ def augment_settings(options) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def check_settings(store, command: str, settings: dict, made: str = "masks") -> None:
+def check_settings(store, command: str, settings: dict, made: str = "masks") -> bool:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
     when they differ from the recorded ones (`made`: what the settings decide, `masks` or
-    `embeddings`, each recorded in a file of its own)."""
+    `embeddings`, each recorded in a file of its own). True when this call recorded them."""
     key = SETTINGS_KEYS[made]
     if store.exists(key):
         try:
@@ -46,6 +47,25 @@ def check_settings(store, command: str, settings: dict, made: str = "masks") -> 
                 raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
                                       f"done, so its {made} would not match the earlier ones: run it with the same "
                                       "settings, or write to another output")
-            return
+            return False
     store.write(key, json.dumps({"command": command, "settings": settings}, indent=1,
-                                         sort_keys=True).encode())
+                                sort_keys=True).encode())
+    return True
+
+
+@contextmanager
+def settings_recorded(store, command: str, settings: dict, done_dir: str, made: str = "masks"):
+    """`check_settings` around a job: a record this job made is taken back when the job stops with an
+    error before anything is done under `done_dir` (an input manifest refused in its read task, an
+    empty input), so a corrected rerun with other settings is not refused for masks never made."""
+    created = check_settings(store, command, settings, made)
+    try:
+        yield
+    except BaseException:
+        if created:
+            try:
+                if not store.any_under(done_dir):
+                    store.delete(SETTINGS_KEYS[made])
+            except Exception:  # the job's own error is the one to report
+                pass
+        raise

@@ -215,6 +215,16 @@ def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: flo
     return summary
 
 
+def require_inputs(summary: JobSummary, input_uri: str) -> None:
+    """A job whose input lists nothing at all (identity folders that are all empty) is refused, as an
+    empty input folder is before the job starts; a rerun with nothing left has skipped inputs."""
+    from jobs.storage import redact
+
+    if summary.inputs == 0 and summary.skipped == 0:
+        raise FileNotFoundError(f"no images under {redact(str(input_uri))}: its folders are empty; check the path "
+                                "(nothing was written)")
+
+
 def run_listed(output, done_dir: str, groups: list[str], lister, build, started: float,
                progress=None, batch_size: int | None = None) -> JobSummary:
     """A job on Ray: the inputs left to do (`groups` listed by `lister` in read tasks, in blocks of a

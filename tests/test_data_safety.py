@@ -194,6 +194,14 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
                          "--quiet"]) == 2, (command, images)
             assert f"--images {images}" in (err := capsys.readouterr().err) and words in err, err
     assert not (tmp_path / "o3").exists()
+    # identity folders that are all empty: refused as an empty folder is (was: "inputs 0", exit 0, and
+    # for `mfr run` "no embedding shards under ..."), and no settings record is left behind
+    (tmp_path / "hollow" / "a").mkdir(parents=True)
+    for command in ("mask", "embed", "run"):
+        assert main([command, str(tmp_path / "hollow"), str(tmp_path / f"h-{command}"), "--executor", "local",
+                     "--quiet"]) == 2
+        assert "no images under" in capsys.readouterr().err
+        assert not [p for p in (tmp_path / f"h-{command}").rglob("*") if p.is_file()], command
 
 
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
