@@ -247,13 +247,19 @@ def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", block:
     return out
 
 
+# the rank of a mated probe in which no face was found: beyond every rank, so it misses at each k (a
+# rank of gallery size + 1 counted it as identified at every k above the gallery's size)
+NEVER_IDENTIFIED = np.iinfo(np.int64).max
+
+
 @dataclass(frozen=True)
 class IdentificationStats:
     """Per-probe facts from which every identification figure follows."""
 
     mated: np.ndarray           # bool (P,): identity in the gallery
     mated_score: np.ndarray     # (P,) best mated score (nan if unmated)
-    rank: np.ndarray            # (P,) 1 + non-mated entries scoring >= mated score (0 if unmated)
+    rank: np.ndarray            # (P,) 1 + non-mated entries scoring >= mated score (0 if unmated;
+                                # NEVER_IDENTIFIED for a mated probe without a face)
     top_nonmated: np.ndarray    # (P,) best non-mated score (-inf if the gallery has only the mate)
     nonmated_top: np.ndarray    # largest non-mated scores of mated probes, descending (seed reading)
     gallery_size: int
@@ -307,7 +313,7 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
     stats = IdentificationStats(
         np.concatenate([stats.mated, mated]),
         np.concatenate([stats.mated_score, np.where(mated, -np.inf, np.nan).astype(np.float32)]),
-        np.concatenate([stats.rank, np.where(mated, stats.gallery_size + 1, 0)]),
+        np.concatenate([stats.rank, np.where(mated, NEVER_IDENTIFIED, 0)]),
         np.concatenate([stats.top_nonmated, np.full(len(failed_ids), -np.inf, np.float32)]),
         stats.nonmated_top, stats.gallery_size)
     return scores, labels, stats
@@ -334,7 +340,7 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
                                    similarity, block, keep_nonmated)
         mated = np.isin(probe_ids, np.asarray(gallery_ids).reshape(-1))
         mated_score = np.where(mated, -np.inf, np.nan).astype(np.float32)
-        rank = np.where(mated, sub.gallery_size + 1, 0)
+        rank = np.where(mated, NEVER_IDENTIFIED, 0)
         top_nonmated = np.full(len(probe_ids), -np.inf, np.float32)
         mated_score[acquired], rank[acquired], top_nonmated[acquired] = sub.mated_score, sub.rank, sub.top_nonmated
         return IdentificationStats(mated, mated_score, rank, top_nonmated, sub.nonmated_top, sub.gallery_size)

@@ -184,8 +184,9 @@ def test_failures_to_acquire_count_as_rejected_and_never_identified():
     ids = ["a", "b", "b", "d", "e"]
     stats = M.identification_stats(sim, None, ids, ["a", "b"], acquired=acquired)
     assert stats.mated.tolist() == [True, True, True, False, False]
-    assert stats.rank.tolist() == [1, 3, 1, 0, 0]  # b misses at every rank of a 2-entry gallery
-    assert M.cmc(stats, (1, 2)) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3)}
+    assert stats.rank.tolist() == [1, M.NEVER_IDENTIFIED, 1, 0, 0]  # b misses at every rank
+    # ranks beyond the gallery's size too: a rank of gallery size + 1 counted b identified at rank 5
+    assert M.cmc(stats, (1, 2, 5)) == {1: pytest.approx(2 / 3), 2: pytest.approx(2 / 3), 5: pytest.approx(2 / 3)}
     assert stats.top_nonmated[3] == -np.inf      # d is never falsely identified
     r = M.tpir_at_fpir(stats, 0.5)  # threshold: e's top score 0.7; d, no face, is not above it
     assert r.threshold == pytest.approx(0.7) and r.fpir == 0.5 and r.tpir == pytest.approx(1 / 3)
