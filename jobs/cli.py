@@ -587,12 +587,12 @@ def cmd_models(args) -> int:
         if args.name in BUILTINS:
             spec = BUILTINS[args.name].spec
         else:
-            import onnx
+            from recog.embed import read_onnx
 
             path = Path(args.name)
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
-            spec = ModelSpec.from_onnx(onnx.load(str(path), load_external_data=False))
+            spec = ModelSpec.from_onnx(read_onnx(path))
             if spec is None:
                 raise ValueError(f"{path} carries no mfr spec; give one with Embedder(spec=...) or attach_spec")
         print(json.dumps(spec.to_dict(), indent=1, default=str))

@@ -88,6 +88,12 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     return runnable, int(record["replaced"]), embedded
 
 
+def read_onnx(path: Path):
+    """The ONNX model in the file at `path` (external weight files are not read); a ValueError that
+    says so when the file is not a model."""
+    return _load_onnx(Path(path), Path(path).read_bytes())
+
+
 def _load_onnx(path: Path, data: bytes):
     import onnx
 

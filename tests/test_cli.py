@@ -40,7 +40,7 @@ def test_top_level_help_documents_exit_codes(capsys):
     assert all(code in text for code in ("0 done", "1 done", "2 bad arguments", "130 interrupted"))
 
 
-def test_models_list_describe_build(capsys):
+def test_models_list_describe_build(capsys, tmp_path):
     assert main(["models", "list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in ("sface", "dlib-resnet", "insightface-mbf")) and "opt-in" in listed
@@ -55,6 +55,10 @@ def test_models_list_describe_build(capsys):
     assert json.loads(capsys.readouterr().out)["name"] == "sface"
     assert main(["models", "describe", "no-such-model"]) == 2
     assert "not a built-in model" in capsys.readouterr().err
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"junk\n")
+    assert main(["models", "describe", str(junk)]) == 2  # was a protobuf traceback, exit 1
+    assert capsys.readouterr().err.startswith(f"mfr models: {junk}: not an ONNX model (DecodeError")
 
 
 def test_config_file_sets_defaults_and_flags_win(tmp_path):
