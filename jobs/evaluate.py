@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual
+from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, is_manifest, refuse_output_in_place
 from jobs.storage import open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
@@ -104,6 +104,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
     out = open_store(output_uri)
+    # the output holds embeddings/ and report/: never among the images themselves
+    manifest_folder = str(input_uri).rstrip("/").rpartition("/")[0] or "."
+    refuse_output_in_place(open_store(images_uri if images_uri is not None else
+                                      manifest_folder if is_manifest(str(input_uri)) else input_uri), out)
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,

@@ -606,6 +606,12 @@ def output_inside_input(input_store, output_store) -> str | None:
     return "" if output_store.prefix == input_store.prefix else None
 
 
+def refuse_output_in_place(images, output) -> None:
+    """An output that is the images' folder itself would write its folders among the images."""
+    if output_inside_input(images, output) == "":
+        raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
+
+
 def check_images_root(images, given: str) -> None:
     """`--images` must be a folder or prefix that holds something: a typo would otherwise record every
     row of the manifest `missing`."""
@@ -639,6 +645,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         images = open_store(images_uri if images_uri is not None else (parent or "."))
         if images_uri is not None:
             check_images_root(images, images_uri)
+        refuse_output_in_place(images, output)
         # the read task runs in another process, with another working folder: give it an absolute URI
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done)
@@ -652,9 +659,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     if isinstance(images, LocalStore) and images.root.is_file():
         raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
                          "(.csv/.parquet) that lists them")
+    refuse_output_in_place(images, output)
     exclude = output_inside_input(images, output)
-    if exclude == "":
-        raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
     if exclude:
         notes.append(f"the output lies inside the input: {exclude}/ is not read as input")
     groups = [g for g in images.top_level() if g != exclude]

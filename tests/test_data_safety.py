@@ -170,6 +170,18 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
             assert main([command, str(dataset), spelled, "--executor", "local", "--quiet"]) == 2, (command, spelled)
             assert "is the input folder itself" in capsys.readouterr().err, (command, spelled)
             assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before, (command, spelled)
+    # an input manifest whose images folder is the output; `mfr evaluate` (its embeddings/ and report/
+    # went into the dataset, with a note that said they were not read as input)
+    listed = tmp_path / "listed.csv"
+    listed.write_text("path,identity,masked\n" + "".join(
+        f"{p.relative_to(dataset).as_posix()},x,{i % 2}\n" for i, p in enumerate(sorted(dataset.rglob("*.jpg")))))
+    for argv in (["mask", str(listed), str(dataset), "--images", str(dataset), "--executor", "local"],
+                 ["run", str(listed), str(dataset), "--images", str(dataset), "--executor", "local"],
+                 ["evaluate", str(dataset), str(dataset)], ["evaluate", str(listed), f"{dataset}/.", "--images",
+                                                            str(dataset)]):
+        assert main([*argv, "--quiet"]) == 2, argv
+        assert "is the input folder itself" in capsys.readouterr().err, argv
+        assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before, argv
     photo = next(dataset.rglob("*.jpg"))
     for command in ("mask", "embed", "run"):
         assert main([command, str(photo), str(tmp_path / command), "--executor", "local", "--quiet"]) == 2
