@@ -78,20 +78,39 @@ class Target:
         return f"{self.folder}/{SHARD_DIR}"
 
 
+def run_targets(out, models: list[str], modes: list[str], infos: dict) -> tuple[list[Target], list[tuple]]:
+    """`plan_targets` for the output `out`: the model whose plain shards an earlier run put in
+    `embeddings/{unmasked,masked}` keeps that place, whatever this run lists first; if this run does
+    not ask for it, its models' shards all go to `embeddings/<model>/<mode>/` (a rerun with another
+    `--model` put its shards beside the first's, and scoring them failed or mixed two models)."""
+    from jobs.storage import read_parquet_bytes
+
+    first = None
+    shards = [k for k in out.list(f"embeddings/unmasked/{SHARD_DIR}") if k.endswith(".parquet")]
+    if shards:
+        held = set(read_parquet_bytes(out.read(shards[0]), columns=["model_id"]).column("model_id").to_pylist())
+        first = next((m for m in models if infos[m][0] in held), "")
+    return plan_targets(models, modes, infos, first)
+
+
 def crop_column(model: str, crop: str) -> str:
     return f"crop:{model}:{crop}"
 
 
-def plan_targets(models: list[str], modes: list[str], infos: dict) -> tuple[list[Target], list[tuple]]:
-    """(shard folders, methods for the report as (name, probe folder, gallery folder))."""
+def plan_targets(models: list[str], modes: list[str], infos: dict, first: str | None = None) -> tuple[list[Target],
+                                                                                                     list[tuple]]:
+    """(shard folders, methods for the report as (name, probe folder, gallery folder)). The plain
+    shards of `first` (default: the first model) go to `embeddings/{unmasked,masked}`, every other
+    model's and mode's to `embeddings/<model>/<mode>/`; `first=""`: no model's go there."""
+    first = models[0] if first is None else first
     targets, methods = {}, []
     for m in models:
         model_id, dim, similarity = infos[m]
         for mode in modes:
-            base = "embeddings" if (m, mode) == (models[0], "plain") else f"embeddings/{m}/{mode}"
+            base = "embeddings" if (m, mode) == (first, "plain") else f"embeddings/{m}/{mode}"
             # probes change only when the mode changes how every face is embedded (flip, upper face)
             probe_mode = "plain" if mode in ("plain", "masked-gallery") else mode
-            probe_base = base if probe_mode != "plain" else ("embeddings" if m == models[0] else f"embeddings/{m}/plain")
+            probe_base = base if probe_mode != "plain" else ("embeddings" if m == first else f"embeddings/{m}/plain")
             gallery_crop = "masked" if mode_from_name(mode).masked_gallery else "unmasked"
             g = Target(f"{base}/unmasked", m, mode, True, gallery_crop, model_id, dim, similarity)
             p = Target(f"{probe_base}/masked", m, probe_mode, False, "masked", model_id, dim, similarity)
@@ -267,7 +286,7 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
 
     out = open_store(output_uri)
     modes = [mode_from_name(m).name for m in modes]
-    targets, _ = plan_targets(models, modes, {m: model_identity(m, accept_licence) for m in models})
+    targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
                                                 retry_failed=retry_failed, drop=False, progress=tally)
@@ -323,7 +342,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     embedders = {m: Embedder(m, accept_licence=accept_licence).check() for m in models}
     infos = {m: (e.model_id, e.dim, e.spec.similarity) for m, e in embedders.items()}
     specs = {m: e.spec for m, e in embedders.items()}
-    targets, methods = plan_targets(models, modes, infos)
+    targets, methods = run_targets(out, models, modes, infos)
     crops = {"gallery": sorted({t.crop for t in targets if t.gallery}), "probe": ["masked"]}
 
     options = AugmentOptions(style=style, seed=seed, face=face)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -145,3 +146,31 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
         assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r5"),
                      *named, "--compare", "sface", *both]) == 2
         assert "two methods are named 'sface'" in capsys.readouterr().err
+
+
+def test_a_rerun_with_another_first_model_keeps_each_models_shards_apart(face_photos, tmp_path, capsys):
+    """The first model's plain shards go to embeddings/{unmasked,masked}: a rerun whose first model was
+    another put its shards in the same folders, and its report failed on Ray ("must come from one
+    model") or scored the first model's. The model that first had those folders keeps them."""
+    from jobs.cli import main
+
+    dataset = tmp_path / "dataset"
+    for person in sorted({p.parent.name for p in face_photos})[:2]:
+        for photo in sorted(p for p in face_photos if p.parent.name == person)[:2]:
+            (dataset / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, dataset / person / photo.name)
+    out = tmp_path / "run"
+    here = ["--quiet", "--executor", "local"]
+    assert main(["run", str(dataset), str(out), *here]) == 0
+    assert main(["run", str(dataset), str(out), "--model", "dlib-resnet", *here]) == 0
+    printed = capsys.readouterr().out
+    assert "shards: embeddings/dlib-resnet/plain/unmasked, embeddings/dlib-resnet/plain/masked" in printed, printed
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["dlib-resnet"]
+    for side in ("unmasked", "masked"):
+        models = {m.split("@")[0] for m in read_shards(str(out / "embeddings" / side))[0].model_id}
+        assert models == {"sface"}, (side, models)
+    assert main(["run", str(dataset), str(out), "--models", "dlib-resnet,sface", *here]) == 0  # nothing to do
+    assert re.search(r"skipped \(already done\)\s+4\n", capsys.readouterr().out)
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["dlib-resnet", "sface"]
