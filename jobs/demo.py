@@ -140,7 +140,10 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     from maskgen.draw import contact_sheet
 
     started = time.perf_counter()
-    out = Path(out).resolve()
+    if "://" in str(out) and not str(out).startswith("file://"):  # Path() would make ./s3:/bucket/... here
+        raise ValueError(f"it writes to a local folder (--out), not {out}: for S3, `mfr run` the dataset "
+                         "to an s3:// output")
+    out = Path(str(out).removeprefix("file://")).resolve()
     dataset = build_dataset()
     # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take
     result = run_pipeline(str(dataset), str(out / "run"), style=style, model=model, progress_for=progress_for,

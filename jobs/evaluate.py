@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -43,6 +44,29 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
         return np.array([seed_is_masked(k) for k in keys], dtype=bool)
     pattern = re.compile(masked_rule)
     return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+
+
+@contextmanager
+def protocol_file(uri: str):
+    """A protocol file (pairs, identification list) as a local path: an `s3://` one is copied to a
+    temporary folder under its own name (its readers tell formats apart by name and content), and
+    their errors name the URI, not the copy."""
+    from jobs.storage import LocalStore
+
+    uri = str(uri)
+    parent, _, name = uri.rstrip("/").rpartition("/")
+    store = open_store(parent or ".")
+    if isinstance(store, LocalStore):
+        yield Path(uri.removeprefix("file://"))
+        return
+    data = store.read(name)
+    with tempfile.TemporaryDirectory(prefix="mfr-protocol-") as folder:
+        path = Path(folder) / name
+        path.write_bytes(data)
+        try:
+            yield path
+        except ValueError as exc:
+            raise ValueError(str(exc).replace(str(path), redact(uri))) from None
 
 
 def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similarity: str,
@@ -98,8 +122,16 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         except re.error as exc:
             raise ValueError(f"masked rule {masked_rule!r} is not a regular expression: {exc}") from None
     # protocol files are read before any image: a wrong file fails fast
-    protocol = read_pairs_file(Path(pairs)) if pairs else None
-    id_lists = [read_seed_list(Path(p)) for p in lists] if lists else None
+    protocol = None
+    if pairs:
+        with protocol_file(pairs) as path:
+            protocol = read_pairs_file(path)
+    id_lists = None
+    if lists:
+        id_lists = []
+        for uri in lists:
+            with protocol_file(uri) as path:
+                id_lists.append(read_seed_list(path))
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")

@@ -190,3 +190,11 @@ def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(
                    "'image_name'); it has ['file', 'identity']")
     # nothing at all: the settings record it started with would refuse a corrected rerun with other masks
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_demo_to_s3_is_refused_not_written_to_a_local_s3_folder(tmp_path, monkeypatch, capsys):
+    """`mfr demo --out s3://bucket/demo` wrote everything to ./s3:/bucket/demo and exited 0."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--out", "s3://bucket/demo", "--quiet"]) == 2
+    assert "writes to a local folder (--out), not s3://bucket/demo" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

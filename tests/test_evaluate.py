@@ -30,7 +30,7 @@ def test_pairs_files_are_read_by_their_shape(tmp_path):
 
 
 def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_runtime, shared_data, tmp_path,
-                                                                           capsys):
+                                                                           bucket, capsys):
     import csv
 
     from recog.protocols import read_seed_list, read_seed_verification
@@ -89,6 +89,13 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     assert report["protocol"] == "pairs" and v["pairs_skipped"] == len(pairs) - len(inside)
     assert v["genuine"] == int(pairs.labels[inside].sum()) and v["genuine"] + v["impostor"] == len(inside)
     assert 0 <= v["auc"] <= 1 and np.isfinite(v["eer"]["eer"] if isinstance(v["eer"], dict) else v["eer"])
+    # the same protocol file on S3 (was: "No such file or directory: 's3:/...'")
+    from jobs.storage import open_store
+
+    open_store(f"s3://{bucket}/protocols").write(protocol.name, protocol.read_bytes())
+    assert main([*args[:-3], "--pairs", f"s3://{bucket}/protocols/{protocol.name}", "--quiet", "--missing",
+                 "skip"]) == 0
+    assert json.loads((out / "report" / "report.json").read_text())["results"][0]["verification"] == v
 
     # 3. the seed's identification lists (masked gallery, unmasked probes: its probe_is_mask folder reversed)
     lists = shared_data / "seed" / "Protocol_identification"
