@@ -317,13 +317,18 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     return summary
 
 
-def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None, retry_failed: bool = False) -> dict:
+def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None, retry_failed: bool = False,
+                 options: AugmentOptions | None = None) -> dict:
     """What `run_augment` would do, listed by the job's own listing code in this process: no Ray,
-    nothing written."""
+    nothing written. With `options`, masks the output was not made with are refused, as the run
+    refuses them."""
     from jobs.inputs import Tally, input_listing
+    from jobs.settings import check_settings
     from jobs.source import DoneUnlessFailed
 
     output = open_store(output_uri)
+    if options is not None:
+        check_settings(output, "mfr mask", augment_settings(options), record=False)
     tally = Tally()
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally,

@@ -456,14 +456,15 @@ def cmd_mask(args) -> int:
     from maskgen.augment import AugmentOptions
     from maskgen.finder import FinderOptions
 
-    if args.dry_run:
-        _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed))
-        return 0
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
                                       second_look=_on_off(args.second_look))
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
                              face="largest" if args.largest_only else args.face,
                              alignment=args.alignment, finder=finder)
+    if args.dry_run:
+        _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed,
+                                         options=options))
+        return 0
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
@@ -478,7 +479,9 @@ def cmd_embed(args) -> int:
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
                                         accept_licence=args.accept_model_licence, images_uri=args.images,
-                                        mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed))
+                                        mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed,
+                                        masked=args.masked, face=args.face, finder_kind=args.input_kind,
+                                        crop_mode=args.crop_mode, second_look=_on_off(args.second_look)))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
@@ -528,7 +531,8 @@ def cmd_run(args) -> int:
         out = open_store(args.output)
         _print_plan("run", plan_run(args.dataset, args.output, _names(args.models) or [args.model],
                                     _names(args.modes), accept_licence=args.accept_model_licence,
-                                    images_uri=args.images, retry_failed=args.retry_failed))
+                                    images_uri=args.images, retry_failed=args.retry_failed, style=args.style,
+                                    seed=args.seed, face=args.face))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
               f"{out.uri_of('report')}")

@@ -26,7 +26,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
-from jobs.settings import settings_recorded
+from jobs.settings import check_settings, settings_recorded
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -287,20 +287,29 @@ def model_identity(model: str, accept_licence: bool = False):
 
 def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_augment: bool = False,
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
-               alignment: str = "five-point", retry_failed: bool = False) -> dict:
-    """What `run_embed` would do, listed by the same read tasks (in-process Ray, nothing written; the
-    model is fetched and cached, since its identity decides which shards count as done)."""
+               alignment: str = "five-point", retry_failed: bool = False, masked: bool = False,
+               face: str = "center", finder_kind: str | None = None, crop_mode: str | None = None,
+               second_look: bool | None = None) -> dict:
+    """What `run_embed` would do, listed by the same code in this process (no Ray, nothing written;
+    the model is fetched and cached, since its identity decides which shards count as done). Settings
+    the output was not made with are refused, as the run refuses them."""
+    from maskgen.finder import FinderOptions
+
     from jobs.inputs import Tally
+    from jobs.source import DoneUnlessFailed
 
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
+    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
+                                      second_look=second_look)
+    check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
+                                                       finder=finder, alignment=alignment),
+                   made="embeddings", record=False)
     tally = Tally()
-    from jobs.source import DoneUnlessFailed
-
     where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
                                                   DoneUnlessFailed(where, drop=False) if retry_failed else where,
-                                                  images_uri, tally)
+                                                  images_uri, tally, face=face)
     return plan_from(source.uri, output, groups, lister, tally, notes,
                      lambda row: f"a row in {output.uri_of(SHARD_DIR)}/g=.../part-<hash>.parquet")
 
@@ -323,8 +332,9 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     import dataclasses
     import json
 
+    # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
-                                  "alignment": alignment, "finder": dataclasses.asdict(finder)},
+                                  "alignment": alignment, **dataclasses.asdict(finder)},
                                  sort_keys=True, default=str))
 
 

@@ -275,17 +275,21 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
 
 
 def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,
-             images_uri: str | None = None, retry_failed: bool = False) -> dict:
+             images_uri: str | None = None, retry_failed: bool = False, style: str = "seed", seed: int = 0,
+             face: str = "center") -> dict:
     """What `run_pipeline` would do, listed by the run's own listing code in this process (no Ray,
     nothing written): an image counts as done only where the manifest and every shard folder of its
     role hold it, so a model or mode added since is counted as work. Each model is fetched and
-    checked, since its identity decides which shards count."""
+    checked, since its identity decides which shards count; masks the output was not made with are
+    refused, as the run refuses them."""
     from jobs.augment import output_keys, plan_from
     from jobs.embed import model_identity
     from jobs.inputs import Tally
+    from jobs.settings import check_settings
 
     out = open_store(output_uri)
     modes = [mode_from_name(m).name for m in modes]
+    check_settings(out, "mfr run", augment_settings(AugmentOptions(style=style, seed=seed, face=face)), record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,

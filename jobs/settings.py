@@ -29,10 +29,11 @@ def augment_settings(options) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def check_settings(store, command: str, settings: dict, made: str = "masks") -> bool:
+def check_settings(store, command: str, settings: dict, made: str = "masks", record: bool = True) -> bool:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
     when they differ from the recorded ones (`made`: what the settings decide, `masks` or
-    `embeddings`, each recorded in a file of its own). True when this call recorded them."""
+    `embeddings`, each recorded in a file of its own). True when this call recorded them. With
+    `record=False` (a dry run) it only refuses, as the run would."""
     key = SETTINGS_KEYS[made]
     if store.exists(key):
         try:
@@ -40,6 +41,7 @@ def check_settings(store, command: str, settings: dict, made: str = "masks") -> 
         except (ValueError, KeyError, TypeError):
             recorded = None  # unreadable (cut short): recorded again below
         if recorded is not None:
+            recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
             changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
             if changed:
                 was = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
@@ -48,9 +50,22 @@ def check_settings(store, command: str, settings: dict, made: str = "masks") -> 
                                       f"done, so its {made} would not match the earlier ones: run it with the same "
                                       "settings, or write to another output")
             return False
+    if not record:
+        return False
     store.write(key, json.dumps({"command": command, "settings": settings}, indent=1,
                                 sort_keys=True).encode())
     return True
+
+
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """Nested settings (a mask job's `finder`) as one level of dotted keys: `finder.crop_mode`."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 @contextmanager

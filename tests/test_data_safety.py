@@ -230,6 +230,9 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
         err = capsys.readouterr().err
         assert "was made with seed=7, style='surgical'; this run asks seed=3, style='n95'" in err, err
         assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+        # a dry run refuses what the run refuses (it said "N already done; 0 to process", exit 0)
+        assert main([*first[:3], "--style", "n95", "--seed", "3", "--dry-run"]) == 2
+        assert "this run asks seed=3, style='n95'" in capsys.readouterr().err
         assert main(first) == 0  # the same settings: a rerun with nothing to do
     # embeddings: another face policy or alignment would have been skipped as done; another model or
     # mode is a column of each row, beside the first's
@@ -242,6 +245,8 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     assert ("was made with alignment='five-point', face='largest'; this run asks alignment='eyes', face='center'. "
             "A rerun skips what is done, so its embeddings would not match") in err, err
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+    assert main([*first[:3], "--crop-mode", "off", "--dry-run"]) == 2
+    assert "made with crop_mode='auto', face='largest'; this run asks crop_mode='off', face='center'" in capsys.readouterr().err
     assert main([*first, "--mode", "flip"]) == 0
 
 
