@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from jobs.progress import ProgressBar, failed_count, summary_table
+from jobs.progress import ProgressBar, failed_inputs, summary_table
 from jobs.sink import ROWS_PER_SHARD
 from maskgen.finder import ALIGNMENTS
 from maskgen.masks import STYLE_NAMES
@@ -48,10 +48,11 @@ def _finish(label: str, summary, bar=None) -> None:
     for note in getattr(summary, "notes", ()):
         print(f"{label}: note: {note}")
     print(summary_table(label, summary))
-    failed = failed_count(summary.statuses)
+    failed = failed_inputs(summary)
     if failed and label in RETRIES:
-        print(f"{label}: {failed} input(s) failed (their rows say why); a rerun skips them: once the cause is "
-              "fixed, --retry-failed does them again")
+        earlier = f", {summary.skipped_failed} of them in an earlier run" if getattr(summary, "skipped_failed", 0) else ""
+        print(f"{label}: {failed} input(s) failed{earlier} (their rows say why); a rerun skips them: once the cause "
+              "is fixed, --retry-failed does them again")
 
 
 def _print_report(report: dict) -> None:
@@ -470,7 +471,7 @@ def cmd_mask(args) -> int:
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
                           executor=args.executor, retry_failed=args.retry_failed)
     _finish("mask", summary, bar)
-    return 1 if args.strict and failed_count(summary.statuses) else 0
+    return 1 if args.strict and failed_inputs(summary) else 0
 
 
 def cmd_embed(args) -> int:
@@ -493,7 +494,7 @@ def cmd_embed(args) -> int:
                         second_look=_on_off(args.second_look), executor=args.executor,
                         retry_failed=args.retry_failed)
     _finish("embed", summary, bar)
-    return 1 if args.strict and failed_count(summary.statuses) else 0
+    return 1 if args.strict and failed_inputs(summary) else 0
 
 
 def cmd_score(args) -> int:
@@ -554,7 +555,7 @@ def cmd_run(args) -> int:
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
     _print_report(result["report"])
-    return 1 if args.strict and failed_count(result["run"].statuses) else 0
+    return 1 if args.strict and failed_inputs(result["run"]) else 0
 
 
 def cmd_demo(args) -> int:

@@ -169,7 +169,8 @@ class AugmentLister:
         from jobs.augment import MANIFEST_DIR
         from jobs.source import read_done
 
-        done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where)
+        failed: set = set()
+        done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where, failed)
         rows, skipped, masked, images = [], 0, [], {}
         # an image's faces may lie in two shards: the whole group is read before faces are chosen
         for table in read_parquet_dir(open_store(self.augment_uri), f"{MANIFEST_DIR}/{group}"):
@@ -200,7 +201,7 @@ class AugmentLister:
             reason = (status, message or "") if status != "ok" else ("no_face", "no masked face")
             rows.append({"key": key, "identity": identity, "group": group, "input_row": f"{key}#-1",
                          "status": reason[0], "message": reason[1], "face_index": -1})
-        report_listed(self.progress, len(rows), skipped)
+        report_listed(self.progress, len(rows), skipped, len(failed))
         floats = pa.list_(pa.float64())
         schema = pa.schema([("key", pa.string()), ("identity", pa.string()), ("group", pa.string()),
                             ("input_row", pa.string()), ("status", pa.string()), ("message", pa.string()),

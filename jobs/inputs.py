@@ -410,9 +410,10 @@ class FolderLister:
         # task stopped between the two leaves an image in the manifest only, which any rerun does again
         held = {d: read_done(output, f"{d}/{gid}", "input_row", where)
                 for dirs in self.role_done.values() for d, where in dirs}
-        done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where)
+        failed: set = set()  # done, but failed: a rerun skips them, and --strict still counts them
+        done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where, failed)
         roles = self.assign_roles(entries, self.recorded_roles(held)) if self.gallery_per_identity else {}
-        rows, skipped = [], 0
+        rows, skipped, skipped_failed = [], 0, 0
         for key, kind in entries:
             item = InputItem(key, folder_identity(key), gallery=roles.get(key, False))
             name = printable(key)
@@ -420,6 +421,7 @@ class FolderLister:
             have = [d for d in needed if name in held[d]]
             if name in done and len(have) == len(needed):
                 skipped += 1
+                skipped_failed += name in failed
                 continue
             # rows already written (a model or mode added since, a run stopped between its shard
             # writes) are not written again: a batch of other images would not overwrite them
@@ -434,7 +436,7 @@ class FolderLister:
             elif self.gallery_per_identity and not item.identity:
                 item.status, item.message = "no_identity", NO_IDENTITY
             rows.append(item.to_row(gid))
-        report_listed(self.progress, len(rows), skipped)
+        report_listed(self.progress, len(rows), skipped, skipped_failed)
         for i in range(0, len(rows), self.chunk):
             yield pa.Table.from_pylist(rows[i:i + self.chunk], schema=input_schema())
 
@@ -454,14 +456,16 @@ class ManifestLister:
         self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
 
     def rows(self, group: str):
-        from jobs.source import done_digests
+        from jobs.source import DigestSet, done_digests
 
         parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
         output = open_store(self.output_uri)
         # role folders first, as FolderLister.rows reads them
         roles = ManifestRoles(output, self.role_done, self.gallery_per_identity) if self.gallery_per_identity else None
         # every group's done rows, as digests: the manifest's rows spread over all of them
-        done = done_digests(output, self.done_dir, "input_row", self.done_where)
+        failed = bytearray()
+        done = done_digests(output, self.done_dir, "input_row", self.done_where, failed)
+        failed = DigestSet(failed)
         with open_store(parent or ".").local_file(name) as path:
             if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
                 before = _identity_of(path)
@@ -470,13 +474,13 @@ class ManifestLister:
             for _, item in manifest_items(path, name):
                 chunk.append(item)
                 if len(chunk) == self.chunk:
-                    yield from self._left(chunk, done, roles)
+                    yield from self._left(chunk, done, roles, failed)
                     chunk = []
-            yield from self._left(chunk, done, roles)
+            yield from self._left(chunk, done, roles, failed)
             if roles is not None:  # the roles came from the file that was listed
                 _unchanged(name, lambda: _identity_of(path), before)
 
-    def _left(self, items: list[InputItem], done, roles):
+    def _left(self, items: list[InputItem], done, roles, failed):
         import pyarrow as pa
 
         from jobs.source import bucket_of, group_id
@@ -485,15 +489,17 @@ class ManifestLister:
             return
         if roles is not None:
             roles.assign(items)
-        finished = done.contains([printable(item.input_row or item.key) for item in items])
-        todo = []
-        for item, was in zip(items, finished):
+        names = [printable(item.input_row or item.key) for item in items]
+        finished, failed_before = done.contains(names), failed.contains(names)
+        todo, skipped_failed = [], 0
+        for item, was, did_fail in zip(items, finished, failed_before):
             if was:
                 if roles is None or roles.held_everywhere(item):
+                    skipped_failed += bool(did_fail)
                     continue
                 item.written = [self.done_dir] + item.written
             todo.append(item.to_row(group_id(bucket_of(item.key))))
-        report_listed(self.progress, len(todo), len(items) - len(todo))
+        report_listed(self.progress, len(todo), len(items) - len(todo), skipped_failed)
         if todo:
             yield pa.Table.from_pylist(todo, schema=input_schema())
 
@@ -691,13 +697,13 @@ def with_progress(listing: tuple, progress) -> tuple:
     return images, groups, reporting_to(lister, progress), notes
 
 
-def report_listed(progress, todo: int, done: int) -> None:
+def report_listed(progress, todo: int, done: int, failed: int = 0) -> None:
     """Tell `progress` (a `jobs.sink.Progress` actor, a `Tally`, or None) what one group's listing
-    found. An actor's call is waited for, a round trip beside a group's listing: a job's summary reads
+    found: `todo` inputs to do, `done` already done, `failed` of those with a failed row. An actor's call is waited for, a round trip beside a group's listing: a job's summary reads
     these counts as soon as its last read task has ended, and must not miss one still on its way."""
     if progress is None:
         return
-    sent = progress.list.remote(todo, done)
+    sent = progress.list.remote(todo, done, failed)
     if sent is not None:  # an actor call (a Tally counts in place)
         import ray
 
@@ -708,13 +714,14 @@ def report_listed(progress, todo: int, done: int) -> None:
 
 
 class Tally:
-    """What a lister reports (`progress.list.remote(todo, done)`), counted in this process: a dry
-    run lists without Ray."""
+    """What a lister reports (`progress.list.remote(todo, done, failed)`), counted in this process: a
+    dry run lists without Ray."""
 
     def __init__(self):
-        self.todo = self.done = 0
+        self.todo = self.done = self.failed = 0
         self.list = self
 
-    def remote(self, todo: int, done: int) -> None:
+    def remote(self, todo: int, done: int, failed: int = 0) -> None:
         self.todo += todo
         self.done += done
+        self.failed += failed

@@ -156,9 +156,9 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
 
     import pyarrow as pa
 
-    summary = JobSummary(inputs=tally.todo + tally.done, skipped=tally.done)
+    summary = JobSummary(inputs=tally.todo + tally.done, skipped=tally.done, skipped_failed=tally.failed)
     counts = Progress()  # what the Ray jobs' progress actor counts, counted here
-    counts.list(tally.todo, tally.done)
+    counts.list(tally.todo, tally.done, tally.failed)
     pending_rows: list = []
 
     def flush(final: bool = False) -> None:

@@ -16,6 +16,12 @@ def failed_count(statuses: dict) -> int:
     return sum(v for k, v in statuses.items() if k not in FINE)
 
 
+def failed_inputs(summary) -> int:
+    """A job's inputs that failed: in this run, and those an earlier run recorded as failed that this
+    one skipped as done (a rerun with `--strict` must not pass over an output holding failures)."""
+    return failed_count(summary.statuses) + getattr(summary, "skipped_failed", 0)
+
+
 class ProgressBar:
     """`progress=` callback of the jobs: called with a `JobSummary` of the counts so far (from a
     polling thread while the job runs, then once with the final counts)."""
@@ -45,8 +51,10 @@ class ProgressBar:
 def summary_table(label: str, summary) -> str:
     """The end-of-job table: inputs, skipped, processed, every status, faces, time, rate."""
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
-    rows = [("inputs", summary.inputs), ("skipped (already done)", summary.skipped),
-            ("processed", summary.processed)]
+    rows = [("inputs", summary.inputs), ("skipped (already done)", summary.skipped)]
+    if getattr(summary, "skipped_failed", 0):
+        rows.append(("  of them failed before", summary.skipped_failed))
+    rows.append(("processed", summary.processed))
     rows += [(f"  {status}", count) for status, count in sorted(summary.statuses.items())]
     rows += [("faces written", summary.faces), ("seconds", f"{summary.seconds:.1f}"), ("images/s", f"{rate:.1f}")]
     width = max(len(name) for name, _ in rows)

@@ -27,6 +27,7 @@ ROWS_PER_SHARD = 2000
 class JobSummary:
     inputs: int = 0
     skipped: int = 0
+    skipped_failed: int = 0    # of the skipped inputs, those whose recorded row failed (--strict counts them)
     processed: int = 0
     faces: int = 0
     statuses: dict = field(default_factory=dict)
@@ -45,7 +46,8 @@ class JobSummary:
     @classmethod
     def live(cls, view: dict, seconds: float) -> "JobSummary":
         """The summary so far, from a `Progress.get()` view (listing and finished batches)."""
-        return cls(inputs=view["inputs"], skipped=view["skipped"], processed=view["processed"],
+        return cls(inputs=view["inputs"], skipped=view["skipped"], skipped_failed=view.get("skipped_failed", 0),
+                   processed=view["processed"],
                    faces=view["faces"], statuses=view["statuses"], seconds=seconds)
 
 
@@ -159,12 +161,13 @@ class Progress:
     """Counts reported by read tasks (listed, already done) and actors (finished batches)."""
 
     def __init__(self):
-        self.listed = self.skipped = self.processed = self.faces = 0
+        self.listed = self.skipped = self.skipped_failed = self.processed = self.faces = 0
         self.statuses: dict = {}
 
-    def list(self, todo: int, done: int) -> None:
+    def list(self, todo: int, done: int, failed: int = 0) -> None:
         self.listed += todo + done
         self.skipped += done
+        self.skipped_failed += failed
 
     def batch(self, processed: int, faces: int, statuses: dict) -> None:
         self.processed += processed
@@ -173,7 +176,8 @@ class Progress:
             self.statuses[status] = self.statuses.get(status, 0) + n
 
     def get(self) -> dict:
-        return {"inputs": self.listed, "skipped": self.skipped, "processed": self.processed,
+        return {"inputs": self.listed, "skipped": self.skipped, "skipped_failed": self.skipped_failed,
+                "processed": self.processed,
                 "faces": self.faces, "statuses": dict(self.statuses)}
 
 
@@ -272,7 +276,8 @@ def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
         if poller:
             poller.join(timeout=5)
     listed = ray.get(progress_actor.get.remote(), timeout=60)
-    summary.inputs, summary.skipped = listed["inputs"], listed["skipped"]
+    summary.inputs, summary.skipped, summary.skipped_failed = listed["inputs"], listed["skipped"], \
+        listed["skipped_failed"]
     summary.seconds = time.perf_counter() - started
     if progress:
         progress(summary)

@@ -114,12 +114,15 @@ class DoneUnlessFailed:
         return keep
 
 
-def read_done(store, directory: str, key_column: str, where: Callable | None = None) -> set:
+def read_done(store, directory: str, key_column: str, where: Callable | None = None, failed: set | None = None) -> set:
     """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
-    optionally only the rows for which `where(table)` holds (see `_done_tables`)."""
+    optionally only the rows for which `where(table)` holds (see `_done_tables`). `failed`, if given,
+    receives the values whose row failed (`DoneUnlessFailed.failed`): a rerun still counts them."""
     done = set()
     for table in _done_tables(store, directory, where):
         done.update(table.column(key_column).to_pylist())
+        if failed is not None:
+            failed.update(table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist())
     return done
 
 
@@ -155,14 +158,19 @@ class DigestSet:
         return self._sorted[at] == wanted
 
 
-def done_digests(store, directory: str, key_column: str, where: Callable | None = None) -> DigestSet:
+def done_digests(store, directory: str, key_column: str, where: Callable | None = None,
+                 failed: bytearray | None = None) -> DigestSet:
     """`read_done` as a `DigestSet`: for folders too large to hold as Python strings (every group of
-    an input manifest)."""
+    an input manifest). `failed`, if given, receives the digests of the values whose row failed."""
     found = bytearray()
     for table in _done_tables(store, directory, where):
         for value in table.column(key_column).to_pylist():
             if value is not None:
                 found += digest(value)
+        if failed is not None:
+            for value in table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist():
+                if value is not None:
+                    failed += digest(value)
     return DigestSet(found)
 
 

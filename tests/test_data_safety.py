@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -270,6 +271,10 @@ def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(fa
     assert main([*args, "--images", str(dataset)]) == 0  # skipped: the rows are there
     assert set(read_manifest(str(out)).status) == {"missing"}
     capsys.readouterr()
+    # --strict counts the failures the output holds, not only this run's (a rerun passed with exit 0)
+    assert main([*args, "--images", str(dataset), "--strict"]) == 1
+    assert re.search(r"of them failed before\s+2\n", capsys.readouterr().out)
+    capsys.readouterr()
     assert main([*args, "--images", str(dataset), "--retry-failed", "--dry-run"]) == 0
     assert f"0 already done; {len(keys)} to process" in capsys.readouterr().out
     assert set(read_manifest(str(out)).status) == {"missing"}  # a dry run removes nothing
@@ -300,7 +305,6 @@ def test_mfr_run_does_failed_images_again_with_retry_failed_and_chooses_their_ro
     and gallery shards must come from one model, found []", without its summary. With
     `--retry-failed` the failed rows leave the manifest and both shard folders, the image gets the
     role a fresh run gives it, and each image keeps one row everywhere."""
-    import re
 
     from jobs.embed import read_shards
 
@@ -328,6 +332,8 @@ def test_mfr_run_does_failed_images_again_with_retry_failed_and_chooses_their_ro
     broken.write_bytes(good)
     assert main(args) == 0  # without --retry-failed the failed image stays as it was
     assert re.search(r"skipped \(already done\)\s+5\b", capsys.readouterr().out)
+    assert main([*args, "--strict"]) == 1  # and --strict still sees it
+    assert "1 input(s) failed, 1 of them in an earlier run" in capsys.readouterr().out
     assert main([*args, "--retry-failed", "--dry-run"]) == 0
     plan = capsys.readouterr().out
     assert "4 already done; 1 to process" in plan and f"{first['person_01']} -> " in plan, plan
