@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("probes", help="shards of masked faces (an embed output)")
     s.add_argument("gallery", help="shards of unmasked faces (an embed output)")
     s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
-    s.add_argument("--gallery-per-identity", type=int, default=1,
+    s.add_argument("--gallery-per-identity", type=positive_int, default=1,
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
     s.add_argument("--gallery-template", choices=("best", "mean"), default="best",
                    help="best: every gallery image an entry, an identity scores as its best image (default); "

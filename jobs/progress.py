@@ -53,7 +53,7 @@ def summary_table(label: str, summary) -> str:
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     rows = [("inputs", summary.inputs), ("skipped (already done)", summary.skipped)]
     if getattr(summary, "skipped_failed", 0):
-        rows.append(("  of them failed before", summary.skipped_failed))
+        rows.append(("  of them failed", summary.skipped_failed))
     rows.append(("processed", summary.processed))
     rows += [(f"  {status}", count) for status, count in sorted(summary.statuses.items())]
     rows += [("faces written", summary.faces), ("seconds", f"{summary.seconds:.1f}"), ("images/s", f"{rate:.1f}")]

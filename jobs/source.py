@@ -121,7 +121,7 @@ def read_done(store, directory: str, key_column: str, where: Callable | None = N
     done = set()
     for table in _done_tables(store, directory, where):
         done.update(table.column(key_column).to_pylist())
-        if failed is not None:
+        if failed is not None and "status" in table.column_names:
             failed.update(table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist())
     return done
 
@@ -167,7 +167,7 @@ def done_digests(store, directory: str, key_column: str, where: Callable | None 
         for value in table.column(key_column).to_pylist():
             if value is not None:
                 found += digest(value)
-        if failed is not None:
+        if failed is not None and "status" in table.column_names:
             for value in table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist():
                 if value is not None:
                     failed += digest(value)

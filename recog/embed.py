@@ -135,7 +135,8 @@ class Embedder:
         runnable, self.blocked_prelus, embedded = prepared_graph(path, data, self.sha256, device)
         self.spec = resolve_spec(path, spec, embedded)
         if self.spec.requires_licence_acceptance and not accept_licence:
-            raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True")
+            raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True "
+                                         "(command line: --accept-model-licence)")
         self.path = path
         if region not in ("full", "upper"):
             raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {region!r}")
