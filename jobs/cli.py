@@ -579,6 +579,9 @@ def cmd_models(args) -> int:
     from recog.zoo import BUILTINS, builtin_path
 
     if args.action == "list":
+        if args.name:
+            raise ValueError(f"`mfr models list` takes no model name (got {args.name!r}): "
+                             "`mfr models describe NAME` shows one")
         print(f"{'name':<16} {'input':>7}  {'dim':>4}  {'similarity':<10}  licence")
         for name, entry in BUILTINS.items():
             spec = entry.spec

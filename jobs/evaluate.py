@@ -112,6 +112,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
 
     if pairs and lists:
         raise ValueError("give a pairs file or identification lists, not both")
+    if pairs and gallery_template != "best":
+        raise ValueError("--gallery-template applies to identification (--lists, or masked against unmasked "
+                         "images), not to --pairs, which compares the images of each pair")
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     if gallery_template not in GALLERY_TEMPLATES:

@@ -55,6 +55,8 @@ def test_models_list_describe_build(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["name"] == "sface"
     assert main(["models", "describe", "no-such-model"]) == 2
     assert "not a built-in model" in capsys.readouterr().err
+    assert main(["models", "list", "sface"]) == 2  # was: the name ignored
+    assert "takes no model name" in capsys.readouterr().err
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"junk\n")
     assert main(["models", "describe", str(junk)]) == 2  # was a protobuf traceback, exit 1

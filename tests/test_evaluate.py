@@ -159,3 +159,6 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     assert err[0].startswith(f"mfr evaluate: note: {bad}: 2 line(s) skipped, e.g. line 1: ") and len(err) == 2, err
     assert err[1] == f"mfr evaluate: {bad}: no image in it (one `identity/file` per line, as the seed's lists)"
     assert not out.exists()
+    assert main(["evaluate", str(dataset.parent), str(out), "--pairs", str(bad), "--gallery-template", "mean",
+                 "--quiet"]) == 2
+    assert "--gallery-template applies to identification" in capsys.readouterr().err
