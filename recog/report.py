@@ -104,6 +104,14 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _acquired_only_cells(only) -> list[str]:
+    """TAR at FAR 0.1 and 0.01 and AUC of a result's `acquired_only` figures, as table cells."""
+    tars = (only.verification or {}).get("tar_at_far", {}) if only else {}
+    cells = [_pct((tars.get(str(f)) or {}).get("tar")) for f in (0.1, 0.01)]
+    cells.append(_pct((only.verification or {}).get("auc")) if only else "n/a")
+    return cells
+
+
 def markdown_tables(results: list[MethodResult], title: str = "") -> str:
     lines = [f"# {title}", ""] if title else []
     ver = [r for r in results if r.verification]
@@ -148,7 +156,7 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
         lines.append(f"{i0['probes']} probes ({i0['mated_probes']} with their identity in the gallery), "
                      f"{i0['gallery']} gallery entries.")
         lines.append("")
-    counted = [r for r in results if r.acquisition]
+    counted = [r for r in results if r.acquisition and "probe" in r.acquisition]
     if counted:
         lines += ["## Every sample counted", "",
                   "A probe in which no face was found (a failure to acquire) counts in the verification and "
@@ -158,17 +166,30 @@ def markdown_tables(results: list[MethodResult], title: str = "") -> str:
                   "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in counted:
-            p, g = r.acquisition.get("probe") or r.acquisition["images"], r.acquisition.get("gallery")
+            p, g = r.acquisition["probe"], r.acquisition.get("gallery")
             only = r.acquired_only
-            tars = (only.verification or {}).get("tar_at_far", {}) if only else {}
-            cells = [_pct((tars.get(str(f)) or {}).get("tar")) for f in (0.1, 0.01)]
-            cells.append(_pct((only.verification or {}).get("auc")) if only else "n/a")
+            cells = _acquired_only_cells(only)
             cells.append(_pct(((only.identification or {}).get("rank") or {}).get("1"))
                          if only and only.identification else "n/a")
             lines.append(f"| {r.name} | {p['samples']} | {p['acquired']} | {p['failed_to_acquire']} "
                          f"({_pct(p['failure_to_acquire_rate'])}) | "
                          f"{g['failed_to_acquire'] if g else 'n/a'} of {g['samples'] if g else 'n/a'} | "
                          + " | ".join(cells) + " |")
+        lines.append("")
+    paired = [r for r in results if r.acquisition and "pairs" in r.acquisition]
+    if paired:  # a pairs protocol: images and pairs, no probes or gallery
+        lines += ["## Every pair counted", "",
+                  "A pair with an image in which no face was found is rejected in the verification table. Beside "
+                  "it, the same figures over the pairs with a face on both sides:", "",
+                  "| Model | images | without a face (%) | pairs | with a face on both sides | "
+                  "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in paired:
+            images, pairs = r.acquisition["images"], r.acquisition["pairs"]
+            lines.append(f"| {r.name} | {images['samples']} | {images['failed_to_acquire']} "
+                         f"({_pct(images['failure_to_acquire_rate'])}) | {pairs['pairs']} | "
+                         f"{pairs['with_a_face_on_both_sides']} | " + " | ".join(_acquired_only_cells(r.acquired_only))
+                         + " |")
         lines.append("")
     return "\n".join(lines)
 

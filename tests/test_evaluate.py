@@ -89,6 +89,11 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     assert report["protocol"] == "pairs" and v["pairs_skipped"] == len(pairs) - len(inside)
     assert v["genuine"] == int(pairs.labels[inside].sum()) and v["genuine"] + v["impostor"] == len(inside)
     assert 0 <= v["auc"] <= 1 and np.isfinite(v["eer"]["eer"] if isinstance(v["eer"], dict) else v["eer"])
+    # report.md counts the pairs' images and pairs (it labelled them probe samples, gallery "n/a of n/a")
+    acquisition, md = report["results"][0]["acquisition"], (out / "report" / "report.md").read_text()
+    assert "## Every pair counted" in md and "probe samples" not in md and "n/a of n/a" not in md
+    assert (f"| sface | {acquisition['images']['samples']} | {acquisition['images']['failed_to_acquire']} ("
+            in md) and f"| {len(inside)} | {acquisition['pairs']['with_a_face_on_both_sides']} |" in md
     # the same protocol file on S3 (was: "No such file or directory: 's3:/...'")
     from jobs.storage import open_store
 
