@@ -31,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, is_manifest, refuse_output_in_place
+from maskgen.decode import is_image_name
 from jobs.storage import open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
@@ -44,6 +45,18 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
         return np.array([seed_is_masked(k) for k in keys], dtype=bool)
     pattern = re.compile(masked_rule)
     return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+
+
+def dataset_keys(input_uri: str) -> set[str]:
+    """The keys the embed job gives rows to, without reading an image: a folder's files, or an input
+    manifest's paths."""
+    from jobs.inputs import manifest_items
+
+    if is_manifest(str(input_uri)):
+        parent, _, name = str(input_uri).rstrip("/").rpartition("/")
+        with open_store(parent or ".").local_file(name) as path:
+            return {item.key for _, item in manifest_items(path, name)}
+    return set(open_store(input_uri).list())
 
 
 @contextmanager
@@ -138,6 +151,21 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
+    # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
+    # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
+    needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
+        (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
+    if (needed and missing == "error") or (not needed and not is_manifest(str(input_uri))):
+        keys = dataset_keys(input_uri)
+        absent = sorted(needed - keys)
+        if absent:
+            raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
+                             "--missing skip leaves them out (nothing was embedded)")
+        if not needed:
+            flags = masked_flags(sorted(k for k in keys if is_image_name(k)), masked_rule)
+            if not flags.any() or flags.all():
+                raise ValueError(f"need masked and unmasked images: the masked rule {masked_rule!r} matches none "
+                                 "(or all) of the file names; give --masked-rule (nothing was embedded)")
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
     manifest_folder = str(input_uri).rstrip("/").rpartition("/")[0] or "."

@@ -77,8 +77,8 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     # 2. the seed's own GBK verification file over the same images (embedded once: the rerun is a no-op)
     protocol = shared_data / "seed" / "Protocol_verification" / "AFDB_final_Jeff.csv"
     args = ["evaluate", str(manifest), str(out), "--images", str(images), "--pairs", str(protocol), "--quiet"]
-    assert main(args) == 2
-    assert "not hold" in capsys.readouterr().err  # most of its images are not in this set
+    assert main(args) == 2  # most of its images are not in this set: said before anything is embedded
+    assert "image(s) of the protocol are not in the dataset" in capsys.readouterr().err
     assert main(args + ["--missing", "skip"]) == 0
     pairs = read_seed_verification(protocol)
     keys = {r["path"] for r in rows}  # (the blank image is in no protocol pair)
@@ -167,3 +167,12 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     assert main(["evaluate", str(dataset.parent), str(out), "--pairs", str(bad), "--gallery-template", "mean",
                  "--quiet"]) == 2
     assert "--gallery-template applies to identification" in capsys.readouterr().err
+    # a protocol naming images the dataset lacks, a masked rule matching no file name: said before any
+    # image is embedded (both came after a whole embedding)
+    listed = tmp_path / "gallery.csv"
+    listed.write_text("p/a.jpg\nq/elsewhere.jpg\n")
+    assert main(["evaluate", str(dataset.parent), str(out), "--lists", str(listed), str(listed), "--quiet"]) == 2
+    assert "1 image(s) of the protocol are not in the dataset, e.g. 'q/elsewhere.jpg'" in capsys.readouterr().err
+    assert main(["evaluate", str(dataset.parent), str(out), "--masked-rule", "_mask", "--quiet"]) == 2
+    assert "the masked rule '_mask' matches none (or all) of the file names" in capsys.readouterr().err
+    assert not out.exists()
