@@ -151,6 +151,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
+    out = open_store(output_uri)
+    # the output holds embeddings/ and report/: never among the images themselves
+    manifest_folder = str(input_uri).rstrip("/").rpartition("/")[0] or "."
+    refuse_output_in_place(open_store(images_uri if images_uri is not None else
+                                      manifest_folder if is_manifest(str(input_uri)) else input_uri), out)
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
@@ -166,11 +171,6 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             if not flags.any() or flags.all():
                 raise ValueError(f"need masked and unmasked images: the masked rule {masked_rule!r} matches none "
                                  "(or all) of the file names; give --masked-rule (nothing was embedded)")
-    out = open_store(output_uri)
-    # the output holds embeddings/ and report/: never among the images themselves
-    manifest_folder = str(input_uri).rstrip("/").rpartition("/")[0] or "."
-    refuse_output_in_place(open_store(images_uri if images_uri is not None else
-                                      manifest_folder if is_manifest(str(input_uri)) else input_uri), out)
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
