@@ -50,7 +50,7 @@ def _finish(label: str, summary, bar=None) -> None:
     print(summary_table(label, summary))
     failed = failed_inputs(summary)
     if failed and label in RETRIES:
-        earlier = f", {summary.skipped_failed} of them in an earlier run" if getattr(summary, "skipped_failed", 0) else ""
+        earlier = f", {summary.skipped_failed} of them in an earlier run" if summary.skipped_failed else ""
         print(f"{label}: {failed} input(s) failed{earlier} (their rows say why); a rerun skips them: once the cause "
               "is fixed, --retry-failed does them again")
 
@@ -528,21 +528,20 @@ def cmd_run(args) -> int:
     from jobs.score import NothingToScore
     from jobs.storage import open_store
 
+    models = _names(args.models) or [args.model]
     if args.dry_run:  # plan_run refuses the modes and models the job would refuse
         out = open_store(args.output)
-        _print_plan("run", plan_run(args.dataset, args.output, _names(args.models) or [args.model],
-                                    _names(args.modes), accept_licence=args.accept_model_licence,
-                                    images_uri=args.images, retry_failed=args.retry_failed, style=args.style,
-                                    seed=args.seed, face=args.face))
+        _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),
+                                    accept_licence=args.accept_model_licence, images_uri=args.images,
+                                    retry_failed=args.retry_failed, style=args.style, seed=args.seed, face=args.face))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
-              f"{', '.join(_names(args.models) or [args.model])} ({args.modes}), and score into "
-              f"{out.uri_of('report')}")
-        if args.fuse and len(_names(args.models) or [args.model]) < 2:
+              f"{', '.join(models)} ({args.modes}), and score into {out.uri_of('report')}")
+        if args.fuse and len(models) < 2:
             print("note: --fuse takes two or more --models; with one it adds nothing")
         return 0
     try:
         result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
-                              models=_names(args.models) or [args.model], modes=_names(args.modes), fuse=args.fuse,
+                              models=models, modes=_names(args.modes), fuse=args.fuse,
                               accept_licence=args.accept_model_licence,
                               progress_for=None if args.quiet else ProgressBar, workers=args.workers,
                               recognition_workers=args.recognition_workers, batch_size=args.batch_size,

@@ -294,15 +294,12 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     """What `run_embed` would do, listed by the same code in this process (no Ray, nothing written;
     the model is fetched and cached, since its identity decides which shards count as done). Settings
     the output was not made with are refused, as the run refuses them."""
-    from maskgen.finder import FinderOptions
-
     from jobs.inputs import Tally
     from jobs.source import DoneUnlessFailed
 
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
-    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
-                                      second_look=second_look)
+    finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment),
                    made="embeddings", record=False)
@@ -323,6 +320,15 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
             mode, mask_style, seed, progress)
     return ds.map_batches(EmbedWorker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
                           batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
+
+
+def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, second_look: bool | None):
+    """How an embed job finds faces: `FinderOptions.for_inputs(finder_kind)` (default `masked` for
+    probes, else `photos`), `crop_mode` and `second_look` overriding the preset's."""
+    from maskgen.finder import FinderOptions
+
+    return FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
+                                    second_look=second_look)
 
 
 def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str) -> dict:
@@ -358,7 +364,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
     replaced (`jobs.source.DoneUnlessFailed`)."""
-    from maskgen.finder import FACE_POLICIES, FinderOptions
+    from maskgen.finder import FACE_POLICIES
 
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
@@ -367,8 +373,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     check_executor(executor)
     face = "all" if all_faces else face
     started = time.perf_counter()
-    finder = FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
-                                      second_look=second_look)
+    finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
     done_where = ColumnsEqual(model_id=model_id, mode=mode)

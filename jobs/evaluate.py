@@ -30,9 +30,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, is_manifest, refuse_output_in_place
+from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, images_root, is_manifest, refuse_output_in_place
 from maskgen.decode import is_image_name
-from jobs.storage import open_store, redact
+from jobs.storage import open_parent, open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
 
@@ -53,8 +53,8 @@ def dataset_keys(input_uri: str) -> set[str]:
     from jobs.inputs import manifest_items
 
     if is_manifest(str(input_uri)):
-        parent, _, name = str(input_uri).rstrip("/").rpartition("/")
-        with open_store(parent or ".").local_file(name) as path:
+        store, name = open_parent(input_uri)
+        with store.local_file(name) as path:
             return {item.key for _, item in manifest_items(path, name)}
     return set(open_store(input_uri).list())
 
@@ -67,8 +67,7 @@ def protocol_file(uri: str):
     from jobs.storage import LocalStore
 
     uri = str(uri)
-    parent, _, name = uri.rstrip("/").rpartition("/")
-    store = open_store(parent or ".")
+    store, name = open_parent(uri)
     if isinstance(store, LocalStore):
         yield Path(uri.removeprefix("file://"))
         return
@@ -153,9 +152,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
-    manifest_folder = str(input_uri).rstrip("/").rpartition("/")[0] or "."
-    refuse_output_in_place(open_store(images_uri if images_uri is not None else
-                                      manifest_folder if is_manifest(str(input_uri)) else input_uri), out)
+    refuse_output_in_place(images_root(input_uri, images_uri), out)
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \

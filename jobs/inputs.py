@@ -458,7 +458,9 @@ class ManifestLister:
     def rows(self, group: str):
         from jobs.source import DigestSet, done_digests
 
-        parent, _, name = self.manifest_uri.rstrip("/").rpartition("/")
+        from jobs.storage import open_parent
+
+        manifest_store, name = open_parent(self.manifest_uri)
         output = open_store(self.output_uri)
         # role folders first, as FolderLister.rows reads them
         roles = ManifestRoles(output, self.role_done, self.gallery_per_identity) if self.gallery_per_identity else None
@@ -466,7 +468,7 @@ class ManifestLister:
         failed = bytearray()
         done = done_digests(output, self.done_dir, "input_row", self.done_where, failed)
         failed = DigestSet(failed)
-        with open_store(parent or ".").local_file(name) as path:
+        with manifest_store.local_file(name) as path:
             if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
                 before = _identity_of(path)
                 roles.choose(manifest_items(path, name))
@@ -612,6 +614,16 @@ def output_inside_input(input_store, output_store) -> str | None:
     return "" if output_store.prefix == input_store.prefix else None
 
 
+def images_root(input_uri: str, images_uri: str | None = None):
+    """The store an input's images are read from: `images_uri` if given, else a folder input itself,
+    or an input manifest's own folder."""
+    from jobs.storage import open_parent
+
+    if images_uri is not None:
+        return open_store(images_uri)
+    return open_parent(input_uri)[0] if is_manifest(str(input_uri)) else open_store(input_uri)
+
+
 def refuse_output_in_place(images, output) -> None:
     """An output that is the images' folder itself would write its folders among the images."""
     if output_inside_input(images, output) == "":
@@ -638,17 +650,15 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
     left to do in a group."""
-    from jobs.storage import LocalStore, redact
+    from jobs.storage import LocalStore, open_parent, redact
 
     input_uri = str(input_uri)
     notes = []
     if is_manifest(input_uri):
-        parent = input_uri.rstrip("/").rpartition("/")[0]
-        manifest_store = open_store(parent or ".")
-        name = input_uri.rstrip("/").rpartition("/")[2]
+        manifest_store, name = open_parent(input_uri)
         if not manifest_store.exists(name):
             raise FileNotFoundError(f"{redact(input_uri)}: no such input manifest")
-        images = open_store(images_uri if images_uri is not None else (parent or "."))
+        images = images_root(input_uri, images_uri)
         if images_uri is not None:
             check_images_root(images, images_uri)
         refuse_output_in_place(images, output)
@@ -659,7 +669,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     if images_uri is not None:
         raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
                          f"{redact(input_uri)} is a folder: its images are read from it")
-    images = open_store(input_uri)
+    images = images_root(input_uri)
     if isinstance(images, LocalStore) and not images.root.exists():
         raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written)")
     if isinstance(images, LocalStore) and images.root.is_file():
@@ -699,7 +709,8 @@ def with_progress(listing: tuple, progress) -> tuple:
 
 def report_listed(progress, todo: int, done: int, failed: int = 0) -> None:
     """Tell `progress` (a `jobs.sink.Progress` actor, a `Tally`, or None) what one group's listing
-    found: `todo` inputs to do, `done` already done, `failed` of those with a failed row. An actor's call is waited for, a round trip beside a group's listing: a job's summary reads
+    found: `todo` inputs to do, `done` already done, `failed` of those with a failed row. An actor's
+    call is waited for, a round trip beside a group's listing: a job's summary reads
     these counts as soon as its last read task has ended, and must not miss one still on its way."""
     if progress is None:
         return

@@ -19,7 +19,7 @@ def failed_count(statuses: dict) -> int:
 def failed_inputs(summary) -> int:
     """A job's inputs that failed: in this run, and those an earlier run recorded as failed that this
     one skipped as done (a rerun with `--strict` must not pass over an output holding failures)."""
-    return failed_count(summary.statuses) + getattr(summary, "skipped_failed", 0)
+    return failed_count(summary.statuses) + summary.skipped_failed
 
 
 class ProgressBar:
@@ -52,7 +52,7 @@ def summary_table(label: str, summary) -> str:
     """The end-of-job table: inputs, skipped, processed, every status, faces, time, rate."""
     rate = summary.processed / summary.seconds if summary.seconds else 0.0
     rows = [("inputs", summary.inputs), ("skipped (already done)", summary.skipped)]
-    if getattr(summary, "skipped_failed", 0):
+    if summary.skipped_failed:
         rows.append(("  of them failed", summary.skipped_failed))
     rows.append(("processed", summary.processed))
     rows += [(f"  {status}", count) for status, count in sorted(summary.statuses.items())]

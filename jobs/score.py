@@ -301,6 +301,13 @@ def sides_title(probe_uri: str, gallery_uri: str) -> tuple[str, list[str]]:
     return title, notes
 
 
+def refuse_repeated_names(names: list[str]) -> None:
+    """Two methods of one name would be two report rows of that name, and `--fuse` could not say which."""
+    repeated = next((n for n in names if names.count(n) > 1), None)
+    if repeated is not None:
+        raise ValueError(f"two methods are named {repeated!r}: give each its own --name / --compare NAME")
+
+
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
@@ -324,10 +331,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
-    given = [m for m, _, _ in methods if m]
-    if len(set(given)) < len(given):  # two rows of one name, and --fuse could not say which
-        raise ValueError(f"two methods are named {next(m for m in given if given.count(m) > 1)!r}: give each its "
-                         "own --name / --compare NAME")
+    refuse_repeated_names([m for m, _, _ in methods if m])  # before any scoring: the names given
     uris = [u for _, p, g in methods for u in (p, g)]
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
                                             **({"gallery_template": gallery_template} if gallery_template != "best"
@@ -364,10 +368,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
                              split.similarity, failed=split.failed, acquisition=split.acquisition, **kwargs))
-    named = [r.name for r in results]
-    if len(set(named)) < len(named):  # the first method took its model's name, which another was given
-        raise ValueError(f"two methods are named {next(n for n in named if named.count(n) > 1)!r}: give each its "
-                         "own --name / --compare NAME")
+    refuse_repeated_names([r.name for r in results])  # a first method may take its model's name, given to another
     for group in fuse:
         known = uris_of if distributed else splits
         missing = [g for g in group if g not in known]

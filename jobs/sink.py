@@ -46,7 +46,7 @@ class JobSummary:
     @classmethod
     def live(cls, view: dict, seconds: float) -> "JobSummary":
         """The summary so far, from a `Progress.get()` view (listing and finished batches)."""
-        return cls(inputs=view["inputs"], skipped=view["skipped"], skipped_failed=view.get("skipped_failed", 0),
+        return cls(inputs=view["inputs"], skipped=view["skipped"], skipped_failed=view["skipped_failed"],
                    processed=view["processed"],
                    faces=view["faces"], statuses=view["statuses"], seconds=seconds)
 

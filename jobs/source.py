@@ -114,6 +114,14 @@ class DoneUnlessFailed:
         return keep
 
 
+def _failed_values(table, key_column: str) -> list:
+    """`key_column`'s values in the rows of a done table that failed (none in a table without a
+    `status` column)."""
+    if "status" not in table.column_names:
+        return []
+    return table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist()
+
+
 def read_done(store, directory: str, key_column: str, where: Callable | None = None, failed: set | None = None) -> set:
     """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
     optionally only the rows for which `where(table)` holds (see `_done_tables`). `failed`, if given,
@@ -121,8 +129,8 @@ def read_done(store, directory: str, key_column: str, where: Callable | None = N
     done = set()
     for table in _done_tables(store, directory, where):
         done.update(table.column(key_column).to_pylist())
-        if failed is not None and "status" in table.column_names:
-            failed.update(table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist())
+        if failed is not None:
+            failed.update(_failed_values(table, key_column))
     return done
 
 
@@ -167,10 +175,8 @@ def done_digests(store, directory: str, key_column: str, where: Callable | None 
         for value in table.column(key_column).to_pylist():
             if value is not None:
                 found += digest(value)
-        if failed is not None and "status" in table.column_names:
-            for value in table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist():
-                if value is not None:
-                    failed += digest(value)
+        if failed is not None:
+            failed += b"".join(digest(value) for value in _failed_values(table, key_column) if value is not None)
     return DigestSet(found)
 
 

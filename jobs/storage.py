@@ -74,6 +74,12 @@ def redact(uri: str) -> str:
     return uri
 
 
+def open_parent(uri: str | Path) -> tuple["LocalStore | S3Store", str]:
+    """(the store of the folder or prefix that holds the object at `uri`, the object's name in it)."""
+    parent, _, name = str(uri).rstrip("/").rpartition("/")
+    return open_store(parent or "."), name
+
+
 def open_store(uri: str | Path) -> "LocalStore | S3Store":
     text = str(uri)
     parts = urlsplit(text)

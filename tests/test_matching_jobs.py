@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import read_rgb
+from conftest import photo_folder, read_rgb
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
 from test_jobs_pipeline import assert_same_figures
@@ -46,12 +46,15 @@ def test_flip_and_upper_face_change_what_the_model_sees(faces):
         Embedder("sface", region="lower")
 
 
+def first_photos(face_photos, people: slice, per_person: int) -> list:
+    """The first `per_person` photos (in name order) of each of the people `people` selects (in name
+    order): small folder-per-identity datasets of real faces."""
+    names = sorted({p.parent.name for p in face_photos})[people]
+    return [photo for person in names for photo in sorted(p for p in face_photos if p.parent.name == person)[:per_person]]
+
+
 def test_run_with_modes_and_fusion(ray_runtime, face_photos, tmp_path):
-    dataset = tmp_path / "dataset"
-    for person in sorted({p.parent.name for p in face_photos})[:3]:
-        for photo in sorted(p for p in face_photos if p.parent.name == person)[:3]:
-            (dataset / person).mkdir(parents=True, exist_ok=True)
-            shutil.copy(photo, dataset / person / photo.name)
+    dataset = photo_folder(tmp_path / "dataset", first_photos(face_photos, slice(0, 3), 3))
     out = tmp_path / "run"
     result = run_pipeline(str(dataset), str(out), models=["sface", "dlib-resnet"],
                           modes=["plain", "masked-gallery"], fuse=True)
@@ -86,11 +89,7 @@ def test_run_with_modes_and_fusion(ray_runtime, face_photos, tmp_path):
 def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, face_photos, capsys):
     from jobs.cli import main
 
-    dataset = tmp_path / "dataset"
-    for person in sorted({p.parent.name for p in face_photos})[3:5]:
-        for photo in sorted(p for p in face_photos if p.parent.name == person)[:3]:
-            (dataset / person).mkdir(parents=True, exist_ok=True)
-            shutil.copy(photo, dataset / person / photo.name)
+    dataset = photo_folder(tmp_path / "dataset", first_photos(face_photos, slice(3, 5), 3))
     masked = tmp_path / "masked"
     # the shards to score, made on the local pool (it writes what Ray writes: tests/test_local_executor.py)
     here = ["--quiet", "--executor", "local"]
@@ -154,11 +153,7 @@ def test_a_rerun_with_another_first_model_keeps_each_models_shards_apart(face_ph
     model") or scored the first model's. The model that first had those folders keeps them."""
     from jobs.cli import main
 
-    dataset = tmp_path / "dataset"
-    for person in sorted({p.parent.name for p in face_photos})[:2]:
-        for photo in sorted(p for p in face_photos if p.parent.name == person)[:2]:
-            (dataset / person).mkdir(parents=True, exist_ok=True)
-            shutil.copy(photo, dataset / person / photo.name)
+    dataset = photo_folder(tmp_path / "dataset", first_photos(face_photos, slice(0, 2), 2))
     out = tmp_path / "run"
     here = ["--quiet", "--executor", "local"]
     assert main(["run", str(dataset), str(out), *here]) == 0
