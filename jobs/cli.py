@@ -28,7 +28,7 @@ from pathlib import Path
 from jobs.progress import ProgressBar, failed_inputs, summary_table
 from jobs.sink import ROWS_PER_SHARD
 from maskgen.finder import ALIGNMENTS
-from maskgen.masks import STYLE_NAMES
+from maskgen.masks import STYLE_NAMES, check_seed
 from jobs.run import DEFAULT_MODES
 from recog.matching import MODES
 
@@ -84,6 +84,18 @@ def positive_int(text) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def run_seed(text) -> int:
+    """argparse type (and --config check) of run seeds: a whole number from 0 to 2**63 - 1."""
+    try:
+        value = int(str(text), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a whole number, got {text}") from None
+    try:
+        return check_seed(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expects a run seed from 0 to 2**63 - 1, got {value}") from None
 
 
 def _names(text: str | None) -> list[str]:
@@ -166,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
     m.add_argument("--style", choices=STYLE_NAMES, default="seed",
                    help="mask style (default seed: the seed project's black polygon; random: one per face)")
-    m.add_argument("--seed", type=int, default=0, help="run seed: same seed, same masks (default 0)")
+    m.add_argument("--seed", type=run_seed, default=0, help="run seed: same seed, same masks (default 0)")
     m.add_argument("--outputs", choices=("image", "crops", "both"), default="both",
                    help="write whole masked images, aligned 112x112 crops, or both (default both)")
     m.add_argument("--face", choices=("all", "center", "largest"), default="all",
@@ -205,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "region under the mask line (default plain)")
     e.add_argument("--mask-style", choices=STYLE_NAMES, default="seed",
                    help="the mask masked-gallery draws (default seed); --seed picks its random choices")
-    e.add_argument("--seed", type=int, default=0, help="run seed for --mode masked-gallery (default 0)")
+    e.add_argument("--seed", type=run_seed, default=0, help="run seed for --mode masked-gallery (default 0)")
     e.add_argument("--face", choices=("center", "largest", "all"), default="center",
                    help="which faces of an image are embedded: center (default: nearest the centre, weighted by "
                         "size and score; right more often than largest on LFW-style crops, "
@@ -293,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("output", help="where masked/, embeddings/ and report/ go")
     r.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
     r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
-    r.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    r.add_argument("--seed", type=run_seed, default=0, help="run seed (default 0)")
     model_options(r)
     r.add_argument("--models", help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each")
     r.add_argument("--modes", default=",".join(DEFAULT_MODES),

@@ -22,7 +22,7 @@ from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
-from maskgen.masks import STYLE_NAMES, MaskStyle, mask_rng, style_from_name
+from maskgen.masks import STYLE_NAMES, MaskStyle, check_seed, mask_rng, style_from_name
 from maskgen.record import FaceRecord
 
 OUTPUTS = ("image", "crops", "both")
@@ -70,8 +70,11 @@ class AugmentOptions:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {self.alignment!r}")
         if self.outputs not in OUTPUTS:
             raise ValueError(f"outputs must be one of {OUTPUTS}, got {self.outputs!r}")
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if isinstance(self.style, str) and self.style not in STYLE_NAMES:
             raise ValueError(f"unknown mask style {self.style!r}; choose from {STYLE_NAMES}")
+        if not isinstance(self.style, (str, MaskStyle)):
+            raise ValueError(f"style is a name from {STYLE_NAMES} or a MaskStyle object, got {self.style!r}")
         if self.crop_size < 16:
             raise ValueError(f"crop_size must be at least 16, got {self.crop_size}")
         if self.min_face_size < 0:

@@ -28,11 +28,24 @@ FRONTAL = FaceType(False, False, 0.0, 0.0)
 # Seeding
 
 
+MAX_SEED = 2**63 - 1  # the manifests' int64 `seed` column
+
+
+def check_seed(seed) -> int:
+    """A run seed: a whole number from 0 to 2**63 - 1. Anything else is refused rather than folded
+    onto another seed (two runs that record different seeds must not draw the same masks)."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"a run seed is a whole number, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"a run seed is from 0 to 2**63 - 1, got {seed}")
+    return int(seed)
+
+
 def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     """The generator for one face: a pure function of (run seed, image key, face index)."""
     digest = hashlib.sha256(str(key).encode("utf-8")).digest()
     words = np.frombuffer(digest[:16], dtype="<u4").tolist()
-    return np.random.default_rng(np.random.SeedSequence([int(run_seed) & 0xFFFFFFFF, *words, int(face_index)]))
+    return np.random.default_rng(np.random.SeedSequence([check_seed(run_seed), *words, int(face_index)]))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,7 +355,8 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
 
 
 class MaskStyle:
-    """Base class: `sample` draws every random choice, `render` draws the mask from them."""
+    """Base class: `sample` draws every random choice, `render` draws the mask from them. A style
+    of your own subclasses it: `sample` returns JSON-able params whose `style` is its `name`."""
 
     name = "base"
 
@@ -353,9 +367,13 @@ class MaskStyle:
                face_type: FaceType = FRONTAL) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def draws(self, params: dict) -> bool:
+        """Whether `params` are this style's (`OneOf.render` finds the style that drew them)."""
+        return params.get("style") == self.name
+
     def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
         params = self.sample(rng, face_type)
-        out, coverage = STYLES[params["style"]].render(image, landmarks68, params, face_type)
+        out, coverage = self.render(image, landmarks68, params, face_type)
         return out, coverage, params
 
     def __repr__(self) -> str:
@@ -366,13 +384,31 @@ def _choice(rng, options):
     return options[int(rng.integers(len(options)))]
 
 
+def _choices(what: str, given, known) -> tuple:
+    """A style's options (colours, patterns, kinds): at least one, each a known name."""
+    given = (given,) if isinstance(given, str) else tuple(given)
+    if not given:
+        raise ValueError(f"no {what} given; choose from {sorted(known)}")
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {what} {sorted(unknown)}; choose from {sorted(known)}")
+    return given
+
+
+def _rgb(colour) -> tuple[int, int, int]:
+    values = tuple(colour)
+    if len(values) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"a colour is three whole numbers from 0 to 255 (R, G, B), got {colour!r}")
+    return tuple(int(v) for v in values)
+
+
 class SeedMask(MaskStyle):
     """The seed project's black polygon, exactly; the default style."""
 
     name = "seed"
 
     def __init__(self, colour=(0, 0, 0), mirror_profiles: bool = True):
-        self.colour = tuple(int(c) for c in colour)
+        self.colour = _rgb(colour)
         self.mirror_profiles = mirror_profiles
 
     def sample(self, rng, face_type=FRONTAL):
@@ -394,10 +430,7 @@ class SurgicalMask(MaskStyle):
     name = "surgical"
 
     def __init__(self, colours=("light_blue", "blue", "light_green", "white")):
-        unknown = set(colours) - set(SURGICAL_COLOURS)
-        if unknown:
-            raise ValueError(f"unknown surgical colours {sorted(unknown)}; choose from {sorted(SURGICAL_COLOURS)}")
-        self.colours = tuple(colours)
+        self.colours = _choices("surgical colours", colours, SURGICAL_COLOURS)
 
     def sample(self, rng, face_type=FRONTAL):
         name = _choice(rng, self.colours)
@@ -441,13 +474,8 @@ class ClothMask(MaskStyle):
     name = "cloth"
 
     def __init__(self, patterns=CLOTH_PATTERNS, colours=tuple(CLOTH_COLOURS)):
-        bad = set(patterns) - set(CLOTH_PATTERNS)
-        if bad:
-            raise ValueError(f"unknown cloth patterns {sorted(bad)}; choose from {CLOTH_PATTERNS}")
-        bad = set(colours) - set(CLOTH_COLOURS)
-        if bad:
-            raise ValueError(f"unknown cloth colours {sorted(bad)}; choose from {sorted(CLOTH_COLOURS)}")
-        self.patterns, self.colours = tuple(patterns), tuple(colours)
+        self.patterns = _choices("cloth patterns", patterns, CLOTH_PATTERNS)
+        self.colours = _choices("cloth colours", colours, CLOTH_COLOURS)
 
     def sample(self, rng, face_type=FRONTAL):
         name = _choice(rng, self.colours)
@@ -504,10 +532,11 @@ class RespiratorMask(MaskStyle):
     name = "respirator"
 
     def __init__(self, kinds=("n95", "kn95"), colours=tuple(RESPIRATOR_COLOURS)):
-        bad = set(kinds) - {"n95", "kn95"}
-        if bad:
-            raise ValueError(f"unknown respirator kinds {sorted(bad)}; choose from ['kn95', 'n95']")
-        self.kinds, self.colours = tuple(kinds), tuple(colours)
+        self.kinds = _choices("respirator kinds", kinds, ("n95", "kn95"))
+        self.colours = _choices("respirator colours", colours, RESPIRATOR_COLOURS)
+
+    def draws(self, params: dict) -> bool:
+        return params.get("style") in self.kinds
 
     def sample(self, rng, face_type=FRONTAL):
         name = _choice(rng, self.colours)
@@ -557,17 +586,32 @@ class OneOf(MaskStyle):
         self.styles = list(styles)
         if not self.styles:
             raise ValueError("OneOf needs at least one style")
+        not_styles = [s for s in self.styles if not isinstance(s, MaskStyle)]
+        if not_styles:
+            raise ValueError(f"OneOf takes MaskStyle objects, got {not_styles[0]!r}")
         w = np.ones(len(self.styles)) if weights is None else np.asarray(weights, dtype=np.float64)
-        if len(w) != len(self.styles) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError("weights must be non-negative, one per style, not all zero")
+        if w.shape != (len(self.styles),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"weights must be finite and non-negative, one per style, not all zero; got {weights!r}")
         self.weights = w / w.sum()
 
+    def _pick(self, rng) -> MaskStyle:
+        return self.styles[int(rng.choice(len(self.styles), p=self.weights))]
+
     def sample(self, rng, face_type=FRONTAL):
-        idx = int(rng.choice(len(self.styles), p=self.weights))
-        return self.styles[idx].sample(rng, face_type)
+        return self._pick(rng).sample(rng, face_type)
+
+    def draws(self, params: dict) -> bool:
+        return any(style.draws(params) for style in self.styles)
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
-        return STYLES[params["style"]].render(image, landmarks68, params, face_type)
+        for style in self.styles:
+            if style.draws(params):
+                return style.render(image, landmarks68, params, face_type)
+        raise ValueError(f"no style of this OneOf draws params of style {params.get('style')!r}")
+
+    def __call__(self, image, landmarks68, rng, face_type=FRONTAL):
+        # the chosen style itself, so a style of the user's own is rendered by its own code
+        return self._pick(rng)(image, landmarks68, rng, face_type)
 
 
 # Renderers by the `style` value that params carry (n95 and kn95 share one class).

@@ -429,7 +429,7 @@ def test_a_wrong_or_broken_model_is_refused_before_any_input(tmp_path, face_phot
 
 
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "-3"], ["--workers", "0"],
-                                  ["--rows-per-shard", "x"]])
+                                  ["--rows-per-shard", "x"], ["--seed", "-1"], ["--seed", str(2**63)]])
 def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["mask", str(tmp_path), str(tmp_path / "out"), *argv])
@@ -443,6 +443,7 @@ def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
                                          # were taken: quiet on, seed 7, and a style that failed only in the job
                                          ("quiet = 'false'\n", "quiet: expects true or false, got 'false'"),
                                          ("seed = 7.9\n", "seed: expects a whole number, got 7.9"),
+                                         ("seed = -1\n", "seed: expects a run seed from 0 to 2**63 - 1, got -1"),
                                          ("style = 'banana'\n", "style: 'banana' is not one of seed, surgical")])
 def test_config_files_are_checked_too(text, words, tmp_path, capsys):
     config = tmp_path / "mfr.toml"

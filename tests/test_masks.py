@@ -11,8 +11,8 @@ import pytest
 from conftest import SHARED_DATA, read_rgb, seed_rows
 from maskgen.draw import contact_sheet
 from maskgen.facetype import FaceType, classify_face
-from maskgen.masks import (SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, OneOf,
-                           RespiratorMask, SeedMask, SurgicalMask, coverage_report, draw_seed_mask, mask_rng,
+from maskgen.masks import (SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, MaskStyle,
+                           OneOf, RespiratorMask, SeedMask, SurgicalMask, coverage_report, draw_seed_mask, mask_rng,
                            seed_polygon_rows, smooth_outline, style_from_name)
 
 REALISTIC = ("surgical", "cloth", "n95", "kn95")
@@ -141,9 +141,105 @@ def test_style_options_are_validated():
         RespiratorMask(kinds=("p100",))
     with pytest.raises(ValueError, match="weights"):
         OneOf([SeedMask(), ClothMask()], weights=[1.0])
+    for bad in ([float("nan"), 1.0], [float("inf"), 1.0], [-1.0, 2.0], [0.0, 0.0]):
+        with pytest.raises(ValueError, match="weights must be finite and non-negative"):
+            OneOf([SeedMask(), ClothMask()], weights=bad)
+    with pytest.raises(ValueError, match="OneOf takes MaskStyle objects"):
+        OneOf(["seed", ClothMask()])
+    # every option list is checked when the style is made, not at its first face
+    with pytest.raises(ValueError, match=r"unknown respirator colours \['purple'\]"):
+        RespiratorMask(colours=("purple",))
+    for make, what in ((lambda: SurgicalMask(colours=()), "surgical colours"),
+                       (lambda: ClothMask(patterns=()), "cloth patterns"),
+                       (lambda: ClothMask(colours=()), "cloth colours"),
+                       (lambda: RespiratorMask(kinds=()), "respirator kinds")):
+        with pytest.raises(ValueError, match=f"no {what} given"):
+            make()
+    for colour in ((300, 0, 0), (255,), (-5, 0, 0), (1.5, 0, 0), "red"):
+        with pytest.raises(ValueError, match="three whole numbers from 0 to 255"):
+            SeedMask(colour=colour)
+    assert SurgicalMask(colours="white").colours == ("white",)  # one name, not its letters
     only_cloth = OneOf([SeedMask(), ClothMask()], weights=[0.0, 1.0])
     assert all(only_cloth.sample(mask_rng(0, str(i), 0))["style"] == "cloth" for i in range(10))
     assert SurgicalMask(colours=("white",)).sample(mask_rng(0, "x", 0))["colour_name"] == "white"
+
+
+class RedBar(MaskStyle):
+    """A style of a user's own: a red bar from the nose tip to the chin."""
+
+    name = "red_bar"
+
+    def sample(self, rng, face_type=None):
+        return {"style": self.name, "width": int(rng.integers(3, 6))}
+
+    def render(self, image, landmarks68, params, face_type=None):
+        lm = np.asarray(landmarks68).reshape(68, 2)
+        out, coverage = image.copy(), np.zeros(image.shape[:2], bool)
+        x, top, bottom = int(lm[30, 0]), int(lm[30, 1]), int(lm[8, 1])
+        coverage[top:bottom, x - params["width"]:x + params["width"]] = True
+        out[coverage] = (255, 0, 0)
+        return out, coverage
+
+
+def test_a_style_of_ones_own_is_drawn_by_its_own_render(shared_faces_68):
+    """`style(...)` rendered every style with the built-in renderer its params named: a style of
+    one's own failed with KeyError, and a subclass's own render was ignored."""
+    from maskgen.augment import AugmentOptions, Augmenter
+
+    path, image, faces, lm = shared_faces_68[3]
+    ftype = classify_face(image, lm[0])
+    out, coverage, params = RedBar()(image, lm[0], mask_rng(0, "k", 0), ftype)
+    assert params["style"] == "red_bar" and coverage.any() and (out[coverage] == (255, 0, 0)).all()
+
+    class MarkedSeed(SeedMask):
+        def render(self, image, landmarks68, params, face_type=None):
+            out, coverage = super().render(image, landmarks68, params, face_type)
+            out = out.copy()
+            out[:4, :4] = 7
+            return out, coverage
+
+    assert (MarkedSeed()(image, lm[0], mask_rng(0, "k", 0), ftype)[0][:4, :4] == 7).all()
+    # in a OneOf, the chosen style draws, and its params re-render through the OneOf
+    mixed = OneOf([RedBar(), SurgicalMask()])
+    drawn = {}
+    for i in range(12):
+        out, _, params = mixed(image, lm[0], mask_rng(0, f"k{i}", 0), ftype)
+        replay, _ = mixed.render(image, lm[0], params, ftype)
+        np.testing.assert_array_equal(replay, out)
+        drawn[params["style"]] = out
+    assert set(drawn) == {"red_bar", "surgical"}
+    with pytest.raises(ValueError, match="no style of this OneOf draws params of style 'cloth'"):
+        mixed.render(image, lm[0], {"style": "cloth"}, ftype)
+    # and through the augmenter, whose manifest records the style's own params
+    result = Augmenter(AugmentOptions(style=RedBar(), outputs="image")).augment(image, key=path.name)
+    masked = [f for f in result.faces if f.masked]
+    assert masked and all(f.mask["style"] == "red_bar" for f in masked)
+    assert (result.image == (255, 0, 0)).all(axis=2).sum() > 0
+
+
+def test_run_seeds_are_whole_numbers_and_never_fold_onto_another():
+    """`mask_rng` kept the low 32 bits of the run seed: --seed 4294967296 drew the masks of --seed 0,
+    and AugmentOptions(seed=1.5) those of seed 1, while each output recorded its own seed."""
+    from maskgen.augment import AugmentOptions
+    from maskgen.masks import check_seed
+
+    ft = FaceType(False, False, 0.0, 0.5)
+    style = style_from_name("random")
+    draw = {seed: json.dumps(style.sample(mask_rng(seed, "a.jpg", 0), ft), sort_keys=True)
+            for seed in (0, 1, 2**32, 2**32 + 1, 2**63 - 1)}
+    assert len(set(draw.values())) == len(draw)
+    # seeds below 2**32 draw what they always drew (outputs made before stay reproducible)
+    words = np.frombuffer(__import__("hashlib").sha256(b"a.jpg").digest()[:16], dtype="<u4").tolist()
+    before = np.random.default_rng(np.random.SeedSequence([7, *words, 0]))
+    assert mask_rng(7, "a.jpg", 0).integers(2**62) == before.integers(2**62)
+    for bad in (-1, 2**63, 1.5, "7", True, None):
+        with pytest.raises(ValueError, match="run seed"):
+            check_seed(bad)
+        with pytest.raises(ValueError, match="run seed"):
+            AugmentOptions(seed=bad)
+    assert AugmentOptions(seed=np.int64(5)).seed == 5 and type(AugmentOptions(seed=np.int64(5)).seed) is int
+    with pytest.raises(ValueError, match="style is a name"):
+        AugmentOptions(style=5)
 
 
 def test_contact_sheet_puts_originals_over_masked():
