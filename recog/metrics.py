@@ -80,6 +80,19 @@ class Roc:
     thresholds: np.ndarray  # thresholds[i] gives (far[i], tar[i]); thresholds[0] = +inf
 
 
+def _check_ranks(ranks) -> tuple[int, ...]:
+    ranks = tuple(ranks)
+    if not ranks or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in ranks):
+        raise ValueError(f"ranks are whole numbers of at least 1, got {ranks}")
+    return tuple(int(k) for k in ranks)
+
+
+def _check_rate(name: str, rate: float) -> float:
+    if not (isinstance(rate, (int, float, np.number)) and 0 < rate <= 1):
+        raise ValueError(f"{name} must be in (0, 1], got {rate}")
+    return float(rate)
+
+
 def roc_curve(scores, labels) -> Roc:
     s, y = _check_scores_labels(scores, labels)
     order = np.argsort(-s, kind="mergesort")
@@ -124,8 +137,7 @@ def tar_at_far(scores, labels, far: float) -> TarAtFar:
     s, y = _check_scores_labels(scores, labels)
     impostors = np.sort(s[~y])[::-1]
     n = impostors.size
-    if not 0 < far <= 1:
-        raise ValueError(f"FAR must be in (0, 1], got {far}")
+    _check_rate("FAR", far)
     # refused below 1 / n, as documented: with k = round(f n) alone, f down to 0.5 / n would get k = 1
     # and a FAR achieved up to twice the target (6 impostors: "TAR@FAR=0.1" at FAR 0.167)
     if n == 0:
@@ -160,6 +172,8 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
     """LFW's protocol: `folds` is a count (contiguous equal folds, in pair order) or a fold id per pair."""
     s, y = _check_scores_labels(scores, labels)
     if np.isscalar(folds):
+        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
+            raise ValueError(f"folds is a count (a whole number) or one fold id per pair, got {folds!r}")
         n_folds = int(folds)
         if n_folds < 2 or n_folds > s.size:
             raise ValueError(f"folds must be between 2 and the number of pairs, got {folds}")
@@ -171,6 +185,9 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
     accs, thresholds = [], []
     for f in np.unique(fold_id):
         test = fold_id == f
+        if y[~test].all() or not y[~test].any():
+            raise ValueError(f"fold {f}: the pairs of the other folds are all {'genuine' if y[~test].all() else 'impostor'}, "
+                             "so no threshold can be chosen for it")
         _, t = best_accuracy(s[~test], y[~test])
         accs.append(float(((s[test] >= t) == y[test]).mean()))
         thresholds.append(t)
@@ -329,6 +346,10 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     was found: the others' rows are ignored and they count as never identified (module doc).
     Memory: about 2 x block x gallery scores at a time.
     """
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block is a whole number of probes, at least 1, got {block!r}")
+    if isinstance(keep_nonmated, bool) or not isinstance(keep_nonmated, (int, np.integer)) or keep_nonmated < 0:
+        raise ValueError(f"keep_nonmated is a whole number, at least 0, got {keep_nonmated!r}")
     if acquired is not None:
         acquired = np.asarray(acquired, dtype=bool).reshape(-1)
         probe_ids = np.asarray(probe_ids).reshape(-1)
@@ -411,8 +432,9 @@ def cmc(stats: IdentificationStats, ranks=(1, 5, 10)) -> dict[int, float]:
     """Closed-set identification rate at each rank, over mated probes."""
     if not stats.mated.any():
         raise ValueError("no probe has its identity in the gallery: closed-set rates are undefined")
+    ranks = _check_ranks(ranks)
     r = stats.rank[stats.mated]
-    return {int(k): float((r <= k).mean()) for k in ranks}
+    return {k: float((r <= k).mean()) for k in ranks}
 
 
 @dataclass(frozen=True)
@@ -425,8 +447,7 @@ class TpirAtFpir:
 
 
 def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
-    if not 0 < fpir <= 1:
-        raise ValueError(f"FPIR must be in (0, 1], got {fpir}")
+    _check_rate("FPIR", fpir)
     nonmated_tops = np.sort(stats.top_nonmated[~stats.mated])[::-1]
     n = nonmated_tops.size
     if n == 0:
@@ -456,6 +477,8 @@ def identity_templates(embeddings, ids) -> tuple[np.ndarray, np.ndarray]:
 def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.1),
                         ranks=(1, 5, 10), similarity: str = "cosine") -> dict:
     """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
+    ranks = _check_ranks(ranks)
+    fpirs = tuple(_check_rate("FPIR", f) for f in fpirs)
     gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
     first = {}
     for j, g in enumerate(gallery_ids):
@@ -469,12 +492,15 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
     order = np.argsort(-sim, axis=1)
     out = {"probes": len(keep), "rank": {}, "fpir": {}}
     for k in ranks:
-        out["rank"][int(k)] = float((order[:, :k] == mate[:, None]).any(axis=1).mean())
+        out["rank"][k] = float((order[:, :k] == mate[:, None]).any(axis=1).mean())
     pos = sim[np.arange(len(keep)), mate].copy()
     sim[np.arange(len(keep)), mate] = -np.inf
     neg = np.sort(sim[np.isfinite(sim)])[::-1]
     for f in fpirs:
         k = math.ceil(len(keep) * f)
+        if k > neg.size:
+            raise ValueError(f"FPIR {f} needs the {k}-th highest non-mated score; there are {neg.size} "
+                             "(a gallery of one entry has none)")
         out["fpir"][str(f)] = float((pos > neg[k - 1]).mean())
     return out
 

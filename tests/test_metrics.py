@@ -101,6 +101,41 @@ def test_input_validation():
         M.roc_curve([0.1, 0.2, 0.3], [1, 0])
 
 
+def test_counts_ranks_and_rates_are_validated_everywhere():
+    """Found by a new user: the seed's FPIR reading gave a "rate" of 1.0 at FPIR 0 and 2, and an
+    IndexError for a one-entry gallery; ranks 0 and -1 gave rates; 2.7 folds ran as 2; block=0 failed
+    in range()."""
+    probes, gallery, pid, gid = _ident_case(seed=7)
+    for f in (0.0, 2.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"FPIR must be in \(0, 1\]"):
+            M.seed_identification(probes, gallery, pid, gid, fpirs=(f,))
+    one = gid == gid[0]
+    with pytest.raises(ValueError, match="a gallery of one entry has none"):
+        M.seed_identification(probes[pid == gid[0]], gallery[one], pid[pid == gid[0]], gid[one])
+    stats = M.identification_stats(probes, gallery, pid, gid)
+    for ranks in ((0,), (1, -1), (1.5,), (True,), ()):
+        with pytest.raises(ValueError, match="ranks are whole numbers of at least 1"):
+            M.cmc(stats, ranks)
+        with pytest.raises(ValueError, match="ranks are whole numbers of at least 1"):
+            M.seed_identification(probes, gallery, pid, gid, ranks=ranks)
+    assert M.cmc(stats, (np.int64(1),)) == M.cmc(stats, (1,))
+    for block in (0, -3, 2.5):
+        with pytest.raises(ValueError, match="block is a whole number"):
+            M.identification_stats(probes, gallery, pid, gid, block=block)
+    with pytest.raises(ValueError, match="keep_nonmated"):
+        M.identification_stats(probes, gallery, pid, gid, keep_nonmated=-1)
+    s, y = _random_scores(seed=3)
+    with pytest.raises(ValueError, match="folds is a count"):
+        M.kfold_accuracy(s, y, 2.7)
+    # a fold whose other folds hold one class: said so, naming the fold
+    ordered = np.r_[np.ones(10), np.zeros(10)]
+    with pytest.raises(ValueError, match="fold 0: the pairs of the other folds are all impostor"):
+        M.kfold_accuracy(np.linspace(0, 1, 20), ordered, 2)
+    for far in (0, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"FAR must be in \(0, 1\]"):
+            M.tar_at_far(s, y, far)
+
+
 def _ident_case(seed=0, n_ids=30, probes_per=4, unmated=25, dim=16):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(n_ids + unmated, dim))
