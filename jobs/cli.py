@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--face", choices=("all", "center", "largest"), default="all",
                    help="which faces of an image are masked: all (default), center (the face a centred dataset "
                         "is about: nearest the centre, weighted by size and score) or largest")
-    m.add_argument("--largest-only", action="store_true", help="the same as --face largest")
+    # the same option as --face, so whichever comes last wins (a flag over a --config file's largest_only)
+    m.add_argument("--largest-only", dest="face", action="store_const", const="largest",
+                   help="the same as --face largest")
     face_options(m, "photos",
                  "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
@@ -343,17 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_value(action: argparse.Action, value, refuse):
-    """A TOML value for an option, checked as strictly as the flag: a switch takes true or false (the
-    string "false" is not false), a number option a whole number where it wants one (7.9 is not 7),
-    a choice one of its choices. `refuse(why)` does not return."""
-    if action.nargs == 0:  # store_true
-        if not isinstance(value, bool):
-            refuse(f"expects true or false, got {value!r}")
-        return value
-    if isinstance(value, (list, dict)) or isinstance(value, bool):
+def _config_one(action: argparse.Action, value, refuse):
+    """One value of an option from TOML, checked as its flag's text would be."""
+    if isinstance(value, (list, dict, bool)):
         refuse(f"expects one value, got {value!r}")
-    if action.type is not None:
+    if action.type is None:
+        if not isinstance(value, str):
+            refuse(f"expects text, got {value!r}")
+    else:
         try:  # from its text, as the flag is: int("7.9") fails where int(7.9) gave 7
             value = action.type(str(value))
         except argparse.ArgumentTypeError as exc:
@@ -366,8 +365,45 @@ def config_value(action: argparse.Action, value, refuse):
     return value
 
 
+def _config_args(action: argparse.Action, value, refuse):
+    """What one use of the flag takes: one value, or a TOML array of `nargs` values (`--lists`)."""
+    if not isinstance(action.nargs, int):
+        return _config_one(action, value, refuse)
+    if not isinstance(value, list) or len(value) != action.nargs:
+        refuse(f"expects an array of {action.nargs} values, got {value!r}")
+    return [_config_one(action, v, refuse) for v in value]
+
+
+def config_value(action: argparse.Action, value, refuse):
+    """A TOML value for an option, checked as strictly as the flag: a switch takes true or false (the
+    string "false" is not false), a number option a whole number where it wants one (7.9 is not 7),
+    a choice one of its choices, a text option text; an option that takes several values an array
+    of them, and one that can be given several times an array of its uses. `refuse(why)` does not
+    return. None: the key sets nothing (a switch set to false whose flag stores a constant)."""
+    if action.nargs == 0:  # a switch: store_true, or store_const (--largest-only is --face largest)
+        if not isinstance(value, bool):
+            refuse(f"expects true or false, got {value!r}")
+        if isinstance(action, argparse._StoreConstAction) and not isinstance(action, argparse._StoreTrueAction):
+            return action.const if value else None
+        return value
+    if isinstance(action, argparse._AppendAction):  # --compare, --fuse: one array item per use of the flag
+        if not isinstance(value, list):
+            refuse(f"expects an array (one item per use of the flag), got {value!r}")
+        return [_config_args(action, v, refuse) for v in value]
+    return _config_args(action, value, refuse)
+
+
+def _config_options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """A command's options by the names a config file uses: each flag without its dashes, `-` or `_`
+    (`--batch-size`: batch-size, batch_size). --config and --help are not options a file sets."""
+    return {flag.lstrip("-").replace("-", "_"): action for action in sub._actions
+            for flag in action.option_strings if action.dest not in ("config", "help")}
+
+
 def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Options from --config become the subcommand's defaults, so command-line flags still win."""
+    """Options from --config become the subcommand's defaults, so command-line flags still win. Every
+    key is checked, whichever command runs: a misspelt key in [embed] fails `mfr mask` too, as the
+    file is one configuration."""
     import tomllib
 
     pre = argparse.ArgumentParser(add_help=False)
@@ -382,28 +418,38 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     name = next((a for a in rest if a in COMMANDS), None)
     if name is None:
         return
-    values = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    values.update(data.get(name, {}))
+
+    def refuse(why: str):
+        parser.error(f"--config {known.config}: {why}")
+
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-    known_anywhere = {a.dest for sp in subparsers.values() for a in sp._actions if a.option_strings}
+    options = {command: _config_options(sp) for command, sp in subparsers.items()}
     for key, value in data.items():
         if isinstance(value, dict):
             if key not in COMMANDS:
-                parser.error(f"--config {known.config}: no command named [{key}] (commands: {', '.join(COMMANDS)})")
-        elif key.replace("-", "_") not in known_anywhere:
-            parser.error(f"--config {known.config}: no command has an option {key!r}")
-    sub = subparsers[name]
-    options = {a.dest for a in sub._actions if a.option_strings}
+                refuse(f"no command named [{key}] (commands: {', '.join(COMMANDS)})")
+            for option, item in value.items():
+                action = options[key].get(option.replace("-", "_"))
+                if action is None:
+                    refuse(f"[{key}] has no option {option!r}")
+                config_value(action, item, lambda why: refuse(f"[{key}] {option}: {why}"))
+        else:
+            actions = [o[key.replace("-", "_")] for o in options.values() if key.replace("-", "_") in o]
+            if not actions:
+                refuse(f"no command has an option {key!r}")
+            for action in actions:  # a top-level key is each command's that has the option
+                config_value(action, value, lambda why: refuse(f"{key}: {why}"))
+    values = {k: v for k, v in data.items() if not isinstance(v, dict)}
+    values.update(data.get(name, {}))
     chosen = {}
     for key, value in values.items():
-        dest = key.replace("-", "_")
-        if dest not in options:
-            if key in data.get(name, {}):
-                parser.error(f"--config {known.config}: [{name}] has no option {key!r}")
+        action = options[name].get(key.replace("-", "_"))
+        if action is None:
             continue  # a top-level key for other commands
-        action = next(a for a in sub._actions if a.dest == dest)
-        chosen[dest] = config_value(action, value, lambda why: parser.error(f"--config {known.config}: {key}: {why}"))
-    sub.set_defaults(**chosen)
+        value = config_value(action, value, lambda why: refuse(f"{key}: {why}"))
+        if value is not None:
+            chosen[action.dest] = value
+    subparsers[name].set_defaults(**chosen)
 
 
 def warnings_as_notes(command: str) -> None:
@@ -472,7 +518,7 @@ def cmd_mask(args) -> int:
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
                                       second_look=_on_off(args.second_look))
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
-                             face="largest" if args.largest_only else args.face,
+                             face=args.face,
                              alignment=args.alignment, finder=finder)
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed,

@@ -444,7 +444,19 @@ def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
                                          ("quiet = 'false'\n", "quiet: expects true or false, got 'false'"),
                                          ("seed = 7.9\n", "seed: expects a whole number, got 7.9"),
                                          ("seed = -1\n", "seed: expects a run seed from 0 to 2**63 - 1, got -1"),
-                                         ("style = 'banana'\n", "style: 'banana' is not one of seed, surgical")])
+                                         ("style = 'banana'\n", "style: 'banana' is not one of seed, surgical"),
+                                         # a number for a text option was a traceback in the job
+                                         ("[mask]\nimages = 5\n", "[mask] images: expects text, got 5"),
+                                         # checked whichever command runs: the file is one configuration
+                                         ("[embed]\ntypo_key = 3\n", "[embed] has no option 'typo_key'"),
+                                         ("[embed]\nmodel = 5\n", "[embed] model: expects text, got 5"),
+                                         ("[run]\nmodels = 5\n", "[run] models: expects text, got 5"),
+                                         ("model = 5\n", "model: expects text, got 5"),
+                                         ("config = 'other.toml'\n", "no command has an option 'config'"),
+                                         ("help = true\n", "no command has an option 'help'"),
+                                         ("[evaluate]\nlists = 'g.csv'\n", "lists: expects an array of 2 values"),
+                                         ("[score]\ncompare = ['b', 'P', 'G']\n",
+                                          "[score] compare: expects an array of 3 values, got 'b'")])
 def test_config_files_are_checked_too(text, words, tmp_path, capsys):
     config = tmp_path / "mfr.toml"
     config.write_text(text)
@@ -453,6 +465,30 @@ def test_config_files_are_checked_too(text, words, tmp_path, capsys):
         with pytest.raises(SystemExit) as info:
             main(argv)
         assert info.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_config_sets_every_kind_of_option_and_flags_still_win(tmp_path):
+    """Options taking several values (--lists) and options given several times (--compare, --fuse)
+    come from TOML arrays; `largest_only = true` in a file beat `--face all` on the command line."""
+    from jobs.cli import apply_config, build_parser
+
+    def parse(text: str, argv: list[str]):
+        config = tmp_path / "mfr.toml"
+        config.write_text(text)
+        parser = build_parser()
+        argv = ["--config", str(config), *argv]
+        apply_config(parser, argv)
+        return parser.parse_args(argv)
+
+    assert parse("[mask]\nlargest_only = true\n", ["mask", "a", "b"]).face == "largest"
+    assert parse("[mask]\nlargest_only = true\n", ["mask", "a", "b", "--face", "all"]).face == "all"
+    assert parse("[mask]\nlargest_only = false\nface = 'center'\n", ["mask", "a", "b"]).face == "center"
+    assert parse("[mask]\nface = 'all'\n", ["mask", "a", "b", "--largest-only"]).face == "largest"
+    args = parse("[evaluate]\nlists = ['g.csv', 'p.csv']\n", ["evaluate", "a", "b"])
+    assert args.lists == ["g.csv", "p.csv"]
+    assert parse("[evaluate]\nlists = ['g.csv', 'p.csv']\n", ["evaluate", "a", "b", "--lists", "x", "y"]).lists == ["x", "y"]
+    args = parse("[score]\ncompare = [['dlib', 'P2', 'G2']]\nfuse = ['sface,dlib']\n", ["score", "P", "G", "O"])
+    assert args.compare == [["dlib", "P2", "G2"]] and args.fuse == ["sface,dlib"]
 
 
 def test_reading_shards_never_aborts_the_process_at_exit(tmp_path):
