@@ -37,6 +37,7 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, req
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
+from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
 
 MANIFEST_DIR = "manifest"
@@ -274,7 +275,7 @@ def check_batch_size(batch_size, rows_per_shard=ROWS_PER_SHARD) -> None:
 
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
                 images_uri: str | None = None, batch_size: int = 32, workers: int | None = None,
-                max_pixels: int = 40_000_000, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
+                max_pixels: int = DEFAULT_MAX_PIXELS, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
                 executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
                 retry_failed: bool = False) -> JobSummary:
     """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from jobs.progress import ProgressBar, failed_inputs, summary_table
 from jobs.sink import ROWS_PER_SHARD
+from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.finder import ALIGNMENTS
 from maskgen.masks import STYLE_NAMES, check_seed
 from jobs.run import DEFAULT_MODES
@@ -137,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "appear sooner, larger ones are fewer)")
         sp.add_argument("--dry-run", action="store_true",
                         help="list what would be processed and where it would go; start nothing, write nothing")
+        max_pixels_option(sp)
+
+    def max_pixels_option(sp):
+        sp.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images whose header declares more pixels, before decoding them (status "
+                             f"too_large; default {DEFAULT_MAX_PIXELS:,}: decompression bombs); raise it for larger "
+                             "genuine photos (with --retry-failed on an output that refused them)")
 
     def executor_option(sp):
         sp.add_argument("--executor", choices=("auto", "local", "ray"), default="auto",
@@ -265,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
     v.add_argument("--workers", type=positive_int, help="most embedding actors (default: as many as the cluster holds)")
     v.add_argument("--batch-size", type=positive_int, default=32, help="images per actor call (default 32)")
+    max_pixels_option(v)
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
                 "mfr score out/emb/masked out/emb/unmasked out/report",
@@ -527,7 +536,7 @@ def cmd_mask(args) -> int:
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
-                          executor=args.executor, retry_failed=args.retry_failed)
+                          executor=args.executor, retry_failed=args.retry_failed, max_pixels=args.max_pixels)
     _finish("mask", summary, bar)
     return 1 if args.strict and failed_inputs(summary) else 0
 
@@ -550,7 +559,7 @@ def cmd_embed(args) -> int:
                         mode=args.mode, mask_style=args.mask_style, seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
                         second_look=_on_off(args.second_look), executor=args.executor,
-                        retry_failed=args.retry_failed)
+                        retry_failed=args.retry_failed, max_pixels=args.max_pixels)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_inputs(summary) else 0
 
@@ -575,7 +584,7 @@ def cmd_evaluate(args) -> int:
                           gallery_template=args.gallery_template, missing=args.missing,
                           accept_licence=args.accept_model_licence, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, crop_mode=args.crop_mode,
-                          second_look=_on_off(args.second_look), progress=bar)
+                          second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar)
     _finish("evaluate", result["embed"], bar)
     _print_report({"paths": result["report"]})
     return 0
@@ -604,7 +613,7 @@ def cmd_run(args) -> int:
                               progress_for=None if args.quiet else ProgressBar, workers=args.workers,
                               recognition_workers=args.recognition_workers, batch_size=args.batch_size,
                               rows_per_shard=args.rows_per_shard, face=args.face, executor=args.executor,
-                              images_uri=args.images, retry_failed=args.retry_failed)
+                              images_uri=args.images, retry_failed=args.retry_failed, max_pixels=args.max_pixels)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were processed: say how, then why there is no report
             _finish("run", exc.summary)

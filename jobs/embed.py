@@ -27,6 +27,7 @@ from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
 from jobs.settings import check_settings, settings_recorded
+from maskgen.decode import DEFAULT_MAX_PIXELS
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -349,7 +350,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               accept_licence: bool = False, face: str = "center", all_faces: bool = False,
               finder_kind: str | None = None,
               alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
-              workers: int | None = None, max_pixels: int = 40_000_000, mode: str = "plain",
+              workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,

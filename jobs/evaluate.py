@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, images_root, is_manifest, refuse_output_in_place
-from maskgen.decode import is_image_name
+from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from jobs.storage import open_parent, open_store, redact
 
 PROTOCOLS = ("pairs", "lists", "masked-split")
@@ -114,7 +114,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  face: str = "center", gallery_template: str = "best", missing: str = "error",
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
                  batch_size: int = 32, crop_mode: str | None = None, second_look: bool | None = None,
-                 progress=None, title: str | None = None) -> dict:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
     Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}."""
     from jobs.embed import model_identity, read_shards, run_embed
@@ -172,7 +172,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
                         finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
-                        workers=workers, batch_size=batch_size, progress=progress)
+                        workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress)
     name = Path(model).stem if model.endswith(".onnx") else model
     # this model's rows only: an output evaluated with another model before holds its shards too
     ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")

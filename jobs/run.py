@@ -44,6 +44,7 @@ from jobs.settings import augment_settings, settings_recorded
 from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, require_inputs, run_listed
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
+from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.finder import FACE_POLICIES
 from maskgen.record import FaceRecord, embedding_array, records_table
 from recog.matching import mode_from_name
@@ -312,7 +313,7 @@ def recognition_pool(workers: int | None = None):
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",
                  accept_licence: bool = False, progress_for=None, models: list[str] | None = None,
                  modes: list[str] = DEFAULT_MODES, fuse: bool = False, batch_size: int = 16,
-                 workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = 40_000_000,
+                 workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
                  local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None,
                  retry_failed: bool = False) -> dict:

@@ -137,7 +137,7 @@ def _open(data: bytes, max_pixels: int | None):
         raise DecodeError(
             "too_large",
             f"image declares {width}x{height} = {width * height:,} pixels, over the limit of "
-            f"{int(max_pixels):,} (raise max_pixels if this is a genuine photo)",
+            f"{int(max_pixels):,} (raise max_pixels, or --max-pixels of the mfr commands, if this is a genuine photo)",
         )
     return im
 

@@ -543,3 +543,28 @@ def test_a_dry_run_of_mfr_run_refuses_what_the_run_would(argv, words, face_photo
     dataset = photo_folder(tmp_path / "in", face_photos[:1])
     assert main(["run", str(dataset), str(tmp_path / "out"), "--dry-run", *argv]) == 2
     assert words in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_max_pixels_is_an_option_and_a_retry_with_a_higher_limit_takes_what_it_refused(face_photos, tmp_path,
+                                                                                        capsys):
+    """48-megapixel photos were refused (`too_large`, over 40,000,000) with advice to "raise max_pixels",
+    which no command could do. Each job now takes --max-pixels; --retry-failed then does the refused
+    images again."""
+    import pandas as pd
+
+    dataset, out = photo_folder(tmp_path / "in", face_photos[:2]), tmp_path / "out"
+    assert main(["mask", str(dataset), str(out), "--max-pixels", "10000", "--quiet", "--executor", "local"]) == 0
+    refused = read_manifest(str(out))
+    assert list(refused.status) == ["too_large", "too_large"]
+    assert all("--max-pixels" in m for m in refused.message)
+    assert main(["mask", str(dataset), str(out), "--retry-failed", "--quiet", "--executor", "local"]) == 0
+    assert set(read_manifest(str(out)).status) == {"ok"}
+    assert main(["embed", str(dataset), str(tmp_path / "emb"), "--max-pixels", "10000", "--quiet",
+                 "--executor", "local"]) == 0
+    shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
+    assert list(shards.status) == ["too_large", "too_large"]
+    capsys.readouterr()
+    for command in (["run", "a", "b"], ["evaluate", "a", "b"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--max-pixels", "0"])
+        assert "argument --max-pixels: must be at least 1" in capsys.readouterr().err
