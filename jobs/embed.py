@@ -32,17 +32,9 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, req
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.finder import select_faces
-from maskgen.record import FaceRecord, record_schema, records_table
+from maskgen.record import FaceRecord, records_table
 
 SHARD_DIR = "shards"
-
-
-def shard_schema(dim: int, with_group: bool = False):
-    """The shards' columns (`maskgen.record.FaceRecord.to_row("shard")`), plus the group and the
-    `_first` flag the job carries to its shard writers."""
-    import pyarrow as pa
-
-    return record_schema("shard", dim, (("group", pa.string()), ("_first", pa.bool_())) if with_group else ())
 
 
 class EmbedWorker:

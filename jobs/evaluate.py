@@ -34,9 +34,6 @@ from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, images_root, is_manifes
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from jobs.storage import open_parent, open_store, redact
 
-PROTOCOLS = ("pairs", "lists", "masked-split")
-
-
 def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     """Masked or not, by file name: the seed's naming (`seed`) or a regular expression masked names match."""
     from recog.protocols import seed_is_masked

@@ -22,7 +22,6 @@ from recog.spec import ModelSpec, attach_spec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "sface"
 
 # MTCNN's 5 points as they fall in dlib's own 150x150 chip (get_face_chip, padding 0.25), averaged
 # over the 56 faces of ../shared/data/faces; tools/fit_dlib_chip_template.py re-measures it.
