@@ -542,15 +542,18 @@ def _codes(identity, identities) -> np.ndarray:
     return np.where(identities[pos] == ids, pos, -1)
 
 
-def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> int:
+def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> tuple[int, int]:
+    """(probes, faces): embedded faces that are probes, and all embedded faces, gallery images included."""
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(probe_uri)
-    n = 0
+    n = faces = 0
     for k in shard_keys:
         t = read_parquet_bytes(store.read(k), columns=["key", "status"]).to_pandas()
-        n += int(((t.status == "ok") & ~t.key.isin(exclude_keys)).sum())
-    return n
+        ok = t.status == "ok"
+        n += int((ok & ~t.key.isin(exclude_keys)).sum())
+        faces += int(ok.sum())
+    return n, faces
 
 
 def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]]:
@@ -589,7 +592,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import counted_result, nothing_to_score
+    from jobs.score import counted_result, no_probe_left, nothing_to_score
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -632,10 +635,11 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:
         count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
-        n_probes = sum(ray.get([count.remote(g[0], uris[0], exclude) for g in groups]))
+        counts = ray.get([count.remote(g[0], uris[0], exclude) for g in groups])
+        n_probes, n_faces = sum(c[0] for c in counts), sum(c[1] for c in counts)
     if n_probes == 0:
         if len(uris) == 1:
-            raise nothing_to_score("probe", uris[0])
+            raise no_probe_left(uris[0], gallery_per_identity) if n_faces else nothing_to_score("probe", uris[0])
         raise ValueError("the models to fuse share no probes or no gallery entries")
     size = len(gallery.entry_ids)
     per_probe = None if n_probes * size <= max_pairs else max(1, max_pairs // n_probes - 1)

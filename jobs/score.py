@@ -43,6 +43,15 @@ def nothing_to_score(side: str, uri: str, failed=None) -> NothingToScore:
                           "its shards' status column says why")
 
 
+def no_probe_left(uri: str, gallery_per_identity: int) -> NothingToScore:
+    """The error when every probe image with a face is one of the gallery's images (an identity's
+    first `gallery_per_identity`), which never count as probes: it is the dataset, not the faces."""
+    return NothingToScore(f"nothing to score: every image under {uri} with an embedded face is one of the gallery's "
+                          f"images (the first {gallery_per_identity} of each identity, --gallery-per-identity), "
+                          f"which are never probes; an identity needs more than {gallery_per_identity} image(s) "
+                          "to have a probe")
+
+
 def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarity: str = "cosine",
           max_pairs: int = 2_000_000, seed: int = 0, failed=None, acquisition: dict | None = None):
     """MethodResult for masked probes against an unmasked gallery (pure: arrays in, figures out).
@@ -203,7 +212,7 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True, where=method_rows(name, probe_uri))
     gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True,
                                                             where=method_rows(name, gallery_uri))
-    gallery_rows_all = gallery_rows
+    gallery_rows_all, probes_with_a_face = gallery_rows, len(probe_rows)
     gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
     keep_g = gallery_rows.key.isin(gallery_keys).to_numpy()
     keep_p = ~probe_rows.key.isin(gallery_keys).to_numpy()
@@ -215,6 +224,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     if not len(gallery_rows):
         raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
     if not len(probe_rows):
+        if probes_with_a_face:
+            raise no_probe_left(open_store(probe_uri).uri, gallery_per_identity)
         raise nothing_to_score("probe", open_store(probe_uri).uri, failed)
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:

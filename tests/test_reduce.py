@@ -210,6 +210,29 @@ def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), gallery_template="median")
 
 
+def test_a_gallery_that_takes_every_image_says_so_on_both_reducers(ray_runtime, tmp_path):
+    """With 3 images per identity and --gallery-per-identity 3 no image is left to be a probe: the
+    command said no probe image had an embedded face and sent the user to a status column of 'ok's."""
+    from jobs.score import NothingToScore, run_score
+
+    probes, p_ids = faces(n_ids=3, per_id=3, seed=9)
+    gallery, _ = faces(n_ids=3, per_id=3, seed=10)
+    dim = probes.shape[1]
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine", "face_index": 0}
+    for side, vectors, masked in (("p", probes, True), ("g", gallery, False)):  # masked and unmasked of one image
+        write_shard(tmp_path / side, [FaceRecord(source_key=f"{p}/{i}.jpg", identity=p, input_row=f"{p}/{i}.jpg",
+                                                 masked=masked, embedding=v, **common)
+                                      for i, (p, v) in enumerate(zip(p_ids, vectors))], dim)
+    for distributed in (False, True):
+        with pytest.raises(NothingToScore, match=r"every image under .*/p with an embedded face is one of the "
+                                                 r"gallery's images \(the first 3 of each identity"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
+                      gallery_per_identity=3, distributed=distributed)
+        two = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"two{distributed}"),
+                        gallery_per_identity=2, distributed=distributed)["result"].to_dict()
+        assert two["identification"]["probes"] == 3 and two["identification"]["gallery"] == 6
+
+
 @pytest.mark.parametrize("rows_per_part", [40, 7])
 def test_the_onnx_block_graph_gives_the_numpy_facts(rows_per_part):
     """The graph GPU tasks run (here on ONNX Runtime's CPU provider) against NumPy: same mates, ranks
