@@ -497,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
 
     try:
+        if args.command in ("mask", "embed", "evaluate", "run", "demo") and not getattr(args, "dry_run", False):
+            from maskgen.runtime import cache_dir
+
+            cache_dir()  # every worker loads its models from it: refused here, before any output is made
         return COMMAND_FUNCTIONS[args.command](args)
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -19,13 +19,24 @@ _DEVICES = ("auto", "cpu", "cuda")
 
 
 def cache_dir() -> Path:
-    """Where built and extracted models live: `$MFR_CACHE_DIR`, else `$XDG_CACHE_HOME/mfr`, else `~/.cache/mfr`."""
+    """Where built and extracted models live: `$MFR_CACHE_DIR`, else `$XDG_CACHE_HOME/mfr`, else
+    `~/.cache/mfr`. A folder that cannot be made or written is ModelCacheError, naming it."""
     explicit = os.environ.get("MFR_CACHE_DIR")
     if explicit:
-        root = Path(explicit)
+        root, named = Path(explicit), "MFR_CACHE_DIR"
     else:
         root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mfr"
-    root.mkdir(parents=True, exist_ok=True)
+        named = "XDG_CACHE_HOME" if os.environ.get("XDG_CACHE_HOME") else "the default (~/.cache/mfr)"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it, or a folder above it, is a file" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
+            else (exc.strerror or str(exc)).lower()
+        raise ModelCacheError(f"the model cache {root} ({named}) cannot be made: {reason}; set MFR_CACHE_DIR to a "
+                              "folder this user can write") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise ModelCacheError(f"the model cache {root} ({named}) is not writable; set MFR_CACHE_DIR to a folder "
+                              "this user can write")
     return root
 
 

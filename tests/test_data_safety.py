@@ -568,3 +568,20 @@ def test_max_pixels_is_an_option_and_a_retry_with_a_higher_limit_takes_what_it_r
         with pytest.raises(SystemExit):
             main([*command, "--max-pixels", "0"])
         assert "argument --max-pixels: must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["mask", "embed", "run"])
+def test_an_unusable_model_cache_is_refused_before_any_output_is_made(command, face_photos, tmp_path, monkeypatch,
+                                                                      capsys):
+    """MFR_CACHE_DIR naming a file gave two chained tracebacks from a pool worker, exit 1, and an
+    empty output folder."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for cache in (blocker, blocker / "models"):
+        monkeypatch.setenv("MFR_CACHE_DIR", str(cache))
+        assert main([command, str(dataset), str(tmp_path / "out"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"mfr {command}: the model cache {cache} (MFR_CACHE_DIR) cannot be made: it, or a folder "
+                       "above it, is a file; set MFR_CACHE_DIR to a folder this user can write\n")
+        assert not (tmp_path / "out").exists()
