@@ -663,17 +663,22 @@ def cmd_models(args) -> int:
         raise ValueError(f"`mfr models {args.action}` needs a model name or an .onnx path")
     if args.action == "describe":
         if args.name in BUILTINS:
-            spec = BUILTINS[args.name].spec
-        else:
-            from recog.embed import read_onnx
+            print(json.dumps(BUILTINS[args.name].spec.to_dict(), indent=1, default=str))
+            return 0
+        from recog.embed import Embedder, read_onnx, spec_origin, spec_sidecar
 
-            path = Path(args.name)
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
-            spec = ModelSpec.from_onnx(read_onnx(path))
-            if spec is None:
-                raise ValueError(f"{path} carries no mfr spec; give one with Embedder(spec=...) or attach_spec")
+        path = Path(args.name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
+        # the spec the jobs will use: a sidecar JSON beside the file wins over the file's metadata
+        sidecar = spec_sidecar(path)
+        spec = ModelSpec.from_json(sidecar) if sidecar else ModelSpec.from_onnx(read_onnx(path))
+        if spec is None:
+            raise ValueError(f"{path} carries no mfr spec: put a JSON spec beside it as "
+                             f"{path.with_suffix('.json').name}, or attach one (recog.spec.attach_spec)")
         print(json.dumps(spec.to_dict(), indent=1, default=str))
+        print(f"spec from {spec_origin(path, None)}", file=sys.stderr)
+        Embedder(path, device="cpu", threads=1).check()  # as a job checks it before any input
         return 0
     from maskgen.runtime import sha256_bytes
 

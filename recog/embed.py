@@ -21,6 +21,25 @@ from maskgen.runtime import create_session, sha256_bytes
 from recog.spec import ModelSpec
 
 
+def spec_sidecar(model_path: Path) -> Path | None:
+    """The JSON spec beside a model file (`model.json`, else `model.onnx.json`), which wins over the
+    spec in the file's metadata."""
+    return next((p for p in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json"))
+                 if p.is_file()), None)
+
+
+def spec_origin(model_path: Path, spec: ModelSpec | str | Path | None) -> str:
+    """Where `resolve_spec` takes the spec from, in words (for messages)."""
+    if isinstance(spec, ModelSpec):
+        return "the spec given"
+    if isinstance(spec, str) and not spec.endswith(".json"):
+        return f"the preset {spec!r}"
+    if spec is not None:
+        return str(spec)
+    sidecar = spec_sidecar(model_path)
+    return str(sidecar) if sidecar else "the file's metadata"
+
+
 def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: str | None) -> ModelSpec:
     """Explicit spec (object, preset name, or JSON path) > sidecar JSON > the spec in the ONNX file's
     metadata (`embedded`: `recog.spec.embedded_spec_text`, parsed only when it is the one used, as
@@ -31,9 +50,9 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded
         return ModelSpec.preset(spec, name=model_path.stem)
     if spec is not None:
         return ModelSpec.from_json(Path(spec))
-    for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
-        if sidecar.is_file():
-            return ModelSpec.from_json(sidecar)
+    sidecar = spec_sidecar(model_path)
+    if sidecar is not None:
+        return ModelSpec.from_json(sidecar)
     if embedded is None:
         raise ValueError(
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
@@ -134,6 +153,8 @@ class Embedder:
         self.sha256 = sha256_bytes(data)
         runnable, self.blocked_prelus, embedded = prepared_graph(path, data, self.sha256, device)
         self.spec = resolve_spec(path, spec, embedded)
+        builtin = isinstance(model, str) and model in zoo.BUILTINS
+        self.spec_origin = "the built-in model" if builtin and spec is None else spec_origin(path, spec)
         if self.spec.requires_licence_acceptance and not accept_licence:
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True "
                                          "(command line: --accept-model-licence)")
@@ -165,7 +186,8 @@ class Embedder:
         try:
             self.embed_crops(np.zeros((1, h, w, 3), np.uint8))
         except Exception as exc:
-            raise ValueError(f"{self.path}: the model does not work as its spec ({self.spec.name}) says: "
+            raise ValueError(f"{self.path}: the model does not work as its spec ({self.spec.name}, from "
+                             f"{self.spec_origin}) says: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
         return self
 

@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import shlex
 
 import pytest
@@ -61,6 +62,21 @@ def test_models_list_describe_build(capsys, tmp_path):
     junk.write_bytes(b"junk\n")
     assert main(["models", "describe", str(junk)]) == 2  # was a protobuf traceback, exit 1
     assert capsys.readouterr().err.startswith(f"mfr models: {junk}: not an ONNX model (DecodeError")
+    # a sidecar JSON beside a file wins over its metadata in every job: describe showed the metadata's spec
+    own = tmp_path / "own.onnx"
+    shutil.copy(path, own)
+    own.with_suffix(".json").write_text(json.dumps({"name": "mine", "input_size": [112, 112], "embedding_size": 64,
+                                                    "similarity": "euclidean", "normalize": False}))
+    assert main(["models", "describe", str(own)]) == 2
+    out, err = capsys.readouterr()
+    assert json.loads(out)["name"] == "mine"
+    assert err.splitlines() == [f"spec from {own.with_suffix('.json')}",
+                                f"mfr models: {own}: the model does not work as its spec (mine, from "
+                                f"{own.with_suffix('.json')}) says: ValueError: mine: model gives 128-d vectors, "
+                                "spec says 64"]
+    own.with_suffix(".json").write_text(json.dumps({"name": "mine", "input_size": [112, 112], "embedding_size": 128}))
+    assert main(["models", "describe", str(own)]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "mine"
 
 
 def test_config_file_sets_defaults_and_flags_win(tmp_path):
