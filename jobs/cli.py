@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "mfr demo", "mfr demo --out /tmp/demo --style surgical")
     d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
-    d.add_argument("--model", default="sface", help="recognition model (default sface)")
+    model_options(d)
     d.add_argument("--quiet", action="store_true", help="no progress bars")
 
     md = command("models", "list, describe and build the recognition models",
@@ -631,7 +631,8 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from jobs.demo import run_demo
 
-    out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar)
+    out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar,
+                   accept_licence=args.accept_model_licence)
     _finish("run", out["stages"]["run"])
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")

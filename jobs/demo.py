@@ -130,7 +130,8 @@ def build_dataset(images_per_identity: int = 6, seed: int = 0, root: Path | None
     return root
 
 
-def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sface", progress_for=None) -> dict:
+def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sface", progress_for=None,
+             accept_licence: bool = False) -> dict:
     """Build (or reuse) the dataset, run the whole job on it in-process, draw the contact sheet, and
     return every output's location."""
     from jobs.augment import read_manifest
@@ -147,7 +148,7 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     dataset = build_dataset()
     # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take
     result = run_pipeline(str(dataset), str(out / "run"), style=style, model=model, progress_for=progress_for,
-                          executor="ray")
+                          executor="ray", accept_licence=accept_licence)
     masked_root = out / "run" / "masked"
     manifest = read_manifest(str(masked_root))
     firsts = manifest[(manifest.status == "ok") & manifest.masked.astype(bool)].drop_duplicates("identity")

@@ -216,3 +216,12 @@ def test_demo_to_s3_is_refused_not_written_to_a_local_s3_folder(tmp_path, monkey
     assert main(["demo", "--out", "s3://bucket/demo", "--quiet"]) == 2
     assert "writes to a local folder (--out), not s3://bucket/demo" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_demo_takes_the_licence_flag_its_refusal_names(tmp_path, capsys):
+    """`mfr demo --model insightface-mbf` said to pass --accept-model-licence, which demo refused."""
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--model", "insightface-mbf", "--quiet"]) == 2
+    assert "(command line: --accept-model-licence)" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+    args = build_parser().parse_args(["demo", "--model", "insightface-mbf", "--accept-model-licence"])
+    assert args.accept_model_licence is True and args.model == "insightface-mbf"
