@@ -112,8 +112,9 @@ def _acquired_only_cells(only) -> list[str]:
     return cells
 
 
-def markdown_tables(results: list[MethodResult], title: str = "") -> str:
+def markdown_tables(results: list[MethodResult], title: str = "", notes=()) -> str:
     lines = [f"# {title}", ""] if title else []
+    lines += [line for note in notes for line in (f"> **Note:** {note}", "")]  # under the title, where it is read
     ver = [r for r in results if r.verification]
     if ver:
         lines += ["## Verification", "",
@@ -251,7 +252,7 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     body = {"title": title, "results": [r.to_dict() for r in results], **(extra or {})}
     paths["json"].write_text(json.dumps(body, indent=1, default=_json_default) + "\n")
-    md = markdown_tables(results, title)
+    md = markdown_tables(results, title, (extra or {}).get("notes", ()))
     if any(r.roc is not None for r in results):
         paths["roc"] = out_dir / "roc.png"
         plot_roc(results, paths["roc"], title)

@@ -49,6 +49,10 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     written = json.loads((tmp_path / "r" / "report.json").read_text())
     assert written["title"] == "Unmasked probes vs masked gallery", written["title"]
     assert any("wrong way round" in n for n in scored["notes"]) and written["notes"] == scored["notes"]
+    text = (tmp_path / "r" / "report.md").read_text()  # where people read it: it was in report.json only
+    assert text.startswith("# Unmasked probes vs masked gallery\n\n> **Note:** the probes are unmasked and the "
+                           "gallery masked: were the two folders given the wrong way round"), text[:300]
+    assert "Note:" not in (out / "report" / "report.md").read_text()
 
     # the reducer at scale (Ray tasks over probe shards, the gallery in the object store) gives the
     # single-process figures on the same shards
