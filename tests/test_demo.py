@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import cv2
+import numpy as np
 import pytest
 
+from conftest import ROOT
 from maskgen import demo
 
 
@@ -45,3 +47,7 @@ def test_gallery_command_draws_every_style(tmp_path, capsys):
     printed = capsys.readouterr().out
     for label, _ in gallery.GALLERY:
         assert label in printed
+    # the README's picture is what this command makes today (it had gone stale after the outlines changed)
+    committed = cv2.imread(str(ROOT / "docs" / "mask_styles.jpg")).astype(int)
+    assert committed.shape == sheet.shape
+    assert (np.abs(committed - sheet.astype(int)).max(axis=2) > 20).mean() < 0.001
