@@ -38,7 +38,7 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, req
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.decode import DEFAULT_MAX_PIXELS
-from maskgen.record import MANIFEST_COLUMNS, FaceRecord, record_schema
+from maskgen.record import FaceRecord, record_schema
 
 MANIFEST_DIR = "manifest"
 AHEAD_PIXELS = 16_000_000  # decoded pixels of one batch masked together (48 MB of RGB); the rest one by one
@@ -359,10 +359,14 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
 
 
 def read_manifest(output_uri: str):
-    """The whole manifest as a pandas DataFrame."""
+    """The whole manifest of an augment output (`mfr mask`, or `mfr run`'s `masked/`) as a pandas
+    DataFrame. An output without one is FileNotFoundError (a mistyped path read as no rows would
+    look like a job that did nothing); an output whose job is still on its first shard has none yet."""
     import pandas as pd
 
-    tables = read_parquet_dir(open_store(output_uri), MANIFEST_DIR)
+    store = open_store(output_uri)
+    tables = read_parquet_dir(store, MANIFEST_DIR)
     if not tables:
-        return pd.DataFrame(columns=list(MANIFEST_COLUMNS))
+        raise FileNotFoundError(f"no manifest under {store.uri_of(MANIFEST_DIR)}: not the output of `mfr mask` "
+                                "(an `mfr run` output holds it under masked/)")
     return pd.concat([t.to_pandas() for t in tables], ignore_index=True)

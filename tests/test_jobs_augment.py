@@ -256,3 +256,13 @@ def test_a_manifest_gives_several_faces_of_one_image_by_one_row_each(face_photos
     for face in points:  # a mask over each face's mouth, not just the first one
         x, y = face[48:68].mean(axis=0).astype(int)
         assert np.abs(masked[y - 5:y + 5, x - 5:x + 5] - image[y - 5:y + 5, x - 5:x + 5]).mean() > 20
+
+
+def test_reading_the_manifest_of_something_that_is_not_an_augment_output_says_so(tmp_path, bucket):
+    """A mistyped path (or an embed output) read as a manifest of no rows, as if the job did nothing."""
+    (tmp_path / "embed-output" / "shards").mkdir(parents=True)
+    for uri, manifest in ((str(tmp_path / "no-such-output"), tmp_path / "no-such-output" / "manifest"),
+                          (str(tmp_path / "embed-output"), tmp_path / "embed-output" / "manifest"),
+                          (f"s3://{bucket}/nothing", f"s3://{bucket}/nothing/manifest")):
+        with pytest.raises(FileNotFoundError, match=f"no manifest under {manifest}: not the output of `mfr mask`"):
+            read_manifest(uri)
