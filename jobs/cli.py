@@ -152,9 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a process pool on this machine, no Ray), or auto (default: local when no cluster is "
                              "reachable and at most 10,000 images are to do, else ray)")
 
-    def model_options(sp):
-        sp.add_argument("--model", default="sface",
-                        help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
+    def model_options(sp, several: bool = False):
+        if several:  # `mfr run`: --model and --models are one option, so the last given wins (a flag over a file)
+            sp.add_argument("--model", dest="models", metavar="MODEL",
+                            help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
+            sp.add_argument("--models", dest="models",
+                            help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each; "
+                                 "the same option as --model, so the last of the two given wins")
+        else:
+            sp.add_argument("--model", default="sface",
+                            help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
         sp.add_argument("--accept-model-licence", action="store_true",
                         help="accept a built-in model's restrictive licence (insightface-mbf: non-commercial)")
 
@@ -317,8 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
     r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
     r.add_argument("--seed", type=run_seed, default=0, help="run seed (default 0)")
-    model_options(r)
-    r.add_argument("--models", help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each")
+    model_options(r, several=True)
     r.add_argument("--modes", default=",".join(DEFAULT_MODES),
                    help="matching modes, comma-separated: plain, masked-gallery (the gallery wears the probes' "
                         "mask), flip (mirror averaging), upper-face (only above the mask line); "
@@ -329,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--face", choices=("center", "largest", "all"), default="center",
                    help="which faces of each image are masked and embedded: center (default), largest, or all "
                         "(every face a probe or gallery entry of the image's identity)")
-    r.add_argument("--recognition-workers", type=int,
+    r.add_argument("--recognition-workers", type=positive_int,
                    help="most recognition actors, one GPU each, where the cluster has GPUs (default: as many as it "
                         "holds); without GPUs the CPU pool's actors embed their own batches")
     job_options(r, 16)
@@ -599,7 +605,7 @@ def cmd_run(args) -> int:
     from jobs.score import NothingToScore
     from jobs.storage import open_store
 
-    models = _names(args.models) or [args.model]
+    models = _names(args.models) or ["sface"]
     if args.dry_run:  # plan_run refuses the modes and models the job would refuse
         out = open_store(args.output)
         _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),

@@ -487,6 +487,13 @@ def test_config_sets_every_kind_of_option_and_flags_still_win(tmp_path):
     args = parse("[evaluate]\nlists = ['g.csv', 'p.csv']\n", ["evaluate", "a", "b"])
     assert args.lists == ["g.csv", "p.csv"]
     assert parse("[evaluate]\nlists = ['g.csv', 'p.csv']\n", ["evaluate", "a", "b", "--lists", "x", "y"]).lists == ["x", "y"]
+    # mfr run: --model on the command line was ignored beside a file's (or its own) --models
+    assert parse("[run]\nmodels = 'sface,dlib-resnet'\n", ["run", "a", "b", "--model", "dlib-resnet"]).models == \
+        "dlib-resnet"
+    assert parse("", ["run", "a", "b", "--model", "dlib-resnet", "--models", "sface,dlib-resnet"]).models == \
+        "sface,dlib-resnet"
+    assert parse("model = 'dlib-resnet'\n", ["run", "a", "b"]).models == "dlib-resnet"
+    assert parse("", ["run", "a", "b"]).models is None  # sface
     args = parse("[score]\ncompare = [['dlib', 'P2', 'G2']]\nfuse = ['sface,dlib']\n", ["score", "P", "G", "O"])
     assert args.compare == [["dlib", "P2", "G2"]] and args.fuse == ["sface,dlib"]
 
