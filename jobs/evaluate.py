@@ -199,7 +199,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                              missing)
     title = title or f"Evaluation: {described}"
     with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
-        paths = write_report([result], Path(tmp), title, extra={
+        template = {"best": "every gallery image an entry (an identity scores as its best image)",
+                    "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
+        paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
+                                                                                    if template else ""), extra={
             "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
             "face": face, "input_kind": input_kind, "gallery_template": gallery_template})
         written = {}

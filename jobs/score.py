@@ -393,17 +393,17 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
                                                    gallery_template=gallery_template, **reducer_options, **kwargs))
         else:
             results.append(score_fused([splits[g] for g in group], name_of, **kwargs))
+    protocol = (f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
+                + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
-        paths = write_report(results, Path(tmp), title, extra={
+        paths = write_report(results, Path(tmp), title, protocol=protocol, extra={
             "model_id": model_ids[results[0].name], "model_ids": model_ids,
             "probes": redact(probe_uri), "gallery": redact(gallery_uri),
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],
             "inputs_fingerprint": fingerprint,
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
-            "protocol": f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
-                        + (" as one mean template" if gallery_template == "mean" else "")
-                        + ", probes from the other images", **({"notes": notes} if notes else {})})
+            "protocol": protocol, **({"notes": notes} if notes else {})})
         written = {}
         # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):

@@ -112,8 +112,9 @@ def _acquired_only_cells(only) -> list[str]:
     return cells
 
 
-def markdown_tables(results: list[MethodResult], title: str = "", notes=()) -> str:
+def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None) -> str:
     lines = [f"# {title}", ""] if title else []
+    lines += [f"Protocol: {protocol}.", ""] if protocol else []
     lines += [line for note in notes for line in (f"> **Note:** {note}", "")]  # under the title, where it is read
     ver = [r for r in results if r.verification]
     if ver:
@@ -233,6 +234,9 @@ def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
             continue
         ranks, rates = zip(*r.cmc_curve)
         ax.plot(ranks, rates, marker=".", lw=1.4, label=r.name)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers
     ax.set_xlabel("Rank")
     ax.set_ylabel("Identification rate")
     ax.set_ylim(0, 1.0)
@@ -245,14 +249,15 @@ def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
 
 
 def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evaluation",
-                 extra: dict | None = None) -> dict[str, Path]:
-    """report.json, report.md, roc.png, cmc.png (plots only when there is something to plot)."""
+                 extra: dict | None = None, protocol: str | None = None) -> dict[str, Path]:
+    """report.json, report.md, roc.png, cmc.png (plots only when there is something to plot).
+    `protocol`: one sentence under report.md's title saying how probes and gallery were formed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     body = {"title": title, "results": [r.to_dict() for r in results], **(extra or {})}
     paths["json"].write_text(json.dumps(body, indent=1, default=_json_default) + "\n")
-    md = markdown_tables(results, title, (extra or {}).get("notes", ()))
+    md = markdown_tables(results, title, (extra or {}).get("notes", ()), protocol)
     if any(r.roc is not None for r in results):
         paths["roc"] = out_dir / "roc.png"
         plot_roc(results, paths["roc"], title)

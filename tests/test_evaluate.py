@@ -111,6 +111,9 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     result = report["results"][0]
     gallery_keys, probe_keys = (set(read_seed_list(p)) for p in (gallery_list, probe_list))
     assert report["protocol"] == "lists" and report["gallery_template"] == "mean"
+    # report.md says so too (two reports, best and mean, looked alike but for the gallery's size)
+    assert (f"Protocol: probes of {probe_list} against the gallery of {gallery_list}; gallery: one mean template "
+            "per identity.") in (out / "report" / "report.md").read_text()
     assert result["acquisition"]["probe"]["samples"] == len(probe_keys & keys)
     assert result["acquisition"]["not_in_dataset"] == len((gallery_keys | probe_keys) - keys)
     assert result["identification"]["gallery"] == len({k.split("/")[0] for k in gallery_keys & keys})

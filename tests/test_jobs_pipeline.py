@@ -50,8 +50,10 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert written["title"] == "Unmasked probes vs masked gallery", written["title"]
     assert any("wrong way round" in n for n in scored["notes"]) and written["notes"] == scored["notes"]
     text = (tmp_path / "r" / "report.md").read_text()  # where people read it: it was in report.json only
-    assert text.startswith("# Unmasked probes vs masked gallery\n\n> **Note:** the probes are unmasked and the "
-                           "gallery masked: were the two folders given the wrong way round"), text[:300]
+    assert text.startswith("# Unmasked probes vs masked gallery\n\nProtocol: unmasked probes vs masked gallery, 1 "
+                           "gallery image(s) per identity, probes from the other images.\n\n> **Note:** the probes "
+                           "are unmasked and the gallery masked: were the two folders given the wrong way round"), \
+        text[:300]
     assert "Note:" not in (out / "report" / "report.md").read_text()
 
     # the reducer at scale (Ray tasks over probe shards, the gallery in the object store) gives the
