@@ -159,18 +159,34 @@ def read_lfw_pairs(path: Path) -> Pairs:
     return Pairs(a, b, np.array(labels), np.array(folds), name="lfw-view2")
 
 
+# not words such as "same" or "genuine": those are what a header calls the label column
+PAIR_LABELS = {"1": 1, "true": 1, "yes": 1, "0": 0, "false": 0, "no": 0}
+
+
 def read_plain_pairs(path: Path) -> Pairs:
-    """A plain CSV of `a,b,label` (1 genuine, 0 impostor; a header line is allowed; GBK or UTF-8)."""
-    rows = [r for r in csv.reader(io.StringIO(read_text(path))) if r and any(c.strip() for c in r)]
-    if rows and rows[0][2:3] and rows[0][2].strip() not in ("0", "1"):
-        rows = rows[1:]  # a header
+    """A plain CSV of `a,b,label` (label 1, true or yes for a genuine pair; 0, false or no for an
+    impostor pair; any case; GBK or UTF-8). The first line is a header when
+    its label is none of those and its first two fields are not image file names: a first pair with
+    a mistyped label is refused, not dropped as a header. Errors name the file's line."""
+    from maskgen.decode import is_image_name
+
+    reader = csv.reader(io.StringIO(read_text(path)))
     a, b, labels = [], [], []
-    for line, row in enumerate(rows, start=1):
-        if len(row) < 3 or row[2].strip() not in ("0", "1"):
-            raise ValueError(f"{path} row {line}: expected a,b,0|1, got {row}")
+    first = True
+    for row in reader:
+        if not row or not any(c.strip() for c in row):
+            continue
+        label = PAIR_LABELS.get(row[2].strip().lower()) if len(row) >= 3 else None
+        if first and label is None and len(row) >= 3 and not any(is_image_name(c.strip()) for c in row[:2]):
+            first = False
+            continue  # a header
+        first = False
+        if label is None:
+            raise ValueError(f"{path} line {reader.line_num}: expected a,b,label (label 1/0, true/false, yes/no), "
+                             f"got {row}")
         a.append(row[0].strip())
         b.append(row[1].strip())
-        labels.append(int(row[2]))
+        labels.append(label)
     if not a:
         raise ValueError(f"{path}: no pairs")
     return Pairs(a, b, np.array(labels), name=Path(path).stem)

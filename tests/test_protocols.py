@@ -88,3 +88,22 @@ def test_bad_seed_files(tmp_path):
     path.write_text("Input,Target,Label\nx/1.jpg,y/2.jpg,7\n")
     with pytest.raises(ValueError, match="line 2"):
         P.read_seed_verification(path)
+
+
+def test_plain_pairs_keep_a_mistyped_first_pair_and_name_file_lines(tmp_path):
+    """A first pair whose label was mistyped (`l` for 1) was dropped as a header, silently, and later
+    errors counted rows from after it; true/false labels were refused."""
+    typo = tmp_path / "typo.csv"
+    typo.write_text("p1/a.jpg,p1/b.jpg,l\np1/a.jpg,p2/c.jpg,0\n")
+    with pytest.raises(ValueError, match=r"typo.csv line 1: expected a,b,label .* got \['p1/a.jpg', 'p1/b.jpg', 'l'\]"):
+        P.read_pairs_file(typo)
+    headed = tmp_path / "headed.csv"
+    headed.write_text("a,b,label\n\nx/1.jpg,x/2.jpg,1\ny/1.jpg,x/2.jpg,0\ny/1.jpg,y/2.jpg,maybe\n")
+    with pytest.raises(ValueError, match=r"headed.csv line 5: expected a,b,label"):
+        P.read_pairs_file(headed)
+    words = tmp_path / "words.csv"
+    words.write_text("x/1.jpg,x/2.jpg,true\ny/1.jpg,x/2.jpg,False\ny/1.jpg,y/2.jpg,yes\nx/1.jpg,y/2.jpg,no\n")
+    pairs = P.read_pairs_file(words)
+    assert pairs.a == ["x/1.jpg", "y/1.jpg", "y/1.jpg", "x/1.jpg"] and list(pairs.labels) == [1, 0, 1, 0]
+    headed.write_text("first,second,same\nx/1.jpg,x/2.jpg,1\ny/1.jpg,x/2.jpg,0\n")
+    assert list(P.read_pairs_file(headed).labels) == [1, 0]
