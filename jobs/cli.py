@@ -507,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
             from maskgen.runtime import cache_dir
 
             cache_dir()  # every worker loads its models from it: refused here, before any output is made
+        if getattr(args, "executor", "auto") != "local" and not getattr(args, "dry_run", False) and \
+                (args.command in ("mask", "embed", "evaluate", "run", "demo") or getattr(args, "distributed", False)):
+            jobs.pool.check_ray_address(os.environ.get("RAY_ADDRESS", ""))  # as the cache: before any output
         return COMMAND_FUNCTIONS[args.command](args)
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

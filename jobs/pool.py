@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -131,6 +132,7 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
+        check_ray_address(os.environ.get("RAY_ADDRESS", ""))
         options = {} if os.environ.get("RAY_ADDRESS") or _local_cluster_running() else own_ray_options()
         with dropping_stderr_lines(RAY_LOG_LEVEL_NOTICE):
             ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **options)
@@ -139,6 +141,33 @@ def ensure_ray() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     if TERM_AS_INTERRUPT:
         interrupt_on_sigterm()
+
+
+RAY_ADDRESS_WAIT = 10.0  # seconds a RAY_ADDRESS may take to answer (a head still starting)
+
+
+def check_ray_address(address: str, timeout: float | None = None) -> None:
+    """A RAY_ADDRESS of `host:port` (or `ray://host:port`) that nothing answers is refused at once:
+    `ray.init` would wait on it for minutes, printing only its own connection warnings. `auto`,
+    `local` and other forms are left to Ray."""
+    import socket
+
+    match = re.fullmatch(r"(?:ray://)?\[?([^\s/\[\]]+?)\]?:(\d+)", address.strip())
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    timeout = RAY_ADDRESS_WAIT if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    while True:  # a head that is still starting answers within a few seconds
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
+                return
+        except OSError as exc:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"RAY_ADDRESS={address}: no Ray cluster answers at {host}:{port} "
+                                   f"({exc.strerror or exc}); start one there, or unset RAY_ADDRESS to run on "
+                                   "this machine") from None
+            time.sleep(0.5)
 
 
 # What Ray's core worker writes to stderr when it starts with RAY_BACKEND_LOG_LEVEL set (as `--quiet`

@@ -592,3 +592,30 @@ def test_an_unusable_model_cache_is_refused_before_any_output_is_made(command, f
         assert err == (f"mfr {command}: the model cache {cache} (MFR_CACHE_DIR) cannot be made: it, or a folder "
                        "above it, is a file; set MFR_CACHE_DIR to a folder this user can write\n")
         assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_address_nothing_answers_is_refused_before_any_output_is_made(face_photos, tmp_path, monkeypatch,
+                                                                            capsys):
+    """A wrong RAY_ADDRESS hung every job for minutes, printing only Ray's GCS warnings, and left an
+    empty output folder."""
+    import socket
+
+    import jobs.pool
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(jobs.pool, "RAY_ADDRESS_WAIT", 1.0)
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        assert main(["mask", str(dataset), str(tmp_path / "out"), "--quiet"]) == 2
+        assert capsys.readouterr().err == (f"mfr mask: RAY_ADDRESS={address}: no Ray cluster answers at "
+                                           f"127.0.0.1:{port} (Connection refused); start one there, or unset "
+                                           "RAY_ADDRESS to run on this machine\n")
+        assert not (tmp_path / "out").exists()
+    with socket.socket() as listening:  # an address that answers passes at once
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        jobs.pool.check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")
+    jobs.pool.check_ray_address("auto")  # left to Ray
