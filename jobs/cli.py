@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matching mode (recog.matching): masked-gallery draws --mask-style on unmasked faces "
                         "before embedding; flip averages each face with its mirror; upper-face hides the "
                         "region under the mask line (default plain)")
-    e.add_argument("--mask-style", choices=STYLE_NAMES, default="seed",
+    e.add_argument("--mask-style", choices=STYLE_NAMES, default=None,
                    help="the mask masked-gallery draws (default seed); --seed picks its random choices")
     e.add_argument("--seed", type=run_seed, default=0, help="run seed for --mode masked-gallery (default 0)")
     e.add_argument("--face", choices=("center", "largest", "all"), default="center",
@@ -557,6 +557,11 @@ def cmd_mask(args) -> int:
 def cmd_embed(args) -> int:
     from jobs.embed import plan_embed, run_embed
 
+    # (not --seed: a --config file's top-level seed, meant for mask and run, reaches embed too)
+    if args.mask_style is not None and args.mode != "masked-gallery":
+        raise ValueError(f"--mask-style chooses the mask --mode masked-gallery draws on the gallery; with --mode "
+                         f"{args.mode} nothing is masked")
+
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,
                                         accept_licence=args.accept_model_licence, images_uri=args.images,
@@ -569,7 +574,7 @@ def cmd_embed(args) -> int:
                         accept_licence=args.accept_model_licence, alignment=args.alignment,
                         images_uri=args.images, workers=args.workers, batch_size=args.batch_size,
                         rows_per_shard=args.rows_per_shard, progress=bar,
-                        mode=args.mode, mask_style=args.mask_style, seed=args.seed,
+                        mode=args.mode, mask_style=args.mask_style or "seed", seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
                         second_look=_on_off(args.second_look), executor=args.executor,
                         retry_failed=args.retry_failed, max_pixels=args.max_pixels)
@@ -608,7 +613,7 @@ def cmd_run(args) -> int:
     from jobs.score import NothingToScore
     from jobs.storage import open_store
 
-    models = _names(args.models) or ["sface"]
+    models = _names(args.models) if args.models is not None else ["sface"]  # --models ",," names none: refused
     if args.dry_run:  # plan_run refuses the modes and models the job would refuse
         out = open_store(args.output)
         _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),

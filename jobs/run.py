@@ -275,6 +275,15 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
                          role_done=role_done, done_where=where(), progress=progress)
 
 
+def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[str]]:
+    """The run's models and modes, refused before any work (by the run and its dry run alike) when a
+    list is empty, repeats a name, or names an unknown mode."""
+    modes = [mode_from_name(m).name for m in modes]
+    if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
+        raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
+    return models, modes
+
+
 def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,
              images_uri: str | None = None, retry_failed: bool = False, style: str = "seed", seed: int = 0,
              face: str = "center") -> dict:
@@ -289,7 +298,7 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     from jobs.settings import check_settings
 
     out = open_store(output_uri)
-    modes = [mode_from_name(m).name for m in modes]
+    models, modes = run_methods(models, modes)
     check_settings(out, "mfr run", augment_settings(AugmentOptions(style=style, seed=seed, face=face)), record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
@@ -333,10 +342,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     in the manifest and in every shard folder (`run_listing`)."""
     from recog.embed import Embedder
 
-    models = list(models or [model])
-    modes = [mode_from_name(m).name for m in modes]  # refuse an unknown mode before any work
-    if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
-        raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
+    models, modes = run_methods(list(models) if models is not None else [model], modes)
     check_batch_size(batch_size, rows_per_shard)
     check_executor(executor)
     if face not in FACE_POLICIES:

@@ -225,3 +225,22 @@ def test_demo_takes_the_licence_flag_its_refusal_names(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
     args = build_parser().parse_args(["demo", "--model", "insightface-mbf", "--accept-model-licence"])
     assert args.accept_model_licence is True and args.model == "insightface-mbf"
+
+
+def test_a_dry_run_refuses_the_lists_of_models_and_modes_the_run_refuses(face_photos, tmp_path, capsys):
+    """`--models sface,sface`, `--modes plain,plain` and `--modes ""` were fine for the dry run and
+    refused by the run; `--models ",,"` ran the default model; `embed --mask-style cloth` without
+    masked-gallery meant nothing."""
+    from conftest import photo_folder
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    for extra, shown in ((["--models", "sface,sface"], "['sface', 'sface'], ['plain']"),
+                         (["--modes", "plain,plain"], "['sface'], ['plain', 'plain']"),
+                         (["--modes", ""], "['sface'], []"), (["--models", ",,"], "[], ['plain']")):
+        for dry in (["--dry-run"], ["--quiet", "--executor", "local"]):
+            assert main(["run", str(dataset), str(tmp_path / "out"), *extra, *dry]) == 2
+            assert capsys.readouterr().err == \
+                f"mfr run: models and modes must be non-empty and without repeats: {shown}\n"
+    assert not (tmp_path / "out").exists()
+    assert main(["embed", str(dataset), str(tmp_path / "emb"), "--mask-style", "cloth", "--dry-run"]) == 2
+    assert "--mask-style chooses the mask --mode masked-gallery draws" in capsys.readouterr().err
