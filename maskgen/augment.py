@@ -64,6 +64,8 @@ class AugmentOptions:
     def __post_init__(self):
         if self.face not in FACE_POLICIES:
             raise ValueError(f"face must be one of {FACE_POLICIES}, got {self.face!r}")
+        if self.largest_only and self.face not in ("all", "largest"):  # "all" is the default: not a choice
+            raise ValueError(f"largest_only=True is face='largest'; it contradicts face={self.face!r}")
         if self.largest_only and self.face == "all":
             object.__setattr__(self, "face", "largest")
         if self.alignment not in ALIGNMENTS:

@@ -240,6 +240,9 @@ def test_run_seeds_are_whole_numbers_and_never_fold_onto_another():
     assert AugmentOptions(seed=np.int64(5)).seed == 5 and type(AugmentOptions(seed=np.int64(5)).seed) is int
     with pytest.raises(ValueError, match="style is a name"):
         AugmentOptions(style=5)
+    with pytest.raises(ValueError, match="largest_only=True is face='largest'; it contradicts face='center'"):
+        AugmentOptions(largest_only=True, face="center")  # was: the flag ignored
+    assert AugmentOptions(largest_only=True).face == "largest"
 
 
 def test_contact_sheet_puts_originals_over_masked():
