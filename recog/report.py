@@ -142,6 +142,10 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds; "
                       "mean ± standard deviation over the folds.", ""]
     ident = [r for r in results if r.identification]
+    if not ver and ident:  # the section stays, saying why it is empty (it vanished without a word)
+        lines += ["## Verification", "", "n/a: the comparisons are all genuine or all impostor (a gallery of one "
+                  "identity has no impostor pair), and ROC, TAR@FAR and AUC need both. With one identity, "
+                  "identification is trivial too: every probe is ranked first.", ""]
     if ident:
         lines += ["## Identification", "",
                   "| Model | TPIR(%)@FPIR=0.01 | TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |",

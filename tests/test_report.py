@@ -53,6 +53,21 @@ def test_unmeasurable_cells_read_na():
     assert row.split("|")[4].strip() == "n/a"
 
 
+def test_a_gallery_of_one_identity_keeps_its_verification_section_saying_why_it_is_empty():
+    """One identity: no impostor pair, so no verification; the section vanished from report.md."""
+    from jobs.score import counted_result
+
+    rng = np.random.default_rng(4)
+    gallery, probes = rng.normal(size=(1, 8)), rng.normal(size=(3, 8))
+    stats = M.identification_stats(probes, gallery, ["a"] * 3, ["a"])
+    result = counted_result("one", np.array([0.3, 0.5, 0.7]), np.ones(3, bool), stats, ["a"])
+    assert result.verification is None and result.identification["rank"]["1"] == 1.0
+    md = markdown_tables([result])
+    assert "## Verification\n\nn/a: the comparisons are all genuine or all impostor (a gallery of one identity " \
+           "has no impostor pair)" in md
+    assert "every probe is ranked first" in md and "## Identification" in md
+
+
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
     report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
