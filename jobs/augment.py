@@ -227,8 +227,9 @@ class AugmentWorker:
         if result.image is not None:
             self.output.write(image_key, image_file(data, result, image_key, orientation))
         output_key = image_key if result.image is not None else None
-        if result.status != "ok":
-            return [base.with_(status=result.status, message=result.message, output_key=output_key)], image, result
+        if result.status != "ok":  # the image was read: its row says how large it is, as a face's row does
+            return [base.with_(status=result.status, message=result.message, output_key=output_key,
+                               image_size=[int(result.width), int(result.height)])], image, result
         crops = iter(result.crops)
         for face in result.faces:
             face.identity, face.versions, face.output_key = base.identity, base.versions, output_key

@@ -197,8 +197,12 @@ def test_an_image_with_no_face_masked_is_its_input_file_byte_for_byte(face_photo
     (folder / "rotated.jpg").write_bytes(rotated.getvalue())
     out = tmp_path / "out"
     assert run_augment(str(tmp_path / "in"), str(out), executor="local").statuses == {"no_face": 2}
-    written = read_manifest(str(out)).set_index("source_key").output_key
+    rows = read_manifest(str(out)).set_index("source_key")
+    written = rows.output_key
     assert (out / written["thumbs/plain.jpg"]).read_bytes() == plain.getvalue()
+    # the upright size, as a face's row has it (it was null on no_face rows)
+    assert list(rows.image_size["thumbs/plain.jpg"]) == [thumb.width, thumb.height]
+    assert list(rows.image_size["thumbs/rotated.jpg"]) == [thumb.height, thumb.width]
     upright = Image.open(out / written["thumbs/rotated.jpg"])
     assert upright.getexif().get(0x0112, 1) == 1 and upright.size == (thumb.height, thumb.width)
 
