@@ -654,7 +654,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
                                   stats.nonmated_top[:max(1, int(np.ceil(n_mated * 0.1)))], stats.gallery_size)
     acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
-    result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition)
+    result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
+                            unit="fused" if len(uris) > 1 else gallery.similarities[0])
     result.scored_by = {"tasks": len(groups), "gallery_parts": len(gallery.parts),
                         "nodes": sorted({node for node, _ in scored_on}),
                         "devices": {d: sum(1 for _, x in scored_on if x == d) for d in sorted({x for _, x in scored_on})}}

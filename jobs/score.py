@@ -21,7 +21,7 @@ import numpy as np
 from jobs.embed import SHARD_DIR, read_shards
 from jobs.storage import open_store, read_parquet_bytes, redact
 from recog import metrics as M
-from recog.report import acquisition_counts, evaluate, write_report
+from recog.report import SCORE_UNITS, acquisition_counts, evaluate, write_report
 
 
 class NothingToScore(ValueError):
@@ -81,7 +81,8 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
 
 
 def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine",
-                  failed_ids=None, impostors_per_probe: int | None = None, acquisition: dict | None = None):
+                  failed_ids=None, impostors_per_probe: int | None = None, acquisition: dict | None = None,
+                  fused: bool = False):
     """Verification from the pair scores (when there are both genuine and impostor pairs) and
     identification of the probes against the gallery: embeddings, or with `gallery=None` a ready
     probe x gallery score matrix in `probes`. With `acquisition` (recog.report.acquisition_counts), the
@@ -90,16 +91,20 @@ def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, simi
     n_mated = int(np.isin(p_ids, g_ids).sum())
     stats = M.identification_stats(probes, gallery, p_ids, g_ids, similarity,
                                    keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
-    return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition)
+    return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition,
+                          unit="fused" if fused else similarity)
 
 
 def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,
-                   acquisition: dict | None = None):
+                   acquisition: dict | None = None, unit: str = "cosine"):
     """The MethodResult of acquired probes' pair scores and identification stats, every sample counted
-    when `acquisition` is given (shared by the single-process and the distributed reducer)."""
+    when `acquisition` is given (shared by the single-process and the distributed reducer). `unit`:
+    the model's similarity, or `fused` (`recog.report.SCORE_UNITS`)."""
     def result(s, lab, st):
         has_both = lab.any() and not lab.all()
-        return evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
+        out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
+        out.score = SCORE_UNITS[unit]
+        return out
 
     only = result(scores, labels, stats)
     if acquisition is None:
@@ -278,7 +283,7 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
         acquisition = acquisition_counts(len(common_p), len(failed), g["acquired"], g["failed_to_acquire"])
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,
                          failed_ids=failed.identity.to_numpy().astype(str), impostors_per_probe=per_probe,
-                         acquisition=acquisition)
+                         acquisition=acquisition, fused=True)
 
 
 def side_is_masked(uri: str) -> bool | None:
@@ -448,6 +453,7 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     labels = pairs.labels[keep]
     folds = pairs.folds[keep] if pairs.folds is not None else None
     result = evaluate(name, scores, labels, folds=folds)
+    result.score = SCORE_UNITS[str(rows.similarity.iloc[0])]
     result.verification["pairs_skipped"] = len(pairs) - len(keep)
     images = {k for i in keep for k in (pairs.a[i], pairs.b[i])}
     failed_images = len(images & no_face)

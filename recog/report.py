@@ -35,16 +35,27 @@ class MethodResult:
     acquired_only: "MethodResult | None" = None
     # how the figures were computed (the distributed reducer: tasks, parts, nodes, devices); not a figure
     scored_by: dict | None = field(default=None, compare=False)
+    # what a score (and so every threshold) is: `SCORE_UNITS` of the model's similarity, or of fusion
+    score: str | None = None
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "verification": self.verification, "identification": self.identification,
                "cmc_curve": [[int(r), float(v)] for r, v in self.cmc_curve]}
+        if self.score is not None:
+            out["score"] = self.score
         if self.acquisition is not None:
             out["acquisition"] = self.acquisition
         if self.acquired_only is not None:
             only = self.acquired_only
             out["acquired_only"] = {"verification": only.verification, "identification": only.identification}
         return out
+
+
+# Scores are "larger = more alike" (recog.metrics): a Euclidean model's score is minus its distance, so
+# its thresholds read as negative distances (dlib's "same person below 0.6" is a threshold of -0.6).
+SCORE_UNITS = {"cosine": "cosine similarity",
+               "euclidean": "minus the Euclidean distance (a threshold of -0.6 is a distance of 0.6)",
+               "fused": "z-score: each model's score z-normalised on its impostor scores, then averaged"}
 
 
 def acquisition_counts(probes: int, probes_failed: int, gallery: int | None = None,
@@ -162,6 +173,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
         lines.append(f"{i0['probes']} probes ({i0['mated_probes']} with their identity in the gallery), "
                      f"{i0['gallery']} gallery entries.")
         lines.append("")
+    if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
+        lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results
+                                                                        if r.score) + ".", ""]
     counted = [r for r in results if r.acquisition and "probe" in r.acquisition]
     if counted:
         lines += ["## Every sample counted", "",

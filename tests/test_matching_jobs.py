@@ -119,6 +119,14 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
         # a threshold is a score: BLAS may sum a product with a 3-column part in another order
         assert_same_figures(x, y, threshold_rtol=1e-6)
     assert one[2]["identification"]["gallery"] == 4 and one[2]["verification"]["genuine"] > 0
+    # what a score (and so a threshold) is, per method: a Euclidean model's is minus the distance
+    from recog.report import SCORE_UNITS
+
+    units = [SCORE_UNITS["cosine"], SCORE_UNITS["euclidean"], SCORE_UNITS["fused"]]
+    assert [r["score"] for r in one] == [r["score"] for r in many] == units
+    assert one[1]["verification"]["eer_threshold"] < 0
+    assert f"Scores (and thresholds in report.json): a: {units[0]}; b: {units[1]}; fusion: a + b: {units[2]}." in \
+        (tmp_path / "report-2" / "report.md").read_text()
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
                  "--fuse", "a,zzz"]) == 2
     assert "cannot fuse" in capsys.readouterr().err
