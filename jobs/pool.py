@@ -79,15 +79,23 @@ def plan_pool(workers: int | None = None, gpu: bool = False) -> PoolPlan:
     return PoolPlan(1, workers, CPU_PER_ACTOR, 0, 1)
 
 
+OWN_RAY = False  # whether ensure_ray started the Ray this process uses (it adds no nodes), not joined one
+
+
 def cluster_has_gpus() -> bool:
     """Whether the cluster has, or its autoscaler can add, a GPU (recognition actors then take one
     each). Read from the nodes that exist and from `MFR_GPU_WORKERS=1`, which a cluster whose GPU
     nodes start at zero sets in the job's environment (see cluster.yaml)."""
     import ray
 
+    has_gpus = float(ray.cluster_resources().get("GPU", 0)) > 0
     if os.environ.get("MFR_GPU_WORKERS", "").strip().lower() in ("1", "true", "yes"):
+        if OWN_RAY and not has_gpus:  # its recognition actors would wait for a GPU node for ever
+            raise ValueError("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for recognition, but this job runs "
+                             "on a Ray of its own on this machine, which adds no nodes and has no GPU: unset "
+                             "MFR_GPU_WORKERS, or run the job on the cluster (RAY_ADDRESS, `ray job submit`)")
         return True
-    return float(ray.cluster_resources().get("GPU", 0)) > 0
+    return has_gpus
 
 
 def use_threads(threads: int) -> None:
@@ -131,9 +139,12 @@ def ensure_ray() -> None:
 
     import ray
 
+    global OWN_RAY
     if not ray.is_initialized():
         check_ray_address(os.environ.get("RAY_ADDRESS", ""))
-        options = {} if os.environ.get("RAY_ADDRESS") or _local_cluster_running() else own_ray_options()
+        joining = bool(os.environ.get("RAY_ADDRESS")) or _local_cluster_running()
+        options = {} if joining else own_ray_options()
+        OWN_RAY = not joining
         with dropping_stderr_lines(RAY_LOG_LEVEL_NOTICE):
             ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **options)
     quiet_ray_data()

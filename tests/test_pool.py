@@ -84,7 +84,15 @@ def task():
 pid = ray.get(task.remote())
 time.sleep(4)  # Ray's idle threshold is 1 s, checked every second
 alive = psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-print("RESULT " + json.dumps({"actors": len(actors), "alive": alive}))
+# a Ray of the job's own adds no GPU node: MFR_GPU_WORKERS=1 left recognition actors waiting for ever
+import jobs.pool
+os.environ["MFR_GPU_WORKERS"] = "1"
+try:
+    jobs.pool.cluster_has_gpus()
+    refused = None
+except ValueError as exc:
+    refused = str(exc)
+print("RESULT " + json.dumps({"actors": len(actors), "alive": alive, "own": jobs.pool.OWN_RAY, "refused": refused}))
 """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     temp = Path("/tmp") / f"mfr-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths live under it
@@ -98,3 +106,15 @@ print("RESULT " + json.dumps({"actors": len(actors), "alive": alive}))
     assert done.returncode == 0 and lines, done.stderr[-2000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["actors"] >= 1 and result["alive"], result
+    assert result["own"] and result["refused"].startswith("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for "
+                                                          "recognition, but this job runs on a Ray of its own")
+
+
+def test_gpu_workers_to_come_are_believed_on_a_cluster_the_job_joined(ray_runtime, monkeypatch):
+    import jobs.pool
+
+    monkeypatch.setattr(jobs.pool, "OWN_RAY", False)
+    monkeypatch.setenv("MFR_GPU_WORKERS", "1")
+    assert jobs.pool.cluster_has_gpus()
+    monkeypatch.delenv("MFR_GPU_WORKERS")
+    assert not jobs.pool.cluster_has_gpus()
