@@ -228,9 +228,9 @@ def test_a_gallery_that_takes_every_image_says_so_on_both_reducers(ray_runtime, 
                                                  r"gallery's images \(the first 3 of each identity"):
             run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
                       gallery_per_identity=3, distributed=distributed)
-        two = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"two{distributed}"),
-                        gallery_per_identity=2, distributed=distributed)["result"].to_dict()
-        assert two["identification"]["probes"] == 3 and two["identification"]["gallery"] == 6
+    two = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "two"),
+                    gallery_per_identity=2)["result"].to_dict()
+    assert two["identification"]["probes"] == 3 and two["identification"]["gallery"] == 6
 
 
 @pytest.mark.parametrize("rows_per_part", [40, 7])
