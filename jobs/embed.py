@@ -378,14 +378,14 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    with Lease(output, "mfr embed"), settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
+    with Lease(output, "mfr embed") as lease, settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
             write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
-                                    faces_column="status"), faces_column="status", batch_size=batch_size,
+                                    faces_column="status", lease=lease.token), faces_column="status", batch_size=batch_size,
             workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
         if summary is None:
             ensure_ray()
@@ -396,7 +396,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                                  from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                                  max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
                                  batch_size=batch_size, workers=workers, progress=tracker)
-                return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard)
+                return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard, lease.token)
 
             summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)
             summary.notes = notes

@@ -5,6 +5,10 @@ inputs not done and both write their rows. The lease makes the second one stop a
 message instead. The holder renews it every `RENEW_S` seconds; a lease not renewed for `STALE_S`
 (a job that was killed) is taken over. The lease is written, then read back: of two jobs starting in
 the same instant, the one whose lease is read back holds it, the other stops.
+
+A job that was only stopped (Ctrl-Z, a suspended VM) past `STALE_S` finds its lease taken over when it
+comes back: it no longer renews it, and every shard writer checks the lease before it writes
+(`check_lease`), so the job stops with LeaseLost instead of writing its rows beside the new holder's.
 """
 
 from __future__ import annotations
@@ -25,6 +29,31 @@ class OutputBusy(RuntimeError):
     """Another job holds the output's lease."""
 
 
+class LeaseLost(OutputBusy):
+    """Another job took the output's lease over while this one was stopped."""
+
+
+def _held(store) -> dict | None:
+    try:
+        return json.loads(store.read(LEASE_KEY))
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError):
+        return None  # a torn or foreign file is no lease
+
+
+def check_lease(store, token: str | None) -> None:
+    """Raise LeaseLost when the output's lease holds another job's token (shard writers call it before
+    writing). No lease at all is not a loss: its holder writes it again at its next renewal."""
+    if token is None:
+        return
+    held = _held(store)
+    if held and held.get("token") != token:
+        raise LeaseLost(f"another job ({held.get('command')}, host {held.get('host')}, pid {held.get('pid')}) took "
+                        f"over {store.uri} while this one was stopped for more than {STALE_S:.0f} s; this job stops "
+                        "here so that the two do not both write rows (what it finished is kept)")
+
+
 class Lease:
     def __init__(self, store, command: str):
         self.store, self.command = store, command
@@ -37,12 +66,7 @@ class Lease:
                            "pid": os.getpid(), "renewed": time.time()}).encode()
 
     def _current(self) -> dict | None:
-        try:
-            return json.loads(self.store.read(LEASE_KEY))
-        except FileNotFoundError:
-            return None
-        except (ValueError, UnicodeDecodeError):
-            return None  # a torn or foreign file is no lease
+        return _held(self.store)
 
     def acquire(self) -> "Lease":
         held = self._current()
@@ -63,6 +87,9 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
+                held = self._current()
+                if held and held.get("token") != self.token:
+                    return  # taken over while this job was stopped: never take it back (check_lease stops the job)
                 self.store.write(LEASE_KEY, self._record())
             except Exception:  # a missed renewal only shortens the lease
                 pass

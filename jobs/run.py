@@ -36,7 +36,7 @@ import numpy as np
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
 from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
-from jobs.lease import Lease
+from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
@@ -214,7 +214,7 @@ class RunWorker:
         return self.recognize(self.prepare(batch))
 
 
-def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
+def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: str | None = None) -> dict:
     """Ray Data map function: per group, one shard in every target folder (every image of the
     target's role gets a row; null embedding and the reason when it has no masked face), then the
     manifest shard, last: a manifest row means the image is done everywhere. Shard rows are the
@@ -223,6 +223,7 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target]) -> dict:
     import pyarrow.compute as pc
 
     store = open_store(output_uri)
+    check_lease(store, lease)  # a job whose output another took over while it was stopped writes nothing more
     manifest_columns = [f.name for f in manifest_schema()]
     shards = 0
     for gid in pc.unique(table.column("group")).to_pylist():
@@ -367,11 +368,12 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
-    with Lease(out, "mfr run"), settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
+    with Lease(out, "mfr run") as lease, settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),
-            write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets), faces_column="masked",
+            write=functools.partial(write_run_shards, output_uri=out.uri, targets=targets, lease=lease.token),
+            faces_column="masked",
             batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard, started=started,
             progress=progress)
         on_ray = summary is None
@@ -393,7 +395,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                                         fn_constructor_kwargs={"threads": recognition.threads},
                                         batch_size=max(batch_size, 32), batch_format="pyarrow",
                                         **recognition.map_batches_args(initial=1))
-                return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets},
+                return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets,
+                                                                   "lease": lease.token},
                                       batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
 
             summary = run_listed(out, RUN_MANIFEST, input_groups, lister, build, started, progress,

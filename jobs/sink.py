@@ -79,14 +79,17 @@ def shard_file_name(table) -> str:
     return shard_name(table.column("input_row").to_pylist(), kind)
 
 
-def write_shards(table, *, output_uri: str, directory: str, faces_column: str) -> dict:
+def write_shards(table, *, output_uri: str, directory: str, faces_column: str, lease: str | None = None) -> dict:
     """Ray Data map function: write `table` (rows with `group` (a `jobs.source.group_id`),
-    `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts."""
+    `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts.
+    `lease`: the job's lease token, checked first (`jobs.lease.check_lease`)."""
     import pyarrow.compute as pc
 
+    from jobs.lease import check_lease
     from jobs.storage import open_store
 
     store = open_store(output_uri)
+    check_lease(store, lease)
     shards = 0
     counts = input_counts(table)
     transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
@@ -148,12 +151,13 @@ def mark_first(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def write_stage(ds, output_uri: str, directory: str, faces_column: str, rows_per_shard: int = ROWS_PER_SHARD):
+def write_stage(ds, output_uri: str, directory: str, faces_column: str, rows_per_shard: int = ROWS_PER_SHARD,
+                lease: str | None = None):
     """`ds` written as shards by tasks (a little CPU each: see jobs.pool)."""
     from jobs.pool import TASK_CPUS
 
     return ds.map_batches(write_shards, fn_kwargs={"output_uri": output_uri, "directory": directory,
-                                                   "faces_column": faces_column},
+                                                   "faces_column": faces_column, "lease": lease},
                           batch_size=rows_per_shard, batch_format="pyarrow", num_cpus=TASK_CPUS)
 
 

@@ -159,6 +159,46 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
     assert not store.exists(LEASE_KEY)
 
 
+def test_a_job_whose_lease_was_taken_over_while_it_was_stopped_writes_no_more_rows(face_photos, tmp_path,
+                                                                                    monkeypatch):
+    """A job stopped (Ctrl-Z) past the lease's 2 minutes, whose output another job then took over,
+    renewed the lease again when it came back and both wrote rows: 105 manifest rows for 73 inputs.
+    Now it never takes a lease back, and its shard writers stop it."""
+    import jobs.lease
+    from jobs.lease import LEASE_KEY, Lease, LeaseLost
+    from jobs.run import write_run_shards
+    from jobs.sink import write_shards
+
+    store = open_store(tmp_path / "out")
+    monkeypatch.setattr(jobs.lease, "RENEW_S", 0.1)
+    stopped = Lease(store, "mfr mask").acquire()
+    taker = {"token": "the-other-job", "command": "mfr mask", "host": "h", "pid": 7, "renewed": time.time()}
+    store.write(LEASE_KEY, json.dumps(taker).encode())  # what the job that took over wrote
+    time.sleep(0.5)  # several renewals of the stopped job's lease
+    assert json.loads(store.read(LEASE_KEY))["token"] == "the-other-job"
+    for write in (lambda: write_shards(None, output_uri=store.uri, directory="manifest", faces_column="masked",
+                                       lease=stopped.token),
+                  lambda: write_run_shards(None, output_uri=store.uri, targets=[], lease=stopped.token)):
+        with pytest.raises(LeaseLost, match=r"another job \(mfr mask, host h, pid 7\) took over .* this job stops"):
+            write()
+    stopped.release()  # leaves the other job's lease where it is
+    assert json.loads(store.read(LEASE_KEY))["token"] == "the-other-job"
+
+    # a whole job on the local pool, its lease taken over after its first shard: exit 2, no row after
+    dataset, out = photo_folder(tmp_path / "in", face_photos[:12]), tmp_path / "job"
+    job = start_job(["mask", str(dataset), str(out), "--quiet", "--batch-size", "1", "--workers", "1",
+                     "--rows-per-shard", "1", "--executor", "local"])
+    try:
+        wait_for(lambda: len(list((out / "manifest").rglob("*.parquet"))) >= 1, 240, "the first shard", job)
+        (out / LEASE_KEY).write_text(json.dumps({**taker, "renewed": time.time()}))
+        _, err = job.communicate(timeout=300)
+    finally:
+        job.kill()
+    assert job.returncode == 2 and "took over" in err.strip().splitlines()[-1], err[-2000:]
+    assert len(list((out / "manifest").rglob("*.parquet"))) < 12
+    assert json.loads((out / LEASE_KEY).read_text())["token"] == "the-other-job"
+
+
 def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_writing_nothing(face_photos, tmp_path,
                                                                                             capsys):
     """`mfr mask IN IN` (however the folder is spelled) once wrote images/, crops/, manifest/ and its
