@@ -28,6 +28,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -73,10 +74,25 @@ _worker = None
 _failure: BaseException | None = None
 
 
-def _start_worker(factory) -> None:
+def _exit_after(parent: int) -> None:
+    """A worker's watch on the job's process: a job killed outright (SIGKILL, the OOM killer, a hard
+    timeout) cannot stop its pool, whose processes, children of the forkserver, would live on."""
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # a process of another user took the id: ours is gone
+            os._exit(1)
+
+
+def _start_worker(factory, parent: int | None = None) -> None:
     global _worker, _failure
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
+        threading.Thread(target=_exit_after, args=(parent,), daemon=True, name="mfr-parent-watch").start()
     os.environ["MFR_NUM_THREADS"] = "1"
     try:
         _worker = factory()
@@ -189,7 +205,7 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
     members: list = []  # the pool's processes, for why it broke
     broken = False
     with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
-                             initargs=(factory,)) as pool:
+                             initargs=(factory, os.getpid())) as pool:
         try:
             with _main_module_hidden():  # every process starts now (and loads its models), none later
                 starting = [pool.submit(_started) for _ in range(processes)]

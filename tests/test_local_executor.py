@@ -304,6 +304,31 @@ def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(f
     assert frame.source_key.nunique() == 20 and not frame.duplicated(["source_key", "face_index"]).any()
 
 
+def test_a_job_killed_outright_takes_its_pool_processes_with_it(face_photos, tmp_path):
+    """SIGKILL of the job (the OOM killer, a hard timeout) left its pool's processes alive for good,
+    about 1.2 GB of memory, parented to init."""
+    root = photo_folder(tmp_path / "in", face_photos[:20])
+    out = tmp_path / "out"
+    job = start_job(["mask", str(root), str(out), "--quiet", "--batch-size", "1", "--workers", "1",
+                     "--rows-per-shard", "1"])
+    pool = []
+    try:
+        wait_for(lambda: list((out / "manifest").rglob("*.parquet")), 240, "the first shard", job)
+        pool = psutil.Process(job.pid).children(recursive=True)
+        assert any("forkserver" in " ".join(p.cmdline()) for p in pool), [p.cmdline() for p in pool]
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=30)
+        wait_for(lambda: not [p for p in pool if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 60,
+                 "the pool's processes to end")
+    finally:
+        job.kill()
+        for p in pool:  # whatever is left, so that the test leaves nothing behind either way
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+
+
 def test_a_worker_process_that_fails_is_not_said_to_be_killed():
     """A worker process that ends with an error status (as one does whose worker code cannot be
     imported) is said to have failed, with its status, not to have been killed or out of memory."""
