@@ -268,9 +268,11 @@ def augment_stage(ds, images_uri: str, output_uri: str, options: AugmentOptions,
                           batch_format="pyarrow", **plan.map_batches_args())
 
 
-def check_batch_size(batch_size, rows_per_shard=ROWS_PER_SHARD) -> None:
-    for name, value in (("batch_size", batch_size), ("rows_per_shard", rows_per_shard)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_counts(**counts) -> None:
+    """A job's count arguments (batch_size, rows_per_shard, max_pixels, workers, ...), refused before any
+    work unless each is a whole number of at least 1 (None: not given, where the job has a default)."""
+    for name, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
@@ -287,9 +289,11 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     failed are done again, their old rows replaced (`jobs.source.DoneUnlessFailed`)."""
     from jobs.source import DoneUnlessFailed
 
-    options = options or AugmentOptions()
+    options = AugmentOptions() if options is None else options
+    if not isinstance(options, AugmentOptions):
+        raise ValueError(f"options must be an AugmentOptions (e.g. AugmentOptions(style='surgical')), got {options!r}")
     done_where = DoneUnlessFailed() if retry_failed else None
-    check_batch_size(batch_size, rows_per_shard)
+    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)
     started = time.perf_counter()
     output = open_store(output_uri)

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import functools
 import time
+from pathlib import Path
 
 import numpy as np
 
-from jobs.augment import check_batch_size, node_id, plan_from, read_parquet_dir
+from jobs.augment import check_counts, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
@@ -357,12 +358,23 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
     replaced (`jobs.source.DoneUnlessFailed`)."""
-    from maskgen.finder import FACE_POLICIES
+    from maskgen.finder import ALIGNMENTS, FACE_POLICIES
+    from maskgen.masks import STYLE_NAMES, check_seed
+    from recog.matching import mode_from_name
 
+    # everything a worker would refuse, refused here before anything is written (an alignment typo
+    # recorded in the settings refused every correct rerun of the output)
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
-
-    check_batch_size(batch_size, rows_per_shard)
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
+    if mask_style not in STYLE_NAMES:
+        raise ValueError(f"mask_style must be one of {STYLE_NAMES}, got {mask_style!r}")
+    mode_from_name(mode)
+    check_seed(seed)
+    if not isinstance(model, (str, Path)):
+        raise ValueError(f"model is a built-in model's name or an .onnx path, got {model!r}")
+    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)
     face = "all" if all_faces else face
     started = time.perf_counter()

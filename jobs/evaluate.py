@@ -119,6 +119,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
+    from jobs.augment import check_counts
+
+    check_counts(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     if pairs and lists:
         raise ValueError("give a pairs file or identification lists, not both")
     if pairs and gallery_template != "best":

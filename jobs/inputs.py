@@ -650,8 +650,9 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
     left to do in a group."""
-    from jobs.storage import LocalStore, open_parent, redact
+    from jobs.storage import LocalStore, open_parent, open_store, redact
 
+    open_store(input_uri)  # a folder path or an s3:// URI, never str(None) read as a folder named None
     input_uri = str(input_uri)
     notes = []
     if is_manifest(input_uri):

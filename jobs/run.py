@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.augment import MANIFEST_DIR, AugmentWorker, check_batch_size, manifest_schema
+from jobs.augment import MANIFEST_DIR, AugmentWorker, check_counts, manifest_schema
 from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
@@ -344,7 +344,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     from recog.embed import Embedder
 
     models, modes = run_methods(list(models) if models is not None else [model], modes)
-    check_batch_size(batch_size, rows_per_shard)
+    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
+                 recognition_workers=recognition_workers)
     check_executor(executor)
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")

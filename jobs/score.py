@@ -342,8 +342,13 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     notes = []
     if title is None:
         title, notes = sides_title(probe_uri, gallery_uri)
+    from jobs.augment import check_counts
+
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
+    check_counts(gallery_per_identity=gallery_per_identity, gallery_part_rows=gallery_part_rows)
+    if score_device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"score_device must be one of ('auto', 'cpu', 'gpu'), got {score_device!r}")
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]

@@ -81,6 +81,8 @@ def open_parent(uri: str | Path) -> tuple["LocalStore | S3Store", str]:
 
 
 def open_store(uri: str | Path) -> "LocalStore | S3Store":
+    if not isinstance(uri, (str, Path)) or not str(uri):  # str(None) would be a folder named None
+        raise ValueError(f"a location is a folder path or an s3:// URI, got {uri!r}")
     text = str(uri)
     parts = urlsplit(text)
     if parts.scheme in ("s3", "s3a"):

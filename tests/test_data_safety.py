@@ -659,3 +659,37 @@ def test_a_ray_address_nothing_answers_is_refused_before_any_output_is_made(face
         listening.listen()
         jobs.pool.check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")
     jobs.pool.check_ray_address("auto")  # left to Ray
+
+
+def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_photos, tmp_path):
+    """What the command line checks, the Python functions check too: `run_embed(alignment='nose')`
+    embedded nothing, recorded the typo and then refused every correct rerun; an unknown mode was
+    Ray's ActorDiedError; max_pixels=-5 recorded every image too_large; options='surgical' was a
+    TypeError from dataclasses; None was a folder named None."""
+    from jobs.augment import run_augment
+    from jobs.embed import run_embed
+    from jobs.evaluate import run_evaluate
+    from jobs.run import run_pipeline
+    from jobs.score import run_score
+
+    dataset, out = str(photo_folder(tmp_path / "in", face_photos[:1])), tmp_path / "out"
+    refused = [
+        (lambda: run_embed(dataset, str(out), masked=False, alignment="nose"), "alignment must be one of"),
+        (lambda: run_embed(dataset, str(out), masked=False, mode="banana", executor="ray"), "banana"),
+        (lambda: run_embed(dataset, str(out), masked=False, mask_style="lace"), "mask_style must be one of"),
+        (lambda: run_embed(dataset, str(out), None, masked=False), "model is a built-in model's name"),
+        (lambda: run_embed(dataset, str(out), masked=False, seed=-1), "run seed"),
+        (lambda: run_augment(dataset, str(out), max_pixels=-5), "max_pixels must be a whole number of at least 1"),
+        (lambda: run_augment(dataset, str(out), "surgical"), "options must be an AugmentOptions"),
+        (lambda: run_augment(dataset, str(out), workers=0), "workers must be a whole number"),
+        (lambda: run_augment(None, str(out)), "a location is a folder path or an s3:// URI, got None"),
+        (lambda: run_pipeline(dataset, str(out), max_pixels=0), "max_pixels must be"),
+        (lambda: run_pipeline(dataset, str(out), recognition_workers=0), "recognition_workers must be"),
+        (lambda: run_evaluate(dataset, str(out), max_pixels=2.5), "max_pixels must be"),
+        (lambda: run_score(dataset, dataset, str(out), gallery_part_rows=0, distributed=True), "gallery_part_rows"),
+        (lambda: run_score(dataset, dataset, str(out), score_device="tpu"), "score_device must be one of"),
+    ]
+    for call, words in refused:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            call()
+        assert not out.exists(), words
