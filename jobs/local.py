@@ -70,6 +70,16 @@ def small_job_rows(groups, lister, limit: int):
     return tables
 
 
+def input_boundary(table, rows: int) -> int | None:
+    """The first row at or after `rows` where an input's rows begin (`_first`), None if none does."""
+    import numpy as np
+
+    if table.num_rows <= rows:
+        return None
+    starts = np.flatnonzero(np.asarray(table.column("_first").slice(rows).to_pylist(), dtype=bool))
+    return rows + int(starts[0]) if starts.size else None
+
+
 _worker = None
 _failure: BaseException | None = None
 
@@ -178,9 +188,15 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
     pending_rows: list = []
 
     def flush(final: bool = False) -> None:
-        while pending_rows and (final or sum(t.num_rows for t in pending_rows) >= rows_per_shard):
+        # shards of at least rows_per_shard rows, cut where an input's rows begin: an image's face rows
+        # are never split between two shards
+        while pending_rows and (final or sum(t.num_rows for t in pending_rows) > rows_per_shard):
             table = pa.concat_tables(pending_rows)
-            head, rest = table.slice(0, rows_per_shard), table.slice(rows_per_shard)
+            cut = input_boundary(table, rows_per_shard)
+            if cut is None and not final:
+                pending_rows[:] = [table]
+                return
+            head, rest = (table, table.slice(table.num_rows)) if cut is None else (table.slice(0, cut), table.slice(cut))
             pending_rows[:] = [rest] if rest.num_rows else []
             summary.add({k: v[0] for k, v in write(head).items()})
 

@@ -41,7 +41,7 @@ from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
 from jobs.settings import augment_settings, settings_recorded
-from jobs.sink import ROWS_PER_SHARD, input_counts, put_shard, require_inputs, run_listed
+from jobs.sink import ROWS_PER_SHARD, continuation, input_counts, put_shard, require_inputs, run_listed
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from maskgen.decode import DEFAULT_MAX_PIXELS
@@ -136,7 +136,8 @@ class PrepareWorker(AugmentWorker):
         self.specs, self.crops = specs, crops  # crops: {"gallery": {"unmasked", ...}, "probe": {"masked"}}
         fields = [pa.field(crop_column(m, c), pa.binary()) for m in specs for c in ("unmasked", "masked")]
         self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_()),
-                                                     pa.field("_written", pa.list_(pa.string()))] + fields)
+                                                     pa.field("_written", pa.list_(pa.string())),
+                                                     pa.field("_image_crops", pa.list_(pa.string()))] + fields)
 
     def row_extras(self, item: dict) -> dict:
         """The image's role, and the folders a rerun must not write it to again (jobs.inputs.FolderLister)."""
@@ -157,6 +158,11 @@ class PrepareWorker(AugmentWorker):
                 for crop in wanted:
                     picture = image if crop == "unmasked" else result.image
                     row[crop_column(m, crop)] = align_face(picture, face.alignment_points, spec.face_template).tobytes()
+        # on every row of the image: the crops it has at all, for a shard writer that sees only some of
+        # its rows (a batch cut inside them) to know whether the image has a face embedded elsewhere
+        crops = sorted({c for row in rows for c, v in row.items() if c.startswith("crop:") and v is not None})
+        for row in rows:
+            row["_image_crops"] = crops
         return rows
 
 
@@ -229,6 +235,7 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
     for gid in pc.unique(table.column("group")).to_pylist():
         part = table.filter(pc.equal(table.column("group"), gid))
         rows = part.to_pylist()
+        cut = continuation(part)
         for t in targets:
             by_input: dict = {}
             for r in rows:
@@ -237,6 +244,11 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
             records = []
             for faces in by_input.values():
                 embedded = [r for r in faces if r[t.column] is not None]
+                if not embedded:
+                    # the image's one row without an embedding, from its first row: none where this batch
+                    # holds only some of its rows and another has its embedded faces or its first row
+                    faces = [r for r in faces if r.get("_first") and
+                             crop_column(t.model, t.crop) not in (r.get("_image_crops") or ())]
                 for r in embedded or faces[:1]:
                     record = FaceRecord.from_row(r).with_(masked=not t.gallery, model_id=t.model_id, mode=t.mode,
                                                           similarity=t.similarity, node=r["recognition_node"])
@@ -247,11 +259,11 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
                                                                 {"status": "no_face", "message": "no masked face"}))
                     records.append(record)
             if records:
-                put_shard(store, t.shard_dir, gid, records_table(records, "shard", t.dim))
+                put_shard(store, t.shard_dir, gid, records_table(records, "shard", t.dim), cut)
                 shards += 1
         new = [RUN_MANIFEST not in (r["_written"] or ()) for r in rows]
         if any(new):
-            put_shard(store, RUN_MANIFEST, gid, part.filter(pa.array(new)).select(manifest_columns))
+            put_shard(store, RUN_MANIFEST, gid, part.filter(pa.array(new)).select(manifest_columns), cut)
             shards += 1
     counts = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],

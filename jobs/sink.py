@@ -67,7 +67,16 @@ def shard_name(input_rows, kind: str = "") -> str:
     return "part-" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:24] + ".parquet"
 
 
-def shard_file_name(table) -> str:
+def continuation(table) -> str:
+    """'' for rows that begin with an input's first row; else (the shard writer's batch was cut inside
+    an image's face rows) the face index the rows continue at, which the shard's name then includes:
+    the later parts of one image's rows would otherwise share a name and overwrite each other."""
+    if "_first" not in table.column_names or not table.num_rows or table.column("_first")[0].as_py():
+        return ""
+    return f"continued at face {table.column('face_index')[0].as_py()}"
+
+
+def shard_file_name(table, part: str = "") -> str:
     """The file name of a shard holding `table`: from its input rows, and, for embedding shards, its
     model and mode. One folder holds the shards of every model and mode embedded into it (a rerun
     with another model adds its own); named by the input rows alone, a second model's shard of the
@@ -76,6 +85,8 @@ def shard_file_name(table) -> str:
     if "model_id" in table.column_names:
         modes = table.column("mode").to_pylist() if "mode" in table.column_names else [""] * table.num_rows
         kind = "\n".join(sorted({f"{m}|{d}" for m, d in zip(table.column("model_id").to_pylist(), modes)}))
+    if part:
+        kind = f"{kind}\n{part}"
     return shard_name(table.column("input_row").to_pylist(), kind)
 
 
@@ -94,7 +105,8 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str, l
     counts = input_counts(table)
     transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
     for group in pc.unique(table.column("group")).to_pylist():
-        put_shard(store, directory, group, table.filter(pc.equal(table.column("group"), group)).drop_columns(transient))
+        rows = table.filter(pc.equal(table.column("group"), group))
+        put_shard(store, directory, group, rows.drop_columns(transient), continuation(rows))
         shards += 1
     return {"inputs": [sum(counts.values())], "faces": [faces_in(table, faces_column)], "shards": [shards],
             "statuses": [json.dumps(counts)]}
@@ -118,18 +130,19 @@ def batch_counts(table, faces_column: str) -> tuple[int, int, dict]:
     return len(set(inputs)), faces_in(table, faces_column), status_counts(inputs, table.column("status").to_pylist())
 
 
-def put_shard(store, directory: str, group: str, table) -> None:
-    """Write `table` (the rows of one group) as its shard: `<directory>/<group>/part-<hash>.parquet`."""
-    write_shard(store, f"{directory}/{group}", table)
+def put_shard(store, directory: str, group: str, table, part: str = "") -> None:
+    """Write `table` (the rows of one group) as its shard: `<directory>/<group>/part-<hash>.parquet`
+    (`part`: `continuation`'s label of the rows it was cut from)."""
+    write_shard(store, f"{directory}/{group}", table, part)
 
 
-def write_shard(store, folder: str, table) -> None:
+def write_shard(store, folder: str, table, part: str = "") -> None:
     """Write `table` as a shard in `folder` of `store`, named by `shard_file_name`."""
     import pyarrow.parquet as pq
 
     sink = io.BytesIO()
     pq.write_table(table, sink)
-    store.write(f"{folder}/{shard_file_name(table)}", sink.getvalue())
+    store.write(f"{folder}/{shard_file_name(table, part)}", sink.getvalue())
 
 
 def input_counts(table) -> dict:

@@ -270,3 +270,35 @@ def test_reading_the_manifest_of_something_that_is_not_an_augment_output_says_so
                           (f"s3://{bucket}/nothing", f"s3://{bucket}/nothing/manifest")):
         with pytest.raises(FileNotFoundError, match=f"no manifest under {manifest}: not the output of `mfr mask`"):
             read_manifest(uri)
+
+
+def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_runtime, tmp_path):
+    """An image's face rows cut between two shards: with fewer rows per shard than faces the parts
+    shared a name and overwrote each other (faces lost from the manifest), and `mfr run` scored the
+    part without the embedded face as a probe with no face (AUC 0.625 instead of 1.0). Ray's shard
+    writers take batches cut anywhere; the local pool cuts where an image's rows begin."""
+    import json
+
+    from jobs.cli import main
+
+    faces = require_shared("faces")
+    photos = [faces / "person_01" / "img1.jpg", faces / "person_01" / "img2.jpg",
+              faces / "person_02" / "img12.jpg", faces / "person_02" / "img54.jpg"]  # img54: 3 faces
+    dataset = photo_folder(tmp_path / "in", photos)
+
+    def job(command: str, executor: str, rows: int):
+        out = tmp_path / f"{command}-{executor}-{rows}"
+        assert main([command, str(dataset), str(out), "--quiet", "--executor", executor, "--rows-per-shard",
+                     str(rows), "--batch-size", "4"]) == 0
+        return out
+
+    for executor in ("ray", "local"):
+        masked = job("mask", executor, 1)
+        manifest = read_manifest(str(masked))
+        assert sorted(manifest[manifest.source_key == "person_02/img54.jpg"].face_index) == [0, 1, 2], executor
+        assert len(manifest) == 6 and not manifest.duplicated(["source_key", "face_index"]).any()
+    # the local pool never cuts an image's rows: Ray's writers, cut inside them, must score what it scores
+    ray, local = (json.loads((job("run", executor, 2) / "report" / "report.json").read_text())["results"][0]
+                  for executor in ("ray", "local"))
+    assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
+    assert local["identification"]["probes"] == 2 and local["verification"]["auc"] == 1.0
