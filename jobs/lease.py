@@ -3,7 +3,8 @@
 Two jobs writing the same output at once (say with different `--batch-size`) would both find the same
 inputs not done and both write their rows. The lease makes the second one stop at once with a clear
 message instead. The holder renews it every `RENEW_S` seconds; a lease not renewed for `STALE_S`
-(a job that was killed) is taken over. The lease is written, then read back: of two jobs starting in
+(a job that was killed) is taken over, at once when it names a process of this machine that has
+ended. The lease is written, then read back: of two jobs starting in
 the same instant, the one whose lease is read back holds it, the other stops.
 
 A job that was only stopped (Ctrl-Z, a suspended VM) past `STALE_S` finds its lease taken over when it
@@ -19,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 
 LEASE_KEY = "_mfr_lease.json"
 RENEW_S = 20.0
@@ -54,6 +56,31 @@ def check_lease(store, token: str | None) -> None:
                         "here so that the two do not both write rows (what it finished is kept)")
 
 
+def _this_machine() -> str:
+    """Boot and PID namespace of this process: two leases that share them name processes one
+    `os.kill` can see (a host name alone does not: containers and clones share names)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
+def _gone(held: dict) -> bool:
+    """Whether the job holding `held` is known to be gone: its process, on this machine, has ended (a
+    job killed outright), so its lease need not age for STALE_S first."""
+    where, pid = held.get("machine"), held.get("pid")
+    if not where or where != _this_machine() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 class Lease:
     def __init__(self, store, command: str):
         self.store, self.command = store, command
@@ -63,14 +90,15 @@ class Lease:
 
     def _record(self) -> bytes:
         return json.dumps({"token": self.token, "command": self.command, "host": socket.gethostname(),
-                           "pid": os.getpid(), "renewed": time.time()}).encode()
+                           "pid": os.getpid(), "machine": _this_machine(), "renewed": time.time()}).encode()
 
     def _current(self) -> dict | None:
         return _held(self.store)
 
     def acquire(self) -> "Lease":
         held = self._current()
-        if held and held.get("token") != self.token and time.time() - float(held.get("renewed", 0)) < STALE_S:
+        if held and held.get("token") != self.token and time.time() - float(held.get("renewed", 0)) < STALE_S \
+                and not _gone(held):
             raise OutputBusy(
                 f"another job is writing to {self.store.uri} ({held.get('command')}, host {held.get('host')}, "
                 f"pid {held.get('pid')}, renewed {time.time() - float(held['renewed']):.0f} s ago): wait for it to "

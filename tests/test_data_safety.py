@@ -157,6 +157,19 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
     lease = Lease(store, "test").acquire()  # a job killed 10 minutes ago holds nothing
     lease.release()
     assert not store.exists(LEASE_KEY)
+    # a job of this machine killed a moment ago (its lease fresh) holds nothing either: its process is gone
+    from jobs.lease import OutputBusy, _this_machine
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # ended and reaped: its pid names no process now
+    for pid, holds in ((ended.pid, False), (os.getppid(), True)):
+        fresh = {**stale, "pid": pid, "machine": _this_machine(), "renewed": time.time()}
+        store.write(LEASE_KEY, json.dumps(fresh).encode())
+        if holds:
+            with pytest.raises(OutputBusy, match="another job is writing"):
+                Lease(store, "test").acquire()
+        else:
+            Lease(store, "test").acquire().release()
 
 
 def test_a_job_whose_lease_was_taken_over_while_it_was_stopped_writes_no_more_rows(face_photos, tmp_path,
