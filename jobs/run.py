@@ -26,6 +26,7 @@ jobs/local.py: each process prepares, then embeds, its batches) and is scored in
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -322,6 +323,18 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
         masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"))
 
 
+@contextlib.contextmanager
+def sub_leases(out, targets: list[Target]):
+    """Leases on the outputs inside the run's own (`masked/`, each shard folder's), which `mfr mask` and
+    `mfr embed` could be writing to as outputs of their own: a lease on the run's folder alone let
+    `mfr mask DS OUT/masked` rewrite a running run's manifest and images, each job holding a lease the
+    other never looked at."""
+    with contextlib.ExitStack() as stack:
+        for folder in ["masked", *sorted({t.folder for t in targets})]:
+            stack.enter_context(Lease(open_store(out.uri_of(folder)), f"mfr run (its {folder}/)"))
+        yield
+
+
 def recognition_pool(workers: int | None = None):
     """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
     its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
@@ -381,7 +394,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
-    with Lease(out, "mfr run") as lease, settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
+    with Lease(out, "mfr run") as lease, sub_leases(out, targets), \
+            settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),

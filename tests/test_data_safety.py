@@ -172,6 +172,23 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
             Lease(store, "test").acquire().release()
 
 
+def test_a_run_and_a_job_on_an_output_inside_it_exclude_each_other(face_photos, tmp_path, capsys):
+    """`mfr mask DS OUT/masked` while `mfr run DS OUT` ran rewrote the run's manifest and images: each
+    held a lease the other never looked at."""
+    from jobs.lease import Lease
+    from jobs.run import sub_leases
+
+    dataset, out = photo_folder(tmp_path / "in", face_photos[:2]), tmp_path / "out"
+    with sub_leases(open_store(out), []):  # what a running `mfr run` holds inside its output
+        assert main(["mask", str(dataset), str(out / "masked"), "--quiet", "--executor", "local"]) == 2
+    assert "another job is writing to" in capsys.readouterr().err
+    with Lease(open_store(out / "masked"), "mfr mask"):  # and the other way round
+        assert main(["run", str(dataset), str(out), "--quiet", "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert f"another job is writing to {out / 'masked'} (mfr mask" in err, err
+    assert not list((out / "masked").rglob("*.parquet"))
+
+
 def test_a_job_whose_lease_was_taken_over_while_it_was_stopped_writes_no_more_rows(face_photos, tmp_path,
                                                                                     monkeypatch):
     """A job stopped (Ctrl-Z) past the lease's 2 minutes, whose output another job then took over,
