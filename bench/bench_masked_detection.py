@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -83,7 +84,9 @@ def masked_crops_rows() -> None:
 
 
 def main() -> None:
-    if "--only" in sys.argv and sys.argv[sys.argv.index("--only") + 1] == "masked_crops":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=("masked_crops",), help="only the real masked crops' table")
+    if parser.parse_args().only == "masked_crops":
         return masked_crops_rows()
     from maskgen.align import alignment_matrix, transform_points
     from maskgen.boxes import iou_matrix

@@ -21,6 +21,7 @@ TAR at FAR = 0.1 for `sface` and `dlib-resnet`.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -30,6 +31,7 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from maskgen.boxes import iou_matrix
     from maskgen.decode import decode_image
     from maskgen.detect import MTCNN

@@ -246,3 +246,29 @@ def test_a_dry_run_refuses_the_lists_of_models_and_modes_the_run_refuses(face_ph
     assert not (tmp_path / "out").exists()
     assert main(["embed", str(dataset), str(tmp_path / "emb"), "--mask-style", "cloth", "--dry-run"]) == 2
     assert "--mask-style chooses the mask --mode masked-gallery draws" in capsys.readouterr().err
+
+
+def test_every_benchmark_and_tool_prints_its_usage_for_help():
+    """`--help` ran two benchmarks for minutes and made the tools fail with tracebacks (the argument
+    taken as a data folder). All of them in one process, each as `python SCRIPT --help` runs it."""
+    import subprocess
+    import sys
+
+    scripts = sorted(str(p) for d in ("bench", "tools") for p in (ROOT / d).glob("*.py")
+                     if p.name not in ("lfw_like.py", "reference_mtcnn.py"))  # helpers other scripts import
+    code = ("import contextlib, io, runpy, sys\n"
+            "for script in sys.argv[1:]:\n"
+            "    sys.argv = [script, '--help']\n"
+            "    out = io.StringIO()\n"
+            "    try:\n"
+            "        with contextlib.redirect_stdout(out):\n"
+            "            runpy.run_path(script, run_name='__main__')\n"
+            "        print('NO EXIT', script)\n"
+            "    except SystemExit as exc:\n"
+            "        print('EXIT', exc.code, script, 'usage:' in out.getvalue())\n")
+    done = subprocess.run([sys.executable, "-c", code, *scripts], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = done.stdout.splitlines()
+    assert len(results) == len(scripts) >= 15, results
+    assert all(line.startswith("EXIT 0 ") and line.endswith(" True") for line in results), results

@@ -8,7 +8,7 @@ Pairs each MTCNN face with dlib's HOG detection of the same face (IoU > 0.4, mut
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -60,4 +60,7 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('folder', help='a folder of face photos (e.g. ../shared/data/faces)')
+    args = parser.parse_args()
+    main(args.folder)

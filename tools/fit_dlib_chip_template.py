@@ -11,7 +11,7 @@ against dlib's own chip pixels) and average the MTCNN points mapped into it.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import cv2
@@ -71,4 +71,7 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('folder', help='a folder of face photos (e.g. ../shared/data/faces)')
+    args = parser.parse_args()
+    main(args.folder)

@@ -10,12 +10,14 @@ the fit offline and nothing is derived from the test data.
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
 
 
 def main() -> int:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     from jobs.demo import PHOTOS
     from maskgen.align import alignment_matrix, transform_points
     from maskgen.decode import decode_image

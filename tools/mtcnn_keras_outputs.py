@@ -10,8 +10,8 @@ hash first, so the fixture stays small and holds no image data.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
-import sys
 
 import numpy as np
 
@@ -38,4 +38,7 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('out_path', help='the .npz fixture to write')
+    args = parser.parse_args()
+    main(args.out_path)

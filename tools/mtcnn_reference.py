@@ -14,8 +14,8 @@ or the reference's batch padding.  Coordinates are stored unrounded (the package
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -71,4 +71,8 @@ def main(data_root: str, out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('data_root', help='the shared data folder (../shared/data)')
+    parser.add_argument('out_path', help='the JSON fixture to write')
+    args = parser.parse_args()
+    main(args.data_root, args.out_path)
