@@ -66,6 +66,10 @@ def test_a_gallery_of_one_identity_keeps_its_verification_section_saying_why_it_
     assert "## Verification\n\nn/a: the comparisons are all genuine or all impostor (a gallery of one identity " \
            "has no impostor pair)" in md
     assert "every probe is ranked first" in md and "## Identification" in md
+    # ranks above the gallery's size are not figures: n/a, not a trivial 100 %
+    assert result.identification["rank"] == {"1": 1.0, "5": None, "10": None, "20": None}
+    row = next(line for line in md.splitlines() if line.startswith("| one |") and "n/a" in line)
+    assert row.split("|")[-2].strip() == "n/a"  # Rank-5
 
 
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
