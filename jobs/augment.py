@@ -300,14 +300,16 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    with Lease(output, "mfr mask") as lease, settings_recorded(output, "mfr mask", augment_settings(options), MANIFEST_DIR):
+    with Lease(output, "mfr mask") as lease, \
+            settings_recorded(output, "mfr mask", augment_settings(options), MANIFEST_DIR):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
                                              threads=1),
             write=functools.partial(write_shards, output_uri=output.uri, directory=MANIFEST_DIR,
-                                    faces_column="masked", lease=lease.token), faces_column="masked", batch_size=batch_size,
-            workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
+                                    faces_column="masked", lease=lease.token),
+            faces_column="masked", batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard,
+            started=started, progress=progress)
         if summary is None:
             ensure_ray()
             images, groups, lister, notes = listing

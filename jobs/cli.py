@@ -439,6 +439,7 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
 
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     options = {command: _config_options(sp) for command, sp in subparsers.items()}
+    top, table = {}, {}  # the running command's defaults: its table's keys win over top-level ones
     for key, value in data.items():
         if isinstance(value, dict):
             if key not in COMMANDS:
@@ -447,23 +448,18 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
                 action = options[key].get(option.replace("-", "_"))
                 if action is None:
                     refuse(f"[{key}] has no option {option!r}")
-                config_value(action, item, lambda why: refuse(f"[{key}] {option}: {why}"))
+                checked = config_value(action, item, lambda why: refuse(f"[{key}] {option}: {why}"))
+                if key == name and checked is not None:
+                    table[action.dest] = checked
         else:
-            actions = [o[key.replace("-", "_")] for o in options.values() if key.replace("-", "_") in o]
-            if not actions:
+            holders = {c: o[key.replace("-", "_")] for c, o in options.items() if key.replace("-", "_") in o}
+            if not holders:
                 refuse(f"no command has an option {key!r}")
-            for action in actions:  # a top-level key is each command's that has the option
-                config_value(action, value, lambda why: refuse(f"{key}: {why}"))
-    values = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    values.update(data.get(name, {}))
-    chosen = {}
-    for key, value in values.items():
-        action = options[name].get(key.replace("-", "_"))
-        if action is None:
-            continue  # a top-level key for other commands
-        value = config_value(action, value, lambda why: refuse(f"{key}: {why}"))
-        if value is not None:
-            chosen[action.dest] = value
+            for command, action in holders.items():  # a top-level key is each command's that has the option
+                checked = config_value(action, value, lambda why: refuse(f"{key}: {why}"))
+                if command == name and checked is not None:
+                    top[action.dest] = checked
+    chosen = {**top, **table}
     subparsers[name].set_defaults(**chosen)
 
 
@@ -503,13 +499,15 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
 
     try:
-        if args.command in ("mask", "embed", "evaluate", "run", "demo") and not getattr(args, "dry_run", False):
+        # what every worker needs, refused here, before any output is made: the model cache, and the
+        # cluster RAY_ADDRESS names (a job on the local pool needs none)
+        job = args.command in ("mask", "embed", "evaluate", "run", "demo") and not getattr(args, "dry_run", False)
+        if job:
             from maskgen.runtime import cache_dir
 
-            cache_dir()  # every worker loads its models from it: refused here, before any output is made
-        if getattr(args, "executor", "auto") != "local" and not getattr(args, "dry_run", False) and \
-                (args.command in ("mask", "embed", "evaluate", "run", "demo") or getattr(args, "distributed", False)):
-            jobs.pool.check_ray_address(os.environ.get("RAY_ADDRESS", ""))  # as the cache: before any output
+            cache_dir()
+        if (job or getattr(args, "distributed", False)) and getattr(args, "executor", "auto") != "local":
+            jobs.pool.check_ray_address(os.environ.get("RAY_ADDRESS", ""))
         return COMMAND_FUNCTIONS[args.command](args)
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -660,7 +658,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from recog.spec import ModelSpec
     from recog.zoo import BUILTINS, builtin_path
 
     if args.action == "list":
@@ -680,20 +677,16 @@ def cmd_models(args) -> int:
         if args.name in BUILTINS:
             print(json.dumps(BUILTINS[args.name].spec.to_dict(), indent=1, default=str))
             return 0
-        from recog.embed import Embedder, read_onnx, spec_origin, spec_sidecar
+        from recog.embed import Embedder
 
         path = Path(args.name)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
-        # the spec the jobs will use: a sidecar JSON beside the file wins over the file's metadata
-        sidecar = spec_sidecar(path)
-        spec = ModelSpec.from_json(sidecar) if sidecar else ModelSpec.from_onnx(read_onnx(path))
-        if spec is None:
-            raise ValueError(f"{path} carries no mfr spec: put a JSON spec beside it as "
-                             f"{path.with_suffix('.json').name}, or attach one (recog.spec.attach_spec)")
-        print(json.dumps(spec.to_dict(), indent=1, default=str))
-        print(f"spec from {spec_origin(path, None)}", file=sys.stderr)
-        Embedder(path, device="cpu", threads=1).check()  # as a job checks it before any input
+        # the spec the jobs will use (a sidecar JSON beside the file wins over the file's metadata)
+        embedder = Embedder(path, device="cpu", threads=1)
+        print(json.dumps(embedder.spec.to_dict(), indent=1, default=str))
+        print(f"spec from {embedder.spec_origin}", file=sys.stderr)
+        embedder.check()  # as a job checks it before any input
         return 0
     from maskgen.runtime import sha256_bytes
 

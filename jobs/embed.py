@@ -28,10 +28,10 @@ from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
 from jobs.settings import check_settings, settings_recorded
-from maskgen.decode import DEFAULT_MAX_PIXELS
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
+from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, records_table
 
@@ -390,15 +390,17 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
-    with Lease(output, "mfr embed") as lease, settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
+    with Lease(output, "mfr embed") as lease, \
+            settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
                 max_pixels, mode, mask_style, seed, None, threads=1),
             write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
-                                    faces_column="status", lease=lease.token), faces_column="status", batch_size=batch_size,
-            workers=workers, rows_per_shard=rows_per_shard, started=started, progress=progress)
+                                    faces_column="status", lease=lease.token),
+            faces_column="status", batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard,
+            started=started, progress=progress)
         if summary is None:
             ensure_ray()
             source, groups, lister, notes = listing

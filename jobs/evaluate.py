@@ -31,8 +31,9 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, images_root, is_manifest, refuse_output_in_place
-from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from jobs.storage import open_parent, open_store, redact
+from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
+
 
 def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     """Masked or not, by file name: the seed's naming (`seed`) or a regular expression masked names match."""
@@ -114,12 +115,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
     Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}."""
+    from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
     from jobs.score import GALLERY_TEMPLATES, score_pairs
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
-
-    from jobs.augment import check_counts
 
     check_counts(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
     if pairs and lists:

@@ -92,11 +92,8 @@ class Lease:
         return json.dumps({"token": self.token, "command": self.command, "host": socket.gethostname(),
                            "pid": os.getpid(), "machine": _this_machine(), "renewed": time.time()}).encode()
 
-    def _current(self) -> dict | None:
-        return _held(self.store)
-
     def acquire(self) -> "Lease":
-        held = self._current()
+        held = _held(self.store)
         if held and held.get("token") != self.token and time.time() - float(held.get("renewed", 0)) < STALE_S \
                 and not _gone(held):
             raise OutputBusy(
@@ -105,7 +102,7 @@ class Lease:
                 f"finish, or if it is gone, wait {STALE_S:.0f} s or delete {self.store.uri_of(LEASE_KEY)}")
         self.store.write(LEASE_KEY, self._record())
         time.sleep(0.05)
-        now = self._current()
+        now = _held(self.store)
         if not now or now.get("token") != self.token:
             raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
         self._thread = threading.Thread(target=self._renew, daemon=True)
@@ -115,7 +112,7 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
-                held = self._current()
+                held = _held(self.store)
                 if held and held.get("token") != self.token:
                     return  # taken over while this job was stopped: never take it back (check_lease stops the job)
                 self.store.write(LEASE_KEY, self._record())
@@ -126,7 +123,7 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        held = self._current()
+        held = _held(self.store)
         if held and held.get("token") == self.token:
             self.store.delete(LEASE_KEY)
 

@@ -21,44 +21,27 @@ from maskgen.runtime import create_session, sha256_bytes
 from recog.spec import ModelSpec
 
 
-def spec_sidecar(model_path: Path) -> Path | None:
-    """The JSON spec beside a model file (`model.json`, else `model.onnx.json`), which wins over the
-    spec in the file's metadata."""
-    return next((p for p in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json"))
-                 if p.is_file()), None)
-
-
-def spec_origin(model_path: Path, spec: ModelSpec | str | Path | None) -> str:
-    """Where `resolve_spec` takes the spec from, in words (for messages)."""
-    if isinstance(spec, ModelSpec):
-        return "the spec given"
-    if isinstance(spec, str) and not spec.endswith(".json"):
-        return f"the preset {spec!r}"
-    if spec is not None:
-        return str(spec)
-    sidecar = spec_sidecar(model_path)
-    return str(sidecar) if sidecar else "the file's metadata"
-
-
-def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None, embedded: str | None) -> ModelSpec:
-    """Explicit spec (object, preset name, or JSON path) > sidecar JSON > the spec in the ONNX file's
+def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
+                 embedded: str | None) -> tuple[ModelSpec, str]:
+    """(the spec, where it came from in words): explicit spec (object, preset name, or JSON path) >
+    sidecar JSON beside the file (`model.json`, else `model.onnx.json`) > the spec in the ONNX file's
     metadata (`embedded`: `recog.spec.embedded_spec_text`, parsed only when it is the one used, as
     `ModelSpec.from_onnx` parses it)."""
     if isinstance(spec, ModelSpec):
-        return spec
+        return spec, "the spec given"
     if isinstance(spec, str) and not spec.endswith(".json"):
-        return ModelSpec.preset(spec, name=model_path.stem)
+        return ModelSpec.preset(spec, name=model_path.stem), f"the preset {spec!r}"
     if spec is not None:
-        return ModelSpec.from_json(Path(spec))
-    sidecar = spec_sidecar(model_path)
-    if sidecar is not None:
-        return ModelSpec.from_json(sidecar)
+        return ModelSpec.from_json(Path(spec)), str(spec)
+    for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
+        if sidecar.is_file():
+            return ModelSpec.from_json(sidecar), str(sidecar)
     if embedded is None:
         raise ValueError(
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
             f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
         )
-    return ModelSpec.from_embedded(embedded)
+    return ModelSpec.from_embedded(embedded), "the file's metadata"
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
@@ -152,9 +135,9 @@ class Embedder:
         data = path.read_bytes()
         self.sha256 = sha256_bytes(data)
         runnable, self.blocked_prelus, embedded = prepared_graph(path, data, self.sha256, device)
-        self.spec = resolve_spec(path, spec, embedded)
+        self.spec, origin = resolve_spec(path, spec, embedded)
         builtin = isinstance(model, str) and model in zoo.BUILTINS
-        self.spec_origin = "the built-in model" if builtin and spec is None else spec_origin(path, spec)
+        self.spec_origin = "the built-in model" if builtin and spec is None else origin
         if self.spec.requires_licence_acceptance and not accept_licence:
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True "
                                          "(command line: --accept-model-licence)")

@@ -186,8 +186,9 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
     for f in np.unique(fold_id):
         test = fold_id == f
         if y[~test].all() or not y[~test].any():
-            raise ValueError(f"fold {f}: the pairs of the other folds are all {'genuine' if y[~test].all() else 'impostor'}, "
-                             "so no threshold can be chosen for it")
+            one = "genuine" if y[~test].all() else "impostor"
+            raise ValueError(f"fold {f}: the pairs of the other folds are all {one}, so no threshold can be chosen "
+                             "for it")
         _, t = best_accuracy(s[~test], y[~test])
         accs.append(float(((s[test] >= t) == y[test]).mean()))
         thresholds.append(t)
