@@ -33,7 +33,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
 from jobs.settings import augment_settings, settings_recorded
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
@@ -47,10 +47,11 @@ WRITTEN_AS_IS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 def manifest_schema(with_group: bool = False):
     """The manifest's columns (`maskgen.record.FaceRecord.to_row("manifest")`), plus the group and
-    the `_first` flag the job carries to its shard writers."""
+    the `_first` and `_rows` marks the job carries to its shard writers (`jobs.sink.mark_inputs`)."""
     import pyarrow as pa
 
-    return record_schema("manifest", extra=(("group", pa.string()), ("_first", pa.bool_())) if with_group else ())
+    extra = (("group", pa.string()), ("_first", pa.bool_()), ("_rows", pa.int32()))
+    return record_schema("manifest", extra=extra if with_group else ())
 
 
 NAME_MAX = 255  # bytes in one path component on common file systems
@@ -145,7 +146,7 @@ class AugmentWorker:
             rows.extend({**r, "group": item["group"], "input_row": item["input_row"], "node": self.node}
                         for r in found)
         self._ready = {}
-        table = pa.Table.from_pylist(mark_first(rows), schema=self.schema)
+        table = pa.Table.from_pylist(mark_inputs(rows), schema=self.schema)
         if self.progress is not None:
             self.progress.batch.remote(*batch_counts(table, "masked"))
         return table
@@ -286,13 +287,13 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     on this machine (`executor`: auto, local or ray; see jobs/local.py). `input_uri` is a folder, an
     `s3://` prefix, or an input manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative
     to `images_uri` (default: the manifest's folder). `retry_failed`: inputs an earlier run recorded as
-    failed are done again, their old rows replaced (`jobs.source.DoneUnlessFailed`)."""
-    from jobs.source import DoneUnlessFailed
+    failed are done again, their old rows replaced (`jobs.source.DoneRows`)."""
+    from jobs.source import DoneRows
 
     options = AugmentOptions() if options is None else options
     if not isinstance(options, AugmentOptions):
         raise ValueError(f"options must be an AugmentOptions (e.g. AugmentOptions(style='surgical')), got {options!r}")
-    done_where = DoneUnlessFailed() if retry_failed else None
+    done_where = DoneRows(retry_failed=retry_failed)
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)
     started = time.perf_counter()
@@ -332,7 +333,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     refuses them."""
     from jobs.inputs import Tally, input_listing
     from jobs.settings import check_settings
-    from jobs.source import DoneUnlessFailed
+    from jobs.source import DoneRows
 
     output = open_store(output_uri)
     if options is not None:
@@ -340,7 +341,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     tally = Tally()
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally,
-                                                  done_where=DoneUnlessFailed(drop=False) if retry_failed else None)
+                                                  done_where=DoneRows(retry_failed=retry_failed, drop=False))
     return plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
         output.uri_of(output_keys(row["key"])[0]), output_keys(row["key"])[1]))
 

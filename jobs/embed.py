@@ -28,7 +28,7 @@ from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
 from jobs.settings import check_settings, settings_recorded
-from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_first, require_inputs, run_listed,
+from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.decode import DEFAULT_MAX_PIXELS
@@ -87,9 +87,11 @@ class EmbedWorker:
                 faces = [self.input_record(item).with_(status="error", message=f"{type(exc).__name__}: {exc}")]
             records.extend(faces)
             groups.extend([item["group"]] * len(faces))
-        first = [f["_first"] for f in mark_first([{"input_row": r.input_row} for r in records])]
+        marks = mark_inputs([{"input_row": r.input_row} for r in records])
         table = records_table(records, "shard", self.embedder.dim,
-                              extra={"group": (pa.string(), groups), "_first": (pa.bool_(), first)})
+                              extra={"group": (pa.string(), groups),
+                                     "_first": (pa.bool_(), [m["_first"] for m in marks]),
+                                     "_rows": (pa.int32(), [m["_rows"] for m in marks])})
         if self.progress is not None:
             self.progress.batch.remote(*batch_counts(table, "status"))
         return table
@@ -289,7 +291,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     the model is fetched and cached, since its identity decides which shards count as done). Settings
     the output was not made with are refused, as the run refuses them."""
     from jobs.inputs import Tally
-    from jobs.source import DoneUnlessFailed
+    from jobs.source import DoneRows
 
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
@@ -300,7 +302,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     tally = Tally()
     where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
-                                                  DoneUnlessFailed(where, drop=False) if retry_failed else where,
+                                                  DoneRows(where, retry_failed=retry_failed, drop=False),
                                                   images_uri, tally, face=face)
     return plan_from(source.uri, output, groups, lister, tally, notes,
                      lambda row: f"a row in {output.uri_of(SHARD_DIR)}/g=.../part-<hash>.parquet")
@@ -357,10 +359,12 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`). `executor`: as
     `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
-    replaced (`jobs.source.DoneUnlessFailed`)."""
+    replaced (`jobs.source.DoneRows`)."""
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
     from recog.matching import mode_from_name
+
+    from jobs.source import DoneRows
 
     # everything a worker would refuse, refused here before anything is written (an alignment typo
     # recorded in the settings refused every correct rerun of the output)
@@ -381,12 +385,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
-    done_where = ColumnsEqual(model_id=model_id, mode=mode)
+    done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
     settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment)
-    if retry_failed:
-        from jobs.source import DoneUnlessFailed
-
-        done_where = DoneUnlessFailed(done_where)
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work

@@ -42,7 +42,8 @@ from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
 from jobs.settings import augment_settings, settings_recorded
-from jobs.sink import ROWS_PER_SHARD, continuation, input_counts, put_shard, require_inputs, run_listed
+from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
+                       with_cuts)
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from maskgen.decode import DEFAULT_MAX_PIXELS
@@ -236,7 +237,12 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
     for gid in pc.unique(table.column("group")).to_pylist():
         part = table.filter(pc.equal(table.column("group"), gid))
         rows = part.to_pylist()
-        cut = continuation(part)
+        # every shard this batch writes for the group records the images it holds only some rows of
+        # (counted in the batch's rows, whatever each folder keeps of them): a rerun judges each folder
+        # by its own records. A part with no rows for a folder writes it nothing, and that folder then
+        # finds the image incomplete and does it again: work done twice, never rows lost or doubled
+        cuts = cut_inputs(part, lease)
+        label = part_label(part, cuts)
         for t in targets:
             by_input: dict = {}
             for r in rows:
@@ -260,11 +266,12 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
                                                                 {"status": "no_face", "message": "no masked face"}))
                     records.append(record)
             if records:
-                put_shard(store, t.shard_dir, gid, records_table(records, "shard", t.dim), cut)
+                put_shard(store, t.shard_dir, gid, with_cuts(records_table(records, "shard", t.dim), cuts), label)
                 shards += 1
         new = [RUN_MANIFEST not in (r["_written"] or ()) for r in rows]
         if any(new):
-            put_shard(store, RUN_MANIFEST, gid, part.filter(pa.array(new)).select(manifest_columns), cut)
+            put_shard(store, RUN_MANIFEST, gid, with_cuts(part.filter(pa.array(new)).select(manifest_columns), cuts),
+                      label)
             shards += 1
     counts = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],
@@ -276,12 +283,12 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
     """`jobs.inputs.input_listing` of a run: an image is done when the run's manifest and every shard
     folder of its role (`targets`) hold it. With `retry_failed`, an image's failed rows (a status
     outside `jobs.progress.FINE`) do not count: with `drop` (a real run, not a dry run) the read task
-    takes them out of the manifest and the shard folders as it lists (`jobs.source.DoneUnlessFailed`),
+    takes them out of the manifest and the shard folders as it lists (`jobs.source.DoneRows`),
     so the image is done again, its role chosen again as on a fresh run, and it keeps one row in each."""
-    from jobs.source import DoneUnlessFailed
+    from jobs.source import DoneRows
 
     def where(condition=None):
-        return DoneUnlessFailed(condition, drop=drop) if retry_failed else condition
+        return DoneRows(condition, retry_failed=retry_failed, drop=drop)
 
     role_done = {role: [(t.shard_dir, where(ColumnsEqual(model_id=t.model_id, mode=t.mode)))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}

@@ -6,6 +6,13 @@ rows it holds. A retried write holds the same rows and overwrites its own shard;
 never hold the same input row (each row of the input is listed once), so two shards never share a
 name. Every write is atomic (a local rename, an S3 PUT): a reader sees a whole shard or none.
 
+Ray cuts a write batch anywhere, so one image's face rows can reach two write tasks, and a job
+stopped between them (Ctrl-C, a lost node) would leave the image with some of its rows. Each shard
+holding only some of an image's rows says so in its Parquet metadata (`CUT_KEY`: the image's input
+row -> [the job's lease token, the image's rows in all, the rows this write held]); a rerun's
+listing (`jobs.source.DoneRows`) counts such an image as done only when the parts add up, and
+otherwise takes the parts out of their shards and does the image again. The local pool never cuts.
+
 Progress: every actor reports each finished batch to one small `Progress` actor (fire and forget);
 the driver polls it for the progress bar. The final summary is counted from what the shard writes
 return, so it says exactly what is in the output.
@@ -21,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 
 ROWS_PER_SHARD = 2000
+CUT_KEY = b"mfr.cut"  # Parquet metadata of a shard holding only some of an image's rows: see `cut_inputs`
 
 
 @dataclass
@@ -90,10 +98,46 @@ def shard_file_name(table, part: str = "") -> str:
     return shard_name(table.column("input_row").to_pylist(), kind)
 
 
+def cut_inputs(table, job: str | None) -> dict:
+    """The images of `table` (a write batch's rows of one group) whose rows it holds only some of:
+    {input row: [job, the image's rows in all, the rows held here]} (`CUT_KEY`). `_rows` says how
+    many rows the worker gave each image; a table without it (written whole) has none cut."""
+    if "_rows" not in table.column_names:
+        return {}
+    here: dict = {}
+    total: dict = {}
+    for name, rows in zip(table.column("input_row").to_pylist(), table.column("_rows").to_pylist()):
+        here[name] = here.get(name, 0) + 1
+        total[name] = rows
+    return {name: [job or "", int(total[name]), n] for name, n in here.items() if n < total[name]}
+
+
+def shard_cuts(table) -> dict:
+    """A shard's `CUT_KEY` record (see `cut_inputs`), {} for a shard that holds its images whole."""
+    text = (table.schema.metadata or {}).get(CUT_KEY)
+    return json.loads(text) if text else {}
+
+
+def with_cuts(table, cuts: dict):
+    """`table` with its `CUT_KEY` record set to `cuts` (removed when empty)."""
+    metadata = {k: v for k, v in (table.schema.metadata or {}).items() if k != CUT_KEY}
+    if cuts:
+        metadata[CUT_KEY] = json.dumps(cuts, sort_keys=True).encode()
+    return table.replace_schema_metadata(metadata or None)
+
+
+def part_label(table, cuts: dict) -> str:
+    """What names a shard beside its rows: where the batch was cut inside an image (`continuation`),
+    and the cut images it holds parts of."""
+    label = continuation(table)
+    return f"{label}\n{json.dumps(cuts, sort_keys=True)}" if cuts else label
+
+
 def write_shards(table, *, output_uri: str, directory: str, faces_column: str, lease: str | None = None) -> dict:
     """Ray Data map function: write `table` (rows with `group` (a `jobs.source.group_id`),
     `input_row`, `status` and `faces_column` columns) as one shard per group, and return the counts.
-    `lease`: the job's lease token, checked first (`jobs.lease.check_lease`)."""
+    `lease`: the job's lease token, checked first (`jobs.lease.check_lease`), and the job's name in
+    the record of images whose rows the batch holds only some of (`cut_inputs`)."""
     import pyarrow.compute as pc
 
     from jobs.lease import check_lease
@@ -106,7 +150,8 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str, l
     transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
     for group in pc.unique(table.column("group")).to_pylist():
         rows = table.filter(pc.equal(table.column("group"), group))
-        put_shard(store, directory, group, rows.drop_columns(transient), continuation(rows))
+        cuts = cut_inputs(rows, lease)
+        put_shard(store, directory, group, with_cuts(rows.drop_columns(transient), cuts), part_label(rows, cuts))
         shards += 1
     return {"inputs": [sum(counts.values())], "faces": [faces_in(table, faces_column)], "shards": [shards],
             "statuses": [json.dumps(counts)]}
@@ -132,7 +177,7 @@ def batch_counts(table, faces_column: str) -> tuple[int, int, dict]:
 
 def put_shard(store, directory: str, group: str, table, part: str = "") -> None:
     """Write `table` (the rows of one group) as its shard: `<directory>/<group>/part-<hash>.parquet`
-    (`part`: `continuation`'s label of the rows it was cut from)."""
+    (`part`: `part_label`'s label of the rows it was cut from)."""
     write_shard(store, f"{directory}/{group}", table, part)
 
 
@@ -155,12 +200,16 @@ def input_counts(table) -> dict:
     return counts
 
 
-def mark_first(rows: list[dict]) -> list[dict]:
-    """Set `_first` on the first row of each input row (a worker emits an input's rows together)."""
-    previous = None
-    for row in rows:
-        row["_first"] = row["input_row"] != previous
-        previous = row["input_row"]
+def mark_inputs(rows: list[dict]) -> list[dict]:
+    """Set `_first` on the first row of each input row, and `_rows` on every row to its input's rows
+    in all (a worker emits an input's rows together): what the shard writers need to see where a
+    batch cut an image's rows (`continuation`, `cut_inputs`)."""
+    start = 0
+    for i in range(len(rows) + 1):
+        if i == len(rows) or rows[i]["input_row"] != rows[start]["input_row"]:
+            for j in range(start, i):
+                rows[j]["_first"], rows[j]["_rows"] = j == start, i - start
+            start = i
     return rows
 
 

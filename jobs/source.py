@@ -46,10 +46,13 @@ def _done_tables(store, directory: str, where: Callable | None):
     """The Parquet shards under `directory` of `store` as tables, each only the rows for which
     `where(table)` (a pyarrow boolean mask) holds, if given. A shard that cannot be parsed (a write
     cut short by a crash on a file system without atomic rename) counts as not written: its rows are
-    done again and the shard is overwritten by a new one. A `DoneUnlessFailed` filter with `drop`
-    also takes its failed rows out of the shards as they are read."""
+    done again and the shard is overwritten by a new one. A `DoneRows` filter also leaves out the
+    rows of images whose write was left incomplete (`CutWrites`) and, with `retry_failed`, the failed
+    rows; with `drop`, those rows leave their shards as they are read."""
     from jobs.storage import read_parquet_bytes
 
+    rule = where if isinstance(where, DoneRows) else DoneRows(where, drop=False)
+    cuts = CutWrites()
     for key in store.list(directory):
         if not key.endswith(".parquet"):
             continue
@@ -57,23 +60,95 @@ def _done_tables(store, directory: str, where: Callable | None):
             table = read_parquet_bytes(store.read(key))
         except (OSError, ValueError):
             continue
-        if isinstance(where, DoneUnlessFailed) and where.drop:
-            table = where.drop_failed(store, key, table)
-        yield table.filter(where(table)) if where is not None else table
+        if rule.retry_failed and rule.drop:
+            key, table = rule.drop_failed(store, key, table)
+        yield rule.select(cuts.hold(key, table))
+    for table in cuts.settle(store, drop=rule.drop):
+        yield rule.select(table)
 
 
-class DoneUnlessFailed:
-    """A done-shard filter for `--retry-failed`: an input counts as done (`where`, if given, holding)
-    only where its row did not fail (a status outside `jobs.progress.FINE`: missing, undecodable,
-    error, ...), so a rerun does it again. With `drop` (a real run, not a dry run), the listing takes
-    those rows out of their shards as it reads them: the shard is deleted, then its other rows are
-    written again as a shard of their own (`jobs.sink.write_shard`). The
-    rows written again are then an input's only rows; a crash between the two steps leaves the
-    other rows' inputs without rows, done again by the next run, never twice. One read task lists a
-    group, so no two tasks rewrite one shard."""
+class CutWrites:
+    """The rows of images that two shard writes shared (Ray cut a write batch inside them), held back
+    while a folder is read, until every part is known (`jobs.sink.cut_inputs`). An image's write is
+    complete when the rows its parts in the folder say they held add up to the image's rows; a job
+    stopped between two parts leaves it incomplete, and the image then counts as not done. Its rows
+    from that write can then leave their shards (`settle` with `drop`), so the rerun that does the
+    image again neither doubles nor keeps a part of them."""
 
-    def __init__(self, where: Callable | None = None, drop: bool = True):
-        self.where, self.drop = where, drop
+    def __init__(self):
+        self.parts: dict = {}  # (input row, job) -> {"total": rows in all, "here": rows the parts held}
+        self.held: dict = {}   # (input row, job) -> [(shard key, its rows of the image)]
+
+    def hold(self, key: str, table):
+        """`table` (the shard at `key`) less the rows of the images it holds part of, which are kept."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from jobs.sink import shard_cuts
+
+        cuts = shard_cuts(table)
+        if not cuts:
+            return table
+        rows = table.column("input_row")
+        for name, (job, total, here) in cuts.items():
+            part = self.parts.setdefault((name, job), {"total": total, "here": 0})
+            part["here"] += here
+            mine = table.filter(pc.fill_null(pc.equal(rows, name), False))
+            if mine.num_rows:
+                self.held.setdefault((name, job), []).append((key, mine))
+        return table.filter(pc.invert(pc.fill_null(pc.is_in(rows, value_set=pa.array(list(cuts), pa.string())),
+                                                   False)))
+
+    def incomplete(self) -> set:
+        return {k for k, p in self.parts.items() if p["here"] < p["total"]}
+
+    def settle(self, store, drop: bool):
+        """Yield the held rows of complete writes; with `drop`, take the rows of incomplete ones out
+        of their shards (each shard rewritten once, less those rows and their record)."""
+        from jobs.sink import shard_cuts, with_cuts, write_shard
+        from jobs.storage import read_parquet_bytes
+
+        incomplete = self.incomplete()
+        rewrite: dict = {}  # shard key -> input rows to take out
+        for part, found in self.held.items():
+            if part not in incomplete:
+                yield from (rows for _, rows in found)
+            else:
+                for key, _ in found:
+                    rewrite.setdefault(key, set()).add(part[0])
+        if not drop:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        for key, names in rewrite.items():
+            table = read_parquet_bytes(store.read(key))
+            cuts = {k: v for k, v in shard_cuts(table).items() if k not in names}
+            keep = table.filter(pc.invert(pc.fill_null(pc.is_in(table.column("input_row"),
+                                                                value_set=pa.array(sorted(names), pa.string())), False)))
+            # delete first: a crash between the two leaves the other rows' images without rows (done
+            # again by the next run), never twice
+            store.delete(key)
+            if keep.num_rows:
+                folder, _, name = key.rpartition("/")
+                write_shard(store, folder, with_cuts(keep, cuts), f"rewritten from {name}")
+
+
+class DoneRows:
+    """How a listing reads the shards an earlier run wrote (`_done_tables`): an input counts as done
+    where it has a row that `where` (a pyarrow boolean mask over a shard, if given) selects, except
+    the rows of an image whose write was left incomplete (`CutWrites`) and, with `retry_failed` (for
+    `--retry-failed`), rows that failed (a status outside `jobs.progress.FINE`: missing,
+    undecodable, error, ...), so a rerun does those images again.
+
+    With `drop` (a real run, not a dry run), those rows leave their shards as the listing reads
+    them: for failed rows the shard is deleted, then its other rows are written again as a shard of
+    their own (`jobs.sink.write_shard`). The rows written again are then an input's only rows; a
+    crash between the two steps leaves the other rows' inputs without rows, done again by the next
+    run, never twice. One read task lists a group, so no two tasks rewrite one shard."""
+
+    def __init__(self, where: Callable | None = None, *, retry_failed: bool = False, drop: bool = True):
+        self.where, self.retry_failed, self.drop = where, retry_failed, drop
 
     def _within(self, mask, table):
         import pyarrow.compute as pc
@@ -87,7 +162,11 @@ class DoneUnlessFailed:
         return self._within(pc.invert(self._fine(table)), table)
 
     def __call__(self, table):
-        return self._within(self._fine(table), table)
+        return self._within(self._fine(table), table) if self.retry_failed else self.where(table)
+
+    def select(self, table):
+        """The rows of `table` that count as done (the table itself when every row does)."""
+        return table if self.where is None and not self.retry_failed else table.filter(self(table))
 
     @staticmethod
     def _fine(table):
@@ -98,20 +177,22 @@ class DoneUnlessFailed:
 
         return pc.is_in(table.column("status"), value_set=pa.array(list(FINE), pa.string()))
 
-    def drop_failed(self, store, key: str, table):
-        """`table` (the shard at `key`) less its failed rows, which leave the store."""
+    def drop_failed(self, store, key: str, table) -> tuple:
+        """(key, table): the shard at `key` less its failed rows, which leave the store (the shard's
+        new key, its record of cut images kept)."""
         import pyarrow.compute as pc
 
-        from jobs.sink import write_shard
+        from jobs.sink import shard_file_name, write_shard
 
         failed = pc.fill_null(self.failed(table), False)
         if not pc.any(failed).as_py():
-            return table
+            return key, table
         keep = table.filter(pc.invert(failed))
         store.delete(key)
+        folder = key.rpartition("/")[0]
         if keep.num_rows:
-            write_shard(store, key.rpartition("/")[0], keep)
-        return keep
+            write_shard(store, folder, keep)
+        return f"{folder}/{shard_file_name(keep)}", keep
 
 
 def _failed_values(table, key_column: str) -> list:
@@ -119,13 +200,13 @@ def _failed_values(table, key_column: str) -> list:
     `status` column)."""
     if "status" not in table.column_names:
         return []
-    return table.filter(DoneUnlessFailed().failed(table)).column(key_column).to_pylist()
+    return table.filter(DoneRows().failed(table)).column(key_column).to_pylist()
 
 
 def read_done(store, directory: str, key_column: str, where: Callable | None = None, failed: set | None = None) -> set:
     """Values of `key_column` in the Parquet shards under `directory` of `store` (one group's folder),
     optionally only the rows for which `where(table)` holds (see `_done_tables`). `failed`, if given,
-    receives the values whose row failed (`DoneUnlessFailed.failed`): a rerun still counts them."""
+    receives the values whose row failed (`DoneRows.failed`): a rerun still counts them."""
     done = set()
     for table in _done_tables(store, directory, where):
         done.update(table.column(key_column).to_pylist())

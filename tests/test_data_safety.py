@@ -568,6 +568,61 @@ def test_config_sets_every_kind_of_option_and_flags_still_win(tmp_path):
     assert args.compare == [["dlib", "P2", "G2"]] and args.fuse == ["sface,dlib"]
 
 
+def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp_path):
+    """Ray cuts a write batch anywhere: an image's rows in two shard writes, and a job stopped between
+    them, left the image with some of its rows, counted as done by every rerun. Each part records the
+    cut; a listing counts the image done only when the parts add up, else (a real run, not a dry run)
+    takes its rows out, leaving another job's whole write of the same image alone. The rows are
+    synthetic: this is the bookkeeping; tests/test_jobs_augment.py stops real jobs' writes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.augment import manifest_schema
+    from jobs.sink import mark_inputs, write_shards
+    from jobs.source import DoneRows, read_done
+
+    def batch(images: list[tuple[str, int]]):
+        rows = [{"source_key": name, "identity": "p", "status": "ok", "face_index": i, "masked": True,
+                 "input_row": name, "group": "g=1"} for name, faces in images for i in range(faces)]
+        return pa.Table.from_pylist(mark_inputs(rows), schema=manifest_schema(with_group=True))
+
+    def write(table, job: str):
+        write_shards(table, output_uri=str(tmp_path), directory="manifest", faces_column="masked", lease=job)
+
+    store = open_store(str(tmp_path))
+    rows = batch([("a.jpg", 1), ("b.jpg", 3), ("c.jpg", 1)])
+    write(rows.slice(0, 3), "job 1")  # a, and b's faces 0 and 1; the task with b's face 2 never ran
+    write(batch([("b.jpg", 2)]), "job 0")  # an earlier job's whole write of b (another model's, say)
+    files = sorted(store.list("manifest"))
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows(drop=False)) == {"a.jpg", "b.jpg"}
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows(lambda t: pc.equal(t.column("identity"), "p"),
+                                                                  drop=False)) == {"a.jpg", "b.jpg"}
+    assert sorted(store.list("manifest")) == files
+    # without job 0's rows, b is not done; a dry run says so and changes nothing
+    store.delete(next(k for k in files if "b.jpg" in str(_inputs(store, k)) and "a.jpg" not in _inputs(store, k)))
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows(drop=False)) == {"a.jpg"}
+    assert len(store.list("manifest")) == 1
+    # the rerun's listing takes b's two rows out of job 1's shard, then the image is written whole
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows()) == {"a.jpg"}
+    assert [_inputs(store, k) for k in store.list("manifest")] == [["a.jpg"]]
+    write(batch([("b.jpg", 3), ("c.jpg", 1)]), "job 2")
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows()) == {"a.jpg", "b.jpg", "c.jpg"}
+    assert sorted(sum((_inputs(store, k) for k in store.list("manifest")), [])) == ["a.jpg"] + ["b.jpg"] * 3 + ["c.jpg"]
+    # both parts of a cut write landed: done, and nothing is rewritten
+    rows = batch([("d.jpg", 2)])
+    write(rows.slice(0, 1), "job 3")
+    write(rows.slice(1), "job 3")
+    files = sorted(store.list("manifest"))
+    assert "d.jpg" in read_done(store, "manifest/g=1", "input_row", DoneRows())
+    assert sorted(store.list("manifest")) == files
+
+
+def _inputs(store, key: str) -> list:
+    from jobs.storage import read_parquet_bytes
+
+    return read_parquet_bytes(store.read(key)).column("input_row").to_pylist()
+
+
 def test_reading_shards_never_aborts_the_process_at_exit(tmp_path):
     """pyarrow aborted at interpreter exit ("terminate called without an active exception", 134) in
     about half the runs after reading Parquet from a Python file object; shards are read from Arrow

@@ -297,8 +297,61 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
         manifest = read_manifest(str(masked))
         assert sorted(manifest[manifest.source_key == "person_02/img54.jpg"].face_index) == [0, 1, 2], executor
         assert len(manifest) == 6 and not manifest.duplicated(["source_key", "face_index"]).any()
+        if executor == "ray":  # each of img54's rows in a shard of its own: a job stopped before the last
+            lost = _stop_before_a_part(masked, "person_02/img54.jpg")
+            assert main(["mask", str(dataset), str(masked), "--quiet", "--dry-run"]) == 0
+            assert _files(masked) == lost  # a dry run changes nothing
+            assert main(["mask", str(dataset), str(masked), "--quiet", "--executor", "ray"]) == 0
+            again = read_manifest(str(masked))
+            assert sorted(again[again.source_key == "person_02/img54.jpg"].face_index) == [0, 1, 2]
+            assert len(again) == 6 and not again.duplicated(["source_key", "face_index"]).any()
     # the local pool never cuts an image's rows: Ray's writers, cut inside them, must score what it scores
-    ray, local = (json.loads((job("run", executor, 2) / "report" / "report.json").read_text())["results"][0]
+    outputs = {executor: job("run", executor, 2) for executor in ("ray", "local")}
+    ray, local = (json.loads((outputs[executor] / "report" / "report.json").read_text())["results"][0]
                   for executor in ("ray", "local"))
     assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
     assert local["identification"]["probes"] == 2 and local["verification"]["auc"] == 1.0
+    # a run stopped before its last write of img54 (3 rows, cut at 2 a shard) did: the rerun does the
+    # image again, with no row doubled or left from the stopped write, and scores what the local pool does
+    _stop_before_a_part(outputs["ray"], "person_02/img54.jpg")
+    assert main(["run", str(dataset), str(outputs["ray"]), "--quiet", "--executor", "ray", "--rows-per-shard", "2"]) == 0
+    ray = json.loads((outputs["ray"] / "report" / "report.json").read_text())["results"][0]
+    assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
+    for folder in ("masked/manifest", "embeddings/unmasked/shards", "embeddings/masked/shards"):
+        rows = _rows_under(outputs["ray"] / folder)
+        assert not rows.duplicated(["input_row", "face_index"]).any(), folder
+        assert rows.equals(_rows_under(outputs["local"] / folder)), folder
+
+
+def _files(folder) -> set:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def _rows_under(folder):
+    """Every row of a shard folder, sorted: what a reader of the output sees."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    rows = pd.concat([pq.read_table(p).to_pandas() for p in sorted(folder.rglob("*.parquet"))], ignore_index=True)
+    return rows[["input_row", "face_index", "status"]].sort_values(["input_row", "face_index"], ignore_index=True)
+
+
+def _stop_before_a_part(output, image: str) -> set:
+    """Take out of `output` what one write task wrote of `image` (a part of its rows without its face
+    0), as if the job had stopped before that task; return the files left. In `mfr run`'s output the
+    task also wrote embedding shards: the cut records (`jobs.sink.CUT_KEY`) of the image's two parts
+    differ in the rows each held, and say which shards the task wrote."""
+    import pyarrow.parquet as pq
+
+    from jobs.sink import shard_cuts
+
+    parts = {p: (t, tuple(shard_cuts(t)[image])) for p, t in ((p, pq.read_table(p)) for p in output.rglob("*.parquet"))
+             if image in shard_cuts(t)}
+    later = next(p for p, (t, _) in parts.items() if "source_key" in t.column_names and 0 not in t.filter(
+        [k == image for k in t.column("input_row").to_pylist()]).column("face_index").to_pylist())
+    written = [p for p, (t, cut) in parts.items() if cut == parts[later][1]]
+    if any("source_key" not in parts[p][0].column_names for p in written):  # mfr run's: two parts told apart
+        assert len({cut for _, cut in parts.values()}) == 2, parts
+    for p in written if len({cut for _, cut in parts.values()}) == 2 else [later]:
+        p.unlink()
+    return _files(output)
