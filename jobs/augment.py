@@ -360,10 +360,19 @@ def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limi
 
 
 def read_parquet_dir(store, directory: str, columns=None) -> list:
-    """Every Parquet shard under `directory` of a store, as pyarrow tables (for reports and tests:
-    the jobs themselves never read a whole output into one process)."""
-    return [read_parquet_bytes(store.read(k), columns=columns)
-            for k in store.list(directory) if k.endswith(".parquet")]
+    """Every Parquet shard under `directory` of a store, as pyarrow tables (for reports, `embed
+    --from-augment` and tests: the jobs themselves never read a whole output into one process),
+    less the rows of an image whose write a stopped job left incomplete (`jobs.source.CutWrites`):
+    a reader sees an image's rows whole or not at all, as the rerun that finishes the job will."""
+    from jobs.source import CutWrites
+
+    cuts = CutWrites()
+    tables = []
+    for key in store.list(directory):
+        if key.endswith(".parquet"):
+            table = read_parquet_bytes(store.read(key), columns=columns)
+            tables.append(cuts.hold(key, table) if "input_row" in table.column_names else table)
+    return tables + list(cuts.settle(store, drop=False))
 
 
 def read_manifest(output_uri: str):

@@ -577,7 +577,7 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from jobs.augment import manifest_schema
+    from jobs.augment import manifest_schema, read_parquet_dir
     from jobs.sink import mark_inputs, write_shards
     from jobs.source import DoneRows, read_done
 
@@ -602,6 +602,7 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     store.delete(next(k for k in files if "b.jpg" in str(_inputs(store, k)) and "a.jpg" not in _inputs(store, k)))
     assert read_done(store, "manifest/g=1", "input_row", DoneRows(drop=False)) == {"a.jpg"}
     assert len(store.list("manifest")) == 1
+    assert [t.column("input_row").to_pylist() for t in read_parquet_dir(store, "manifest")] == [["a.jpg"]]
     # the rerun's listing takes b's two rows out of job 1's shard, then the image is written whole
     assert read_done(store, "manifest/g=1", "input_row", DoneRows()) == {"a.jpg"}
     assert [_inputs(store, k) for k in store.list("manifest")] == [["a.jpg"]]

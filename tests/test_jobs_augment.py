@@ -301,6 +301,8 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
             lost = _stop_before_a_part(masked, "person_02/img54.jpg")
             assert main(["mask", str(dataset), str(masked), "--quiet", "--dry-run"]) == 0
             assert _files(masked) == lost  # a dry run changes nothing
+            # a reader sees the image whole or not at all (`embed --from-augment` embedded its part)
+            assert "person_02/img54.jpg" not in set(read_manifest(str(masked)).source_key)
             assert main(["mask", str(dataset), str(masked), "--quiet", "--executor", "ray"]) == 0
             again = read_manifest(str(masked))
             assert sorted(again[again.source_key == "person_02/img54.jpg"].face_index) == [0, 1, 2]
