@@ -364,7 +364,7 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
     --from-augment` and tests: the jobs themselves never read a whole output into one process),
     less the rows of an image whose write a stopped job left incomplete (`jobs.source.CutWrites`):
     a reader sees an image's rows whole or not at all, as the rerun that finishes the job will."""
-    from jobs.source import CutWrites
+    from jobs.source import CutWrites, DoneRows
 
     cuts = CutWrites()
     tables = []
@@ -372,7 +372,7 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
         if key.endswith(".parquet"):
             table = read_parquet_bytes(store.read(key), columns=columns)
             tables.append(cuts.hold(key, table) if "input_row" in table.column_names else table)
-    return tables + list(cuts.settle(store, drop=False))
+    return tables + list(cuts.settle(store, DoneRows(drop=False)))
 
 
 def read_manifest(output_uri: str):

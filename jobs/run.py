@@ -160,9 +160,10 @@ class PrepareWorker(AugmentWorker):
                 for crop in wanted:
                     picture = image if crop == "unmasked" else result.image
                     row[crop_column(m, crop)] = align_face(picture, face.alignment_points, spec.face_template).tobytes()
-        # on every row of the image: the crops it has at all, for a shard writer that sees only some of
-        # its rows (a batch cut inside them) to know whether the image has a face embedded elsewhere
-        crops = sorted({c for row in rows for c, v in row.items() if c.startswith("crop:") and v is not None})
+        # on every row of the image: its crops, one entry per row that has one, for a shard writer that
+        # sees only some of its rows (a batch cut inside them) to know whether the image has a face
+        # embedded elsewhere, and how many rows each folder gets of it in all (`folder_cuts`)
+        crops = sorted(c for row in rows for c, v in row.items() if c.startswith("crop:") and v is not None)
         for row in rows:
             row["_image_crops"] = crops
         return rows
@@ -237,10 +238,8 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
     for gid in pc.unique(table.column("group")).to_pylist():
         part = table.filter(pc.equal(table.column("group"), gid))
         rows = part.to_pylist()
-        # every shard this batch writes for the group records the images it holds only some rows of
-        # (counted in the batch's rows, whatever each folder keeps of them): a rerun judges each folder
-        # by its own records. A part with no rows for a folder writes it nothing, and that folder then
-        # finds the image incomplete and does it again: work done twice, never rows lost or doubled
+        # the images this batch holds only some rows of: the manifest's record counts their rows, each
+        # embedding folder's the rows it gets of them (`folder_cuts`); a rerun judges each folder by its own
         cuts = cut_inputs(part, lease)
         label = part_label(part, cuts)
         for t in targets:
@@ -249,7 +248,8 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
                 if bool(r["gallery"]) == t.gallery and t.shard_dir not in (r["_written"] or ()):
                     by_input.setdefault(r["input_row"], []).append(r)
             records = []
-            for faces in by_input.values():
+            written: dict = {}  # input row -> its rows this shard holds
+            for name, faces in by_input.items():
                 embedded = [r for r in faces if r[t.column] is not None]
                 if not embedded:
                     # the image's one row without an embedding, from its first row: none where this batch
@@ -265,8 +265,11 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
                         record = record.with_(face_index=-1, **({} if r["status"] != "ok" else
                                                                 {"status": "no_face", "message": "no masked face"}))
                     records.append(record)
+                    written[name] = written.get(name, 0) + 1
             if records:
-                put_shard(store, t.shard_dir, gid, with_cuts(records_table(records, "shard", t.dim), cuts), label)
+                put_shard(store, t.shard_dir, gid,
+                          with_cuts(records_table(records, "shard", t.dim), folder_cuts(cuts, written, by_input, t)),
+                          label)
                 shards += 1
         new = [RUN_MANIFEST not in (r["_written"] or ()) for r in rows]
         if any(new):
@@ -276,6 +279,22 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
     counts = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
+
+
+def folder_cuts(cuts: dict, written: dict, by_input: dict, t: Target) -> dict:
+    """The record (`jobs.sink.cut_inputs`) of the shard a batch writes in `t`'s folder: of the images
+    the batch holds only some rows of (`cuts`), those whose embedded faces (one row each) it holds
+    only some of. Counted in the batch's rows, a folder that gets one of three faces (`--face
+    center`) held "1 of 3" for ever, and every rerun did the image again. An image without an
+    embedded face has one row, written whole by the batch holding its first row."""
+    column = crop_column(t.model, t.crop)
+    out = {}
+    for name, (job, _, _) in cuts.items():
+        if name in written:
+            total = list(by_input[name][0].get("_image_crops") or ()).count(column)
+            if written[name] < total:
+                out[name] = [job, total, written[name]]
+    return out
 
 
 def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str | None = None,

@@ -63,7 +63,7 @@ def _done_tables(store, directory: str, where: Callable | None):
         if rule.retry_failed and rule.drop:
             key, table = rule.drop_failed(store, key, table)
         yield rule.select(cuts.hold(key, table))
-    for table in cuts.settle(store, drop=rule.drop):
+    for table in cuts.settle(store, rule):
         yield rule.select(table)
 
 
@@ -72,7 +72,7 @@ class CutWrites:
     while a folder is read, until every part is known (`jobs.sink.cut_inputs`). An image's write is
     complete when the rows its parts in the folder say they held add up to the image's rows; a job
     stopped between two parts leaves it incomplete, and the image then counts as not done. Its rows
-    from that write can then leave their shards (`settle` with `drop`), so the rerun that does the
+    from that write can then leave their shards (`settle`), so the rerun that does the
     image again neither doubles nor keeps a part of them."""
 
     def __init__(self):
@@ -102,36 +102,45 @@ class CutWrites:
     def incomplete(self) -> set:
         return {k for k, p in self.parts.items() if p["here"] < p["total"]}
 
-    def settle(self, store, drop: bool):
-        """Yield the held rows of complete writes; with `drop`, take the rows of incomplete ones out
-        of their shards (each shard rewritten once, less those rows and their record)."""
-        from jobs.sink import shard_cuts, with_cuts, write_shard
-        from jobs.storage import read_parquet_bytes
-
+    def settle(self, store, rule: "DoneRows"):
+        """Yield the held rows of complete writes. With `rule.drop`, take the rows of incomplete ones
+        that `rule.where` selects out of their shards (each shard rewritten once): a job for one
+        model leaves another model's rows in a shared folder to that model's rerun. An image's record
+        stays on a shard while any of its rows do, so those rows still count as a part."""
         incomplete = self.incomplete()
         rewrite: dict = {}  # shard key -> input rows to take out
         for part, found in self.held.items():
             if part not in incomplete:
                 yield from (rows for _, rows in found)
-            else:
-                for key, _ in found:
-                    rewrite.setdefault(key, set()).add(part[0])
-        if not drop:
-            return
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
+            elif rule.drop:
+                for key, rows in found:
+                    if rule.where is None or rule.select(rows).num_rows:
+                        rewrite.setdefault(key, set()).add(part[0])
         for key, names in rewrite.items():
-            table = read_parquet_bytes(store.read(key))
-            cuts = {k: v for k, v in shard_cuts(table).items() if k not in names}
-            keep = table.filter(pc.invert(pc.fill_null(pc.is_in(table.column("input_row"),
-                                                                value_set=pa.array(sorted(names), pa.string())), False)))
-            # delete first: a crash between the two leaves the other rows' images without rows (done
-            # again by the next run), never twice
-            store.delete(key)
-            if keep.num_rows:
-                folder, _, name = key.rpartition("/")
-                write_shard(store, folder, with_cuts(keep, cuts), f"rewritten from {name}")
+            _take_out(store, key, names, rule.where)
+
+
+def _take_out(store, key: str, names: set, where: Callable | None) -> None:
+    """Rewrite the shard at `key` without the rows of the input rows `names` that `where` (if given)
+    selects. Deleted first: a crash between the two steps leaves the other rows' images without
+    rows (done again by the next run), never twice."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from jobs.sink import shard_cuts, with_cuts, write_shard
+    from jobs.storage import read_parquet_bytes
+
+    table = read_parquet_bytes(store.read(key))
+    out = pc.fill_null(pc.is_in(table.column("input_row"), value_set=pa.array(sorted(names), pa.string())), False)
+    if where is not None:
+        out = pc.and_(out, pc.fill_null(where(table), False))
+    keep = table.filter(pc.invert(out))
+    left = set(keep.column("input_row").to_pylist())
+    cuts = {k: v for k, v in shard_cuts(table).items() if k not in names or k in left}
+    store.delete(key)
+    if keep.num_rows:
+        folder, _, name = key.rpartition("/")
+        write_shard(store, folder, with_cuts(keep, cuts), f"rewritten from {name}")
 
 
 class DoneRows:
@@ -189,10 +198,13 @@ class DoneRows:
             return key, table
         keep = table.filter(pc.invert(failed))
         store.delete(key)
-        folder = key.rpartition("/")[0]
+        folder, _, name = key.rpartition("/")
+        # named after the shard it replaces: two parts of one image, each left with only that image's
+        # rows, would otherwise get one name and the second overwrite the first
+        label = f"rewritten from {name}"
         if keep.num_rows:
-            write_shard(store, folder, keep)
-        return f"{folder}/{shard_file_name(keep)}", keep
+            write_shard(store, folder, keep, label)
+        return f"{folder}/{shard_file_name(keep, label)}", keep
 
 
 def _failed_values(table, key_column: str) -> list:

@@ -581,13 +581,13 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     from jobs.sink import mark_inputs, write_shards
     from jobs.source import DoneRows, read_done
 
-    def batch(images: list[tuple[str, int]]):
-        rows = [{"source_key": name, "identity": "p", "status": "ok", "face_index": i, "masked": True,
-                 "input_row": name, "group": "g=1"} for name, faces in images for i in range(faces)]
+    def batch(images: list[tuple[str, int]], status: dict | None = None):
+        rows = [{"source_key": name, "identity": "p", "status": (status or {}).get(name, "ok"), "face_index": i,
+                 "masked": True, "input_row": name, "group": "g=1"} for name, faces in images for i in range(faces)]
         return pa.Table.from_pylist(mark_inputs(rows), schema=manifest_schema(with_group=True))
 
-    def write(table, job: str):
-        write_shards(table, output_uri=str(tmp_path), directory="manifest", faces_column="masked", lease=job)
+    def write(table, job: str, directory: str = "manifest"):
+        write_shards(table, output_uri=str(tmp_path), directory=directory, faces_column="masked", lease=job)
 
     store = open_store(str(tmp_path))
     rows = batch([("a.jpg", 1), ("b.jpg", 3), ("c.jpg", 1)])
@@ -603,6 +603,10 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     assert read_done(store, "manifest/g=1", "input_row", DoneRows(drop=False)) == {"a.jpg"}
     assert len(store.list("manifest")) == 1
     assert [t.column("input_row").to_pylist() for t in read_parquet_dir(store, "manifest")] == [["a.jpg"]]
+    # a job whose rows are others (another model's, in a shared embedding folder) leaves them alone
+    files = sorted(store.list("manifest"))
+    assert read_done(store, "manifest/g=1", "input_row", DoneRows(lambda t: pc.equal(t.column("identity"), "q"))) == set()
+    assert sorted(store.list("manifest")) == files
     # the rerun's listing takes b's two rows out of job 1's shard, then the image is written whole
     assert read_done(store, "manifest/g=1", "input_row", DoneRows()) == {"a.jpg"}
     assert [_inputs(store, k) for k in store.list("manifest")] == [["a.jpg"]]
@@ -616,6 +620,14 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     files = sorted(store.list("manifest"))
     assert "d.jpg" in read_done(store, "manifest/g=1", "input_row", DoneRows())
     assert sorted(store.list("manifest")) == files
+    # --retry-failed rewrites both parts of e without their failed rows: each then holds e's rows
+    # alone, and named by its rows, the second overwrote the first (face 2 lost, e counted done)
+    rows = batch([("x.jpg", 1), ("e.jpg", 3), ("y.jpg", 1)], status={"x.jpg": "undecodable", "y.jpg": "undecodable"})
+    write(rows.slice(0, 3), "job 4", "m2")
+    write(rows.slice(3), "job 4", "m2")
+    assert read_done(store, "m2/g=1", "input_row", DoneRows(retry_failed=True)) == {"e.jpg"}
+    assert sorted(sum((_inputs(store, k) for k in store.list("m2")), [])) == ["e.jpg"] * 3
+    assert read_done(store, "m2/g=1", "input_row", DoneRows(retry_failed=True)) == {"e.jpg"}
 
 
 def _inputs(store, key: str) -> list:

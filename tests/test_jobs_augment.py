@@ -286,10 +286,10 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
               faces / "person_02" / "img12.jpg", faces / "person_02" / "img54.jpg"]  # img54: 3 faces
     dataset = photo_folder(tmp_path / "in", photos)
 
-    def job(command: str, executor: str, rows: int):
-        out = tmp_path / f"{command}-{executor}-{rows}"
+    def job(command: str, executor: str, rows: int, *more: str):
+        out = tmp_path / f"{command}-{executor}-{rows}{''.join(more)}"
         assert main([command, str(dataset), str(out), "--quiet", "--executor", executor, "--rows-per-shard",
-                     str(rows), "--batch-size", "4"]) == 0
+                     str(rows), "--batch-size", "4", *more]) == 0
         return out
 
     for executor in ("ray", "local"):
@@ -313,16 +313,33 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
                   for executor in ("ray", "local"))
     assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
     assert local["identification"]["probes"] == 2 and local["verification"]["auc"] == 1.0
-    # a run stopped before its last write of img54 (3 rows, cut at 2 a shard) did: the rerun does the
-    # image again, with no row doubled or left from the stopped write, and scores what the local pool does
-    _stop_before_a_part(outputs["ray"], "person_02/img54.jpg")
-    assert main(["run", str(dataset), str(outputs["ray"]), "--quiet", "--executor", "ray", "--rows-per-shard", "2"]) == 0
-    ray = json.loads((outputs["ray"] / "report" / "report.json").read_text())["results"][0]
-    assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
-    for folder in ("masked/manifest", "embeddings/unmasked/shards", "embeddings/masked/shards"):
-        rows = _rows_under(outputs["ray"] / folder)
-        assert not rows.duplicated(["input_row", "face_index"]).any(), folder
-        assert rows.equals(_rows_under(outputs["local"] / folder)), folder
+    # img54 (3 rows) is cut at 2 rows a shard. A rerun of the finished run touches nothing (each
+    # embedding folder's record counts the faces it gets: one of three with `--face center`, where a
+    # record of "1 of 3" had every rerun do the image again); after a stop before the write of its
+    # later part, the rerun does the image again, no row doubled or left from the stopped write
+    folders = ("masked/manifest", "embeddings/unmasked/shards", "embeddings/masked/shards")
+    for face in ("center", "all"):
+        out = outputs["ray"] if face == "center" else job("run", "ray", 2, "--face", "all")
+        finished = {folder: _rows_under(out / folder) for folder in folders}
+        stamps = _stamps(out)
+        rerun = ["run", str(dataset), str(out), "--quiet", "--executor", "ray", "--rows-per-shard", "2", "--face", face]
+        assert main(rerun) == 0 and _stamps(out) == stamps, face
+        _stop_before_a_part(out, "person_02/img54.jpg")
+        assert main(rerun) == 0
+        for folder in folders:
+            rows = _rows_under(out / folder)
+            assert not rows.duplicated(["input_row", "face_index"]).any(), (face, folder)
+            assert rows.equals(finished[folder]), (face, folder)
+        if face == "center":
+            assert all(rows.equals(_rows_under(outputs["local"] / folder)) for folder, rows in finished.items())
+            ray = json.loads((out / "report" / "report.json").read_text())["results"][0]
+            assert (ray["verification"], ray["identification"]) == (local["verification"], local["identification"])
+        else:  # every face embedded: parts of img54 in the embedding folders too
+            assert len(finished["embeddings/masked/shards"].query("input_row == 'person_02/img54.jpg'")) == 3
+
+
+def _stamps(folder) -> dict:
+    return {p: p.stat().st_mtime_ns for p in _files(folder)}
 
 
 def _files(folder) -> set:
@@ -339,21 +356,22 @@ def _rows_under(folder):
 
 
 def _stop_before_a_part(output, image: str) -> set:
-    """Take out of `output` what one write task wrote of `image` (a part of its rows without its face
-    0), as if the job had stopped before that task; return the files left. In `mfr run`'s output the
-    task also wrote embedding shards: the cut records (`jobs.sink.CUT_KEY`) of the image's two parts
-    differ in the rows each held, and say which shards the task wrote."""
+    """Take out of `output` what one write task wrote of `image`'s group: the manifest shard of a
+    later part of its rows (with its record of the cut, `jobs.sink.CUT_KEY`, and without face 0),
+    and the embedding shards (`mfr run`) holding faces of that part, as if the job had stopped before
+    that task wrote them (a task writes a group's embedding shards, then its manifest shard).
+    Return the files left."""
     import pyarrow.parquet as pq
 
     from jobs.sink import shard_cuts
 
-    parts = {p: (t, tuple(shard_cuts(t)[image])) for p, t in ((p, pq.read_table(p)) for p in output.rglob("*.parquet"))
-             if image in shard_cuts(t)}
-    later = next(p for p, (t, _) in parts.items() if "source_key" in t.column_names and 0 not in t.filter(
-        [k == image for k in t.column("input_row").to_pylist()]).column("face_index").to_pylist())
-    written = [p for p, (t, cut) in parts.items() if cut == parts[later][1]]
-    if any("source_key" not in parts[p][0].column_names for p in written):  # mfr run's: two parts told apart
-        assert len({cut for _, cut in parts.values()}) == 2, parts
-    for p in written if len({cut for _, cut in parts.values()}) == 2 else [later]:
-        p.unlink()
+    def faces(table) -> set:
+        return {f for k, f in zip(table.column("input_row").to_pylist(), table.column("face_index").to_pylist())
+                if k == image}
+
+    shards = {p: pq.read_table(p) for p in output.rglob("*.parquet")}
+    later = next(p for p, t in shards.items() if "manifest" in p.parts and image in shard_cuts(t) and 0 not in faces(t))
+    for p, t in shards.items():
+        if p == later or ("manifest" not in p.parts and faces(t) & faces(shards[later])):
+            p.unlink()
     return _files(output)
