@@ -620,6 +620,13 @@ def test_an_image_whose_rows_two_writes_shared_is_done_only_when_both_landed(tmp
     files = sorted(store.list("manifest"))
     assert "d.jpg" in read_done(store, "manifest/g=1", "input_row", DoneRows())
     assert sorted(store.list("manifest")) == files
+    # one shard with parts of two images, one of them never finished: it keeps the other's part and record
+    rows = batch([("f.jpg", 2), ("g.jpg", 2)])
+    write(rows.slice(0, 1), "job 5", "m3")
+    write(rows.slice(1, 2), "job 5", "m3")  # f's face 1 and g's face 0; the task with g's face 1 never ran
+    assert read_done(store, "m3/g=1", "input_row", DoneRows()) == {"f.jpg"}
+    assert sorted(sum((_inputs(store, k) for k in store.list("m3")), [])) == ["f.jpg", "f.jpg"]
+    assert read_done(store, "m3/g=1", "input_row", DoneRows()) == {"f.jpg"}
     # --retry-failed rewrites both parts of e without their failed rows: each then holds e's rows
     # alone, and named by its rows, the second overwrote the first (face 2 lost, e counted done)
     rows = batch([("x.jpg", 1), ("e.jpg", 3), ("y.jpg", 1)], status={"x.jpg": "undecodable", "y.jpg": "undecodable"})
