@@ -121,13 +121,12 @@ class CutWrites:
 
 
 def _take_out(store, key: str, names: set, where: Callable | None) -> None:
-    """Rewrite the shard at `key` without the rows of the input rows `names` that `where` (if given)
-    selects. Deleted first: a crash between the two steps leaves the other rows' images without
-    rows (done again by the next run), never twice."""
+    """Rewrite the shard at `key` (`_rewrite`) without the rows of the input rows `names` that
+    `where` (if given) selects; the record of an image whose rows all left goes with them."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from jobs.sink import shard_cuts, with_cuts, write_shard
+    from jobs.sink import shard_cuts, with_cuts
     from jobs.storage import read_parquet_bytes
 
     table = read_parquet_bytes(store.read(key))
@@ -136,11 +135,23 @@ def _take_out(store, key: str, names: set, where: Callable | None) -> None:
         out = pc.and_(out, pc.fill_null(where(table), False))
     keep = table.filter(pc.invert(out))
     left = set(keep.column("input_row").to_pylist())
-    cuts = {k: v for k, v in shard_cuts(table).items() if k not in names or k in left}
+    _rewrite(store, key, with_cuts(keep, {k: v for k, v in shard_cuts(table).items() if k not in names or k in left}))
+
+
+def _rewrite(store, key: str, keep) -> str:
+    """Replace the shard at `key` by `keep` (some of its rows; none: the shard goes) and return its
+    new key. Deleted first: a crash between the two steps leaves the other rows' images without
+    rows (done again by the next run), never twice. Named after the shard it replaces: two parts of
+    one image, each left with only that image's rows, would otherwise get one name and the second
+    overwrite the first."""
+    from jobs.sink import shard_file_name, write_shard
+
     store.delete(key)
+    folder, _, name = key.rpartition("/")
+    label = f"rewritten from {name}"
     if keep.num_rows:
-        folder, _, name = key.rpartition("/")
-        write_shard(store, folder, with_cuts(keep, cuts), f"rewritten from {name}")
+        write_shard(store, folder, keep, label)
+    return f"{folder}/{shard_file_name(keep, label)}"
 
 
 class DoneRows:
@@ -151,10 +162,8 @@ class DoneRows:
     undecodable, error, ...), so a rerun does those images again.
 
     With `drop` (a real run, not a dry run), those rows leave their shards as the listing reads
-    them: for failed rows the shard is deleted, then its other rows are written again as a shard of
-    their own (`jobs.sink.write_shard`). The rows written again are then an input's only rows; a
-    crash between the two steps leaves the other rows' inputs without rows, done again by the next
-    run, never twice. One read task lists a group, so no two tasks rewrite one shard."""
+    them (`_rewrite`): the rows written again are then an input's only rows. One read task lists a
+    group, so no two tasks rewrite one shard."""
 
     def __init__(self, where: Callable | None = None, *, retry_failed: bool = False, drop: bool = True):
         self.where, self.retry_failed, self.drop = where, retry_failed, drop
@@ -191,20 +200,11 @@ class DoneRows:
         new key, its record of cut images kept)."""
         import pyarrow.compute as pc
 
-        from jobs.sink import shard_file_name, write_shard
-
         failed = pc.fill_null(self.failed(table), False)
         if not pc.any(failed).as_py():
             return key, table
         keep = table.filter(pc.invert(failed))
-        store.delete(key)
-        folder, _, name = key.rpartition("/")
-        # named after the shard it replaces: two parts of one image, each left with only that image's
-        # rows, would otherwise get one name and the second overwrite the first
-        label = f"rewritten from {name}"
-        if keep.num_rows:
-            write_shard(store, folder, keep, label)
-        return f"{folder}/{shard_file_name(keep, label)}", keep
+        return _rewrite(store, key, keep), keep
 
 
 def _failed_values(table, key_column: str) -> list:
