@@ -309,8 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gallery-part-rows", type=positive_int,
                    help="gallery entries per part with --distributed (default 262144: 512 MiB at 512-d)")
     s.add_argument("--score-device", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="with --distributed: score blocks on GPUs (one per task; one cosine model), CPUs, or "
-                        "auto: GPUs where the cluster has or can add them (default)")
+                   help="with --distributed: score blocks on GPUs (one cosine model), CPUs, or auto: GPUs where "
+                        "the cluster has or can add them (default)")
+    s.add_argument("--score-tasks-per-gpu", type=positive_int,
+                   help="with --distributed on GPUs: scoring tasks that share one GPU (default 4)")
 
     r = command("run", "dataset to report: mask, embed both sides, score",
                 "mfr run ../shared/data/faces out/run",
@@ -587,7 +589,7 @@ def cmd_score(args) -> int:
                             gallery_template=args.gallery_template, force=args.force, name=args.name,
                             also=[tuple(c) for c in args.compare], fuse=[_names(f) for f in args.fuse],
                             distributed=args.distributed, gallery_part_rows=args.gallery_part_rows,
-                            score_device=args.score_device))
+                            score_device=args.score_device, score_tasks_per_gpu=args.score_tasks_per_gpu))
     return 0
 
 

@@ -51,7 +51,6 @@ from recog import metrics as M
 from recog.block_scoring import NumpyBlockScorer, Scoring, block_scorer
 
 GALLERY_PART_ROWS = 262_144     # 512 MiB of 512-d float32 per part and model
-SCORES_PER_BLOCK = 1 << 24      # a block x part score matrix of at most 64 MiB
 SCORE_TASK_CPUS = 1             # scoring is matrix products: one core per task, BLAS on one thread
 
 
@@ -162,10 +161,10 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
     at_or_above = np.zeros(n, np.int64)
     kept = np.empty(0, np.float32)
 
-    def step(size):
-        return block or max(1, min(256, SCORES_PER_BLOCK // max(1, size)))
-
     scorer = scorer or NumpyBlockScorer(scoring)
+
+    def step(size):
+        return block or scorer.rows_per_block(size)
     several = len(parts) > 1
     if several:  # the best mated score first: every part's non-mated scores are counted against it
         for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
@@ -234,7 +233,7 @@ def impostor_moments(probes, probe_codes, parts: list[GalleryPart], scoring: Sco
     for part in parts:
         rows, cols = part.mates(codes)
         gallery = part.load()
-        step = block or max(1, min(256, SCORES_PER_BLOCK // max(1, part.size)))
+        step = block or NumpyBlockScorer.rows_per_block(part.size)
         for r0 in range(0, len(codes), step):
             r1 = min(len(codes), r0 + step)
             lo, hi = np.searchsorted(rows, [r0, r1])
@@ -585,10 +584,18 @@ def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]
 
 
 DEVICES = ("auto", "cpu", "gpu")
+# GPU scoring tasks that share one GPU: a task reads its shards, samples impostors and gathers its
+# facts on a CPU between products, and tasks sharing the GPU fill those gaps. Measured on an H200
+# (bench/bench_gpu_scoring.py, 10^5 x 10^5 at 512-d, 3 tasks): 51.4 s at one task per GPU, 29.3 s
+# when they shared it. Each task holds its gallery part and a block's intermediates on the GPU: by
+# arithmetic (not measured), 512 MiB for a default part of 262,144 x 512-d and about 2 GiB for a
+# block of 2^26 scores, plus CUDA's own context, so 4 fit a 24 GiB GPU.
+TASKS_PER_GPU = 4
 
 
 def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
-           seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str):
+           seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str,
+           tasks_per_gpu: int = TASKS_PER_GPU):
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
@@ -596,6 +603,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
+    if isinstance(tasks_per_gpu, bool) or not isinstance(tasks_per_gpu, (int, np.integer)) or tasks_per_gpu < 1:
+        raise ValueError(f"tasks_per_gpu must be a whole number of at least 1, got {tasks_per_gpu!r}")
     ensure_ray()
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
     if len(gallery.entry_ids) == 0:
@@ -613,8 +622,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     if device == "gpu" and not graph_fits:
         raise ValueError("scoring on GPUs takes one cosine model; fusion and Euclidean models score on CPUs")
     on_gpu = device == "gpu" or (device == "auto" and graph_fits and cluster_has_gpus())
-    # a GPU task still reads its shards and gathers its facts on a CPU of the GPU node
-    task = ray.remote(num_cpus=SCORE_TASK_CPUS, num_gpus=1 if on_gpu else 0)(_probe_task)
+    # a GPU task still reads its shards and gathers its facts on a CPU of the GPU node; tasks that
+    # share a GPU overlap that CPU work with each other's products
+    task = ray.remote(num_cpus=SCORE_TASK_CPUS, num_gpus=1 / tasks_per_gpu if on_gpu else 0)(_probe_task)
     exclude = ray.put(gallery.images)
     identities = ray.put(gallery.identities)
     scoring = Scoring(gallery.similarities)
@@ -664,15 +674,16 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
 
 def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None, gallery_per_identity: int = 1,
                       max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
-                      gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS, device: str = "auto"):
+                      gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS, device: str = "auto",
+                      tasks_per_gpu: int = TASKS_PER_GPU):
     """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
     (module doc); the figures are those of `jobs.score.score` on the same shards. `name` defaults to
     the model's. `device`: `gpu` scores each block on a GPU (one per task, ONNX Runtime's CUDA
     provider; one cosine model), `cpu` with NumPy, `auto` on GPUs where the cluster has or can add them
-    (jobs.pool.cluster_has_gpus). `result.scored_by` says how many tasks and parts, and on which nodes
-    and devices."""
+    (jobs.pool.cluster_has_gpus); `tasks_per_gpu` GPU tasks share each GPU (TASKS_PER_GPU). `result.scored_by` says how
+    many tasks and parts, and on which nodes and devices."""
     result, model_ids = _score([probe_uri], [gallery_uri], name, gallery_per_identity, max_pairs, seed,
-                               shards_per_task, gallery_template, part_rows, device)
+                               shards_per_task, gallery_template, part_rows, device, tasks_per_gpu)
     return result, model_ids[0]
 
 

@@ -328,13 +328,14 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
               gallery_template: str = "best", gallery_part_rows: int | None = None, score_device: str = "auto",
-              **kwargs) -> dict:
+              score_tasks_per_gpu: int | None = None, **kwargs) -> dict:
     """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
     by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
     (z-norm on impostors, averaged) into one more row each. `distributed`: score each method and
     each fusion with Ray tasks over the probe shards, the gallery in parts of `gallery_part_rows`
     (jobs.reduce; same figures, no process holds the score matrix or the whole gallery), on GPUs
-    where the cluster has them (`score_device`: auto, cpu, gpu). A rerun over unchanged shards and settings keeps the report
+    where the cluster has them (`score_device`: auto, cpu, gpu; `score_tasks_per_gpu` tasks share each
+    GPU, default jobs.reduce.TASKS_PER_GPU). A rerun over unchanged shards and settings keeps the report
     that is there (`skipped` is True) unless `force`. `gallery_template`: `best` (every gallery image an
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
@@ -346,9 +347,20 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
 
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
-    check_counts(gallery_per_identity=gallery_per_identity, gallery_part_rows=gallery_part_rows)
+    check_counts(gallery_per_identity=gallery_per_identity, gallery_part_rows=gallery_part_rows,
+                 score_tasks_per_gpu=score_tasks_per_gpu)
     if score_device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"score_device must be one of ('auto', 'cpu', 'gpu'), got {score_device!r}")
+    reducer_options = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
+    if distributed:
+        reducer_options["device"] = score_device
+        if score_tasks_per_gpu is not None:
+            reducer_options["tasks_per_gpu"] = score_tasks_per_gpu
+    else:
+        given = {"score_device": score_device != "auto", "gallery_part_rows": gallery_part_rows,
+                 "score_tasks_per_gpu": score_tasks_per_gpu is not None}
+        for option in (k for k, v in given.items() if v):
+            raise ValueError(f"{option} applies to the distributed reducer only")
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
@@ -366,13 +378,6 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True, "notes": notes}
     splits, results, model_ids, uris_of = {}, [], {}, {}
-    reducer_options = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
-    if distributed:
-        reducer_options["device"] = score_device
-    elif score_device != "auto":
-        raise ValueError("score_device applies to the distributed reducer only")
-    if gallery_part_rows and not distributed:
-        raise ValueError("gallery_part_rows applies to the distributed reducer only")
     for method, p_uri, g_uri in methods:
         if distributed:
             from jobs.reduce import score_distributed

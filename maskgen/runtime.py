@@ -155,26 +155,88 @@ def providers_for(device: str = "auto") -> list[str]:
     if device == "cuda" and not has_cuda:
         raise RuntimeError(
             "device='cuda' was requested but onnxruntime has no CUDAExecutionProvider "
-            f"(available: {available}); install the project with the [gpu] extra"
+            f"(available: {available}); install the project with the [gpu] extra (onnxruntime-gpu)"
         )
     if device in ("cuda", "auto") and has_cuda:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
 
-def create_session(model: bytes | str | Path, device: str = "auto", threads: int | None = None):
-    """An `onnxruntime.InferenceSession` with the provider for `device` and intra-op threads = CPUs given."""
+_CUDA_LIBRARIES: list[str] = []  # what loading them said, once per process (empty: not tried yet)
+
+
+def load_cuda_libraries() -> str:
+    """Load CUDA and cuDNN from the nvidia-* wheels that the [gpu] extra installs beside
+    onnxruntime-gpu (`onnxruntime.preload_dlls`, ONNX Runtime >= 1.21), once per process; returns
+    what it printed about libraries it could not load ('' when all loaded).
+
+    The CUDA provider's library names its CUDA libraries without a path, so without this only a
+    system-wide CUDA of the same major version is found; where CUDA is system-wide it changes nothing."""
+    if not _CUDA_LIBRARIES:
+        import contextlib
+        import io
+
+        ort = _onnxruntime()
+        # errors only from ONNX Runtime's own logger: its CUDA kernels warn, at every call, that
+        # ScatterND is correct only without duplicate indices (the block graph never has any)
+        ort.set_default_logger_severity(3)
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # it prints, rather than raises, what it could not load
+            try:
+                if hasattr(ort, "preload_dlls"):
+                    ort.preload_dlls()
+            except Exception as exc:  # a damaged install: the session check below names the outcome
+                print(f"{type(exc).__name__}: {exc}")
+        _CUDA_LIBRARIES.append(" ".join(said.getvalue().split()))
+    return _CUDA_LIBRARIES[0]
+
+
+def create_session(model: bytes | str | Path, device: str = "auto", threads: int | None = None,
+                   cuda_options: dict | None = None):
+    """An `onnxruntime.InferenceSession` with the provider for `device` and intra-op threads = CPUs given.
+
+    On CUDA the session is checked: ONNX Runtime that cannot start its CUDA provider (no driver, or
+    CUDA/cuDNN libraries of another major version) builds a CPU session with only a log line, and a
+    CUDA session that fails at run time retries on the CPU. With `device="cuda"` the first is a
+    RuntimeError and the second is turned off; with `auto` the CPU session is used, with a warning.
+    `cuda_options`: the CUDA provider's options (e.g. `{"use_tf32": "0"}`)."""
     ort = _onnxruntime()
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or available_cpus()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: a missing provider is reported below, in words
     # Spinning worker threads burn CPU between calls: on 2 cores that starves our own numpy work (MTCNN
     # ran at less than half speed) and Ray's readers. MFR_ORT_SPINNING=1 turns it on for pure ORT loads.
     options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MFR_ORT_SPINNING", "0"))
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, sess_options=options, providers=providers_for(device))
+    providers = providers_for(device)
+    if providers[0] != "CUDAExecutionProvider":
+        return ort.InferenceSession(source, sess_options=options, providers=providers)
+    not_loaded = load_cuda_libraries()
+    if cuda_options:
+        providers = [("CUDAExecutionProvider", {k: str(v) for k, v in cuda_options.items()}), *providers[1:]]
+    session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    check_cuda_session(session, device, not_loaded)
+    return session
+
+
+def check_cuda_session(session, device: str, not_loaded: str = "") -> None:
+    """Refuse (`device="cuda"`) or warn about (`auto`) a session that was asked for CUDA and runs on
+    the CPU; a CUDA session is kept from falling back to the CPU at run time."""
+    if session.get_providers()[0] == "CUDAExecutionProvider":
+        if device == "cuda":
+            session.disable_fallback()
+        return
+    message = ("ONNX Runtime has its CUDA provider but could not start it, so this session would run on the CPU: "
+               "it needs the NVIDIA driver and the CUDA and cuDNN libraries of its build (the [gpu] extra "
+               "installs them from PyPI)" + (f"; loading them said: {not_loaded[:500]}" if not_loaded else ""))
+    if device == "cuda":
+        raise RuntimeError(message)
+    import warnings
+
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def member_of_wheel(package: str, version: str, member: str) -> bytes:

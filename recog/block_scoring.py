@@ -30,6 +30,12 @@ from recog import metrics as M
 LOWEST = np.float32(np.finfo(np.float32).min)  # a floor below every real score, above -inf
 
 
+def rows_for(part_size: int, scores: int, most_rows: int) -> int:
+    """Probe rows per block against a gallery part of `part_size` entries: at most `scores` scores and
+    `most_rows` rows, at least one row."""
+    return max(1, min(most_rows, scores // max(1, part_size)))
+
+
 @dataclass(frozen=True)
 class Scoring:
     """How a block of scores is made from probe and gallery embeddings (one array per model).
@@ -78,6 +84,12 @@ class NumpyBlockScorer:
     """The block's facts from one BLAS matrix product and NumPy reductions."""
 
     name = "numpy"
+
+    @staticmethod
+    def rows_per_block(part_size: int) -> int:
+        """A block's score matrix of at most 64 MiB (2^24 float32), 256 rows: it and NumPy's passes
+        over it stay in a CPU's memory bandwidth sweet spot."""
+        return rows_for(part_size, 1 << 24, 256)
 
     def __init__(self, scoring=None):
         self.scoring = scoring
@@ -171,22 +183,25 @@ class OnnxBlockScorer:
     (onnxruntime-gpu), `"cpu"` runs the same graph on the CPU provider."""
 
     def __init__(self, device: str = "cpu", threads: int = 1):
-        import onnxruntime as ort
+        from maskgen.runtime import create_session
 
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise RuntimeError("block scoring on a GPU needs onnxruntime-gpu with CUDA "
-                               f"(this onnxruntime has {ort.get_available_providers()}); install the [gpu] extra")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else \
-            ["CPUExecutionProvider"]
-        self.session = ort.InferenceSession(block_graph(), options, providers=providers)
+        # the sessions every model gets: on CUDA, a provider that cannot start is a RuntimeError. No
+        # TF32 (CUDA's default for products on recent GPUs): it keeps 10 bits of mantissa, and scores
+        # are compared and ranked at float32 precision, as the NumPy path computes them
+        self.session = create_session(block_graph(), device=device, threads=threads, cuda_options={"use_tf32": 0})
         self.device = device
         self.name = f"onnxruntime-{device}"
         self.gallery = None
+
+    def rows_per_block(self, part_size: int) -> int:
+        """On a GPU, blocks of up to 4,096 rows and 2^26 scores (the graph's intermediates take about
+        2 GiB of GPU memory at that size): a call's fixed cost (binding, launches, copies back) is
+        spread over more products. On the CPU provider, NumPy's block."""
+        if self.device == "cuda":
+            return rows_for(part_size, 1 << 26, 4096)
+        return NumpyBlockScorer.rows_per_block(part_size)
 
     def set_gallery(self, gallery) -> None:
         import onnxruntime as ort

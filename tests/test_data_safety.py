@@ -793,6 +793,9 @@ def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_pho
         (lambda: run_evaluate(dataset, str(out), max_pixels=2.5), "max_pixels must be"),
         (lambda: run_score(dataset, dataset, str(out), gallery_part_rows=0, distributed=True), "gallery_part_rows"),
         (lambda: run_score(dataset, dataset, str(out), score_device="tpu"), "score_device must be one of"),
+        (lambda: run_score(dataset, dataset, str(out), distributed=True, score_tasks_per_gpu=0),
+         "score_tasks_per_gpu must be a whole number of at least 1"),
+        (lambda: run_score(dataset, dataset, str(out), score_tasks_per_gpu=2), "distributed reducer only"),
     ]
     for call, words in refused:
         with pytest.raises(ValueError, match=re.escape(words)):

@@ -260,3 +260,16 @@ def test_the_onnx_block_graph_gives_the_numpy_facts(rows_per_part):
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
             block_scorer("onnxruntime", scoring, device="cuda")
+
+
+def test_block_rows_follow_the_scorer():
+    """NumPy blocks hold at most 2^24 scores and 256 probes; GPU blocks 2^26 scores and 4,096 probes
+    (the CUDA graph's fixed cost per call, about 19 ms on an H200, is spread over more products);
+    always at least one probe, even against a part larger than a block."""
+    from recog.block_scoring import NumpyBlockScorer, OnnxBlockScorer, rows_for
+
+    assert NumpyBlockScorer.rows_per_block(100_000) == (1 << 24) // 100_000 == 167
+    assert NumpyBlockScorer.rows_per_block(1_000) == 256
+    assert NumpyBlockScorer.rows_per_block(1 << 30) == 1
+    assert rows_for(100_000, 1 << 26, 4096) == 671 and rows_for(1_000, 1 << 26, 4096) == 4096
+    assert OnnxBlockScorer("cpu").rows_per_block(100_000) == 167  # the CPU provider keeps NumPy's blocks

@@ -45,6 +45,19 @@ def test_providers():
         runtime.providers_for("tpu")
 
 
+def test_a_session_asked_for_cuda_that_runs_on_the_cpu_is_refused_or_named():
+    """ONNX Runtime builds a CPU session, with one log line, when its CUDA provider cannot start (no
+    driver, CUDA of another major version): asked for CUDA, that must fail in words, not run on one
+    CPU thread; on `auto` it is a warning."""
+    from maskgen.mtcnn_graphs import build_bytes
+
+    on_cpu = runtime.create_session(build_bytes("rnet"), device="cpu", threads=1)
+    with pytest.raises(RuntimeError, match=r"could not start it.*\[gpu\] extra.*loading them said: Failed to load"):
+        runtime.check_cuda_session(on_cpu, "cuda", "Failed to load libcudnn.so.9")
+    with pytest.warns(RuntimeWarning, match="would run on the CPU"):
+        runtime.check_cuda_session(on_cpu, "auto")
+
+
 def test_cache_dir_is_configurable(monkeypatch, tmp_path):
     monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "models"))
     assert runtime.cache_dir() == tmp_path / "models" and (tmp_path / "models").is_dir()
