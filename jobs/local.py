@@ -37,9 +37,10 @@ from jobs.sink import JobSummary, Progress, batch_counts
 
 EXECUTORS = ("auto", "local", "ray")  # `--executor` of mfr mask, mfr embed and mfr run
 LOCAL_MAX_INPUTS = 10_000
-# what the forkserver imports once, so each worker process starts without importing them again
+# what the forkserver imports once, so each worker process starts without importing them again (and
+# maskgen.preload: the landmark model, read once there and shared by every worker forked from it)
 PRELOAD = ("numpy", "cv2", "onnxruntime", "pyarrow", "pyarrow.parquet", "maskgen.augment", "jobs.augment",
-           "recog.embed", "jobs.embed", "jobs.run")
+           "recog.embed", "jobs.embed", "jobs.run", "maskgen.preload")
 
 
 def cluster_reachable() -> bool:

@@ -106,6 +106,22 @@ def model_path(name: str = "shape_predictor_68_face_landmarks.dat") -> Path:
     return path
 
 
+_SHAPE_PREDICTORS: dict = {}  # path -> dlib.shape_predictor, read once per process
+
+
+def load_shape_predictor(path: Path):
+    """dlib's shape predictor from `path`, read once per process and shared by every LandmarkPredictor
+    of it: the 68-point model is 100 MB and takes about a second to read, which every job's workers,
+    every Augmenter and every FaceFinder paid again. Shared read-only: predicting does not change it.
+    The local pool's forkserver reads it once (maskgen.preload), and its forked workers share the pages."""
+    import dlib
+
+    key = str(Path(path).resolve())
+    if key not in _SHAPE_PREDICTORS:
+        _SHAPE_PREDICTORS[key] = dlib.shape_predictor(key)
+    return _SHAPE_PREDICTORS[key]
+
+
 class LandmarkPredictor:
     """dlib's 68-point shape predictor, fed with detector boxes mapped into dlib's convention."""
 
@@ -114,7 +130,7 @@ class LandmarkPredictor:
 
         self._dlib = dlib
         self.path = Path(path) if path else model_path()
-        self._predictor = dlib.shape_predictor(str(self.path))
+        self._predictor = load_shape_predictor(self.path)
         self.mapping = mapping
 
     @property

@@ -104,3 +104,22 @@ def test_mirroring_is_an_involution_and_matches_a_flipped_photo(shared_faces_68,
 def test_predictor_refuses_non_rgb(predictor):
     with pytest.raises(ValueError, match="RGB uint8"):
         predictor.predict(np.zeros((10, 10), np.uint8), np.array([[0, 0, 5, 5]]))
+
+
+def test_the_landmark_model_is_read_once_per_process_and_by_the_local_pools_forkserver(shared_faces_68, predictor):
+    """dlib's 68-point model (100 MB, about a second to read) is shared by every predictor of a
+    process, and read by the local pool's forkserver (maskgen.preload) before it forks the workers."""
+    import subprocess
+
+    from maskgen.landmarks import LandmarkPredictor
+    from jobs.local import PRELOAD
+
+    again = LandmarkPredictor()
+    assert again._predictor is predictor._predictor
+    path, image, faces, lm = shared_faces_68[0]
+    assert np.array_equal(again.predict(image, np.array([f.box for f in faces])), lm)
+    assert "maskgen.preload" in PRELOAD
+    code = ("import sys, maskgen.landmarks as L; import maskgen.preload; "
+            "print(len(L._SHAPE_PREDICTORS), L.LandmarkPredictor()._predictor is next(iter(L._SHAPE_PREDICTORS.values())))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
