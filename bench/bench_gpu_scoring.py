@@ -129,18 +129,13 @@ def compare(a: dict, b: dict) -> dict:
 def reducer_part(args, log: list) -> None:
     import ray
 
-    from bench_reducer import SHARD_ROWS, make_data
+    from bench_reducer import make_data, make_subset
     from jobs.reduce import score_distributed
     from jobs.score import load_split, score
 
     t = time.perf_counter()
     make_data(args.work, args.probes, args.gallery, args.dim)
-    subset = args.work / "probes-subset" / "shards" / "g=bench"
-    subset.mkdir(parents=True, exist_ok=True)
-    for old in subset.iterdir():
-        old.unlink()
-    for n in range(-(-args.compare_probes // SHARD_ROWS)):
-        (subset / f"part-{n:05d}.parquet").symlink_to(args.work / "probes" / "shards" / "g=bench" / f"part-{n:05d}.parquet")
+    make_subset(args.work, args.compare_probes)
     say({"check": "data", "seconds": time.perf_counter() - t, "cpus": os.cpu_count()}, log)
     ray.init(num_cpus=os.cpu_count(), num_gpus=1, include_dashboard=False, log_to_driver=False,
              object_store_memory=8 << 30)

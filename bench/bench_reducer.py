@@ -78,6 +78,16 @@ def make_data(work: Path, probes: int, gallery: int, dim: int) -> None:
     marker.touch()
 
 
+def make_subset(work: Path, probes: int) -> None:
+    """`work/probes-subset`: links to the first shards of `work/probes`, `probes` rows in all."""
+    subset = work / "probes-subset" / "shards" / "g=bench"
+    subset.mkdir(parents=True, exist_ok=True)
+    for old in subset.iterdir():
+        old.unlink()
+    for n in range(-(-probes // SHARD_ROWS)):
+        (subset / f"part-{n:05d}.parquet").symlink_to(work / "probes" / "shards" / "g=bench" / f"part-{n:05d}.parquet")
+
+
 def own_peak_kib() -> int:
     """This process's VmHWM. Not ru_maxrss: Linux carries that over fork and exec, so a child would
     report its parent's peak (the data generation's) as its own."""
@@ -160,12 +170,7 @@ def main() -> None:
 
     t0 = time.perf_counter()
     make_data(args.work, args.probes, args.gallery, args.dim)
-    subset = args.work / "probes-subset" / "shards" / "g=bench"
-    subset.mkdir(parents=True, exist_ok=True)
-    for old in subset.iterdir():
-        old.unlink()
-    for n in range(-(-args.compare_probes // SHARD_ROWS)):
-        (subset / f"part-{n:05d}.parquet").symlink_to(args.work / "probes" / "shards" / "g=bench" / f"part-{n:05d}.parquet")
+    make_subset(args.work, args.compare_probes)
     print(f"data ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPUs; gallery {args.gallery:,} x "
           f"{args.dim}-d, parts of {args.part_rows:,}", flush=True)
     rows = []
