@@ -153,7 +153,7 @@ def reducer_part(args, log: list) -> None:
              "rank1": result.identification["rank"]["1"], "auc": result.verification["auc"]}, log)
 
     sub = str(args.work / "probes-subset")
-    timed("gpu-subset", sub, device="gpu")
+    timed("gpu-subset", sub, device="gpu", tasks_per_gpu=1)
     timed("gpu4-subset", sub, device="gpu", tasks_per_gpu=4)
     timed("cpu-subset", sub, device="cpu")
     t = time.perf_counter()

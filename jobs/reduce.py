@@ -29,8 +29,8 @@ lookup, not a comparison of strings with every gallery entry. Scores are those o
 over the whole gallery: each is the dot product of its probe and gallery entry however either side
 is cut (BLAS may round a product of one row or column differently, by a float32 ulp; tests check).
 
-Where the cluster has GPUs (or will add them: jobs.pool.cluster_has_gpus), each probe task of a single
-cosine model takes one GPU and scores its blocks with recog.block_scoring's ONNX graph on ONNX
+Where the cluster has GPUs (or will add them: jobs.pool.cluster_has_gpus), the probe tasks of a single
+cosine model share each GPU (TASKS_PER_GPU to a GPU) and score their blocks with recog.block_scoring's ONNX graph on ONNX
 Runtime's CUDA provider: the gallery part stays on the GPU, each block's score matrix never leaves
 it, only the per-row facts come back. A GPU task on a node without CUDA warns and scores on its CPU;
 `result.scored_by` (and the report's `scored_by`) says which nodes and devices scored.
@@ -591,6 +591,7 @@ DEVICES = ("auto", "cpu", "gpu")
 # arithmetic (not measured), 512 MiB for a default part of 262,144 x 512-d and about 2 GiB for a
 # block of 2^26 scores, plus CUDA's own context, so 4 fit a 24 GiB GPU.
 TASKS_PER_GPU = 4
+MOST_TASKS_PER_GPU = 100  # each task holds its own gallery part and block on the GPU
 
 
 def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
@@ -603,8 +604,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
-    if isinstance(tasks_per_gpu, bool) or not isinstance(tasks_per_gpu, (int, np.integer)) or tasks_per_gpu < 1:
-        raise ValueError(f"tasks_per_gpu must be a whole number of at least 1, got {tasks_per_gpu!r}")
+    if (isinstance(tasks_per_gpu, bool) or not isinstance(tasks_per_gpu, (int, np.integer))
+            or not 1 <= tasks_per_gpu <= MOST_TASKS_PER_GPU):
+        raise ValueError(f"tasks_per_gpu must be a whole number from 1 to {MOST_TASKS_PER_GPU}, got {tasks_per_gpu!r}")
     ensure_ray()
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
     if len(gallery.entry_ids) == 0:
@@ -678,8 +680,8 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
                       tasks_per_gpu: int = TASKS_PER_GPU):
     """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
     (module doc); the figures are those of `jobs.score.score` on the same shards. `name` defaults to
-    the model's. `device`: `gpu` scores each block on a GPU (one per task, ONNX Runtime's CUDA
-    provider; one cosine model), `cpu` with NumPy, `auto` on GPUs where the cluster has or can add them
+    the model's. `device`: `gpu` scores each block on a GPU (ONNX Runtime's CUDA provider; one
+    cosine model), `cpu` with NumPy, `auto` on GPUs where the cluster has or can add them
     (jobs.pool.cluster_has_gpus); `tasks_per_gpu` GPU tasks share each GPU (TASKS_PER_GPU). `result.scored_by` says how
     many tasks and parts, and on which nodes and devices."""
     result, model_ids = _score([probe_uri], [gallery_uri], name, gallery_per_identity, max_pairs, seed,
@@ -690,12 +692,14 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
 def score_fused_distributed(methods: list[tuple[str, str]], name: str, gallery_per_identity: int = 1,
                             max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
                             gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS,
-                            device: str = "auto"):
+                            device: str = "auto", tasks_per_gpu: int = TASKS_PER_GPU):
     """MethodResult of several models' (probe URI, gallery URI) scores fused as jobs.score.score_fused
     fuses them (z-norm on impostors, averaged, on the probes and gallery entries every model has),
-    computed by Ray tasks on CPUs (module doc)."""
+    computed by Ray tasks on CPUs (module doc; `tasks_per_gpu` is checked like the single model's, and
+    `device="gpu"` is refused)."""
     if len(methods) < 2:
         raise ValueError("fusion needs at least two methods")
     result, _ = _score([p for p, _ in methods], [g for _, g in methods], name, gallery_per_identity, max_pairs,
-                       seed, shards_per_task, gallery_template, part_rows, "cpu" if device == "auto" else device)
+                       seed, shards_per_task, gallery_template, part_rows, "cpu" if device == "auto" else device,
+                       tasks_per_gpu)
     return result

@@ -355,6 +355,10 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     if distributed:
         reducer_options["device"] = score_device
         if score_tasks_per_gpu is not None:
+            from jobs.reduce import MOST_TASKS_PER_GPU
+
+            if score_tasks_per_gpu > MOST_TASKS_PER_GPU:
+                raise ValueError(f"score_tasks_per_gpu must be at most {MOST_TASKS_PER_GPU}, got {score_tasks_per_gpu}")
             reducer_options["tasks_per_gpu"] = score_tasks_per_gpu
     else:
         given = {"score_device": score_device != "auto", "gallery_part_rows": gallery_part_rows,

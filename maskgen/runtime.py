@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -163,6 +164,7 @@ def providers_for(device: str = "auto") -> list[str]:
 
 
 _CUDA_LIBRARIES: list[str] = []  # what loading them said, once per process (empty: not tried yet)
+_CUDA_LOADING = threading.Lock()
 
 
 def load_cuda_libraries() -> str:
@@ -172,23 +174,28 @@ def load_cuda_libraries() -> str:
 
     The CUDA provider's library names its CUDA libraries without a path, so without this only a
     system-wide CUDA of the same major version is found; where CUDA is system-wide it changes nothing."""
-    if not _CUDA_LIBRARIES:
-        import contextlib
-        import io
-
-        ort = _onnxruntime()
-        # errors only from ONNX Runtime's own logger: its CUDA kernels warn, at every call, that
-        # ScatterND is correct only without duplicate indices (the block graph never has any)
-        ort.set_default_logger_severity(3)
-        said = io.StringIO()
-        with contextlib.redirect_stdout(said):  # it prints, rather than raises, what it could not load
-            try:
-                if hasattr(ort, "preload_dlls"):
-                    ort.preload_dlls()
-            except Exception as exc:  # a damaged install: the session check below names the outcome
-                print(f"{type(exc).__name__}: {exc}")
-        _CUDA_LIBRARIES.append(" ".join(said.getvalue().split()))
+    with _CUDA_LOADING:  # one loader: it swaps the process's stdout while it runs
+        if not _CUDA_LIBRARIES:
+            _load_cuda_libraries()
     return _CUDA_LIBRARIES[0]
+
+
+def _load_cuda_libraries() -> None:
+    import contextlib
+    import io
+
+    ort = _onnxruntime()
+    # errors only from ONNX Runtime's own logger: its CUDA kernels warn, at every call, that
+    # ScatterND is correct only without duplicate indices (the block graph never has any)
+    ort.set_default_logger_severity(3)
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # it prints, rather than raises, what it could not load
+        try:
+            if hasattr(ort, "preload_dlls"):
+                ort.preload_dlls()
+        except Exception as exc:  # a damaged install: the session check names the outcome
+            print(f"{type(exc).__name__}: {exc}")
+    _CUDA_LIBRARIES.append(" ".join(said.getvalue().split()))
 
 
 def create_session(model: bytes | str | Path, device: str = "auto", threads: int | None = None,

@@ -796,6 +796,7 @@ def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_pho
         (lambda: run_score(dataset, dataset, str(out), distributed=True, score_tasks_per_gpu=0),
          "score_tasks_per_gpu must be a whole number of at least 1"),
         (lambda: run_score(dataset, dataset, str(out), score_tasks_per_gpu=2), "distributed reducer only"),
+        (lambda: run_score(dataset, dataset, str(out), distributed=True, score_tasks_per_gpu=101), "at most 100"),
     ]
     for call, words in refused:
         with pytest.raises(ValueError, match=re.escape(words)):

@@ -109,7 +109,7 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-d"),
                  "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b", "--distributed", "--gallery-part-rows", "3",
-                 "--gallery-per-identity", "2"]) == 0
+                 "--gallery-per-identity", "2", "--score-tasks-per-gpu", "2"]) == 0
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-2"),
                  "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b", "--gallery-per-identity", "2"]) == 0
