@@ -165,6 +165,7 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
 
     def step(size):
         return block or scorer.rows_per_block(size)
+
     several = len(parts) > 1
     if several:  # the best mated score first: every part's non-mated scores are counted against it
         for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
@@ -594,6 +595,15 @@ TASKS_PER_GPU = 4
 MOST_TASKS_PER_GPU = 100  # each task holds its own gallery part and block on the GPU
 
 
+def check_tasks_per_gpu(value, name: str = "tasks_per_gpu") -> None:
+    """GPU scoring tasks per GPU, refused unless a whole number from 1 to MOST_TASKS_PER_GPU (`name`:
+    the argument as its caller calls it)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+    if value > MOST_TASKS_PER_GPU:
+        raise ValueError(f"{name} must be at most {MOST_TASKS_PER_GPU}, got {value}")
+
+
 def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
            seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str,
            tasks_per_gpu: int = TASKS_PER_GPU):
@@ -604,9 +614,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
-    if (isinstance(tasks_per_gpu, bool) or not isinstance(tasks_per_gpu, (int, np.integer))
-            or not 1 <= tasks_per_gpu <= MOST_TASKS_PER_GPU):
-        raise ValueError(f"tasks_per_gpu must be a whole number from 1 to {MOST_TASKS_PER_GPU}, got {tasks_per_gpu!r}")
+    check_tasks_per_gpu(tasks_per_gpu)
     ensure_ray()
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
     if len(gallery.entry_ids) == 0:

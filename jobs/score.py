@@ -347,18 +347,16 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
 
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
-    check_counts(gallery_per_identity=gallery_per_identity, gallery_part_rows=gallery_part_rows,
-                 score_tasks_per_gpu=score_tasks_per_gpu)
+    check_counts(gallery_per_identity=gallery_per_identity, gallery_part_rows=gallery_part_rows)
     if score_device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"score_device must be one of ('auto', 'cpu', 'gpu'), got {score_device!r}")
     reducer_options = {"part_rows": gallery_part_rows} if distributed and gallery_part_rows else {}
     if distributed:
         reducer_options["device"] = score_device
         if score_tasks_per_gpu is not None:
-            from jobs.reduce import MOST_TASKS_PER_GPU
+            from jobs.reduce import check_tasks_per_gpu
 
-            if score_tasks_per_gpu > MOST_TASKS_PER_GPU:
-                raise ValueError(f"score_tasks_per_gpu must be at most {MOST_TASKS_PER_GPU}, got {score_tasks_per_gpu}")
+            check_tasks_per_gpu(score_tasks_per_gpu, "score_tasks_per_gpu")
             reducer_options["tasks_per_gpu"] = score_tasks_per_gpu
     else:
         given = {"score_device": score_device != "auto", "gallery_part_rows": gallery_part_rows,
