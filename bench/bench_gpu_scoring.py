@@ -114,16 +114,14 @@ def figures(result) -> dict:
 
 def compare(a: dict, b: dict) -> dict:
     keys = sorted(set(a) | set(b))
-    missing = [k for k in keys if k not in a or k not in b]
-    diffs = [abs(a[k] - b[k]) for k in keys if k in a and k in b and np.isfinite(a[k]) and np.isfinite(b[k])]
-    rates = [abs(a[k] - b[k]) for k in keys if k in a and k in b and "threshold" not in k
-             and np.isfinite(a[k]) and np.isfinite(b[k])]
-    unequal_nan = [k for k in keys if k in a and k in b and (np.isfinite(a[k]) != np.isfinite(b[k]))]
-    worst = max((k for k in keys if k in a and k in b and np.isfinite(a[k]) and np.isfinite(b[k])),
-                key=lambda k: abs(a[k] - b[k]), default=None)
-    return {"figures": len(keys), "missing": missing[:5], "max_abs_diff": max(diffs) if diffs else 0.0,
-            "max_abs_diff_but_thresholds": max(rates) if rates else 0.0, "worst": worst,
-            "finite_mismatch": unequal_nan[:5]}
+    shared = [k for k in keys if k in a and k in b]
+    finite = [k for k in shared if np.isfinite(a[k]) and np.isfinite(b[k])]
+    diff = {k: abs(a[k] - b[k]) for k in finite}
+    rates = [d for k, d in diff.items() if "threshold" not in k]
+    return {"figures": len(keys), "missing": [k for k in keys if k not in shared][:5],
+            "max_abs_diff": max(diff.values(), default=0.0), "max_abs_diff_but_thresholds": max(rates, default=0.0),
+            "worst": max(diff, key=diff.get, default=None),
+            "finite_mismatch": [k for k in shared if np.isfinite(a[k]) != np.isfinite(b[k])][:5]}
 
 
 def reducer_part(args, log: list) -> None:
