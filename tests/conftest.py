@@ -64,12 +64,26 @@ def predictor():
 
 
 @pytest.fixture(scope="session")
-def shared_faces_68(detector, predictor, face_photos):
+def detected(detector):
+    """`detected(path)` -> (image, MTCNN faces) of a photo, decoded and detected once per session:
+    several modules look at the same shared photos, and detection is most of what they cost."""
+    seen: dict = {}
+
+    def get(path: Path):
+        if path not in seen:
+            image = read_rgb(path)
+            seen[path] = (image, detector.detect(image))
+        return seen[path]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shared_faces_68(detected, predictor, face_photos):
     """(path, image, faces, landmarks68) for every photo of shared/data/faces with a face."""
     out = []
     for path in face_photos:
-        image = read_rgb(path)
-        faces = detector.detect(image)
+        image, faces = detected(path)
         if faces:
             lm = predictor.predict(image, np.array([f.box for f in faces]))
             out.append((path, image, faces, lm))

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, read_rgb
+from conftest import ROOT
 from maskgen.boxes import iou_matrix
 from maskgen.detect import Face
 from maskgen.finder import FaceFinder, FinderOptions, select_faces
@@ -20,14 +20,13 @@ from bench_face_policy import centred_crop  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def bystander_crops(shared_data, detector):
+def bystander_crops(shared_data, detector, detected):
     """LFW-style crops of shared photos in which the largest face found is not the centred subject."""
     finder = FaceFinder(FinderOptions.for_inputs("photos"), mtcnn=detector)
     out = []
     for folder in ("faces", "faces_mit", "masked_wild"):
         for path in sorted((shared_data / folder).rglob("*.jpg")):
-            image = read_rgb(path)
-            faces = detector.detect(image)
+            image, faces = detected(path)
             for face in faces if len(faces) > 1 else []:
                 if max(face.width, face.height) < 30:
                     continue

@@ -26,7 +26,7 @@ def masked_finder(detector):
 def remasked(shared_faces_68, masked_finder, eye_locator):
     """Per style, for faces >= 40 px: (unmasked face, re-detected face or None, eyes located on the
     unmasked photo, eyes located on the masked one or None)."""
-    out = {}
+    out, unmasked_eyes = {}, {}  # the unmasked photo's eyes are the same for every style
     for style in ("seed", "random"):
         rows = []
         for path, image, faces, lm in shared_faces_68:
@@ -35,13 +35,15 @@ def remasked(shared_faces_68, masked_finder, eye_locator):
                 masked, _, _ = style_from_name(style)(masked, pts, mask_rng(0, path.name, k), classify_face(image, pts))
             again = masked_finder.find(masked)
             boxes = np.array([g.box for g in again]).reshape(-1, 4)
-            for face in faces:
+            for k, face in enumerate(faces):
                 if face.width < 40:
                     continue
                 iou = iou_matrix(np.array([face.box]), boxes)[0] if len(again) else np.zeros(0)
                 j = int(iou.argmax()) if iou.size else -1
                 hit = iou.size and iou[j] >= 0.5
-                eyes = eye_locator.locate(image, face.box, face.points)
+                if (path, k) not in unmasked_eyes:
+                    unmasked_eyes[path, k] = eye_locator.locate(image, face.box, face.points)
+                eyes = unmasked_eyes[path, k]
                 eyes_again = eye_locator.locate(masked, again[j].box, again[j].points) if hit else None
                 rows.append((face, again[j] if hit else None, eyes, eyes_again))
         out[style] = rows

@@ -9,19 +9,19 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import photo_folder, read_rgb
+from conftest import photo_folder
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
 from test_jobs_pipeline import assert_same_figures
 
 
 @pytest.fixture(scope="module")
-def faces(detector, face_photos):
+def faces(detected, face_photos):
     """Three real photos with their largest face's five points."""
     out = []
     for path in face_photos[:3]:
-        image = read_rgb(path)
-        face = max(detector.detect(image), key=lambda f: f.width * f.height)
+        image, found = detected(path)
+        face = max(found, key=lambda f: f.width * f.height)
         out.append((image, face.points))
     return out
 
