@@ -109,10 +109,15 @@ def test_a_large_folder_reaches_the_pool_in_blocks_of_a_few_batches(ray_runtime,
     from jobs.inputs import input_listing
     from jobs.source import block_rows, read_grouped
 
+    import cv2
+
     flat = tmp_path / "flat"
     flat.mkdir()
-    for i, photo in enumerate(face_photos[:40]):
-        shutil.copy(photo, flat / f"{i:02d}-{photo.name}")
+    for i, photo in enumerate(face_photos[:40]):  # at most 320 px a side: the job below is about blocks
+        image = cv2.imread(str(photo))
+        scale = min(1.0, 320 / max(image.shape[:2]))
+        cv2.imwrite(str(flat / f"{i:02d}-{photo.name}"), cv2.resize(image, None, fx=scale, fy=scale,
+                                                                     interpolation=cv2.INTER_AREA))
     photo_folder(flat, face_photos[-3:])  # and a folder of 3 beside the 40 files at the top level
     images, groups, lister, _ = input_listing(str(flat), open_store(tmp_path / "out"), MANIFEST_DIR)
     blocks = read_grouped(groups, lister, rows_per_block=block_rows(1)).map_batches(
