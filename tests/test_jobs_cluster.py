@@ -60,13 +60,13 @@ def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nod
     assert job.returncode == 0, job.stderr[-2000:]
     job_id = re.search(r"raysubmit_\w+", job.stdout + job.stderr).group(0)
 
-    def status():
-        done = subprocess.run([ray_nodes.ray, "job", "status", "--address", ray_nodes.dashboard_url, job_id],
-                              env=ray_nodes.env, capture_output=True, text=True, timeout=60)
-        return done.stdout + done.stderr
+    # followed over the dashboard's HTTP API, as `ray job status` and `ray job logs` ask it (each of
+    # those commands is a Python process of about a second of CPU, taken from the job on 2 cores)
+    from ray.job_submission import JobStatus, JobSubmissionClient
 
+    client = JobSubmissionClient(ray_nodes.dashboard_url)
     time.sleep(8)  # the job has started and found no CPU anywhere: it must wait, not refuse
-    assert re.search(r"PENDING|RUNNING", status(), re.I), status()
+    assert client.get_job_status(job_id) in (JobStatus.PENDING, JobStatus.RUNNING), client.get_job_status(job_id)
     # MFR_GPU_WORKERS is how a cluster whose GPU nodes start at zero tells the job (cluster.yaml sets it)
     ray_nodes.add_worker(num_cpus=1, num_gpus=1)
     ray_nodes.add_worker(num_cpus=2)
@@ -75,12 +75,10 @@ def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nod
     gpu_node = [n for n, (_, gpus) in nodes.items() if gpus == 1]
     assert len(nodes) == 3 and len(head) == 1 and len(gpu_node) == 1
     deadline = time.time() + 400
-    while time.time() < deadline and not re.search(r"SUCCEEDED|FAILED|STOPPED", status(), re.I):
-        time.sleep(3)
-    final = status()
-    logs = subprocess.run([ray_nodes.ray, "job", "logs", "--address", ray_nodes.dashboard_url, job_id],
-                          env=ray_nodes.env, capture_output=True, text=True, timeout=60).stdout
-    assert re.search("SUCCEEDED", final, re.I), final + logs[-3000:]
+    while time.time() < deadline and not client.get_job_status(job_id).is_terminal():
+        time.sleep(1)
+    final, logs = client.get_job_status(job_id), client.get_job_logs(job_id)
+    assert final == JobStatus.SUCCEEDED, f"{final}\n{logs[-3000:]}"
     assert re.search(r"run:\n\s+inputs\s+9\n", logs), logs[-3000:]
     keys = [p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg")]
     manifest, gallery, probes = check_complete(output, keys)
