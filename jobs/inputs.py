@@ -693,8 +693,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
 
 
 def reporting_to(lister, progress):
-    """A copy of `lister` whose listing reports what it lists to `progress` (a `jobs.sink.Progress`
-    actor, a `Tally`, or None)."""
+    """A copy of `lister` whose listing reports what it lists to `progress` (a `jobs.sink.JobProgress`,
+    a `Tally`, or None)."""
     twin = copy.copy(lister)
     twin.progress = progress
     return twin
@@ -709,7 +709,7 @@ def with_progress(listing: tuple, progress) -> tuple:
 
 
 def report_listed(progress, todo: int, done: int, failed: int = 0) -> None:
-    """Tell `progress` (a `jobs.sink.Progress` actor, a `Tally`, or None) what one group's listing
+    """Tell `progress` (a `jobs.sink.JobProgress`, a `Tally`, or None) what one group's listing
     found: `todo` inputs to do, `done` already done, `failed` of those with a failed row. An actor's
     call is waited for, a round trip beside a group's listing: a job's summary reads
     these counts as soon as its last read task has ended, and must not miss one still on its way."""

@@ -13,8 +13,9 @@ row -> [the job's lease token, the image's rows in all, the rows this write held
 listing (`jobs.source.DoneRows`) counts such an image as done only when the parts add up, and
 otherwise takes the parts out of their shards and does the image again. The local pool never cuts.
 
-Progress: every actor reports each finished batch to one small `Progress` actor (fire and forget);
-the driver polls it for the progress bar. The final summary is counted from what the shard writes
+Progress: every actor reports each finished batch to one small actor (fire and forget), which keeps
+each job's `Progress` counts (`ProgressBoard`, one per driver process); the driver polls it for the
+progress bar. The final summary is counted from what the shard writes
 return, so it says exactly what is in the output.
 """
 
@@ -247,11 +248,74 @@ class Progress:
                 "faces": self.faces, "statuses": dict(self.statuses)}
 
 
-def start_progress():
-    """A `Progress` actor for one job: no CPU, so it fits on a head that has none."""
+class ProgressBoard:
+    """The `Progress` counts of every job a driver process runs, by job key: one actor serves them
+    all. An actor is a process of its own, and a job's read tasks wait for its first report to
+    arrive, so an actor per job put its start (about a second of CPU) in front of every job."""
+
+    def __init__(self):
+        self.jobs: dict = {}
+
+    def list(self, key: str, todo: int, done: int, failed: int = 0) -> None:
+        self.jobs.setdefault(key, Progress()).list(todo, done, failed)
+
+    def batch(self, key: str, processed: int, faces: int, statuses: dict) -> None:
+        self.jobs.setdefault(key, Progress()).batch(processed, faces, statuses)
+
+    def get(self, key: str) -> dict:
+        return self.jobs.get(key, Progress()).get()
+
+    def forget(self, key: str) -> None:
+        self.jobs.pop(key, None)
+
+    def open_jobs(self) -> int:
+        """Jobs whose counts are held: those running (a finished job's are dropped)."""
+        return len(self.jobs)
+
+
+class _JobCall:
+    def __init__(self, board, name: str, key: str):
+        self.board, self.name, self.key = board, name, key
+
+    def remote(self, *args):
+        return getattr(self.board, self.name).remote(self.key, *args)
+
+
+class JobProgress:
+    """One job's counts on the driver's `ProgressBoard` actor, called as a `Progress` actor is
+    (`progress.list.remote(todo, done, failed)`, `.batch.remote(...)`, `.get.remote()`); sent to
+    the job's read tasks and actors. `close()` drops the job's counts from the board."""
+
+    def __init__(self, board, key: str):
+        self.board, self.key = board, key
+
+    def __getattr__(self, name: str):
+        if name in ("list", "batch", "get"):
+            return _JobCall(self.board, name, self.key)
+        raise AttributeError(name)
+
+    def close(self) -> None:
+        try:
+            self.board.forget.remote(self.key)
+        except Exception:  # a board gone with its Ray: nothing left to drop
+            pass
+
+
+_BOARD: dict = {}  # the Ray session's id -> the ProgressBoard actor this process started on it
+
+
+def start_progress() -> JobProgress:
+    """A job's progress counts, on the one `ProgressBoard` actor of this process and Ray session
+    (started on first use; no CPU, so it fits on a head that has none)."""
+    import uuid
+
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=-1)(Progress).remote()
+    session = ray.get_runtime_context().get_job_id()
+    if session not in _BOARD:
+        _BOARD.clear()  # a board of an earlier Ray session ended with it
+        _BOARD[session] = ray.remote(num_cpus=0, max_restarts=-1)(ProgressBoard).remote()
+    return JobProgress(_BOARD[session], uuid.uuid4().hex)
 
 
 def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: float,
@@ -279,7 +343,7 @@ def nothing_to_do(output, done_dir: str, groups: list[str], lister, started: flo
         summary = JobSummary.live(ray.get(tracker.get.remote(), timeout=60), time.perf_counter() - started)
     finally:
         rows.close()  # stops the read tasks of a job with work left
-        ray.kill(tracker)
+        tracker.close()
     if progress:
         progress(summary)
     return summary
@@ -308,8 +372,11 @@ def run_listed(output, done_dir: str, groups: list[str], lister, build, started:
     if summary is not None:
         return summary
     tracker = start_progress()
-    inputs = read_grouped(groups, lister, tracker, rows_per_block=block_rows(batch_size) if batch_size else None)
-    return run_to_end(build(inputs, tracker), tracker, started, progress)
+    try:
+        inputs = read_grouped(groups, lister, tracker, rows_per_block=block_rows(batch_size) if batch_size else None)
+        return run_to_end(build(inputs, tracker), tracker, started, progress)
+    finally:
+        tracker.close()
 
 
 def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:

@@ -39,8 +39,29 @@ def test_augment_to_a_local_folder_and_rerun(ray_runtime, dataset, tmp_path):
     assert summary.processed == 5 and summary.statuses == {"ok": 3, "unsupported": 1, "empty": 1}
     _check(read_manifest(str(out)), open_store(out))
     again = run_augment(str(dataset), str(out), AugmentOptions(style="random", seed=1), batch_size=2)
-    assert again.processed == 0 and again.skipped == 5
+    assert again.processed == 0 and again.skipped == 5 and again.inputs == 5
     assert len(read_manifest(str(out))) == len(read_manifest(str(out)).drop_duplicates(["source_key", "face_index"]))
+    # both jobs counted on this process's one progress actor, each apart (the rerun's 5 inputs, not
+    # 10), and neither left its counts behind
+    from jobs.sink import _BOARD
+
+    assert len(_BOARD) == 1 and ray_runtime.get(next(iter(_BOARD.values())).open_jobs.remote()) == 0
+
+
+def test_the_progress_board_counts_each_job_apart():
+    from jobs.sink import ProgressBoard
+
+    board = ProgressBoard()
+    board.list("a", 3, 2, 1)
+    board.list("b", 7, 0)
+    board.batch("a", 3, 4, {"ok": 2, "no_face": 1})
+    board.batch("a", 0, 0, {"ok": 1})
+    assert board.get("a") == {"inputs": 5, "skipped": 2, "skipped_failed": 1, "processed": 3, "faces": 4,
+                              "statuses": {"ok": 3, "no_face": 1}}
+    assert board.get("b")["inputs"] == 7 and board.get("b")["processed"] == 0
+    assert board.get("never")["inputs"] == 0 and board.open_jobs() == 2
+    board.forget("a")
+    assert board.open_jobs() == 1 and board.get("a")["inputs"] == 0
 
 
 def test_augment_from_a_folder_to_s3(ray_runtime, dataset, bucket):
