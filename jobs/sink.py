@@ -255,18 +255,22 @@ class ProgressBoard:
 
     def __init__(self):
         self.jobs: dict = {}
+        self.closed: set = set()  # keys of ended jobs: a report still on its way must not bring one back
 
     def list(self, key: str, todo: int, done: int, failed: int = 0) -> None:
-        self.jobs.setdefault(key, Progress()).list(todo, done, failed)
+        if key not in self.closed:
+            self.jobs.setdefault(key, Progress()).list(todo, done, failed)
 
     def batch(self, key: str, processed: int, faces: int, statuses: dict) -> None:
-        self.jobs.setdefault(key, Progress()).batch(processed, faces, statuses)
+        if key not in self.closed:
+            self.jobs.setdefault(key, Progress()).batch(processed, faces, statuses)
 
     def get(self, key: str) -> dict:
         return self.jobs.get(key, Progress()).get()
 
     def forget(self, key: str) -> None:
         self.jobs.pop(key, None)
+        self.closed.add(key)
 
     def open_jobs(self) -> int:
         """Jobs whose counts are held: those running (a finished job's are dropped)."""

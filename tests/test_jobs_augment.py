@@ -62,6 +62,9 @@ def test_the_progress_board_counts_each_job_apart():
     assert board.get("never")["inputs"] == 0 and board.open_jobs() == 2
     board.forget("a")
     assert board.open_jobs() == 1 and board.get("a")["inputs"] == 0
+    board.list("a", 1, 0)  # a read task's report that was still on its way when the job ended
+    board.batch("a", 1, 1, {"ok": 1})
+    assert board.open_jobs() == 1 and board.get("a")["inputs"] == 0
 
 
 def test_augment_from_a_folder_to_s3(ray_runtime, dataset, bucket):
