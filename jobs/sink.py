@@ -293,10 +293,17 @@ class JobProgress:
     def __init__(self, board, key: str):
         self.board, self.key = board, key
 
-    def __getattr__(self, name: str):
-        if name in ("list", "batch", "get"):
-            return _JobCall(self.board, name, self.key)
-        raise AttributeError(name)
+    @property
+    def list(self) -> _JobCall:
+        return _JobCall(self.board, "list", self.key)
+
+    @property
+    def batch(self) -> _JobCall:
+        return _JobCall(self.board, "batch", self.key)
+
+    @property
+    def get(self) -> _JobCall:
+        return _JobCall(self.board, "get", self.key)
 
     def close(self) -> None:
         try:
