@@ -513,9 +513,10 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
     keys = list(zip(rows.key.astype(str), rows.face_index.astype(int)))
     if moments_only:
         if not keys:
-            return {"moments": [(0, 0.0, 0.0)] * len(uris), "probes": 0}
+            return {"moments": [(0, 0.0, 0.0)] * len(uris), "probes": 0, "failed": len(failed_ids)}
         codes = _codes(rows.identity, identities)
-        return {"moments": impostor_moments(tuple(e for _, e in aligned), codes, parts, scoring), "probes": len(keys)}
+        return {"moments": impostor_moments(tuple(e for _, e in aligned), codes, parts, scoring), "probes": len(keys),
+                "failed": len(failed_ids)}
     if not keys:
         return {"first_key": None, "failed": failed_ids} if len(failed_ids) else None
     scorer, scored_on = _task_scorer(scoring, device)
@@ -542,18 +543,20 @@ def _codes(identity, identities) -> np.ndarray:
     return np.where(identities[pos] == ids, pos, -1)
 
 
-def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> tuple[int, int]:
-    """(probes, faces): embedded faces that are probes, and all embedded faces, gallery images included."""
+def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> tuple[int, int, int]:
+    """(probes, faces, failed): embedded faces that are probes, all embedded faces (gallery images
+    included), and rows of images outside the gallery in which no face was embedded."""
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(probe_uri)
-    n = faces = 0
+    n = faces = failed = 0
     for k in shard_keys:
         t = read_parquet_bytes(store.read(k), columns=["key", "status"]).to_pandas()
-        ok = t.status == "ok"
-        n += int((ok & ~t.key.isin(exclude_keys)).sum())
+        ok, probe = t.status == "ok", ~t.key.isin(exclude_keys)
+        n += int((ok & probe).sum())
+        failed += int((~ok & probe).sum())
         faces += int(ok.sum())
-    return n, faces
+    return n, faces, failed
 
 
 def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]]:
@@ -610,7 +613,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import counted_result, no_probe_left, nothing_to_score
+    from jobs.score import counted_result, no_probe_left, nothing_to_score, seed_fpir_pool
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -642,7 +645,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     if len(uris) > 1:  # fusion: each model's impostor mean and deviation first
         moments = [r for r in ray.get([task.remote(uris, g, *common, scoring, None, 0, seed, True) for g in groups])
                    if r is not None]
-        n_probes = sum(r["probes"] for r in moments)
+        n_probes, n_failed = sum(r["probes"] for r in moments), sum(r["failed"] for r in moments)
         merged = [(0, 0.0, 0.0)] * len(uris)
         for r in moments:
             merged = [merge_moments(a, b) for a, b in zip(merged, r["moments"])]
@@ -656,23 +659,25 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     else:
         count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
         counts = ray.get([count.remote(g[0], uris[0], exclude) for g in groups])
-        n_probes, n_faces = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        n_probes, n_faces, n_failed = (sum(c[i] for c in counts) for i in range(3))
     if n_probes == 0:
         if len(uris) == 1:
             raise no_probe_left(uris[0], gallery_per_identity) if n_faces else nothing_to_score("probe", uris[0])
         raise ValueError("the models to fuse share no probes or no gallery entries")
     size = len(gallery.entry_ids)
     per_probe = None if n_probes * size <= max_pairs else max(1, max_pairs // n_probes - 1)
-    keep = max(1, int(np.ceil(n_probes * 0.1)))  # trimmed to 10 % of the mated probes once they are counted
+    # the seed's FPIR pool: 10 % of the mated probes (jobs.score.seed_fpir_pool), not known before the
+    # tasks run; every task keeps 10 % of all probes, failed ones included, and the merge trims it
+    keep = max(1, int(np.ceil((n_probes + n_failed) * 0.1)))
     blocks = [b for b in ray.get([task.remote(uris, g, *common, scoring, per_probe, keep, seed, False,
                                               "gpu" if on_gpu else "cpu") for g in groups]) if b is not None]
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
     failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
     blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
     scores, labels, stats = merge_blocks(blocks, size, keep)
-    n_mated = int(stats.mated.sum())
+    pool = seed_fpir_pool(int(stats.mated.sum()), failed_ids, gallery.entry_ids)
     stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
-                                  stats.nonmated_top[:max(1, int(np.ceil(n_mated * 0.1)))], stats.gallery_size)
+                                  stats.nonmated_top[:pool], stats.gallery_size)
     acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
     result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
                             unit="fused" if len(uris) > 1 else gallery.similarities[0])

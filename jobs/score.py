@@ -88,11 +88,20 @@ def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, simi
     probe x gallery score matrix in `probes`. With `acquisition` (recog.report.acquisition_counts), the
     probes of `failed_ids` (no face) are counted in the headline figures and the figures over the
     acquired probes alone are kept beside them (`acquired_only`)."""
-    n_mated = int(np.isin(p_ids, g_ids).sum())
     stats = M.identification_stats(probes, gallery, p_ids, g_ids, similarity,
-                                   keep_nonmated=max(1, int(np.ceil(n_mated * 0.1))))
+                                   keep_nonmated=seed_fpir_pool(int(np.isin(p_ids, g_ids).sum()), failed_ids, g_ids))
     return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition,
                           unit="fused" if fused else similarity)
+
+
+def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
+    """How many of the largest non-mated scores the seed's FPIR reading needs (`recog.report.evaluate`:
+    the ceil(n x 0.1)-th at FPIR 0.1, n the mated probes): the `mated_probes` with a face and the
+    probes in which none was found (`failed_ids`, their identities) whose identity is in the gallery
+    (`g_ids`), or the headline's 0.1 column would want a score beyond the kept ones and be left out."""
+    if failed_ids is not None and len(failed_ids):
+        mated_probes += int(np.isin(np.asarray(failed_ids, dtype=str), np.asarray(g_ids, dtype=str)).sum())
+    return max(1, int(np.ceil(mated_probes * 0.1)))
 
 
 def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,

@@ -9,7 +9,8 @@ normalised):
 
 - `genuine`: the scores at `mates` (k (row, column) pairs), `impostor`: at `impostors` (m pairs);
 - `best`: per row, the larger of `best_in` and its best genuine score here (-inf without one);
-- `top`: per row, its best non-mated score here; `count`: its non-mated scores >= `best`;
+- `top`: per row, its best non-mated score here; `count`: its non-mated scores that tie `best` or
+  beat it (>= `recog.metrics.tie_floor(best)`);
 - `candidates`: the non-mated scores >= `floor` of the rows flagged in `pool_rows` (finite only).
 
 `NumpyBlockScorer` does it with one matrix product and NumPy passes over the block. The ONNX
@@ -116,7 +117,7 @@ class NumpyBlockScorer:
         np.maximum.at(best, mr, genuine)
         s[mr, mc] = -np.inf  # from here on `s` holds non-mated scores only
         top = s.max(axis=1)
-        count = (s >= best[:, None]).sum(axis=1)
+        count = (s >= M.tie_floor(best)[:, None]).sum(axis=1)
         candidates = np.empty(0, np.float32)
         if pool_rows.any():
             candidates = s[pool_rows]
@@ -142,6 +143,8 @@ def block_graph() -> bytes:
     outputs += [helper.make_tensor_value_info("count", i64, ["b"]),
                 helper.make_tensor_value_info("candidates", f, ["c"])]
     const = [helper.make_tensor("minus_inf", f, [], [-np.inf]),
+             helper.make_tensor("one", f, [], [1.0]),
+             helper.make_tensor("tie", f, [], [M.TIE_TOLERANCE]),
              helper.make_tensor("axis1", i64, [1], [1]),
              helper.make_tensor("flat", i64, [1], [-1])]
     n = helper.make_node
@@ -160,8 +163,13 @@ def block_graph() -> bytes:
         n("Expand", ["minus_inf", "genuine_shape"], ["minus_infs"]),
         n("ScatterND", ["scores", "mates", "minus_infs"], ["nonmated"]),
         n("ReduceMax", ["nonmated"], ["top"], axes=[1], keepdims=0),
-        n("Unsqueeze", ["best", "axis1"], ["best_col"]),
-        n("GreaterOrEqual", ["nonmated", "best_col"], ["at_or_above"]),
+        # ties count against the probe: scores down to recog.metrics.tie_floor(best)
+        n("Abs", ["best"], ["best_abs"]),
+        n("Max", ["best_abs", "one"], ["best_scale"]),
+        n("Mul", ["best_scale", "tie"], ["tie_width"]),
+        n("Sub", ["best", "tie_width"], ["tie_floor"]),
+        n("Unsqueeze", ["tie_floor", "axis1"], ["tie_col"]),
+        n("GreaterOrEqual", ["nonmated", "tie_col"], ["at_or_above"]),
         n("Cast", ["at_or_above"], ["at_or_above_int"], to=i64),
         n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0),
         n("GreaterOrEqual", ["nonmated", "floor"], ["over_floor"]),

@@ -18,11 +18,16 @@ Verification
 Identification (probes against a gallery, `ids` name identities)
 - A probe is *mated* when its identity is in the gallery. Its mated score is the best score among
   gallery entries of its identity; its rank is 1 + the number of non-mated gallery entries scoring
-  at least as high (ties count against it).
+  at least as high (ties count against it). A tie is a score within float32 rounding of the mated
+  score: at least `tie_floor(mated)`, the mated score less `TIE_TOLERANCE` (2^-16) x max(1, |mated|).
+  Two matrix products of the same embeddings can differ in their last bits (BLAS sums in an order
+  that depends on the shapes), so exact equality would make the rank of a probe whose gallery holds
+  a copy of its mate under another identity depend on how the gallery was cut into blocks or parts.
 - CMC rank-k (closed set): share of mated probes with rank <= k.
 - TPIR at FPIR f (open set): threshold = the k-th highest *top* score of the non-mated probes, with
   k = round(f * non-mated probes); a mated probe is identified when its rank is 1 and its mated score
-  is >= threshold. f < 1 / non-mated probes is refused.
+  is >= threshold. f < 1 / non-mated probes is refused, as is f above the share of non-mated probes
+  in which a face was found (failures to acquire, below).
 - Templates: one gallery entry per identity, the mean of its L2-normalised embeddings, normalised.
 
 Failures to acquire (ISO/IEC 19795-1: every sample counts). A probe in which no face was found
@@ -78,6 +83,16 @@ class Roc:
     far: np.ndarray
     tar: np.ndarray
     thresholds: np.ndarray  # thresholds[i] gives (far[i], tar[i]); thresholds[0] = +inf
+
+
+TIE_TOLERANCE = 2.0 ** -16
+
+
+def tie_floor(mated) -> np.ndarray:
+    """Per mated score, the lowest non-mated score that ties it (module doc: identification): the
+    score less `TIE_TOLERANCE` x max(1, |score|), in float32; -inf stays -inf."""
+    m = np.asarray(mated, np.float32)
+    return (m - np.float32(TIE_TOLERANCE) * np.maximum(np.float32(1), np.abs(m))).astype(np.float32)
 
 
 def _check_ranks(ranks) -> tuple[int, ...]:
@@ -151,7 +166,8 @@ def tar_at_far(scores, labels, far: float) -> TarAtFar:
 
 
 def best_accuracy(scores, labels) -> tuple[float, float]:
-    """(accuracy, threshold): the threshold is a score of the data (accept >= it); -inf accepts all."""
+    """(accuracy, threshold): the threshold is a score of the data (accept >= it), or +inf when
+    rejecting every pair is best (report.json writes it as null)."""
     s, y = _check_scores_labels(scores, labels)
     roc = roc_curve(s, y)
     n_gen, n_imp = y.sum(), (~y).sum()
@@ -417,7 +433,7 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
         top_nonmated[i0:i1] = s.max(axis=1)
         m = mated[i0:i1]
         mated_score[i0:i1] = np.where(m, best_mate, np.nan)
-        rank[i0:i1] = np.where(m, 1 + (s >= best_mate[:, None]).sum(axis=1), 0)
+        rank[i0:i1] = np.where(m, 1 + (s >= tie_floor(best_mate)[:, None]).sum(axis=1), 0)
         if keep_nonmated:  # the seed's reading pools the non-mated scores of mated probes
             floor = kept.min() if kept.size >= keep_nonmated else -np.inf
             candidates = s[m]
@@ -459,6 +475,10 @@ def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
     if not stats.mated.any():
         raise ValueError("open-set rates need mated probes too")
     t = nonmated_tops[k - 1]
+    if not np.isfinite(t):  # past the probes with a face: one without is never falsely identified
+        share = np.isfinite(nonmated_tops).mean()
+        raise ValueError(f"FPIR {fpir} is above the share of non-mated probes in which a face was found "
+                         f"({share:.3g}): the others are never falsely identified")
     hits = (stats.rank[stats.mated] == 1) & (stats.mated_score[stats.mated] >= t)
     return TpirAtFpir(fpir, float(hits.mean()), float((nonmated_tops >= t).mean()), float(t), k)
 

@@ -275,7 +275,9 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     body = {"title": title, "results": [r.to_dict() for r in results], **(extra or {})}
-    paths["json"].write_text(json.dumps(body, indent=1, default=_json_default) + "\n")
+    # strict JSON (RFC 8259 has no Infinity or NaN, which many readers refuse): a threshold that
+    # accepts nothing (+inf) or everything (-inf), or a figure the data cannot give, is null
+    paths["json"].write_text(json.dumps(_finite(body), indent=1, default=_json_default, allow_nan=False) + "\n")
     md = markdown_tables(results, title, (extra or {}).get("notes", ()), protocol)
     if any(r.roc is not None for r in results):
         paths["roc"] = out_dir / "roc.png"
@@ -287,6 +289,19 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
         md += "\n![CMC](cmc.png)\n"
     paths["markdown"].write_text(md)
     return paths
+
+
+def _finite(value):
+    """`value` with every non-finite float (Python or NumPy) inside dicts, lists and tuples made None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _finite(value.tolist())
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):

@@ -225,6 +225,11 @@ def test_failures_to_acquire_count_as_rejected_and_never_identified():
     assert stats.top_nonmated[3] == -np.inf      # d is never falsely identified
     r = M.tpir_at_fpir(stats, 0.5)  # threshold: e's top score 0.7; d, no face, is not above it
     assert r.threshold == pytest.approx(0.7) and r.fpir == 0.5 and r.tpir == pytest.approx(1 / 3)
+    # FPIR 1.0 wants d's top score, -inf: the threshold accepted everything and counted d as a false
+    # identification (achieved FPIR 1.0); half the non-mated probes are all this data can reach
+    with pytest.raises(ValueError, match=r"FPIR 1.0 is above the share of non-mated probes in which a face was "
+                                         r"found \(0.5\)"):
+        M.tpir_at_fpir(stats, 1.0)
     matrix = M.unacquired_rejected(sim, acquired)
     np.testing.assert_allclose(matrix[1], [-0.9, -0.9], atol=1e-6)
     assert matrix[3].max() < sim[acquired].min()

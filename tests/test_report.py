@@ -6,6 +6,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 
 from recog import metrics as M
 from recog.report import evaluate, markdown_tables, write_report
@@ -42,6 +43,20 @@ def test_report_files_and_seed_layout(tmp_path):
     for key in ("roc", "cmc"):
         picture = cv2.imread(str(paths[key]))
         assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+
+
+def test_report_json_is_strict_json(tmp_path):
+    """A model whose genuine pairs all score below its impostors is most accurate rejecting every
+    pair: its best-accuracy threshold is +inf, which report.json held as the bare word Infinity,
+    refused by strict JSON readers (JavaScript's JSON.parse, Go, jq, ...)."""
+    scores = np.r_[np.full(10, -0.5), np.linspace(0.0, 1.0, 40)]
+    labels = np.r_[np.ones(10, int), np.zeros(40, int)]
+    result = evaluate("upside down", scores, labels)
+    assert result.verification["best_accuracy_threshold"] == np.inf
+    text = write_report([result], tmp_path)["json"].read_text()
+    body = json.loads(text, parse_constant=lambda name: pytest.fail(f"report.json holds {name}"))
+    v = body["results"][0]["verification"]
+    assert v["best_accuracy_threshold"] is None and v["best_accuracy"] == 0.8
 
 
 def test_unmeasurable_cells_read_na():
