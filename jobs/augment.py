@@ -167,6 +167,8 @@ class AugmentWorker:
             try:
                 data = self.input.read(item["key"])
                 image, orientation = decode_with_orientation(data, max_pixels=self.max_pixels)
+            except UnreadableObject:  # this input's problem (a folder, no permission): its own row
+                continue
             except StorageError:
                 raise
             except Exception:  # augment_image reads it again and records why

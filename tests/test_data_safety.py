@@ -321,6 +321,31 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     assert main([*first, "--mode", "flip"]) == 0
 
 
+def test_a_manifest_row_naming_a_folder_is_its_own_row_not_the_jobs_end(face_photos, tmp_path, capsys):
+    """A row naming a folder stopped `mfr mask` and `mfr run` with exit 2 and no row at all ("cannot
+    read ...: it is a folder"): the batch read ahead of masking took the input's problem for the
+    store's. `mfr embed` already gave it an `unreadable` row."""
+    import pandas as pd
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+    keys = sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))
+    manifest = tmp_path / "list.csv"
+    folder = keys[0].split("/")[0]
+    manifest.write_text("path,identity\n" + "".join(f"{k},{k.split('/')[0]}\n" for k in keys)
+                        + f"{folder},{folder}\ngone.jpg,{folder}\n")
+    for command in ("mask", "run", "embed"):
+        out = tmp_path / command
+        assert main([command, str(manifest), str(out), "--images", str(dataset), "--executor", "local",
+                     "--quiet"]) == 0, capsys.readouterr().err
+        if command == "embed":
+            rows = pd.concat([pd.read_parquet(p) for p in (out / "shards").rglob("*.parquet")])
+        else:
+            rows = read_manifest(str(out / "masked" if command == "run" else out))
+        status = rows.groupby("source_key" if command != "embed" else "key")["status"].first().to_dict()
+        assert status.pop(folder) == "unreadable" and status.pop("gone.jpg") == "missing", (command, status)
+        assert sorted(status) == keys and set(status.values()) <= {"ok", "no_face"}, (command, status)
+
+
 def test_inputs_that_failed_are_done_again_with_retry_failed_and_keep_one_row(face_photos, tmp_path, capsys):
     """A rerun skips every input with a row, failed ones too: a typo in `--images` (every row
     `missing`) or a truncated file replaced since stayed failed for good. `--retry-failed` does them
