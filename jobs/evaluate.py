@@ -12,7 +12,7 @@ Every image is embedded once (`jobs.embed.run_embed`, a Ray job: the face chosen
   GBK c-RMFRD CSV, or a plain a,b,label CSV): TAR@FAR, AUC, EER, and k-fold accuracy when it has folds.
 - `lists`: the seed's identification lists (gallery, probes; recog.protocols.read_seed_list).
 - neither: the masked images are the probes and the unmasked ones the gallery. Which are masked: an
-  input manifest's `masked` column, else `masked_rule` on the file names (`seed`: the seed's naming,
+  input manifest's `masked` column, else (a folder, a manifest without it) `masked_rule` on the file names (`seed`: the seed's naming,
   recog.protocols.seed_is_masked; or a regular expression that masked names match).
 
 Every sample counts (recog.metrics): an image without a face is a rejected comparison and a probe never
@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import MANIFEST_SUFFIXES, ColumnsEqual, images_root, is_manifest, refuse_output_in_place
+from jobs.inputs import ColumnsEqual, images_root, is_manifest, refuse_output_in_place
 from jobs.storage import open_parent, open_store, redact
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 
@@ -48,13 +48,18 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
 def dataset_keys(input_uri: str) -> set[str]:
     """The keys the embed job gives rows to, without reading an image: a folder's files, or an input
     manifest's paths."""
+    if is_manifest(str(input_uri)):
+        return set(manifest_marks(input_uri))
+    return set(open_store(input_uri).list())
+
+
+def manifest_marks(input_uri: str) -> dict:
+    """An input manifest's paths, each with what its `masked` column says (None where it says nothing)."""
     from jobs.inputs import manifest_items
 
-    if is_manifest(str(input_uri)):
-        store, name = open_parent(input_uri)
-        with store.local_file(name) as path:
-            return {item.key for _, item in manifest_items(path, name)}
-    return set(open_store(input_uri).list())
+    store, name = open_parent(input_uri)
+    with store.local_file(name) as path:
+        return {item.key: item.masked for _, item in manifest_items(path, name)}
 
 
 @contextmanager
@@ -141,6 +146,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     if pairs:
         with protocol_file(pairs) as path:
             protocol = read_pairs_file(path)
+        if protocol.labels.all() or not protocol.labels.any():
+            raise ValueError(f"{redact(pairs)}: all {len(protocol)} pairs are "
+                             f"{'genuine' if protocol.labels.all() else 'impostor'}; verification needs both "
+                             "genuine and impostor pairs (nothing was embedded)")
     id_lists = None
     if lists:
         id_lists = []
@@ -150,6 +159,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
+    if id_lists is not None:
+        both = sorted(set(id_lists[0]) & set(id_lists[1]))
+        if both:  # an image compared with itself always matches: every such probe would rank first
+            raise ValueError(f"{len(both)} image(s) are in both the gallery list and the probe list, e.g. "
+                             f"{both[0]!r}: a probe is never its own gallery image (nothing was embedded)")
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
     refuse_output_in_place(images_root(input_uri, images_uri), out)
@@ -157,17 +171,26 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
         (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
-    if (needed and missing == "error") or (not needed and not is_manifest(str(input_uri))):
-        keys = dataset_keys(input_uri)
+    # a manifest says which images are masked in its `masked` column; without one, the file names do
+    marked = manifest_marks(input_uri) if not needed and is_manifest(str(input_uri)) else {}
+    by_column = any(flag is not None for flag in marked.values())
+    if (needed and missing == "error") or not needed:
+        keys = set(marked) if marked else dataset_keys(input_uri)
         absent = sorted(needed - keys)
         if absent:
             raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
                              "--missing skip leaves them out (nothing was embedded)")
-        if not needed:
+        if by_column:
+            flags = np.array([bool(flag) for flag in marked.values()])
+            if not flags.any() or flags.all():
+                raise ValueError("need masked and unmasked images: the manifest's masked column marks none (or "
+                                 "all) of them (nothing was embedded)")
+        elif not needed:
             flags = masked_flags(sorted(k for k in keys if is_image_name(k)), masked_rule)
             if not flags.any() or flags.all():
-                raise ValueError(f"need masked and unmasked images: the masked rule {masked_rule!r} matches none "
-                                 "(or all) of the file names; give --masked-rule (nothing was embedded)")
+                where = "the manifest has no masked column and " if marked else ""
+                raise ValueError(f"need masked and unmasked images: {where}the masked rule {masked_rule!r} matches "
+                                 "none (or all) of the file names; give --masked-rule (nothing was embedded)")
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
@@ -188,7 +211,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         else:
             keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
             given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-            from_manifest = str(input_uri).lower().endswith(MANIFEST_SUFFIXES)
+            from_manifest = by_column
             flags = given.astype(bool) if from_manifest else masked_flags(keys, masked_rule)
             probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
             if not probe_keys or not gallery_keys:

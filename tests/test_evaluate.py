@@ -172,10 +172,53 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     assert "--gallery-template applies to identification" in capsys.readouterr().err
     # a protocol naming images the dataset lacks, a masked rule matching no file name: said before any
     # image is embedded (both came after a whole embedding)
-    listed = tmp_path / "gallery.csv"
-    listed.write_text("p/a.jpg\nq/elsewhere.jpg\n")
-    assert main(["evaluate", str(dataset.parent), str(out), "--lists", str(listed), str(listed), "--quiet"]) == 2
+    listed, probes = tmp_path / "gallery.csv", tmp_path / "probes.csv"
+    listed.write_text("q/elsewhere.jpg\n")
+    probes.write_text("p/a.jpg\n")
+    assert main(["evaluate", str(dataset.parent), str(out), "--lists", str(listed), str(probes), "--quiet"]) == 2
     assert "1 image(s) of the protocol are not in the dataset, e.g. 'q/elsewhere.jpg'" in capsys.readouterr().err
     assert main(["evaluate", str(dataset.parent), str(out), "--masked-rule", "_mask", "--quiet"]) == 2
     assert "the masked rule '_mask' matches none (or all) of the file names" in capsys.readouterr().err
+    # the same list as gallery and probes scored every probe against itself: rank-1 100 %, exit 0
+    assert main(["evaluate", str(dataset.parent), str(out), "--lists", str(probes), str(probes), "--quiet"]) == 2
+    assert ("1 image(s) are in both the gallery list and the probe list, e.g. 'p/a.jpg': a probe is never its "
+            "own gallery image") in capsys.readouterr().err
+    # pairs of one kind: embedded, then "need both genuine (1) and impostor (0) pairs"
+    genuine = tmp_path / "genuine.csv"
+    genuine.write_text("Input,Target,Label\np/a.jpg,p/a.jpg,1\n")
+    assert main(["evaluate", str(dataset.parent), str(out), "--pairs", str(genuine), "--quiet"]) == 2
+    assert "genuine.csv: all 1 pairs are genuine; verification needs both" in capsys.readouterr().err
+    # a manifest without a masked column: embedded, then refused for "the manifest's masked column";
+    # its file names now say which are masked, checked first
+    manifest = tmp_path / "in" / "list.csv"
+    manifest.write_text("path,identity\np/a.jpg,p\n")
+    assert main(["evaluate", str(manifest), str(out), "--masked-rule", "_mask", "--quiet"]) == 2
+    assert ("the manifest has no masked column and the masked rule '_mask' matches none (or all) of the file "
+            "names") in capsys.readouterr().err
+    manifest.write_text("path,identity,masked\np/a.jpg,p,1\n")
+    assert main(["evaluate", str(manifest), str(out), "--quiet"]) == 2
+    assert "the manifest's masked column marks none (or all) of them (nothing was embedded)" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runtime, face_photos, tmp_path):
+    """`--masked-rule` was ignored for a manifest: without a `masked` column every image was
+    unmasked, and the job was refused after embedding them all."""
+    import json
+
+    dataset = tmp_path / "in"
+    for person in ("person_01", "person_02"):
+        (dataset / person).mkdir(parents=True)
+    photos = [p for p in face_photos if p.parent.name in ("person_01", "person_02")][:6]
+    rows = []
+    for i, photo in enumerate(photos):
+        name = f"{photo.stem}{'_mask' if i % 2 else ''}.jpg"
+        shutil.copy(photo, dataset / photo.parent.name / name)
+        rows.append(f"{photo.parent.name}/{name},{photo.parent.name}")
+    manifest = dataset / "list.csv"
+    manifest.write_text("path,identity\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(manifest), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
+                 "--quiet"]) == 0
+    ident = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
+    assert ident["probes"] == 3
