@@ -429,7 +429,10 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     if known.config is None:
         return
     try:
-        data = tomllib.loads(known.config.read_text())
+        data = tomllib.loads(known.config.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        parser.error(f"--config {known.config}: not UTF-8 text, as TOML must be (byte {exc.start}: "
+                     f"{exc.object[exc.start:exc.start + 1]!r})")
     except (OSError, tomllib.TOMLDecodeError) as exc:
         parser.error(f"--config {known.config}: {exc}")
     name = next((a for a in rest if a in COMMANDS), None)
@@ -458,7 +461,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
             if not holders:
                 refuse(f"no command has an option {key!r}")
             for command, action in holders.items():  # a top-level key is each command's that has the option
-                checked = config_value(action, value, lambda why: refuse(f"{key}: {why}"))
+                checked = config_value(action, value, lambda why: refuse(
+                    f"{key}: {why} for `mfr {command}`; a top-level key is every command's that has the option: "
+                    f"put it under [{name}] (the table of each command it is for)"))
                 if command == name and checked is not None:
                     top[action.dest] = checked
     chosen = {**top, **table}
@@ -518,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nmfr {args.command}: interrupted. Finished batches are kept; run the same command again "
               "to do the rest.", file=sys.stderr)
         return 130
-    except (StorageError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (StorageError, ValueError, OSError, RuntimeError) as exc:  # OSError: a file given that cannot be read
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
         return 2
     except Exception as exc:

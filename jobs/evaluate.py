@@ -72,7 +72,10 @@ def protocol_file(uri: str):
     uri = str(uri)
     store, name = open_parent(uri)
     if isinstance(store, LocalStore):
-        yield Path(uri.removeprefix("file://"))
+        path = Path(uri.removeprefix("file://"))
+        if path.is_dir():
+            raise ValueError(f"{uri} is a folder: a protocol is a file (pairs, or a list of images)")
+        yield path
         return
     data = store.read(name)
     with tempfile.TemporaryDirectory(prefix="mfr-protocol-") as folder:

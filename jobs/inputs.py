@@ -129,10 +129,31 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
                 yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
         return
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
+    reader = csv.DictReader(text)
     try:
-        yield from enumerate(csv.DictReader(text), start=2)
+        if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
+            reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
+        yield from enumerate(reader, start=2)
+    except csv.Error as exc:
+        raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
     finally:
         text.detach()  # the handle stays open for the other pass
+
+
+UNCLOSED_QUOTE = 'a quote (") opened and not closed joins the lines after it into one field'
+
+
+def cell_text(value) -> str:
+    """A manifest cell as text: "" for a missing one (None, or NaN where pandas wrote a column with
+    gaps as floats), a whole float as the whole number it was (1.0: "1"), anything else as str (0: "0")."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if value != value:
+            return ""
+        if value.is_integer():
+            return str(int(value))
+    return str(value)
 
 
 class _ManifestRows:
@@ -154,6 +175,8 @@ class _ManifestRows:
                 raw = f"{row.get('sub_folder') or ''}/{row.get('image_name') or ''}"
                 return raw, safe_key(seed_relative_path(row.get("sub_folder") or "", row.get("image_name") or "")), ""
             raw = str(row.get("path") or "")
+            if "\n" in raw or "\r" in raw:
+                return raw, None, f"the path holds a line break: {UNCLOSED_QUOTE}"
             return raw, safe_key(raw), ""
         except (UnsafeKeyError, ValueError) as exc:
             return raw, None, str(exc)
@@ -166,9 +189,9 @@ class _ManifestRows:
         raw, key, unsafe = self.key(row)
         if key is None:
             hint = "; a manifest's paths are relative to the images root (--images)" if "absolute" in unsafe else ""
-            return InputItem(raw, str(row.get("identity") or ""), status="unsafe_path", input_row=f"{raw}#row{line}",
+            return InputItem(raw, cell_text(row.get("identity")), status="unsafe_path", input_row=f"{raw}#row{line}",
                              message=f"{where}: {unsafe}; nothing read or written{hint}")
-        item = InputItem(key, str(row.get("identity") or "") or folder_identity(key))
+        item = InputItem(key, cell_text(row.get("identity")) or folder_identity(key))
         try:
             if row.get("masked") not in (None, ""):
                 item.masked = read_masked_flag(row["masked"])

@@ -94,6 +94,30 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     assert info.value.code == 2
 
 
+def test_unreadable_config_and_protocol_files_are_refused_with_the_reason(tmp_path, capsys):
+    """A config file that is not UTF-8, and a folder given as a pairs file, ended in Python
+    tracebacks (exit 1); a top-level `face = "all"` was refused for `mfr mask` without saying that
+    `mfr evaluate`, which also takes the key, was the command that cannot take it."""
+    config = tmp_path / "mfr.toml"
+    config.write_bytes('quiet = true\n# caf\u00e9\n'.encode("latin-1"))
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(config), "mask", "a", "b", "--dry-run"])
+    assert info.value.code == 2
+    assert "not UTF-8 text, as TOML must be (byte 18: b'\\xe9')" in capsys.readouterr().err
+    config.write_text('face = "all"\n')
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(config), "mask", "a", "b", "--dry-run"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "face: " in err and "for `mfr evaluate`" in err and "put it under [mask]" in err, err
+    images = tmp_path / "in" / "p"
+    images.mkdir(parents=True)
+    (images / "a.jpg").write_bytes(b"")
+    assert main(["evaluate", str(images.parent), str(tmp_path / "out"), "--pairs", str(images), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"mfr evaluate: {images} is a folder: a protocol is a file (pairs, "
+                                               "or a list of images)")
+
+
 def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys, monkeypatch):
     import ray
 

@@ -82,6 +82,25 @@ def test_rows_giving_further_faces_of_one_image_become_one_input():
     assert [it.status for it in plain] == [None, "duplicate"]
 
 
+def test_hand_made_manifests_mean_what_they_say():
+    """Four ways a hand-made or pandas-written manifest was read as something else, silently."""
+    # "path, identity": the column was " identity", so every identity became the folder's name
+    items = read_input_manifest(b"path, identity\nx/1.jpg,zed\n", "m.csv")
+    assert [(it.key, it.identity) for it in items] == [("x/1.jpg", "zed")]
+    # a quote left open joined the following rows into one path: they had no row of their own
+    items = read_input_manifest(b'path,identity\n"x/1.jpg,a\nx/2.jpg,b\nx/3.jpg,c\n', "m.csv")
+    assert [it.status for it in items] == ["unsafe_path"]
+    assert 'the path holds a line break: a quote (") opened and not closed' in items[0].message
+    # ... and with more than 128 KiB after it, csv's own error ended the command in a traceback
+    with pytest.raises(ValueError, match=r'm.csv line \d+: not a CSV row .*field larger than field limit.*a quote'):
+        read_input_manifest(b'path\n"x/1.jpg\n' + b"x/2.jpg\n" * 20000, "m.csv")
+    # Parquet: identity 0 was taken for "none" (the folder's name instead), and pandas' float column
+    # for integers with a gap gave "1.0"
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"path": ["x/1.jpg", "x/2.jpg", "x/3.jpg"], "identity": [0.0, 1.0, float("nan")]}), sink)
+    assert [it.identity for it in read_input_manifest(sink.getvalue(), "m.parquet")] == ["0", "1", "x"]
+
+
 def test_unusable_manifests_raise(tmp_path):
     with pytest.raises(ValueError, match="needs a 'path' column"):
         read_input_manifest(b"file,identity\na.jpg,x\n", "m.csv")
