@@ -65,6 +65,21 @@ def folder_identity(key: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
+def without_outputs(entries: list) -> list:
+    """`entries` ((key, kind) of a folder input) less everything under a folder below the input's
+    root that is an output of mfr (it holds a settings record, `jobs.settings.SETTINGS_KEYS`): an
+    earlier run's output left inside the input (`mfr mask data data/v1`, then `data/v2`) holds masked
+    images, crops and plots that are not input. The input's own root may be one (`mfr embed` over a
+    mask output's images)."""
+    from jobs.settings import SETTINGS_KEYS
+
+    markers = set(SETTINGS_KEYS.values())
+    roots = {key.rpartition("/")[0] for key, _ in entries if "/" in key and key.rpartition("/")[2] in markers}
+    if not roots:
+        return entries
+    return [(key, kind) for key, kind in entries if not any(key.startswith(root + "/") for root in roots)]
+
+
 def _is_parquet(name: str) -> bool:
     return name.lower().endswith(".parquet")
 
@@ -427,7 +442,7 @@ class FolderLister:
         from jobs.source import group_id, read_done
 
         gid = group_id(group)
-        entries = open_store(self.images_uri).entries(group, self.exclude)
+        entries = without_outputs(open_store(self.images_uri).entries(group, self.exclude))
         output = open_store(self.output_uri)
         # the role folders before the manifest: with --retry-failed each read drops failed rows, and a
         # task stopped between the two leaves an image in the manifest only, which any rerun does again

@@ -92,6 +92,23 @@ def test_awkward_names_and_files_each_get_their_row_and_never_collide(ray_runtim
     assert len(read_manifest(str(out))) == len(manifest)
 
 
+def test_an_earlier_output_left_inside_the_input_is_not_input(face_photos, tmp_path, capsys):
+    """The output of this run inside its input was left out, an earlier one's was not: `mfr mask data
+    data/v1` then `mfr mask data data/v2` masked v1's masked images and crops again (identities
+    `person_01` from its mirrored folders, `images` from its top level), and `mfr run` made them
+    gallery and probe images."""
+    data = photo_folder(tmp_path / "data", face_photos[:2])
+    keys = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+    assert main(["mask", str(data), str(data / "v1"), "--executor", "local", "--quiet"]) == 0
+    assert (data / "v1" / "images").is_dir()
+    assert main(["mask", str(data), str(data / "v2"), "--executor", "local", "--quiet"]) == 0
+    assert sorted(set(read_manifest(str(data / "v2")).source_key)) == keys
+    assert main(["run", str(data), str(data / "run"), "--executor", "local", "--quiet"]) == 0
+    for later in ("v3", "run2"):  # neither the mask outputs nor the run's (masked images, embeddings, report)
+        assert main(["mask", str(data), str(data / later), "--dry-run"]) == 0
+        assert f"{len(keys)} input(s)" in capsys.readouterr().out
+
+
 def test_a_manifest_repeating_paths_counts_each_row_once(ray_runtime, face_photos, tmp_path, capsys):
     """2,000 rows over 3 files, written as Parquet with a binary path column and NaN `masked` cells:
     3 processed, 1,997 duplicates, the printed counts equal the manifest, and a rerun does nothing."""
