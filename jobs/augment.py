@@ -372,7 +372,11 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
     tables = []
     for key in store.list(directory):
         if key.endswith(".parquet"):
-            table = read_parquet_bytes(store.read(key), columns=columns)
+            try:
+                table = read_parquet_bytes(store.read(key), columns=columns)
+            except (OSError, ValueError) as exc:  # pyarrow names the buffer, not the file
+                raise ValueError(f"{store.uri_of(key)} is not a readable Parquet shard ({exc}); a shard a job "
+                                 "was writing when it stopped is made again by its rerun") from None
             tables.append(cuts.hold(key, table) if "input_row" in table.column_names else table)
     return tables + list(cuts.settle(store, DoneRows(drop=False)))
 

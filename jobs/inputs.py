@@ -148,7 +148,11 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
     try:
         if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
             reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
-        yield from enumerate(reader, start=2)
+        for line, row in enumerate(reader, start=2):
+            cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v])]
+            if all(not (c or "").strip() for c in cells):
+                continue  # a row of empty cells (",,": a spreadsheet's blank line) is a blank line
+            yield line, row
     except csv.Error as exc:
         raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
     finally:

@@ -87,6 +87,9 @@ def test_hand_made_manifests_mean_what_they_say():
     # "path, identity": the column was " identity", so every identity became the folder's name
     items = read_input_manifest(b"path, identity\nx/1.jpg,zed\n", "m.csv")
     assert [(it.key, it.identity) for it in items] == [("x/1.jpg", "zed")]
+    # a spreadsheet's blank rows (",,") were refused rows (`unsafe_path`: --strict failed the job)
+    items = read_input_manifest(b"path,identity\nx/1.jpg,a\n,,\n , \n,\n", "m.csv")
+    assert [(it.key, it.identity, it.status) for it in items] == [("x/1.jpg", "a", None)]
     # a quote left open joined the following rows into one path: they had no row of their own
     items = read_input_manifest(b'path,identity\n"x/1.jpg,a\nx/2.jpg,b\nx/3.jpg,c\n', "m.csv")
     assert [it.status for it in items] == ["unsafe_path"]

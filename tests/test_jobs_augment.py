@@ -299,6 +299,12 @@ def test_reading_the_manifest_of_something_that_is_not_an_augment_output_says_so
                           (f"s3://{bucket}/nothing", f"s3://{bucket}/nothing/manifest")):
         with pytest.raises(FileNotFoundError, match=f"no manifest under {manifest}: not the output of `mfr mask`"):
             read_manifest(uri)
+    # a shard that is not Parquet (cut short, or another tool's file): pyarrow named "<Buffer>", not the file
+    shard = tmp_path / "cut" / "manifest" / "g=0" / "part-1.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"PAR1 cut short")
+    with pytest.raises(ValueError, match=f"{shard} is not a readable Parquet shard"):
+        read_manifest(str(tmp_path / "cut"))
 
 
 def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_runtime, tmp_path):
