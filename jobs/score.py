@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
-from jobs.storage import open_store, read_parquet_bytes, redact
+from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
 from recog import metrics as M
 from recog.report import SCORE_UNITS, acquisition_counts, evaluate, write_report
 
@@ -349,6 +349,11 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
     unmasked gallery", or a title and a note saying otherwise)."""
+    for uri in [probe_uri, gallery_uri, *(u for _, p, g in also for u in (p, g))]:
+        store = open_store(uri)
+        if isinstance(store, LocalStore) and store.root.is_file():
+            raise ValueError(f"{uri} is a file: give the output folder of `mfr embed` (its shards/ hold the "
+                             "embeddings)")
     notes = []
     if title is None:
         title, notes = sides_title(probe_uri, gallery_uri)
