@@ -214,15 +214,14 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         else:
             keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
             given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-            from_manifest = by_column
-            flags = given.astype(bool) if from_manifest else masked_flags(keys, masked_rule)
+            flags = given.astype(bool) if by_column else masked_flags(keys, masked_rule)
             probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
             if not probe_keys or not gallery_keys:
                 raise ValueError("need masked and unmasked images: " + (
-                    "the manifest's masked column marks none (or all) of them" if from_manifest else
+                    "the manifest's masked column marks none (or all) of them" if by_column else
                     f"the masked rule {masked_rule!r} matches none (or all) of the file names; give --masked-rule"))
             kind = "masked-split"
-            described = ("masked images (the manifest's masked column)" if from_manifest else
+            described = ("masked images (the manifest's masked column)" if by_column else
                          f"masked images (file names, rule {masked_rule!r})") + " against the unmasked ones"
         result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
                              missing)

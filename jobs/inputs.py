@@ -149,8 +149,7 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
         if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
             reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
         for line, row in enumerate(reader, start=2):
-            cells = [c for v in row.values() for c in (v if isinstance(v, list) else [v])]
-            if all(not (c or "").strip() for c in cells):
+            if not any((c or "").strip() for v in row.values() for c in (v if isinstance(v, list) else (v,))):
                 continue  # a row of empty cells (",,": a spreadsheet's blank line) is a blank line
             yield line, row
     except csv.Error as exc:

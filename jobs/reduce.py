@@ -666,9 +666,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         raise ValueError("the models to fuse share no probes or no gallery entries")
     size = len(gallery.entry_ids)
     per_probe = None if n_probes * size <= max_pairs else max(1, max_pairs // n_probes - 1)
-    # the seed's FPIR pool: 10 % of the mated probes (jobs.score.seed_fpir_pool), not known before the
-    # tasks run; every task keeps 10 % of all probes, failed ones included, and the merge trims it
-    keep = max(1, int(np.ceil((n_probes + n_failed) * 0.1)))
+    # the seed's FPIR pool is sized from the mated probes, not known before the tasks run: every task
+    # keeps the pool of all probes, failed ones included, and the merge trims it
+    keep = seed_fpir_pool(n_probes + n_failed)
     blocks = [b for b in ray.get([task.remote(uris, g, *common, scoring, per_probe, keep, seed, False,
                                               "gpu" if on_gpu else "cpu") for g in groups]) if b is not None]
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]

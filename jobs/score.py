@@ -21,7 +21,7 @@ import numpy as np
 from jobs.embed import SHARD_DIR, read_shards
 from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
 from recog import metrics as M
-from recog.report import SCORE_UNITS, acquisition_counts, evaluate, write_report
+from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
 
 
 class NothingToScore(ValueError):
@@ -96,12 +96,13 @@ def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, simi
 
 def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
     """How many of the largest non-mated scores the seed's FPIR reading needs (`recog.report.evaluate`:
-    the ceil(n x 0.1)-th at FPIR 0.1, n the mated probes): the `mated_probes` with a face and the
-    probes in which none was found (`failed_ids`, their identities) whose identity is in the gallery
-    (`g_ids`), or the headline's 0.1 column would want a score beyond the kept ones and be left out."""
+    the ceil(n x f)-th at the table's largest FPIR f, 0.1, n the mated probes): the `mated_probes` with
+    a face and the probes in which none was found (`failed_ids`, their identities) whose identity is in
+    the gallery (`g_ids`), or the headline's 0.1 column would want a score beyond the kept ones and be
+    left out."""
     if failed_ids is not None and len(failed_ids):
         mated_probes += int(np.isin(np.asarray(failed_ids, dtype=str), np.asarray(g_ids, dtype=str)).sum())
-    return max(1, int(np.ceil(mated_probes * 0.1)))
+    return max(1, int(np.ceil(mated_probes * max(TABLE_FPIRS))))
 
 
 def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,
