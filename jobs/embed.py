@@ -451,9 +451,18 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
     tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
-    whole = pa.concat_tables(tables)
     if where is not None:
-        whole = whole.filter(where(whole))
+        # chosen over every shard's labels, then applied shard by shard: models of other embedding
+        # sizes (a fixed-size list column each) cannot be joined into one table before the choice
+        chosen = where(pa.concat_tables([t.drop(["embedding"]) for t in tables]))
+        starts = np.cumsum([0] + [t.num_rows for t in tables])
+        tables = [t.filter(chosen.slice(int(a), t.num_rows)) for t, a in zip(tables, starts)]
+    widths = sorted({t.schema.field("embedding").type.list_size for t in tables if t.num_rows})
+    if len(widths) > 1:
+        models = sorted({m for t in tables for m in t.column("model_id").unique().to_pylist()})
+        raise ValueError(f"{store.uri} holds embeddings of {len(widths)} sizes ({widths}) from models {models}: "
+                         "read one model's rows at a time")
+    whole = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])
     rows, emb = ok_faces(whole)
     return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
 

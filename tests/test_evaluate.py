@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from jobs.cli import main
+from jobs.embed import read_shards
 from recog.protocols import read_pairs_file
 
 
@@ -122,7 +123,9 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
 def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings(ray_runtime, shared_data, tmp_path):
     """Each model's shards stay beside the others' in one output: the second model's report read the
     first's embeddings too (its probes and gallery doubled, sface vectors scored against dlib ones:
-    AUC 0.961 alone, 0.534 mixed)."""
+    AUC 0.961 alone, 0.534 mixed). A model of another embedding size (insightface-mbf: 512 against
+    128) made the output unreadable to every model: "mfr evaluate: node: string", exit 2, sface's
+    own evaluation included."""
     import csv
 
     crops = shared_data / "masked_crops"
@@ -135,8 +138,8 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
         writer.writerows({k: r[k] for k in ("path", "identity", "masked")} for r in rows if r["identity"] in people)
     out = tmp_path / "eval"
 
-    def evaluate(model):
-        args = ["evaluate", str(manifest), str(out), "--images", str(crops), "--model", model, "--quiet"]
+    def evaluate(model, *more):
+        args = ["evaluate", str(manifest), str(out), "--images", str(crops), "--model", model, "--quiet", *more]
         assert main(args) == 0
         result = json.loads((out / "report" / "report.json").read_text())["results"][0]
         return (result["acquisition"], result["identification"]["probes"], result["identification"]["gallery"],
@@ -145,8 +148,12 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     first = evaluate("sface")
     other = evaluate("dlib-resnet")
     assert other[:3] == first[:3] and other[4:] == first[4:]  # the same images, counted once
+    wider = evaluate("insightface-mbf", "--accept-model-licence")
+    assert wider[:3] == first[:3] and wider[4:] == first[4:] and wider[3] > 0.75  # 0.852 here: its own embeddings
     assert evaluate("sface") == first
-
+    # read by hand, the folder names its sizes instead of failing inside Arrow
+    with pytest.raises(ValueError, match=r"embeddings of 2 sizes \(\[128, 512\]\) from models \['dlib-resnet@"):
+        read_shards(str(out / "embeddings"))
 
 
 def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_photos, tmp_path, capsys):
