@@ -83,6 +83,9 @@ def _points(value, n: int | None = None) -> list[list[float]] | None:
     return np.round(pts, 2).tolist()
 
 
+NON_FINITE_EMBEDDING = "the model gave NaN or infinite values for this face: no embedding"
+
+
 @dataclass
 class FaceRecord:
     """One face of one input (or the input itself, `face_index` -1, when it has no face)."""
@@ -130,6 +133,9 @@ class FaceRecord:
             self.box = [round(float(v), 2) for v in np.asarray(self.box, dtype=np.float64).reshape(4)]
         if self.score is not None:
             self.score = round(float(self.score), 6)
+        if self.embedding is not None and not np.isfinite(np.asarray(self.embedding, np.float32)).all():
+            # never written: one NaN poisons every score it enters, and the report would fail at the end
+            self.embedding, self.status, self.message = None, "error", NON_FINITE_EMBEDDING
 
     @property
     def found(self) -> bool:

@@ -199,14 +199,15 @@ def _load_cuda_libraries() -> None:
 
 
 def create_session(model: bytes | str | Path, device: str = "auto", threads: int | None = None,
-                   cuda_options: dict | None = None):
+                   cuda_options: dict | None = None, external_data: Path | None = None):
     """An `onnxruntime.InferenceSession` with the provider for `device` and intra-op threads = CPUs given.
 
     On CUDA the session is checked: ONNX Runtime that cannot start its CUDA provider (no driver, or
     CUDA/cuDNN libraries of another major version) builds a CPU session with only a log line, and a
     CUDA session that fails at run time retries on the CPU. With `device="cuda"` the first is a
     RuntimeError and the second is turned off; with `auto` the CPU session is used, with a warning.
-    `cuda_options`: the CUDA provider's options (e.g. `{"use_tf32": "0"}`)."""
+    `cuda_options`: the CUDA provider's options (e.g. `{"use_tf32": "0"}`). `external_data`: the
+    folder a model given as bytes names its external weight files from (the model file's own)."""
     ort = _onnxruntime()
 
     options = ort.SessionOptions()
@@ -217,6 +218,8 @@ def create_session(model: bytes | str | Path, device: str = "auto", threads: int
     # Spinning worker threads burn CPU between calls: on 2 cores that starves our own numpy work (MTCNN
     # ran at less than half speed) and Ray's readers. MFR_ORT_SPINNING=1 turns it on for pure ORT loads.
     options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("MFR_ORT_SPINNING", "0"))
+    if external_data is not None:
+        options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(external_data))
     source = model if isinstance(model, bytes) else str(model)
     providers = providers_for(device)
     if providers[0] != "CUDAExecutionProvider":

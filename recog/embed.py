@@ -90,6 +90,11 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     return runnable, int(record["replaced"]), embedded
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " ".join(lines[:3])[:400] if lines else type(exc).__name__
+
+
 def read_onnx(path: Path):
     """The ONNX model in the file at `path` (external weight files are not read); a ValueError that
     says so when the file is not a model."""
@@ -100,9 +105,12 @@ def _load_onnx(path: Path, data: bytes):
     import onnx
 
     try:
-        return onnx.load_from_string(data)
+        model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not a model
         raise ValueError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.graph.node:  # an empty file parses as an empty model
+        raise ValueError(f"{path}: not an ONNX model (it holds no graph{'' if data else ': the file is empty'})")
+    return model
 
 
 def _rewrite_prelus(onnx_model) -> tuple[bytes | None, int]:
@@ -145,33 +153,57 @@ class Embedder:
         if region not in ("full", "upper"):
             raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {region!r}")
         self.flip, self.region = flip, region
-        self.batch_size = batch_size
         try:
-            self.session = create_session(runnable, device=device, threads=threads)
-        except Exception:
-            if runnable is data:
-                raise
-            # a graph whose PReLUs could not be rewritten after all (not on a feature map): run it as it is
-            self.session, self.blocked_prelus = create_session(data, device=device, threads=threads), 0
+            try:
+                self.session = create_session(runnable, device=device, threads=threads, external_data=path.parent)
+            except Exception:
+                if runnable is data:
+                    raise
+                # a graph whose PReLUs could not be rewritten after all (not on a feature map): run it as it is
+                self.session, self.blocked_prelus = create_session(data, device=device, threads=threads,
+                                                                   external_data=path.parent), 0
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise  # ours (no CUDA where it was asked for), not the model's
+            raise ValueError(f"{path}: ONNX Runtime cannot load the model ({_first_line(exc)})") from None
         self.providers = self.session.get_providers()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name = self.spec.input_name or inputs[0].name
         self.output_name = self.spec.output_name or outputs[0].name
         if self.input_name not in {i.name for i in inputs}:
             raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
+        declared = list(next(i for i in inputs if i.name == self.input_name).shape)
+        self._check_input_shape(declared)
+        # a model exported with a fixed batch (often 1) takes that many crops per call, never more
+        fixed = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
+        self.batch_size = min(batch_size, fixed) if fixed else batch_size
         self._mean = np.asarray(self.spec.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(self.spec.std, np.float32)
 
+    def _check_input_shape(self, declared: list) -> None:
+        """Refuse a model whose input declares fixed sizes other than its spec's: ONNX Runtime would
+        refuse each batch with a message about an index."""
+        w, h = self.spec.input_size
+        want = [3, h, w] if self.spec.layout == "NCHW" else [h, w, 3]
+        if len(declared) == 4 and any(isinstance(d, int) and d > 0 and d != e for d, e in zip(declared[1:], want)):
+            raise ValueError(f"{self.path}: the model's input {self.input_name!r} has the shape {declared}, its spec "
+                             f"({self.spec.name}, from {self.spec_origin}) gives {w}x{h} crops in {self.spec.layout} "
+                             f"(shape [N, {', '.join(map(str, want))}]): give a spec whose input_size and layout "
+                             "match the model")
+
     def check(self) -> "Embedder":
         """Run the model once on a blank crop of its spec's size: a model that does not take such crops,
-        or gives vectors of another size than its spec says, is refused here, before any input."""
+        gives vectors of another size than its spec says, or gives NaN or infinite values, is refused
+        here, before any input."""
         w, h = self.spec.input_size
         try:
-            self.embed_crops(np.zeros((1, h, w, 3), np.uint8))
+            vectors = self.embed_crops(np.zeros((1, h, w, 3), np.uint8))
         except Exception as exc:
             raise ValueError(f"{self.path}: the model does not work as its spec ({self.spec.name}, from "
-                             f"{self.spec_origin}) says: "
-                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+                             f"{self.spec_origin}) says: {type(exc).__name__}: {_first_line(exc)}") from None
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"{self.path}: the model gives NaN or infinite values on a blank {w}x{h} crop: its "
+                             "embeddings could not be compared")
         return self
 
     @property

@@ -5,7 +5,7 @@
     spec = ModelSpec.from_onnx(onnx.load("model.onnx"))        # or the ONNX metadata key "mfr.spec"
 
 Preprocessing of one face: align the image onto `template` at `input_size` (5 points, similarity
-transform), convert to `channel_order`, subtract `mean`, divide by `std` (both per channel, in 0..255
+transform; without a template, ArcFace's resized to the input size), convert to `channel_order`, subtract `mean`, divide by `std` (both per channel, in 0..255
 units, in the model's channel order), lay out as `layout`. Postprocessing: optional flip averaging
 (embed the mirror image too and average), then L2 normalisation if `normalize`. `similarity` says how
 two embeddings are compared: `cosine`, or `euclidean` (score = minus the distance).
@@ -34,7 +34,8 @@ class ModelSpec:
     channel_order: str = "RGB"
     mean: tuple[float, float, float] = (127.5, 127.5, 127.5)
     std: tuple[float, float, float] = (127.5, 127.5, 127.5)
-    template: tuple[tuple[float, float], ...] = ARCFACE_112.points  # 5 points in input_size pixels
+    # 5 points in input_size pixels; None: ArcFace's, resized to input_size (`default_template`)
+    template: tuple[tuple[float, float], ...] | None = None
     layout: str = "NCHW"
     embedding_size: int = 512
     normalize: bool = True
@@ -50,6 +51,8 @@ class ModelSpec:
         w, h = self.input_size
         if w < 8 or h < 8:
             raise ValueError(f"{self.name}: input_size must be at least 8x8, got {self.input_size}")
+        if self.template is None:
+            object.__setattr__(self, "template", default_template(w, h))
         if self.channel_order not in CHANNEL_ORDERS:
             raise ValueError(f"{self.name}: channel_order must be one of {CHANNEL_ORDERS}")
         if self.layout not in LAYOUTS:
@@ -72,11 +75,12 @@ class ModelSpec:
     @classmethod
     def preset(cls, preset: str, **overrides) -> "ModelSpec":
         """`arcface-112`: insightface convention (112x112 RGB, (x - 127.5) / 127.5, ArcFace template,
-        512-d, cosine). Any field can be overridden."""
+        512-d, cosine). Any field can be overridden; another `input_size` without a `template` gets
+        ArcFace's resized to it (`default_template`)."""
         if preset != "arcface-112":
             raise ValueError(f"unknown spec preset {preset!r}; available: ['arcface-112']")
         base = {"name": "arcface-112", "input_size": (112, 112), "channel_order": "RGB",
-                "mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5), "template": ARCFACE_112.points,
+                "mean": (127.5, 127.5, 127.5), "std": (127.5, 127.5, 127.5),
                 "embedding_size": 512, "normalize": True, "similarity": "cosine"}
         base.update(overrides)
         return cls.from_dict(base)
@@ -103,8 +107,10 @@ class ModelSpec:
         for key in ("input_size", "mean", "std"):
             if key in data:
                 data[key] = tuple(float(v) if key != "input_size" else int(v) for v in data[key])
-        if "template" in data:
+        if data.get("template") is not None:
             data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
+        else:
+            data.pop("template", None)  # ArcFace's, at the input size
         return cls(**data)
 
     @classmethod
@@ -126,6 +132,15 @@ class ModelSpec:
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)
+
+
+def default_template(width: int, height: int) -> tuple[tuple[float, float], ...]:
+    """The template of a spec that gives none: ArcFace's 112x112 points, resized to the input size as
+    insightface does (`FaceTemplate.resized`: 224x224 doubles them, 96x112 moves them 8 px left). Left
+    at 112x112 pixels, a larger input got the face in its top-left corner."""
+    if (width, height) == (ARCFACE_112.width, ARCFACE_112.height):
+        return ARCFACE_112.points
+    return ARCFACE_112.resized(width, height).points
 
 
 def embedded_spec_text(model) -> str | None:

@@ -177,21 +177,86 @@ def test_cached_model_carries_its_spec():
     assert zoo.builtin_path("sface") == path  # cached, not rebuilt
 
 
-def _tiny_model(path, out_dim=8, seed=0):
-    """A small ONNX face model: global average pool of the input and a linear layer."""
+def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, external=False):
+    """A small ONNX face model: global average pool of the input and a linear layer. `batch`: the
+    input's batch size ("N" dynamic, or a fixed number); `size`: its width and height; `weights`:
+    the layer's (3, out_dim) values; `external`: the weights in a file of their own beside it."""
     from onnx import TensorProto, helper, numpy_helper
 
-    w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32)
+    w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32) if weights is None else weights
     nodes = [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Gemm", ["flat", "W"], ["683"])]
-    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, ["N", 3, 112, 112])],
-                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, ["N", out_dim])],
+    graph = helper.make_graph(nodes, "tiny",
+                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, size, size])],
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, out_dim])],
                               [numpy_helper.from_array(w, "W")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    onnx.save(model, str(path))
+    if external:
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=0)
+    else:
+        onnx.save(model, str(path))
     return model, w
+
+
+def _pooled(crops, w):
+    x = (crops.astype(np.float32) - 127.5) / 127.5
+    expected = x.mean(axis=(1, 2)) @ w
+    return expected / np.linalg.norm(expected, axis=1, keepdims=True)
+
+
+def test_user_models_of_a_fixed_batch_another_size_or_outside_weights_embed_every_face(tmp_path, face_chips):
+    """Each of these failed before: a model exported with a batch of 1 passed `check` and then failed
+    every batch of 2 or more faces; a 224x224 spec without a template put the face in the crop's
+    top-left quarter (ArcFace's 112-pixel points); a model whose weights are in a file beside it
+    stopped with a traceback (the session is made from the file's bytes)."""
+    import cv2
+
+    from maskgen.align import ARCFACE_112
+
+    fixed = tmp_path / "fixed1.onnx"
+    _, w = _tiny_model(fixed, out_dim=512, batch=1)
+    embedder = Embedder(fixed, spec="arcface-112", device="cpu").check()
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:3]])
+    assert embedder.batch_size == 1
+    np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+
+    large = tmp_path / "r224.onnx"
+    _tiny_model(large, size=224)
+    spec = ModelSpec.preset("arcface-112", name="r224", input_size=(224, 224), embedding_size=8)
+    np.testing.assert_allclose(spec.template, 2 * np.asarray(ARCFACE_112.points), atol=1e-9)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+    big = Embedder(large, spec=spec, device="cpu").check()
+    big_crops = np.concatenate([big.align(img, [pts]) for img, pts in face_chips[:3]])
+    halved = np.stack([cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA) for c in big_crops])
+    # the same face framed the same way, at twice the size (before: 60 to 80 grey levels apart)
+    assert np.abs(halved.astype(float) - crops).mean() < 6
+
+    outside = tmp_path / "outside.onnx"
+    _tiny_model(outside, out_dim=512, external=True)
+    assert (tmp_path / "outside.onnx.data").is_file()
+    np.testing.assert_allclose(Embedder(outside, spec="arcface-112", device="cpu").check().embed_crops(crops),
+                               _pooled(crops, w), atol=1e-5)
+
+
+def test_user_models_that_cannot_work_are_refused_with_the_reason(tmp_path):
+    """Before: a NaN model passed `check` and its NaN rows were written as `ok` until scoring failed;
+    a model of another input size than its spec, and an empty file, gave ONNX Runtime's tracebacks."""
+    nan = tmp_path / "nan.onnx"
+    _tiny_model(nan, weights=np.full((3, 512), np.nan, np.float32))
+    with pytest.raises(ValueError, match="gives NaN or infinite values on a blank 112x112 crop"):
+        Embedder(nan, spec="arcface-112", device="cpu").check()
+    large = tmp_path / "r224.onnx"
+    _tiny_model(large, out_dim=512, size=224)
+    with pytest.raises(ValueError, match=r"r224.onnx: the model's input 'input.1' has the shape \['N', 3, 224, 224\], "
+                                         r"its spec \(r224, from the preset 'arcface-112'\) gives 112x112 crops"):
+        Embedder(large, spec="arcface-112", device="cpu")
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty.onnx: (not an ONNX model \(it holds no graph: the file is empty\)"
+                                         r"|ONNX Runtime cannot load the model .*No graph)"):
+        Embedder(empty, spec="arcface-112", device="cpu")
 
 
 def test_any_onnx_model_with_the_arcface_112_preset(tmp_path, face_chips):
@@ -199,11 +264,7 @@ def test_any_onnx_model_with_the_arcface_112_preset(tmp_path, face_chips):
     _, w = _tiny_model(path, out_dim=512)
     embedder = Embedder(path, spec="arcface-112", device="cpu")
     crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:4]])
-    got = embedder.embed_crops(crops)
-    x = (crops.astype(np.float32) - 127.5) / 127.5
-    expected = x.mean(axis=(1, 2)) @ w
-    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
-    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
     assert embedder.spec.template == ModelSpec.preset("arcface-112").template
 
 

@@ -48,6 +48,18 @@ def test_shard_row_carries_the_embedding_and_the_face_it_came_from():
     assert back.source_key == face.source_key and back.aligned5 == face.aligned5 and back.landmarks68 is None
 
 
+def test_a_face_whose_model_gave_nan_is_an_error_row_without_an_embedding():
+    """A model that gives NaN for some faces (the check's blank crop passed) had them written as `ok`
+    rows; the report then failed at its end, "scores contain NaN or infinity", for every face."""
+    vector = np.arange(8, dtype=np.float32)
+    vector[3] = np.nan
+    face = a_face(status="ok").with_(embedding=vector, model_id="m@sha256:1", mode="plain", similarity="cosine")
+    assert face.status == "error" and face.embedding is None and "NaN or infinite" in face.message
+    row = records_table([face, a_face(embedding=np.ones(8, np.float32))], "shard", 8).to_pylist()
+    assert (row[0]["status"], row[0]["embedding"]) == ("error", None) and row[1]["status"] == "ok"
+    assert a_face(embedding=np.full(8, np.inf, np.float32)).status == "error"
+
+
 def test_an_input_without_a_face_is_a_record_too_and_views_are_checked():
     empty = FaceRecord(source_key="x.jpg", status="corrupt", message="not an image")
     row = empty.to_row("manifest")
