@@ -21,7 +21,7 @@ from maskgen.align import ARCFACE_112, align_face
 from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
-from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points
+from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import STYLE_NAMES, MaskStyle, check_seed, mask_rng, style_from_name
 from maskgen.record import FaceRecord
 
@@ -162,7 +162,8 @@ class Augmenter:
         records, crop_points = [], []
         for i in range(n):
             lm = np.asarray(landmarks68[i], dtype=np.float64)
-            ftype = (face_types[i] if face_types else None) or classify_face(image, lm, opts.face_types)
+            ftype = given_type(face_types[i], lm) if face_types and face_types[i] else \
+                classify_face(image, lm, opts.face_types)
             note, params, masked = "", None, False
             if i not in chosen:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"

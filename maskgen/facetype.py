@@ -18,7 +18,7 @@ These reproduce the seed's three labelled samples (0_0, 1_0, 0_1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -78,6 +78,16 @@ def yaw_degrees(landmarks68: np.ndarray) -> float:
         return 0.0
     ratio = (x[30] - x[0]) / span
     return float(np.degrees(np.arcsin(np.clip(2 * ratio - 1, -1, 1))))
+
+
+def given_type(face_type: FaceType, landmarks68: np.ndarray) -> FaceType:
+    """A face type given by its seed code (a manifest's or the seed CSV's `face_type`), with the yaw
+    its code does not say estimated from the landmarks: which way a profile is turned decides its
+    mask's side (`maskgen.masks`), and a NaN yaw had every given profile masked as turned to the
+    image's right."""
+    if np.isfinite(face_type.yaw):
+        return face_type
+    return replace(face_type, yaw=yaw_degrees(landmarks68))
 
 
 def blur_score(gray: np.ndarray, smoothing: int = 9) -> float:

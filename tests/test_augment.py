@@ -102,3 +102,34 @@ def test_faces_already_wearing_masks_are_found_and_given_landmarks(augmenter, sh
     print(f"\nmasked_wild: a face found in {found_images}/{len(paths)} images ({rate:.1%}), {faces} faces, "
           "each with 68 landmarks")
     assert rate >= 0.75
+
+
+@pytest.mark.parametrize("turned", ["left", "right"])
+def test_a_profile_given_by_its_code_is_masked_on_its_own_side(detector, predictor, turned):
+    """The seed CSV's (and a manifest's) `face_type` says profile but not which way: its yaw was NaN,
+    so every given profile was masked as turned to the image's right. On the seed's sample 2 (turned
+    left) a surgical mask became a strip in front of the face, its nose tip and mouth bare."""
+    from conftest import require_shared
+    from maskgen.augment import landmarks_to_face
+    from maskgen.decode import decode_image
+    from maskgen.facetype import FaceType
+    from maskgen.landmarks import mirror_landmarks
+    from maskgen.masks import coverage_report
+    from maskgen.seed import read_landmark_csv
+
+    row = read_landmark_csv(require_shared("seed", "landmark", "test.csv"))[1]
+    assert row.face_type.code == "1_0"
+    image = decode_image((require_shared("seed", "sample") / row.relative_path).read_bytes())
+    landmarks = row.landmarks
+    if turned == "right":
+        image, landmarks = np.ascontiguousarray(image[:, ::-1]), mirror_landmarks(landmarks, image.shape[1])
+    box, points = landmarks_to_face(landmarks)
+    for style in ("surgical", "seed"):
+        augmenter = Augmenter(AugmentOptions(style=style), detector=detector, predictor=predictor)
+        given, classified = (augmenter.mask_faces(image, "2.jpg", box[None], [1.0], points[None], landmarks[None],
+                                                  face_types=types)
+                             for types in ([FaceType.from_code("1_0")], None))
+        np.testing.assert_array_equal(given.image, classified.image)
+        assert given.faces[0].face_type == "1_0" and (given.faces[0].yaw < -45) == (turned == "left")
+        report = coverage_report(np.any(given.image != image, axis=-1), landmarks)
+        assert report["nose_tip"] and report["mouth"], (style, report)
