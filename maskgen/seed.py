@@ -86,29 +86,51 @@ def read_landmark_csv(path: Path) -> list[SeedLandmarks]:
 
 
 def apply_seed_masks(csv_path: Path, image_root: Path, out_root: Path) -> list[dict]:
-    """Write the seed's masked image for every CSV row; one record per row (status ok / missing / undecodable)."""
+    """Write the seed's masked image for every CSV row; one record per row, whose status is ok, or why
+    the row gave no image (unsafe_path, bad_landmarks, missing, undecodable, ..., unwritable): one bad
+    row never stops the others."""
     from maskgen.decode import DecodeError, decode_image
 
     records = []
     for row in read_landmark_csv(csv_path):
-        rel = row.relative_path
+        record = {"image": f"{row.sub_folder}/{row.image_name}", "face_type": row.face_type.code, "status": "ok",
+                  "message": ""}
+        records.append(record)
+        try:
+            rel = record["image"] = row.relative_path
+        except ValueError as exc:
+            record.update(status="unsafe_path", message=str(exc))
+            continue
+        if not np.isfinite(row.landmarks).all():
+            record.update(status="bad_landmarks", message="a landmark is not a finite number: no mask drawn")
+            continue
         src = Path(image_root) / rel
-        record = {"image": rel, "face_type": row.face_type.code, "status": "ok", "message": ""}
         try:
             image = decode_image(src.read_bytes())
         except FileNotFoundError:
             record.update(status="missing", message=f"{src} does not exist")
+            continue
+        except IsADirectoryError:
+            record.update(status="unreadable", message=f"{src} is a folder")
+            continue
         except DecodeError as exc:
             record.update(status=exc.status, message=str(exc))
-        else:
-            masked, _ = draw_seed_mask(image, row.landmarks, row.face_type, mirror_profiles=False)
-            dst = Path(out_root) / rel
+            continue
+        masked, _ = draw_seed_mask(image, row.landmarks, row.face_type, mirror_profiles=False)
+        dst = Path(out_root) / rel
+        try:
             dst.parent.mkdir(parents=True, exist_ok=True)
             ok = cv2.imwrite(str(dst), cv2.cvtColor(masked, cv2.COLOR_RGB2BGR))
-            if not ok:
-                raise OSError(f"could not write {dst}")
-            record["output"] = str(dst)
-        records.append(record)
+        except cv2.error:  # OpenCV cannot tell the format from the name (no or an unknown extension)
+            ok = False
+        except OSError as exc:
+            record.update(status="unwritable", message=f"cannot write {dst}: {exc.strerror or exc}")
+            continue
+        if not ok:
+            record.update(status="unwritable", message=f"cannot write {dst}: OpenCV writes images named .jpg, "
+                                                       ".png, .bmp, .webp or .tif, and needs a writable folder")
+            continue
+        record["output"] = str(dst)
     return records
 
 

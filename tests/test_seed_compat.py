@@ -50,6 +50,34 @@ def test_gbk_csv_with_chinese_folder_and_windows_separators(tmp_path):
     np.testing.assert_array_equal(parsed[0].landmarks, rows[0].landmarks)
 
 
+def test_a_bad_row_is_its_own_record_and_the_rows_after_it_are_masked(tmp_path, capsys):
+    """A name without an extension stopped the run with OpenCV's traceback, and a `..` path with a
+    ValueError, after the rows before them were written; a NaN landmark was drawn and reported ok."""
+    import shutil
+
+    rows = seed.read_landmark_csv(require_shared("seed", "landmark", "test.csv"))
+    images = tmp_path / "images"
+    images.mkdir()
+    shutil.copy(require_shared("seed", "sample") / "1.jpg", images / "1.jpg")
+    shutil.copy(images / "1.jpg", images / "noext")
+    header = "sub_folder,image_name,face_type," + ",".join(f"part_{i}_x,part_{i}_y" for i in range(68))
+
+    def line(sub, name, values):
+        return f"{sub},{name},0_0," + ",".join(f"{v:g}" for v in values)
+
+    points = rows[0].landmarks.reshape(-1)
+    with_nan = points.copy()
+    with_nan[60] = np.nan
+    (tmp_path / "cases.csv").write_text("\n".join([header, line("", "noext", points), line("..", "1.jpg", points),
+                                                   line("", "1.jpg", with_nan), line("", "1.jpg", points)]) + "\n")
+    records = seed.apply_seed_masks(tmp_path / "cases.csv", images, tmp_path / "out")
+    assert [r["status"] for r in records] == ["unwritable", "unsafe_path", "bad_landmarks", "ok"]
+    assert "OpenCV writes images named .jpg" in records[0]["message"] and not (tmp_path / "out" / "noext").exists()
+    assert (tmp_path / "out" / "1.jpg").is_file()
+    assert seed.main([str(tmp_path / "cases.csv"), str(images), str(tmp_path / "out2")]) == 1
+    assert capsys.readouterr().out.count("\n") == 4
+
+
 @pytest.mark.parametrize("sub, name", [("..", "x.jpg"), ("a", "../../x.jpg"), ("C:\\x", "y.jpg"), ("", "")])
 def test_unsafe_paths_are_refused(sub, name):
     with pytest.raises(ValueError, match="unsafe or empty"):
