@@ -135,7 +135,7 @@ class EmbedWorker:
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
         if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
-            lm68 = self.masker.predictor.predict(image, boxes)
+            lm68 = self.masker.predictor.predict(image, boxes, np.stack(points))
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
         vectors = self.embedder.embed_faces(

@@ -139,7 +139,7 @@ class Augmenter:
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
-            landmarks68 = self.predictor.predict(image, boxes) if len(faces) else np.zeros((0, 68, 2))
+            landmarks68 = self.predictor.predict(image, boxes, points5) if len(faces) else np.zeros((0, 68, 2))
             results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
                                            sources=[f.source for f in faces]))
         return results
