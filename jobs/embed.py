@@ -293,6 +293,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     from jobs.inputs import Tally
     from jobs.source import DoneRows
 
+    refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
+                           images_uri=images_uri)
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
@@ -325,6 +327,20 @@ def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, s
 
     return FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
                                     second_look=second_look)
+
+
+FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",
+                   "images_uri": "--images"}
+
+
+def refuse_finding_options(from_augment: bool, **given) -> None:
+    """`--from-augment` embeds the faces `mfr mask` found, from its own output: options that say how
+    to find faces, or where the images are, do not apply. They were taken without effect, and then
+    recorded, so that the same job without them was refused."""
+    named = [FINDING_OPTIONS[k] for k, v in given.items() if v is not None]
+    if from_augment and named:
+        raise ValueError(f"{', '.join(named)} {'does' if len(named) == 1 else 'do'} not apply with --from-augment: "
+                         "it embeds the faces `mfr mask` found, read from its output")
 
 
 def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str) -> dict:
@@ -380,6 +396,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         raise ValueError(f"model is a built-in model's name or an .onnx path, got {model!r}")
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)
+    refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
+                           images_uri=images_uri)
     face = "all" if all_faces else face
     started = time.perf_counter()
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)

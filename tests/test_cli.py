@@ -181,9 +181,12 @@ def test_readme_commands_run_verbatim(tmp_path, face_photos, monkeypatch, capsys
     assert (work / "out" / "report" / "report.md").is_file() and (work / "out" / "run" / "report" / "report.md").is_file()
 
 
-def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime, shared_data, detector, tmp_path):
+def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime, shared_data, detector, tmp_path,
+                                                                    capsys):
     """Tight crops of real masked faces: `--input-kind crops` pads them before detection (the manifest
-    says which path found each face), and embed aligns them by located eyes."""
+    says which path found each face), and embed aligns them by located eyes. `embed --from-augment`
+    took the finding options and `--images` without effect and recorded them, so that the same job
+    without them was refused; they are now refused."""
     import sys
 
     import cv2
@@ -206,6 +209,12 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
                  "--masked", "--quiet"]) == 0
     shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == 6 and set(shards.status) == {"ok"}
+    capsys.readouterr()
+    assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "fa"), "--from-augment", "--masked",
+                 "--crop-mode", "on", "--images", str(crops), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("mfr embed: --crop-mode, --images do not apply with --from-augment: "
+                                               "it embeds the faces `mfr mask` found, read from its output")
+    assert not (tmp_path / "fa").exists()
     args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked",
                                       "--second-look", "off"])
     assert (args.crop_mode, args.input_kind, args.second_look) == ("off", "masked", "off")
