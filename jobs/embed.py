@@ -138,13 +138,14 @@ class EmbedWorker:
             lm68 = self.masker.predictor.predict(image, boxes, np.stack(points))
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
-        vectors = self.embedder.embed_faces(
-            image, points, lm68, alignment=self.alignment,
-            locate_eyes=lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
-        # face_index: the face's place among the detections (best score first), so a row can be traced
+        aligned = self.embedder.alignment_of(
+            points, lm68, self.alignment, lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
+        vectors = self.embedder.embed_crops(self.embedder.align(image, [p for p, _ in aligned]))
+        # face_index: the face's place among the detections (best score first), so a row can be traced;
+        # aligned5 and alignment: the points its crop was aligned with, and how they were chosen
         return [base.with_(face_index=idx, embedding=vec, box=f.box, score=f.score, landmarks5=f.points,
-                           source=f.source, alignment=self.alignment)
-                for idx, f, vec in zip(chosen, faces, vectors)]
+                           source=f.source, alignment=how, aligned5=pts)
+                for idx, f, vec, (pts, how) in zip(chosen, faces, vectors, aligned)]
 
 
 class AugmentLister:

@@ -265,10 +265,16 @@ class Embedder:
         `auto` (eyes when the 5-point geometry is implausible, as under masks); `locate_eyes(k)` gives
         face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
         detector's eyes are used; see maskgen.finder.alignment_points."""
-        if alignment != "five-point":
-            from maskgen.finder import alignment_points
+        aligned = self.alignment_of(points5, landmarks68, alignment, locate_eyes)
+        return self.embed_crops(self.align(image, [points for points, _ in aligned]))
 
-            lms = landmarks68 if landmarks68 is not None else [None] * len(points5)
-            points5 = [alignment_points(p, lm, alignment, (lambda k=k: locate_eyes(k)) if locate_eyes else None)[0]
-                       for k, (p, lm) in enumerate(zip(points5, lms))]
-        return self.embed_crops(self.align(image, points5))
+    @staticmethod
+    def alignment_of(points5, landmarks68=None, alignment: str = "five-point", locate_eyes=None) -> list:
+        """[(the 5 points a face's crop is aligned with, how they were chosen: `five-point` or `eyes`)]
+        per face, as `embed_faces` aligns them (its arguments): what a shard records as `aligned5` and
+        `alignment`."""
+        from maskgen.finder import alignment_points
+
+        lms = landmarks68 if landmarks68 is not None else [None] * len(points5)
+        return [alignment_points(p, lm, alignment, (lambda k=k: locate_eyes(k)) if locate_eyes else None)
+                for k, (p, lm) in enumerate(zip(points5, lms))]

@@ -209,6 +209,8 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
                  "--masked", "--quiet"]) == 0
     shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == 6 and set(shards.status) == {"ok"}
+    # the points each crop was aligned with (were: none recorded when embedding from images)
+    assert set(shards.alignment) == {"eyes"} and shards.aligned5.map(len).eq(10).all()
     capsys.readouterr()
     assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "fa"), "--from-augment", "--masked",
                  "--crop-mode", "on", "--images", str(crops), "--quiet"]) == 2

@@ -64,6 +64,7 @@ def test_the_default_embeds_the_centred_subject_not_the_larger_bystander(bystand
         crop, subject = bystander_crops[int(row.key.split("/")[-1][:3])]
         hits += iou_matrix(np.array([row.box]), np.array([subject]))[0, 0] >= 0.5
         assert len(row.landmarks5) == 10 and row.source == "mtcnn" and row.alignment == "five-point"
+        np.testing.assert_allclose(row.aligned5, row.landmarks5, atol=0.01)  # aligned with the detected points
         assert row.score > 0.5
     assert hits == right
 
