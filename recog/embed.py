@@ -208,7 +208,13 @@ class Embedder:
 
     @property
     def model_id(self) -> str:
-        return f"{self.spec.name}@sha256:{self.sha256[:16]}"
+        """The spec's name and the model file's hash; and the spec's own hash when the spec does not come
+        from the file (a sidecar JSON, a preset, a spec given): editing it changes the embeddings, so
+        a rerun must not take the rows made with the old one as done."""
+        base = f"{self.spec.name}@sha256:{self.sha256[:16]}"
+        if self.spec_origin in ("the built-in model", "the file's metadata"):
+            return base
+        return f"{base}+spec:{sha256_bytes(json.dumps(self.spec.to_dict(), sort_keys=True).encode())[:8]}"
 
     @property
     def dim(self) -> int:

@@ -275,12 +275,18 @@ def test_spec_from_sidecar_and_metadata_and_flip(tmp_path, face_chips):
     with pytest.raises(ValueError, match="carries no model spec"):
         Embedder(path)
     (tmp_path / "model.json").write_text(json.dumps(spec.to_dict()))
-    assert Embedder(path).spec == spec
+    from_sidecar = Embedder(path)
+    assert from_sidecar.spec == spec
+    # a spec beside the file is part of the model's identity: editing it (here BGR -> RGB) made a rerun
+    # take the rows embedded with the old one as done
+    (tmp_path / "model.json").write_text(json.dumps(spec.with_(channel_order="RGB").to_dict()))
+    assert from_sidecar.model_id.startswith("tiny@sha256:") and "+spec:" in from_sidecar.model_id
+    assert Embedder(path).model_id != from_sidecar.model_id
     (tmp_path / "model.json").unlink()
     attach_spec(model, spec)
     onnx.save(model, str(path))
     embedder = Embedder(path, flip=True)
-    assert embedder.spec == spec
+    assert embedder.spec == spec and "+spec" not in embedder.model_id  # the file's own spec: the file's hash
     crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:2]])
     # global pooling is mirror-invariant, so flip averaging changes nothing here; BGR swaps channels
     x = (crops[..., ::-1].astype(np.float32) - 127.5) / 127.5
