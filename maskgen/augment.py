@@ -28,6 +28,10 @@ from maskgen.record import FaceRecord
 OUTPUTS = ("image", "crops", "both")
 
 
+MAX_CROP_SIZE = 1024
+"""Larger aligned crops than any recognition model takes (112 to 224 px) only cost memory."""
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
     """What augment does with each image.
@@ -77,10 +81,17 @@ class AugmentOptions:
             raise ValueError(f"unknown mask style {self.style!r}; choose from {STYLE_NAMES}")
         if not isinstance(self.style, (str, MaskStyle)):
             raise ValueError(f"style is a name from {STYLE_NAMES} or a MaskStyle object, got {self.style!r}")
-        if self.crop_size < 16:
-            raise ValueError(f"crop_size must be at least 16, got {self.crop_size}")
-        if self.min_face_size < 0:
-            raise ValueError("min_face_size must be >= 0")
+        if isinstance(self.crop_size, bool) or not isinstance(self.crop_size, (int, np.integer)) \
+                or not 16 <= self.crop_size <= MAX_CROP_SIZE:
+            raise ValueError(f"crop_size must be a whole number of pixels from 16 to {MAX_CROP_SIZE}, "
+                             f"got {self.crop_size!r}")
+        if isinstance(self.min_face_size, bool) or not isinstance(self.min_face_size, (int, float, np.number)) \
+                or not 0 <= self.min_face_size < float("inf"):  # NaN fails this too: it turned the filter off
+            raise ValueError(f"min_face_size must be a number of pixels >= 0, got {self.min_face_size!r}")
+        for name, kind in (("face_types", FaceTypeOptions), ("detector", DetectorOptions),
+                           ("finder", FinderOptions)):
+            if not isinstance(getattr(self, name), kind):  # was an AttributeError on the first image
+                raise ValueError(f"{name} must be a {kind.__name__}, got {getattr(self, name)!r}")
 
 
 @dataclass
@@ -168,7 +179,7 @@ class Augmenter:
             if i not in chosen:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"
             elif sizes[i] < opts.min_face_size:
-                note = f"smaller than min_face_size ({sizes[i]:.0f} < {opts.min_face_size:g} px)"
+                note = f"smaller than min_face_size ({sizes[i]:.1f} < {opts.min_face_size:g} px)"  # 19.6 read "20 < 20"
             else:
                 try:
                     out, _, params = self.style(out, lm, mask_rng(opts.seed, key, i), ftype)

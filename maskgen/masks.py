@@ -409,7 +409,9 @@ class SeedMask(MaskStyle):
 
     def __init__(self, colour=(0, 0, 0), mirror_profiles: bool = True):
         self.colour = _rgb(colour)
-        self.mirror_profiles = mirror_profiles
+        if not isinstance(mirror_profiles, (bool, np.bool_)):  # "no" was taken as True
+            raise ValueError(f"mirror_profiles is True or False, got {mirror_profiles!r}")
+        self.mirror_profiles = bool(mirror_profiles)
 
     def sample(self, rng, face_type=FRONTAL):
         return {"style": "seed", "colour": list(self.colour), "mirror_profiles": self.mirror_profiles,

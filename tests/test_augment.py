@@ -87,6 +87,24 @@ def test_options_are_validated():
         AugmentOptions(style="scarf")
     with pytest.raises(ValueError, match="crop_size"):
         AugmentOptions(crop_size=8)
+    # each of these was taken: crops of 112 px for 112.5, OpenCV's out-of-memory traceback at the first
+    # face for 100,000, no size filter at all for NaN, an AttributeError at the first image for the
+    # others, and "no" read as True
+    from maskgen.masks import SeedMask
+
+    for bad in (112.5, 100_000, True):
+        with pytest.raises(ValueError, match="crop_size must be a whole number of pixels from 16 to 1024"):
+            AugmentOptions(crop_size=bad)
+    for bad in (float("nan"), -1, float("inf"), "20"):
+        with pytest.raises(ValueError, match="min_face_size must be a number of pixels >= 0"):
+            AugmentOptions(min_face_size=bad)
+    with pytest.raises(ValueError, match="face_types must be a FaceTypeOptions, got None"):
+        AugmentOptions(face_types=None)
+    with pytest.raises(ValueError, match="finder must be a FinderOptions, got 'crops'"):
+        AugmentOptions(finder="crops")
+    with pytest.raises(ValueError, match="mirror_profiles is True or False"):
+        SeedMask(mirror_profiles="no")
+    assert AugmentOptions(crop_size=np.int64(224), min_face_size=np.float32(10)).crop_size == 224
 
 
 def test_faces_already_wearing_masks_are_found_and_given_landmarks(augmenter, shared_data):
