@@ -5,8 +5,9 @@
     spec = ModelSpec.from_onnx(onnx.load("model.onnx"))        # or the ONNX metadata key "mfr.spec"
 
 Preprocessing of one face: align the image onto `template` at `input_size` (5 points, similarity
-transform; without a template, ArcFace's resized to the input size), convert to `channel_order`, subtract `mean`, divide by `std` (both per channel, in 0..255
-units, in the model's channel order), lay out as `layout`. Postprocessing: optional flip averaging
+transform; without a template, ArcFace's resized to the input size), convert to `channel_order`,
+subtract `mean`, divide by `std` (both per channel, in 0..255 units, in the model's channel order),
+lay out as `layout`. Postprocessing: optional flip averaging
 (embed the mirror image too and average), then L2 normalisation if `normalize`. `similarity` says how
 two embeddings are compared: `cosine`, or `euclidean` (score = minus the distance).
 """
