@@ -69,11 +69,22 @@ def seed_polygon_rows(face_type: FaceType, mirror_profiles: bool = True) -> tupl
 def smooth_outline(image: np.ndarray, outline: np.ndarray) -> np.ndarray:
     """The seed's blurred-face treatment: each pixel within the 3x3 neighbourhood of an outline pixel
     takes its value from a 3x3 Gaussian (sigma 0.5) smoothing of the image. The seed loops over the
-    outline's pixels; this is the same rule done once for all of them."""
-    region = cv2.dilate(outline.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    smoothed = cv2.GaussianBlur(image, (3, 3), 0.5, borderType=cv2.BORDER_REFLECT_101)
+    outline's pixels; this is the same rule done once for all of them, within the outline's bounding
+    box and 2 px around it (the neighbourhood and the smoothing's reach): smoothing the whole image
+    for each face cost 66 ms per blurred face on a 4000x3000 photo, against 0.2 ms on its crop."""
+    outline = np.asarray(outline).astype(np.uint8, copy=False)
+    x, y, w, h = cv2.boundingRect(outline)
     out = image.copy()
-    out[region] = smoothed[region]
+    if w == 0 or h == 0:
+        return out
+    height, width = outline.shape[:2]
+    x0, y0, x1, y1 = max(x - 2, 0), max(y - 2, 0), min(x + w + 2, width), min(y + h + 2, height)
+    region = cv2.dilate(outline[y0:y1, x0:x1], np.ones((3, 3), np.uint8)).astype(bool)
+    # the box's edges lie 2 px beyond the region, except where they are the image's own: there the
+    # border rule is the whole image's, so every pixel smoothed is what smoothing it all gave
+    smoothed = cv2.GaussianBlur(np.ascontiguousarray(image[y0:y1, x0:x1]), (3, 3), 0.5,
+                                borderType=cv2.BORDER_REFLECT_101)
+    out[y0:y1, x0:x1][region] = smoothed[region]
     return out
 
 

@@ -74,6 +74,21 @@ def test_blurred_face_outline_smoothing_matches_a_per_pixel_loop():
     np.testing.assert_array_equal(smooth_outline(polygon, np.zeros_like(outline)), polygon)
 
 
+def test_outline_smoothing_within_its_box_is_smoothing_the_whole_image():
+    """The box cut keeps every pixel of the whole-image rule, outlines on the image's edges included
+    (where the reflected border is the image's own)."""
+    image = np.random.default_rng(0).integers(0, 256, (60, 80, 3), np.uint8)
+    whole = cv2.GaussianBlur(image, (3, 3), 0.5, borderType=cv2.BORDER_REFLECT_101)
+    for corners in ([[0, 0], [30, 5], [10, 40]], [[79, 59], [50, 40], [70, 20]], [[20, 20], [40, 22], [30, 35]],
+                    [[0, 30], [79, 31]]):
+        outline = np.zeros(image.shape[:2], np.uint8)
+        cv2.polylines(outline, [np.array(corners, np.int32)], True, 1)
+        region = cv2.dilate(outline, np.ones((3, 3), np.uint8)).astype(bool)
+        expected = image.copy()
+        expected[region] = whole[region]
+        np.testing.assert_array_equal(smooth_outline(image, outline), expected)
+
+
 @pytest.mark.parametrize("name", ("seed",) + REALISTIC)
 def test_same_seed_same_bytes_and_replayable_params(name, shared_faces_68):
     _, image, faces, lm = shared_faces_68[3]
