@@ -179,6 +179,10 @@ class FaceRecord:
             name = RENAMED["shard"].get(column, column) if column not in known else column
             if name not in known:
                 continue
+            if isinstance(value, float) and value != value:
+                value = None  # pandas' missing value (a manifest read with pandas): unset, as pyarrow gives it
+            elif isinstance(value, np.ndarray) and name != "embedding":
+                value = value.tolist()  # pandas' list cells
             if name == "mask":
                 value = json.loads(value) if isinstance(value, str) and value else None
             elif name == "embedding" and value is not None:

@@ -48,6 +48,14 @@ def test_shard_row_carries_the_embedding_and_the_face_it_came_from():
     assert back.source_key == face.source_key and back.aligned5 == face.aligned5 and back.landmarks68 is None
 
 
+def test_a_manifest_row_read_with_pandas_reads_back_as_the_record():
+    """`read_manifest` gives pandas rows: their missing text came back as NaN and `image_size` as an
+    array, so the record read back was not the one written."""
+    for face in (a_face(image_size=[640, 480]), a_face(crop_key=None, output_key=None, yaw=None, mask=None)):
+        rows = records_table([face], "manifest").to_pandas().to_dict("records")
+        assert FaceRecord.from_row(rows[0]) == face
+
+
 def test_a_face_whose_model_gave_nan_is_an_error_row_without_an_embedding():
     """A model that gives NaN for some faces (the check's blank crop passed) had them written as `ok`
     rows; the report then failed at its end, "scores contain NaN or infinity", for every face."""
