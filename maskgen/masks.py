@@ -314,7 +314,12 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     # Contact shadow on the skin just outside the lower edge and the sides.
     shift = max(1, int(round(0.02 * frame.width)))
     shadow = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.025 * frame.width))
-    shadow = np.concatenate([np.zeros_like(shadow[:shift]), shadow[:-shift]])  # cast downwards, no wrap-around
+    # cast towards the chin along the face's own axis (straight down the image put it between the mask
+    # and the eyes of a face upside down), nothing wrapping round
+    towards_chin = frame.y_axis * shift
+    shadow = cv2.warpAffine(shadow, np.float32([[1, 0, towards_chin[0]], [0, 1, towards_chin[1]]]),
+                            (shadow.shape[1], shadow.shape[0]), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     shadow = np.clip(shadow - alpha, 0, 1) * 0.35
 
     # out = image * (1 - alpha) * (1 - shadow) + colour * light * alpha, in 0..255

@@ -274,3 +274,28 @@ def test_contact_sheet_puts_originals_over_masked():
     assert wide.shape == (2 * 40 + 3 * 2, 40 + 2 * 2, 3)
     with pytest.raises(ValueError, match="originals"):
         contact_sheet(originals, masked[:3])
+
+
+def test_the_contact_shadow_falls_towards_the_chin_whichever_way_up_the_face_is(shared_faces_68):
+    """The shadow was cast down the image's rows: on a face upside down it darkened the skin between
+    the mask and the eyes (1,927 pixels above the nose bridge against 454 upright, on a helper's
+    photo) instead of under the chin."""
+    from maskgen.masks import FRONTAL, FaceFrame
+
+    _, image, _, lms = shared_faces_68[3]
+    style = SurgicalMask()
+    params = {**style.sample(mask_rng(0, "k", 0)), "ear_loops": False}
+    h, w = image.shape[:2]
+    counts = []
+    for landmarks, photo in ((np.asarray(lms[0], float), image),
+                             (np.stack([w - 1 - lms[0][:, 0], h - 1 - lms[0][:, 1]], 1).astype(float),
+                              np.ascontiguousarray(image[::-1, ::-1]))):
+        out, coverage = style.render(photo, landmarks, params, FRONTAL)
+        darker = (photo.astype(int).sum(-1) - out.astype(int).sum(-1) > 6) & ~coverage
+        frame = FaceFrame.from_landmarks(landmarks)
+        ys, xs = np.nonzero(darker)
+        v = frame.to_local(np.stack([xs, ys], 1))[:, 1] / frame.height
+        counts.append(((v < 0.1).sum(), (v > 0.9).sum()))
+    (above, below), (above_turned, below_turned) = counts
+    assert below > 2 * above and below_turned > 2 * above_turned, counts
+    assert abs(above_turned - above) <= 0.1 * above + 20, counts
