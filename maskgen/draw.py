@@ -58,6 +58,12 @@ def contact_sheet(originals, masked, columns: int = 5, cell: int = 112, gap: int
 
 
 def _fit(image: np.ndarray, cell: int, background) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 2:  # grey: shown as grey
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.dtype != np.uint8:
+        raise ValueError(f"contact_sheet takes RGB (or grey) uint8 images, got {image.dtype} {image.shape}")
+    image = image[:, :, :3]  # RGBA: its colour (the sheet is opaque)
     h, w = image.shape[:2]
     scale = cell / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))

@@ -274,6 +274,13 @@ def test_contact_sheet_puts_originals_over_masked():
     assert wide.shape == (2 * 40 + 3 * 2, 40 + 2 * 2, 3)
     with pytest.raises(ValueError, match="originals"):
         contact_sheet(originals, masked[:3])
+    # grey and RGBA pictures (a numpy broadcast error before), and a clear refusal of what is neither
+    grey = originals[0][:, :, 0]
+    mixed = contact_sheet([grey], [np.dstack([masked[0], np.full((112, 112), 255, np.uint8)])], cell=112)
+    np.testing.assert_array_equal(mixed[2:114, 2:114], np.repeat(grey[:, :, None], 3, axis=2))
+    np.testing.assert_array_equal(mixed[116:228, 2:114], masked[0])
+    with pytest.raises(ValueError, match="contact_sheet takes RGB \\(or grey\\) uint8 images, got float64"):
+        contact_sheet([np.zeros((8, 8, 3))], [np.zeros((8, 8, 3))])
 
 
 def test_the_contact_shadow_falls_towards_the_chin_whichever_way_up_the_face_is(shared_faces_68):
