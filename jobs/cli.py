@@ -40,7 +40,7 @@ def _progress(quiet: bool, label: str):
     return None if quiet else ProgressBar(label)
 
 
-RETRIES = ("mask", "embed", "run")  # the commands that take --retry-failed
+RETRIES = ("mask", "embed", "run", "evaluate")  # the commands that take --retry-failed
 
 
 def _finish(label: str, summary, bar=None) -> None:
@@ -56,11 +56,11 @@ def _finish(label: str, summary, bar=None) -> None:
               "is fixed, --retry-failed does them again")
 
 
-def _print_report(report: dict) -> None:
+def _print_report(report: dict, remake: str = "; --force makes it again") -> None:
     for note in report.get("notes") or ():
         print(f"note: {note}")
-    if report.get("skipped"):
-        print("report up to date (same shards and settings); --force makes it again")
+    if report.get("skipped"):  # only `mfr score` takes --force
+        print(f"report up to date (same shards and settings){remake}")
     for kind, uri in report["paths"].items():
         print(f"{kind}: {uri}")
 
@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without --pairs or --lists, which images are the masked probes when the input is a folder: "
                         "seed (the seed's naming: unmasked files are <A>_<B>_<person>_<4 digits>) or a regular "
                         "expression masked file names match (default seed; a manifest's masked column wins)")
+    retry_option(v)
     v.add_argument("--missing", choices=("error", "skip"), default="error",
                    help="an image the protocol names that is not in the dataset: stop (default) or leave its "
                         "pairs / entries out and count them")
@@ -600,14 +601,21 @@ def cmd_score(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from jobs.evaluate import run_evaluate
+    from jobs.score import NothingToScore
 
     bar = _progress(args.quiet, "evaluate")
-    result = run_evaluate(args.input, args.output, args.model, pairs=args.pairs, lists=args.lists,
-                          masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
-                          gallery_template=args.gallery_template, missing=args.missing,
-                          accept_licence=args.accept_model_licence, images_uri=args.images, workers=args.workers,
-                          batch_size=args.batch_size, crop_mode=args.crop_mode,
-                          second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar)
+    try:
+        result = run_evaluate(args.input, args.output, args.model, pairs=args.pairs, lists=args.lists,
+                              masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
+                              gallery_template=args.gallery_template, missing=args.missing,
+                              accept_licence=args.accept_model_licence, images_uri=args.images,
+                              workers=args.workers, batch_size=args.batch_size, crop_mode=args.crop_mode,
+                              second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar,
+                              retry_failed=args.retry_failed)
+    except NothingToScore as exc:
+        if exc.summary is not None:  # the images were embedded: say how, then why there is no report
+            _finish("evaluate", exc.summary, bar)
+        raise
     _finish("evaluate", result["embed"], bar)
     _print_report({"paths": result["report"]})
     return 0
@@ -643,7 +651,7 @@ def cmd_run(args) -> int:
         raise
     _finish("run", result["run"])
     print(f"shards: {', '.join(result['targets'])}")
-    _print_report(result["report"])
+    _print_report(result["report"], remake="")
     return 1 if args.strict and failed_inputs(result["run"]) else 0
 
 

@@ -106,8 +106,13 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
     failed_probes = failed[failed.key.isin(probe_keys)].reset_index(drop=True)
     failed_gallery = failed[failed.key.isin(gallery_keys)]
     if not len(probe_rows) or not len(gallery_rows):
-        raise ValueError(f"no face found in any {'probe' if not len(probe_rows) else 'gallery'} image: "
-                         "nothing to score")
+        from jobs.score import NothingToScore
+
+        side, why = ("probe", failed_probes) if not len(probe_rows) else ("gallery", failed_gallery)
+        counts = ", ".join(f"{n} {status}" for status, n in why.status.value_counts().items())
+        raise NothingToScore(f"no face found in any {side} image{f' ({counts})' if counts else ''}: nothing to "
+                             "score; the rows of embeddings/shards say why (images that failed, such as `missing` "
+                             "ones under a wrong --images, are done again with --retry-failed)")
     acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))
     acquisition["not_in_dataset"] = len(absent)
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
@@ -120,12 +125,16 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  face: str = "center", gallery_template: str = "best", missing: str = "error",
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
                  batch_size: int = 32, crop_mode: str | None = None, second_look: bool | None = None,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None) -> dict:
+                 max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
+                 retry_failed: bool = False) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
-    Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}."""
+    Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}.
+    `retry_failed`: images an earlier run recorded as failed (missing, undecodable, ...) are embedded
+    again, as `mfr embed --retry-failed` does. With no face on one side, NothingToScore carries the
+    embedding job's summary."""
     from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
-    from jobs.score import GALLERY_TEMPLATES, score_pairs
+    from jobs.score import GALLERY_TEMPLATES, NothingToScore, score_pairs
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
@@ -198,43 +207,48 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
                         finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
-                        workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress)
-    name = Path(model).stem if model.endswith(".onnx") else model
-    # this model's rows only: an output evaluated with another model before holds its shards too
-    ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
-    if protocol is not None:
-        result = score_pairs([embeddings], protocol, name, missing=missing, where=ours)
-        kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
-    else:
-        rows, emb, failed = read_shards(embeddings, with_failures=True, where=ours)
-        similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
-        if id_lists is not None:
-            gallery_keys, probe_keys = id_lists
-            kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
+                        workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress,
+                        retry_failed=retry_failed)
+    try:
+        name = Path(model).stem if model.endswith(".onnx") else model
+        # this model's rows only: an output evaluated with another model before holds its shards too
+        ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
+        if protocol is not None:
+            result = score_pairs([embeddings], protocol, name, missing=missing, where=ours)
+            kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
         else:
-            keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
-            given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-            flags = given.astype(bool) if by_column else masked_flags(keys, masked_rule)
-            probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
-            if not probe_keys or not gallery_keys:
-                raise ValueError("need masked and unmasked images: " + (
-                    "the manifest's masked column marks none (or all) of them" if by_column else
-                    f"the masked rule {masked_rule!r} matches none (or all) of the file names; give --masked-rule"))
-            kind = "masked-split"
-            described = ("masked images (the manifest's masked column)" if by_column else
-                         f"masked images (file names, rule {masked_rule!r})") + " against the unmasked ones"
-        result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
-                             missing)
-    title = title or f"Evaluation: {described}"
-    with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
-        template = {"best": "every gallery image an entry (an identity scores as its best image)",
-                    "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
-        paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
-                                                                                    if template else ""), extra={
-            "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
-            "face": face, "input_kind": input_kind, "gallery_template": gallery_template})
-        written = {}
-        for report_kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
-            out.write(f"report/{path.name}", path.read_bytes())
-            written[report_kind] = out.uri_of(f"report/{path.name}")
-    return {"embed": summary, "result": result, "report": written, "protocol": kind}
+            rows, emb, failed = read_shards(embeddings, with_failures=True, where=ours)
+            similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
+            if id_lists is not None:
+                gallery_keys, probe_keys = id_lists
+                kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
+            else:
+                keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
+                given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
+                flags = given.astype(bool) if by_column else masked_flags(keys, masked_rule)
+                probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
+                if not probe_keys or not gallery_keys:
+                    raise ValueError("need masked and unmasked images: " + (
+                        "the manifest's masked column marks none (or all) of them" if by_column else
+                        f"the masked rule {masked_rule!r} matches none (or all) of the file names; give --masked-rule"))
+                kind = "masked-split"
+                described = ("masked images (the manifest's masked column)" if by_column else
+                             f"masked images (file names, rule {masked_rule!r})") + " against the unmasked ones"
+            result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
+                                 missing)
+        title = title or f"Evaluation: {described}"
+        with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
+            template = {"best": "every gallery image an entry (an identity scores as its best image)",
+                        "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
+            paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
+                                                                                        if template else ""), extra={
+                "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
+                "face": face, "input_kind": input_kind, "gallery_template": gallery_template})
+            written = {}
+            for report_kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
+                out.write(f"report/{path.name}", path.read_bytes())
+                written[report_kind] = out.uri_of(f"report/{path.name}")
+        return {"embed": summary, "result": result, "report": written, "protocol": kind}
+    except NothingToScore as exc:
+        exc.summary = summary  # what happened to each image, for the command to print first
+        raise

@@ -671,6 +671,48 @@ def refuse_output_in_place(images, output) -> None:
         raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
 
 
+# what mfr writes at the top of its outputs: mask (images, converted, crops, manifest), embed (shards),
+# run (masked, embeddings, report), evaluate (embeddings, report), and their records
+MFR_OUTPUT_NAMES = frozenset({"_mfr_settings.json", "_mfr_embed_settings.json", "_mfr_lease.json", "images",
+                              "converted", "crops", "manifest", "shards", "masked", "embeddings", "report"})
+
+
+def refuse_foreign_output(output) -> None:
+    """An output folder that already holds something, none of it mfr's, is most often the dataset
+    given as the output (`mfr mask OUT DATA`, the arguments swapped): writing there mixed images/,
+    crops/ and manifest/ into the user's photos, and the next job read them as photos. Hidden files
+    (.DS_Store) do not count."""
+    from jobs.storage import LocalStore, redact
+
+    if isinstance(output, LocalStore):
+        if not output.root.is_dir():
+            return
+        names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))
+    else:
+        names = output.top_level()  # its folders, and "" for objects at its top
+    if not names or MFR_OUTPUT_NAMES.intersection(names) or \
+            ("" in names and any(output.exists(k) for k in MFR_OUTPUT_NAMES if k.endswith(".json"))):
+        return
+    shown = ", ".join(n or "(files at its top)" for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    raise ValueError(f"the output {redact(output.uri)} already holds files mfr did not write ({shown}): give a new "
+                     "or empty folder (were the input and the output given the other way round?); nothing was "
+                     "written")
+
+
+def refuse_output_as_input(images, input_uri: str) -> None:
+    """A folder input that is itself the output of `mfr mask` or `mfr run` (its settings record at the
+    top): its masked images/ and crops/ would both be read as photos, each face twice, and scored
+    against their own originals."""
+    from jobs.settings import SETTINGS_KEY
+    from jobs.storage import redact
+
+    if images.exists(SETTINGS_KEY):
+        uri = redact(input_uri).rstrip("/")
+        raise ValueError(f"{uri} is the output of `mfr mask` or `mfr run` (it holds {SETTINGS_KEY}), not a folder "
+                         f"of photos: to embed the faces it masked, give it to `mfr embed` with --from-augment; to "
+                         f"use its masked images as photos, give the folder that holds them (e.g. {uri}/images)")
+
+
 def check_images_root(images, given: str) -> None:
     """`--images` must be a folder or prefix that holds something: a typo would otherwise record every
     row of the manifest `missing`."""
@@ -704,6 +746,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         if images_uri is not None:
             check_images_root(images, images_uri)
         refuse_output_in_place(images, output)
+        refuse_foreign_output(output)
         # the read task runs in another process, with another working folder: give it an absolute URI
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done)
@@ -718,6 +761,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
                          "(.csv/.parquet) that lists them")
     refuse_output_in_place(images, output)
+    refuse_foreign_output(output)  # first: swapped arguments are said as such
+    refuse_output_as_input(images, input_uri)
     exclude = output_inside_input(images, output)
     if exclude:
         notes.append(f"the output lies inside the input: {exclude}/ is not read as input")

@@ -119,8 +119,14 @@ def plan_targets(models: list[str], modes: list[str], infos: dict, first: str | 
             p = Target(f"{probe_base}/masked", m, probe_mode, False, "masked", model_id, dim, similarity)
             targets.setdefault(g.folder, g)
             targets.setdefault(p.folder, p)
-            methods.append((m if len(modes) == 1 else f"{m} {mode}", p.folder, g.folder))
+            methods.append((method_name(m, mode, modes), p.folder, g.folder))
     return list(targets.values()), methods
+
+
+def method_name(model: str, mode: str, modes: list[str]) -> str:
+    """A method's name in the report: the model's alone for plain matching only, else with its mode
+    (`--modes flip` alone was reported as plain `sface`)."""
+    return model if list(modes) == ["plain"] else f"{model} {mode}"
 
 
 class PrepareWorker(AugmentWorker):
@@ -467,8 +473,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
             progress.close()
         require_inputs(summary, dataset_uri)
 
-    groups = [[m if len(modes) == 1 else f"{m} {mode}" for m in models] for mode in modes] \
-        if fuse and len(models) > 1 else []
+    groups = [[method_name(m, mode, modes) for m in models] for mode in modes] if fuse and len(models) > 1 else []
     (name, probe, gallery), also = methods[0], methods[1:]
     # a small output is scored here; beyond what a local job may hold, by the distributed reducer
     distributed = on_ray or summary.inputs > local_max_inputs

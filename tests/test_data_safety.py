@@ -246,6 +246,32 @@ def test_a_job_whose_lease_was_taken_over_while_it_was_stopped_writes_no_more_ro
     assert json.loads((out / LEASE_KEY).read_text())["token"] == "the-other-job"
 
 
+def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_nothing(face_photos, tmp_path, capsys):
+    """`mfr mask OUT DATA` (the arguments swapped) wrote images/, crops/ and manifest/ into the dataset
+    and masked the masked images again, exit 0; `mfr embed OUT EMB` (without --from-augment) read a
+    mask output's images/ and crops/ as photos: every face twice, scored against its own original."""
+    dataset = photo_folder(tmp_path / "photos", face_photos[:2])
+    out = tmp_path / "masked"
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
+    before = sorted(p.relative_to(dataset) for p in dataset.rglob("*"))
+    assert main(["mask", str(out), str(dataset), "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr mask: the output {dataset} already holds files mfr did not write (person_01): give a new or empty folder "
+        "(were the input and the output given the other way round?); nothing was written")
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    for command in ("embed", "mask", "run"):
+        assert main([command, str(out), str(tmp_path / command), "--executor", "local", "--quiet"]) == 2, command
+        err = capsys.readouterr().err
+        assert f"{out} is the output of `mfr mask` or `mfr run` (it holds _mfr_settings.json)" in err, err
+        assert "--from-augment" in err and f"{out}/images" in err and not (tmp_path / command).exists()
+    # what is refused is not mfr's own: a rerun into the output, and a new output holding only a hidden file
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / ".DS_Store").write_bytes(b"")
+    assert main(["embed", str(out), str(tmp_path / "fresh"), "--from-augment", "--masked", "--executor", "local",
+                 "--quiet"]) == 0
+
+
 def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_writing_nothing(face_photos, tmp_path,
                                                                                             capsys):
     """`mfr mask IN IN` (however the folder is spelled) once wrote images/, crops/, manifest/ and its

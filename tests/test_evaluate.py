@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -229,3 +230,34 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runt
                  "--quiet"]) == 0
     ident = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
     assert ident["probes"] == 3
+
+
+def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_it(shared_data, tmp_path, capsys):
+    """With a wrong --images every row was recorded `missing`, and evaluate said only "no face found
+    in any probe image: nothing to score", without its summary; evaluate had no --retry-failed, so
+    a rerun with the right --images skipped every row as done and failed again."""
+    import csv
+
+    crops = shared_data / "masked_crops"
+    rows = [r for r in csv.DictReader((crops / "manifest.csv").open(encoding="utf-8"))
+            if r["identity"] in sorted({r["identity"] for r in csv.DictReader((crops / "manifest.csv")
+                                                                                .open(encoding="utf-8"))})[:3]]
+    manifest = tmp_path / "manifest.csv"
+    with manifest.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "identity", "masked"])
+        writer.writeheader()
+        writer.writerows({k: r[k] for k in ("path", "identity", "masked")} for r in rows)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.jpg").write_bytes(b"not these")
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(manifest), str(out), "--images", str(elsewhere), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert re.search(rf"\n +missing +{len(rows)}\n", captured.out)  # the summary came first
+    assert f"no face found in any probe image ({sum(r['masked'] == '1' for r in rows)} missing)" in captured.err
+    assert "--retry-failed" in captured.err
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 2  # still missing
+    capsys.readouterr()
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--retry-failed", "--quiet"]) == 0
+    report = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    assert report["acquisition"]["probe"]["samples"] + report["acquisition"]["gallery"]["samples"] == len(rows)

@@ -177,3 +177,18 @@ def test_a_rerun_with_another_first_model_keeps_each_models_shards_apart(face_ph
     assert re.search(r"skipped \(already done\)\s+4\n", capsys.readouterr().out)
     report = json.loads((out / "report" / "report.json").read_text())
     assert [r["name"] for r in report["results"]] == ["dlib-resnet", "sface"]
+
+
+def test_a_run_of_one_mode_other_than_plain_is_named_with_its_mode():
+    """`mfr run --modes flip` was reported as plain `sface`: only the shard paths said otherwise."""
+    from jobs.run import plan_targets
+
+    infos = {"sface": ("sface@sha256:1", 128, "cosine"), "dlib-resnet": ("dlib-resnet@sha256:2", 128, "euclidean")}
+
+    def names(models, modes):
+        return [name for name, _, _ in plan_targets(models, modes, infos)[1]]
+
+    assert names(["sface"], ["plain"]) == ["sface"] and names(["sface", "dlib-resnet"], ["plain"]) == \
+        ["sface", "dlib-resnet"]
+    assert names(["sface"], ["flip"]) == ["sface flip"]
+    assert names(["sface"], ["plain", "upper-face"]) == ["sface plain", "sface upper-face"]
