@@ -303,7 +303,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     output = open_store(output_uri)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
-                                                       finder=finder, alignment=alignment),
+                                                       finder=finder, alignment=alignment, input_uri=input_uri),
                    made="embeddings", record=False)
     tally = Tally()
     where = ColumnsEqual(model_id=model_id, mode=mode)
@@ -347,7 +347,8 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
                          "it embeds the faces `mfr mask` found, read from its output")
 
 
-def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str) -> dict:
+def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str,
+                   input_uri: str | None = None) -> dict:
     """What decides every embedding of an output, whatever its model and mode (those are columns of
     each row, so several live side by side): recorded by the job that starts the output, and a rerun
     asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
@@ -356,8 +357,13 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     import json
 
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
+    from jobs.inputs import is_manifest
+
+    # the input's kind: a folder's rows and a manifest's are grouped apart, so the same images given the
+    # other way were not found done, and were embedded and scored twice
+    kind = {} if input_uri is None else {"input": "manifest" if is_manifest(input_uri) else "folder"}
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
-                                  "alignment": alignment, **dataclasses.asdict(finder)},
+                                  "alignment": alignment, **kind, **dataclasses.asdict(finder)},
                                  sort_keys=True, default=str))
 
 
@@ -408,7 +414,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
-    settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment)
+    settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
+                              input_uri=input_uri)
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work

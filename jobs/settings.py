@@ -17,6 +17,11 @@ SETTINGS_KEY = "_mfr_settings.json"                  # masks: mfr mask, mfr run
 SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"}  # apart: one folder may hold both
 
 
+# settings first recorded after outputs were made without them: such an output's rerun is not refused
+# for them (what it was made with is not known)
+RECORDED_SINCE = frozenset({"input"})
+
+
 class SettingsChanged(ValueError):
     """A rerun asks for other settings than the output was made with."""
 
@@ -42,10 +47,16 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             recorded = None  # unreadable (cut short): recorded again below
         if recorded is not None:
             recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
-            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
+                             and not (k in RECORDED_SINCE and k not in recorded))
             if changed:
                 was = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
                 now = ", ".join(f"{k}={settings.get(k)!r}" for k in changed)
+                if changed == ["input"]:  # the kind of input alone
+                    raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
+                                          f"{settings['input']}. The two are tracked apart, so the same images given "
+                                          "the other way would be embedded and scored twice: give the input the "
+                                          "same way, or write to another output")
                 raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
                                       f"done, so its {made} would not match the earlier ones: run it with the same "
                                       "settings, or write to another output")

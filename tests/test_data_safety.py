@@ -870,3 +870,31 @@ def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_pho
         with pytest.raises(ValueError, match=re.escape(words)):
             call()
         assert not out.exists(), words
+
+
+def test_the_same_images_given_as_a_folder_then_as_a_manifest_are_refused_not_embedded_twice(face_photos, tmp_path,
+                                                                                             capsys):
+    """Folder rows and manifest rows are grouped apart, so the second way found nothing done: every
+    image was embedded again and kept twice, and `mfr evaluate` counted it twice (13 probes and 45
+    gallery entries against 6 and 20 from a fresh output, in a review's run)."""
+    dataset = photo_folder(tmp_path / "photos", face_photos[:2])
+    listed = tmp_path / "list.csv"
+    listed.write_text("path\n" + "".join(f"{p.relative_to(dataset).as_posix()}\n"
+                                          for p in sorted(dataset.rglob("*.jpg"))))
+    out = tmp_path / "emb"
+    here = ["--executor", "local", "--quiet"]
+    assert main(["embed", str(dataset), str(out), *here]) == 0
+    capsys.readouterr()
+    assert main(["embed", str(listed), str(out), "--images", str(dataset), *here]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr embed: {out} was made from a folder input; this run gives a manifest. The two are tracked apart, so "
+        "the same images given the other way would be embedded and scored twice: give the input the same way, or "
+        "write to another output")
+    import pandas as pd
+
+    assert len(pd.concat(pd.read_parquet(p) for p in (out / "shards").rglob("*.parquet"))) == 2
+    # an output recorded before the input's kind was is not refused for it
+    record = json.loads((out / "_mfr_embed_settings.json").read_text())
+    del record["settings"]["input"]
+    (out / "_mfr_embed_settings.json").write_text(json.dumps(record))
+    assert main(["embed", str(dataset), str(out), *here]) == 0
