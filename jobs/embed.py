@@ -479,7 +479,7 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
     store = open_store(uri)
     tables = read_parquet_dir(store, SHARD_DIR)
     if not tables:
-        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
+        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
     if where is not None:
         # chosen over every shard's labels, then applied shard by shard: models of other embedding
         # sizes (a fixed-size list column each) cannot be joined into one table before the choice
@@ -494,6 +494,20 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
     whole = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])
     rows, emb = ok_faces(whole)
     return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
+
+
+def where_shards_are(store) -> str:
+    """A hint for a folder given where embedding shards were expected: the output of another command."""
+    from jobs.settings import SETTINGS_KEY
+
+    if store.any_under("embeddings"):
+        return (f": {store.uri} is the output of `mfr run` or `mfr evaluate`, whose shards are under "
+                f"{store.uri}/embeddings (mfr run: embeddings/masked for the probes, embeddings/unmasked for the "
+                "gallery)")
+    if store.exists(SETTINGS_KEY):
+        return (f": {store.uri} is the output of `mfr mask`; embed its masked faces first (mfr embed "
+                f"{store.uri} EMB --from-augment --masked) and score EMB")
+    return ""
 
 
 def ok_faces(table):

@@ -346,13 +346,13 @@ def _index(uri: str, shards_per_task: int):
     import pandas as pd
     import ray
 
-    from jobs.embed import SHARD_DIR
+    from jobs.embed import SHARD_DIR, where_shards_are
     from jobs.storage import open_store
 
     store = open_store(uri)
     shards = sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
     if not shards:
-        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}")
+        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
     task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_index)
     got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i)
                    for i in range(0, len(shards), shards_per_task)])

@@ -311,3 +311,22 @@ def test_every_benchmark_and_tool_prints_its_usage_for_help():
     results = done.stdout.splitlines()
     assert len(results) == len(scripts) >= 15, results
     assert all(line.startswith("EXIT 0 ") and line.endswith(" True") for line in results), results
+
+
+def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, capsys):
+    """`mfr score OUT OUT REPORT` on a run's output said only "no embedding shards under OUT/shards"."""
+    run = tmp_path / "run"
+    (run / "embeddings" / "masked").mkdir(parents=True)
+    (run / "embeddings" / "masked" / "_mfr_embed_settings.json").write_text("{}")
+    masked = tmp_path / "masked"
+    masked.mkdir()
+    (masked / "_mfr_settings.json").write_text("{}")
+    assert main(["score", str(run), str(run), str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr score: no embedding shards under {run}/shards: {run} is the output of `mfr run` or `mfr evaluate`, "
+        f"whose shards are under {run}/embeddings (mfr run: embeddings/masked for the probes, embeddings/unmasked "
+        "for the gallery)")
+    assert main(["score", str(masked), str(masked), str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr score: no embedding shards under {masked}/shards: {masked} is the output of `mfr mask`; embed its "
+        f"masked faces first (mfr embed {masked} EMB --from-augment --masked) and score EMB")
