@@ -347,23 +347,22 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
                          "it embeds the faces `mfr mask` found, read from its output")
 
 
-def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str,
-                   input_uri: str | None = None) -> dict:
+def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str) -> dict:
     """What decides every embedding of an output, whatever its model and mode (those are columns of
     each row, so several live side by side): recorded by the job that starts the output, and a rerun
     asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
-    faces under one output."""
+    faces under one output. That includes the input's kind: a folder's rows and a manifest's are
+    grouped apart, so the same images given the other way were not found done, and were embedded
+    and scored twice."""
     import dataclasses
     import json
 
-    # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     from jobs.inputs import is_manifest
 
-    # the input's kind: a folder's rows and a manifest's are grouped apart, so the same images given the
-    # other way were not found done, and were embedded and scored twice
-    kind = {} if input_uri is None else {"input": "manifest" if is_manifest(input_uri) else "folder"}
+    # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
-                                  "alignment": alignment, **kind, **dataclasses.asdict(finder)},
+                                  "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
+                                  **dataclasses.asdict(finder)},
                                  sort_keys=True, default=str))
 
 

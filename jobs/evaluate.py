@@ -91,7 +91,7 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                 gallery_template: str = "best", missing: str = "error"):
     """MethodResult of the probe images against the gallery images (every gallery image an entry, or
     one mean template per identity), every sample counted."""
-    from jobs.score import gallery_entries, score
+    from jobs.score import NothingToScore, gallery_entries, score, status_counts
     from recog.report import acquisition_counts
 
     probe_keys, gallery_keys = set(probe_keys), set(gallery_keys)
@@ -106,13 +106,10 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
     failed_probes = failed[failed.key.isin(probe_keys)].reset_index(drop=True)
     failed_gallery = failed[failed.key.isin(gallery_keys)]
     if not len(probe_rows) or not len(gallery_rows):
-        from jobs.score import NothingToScore
-
         side, why = ("probe", failed_probes) if not len(probe_rows) else ("gallery", failed_gallery)
-        counts = ", ".join(f"{n} {status}" for status, n in why.status.value_counts().items())
-        raise NothingToScore(f"no face found in any {side} image{f' ({counts})' if counts else ''}: nothing to "
-                             "score; the rows of embeddings/shards say why (images that failed, such as `missing` "
-                             "ones under a wrong --images, are done again with --retry-failed)")
+        raise NothingToScore(f"no face found in any {side} image{status_counts(why)}: nothing to score; the rows "
+                             "of embeddings/shards say why (images that failed, such as `missing` ones under a "
+                             "wrong --images, are done again with --retry-failed)")
     acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))
     acquisition["not_in_dataset"] = len(absent)
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)

@@ -32,15 +32,19 @@ class NothingToScore(ValueError):
     summary = None
 
 
+def status_counts(failed=None) -> str:
+    """" (5 missing, 2 no_face)": how many rows of `failed` (rows with a `status`) have each status;
+    empty when there are none."""
+    if failed is None or not len(failed):
+        return ""
+    return " (" + ", ".join(f"{n} {status}" for status, n in failed.status.value_counts().items()) + ")"
+
+
 def nothing_to_score(side: str, uri: str, failed=None) -> NothingToScore:
     """The error for a side (`probe` or `gallery`) with no embedded face, with the statuses of its
     rows when they were read (`failed`: rows with a `status`)."""
-    why = ""
-    if failed is not None and len(failed):
-        counts = failed.status.value_counts()
-        why = " (" + ", ".join(f"{n} {status}" for status, n in counts.items()) + ")"
-    return NothingToScore(f"nothing to score: no {side} image under {uri} has an embedded face{why}; "
-                          "its shards' status column says why")
+    return NothingToScore(f"nothing to score: no {side} image under {uri} has an embedded face"
+                          f"{status_counts(failed)}; its shards' status column says why")
 
 
 def no_probe_left(uri: str, gallery_per_identity: int) -> NothingToScore:
