@@ -88,8 +88,10 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         ident = {"probes": int(stats.mated.size), "mated_probes": int(stats.mated.sum()),
                  "gallery": int(stats.gallery_size)}
         if stats.mated.any():
-            # a rank above the gallery's size would count every mated probe with a face: not a measurement
-            ident["rank"] = {str(k): (v if k <= stats.gallery_size else None) for k, v in M.cmc(stats, ranks).items()}
+            # a rank at or above the gallery's size counts every mated probe with a face (its rank is at most
+            # the gallery's size): not a measurement. Rank-1 stays, and a gallery of one says why it is trivial
+            ident["rank"] = {str(k): (v if k == 1 or k < stats.gallery_size else None)
+                             for k, v in M.cmc(stats, ranks).items()}
             max_rank = int(min(stats.gallery_size, 50))
             curve = M.cmc(stats, range(1, max_rank + 1))
             result.cmc_curve = sorted(curve.items())

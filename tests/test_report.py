@@ -87,6 +87,21 @@ def test_a_gallery_of_one_identity_keeps_its_verification_section_saying_why_it_
     assert row.split("|")[-2].strip() == "n/a"  # Rank-5
 
 
+def test_rank_k_at_the_gallerys_size_is_not_a_figure():
+    """A mated probe's rank is at most the gallery's size: Rank-5 over a gallery of 5 identities was
+    100 % whatever the model (here rank-1 is 0 %: every probe's mate scores last)."""
+    gallery = np.eye(5)
+    probes = -np.eye(5) + 0.1  # each probe farthest from its own identity
+    ids = list("abcde")
+    stats = M.identification_stats(probes, gallery, ids, ids)
+    assert M.cmc(stats, (1, 4, 5)) == {1: 0.0, 4: 0.0, 5: 1.0}
+    ranks = evaluate("five", stats=stats).identification["rank"]
+    assert ranks["1"] == 0.0 and ranks["5"] is None and ranks["10"] is None
+    six = M.identification_stats(np.vstack([probes, probes[:1]]), np.vstack([gallery, -gallery[:1]]),
+                                 ids + ["a"], ids + ["f"])
+    assert evaluate("six", stats=six).identification["rank"]["5"] is not None
+
+
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
     report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
