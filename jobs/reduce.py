@@ -272,7 +272,7 @@ def _shard_table(store, keys):
 
 def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     """Task: the faces of a group of gallery shards as (key, identity, face_index, shard: the shard's
-    position in the sorted list), the number of their images without a face, and their models and
+    position in the sorted list), their images without a face (key, identity), and their models and
     similarities. Only these labels reach the driver: tens of bytes per face."""
     import pandas as pd
 
@@ -280,11 +280,11 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(uri)
-    frames, failed, models, similarities = [], 0, set(), set()
+    frames, failed, models, similarities = [], [], set(), set()
     for n, k in enumerate(shard_keys):
         t = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
                                                         "model_id", "masked"])
-        failed += len(failed_samples(t))
+        failed.append(failed_samples(t)[["key", "identity"]])
         rows = t.to_pandas()
         rows = rows[rows.status == "ok"]
         models |= set(rows.model_id.astype(str))
@@ -292,6 +292,7 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
         frames.append(pd.DataFrame({"key": rows.key.to_numpy(), "identity": rows.identity.to_numpy(),
                                     "face_index": rows.face_index.to_numpy(np.int32),
                                     "shard": np.full(len(rows), first_shard + n, np.int32)}))
+    failed = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(columns=["key", "identity"])
     return pd.concat(frames, ignore_index=True) if frames else None, failed, models, similarities
 
 
@@ -327,7 +328,7 @@ class Gallery:
     images: set                   # the gallery images' keys: never probes
     similarities: tuple
     model_ids: tuple
-    counts: tuple                 # (faces with an embedding, images without a face) of the first model's shards
+    counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.enrolment_attempts)
 
 
 @dataclass
@@ -335,7 +336,7 @@ class Index:
     """A gallery's labels (`_gallery_index`), its shards, model and similarity."""
 
     rows: object
-    failed: int
+    failed: object                # images without a face (key, identity)
     uri: str
     shards: list
     model_id: str
@@ -365,7 +366,8 @@ def _index(uri: str, shards_per_task: int):
         raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}: "
                          "the distributed reducer scores folders of one model; without --distributed, --name "
                          "chooses one")
-    return Index(rows, sum(n for _, n, _, _ in got), store.uri, shards, models.pop() if models else "",
+    failed = pd.concat([f for _, f, _, _ in got], ignore_index=True)
+    return Index(rows, failed, store.uri, shards, models.pop() if models else "",
                  similarities.pop() if similarities else "cosine")
 
 
@@ -375,17 +377,18 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     start one task per part and model that leaves its embeddings in the object store."""
     import ray
 
-    from jobs.score import GALLERY_TEMPLATES, split_gallery
+    from jobs.score import GALLERY_TEMPLATES, enrolment_attempts, split_gallery
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
     if part_rows < 1:
         raise ValueError("gallery part rows must be at least 1")
     indexed = [_index(u, shards_per_task) for u in gallery_uris]
-    chosen, images = [], set()
+    chosen, images, counts = [], set(), []
     for index in indexed:
         rows = index.rows
         keys = split_gallery(rows, gallery_per_identity)
+        counts.append(enrolment_attempts(rows, index.failed, keys, gallery_per_identity))
         rows = rows[rows.key.isin(keys)]
         images |= set(rows.key.astype(str))
         rows = rows.assign(entry=list(zip(rows.key.astype(str), rows.face_index.astype(int))) if template == "best"
@@ -422,7 +425,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         parts.append(GalleryPart.of(None, codes[p0:p0 + part_rows], p0, len(identities)))
         refs.append(part_refs)
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
-                   tuple(index.model_id for index in indexed), (len(indexed[0].rows), indexed[0].failed))
+                   tuple(index.model_id for index in indexed), counts[0])
 
 
 class _Loader:

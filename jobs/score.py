@@ -139,6 +139,31 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
     return chosen
 
 
+def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1) -> tuple[int, int]:
+    """(faces, images without a face) among the gallery side's images that enrolment went through: each
+    identity's images in key order up to its `gallery_per_identity`-th image with a face (`chosen`,
+    `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity) of faces with an
+    embedding; `failed`: rows (key, identity) of images without one. The other images of a gallery
+    folder are only the unmasked side of probes, never tried for the gallery: counting them made the
+    gallery's failure-to-acquire rate one of the whole dataset (21 samples beside 3 gallery entries)."""
+    import pandas as pd
+
+    seen = pd.concat([pd.DataFrame({"key": faces.key.astype(str), "identity": faces.identity.astype(str),
+                                    "face": True}),
+                      pd.DataFrame({"key": failed.key.astype(str), "identity": failed.identity.astype(str),
+                                    "face": False})], ignore_index=True)
+    if not len(seen):
+        return 0, 0
+    seen = seen.sort_values(["identity", "key"], kind="stable")
+    seen["chosen"] = seen.key.isin(chosen) & seen.face
+    # images of an identity from its first up to its last chosen one; identities short of
+    # `gallery_per_identity` chosen images went through all of theirs
+    after_last = seen[::-1].groupby("identity", sort=False).chosen.cumsum()[::-1] == 0
+    short = seen.groupby("identity").chosen.transform("sum") < gallery_per_identity
+    tried = seen[~after_last | short]
+    return int(tried.face.sum()), int(tried.key[~tried.face].nunique())
+
+
 def inputs_fingerprint(uris: list[str], settings: dict) -> str:
     """Names the shards a report was made from and its settings. Each shard by its name and its
     version (size and modification time, or S3's ETag): a shard's name comes from its input rows, so
@@ -238,8 +263,10 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     gallery_rows, gallery_emb = gallery_rows[keep_g].reset_index(drop=True), gallery_emb[keep_g]
     probe_rows, probe_emb = probe_rows[keep_p].reset_index(drop=True), probe_emb[keep_p]
     failed = failed[~failed.key.isin(gallery_keys)].reset_index(drop=True)
-    # per side: faces with an embedding plus images without a face (the gallery: its whole shards)
-    acquisition = acquisition_counts(len(probe_rows), len(failed), len(gallery_rows_all), len(gallery_failed))
+    # per side: faces with an embedding plus images without a face (the gallery: the images enrolment tried)
+    acquisition = acquisition_counts(len(probe_rows), len(failed),
+                                     *enrolment_attempts(gallery_rows_all, gallery_failed, gallery_keys,
+                                                         gallery_per_identity))
     if not len(gallery_rows):
         raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
     if not len(probe_rows):

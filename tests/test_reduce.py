@@ -208,6 +208,46 @@ def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime,
     assert "## Every sample counted" in text and "| m | 26 | 24 | 2 (7.7) | 1 of 6 |" in text
 
 
+def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_path):
+    """`mfr score` over a whole unmasked folder: its gallery side counted every image of the folder
+    (21 samples beside 3 gallery entries, a faceless probe image counted as a failed gallery image
+    too). Now: each identity's images up to its chosen gallery image(s), in both reducers."""
+    import pandas as pd
+
+    from jobs.score import enrolment_attempts, run_score
+
+    emb, ids = faces(n_ids=3, per_id=5, seed=7)
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
+
+    def record(i, masked, status="ok"):
+        key = f"{ids[i]}/{i % 5}.jpg"
+        return FaceRecord(source_key=key, identity=ids[i], input_row=key, face_index=0, masked=masked, status=status,
+                          embedding=emb[i] if status == "ok" else None, **common)
+
+    # id0's first image has no face on either side; id2's last image has none either
+    faceless = {0, 14}
+    write_shard(tmp_path / "g", [record(i, False, "no_face" if i in faceless else "ok") for i in range(15)],
+                emb.shape[1])
+    write_shard(tmp_path / "p", [record(i, True, "no_face" if i in faceless else "ok") for i in range(15)],
+                emb.shape[1])
+    reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{d}"), name="m",
+                         distributed=d)["result"].to_dict() for d in (False, True)]
+    assert reports[0] == reports[1]
+    # gallery: id0/1.jpg (after id0/0.jpg, tried and faceless), id1/0.jpg, id2/0.jpg
+    assert reports[0]["acquisition"]["gallery"] == {"samples": 4, "acquired": 3, "failed_to_acquire": 1,
+                                                    "failure_to_acquire_rate": 0.25}
+    # probes: every image but the 3 gallery images, the 2 faceless ones among them
+    assert reports[0]["acquisition"]["probe"]["samples"] == 12
+    assert reports[0]["acquisition"]["probe"]["failed_to_acquire"] == 2
+
+    # two per identity: an identity short of two faces went through all its images
+    rows = pd.DataFrame({"key": ["a/1", "a/3", "b/0", "b/1", "b/2"], "identity": ["a", "a", "b", "b", "b"]})
+    failed = pd.DataFrame({"key": ["a/0", "a/2", "b/3"], "identity": ["a", "a", "b"]})
+    assert enrolment_attempts(rows, failed, {"a/1", "a/3", "b/0", "b/1"}, 2) == (4, 2)
+    assert enrolment_attempts(rows.iloc[:1], failed, {"a/1"}, 2) == (1, 3)
+    assert enrolment_attempts(rows.iloc[:0], failed.iloc[:0], set(), 1) == (0, 0)
+
+
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """--gallery-template mean: one entry per identity, the normalised mean of its images; the
     gallery's images are still kept out of the probes."""
