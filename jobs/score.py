@@ -365,6 +365,19 @@ def refuse_repeated_names(names: list[str]) -> None:
         raise ValueError(f"two methods are named {repeated!r}: give each its own --name / --compare NAME")
 
 
+def unmated_note(result, named: bool = False) -> str | None:
+    """A note for a report whose probes include some whose identity has no gallery entry (no unmasked
+    face of it was embedded): they were silently scored as non-mated searches. None when every probe
+    is mated."""
+    ident = result.identification or {}
+    unmated = ident.get("probes", 0) - ident.get("mated_probes", 0)
+    if not unmated:
+        return None
+    return (f"{unmated} of {ident['probes']} probes{f' ({result.name})' if named else ''} have no gallery entry of "
+            "their identity (no unmasked face of it was embedded): they are scored as non-mated searches, so "
+            "they count towards FPIR and not towards rank-k or TPIR. The gallery shards' status column says why.")
+
+
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
               gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
@@ -456,6 +469,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
                                                    gallery_template=gallery_template, **reducer_options, **kwargs))
         else:
             results.append(score_fused([splits[g] for g in group], name_of, **kwargs))
+    notes = notes + [n for n in map(unmated_note, results, [len(results) > 1] * len(results)) if n]
     protocol = (f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
                 + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:

@@ -239,6 +239,7 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     # probes: every image but the 3 gallery images, the 2 faceless ones among them
     assert reports[0]["acquisition"]["probe"]["samples"] == 12
     assert reports[0]["acquisition"]["probe"]["failed_to_acquire"] == 2
+    assert "no gallery entry" not in (tmp_path / "rFalse" / "report.md").read_text()  # every probe is mated
 
     # two per identity: an identity short of two faces went through all its images
     rows = pd.DataFrame({"key": ["a/1", "a/3", "b/0", "b/1", "b/2"], "identity": ["a", "a", "b", "b", "b"]})
@@ -246,6 +247,32 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     assert enrolment_attempts(rows, failed, {"a/1", "a/3", "b/0", "b/1"}, 2) == (4, 2)
     assert enrolment_attempts(rows.iloc[:1], failed, {"a/1"}, 2) == (1, 3)
     assert enrolment_attempts(rows.iloc[:0], failed.iloc[:0], set(), 1) == (0, 0)
+
+
+def test_probes_of_an_identity_without_a_gallery_face_are_named_in_the_report(ray_runtime, tmp_path):
+    """An identity none of whose unmasked images gave a face has no gallery entry: its probes were
+    scored as non-mated searches without a word in the report or on the command line."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=8)
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
+
+    def record(i, masked, status="ok"):
+        key = f"{ids[i]}/{i % 3}.jpg"
+        return FaceRecord(source_key=key, identity=ids[i], input_row=key, face_index=0, masked=masked, status=status,
+                          embedding=emb[i] if status == "ok" else None, **common)
+
+    write_shard(tmp_path / "g", [record(i, False, "no_face" if ids[i] == "id2" else "ok") for i in range(9)],
+                emb.shape[1])
+    write_shard(tmp_path / "p", [record(i, True) for i in range(9)], emb.shape[1])
+    for distributed in (False, True):
+        got = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
+                        distributed=distributed)
+        ident = got["result"].identification
+        assert (ident["probes"], ident["mated_probes"]) == (7, 4)  # id2's 3 images are all probes
+        assert any("3 of 7 probes have no gallery entry of their identity" in n for n in got["notes"])
+        assert "> **Note:** 3 of 7 probes have no gallery entry" in (tmp_path / f"r{distributed}" / "report.md"
+                                                                        ).read_text()
 
 
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
