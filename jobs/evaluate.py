@@ -63,18 +63,28 @@ def manifest_marks(input_uri: str) -> dict:
 
 
 @contextmanager
-def protocol_file(uri: str):
+def protocol_file(uri: str, option: str = "--pairs", dataset: str | None = None):
     """A protocol file (pairs, identification list) as a local path: an `s3://` one is copied to a
     temporary folder under its own name (its readers tell formats apart by name and content), and
-    their errors name the URI, not the copy."""
+    their errors name the URI, not the copy. A relative local path is looked for in the working
+    folder, then in the local `dataset` folder (datasets ship their protocols inside: c-RMFRD's
+    Protocol_verification/, LFW's pairs.txt); one found in neither is refused naming `option`."""
     from jobs.storage import LocalStore
 
     uri = str(uri)
     store, name = open_parent(uri)
     if isinstance(store, LocalStore):
         path = Path(uri.removeprefix("file://"))
+        looked = [str(path.absolute())]
+        if not path.exists() and not path.is_absolute() and dataset and isinstance(open_store(dataset), LocalStore):
+            inside = Path(str(dataset).removeprefix("file://"))
+            inside = (inside if inside.is_dir() else inside.parent) / path
+            looked.append(str(inside.absolute()))
+            path = inside if inside.exists() else path
+        if not path.exists():
+            raise ValueError(f"{option} {uri}: no such file (looked for {' and '.join(looked)})")
         if path.is_dir():
-            raise ValueError(f"{uri} is a folder: a protocol is a file (pairs, or a list of images)")
+            raise ValueError(f"{option} {uri} is a folder: a protocol is a file (pairs, or a list of images)")
         yield path
         return
     data = store.read(name)
@@ -153,7 +163,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     # protocol files are read before any image: a wrong file fails fast
     protocol = None
     if pairs:
-        with protocol_file(pairs) as path:
+        with protocol_file(pairs, "--pairs", input_uri) as path:
             protocol = read_pairs_file(path)
         if protocol.labels.all() or not protocol.labels.any():
             raise ValueError(f"{redact(pairs)}: all {len(protocol)} pairs are "
@@ -163,7 +173,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     if lists:
         id_lists = []
         for uri in lists:
-            with protocol_file(uri) as path:
+            with protocol_file(uri, "--lists", input_uri) as path:
                 id_lists.append(read_seed_list(path))
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:

@@ -157,7 +157,7 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
         read_shards(str(out / "embeddings"))
 
 
-def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_photos, tmp_path, capsys):
+def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_photos, tmp_path, capsys, monkeypatch):
     """A masked rule that is no regular expression ended in a Python traceback (exit 1); identification
     lists with no usable line embedded the whole dataset, then said "no face found in any probe
     image", after one raw Python warning per line."""
@@ -196,6 +196,18 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     genuine.write_text("Input,Target,Label\np/a.jpg,p/a.jpg,1\n")
     assert main(["evaluate", str(dataset.parent), str(out), "--pairs", str(genuine), "--quiet"]) == 2
     assert "genuine.csv: all 1 pairs are genuine; verification needs both" in capsys.readouterr().err
+    # a relative protocol path: the working folder, then the dataset's folder (where datasets keep
+    # their protocols); found in neither, the error names the option ("[Errno 2] No such file" before)
+    (dataset.parent / "Protocol").mkdir()
+    shutil.copy(genuine, dataset.parent / "Protocol" / "genuine.csv")
+    monkeypatch.chdir(tmp_path / "in" / "p")
+    assert main(["evaluate", str(dataset.parent), str(out), "--pairs", "Protocol/genuine.csv", "--quiet"]) == 2
+    assert "Protocol/genuine.csv: all 1 pairs are genuine" in capsys.readouterr().err
+    assert main(["evaluate", str(dataset.parent), str(out), "--lists", "Protocol/g.txt", "p.txt", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr evaluate: --lists Protocol/g.txt: no such file (looked for {dataset / 'Protocol' / 'g.txt'} and "
+        f"{dataset.parent / 'Protocol' / 'g.txt'})")
+    monkeypatch.chdir(tmp_path)
     # a manifest without a masked column: embedded, then refused for "the manifest's masked column";
     # its file names now say which are masked, checked first
     manifest = tmp_path / "in" / "list.csv"
