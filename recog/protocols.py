@@ -178,6 +178,9 @@ def read_plain_pairs(path: Path) -> Pairs:
             continue
         label = PAIR_LABELS.get(row[2].strip().lower()) if len(row) >= 3 else None
         if first and label is None and len(row) >= 3 and not any(is_image_name(c.strip()) for c in row[:2]):
+            if {"path", "identity"} & {c.strip().lower() for c in row}:  # pairs of (image, identity) otherwise
+                raise ValueError(f"{path}: its header ({','.join(c.strip() for c in row)}) is an input manifest's, "
+                                 "not a pairs file's (a,b,label): give a manifest as the input, not as a protocol")
             first = False
             continue  # a header
         first = False

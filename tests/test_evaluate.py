@@ -29,6 +29,12 @@ def test_pairs_files_are_read_by_their_shape(tmp_path):
     plain.write_text("x/1.jpg,y/2.jpg,1\nx/1.jpg,y/3.jpg,same\n")
     with pytest.raises(ValueError, match=r"plain.csv line 2: expected a,b,label \(label 1/0, true/false, yes/no\)"):
         read_pairs_file(plain)
+    # an input manifest given as --pairs: its (path, identity) rows were read as pairs of images, and
+    # the identities reported as images missing from the dataset
+    plain.write_text("path,identity,masked\nx/1.jpg,x,1\nx/2.jpg,x,0\n")
+    with pytest.raises(ValueError, match=r"its header \(path,identity,masked\) is an input manifest's, not a pairs "
+                                         r"file's \(a,b,label\): give a manifest as the input"):
+        read_pairs_file(plain)
 
 
 def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_runtime, shared_data, tmp_path,
