@@ -344,8 +344,18 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally,
                                                   done_where=DoneRows(retry_failed=retry_failed, drop=False))
-    return plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
+    plan = plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
         output.uri_of(output_keys(row["key"])[0]), output_keys(row["key"])[1]))
+    if options is not None:
+        plan["settings"] = mask_settings_line(options)
+    return plan
+
+
+def mask_settings_line(options: AugmentOptions) -> str:
+    """The mask settings a dry run shows: what decides the pixels written, as the job records them."""
+    settings = augment_settings(options)
+    return ", ".join(f"{k} {settings[k]}" for k in ("style", "seed", "outputs", "face", "alignment", "crop_size")
+                     if k in settings)
 
 
 def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limit: int = 20) -> dict:

@@ -68,6 +68,8 @@ def _print_report(report: dict, remake: str = "; --force makes it again") -> Non
 def _print_plan(label: str, plan: dict) -> None:
     print(f"{label}: {plan['inputs']} input(s) from {plan['images']}; {plan['done']} already done; "
           f"{plan['count']} to process into {plan['output']}")
+    if plan.get("settings"):
+        print(f"  masks: {plan['settings']}")
     for note in plan["notes"]:
         print(f"  note: {note}")
     for key, where in plan["todo"]:

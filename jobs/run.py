@@ -338,21 +338,24 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     role hold it, so a model or mode added since is counted as work. Each model is fetched and
     checked, since its identity decides which shards count; masks the output was not made with are
     refused, as the run refuses them."""
-    from jobs.augment import output_keys, plan_from
+    from jobs.augment import mask_settings_line, output_keys, plan_from
     from jobs.embed import model_identity
     from jobs.inputs import Tally
     from jobs.settings import check_settings
 
     out = open_store(output_uri)
     models, modes = run_methods(models, modes)
-    check_settings(out, "mfr run", augment_settings(AugmentOptions(style=style, seed=seed, face=face)), record=False)
+    options = AugmentOptions(style=style, seed=seed, face=face)
+    check_settings(out, "mfr run", augment_settings(options), record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
                                                 retry_failed=retry_failed, drop=False, progress=tally)
     masked = out.uri_of("masked")
-    return plan_from(images.uri, out, groups, lister, tally, notes, lambda row: "{}/{}, embedded as {}".format(
+    plan = plan_from(images.uri, out, groups, lister, tally, notes, lambda row: "{}/{}, embedded as {}".format(
         masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"))
+    plan["settings"] = mask_settings_line(options)
+    return plan
 
 
 @contextlib.contextmanager

@@ -140,6 +140,10 @@ def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys, mo
     assert "56 input(s)" in printed and "0 already done" in printed and "... and 36 more" in printed  # 55 + SOURCES.tsv
     assert f"{out}/images/person_01/img1.jpg" in printed
     assert not out.exists()
+    # the masks it would draw: a mistyped --style or --seed showed only after the whole job
+    assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--style", "cloth", "--seed", "9"]) == 0
+    assert "  masks: style cloth, seed 9, outputs both, face all, alignment five-point, crop_size 112\n" \
+        in capsys.readouterr().out
 
 
 def readme_commands() -> list[list[str]]:
