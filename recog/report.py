@@ -217,6 +217,13 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
     return "\n".join(lines)
 
 
+def roc_far_floor(results: list[MethodResult]) -> float:
+    """The FAR axis' left end: 10^-4, or the decade of the smallest FAR a curve measures below it
+    (millions of impostors measure 10^-6; an axis fixed at 10^-4 cut their curves off)."""
+    fars = [r.roc.far[r.roc.far > 0].min() for r in results if r.roc is not None and (r.roc.far > 0).any()]
+    return float(min([1e-4] + [10.0 ** np.floor(np.log10(f)) for f in fars]))
+
+
 def plot_roc(results: list[MethodResult], path: Path, title: str = "") -> None:
     import matplotlib
 
@@ -231,8 +238,8 @@ def plot_roc(results: list[MethodResult], path: Path, title: str = "") -> None:
         keep = far > 0
         ax.plot(far[keep], tar[keep], lw=1.4, label=f"{r.name} (AUC {100 * r.verification['auc']:.1f}%)")
     ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1.0)
-    ax.set_ylim(0, 1.0)
+    ax.set_xlim(roc_far_floor(results), 1.0)
+    ax.set_ylim(0, 1.02)  # a curve at TAR 1.0 lay on the frame, out of sight
     ax.set_xlabel("False accept rate")
     ax.set_ylabel("True accept rate")
     ax.grid(True, which="both", ls="--", lw=0.5)
@@ -260,7 +267,7 @@ def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers
     ax.set_xlabel("Rank")
     ax.set_ylabel("Identification rate")
-    ax.set_ylim(0, 1.0)
+    ax.set_ylim(0, 1.02)
     ax.grid(True, ls="--", lw=0.5)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title or "CMC")

@@ -102,6 +102,20 @@ def test_rank_k_at_the_gallerys_size_is_not_a_figure():
     assert evaluate("six", stats=six).identification["rank"]["5"] is not None
 
 
+def test_the_roc_plot_reaches_the_smallest_far_measured(tmp_path):
+    """The FAR axis stopped at 10^-4 whatever the impostors: 200,000 measure 5 x 10^-6."""
+    from recog.report import plot_roc, roc_far_floor
+
+    rng = np.random.default_rng(6)
+    small = evaluate("small", np.r_[rng.normal(2, 1, 50), rng.normal(0, 1, 500)], np.r_[np.ones(50), np.zeros(500)])
+    large = evaluate("large", np.r_[rng.normal(2, 1, 50), rng.normal(0, 1, 200_000)],
+                     np.r_[np.ones(50), np.zeros(200_000)])
+    assert roc_far_floor([small]) == 1e-4
+    assert roc_far_floor([small, large]) == pytest.approx(1e-6)
+    plot_roc([small, large], tmp_path / "roc.png")
+    assert (tmp_path / "roc.png").stat().st_size > 0
+
+
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
     report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
