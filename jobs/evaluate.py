@@ -55,11 +55,49 @@ def dataset_keys(input_uri: str) -> set[str]:
 
 def manifest_marks(input_uri: str) -> dict:
     """An input manifest's paths, each with what its `masked` column says (None where it says nothing)."""
+    return {key: masked for key, (_, masked) in manifest_labels(input_uri).items()}
+
+
+def manifest_labels(input_uri: str) -> dict:
+    """An input manifest's paths, each with its (identity, masked flag or None), as the embed job
+    labels its rows (a repeated path: its first row's)."""
     from jobs.inputs import manifest_items
 
     store, name = open_parent(input_uri)
+    labels = {}
     with store.local_file(name) as path:
-        return {item.key: item.masked for _, item in manifest_items(path, name)}
+        for _, item in manifest_items(path, name):
+            labels.setdefault(item.key, (item.identity, item.masked))
+    return labels
+
+
+class InInput:
+    """A shard row filter (`jobs.embed.read_shards`' `where`): the rows `where` selects whose image the
+    input holds now (`keys`). A rerun into the same output embeds only what is new, and its shards
+    still hold the rows of images deleted or moved since, or of another dataset evaluated into that
+    output before: scored with them, a report said "13 probes" of a dataset that has 3."""
+
+    def __init__(self, where, keys):
+        self.where, self.keys = where, keys
+
+    def __call__(self, table):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        return pc.and_(self.where(table), pc.is_in(table.column("key"), value_set=pa.array(sorted(self.keys),
+                                                                                            pa.string())))
+
+
+def relabel(frame, labels: dict | None):
+    """Rows labelled as the input labels their images now (`labels`: a manifest's, `manifest_labels`;
+    None for a folder, whose keys carry their identity): the shards keep the identity and masked flag
+    an image had when it was embedded, and a rerun does not embed it again."""
+    if labels is None or not len(frame):
+        return frame
+    frame = frame.copy()
+    frame["identity"] = [labels[k][0] for k in frame.key]
+    frame["masked"] = [own if labels[k][1] is None else bool(labels[k][1]) for k, own in zip(frame.key, frame.masked)]
+    return frame
 
 
 @contextmanager
@@ -191,10 +229,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
         (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
     # a manifest says which images are masked in its `masked` column; without one, the file names do
-    marked = manifest_marks(input_uri) if not needed and is_manifest(str(input_uri)) else {}
+    labels = manifest_labels(input_uri) if is_manifest(str(input_uri)) else None
+    marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
     if (needed and missing == "error") or not needed:
-        keys = set(marked) if marked else dataset_keys(input_uri)
+        keys = set(labels) if labels is not None else dataset_keys(input_uri)
         absent = sorted(needed - keys)
         if absent:
             raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
@@ -220,11 +259,13 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         name = Path(model).stem if model.endswith(".onnx") else model
         # this model's rows only: an output evaluated with another model before holds its shards too
         ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
+        current = set(labels) if labels is not None else dataset_keys(input_uri)
         if protocol is not None:
-            result = score_pairs([embeddings], protocol, name, missing=missing, where=ours)
+            result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, current))
             kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
         else:
-            rows, emb, failed = read_shards(embeddings, with_failures=True, where=ours)
+            rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, current))
+            rows, failed = relabel(rows, labels), relabel(failed, labels)
             similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
             if id_lists is not None:
                 gallery_keys, probe_keys = id_lists

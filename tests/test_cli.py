@@ -114,8 +114,8 @@ def test_unreadable_config_and_protocol_files_are_refused_with_the_reason(tmp_pa
     images.mkdir(parents=True)
     (images / "a.jpg").write_bytes(b"")
     assert main(["evaluate", str(images.parent), str(tmp_path / "out"), "--pairs", str(images), "--quiet"]) == 2
-    assert capsys.readouterr().err.strip() == (f"mfr evaluate: {images} is a folder: a protocol is a file (pairs, "
-                                               "or a list of images)")
+    assert capsys.readouterr().err.strip() == (f"mfr evaluate: --pairs {images} is a folder: a protocol is a file "
+                                               "(pairs, or a list of images)")
     # a file where `mfr score` wants an embed output: "not a usable key: ''"
     assert main(["score", str(images / "a.jpg"), str(images / "a.jpg"), str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.strip() == (f"mfr score: {images / 'a.jpg'} is a file: give the output folder "

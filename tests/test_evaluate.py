@@ -279,3 +279,44 @@ def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_
     assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--retry-failed", "--quiet"]) == 0
     report = json.loads((out / "report" / "report.json").read_text())["results"][0]
     assert report["acquisition"]["probe"]["samples"] + report["acquisition"]["gallery"]["samples"] == len(rows)
+
+
+def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data, tmp_path):
+    """A rerun embeds only what is new, and scoring read every row of the output: images since left
+    out of the manifest (or another dataset evaluated there before) were still scored, under the
+    identity and masked flag they had at first (a review's rerun: 12 probes where a fresh output has 10)."""
+    import csv
+
+    crops = shared_data / "masked_crops"
+    everyone = list(csv.DictReader((crops / "manifest.csv").open(encoding="utf-8")))
+    people = sorted({r["identity"] for r in everyone})[:3]
+    rows = [{k: r[k] for k in ("path", "identity", "masked")} for r in everyone if r["identity"] in people]
+
+    def write(path, rows):
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "identity", "masked"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    manifest = tmp_path / "manifest.csv"
+    write(manifest, rows)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 0
+    first = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    # the third person leaves the dataset, a masked image of the first is relabelled as the second's
+    # and one of the second's unmasked images becomes a probe
+    now = [dict(r) for r in rows if r["identity"] != people[2]]
+    moved = next(r for r in now if r["identity"] == people[0] and r["masked"] == "1")
+    moved["identity"] = people[1]
+    flipped = [r for r in now if r["identity"] == people[1] and r["masked"] == "0"][-1]
+    flipped["masked"] = "1"
+    write(manifest, now)
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 0
+    rerun = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    assert main(["evaluate", str(manifest), str(tmp_path / "fresh"), "--images", str(crops), "--quiet"]) == 0
+    fresh = json.loads((tmp_path / "fresh" / "report" / "report.json").read_text())["results"][0]
+    for part in ("identification", "verification", "acquisition"):
+        assert rerun[part] == fresh[part], part
+    masked_now = sum(r["masked"] == "1" for r in now)
+    assert rerun["acquisition"]["probe"]["samples"] == masked_now < first["acquisition"]["probe"]["samples"]
+
