@@ -71,6 +71,40 @@ def manifest_labels(input_uri: str) -> dict:
     return labels
 
 
+def dataset_key(path: str, images) -> str:
+    """A protocol's image path as the dataset's key (a path relative to the images' folder or prefix):
+    Windows separators, a leading `./`, and the folder's own absolute path or URI taken off. Such
+    spellings were all "not in the dataset"."""
+    key = str(path).strip().replace("\\", "/")
+    for root in (images.uri.rstrip("/") + "/", "file://" + images.uri.rstrip("/") + "/"):
+        if key.startswith(root):
+            key = key[len(root):]
+    while key.startswith("./"):
+        key = key[2:].lstrip("/")
+    return key
+
+
+def refuse_what_skipping_leaves(protocol, id_lists, keys: set, absent: int) -> None:
+    """With --missing skip, what is left of the protocol once the images the dataset lacks (`absent`
+    of them; `keys`: the dataset's) are left out must still be scored: pairs of both kinds, a gallery
+    and probes. Said before anything is embedded (it was said after the whole embedding, as "need
+    both genuine (1) and impostor (0) pairs", of a file that held both)."""
+    if protocol is not None:
+        kept = [label for a, b, label in zip(protocol.a, protocol.b, protocol.labels) if a in keys and b in keys]
+        if not kept or all(kept) or not any(kept):
+            what = "none" if not kept else f"only {'genuine' if kept[0] else 'impostor'} pairs ({len(kept)})"
+            raise ValueError(f"--missing skip leaves {what} of the {len(protocol)} pairs: {absent} image(s) they "
+                             "name are not in the dataset (keys are paths relative to the input, e.g. "
+                             f"{protocol.a[0]!r}), and verification needs genuine and impostor pairs (nothing "
+                             "was embedded)")
+    else:
+        for side, listed in zip(("gallery", "probe"), id_lists):
+            if not any(k in keys for k in listed):
+                raise ValueError(f"--missing skip leaves no image of the {side} list: none of its {len(listed)} "
+                                 f"images is in the dataset (keys are paths relative to the input, e.g. "
+                                 f"{listed[0]!r}) (nothing was embedded)")
+
+
 class InInput:
     """A shard row filter (`jobs.embed.read_shards`' `where`): the rows `where` selects whose image the
     input holds now (`keys`). A rerun into the same output embeds only what is new, and its shards
@@ -199,6 +233,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         except re.error as exc:
             raise ValueError(f"masked rule {masked_rule!r} is not a regular expression: {exc}") from None
     # protocol files are read before any image: a wrong file fails fast
+    images = images_root(input_uri, images_uri)
     protocol = None
     if pairs:
         with protocol_file(pairs, "--pairs", input_uri) as path:
@@ -213,6 +248,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         for uri in lists:
             with protocol_file(uri, "--lists", input_uri) as path:
                 id_lists.append(read_seed_list(path))
+    if protocol is not None:
+        protocol.a, protocol.b = ([dataset_key(k, images) for k in side] for side in (protocol.a, protocol.b))
+    id_lists = [[dataset_key(k, images) for k in listed] for listed in id_lists] if id_lists is not None else None
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
@@ -223,7 +261,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                              f"{both[0]!r}: a probe is never its own gallery image (nothing was embedded)")
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
-    refuse_output_in_place(images_root(input_uri, images_uri), out)
+    refuse_output_in_place(images, out)
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
@@ -232,23 +270,25 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     labels = manifest_labels(input_uri) if is_manifest(str(input_uri)) else None
     marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
-    if (needed and missing == "error") or not needed:
-        keys = set(labels) if labels is not None else dataset_keys(input_uri)
-        absent = sorted(needed - keys)
-        if absent:
-            raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
-                             "--missing skip leaves them out (nothing was embedded)")
-        if by_column:
-            flags = np.array([bool(flag) for flag in marked.values()])
-            if not flags.any() or flags.all():
-                raise ValueError("need masked and unmasked images: the manifest's masked column marks none (or "
-                                 "all) of them (nothing was embedded)")
-        elif not needed:
-            flags = masked_flags(sorted(k for k in keys if is_image_name(k)), masked_rule)
-            if not flags.any() or flags.all():
-                where = "the manifest has no masked column and " if marked else ""
-                raise ValueError(f"need masked and unmasked images: {where}the masked rule {masked_rule!r} matches "
-                                 "none (or all) of the file names; give --masked-rule (nothing was embedded)")
+    keys = set(labels) if labels is not None else dataset_keys(input_uri)
+    absent = sorted(needed - keys)
+    if absent and missing == "skip":
+        refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))
+        absent = []
+    if absent:
+        raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
+                         "--missing skip leaves them out (nothing was embedded)")
+    if by_column:
+        flags = np.array([bool(flag) for flag in marked.values()])
+        if not flags.any() or flags.all():
+            raise ValueError("need masked and unmasked images: the manifest's masked column marks none (or "
+                             "all) of them (nothing was embedded)")
+    elif not needed:
+        flags = masked_flags(sorted(k for k in keys if is_image_name(k)), masked_rule)
+        if not flags.any() or flags.all():
+            where = "the manifest has no masked column and " if marked else ""
+            raise ValueError(f"need masked and unmasked images: {where}the masked rule {masked_rule!r} matches "
+                             "none (or all) of the file names; give --masked-rule (nothing was embedded)")
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
@@ -259,12 +299,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         name = Path(model).stem if model.endswith(".onnx") else model
         # this model's rows only: an output evaluated with another model before holds its shards too
         ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
-        current = set(labels) if labels is not None else dataset_keys(input_uri)
         if protocol is not None:
-            result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, current))
+            result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
             kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
         else:
-            rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, current))
+            rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, keys))
             rows, failed = relabel(rows, labels), relabel(failed, labels)
             similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
             if id_lists is not None:

@@ -320,3 +320,35 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
     masked_now = sum(r["masked"] == "1" for r in now)
     assert rerun["acquisition"]["probe"]["samples"] == masked_now < first["acquisition"]["probe"]["samples"]
 
+
+def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_photos, tmp_path, capsys):
+    """`./p/a.jpg`, `p\\a.jpg` and the image's absolute path were "not in the dataset"; a --missing skip
+    that left no pair (or one kind) embedded everything, then said "need both genuine (1) and impostor
+    (0) pairs" of a file that held both."""
+    dataset = tmp_path / "in"
+    for i, name in enumerate(["p/a.jpg", "p/b.jpg", "q/c.jpg"]):
+        (dataset / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(face_photos[i], dataset / name)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pairs = elsewhere / "pairs.csv"
+    pairs.write_text(f"./p/a.jpg,{dataset / 'p' / 'b.jpg'},1\np\\a.jpg,q/c.jpg,0\n")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos"]) == 0
+    assert "1 genuine and 1 impostor pairs" in (out / "report" / "report.md").read_text()
+    capsys.readouterr()
+    pairs.write_text("p/a.jpg,p/gone.jpg,1\np/a.jpg,q/c.jpg,0\n")
+    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--missing", "skip",
+                 "--quiet"]) == 2
+    assert ("--missing skip leaves only impostor pairs (1) of the 2 pairs: 1 image(s) they name are not in the "
+            "dataset") in capsys.readouterr().err
+    listed = elsewhere / "gallery.txt"
+    listed.write_text("r/x.jpg\nr/y.jpg\n")
+    probes = elsewhere / "probes.txt"
+    probes.write_text("p/a.jpg\n")
+    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--lists", str(listed), str(probes), "--missing",
+                 "skip", "--quiet"]) == 2
+    assert "--missing skip leaves no image of the gallery list: none of its 2 images is in the dataset" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
