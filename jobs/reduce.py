@@ -261,16 +261,55 @@ def merge_moments(a, b):
 
 # ---------------------------------------------------------------- Ray side: reading shards, tasks, driver
 
-def _shard_table(store, keys):
+def _shard_table(store, keys, where=None):
+    """The shards at `keys` as one table, only the rows `where` (a `jobs.inputs.ColumnsEqual` of the
+    method scored) selects: a folder may hold several models' and modes' rows."""
     import pyarrow as pa
 
     from jobs.storage import read_parquet_bytes
 
     tables = [read_parquet_bytes(store.read(k)) for k in keys]
+    if where is not None:
+        tables = [t.filter(where(t)) for t in tables]
     return pa.concat_tables(tables) if tables else None
 
 
-def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
+def _methods_held(uri: str, shard_keys: list[str]) -> set:
+    """Task: the (model_id, mode) pairs a group of shards holds rows of."""
+    from jobs.storage import open_store, read_parquet_bytes
+
+    store = open_store(uri)
+    held = set()
+    for k in shard_keys:
+        t = read_parquet_bytes(store.read(k), columns=["model_id", "mode"]).group_by(["model_id", "mode"]).aggregate([])
+        held |= set(zip(t.column("model_id").to_pylist(), t.column("mode").to_pylist()))
+    return held
+
+
+def method_filter(uri: str, name: str | None, shards_per_task: int):
+    """The row filter of the method `name` names in a shard folder (`jobs.score.choose_method`, as the
+    single-process reducer chooses it), from the (model, mode) pairs its shards hold, read by tasks.
+    The tasks read every row of their shards before: the rows of every model and mode of a folder were
+    scored together (each image twice for `plain` and `flip`), under the gallery's model's name."""
+    import ray
+
+    from jobs.embed import SHARD_DIR, where_shards_are
+    from jobs.inputs import ColumnsEqual
+    from jobs.score import choose_method
+    from jobs.storage import open_store
+
+    store = open_store(uri)
+    shards = sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
+    if not shards:
+        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
+    task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_methods_held)
+    held = set().union(*ray.get([task.remote(store.uri, shards[i:i + shards_per_task])
+                                 for i in range(0, len(shards), shards_per_task)]))
+    model_id, mode = choose_method(held, name, store.uri)
+    return ColumnsEqual(model_id=model_id, mode=mode)
+
+
+def _gallery_index(shard_keys: list[str], uri: str, first_shard: int, where=None):
     """Task: the faces of a group of gallery shards as (key, identity, face_index, shard: the shard's
     position in the sorted list), their images without a face (key, identity), and their models and
     similarities. Only these labels reach the driver: tens of bytes per face."""
@@ -283,7 +322,8 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     frames, failed, models, similarities = [], [], set(), set()
     for n, k in enumerate(shard_keys):
         t = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
-                                                        "model_id", "masked"])
+                                                        "model_id", "mode", "masked"])
+        t = t.filter(where(t)) if where is not None else t
         failed.append(failed_samples(t)[["key", "identity"]])
         rows = t.to_pandas()
         rows = rows[rows.status == "ok"]
@@ -296,7 +336,7 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     return pd.concat(frames, ignore_index=True) if frames else None, failed, models, similarities
 
 
-def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, similarity: str):
+def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, similarity: str, where=None):
     """Task: the embeddings of one part's entries, in the entries' order. `entries`: (key, face_index)
     per entry for `best`; for `mean`, (identity, [(key, face_index) of its images])."""
     from jobs.embed import ok_faces
@@ -304,7 +344,7 @@ def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, simil
     from jobs.storage import open_store
 
     store = open_store(uri)
-    rows, emb = ok_faces(_shard_table(store, shard_keys))
+    rows, emb = ok_faces(_shard_table(store, shard_keys, where))
     at = {(k, int(f)): i for i, (k, f) in enumerate(zip(rows.key.astype(str), rows.face_index))}
     if template == "best":
         out = emb[[at[(k, f)] for k, f in entries]]
@@ -338,12 +378,13 @@ class Index:
     rows: object
     failed: object                # images without a face (key, identity)
     uri: str
+    where: object                 # the method's row filter (`method_filter`)
     shards: list
     model_id: str
     similarity: str
 
 
-def _index(uri: str, shards_per_task: int):
+def _index(uri: str, shards_per_task: int, where=None):
     import pandas as pd
     import ray
 
@@ -355,7 +396,7 @@ def _index(uri: str, shards_per_task: int):
     if not shards:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
     task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_index)
-    got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i)
+    got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i, where)
                    for i in range(0, len(shards), shards_per_task)])
     frames = [f for f, _, _, _ in got if f is not None]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
@@ -367,12 +408,12 @@ def _index(uri: str, shards_per_task: int):
                          "the distributed reducer scores folders of one model; without --distributed, --name "
                          "chooses one")
     failed = pd.concat([f for _, f, _, _ in got], ignore_index=True)
-    return Index(rows, failed, store.uri, shards, models.pop() if models else "",
+    return Index(rows, failed, store.uri, where, shards, models.pop() if models else "",
                  similarities.pop() if similarities else "cosine")
 
 
 def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
-                 shards_per_task: int) -> Gallery:
+                 shards_per_task: int, wheres=None) -> Gallery:
     """Index every model's gallery shards, choose the split, cut the common entries into parts and
     start one task per part and model that leaves its embeddings in the object store."""
     import ray
@@ -383,7 +424,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
     if part_rows < 1:
         raise ValueError("gallery part rows must be at least 1")
-    indexed = [_index(u, shards_per_task) for u in gallery_uris]
+    indexed = [_index(u, shards_per_task, w) for u, w in zip(gallery_uris, wheres or [None] * len(gallery_uris))]
     chosen, images, counts = [], set(), []
     for index in indexed:
         rows = index.rows
@@ -421,7 +462,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
                              for i, g in holds.groupby("entry")}
                 arg = [(i, images_of[i]) for i in part_entries]
             part_refs.append(task.remote(index.uri, [index.shards[s] for s in sorted(set(holds.shard))], arg, template,
-                                         index.similarity))
+                                         index.similarity, index.where))
         parts.append(GalleryPart.of(None, codes[p0:p0 + part_rows], p0, len(identities)))
         refs.append(part_refs)
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
@@ -440,12 +481,12 @@ class _Loader:
         return tuple(ray.get(self.refs))
 
 
-def _probe_rows(store, shard_keys, exclude):
+def _probe_rows(store, shard_keys, exclude, where=None):
     """(rows, embeddings, failed) of a group of probe shards with the gallery's images left out, in a
     canonical (key, face) order so results do not depend on how shards are cut."""
     from jobs.embed import failed_samples, ok_faces
 
-    table = _shard_table(store, shard_keys)
+    table = _shard_table(store, shard_keys, where)
     if table is None or table.num_rows == 0:
         return None
     failed = failed_samples(table)
@@ -457,14 +498,15 @@ def _probe_rows(store, shard_keys, exclude):
     return rows.iloc[order].reset_index(drop=True), emb[order], failed
 
 
-def _common_probes(uris: list[str], group: list[list[str]], exclude):
+def _common_probes(uris: list[str], group: list[list[str]], exclude, wheres=None):
     """Per model (rows, embeddings) of the probes every model has, aligned, and the probes' failures: images
     without a face in some model, or embedded by some models only (as jobs.score.score_fused counts them)."""
     import pandas as pd
 
     from jobs.storage import open_store
 
-    got = [_probe_rows(open_store(u), keys, exclude) for u, keys in zip(uris, group)]
+    wheres = wheres or [None] * len(uris)
+    got = [_probe_rows(open_store(u), keys, exclude, w) for u, keys, w in zip(uris, group, wheres)]
     got = [g for g in got if g is not None]
     if not got:
         return None
@@ -504,9 +546,9 @@ def _task_scorer(scoring: Scoring, device: str):
 
 def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, part_meta: list[GalleryPart],
                 part_refs: list, scoring: Scoring, impostors_per_probe, keep_nonmated: int, seed: int,
-                moments_only: bool = False, device: str = "cpu"):
+                moments_only: bool = False, device: str = "cpu", wheres=None):
     """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time."""
-    got = _common_probes(uris, group, exclude)
+    got = _common_probes(uris, group, exclude, wheres)
     if got is None:
         return None
     aligned, failed_ids = got
@@ -546,7 +588,7 @@ def _codes(identity, identities) -> np.ndarray:
     return np.where(identities[pos] == ids, pos, -1)
 
 
-def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> tuple[int, int, int]:
+def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys, where=None) -> tuple[int, int, int]:
     """(probes, faces, failed): embedded faces that are probes, all embedded faces (gallery images
     included), and rows of images outside the gallery in which no face was embedded."""
     from jobs.storage import open_store, read_parquet_bytes
@@ -554,7 +596,8 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> tuple[
     store = open_store(probe_uri)
     n = faces = failed = 0
     for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["key", "status"]).to_pandas()
+        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"])
+        t = (t.filter(where(t)) if where is not None else t).to_pandas()
         ok, probe = t.status == "ok", ~t.key.isin(exclude_keys)
         n += int((ok & probe).sum())
         failed += int((~ok & probe).sum())
@@ -612,7 +655,9 @@ def check_tasks_per_gpu(value, name: str = "tasks_per_gpu") -> None:
 
 def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
            seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str,
-           tasks_per_gpu: int = TASKS_PER_GPU):
+           tasks_per_gpu: int = TASKS_PER_GPU, methods: list | None = None):
+    """`methods`: per (probe, gallery) folder pair, the name of the method to read in them (None: the
+    only one they hold); `name`: the result's."""
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
@@ -622,7 +667,15 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
 
     check_tasks_per_gpu(tasks_per_gpu)
     ensure_ray()
-    gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task)
+    methods = methods or [None] * len(probe_uris)
+    probe_wheres = [method_filter(u, m, shards_per_task) for u, m in zip(probe_uris, methods)]
+    gallery_wheres = [method_filter(u, m, shards_per_task) for u, m in zip(gallery_uris, methods)]
+    for p, g in zip(probe_wheres, gallery_wheres):
+        if p.values["model_id"] != g.values["model_id"]:  # as jobs.score.load_split refuses it
+            raise ValueError(f"probe and gallery shards must come from one model, found "
+                             f"{sorted({p.values['model_id'], g.values['model_id']})}")
+    gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task,
+                           gallery_wheres)
     if len(gallery.entry_ids) == 0:
         if len(gallery_uris) == 1:
             raise nothing_to_score("gallery", open_store(gallery_uris[0]).uri)
@@ -646,8 +699,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     scoring = Scoring(gallery.similarities)
     common = (exclude, identities, ray.put(gallery.parts), gallery.refs)
     if len(uris) > 1:  # fusion: each model's impostor mean and deviation first
-        moments = [r for r in ray.get([task.remote(uris, g, *common, scoring, None, 0, seed, True) for g in groups])
-                   if r is not None]
+        moments = [r for r in ray.get([task.remote(uris, g, *common, scoring, None, 0, seed, True, "cpu", probe_wheres)
+                                       for g in groups]) if r is not None]
         n_probes, n_failed = sum(r["probes"] for r in moments), sum(r["failed"] for r in moments)
         merged = [(0, 0.0, 0.0)] * len(uris)
         for r in moments:
@@ -661,7 +714,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:
         count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
-        counts = ray.get([count.remote(g[0], uris[0], exclude) for g in groups])
+        counts = ray.get([count.remote(g[0], uris[0], exclude, probe_wheres[0]) for g in groups])
         n_probes, n_faces, n_failed = (sum(c[i] for c in counts) for i in range(3))
     if n_probes == 0:
         if len(uris) == 1:
@@ -673,7 +726,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     # keeps the pool of all probes, failed ones included, and the merge trims it
     keep = seed_fpir_pool(n_probes + n_failed)
     blocks = [b for b in ray.get([task.remote(uris, g, *common, scoring, per_probe, keep, seed, False,
-                                              "gpu" if on_gpu else "cpu") for g in groups]) if b is not None]
+                                              "gpu" if on_gpu else "cpu", probe_wheres) for g in groups])
+              if b is not None]
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
     failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
     blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
@@ -701,21 +755,21 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
     (jobs.pool.cluster_has_gpus); `tasks_per_gpu` GPU tasks share each GPU (TASKS_PER_GPU). `result.scored_by` says how
     many tasks and parts, and on which nodes and devices."""
     result, model_ids = _score([probe_uri], [gallery_uri], name, gallery_per_identity, max_pairs, seed,
-                               shards_per_task, gallery_template, part_rows, device, tasks_per_gpu)
+                               shards_per_task, gallery_template, part_rows, device, tasks_per_gpu, [name])
     return result, model_ids[0]
 
 
-def score_fused_distributed(methods: list[tuple[str, str]], name: str, gallery_per_identity: int = 1,
+def score_fused_distributed(methods: list[tuple], name: str, gallery_per_identity: int = 1,
                             max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
                             gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS,
                             device: str = "auto", tasks_per_gpu: int = TASKS_PER_GPU):
-    """MethodResult of several models' (probe URI, gallery URI) scores fused as jobs.score.score_fused
-    fuses them (z-norm on impostors, averaged, on the probes and gallery entries every model has),
+    """MethodResult of several models' (probe URI, gallery URI[, the method's name in them]) scores fused
+    as jobs.score.score_fused fuses them (z-norm on impostors, averaged, on the probes and gallery entries every model has),
     computed by Ray tasks on CPUs (module doc; `tasks_per_gpu` is checked like the single model's, and
     `device="gpu"` is refused)."""
     if len(methods) < 2:
         raise ValueError("fusion needs at least two methods")
-    result, _ = _score([p for p, _ in methods], [g for _, g in methods], name, gallery_per_identity, max_pairs,
+    result, _ = _score([m[0] for m in methods], [m[1] for m in methods], name, gallery_per_identity, max_pairs,
                        seed, shards_per_task, gallery_template, part_rows, "cpu" if device == "auto" else device,
-                       tasks_per_gpu)
+                       tasks_per_gpu, [m[2] if len(m) > 2 else None for m in methods])
     return result

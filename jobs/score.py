@@ -229,24 +229,37 @@ def method_rows(name: str | None, uri: str):
     import pyarrow.compute as pc
 
     def where(table):
-        held = sorted(set(zip(table.column("model_id").to_pylist(), table.column("mode").to_pylist())))
+        held = set(zip(table.column("model_id").to_pylist(), table.column("mode").to_pylist()))
         if len(held) <= 1:
             return pc.is_valid(table.column("key"))
-        listed = ", ".join(f"{m.split('@')[0]} {mode}" for m, mode in held)
-        if not name:
-            raise ValueError(f"{redact(uri)} holds the shards of several models or modes ({listed}): choose one "
-                             "with --name MODEL or --name 'MODEL MODE' (and another with --compare NAME PROBES "
-                             "GALLERY)")
-        model, _, mode = name.strip().partition(" ")
-        chosen = [(m, md) for m, md in held if model in (m, m.split("@")[0]) and mode.strip() in ("", md)]
-        if len(chosen) > 1:
-            chosen = [c for c in chosen if c[1] == "plain"] or chosen
-        if len(chosen) != 1:
-            raise ValueError(f"{redact(uri)} holds no single model and mode named {name!r} ({listed}): name one as "
-                             "MODEL or 'MODEL MODE'")
-        return pc.and_(pc.equal(table.column("model_id"), chosen[0][0]), pc.equal(table.column("mode"), chosen[0][1]))
+        model_id, mode = choose_method(held, name, uri)
+        return pc.and_(pc.equal(table.column("model_id"), model_id), pc.equal(table.column("mode"), mode))
 
     return where
+
+
+def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
+    """The (model_id, mode) of a shard folder's `held` pairs that `name` ("MODEL" or "MODEL MODE")
+    names: the only one held, or the one named (a model's `plain` rows when it has several modes and
+    none is named). Refused when it holds several and `name` names none of them, or none."""
+    held = sorted(held)
+    if len(held) == 1:
+        return held[0]
+    listed = ", ".join(f"{m.split('@')[0]} {mode}" for m, mode in held)
+    if not held:
+        raise ValueError(f"{redact(uri)} holds no embedding rows")
+    if not name:
+        raise ValueError(f"{redact(uri)} holds the shards of several models or modes ({listed}): choose one "
+                         "with --name MODEL or --name 'MODEL MODE' (and another with --compare NAME PROBES "
+                         "GALLERY)")
+    model, _, mode = name.strip().partition(" ")
+    chosen = [(m, md) for m, md in held if model in (m, m.split("@")[0]) and mode.strip() in ("", md)]
+    if len(chosen) > 1:
+        chosen = [c for c in chosen if c[1] == "plain"] or chosen
+    if len(chosen) != 1:
+        raise ValueError(f"{redact(uri)} holds no single model and mode named {name!r} ({listed}): name one as "
+                         "MODEL or 'MODEL MODE'")
+    return chosen[0]
 
 
 def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
@@ -446,7 +459,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             result, model_id = score_distributed(p_uri, g_uri, method, gallery_per_identity,
                                                  gallery_template=gallery_template, **reducer_options, **kwargs)
             model_ids[result.name] = model_id
-            uris_of[result.name] = (p_uri, g_uri)
+            uris_of[result.name] = (p_uri, g_uri, method)
             results.append(result)
             continue
         split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template, name=method)

@@ -275,6 +275,37 @@ def test_probes_of_an_identity_without_a_gallery_face_are_named_in_the_report(ra
                                                                         ).read_text()
 
 
+def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_runtime, tmp_path):
+    """Folders holding two modes of a model (`mfr embed`, then `mfr embed --mode flip`, into one
+    output): the distributed reducer read every row, each image twice, with or without --name (36
+    probes where one process scores 18); probes and gallery of two models were scored together
+    under the gallery's model's name, where one process refuses them."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=4, per_id=4, seed=9)
+    flipped, _ = faces(n_ids=4, per_id=4, seed=10)
+
+    def records(vectors, masked, model="m@sha256:00", mode="plain"):
+        return [FaceRecord(source_key=f"{ids[i]}/{i % 4}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 4}.jpg",
+                           face_index=0, masked=masked, embedding=vectors[i], model_id=model, mode=mode,
+                           similarity="cosine") for i in range(len(ids))]
+
+    for side, masked in (("p", True), ("g", False)):
+        write_shard(tmp_path / side, records(emb, masked), emb.shape[1])
+        write_shard(tmp_path / side, records(flipped, masked, mode="flip"), emb.shape[1])
+    reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{d}"), name="m plain",
+                         distributed=d)["result"].to_dict() for d in (False, True)]
+    assert reports[0] == reports[1] and reports[0]["identification"]["probes"] == 12
+    for d in (False, True):
+        with pytest.raises(ValueError, match=r"holds the shards of several models or modes \(m flip, m plain\)"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), distributed=d)
+    write_shard(tmp_path / "q", records(emb, True, model="other@sha256:11"), emb.shape[1])
+    for d in (False, True):
+        with pytest.raises(ValueError, match=r"probe and gallery shards must come from one model, found "
+                                             r"\['m@sha256:00', 'other@sha256:11'\]"):
+            run_score(str(tmp_path / "q"), str(tmp_path / "g"), str(tmp_path / "x"), name="m plain", distributed=d)
+
+
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """--gallery-template mean: one entry per identity, the normalised mean of its images; the
     gallery's images are still kept out of the probes."""
