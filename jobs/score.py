@@ -65,23 +65,39 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
     g_ids = gallery_rows.identity.to_numpy().astype(str)
     if len(p_ids) == 0 or len(g_ids) == 0:
         raise NothingToScore("need masked probes and unmasked gallery embeddings to score")
-    rng = np.random.default_rng(seed)
-    scores, labels = [], []
-    sampled = len(p_ids) * len(g_ids) > max_pairs
-    per_probe_impostors = max(1, max_pairs // max(1, len(p_ids)) - 1)
+    pairs = PairSampler(len(p_ids), len(g_ids), max_pairs, seed)
     for i in range(0, len(p_ids), 256):
-        sim = M.similarity_matrix(probe_emb[i:i + 256], gallery_emb, similarity)
-        same = p_ids[i:i + 256, None] == g_ids[None, :]
+        pairs.add(M.similarity_matrix(probe_emb[i:i + 256], gallery_emb, similarity),
+                  p_ids[i:i + 256, None] == g_ids[None, :])
+    scores, labels = pairs.result()
+    return method_result(name, scores, labels, p_ids, g_ids, probe_emb, gallery_emb,
+                         similarity, failed_ids=None if failed is None else failed.identity.to_numpy().astype(str),
+                         impostors_per_probe=pairs.per_probe, acquisition=acquisition)
+
+
+class PairSampler:
+    """The verification pairs of probes against a gallery, block by block: every genuine pair, and every
+    impostor pair or, past `max_pairs` comparisons in all, a seeded sample of `per_probe` per probe (as
+    many as the distributed reducer keeps; its sample is seeded per probe, so its figures differ)."""
+
+    def __init__(self, n_probes: int, n_gallery: int, max_pairs: int, seed: int):
+        sampled = n_probes * n_gallery > max_pairs
+        self.per_probe = max(1, max_pairs // max(1, n_probes) - 1) if sampled else None
+        self.rng = np.random.default_rng(seed)
+        self.scores, self.labels = [], []
+
+    def add(self, sim, same) -> None:
+        """A block's probe x gallery scores `sim` and whether each pair is genuine (`same`)."""
         for r in range(sim.shape[0]):
             gen = np.nonzero(same[r])[0]
             imp = np.nonzero(~same[r])[0]
-            if sampled and len(imp) > per_probe_impostors:
-                imp = rng.choice(imp, per_probe_impostors, replace=False)
-            scores += [sim[r, gen], sim[r, imp]]
-            labels += [np.ones(len(gen), np.int8), np.zeros(len(imp), np.int8)]
-    return method_result(name, np.concatenate(scores), np.concatenate(labels), p_ids, g_ids, probe_emb, gallery_emb,
-                         similarity, failed_ids=None if failed is None else failed.identity.to_numpy().astype(str),
-                         impostors_per_probe=per_probe_impostors if sampled else None, acquisition=acquisition)
+            if self.per_probe is not None and len(imp) > self.per_probe:
+                imp = self.rng.choice(imp, self.per_probe, replace=False)
+            self.scores += [sim[r, gen], sim[r, imp]]
+            self.labels += [np.ones(len(gen), np.int8), np.zeros(len(imp), np.int8)]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.scores), np.concatenate(self.labels)
 
 
 def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine",
@@ -188,6 +204,7 @@ class Split:
     similarity: str
     failed: object = None        # probe images without a face (key, identity, status)
     acquisition: dict | None = None
+    gallery_images: frozenset = frozenset()  # the keys of the gallery's images (`split_gallery`): never probes
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -291,7 +308,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
-    return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition)
+    return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition,
+                 frozenset(gallery_keys))
 
 
 
@@ -304,7 +322,11 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 
     probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]
     gallery_keys = [list(s.gallery_rows.key) for s in splits]
-    common_p = sorted(set.intersection(*(set(k) for k in probe_keys)))
+    # an image that is any model's gallery image is no probe of the fusion (as the distributed reducer
+    # leaves them out): where the models chose different gallery images, the others' were counted as
+    # probes without a face
+    gallery_images = frozenset().union(*(s.gallery_images for s in splits))
+    common_p = sorted(k for k in set.intersection(*(set(k) for k in probe_keys)) if k[0] not in gallery_images)
     common_g = sorted(set.intersection(*(set(k) for k in gallery_keys)))
     if not common_p or not common_g:
         raise ValueError("the models to fuse share no probes or no gallery entries")
@@ -317,20 +339,14 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     g_ids = first.gallery_rows.set_index("key").loc[common_g].identity.to_numpy().astype(str)
     mated = p_ids[:, None] == g_ids[None, :]
     fused = fuse_matrices(matrices, mated)
-    scores, labels = fused.reshape(-1), mated.reshape(-1).astype(np.int8)
-    per_probe = None
-    if scores.size > max_pairs:  # every genuine pair, a seeded sample of impostors
-        rng = np.random.default_rng(seed)
-        imp = np.nonzero(labels == 0)[0]
-        kept = max(1, max_pairs - int(labels.sum()))
-        keep = np.concatenate([np.nonzero(labels == 1)[0], rng.choice(imp, kept, replace=False)])
-        scores, labels = scores[keep], labels[keep]
-        per_probe = max(1, kept // len(common_p))
+    pairs = PairSampler(len(p_ids), len(g_ids), max_pairs, seed)
+    pairs.add(fused, mated)
+    (scores, labels), per_probe = pairs.result(), pairs.per_probe
     # a probe fused only where every model has it: one that some model could not embed is a failure
     failed = pd.concat([s.failed for s in splits if s.failed is not None] +
                        [s.probe_rows[["key", "identity"]] for s in splits], ignore_index=True)
     common_keys = {k for k, _ in common_p}
-    failed = failed[~failed.key.isin(common_keys)].drop_duplicates("key")
+    failed = failed[~failed.key.isin(common_keys) & ~failed.key.isin(gallery_images)].drop_duplicates("key")
     acquisition = None
     if first.acquisition:
         g = first.acquisition["gallery"]

@@ -306,6 +306,41 @@ def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_
             run_score(str(tmp_path / "q"), str(tmp_path / "g"), str(tmp_path / "x"), name="m plain", distributed=d)
 
 
+def test_fusion_of_models_that_chose_other_gallery_images_counts_alike_in_both_reducers(ray_runtime, tmp_path):
+    """Model b found no face in id2/0.jpg, so its gallery image of id2 is id2/1.jpg. One process left out
+    of the fusion's probes only each model's own gallery images, so id2/0.jpg and id2/1.jpg were counted
+    as probes without a face (20 probe samples; the distributed reducer: 18), and above max_pairs it
+    sampled impostors over all pairs, not per probe as the distributed reducer does (48 pairs beside 30)."""
+    from jobs.score import run_score
+
+    def side(folder, model, similarity, seed, faceless=()):
+        emb, ids = faces(n_ids=4, per_id=4, seed=seed)
+        for masked, sub in ((True, "p"), (False, "g")):
+            records = []
+            for i, identity in enumerate(ids):
+                key = f"{identity}/{i % 4}.jpg"
+                ok = masked or key not in faceless
+                records.append(FaceRecord(source_key=key, identity=identity, input_row=key, masked=masked,
+                                          face_index=0 if ok else -1, status="ok" if ok else "no_face",
+                                          embedding=emb[i] if ok else None, model_id=model, mode="plain",
+                                          similarity=similarity))
+            write_shard(tmp_path / folder / sub, records, emb.shape[1])
+        return str(tmp_path / folder / "p"), str(tmp_path / folder / "g")
+
+    a_p, a_g = side("a", "a@sha256:01", "cosine", 11)
+    b_p, b_g = side("b", "b@sha256:02", "euclidean", 12, faceless=("id2/0.jpg",))
+    for extra in ({}, {"max_pairs": 40}):
+        fused = [run_score(a_p, a_g, str(tmp_path / f"r{d}"), name="a", also=[("b", b_p, b_g)], fuse=[["a", "b"]],
+                           distributed=d, force=True, **extra)["results"][2].to_dict() for d in (False, True)]
+        one, many = fused
+        assert one["acquisition"] == many["acquisition"]
+        # 16 images less the 5 that are some model's gallery image (id0..id3's first, id2's second)
+        assert one["acquisition"]["probe"]["samples"] == 11
+        assert one["verification"]["pairs"] == many["verification"]["pairs"]
+        if not extra:
+            assert one == many
+
+
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """--gallery-template mean: one entry per identity, the normalised mean of its images; the
     gallery's images are still kept out of the probes."""
