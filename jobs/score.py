@@ -140,9 +140,29 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
     if acquisition is None:
         return only
     failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
-    headline = result(*M.with_failures_to_acquire(scores, labels, stats, failed_ids, g_ids, impostors_per_probe))
+    all_scores, all_labels, all_stats = M.with_failures_to_acquire(scores, labels, stats, failed_ids, g_ids,
+                                                                   impostors_per_probe)
+    headline = result(all_scores, all_labels, all_stats)
+    unmeasured_fars(headline, int((np.asarray(labels) == 0).sum()), int((all_labels == 0).sum()))
     headline.acquisition, headline.acquired_only = acquisition, only
     return headline
+
+
+def unmeasured_fars(result, real_impostors: int, impostors: int) -> None:
+    """TAR at a FAR whose threshold falls among the comparisons of probes without a face (the k-th
+    highest impostor is one of them: round(f x impostors) > the real ones) is no measurement: those
+    comparisons are rejected at every threshold that accepts a real one, yet at their own score every
+    pair is accepted (28 of 30 probes without a face read TAR 100 % at FAR 0.1). n/a, as TPIR at
+    such an FPIR is; the seed's reading too, past the real impostors' share."""
+    v = result.verification
+    if not v or impostors == 0:
+        return
+    for far in list(v.get("tar_at_far", {})):
+        if v["tar_at_far"][far] is not None and round(float(far) * impostors) > real_impostors:
+            v["tar_at_far"][far] = None
+    for far in list(v.get("seed_tar_at_far", {})):
+        if float(far) > real_impostors / impostors:
+            v["seed_tar_at_far"][far] = None
 
 
 def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:

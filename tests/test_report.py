@@ -116,6 +116,29 @@ def test_the_roc_plot_reaches_the_smallest_far_measured(tmp_path):
     assert (tmp_path / "roc.png").stat().st_size > 0
 
 
+def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
+    """28 of 30 probes without a face: the 15th highest of 150 impostors is a faceless probe's
+    comparison, where every pair is accepted, and TAR@FAR 0.1 read 100 %."""
+    from jobs.score import counted_result
+    from recog.report import acquisition_counts
+
+    rng = np.random.default_rng(7)
+    gallery = rng.normal(size=(6, 8))
+    g_ids = [f"id{i}" for i in range(6)]
+    probes = gallery[:2] + 0.3 * rng.normal(size=(2, 8))  # the two probes with a face: id0 and id1
+    sims = M.similarity_matrix(probes, gallery)
+    same = np.array(g_ids[:2])[:, None] == np.array(g_ids)[None, :]
+    scores, labels = np.r_[sims[same], sims[~same]], np.r_[np.ones(2, int), np.zeros(10, int)]
+    stats = M.identification_stats(probes, gallery, g_ids[:2], g_ids)
+    failed = [g_ids[i % 6] for i in range(28)]
+    result = counted_result("m", scores, labels, stats, g_ids, failed, acquisition=acquisition_counts(2, 28))
+    v = result.verification
+    assert (v["genuine"], v["impostor"]) == (30, 150)
+    assert v["tar_at_far"]["0.1"] is None and v["seed_tar_at_far"]["0.1"] is None  # 15 > the 10 real impostors
+    assert v["tar_at_far"]["0.01"]["threshold"] > scores.min() - 1  # k = 2: a real impostor's score
+    assert result.acquired_only.verification["tar_at_far"]["0.1"] is not None
+
+
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
     report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
