@@ -576,6 +576,7 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     result = evaluate(name, scores, labels, folds=folds)
     result.score = SCORE_UNITS[str(rows.similarity.iloc[0])]
     result.verification["pairs_skipped"] = len(pairs) - len(keep)
+    unmeasured_fars(result, int((labels[acquired] == 0).sum()), int((labels == 0).sum()))
     images = {k for i in keep for k in (pairs.a[i], pairs.b[i])}
     failed_images = len(images & no_face)
     result.acquisition = {"images": acquisition_counts(len(images) - failed_images, failed_images)["probe"],

@@ -341,6 +341,27 @@ def test_fusion_of_models_that_chose_other_gallery_images_counts_alike_in_both_r
             assert one == many
 
 
+def test_a_pairs_protocol_mostly_without_faces_leaves_tar_at_far_unmeasured(tmp_path):
+    """Pairs whose images mostly had no face: the impostor pairs at the FAR 0.1 threshold are rejected
+    ones, scored below every real pair, so TAR@FAR 0.1 read 100 %."""
+    from jobs.score import score_pairs
+    from recog.protocols import Pairs
+
+    emb, ids = faces(n_ids=4, per_id=3, seed=13)
+    records = [FaceRecord(source_key=f"{ids[i]}/{i}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i}.jpg",
+                          face_index=0 if i < 4 else -1, status="ok" if i < 4 else "no_face",
+                          embedding=emb[i] if i < 4 else None, masked=False, model_id="m", mode="plain",
+                          similarity="cosine") for i in range(len(ids))]
+    write_shard(tmp_path / "emb", records, emb.shape[1])
+    keys = [r.source_key for r in records]
+    a, b = zip(*[(keys[i], keys[j]) for i in range(len(keys)) for j in range(i + 1, len(keys))])
+    labels = [int(ids[keys.index(x)] == ids[keys.index(y)]) for x, y in zip(a, b)]
+    result = score_pairs([str(tmp_path / "emb")], Pairs(list(a), list(b), labels), "m")
+    v = result.verification
+    real = sum(1 for x, y, lab in zip(a, b, labels) if not lab and keys.index(x) < 4 and keys.index(y) < 4)
+    assert real == 3 < round(0.1 * v["impostor"]) and v["tar_at_far"]["0.1"] is None
+
+
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """--gallery-template mean: one entry per identity, the normalised mean of its images; the
     gallery's images are still kept out of the probes."""
