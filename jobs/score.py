@@ -137,6 +137,8 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
         return out
 
     only = result(scores, labels, stats)
+    if impostors_per_probe is not None and only.verification:  # the report says the impostors are a sample
+        only.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
     if acquisition is None:
         return only
     failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
@@ -144,6 +146,8 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
                                                                    impostors_per_probe)
     headline = result(all_scores, all_labels, all_stats)
     unmeasured_fars(headline, int((np.asarray(labels) == 0).sum()), int((all_labels == 0).sum()))
+    if impostors_per_probe is not None and headline.verification:
+        headline.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
     headline.acquisition, headline.acquired_only = acquisition, only
     return headline
 

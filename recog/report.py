@@ -143,6 +143,10 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
         v0 = ver[0].verification
         lines.append(f"{v0['genuine']} genuine and {v0['impostor']} impostor pairs. TAR at FAR f: threshold = the "
                      "k-th highest impostor score, k = round(f x impostors), accept score >= threshold.")
+        if v0.get("impostors_sampled_per_probe"):
+            lines.append(f"Impostor pairs are a seeded sample of {v0['impostors_sampled_per_probe']} per probe: all "
+                         "probe x gallery comparisons are more than the reducer's max_pairs (2,000,000 by default); "
+                         "every genuine pair is kept.")
         if v0.get("pairs_skipped"):
             lines.append(f"{v0['pairs_skipped']} pair(s) of the protocol were left out: an image they name is not "
                          "in the dataset (`--missing skip`).")

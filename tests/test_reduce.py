@@ -330,15 +330,18 @@ def test_fusion_of_models_that_chose_other_gallery_images_counts_alike_in_both_r
     a_p, a_g = side("a", "a@sha256:01", "cosine", 11)
     b_p, b_g = side("b", "b@sha256:02", "euclidean", 12, faceless=("id2/0.jpg",))
     for extra in ({}, {"max_pairs": 40}):
-        fused = [run_score(a_p, a_g, str(tmp_path / f"r{d}"), name="a", also=[("b", b_p, b_g)], fuse=[["a", "b"]],
-                           distributed=d, force=True, **extra)["results"][2].to_dict() for d in (False, True)]
-        one, many = fused
+        runs = [run_score(a_p, a_g, str(tmp_path / f"r{d}"), name="a", also=[("b", b_p, b_g)], fuse=[["a", "b"]],
+                          distributed=d, force=True, **extra)["results"] for d in (False, True)]
+        one, many = (r[2].to_dict() for r in runs)
         assert one["acquisition"] == many["acquisition"]
         # 16 images less the 5 that are some model's gallery image (id0..id3's first, id2's second)
         assert one["acquisition"]["probe"]["samples"] == 11
         assert one["verification"]["pairs"] == many["verification"]["pairs"]
         if not extra:
             assert one == many
+        else:  # the report says the impostors are a sample (it said nothing)
+            assert [r[0].verification["impostors_sampled_per_probe"] for r in runs] == [2, 2]  # 40 // 12 - 1
+            assert "Impostor pairs are a seeded sample of 2 per probe" in (tmp_path / "rTrue" / "report.md").read_text()
 
 
 def test_a_pairs_protocol_mostly_without_faces_leaves_tar_at_far_unmeasured(tmp_path):
