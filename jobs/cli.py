@@ -298,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
     s.add_argument("--gallery-template", choices=("best", "mean"), default="best",
                    help="best: every gallery image an entry, an identity scores as its best image (default); "
-                        "mean: one template per identity, the mean of its normalised embeddings")
+                        "mean: one template per identity, the normalised mean of its normalised embeddings (a Euclidean "
+                        "model's: their plain mean)")
     s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
     s.add_argument("--name", help="the first method's name in the report (default: its model)")
     s.add_argument("--compare", nargs=3, action="append", default=[], metavar=("NAME", "PROBES", "GALLERY"),

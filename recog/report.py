@@ -141,8 +141,11 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {_pct(r.verification['auc'])} |")
         lines.append("")
         v0 = ver[0].verification
-        lines.append(f"{v0['genuine']} genuine and {v0['impostor']} impostor pairs. TAR at FAR f: threshold = the "
-                     "k-th highest impostor score, k = round(f x impostors), accept score >= threshold.")
+        counts = [(r.name, r.verification["genuine"], r.verification["impostor"]) for r in ver]
+        pairs = (f"{v0['genuine']} genuine and {v0['impostor']} impostor pairs" if len({c[1:] for c in counts}) == 1
+                 else "; ".join(f"{n}: {g} genuine and {i} impostor pairs" for n, g, i in counts))
+        lines.append(f"{pairs}. TAR at FAR f: threshold = the k-th highest impostor score, k = round(f x impostors), "
+                     "accept score >= threshold.")
         if v0.get("impostors_sampled_per_probe"):
             lines.append(f"Impostor pairs are a seeded sample of {v0['impostors_sampled_per_probe']} per probe: all "
                          "probe x gallery comparisons are more than the reducer's max_pairs (2,000,000 by default); "
@@ -176,9 +179,12 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             cells += [_pct(ranks.get("1")), _pct(ranks.get("5"))]
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
         lines.append("")
-        i0 = ident[0].identification
-        lines.append(f"{i0['probes']} probes ({i0['mated_probes']} with their identity in the gallery), "
-                     f"{i0['gallery']} gallery entries.")
+        facts = [(r.name, r.identification["probes"], r.identification["mated_probes"], r.identification["gallery"])
+                 for r in ident]
+        described = ["{} probes ({} with their identity in the gallery), {} gallery entries".format(*f[1:])
+                     for f in facts]
+        lines.append(f"{described[0]}." if len(set(described)) == 1 else
+                     "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
         lines.append("")
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
         lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results

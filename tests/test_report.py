@@ -139,6 +139,26 @@ def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
     assert result.acquired_only.verification["tar_at_far"]["0.1"] is not None
 
 
+def test_methods_of_other_counts_each_say_theirs():
+    """report.md gave the first method's pairs, probes and gallery entries for every method (a fusion
+    over fewer common probes said the first model's counts)."""
+    rng = np.random.default_rng(8)
+    gallery = rng.normal(size=(4, 8))
+    ids = list("abcd")
+    results = []
+    for name, n in (("one", 4), ("fused", 3)):
+        probes = gallery[:n] + 0.2 * rng.normal(size=(n, 8))
+        sims = M.similarity_matrix(probes, gallery)
+        same = np.array(ids[:n])[:, None] == np.array(ids)[None, :]
+        results.append(evaluate(name, np.r_[sims[same], sims[~same]], np.r_[np.ones(n), np.zeros(same.size - n)],
+                                stats=M.identification_stats(probes, gallery, ids[:n], ids)))
+    md = markdown_tables(results)
+    assert "one: 4 genuine and 12 impostor pairs; fused: 3 genuine and 9 impostor pairs." in md
+    assert ("one: 4 probes (4 with their identity in the gallery), 4 gallery entries; fused: 3 probes (3 with "
+            "their identity in the gallery), 4 gallery entries.") in md
+    assert "\n4 genuine and 12 impostor pairs." in markdown_tables(results[:1])
+
+
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     """LFW's headline figure (k-fold accuracy) and the pairs `--missing skip` left out were in
     report.json only: report.md gave "N pairs of pairs.txt" in its title and nothing of either."""
