@@ -250,6 +250,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                 id_lists.append(read_seed_list(path))
     if protocol is not None:
         protocol.a, protocol.b = ([dataset_key(k, images) for k in side] for side in (protocol.a, protocol.b))
+        protocol = protocol.distinct(redact(pairs))
     id_lists = [[dataset_key(k, images) for k in listed] for listed in id_lists] if id_lists is not None else None
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:

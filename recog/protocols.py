@@ -61,6 +61,31 @@ class Pairs:
         """Every image the protocol needs, once, in first-seen order."""
         return list(dict.fromkeys(self.a + self.b))
 
+    def distinct(self, source: str = "") -> "Pairs":
+        """The pairs, each once: a pair given again (either way round) with the same label is dropped
+        with a warning; one given with both labels, or an image paired with itself (always a match:
+        it raised TAR and AUC), is refused naming both. `source` names the file in messages."""
+        seen, keep = {}, []
+        for i, (a, b, label) in enumerate(zip(self.a, self.b, self.labels.tolist())):
+            where = f"{source}: pair {i + 1}" if source else f"pair {i + 1}"
+            if a == b:
+                raise ValueError(f"{where} pairs {a!r} with itself: an image always matches itself, so the pair "
+                                 "measures nothing")
+            pair = (a, b) if a <= b else (b, a)
+            if pair in seen:
+                if seen[pair][1] != label:
+                    raise ValueError(f"{where} ({a!r}, {b!r}) is pair {seen[pair][0] + 1} again with the other "
+                                     "label: one pair cannot be genuine and impostor")
+                continue
+            seen[pair] = (i, label)
+            keep.append(i)
+        if len(keep) == len(self):
+            return self
+        warnings.warn(f"{source or 'the protocol'}: {len(self) - len(keep)} pair(s) given again were counted once",
+                      stacklevel=2)
+        return Pairs([self.a[i] for i in keep], [self.b[i] for i in keep], self.labels[keep],
+                     None if self.folds is None else self.folds[keep], self.name)
+
 
 @dataclass
 class Item:

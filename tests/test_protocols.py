@@ -107,3 +107,21 @@ def test_plain_pairs_keep_a_mistyped_first_pair_and_name_file_lines(tmp_path):
     assert pairs.a == ["x/1.jpg", "y/1.jpg", "y/1.jpg", "x/1.jpg"] and list(pairs.labels) == [1, 0, 1, 0]
     headed.write_text("first,second,same\nx/1.jpg,x/2.jpg,1\ny/1.jpg,x/2.jpg,0\n")
     assert list(P.read_pairs_file(headed).labels) == [1, 0]
+
+
+def test_pairs_given_again_count_once_and_a_self_pair_is_refused():
+    """A pairs file with an image paired with itself (score 1, always accepted) or the same pair twice
+    was scored as given: 11 self-pairs raised AUC from 97.7 to 98.3 % in a review's run."""
+    pairs = P.Pairs(["a/1.jpg", "a/2.jpg", "b/1.jpg", "a/1.jpg"], ["a/2.jpg", "a/1.jpg", "a/1.jpg", "b/1.jpg"],
+                  [1, 1, 0, 0], folds=np.array([0, 0, 1, 1]))
+    with pytest.warns(UserWarning, match="p.csv: 2 pair\\(s\\) given again were counted once"):
+        once = pairs.distinct("p.csv")
+    assert (once.a, once.b, once.labels.tolist(), once.folds.tolist()) == (["a/1.jpg", "b/1.jpg"],
+                                                                             ["a/2.jpg", "a/1.jpg"], [1, 0], [0, 1])
+    with pytest.raises(ValueError, match="p.csv: pair 2 pairs 'a/1.jpg' with itself"):
+        P.Pairs(["a/1.jpg", "a/1.jpg"], ["a/2.jpg", "a/1.jpg"], [1, 1]).distinct("p.csv")
+    with pytest.raises(ValueError, match=r"pair 2 \('a/2.jpg', 'a/1.jpg'\) is pair 1 again with the other label"):
+        P.Pairs(["a/1.jpg", "a/2.jpg"], ["a/2.jpg", "a/1.jpg"], [1, 0]).distinct()
+    unique = P.Pairs(["x/1.jpg"], ["y/1.jpg"], [1])
+    assert unique.distinct() is unique
+
