@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "path column, optional identity and masked columns)")
     v.add_argument("output", help="where embeddings/ and report/ go")
     v.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
-    v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy), the seed's "
+    v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy) or pairsDevTest.txt, the seed's "
                                    "c-RMFRD CSV (Input,Target,Label; GBK or UTF-8) or a plain a,b,label CSV")
     v.add_argument("--lists", nargs=2, metavar=("GALLERY", "PROBES"),
                    help="identification lists (one image path per line, the seed's Protocol_identification files)")

@@ -154,33 +154,40 @@ def read_seed_list(path: Path, strict: bool = False) -> list[str]:
 
 
 def read_lfw_pairs(path: Path) -> Pairs:
-    """LFW View 2: `folds n`, then per fold n matched (`name i j`) and n mismatched (`a i b j`) lines."""
-    lines = [ln.split() for ln in read_text(path).splitlines() if ln.strip()]
-    try:
-        n_folds, per = int(lines[0][0]), int(lines[0][1])
-    except (IndexError, ValueError):
-        raise ValueError(f"{path}: first line must be '<folds> <pairs per class per fold>'") from None
+    """LFW View 2 (`pairs.txt`): `folds n`, then per fold n matched (`name i j`) and n mismatched
+    (`a i b j`) lines; or View 1 (`pairsDevTrain.txt`, `pairsDevTest.txt`): `n`, then n matched and
+    n mismatched lines, one set without folds. Errors name the file's line (blank lines counted)."""
+    lines = [(number, ln.split()) for number, ln in enumerate(read_text(path).splitlines(), start=1) if ln.strip()]
+    head = lines[0][1] if lines else []
+    if len(head) not in (1, 2) or not all(v.isdigit() for v in head):
+        raise ValueError(f"{path}: first line must be '<folds> <pairs per class per fold>' (View 2) or "
+                         "'<pairs per class>' (View 1)")
+    n_folds, per = (int(head[0]), int(head[1])) if len(head) == 2 else (1, int(head[0]))
     body = lines[1:]
     if len(body) != n_folds * 2 * per:
         raise ValueError(f"{path}: expected {n_folds * 2 * per} pair lines, found {len(body)}")
 
-    def key(name, number):
+    def key(name, number, line):
+        if not number.isdigit():
+            raise ValueError(f"{path} line {line}: {number!r} is not an image number (a name with a space is "
+                             "not LFW's: LFW writes it with underscores)")
         return f"{name}/{name}_{int(number):04d}.jpg"
 
     a, b, labels, folds = [], [], [], []
-    for i, row in enumerate(body):
-        fold = i // (2 * per)
+    for i, (line, row) in enumerate(body):
         if len(row) == 3:
-            a.append(key(row[0], row[1]))
-            b.append(key(row[0], row[2]))
+            a.append(key(row[0], row[1], line))
+            b.append(key(row[0], row[2], line))
             labels.append(1)
         elif len(row) == 4:
-            a.append(key(row[0], row[1]))
-            b.append(key(row[2], row[3]))
+            a.append(key(row[0], row[1], line))
+            b.append(key(row[2], row[3], line))
             labels.append(0)
         else:
-            raise ValueError(f"{path} line {i + 2}: expected 3 or 4 fields, got {row}")
-        folds.append(fold)
+            raise ValueError(f"{path} line {line}: expected 3 or 4 fields, got {row}")
+        folds.append(i // (2 * per))
+    if len(head) == 1:
+        return Pairs(a, b, np.array(labels), None, name="lfw-view1")
     return Pairs(a, b, np.array(labels), np.array(folds), name="lfw-view2")
 
 
@@ -221,11 +228,11 @@ def read_plain_pairs(path: Path) -> Pairs:
 
 
 def read_pairs_file(path: Path) -> Pairs:
-    """Any pairs protocol, by its shape: LFW's View 2 `pairs.txt` (first line `<folds> <n>`), the
-    seed's c-RMFRD CSV (header `Input,Target,Label`), or a plain `a,b,label` CSV."""
+    """Any pairs protocol, by its shape: LFW's View 2 `pairs.txt` (first line `<folds> <n>`) or View 1
+    (`<n>`), the seed's c-RMFRD CSV (header `Input,Target,Label`), or a plain `a,b,label` CSV."""
     text = read_text(path)
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if re.fullmatch(r"\s*\d+\s+\d+\s*", first):
+    if re.fullmatch(r"\s*\d+(\s+\d+)?\s*", first):
         return read_lfw_pairs(path)
     if [c.strip() for c in first.split(",")[:3]] == ["Input", "Target", "Label"]:
         return read_seed_verification(path)

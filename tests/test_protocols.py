@@ -56,6 +56,19 @@ def test_lfw_pairs_view2(tmp_path):
     path.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(ValueError, match="expected 8 pair lines"):
         P.read_lfw_pairs(path)
+    # a blank line is counted in the line an error names (line 4 was named for line 5)
+    path.write_text("\n".join(lines[:2] + [""] + lines[2:3] + ["Abdel_Madi_Shabneh\t1\tDean Barker\t1"] +
+                              lines[4:]) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.txt line 5: expected 3 or 4 fields"):
+        P.read_lfw_pairs(path)
+    # a name with a space: "invalid literal for int() with base 10", naming neither file nor line
+    path.write_text("\n".join(lines[:1] + ["Abel Pacheco\t1\t4"] + lines[2:]) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.txt line 2: 'Pacheco' is not an image number"):
+        P.read_lfw_pairs(path)
+    # View 1 (pairsDevTest.txt): one count, no folds; it was refused as a plain CSV
+    path.write_text("\n".join(["2"] + lines[1:5]) + "\n")
+    view1 = P.read_pairs_file(path)
+    assert view1.labels.tolist() == [1, 1, 0, 0] and view1.folds is None and view1.name == "lfw-view1"
 
 
 def test_generated_protocols_from_a_folder_dataset():
