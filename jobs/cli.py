@@ -255,8 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "path column, optional identity and masked columns)")
     v.add_argument("output", help="where embeddings/ and report/ go")
     v.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
-    v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy) or pairsDevTest.txt, the seed's "
-                                   "c-RMFRD CSV (Input,Target,Label; GBK or UTF-8) or a plain a,b,label CSV")
+    v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy) or "
+                                   "pairsDevTest.txt, the seed's c-RMFRD CSV (Input,Target,Label; GBK or UTF-8) or a "
+                                   "plain a,b,label CSV")
     v.add_argument("--lists", nargs=2, metavar=("GALLERY", "PROBES"),
                    help="identification lists (one image path per line, the seed's Protocol_identification files)")
     v.add_argument("--masked-rule", default="seed",
@@ -298,8 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
     s.add_argument("--gallery-template", choices=("best", "mean"), default="best",
                    help="best: every gallery image an entry, an identity scores as its best image (default); "
-                        "mean: one template per identity, the normalised mean of its normalised embeddings (a Euclidean "
-                        "model's: their plain mean)")
+                        "mean: one template per identity, the normalised mean of its normalised embeddings (a "
+                        "Euclidean model's: their plain mean)")
     s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
     s.add_argument("--name", help="the first method's name in the report (default: its model)")
     s.add_argument("--compare", nargs=3, action="append", default=[], metavar=("NAME", "PROBES", "GALLERY"),
