@@ -185,6 +185,10 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      for f in facts]
         lines.append(f"{described[0]}." if len(set(described)) == 1 else
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
+        absent = (ident[0].acquisition or {}).get("not_in_dataset")
+        if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
+            lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "
+                         "(`--missing skip`).")
         lines.append("")
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
         lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results

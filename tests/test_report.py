@@ -157,6 +157,9 @@ def test_methods_of_other_counts_each_say_theirs():
     assert ("one: 4 probes (4 with their identity in the gallery), 4 gallery entries; fused: 3 probes (3 with "
             "their identity in the gallery), 4 gallery entries.") in md
     assert "\n4 genuine and 12 impostor pairs." in markdown_tables(results[:1])
+    results[0].acquisition = {"not_in_dataset": 2614}  # `mfr evaluate --lists ... --missing skip`
+    assert "2614 image(s) the lists name were left out: they are not in the dataset (`--missing skip`)." \
+        in markdown_tables(results)
 
 
 def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
