@@ -621,7 +621,7 @@ def cmd_evaluate(args) -> int:
             _finish("evaluate", exc.summary, bar)
         raise
     _finish("evaluate", result["embed"], bar)
-    _print_report({"paths": result["report"]})
+    _print_report({"paths": result["report"], "notes": result.get("notes")})
     return 0
 
 

@@ -213,7 +213,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embedding job's summary."""
     from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
-    from jobs.score import GALLERY_TEMPLATES, NothingToScore, score_pairs
+    from jobs.score import GALLERY_TEMPLATES, NothingToScore, score_pairs, unmated_note
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
@@ -325,18 +325,20 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
                                  missing)
         title = title or f"Evaluation: {described}"
+        notes = [n for n in [unmated_note(result)] if n]
         with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
             template = {"best": "every gallery image an entry (an identity scores as its best image)",
                         "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
             paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
                                                                                         if template else ""), extra={
                 "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
-                "face": face, "input_kind": input_kind, "gallery_template": gallery_template})
+                "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
+                **({"notes": notes} if notes else {})})
             written = {}
             for report_kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
                 out.write(f"report/{path.name}", path.read_bytes())
                 written[report_kind] = out.uri_of(f"report/{path.name}")
-        return {"embed": summary, "result": result, "report": written, "protocol": kind}
+        return {"embed": summary, "result": result, "report": written, "protocol": kind, "notes": notes}
     except NothingToScore as exc:
         exc.summary = summary  # what happened to each image, for the command to print first
         raise

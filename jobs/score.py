@@ -427,8 +427,8 @@ def unmated_note(result, named: bool = False) -> str | None:
     if not unmated:
         return None
     return (f"{unmated} of {ident['probes']} probes{f' ({result.name})' if named else ''} have no gallery entry of "
-            "their identity (no unmasked face of it was embedded): they are scored as non-mated searches, so "
-            "they count towards FPIR and not towards rank-k or TPIR. The gallery shards' status column says why.")
+            "their identity (no gallery image of it gave a face, or the gallery does not hold it): they are scored "
+            "as non-mated searches, so they count towards FPIR and not towards rank-k or TPIR.")
 
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,

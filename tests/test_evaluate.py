@@ -337,6 +337,12 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     assert main(["evaluate", str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos"]) == 0
     assert "1 genuine and 1 impostor pairs" in (out / "report" / "report.md").read_text()
     capsys.readouterr()
+    # identification lists whose probes include one of an identity the gallery lacks: said, not silent
+    (elsewhere / "g.txt").write_text("p/a.jpg\n")
+    (elsewhere / "pr.txt").write_text("p/b.jpg\nq/c.jpg\n")
+    assert main(["evaluate", str(dataset), str(out), "--lists", str(elsewhere / "g.txt"), str(elsewhere / "pr.txt"),
+                 "--quiet", "--input-kind", "photos"]) == 0
+    assert "note: 1 of 2 probes have no gallery entry of their identity" in capsys.readouterr().out
     pairs.write_text("./p/a.jpg,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # one image, spelt two ways
     assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet"]) == 2
     assert f"{pairs}: pair 1 pairs 'p/a.jpg' with itself" in capsys.readouterr().err

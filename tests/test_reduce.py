@@ -270,7 +270,8 @@ def test_probes_of_an_identity_without_a_gallery_face_are_named_in_the_report(ra
                         distributed=distributed)
         ident = got["result"].identification
         assert (ident["probes"], ident["mated_probes"]) == (7, 4)  # id2's 3 images are all probes
-        assert any("3 of 7 probes have no gallery entry of their identity" in n for n in got["notes"])
+        assert any("3 of 7 probes have no gallery entry of their identity (no gallery image of it gave a face"
+                   in n for n in got["notes"])
         assert "> **Note:** 3 of 7 probes have no gallery entry" in (tmp_path / f"r{distributed}" / "report.md"
                                                                         ).read_text()
 
