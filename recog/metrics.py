@@ -13,7 +13,8 @@ Verification
   f < 1 / impostors (k = 0) is refused: the data cannot measure it.
 - Best accuracy: the highest (accepted genuines + rejected impostors) / pairs over all thresholds.
 - K-fold accuracy (LFW View 2 protocol, 10 folds): for each fold, the best-accuracy threshold of the
-  other folds is applied to it; mean and (population) standard deviation of the fold accuracies.
+  other folds, moved midway to their next lower score, is applied to it; mean and (population)
+  standard deviation of the fold accuracies.
 
 Identification (probes against a gallery, `ids` name identities)
 - A probe is *mated* when its identity is in the gallery. Its mated score is the best score among
@@ -206,6 +207,12 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
             raise ValueError(f"fold {f}: the pairs of the other folds are all {one}, so no threshold can be chosen "
                              "for it")
         _, t = best_accuracy(s[~test], y[~test])
+        # midway to the next lower score of the other folds: the best-accuracy threshold is a score of
+        # theirs (accept >= it), the tightest of the thresholds that are best there, and judged a fold
+        # whose genuine pairs fall just below it as wrong (two folds parted by 0.3 read 83.3 %)
+        below = s[~test][s[~test] < t]
+        if np.isfinite(t) and below.size:
+            t = float((t + below.max()) / 2)
         accs.append(float(((s[test] >= t) == y[test]).mean()))
         thresholds.append(t)
     return KFold(float(np.mean(accs)), float(np.std(accs)), tuple(accs), tuple(thresholds))
