@@ -160,8 +160,8 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             for r in folded:
                 k = r.verification["kfold_accuracy"]
                 lines.append(f"| {r.name} | {_pct(k['mean'])} ± {_pct(k['std'])} | {len(k['folds'])} |")
-            lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds; "
-                      "mean ± standard deviation over the folds.", ""]
+            lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds "
+                      "(midway to their next lower score); mean ± standard deviation over the folds.", ""]
     ident = [r for r in results if r.identification]
     if not ver and ident:  # the section stays, saying why it is empty (it vanished without a word)
         lines += ["## Verification", "", "n/a: the comparisons are all genuine or all impostor (a gallery of one "
