@@ -23,7 +23,7 @@ from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import STYLE_NAMES, MaskStyle, check_seed, mask_rng, style_from_name
-from maskgen.record import FaceRecord
+from maskgen.record import FaceRecord, as_recorded
 
 OUTPUTS = ("image", "crops", "both")
 
@@ -172,7 +172,7 @@ class Augmenter:
         out = np.ascontiguousarray(image.copy())
         records, crop_points = [], []
         for i in range(n):
-            lm = np.asarray(landmarks68[i], dtype=np.float64)
+            lm = as_recorded(landmarks68[i])  # as the manifest keeps them: a re-rendering gives these pixels
             ftype = given_type(face_types[i], lm) if face_types and face_types[i] else \
                 classify_face(image, lm, opts.face_types)
             note, params, masked = "", None, False
@@ -189,6 +189,7 @@ class Augmenter:
             # eyes located on the unmasked image: the mask must not move the alignment
             align_pts, how = alignment_points(points5[i], lm, opts.alignment,
                                               lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
+            align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
             records.append(FaceRecord(
                 source_key=key, face_index=i, box=boxes[i], score=scores[i], landmarks5=points5[i],
                 landmarks68=lm, face_type=ftype.code, yaw=round(float(ftype.yaw), 2),
