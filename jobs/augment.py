@@ -344,8 +344,14 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally,
                                                   done_where=DoneRows(retry_failed=retry_failed, drop=False))
-    plan = plan_from(images.uri, output, groups, lister, tally, notes, lambda row: "{}, {}_face<i>.jpg".format(
-        output.uri_of(output_keys(row["key"])[0]), output_keys(row["key"])[1]))
+    outputs = options.outputs if options is not None else "both"
+
+    def where(row):  # only what the job writes: --outputs image writes no crops, crops no image
+        image, crops = output_keys(row["key"])
+        return ", ".join(([output.uri_of(image)] if outputs != "crops" else []) +
+                         ([f"{crops}_face<i>.jpg"] if outputs != "image" else []))
+
+    plan = plan_from(images.uri, output, groups, lister, tally, notes, where)
     if options is not None:
         plan["settings"] = mask_settings_line(options)
     return plan

@@ -426,7 +426,10 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Options from --config become the subcommand's defaults, so command-line flags still win. Every
     key is checked, whichever command runs: a misspelt key in [embed] fails `mfr mask` too, as the
     file is one configuration."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10 (Ubuntu 22.04's, cluster.yaml's nodes): the same parser as a package
+        import tomli as tomllib
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path)

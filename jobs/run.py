@@ -472,6 +472,9 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         else:
             pools = {"cpu": "a local process pool (no Ray): each process prepares and embeds its batches",
                      "recognition": "the CPU pool's processes"}
+            if recognition_workers is not None:  # said on Ray's CPU-only clusters; said here too
+                summary.notes = [*(summary.notes or []), "--recognition-workers applies where recognition has "
+                                 "GPUs: in the local pool each process (--workers) also embeds"]
         if progress is not None and hasattr(progress, "close"):
             progress.close()
         require_inputs(summary, dataset_uri)

@@ -144,6 +144,10 @@ def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys, mo
     assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--style", "cloth", "--seed", "9"]) == 0
     assert "  masks: style cloth, seed 9, outputs both, face all, alignment five-point, crop_size 112\n" \
         in capsys.readouterr().out
+    for outputs, listed in (("image", f"-> {out}/images/person_01/img1.jpg\n"),
+                            ("crops", "-> crops/person_01/img1.jpg_face<i>.jpg\n")):  # only what is written
+        assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--outputs", outputs]) == 0
+        assert listed in capsys.readouterr().out
 
 
 def readme_commands() -> list[list[str]]:

@@ -103,7 +103,10 @@ def test_an_earlier_output_left_inside_the_input_is_not_input(face_photos, tmp_p
     assert (data / "v1" / "images").is_dir()
     assert main(["mask", str(data), str(data / "v2"), "--executor", "local", "--quiet"]) == 0
     assert sorted(set(read_manifest(str(data / "v2")).source_key)) == keys
-    assert main(["run", str(data), str(data / "run"), "--executor", "local", "--quiet"]) == 0
+    assert main(["run", str(data), str(data / "run"), "--executor", "local", "--quiet", "--recognition-workers",
+                 "2"]) == 0
+    # the local pool has no recognition pool: said, as on a CPU-only Ray cluster (it said nothing)
+    assert "note: --recognition-workers applies where recognition has GPUs" in capsys.readouterr().out
     for later in ("v3", "run2"):  # neither the mask outputs nor the run's (masked images, embeddings, report)
         assert main(["mask", str(data), str(data / later), "--dry-run"]) == 0
         assert f"{len(keys)} input(s)" in capsys.readouterr().out
