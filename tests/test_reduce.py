@@ -166,6 +166,15 @@ def write_shard(folder, records, dim):
     pq.write_table(records_table(records, "shard", dim), out / f"part-{len(list(out.iterdir()))}.parquet")
 
 
+def image_records(emb, ids, per_id: int, masked: bool, faceless=()) -> list:
+    """One face record per image `<identity>/<n>.jpg` (model m, plain mode); the images at the
+    positions in `faceless` have no face."""
+    return [FaceRecord(source_key=f"{ids[i]}/{i % per_id}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % per_id}.jpg",
+                       face_index=0, masked=masked, status="no_face" if i in faceless else "ok",
+                       embedding=None if i in faceless else emb[i], model_id="m", mode="plain", similarity="cosine")
+            for i in range(len(ids))]
+
+
 def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """Probes without a face (no_face, corrupt) count in the headline figures; a duplicate row is not
     a sample; both reducers agree; acquired-only figures are the old ones."""
@@ -217,19 +226,9 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     from jobs.score import enrolment_attempts, run_score
 
     emb, ids = faces(n_ids=3, per_id=5, seed=7)
-    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
-
-    def record(i, masked, status="ok"):
-        key = f"{ids[i]}/{i % 5}.jpg"
-        return FaceRecord(source_key=key, identity=ids[i], input_row=key, face_index=0, masked=masked, status=status,
-                          embedding=emb[i] if status == "ok" else None, **common)
-
     # id0's first image has no face on either side; id2's last image has none either
-    faceless = {0, 14}
-    write_shard(tmp_path / "g", [record(i, False, "no_face" if i in faceless else "ok") for i in range(15)],
-                emb.shape[1])
-    write_shard(tmp_path / "p", [record(i, True, "no_face" if i in faceless else "ok") for i in range(15)],
-                emb.shape[1])
+    write_shard(tmp_path / "g", image_records(emb, ids, 5, False, faceless={0, 14}), emb.shape[1])
+    write_shard(tmp_path / "p", image_records(emb, ids, 5, True, faceless={0, 14}), emb.shape[1])
     reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{d}"), name="m",
                          distributed=d)["result"].to_dict() for d in (False, True)]
     assert reports[0] == reports[1]
@@ -255,16 +254,8 @@ def test_probes_of_an_identity_without_a_gallery_face_are_named_in_the_report(ra
     from jobs.score import run_score
 
     emb, ids = faces(n_ids=3, per_id=3, seed=8)
-    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
-
-    def record(i, masked, status="ok"):
-        key = f"{ids[i]}/{i % 3}.jpg"
-        return FaceRecord(source_key=key, identity=ids[i], input_row=key, face_index=0, masked=masked, status=status,
-                          embedding=emb[i] if status == "ok" else None, **common)
-
-    write_shard(tmp_path / "g", [record(i, False, "no_face" if ids[i] == "id2" else "ok") for i in range(9)],
-                emb.shape[1])
-    write_shard(tmp_path / "p", [record(i, True) for i in range(9)], emb.shape[1])
+    write_shard(tmp_path / "g", image_records(emb, ids, 3, False, faceless={6, 7, 8}), emb.shape[1])  # id2's
+    write_shard(tmp_path / "p", image_records(emb, ids, 3, True), emb.shape[1])
     for distributed in (False, True):
         got = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
                         distributed=distributed)
