@@ -307,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one more method side by side in the same tables and plots (repeatable)")
     s.add_argument("--fuse", action="append", default=[], metavar="NAME,NAME",
                    help="fuse these methods' scores (z-norm on impostors, averaged) into one more row (repeatable)")
+    s.add_argument("--max-pairs", type=positive_int,
+                   help="verification comparisons kept before impostors are sampled (a seeded sample per probe; "
+                        "every genuine pair is kept; default 2000000)")
     s.add_argument("--distributed", action="store_true",
                    help="score with Ray tasks over the probe shards and the gallery in parts (on the cluster of "
                         "RAY_ADDRESS, else a local Ray): same figures, no process holds the whole gallery or "
@@ -602,7 +605,8 @@ def cmd_score(args) -> int:
                             gallery_template=args.gallery_template, force=args.force, name=args.name,
                             also=[tuple(c) for c in args.compare], fuse=[_names(f) for f in args.fuse],
                             distributed=args.distributed, gallery_part_rows=args.gallery_part_rows,
-                            score_device=args.score_device, score_tasks_per_gpu=args.score_tasks_per_gpu))
+                            score_device=args.score_device, score_tasks_per_gpu=args.score_tasks_per_gpu,
+                            **({"max_pairs": args.max_pairs} if args.max_pairs else {})))
     return 0
 
 

@@ -148,7 +148,8 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      "accept score >= threshold.")
         if v0.get("impostors_sampled_per_probe"):
             lines.append(f"Impostor pairs are a seeded sample of {v0['impostors_sampled_per_probe']} per probe: all "
-                         "probe x gallery comparisons are more than the reducer's max_pairs (2,000,000 by default); "
+                         "probe x gallery comparisons are more than the reducer's max_pairs (`mfr score --max-pairs`, "
+                         "2,000,000 by default); "
                          "every genuine pair is kept.")
         if v0.get("pairs_skipped"):
             lines.append(f"{v0['pairs_skipped']} pair(s) of the protocol were left out: an image they name is not "

@@ -130,6 +130,12 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r2"),
                  "--fuse", "a,zzz"]) == 2
     assert "cannot fuse" in capsys.readouterr().err
+    # --max-pairs: impostors sampled per probe past it (max_pairs was Python's only), and said so
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r4"),
+                 "--max-pairs", "4"]) == 0
+    sampled = json.loads((tmp_path / "r4" / "report.json").read_text())["results"][0]["verification"]
+    assert sampled["impostors_sampled_per_probe"] == 1 and "seeded sample of 1 per probe" in \
+        (tmp_path / "r4" / "report.md").read_text()
 
     # both models embedded into one output (their shards side by side, as `mfr embed` of each model
     # into the same folder writes them): --name and --compare choose each method's model
