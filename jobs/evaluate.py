@@ -45,17 +45,12 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
 
 
-def dataset_keys(input_uri: str) -> set[str]:
-    """The keys the embed job gives rows to, without reading an image: a folder's files, or an input
-    manifest's paths."""
+def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
+    """The keys the embed job gives rows to, without reading an image: an input manifest's paths (its
+    `labels`, `manifest_labels`, when they are read already), or a folder's files."""
     if is_manifest(str(input_uri)):
-        return set(manifest_marks(input_uri))
+        return set(labels if labels is not None else manifest_labels(input_uri))
     return set(open_store(input_uri).list())
-
-
-def manifest_marks(input_uri: str) -> dict:
-    """An input manifest's paths, each with what its `masked` column says (None where it says nothing)."""
-    return {key: masked for key, (_, masked) in manifest_labels(input_uri).items()}
 
 
 def manifest_labels(input_uri: str) -> dict:
@@ -271,7 +266,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     labels = manifest_labels(input_uri) if is_manifest(str(input_uri)) else None
     marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
-    keys = set(labels) if labels is not None else dataset_keys(input_uri)
+    keys = dataset_keys(input_uri, labels)
     absent = sorted(needed - keys)
     if absent and missing == "skip":
         refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))
@@ -311,10 +306,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                 gallery_keys, probe_keys = id_lists
                 kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
             else:
-                keys = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
+                embedded = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
                 given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-                flags = given.astype(bool) if by_column else masked_flags(keys, masked_rule)
-                probe_keys, gallery_keys = set(keys[flags]), set(keys[~flags])
+                flags = given.astype(bool) if by_column else masked_flags(embedded, masked_rule)
+                probe_keys, gallery_keys = set(embedded[flags]), set(embedded[~flags])
                 if not probe_keys or not gallery_keys:
                     raise ValueError("need masked and unmasked images: " + (
                         "the manifest's masked column marks none (or all) of them" if by_column else

@@ -134,11 +134,11 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
         has_both = lab.any() and not lab.all()
         out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
         out.score = SCORE_UNITS[unit]
+        if impostors_per_probe is not None and out.verification:  # the report says the impostors are a sample
+            out.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
         return out
 
     only = result(scores, labels, stats)
-    if impostors_per_probe is not None and only.verification:  # the report says the impostors are a sample
-        only.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
     if acquisition is None:
         return only
     failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
@@ -146,8 +146,6 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
                                                                    impostors_per_probe)
     headline = result(all_scores, all_labels, all_stats)
     unmeasured_fars(headline, int((np.asarray(labels) == 0).sum()), int((all_labels == 0).sum()))
-    if impostors_per_probe is not None and headline.verification:
-        headline.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
     headline.acquisition, headline.acquired_only = acquisition, only
     return headline
 
