@@ -274,66 +274,51 @@ def _shard_table(store, keys, where=None):
     return pa.concat_tables(tables) if tables else None
 
 
-def _methods_held(uri: str, shard_keys: list[str]) -> set:
-    """Task: the (model_id, mode) pairs a group of shards holds rows of."""
-    from jobs.storage import open_store, read_parquet_bytes
-
-    store = open_store(uri)
-    held = set()
-    for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["model_id", "mode"]).group_by(["model_id", "mode"]).aggregate([])
-        held |= set(zip(t.column("model_id").to_pylist(), t.column("mode").to_pylist()))
-    return held
+def _methods_of(table):
+    """The (model_id, mode) pairs a shard table holds rows of."""
+    t = table.select(["model_id", "mode"]).group_by(["model_id", "mode"]).aggregate([])
+    return list(zip(t.column("model_id").to_pylist(), t.column("mode").to_pylist()))
 
 
-def method_filter(uri: str, name: str | None, shards_per_task: int):
-    """The row filter of the method `name` names in a shard folder (`jobs.score.choose_method`, as the
-    single-process reducer chooses it), from the (model, mode) pairs its shards hold, read by tasks.
-    The tasks read every row of their shards before: the rows of every model and mode of a folder were
-    scored together (each image twice for `plain` and `flip`), under the gallery's model's name."""
-    import ray
-
-    from jobs.embed import SHARD_DIR, where_shards_are
+def method_filter(held: set, name: str | None, uri: str):
+    """The row filter of the method `name` names among the (model, mode) pairs `held` that a shard
+    folder's tasks found (`jobs.score.choose_method`, as the single-process reducer chooses it). The
+    tasks that index the gallery and count the probes return their labels per method, so choosing
+    reads no shard again."""
     from jobs.inputs import ColumnsEqual
     from jobs.score import choose_method
-    from jobs.storage import open_store
 
-    store = open_store(uri)
-    shards = sorted(k for k in store.list(SHARD_DIR) if k.endswith(".parquet"))
-    if not shards:
-        raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
-    task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_methods_held)
-    held = set().union(*ray.get([task.remote(store.uri, shards[i:i + shards_per_task])
-                                 for i in range(0, len(shards), shards_per_task)]))
-    model_id, mode = choose_method(held, name, store.uri)
+    model_id, mode = choose_method(held, name, uri)
     return ColumnsEqual(model_id=model_id, mode=mode)
 
 
-def _gallery_index(shard_keys: list[str], uri: str, first_shard: int, where=None):
-    """Task: the faces of a group of gallery shards as (key, identity, face_index, shard: the shard's
-    position in the sorted list), their images without a face (key, identity), and their models and
-    similarities. Only these labels reach the driver: tens of bytes per face."""
+def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
+    """Task: per (model_id, mode) the shards hold, the faces of a group of gallery shards as (key,
+    identity, face_index, shard: the shard's position in the sorted list), their images without a face
+    (key, identity), and their similarities. Only these labels reach the driver: tens of bytes per face."""
     import pandas as pd
 
     from jobs.embed import failed_samples
+    from jobs.inputs import ColumnsEqual
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(uri)
-    frames, failed, models, similarities = [], [], set(), set()
+    got = {}
     for n, k in enumerate(shard_keys):
-        t = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
-                                                        "model_id", "mode", "masked"])
-        t = t.filter(where(t)) if where is not None else t
-        failed.append(failed_samples(t)[["key", "identity"]])
-        rows = t.to_pandas()
-        rows = rows[rows.status == "ok"]
-        models |= set(rows.model_id.astype(str))
-        similarities |= set(rows.similarity.astype(str))
-        frames.append(pd.DataFrame({"key": rows.key.to_numpy(), "identity": rows.identity.to_numpy(),
-                                    "face_index": rows.face_index.to_numpy(np.int32),
-                                    "shard": np.full(len(rows), first_shard + n, np.int32)}))
-    failed = pd.concat(failed, ignore_index=True) if failed else pd.DataFrame(columns=["key", "identity"])
-    return pd.concat(frames, ignore_index=True) if frames else None, failed, models, similarities
+        table = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
+                                                            "model_id", "mode", "masked"])
+        for method in _methods_of(table):
+            t = table.filter(ColumnsEqual(model_id=method[0], mode=method[1])(table))
+            frames, failed, similarities = got.setdefault(method, ([], [], set()))
+            failed.append(failed_samples(t)[["key", "identity"]])
+            rows = t.to_pandas()
+            rows = rows[rows.status == "ok"]
+            similarities |= set(rows.similarity.astype(str))
+            frames.append(pd.DataFrame({"key": rows.key.to_numpy(), "identity": rows.identity.to_numpy(),
+                                        "face_index": rows.face_index.to_numpy(np.int32),
+                                        "shard": np.full(len(rows), first_shard + n, np.int32)}))
+    return {method: (pd.concat(frames, ignore_index=True), pd.concat(failed, ignore_index=True), similarities)
+            for method, (frames, failed, similarities) in got.items()}
 
 
 def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, similarity: str, where=None):
@@ -384,7 +369,8 @@ class Index:
     similarity: str
 
 
-def _index(uri: str, shards_per_task: int, where=None):
+def _index(uri: str, shards_per_task: int, name: str | None = None):
+    """The gallery's labels in the shards under `uri`, of the method `name` names (`method_filter`)."""
     import pandas as pd
     import ray
 
@@ -396,26 +382,25 @@ def _index(uri: str, shards_per_task: int, where=None):
     if not shards:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
     task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_index)
-    got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i, where)
+    got = ray.get([task.remote(shards[i:i + shards_per_task], store.uri, i)
                    for i in range(0, len(shards), shards_per_task)])
-    frames = [f for f, _, _, _ in got if f is not None]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["key", "identity", "face_index", "shard"])
-    models = set().union(*(m for _, _, m, _ in got))
-    similarities = set().union(*(s for _, _, _, s in got))
-    if len(models) > 1 or len(similarities) > 1:
-        raise ValueError(f"the gallery shards under {store.uri} must come from one model, found {sorted(models)}: "
-                         "the distributed reducer scores folders of one model; without --distributed, --name "
-                         "chooses one")
-    failed = pd.concat([f for _, f, _, _ in got], ignore_index=True)
-    return Index(rows, failed, store.uri, where, shards, models.pop() if models else "",
-                 similarities.pop() if similarities else "cosine")
+    where = method_filter(set().union(*got), name, store.uri)
+    method = (where.values["model_id"], where.values["mode"])
+    held = [g[method] for g in got if method in g]
+    rows = pd.concat([f for f, _, _ in held], ignore_index=True)
+    similarities = set().union(*(s for _, _, s in held))
+    if len(similarities) > 1:
+        raise ValueError(f"the gallery shards under {store.uri} of {method[0]} {method[1]} must have one "
+                         f"similarity, found {sorted(similarities)}")
+    failed = pd.concat([f for _, f, _ in held], ignore_index=True)
+    return Index(rows, failed, store.uri, where, shards, method[0], similarities.pop() if similarities else "cosine")
 
 
 def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
-                 shards_per_task: int, wheres=None) -> Gallery:
-    """Index every model's gallery shards, choose the split, cut the common entries into parts and
-    start one task per part and model that leaves its embeddings in the object store."""
+                 shards_per_task: int, names=None) -> Gallery:
+    """Index every model's gallery shards (of the method each of `names` names, `method_filter`), choose
+    the split, cut the common entries into parts and start one task per part and model that leaves its
+    embeddings in the object store."""
     import ray
 
     from jobs.score import GALLERY_TEMPLATES, enrolment_attempts, split_gallery
@@ -424,7 +409,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
     if part_rows < 1:
         raise ValueError("gallery part rows must be at least 1")
-    indexed = [_index(u, shards_per_task, w) for u, w in zip(gallery_uris, wheres or [None] * len(gallery_uris))]
+    indexed = [_index(u, shards_per_task, n) for u, n in zip(gallery_uris, names or [None] * len(gallery_uris))]
     chosen, images, counts = [], set(), []
     for index in indexed:
         rows = index.rows
@@ -588,21 +573,40 @@ def _codes(identity, identities) -> np.ndarray:
     return np.where(identities[pos] == ids, pos, -1)
 
 
-def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys, where=None) -> tuple[int, int, int]:
-    """(probes, faces, failed): embedded faces that are probes, all embedded faces (gallery images
-    included), and rows of images outside the gallery in which no face was embedded."""
+def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
+    """Per (model_id, mode) the shards hold: (probes, faces, failed), the embedded faces that are probes,
+    all embedded faces (gallery images included), and rows of images outside the gallery in which no
+    face was embedded."""
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(probe_uri)
-    n = faces = failed = 0
+    counts = {}
     for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"])
-        t = (t.filter(where(t)) if where is not None else t).to_pandas()
+        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"]).to_pandas()
         ok, probe = t.status == "ok", ~t.key.isin(exclude_keys)
-        n += int((ok & probe).sum())
-        failed += int((~ok & probe).sum())
-        faces += int(ok.sum())
-    return n, faces, failed
+        for method, at in t.groupby(["model_id", "mode"], sort=False).groups.items():
+            n, faces, failed = counts.get(method, (0, 0, 0))
+            counts[method] = (n + int((ok & probe)[at].sum()), faces + int(ok[at].sum()),
+                              failed + int((~ok & probe)[at].sum()))
+    return counts
+
+
+def _probe_counts(uri: str, groups: list[list[str]], exclude, name: str | None):
+    """(row filter of the method `name` names, (probes, faces, failed) of it) in the probe shards under
+    `uri`, cut into `groups` of shard keys, counted by tasks."""
+    import ray
+
+    from jobs.embed import SHARD_DIR, where_shards_are
+    from jobs.storage import open_store
+
+    groups = [g for g in groups if g]
+    if not groups:
+        raise FileNotFoundError(f"no embedding shards under {uri}/{SHARD_DIR}{where_shards_are(open_store(uri))}")
+    count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
+    got = ray.get([count.remote(g, uri, exclude) for g in groups])
+    where = method_filter(set().union(*got), name, uri)
+    method = (where.values["model_id"], where.values["mode"])
+    return where, tuple(sum(c[method][i] for c in got if method in c) for i in range(3))
 
 
 def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]]:
@@ -668,14 +672,18 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     check_tasks_per_gpu(tasks_per_gpu)
     ensure_ray()
     methods = methods or [None] * len(probe_uris)
-    probe_wheres = [method_filter(u, m, shards_per_task) for u, m in zip(probe_uris, methods)]
-    gallery_wheres = [method_filter(u, m, shards_per_task) for u, m in zip(gallery_uris, methods)]
-    for p, g in zip(probe_wheres, gallery_wheres):
-        if p.values["model_id"] != g.values["model_id"]:  # as jobs.score.load_split refuses it
+    gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task, methods)
+    uris = [open_store(u).uri for u in probe_uris]
+    groups = _probe_groups(uris, shards_per_task)
+    exclude = ray.put(gallery.images)
+    # which method each probe folder holds, and how many probes: counted before scoring, so that the
+    # impostor sample is sized and a folder that lacks the method is refused before any block is scored
+    counted = [_probe_counts(u, [g[i] for g in groups], exclude, m) for i, (u, m) in enumerate(zip(uris, methods))]
+    probe_wheres = [where for where, _ in counted]
+    for p, model_id in zip(probe_wheres, gallery.model_ids):
+        if p.values["model_id"] != model_id:  # as jobs.score.load_split refuses it
             raise ValueError(f"probe and gallery shards must come from one model, found "
-                             f"{sorted({p.values['model_id'], g.values['model_id']})}")
-    gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task,
-                           gallery_wheres)
+                             f"{sorted({p.values['model_id'], model_id})}")
     if len(gallery.entry_ids) == 0:
         if len(gallery_uris) == 1:
             raise nothing_to_score("gallery", open_store(gallery_uris[0]).uri)
@@ -685,8 +693,6 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     name = name or gallery.model_ids[0].split("@")[0]
     if device not in DEVICES:
         raise ValueError(f"scoring device must be one of {DEVICES}, got {device!r}")
-    uris = [open_store(u).uri for u in probe_uris]
-    groups = _probe_groups(uris, shards_per_task)
     graph_fits = len(uris) == 1 and gallery.similarities == ("cosine",)
     if device == "gpu" and not graph_fits:
         raise ValueError("scoring on GPUs takes one cosine model; fusion and Euclidean models score on CPUs")
@@ -694,7 +700,6 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     # a GPU task still reads its shards and gathers its facts on a CPU of the GPU node; tasks that
     # share a GPU overlap that CPU work with each other's products
     task = ray.remote(num_cpus=SCORE_TASK_CPUS, num_gpus=1 / tasks_per_gpu if on_gpu else 0)(_probe_task)
-    exclude = ray.put(gallery.images)
     identities = ray.put(gallery.identities)
     scoring = Scoring(gallery.similarities)
     common = (exclude, identities, ray.put(gallery.parts), gallery.refs)
@@ -713,9 +718,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
             znorm.append((float(mean), std))
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:
-        count = ray.remote(num_cpus=SCORE_TASK_CPUS)(_count_probes)
-        counts = ray.get([count.remote(g[0], uris[0], exclude, probe_wheres[0]) for g in groups])
-        n_probes, n_faces, n_failed = (sum(c[i] for c in counts) for i in range(3))
+        n_probes, n_faces, n_failed = counted[0][1]
     if n_probes == 0:
         if len(uris) == 1:
             raise no_probe_left(uris[0], gallery_per_identity) if n_faces else nothing_to_score("probe", uris[0])
