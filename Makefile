@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
+# Two test processes (pytest-xdist), each test file kept in one: on 2 cores a serial run leaves a third
+# of the CPU idle while jobs start processes and wait on Ray. TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 demo: $(STAMP)
 	$(BIN)/mfr demo --out out/demo

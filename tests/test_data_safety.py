@@ -510,11 +510,12 @@ def test_mfr_run_does_failed_images_again_with_retry_failed_and_chooses_their_ro
 
 def test_a_corrupt_model_cache_is_made_again_or_refused_clearly(tmp_path, monkeypatch, capsys):
     from maskgen.mtcnn_graphs import cached_models
-    from maskgen.runtime import ModelCacheError, cache_dir, cached_bytes_file
+    from maskgen.runtime import TMP_PREFIX, ModelCacheError, cache_dir, cached_bytes_file
     from recog import zoo
 
     zoo.builtin_path("sface")  # the real cache has it; the test works on a copy
-    shutil.copytree(cache_dir(), tmp_path / "cache", ignore=shutil.ignore_patterns("demo"))
+    # not a file another process is writing into the cache now (a test run beside this one)
+    shutil.copytree(cache_dir(), tmp_path / "cache", ignore=shutil.ignore_patterns("demo", f"{TMP_PREFIX}*"))
     monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache"))
     pnet = cached_models()["pnet"]
     good = pnet.read_bytes()
