@@ -34,6 +34,20 @@ def is_image_name(key: str) -> bool:
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
+def check_rgb(image, what: str = "image", batch: bool = False) -> np.ndarray:
+    """`image` as the RGB uint8 array every stage takes, (H, W, 3) (with `batch`, (N, H, W, 3)),
+    else ValueError naming `what`, its type and shape: a float, 16-bit, grey or RGBA array was drawn on
+    or embedded as if it were 0..255 RGB, and came out silently wrong (`decode_image` turns any of
+    those files into RGB uint8)."""
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected {what} as a NumPy array (RGB uint8), got {type(image).__name__}")
+    ndim, shape = (4, "(N, H, W, 3)") if batch else (3, "(H, W, 3)")
+    if image.ndim != ndim or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected {what} as RGB uint8 of shape {shape}, got {image.dtype} {image.shape} "
+                         "(maskgen.decode.decode_image gives RGB uint8 from any image file)")
+    return image
+
+
 class DecodeError(ValueError):
     """The bytes are not an image we can use. `status` says why, for manifests."""
 

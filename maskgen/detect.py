@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from maskgen import boxes as B
+from maskgen.decode import check_rgb
 
 IMAGES_PER_CALL = 8
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -79,8 +80,7 @@ class Face:
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+    check_rgb(image)
     return (image.astype(np.float32) - 127.5) * (1.0 / 128.0)
 
 

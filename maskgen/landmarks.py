@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maskgen.decode import check_rgb
+
 JAW = range(0, 17)
 NOSE_BRIDGE = range(27, 31)
 NOSE_TIP = 30
@@ -157,8 +159,7 @@ class LandmarkPredictor:
         sees it, and its points turned back. dlib's predictor only knows upright faces: at 40 to 60
         degrees its points fell on the cheek and neck (mean error 0.84 to 0.95 of the eye distance),
         so masks were drawn there."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image)
         squares = self.mapping.apply(boxes)
         image = np.ascontiguousarray(image)
         out = np.empty((len(squares), 68, 2), dtype=np.float32)

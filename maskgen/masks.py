@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from maskgen.decode import check_rgb
 from maskgen.facetype import FaceType
 
 FRONTAL = FaceType(False, False, 0.0, 0.0)
@@ -72,7 +73,7 @@ def smooth_outline(image: np.ndarray, outline: np.ndarray) -> np.ndarray:
     outline's pixels; this is the same rule done once for all of them, within the outline's bounding
     box and 2 px around it (the neighbourhood and the smoothing's reach): with the whole image
     smoothed, one blurred face on a 4000x3000 photo took 74.6 ms to draw, now 11.2 (9.4 unblurred)."""
-    out = image.copy()
+    out = check_rgb(image).copy()
     _smooth_outline_into(out, outline)
     return out
 
@@ -97,6 +98,7 @@ def draw_seed_mask(image: np.ndarray, landmarks68: np.ndarray, face_type: FaceTy
                    mirror_profiles: bool = True, colour=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """The seed's mask: a filled polygon over landmark rows 1..15, 28 (frontal) or 7..15, 28, 29, 30
     (profile), then outline smoothing if the face is blurred. Returns (image, coverage)."""
+    check_rgb(image)
     rows = seed_polygon_rows(face_type, mirror_profiles)
     pts = np.round(np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)[list(rows)]).astype(np.int32)
     out = np.ascontiguousarray(image.copy())
@@ -279,24 +281,27 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     frame = FaceFrame.from_landmarks(lm)
     h_img, w_img = image.shape[:2]
     pad = int(np.ceil(0.1 * frame.width)) + 3
-    x1, y1 = np.floor(outline.min(axis=0)).astype(int) - pad
-    x2, y2 = np.ceil(outline.max(axis=0)).astype(int) + pad
-    x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, w_img), min(y2, h_img)
+    # The mask is drawn over its whole window, then the part inside the image is kept: the same face
+    # and seed give the same pixels however far the image extends past the face (drawn over the window
+    # cut at the image's edge, the fabric noise, sized and normalised to it, moved by up to 38 levels).
+    # The window stays within the image's size past each edge: a record's wild landmarks cost no more.
+    wx1, wy1 = np.maximum(np.floor(outline.min(axis=0)).astype(int) - pad, (-w_img, -h_img))
+    wx2, wy2 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + pad, (2 * w_img, 2 * h_img))
+    x1, y1, x2, y2 = max(wx1, 0), max(wy1, 0), min(wx2, w_img), min(wy2, h_img)
     out = np.ascontiguousarray(image.copy())
     coverage = np.zeros((h_img, w_img), bool)
     if x2 <= x1 or y2 <= y1:
         return out, coverage
-    roi_hw = (y2 - y1, x2 - x1)
-    offset = np.array([x1, y1], dtype=np.float64)
-    alpha = _fill(roi_hw, outline, offset)
-    coverage[y1:y2, x1:x2] = alpha >= 0.5
+    inner = (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
+    alpha = _fill((wy2 - wy1, wx2 - wx1), outline, np.array([wx1, wy1], dtype=np.float64))
+    coverage[y1:y2, x1:x2] = alpha[inner] >= 0.5
 
     soft = max(0.5, 0.006 * frame.width)  # edge softening grows with the face
     alpha = cv2.GaussianBlur(alpha, (0, 0), soft)
 
-    # Face-frame coordinates of every ROI pixel, by broadcasting one row and one column (float32).
-    dx = (np.arange(x1, x2, dtype=np.float32) - np.float32(frame.origin[0]))[None, :]
-    dy = (np.arange(y1, y2, dtype=np.float32) - np.float32(frame.origin[1]))[:, None]
+    # Face-frame coordinates of every window pixel, by broadcasting one row and one column (float32).
+    dx = (np.arange(wx1, wx2, dtype=np.float32) - np.float32(frame.origin[0]))[None, :]
+    dy = (np.arange(wy1, wy2, dtype=np.float32) - np.float32(frame.origin[1]))[:, None]
     ax, ay = frame.x_axis.astype(np.float32), frame.y_axis.astype(np.float32)
     ctx = RenderContext(
         u=(dx * ax[0] + dy * ax[1]) * np.float32(1.0 / frame.width),
@@ -321,6 +326,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
                             (shadow.shape[1], shadow.shape[0]), flags=cv2.INTER_LINEAR,
                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     shadow = np.clip(shadow - alpha, 0, 1) * 0.35
+    alpha, shadow, colour = alpha[inner], shadow[inner], colour[inner]
 
     # out = image * (1 - alpha) * (1 - shadow) + colour * light * alpha, in 0..255
     region = out[y1:y2, x1:x2].astype(np.float32)
@@ -331,10 +337,30 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
 
     loop_colour = tuple(int(c) for c in np.clip(np.array(params["colour"]) * 0.85 * light, 0, 255))
     thickness = max(1, int(round(0.012 * frame.width)))
-    for a, b in loops:
-        cv2.line(out, tuple(np.round(a * 16).astype(int)), tuple(np.round(b * 16).astype(int)),
-                 loop_colour, thickness, cv2.LINE_AA, shift=4)
+    _draw_loops(out, loops, loop_colour, thickness)
     return out, coverage
+
+
+def _draw_loops(out: np.ndarray, loops, colour, thickness: int) -> None:
+    """Ear loops, anti-aliased, drawn in place on a canvas that holds them whole and then kept where
+    the image is: OpenCV clips a line at the image's edge, which shaded its last column otherwise."""
+    if not len(loops):
+        return
+    ends = np.round(np.array([p for loop in loops for p in loop], dtype=np.float64) * 16).astype(np.int64)
+    h, w = out.shape[:2]
+    reach = thickness + 2
+    x1, y1 = np.maximum(ends.min(axis=0) // 16 - reach, (-w, -h))
+    x2, y2 = np.minimum(ends.max(axis=0) // 16 + reach + 1, (2 * w, 2 * h))
+    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if cx2 <= cx1 or cy2 <= cy1:
+        return
+    canvas = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
+    inner = (slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1))
+    canvas[inner] = out[cy1:cy2, cx1:cx2]
+    origin = np.array([x1, y1], np.int64) * 16
+    for a, b in zip(ends[0::2] - origin, ends[1::2] - origin):
+        cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), colour, thickness, cv2.LINE_AA, shift=4)
+    out[cy1:cy2, cx1:cx2] = canvas[inner]
 
 
 def _cylinder(ctx: RenderContext, light_side: float) -> np.ndarray:
@@ -393,6 +419,7 @@ class MaskStyle:
         return params.get("style") == self.name
 
     def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
+        check_rgb(image)  # before a random choice is drawn
         params = self.sample(rng, face_type)
         out, coverage = self.render(image, landmarks68, params, face_type)
         return out, coverage, params
@@ -462,6 +489,7 @@ class SurgicalMask(MaskStyle):
                 "ear_loops": True, "texture_seed": int(rng.integers(2**31))}
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
+        check_rgb(image)
         lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
         outline = mask_outline(lm, "surgical", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
@@ -512,6 +540,7 @@ class ClothMask(MaskStyle):
                 "ear_loops": True, "texture_seed": int(rng.integers(2**31))}
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
+        check_rgb(image)
         lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
         outline = mask_outline(lm, "cloth", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
@@ -571,6 +600,7 @@ class RespiratorMask(MaskStyle):
                 "texture_seed": int(rng.integers(2**31))}
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
+        check_rgb(image)
         lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
         kind = params["style"]
         outline = mask_outline(lm, kind, face_type)

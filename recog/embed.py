@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from maskgen.align import align_face
+from maskgen.decode import check_rgb
 from maskgen.runtime import create_session, sha256_bytes
 from recog.spec import ModelSpec
 
@@ -228,9 +229,7 @@ class Embedder:
         return np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        x = np.asarray(crops, dtype=np.float32)
-        if x.ndim != 4 or x.shape[3] != 3:
-            raise ValueError(f"expected crops of shape (N, h, w, 3), got {x.shape}")
+        x = check_rgb(crops, "crops", batch=True).astype(np.float32)
         w, h = self.spec.input_size
         if x.shape[1:3] != (h, w):
             raise ValueError(f"{self.spec.name} takes {w}x{h} crops, got {x.shape[2]}x{x.shape[1]}")
@@ -249,9 +248,10 @@ class Embedder:
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """Embeddings (N, D) of aligned RGB uint8 crops; with `region="upper"` only the part above the
         mask line is seen, with `flip` each crop and its mirror are averaged."""
-        crops = np.asarray(crops)
+        crops = np.asarray(crops) if isinstance(crops, (list, tuple)) else crops
         if len(crops) == 0:
             return np.zeros((0, self.dim), np.float32)
+        check_rgb(crops, "crops", batch=True)  # here, not per batch: the message gives the shape passed
         if self.region == "upper":
             from recog.matching import keep_upper_face
 
@@ -271,6 +271,7 @@ class Embedder:
         `auto` (eyes when the 5-point geometry is implausible, as under masks); `locate_eyes(k)` gives
         face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
         detector's eyes are used; see maskgen.finder.alignment_points."""
+        check_rgb(image)
         aligned = self.alignment_of(points5, landmarks68, alignment, locate_eyes)
         return self.embed_crops(self.align(image, [points for points, _ in aligned]))
 

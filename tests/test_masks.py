@@ -105,6 +105,33 @@ def test_same_seed_same_bytes_and_replayable_params(name, shared_faces_68):
     assert not np.array_equal(a, image)
 
 
+@pytest.mark.parametrize("name", ("seed",) + REALISTIC)
+def test_a_face_gets_the_same_mask_however_far_the_image_extends_past_it(name, shared_faces_68):
+    """Drawn over a window cut at the image's edge, the fabric noise changed with where the photo was
+    cut: the same face and params moved by up to 38 levels when the image ended 20 px past the mask."""
+    _, image, faces, lm = shared_faces_68[3]
+    ftype = classify_face(image, lm[0])
+    style = style_from_name(name)
+    whole, _, params = style(image, lm[0], mask_rng(7, "person/img.jpg", 0), ftype)
+    x2, y2 = (int(v) for v in np.ceil(lm[0].max(axis=0)) + 2)  # just past the landmarks: inside the mask's pad
+    cut, _ = style.render(image[:y2, :x2], lm[0], params, ftype)
+    np.testing.assert_array_equal(cut, whole[:y2, :x2])
+    padded, _ = style.render(cv2.copyMakeBorder(image, 30, 0, 30, 0, cv2.BORDER_REFLECT), lm[0] + 30, params, ftype)
+    np.testing.assert_array_equal(padded[30:, 30:], whole)
+
+
+@pytest.mark.parametrize("name", ("seed", "surgical"))
+def test_a_style_refuses_an_image_that_is_not_rgb_uint8(name, shared_faces_68):
+    """A float 0..1 image came back painted in 0..255 with the skin around the mask cut to 0, a 16-bit
+    one clipped to 255, an RGBA one transparent under the seed's mask."""
+    _, image, _, lm = shared_faces_68[3]
+    style = style_from_name(name)
+    for wrong in (image.astype(np.float32) / 255, image.astype(np.uint16) * 257, image[..., 0],
+                  np.dstack([image, np.full(image.shape[:2], 255, np.uint8)]), image.tolist()):
+        with pytest.raises(ValueError, match="expected image as (RGB uint8|a NumPy array)"):
+            style(wrong, lm[0], mask_rng(7, "k", 0))
+
+
 def test_choices_vary_with_key_face_and_run_seed():
     style = style_from_name("random")
     ft = FaceType(False, False, 0.0, 0.5)
