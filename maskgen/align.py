@@ -27,8 +27,8 @@ class FaceTemplate:
     @classmethod
     def from_points(cls, points, width: int, height: int) -> "FaceTemplate":
         arr = np.asarray(points, dtype=np.float64)
-        if arr.shape != (5, 2):
-            raise ValueError(f"a face template needs 5 (x, y) points, got shape {arr.shape}")
+        if arr.shape != (5, 2) or not np.isfinite(arr).all():
+            raise ValueError(f"a face template needs 5 finite (x, y) points, got shape {arr.shape}")
         if width <= 0 or height <= 0:
             raise ValueError(f"template size must be positive, got {width}x{height}")
         return cls(tuple((float(x), float(y)) for x, y in arr), int(width), int(height))
@@ -48,8 +48,8 @@ class FaceTemplate:
         height = width if height is None else height
         if width <= 0 or height <= 0:
             raise ValueError(f"template size must be positive, got {width}x{height}")
-        if padding < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
+        if not 0 <= padding < float("inf"):  # NaN too
+            raise ValueError(f"padding must be a finite number >= 0, got {padding}")
         scale = height / self.height / (1.0 + 2.0 * padding)
         centre_src = np.array([self.width / 2.0, self.height / 2.0])
         centre_dst = np.array([width / 2.0, height / 2.0])
@@ -118,5 +118,5 @@ def align_faces(image: np.ndarray, landmarks: list[np.ndarray] | np.ndarray,
     """Aligned crops of several faces of one image, stacked as (N, H, W, C)."""
     crops = [align_face(image, lm, template) for lm in landmarks]
     if not crops:
-        return np.zeros((0, template.height, template.width, image.shape[2]), dtype=image.dtype)
+        return np.zeros((0, template.height, template.width, *image.shape[2:3]), dtype=image.dtype)
     return np.stack(crops)

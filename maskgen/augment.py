@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
+from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
@@ -132,6 +133,8 @@ class Augmenter:
     def augment_batch(self, images: list[np.ndarray], keys: list[str]) -> list[AugmentResult]:
         if len(images) != len(keys):
             raise ValueError("one key per image is needed")
+        for image in images:  # before the tiny-image shortcut, which took a 10x10 float image for RGB
+            check_rgb(image)
         # an image smaller than the smallest face that is masked cannot give a masked face: no detector
         # runs on it (tiny thumbnails and icons in bulk datasets cost nothing)
         small = [min(image.shape[:2]) < self.options.min_face_size for image in images]

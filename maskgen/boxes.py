@@ -21,8 +21,8 @@ def pyramid_scales(height: int, width: int, min_face_size: float = 20.0, scale_f
     The first scale maps a `min_face_size` face onto P-Net's 12 px window; each next one shrinks by
     `scale_factor`, while the scaled image's short side stays at least 12 px.
     """
-    if min_face_size <= 0:
-        raise ValueError(f"min_face_size must be positive, got {min_face_size}")
+    if not min_face_size > 0 or not np.isfinite(min_face_size):  # NaN failed no comparison: no scale, no face
+        raise ValueError(f"min_face_size must be a positive number, got {min_face_size}")
     if not 0.0 < scale_factor < 1.0:
         raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
     scale = min_size / float(min_face_size)

@@ -44,6 +44,8 @@ def check_seed(seed) -> int:
 
 def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     """The generator for one face: a pure function of (run seed, image key, face index)."""
+    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
+        raise ValueError(f"a face index is a whole number >= 0, got {face_index!r}")  # 1.7 drew face 1's mask
     digest = hashlib.sha256(str(key).encode("utf-8")).digest()
     words = np.frombuffer(digest[:16], dtype="<u4").tolist()
     return np.random.default_rng(np.random.SeedSequence([check_seed(run_seed), *words, int(face_index)]))

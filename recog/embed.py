@@ -267,11 +267,13 @@ class Embedder:
 
     def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point",
                     locate_eyes=None) -> np.ndarray:
-        """Embeddings of faces given by their 5 points. `alignment`: `five-point` (default), `eyes`, or
+        """Embeddings of faces given by their 5 points: (5, 2) arrays, or the detector's `Face`s, or
+        `FaceRecord`s (their `landmarks5`; `alignment` then chooses as for any points). `alignment`: `five-point` (default), `eyes`, or
         `auto` (eyes when the 5-point geometry is implausible, as under masks); `locate_eyes(k)` gives
         face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
         detector's eyes are used; see maskgen.finder.alignment_points."""
         check_rgb(image)
+        points5 = [_points_of(face) for face in points5]
         aligned = self.alignment_of(points5, landmarks68, alignment, locate_eyes)
         return self.embed_crops(self.align(image, [points for points, _ in aligned]))
 
@@ -285,3 +287,21 @@ class Embedder:
         lms = landmarks68 if landmarks68 is not None else [None] * len(points5)
         return [alignment_points(p, lm, alignment, (lambda k=k: locate_eyes(k)) if locate_eyes else None)
                 for k, (p, lm) in enumerate(zip(points5, lms))]
+
+
+def _points_of(face) -> np.ndarray:
+    """A face's 5 points, (5, 2): given as such, a detector `Face`'s, or a `FaceRecord`'s `landmarks5`."""
+    from maskgen.detect import Face
+    from maskgen.record import FaceRecord
+
+    if isinstance(face, Face):
+        points = face.points
+    elif isinstance(face, FaceRecord):
+        points = face.landmarks5
+    else:
+        points = face
+    points = np.asarray(points, dtype=np.float64) if points is not None else np.empty(0)
+    if points.shape != (5, 2):
+        raise ValueError(f"a face's points are 5 (x, y) pairs, got shape {points.shape}: pass one (5, 2) array per "
+                         "face (a list of them), or the detector's Faces or FaceRecords")
+    return points

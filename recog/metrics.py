@@ -61,8 +61,11 @@ import numpy as np
 
 
 def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels)
+    if s.shape != y.shape and not (s.ndim <= 1 and y.ndim <= 1):
+        raise ValueError(f"scores and labels must have the same shape, got {s.shape} and {y.shape}")
+    s, y = s.reshape(-1), y.reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"scores and labels differ in length: {s.size} vs {y.size}")
     if not np.isfinite(s).all():
@@ -97,14 +100,14 @@ def tie_floor(mated) -> np.ndarray:
 
 
 def _check_ranks(ranks) -> tuple[int, ...]:
-    ranks = tuple(ranks)
+    ranks = (ranks,) if np.isscalar(ranks) else tuple(ranks)
     if not ranks or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1 for k in ranks):
         raise ValueError(f"ranks are whole numbers of at least 1, got {ranks}")
     return tuple(int(k) for k in ranks)
 
 
 def _check_rate(name: str, rate: float) -> float:
-    if not (isinstance(rate, (int, float, np.number)) and 0 < rate <= 1):
+    if isinstance(rate, (bool, np.bool_)) or not (isinstance(rate, (int, float, np.number)) and 0 < rate <= 1):
         raise ValueError(f"{name} must be in (0, 1], got {rate}")
     return float(rate)
 
@@ -199,6 +202,8 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
         fold_id = np.asarray(folds).reshape(-1)
         if fold_id.shape != s.shape:
             raise ValueError("one fold id per pair is needed")
+    if np.unique(fold_id).size < 2:
+        raise ValueError("k-fold accuracy needs at least 2 folds; every pair is in one")
     accs, thresholds = [], []
     for f in np.unique(fold_id):
         test = fold_id == f
@@ -219,7 +224,10 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
 
 
 def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001)) -> dict:
-    """Every verification figure as plain numbers (FARs the data cannot measure are reported as None)."""
+    """Every verification figure as plain numbers (FARs the data cannot measure are reported as None;
+    a FAR outside (0, 1] is refused, as tar_at_far refuses it)."""
+    for f in fars:
+        _check_rate("FAR", f)
     roc = roc_curve(scores, labels)
     s, y = _check_scores_labels(scores, labels)
     e, e_t = eer(s, y)
@@ -265,13 +273,19 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine") 
     if similarity == "cosine":
         return normalize_rows(a) @ normalize_rows(b).T
     if similarity == "euclidean":
-        sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-        return -np.sqrt(np.maximum(sq, 0.0))
+        # |a|^2 + |b|^2 - 2ab in float64: in float32 its rounding (about 1e-3 at dlib's norms of 1.6)
+        # gave a face against itself -0.0012, far past the tie tolerance, and ranks that changed with
+        # the block size; pair_scores gives the same distances from a - b
+        a64, b64 = a.astype(np.float64), b.astype(np.float64)
+        sq = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * (a64 @ b64.T)
+        return (-np.sqrt(np.maximum(sq, 0.0))).astype(np.float32)
     raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
 
 
 def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", block: int = 65536) -> np.ndarray:
     """Score of a[i] against b[i] for every i."""
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+        raise ValueError(f"block is a whole number of pairs, at least 1, got {block!r}")
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     if a.shape != b.shape or a.ndim != 2:
@@ -398,6 +412,8 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     else:
         p = np.asarray(probes, dtype=np.float32)
         g = np.asarray(gallery, dtype=np.float32)
+        if p.ndim != 2 or g.ndim != 2 or p.shape[1] != g.shape[1]:
+            raise ValueError(f"embeddings must be (n, d) with the same d, got {p.shape} and {g.shape}")
         if similarity == "cosine":
             p, g = normalize_rows(p), normalize_rows(g)
         elif similarity != "euclidean":
@@ -507,16 +523,23 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
     """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
     ranks = _check_ranks(ranks)
     fpirs = tuple(_check_rate("FPIR", f) for f in fpirs)
+    probes, gallery = np.asarray(probes, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
     gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
-    first = {}
-    for j, g in enumerate(gallery_ids):
-        first.setdefault(g, j)
+    if len(np.asarray(probe_ids).reshape(-1)) != len(probes) or len(gallery_ids) != len(gallery):
+        raise ValueError("one identity per probe and per gallery entry is needed")
+    if not (np.isfinite(probes).all() and np.isfinite(gallery).all()):
+        raise ValueError("embeddings contain NaN or infinity")
+    if len(set(gallery_ids)) < len(gallery_ids):
+        # the seed's reading: a second entry of an identity would count against its probes as another's
+        raise ValueError("the seed's identification takes one gallery entry per identity; make one per identity "
+                         "(recog.metrics.identity_templates, or each identity's first image)")
+    first = {g: j for j, g in enumerate(gallery_ids)}
     keep = [i for i, p in enumerate(np.asarray(probe_ids).reshape(-1)) if p in first]
     if not keep:
         raise ValueError("no probe identity is in the gallery")
     probe_ids = np.asarray(probe_ids).reshape(-1)[keep]
     mate = np.array([first[p] for p in probe_ids])
-    sim = similarity_matrix(np.asarray(probes)[keep], gallery, similarity).astype(np.float64)
+    sim = similarity_matrix(probes[keep], gallery, similarity).astype(np.float64)
     order = np.argsort(-sim, axis=1)
     out = {"probes": len(keep), "rank": {}, "fpir": {}}
     for k in ranks:

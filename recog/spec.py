@@ -28,6 +28,25 @@ LAYOUTS = ("NCHW", "NHWC")
 SIMILARITIES = ("cosine", "euclidean")
 
 
+def _whole(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _number(value):
+    """A JSON or TOML value as a float, or as given when it is none (then refused, naming the field)."""
+    try:
+        return float(value) if not isinstance(value, bool) else value
+    except (TypeError, ValueError):
+        return value
+
+
+def _pixels(value):
+    """A size read from JSON (112 or 112.0) as an int; 112.5, "a" or true as given, to be refused (it
+    was cut to 112)."""
+    number = _number(value)
+    return int(number) if isinstance(number, float) and number.is_integer() else value
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -49,6 +68,10 @@ class ModelSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        # a spec is often read from a sidecar JSON written by hand: "no" was a true `normalize`, 112.5
+        # a size, NaN a std
+        if len(tuple(self.input_size)) != 2 or not all(_whole(v) for v in self.input_size):
+            raise ValueError(f"{self.name}: input_size is (width, height) in whole pixels, got {self.input_size}")
         w, h = self.input_size
         if w < 8 or h < 8:
             raise ValueError(f"{self.name}: input_size must be at least 8x8, got {self.input_size}")
@@ -60,12 +83,16 @@ class ModelSpec:
             raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"{self.name}: similarity must be one of {SIMILARITIES}")
-        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std):
-            raise ValueError(f"{self.name}: mean and std need 3 values each, std non-zero")
+        if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std) \
+                or not np.isfinite(np.asarray([*self.mean, *self.std], dtype=np.float64)).all():
+            raise ValueError(f"{self.name}: mean and std need 3 finite numbers each, std non-zero")
         if np.asarray(self.template).shape != (5, 2):
             raise ValueError(f"{self.name}: template needs 5 (x, y) points")
-        if self.embedding_size <= 0:
-            raise ValueError(f"{self.name}: embedding_size must be positive")
+        if not _whole(self.embedding_size) or self.embedding_size <= 0:
+            raise ValueError(f"{self.name}: embedding_size must be a positive whole number, got {self.embedding_size!r}")
+        for flag in ("normalize", "requires_licence_acceptance"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                raise ValueError(f"{self.name}: {flag} is true or false, got {getattr(self, flag)!r}")
 
     @property
     def face_template(self) -> FaceTemplate:
@@ -107,7 +134,7 @@ class ModelSpec:
             raise ValueError("a model spec needs a name")
         for key in ("input_size", "mean", "std"):
             if key in data:
-                data[key] = tuple(float(v) if key != "input_size" else int(v) for v in data[key])
+                data[key] = tuple(_pixels(v) if key == "input_size" else _number(v) for v in data[key])
         if data.get("template") is not None:
             data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
         else:

@@ -124,6 +124,11 @@ def test_bad_input_and_options_are_refused(detector):
         DetectorOptions(min_face_size=0)
     with pytest.raises(ValueError, match="thresholds"):
         DetectorOptions(thresholds=(0.6, 0.7))
+    # NaN failed every comparison: no pyramid scale, so no face and no error
+    with pytest.raises(ValueError, match="min_face_size"):
+        DetectorOptions(min_face_size=float("nan"))
+    with pytest.raises(ValueError, match="max_candidates"):
+        DetectorOptions(max_candidates=2.5)
 
 
 def test_version_names_the_weights(detector):

@@ -108,6 +108,9 @@ def test_options_are_validated():
         FinderOptions(detector="haar")
     with pytest.raises(ValueError, match="pad_border"):
         FinderOptions(pad_border="mirror")
+    for fill in (float("nan"), 5):  # the crop path never ran
+        with pytest.raises(ValueError, match="auto_fill"):
+            FinderOptions(auto_fill=fill)
     # an option left unset (None) keeps the preset's value; a set one wins
     assert FinderOptions.for_inputs("crops", crop_mode=None).crop_mode == "on"
     assert FinderOptions.for_inputs("crops", crop_mode="off").crop_mode == "off"

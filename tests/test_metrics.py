@@ -288,3 +288,46 @@ def test_euclidean_similarity_and_pair_scores():
                                atol=1e-6)
     with pytest.raises(ValueError):
         M.similarity_matrix(a, b, "manhattan")
+
+
+def test_euclidean_scores_are_exact_enough_that_ranks_do_not_depend_on_the_block():
+    """In float32, |a|^2 + |b|^2 - 2ab put a face at -0.0012 from itself at dlib's norms (about 1.6),
+    far past the tie tolerance, so a near copy in the gallery outranked its mate in one block size
+    and not in another."""
+    rng = np.random.default_rng(16)
+    gallery = rng.normal(size=(6, 128)).astype(np.float32)
+    gallery *= 1.6 / np.linalg.norm(gallery, axis=1, keepdims=True)
+    probes = gallery + rng.normal(scale=1e-4, size=gallery.shape).astype(np.float32)  # near copies
+    s = M.similarity_matrix(probes, gallery, "euclidean")
+    assert np.abs(np.diag(M.similarity_matrix(gallery, gallery, "euclidean"))).max() < 1e-6
+    np.testing.assert_allclose(np.diag(s), M.pair_scores(probes, gallery, "euclidean"), atol=1e-6)
+    ids = np.arange(6)
+    ranks = {b: M.identification_stats(probes, gallery, ids, ids, "euclidean", block=b).rank.tolist() for b in (1, 6)}
+    assert ranks == {1: [1] * 6, 6: [1] * 6}
+
+
+def test_functions_called_directly_refuse_what_they_would_get_wrong():
+    """Found using the metrics as a library: each of these gave a figure, or another error than its own."""
+    probes, gallery, pid, gid = _ident_case(seed=7)
+    twice = np.r_[gallery, gallery + 0.01]
+    with pytest.raises(ValueError, match="one gallery entry per identity"):  # rank-1 read 0.40 for 0.78
+        M.seed_identification(probes, twice, pid, np.r_[gid, gid])
+    with pytest.raises(ValueError, match="one identity per probe"):
+        M.seed_identification(probes, gallery, pid[:-1], gid)
+    with pytest.raises(ValueError, match="NaN"):
+        M.seed_identification(np.where(np.arange(len(probes))[:, None] == 0, np.nan, probes), gallery, pid, gid)
+    with pytest.raises(ValueError, match="same d"):
+        M.identification_stats(probes, gallery[:, :2], pid, gid)
+    s, y = _random_scores(seed=3, n_gen=30, n_imp=30)
+    for fars in ((0.1, 0.0), (0.1, 1.5), (0.1, float("nan")), (0.1, True)):  # each read None, like 0.0001
+        with pytest.raises(ValueError, match=r"FAR must be in \(0, 1\]"):
+            M.verification_summary(s, y, fars)
+    assert M.verification_summary(s, y, (0.1, 0.0001))["tar_at_far"]["0.0001"] is None  # unmeasurable: None
+    with pytest.raises(ValueError, match="same shape"):  # flattened against each other: AUC of shuffled pairs
+        M.roc_curve(s[:6].reshape(2, 3), y[:6].reshape(3, 2))
+    with pytest.raises(ValueError, match="block is a whole number"):
+        M.pair_scores(gallery, gallery, block=0)
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        M.kfold_accuracy(s, y, np.zeros(len(s), int))
+    assert M.cmc(M.identification_stats(probes, gallery, pid, gid), 5) == \
+        M.cmc(M.identification_stats(probes, gallery, pid, gid), (5,))

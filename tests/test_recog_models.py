@@ -11,6 +11,7 @@ import onnxruntime as ort
 import pytest
 
 from conftest import ROOT
+from maskgen.detect import Face
 from recog import zoo
 from recog.embed import Embedder
 from recog.spec import ModelSpec, attach_spec
@@ -306,6 +307,36 @@ def test_spec_validation():
         zoo.builtin_path("vgg-face")
     spec = ModelSpec.preset("arcface-112", name="r50", input_size=(96, 112))
     assert ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    # a sidecar JSON written by hand: "no" was a true normalize, 112.5 was cut to 112, NaN a std
+    for field, value, what in (("normalize", "no", "true or false"), ("input_size", [112.5, 112], "whole pixels"),
+                               ("std", [1, 1, float("nan")], "finite"), ("embedding_size", 128.5, "whole number")):
+        with pytest.raises(ValueError, match=what):
+            ModelSpec.from_dict({"name": "x", field: value})
+    assert ModelSpec.from_dict({"name": "x", "input_size": [112.0, 96]}).input_size == (112, 96)
+
+
+def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misread(face_chips):
+    """Float 0..1 crops embedded with a cosine of 0.02 to their uint8 selves; a Face or FaceRecord was
+    a TypeError from float()."""
+    from maskgen.record import FaceRecord
+
+    embedder = Embedder("sface", device="cpu")
+    image, points = face_chips[0]
+    crops = embedder.align(image, [points])
+    for wrong in (crops.astype(np.float32) / 255, crops.astype(np.uint16), crops[0]):
+        with pytest.raises(ValueError, match=r"crops as RGB uint8 of shape \(N, H, W, 3\)"):
+            embedder.embed_crops(wrong)
+    with pytest.raises(ValueError, match="image as RGB uint8"):
+        embedder.embed_faces(image.astype(np.float32) / 255, [points])
+    expected = embedder.embed_faces(image, [points])
+    face = Face((0.0, 0.0, 1.0, 1.0), 1.0, tuple(map(tuple, points)))
+    record = FaceRecord(source_key="k", face_index=0, landmarks5=points.tolist())
+    np.testing.assert_array_equal(embedder.embed_faces(image, [face]), expected)
+    # a record keeps its points to 0.01 px (maskgen.record.as_recorded): its embedding is theirs
+    np.testing.assert_array_equal(embedder.embed_faces(image, [record]),
+                                  embedder.embed_faces(image, np.asarray([record.landmarks5])))
+    with pytest.raises(ValueError, match="one \\(5, 2\\) array per face"):
+        embedder.embed_faces(image, points)  # one face's points, not a list of them
 
 
 def test_dlib_chip_template_refits(shared_data):
