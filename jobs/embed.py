@@ -268,8 +268,10 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
     """(input store, groups, lister, notes) of what to embed (`face`: which of an augment output's
     masked faces of each image)."""
     if from_augment:
-        from jobs.inputs import refuse_foreign_output
+        from jobs.inputs import refuse_foreign_output, refuse_output_in_place, refuse_output_inside_a_run
 
+        refuse_output_in_place(open_store(input_uri), output)  # its shards/ among the masks' images/ and manifest/
+        refuse_output_inside_a_run(output)
         refuse_foreign_output(output)
         groups, column = augment_groups(input_uri, alignment, face)
         lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress, face=face)

@@ -699,6 +699,32 @@ def refuse_foreign_output(output) -> None:
                      "written")
 
 
+def refuse_output_inside_a_run(output) -> None:
+    """An output inside an `mfr run` output (`RUN/masked`, `RUN/embeddings/masked`) is the run's own:
+    `mfr mask DS RUN/masked --style surgical` once checked only its own settings record, so the run's
+    manifest held surgical rows beside the run's seed masks, and the run's rerun embedded those images
+    with seed masks. Only `mfr run` adds to a run's output."""
+    import json
+
+    from jobs.settings import SETTINGS_KEY
+    from jobs.storage import open_parent, redact
+
+    uri = output.uri.rstrip("/")
+    for _ in range(2):  # the run's folders are at most two levels below it
+        parent, name = open_parent(uri)
+        if not name or parent.uri.rstrip("/") in ("", uri, "s3:"):
+            return
+        try:
+            record = json.loads(parent.read(SETTINGS_KEY)) if parent.exists(SETTINGS_KEY) else {}
+        except (OSError, ValueError):
+            record = {}
+        if isinstance(record, dict) and record.get("command") == "mfr run":
+            raise ValueError(f"the output {redact(output.uri)} is inside the mfr run output {redact(parent.uri)}: "
+                             "only mfr run adds to it (run it again with the same settings), or give another "
+                             "output; nothing was written")
+        uri = parent.uri.rstrip("/")
+
+
 def refuse_output_as_input(images, input_uri: str) -> None:
     """A folder input that is itself the output of `mfr mask` or `mfr run` (its settings record at the
     top): its masked images/ and crops/ would both be read as photos, each face twice, and scored
@@ -737,6 +763,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
 
     open_store(input_uri)  # a folder path or an s3:// URI, never str(None) read as a folder named None
     input_uri = str(input_uri)
+    refuse_output_inside_a_run(output)
     notes = []
     if is_manifest(input_uri):
         manifest_store, name = open_parent(input_uri)
@@ -753,7 +780,8 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         return images, [name], lister, notes
     if images_uri is not None:
         raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
-                         f"{redact(input_uri)} is a folder: its images are read from it")
+                         f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "
+                         "--config file gives --images too: put it under the table of the command run on manifests)")
     images = images_root(input_uri)
     if isinstance(images, LocalStore) and not images.root.exists():
         raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written)")

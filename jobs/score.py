@@ -385,7 +385,7 @@ def side_is_masked(uri: str) -> bool | None:
     import pyarrow.compute as pc
 
     store = open_store(uri)
-    for key in store.list():
+    for key in store.list(SHARD_DIR):  # not a manifest's: an output may hold mfr mask's beside mfr embed's
         if key.endswith(".parquet"):
             values = pc.unique(read_parquet_bytes(store.read(key), columns=["masked"]).column("masked")).to_pylist()
             values = [v for v in values if v is not None]

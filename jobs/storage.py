@@ -74,6 +74,16 @@ def redact(uri: str) -> str:
     return uri
 
 
+def s3_attempts() -> int:
+    """`MFR_S3_ATTEMPTS` (default 10): attempts per S3 request, a whole number of at least 1 (-2 was
+    botocore's traceback, "abc" an int() error that did not name the variable, 0 no attempt at all)."""
+    text = os.environ.get("MFR_S3_ATTEMPTS", "10").strip()
+    if not text.isdigit() or int(text) < 1:
+        raise StorageError(f"MFR_S3_ATTEMPTS={text!r}: give the attempts per S3 request as a whole number of at "
+                           "least 1 (default 10)")
+    return int(text)
+
+
 def open_parent(uri: str | Path) -> tuple["LocalStore | S3Store", str]:
     """(the store of the folder or prefix that holds the object at `uri`, the object's name in it)."""
     parent, _, name = str(uri).rstrip("/").rpartition("/")
@@ -285,7 +295,7 @@ class S3Store:
             import boto3
             from botocore.config import Config
 
-            attempts = int(os.environ.get("MFR_S3_ATTEMPTS", "10"))
+            attempts = s3_attempts()
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
             if endpoint and (urlsplit(endpoint).username or urlsplit(endpoint).password):
                 raise StorageError(f"the S3 endpoint URL {redact(endpoint)} carries credentials, which are refused; "

@@ -902,3 +902,48 @@ def test_the_same_images_given_as_a_folder_then_as_a_manifest_are_refused_not_em
     del record["settings"]["input"]
     (out / "_mfr_embed_settings.json").write_text(json.dumps(record))
     assert main(["embed", str(dataset), str(out), *here]) == 0
+
+
+def test_outputs_of_one_kind_are_not_taken_for_or_written_into_another(face_photos, tmp_path, capsys, monkeypatch):
+    """From a new user's review: `mfr embed DS OUT` into an `mfr mask` output made `mfr score` title its
+    unmasked shards "Masked probes" (the manifest's `masked` was read as theirs); `mfr mask DS
+    RUN/masked --style surgical` finished a run's manifest with surgical rows beside its seed masks;
+    `mfr embed OUT OUT --from-augment` wrote its shards among the masks; a bad MFR_S3_ATTEMPTS was
+    botocore's traceback."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.score import side_is_masked
+    from jobs.settings import augment_settings, check_settings
+    from jobs.storage import StorageError, s3_attempts
+    from maskgen.augment import AugmentOptions
+
+    both = tmp_path / "both"  # a mask output's manifest (masked faces) beside an embed output's shards
+    for folder, masked in (("manifest", True), ("shards", False)):
+        (both / folder).mkdir(parents=True)
+        pq.write_table(pa.table({"key": ["a/1.jpg"], "masked": [masked]}), both / folder / "part-0.parquet")
+    assert side_is_masked(str(both)) is False
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+    run = tmp_path / "run"
+    check_settings(open_store(str(run)), "mfr run", augment_settings(AugmentOptions()))  # as mfr run records it
+    for args in (["mask", str(dataset), str(run / "masked"), "--style", "surgical"],
+                 ["embed", str(dataset), str(run / "embeddings" / "masked")],
+                 ["run", str(dataset), str(run / "masked")]):
+        assert main([*args, "--dry-run"]) == 2
+        assert f"is inside the mfr run output {run}: only mfr run adds to it" in capsys.readouterr().err
+    assert sorted(p.name for p in run.iterdir()) == ["_mfr_settings.json"]
+
+    masks = tmp_path / "masks"
+    assert main(["mask", str(dataset), str(masks), "--quiet", "--executor", "local"]) == 0
+    for output in (masks, f"{masks}/"):
+        assert main(["embed", str(masks), str(output), "--from-augment", "--masked", "--dry-run"]) == 2
+        assert "is the input folder itself" in capsys.readouterr().err
+    assert not (masks / "shards").exists()
+
+    for value in ("-2", "abc", "0"):
+        monkeypatch.setenv("MFR_S3_ATTEMPTS", value)
+        with pytest.raises(StorageError, match="MFR_S3_ATTEMPTS=.*whole number of at least 1"):
+            s3_attempts()
+    monkeypatch.setenv("MFR_S3_ATTEMPTS", "3")
+    assert s3_attempts() == 3
