@@ -711,13 +711,14 @@ def refuse_output_inside_a_run(output) -> None:
 
     uri = output.uri.rstrip("/")
     for _ in range(2):  # the run's folders are at most two levels below it
-        parent, name = open_parent(uri)
-        if not name or parent.uri.rstrip("/") in ("", uri, "s3:"):
+        above = uri.rpartition("/")[0]
+        if not above or above.endswith(":/") or above.endswith(":"):  # a bucket or the file system's root
             return
         try:
+            parent, _ = open_parent(uri)
             record = json.loads(parent.read(SETTINGS_KEY)) if parent.exists(SETTINGS_KEY) else {}
-        except (OSError, ValueError):
-            record = {}
+        except Exception:  # an unreachable or unreadable parent: the job's own checks say so, naming its output
+            return
         if isinstance(record, dict) and record.get("command") == "mfr run":
             raise ValueError(f"the output {redact(output.uri)} is inside the mfr run output {redact(parent.uri)}: "
                              "only mfr run adds to it (run it again with the same settings), or give another "

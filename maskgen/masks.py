@@ -526,13 +526,18 @@ class ClothMask(MaskStyle):
 
     name = "cloth"
 
-    def __init__(self, patterns=CLOTH_PATTERNS, colours=tuple(CLOTH_COLOURS)):
+    def __init__(self, patterns=CLOTH_PATTERNS, colours=tuple(CLOTH_COLOURS), pattern_colours=None):
+        """`colours`: the fabric's; `pattern_colours`: the stripes', checks' and dots' (default: any of the
+        12 other than the fabric's)."""
         self.patterns = _choices("cloth patterns", patterns, CLOTH_PATTERNS)
         self.colours = _choices("cloth colours", colours, CLOTH_COLOURS)
+        self.pattern_colours = None if pattern_colours is None else \
+            _choices("cloth pattern colours", pattern_colours, CLOTH_COLOURS)
 
     def sample(self, rng, face_type=FRONTAL):
         name = _choice(rng, self.colours)
-        second = _choice(rng, tuple(c for c in CLOTH_COLOURS if c != name))
+        pool = self.pattern_colours or tuple(CLOTH_COLOURS)
+        second = _choice(rng, tuple(c for c in pool if c != name) or pool)
         return {"style": "cloth", "pattern": _choice(rng, self.patterns), "colour_name": name,
                 "colour": list(CLOTH_COLOURS[name]), "pattern_colour_name": second,
                 "pattern_colour": list(CLOTH_COLOURS[second]),

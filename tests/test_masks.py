@@ -172,6 +172,20 @@ def test_profile_faces_are_masked_on_their_visible_side():
         assert report["nose_tip"] and report["mouth"] and report["eyes_visible"], (name, report)
 
 
+def test_cloth_pattern_colours_are_the_ones_asked_for():
+    """ClothMask(colours=("navy", "white")) drew red, mustard and teal stripes: `colours` is the fabric's,
+    `pattern_colours` the pattern's; without it, the pattern takes any other colour as before."""
+    rng = np.random.default_rng(0)
+    narrowed = ClothMask(colours=("navy", "white"), pattern_colours=("navy", "white"))
+    pairs = {(p["colour_name"], p["pattern_colour_name"]) for p in (narrowed.sample(rng) for _ in range(50))}
+    assert pairs == {("navy", "white"), ("white", "navy")}
+    default = [ClothMask(colours=("navy",)).sample(np.random.default_rng(s)) for s in range(50)]
+    assert {p["pattern_colour_name"] for p in default} > {"red", "white"} and \
+        all(p["pattern_colour_name"] != "navy" for p in default)
+    with pytest.raises(ValueError, match="unknown cloth pattern colours"):
+        ClothMask(pattern_colours=("plaid",))
+
+
 def test_style_options_are_validated():
     with pytest.raises(ValueError, match="unknown mask style"):
         style_from_name("balaclava")
