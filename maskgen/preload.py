@@ -6,9 +6,17 @@ by all of them, page for page, instead of being read again by each worker of eac
 starting: a model that cannot be read is left to the worker, which then says why.
 """
 
-from maskgen.landmarks import load_shape_predictor, model_path
+import signal
 
+# Ctrl-C while the server reads the model reached it too, and printed its KeyboardInterrupt traceback
+# under the job's "interrupted" line: the job stops the server itself. The handler is given back after,
+# and the server's workers get it from there, as before.
+_interrupt = signal.signal(signal.SIGINT, signal.SIG_IGN)
 try:
+    from maskgen.landmarks import load_shape_predictor, model_path
+
     load_shape_predictor(model_path())
 except Exception:  # noqa: BLE001 - reported by the worker that needs it, in words
     pass
+finally:
+    signal.signal(signal.SIGINT, _interrupt)
