@@ -268,7 +268,8 @@ class Embedder:
     def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point",
                     locate_eyes=None) -> np.ndarray:
         """Embeddings of faces given by their 5 points: (5, 2) arrays, or the detector's `Face`s, or
-        `FaceRecord`s (their `landmarks5`; `alignment` then chooses as for any points). `alignment`: `five-point` (default), `eyes`, or
+        `FaceRecord`s (their `landmarks5`; `alignment` then chooses as for any points).
+        `alignment`: `five-point` (default), `eyes`, or
         `auto` (eyes when the 5-point geometry is implausible, as under masks); `locate_eyes(k)` gives
         face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
         detector's eyes are used; see maskgen.finder.alignment_points."""

@@ -89,7 +89,8 @@ class ModelSpec:
         if np.asarray(self.template).shape != (5, 2):
             raise ValueError(f"{self.name}: template needs 5 (x, y) points")
         if not _whole(self.embedding_size) or self.embedding_size <= 0:
-            raise ValueError(f"{self.name}: embedding_size must be a positive whole number, got {self.embedding_size!r}")
+            raise ValueError(f"{self.name}: embedding_size must be a positive whole number, "
+                             f"got {self.embedding_size!r}")
         for flag in ("normalize", "requires_licence_acceptance"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 raise ValueError(f"{self.name}: {flag} is true or false, got {getattr(self, flag)!r}")
