@@ -508,6 +508,8 @@ def where_shards_are(store) -> str:
     if store.exists(SETTINGS_KEY):
         return (f": {store.uri} is the output of `mfr mask`; embed its masked faces first (mfr embed "
                 f"{store.uri} EMB --from-augment --masked) and score EMB")
+    if store.uri.rstrip("/").endswith(f"/{SHARD_DIR}") and any(k.endswith(".parquet") for k in store.list()):
+        return f": {store.uri} holds the shards themselves; give the folder above it"
     return ""
 
 

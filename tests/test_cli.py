@@ -338,3 +338,10 @@ def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, ca
     assert capsys.readouterr().err.strip() == (
         f"mfr score: no embedding shards under {masked}/shards: {masked} is the output of `mfr mask`; embed its "
         f"masked faces first (mfr embed {masked} EMB --from-augment --masked) and score EMB")
+    shards = tmp_path / "emb" / "shards"  # the shard folder itself, given for its output
+    (shards / "g=x").mkdir(parents=True)
+    (shards / "g=x" / "part-0.parquet").write_bytes(b"PAR1")
+    assert main(["score", str(shards), str(shards), str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr score: no embedding shards under {shards}/shards: {shards} holds the shards themselves; give the "
+        "folder above it")
