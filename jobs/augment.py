@@ -37,6 +37,7 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, re
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
+from maskgen.checks import is_whole
 from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.record import FaceRecord, record_schema
 
@@ -275,7 +276,7 @@ def check_counts(**counts) -> None:
     """A job's count arguments (batch_size, rows_per_shard, max_pixels, workers, ...), refused before any
     work unless each is a whole number of at least 1 (None: not given, where the job has a default)."""
     for name, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+        if value is not None and (not is_whole(value) or value < 1):
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskgen.checks import is_whole
 from recog import metrics as M
 from recog.block_scoring import NumpyBlockScorer, Scoring, block_scorer
 
@@ -651,7 +652,7 @@ MOST_TASKS_PER_GPU = 100  # each task holds its own gallery part and block on th
 def check_tasks_per_gpu(value, name: str = "tasks_per_gpu") -> None:
     """GPU scoring tasks per GPU, refused unless a whole number from 1 to MOST_TASKS_PER_GPU (`name`:
     the argument as its caller calls it)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not is_whole(value) or value < 1:
         raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
     if value > MOST_TASKS_PER_GPU:
         raise ValueError(f"{name} must be at most {MOST_TASKS_PER_GPU}, got {value}")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
+from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
@@ -82,8 +83,7 @@ class AugmentOptions:
             raise ValueError(f"unknown mask style {self.style!r}; choose from {STYLE_NAMES}")
         if not isinstance(self.style, (str, MaskStyle)):
             raise ValueError(f"style is a name from {STYLE_NAMES} or a MaskStyle object, got {self.style!r}")
-        if isinstance(self.crop_size, bool) or not isinstance(self.crop_size, (int, np.integer)) \
-                or not 16 <= self.crop_size <= MAX_CROP_SIZE:
+        if not is_whole(self.crop_size) or not 16 <= self.crop_size <= MAX_CROP_SIZE:
             raise ValueError(f"crop_size must be a whole number of pixels from 16 to {MAX_CROP_SIZE}, "
                              f"got {self.crop_size!r}")
         if isinstance(self.min_face_size, bool) or not isinstance(self.min_face_size, (int, float, np.number)) \

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from maskgen import boxes as B
+from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
 
 IMAGES_PER_CALL = 8
@@ -48,8 +49,7 @@ class DetectorOptions:
             raise ValueError(f"thresholds must be three probabilities, got {self.thresholds}")
         if len(self.nms_thresholds) != 4 or not all(0.0 < t <= 1.0 for t in self.nms_thresholds):
             raise ValueError(f"nms_thresholds must be four overlaps in (0, 1], got {self.nms_thresholds}")
-        if isinstance(self.max_candidates, bool) or not isinstance(self.max_candidates, (int, np.integer)) \
-                or self.max_candidates < 0:
+        if not is_whole(self.max_candidates) or self.max_candidates < 0:
             raise ValueError(f"max_candidates must be a whole number >= 0, got {self.max_candidates!r}")
         B.pyramid_scales(100, 100, self.min_face_size, self.scale_factor)  # validates both
 

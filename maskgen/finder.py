@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import ARCFACE_112, similarity_transform, transform_points
+from maskgen.checks import is_whole
 from maskgen.detect import Face
 
 DETECTORS = ("mtcnn", "yunet", "both")
@@ -90,8 +91,7 @@ class FinderOptions:
             raise ValueError(f"pad must be in (0, 2], got {self.pad}")
         if not 0 < self.auto_fill <= 1:  # NaN or 5: the crop path never ran
             raise ValueError(f"auto_fill must be in (0, 1], got {self.auto_fill}")
-        if isinstance(self.auto_max_side, bool) or not isinstance(self.auto_max_side, (int, np.integer)) \
-                or self.auto_max_side < 1:
+        if not is_whole(self.auto_max_side) or self.auto_max_side < 1:
             raise ValueError(f"auto_max_side must be a whole number of pixels, at least 1, got {self.auto_max_side!r}")
         for name in ("onet_min_score", "second_look_min_score", "second_look_min_cover"):
             if not 0 <= getattr(self, name) <= 1:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
 from maskgen.facetype import FaceType
 
@@ -44,7 +45,7 @@ def check_seed(seed) -> int:
 
 def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     """The generator for one face: a pure function of (run seed, image key, face index)."""
-    if isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer)) or face_index < 0:
+    if not is_whole(face_index) or face_index < 0:
         raise ValueError(f"a face index is a whole number >= 0, got {face_index!r}")  # 1.7 drew face 1's mask
     digest = hashlib.sha256(str(key).encode("utf-8")).digest()
     words = np.frombuffer(digest[:16], dtype="<u4").tolist()
@@ -286,15 +287,13 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     # The mask is drawn over its whole window, then the part inside the image is kept: the same face
     # and seed give the same pixels however far the image extends past the face (drawn over the window
     # cut at the image's edge, the fabric noise, sized and normalised to it, moved by up to 38 levels).
-    # The window stays within the image's size past each edge: a record's wild landmarks cost no more.
-    wx1, wy1 = np.maximum(np.floor(outline.min(axis=0)).astype(int) - pad, (-w_img, -h_img))
-    wx2, wy2 = np.minimum(np.ceil(outline.max(axis=0)).astype(int) + pad, (2 * w_img, 2 * h_img))
-    x1, y1, x2, y2 = max(wx1, 0), max(wy1, 0), min(wx2, w_img), min(wy2, h_img)
     out = np.ascontiguousarray(image.copy())
     coverage = np.zeros((h_img, w_img), bool)
-    if x2 <= x1 or y2 <= y1:
+    cut = _window(np.floor(outline.min(axis=0)).astype(int) - pad, np.ceil(outline.max(axis=0)).astype(int) + pad,
+                  (w_img, h_img))
+    if cut is None:
         return out, coverage
-    inner = (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
+    (wx1, wy1, wx2, wy2), (x1, y1, x2, y2), inner = cut
     alpha = _fill((wy2 - wy1, wx2 - wx1), outline, np.array([wx1, wy1], dtype=np.float64))
     coverage[y1:y2, x1:x2] = alpha[inner] >= 0.5
 
@@ -343,21 +342,31 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     return out, coverage
 
 
+def _window(low, high, size):
+    """A drawing window from `low` (x, y) to `high` (exclusive), kept within the image's size past each
+    edge (wild landmarks cost no more than that), as (window (x1, y1, x2, y2), the part inside the
+    image (x1, y1, x2, y2), that part's slices in the window); None when nothing of it is inside."""
+    w, h = (int(v) for v in size)
+    wx1, wy1 = (int(v) for v in np.maximum(low, (-w, -h)))
+    wx2, wy2 = (int(v) for v in np.minimum(high, (2 * w, 2 * h)))
+    x1, y1, x2, y2 = max(wx1, 0), max(wy1, 0), min(wx2, w), min(wy2, h)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return (wx1, wy1, wx2, wy2), (x1, y1, x2, y2), (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
+
+
 def _draw_loops(out: np.ndarray, loops, colour, thickness: int) -> None:
     """Ear loops, anti-aliased, drawn in place on a canvas that holds them whole and then kept where
     the image is: OpenCV clips a line at the image's edge, which shaded its last column otherwise."""
     if not len(loops):
         return
     ends = np.round(np.array([p for loop in loops for p in loop], dtype=np.float64) * 16).astype(np.int64)
-    h, w = out.shape[:2]
     reach = thickness + 2
-    x1, y1 = np.maximum(ends.min(axis=0) // 16 - reach, (-w, -h))
-    x2, y2 = np.minimum(ends.max(axis=0) // 16 + reach + 1, (2 * w, 2 * h))
-    cx1, cy1, cx2, cy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
-    if cx2 <= cx1 or cy2 <= cy1:
+    cut = _window(ends.min(axis=0) // 16 - reach, ends.max(axis=0) // 16 + reach + 1, out.shape[1::-1])
+    if cut is None:
         return
+    (x1, y1, x2, y2), (cx1, cy1, cx2, cy2), inner = cut
     canvas = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-    inner = (slice(cy1 - y1, cy2 - y1), slice(cx1 - x1, cx2 - x1))
     canvas[inner] = out[cy1:cy2, cx1:cx2]
     origin = np.array([x1, y1], np.int64) * 16
     for a, b in zip(ends[0::2] - origin, ends[1::2] - origin):

@@ -56,6 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskgen.checks import is_whole
+
 # ------------------------------------------------------------------------------------------------
 # validation
 
@@ -192,7 +194,7 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
     """LFW's protocol: `folds` is a count (contiguous equal folds, in pair order) or a fold id per pair."""
     s, y = _check_scores_labels(scores, labels)
     if np.isscalar(folds):
-        if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)):
+        if not is_whole(folds):
             raise ValueError(f"folds is a count (a whole number) or one fold id per pair, got {folds!r}")
         n_folds = int(folds)
         if n_folds < 2 or n_folds > s.size:
@@ -284,7 +286,7 @@ def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine") 
 
 def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", block: int = 65536) -> np.ndarray:
     """Score of a[i] against b[i] for every i."""
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+    if not is_whole(block) or block < 1:
         raise ValueError(f"block is a whole number of pairs, at least 1, got {block!r}")
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
@@ -384,9 +386,9 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     was found: the others' rows are ignored and they count as never identified (module doc).
     Memory: about 2 x block x gallery scores at a time.
     """
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+    if not is_whole(block) or block < 1:
         raise ValueError(f"block is a whole number of probes, at least 1, got {block!r}")
-    if isinstance(keep_nonmated, bool) or not isinstance(keep_nonmated, (int, np.integer)) or keep_nonmated < 0:
+    if not is_whole(keep_nonmated) or keep_nonmated < 0:
         raise ValueError(f"keep_nonmated is a whole number, at least 0, got {keep_nonmated!r}")
     if acquired is not None:
         acquired = np.asarray(acquired, dtype=bool).reshape(-1)

@@ -21,15 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from maskgen.align import ARCFACE_112, FaceTemplate
+from maskgen.checks import is_whole
 
 METADATA_KEY = "mfr.spec"
 CHANNEL_ORDERS = ("RGB", "BGR")
 LAYOUTS = ("NCHW", "NHWC")
 SIMILARITIES = ("cosine", "euclidean")
-
-
-def _whole(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _number(value):
@@ -70,7 +67,7 @@ class ModelSpec:
     def __post_init__(self):
         # a spec is often read from a sidecar JSON written by hand: "no" was a true `normalize`, 112.5
         # a size, NaN a std
-        if len(tuple(self.input_size)) != 2 or not all(_whole(v) for v in self.input_size):
+        if len(tuple(self.input_size)) != 2 or not all(is_whole(v) for v in self.input_size):
             raise ValueError(f"{self.name}: input_size is (width, height) in whole pixels, got {self.input_size}")
         w, h = self.input_size
         if w < 8 or h < 8:
@@ -88,7 +85,7 @@ class ModelSpec:
             raise ValueError(f"{self.name}: mean and std need 3 finite numbers each, std non-zero")
         if np.asarray(self.template).shape != (5, 2):
             raise ValueError(f"{self.name}: template needs 5 (x, y) points")
-        if not _whole(self.embedding_size) or self.embedding_size <= 0:
+        if not is_whole(self.embedding_size) or self.embedding_size <= 0:
             raise ValueError(f"{self.name}: embedding_size must be a positive whole number, "
                              f"got {self.embedding_size!r}")
         for flag in ("normalize", "requires_licence_acceptance"):
