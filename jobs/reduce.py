@@ -8,8 +8,9 @@ How the work is cut, and what each process holds:
 - **Gallery index** (tasks, one per group of gallery shards): the key, identity and face of every
   gallery face, no embeddings. The driver picks the gallery split from it (jobs.score.split_gallery)
   and cuts the chosen entries, in (identity, key) order, into parts of at most `part_rows`
-  (default `GALLERY_PART_ROWS`). The driver holds these labels (a few hundred bytes per gallery
-  face as pandas strings), never an embedding or a score matrix.
+  (default `GALLERY_PART_ROWS`), each identity whole in one part (ranks count identities). The
+  driver holds these labels (a few hundred bytes per gallery face as pandas strings), never an
+  embedding or a score matrix.
 - **Gallery parts** (tasks, one per part and model): read the shards that hold the part's entries,
   make mean templates where asked, normalise once, and leave the part in the object store with its
   identity codes. A gallery larger than one machine's memory is simply more parts.
@@ -43,7 +44,7 @@ entries (merged with Chan's parallel formula), the second scores the z-normalise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,9 +58,10 @@ SCORE_TASK_CPUS = 1             # scoring is matrix products: one core per task,
 
 @dataclass
 class GalleryPart:
-    """Gallery entries [offset, offset + size) of the whole gallery: their identity codes, the
-    entries of each code (CSR: `order[starts[c]:starts[c + 1]]`), and the embeddings (one array per
-    model; `load` fetches them, so a Ray task holds one part at a time)."""
+    """Gallery entries [offset, offset + size) of the whole gallery: their identity codes (in identity
+    order, each identity in one part: ranks count identities, recog.metrics), the entries of each code
+    (CSR: `order[starts[c]:starts[c + 1]]`), and the embeddings (one array per model; `load` fetches
+    them, so a Ray task holds one part at a time)."""
 
     offset: int
     codes: np.ndarray
@@ -78,6 +80,11 @@ class GalleryPart:
     @property
     def size(self) -> int:
         return len(self.codes)
+
+    @property
+    def runs(self):
+        """Where each identity's run of entries starts (None: one entry per identity)."""
+        return M.identity_runs(self.codes)
 
     def load(self) -> tuple:
         return self.embeddings if self.embeddings is not None else self.loader()
@@ -125,6 +132,18 @@ def _flat(per_row: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return rows, pos
 
 
+def check_parts(parts: list[GalleryPart]) -> None:
+    """Refuse parts whose entries are not in identity order or that cut an identity in two: a rank counts an
+    identity once, which a part can only do for the identities it holds whole."""
+    codes = np.concatenate([p.codes for p in parts]) if parts else np.empty(0, np.int64)
+    if (np.diff(codes) < 0).any():
+        raise ValueError("gallery parts must hold their entries in identity order")
+    for before, after in zip(parts, parts[1:]):
+        if before.size and after.size and before.codes[-1] == after.codes[0]:
+            raise ValueError(f"gallery parts must hold each identity whole; identity code {int(after.codes[0])} "
+                             f"is cut at entry {after.offset}")
+
+
 def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring, impostors_per_probe: int | None,
                 keep_nonmated: int, seed: int, probe_keys: list, block: int | None = None, scorer=None) -> dict:
     """Per-probe facts of some probes against a gallery in parts (pure, but for the parts' loaders).
@@ -139,6 +158,7 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
     codes = np.asarray(probe_codes, np.int64)
     n = len(codes)
     gallery_size = sum(p.size for p in parts)
+    check_parts(parts)
     mates = [p.mates(codes) for p in parts]
     # every genuine pair once, by probe then gallery position (parts are in gallery order and each part's
     # columns ascend, so a stable sort by probe is enough); `flat[j]`: where part j's pairs land
@@ -184,7 +204,7 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
                 genuine[flat[j][lo:hi]] = scorer.genuine(tuple(p[sub] for p in probes), pairs)
         np.maximum.at(best, g_rows, genuine)
     for j, (part, (rows, cols)) in enumerate(zip(parts, mates)):
-        scorer.set_gallery(part.load())
+        scorer.set_gallery(part.load(), part.runs)
         for r0 in range(0, n, step(part.size)):
             r1 = min(n, r0 + step(part.size))
             lo, hi = np.searchsorted(rows, [r0, r1])
@@ -212,13 +232,13 @@ def score_block(probes, probe_codes, parts: list[GalleryPart], scoring: Scoring,
             "nonmated_top": np.sort(kept)[::-1], "genuine": genuine, "impostor": impostor}
 
 
-def merge_blocks(blocks: list[dict], gallery_size: int, keep_nonmated: int):
+def merge_blocks(blocks: list[dict], gallery_size: int, keep_nonmated: int, gallery_identities: int | None = None):
     """(pair scores, labels, IdentificationStats) of all blocks, in block order."""
     cat = {k: np.concatenate([b[k] for b in blocks]) for k in ("mated", "mated_score", "rank", "top_nonmated")}
     pool = np.concatenate([b["nonmated_top"] for b in blocks]) if blocks else np.empty(0, np.float32)
     pool = np.sort(pool)[::-1][:keep_nonmated] if keep_nonmated else np.empty(0, np.float32)
     stats = M.IdentificationStats(cat["mated"], cat["mated_score"], cat["rank"], cat["top_nonmated"], pool,
-                                  gallery_size)
+                                  gallery_size, gallery_identities)
     genuine = np.concatenate([b["genuine"] for b in blocks])
     impostor = np.concatenate([b["impostor"] for b in blocks])
     scores = np.concatenate([genuine, impostor])
@@ -397,6 +417,23 @@ def _index(uri: str, shards_per_task: int, name: str | None = None):
     return Index(rows, failed, store.uri, where, shards, method[0], similarities.pop() if similarities else "cosine")
 
 
+def part_bounds(codes, part_rows: int) -> list[tuple[int, int]]:
+    """[start, end) of each gallery part over entries in identity order (`codes`): at most `part_rows`
+    entries, ending where an identity ends (check_parts); an identity of more entries than that is a
+    part of its own."""
+    codes = np.asarray(codes)
+    bounds, p0 = [], 0
+    while p0 < len(codes):
+        p1 = min(p0 + part_rows, len(codes))
+        if p1 < len(codes) and codes[p1] == codes[p1 - 1]:  # back to where the cut identity starts
+            p1 = int(np.searchsorted(codes, codes[p1], "left"))
+            if p1 == p0:  # or on to where it ends
+                p1 = int(np.searchsorted(codes, codes[p0], "right"))
+        bounds.append((p0, p1))
+        p0 = p1
+    return bounds
+
+
 def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
                  shards_per_task: int, names=None) -> Gallery:
     """Index every model's gallery shards (of the method each of `names` names, `method_filter`), choose
@@ -436,8 +473,8 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     task = ray.remote(num_cpus=SCORE_TASK_CPUS)(_gallery_part)
     parts, refs = [], []
     similarities = tuple(index.similarity for index in indexed)
-    for p0 in range(0, len(entry_keys), part_rows):
-        part_entries = entry_keys[p0:p0 + part_rows]
+    for p0, p1 in part_bounds(codes, part_rows):
+        part_entries = entry_keys[p0:p1]
         part_refs = []
         for index, model_rows in zip(indexed, chosen):
             holds = model_rows[model_rows.entry.isin(set(part_entries))]
@@ -449,7 +486,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
                 arg = [(i, images_of[i]) for i in part_entries]
             part_refs.append(task.remote(index.uri, [index.shards[s] for s in sorted(set(holds.shard))], arg, template,
                                          index.similarity, index.where))
-        parts.append(GalleryPart.of(None, codes[p0:p0 + part_rows], p0, len(identities)))
+        parts.append(GalleryPart.of(None, codes[p0:p1], p0, len(identities)))
         refs.append(part_refs)
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
                    tuple(index.model_id for index in indexed), counts[0])
@@ -735,10 +772,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
     failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
     blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
-    scores, labels, stats = merge_blocks(blocks, size, keep)
+    scores, labels, stats = merge_blocks(blocks, size, keep, len(gallery.identities))
     pool = seed_fpir_pool(int(stats.mated.sum()), failed_ids, gallery.entry_ids)
-    stats = M.IdentificationStats(stats.mated, stats.mated_score, stats.rank, stats.top_nonmated,
-                                  stats.nonmated_top[:pool], stats.gallery_size)
+    stats = replace(stats, nonmated_top=stats.nonmated_top[:pool])
     acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
     result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
                             unit="fused" if len(uris) > 1 else gallery.similarities[0])

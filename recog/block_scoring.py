@@ -9,8 +9,10 @@ normalised):
 
 - `genuine`: the scores at `mates` (k (row, column) pairs), `impostor`: at `impostors` (m pairs);
 - `best`: per row, the larger of `best_in` and its best genuine score here (-inf without one);
-- `top`: per row, its best non-mated score here; `count`: its non-mated scores that tie `best` or
-  beat it (>= `recog.metrics.tie_floor(best)`);
+- `top`: per row, its best non-mated score here; `count`: its non-mated identities with a score that
+  ties `best` or beats it (>= `recog.metrics.tie_floor(best)`), an identity counted once however many
+  of its entries do (the part's columns in identity order, `runs` given to `set_gallery`; without
+  runs each entry is an identity of its own);
 - `candidates`: the non-mated scores >= `floor` of the rows flagged in `pool_rows` (finite only).
 
 `NumpyBlockScorer` does it with one matrix product and NumPy passes over the block. The ONNX
@@ -95,9 +97,12 @@ class NumpyBlockScorer:
     def __init__(self, scoring=None):
         self.scoring = scoring
         self.gallery = None
+        self.runs = None
 
-    def set_gallery(self, gallery) -> None:
+    def set_gallery(self, gallery, runs=None) -> None:
+        """`runs`: where each identity's run of columns starts (recog.metrics.identity_runs)."""
         self.gallery = gallery
+        self.runs = runs
 
     def scores(self, probes) -> np.ndarray:
         if self.scoring is not None:
@@ -117,7 +122,7 @@ class NumpyBlockScorer:
         np.maximum.at(best, mr, genuine)
         s[mr, mc] = -np.inf  # from here on `s` holds non-mated scores only
         top = s.max(axis=1)
-        count = (s >= M.tie_floor(best)[:, None]).sum(axis=1)
+        count = M.identities_at_or_above(s, M.tie_floor(best), self.runs)
         candidates = np.empty(0, np.float32)
         if pool_rows.any():
             candidates = s[pool_rows]
@@ -125,8 +130,11 @@ class NumpyBlockScorer:
         return BlockFacts(genuine, impostor, best, top, count, candidates)
 
 
-def block_graph() -> bytes:
-    """The ONNX model of `NumpyBlockScorer.block` for cosine scores (opset 17)."""
+def block_graph(by_identity: bool = False) -> bytes:
+    """The ONNX model of `NumpyBlockScorer.block` for cosine scores (opset 17). `by_identity` counts
+    identities whose runs of columns (inputs `run_starts`, `run_ends`) hold a score at or above the
+    tie floor: a running count of such scores along each row, read at each run's ends. Without it,
+    every entry is an identity and the graph is the one the GPU benchmark measured."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -138,6 +146,8 @@ def block_graph() -> bytes:
               helper.make_tensor_value_info("best_in", f, ["b"]),
               helper.make_tensor_value_info("floor", f, []),
               helper.make_tensor_value_info("pool_rows", b, ["b"])]
+    if by_identity:
+        inputs += [helper.make_tensor_value_info(name, i64, ["g"]) for name in ("run_starts", "run_lasts")]
     outputs = [helper.make_tensor_value_info(name, f, [dim]) for name, dim in
                (("genuine", "k"), ("impostor", "m"), ("best", "b"), ("top", "b"))]
     outputs += [helper.make_tensor_value_info("count", i64, ["b"]),
@@ -146,7 +156,8 @@ def block_graph() -> bytes:
              helper.make_tensor("one", f, [], [1.0]),
              helper.make_tensor("tie", f, [], [M.TIE_TOLERANCE]),
              helper.make_tensor("axis1", i64, [1], [1]),
-             helper.make_tensor("flat", i64, [1], [-1])]
+             helper.make_tensor("flat", i64, [1], [-1]),
+             helper.make_tensor("zero", i64, [], [0])]
     n = helper.make_node
     nodes = [
         n("Gemm", ["probes", "gallery"], ["scores"], transB=1),
@@ -171,7 +182,22 @@ def block_graph() -> bytes:
         n("Unsqueeze", ["tie_floor", "axis1"], ["tie_col"]),
         n("GreaterOrEqual", ["nonmated", "tie_col"], ["at_or_above"]),
         n("Cast", ["at_or_above"], ["at_or_above_int"], to=i64),
-        n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0),
+    ]
+    if by_identity:  # scores at or above in a run [start, last]: running[last] - running[start] + at[start]
+        nodes += [
+            n("CumSum", ["at_or_above_int", "axis1"], ["running"]),
+            n("Gather", ["running", "run_lasts"], ["through_last"], axis=1),
+            n("Gather", ["running", "run_starts"], ["through_start"], axis=1),
+            n("Gather", ["at_or_above_int", "run_starts"], ["at_start"], axis=1),
+            n("Sub", ["through_last", "through_start"], ["after_start"]),
+            n("Add", ["after_start", "at_start"], ["per_identity"]),
+            n("Greater", ["per_identity", "zero"], ["identity_hit"]),
+            n("Cast", ["identity_hit"], ["identity_hit_int"], to=i64),
+            n("ReduceSum", ["identity_hit_int", "axis1"], ["count"], keepdims=0),
+        ]
+    else:
+        nodes.append(n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0))
+    nodes += [
         n("GreaterOrEqual", ["nonmated", "floor"], ["over_floor"]),
         n("Unsqueeze", ["pool_rows", "axis1"], ["pool_col"]),
         n("And", ["over_floor", "pool_col"], ["in_pool"]),
@@ -191,17 +217,27 @@ class OnnxBlockScorer:
     (onnxruntime-gpu), `"cpu"` runs the same graph on the CPU provider."""
 
     def __init__(self, device: str = "cpu", threads: int = 1):
-        from maskgen.runtime import create_session
-
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
         # the sessions every model gets: on CUDA, a provider that cannot start is a RuntimeError. No
         # TF32 (CUDA's default for products on recent GPUs): it keeps 10 bits of mantissa, and scores
         # are compared and ranked at float32 precision, as the NumPy path computes them
-        self.session = create_session(block_graph(), device=device, threads=threads, cuda_options={"use_tf32": 0})
+        self._sessions = {}
+        self._options = {"device": device, "threads": threads, "cuda_options": {"use_tf32": 0}}
+        self.session = self._session(False)
         self.device = device
         self.name = f"onnxruntime-{device}"
         self.gallery = None
+        self.runs = None
+
+    def _session(self, by_identity: bool):
+        """The graph's session, made on first use (the graph counting identities only for a gallery
+        with several entries per identity)."""
+        from maskgen.runtime import create_session
+
+        if by_identity not in self._sessions:
+            self._sessions[by_identity] = create_session(block_graph(by_identity), **self._options)
+        return self._sessions[by_identity]
 
     def rows_per_block(self, part_size: int) -> int:
         """On a GPU, blocks of up to 4,096 rows and 2^26 scores (the graph's intermediates take about
@@ -211,16 +247,25 @@ class OnnxBlockScorer:
             return rows_for(part_size, 1 << 26, 4096)
         return NumpyBlockScorer.rows_per_block(part_size)
 
-    def set_gallery(self, gallery) -> None:
+    def set_gallery(self, gallery, runs=None) -> None:
         import onnxruntime as ort
 
         gallery = gallery[0] if isinstance(gallery, tuple) else gallery  # one model
         # on the device once per part; every block's call binds it without copying it again
         self.gallery = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(gallery, np.float32), self.device, 0)
+        if runs is None:
+            self.runs = None
+        else:  # each run's first and last column
+            starts = np.asarray(runs, np.int64)
+            self.runs = (starts, np.append(starts[1:], len(gallery)) - 1)
 
-    def _run(self, probes, mates, impostors, best_in, floor, pool_rows):
+    def _run(self, probes, mates, impostors, best_in, floor, pool_rows, by_identity=False):
         probes = probes[0] if isinstance(probes, tuple) else probes
-        binding = self.session.io_binding()
+        session = self._session(by_identity)
+        binding = session.io_binding()
+        if by_identity:
+            binding.bind_cpu_input("run_starts", self.runs[0])
+            binding.bind_cpu_input("run_lasts", self.runs[1])
         binding.bind_cpu_input("probes", np.ascontiguousarray(probes, np.float32))
         binding.bind_ortvalue_input("gallery", self.gallery)
         binding.bind_cpu_input("mates", np.ascontiguousarray(mates, np.int64).reshape(-1, 2))
@@ -230,7 +275,7 @@ class OnnxBlockScorer:
         binding.bind_cpu_input("pool_rows", np.ascontiguousarray(pool_rows, bool))
         for name in ("genuine", "impostor", "best", "top", "count", "candidates"):
             binding.bind_output(name, "cpu")
-        self.session.run_with_iobinding(binding)
+        session.run_with_iobinding(binding)
         return binding.copy_outputs_to_cpu()
 
     def genuine(self, probes, mates) -> np.ndarray:
@@ -239,7 +284,7 @@ class OnnxBlockScorer:
                          np.zeros(b, bool))[0]
 
     def block(self, probes, mates, impostors, best_in, floor, pool_rows) -> BlockFacts:
-        return BlockFacts(*self._run(probes, mates, impostors, best_in, floor, pool_rows))
+        return BlockFacts(*self._run(probes, mates, impostors, best_in, floor, pool_rows, self.runs is not None))
 
 
 def block_scorer(backend: str = "numpy", scoring=None, device: str = "cpu"):

@@ -18,8 +18,10 @@ Verification
 
 Identification (probes against a gallery, `ids` name identities)
 - A probe is *mated* when its identity is in the gallery. Its mated score is the best score among
-  gallery entries of its identity; its rank is 1 + the number of non-mated gallery entries scoring
-  at least as high (ties count against it). A tie is a score within float32 rounding of the mated
+  gallery entries of its identity; its rank is 1 + the number of other gallery *identities* with an
+  entry scoring at least as high (ties count against it): a gallery of several images per identity
+  ranks identities, as a candidate list does, so an impostor with three images above the mate pushes
+  it down one place, not three. A tie is a score within float32 rounding of the mated
   score: at least `tie_floor(mated)`, the mated score less `TIE_TOLERANCE` (2^-16) x max(1, |mated|).
   Two matrix products of the same embeddings can differ in their last bits (BLAS sums in an order
   that depends on the shapes), so exact equality would make the rank of a probe whose gallery holds
@@ -315,11 +317,37 @@ class IdentificationStats:
 
     mated: np.ndarray           # bool (P,): identity in the gallery
     mated_score: np.ndarray     # (P,) best mated score (nan if unmated)
-    rank: np.ndarray            # (P,) 1 + non-mated entries scoring >= mated score (0 if unmated;
+    rank: np.ndarray            # (P,) 1 + non-mated identities scoring >= mated score (0 if unmated;
                                 # NEVER_IDENTIFIED for a mated probe without a face)
     top_nonmated: np.ndarray    # (P,) best non-mated score (-inf if the gallery has only the mate)
     nonmated_top: np.ndarray    # largest non-mated scores of mated probes, descending (seed reading)
-    gallery_size: int
+    gallery_size: int           # gallery entries
+    gallery_identities: int | None = None  # identities among them (None: not counted; the most a rank can be)
+
+    @property
+    def most_rank(self) -> int:
+        """The largest rank a mated probe with a face can have: the gallery's identities."""
+        return self.gallery_size if self.gallery_identities is None else self.gallery_identities
+
+
+def identity_runs(sorted_codes) -> np.ndarray | None:
+    """Where each identity's run starts in gallery columns ordered by identity code (`sorted_codes`
+    non-decreasing); None when every entry is an identity of its own, where entries and identities
+    count alike."""
+    codes = np.asarray(sorted_codes).reshape(-1)
+    if codes.size and (np.diff(codes) < 0).any():
+        raise ValueError("gallery columns must be in identity order to count identities")
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if codes.size else np.empty(0, np.intp)
+    return None if len(starts) == len(codes) else starts
+
+
+def identities_at_or_above(nonmated, floor, runs=None) -> np.ndarray:
+    """Per row of non-mated scores (mates at -inf), how many identities have an entry >= the row's
+    `floor`; `runs` (identity_runs) groups the columns by identity, None counts each column as one."""
+    hit = np.asarray(nonmated) >= np.asarray(floor)[:, None]
+    if runs is None:
+        return hit.sum(axis=1)
+    return np.logical_or.reduceat(hit, runs, axis=1).sum(axis=1)
 
 
 def _codes(probe_ids, gallery_ids):
@@ -372,7 +400,7 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
         np.concatenate([stats.mated_score, np.where(mated, -np.inf, np.nan).astype(np.float32)]),
         np.concatenate([stats.rank, np.where(mated, NEVER_IDENTIFIED, 0)]),
         np.concatenate([stats.top_nonmated, np.full(len(failed_ids), -np.inf, np.float32)]),
-        stats.nonmated_top, stats.gallery_size)
+        stats.nonmated_top, stats.gallery_size, stats.gallery_identities)
     return scores, labels, stats
 
 
@@ -404,7 +432,8 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
         rank = np.where(mated, NEVER_IDENTIFIED, 0)
         top_nonmated = np.full(len(probe_ids), -np.inf, np.float32)
         mated_score[acquired], rank[acquired], top_nonmated[acquired] = sub.mated_score, sub.rank, sub.top_nonmated
-        return IdentificationStats(mated, mated_score, rank, top_nonmated, sub.nonmated_top, sub.gallery_size)
+        return IdentificationStats(mated, mated_score, rank, top_nonmated, sub.nonmated_top, sub.gallery_size,
+                                   sub.gallery_identities)
     if gallery is None:
         matrix = np.asarray(probes, dtype=np.float32)
         n_probes, n_gallery = matrix.shape
@@ -436,6 +465,9 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     order = np.argsort(g_codes, kind="stable")
     starts = np.searchsorted(g_codes[order], np.arange(p_codes.max(initial=0) + 2))
     mated = np.isin(p_codes, g_codes)
+    runs = identity_runs(g_codes[order])
+    # columns regrouped by identity only where an identity has several entries not side by side
+    by_identity = None if runs is None or (np.diff(g_codes) >= 0).all() else order
     mated_score = np.full(n_probes, np.nan, np.float32)
     rank = np.zeros(n_probes, np.int64)
     top_nonmated = np.full(n_probes, -np.inf, np.float32)
@@ -458,7 +490,8 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
         top_nonmated[i0:i1] = s.max(axis=1)
         m = mated[i0:i1]
         mated_score[i0:i1] = np.where(m, best_mate, np.nan)
-        rank[i0:i1] = np.where(m, 1 + (s >= tie_floor(best_mate)[:, None]).sum(axis=1), 0)
+        nonmated = s if by_identity is None else s[:, by_identity]
+        rank[i0:i1] = np.where(m, 1 + identities_at_or_above(nonmated, tie_floor(best_mate), runs), 0)
         if keep_nonmated:  # the seed's reading pools the non-mated scores of mated probes
             floor = kept.min() if kept.size >= keep_nonmated else -np.inf
             candidates = s[m]
@@ -467,7 +500,8 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
             if pool.size > keep_nonmated:
                 pool = np.partition(pool, pool.size - keep_nonmated)[-keep_nonmated:]
             kept = pool
-    return IdentificationStats(mated, mated_score, rank, top_nonmated, np.sort(kept)[::-1], n_gallery)
+    return IdentificationStats(mated, mated_score, rank, top_nonmated, np.sort(kept)[::-1], n_gallery,
+                               len(np.unique(g_codes)))
 
 
 def cmc(stats: IdentificationStats, ranks=(1, 5, 10)) -> dict[int, float]:

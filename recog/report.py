@@ -87,12 +87,14 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     if stats is not None:
         ident = {"probes": int(stats.mated.size), "mated_probes": int(stats.mated.sum()),
                  "gallery": int(stats.gallery_size)}
+        if stats.gallery_identities is not None:
+            ident["gallery_identities"] = int(stats.gallery_identities)
         if stats.mated.any():
-            # a rank at or above the gallery's size counts every mated probe with a face (its rank is at most
-            # the gallery's size): not a measurement. Rank-1 stays, and a gallery of one says why it is trivial
-            ident["rank"] = {str(k): (v if k == 1 or k < stats.gallery_size else None)
+            # a rank at or above the gallery's identities counts every mated probe with a face (its rank is at
+            # most their number): not a measurement. Rank-1 stays, and a gallery of one says why it is trivial
+            ident["rank"] = {str(k): (v if k == 1 or k < stats.most_rank else None)
                              for k, v in M.cmc(stats, ranks).items()}
-            max_rank = int(min(stats.gallery_size, 50))
+            max_rank = int(min(stats.most_rank, 50))
             curve = M.cmc(stats, range(1, max_rank + 1))
             result.cmc_curve = sorted(curve.items())
         ident["tpir_at_fpir"] = {}
@@ -180,10 +182,11 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             cells += [_pct(ranks.get("1")), _pct(ranks.get("5"))]
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
         lines.append("")
-        facts = [(r.name, r.identification["probes"], r.identification["mated_probes"], r.identification["gallery"])
-                 for r in ident]
-        described = ["{} probes ({} with their identity in the gallery), {} gallery entries".format(*f[1:])
-                     for f in facts]
+        facts = [(r.name, r.identification["probes"], r.identification["mated_probes"], r.identification["gallery"],
+                  r.identification.get("gallery_identities")) for r in ident]
+        # ranks count identities: say how many there are where entries are more
+        described = ["{} probes ({} with their identity in the gallery), {} gallery entries".format(*f[1:4])
+                     + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "") for f in facts]
         lines.append(f"{described[0]}." if len(set(described)) == 1 else
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")

@@ -218,6 +218,42 @@ def test_constructed_identification():
     assert r.threshold == pytest.approx(0.3) and r.tpir == 0.5
 
 
+def test_ranks_count_identities_not_gallery_images():
+    """A candidate list ranks identities: an impostor with three images above the mate puts it second,
+    not fourth (counting images, rank-3 read 0 here where the true identity is second for every probe)."""
+    # gallery: b, b, b, a, c, c in a shuffled column order; probe "a" scores b's three images above its mate
+    g_ids = ["b", "c", "a", "b", "c", "b"]
+    sim = np.array([[0.8, 0.1, 0.6, 0.7, 0.2, 0.9],     # a: b above (three images), c below -> rank 2
+                    [0.8, 0.7, 0.6, 0.1, 0.9, 0.2],     # c: its best 0.9; none above -> rank 1
+                    [0.1, 0.2, 0.6, 0.3, 0.6, 0.5]],    # b: a's 0.6 and c's 0.6 at or above 0.5 -> rank 3
+                   np.float32)
+    stats = M.identification_stats(sim, None, ["a", "c", "b"], g_ids)
+    assert stats.rank.tolist() == [2, 1, 3]
+    assert stats.gallery_size == 6 and stats.gallery_identities == 3 and stats.most_rank == 3
+    assert M.cmc(stats, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(2 / 3), 3: 1.0}
+    # the same from embeddings, in blocks of one probe and of all: brute force over identities
+    probes, gallery, pid, _ = _ident_case(seed=8, n_ids=12, unmated=6)
+    gid = np.repeat([f"id{i}" for i in range(12)], 3)
+    rng = np.random.default_rng(8)
+    gallery = np.repeat(gallery, 3, axis=0) + 0.4 * rng.normal(size=(36, gallery.shape[1]))
+    shuffle = rng.permutation(36)
+    gallery, gid = gallery[shuffle], gid[shuffle]
+    sim = M.similarity_matrix(probes, gallery)
+    want = []
+    for i, p in enumerate(pid):
+        if p not in gid:
+            want.append(0)
+            continue
+        best = sim[i][gid == p].max()
+        want.append(1 + len({g for g, v in zip(gid, sim[i]) if g != p and v >= best}))
+    for block in (1, 256):
+        assert M.identification_stats(probes, gallery, pid, gid, block=block).rank.tolist() == want
+    assert max(want) > 1 and any(w > 1 for w, p in zip(want, pid) if p in gid)
+    with pytest.raises(ValueError, match="identity order"):
+        M.identity_runs([0, 1, 0])
+    assert M.identity_runs([0, 1, 2]) is None and M.identity_runs([0, 0, 1, 2, 2]).tolist() == [0, 2, 3]
+
+
 def test_failures_to_acquire_count_as_rejected_and_never_identified():
     # probes a, b, c, d, e against gallery identities a, b: b and d (unmated) had no face
     sim = np.array([[0.9, 0.1], [0.0, 0.0], [0.3, 0.6], [0.0, 0.0], [0.7, 0.2]], np.float32)

@@ -6,7 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.reduce import GalleryPart, Scoring, _probe_task, _sample_impostors, merge_blocks, score_block
+from jobs.reduce import (GalleryPart, Scoring, _probe_task, _sample_impostors, merge_blocks, part_bounds,
+                         score_block)
 from jobs.score import score
 from maskgen.record import FaceRecord, records_table
 from recog import metrics as M
@@ -24,12 +25,13 @@ def faces(n_ids=6, per_id=4, dim=16, seed=0):
 
 
 def parts_of(gallery, g_ids, rows_per_part, similarity="cosine"):
-    """The gallery cut into parts of `rows_per_part`, with its identity codes."""
+    """The gallery cut into parts of at most `rows_per_part` as the reducer cuts it (each identity whole),
+    with its identity codes."""
     identities = np.unique(g_ids)
     codes = np.searchsorted(identities, g_ids)
     prepared = Scoring((similarity,)).prepare((gallery,))[0]
-    return identities, [GalleryPart.of((prepared[i:i + rows_per_part],), codes[i:i + rows_per_part], i,
-                                       len(identities)) for i in range(0, len(g_ids), rows_per_part)]
+    return identities, [GalleryPart.of((prepared[a:b],), codes[a:b], a, len(identities))
+                        for a, b in part_bounds(codes, rows_per_part)]
 
 
 def codes_of(p_ids, identities):
@@ -49,7 +51,7 @@ def test_blocks_merge_into_the_single_process_figures():
     codes = codes_of(p_ids, identities)
     blocks = [score_block(probes[i:i + 7], codes[i:i + 7], parts, Scoring(("cosine",)), None, keep, 0, keys[i:i + 7],
                           block=3) for i in range(0, len(p_ids), 7)]
-    scores, labels, stats = merge_blocks(blocks, len(g_ids), keep)
+    scores, labels, stats = merge_blocks(blocks, len(g_ids), keep, len(identities))
     from recog.report import evaluate
 
     many = evaluate("many", scores, labels, stats=stats)
@@ -116,6 +118,21 @@ def test_a_copy_of_the_mate_under_another_identity_ties_however_the_gallery_is_c
     stats = M.identification_stats(scores, None, ["a"], ["a", "b", "c"])
     assert stats.rank.tolist() == [2]
     assert M.tie_floor(np.float32(0.5)) == np.float32(0.5 - 2.0 ** -16) and M.tie_floor(-np.inf) == -np.inf
+
+
+def test_gallery_parts_hold_each_identity_whole():
+    """A rank counts an identity once, which a part can do only for identities it holds whole: parts end
+    where an identity ends, and parts that cut one are refused rather than counting it twice."""
+    codes = np.array([0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 3, 4])
+    assert part_bounds(codes, 4) == [(0, 4), (4, 6), (6, 11), (11, 12)]  # 3's five entries: a part of its own
+    assert part_bounds(codes, 100) == [(0, 12)] and part_bounds(np.arange(5), 2) == [(0, 2), (2, 4), (4, 5)]
+    emb = np.eye(12, dtype=np.float32)
+    cut = [GalleryPart.of((emb[:2],), codes[:2], 0, 5), GalleryPart.of((emb[2:],), codes[2:], 2, 5)]
+    with pytest.raises(ValueError, match="identity code 0 is cut at entry 2"):
+        score_block(emb[:1], [0], cut, Scoring(("cosine",)), None, 0, 0, [("k", 0)])
+    shuffled = [GalleryPart.of((emb,), codes[::-1], 0, 5)]
+    with pytest.raises(ValueError, match="identity order"):
+        score_block(emb[:1], [0], shuffled, Scoring(("cosine",)), None, 0, 0, [("k", 0)])
 
 
 def test_impostor_sample_is_the_seeded_choice_over_non_mated_entries():
@@ -378,13 +395,19 @@ def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp
                                    name="m", gallery_per_identity=3, gallery_template=template,
                                    distributed=d)["result"].to_dict() for d in (False, True)]
         assert got[template][0] == got[template][1]
-        # the gallery in parts of 2 entries: an identity's images in two parts ("best"), templates in several
+        # the gallery in parts of at most 2 entries: an identity of 3 images is a part of its own ("best"),
+        # templates are in several
         cut = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r-{template}-parts"), name="m",
                         gallery_per_identity=3, gallery_template=template, distributed=True,
                         gallery_part_rows=2)["result"]
         assert_same_figures(got[template][0], cut, threshold_rtol=1e-6)
     best, mean = got["best"][0], got["mean"][0]
     assert best["identification"]["gallery"] == 15 and mean["identification"]["gallery"] == 5
+    assert best["identification"]["gallery_identities"] == mean["identification"]["gallery_identities"] == 5
+    # ranks of identities on both reducers: the CMC curve runs to the 5 identities, not the 15 images
+    whole = M.identification_stats(probes, gallery, p_ids, g_ids)
+    assert [r for r, _ in best["cmc_curve"]] == [1, 2, 3, 4, 5]
+    assert best["cmc_curve"] == [[k, pytest.approx(v)] for k, v in M.cmc(whole, range(1, 6)).items()]
     assert mean["verification"]["genuine"] == 15 and mean["verification"]["impostor"] == 60
     templates, ids = M.identity_templates(gallery, g_ids)
     stats = M.identification_stats(probes, templates, p_ids, ids)

@@ -102,6 +102,22 @@ def test_rank_k_at_the_gallerys_size_is_not_a_figure():
     assert evaluate("six", stats=six).identification["rank"]["5"] is not None
 
 
+def test_rank_k_is_capped_by_the_gallerys_identities_not_its_images(tmp_path):
+    """Three images each of two identities: a rank is at most 2, so Rank-5 would count every mated probe
+    (it read 100 % against a gallery of 6 images); the report says entries and identities."""
+    g_ids = ["a"] * 3 + ["b"] * 3
+    sim = np.array([[0.1, 0.2, 0.3, 0.5, 0.6, 0.7],   # each probe's own identity below the other's
+                    [0.7, 0.6, 0.5, 0.3, 0.2, 0.1]], np.float32)
+    stats = M.identification_stats(sim, None, ["a", "b"], g_ids)
+    assert stats.rank.tolist() == [2, 2]
+    result = evaluate("two", stats=stats)
+    assert result.identification["rank"] == {"1": 0.0, "5": None, "10": None, "20": None}
+    assert result.identification["gallery"] == 6 and result.identification["gallery_identities"] == 2
+    assert result.cmc_curve == [(1, 0.0), (2, 1.0)]
+    md = markdown_tables([result])
+    assert "2 probes (2 with their identity in the gallery), 6 gallery entries of 2 identities." in md
+
+
 def test_the_roc_plot_reaches_the_smallest_far_measured(tmp_path):
     """The FAR axis stopped at 10^-4 whatever the impostors: 200,000 measure 5 x 10^-6."""
     from recog.report import plot_roc, roc_far_floor
