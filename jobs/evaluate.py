@@ -189,9 +189,15 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                              "wrong --images, are done again with --retry-failed)")
     acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))
     acquisition["not_in_dataset"] = len(absent)
+    # the lists name each gallery image: one without a face is an entry that failed to enrol (`mean`: an
+    # identity without any face is a template that did)
+    failed_gallery = failed_gallery.drop_duplicates("key")
+    empty_ids = failed_gallery.identity.astype(str)
+    if gallery_template == "mean":
+        empty_ids = sorted(set(empty_ids) - set(gallery_rows.identity.astype(str)))
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return score(probe_rows, probe_emb, gallery_rows, gallery_emb, name, similarity, failed=failed_probes,
-                 acquisition=acquisition)
+                 acquisition=acquisition, empty_ids=tuple(empty_ids))
 
 
 def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs: str | None = None,

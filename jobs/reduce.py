@@ -375,6 +375,7 @@ class Gallery:
     similarities: tuple
     model_ids: tuple
     counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.enrolment_attempts)
+    empty_ids: tuple = ()         # identity of each entry that failed to enrol (jobs.score.unenrolled_entries)
 
 
 @dataclass
@@ -441,7 +442,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     embeddings in the object store."""
     import ray
 
-    from jobs.score import GALLERY_TEMPLATES, enrolment_attempts, split_gallery
+    from jobs.score import GALLERY_TEMPLATES, enrolment_attempts, split_gallery, unenrolled_entries
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
@@ -488,8 +489,13 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
                                          index.similarity, index.where))
         parts.append(GalleryPart.of(None, codes[p0:p1], p0, len(identities)))
         refs.append(part_refs)
+    # failures to enrol are the first model's (the models share the gallery's faces), of identities without
+    # an entry common to all
+    with_entries = set(identities)
+    empty_ids = tuple(i for i in unenrolled_entries(indexed[0].rows, indexed[0].failed, gallery_per_identity, template)
+                      if i not in with_entries)
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
-                   tuple(index.model_id for index in indexed), counts[0])
+                   tuple(index.model_id for index in indexed), counts[0], empty_ids)
 
 
 class _Loader:
@@ -569,8 +575,12 @@ def _task_scorer(scoring: Scoring, device: str):
 
 def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, part_meta: list[GalleryPart],
                 part_refs: list, scoring: Scoring, impostors_per_probe, keep_nonmated: int, seed: int,
-                moments_only: bool = False, device: str = "cpu", wheres=None):
-    """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time."""
+                moments_only: bool = False, device: str = "cpu", wheres=None, empty_ids=()):
+    """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time.
+    `empty_ids`: the identities of the gallery's entries that failed to enrol (each probe's count of them
+    comes back as `empty_mates`)."""
+    from jobs.score import empty_mates_of
+
     got = _common_probes(uris, group, exclude, wheres)
     if got is None:
         return None
@@ -592,6 +602,7 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
                       impostors_per_probe, keep_nonmated, seed, keys, scorer=scorer)
     out["first_key"] = keys[0]
     out["failed"] = failed_ids
+    out["empty_mates"] = empty_mates_of(rows.identity, empty_ids)
     out["scored_on"] = (_node_id(), scored_on)
     return out
 
@@ -766,18 +777,22 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     # the seed's FPIR pool is sized from the mated probes, not known before the tasks run: every task
     # keeps the pool of all probes, failed ones included, and the merge trims it
     keep = seed_fpir_pool(n_probes + n_failed)
+    empty_ids = ray.put(gallery.empty_ids)
     blocks = [b for b in ray.get([task.remote(uris, g, *common, scoring, per_probe, keep, seed, False,
-                                              "gpu" if on_gpu else "cpu", probe_wheres) for g in groups])
+                                              "gpu" if on_gpu else "cpu", probe_wheres, empty_ids) for g in groups])
               if b is not None]
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
     failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
     blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
     scores, labels, stats = merge_blocks(blocks, size, keep, len(gallery.identities))
-    pool = seed_fpir_pool(int(stats.mated.sum()), failed_ids, gallery.entry_ids)
+    empty_mates = np.concatenate([b["empty_mates"] for b in blocks]) if blocks else np.empty(0, np.int64)
+    enrolled = np.concatenate([gallery.entry_ids.astype(str), np.asarray(gallery.empty_ids, dtype=str)])
+    pool = seed_fpir_pool(int((stats.mated | (empty_mates > 0)).sum()), failed_ids, enrolled)
     stats = replace(stats, nonmated_top=stats.nonmated_top[:pool])
     acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
     result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
-                            unit="fused" if len(uris) > 1 else gallery.similarities[0])
+                            unit="fused" if len(uris) > 1 else gallery.similarities[0], empty_ids=gallery.empty_ids,
+                            empty_mates=empty_mates)
     result.scored_by = {"tasks": len(groups), "gallery_parts": len(gallery.parts),
                         "nodes": sorted({node for node, _ in scored_on}),
                         "devices": {d: sum(1 for _, x in scored_on if x == d) for d in sorted({x for _, x in scored_on})}}

@@ -57,9 +57,11 @@ def no_probe_left(uri: str, gallery_per_identity: int) -> NothingToScore:
 
 
 def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarity: str = "cosine",
-          max_pairs: int = 2_000_000, seed: int = 0, failed=None, acquisition: dict | None = None):
+          max_pairs: int = 2_000_000, seed: int = 0, failed=None, acquisition: dict | None = None,
+          empty_ids=()):
     """MethodResult for masked probes against an unmasked gallery (pure: arrays in, figures out).
-    `failed` (rows with `identity`: probe images in which no face was found) count as every sample
+    `failed` (rows with `identity`: probe images in which no face was found) and `empty_ids` (the
+    identity of each gallery entry that failed to enrol, `unenrolled_entries`) count as every sample
     counts (recog.metrics): the headline figures include them, `acquired_only` leaves them out."""
     p_ids = probe_rows.identity.to_numpy().astype(str)
     g_ids = gallery_rows.identity.to_numpy().astype(str)
@@ -72,7 +74,7 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
     scores, labels = pairs.result()
     return method_result(name, scores, labels, p_ids, g_ids, probe_emb, gallery_emb,
                          similarity, failed_ids=None if failed is None else failed.identity.to_numpy().astype(str),
-                         impostors_per_probe=pairs.per_probe, acquisition=acquisition)
+                         impostors_per_probe=pairs.per_probe, acquisition=acquisition, empty_ids=empty_ids)
 
 
 class PairSampler:
@@ -102,16 +104,28 @@ class PairSampler:
 
 def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine",
                   failed_ids=None, impostors_per_probe: int | None = None, acquisition: dict | None = None,
-                  fused: bool = False):
+                  fused: bool = False, empty_ids=()):
     """Verification from the pair scores (when there are both genuine and impostor pairs) and
     identification of the probes against the gallery: embeddings, or with `gallery=None` a ready
     probe x gallery score matrix in `probes`. With `acquisition` (recog.report.acquisition_counts), the
     probes of `failed_ids` (no face) are counted in the headline figures and the figures over the
-    acquired probes alone are kept beside them (`acquired_only`)."""
+    acquired probes alone are kept beside them (`acquired_only`); so are the gallery entries of
+    `empty_ids` (failures to enrol)."""
+    enrolled = np.concatenate([np.asarray(g_ids, dtype=str), np.asarray(empty_ids, dtype=str)])
     stats = M.identification_stats(probes, gallery, p_ids, g_ids, similarity,
-                                   keep_nonmated=seed_fpir_pool(int(np.isin(p_ids, g_ids).sum()), failed_ids, g_ids))
+                                   keep_nonmated=seed_fpir_pool(int(np.isin(p_ids, enrolled).sum()), failed_ids,
+                                                                enrolled))
     return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition,
-                          unit="fused" if fused else similarity)
+                          unit="fused" if fused else similarity, empty_ids=empty_ids,
+                          empty_mates=empty_mates_of(p_ids, empty_ids))
+
+
+def empty_mates_of(probe_ids, empty_ids) -> np.ndarray:
+    """Per probe, how many of the gallery entries that failed to enrol (`empty_ids`, their identities) are
+    of its identity."""
+    names, counts = np.unique(np.asarray(empty_ids, dtype=str), return_counts=True)
+    per_identity = dict(zip(names.tolist(), counts.tolist()))
+    return np.array([per_identity.get(p, 0) for p in np.asarray(probe_ids, dtype=str).tolist()], np.int64)
 
 
 def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
@@ -126,10 +140,12 @@ def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
 
 
 def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,
-                   acquisition: dict | None = None, unit: str = "cosine"):
+                   acquisition: dict | None = None, unit: str = "cosine", empty_ids=(), empty_mates=None):
     """The MethodResult of acquired probes' pair scores and identification stats, every sample counted
-    when `acquisition` is given (shared by the single-process and the distributed reducer). `unit`:
-    the model's similarity, or `fused` (`recog.report.SCORE_UNITS`)."""
+    when `acquisition` is given (shared by the single-process and the distributed reducer): probes
+    without a face (`failed_ids`, their identities) and gallery entries that failed to enrol
+    (`empty_ids`, their identities; `empty_mates`, per acquired probe, how many are of its identity).
+    `unit`: the model's similarity, or `fused` (`recog.report.SCORE_UNITS`)."""
     def result(s, lab, st):
         has_both = lab.any() and not lab.all()
         out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
@@ -142,11 +158,21 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
     if acquisition is None:
         return only
     failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
-    all_scores, all_labels, all_stats = M.with_failures_to_acquire(scores, labels, stats, failed_ids, g_ids,
-                                                                   impostors_per_probe)
+    empty_ids = np.asarray(empty_ids, dtype=str).reshape(-1)
+    floor = M.rejected_score(scores)  # one score for every comparison a failure leaves without one
+    all_scores, all_labels, all_stats = M.with_failures_to_enrol(
+        scores, labels, stats, np.zeros(len(stats.mated), np.int64) if empty_mates is None else empty_mates,
+        len(empty_ids), impostors_per_probe, floor)
+    all_scores, all_labels, all_stats = M.with_failures_to_acquire(
+        all_scores, all_labels, all_stats, failed_ids, np.concatenate([np.asarray(g_ids, dtype=str), empty_ids]),
+        impostors_per_probe, floor)
     headline = result(all_scores, all_labels, all_stats)
     unmeasured_fars(headline, int((np.asarray(labels) == 0).sum()), int((all_labels == 0).sum()))
     headline.acquisition, headline.acquired_only = acquisition, only
+    unenrolled = int((all_stats.mated[:len(stats.mated)] & ~stats.mated).sum()
+                     + np.isin(failed_ids, np.setdiff1d(empty_ids, np.asarray(g_ids, dtype=str))).sum())
+    if unenrolled and headline.identification is not None:
+        headline.identification["unenrolled_probes"] = unenrolled
     return headline
 
 
@@ -202,6 +228,18 @@ def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1
     return int(tried.face.sum()), int(tried.key[~tried.face].nunique())
 
 
+def unenrolled_entries(faces, failed, gallery_per_identity: int = 1, template: str = "best") -> tuple:
+    """The identity of each gallery entry that failed to enrol, on the gallery side of a split
+    (`split_gallery` takes an identity's next image with a face, so only an identity none of whose images
+    had one fails): min(its images, `gallery_per_identity`) empty entries each (`best`), or one empty
+    template (`mean`). `faces`, `failed`: rows (key, identity) as enrolment_attempts takes them."""
+    with_a_face = set(faces.identity.astype(str))
+    tried = failed[~failed.identity.astype(str).isin(with_a_face)]
+    images = tried.groupby(tried.identity.astype(str)).key.nunique()
+    return tuple(i for i, n in sorted(images.items())
+                 for _ in range(1 if template == "mean" else min(int(n), gallery_per_identity)))
+
+
 def inputs_fingerprint(uris: list[str], settings: dict) -> str:
     """Names the shards a report was made from and its settings. Each shard by its name and its
     version (size and modification time, or S3's ETag): a shard's name comes from its input rows, so
@@ -227,6 +265,7 @@ class Split:
     failed: object = None        # probe images without a face (key, identity, status)
     acquisition: dict | None = None
     gallery_images: frozenset = frozenset()  # the keys of the gallery's images (`split_gallery`): never probes
+    empty_ids: tuple = ()        # the identity of each gallery entry that failed to enrol (`unenrolled_entries`)
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -331,7 +370,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition,
-                 frozenset(gallery_keys))
+                 frozenset(gallery_keys),
+                 unenrolled_entries(gallery_rows_all, gallery_failed, gallery_per_identity, gallery_template))
 
 
 
@@ -373,9 +413,13 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     if first.acquisition:
         g = first.acquisition["gallery"]
         acquisition = acquisition_counts(len(common_p), len(failed), g["acquired"], g["failed_to_acquire"])
+    # failures to enrol are the first model's (the models share the gallery's faces), of identities without
+    # a common entry
+    common_ids = set(g_ids)
+    empty_ids = tuple(i for i in first.empty_ids if i not in common_ids)
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,
                          failed_ids=failed.identity.to_numpy().astype(str), impostors_per_probe=per_probe,
-                         acquisition=acquisition, fused=True)
+                         acquisition=acquisition, fused=True, empty_ids=empty_ids)
 
 
 def side_is_masked(uri: str) -> bool | None:
@@ -417,16 +461,23 @@ def refuse_repeated_names(names: list[str]) -> None:
 
 
 def unmated_note(result, named: bool = False) -> str | None:
-    """A note for a report whose probes include some whose identity has no gallery entry (no unmasked
-    face of it was embedded): they were silently scored as non-mated searches. None when every probe
-    is mated."""
+    """A note for a report whose probes include some whose identity the gallery does not hold (scored as
+    non-mated searches), or some whose identity's gallery images all failed to give a face (mated searches
+    never identified). None when neither."""
     ident = result.identification or {}
     unmated = ident.get("probes", 0) - ident.get("mated_probes", 0)
-    if not unmated:
-        return None
-    return (f"{unmated} of {ident['probes']} probes{f' ({result.name})' if named else ''} have no gallery entry of "
-            "their identity (no gallery image of it gave a face, or the gallery does not hold it): they are scored "
-            "as non-mated searches, so they count towards FPIR and not towards rank-k or TPIR.")
+    unenrolled = ident.get("unenrolled_probes", 0)
+    whose = f"{ident.get('probes', 0)} probes{f' ({result.name})' if named else ''}"
+    said = []
+    if unmated:
+        said.append(f"{unmated} of {whose} have no gallery entry of their identity (the gallery does not hold it): "
+                    "they are scored as non-mated searches, so they count towards FPIR and not towards rank-k or "
+                    "TPIR.")
+    if unenrolled:
+        said.append(f"{unenrolled} of {whose} are of an identity none of whose gallery images gave a face (a "
+                    "failure to enrol): they are mated searches that are never identified, and their comparisons "
+                    "with those images are rejected.")
+    return " ".join(said) or None
 
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
@@ -505,7 +556,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         splits[method] = split
         model_ids[method] = split.model_id
         results.append(score(split.probe_rows, split.probe_emb, split.gallery_rows, split.gallery_emb, method,
-                             split.similarity, failed=split.failed, acquisition=split.acquisition, **kwargs))
+                             split.similarity, failed=split.failed, acquisition=split.acquisition,
+                             empty_ids=split.empty_ids, **kwargs))
     refuse_repeated_names([r.name for r in results])  # a first method may take its model's name, given to another
     for group in fuse:
         known = uris_of if distributed else splits

@@ -37,7 +37,10 @@ Failures to acquire (ISO/IEC 19795-1: every sample counts). A probe in which no 
 has no scores; `unacquired_rejected` gives each of its comparisons a score below every real one
 (rejected at every threshold that accepts any real comparison), and `identification_stats(...,
 acquired=...)` counts it as never identified: a mated one misses at every rank and at every FPIR
-threshold, a non-mated one is never falsely identified.
+threshold, a non-mated one is never falsely identified. A gallery entry in which no face was found
+(a failure to enrol) is an entry without a template: its comparisons are rejected the same way, and
+the probes of an identity with no other entry are mated searches never identified
+(`with_failures_to_enrol`), not searches for someone absent.
 
 Seed readings (to compare with the seed project's tables; not the defaults)
 - `seed_tar_at_far`: scikit-learn's `roc_curve` (default thinning), the point whose FPR is nearest
@@ -54,7 +57,7 @@ comparison never holds more than `block x gallery` scores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -371,19 +374,60 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
     return m
 
 
+def rejected_score(scores) -> float:
+    """The score given to comparisons a failure to acquire or enrol leaves without one: below every real
+    score (`scores`), so they are rejected at every threshold that accepts any real comparison."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return (float(scores.min()) if scores.size else 0.0) - 1.0
+
+
+def with_failures_to_enrol(scores, labels, stats: IdentificationStats, empty_mates, empty_entries: int,
+                           impostors_per_probe: int | None = None, floor: float | None = None):
+    """(scores, labels, stats) of the probes with the gallery entries that failed to enrol added (a
+    gallery sample in which no face was found: an entry without a template). `empty_mates`: per probe
+    of `stats`, how many of the `empty_entries` are of its identity. Each probe adds one comparison per
+    empty entry (genuine with its own, impostor with the others; no impostors when `impostors_per_probe`
+    says the impostors are a sample), scored `floor` (default `rejected_score(scores)`); a probe whose
+    identity has only empty entries is a mated search that is never identified (ISO/IEC 19795-1, as
+    NIST's FRVT counts a failed enrolment)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    empty_mates = np.asarray(empty_mates, dtype=np.int64).reshape(-1)
+    if len(empty_mates) != len(stats.mated):
+        raise ValueError(f"one count of empty mated entries per probe is needed, got {len(empty_mates)} for "
+                         f"{len(stats.mated)} probes")
+    if not is_whole(empty_entries) or empty_entries < 0 or (empty_mates < 0).any() or \
+            (empty_mates > empty_entries).any():
+        raise ValueError(f"empty entries are a whole number at least each probe's empty mates, got {empty_entries!r}")
+    if empty_entries == 0:
+        return scores, labels, stats
+    floor = rejected_score(scores) if floor is None else floor
+    n_gen = int(empty_mates.sum())
+    n_imp = 0 if impostors_per_probe is not None else int((empty_entries - empty_mates).sum())
+    scores = np.concatenate([scores, np.full(n_gen + n_imp, floor)])
+    dtype = labels.dtype if labels.size else np.int8
+    labels = np.concatenate([labels, np.ones(n_gen, dtype), np.zeros(n_imp, dtype)])
+    unenrolled = (empty_mates > 0) & ~stats.mated  # a mate of its identity enrolled: its rank stands
+    stats = replace(stats, mated=stats.mated | unenrolled,
+                    mated_score=np.where(unenrolled, -np.inf, stats.mated_score).astype(np.float32),
+                    rank=np.where(unenrolled, NEVER_IDENTIFIED, stats.rank))
+    return scores, labels, stats
+
+
 def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_ids, gallery_ids,
-                             impostors_per_probe: int | None = None):
+                             impostors_per_probe: int | None = None, floor: float | None = None):
     """(scores, labels, stats) of the acquired probes with the probes that had no face added, as the
     module doc counts them: each failed probe adds its comparisons (one genuine pair per gallery entry
     of its identity, one impostor pair per other entry, or `impostors_per_probe` of them when the
-    impostors are sampled) scored below every real score, and a probe never identified."""
+    impostors are sampled) scored `floor` (default `rejected_score(scores)`), and a probe never
+    identified. `gallery_ids` may include entries that failed to enrol (with_failures_to_enrol)."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     failed_ids = np.asarray(failed_ids).reshape(-1)
     gallery_ids = np.asarray(gallery_ids).reshape(-1)
     if len(failed_ids) == 0:
         return scores, labels, stats
-    floor = (scores.min() if scores.size else 0.0) - 1.0
+    floor = rejected_score(scores) if floor is None else floor
     uniques, counts = np.unique(gallery_ids, return_counts=True)
     per_identity = dict(zip(uniques.tolist(), counts.tolist()))
     genuine = np.array([per_identity.get(i, 0) for i in failed_ids.tolist()], dtype=np.int64)

@@ -201,8 +201,10 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
     if counted:
         lines += ["## Every sample counted", "",
                   "A probe in which no face was found (a failure to acquire) counts in the verification and "
-                  "identification tables: its comparisons are rejected and it is never identified. Beside them, "
-                  "the same figures over the probes that had a face only:", "",
+                  "identification tables: its comparisons are rejected and it is never identified. So does a "
+                  "gallery entry without a face (a failure to enrol): its comparisons are rejected, and the "
+                  "probes of an identity with no other entry are never identified. Beside them, the same figures "
+                  "over the samples that had a face only:", "",
                   "| Model | probe samples | acquired | failed to acquire (%) | gallery images without a face | "
                   "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -242,6 +244,15 @@ def roc_far_floor(results: list[MethodResult]) -> float:
     return float(min([1e-4] + [10.0 ** np.floor(np.log10(f)) for f in fars]))
 
 
+def set_title(ax, title: str, width: int = 64) -> None:
+    """A plot's title, wrapped to lines of at most `width` characters (about the 6-inch figure's width at
+    its font size): `mfr evaluate`'s titles ran off both sides of the figure."""
+    import textwrap
+
+    lines = textwrap.wrap(title, width) or [""]
+    ax.set_title("\n".join(lines), fontsize=10 if len(lines) > 1 else None)
+
+
 def plot_roc(results: list[MethodResult], path: Path, title: str = "") -> None:
     import matplotlib
 
@@ -262,7 +273,7 @@ def plot_roc(results: list[MethodResult], path: Path, title: str = "") -> None:
     ax.set_ylabel("True accept rate")
     ax.grid(True, which="both", ls="--", lw=0.5)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or "ROC")
+    set_title(ax, title or "ROC")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -288,7 +299,7 @@ def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
     ax.set_ylim(0, 1.02)
     ax.grid(True, ls="--", lw=0.5)
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or "CMC")
+    set_title(ax, title or "CMC")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

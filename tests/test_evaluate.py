@@ -361,3 +361,36 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
         in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
 
+
+
+def test_a_listed_gallery_image_without_a_face_failed_to_enrol():
+    """The lists name each gallery image: one without a face is an entry that failed to enrol, whose
+    comparisons are rejected; an identity with no other gallery image leaves its probes mated and never
+    identified. It was left out: its identity's probes became non-mated searches and its comparisons
+    vanished (a review's run: rank-1 9/20 where 9/25 is every probe counted)."""
+    import pandas as pd
+
+    from jobs.evaluate import score_split
+
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(3, 16))
+    keys = ["a/g.jpg", "a/p1.jpg", "a/p2.jpg", "b/g.jpg", "b/p1.jpg", "c/g1.jpg", "c/g2.jpg", "c/p1.jpg"]
+    ids = [k[0] for k in keys]
+    emb = (centres[[ord(i) - ord("a") for i in ids]] + 0.3 * rng.normal(size=(len(keys), 16))).astype(np.float32)
+    faceless = {"b/g.jpg", "c/g2.jpg"}  # b's only gallery image; one of c's two
+    has = [k not in faceless for k in keys]
+    rows = pd.DataFrame({"key": np.array(keys)[has], "identity": np.array(ids)[has], "face_index": 0})
+    failed = pd.DataFrame({"key": sorted(faceless), "identity": ["b", "c"], "status": "no_face"})
+    gallery_keys = ["a/g.jpg", "b/g.jpg", "c/g1.jpg", "c/g2.jpg"]
+    probe_keys = ["a/p1.jpg", "a/p2.jpg", "b/p1.jpg", "c/p1.jpg"]
+    best = score_split(rows, emb[has], failed, probe_keys, gallery_keys, "m", "cosine")
+    ident, v = best.identification, best.verification
+    assert (ident["probes"], ident["mated_probes"], ident["unenrolled_probes"]) == (4, 4, 1)
+    assert ident["rank"]["1"] <= 3 / 4 and best.acquired_only.identification["mated_probes"] == 3
+    # 4 probes x 4 listed gallery images: b-b and a probe of c with c's faceless image among the genuine
+    assert (v["genuine"], v["impostor"]) == (5, 11)
+    assert best.acquisition["gallery"]["failed_to_acquire"] == 2
+    mean = score_split(rows, emb[has], failed, probe_keys, gallery_keys, "m", "cosine", gallery_template="mean")
+    # templates: c's has a face, b's failed; 4 probes x 3 templates
+    assert (mean.verification["genuine"], mean.verification["impostor"]) == (4, 8)
+    assert mean.identification["unenrolled_probes"] == 1 and mean.identification["mated_probes"] == 4

@@ -254,6 +254,36 @@ def test_ranks_count_identities_not_gallery_images():
     assert M.identity_runs([0, 1, 2]) is None and M.identity_runs([0, 0, 1, 2, 2]).tolist() == [0, 2, 3]
 
 
+def test_failures_to_enrol_are_rejected_comparisons_and_mated_searches_never_identified():
+    """A gallery entry without a face has no template: every probe's comparison with it is rejected, and
+    a probe whose identity has no other entry is a mated search that misses at every rank (it was a
+    non-mated search, which also made it count towards FPIR)."""
+    sim = np.array([[0.9, 0.2], [0.4, 0.3], [0.1, 0.8]], np.float32)  # probes a, b, c; gallery a, c
+    stats = M.identification_stats(sim, None, ["a", "b", "c"], ["a", "c"])
+    scores = np.array([0.9, 0.2, 0.4, 0.3, 0.1, 0.8])
+    labels = np.array([1, 0, 0, 0, 0, 1])
+    # entries that failed to enrol: one of b's, one of d's (an identity without probes)
+    got_s, got_l, got = M.with_failures_to_enrol(scores, labels, stats, [0, 1, 0], 2)
+    floor = M.rejected_score(scores)
+    assert floor == pytest.approx(0.1 - 1.0)
+    assert got_l[6:].tolist() == [1, 0, 0, 0, 0, 0] and np.all(got_s[6:] == floor)  # b-b; a-b, a-d, b-d, c-b, c-d
+    assert got.mated.tolist() == [True, True, True]
+    assert got.rank.tolist() == [1, M.NEVER_IDENTIFIED, 1] and got.mated_score[1] == -np.inf
+    assert M.cmc(got, (1,)) == {1: pytest.approx(2 / 3)}
+    # impostors sampled per probe: the empty entries add genuine pairs only
+    _, sampled_l, _ = M.with_failures_to_enrol(scores, labels, stats, [0, 1, 0], 2, impostors_per_probe=1)
+    assert sampled_l[6:].tolist() == [1]
+    # then failures to acquire, with the empty entries among the gallery's: a failed probe of b is mated
+    s2, l2, st2 = M.with_failures_to_acquire(got_s, got_l, got, ["b"], ["a", "c", "b", "d"], floor=floor)
+    assert st2.rank.tolist()[-1] == M.NEVER_IDENTIFIED and st2.mated.tolist()[-1]
+    assert l2[12:].tolist() == [1, 0, 0, 0] and np.all(s2[12:] == floor)
+    for bad in (([0, 1], 2), ([0, 3, 0], 2), ([0, -1, 0], 2), ([0, 0, 0], 1.5)):
+        with pytest.raises(ValueError):
+            M.with_failures_to_enrol(scores, labels, stats, *bad)
+    same = M.with_failures_to_enrol(scores, labels, stats, [0, 0, 0], 0)
+    assert same[2] is stats and np.array_equal(same[0], scores)
+
+
 def test_failures_to_acquire_count_as_rejected_and_never_identified():
     # probes a, b, c, d, e against gallery identities a, b: b and d (unmated) had no face
     sim = np.array([[0.9, 0.1], [0.0, 0.0], [0.3, 0.6], [0.0, 0.0], [0.7, 0.2]], np.float32)

@@ -223,10 +223,14 @@ def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime,
     assert one["identification"]["probes"] == 26 and only["identification"]["probes"] == 24
     hits = only["identification"]["rank"]["1"] * only["identification"]["mated_probes"]
     assert one["identification"]["rank"]["1"] == pytest.approx(hits / (only["identification"]["mated_probes"] + 2))
-    # each failed probe of id0 adds its genuine pair and 4 impostor pairs, all rejected
+    # each failed probe of id0 adds its genuine pair and 5 impostor pairs (4 identities and id9's image,
+    # which failed to enrol); each of the 24 acquired probes an impostor pair with id9's: all rejected
     assert one["verification"]["genuine"] == only["verification"]["genuine"] + 2
-    assert one["verification"]["impostor"] == only["verification"]["impostor"] + 8
-    assert one["verification"]["auc"] < only["verification"]["auc"]
+    assert one["verification"]["impostor"] == only["verification"]["impostor"] + 10 + 24
+    # AUC is the share of genuine-impostor orderings (ties half): rejected pairs sit below every real one
+    gen, imp = only["verification"]["genuine"], only["verification"]["impostor"]
+    auc = (only["verification"]["auc"] * gen * imp + gen * 34 + 0.5 * 2 * 34) / ((gen + 2) * (imp + 34))
+    assert one["verification"]["auc"] == pytest.approx(auc, abs=1e-12)
     # the seed's FPIR reading over 22 mated probes needs the 3rd largest pooled non-mated score at
     # 0.1: a pool sized from the 20 with a face (2) left the column out of the headline
     assert set(one["identification"]["seed_fpir"]) == set(only["identification"]["seed_fpir"]) == {"0.01", "0.1"}
@@ -265,23 +269,34 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     assert enrolment_attempts(rows.iloc[:0], failed.iloc[:0], set(), 1) == (0, 0)
 
 
-def test_probes_of_an_identity_without_a_gallery_face_are_named_in_the_report(ray_runtime, tmp_path):
-    """An identity none of whose unmasked images gave a face has no gallery entry: its probes were
-    scored as non-mated searches without a word in the report or on the command line."""
+def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_runtime, tmp_path):
+    """An identity none of whose unmasked images gave a face failed to enrol (ISO/IEC 19795-1; NIST's
+    FRVT counts a search for it as a miss): its probes are mated searches never identified, and their
+    comparisons with its would-be gallery image are rejected. They were scored as non-mated searches
+    (7 probes, 4 mated, 4 genuine pairs), which also made them count towards FPIR."""
     from jobs.score import run_score
 
     emb, ids = faces(n_ids=3, per_id=3, seed=8)
     write_shard(tmp_path / "g", image_records(emb, ids, 3, False, faceless={6, 7, 8}), emb.shape[1])  # id2's
     write_shard(tmp_path / "p", image_records(emb, ids, 3, True), emb.shape[1])
+    got = {}
     for distributed in (False, True):
-        got = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
-                        distributed=distributed)
-        ident = got["result"].identification
-        assert (ident["probes"], ident["mated_probes"]) == (7, 4)  # id2's 3 images are all probes
-        assert any("3 of 7 probes have no gallery entry of their identity (no gallery image of it gave a face"
-                   in n for n in got["notes"])
-        assert "> **Note:** 3 of 7 probes have no gallery entry" in (tmp_path / f"r{distributed}" / "report.md"
-                                                                        ).read_text()
+        got[distributed] = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
+                                     distributed=distributed)
+        result = got[distributed]["result"]
+        ident, v = result.identification, result.verification
+        # id2's 3 images are all probes: mated, never identified; one empty gallery entry (one per identity)
+        assert (ident["probes"], ident["mated_probes"], ident["unenrolled_probes"]) == (7, 7, 3)
+        assert (v["genuine"], v["impostor"]) == (4 + 3, 7 * 3 - 7)
+        assert ident["rank"]["1"] <= 4 / 7
+        only = result.acquired_only
+        assert (only.identification["mated_probes"], only.verification["genuine"]) == (4, 4)
+        assert any("3 of 7 probes are of an identity none of whose gallery images gave a face (a failure to enrol)"
+                   in n for n in got[distributed]["notes"])
+        report = (tmp_path / f"r{distributed}" / "report.md").read_text()
+        assert "> **Note:** 3 of 7 probes are of an identity" in report and "no gallery entry" not in report
+    one, many = (got[d]["result"] for d in (False, True))
+    assert_same_figures(one.to_dict(), many, threshold_rtol=1e-6)
 
 
 def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_runtime, tmp_path):

@@ -132,6 +132,27 @@ def test_the_roc_plot_reaches_the_smallest_far_measured(tmp_path):
     assert (tmp_path / "roc.png").stat().st_size > 0
 
 
+def test_a_long_title_stays_within_the_plot():
+    """`mfr evaluate`'s titles (a sentence naming the protocol) ran off both sides of roc.png and cmc.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recog.report import set_title
+
+    title = ("Evaluation: masked images (the manifest's masked column) against the unmasked images of each "
+             "identity, sface, every sample counted")
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)  # the plots' size
+    set_title(ax, title)
+    fig.tight_layout()
+    fig.canvas.draw()
+    box, frame = ax.title.get_window_extent(), fig.bbox
+    assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
+    assert ax.get_title().replace("\n", " ") == title
+    plt.close(fig)
+
+
 def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
     """28 of 30 probes without a face: the 15th highest of 150 impostors is a faceless probe's
     comparison, where every pair is accepted, and TAR@FAR 0.1 read 100 %."""
