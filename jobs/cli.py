@@ -8,9 +8,11 @@
     mfr score out/emb/masked out/emb/unmasked out/report
     mfr models list
 
-Each job runs on the Ray cluster that `ray.init()` finds (RAY_ADDRESS, or `ray job submit`), else
-in-process. Options can also come from a TOML file (--config): top-level keys for every command,
-[mask] / [embed] / [score] / [run] tables for one; flags on the command line win.
+Each job runs on the Ray cluster that `ray.init()` finds (RAY_ADDRESS, or `ray job submit`); without
+one, a job of at most 10,000 images runs on a local process pool, a larger one on a local Ray
+(--executor). Options can also come from a TOML file (--config): top-level keys for every command,
+[mask] / [embed] / [score] / [run] / [evaluate] / [demo] / [models] tables for one; flags on the
+command line win.
 
 Exit codes: 0 done; 1 done, but some inputs failed and --strict was given; 2 bad arguments or a job
 error (the message says which); 130 interrupted (finished batches are kept: rerun to finish).

@@ -249,9 +249,12 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         for uri in lists:
             with protocol_file(uri, "--lists", input_uri) as path:
                 id_lists.append(read_seed_list(path))
+    repeated_pairs = 0
     if protocol is not None:
         protocol.a, protocol.b = ([dataset_key(k, images) for k in side] for side in (protocol.a, protocol.b))
+        given = len(protocol)
         protocol = protocol.distinct(redact(pairs))
+        repeated_pairs = given - len(protocol)  # said in the report too, not only on stderr
     id_lists = [[dataset_key(k, images) for k in listed] for listed in id_lists] if id_lists is not None else None
     for path, keys in zip(lists or (), id_lists or ()):
         if not keys:
@@ -273,6 +276,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
     keys = dataset_keys(input_uri, labels)
+    # (a manifest's paths are images whatever their names; a folder's are its image files)
+    if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
+        raise ValueError(f"{redact(input_uri)} holds no images (nothing was embedded)")
     absent = sorted(needed - keys)
     if absent and missing == "skip":
         refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))
@@ -327,12 +333,16 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                                  missing)
         title = title or f"Evaluation: {described}"
         notes = [n for n in [unmated_note(result)] if n]
+        if repeated_pairs:
+            notes.append(f"{repeated_pairs} pair(s) of {redact(pairs)} given again (either way round) were counted "
+                         "once.")
         with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
             template = {"best": "every gallery image an entry (an identity scores as its best image)",
                         "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
             paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
                                                                                         if template else ""), extra={
                 "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
+                "model_id": ours.values["model_id"],
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = {}

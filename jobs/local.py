@@ -26,12 +26,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+
+import cloudpickle
 
 from jobs.sink import JobSummary, Progress, batch_counts
 
@@ -98,7 +101,7 @@ def _exit_after(parent: int) -> None:
             os._exit(1)
 
 
-def _start_worker(factory, parent: int | None = None) -> None:
+def _start_worker(factory: bytes, parent: int | None = None) -> None:
     global _worker, _failure
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -106,7 +109,7 @@ def _start_worker(factory, parent: int | None = None) -> None:
         threading.Thread(target=_exit_after, args=(parent,), daemon=True, name="mfr-parent-watch").start()
     os.environ["MFR_NUM_THREADS"] = "1"
     try:
-        _worker = factory()
+        _worker = pickle.loads(factory)()
     except Exception as exc:  # e.g. a model that cannot load: said by the first batch, not as a dead pool
         _failure = exc
 
@@ -221,8 +224,10 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
     running: set = set()
     members: list = []  # the pool's processes, for why it broke
     broken = False
+    # by value (cloudpickle), as Ray sends it: a mask style defined in the user's own script is in its
+    # `__main__`, which the workers never import (`_main_module_hidden`)
     with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
-                             initargs=(factory, os.getpid())) as pool:
+                             initargs=(cloudpickle.dumps(factory), os.getpid())) as pool:
         try:
             with _main_module_hidden():  # every process starts now (and loads its models), none later
                 starting = [pool.submit(_started) for _ in range(processes)]

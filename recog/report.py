@@ -92,11 +92,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         if stats.mated.any():
             # a rank at or above the gallery's identities counts every mated probe with a face (its rank is at
             # most their number): not a measurement. Rank-1 stays, and a gallery of one says why it is trivial
-            ident["rank"] = {str(k): (v if k == 1 or k < stats.most_rank else None)
-                             for k, v in M.cmc(stats, ranks).items()}
+            # most of all, a gallery of one identity: every mated probe ranks first
+            ident["rank"] = {str(k): (v if k < stats.most_rank else None) for k, v in M.cmc(stats, ranks).items()}
             max_rank = int(min(stats.most_rank, 50))
-            curve = M.cmc(stats, range(1, max_rank + 1))
-            result.cmc_curve = sorted(curve.items())
+            if max_rank > 1:
+                result.cmc_curve = sorted(M.cmc(stats, range(1, max_rank + 1)).items())
         ident["tpir_at_fpir"] = {}
         for f in fpirs:
             try:
@@ -189,6 +189,15 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "") for f in facts]
         lines.append(f"{described[0]}." if len(set(described)) == 1 else
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
+        identities = {r.identification.get("gallery_identities", r.identification["gallery"]) for r in ident}
+        capped = [k for k in CMC_RANKS[:2] if any(k >= n for n in identities)]
+        if capped:  # the n/a cells say why
+            n = min(identities)
+            lines.append(f"Rank-k reads n/a for k at or above the gallery's {n} identit{'y' if n == 1 else 'ies'}: "
+                         "every mated probe ranks within them, so it measures nothing.")
+        if all(r.identification["probes"] == r.identification["mated_probes"] for r in ident):
+            lines.append("TPIR@FPIR reads n/a: it needs probes whose identity is not in the gallery (open-set "
+                         "searches), and every probe here has its identity in the gallery.")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

@@ -141,10 +141,17 @@ class ModelSpec:
 
     @classmethod
     def from_json(cls, path: Path) -> "ModelSpec":
+        """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a model spec is a JSON object of fields, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
 
     @classmethod
     def from_onnx(cls, model) -> "ModelSpec | None":

@@ -332,10 +332,14 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     pairs = elsewhere / "pairs.csv"
-    pairs.write_text(f"./p/a.jpg,{dataset / 'p' / 'b.jpg'},1\np\\a.jpg,q/c.jpg,0\n")
+    pairs.write_text(f"./p/a.jpg,{dataset / 'p' / 'b.jpg'},1\np\\a.jpg,q/c.jpg,0\nq/c.jpg,p/a.jpg,0\n")
     out = tmp_path / "out"
     assert main(["evaluate", str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos"]) == 0
-    assert "1 genuine and 1 impostor pairs" in (out / "report" / "report.md").read_text()
+    report = (out / "report" / "report.md").read_text()
+    # the pair given again (the other way round) counts once, and the report says so (stderr alone did)
+    assert "1 genuine and 1 impostor pairs" in report
+    assert f"> **Note:** 1 pair(s) of {pairs} given again (either way round) were counted once." in report
+    assert json.loads((out / "report" / "report.json").read_text())["model_id"].startswith("sface@sha256:")
     capsys.readouterr()
     # identification lists whose probes include one of an identity the gallery lacks: said, not silent
     (elsewhere / "g.txt").write_text("p/a.jpg\n")
@@ -360,7 +364,10 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     assert "--missing skip leaves no image of the gallery list: none of its 2 images is in the dataset" \
         in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
-
+    # a folder without images: said so (it was "the masked rule 'seed' matches none (or all) of the file names")
+    (tmp_path / "empty").mkdir()
+    assert main(["evaluate", str(tmp_path / "empty"), str(tmp_path / "o3"), "--quiet"]) == 2
+    assert f"{tmp_path / 'empty'} holds no images (nothing was embedded)" in capsys.readouterr().err
 
 
 def test_a_listed_gallery_image_without_a_face_failed_to_enrol():

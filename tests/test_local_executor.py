@@ -346,12 +346,24 @@ def test_a_worker_process_that_fails_is_not_said_to_be_killed():
 
 
 def test_a_script_without_a_main_guard_runs_its_job_once(dataset, tmp_path):
-    """The worker processes must not import the caller's script again (it would start its job again)."""
+    """The worker processes must not import the caller's script again (it would start its job again), yet
+    a mask style the script defines reaches them (sent by value, as Ray sends it: it was "Can't get
+    attribute 'GreyMask' on <module '__main__'>" and a failed pool)."""
     script = tmp_path / "mask_my_photos.py"
     script.write_text("from jobs.augment import run_augment\n"
-                      f"summary = run_augment({str(dataset)!r}, {str(tmp_path / 'out')!r}, executor='local')\n"
+                      "from maskgen.augment import AugmentOptions\n"
+                      "from maskgen.masks import SeedMask\n"
+                      "class GreyMask(SeedMask):\n"
+                      "    name = 'grey'\n"
+                      "    def sample(self, rng, face_type=None):\n"
+                      "        return {**super().sample(rng, face_type), 'style': 'grey', 'colour': [128, 128, 128]}\n"
+                      f"summary = run_augment({str(dataset)!r}, {str(tmp_path / 'out')!r}, "
+                      "AugmentOptions(style=GreyMask()), executor='local')\n"
                       "print('processed', summary.processed)\n")
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.splitlines() == ["processed 8"]
+    faces = read_manifest(str(tmp_path / "out"))
+    masked = faces[faces.status == "ok"]
+    assert len(masked) >= 4 and set(masked.mask_style) == {"grey"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -313,6 +314,21 @@ def test_spec_validation():
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
     assert ModelSpec.from_dict({"name": "x", "input_size": [112.0, 96]}).input_size == (112, 96)
+
+
+def test_a_spec_file_that_is_refused_is_named(tmp_path):
+    """A sidecar JSON beside a model is read unasked: "a model spec needs a name" did not say which
+    file; a list in it was an AttributeError."""
+    sidecar = tmp_path / "my.json"
+    for text, why in (('{"input_size": [112, 112]}', "a model spec needs a name"),
+                      ('[1, 2]', "a JSON object of fields, got list"),
+                      ('{"name": "x", "layout": "NHCW"}', "layout must be one of"),
+                      ('{"name": "x", "colour": 1}', "unknown model spec fields")):
+        sidecar.write_text(text)
+        with pytest.raises(ValueError, match=f"^{re.escape(str(sidecar))}: .*{why}"):
+            ModelSpec.from_json(sidecar)
+    sidecar.write_text('{"preset": "arcface-112", "name": "r50", "embedding_size": 256}')
+    assert ModelSpec.from_json(sidecar) == ModelSpec.preset("arcface-112", name="r50", embedding_size=256)
 
 
 def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misread(face_chips):

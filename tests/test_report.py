@@ -76,15 +76,24 @@ def test_a_gallery_of_one_identity_keeps_its_verification_section_saying_why_it_
     gallery, probes = rng.normal(size=(1, 8)), rng.normal(size=(3, 8))
     stats = M.identification_stats(probes, gallery, ["a"] * 3, ["a"])
     result = counted_result("one", np.array([0.3, 0.5, 0.7]), np.ones(3, bool), stats, ["a"])
-    assert result.verification is None and result.identification["rank"]["1"] == 1.0
+    assert result.verification is None and result.identification["rank"]["1"] is None
     md = markdown_tables([result])
     assert "## Verification\n\nn/a: the comparisons are all genuine or all impostor (a gallery of one identity " \
            "has no impostor pair)" in md
     assert "every probe is ranked first" in md and "## Identification" in md
-    # ranks above the gallery's size are not figures: n/a, not a trivial 100 %
-    assert result.identification["rank"] == {"1": 1.0, "5": None, "10": None, "20": None}
+    # ranks at or above the gallery's identities are not figures: n/a, not a trivial 100 %; rank-1 too here
+    assert result.identification["rank"] == {"1": None, "5": None, "10": None, "20": None}
     row = next(line for line in md.splitlines() if line.startswith("| one |") and "n/a" in line)
-    assert row.split("|")[-2].strip() == "n/a"  # Rank-5
+    assert row.split("|")[-2].strip() == row.split("|")[-3].strip() == "n/a"  # Rank-5, Rank-1
+    assert "Rank-k reads n/a for k at or above the gallery's 1 identity" in md
+    assert "TPIR@FPIR reads n/a: it needs probes whose identity is not in the gallery" in md
+    # with searches for people absent from it too: verification has impostors, rank-1 is still trivial (it read
+    # 100 % without a word)
+    stats = M.identification_stats(probes, gallery, ["a", "b", "b"], ["a"])
+    result = counted_result("one", np.array([0.3, 0.5, 0.7]), np.array([1, 0, 0]), stats, ["a"])
+    assert result.verification is not None and result.identification["rank"]["1"] is None
+    md = markdown_tables([result])
+    assert "Rank-k reads n/a for k at or above the gallery's 1 identity" in md and "TPIR@FPIR reads n/a" not in md
 
 
 def test_rank_k_at_the_gallerys_size_is_not_a_figure():
