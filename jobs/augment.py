@@ -361,8 +361,12 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
 def mask_settings_line(options: AugmentOptions) -> str:
     """The mask settings a dry run shows: what decides the pixels written, as the job records them."""
     settings = augment_settings(options)
-    return ", ".join(f"{k} {settings[k]}" for k in ("style", "seed", "outputs", "face", "alignment", "crop_size")
-                     if k in settings)
+    finder = settings.get("finder", {})
+    shown = [f"{k} {settings[k]}" for k in ("style", "seed", "outputs", "face", "alignment", "crop_size") if k in settings]
+    # how faces are found locks an output too (a rerun with another --input-kind is refused)
+    shown += [f"finder {finder['detector']}", f"crop_mode {finder['crop_mode']}",
+              f"second_look {'on' if finder['second_look'] else 'off'}"] if finder else []
+    return ", ".join(shown)
 
 
 def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limit: int = 20) -> dict:

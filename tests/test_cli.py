@@ -142,8 +142,10 @@ def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys, mo
     assert not out.exists()
     # the masks it would draw: a mistyped --style or --seed showed only after the whole job
     assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--style", "cloth", "--seed", "9"]) == 0
-    assert "  masks: style cloth, seed 9, outputs both, face all, alignment five-point, crop_size 112\n" \
-        in capsys.readouterr().out
+    assert ("  masks: style cloth, seed 9, outputs both, face all, alignment five-point, crop_size 112, finder mtcnn, "
+            "crop_mode auto, second_look off\n") in capsys.readouterr().out
+    assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--input-kind", "crops"]) == 0
+    assert "finder mtcnn, crop_mode on, second_look on\n" in capsys.readouterr().out  # they lock an output too
     for outputs, listed in (("image", f"-> {out}/images/person_01/img1.jpg\n"),
                             ("crops", "-> crops/person_01/img1.jpg_face<i>.jpg\n")):  # only what is written
         assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--outputs", outputs]) == 0
