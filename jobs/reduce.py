@@ -374,7 +374,8 @@ class Gallery:
     images: set                   # the gallery images' keys: never probes
     similarities: tuple
     model_ids: tuple
-    counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.enrolment_attempts)
+    counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.enrolment_attempts;
+                                  # a fusion's: jobs.score.fused_enrolment)
     empty_ids: tuple = ()         # identity of each entry that failed to enrol (jobs.score.unenrolled_entries)
 
 
@@ -442,18 +443,19 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     embeddings in the object store."""
     import ray
 
-    from jobs.score import GALLERY_TEMPLATES, enrolment_attempts, split_gallery, unenrolled_entries
+    from jobs.score import (GALLERY_TEMPLATES, enrolment_tried, fused_empty_ids, fused_enrolment, split_gallery,
+                            tried_counts, unenrolled_entries)
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
     if part_rows < 1:
         raise ValueError("gallery part rows must be at least 1")
     indexed = [_index(u, shards_per_task, n) for u, n in zip(gallery_uris, names or [None] * len(gallery_uris))]
-    chosen, images, counts = [], set(), []
+    chosen, images, tried = [], set(), []
     for index in indexed:
         rows = index.rows
         keys = split_gallery(rows, gallery_per_identity)
-        counts.append(enrolment_attempts(rows, index.failed, keys, gallery_per_identity))
+        tried.append(enrolment_tried(rows, index.failed, keys, gallery_per_identity))
         rows = rows[rows.key.isin(keys)]
         images |= set(rows.key.astype(str))
         rows = rows.assign(entry=list(zip(rows.key.astype(str), rows.face_index.astype(int))) if template == "best"
@@ -489,13 +491,13 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
                                          index.similarity, index.where))
         parts.append(GalleryPart.of(None, codes[p0:p1], p0, len(identities)))
         refs.append(part_refs)
-    # failures to enrol are the first model's (the models share the gallery's faces), of identities without
-    # an entry common to all
-    with_entries = set(identities)
-    empty_ids = tuple(i for i in unenrolled_entries(indexed[0].rows, indexed[0].failed, gallery_per_identity, template)
-                      if i not in with_entries)
+    # failures to enrol: each model's own, and in fusion an identity without an entry every model holds
+    empty_ids = fused_empty_ids([list(rows.drop_duplicates("entry").identity.astype(str))
+                                 + list(unenrolled_entries(index.rows, index.failed, gallery_per_identity, template))
+                                 for index, rows in zip(indexed, chosen)], set(identities))
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
-                   tuple(index.model_id for index in indexed), counts[0], empty_ids)
+                   tuple(index.model_id for index in indexed),
+                   tried_counts(tried[0]) if len(tried) == 1 else fused_enrolment(tried), empty_ids)
 
 
 class _Loader:

@@ -203,13 +203,14 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
     return chosen
 
 
-def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1) -> tuple[int, int]:
-    """(faces, images without a face) among the gallery side's images that enrolment went through: each
-    identity's images in key order up to its `gallery_per_identity`-th image with a face (`chosen`,
-    `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity) of faces with an
-    embedding; `failed`: rows (key, identity) of images without one. The other images of a gallery
-    folder are only the unmasked side of probes, never tried for the gallery: counting them made the
-    gallery's failure-to-acquire rate one of the whole dataset (21 samples beside 3 gallery entries)."""
+def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
+    """The gallery side's images that enrolment went through, as rows (key, face: whether it had one; a
+    row per face): each identity's images in key order up to its `gallery_per_identity`-th image with a
+    face (`chosen`, `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity)
+    of faces with an embedding; `failed`: rows (key, identity) of images without one. The other
+    images of a gallery folder are only the unmasked side of probes, never tried for the gallery:
+    counting them made the gallery's failure-to-acquire rate one of the whole dataset (21 samples
+    beside 3 gallery entries)."""
     import pandas as pd
 
     seen = pd.concat([pd.DataFrame({"key": faces.key.astype(str), "identity": faces.identity.astype(str),
@@ -217,15 +218,33 @@ def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1
                       pd.DataFrame({"key": failed.key.astype(str), "identity": failed.identity.astype(str),
                                     "face": False})], ignore_index=True)
     if not len(seen):
-        return 0, 0
+        return seen[["key", "face"]]
     seen = seen.sort_values(["identity", "key"], kind="stable")
     seen["chosen"] = seen.key.isin(chosen) & seen.face
     # images of an identity from its first up to its last chosen one; identities short of
     # `gallery_per_identity` chosen images went through all of theirs
     after_last = seen[::-1].groupby("identity", sort=False).chosen.cumsum()[::-1] == 0
     short = seen.groupby("identity").chosen.transform("sum") < gallery_per_identity
-    tried = seen[~after_last | short]
+    return seen[~after_last | short][["key", "face"]]
+
+
+def tried_counts(tried) -> tuple[int, int]:
+    """(faces, images without a face) among the images enrolment went through (`enrolment_tried`)."""
     return int(tried.face.sum()), int(tried.key[~tried.face].nunique())
+
+
+def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1) -> tuple[int, int]:
+    """`tried_counts` of `enrolment_tried`."""
+    return tried_counts(enrolment_tried(faces, failed, chosen, gallery_per_identity))
+
+
+def fused_enrolment(tried_per_model) -> tuple[int, int]:
+    """(images acquired, images without a face) of a fusion's gallery: every image some model's enrolment
+    went through (`enrolment_tried` of each), acquired when every model found a face in it; the same
+    whatever the models' order (the first model's counts were the fusion's)."""
+    images = set().union(*(set(t.key) for t in tried_per_model))
+    acquired = set.intersection(*(set(t.key[t.face]) for t in tried_per_model))
+    return len(acquired), len(images - acquired)
 
 
 def unenrolled_entries(faces, failed, gallery_per_identity: int = 1, template: str = "best") -> tuple:
@@ -238,6 +257,19 @@ def unenrolled_entries(faces, failed, gallery_per_identity: int = 1, template: s
     images = tried.groupby(tried.identity.astype(str)).key.nunique()
     return tuple(i for i, n in sorted(images.items())
                  for _ in range(1 if template == "mean" else min(int(n), gallery_per_identity)))
+
+
+def fused_empty_ids(per_model, with_a_common_entry) -> tuple:
+    """Failures to enrol of a fusion: an identity some model enrolled or tried (`per_model`: each model's
+    identity per gallery entry, its empty ones included) that has no entry every model holds
+    (`with_a_common_entry`) is an identity none of whose entries has a fused template, as the probe an
+    image some model could not embed is a failure: as many empty entries as the most any model gave it.
+    The same whatever the models' order."""
+    import collections
+
+    counts = [collections.Counter(np.asarray(ids, dtype=str).tolist()) for ids in per_model]
+    lacking = sorted(set().union(*counts) - set(with_a_common_entry))
+    return tuple(i for i in lacking for _ in range(max(c[i] for c in counts)))
 
 
 def inputs_fingerprint(uris: list[str], settings: dict) -> str:
@@ -266,6 +298,7 @@ class Split:
     acquisition: dict | None = None
     gallery_images: frozenset = frozenset()  # the keys of the gallery's images (`split_gallery`): never probes
     empty_ids: tuple = ()        # the identity of each gallery entry that failed to enrol (`unenrolled_entries`)
+    gallery_tried: object = None  # the images enrolment went through (`enrolment_tried`), for a fusion's counts
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -355,9 +388,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     probe_rows, probe_emb = probe_rows[keep_p].reset_index(drop=True), probe_emb[keep_p]
     failed = failed[~failed.key.isin(gallery_keys)].reset_index(drop=True)
     # per side: faces with an embedding plus images without a face (the gallery: the images enrolment tried)
-    acquisition = acquisition_counts(len(probe_rows), len(failed),
-                                     *enrolment_attempts(gallery_rows_all, gallery_failed, gallery_keys,
-                                                         gallery_per_identity))
+    tried = enrolment_tried(gallery_rows_all, gallery_failed, gallery_keys, gallery_per_identity)
+    acquisition = acquisition_counts(len(probe_rows), len(failed), *tried_counts(tried))
     if not len(gallery_rows):
         raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
     if not len(probe_rows):
@@ -371,8 +403,7 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition,
                  frozenset(gallery_keys),
-                 unenrolled_entries(gallery_rows_all, gallery_failed, gallery_per_identity, gallery_template))
-
+                 unenrolled_entries(gallery_rows_all, gallery_failed, gallery_per_identity, gallery_template), tried)
 
 
 def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed: int = 0):
@@ -411,12 +442,9 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     failed = failed[~failed.key.isin(common_keys) & ~failed.key.isin(gallery_images)].drop_duplicates("key")
     acquisition = None
     if first.acquisition:
-        g = first.acquisition["gallery"]
-        acquisition = acquisition_counts(len(common_p), len(failed), g["acquired"], g["failed_to_acquire"])
-    # failures to enrol are the first model's (the models share the gallery's faces), of identities without
-    # a common entry
-    common_ids = set(g_ids)
-    empty_ids = tuple(i for i in first.empty_ids if i not in common_ids)
+        acquisition = acquisition_counts(len(common_p), len(failed), *fused_enrolment([s.gallery_tried for s in splits]))
+    empty_ids = fused_empty_ids([list(s.gallery_rows.identity.astype(str)) + list(s.empty_ids) for s in splits],
+                                set(g_ids))
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,
                          failed_ids=failed.identity.to_numpy().astype(str), impostors_per_probe=per_probe,
                          acquisition=acquisition, fused=True, empty_ids=empty_ids)
@@ -474,9 +502,9 @@ def unmated_note(result, named: bool = False) -> str | None:
                     "they are scored as non-mated searches, so they count towards FPIR and not towards rank-k or "
                     "TPIR.")
     if unenrolled:
-        said.append(f"{unenrolled} of {whose} are of an identity none of whose gallery images gave a face (a "
-                    "failure to enrol): they are mated searches that are never identified, and their comparisons "
-                    "with those images are rejected.")
+        said.append(f"{unenrolled} of {whose} are of an identity that failed to enrol (no gallery image of it gave "
+                    "a face, or in a fusion none that every model embedded): they are mated searches that are never "
+                    "identified, and their comparisons with its gallery entries are rejected.")
     return " ".join(said) or None
 
 

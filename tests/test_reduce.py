@@ -291,12 +291,42 @@ def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_r
         assert ident["rank"]["1"] <= 4 / 7
         only = result.acquired_only
         assert (only.identification["mated_probes"], only.verification["genuine"]) == (4, 4)
-        assert any("3 of 7 probes are of an identity none of whose gallery images gave a face (a failure to enrol)"
+        assert any("3 of 7 probes are of an identity that failed to enrol (no gallery image of it gave a face"
                    in n for n in got[distributed]["notes"])
         report = (tmp_path / f"r{distributed}" / "report.md").read_text()
         assert "> **Note:** 3 of 7 probes are of an identity" in report and "no gallery entry" not in report
     one, many = (got[d]["result"] for d in (False, True))
     assert_same_figures(one.to_dict(), many, threshold_rtol=1e-6)
+
+
+def test_a_fusion_counts_failures_to_enrol_of_every_model_in_any_order(ray_runtime, tmp_path):
+    """Model b finds no face in id2's gallery image, model a does: the fusion has no template for id2, so
+    its probes are mated searches never identified, whichever model is named first. Only the first
+    model's failures counted: fused as a + b, id2's probes were non-mated searches (9 of 12 mated)."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=4, per_id=3, seed=14)
+    other, _ = faces(n_ids=4, per_id=3, seed=15)
+    uris = {}
+    for model, vectors in (("a", emb), ("b", other)):
+        for side, masked in (("g", False), ("p", True)):
+            records = [FaceRecord(source_key=f"{ids[i]}/{i % 3}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 3}.jpg",
+                                  face_index=0, masked=masked, embedding=None if faceless else vectors[i],
+                                  status="no_face" if faceless else "ok", model_id=f"{model}@sha256:0{model}",
+                                  mode="plain", similarity="cosine")
+                       for i in range(len(ids)) for faceless in [model == "b" and not masked and ids[i] == "id2"]]
+            write_shard(tmp_path / model / side, records, emb.shape[1])
+        uris[model] = (str(tmp_path / model / "p"), str(tmp_path / model / "g"))
+    got = []
+    for distributed in (False, True):
+        for first, second in (("a", "b"), ("b", "a")):
+            out = run_score(*uris[first], str(tmp_path / f"r{distributed}{first}"), name=first,
+                            also=[(second, *uris[second])], fuse=[[first, second]], distributed=distributed)
+            fused = out["results"][-1].to_dict()
+            assert fused["identification"]["unenrolled_probes"] == 2  # id2's images but its gallery one
+            got.append(fused)
+    for other_result in got[1:]:
+        assert_same_figures(got[0], other_result, threshold_rtol=1e-6)
 
 
 def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_runtime, tmp_path):
