@@ -347,3 +347,15 @@ def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, ca
     assert capsys.readouterr().err.strip() == (
         f"mfr score: no embedding shards under {shards}/shards: {shards} holds the shards themselves; give the "
         "folder above it")
+
+
+def test_the_summary_gives_a_small_rate_in_two_figures():
+    """One image in 27.5 s read "images/s 0.0" (a rerun on Ray that had one image to do)."""
+    from jobs.progress import summary_table
+    from jobs.sink import JobSummary
+
+    def rate(processed, seconds):
+        table = summary_table("run", JobSummary(inputs=processed, processed=processed, seconds=seconds))
+        return next(line.split()[-1] for line in table.splitlines() if "images/s" in line)
+
+    assert [rate(1, 27.5), rate(56, 22.0), rate(2000, 1.6), rate(0, 3.0)] == ["0.036", "2.5", "1250.0", "0.0"]
