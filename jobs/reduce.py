@@ -135,11 +135,12 @@ def _flat(per_row: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 def check_parts(parts: list[GalleryPart]) -> None:
     """Refuse parts whose entries are not in identity order or that cut an identity in two: a rank counts an
     identity once, which a part can only do for the identities it holds whole."""
-    codes = np.concatenate([p.codes for p in parts]) if parts else np.empty(0, np.int64)
-    if (np.diff(codes) < 0).any():
+    held = [p for p in parts if p.size]
+    if any((np.diff(p.codes) < 0).any() for p in held) or \
+            any(before.codes[-1] > after.codes[0] for before, after in zip(held, held[1:])):
         raise ValueError("gallery parts must hold their entries in identity order")
-    for before, after in zip(parts, parts[1:]):
-        if before.size and after.size and before.codes[-1] == after.codes[0]:
+    for before, after in zip(held, held[1:]):
+        if before.codes[-1] == after.codes[0]:
             raise ValueError(f"gallery parts must hold each identity whole; identity code {int(after.codes[0])} "
                              f"is cut at entry {after.offset}")
 
@@ -493,11 +494,12 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         refs.append(part_refs)
     # failures to enrol: each model's own, and in fusion an identity without an entry every model holds
     empty_ids = fused_empty_ids([list(rows.drop_duplicates("entry").identity.astype(str))
-                                 + list(unenrolled_entries(index.rows, index.failed, gallery_per_identity, template))
-                                 for index, rows in zip(indexed, chosen)], set(identities))
+                                 + list(unenrolled_entries(t, set(rows.key.astype(str)), gallery_per_identity, template))
+                                 for t, rows in zip(tried, chosen)], set(identities))
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
                    tuple(index.model_id for index in indexed),
-                   tried_counts(tried[0]) if len(tried) == 1 else fused_enrolment(tried), empty_ids)
+                   tried_counts(tried[0]) if len(tried) == 1
+                   else fused_enrolment(tried, [set(index.rows.key.astype(str)) for index in indexed]), empty_ids)
 
 
 class _Loader:

@@ -204,8 +204,8 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
 
 
 def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
-    """The gallery side's images that enrolment went through, as rows (key, face: whether it had one; a
-    row per face): each identity's images in key order up to its `gallery_per_identity`-th image with a
+    """The gallery side's images that enrolment went through, as rows (key, identity, face: whether it
+    had one; a row per face): each identity's images in key order up to its `gallery_per_identity`-th image with a
     face (`chosen`, `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity)
     of faces with an embedding; `failed`: rows (key, identity) of images without one. The other
     images of a gallery folder are only the unmasked side of probes, never tried for the gallery:
@@ -218,14 +218,14 @@ def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
                       pd.DataFrame({"key": failed.key.astype(str), "identity": failed.identity.astype(str),
                                     "face": False})], ignore_index=True)
     if not len(seen):
-        return seen[["key", "face"]]
+        return seen[["key", "identity", "face"]]
     seen = seen.sort_values(["identity", "key"], kind="stable")
     seen["chosen"] = seen.key.isin(chosen) & seen.face
     # images of an identity from its first up to its last chosen one; identities short of
     # `gallery_per_identity` chosen images went through all of theirs
     after_last = seen[::-1].groupby("identity", sort=False).chosen.cumsum()[::-1] == 0
     short = seen.groupby("identity").chosen.transform("sum") < gallery_per_identity
-    return seen[~after_last | short][["key", "face"]]
+    return seen[~after_last | short][["key", "identity", "face"]]
 
 
 def tried_counts(tried) -> tuple[int, int]:
@@ -238,25 +238,28 @@ def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1
     return tried_counts(enrolment_tried(faces, failed, chosen, gallery_per_identity))
 
 
-def fused_enrolment(tried_per_model) -> tuple[int, int]:
+def fused_enrolment(tried_per_model, faces_per_model) -> tuple[int, int]:
     """(images acquired, images without a face) of a fusion's gallery: every image some model's enrolment
-    went through (`enrolment_tried` of each), acquired when every model found a face in it; the same
-    whatever the models' order (the first model's counts were the fusion's)."""
+    went through (`enrolment_tried` of each), acquired when every model found a face in it (`faces_per_model`:
+    the keys of each model's gallery images with a face, tried or not: a model that enrolled an earlier
+    image never tried a later one); the same whatever the models' order (the first model's counts were
+    the fusion's). Images, where one model's counts are faces: an image of two faces counts once."""
     images = set().union(*(set(t.key) for t in tried_per_model))
-    acquired = set.intersection(*(set(t.key[t.face]) for t in tried_per_model))
+    acquired = {k for k in images if all(k in faces for faces in faces_per_model)}
     return len(acquired), len(images - acquired)
 
 
-def unenrolled_entries(faces, failed, gallery_per_identity: int = 1, template: str = "best") -> tuple:
-    """The identity of each gallery entry that failed to enrol, on the gallery side of a split
-    (`split_gallery` takes an identity's next image with a face, so only an identity none of whose images
-    had one fails): min(its images, `gallery_per_identity`) empty entries each (`best`), or one empty
-    template (`mean`). `faces`, `failed`: rows (key, identity) as enrolment_attempts takes them."""
-    with_a_face = set(faces.identity.astype(str))
-    tried = failed[~failed.identity.astype(str).isin(with_a_face)]
-    images = tried.groupby(tried.identity.astype(str)).key.nunique()
-    return tuple(i for i, n in sorted(images.items())
-                 for _ in range(1 if template == "mean" else min(int(n), gallery_per_identity)))
+def unenrolled_entries(tried, chosen: set, gallery_per_identity: int = 1, template: str = "best") -> tuple:
+    """The identity of each gallery entry that failed to enrol, on the gallery side of a split: per
+    identity, the gallery places that no image with a face filled (`split_gallery` takes its next image
+    with a face), min(images enrolment went through, `gallery_per_identity`) less the images chosen
+    (`best`: one empty entry each, as `mfr evaluate --lists` counts each listed image without a face),
+    or one empty template for an identity with none chosen (`mean`). `tried`: `enrolment_tried`'s rows."""
+    images = tried.assign(chosen=tried.key.isin(chosen)).drop_duplicates("key")
+    per = images.groupby(images.identity.astype(str)).agg(images=("key", "size"), chosen=("chosen", "sum"))
+    empty = ((per.chosen == 0).astype(int) if template == "mean"
+             else (np.minimum(per.images, gallery_per_identity) - per.chosen).clip(lower=0))
+    return tuple(np.repeat(per.index.to_numpy().astype(str), empty.to_numpy().astype(int)).tolist())
 
 
 def fused_empty_ids(per_model, with_a_common_entry) -> tuple:
@@ -299,6 +302,7 @@ class Split:
     gallery_images: frozenset = frozenset()  # the keys of the gallery's images (`split_gallery`): never probes
     empty_ids: tuple = ()        # the identity of each gallery entry that failed to enrol (`unenrolled_entries`)
     gallery_tried: object = None  # the images enrolment went through (`enrolment_tried`), for a fusion's counts
+    gallery_faces: frozenset = frozenset()  # the keys of the gallery side's images with a face, the same
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -402,8 +406,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition,
-                 frozenset(gallery_keys),
-                 unenrolled_entries(gallery_rows_all, gallery_failed, gallery_per_identity, gallery_template), tried)
+                 frozenset(gallery_keys), unenrolled_entries(tried, gallery_keys, gallery_per_identity, gallery_template),
+                 tried, frozenset(gallery_rows_all.key.astype(str)))
 
 
 def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed: int = 0):
@@ -442,7 +446,8 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     failed = failed[~failed.key.isin(common_keys) & ~failed.key.isin(gallery_images)].drop_duplicates("key")
     acquisition = None
     if first.acquisition:
-        acquisition = acquisition_counts(len(common_p), len(failed), *fused_enrolment([s.gallery_tried for s in splits]))
+        acquisition = acquisition_counts(len(common_p), len(failed), *fused_enrolment(
+            [s.gallery_tried for s in splits], [s.gallery_faces for s in splits]))
     empty_ids = fused_empty_ids([list(s.gallery_rows.identity.astype(str)) + list(s.empty_ids) for s in splits],
                                 set(g_ids))
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,
@@ -651,7 +656,7 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     a = emb[first_face.loc[[pairs.a[i] for i in both]].to_numpy()]
     b = emb[first_face.loc[[pairs.b[i] for i in both]].to_numpy()]
     real = M.pair_scores(a, b, str(rows.similarity.iloc[0])).astype(np.float64)
-    scores = np.full(len(keep), (real.min() if real.size else 0.0) - 1.0)  # rejected at every real threshold
+    scores = np.full(len(keep), M.rejected_score(real))  # rejected at every real threshold
     scores[acquired] = real
     labels = pairs.labels[keep]
     folds = pairs.folds[keep] if pairs.folds is not None else None

@@ -132,13 +132,14 @@ class NumpyBlockScorer:
 
 def block_graph(by_identity: bool = False) -> bytes:
     """The ONNX model of `NumpyBlockScorer.block` for cosine scores (opset 17). `by_identity` counts
-    identities whose runs of columns (inputs `run_starts`, `run_ends`) hold a score at or above the
-    tie floor: a running count of such scores along each row, read at each run's ends. Without it,
-    every entry is an identity and the graph is the one the GPU benchmark measured."""
+    identities whose runs of columns (inputs `run_starts`, `run_lasts`: each run's first and last
+    column) hold a score at or above the tie floor: a running count of such scores along each row
+    (int32: a part's columns are far fewer than 2^31), read at each run's ends. Without it, every entry
+    is an identity and the graph is the one the GPU benchmark measured."""
     import onnx
     from onnx import TensorProto, helper
 
-    f, i64, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
+    f, i64, i32, b = TensorProto.FLOAT, TensorProto.INT64, TensorProto.INT32, TensorProto.BOOL
     inputs = [helper.make_tensor_value_info("probes", f, ["b", "d"]),
               helper.make_tensor_value_info("gallery", f, ["n", "d"]),
               helper.make_tensor_value_info("mates", i64, ["k", 2]),
@@ -156,8 +157,9 @@ def block_graph(by_identity: bool = False) -> bytes:
              helper.make_tensor("one", f, [], [1.0]),
              helper.make_tensor("tie", f, [], [M.TIE_TOLERANCE]),
              helper.make_tensor("axis1", i64, [1], [1]),
-             helper.make_tensor("flat", i64, [1], [-1]),
-             helper.make_tensor("zero", i64, [], [0])]
+             helper.make_tensor("flat", i64, [1], [-1])]
+    if by_identity:
+        const.append(helper.make_tensor("zero", i32, [], [0]))
     n = helper.make_node
     nodes = [
         n("Gemm", ["probes", "gallery"], ["scores"], transB=1),
@@ -181,14 +183,14 @@ def block_graph(by_identity: bool = False) -> bytes:
         n("Sub", ["best", "tie_width"], ["tie_floor"]),
         n("Unsqueeze", ["tie_floor", "axis1"], ["tie_col"]),
         n("GreaterOrEqual", ["nonmated", "tie_col"], ["at_or_above"]),
-        n("Cast", ["at_or_above"], ["at_or_above_int"], to=i64),
     ]
     if by_identity:  # scores at or above in a run [start, last]: running[last] - running[start] + at[start]
         nodes += [
-            n("CumSum", ["at_or_above_int", "axis1"], ["running"]),
+            n("Cast", ["at_or_above"], ["at_or_above_32"], to=i32),
+            n("CumSum", ["at_or_above_32", "axis1"], ["running"]),
             n("Gather", ["running", "run_lasts"], ["through_last"], axis=1),
             n("Gather", ["running", "run_starts"], ["through_start"], axis=1),
-            n("Gather", ["at_or_above_int", "run_starts"], ["at_start"], axis=1),
+            n("Gather", ["at_or_above_32", "run_starts"], ["at_start"], axis=1),
             n("Sub", ["through_last", "through_start"], ["after_start"]),
             n("Add", ["after_start", "at_start"], ["per_identity"]),
             n("Greater", ["per_identity", "zero"], ["identity_hit"]),
@@ -196,7 +198,8 @@ def block_graph(by_identity: bool = False) -> bytes:
             n("ReduceSum", ["identity_hit_int", "axis1"], ["count"], keepdims=0),
         ]
     else:
-        nodes.append(n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0))
+        nodes += [n("Cast", ["at_or_above"], ["at_or_above_int"], to=i64),
+                  n("ReduceSum", ["at_or_above_int", "axis1"], ["count"], keepdims=0)]
     nodes += [
         n("GreaterOrEqual", ["nonmated", "floor"], ["over_floor"]),
         n("Unsqueeze", ["pool_rows", "axis1"], ["pool_col"]),

@@ -344,12 +344,15 @@ def identity_runs(sorted_codes) -> np.ndarray | None:
     return None if len(starts) == len(codes) else starts
 
 
-def identities_at_or_above(nonmated, floor, runs=None) -> np.ndarray:
+def identities_at_or_above(nonmated, floor, runs=None, order=None) -> np.ndarray:
     """Per row of non-mated scores (mates at -inf), how many identities have an entry >= the row's
-    `floor`; `runs` (identity_runs) groups the columns by identity, None counts each column as one."""
+    `floor`; `runs` (identity_runs) groups the columns, taken in `order` (None: as they are), by
+    identity; None counts each column as one."""
     hit = np.asarray(nonmated) >= np.asarray(floor)[:, None]
     if runs is None:
         return hit.sum(axis=1)
+    if order is not None:  # the booleans regrouped, a quarter of the bytes of the scores
+        hit = hit[:, order]
     return np.logical_or.reduceat(hit, runs, axis=1).sum(axis=1)
 
 
@@ -370,7 +373,7 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
     real = m[acquired]
     if not np.isfinite(real).all():
         raise ValueError("scores contain NaN or infinity")
-    m[~acquired] = (real.min() if real.size else 0.0) - 1.0
+    m[~acquired] = rejected_score(real)
     return m
 
 
@@ -456,7 +459,8 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     score matrix. `keep_nonmated` keeps that many of the largest non-mated scores of mated probes
     (the seed's FPIR reading). `acquired` (bool per probe; default all) marks probes in which a face
     was found: the others' rows are ignored and they count as never identified (module doc).
-    Memory: about 2 x block x gallery scores at a time.
+    Memory: about 2 x block x gallery scores at a time (and as many booleans, twice where a gallery's
+    entries of one identity are not side by side).
     """
     if not is_whole(block) or block < 1:
         raise ValueError(f"block is a whole number of probes, at least 1, got {block!r}")
@@ -534,8 +538,7 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
         top_nonmated[i0:i1] = s.max(axis=1)
         m = mated[i0:i1]
         mated_score[i0:i1] = np.where(m, best_mate, np.nan)
-        nonmated = s if by_identity is None else s[:, by_identity]
-        rank[i0:i1] = np.where(m, 1 + identities_at_or_above(nonmated, tie_floor(best_mate), runs), 0)
+        rank[i0:i1] = np.where(m, 1 + identities_at_or_above(s, tie_floor(best_mate), runs, by_identity), 0)
         if keep_nonmated:  # the seed's reading pools the non-mated scores of mated probes
             floor = kept.min() if kept.size >= keep_nonmated else -np.inf
             candidates = s[m]

@@ -91,8 +91,7 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             ident["gallery_identities"] = int(stats.gallery_identities)
         if stats.mated.any():
             # a rank at or above the gallery's identities counts every mated probe with a face (its rank is at
-            # most their number): not a measurement. Rank-1 stays, and a gallery of one says why it is trivial
-            # most of all, a gallery of one identity: every mated probe ranks first
+            # most their number): not a measurement; rank-1 too on a gallery of one identity
             ident["rank"] = {str(k): (v if k < stats.most_rank else None) for k, v in M.cmc(stats, ranks).items()}
             max_rank = int(min(stats.most_rank, 50))
             if max_rank > 1:

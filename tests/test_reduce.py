@@ -269,6 +269,35 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     assert enrolment_attempts(rows.iloc[:0], failed.iloc[:0], set(), 1) == (0, 0)
 
 
+def test_gallery_places_no_face_filled_are_failures_to_enrol_and_a_fusion_counts_every_models_images():
+    """With 3 gallery images per identity: X has one face among its 3 images, Y none, Z two. Each place no
+    image with a face filled is an empty entry (Y's three gave 3 and X's two gave none); a fusion's
+    gallery images are acquired where every model found a face, tried or not (a model that enrolled
+    X/1 never tried X/2, which was counted as failed)."""
+    import pandas as pd
+
+    from jobs.score import enrolment_tried, fused_enrolment, split_gallery, tried_counts, unenrolled_entries
+
+    faces = pd.DataFrame({"key": ["X/0.jpg", "Z/0.jpg", "Z/2.jpg"], "identity": ["X", "Z", "Z"]})
+    failed = pd.DataFrame({"key": ["X/1.jpg", "X/2.jpg", "Y/0.jpg", "Y/1.jpg", "Y/2.jpg", "Z/1.jpg"],
+                           "identity": ["X", "X", "Y", "Y", "Y", "Z"]})
+    for n, best, mean in ((1, ("Y",), ("Y",)), (3, ("X", "X", "Y", "Y", "Y", "Z"), ("Y",))):
+        chosen = split_gallery(faces, n)
+        tried = enrolment_tried(faces, failed, chosen, n)
+        assert unenrolled_entries(tried, chosen, n, "best") == best
+        assert unenrolled_entries(tried, chosen, n, "mean") == mean
+    # two models: a found no face in X/0 and enrolled X/1; b enrolled X/0 and never tried X/1
+    a_faces = pd.DataFrame({"key": ["X/1.jpg", "X/2.jpg"], "identity": ["X", "X"]})
+    a_failed = pd.DataFrame({"key": ["X/0.jpg"], "identity": ["X"]})
+    b_faces = pd.DataFrame({"key": ["X/0.jpg", "X/1.jpg", "X/2.jpg"], "identity": ["X"] * 3})
+    a_tried = enrolment_tried(a_faces, a_failed, split_gallery(a_faces, 1), 1)
+    b_tried = enrolment_tried(b_faces, a_failed.iloc[:0], split_gallery(b_faces, 1), 1)
+    assert (tried_counts(a_tried), tried_counts(b_tried)) == ((1, 1), (1, 0))
+    models = [(a_tried, set(a_faces.key)), (b_tried, set(b_faces.key))]
+    for picked in (models, models[::-1]):
+        assert fused_enrolment([t for t, _ in picked], [f for _, f in picked]) == (1, 1)  # X/1 acquired, X/0 not
+
+
 def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_runtime, tmp_path):
     """An identity none of whose unmasked images gave a face failed to enrol (ISO/IEC 19795-1; NIST's
     FRVT counts a search for it as a miss): its probes are mated searches never identified, and their
@@ -288,8 +317,9 @@ def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_r
         # id2's 3 images are all probes: mated, never identified; one empty gallery entry (one per identity)
         assert (ident["probes"], ident["mated_probes"], ident["unenrolled_probes"]) == (7, 7, 3)
         assert (v["genuine"], v["impostor"]) == (4 + 3, 7 * 3 - 7)
-        assert ident["rank"]["1"] <= 4 / 7
         only = result.acquired_only
+        # id2's probes never identified: the 4 others' hits over all 7
+        assert ident["rank"]["1"] == pytest.approx(only.identification["rank"]["1"] * 4 / 7)
         assert (only.identification["mated_probes"], only.verification["genuine"]) == (4, 4)
         assert any("3 of 7 probes are of an identity that failed to enrol (no gallery image of it gave a face"
                    in n for n in got[distributed]["notes"])
