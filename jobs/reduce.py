@@ -444,8 +444,8 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     embeddings in the object store."""
     import ray
 
-    from jobs.score import (GALLERY_TEMPLATES, enrolment_tried, fused_empty_ids, fused_enrolment, split_gallery,
-                            tried_counts, unenrolled_entries)
+    from jobs.score import (GALLERY_TEMPLATES, as_fused, enrolment_tried, fused_empty_ids, fused_enrolment,
+                            split_gallery, tried_counts, unenrolled_entries)
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
@@ -453,10 +453,12 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
         raise ValueError("gallery part rows must be at least 1")
     indexed = [_index(u, shards_per_task, n) for u, n in zip(gallery_uris, names or [None] * len(gallery_uris))]
     chosen, images, tried = [], set(), []
+    # a fusion chooses among the images every model found a face in, so every model chooses the same
+    shared = set.intersection(*(set(i.rows.key.astype(str)) for i in indexed)) if len(indexed) > 1 else None
     for index in indexed:
-        rows = index.rows
+        rows, failed = as_fused(index.rows, index.failed, shared)
         keys = split_gallery(rows, gallery_per_identity)
-        tried.append(enrolment_tried(rows, index.failed, keys, gallery_per_identity))
+        tried.append(enrolment_tried(rows, failed, keys, gallery_per_identity))
         rows = rows[rows.key.isin(keys)]
         images |= set(rows.key.astype(str))
         rows = rows.assign(entry=list(zip(rows.key.astype(str), rows.face_index.astype(int))) if template == "best"
@@ -499,7 +501,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
                    tuple(index.model_id for index in indexed),
                    tried_counts(tried[0]) if len(tried) == 1
-                   else fused_enrolment(tried, [set(index.rows.key.astype(str)) for index in indexed]), empty_ids)
+                   else fused_enrolment(tried, [shared] * len(tried)), empty_ids)
 
 
 class _Loader:

@@ -303,6 +303,8 @@ class Split:
     empty_ids: tuple = ()        # the identity of each gallery entry that failed to enrol (`unenrolled_entries`)
     gallery_tried: object = None  # the images enrolment went through (`enrolment_tried`), for a fusion's counts
     gallery_faces: frozenset = frozenset()  # the keys of the gallery side's images with a face, the same
+    uris: tuple = ()             # (probe URI, gallery URI) it was loaded from, and the method name given
+    method: str | None = None
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
@@ -377,15 +379,31 @@ def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
     return chosen[0]
 
 
+def as_fused(faces, failed, shared_keys):
+    """A model's gallery rows (key, identity, ...) as a fusion sees them: only the images every fused model
+    found a face in (`shared_keys`; None: no fusion) have one, its other faces count with its images
+    without one. Every model then chooses the same gallery images (`split_gallery`): chosen apart, one
+    model's second image beside another's first left the identity without a fused entry."""
+    import pandas as pd
+
+    if shared_keys is None:
+        return faces, failed
+    shared = faces.key.astype(str).isin(shared_keys).to_numpy()
+    lost = faces[~shared][["key", "identity"]].drop_duplicates("key").assign(status="no_face")
+    return faces[shared], pd.concat([failed, lost], ignore_index=True)
+
+
 def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
-               gallery_template: str = "best", name: str | None = None) -> Split:
+               gallery_template: str = "best", name: str | None = None, shared_keys=None) -> Split:
     """The probes and gallery of one method; `name` chooses the model and mode in folders that hold
-    several (`method_rows`)."""
+    several (`method_rows`); `shared_keys`: for a fusion, the gallery images every model found a face
+    in (`as_fused`)."""
     probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True, where=method_rows(name, probe_uri))
     gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True,
                                                             where=method_rows(name, gallery_uri))
-    gallery_rows_all, probes_with_a_face = gallery_rows, len(probe_rows)
-    gallery_keys = split_gallery(gallery_rows, gallery_per_identity)
+    probes_with_a_face = len(probe_rows)
+    gallery_rows_all, gallery_failed = as_fused(gallery_rows, gallery_failed, shared_keys)
+    gallery_keys = split_gallery(gallery_rows_all, gallery_per_identity)
     keep_g = gallery_rows.key.isin(gallery_keys).to_numpy()
     keep_p = ~probe_rows.key.isin(gallery_keys).to_numpy()
     gallery_rows, gallery_emb = gallery_rows[keep_g].reset_index(drop=True), gallery_emb[keep_g]
@@ -585,6 +603,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             results.append(result)
             continue
         split = load_split(p_uri, g_uri, gallery_per_identity, gallery_template, name=method)
+        split.uris, split.method = (p_uri, g_uri), method
         method = method or split.model_id.split("@")[0]
         splits[method] = split
         model_ids[method] = split.model_id
@@ -603,8 +622,11 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
 
             results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
                                                    gallery_template=gallery_template, **reducer_options, **kwargs))
-        else:
-            results.append(score_fused([splits[g] for g in group], name_of, **kwargs))
+        else:  # each model's split again, over the gallery images every model of the group found a face in
+            shared = frozenset.intersection(*(splits[g].gallery_faces for g in group))
+            results.append(score_fused([load_split(*splits[g].uris, gallery_per_identity, gallery_template,
+                                                   name=splits[g].method, shared_keys=shared) for g in group],
+                                       name_of, **kwargs))
     notes = notes + [n for n in map(unmated_note, results, [len(results) > 1] * len(results)) if n]
     protocol = (f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
                 + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")

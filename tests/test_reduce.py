@@ -329,10 +329,12 @@ def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_r
     assert_same_figures(one.to_dict(), many, threshold_rtol=1e-6)
 
 
-def test_a_fusion_counts_failures_to_enrol_of_every_model_in_any_order(ray_runtime, tmp_path):
-    """Model b finds no face in id2's gallery image, model a does: the fusion has no template for id2, so
-    its probes are mated searches never identified, whichever model is named first. Only the first
-    model's failures counted: fused as a + b, id2's probes were non-mated searches (9 of 12 mated)."""
+def test_a_fusion_chooses_its_gallery_among_faces_every_model_found_in_any_order(ray_runtime, tmp_path):
+    """Model b finds no face in any of id2's gallery-side images, model a in all: the fusion has no
+    template for id2, so its 3 probes are mated searches never identified, whichever model is named first
+    (only the first model's failures counted: fused as a + b, they were non-mated searches). Where b
+    misses id3's first image only, both models take id3's second for the fusion (each chose its own, and
+    the fusion had no entry for id3)."""
     from jobs.score import run_score
 
     emb, ids = faces(n_ids=4, per_id=3, seed=14)
@@ -340,11 +342,11 @@ def test_a_fusion_counts_failures_to_enrol_of_every_model_in_any_order(ray_runti
     uris = {}
     for model, vectors in (("a", emb), ("b", other)):
         for side, masked in (("g", False), ("p", True)):
-            records = [FaceRecord(source_key=f"{ids[i]}/{i % 3}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 3}.jpg",
-                                  face_index=0, masked=masked, embedding=None if faceless else vectors[i],
-                                  status="no_face" if faceless else "ok", model_id=f"{model}@sha256:0{model}",
-                                  mode="plain", similarity="cosine")
-                       for i in range(len(ids)) for faceless in [model == "b" and not masked and ids[i] == "id2"]]
+            records = [FaceRecord(source_key=key, identity=ids[i], input_row=key, face_index=0, masked=masked,
+                                  embedding=None if faceless else vectors[i], status="no_face" if faceless else "ok",
+                                  model_id=f"{model}@sha256:0{model}", mode="plain", similarity="cosine")
+                       for i in range(len(ids)) for key in [f"{ids[i]}/{i % 3}.jpg"]
+                       for faceless in [model == "b" and not masked and (ids[i] == "id2" or key == "id3/0.jpg")]]
             write_shard(tmp_path / model / side, records, emb.shape[1])
         uris[model] = (str(tmp_path / model / "p"), str(tmp_path / model / "g"))
     got = []
@@ -353,7 +355,13 @@ def test_a_fusion_counts_failures_to_enrol_of_every_model_in_any_order(ray_runti
             out = run_score(*uris[first], str(tmp_path / f"r{distributed}{first}"), name=first,
                             also=[(second, *uris[second])], fuse=[[first, second]], distributed=distributed)
             fused = out["results"][-1].to_dict()
-            assert fused["identification"]["unenrolled_probes"] == 2  # id2's images but its gallery one
+            ident = fused["identification"]
+            # id0, id1: 2 probes each; id2: all 3 (no gallery image chosen); id3: 2 (id3/1 is the gallery's)
+            assert (ident["probes"], ident["mated_probes"], ident["unenrolled_probes"]) == (9, 9, 3)
+            assert ident["gallery"] == ident["gallery_identities"] == 3
+            # gallery samples: id0/0, id1/0, id3/0 (b: no face), id3/1, id2's three (b: none)
+            assert fused["acquisition"]["gallery"]["samples"] == 7
+            assert fused["acquisition"]["gallery"]["failed_to_acquire"] == 4
             got.append(fused)
     for other_result in got[1:]:
         assert_same_figures(got[0], other_result, threshold_rtol=1e-6)
@@ -418,8 +426,9 @@ def test_fusion_of_models_that_chose_other_gallery_images_counts_alike_in_both_r
                           distributed=d, force=True, **extra)["results"] for d in (False, True)]
         one, many = (r[2].to_dict() for r in runs)
         assert one["acquisition"] == many["acquisition"]
-        # 16 images less the 5 that are some model's gallery image (id0..id3's first, id2's second)
-        assert one["acquisition"]["probe"]["samples"] == 11
+        # 16 images less the fusion's 4 gallery images, chosen among the faces both models found (id2's
+        # second for both; each model's own choice left 11)
+        assert one["acquisition"]["probe"]["samples"] == 12
         assert one["verification"]["pairs"] == many["verification"]["pairs"]
         if not extra:
             assert one == many
