@@ -205,8 +205,8 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
 
 def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
     """The gallery side's images that enrolment went through, as rows (key, identity, face: whether it
-    had one; a row per face): each identity's images in key order up to its `gallery_per_identity`-th image with a
-    face (`chosen`, `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity)
+    had one; a row per face): each identity's images in key order up to its `gallery_per_identity`-th
+    image with a face (`chosen`, `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity)
     of faces with an embedding; `failed`: rows (key, identity) of images without one. The other
     images of a gallery folder are only the unmasked side of probes, never tried for the gallery:
     counting them made the gallery's failure-to-acquire rate one of the whole dataset (21 samples
@@ -302,9 +302,9 @@ class Split:
     gallery_images: frozenset = frozenset()  # the keys of the gallery's images (`split_gallery`): never probes
     empty_ids: tuple = ()        # the identity of each gallery entry that failed to enrol (`unenrolled_entries`)
     gallery_tried: object = None  # the images enrolment went through (`enrolment_tried`), for a fusion's counts
-    gallery_faces: frozenset = frozenset()  # the keys of the gallery side's images with a face, the same
-    uris: tuple = ()             # (probe URI, gallery URI) it was loaded from, and the method name given
-    method: str | None = None
+    gallery_faces: frozenset = frozenset()  # the keys of the gallery side's images with a face (`as_fused`)
+    uris: tuple = ()             # (probe URI, gallery URI) it was loaded from
+    method: str | None = None    # the method name it was loaded with (`load_split`'s `name`)
 
     def matrix(self, probe_order, gallery_order) -> np.ndarray:
         """The probe x gallery score matrix (higher: more alike) of the probes and gallery entries at
