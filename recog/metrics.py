@@ -271,12 +271,20 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def _check_finite(*embeddings) -> None:
+    """NaN scored NaN against everything, which every threshold rejects and every rank skipped: refused,
+    as the identification functions refuse NaN scores."""
+    if not all(np.isfinite(e).all() for e in embeddings):
+        raise ValueError("embeddings contain NaN or infinity")
+
+
 def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine") -> np.ndarray:
     """Scores of every row of `a` against every row of `b`: cosine, or minus the Euclidean distance."""
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"embeddings must be (n, d) with the same d, got {a.shape} and {b.shape}")
+    _check_finite(a, b)
     if similarity == "cosine":
         return normalize_rows(a) @ normalize_rows(b).T
     if similarity == "euclidean":
@@ -297,6 +305,7 @@ def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", block:
     b = np.asarray(b, dtype=np.float32)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"pair embeddings must have the same (n, d) shape, got {a.shape} and {b.shape}")
+    _check_finite(a, b)
     out = np.empty(len(a), np.float32)
     for i in range(0, len(a), block):
         x, y = a[i:i + block], b[i:i + block]

@@ -397,3 +397,16 @@ def test_functions_called_directly_refuse_what_they_would_get_wrong():
         M.kfold_accuracy(s, y, np.zeros(len(s), int))
     assert M.cmc(M.identification_stats(probes, gallery, pid, gid), 5) == \
         M.cmc(M.identification_stats(probes, gallery, pid, gid), (5,))
+
+
+def test_embeddings_with_nan_are_refused_where_scores_are_made():
+    """similarity_matrix and pair_scores returned NaN scores for a NaN embedding (every threshold rejects
+    NaN, so it read as a confident non-match); the identification functions already refused them."""
+    good = np.eye(3, dtype=np.float32)
+    bad = good.copy()
+    bad[1, 2] = np.nan
+    for call in (lambda: M.similarity_matrix(bad, good), lambda: M.similarity_matrix(good, bad, "euclidean"),
+                 lambda: M.pair_scores(good, bad), lambda: M.pair_scores(np.where(bad == 1, np.inf, good), good)):
+        with pytest.raises(ValueError, match="embeddings contain NaN or infinity"):
+            call()
+    assert M.similarity_matrix(good, good).tolist() == np.eye(3).tolist()
