@@ -34,6 +34,7 @@ from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, records_table
+from recog.protocols import masked_flags
 
 SHARD_DIR = "shards"
 
@@ -41,7 +42,8 @@ SHARD_DIR = "shards"
 class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
                  face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
-                 mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None):
+                 mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None,
+                 masked_rule: str | None = None):
         from maskgen.finder import FaceFinder
         from recog.embed import Embedder
         from recog.matching import mode_from_name
@@ -52,6 +54,7 @@ class EmbedWorker:
         self.mode = mode_from_name(mode)
         self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region)
         self.masked, self.from_augment, self.face = masked, from_augment, face
+        self.masked_rule = masked_rule
         self.alignment, self.max_pixels = alignment, max_pixels
         self.finder = None if from_augment else FaceFinder(finder_options)
         self.masker = None
@@ -100,8 +103,14 @@ class EmbedWorker:
         """The record of one input row before any face is embedded (from an augment output: the
         face augment found, with its points and how they were chosen)."""
         key = item["key"]
-        # an input manifest's own masked flag wins over the job's (a set of real masked and unmasked photos)
-        masked = self.masked if item.get("masked") is None else bool(item["masked"])
+        # an input manifest's own masked flag wins over the job's (a set of real masked and unmasked photos),
+        # then the file-name rule `mfr evaluate` splits a folder by
+        if item.get("masked") is not None:
+            masked = bool(item["masked"])
+        elif self.masked_rule is not None:
+            masked = bool(masked_flags([key], self.masked_rule)[0])
+        else:
+            masked = self.masked
         record = FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
                             input_row=item["input_row"], masked=masked, model_id=self.embedder.model_id,
                             mode=self.mode.name, similarity=self.embedder.spec.similarity, node=self.node)
@@ -318,11 +327,12 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
                 face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
-                batch_size: int, workers: int | None, progress=None):
+                batch_size: int, workers: int | None, progress=None, masked_rule: str | None = None):
     plan = plan_pool(workers, gpu=cluster_has_gpus())
     args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
-    return ds.map_batches(EmbedWorker, fn_constructor_args=args, fn_constructor_kwargs={"threads": plan.threads},
+    return ds.map_batches(EmbedWorker, fn_constructor_args=args,
+                          fn_constructor_kwargs={"threads": plan.threads, "masked_rule": masked_rule},
                           batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
 
 
@@ -376,7 +386,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
-              retry_failed: bool = False) -> JobSummary:
+              retry_failed: bool = False, masked_rule: str | None = None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
@@ -386,7 +396,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `center`, the default, `largest` or `all`; `all_faces=True` is `face="all"`). `executor`: as
     `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
-    replaced (`jobs.source.DoneRows`)."""
+    replaced (`jobs.source.DoneRows`). `masked_rule` (`recog.protocols.masked_flags`; `mfr evaluate`'s)
+    sets each row's masked flag from its file name where a manifest gives none, instead of `masked`."""
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
     from recog.matching import mode_from_name
@@ -426,7 +437,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
-                max_pixels, mode, mask_style, seed, None, threads=1),
+                max_pixels, mode, mask_style, seed, None, threads=1, masked_rule=masked_rule),
             write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
                                     faces_column="status", lease=lease.token),
             faces_column="status", batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard,
@@ -439,7 +450,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                 ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
                                  from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                                  max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
-                                 batch_size=batch_size, workers=workers, progress=tracker)
+                                 batch_size=batch_size, workers=workers, progress=tracker, masked_rule=masked_rule)
                 return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard, lease.token)
 
             summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)

@@ -26,23 +26,14 @@ from __future__ import annotations
 import re
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
 from jobs.inputs import ColumnsEqual, images_root, is_manifest, refuse_output_in_place
 from jobs.storage import open_parent, open_store, redact
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
-
-
-def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
-    """Masked or not, by file name: the seed's naming (`seed`) or a regular expression masked names match."""
-    from recog.protocols import seed_is_masked
-
-    if masked_rule == "seed":
-        return np.array([seed_is_masked(k) for k in keys], dtype=bool)
-    pattern = re.compile(masked_rule)
-    return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+from recog.protocols import masked_flags
 
 
 def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
@@ -299,8 +290,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                              "none (or all) of the file names; give --masked-rule (nothing was embedded)")
     out.check_writable()
     embeddings = out.uri_of("embeddings")
-    summary = run_embed(input_uri, embeddings, model, masked=False, accept_licence=accept_licence, face=face,
-                        finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
+    # the rows' masked column says what the report splits by: a manifest's column, else the masked rule
+    # (a folder's rows all read false); a protocol file names its images, no rule
+    rule = masked_rule if not needed and not by_column else None
+    summary = run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule, accept_licence=accept_licence,
+                        face=face, finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
                         workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress,
                         retry_failed=retry_failed)
     try:

@@ -30,6 +30,15 @@ from maskgen.seed import read_text
 _SEED_UNMASKED = re.compile(r"^\d+_\d+_.+_\d{4}(\.\w+)?$")
 
 
+def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
+    """Masked or not, by file name: the seed's naming (`seed`, `seed_is_masked`) or a regular expression
+    masked names match (searched in the file name, not its folders)."""
+    if masked_rule == "seed":
+        return np.array([seed_is_masked(k) for k in keys], dtype=bool)
+    pattern = re.compile(masked_rule)
+    return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+
+
 def seed_is_masked(key: str) -> bool:
     """The seed's naming: unmasked images are `<A>_<B>_<person>_<4 digits>.<ext>` (A_B the face type,
     e.g. `baijingting/0_0_baijingting_0001.jpg`); every other name (`0_0_9.jpg`,

@@ -248,6 +248,10 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runt
                  "--quiet"]) == 0
     ident = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
     assert ident["probes"] == 3
+    # the rows say what the report split by: the rule's flag (every row read masked=False)
+    rows, _ = read_shards(str(out / "embeddings"))
+    assert {(k, bool(m)) for k, m in zip(rows.key, rows.masked)} == {(k, k.endswith("_mask.jpg")) for k in rows.key}
+    assert rows.masked.sum() == 3
 
 
 def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_it(shared_data, tmp_path, capsys):
