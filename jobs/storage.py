@@ -101,7 +101,12 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
             raise StorageError(f"{text}: no bucket")
-        return S3Store(parts.netloc, parts.path.strip("/"))
+        prefix = parts.path.strip("/")
+        # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named
+        if prefix and any(segment in ("", ".") for segment in prefix.split("/")):
+            raise StorageError(f"{redact(text)}: an empty or '.' segment in the prefix names another prefix on S3 "
+                               f"than s3://{parts.netloc}/{safe_key(prefix)}; give the prefix without it")
+        return S3Store(parts.netloc, prefix)
     if parts.scheme == "file":
         return LocalStore(Path(parts.path))
     if parts.scheme and len(parts.scheme) > 1:

@@ -78,6 +78,14 @@ def test_credentials_in_uris_are_refused_without_repeating_them():
         open_store("ftp://host/x")
 
 
+def test_an_s3_prefix_with_an_empty_segment_is_refused_not_folded():
+    """S3 keys are literal: `runs//1` was written as `runs/1`, beside what the user named."""
+    for uri in ("s3://b/runs//1", "s3://b/runs/./1"):
+        with pytest.raises(StorageError, match=r"names another prefix on S3 than s3://b/runs/1"):
+            open_store(uri)
+    assert open_store("s3://b/runs/1/").uri == "s3://b/runs/1"
+
+
 def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "1")
