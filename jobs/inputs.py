@@ -354,6 +354,18 @@ KIND_STATUS = {
 }
 
 
+BACKSLASH_NAME = ("the file name holds a backslash, which a manifest or Windows path reads as a folder separator "
+                  "(reading it as one read another file): not read; rename it")
+
+
+def raw_digest(text: str) -> str:
+    """8 hex digits of a name's own bytes: tells a non-UTF-8 name from a real file named with its %XX
+    spelling (`printable`), which took the same key, one row for two inputs."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 def printable(text: str) -> str:
     """`text` as valid UTF-8: bytes of a file name that are not UTF-8 (a GBK name read on Linux
     arrives as surrogates) written as %XX."""
@@ -416,8 +428,8 @@ class FolderLister:
         from collections import Counter
 
         # bad names and files that are not images are not read
-        files = [key for key, kind in entries if kind == "file" and printable(key) == key and is_image_name(key)
-                 and folder_identity(key)]
+        files = [key for key, kind in entries if kind == "file" and printable(key) == key and "\\" not in key
+                 and is_image_name(key) and folder_identity(key)]
         taken = Counter(folder_identity(key) for key in files if recorded.get(key) is True)
         roles = {}
         for key in files:
@@ -455,9 +467,12 @@ class FolderLister:
         done = read_done(output, f"{self.done_dir}/{gid}", "input_row", self.done_where, failed)
         roles = self.assign_roles(entries, self.recorded_roles(held)) if self.gallery_per_identity else {}
         rows, skipped, skipped_failed = [], 0, 0
+        listed = {key for key, _ in entries}
         for key, kind in entries:
             item = InputItem(key, folder_identity(key), gallery=roles.get(key, False))
             name = printable(key)
+            if name != key and name in listed:  # a real file holds the %XX spelling: this row's key may not
+                name = item.key = item.input_row = f"{name}~{raw_digest(key)}"
             needed = [d for d, _ in self.role_done.get("gallery" if item.gallery else "probe", [])]
             have = [d for d in needed if name in held[d]]
             if name in done and len(have) == len(needed):
@@ -472,6 +487,8 @@ class FolderLister:
                                                          "bytes): not read; rename it to UTF-8")
             elif kind != "file":
                 item.status, item.message = KIND_STATUS[kind]
+            elif "\\" in key:
+                item.status, item.message = "unsafe_path", BACKSLASH_NAME
             elif not is_image_name(key):
                 item.status, item.message = "not_an_image", NOT_AN_IMAGE
             elif self.gallery_per_identity and not item.identity:
