@@ -585,8 +585,6 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
     """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time.
     `empty_ids`: the identities of the gallery's entries that failed to enrol (each probe's count of them
     comes back as `empty_mates`)."""
-    from jobs.score import empty_mates_of
-
     got = _common_probes(uris, group, exclude, wheres)
     if got is None:
         return None
@@ -608,7 +606,7 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
                       impostors_per_probe, keep_nonmated, seed, keys, scorer=scorer)
     out["first_key"] = keys[0]
     out["failed"] = failed_ids
-    out["empty_mates"] = empty_mates_of(rows.identity, empty_ids)
+    out["empty_mates"] = M.mates_per_probe(rows.identity.to_numpy().astype(str), np.asarray(empty_ids, dtype=str))
     out["scored_on"] = (_node_id(), scored_on)
     return out
 

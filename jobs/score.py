@@ -117,15 +117,7 @@ def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, simi
                                                                 enrolled))
     return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition,
                           unit="fused" if fused else similarity, empty_ids=empty_ids,
-                          empty_mates=empty_mates_of(p_ids, empty_ids))
-
-
-def empty_mates_of(probe_ids, empty_ids) -> np.ndarray:
-    """Per probe, how many of the gallery entries that failed to enrol (`empty_ids`, their identities) are
-    of its identity."""
-    names, counts = np.unique(np.asarray(empty_ids, dtype=str), return_counts=True)
-    per_identity = dict(zip(names.tolist(), counts.tolist()))
-    return np.array([per_identity.get(p, 0) for p in np.asarray(probe_ids, dtype=str).tolist()], np.int64)
+                          empty_mates=M.mates_per_probe(np.asarray(p_ids, dtype=str), np.asarray(empty_ids, dtype=str)))
 
 
 def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
@@ -622,11 +614,13 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
 
             results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
                                                    gallery_template=gallery_template, **reducer_options, **kwargs))
-        else:  # each model's split again, over the gallery images every model of the group found a face in
+        else:  # each model's split over the gallery images every model of the group found a face in: read
+            # again only where some model found faces the others did not (the split would otherwise be its own)
             shared = frozenset.intersection(*(splits[g].gallery_faces for g in group))
-            results.append(score_fused([load_split(*splits[g].uris, gallery_per_identity, gallery_template,
-                                                   name=splits[g].method, shared_keys=shared) for g in group],
-                                       name_of, **kwargs))
+            fused = [splits[g] if splits[g].gallery_faces == shared else
+                     load_split(*splits[g].uris, gallery_per_identity, gallery_template, name=splits[g].method,
+                                shared_keys=shared) for g in group]
+            results.append(score_fused(fused, name_of, **kwargs))
     notes = notes + [n for n in map(unmated_note, results, [len(results) > 1] * len(results)) if n]
     protocol = (f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
                 + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")

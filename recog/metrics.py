@@ -386,6 +386,13 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
     return m
 
 
+def mates_per_probe(probe_ids, gallery_ids) -> np.ndarray:
+    """Per probe, how many gallery entries are of its identity (`gallery_ids`: each entry's identity)."""
+    uniques, counts = np.unique(np.asarray(gallery_ids).reshape(-1), return_counts=True)
+    per_identity = dict(zip(uniques.tolist(), counts.tolist()))
+    return np.array([per_identity.get(i, 0) for i in np.asarray(probe_ids).reshape(-1).tolist()], dtype=np.int64)
+
+
 def rejected_score(scores) -> float:
     """The score given to comparisons a failure to acquire or enrol leaves without one: below every real
     score (`scores`), so they are rejected at every threshold that accepts any real comparison."""
@@ -440,9 +447,7 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
     if len(failed_ids) == 0:
         return scores, labels, stats
     floor = rejected_score(scores) if floor is None else floor
-    uniques, counts = np.unique(gallery_ids, return_counts=True)
-    per_identity = dict(zip(uniques.tolist(), counts.tolist()))
-    genuine = np.array([per_identity.get(i, 0) for i in failed_ids.tolist()], dtype=np.int64)
+    genuine = mates_per_probe(failed_ids, gallery_ids)
     impostor = len(gallery_ids) - genuine
     if impostors_per_probe is not None:
         impostor = np.minimum(impostor, impostors_per_probe)
