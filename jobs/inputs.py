@@ -358,6 +358,20 @@ BACKSLASH_NAME = ("the file name holds a backslash, which a manifest or Windows 
                   "(reading it as one read another file): not read; rename it")
 
 
+def not_read(key: str, kind: str) -> tuple[str, str] | None:
+    """(status, message) of a folder's entry that is never read as an image, None for one that is: the
+    rows' statuses and the roles `mfr run` gives (never to an entry it cannot read) from one rule."""
+    if printable(key) != key:
+        return "bad_name", "the file name is not UTF-8 (shown with %XX for its other bytes): not read; rename it to UTF-8"
+    if kind != "file":
+        return KIND_STATUS[kind]
+    if "\\" in key:
+        return "unsafe_path", BACKSLASH_NAME
+    if not is_image_name(key):
+        return "not_an_image", NOT_AN_IMAGE
+    return None
+
+
 def raw_digest(text: str) -> str:
     """8 hex digits of a name's own bytes: tells a non-UTF-8 name from a real file named with its %XX
     spelling (`printable`), which took the same key, one row for two inputs."""
@@ -428,8 +442,7 @@ class FolderLister:
         from collections import Counter
 
         # bad names and files that are not images are not read
-        files = [key for key, kind in entries if kind == "file" and printable(key) == key and "\\" not in key
-                 and is_image_name(key) and folder_identity(key)]
+        files = [key for key, kind in entries if not not_read(key, kind) and folder_identity(key)]
         taken = Counter(folder_identity(key) for key in files if recorded.get(key) is True)
         roles = {}
         for key in files:
@@ -482,15 +495,9 @@ class FolderLister:
             # rows already written (a model or mode added since, a run stopped between its shard
             # writes) are not written again: a batch of other images would not overwrite them
             item.written = ([self.done_dir] if name in done else []) + have
-            if name != key:
-                item.status, item.message = "bad_name", ("the file name is not UTF-8 (shown with %XX for its other "
-                                                         "bytes): not read; rename it to UTF-8")
-            elif kind != "file":
-                item.status, item.message = KIND_STATUS[kind]
-            elif "\\" in key:
-                item.status, item.message = "unsafe_path", BACKSLASH_NAME
-            elif not is_image_name(key):
-                item.status, item.message = "not_an_image", NOT_AN_IMAGE
+            refused = not_read(key, kind)
+            if refused:
+                item.status, item.message = refused
             elif self.gallery_per_identity and not item.identity:
                 item.status, item.message = "no_identity", NO_IDENTITY
             rows.append(item.to_row(gid))
