@@ -413,4 +413,4 @@ def read_manifest(output_uri: str):
     if not tables:
         raise FileNotFoundError(f"no manifest under {store.uri_of(MANIFEST_DIR)}: not the output of `mfr mask` "
                                 "(an `mfr run` output holds it under masked/)")
-    return pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    return pd.concat([t.to_pandas(use_threads=False) for t in tables], ignore_index=True)

@@ -471,7 +471,7 @@ def failed_samples(table):
     import pyarrow.compute as pc
 
     failed = table.filter(pc.invert(pc.is_in(table.column("status"), value_set=pa_strings(NOT_FAILURES))))
-    return (failed.select(["key", "identity", "status", "masked"]).to_pandas().drop_duplicates("key")
+    return (failed.select(["key", "identity", "status", "masked"]).to_pandas(use_threads=False).drop_duplicates("key")
             .reset_index(drop=True))
 
 
@@ -534,4 +534,4 @@ def ok_faces(table):
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-    return table.drop(["embedding"]).to_pandas(), emb
+    return table.drop(["embedding"]).to_pandas(use_threads=False), emb

@@ -333,7 +333,7 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
             t = table.filter(ColumnsEqual(model_id=method[0], mode=method[1])(table))
             frames, failed, similarities = got.setdefault(method, ([], [], set()))
             failed.append(failed_samples(t)[["key", "identity"]])
-            rows = t.to_pandas()
+            rows = t.to_pandas(use_threads=False)
             rows = rows[rows.status == "ok"]
             similarities |= set(rows.similarity.astype(str))
             frames.append(pd.DataFrame({"key": rows.key.to_numpy(), "identity": rows.identity.to_numpy(),
@@ -635,7 +635,7 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
     store = open_store(probe_uri)
     counts = {}
     for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"]).to_pandas()
+        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"]).to_pandas(use_threads=False)
         ok, probe = t.status == "ok", ~t.key.isin(exclude_keys)
         for method, at in t.groupby(["model_id", "mode"], sort=False).groups.items():
             n, faces, failed = counts.get(method, (0, 0, 0))
