@@ -79,18 +79,19 @@ def output_keys(source_key: str) -> tuple[str, str]:
     return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
 
 
-def image_file(data: bytes, result, image_key: str, orientation: int) -> bytes:
-    """The output file of an image: the masked image encoded in its own format; an image in which no
-    face was masked is the input file itself, byte for byte (no second JPEG generation, its metadata
-    kept), unless it is written under another format (`converted/`) or decoding turned it upright by
-    its EXIF orientation (written upright, as every masked image is, so no output needs its tag).
-    `orientation` is the one decoding applied (`maskgen.decode.decode_with_orientation`)."""
+def image_file(data: bytes, result, image_key: str, source) -> bytes:
+    """The output file of an image: the masked image encoded in its own format, grey if the input is
+    and with its ICC profile; an image in which no face was masked is the input file itself, byte for
+    byte (no second JPEG generation, all its metadata kept), unless it is written under another format
+    (`converted/`) or decoding turned it upright by its EXIF orientation (written upright, as every
+    masked image is, so no output needs its tag). `source` is the input's
+    `maskgen.decode.SourceFormat`."""
     from maskgen.decode import encode_image
 
     nothing_drawn = not any(face.masked for face in result.faces)  # none found, or none masked
-    if nothing_drawn and image_key.startswith("images/") and orientation == 1:
+    if nothing_drawn and image_key.startswith("images/") and source.orientation == 1:
         return bytes(data)
-    return encode_image(result.image, PurePosixPath(image_key).suffix)
+    return encode_image(result.image, PurePosixPath(image_key).suffix, like=source)
 
 
 def landmarks_given(item: dict) -> bool:
@@ -127,7 +128,7 @@ class AugmentWorker:
         self.versions = json.dumps(self.augmenter.versions, sort_keys=True)
         self.progress, self.node = progress, node_id()
         self.schema = manifest_schema(with_group=True)
-        self._ready: dict = {}  # input_row -> (file bytes, image, orientation, AugmentResult) made ahead
+        self._ready: dict = {}  # input_row -> (file bytes, image, SourceFormat, AugmentResult) made ahead
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -159,7 +160,7 @@ class AugmentWorker:
         result)}. Images that are refused, already masked, given landmarks, undecodable or beyond
         `AHEAD_PIXELS` in all are left to `augment_image`, as is the whole batch when one of its
         images makes the batch call fail (each then fails alone, as its own row)."""
-        from maskgen.decode import decode_with_orientation
+        from maskgen.decode import decode_with_source
 
         todo, pixels = [], 0
         for item in items:
@@ -167,7 +168,7 @@ class AugmentWorker:
                 continue
             try:
                 data = self.input.read(item["key"])
-                image, orientation = decode_with_orientation(data, max_pixels=self.max_pixels)
+                image, source = decode_with_source(data, max_pixels=self.max_pixels)
             except UnreadableObject:  # this input's problem (a folder, no permission): its own row
                 continue
             except StorageError:
@@ -177,7 +178,7 @@ class AugmentWorker:
             pixels += image.shape[0] * image.shape[1]
             if pixels > AHEAD_PIXELS:  # bounded memory: large photos go one at a time
                 break
-            todo.append((item, data, image, orientation))
+            todo.append((item, data, image, source))
         if not todo:
             return {}
         try:
@@ -185,8 +186,8 @@ class AugmentWorker:
                                                    [item["key"] for item, *_ in todo])
         except Exception:
             return {}
-        return {item["input_row"]: (data, image, orientation, result)
-                for (item, data, image, orientation), result in zip(todo, results)}
+        return {item["input_row"]: (data, image, source, result)
+                for (item, data, image, source), result in zip(todo, results)}
 
     def rows_for(self, key: str, item: dict) -> list[dict]:
         """The manifest rows of one input row (a subclass adds columns: jobs/run.py)."""
@@ -204,7 +205,7 @@ class AugmentWorker:
     def augment_image(self, key: str, item: dict | None = None):
         """(face records, the decoded image or None, the AugmentResult or None) of one input: the
         masked image and crops are written and their keys set on the records."""
-        from maskgen.decode import DecodeError, decode_with_orientation, encode_image
+        from maskgen.decode import DecodeError, decode_with_source, encode_image
 
         item = item or {}
         base = self.image_record(key, item)
@@ -214,11 +215,11 @@ class AugmentWorker:
             return [base.with_(status="already_masked", message=self.already_masked)], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:
-            data, image, orientation, result = ready
+            data, image, source, result = ready
         else:
             try:
                 data = self.input.read(key)
-                image, orientation = decode_with_orientation(data, max_pixels=self.max_pixels)
+                image, source = decode_with_source(data, max_pixels=self.max_pixels)
             except DecodeError as exc:
                 return [base.with_(status=exc.status, message=str(exc))], None, None
             except (FileNotFoundError, UnreadableObject) as exc:
@@ -229,7 +230,7 @@ class AugmentWorker:
                 result = self.augmenter.augment(image, key)
         image_key, crop_prefix = output_keys(key)
         if result.image is not None:
-            self.output.write(image_key, image_file(data, result, image_key, orientation))
+            self.output.write(image_key, image_file(data, result, image_key, source))
         output_key = image_key if result.image is not None else None
         if result.status != "ok":  # the image was read: its row says how large it is, as a face's row does
             return [base.with_(status=result.status, message=result.message, output_key=output_key,
@@ -239,7 +240,7 @@ class AugmentWorker:
             face.identity, face.versions, face.output_key = base.identity, base.versions, output_key
             if face.masked and result.crops:
                 face.crop_key = f"{crop_prefix}_face{face.face_index}.jpg"
-                self.output.write(face.crop_key, encode_image(next(crops), ".jpg"))
+                self.output.write(face.crop_key, encode_image(next(crops), ".jpg", like=source))
         return result.faces, image, result
 
     def image_record(self, key: str, item: dict) -> FaceRecord:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -74,14 +75,36 @@ def decode_image(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
       RGB; 16-bit and 32-bit samples scaled to 8 bits; transparency composited over `background`.
     - Animated formats give their first frame.
     """
-    return decode_with_orientation(data, max_pixels=max_pixels, background=background)[0]
+    return decode_with_source(data, max_pixels=max_pixels, background=background)[0]
 
 
-def decode_with_orientation(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                            background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, int]:
-    """`decode_image`'s array and the EXIF orientation (1 to 8) it turned the pixels upright by, from
-    one parse of the file: 1 when the file has none, 0 when its EXIF block cannot be read or the tag
-    is out of range. A writer that may keep the file as it is needs both, and parsing the header
+@dataclass(frozen=True)
+class SourceFormat:
+    """What a file's re-encoded output keeps of it (`encode_image`'s `like`):
+
+    - orientation: the EXIF orientation (1 to 8) decoding turned the pixels upright by: 1 when the
+      file has none, 0 when its EXIF block cannot be read or the tag is out of range. Outputs are
+      written upright and need no tag.
+    - grey: the file holds one grey channel (8 or 16 bits, with or without alpha); its output is
+      written grey too, not as three equal channels.
+    - icc_profile: the file's ICC colour profile, kept so the output's colours read as the input's
+      do (a Display P3 phone photo read as sRGB looks washed out). None when the file has none, or
+      when the profile is not of the decoded pixels' colour space (a CMYK profile after the
+      conversion to RGB).
+    """
+
+    orientation: int = 1
+    grey: bool = False
+    icc_profile: bytes | None = None
+
+
+GREY_MODES = ("1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                       background: tuple[int, int, int] = (255, 255, 255)) -> tuple[np.ndarray, SourceFormat]:
+    """`decode_image`'s array and the file's `SourceFormat`, from one parse of the file: a writer
+    that may keep the file as it is, or re-encodes it in kind, needs both, and parsing the header
     again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
@@ -92,9 +115,21 @@ def decode_with_orientation(data: bytes, *, max_pixels: int | None = DEFAULT_MAX
             upright = ImageOps.exif_transpose(im)
             # read after the transpose, which has loaded the EXIF block (or failed above): read
             # first, a corrupt block would be marked loaded and the transpose would no longer fail
-            return _to_rgb(upright, background), _orientation(im)
+            grey = im.mode in GREY_MODES
+            return _to_rgb(upright, background), SourceFormat(_orientation(im), grey, _profile(im, grey))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
+
+
+def _profile(im, grey: bool) -> bytes | None:
+    """The file's ICC profile if it describes the decoded pixels: an RGB profile for colour pixels
+    (RGB, RGBA, a palette), a grey one for grey; the colour space is bytes 16 to 20 of its header."""
+    profile = im.info.get("icc_profile")
+    if not isinstance(profile, bytes) or len(profile) < 128:
+        return None
+    space = profile[16:20]
+    keep = space == b"GRAY" if grey else (space == b"RGB " and im.mode in ("RGB", "RGBA", "RGBX", "P", "PA"))
+    return profile if keep else None
 
 
 def _orientation(im) -> int:
@@ -105,13 +140,32 @@ def _orientation(im) -> int:
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 0
 
 
-def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95) -> bytes:
+# the formats whose Pillow writer embeds an ICC profile, written as cv2 writes them without one:
+# JPEG 4:2:0 at the quality asked for, WebP lossless (cv2's WebP without a quality)
+_PROFILE_WRITERS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
+
+
+def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95, like: SourceFormat | None = None) -> bytes:
     """RGB uint8 array -> bytes of the format `ext` names (".jpg", ".png", ...); the inverse of
-    `decode_image` for writing outputs."""
+    `decode_image` for writing outputs. `like` (the input's `SourceFormat`) writes the output in kind:
+    one grey channel (the luma of `rgb`) for a grey input, and the input's ICC profile where the
+    format holds one (JPEG, PNG, WebP)."""
     import cv2
 
+    grey = like is not None and like.grey
+    pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grey else rgb
+    profile = like.icc_profile if like is not None else None
+    if profile is not None and ext in _PROFILE_WRITERS:
+        from PIL import Image
+
+        fmt = _PROFILE_WRITERS[ext]
+        options = {"JPEG": {"quality": int(jpeg_quality), "subsampling": "4:2:0"},
+                   "WEBP": {"lossless": True}}.get(fmt, {})
+        buf = io.BytesIO()
+        Image.fromarray(pixels).save(buf, format=fmt, icc_profile=profile, **options)
+        return buf.getvalue()
     params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    ok, buf = cv2.imencode(ext, pixels if grey else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise RuntimeError(f"could not encode {ext}")
     return buf.tobytes()

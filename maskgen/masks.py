@@ -27,6 +27,22 @@ from maskgen.facetype import FaceType
 FRONTAL = FaceType(False, False, 0.0, 0.0)
 
 # ------------------------------------------------------------------------------------------------
+# Grey photos
+
+
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an RGB image is grey: its three channels equal everywhere (a grey file decoded, or a
+    colour file of a grey photo)."""
+    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def as_grey(image: np.ndarray) -> np.ndarray:
+    """An RGB image's luma in all three channels: a mask drawn on a grey photo is seen as a grey
+    camera would see it, not in colour (the unmasked pixels, already grey, keep their values)."""
+    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+
+
+# ------------------------------------------------------------------------------------------------
 # Seeding
 
 

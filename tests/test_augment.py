@@ -177,3 +177,24 @@ def test_a_profile_given_by_its_code_is_masked_on_its_own_side(detector, predict
         assert given.faces[0].face_type == "1_0" and (given.faces[0].yaw < -45) == (turned == "left")
         report = coverage_report(np.any(given.image != image, axis=-1), landmarks)
         assert report["nose_tip"] and report["mouth"], (style, report)
+
+
+def test_a_grey_photos_masks_and_crops_are_grey(detector, predictor, shared_data):
+    """A blue mask drawn on a grey photo is drawn as a grey camera would have seen it: the masked
+    image and its crops stay grey (three equal channels), the mask still there. On the same photo in
+    colour the mask is blue."""
+    from maskgen.masks import SurgicalMask
+
+    colour = _crowd(shared_data)
+    grey = np.repeat(colour.mean(axis=2, keepdims=True).round().astype(np.uint8), 3, axis=2)
+    blue = Augmenter(AugmentOptions(style=SurgicalMask(colours=("blue",)), outputs="both"),
+                     detector=detector, predictor=predictor)
+    on_grey, on_colour = blue.augment(grey, "g.jpg"), blue.augment(colour, "c.jpg")
+    assert sum(f.masked for f in on_grey.faces) >= 10 and len(on_grey.crops) >= 10
+    for image in [on_grey.image, *on_grey.crops]:
+        assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    drawn = np.abs(on_grey.image.astype(int) - grey.astype(int)).max(axis=2) > 20
+    assert drawn.sum() > 1000  # the masks are there, in grey
+    drawn = np.abs(on_colour.image.astype(int) - colour.astype(int)).max(axis=2) > 20
+    blue_px = on_colour.image[drawn].astype(int)
+    assert np.median(blue_px[:, 2] - blue_px[:, 0]) > 30  # blue over red where the masks are

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskgen.decode import DecodeError, decode_image, decode_with_orientation, image_size
+from maskgen.decode import DecodeError, decode_image, decode_with_source, image_size
 
 
 def _rgb(h=60, w=80):
@@ -113,7 +113,8 @@ def test_decoding_says_which_orientation_it_applied(fmt, orientation):
     if orientation is not None:
         exif[0x0112] = orientation
     data = _encode(Image.fromarray(_rgb()), fmt, exif=exif.tobytes())
-    image, applied = decode_with_orientation(data)
+    image, source = decode_with_source(data)
+    applied = source.orientation
     assert applied == {None: 1, 9: 0}.get(orientation, orientation)
     np.testing.assert_array_equal(image, decode_image(data))
     assert image.shape == ((80, 60, 3) if applied in (5, 6, 7, 8) else (60, 80, 3))
@@ -179,3 +180,34 @@ def test_pixel_limit_is_configurable():
 def test_non_bytes_input_is_a_type_error():
     with pytest.raises(TypeError, match="takes bytes"):
         decode_image("photo.jpg")
+
+
+def test_decoding_says_what_the_output_keeps_grey_and_the_colour_profile():
+    """`SourceFormat`: a grey file is grey (8 or 16 bits); an RGB profile is kept with RGB pixels and a
+    grey one with grey; a CMYK file's profile is not, its pixels having been converted to RGB; and
+    `encode_image(like=...)` writes the output in kind."""
+    from PIL import ImageCms
+
+    from maskgen.decode import encode_image
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    cmyk_profile = srgb[:16] + b"CMYK" + srgb[20:]  # the header's colour space is what is checked
+    grey_profile = srgb[:16] + b"GRAY" + srgb[20:]
+    rgb = _rgb()
+    cases = {
+        "rgb jpeg": (_encode(Image.fromarray(rgb), "JPEG", icc_profile=srgb), False, srgb),
+        "rgb png, none": (_encode(Image.fromarray(rgb), "PNG"), False, None),
+        "grey png": (_encode(Image.fromarray(rgb[..., 0]), "PNG", icc_profile=grey_profile), True, grey_profile),
+        "16-bit grey": (_encode(Image.fromarray(rgb[..., 0].astype(np.uint16) * 257), "PNG"), True, None),
+        "cmyk jpeg": (_encode(Image.fromarray(rgb).convert("CMYK"), "JPEG", icc_profile=cmyk_profile), False, None),
+        "grey, rgb profile": (_encode(Image.fromarray(rgb[..., 0]), "PNG", icc_profile=srgb), True, None),
+    }
+    for name, (data, grey, profile) in cases.items():
+        image, source = decode_with_source(data)
+        assert (source.grey, source.icc_profile) == (grey, profile), name
+        for ext in (".jpg", ".png"):
+            written = Image.open(io.BytesIO(encode_image(image, ext, like=source)))
+            assert written.mode == ("L" if grey else "RGB"), (name, ext)
+            assert written.info.get("icc_profile") == profile, (name, ext)
+    # without `like`, as before: RGB, no profile, cv2's bytes
+    assert Image.open(io.BytesIO(encode_image(rgb, ".png"))).mode == "RGB"

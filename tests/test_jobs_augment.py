@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import numpy as np
 import pytest
 
 from jobs.augment import output_keys, read_manifest, run_augment
@@ -410,3 +411,41 @@ def _stop_before_a_part(output, image: str) -> set:
         if p == later or ("manifest" not in p.parts and faces(t) & faces(shards[later])):
             p.unlink()
     return _files(output)
+
+
+def test_a_masked_image_is_written_in_kind_grey_or_with_its_colour_profile(face_photos, tmp_path):
+    """A grey photo's masked image and crops are grey, one channel, with a grey mask (a coloured
+    mask on a grey photo is no photo anyone took); a colour photo keeps its ICC profile, so a
+    Display P3 phone photo's colours still read as they did, and its mask stays in colour."""
+    import io
+
+    from PIL import Image, ImageCms
+
+    photo = Image.open(face_photos[0]).convert("RGB")
+    photo.thumbnail((640, 640))
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    folder = tmp_path / "in" / "p"
+    folder.mkdir(parents=True)
+    grey_jpeg, profiled_jpeg, grey_png = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    photo.convert("L").save(grey_jpeg, "JPEG", quality=92)
+    photo.save(profiled_jpeg, "JPEG", quality=92, icc_profile=profile)
+    photo.convert("L").save(grey_png, "PNG")
+    (folder / "grey.jpg").write_bytes(grey_jpeg.getvalue())
+    (folder / "profiled.jpg").write_bytes(profiled_jpeg.getvalue())
+    (folder / "grey.png").write_bytes(grey_png.getvalue())
+    out = tmp_path / "out"
+    options = AugmentOptions(style="surgical", outputs="both", seed=3)
+    assert run_augment(str(tmp_path / "in"), str(out), options, executor="local").statuses == {"ok": 3}
+    rows = read_manifest(str(out))
+    masked = rows[rows.masked]
+    assert set(masked.source_key) == {"p/grey.jpg", "p/profiled.jpg", "p/grey.png"}
+    for _, row in masked.iterrows():
+        image, crop = Image.open(out / row.output_key), Image.open(out / row.crop_key)
+        if "grey" in row.source_key:
+            assert image.mode == crop.mode == "L"
+        else:
+            assert image.mode == crop.mode == "RGB"
+            assert image.info.get("icc_profile") == crop.info.get("icc_profile") == profile
+    # a grey photo's mask is grey: its masked image differs from the photo where the mask is
+    grey = np.asarray(Image.open(out / masked.set_index("source_key").output_key["p/grey.png"]), dtype=np.int16)
+    assert grey.ndim == 2 and (np.abs(grey - np.asarray(photo.convert("L"), dtype=np.int16)) > 30).sum() > 500
