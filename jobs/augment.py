@@ -285,13 +285,14 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
                 images_uri: str | None = None, batch_size: int = 32, workers: int | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
                 executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
-                retry_failed: bool = False) -> JobSummary:
+                retry_failed: bool = False, manifest_encoding: str | None = None) -> JobSummary:
     """Mask every image of `input_uri` into `output_uri`, on the Ray cluster `ray.init()` connects to
     (in-process when none is running), or, for a small job with no cluster to join, in a process pool
     on this machine (`executor`: auto, local or ray; see jobs/local.py). `input_uri` is a folder, an
     `s3://` prefix, or an input manifest (.csv / .parquet, see jobs/inputs.py) whose paths are relative
-    to `images_uri` (default: the manifest's folder). `retry_failed`: inputs an earlier run recorded as
-    failed are done again, their old rows replaced (`jobs.source.DoneRows`)."""
+    to `images_uri` (default: the manifest's folder), a CSV one read as `manifest_encoding` (default:
+    UTF-8, else GBK). `retry_failed`: inputs an earlier run recorded as failed are done again, their
+    old rows replaced (`jobs.source.DoneRows`)."""
     from jobs.source import DoneRows
 
     options = AugmentOptions() if options is None else options
@@ -303,7 +304,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     started = time.perf_counter()
     output = open_store(output_uri)
     # listed before anything is written: an input the job cannot use leaves the output untouched
-    listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where)
+    listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where,
+                            manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask") as lease, \
             settings_recorded(output, "mfr mask", augment_settings(options), MANIFEST_DIR):
@@ -331,7 +333,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
 
 
 def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None, retry_failed: bool = False,
-                 options: AugmentOptions | None = None) -> dict:
+                 options: AugmentOptions | None = None, manifest_encoding: str | None = None) -> dict:
     """What `run_augment` would do, listed by the job's own listing code in this process: no Ray,
     nothing written. With `options`, masks the output was not made with are refused, as the run
     refuses them."""
@@ -344,7 +346,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
         check_settings(output, "mfr mask", augment_settings(options), record=False)
     tally = Tally()
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
-                                                  progress=tally,
+                                                  progress=tally, manifest_encoding=manifest_encoding,
                                                   done_where=DoneRows(retry_failed=retry_failed, drop=False))
     outputs = options.outputs if options is not None else "both"
 

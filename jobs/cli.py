@@ -91,6 +91,25 @@ def positive_int(text) -> int:
     return value
 
 
+def text_encoding(text) -> str | None:
+    """argparse type (and --config check) of --manifest-encoding: a codec Python knows, or auto."""
+    from jobs.inputs import manifest_encoding
+
+    try:
+        return manifest_encoding(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def manifest_options(parser: argparse.ArgumentParser) -> None:
+    """Where a manifest's paths point, and how its text is written: the options of every command that
+    takes an input manifest."""
+    parser.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    parser.add_argument("--manifest-encoding", type=text_encoding, default=None, metavar="ENCODING",
+                        help="a CSV manifest's text encoding, e.g. cp1252, latin-1, shift_jis (default auto: "
+                             "UTF-8, else GBK)")
+
+
 def run_seed(text) -> int:
     """argparse type (and --config check) of run seeds: a whole number from 0 to 2**63 - 1."""
     try:
@@ -194,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "path, identity, masked, face_type, part_0_x ... part_67_y; one row per "
                                  "face given by landmarks)")
     m.add_argument("output", help="folder or s3:// prefix for images/, crops/ and manifest/")
-    m.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    manifest_options(m)
     m.add_argument("--style", choices=STYLE_NAMES, default="seed",
                    help="mask style (default seed: the seed project's black polygon; random: one per face)")
     m.add_argument("--seed", type=run_seed, default=0, help="run seed: same seed, same masks (default 0)")
@@ -222,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("input", help="folder / s3:// prefix / input manifest of images, or an augment output "
                                  "with --from-augment")
     e.add_argument("output", help="folder or s3:// prefix for shards/")
-    e.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    manifest_options(e)
     model_options(e)
     e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", action="store_true",
@@ -256,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("input", help="folder or s3:// prefix of the images, or an input manifest (.csv/.parquet with a "
                                  "path column, optional identity and masked columns)")
     v.add_argument("output", help="where embeddings/ and report/ go")
-    v.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    manifest_options(v)
     v.add_argument("--pairs", help="a pairs file: LFW pairs.txt (its 10 folds give k-fold accuracy) or "
                                    "pairsDevTest.txt, the seed's c-RMFRD CSV (Input,Target,Label; GBK or UTF-8) or a "
                                    "plain a,b,label CSV")
@@ -333,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dataset", help="folder-per-identity images (folder or s3:// prefix), or an input manifest "
                                    "(.csv/.parquet: path, identity; each identity's first row is its gallery image)")
     r.add_argument("output", help="where masked/, embeddings/ and report/ go")
-    r.add_argument("--images", help="where a manifest's paths point (default: the manifest's folder)")
+    manifest_options(r)
     r.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
     r.add_argument("--seed", type=run_seed, default=0, help="run seed (default 0)")
     model_options(r, several=True)
@@ -562,12 +581,13 @@ def cmd_mask(args) -> int:
                              alignment=args.alignment, finder=finder)
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed,
-                                         options=options))
+                                         options=options, manifest_encoding=args.manifest_encoding))
         return 0
     bar = _progress(args.quiet, "mask")
     summary = run_augment(args.input, args.output, options, images_uri=args.images, workers=args.workers,
                           batch_size=args.batch_size, rows_per_shard=args.rows_per_shard, progress=bar,
-                          executor=args.executor, retry_failed=args.retry_failed, max_pixels=args.max_pixels)
+                          executor=args.executor, retry_failed=args.retry_failed, max_pixels=args.max_pixels,
+                          manifest_encoding=args.manifest_encoding)
     _finish("mask", summary, bar)
     return 1 if args.strict and failed_inputs(summary) else 0
 
@@ -585,7 +605,8 @@ def cmd_embed(args) -> int:
                                         accept_licence=args.accept_model_licence, images_uri=args.images,
                                         mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed,
                                         masked=args.masked, face=args.face, finder_kind=args.input_kind,
-                                        crop_mode=args.crop_mode, second_look=_on_off(args.second_look)))
+                                        crop_mode=args.crop_mode, second_look=_on_off(args.second_look),
+                                        manifest_encoding=args.manifest_encoding))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
@@ -595,7 +616,8 @@ def cmd_embed(args) -> int:
                         mode=args.mode, mask_style=args.mask_style or "seed", seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
                         second_look=_on_off(args.second_look), executor=args.executor,
-                        retry_failed=args.retry_failed, max_pixels=args.max_pixels)
+                        retry_failed=args.retry_failed, max_pixels=args.max_pixels,
+                        manifest_encoding=args.manifest_encoding)
     _finish("embed", summary, bar)
     return 1 if args.strict and failed_inputs(summary) else 0
 
@@ -624,7 +646,7 @@ def cmd_evaluate(args) -> int:
                               accept_licence=args.accept_model_licence, images_uri=args.images,
                               workers=args.workers, batch_size=args.batch_size, crop_mode=args.crop_mode,
                               second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar,
-                              retry_failed=args.retry_failed)
+                              retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
             _finish("evaluate", exc.summary, bar)
@@ -644,7 +666,8 @@ def cmd_run(args) -> int:
         out = open_store(args.output)
         _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),
                                     accept_licence=args.accept_model_licence, images_uri=args.images,
-                                    retry_failed=args.retry_failed, style=args.style, seed=args.seed, face=args.face))
+                                    retry_failed=args.retry_failed, style=args.style, seed=args.seed, face=args.face,
+                                    manifest_encoding=args.manifest_encoding))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(models)} ({args.modes}), and score into {out.uri_of('report')}")
         if args.fuse and len(models) < 2:
@@ -657,7 +680,8 @@ def cmd_run(args) -> int:
                               progress_for=None if args.quiet else ProgressBar, workers=args.workers,
                               recognition_workers=args.recognition_workers, batch_size=args.batch_size,
                               rows_per_shard=args.rows_per_shard, face=args.face, executor=args.executor,
-                              images_uri=args.images, retry_failed=args.retry_failed, max_pixels=args.max_pixels)
+                              images_uri=args.images, retry_failed=args.retry_failed, max_pixels=args.max_pixels,
+                              manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were processed: say how, then why there is no report
             _finish("run", exc.summary)

@@ -273,7 +273,7 @@ def augment_groups(augment_uri: str, alignment: str, face: str = "all") -> tuple
 
 
 def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, done_where, images_uri=None,
-                  progress=None, face: str = "center"):
+                  progress=None, face: str = "center", manifest_encoding: str | None = None):
     """(input store, groups, lister, notes) of what to embed (`face`: which of an augment output's
     masked faces of each image)."""
     if from_augment:
@@ -286,7 +286,7 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
         lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress, face=face)
         return open_store(input_uri), groups, lister, []
     return input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
-                         progress=progress)
+                         progress=progress, manifest_encoding=manifest_encoding)
 
 
 def model_identity(model: str, accept_licence: bool = False):
@@ -301,7 +301,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
                alignment: str = "five-point", retry_failed: bool = False, masked: bool = False,
                face: str = "center", finder_kind: str | None = None, crop_mode: str | None = None,
-               second_look: bool | None = None) -> dict:
+               second_look: bool | None = None, manifest_encoding: str | None = None) -> dict:
     """What `run_embed` would do, listed by the same code in this process (no Ray, nothing written;
     the model is fetched and cached, since its identity decides which shards count as done). Settings
     the output was not made with are refused, as the run refuses them."""
@@ -309,7 +309,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     from jobs.source import DoneRows
 
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
-                           images_uri=images_uri)
+                           images_uri=images_uri, manifest_encoding=manifest_encoding)
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
@@ -320,7 +320,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
                                                   DoneRows(where, retry_failed=retry_failed, drop=False),
-                                                  images_uri, tally, face=face)
+                                                  images_uri, tally, face=face, manifest_encoding=manifest_encoding)
     return plan_from(source.uri, output, groups, lister, tally, notes,
                      lambda row: f"a row in {output.uri_of(SHARD_DIR)}/g=.../part-<hash>.parquet")
 
@@ -346,7 +346,7 @@ def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, s
 
 
 FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",
-                   "images_uri": "--images"}
+                   "images_uri": "--images", "manifest_encoding": "--manifest-encoding"}
 
 
 def refuse_finding_options(from_augment: bool, **given) -> None:
@@ -386,7 +386,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
-              retry_failed: bool = False, masked_rule: str | None = None) -> JobSummary:
+              retry_failed: bool = False, masked_rule: str | None = None,
+              manifest_encoding: str | None = None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
@@ -419,7 +420,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
-                           images_uri=images_uri)
+                           images_uri=images_uri, manifest_encoding=manifest_encoding)
     face = "all" if all_faces else face
     started = time.perf_counter()
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
@@ -429,7 +430,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                               input_uri=input_uri)
     # listed before anything is written: an input the job cannot use leaves the output untouched
-    listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face)
+    listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
+                            manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr embed") as lease, \
             settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):

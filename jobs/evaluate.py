@@ -44,15 +44,16 @@ def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
     return set(open_store(input_uri).list())
 
 
-def manifest_labels(input_uri: str) -> dict:
+def manifest_labels(input_uri: str, encoding: str | None = None) -> dict:
     """An input manifest's paths, each with its (identity, masked flag or None), as the embed job
-    labels its rows (a repeated path: its first row's)."""
+    labels its rows (a repeated path: its first row's); a CSV read as `encoding`
+    (`jobs.inputs.manifest_encoding`)."""
     from jobs.inputs import manifest_items
 
     store, name = open_parent(input_uri)
     labels = {}
     with store.local_file(name) as path:
-        for _, item in manifest_items(path, name):
+        for _, item in manifest_items(path, name, encoding):
             labels.setdefault(item.key, (item.identity, item.masked))
     return labels
 
@@ -197,7 +198,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
                  batch_size: int = 32, crop_mode: str | None = None, second_look: bool | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
-                 retry_failed: bool = False) -> dict:
+                 retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
     Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}.
     `retry_failed`: images an earlier run recorded as failed (missing, undecodable, ...) are embedded
@@ -263,7 +264,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
         (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
     # a manifest says which images are masked in its `masked` column; without one, the file names do
-    labels = manifest_labels(input_uri) if is_manifest(str(input_uri)) else None
+    labels = manifest_labels(input_uri, manifest_encoding) if is_manifest(str(input_uri)) else None
     marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
     keys = dataset_keys(input_uri, labels)
@@ -295,6 +296,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     rule = masked_rule if not needed and not by_column else None
     summary = run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule, accept_licence=accept_licence,
                         face=face, finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
+                        manifest_encoding=manifest_encoding,
                         workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress,
                         retry_failed=retry_failed)
     try:

@@ -1,6 +1,7 @@
 """What a job reads: every image under a folder or `s3://` prefix, or the rows of an input manifest.
 
-An input manifest is a CSV (UTF-8 or GBK) or Parquet file with one row per image:
+An input manifest is a CSV (UTF-8 or GBK; another encoding given by `--manifest-encoding`) or Parquet
+file with one row per image:
     path            image path relative to the images root (or the seed's `sub_folder` + `image_name`)
     identity        optional; default: the image's folder name
     masked          optional flag (1/0, true/false, yes/no): images already masked are not masked again
@@ -82,6 +83,45 @@ def without_outputs(entries: list) -> list:
 
 def _is_parquet(name: str) -> bool:
     return name.lower().endswith(".parquet")
+
+
+AUTO_ENCODINGS = ("utf-8-sig", "gbk")
+"""What a CSV manifest is read as when its encoding is not given: UTF-8 (a BOM allowed), else GBK
+(the seed's lists). Any text decodes as some 8-bit encoding, so nothing else is guessed: cp1252's
+"Müller" reads as GBK "M黮ler" and its rows would all be `missing`."""
+
+
+def manifest_encoding(value: str | None) -> str | None:
+    """A CSV manifest's encoding as given (`--manifest-encoding`): a codec Python knows, by its
+    canonical name; None or "auto" for `AUTO_ENCODINGS`. ValueError names an unknown one."""
+    import codecs
+
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        name = codecs.lookup(str(value).strip()).name
+    except LookupError:
+        raise ValueError(f"unknown text encoding {value!r} (examples: utf-8, gbk, cp1252, latin-1, shift_jis, "
+                         "utf-16; auto reads UTF-8, else GBK)") from None
+    if name == "utf-8":
+        return "utf-8-sig"  # a BOM is not part of the first column's name
+    return name
+
+
+def auto_encoding_note(store, name: str, head_bytes: int = 1 << 20) -> str | None:
+    """What the job says when a CSV manifest read with `AUTO_ENCODINGS` is not UTF-8 from its first
+    `head_bytes`: it is read as GBK, right for the seed's lists, and wrong for a cp1252 spreadsheet
+    whose paths then all read as missing. (A file not UTF-8 only further on is not noticed here.)"""
+    import codecs
+
+    if _is_parquet(name):
+        return None
+    try:
+        codecs.getincrementaldecoder("utf-8-sig")().decode(store.read_head(name, head_bytes), final=False)
+    except UnicodeDecodeError:
+        return (f"{name} is not UTF-8: it is read as GBK (the seed's lists are); if its paths are in another "
+                "encoding they will not be found: give it with --manifest-encoding (e.g. cp1252)")
+    return None
 
 
 @contextmanager
@@ -255,11 +295,12 @@ class _RepeatedPaths:
         self.items.append((line, item))
 
 
-def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
+def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: str | None = None):
     """(row number, item) for every input of a manifest (its bytes, or the path of a local copy; see
     the module docstring), in memory that does not grow with the manifest but by 16 bytes a row.
-    Raises ValueError only when the file as a whole is unusable (not UTF-8 or GBK text, no path
-    column, no rows); bad rows become refused items.
+    Raises ValueError only when the file as a whole is unusable (not text of `encoding`, by default
+    UTF-8 or GBK; no path column; no rows); bad rows become refused items. `encoding` is a CSV's
+    (`manifest_encoding`); a Parquet file's text is UTF-8 by its format.
 
     Two passes over one handle on the file (a file replaced meanwhile is not seen; one changed in
     place stops the listing with ValueError): the first keeps a digest of each row's path and finds
@@ -272,7 +313,8 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
 
     with _opened(source, name) as (handle, stat):
         stamp = _unchanged(name, stat, None)
-        for encoding in (None,) if _is_parquet(name) else ("utf-8-sig", "gbk"):
+        given = encoding
+        for encoding in (None,) if _is_parquet(name) else (given,) if given else AUTO_ENCODINGS:
             rows, seen = None, bytearray()
             try:
                 for _, row in _records(handle, name, encoding):
@@ -281,10 +323,15 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
                     if key is not None:
                         seen += digest(key)
                 break
-            except UnicodeDecodeError:
+            except UnicodeDecodeError as exc:
+                if given:
+                    label = "UTF-8" if given == "utf-8-sig" else given
+                    raise ValueError(f"{name}: not {label} text ({exc.reason}): give its encoding with "
+                                     "--manifest-encoding") from None
                 continue
         else:
-            raise ValueError(f"{name}: neither UTF-8 nor GBK text")
+            raise ValueError(f"{name}: neither UTF-8 nor GBK text: give its encoding with --manifest-encoding "
+                             "(cp1252 for a Western European spreadsheet's CSV), or save it as UTF-8")
         if rows is None:
             raise ValueError(f"{name}: the manifest has no rows")
         ordered = np.sort(np.frombuffer(bytes(seen), dtype="S16"))
@@ -304,9 +351,9 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv"):
         yield from repeats.items
 
 
-def read_input_manifest(data: bytes, name: str = "manifest.csv") -> list[InputItem]:
+def read_input_manifest(data: bytes, name: str = "manifest.csv", encoding: str | None = None) -> list[InputItem]:
     """The items of an input manifest, in row order (`manifest_items`)."""
-    return [item for _, item in sorted(manifest_items(data, name), key=lambda pair: pair[0])]
+    return [item for _, item in sorted(manifest_items(data, name, encoding), key=lambda pair: pair[0])]
 
 
 def _faces(item: InputItem) -> list[list[float]]:
@@ -515,8 +562,10 @@ class ManifestLister:
     given by `ManifestRoles`, over the whole manifest (an identity's rows may name any folders)."""
 
     def __init__(self, manifest_uri: str, output_uri: str, done_dir: str, done_where=None, progress=None,
-                 chunk: int = 4096, gallery_per_identity: int = 0, role_done: dict | None = None):
+                 chunk: int = 4096, gallery_per_identity: int = 0, role_done: dict | None = None,
+                 encoding: str | None = None):
         self.manifest_uri, self.output_uri, self.done_dir = manifest_uri, output_uri, done_dir
+        self.encoding = encoding
         self.done_where, self.progress, self.chunk = done_where, progress, chunk
         self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
 
@@ -536,9 +585,9 @@ class ManifestLister:
         with manifest_store.local_file(name) as path:
             if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
                 before = _identity_of(path)
-                roles.choose(manifest_items(path, name))
+                roles.choose(manifest_items(path, name, self.encoding))
             chunk = []
-            for _, item in manifest_items(path, name):
+            for _, item in manifest_items(path, name, self.encoding):
                 chunk.append(item)
                 if len(chunk) == self.chunk:
                     yield from self._left(chunk, done, roles, failed)
@@ -780,10 +829,11 @@ def check_images_root(images, given: str) -> None:
 
 
 def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | None = None, done_where=None,
-                  progress=None, gallery_per_identity: int = 0, role_done: dict | None = None):
+                  progress=None, gallery_per_identity: int = 0, role_done: dict | None = None,
+                  manifest_encoding: str | None = None):
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
-    left to do in a group."""
+    left to do in a group. `manifest_encoding`: a CSV manifest's (`manifest_encoding`)."""
     from jobs.storage import LocalStore, open_parent, open_store, redact
 
     open_store(input_uri)  # a folder path or an s3:// URI, never str(None) read as a folder named None
@@ -799,10 +849,18 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
             check_images_root(images, images_uri)
         refuse_output_in_place(images, output)
         refuse_foreign_output(output)
+        if manifest_encoding is not None and _is_parquet(name):
+            raise ValueError(f"--manifest-encoding applies to a CSV manifest; {name} is Parquet, whose text is "
+                             "UTF-8 by its format")
         # the read task runs in another process, with another working folder: give it an absolute URI
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
-                                gallery_per_identity=gallery_per_identity, role_done=role_done)
-        return images, [name], lister, notes
+                                gallery_per_identity=gallery_per_identity, role_done=role_done,
+                                encoding=manifest_encoding)
+        note = auto_encoding_note(manifest_store, name) if manifest_encoding is None else None
+        return images, [name], lister, notes + ([note] if note else [])
+    if manifest_encoding is not None:
+        raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is a folder "
+                         "(a file's name is read as the file system gives it)")
     if images_uri is not None:
         raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
                          f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "

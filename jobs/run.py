@@ -304,7 +304,8 @@ def folder_cuts(cuts: dict, written: dict, by_input: dict, t: Target) -> dict:
 
 
 def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str | None = None,
-                retry_failed: bool = False, drop: bool = True, progress=None) -> tuple:
+                retry_failed: bool = False, drop: bool = True, progress=None,
+                manifest_encoding: str | None = None) -> tuple:
     """`jobs.inputs.input_listing` of a run: an image is done when the run's manifest and every shard
     folder of its role (`targets`) hold it. With `retry_failed`, an image's failed rows (a status
     outside `jobs.progress.FINE`) do not count: with `drop` (a real run, not a dry run) the read task
@@ -318,7 +319,8 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
     role_done = {role: [(t.shard_dir, where(ColumnsEqual(model_id=t.model_id, mode=t.mode)))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
     return input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
-                         role_done=role_done, done_where=where(), progress=progress)
+                         role_done=role_done, done_where=where(), progress=progress,
+                         manifest_encoding=manifest_encoding)
 
 
 def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[str]]:
@@ -332,7 +334,7 @@ def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[st
 
 def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,
              images_uri: str | None = None, retry_failed: bool = False, style: str = "seed", seed: int = 0,
-             face: str = "center") -> dict:
+             face: str = "center", manifest_encoding: str | None = None) -> dict:
     """What `run_pipeline` would do, listed by the run's own listing code in this process (no Ray,
     nothing written): an image counts as done only where the manifest and every shard folder of its
     role hold it, so a model or mode added since is counted as work. Each model is fetched and
@@ -350,7 +352,8 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
-                                                retry_failed=retry_failed, drop=False, progress=tally)
+                                                retry_failed=retry_failed, drop=False, progress=tally,
+                                                manifest_encoding=manifest_encoding)
     masked = out.uri_of("masked")
     plan = plan_from(images.uri, out, groups, lister, tally, notes, lambda row: "{}/{}, embedded as {}".format(
         masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"))
@@ -386,7 +389,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
                  local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None,
-                 retry_failed: bool = False) -> dict:
+                 retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
     `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
@@ -398,8 +401,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     and scores in this process while the whole output has at most that many images (else with the
     distributed reducer, on Ray); `local` always does, `ray` never. `dataset_uri` may be an input
     manifest (jobs/inputs.py: a path and an identity per row; each identity's first row is its
-    gallery image) whose paths are relative to `images_uri` (default: the manifest's folder).
-    `retry_failed`: images an earlier run recorded as failed are done again, their old rows replaced
+    gallery image) whose paths are relative to `images_uri` (default: the manifest's folder), a CSV
+    one read as `manifest_encoding` (default: UTF-8, else GBK). `retry_failed`: images an earlier run recorded as failed are done again, their old rows replaced
     in the manifest and in every shard folder (`run_listing`)."""
     from recog.embed import Embedder
 
@@ -422,7 +425,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     progress = progress_for("run") if progress_for else None
 
     # listed before anything is written: an input the job cannot use leaves the output untouched
-    listing = run_listing(dataset_uri, out, targets, images_uri=images_uri, retry_failed=retry_failed)
+    listing = run_listing(dataset_uri, out, targets, images_uri=images_uri, retry_failed=retry_failed,
+                          manifest_encoding=manifest_encoding)
     out.check_writable()
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:

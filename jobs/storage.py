@@ -240,6 +240,17 @@ class LocalStore:
         except OSError as exc:
             raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
 
+    def read_head(self, key: str, size: int) -> bytes:
+        """The first `size` bytes of `key` (all of it when shorter): a look at a large object."""
+        path = self.path(key)
+        try:
+            with open(path, "rb") as file:
+                return file.read(size)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} does not exist") from None
+        except OSError as exc:
+            raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
+
     @contextmanager
     def local_file(self, key: str):
         """The path of `key`'s file, for readers that stream a large object (an input manifest)."""
@@ -401,6 +412,13 @@ class S3Store:
     def read(self, key: str) -> bytes:
         full = self._full(key)
         body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full)
+        return body["Body"].read()
+
+    def read_head(self, key: str, size: int) -> bytes:
+        """The first `size` bytes of `key` (all of it when shorter), by a ranged GET."""
+        full = self._full(key)
+        body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full,
+                          Range=f"bytes=0-{max(int(size), 1) - 1}")
         return body["Body"].read()
 
     @contextmanager

@@ -261,6 +261,37 @@ def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
+def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(face_photos, tmp_path, capsys):
+    """A cp1252 manifest naming "Müller/" reads as GBK on its own, and its row is missing, with a note
+    that says why; given --manifest-encoding cp1252 (or from a --config file), its images are masked.
+    The option is refused where there is no CSV manifest to read."""
+    photos = tmp_path / "photos" / "Müller"
+    photos.mkdir(parents=True)
+    shutil.copy(face_photos[0], photos / "b.jpg")
+    manifest = tmp_path / "list.csv"
+    manifest.write_bytes("path,identity\nMüller/b.jpg,muller\n".encode("cp1252"))
+    images = str(tmp_path / "photos")
+    assert main(["mask", str(manifest), str(tmp_path / "auto"), "--images", images, "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "list.csv is not UTF-8: it is read as GBK" in out and "missing" in out
+    config = tmp_path / "mfr.toml"
+    config.write_text('manifest-encoding = "cp1252"\n')
+    assert main(["mask", str(manifest), str(tmp_path / "given"), "--images", images, "--quiet",
+                 "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "not UTF-8" not in out and "missing" not in out
+    from jobs.augment import read_manifest
+
+    rows = read_manifest(str(tmp_path / "given"))
+    assert set(rows.source_key) == {"Müller/b.jpg"} and rows.masked.any()
+    assert (tmp_path / "given" / rows.output_key.iloc[0]).is_file()
+    assert main(["mask", images, str(tmp_path / "folder"), "--manifest-encoding", "cp1252", "--quiet"]) == 2
+    assert "--manifest-encoding applies to an input manifest" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["mask", str(manifest), str(tmp_path / "x"), "--manifest-encoding", "klingon"])
+    assert "unknown text encoding 'klingon'" in capsys.readouterr().err
+
+
 def test_demo_to_s3_is_refused_not_written_to_a_local_s3_folder(tmp_path, monkeypatch, capsys):
     """`mfr demo --out s3://bucket/demo` wrote everything to ./s3:/bucket/demo and exited 0."""
     monkeypatch.chdir(tmp_path)

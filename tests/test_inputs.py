@@ -240,12 +240,12 @@ def test_run_roles_over_a_manifest_replaced_after_their_pass_stop_the_listing(tm
     real = inputs.manifest_items
     calls = []
 
-    def replaced_after_the_first(path, name):
+    def replaced_after_the_first(path, name, encoding=None):
         calls.append(name)
         if len(calls) == 2:
             (tmp_path / "new.csv").write_bytes(b"path,identity\na/3.jpg,a\na/2.jpg,a\n")
             os.replace(tmp_path / "new.csv", manifest)
-        return real(path, name)
+        return real(path, name, encoding)
 
     lister = ManifestLister(str(manifest), str(tmp_path / "out"), "masked/manifest", gallery_per_identity=1,
                             role_done={"gallery": [("g", None)], "probe": [("p", None)]})
@@ -325,3 +325,39 @@ def test_a_manifest_replaced_or_changed_while_listed_is_never_read_half_old_half
     with pytest.raises(ValueError, match="changed while it was read"):
         listing(rewrite)
     assert [it.key for it in read_input_manifest(bytearray(b"path\nx/1.jpg\n"), "m.csv")] == ["x/1.jpg"]
+
+
+def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_gbk(tmp_path):
+    """A Western European spreadsheet's CSV (cp1252) is neither UTF-8 nor GBK: refused with the way
+    out, or, where its bytes happen to be GBK too ("Müller" reads "M黮ler"), read as GBK with a note
+    that says so, since every one of its rows would then be missing. Given its encoding, it is read
+    right; given a wrong one, refused; an unknown codec is named."""
+    from jobs.inputs import auto_encoding_note, manifest_encoding
+
+    text = "path,identity\nJosé/a.jpg,jose\nMüller/b.jpg,muller\n"
+    with pytest.raises(ValueError, match="neither UTF-8 nor GBK text: give its encoding with --manifest-encoding"):
+        read_input_manifest(text.encode("cp1252"), "list.csv")
+    items = read_input_manifest(text.encode("cp1252"), "list.csv", manifest_encoding("cp1252"))
+    assert [(it.key, it.identity) for it in items] == [("José/a.jpg", "jose"), ("Müller/b.jpg", "muller")]
+    assert [it.key for it in read_input_manifest(text.encode("utf-16"), "l.csv", manifest_encoding("UTF-16"))] == \
+        ["José/a.jpg", "Müller/b.jpg"]
+    # "utf-8" given: a BOM is still not part of the first column's name
+    assert read_input_manifest(("\ufeff" + text).encode(), "l.csv", manifest_encoding("utf8"))[0].key == "José/a.jpg"
+    with pytest.raises(ValueError, match="not UTF-8 text"):
+        read_input_manifest(text.encode("cp1252"), "list.csv", manifest_encoding("utf-8"))
+    with pytest.raises(ValueError, match="unknown text encoding 'cp9999'"):
+        manifest_encoding("cp9999")
+    assert manifest_encoding("auto") is None and manifest_encoding(None) is None
+
+    only_gbk_too = "path,identity\nMüller/b.jpg,muller\n".encode("cp1252")
+    assert read_input_manifest(only_gbk_too, "m.csv")[0].key == "M黮ler/b.jpg"  # what auto can only guess
+    store = open_store(str(tmp_path))
+    store.write("m.csv", only_gbk_too)
+    store.write("u.csv", text.encode("utf-8"))
+    store.write("g.csv", "path\n白敬亭/0_0_9.jpg\n".encode("gbk"))
+    assert "m.csv is not UTF-8: it is read as GBK" in auto_encoding_note(store, "m.csv")
+    assert "--manifest-encoding" in auto_encoding_note(store, "g.csv")
+    assert auto_encoding_note(store, "u.csv") is None
+    # a multi-byte character cut by the look's end is still UTF-8
+    store.write("long.csv", ("path\n" + "é" * 600_000 + ".jpg\n").encode())
+    assert auto_encoding_note(store, "long.csv", head_bytes=1001) is None
