@@ -28,6 +28,10 @@ def _exercise(store):
     assert dict(store.list_versions())["a/b/c.jpg"] != versions["a/b/c.jpg"]
     store.write("top.txt", b"replaced")
     assert store.read("top.txt") == b"replaced"
+    # a look at the start of a large object (a manifest's encoding): a ranged GET on S3
+    assert store.read_head("top.txt", 3) == b"rep" and store.read_head("top.txt", 100) == b"replaced"
+    with pytest.raises(FileNotFoundError):
+        store.read_head("missing.csv", 10)
     store.delete("top.txt")
     assert not store.exists("top.txt")
     with pytest.raises(FileNotFoundError):
