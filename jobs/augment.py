@@ -355,7 +355,8 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
         return ", ".join(([output.uri_of(image)] if outputs != "crops" else []) +
                          ([f"{crops}_face<i>.jpg"] if outputs != "image" else []))
 
-    plan = plan_from(images.uri, output, groups, lister, tally, notes, where)
+    plan = plan_from(images.uri, output, groups, lister, tally, notes, where,
+                     already_masked=AugmentWorker.already_masked)
     if options is not None:
         plan["settings"] = mask_settings_line(options)
     return plan
@@ -372,15 +373,21 @@ def mask_settings_line(options: AugmentOptions) -> str:
     return ", ".join(shown)
 
 
-def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limit: int = 20) -> dict:
+def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limit: int = 20,
+              already_masked: str | None = None) -> dict:
     """A dry run's plan: counts over every input, and where the first `limit` to do would go (the
-    rest are counted, not kept)."""
+    rest are counted, not kept). `already_masked`: what the job records for a manifest row marked
+    masked, which it leaves as it is (`mfr mask`, `mfr run`; `mfr embed` embeds such a row)."""
     todo = []
     for group in groups:
         for table in lister.rows(group):
             for row in table.slice(0, max(0, limit - len(todo))).to_pylist():
-                todo.append((row["key"], f"refused: {row['status']} ({row['message']})" if row["status"]
-                             else where(row)))
+                if row["status"]:
+                    todo.append((row["key"], f"refused: {row['status']} ({row['message']})"))
+                elif already_masked and row.get("masked"):
+                    todo.append((row["key"], f"left as it is: already_masked ({already_masked})"))
+                else:
+                    todo.append((row["key"], where(row)))
     return {"images": images_uri, "output": output.uri, "inputs": tally.todo + tally.done, "done": tally.done,
             "count": tally.todo, "todo": todo, "notes": notes}
 

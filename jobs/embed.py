@@ -315,7 +315,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment, input_uri=input_uri),
-                   made="embeddings", record=False)
+                   made="embeddings", record=False,
+                   follows=finder_follows(finder, finder_kind, crop_mode, second_look))
     tally = Tally()
     where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
@@ -343,6 +344,17 @@ def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, s
 
     return FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
                                     second_look=second_look)
+
+
+def finder_follows(finder, finder_kind: str | None, crop_mode: str | None, second_look: bool | None) -> dict:
+    """`check_settings`' `follows` of an embed job: the finder's fields not given by an option follow
+    `masked` (`embed_finder`), so a refused rerun asks for --masked, not for a detector no flag sets."""
+    import dataclasses
+
+    if finder_kind is not None:
+        return {}
+    given = {"crop_mode": crop_mode, "second_look": second_look}
+    return {f.name: "masked" for f in dataclasses.fields(finder) if given.get(f.name) is None}
 
 
 FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",
@@ -434,7 +446,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                             manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr embed") as lease, \
-            settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings"):
+            settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings",
+                              follows=finder_follows(finder, finder_kind, crop_mode, second_look)):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(

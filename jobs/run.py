@@ -356,7 +356,8 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
                                                 manifest_encoding=manifest_encoding)
     masked = out.uri_of("masked")
     plan = plan_from(images.uri, out, groups, lister, tally, notes, lambda row: "{}/{}, embedded as {}".format(
-        masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"))
+        masked, output_keys(row["key"])[0], "gallery" if row["gallery"] else "probe"),
+        already_masked=PrepareWorker.already_masked)
     plan["settings"] = mask_settings_line(options)
     return plan
 

@@ -34,11 +34,14 @@ def augment_settings(options) -> dict:
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
-def check_settings(store, command: str, settings: dict, made: str = "masks", record: bool = True) -> bool:
+def check_settings(store, command: str, settings: dict, made: str = "masks", record: bool = True,
+                   follows: dict | None = None) -> bool:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
     when they differ from the recorded ones (`made`: what the settings decide, `masks` or
     `embeddings`, each recorded in a file of its own). True when this call recorded them. With
-    `record=False` (a dry run) it only refuses, as the run would."""
+    `record=False` (a dry run) it only refuses, as the run would. `follows` names the setting each
+    derived one follows from (`embed`'s finder fields follow `masked` unless given): a refusal asks
+    for the setting a user gives, and says which of the others come with it."""
     key = SETTINGS_KEYS[made]
     if store.exists(key):
         try:
@@ -50,8 +53,14 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
                              and not (k in RECORDED_SINCE and k not in recorded))
             if changed:
-                was = ", ".join(f"{k}={recorded.get(k)!r}" for k in changed)
-                now = ", ".join(f"{k}={settings.get(k)!r}" for k in changed)
+                follows = follows or {}
+                derived = [k for k in changed if follows.get(k) in changed]
+                given = [k for k in changed if k not in derived]
+                was = ", ".join(f"{k}={recorded.get(k)!r}" for k in given)
+                now = ", ".join(f"{k}={settings.get(k)!r}" for k in given)
+                if derived:  # no option of the user's sets them: they come with what was asked
+                    now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
+                            f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
                 if changed == ["input"]:  # the kind of input alone
                     raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
                                           f"{settings['input']}. The two are tracked apart, so the same images given "
@@ -80,11 +89,12 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 
 
 @contextmanager
-def settings_recorded(store, command: str, settings: dict, done_dir: str, made: str = "masks"):
+def settings_recorded(store, command: str, settings: dict, done_dir: str, made: str = "masks",
+                      follows: dict | None = None):
     """`check_settings` around a job: a record this job made is taken back when the job stops with an
     error before anything is done under `done_dir` (an input manifest refused in its read task, an
     empty input), so a corrected rerun with other settings is not refused for masks never made."""
-    created = check_settings(store, command, settings, made)
+    created = check_settings(store, command, settings, made, follows=follows)
     try:
         yield
     except BaseException:

@@ -150,6 +150,18 @@ def test_dry_run_lists_work_and_writes_nothing(shared_data, tmp_path, capsys, mo
                             ("crops", "-> crops/person_01/img1.jpg_face<i>.jpg\n")):  # only what is written
         assert main(["mask", str(shared_data / "faces"), str(out), "--dry-run", "--outputs", outputs]) == 0
         assert listed in capsys.readouterr().out
+    # a manifest row marked masked is left as it is by mask and run (embed embeds it): listed as such,
+    # not with the outputs the job never writes for it
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,identity,masked\nperson_01/img1.jpg,a,0\nperson_01/img2.jpg,a,1\n")
+    images = str(shared_data / "faces")
+    for command in (["mask"], ["run", "--models", "sface"]):
+        assert main([command[0], str(manifest), str(out), "--images", images, "--dry-run", *command[1:]]) == 0
+        printed = capsys.readouterr().out
+        assert "person_01/img2.jpg -> left as it is: already_masked (the input manifest marks" in printed, command
+        assert "img2.jpg, crops" not in printed and "img2.jpg, embedded" not in printed
+        assert "person_01/img1.jpg -> " in printed and "img1.jpg -> left" not in printed
+    assert not out.exists()
 
 
 def readme_commands() -> list[list[str]]:

@@ -376,6 +376,12 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
     assert main([*first[:3], "--crop-mode", "off", "--dry-run"]) == 2
     assert "made with crop_mode='auto', face='largest'; this run asks crop_mode='off', face='center'" in capsys.readouterr().err
+    # --masked brings the masked finder: the refusal asks for --masked, and names what comes with it (it
+    # named detector and second_look as if a flag set them; with --from-augment none may)
+    assert main([*first, "--masked", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert ("was made with masked=False; this run asks masked=True (which brings detector='both', "
+            "second_look=True; the output has detector='mtcnn', second_look=False)") in err, err
     assert main([*first, "--mode", "flip"]) == 0
 
 
