@@ -27,7 +27,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
-from jobs.settings import check_settings, settings_recorded
+from jobs.settings import check_settings, input_settings, settings_recorded
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -313,8 +313,9 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
-    check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
-                                                       finder=finder, alignment=alignment, input_uri=input_uri),
+    check_settings(output, "mfr embed", {**embed_settings(masked=masked, from_augment=from_augment, face=face,
+                                                         finder=finder, alignment=alignment, input_uri=input_uri),
+                                         **input_settings(input_uri, manifest_encoding)},
                    made="embeddings", record=False,
                    follows=finder_follows(finder, finder_kind, crop_mode, second_look))
     tally = Tally()
@@ -368,7 +369,8 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
     named = [FINDING_OPTIONS[k] for k, v in given.items() if v is not None]
     if from_augment and named:
         raise ValueError(f"{', '.join(named)} {'does' if len(named) == 1 else 'do'} not apply with --from-augment: "
-                         "it embeds the faces `mfr mask` found, read from its output")
+                         "it embeds the faces `mfr mask` found, read from its output (a --config file's key "
+                         "gives its option too: put it under the table of the command that takes it)")
 
 
 def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str) -> dict:
@@ -439,8 +441,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
-    settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
-                              input_uri=input_uri)
+    settings = {**embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder,
+                                 alignment=alignment, input_uri=input_uri),
+                **input_settings(input_uri, manifest_encoding)}
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
                             manifest_encoding=manifest_encoding)

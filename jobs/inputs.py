@@ -100,9 +100,10 @@ def manifest_encoding(value: str | None) -> str | None:
         return None
     try:
         name = codecs.lookup(str(value).strip()).name
+        io.TextIOWrapper(io.BytesIO(), encoding=name)  # base64, zlib, rot13: codecs, but not of text
     except LookupError:
-        raise ValueError(f"unknown text encoding {value!r} (examples: utf-8, gbk, cp1252, latin-1, shift_jis, "
-                         "utf-16; auto reads UTF-8, else GBK)") from None
+        raise ValueError(f"not a text encoding Python knows: {value!r} (examples: utf-8, gbk, cp1252, latin-1, "
+                         "shift_jis, utf-16; auto reads UTF-8, else GBK)") from None
     if name == "utf-8":
         return "utf-8-sig"  # a BOM is not part of the first column's name
     return name
@@ -120,7 +121,8 @@ def auto_encoding_note(store, name: str, head_bytes: int = 1 << 20) -> str | Non
         codecs.getincrementaldecoder("utf-8-sig")().decode(store.read_head(name, head_bytes), final=False)
     except UnicodeDecodeError:
         return (f"{name} is not UTF-8: it is read as GBK (the seed's lists are); if its paths are in another "
-                "encoding they will not be found: give it with --manifest-encoding (e.g. cp1252)")
+                "encoding they will not be found: give it with --manifest-encoding (e.g. cp1252), into a new "
+                "output (an output keeps the encoding it was listed with)")
     return None
 
 
@@ -860,7 +862,9 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         return images, [name], lister, notes + ([note] if note else [])
     if manifest_encoding is not None:
         raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is a folder "
-                         "(a file's name is read as the file system gives it)")
+                         "(a file's name is read as the file system gives it; a `manifest-encoding` key of a "
+                         "--config file gives --manifest-encoding too: put it under the table of the command run "
+                         "on manifests)")
     if images_uri is not None:
         raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
                          f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "

@@ -41,7 +41,7 @@ from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
-from jobs.settings import augment_settings, settings_recorded
+from jobs.settings import augment_settings, input_settings, settings_recorded
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
                        with_cuts)
 from jobs.storage import open_store
@@ -348,7 +348,8 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     out = open_store(output_uri)
     models, modes = run_methods(models, modes)
     options = AugmentOptions(style=style, seed=seed, face=face)
-    check_settings(out, "mfr run", augment_settings(options), record=False)
+    check_settings(out, "mfr run", {**augment_settings(options), **input_settings(dataset_uri, manifest_encoding)},
+                   record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
@@ -435,7 +436,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
     with Lease(out, "mfr run") as lease, sub_leases(out, targets), \
-            settings_recorded(out, "mfr run", augment_settings(options), RUN_MANIFEST):
+            settings_recorded(out, "mfr run", {**augment_settings(options),
+                                               **input_settings(dataset_uri, manifest_encoding)}, RUN_MANIFEST):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),

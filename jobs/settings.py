@@ -19,11 +19,24 @@ SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"
 
 # settings first recorded after outputs were made without them: such an output's rerun is not refused
 # for them (what it was made with is not known)
-RECORDED_SINCE = frozenset({"input"})
+RECORDED_SINCE = frozenset({"input", "manifest_encoding"})
 
 
 class SettingsChanged(ValueError):
     """A rerun asks for other settings than the output was made with."""
+
+
+def input_settings(input_uri, manifest_encoding: str | None) -> dict:
+    """How the input is read, where it decides which inputs a rerun finds done: a CSV manifest's text
+    encoding (`jobs.inputs.manifest_encoding`; "auto" when not given). Its paths are the rows' keys:
+    read in another encoding they name other files, and the rows listed under the first reading (all
+    `missing`, for a cp1252 file read as GBK) would stay in the output beside the new ones."""
+    from jobs.inputs import _is_parquet, is_manifest
+
+    if not is_manifest(str(input_uri)) or _is_parquet(str(input_uri)):
+        return {}
+    label = {None: "auto", "utf-8-sig": "utf-8"}.get(manifest_encoding, manifest_encoding)
+    return {"manifest_encoding": label}
 
 
 def augment_settings(options) -> dict:
@@ -61,6 +74,14 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
                 if derived:  # no option of the user's sets them: they come with what was asked
                     now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
                             f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
+                if changed == ["manifest_encoding"]:
+                    was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
+                                 (recorded["manifest_encoding"], settings["manifest_encoding"]))
+                    raise SettingsChanged(f"{store.uri} was listed from the manifest read as {was} "
+                                          f"(--manifest-encoding); this run reads it as {now}. Its paths name the "
+                                          "files, so the rows "
+                                          "of the first reading would stay beside this run's: write to another "
+                                          "output, or read it as before")
                 if changed == ["input"]:  # the kind of input alone
                     raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
                                           f"{settings['input']}. The two are tracked apart, so the same images given "

@@ -416,10 +416,21 @@ class S3Store:
 
     def read_head(self, key: str, size: int) -> bytes:
         """The first `size` bytes of `key` (all of it when shorter), by a ranged GET."""
+        from botocore.exceptions import ClientError
+
         full = self._full(key)
-        body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full,
-                          Range=f"bytes=0-{max(int(size), 1) - 1}")
-        return body["Body"].read()
+
+        def get():
+            try:
+                return self.client.get_object(Bucket=self.bucket, Key=full,
+                                              Range=f"bytes=0-{max(int(size), 1) - 1}")["Body"].read()
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object has no byte 0
+                    self.client.head_object(Bucket=self.bucket, Key=full)  # (a missing one is still missing)
+                    return b""
+                raise
+
+        return self._call(f"reading s3://{self.bucket}/{full}", get)
 
     @contextmanager
     def local_file(self, key: str):

@@ -152,6 +152,7 @@ def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95, like: Source
     format holds one (JPEG, PNG, WebP)."""
     import cv2
 
+    ext = ext.lower()  # a camera's IMG_1234.JPG is a JPEG too
     grey = like is not None and like.grey
     pixels = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if grey else rgb
     profile = like.icc_profile if like is not None else None

@@ -237,7 +237,9 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
     assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "fa"), "--from-augment", "--masked",
                  "--crop-mode", "on", "--images", str(crops), "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == ("mfr embed: --crop-mode, --images do not apply with --from-augment: "
-                                               "it embeds the faces `mfr mask` found, read from its output")
+                                               "it embeds the faces `mfr mask` found, read from its output (a "
+                                               "--config file's key gives its option too: put it under the table "
+                                               "of the command that takes it)")
     assert not (tmp_path / "fa").exists()
     args = build_parser().parse_args(["mask", "a", "b", "--crop-mode", "off", "--input-kind", "masked",
                                       "--second-look", "off"])
@@ -286,6 +288,11 @@ def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(fac
     assert main(["mask", str(manifest), str(tmp_path / "auto"), "--images", images, "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "list.csv is not UTF-8: it is read as GBK" in out and "missing" in out
+    # the same output read in another encoding: its GBK rows would stay beside the right ones
+    assert main(["mask", str(manifest), str(tmp_path / "auto"), "--images", images, "--quiet",
+                 "--manifest-encoding", "cp1252"]) == 2
+    assert ("was listed from the manifest read as auto (UTF-8, else GBK) (--manifest-encoding); this run reads it as "
+            "cp1252") in capsys.readouterr().err
     config = tmp_path / "mfr.toml"
     config.write_text('manifest-encoding = "cp1252"\n')
     assert main(["mask", str(manifest), str(tmp_path / "given"), "--images", images, "--quiet",
@@ -301,7 +308,7 @@ def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(fac
     assert "--manifest-encoding applies to an input manifest" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["mask", str(manifest), str(tmp_path / "x"), "--manifest-encoding", "klingon"])
-    assert "unknown text encoding 'klingon'" in capsys.readouterr().err
+    assert "not a text encoding Python knows: 'klingon'" in capsys.readouterr().err
 
 
 def test_demo_to_s3_is_refused_not_written_to_a_local_s3_folder(tmp_path, monkeypatch, capsys):

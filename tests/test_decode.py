@@ -209,5 +209,9 @@ def test_decoding_says_what_the_output_keeps_grey_and_the_colour_profile():
             written = Image.open(io.BytesIO(encode_image(image, ext, like=source)))
             assert written.mode == ("L" if grey else "RGB"), (name, ext)
             assert written.info.get("icc_profile") == profile, (name, ext)
+    # a camera's upper-case name is the same format: IMG_1234.JPG kept its profile only as .jpg
+    image, source = decode_with_source(cases["rgb jpeg"][0])
+    for ext in (".JPG", ".JPEG", ".PNG", ".WEBP"):
+        assert Image.open(io.BytesIO(encode_image(image, ext, like=source))).info.get("icc_profile") == srgb, ext
     # without `like`, as before: RGB, no profile, cv2's bytes
     assert Image.open(io.BytesIO(encode_image(rgb, ".png"))).mode == "RGB"

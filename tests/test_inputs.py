@@ -345,8 +345,9 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
     assert read_input_manifest(("\ufeff" + text).encode(), "l.csv", manifest_encoding("utf8"))[0].key == "José/a.jpg"
     with pytest.raises(ValueError, match="not UTF-8 text"):
         read_input_manifest(text.encode("cp1252"), "list.csv", manifest_encoding("utf-8"))
-    with pytest.raises(ValueError, match="unknown text encoding 'cp9999'"):
-        manifest_encoding("cp9999")
+    for codec in ("cp9999", "base64", "zlib"):  # the last two codecs of bytes, not text: refused up front too
+        with pytest.raises(ValueError, match=f"not a text encoding Python knows: '{codec}'"):
+            manifest_encoding(codec)
     assert manifest_encoding("auto") is None and manifest_encoding(None) is None
 
     only_gbk_too = "path,identity\nMüller/b.jpg,muller\n".encode("cp1252")
