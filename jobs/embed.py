@@ -420,7 +420,12 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     from jobs.source import DoneRows
 
     # everything a worker would refuse, refused here before anything is written (an alignment typo
-    # recorded in the settings refused every correct rerun of the output)
+    # recorded in the settings refused every correct rerun of the output; masked="no" made an empty
+    # output folder, then failed in a worker)
+    for name, flag in (("masked", masked), ("from_augment", from_augment), ("all_faces", all_faces),
+                       ("retry_failed", retry_failed)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise ValueError(f"{name} is True or False, got {flag!r}")
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     if alignment not in ALIGNMENTS:

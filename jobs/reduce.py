@@ -717,6 +717,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     only one they hold); `name`: the result's."""
     import ray
 
+    from jobs.score import check_max_pairs
+
+    check_max_pairs(max_pairs)
     from jobs.pool import cluster_has_gpus, ensure_ray
     from jobs.score import counted_result, no_probe_left, nothing_to_score, seed_fpir_pool
     from jobs.storage import open_store

@@ -31,6 +31,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -325,7 +326,9 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
 
 def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[str]]:
     """The run's models and modes, refused before any work (by the run and its dry run alike) when a
-    list is empty, repeats a name, or names an unknown mode."""
+    list is empty, repeats a name, or names an unknown mode. A single name is a list of one (modes="flip"
+    was read letter by letter: "unknown matching mode 'f'")."""
+    models, modes = ([v] if isinstance(v, (str, Path)) else list(v) for v in (models, modes))
     modes = [mode_from_name(m).name for m in modes]
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
@@ -408,7 +411,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     in the manifest and in every shard folder (`run_listing`)."""
     from recog.embed import Embedder
 
-    models, modes = run_methods(list(models) if models is not None else [model], modes)
+    models, modes = run_methods(models if models is not None else [model], modes)
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
                  recognition_workers=recognition_workers)
     check_executor(executor)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
+from maskgen.checks import is_whole
 from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
 from recog import metrics as M
 from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
@@ -77,12 +78,20 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
                          impostors_per_probe=pairs.per_probe, acquisition=acquisition, empty_ids=empty_ids)
 
 
+def check_max_pairs(max_pairs) -> None:
+    """`max_pairs` (`--max-pairs`): a whole number of comparisons, at least 1. 0 or -7 were taken, and
+    sampled one impostor per probe, so the figures changed without a word."""
+    if not is_whole(max_pairs) or max_pairs < 1:
+        raise ValueError(f"max_pairs must be a whole number of at least 1, got {max_pairs!r}")
+
+
 class PairSampler:
     """The verification pairs of probes against a gallery, block by block: every genuine pair, and every
     impostor pair or, past `max_pairs` comparisons in all, a seeded sample of `per_probe` per probe (as
     many as the distributed reducer keeps; its sample is seeded per probe, so its figures differ)."""
 
     def __init__(self, n_probes: int, n_gallery: int, max_pairs: int, seed: int):
+        check_max_pairs(max_pairs)
         sampled = n_probes * n_gallery > max_pairs
         self.per_probe = max(1, max_pairs // max(1, n_probes) - 1) if sampled else None
         self.rng = np.random.default_rng(seed)
@@ -539,6 +548,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
     unmasked gallery", or a title and a note saying otherwise)."""
+    if "max_pairs" in kwargs:  # before any shard is read
+        check_max_pairs(kwargs["max_pairs"])
     for uri in [probe_uri, gallery_uri, *(u for _, p, g in also for u in (p, g))]:
         store = open_store(uri)
         if isinstance(store, LocalStore) and store.root.is_file():

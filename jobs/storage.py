@@ -133,10 +133,8 @@ class LocalStore:
 
     def list(self, prefix: str = "") -> list[str]:
         base = self.path(prefix) if prefix else self.root
-        if not base.exists():
+        if not base.is_dir():  # a prefix is a folder, as on S3: a file's own key lists nothing there either
             return []
-        if base.is_file():
-            return [safe_key(prefix)]
         keys = []
         for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()

@@ -108,6 +108,9 @@ def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
+    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float, np.number))
+                                   or not np.isfinite(max_pixels) or max_pixels <= 0):
+        raise ValueError(f"max_pixels is a positive number of pixels or None, got {max_pixels!r}")  # nan: no limit
     with _open(data, max_pixels=max_pixels) as im:
         try:
             im.seek(0)
@@ -216,8 +219,12 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
 
     mode = im.mode
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(arr.max(initial=0))
+        # the full scale the samples are written to: 16 bits, 8 bits stored wide, a float image in 0..1
+        # (it read black), or, past 16 bits, the image's own maximum (a 32-bit one clipped to white)
+        peak = 65535.0 if mode.startswith("I;16") else \
+            1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         gray = np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if mode == "P":

@@ -5,9 +5,10 @@ Each style is a small seeded object, like an albumentations transform:
     style = SurgicalMask()                      # or SeedMask(), ClothMask(), RespiratorMask(), OneOf([...])
     rng = mask_rng(run_seed=0, key="person_01/img1.jpg", face_index=0)
     params = style.sample(rng, face_type)       # every random choice, JSON-able, for the manifest
-    out, coverage = style.render(image, landmarks68, params)
+    out, coverage = style.render(image, landmarks68, params, face_type)
 
-`style(image, landmarks68, rng, face_type)` does both. The same inputs and params always give the
+`style(image, landmarks68, rng, face_type)` does both. `render` takes the face type again (default
+frontal and sharp): a profile's mask is drawn on its own side, a blurred face's softened. The same inputs and params always give the
 same bytes. `render` returns the image with the mask drawn and a boolean `coverage` map of where the
 mask is opaque (at least half), which the quality tests and later stages use.
 """

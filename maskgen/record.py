@@ -13,7 +13,9 @@ the mask as a dict), so a face written by one job is the same face read by the n
 
     record = FaceRecord(source_key="p1/a.jpg", identity="p1", face_index=0, box=[...], ...)
     row = record.to_row("manifest")               # what jobs/augment.py writes
-    again = FaceRecord.from_row(row)              # == record, embedding aside
+    again = FaceRecord.from_row(row)              # == record for a record without an embedding (a
+                                                  # manifest row has none; compare embeddings with
+                                                  # np.array_equal)
     schema = record_schema("shard", dim=128)      # pyarrow schema of the embedding shards
 """
 

@@ -4,8 +4,9 @@
     scorer.set_gallery(part_embeddings)                   # kept on the device for every block
     facts = scorer.block(probes, mates, impostors, best_in, floor, pool_rows)
 
-A block's facts (`BlockFacts`), for `b` probes against a part of `n` entries (cosine, both sides
-normalised):
+Both sides come L2-normalised (`Scoring.prepare`, as the reducer does): the scorers take dot products
+and do not normalise, so raw embeddings give raw dot products, not cosines. A block's facts
+(`BlockFacts`), for `b` probes against a part of `n` entries (cosine, both sides normalised):
 
 - `genuine`: the scores at `mates` (k (row, column) pairs), `impostor`: at `impostors` (m pairs);
 - `best`: per row, the larger of `best_in` and its best genuine score here (-inf without one);

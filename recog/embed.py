@@ -133,8 +133,14 @@ class Embedder:
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
                  accept_licence: bool = False, batch_size: int = 64, region: str = "full"):
+        from maskgen.checks import is_whole
         from recog import zoo
 
+        # checked before the model loads: batch_size 0 failed on the first call, and flip="no" turned it on
+        if not is_whole(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        if not isinstance(flip, (bool, np.bool_)):
+            raise ValueError(f"flip is True or False, got {flip!r}")
         if isinstance(model, str) and model in zoo.BUILTINS:
             path = zoo.builtin_path(model, accept_licence=accept_licence)
         else:

@@ -409,3 +409,26 @@ def test_the_summary_gives_a_small_rate_in_two_figures():
         return next(line.split()[-1] for line in table.splitlines() if "images/s" in line)
 
     assert [rate(1, 27.5), rate(56, 22.0), rate(2000, 1.6), rate(0, 3.0)] == ["0.036", "2.5", "1250.0", "0.0"]
+
+
+def test_the_python_api_checks_its_arguments_before_any_work(tmp_path):
+    """What the CLI's argparse types refuse, the Python functions refuse too, before anything is read or
+    written: max_pairs=0 sampled one impostor per probe without a word, masked="no" made an empty
+    output and failed in a worker, batch_size=0 failed on the first call, flip="no" turned flipping
+    on, and modes="flip" was read letter by letter."""
+    from jobs.embed import run_embed
+    from jobs.run import run_methods
+    from jobs.score import run_score
+    from recog.embed import Embedder
+
+    for bad in (0, -7, 2.5):
+        with pytest.raises(ValueError, match="max_pairs must be a whole number of at least 1"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "report"), max_pairs=bad)
+    with pytest.raises(ValueError, match="masked is True or False, got 'no'"):
+        run_embed(str(tmp_path), str(tmp_path / "emb"), masked="no", executor="local")
+    assert not (tmp_path / "emb").exists() and not (tmp_path / "report").exists()
+    for kwargs, why in (({"batch_size": 0}, "batch_size must be"), ({"flip": "no"}, "flip is True or False")):
+        with pytest.raises(ValueError, match=why):
+            Embedder("sface", **kwargs)
+    assert run_methods("sface", "flip") == (["sface"], ["flip"])
+    assert run_methods(["sface"], ("plain", "flip")) == (["sface"], ["plain", "flip"])

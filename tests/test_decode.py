@@ -215,3 +215,18 @@ def test_decoding_says_what_the_output_keeps_grey_and_the_colour_profile():
         assert Image.open(io.BytesIO(encode_image(image, ext, like=source))).info.get("icc_profile") == srgb, ext
     # without `like`, as before: RGB, no profile, cv2's bytes
     assert Image.open(io.BytesIO(encode_image(rgb, ".png"))).mode == "RGB"
+
+
+def test_float_and_32_bit_grey_are_scaled_by_their_range_and_a_nan_pixel_limit_is_refused():
+    """A float image in 0..1 read black (scaled as if 0..255), and a 32-bit one past 16 bits was
+    clipped to white; `max_pixels=nan` turned the limit off."""
+    ramp = np.linspace(0, 1, 4 * 256, dtype=np.float32).reshape(4, 256)
+    out = decode_image(_encode(Image.fromarray(ramp, mode="F"), "TIFF"))
+    assert out[..., 0].min() == 0 and out[..., 0].max() == 255 and len(np.unique(out)) > 200
+    wide = np.linspace(0, 1_000_000, 4 * 256).astype(np.int32).reshape(4, 256)
+    out = decode_image(_encode(Image.fromarray(wide, mode="I"), "TIFF"))
+    assert (out == 255).mean() < 0.01 and out.max() == 255 and len(np.unique(out)) > 200
+    data = _encode(Image.fromarray(_rgb()), "PNG")
+    for bad in (float("nan"), 0, -1, "40e6", True):
+        with pytest.raises(ValueError, match="max_pixels"):
+            decode_image(data, max_pixels=bad)

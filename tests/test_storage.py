@@ -17,6 +17,7 @@ def _exercise(store):
     store.write("top.txt", b"three")
     assert store.list() == sorted(["a/b/c.jpg", "a/x y/é#;$.png", "top.txt"])
     assert store.list("a") == ["a/b/c.jpg", "a/x y/é#;$.png"]
+    assert store.list("a/b/c.jpg") == [] and store.list("a/b/c") == []  # folders, as on S3 (local gave the file)
     assert store.read("a/x y/é#;$.png") == b"two"
     assert store.exists("top.txt") and not store.exists("nope.txt")
     assert store.any_under("a") and store.any_under("a/x y") and not store.any_under("nope")
