@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -56,6 +56,22 @@ def manifest_labels(input_uri: str, encoding: str | None = None) -> dict:
         for _, item in manifest_items(path, name, encoding):
             labels.setdefault(item.key, (item.identity, item.masked))
     return labels
+
+
+def complete_names(names, keys) -> dict:
+    """{name: key} for each of `names` that has no extension and is the stem of exactly one image key
+    in the same folder of `keys` (`chenglong/0_0_chenglong_0042` -> `chenglong/0_0_chenglong_0042.jpg`,
+    one row of the seed's `AFDB_gallery_no_mask.csv`). A name two images share stays as it is (and is
+    then not in the dataset)."""
+    wanted = {n for n in names if not PurePosixPath(n).suffix}
+    if not wanted:
+        return {}
+    found: dict = {}
+    for key in keys:
+        stem = str(PurePosixPath(key).with_suffix("")) if is_image_name(key) else None
+        if stem in wanted:
+            found.setdefault(stem, []).append(key)
+    return {name: hits[0] for name, hits in found.items() if len(hits) == 1}
 
 
 def dataset_key(path: str, images) -> str:
@@ -241,7 +257,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         for uri in lists:
             with protocol_file(uri, "--lists", input_uri) as path:
                 id_lists.append(read_seed_list(path))
-    repeated_pairs = 0
+    repeated_pairs, early_notes = 0, []
     if protocol is not None:
         protocol.a, protocol.b = ([dataset_key(k, images) for k in side] for side in (protocol.a, protocol.b))
         given = len(protocol)
@@ -271,6 +287,18 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     # (a manifest's paths are images whatever their names; a folder's are its image files)
     if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
         raise ValueError(f"{redact(input_uri)} holds no images (nothing was embedded)")
+    # a name given without its extension (the seed's lists have one) is the image of that name, as the
+    # seed's scripts match names by what precedes the extension
+    completed = complete_names(needed - keys, keys)
+    if completed:
+        if protocol is not None:
+            protocol.a, protocol.b = ([completed.get(k, k) for k in side] for side in (protocol.a, protocol.b))
+        if id_lists is not None:
+            id_lists = [[completed.get(k, k) for k in listed] for listed in id_lists]
+        needed = {completed.get(k, k) for k in needed}
+        first = sorted(completed)[0]
+        early_notes.append(f"{len(completed)} image(s) the protocol names without an extension were taken as the "
+                           f"dataset's image of that name, e.g. {first!r} as {completed[first]!r}")
     absent = sorted(needed - keys)
     if absent and missing == "skip":
         refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))
@@ -328,7 +356,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
                                  missing)
         title = title or f"Evaluation: {described}"
-        notes = [n for n in [unmated_note(result)] if n]
+        notes = early_notes + [n for n in [unmated_note(result)] if n]
         if repeated_pairs:
             notes.append(f"{repeated_pairs} pair(s) of {redact(pairs)} given again (either way round) were counted "
                          "once.")

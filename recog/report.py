@@ -127,6 +127,28 @@ def _acquired_only_cells(only) -> list[str]:
     return cells
 
 
+def seed_readings_table(results: list[MethodResult]) -> list[str]:
+    """The seed's own readings, to set beside its published tables (they were in report.json only,
+    and the seed's "FPIR" columns have no counterpart above when every probe is in the gallery):
+    TAR at the ROC point whose FAR is nearest f, and its closed-set "FPIR" reading."""
+    rows = []
+    for r in results:
+        tars = (r.verification or {}).get("seed_tar_at_far") or {}
+        fpirs = (r.identification or {}).get("seed_fpir") or {}
+        if tars or fpirs:
+            cells = [_pct(tars.get(str(f))) for f in TABLE_FARS] + [_pct(fpirs.get(str(f))) for f in TABLE_FPIRS]
+            rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return ["## The seed's readings", "",
+            "| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | \"FPIR\"=0.01 (%) | \"FPIR\"=0.1 (%) |",
+            "|---|---:|---:|---:|---:|---:|", *rows, "",
+            "As the seed's scripts read them, to compare with its published tables: TAR at the ROC point whose "
+            "FAR is nearest f (scikit-learn's `roc_curve`); \"FPIR\" f: the share of mated probes whose mated "
+            "score is above the k-th highest non-mated score of all their comparisons, k = ceil(f x mated "
+            "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", ""]
+
+
 def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None) -> str:
     lines = [f"# {title}", ""] if title else []
     lines += [f"Protocol: {protocol}.", ""] if protocol else []
@@ -202,6 +224,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "
                          "(`--missing skip`).")
         lines.append("")
+    lines += seed_readings_table(results)
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
         lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results
                                                                         if r.score) + ".", ""]

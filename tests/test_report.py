@@ -43,6 +43,12 @@ def test_report_files_and_seed_layout(tmp_path):
     for key in ("roc", "cmc"):
         picture = cv2.imread(str(paths[key]))
         assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+    # the seed's readings, to set beside its published tables (they were in report.json only)
+    seed_rows = md.split("## The seed's readings", 1)[1].splitlines()
+    assert '| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | "FPIR"=0.01 (%) | "FPIR"=0.1 (%) |' in seed_rows
+    row = next(line for line in seed_rows if line.startswith("| model 1 |")).split(" | ")
+    assert row[1] == f"{100 * v['seed_tar_at_far']['0.1']:.1f}"
+    assert row[4] == f"{100 * ident['seed_fpir']['0.01']:.1f}" and row[5] == f"{100 * ident['seed_fpir']['0.1']:.1f} |"
 
 
 def test_report_json_is_strict_json(tmp_path):
