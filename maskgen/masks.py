@@ -355,7 +355,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
 
     loop_colour = tuple(int(c) for c in np.clip(np.array(params["colour"]) * 0.85 * light, 0, 255))
     thickness = max(1, int(round(0.012 * frame.width)))
-    _draw_loops(out, loops, loop_colour, thickness)
+    _draw_loops(out, loops, loop_colour, thickness, under=coverage)
     return out, coverage
 
 
@@ -372,9 +372,11 @@ def _window(low, high, size):
     return (wx1, wy1, wx2, wy2), (x1, y1, x2, y2), (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
 
 
-def _draw_loops(out: np.ndarray, loops, colour, thickness: int) -> None:
+def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarray | None = None) -> None:
     """Ear loops, anti-aliased, drawn in place on a canvas that holds them whole and then kept where
-    the image is: OpenCV clips a line at the image's edge, which shaded its last column otherwise."""
+    the image is: OpenCV clips a line at the image's edge, which shaded its last column otherwise.
+    Where `under` (the mask's coverage) holds, the mask stays on top: a loop leaves from the mask's
+    edge, it is not drawn across the fabric."""
     if not len(loops):
         return
     ends = np.round(np.array([p for loop in loops for p in loop], dtype=np.float64) * 16).astype(np.int64)
@@ -388,7 +390,11 @@ def _draw_loops(out: np.ndarray, loops, colour, thickness: int) -> None:
     origin = np.array([x1, y1], np.int64) * 16
     for a, b in zip(ends[0::2] - origin, ends[1::2] - origin):
         cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), colour, thickness, cv2.LINE_AA, shift=4)
-    out[cy1:cy2, cx1:cx2] = canvas[inner]
+    drawn = canvas[inner]
+    if under is not None:
+        covered = under[cy1:cy2, cx1:cx2]
+        drawn[covered] = out[cy1:cy2, cx1:cx2][covered]
+    out[cy1:cy2, cx1:cx2] = drawn
 
 
 def _cylinder(ctx: RenderContext, light_side: float) -> np.ndarray:
@@ -414,14 +420,22 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
         return []
     frame = FaceFrame.from_landmarks(lm)
     local_outline = frame.to_local(outline)
+    local = frame.to_local(lm)
     loops = []
-    for ear, sign in ((16, 1), (0, -1)):
-        # from the mask's upper corner on that side to the ear (jaw end, raised to eye level)
-        idx = np.argmax(sign * local_outline[:, 0] - 0.3 * local_outline[:, 1])
-        ear_pt = frame.to_local(lm[ear]) + np.array([0.02 * sign * frame.width, -0.05 * frame.height])
-        loops.append((outline[idx], frame.to_image(ear_pt)))
-        low = np.argmax(sign * local_outline[:, 0] + 0.6 * local_outline[:, 1])
-        loops.append((outline[low], frame.to_image(ear_pt + np.array([0, 0.25 * frame.height]))))
+    for top, side, lobe, sign in ((16, 15, 14, 1), (0, 1, 2, -1)):
+        # the ear sits just outside the jaw's upper end: its root at the jaw's top point (row 0 / 16, at
+        # about the eyes' height), its lobe beside row 1 / 15 at the height of row 2 / 14. The upper loop
+        # runs from the mask's upper corner to the root, the lower one from the lower corner up to the
+        # lobe; the mask's own edge hides where they leave it (`_draw_loops`). (A root raised above the
+        # eyes and a lobe point above the lower corner's reach drew a stick in front of the ear and a
+        # loop across the fabric.)
+        out_by = np.array([0.04 * sign * frame.width, 0.0])
+        root = local[top] + out_by
+        lobe_pt = np.array([local[side][0], local[lobe][1]]) + out_by
+        upper = np.argmax(sign * local_outline[:, 0] - 0.3 * local_outline[:, 1])
+        lower = np.argmax(sign * local_outline[:, 0] + 0.6 * local_outline[:, 1])
+        loops.append((outline[upper], frame.to_image(root)))
+        loops.append((outline[lower], frame.to_image(lobe_pt)))
     return loops
 
 
@@ -531,8 +545,11 @@ class SurgicalMask(MaskStyle):
             frac = t - np.floor(t)
             inside = (v > 0.25) & (v < 0.85)
             shade = shade * np.where(inside, 0.93 + 0.10 * frac, 1.0)
-            fold = inside & (frac > 0.9)
-            shade = shade * np.where(fold, 0.80, 1.0)
+            # the fold line's edge spread over about a pixel: a hard cut stepped in 1-px stairs on a
+            # tilted face and broke into dashes on a small one
+            edge = np.float32(max(0.6 * ctx.face_height / k, 1.0))  # a pleat's height in pixels
+            fold = np.clip((frac - 0.9) * edge + 0.5, 0, 1) * inside
+            shade = shade * (1.0 - 0.20 * fold)
             shade = shade * np.where(v < 0.07, 1.05, 1.0)  # nose wire channel
             shade = shade * _fabric_noise(ctx, 0.015)
             return np.clip(base[None, None, :] * shade[..., None], 0, 1)

@@ -347,3 +347,25 @@ def test_the_contact_shadow_falls_towards_the_chin_whichever_way_up_the_face_is(
     (above, below), (above_turned, below_turned) = counts
     assert below > 2 * above and below_turned > 2 * above_turned, counts
     assert abs(above_turned - above) <= 0.1 * above + 20, counts
+
+
+@pytest.mark.parametrize("style", [SurgicalMask(), ClothMask(), RespiratorMask()], ids=lambda s: s.name)
+def test_ear_loops_leave_the_masks_edge_and_reach_the_ear_not_the_fabric_or_the_temple(shared_faces_68, style):
+    """A review saw each loop drawn across the fabric (an "N" on each side) and the upper one end above
+    the ear: loops now show only outside the mask, and end at the ear's root, level with the jaw's
+    upper end (rows 0 / 16), just outside the face."""
+    from maskgen.masks import FRONTAL, FaceFrame
+
+    _, image, _, lms = shared_faces_68[3]
+    landmarks = np.asarray(lms[0], float)
+    params = style.sample(mask_rng(0, "k", 0))
+    with_loops, coverage = style.render(image, landmarks, {**params, "ear_loops": True}, FRONTAL)
+    without, _ = style.render(image, landmarks, {**params, "ear_loops": False}, FRONTAL)
+    drawn = np.abs(with_loops.astype(int) - without.astype(int)).max(axis=2) > 10
+    assert drawn.sum() > 20 and not (drawn & coverage).any()
+    frame = FaceFrame.from_landmarks(landmarks)
+    ys, xs = np.nonzero(drawn)
+    local = frame.to_local(np.stack([xs, ys], 1).astype(float))
+    top = frame.to_local(landmarks[[0, 16]])[:, 1].min()
+    assert local[:, 1].min() >= top - 0.03 * frame.height  # not up the temple
+    assert np.abs(local[:, 0]).max() <= np.abs(frame.to_local(landmarks[[0, 16]])[:, 0]).max() + 0.08 * frame.width
