@@ -390,11 +390,10 @@ def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarra
     origin = np.array([x1, y1], np.int64) * 16
     for a, b in zip(ends[0::2] - origin, ends[1::2] - origin):
         cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), colour, thickness, cv2.LINE_AA, shift=4)
-    drawn = canvas[inner]
-    if under is not None:
-        covered = under[cy1:cy2, cx1:cx2]
-        drawn[covered] = out[cy1:cy2, cx1:cx2][covered]
-    out[cy1:cy2, cx1:cx2] = drawn
+    if under is None:
+        out[cy1:cy2, cx1:cx2] = canvas[inner]
+    else:  # (copyto with `where`: a boolean index over the face's window cost 4 ms a face)
+        np.copyto(out[cy1:cy2, cx1:cx2], canvas[inner], where=~under[cy1:cy2, cx1:cx2, None])
 
 
 def _cylinder(ctx: RenderContext, light_side: float) -> np.ndarray:
