@@ -59,11 +59,11 @@ def manifest_labels(input_uri: str, encoding: str | None = None) -> dict:
 
 
 def complete_names(names, keys) -> dict:
-    """{name: key} for each of `names` that has no extension and is the stem of exactly one image key
+    """{name: key} for each of `names` without an image extension that is the stem of exactly one image key
     in the same folder of `keys` (`chenglong/0_0_chenglong_0042` -> `chenglong/0_0_chenglong_0042.jpg`,
     one row of the seed's `AFDB_gallery_no_mask.csv`). A name two images share stays as it is (and is
     then not in the dataset)."""
-    wanted = {n for n in names if not PurePosixPath(n).suffix}
+    wanted = {n for n in names if not is_image_name(n)}  # (a stem may hold a dot: j.smith_0001)
     if not wanted:
         return {}
     found: dict = {}
@@ -258,14 +258,35 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             with protocol_file(uri, "--lists", input_uri) as path:
                 id_lists.append(read_seed_list(path))
     repeated_pairs, early_notes = 0, []
+    # the dataset's keys first: a protocol's names are checked (a pair of an image with itself, a pair
+    # given twice, an image in both lists) as the dataset's keys they name
+    labels = manifest_labels(input_uri, manifest_encoding) if is_manifest(str(input_uri)) else None
+    keys = dataset_keys(input_uri, labels)
+    # (a manifest's paths are images whatever their names; a folder's are its image files)
+    if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
+        raise ValueError(f"{redact(input_uri)} holds no images (nothing was embedded)")
     if protocol is not None:
         protocol.a, protocol.b = ([dataset_key(k, images) for k in side] for side in (protocol.a, protocol.b))
+    id_lists = [[dataset_key(k, images) for k in listed] for listed in id_lists] if id_lists is not None else None
+    named = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
+        (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
+    # a name given without its extension (the seed's lists have one) is the image of that name, as the
+    # seed's scripts match names by what precedes the extension
+    completed = complete_names(named - keys, keys)
+    if completed:
+        if protocol is not None:
+            protocol.a, protocol.b = ([completed.get(k, k) for k in side] for side in (protocol.a, protocol.b))
+        if id_lists is not None:
+            id_lists = [[completed.get(k, k) for k in listed] for listed in id_lists]
+        first = sorted(completed)[0]
+        early_notes.append(f"{len(completed)} image(s) the protocol names without an extension were taken as the "
+                           f"dataset's image of that name, e.g. {first!r} as {completed[first]!r}")
+    if protocol is not None:
         given = len(protocol)
         protocol = protocol.distinct(redact(pairs))
         repeated_pairs = given - len(protocol)  # said in the report too, not only on stderr
-    id_lists = [[dataset_key(k, images) for k in listed] for listed in id_lists] if id_lists is not None else None
-    for path, keys in zip(lists or (), id_lists or ()):
-        if not keys:
+    for path, listed in zip(lists or (), id_lists or ()):
+        if not listed:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
     if id_lists is not None:
         both = sorted(set(id_lists[0]) & set(id_lists[1]))
@@ -280,25 +301,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
         (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
     # a manifest says which images are masked in its `masked` column; without one, the file names do
-    labels = manifest_labels(input_uri, manifest_encoding) if is_manifest(str(input_uri)) else None
     marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
-    keys = dataset_keys(input_uri, labels)
-    # (a manifest's paths are images whatever their names; a folder's are its image files)
-    if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
-        raise ValueError(f"{redact(input_uri)} holds no images (nothing was embedded)")
-    # a name given without its extension (the seed's lists have one) is the image of that name, as the
-    # seed's scripts match names by what precedes the extension
-    completed = complete_names(needed - keys, keys)
-    if completed:
-        if protocol is not None:
-            protocol.a, protocol.b = ([completed.get(k, k) for k in side] for side in (protocol.a, protocol.b))
-        if id_lists is not None:
-            id_lists = [[completed.get(k, k) for k in listed] for listed in id_lists]
-        needed = {completed.get(k, k) for k in needed}
-        first = sorted(completed)[0]
-        early_notes.append(f"{len(completed)} image(s) the protocol names without an extension were taken as the "
-                           f"dataset's image of that name, e.g. {first!r} as {completed[first]!r}")
     absent = sorted(needed - keys)
     if absent and missing == "skip":
         refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))

@@ -108,8 +108,10 @@ def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
-    if max_pixels is not None and (isinstance(max_pixels, bool) or not isinstance(max_pixels, (int, float, np.number))
-                                   or not np.isfinite(max_pixels) or max_pixels <= 0):
+    if max_pixels is not None and (isinstance(max_pixels, (bool, np.bool_))
+                                   or not isinstance(max_pixels, (int, float, np.number))
+                                   or (isinstance(max_pixels, (float, np.floating)) and not np.isfinite(max_pixels))
+                                   or max_pixels <= 0):  # (isfinite of an int past 2**64 raised TypeError)
         raise ValueError(f"max_pixels is a positive number of pixels or None, got {max_pixels!r}")  # nan: no limit
     with _open(data, max_pixels=max_pixels) as im:
         try:

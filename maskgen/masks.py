@@ -547,7 +547,10 @@ class SurgicalMask(MaskStyle):
             # the fold line's edge spread over about a pixel: a hard cut stepped in 1-px stairs on a
             # tilted face and broke into dashes on a small one
             edge = np.float32(max(0.6 * ctx.face_height / k, 1.0))  # a pleat's height in pixels
-            fold = np.clip((frac - 0.9) * edge + 0.5, 0, 1) * inside
+            # signed distance to the fold band frac in [0.9, 1) (it ends where the next pleat begins, at
+            # the wrap to 0), in pixels: both of its edges ramp over one pixel
+            into = np.where(frac >= 0.9, np.minimum(frac - 0.9, 1.0 - frac), -np.minimum(0.9 - frac, frac))
+            fold = np.clip(into * edge + 0.5, 0, 1) * inside
             shade = shade * (1.0 - 0.20 * fold)
             shade = shade * np.where(v < 0.07, 1.05, 1.0)  # nose wire channel
             shade = shade * _fabric_noise(ctx, 0.015)

@@ -359,6 +359,14 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     pairs.write_text("./p/a.jpg,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # one image, spelt two ways
     assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet"]) == 2
     assert f"{pairs}: pair 1 pairs 'p/a.jpg' with itself" in capsys.readouterr().err
+    pairs.write_text("p/a,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # spelt without its extension: checked as completed
+    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet"]) == 2
+    assert f"{pairs}: pair 1 pairs 'p/a.jpg' with itself" in capsys.readouterr().err
+    from jobs.evaluate import complete_names
+
+    assert complete_names({"p/j.smith_0001", "p/a", "p/twin", "p/a.jpg"},
+                          {"p/j.smith_0001.jpg", "p/a.jpg", "p/twin.jpg", "p/twin.png", "p/a.txt"}) == \
+        {"p/j.smith_0001": "p/j.smith_0001.jpg", "p/a": "p/a.jpg"}  # a dotted stem too; twins stay unmatched
     pairs.write_text("p/a.jpg,p/gone.jpg,1\np/a.jpg,q/c.jpg,0\n")
     assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--missing", "skip",
                  "--quiet"]) == 2
