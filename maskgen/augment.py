@@ -24,7 +24,7 @@ from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
-from maskgen.masks import STYLE_NAMES, MaskStyle, as_grey, check_seed, is_grey, mask_rng, style_from_name
+from maskgen.masks import STYLE_NAMES, MaskStyle, check_seed, in_photo_tone, mask_rng, photo_tint, style_from_name
 from maskgen.record import FaceRecord, as_recorded
 
 OUTPUTS = ("image", "crops", "both")
@@ -202,8 +202,10 @@ class Augmenter:
             ))
             if masked:
                 crop_points.append(align_pts)
-        if crop_points and is_grey(image):  # a grey photo's masks are grey, its crops too
-            out = as_grey(out)
+        if crop_points:  # a monochrome photo's masks are in its tone (a grey photo's grey), its crops too
+            tint = photo_tint(image, [boxes[i] for i in sorted(chosen)])
+            if tint is not None:
+                out = in_photo_tone(image, out, tint)
         crops = []
         if opts.outputs in ("crops", "both"):
             crops = [align_face(out, pts, self.template) for pts in crop_points]

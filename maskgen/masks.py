@@ -28,19 +28,47 @@ from maskgen.facetype import FaceType
 FRONTAL = FaceType(False, False, 0.0, 0.0)
 
 # ------------------------------------------------------------------------------------------------
-# Grey photos
+# Monochrome photos: grey, or grey toned (sepia, a tinted black-and-white scan)
+
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as OpenCV's RGB2GRAY
 
 
-def is_grey(image: np.ndarray) -> bool:
-    """Whether an RGB image is grey: its three channels equal everywhere (a grey file decoded, or a
-    colour file of a grey photo)."""
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
+def photo_tint(image: np.ndarray, boxes=(), spread: float = 12.0) -> np.ndarray | None:
+    """The tint of a monochrome photo, as the RGB offset from its luma that its pixels share: zero for
+    a grey photo, a small colour for a toned one; None for a colour photo. Monochrome: 99.9 % of the
+    pixels (every second one, each way) and 99 % of those in the face `boxes` lie within `spread`
+    levels of the one tint, so JPEG's chroma noise on a black-and-white scan stays monochrome, and a
+    colour face in a grey room does not. A colour photo is told from every eighth pixel first (0.1 ms
+    for an LFW-size photo; the whole test took 1.5 ms)."""
+    def off_tint(pixels: np.ndarray, tint) -> np.ndarray:
+        pixels = pixels.reshape(-1, 3).astype(np.float32)
+        chroma = pixels - (pixels @ _LUMA)[:, None]
+        return chroma if tint is None else np.abs(chroma - tint).max(axis=1) > spread
+
+    coarse = off_tint(image[::8, ::8], None)
+    tint = np.median(coarse, axis=0)
+    # (the coarse look only turns away what is plainly colour: over 2 % of its pixels off the tint)
+    if (np.abs(coarse - tint).max(axis=1) > spread).mean() > 0.02 or off_tint(image[::2, ::2], tint).mean() > 0.001:
+        return None
+    h, w = image.shape[:2]
+    for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        face = image[max(0, int(y1)):min(h, int(np.ceil(y2))), max(0, int(x1)):min(w, int(np.ceil(x2)))]
+        if face.size and off_tint(face, tint).mean() > 0.01:
+            return None
+    return tint
 
 
-def as_grey(image: np.ndarray) -> np.ndarray:
-    """An RGB image's luma in all three channels: a mask drawn on a grey photo is seen as a grey
-    camera would see it, not in colour (the unmasked pixels, already grey, keep their values)."""
-    return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
+def in_photo_tone(image: np.ndarray, out: np.ndarray, tint: np.ndarray) -> np.ndarray:
+    """`out` (`image` with masks drawn) with every pixel the masks changed set to its luma plus the
+    photo's `tint` (`photo_tint`): a blue mask on a black-and-white photo is seen as its camera would
+    have seen it, grey, or in the photo's tone; the pixels the masks left keep their values."""
+    changed = np.any(out != image, axis=2)
+    if not changed.any():
+        return out
+    pixels = out[changed].astype(np.float32)
+    toned = out.copy()
+    toned[changed] = np.clip((pixels @ _LUMA)[:, None] + tint + 0.5, 0, 255).astype(np.uint8)
+    return toned
 
 
 # ------------------------------------------------------------------------------------------------

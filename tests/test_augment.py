@@ -181,8 +181,8 @@ def test_a_profile_given_by_its_code_is_masked_on_its_own_side(detector, predict
 
 def test_a_grey_photos_masks_and_crops_are_grey(detector, predictor, shared_data):
     """A blue mask drawn on a grey photo is drawn as a grey camera would have seen it: the masked
-    image and its crops stay grey (three equal channels), the mask still there. On the same photo in
-    colour the mask is blue."""
+    image and its crops stay grey (three equal channels), the mask still there. On a toned photo it
+    takes the photo's tone; on the same photo in colour the mask is blue."""
     from maskgen.masks import SurgicalMask
 
     colour = _crowd(shared_data)
@@ -198,3 +198,11 @@ def test_a_grey_photos_masks_and_crops_are_grey(detector, predictor, shared_data
     drawn = np.abs(on_colour.image.astype(int) - colour.astype(int)).max(axis=2) > 20
     blue_px = on_colour.image[drawn].astype(int)
     assert np.median(blue_px[:, 2] - blue_px[:, 0]) > 30  # blue over red where the masks are
+    # a toned black-and-white photo (warm, as sepia; a review saw a saturated mask on a near-grey
+    # photo): the masks take its tone, the pixels they leave keep theirs
+    toned = np.clip(grey.astype(int) + np.array([7, 1, -8]), 0, 255).astype(np.uint8)
+    on_toned = blue.augment(toned, "t.jpg")
+    drawn = np.abs(on_toned.image.astype(int) - toned.astype(int)).max(axis=2) > 20
+    assert drawn.sum() > 1000
+    toned_px = on_toned.image[drawn].astype(int)
+    assert abs(np.median(toned_px[:, 2] - toned_px[:, 0]) - (-15)) <= 2  # the photo's tone, not blue
