@@ -32,7 +32,7 @@ from jobs.inputs import folder_identity, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.settings import augment_settings, input_settings, settings_recorded
+from jobs.settings import augment_settings, settings_recorded
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
@@ -308,8 +308,8 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
                             manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     with Lease(output, "mfr mask") as lease, \
-            settings_recorded(output, "mfr mask", {**augment_settings(options),
-                                                   **input_settings(input_uri, manifest_encoding)}, MANIFEST_DIR):
+            settings_recorded(output, "mfr mask", augment_settings(options, input_uri, manifest_encoding),
+                              MANIFEST_DIR):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
@@ -344,8 +344,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
 
     output = open_store(output_uri)
     if options is not None:
-        check_settings(output, "mfr mask", {**augment_settings(options), **input_settings(input_uri, manifest_encoding)},
-                       record=False)
+        check_settings(output, "mfr mask", augment_settings(options, input_uri, manifest_encoding), record=False)
     tally = Tally()
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally, manifest_encoding=manifest_encoding,

@@ -313,9 +313,9 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
-    check_settings(output, "mfr embed", {**embed_settings(masked=masked, from_augment=from_augment, face=face,
-                                                         finder=finder, alignment=alignment, input_uri=input_uri),
-                                         **input_settings(input_uri, manifest_encoding)},
+    check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
+                                                       finder=finder, alignment=alignment, input_uri=input_uri,
+                                                       manifest_encoding=manifest_encoding),
                    made="embeddings", record=False,
                    follows=finder_follows(finder, finder_kind, crop_mode, second_look))
     tally = Tally()
@@ -373,13 +373,14 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
                          "gives its option too: put it under the table of the command that takes it)")
 
 
-def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str) -> dict:
+def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str,
+                   manifest_encoding: str | None = None) -> dict:
     """What decides every embedding of an output, whatever its model and mode (those are columns of
     each row, so several live side by side): recorded by the job that starts the output, and a rerun
     asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
     faces under one output. That includes the input's kind: a folder's rows and a manifest's are
     grouped apart, so the same images given the other way were not found done, and were embedded
-    and scored twice."""
+    and scored twice; and a manifest's encoding (`jobs.settings.input_settings`)."""
     import dataclasses
     import json
 
@@ -388,7 +389,7 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
                                   "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
-                                  **dataclasses.asdict(finder)},
+                                  **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding)},
                                  sort_keys=True, default=str))
 
 
@@ -446,9 +447,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     output = open_store(output_uri)
     model_id = model_identity(model, accept_licence)[0]
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
-    settings = {**embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder,
-                                 alignment=alignment, input_uri=input_uri),
-                **input_settings(input_uri, manifest_encoding)}
+    settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
+                              input_uri=input_uri, manifest_encoding=manifest_encoding)
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
                             manifest_encoding=manifest_encoding)

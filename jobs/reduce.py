@@ -375,7 +375,7 @@ class Gallery:
     images: set                   # the gallery images' keys: never probes
     similarities: tuple
     model_ids: tuple
-    counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.enrolment_attempts;
+    counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.tried_counts;
                                   # a fusion's: jobs.score.fused_enrolment)
     empty_ids: tuple = ()         # identity of each entry that failed to enrol (jobs.score.unenrolled_entries)
 
@@ -717,15 +717,13 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     only one they hold); `name`: the result's."""
     import ray
 
-    from jobs.score import check_max_pairs
-
-    check_max_pairs(max_pairs)
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import counted_result, no_probe_left, nothing_to_score, seed_fpir_pool
+    from jobs.score import check_max_pairs, counted_result, no_probe_left, nothing_to_score, seed_fpir_pool
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
     check_tasks_per_gpu(tasks_per_gpu)
+    check_max_pairs(max_pairs)
     ensure_ray()
     methods = methods or [None] * len(probe_uris)
     gallery = load_gallery(gallery_uris, gallery_per_identity, gallery_template, part_rows, shards_per_task, methods)

@@ -42,7 +42,7 @@ from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
-from jobs.settings import augment_settings, input_settings, settings_recorded
+from jobs.settings import augment_settings, settings_recorded
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
                        with_cuts)
 from jobs.storage import open_store
@@ -351,8 +351,7 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     out = open_store(output_uri)
     models, modes = run_methods(models, modes)
     options = AugmentOptions(style=style, seed=seed, face=face)
-    check_settings(out, "mfr run", {**augment_settings(options), **input_settings(dataset_uri, manifest_encoding)},
-                   record=False)
+    check_settings(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
     images, groups, lister, notes = run_listing(dataset_uri, out, targets, images_uri=images_uri,
@@ -407,8 +406,9 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     distributed reducer, on Ray); `local` always does, `ray` never. `dataset_uri` may be an input
     manifest (jobs/inputs.py: a path and an identity per row; each identity's first row is its
     gallery image) whose paths are relative to `images_uri` (default: the manifest's folder), a CSV
-    one read as `manifest_encoding` (default: UTF-8, else GBK). `retry_failed`: images an earlier run recorded as failed are done again, their old rows replaced
-    in the manifest and in every shard folder (`run_listing`)."""
+    one read as `manifest_encoding` (default: UTF-8, else GBK). `retry_failed`: images an earlier run
+    recorded as failed are done again, their old rows replaced in the manifest and in every shard
+    folder (`run_listing`)."""
     from recog.embed import Embedder
 
     models, modes = run_methods(models if models is not None else [model], modes)
@@ -439,8 +439,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
     with Lease(out, "mfr run") as lease, sub_leases(out, targets), \
-            settings_recorded(out, "mfr run", {**augment_settings(options),
-                                               **input_settings(dataset_uri, manifest_encoding)}, RUN_MANIFEST):
+            settings_recorded(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), RUN_MANIFEST):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),

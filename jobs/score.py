@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
-from maskgen.checks import is_whole
 from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
+from maskgen.checks import is_whole
 from recog import metrics as M
 from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
 
@@ -232,11 +232,6 @@ def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
 def tried_counts(tried) -> tuple[int, int]:
     """(faces, images without a face) among the images enrolment went through (`enrolment_tried`)."""
     return int(tried.face.sum()), int(tried.key[~tried.face].nunique())
-
-
-def enrolment_attempts(faces, failed, chosen: set, gallery_per_identity: int = 1) -> tuple[int, int]:
-    """`tried_counts` of `enrolment_tried`."""
-    return tried_counts(enrolment_tried(faces, failed, chosen, gallery_per_identity))
 
 
 def fused_enrolment(tried_per_model, faces_per_model) -> tuple[int, int]:

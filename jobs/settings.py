@@ -39,11 +39,14 @@ def input_settings(input_uri, manifest_encoding: str | None) -> dict:
     return {"manifest_encoding": label}
 
 
-def augment_settings(options) -> dict:
+def augment_settings(options, input_uri=None, manifest_encoding: str | None = None) -> dict:
     """The settings of `maskgen.augment.AugmentOptions` that decide what is written, as plain JSON
-    values (a style object by its name)."""
+    values (a style object by its name), and with `input_uri` how the input is read
+    (`input_settings`)."""
     settings = dataclasses.asdict(dataclasses.replace(options, style="seed"))  # a style object need not be one
     settings["style"] = getattr(options.style, "name", str(options.style))
+    if input_uri is not None:
+        settings.update(input_settings(input_uri, manifest_encoding))
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
@@ -65,6 +68,13 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
             changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
                              and not (k in RECORDED_SINCE and k not in recorded))
+            if changed == ["manifest_encoding"]:
+                was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
+                            (recorded["manifest_encoding"], settings["manifest_encoding"]))
+                raise SettingsChanged(f"{store.uri} was listed from the manifest read as {was} "
+                                      f"(--manifest-encoding); this run reads it as {now}. Its paths name the files, "
+                                      "so the rows of the first reading would stay beside this run's: write to "
+                                      "another output, or read it as before")
             if changed:
                 follows = follows or {}
                 derived = [k for k in changed if follows.get(k) in changed]
@@ -74,14 +84,6 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
                 if derived:  # no option of the user's sets them: they come with what was asked
                     now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
                             f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
-                if changed == ["manifest_encoding"]:
-                    was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
-                                 (recorded["manifest_encoding"], settings["manifest_encoding"]))
-                    raise SettingsChanged(f"{store.uri} was listed from the manifest read as {was} "
-                                          f"(--manifest-encoding); this run reads it as {now}. Its paths name the "
-                                          "files, so the rows "
-                                          "of the first reading would stay beside this run's: write to another "
-                                          "output, or read it as before")
                 if changed == ["input"]:  # the kind of input alone
                     raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
                                           f"{settings['input']}. The two are tracked apart, so the same images given "

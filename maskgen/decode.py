@@ -98,7 +98,8 @@ class SourceFormat:
     icc_profile: bytes | None = None
 
 
-GREY_MODES = ("1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # 16-bit, 32-bit and float grey
+GREY_MODES = ("1", "L", "LA", "La", *WIDE_GREY_MODES)
 
 
 def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -220,7 +221,7 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
     from PIL import Image
 
     mode = im.mode
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+    if mode in WIDE_GREY_MODES:
         arr = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = float(arr.max(initial=0))
         # the full scale the samples are written to: 16 bits, 8 bits stored wide, a float image in 0..1

@@ -8,9 +8,10 @@ Each style is a small seeded object, like an albumentations transform:
     out, coverage = style.render(image, landmarks68, params, face_type)
 
 `style(image, landmarks68, rng, face_type)` does both. `render` takes the face type again (default
-frontal and sharp): a profile's mask is drawn on its own side, a blurred face's softened. The same inputs and params always give the
-same bytes. `render` returns the image with the mask drawn and a boolean `coverage` map of where the
-mask is opaque (at least half), which the quality tests and later stages use.
+frontal and sharp): a profile's mask is drawn on its own side, a blurred face's softened. The same
+inputs and params always give the same bytes. `render` returns the image with the mask drawn and a
+boolean `coverage` map of where the mask is opaque (at least half), which the quality tests and
+later stages use.
 """
 
 from __future__ import annotations
@@ -40,20 +41,23 @@ def photo_tint(image: np.ndarray, boxes=(), spread: float = 12.0) -> np.ndarray 
     levels of the one tint, so JPEG's chroma noise on a black-and-white scan stays monochrome, and a
     colour face in a grey room does not. A colour photo is told from every eighth pixel first (0.1 ms
     for an LFW-size photo; the whole test took 1.5 ms)."""
-    def off_tint(pixels: np.ndarray, tint) -> np.ndarray:
+    def chroma(pixels: np.ndarray) -> np.ndarray:
         pixels = pixels.reshape(-1, 3).astype(np.float32)
-        chroma = pixels - (pixels @ _LUMA)[:, None]
-        return chroma if tint is None else np.abs(chroma - tint).max(axis=1) > spread
+        return pixels - (pixels @ _LUMA)[:, None]
 
-    coarse = off_tint(image[::8, ::8], None)
+    def off_tint(chromas: np.ndarray, tint: np.ndarray) -> float:
+        """The share of pixels (their `chroma`) further than `spread` from `tint`."""
+        return float((np.abs(chromas - tint).max(axis=1) > spread).mean())
+
+    coarse = chroma(image[::8, ::8])
     tint = np.median(coarse, axis=0)
     # (the coarse look only turns away what is plainly colour: over 2 % of its pixels off the tint)
-    if (np.abs(coarse - tint).max(axis=1) > spread).mean() > 0.02 or off_tint(image[::2, ::2], tint).mean() > 0.001:
+    if off_tint(coarse, tint) > 0.02 or off_tint(chroma(image[::2, ::2]), tint) > 0.001:
         return None
     h, w = image.shape[:2]
     for x1, y1, x2, y2 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
         face = image[max(0, int(y1)):min(h, int(np.ceil(y2))), max(0, int(x1)):min(w, int(np.ceil(x2)))]
-        if face.size and off_tint(face, tint).mean() > 0.01:
+        if face.size and off_tint(chroma(face), tint) > 0.01:
             return None
     return tint
 

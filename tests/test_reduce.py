@@ -244,7 +244,10 @@ def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_pa
     too). Now: each identity's images up to its chosen gallery image(s), in both reducers."""
     import pandas as pd
 
-    from jobs.score import enrolment_attempts, run_score
+    from jobs.score import enrolment_tried, run_score, tried_counts
+
+    def enrolment_attempts(faces, failed, chosen, gallery_per_identity):
+        return tried_counts(enrolment_tried(faces, failed, chosen, gallery_per_identity))
 
     emb, ids = faces(n_ids=3, per_id=5, seed=7)
     # id0's first image has no face on either side; id2's last image has none either
