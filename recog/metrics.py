@@ -29,8 +29,9 @@ Identification (probes against a gallery, `ids` name identities)
 - CMC rank-k (closed set): share of mated probes with rank <= k.
 - TPIR at FPIR f (open set): threshold = the k-th highest *top* score of the non-mated probes, with
   k = round(f * non-mated probes); a mated probe is identified when its rank is 1 and its mated score
-  is >= threshold. f < 1 / non-mated probes is refused, as is f above the share of non-mated probes
-  in which a face was found (failures to acquire, below).
+  is >= threshold. f < 1 / non-mated probes is refused, as is an f whose k is more than the non-mated
+  probes in which a face was found (failures to acquire, below): round(f * n) is the rule, so with 2
+  of 25 found, f = 0.1 (k = round(2.5) = 2) is measured, at an achieved FPIR of 0.08.
 - Templates: one gallery entry per identity, the mean of its L2-normalised embeddings, normalised.
 
 Failures to acquire (ISO/IEC 19795-1: every sample counts). A probe in which no face was found
@@ -596,9 +597,10 @@ def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
         raise ValueError("open-set rates need mated probes too")
     t = nonmated_tops[k - 1]
     if not np.isfinite(t):  # past the probes with a face: one without is never falsely identified
-        share = np.isfinite(nonmated_tops).mean()
-        raise ValueError(f"FPIR {fpir} is above the share of non-mated probes in which a face was found "
-                         f"({share:.3g}): the others are never falsely identified")
+        found = int(np.isfinite(nonmated_tops).sum())
+        raise ValueError(f"FPIR {fpir} needs the {k}-th highest top score of the {n} non-mated probes, and a "
+                         f"face was found in only {found} of them (share {found / n:.3g}): the others are never "
+                         "falsely identified")
     hits = (stats.rank[stats.mated] == 1) & (stats.mated_score[stats.mated] >= t)
     return TpirAtFpir(fpir, float(hits.mean()), float((nonmated_tops >= t).mean()), float(t), k)
 

@@ -204,9 +204,12 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
         lines.append("")
         facts = [(r.name, r.identification["probes"], r.identification["mated_probes"], r.identification["gallery"],
-                  r.identification.get("gallery_identities")) for r in ident]
-        # ranks count identities: say how many there are where entries are more
-        described = ["{} probes ({} with their identity in the gallery), {} gallery entries".format(*f[1:4])
+                  r.identification.get("gallery_identities"), r.identification.get("unenrolled_probes", 0))
+                 for r in ident]
+        # ranks count identities: say how many there are where entries are more; an identity that failed to
+        # enrol has no entry, so its probes (mated searches, never identified) are not "in the gallery"
+        described = [f"{f[1]} probes ({f[2] - f[5]} with their identity in the gallery"
+                     + (f", {f[5]} of an identity that failed to enrol" if f[5] else "") + f"), {f[3]} gallery entries"
                      + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "") for f in facts]
         lines.append(f"{described[0]}." if len(set(described)) == 1 else
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
@@ -217,8 +220,10 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"Rank-k reads n/a for k at or above the gallery's {n} identit{'y' if n == 1 else 'ies'}: "
                          "every mated probe ranks within them, so it measures nothing.")
         if all(r.identification["probes"] == r.identification["mated_probes"] for r in ident):
+            unenrolled = any(r.identification.get("unenrolled_probes", 0) for r in ident)
             lines.append("TPIR@FPIR reads n/a: it needs probes whose identity is not in the gallery (open-set "
-                         "searches), and every probe here has its identity in the gallery.")
+                         "searches), and every probe here has its identity in the gallery"
+                         + (" or is of an identity that failed to enrol (a mated search)." if unenrolled else "."))
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

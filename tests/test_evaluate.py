@@ -419,3 +419,9 @@ def test_a_listed_gallery_image_without_a_face_failed_to_enrol():
     # templates: c's has a face, b's failed; 4 probes x 3 templates
     assert (mean.verification["genuine"], mean.verification["impostor"]) == (4, 8)
     assert mean.identification["unenrolled_probes"] == 1 and mean.identification["mated_probes"] == 4
+    from recog.report import markdown_tables
+    # b's probe is a mated search, but b has no entry: the report does not count it "in the gallery"
+    md = markdown_tables([best])
+    assert "4 probes (3 with their identity in the gallery, 1 of an identity that failed to enrol), 2 gallery " \
+           "entries." in md
+    assert "every probe here has its identity in the gallery or is of an identity that failed to enrol" in md

@@ -299,8 +299,8 @@ def test_failures_to_acquire_count_as_rejected_and_never_identified():
     assert r.threshold == pytest.approx(0.7) and r.fpir == 0.5 and r.tpir == pytest.approx(1 / 3)
     # FPIR 1.0 wants d's top score, -inf: the threshold accepted everything and counted d as a false
     # identification (achieved FPIR 1.0); half the non-mated probes are all this data can reach
-    with pytest.raises(ValueError, match=r"FPIR 1.0 is above the share of non-mated probes in which a face was "
-                                         r"found \(0.5\)"):
+    with pytest.raises(ValueError, match=r"FPIR 1.0 needs the 2-th highest top score of the 2 non-mated probes, "
+                                         r"and a face was found in only 1 of them \(share 0.5\)"):
         M.tpir_at_fpir(stats, 1.0)
     matrix = M.unacquired_rejected(sim, acquired)
     np.testing.assert_allclose(matrix[1], [-0.9, -0.9], atol=1e-6)
@@ -313,6 +313,22 @@ def test_failures_to_acquire_count_as_rejected_and_never_identified():
         M.unacquired_rejected(sim, acquired[:2])
     with pytest.raises(ValueError, match="no probe was acquired"):
         M.identification_stats(sim, None, ids, ["a", "b"], acquired=np.zeros(5, bool))
+
+
+def test_tpir_is_measured_while_its_k_lies_among_the_probes_with_a_face():
+    # 25 non-mated probes, a face found in 2 (share 0.08): FPIR 0.1 takes k = round(2.5) = 2, the second
+    # found one's top score, and achieves 0.08, as it would with every face found; 0.14 (k = 4) cannot be read
+    tops = np.linspace(0.9, 0.1, 25)
+    sim = np.c_[np.r_[0.95, 0.5, tops], np.r_[0.0, 0.0, np.zeros(25)]].astype(np.float32)
+    ids = ["a", "a"] + [f"x{i}" for i in range(25)]
+    acquired = np.r_[True, True, True, True, np.zeros(23, bool)]
+    stats = M.identification_stats(sim, None, ids, ["a", "b"], acquired=acquired)
+    r = M.tpir_at_fpir(stats, 0.1)
+    assert (r.k, r.fpir, r.tpir) == (2, pytest.approx(0.08), pytest.approx(0.5))
+    assert r.threshold == pytest.approx(tops[1])
+    with pytest.raises(ValueError, match=r"needs the 4-th highest top score of the 25 non-mated probes, and a face "
+                                         r"was found in only 2 of them"):
+        M.tpir_at_fpir(stats, 0.14)
 
 
 def test_templates_are_normalised_means():
