@@ -142,7 +142,7 @@ def protocol_file(uri: str, option: str = "--pairs", dataset: str | None = None)
     """A protocol file (pairs, identification list) as a local path: an `s3://` one is copied to a
     temporary folder under its own name (its readers tell formats apart by name and content), and
     their errors name the URI, not the copy. A relative local path is looked for in the working
-    folder, then in the local `dataset` folder (datasets ship their protocols inside: c-RMFRD's
+    folder, then in the `dataset`'s folder or prefix (datasets ship their protocols inside: c-RMFRD's
     Protocol_verification/, LFW's pairs.txt); one found in neither is refused naming `option`."""
     from jobs.storage import LocalStore
 
@@ -156,6 +156,14 @@ def protocol_file(uri: str, option: str = "--pairs", dataset: str | None = None)
             inside = (inside if inside.is_dir() else inside.parent) / path
             looked.append(str(inside.absolute()))
             path = inside if inside.exists() else path
+        elif not path.exists() and not path.is_absolute() and dataset:  # a dataset on S3: under its prefix
+            folder = str(dataset).rstrip("/")
+            inside = f"{folder.rpartition('/')[0] if is_manifest(folder) else folder}/{path.as_posix()}"
+            looked.append(inside)
+            inside_store, inside_name = open_parent(inside)
+            if inside_store.exists(inside_name):
+                uri, store, name = inside, inside_store, inside_name
+    if isinstance(store, LocalStore):
         if not path.exists():
             raise ValueError(f"{option} {uri}: no such file (looked for {' and '.join(looked)})")
         if path.is_dir():

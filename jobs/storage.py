@@ -101,11 +101,13 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
             raise StorageError(f"{text}: no bucket")
-        prefix = parts.path.strip("/")
-        # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named
+        # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named; only
+        # the slash after the bucket and one closing slash (s3://b/p/, a folder's usual spelling) are not keys
+        prefix = parts.path.removeprefix("/").removesuffix("/")
         if prefix and any(segment in ("", ".") for segment in prefix.split("/")):
             raise StorageError(f"{redact(text)}: an empty or '.' segment in the prefix names another prefix on S3 "
-                               f"than s3://{parts.netloc}/{safe_key(prefix)}; give the prefix without it")
+                               f"than s3://{parts.netloc}/{'/'.join(p for p in prefix.split('/') if p not in ('', '.'))}; "
+                               "give the prefix without it")
         return S3Store(parts.netloc, prefix)
     if parts.scheme == "file":
         return LocalStore(Path(parts.path))
@@ -335,6 +337,12 @@ class S3Store:
             return fn(**kwargs)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
+            if (not code or code.isdigit()) and exc.operation_name != "HeadObject":
+                # an error without S3's error code (botocore then gives none, or the HTTP status): on S3
+                # only a HEAD, which has no body, answers so. A web page or proxy on a mistyped port does
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code or "?")
+                raise StorageError(f"{what}: the endpoint {_scrub(self.client.meta.endpoint_url)} answered HTTP "
+                                   f"{status} without an S3 error: is it an S3 endpoint (AWS_ENDPOINT_URL)?") from None
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise FileNotFoundError(f"{what}: no such object") from None
             if code in ("AccessDenied", "403") and what.startswith("reading "):
@@ -398,8 +406,8 @@ class S3Store:
                     continue
                 if exclude and (rel == exclude or rel.startswith(exclude + "/")):
                     continue
-                try:
-                    plain = safe_key(rel) == rel
+                try:  # a backslash is no separator on S3; jobs.inputs.not_read refuses it with its own reason
+                    plain = safe_key(rel.replace("\\", "_")) == rel.replace("\\", "_")
                 except UnsafeKeyError:
                     plain = False
                 name = rel.rsplit("/", 1)[-1]

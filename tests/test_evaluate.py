@@ -37,6 +37,27 @@ def test_pairs_files_are_read_by_their_shape(tmp_path):
         read_pairs_file(plain)
 
 
+def test_a_relative_protocol_is_looked_for_under_an_s3_dataset(bucket, tmp_path, monkeypatch):
+    """The README's c-RMFRD line (`--pairs Protocol_verification/...`) with the dataset on S3: it was
+    looked for in the working folder only."""
+    from jobs.evaluate import protocol_file
+    from jobs.storage import open_store
+
+    monkeypatch.chdir(tmp_path)
+    open_store(f"s3://{bucket}/ds").write("Protocol/pairs.csv", b"a,b,label\np/1.jpg,p/2.jpg,1\n")
+    for dataset in (f"s3://{bucket}/ds", f"s3://{bucket}/ds/", f"s3://{bucket}/ds/manifest.csv"):
+        with protocol_file("Protocol/pairs.csv", "--pairs", dataset) as path:
+            assert path.name == "pairs.csv" and path.read_bytes().startswith(b"a,b,label")
+    (tmp_path / "Protocol").mkdir()
+    (tmp_path / "Protocol" / "pairs.csv").write_bytes(b"local")  # the working folder comes first
+    with protocol_file("Protocol/pairs.csv", "--pairs", f"s3://{bucket}/ds") as path:
+        assert path.read_bytes() == b"local"
+    with pytest.raises(ValueError, match=rf"--lists Protocol/g.csv: no such file \(looked for {tmp_path}/Protocol/"
+                                         rf"g.csv and s3://{bucket}/ds/Protocol/g.csv\)"):
+        with protocol_file("Protocol/g.csv", "--lists", f"s3://{bucket}/ds"):
+            pass
+
+
 def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_runtime, shared_data, tmp_path,
                                                                            bucket, capsys):
     import csv

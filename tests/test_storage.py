@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -88,10 +89,56 @@ def test_credentials_in_uris_are_refused_without_repeating_them():
 
 def test_an_s3_prefix_with_an_empty_segment_is_refused_not_folded():
     """S3 keys are literal: `runs//1` was written as `runs/1`, beside what the user named."""
-    for uri in ("s3://b/runs//1", "s3://b/runs/./1"):
+    for uri in ("s3://b/runs//1", "s3://b/runs/./1", "s3://b//runs/1", "s3://b/runs/1//"):  # b//runs wrote runs/
         with pytest.raises(StorageError, match=r"names another prefix on S3 than s3://b/runs/1"):
             open_store(uri)
-    assert open_store("s3://b/runs/1/").uri == "s3://b/runs/1"
+    assert open_store("s3://b/runs/1/").uri == "s3://b/runs/1" and open_store("s3://b/").uri == "s3://b"
+
+
+def test_an_s3_key_with_a_backslash_is_refused_for_its_backslash(bucket):
+    """On S3 a backslash is a key's own character: the row said "empty or '.' segments", which it has not."""
+    from jobs.inputs import BACKSLASH_NAME, not_read
+
+    store = open_store(f"s3://{bucket}/bs")
+    store.client.put_object(Bucket=bucket, Key="bs/p1/back\\slash.jpg", Body=b"x")
+    store.client.put_object(Bucket=bucket, Key="bs/p1//two.jpg", Body=b"x")
+    kinds = dict(store.entries("p1"))
+    assert kinds == {"p1/back\\slash.jpg": "file", "p1//two.jpg": "unsafe_key"}
+    assert not_read("p1/back\\slash.jpg", kinds["p1/back\\slash.jpg"]) == ("unsafe_path", BACKSLASH_NAME)
+
+
+def test_an_endpoint_that_is_not_s3_is_named(monkeypatch):
+    """A web server on a mistyped port answers 404 pages: a listing read "no such object"."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class NotS3(BaseHTTPRequestHandler):
+        def do_GET(self):  # a web page's 404, no S3 XML
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Not Found</html>")
+
+        do_PUT = do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for name, value in (("AWS_ENDPOINT_URL", url), ("MFR_S3_ATTEMPTS", "1"), ("AWS_ACCESS_KEY_ID", "testing"),
+                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    try:
+        store = open_store("s3://b/p")
+        said = f"the endpoint {url} answered HTTP 404 without an S3 error: is it an S3 endpoint"
+        for call in (store.list, lambda: store.read("x.jpg"), lambda: store.write("x.jpg", b"x")):
+            with pytest.raises(StorageError, match=re.escape(said)):
+                call()
+        assert not store.exists("x.jpg")  # a HEAD has no body on S3 either: a missing object
+    finally:
+        server.shutdown()
 
 
 def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
