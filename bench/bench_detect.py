@@ -64,6 +64,18 @@ def time_reference(python, images, repeats):
     return {int(k): v for k, v in json.loads(proc.stdout.strip().splitlines()[-1]).items()}
 
 
+def check_reference(parser, python: str) -> None:
+    """Refuse, with its own error, a reference interpreter that cannot import the `mtcnn` package."""
+    try:
+        proc = subprocess.run([python, "-c", "import mtcnn, tensorflow"], capture_output=True, text=True, timeout=300)
+    except OSError as exc:
+        parser.error(f"--reference-python {python}: {exc.strerror or exc} (tools/mtcnn_reference.py sets one up)")
+    if proc.returncode != 0:
+        said = (proc.stderr.strip().splitlines() or ["(nothing)"])[-1]
+        parser.error(f"--reference-python {python} cannot import mtcnn and tensorflow: {said} "
+                     "(tools/mtcnn_reference.py sets one up)")
+
+
 def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -82,6 +94,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
     args = parser.parse_args()
 
+    if args.reference_python:  # checked first: a broken one failed after our timings, hiding its reason
+        check_reference(parser, args.reference_python)
     images = lfw_like_images(args.data, args.images, seed=0)
     ours, detector = time_ours(images, args.repeats)
     reference = time_reference(args.reference_python, images, args.repeats) if args.reference_python else {}

@@ -8,15 +8,18 @@ changes (bench/lfw_like.py), written as JPEG under --work (outside the repositor
 Every figure comes from a fresh Python process, so no run inherits another's warm caches or Ray
 state. Throughput is end to end: from the job's call to its last shard written, models loaded and
 actors started included (`ray.init` / `ray start` excluded: a cluster is started once, not per job).
-Peak memory is the largest sum of resident memory over the job's process, its children and every Ray
-process (sampled every 0.25 s).
+Peak memory is the largest sum of resident memory over the job's process and its children (an
+in-process Ray's processes are among them), plus the benchmark's own local cluster for `cluster`;
+other processes on the machine are not counted (sampled every 0.25 s).
 
 Configurations:
   single   the job's own worker class called in a loop in one process, no Ray (all cores to ONNX
            Runtime's threads), shards written as the job writes them
   ray      run_augment / run_embed on `ray.init()` in-process, the default autoscaling pool
   ray-1    the same with workers=1
-  cluster  the same jobs on a local cluster (`ray start --head`), the driver connected to it
+  cluster  the same jobs on a local cluster (`ray start --head`, ports and temp folder of its own:
+           jobs.local_cluster), the driver connected to it; stopped by its own processes, never
+           `ray stop`, which would end every Ray process on the machine
 """
 
 from __future__ import annotations
@@ -35,9 +38,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
-
-RAY_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "ray/dashboard", "ray/_private", "ray/autoscaler",
-                       "default_worker.py", "runtime_env/agent", "log_monitor")
 
 
 # ---------------------------------------------------------------- data
@@ -146,22 +146,12 @@ def child(args) -> None:
 
 # ---------------------------------------------------------------- the parent: runs, memory, table
 
-def ray_processes():
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["cmdline", "name"]):
-        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
-        if any(m in text for m in RAY_PROCESS_MARKERS):
-            found.append(proc)
-    return found
-
-
 class PeakMemory:
-    """Largest summed RSS of a process tree plus every Ray process, sampled on a thread."""
+    """Largest summed RSS of a process tree plus the `cluster`'s processes (a RayNodes), sampled on
+    a thread."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
-        self.pid, self.interval, self.peak, self._stop = pid, interval, 0, threading.Event()
+    def __init__(self, pid: int, cluster=None, interval: float = 0.25):
+        self.pid, self.cluster, self.interval, self.peak, self._stop = pid, cluster, interval, 0, threading.Event()
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
 
@@ -175,7 +165,8 @@ class PeakMemory:
                 procs = {p.pid: p for p in [root, *root.children(recursive=True)]}
             except psutil.NoSuchProcess:
                 pass
-            procs.update({p.pid: p for p in ray_processes()})
+            if self.cluster is not None:
+                procs.update({p.pid: p for p in self.cluster.processes()})
             total = 0
             for proc in procs.values():
                 try:
@@ -191,14 +182,16 @@ class PeakMemory:
         return self.peak
 
 
-def measure(job: str, config: str, images: Path, work: Path, batch: int) -> dict:
+def measure(job: str, config: str, images: Path, work: Path, batch: int, cluster=None) -> dict:
     output = work / "out" / f"{job}-{config}-{images.name}"
     shutil.rmtree(output, ignore_errors=True)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+    if cluster is not None:
+        env["RAY_ADDRESS"] = cluster.address
     cmd = [sys.executable, __file__, "--child", "--job", job, "--config", config, "--images-dir", str(images),
            "--output", str(output), "--batch", str(batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    memory = PeakMemory(proc.pid)
+    memory = PeakMemory(proc.pid, cluster)
     out, err = proc.communicate()
     peak = memory.stop()
     lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
@@ -215,14 +208,15 @@ def measure(job: str, config: str, images: Path, work: Path, batch: int) -> dict
     return result
 
 
-def local_cluster(start: bool) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    if start:
-        subprocess.run([ray_cli, "start", "--head", f"--num-cpus={os.cpu_count()}", "--include-dashboard=false",
-                        "--disable-usage-stats"], check=True, env=env, capture_output=True)
-    else:
-        subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
+def local_cluster():
+    """A one-node cluster of this machine's CPUs under a temp folder of its own (`ray start --head`)."""
+    import secrets
+
+    from jobs.local_cluster import RayNodes
+
+    nodes = RayNodes(Path("/tmp") / f"mfr-bench-ray-{secrets.token_hex(3)}")  # short: Ray's socket paths
+    nodes.start_head(num_cpus=os.cpu_count(), dashboard=False)  # as before: the job prints its own progress
+    return nodes
 
 
 def main() -> None:
@@ -250,24 +244,22 @@ def main() -> None:
     configs = args.configs.split(",")
     memory_counts = [int(n) for n in args.memory.split(",") if n]
     print(f"{os.cpu_count()} CPUs; {args.images} images for throughput; memory at {memory_counts}", flush=True)
-    local_cluster(False)
     results = []
     try:
         images = make_dataset(args.data, args.work / f"lfw-{args.images}", args.images)
         for job in jobs:
             for config in configs:
-                if config == "cluster":
-                    local_cluster(True)
+                cluster = local_cluster() if config == "cluster" else None
                 try:
-                    results.append(measure(job, config, images, args.work, args.batch))
+                    results.append(measure(job, config, images, args.work, args.batch, cluster))
                 finally:
-                    if config == "cluster":
-                        local_cluster(False)
+                    if cluster is not None:
+                        cluster.stop()
+                        shutil.rmtree(cluster.temp_dir, ignore_errors=True)
         for count in memory_counts:
             images = make_dataset(args.data, args.work / f"lfw-{count}", count)
             results.append(measure("augment", "ray", images, args.work, args.batch))
     finally:
-        local_cluster(False)
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
     report(results, args.images, memory_counts)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -58,6 +59,10 @@ def make_data(work: Path, probes: int, gallery: int, dim: int) -> None:
     marker = work / f"data-{probes}-{gallery}-{dim}.done"
     if marker.exists():
         return
+    for old in ("gallery", "probes"):  # another size's shards: a smaller run read the larger's leftovers
+        shutil.rmtree(work / old, ignore_errors=True)
+    for old in work.glob("data-*.done"):
+        old.unlink()
     rng = np.random.default_rng(0)
     g = rng.standard_normal((gallery, dim), dtype=np.float32)
     g /= np.linalg.norm(g, axis=1, keepdims=True)
@@ -98,15 +103,18 @@ def own_peak_kib() -> int:
 
 
 def worker_peak_kib() -> int:
-    """Largest VmHWM of this user's Ray worker processes (they outlive their tasks)."""
+    """Largest VmHWM of this process's Ray worker processes (children of its in-process Ray's raylet;
+    they outlive their tasks). Other Ray processes on the machine are not this run's."""
+    import psutil
+
     best = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
+    for proc in psutil.Process().children(recursive=True):
         try:
-            text = status.read_text()
-            cmd = (status.parent / "cmdline").read_bytes()
-        except OSError:
+            cmd = " ".join(proc.cmdline())
+            text = Path(f"/proc/{proc.pid}/status").read_text()
+        except (psutil.Error, OSError):
             continue
-        if b"default_worker.py" in cmd or b"ray::" in cmd:
+        if "default_worker.py" in cmd or "ray::" in cmd:
             for line in text.splitlines():
                 if line.startswith("VmHWM:"):
                     best = max(best, int(line.split()[1]))

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from jobs.local_cluster import RayNodes, free_port  # noqa: F401  (tests import free_port from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("MFR_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -109,12 +111,6 @@ def photo_folder(root: Path, photos, broken: bool = False) -> Path:
     return root
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on loopback for the whole session; AWS settings point at it."""
@@ -174,84 +170,6 @@ def ray_runtime(s3_endpoint):
     ray.data.range(1).count()
     yield ray
     ray.shutdown()
-
-
-class RayNodes:
-    """A Ray cluster of real nodes on this machine, started the way a cloud cluster is: `ray start
-    --head` then `ray start --address` per worker node, each with ports of its own and one temp
-    folder for the cluster. `stop()` ends exactly the processes these nodes started (never `ray
-    stop`, which would end every Ray process on the machine)."""
-
-    def __init__(self, temp_dir: Path):
-        self.temp_dir = temp_dir
-        self.port, self.dashboard = free_port(), free_port()
-        self.env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-        self.ray = str(Path(sys.executable).with_name("ray"))
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard}"
-
-    def _start(self, args: list[str], env: dict | None = None) -> None:
-        named = [free_port() for _ in range(6)]
-        taken = set(named) | {self.port, self.dashboard}
-        low = free_port()
-        while any(low <= p <= low + 40 for p in taken):  # Ray refuses a worker range over another port
-            low = free_port()
-        ports = ["--node-manager-port", str(named[0]), "--object-manager-port", str(named[1]),
-                 "--dashboard-agent-listen-port", str(named[2]), "--dashboard-agent-grpc-port", str(named[3]),
-                 "--metrics-export-port", str(named[4]), "--runtime-env-agent-port", str(named[5]),
-                 "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
-        done = subprocess.run([self.ray, "start", *args, *ports, "--disable-usage-stats"], env=env or self.env,
-                              capture_output=True, text=True, timeout=180)
-        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-
-    def start_head(self, num_cpus: int = 0) -> None:
-        self._start(["--head", f"--num-cpus={num_cpus}", "--num-gpus=0", f"--port={self.port}",
-                     f"--dashboard-port={self.dashboard}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-                     f"--ray-client-server-port={free_port()}", f"--temp-dir={self.temp_dir}"])
-
-    def add_worker(self, num_cpus: int, num_gpus: int = 0) -> None:
-        """A worker node, started as cluster.yaml starts them (idle task workers kept beside the pool)."""
-        from jobs.pool import worker_soft_limit
-
-        self._start([f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}"],
-                    env={**self.env, "RAY_num_workers_soft_limit": str(worker_soft_limit(num_cpus))})
-
-    def node_ids(self) -> dict:
-        """{node id: (CPUs, GPUs)} of the live nodes, asked of the cluster's dashboard (over HTTP, as
-        `ray list nodes` asks it: no driver joins the cluster for this)."""
-        from ray.util.state import list_nodes
-
-        return {n.node_id: (n.resources_total.get("CPU", 0), n.resources_total.get("GPU", 0))
-                for n in list_nodes(address=self.dashboard_url, detail=True, timeout=60) if n.state == "ALIVE"}
-
-    def stop(self) -> None:
-        import psutil
-
-        mine = str(self.temp_dir)
-        roots = [p for p in psutil.process_iter(["cmdline"]) if mine in " ".join(p.info["cmdline"] or [])]
-        procs = set(roots)
-        for p in roots:
-            try:
-                procs.update(p.children(recursive=True))
-            except psutil.Error:
-                pass
-        for p in procs:
-            try:
-                p.terminate()
-            except psutil.Error:
-                pass
-        _, alive = psutil.wait_procs(list(procs), timeout=2)  # a throwaway cluster: no grace beyond this
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
 
 
 @pytest.fixture

