@@ -123,6 +123,7 @@ class EmbedWorker:
     def process(self, item: dict) -> list[FaceRecord]:
         """The face records of one input row, each with its embedding when it has one."""
         from maskgen.decode import DecodeError, decode_image
+        from maskgen.record import as_recorded
 
         base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
@@ -149,6 +150,9 @@ class EmbedWorker:
                                            lm68, sources=[f.source for f in faces]).image
         aligned = self.embedder.alignment_of(
             points, lm68, self.alignment, lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
+        # the crop is aligned with the points as the row records them, so that aligned5 remakes it exactly
+        # (the unrounded points moved some 430 pixels of a crop by a level: embeddings 1e-3 apart)
+        aligned = [(as_recorded(pts), how) for pts, how in aligned]
         vectors = self.embedder.embed_crops(self.embedder.align(image, [p for p, _ in aligned]))
         # face_index: the face's place among the detections (best score first), so a row can be traced;
         # aligned5 and alignment: the points its crop was aligned with, and how they were chosen

@@ -31,7 +31,7 @@ import functools
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -111,10 +111,11 @@ def plan_targets(models: list[str], modes: list[str], infos: dict, first: str | 
     for m in models:
         model_id, dim, similarity = infos[m]
         for mode in modes:
-            base = "embeddings" if (m, mode) == (first, "plain") else f"embeddings/{m}/{mode}"
+            base = "embeddings" if (m, mode) == (first, "plain") else f"embeddings/{model_folder(m)}/{mode}"
             # probes change only when the mode changes how every face is embedded (flip, upper face)
             probe_mode = "plain" if mode in ("plain", "masked-gallery") else mode
-            probe_base = base if probe_mode != "plain" else ("embeddings" if m == first else f"embeddings/{m}/plain")
+            probe_base = base if probe_mode != "plain" else (
+                "embeddings" if m == first else f"embeddings/{model_folder(m)}/plain")
             gallery_crop = "masked" if mode_from_name(mode).masked_gallery else "unmasked"
             g = Target(f"{base}/unmasked", m, mode, True, gallery_crop, model_id, dim, similarity)
             p = Target(f"{probe_base}/masked", m, probe_mode, False, "masked", model_id, dim, similarity)
@@ -332,7 +333,23 @@ def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[st
     modes = [mode_from_name(m).name for m in modes]
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
+    folders = {}
+    for m in models:
+        other = folders.setdefault(model_folder(m), m)
+        if other != m:
+            raise ValueError(f"models {other} and {m} would share the shard folder embeddings/{model_folder(m)}/: "
+                             "give model files of different names")
     return models, modes
+
+
+def model_folder(model) -> str:
+    """A model's folder under `embeddings/`: a built-in's name, a file's name however its path is
+    spelled (`./m.onnx`, `/data/m.onnx`: one folder; the path itself made keys such as
+    `embeddings//data/m.onnx/...`, and `../m.onnx` was refused as leaving the output)."""
+    from recog import zoo
+
+    text = str(model)
+    return text if text in zoo.BUILTINS else PurePosixPath(text.replace("\\", "/")).name
 
 
 def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,

@@ -358,7 +358,10 @@ def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
     held = sorted(held)
     if len(held) == 1:
         return held[0]
-    listed = ", ".join(f"{m.split('@')[0]} {mode}" for m, mode in held)
+    short = [f"{m.split('@')[0]} {mode}" for m, mode in held]
+    # one name with two model_ids: a rerun after the spec or weights changed embedded again beside the
+    # old rows; only the full model_id tells them apart, so the list shows it
+    listed = ", ".join(f"{m} {mode}" if short.count(text) > 1 else text for (m, mode), text in zip(held, short))
     if not held:
         raise ValueError(f"{redact(uri)} holds no embedding rows")
     if not name:
@@ -371,7 +374,7 @@ def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
         chosen = [c for c in chosen if c[1] == "plain"] or chosen
     if len(chosen) != 1:
         raise ValueError(f"{redact(uri)} holds no single model and mode named {name!r} ({listed}): name one as "
-                         "MODEL or 'MODEL MODE'")
+                         "MODEL or 'MODEL MODE' (MODEL: a name, or a model_id as listed)")
     return chosen[0]
 
 

@@ -44,11 +44,13 @@ def prelu_as_depthwise(x: str, a: np.ndarray, ax: str, rb: str, y: str, fresh, c
     return nodes
 
 
-def rewrite_prelus(model) -> int:
+def rewrite_prelus(model, external_data: str | None = None) -> int:
     """Replace (in place) every PRelu of `model` whose slope is a per-channel constant of a feature
     map (an initializer of shape (C, 1, 1) or (1, C, 1, 1)) by `prelu_as_depthwise`; other PRelus
     (a dense layer's, shared slopes) stay. Returns how many were replaced. The rewritten nodes keep
-    the PRelu's input and output names, so the rest of the graph is untouched."""
+    the PRelu's input and output names, so the rest of the graph is untouched. `external_data`: the
+    folder a slope kept in an external weight file is read from (the model file's own; onnx would
+    look in the working folder)."""
     from onnx import numpy_helper
 
     graph = model.graph
@@ -73,7 +75,7 @@ def rewrite_prelus(model) -> int:
     nodes, replaced, dropped = [], 0, set()
     for node in graph.node:
         slope = inits.get(node.input[1]) if node.op_type == "PRelu" and len(node.input) == 2 else None
-        a = numpy_helper.to_array(slope) if slope is not None else None
+        a = numpy_helper.to_array(slope, base_dir=external_data or "") if slope is not None else None
         if a is not None and a.ndim == 4 and a.shape[0] == 1:  # (1, C, 1, 1): the same slopes
             a = a[0]
         if a is None or a.ndim != 3 or a.shape[1:] != (1, 1) or a.dtype != np.float32:

@@ -33,16 +33,16 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
     if isinstance(spec, str) and not spec.endswith(".json"):
         return ModelSpec.preset(spec, name=model_path.stem), f"the preset {spec!r}"
     if spec is not None:
-        return ModelSpec.from_json(Path(spec)), str(spec)
+        return ModelSpec.from_json(Path(spec), model_path.stem), str(spec)
     for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
         if sidecar.is_file():
-            return ModelSpec.from_json(sidecar), str(sidecar)
+            return ModelSpec.from_json(sidecar, model_path.stem), str(sidecar)
     if embedded is None:
         raise ValueError(
             f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
             f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
         )
-    return ModelSpec.from_embedded(embedded), "the file's metadata"
+    return ModelSpec.from_embedded(embedded, model_path.stem), "the file's metadata"
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
@@ -79,7 +79,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     if not known:
         model = _load_onnx(path, data)
         embedded = embedded_spec_text(model)
-        rewritten, replaced = _rewrite_prelus(model)
+        rewritten, replaced = _rewrite_prelus(model, path.parent)
         if replaced:
             cached_bytes_file(graph_path, lambda: rewritten)
         record = {"sha256": sha256, "replaced": replaced, "spec": embedded}
@@ -87,13 +87,16 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
-    runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data))[0])
+    runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
 
 
 def _first_line(exc: BaseException) -> str:
+    """ONNX Runtime's message, shortened: its first lines, and its end, which often says what would work
+    ("Current official support for domain ai.onnx is till opset 28" was cut off)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return " ".join(lines[:3])[:400] if lines else type(exc).__name__
+    text = " ".join(lines[:3]) if lines else type(exc).__name__
+    return text if len(text) <= 600 else f"{text[:300]} ... {text[-280:]}"
 
 
 def read_onnx(path: Path):
@@ -114,9 +117,10 @@ def _load_onnx(path: Path, data: bytes):
     return model
 
 
-def _rewrite_prelus(onnx_model) -> tuple[bytes | None, int]:
+def _rewrite_prelus(onnx_model, folder: Path) -> tuple[bytes | None, int]:
     """The model with its PReLUs as blocked convolutions, serialised, and how many were rewritten
-    (None and 0 when there are none it can rewrite)."""
+    (None and 0 when there are none it can rewrite); `folder`: the model file's, where its external
+    weight files are."""
     import onnx
 
     from maskgen.blocked_ops import rewrite_prelus
@@ -125,7 +129,7 @@ def _rewrite_prelus(onnx_model) -> tuple[bytes | None, int]:
         return None, 0
     model = onnx.ModelProto()
     model.CopyFrom(onnx_model)
-    replaced = rewrite_prelus(model)
+    replaced = rewrite_prelus(model, str(folder))
     return (model.SerializeToString(), replaced) if replaced else (None, 0)
 
 
@@ -181,9 +185,10 @@ class Embedder:
             raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
         declared = list(next(i for i in inputs if i.name == self.input_name).shape)
         self._check_input_shape(declared)
-        # a model exported with a fixed batch (often 1) takes that many crops per call, never more
-        fixed = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
-        self.batch_size = min(batch_size, fixed) if fixed else batch_size
+        # a model exported with a fixed batch (often 1) takes exactly that many crops per call: a
+        # shorter last batch is padded (and its padding's vectors dropped)
+        self.fixed_batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
+        self.batch_size = self.fixed_batch or batch_size
         self._mean = np.asarray(self.spec.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(self.spec.std, np.float32)
 
@@ -247,8 +252,13 @@ class Embedder:
         return np.ascontiguousarray(x, dtype=np.float32)
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
-        out = [self.session.run([self.output_name], {self.input_name: self.preprocess(crops[i:i + self.batch_size])})[0]
-               for i in range(0, len(crops), self.batch_size)]
+        out = []
+        for i in range(0, len(crops), self.batch_size):
+            batch = crops[i:i + self.batch_size]
+            n = len(batch)
+            if self.fixed_batch and n < self.fixed_batch:
+                batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - n, axis=0)])
+            out.append(self.session.run([self.output_name], {self.input_name: self.preprocess(batch)})[0][:n])
         return np.concatenate(out).reshape(len(crops), -1).astype(np.float32)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:

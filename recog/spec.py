@@ -66,7 +66,10 @@ class ModelSpec:
 
     def __post_init__(self):
         # a spec is often read from a sidecar JSON written by hand: "no" was a true `normalize`, 112.5
-        # a size, NaN a std
+        # a size, NaN a std, 5 or "" a name
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError(f"a model spec's name is a non-empty text (it names the model in shards and "
+                             f"reports), got {self.name!r}")
         if len(tuple(self.input_size)) != 2 or not all(is_whole(v) for v in self.input_size):
             raise ValueError(f"{self.name}: input_size is (width, height) in whole pixels, got {self.input_size}")
         w, h = self.input_size
@@ -120,9 +123,15 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
+    def from_dict(cls, data: dict, name: str | None = None) -> "ModelSpec":
+        """The spec of a dict of its fields (a JSON object), or of `{"preset": ..., overrides}`. `name`:
+        the name a preset's spec takes when it gives none (the model file's stem, as
+        `Embedder(spec="arcface-112")` names it; the preset's own name told two such models apart in
+        no report)."""
         data = dict(data)
         if "preset" in data:
+            if name is not None:
+                data.setdefault("name", name)
             return cls.preset(data.pop("preset"), **data)
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
@@ -130,18 +139,26 @@ class ModelSpec:
             raise ValueError(f"unknown model spec fields {sorted(unknown)}; known: {sorted(known)}")
         if "name" not in data:
             raise ValueError("a model spec needs a name")
-        for key in ("input_size", "mean", "std"):
-            if key in data:
+        for key, what in (("input_size", "[width, height] in pixels"), ("mean", "a list of 3 numbers, one per channel"),
+                          ("std", "a list of 3 numbers, one per channel")):
+            if key in data:  # a bare number or null said "'float' object is not iterable"
+                if not isinstance(data[key], (list, tuple)):
+                    raise ValueError(f"{key} is {what}, got {data[key]!r}")
                 data[key] = tuple(_pixels(v) if key == "input_size" else _number(v) for v in data[key])
         if data.get("template") is not None:
-            data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
+            try:
+                data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
+            except (TypeError, ValueError):
+                raise ValueError(f"template is 5 [x, y] points in input_size pixels, got {data['template']!r}") \
+                    from None
         else:
             data.pop("template", None)  # ArcFace's, at the input size
         return cls(**data)
 
     @classmethod
-    def from_json(cls, path: Path) -> "ModelSpec":
-        """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked)."""
+    def from_json(cls, path: Path, name: str | None = None) -> "ModelSpec":
+        """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked).
+        `name`: see `from_dict`."""
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
@@ -149,7 +166,7 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a model spec is a JSON object of fields, got {type(data).__name__}")
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(data, name)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {exc}") from None
 
@@ -159,9 +176,9 @@ class ModelSpec:
         return None if text is None else cls.from_embedded(text)
 
     @classmethod
-    def from_embedded(cls, text: str) -> "ModelSpec":
-        """The spec from the JSON text an ONNX file carries under `METADATA_KEY`."""
-        return cls.from_dict(json.loads(text))
+    def from_embedded(cls, text: str, name: str | None = None) -> "ModelSpec":
+        """The spec from the JSON text an ONNX file carries under `METADATA_KEY`; `name`: see `from_dict`."""
+        return cls.from_dict(json.loads(text), name)
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)

@@ -14,6 +14,7 @@ from conftest import ROOT
 from maskgen.boxes import iou_matrix
 from maskgen.detect import Face
 from maskgen.finder import FaceFinder, FinderOptions, select_faces
+from recog.embed import Embedder
 
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_face_policy import centred_crop  # noqa: E402
@@ -60,12 +61,16 @@ def test_the_default_embeds_the_centred_subject_not_the_larger_bystander(bystand
     shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == len(bystander_crops) and set(shards.status) == {"ok"}
     hits = 0
+    embedder = Embedder("sface", device="cpu")
     for row in shards.itertuples():
         crop, subject = bystander_crops[int(row.key.split("/")[-1][:3])]
         hits += iou_matrix(np.array([row.box]), np.array([subject]))[0, 0] >= 0.5
         assert len(row.landmarks5) == 10 and row.source == "mtcnn" and row.alignment == "five-point"
         np.testing.assert_allclose(row.aligned5, row.landmarks5, atol=0.01)  # aligned with the detected points
         assert row.score > 0.5
+        # the recorded points make the embedded crop again (the unrounded ones were used: 1e-3 apart)
+        again = embedder.embed_crops(embedder.align(crop, [np.reshape(row.aligned5, (5, 2))]))[0]
+        assert np.abs(again - row.embedding).max() < 1e-5
     assert hits == right
 
 

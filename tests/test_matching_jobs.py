@@ -198,3 +198,29 @@ def test_a_run_of_one_mode_other_than_plain_is_named_with_its_mode():
         ["sface", "dlib-resnet"]
     assert names(["sface"], ["flip"]) == ["sface flip"]
     assert names(["sface"], ["plain", "upper-face"]) == ["sface plain", "sface upper-face"]
+
+
+def test_a_model_file_gets_one_folder_however_its_path_is_spelled():
+    """A path as `--models` made keys such as `embeddings//data/m.onnx/plain`, `../m.onnx` was refused
+    as leaving the output, and `./m.onnx` in a rerun embedded everything again in another folder."""
+    from jobs.run import plan_targets, run_methods
+
+    infos = {m: ("m@sha256:1+spec:2", 16, "cosine") for m in ("/data/m.onnx", "./m.onnx", "../m.onnx")}
+    infos["sface"] = ("sface@sha256:3", 128, "cosine")
+    folders = {m: sorted(t.folder for t in plan_targets(["sface", m], ["plain"], infos)[0]) for m in infos if m != "sface"}
+    assert set(map(tuple, folders.values())) == {("embeddings/m.onnx/plain/masked", "embeddings/m.onnx/plain/unmasked",
+                                                  "embeddings/masked", "embeddings/unmasked")}
+    with pytest.raises(ValueError, match=r"models a/m.onnx and b/m.onnx would share the shard folder "
+                                         r"embeddings/m.onnx/: give model files of different names"):
+        run_methods(["a/m.onnx", "b/m.onnx"], ["plain"])
+
+
+def test_score_lists_rows_of_one_name_by_their_model_id():
+    """A rerun after a sidecar edit embeds again beside the old rows; both were listed as 'mine plain'."""
+    from jobs.score import choose_method
+
+    held = {("mine@sha256:aa+spec:01", "plain"), ("mine@sha256:aa+spec:02", "plain"), ("sface@sha256:bb", "plain")}
+    with pytest.raises(ValueError, match=r"\(mine@sha256:aa\+spec:01 plain, mine@sha256:aa\+spec:02 plain, "
+                                         r"sface plain\)"):
+        choose_method(held, "mine", "out/emb")
+    assert choose_method(held, "mine@sha256:aa+spec:02", "out/emb") == ("mine@sha256:aa+spec:02", "plain")

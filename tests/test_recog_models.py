@@ -242,6 +242,52 @@ def test_user_models_of_a_fixed_batch_another_size_or_outside_weights_embed_ever
                                _pooled(crops, w), atol=1e-5)
 
 
+def test_a_fixed_batch_of_four_is_given_four_faces_a_call(tmp_path, face_chips):
+    """The README says a batch axis may be fixed: one of 4 was refused ("Got: 1 Expected: 4"), and 5
+    faces failed on their last call."""
+    fixed = tmp_path / "fixed4.onnx"
+    _, w = _tiny_model(fixed, out_dim=512, batch=4)
+    embedder = Embedder(fixed, spec="arcface-112", device="cpu").check()
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:3]])
+    crops = np.concatenate([crops, crops[:2]])  # 5: a call of 4, then one of 1 padded to 4
+    assert embedder.batch_size == 4
+    np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+
+
+def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monkeypatch, face_chips):
+    """Its PReLU slopes were read from the working folder on the first load on a machine (a traceback);
+    a run from the model's own folder hid it by caching the rewritten graph."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.normal(size=(6, 3, 1, 1)).astype(np.float32), "conv_w"),
+             numpy_helper.from_array(rng.uniform(-0.5, 0.5, (6, 1, 1)).astype(np.float32), "slope"),
+             numpy_helper.from_array(rng.normal(size=(6, 16)).astype(np.float32), "dense_w")]
+    nodes = [helper.make_node("Conv", ["input", "conv_w"], ["c"]), helper.make_node("PRelu", ["c", "slope"], ["p"]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "dense_w"], ["out"])]
+    graph = helper.make_graph(nodes, "prelu", [helper.make_tensor_value_info("input", TensorProto.FLOAT,
+                                                                             ["N", 3, 112, 112])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (tmp_path / "inline").mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    onnx.save(model, str(tmp_path / "inline" / "m.onnx"))
+    onnx.save(model, str(tmp_path / "outside" / "m.onnx"), save_as_external_data=True, location="m.weights",
+              size_threshold=0)
+    monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache-a"))
+    spec = ModelSpec.preset("arcface-112", name="m", embedding_size=16)
+    inline = Embedder(tmp_path / "inline" / "m.onnx", spec=spec, device="cpu")
+    crops = np.concatenate([inline.align(img, [pts]) for img, pts in face_chips[:3]])
+    monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache-b"))  # a machine that has not seen it
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    outside = Embedder(tmp_path / "outside" / "m.onnx", spec=spec, device="cpu")
+    assert outside.blocked_prelus == inline.blocked_prelus == 1
+    np.testing.assert_allclose(outside.embed_crops(crops), inline.embed_crops(crops), atol=1e-6)
+
+
 def test_user_models_that_cannot_work_are_refused_with_the_reason(tmp_path):
     """Before: a NaN model passed `check` and its NaN rows were written as `ok` until scoring failed;
     a model of another input size than its spec, and an empty file, gave ONNX Runtime's tracebacks."""
@@ -314,6 +360,12 @@ def test_spec_validation():
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
     assert ModelSpec.from_dict({"name": "x", "input_size": [112.0, 96]}).input_size == (112, 96)
+    # each refusal names its field (a bare number said "'float' object is not iterable")
+    for field, value, what in (("mean", 127.5, "mean is a list of 3 numbers"), ("input_size", None, "input_size is"),
+                               ("template", [[1, 2], [3, 4], [5, 6], [7, 8], ["a", 1]], "template is 5"),
+                               ("name", 5, "name is a non-empty text"), ("name", " ", "name is a non-empty text")):
+        with pytest.raises(ValueError, match=what):
+            ModelSpec.from_dict({"name": "x", field: value})
 
 
 def test_a_spec_file_that_is_refused_is_named(tmp_path):
@@ -329,6 +381,11 @@ def test_a_spec_file_that_is_refused_is_named(tmp_path):
             ModelSpec.from_json(sidecar)
     sidecar.write_text('{"preset": "arcface-112", "name": "r50", "embedding_size": 256}')
     assert ModelSpec.from_json(sidecar) == ModelSpec.preset("arcface-112", name="r50", embedding_size=256)
+    # a preset without a name is named after the model, as spec="arcface-112" names it
+    model = tmp_path / "w600k_r50.onnx"
+    _tiny_model(model, out_dim=8)
+    (tmp_path / "w600k_r50.json").write_text('{"preset": "arcface-112", "embedding_size": 8}')
+    assert Embedder(model, device="cpu").spec.name == "w600k_r50" == Embedder(model, spec="arcface-112").spec.name
 
 
 def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misread(face_chips):
