@@ -39,8 +39,9 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
             return ModelSpec.from_json(sidecar, model_path.stem), str(sidecar)
     if embedded is None:
         raise ValueError(
-            f"{model_path} carries no model spec: pass one (e.g. spec='arcface-112' for insightface-style "
-            f"models), or put a JSON spec beside it as {model_path.with_suffix('.json').name}"
+            f"{model_path} carries no model spec: put a JSON spec beside it as "
+            f"{model_path.with_suffix('.json').name} (for an insightface-style model: "
+            '{"preset": "arcface-112"}), or in Python pass one (spec="arcface-112")'
         )
     return ModelSpec.from_embedded(embedded, model_path.stem), "the file's metadata"
 

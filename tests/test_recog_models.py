@@ -320,7 +320,9 @@ def test_spec_from_sidecar_and_metadata_and_flip(tmp_path, face_chips):
     path = tmp_path / "model.onnx"
     model, w = _tiny_model(path, out_dim=4)
     spec = ModelSpec.preset("arcface-112", name="tiny", embedding_size=4, channel_order="BGR")
-    with pytest.raises(ValueError, match="carries no model spec"):
+    # the command line has no spec argument: the message says what a sidecar holds
+    with pytest.raises(ValueError, match=r'carries no model spec: put a JSON spec beside it as model.json \(for an '
+                                         r'insightface-style model: \{"preset": "arcface-112"\}\)'):
         Embedder(path)
     (tmp_path / "model.json").write_text(json.dumps(spec.to_dict()))
     from_sidecar = Embedder(path)
