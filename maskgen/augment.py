@@ -133,6 +133,9 @@ class Augmenter:
     def augment_batch(self, images: list[np.ndarray], keys: list[str]) -> list[AugmentResult]:
         if len(images) != len(keys):
             raise ValueError("one key per image is needed")
+        for key in keys:  # the masks' seed and the records' source_key: a Path seeded as its text, then
+            if not isinstance(key, str) or not key:  # failed in records_table; None seeded as "None"
+                raise ValueError(f"an image's key is its name as text (e.g. 'person/1.jpg'), got {key!r}")
         for image in images:  # before the tiny-image shortcut, which took a 10x10 float image for RGB
             check_rgb(image)
         # an image smaller than the smallest face that is masked cannot give a masked face: no detector

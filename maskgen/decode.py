@@ -46,6 +46,8 @@ def check_rgb(image, what: str = "image", batch: bool = False) -> np.ndarray:
     if image.ndim != ndim or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected {what} as RGB uint8 of shape {shape}, got {image.dtype} {image.shape} "
                          "(maskgen.decode.decode_image gives RGB uint8 from any image file)")
+    if 0 in image.shape[-3:-1]:  # OpenCV failed on it inside a drawing call
+        raise ValueError(f"{what} has no pixels: shape {image.shape}")
     return image
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
-from maskgen.facetype import FaceType
+from maskgen.facetype import FaceType, given_type
 
 FRONTAL = FaceType(False, False, 0.0, 0.0)
 
@@ -101,6 +101,30 @@ def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([check_seed(run_seed), *words, int(face_index)]))
 
 
+def face_landmarks(landmarks68) -> np.ndarray:
+    """A face's 68 landmarks as (68, 2) float64, refused (ValueError) unless they are 68 finite
+    points: a NaN or infinite one painted a band to the image's corner in 30 s (seed) or nothing at
+    all (realistic styles), and either way the face was counted masked."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    if lm.size != 136:
+        raise ValueError(f"a mask is drawn from a face's 68 landmarks, (68, 2) (maskgen.landmarks."
+                         f"LandmarkPredictor); got shape {lm.shape}"
+                         + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
+    lm = lm.reshape(68, 2)
+    bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
+    if bad.size:
+        raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: no mask can be drawn from them")
+    return lm
+
+
+def face_and_type(landmarks68, face_type: FaceType) -> tuple[np.ndarray, FaceType]:
+    """(`face_landmarks`, the face type with its yaw estimated from them when it has none: a type made
+    from its seed code, `FaceType.from_code("1_0")`, has a NaN yaw, which put a profile's mask on the
+    side it is not turned to)."""
+    lm = face_landmarks(landmarks68)
+    return lm, given_type(face_type, lm)
+
+
 # ------------------------------------------------------------------------------------------------
 # The seed's geometry (exact)
 
@@ -151,8 +175,9 @@ def draw_seed_mask(image: np.ndarray, landmarks68: np.ndarray, face_type: FaceTy
     """The seed's mask: a filled polygon over landmark rows 1..15, 28 (frontal) or 7..15, 28, 29, 30
     (profile), then outline smoothing if the face is blurred. Returns (image, coverage)."""
     check_rgb(image)
+    lm, face_type = face_and_type(landmarks68, face_type)
     rows = seed_polygon_rows(face_type, mirror_profiles)
-    pts = np.round(np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)[list(rows)]).astype(np.int32)
+    pts = np.round(lm[list(rows)]).astype(np.int32)
     out = np.ascontiguousarray(image.copy())
     cv2.fillPoly(out, [pts], colour)
     coverage = np.zeros(image.shape[:2], np.uint8)
@@ -228,7 +253,7 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
     nose), `n95` (dome), `kn95` (pointed at bridge and chin). Profile faces: the far side follows the
     nose line and passes in front of the mouth.
     """
-    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    lm, face_type = face_and_type(landmarks68, face_type)
     frame = FaceFrame.from_landmarks(lm)
     w, h = frame.width, frame.height
     local = frame.to_local(lm)
@@ -329,7 +354,7 @@ class RenderContext:
 
 def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, texture_fn, params: dict,
             face_type: FaceType, loops: list[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
-    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    lm = face_landmarks(landmarks68)
     frame = FaceFrame.from_landmarks(lm)
     h_img, w_img = image.shape[:2]
     pad = int(np.ceil(0.1 * frame.width)) + 3
@@ -493,6 +518,7 @@ class MaskStyle:
 
     def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
         check_rgb(image)  # before a random choice is drawn
+        _, face_type = face_and_type(landmarks68, face_type)
         params = self.sample(rng, face_type)
         out, coverage = self.render(image, landmarks68, params, face_type)
         return out, coverage, params
@@ -548,7 +574,7 @@ SURGICAL_COLOURS = {"light_blue": (150, 196, 226), "blue": (112, 170, 214), "lig
 
 
 class SurgicalMask(MaskStyle):
-    """Pleated disposable mask: three horizontal pleats, bound edges, nose wire, ear loops."""
+    """Pleated disposable mask: two or three horizontal pleats, bound edges, nose wire, ear loops."""
 
     name = "surgical"
 
@@ -563,7 +589,7 @@ class SurgicalMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
-        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        lm, face_type = face_and_type(landmarks68, face_type)
         outline = mask_outline(lm, "surgical", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
 
@@ -625,7 +651,7 @@ class ClothMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
-        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        lm, face_type = face_and_type(landmarks68, face_type)
         outline = mask_outline(lm, "cloth", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
         second = np.array(params["pattern_colour"], np.float32) / 255.0
@@ -685,7 +711,7 @@ class RespiratorMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
-        lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+        lm, face_type = face_and_type(landmarks68, face_type)
         kind = params["style"]
         outline = mask_outline(lm, kind, face_type)
         base = np.array(params["colour"], np.float32) / 255.0
