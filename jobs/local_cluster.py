@@ -39,7 +39,11 @@ class RayNodes:
 
     def _start(self, args: list[str], env: dict | None = None) -> None:
         named = [free_port() for _ in range(6)]
-        taken = set(named) | {self.port, self.dashboard}
+        # every port named, the caller's too (the head's client server): one inside the worker range
+        # made Ray refuse to start ("worker_ports is trying to use a port number ... used by other
+        # components")
+        given = {int(a.rpartition("=")[2]) for a in args if a.startswith("--") and "-port=" in a}
+        taken = set(named) | {self.port, self.dashboard} | given
         low = free_port()
         while any(low <= p <= low + 40 for p in taken):  # Ray refuses a worker range over another port
             low = free_port()
@@ -81,7 +85,16 @@ class RayNodes:
         import psutil
 
         mine = str(self.temp_dir)
-        roots = [p for p in psutil.process_iter(["cmdline"]) if mine in " ".join(p.info["cmdline"] or [])]
+        # the head's Ray client server names only the cluster's address, not its folder (it lived on
+        # for a minute after stop, parented to init)
+        client = f":{self.port}"
+
+        def ours(cmdline: list) -> bool:
+            text = " ".join(cmdline or [])
+            return mine in text or ("ray.util.client.server" in text and any(
+                a.startswith("--address=") and a.endswith(client) for a in cmdline))
+
+        roots = [p for p in psutil.process_iter(["cmdline"]) if ours(p.info["cmdline"])]
         procs = set(roots)
         for p in roots:
             try:

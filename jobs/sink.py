@@ -317,15 +317,22 @@ _BOARD: dict = {}  # the Ray session's id -> the ProgressBoard actor this proces
 
 def start_progress() -> JobProgress:
     """A job's progress counts, on the one `ProgressBoard` actor of this process and Ray session
-    (started on first use; no CPU, so it fits on a head that has none)."""
+    (started on first use; no CPU, so it fits on a head that has none). It lives on the driver's own
+    node: on a worker node that died it came back empty, and a job that had written every output
+    stopped with "no images under ... (nothing was written)"; the driver's node takes the job with it
+    anyway."""
     import uuid
 
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    session = ray.get_runtime_context().get_job_id()
+    context = ray.get_runtime_context()
+    session = context.get_job_id()
     if session not in _BOARD:
         _BOARD.clear()  # a board of an earlier Ray session ended with it
-        _BOARD[session] = ray.remote(num_cpus=0, max_restarts=-1)(ProgressBoard).remote()
+        here = NodeAffinitySchedulingStrategy(node_id=context.get_node_id(), soft=False)
+        _BOARD[session] = ray.remote(num_cpus=0, max_restarts=-1)(ProgressBoard).options(
+            scheduling_strategy=here).remote()
     return JobProgress(_BOARD[session], uuid.uuid4().hex)
 
 

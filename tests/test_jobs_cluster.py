@@ -87,6 +87,13 @@ def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nod
     assert set(manifest.node) <= set(nodes) - set(head)
     assert set(gallery.node) == set(probes.node) == set(gpu_node)
     assert len(gallery) == 3 and len(probes) == 6
+    # the job's progress counts live on the driver's node (the head, under `ray job submit`): on a
+    # worker node that died they came back empty, and a finished job said "nothing was written"
+    from ray.util.state import list_actors
+
+    boards = list_actors(address=ray_nodes.dashboard_url, filters=[("class_name", "=", "ProgressBoard")],
+                         detail=True, timeout=60)
+    assert boards and {b.node_id for b in boards} == set(head), boards
     # the reducer's scoring tasks asked for a GPU too, so they ran on that node; its onnxruntime has no
     # CUDA, which the report says rather than hiding it
     scored_by = json.loads(open_store(output).read("report/report.json"))["scored_by"]["sface"]
