@@ -538,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
 
     try:
+        refuse_output_lost_with_the_job(args)
         # what every worker needs, refused here, before any output is made: the model cache, and the
         # cluster RAY_ADDRESS names (a job on the local pool needs none)
         job = args.command in ("mask", "embed", "evaluate", "run", "demo") and not getattr(args, "dry_run", False)
@@ -563,6 +564,20 @@ def main(argv: list[str] | None = None) -> int:
             raise  # our own bug: the traceback is what a developer needs
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
         return 2
+
+
+def refuse_output_lost_with_the_job(args) -> None:
+    """Under `ray job submit` (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR for the job's driver) the command
+    runs in Ray's copy of the working folder, which Ray deletes after the job: a relative output was
+    written there, the job said it succeeded, and the output was gone. A relative input may well be in
+    that copy (a dataset uploaded with the working folder), so only outputs are refused."""
+    output = getattr(args, "output", None)
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or not isinstance(output, str) or not output:
+        return
+    if "://" not in output and not os.path.isabs(os.path.expanduser(output)):
+        raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
+                         f"working folder ({os.getcwd()}), which Ray deletes after the job; give an absolute path "
+                         "(expanded by your shell: \"$PWD/out\") or an s3:// URI")
 
 
 def _on_off(value: str | None) -> bool | None:

@@ -432,3 +432,23 @@ def test_the_python_api_checks_its_arguments_before_any_work(tmp_path):
             Embedder("sface", **kwargs)
     assert run_methods("sface", "flip") == (["sface"], ["flip"])
     assert run_methods(["sface"], ("plain", "flip")) == (["sface"], ["plain", "flip"])
+
+
+def test_a_relative_output_under_ray_job_submit_is_refused(tmp_path, monkeypatch, capsys):
+    """A submitted job runs in Ray's copy of the working folder, deleted after the job: a relative output
+    was written there and lost while the job said it succeeded."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a submitted job's driver
+    for command in (["mask", str(tmp_path), "out/masked"], ["run", str(tmp_path), "out/run", "--dry-run"],
+                    ["score", str(tmp_path / "p"), str(tmp_path / "g"), "report"]):
+        assert main(command) == 2
+        said = capsys.readouterr().err
+        assert f"a relative output under `ray job submit` is written inside Ray's copy of the working folder " \
+               f"({tmp_path}), which Ray deletes after the job" in said, said
+    assert not (tmp_path / "out").exists()
+    # an absolute output goes on to the usual checks (here: an empty input), as it does outside a job
+    assert main(["mask", str(tmp_path), str(tmp_path / "out"), "--dry-run"]) == 2
+    assert "ray job submit" not in capsys.readouterr().err
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    assert main(["mask", str(tmp_path), "out/masked", "--dry-run"]) == 2  # outside a job a relative path is fine
+    assert "ray job submit" not in capsys.readouterr().err
