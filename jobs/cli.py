@@ -571,9 +571,10 @@ def refuse_output_lost_with_the_job(args) -> None:
     runs in Ray's copy of the working folder, which Ray deletes after the job: a relative output was
     written there, the job said it succeeded, and the output was gone. A relative input may well be in
     that copy (a dataset uploaded with the working folder), so only outputs are refused."""
-    output = getattr(args, "output", None)
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or not isinstance(output, str) or not output:
+    output = getattr(args, "output", None) or (getattr(args, "out", None) if args.command == "demo" else None)
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or not isinstance(output, (str, Path)) or not str(output):
         return
+    output = str(output)
     if "://" not in output and not os.path.isabs(os.path.expanduser(output)):
         raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
                          f"working folder ({os.getcwd()}), which Ray deletes after the job; give an absolute path "

@@ -94,28 +94,48 @@ def run_targets(out, models: list[str], modes: list[str], infos: dict) -> tuple[
     if shards:
         held = set(read_parquet_bytes(out.read(shards[0]), columns=["model_id"]).column("model_id").to_pylist())
         first = next((m for m in models if infos[m][0] in held), "")
-    return plan_targets(models, modes, infos, first)
+    return plan_targets(models, modes, infos, first, model_folders(out, models))
+
+
+def model_folders(out, models: list[str]) -> dict[str, str]:
+    """Each model's folder under `embeddings/` in the output `out`: `model_folder`, or the folder an
+    earlier version named by the model's path as given (`models/m.onnx`), where `out` has it, so a
+    rerun counts those shards done rather than embedding everything again beside them."""
+    from jobs.storage import UnsafeKeyError, safe_key
+
+    folders = {}
+    for m in models:
+        folders[m] = model_folder(m)
+        try:
+            legacy = safe_key(f"embeddings/{m}").removeprefix("embeddings/")
+        except UnsafeKeyError:  # `../m.onnx` was refused, so no output has it
+            continue
+        if legacy != folders[m] and out.any_under(f"embeddings/{legacy}"):
+            folders[m] = legacy
+    return folders
 
 
 def crop_column(model: str, crop: str) -> str:
     return f"crop:{model}:{crop}"
 
 
-def plan_targets(models: list[str], modes: list[str], infos: dict, first: str | None = None) -> tuple[list[Target],
-                                                                                                     list[tuple]]:
+def plan_targets(models: list[str], modes: list[str], infos: dict, first: str | None = None,
+                 folders: dict | None = None) -> tuple[list[Target], list[tuple]]:
     """(shard folders, methods for the report as (name, probe folder, gallery folder)). The plain
     shards of `first` (default: the first model) go to `embeddings/{unmasked,masked}`, every other
-    model's and mode's to `embeddings/<model>/<mode>/`; `first=""`: no model's go there."""
+    model's and mode's to `embeddings/<folder>/<mode>/` (`folders`, default `model_folder`); `first=""`:
+    no model's go there."""
     first = models[0] if first is None else first
+    folders = {m: model_folder(m) for m in models} | (folders or {})
     targets, methods = {}, []
     for m in models:
         model_id, dim, similarity = infos[m]
         for mode in modes:
-            base = "embeddings" if (m, mode) == (first, "plain") else f"embeddings/{model_folder(m)}/{mode}"
+            base = "embeddings" if (m, mode) == (first, "plain") else f"embeddings/{folders[m]}/{mode}"
             # probes change only when the mode changes how every face is embedded (flip, upper face)
             probe_mode = "plain" if mode in ("plain", "masked-gallery") else mode
             probe_base = base if probe_mode != "plain" else (
-                "embeddings" if m == first else f"embeddings/{model_folder(m)}/plain")
+                "embeddings" if m == first else f"embeddings/{folders[m]}/plain")
             gallery_crop = "masked" if mode_from_name(mode).masked_gallery else "unmasked"
             g = Target(f"{base}/unmasked", m, mode, True, gallery_crop, model_id, dim, similarity)
             p = Target(f"{probe_base}/masked", m, probe_mode, False, "masked", model_id, dim, similarity)

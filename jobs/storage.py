@@ -103,8 +103,9 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
             raise StorageError(f"{text}: no bucket")
         # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named; only
         # the slash after the bucket and one closing slash (s3://b/p/, a folder's usual spelling) are not keys
-        prefix = parts.path.removeprefix("/").removesuffix("/")
-        if prefix and any(segment in ("", ".") for segment in prefix.split("/")):
+        given = parts.path.removeprefix("/")
+        prefix = given.removesuffix("/")
+        if given and any(segment in ("", ".") for segment in prefix.split("/")):  # s3://b// too
             raise StorageError(f"{redact(text)}: an empty or '.' segment in the prefix names another prefix on S3 "
                                f"than s3://{parts.netloc}/{'/'.join(p for p in prefix.split('/') if p not in ('', '.'))}; "
                                "give the prefix without it")

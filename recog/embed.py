@@ -33,17 +33,17 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
     if isinstance(spec, str) and not spec.endswith(".json"):
         return ModelSpec.preset(spec, name=model_path.stem), f"the preset {spec!r}"
     if spec is not None:
-        return ModelSpec.from_json(Path(spec), model_path.stem), str(spec)
+        return ModelSpec.from_json(Path(spec)), str(spec)
     for sidecar in (model_path.with_suffix(".json"), model_path.with_name(model_path.name + ".json")):
         if sidecar.is_file():
-            return ModelSpec.from_json(sidecar, model_path.stem), str(sidecar)
+            return ModelSpec.from_json(sidecar), str(sidecar)
     if embedded is None:
         raise ValueError(
             f"{model_path} carries no model spec: put a JSON spec beside it as "
             f"{model_path.with_suffix('.json').name} (for an insightface-style model: "
             '{"preset": "arcface-112"}), or in Python pass one (spec="arcface-112")'
         )
-    return ModelSpec.from_embedded(embedded, model_path.stem), "the file's metadata"
+    return ModelSpec.from_embedded(embedded), "the file's metadata"
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs

@@ -123,15 +123,12 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, data: dict, name: str | None = None) -> "ModelSpec":
-        """The spec of a dict of its fields (a JSON object), or of `{"preset": ..., overrides}`. `name`:
-        the name a preset's spec takes when it gives none (the model file's stem, as
-        `Embedder(spec="arcface-112")` names it; the preset's own name told two such models apart in
-        no report)."""
+    def from_dict(cls, data: dict) -> "ModelSpec":
+        """The spec of a dict of its fields (a JSON object), or of `{"preset": ..., overrides}` (named
+        as the preset when it gives no name: the name is part of the `model_id` that outputs made
+        with it are counted done by)."""
         data = dict(data)
         if "preset" in data:
-            if name is not None:
-                data.setdefault("name", name)
             return cls.preset(data.pop("preset"), **data)
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
@@ -142,7 +139,7 @@ class ModelSpec:
         for key, what in (("input_size", "[width, height] in pixels"), ("mean", "a list of 3 numbers, one per channel"),
                           ("std", "a list of 3 numbers, one per channel")):
             if key in data:  # a bare number or null said "'float' object is not iterable"
-                if not isinstance(data[key], (list, tuple)):
+                if not isinstance(data[key], (list, tuple, np.ndarray)):
                     raise ValueError(f"{key} is {what}, got {data[key]!r}")
                 data[key] = tuple(_pixels(v) if key == "input_size" else _number(v) for v in data[key])
         if data.get("template") is not None:
@@ -156,9 +153,8 @@ class ModelSpec:
         return cls(**data)
 
     @classmethod
-    def from_json(cls, path: Path, name: str | None = None) -> "ModelSpec":
-        """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked).
-        `name`: see `from_dict`."""
+    def from_json(cls, path: Path) -> "ModelSpec":
+        """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked)."""
         try:
             data = json.loads(Path(path).read_text())
         except json.JSONDecodeError as exc:
@@ -166,7 +162,7 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a model spec is a JSON object of fields, got {type(data).__name__}")
         try:
-            return cls.from_dict(data, name)
+            return cls.from_dict(data)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"{path}: {exc}") from None
 
@@ -176,9 +172,9 @@ class ModelSpec:
         return None if text is None else cls.from_embedded(text)
 
     @classmethod
-    def from_embedded(cls, text: str, name: str | None = None) -> "ModelSpec":
-        """The spec from the JSON text an ONNX file carries under `METADATA_KEY`; `name`: see `from_dict`."""
-        return cls.from_dict(json.loads(text), name)
+    def from_embedded(cls, text: str) -> "ModelSpec":
+        """The spec from the JSON text an ONNX file carries under `METADATA_KEY`."""
+        return cls.from_dict(json.loads(text))
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)

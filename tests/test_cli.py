@@ -440,7 +440,7 @@ def test_a_relative_output_under_ray_job_submit_is_refused(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # what Ray sets for a submitted job's driver
     for command in (["mask", str(tmp_path), "out/masked"], ["run", str(tmp_path), "out/run", "--dry-run"],
-                    ["score", str(tmp_path / "p"), str(tmp_path / "g"), "report"]):
+                    ["score", str(tmp_path / "p"), str(tmp_path / "g"), "report"], ["demo"]):  # demo: out/demo
         assert main(command) == 2
         said = capsys.readouterr().err
         assert f"a relative output under `ray job submit` is written inside Ray's copy of the working folder " \

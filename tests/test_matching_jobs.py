@@ -215,6 +215,21 @@ def test_a_model_file_gets_one_folder_however_its_path_is_spelled():
         run_methods(["a/m.onnx", "b/m.onnx"], ["plain"])
 
 
+def test_a_rerun_keeps_the_folder_an_earlier_version_named_by_the_models_path(tmp_path):
+    """Outputs made before put `--models sface,models2/m.onnx` under embeddings/models2/m.onnx/: a rerun
+    that looked in embeddings/m.onnx/ embedded every image again beside them."""
+    from jobs.run import run_targets
+    from jobs.storage import open_store
+
+    infos = {"sface": ("sface@sha256:3", 128, "cosine"), "models2/m.onnx": ("m@sha256:1+spec:2", 16, "cosine")}
+    out = open_store(tmp_path / "run")
+    new = sorted(t.folder for t in run_targets(out, list(infos), ["plain"], infos)[0])
+    assert "embeddings/m.onnx/plain/masked" in new
+    out.write("embeddings/models2/m.onnx/plain/masked/shards/part-0.parquet", b"x")
+    kept = sorted(t.folder for t in run_targets(out, list(infos), ["plain"], infos)[0])
+    assert kept == sorted(f.replace("embeddings/m.onnx", "embeddings/models2/m.onnx") for f in new)
+
+
 def test_score_lists_rows_of_one_name_by_their_model_id():
     """A rerun after a sidecar edit embeds again beside the old rows; both were listed as 'mine plain'."""
     from jobs.score import choose_method

@@ -93,6 +93,8 @@ def test_an_s3_prefix_with_an_empty_segment_is_refused_not_folded():
         with pytest.raises(StorageError, match=r"names another prefix on S3 than s3://b/runs/1"):
             open_store(uri)
     assert open_store("s3://b/runs/1/").uri == "s3://b/runs/1" and open_store("s3://b/").uri == "s3://b"
+    with pytest.raises(StorageError, match="names another prefix on S3 than s3://b/;"):  # it was the bucket's root
+        open_store("s3://b//")
 
 
 def test_an_s3_key_with_a_backslash_is_refused_for_its_backslash(bucket):
