@@ -273,12 +273,18 @@ def augment_stage(ds, images_uri: str, output_uri: str, options: AugmentOptions,
                           batch_format="pyarrow", **plan.map_batches_args())
 
 
+MAX_COUNT = 2**63 - 1  # what NumPy, pandas and the pool's C code hold: 2**63 raised OverflowError inside a job
+
+
 def check_counts(**counts) -> None:
     """A job's count arguments (batch_size, rows_per_shard, max_pixels, workers, ...), refused before any
-    work unless each is a whole number of at least 1 (None: not given, where the job has a default)."""
+    work unless each is a whole number of at least 1, and at most MAX_COUNT (max_pixels excepted: past
+    it, no limit) (None: not given, where the job has a default)."""
     for name, value in counts.items():
         if value is not None and (not is_whole(value) or value < 1):
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
+        if value is not None and name != "max_pixels" and value > MAX_COUNT:
+            raise ValueError(f"{name} must be at most 2**63 - 1, got {value!r}")
 
 
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,

@@ -88,6 +88,8 @@ def positive_int(text) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value > 2**63 - 1:  # (jobs.augment.MAX_COUNT) 2**63 raised OverflowError inside the job, exit 1
+        raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got {value}")
     return value
 
 
@@ -393,8 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_one(action: argparse.Action, value, refuse):
     """One value of an option from TOML, checked as its flag's text would be."""
-    if isinstance(value, (list, dict, bool)):
-        refuse(f"expects one value, got {value!r}")
+    if isinstance(value, (list, dict, bool)):  # true for --style said "expects one value"
+        kind = (f"one of {', '.join(map(str, action.choices))}" if action.choices is not None else
+                {positive_int: "a whole number", int: "a whole number", float: "a number", None: "text"}.get(
+                    action.type, "one value"))
+        refuse(f"expects {kind}, got {value!r}")
     if action.type is None:
         if not isinstance(value, str):
             refuse(f"expects text, got {value!r}")
@@ -455,7 +460,7 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     else:  # Python 3.10 (Ubuntu 22.04's, cluster.yaml's nodes): the same parser as a package
         import tomli as tomllib
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(prog="mfr", add_help=False)
     pre.add_argument("--config", type=Path)
     known, rest = pre.parse_known_args(argv)
     if known.config is None:
@@ -477,14 +482,19 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     options = {command: _config_options(sp) for command, sp in subparsers.items()}
     top, table = {}, {}  # the running command's defaults: its table's keys win over top-level ones
+    given_top = {}
     for key, value in data.items():
         if isinstance(value, dict):
             if key not in COMMANDS:
                 refuse(f"no command named [{key}] (commands: {', '.join(COMMANDS)})")
+            given = {}
             for option, item in value.items():
                 action = options[key].get(option.replace("-", "_"))
                 if action is None:
                     refuse(f"[{key}] has no option {option!r}")
+                # dry_run and dry-run, or face and largest_only: the file's order chose without a word
+                if given.setdefault(action.dest, option) != option:
+                    refuse(f"[{key}] sets one option twice: {given[action.dest]} and {option}")
                 checked = config_value(action, item, lambda why: refuse(f"[{key}] {option}: {why}"))
                 if key == name and checked is not None:
                     table[action.dest] = checked
@@ -492,6 +502,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
             holders = {c: o[key.replace("-", "_")] for c, o in options.items() if key.replace("-", "_") in o}
             if not holders:
                 refuse(f"no command has an option {key!r}")
+            dest = next(iter(holders.values())).dest
+            if given_top.setdefault(dest, key) != key:
+                refuse(f"sets one option twice at the top level: {given_top[dest]} and {key}")
             for command, action in holders.items():  # a top-level key is each command's that has the option
                 checked = config_value(action, value, lambda why: refuse(
                     f"{key}: {why} for `mfr {command}`; a top-level key is every command's that has the option: "
@@ -689,6 +702,8 @@ def cmd_run(args) -> int:
         if args.fuse and len(models) < 2:
             print("note: --fuse takes two or more --models; with one it adds nothing")
         return 0
+    if args.fuse and len(models) < 2:  # said by the dry run, and now by the run too
+        print("mfr run: note: --fuse takes two or more --models; with one it adds nothing", file=sys.stderr)
     try:
         result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
                               models=models, modes=_names(args.modes), fuse=args.fuse,

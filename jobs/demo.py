@@ -141,6 +141,8 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     from maskgen.draw import contact_sheet
 
     started = time.perf_counter()
+    if not str(out).strip():  # "" wrote run/ and the contact sheet into the working folder
+        raise ValueError("--out names no folder (an empty path)")
     if "://" in str(out) and not str(out).startswith("file://"):  # Path() would make ./s3:/bucket/... here
         raise ValueError(f"it writes to a local folder (--out), not {out}: for S3, `mfr run` the dataset "
                          "to an s3:// output")

@@ -235,6 +235,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     from recog.report import write_report
 
     check_counts(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    if pairs is not None and not str(pairs).strip():  # "" was no protocol: a masked vs unmasked report
+        raise ValueError("--pairs names no file (an empty path)")
     if pairs and lists:
         raise ValueError("give a pairs file or identification lists, not both")
     if pairs and gallery_template != "best":

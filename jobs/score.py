@@ -575,7 +575,12 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         given = {"score_device": score_device != "auto", "gallery_part_rows": gallery_part_rows,
                  "score_tasks_per_gpu": score_tasks_per_gpu is not None}
         for option in (k for k, v in given.items() if v):
-            raise ValueError(f"{option} applies to the distributed reducer only")
+            raise ValueError(f"{option} (--{option.replace('_', '-')}) applies to the distributed reducer only "
+                             "(distributed=True, --distributed)")
+    for group in fuse:  # before the output is made: `--fuse ''` failed in frozenset.intersection()
+        if len(group) < 2 or len(set(group)) < len(group) or not all(str(g).strip() for g in group):
+            raise ValueError(f"--fuse {','.join(map(str, group))!r}: a fusion takes two or more different methods "
+                             "(NAME,NAME)")
     out = open_store(output_uri)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]

@@ -452,3 +452,53 @@ def test_a_relative_output_under_ray_job_submit_is_refused(tmp_path, monkeypatch
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     assert main(["mask", str(tmp_path), "out/masked", "--dry-run"]) == 2  # outside a job a relative path is fine
     assert "ray job submit" not in capsys.readouterr().err
+
+
+def test_values_that_crashed_or_were_ignored_are_refused_before_any_output(tmp_path, capsys):
+    """A CLI review: each of these ended in a traceback (exit 1, read as "--strict failures"), or did
+    something else than asked without a word."""
+    images = tmp_path / "in" / "p"
+    images.mkdir(parents=True)
+    (images / "a.jpg").write_bytes(b"")
+    cases = [  # (argv, what the refusal says)
+        (["mask", str(images.parent), str(tmp_path / "o1"), "--batch-size", str(2**63)], "must be at most 2**63 - 1"),
+        (["score", str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "o2"), "--gallery-per-identity",
+          str(2**63)], "must be at most 2**63 - 1"),
+        (["score", str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "o3"), "--fuse", ""],
+         "a fusion takes two or more different methods"),
+        (["score", str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "o4"), "--fuse", "a,b,a"],
+         "a fusion takes two or more different methods"),
+        (["score", str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "o5"), "--fuse", "sface"],
+         "a fusion takes two or more different methods"),
+        (["evaluate", str(images.parent), str(tmp_path / "o6"), "--pairs", ""], "--pairs names no file"),
+        (["demo", "--out", ""], "--out names no folder"),
+    ]
+    for argv, said in cases:
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's refusal of a flag's value
+            code = exc.code
+        assert code == 2, argv
+        assert said in capsys.readouterr().err, argv
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("o")]  # no output folder made
+    from jobs.augment import run_augment
+
+    with pytest.raises(ValueError, match=r"batch_size must be at most 2\*\*63 - 1"):
+        run_augment(str(images.parent), str(tmp_path / "o7"), batch_size=2**63)
+
+
+def test_a_config_table_that_sets_one_option_twice_is_refused(tmp_path, capsys):
+    """`dry_run` then `dry-run`, or `face` with `largest_only`: the file's order chose without a word."""
+    config = tmp_path / "mfr.toml"
+    for text, said in (('[mask]\ndry_run = true\ndry-run = false\n', "[mask] sets one option twice: dry_run and "
+                                                                      "dry-run"),
+                       ('[mask]\nface = "center"\nlargest_only = true\n', "[mask] sets one option twice: face and "
+                                                                           "largest_only"),
+                       ('batch_size = 4\nbatch-size = 8\n', "sets one option twice at the top level"),
+                       ('[mask]\nstyle = true\n', "[mask] style: expects one of seed, "),
+                       ('[mask]\nworkers = true\n', "[mask] workers: expects a whole number, got True")):
+        config.write_text(text)
+        with pytest.raises(SystemExit) as info:
+            main(["--config", str(config), "mask", "a", "b", "--dry-run"])
+        assert info.value.code == 2
+        assert said in capsys.readouterr().err, text
