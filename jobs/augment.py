@@ -115,8 +115,9 @@ class AugmentWorker:
     already_masked = "the input manifest marks this image as masked; not masked again"
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int,
-                 progress=None, threads: int | None = None):
+                 progress=None, threads: int | None = None, device="auto"):
         from maskgen.augment import Augmenter
+        from maskgen.runtime import resolve_device
 
         if threads:
             use_threads(threads)
@@ -124,7 +125,7 @@ class AugmentWorker:
         self.output = open_store(output_uri)
         self.options = options
         self.max_pixels = max_pixels
-        self.augmenter = Augmenter(options, device="auto")
+        self.augmenter = Augmenter(options, device=resolve_device(device))
         self.versions = json.dumps(self.augmenter.versions, sort_keys=True)
         self.progress, self.node = progress, node_id()
         self.schema = manifest_schema(with_group=True)
@@ -269,7 +270,7 @@ def augment_stage(ds, images_uri: str, output_uri: str, options: AugmentOptions,
     """`ds` (input rows) through the augment pool: manifest rows out, images and crops written."""
     plan = plan_pool(workers)
     return ds.map_batches(AugmentWorker, fn_constructor_args=(images_uri, output_uri, options, max_pixels, progress),
-                          fn_constructor_kwargs={"threads": plan.threads}, batch_size=batch_size,
+                          fn_constructor_kwargs=plan.actor_kwargs, batch_size=batch_size,
                           batch_format="pyarrow", **plan.map_batches_args())
 
 

@@ -43,8 +43,9 @@ class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
                  face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
                  mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None,
-                 masked_rule: str | None = None):
+                 masked_rule: str | None = None, device="auto"):
         from maskgen.finder import FaceFinder
+        from maskgen.runtime import resolve_device
         from recog.embed import Embedder
         from recog.matching import mode_from_name
 
@@ -52,11 +53,13 @@ class EmbedWorker:
             use_threads(threads)
         self.input = open_store(input_uri)
         self.mode = mode_from_name(mode)
-        self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region)
+        device = resolve_device(device)
+        self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region,
+                                 device=device)
         self.masked, self.from_augment, self.face = masked, from_augment, face
         self.masked_rule = masked_rule
         self.alignment, self.max_pixels = alignment, max_pixels
-        self.finder = None if from_augment else FaceFinder(finder_options)
+        self.finder = None if from_augment else FaceFinder(finder_options, device=device)
         self.masker = None
         if self.mode.masked_gallery and not from_augment and not masked:
             from maskgen.augment import AugmentOptions, Augmenter
@@ -338,7 +341,7 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
     args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
     return ds.map_batches(EmbedWorker, fn_constructor_args=args,
-                          fn_constructor_kwargs={"threads": plan.threads, "masked_rule": masked_rule},
+                          fn_constructor_kwargs={**plan.actor_kwargs, "masked_rule": masked_rule},
                           batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
 
 

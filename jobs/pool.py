@@ -37,6 +37,18 @@ class PoolPlan:
     gpus_per_actor: int
     threads: int
 
+    @property
+    def actor_kwargs(self) -> dict:
+        """Constructor keywords of this pool's actors: their model threads, and their device. A CPU
+        actor runs its models on the CPU (it reserved no GPU; with "auto" it opened CUDA on any GPU of
+        its node, beside the actors that hold it); a GPU actor on CUDA, refused with the reason when
+        CUDA cannot start (with "auto" it ran on the CPU of a node it reserved none of, saying so only
+        in its worker's log), unless its node's ONNX Runtime has no CUDA provider at all (a CPU build:
+        `maskgen.runtime.gpu_actor_device`)."""
+        from maskgen.runtime import gpu_actor_device
+
+        return {"threads": self.threads, "device": gpu_actor_device if self.gpus_per_actor else "cpu"}
+
     def map_batches_args(self, reserve_cpus: float = 0.0, initial: int | None = None) -> dict:
         """Keyword arguments for `Dataset.map_batches` that run on this pool. The pool starts with
         the actors that fit in what the cluster has free now (less `reserve_cpus`, kept for another
@@ -94,6 +106,12 @@ def cluster_has_gpus() -> bool:
             raise ValueError("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for recognition, but this job runs "
                              "on a Ray of its own on this machine, which adds no nodes and has no GPU: unset "
                              "MFR_GPU_WORKERS, or run the job on the cluster (RAY_ADDRESS, `ray job submit`)")
+        if not has_gpus:  # the wait for the autoscaler is right, and was silent: a GPU node that cannot start
+            import warnings  # (quota, capacity, a wrong image) kept the job waiting without a word
+
+            warnings.warn("MFR_GPU_WORKERS=1: recognition waits for a GPU node, and none has joined yet; if none can "
+                          "start (an account's GPU quota, no capacity, a wrong image id), the job waits: see "
+                          "`ray status` and the autoscaler's log", UserWarning, stacklevel=2)
         return True
     return has_gpus
 

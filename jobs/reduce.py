@@ -573,7 +573,9 @@ def _task_scorer(scoring: Scoring, device: str):
         return NumpyBlockScorer(scoring), "numpy"
     try:
         return block_scorer("onnxruntime", scoring, device="cuda"), "onnxruntime-cuda"
-    except RuntimeError as e:
+    except Exception as e:  # ours (RuntimeError), or ONNX Runtime's own (its Fail and EPFail are no RuntimeError)
+        if not (isinstance(e, RuntimeError) or type(e).__module__.startswith("onnxruntime")):
+            raise
         warnings.warn(f"a scoring task was given a GPU but cannot use it ({e}); scoring on this node's CPU",
                       RuntimeWarning, stacklevel=2)
         return NumpyBlockScorer(scoring), "numpy, no CUDA"
@@ -750,6 +752,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     graph_fits = len(uris) == 1 and gallery.similarities == ("cosine",)
     if device == "gpu" and not graph_fits:
         raise ValueError("scoring on GPUs takes one cosine model; fusion and Euclidean models score on CPUs")
+    if device == "gpu" and not cluster_has_gpus():  # its tasks, each asking for a share of one, waited for ever
+        raise ValueError("scoring on GPUs (--score-device gpu) was asked for, but the cluster has no GPU and "
+                         "MFR_GPU_WORKERS does not say it adds GPU nodes: use --score-device auto or cpu")
     on_gpu = device == "gpu" or (device == "auto" and graph_fits and cluster_has_gpus())
     # a GPU task still reads its shards and gathers its facts on a CPU of the GPU node; tasks that
     # share a GPU overlap that CPU work with each other's products

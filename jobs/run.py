@@ -159,10 +159,10 @@ class PrepareWorker(AugmentWorker):
                       "one of this run's samples (compare real masked photos with `mfr evaluate`)")
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int, specs: dict,
-                 crops: dict, progress=None, threads: int | None = None):
+                 crops: dict, progress=None, threads: int | None = None, device="auto"):
         import pyarrow as pa
 
-        super().__init__(input_uri, output_uri, options, max_pixels, progress, threads)
+        super().__init__(input_uri, output_uri, options, max_pixels, progress, threads, device)
         self.specs, self.crops = specs, crops  # crops: {"gallery": {"unmasked", ...}, "probe": {"masked"}}
         fields = [pa.field(crop_column(m, c), pa.binary()) for m in specs for c in ("unmasked", "masked")]
         self.schema = pa.schema(list(self.schema) + [pa.field("gallery", pa.bool_()),
@@ -200,7 +200,8 @@ class PrepareWorker(AugmentWorker):
 class RecognizeWorker:
     """The recognition pool of `mfr run`: embeddings of the crops on each row, nothing else."""
 
-    def __init__(self, targets: list[Target], accept_licence: bool, threads: int | None = None):
+    def __init__(self, targets: list[Target], accept_licence: bool, threads: int | None = None, device="auto"):
+        from maskgen.runtime import resolve_device
         from recog.embed import Embedder
 
         from jobs.augment import node_id
@@ -213,7 +214,7 @@ class RecognizeWorker:
             if (t.model, t.mode) not in self.embedders:
                 mode = mode_from_name(t.mode)
                 self.embedders[(t.model, t.mode)] = Embedder(t.model, accept_licence=accept_licence, flip=mode.flip,
-                                                             region=mode.region)
+                                                             region=mode.region, device=resolve_device(device))
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -243,9 +244,9 @@ class RunWorker:
     on a cluster without GPUs, where a separate recognition pool would only share the same cores
     (and, sized apart from the CPU pool, be the bottleneck or sit idle)."""
 
-    def __init__(self, prepare_args: tuple, recognize_args: tuple, threads: int | None = None):
-        self.prepare = PrepareWorker(*prepare_args, threads=threads)
-        self.recognize = RecognizeWorker(*recognize_args, threads=threads)
+    def __init__(self, prepare_args: tuple, recognize_args: tuple, threads: int | None = None, device="auto"):
+        self.prepare = PrepareWorker(*prepare_args, threads=threads, device=device)
+        self.recognize = RecognizeWorker(*recognize_args, threads=threads, device=device)
 
     def __call__(self, batch):
         return self.recognize(self.prepare(batch))
@@ -496,11 +497,11 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                 # no GPUs: each CPU actor embeds what it prepared; else the GPU actors embed
                 worker, args = (RunWorker, (prepare, recognize)) if recognition is None else (PrepareWorker, prepare)
                 ds = inputs.map_batches(worker, fn_constructor_args=args,
-                                        fn_constructor_kwargs={"threads": cpu.threads}, batch_size=batch_size,
+                                        fn_constructor_kwargs=cpu.actor_kwargs, batch_size=batch_size,
                                         batch_format="pyarrow", **cpu.map_batches_args())
                 if recognition is not None:
                     ds = ds.map_batches(RecognizeWorker, fn_constructor_args=recognize,
-                                        fn_constructor_kwargs={"threads": recognition.threads},
+                                        fn_constructor_kwargs=recognition.actor_kwargs,
                                         batch_size=max(batch_size, 32), batch_format="pyarrow",
                                         **recognition.map_batches_args(initial=1))
                 return ds.map_batches(write_run_shards, fn_kwargs={"output_uri": out.uri, "targets": targets,

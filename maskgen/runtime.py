@@ -145,6 +145,18 @@ def _onnxruntime():
     return onnxruntime
 
 
+def gpu_actor_device() -> str:
+    """The device of an actor that holds a GPU: `cuda` where this ONNX Runtime has the CUDA provider
+    (onnxruntime-gpu: CUDA must then start, or the actor fails with the reason), else `cpu` (a CPU
+    build on a GPU node, as on a test cluster's GPU-resource node). Called in the actor, on its node."""
+    return "cuda" if "CUDAExecutionProvider" in _onnxruntime().get_available_providers() else "cpu"
+
+
+def resolve_device(device) -> str:
+    """`device` as a name: `gpu_actor_device` (the callable a pool plan gives) is called here, on the node."""
+    return device() if callable(device) else device
+
+
 def providers_for(device: str = "auto") -> list[str]:
     """Execution providers for `device`: `cpu`, `cuda` (fails if unavailable) or `auto` (CUDA when present)."""
     ort = _onnxruntime()

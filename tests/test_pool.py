@@ -22,6 +22,22 @@ def test_workers_cap_the_pool_and_gpu_actors_take_a_gpu_and_no_cpu():
     assert (gpu.min_actors, gpu.max_actors, gpu.gpus_per_actor, gpu.cpus_per_actor) == (1, 2, 1, 0.0)
 
 
+def test_cpu_actors_run_on_the_cpu_and_gpu_actors_on_cuda_where_their_onnx_runtime_has_it(monkeypatch):
+    """With "auto" a CPU actor opened CUDA on any GPU of its node (it reserved none), and a GPU actor whose
+    CUDA could not start ran on the CPU, saying so only in its worker's log."""
+    import onnxruntime
+
+    from maskgen.runtime import gpu_actor_device, resolve_device
+
+    assert plan_pool(2).actor_kwargs == {"threads": 1, "device": "cpu"}
+    device = plan_pool(2, gpu=True).actor_kwargs["device"]
+    assert device is gpu_actor_device  # decided on the actor's node, not the driver's
+    assert resolve_device(device) == "cpu" and resolve_device("auto") == "auto"  # a CPU build of ONNX Runtime
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert resolve_device(device) == "cuda"  # onnxruntime-gpu: CUDA must start, or the actor fails saying why
+
+
 def test_the_pool_is_an_autoscaling_actor_pool():
     import ray
 
@@ -115,6 +131,7 @@ def test_gpu_workers_to_come_are_believed_on_a_cluster_the_job_joined(ray_runtim
 
     monkeypatch.setattr(jobs.pool, "OWN_RAY", False)
     monkeypatch.setenv("MFR_GPU_WORKERS", "1")
-    assert jobs.pool.cluster_has_gpus()
+    with pytest.warns(UserWarning, match="recognition waits for a GPU node, and none has joined yet"):
+        assert jobs.pool.cluster_has_gpus()  # the wait is right, and it was silent
     monkeypatch.delenv("MFR_GPU_WORKERS")
     assert not jobs.pool.cluster_has_gpus()

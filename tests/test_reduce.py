@@ -236,6 +236,28 @@ def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime,
     assert set(one["identification"]["seed_fpir"]) == set(only["identification"]["seed_fpir"]) == {"0.01", "0.1"}
     text = (tmp_path / "rFalse" / "report.md").read_text()
     assert "## Every sample counted" in text and "| m | 26 | 24 | 2 (7.7) | 1 of 6 |" in text
+    # GPU scoring asked of a Ray with no GPU (and no MFR_GPU_WORKERS): its tasks waited for ever
+    with pytest.raises(ValueError, match=r"scoring on GPUs \(--score-device gpu\) was asked for, but the cluster "
+                                         r"has no GPU"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "rgpu"), name="m", distributed=True,
+                  score_device="gpu")
+
+
+def test_a_gpu_task_whose_cuda_fails_in_onnx_runtime_scores_on_its_cpu(monkeypatch):
+    """ONNX Runtime's own errors (Fail, EPFail) are no RuntimeError: a CUDA failure in one failed the score."""
+    import onnxruntime
+
+    import jobs.reduce as R
+
+    failure = getattr(onnxruntime.capi.onnxruntime_pybind11_state, "Fail")
+
+    def cuda_fails(*args, **kwargs):
+        raise failure("CUDA failure 100: no CUDA-capable device is detected")
+
+    monkeypatch.setattr(R, "block_scorer", cuda_fails)
+    with pytest.warns(RuntimeWarning, match="cannot use it .*CUDA failure 100.*scoring on this node's CPU"):
+        scorer, how = R._task_scorer(Scoring(("cosine",)), "gpu")
+    assert how == "numpy, no CUDA" and isinstance(scorer, R.NumpyBlockScorer)
 
 
 def test_the_gallerys_samples_are_the_images_enrolment_tried(ray_runtime, tmp_path):
