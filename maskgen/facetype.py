@@ -18,6 +18,7 @@ These reproduce the seed's three labelled samples (0_0, 1_0, 0_1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import cv2
@@ -85,7 +86,7 @@ def given_type(face_type: FaceType, landmarks68: np.ndarray) -> FaceType:
     its code does not say estimated from the landmarks: which way a profile is turned decides its
     mask's side (`maskgen.masks`), and a NaN yaw had every given profile masked as turned to the
     image's right."""
-    if np.isfinite(face_type.yaw):
+    if math.isfinite(face_type.yaw):
         return face_type
     return replace(face_type, yaw=yaw_degrees(landmarks68))
 

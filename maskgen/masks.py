@@ -106,13 +106,14 @@ def face_landmarks(landmarks68) -> np.ndarray:
     points: a NaN or infinite one painted a band to the image's corner in 30 s (seed) or nothing at
     all (realistic styles), and either way the face was counted masked."""
     lm = np.asarray(landmarks68, dtype=np.float64)
-    if lm.size != 136:
-        raise ValueError(f"a mask is drawn from a face's 68 landmarks, (68, 2) (maskgen.landmarks."
-                         f"LandmarkPredictor); got shape {lm.shape}"
-                         + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
-    lm = lm.reshape(68, 2)
-    bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
-    if bad.size:
+    if lm.shape != (68, 2):
+        if lm.size != 136:
+            raise ValueError(f"a mask is drawn from a face's 68 landmarks, (68, 2) (maskgen.landmarks."
+                             f"LandmarkPredictor); got shape {lm.shape}"
+                             + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
+        lm = lm.reshape(68, 2)
+    if not np.isfinite(lm.sum()):  # one sum: the check is per face, on every face of a job
+        bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
         raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: no mask can be drawn from them")
     return lm
 
