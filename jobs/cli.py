@@ -80,14 +80,21 @@ def _print_plan(label: str, plan: dict) -> None:
         print(f"  ... and {plan['count'] - len(plan['todo'])} more")
 
 
-def positive_int(text) -> int:
-    """argparse type (and --config check) of counts: a whole number of at least 1."""
+def pixel_limit(text) -> int:
+    """argparse type (and --config check) of --max-pixels: a whole number of at least 1 (past 2**63, no
+    limit)."""
     try:
         value = int(str(text), 10)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_int(text) -> int:
+    """argparse type (and --config check) of counts: a whole number from 1 to 2**63 - 1."""
+    value = pixel_limit(text)
     if value > 2**63 - 1:  # (jobs.augment.MAX_COUNT) 2**63 raised OverflowError inside the job, exit 1
         raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got {value}")
     return value
@@ -166,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         max_pixels_option(sp)
 
     def max_pixels_option(sp):
-        sp.add_argument("--max-pixels", type=positive_int, default=DEFAULT_MAX_PIXELS,
+        sp.add_argument("--max-pixels", type=pixel_limit, default=DEFAULT_MAX_PIXELS,
                         help=f"refuse images whose header declares more pixels, before decoding them (status "
                              f"too_large; default {DEFAULT_MAX_PIXELS:,}: decompression bombs); raise it for larger "
                              "genuine photos (with --retry-failed on an output that refused them)")
@@ -397,7 +404,7 @@ def _config_one(action: argparse.Action, value, refuse):
     """One value of an option from TOML, checked as its flag's text would be."""
     if isinstance(value, (list, dict, bool)):  # true for --style said "expects one value"
         kind = (f"one of {', '.join(map(str, action.choices))}" if action.choices is not None else
-                {positive_int: "a whole number", int: "a whole number", float: "a number", None: "text"}.get(
+                {positive_int: "a whole number", pixel_limit: "a whole number", int: "a whole number", float: "a number", None: "text"}.get(
                     action.type, "one value"))
         refuse(f"expects {kind}, got {value!r}")
     if action.type is None:
@@ -492,23 +499,25 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
                 action = options[key].get(option.replace("-", "_"))
                 if action is None:
                     refuse(f"[{key}] has no option {option!r}")
-                # dry_run and dry-run, or face and largest_only: the file's order chose without a word
-                if given.setdefault(action.dest, option) != option:
-                    refuse(f"[{key}] sets one option twice: {given[action.dest]} and {option}")
                 checked = config_value(action, item, lambda why: refuse(f"[{key}] {option}: {why}"))
+                # dry_run and dry-run, or face and largest_only: the file's order chose without a word
+                # (a switch set to false that stores a constant sets nothing: `largest_only = false`)
+                if checked is not None and given.setdefault(action.dest, option) != option:
+                    refuse(f"[{key}] sets one option twice: {given[action.dest]} and {option}")
                 if key == name and checked is not None:
                     table[action.dest] = checked
         else:
             holders = {c: o[key.replace("-", "_")] for c, o in options.items() if key.replace("-", "_") in o}
             if not holders:
                 refuse(f"no command has an option {key!r}")
-            dest = next(iter(holders.values())).dest
-            if given_top.setdefault(dest, key) != key:
-                refuse(f"sets one option twice at the top level: {given_top[dest]} and {key}")
             for command, action in holders.items():  # a top-level key is each command's that has the option
                 checked = config_value(action, value, lambda why: refuse(
                     f"{key}: {why} for `mfr {command}`; a top-level key is every command's that has the option: "
                     f"put it under [{name}] (the table of each command it is for)"))
+                # per command: `model` and `models` are one option of `mfr run` only
+                if checked is not None and given_top.setdefault((command, action.dest), key) != key:
+                    refuse(f"sets one option of `mfr {command}` twice at the top level: "
+                           f"{given_top[(command, action.dest)]} and {key}")
                 if command == name and checked is not None:
                     top[action.dest] = checked
     chosen = {**top, **table}

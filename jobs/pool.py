@@ -92,6 +92,7 @@ def plan_pool(workers: int | None = None, gpu: bool = False) -> PoolPlan:
 
 
 OWN_RAY = False  # whether ensure_ray started the Ray this process uses (it adds no nodes), not joined one
+GPU_WAIT_SAID: set = set()  # the Ray jobs told that their GPU work waits for a GPU node
 
 
 def cluster_has_gpus() -> bool:
@@ -106,12 +107,15 @@ def cluster_has_gpus() -> bool:
             raise ValueError("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for recognition, but this job runs "
                              "on a Ray of its own on this machine, which adds no nodes and has no GPU: unset "
                              "MFR_GPU_WORKERS, or run the job on the cluster (RAY_ADDRESS, `ray job submit`)")
-        if not has_gpus:  # the wait for the autoscaler is right, and was silent: a GPU node that cannot start
-            import warnings  # (quota, capacity, a wrong image) kept the job waiting without a word
+        job = ray.get_runtime_context().get_job_id()
+        if not has_gpus and job not in GPU_WAIT_SAID:  # the wait for the autoscaler is right, and was silent:
+            import warnings  # a GPU node that cannot start (quota, capacity, a wrong image) kept it waiting
 
-            warnings.warn("MFR_GPU_WORKERS=1: recognition waits for a GPU node, and none has joined yet; if none can "
-                          "start (an account's GPU quota, no capacity, a wrong image id), the job waits: see "
-                          "`ray status` and the autoscaler's log", UserWarning, stacklevel=2)
+            GPU_WAIT_SAID.add(job)  # once a job: its pools and its scoring ask in turn
+            warnings.warn("MFR_GPU_WORKERS=1: the job's GPU work (recognition, GPU scoring) waits for a GPU node, "
+                          "and none has joined yet; if none can start (an account's GPU quota, no capacity, a wrong "
+                          "image id), the job waits: see `ray status` and the autoscaler's log", UserWarning,
+                          stacklevel=2)
         return True
     return has_gpus
 

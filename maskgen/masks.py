@@ -112,7 +112,7 @@ def face_landmarks(landmarks68) -> np.ndarray:
                              f"LandmarkPredictor); got shape {lm.shape}"
                              + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
         lm = lm.reshape(68, 2)
-    if not np.isfinite(lm.sum()):  # one sum: the check is per face, on every face of a job
+    if not np.isfinite(lm).all():  # one reduction: the check is per face, on every face of a job
         bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
         raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: no mask can be drawn from them")
     return lm

@@ -494,7 +494,7 @@ def test_a_config_table_that_sets_one_option_twice_is_refused(tmp_path, capsys):
                                                                       "dry-run"),
                        ('[mask]\nface = "center"\nlargest_only = true\n', "[mask] sets one option twice: face and "
                                                                            "largest_only"),
-                       ('batch_size = 4\nbatch-size = 8\n', "sets one option twice at the top level"),
+                       ('batch_size = 4\nbatch-size = 8\n', "sets one option of `mfr mask` twice at the top level"),
                        ('[mask]\nstyle = true\n', "[mask] style: expects one of seed, "),
                        ('[mask]\nworkers = true\n', "[mask] workers: expects a whole number, got True")):
         config.write_text(text)
@@ -502,3 +502,15 @@ def test_a_config_table_that_sets_one_option_twice_is_refused(tmp_path, capsys):
             main(["--config", str(config), "mask", "a", "b", "--dry-run"])
         assert info.value.code == 2
         assert said in capsys.readouterr().err, text
+    # `model` and `models` at the top level are one option of `mfr run` only
+    config.write_text('model = "sface"\nmodels = "dlib-resnet"\n')
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "run", "a", "b", "--dry-run"])
+    assert "sets one option of `mfr run` twice at the top level: model and models" in capsys.readouterr().err
+    # a switch set to false that stores a constant sets nothing: beside `face`, it is no second setting
+    config.write_text('[mask]\nface = "all"\nlargest_only = false\n')
+    parser, argv = build_parser(), ["--config", str(config), "mask", "a", "b"]
+    apply_config(parser, argv)
+    assert parser.parse_args(argv).face == "all"
+    # --max-pixels past 2**63 is no limit, as in the Python API (the count cap is for counts)
+    assert build_parser().parse_args(["mask", "a", "b", "--max-pixels", str(2**64)]).max_pixels == 2**64

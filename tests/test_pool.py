@@ -130,8 +130,14 @@ def test_gpu_workers_to_come_are_believed_on_a_cluster_the_job_joined(ray_runtim
     import jobs.pool
 
     monkeypatch.setattr(jobs.pool, "OWN_RAY", False)
+    monkeypatch.setattr(jobs.pool, "GPU_WAIT_SAID", set())
     monkeypatch.setenv("MFR_GPU_WORKERS", "1")
-    with pytest.warns(UserWarning, match="recognition waits for a GPU node, and none has joined yet"):
+    with pytest.warns(UserWarning, match="GPU work .* waits for a GPU node, and none has joined yet"):
         assert jobs.pool.cluster_has_gpus()  # the wait is right, and it was silent
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert jobs.pool.cluster_has_gpus()  # said once a job, though its pools and its scoring ask in turn
     monkeypatch.delenv("MFR_GPU_WORKERS")
     assert not jobs.pool.cluster_has_gpus()
