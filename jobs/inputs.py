@@ -57,6 +57,17 @@ class InputItem:
                 "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery), "written": list(self.written)}
 
 
+def submitted_job_hint(path) -> str:
+    """What a missing relative path means under `ray job submit` (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR
+    for the job's driver): it was looked for in Ray's copy of the working folder, not where the
+    command was typed."""
+    text = str(path)
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or "://" in text or os.path.isabs(os.path.expanduser(text)):
+        return ""
+    return (f"; under `ray job submit` a relative path is looked for in Ray's copy of the working folder "
+            f"({os.getcwd()}): give an absolute path (expanded by your shell: \"$PWD/...\")")
+
+
 def is_manifest(uri: str) -> bool:
     return str(uri).lower().endswith(MANIFEST_SUFFIXES)
 
@@ -871,7 +882,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
                          "--config file gives --images too: put it under the table of the command run on manifests)")
     images = images_root(input_uri)
     if isinstance(images, LocalStore) and not images.root.exists():
-        raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written)")
+        raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written){submitted_job_hint(input_uri)}")
     if isinstance(images, LocalStore) and images.root.is_file():
         raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
                          "(.csv/.parquet) that lists them")

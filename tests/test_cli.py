@@ -449,6 +449,10 @@ def test_a_relative_output_under_ray_job_submit_is_refused(tmp_path, monkeypatch
     # an absolute output goes on to the usual checks (here: an empty input), as it does outside a job
     assert main(["mask", str(tmp_path), str(tmp_path / "out"), "--dry-run"]) == 2
     assert "ray job submit" not in capsys.readouterr().err
+    # a relative input is looked for in Ray's copy of the working folder: the refusal says so
+    assert main(["mask", "data/faces", str(tmp_path / "out")]) == 2
+    assert ("data/faces: no such folder (nothing was written); under `ray job submit` a relative path is looked for "
+            f"in Ray's copy of the working folder ({tmp_path})") in capsys.readouterr().err
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR")
     assert main(["mask", str(tmp_path), "out/masked", "--dry-run"]) == 2  # outside a job a relative path is fine
     assert "ray job submit" not in capsys.readouterr().err
