@@ -27,6 +27,7 @@ import re
 import sys
 from pathlib import Path
 
+from jobs.augment import MAX_COUNT
 from jobs.progress import ProgressBar, failed_inputs, summary_table
 from jobs.sink import ROWS_PER_SHARD
 from maskgen.decode import DEFAULT_MAX_PIXELS
@@ -95,7 +96,7 @@ def pixel_limit(text) -> int:
 def positive_int(text) -> int:
     """argparse type (and --config check) of counts: a whole number from 1 to 2**63 - 1."""
     value = pixel_limit(text)
-    if value > 2**63 - 1:  # (jobs.augment.MAX_COUNT) 2**63 raised OverflowError inside the job, exit 1
+    if value > MAX_COUNT:  # 2**63 raised OverflowError inside the job, exit 1
         raise argparse.ArgumentTypeError(f"must be at most 2**63 - 1, got {value}")
     return value
 
@@ -403,9 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _config_one(action: argparse.Action, value, refuse):
     """One value of an option from TOML, checked as its flag's text would be."""
     if isinstance(value, (list, dict, bool)):  # true for --style said "expects one value"
-        kind = (f"one of {', '.join(map(str, action.choices))}" if action.choices is not None else
-                {positive_int: "a whole number", pixel_limit: "a whole number", int: "a whole number", float: "a number", None: "text"}.get(
-                    action.type, "one value"))
+        kinds = {positive_int: "a whole number", pixel_limit: "a whole number", int: "a whole number",
+                 float: "a number", None: "text"}
+        kind = (f"one of {', '.join(map(str, action.choices))}" if action.choices is not None
+                else kinds.get(action.type, "one value"))
         refuse(f"expects {kind}, got {value!r}")
     if action.type is None:
         if not isinstance(value, str):
@@ -593,11 +595,10 @@ def refuse_output_lost_with_the_job(args) -> None:
     runs in Ray's copy of the working folder, which Ray deletes after the job: a relative output was
     written there, the job said it succeeded, and the output was gone. A relative input may well be in
     that copy (a dataset uploaded with the working folder), so only outputs are refused."""
+    from jobs.inputs import relative_in_submitted_job
+
     output = getattr(args, "output", None) or (getattr(args, "out", None) if args.command == "demo" else None)
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or not isinstance(output, (str, Path)) or not str(output):
-        return
-    output = str(output)
-    if "://" not in output and not os.path.isabs(os.path.expanduser(output)):
+    if isinstance(output, (str, Path)) and relative_in_submitted_job(output):
         raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
                          f"working folder ({os.getcwd()}), which Ray deletes after the job; give an absolute path "
                          "(expanded by your shell: \"$PWD/out\") or an s3:// URI")
@@ -700,6 +701,8 @@ def cmd_run(args) -> int:
     from jobs.storage import open_store
 
     models = _names(args.models) if args.models is not None else ["sface"]  # --models ",," names none: refused
+    lone_fusion = "note: --fuse takes two or more --models; with one it adds nothing" \
+        if args.fuse and len(models) < 2 else None
     if args.dry_run:  # plan_run refuses the modes and models the job would refuse
         out = open_store(args.output)
         _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),
@@ -708,11 +711,11 @@ def cmd_run(args) -> int:
                                     manifest_encoding=args.manifest_encoding))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(models)} ({args.modes}), and score into {out.uri_of('report')}")
-        if args.fuse and len(models) < 2:
-            print("note: --fuse takes two or more --models; with one it adds nothing")
+        if lone_fusion:
+            print(lone_fusion)
         return 0
-    if args.fuse and len(models) < 2:  # said by the dry run, and now by the run too
-        print("mfr run: note: --fuse takes two or more --models; with one it adds nothing", file=sys.stderr)
+    if lone_fusion:  # the run says it too, as its notes go: on stderr
+        print(f"mfr run: {lone_fusion}", file=sys.stderr)
     try:
         result = run_pipeline(args.dataset, args.output, style=args.style, seed=args.seed,
                               models=models, modes=_names(args.modes), fuse=args.fuse,

@@ -57,12 +57,19 @@ class InputItem:
                 "landmarks68": self.landmarks68 or [], "gallery": bool(self.gallery), "written": list(self.written)}
 
 
-def submitted_job_hint(path) -> str:
-    """What a missing relative path means under `ray job submit` (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR
-    for the job's driver): it was looked for in Ray's copy of the working folder, not where the
-    command was typed."""
+def relative_in_submitted_job(path) -> bool:
+    """Whether `path` is a relative local path read under `ray job submit` (Ray sets
+    RAY_JOB_CONFIG_JSON_ENV_VAR for the job's driver), where the working folder is Ray's copy of the
+    one the job was submitted from, deleted after the job."""
     text = str(path)
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ or "://" in text or os.path.isabs(os.path.expanduser(text)):
+    return ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and bool(text) and "://" not in text
+            and not os.path.isabs(os.path.expanduser(text)))
+
+
+def submitted_job_hint(path) -> str:
+    """What a missing relative path means under `ray job submit`: it was looked for in Ray's copy of
+    the working folder, not where the command was typed."""
+    if not relative_in_submitted_job(path):
         return ""
     return (f"; under `ray job submit` a relative path is looked for in Ray's copy of the working folder "
             f"({os.getcwd()}): give an absolute path (expanded by your shell: \"$PWD/...\")")

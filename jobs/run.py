@@ -356,9 +356,10 @@ def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[st
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")
     folders = {}
     for m in models:
-        other = folders.setdefault(model_folder(m), m)
+        folder = model_folder(m)
+        other = folders.setdefault(folder, m)
         if other != m:
-            raise ValueError(f"models {other} and {m} would share the shard folder embeddings/{model_folder(m)}/: "
+            raise ValueError(f"models {other} and {m} would share the shard folder embeddings/{folder}/: "
                              "give model files of different names")
     return models, modes
 

@@ -105,10 +105,11 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
         # the slash after the bucket and one closing slash (s3://b/p/, a folder's usual spelling) are not keys
         given = parts.path.removeprefix("/")
         prefix = given.removesuffix("/")
-        if given and any(segment in ("", ".") for segment in prefix.split("/")):  # s3://b// too
+        segments = prefix.split("/")
+        if given and any(segment in ("", ".") for segment in segments):  # s3://b// too
+            folded = "/".join(s for s in segments if s not in ("", "."))
             raise StorageError(f"{redact(text)}: an empty or '.' segment in the prefix names another prefix on S3 "
-                               f"than s3://{parts.netloc}/{'/'.join(p for p in prefix.split('/') if p not in ('', '.'))}; "
-                               "give the prefix without it")
+                               f"than s3://{parts.netloc}/{folded}; give the prefix without it")
         return S3Store(parts.netloc, prefix)
     if parts.scheme == "file":
         return LocalStore(Path(parts.path))
@@ -407,8 +408,9 @@ class S3Store:
                     continue
                 if exclude and (rel == exclude or rel.startswith(exclude + "/")):
                     continue
-                try:  # a backslash is no separator on S3; jobs.inputs.not_read refuses it with its own reason
-                    plain = safe_key(rel.replace("\\", "_")) == rel.replace("\\", "_")
+                as_key = rel.replace("\\", "_")  # no separator on S3: jobs.inputs.not_read refuses it, saying why
+                try:
+                    plain = safe_key(as_key) == as_key
                 except UnsafeKeyError:
                     plain = False
                 name = rel.rsplit("/", 1)[-1]

@@ -355,7 +355,7 @@ class RenderContext:
 
 def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, texture_fn, params: dict,
             face_type: FaceType, loops: list[tuple[np.ndarray, np.ndarray]] = ()) -> tuple[np.ndarray, np.ndarray]:
-    lm = face_landmarks(landmarks68)
+    lm = landmarks68  # checked by the style's render (face_landmarks), which passes them on
     frame = FaceFrame.from_landmarks(lm)
     h_img, w_img = image.shape[:2]
     pad = int(np.ceil(0.1 * frame.width)) + 3
@@ -519,9 +519,9 @@ class MaskStyle:
 
     def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
         check_rgb(image)  # before a random choice is drawn
-        _, face_type = face_and_type(landmarks68, face_type)
+        lm, face_type = face_and_type(landmarks68, face_type)
         params = self.sample(rng, face_type)
-        out, coverage = self.render(image, landmarks68, params, face_type)
+        out, coverage = self.render(image, lm, params, face_type)
         return out, coverage, params
 
     def __repr__(self) -> str:

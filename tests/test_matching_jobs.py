@@ -207,7 +207,8 @@ def test_a_model_file_gets_one_folder_however_its_path_is_spelled():
 
     infos = {m: ("m@sha256:1+spec:2", 16, "cosine") for m in ("/data/m.onnx", "./m.onnx", "../m.onnx")}
     infos["sface"] = ("sface@sha256:3", 128, "cosine")
-    folders = {m: sorted(t.folder for t in plan_targets(["sface", m], ["plain"], infos)[0]) for m in infos if m != "sface"}
+    folders = {m: sorted(t.folder for t in plan_targets(["sface", m], ["plain"], infos)[0])
+               for m in infos if m != "sface"}
     assert set(map(tuple, folders.values())) == {("embeddings/m.onnx/plain/masked", "embeddings/m.onnx/plain/unmasked",
                                                   "embeddings/masked", "embeddings/unmasked")}
     with pytest.raises(ValueError, match=r"models a/m.onnx and b/m.onnx would share the shard folder "
