@@ -32,7 +32,7 @@ from jobs.inputs import folder_identity, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.settings import augment_settings, settings_recorded
+from jobs.settings import augment_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
@@ -314,9 +314,11 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where,
                             manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
+    source = source_of(input_uri, images_uri)
+    listing[3].extend(n for n in [source_note(output, source)] if n)
     with Lease(output, "mfr mask") as lease, \
             settings_recorded(output, "mfr mask", augment_settings(options, input_uri, manifest_encoding),
-                              MANIFEST_DIR):
+                              MANIFEST_DIR, source=source):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(AugmentWorker, images.uri, output.uri, options, max_pixels, None,
@@ -414,8 +416,8 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
             try:
                 table = read_parquet_bytes(store.read(key), columns=columns)
             except (OSError, ValueError) as exc:  # pyarrow names the buffer, not the file
-                raise ValueError(f"{store.uri_of(key)} is not a readable Parquet shard ({exc}); a shard a job "
-                                 "was writing when it stopped is made again by its rerun") from None
+                raise ValueError(f"{store.uri_of(key)} is not a readable Parquet shard ({exc}); the job's rerun "
+                                 "does its rows again and sets it aside (as .damaged)") from None
             tables.append(cuts.hold(key, table) if "input_row" in table.column_names else table)
     return tables + list(cuts.settle(store, DoneRows(drop=False)))
 

@@ -27,7 +27,7 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.progress import FINE
-from jobs.settings import check_settings, input_settings, settings_recorded
+from jobs.settings import check_settings, input_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -287,13 +287,26 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
         from jobs.inputs import refuse_foreign_output, refuse_output_in_place, refuse_output_inside_a_run
 
         refuse_output_in_place(open_store(input_uri), output)  # its shards/ among the masks' images/ and manifest/
+        refuse_output_of_masks(output)
         refuse_output_inside_a_run(output)
         refuse_foreign_output(output)
         groups, column = augment_groups(input_uri, alignment, face)
         lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress, face=face)
         return open_store(input_uri), groups, lister, []
-    return input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
-                         progress=progress, manifest_encoding=manifest_encoding)
+    listing = input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
+                            progress=progress, manifest_encoding=manifest_encoding)
+    refuse_output_of_masks(output)
+    return listing
+
+
+def refuse_output_of_masks(output) -> None:
+    """An `mfr mask` or `mfr run` output (its settings record) is no place for `mfr embed`'s shards/,
+    beside its images/ or masked/: embed into a folder of its own."""
+    from jobs.settings import SETTINGS_KEY
+
+    if output.exists(SETTINGS_KEY):
+        raise ValueError(f"the output {output.uri} is an output of mfr mask or mfr run (it holds {SETTINGS_KEY}): "
+                         "give mfr embed a folder of its own; nothing was written")
 
 
 def model_identity(model: str, accept_licence: bool = False):
@@ -460,9 +473,11 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
                             manifest_encoding=manifest_encoding)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
+    source = source_of(input_uri, images_uri)
+    listing[3].extend(n for n in [source_note(output, source, "embeddings")] if n)
     with Lease(output, "mfr embed") as lease, \
             settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings",
-                              follows=finder_follows(finder, finder_kind, crop_mode, second_look)):
+                              follows=finder_follows(finder, finder_kind, crop_mode, second_look), source=source):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(

@@ -23,14 +23,16 @@ and counted. The report (report.json, report.md, roc.png, cmc.png) goes to `<out
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import ColumnsEqual, images_root, is_manifest, refuse_output_in_place
+from jobs.inputs import ColumnsEqual, images_root, is_manifest, refuse_output_in_place, root_spellings
 from jobs.storage import open_parent, open_store, redact
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from recog.protocols import masked_flags
@@ -44,17 +46,18 @@ def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
     return set(open_store(input_uri).list())
 
 
-def manifest_labels(input_uri: str, encoding: str | None = None) -> dict:
-    """An input manifest's paths, each with its (identity, masked flag or None), as the embed job
-    labels its rows (a repeated path: its first row's); a CSV read as `encoding`
-    (`jobs.inputs.manifest_encoding`)."""
+def manifest_labels(input_uri: str, encoding: str | None = None, roots: tuple = ()) -> dict:
+    """An input manifest's paths, each with its (identity, masked flag or None, why the row is refused
+    or ""), as the embed job labels its rows (a repeated path: its first row's); a CSV read as
+    `encoding` (`jobs.inputs.manifest_encoding`); `roots`: the images root's spellings
+    (`jobs.inputs.root_spellings`)."""
     from jobs.inputs import manifest_items
 
     store, name = open_parent(input_uri)
     labels = {}
     with store.local_file(name) as path:
-        for _, item in manifest_items(path, name, encoding):
-            labels.setdefault(item.key, (item.identity, item.masked))
+        for _, item in manifest_items(path, name, encoding, roots):
+            labels.setdefault(item.key, (item.identity, item.masked, item.message if item.status else ""))
     return labels
 
 
@@ -184,7 +187,7 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                 gallery_template: str = "best", missing: str = "error"):
     """MethodResult of the probe images against the gallery images (every gallery image an entry, or
     one mean template per identity), every sample counted."""
-    from jobs.score import NothingToScore, gallery_entries, score, status_counts
+    from jobs.score import NothingToScore, gallery_entries, note_no_identity, score, status_counts, with_identity
     from recog.report import acquisition_counts
 
     probe_keys, gallery_keys = set(probe_keys), set(gallery_keys)
@@ -193,6 +196,7 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
     if absent and missing == "error":
         raise ValueError(f"{len(absent)} image(s) of the protocol are not in the dataset, e.g. {absent[0]!r}; "
                          "pass missing='skip' (--missing skip) to leave them out")
+    rows, emb, failed, unnamed = with_identity(rows, emb, failed)
     is_probe, is_gallery = rows.key.isin(probe_keys).to_numpy(), rows.key.isin(gallery_keys).to_numpy()
     probe_rows, probe_emb = rows[is_probe].reset_index(drop=True), emb[is_probe]
     gallery_rows, gallery_emb = rows[is_gallery].reset_index(drop=True), emb[is_gallery]
@@ -205,6 +209,7 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                              "wrong --images, are done again with --retry-failed)")
     acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))
     acquisition["not_in_dataset"] = len(absent)
+    note_no_identity(acquisition, len(unnamed & probe_keys), len(unnamed & gallery_keys))
     # the lists name each gallery image: one without a face is an entry that failed to enrol (`mean`: an
     # identity without any face is a template that did)
     failed_gallery = failed_gallery.drop_duplicates("key")
@@ -230,7 +235,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embedding job's summary."""
     from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
-    from jobs.score import GALLERY_TEMPLATES, NothingToScore, score_pairs, unmated_note
+    from jobs.score import GALLERY_TEMPLATES, NothingToScore, no_identity_note, score_pairs, unmated_note
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
@@ -250,7 +255,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         try:
             re.compile(masked_rule)  # a bad expression fails before any work
         except re.error as exc:
-            raise ValueError(f"masked rule {masked_rule!r} is not a regular expression: {exc}") from None
+            raise ValueError(f"masked rule '{masked_rule}' is not a regular expression: {exc}") from None
     # protocol files are read before any image: a wrong file fails fast
     images = images_root(input_uri, images_uri)
     protocol = None
@@ -270,7 +275,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     repeated_pairs, early_notes = 0, []
     # the dataset's keys first: a protocol's names are checked (a pair of an image with itself, a pair
     # given twice, an image in both lists) as the dataset's keys they name
-    labels = manifest_labels(input_uri, manifest_encoding) if is_manifest(str(input_uri)) else None
+    given_root = images_uri if images_uri is not None else \
+        os.path.dirname(os.path.abspath(input_uri)) if "://" not in str(input_uri) else None
+    labels = manifest_labels(input_uri, manifest_encoding, root_spellings(images, given_root)) \
+        if is_manifest(str(input_uri)) else None
     keys = dataset_keys(input_uri, labels)
     # (a manifest's paths are images whatever their names; a folder's are its image files)
     if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
@@ -293,8 +301,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                            f"dataset's image of that name, e.g. {first!r} as {completed[first]!r}")
     if protocol is not None:
         given = len(protocol)
-        protocol = protocol.distinct(redact(pairs))
-        repeated_pairs = given - len(protocol)  # said in the report too, not only on stderr
+        with warnings.catch_warnings():  # said once, in the report's notes (printed too), not twice
+            warnings.simplefilter("ignore")
+            protocol = protocol.distinct(redact(pairs))
+        repeated_pairs = given - len(protocol)
     for path, listed in zip(lists or (), id_lists or ()):
         if not listed:
             raise ValueError(f"{redact(path)}: no image in it (one `identity/file` per line, as the seed's lists)")
@@ -305,14 +315,23 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                              f"{both[0]!r}: a probe is never its own gallery image (nothing was embedded)")
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
-    refuse_output_in_place(images, out)
+    refuse_output_in_place(images, out, writes=("embeddings", "report"))
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \
         (set(id_lists[0]) | set(id_lists[1])) if id_lists is not None else set()
     # a manifest says which images are masked in its `masked` column; without one, the file names do
-    marked = {key: masked for key, (_, masked) in labels.items()} if labels is not None and not needed else {}
+    marked = {key: masked for key, (_, masked, refused) in labels.items() if not refused} \
+        if labels is not None and not needed else {}
     by_column = any(flag is not None for flag in marked.values())
+    refused = [(key, why) for key, (_, _, why) in (labels or {}).items() if why]
+    # rows refused (an absolute path, ...) are never embedded: said beside a split they leave one-sided
+    refused_said = (f"; {len(refused)} row(s) of the manifest are refused, e.g. {refused[0][1]}" if refused else "")
+    if by_column:
+        blank = sorted(key for key, flag in marked.items() if flag is None)
+        if blank:  # neither masked nor unmasked: read as unmasked in a fresh output, as embedded in an old one
+            raise ValueError(f"the manifest's masked column is blank for {len(blank)} image(s), e.g. {blank[0]!r}: "
+                             "give every row 1 or 0 (nothing was embedded)")
     absent = sorted(needed - keys)
     if absent and missing == "skip":
         refuse_what_skipping_leaves(protocol, id_lists, keys, len(absent))
@@ -324,13 +343,17 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         flags = np.array([bool(flag) for flag in marked.values()])
         if not flags.any() or flags.all():
             raise ValueError("need masked and unmasked images: the manifest's masked column marks none (or "
-                             "all) of them (nothing was embedded)")
+                             f"all) of them{refused_said} (nothing was embedded)")
     elif not needed:
         flags = masked_flags(sorted(k for k in keys if is_image_name(k)), masked_rule)
         if not flags.any() or flags.all():
             where = "the manifest has no masked column and " if marked else ""
-            raise ValueError(f"need masked and unmasked images: {where}the masked rule {masked_rule!r} matches "
-                             "none (or all) of the file names; give --masked-rule (nothing was embedded)")
+            if refused and not marked:  # every row refused: the rows, not the rule, are what to mend
+                raise ValueError(f"no image to evaluate: every row of the manifest is refused, e.g. "
+                                 f"{refused[0][1]} (nothing was embedded)")
+            raise ValueError(f"need masked and unmasked images: {where}the masked rule '{masked_rule}' matches "
+                             f"none (or all) of the file names; give --masked-rule{refused_said} "
+                             "(nothing was embedded)")
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     # the rows' masked column says what the report splits by: a manifest's column, else the masked rule
@@ -347,7 +370,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
         if protocol is not None:
             result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
-            kind, described = "pairs", f"{len(protocol)} pairs of {redact(pairs)}"
+            skipped = (result.verification or {}).get("pairs_skipped") or 0
+            kind, described = "pairs", (f"{len(protocol)} pairs of {redact(pairs)}" if not skipped else
+                                        f"{len(protocol) - skipped} of the {len(protocol)} pairs of {redact(pairs)} "
+                                        "(--missing skip: the rest name images not in the dataset)")
         else:
             rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, keys))
             rows, failed = relabel(rows, labels), relabel(failed, labels)
@@ -363,14 +389,14 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                 if not probe_keys or not gallery_keys:
                     raise ValueError("need masked and unmasked images: " + (
                         "the manifest's masked column marks none (or all) of them" if by_column else
-                        f"the masked rule {masked_rule!r} matches none (or all) of the file names; give --masked-rule"))
+                        f"the masked rule '{masked_rule}' matches none (or all) of the file names; give --masked-rule"))
                 kind = "masked-split"
                 described = ("masked images (the manifest's masked column)" if by_column else
-                             f"masked images (file names, rule {masked_rule!r})") + " against the unmasked ones"
+                             f"masked images (file names, rule '{masked_rule}')") + " against the unmasked ones"
             result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
                                  missing)
         title = title or f"Evaluation: {described}"
-        notes = early_notes + [n for n in [unmated_note(result)] if n]
+        notes = early_notes + [n for n in [unmated_note(result), no_identity_note(result)] if n]
         if repeated_pairs:
             notes.append(f"{repeated_pairs} pair(s) of {redact(pairs)} given again (either way round) were counted "
                          "once.")

@@ -237,8 +237,9 @@ def cell_text(value) -> str:
 class _ManifestRows:
     """How one manifest's rows become items: its columns are checked once, from its first row."""
 
-    def __init__(self, columns: set, name: str):
-        self.name = name
+    def __init__(self, columns: set, name: str, roots: tuple = ()):
+        self.name, self.roots = name, roots
+        self.longest_first = sorted(roots, key=len, reverse=True)  # the longest spelling that holds a path
         seed_layout = {"sub_folder", "image_name"} <= columns
         if "path" not in columns and not seed_layout:
             raise ValueError(f"{name}: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
@@ -255,9 +256,17 @@ class _ManifestRows:
             raw = str(row.get("path") or "")
             if "\n" in raw or "\r" in raw:
                 return raw, None, f"the path holds a line break: {UNCLOSED_QUOTE}"
-            return raw, safe_key(raw), ""
+            return raw, safe_key(self.relative(raw)), ""
         except (UnsafeKeyError, ValueError) as exc:
             return raw, None, str(exc)
+
+    def relative(self, path: str) -> str:
+        """`path` relative to the images root when it is an absolute path or URI under it (`roots`:
+        `root_spellings`); other paths as they are."""
+        for root in self.longest_first:
+            if path.startswith(root):
+                return path[len(root):]
+        return path
 
     def item(self, row: dict, line: int) -> InputItem:
         """The item of one row, on its own: a refused row gets its status and reason."""
@@ -266,7 +275,9 @@ class _ManifestRows:
         where = f"{self.name} row {line}"
         raw, key, unsafe = self.key(row)
         if key is None:
-            hint = "; a manifest's paths are relative to the images root (--images)" if "absolute" in unsafe else ""
+            hint = ("; a manifest's paths are relative to the images root (--images), or absolute under it"
+                    + (f" ({self.roots[0].rstrip('/') or '/'})" if self.roots else "")) \
+                if "absolute" in unsafe or "a URI where" in unsafe else ""
             return InputItem(raw, cell_text(row.get("identity")), status="unsafe_path", input_row=f"{raw}#row{line}",
                              message=f"{where}: {unsafe}; nothing read or written{hint}")
         item = InputItem(key, cell_text(row.get("identity")) or folder_identity(key))
@@ -315,12 +326,26 @@ class _RepeatedPaths:
         self.items.append((line, item))
 
 
-def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: str | None = None):
+def root_spellings(images, given: str | None = None) -> tuple[str, ...]:
+    """The images root as a manifest's absolute paths may spell it, each ending in "/": for a local
+    folder its absolute path as `given` (through a symlink such as /data -> /mnt/data), then its URI
+    (a local folder resolved). Manifests written by `find /data/lfw` name their images so."""
+    from jobs.storage import LocalStore
+
+    spellings = [images.uri]
+    if given is not None and isinstance(images, LocalStore) and "://" not in str(given):
+        spellings.insert(0, os.path.abspath(os.path.expanduser(str(given))))
+    return tuple(dict.fromkeys(s.rstrip("/") + "/" for s in spellings))
+
+
+def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: str | None = None,
+                   roots: tuple = ()):
     """(row number, item) for every input of a manifest (its bytes, or the path of a local copy; see
     the module docstring), in memory that does not grow with the manifest but by 16 bytes a row.
     Raises ValueError only when the file as a whole is unusable (not text of `encoding`, by default
     UTF-8 or GBK; no path column; no rows); bad rows become refused items. `encoding` is a CSV's
-    (`manifest_encoding`); a Parquet file's text is UTF-8 by its format.
+    (`manifest_encoding`); a Parquet file's text is UTF-8 by its format. `roots`: the images root's
+    spellings (`root_spellings`); an absolute path under it is taken relative to it.
 
     Two passes over one handle on the file (a file replaced meanwhile is not seen; one changed in
     place stops the listing with ValueError): the first keeps a digest of each row's path and finds
@@ -338,7 +363,7 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
             rows, seen = None, bytearray()
             try:
                 for _, row in _records(handle, name, encoding):
-                    rows = rows or _ManifestRows(set(row), name)
+                    rows = rows or _ManifestRows(set(row), name, roots)
                     key = rows.key(row)[1]
                     if key is not None:
                         seen += digest(key)
@@ -371,9 +396,10 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
         yield from repeats.items
 
 
-def read_input_manifest(data: bytes, name: str = "manifest.csv", encoding: str | None = None) -> list[InputItem]:
+def read_input_manifest(data: bytes, name: str = "manifest.csv", encoding: str | None = None,
+                        roots: tuple = ()) -> list[InputItem]:
     """The items of an input manifest, in row order (`manifest_items`)."""
-    return [item for _, item in sorted(manifest_items(data, name, encoding), key=lambda pair: pair[0])]
+    return [item for _, item in sorted(manifest_items(data, name, encoding, roots), key=lambda pair: pair[0])]
 
 
 def _faces(item: InputItem) -> list[list[float]]:
@@ -583,9 +609,9 @@ class ManifestLister:
 
     def __init__(self, manifest_uri: str, output_uri: str, done_dir: str, done_where=None, progress=None,
                  chunk: int = 4096, gallery_per_identity: int = 0, role_done: dict | None = None,
-                 encoding: str | None = None):
+                 encoding: str | None = None, roots: tuple = ()):
         self.manifest_uri, self.output_uri, self.done_dir = manifest_uri, output_uri, done_dir
-        self.encoding = encoding
+        self.encoding, self.roots = encoding, roots
         self.done_where, self.progress, self.chunk = done_where, progress, chunk
         self.gallery_per_identity, self.role_done = gallery_per_identity, role_done or {}
 
@@ -605,9 +631,9 @@ class ManifestLister:
         with manifest_store.local_file(name) as path:
             if roles is not None:  # a pass of its own: rows whose path a later row repeats are listed last
                 before = _identity_of(path)
-                roles.choose(manifest_items(path, name, self.encoding))
+                roles.choose(manifest_items(path, name, self.encoding, self.roots))
             chunk = []
-            for _, item in manifest_items(path, name, self.encoding):
+            for _, item in manifest_items(path, name, self.encoding, self.roots):
                 chunk.append(item)
                 if len(chunk) == self.chunk:
                     yield from self._left(chunk, done, roles, failed)
@@ -758,23 +784,35 @@ def images_root(input_uri: str, images_uri: str | None = None):
     return open_parent(input_uri)[0] if is_manifest(str(input_uri)) else open_store(input_uri)
 
 
-def refuse_output_in_place(images, output) -> None:
-    """An output that is the images' folder itself would write its folders among the images."""
+def refuse_output_in_place(images, output, writes: tuple = ("",)) -> None:
+    """An output that is the images' folder itself would write its folders among the images; one that
+    holds them (`mfr mask proj/images proj`) writes its masked images at `images/<key>`, over the
+    photos they were made from (a read-only photo too: a rename replaces it). `writes`: the folders
+    of the output the job writes in ("": anywhere; `mfr evaluate`: embeddings/ and report/)."""
+    from jobs.storage import redact
+
     if output_inside_input(images, output) == "":
-        raise ValueError(f"the output {output.uri} is the input folder itself: choose another output")
+        raise ValueError(f"the output {redact(output.uri)} is the input folder itself: choose another output")
+    inside = output_inside_input(output, images)
+    if inside is not None and any(not w or inside == w or inside.startswith(f"{w}/") for w in writes):
+        raise ValueError(f"the input {redact(images.uri)} lies inside the output {redact(output.uri)} "
+                         f"(at {inside}/): the job writes under its output, where it could replace the input's "
+                         "own files; give an output outside the input's folder (nothing was written)")
 
 
-# what mfr writes at the top of its outputs: mask (images, converted, crops, manifest), embed (shards),
-# run (masked, embeddings, report), evaluate (embeddings, report), and their records
-MFR_OUTPUT_NAMES = frozenset({"_mfr_settings.json", "_mfr_embed_settings.json", "_mfr_lease.json", "images",
-                              "converted", "crops", "manifest", "shards", "masked", "embeddings", "report"})
+# the records a job leaves at the top of an output it starts, before anything else: its settings
+# (mfr mask and mfr run; mfr embed) and the lease of the job writing it
+MFR_RECORDS = ("_mfr_settings.json", "_mfr_embed_settings.json", "_mfr_lease.json")
 
 
 def refuse_foreign_output(output) -> None:
-    """An output folder that already holds something, none of it mfr's, is most often the dataset
-    given as the output (`mfr mask OUT DATA`, the arguments swapped): writing there mixed images/,
-    crops/ and manifest/ into the user's photos, and the next job read them as photos. Hidden files
-    (.DS_Store) do not count."""
+    """An output folder that already holds something, and no record of an mfr job (`MFR_RECORDS`), is
+    most often the dataset given as the output (`mfr mask OUT DATA`, the arguments swapped): writing
+    there mixed images/, crops/ and manifest/ into the user's photos, and the next job read them as
+    photos. Names alone do not make a folder mfr's: a user's own `images/` or `report/` was taken for
+    one and overwritten. A folder all of whose entries are outputs of mfr (`_holds_mfr_output`: an
+    `mfr mask OUT/masked` started before `mfr run DS OUT`) is mfr's, and so is an `mfr embed` output
+    of a version that kept no settings record (`shards/` alone). Hidden files (.DS_Store) do not count."""
     from jobs.storage import LocalStore, redact
 
     if isinstance(output, LocalStore):
@@ -783,13 +821,25 @@ def refuse_foreign_output(output) -> None:
         names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))
     else:
         names = output.top_level()  # its folders, and "" for objects at its top
-    if not names or MFR_OUTPUT_NAMES.intersection(names) or \
-            ("" in names and any(output.exists(k) for k in MFR_OUTPUT_NAMES if k.endswith(".json"))):
+    if not names or names == ["shards"] or _holds_record(output) or all(_holds_mfr_output(output, n) for n in names):
         return
     shown = ", ".join(n or "(files at its top)" for n in names[:3]) + (", ..." if len(names) > 3 else "")
     raise ValueError(f"the output {redact(output.uri)} already holds files mfr did not write ({shown}): give a new "
                      "or empty folder (were the input and the output given the other way round?); nothing was "
                      "written")
+
+
+def _holds_record(store) -> bool:
+    return any(store.exists(k) for k in MFR_RECORDS)
+
+
+def _holds_mfr_output(output, name: str) -> bool:
+    """Whether the entry `name` of `output` is a folder holding an mfr output at its top or one level
+    down (`mfr run`'s `masked/` and `embeddings/<side>/`)."""
+    if not name:
+        return False
+    folder = open_store(output.uri_of(name))
+    return _holds_record(folder) or any(n and _holds_record(open_store(folder.uri_of(n))) for n in folder.top_level())
 
 
 def refuse_output_inside_a_run(output) -> None:
@@ -873,9 +923,11 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
             raise ValueError(f"--manifest-encoding applies to a CSV manifest; {name} is Parquet, whose text is "
                              "UTF-8 by its format")
         # the read task runs in another process, with another working folder: give it an absolute URI
+        given_root = images_uri if images_uri is not None else os.path.dirname(os.path.abspath(input_uri)) \
+            if "://" not in input_uri else None
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done,
-                                encoding=manifest_encoding)
+                                encoding=manifest_encoding, roots=root_spellings(images, given_root))
         note = auto_encoding_note(manifest_store, name) if manifest_encoding is None else None
         return images, [name], lister, notes + ([note] if note else [])
     if manifest_encoding is not None:

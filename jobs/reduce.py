@@ -378,6 +378,7 @@ class Gallery:
     counts: tuple                 # (faces, faceless images) enrolment tried (jobs.score.tried_counts;
                                   # a fusion's: jobs.score.fused_enrolment)
     empty_ids: tuple = ()         # identity of each entry that failed to enrol (jobs.score.unenrolled_entries)
+    unnamed: int = 0              # gallery images left out for want of an identity (jobs.score.with_identity)
 
 
 @dataclass
@@ -437,7 +438,7 @@ def part_bounds(codes, part_rows: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: str, part_rows: int,
+def load_gallery(gallery_uris: list[str], gallery_per_identity: int | None, template: str, part_rows: int,
                  shards_per_task: int, names=None) -> Gallery:
     """Index every model's gallery shards (of the method each of `names` names, `method_filter`), choose
     the split, cut the common entries into parts and start one task per part and model that leaves its
@@ -445,13 +446,19 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     import ray
 
     from jobs.score import (GALLERY_TEMPLATES, as_fused, enrolment_tried, fused_empty_ids, fused_enrolment,
-                            split_gallery, tried_counts, unenrolled_entries)
+                            has_identity, split_gallery, tried_counts, unenrolled_entries)
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
     if part_rows < 1:
         raise ValueError("gallery part rows must be at least 1")
     indexed = [_index(u, shards_per_task, n) for u, n in zip(gallery_uris, names or [None] * len(gallery_uris))]
+    # images without an identity are left out, as jobs.score.with_identity leaves them (and counted)
+    unnamed = set()
+    for index in indexed:
+        keep, keep_failed = has_identity(index.rows.identity), has_identity(index.failed.identity)
+        unnamed |= set(index.rows.key[~keep].astype(str)) | set(index.failed.key[~keep_failed].astype(str))
+        index.rows, index.failed = index.rows[keep], index.failed[keep_failed]
     chosen, images, tried = [], set(), []
     # a fusion chooses among the images every model found a face in, so every model chooses the same
     shared = set.intersection(*(set(i.rows.key.astype(str)) for i in indexed)) if len(indexed) > 1 else None
@@ -501,7 +508,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int, template: s
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
                    tuple(index.model_id for index in indexed),
                    tried_counts(tried[0]) if len(tried) == 1
-                   else fused_enrolment(tried, [shared] * len(tried)), empty_ids)
+                   else fused_enrolment(tried, [shared] * len(tried)), empty_ids, len(unnamed))
 
 
 class _Loader:
@@ -518,12 +525,15 @@ class _Loader:
 
 def _probe_rows(store, shard_keys, exclude, where=None):
     """(rows, embeddings, failed) of a group of probe shards with the gallery's images left out, in a
-    canonical (key, face) order so results do not depend on how shards are cut."""
+    canonical (key, face) order so results do not depend on how shards are cut; images without an
+    identity are left out (counted by `_count_probes`)."""
     from jobs.embed import failed_samples, ok_faces
+    from jobs.score import has_identity
 
     table = _shard_table(store, shard_keys, where)
     if table is None or table.num_rows == 0:
         return None
+    table = table.filter(has_identity(table.column("identity").to_numpy(zero_copy_only=False)))
     failed = failed_samples(table)
     failed = failed[~failed.key.isin(exclude)]
     rows, emb = ok_faces(table)
@@ -629,25 +639,33 @@ def _codes(identity, identities) -> np.ndarray:
 
 
 def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
-    """Per (model_id, mode) the shards hold: (probes, faces, failed), the embedded faces that are probes,
-    all embedded faces (gallery images included), and rows of images outside the gallery in which no
-    face was embedded."""
+    """Per (model_id, mode) the shards hold: (probes, faces, failed, unnamed), the embedded faces that
+    are probes, all embedded faces (gallery images included), rows of images outside the gallery in
+    which no face was embedded, and the samples (images with a face, or failures to acquire, as
+    `jobs.embed.failed_samples` has them) left out for want of an identity (`_probe_rows`)."""
+    from jobs.embed import NOT_FAILURES
+    from jobs.score import has_identity
     from jobs.storage import open_store, read_parquet_bytes
 
     store = open_store(probe_uri)
-    counts = {}
+    counts, unnamed = {}, {}
     for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["key", "status", "model_id", "mode"]).to_pandas(use_threads=False)
-        ok, probe = t.status == "ok", ~t.key.isin(exclude_keys)
+        t = read_parquet_bytes(store.read(k), columns=["key", "identity", "status", "model_id", "mode"]
+                               ).to_pandas(use_threads=False)
+        named = has_identity(t.identity)
+        ok, probe = t.status == "ok", ~t.key.isin(exclude_keys) & named
+        sample = ok | ~t.status.isin(NOT_FAILURES)  # (a text file's `not_an_image` row is no image)
         for method, at in t.groupby(["model_id", "mode"], sort=False).groups.items():
             n, faces, failed = counts.get(method, (0, 0, 0))
-            counts[method] = (n + int((ok & probe)[at].sum()), faces + int(ok[at].sum()),
+            counts[method] = (n + int((ok & probe)[at].sum()), faces + int((ok & named)[at].sum()),
                               failed + int((~ok & probe)[at].sum()))
-    return counts
+            # keys, not rows: an image's rows may lie in two shards of the task's folder
+            unnamed.setdefault(method, set()).update(t.key[at][(sample & ~named)[at]])
+    return {method: (*c, len(unnamed[method])) for method, c in counts.items()}
 
 
 def _probe_counts(uri: str, groups: list[list[str]], exclude, name: str | None):
-    """(row filter of the method `name` names, (probes, faces, failed) of it) in the probe shards under
+    """(row filter of the method `name` names, (probes, faces, failed, unnamed) of it) in the probe shards under
     `uri`, cut into `groups` of shard keys, counted by tasks."""
     import ray
 
@@ -661,7 +679,7 @@ def _probe_counts(uri: str, groups: list[list[str]], exclude, name: str | None):
     got = ray.get([count.remote(g, uri, exclude) for g in groups])
     where = method_filter(set().union(*got), name, uri)
     method = (where.values["model_id"], where.values["mode"])
-    return where, tuple(sum(c[method][i] for c in got if method in c) for i in range(3))
+    return where, tuple(sum(c[method][i] for c in got if method in c) for i in range(4))
 
 
 def _probe_groups(uris: list[str], shards_per_task: int) -> list[list[list[str]]]:
@@ -712,15 +730,16 @@ def check_tasks_per_gpu(value, name: str = "tasks_per_gpu") -> None:
         raise ValueError(f"{name} must be at most {MOST_TASKS_PER_GPU}, got {value}")
 
 
-def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int, max_pairs: int,
-           seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str,
+def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gallery_per_identity: int | None,
+           max_pairs: int, seed: int, shards_per_task: int, gallery_template: str, part_rows: int, device: str,
            tasks_per_gpu: int = TASKS_PER_GPU, methods: list | None = None):
     """`methods`: per (probe, gallery) folder pair, the name of the method to read in them (None: the
     only one they hold); `name`: the result's."""
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import check_max_pairs, counted_result, no_probe_left, nothing_to_score, seed_fpir_pool
+    from jobs.score import (check_max_pairs, counted_result, no_probe_left, note_no_identity, nothing_to_score,
+                            seed_fpir_pool)
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -777,7 +796,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
             znorm.append((float(mean), std))
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:
-        n_probes, n_faces, n_failed = counted[0][1]
+        n_probes, n_faces, n_failed, _ = counted[0][1]
     if n_probes == 0:
         if len(uris) == 1:
             raise no_probe_left(uris[0], gallery_per_identity) if n_faces else nothing_to_score("probe", uris[0])
@@ -799,7 +818,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     enrolled = np.concatenate([gallery.entry_ids.astype(str), np.asarray(gallery.empty_ids, dtype=str)])
     pool = seed_fpir_pool(int((stats.mated | (empty_mates > 0)).sum()), failed_ids, enrolled)
     stats = replace(stats, nonmated_top=stats.nonmated_top[:pool])
-    acquisition = acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts)
+    acquisition = note_no_identity(acquisition_counts(len(stats.mated), len(failed_ids), *gallery.counts),
+                                   counted[0][1][3], gallery.unnamed)
     result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
                             unit="fused" if len(uris) > 1 else gallery.similarities[0], empty_ids=gallery.empty_ids,
                             empty_mates=empty_mates)
@@ -809,10 +829,10 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     return result, gallery.model_ids
 
 
-def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None, gallery_per_identity: int = 1,
-                      max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
-                      gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS, device: str = "auto",
-                      tasks_per_gpu: int = TASKS_PER_GPU):
+def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
+                      gallery_per_identity: int | None = 1, max_pairs: int = 2_000_000, seed: int = 0,
+                      shards_per_task: int = 8, gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS,
+                      device: str = "auto", tasks_per_gpu: int = TASKS_PER_GPU):
     """(MethodResult, model_id) of masked probes against the unmasked gallery, computed by Ray tasks
     (module doc); the figures are those of `jobs.score.score` on the same shards. `name` defaults to
     the model's. `device`: `gpu` scores each block on a GPU (ONNX Runtime's CUDA provider; one
@@ -824,7 +844,7 @@ def score_distributed(probe_uri: str, gallery_uri: str, name: str | None = None,
     return result, model_ids[0]
 
 
-def score_fused_distributed(methods: list[tuple], name: str, gallery_per_identity: int = 1,
+def score_fused_distributed(methods: list[tuple], name: str, gallery_per_identity: int | None = 1,
                             max_pairs: int = 2_000_000, seed: int = 0, shards_per_task: int = 8,
                             gallery_template: str = "best", part_rows: int = GALLERY_PART_ROWS,
                             device: str = "auto", tasks_per_gpu: int = TASKS_PER_GPU):

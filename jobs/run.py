@@ -42,7 +42,7 @@ from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
 from jobs.score import NothingToScore, run_score
-from jobs.settings import augment_settings, settings_recorded
+from jobs.settings import augment_settings, check_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
                        with_cuts)
 from jobs.storage import open_store
@@ -90,10 +90,13 @@ def run_targets(out, models: list[str], modes: list[str], infos: dict) -> tuple[
     from jobs.storage import read_parquet_bytes
 
     first = None
-    shards = [k for k in out.list(f"embeddings/unmasked/{SHARD_DIR}") if k.endswith(".parquet")]
-    if shards:
-        held = set(read_parquet_bytes(out.read(shards[0]), columns=["model_id"]).column("model_id").to_pylist())
+    for key in (k for k in out.list(f"embeddings/unmasked/{SHARD_DIR}") if k.endswith(".parquet")):
+        try:
+            held = set(read_parquet_bytes(out.read(key), columns=["model_id"]).column("model_id").to_pylist())
+        except (OSError, ValueError):  # a damaged shard: the next tells, and the listing sets it aside
+            continue
         first = next((m for m in models if infos[m][0] in held), "")
+        break
     return plan_targets(models, modes, infos, first, model_folders(out, models))
 
 
@@ -385,7 +388,6 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     from jobs.augment import mask_settings_line, output_keys, plan_from
     from jobs.embed import model_identity
     from jobs.inputs import Tally
-    from jobs.settings import check_settings
 
     out = open_store(output_uri)
     models, modes = run_methods(models, modes)
@@ -471,14 +473,19 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = run_listing(dataset_uri, out, targets, images_uri=images_uri, retry_failed=retry_failed,
                           manifest_encoding=manifest_encoding)
+    # before the leases make the run's folders: an output it may not add to is left as it was
+    check_settings(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), record=False)
     out.check_writable()
 
     def worker_args(images, tracker=None) -> tuple[tuple, tuple]:
         """(PrepareWorker's, RecognizeWorker's) constructor arguments, for either executor."""
         return (images.uri, out.uri_of("masked"), options, max_pixels, specs, crops, tracker), (targets, accept_licence)
 
+    source = source_of(dataset_uri, images_uri)
+    listing[3].extend(n for n in [source_note(out, source)] if n)
     with Lease(out, "mfr run") as lease, sub_leases(out, targets), \
-            settings_recorded(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), RUN_MANIFEST):
+            settings_recorded(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), RUN_MANIFEST,
+                              source=source):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda images: functools.partial(RunWorker, *worker_args(images), threads=1),
@@ -532,9 +539,18 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     # a small output is scored here; beyond what a local job may hold, by the distributed reducer
     distributed = on_ray or summary.inputs > local_max_inputs
     try:
+        for side, folder in (("probe", probe), ("gallery", gallery)):
+            if not out.any_under(f"{folder}/{SHARD_DIR}"):  # ("no embedding shards under ...": a folder, not why)
+                raise NothingToScore(
+                    f"nothing to score: no {side} image was embedded (an identity's first image is its gallery "
+                    "image and its other images are probes, so an identity needs 2 or more images; the summary "
+                    "says how each image ended)")
+        # every image of the gallery folder is a gallery image: the listing chose them, an identity's
+        # first image in each top-level folder (scoring only the first of those left the others' images
+        # out of the report, neither gallery nor probe)
         report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
                            also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups,
-                           distributed=distributed)
+                           distributed=distributed, gallery_per_identity=None)
     except NothingToScore as exc:
         exc.summary = summary  # what happened to each image, for the command to print before the reason
         raise

@@ -48,9 +48,11 @@ def nothing_to_score(side: str, uri: str, failed=None) -> NothingToScore:
                           f"{status_counts(failed)}; its shards' status column says why")
 
 
-def no_probe_left(uri: str, gallery_per_identity: int) -> NothingToScore:
+def no_probe_left(uri: str, gallery_per_identity: int | None) -> NothingToScore:
     """The error when every probe image with a face is one of the gallery's images (an identity's
     first `gallery_per_identity`), which never count as probes: it is the dataset, not the faces."""
+    if gallery_per_identity is None:  # a gallery chosen when the input was listed (mfr run)
+        return NothingToScore(f"nothing to score: every image under {uri} with an embedded face is a gallery image")
     return NothingToScore(f"nothing to score: every image under {uri} with an embedded face is one of the gallery's "
                           f"images (the first {gallery_per_identity} of each identity, --gallery-per-identity), "
                           f"which are never probes; an identity needs more than {gallery_per_identity} image(s) "
@@ -194,8 +196,12 @@ def unmeasured_fars(result, real_impostors: int, impostors: int) -> None:
             v["seed_tar_at_far"][far] = None
 
 
-def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
-    """Keys of the gallery images: the first `gallery_per_identity` per identity, in key order."""
+def split_gallery(gallery_rows, gallery_per_identity: int | None = 1) -> set[str]:
+    """Keys of the gallery images: the first `gallery_per_identity` per identity, in key order; None:
+    every image of the gallery side (a folder that holds only gallery images: `mfr run` chose them
+    when it listed the input, an identity's first image in each top-level folder)."""
+    if gallery_per_identity is None:
+        return set(gallery_rows.key.astype(str))
     if gallery_per_identity < 1:
         raise ValueError("gallery_per_identity must be at least 1")
     chosen = set()
@@ -204,14 +210,14 @@ def split_gallery(gallery_rows, gallery_per_identity: int = 1) -> set[str]:
     return chosen
 
 
-def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
+def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int | None = 1):
     """The gallery side's images that enrolment went through, as rows (key, identity, face: whether it
     had one; a row per face): each identity's images in key order up to its `gallery_per_identity`-th
     image with a face (`chosen`, `split_gallery`), or all of them when it has fewer. `faces`: rows (key, identity)
     of faces with an embedding; `failed`: rows (key, identity) of images without one. The other
     images of a gallery folder are only the unmasked side of probes, never tried for the gallery:
     counting them made the gallery's failure-to-acquire rate one of the whole dataset (21 samples
-    beside 3 gallery entries)."""
+    beside 3 gallery entries). `gallery_per_identity` None: every image (`split_gallery`)."""
     import pandas as pd
 
     seen = pd.concat([pd.DataFrame({"key": faces.key.astype(str), "identity": faces.identity.astype(str),
@@ -225,6 +231,8 @@ def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int = 1):
     # images of an identity from its first up to its last chosen one; identities short of
     # `gallery_per_identity` chosen images went through all of theirs
     after_last = seen[::-1].groupby("identity", sort=False).chosen.cumsum()[::-1] == 0
+    if gallery_per_identity is None:
+        return seen[["key", "identity", "face"]]
     short = seen.groupby("identity").chosen.transform("sum") < gallery_per_identity
     return seen[~after_last | short][["key", "identity", "face"]]
 
@@ -245,7 +253,7 @@ def fused_enrolment(tried_per_model, faces_per_model) -> tuple[int, int]:
     return len(acquired), len(images - acquired)
 
 
-def unenrolled_entries(tried, chosen: set, gallery_per_identity: int = 1, template: str = "best") -> tuple:
+def unenrolled_entries(tried, chosen: set, gallery_per_identity: int | None = 1, template: str = "best") -> tuple:
     """The identity of each gallery entry that failed to enrol, on the gallery side of a split: per
     identity, the gallery places that no image with a face filled (`split_gallery` takes its next image
     with a face), min(images enrolment went through, `gallery_per_identity`) less the images chosen
@@ -253,8 +261,8 @@ def unenrolled_entries(tried, chosen: set, gallery_per_identity: int = 1, templa
     or one empty template for an identity with none chosen (`mean`). `tried`: `enrolment_tried`'s rows."""
     images = tried.assign(chosen=tried.key.isin(chosen)).drop_duplicates("key")
     per = images.groupby(images.identity.astype(str)).agg(images=("key", "size"), chosen=("chosen", "sum"))
-    empty = ((per.chosen == 0).astype(int) if template == "mean"
-             else (np.minimum(per.images, gallery_per_identity) - per.chosen).clip(lower=0))
+    places = per.images if gallery_per_identity is None else np.minimum(per.images, gallery_per_identity)
+    empty = (per.chosen == 0).astype(int) if template == "mean" else (places - per.chosen).clip(lower=0)
     return tuple(np.repeat(per.index.to_numpy().astype(str), empty.to_numpy().astype(int)).tolist())
 
 
@@ -392,7 +400,66 @@ def as_fused(faces, failed, shared_keys):
     return faces[shared], pd.concat([failed, lost], ignore_index=True)
 
 
-def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
+def has_identity(identity) -> np.ndarray:
+    """Which rows have an identity: an image at the top of a folder input (whose identity is its
+    parent folder's name) or a manifest row without one has "", which scoring took for one person."""
+    return (np.asarray(identity).astype(str) != "")
+
+
+def with_identity(rows, emb, failed) -> tuple:
+    """(rows, embeddings, failed rows) less those without an identity (`has_identity`), and the keys
+    of the images that left out."""
+    keep, keep_failed = has_identity(rows.identity), has_identity(failed.identity)
+    left_out = set(rows.key[~keep].astype(str)) | set(failed.key[~keep_failed].astype(str))
+    return rows[keep].reset_index(drop=True), emb[keep], failed[keep_failed].reset_index(drop=True), left_out
+
+
+def note_no_identity(acquisition: dict, probes: int, gallery: int) -> dict:
+    """`acquisition` with the images left out for want of an identity (`with_identity`), when any were."""
+    if probes or gallery:
+        acquisition["no_identity"] = {"probe": int(probes), "gallery": int(gallery)}
+    return acquisition
+
+
+def no_identity_note(result) -> str | None:
+    """A note for a report whose inputs held images without an identity (`note_no_identity`)."""
+    left = (result.acquisition or {}).get("no_identity")
+    if not left:
+        return None
+    return (f"{left['probe']} probe and {left['gallery']} gallery image(s) have no identity and were left out: "
+            "a folder input's identity is an image's parent folder's name, and these lie at its top (or a "
+            "manifest's identity cell is empty); put them in a folder per person (`mfr run` marks such images "
+            "`no_identity`).")
+
+
+def spread_identities_note(gallery_uri: str) -> str | None:
+    """A note when an identity's gallery images lie under several top-level folders of the input (a
+    gallery chosen per top-level folder, `mfr run`'s): right for `train/alice/`, `test/alice/`, but
+    the sign of a `person/session/img.jpg` layout, whose identity (the parent folder's name) is a
+    session shared by every person. Reads the gallery's keys and identities only."""
+    import pandas as pd
+
+    from jobs.augment import read_parquet_dir
+    from jobs.embed import SHARD_DIR
+
+    tables = read_parquet_dir(open_store(gallery_uri), SHARD_DIR, columns=["key", "identity"])
+    if not tables:
+        return None
+    rows = pd.concat([t.to_pandas() for t in tables], ignore_index=True).drop_duplicates("key")
+    rows = rows[rows.key.str.contains("/", regex=False)]
+    spread = rows.assign(top=rows.key.str.split("/", n=1).str[0]).groupby("identity").top.agg(sorted)
+    spread = spread[spread.map(len) > 1]
+    if spread.empty:
+        return None
+    identity, tops = spread.index[0], spread.iloc[0]
+    more = f" (and {len(spread) - 1} more identities)" if len(spread) > 1 else ""
+    return (f"identity {identity!r} has gallery images in {len(tops)} top-level folders ({', '.join(tops[:4])}"
+            f"{', ...' if len(tops) > 4 else ''}){more}: each is a gallery entry of that one identity. A folder "
+            "input's identity is an image's parent folder's name: if these are different people "
+            "(person/session/img.jpg), give an input manifest with an identity column.")
+
+
+def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int | None = 1,
                gallery_template: str = "best", name: str | None = None, shared_keys=None) -> Split:
     """The probes and gallery of one method; `name` chooses the model and mode in folders that hold
     several (`method_rows`); `shared_keys`: for a fusion, the gallery images every model found a face
@@ -400,6 +467,9 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     probe_rows, probe_emb, failed = read_shards(probe_uri, with_failures=True, where=method_rows(name, probe_uri))
     gallery_rows, gallery_emb, gallery_failed = read_shards(gallery_uri, with_failures=True,
                                                             where=method_rows(name, gallery_uri))
+    probe_rows, probe_emb, failed, probes_left_out = with_identity(probe_rows, probe_emb, failed)
+    gallery_rows, gallery_emb, gallery_failed, gallery_left_out = with_identity(gallery_rows, gallery_emb,
+                                                                                gallery_failed)
     probes_with_a_face = len(probe_rows)
     gallery_rows_all, gallery_failed = as_fused(gallery_rows, gallery_failed, shared_keys)
     gallery_keys = split_gallery(gallery_rows_all, gallery_per_identity)
@@ -410,7 +480,8 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int = 1,
     failed = failed[~failed.key.isin(gallery_keys)].reset_index(drop=True)
     # per side: faces with an embedding plus images without a face (the gallery: the images enrolment tried)
     tried = enrolment_tried(gallery_rows_all, gallery_failed, gallery_keys, gallery_per_identity)
-    acquisition = acquisition_counts(len(probe_rows), len(failed), *tried_counts(tried))
+    acquisition = note_no_identity(acquisition_counts(len(probe_rows), len(failed), *tried_counts(tried)),
+                                   len(probes_left_out), len(gallery_left_out))
     if not len(gallery_rows):
         raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
     if not len(probe_rows):
@@ -520,18 +591,18 @@ def unmated_note(result, named: bool = False) -> str | None:
     whose = f"{ident.get('probes', 0)} probes{f' ({result.name})' if named else ''}"
     said = []
     if unmated:
-        said.append(f"{unmated} of {whose} have no gallery entry of their identity (the gallery does not hold it): "
+        said.append(f"{unmated} of {whose} {'has' if unmated == 1 else 'have'} no gallery entry of their identity (the gallery does not hold it): "
                     "they are scored as non-mated searches, so they count towards FPIR and not towards rank-k or "
                     "TPIR.")
     if unenrolled:
-        said.append(f"{unenrolled} of {whose} are of an identity that failed to enrol (no gallery image of it gave "
+        said.append(f"{unenrolled} of {whose} {'is' if unenrolled == 1 else 'are'} of an identity that failed to enrol (no gallery image of it gave "
                     "a face, or in a fusion none that every model embedded): they are mated searches that are never "
                     "identified, and their comparisons with its gallery entries are rejected.")
     return " ".join(said) or None
 
 
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
-              gallery_per_identity: int = 1, force: bool = False, name: str | None = None,
+              gallery_per_identity: int | None = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
               gallery_template: str = "best", gallery_part_rows: int | None = None, score_device: str = "auto",
               score_tasks_per_gpu: int | None = None, **kwargs) -> dict:
@@ -545,7 +616,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     that is there (`skipped` is True) unless `force`. `gallery_template`: `best` (every gallery image an
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
-    unmasked gallery", or a title and a note saying otherwise)."""
+    unmasked gallery", or a title and a note saying otherwise). `gallery_per_identity` None: every
+    image of the gallery side is a gallery image (`split_gallery`; `mfr run`'s gallery folder)."""
     if "max_pairs" in kwargs:  # before any shard is read
         check_max_pairs(kwargs["max_pairs"])
     for uri in [probe_uri, gallery_uri, *(u for _, p, g in also for u in (p, g))]:
@@ -636,7 +708,12 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
                                 shared_keys=shared) for g in group]
             results.append(score_fused(fused, name_of, **kwargs))
     notes = notes + [n for n in map(unmated_note, results, [len(results) > 1] * len(results)) if n]
-    protocol = (f"{title[0].lower()}{title[1:]}, {gallery_per_identity} gallery image(s) per identity"
+    if gallery_per_identity is None:  # a gallery chosen per top-level folder
+        notes += [n for n in [spread_identities_note(gallery_uri)] if n]
+    notes += list(dict.fromkeys(n for n in map(no_identity_note, results) if n))  # the same for each method
+    per_identity = ("the gallery images chosen when the input was listed (an identity's first image)"
+                    if gallery_per_identity is None else f"{gallery_per_identity} gallery image(s) per identity")
+    protocol = (f"{title[0].lower()}{title[1:]}, {per_identity}"
                 + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report(results, Path(tmp), title, protocol=protocol, extra={

@@ -50,54 +50,111 @@ def augment_settings(options, input_uri=None, manifest_encoding: str | None = No
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
 
 
+def read_record(store, made: str = "masks") -> dict | None:
+    """The settings record under `store` (`{"command", "settings", "source"}`), None when there is
+    none; SettingsChanged when it is damaged (changed by hand, or cut short by a crash of the machine:
+    it is written whole, by a rename, but not synced): recording this run's settings over it mixed
+    two runs' masks in one output without a word."""
+    key = SETTINGS_KEYS[made]
+    if not store.exists(key):
+        return None
+    try:
+        record = json.loads(store.read(key))
+        if not isinstance(record, dict) or not isinstance(record["settings"], dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise SettingsChanged(f"{store.uri_of(key)} is damaged (not the settings record mfr writes): what the output "
+                              "was made with is unknown, so a rerun cannot be checked against it. Restore it from a "
+                              "copy, or write to another output") from None
+    return record
+
+
+# the commands whose masks records an output may hold, and what each writes there
+MASK_COMMANDS = {"mfr mask": "images/, crops/ and manifest/", "mfr run": "masked/, embeddings/ and report/"}
+
+
 def check_settings(store, command: str, settings: dict, made: str = "masks", record: bool = True,
-                   follows: dict | None = None) -> bool:
+                   follows: dict | None = None, source: str | None = None) -> bool:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged
     when they differ from the recorded ones (`made`: what the settings decide, `masks` or
-    `embeddings`, each recorded in a file of its own). True when this call recorded them. With
+    `embeddings`, each recorded in a file of its own), or when another command made the output's masks
+    (`mfr run` into an `mfr mask` output, or the other way). True when this call recorded them. With
     `record=False` (a dry run) it only refuses, as the run would. `follows` names the setting each
     derived one follows from (`embed`'s finder fields follow `masked` unless given): a refusal asks
-    for the setting a user gives, and says which of the others come with it."""
+    for the setting a user gives, and says which of the others come with it. `source`: the input, as
+    shown to people (`jobs.storage.redact`), recorded beside the settings (`source_note`)."""
     key = SETTINGS_KEYS[made]
-    if store.exists(key):
-        try:
-            recorded = json.loads(store.read(key))["settings"]
-        except (ValueError, KeyError, TypeError):
-            recorded = None  # unreadable (cut short): recorded again below
-        if recorded is not None:
-            recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
-            changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
-                             and not (k in RECORDED_SINCE and k not in recorded))
-            if changed == ["manifest_encoding"]:
-                was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
-                            (recorded["manifest_encoding"], settings["manifest_encoding"]))
-                raise SettingsChanged(f"{store.uri} was listed from the manifest read as {was} "
-                                      f"(--manifest-encoding); this run reads it as {now}. Its paths name the files, "
-                                      "so the rows of the first reading would stay beside this run's: write to "
-                                      "another output, or read it as before")
-            if changed:
-                follows = follows or {}
-                derived = [k for k in changed if follows.get(k) in changed]
-                given = [k for k in changed if k not in derived]
-                was = ", ".join(f"{k}={recorded.get(k)!r}" for k in given)
-                now = ", ".join(f"{k}={settings.get(k)!r}" for k in given)
-                if derived:  # no option of the user's sets them: they come with what was asked
-                    now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
-                            f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
-                if changed == ["input"]:  # the kind of input alone
-                    raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
-                                          f"{settings['input']}. The two are tracked apart, so the same images given "
-                                          "the other way would be embedded and scored twice: give the input the "
-                                          "same way, or write to another output")
-                raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
-                                      f"done, so its {made} would not match the earlier ones: run it with the same "
-                                      "settings, or write to another output")
-            return False
+    found = read_record(store, made)
+    if found is not None and found.get("binding") is not False:  # (not binding: `settings_recorded`)
+        by = found.get("command")
+        if made == "masks" and by in MASK_COMMANDS and command in MASK_COMMANDS and by != command:
+            raise SettingsChanged(f"{store.uri} was made by {by}, which writes {MASK_COMMANDS[by]} there; {command} "
+                                  f"writes {MASK_COMMANDS[command]} and tracks what is done apart, so the two would "
+                                  f"mix in one output: run {by} on it, or give {command} another output")
+        recorded = found["settings"]
+        recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
+        changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
+                         and not (k in RECORDED_SINCE and k not in recorded))
+        if changed == ["manifest_encoding"]:
+            was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
+                        (recorded["manifest_encoding"], settings["manifest_encoding"]))
+            raise SettingsChanged(f"{store.uri} was listed from the manifest read as {was} "
+                                  f"(--manifest-encoding); this run reads it as {now}. Its paths name the files, "
+                                  "so the rows of the first reading would stay beside this run's: write to "
+                                  "another output, or read it as before")
+        if changed:
+            follows = follows or {}
+            derived = [k for k in changed if follows.get(k) in changed]
+            given = [k for k in changed if k not in derived]
+            was = ", ".join(f"{k}={recorded.get(k)!r}" for k in given)
+            now = ", ".join(f"{k}={settings.get(k)!r}" for k in given)
+            if derived:  # no option of the user's sets them: they come with what was asked
+                now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
+                        f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
+            if changed == ["input"]:  # the kind of input alone
+                raise SettingsChanged(f"{store.uri} was made from a {recorded['input']} input; this run gives a "
+                                      f"{settings['input']}. The two are tracked apart, so the same images given "
+                                      "the other way would be embedded and scored twice: give the input the "
+                                      "same way, or write to another output")
+            raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
+                                  f"done, so its {made} would not match the earlier ones: run it with the same "
+                                  "settings, or write to another output")
+        return False
     if not record:
         return False
-    store.write(key, json.dumps({"command": command, "settings": settings}, indent=1,
+    store.write(key, json.dumps({"command": command, "settings": settings,
+                                 **({"source": source} if source is not None else {})}, indent=1,
                                 sort_keys=True).encode())
     return True
+
+
+def source_of(input_uri, images_uri=None) -> str:
+    """An input as its record names it: a folder's or an input manifest's absolute path or URI, without
+    credentials; a manifest's with the images' folder when `images_uri` (--images) gives it (a copy
+    of the images elsewhere is another input)."""
+    from jobs.inputs import is_manifest
+    from jobs.storage import open_parent, open_store, redact
+
+    if is_manifest(str(input_uri)):
+        store, name = open_parent(input_uri)
+        images = f" (images: {redact(open_store(images_uri).uri)})" if images_uri is not None else ""
+        return redact(store.uri_of(name)) + images
+    return redact(open_store(input_uri).uri)
+
+
+def source_note(store, source: str, made: str = "masks") -> str | None:
+    """A note when an output's record names another input than this run's (`check_settings`' `source`):
+    a rerun skips the inputs whose names the output holds, so a second dataset's images of the same
+    names were skipped as done without a word (a dataset moved or mounted elsewhere is said too)."""
+    try:
+        found = read_record(store, made)
+    except SettingsChanged:
+        return None  # check_settings refuses it, in the job's own words
+    was = (found or {}).get("source")
+    if was is None or was == source:
+        return None
+    return (f"this output was made from {was}; this run reads {source}: an input whose name the output already "
+            "holds is skipped as done, whatever its content")
 
 
 def _flat(settings: dict, prefix: str = "") -> dict:
@@ -113,18 +170,35 @@ def _flat(settings: dict, prefix: str = "") -> dict:
 
 @contextmanager
 def settings_recorded(store, command: str, settings: dict, done_dir: str, made: str = "masks",
-                      follows: dict | None = None):
+                      follows: dict | None = None, source: str | None = None):
     """`check_settings` around a job: a record this job made is taken back when the job stops with an
     error before anything is done under `done_dir` (an input manifest refused in its read task, an
-    empty input), so a corrected rerun with other settings is not refused for masks never made."""
-    created = check_settings(store, command, settings, made, follows=follows)
+    empty input), so a corrected rerun with other settings is not refused for masks never made (its
+    rerun does every input again). Where the job wrote images before it stopped (interrupted before
+    its first manifest shard), the record stays as not binding (`binding: false`): the folder is still
+    mfr's output (`jobs.inputs.refuse_foreign_output` refused the rerun as files mfr did not write),
+    and the next run records its own settings over it."""
+    created = check_settings(store, command, settings, made, follows=follows, source=source)
     try:
         yield
     except BaseException:
         if created:
             try:
                 if not store.any_under(done_dir):
-                    store.delete(SETTINGS_KEYS[made])
+                    key = SETTINGS_KEYS[made]
+                    if _records_only(store):
+                        store.delete(key)
+                    else:
+                        store.write(key, json.dumps({**json.loads(store.read(key)), "binding": False}, indent=1,
+                                                    sort_keys=True).encode())
             except Exception:  # the job's own error is the one to report
                 pass
         raise
+
+
+def _records_only(store) -> bool:
+    """Whether `store` holds nothing but mfr's records (settings, leases), at any depth."""
+    from jobs.lease import LEASE_KEY
+
+    records = {*SETTINGS_KEYS.values(), LEASE_KEY}
+    return all(key.rsplit("/", 1)[-1] in records for key in store.list(""))

@@ -45,8 +45,10 @@ def bucket_of(key: str, buckets: int = MANIFEST_BUCKETS) -> str:
 def _done_tables(store, directory: str, where: Callable | None):
     """The Parquet shards under `directory` of `store` as tables, each only the rows for which
     `where(table)` (a pyarrow boolean mask) holds, if given. A shard that cannot be parsed (a write
-    cut short by a crash on a file system without atomic rename) counts as not written: its rows are
-    done again and the shard is overwritten by a new one. A `DoneRows` filter also leaves out the
+    cut short by a crash on a file system without atomic rename, a file damaged since) counts as not
+    written: its rows are done again, and with `drop` (a real run) it is set aside as `<name>.damaged`
+    (`set_aside`): the new rows may be cut into other shards than the damaged one, which then stayed
+    for good and failed every reader of the output. A `DoneRows` filter also leaves out the
     rows of images whose write was left incomplete (`CutWrites`) and, with `retry_failed`, the failed
     rows; with `drop`, those rows leave their shards as they are read."""
     from jobs.storage import read_parquet_bytes
@@ -56,15 +58,29 @@ def _done_tables(store, directory: str, where: Callable | None):
     for key in store.list(directory):
         if not key.endswith(".parquet"):
             continue
+        data = None
         try:
-            table = read_parquet_bytes(store.read(key))
+            data = store.read(key)
+            table = read_parquet_bytes(data)
         except (OSError, ValueError):
+            if data is not None and rule.drop:  # read, and not Parquet: the shard, not the store, is at fault
+                set_aside(store, key, data)
             continue
         if rule.retry_failed and rule.drop:
             key, table = rule.drop_failed(store, key, table)
         yield rule.select(cuts.hold(key, table))
     for table in cuts.settle(store, rule):
         yield rule.select(table)
+
+
+DAMAGED_SUFFIX = ".damaged"
+
+
+def set_aside(store, key: str, data: bytes) -> None:
+    """Keep a shard that cannot be parsed as `<key>.damaged` (readers take `.parquet` files only) and
+    take it out of the output's shards; its rows are being done again."""
+    store.write(key + DAMAGED_SUFFIX, data)
+    store.delete(key)
 
 
 class CutWrites:

@@ -58,8 +58,10 @@ def safe_key(key: str) -> str:
     parts = text.split("/")
     if "" in parts or "." in parts or ".." in parts:  # the common plain key skips this (manifests of 10^7 rows)
         parts = [p for p in parts if p not in ("", ".")]
-        if not parts or ".." in parts:
-            raise UnsafeKeyError(f"key leaves the prefix or is empty: {key!r}")
+        if not parts:
+            raise UnsafeKeyError(f"an empty key: {key!r}")
+        if ".." in parts:  # refused wherever it stands: `a/../a/x.jpg` stays inside, `../x.jpg` does not
+            raise UnsafeKeyError(f"a '..' segment is refused (a key must not climb out of its folder): {key!r}")
     return "/".join(parts)
 
 

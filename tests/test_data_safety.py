@@ -345,6 +345,144 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
         assert not [p for p in (tmp_path / f"h-{command}").rglob("*") if p.is_file()], command
 
 
+def test_an_input_inside_the_output_or_a_users_folder_with_mfr_like_names_is_never_written_over(face_photos,
+                                                                                                tmp_path, capsys):
+    """`mfr mask proj/images proj` wrote each masked image at proj/images/<key>, over the photo it was
+    made from (a read-only one too), exit 0; a folder of the user's holding `images/` or `report/`
+    was taken for an mfr output by those names alone, and its photo or report.md overwritten."""
+    proj = tmp_path / "proj"
+    photos = photo_folder(proj / "images", face_photos[:2])
+    before = {p: p.read_bytes() for p in photos.rglob("*.jpg")}
+    for path in before:
+        path.chmod(0o444)
+    for argv in (["mask", str(photos), str(proj)], ["run", str(photos), str(proj)],
+                 ["embed", str(photos), str(proj)], ["mask", str(photos), str(tmp_path)]):
+        assert main([*argv, "--executor", "local", "--quiet"]) == 2, argv
+        assert f"the input {photos} lies inside the output {argv[2]} (at " in capsys.readouterr().err, argv
+    assert {p: p.read_bytes() for p in photos.rglob("*.jpg")} == before
+    assert sorted(p.name for p in proj.iterdir()) == ["images"]
+    # a manifest whose --images lies inside the output
+    listed = tmp_path / "listed.csv"
+    listed.write_text("path\n" + "".join(f"{p.relative_to(photos).as_posix()}\n" for p in sorted(before)))
+    assert main(["mask", str(listed), str(proj), "--images", str(photos), "--executor", "local", "--quiet"]) == 2
+    assert "lies inside the output" in capsys.readouterr().err
+    # mfr evaluate writes only embeddings/ and report/ there: an input beside them is no concern
+    main(["evaluate", str(photos), str(proj), "--quiet"])
+    assert "lies inside the output" not in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in photos.rglob("*.jpg")} == before
+
+    # the user's own folders, named as mfr names its folders, beside files of theirs
+    dataset = photo_folder(tmp_path / "dataset", face_photos[2:4])
+    mine = tmp_path / "mine"
+    shutil.copytree(dataset, mine / "images")
+    (mine / "notes.txt").write_text("mine")
+    thesis = tmp_path / "thesis"
+    (thesis / "report").mkdir(parents=True)
+    (thesis / "report" / "report.md").write_text("# three months of work\n")
+    kept = {p: p.read_bytes() for folder in (mine, thesis) for p in folder.rglob("*") if p.is_file()}
+    for command, folder in (("mask", mine), ("run", thesis), ("embed", thesis)):
+        assert main([command, str(dataset), str(folder), "--executor", "local", "--quiet"]) == 2, command
+        assert f"the output {folder} already holds files mfr did not write" in capsys.readouterr().err
+    assert {p: p.read_bytes() for folder in (mine, thesis) for p in folder.rglob("*") if p.is_file()} == kept
+
+
+def test_an_output_of_one_command_or_with_a_damaged_record_is_not_finished_by_another(face_photos, tmp_path,
+                                                                                     capsys):
+    """`mfr run` into an `mfr mask` output was accepted (and the run then took a later `mfr mask
+    RUN/masked --style surgical` for its own rows); a damaged settings record was replaced by the
+    rerun's settings, so one output held two runs' masks; a second dataset written into an output was
+    skipped as done by name without a word."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+    out = tmp_path / "out"
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["run", str(dataset), str(out), "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr run: {out} was made by mfr mask, which writes images/, crops/ and manifest/ there; mfr run writes "
+        "masked/, embeddings/ and report/ and tracks what is done apart, so the two would mix in one output: run "
+        "mfr mask on it, or give mfr run another output")
+    assert main(["run", str(dataset), str(out), "--dry-run"]) == 2  # the dry run refuses it too
+    assert "was made by mfr mask" in capsys.readouterr().err
+    assert not (out / "masked").exists()
+    # mfr embed's shards/ beside the mask output's images/ (accepted before)
+    assert main(["embed", str(dataset), str(out), "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"mfr embed: the output {out} is an output of mfr mask or mfr run (it "
+                                               "holds _mfr_settings.json): give mfr embed a folder of its own; nothing "
+                                               "was written")
+    assert not (out / "shards").exists()
+
+    record = out / "_mfr_settings.json"
+    text = record.read_text()
+    record.write_text(text[: len(text) // 2])  # damaged by hand (mfr writes it whole)
+    assert main(["mask", str(dataset), str(out), "--style", "n95", "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr mask: {record} is damaged (not the settings record mfr writes): what the output was made with is "
+        "unknown, so a rerun cannot be checked against it. Restore it from a copy, or write to another output")
+    assert record.read_text() == text[: len(text) // 2]
+    record.write_text(text)
+    assert json.loads(text)["source"] == str(dataset)
+
+    # a manifest's images elsewhere are another input too
+    from jobs.settings import source_of
+
+    assert source_of(str(tmp_path / "l.csv"), str(other := tmp_path / "other")) == (
+        f"{tmp_path / 'l.csv'} (images: {other})")
+    # another dataset into the same output: its image of the same name is skipped as done, and said
+    shutil.copytree(dataset, other)
+    assert main(["mask", str(other), str(out), "--executor", "local", "--quiet"]) == 0
+    printed = capsys.readouterr()
+    assert (f"note: this output was made from {dataset}; this run reads {other}: an input whose name the output "
+            "already holds is skipped as done, whatever its content") in printed.out + printed.err
+
+
+def test_a_first_run_stopped_after_writing_images_leaves_an_output_its_rerun_finishes(face_photos, tmp_path):
+    """A job stopped after its workers wrote images but before its first manifest shard (Ctrl-C on Ray,
+    a full disk) took its settings record back, and its rerun was refused: "the output already holds
+    files mfr did not write (crops, images)"."""
+    from jobs.inputs import refuse_foreign_output
+    from jobs.settings import check_settings, read_record, settings_recorded
+
+    out = open_store(tmp_path / "out")
+    with pytest.raises(KeyboardInterrupt):
+        with settings_recorded(out, "mfr mask", {"style": "seed"}, "manifest", source="in"):
+            out.write("images/p/a.jpg", b"masked")
+            raise KeyboardInterrupt
+    refuse_foreign_output(out)  # mfr's still
+    assert read_record(out)["binding"] is False
+    # not binding: the rerun, with other settings, records its own
+    assert check_settings(out, "mfr mask", {"style": "n95"}) is True
+    assert read_record(out) == {"command": "mfr mask", "settings": {"style": "n95"}}
+    # stopped with nothing written: the record goes, as before
+    empty = open_store(tmp_path / "empty")
+    with pytest.raises(KeyboardInterrupt):
+        with settings_recorded(empty, "mfr mask", {"style": "seed"}, "manifest"):
+            raise KeyboardInterrupt
+    assert not list((tmp_path / "empty").rglob("*.json"))
+
+
+def test_a_damaged_shard_is_set_aside_when_its_rows_are_done_again(face_photos, tmp_path, capsys):
+    """A manifest shard cut short stayed beside the rows done again when the rerun cut its shards
+    otherwise (another --rows-per-shard, Ray after the local pool), and every reader of the output
+    failed on it for good."""
+    dataset = photo_folder(tmp_path / "in", face_photos[:4])
+    out = tmp_path / "out"
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
+    shards = sorted((out / "manifest").rglob("*.parquet"))
+    broken = shards[0]
+    data = broken.read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="is not a readable Parquet shard"):
+        read_manifest(str(out))
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet", "--rows-per-shard", "1",
+                 "--dry-run"]) == 0
+    assert broken.exists()  # a dry run changes nothing
+    assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet", "--rows-per-shard", "1"]) == 0
+    assert not broken.exists() and broken.with_name(broken.name + ".damaged").read_bytes() == data[: len(data) // 2]
+    rows = read_manifest(str(out))
+    assert sorted(set(rows.input_row)) == sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))
+    assert not rows.duplicated(["input_row", "face_index"]).any()
+
+
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
     """A rerun skips what is done: one with another style or seed once finished an output with masks
     unlike its first images' (and `mfr run` called its report up to date)."""

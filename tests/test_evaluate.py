@@ -117,6 +117,8 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     v = report["results"][0]["verification"]
     assert report["protocol"] == "pairs" and v["pairs_skipped"] == len(pairs) - len(inside)
     assert v["genuine"] == int(pairs.labels[inside].sum()) and v["genuine"] + v["impostor"] == len(inside)
+    # the title (report.md, report.json, both plots) counts the pairs scored: it said all 15,956
+    assert report["title"].startswith(f"Evaluation: {len(inside)} of the {len(pairs)} pairs of ")
     assert 0 <= v["auc"] <= 1 and np.isfinite(v["eer"]["eer"] if isinstance(v["eer"], dict) else v["eer"])
     # report.md counts the pairs' images and pairs (it labelled them probe samples, gallery "n/a of n/a")
     acquisition, md = report["results"][0]["acquisition"], (out / "report" / "report.md").read_text()
@@ -245,6 +247,26 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     manifest.write_text("path,identity,masked\np/a.jpg,p,1\n")
     assert main(["evaluate", str(manifest), str(out), "--quiet"]) == 2
     assert "the manifest's masked column marks none (or all) of them (nothing was embedded)" in capsys.readouterr().err
+    # a blank masked cell: read as unmasked in a fresh output and as embedded in an old one, so one
+    # command gave two reports; refused, naming it
+    shutil.copy(face_photos[1], dataset / "b.jpg")
+    manifest.write_text("path,identity,masked\np/a.jpg,p,1\np/b.jpg,p,\n")
+    assert main(["evaluate", str(manifest), str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == ("mfr evaluate: the manifest's masked column is blank for 1 image(s), "
+                                               "e.g. 'p/b.jpg': give every row 1 or 0 (nothing was embedded)")
+    # absolute paths outside the images root (refused rows) were "the manifest has no masked column"
+    # where it had one
+    elsewhere = tmp_path / "elsewhere"
+    manifest.write_text(f"path,identity,masked\n{elsewhere / 'a.jpg'},p,1\n{elsewhere / 'b.jpg'},p,0\n")
+    assert main(["evaluate", str(manifest), str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no image to evaluate: every row of the manifest is refused, e.g. list.csv row 2: " in err
+    assert (f"a manifest's paths are relative to the images root (--images), or absolute under it "
+            f"({manifest.parent})") in err
+    manifest.write_text(f"path,identity,masked\np/a.jpg,p,1\n{elsewhere / 'b.jpg'},p,0\n")
+    assert main(["evaluate", str(manifest), str(out), "--quiet"]) == 2
+    assert ("marks none (or all) of them; 1 row(s) of the manifest are refused, e.g. list.csv row 3: "
+            in capsys.readouterr().err)
     assert not out.exists()
 
 
@@ -265,14 +287,42 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runt
     manifest = dataset / "list.csv"
     manifest.write_text("path,identity\n" + "\n".join(rows) + "\n")
     out = tmp_path / "out"
-    assert main(["evaluate", str(manifest), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
+    # a rule with two `$` (matplotlib's math) failed the report after the embedding; its title doubled `\\`
+    rule = r"_mask\.jpg$|_mask\.png$"
+    assert main(["evaluate", str(manifest), str(out), "--masked-rule", rule, "--input-kind", "photos",
                  "--quiet"]) == 0
-    ident = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["title"] == f"Evaluation: masked images (file names, rule '{rule}') against the unmasked ones"
+    ident = report["results"][0]["identification"]
     assert ident["probes"] == 3
     # the rows say what the report split by: the rule's flag (every row read masked=False)
     rows, _ = read_shards(str(out / "embeddings"))
     assert {(k, bool(m)) for k, m in zip(rows.key, rows.masked)} == {(k, k.endswith("_mask.jpg")) for k in rows.key}
     assert rows.masked.sum() == 3
+
+
+def test_photos_at_the_top_of_the_folder_have_no_identity_and_are_left_out(face_photos, tmp_path, capsys):
+    """A folder input's identity is an image's parent folder's name: two strangers' photos at its top
+    were scored as one person ("")."""
+    import json
+
+    dataset = tmp_path / "in"
+    people = sorted({p.parent.name for p in face_photos})[:4]
+    photos = {person: [p for p in face_photos if p.parent.name == person][:2] for person in people}
+    for person in people[:2]:
+        (dataset / person).mkdir(parents=True)
+        for photo, name in zip(photos[person], ("a.jpg", "a_mask.jpg")):
+            shutil.copy(photo, dataset / person / name)
+    shutil.copy(photos[people[2]][0], dataset / "stray.jpg")
+    shutil.copy(photos[people[3]][0], dataset / "stray_mask.jpg")
+    out = tmp_path / "out"
+    assert main(["evaluate", str(dataset), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
+                 "--quiet"]) == 0
+    assert "note: 1 probe and 1 gallery image(s) have no identity and were left out" in capsys.readouterr().out
+    result = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    ident = result["identification"]
+    assert (ident["probes"], ident["gallery"], ident["gallery_identities"]) == (2, 2, 2), ident
+    assert result["acquisition"]["no_identity"] == {"probe": 1, "gallery": 1}
 
 
 def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_it(shared_data, tmp_path, capsys):
@@ -360,6 +410,9 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     pairs.write_text(f"./p/a.jpg,{dataset / 'p' / 'b.jpg'},1\np\\a.jpg,q/c.jpg,0\nq/c.jpg,p/a.jpg,0\n")
     out = tmp_path / "out"
     assert main(["evaluate", str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos"]) == 0
+    printed = capsys.readouterr()
+    # said once (the reader's warning and the report's note both said it), and nothing else on stderr
+    assert (printed.out + printed.err).count("given again") == 1 and not printed.err, printed.err
     report = (out / "report" / "report.md").read_text()
     # the pair given again (the other way round) counts once, and the report says so (stderr alone did)
     assert "1 genuine and 1 impostor pairs" in report
@@ -374,7 +427,7 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     assert main(["evaluate", str(dataset), str(out), "--lists", str(elsewhere / "g.txt"), str(elsewhere / "pr.txt"),
                  "--quiet", "--input-kind", "photos"]) == 0
     printed = capsys.readouterr().out
-    assert "note: 1 of 2 probes have no gallery entry of their identity" in printed
+    assert "note: 1 of 2 probes has no gallery entry of their identity" in printed
     assert ("note: 1 image(s) the protocol names without an extension were taken as the dataset's image of that "
             "name, e.g. 'p/a' as 'p/a.jpg'") in printed
     pairs.write_text("./p/a.jpg,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # one image, spelt two ways

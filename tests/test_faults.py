@@ -5,6 +5,7 @@ own (`--executor ray`), or in the local process pool that small jobs without a c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -178,7 +179,11 @@ def test_output_that_cannot_be_written_names_the_path(dataset, tmp_path, capsys)
 
 def test_output_that_fails_mid_job_stops_it_with_the_path(dataset, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
+    # an output of mfr's (a foreign folder is refused before any work) whose images/ became a file
+    first = photo_folder(tmp_path / "first", sorted(dataset.rglob("*.jpg"))[:1])
+    assert subprocess.run([sys.executable, "-m", "jobs.cli", "mask", str(first), str(out), "--quiet", "--executor",
+                           "local"], cwd=ROOT, timeout=300).returncode == 0
+    shutil.rmtree(out / "images")
     (out / "images").write_text("a file where the job's images/ folder must go")
     job = start_job(["mask", str(dataset), str(out), "--quiet"])
     _, err = job.communicate(timeout=300)

@@ -53,6 +53,33 @@ def test_bad_rows_are_kept_with_a_reason():
     assert (refused.status, refused.identity) == ("unsafe_path", "carol")
 
 
+def test_absolute_paths_under_the_images_root_are_taken_relative_to_it(tmp_path):
+    """A manifest written by `find /data/lfw` names its images by absolute paths: each row was refused
+    (`unsafe_path`), so such a manifest had to be rewritten by hand. Under the root (as given, or
+    resolved through a symlink; an S3 root's URI) they are keys; elsewhere they are still refused."""
+    from jobs.inputs import root_spellings
+    from jobs.storage import open_store
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    roots = root_spellings(open_store(tmp_path / "link"), str(tmp_path / "link"))
+    assert roots == (f"{tmp_path / 'link'}/", f"{real}/")  # as given first: messages show it
+    text = (f"path,identity\n{real}/a/1.jpg,\n{tmp_path / 'link'}/a/2.jpg,\n{tmp_path}/other/3.jpg,\n"
+            f"a/4.jpg,\n{real}/a/1.jpg,\n")
+    items = read_input_manifest(text.encode(), "m.csv", roots=roots)
+    assert [(it.key, it.identity, it.status) for it in items] == [
+        ("a/1.jpg", "a", None), ("a/2.jpg", "a", None), (f"{tmp_path}/other/3.jpg", "", "unsafe_path"),
+        ("a/4.jpg", "a", None), ("a/1.jpg", "a", "duplicate")]
+    assert items[2].message.endswith(f"a manifest's paths are relative to the images root (--images), or absolute "
+                                     f"under it ({tmp_path / 'link'})")
+    s3 = root_spellings(open_store("s3://bucket/lfw"))
+    (item,) = read_input_manifest(b"path\ns3://bucket/lfw/x/1.jpg\n", "m.csv", roots=s3)
+    assert (item.key, item.status) == ("x/1.jpg", None)
+    (item,) = read_input_manifest(b"path\ns3://bucket/lfw2/x/1.jpg\n", "m.csv", roots=s3)  # another prefix
+    assert item.status == "unsafe_path"
+
+
 def test_parquet_manifest_with_landmarks():
     row = {"path": "p/1.jpg", "identity": "p", **{c: float(i) for i, c in enumerate(LANDMARK_COLUMNS)}}
     sink = io.BytesIO()
@@ -240,12 +267,12 @@ def test_run_roles_over_a_manifest_replaced_after_their_pass_stop_the_listing(tm
     real = inputs.manifest_items
     calls = []
 
-    def replaced_after_the_first(path, name, encoding=None):
+    def replaced_after_the_first(path, name, encoding=None, roots=()):
         calls.append(name)
         if len(calls) == 2:
             (tmp_path / "new.csv").write_bytes(b"path,identity\na/3.jpg,a\na/2.jpg,a\n")
             os.replace(tmp_path / "new.csv", manifest)
-        return real(path, name, encoding)
+        return real(path, name, encoding, roots)
 
     lister = ManifestLister(str(manifest), str(tmp_path / "out"), "masked/manifest", gallery_per_identity=1,
                             role_done={"gallery": [("g", None)], "probe": [("p", None)]})

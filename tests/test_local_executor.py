@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -213,6 +214,89 @@ def test_run_over_a_manifest_takes_each_identitys_first_row_as_gallery_and_keeps
 
     again = run_pipeline(str(manifest), str(out), images_uri=str(faces), executor="local")
     assert again["run"].processed == 0 and again["run"].skipped == 9
+
+
+def test_run_counts_every_image_of_an_identity_in_two_top_level_folders(shared_data, tmp_path, capsys):
+    """Roles are chosen per top-level folder: `train/p/` and `test/p/` each give `p` a gallery image,
+    and the scorer kept only the first, so the other's images were neither gallery nor probe (12
+    images scored as 6 probes and 3 gallery entries, with no word). And a dataset with no probe at all
+    (one image per identity) said "no embedding shards under .../embeddings/masked/shards", without
+    the summary that says how each image ended."""
+    import json
+
+    from jobs.cli import main
+
+    faces = shared_data / "faces"
+    layout = {"train/person_01": 2, "test/person_01": 2, "train/person_02": 2, "test/person_02": 1}
+    taken = {}
+    for folder, n in layout.items():
+        person = folder.split("/")[1]
+        photos = sorted((faces / person).glob("*.jpg"))[taken.get(person, 0):][:n]
+        taken[person] = taken.get(person, 0) + n
+        (tmp_path / "in" / folder).mkdir(parents=True)
+        for photo in photos:
+            shutil.copy(photo, tmp_path / "in" / folder / photo.name)
+    out = tmp_path / "run"
+    assert main(["run", str(tmp_path / "in"), str(out), "--executor", "local", "--quiet"]) == 0
+    ident = json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]
+    # every image counted: a gallery image per identity and top-level folder (4), the others probes (3)
+    assert (ident["gallery"], ident["gallery_identities"], ident["probes"]) == (4, 2, 3), ident
+    md = (out / "report" / "report.md").read_text()
+    assert "gallery images chosen when the input was listed" in md
+    # right here, but the sign of a person/session/img.jpg layout (a session's name as the identity): said
+    assert ("> **Note:** identity 'person_01' has gallery images in 2 top-level folders (test, train) (and 1 more "
+            "identities): each is a gallery entry of that one identity.") in md
+
+    ones = tmp_path / "ones"
+    for person in ("person_01", "person_02"):
+        (ones / person).mkdir(parents=True)
+        shutil.copy(sorted((faces / person).glob("*.jpg"))[0], ones / person / "a.jpg")
+    capsys.readouterr()
+    assert main(["run", str(ones), str(tmp_path / "ones-out"), "--executor", "local", "--quiet"]) == 2
+    printed = capsys.readouterr()
+    assert re.search(r"inputs\s+2\b", printed.out) and re.search(r"ok\s+2\b", printed.out), printed.out
+    assert printed.err.strip() == ("mfr run: nothing to score: no probe image was embedded (an identity's first "
+                                   "image is its gallery image and its other images are probes, so an identity "
+                                   "needs 2 or more images; the summary says how each image ended)")
+
+
+def test_a_run_whose_first_gallery_shard_is_damaged_sets_it_aside(shared_data, tmp_path, capsys):
+    """`mfr run` read its first gallery shard to place its models before any listing: a damaged one
+    stopped every rerun (and dry run) with pyarrow's "Parquet magic bytes not found", naming no file."""
+    import json
+
+    from jobs.cli import main
+    from jobs.embed import read_shards
+
+    dataset = photo_folder(tmp_path / "in", [p for person in ("person_01", "person_02")
+                                             for p in sorted((shared_data / "faces" / person).glob("*.jpg"))[:2]])
+    out = tmp_path / "run"
+    assert main(["run", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
+    (shard, *_) = sorted((out / "embeddings" / "unmasked" / "shards").rglob("*.parquet"))
+    damaged = shard.read_bytes()[:100]
+    shard.write_bytes(damaged)
+    for dry in (["--dry-run"], []):
+        assert main(["run", str(dataset), str(out), "--executor", "local", "--quiet", "--rows-per-shard", "1",
+                     *dry]) == 0, capsys.readouterr().err
+    assert shard.with_name(shard.name + ".damaged").read_bytes() == damaged
+    rows, _ = read_shards(str(out / "embeddings" / "unmasked"))  # every shard readable again
+    assert sorted(rows.identity) == ["person_01", "person_02"]
+    assert json.loads((out / "report" / "report.json").read_text())["results"][0]["identification"]["gallery"] == 2
+
+
+def test_a_manifest_of_absolute_paths_under_the_images_root_is_read(face_photos, tmp_path, capsys):
+    """Every row of a manifest that `find "$PWD/in"` wrote was refused (`unsafe_path`)."""
+    from jobs.cli import main
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:3])
+    manifest = tmp_path / "lists" / "m.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path\n" + "".join(f"{p}\n" for p in sorted(dataset.rglob("*.jpg"))))
+    out = tmp_path / "out"
+    assert main(["mask", str(manifest), str(out), "--images", str(dataset), "--executor", "local", "--quiet"]) == 0
+    rows = read_manifest(str(out))
+    assert sorted(set(rows.input_row)) == sorted(p.relative_to(dataset).as_posix() for p in dataset.rglob("*.jpg"))
+    assert set(rows.status) == {"ok"} and all((out / "images" / k).is_file() for k in rows.input_row)
 
 
 def test_an_image_that_fails_in_the_run_worker_keeps_its_role_and_where_it_is_written(shared_data, tmp_path,

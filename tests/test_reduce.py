@@ -354,6 +354,44 @@ def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_r
     assert_same_figures(one.to_dict(), many, threshold_rtol=1e-6)
 
 
+def test_images_without_an_identity_are_left_out_alike_by_both_reducers(ray_runtime, tmp_path):
+    """`mfr embed` of a folder with photos at its top gives them identity "": `mfr score` took that for
+    one person, so two strangers' photos were a genuine pair and one a gallery entry of the other."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=9)
+    strangers, _ = faces(n_ids=2, per_id=2, seed=10)
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
+
+    def top_level(masked: bool) -> list:  # photos at the top, one without a face; a text file, no sample
+        return [FaceRecord(source_key=f"stray{i}.jpg", identity="", input_row=f"stray{i}.jpg", face_index=0,
+                           masked=masked, status="no_face" if i == 2 else "ok",
+                           embedding=None if i == 2 else strangers[i], **common) for i in range(3)] + [
+            FaceRecord(source_key="notes.txt", identity="", input_row="notes.txt", masked=masked,
+                       status="not_an_image", **common)]
+
+    for side, masked in (("g", False), ("p", True)):
+        write_shard(tmp_path / side, image_records(emb, ids, 3, masked) + top_level(masked), emb.shape[1])
+        write_shard(tmp_path / f"{side}-named", image_records(emb, ids, 3, masked), emb.shape[1])
+    named = run_score(str(tmp_path / "p-named"), str(tmp_path / "g-named"), str(tmp_path / "named"))["result"]
+    got = {}
+    for distributed in (False, True):
+        out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"r{distributed}"),
+                        distributed=distributed)
+        result = got[distributed] = out["result"]
+        ident = result.identification
+        # as if the strays were not there: 3 identities, 6 probes, 3 gallery entries
+        assert (ident["probes"], ident["gallery"], ident["gallery_identities"]) == (6, 3, 3), ident
+        assert result.verification["genuine"] == named.verification["genuine"] == 6
+        assert result.acquisition["no_identity"] == {"probe": 3, "gallery": 3}
+        assert result.acquisition["probe"] == named.acquisition["probe"]
+        note = ("3 probe and 3 gallery image(s) have no identity and were left out: a folder input's identity is "
+                "an image's parent folder's name")
+        assert any(n.startswith(note) for n in out["notes"]), out["notes"]
+        assert f"> **Note:** {note}" in (tmp_path / f"r{distributed}" / "report.md").read_text()
+    assert_same_figures(got[False].to_dict(), got[True], threshold_rtol=1e-6)
+
+
 def test_a_fusion_chooses_its_gallery_among_faces_every_model_found_in_any_order(ray_runtime, tmp_path):
     """Model b finds no face in any of id2's gallery-side images, model a in all: the fusion has no
     template for id2, so its 3 probes are mated searches never identified, whichever model is named first

@@ -133,16 +133,20 @@ def test_rank_k_is_capped_by_the_gallerys_identities_not_its_images(tmp_path):
     assert "2 probes (2 with their identity in the gallery), 6 gallery entries of 2 identities." in md
 
 
-def test_the_roc_plot_reaches_the_smallest_far_measured(tmp_path):
-    """The FAR axis stopped at 10^-4 whatever the impostors: 200,000 measure 5 x 10^-6."""
+def test_the_roc_plot_spans_the_fars_measured(tmp_path):
+    """The FAR axis stopped at 10^-4 whatever the impostors: 200,000 measure 5 x 10^-6; and it started
+    there too, so 500 impostors (2 x 10^-3 at the least) left most of the plot empty."""
     from recog.report import plot_roc, roc_far_floor
 
     rng = np.random.default_rng(6)
     small = evaluate("small", np.r_[rng.normal(2, 1, 50), rng.normal(0, 1, 500)], np.r_[np.ones(50), np.zeros(500)])
     large = evaluate("large", np.r_[rng.normal(2, 1, 50), rng.normal(0, 1, 200_000)],
                      np.r_[np.ones(50), np.zeros(200_000)])
-    assert roc_far_floor([small]) == 1e-4
+    assert roc_far_floor([small]) == pytest.approx(1e-3)
     assert roc_far_floor([small, large]) == pytest.approx(1e-6)
+    assert roc_far_floor([]) == 1e-4
+    one = evaluate("one", np.array([2.0, 1.0, 0.0]), np.array([1, 1, 0]))  # one impostor: FAR 1 only
+    assert roc_far_floor([one]) == pytest.approx(0.1)
     plot_roc([small, large], tmp_path / "roc.png")
     assert (tmp_path / "roc.png").stat().st_size > 0
 
@@ -165,6 +169,39 @@ def test_a_long_title_stays_within_the_plot():
     box, frame = ax.title.get_window_extent(), fig.bbox
     assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and box.y1 <= frame.y1
     assert ax.get_title().replace("\n", " ") == title
+    plt.close(fig)
+
+
+def test_a_dollar_in_a_title_or_a_name_is_written_as_it_is(tmp_path):
+    """matplotlib reads text between two `$` as math: a masked rule `^\\d+\\.jpg$|^mask_\\w+$` in
+    `mfr evaluate`'s title failed the report (ParseSyntaxException) after every image was embedded, and
+    `price$1$.csv` lost its dollars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from recog.report import plot_cmc, plot_roc, set_title
+
+    rng = np.random.default_rng(2)
+    result = evaluate("m$1$ plain", np.r_[rng.normal(2, 1, 20), rng.normal(0, 1, 50)],
+                      np.r_[np.ones(20), np.zeros(50)])
+    title = r"Evaluation: rule '^\d+_\d+\.jpg$|^mask_\w+$', pairs of price$1$.csv"
+    plot_roc([result], tmp_path / "roc.png", title)
+    plot_cmc([evaluate("m$1$ plain", stats=M.identification_stats(
+        np.eye(3, dtype=np.float32), None, ["a", "b", "c"], ["a", "b", "c"]))], tmp_path / "cmc.png", title)
+    assert (tmp_path / "roc.png").stat().st_size > 0 and (tmp_path / "cmc.png").stat().st_size > 0
+    fig, ax = plt.subplots()
+    set_title(ax, title, width=200)
+    ax.plot([0, 1], label="m$1$ plain")
+    from recog.report import add_legend
+
+    add_legend(ax)
+    fig.canvas.draw()
+    # drawn as written: the title's and the legend's text keep their dollars, not rendered as math
+    assert not ax.title.get_parse_math() and ax.get_title() == title
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["m$1$ plain"]
+    assert not ax.get_legend().get_texts()[0].get_parse_math()
     plt.close(fig)
 
 
