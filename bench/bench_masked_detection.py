@@ -85,8 +85,11 @@ def masked_crops_rows() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=("masked_crops",), help="only the real masked crops' table")
-    if parser.parse_args().only == "masked_crops":
+    parser.add_argument("--only", choices=("masked_crops", "synthetic"),
+                        help="only the real masked crops' table, or only the synthetic masks' (which alone depends "
+                             "on how masks are drawn)")
+    only = parser.parse_args().only
+    if only == "masked_crops":
         return masked_crops_rows()
     from maskgen.align import alignment_matrix, transform_points
     from maskgen.boxes import iou_matrix
@@ -164,7 +167,8 @@ def main() -> None:
     print()
     print(f"EyeLocator.locate on the unmasked photos: median {np.median(locate_ms):.1f} ms per face "
           f"({len(locate_ms)} faces of faces and faces_mit, every size)")
-
+    if only == "synthetic":
+        return None
     crops = tight_masked_crops(DATA, mtcnn)
     print()
     print(f"Tight 128 px crops of {len(crops)} real masked faces (masked_wild):")

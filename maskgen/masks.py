@@ -260,7 +260,7 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
     local = frame.to_local(lm)
     centre = local[[1, 15, 8, 28]].mean(axis=0)
 
-    def push(points, amount):  # away from the face centre
+    def push(points, amount):  # away from the face centre (`amount`: one, or one per point)
         d = points - centre
         n = np.linalg.norm(d, axis=1, keepdims=True)
         return points + d / np.maximum(n, 1e-6) * amount
@@ -269,7 +269,14 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
     chin_drop = {"surgical": 0.06, "cloth": 0.08, "n95": 0.10, "kn95": 0.14}.get(shape, 0.06) * h
     bridge = local[28] - np.array([0.0, top_lift])
 
-    jaw = push(local[list(range(2, 15))], margin * w)
+    # out from the jaw by `margin`, less on the far side of a turned face, none from 30 degrees: there
+    # the landmarks lie on the silhouette, and the full push hung the mask in the background (a fifth
+    # of the face's width past the far cheek at 30 degrees)
+    amounts = np.full((13, 1), margin * w)
+    yaw = face_type.yaw if np.isfinite(face_type.yaw) else 0.0
+    far = slice(0, 6) if yaw < 0 else slice(7, 13)  # landmarks 2-7 (image left) or 9-14
+    amounts[far] *= max(1.0 - abs(yaw) / 30.0, 0.0)
+    jaw = push(local[list(range(2, 15))], amounts)
     jaw[4:9] += np.array([0.0, 1.0]) * chin_drop * np.array([0.4, 0.8, 1.0, 0.8, 0.4])[:, None]
     if shape == "kn95":  # pointed chin: pull the chin neighbours towards the middle line
         jaw[5:8, 0] = local[8, 0] + (jaw[5:8, 0] - local[8, 0]) * 0.6
@@ -337,6 +344,39 @@ def _face_light(image: np.ndarray, lm: np.ndarray) -> float:
     return min(max(sum(cv2.mean(patch)[:3]) / 3 / 255.0, 0.08), 1.0)
 
 
+SHARP_PHOTO_SIGMA = 1.0  # px: the blur `face_blur_sigma` reads on the sharp faces of press photos (0.8-1.6)
+
+
+def face_blur_sigma(image: np.ndarray, lm: np.ndarray) -> float:
+    """The Gaussian sigma (px) of the face's own blur, so that a mask can be drawn as sharp as the face
+    it is on: by re-blurring (Zhuo & Sim, "Defocus map estimation from a single image", 2011): at an
+    edge blurred by sigma, blurring again by s lowers the gradient by sqrt(sigma^2 + s^2) / sigma, read
+    as the median ratio over the strongest 5 % of the face's gradients. A face wider than 256 px is
+    measured at 256 px and scaled back. On press photos blurred by 1, 3 and 5 px it read 1.4, 3.4 and
+    4.8-5.6 px (1.0 untouched)."""
+    h, w = image.shape[:2]
+    x1, y1 = (max(int(v), 0) for v in np.floor(lm.min(axis=0)))
+    x2, y2 = (min(int(v), m) for v, m in zip(np.ceil(lm.max(axis=0)), (w, h)))
+    if x2 - x1 < 8 or y2 - y1 < 8:
+        return 0.0
+    grey = cv2.cvtColor(np.ascontiguousarray(image[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    scale = max(1.0, (x2 - x1) / 256.0)
+    if scale > 1:
+        grey = cv2.resize(grey, (max(8, round((x2 - x1) / scale)), max(8, round((y2 - y1) / scale))),
+                          interpolation=cv2.INTER_AREA)
+
+    def gradient(a):
+        return np.hypot(cv2.Sobel(a, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(a, cv2.CV_32F, 0, 1, ksize=3))
+
+    sharp, again = gradient(grey), gradient(cv2.GaussianBlur(grey, (0, 0), 2.0))
+    strong = sharp >= np.percentile(sharp, 95)
+    if not sharp[strong].max(initial=0) > 0:
+        return 0.0  # a flat patch: nothing to measure
+    ratio = float(np.median(sharp[strong] / np.maximum(again[strong], 1e-3)))
+    sigma = 2.0 / np.sqrt(ratio ** 2 - 1) if ratio > 1.01 else 14.0
+    return float(min(sigma, 14.0) * scale)
+
+
 @dataclass(frozen=True)
 class RenderContext:
     """What a texture function gets: local coordinates of every ROI pixel, in face units."""
@@ -372,7 +412,13 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     alpha = _fill((wy2 - wy1, wx2 - wx1), outline, np.array([wx1, wy1], dtype=np.float64))
     coverage[y1:y2, x1:x2] = alpha[inner] >= 0.5
 
-    soft = max(0.5, 0.006 * frame.width)  # edge softening grows with the face
+    # as sharp as the face: the blur a sharp mask needs to match the face's own (a mask drawn crisp on a
+    # defocused face looked pasted on: 4x the face's sharpness), at most 4 % of the face's width
+    blur = float(np.sqrt(max(face_blur_sigma(image, lm) ** 2 - SHARP_PHOTO_SIGMA ** 2, 0.0)))
+    if face_type.blurred:  # typed blurred (the face type's own reading): never crisper than before
+        blur = max(blur, 1.0, 0.01 * frame.width)
+    blur = min(blur, 0.04 * frame.width)
+    soft = max(0.5, 0.006 * frame.width, blur)  # edge softening grows with the face
     alpha = cv2.GaussianBlur(alpha, (0, 0), soft)
 
     # Face-frame coordinates of every window pixel, by broadcasting one row and one column (float32).
@@ -388,9 +434,8 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     )
     colour = texture_fn(ctx, params)  # (h, w, 3) float 0..1, shaded
     light = float(np.clip(_face_light(image, lm) / 0.6, 0.35, 1.0))
-    if face_type.blurred:  # match the photo: a crisp mask on a blurred face looks pasted on
-        colour = cv2.GaussianBlur(colour, (0, 0), max(1.0, 0.01 * frame.width))
-        alpha = cv2.GaussianBlur(alpha, (0, 0), max(1.0, 0.01 * frame.width))
+    if blur >= 0.5:  # the fabric's pattern and folds as blurred as the face
+        colour = cv2.GaussianBlur(colour, (0, 0), blur)
 
     # Contact shadow on the skin just outside the lower edge and the sides.
     shift = max(1, int(round(0.02 * frame.width)))
@@ -413,7 +458,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
 
     loop_colour = tuple(int(c) for c in np.clip(np.array(params["colour"]) * 0.85 * light, 0, 255))
     thickness = max(1, int(round(0.012 * frame.width)))
-    _draw_loops(out, loops, loop_colour, thickness, under=coverage)
+    _draw_loops(out, loops, loop_colour, thickness, under=coverage, blur=blur)
     return out, coverage
 
 
@@ -430,28 +475,42 @@ def _window(low, high, size):
     return (wx1, wy1, wx2, wy2), (x1, y1, x2, y2), (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
 
 
-def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarray | None = None) -> None:
-    """Ear loops, anti-aliased, drawn in place on a canvas that holds them whole and then kept where
-    the image is: OpenCV clips a line at the image's edge, which shaded its last column otherwise.
-    Where `under` (the mask's coverage) holds, the mask stays on top: a loop leaves from the mask's
-    edge, it is not drawn across the fabric."""
+def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarray | None = None,
+                blur: float = 0.0) -> None:
+    """Ear loops, anti-aliased, drawn as a coverage on a canvas that holds them whole and then laid
+    over the image where it is: OpenCV clips a line at the image's edge, which shaded its last column
+    otherwise. Where `under` (the mask's coverage) holds, the mask stays on top: a loop leaves from
+    the mask's edge, it is not drawn across the fabric. `blur` (px): the loops blurred as the face is
+    (a coverage, not the image's pixels, is blurred: the same loops however far the image extends)."""
     if not len(loops):
         return
     ends = np.round(np.array([p for loop in loops for p in loop], dtype=np.float64) * 16).astype(np.int64)
-    reach = thickness + 2
+    reach = thickness + 2 + int(np.ceil(3 * blur))
     cut = _window(ends.min(axis=0) // 16 - reach, ends.max(axis=0) // 16 + reach + 1, out.shape[1::-1])
     if cut is None:
         return
     (x1, y1, x2, y2), (cx1, cy1, cx2, cy2), inner = cut
-    canvas = np.zeros((y2 - y1, x2 - x1, 3), np.uint8)
-    canvas[inner] = out[cy1:cy2, cx1:cx2]
+    canvas = np.zeros((y2 - y1, x2 - x1), np.uint8)
     origin = np.array([x1, y1], np.int64) * 16
     for a, b in zip(ends[0::2] - origin, ends[1::2] - origin):
-        cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), colour, thickness, cv2.LINE_AA, shift=4)
-    if under is None:
-        out[cy1:cy2, cx1:cx2] = canvas[inner]
-    else:  # (copyto with `where`: a boolean index over the face's window cost 4 ms a face)
-        np.copyto(out[cy1:cy2, cx1:cx2], canvas[inner], where=~under[cy1:cy2, cx1:cx2, None])
+        cv2.line(canvas, tuple(int(v) for v in a), tuple(int(v) for v in b), 255, thickness, cv2.LINE_AA, shift=4)
+    alpha = canvas.astype(np.float32) * np.float32(1 / 255)
+    if blur >= 0.5:
+        alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
+    alpha = alpha[inner]
+    if under is not None:
+        alpha = alpha * ~under[cy1:cy2, cx1:cx2]
+    region = out[cy1:cy2, cx1:cx2].astype(np.float32)
+    region += (np.asarray(colour, np.float32) - region) * alpha[..., None]
+    out[cy1:cy2, cx1:cx2] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+
+
+def _band(phase: np.ndarray, px) -> np.ndarray:
+    """The share of each pixel inside the first half of every period of `phase` (in periods; `px`:
+    one pixel in periods), its two edges ramped over one pixel."""
+    f = phase % 1.0
+    inside = np.where(f < 0.5, np.minimum(f, 0.5 - f), -np.minimum(f - 0.5, 1.0 - f))
+    return np.clip(inside / px + 0.5, 0, 1).astype(np.float32)
 
 
 def _cylinder(ctx: RenderContext, light_side: float) -> np.ndarray:
@@ -664,19 +723,26 @@ class ClothMask(MaskStyle):
             s = ctx.u * np.cos(a) + vw * np.sin(a)
             period = p["pattern_scale"]
             pattern = p["pattern"]
+            # each pattern as the share of a pixel its second colour covers, edges ramped over one
+            # pixel (hard thresholds stepped in 1-px stairs and broke dots into blocks on faces of
+            # 100 px); `px`: one pixel in pattern periods
+            px = np.float32(1.0 / max(period * ctx.face_width, 1e-6))
             if pattern == "stripes":
-                m = ((s / period) % 1.0) < 0.5
+                m, mean = _band(s / period, px), 0.5
             elif pattern == "checks":
-                m1 = ((ctx.u / period) % 1.0) < 0.5
-                m2 = ((vw / period) % 1.0) < 0.5
-                m = m1 ^ m2
+                a, b = _band(ctx.u / period, px), _band(vw / period, px)
+                m, mean = a + b - 2 * a * b, 0.5  # one or the other: an exclusive or of shares
             elif pattern == "dots":
                 gu = (ctx.u / period) % 1.0 - 0.5
                 gv = (vw / period) % 1.0 - 0.5
-                m = gu ** 2 + gv ** 2 < 0.09
+                m, mean = np.clip((0.3 - np.sqrt(gu ** 2 + gv ** 2)) / px + 0.5, 0, 1), np.pi * 0.09
             else:
-                m = np.zeros(ctx.u.shape, bool)
-            rgb = np.where(m[..., None], second[None, None, :], base[None, None, :])
+                m, mean = np.zeros(ctx.u.shape, np.float32), 0.0
+            # a period under 4 px aliases however its edges are drawn (45-degree stripes became
+            # vertical bands on 35 px faces): seen from that far, the fabric is its mean colour
+            fade = np.float32(np.clip((period * ctx.face_width - 2.0) / 2.0, 0.0, 1.0))
+            m = (m * fade + np.float32(mean) * (1 - fade)).astype(np.float32)
+            rgb = base[None, None, :] + (second - base)[None, None, :] * m[..., None]
             shade = _cylinder(ctx, p["light_side"]) * _fabric_noise(ctx, 0.04, 0.8)
             if p["centre_seam"]:
                 shade = shade * (1 - 0.18 * np.exp(-((ctx.u * ctx.face_width) / 1.5) ** 2))
@@ -718,18 +784,25 @@ class RespiratorMask(MaskStyle):
         base = np.array(params["colour"], np.float32) / 255.0
 
         def texture(ctx, p):
+            # the lit side at most the colour itself: 1.12 x white clipped a panel to flat 255
             if kind == "n95":  # dome: brightest at the centre, falling off radially
                 r2 = (ctx.u / 0.55) ** 2 + ((ctx.v - 0.5) / 0.7) ** 2
-                shade = 1.0 - 0.32 * np.clip(r2, 0, 1.5) + p["light_side"] * ctx.u * 0.2
+                shade = (1.0 - 0.32 * np.clip(r2, 0, 1.5) + p["light_side"] * ctx.u * 0.2) \
+                    / (1.0 + 0.11 * abs(p["light_side"]))
                 if p["valve"]:
-                    du = ctx.u - p["valve_side"] * 0.2
-                    dv = ctx.v - 0.55
-                    d = np.sqrt(du ** 2 + dv ** 2)
-                    shade = np.where(d < 0.085, 0.78 + 0.6 * (0.085 - d), shade)
-                    shade = np.where(np.abs(d - 0.085) < 0.01, 0.6, shade)
+                    # a round valve (distances in face widths: v in heights made it an ellipse), its
+                    # disc and rim ramped over a pixel (hard thresholds drew a stepped octagon)
+                    px = 1.0 / ctx.face_width
+                    d = np.sqrt((ctx.u - p["valve_side"] * 0.2) ** 2
+                                + ((ctx.v - 0.55) * (ctx.face_height / ctx.face_width)) ** 2)
+                    disc = np.clip((0.085 - d) / px + 0.5, 0, 1)
+                    rim = np.clip((max(0.01, 0.75 * px) - np.abs(d - 0.085)) / px + 0.5, 0, 1)
+                    shade = shade * (1 - disc) + disc * (0.78 + 0.6 * np.clip(0.085 - d, 0, None))
+                    shade = shade * (1 - rim) + 0.6 * rim
             else:  # kn95: two flat panels meeting at a vertical fold, lit from one side
                 left = ctx.u < 0
-                panel = np.where(left, 1.0 - 0.12 * p["light_side"], 1.0 + 0.12 * p["light_side"])
+                panel = np.where(left, 1.0 - 0.12 * p["light_side"], 1.0 + 0.12 * p["light_side"]) \
+                    / (1.0 + 0.12 * abs(p["light_side"]))
                 shade = panel * (0.93 + 0.07 * np.cos(np.clip(ctx.u, -0.7, 0.7) * np.pi * 0.7))
                 fold = np.exp(-((ctx.u * ctx.face_width) / 1.2) ** 2)
                 shade = shade * (1 - 0.22 * fold)

@@ -11,7 +11,7 @@ import pytest
 from conftest import SHARED_DATA, read_rgb, seed_rows
 from maskgen.draw import contact_sheet
 from maskgen.facetype import FaceType, classify_face
-from maskgen.masks import (SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, MaskStyle,
+from maskgen.masks import (FRONTAL, SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, MaskStyle,
                            OneOf, RespiratorMask, SeedMask, SurgicalMask, coverage_report, draw_seed_mask, mask_rng,
                            seed_polygon_rows, smooth_outline, style_from_name)
 
@@ -412,3 +412,102 @@ def test_ear_loops_leave_the_masks_edge_and_reach_the_ear_not_the_fabric_or_the_
     top = frame.to_local(landmarks[[0, 16]])[:, 1].min()
     assert local[:, 1].min() >= top - 0.03 * frame.height  # not up the temple
     assert np.abs(local[:, 0]).max() <= np.abs(frame.to_local(landmarks[[0, 16]])[:, 0]).max() + 0.08 * frame.width
+
+
+def test_a_band_drawn_per_pixel_is_the_pixels_share_of_it():
+    """Cloth patterns were hard thresholds: 1-px stairs on stripes and blocks for dots on faces of 100 px.
+    `_band` is each pixel's share of the band (the box-filtered pattern) wherever one edge crosses it."""
+    from maskgen.masks import _band
+
+    period_px = 7.3
+    px = 1.0 / period_px
+    centres = np.arange(0, 40) + 0.5
+    fine = (np.arange(0, 40 * 256) + 0.5) / 256  # 256 samples a pixel
+    hard = (((fine / period_px) % 1.0) < 0.5).reshape(40, 256).mean(axis=1)
+    drawn = _band(centres / period_px, px)
+    assert np.abs(drawn - hard).max() < 0.02
+    assert ((drawn > 0.05) & (drawn < 0.95)).any()  # edges are ramped, not stepped
+
+
+@pytest.mark.parametrize("pattern, share", [("stripes", 0.5), ("checks", 0.5), ("dots", np.pi * 0.09)])
+def test_a_pattern_too_fine_for_its_pixels_is_its_mean_colour(pattern, share, shared_faces_68):
+    """45-degree stripes of a 35 px face aliased into vertical bands: a period under 2 px is drawn as the
+    fabric's mean colour (the pattern colour's share of the period), a period over 4 px as the pattern."""
+    from maskgen.masks import FaceFrame
+
+    _, image, _, lms = shared_faces_68[3]
+    landmarks = np.asarray(lms[0], float)
+    style = ClothMask(patterns=(pattern,), colours=("white",), pattern_colours=("black",))
+    params = {**style.sample(mask_rng(0, "k", 0)), "centre_seam": False, "ear_loops": False, "pattern_angle": 45.0}
+    width = FaceFrame.from_landmarks(landmarks).width
+    mean = np.array(params["colour"]) + (np.array(params["pattern_colour"]) - np.array(params["colour"])) * share
+    solid, coverage = style.render(image, landmarks, {**params, "pattern": "solid", "colour": list(mean)}, FRONTAL)
+    for period_px, apart in ((1.5, False), (12.0, True)):
+        drawn, _ = style.render(image, landmarks, {**params, "pattern_scale": period_px / width}, FRONTAL)
+        difference = np.abs(drawn.astype(float) - solid.astype(float))[coverage].mean()
+        assert (difference > 20) if apart else (difference < 1), (period_px, difference)
+
+
+def test_a_mask_on_a_blurred_face_is_as_blurred_as_the_face(shared_faces_68):
+    """Masks stayed crisp on defocused faces (4x the face's sharpness inside a cloth mask): they are drawn
+    with the face's own blur (`face_blur_sigma`, read from the face)."""
+    from maskgen.masks import FaceFrame, face_blur_sigma
+
+    _, image, _, lms = shared_faces_68[3]
+    landmarks = np.asarray(lms[0], float)
+    # the face's blur read back: the photo's own (about 1 px) and blurred by 3 and 5 px more
+    sharp = face_blur_sigma(image, landmarks)
+    assert 0.5 <= sharp <= 2.0, sharp
+    for added in (3.0, 5.0):
+        read = face_blur_sigma(cv2.GaussianBlur(image, (0, 0), added), landmarks)
+        assert 0.8 * np.hypot(sharp, added) <= read <= 1.25 * np.hypot(sharp, added), (added, read)
+    style = ClothMask(patterns=("stripes",), colours=("white",), pattern_colours=("black",))
+    params = {**style.sample(mask_rng(0, "k", 0)), "pattern_scale": 0.12, "ear_loops": False}
+    frame = FaceFrame.from_landmarks(landmarks)
+
+    def sharpness(img, where):
+        return float(np.abs(cv2.Laplacian(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32), cv2.CV_32F))[where]
+                     .mean())
+
+    blurred = cv2.GaussianBlur(image, (0, 0), 0.012 * frame.width + 3)
+    drawn, coverage = style.render(blurred, landmarks, params, FaceType(False, True, 0.0, 0.9))
+    inside = cv2.erode(coverage.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    eyes = np.zeros(coverage.shape, bool)
+    (x1, y1), (x2, y2) = landmarks[17:27].min(axis=0).astype(int), landmarks[36:48].max(axis=0).astype(int)
+    eyes[y1:y2, x1:x2] = True
+    crisp, _ = style.render(image, landmarks, params, FRONTAL)
+    # the stripes' edges under the blur: within 2x the face's own detail (4x before), and softer than
+    # the same mask on the sharp photo
+    assert sharpness(drawn, inside) < 2.0 * sharpness(blurred, eyes)
+    assert sharpness(drawn, inside) < 0.5 * sharpness(crisp, inside)
+
+
+@pytest.mark.parametrize("kind", ["n95", "kn95"])
+def test_a_white_respirators_lit_side_keeps_its_texture(kind, shared_faces_68):
+    """1.12 x white on the lit panel clipped 14-39 % of a KN95's pixels to flat 255."""
+    _, image, _, lms = shared_faces_68[3]
+    landmarks = np.asarray(lms[0], float)
+    style = RespiratorMask(kinds=(kind,), colours=("white",))
+    for light_side in (-1.0, 1.0):
+        params = {**style.sample(mask_rng(0, "k", 0)), "light_side": light_side, "valve": False}
+        drawn, coverage = style.render(np.full_like(image, 250), landmarks, params, FRONTAL)  # a bright face
+        assert (drawn[coverage] == 255).any(axis=1).mean() < 0.01
+
+
+def test_the_far_side_of_a_turned_face_is_not_pushed_past_its_cheek(shared_faces_68):
+    """At a yaw of 30 degrees the far side's jaw landmarks lie on the silhouette, and pushing the outline
+    out from them hung the mask a fifth of the face's width into the background."""
+    from maskgen.masks import FaceFrame, mask_outline
+
+    _, _, _, lms = shared_faces_68[3]
+    landmarks = np.asarray(lms[0], float)
+    frame = FaceFrame.from_landmarks(landmarks)
+    for yaw, far, near in ((30.0, slice(9, 15), slice(2, 8)), (-30.0, slice(2, 8), slice(9, 15))):
+        turned = frame.to_local(mask_outline(landmarks, "surgical", FaceType(False, False, yaw, 0.0)))[:, 0]
+        frontal = frame.to_local(mask_outline(landmarks, "surgical", FaceType(False, False, 0.0, 0.0)))[:, 0]
+        jaw = frame.to_local(landmarks)[:, 0]
+        sign = np.sign(yaw)  # the far side: where the nose turns
+        far_reach = lambda u: (sign * u).max() - (sign * jaw[far]).max()  # noqa: E731
+        near_reach = lambda u: (-sign * u).max() - (-sign * jaw[near]).max()  # noqa: E731
+        assert far_reach(turned) <= 0.01 * frame.width < far_reach(frontal) - 0.03 * frame.width
+        assert near_reach(turned) == pytest.approx(near_reach(frontal))
