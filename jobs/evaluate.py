@@ -135,8 +135,10 @@ def relabel(frame, labels: dict | None):
     if labels is None or not len(frame):
         return frame
     frame = frame.copy()
-    frame["identity"] = [labels[k][0] for k in frame.key]
-    frame["masked"] = [own if labels[k][1] is None else bool(labels[k][1]) for k, own in zip(frame.key, frame.masked)]
+    # a refused row (an absolute path elsewhere, ...) keeps what its own row says: its label was never read
+    frame["identity"] = [own if labels[k][2] else labels[k][0] for k, own in zip(frame.key, frame.identity)]
+    frame["masked"] = [own if labels[k][2] or labels[k][1] is None else bool(labels[k][1])
+                       for k, own in zip(frame.key, frame.masked)]
     return frame
 
 
@@ -187,7 +189,8 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                 gallery_template: str = "best", missing: str = "error"):
     """MethodResult of the probe images against the gallery images (every gallery image an entry, or
     one mean template per identity), every sample counted."""
-    from jobs.score import NothingToScore, gallery_entries, note_no_identity, score, status_counts, with_identity
+    from jobs.score import (NothingToScore, gallery_entries, none_with_an_identity, note_no_identity, score,
+                            status_counts, with_identity)
     from recog.report import acquisition_counts
 
     probe_keys, gallery_keys = set(probe_keys), set(gallery_keys)
@@ -204,6 +207,9 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
     failed_gallery = failed[failed.key.isin(gallery_keys)]
     if not len(probe_rows) or not len(gallery_rows):
         side, why = ("probe", failed_probes) if not len(probe_rows) else ("gallery", failed_gallery)
+        unnamed_side = unnamed & (probe_keys if side == "probe" else gallery_keys)
+        if unnamed_side and not len(why):
+            raise none_with_an_identity(side, "the input", len(unnamed_side))
         raise NothingToScore(f"no face found in any {side} image{status_counts(why)}: nothing to score; the rows "
                              "of embeddings/shards say why (images that failed, such as `missing` ones under a "
                              "wrong --images, are done again with --retry-failed)")

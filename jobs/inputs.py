@@ -265,7 +265,7 @@ class _ManifestRows:
         `root_spellings`); other paths as they are."""
         for root in self.longest_first:
             if path.startswith(root):
-                return path[len(root):]
+                return path[len(root):].lstrip("/")  # (`root//a/x.jpg` too, as `a//x.jpg` is `a/x.jpg`)
         return path
 
     def item(self, row: dict, line: int) -> InputItem:

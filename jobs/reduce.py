@@ -738,8 +738,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     import ray
 
     from jobs.pool import cluster_has_gpus, ensure_ray
-    from jobs.score import (check_max_pairs, counted_result, no_probe_left, note_no_identity, nothing_to_score,
-                            seed_fpir_pool)
+    from jobs.score import (check_max_pairs, counted_result, no_probe_left, none_with_an_identity, note_no_identity,
+                            nothing_to_score, seed_fpir_pool)
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -760,6 +760,8 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
             raise ValueError(f"probe and gallery shards must come from one model, found "
                              f"{sorted({p.values['model_id'], model_id})}")
     if len(gallery.entry_ids) == 0:
+        if len(gallery_uris) == 1 and gallery.unnamed and not any(gallery.counts):
+            raise none_with_an_identity("gallery", open_store(gallery_uris[0]).uri, gallery.unnamed)
         if len(gallery_uris) == 1:
             raise nothing_to_score("gallery", open_store(gallery_uris[0]).uri)
         raise ValueError("the models to fuse share no probes or no gallery entries")
@@ -796,8 +798,10 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
             znorm.append((float(mean), std))
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:
-        n_probes, n_faces, n_failed, _ = counted[0][1]
+        n_probes, n_faces, n_failed, unnamed = counted[0][1]
     if n_probes == 0:
+        if len(uris) == 1 and not n_faces and unnamed and not n_failed:
+            raise none_with_an_identity("probe", uris[0], unnamed)
         if len(uris) == 1:
             raise no_probe_left(uris[0], gallery_per_identity) if n_faces else nothing_to_score("probe", uris[0])
         raise ValueError("the models to fuse share no probes or no gallery entries")

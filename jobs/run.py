@@ -539,12 +539,13 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     # a small output is scored here; beyond what a local job may hold, by the distributed reducer
     distributed = on_ray or summary.inputs > local_max_inputs
     try:
+        why = {"probe": "an identity's first image is its gallery image and its other images are probes, so an "
+                        "identity needs 2 or more images",
+               "gallery": "an identity's first image is its gallery image"}
         for side, folder in (("probe", probe), ("gallery", gallery)):
             if not out.any_under(f"{folder}/{SHARD_DIR}"):  # ("no embedding shards under ...": a folder, not why)
-                raise NothingToScore(
-                    f"nothing to score: no {side} image was embedded (an identity's first image is its gallery "
-                    "image and its other images are probes, so an identity needs 2 or more images; the summary "
-                    "says how each image ended)")
+                raise NothingToScore(f"nothing to score: no {side} image was embedded ({why[side]}; the summary says "
+                                     "how each image ended)")
         # every image of the gallery folder is a gallery image: the listing chose them, an identity's
         # first image in each top-level folder (scoring only the first of those left the others' images
         # out of the report, neither gallery nor probe)

@@ -48,6 +48,14 @@ def nothing_to_score(side: str, uri: str, failed=None) -> NothingToScore:
                           f"{status_counts(failed)}; its shards' status column says why")
 
 
+def none_with_an_identity(side: str, uri: str, count: int) -> NothingToScore:
+    """The error for a side whose only samples have no identity (`with_identity`): "no embedded face"
+    said that of images whose status was ok."""
+    return NothingToScore(f"nothing to score: the {count} {side} image(s) under {uri} have no identity (a folder "
+                          "input's identity is an image's parent folder's name, and these lie at its top, or a "
+                          "manifest's identity cell is empty): put them in a folder per person")
+
+
 def no_probe_left(uri: str, gallery_per_identity: int | None) -> NothingToScore:
     """The error when every probe image with a face is one of the gallery's images (an identity's
     first `gallery_per_identity`), which never count as probes: it is the dataset, not the faces."""
@@ -483,10 +491,14 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int | Non
     acquisition = note_no_identity(acquisition_counts(len(probe_rows), len(failed), *tried_counts(tried)),
                                    len(probes_left_out), len(gallery_left_out))
     if not len(gallery_rows):
+        if gallery_left_out and not len(gallery_failed):
+            raise none_with_an_identity("gallery", open_store(gallery_uri).uri, len(gallery_left_out))
         raise nothing_to_score("gallery", open_store(gallery_uri).uri, gallery_failed)
     if not len(probe_rows):
         if probes_with_a_face:
             raise no_probe_left(open_store(probe_uri).uri, gallery_per_identity)
+        if probes_left_out and not len(failed):
+            raise none_with_an_identity("probe", open_store(probe_uri).uri, len(probes_left_out))
         raise nothing_to_score("probe", open_store(probe_uri).uri, failed)
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:
@@ -536,6 +548,8 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
     if first.acquisition:
         acquisition = acquisition_counts(len(common_p), len(failed), *fused_enrolment(
             [s.gallery_tried for s in splits], [s.gallery_faces for s in splits]))
+        left = first.acquisition.get("no_identity") or {}  # the same images in every model's folders
+        note_no_identity(acquisition, left.get("probe", 0), left.get("gallery", 0))
     empty_ids = fused_empty_ids([list(s.gallery_rows.identity.astype(str)) + list(s.empty_ids) for s in splits],
                                 set(g_ids))
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,

@@ -4,7 +4,8 @@ A rerun skips every input that already has rows, so a rerun asking for other mas
 seed, face policy, crop size, ...) would silently finish the output with the new masks beside the
 old ones and report them as one run. Each job that writes masks records the settings that decide
 them when it starts an output, and a later job on that output must ask the same, or is refused
-before any work with what differs. An output from before this record is recorded as it is run.
+before any work with what differs. An output of a version that kept no record is an `mfr embed`
+output (`shards/` alone, `jobs.inputs.refuse_foreign_output`), whose settings its next run records.
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
     shown to people (`jobs.storage.redact`), recorded beside the settings (`source_note`)."""
     key = SETTINGS_KEYS[made]
     found = read_record(store, made)
+    by = (found or {}).get("command")
+    # another command's output, even one its first run left unfinished (its images written, no rows)
+    if made == "masks" and by in MASK_COMMANDS and command in MASK_COMMANDS and by != command:
+        raise SettingsChanged(f"{store.uri} was made by {by}, which writes {MASK_COMMANDS[by]} there; {command} "
+                              f"writes {MASK_COMMANDS[command]} and tracks what is done apart, so the two would "
+                              f"mix in one output: run {by} on it, or give {command} another output")
     if found is not None and found.get("binding") is not False:  # (not binding: `settings_recorded`)
-        by = found.get("command")
-        if made == "masks" and by in MASK_COMMANDS and command in MASK_COMMANDS and by != command:
-            raise SettingsChanged(f"{store.uri} was made by {by}, which writes {MASK_COMMANDS[by]} there; {command} "
-                                  f"writes {MASK_COMMANDS[command]} and tracks what is done apart, so the two would "
-                                  f"mix in one output: run {by} on it, or give {command} another output")
         recorded = found["settings"]
         recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
         changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
@@ -151,7 +153,7 @@ def source_note(store, source: str, made: str = "masks") -> str | None:
     except SettingsChanged:
         return None  # check_settings refuses it, in the job's own words
     was = (found or {}).get("source")
-    if was is None or was == source:
+    if was is None or was == source or found.get("binding") is False:  # (nothing of it is done yet)
         return None
     return (f"this output was made from {was}; this run reads {source}: an input whose name the output already "
             "holds is skipped as done, whatever its content")

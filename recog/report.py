@@ -101,8 +101,9 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             try:
                 r = M.tpir_at_fpir(stats, f)
                 ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold}
-            except ValueError:
+            except ValueError as exc:  # why the cell reads n/a, for report.md (it said so only with none)
                 ident["tpir_at_fpir"][str(f)] = None
+                ident.setdefault("tpir_unmeasured", {})[str(f)] = str(exc)
         if stats.nonmated_top.size and stats.mated.any():
             ident["seed_fpir"] = {}
             n = int(stats.mated.sum())
@@ -224,6 +225,14 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append("TPIR@FPIR reads n/a: it needs probes whose identity is not in the gallery (open-set "
                          "searches), and every probe here has its identity in the gallery"
                          + (" or is of an identity that failed to enrol (a mated search)." if unenrolled else "."))
+        else:  # some open-set searches, too few (or too few with a face) for a rate: each n/a cell says why
+            said = {}
+            for r in ident:
+                for f, why in (r.identification.get("tpir_unmeasured") or {}).items():
+                    said.setdefault((f, why), []).append(r.name)
+            for (f, why), names in said.items():
+                whose = f" ({', '.join(names)})" if len(ident) > 1 and len(names) < len(ident) else ""
+                lines.append(f"TPIR@FPIR={f} reads n/a{whose}: {why}.")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

@@ -449,6 +449,8 @@ def test_a_first_run_stopped_after_writing_images_leaves_an_output_its_rerun_fin
             raise KeyboardInterrupt
     refuse_foreign_output(out)  # mfr's still
     assert read_record(out)["binding"] is False
+    with pytest.raises(ValueError, match="was made by mfr mask"):  # and mfr mask's: never mfr run's
+        check_settings(out, "mfr run", {"style": "seed"})
     # not binding: the rerun, with other settings, records its own
     assert check_settings(out, "mfr mask", {"style": "n95"}) is True
     assert read_record(out) == {"command": "mfr mask", "settings": {"style": "n95"}}

@@ -301,6 +301,19 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runt
     assert rows.masked.sum() == 3
 
 
+def test_a_refused_manifest_row_keeps_what_its_shard_row_says():
+    """`relabel` gave a refused row (an absolute path elsewhere) the manifest's blank identity and no
+    masked flag, so it was counted as a gallery image without an identity."""
+    import pandas as pd
+
+    from jobs.evaluate import relabel
+
+    labels = {"p/a.jpg": ("p", True, ""), "/elsewhere/q/b.jpg": ("", None, "m.csv row 3: absolute key refused")}
+    frame = pd.DataFrame({"key": ["p/a.jpg", "/elsewhere/q/b.jpg"], "identity": ["old", "q"], "masked": [False, True]})
+    got = relabel(frame, labels)
+    assert got.identity.tolist() == ["p", "q"] and got.masked.tolist() == [True, True]
+
+
 def test_photos_at_the_top_of_the_folder_have_no_identity_and_are_left_out(face_photos, tmp_path, capsys):
     """A folder input's identity is an image's parent folder's name: two strangers' photos at its top
     were scored as one person ("")."""

@@ -66,11 +66,11 @@ def test_absolute_paths_under_the_images_root_are_taken_relative_to_it(tmp_path)
     roots = root_spellings(open_store(tmp_path / "link"), str(tmp_path / "link"))
     assert roots == (f"{tmp_path / 'link'}/", f"{real}/")  # as given first: messages show it
     text = (f"path,identity\n{real}/a/1.jpg,\n{tmp_path / 'link'}/a/2.jpg,\n{tmp_path}/other/3.jpg,\n"
-            f"a/4.jpg,\n{real}/a/1.jpg,\n")
+            f"a/4.jpg,\n{real}/a/1.jpg,\n{real}//a/5.jpg,\n")
     items = read_input_manifest(text.encode(), "m.csv", roots=roots)
     assert [(it.key, it.identity, it.status) for it in items] == [
         ("a/1.jpg", "a", None), ("a/2.jpg", "a", None), (f"{tmp_path}/other/3.jpg", "", "unsafe_path"),
-        ("a/4.jpg", "a", None), ("a/1.jpg", "a", "duplicate")]
+        ("a/4.jpg", "a", None), ("a/1.jpg", "a", "duplicate"), ("a/5.jpg", "a", None)]
     assert items[2].message.endswith(f"a manifest's paths are relative to the images root (--images), or absolute "
                                      f"under it ({tmp_path / 'link'})")
     s3 = root_spellings(open_store("s3://bucket/lfw"))

@@ -357,7 +357,7 @@ def test_an_identity_whose_gallery_images_all_failed_is_a_failure_to_enrol(ray_r
 def test_images_without_an_identity_are_left_out_alike_by_both_reducers(ray_runtime, tmp_path):
     """`mfr embed` of a folder with photos at its top gives them identity "": `mfr score` took that for
     one person, so two strangers' photos were a genuine pair and one a gallery entry of the other."""
-    from jobs.score import run_score
+    from jobs.score import NothingToScore, run_score
 
     emb, ids = faces(n_ids=3, per_id=3, seed=9)
     strangers, _ = faces(n_ids=2, per_id=2, seed=10)
@@ -390,6 +390,23 @@ def test_images_without_an_identity_are_left_out_alike_by_both_reducers(ray_runt
         assert any(n.startswith(note) for n in out["notes"]), out["notes"]
         assert f"> **Note:** {note}" in (tmp_path / f"r{distributed}" / "report.md").read_text()
     assert_same_figures(got[False].to_dict(), got[True], threshold_rtol=1e-6)
+    # fused with a second model: the fusion counts them too, on both reducers (one process dropped them)
+    for side, masked in (("g", False), ("p", True)):
+        records = [r.with_(model_id="m2", embedding=None if r.embedding is None else r.embedding[::-1].copy())
+                   for r in image_records(emb, ids, 3, masked) + top_level(masked)]
+        write_shard(tmp_path / f"{side}2", records, emb.shape[1])
+    for distributed in (False, True):
+        out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"f{distributed}"), name="a",
+                        also=[("b", str(tmp_path / "p2"), str(tmp_path / "g2"))], fuse=[["a", "b"]],
+                        distributed=distributed)
+        fused = out["results"][-1]
+        assert fused.name == "fusion: a + b" and fused.acquisition["no_identity"] == {"probe": 3, "gallery": 3}
+    # a side whose every sample lacks an identity: said so ("no ... has an embedded face" of ok images)
+    write_shard(tmp_path / "strays", top_level(True)[:2], emb.shape[1])
+    for distributed in (False, True):
+        with pytest.raises(NothingToScore, match=r"the 2 probe image\(s\) under .*strays have no identity"):
+            run_score(str(tmp_path / "strays"), str(tmp_path / "g"), str(tmp_path / f"s{distributed}"),
+                      distributed=distributed)
 
 
 def test_a_fusion_chooses_its_gallery_among_faces_every_model_found_in_any_order(ray_runtime, tmp_path):

@@ -205,6 +205,22 @@ def test_a_dollar_in_a_title_or_a_name_is_written_as_it_is(tmp_path):
     plt.close(fig)
 
 
+def test_each_tpir_cell_that_reads_na_says_why_when_some_searches_are_open_set():
+    """With some non-mated probes but too few for a rate, TPIR@FPIR read n/a with no reason: the report
+    said why only when there were none."""
+    rng = np.random.default_rng(4)
+    gallery = [f"id{i}" for i in range(8)]
+    probes = gallery + [f"stranger{i}" for i in range(12)]  # 12 open-set searches: FPIR 0.01 is under 1 of them
+    sim = rng.normal(size=(len(probes), len(gallery))).astype(np.float32)
+    sim[np.arange(8), np.arange(8)] += 4  # each mated probe's mate scores highest
+    result = evaluate("m", stats=M.identification_stats(sim, None, probes, gallery))
+    assert result.identification["tpir_at_fpir"]["0.01"] is None
+    assert result.identification["tpir_at_fpir"]["0.1"] is not None
+    md = markdown_tables([result])
+    assert "TPIR@FPIR=0.01 reads n/a: FPIR 0.01 is below 1 / non-mated probes = 0.0833." in md
+    assert "TPIR@FPIR=0.1 reads n/a" not in md
+
+
 def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
     """28 of 30 probes without a face: the 15th highest of 150 impostors is a faceless probe's
     comparison, where every pair is accepted, and TAR@FAR 0.1 read 100 %."""
