@@ -23,7 +23,6 @@ and counted. The report (report.json, report.md, roc.png, cmc.png) goes to `<out
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 import warnings
@@ -281,9 +280,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     repeated_pairs, early_notes = 0, []
     # the dataset's keys first: a protocol's names are checked (a pair of an image with itself, a pair
     # given twice, an image in both lists) as the dataset's keys they name
-    given_root = images_uri if images_uri is not None else \
-        os.path.dirname(os.path.abspath(input_uri)) if "://" not in str(input_uri) else None
-    labels = manifest_labels(input_uri, manifest_encoding, root_spellings(images, given_root)) \
+    labels = manifest_labels(input_uri, manifest_encoding, root_spellings(images, input_uri, images_uri)) \
         if is_manifest(str(input_uri)) else None
     keys = dataset_keys(input_uri, labels)
     # (a manifest's paths are images whatever their names; a folder's are its image files)

@@ -326,12 +326,15 @@ class _RepeatedPaths:
         self.items.append((line, item))
 
 
-def root_spellings(images, given: str | None = None) -> tuple[str, ...]:
-    """The images root as a manifest's absolute paths may spell it, each ending in "/": for a local
-    folder its absolute path as `given` (through a symlink such as /data -> /mnt/data), then its URI
-    (a local folder resolved). Manifests written by `find /data/lfw` name their images so."""
+def root_spellings(images, input_uri: str, images_uri: str | None = None) -> tuple[str, ...]:
+    """The images root of the manifest `input_uri` (`images_root(input_uri, images_uri)`) as its
+    absolute paths may spell it, each ending in "/": for a local folder its absolute path as given
+    (--images, else the manifest's folder; through a symlink such as /data -> /mnt/data), then its
+    URI (a local folder resolved). Manifests written by `find /data/lfw` name their images so."""
     from jobs.storage import LocalStore
 
+    given = images_uri if images_uri is not None else \
+        os.path.dirname(os.path.abspath(input_uri)) if "://" not in str(input_uri) else None
     spellings = [images.uri]
     if given is not None and isinstance(images, LocalStore) and "://" not in str(given):
         spellings.insert(0, os.path.abspath(os.path.expanduser(str(given))))
@@ -923,11 +926,9 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
             raise ValueError(f"--manifest-encoding applies to a CSV manifest; {name} is Parquet, whose text is "
                              "UTF-8 by its format")
         # the read task runs in another process, with another working folder: give it an absolute URI
-        given_root = images_uri if images_uri is not None else os.path.dirname(os.path.abspath(input_uri)) \
-            if "://" not in input_uri else None
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done,
-                                encoding=manifest_encoding, roots=root_spellings(images, given_root))
+                                encoding=manifest_encoding, roots=root_spellings(images, input_uri, images_uri))
         note = auto_encoding_note(manifest_store, name) if manifest_encoding is None else None
         return images, [name], lister, notes + ([note] if note else [])
     if manifest_encoding is not None:

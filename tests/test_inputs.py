@@ -63,7 +63,7 @@ def test_absolute_paths_under_the_images_root_are_taken_relative_to_it(tmp_path)
     real = tmp_path / "real"
     real.mkdir()
     (tmp_path / "link").symlink_to(real)
-    roots = root_spellings(open_store(tmp_path / "link"), str(tmp_path / "link"))
+    roots = root_spellings(open_store(tmp_path / "link"), str(tmp_path / "m.csv"), str(tmp_path / "link"))
     assert roots == (f"{tmp_path / 'link'}/", f"{real}/")  # as given first: messages show it
     text = (f"path,identity\n{real}/a/1.jpg,\n{tmp_path / 'link'}/a/2.jpg,\n{tmp_path}/other/3.jpg,\n"
             f"a/4.jpg,\n{real}/a/1.jpg,\n{real}//a/5.jpg,\n")
@@ -73,7 +73,7 @@ def test_absolute_paths_under_the_images_root_are_taken_relative_to_it(tmp_path)
         ("a/4.jpg", "a", None), ("a/1.jpg", "a", "duplicate"), ("a/5.jpg", "a", None)]
     assert items[2].message.endswith(f"a manifest's paths are relative to the images root (--images), or absolute "
                                      f"under it ({tmp_path / 'link'})")
-    s3 = root_spellings(open_store("s3://bucket/lfw"))
+    s3 = root_spellings(open_store("s3://bucket/lfw"), "s3://bucket/lfw/m.csv")
     (item,) = read_input_manifest(b"path\ns3://bucket/lfw/x/1.jpg\n", "m.csv", roots=s3)
     assert (item.key, item.status) == ("x/1.jpg", None)
     (item,) = read_input_manifest(b"path\ns3://bucket/lfw2/x/1.jpg\n", "m.csv", roots=s3)  # another prefix
