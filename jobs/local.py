@@ -93,12 +93,23 @@ def _exit_after(parent: int) -> None:
     timeout) cannot stop its pool, whose processes, children of the forkserver, would live on."""
     while True:
         time.sleep(1.0)
-        try:
-            os.kill(parent, 0)
-        except ProcessLookupError:
+        if _ended(parent):
             os._exit(1)
-        except PermissionError:  # a process of another user took the id: ours is gone
-            os._exit(1)
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process `pid` has ended: gone, taken by another user's process, or a zombie (dead,
+    not yet reaped by its parent: a caller that reads the job's output to its end before waiting
+    kept the workers, which hold that output open, alive for good)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # Linux; elsewhere a zombie reads as running
+            return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _start_worker(factory: bytes, parent: int | None = None) -> None:

@@ -245,6 +245,12 @@ def _below_eyes(top: np.ndarray, local: np.ndarray, h: float, clearance: float =
     return top
 
 
+def far_side_push(yaw: float) -> float:
+    """The share of the usual push out from the jaw that the far side of a face turned by `yaw` degrees
+    gets: 1 facing the camera, 0 from 30 degrees, where its jaw landmarks lie on the silhouette."""
+    return max(1.0 - abs(yaw) / 30.0, 0.0)
+
+
 def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: FaceType = FRONTAL,
                  margin: float = 0.05) -> np.ndarray:
     """Closed outline (K, 2) of a worn mask, in image pixels.
@@ -275,7 +281,7 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
     amounts = np.full((13, 1), margin * w)
     yaw = face_type.yaw if np.isfinite(face_type.yaw) else 0.0
     far = slice(0, 6) if yaw < 0 else slice(7, 13)  # landmarks 2-7 (image left) or 9-14
-    amounts[far] *= max(1.0 - abs(yaw) / 30.0, 0.0)
+    amounts[far] *= far_side_push(yaw)
     jaw = push(local[list(range(2, 15))], amounts)
     jaw[4:9] += np.array([0.0, 1.0]) * chin_drop * np.array([0.4, 0.8, 1.0, 0.8, 0.4])[:, None]
     if shape == "kn95":  # pointed chin: pull the chin neighbours towards the middle line
@@ -354,11 +360,25 @@ def face_blur_sigma(image: np.ndarray, lm: np.ndarray) -> float:
     as the median ratio over the strongest 5 % of the face's gradients. A face wider than 256 px is
     measured at 256 px and scaled back. On press photos blurred by 1, 3 and 5 px it read 1.4, 3.4 and
     4.8-5.6 px (1.0 untouched)."""
+    sigma, scale = _blur_as_measured(image, lm)
+    return sigma * scale
+
+
+def mask_blur(image: np.ndarray, lm: np.ndarray) -> float:
+    """The blur (px) a mask drawn sharp needs to be as blurred as its face: what `face_blur_sigma`
+    reads beyond a sharp photo's (`SHARP_PHOTO_SIGMA`), taken at the scale it was measured at (a face
+    of 600 px, measured at 256, read a sharp photo's floor as 2.4 px and got masks softer than it)."""
+    sigma, scale = _blur_as_measured(image, lm)
+    return float(np.sqrt(max(sigma ** 2 - SHARP_PHOTO_SIGMA ** 2, 0.0)) * scale)
+
+
+def _blur_as_measured(image: np.ndarray, lm: np.ndarray) -> tuple[float, float]:
+    """(the face's blur in px of the image it was measured on, that image's scale: 1 up to 256 px wide)."""
     h, w = image.shape[:2]
     x1, y1 = (max(int(v), 0) for v in np.floor(lm.min(axis=0)))
     x2, y2 = (min(int(v), m) for v, m in zip(np.ceil(lm.max(axis=0)), (w, h)))
     if x2 - x1 < 8 or y2 - y1 < 8:
-        return 0.0
+        return 0.0, 1.0
     grey = cv2.cvtColor(np.ascontiguousarray(image[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY).astype(np.float32)
     scale = max(1.0, (x2 - x1) / 256.0)
     if scale > 1:
@@ -371,10 +391,10 @@ def face_blur_sigma(image: np.ndarray, lm: np.ndarray) -> float:
     sharp, again = gradient(grey), gradient(cv2.GaussianBlur(grey, (0, 0), 2.0))
     strong = sharp >= np.percentile(sharp, 95)
     if not sharp[strong].max(initial=0) > 0:
-        return 0.0  # a flat patch: nothing to measure
+        return 0.0, scale  # a flat patch: nothing to measure
     ratio = float(np.median(sharp[strong] / np.maximum(again[strong], 1e-3)))
     sigma = 2.0 / np.sqrt(ratio ** 2 - 1) if ratio > 1.01 else 14.0
-    return float(min(sigma, 14.0) * scale)
+    return float(min(sigma, 14.0)), scale
 
 
 @dataclass(frozen=True)
@@ -414,7 +434,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
 
     # as sharp as the face: the blur a sharp mask needs to match the face's own (a mask drawn crisp on a
     # defocused face looked pasted on: 4x the face's sharpness), at most 4 % of the face's width
-    blur = float(np.sqrt(max(face_blur_sigma(image, lm) ** 2 - SHARP_PHOTO_SIGMA ** 2, 0.0)))
+    blur = mask_blur(image, lm)
     if face_type.blurred:  # typed blurred (the face type's own reading): never crisper than before
         blur = max(blur, 1.0, 0.01 * frame.width)
     blur = min(blur, 0.04 * frame.width)
@@ -458,7 +478,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
 
     loop_colour = tuple(int(c) for c in np.clip(np.array(params["colour"]) * 0.85 * light, 0, 255))
     thickness = max(1, int(round(0.012 * frame.width)))
-    _draw_loops(out, loops, loop_colour, thickness, under=coverage, blur=blur)
+    _draw_loops(out, loops, loop_colour, thickness, under=(alpha, (x1, y1)), blur=blur)
     return out, coverage
 
 
@@ -475,13 +495,15 @@ def _window(low, high, size):
     return (wx1, wy1, wx2, wy2), (x1, y1, x2, y2), (slice(y1 - wy1, y2 - wy1), slice(x1 - wx1, x2 - wx1))
 
 
-def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarray | None = None,
+def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: tuple | None = None,
                 blur: float = 0.0) -> None:
     """Ear loops, anti-aliased, drawn as a coverage on a canvas that holds them whole and then laid
     over the image where it is: OpenCV clips a line at the image's edge, which shaded its last column
-    otherwise. Where `under` (the mask's coverage) holds, the mask stays on top: a loop leaves from
-    the mask's edge, it is not drawn across the fabric. `blur` (px): the loops blurred as the face is
-    (a coverage, not the image's pixels, is blurred: the same loops however far the image extends)."""
+    otherwise. `under` (the mask's alpha over a part of the image, and that part's top-left (x, y)):
+    the mask stays on top, a loop leaves from the mask's soft edge (cut by the mask's hard coverage,
+    a blurred loop ended in a jagged seam), it is not drawn across the fabric. `blur` (px): the loops
+    blurred as the face is (a coverage, not the image's pixels, is blurred: the same loops however far
+    the image extends)."""
     if not len(loops):
         return
     ends = np.round(np.array([p for loop in loops for p in loop], dtype=np.float64) * 16).astype(np.int64)
@@ -499,7 +521,11 @@ def _draw_loops(out: np.ndarray, loops, colour, thickness: int, under: np.ndarra
         alpha = cv2.GaussianBlur(alpha, (0, 0), blur)
     alpha = alpha[inner]
     if under is not None:
-        alpha = alpha * ~under[cy1:cy2, cx1:cx2]
+        mask_alpha, (mx1, my1) = under
+        ox1, oy1 = max(cx1, mx1), max(cy1, my1)
+        ox2, oy2 = min(cx2, mx1 + mask_alpha.shape[1]), min(cy2, my1 + mask_alpha.shape[0])
+        if ox2 > ox1 and oy2 > oy1:
+            alpha[oy1 - cy1:oy2 - cy1, ox1 - cx1:ox2 - cx1] *= 1 - mask_alpha[oy1 - my1:oy2 - my1, ox1 - mx1:ox2 - mx1]
     region = out[cy1:cy2, cx1:cx2].astype(np.float32)
     region += (np.asarray(colour, np.float32) - region) * alpha[..., None]
     out[cy1:cy2, cx1:cx2] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
@@ -538,6 +564,7 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
     local_outline = frame.to_local(outline)
     local = frame.to_local(lm)
     loops = []
+    yaw = face_type.yaw if np.isfinite(face_type.yaw) else 0.0
     for top, side, lobe, sign in ((16, 15, 14, 1), (0, 1, 2, -1)):
         # the ear sits just outside the jaw's upper end: its root at the jaw's top point (row 0 / 16, at
         # about the eyes' height), its lobe beside row 1 / 15 at the height of row 2 / 14. The upper loop
@@ -545,7 +572,9 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
         # lobe; the mask's own edge hides where they leave it (`_draw_loops`). (A root raised above the
         # eyes and a lobe point above the lower corner's reach drew a stick in front of the ear and a
         # loop across the fabric.)
-        out_by = np.array([0.04 * sign * frame.width, 0.0])
+        # on the far side of a turned face, as close to the jaw as its outline (`far_side_push`): a loop
+        # ending 4 % outside it ran beside the mask's pulled-in edge, or out into the background
+        out_by = np.array([0.04 * sign * frame.width * (far_side_push(yaw) if sign * yaw > 0 else 1.0), 0.0])
         root = local[top] + out_by
         lobe_pt = np.array([local[side][0], local[lobe][1]]) + out_by
         upper = np.argmax(sign * local_outline[:, 0] - 0.3 * local_outline[:, 1])

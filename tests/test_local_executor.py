@@ -388,9 +388,12 @@ def test_a_killed_worker_process_stops_the_job_clearly_and_a_rerun_finishes_it(f
     assert frame.source_key.nunique() == 20 and not frame.duplicated(["source_key", "face_index"]).any()
 
 
-def test_a_job_killed_outright_takes_its_pool_processes_with_it(face_photos, tmp_path):
+@pytest.mark.parametrize("reaped", [True, False], ids=["reaped", "zombie"])
+def test_a_job_killed_outright_takes_its_pool_processes_with_it(reaped, face_photos, tmp_path):
     """SIGKILL of the job (the OOM killer, a hard timeout) left its pool's processes alive for good,
-    about 1.2 GB of memory, parented to init."""
+    about 1.2 GB of memory, parented to init; and while the killed job was a zombie (its caller
+    reading its output to the end before waiting), the workers took it for alive and held that
+    output open, so the caller hung."""
     root = photo_folder(tmp_path / "in", face_photos[:20])
     out = tmp_path / "out"
     job = start_job(["mask", str(root), str(out), "--quiet", "--batch-size", "1", "--workers", "1",
@@ -401,7 +404,10 @@ def test_a_job_killed_outright_takes_its_pool_processes_with_it(face_photos, tmp
         pool = psutil.Process(job.pid).children(recursive=True)
         assert any("forkserver" in " ".join(p.cmdline()) for p in pool), [p.cmdline() for p in pool]
         job.send_signal(signal.SIGKILL)
-        job.wait(timeout=30)
+        if reaped:
+            job.wait(timeout=30)
+        else:
+            wait_for(lambda: psutil.Process(job.pid).status() == psutil.STATUS_ZOMBIE, 30, "the job to die")
         wait_for(lambda: not [p for p in pool if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], 60,
                  "the pool's processes to end")
     finally:
