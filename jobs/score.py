@@ -566,8 +566,11 @@ def side_is_masked(uri: str) -> bool | None:
     store = open_store(uri)
     for key in store.list(SHARD_DIR):  # not a manifest's: an output may hold mfr mask's beside mfr embed's
         if key.endswith(".parquet"):
-            values = pc.unique(read_parquet_bytes(store.read(key), columns=["masked"]).column("masked")).to_pylist()
-            values = [v for v in values if v is not None]
+            try:
+                column = read_parquet_bytes(store.read(key), columns=["masked"]).column("masked")
+            except (OSError, ValueError):  # a damaged shard: the next tells; the reading of all names it
+                continue
+            values = [v for v in pc.unique(column).to_pylist() if v is not None]
             return values[0] if len(values) == 1 else None
     return None
 

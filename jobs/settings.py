@@ -139,8 +139,8 @@ def source_of(input_uri, images_uri=None) -> str:
 
     if is_manifest(str(input_uri)):
         store, name = open_parent(input_uri)
-        images = f" (images: {redact(open_store(images_uri).uri)})" if images_uri is not None else ""
-        return redact(store.uri_of(name)) + images
+        images = open_store(images_uri).uri if images_uri is not None else store.uri
+        return redact(store.uri_of(name)) + (f" (images: {redact(images)})" if images != store.uri else "")
     return redact(open_store(input_uri).uri)
 
 

@@ -13,7 +13,7 @@ byte-identical and any single face can be re-rendered from its record.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -181,6 +181,9 @@ class Augmenter:
             lm = as_recorded(landmarks68[i])  # as the manifest keeps them: a re-rendering gives these pixels
             ftype = given_type(face_types[i], lm) if face_types and face_types[i] else \
                 classify_face(image, lm, opts.face_types)
+            # drawn with the yaw and blur as the record keeps them: a turned face's far side follows its
+            # yaw, and a re-rendering from the record gives these pixels
+            ftype = replace(ftype, yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4))
             note, params, masked = "", None, False
             if i not in chosen:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"
@@ -198,8 +201,7 @@ class Augmenter:
             align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
             records.append(FaceRecord(
                 source_key=key, face_index=i, box=boxes[i], score=scores[i], landmarks5=points5[i],
-                landmarks68=lm, face_type=ftype.code, yaw=round(float(ftype.yaw), 2),
-                blur=round(float(ftype.blur), 4), masked=masked, mask=params, message=note,
+                landmarks68=lm, face_type=ftype.code, yaw=ftype.yaw, blur=ftype.blur, masked=masked, mask=params, message=note,
                 source=sources[i] if sources else "given", alignment=how, aligned5=align_pts, seed=opts.seed,
                 image_size=[int(w), int(h)],
             ))

@@ -643,3 +643,17 @@ def test_block_rows_follow_the_scorer():
     assert NumpyBlockScorer.rows_per_block(1 << 30) == 1
     assert rows_for(100_000, 1 << 26, 4096) == 671 and rows_for(1_000, 1 << 26, 4096) == 4096
     assert OnnxBlockScorer("cpu").rows_per_block(100_000) == 167  # the CPU provider keeps NumPy's blocks
+
+
+def test_a_damaged_first_shard_is_named_by_mfr_score(tmp_path):
+    """`mfr score` read its first shard for the report's title with pyarrow's bare message ("Parquet magic
+    bytes not found in footer"), naming no file."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=12)
+    for side, masked in (("g", False), ("p", True)):
+        write_shard(tmp_path / side, image_records(emb, ids, 3, masked), emb.shape[1])
+    damaged = tmp_path / "g" / "shards" / "g=x" / "part-0.parquet"
+    damaged.write_bytes(damaged.read_bytes()[:50])
+    with pytest.raises(ValueError, match=f"{damaged} is not a readable Parquet shard"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
