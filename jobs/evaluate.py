@@ -240,7 +240,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embedding job's summary."""
     from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
-    from jobs.score import GALLERY_TEMPLATES, NothingToScore, no_identity_note, score_pairs, unmated_note
+    from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, refuse_foreign_report, score_pairs,
+                            unmated_note)
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
@@ -319,6 +320,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
     refuse_output_in_place(images, out, writes=("embeddings", "report"))
+    refuse_foreign_report(open_store(out.uri_of("report")))  # the user's own report/ is not overwritten
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
     needed = (set(protocol.a) | set(protocol.b)) if protocol is not None else \

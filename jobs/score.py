@@ -618,6 +618,26 @@ def unmated_note(result, named: bool = False) -> str | None:
     return " ".join(said) or None
 
 
+REPORT_FILES = ("report.json", "report.md", "roc.png", "cmc.png")
+
+
+def refuse_foreign_report(out) -> None:
+    """A folder holding report files that no report.json of mfr's (its `model_id` and `results`) comes
+    with is the user's: `mfr score P G thesis` replaced their `report.md`, exit 0."""
+    present = [name for name in REPORT_FILES if out.exists(name)]
+    if not present:
+        return
+    if "report.json" in present:
+        try:
+            record = json.loads(out.read("report.json"))
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and "model_id" in record and "results" in record:
+            return
+    raise ValueError(f"the output {redact(out.uri)} already holds {', '.join(present)} that mfr did not write: give "
+                     "a new or empty folder for the report; nothing was written")
+
+
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
               gallery_per_identity: int | None = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
@@ -671,6 +691,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             raise ValueError(f"--fuse {','.join(map(str, group))!r}: a fusion takes two or more different methods "
                              "(NAME,NAME)")
     out = open_store(output_uri)
+    refuse_foreign_report(out)
     out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
     refuse_repeated_names([m for m, _, _ in methods if m])  # before any scoring: the names given

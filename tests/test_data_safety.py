@@ -366,9 +366,16 @@ def test_an_input_inside_the_output_or_a_users_folder_with_mfr_like_names_is_nev
     listed.write_text("path\n" + "".join(f"{p.relative_to(photos).as_posix()}\n" for p in sorted(before)))
     assert main(["mask", str(listed), str(proj), "--images", str(photos), "--executor", "local", "--quiet"]) == 2
     assert "lies inside the output" in capsys.readouterr().err
-    # mfr evaluate writes only embeddings/ and report/ there: an input beside them is no concern
+    # mfr evaluate writes only embeddings/ and report/ there: an input beside them is no concern, but a
+    # report/ of the user's is not written over
     main(["evaluate", str(photos), str(proj), "--quiet"])
     assert "lies inside the output" not in capsys.readouterr().err
+    (proj / "report").mkdir(exist_ok=True)
+    (proj / "report" / "report.md").write_text("# mine\n")
+    (proj / "report" / "report.json").unlink(missing_ok=True)
+    assert main(["evaluate", str(photos), str(proj), "--quiet"]) == 2
+    assert "already holds report.md that mfr did not write" in capsys.readouterr().err
+    assert (proj / "report" / "report.md").read_text() == "# mine\n"
     assert {p: p.read_bytes() for p in photos.rglob("*.jpg")} == before
 
     # the user's own folders, named as mfr names its folders, beside files of theirs

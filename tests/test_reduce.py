@@ -657,3 +657,22 @@ def test_a_damaged_first_shard_is_named_by_mfr_score(tmp_path):
     damaged.write_bytes(damaged.read_bytes()[:50])
     with pytest.raises(ValueError, match=f"{damaged} is not a readable Parquet shard"):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
+
+
+def test_a_users_report_is_not_written_over(tmp_path):
+    """`mfr score P G thesis` replaced the user's own report.md (exit 0); a folder holding mfr's report is
+    scored into again."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=13)
+    for side, masked in (("g", False), ("p", True)):
+        write_shard(tmp_path / side, image_records(emb, ids, 3, masked), emb.shape[1])
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "report.md").write_text("# three months of work\n")
+    (thesis / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="already holds report.md that mfr did not write"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(thesis))
+    assert (thesis / "report.md").read_text() == "# three months of work\n"
+    run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
+    run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True)  # mfr's own: again
