@@ -446,7 +446,7 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int | None, temp
     import ray
 
     from jobs.score import (GALLERY_TEMPLATES, as_fused, enrolment_tried, fused_empty_ids, fused_enrolment,
-                            has_identity, split_gallery, tried_counts, unenrolled_entries)
+                            split_gallery, tried_counts, unenrolled_entries, with_identity)
 
     if template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {template!r}")
@@ -456,9 +456,8 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int | None, temp
     # images without an identity are left out, as jobs.score.with_identity leaves them (and counted)
     unnamed = set()
     for index in indexed:
-        keep, keep_failed = has_identity(index.rows.identity), has_identity(index.failed.identity)
-        unnamed |= set(index.rows.key[~keep].astype(str)) | set(index.failed.key[~keep_failed].astype(str))
-        index.rows, index.failed = index.rows[keep], index.failed[keep_failed]
+        index.rows, _, index.failed, left_out = with_identity(index.rows, None, index.failed)
+        unnamed |= left_out
     chosen, images, tried = [], set(), []
     # a fusion chooses among the images every model found a face in, so every model chooses the same
     shared = set.intersection(*(set(i.rows.key.astype(str)) for i in indexed)) if len(indexed) > 1 else None

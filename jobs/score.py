@@ -416,10 +416,11 @@ def has_identity(identity) -> np.ndarray:
 
 def with_identity(rows, emb, failed) -> tuple:
     """(rows, embeddings, failed rows) less those without an identity (`has_identity`), and the keys
-    of the images that left out."""
+    of the images that left out; `emb` None: labels alone (the distributed reducer's gallery index)."""
     keep, keep_failed = has_identity(rows.identity), has_identity(failed.identity)
     left_out = set(rows.key[~keep].astype(str)) | set(failed.key[~keep_failed].astype(str))
-    return rows[keep].reset_index(drop=True), emb[keep], failed[keep_failed].reset_index(drop=True), left_out
+    return (rows[keep].reset_index(drop=True), None if emb is None else emb[keep],
+            failed[keep_failed].reset_index(drop=True), left_out)
 
 
 def note_no_identity(acquisition: dict, probes: int, gallery: int) -> dict:

@@ -247,8 +247,9 @@ def _below_eyes(top: np.ndarray, local: np.ndarray, h: float, clearance: float =
 
 def far_side_push(yaw: float) -> float:
     """The share of the usual push out from the jaw that the far side of a face turned by `yaw` degrees
-    gets: 1 facing the camera, 0 from 30 degrees, where its jaw landmarks lie on the silhouette."""
-    return max(1.0 - abs(yaw) / 30.0, 0.0)
+    gets: 1 facing the camera (or with no yaw known), 0 from 30 degrees, where its jaw landmarks lie on
+    the silhouette."""
+    return max(1.0 - abs(yaw) / 30.0, 0.0) if np.isfinite(yaw) else 1.0
 
 
 def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: FaceType = FRONTAL,
@@ -279,9 +280,8 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
     # the landmarks lie on the silhouette, and the full push hung the mask in the background (a fifth
     # of the face's width past the far cheek at 30 degrees)
     amounts = np.full((13, 1), margin * w)
-    yaw = face_type.yaw if np.isfinite(face_type.yaw) else 0.0
-    far = slice(0, 6) if yaw < 0 else slice(7, 13)  # landmarks 2-7 (image left) or 9-14
-    amounts[far] *= far_side_push(yaw)
+    far = slice(0, 6) if face_type.yaw < 0 else slice(7, 13)  # landmarks 2-7 (image left) or 9-14
+    amounts[far] *= far_side_push(face_type.yaw)
     jaw = push(local[list(range(2, 15))], amounts)
     jaw[4:9] += np.array([0.0, 1.0]) * chin_drop * np.array([0.4, 0.8, 1.0, 0.8, 0.4])[:, None]
     if shape == "kn95":  # pointed chin: pull the chin neighbours towards the middle line
@@ -564,7 +564,7 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
     local_outline = frame.to_local(outline)
     local = frame.to_local(lm)
     loops = []
-    yaw = face_type.yaw if np.isfinite(face_type.yaw) else 0.0
+    yaw = face_type.yaw
     for top, side, lobe, sign in ((16, 15, 14, 1), (0, 1, 2, -1)):
         # the ear sits just outside the jaw's upper end: its root at the jaw's top point (row 0 / 16, at
         # about the eyes' height), its lobe beside row 1 / 15 at the height of row 2 / 14. The upper loop
