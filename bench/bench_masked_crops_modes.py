@@ -26,6 +26,11 @@ sys.path.insert(0, str(HERE.parent))
 DATA = HERE.parent.parent / "shared" / "data"
 
 
+def percent(rate) -> str:
+    """A summary's rate as the tables print it; None (a FAR the data cannot measure) as n/a."""
+    return "n/a" if rate is None else f"{100 * rate:.2f}"
+
+
 def main() -> None:
     from maskgen.augment import AugmentOptions, Augmenter
     from maskgen.decode import decode_image
@@ -82,8 +87,8 @@ def main() -> None:
                                         acquired=acquired[is_probe], fars=(0.1, 0.01, 0.001))
             fta = 1 - fig["acquired"] / fig["probes"]
             print(f"| {model} | {name} | {fig['acquired']}/{fig['probes']} | {100 * fta:.1f} % | "
-                  f"{100 * fig['auc']:.2f} | {100 * fig['tar@0.1']:.2f} | {100 * fig['tar@0.01']:.2f} | "
-                  f"{100 * fig['tar@0.001']:.2f} | {100 * fig['rank1']:.2f} | {100 * fig['rank1 template']:.2f} |",
+                  f"{percent(fig['auc'])} | {percent(fig['tar@0.1'])} | {percent(fig['tar@0.01'])} | "
+                  f"{percent(fig['tar@0.001'])} | {percent(fig['rank1'])} | {percent(fig['rank1 template'])} |",
                   flush=True)
 
 

@@ -79,8 +79,13 @@ def masked_crops_rows() -> None:
             print(f"| {kind}, second look {'on' if second else 'off'} | {acquired[is_probe].sum()}/{is_probe.sum()} "
                   f"({acquired[is_probe].mean():.1%}) | {acquired[~is_probe].sum()}/{(~is_probe).sum()} | {ms:.1f} | "
                   f"{', '.join(f'{k} {v}' for k, v in sorted(sources.items(), key=lambda kv: -kv[1]))} | "
-                  f"{100 * fig['auc']:.2f} | {100 * fig['tar@0.1']:.2f} | {100 * fig['tar@0.01']:.2f} | "
-                  f"{100 * fig['rank1']:.2f} | {100 * fig['rank1 template']:.2f} |")
+                  f"{percent(fig['auc'])} | {percent(fig['tar@0.1'])} | {percent(fig['tar@0.01'])} | "
+                  f"{percent(fig['rank1'])} | {percent(fig['rank1 template'])} |")
+
+
+def percent(rate) -> str:
+    """A summary's rate as the tables print it; None (a FAR the data cannot measure) as n/a."""
+    return "n/a" if rate is None else f"{100 * rate:.2f}"
 
 
 def main() -> None:

@@ -157,9 +157,9 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
     without a face (`failed_ids`, their identities) and gallery entries that failed to enrol
     (`empty_ids`, their identities; `empty_mates`, per acquired probe, how many are of its identity).
     `unit`: the model's similarity, or `fused` (`recog.report.SCORE_UNITS`)."""
-    def result(s, lab, st):
+    def result(s, lab, st, floor=None):
         has_both = lab.any() and not lab.all()
-        out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st)
+        out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st, floor=floor)
         out.score = SCORE_UNITS[unit]
         if impostors_per_probe is not None and out.verification:  # the report says the impostors are a sample
             out.verification["impostors_sampled_per_probe"] = int(impostors_per_probe)
@@ -177,31 +177,13 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
     all_scores, all_labels, all_stats = M.with_failures_to_acquire(
         all_scores, all_labels, all_stats, failed_ids, np.concatenate([np.asarray(g_ids, dtype=str), empty_ids]),
         impostors_per_probe, floor)
-    headline = result(all_scores, all_labels, all_stats)
-    unmeasured_fars(headline, int((np.asarray(labels) == 0).sum()), int((all_labels == 0).sum()))
+    headline = result(all_scores, all_labels, all_stats, floor)
     headline.acquisition, headline.acquired_only = acquisition, only
     unenrolled = int((all_stats.mated[:len(stats.mated)] & ~stats.mated).sum()
                      + np.isin(failed_ids, np.setdiff1d(empty_ids, np.asarray(g_ids, dtype=str))).sum())
     if unenrolled and headline.identification is not None:
         headline.identification["unenrolled_probes"] = unenrolled
     return headline
-
-
-def unmeasured_fars(result, real_impostors: int, impostors: int) -> None:
-    """TAR at a FAR whose threshold falls among the comparisons of probes without a face (the k-th
-    highest impostor is one of them: round(f x impostors) > the real ones) is no measurement: those
-    comparisons are rejected at every threshold that accepts a real one, yet at their own score every
-    pair is accepted (28 of 30 probes without a face read TAR 100 % at FAR 0.1). n/a, as TPIR at
-    such an FPIR is; the seed's reading too, past the real impostors' share."""
-    v = result.verification
-    if not v or impostors == 0:
-        return
-    for far in list(v.get("tar_at_far", {})):
-        if v["tar_at_far"][far] is not None and round(float(far) * impostors) > real_impostors:
-            v["tar_at_far"][far] = None
-    for far in list(v.get("seed_tar_at_far", {})):
-        if float(far) > real_impostors / impostors:
-            v["seed_tar_at_far"][far] = None
 
 
 def split_gallery(gallery_rows, gallery_per_identity: int | None = 1) -> set[str]:
@@ -806,10 +788,9 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     scores[acquired] = real
     labels = pairs.labels[keep]
     folds = pairs.folds[keep] if pairs.folds is not None else None
-    result = evaluate(name, scores, labels, folds=folds)
+    result = evaluate(name, scores, labels, folds=folds, floor=M.rejected_score(real))
     result.score = SCORE_UNITS[str(rows.similarity.iloc[0])]
     result.verification["pairs_skipped"] = len(pairs) - len(keep)
-    unmeasured_fars(result, int((labels[acquired] == 0).sum()), int((labels == 0).sum()))
     images = {k for i in keep for k in (pairs.a[i], pairs.b[i])}
     failed_images = len(images & no_face)
     result.acquisition = {"images": acquisition_counts(len(images) - failed_images, failed_images)["probe"],

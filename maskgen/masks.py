@@ -172,12 +172,16 @@ def _smooth_outline_into(out: np.ndarray, outline: np.ndarray) -> None:
 
 
 def draw_seed_mask(image: np.ndarray, landmarks68: np.ndarray, face_type: FaceType,
-                   mirror_profiles: bool = True, colour=(0, 0, 0)) -> tuple[np.ndarray, np.ndarray]:
+                   mirror_profiles: bool = True, colour=(0, 0, 0), rows=None) -> tuple[np.ndarray, np.ndarray]:
     """The seed's mask: a filled polygon over landmark rows 1..15, 28 (frontal) or 7..15, 28, 29, 30
-    (profile), then outline smoothing if the face is blurred. Returns (image, coverage)."""
+    (profile; `rows` when given, as a record keeps them), then outline smoothing if the face is blurred.
+    Returns (image, coverage)."""
     check_rgb(image)
     lm, face_type = face_and_type(landmarks68, face_type)
-    rows = seed_polygon_rows(face_type, mirror_profiles)
+    if rows is None:
+        rows = seed_polygon_rows(face_type, mirror_profiles)
+    elif not (len(rows) >= 3 and all(is_whole(r) and 0 <= r < 68 for r in rows)):
+        raise ValueError(f"a seed polygon is at least 3 landmark rows from 0 to 67, got {rows!r}")
     pts = np.round(lm[list(rows)]).astype(np.int32)
     out = np.ascontiguousarray(image.copy())
     cv2.fillPoly(out, [pts], colour)
@@ -650,12 +654,15 @@ class SeedMask(MaskStyle):
         self.mirror_profiles = bool(mirror_profiles)
 
     def sample(self, rng, face_type=FRONTAL):
+        # a profile's polygon follows its yaw; a type without one (FaceType.from_code) leaves it to the
+        # landmarks at render time (it recorded the unmirrored rows, and render drew the mirrored ones)
+        undecided = face_type.profile and self.mirror_profiles and not np.isfinite(face_type.yaw)
         return {"style": "seed", "colour": list(self.colour), "mirror_profiles": self.mirror_profiles,
-                "polygon": list(seed_polygon_rows(face_type, self.mirror_profiles))}
+                "polygon": None if undecided else list(seed_polygon_rows(face_type, self.mirror_profiles))}
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         return draw_seed_mask(image, landmarks68, face_type, params.get("mirror_profiles", True),
-                              tuple(params.get("colour", (0, 0, 0))))
+                              tuple(params.get("colour", (0, 0, 0))), params.get("polygon"))
 
 
 SURGICAL_COLOURS = {"light_blue": (150, 196, 226), "blue": (112, 170, 214), "light_green": (168, 214, 190),

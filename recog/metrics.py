@@ -69,7 +69,10 @@ from maskgen.checks import is_whole
 
 
 def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
-    s = np.asarray(scores, dtype=np.float64)
+    s = np.asarray(scores)
+    if np.iscomplexobj(s):  # float64 kept the real part with a warning only
+        raise ValueError("scores must be real numbers, got complex ones")
+    s = s.astype(np.float64)
     y = np.asarray(labels)
     if s.shape != y.shape and not (s.ndim <= 1 and y.ndim <= 1):
         raise ValueError(f"scores and labels must have the same shape, got {s.shape} and {y.shape}")
@@ -120,6 +123,16 @@ def _check_rate(name: str, rate: float) -> float:
     return float(rate)
 
 
+def _check_rates(name: str, rates) -> tuple:
+    """One rate or several, each in (0, 1], kept as given (the summaries' keys are str(rate))."""
+    if isinstance(rates, str):
+        raise ValueError(f"{name}s are numbers in (0, 1], got {rates!r}")
+    rates = (rates,) if isinstance(rates, (int, float, np.number)) else tuple(rates)
+    for rate in rates:
+        _check_rate(name, rate)
+    return rates
+
+
 def roc_curve(scores, labels) -> Roc:
     s, y = _check_scores_labels(scores, labels)
     order = np.argsort(-s, kind="mergesort")
@@ -160,7 +173,12 @@ class TarAtFar:
     k: int
 
 
-def tar_at_far(scores, labels, far: float) -> TarAtFar:
+def tar_at_far(scores, labels, far: float, floor: float | None = None) -> TarAtFar:
+    """TAR at the threshold of the k-th highest impostor score, k = round(far x impostors) (see the
+    module doc). `floor`: scores at or below it stand for comparisons that a failure to acquire or
+    enrol left without a score (`with_failures_to_acquire`'s floor); a FAR whose threshold falls among
+    them is refused, since at their own score every pair is accepted (28 of 30 probes without a face
+    read TAR 100 % at FAR 0.1)."""
     s, y = _check_scores_labels(scores, labels)
     impostors = np.sort(s[~y])[::-1]
     n = impostors.size
@@ -173,6 +191,10 @@ def tar_at_far(scores, labels, far: float) -> TarAtFar:
         raise ValueError(f"FAR {far} is below 1 / impostors = {1 / n:.3g}: {n} impostor pairs cannot measure it")
     k = int(round(far * n))
     threshold = impostors[k - 1]
+    if floor is not None and threshold <= floor:
+        scored = int((impostors > floor).sum())
+        raise ValueError(f"FAR {far} needs the {k}-th highest impostor score, and only {scored} of the {n} impostor "
+                         f"pairs have one (the others are comparisons of samples without a face)")
     return TarAtFar(far, float((s[y] >= threshold).mean()), float((impostors >= threshold).mean()),
                     float(threshold), k)
 
@@ -231,11 +253,10 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
     return KFold(float(np.mean(accs)), float(np.std(accs)), tuple(accs), tuple(thresholds))
 
 
-def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001)) -> dict:
-    """Every verification figure as plain numbers (FARs the data cannot measure are reported as None;
-    a FAR outside (0, 1] is refused, as tar_at_far refuses it)."""
-    for f in fars:
-        _check_rate("FAR", f)
+def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float | None = None) -> dict:
+    """Every verification figure as plain numbers (FARs the data cannot measure are reported as None,
+    `floor` as in tar_at_far; a FAR outside (0, 1] is refused, as tar_at_far refuses it)."""
+    fars = _check_rates("FAR", fars)
     roc = roc_curve(scores, labels)
     s, y = _check_scores_labels(scores, labels)
     e, e_t = eer(s, y)
@@ -243,7 +264,7 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001)) -> dict:
     tars = {}
     for f in fars:
         try:
-            r = tar_at_far(s, y, f)
+            r = tar_at_far(s, y, f, floor)
             tars[str(f)] = {"tar": r.tar, "far_achieved": r.far, "threshold": r.threshold}
         except ValueError:
             tars[str(f)] = None
@@ -252,11 +273,16 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001)) -> dict:
             "tar_at_far": tars}
 
 
-def seed_tar_at_far(scores, labels, far: float) -> float:
-    """The seed's reading: the sklearn ROC point whose FPR is nearest `far` (see module docstring)."""
+def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> float:
+    """The seed's reading: the sklearn ROC point whose FPR is nearest `far` (see module docstring).
+    `floor` as in tar_at_far: a FAR above the share of impostor pairs scored above it is refused."""
     from sklearn.metrics import roc_curve as sk_roc_curve
 
     s, y = _check_scores_labels(scores, labels)
+    if floor is not None and far > (s[~y] > floor).sum() / max((~y).sum(), 1):
+        raise ValueError(f"FAR {far} is above the share of impostor pairs with a score "
+                         f"({int((s[~y] > floor).sum())} of {int((~y).sum())}; the others are comparisons of samples "
+                         "without a face)")
     fpr, tpr, _ = sk_roc_curve(y.astype(int), s)
     fpr, tpr = fpr[::-1], tpr[::-1]
     _, i = min(zip(np.abs(fpr - far), range(len(fpr))))
@@ -269,6 +295,8 @@ def seed_tar_at_far(scores, labels, far: float) -> float:
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings are one row per sample, (N, D), got shape {x.shape}")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -440,7 +468,8 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
     module doc counts them: each failed probe adds its comparisons (one genuine pair per gallery entry
     of its identity, one impostor pair per other entry, or `impostors_per_probe` of them when the
     impostors are sampled) scored `floor` (default `rejected_score(scores)`), and a probe never
-    identified. `gallery_ids` may include entries that failed to enrol (with_failures_to_enrol)."""
+    identified. `gallery_ids` may include entries that failed to enrol (with_failures_to_enrol). Pass
+    the floor to `verification_summary(..., floor=)`: a TAR@FAR among these comparisons is no measurement."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
     failed_ids = np.asarray(failed_ids).reshape(-1)
@@ -608,6 +637,7 @@ def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
 def identity_templates(embeddings, ids) -> tuple[np.ndarray, np.ndarray]:
     """(templates, identities): per identity the normalised mean of its L2-normalised embeddings."""
     x = normalize_rows(embeddings)
+    _check_finite(x)  # one NaN made its identity's whole template NaN
     ids = np.asarray(ids).reshape(-1)
     if len(ids) != len(x):
         raise ValueError("one identity per embedding is needed")
@@ -621,7 +651,7 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
                         ranks=(1, 5, 10), similarity: str = "cosine") -> dict:
     """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
     ranks = _check_ranks(ranks)
-    fpirs = tuple(_check_rate("FPIR", f) for f in fpirs)
+    fpirs = tuple(float(f) for f in _check_rates("FPIR", fpirs))
     probes, gallery = np.asarray(probes, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
     gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
     if len(np.asarray(probe_ids).reshape(-1)) != len(probes) or len(gallery_ids) != len(gallery):
@@ -660,15 +690,21 @@ def probe_gallery_summary(probes, gallery, probe_ids, gallery_ids, acquired=None
     """Verification and identification of every probe against every gallery entry (cosine), every
     probe counted (`acquired` False: no face; see the module doc): `probes`, `acquired`, AUC,
     `tar@<far>`, `rank<k>` against single gallery images (an identity's best image) and
-    `rank<k> template` against mean identity templates. Rates are fractions."""
+    `rank<k> template` against mean identity templates. Rates are fractions; `tar@<far>` is None
+    where the data cannot measure that FAR (as in verification_summary: below 1 / impostors, or
+    among the comparisons of probes without a face)."""
     probes, gallery = normalize_rows(probes), normalize_rows(gallery)
     probe_ids, gallery_ids = np.asarray(probe_ids).reshape(-1), np.asarray(gallery_ids).reshape(-1)
+    if len(probe_ids) != len(probes) or len(gallery_ids) != len(gallery):
+        raise ValueError(f"one identity per probe and per gallery entry is needed, got {len(probe_ids)} for "
+                         f"{len(probes)} probes and {len(gallery_ids)} for {len(gallery)} gallery entries")
     acquired = np.ones(len(probes), bool) if acquired is None else np.asarray(acquired, dtype=bool).reshape(-1)
     matrix = unacquired_rejected(probes @ gallery.T, acquired)
     scores, labels = matrix.ravel(), (probe_ids[:, None] == gallery_ids[None, :]).ravel()
+    floor = None if acquired.all() else rejected_score(matrix[acquired])  # the score unacquired_rejected gave
     out = {"probes": len(probes), "acquired": int(acquired.sum()), "auc": auc(roc_curve(scores, labels))}
-    for far in fars:
-        out[f"tar@{far:g}"] = tar_at_far(scores, labels, far).tar
+    for far, tar in verification_summary(scores, labels, fars, floor)["tar_at_far"].items():
+        out[f"tar@{float(far):g}"] = None if tar is None else tar["tar"]
     templates, template_ids = identity_templates(gallery, gallery_ids)
     for suffix, g, ids in (("", gallery, gallery_ids), (" template", templates, template_ids)):
         stats = identification_stats(probes, g, probe_ids, ids, acquired=acquired)

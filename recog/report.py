@@ -73,12 +73,19 @@ def acquisition_counts(probes: int, probes_failed: int, gallery: int | None = No
 
 
 def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.IdentificationStats | None = None,
-             fars=TABLE_FARS, fpirs=TABLE_FPIRS, ranks=CMC_RANKS) -> MethodResult:
-    """All figures for one method: verification from pair scores, identification from stats."""
+             fars=TABLE_FARS, fpirs=TABLE_FPIRS, ranks=CMC_RANKS, floor: float | None = None) -> MethodResult:
+    """All figures for one method: verification from pair scores, identification from stats. `floor`:
+    the score of comparisons a failure to acquire or enrol left without one (recog.metrics.tar_at_far):
+    a TAR@FAR among them reads None."""
     result = MethodResult(name)
     if scores is not None:
-        v = M.verification_summary(scores, labels, fars)
-        v["seed_tar_at_far"] = {str(f): M.seed_tar_at_far(scores, labels, f) for f in fars}
+        v = M.verification_summary(scores, labels, fars, floor)
+        v["seed_tar_at_far"] = {}
+        for f in fars:
+            try:
+                v["seed_tar_at_far"][str(f)] = M.seed_tar_at_far(scores, labels, f, floor)
+            except ValueError:
+                v["seed_tar_at_far"][str(f)] = None
         if folds is not None:
             k = M.kfold_accuracy(scores, labels, folds)
             v["kfold_accuracy"] = {"mean": k.mean, "std": k.std, "folds": list(k.accuracies)}

@@ -83,9 +83,12 @@ class ModelSpec:
             raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"{self.name}: similarity must be one of {SIMILARITIES}")
+        values = [*self.mean, *self.std]
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std) \
-                or not np.isfinite(np.asarray([*self.mean, *self.std], dtype=np.float64)).all():
-            raise ValueError(f"{self.name}: mean and std need 3 finite numbers each, std non-zero")
+                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                           for v in values) or not np.isfinite(np.asarray(values, dtype=np.float64)).all():
+            raise ValueError(f"{self.name}: mean and std need 3 finite numbers each, std non-zero, got mean "
+                             f"{self.mean!r} and std {self.std!r}")
         if np.asarray(self.template).shape != (5, 2):
             raise ValueError(f"{self.name}: template needs 5 (x, y) points")
         if not is_whole(self.embedding_size) or self.embedding_size <= 0:
@@ -142,6 +145,8 @@ class ModelSpec:
                 if not isinstance(data[key], (list, tuple, np.ndarray)):
                     raise ValueError(f"{key} is {what}, got {data[key]!r}")
                 data[key] = tuple(_pixels(v) if key == "input_size" else _number(v) for v in data[key])
+        if "embedding_size" in data:  # 512.0 from JSON is 512; 512.5 stays, to be refused
+            data["embedding_size"] = _pixels(data["embedding_size"])
         if data.get("template") is not None:
             try:
                 data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])

@@ -11,6 +11,7 @@ import pytest
 from conftest import SHARED_DATA, read_rgb, seed_rows
 from maskgen.draw import contact_sheet
 from maskgen.facetype import FaceType, classify_face
+from maskgen.landmarks import mirror_landmarks
 from maskgen.masks import (FRONTAL, SEED_FRONTAL_ROWS, SEED_PROFILE_MIRRORED_ROWS, SEED_PROFILE_ROWS, ClothMask, MaskStyle,
                            OneOf, RespiratorMask, SeedMask, SurgicalMask, coverage_report, draw_seed_mask, mask_rng,
                            seed_polygon_rows, smooth_outline, style_from_name)
@@ -183,6 +184,28 @@ def test_a_profile_typed_by_its_code_alone_is_masked_on_its_visible_side():
         _, from_code, _ = style(image, row.landmarks, mask_rng(0, "2.jpg", 0), by_code)
         _, estimated, _ = style(image, row.landmarks, mask_rng(0, "2.jpg", 0), classify_face(image, row.landmarks))
         np.testing.assert_array_equal(from_code, estimated, err_msg=name)
+
+
+def test_the_seed_polygon_recorded_is_the_one_drawn():
+    """sample() with a type made from its code (no yaw) recorded the unmirrored profile rows while render
+    drew the mirrored ones (81,062 pixels apart): the record left the polygon to the landmarks, and a
+    polygon recorded is the one drawn."""
+    image, row = _sample(1)
+    mirrored = mirror_landmarks(row.landmarks, image.shape[1])  # the same face turned to the image's right
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    style, by_code = SeedMask(), FaceType.from_code(row.face_type.code)
+    for img, lm, rows in ((image, row.landmarks, SEED_PROFILE_ROWS), (flipped, mirrored, SEED_PROFILE_MIRRORED_ROWS)):
+        params = style.sample(mask_rng(0, "k", 0), by_code)
+        assert params["polygon"] is None
+        drawn, coverage = style.render(img, lm, params, by_code)
+        called, called_coverage, called_params = style(img, lm, mask_rng(0, "k", 0), by_code)
+        assert called_params["polygon"] == list(rows)
+        np.testing.assert_array_equal(coverage, called_coverage)
+        np.testing.assert_array_equal(drawn, called)
+        again, _ = style.render(img, lm, called_params, FRONTAL)  # from the record, whatever type is given
+        np.testing.assert_array_equal(again, called)
+    with pytest.raises(ValueError, match="at least 3 landmark rows from 0 to 67"):
+        style.render(image, row.landmarks, {**called_params, "polygon": [1, 2, 68]})
 
 
 @pytest.mark.parametrize("name", ("seed",) + REALISTIC)

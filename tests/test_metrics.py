@@ -426,3 +426,52 @@ def test_embeddings_with_nan_are_refused_where_scores_are_made():
         with pytest.raises(ValueError, match="embeddings contain NaN or infinity"):
             call()
     assert M.similarity_matrix(good, good).tolist() == np.eye(3).tolist()
+
+
+def test_library_summaries_leave_a_far_among_faceless_comparisons_unmeasured():
+    """probe_gallery_summary with 28 of 30 probes without a face read TAR 100 % at FAR 0.1 (the
+    threshold was their own score), as did verification_summary over with_failures_to_acquire's scores:
+    only the jobs' reports knew the rule. The floor now says which comparisons have no score."""
+    rng = np.random.default_rng(0)
+    gallery = rng.normal(size=(10, 16))
+    ids = np.arange(30) % 10
+    probes = gallery[ids] + 3.0 * rng.normal(size=(30, 16))
+    acquired = np.arange(30) < 2
+    out = M.probe_gallery_summary(probes, gallery, ids, np.arange(10), acquired=acquired, fars=(0.1, 0.5))
+    assert out["tar@0.1"] is None and out["tar@0.5"] is None  # k = 27 and 135 of 270 impostors; 18 are real
+    alone = M.probe_gallery_summary(probes[:2], gallery, ids[:2], np.arange(10), fars=(0.1, 0.01))
+    assert alone["tar@0.1"] == 0.0 and alone["tar@0.01"] is None  # FAR 0.01 is below 1 / 18 impostors
+
+    sims = M.similarity_matrix(probes[:2], gallery)
+    same = ids[:2, None] == np.arange(10)[None, :]
+    scores, labels = sims.ravel(), same.ravel().astype(int)
+    stats = M.identification_stats(probes[:2], gallery, ids[:2], np.arange(10))
+    floor = M.rejected_score(scores)
+    s2, l2, _ = M.with_failures_to_acquire(scores, labels, stats, ids[2:], np.arange(10), floor=floor)
+    assert M.verification_summary(s2, l2, fars=(0.1,))["tar_at_far"]["0.1"]["tar"] == 1.0  # unaware: the old reading
+    assert M.verification_summary(s2, l2, fars=(0.1,), floor=floor)["tar_at_far"]["0.1"] is None
+    with pytest.raises(ValueError, match="only 18 of the 270 impostor pairs have one"):
+        M.tar_at_far(s2, l2, 0.1, floor=floor)
+    with pytest.raises(ValueError, match="18 of 270"):
+        M.seed_tar_at_far(s2, l2, 0.1, floor=floor)
+    # FAR 0.05: k = round(13.5) = 14 <= 18 real impostors, a measurement with or without the floor
+    assert M.tar_at_far(s2, l2, 0.05, floor=floor) == M.tar_at_far(s2, l2, 0.05)
+    assert M.seed_tar_at_far(s2, l2, 0.05, floor=floor) == M.seed_tar_at_far(s2, l2, 0.05)
+
+
+def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
+    rng = np.random.default_rng(1)
+    scores, labels = rng.normal(size=20), np.r_[np.ones(10), np.zeros(10)]
+    with pytest.raises(ValueError, match="real numbers, got complex"):  # the imaginary part was dropped
+        M.roc_curve(scores + 1j, labels)
+    assert M.verification_summary(scores, labels, fars=0.1)["tar_at_far"].keys() == {"0.1"}  # was a TypeError
+    with pytest.raises(ValueError, match="numbers in"):
+        M.verification_summary(scores, labels, fars="0.1")
+    emb = rng.normal(size=(4, 3))
+    emb[0, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):  # its identity's template was all NaN
+        M.identity_templates(emb, [0, 0, 1, 1])
+    with pytest.raises(ValueError, match=r"one row per sample, \(N, D\), got shape \(3,\)"):  # an AxisError
+        M.identity_templates(np.ones(3), [0, 0, 1])
+    with pytest.raises(ValueError, match="one identity per probe"):  # "scores and labels differ in length"
+        M.probe_gallery_summary(rng.normal(size=(5, 3)), rng.normal(size=(3, 3)), [0, 1], [0, 1, 2])

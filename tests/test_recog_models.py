@@ -362,10 +362,12 @@ def test_spec_validation():
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
     assert ModelSpec.from_dict({"name": "x", "input_size": [112.0, 96]}).input_size == (112, 96)
+    assert ModelSpec.from_dict({"name": "x", "embedding_size": 512.0}).embedding_size == 512  # JSON's 512.0 was refused
     # each refusal names its field (a bare number said "'float' object is not iterable")
     for field, value, what in (("mean", 127.5, "mean is a list of 3 numbers"), ("input_size", None, "input_size is"),
                                ("template", [[1, 2], [3, 4], [5, 6], [7, 8], ["a", 1]], "template is 5"),
-                               ("name", 5, "name is a non-empty text"), ("name", " ", "name is a non-empty text")):
+                               ("name", 5, "name is a non-empty text"), ("name", " ", "name is a non-empty text"),
+                               ("mean", ["a", 1, 2], r"mean and std need 3 finite numbers.*'a'")):  # float()'s message
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
 
