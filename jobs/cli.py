@@ -552,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     apply_config(parser, argv)
     args = parser.parse_args(argv)
     import jobs.pool
-    from jobs.storage import StorageError
+    from jobs.lease import OutputBusy
+    from jobs.storage import new_local_folder, remove_left_empty
 
     jobs.pool.TERM_AS_INTERRUPT = True
     jobs.pool.interrupt_on_sigterm()
@@ -560,6 +561,23 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):
         # Ray's core workers log warnings of their own to stderr ("E ... core_worker ..."): quiet means quiet
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+
+    output = output_of(args)
+    new = None if output is None or getattr(args, "dry_run", False) else new_local_folder(output)
+    code, failure = None, None
+    try:
+        code, failure = _run_command(args)
+        return code
+    finally:
+        # a command that failed leaves no empty folders of its own making (another job's are not touched)
+        if new is not None and code not in (0, 1) and not isinstance(failure, OutputBusy):
+            remove_left_empty(new)
+
+
+def _run_command(args) -> tuple[int, BaseException | None]:
+    """(exit code, the failure it reports) of the command `args` names."""
+    import jobs.pool
+    from jobs.storage import StorageError
 
     try:
         refuse_output_lost_with_the_job(args)
@@ -572,22 +590,27 @@ def main(argv: list[str] | None = None) -> int:
             cache_dir()
         if (job or getattr(args, "distributed", False)) and getattr(args, "executor", "auto") != "local":
             jobs.pool.check_ray_address(os.environ.get("RAY_ADDRESS", ""))
-        return COMMAND_FUNCTIONS[args.command](args)
+        return COMMAND_FUNCTIONS[args.command](args), None
     except BrokenPipeError:  # output piped into `head` and the like: not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
+        return 0, None
+    except KeyboardInterrupt as exc:
         print(f"\nmfr {args.command}: interrupted. Finished batches are kept; run the same command again "
               "to do the rest.", file=sys.stderr)
-        return 130
+        return 130, exc
     except (StorageError, ValueError, OSError, RuntimeError) as exc:  # OSError: a file given that cannot be read
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
-        return 2
+        return 2, exc
     except Exception as exc:
         if not type(exc).__module__.startswith("ray."):
             raise  # our own bug: the traceback is what a developer needs
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
-        return 2
+        return 2, exc
+
+
+def output_of(args):
+    """The output a command writes to (`--out` for the demo), None for commands without one."""
+    return getattr(args, "output", None) or (getattr(args, "out", None) if args.command == "demo" else None)
 
 
 def refuse_output_lost_with_the_job(args) -> None:
@@ -597,7 +620,7 @@ def refuse_output_lost_with_the_job(args) -> None:
     that copy (a dataset uploaded with the working folder), so only outputs are refused."""
     from jobs.inputs import relative_in_submitted_job
 
-    output = getattr(args, "output", None) or (getattr(args, "out", None) if args.command == "demo" else None)
+    output = output_of(args)
     if isinstance(output, (str, Path)) and relative_in_submitted_job(output):
         raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
                          f"working folder ({os.getcwd()}), which Ray deletes after the job; give an absolute path "

@@ -130,6 +130,25 @@ def build_dataset(images_per_identity: int = 6, seed: int = 0, root: Path | None
     return root
 
 
+DEMO_OUTPUTS = ("run", "contact_sheet.png")
+
+
+def refuse_foreign_demo_folder(out: Path) -> None:
+    """The demo writes `run/` and `contact_sheet.png` into --out: a folder holding anything else, or a
+    contact sheet without the demo's `run/` beside it, is the user's (their own contact_sheet.png was
+    replaced, exit 0). `run/` itself is checked as every `mfr run` output is."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    others = sorted((entries - set(DEMO_OUTPUTS)) | ({"contact_sheet.png"} & entries if "run" not in entries else set()))
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        raise ValueError(f"--out {out} holds files the demo did not write ({shown}): give a new or empty folder "
+                         "(the default is out/demo)")
+
+
 def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sface", progress_for=None,
              accept_licence: bool = False) -> dict:
     """Build (or reuse) the dataset, run the whole job on it in-process, draw the contact sheet, and
@@ -147,6 +166,7 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
         raise ValueError(f"it writes to a local folder (--out), not {out}: for S3, `mfr run` the dataset "
                          "to an s3:// output")
     out = Path(str(out).removeprefix("file://")).resolve()
+    refuse_foreign_demo_folder(out)
     dataset = build_dataset()
     # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take
     result = run_pipeline(str(dataset), str(out / "run"), style=style, model=model, progress_for=progress_for,

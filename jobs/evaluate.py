@@ -31,7 +31,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import ColumnsEqual, images_root, is_manifest, refuse_output_in_place, root_spellings
+from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, refuse_output_in_place,
+                         root_spellings)
 from jobs.storage import open_parent, open_store, redact
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from recog.protocols import masked_flags
@@ -283,6 +284,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     # given twice, an image in both lists) as the dataset's keys they name
     labels = manifest_labels(input_uri, manifest_encoding, root_spellings(images, input_uri, images_uri)) \
         if is_manifest(str(input_uri)) else None
+    if labels is None:
+        check_input_folder(images, input_uri)  # "holds no images" was said of a missing folder and of a photo
     keys = dataset_keys(input_uri, labels)
     # (a manifest's paths are images whatever their names; a folder's are its image files)
     if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):

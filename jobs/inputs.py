@@ -191,17 +191,22 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
     or GBK text."""
     handle.seek(0)
     if _is_parquet(name):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         line = 0
-        for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=8192, use_threads=False):
-            try:
-                rows = batch.to_pylist()
-            except UnicodeDecodeError as exc:
-                raise ValueError(f"{name}: a text column holds bytes that are not UTF-8 ({exc.reason})") from None
-            for row in rows:
-                line += 1
-                yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
+        try:
+            for batch in pq.ParquetFile(handle, pre_buffer=False).iter_batches(batch_size=8192, use_threads=False):
+                try:
+                    rows = batch.to_pylist()
+                except UnicodeDecodeError as exc:
+                    raise ValueError(f"{name}: a text column holds bytes that are not UTF-8 ({exc.reason})") from None
+                for row in rows:
+                    line += 1
+                    yield line, {k: decode_text(v, name) if isinstance(v, bytes) else v for k, v in row.items()}
+        except (pa.ArrowException, OSError) as exc:  # pyarrow's bare "Parquet magic bytes not found in footer"
+            raise ValueError(f"{name}: not a readable Parquet file ({exc}); a manifest is a .csv or a .parquet "
+                             "file with a path column") from None
         return
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
     reader = csv.DictReader(text)
@@ -808,6 +813,17 @@ def refuse_output_in_place(images, output, writes: tuple = ("",)) -> None:
 MFR_RECORDS = ("_mfr_settings.json", "_mfr_embed_settings.json", "_mfr_lease.json")
 
 
+def check_input_folder(images, input_uri: str) -> None:
+    """A local input folder that is missing or a file, said as such before any output is made."""
+    from jobs.storage import LocalStore
+
+    if isinstance(images, LocalStore) and not images.root.exists():
+        raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written){submitted_job_hint(input_uri)}")
+    if isinstance(images, LocalStore) and images.root.is_file():
+        raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
+                         "(.csv/.parquet) that lists them")
+
+
 def refuse_foreign_output(output) -> None:
     """An output folder that already holds something, and no record of an mfr job (`MFR_RECORDS`), is
     most often the dataset given as the output (`mfr mask OUT DATA`, the arguments swapped): writing
@@ -907,7 +923,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
     left to do in a group. `manifest_encoding`: a CSV manifest's (`manifest_encoding`)."""
-    from jobs.storage import LocalStore, open_parent, open_store, redact
+    from jobs.storage import open_parent, open_store, redact
 
     open_store(input_uri)  # a folder path or an s3:// URI, never str(None) read as a folder named None
     input_uri = str(input_uri)
@@ -941,11 +957,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
                          f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "
                          "--config file gives --images too: put it under the table of the command run on manifests)")
     images = images_root(input_uri)
-    if isinstance(images, LocalStore) and not images.root.exists():
-        raise FileNotFoundError(f"{input_uri}: no such folder (nothing was written){submitted_job_hint(input_uri)}")
-    if isinstance(images, LocalStore) and images.root.is_file():
-        raise ValueError(f"{input_uri} is a file, not a folder: give the folder of the images, or an input manifest "
-                         "(.csv/.parquet) that lists them")
+    check_input_folder(images, input_uri)
     refuse_output_in_place(images, output)
     refuse_foreign_output(output)  # first: swapped arguments are said as such
     refuse_output_as_input(images, input_uri)

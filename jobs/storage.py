@@ -483,6 +483,41 @@ class S3Store:
         self.delete(probe)
 
 
+def new_local_folder(uri) -> tuple[Path, bool] | None:
+    """(path, existed) of a local output that is not there yet or is an empty folder, before a command
+    writes to it; None for anything else (an S3 prefix, a folder with something in it, a bad location),
+    which `remove_left_empty` then leaves alone."""
+    try:
+        store = open_store(uri)
+    except (StorageError, ValueError):
+        return None
+    if not isinstance(store, LocalStore):
+        return None
+    root = store.root
+    if not root.exists():
+        return root, False
+    try:
+        return (root, True) if root.is_dir() and not any(root.iterdir()) else None
+    except OSError:
+        return None
+
+
+def remove_left_empty(new: tuple[Path, bool]) -> None:
+    """After a command failed, the folders it made under `new` (`new_local_folder`: every folder there
+    is its own) that hold nothing, the output itself too unless it was there before: a refused
+    `mfr run` left masked/ and embeddings/ behind, and its corrected rerun was refused as a folder of
+    someone else's. A folder holding a file (a record, an image) stays, for the rerun to finish."""
+    root, existed = new
+    if not root.is_dir():
+        return
+    for folder, _, _ in os.walk(root, topdown=False):
+        if Path(folder) != root or not existed:
+            try:
+                Path(folder).rmdir()
+            except OSError:  # not empty
+                pass
+
+
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
     return re.sub(r"//[^/@\s]+@", "//***@", text)

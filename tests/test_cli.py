@@ -275,6 +275,44 @@ def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
 
 
+@pytest.mark.parametrize("command", ("mask", "run", "embed", "evaluate"))
+def test_a_refused_command_leaves_no_folders_behind(command, tmp_path, capsys):
+    """`mfr run` over a manifest without a path column made masked/ and embeddings/ (its leases) before
+    it read the manifest, and the corrected command was then refused, the output holding "files mfr did
+    not write"; a damaged Parquet manifest said only pyarrow's "Parquet magic bytes not found"."""
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("file,identity\na.jpg,x\n")
+    damaged = tmp_path / "list.parquet"
+    damaged.write_bytes(b"path,identity\na.jpg,x\n")
+    (tmp_path / "empty").mkdir()
+    for given, out, why in ((manifest, tmp_path / "new", "a manifest needs a 'path' column"),
+                            (damaged, tmp_path / "empty", "list.parquet: not a readable Parquet file")):
+        local = ["--executor", "local"] if command != "evaluate" else []  # evaluate has no choice of executor
+        assert main([command, str(given), str(out), "--quiet", *local]) == 2
+        assert why in capsys.readouterr().err
+        assert not out.exists() if out.name == "new" else not any(out.iterdir())  # a folder given stays
+
+
+def test_evaluate_says_a_missing_input_or_a_photo_is_not_a_folder(tmp_path, capsys):
+    """Both read "holds no images" (mask, embed and run said what is wrong)."""
+    (tmp_path / "one.jpg").write_bytes(b"\xff\xd8")
+    for given, why in (("nope", "nope: no such folder"), ("one.jpg", "one.jpg is a file, not a folder")):
+        assert main(["evaluate", str(tmp_path / given), str(tmp_path / "out"), "--quiet"]) == 2
+        assert why in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_refuses_a_folder_of_the_users(tmp_path, capsys):
+    """`mfr demo --out DIR` replaced the user's own contact_sheet.png, exit 0."""
+    (tmp_path / "contact_sheet.png").write_bytes(b"mine")
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "holds files the demo did not write (contact_sheet.png)" in capsys.readouterr().err
+    assert (tmp_path / "contact_sheet.png").read_bytes() == b"mine" and not (tmp_path / "run").exists()
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "(contact_sheet.png, notes.txt)" in capsys.readouterr().err
+
+
 def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(face_photos, tmp_path, capsys):
     """A cp1252 manifest naming "Müller/" reads as GBK on its own, and its row is missing, with a note
     that says why; given --manifest-encoding cp1252 (or from a --config file), its images are masked.
