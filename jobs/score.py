@@ -500,8 +500,10 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 
     from recog.matching import fuse_matrices
 
+    # entries by (key, face): a gallery image of two faces (--face all) is two entries, and keyed by the
+    # image alone its faces made the mated flags wider than the scores
     probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]
-    gallery_keys = [list(s.gallery_rows.key) for s in splits]
+    gallery_keys = [list(zip(s.gallery_rows.key, s.gallery_rows.face_index)) for s in splits]
     # an image that is any model's gallery image is no probe of the fusion (as the distributed reducer
     # leaves them out): where the models chose different gallery images, the others' were counted as
     # probes without a face
@@ -516,7 +518,7 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
         matrices.append(s.matrix([p_pos[k] for k in common_p], [g_pos[k] for k in common_g]))
     first = splits[0]
     p_ids = first.probe_rows.set_index(["key", "face_index"]).loc[common_p].identity.to_numpy().astype(str)
-    g_ids = first.gallery_rows.set_index("key").loc[common_g].identity.to_numpy().astype(str)
+    g_ids = first.gallery_rows.set_index(["key", "face_index"]).loc[common_g].identity.to_numpy().astype(str)
     mated = p_ids[:, None] == g_ids[None, :]
     fused = fuse_matrices(matrices, mated)
     pairs = PairSampler(len(p_ids), len(g_ids), max_pairs, seed)
@@ -669,10 +671,14 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         for option in (k for k, v in given.items() if v):
             raise ValueError(f"{option} (--{option.replace('_', '-')}) applies to the distributed reducer only "
                              "(distributed=True, --distributed)")
+    fusions = set()
     for group in fuse:  # before the output is made: `--fuse ''` failed in frozenset.intersection()
         if len(group) < 2 or len(set(group)) < len(group) or not all(str(g).strip() for g in group):
             raise ValueError(f"--fuse {','.join(map(str, group))!r}: a fusion takes two or more different methods "
                              "(NAME,NAME)")
+        if frozenset(group) in fusions:  # two report rows of one fusion
+            raise ValueError(f"--fuse {','.join(map(str, group))!r}: that fusion is given twice")
+        fusions.add(frozenset(group))
     out = open_store(output_uri)
     refuse_foreign_report(out)
     out.check_writable()
@@ -716,6 +722,9 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         if missing:
             raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(known)})")
         name_of = "fusion: " + " + ".join(group)
+        if len({model_ids[g] for g in group}) < len(group):  # as the distributed reducer refuses it
+            raise ValueError(f"cannot fuse {list(group)}: the models to fuse must differ, and they are "
+                             f"{[model_ids[g] for g in group]}")
         if distributed:
             from jobs.reduce import score_fused_distributed
 

@@ -447,6 +447,43 @@ def test_a_fusion_chooses_its_gallery_among_faces_every_model_found_in_any_order
         assert_same_figures(got[0], other_result, threshold_rtol=1e-6)
 
 
+def test_a_fusion_over_gallery_images_of_two_faces_counts_each_face(ray_runtime, tmp_path):
+    """A gallery image of two faces (`--face all`) is two entries: one process keyed the fusion's gallery
+    by image alone and stopped ("scores (8, 4) and mated flags (8, 8) differ in shape") where the
+    distributed reducer fused it. A fusion given twice, and a model fused with itself, are refused on
+    both."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=4, per_id=4, seed=16)
+    other, _ = faces(n_ids=4, per_id=4, seed=17)
+    uris = {}
+    for model, vectors in (("a", emb), ("b", other)):
+        common = {"model_id": f"{model}@sha256:0{model}", "mode": "plain", "similarity": "cosine"}
+        gallery = [FaceRecord(source_key=f"{ids[i]}/0.jpg", identity=ids[i], input_row=f"{ids[i]}/0.jpg",
+                              face_index=i % 4, masked=False, embedding=vectors[i], **common)
+                   for i in range(len(ids)) if i % 4 < 2]  # faces 0 and 1 of each identity's first image
+        probes = [FaceRecord(source_key=f"{ids[i]}/{i % 4}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 4}.jpg",
+                             face_index=0, masked=True, embedding=vectors[i], **common)
+                  for i in range(len(ids)) if i % 4 >= 2]
+        write_shard(tmp_path / model / "g", gallery, emb.shape[1])
+        write_shard(tmp_path / model / "p", probes, emb.shape[1])
+        uris[model] = (str(tmp_path / model / "p"), str(tmp_path / model / "g"))
+    got = []
+    for distributed in (False, True):
+        out = run_score(*uris["a"], str(tmp_path / f"r{distributed}"), name="a", also=[("b", *uris["b"])],
+                        fuse=[["a", "b"]], distributed=distributed)
+        fused = out["results"][-1].to_dict()
+        assert fused["name"] == "fusion: a + b"
+        assert (fused["identification"]["probes"], fused["identification"]["gallery"]) == (8, 8)
+        got.append(fused)
+        for fuse, also, why in (([["a", "b"], ["b", "a"]], ("b", *uris["b"]), "that fusion is given twice"),
+                                ([["a", "c"]], ("c", *uris["a"]), "the models to fuse must differ")):
+            with pytest.raises(ValueError, match=why):
+                run_score(*uris["a"], str(tmp_path / f"x{distributed}"), name="a", also=[also], fuse=fuse,
+                          distributed=distributed)
+    assert_same_figures(got[0], got[1], threshold_rtol=1e-6)
+
+
 def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_runtime, tmp_path):
     """Folders holding two modes of a model (`mfr embed`, then `mfr embed --mode flip`, into one
     output): the distributed reducer read every row, each image twice, with or without --name (36
