@@ -12,6 +12,7 @@ goes with every embedding written.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from maskgen.align import align_face
 from maskgen.decode import check_rgb
 from maskgen.runtime import create_session, sha256_bytes
-from recog.spec import ModelSpec
+from recog.spec import METADATA_KEY, ModelSpec
 
 
 def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
@@ -43,7 +44,7 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
             f"{model_path.with_suffix('.json').name} (for an insightface-style model: "
             '{"preset": "arcface-112"}), or in Python pass one (spec="arcface-112")'
         )
-    return ModelSpec.from_embedded(embedded), "the file's metadata"
+    return ModelSpec.from_embedded(embedded, f"{model_path}: its metadata's spec ({METADATA_KEY})"), "the file's metadata"
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
@@ -90,6 +91,20 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
         return data, 0, embedded
     runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
+
+
+def _quiet_run_options():
+    """Run options that leave a failure to the exception: ONNX Runtime also printed it, in red, to stderr
+    (a graph that takes one crop per call fails once, on purpose, in `Embedder._run`)."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.log_severity_level = 4
+    return options
+
+
+class ModelRunError(ValueError):
+    """ONNX Runtime failed to run the model on a batch."""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -179,13 +194,16 @@ class Embedder:
                 raise  # ours (no CUDA where it was asked for), not the model's
             raise ValueError(f"{path}: ONNX Runtime cannot load the model ({_first_line(exc)})") from None
         self.providers = self.session.get_providers()
+        self._run_options = _quiet_run_options()
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name = self.spec.input_name or inputs[0].name
         self.output_name = self.spec.output_name or outputs[0].name
         if self.input_name not in {i.name for i in inputs}:
             raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
-        declared = list(next(i for i in inputs if i.name == self.input_name).shape)
+        model_input = next(i for i in inputs if i.name == self.input_name)
+        declared = list(model_input.shape)
         self._check_input_shape(declared)
+        self._input_dtype = self._input_type(model_input.type)
         # a model exported with a fixed batch (often 1) takes exactly that many crops per call: a
         # shorter last batch is padded (and its padding's vectors dropped)
         self.fixed_batch = declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else None
@@ -204,16 +222,33 @@ class Embedder:
                              f"(shape [N, {', '.join(map(str, want))}]): give a spec whose input_size and layout "
                              "match the model")
 
+    def _input_type(self, declared: str):
+        """The NumPy type the model's input takes: float crops as float32, float16 (a model exported for
+        GPUs: fed float32, ONNX Runtime refused it and the message blamed the spec) or float64; uint8
+        where the spec leaves the pixels as they are (mean 0, std 1)."""
+        types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+        if declared in types:
+            return types[declared]
+        if declared == "tensor(uint8)" and self.spec.mean == (0.0, 0.0, 0.0) and self.spec.std == (1.0, 1.0, 1.0):
+            return np.uint8
+        raise ValueError(f"{self.path}: the model's input {self.input_name!r} takes {declared}; crops are fed as "
+                         "float, float16 or double tensors (uint8 with mean 0 and std 1 in the spec)")
+
     def check(self) -> "Embedder":
         """Run the model once on a blank crop of its spec's size: a model that does not take such crops,
         gives vectors of another size than its spec says, or gives NaN or infinite values, is refused
         here, before any input."""
         w, h = self.spec.input_size
         try:
-            vectors = self.embed_crops(np.zeros((1, h, w, 3), np.uint8))
+            # two crops, so that a graph taking one per call only says so here (see `_run`)
+            free_batch = self.batch_size > 1
+            vectors = self.embed_crops(np.zeros((2 if free_batch else 1, h, w, 3), np.uint8))
         except Exception as exc:
             raise ValueError(f"{self.path}: the model does not work as its spec ({self.spec.name}, from "
                              f"{self.spec_origin}) says: {type(exc).__name__}: {_first_line(exc)}") from None
+        if free_batch and self.batch_size == 1:
+            warnings.warn(f"{self.path}: the model declares a free batch size but takes one crop per call; it "
+                          "embeds one crop at a time")
         if not np.isfinite(vectors).all():
             raise ValueError(f"{self.path}: the model gives NaN or infinite values on a blank {w}x{h} crop: its "
                              "embeddings could not be compared")
@@ -250,16 +285,36 @@ class Embedder:
         x = (x - self._mean) * self._inv_std
         if self.spec.layout == "NCHW":
             x = x.transpose(0, 3, 1, 2)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x, dtype=self._input_dtype)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run([self.output_name], {self.input_name: self.preprocess(batch)},
+                                    self._run_options)[0]
+        except Exception as exc:
+            if not type(exc).__module__.startswith("onnxruntime"):
+                raise
+            raise ModelRunError(f"{self.path}: ONNX Runtime failed on a batch of {len(batch)} crop(s): "
+                                f"{_first_line(exc)}") from None
 
     def _run(self, crops: np.ndarray) -> np.ndarray:
-        out = []
-        for i in range(0, len(crops), self.batch_size):
+        out, i = [], 0
+        while i < len(crops):
             batch = crops[i:i + self.batch_size]
             n = len(batch)
             if self.fixed_batch and n < self.fixed_batch:
                 batch = np.concatenate([batch, np.repeat(batch[-1:], self.fixed_batch - n, axis=0)])
-            out.append(self.session.run([self.output_name], {self.input_name: self.preprocess(batch)})[0][:n])
+            try:
+                out.append(self._infer(batch)[:n])
+            except ModelRunError:
+                if self.fixed_batch or n == 1:
+                    raise
+                # a graph that declares a free batch yet takes one crop per call (an export's x.view(1, -1)):
+                # it stopped `mfr run` after the masking; run as a model of fixed batch 1 if one crop works
+                self._infer(batch[:1])
+                self.fixed_batch = self.batch_size = 1  # check() says so, once, where the job starts
+                continue
+            i += n
         return np.concatenate(out).reshape(len(crops), -1).astype(np.float32)
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -277,7 +332,10 @@ class Embedder:
         if self.flip:
             vectors = (vectors + self._run(crops[:, :, ::-1])) / 2
         if vectors.shape[1] != self.dim:
-            raise ValueError(f"{self.spec.name}: model gives {vectors.shape[1]}-d vectors, spec says {self.dim}")
+            outputs = [o.name for o in self.session.get_outputs()]
+            raise ValueError(f"{self.spec.name}: model gives {vectors.shape[1]}-d vectors, spec says {self.dim}"
+                             + (f" (from its output {self.output_name!r} of {outputs}: the spec's output_name "
+                                "chooses another)" if len(outputs) > 1 else ""))
         if self.spec.normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors

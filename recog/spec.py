@@ -160,16 +160,7 @@ class ModelSpec:
     @classmethod
     def from_json(cls, path: Path) -> "ModelSpec":
         """The spec in a JSON file; any refusal names the file (a sidecar beside a model is read unasked)."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not valid JSON ({exc})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: a model spec is a JSON object of fields, got {type(data).__name__}")
-        try:
-            return cls.from_dict(data)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{path}: {exc}") from None
+        return cls.from_text(Path(path).read_text(), str(path))
 
     @classmethod
     def from_onnx(cls, model) -> "ModelSpec | None":
@@ -177,9 +168,23 @@ class ModelSpec:
         return None if text is None else cls.from_embedded(text)
 
     @classmethod
-    def from_embedded(cls, text: str) -> "ModelSpec":
+    def from_embedded(cls, text: str, source: str = f"the model's metadata ({METADATA_KEY})") -> "ModelSpec":
         """The spec from the JSON text an ONNX file carries under `METADATA_KEY`."""
-        return cls.from_dict(json.loads(text))
+        return cls.from_text(text, source)
+
+    @classmethod
+    def from_text(cls, text: str, source: str) -> "ModelSpec":
+        """The spec in JSON `text`; any refusal names its `source` (a file, a model's metadata)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{source}: not valid JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: a model spec is a JSON object of fields, got {type(data).__name__}")
+        try:
+            return cls.from_dict(data)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)

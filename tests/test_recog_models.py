@@ -179,20 +179,26 @@ def test_cached_model_carries_its_spec():
     assert zoo.builtin_path("sface") == path  # cached, not rebuilt
 
 
-def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, external=False):
+def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, external=False, one_per_call=False,
+                input_type="FLOAT"):
     """A small ONNX face model: global average pool of the input and a linear layer. `batch`: the
     input's batch size ("N" dynamic, or a fixed number); `size`: its width and height; `weights`:
-    the layer's (3, out_dim) values; `external`: the weights in a file of their own beside it."""
+    the layer's (3, out_dim) values; `external`: the weights in a file of their own beside it;
+    `one_per_call`: a free batch declared, but reshaped to 1 inside (an export's x.view(1, -1));
+    `input_type`: the input's element type (FLOAT16: a model exported for GPUs)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32) if weights is None else weights
-    nodes = [helper.make_node("GlobalAveragePool", ["input.1"], ["pooled"]),
+    inits = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.array([1, -1], np.int64), "one_row")]
+    nodes = [helper.make_node("Cast", ["input.1"], ["x"], to=TensorProto.FLOAT),
+             helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+             helper.make_node("Reshape", ["pooled", "one_row"], ["flat"]) if one_per_call else
              helper.make_node("Flatten", ["pooled"], ["flat"]),
              helper.make_node("Gemm", ["flat", "W"], ["683"])]
     graph = helper.make_graph(nodes, "tiny",
-                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [batch, 3, size, size])],
-                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, out_dim])],
-                              [numpy_helper.from_array(w, "W")])
+                              [helper.make_tensor_value_info("input.1", getattr(TensorProto, input_type),
+                                                             [batch, 3, size, size])],
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, out_dim])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if external:
@@ -240,6 +246,34 @@ def test_user_models_of_a_fixed_batch_another_size_or_outside_weights_embed_ever
     assert (tmp_path / "outside.onnx.data").is_file()
     np.testing.assert_allclose(Embedder(outside, spec="arcface-112", device="cpu").check().embed_crops(crops),
                                _pooled(crops, w), atol=1e-5)
+
+
+def test_user_models_that_take_one_crop_per_call_or_float16_embed_every_face(tmp_path, face_chips):
+    """A graph that declares a free batch but takes one crop per call passed `check` (one crop) and then
+    stopped `mfr run` with a traceback after the masking; a float16 input was fed float32 and refused,
+    the message blaming the spec; an ONNX Runtime failure did not name the model."""
+    pinned = tmp_path / "pinned.onnx"
+    _, w = _tiny_model(pinned, out_dim=512, one_per_call=True)
+    with pytest.warns(UserWarning, match="takes one crop per call; it embeds one crop at a time"):
+        embedder = Embedder(pinned, spec="arcface-112", device="cpu").check()
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:3]])
+    assert embedder.batch_size == 1
+    np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+    unchecked = Embedder(pinned, spec="arcface-112", device="cpu")  # as a job's worker makes it
+    np.testing.assert_allclose(unchecked.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+
+    half = tmp_path / "half.onnx"
+    _, w = _tiny_model(half, out_dim=512, input_type="FLOAT16")
+    np.testing.assert_allclose(Embedder(half, spec="arcface-112", device="cpu").check().embed_crops(crops),
+                               _pooled(crops, w), atol=2e-3)
+    wrong = tmp_path / "wrong.onnx"
+    _tiny_model(wrong, out_dim=512, input_type="INT32")
+    with pytest.raises(ValueError, match=r"wrong.onnx: the model's input 'input.1' takes tensor\(int32\)"):
+        Embedder(wrong, spec="arcface-112", device="cpu")
+    broken = Embedder(pinned, spec="arcface-112", device="cpu")
+    broken.fixed_batch = broken.batch_size = 2  # as a graph that fails every call
+    with pytest.raises(ValueError, match=r"pinned.onnx: ONNX Runtime failed on a batch of 2 crop\(s\)"):
+        broken.embed_crops(crops)
 
 
 def test_a_fixed_batch_of_four_is_given_four_faces_a_call(tmp_path, face_chips):
@@ -383,6 +417,20 @@ def test_a_spec_file_that_is_refused_is_named(tmp_path):
         sidecar.write_text(text)
         with pytest.raises(ValueError, match=f"^{re.escape(str(sidecar))}: .*{why}"):
             ModelSpec.from_json(sidecar)
+    # in the model's own metadata: the JSON parser's words alone, and a list was a traceback
+    import onnx
+
+    from recog.spec import METADATA_KEY
+
+    model_path = tmp_path / "meta.onnx"
+    model, _ = _tiny_model(model_path)
+    for text, why in (("{name: oops", "not valid JSON"), ("[1, 2]", "a JSON object of fields, got list")):
+        del model.metadata_props[:]
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, text
+        onnx.save(model, str(model_path))
+        with pytest.raises(ValueError, match=f"^{re.escape(str(model_path))}: its metadata's spec \\(mfr.spec\\): .*{why}"):
+            Embedder(model_path, device="cpu")
     sidecar.write_text('{"preset": "arcface-112", "name": "r50", "embedding_size": 256}')
     assert ModelSpec.from_json(sidecar) == ModelSpec.preset("arcface-112", name="r50", embedding_size=256)
     # a preset without a name keeps the preset's (the name is in the model_id that reruns count done by)
