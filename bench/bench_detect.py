@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lfw_like import lfw_like_images  # noqa: E402
+from lfw_like import lfw_like_images, shared_data  # noqa: E402
 
 BATCH_SIZES = (1, 8, 32)
 
@@ -91,8 +91,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--reference-python", help="interpreter with tensorflow + mtcnn for the side-by-side column")
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     args = parser.parse_args()
+    args.data = shared_data(args.data)
 
     if args.reference_python:  # checked first: a broken one failed after our timings, hiding its reason
         check_reference(parser, args.reference_python)

@@ -22,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lfw_like import lfw_like_images  # noqa: E402
+from lfw_like import lfw_like_images, shared_data  # noqa: E402
 
 BATCHES = (1, 32)
 
@@ -49,8 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faces", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     args = parser.parse_args()
+    args.data = shared_data(args.data)
 
     images = lfw_like_images(args.data, args.faces, seed=0)
     detector = MTCNN()

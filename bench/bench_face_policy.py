@@ -23,7 +23,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-DATA = HERE.parent.parent / "shared" / "data"
+from lfw_like import SHARED_DATA as DATA  # noqa: E402
+from lfw_like import shared_data  # noqa: E402
 
 
 def centred_crop(image: np.ndarray, box, context: float, size: int = 250):
@@ -66,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", default="2.5,2.0,3.0", help="crop side / face side, one row each")
     args = parser.parse_args()
+    shared_data(DATA)
     detector = MTCNN()
     finder = FaceFinder(FinderOptions.for_inputs("photos"), mtcnn=detector)
     print("| crop side / face side | crops | with another face in the crop | center right | largest right | "

@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+from lfw_like import shared_data  # noqa: E402
 
 
 # ---------------------------------------------------------------- data
@@ -226,7 +227,7 @@ def main() -> None:
     parser.add_argument("--jobs", default="augment,embed")
     parser.add_argument("--configs", default="single,ray,ray-1,cluster")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mfr-bench-jobs"))
     parser.add_argument("--keep", action="store_true", help="keep the generated images under --work")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -235,6 +236,7 @@ def main() -> None:
     parser.add_argument("--images-dir", dest="images_dir", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.data = shared_data(args.data)
     if args.child:
         args.images = args.images_dir
         child(args)

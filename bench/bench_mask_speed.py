@@ -36,6 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+from lfw_like import shared_data  # noqa: E402
 
 
 def run_mfr(images: Path, output: Path, executor: str = "auto") -> dict:
@@ -153,12 +154,13 @@ def main() -> None:
     parser.add_argument("--bulk", type=int, default=2000, help="photos of the throughput run (0: skip)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stages", type=int, default=128, help="photos of the per-stage timing (0: skip)")
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mfr-bench-mask-speed"))
     parser.add_argument("--maskthe-face", type=Path, default=ROOT / ".peers" / "MaskTheFace",
                         help="MaskTheFace set up by tools/setup_maskthe_face.sh (missing: its column is skipped)")
     parser.add_argument("--no-ray", action="store_true", help="skip the `--executor ray` row")
     args = parser.parse_args()
+    args.data = shared_data(args.data)
 
     if args.stages and args.small < args.stages + 32:  # 32 warm the worker up; the rest are timed
         parser.error(f"--stages {args.stages} times photos 33 to {args.stages + 32} of the --small set: give --small "

@@ -23,7 +23,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-DATA = HERE.parent.parent / "shared" / "data"
+from lfw_like import SHARED_DATA as DATA  # noqa: E402
+from lfw_like import shared_data  # noqa: E402
 
 
 def percent(rate) -> str:
@@ -45,6 +46,7 @@ def main() -> None:
     parser.add_argument("--models", default="sface,dlib-resnet")
     parser.add_argument("--style", default="seed", help="the mask masked-gallery draws on the gallery")
     args = parser.parse_args()
+    shared_data(DATA)
 
     folder = DATA / "masked_crops"
     rows = list(csv.DictReader((folder / "manifest.csv").open(encoding="utf-8")))

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data"
 sys.path.insert(0, str(HERE))
-from lfw_like import tight_masked_crops  # noqa: E402
+from lfw_like import SHARED_DATA as DATA  # noqa: E402
+from lfw_like import shared_data, tight_masked_crops  # noqa: E402
 
 
 def masked_crops_rows() -> None:
@@ -94,6 +94,7 @@ def main() -> None:
                         help="only the real masked crops' table, or only the synthetic masks' (which alone depends "
                              "on how masks are drawn)")
     only = parser.parse_args().only
+    shared_data(DATA)
     if only == "masked_crops":
         return masked_crops_rows()
     from maskgen.align import alignment_matrix, transform_points

@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from lfw_like import lfw_like_images  # noqa: E402
+from lfw_like import lfw_like_images, shared_data  # noqa: E402
 
 STYLES = ("seed", "surgical", "cloth", "n95", "kn95")
 
@@ -36,8 +36,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     args = parser.parse_args()
+    args.data = shared_data(args.data)
     cv2.setNumThreads(1)
 
     images = lfw_like_images(args.data, args.images, seed=0)

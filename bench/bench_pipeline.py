@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+from lfw_like import shared_data  # noqa: E402
 
 
 # ---------------------------------------------------------------- data
@@ -289,7 +290,7 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=2000, help="LFW-size photos for the run comparison")
     parser.add_argument("--million", default="1000x1000", help="folders x files of the rerun benchmark")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, help="the real face data (default: MFR_SHARED_DATA, else ../shared/data)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mfr-bench-pipe"))
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--memory-dir", type=Path, default=memory_dir(),
@@ -302,6 +303,7 @@ def main() -> None:
     parser.add_argument("--style", default="random", help=argparse.SUPPRESS)
     parser.add_argument("--largest", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.data = shared_data(args.data)
     if args.child:
         list_manifest(args) if args.job == "list-manifest" else child(args)
         return

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from lfw_like import SHARED_DATA as DATA  # noqa: E402
+from lfw_like import shared_data  # noqa: E402
 
 
 def main() -> int:
     argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
+    shared_data(DATA)
     from maskgen.boxes import iou_matrix
     from maskgen.decode import decode_image
     from maskgen.detect import MTCNN

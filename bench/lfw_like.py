@@ -9,6 +9,8 @@ flips. Nothing is written to disk: callers get arrays, so no pixel-derived file 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import cv2
@@ -16,6 +18,18 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "fixtures" / "mtcnn_reference.json"
+# the real face data the benchmarks read, where the tests read it (MFR_SHARED_DATA, else ../shared/data)
+SHARED_DATA = Path(os.environ.get("MFR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def shared_data(path: Path | None = None) -> Path:
+    """`path` (a benchmark's --data), else SHARED_DATA, once it is there: a clear exit, not a
+    FileNotFoundError on the first photo, where it is missing."""
+    path = Path(path) if path is not None else SHARED_DATA
+    if not path.is_dir():
+        sys.exit(f"real face data not found at {path}: the benchmarks read ../shared/data in place (README, Test "
+                 "data); give it with --data where a benchmark takes it, or set MFR_SHARED_DATA")
+    return path
 
 
 def largest_reference_faces(subset: str = "faces") -> dict[str, list[float]]:
