@@ -42,7 +42,7 @@ def main() -> int:
     from maskgen.landmarks import LandmarkPredictor
     from maskgen.masks import mask_rng, style_from_name
     from recog.embed import Embedder
-    from recog.metrics import auc, roc_curve, similarity_matrix, tar_at_far
+    from recog.metrics import auc, rejected_score, roc_curve, similarity_matrix, verification_summary
 
     mtcnn, predictor = MTCNN(), LandmarkPredictor()
     finder = FaceFinder(FinderOptions.for_inputs("masked", crop_mode="off"), mtcnn=mtcnn)
@@ -104,12 +104,14 @@ def main() -> int:
             found = np.array([v is not None for v in cells[rule]])
             p = np.stack([v if v is not None else np.zeros(g.shape[1], np.float32) for v in cells[rule]])
             scores = similarity_matrix(p, g, models[m].spec.similarity)
-            scores[~found] = scores.min() - 1.0
+            floor = rejected_score(scores[found])  # the faces not found again: rejected at every real threshold
+            scores[~found] = floor
             rank1 = float(np.mean((scores.argmax(axis=1) == ids) & found))
             labels = ids[:, None] == np.arange(n_people)[None, :]
             roc = roc_curve(scores.ravel(), labels.ravel())
-            tar = tar_at_far(scores.ravel(), labels.ravel(), 0.1).tar
-            print(f"| {m} | {style} | {rule} | {found.sum()}/{len(found)} | {rank1:.1%} | {auc(roc):.3f} | {tar:.1%} |")
+            tar = verification_summary(scores.ravel(), labels.ravel(), (0.1,), floor)["tar_at_far"]["0.1"]
+            print(f"| {m} | {style} | {rule} | {found.sum()}/{len(found)} | {rank1:.1%} | {auc(roc):.3f} | "
+                  f"{'n/a' if tar is None else format(tar['tar'], '.1%')} |")
     return 0
 
 

@@ -483,10 +483,10 @@ class S3Store:
         self.delete(probe)
 
 
-def new_local_folder(uri) -> tuple[Path, bool] | None:
-    """(path, existed) of a local output that is not there yet or is an empty folder, before a command
-    writes to it; None for anything else (an S3 prefix, a folder with something in it, a bad location),
-    which `remove_left_empty` then leaves alone."""
+def new_local_folder(uri) -> tuple[Path, Path] | None:
+    """(path, the nearest folder above or at it that is there) of a local output that is not there yet
+    or is an empty folder, before a command writes to it; None for anything else (an S3 prefix, a
+    folder with something in it, a bad location), which `remove_left_empty` then leaves alone."""
     try:
         store = open_store(uri)
     except (StorageError, ValueError):
@@ -494,28 +494,35 @@ def new_local_folder(uri) -> tuple[Path, bool] | None:
     if not isinstance(store, LocalStore):
         return None
     root = store.root
-    if not root.exists():
-        return root, False
-    try:
-        return (root, True) if root.is_dir() and not any(root.iterdir()) else None
-    except OSError:
-        return None
+    if root.exists():
+        try:
+            return (root, root) if root.is_dir() and not any(root.iterdir()) else None
+        except OSError:
+            return None
+    there = next(p for p in root.parents if p.exists())
+    return root, there
 
 
-def remove_left_empty(new: tuple[Path, bool]) -> None:
-    """After a command failed, the folders it made under `new` (`new_local_folder`: every folder there
-    is its own) that hold nothing, the output itself too unless it was there before: a refused
-    `mfr run` left masked/ and embeddings/ behind, and its corrected rerun was refused as a folder of
-    someone else's. A folder holding a file (a record, an image) stays, for the rerun to finish."""
-    root, existed = new
-    if not root.is_dir():
-        return
-    for folder, _, _ in os.walk(root, topdown=False):
-        if Path(folder) != root or not existed:
-            try:
-                Path(folder).rmdir()
-            except OSError:  # not empty
-                pass
+def remove_left_empty(new: tuple[Path, Path]) -> None:
+    """After a command failed, the folders it made (`new_local_folder`: the output, the folders inside
+    it and those above it up to `there`) that hold nothing: a refused `mfr run` left masked/ and
+    embeddings/ behind, and its corrected rerun was refused as a folder of someone else's. A folder
+    holding a file (a record, an image) stays, for the rerun to finish."""
+    root, there = new
+    if root.is_dir():
+        for folder, _, _ in os.walk(root, topdown=False):
+            if Path(folder) != there:
+                try:
+                    Path(folder).rmdir()
+                except OSError:  # not empty
+                    pass
+    for folder in root.parents:
+        if folder == there or not folder.is_relative_to(there):
+            break
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def _scrub(text: str) -> str:

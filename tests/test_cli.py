@@ -285,12 +285,13 @@ def test_a_refused_command_leaves_no_folders_behind(command, tmp_path, capsys):
     damaged = tmp_path / "list.parquet"
     damaged.write_bytes(b"path,identity\na.jpg,x\n")
     (tmp_path / "empty").mkdir()
-    for given, out, why in ((manifest, tmp_path / "new", "a manifest needs a 'path' column"),
+    for given, out, why in ((manifest, tmp_path / "new" / "a" / "b", "a manifest needs a 'path' column"),
                             (damaged, tmp_path / "empty", "list.parquet: not a readable Parquet file")):
         local = ["--executor", "local"] if command != "evaluate" else []  # evaluate has no choice of executor
         assert main([command, str(given), str(out), "--quiet", *local]) == 2
         assert why in capsys.readouterr().err
-        assert not out.exists() if out.name == "new" else not any(out.iterdir())  # a folder given stays
+        # the folders made above a new output go too; a folder given stays
+        assert not (tmp_path / "new").exists() if out.name == "b" else not any(out.iterdir())
 
 
 def test_evaluate_says_a_missing_input_or_a_photo_is_not_a_folder(tmp_path, capsys):
