@@ -281,7 +281,9 @@ def how_workers_ended(processes) -> str:
     codes = {p.exitcode for p in processes if p.exitcode}
     failed = sorted(c for c in codes if c > 0)
     if failed:
-        return f"a worker process failed (exit status {', '.join(map(str, failed))}; its error is printed above)"
+        # nothing printed is a process ended from outside: a killed forkserver leaves its workers 255
+        return (f"a worker process failed (exit status {', '.join(map(str, failed))}; its error is printed above, "
+                "and with none printed it was ended from outside: killed, or out of memory)")
     signals = sorted(-c for c in codes if c < 0)
     named = [n for n in signals if n != signal.SIGTERM] or signals
     if named:

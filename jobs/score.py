@@ -754,11 +754,18 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             "inputs_fingerprint": fingerprint,
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
             "protocol": protocol, **({"notes": notes} if notes else {})})
-        written = {}
-        # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
-        for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
-            out.write(path.name, path.read_bytes())
-            written[kind] = out.uri_of(path.name)
+        written, new = {}, [p.name for p in paths.values() if not out.exists(p.name)]
+        try:
+            # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
+            for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
+                out.write(path.name, path.read_bytes())
+                written[kind] = out.uri_of(path.name)
+        except BaseException:
+            # a report cut short (a full disk, Ctrl-C) takes back the files it added: report files without
+            # mfr's report.json are the user's to `refuse_foreign_report`, and every rerun was refused
+            for name in new:
+                out.delete(name)
+            raise
     return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
 
 

@@ -429,8 +429,9 @@ def test_a_worker_process_that_fails_is_not_said_to_be_killed():
 
     from jobs.local import run_local
 
-    with pytest.raises(RuntimeError, match=r"^a worker process failed \(exit status 3; its error is printed above\); "
-                                           r"the batches that finished are written"):
+    with pytest.raises(RuntimeError, match=r"^a worker process failed \(exit status 3; its error is printed above, "
+                                           r"and with none printed it was ended from outside: killed, or out of "
+                                           r"memory\); the batches that finished are written"):
         run_local([pa.table({"key": ["a.jpg"]})], functools.partial(os._exit, 3), write=None, faces_column="masked",
                   batch_size=1, rows_per_shard=1, processes=2, started=time.perf_counter(), tally=Tally())
 

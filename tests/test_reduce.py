@@ -713,3 +713,29 @@ def test_a_users_report_is_not_written_over(tmp_path):
     assert (thesis / "report.md").read_text() == "# three months of work\n"
     run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
     run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True)  # mfr's own: again
+
+
+def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, monkeypatch):
+    """A disk that filled while the report was written left report.md and roc.png without report.json,
+    which every rerun then refused as files mfr did not write (`mfr run` too, with space to spare)."""
+    from jobs.score import run_score
+    from jobs.storage import LocalStore, StorageError
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=18)
+    for side, masked in (("g", False), ("p", True)):
+        write_shard(tmp_path / side, image_records(emb, ids, 3, masked), emb.shape[1])
+    write = LocalStore.write
+
+    def full_at_the_plots(self, key, data):
+        if key == "cmc.png":
+            raise StorageError(f"cannot write {self.path(key)}: No space left on device")
+        write(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "write", full_at_the_plots)
+    with pytest.raises(StorageError, match="No space left"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
+    assert not list((tmp_path / "r").iterdir())  # report.md and roc.png were left
+    monkeypatch.setattr(LocalStore, "write", write)
+    out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["cmc.png", "report.json", "report.md", "roc.png"]
+    assert not out["skipped"]
