@@ -14,6 +14,10 @@ _REMAP_LIMIT = 32767  # OpenCV's remap takes images and maps under SHRT_MAX per 
 PNET_CELL = 12
 
 
+MIN_FACE_SIZE_FLOOR = 4.0  # the first level then holds at most (12 / 4)^2 = 9 times the image's pixels
+MAX_SCALE_FACTOR = 0.99  # about 460 levels for a 4000x3000 photo at min_face_size 20
+
+
 def pyramid_scales(height: int, width: int, min_face_size: float = 20.0, scale_factor: float = 0.709,
                    min_size: int = 12) -> list[float]:
     """Scales at which P-Net (a 12x12 window) sees faces from `min_face_size` px up to the whole image.
@@ -21,10 +25,14 @@ def pyramid_scales(height: int, width: int, min_face_size: float = 20.0, scale_f
     The first scale maps a `min_face_size` face onto P-Net's 12 px window; each next one shrinks by
     `scale_factor`, while the scaled image's short side stays at least 12 px.
     """
-    if not min_face_size > 0 or not np.isfinite(min_face_size):  # NaN failed no comparison: no scale, no face
-        raise ValueError(f"min_face_size must be a positive number, got {min_face_size}")
-    if not 0.0 < scale_factor < 1.0:
-        raise ValueError(f"scale_factor must be in (0, 1), got {scale_factor}")
+    # NaN failed no comparison (no scale, no face); below 12 px the image is enlarged by 12 / min_face_size,
+    # and 0.01 asked for a 20 TB first level; 0.999999 made 3.9 million levels
+    if isinstance(min_face_size, (bool, np.bool_)) or not min_face_size >= MIN_FACE_SIZE_FLOOR \
+            or not np.isfinite(min_face_size):
+        raise ValueError(f"min_face_size must be a number of pixels >= {MIN_FACE_SIZE_FLOOR} (below 12 the image "
+                         f"is enlarged by 12 / min_face_size), got {min_face_size!r}")
+    if isinstance(scale_factor, (bool, np.bool_)) or not 0.0 < scale_factor <= MAX_SCALE_FACTOR:
+        raise ValueError(f"scale_factor must be in (0, {MAX_SCALE_FACTOR}], got {scale_factor!r}")
     scale = min_size / float(min_face_size)
     short = min(height, width)
     scales = []

@@ -9,3 +9,20 @@ def is_whole(value) -> bool:
     """Whether `value` is a whole number: a Python or NumPy integer, not a bool (True is an int to
     Python, and 2.0 or 2.5 would be cut to 2 where a count is used)."""
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_number(value) -> bool:
+    """A real number, not a bool (True passed as 1.0 where a threshold was meant)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_unit(name: str, value, low_open: bool = False) -> None:
+    """`value` in [0, 1] ((0, 1] with `low_open`); NaN, bools and text refused."""
+    if not is_number(value) or not (0 < value <= 1 if low_open else 0 <= value <= 1):
+        raise ValueError(f"{name} must be a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
+
+
+def check_flag(name: str, value) -> None:
+    """True or False: "off" or "false" is a true string, and turned the option on."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} is True or False, got {value!r}")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskgen import boxes as B
-from maskgen.checks import is_whole
+from maskgen.checks import is_number, is_whole
 from maskgen.decode import check_rgb
 
 IMAGES_PER_CALL = 8
@@ -29,8 +29,9 @@ class DetectorOptions:
     """Everything that changes what MTCNN finds. Defaults are the MTCNN paper's and the `mtcnn` package's.
 
     - min_face_size: smallest face side, in pixels, that the image pyramid is built for (box
-      regression can still return a face a little smaller; filter on `Face.width` for a hard cut).
-    - scale_factor: ratio between pyramid levels; closer to 1 finds more faces, more slowly.
+      regression can still return a face a little smaller; filter on `Face.width` for a hard cut);
+      below 12 the image is enlarged by 12 / min_face_size; at least 4.
+    - scale_factor: ratio between pyramid levels, in (0, 0.99]; closer to 1 finds more faces, more slowly.
     - thresholds: face-probability cut-offs of P-Net, R-Net and O-Net.
     - nms_thresholds: overlap cut-offs for P-Net within a scale, P-Net across scales, R-Net
       (intersection over union) and O-Net (intersection over the smaller box).
@@ -45,9 +46,9 @@ class DetectorOptions:
     max_candidates: int = 0
 
     def __post_init__(self):
-        if len(self.thresholds) != 3 or not all(0.0 <= t <= 1.0 for t in self.thresholds):
+        if len(self.thresholds) != 3 or not all(is_number(t) and 0.0 <= t <= 1.0 for t in self.thresholds):
             raise ValueError(f"thresholds must be three probabilities, got {self.thresholds}")
-        if len(self.nms_thresholds) != 4 or not all(0.0 < t <= 1.0 for t in self.nms_thresholds):
+        if len(self.nms_thresholds) != 4 or not all(is_number(t) and 0.0 < t <= 1.0 for t in self.nms_thresholds):
             raise ValueError(f"nms_thresholds must be four overlaps in (0, 1], got {self.nms_thresholds}")
         if not is_whole(self.max_candidates) or self.max_candidates < 0:
             raise ValueError(f"max_candidates must be a whole number >= 0, got {self.max_candidates!r}")
@@ -94,6 +95,8 @@ class MTCNN:
         from maskgen.runtime import create_session
 
         self.options = options or DetectorOptions()
+        if not is_whole(max_patches_per_call) or max_patches_per_call < 1:  # failed at the first image
+            raise ValueError(f"max_patches_per_call must be a whole number >= 1, got {max_patches_per_call!r}")
         self.max_patches_per_call = max_patches_per_call
         paths = cached_models()
         self.model_files = {name: path.name for name, path in paths.items()}

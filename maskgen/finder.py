@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import ARCFACE_112, similarity_transform, transform_points
-from maskgen.checks import is_whole
+from maskgen.checks import check_flag, check_unit, is_whole
 from maskgen.detect import Face
 
 DETECTORS = ("mtcnn", "yunet", "both")
@@ -94,8 +94,9 @@ class FinderOptions:
         if not is_whole(self.auto_max_side) or self.auto_max_side < 1:
             raise ValueError(f"auto_max_side must be a whole number of pixels, at least 1, got {self.auto_max_side!r}")
         for name in ("onet_min_score", "second_look_min_score", "second_look_min_cover"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+            check_unit(name, getattr(self, name))
+        for name in ("onet_fallback", "second_look"):
+            check_flag(name, getattr(self, name))
 
 
 class FaceFinder:

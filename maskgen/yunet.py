@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from maskgen.detect import Face
+from maskgen.checks import check_unit, is_whole
 from maskgen.decode import check_rgb
 from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel
 
@@ -38,6 +39,13 @@ class YuNetOptions:
     score_threshold: float = 0.7
     nms_threshold: float = 0.3
     top_k: int = 5000
+
+    def __post_init__(self):
+        # OpenCV took 2.0 (no face, silently) and -1 or NaN (an assertion at the first image); top_k 0: no limit
+        check_unit("score_threshold", self.score_threshold)
+        check_unit("nms_threshold", self.nms_threshold)
+        if not is_whole(self.top_k) or self.top_k < 1:
+            raise ValueError(f"top_k must be a whole number >= 1, got {self.top_k!r}")
 
 
 def _quiet_opencv() -> None:
@@ -67,6 +75,8 @@ class YuNet:
         """Faces of one RGB image, best score first; `score_threshold` overrides the options' for this
         call (a second, more permissive look where a face is known to be there)."""
         check_rgb(image)
+        if score_threshold is not None:
+            check_unit("score_threshold", score_threshold)
         h, w = image.shape[:2]
         self._detector.setInputSize((w, h))
         self._detector.setScoreThreshold(self.options.score_threshold if score_threshold is None else score_threshold)

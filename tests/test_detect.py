@@ -129,6 +129,14 @@ def test_bad_input_and_options_are_refused(detector):
         DetectorOptions(min_face_size=float("nan"))
     with pytest.raises(ValueError, match="max_candidates"):
         DetectorOptions(max_candidates=2.5)
+    # 0.01 asked for a 20 TB first level (an OpenCV allocation error), 0.999999 for 3.9 million levels
+    for field, value in (("min_face_size", 0.01), ("min_face_size", True), ("scale_factor", 0.999999),
+                         ("thresholds", (True, 0.7, 0.8))):
+        with pytest.raises(ValueError, match=field):
+            DetectorOptions(**{field: value})
+    assert DetectorOptions(min_face_size=6).min_face_size == 6  # small faces: the image is enlarged twice
+    with pytest.raises(ValueError, match="max_patches_per_call"):  # "range() arg 3 must not be zero", first image
+        MTCNN(max_patches_per_call=0)
 
 
 def test_version_names_the_weights(detector):

@@ -111,6 +111,17 @@ def test_options_are_validated():
     for fill in (float("nan"), 5):  # the crop path never ran
         with pytest.raises(ValueError, match="auto_fill"):
             FinderOptions(auto_fill=fill)
+    # "off" is a true string: it turned the second look on
+    for name, value in (("second_look", "off"), ("onet_fallback", "False"), ("second_look_min_score", True)):
+        with pytest.raises(ValueError, match=name):
+            FinderOptions(**{name: value})
+    # YuNet's: 2.0 found nothing, silently; -1 and NaN failed in OpenCV at the first image; 0 meant no limit
+    from maskgen.yunet import YuNetOptions
+
+    for name, value in (("score_threshold", 2.0), ("score_threshold", float("nan")), ("nms_threshold", -1),
+                        ("top_k", 0), ("top_k", 2.5)):
+        with pytest.raises(ValueError, match=name):
+            YuNetOptions(**{name: value})
     # an option left unset (None) keeps the preset's value; a set one wins
     assert FinderOptions.for_inputs("crops", crop_mode=None).crop_mode == "on"
     assert FinderOptions.for_inputs("crops", crop_mode="off").crop_mode == "off"
