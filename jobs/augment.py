@@ -37,7 +37,7 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, re
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
-from maskgen.checks import is_whole
+from maskgen.checks import check_flag, is_whole
 from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.record import FaceRecord, record_schema
 
@@ -305,6 +305,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     options = AugmentOptions() if options is None else options
     if not isinstance(options, AugmentOptions):
         raise ValueError(f"options must be an AugmentOptions (e.g. AugmentOptions(style='surgical')), got {options!r}")
+    check_flag("retry_failed", retry_failed)  # "no" was True
     done_where = DoneRows(retry_failed=retry_failed)
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
     check_executor(executor)

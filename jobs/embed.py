@@ -434,9 +434,11 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
     replaced (`jobs.source.DoneRows`). `masked_rule` (`recog.protocols.masked_flags`; `mfr evaluate`'s)
     sets each row's masked flag from its file name where a manifest gives none, instead of `masked`."""
+    from maskgen.checks import check_flag
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
     from recog.matching import mode_from_name
+    from recog.protocols import check_masked_rule
 
     from jobs.source import DoneRows
 
@@ -444,9 +446,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     # recorded in the settings refused every correct rerun of the output; masked="no" made an empty
     # output folder, then failed in a worker)
     for name, flag in (("masked", masked), ("from_augment", from_augment), ("all_faces", all_faces),
-                       ("retry_failed", retry_failed)):
-        if not isinstance(flag, (bool, np.bool_)):
-            raise ValueError(f"{name} is True or False, got {flag!r}")
+                       ("retry_failed", retry_failed), ("accept_licence", accept_licence)):
+        check_flag(name, flag)  # accept_licence="no" accepted a non-commercial licence
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     if alignment not in ALIGNMENTS:
@@ -455,6 +456,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         raise ValueError(f"mask_style must be one of {STYLE_NAMES}, got {mask_style!r}")
     mode_from_name(mode)
     check_seed(seed)
+    if masked_rule is not None:
+        check_masked_rule(masked_rule)
     if not isinstance(model, (str, Path)):
         raise ValueError(f"model is a built-in model's name or an .onnx path, got {model!r}")
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)

@@ -23,7 +23,6 @@ and counted. The report (report.json, report.md, roc.png, cmc.png) goes to `<out
 
 from __future__ import annotations
 
-import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -34,8 +33,10 @@ import numpy as np
 from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, refuse_output_in_place,
                          root_spellings)
 from jobs.storage import open_parent, open_store, redact
+from maskgen.checks import check_flag
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
-from recog.protocols import masked_flags
+from maskgen.finder import FinderOptions
+from recog.protocols import check_masked_rule, masked_flags
 
 
 def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
@@ -247,6 +248,14 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     from recog.report import write_report
 
     check_counts(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
+        check_flag(option, flag)
+    if face not in ("center", "largest"):  # as --face: a protocol names images, each one face
+        raise ValueError(f"face must be 'center' or 'largest', got {face!r}")
+    FinderOptions.for_inputs(input_kind)  # an unknown kind, before the output is made
+    if lists is not None and (isinstance(lists, (str, Path)) or len(lists) != 2):
+        # one file failed at an index, three after every image was embedded, a text letter by letter
+        raise ValueError(f"lists are two files, the gallery's and the probes', got {lists!r}")
     if pairs is not None and not str(pairs).strip():  # "" was no protocol: a masked vs unmasked report
         raise ValueError("--pairs names no file (an empty path)")
     if pairs and lists:
@@ -258,11 +267,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     if gallery_template not in GALLERY_TEMPLATES:
         raise ValueError(f"gallery template must be one of {GALLERY_TEMPLATES}, got {gallery_template!r}")
-    if masked_rule != "seed":
-        try:
-            re.compile(masked_rule)  # a bad expression fails before any work
-        except re.error as exc:
-            raise ValueError(f"masked rule '{masked_rule}' is not a regular expression: {exc}") from None
+    check_masked_rule(masked_rule)  # a bad expression fails before any work
     # protocol files are read before any image: a wrong file fails fast
     images = images_root(input_uri, images_uri)
     protocol = None

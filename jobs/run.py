@@ -47,6 +47,7 @@ from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put
                        with_cuts)
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
+from maskgen.checks import check_flag
 from maskgen.decode import DEFAULT_MAX_PIXELS
 from maskgen.finder import FACE_POLICIES
 from maskgen.record import FaceRecord, embedding_array, records_table
@@ -353,6 +354,10 @@ def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[st
     """The run's models and modes, refused before any work (by the run and its dry run alike) when a
     list is empty, repeats a name, or names an unknown mode. A single name is a list of one (modes="flip"
     was read letter by letter: "unknown matching mode 'f'")."""
+    if models is None or modes is None or not all(isinstance(m, (str, Path)) for m in (
+            [models] if isinstance(models, (str, Path)) else models)):  # model=5: a pathlib TypeError
+        raise ValueError(f"models are built-in models' names or .onnx paths, and modes a list of matching modes, "
+                         f"got {models!r} and {modes!r}")
     models, modes = ([v] if isinstance(v, (str, Path)) else list(v) for v in (models, modes))
     modes = [mode_from_name(m).name for m in modes]
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
@@ -456,6 +461,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
                  recognition_workers=recognition_workers)
     check_executor(executor)
+    for option, flag in (("accept_licence", accept_licence), ("fuse", fuse), ("retry_failed", retry_failed)):
+        check_flag(option, flag)  # "no" was True
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     started = time.perf_counter()

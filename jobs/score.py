@@ -20,7 +20,7 @@ import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
 from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
-from maskgen.checks import is_whole
+from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
 from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
 
@@ -640,8 +640,18 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
     unmasked gallery", or a title and a note saying otherwise). `gallery_per_identity` None: every
     image of the gallery side is a gallery image (`split_gallery`; `mfr run`'s gallery folder)."""
-    if "max_pairs" in kwargs:  # before any shard is read
+    # before any shard is read: a typo (gallery_per_identiy=2) or seed=-1 failed after them all, deep inside
+    unknown = sorted(set(kwargs) - {"max_pairs", "seed"})
+    if unknown:
+        raise ValueError(f"run_score takes no option {', '.join(unknown)} (its scoring options: max_pairs, seed)")
+    if "max_pairs" in kwargs:
         check_max_pairs(kwargs["max_pairs"])
+    if "seed" in kwargs:
+        from maskgen.masks import check_seed
+
+        check_seed(kwargs["seed"])
+    check_flag("force", force)
+    check_flag("distributed", distributed)  # "no" started Ray
     for uri in [probe_uri, gallery_uri, *(u for _, p, g in also for u in (p, g))]:
         store = open_store(uri)
         if isinstance(store, LocalStore) and store.root.is_file():

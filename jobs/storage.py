@@ -65,8 +65,10 @@ def safe_key(key: str) -> str:
     return "/".join(parts)
 
 
-def redact(uri: str) -> str:
-    """The URI without any user-info part (credentials)."""
+def redact(uri: str | Path) -> str:
+    """The URI without any user-info part (credentials); a Path as its text (it failed the report's
+    writing, after all the scoring)."""
+    uri = str(uri)
     parts = urlsplit(uri)
     if parts.username or parts.password:
         netloc = parts.hostname or ""

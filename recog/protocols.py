@@ -30,6 +30,19 @@ from maskgen.seed import read_text
 _SEED_UNMASKED = re.compile(r"^\d+_\d+_.+_\d{4}(\.\w+)?$")
 
 
+def check_masked_rule(masked_rule: str) -> str:
+    """`seed` or a regular expression, refused before any work (a worker raised re.error per batch)."""
+    if masked_rule == "seed":
+        return masked_rule
+    if not isinstance(masked_rule, str):
+        raise ValueError(f"the masked rule is 'seed' or a regular expression, got {masked_rule!r}")
+    try:
+        re.compile(masked_rule)
+    except re.error as exc:
+        raise ValueError(f"masked rule '{masked_rule}' is not a regular expression: {exc}") from None
+    return masked_rule
+
+
 def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     """Masked or not, by file name: the seed's naming (`seed`, `seed_is_masked`) or a regular expression
     masked names match (searched in the file name, not its folders)."""

@@ -449,3 +449,31 @@ def test_a_masked_image_is_written_in_kind_grey_or_with_its_colour_profile(face_
     # a grey photo's mask is grey: its masked image differs from the photo where the mask is
     grey = np.asarray(Image.open(out / masked.set_index("source_key").output_key["p/grey.png"]), dtype=np.int16)
     assert grey.ndim == 2 and (np.abs(grey - np.asarray(photo.convert("L"), dtype=np.int16)) > 30).sum() > 500
+
+
+def test_job_functions_refuse_bad_arguments_before_any_output(dataset, tmp_path):
+    """From Python: masked_rule="[" failed in each worker (a bare re.error), lists of one or three files
+    at an index or after every image was embedded, face="all" ran where --face refuses it, "no" was
+    True (accept_licence="no" accepted a licence, distributed="no" started Ray), model=5 a pathlib
+    TypeError. Each is refused before the output is made."""
+    from jobs.embed import run_embed
+    from jobs.evaluate import run_evaluate
+    from jobs.run import run_pipeline
+
+    out = tmp_path / "out"
+    calls = [
+        (lambda: run_embed(str(dataset), str(out), masked=False, masked_rule="["), "not a regular expression"),
+        (lambda: run_embed(str(dataset), str(out), masked=False, masked_rule=5), "masked rule is 'seed' or"),
+        (lambda: run_embed(str(dataset), str(out), masked=False, accept_licence="no"), "accept_licence is True"),
+        (lambda: run_evaluate(str(dataset), str(out), lists=("g.csv",)), "lists are two files"),
+        (lambda: run_evaluate(str(dataset), str(out), lists="g.csv"), "lists are two files"),
+        (lambda: run_evaluate(str(dataset), str(out), face="all"), "face must be 'center' or 'largest'"),
+        (lambda: run_evaluate(str(dataset), str(out), input_kind="bogus"), "input kind must be one of"),
+        (lambda: run_augment(str(dataset), str(out), retry_failed="no"), "retry_failed is True or False"),
+        (lambda: run_pipeline(str(dataset), str(out), model=5), "models are built-in models' names"),
+        (lambda: run_pipeline(str(dataset), str(out), fuse="yes"), "fuse is True or False"),
+    ]
+    for call, why in calls:
+        with pytest.raises(ValueError, match=why):
+            call()
+        assert not out.exists(), why

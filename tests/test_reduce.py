@@ -739,3 +739,20 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["cmc.png", "report.json", "report.md", "roc.png"]
     assert not out["skipped"]
+
+
+def test_run_score_takes_paths_and_refuses_unknown_options_before_reading(tmp_path):
+    """A Path scored everything and then failed writing the report ('PosixPath' object has no attribute
+    'decode'); a typo (gallery_per_identiy=2) or seed=-1 failed after every shard was read, deep inside."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=3, per_id=3, seed=19)
+    for side, masked in (("g", False), ("p", True)):
+        write_shard(tmp_path / side, image_records(emb, ids, 3, masked), emb.shape[1])
+    out = run_score(tmp_path / "p", tmp_path / "g", tmp_path / "r", name="a", also=[("b", tmp_path / "p", tmp_path / "g")])
+    assert [r.name for r in out["results"]] == ["a", "b"] and (tmp_path / "r" / "report.json").is_file()
+    for options, why in (({"gallery_per_identiy": 2}, "takes no option gallery_per_identiy"),
+                         ({"seed": -1}, "run seed is from 0"), ({"distributed": "no"}, "distributed is True or False")):
+        with pytest.raises(ValueError, match=why):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), **options)
+        assert not (tmp_path / "x").exists()
