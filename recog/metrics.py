@@ -293,8 +293,8 @@ def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> f
 # scores at scale
 
 
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
+def normalize_rows(x: np.ndarray, dtype=np.float32) -> np.ndarray:
+    x = np.asarray(x, dtype=dtype)
     if x.ndim != 2:
         raise ValueError(f"embeddings are one row per sample, (N, D), got shape {x.shape}")
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -307,22 +307,23 @@ def _check_finite(*embeddings) -> None:
         raise ValueError("embeddings contain NaN or infinity")
 
 
-def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine") -> np.ndarray:
-    """Scores of every row of `a` against every row of `b`: cosine, or minus the Euclidean distance."""
-    a = np.asarray(a, dtype=np.float32)
-    b = np.asarray(b, dtype=np.float32)
+def similarity_matrix(a: np.ndarray, b: np.ndarray, similarity: str = "cosine", dtype=np.float32) -> np.ndarray:
+    """Scores of every row of `a` against every row of `b`: cosine, or minus the Euclidean distance, as
+    `dtype` (float32; the seed's readings score in float64, as its scripts do)."""
+    a = np.asarray(a, dtype=dtype)
+    b = np.asarray(b, dtype=dtype)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"embeddings must be (n, d) with the same d, got {a.shape} and {b.shape}")
     _check_finite(a, b)
     if similarity == "cosine":
-        return normalize_rows(a) @ normalize_rows(b).T
+        return normalize_rows(a, dtype) @ normalize_rows(b, dtype).T
     if similarity == "euclidean":
         # |a|^2 + |b|^2 - 2ab in float64: in float32 its rounding (about 1e-3 at dlib's norms of 1.6)
         # gave a face against itself -0.0012, far past the tie tolerance, and ranks that changed with
         # the block size; pair_scores gives the same distances from a - b
         a64, b64 = a.astype(np.float64), b.astype(np.float64)
         sq = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * (a64 @ b64.T)
-        return (-np.sqrt(np.maximum(sq, 0.0))).astype(np.float32)
+        return (-np.sqrt(np.maximum(sq, 0.0))).astype(dtype)
     raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
 
 
@@ -652,7 +653,8 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
     """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
     ranks = _check_ranks(ranks)
     fpirs = tuple(float(f) for f in _check_rates("FPIR", fpirs))
-    probes, gallery = np.asarray(probes, dtype=np.float32), np.asarray(gallery, dtype=np.float32)
+    # float64, as the seed's scripts score: float32 made scores 1e-9 apart a tie, which flipped rank-1
+    probes, gallery = np.asarray(probes, dtype=np.float64), np.asarray(gallery, dtype=np.float64)
     gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
     if len(np.asarray(probe_ids).reshape(-1)) != len(probes) or len(gallery_ids) != len(gallery):
         raise ValueError("one identity per probe and per gallery entry is needed")
@@ -668,7 +670,7 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
         raise ValueError("no probe identity is in the gallery")
     probe_ids = np.asarray(probe_ids).reshape(-1)[keep]
     mate = np.array([first[p] for p in probe_ids])
-    sim = similarity_matrix(probes[keep], gallery, similarity).astype(np.float64)
+    sim = similarity_matrix(probes[keep], gallery, similarity, dtype=np.float64)
     order = np.argsort(-sim, axis=1)
     out = {"probes": len(keep), "rank": {}, "fpir": {}}
     for k in ranks:

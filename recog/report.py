@@ -111,7 +111,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             except ValueError as exc:  # why the cell reads n/a, for report.md (it said so only with none)
                 ident["tpir_at_fpir"][str(f)] = None
                 ident.setdefault("tpir_unmeasured", {})[str(f)] = str(exc)
-        if stats.nonmated_top.size and stats.mated.any():
+        several = stats.gallery_identities is not None and stats.gallery_identities < stats.gallery_size
+        if several:  # the seed's scripts count an identity's second entry against its own probes
+            ident["seed_fpir_unmeasured"] = (f"its scripts take one gallery entry per identity, and the gallery "
+                                             f"has {stats.gallery_size} entries of {stats.gallery_identities}")
+        elif stats.nonmated_top.size and stats.mated.any():
             ident["seed_fpir"] = {}
             n = int(stats.mated.sum())
             for f in fpirs:
@@ -139,22 +143,26 @@ def seed_readings_table(results: list[MethodResult]) -> list[str]:
     """The seed's own readings, to set beside its published tables (they were in report.json only,
     and the seed's "FPIR" columns have no counterpart above when every probe is in the gallery):
     TAR at the ROC point whose FAR is nearest f, and its closed-set "FPIR" reading."""
-    rows = []
+    rows, unmeasured = [], []
     for r in results:
         tars = (r.verification or {}).get("seed_tar_at_far") or {}
         fpirs = (r.identification or {}).get("seed_fpir") or {}
-        if tars or fpirs:
+        why = (r.identification or {}).get("seed_fpir_unmeasured")
+        if why:
+            unmeasured.append(f"{r.name}: {why}")
+        if tars or fpirs or why:
             cells = [_pct(tars.get(str(f))) for f in TABLE_FARS] + [_pct(fpirs.get(str(f))) for f in TABLE_FPIRS]
             rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
+    unmeasured = [f"The seed's \"FPIR\" reads n/a for {'; '.join(dict.fromkeys(unmeasured))}.", ""] if unmeasured else []
     return ["## The seed's readings", "",
             "| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | \"FPIR\"=0.01 (%) | \"FPIR\"=0.1 (%) |",
             "|---|---:|---:|---:|---:|---:|", *rows, "",
             "As the seed's scripts read them, to compare with its published tables: TAR at the ROC point whose "
             "FAR is nearest f (scikit-learn's `roc_curve`); \"FPIR\" f: the share of mated probes whose mated "
             "score is above the k-th highest non-mated score of all their comparisons, k = ceil(f x mated "
-            "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", ""]
+            "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", "", *unmeasured]
 
 
 def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None) -> str:

@@ -475,3 +475,15 @@ def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
         M.identity_templates(np.ones(3), [0, 0, 1])
     with pytest.raises(ValueError, match="one identity per probe"):  # "scores and labels differ in length"
         M.probe_gallery_summary(rng.normal(size=(5, 3)), rng.normal(size=(3, 3)), [0, 1], [0, 1, 2])
+
+
+def test_the_seeds_identification_scores_in_float64_as_its_scripts_do():
+    """In float32 a mated score 1e-9 above another identity's was a tie: rank-1 0.5 and "FPIR" 0
+    where the seed's scripts read 1.0."""
+    t, e = 0.6, 1e-9
+    g0, g1 = np.array([t + e, np.sqrt(1 - (t + e) ** 2)]), np.array([t, -np.sqrt(1 - t ** 2)])
+    probes = np.stack([[1.0, 0.0], (g0 + g1) / 2])
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    got = M.seed_identification(probes, np.stack([g0, g1]), ["a", "b"], ["a", "b"], fpirs=(0.5,), ranks=(1,))
+    assert got["rank"][1] == 1.0 and got["fpir"]["0.5"] == 1.0
+    assert M.similarity_matrix(probes, np.stack([g0, g1])).dtype == np.float32  # the jobs' scores stay float32

@@ -281,3 +281,21 @@ def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     assert f"| lfw-like | {100 * k['mean']:.1f} ± {100 * k['std']:.1f} | 10 |" in md
     assert "42 pair(s) of the protocol were left out" in md
     assert "k-fold" not in markdown_tables([evaluate("no folds", scores, labels)])
+
+
+def test_the_seeds_fpir_is_not_read_off_a_gallery_of_several_entries_per_identity():
+    """The seed's scripts count an identity's second gallery entry against its own probes; the report
+    read its "FPIR" from the project's statistics (each probe's best mate, its own identity left out of
+    the non-mated) and printed 50 % "as the seed's scripts read them" where they read 6.7 %."""
+    rng = np.random.default_rng(9)
+    gallery = rng.normal(size=(12, 8))
+    g_ids = [f"id{i // 2}" for i in range(12)]
+    probes = gallery[::2] + 0.5 * rng.normal(size=(6, 8))
+    p_ids = [f"id{i}" for i in range(6)]
+    result = evaluate("m", stats=M.identification_stats(probes, gallery, p_ids, g_ids, keep_nonmated=60))
+    assert "seed_fpir" not in result.identification
+    md = markdown_tables([result])
+    assert "The seed's \"FPIR\" reads n/a for m: its scripts take one gallery entry per identity, and the " \
+           "gallery has 12 entries of 6." in md
+    one = evaluate("m", stats=M.identification_stats(probes, gallery[::2], p_ids, g_ids[::2], keep_nonmated=30))
+    assert set(one.identification["seed_fpir"]) == {"0.01", "0.1"}
