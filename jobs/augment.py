@@ -72,10 +72,13 @@ def fit_name(key: str, extra: int) -> str:
 def output_keys(source_key: str) -> tuple[str, str]:
     """(whole-image key, crop key prefix): `images/<key>` for formats written as they are, else
     `converted/<key>.png`; crops are `<prefix>_face<i>.jpg`. Names near the file system's limit
-    are shortened with a hash (`fit_name`)."""
+    are shortened with a hash (`fit_name`; an S3 key's name of 300 bytes stopped a job writing to a
+    local folder, and every rerun), an image's keeping its extension, which says its format."""
     key = safe_key(source_key)
     suffix = PurePosixPath(key).suffix.lower()
-    image_key = f"images/{key}" if suffix in WRITTEN_AS_IS else f"converted/{fit_name(key, 4)}.png"
+    extension = PurePosixPath(key).suffix
+    image_key = f"images/{fit_name(key[:len(key) - len(extension)], len(extension.encode()))}{extension}" \
+        if suffix in WRITTEN_AS_IS else f"converted/{fit_name(key, 4)}.png"
     return image_key, f"crops/{fit_name(key, len('_face9999.jpg'))}"
 
 

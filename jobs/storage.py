@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from maskgen.runtime import TMP_PREFIX, write_atomic
 
@@ -65,17 +65,25 @@ def safe_key(key: str) -> str:
     return "/".join(parts)
 
 
+def user_info(uri: str) -> str | None:
+    """The user-info part of a URI (`user:secret@`), or None. Read up to the last '@' that follows a ':',
+    not by urlsplit: a secret holding '/' (AWS secrets do) ended its netloc early, and the credentials
+    were printed as a bucket name. An '@' in a key (`s3://b/a@b.jpg`) is no user-info."""
+    scheme, sep, rest = str(uri).partition("://")
+    if not sep or "@" not in rest:
+        return None
+    info = rest.rpartition("@")[0]
+    return info if ":" in info or "/" not in info else None
+
+
 def redact(uri: str | Path) -> str:
     """The URI without any user-info part (credentials); a Path as its text (it failed the report's
     writing, after all the scoring)."""
     uri = str(uri)
-    parts = urlsplit(uri)
-    if parts.username or parts.password:
-        netloc = parts.hostname or ""
-        if parts.port:
-            netloc += f":{parts.port}"
-        return parts._replace(netloc="***@" + netloc).geturl()
-    return uri
+    if user_info(uri) is None:
+        return uri
+    scheme, _, rest = uri.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 
 
 def s3_attempts() -> int:
@@ -100,7 +108,7 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
     text = str(uri)
     parts = urlsplit(text)
     if parts.scheme in ("s3", "s3a"):
-        if "@" in parts.netloc:
+        if user_info(text) is not None or ":" in parts.netloc:  # no bucket name holds ':'
             raise StorageError(f"{redact(text)}: credentials in the URI are refused; use the AWS credentials "
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
@@ -116,7 +124,12 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
                                f"than s3://{parts.netloc}/{folded}; give the prefix without it")
         return S3Store(parts.netloc, prefix)
     if parts.scheme == "file":
-        return LocalStore(Path(parts.path))
+        # file:///abs/path (or file://localhost/...): file://out took `out` for a host and wrote into the
+        # working folder; %20 is a space
+        if parts.netloc not in ("", "localhost"):
+            raise StorageError(f"{text}: a file:// URI names an absolute path (file:///abs/path), not a host "
+                               f"({parts.netloc!r}); give a relative folder as a plain path")
+        return LocalStore(Path(unquote(parts.path)))
     if parts.scheme and len(parts.scheme) > 1:
         raise StorageError(f"{redact(text)}: unsupported scheme {parts.scheme!r}; use a local path or s3://")
     return LocalStore(Path(text))
@@ -319,7 +332,7 @@ class S3Store:
 
             attempts = s3_attempts()
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-            if endpoint and (urlsplit(endpoint).username or urlsplit(endpoint).password):
+            if endpoint and user_info(endpoint) is not None:
                 raise StorageError(f"the S3 endpoint URL {redact(endpoint)} carries credentials, which are refused; "
                                    "give them through the AWS credentials chain (environment, profile or role)")
             self._client = boto3.client(
@@ -390,16 +403,18 @@ class S3Store:
                            lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start, Delimiter="/")))
         groups, files = [], False
         for page in pages:
-            groups += [p["Prefix"][len(start):].rstrip("/") for p in page.get("CommonPrefixes", [])]
+            # `in//lead.jpg` is under the common prefix `in//`: its group is "/" (an empty segment), listed as
+            # one (it was taken for the top-level files' group "", listed with a delimiter: no row at all)
+            groups += [p["Prefix"][len(start):].rstrip("/") or "/" for p in page.get("CommonPrefixes", [])]
             files = files or any(item["Key"] != start for item in page.get("Contents", []))
-        return sorted(g for g in groups if g) + ([""] if files or "" in groups else [])
+        return sorted(g for g in groups if g) + ([""] if files else [])
 
     def entries(self, group: str, exclude: str | None = None):
         """(key, kind) for every object of one group (see LocalStore.entries); a key that is not
         a plain path (`a//b.jpg`, `a/./b.jpg`) is `unsafe_key`: reading it under its normal form
         would read another object."""
         base = f"{self.prefix}/" if self.prefix else ""
-        start = base + (f"{group}/" if group else "")
+        start = base + ("/" if group == "/" else f"{group}/" if group else "")  # "/": keys of an empty segment
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {} if group else {"Delimiter": "/"}
         pages = self._call(f"listing s3://{self.bucket}/{start}",
@@ -529,7 +544,8 @@ def remove_left_empty(new: tuple[Path, Path]) -> None:
 
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
-    return re.sub(r"//[^/@\s]+@", "//***@", text)
+    # up to the last '@' of a URL-like word that holds a ':' before it: a secret may hold '/'
+    return re.sub(r"//[^\s@]*:[^\s]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
 
 
 def read_parquet_bytes(data: bytes, columns=None):

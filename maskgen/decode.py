@@ -232,8 +232,10 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
             1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         gray = np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if mode == "P":
-        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if mode in ("P", "L", "RGB") and "transparency" in im.info:
+        im = im.convert("RGBA")  # a palette's, or a grey or RGB PNG's tRNS colour (it stayed as stored)
+    elif mode == "P":
+        im = im.convert("RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):
         im = im.convert("RGBA")
     if im.mode == "RGBA":

@@ -232,3 +232,20 @@ def test_float_and_32_bit_grey_are_scaled_by_their_range_and_a_nan_pixel_limit_i
             decode_image(data, max_pixels=bad)
     for huge in (10**20, np.int64(2**62), float("1e30")):  # no limit to speak of (isfinite raised on 10**20)
         assert decode_image(data, max_pixels=huge).shape == (60, 80, 3)
+
+
+def test_a_grey_or_rgb_pngs_transparent_colour_is_composited_like_alpha():
+    """A tRNS colour in a grey or RGB PNG (no alpha channel) stayed as stored (black here), where RGBA,
+    LA and palette transparency were composited over the background."""
+    import io
+
+    from PIL import Image
+
+    for mode, black, lit in (("L", 0, 200), ("RGB", (0, 0, 0), (200, 10, 10))):
+        image = Image.new(mode, (4, 4), black)
+        image.putpixel((0, 0), lit)
+        data = io.BytesIO()
+        image.save(data, "PNG", transparency=black)
+        rgb = decode_image(data.getvalue())
+        assert rgb[1, 1].tolist() == [255, 255, 255], mode
+        assert rgb[0, 0].tolist() == ([200] * 3 if mode == "L" else [200, 10, 10]), mode

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -107,6 +108,50 @@ def test_an_s3_key_with_a_backslash_is_refused_for_its_backslash(bucket):
     kinds = dict(store.entries("p1"))
     assert kinds == {"p1/back\\slash.jpg": "file", "p1//two.jpg": "unsafe_key"}
     assert not_read("p1/back\\slash.jpg", kinds["p1/back\\slash.jpg"]) == ("unsafe_path", BACKSLASH_NAME)
+
+
+def test_an_s3_key_with_an_empty_segment_after_the_prefix_gets_its_row(bucket, face_photos, tmp_path):
+    """`in//lead.jpg` sat under the common prefix `in//`, taken for the top-level files' group and listed
+    with a delimiter: the image had no row and no count. It is refused as unsafe, with a row."""
+    from jobs.augment import read_manifest, run_augment
+
+    long = "p1/" + "x" * 300 + ".jpg"  # a name S3 holds and a local folder cannot: it stopped the job, and reruns
+    store = open_store(f"s3://{bucket}/in")
+    for key in ("in/p1/a.jpg", "in//lead.jpg", "in//x/y.jpg", f"in/{long}"):
+        store.client.put_object(Bucket=bucket, Key=key, Body=face_photos[0].read_bytes())
+    assert store.top_level() == ["/", "p1"]
+    assert dict(store.entries("/")) == {"/lead.jpg": "unsafe_key", "/x/y.jpg": "unsafe_key"}
+    run_augment(f"s3://{bucket}/in", str(tmp_path / "out"), executor="local")
+    rows = read_manifest(str(tmp_path / "out"))
+    assert sorted(zip(rows.source_key, rows.status)) == [("/lead.jpg", "unsafe_path"), ("/x/y.jpg", "unsafe_path"),
+                                                         ("p1/a.jpg", "ok"), (long, "ok")]
+    written = [p.name for p in (tmp_path / "out" / "images" / "p1").iterdir()]
+    assert "a.jpg" in written and any(n.startswith("x" * 120 + "~") and n.endswith(".jpg") for n in written)
+
+
+def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret(monkeypatch):
+    """AWS secrets hold '/': urlsplit ended the netloc there, and the key and secret were printed as a
+    bucket name ("Invalid bucket name"), in an endpoint URL as botocore's "not a valid URI"."""
+    from jobs.storage import _scrub
+
+    leaked = "s3://AKIAPLANTED:SECRET/Plant+Key@outb/run3"
+    with pytest.raises(StorageError, match=r"^s3://\*\*\*@outb/run3: credentials in the URI are refused"):
+        open_store(leaked)
+    assert redact(leaked) == "s3://***@outb/run3" and redact("s3://b/a@b.jpg") == "s3://b/a@b.jpg"
+    assert open_store("s3://b/a@b.jpg").prefix == "a@b.jpg"  # an '@' in a key is no credential
+    assert "SECRET" not in _scrub("Custom endpoint `http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000` was not valid")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000")
+    with pytest.raises(StorageError, match="carries credentials") as info:
+        open_store("s3://b/x").client
+    assert "SECRET" not in str(info.value)
+
+
+def test_a_file_uri_is_an_absolute_path():
+    """`file://out` took `out` for a host and wrote into the working folder; `%20` stayed in the name."""
+    assert open_store("file:///tmp/my%20photos").root == Path("/tmp/my photos")
+    assert open_store("file://localhost/tmp/x").root == Path("/tmp/x")
+    with pytest.raises(StorageError, match="names an absolute path"):
+        open_store("file://out")
 
 
 def test_an_endpoint_that_is_not_s3_is_named(monkeypatch):
