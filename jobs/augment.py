@@ -69,12 +69,19 @@ def fit_name(key: str, extra: int) -> str:
     return f"{head}/{short}" if head else short
 
 
+def fit_folders(key: str) -> str:
+    """`key` with each folder name past NAME_MAX shortened as `fit_name` shortens a name (an S3 key's
+    300-byte folder stopped a job writing to a local folder, and every rerun)."""
+    *folders, name = key.split("/")
+    return "/".join([*(fit_name(folder, 0) for folder in folders), name])
+
+
 def output_keys(source_key: str) -> tuple[str, str]:
     """(whole-image key, crop key prefix): `images/<key>` for formats written as they are, else
     `converted/<key>.png`; crops are `<prefix>_face<i>.jpg`. Names near the file system's limit
     are shortened with a hash (`fit_name`; an S3 key's name of 300 bytes stopped a job writing to a
     local folder, and every rerun), an image's keeping its extension, which says its format."""
-    key = safe_key(source_key)
+    key = fit_folders(safe_key(source_key))
     suffix = PurePosixPath(key).suffix.lower()
     extension = PurePosixPath(key).suffix
     image_key = f"images/{fit_name(key[:len(key) - len(extension)], len(extension.encode()))}{extension}" \

@@ -615,16 +615,17 @@ def output_of(args):
 
 def refuse_output_lost_with_the_job(args) -> None:
     """Under `ray job submit` (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR for the job's driver) the command
-    runs in Ray's copy of the working folder, which Ray deletes after the job: a relative output was
-    written there, the job said it succeeded, and the output was gone. A relative input may well be in
-    that copy (a dataset uploaded with the working folder), so only outputs are refused."""
+    runs in Ray's copy of the working folder, in its session temp folder (removed when Ray's cache of
+    copies passes 10 GB or the session is cleaned): a relative output was written there, where no one
+    looks, and the job said it succeeded. A relative input may well be in that copy (a dataset uploaded
+    with the working folder), so only outputs are refused."""
     from jobs.inputs import relative_in_submitted_job
 
     output = output_of(args)
     if isinstance(output, (str, Path)) and relative_in_submitted_job(output):
         raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
-                         f"working folder ({os.getcwd()}), which Ray deletes after the job; give an absolute path "
-                         "(expanded by your shell: \"$PWD/out\") or an s3:// URI")
+                         f"working folder ({os.getcwd()}), in its session temp folder, where Ray removes it at will; "
+                         "give an absolute path (expanded by your shell: \"$PWD/out\") or an s3:// URI")
 
 
 def _on_off(value: str | None) -> bool | None:

@@ -165,7 +165,9 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     if "://" in str(out) and not str(out).startswith("file://"):  # Path() would make ./s3:/bucket/... here
         raise ValueError(f"it writes to a local folder (--out), not {out}: for S3, `mfr run` the dataset "
                          "to an s3:// output")
-    out = Path(str(out).removeprefix("file://")).resolve()
+    from jobs.storage import local_path
+
+    out = local_path(out).resolve()
     refuse_foreign_demo_folder(out)
     dataset = build_dataset()
     # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take

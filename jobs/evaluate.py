@@ -32,7 +32,7 @@ import numpy as np
 
 from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, refuse_output_in_place,
                          root_spellings)
-from jobs.storage import open_parent, open_store, redact
+from jobs.storage import local_path, open_parent, open_store, redact
 from maskgen.checks import check_flag
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
 from maskgen.finder import FinderOptions
@@ -155,10 +155,10 @@ def protocol_file(uri: str, option: str = "--pairs", dataset: str | None = None)
     uri = str(uri)
     store, name = open_parent(uri)
     if isinstance(store, LocalStore):
-        path = Path(uri.removeprefix("file://"))
+        path = local_path(uri)
         looked = [str(path.absolute())]
         if not path.exists() and not path.is_absolute() and dataset and isinstance(open_store(dataset), LocalStore):
-            inside = Path(str(dataset).removeprefix("file://"))
+            inside = local_path(dataset)
             inside = (inside if inside.is_dir() else inside.parent) / path
             looked.append(str(inside.absolute()))
             path = inside if inside.exists() else path

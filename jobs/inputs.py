@@ -60,7 +60,7 @@ class InputItem:
 def relative_in_submitted_job(path) -> bool:
     """Whether `path` is a relative local path read under `ray job submit` (Ray sets
     RAY_JOB_CONFIG_JSON_ENV_VAR for the job's driver), where the working folder is Ray's copy of the
-    one the job was submitted from, deleted after the job."""
+    one the job was submitted from, in Ray's session temp folder."""
     text = str(path)
     return ("RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and bool(text) and "://" not in text
             and not os.path.isabs(os.path.expanduser(text)))

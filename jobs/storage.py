@@ -66,24 +66,47 @@ def safe_key(key: str) -> str:
 
 
 def user_info(uri: str) -> str | None:
-    """The user-info part of a URI (`user:secret@`), or None. Read up to the last '@' that follows a ':',
-    not by urlsplit: a secret holding '/' (AWS secrets do) ended its netloc early, and the credentials
-    were printed as a bucket name. An '@' in a key (`s3://b/a@b.jpg`) is no user-info."""
-    scheme, sep, rest = str(uri).partition("://")
-    if not sep or "@" not in rest:
+    """The user-info part of a URI (`user:secret@`), or None: an '@' in its authority (up to the first
+    '/'), or an authority `name:x` whose x is no port, up to the next '@' (a secret holding '/', as AWS
+    secrets do, ended urlsplit's netloc early, and the credentials were printed as a bucket name). An
+    '@' in a key (`s3://b/10:00@home.jpg`) or after a port (`http://h:9000/k@x`) is no user-info."""
+    _, sep, rest = str(uri).partition("://")
+    if not sep:
         return None
-    info = rest.rpartition("@")[0]
-    return info if ":" in info or "/" not in info else None
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        return authority.rpartition("@")[0]
+    name, colon, after = authority.partition(":")
+    if colon and not after.isdigit() and "@" in rest:
+        return rest.partition("@")[0]
+    return None
 
 
 def redact(uri: str | Path) -> str:
     """The URI without any user-info part (credentials); a Path as its text (it failed the report's
     writing, after all the scoring)."""
     uri = str(uri)
-    if user_info(uri) is None:
+    info = user_info(uri)
+    if info is None:
         return uri
     scheme, _, rest = uri.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return f"{scheme}://***@{rest[len(info) + 1:]}"
+
+
+def local_path(location: str | Path) -> Path:
+    """The path a local location names: a plain path as given, a `file://` URI as `file_uri_path` reads it."""
+    text = str(location)
+    return file_uri_path(text) if text.startswith("file://") else Path(text)
+
+
+def file_uri_path(text: str) -> Path:
+    """The local path a `file://` URI names: an absolute path (or on `localhost`), `%20` a space
+    (`file://out` took `out` for a host and wrote into the working folder)."""
+    parts = urlsplit(text)
+    if parts.netloc not in ("", "localhost"):
+        raise StorageError(f"{text}: a file:// URI names an absolute path (file:///abs/path), not a host "
+                           f"({parts.netloc!r}); give a relative folder as a plain path")
+    return Path(unquote(parts.path))
 
 
 def s3_attempts() -> int:
@@ -108,7 +131,10 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
     text = str(uri)
     parts = urlsplit(text)
     if parts.scheme in ("s3", "s3a"):
-        if user_info(text) is not None or ":" in parts.netloc:  # no bucket name holds ':'
+        if ":" in parts.netloc and user_info(text) is None:  # no bucket name holds ':' (key:1234/x@b: a secret?)
+            raise StorageError("an s3:// URI whose bucket part holds ':' is refused, unrepeated (credentials in the "
+                               "URI are refused; use the AWS credentials chain)")
+        if user_info(text) is not None:
             raise StorageError(f"{redact(text)}: credentials in the URI are refused; use the AWS credentials "
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
@@ -124,12 +150,7 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
                                f"than s3://{parts.netloc}/{folded}; give the prefix without it")
         return S3Store(parts.netloc, prefix)
     if parts.scheme == "file":
-        # file:///abs/path (or file://localhost/...): file://out took `out` for a host and wrote into the
-        # working folder; %20 is a space
-        if parts.netloc not in ("", "localhost"):
-            raise StorageError(f"{text}: a file:// URI names an absolute path (file:///abs/path), not a host "
-                               f"({parts.netloc!r}); give a relative folder as a plain path")
-        return LocalStore(Path(unquote(parts.path)))
+        return LocalStore(file_uri_path(text))
     if parts.scheme and len(parts.scheme) > 1:
         raise StorageError(f"{redact(text)}: unsupported scheme {parts.scheme!r}; use a local path or s3://")
     return LocalStore(Path(text))
@@ -332,7 +353,7 @@ class S3Store:
 
             attempts = s3_attempts()
             endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-            if endpoint and user_info(endpoint) is not None:
+            if endpoint and "@" in endpoint:  # an endpoint is scheme://host:port: an '@' is user-info, unrepeated
                 raise StorageError(f"the S3 endpoint URL {redact(endpoint)} carries credentials, which are refused; "
                                    "give them through the AWS credentials chain (environment, profile or role)")
             self._client = boto3.client(
@@ -403,22 +424,26 @@ class S3Store:
                            lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start, Delimiter="/")))
         groups, files = [], False
         for page in pages:
-            # `in//lead.jpg` is under the common prefix `in//`: its group is "/" (an empty segment), listed as
-            # one (it was taken for the top-level files' group "", listed with a delimiter: no row at all)
-            groups += [p["Prefix"][len(start):].rstrip("/") or "/" for p in page.get("CommonPrefixes", [])]
+            groups += [p["Prefix"][len(start):].rstrip("/") for p in page.get("CommonPrefixes", [])]
             files = files or any(item["Key"] != start for item in page.get("Contents", []))
-        return sorted(g for g in groups if g) + ([""] if files else [])
+        # `in//lead.jpg` (the common prefix `in//`) is the top level's: `entries("")` lists it
+        return sorted(g for g in groups if g) + ([""] if files or "" in groups else [])
 
     def entries(self, group: str, exclude: str | None = None):
         """(key, kind) for every object of one group (see LocalStore.entries); a key that is not
         a plain path (`a//b.jpg`, `a/./b.jpg`) is `unsafe_key`: reading it under its normal form
         would read another object."""
         base = f"{self.prefix}/" if self.prefix else ""
-        start = base + ("/" if group == "/" else f"{group}/" if group else "")  # "/": keys of an empty segment
+        start = base + (f"{group}/" if group else "")
         paginator = self.client.get_paginator("list_objects_v2")
         kwargs = {} if group else {"Delimiter": "/"}
         pages = self._call(f"listing s3://{self.bucket}/{start}",
                            lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=start, **kwargs)))
+        if not group and any(p["Prefix"] == start + "/" for page in pages for p in page.get("CommonPrefixes", [])):
+            # keys under an empty segment right after the prefix (`in//lead.jpg`): no top-level folder lists
+            # them, and the delimiter hid them (no row at all); they come out `unsafe_key`, each with its row
+            pages += self._call(f"listing s3://{self.bucket}/{start}/", lambda: list(
+                paginator.paginate(Bucket=self.bucket, Prefix=start + "/")))
         out = []
         for page in pages:
             for item in page.get("Contents", []):
@@ -544,8 +569,8 @@ def remove_left_empty(new: tuple[Path, Path]) -> None:
 
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
-    # up to the last '@' of a URL-like word that holds a ':' before it: a secret may hold '/'
-    return re.sub(r"//[^\s@]*:[^\s]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
+    # and `//name:secret/x@`, a secret holding '/', where what follows the ':' is no port (`//h:9000/k@x` is a key)
+    return re.sub(r"//[^\s/@:]+:(?!\d{1,5}(?:[/\s`'\"]|$))[^\s@]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
 
 
 def read_parquet_bytes(data: bytes, columns=None):

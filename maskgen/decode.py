@@ -124,7 +124,10 @@ def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
             # read after the transpose, which has loaded the EXIF block (or failed above): read
             # first, a corrupt block would be marked loaded and the transpose would no longer fail
             grey = im.mode in GREY_MODES
-            return _to_rgb(upright, background), SourceFormat(_orientation(im), grey, _profile(im, grey))
+            # a transparent colour (PNG tRNS) is matched only in 8-bit files: Pillow gives 1-, 2- and
+            # 16-bit samples scaled or cut to 8 bits and their tRNS value as stored
+            eight_bit_png = data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 24 and data[24] == 8
+            return _to_rgb(upright, background, eight_bit_png), SourceFormat(_orientation(im), grey, _profile(im, grey))
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             raise DecodeError("undecodable", f"image data is corrupt or truncated ({_reason(exc)})") from None
 
@@ -219,7 +222,7 @@ def _open(data: bytes, max_pixels: int | None):
     return im
 
 
-def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
+def _to_rgb(im, background: tuple[int, int, int], colour_key: bool = False) -> np.ndarray:
     from PIL import Image
 
     mode = im.mode
@@ -232,8 +235,8 @@ def _to_rgb(im, background: tuple[int, int, int]) -> np.ndarray:
             1.0 if mode == "F" and top <= 1.0 else 255.0 if top <= 255 else 65535.0 if top <= 65535 else top
         gray = np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
-    if mode in ("P", "L", "RGB") and "transparency" in im.info:
-        im = im.convert("RGBA")  # a palette's, or a grey or RGB PNG's tRNS colour (it stayed as stored)
+    if mode == "P" and "transparency" in im.info or mode in ("L", "RGB") and colour_key and "transparency" in im.info:
+        im = im.convert("RGBA")  # a palette's, or an 8-bit grey or RGB PNG's tRNS colour (it stayed as stored)
     elif mode == "P":
         im = im.convert("RGB")
     elif mode in ("LA", "La", "PA", "RGBa"):

@@ -483,7 +483,7 @@ def test_a_relative_output_under_ray_job_submit_is_refused(tmp_path, monkeypatch
         assert main(command) == 2
         said = capsys.readouterr().err
         assert f"a relative output under `ray job submit` is written inside Ray's copy of the working folder " \
-               f"({tmp_path}), which Ray deletes after the job" in said, said
+               f"({tmp_path}), in its session temp folder, where Ray removes it at will" in said, said
     assert not (tmp_path / "out").exists()
     # an absolute output goes on to the usual checks (here: an empty input), as it does outside a job
     assert main(["mask", str(tmp_path), str(tmp_path / "out"), "--dry-run"]) == 2

@@ -116,17 +116,20 @@ def test_an_s3_key_with_an_empty_segment_after_the_prefix_gets_its_row(bucket, f
     from jobs.augment import read_manifest, run_augment
 
     long = "p1/" + "x" * 300 + ".jpg"  # a name S3 holds and a local folder cannot: it stopped the job, and reruns
+    deep = "p1/" + "d" * 300 + "/b.jpg"  # a folder's name too
     store = open_store(f"s3://{bucket}/in")
-    for key in ("in/p1/a.jpg", "in//lead.jpg", "in//x/y.jpg", f"in/{long}"):
+    for key in ("in/p1/a.jpg", "in//lead.jpg", "in//x/y.jpg", f"in/{long}", f"in/{deep}"):
         store.client.put_object(Bucket=bucket, Key=key, Body=face_photos[0].read_bytes())
-    assert store.top_level() == ["/", "p1"]
-    assert dict(store.entries("/")) == {"/lead.jpg": "unsafe_key", "/x/y.jpg": "unsafe_key"}
+    assert store.top_level() == ["p1", ""]
+    assert dict(store.entries("")) == {"/lead.jpg": "unsafe_key", "/x/y.jpg": "unsafe_key"}
     run_augment(f"s3://{bucket}/in", str(tmp_path / "out"), executor="local")
     rows = read_manifest(str(tmp_path / "out"))
     assert sorted(zip(rows.source_key, rows.status)) == [("/lead.jpg", "unsafe_path"), ("/x/y.jpg", "unsafe_path"),
-                                                         ("p1/a.jpg", "ok"), (long, "ok")]
+                                                         ("p1/a.jpg", "ok"), (deep, "ok"), (long, "ok")]
     written = [p.name for p in (tmp_path / "out" / "images" / "p1").iterdir()]
     assert "a.jpg" in written and any(n.startswith("x" * 120 + "~") and n.endswith(".jpg") for n in written)
+    assert any(n.startswith("d" * 120 + "~") and (tmp_path / "out" / "images" / "p1" / n / "b.jpg").is_file()
+               for n in written)
 
 
 def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret(monkeypatch):
@@ -140,6 +143,12 @@ def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret
     assert redact(leaked) == "s3://***@outb/run3" and redact("s3://b/a@b.jpg") == "s3://b/a@b.jpg"
     assert open_store("s3://b/a@b.jpg").prefix == "a@b.jpg"  # an '@' in a key is no credential
     assert "SECRET" not in _scrub("Custom endpoint `http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000` was not valid")
+    # an '@' in a key, after a path or a port, is no credential (it was refused, and messages lost the URL)
+    assert open_store("s3://b/shots/10:00@home").prefix == "shots/10:00@home"
+    assert _scrub('"http://localhost:9000/b/me@home.jpg"') == '"http://localhost:9000/b/me@home.jpg"'
+    with pytest.raises(StorageError, match="bucket part holds ':' is refused, unrepeated") as info:
+        open_store("s3://KEY:12345/abc@b/x")
+    assert "12345" not in str(info.value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000")
     with pytest.raises(StorageError, match="carries credentials") as info:
         open_store("s3://b/x").client
