@@ -558,7 +558,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
         # out of the report, neither gallery nor probe)
         report = run_score(out.uri_of(probe), out.uri_of(gallery), out.uri_of("report"), name=name,
                            also=[(n, out.uri_of(p), out.uri_of(g)) for n, p, g in also], fuse=groups,
-                           distributed=distributed, gallery_per_identity=None)
+                           distributed=distributed, gallery_per_identity=None,
+                           masks=f"the {style} mask style, run seed {seed}")
     except NothingToScore as exc:
         exc.summary = summary  # what happened to each image, for the command to print before the reason
         raise

@@ -627,7 +627,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
               gallery_per_identity: int | None = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,
               gallery_template: str = "best", gallery_part_rows: int | None = None, score_device: str = "auto",
-              score_tasks_per_gpu: int | None = None, **kwargs) -> dict:
+              score_tasks_per_gpu: int | None = None, masks: str | None = None, **kwargs) -> dict:
     """Score and write the report. `also`: more methods as (name, probe URI, gallery URI), shown side
     by side in the same tables and plots; `fuse`: groups of method names whose scores are fused
     (z-norm on impostors, averaged) into one more row each. `distributed`: score each method and
@@ -639,7 +639,9 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     entry) or `mean` (one template per identity, `gallery_entries`), for identification and
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
     unmasked gallery", or a title and a note saying otherwise). `gallery_per_identity` None: every
-    image of the gallery side is a gallery image (`split_gallery`; `mfr run`'s gallery folder)."""
+    image of the gallery side is a gallery image (`split_gallery`; `mfr run`'s gallery folder). `masks`:
+    how the probes were masked (`mfr run`: "surgical masks, run seed 0"), said in the protocol line and
+    report.json (two runs of other styles gave reports that read alike)."""
     # before any shard is read: a typo (gallery_per_identiy=2) or seed=-1 failed after them all, deep inside
     unknown = sorted(set(kwargs) - {"max_pairs", "seed"})
     if unknown:
@@ -699,6 +701,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
                                             **({"gallery_template": gallery_template} if gallery_template != "best"
                                                else {}),
                                             "methods": [m[0] for m in methods], "fuse": fuse, **kwargs,
+                                            **({"masks": masks} if masks else {}),
                                             **({"reducer": "distributed"} if distributed else {})})
     if not force and out.exists("report.json"):
         previous = json.loads(out.read("report.json"))
@@ -754,13 +757,18 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     per_identity = ("the gallery images chosen when the input was listed (an identity's first image)"
                     if gallery_per_identity is None else f"{gallery_per_identity} gallery image(s) per identity")
     protocol = (f"{title[0].lower()}{title[1:]}, {per_identity}"
-                + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images")
+                + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images"
+                + (f" ({masks})" if masks else ""))
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
         paths = write_report(results, Path(tmp), title, protocol=protocol, extra={
             "model_id": model_ids[results[0].name], "model_ids": model_ids,
             "probes": redact(probe_uri), "gallery": redact(gallery_uri),
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
                         for i, (m, p, g) in enumerate(methods)],
+            # the fused rows' methods and models (they were in no list of report.json)
+            **({"fusions": [{"name": "fusion: " + " + ".join(g), "methods": list(g),
+                             "model_ids": [model_ids[m] for m in g]} for g in fuse]} if fuse else {}),
+            **({"masks": masks} if masks else {}),
             "inputs_fingerprint": fingerprint,
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
             "protocol": protocol, **({"notes": notes} if notes else {})})

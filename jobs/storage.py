@@ -66,19 +66,17 @@ def safe_key(key: str) -> str:
 
 
 def user_info(uri: str) -> str | None:
-    """The user-info part of a URI (`user:secret@`), or None: an '@' in its authority (up to the first
-    '/'), or an authority `name:x` whose x is no port, up to the next '@' (a secret holding '/', as AWS
-    secrets do, ended urlsplit's netloc early, and the credentials were printed as a bucket name). An
-    '@' in a key (`s3://b/10:00@home.jpg`) or after a port (`http://h:9000/k@x`) is no user-info."""
+    """The user-info part of a URI (`user:secret@`), or None: up to the last '@' where the authority (up
+    to the first '/') holds an '@' or a ':'. A secret may hold '/' (AWS secrets do: it ended urlsplit's
+    netloc early, and the credentials were printed as a bucket name), digits before it (`name:1234/x`
+    reads as a port) and '@'; so a URL with a port and an '@' in its path is taken for one too, which
+    hides a little too much rather than a secret. An '@' in a key (`s3://b/10:00@home.jpg`) is none."""
     _, sep, rest = str(uri).partition("://")
     if not sep:
         return None
     authority = rest.split("/", 1)[0]
-    if "@" in authority:
-        return authority.rpartition("@")[0]
-    name, colon, after = authority.partition(":")
-    if colon and not after.isdigit() and "@" in rest:
-        return rest.partition("@")[0]
+    if "@" in rest and ("@" in authority or ":" in authority):
+        return rest.rpartition("@")[0]
     return None
 
 
@@ -96,7 +94,7 @@ def redact(uri: str | Path) -> str:
 def local_path(location: str | Path) -> Path:
     """The path a local location names: a plain path as given, a `file://` URI as `file_uri_path` reads it."""
     text = str(location)
-    return file_uri_path(text) if text.startswith("file://") else Path(text)
+    return file_uri_path(text) if urlsplit(text).scheme.lower() == "file" else Path(text)
 
 
 def file_uri_path(text: str) -> Path:
@@ -104,8 +102,9 @@ def file_uri_path(text: str) -> Path:
     (`file://out` took `out` for a host and wrote into the working folder)."""
     parts = urlsplit(text)
     if parts.netloc not in ("", "localhost"):
-        raise StorageError(f"{text}: a file:// URI names an absolute path (file:///abs/path), not a host "
-                           f"({parts.netloc!r}); give a relative folder as a plain path")
+        raise StorageError(f"{redact(text)}: a file:// URI names an absolute path (file:///abs/path), not a host "
+                           f"({redact('file://' + parts.netloc).removeprefix('file://')!r}); give a relative folder "
+                           "as a plain path")
     return Path(unquote(parts.path))
 
 
@@ -149,7 +148,7 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
             raise StorageError(f"{redact(text)}: an empty or '.' segment in the prefix names another prefix on S3 "
                                f"than s3://{parts.netloc}/{folded}; give the prefix without it")
         return S3Store(parts.netloc, prefix)
-    if parts.scheme == "file":
+    if parts.scheme.lower() == "file":
         return LocalStore(file_uri_path(text))
     if parts.scheme and len(parts.scheme) > 1:
         raise StorageError(f"{redact(text)}: unsupported scheme {parts.scheme!r}; use a local path or s3://")
@@ -569,8 +568,8 @@ def remove_left_empty(new: tuple[Path, Path]) -> None:
 
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
-    # and `//name:secret/x@`, a secret holding '/', where what follows the ':' is no port (`//h:9000/k@x` is a key)
-    return re.sub(r"//[^\s/@:]+:(?!\d{1,5}(?:[/\s`'\"]|$))[^\s@]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
+    # and `//name:secret/x@` up to its last '@', a secret holding '/' or '@' (`user_info`'s rule)
+    return re.sub(r"//[^\s/@:]+:[^\s]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
 
 
 def read_parquet_bytes(data: bytes, columns=None):

@@ -261,16 +261,16 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float |
     s, y = _check_scores_labels(scores, labels)
     e, e_t = eer(s, y)
     acc, acc_t = best_accuracy(s, y)
-    tars = {}
+    tars, unmeasured = {}, {}
     for f in fars:
         try:
             r = tar_at_far(s, y, f, floor)
             tars[str(f)] = {"tar": r.tar, "far_achieved": r.far, "threshold": r.threshold}
-        except ValueError:
-            tars[str(f)] = None
+        except ValueError as exc:  # why, for a report's n/a
+            tars[str(f)], unmeasured[str(f)] = None, str(exc)
     return {"pairs": int(s.size), "genuine": int(y.sum()), "impostor": int((~y).sum()), "auc": auc(roc),
             "eer": e, "eer_threshold": e_t, "best_accuracy": acc, "best_accuracy_threshold": acc_t,
-            "tar_at_far": tars}
+            "tar_at_far": tars, **({"tar_unmeasured": unmeasured} if unmeasured else {})}
 
 
 def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> float:

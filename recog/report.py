@@ -139,6 +139,17 @@ def _acquired_only_cells(only) -> list[str]:
     return cells
 
 
+def unmeasured_lines(figures: list[tuple[str, dict]], key: str, label: str) -> list[str]:
+    """Why each n/a cell of a table reads so, once per reason (naming the methods where not all share it):
+    `figures` are (method name, its verification or identification dict), `key` where the reasons are."""
+    said = {}
+    for name, found in figures:
+        for f, why in (found.get(key) or {}).items():
+            said.setdefault((f, why), []).append(name)
+    return [f"{label}={f} reads n/a" + (f" ({', '.join(names)})" if 1 < len(figures) > len(names) else "")
+            + f": {why}." for (f, why), names in said.items()]
+
+
 def seed_readings_table(results: list[MethodResult]) -> list[str]:
     """The seed's own readings, to set beside its published tables (they were in report.json only,
     and the seed's "FPIR" columns have no counterpart above when every probe is in the gallery):
@@ -190,6 +201,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          "probe x gallery comparisons are more than the reducer's max_pairs (`mfr score --max-pairs`, "
                          "2,000,000 by default); "
                          "every genuine pair is kept.")
+        lines += unmeasured_lines([(r.name, r.verification) for r in ver], "tar_unmeasured", "TAR@FAR")
         if v0.get("pairs_skipped"):
             lines.append(f"{v0['pairs_skipped']} pair(s) of the protocol were left out: an image they name is not "
                          "in the dataset (`--missing skip`).")
@@ -241,13 +253,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          "searches), and every probe here has its identity in the gallery"
                          + (" or is of an identity that failed to enrol (a mated search)." if unenrolled else "."))
         else:  # some open-set searches, too few (or too few with a face) for a rate: each n/a cell says why
-            said = {}
-            for r in ident:
-                for f, why in (r.identification.get("tpir_unmeasured") or {}).items():
-                    said.setdefault((f, why), []).append(r.name)
-            for (f, why), names in said.items():
-                whose = f" ({', '.join(names)})" if len(ident) > 1 and len(names) < len(ident) else ""
-                lines.append(f"TPIR@FPIR={f} reads n/a{whose}: {why}.")
+            lines += unmeasured_lines([(r.name, r.identification) for r in ident], "tpir_unmeasured", "TPIR@FPIR")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

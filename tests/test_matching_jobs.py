@@ -65,6 +65,14 @@ def test_run_with_modes_and_fusion(ray_runtime, face_photos, tmp_path):
     report = json.loads((out / "report" / "report.json").read_text())
     for row in report["results"]:
         assert 0.5 < row["verification"]["auc"] <= 1.0 and row["identification"]["gallery"] == 3, row["name"]
+    # which masks and which fused methods, said in the report (two styles' reports read alike; the fused
+    # rows were in no list of report.json)
+    assert report["masks"] == "the seed mask style, run seed 0" and report["protocol"].endswith(
+        "(the seed mask style, run seed 0)")
+    assert [f["methods"] for f in report["fusions"]] == [["sface plain", "dlib-resnet plain"],
+                                                         ["sface masked-gallery", "dlib-resnet masked-gallery"]]
+    assert report["fusions"][0]["model_ids"] == [report["model_ids"]["sface plain"],
+                                                 report["model_ids"]["dlib-resnet plain"]]
 
     # the masked gallery wears the probes' mask: a gallery image is embedded from the very masked
     # face augment wrote (same style, seed and landmarks), so it embeds like that crop as written

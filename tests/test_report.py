@@ -299,3 +299,15 @@ def test_the_seeds_fpir_is_not_read_off_a_gallery_of_several_entries_per_identit
            "gallery has 12 entries of 6." in md
     one = evaluate("m", stats=M.identification_stats(probes, gallery[::2], p_ids, g_ids[::2], keep_nonmated=30))
     assert set(one.identification["seed_fpir"]) == {"0.01", "0.1"}
+
+
+def test_a_far_too_small_for_the_impostors_says_why_it_reads_n_a():
+    """TAR@FAR=0.001 read n/a on every row of a 450-impostor report with no word why (TPIR's n/a said it)."""
+    rng = np.random.default_rng(10)
+    scores, labels = rng.normal(size=480), np.r_[np.ones(30), np.zeros(450)]
+    result = evaluate("m", scores, labels)
+    assert result.verification["tar_at_far"]["0.001"] is None
+    assert "FAR 0.001 is below 1 / impostors = 0.00222" in result.verification["tar_unmeasured"]["0.001"]
+    md = markdown_tables([result])
+    assert "TAR@FAR=0.001 reads n/a: FAR 0.001 is below 1 / impostors = 0.00222: 450 impostor pairs cannot " \
+           "measure it." in md

@@ -143,12 +143,18 @@ def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret
     assert redact(leaked) == "s3://***@outb/run3" and redact("s3://b/a@b.jpg") == "s3://b/a@b.jpg"
     assert open_store("s3://b/a@b.jpg").prefix == "a@b.jpg"  # an '@' in a key is no credential
     assert "SECRET" not in _scrub("Custom endpoint `http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000` was not valid")
-    # an '@' in a key, after a path or a port, is no credential (it was refused, and messages lost the URL)
+    # an '@' in a key is no credential (it was refused); a URL without user-info is left as it is
     assert open_store("s3://b/shots/10:00@home").prefix == "shots/10:00@home"
-    assert _scrub('"http://localhost:9000/b/me@home.jpg"') == '"http://localhost:9000/b/me@home.jpg"'
-    with pytest.raises(StorageError, match="bucket part holds ':' is refused, unrepeated") as info:
-        open_store("s3://KEY:12345/abc@b/x")
-    assert "12345" not in str(info.value)
+    assert _scrub('"http://localhost:9000/b/me.jpg"') == '"http://localhost:9000/b/me.jpg"'
+    # a secret that starts with digits (read as a port) or holds an '@' is hidden whole
+    for secret in ("1234/wJalrXUtnFEMI", "pa/ss@word"):
+        with pytest.raises(StorageError, match=r"^s3://\*\*\*@b/x: credentials") as info:
+            open_store(f"s3://KEY:{secret}@b/x")
+        assert secret not in str(info.value) and "word" not in str(info.value)
+        assert secret not in _scrub(f'Could not connect to "http://KEY:{secret}@127.0.0.1:9000/b"')
+    with pytest.raises(StorageError, match=r"not a host \('\*\*\*@nas'\)") as info:
+        open_store("file://backup:S3cretPw@nas/share")
+    assert "S3cretPw" not in str(info.value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000")
     with pytest.raises(StorageError, match="carries credentials") as info:
         open_store("s3://b/x").client
@@ -159,6 +165,10 @@ def test_a_file_uri_is_an_absolute_path():
     """`file://out` took `out` for a host and wrote into the working folder; `%20` stayed in the name."""
     assert open_store("file:///tmp/my%20photos").root == Path("/tmp/my photos")
     assert open_store("file://localhost/tmp/x").root == Path("/tmp/x")
+    from jobs.storage import local_path
+
+    assert local_path("FILE:///tmp/my%20photos") == local_path("file:/tmp/my%20photos") == Path("/tmp/my photos")
+    assert local_path("rel/x") == Path("rel/x")
     with pytest.raises(StorageError, match="names an absolute path"):
         open_store("file://out")
 
