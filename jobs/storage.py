@@ -65,30 +65,41 @@ def safe_key(key: str) -> str:
     return "/".join(parts)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/*")
+
+
+def _user_info_split(uri: str) -> tuple[str, str | None, str]:
+    """(what comes before the user-info, the user-info or None, the rest after its '@')."""
+    text = str(uri)
+    scheme = _SCHEME.match(text)
+    head = scheme.group(0) if scheme and "/" in scheme.group(0) else ""  # s3://, s3:/, s3:///, http://
+    rest = text[len(head):]
+    authority = rest.split("/", 1)[0]
+    # with a scheme, an '@' or ':' in the authority (user:secret@host, a secret holding '/' or '@' or
+    # starting with digits); without one (an endpoint `key:secret@host:9000`), a ':' before an '@'
+    found = "@" in rest and ("@" in authority or ":" in authority) if head else \
+        ":" in authority.partition("@")[0] and "@" in authority
+    if not found:
+        return text, None, ""
+    info, _, after = rest.rpartition("@")
+    return head, info, after
+
+
 def user_info(uri: str) -> str | None:
     """The user-info part of a URI (`user:secret@`), or None: up to the last '@' where the authority (up
     to the first '/') holds an '@' or a ':'. A secret may hold '/' (AWS secrets do: it ended urlsplit's
-    netloc early, and the credentials were printed as a bucket name), digits before it (`name:1234/x`
-    reads as a port) and '@'; so a URL with a port and an '@' in its path is taken for one too, which
-    hides a little too much rather than a secret. An '@' in a key (`s3://b/10:00@home.jpg`) is none."""
-    _, sep, rest = str(uri).partition("://")
-    if not sep:
-        return None
-    authority = rest.split("/", 1)[0]
-    if "@" in rest and ("@" in authority or ":" in authority):
-        return rest.rpartition("@")[0]
-    return None
+    netloc early, and the credentials were printed as a bucket name), digits after the ':' (read as a
+    port) and '@'; so a URL with a port and an '@' in its path is taken for one too, which hides a little
+    too much rather than a secret. An '@' in a key (`s3://b/10:00@home.jpg`) is none; `s3:/`, `s3:///`
+    and an endpoint without a scheme (`key:secret@host:9000`) are read alike."""
+    return _user_info_split(uri)[1]
 
 
 def redact(uri: str | Path) -> str:
     """The URI without any user-info part (credentials); a Path as its text (it failed the report's
     writing, after all the scoring)."""
-    uri = str(uri)
-    info = user_info(uri)
-    if info is None:
-        return uri
-    scheme, _, rest = uri.partition("://")
-    return f"{scheme}://***@{rest[len(info) + 1:]}"
+    head, info, after = _user_info_split(str(uri))
+    return str(uri) if info is None else f"{head}***@{after}"
 
 
 def local_path(location: str | Path) -> Path:
@@ -102,9 +113,8 @@ def file_uri_path(text: str) -> Path:
     (`file://out` took `out` for a host and wrote into the working folder)."""
     parts = urlsplit(text)
     if parts.netloc not in ("", "localhost"):
-        raise StorageError(f"{redact(text)}: a file:// URI names an absolute path (file:///abs/path), not a host "
-                           f"({redact('file://' + parts.netloc).removeprefix('file://')!r}); give a relative folder "
-                           "as a plain path")
+        raise StorageError(f"{redact(text)}: a file:// URI names an absolute path (file:///abs/path), not a "
+                           "host; give a relative folder as a plain path")
     return Path(unquote(parts.path))
 
 
@@ -137,7 +147,7 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
             raise StorageError(f"{redact(text)}: credentials in the URI are refused; use the AWS credentials "
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
-            raise StorageError(f"{text}: no bucket")
+            raise StorageError(f"{redact(text)}: no bucket")
         # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named; only
         # the slash after the bucket and one closing slash (s3://b/p/, a folder's usual spelling) are not keys
         given = parts.path.removeprefix("/")
@@ -568,8 +578,8 @@ def remove_left_empty(new: tuple[Path, Path]) -> None:
 
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
-    # and `//name:secret/x@` up to its last '@', a secret holding '/' or '@' (`user_info`'s rule)
-    return re.sub(r"//[^\s/@:]+:[^\s]*@", "//***@", re.sub(r"//[^/@\s]+@", "//***@", text))
+    # each `//...` word read as `redact` reads a URI: a secret holding '/' or '@', a user name holding '@'
+    return re.sub(r"//\S+", lambda m: redact("x:" + m.group(0)).removeprefix("x:"), text)
 
 
 def read_parquet_bytes(data: bytes, columns=None):

@@ -152,8 +152,17 @@ def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret
             open_store(f"s3://KEY:{secret}@b/x")
         assert secret not in str(info.value) and "word" not in str(info.value)
         assert secret not in _scrub(f'Could not connect to "http://KEY:{secret}@127.0.0.1:9000/b"')
-    with pytest.raises(StorageError, match=r"not a host \('\*\*\*@nas'\)") as info:
-        open_store("file://backup:S3cretPw@nas/share")
+    # a file:// host, one slash or three after s3:, an endpoint without a scheme, a user name holding '@'
+    for uri in ("file://backup:wJalr/XUtnS3cretPw@nas/share", "file://backup:pw#S3cretPw@nas/share",
+                "s3:/KEY:S3cretPw@bucket/x", "s3:///KEY:S3cretPw@bucket/x"):
+        with pytest.raises(StorageError) as info:
+            open_store(uri)
+        assert "S3cretPw" not in str(info.value) and "***@" in str(info.value), uri
+    assert redact("KEY:S3cretPw@minio:9000") == "***@minio:9000" and redact("run@2024/x") == "run@2024/x"
+    assert _scrub('"http://me@corp.com:S3cretPw@127.0.0.1:9/b?x=1"') == '"http://***@127.0.0.1:9/b?x=1"'
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "KEY:S3cretPw@minio:9000")
+    with pytest.raises(StorageError, match="carries credentials") as info:
+        open_store("s3://b/x").client
     assert "S3cretPw" not in str(info.value)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://AKIAPLANTED:SECRET/Plant+Key@127.0.0.1:9000")
     with pytest.raises(StorageError, match="carries credentials") as info:
