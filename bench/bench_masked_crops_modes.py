@@ -24,12 +24,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from lfw_like import SHARED_DATA as DATA  # noqa: E402
-from lfw_like import shared_data  # noqa: E402
-
-
-def percent(rate) -> str:
-    """A summary's rate as the tables print it; None (a FAR the data cannot measure) as n/a."""
-    return "n/a" if rate is None else f"{100 * rate:.2f}"
+from lfw_like import percent, shared_data  # noqa: E402
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from lfw_like import SHARED_DATA as DATA  # noqa: E402
-from lfw_like import shared_data, tight_masked_crops  # noqa: E402
+from lfw_like import percent, shared_data, tight_masked_crops  # noqa: E402
 
 
 def masked_crops_rows() -> None:
@@ -81,11 +81,6 @@ def masked_crops_rows() -> None:
                   f"{', '.join(f'{k} {v}' for k, v in sorted(sources.items(), key=lambda kv: -kv[1]))} | "
                   f"{percent(fig['auc'])} | {percent(fig['tar@0.1'])} | {percent(fig['tar@0.01'])} | "
                   f"{percent(fig['rank1'])} | {percent(fig['rank1 template'])} |")
-
-
-def percent(rate) -> str:
-    """A summary's rate as the tables print it; None (a FAR the data cannot measure) as n/a."""
-    return "n/a" if rate is None else f"{100 * rate:.2f}"
 
 
 def main() -> None:

@@ -22,6 +22,11 @@ REFERENCE = ROOT / "tests" / "fixtures" / "mtcnn_reference.json"
 SHARED_DATA = Path(os.environ.get("MFR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def percent(rate) -> str:
+    """A summary's rate as the tables print it; None (a FAR the data cannot measure) as n/a."""
+    return "n/a" if rate is None else f"{100 * rate:.2f}"
+
+
 def shared_data(path: Path | None = None) -> Path:
     """`path` (a benchmark's --data), else SHARED_DATA, once it is there: a clear exit, not a
     FileNotFoundError on the first photo, where it is missing."""

@@ -142,7 +142,10 @@ def refuse_foreign_demo_folder(out: Path) -> None:
     if not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     entries = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    others = sorted((entries - set(DEMO_OUTPUTS)) | ({"contact_sheet.png"} & entries if "run" not in entries else set()))
+    foreign = entries - set(DEMO_OUTPUTS)
+    if "contact_sheet.png" in entries and "run" not in entries:  # a sheet without the demo's run/ is the user's
+        foreign.add("contact_sheet.png")
+    others = sorted(foreign)
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         raise ValueError(f"--out {out} holds files the demo did not write ({shown}): give a new or empty folder "
@@ -162,12 +165,13 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
     started = time.perf_counter()
     if not str(out).strip():  # "" wrote run/ and the contact sheet into the working folder
         raise ValueError("--out names no folder (an empty path)")
-    if "://" in str(out) and not str(out).startswith("file://"):  # Path() would make ./s3:/bucket/... here
-        raise ValueError(f"it writes to a local folder (--out), not {out}: for S3, `mfr run` the dataset "
-                         "to an s3:// output")
-    from jobs.storage import local_path
+    from jobs.storage import LocalStore, open_store, redact
 
-    out = local_path(out).resolve()
+    store = open_store(out)  # Path() would make ./s3:/bucket/... here
+    if not isinstance(store, LocalStore):
+        raise ValueError(f"it writes to a local folder (--out), not {redact(out)}: for S3, `mfr run` the dataset "
+                         "to an s3:// output")
+    out = store.root
     refuse_foreign_demo_folder(out)
     dataset = build_dataset()
     # the demo shows the Ray job (in-process Ray on a laptop), not the local pool small jobs take

@@ -713,9 +713,10 @@ DEVICES = ("auto", "cpu", "gpu")
 # GPU scoring tasks that share one GPU: a task reads its shards, samples impostors and gathers its
 # facts on a CPU between products, and tasks sharing the GPU fill those gaps. Measured on an H200
 # (bench/bench_gpu_scoring.py, 10^5 x 10^5 at 512-d, 3 tasks): 51.4 s at one task per GPU, 29.3 s
-# when they shared it (the first run timed paid the warm-up too: see the README). Each task holds its gallery part and a block's intermediates on the GPU: by
-# arithmetic (not measured), 512 MiB for a default part of 262,144 x 512-d and about 2 GiB for a
-# block of 2^26 scores, plus CUDA's own context, so 4 fit a 24 GiB GPU.
+# when they shared it (the first run timed paid the warm-up too: see the README). Each task holds its
+# gallery part and a block's intermediates on the GPU: by arithmetic (not measured), 512 MiB for a
+# default part of 262,144 x 512-d and about 2 GiB for a block of 2^26 scores, plus CUDA's own context,
+# so 4 fit a 24 GiB GPU.
 TASKS_PER_GPU = 4
 MOST_TASKS_PER_GPU = 100  # each task holds its own gallery part and block on the GPU
 

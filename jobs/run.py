@@ -354,11 +354,11 @@ def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[st
     """The run's models and modes, refused before any work (by the run and its dry run alike) when a
     list is empty, repeats a name, or names an unknown mode. A single name is a list of one (modes="flip"
     was read letter by letter: "unknown matching mode 'f'")."""
-    if models is None or modes is None or not all(isinstance(m, (str, Path)) for m in (
-            [models] if isinstance(models, (str, Path)) else models)):  # model=5: a pathlib TypeError
-        raise ValueError(f"models are built-in models' names or .onnx paths, and modes a list of matching modes, "
-                         f"got {models!r} and {modes!r}")
+    if models is None or modes is None:
+        raise ValueError(f"models and modes are lists of names, got {models!r} and {modes!r}")
     models, modes = ([v] if isinstance(v, (str, Path)) else list(v) for v in (models, modes))
+    if not all(isinstance(m, (str, Path)) for m in models):  # model=5: a pathlib TypeError
+        raise ValueError(f"models are built-in models' names or .onnx paths, got {models!r}")
     modes = [mode_from_name(m).name for m in modes]
     if len(set(models)) != len(models) or len(set(modes)) != len(modes) or not models or not modes:
         raise ValueError(f"models and modes must be non-empty and without repeats: {models}, {modes}")

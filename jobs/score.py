@@ -500,6 +500,9 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 
     from recog.matching import fuse_matrices
 
+    model_ids = [s.model_id for s in splits]
+    if len(set(model_ids)) < len(model_ids):  # as score_fused_distributed refuses it (a row of one model's own)
+        raise ValueError(f"the models to fuse must differ, got {model_ids}")
     # entries by (key, face): a gallery image of two faces (--face all) is two entries, and keyed by the
     # image alone its faces made the mated flags wider than the scores
     probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]
@@ -640,7 +643,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     verification alike. `title` defaults to what the shards hold (`sides_title`: "Masked probes vs
     unmasked gallery", or a title and a note saying otherwise). `gallery_per_identity` None: every
     image of the gallery side is a gallery image (`split_gallery`; `mfr run`'s gallery folder). `masks`:
-    how the probes were masked (`mfr run`: "surgical masks, run seed 0"), said in the protocol line and
+    how the probes were masked (`mfr run`: "the surgical mask style, run seed 0"), said in the protocol line and
     report.json (two runs of other styles gave reports that read alike)."""
     # before any shard is read: a typo (gallery_per_identiy=2) or seed=-1 failed after them all, deep inside
     unknown = sorted(set(kwargs) - {"max_pairs", "seed"})
@@ -735,9 +738,6 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         if missing:
             raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(known)})")
         name_of = "fusion: " + " + ".join(group)
-        if len({model_ids[g] for g in group}) < len(group):  # as the distributed reducer refuses it
-            raise ValueError(f"cannot fuse {list(group)}: the models to fuse must differ, and they are "
-                             f"{[model_ids[g] for g in group]}")
         if distributed:
             from jobs.reduce import score_fused_distributed
 
@@ -781,8 +781,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         except BaseException:
             # a report cut short (a full disk, Ctrl-C) takes back the files it added: report files without
             # mfr's report.json are the user's to `refuse_foreign_report`, and every rerun was refused
-            for name in new:
-                out.delete(name)
+            for added in new:
+                out.delete(added)
             raise
     return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
 
@@ -818,11 +818,12 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     a = emb[first_face.loc[[pairs.a[i] for i in both]].to_numpy()]
     b = emb[first_face.loc[[pairs.b[i] for i in both]].to_numpy()]
     real = M.pair_scores(a, b, str(rows.similarity.iloc[0])).astype(np.float64)
-    scores = np.full(len(keep), M.rejected_score(real))  # rejected at every real threshold
+    floor = M.rejected_score(real)
+    scores = np.full(len(keep), floor)  # rejected at every real threshold
     scores[acquired] = real
     labels = pairs.labels[keep]
     folds = pairs.folds[keep] if pairs.folds is not None else None
-    result = evaluate(name, scores, labels, folds=folds, floor=M.rejected_score(real))
+    result = evaluate(name, scores, labels, folds=folds, floor=floor)
     result.score = SCORE_UNITS[str(rows.similarity.iloc[0])]
     result.verification["pairs_skipped"] = len(pairs) - len(keep)
     images = {k for i in keep for k in (pairs.a[i], pairs.b[i])}

@@ -44,7 +44,8 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
             f"{model_path.with_suffix('.json').name} (for an insightface-style model: "
             '{"preset": "arcface-112"}), or in Python pass one (spec="arcface-112")'
         )
-    return ModelSpec.from_embedded(embedded, f"{model_path}: its metadata's spec ({METADATA_KEY})"), "the file's metadata"
+    spec = ModelSpec.from_embedded(embedded, f"{model_path}: its metadata's spec ({METADATA_KEY})")
+    return spec, "the file's metadata"
 
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs

@@ -154,26 +154,26 @@ def seed_readings_table(results: list[MethodResult]) -> list[str]:
     """The seed's own readings, to set beside its published tables (they were in report.json only,
     and the seed's "FPIR" columns have no counterpart above when every probe is in the gallery):
     TAR at the ROC point whose FAR is nearest f, and its closed-set "FPIR" reading."""
-    rows, unmeasured = [], []
+    rows, reasons = [], []
     for r in results:
         tars = (r.verification or {}).get("seed_tar_at_far") or {}
         fpirs = (r.identification or {}).get("seed_fpir") or {}
         why = (r.identification or {}).get("seed_fpir_unmeasured")
         if why:
-            unmeasured.append(f"{r.name}: {why}")
+            reasons.append(f"{r.name}: {why}")
         if tars or fpirs or why:
             cells = [_pct(tars.get(str(f))) for f in TABLE_FARS] + [_pct(fpirs.get(str(f))) for f in TABLE_FPIRS]
             rows.append(f"| {r.name} | " + " | ".join(cells) + " |")
     if not rows:
         return []
-    unmeasured = [f"The seed's \"FPIR\" reads n/a for {'; '.join(dict.fromkeys(unmeasured))}.", ""] if unmeasured else []
+    why_na = [f"The seed's \"FPIR\" reads n/a for {'; '.join(dict.fromkeys(reasons))}.", ""] if reasons else []
     return ["## The seed's readings", "",
             "| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | \"FPIR\"=0.01 (%) | \"FPIR\"=0.1 (%) |",
             "|---|---:|---:|---:|---:|---:|", *rows, "",
             "As the seed's scripts read them, to compare with its published tables: TAR at the ROC point whose "
             "FAR is nearest f (scikit-learn's `roc_curve`); \"FPIR\" f: the share of mated probes whose mated "
             "score is above the k-th highest non-mated score of all their comparisons, k = ceil(f x mated "
-            "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", "", *unmeasured]
+            "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", "", *why_na]
 
 
 def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None) -> str:
