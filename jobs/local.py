@@ -112,12 +112,17 @@ def _ended(pid: int) -> bool:
         return False
 
 
-def _start_worker(factory: bytes, parent: int | None = None) -> None:
+def _start_worker(factory: bytes, parent: int | None = None, environ: dict | None = None) -> None:
     global _worker, _failure
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if parent is not None:
         threading.Thread(target=_exit_after, args=(parent,), daemon=True, name="mfr-parent-watch").start()
+    if environ is not None:
+        # the caller's environment now: the forkserver keeps the one of the process's first job, and AWS
+        # settings exported after it (a notebook, a test session) left the workers without credentials
+        os.environ.clear()
+        os.environ.update(environ)
     os.environ["MFR_NUM_THREADS"] = "1"
     try:
         _worker = pickle.loads(factory)()
@@ -238,7 +243,7 @@ def run_local(tables, factory, *, write, faces_column: str, batch_size: int, row
     # by value (cloudpickle), as Ray sends it: a mask style defined in the user's own script is in its
     # `__main__`, which the workers never import (`_main_module_hidden`)
     with ProcessPoolExecutor(max_workers=processes, mp_context=context, initializer=_start_worker,
-                             initargs=(cloudpickle.dumps(factory), os.getpid())) as pool:
+                             initargs=(cloudpickle.dumps(factory), os.getpid(), dict(os.environ))) as pool:
         try:
             with _main_module_hidden():  # every process starts now (and loads its models), none later
                 starting = [pool.submit(_started) for _ in range(processes)]

@@ -458,3 +458,30 @@ def test_a_script_without_a_main_guard_runs_its_job_once(dataset, tmp_path):
     faces = read_manifest(str(tmp_path / "out"))
     masked = faces[faces.status == "ok"]
     assert len(masked) >= 4 and set(masked.mask_style) == {"grey"}
+
+
+def test_workers_see_the_environment_of_the_job_not_of_the_first_one(monkeypatch):
+    """The forkserver keeps the environment of the process's first local job: AWS settings exported
+    after it (a notebook; a test session whose S3 fixture came later) left the workers of every later
+    job without credentials ("Unable to locate credentials")."""
+    import functools
+    import time
+
+    import pyarrow as pa
+
+    from jobs.local import run_local
+
+    def job():
+        def factory():  # sent by value: the worker says what it sees
+            raise ValueError(f"MFR_ENV_PROBE={os.environ.get('MFR_ENV_PROBE')}")
+
+        return functools.partial(run_local, [pa.table({"key": ["a.jpg"]})], factory, write=None,
+                                 faces_column="masked", batch_size=1, rows_per_shard=1, processes=1,
+                                 started=time.perf_counter(), tally=Tally())
+
+    monkeypatch.delenv("MFR_ENV_PROBE", raising=False)
+    with pytest.raises(ValueError, match="MFR_ENV_PROBE=None"):
+        job()()
+    monkeypatch.setenv("MFR_ENV_PROBE", "exported later")
+    with pytest.raises(ValueError, match="MFR_ENV_PROBE=exported later"):
+        job()()
