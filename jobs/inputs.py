@@ -7,10 +7,11 @@ file with one row per image:
     masked          optional flag (1/0, true/false, yes/no): images already masked are not masked again
     face_type       optional, the seed's `A_B` code (A: 0 frontal / 1 profile, B: 0 clear / 1 blurred)
     part_0_x ... part_67_y   optional 68 landmarks in the seed's CSV layout: the face is masked from
-                    them and not detected
+                    them and not detected (a row whose landmark cells are all empty is detected)
 The seed's own `landmark/test.csv` is such a manifest. An image with several faces takes one row per
 face, each with the same path and its own landmarks (and face type): the rows become one input whose
-faces are numbered in row order. Rows that cannot be used (an unsafe path, a duplicate, bad numbers)
+faces are numbered in row order (one bad face row refuses the image). A CSV's cells are read stripped
+of surrounding spaces. Rows that cannot be used (an unsafe path, a duplicate, bad numbers)
 are not dropped: they reach the output manifest with their status and reason.
 """
 
@@ -43,7 +44,7 @@ class InputItem:
     landmarks68: list[float] | None = None  # 136 values (x, y) per given face, faces one after another
     status: str | None = None
     message: str = ""
-    input_row: str = ""   # unique per input row: the key, or for a manifest's repeat "<key>#row<N>"
+    input_row: str = ""   # unique per input row: the key, or "<key>#<n>" for the n-th row of a path (a repeat, refused)
     gallery: bool = False  # `mfr run`: this image is its identity's gallery image, not a probe
     # `mfr run`'s rerun: the output folders that already hold this image (its manifest, some shard
     # folders), because a model or mode was added since: only the others are written
@@ -216,7 +217,9 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
         for line, row in enumerate(reader, start=2):
             if not any((c or "").strip() for v in row.values() for c in (v if isinstance(v, list) else (v,))):
                 continue  # a row of empty cells (",,": a spreadsheet's blank line) is a blank line
-            yield line, row
+            # "a/1.jpg, alice" (a space after the comma): the cell was " alice", another identity than
+            # "alice", and " a/1.jpg" a missing file
+            yield line, {k: v.strip() if isinstance(v, str) else v for k, v in row.items()}
     except csv.Error as exc:
         raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
     finally:
@@ -255,10 +258,11 @@ class _ManifestRows:
     def key(self, row: dict) -> tuple[str, str | None, str]:
         """(the path as written, the safe key or None, why it is not safe)."""
         try:
-            if self.seed_paths:
-                raw = f"{row.get('sub_folder') or ''}/{row.get('image_name') or ''}"
-                return raw, safe_key(seed_relative_path(row.get("sub_folder") or "", row.get("image_name") or "")), ""
-            raw = str(row.get("path") or "")
+            if self.seed_paths:  # cell_text: a Parquet sub_folder 0 read as "" named another image
+                folder, image = cell_text(row.get("sub_folder")), cell_text(row.get("image_name"))
+                raw = f"{folder}/{image}"
+                return raw, safe_key(seed_relative_path(folder, image)), ""
+            raw = cell_text(row.get("path"))
             if "\n" in raw or "\r" in raw:
                 return raw, None, f"the path holds a line break: {UNCLOSED_QUOTE}"
             return raw, safe_key(self.relative(raw)), ""
@@ -283,7 +287,7 @@ class _ManifestRows:
             hint = ("; a manifest's paths are relative to the images root (--images), or absolute under it"
                     + (f" ({self.roots[0].rstrip('/') or '/'})" if self.roots else "")) \
                 if "absolute" in unsafe or "a URI where" in unsafe else ""
-            return InputItem(raw, cell_text(row.get("identity")), status="unsafe_path", input_row=f"{raw}#row{line}",
+            return InputItem(raw, cell_text(row.get("identity")), status="unsafe_path",
                              message=f"{where}: {unsafe}; nothing read or written{hint}")
         item = InputItem(key, cell_text(row.get("identity")) or folder_identity(key))
         try:
@@ -294,40 +298,84 @@ class _ManifestRows:
 
                 item.face_type = FaceType.from_code(str(row["face_type"])).code
             if self.has_landmarks:
-                values = [float(row[c]) for c in LANDMARK_COLUMNS]
-                if not all(math.isfinite(v) for v in values):
-                    raise ValueError("landmarks must be finite numbers")
-                item.landmarks68 = values
+                item.landmarks68 = landmark_values(row)
         except (TypeError, ValueError) as exc:
             item.status, item.message = "bad_row", f"{where}: {exc}"
         return item
 
 
-class _RepeatedPaths:
-    """The rows of paths that more than one row names, added in row order: a row giving a further
-    face of its image (`another_face_of`) joins the first row's item; any other repeat is a duplicate,
-    kept with the row it repeats."""
+def landmark_values(row: dict) -> list[float] | None:
+    """The 136 landmark values of a manifest row, or None where every landmark cell is empty (the
+    face is detected, as for a row of a manifest without them). Raises ValueError naming the cell
+    that is empty or not a number (was: float()'s own words, "could not convert string to float: ''")."""
+    cells = [cell_text(row.get(c)).strip() for c in LANDMARK_COLUMNS]
+    if not any(cells):
+        return None
+    values = []
+    for column, cell in zip(LANDMARK_COLUMNS, cells):
+        if not cell:
+            empty = sum(not c for c in cells)
+            raise ValueError(f"{empty} of the 136 landmark cells are empty ({column} the first): give all of "
+                             "them, or none to have the face detected")
+        try:
+            value = float(cell)
+        except ValueError:
+            raise ValueError(f"landmark {column} is not a number: {cell!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"landmark {column} is {cell!r}: landmarks must be finite numbers")
+        values.append(value)
+    return values
 
-    def __init__(self, name: str):
-        self.name = name
+
+class _RepeatedPaths:
+    """The rows of paths that more than one row names, added in row order. The first row is the
+    image's input; a later row giving a further face of it (`another_face_of`) joins it. In a manifest
+    of landmarks, an image's face rows are one input: one refused face row (`bad_row`) refuses the
+    image, with that row's reason, so that no face of it is masked until the row is fixed (a later bad
+    row was marked a duplicate, its reason lost and `--strict` passing; a first bad row made the good
+    ones "duplicates ... processed once", and none was). Any other later row keeps its own refusal, or
+    is a duplicate. Such rows answer `<key>#<n>`, the n-th row naming the image, which rows added
+    elsewhere in the manifest do not change (a row number did: each rerun then left stale rows)."""
+
+    def __init__(self, name: str, landmarks: bool = False):
+        self.name, self.landmarks = name, landmarks
         self.first: dict[str, tuple[int, InputItem]] = {}
+        self.count: dict[str, int] = {}
         self.items: list[tuple[int, InputItem]] = []
+
+    def _face_row(self, item: InputItem) -> bool:
+        return self.landmarks and (bool(item.landmarks68) or item.status == "bad_row")
 
     def add(self, line: int, item: InputItem) -> None:
         if item.key not in self.first:
-            self.first[item.key] = (line, item)
+            self.first[item.key], self.count[item.key] = (line, item), 1
             self.items.append((line, item))
             return
         first_line, first = self.first[item.key]
+        self.count[item.key] += 1
         if another_face_of(first, item):
             first.landmarks68 = first.landmarks68 + item.landmarks68
             first.face_type = _face_types(first, item)
             return
-        item.input_row = f"{item.key}#row{line}"
-        item.status, item.message = "duplicate", f"{self.name} row {line}: same image as row {first_line}; processed once"
-        if item.landmarks68 and first.landmarks68 and first.status is None:
-            item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
-                             else " (a further face of an image needs the same identity and masked flag)")
+        if "bad_row" in (first.status, item.status) and self._face_row(first) and self._face_row(item):
+            if first.status is None:
+                first.status = "bad_row"
+                first.message = (f"{item.message}; the image's face rows (row {first_line} and on) are one input: "
+                                 "none of its faces is masked until that row is fixed")
+            return
+        item.input_row = f"{item.key}#{self.count[item.key]}"
+        if item.status is not None:
+            self.items.append((line, item))  # its own refusal, and reason
+            return
+        item.status = "duplicate"
+        if first.status is not None:
+            item.message = (f"{self.name} row {line}: same image as row {first_line}, which is refused "
+                            f"({first.status}): fix that row")
+        else:
+            item.message = f"{self.name} row {line}: same image as row {first_line}; processed once"
+            if item.landmarks68 and first.landmarks68:
+                item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
+                                 else " (a further face of an image needs the same identity and masked flag)")
         self.items.append((line, item))
 
 
@@ -393,13 +441,17 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
         del ordered
         repeated = {twice[i:i + 16] for i in range(0, len(twice), 16)}
         stamp = _unchanged(name, stat, stamp)
-        repeats = _RepeatedPaths(name)
+        repeats = _RepeatedPaths(name, rows.has_landmarks)
+        unsafe: dict[bytes, int] = {}  # a refused path's rows so far, by digest
         for line, row in _records(handle, name, encoding):
             item = rows.item(row, line)
-            if repeated and item.status != "unsafe_path" and digest(item.key) in repeated:
+            if item.status != "unsafe_path" and repeated and digest(item.key) in repeated:
                 repeats.add(line, item)
-            else:
-                yield line, item
+                continue
+            if item.status == "unsafe_path":  # the n-th row of that path (not its row number: see _RepeatedPaths)
+                seen = unsafe[digest(item.key)] = unsafe.get(digest(item.key), 0) + 1
+                item.input_row = f"{item.key}#{seen}"
+            yield line, item
         _unchanged(name, stat, stamp)
         yield from repeats.items
 

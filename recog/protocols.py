@@ -293,9 +293,10 @@ def read_masked_flag(value) -> bool:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "y", "masked", "mask"):
+    # "1.0", "0.0": a CSV that pandas wrote from a flag column with gaps (a float column)
+    if text in ("1", "1.0", "true", "yes", "y", "masked", "mask"):
         return True
-    if text in ("0", "false", "no", "n", "unmasked", "", "none"):
+    if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none", "nan"):
         return False
     raise ValueError(f"cannot read {value!r} as a masked flag")
 

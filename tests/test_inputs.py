@@ -101,7 +101,7 @@ def test_rows_giving_further_faces_of_one_image_become_one_input():
     first, same, other, second = items
     assert first.key == "a/1.jpg" and first.status is None and first.face_type == "0_0,,1_1"
     assert first.landmarks68 == [float(v) for start in (0, 1000, 2000) for v in range(start, start + 136)]
-    assert (same.status, same.input_row) == ("duplicate", "a/1.jpg#row5")
+    assert (same.status, same.input_row) == ("duplicate", "a/1.jpg#4")  # the 4th row naming a/1.jpg
     assert "same image as row 2" in same.message and "a face already given" in same.message
     assert other.status == "duplicate" and "same identity and masked flag" in other.message
     assert second.key == "b/2.jpg" and len(second.landmarks68) == 272 and second.face_type == ",0_1"
@@ -129,6 +129,61 @@ def test_hand_made_manifests_mean_what_they_say():
     sink = io.BytesIO()
     pq.write_table(pa.table({"path": ["x/1.jpg", "x/2.jpg", "x/3.jpg"], "identity": [0.0, 1.0, float("nan")]}), sink)
     assert [it.identity for it in read_input_manifest(sink.getvalue(), "m.parquet")] == ["0", "1", "x"]
+
+
+def _face_rows(*rows) -> bytes:
+    """A landmark manifest: (path, first landmark value or a list of 136 cells) per row."""
+    def cells(v):
+        return [str(v + i) for i in range(136)] if isinstance(v, (int, float)) else list(v)
+    return ("path," + ",".join(LANDMARK_COLUMNS) + "\n"
+            + "".join(",".join([path] + cells(v)) + "\n" for path, v in rows)).encode()
+
+
+def test_a_bad_face_row_refuses_its_image_with_its_reason():
+    """An image's face rows are one input: a bad one (after or before the good ones) refuses the image
+    with that row's reason. Before, a later bad row was a 'duplicate' (fine for --strict, its reason
+    lost), and after a first bad row the good ones were 'duplicates ... processed once' while none was."""
+    empty_cell = ["1"] * 135 + [""]
+    later = read_input_manifest(_face_rows(("a/1.jpg", 0), ("a/1.jpg", 1000), ("a/1.jpg", empty_cell)), "f.csv")
+    assert [(it.key, it.status, it.input_row) for it in later] == [("a/1.jpg", "bad_row", "")]
+    assert later[0].message.startswith("f.csv row 4: 1 of the 136 landmark cells are empty (part_67_y the first)")
+    assert "face rows (row 2 and on) are one input" in later[0].message
+    first = read_input_manifest(_face_rows(("a/1.jpg", ["x"] + ["1"] * 135), ("a/1.jpg", 0), ("a/1.jpg", 500),
+                                           ("b/2.jpg", 0)), "f.csv")
+    assert [(it.key, it.status) for it in first] == [("a/1.jpg", "bad_row"), ("b/2.jpg", None)]
+    assert first[0].message == "f.csv row 2: landmark part_0_x is not a number: 'x'"
+    # a row with no landmarks at all has its face detected, as in a manifest without them
+    (detect,) = read_input_manifest(_face_rows(("c/3.jpg", [""] * 136)), "f.csv")
+    assert (detect.status, detect.landmarks68) == (None, None)
+    # a plain repeat of a refused row says so, not "processed once"
+    plain = read_input_manifest(b"path,masked\na.jpg,maybe\na.jpg,1\n", "p.csv")
+    assert [it.status for it in plain] == ["bad_row", "duplicate"]
+    assert plain[1].message == "p.csv row 3: same image as row 2, which is refused (bad_row): fix that row"
+
+
+def test_repeated_and_refused_rows_keep_their_ids_when_rows_are_added():
+    """A repeat answers '<key>#<n>' (the n-th row naming the image) and a refused path '<path>#<n>': a
+    row added above them left the old ids (by row number) stale in the output beside new ones."""
+    before = read_input_manifest(b"path\na/1.jpg\na/1.jpg\n../x.jpg\n../x.jpg\n", "m.csv")
+    after = read_input_manifest(b"path\nb/0.jpg\na/1.jpg\nb/0.jpg\na/1.jpg\n../x.jpg\n../x.jpg\n", "m.csv")
+    ids = [it.input_row or it.key for it in before]
+    assert ids == ["a/1.jpg", "a/1.jpg#2", "../x.jpg#1", "../x.jpg#2"]
+    assert set(ids) < {it.input_row or it.key for it in after}
+
+
+def test_cells_are_read_as_a_spreadsheet_user_means_them():
+    """Spaces around a CSV cell (' alice' was another identity than 'alice', ' a/1.jpg' a missing
+    file); a seed-layout Parquet's numeric sub_folder (0 was read as none: another image); a CSV
+    masked flag written by pandas from a column with gaps ('1.0' was a bad row)."""
+    items = read_input_manifest(b"path, identity, masked\n a/1.jpg , alice,1.0\na/2.jpg,alice ,0.0\n", "m.csv")
+    assert [(it.key, it.identity, it.masked, it.status) for it in items] == [
+        ("a/1.jpg", "alice", True, None), ("a/2.jpg", "alice", False, None)]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"sub_folder": [0, 1], "image_name": ["1.jpg", "2.jpg"]}), sink)
+    assert [it.key for it in read_input_manifest(sink.getvalue(), "s.parquet")] == ["0/1.jpg", "1/2.jpg"]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"sub_folder": [1.0], "image_name": ["2.jpg"]}), sink)
+    assert [it.key for it in read_input_manifest(sink.getvalue(), "s.parquet")] == ["1/2.jpg"]
 
 
 def test_unusable_manifests_raise(tmp_path):
@@ -168,8 +223,7 @@ def test_repeated_paths_are_found_whatever_their_digest_and_wherever_they_are():
     items = read_input_manifest(("\n".join(lines) + "\n").encode(), "m.csv")
     assert len(items) == 5005
     repeats = [it for it in items if it.status == "duplicate"]
-    assert [(it.key, it.input_row) for it in repeats] == [(keys[1], f"{keys[1]}#row5005"),
-                                                          (keys[2], f"{keys[2]}#row5006")]
+    assert [(it.key, it.input_row) for it in repeats] == [(keys[1], f"{keys[1]}#2"), (keys[2], f"{keys[2]}#2")]
     assert "same image as row 3" in repeats[0].message and "same image as row 4" in repeats[1].message
     streamed = list(manifest_items(("\n".join(lines) + "\n").encode(), "m.csv"))
     assert sorted(line for line, _ in streamed) == sorted(set(line for line, _ in streamed))

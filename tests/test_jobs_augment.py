@@ -285,11 +285,27 @@ def test_a_manifest_gives_several_faces_of_one_image_by_one_row_each(face_photos
     assert given.face_type.iloc[0] == "0_0" and given.face_type.iloc[1]  # given, then classified
     for face, got in zip(points, given.landmarks68):
         assert np.allclose(np.asarray(got).reshape(68, 2), face, atol=0.01)
-    assert sorted(rows[rows.status == "duplicate"].input_row) == [f"{key}#row4", f"{key}#row5"]
+    assert sorted(rows[rows.status == "duplicate"].input_row) == [f"{key}#3", f"{key}#4"]
     masked = read_rgb(out / given.output_key.iloc[0]).astype(int)
     for face in points:  # a mask over each face's mouth, not just the first one
         x, y = face[48:68].mean(axis=0).astype(int)
         assert np.abs(masked[y - 5:y + 5, x - 5:x + 5] - image[y - 5:y + 5, x - 5:x + 5]).mean() > 20
+
+    # a bad face row refuses the image (--strict fails); fixed, --retry-failed masks both faces, and the
+    # output holds the image's two face rows only (the bad row was a 'duplicate', and after the fix the
+    # second face was never masked)
+    bad = row(1).rsplit(",", 1)[0] + ",\n"
+    manifest.write_text("path,identity,face_type," + ",".join(LANDMARK_COLUMNS) + "\n" + row(0, "0_0") + bad)
+    fixed = tmp_path / "fixed"
+    summary = run_augment(str(manifest), str(fixed), AugmentOptions(style="surgical"), executor="local")
+    assert summary.statuses == {"bad_row": 1} and summary.faces == 0
+    assert "part_67_y the first" in read_manifest(str(fixed)).message.iloc[0]
+    manifest.write_text("path,identity,face_type," + ",".join(LANDMARK_COLUMNS) + "\n" + row(0, "0_0") + row(1))
+    summary = run_augment(str(manifest), str(fixed), AugmentOptions(style="surgical"), executor="local",
+                          retry_failed=True)
+    assert summary.statuses == {"ok": 1} and summary.faces == 2
+    rows = read_manifest(str(fixed))
+    assert rows.status.tolist() == ["ok", "ok"] and sorted(rows.face_index) == [0, 1]
 
 
 def test_reading_the_manifest_of_something_that_is_not_an_augment_output_says_so(tmp_path, bucket):
