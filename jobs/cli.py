@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="list: the built-in models; describe: a model's spec (JSON); build: fetch, convert and "
                          "cache a built-in model, print its path and SHA-256")
     md.add_argument("name", nargs="?", help="built-in model name or .onnx path (describe, build)")
-    md.add_argument("--accept-model-licence", action="store_true", help="accept a restrictive licence (build)")
+    md.add_argument("--accept-model-licence", action="store_true", help="accept a restrictive licence (build; describe of a licensed model's file)")
     return p
 
 
@@ -802,7 +802,7 @@ def cmd_models(args) -> int:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
         # the spec the jobs will use (a sidecar JSON beside the file wins over the file's metadata)
-        embedder = Embedder(path, device="cpu", threads=1)
+        embedder = Embedder(path, device="cpu", threads=1, accept_licence=args.accept_model_licence)
         print(json.dumps(embedder.spec.to_dict(), indent=1, default=str))
         print(f"spec from {embedder.spec_origin}", file=sys.stderr)
         embedder.check()  # as a job checks it before any input

@@ -186,6 +186,28 @@ def protocol_file(uri: str, option: str = "--pairs", dataset: str | None = None)
             raise ValueError(str(exc).replace(str(path), redact(uri))) from None
 
 
+def refuse_sides_without_identity(input_uri: str, labels: dict | None, id_lists, marked: dict | None, split) -> None:
+    """Before anything is embedded: a gallery or probe side none of whose images has an identity (a
+    flat folder of photos, a manifest without identities) has nothing to score, and was refused only
+    after every image was embedded. The sides: the lists (gallery, probes), a manifest's masked
+    column (`marked`) or the masked rule's `split` (keys, flags)."""
+    from jobs.inputs import folder_identity
+    from jobs.score import none_with_an_identity
+
+    if id_lists is not None:
+        sides = {"gallery": id_lists[0], "probe": id_lists[1]}
+    elif marked is not None:
+        sides = {"gallery": [k for k, f in marked.items() if not f], "probe": [k for k, f in marked.items() if f]}
+    else:
+        keys, flags = split
+        sides = {"gallery": [k for k, f in zip(keys, flags) if not f], "probe": [k for k, f in zip(keys, flags) if f]}
+    for side, side_keys in sides.items():
+        if side_keys and not any((labels[k][0] if labels is not None and k in labels else folder_identity(k))
+                                 for k in side_keys):
+            raise ValueError(f"{none_with_an_identity(side, redact(input_uri), len(side_keys))} (nothing was "
+                             "embedded)")
+
+
 def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similarity: str,
                 gallery_template: str = "best", missing: str = "error"):
     """MethodResult of the probe images against the gallery images (every gallery image an entry, or
@@ -367,6 +389,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
             raise ValueError(f"need masked and unmasked images: {where}the masked rule '{masked_rule}' matches "
                              f"none (or all) of the file names; give --masked-rule{refused_said} "
                              "(nothing was embedded)")
+    if protocol is None:
+        refuse_sides_without_identity(input_uri, labels, id_lists, marked if by_column else None,
+                                      None if needed or by_column else (sorted(k for k in keys if is_image_name(k)),
+                                                                        flags))
     out.check_writable()
     embeddings = out.uri_of("embeddings")
     # the rows' masked column says what the report splits by: a manifest's column, else the masked rule
@@ -378,9 +404,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                         workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress,
                         retry_failed=retry_failed)
     try:
-        name = Path(model).stem if model.endswith(".onnx") else model
         # this model's rows only: an output evaluated with another model before holds its shards too
-        ours = ColumnsEqual(model_id=model_identity(model, accept_licence)[0], mode="plain")
+        model_id = model_identity(model, accept_licence)[0]
+        ours = ColumnsEqual(model_id=model_id, mode="plain")
+        name = model_id.split("@")[0]  # the spec's name, as `mfr score` names it (was an .onnx file's name)
         if protocol is not None:
             result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
             skipped = (result.verification or {}).get("pairs_skipped") or 0

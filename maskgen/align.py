@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from maskgen.checks import is_whole
+
 
 @dataclass(frozen=True)
 class FaceTemplate:
@@ -29,8 +31,8 @@ class FaceTemplate:
         arr = np.asarray(points, dtype=np.float64)
         if arr.shape != (5, 2) or not np.isfinite(arr).all():
             raise ValueError(f"a face template needs 5 finite (x, y) points, got shape {arr.shape}")
-        if width <= 0 or height <= 0:
-            raise ValueError(f"template size must be positive, got {width}x{height}")
+        if not (is_whole(width) and is_whole(height) and width > 0 and height > 0):  # 112.5 was cut to 112
+            raise ValueError(f"template size must be whole numbers of pixels above 0, got {width!r}x{height!r}")
         return cls(tuple((float(x), float(y)) for x, y in arr), int(width), int(height))
 
     @property
@@ -46,8 +48,8 @@ class FaceTemplate:
         face to 1 / 1.5 of the crop), as dlib's `get_face_chip(..., padding)` does.
         """
         height = width if height is None else height
-        if width <= 0 or height <= 0:
-            raise ValueError(f"template size must be positive, got {width}x{height}")
+        if not (is_whole(width) and is_whole(height) and width > 0 and height > 0):
+            raise ValueError(f"template size must be whole numbers of pixels above 0, got {width!r}x{height!r}")
         if not 0 <= padding < float("inf"):  # NaN too
             raise ValueError(f"padding must be a finite number >= 0, got {padding}")
         scale = height / self.height / (1.0 + 2.0 * padding)

@@ -86,7 +86,7 @@ def given_type(face_type: FaceType, landmarks68: np.ndarray) -> FaceType:
     its code does not say estimated from the landmarks: which way a profile is turned decides its
     mask's side (`maskgen.masks`), and a NaN yaw had every given profile masked as turned to the
     image's right."""
-    if math.isfinite(face_type.yaw):
+    if face_type.yaw is not None and math.isfinite(face_type.yaw):  # None: a record's NaN yaw read back
         return face_type
     return replace(face_type, yaw=yaw_degrees(landmarks68))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 import os
 import subprocess
 import sys
@@ -58,6 +59,22 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+STALE_TEMPORARY_S = 15 * 60  # far longer than writing a model file takes, even to a shared file system
+
+
+def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_TEMPORARY_S) -> None:
+    """Remove the `write_atomic` temporaries in `folder` older than `older_than_s`: a process killed
+    while it wrote one (SIGKILL, a lost node) cannot remove its own, and a model's is tens of MB. By age,
+    not by whether the process that wrote it lives: a cache may be shared by several machines."""
+    cutoff = time.time() - older_than_s
+    for tmp in folder.glob(TMP_PREFIX + "*"):
+        try:
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:  # gone already (another process tidied it), or not ours to remove
+            pass
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -69,7 +86,7 @@ class ModelCacheError(RuntimeError):
 def cached_bytes_file(path: Path, make, expected: str | None = None) -> Path:
     """`path`, a model file of the cache, checked before use: against `expected` (a SHA-256 known in
     advance) or else the SHA-256 recorded beside it (`<name>.sha256`) when it was made. A file that
-    does not match (truncated, overwritten) is made again once with `make()` (fetch, build or
+    does not match (truncated, overwritten), or has no record, is made again once with `make()` (fetch, build or
     convert); if that does not match either, ModelCacheError says which file and what to do."""
     cached_bytes(path, make, expected)
     return path
@@ -79,15 +96,14 @@ def cached_bytes(path: Path, make, expected: str | None = None) -> bytes:
     """The contents of `cached_bytes_file(path, make, expected)`, read once: for a caller that
     needs the bytes, not the path."""
     record = path.with_name(path.name + ".sha256")
-    if path.is_file():
-        want = expected or (record.read_text().strip() if record.is_file() else None)
+    # a file without its record is made again: nothing says it is whole (a copied or tidied folder of
+    # .onnx files, a truncated one, was recorded as good and failed every job after)
+    want = expected or (record.read_text().strip() if record.is_file() else None)
+    if want is not None and path.is_file():
         data = path.read_bytes()
-        have = sha256_bytes(data)
-        if want is None:
-            write_atomic(record, have.encode())  # a file cached before hashes were recorded
+        if sha256_bytes(data) == want:
             return data
-        if have == want:
-            return data
+    remove_stale_temporaries(path.parent)
     data = make()
     digest = sha256_bytes(data)
     if expected and digest != expected:

@@ -58,6 +58,15 @@ def test_models_list_describe_build(capsys, tmp_path):
     assert "not a built-in model" in capsys.readouterr().err
     assert main(["models", "list", "sface"]) == 2  # was: the name ignored
     assert "takes no model name" in capsys.readouterr().err
+    # a licensed model's file: refused without the flag, described with it (the flag was taken by
+    # `build` only, and the refusal asked for the very flag given)
+    from recog import zoo
+
+    mbf = zoo.builtin_path("insightface-mbf", accept_licence=True)
+    assert main(["models", "describe", str(mbf)]) == 2
+    assert "--accept-model-licence" in capsys.readouterr().err
+    assert main(["models", "describe", str(mbf), "--accept-model-licence"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "insightface-mbf"
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"junk\n")
     assert main(["models", "describe", str(junk)]) == 2  # was a protobuf traceback, exit 1

@@ -690,6 +690,20 @@ def test_a_corrupt_model_cache_is_made_again_or_refused_clearly(tmp_path, monkey
     MTCNN()  # made again from the mtcnn package's weights, then used
     assert cached_models()["pnet"].read_bytes() == good
 
+    # a model without its record (a copied or tidied folder of .onnx files) was taken as good and its
+    # hash recorded: a truncated one then failed every job. It is made again; a killed build's
+    # temporary (35 MB for sface) goes then, one still being written stays
+    sface = zoo.builtin_path("sface")
+    whole = sface.read_bytes()
+    sface.write_bytes(whole[:1_000_000])
+    sface.with_name(sface.name + ".sha256").unlink()
+    stale, fresh = sface.parent / f"{TMP_PREFIX}1-killed", sface.parent / f"{TMP_PREFIX}2-writing"
+    for tmp in (stale, fresh):
+        tmp.write_bytes(b"part of a model")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    assert zoo.builtin_path("sface").read_bytes() == whole
+    assert not stale.exists() and fresh.exists()
+
     sface = zoo.builtin_path("sface")
     sface.write_bytes(b"\0" * 1000)
     monkeypatch.setattr(zoo, "_fetch", lambda entry: (_ for _ in ()).throw(

@@ -329,13 +329,26 @@ def test_photos_at_the_top_of_the_folder_have_no_identity_and_are_left_out(face_
     shutil.copy(photos[people[2]][0], dataset / "stray.jpg")
     shutil.copy(photos[people[3]][0], dataset / "stray_mask.jpg")
     out = tmp_path / "out"
+    from recog import zoo
+
+    model = str(zoo.builtin_path("sface"))  # a model given as a file is named by its spec, not the file
     assert main(["evaluate", str(dataset), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
-                 "--quiet"]) == 0
+                 "--model", model, "--quiet"]) == 0
     assert "note: 1 probe and 1 gallery image(s) have no identity and were left out" in capsys.readouterr().out
     result = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    assert result["name"] == "sface"
     ident = result["identification"]
     assert (ident["probes"], ident["gallery"], ident["gallery_identities"]) == (2, 2, 2), ident
     assert result["acquisition"]["no_identity"] == {"probe": 1, "gallery": 1}
+    # a flat folder (every photo at the top) was refused only after every image was embedded
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for name in ("stray.jpg", "stray_mask.jpg"):
+        shutil.copy(dataset / name, flat / name)
+    assert main(["evaluate", str(flat), str(tmp_path / "out2"), "--masked-rule", "_mask", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the 1 gallery image(s) under" in err and "(nothing was embedded)" in err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_it(shared_data, tmp_path, capsys):
