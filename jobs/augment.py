@@ -35,7 +35,7 @@ from jobs.pool import ensure_ray, plan_pool, use_threads
 from jobs.settings import augment_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
-from jobs.storage import StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
+from jobs.storage import MissingColumns, StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
 from maskgen.augment import AugmentOptions
 from maskgen.checks import check_flag, is_whole
 from maskgen.decode import DEFAULT_MAX_PIXELS
@@ -413,11 +413,12 @@ def plan_from(images_uri: str, output, groups, lister, tally, notes, where, limi
             "count": tally.todo, "todo": todo, "notes": notes}
 
 
-def read_parquet_dir(store, directory: str, columns=None) -> list:
+def read_parquet_dir(store, directory: str, columns=None, required=()) -> list:
     """Every Parquet shard under `directory` of a store, as pyarrow tables (for reports, `embed
     --from-augment` and tests: the jobs themselves never read a whole output into one process),
     less the rows of an image whose write a stopped job left incomplete (`jobs.source.CutWrites`):
-    a reader sees an image's rows whole or not at all, as the rerun that finishes the job will."""
+    a reader sees an image's rows whole or not at all, as the rerun that finishes the job will. A
+    shard without one of `columns` or `required` is a ValueError naming it (`read_shard`)."""
     from jobs.source import CutWrites, DoneRows
 
     cuts = CutWrites()
@@ -425,12 +426,24 @@ def read_parquet_dir(store, directory: str, columns=None) -> list:
     for key in store.list(directory):
         if key.endswith(".parquet"):
             try:
-                table = read_parquet_bytes(store.read(key), columns=columns)
+                table = read_shard(store, key, columns, required)
+            except MissingColumns:
+                raise
             except (OSError, ValueError) as exc:  # pyarrow names the buffer, not the file
                 raise ValueError(f"{store.uri_of(key)} is not a readable Parquet shard ({exc}); the job's rerun "
                                  "does its rows again and sets it aside (as .damaged)") from None
             tables.append(cuts.hold(key, table) if "input_row" in table.column_names else table)
     return tables + list(cuts.settle(store, DoneRows(drop=False)))
+
+
+def read_shard(store, key: str, columns=None, required=()):
+    """The Parquet file at `key` (`columns` of it), refused naming the file when it lacks one of those
+    or of `required` (another tool's file, or one written by hand: a KeyError traceback, or pyarrow's
+    words about a schema, named nothing)."""
+    try:
+        return read_parquet_bytes(store.read(key), columns=columns, required=required)
+    except MissingColumns as exc:
+        raise MissingColumns(f"{store.uri_of(key)} has {exc}: not a file mfr wrote there") from None
 
 
 def read_manifest(output_uri: str):

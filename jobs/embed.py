@@ -529,6 +529,27 @@ def pa_strings(values):
     return pa.array(list(values), pa.string())
 
 
+# what scoring reads of an embedding shard: one without a column is refused naming it (was a KeyError
+# traceback, or pyarrow's words, naming nothing; a missing similarity was taken for cosine)
+SCORED_COLUMNS = ("key", "identity", "face_index", "status", "similarity", "model_id", "mode", "masked", "embedding")
+
+
+def repeated_faces(rows, where: str) -> None:
+    """Refuse face rows (`ok_faces`' rows, or labels with `key` and `face_index`, and `model_id` and
+    `mode` where given) that are there more than once: shards of two runs copied into one folder, each
+    repeat a probe or gallery entry of its own (30 probes were scored as 45, silently). An mfr output
+    never holds them: a rerun replaces an image's rows."""
+    columns = [c for c in ("model_id", "mode", "key", "face_index") if c in rows]
+    repeated = rows.duplicated(columns)
+    if not repeated.any():
+        return
+    first = rows[repeated].iloc[0]
+    method = f" of {str(first.model_id).split('@')[0]} {first['mode']}" if "model_id" in rows else ""
+    raise ValueError(f"{where}: {int(repeated.sum())} face row(s) are there more than once (e.g. {first.key!r} face "
+                     f"{int(first.face_index)}{method}): shards of two runs copied into one folder? Each repeat would "
+                     "count as a sample of its own; score each run's folder on its own")
+
+
 def read_shards(uri: str, with_failures: bool = False, where=None):
     """All embedding shards under `uri` as (table rows as pandas, embeddings (N, D) float32) of the
     faces that have an embedding; with `with_failures`, also the images that gave none
@@ -537,7 +558,7 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
     import pyarrow as pa
 
     store = open_store(uri)
-    tables = read_parquet_dir(store, SHARD_DIR)
+    tables = read_parquet_dir(store, SHARD_DIR, required=SCORED_COLUMNS)
     if not tables:
         raise FileNotFoundError(f"no embedding shards under {store.uri}/{SHARD_DIR}{where_shards_are(store)}")
     if where is not None:
@@ -553,6 +574,7 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
                          "read one model's rows at a time")
     whole = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])
     rows, emb = ok_faces(whole)
+    repeated_faces(rows, store.uri)
     return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
 
 

@@ -288,11 +288,15 @@ def _shard_table(store, keys, where=None):
     method scored) selects: a folder may hold several models' and modes' rows."""
     import pyarrow as pa
 
-    from jobs.storage import read_parquet_bytes
+    from jobs.augment import read_shard
+    from jobs.embed import SCORED_COLUMNS
 
-    tables = [read_parquet_bytes(store.read(k)) for k in keys]
+    tables = [read_shard(store, k, required=SCORED_COLUMNS) for k in keys]
     if where is not None:
+        # the chosen rows only: a folder's other models (another embedding size: a fixed-size list of
+        # another length) cannot be joined to them, even as empty tables ("node: string", exit 2)
         tables = [t.filter(where(t)) for t in tables]
+        tables = [t for t in tables if t.num_rows] or tables[:1]
     return pa.concat_tables(tables) if tables else None
 
 
@@ -320,15 +324,15 @@ def _gallery_index(shard_keys: list[str], uri: str, first_shard: int):
     (key, identity), and their similarities. Only these labels reach the driver: tens of bytes per face."""
     import pandas as pd
 
-    from jobs.embed import failed_samples
+    from jobs.augment import read_shard
+    from jobs.embed import SCORED_COLUMNS, failed_samples
     from jobs.inputs import ColumnsEqual
-    from jobs.storage import open_store, read_parquet_bytes
+    from jobs.storage import open_store
 
     store = open_store(uri)
     got = {}
     for n, k in enumerate(shard_keys):
-        table = read_parquet_bytes(store.read(k), columns=["key", "identity", "face_index", "status", "similarity",
-                                                            "model_id", "mode", "masked"])
+        table = read_shard(store, k, [c for c in SCORED_COLUMNS if c != "embedding"], SCORED_COLUMNS)
         for method in _methods_of(table):
             t = table.filter(ColumnsEqual(model_id=method[0], mode=method[1])(table))
             frames, failed, similarities = got.setdefault(method, ([], [], set()))
@@ -399,7 +403,7 @@ def _index(uri: str, shards_per_task: int, name: str | None = None):
     import pandas as pd
     import ray
 
-    from jobs.embed import SHARD_DIR, where_shards_are
+    from jobs.embed import SHARD_DIR, repeated_faces, where_shards_are
     from jobs.storage import open_store
 
     store = open_store(uri)
@@ -418,6 +422,7 @@ def _index(uri: str, shards_per_task: int, name: str | None = None):
         raise ValueError(f"the gallery shards under {store.uri} of {method[0]} {method[1]} must have one "
                          f"similarity, found {sorted(similarities)}")
     failed = pd.concat([f for _, f, _ in held], ignore_index=True)
+    repeated_faces(rows, store.uri)
     return Index(rows, failed, store.uri, where, shards, method[0], similarities.pop() if similarities else "cosine")
 
 
@@ -642,15 +647,19 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
     are probes, all embedded faces (gallery images included), rows of images outside the gallery in
     which no face was embedded, and the samples (images with a face, or failures to acquire, as
     `jobs.embed.failed_samples` has them) left out for want of an identity (`_probe_rows`)."""
-    from jobs.embed import NOT_FAILURES
+    import pandas as pd
+
+    from jobs.augment import read_shard
+    from jobs.embed import NOT_FAILURES, SCORED_COLUMNS, repeated_faces
     from jobs.score import has_identity
-    from jobs.storage import open_store, read_parquet_bytes
+    from jobs.storage import open_store
 
     store = open_store(probe_uri)
-    counts, unnamed = {}, {}
+    counts, unnamed, faces_read = {}, {}, []
     for k in shard_keys:
-        t = read_parquet_bytes(store.read(k), columns=["key", "identity", "status", "model_id", "mode"]
-                               ).to_pandas(use_threads=False)
+        t = read_shard(store, k, ["key", "identity", "face_index", "status", "model_id", "mode"],
+                       SCORED_COLUMNS).to_pandas(use_threads=False)
+        faces_read.append(t[t.status == "ok"][["model_id", "mode", "key", "face_index"]])
         named = has_identity(t.identity)
         ok, probe = t.status == "ok", ~t.key.isin(exclude_keys) & named
         sample = ok | ~t.status.isin(NOT_FAILURES)  # (a text file's `not_an_image` row is no image)
@@ -660,6 +669,8 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
                               failed + int((~ok & probe)[at].sum()))
             # keys, not rows: an image's rows may lie in two shards of the task's folder
             unnamed.setdefault(method, set()).update(t.key[at][(sample & ~named)[at]])
+    # repeats within this task's shards (a run's shards copied beside another's share their folders)
+    repeated_faces(pd.concat(faces_read, ignore_index=True), store.uri)
     return {method: (*c, len(unnamed[method])) for method, c in counts.items()}
 
 

@@ -38,6 +38,10 @@ class UnreadableObject(StorageError):
     status = "unreadable"
 
 
+class MissingColumns(ValueError):
+    """A Parquet file lacks columns its reader needs (not a file of the kind expected)."""
+
+
 class UnsafeKeyError(ValueError):
     """A key that would leave the store's prefix, or is otherwise not a plain relative path."""
 
@@ -582,20 +586,21 @@ def _scrub(text: str) -> str:
     return re.sub(r"//\S+", lambda m: redact("x:" + m.group(0)).removeprefix("x:"), text)
 
 
-def read_parquet_bytes(data: bytes, columns=None):
+def read_parquet_bytes(data: bytes, columns=None, required=()):
     """A Parquet file's bytes as a pyarrow table, read on this thread alone. pyarrow starts a thread
     pool on `pq.read_table` (its dataset layer does, even with `use_threads=False`), and a pool
     thread still running at interpreter exit can abort the process in its C++ destructor
     ("terminate called without an active exception", SIGABRT): 1 run in 12 on CI with read_table.
     `ParquetFile` over an Arrow buffer reads on the caller's thread and starts no thread at all.
     Our shards are small; one thread reads them fast enough. A column the file lacks is an error,
-    as it is for read_table (ParquetFile alone would silently leave it out)."""
+    as it is for read_table (ParquetFile alone would silently leave it out), and so is one of
+    `required`, read or not (MissingColumns)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(pa.BufferReader(data), pre_buffer=False)
-    if columns is not None:
-        missing = [c for c in columns if c not in parquet.schema_arrow.names]
-        if missing:
-            raise pa.ArrowInvalid(f"Parquet file has no column(s) {missing}; it has {parquet.schema_arrow.names}")
+    names = parquet.schema_arrow.names
+    missing = [c for c in dict.fromkeys([*(columns or ()), *required]) if c not in names]
+    if missing:
+        raise MissingColumns(f"no column(s) {missing}; it has {names}")
     return parquet.read(columns=columns, use_threads=False)

@@ -515,6 +515,48 @@ def test_the_distributed_reducer_reads_the_method_named_as_one_process_does(ray_
             run_score(str(tmp_path / "q"), str(tmp_path / "g"), str(tmp_path / "x"), name="m plain", distributed=d)
 
 
+def test_folders_of_two_embedding_sizes_repeated_rows_and_missing_columns_on_both_reducers(ray_runtime, tmp_path):
+    """Three things a review found, each on both reducers: a folder holding models of two embedding
+    sizes failed `--distributed` with "node: string" (pyarrow joined the other model's empty table)
+    though --name chose one; rows there twice (two runs' shards copied together) were scored as samples
+    of their own (30 probes as 45); a shard without a column was a KeyError traceback, naming nothing."""
+    import pyarrow.parquet as pq
+
+    from jobs.score import run_score
+
+    small, ids = faces(n_ids=4, per_id=4, dim=16, seed=21)
+    large, _ = faces(n_ids=4, per_id=4, dim=24, seed=22)
+
+    def records(vectors, masked, model):
+        return [FaceRecord(source_key=f"{ids[i]}/{i % 4}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 4}.jpg",
+                           face_index=0, masked=masked, embedding=vectors[i], model_id=model, mode="plain",
+                           similarity="cosine") for i in range(len(ids))]
+
+    for side, masked in (("p", True), ("g", False)):
+        write_shard(tmp_path / side, records(small, masked, "small@sha256:00"), 16)
+        write_shard(tmp_path / side, records(large, masked, "large@sha256:11"), 24)
+    for name in ("small", "large"):
+        reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"{name}{d}"), name=name,
+                             distributed=d)["result"].to_dict() for d in (False, True)]
+        assert reports[0] == reports[1] and reports[0]["identification"]["probes"] == 12
+    # the first model's probe shard copied in again, beside the first
+    shards = tmp_path / "p" / "shards" / "g=x"
+    (shards / "part-2.parquet").write_bytes((shards / "part-0.parquet").read_bytes())
+    for d in (False, True):
+        with pytest.raises(ValueError, match=r"16 face row\(s\) are there more than once \(e.g. '.*' face 0 of "
+                                             r"small plain\): shards of two runs"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"twice{d}"), name="small",
+                      distributed=d)
+    (shards / "part-2.parquet").unlink()
+    # a shard without its identity column
+    table = pq.read_table(shards / "part-0.parquet")
+    pq.write_table(table.drop(["identity"]), shards / "part-0.parquet")
+    for d in (False, True):
+        with pytest.raises(ValueError, match=rf"{shards / 'part-0.parquet'} has no column\(s\) \['identity'\]"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"cut{d}"), name="small",
+                      distributed=d)
+
+
 def test_fusion_of_models_that_chose_other_gallery_images_counts_alike_in_both_reducers(ray_runtime, tmp_path):
     """Model b found no face in id2/0.jpg, so its gallery image of id2 is id2/1.jpg. One process left out
     of the fusion's probes only each model's own gallery images, so id2/0.jpg and id2/1.jpg were counted
