@@ -394,6 +394,9 @@ def root_spellings(images, input_uri: str, images_uri: str | None = None) -> tup
     return tuple(dict.fromkeys(s.rstrip("/") + "/" for s in spellings))
 
 
+REFUSED = "\0refused\0"  # before a refused path's text in the first pass's digests: never a key's
+
+
 def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: str | None = None,
                    roots: tuple = ()):
     """(row number, item) for every input of a manifest (its bytes, or the path of a local copy; see
@@ -420,9 +423,8 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
             try:
                 for _, row in _records(handle, name, encoding):
                     rows = rows or _ManifestRows(set(row), name, roots)
-                    key = rows.key(row)[1]
-                    if key is not None:
-                        seen += digest(key)
+                    raw, key, _ = rows.key(row)
+                    seen += digest(key) if key is not None else digest(REFUSED + raw)
                 break
             except UnicodeDecodeError as exc:
                 if given:
@@ -442,15 +444,16 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
         repeated = {twice[i:i + 16] for i in range(0, len(twice), 16)}
         stamp = _unchanged(name, stat, stamp)
         repeats = _RepeatedPaths(name, rows.has_landmarks)
-        unsafe: dict[bytes, int] = {}  # a refused path's rows so far, by digest
+        refused: dict[bytes, int] = {}  # the rows so far of each refused path that more than one row names
         for line, row in _records(handle, name, encoding):
             item = rows.item(row, line)
             if item.status != "unsafe_path" and repeated and digest(item.key) in repeated:
                 repeats.add(line, item)
                 continue
-            if item.status == "unsafe_path":  # the n-th row of that path (not its row number: see _RepeatedPaths)
-                seen = unsafe[digest(item.key)] = unsafe.get(digest(item.key), 0) + 1
-                item.input_row = f"{item.key}#{seen}"
+            if item.status == "unsafe_path" and repeated and digest(REFUSED + item.key) in repeated:
+                # its n-th row answers "<path>#<n>", as a repeated key's (not the row number: see _RepeatedPaths)
+                count = refused[digest(REFUSED + item.key)] = refused.get(digest(REFUSED + item.key), 0) + 1
+                item.input_row = f"{item.key}#{count}" if count > 1 else ""
             yield line, item
         _unchanged(name, stat, stamp)
         yield from repeats.items

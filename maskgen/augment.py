@@ -24,7 +24,8 @@ from maskgen.detect import DetectorOptions, Face
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
-from maskgen.masks import STYLE_NAMES, MaskStyle, check_seed, in_photo_tone, mask_rng, photo_tint, style_from_name
+from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
+                           style_from_name)
 from maskgen.record import FaceRecord, as_recorded
 
 OUTPUTS = ("image", "crops", "both")
@@ -179,29 +180,40 @@ class Augmenter:
         records, crop_points = [], []
         for i in range(n):
             lm = as_recorded(landmarks68[i])  # as the manifest keeps them: a re-rendering gives these pixels
-            ftype = given_type(face_types[i], lm) if face_types and face_types[i] else \
-                classify_face(image, lm, opts.face_types)
-            # drawn with the yaw and blur as the record keeps them: a turned face's far side follows its
-            # yaw, and a re-rendering from the record gives these pixels
-            ftype = replace(ftype, yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4))
-            note, params, masked = "", None, False
-            if i not in chosen:
+            unusable = unusable_landmarks(lm, w, h)  # before the face type and the 5 points read them
+            ftype, note, params, masked = None, "", None, False
+            if unusable:
+                note = f"mask not drawn: {unusable}"
+            else:
+                ftype = given_type(face_types[i], lm) if face_types and face_types[i] else \
+                    classify_face(image, lm, opts.face_types)
+                # drawn with the yaw and blur as the record keeps them: a turned face's far side follows
+                # its yaw, and a re-rendering from the record gives these pixels
+                ftype = replace(ftype, yaw=round(float(ftype.yaw), 2), blur=round(float(ftype.blur), 4))
+            if unusable:
+                pass
+            elif i not in chosen:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"
             elif sizes[i] < opts.min_face_size:
                 note = f"smaller than min_face_size ({sizes[i]:.1f} < {opts.min_face_size:g} px)"  # 19.6 read "20 < 20"
             else:
                 try:
-                    out, _, params = self.style(out, lm, mask_rng(opts.seed, key, i), ftype)
-                    masked = True
+                    out, coverage, params = self.style(out, lm, mask_rng(opts.seed, key, i), ftype)
+                    masked = bool(np.any(coverage))
+                    if not masked:  # nothing of it on the image: no mask, and no crop of one
+                        params, note = None, "mask not drawn: none of it falls on the image"
                 except ValueError as exc:  # degenerate landmarks
                     note = f"mask not drawn: {exc}"
-            # eyes located on the unmasked image: the mask must not move the alignment
-            align_pts, how = alignment_points(points5[i], lm, opts.alignment,
-                                              lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
-            align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
+            align_pts, how = None, None
+            if not unusable:  # eyes located on the unmasked image: the mask must not move the alignment
+                align_pts, how = alignment_points(points5[i], lm, opts.alignment,
+                                                  lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
+                align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
+            given = face_types[i].code if face_types and face_types[i] else None
             records.append(FaceRecord(
                 source_key=key, face_index=i, box=boxes[i], score=scores[i], landmarks5=points5[i],
-                landmarks68=lm, face_type=ftype.code, yaw=ftype.yaw, blur=ftype.blur, masked=masked, mask=params, message=note,
+                landmarks68=lm, face_type=ftype.code if ftype else given, yaw=ftype.yaw if ftype else None,
+                blur=ftype.blur if ftype else None, masked=masked, mask=params, message=note,
                 source=sources[i] if sources else "given", alignment=how, aligned5=align_pts, seed=opts.seed,
                 image_size=[int(w), int(h)],
             ))
@@ -220,6 +232,21 @@ class Augmenter:
             record.message = record.message or message
         return AugmentResult(key, "ok", message, w, h, records,
                              out if opts.outputs in ("image", "both") else None, crops)
+
+
+def unusable_landmarks(landmarks68, width: int, height: int) -> str:
+    """Why a face's 68 landmarks cannot make a mask ("" when they can): NaN or infinite points (named
+    by `face_landmarks`; a NaN nose or eye point stopped the whole image in its face type or 5 points,
+    where one at the jaw was recorded per face), or every point off the image (such a face was
+    recorded masked with nothing drawn, its crop all black)."""
+    try:
+        lm = face_landmarks(landmarks68)
+    except ValueError as exc:
+        return str(exc)
+    inside = (lm[:, 0] >= 0) & (lm[:, 0] < width) & (lm[:, 1] >= 0) & (lm[:, 1] < height)
+    if not inside.any():
+        return f"every landmark lies outside the {width}x{height} image"
+    return ""
 
 
 def landmarks_to_face(landmarks68: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -115,6 +115,9 @@ def face_blur(image: np.ndarray, landmarks68: np.ndarray) -> float:
 
 def classify_face(image: np.ndarray, landmarks68: np.ndarray,
                   options: FaceTypeOptions = FaceTypeOptions()) -> FaceType:
+    from maskgen.decode import check_rgb
+
+    check_rgb(image)  # a grey image failed inside OpenCV ("Bad number of channels"), a float one passed
     yaw = yaw_degrees(landmarks68)
     blur = face_blur(image, landmarks68)
     return FaceType(abs(yaw) >= options.profile_yaw, blur >= options.blur_threshold, yaw, blur)

@@ -136,6 +136,34 @@ def eye_roll_degrees(points5) -> float:
     return float(np.degrees(np.arctan2(dy, dx)))
 
 
+def checked_boxes(boxes, shape, points5=None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(boxes (N, 4), points5 (N, 5, 2) or None) as float64, refused (ValueError, naming the faces) where
+    dlib would answer nonsense without a word: a NaN box ("cannot convert float NaN to integer"), an
+    empty or inverted one or one wholly off the image (68 points piled on one pixel, or 7e10 px away),
+    5 points that are not one set per box or not finite (the levelling skipped)."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        arr = arr.reshape(0, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"boxes are (N, 4): x1, y1, x2, y2 per face; got shape {arr.shape}")
+    h, w = shape[:2]
+    for what, bad in (("NaN or infinite", ~np.isfinite(arr).all(axis=1)),
+                      ("empty or inverted (x2 <= x1 or y2 <= y1)", (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1])),
+                      (f"wholly outside the {w}x{h} image",
+                       (arr[:, 2] <= 0) | (arr[:, 3] <= 0) | (arr[:, 0] >= w) | (arr[:, 1] >= h))):
+        if bad.any():
+            raise ValueError(f"box(es) {np.flatnonzero(bad).tolist()} are {what}: no landmarks can be found in them")
+    if points5 is not None:
+        pts = np.asarray(points5, dtype=np.float64)
+        if pts.shape != (len(arr), 5, 2):
+            raise ValueError(f"points5 are one set of 5 (x, y) points per box, ({len(arr)}, 5, 2); got shape {pts.shape}")
+        if not np.isfinite(pts).all():
+            raise ValueError(f"points5 of face(s) {np.flatnonzero(~np.isfinite(pts).all(axis=(1, 2))).tolist()} are "
+                             "NaN or infinite")
+        points5 = pts
+    return arr, points5
+
+
 class LandmarkPredictor:
     """dlib's 68-point shape predictor, fed with detector boxes mapped into dlib's convention."""
 
@@ -160,6 +188,7 @@ class LandmarkPredictor:
         degrees its points fell on the cheek and neck (mean error 0.84 to 0.95 of the eye distance),
         so masks were drawn there."""
         check_rgb(image)
+        boxes, points5 = checked_boxes(boxes, image.shape, points5)
         squares = self.mapping.apply(boxes)
         image = np.ascontiguousarray(image)
         out = np.empty((len(squares), 68, 2), dtype=np.float32)

@@ -296,7 +296,7 @@ def read_masked_flag(value) -> bool:
     # "1.0", "0.0": a CSV that pandas wrote from a flag column with gaps (a float column)
     if text in ("1", "1.0", "true", "yes", "y", "masked", "mask"):
         return True
-    if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none", "nan"):
+    if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none"):
         return False
     raise ValueError(f"cannot read {value!r} as a masked flag")
 

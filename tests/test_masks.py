@@ -208,6 +208,48 @@ def test_the_seed_polygon_recorded_is_the_one_drawn():
         style.render(image, row.landmarks, {**called_params, "polygon": [1, 2, 68]})
 
 
+def test_a_face_whose_landmarks_cannot_make_a_mask_is_recorded_beside_the_good_ones(shared_faces_68):
+    """`Augmenter.mask_faces` with two faces, the second's landmarks bad: a NaN nose or eye point (rows
+    30 and 36, which the face type and the 5 points read first) lost the whole image, good face too,
+    with a message naming no row; landmarks wholly off the image were recorded masked with nothing
+    drawn and an all-black crop. Each is now the bad face's own note; the good face is masked."""
+    from maskgen.augment import Augmenter, AugmentOptions
+
+    _, image, faces, lm = shared_faces_68[3]
+    augmenter = Augmenter(AugmentOptions(style="surgical", face="all", outputs="both"))
+    off_image = lm[0] + 10 * max(image.shape)
+    for bad, why in ((np.where(np.arange(68)[:, None] == 30, np.nan, lm[0]), r"landmark(s) [30] are NaN"),
+                     (np.where(np.arange(68)[:, None] == 36, np.inf, lm[0]), r"landmark(s) [36] are NaN or infinite"),
+                     (off_image, "every landmark lies outside the")):
+        result = augmenter.mask_faces(image, "k.jpg", np.array([faces[0].box] * 2), [faces[0].score] * 2,
+                                      np.array([faces[0].points] * 2), np.stack([lm[0], bad]))
+        good, broken = result.faces
+        assert result.status == "ok" and good.masked and not broken.masked
+        assert broken.message.startswith("mask not drawn: ") and why in broken.message, broken.message
+        assert len(result.crops) == 1 and result.crops[0].mean() > 20
+
+
+def test_predictor_refuses_boxes_it_cannot_read(predictor, shared_faces_68):
+    """NaN boxes were "cannot convert float NaN to integer"; inverted or off-image ones gave 68 points
+    on one pixel or 7e10 px away, silently; 5 points of the wrong count an IndexError or nothing."""
+    _, image, faces, _ = shared_faces_68[3]
+    h, w = image.shape[:2]
+    box = np.array(faces[0].box, float)
+    for boxes, why in (([[np.nan, 0, 10, 10]], "NaN or infinite"), ([[50, 50, 40, 60]], "empty or inverted"),
+                       ([[w + 5, 0, w + 50, 40]], f"wholly outside the {w}x{h} image"), ([[1, 2, 3]], "shape")):
+        with pytest.raises(ValueError, match=why):
+            predictor.predict(image, np.array(boxes, float))
+    with pytest.raises(ValueError, match="one set of 5"):
+        predictor.predict(image, box[None], np.array([faces[0].points] * 2))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        predictor.predict(image, box[None], np.full((1, 5, 2), np.nan))
+    assert predictor.predict(image, np.zeros((0, 4))).shape == (0, 68, 2)
+    from maskgen.facetype import classify_face
+
+    with pytest.raises(ValueError, match="RGB uint8"):  # a grey image failed inside OpenCV
+        classify_face(image[..., 0], np.asarray(shared_faces_68[3][3][0]))
+
+
 @pytest.mark.parametrize("name", ("seed",) + REALISTIC)
 def test_landmarks_that_cannot_make_a_mask_are_refused_naming_them(name, shared_faces_68):
     """A NaN or infinite landmark painted a band to the image's corner in 30 s (seed) or nothing at all
