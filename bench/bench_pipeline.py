@@ -72,10 +72,18 @@ def finished_output(images: Path, output: Path, folders: int, per_folder: int) -
     from jobs.augment import manifest_schema
     from jobs.source import group_id
 
-    if (output / "manifest").exists() and sum(1 for _ in images.rglob("*.jpg")) == folders * per_folder:
+    from jobs.settings import SETTINGS_KEY
+
+    record = output / SETTINGS_KEY
+    if (output / "manifest").exists() and record.exists() and \
+            sum(1 for _ in images.rglob("*.jpg")) == folders * per_folder:
         return
     shutil.rmtree(images, ignore_errors=True)
     shutil.rmtree(output, ignore_errors=True)
+    # the record a job leaves, not binding (as one interrupted before its first shard leaves it): the
+    # rerun records its own settings; without one the output is refused as files mfr did not write
+    output.mkdir(parents=True)
+    record.write_text(json.dumps({"command": "mfr mask", "settings": {}, "binding": False}))
     schema = manifest_schema()
     for f in range(folders):
         folder = images / f"id{f:05d}"
@@ -90,7 +98,7 @@ def finished_output(images: Path, output: Path, folders: int, per_folder: int) -
                 "seed": [0] * per_folder}
         table = pa.table({field.name: rows.get(field.name, [None] * per_folder) for field in schema}, schema=schema)
         target = output / "manifest" / group_id(folder.name) / "part-synthetic.parquet"
-        target.parent.mkdir(parents=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, target)
 
 
