@@ -539,15 +539,22 @@ def repeated_faces(rows, where: str) -> None:
     `mode` where given) that are there more than once: shards of two runs copied into one folder, each
     repeat a probe or gallery entry of its own (30 probes were scored as 45, silently). An mfr output
     never holds them: a rerun replaces an image's rows."""
+    message = repeated_faces_message(rows, where)
+    if message:
+        raise ValueError(message)
+
+
+def repeated_faces_message(rows, where: str) -> str:
+    """`repeated_faces`' refusal, or "" when no face row is there twice."""
     columns = [c for c in ("model_id", "mode", "key", "face_index") if c in rows]
     repeated = rows.duplicated(columns)
     if not repeated.any():
-        return
+        return ""
     first = rows[repeated].iloc[0]
     method = f" of {str(first.model_id).split('@')[0]} {first['mode']}" if "model_id" in rows else ""
-    raise ValueError(f"{where}: {int(repeated.sum())} face row(s) are there more than once (e.g. {first.key!r} face "
-                     f"{int(first.face_index)}{method}): shards of two runs copied into one folder? Each repeat would "
-                     "count as a sample of its own; score each run's folder on its own")
+    return (f"{where}: {int(repeated.sum())} face row(s) are there more than once (e.g. {first.key!r} face "
+            f"{int(first.face_index)}{method}): shards of two runs copied into one folder? Each repeat would "
+            "count as a sample of its own; score each run's folder on its own")
 
 
 def read_shards(uri: str, with_failures: bool = False, where=None):

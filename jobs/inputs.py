@@ -45,6 +45,9 @@ class InputItem:
     status: str | None = None
     message: str = ""
     input_row: str = ""   # unique per input row: the key, or "<key>#<n>" for the n-th row of a path (a repeat, refused)
+    # the id a repeated or refused row had before ids were numbered per path ("<key>#row<line>"): a
+    # rerun over an output of that version counts the row done by it, not a second row beside it
+    legacy_row: str = ""
     gallery: bool = False  # `mfr run`: this image is its identity's gallery image, not a probe
     # `mfr run`'s rerun: the output folders that already hold this image (its manifest, some shard
     # folders), because a model or mode was added since: only the others are written
@@ -363,7 +366,7 @@ class _RepeatedPaths:
                 first.message = (f"{item.message}; the image's face rows (row {first_line} and on) are one input: "
                                  "none of its faces is masked until that row is fixed")
             return
-        item.input_row = f"{item.key}#{self.count[item.key]}"
+        item.input_row, item.legacy_row = f"{item.key}#{self.count[item.key]}", f"{item.key}#row{line}"
         if item.status is not None:
             self.items.append((line, item))  # its own refusal, and reason
             return
@@ -450,6 +453,8 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
             if item.status != "unsafe_path" and repeated and digest(item.key) in repeated:
                 repeats.add(line, item)
                 continue
+            if item.status == "unsafe_path":
+                item.legacy_row = f"{item.key}#row{line}"
             if item.status == "unsafe_path" and repeated and digest(REFUSED + item.key) in repeated:
                 # its n-th row answers "<path>#<n>", as a repeated key's (not the row number: see _RepeatedPaths)
                 count = refused[digest(REFUSED + item.key)] = refused.get(digest(REFUSED + item.key), 0) + 1
@@ -716,6 +721,10 @@ class ManifestLister:
             roles.assign(items)
         names = [printable(item.input_row or item.key) for item in items]
         finished, failed_before = done.contains(names), failed.contains(names)
+        older = [i for i, item in enumerate(items) if item.legacy_row and not finished[i]]
+        if older:  # rows an earlier version recorded under their row number (`InputItem.legacy_row`)
+            names = [printable(items[i].legacy_row) for i in older]
+            finished[older], failed_before[older] = done.contains(names), failed.contains(names)
         todo, skipped_failed = [], 0
         for item, was, did_fail in zip(items, finished, failed_before):
             if was:

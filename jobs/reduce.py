@@ -650,7 +650,7 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
     import pandas as pd
 
     from jobs.augment import read_shard
-    from jobs.embed import NOT_FAILURES, SCORED_COLUMNS, repeated_faces
+    from jobs.embed import NOT_FAILURES, SCORED_COLUMNS, repeated_faces_message
     from jobs.score import has_identity
     from jobs.storage import open_store
 
@@ -669,9 +669,12 @@ def _count_probes(shard_keys: list[str], probe_uri: str, exclude_keys) -> dict:
                               failed + int((~ok & probe)[at].sum()))
             # keys, not rows: an image's rows may lie in two shards of the task's folder
             unnamed.setdefault(method, set()).update(t.key[at][(sample & ~named)[at]])
-    # repeats within this task's shards (a run's shards copied beside another's share their folders)
-    repeated_faces(pd.concat(faces_read, ignore_index=True), store.uri)
-    return {method: (*c, len(unnamed[method])) for method, c in counts.items()}
+    # repeats within this task's shards (a run's shards copied beside another's share their folders),
+    # per method: the driver refuses those of the method it scores, not another's
+    faces = pd.concat(faces_read, ignore_index=True)
+    repeats = {method: repeated_faces_message(rows, store.uri)
+               for method, rows in faces.groupby(["model_id", "mode"], sort=False)}
+    return {method: (*c, len(unnamed[method]), repeats.get(method, "")) for method, c in counts.items()}
 
 
 def _probe_counts(uri: str, groups: list[list[str]], exclude, name: str | None):
@@ -689,6 +692,9 @@ def _probe_counts(uri: str, groups: list[list[str]], exclude, name: str | None):
     got = ray.get([count.remote(g, uri, exclude) for g in groups])
     where = method_filter(set().union(*got), name, uri)
     method = (where.values["model_id"], where.values["mode"])
+    repeated = next((c[method][4] for c in got if method in c and c[method][4]), "")
+    if repeated:
+        raise ValueError(repeated)
     return where, tuple(sum(c[method][i] for c in got if method in c) for i in range(4))
 
 

@@ -174,13 +174,17 @@ class Augmenter:
             return AugmentResult(key, "no_face", "no face found", w, h, [],
                                  image.copy() if opts.outputs != "crops" else None)
         sizes = [max(b[2] - b[0], b[3] - b[1]) for b in boxes]
-        chosen = set(select_faces([Face(tuple(float(v) for v in b), float(sc)) for b, sc in zip(boxes, scores)],
-                                  image.shape, opts.face))
+        # faces whose landmarks cannot make a mask are not among those `face` chooses from: a NaN box
+        # (from NaN landmarks) or one wholly off the image was chosen, and the usable face left unmasked
+        lms = [as_recorded(landmarks68[i]) for i in range(n)]  # as the manifest keeps them (re-rendering)
+        reasons = [unusable_landmarks(lm, w, h) for lm in lms]  # before the face type and 5 points read them
+        usable = [i for i in range(n) if not reasons[i]]
+        chosen = {usable[j] for j in select_faces([Face(tuple(float(v) for v in boxes[i]), float(scores[i]))
+                                                   for i in usable], image.shape, opts.face)}
         out = np.ascontiguousarray(image.copy())
         records, crop_points = [], []
         for i in range(n):
-            lm = as_recorded(landmarks68[i])  # as the manifest keeps them: a re-rendering gives these pixels
-            unusable = unusable_landmarks(lm, w, h)  # before the face type and the 5 points read them
+            lm, unusable = lms[i], reasons[i]
             ftype, note, params, masked = None, "", None, False
             if unusable:
                 note = f"mask not drawn: {unusable}"

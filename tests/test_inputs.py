@@ -459,3 +459,29 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
     # a multi-byte character cut by the look's end is still UTF-8
     store.write("long.csv", ("path\n" + "é" * 600_000 + ".jpg\n").encode())
     assert auto_encoding_note(store, "long.csv", head_bytes=1001) is None
+
+
+def test_a_rerun_over_an_output_of_the_row_numbered_ids_adds_no_second_row(tmp_path):
+    """Repeated and refused rows were '<key>#row<line>' before they were numbered per path: a rerun
+    over such an output wrote each again under its new id, two rows for one input row."""
+    import pyarrow.compute as pc
+
+    from jobs.augment import read_manifest, run_augment
+
+    (tmp_path / "in").mkdir()
+    manifest = tmp_path / "in" / "list.csv"
+    manifest.write_text("path\na/1.jpg\na/1.jpg\n../x.jpg\n../x.jpg\nb/2.jpg\n")
+    out = tmp_path / "out"
+    run_augment(str(manifest), str(out), executor="local")
+    before = read_manifest(str(out))
+    assert sorted(before.input_row) == ["../x.jpg", "../x.jpg#2", "a/1.jpg", "a/1.jpg#2", "b/2.jpg"]
+    # the output as the earlier version left it: the same rows under row-numbered ids
+    old_ids = {"a/1.jpg#2": "a/1.jpg#row3", "../x.jpg": "../x.jpg#row4", "../x.jpg#2": "../x.jpg#row5"}
+    for shard in (out / "manifest").rglob("*.parquet"):
+        table = pq.read_table(shard)
+        ids = [old_ids.get(v, v) for v in table.column("input_row").to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("input_row"), "input_row", pa.array(ids)), shard)
+    summary = run_augment(str(manifest), str(out), executor="local")
+    after = read_manifest(str(out))
+    assert summary.skipped == 5 and len(after) == 5, (summary, sorted(after.input_row))
+    assert not pc.any(pa.array(after.input_row.str.endswith("#2"))).as_py()

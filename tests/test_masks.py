@@ -227,6 +227,15 @@ def test_a_face_whose_landmarks_cannot_make_a_mask_is_recorded_beside_the_good_o
         assert result.status == "ok" and good.masked and not broken.masked
         assert broken.message.startswith("mask not drawn: ") and why in broken.message, broken.message
         assert len(result.crops) == 1 and result.crops[0].mean() > 20
+        # `largest` and `center` choose among usable faces: the bad one (first, its box NaN or the
+        # largest) was chosen, and the good one left unmasked as "not the largest face"
+        for policy in ("largest", "center"):
+            chooser = Augmenter(AugmentOptions(style="surgical", face=policy))
+            box = np.array(faces[0].box, float)
+            bad_box = np.array([np.nan] * 4) if "NaN" in why else box * 3
+            result = chooser.mask_faces(image, "k.jpg", np.stack([bad_box, box]), [faces[0].score] * 2,
+                                        np.array([faces[0].points] * 2), np.stack([bad, lm[0]]))
+            assert [f.masked for f in result.faces] == [False, True], (policy, [f.message for f in result.faces])
 
 
 def test_predictor_refuses_boxes_it_cannot_read(predictor, shared_faces_68):

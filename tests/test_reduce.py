@@ -548,6 +548,15 @@ def test_folders_of_two_embedding_sizes_repeated_rows_and_missing_columns_on_bot
             run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"twice{d}"), name="small",
                       distributed=d)
     (shards / "part-2.parquet").unlink()
+    # repeats of another mode than the one scored are not this method's (--distributed refused them)
+    flipped = [r.with_(mode="flip") for r in records(small, True, "small@sha256:00")]
+    write_shard(tmp_path / "p", flipped, 16)
+    write_shard(tmp_path / "p", flipped, 16)
+    reports = [run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / f"flip{d}"), name="small plain",
+                         distributed=d)["result"].to_dict() for d in (False, True)]
+    assert reports[0] == reports[1] and reports[0]["identification"]["probes"] == 12
+    for extra in sorted(shards.glob("part-*.parquet"))[-2:]:
+        extra.unlink()
     # a shard without its identity column
     table = pq.read_table(shards / "part-0.parquet")
     pq.write_table(table.drop(["identity"]), shards / "part-0.parquet")
