@@ -84,13 +84,20 @@ def make_data(work: Path, probes: int, gallery: int, dim: int) -> None:
 
 
 def make_subset(work: Path, probes: int) -> None:
-    """`work/probes-subset`: links to the first shards of `work/probes`, `probes` rows in all."""
+    """`work/probes-subset`: links to the first shards of `work/probes`, `probes` rows in all: a whole
+    number of shards, and fewer than the data holds (rounded up, a smaller count took every shard, and
+    the comparison's rows were the full run's under another label)."""
+    shards = work / "probes" / "shards" / "g=bench"
+    held = len(list(shards.glob("part-*.parquet")))
+    if probes % SHARD_ROWS or not 0 < probes // SHARD_ROWS < held:
+        raise SystemExit(f"--compare-probes is a whole number of the data's {SHARD_ROWS:,}-row shards, fewer than "
+                         f"it holds ({held} here); got {probes:,}")
     subset = work / "probes-subset" / "shards" / "g=bench"
     subset.mkdir(parents=True, exist_ok=True)
     for old in subset.iterdir():
         old.unlink()
-    for n in range(-(-probes // SHARD_ROWS)):
-        (subset / f"part-{n:05d}.parquet").symlink_to(work / "probes" / "shards" / "g=bench" / f"part-{n:05d}.parquet")
+    for n in range(probes // SHARD_ROWS):
+        (subset / f"part-{n:05d}.parquet").symlink_to(shards / f"part-{n:05d}.parquet")
 
 
 def own_peak_kib() -> int:

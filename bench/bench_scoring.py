@@ -26,6 +26,14 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--block", type=int, default=256)
     args = parser.parse_args()
+    # a tenth of the probes are non-mated, and TPIR@FPIR=0.01 needs at least 100 of them; the mated
+    # ones each take a gallery entry of their own
+    if args.probes < 1000:
+        parser.error(f"--probes is at least 1,000 (TPIR@FPIR=0.01 needs 100 non-mated probes, a tenth of "
+                     f"them); got {args.probes:,}")
+    if args.gallery < int(args.probes * 0.9):
+        parser.error(f"--gallery is at least nine tenths of --probes ({int(args.probes * 0.9):,}: each mated probe "
+                     f"has a gallery entry of its own); got {args.gallery:,}")
 
     rng = np.random.default_rng(0)
     gallery = M.normalize_rows(rng.standard_normal((args.gallery, args.dim), dtype=np.float32))
