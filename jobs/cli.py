@@ -669,7 +669,8 @@ def cmd_embed(args) -> int:
                                         mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed,
                                         masked=args.masked, face=args.face, finder_kind=args.input_kind,
                                         crop_mode=args.crop_mode, second_look=_on_off(args.second_look),
-                                        manifest_encoding=args.manifest_encoding))
+                                        manifest_encoding=args.manifest_encoding,
+                                        mask_style=args.mask_style or "seed", seed=args.seed))
         return 0
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,

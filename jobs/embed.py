@@ -202,7 +202,10 @@ class AugmentLister:
                          "input_row": input_row, "status": "", "message": "", "image_key": r["output_key"],
                          "face_index": int(r["face_index"]), "points": r[self.points_column],
                          "box": r["box"], "score": r["score"], "source": r["source"],
-                         "landmarks5": r["landmarks5"], "aligned5": r.get("aligned5"),
+                         # the points the crop is aligned with: the augment's own (`aligned5`), or
+                         # the detected five (they were copied as aligned5 beside "five-point" while
+                         # the output's were the eyes', and could not remake the crop)
+                         "landmarks5": r["landmarks5"], "aligned5": r[self.points_column],
                          "alignment": r.get("alignment") if self.points_column == "aligned5" else "five-point"})
         # every image without a masked face keeps one row with its reason, as embedding from the images
         # does: a probe in which no face was found is a failure to acquire, counted by the scores
@@ -321,7 +324,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
                alignment: str = "five-point", retry_failed: bool = False, masked: bool = False,
                face: str = "center", finder_kind: str | None = None, crop_mode: str | None = None,
-               second_look: bool | None = None, manifest_encoding: str | None = None) -> dict:
+               second_look: bool | None = None, manifest_encoding: str | None = None, mask_style: str = "seed",
+               seed: int = 0) -> dict:
     """What `run_embed` would do, listed by the same code in this process (no Ray, nothing written;
     the model is fetched and cached, since its identity decides which shards count as done). Settings
     the output was not made with are refused, as the run refuses them."""
@@ -335,7 +339,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment, input_uri=input_uri,
-                                                       manifest_encoding=manifest_encoding),
+                                                       manifest_encoding=manifest_encoding, mode=mode,
+                                                       mask_style=mask_style, seed=seed),
                    made="embeddings", record=False,
                    follows=finder_follows(finder, finder_kind, crop_mode, second_look))
     tally = Tally()
@@ -394,23 +399,30 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
 
 
 def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str,
-                   manifest_encoding: str | None = None) -> dict:
+                   manifest_encoding: str | None = None, mode: str = "plain", mask_style: str = "seed",
+                   seed: int = 0) -> dict:
     """What decides every embedding of an output, whatever its model and mode (those are columns of
     each row, so several live side by side): recorded by the job that starts the output, and a rerun
     asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
     faces under one output. That includes the input's kind: a folder's rows and a manifest's are
     grouped apart, so the same images given the other way were not found done, and were embedded
-    and scored twice; and a manifest's encoding (`jobs.settings.input_settings`)."""
+    and scored twice; and a manifest's encoding (`jobs.settings.input_settings`). For `masked-gallery`
+    rows, the mask drawn on the gallery (`mask_style`, run `seed`): a rerun with another mixed two
+    masks under one mode without a word (`jobs.settings.MODE_SETTINGS`: recorded by the first run that
+    draws one, compared only between runs that do)."""
     import dataclasses
     import json
 
     from jobs.inputs import is_manifest
+    from recog.matching import mode_from_name
 
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
+    drawn = {"masked_gallery_style": mask_style, "masked_gallery_seed": seed} \
+        if mode_from_name(mode).masked_gallery else {}
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
                                   "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
-                                  **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding)},
-                                 sort_keys=True, default=str))
+                                  **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding),
+                                  **drawn}, sort_keys=True, default=str))
 
 
 def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: bool, from_augment: bool = False,
@@ -471,7 +483,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     model_id = model_identity(model, accept_licence)[0]
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
     settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
-                              input_uri=input_uri, manifest_encoding=manifest_encoding)
+                              input_uri=input_uri, manifest_encoding=manifest_encoding, mode=mode,
+                              mask_style=mask_style, seed=seed)
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
                             manifest_encoding=manifest_encoding)

@@ -23,6 +23,12 @@ SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"
 RECORDED_SINCE = frozenset({"input", "manifest_encoding"})
 
 
+# settings of one kind of row that an output may or may not hold (`masked-gallery` rows' mask): recorded
+# by the first run that gives them, into the record already there, and compared only between runs
+# that give them (a plain run beside them is not refused for them)
+MODE_SETTINGS = frozenset({"masked_gallery_style", "masked_gallery_seed"})
+
+
 class SettingsChanged(ValueError):
     """A rerun asks for other settings than the output was made with."""
 
@@ -96,7 +102,8 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
         recorded = found["settings"]
         recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
         changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
-                         and not (k in RECORDED_SINCE and k not in recorded))
+                         and not (k in RECORDED_SINCE and k not in recorded)
+                         and not (k in MODE_SETTINGS and (k not in recorded or k not in settings)))
         if changed == ["manifest_encoding"]:
             was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
                         (recorded["manifest_encoding"], settings["manifest_encoding"]))
@@ -121,6 +128,10 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
                                   f"done, so its {made} would not match the earlier ones: run it with the same "
                                   "settings, or write to another output")
+        first = {k: v for k, v in settings.items() if k in MODE_SETTINGS and k not in found["settings"]}
+        if first and record:  # this kind of row's first run into the output: what it drew is recorded
+            store.write(key, json.dumps({**found, "settings": {**found["settings"], **first}}, indent=1,
+                                        sort_keys=True).encode())
         return False
     if not record:
         return False

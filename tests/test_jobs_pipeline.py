@@ -88,6 +88,15 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     order = {k: i for i, k in enumerate(probe_rows.key)}
     cosines = [float(eye_emb[i] @ probe_emb[order[k]]) for i, k in enumerate(eye_rows.key) if k in order]
     assert len(cosines) == 8 and all(0.7 < c < 0.99999 for c in cosines), cosines  # same faces, other crops
+    # the same eye-aligned output embedded by its five points: each row's aligned5 is the points its crop
+    # was aligned with (the eyes' were copied beside "five-point", and could not remake the crop)
+    run_embed(str(tmp_path / "masked-eyes"), str(tmp_path / "five"), "sface", masked=True, from_augment=True)
+    five_rows, five_emb = read_shards(str(tmp_path / "five"))
+    assert set(five_rows.alignment) == {"five-point"}
+    import numpy as np
+
+    assert all(np.allclose(a, b) for a, b in zip(five_rows.aligned5, five_rows.landmarks5))
+    assert not all(np.allclose(a, b) for a, b in zip(manifest.aligned5, manifest.landmarks5))  # the eyes' differ
 
 
 def assert_same_figures(a, b, tol=1e-9, threshold_rtol=None):
