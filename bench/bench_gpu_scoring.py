@@ -187,6 +187,10 @@ def main() -> None:
                         help="cpu: a rehearsal of this script on a machine without a GPU (the graph on the CPU "
                              "provider; 'GPU' tasks on a GPU that Ray is told exists, scoring with NumPy)")
     args = parser.parse_args()
+    if args.only != "scorer":
+        from bench_reducer import check_compare
+
+        check_compare(parser, args.probes, args.compare_probes, args.skip_full)
     log: list = []
     if args.json:
         args.json.write_text("")

@@ -84,20 +84,26 @@ def make_data(work: Path, probes: int, gallery: int, dim: int) -> None:
 
 
 def make_subset(work: Path, probes: int) -> None:
-    """`work/probes-subset`: links to the first shards of `work/probes`, `probes` rows in all: a whole
-    number of shards, and fewer than the data holds (rounded up, a smaller count took every shard, and
-    the comparison's rows were the full run's under another label)."""
+    """`work/probes-subset`: links to the first shards of `work/probes`, `probes` rows in all (a whole
+    number of shards: `check_compare`)."""
     shards = work / "probes" / "shards" / "g=bench"
-    held = len(list(shards.glob("part-*.parquet")))
-    if probes % SHARD_ROWS or not 0 < probes // SHARD_ROWS < held:
-        raise SystemExit(f"--compare-probes is a whole number of the data's {SHARD_ROWS:,}-row shards, fewer than "
-                         f"it holds ({held} here); got {probes:,}")
     subset = work / "probes-subset" / "shards" / "g=bench"
     subset.mkdir(parents=True, exist_ok=True)
     for old in subset.iterdir():
         old.unlink()
     for n in range(probes // SHARD_ROWS):
         (subset / f"part-{n:05d}.parquet").symlink_to(shards / f"part-{n:05d}.parquet")
+
+
+def check_compare(parser, probes: int, compare: int, skip_full: bool) -> None:
+    """Refuse, before any data is made, a comparison that is not a whole number of the data's shards,
+    or all of them while the full run is timed too: rounded up, a smaller count took every shard, and
+    the full run's rows were printed again as the comparison."""
+    shards = -(-probes // SHARD_ROWS)
+    if compare % SHARD_ROWS or not 0 < compare // SHARD_ROWS <= shards or (compare // SHARD_ROWS == shards
+                                                                             and not skip_full):
+        parser.error(f"--compare-probes is a whole number of {SHARD_ROWS:,}-row shards, at most --probes' "
+                     f"{shards} shard(s), and fewer unless --skip-full; got {compare:,}")
 
 
 def own_peak_kib() -> int:
@@ -182,6 +188,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args)
+    check_compare(parser, args.probes, args.compare_probes, args.skip_full)
 
     t0 = time.perf_counter()
     make_data(args.work, args.probes, args.gallery, args.dim)

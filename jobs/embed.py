@@ -406,10 +406,11 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     asking for others is refused (`jobs.settings`): it would skip what is done and leave two kinds of
     faces under one output. That includes the input's kind: a folder's rows and a manifest's are
     grouped apart, so the same images given the other way were not found done, and were embedded
-    and scored twice; and a manifest's encoding (`jobs.settings.input_settings`). For `masked-gallery`
-    rows, the mask drawn on the gallery (`mask_style`, run `seed`): a rerun with another mixed two
-    masks under one mode without a word (`jobs.settings.MODE_SETTINGS`: recorded by the first run that
-    draws one, compared only between runs that do)."""
+    and scored twice; and a manifest's encoding (`jobs.settings.input_settings`). Where `masked-gallery`
+    draws a mask (on unmasked photos: not `masked`, not `from_augment`), that mask (`mask_style`, run
+    `seed`): a rerun with another mixed two masks under one mode without a word
+    (`jobs.settings.MODE_SETTINGS`: recorded by the run that makes the output, compared only between
+    runs that both draw one)."""
     import dataclasses
     import json
 
@@ -418,7 +419,7 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
 
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     drawn = {"masked_gallery_style": mask_style, "masked_gallery_seed": seed} \
-        if mode_from_name(mode).masked_gallery else {}
+        if mode_from_name(mode).masked_gallery and not masked and not from_augment else {}  # (as EmbedWorker's masker)
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
                                   "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
                                   **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding),

@@ -772,6 +772,11 @@ class ManifestRoles:
         """For each item, the role folders (of either role) that hold it."""
         names = [printable(item.input_row or item.key) for item in items]
         held = {d: digests.contains(names) for d, digests in self.held.items()}
+        older = [i for i, item in enumerate(items) if item.legacy_row]
+        if older:  # rows an earlier version recorded under their row number (`InputItem.legacy_row`)
+            legacy = [printable(items[i].legacy_row) for i in older]
+            for found, digests in zip(held.values(), self.held.values()):
+                found[older] |= digests.contains(legacy)
         return [[d for d, found in held.items() if found[i]] for i in range(len(items))]
 
     def choose(self, numbered) -> None:

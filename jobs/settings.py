@@ -23,9 +23,11 @@ SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"
 RECORDED_SINCE = frozenset({"input", "manifest_encoding"})
 
 
-# settings of one kind of row that an output may or may not hold (`masked-gallery` rows' mask): recorded
-# by the first run that gives them, into the record already there, and compared only between runs
-# that give them (a plain run beside them is not refused for them)
+# settings of one kind of row that an output may or may not hold (the mask `masked-gallery` rows draw):
+# recorded with the rest by the run that makes the output, and compared only between runs that both
+# give them (a plain run beside them is not refused for them). Never added to a record made without
+# them: which mask an output's earlier rows drew is not known then (an older version's, a plain run's
+# output), and a run that stopped before drawing any would have fixed it for good
 MODE_SETTINGS = frozenset({"masked_gallery_style", "masked_gallery_seed"})
 
 
@@ -128,10 +130,6 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             raise SettingsChanged(f"{store.uri} was made with {was}; this run asks {now}. A rerun skips what is "
                                   f"done, so its {made} would not match the earlier ones: run it with the same "
                                   "settings, or write to another output")
-        first = {k: v for k, v in settings.items() if k in MODE_SETTINGS and k not in found["settings"]}
-        if first and record:  # this kind of row's first run into the output: what it drew is recorded
-            store.write(key, json.dumps({**found, "settings": {**found["settings"], **first}}, indent=1,
-                                        sort_keys=True).encode())
         return False
     if not record:
         return False

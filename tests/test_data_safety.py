@@ -530,17 +530,22 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     assert ("was made with masked=False; this run asks masked=True (which brings detector='both', "
             "second_look=True; the output has detector='mtcnn', second_look=False)") in err, err
     assert main([*first, "--mode", "flip"]) == 0
-    # masked-gallery rows: the mask drawn on the gallery is recorded by the first run that draws one (a
-    # rerun with another style or seed mixed two masks under one mode, silently); plain runs beside them
-    # are not refused for it
-    gallery = [*first, "--mode", "masked-gallery"]
+    # masked-gallery rows: the mask an output's first run draws on the gallery is recorded (a rerun with
+    # another style or seed mixed two masks under one mode, silently); plain runs beside them are not
+    # refused for it, nor is a masked-gallery run that draws none (--masked: the probes' side)
+    gallery = ["embed", str(dataset), str(tmp_path / "gallery"), "--mode", "masked-gallery", "--executor", "local",
+               "--quiet"]
     assert main([*gallery, "--mask-style", "surgical", "--seed", "5"]) == 0
     assert main([*gallery, "--dry-run"]) == 2
     assert ("was made with masked_gallery_seed=5, masked_gallery_style='surgical'; this run asks "
             "masked_gallery_seed=0, masked_gallery_style='seed'") in capsys.readouterr().err
     assert main([*gallery, "--mask-style", "cloth", "--seed", "5"]) == 2
     assert "masked_gallery_style='cloth'" in capsys.readouterr().err
-    assert main([*gallery, "--mask-style", "surgical", "--seed", "5"]) == 0 and main(first) == 0
+    assert main([*gallery, "--mask-style", "surgical", "--seed", "5"]) == 0
+    assert main([*gallery[:3], "--executor", "local", "--quiet"]) == 0  # plain beside them
+    probes = ["embed", str(dataset), str(tmp_path / "probes"), "--masked", "--mode", "masked-gallery", "--executor",
+              "local", "--quiet"]
+    assert main([*probes, "--mask-style", "surgical"]) == 0 and main(probes) == 0
 
 
 def test_a_manifest_row_naming_a_folder_is_its_own_row_not_the_jobs_end(face_photos, tmp_path, capsys):

@@ -485,3 +485,37 @@ def test_a_rerun_over_an_output_of_the_row_numbered_ids_adds_no_second_row(tmp_p
     after = read_manifest(str(out))
     assert summary.skipped == 5 and len(after) == 5, (summary, sorted(after.input_row))
     assert not pc.any(pa.array(after.input_row.str.endswith("#2"))).as_py()
+
+
+def test_mfr_run_over_an_output_of_the_row_numbered_ids_adds_no_second_row(face_photos, tmp_path):
+    """The same for `mfr run`, whose role folders (embeddings/masked, embeddings/unmasked) were looked
+    up by the new ids alone: each repeated or refused row was written there again."""
+    import shutil
+
+    from jobs.run import run_pipeline
+
+    people = sorted({p.parent.name for p in face_photos})[:2]
+    lines = ["path"]
+    for person in people:
+        for photo in [p for p in face_photos if p.parent.name == person][:2]:
+            (tmp_path / "in" / person).mkdir(parents=True, exist_ok=True)
+            shutil.copy(photo, tmp_path / "in" / person / photo.name)
+            lines.append(f"{person}/{photo.name}")
+    lines += [lines[2], "../x.jpg"]  # a repeat of a probe, a refused path
+    manifest = tmp_path / "in" / "list.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    run_pipeline(str(manifest), str(out), executor="local")
+    old_ids = {f"{lines[2]}#2": f"{lines[2]}#row6", "../x.jpg": "../x.jpg#row7"}
+
+    def rows() -> dict:
+        return {str(shard.relative_to(out)).split("/shards/")[0].split("/manifest/")[0]: sorted(
+            pq.read_table(shard).column("input_row").to_pylist()) for shard in out.rglob("*.parquet")}
+
+    for shard in out.rglob("*.parquet"):  # the output as the earlier version left it
+        table = pq.read_table(shard)
+        ids = [old_ids.get(v, v) for v in table.column("input_row").to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("input_row"), "input_row", pa.array(ids)), shard)
+    before = rows()
+    run_pipeline(str(manifest), str(out), executor="local")
+    assert rows() == before
