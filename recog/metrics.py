@@ -204,8 +204,10 @@ def best_accuracy(scores, labels) -> tuple[float, float]:
     rejecting every pair is best (report.json writes it as null)."""
     s, y = _check_scores_labels(scores, labels)
     roc = roc_curve(s, y)
-    n_gen, n_imp = y.sum(), (~y).sum()
-    correct = roc.tar * n_gen + (1.0 - roc.far) * n_imp
+    n_gen, n_imp = int(y.sum()), int((~y).sum())
+    # counted as whole pairs: rates times counts tied thresholds by float rounding (15.000000000000002
+    # beat 15.0), so "the highest of the thresholds equally best" was not always the one taken
+    correct = np.rint(roc.tar * n_gen).astype(np.int64) + n_imp - np.rint(roc.far * n_imp).astype(np.int64)
     i = int(np.argmax(correct))
     return float(correct[i] / s.size), float(roc.thresholds[i])
 

@@ -87,8 +87,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             except ValueError:
                 v["seed_tar_at_far"][str(f)] = None
         if folds is not None:
-            k = M.kfold_accuracy(scores, labels, folds)
-            v["kfold_accuracy"] = {"mean": k.mean, "std": k.std, "folds": list(k.accuracies)}
+            try:
+                k = M.kfold_accuracy(scores, labels, folds)
+                v["kfold_accuracy"] = {"mean": k.mean, "std": k.std, "folds": list(k.accuracies)}
+            except ValueError as exc:  # one fold left, or a fold's others one-sided: n/a, not the whole report
+                v["kfold_accuracy"], v["kfold_unmeasured"] = None, str(exc)
         result.verification = v
         result.roc = M.roc_curve(scores, labels)
     if stats is not None:
@@ -214,6 +217,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                 lines.append(f"| {r.name} | {_pct(k['mean'])} ± {_pct(k['std'])} | {len(k['folds'])} |")
             lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds "
                       "(midway to their next lower score); mean ± standard deviation over the folds.", ""]
+        lines += [f"k-fold accuracy of {r.name}: n/a ({r.verification['kfold_unmeasured']})." for r in ver
+                  if r.verification.get("kfold_unmeasured")] + [""] * any(r.verification.get("kfold_unmeasured")
+                                                                          for r in ver)
     ident = [r for r in results if r.identification]
     if not ver and ident:  # the section stays, saying why it is empty (it vanished without a word)
         lines += ["## Verification", "", "n/a: the comparisons are all genuine or all impostor (a gallery of one "

@@ -281,6 +281,12 @@ def test_a_pairs_protocols_folds_and_left_out_pairs_are_in_the_markdown():
     assert f"| lfw-like | {100 * k['mean']:.1f} ± {100 * k['std']:.1f} | 10 |" in md
     assert "42 pair(s) of the protocol were left out" in md
     assert "k-fold" not in markdown_tables([evaluate("no folds", scores, labels)])
+    # a pairs file of one fold (a legal header "1 10"), or one whose other folds are all one kind once
+    # faceless pairs are set aside: the whole evaluation stopped after embedding, no report; the other
+    # figures are there, k-fold reads n/a with its reason
+    one = evaluate("one fold", scores, labels, folds=np.zeros(600, int))
+    assert one.verification["kfold_accuracy"] is None and one.verification["auc"] > 0.8
+    assert "k-fold accuracy of one fold: n/a (k-fold accuracy needs at least 2 folds" in markdown_tables([one])
 
 
 def test_the_seeds_fpir_is_not_read_off_a_gallery_of_several_entries_per_identity():
