@@ -312,8 +312,9 @@ class Embedder:
                     raise
                 # a graph that declares a free batch yet takes one crop per call (an export's x.view(1, -1)):
                 # it stopped `mfr run` after the masking; run as a model of fixed batch 1 if one crop works
-                self._infer(batch[:1])
+                out.append(self._infer(batch[:1])[:1])  # (that crop's vector kept, not computed again)
                 self.fixed_batch = self.batch_size = 1  # check() says so, once, where the job starts
+                i += 1
                 continue
             i += n
         return np.concatenate(out).reshape(len(crops), -1).astype(np.float32)

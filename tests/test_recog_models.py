@@ -260,7 +260,11 @@ def test_user_models_that_take_one_crop_per_call_or_float16_embed_every_face(tmp
     assert embedder.batch_size == 1
     np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
     unchecked = Embedder(pinned, spec="arcface-112", device="cpu")  # as a job's worker makes it
+    calls = []
+    infer = unchecked._infer
+    unchecked._infer = lambda batch: calls.append(len(batch)) or infer(batch)
     np.testing.assert_allclose(unchecked.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+    assert calls == [3, 1, 1, 1]  # the failed batch, then each crop once (the first was run twice)
 
     half = tmp_path / "half.onnx"
     _, w = _tiny_model(half, out_dim=512, input_type="FLOAT16")
