@@ -100,8 +100,8 @@ def check_compare(parser, probes: int, compare: int, skip_full: bool) -> None:
     or all of them while the full run is timed too: rounded up, a smaller count took every shard, and
     the full run's rows were printed again as the comparison."""
     shards = -(-probes // SHARD_ROWS)
-    if compare % SHARD_ROWS or not 0 < compare // SHARD_ROWS <= shards or (compare // SHARD_ROWS == shards
-                                                                             and not skip_full):
+    if compare % SHARD_ROWS or compare > probes or not 0 < compare // SHARD_ROWS <= shards or (
+            compare // SHARD_ROWS == shards and not skip_full):
         parser.error(f"--compare-probes is a whole number of {SHARD_ROWS:,}-row shards, at most --probes' "
                      f"{shards} shard(s), and fewer unless --skip-full; got {compare:,}")
 

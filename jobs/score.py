@@ -831,8 +831,10 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
     result.acquisition = {"images": acquisition_counts(len(images) - failed_images, failed_images)["probe"],
                           "pairs": {"pairs": len(keep), "with_a_face_on_both_sides": int(acquired.sum()),
                                     "rejected_for_no_face": int((~acquired).sum())}}
-    if acquired.any() and not acquired.all():
-        result.acquired_only = evaluate(name, real, labels[acquired], folds=None if folds is None else folds[acquired])
-    elif acquired.all():
-        result.acquired_only = evaluate(name, real, labels, folds=folds)
+    kept = labels[acquired]
+    if kept.any() and not kept.all():
+        result.acquired_only = evaluate(name, real, kept, folds=None if folds is None else folds[acquired])
+    elif kept.size:  # no ROC over one kind of pair: said, not the evaluation stopped after the embedding
+        result.verification["acquired_only_unmeasured"] = (
+            f"the {kept.size} pair(s) with a face on both sides are all {'genuine' if kept.all() else 'impostor'}")
     return result

@@ -624,6 +624,14 @@ def test_a_pairs_protocol_mostly_without_faces_leaves_tar_at_far_unmeasured(tmp_
     v = result.verification
     real = sum(1 for x, y, lab in zip(a, b, labels) if not lab and keys.index(x) < 4 and keys.index(y) < 4)
     assert real == 3 < round(0.1 * v["impostor"]) and v["tar_at_far"]["0.1"] is None
+    # only two images of one person with a face: the pairs with a face on both sides are one genuine
+    # pair, and their own figures (the faces-only ROC) stopped the evaluation after the embedding
+    one_sided = [r if keys.index(r.source_key) < 2 else r.with_(status="no_face", face_index=-1, embedding=None)
+                 for r in records]
+    write_shard(tmp_path / "two", one_sided, emb.shape[1])
+    result = score_pairs([str(tmp_path / "two")], Pairs(list(a), list(b), labels), "m")
+    assert result.acquired_only is None and result.verification["auc"] is not None
+    assert result.verification["acquired_only_unmeasured"] == "the 1 pair(s) with a face on both sides are all genuine"
 
 
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
