@@ -26,6 +26,9 @@ def inputs() -> dict[str, np.ndarray]:
 
 
 def main(out_path: str) -> None:
+    from mtcnn_reference import needs_tensorflow
+
+    needs_tensorflow()
     from mtcnn.stages import StageONet, StagePNet, StageRNet
 
     stages = {"pnet": StagePNet, "rnet": StageRNet, "onet": StageONet}

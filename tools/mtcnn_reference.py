@@ -31,7 +31,19 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
+def needs_tensorflow() -> None:
+    """Stop with the set-up to use where TensorFlow is missing (the project's own environment has the
+    mtcnn package for its weights, not TensorFlow: `import mtcnn` ended in a traceback there)."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise SystemExit("this tool runs the reference Keras MTCNN, which needs TensorFlow: run it with a throwaway "
+                         "environment's python (/tmp/refenv/bin/python; see this file's docstring), not the "
+                         "project's") from None
+
+
 def main(data_root: str, out_path: str) -> None:
+    needs_tensorflow()
     import mtcnn
     import tensorflow as tf
     from importlib.metadata import version

