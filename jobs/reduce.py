@@ -811,7 +811,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         for n, mean, m2 in merged:
             std = float(np.sqrt(m2 / n)) if n >= 2 else 0.0
             if n < 2 or not np.isfinite(std) or std == 0:
-                raise ValueError("z-normalisation needs impostor scores with some spread")
+                from recog.matching import ZNORM_NEEDS, ZNormUnmeasurable
+
+                raise ZNormUnmeasurable(f"{ZNORM_NEEDS} (there are {n})")
             znorm.append((float(mean), std))
         scoring = Scoring(gallery.similarities, tuple(znorm))
     else:

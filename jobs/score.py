@@ -22,6 +22,7 @@ from jobs.embed import SHARD_DIR, read_shards
 from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
+from recog.matching import ZNormUnmeasurable
 from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
 
 
@@ -738,18 +739,22 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         if missing:
             raise ValueError(f"cannot fuse {missing}: no such method (methods: {list(known)})")
         name_of = "fusion: " + " + ".join(group)
-        if distributed:
-            from jobs.reduce import score_fused_distributed
+        try:
+            if distributed:
+                from jobs.reduce import score_fused_distributed
 
-            results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
-                                                   gallery_template=gallery_template, **reducer_options, **kwargs))
-        else:  # each model's split over the gallery images every model of the group found a face in: read
-            # again only where some model found faces the others did not (the split would otherwise be its own)
-            shared = frozenset.intersection(*(splits[g].gallery_faces for g in group))
-            fused = [splits[g] if splits[g].gallery_faces == shared else
-                     load_split(*splits[g].uris, gallery_per_identity, gallery_template, name=splits[g].method,
-                                shared_keys=shared) for g in group]
-            results.append(score_fused(fused, name_of, **kwargs))
+                results.append(score_fused_distributed([uris_of[g] for g in group], name_of, gallery_per_identity,
+                                                       gallery_template=gallery_template, **reducer_options, **kwargs))
+            else:  # each model's split over the gallery images every model of the group found a face in: read
+                # again only where some model found faces the others did not (the split would otherwise be its own)
+                shared = frozenset.intersection(*(splits[g].gallery_faces for g in group))
+                fused = [splits[g] if splits[g].gallery_faces == shared else
+                         load_split(*splits[g].uris, gallery_per_identity, gallery_template, name=splits[g].method,
+                                    shared_keys=shared) for g in group]
+                results.append(score_fused(fused, name_of, **kwargs))
+        except ZNormUnmeasurable as exc:  # (one identity, one impostor): the methods' own rows stay
+            notes.append(f"{name_of} is not reported: {exc}, and its scores are z-normalised by them before "
+                         "they are averaged")
     notes = notes + [n for n in map(unmated_note, results, [len(results) > 1] * len(results)) if n]
     if gallery_per_identity is None:  # a gallery chosen per top-level folder
         notes += [n for n in [spread_identities_note(gallery_uri)] if n]

@@ -68,6 +68,13 @@ def keep_upper_face(crops: np.ndarray, template_points) -> np.ndarray:
     return out
 
 
+class ZNormUnmeasurable(ValueError):
+    """Too few impostor scores, or none apart, to z-normalise by: a fusion has no scores to average."""
+
+
+ZNORM_NEEDS = "z-normalisation needs at least two impostor scores with some spread"
+
+
 def znorm_on_impostors(matrix: np.ndarray, mated: np.ndarray) -> np.ndarray:
     """Scores minus the mean of the impostor (non-mated) scores, over their standard deviation."""
     matrix = np.asarray(matrix, dtype=np.float64)
@@ -75,11 +82,9 @@ def znorm_on_impostors(matrix: np.ndarray, mated: np.ndarray) -> np.ndarray:
     if matrix.shape != mated.shape:
         raise ValueError(f"scores {matrix.shape} and mated flags {mated.shape} differ in shape")
     impostors = matrix[~mated]
-    if impostors.size < 2:
-        raise ValueError("z-normalisation needs at least two impostor scores")
-    std = impostors.std()
+    std = impostors.std() if impostors.size >= 2 else 0.0
     if not np.isfinite(std) or std == 0:
-        raise ValueError("impostor scores have no spread; cannot z-normalise")
+        raise ZNormUnmeasurable(f"{ZNORM_NEEDS} (there are {impostors.size})")
     return (matrix - impostors.mean()) / std
 
 

@@ -222,9 +222,14 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                                                                           for r in ver)
     ident = [r for r in results if r.identification]
     if not ver and ident:  # the section stays, saying why it is empty (it vanished without a word)
-        lines += ["## Verification", "", "n/a: the comparisons are all genuine or all impostor (a gallery of one "
-                  "identity has no impostor pair), and ROC, TAR@FAR and AUC need both. With one identity, "
-                  "identification is trivial too: every probe is ranked first.", ""]
+        if not any(r.identification["mated_probes"] for r in ident):
+            why = ("n/a: the comparisons are all impostor (no probe's identity is in the gallery), and ROC, "
+                   "TAR@FAR and AUC need genuine ones too.")
+        else:
+            why = ("n/a: the comparisons are all genuine or all impostor (a gallery of one identity has no impostor "
+                   "pair), and ROC, TAR@FAR and AUC need both. With one identity, identification is trivial too: "
+                   "every probe is ranked first.")
+        lines += ["## Verification", "", why, ""]
     if ident:
         lines += ["## Identification", "",
                   "| Model | TPIR(%)@FPIR=0.01 | TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |",
@@ -249,7 +254,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
         identities = {r.identification.get("gallery_identities", r.identification["gallery"]) for r in ident}
         capped = [k for k in CMC_RANKS[:2] if any(k >= n for n in identities)]
-        if capped:  # the n/a cells say why
+        if not any(r.identification["mated_probes"] for r in ident):
+            lines.append("Rank-k reads n/a: no probe's identity is in the gallery, so none can be ranked.")
+        elif capped:  # the n/a cells say why
             n = min(identities)
             lines.append(f"Rank-k reads n/a for k at or above the gallery's {n} identit{'y' if n == 1 else 'ies'}: "
                          "every mated probe ranks within them, so it measures nothing.")

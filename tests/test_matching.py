@@ -32,8 +32,10 @@ def test_znorm_uses_only_impostor_scores():
     imp = matrix[~mated]
     np.testing.assert_allclose(z, (matrix - imp.mean()) / imp.std())
     np.testing.assert_allclose(z[~mated].mean(), 0, atol=1e-12)
-    with pytest.raises(ValueError, match="no spread"):
+    with pytest.raises(ValueError, match=r"at least two impostor scores with some spread \(there are 2\)"):
         znorm_on_impostors(np.ones((2, 2)), np.eye(2, dtype=bool))
+    with pytest.raises(ValueError, match=r"\(there are 1\)"):
+        znorm_on_impostors(np.ones((1, 2)), np.array([[True, False]]))
 
 
 def test_fusion_puts_different_scales_on_one_footing():

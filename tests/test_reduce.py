@@ -815,3 +815,26 @@ def test_run_score_takes_paths_and_refuses_unknown_options_before_reading(tmp_pa
         with pytest.raises(ValueError, match=why):
             run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "x"), **options)
         assert not (tmp_path / "x").exists()
+
+
+def test_a_fusion_without_impostor_scores_to_normalise_by_leaves_the_methods_rows(ray_runtime, tmp_path):
+    """One identity (no impostor score to z-normalise by): the fusion stopped the whole report after
+    every method was scored, with two messages for the two reducers; the methods' rows are reported
+    and a note says why the fused row is not."""
+    import json
+
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=1, per_id=4, seed=31)
+    for model in ("m", "m2"):
+        for side, masked in (("p", True), ("g", False)):
+            write_shard(tmp_path / model / side, [r.with_(model_id=model) for r in image_records(emb, ids, 4, masked)],
+                        emb.shape[1])
+    for d in (False, True):
+        run_score(str(tmp_path / "m" / "p"), str(tmp_path / "m" / "g"), str(tmp_path / f"r{d}"), name="m",
+                  also=[("m2", str(tmp_path / "m2" / "p"), str(tmp_path / "m2" / "g"))], fuse=[["m", "m2"]],
+                  distributed=d)
+        report = json.loads((tmp_path / f"r{d}" / "report.json").read_text())
+        assert [r["name"] for r in report["results"]] == ["m", "m2"]
+        assert any(n.startswith("fusion: m + m2 is not reported: z-normalisation needs at least two impostor "
+                                "scores with some spread") for n in report["notes"]), report["notes"]

@@ -100,6 +100,15 @@ def test_a_gallery_of_one_identity_keeps_its_verification_section_saying_why_it_
     assert result.verification is not None and result.identification["rank"]["1"] is None
     md = markdown_tables([result])
     assert "Rank-k reads n/a for k at or above the gallery's 1 identity" in md and "TPIR@FPIR reads n/a" not in md
+    # no probe mated, a gallery of two identities: the reasons were those of one identity ("every probe is
+    # ranked first", "k at or above the gallery's 2 identities", though k=1 is below)
+    gallery2 = rng.normal(size=(2, 8))
+    stats = M.identification_stats(probes[:2], gallery2, ["x", "y"], ["a", "b"])
+    result = counted_result("none", np.zeros(4), np.zeros(4, bool), stats, ["a", "b"])
+    md = markdown_tables([result])
+    assert "n/a: the comparisons are all impostor (no probe's identity is in the gallery)" in md
+    assert "Rank-k reads n/a: no probe's identity is in the gallery" in md
+    assert "every probe is ranked first" not in md and "at or above the gallery's" not in md
 
 
 def test_rank_k_at_the_gallerys_size_is_not_a_figure():
