@@ -804,6 +804,10 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
 
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    given = np.asarray(pairs.labels, bool)
+    if given.all() or not given.any():  # before any shard is read (was the metrics' own words, after)
+        raise ValueError(f"all {len(given)} pairs are {'genuine' if given.all() else 'impostor'}: verification needs "
+                         "both genuine and impostor pairs")
     loaded = [read_shards(u, with_failures=True, where=where) for u in shard_uris]
     rows = pd.concat([r for r, _, _ in loaded], ignore_index=True)
     emb = np.concatenate([e for _, e, _ in loaded])

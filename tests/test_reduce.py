@@ -632,6 +632,11 @@ def test_a_pairs_protocol_mostly_without_faces_leaves_tar_at_far_unmeasured(tmp_
     result = score_pairs([str(tmp_path / "two")], Pairs(list(a), list(b), labels), "m")
     assert result.acquired_only is None and result.verification["auc"] is not None
     assert result.verification["acquired_only_unmeasured"] == "the 1 pair(s) with a face on both sides are all genuine"
+    # a protocol of one kind of pair: said before any shard is read (the metrics' generic words, after)
+    genuine = [i for i, lab in enumerate(labels) if lab]
+    with pytest.raises(ValueError, match=r"all 12 pairs are genuine: verification needs both"):
+        score_pairs([str(tmp_path / "nowhere")], Pairs([a[i] for i in genuine], [b[i] for i in genuine],
+                                                       [1] * len(genuine)), "m")
 
 
 def test_mean_templates_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
