@@ -61,7 +61,7 @@ class EmbedWorker:
         self.alignment, self.max_pixels = alignment, max_pixels
         self.finder = None if from_augment else FaceFinder(finder_options, device=device)
         self.masker = None
-        if self.mode.masked_gallery and not from_augment and not masked:
+        if draws_gallery_mask(self.mode.name, masked, from_augment):
             from maskgen.augment import AugmentOptions, Augmenter
 
             # the gallery gets the probes' synthetic mask, drawn with the same style and run seed
@@ -398,6 +398,14 @@ def refuse_finding_options(from_augment: bool, **given) -> None:
                          "gives its option too: put it under the table of the command that takes it)")
 
 
+def draws_gallery_mask(mode: str, masked: bool, from_augment: bool) -> bool:
+    """Whether embedding in `mode` draws a synthetic mask on the faces: `masked-gallery` on unmasked
+    photos (masked inputs and an augment's masked faces have theirs)."""
+    from recog.matching import mode_from_name
+
+    return mode_from_name(mode).masked_gallery and not masked and not from_augment
+
+
 def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, alignment: str, input_uri: str,
                    manifest_encoding: str | None = None, mode: str = "plain", mask_style: str = "seed",
                    seed: int = 0) -> dict:
@@ -415,11 +423,10 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     import json
 
     from jobs.inputs import is_manifest
-    from recog.matching import mode_from_name
 
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     drawn = {"masked_gallery_style": mask_style, "masked_gallery_seed": seed} \
-        if mode_from_name(mode).masked_gallery and not masked and not from_augment else {}  # (as EmbedWorker's masker)
+        if draws_gallery_mask(mode, masked, from_augment) else {}
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
                                   "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
                                   **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding),

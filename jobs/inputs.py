@@ -719,12 +719,7 @@ class ManifestLister:
             return
         if roles is not None:
             roles.assign(items)
-        names = [printable(item.input_row or item.key) for item in items]
-        finished, failed_before = done.contains(names), failed.contains(names)
-        older = [i for i, item in enumerate(items) if item.legacy_row and not finished[i]]
-        if older:  # rows an earlier version recorded under their row number (`InputItem.legacy_row`)
-            names = [printable(items[i].legacy_row) for i in older]
-            finished[older], failed_before[older] = done.contains(names), failed.contains(names)
+        finished, failed_before = recorded_in(done, items), recorded_in(failed, items)
         todo, skipped_failed = [], 0
         for item, was, did_fail in zip(items, finished, failed_before):
             if was:
@@ -736,6 +731,17 @@ class ManifestLister:
         report_listed(self.progress, len(todo), len(items) - len(todo), skipped_failed)
         if todo:
             yield pa.Table.from_pylist(todo, schema=input_schema())
+
+
+def recorded_in(digests, items: list[InputItem]):
+    """Whether each item's input row is among `digests` (a `jobs.source.DigestSet` of a folder's
+    `input_row` values): by its id, or by the one an earlier version gave it (`InputItem.legacy_row`,
+    "<key>#row<N>"), so a rerun over such an output neither does it again nor adds a second row."""
+    found = digests.contains([printable(item.input_row or item.key) for item in items])
+    older = [i for i, item in enumerate(items) if item.legacy_row and not found[i]]
+    if older:
+        found[older] = digests.contains([printable(items[i].legacy_row) for i in older])
+    return found
 
 
 class ManifestRoles:
@@ -770,13 +776,7 @@ class ManifestRoles:
 
     def _holding(self, items: list[InputItem]) -> list[list[str]]:
         """For each item, the role folders (of either role) that hold it."""
-        names = [printable(item.input_row or item.key) for item in items]
-        held = {d: digests.contains(names) for d, digests in self.held.items()}
-        older = [i for i, item in enumerate(items) if item.legacy_row]
-        if older:  # rows an earlier version recorded under their row number (`InputItem.legacy_row`)
-            legacy = [printable(items[i].legacy_row) for i in older]
-            for found, digests in zip(held.values(), self.held.values()):
-                found[older] |= digests.contains(legacy)
+        held = {d: recorded_in(digests, items) for d, digests in self.held.items()}
         return [[d for d, found in held.items() if found[i]] for i in range(len(items))]
 
     def choose(self, numbered) -> None:
