@@ -183,6 +183,19 @@ def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95, like: Source
     return buf.tobytes()
 
 
+# the first bytes of each supported format: data that starts so is that format, however damaged
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+)
+
+
+def _signature_format(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((fmt for sig, fmt in _SIGNATURES if head.startswith(sig)), None)
+
+
 def _open(data: bytes, max_pixels: int | None):
     from PIL import Image, UnidentifiedImageError
 
@@ -201,6 +214,12 @@ def _open(data: bytes, max_pixels: int | None):
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
         head = bytes(data[:8])
+        fmt = _signature_format(bytes(data[:12]))
+        if fmt is not None:
+            # e.g. a TIFF keeps its directory at the end: cut short, Pillow cannot name it at all
+            raise DecodeError(
+                "undecodable", f"{fmt} data ({len(data)} bytes) that cannot be read: truncated or corrupt"
+            ) from None
         raise DecodeError(
             "unsupported",
             f"not an image format we can read ({len(data)} bytes starting {head!r}); "

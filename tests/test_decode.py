@@ -151,6 +151,17 @@ def test_truncated_jpeg_is_undecodable():
     assert info.value.status == "undecodable"
 
 
+@pytest.mark.parametrize("fmt, options", [("TIFF", {"compression": "tiff_lzw"}), ("TIFF", {"compression": "tiff_deflate"}), ("GIF", {})])
+def test_truncated_file_of_a_known_format_is_undecodable_not_unsupported(fmt, options):
+    # a compressed TIFF keeps its directory at the end and a GIF its palette up front: cut short,
+    # Pillow cannot name the format at all, yet the file is a damaged image, not an unknown format
+    data = _encode(Image.fromarray(_rgb(200, 200)), fmt, **options)
+    cut = len(data) * 9 // 10 if fmt == "TIFF" else 20
+    with pytest.raises(DecodeError, match=f"{fmt} data .* truncated or corrupt") as info:
+        decode_image(data[:cut])
+    assert info.value.status == "undecodable"
+
+
 def test_decompression_bomb_is_refused_before_decoding():
     # A real PNG header declaring 30000 x 30000 RGB with a tiny (invalid) body: decoding it would
     # need 2.7 GB; refusing must cost neither time nor memory.
