@@ -363,6 +363,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     from jobs.source import DoneRows
 
     output = open_store(output_uri)
+    output.check_could_write()  # refused as the run would refuse it, writing nothing
     if options is not None:
         check_settings(output, "mfr mask", augment_settings(options, input_uri, manifest_encoding), record=False)
     tally = Tally()

@@ -336,6 +336,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
                            images_uri=images_uri, manifest_encoding=manifest_encoding)
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
+    output.check_could_write()  # refused as the run would refuse it, writing nothing
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment, input_uri=input_uri,

@@ -395,6 +395,7 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     from jobs.inputs import Tally
 
     out = open_store(output_uri)
+    out.check_could_write()  # refused as the run would refuse it, writing nothing
     models, modes = run_methods(models, modes)
     options = AugmentOptions(style=style, seed=seed, face=face)
     check_settings(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), record=False)

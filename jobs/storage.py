@@ -334,12 +334,28 @@ class LocalStore:
     def check_writable(self) -> None:
         """Fail now, naming the folder, if nothing can be written under it (not a folder, read-only, full)."""
         probe = f"{TMP_PREFIX}write-check"
+        self._refuse_file_in_the_way()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot write under {self.root}: {exc.strerror or exc}") from None
         self.write(probe, b"ok")
         self.delete(probe)
+
+
+    def check_could_write(self) -> None:
+        """What `check_writable` would refuse, as far as it shows without writing anything (for a dry
+        run): a file where the folder or a folder above it would be, or a folder that is not writable."""
+        self._refuse_file_in_the_way()
+        there = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not os.access(there, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write under {self.root}: {there} is not writable")
+
+    def _refuse_file_in_the_way(self) -> None:
+        there = next(p for p in (self.root, *self.root.parents) if p.exists())
+        if not there.is_dir():
+            where = "it" if there == self.root else str(there)
+            raise StorageError(f"cannot write under {self.root}: {where} is a file, not a folder")
 
 
 class S3Store:
@@ -530,6 +546,10 @@ class S3Store:
     def delete(self, key: str) -> None:
         full = self._full(key)
         self._call(f"deleting s3://{self.bucket}/{full}", self.client.delete_object, Bucket=self.bucket, Key=full)
+
+    def check_could_write(self) -> None:
+        """Nothing to check without writing: a dry run's listing reads the prefix, which finds an
+        unreachable endpoint, a missing bucket or bad credentials; write permission shows only on writing."""
 
     def check_writable(self) -> None:
         """Fail now, with the reason, if the endpoint is unreachable or the prefix cannot be written."""

@@ -395,6 +395,22 @@ def test_a_dry_run_refuses_the_lists_of_models_and_modes_the_run_refuses(face_ph
     assert "--mask-style chooses the mask --mode masked-gallery draws" in capsys.readouterr().err
 
 
+def test_an_output_that_is_a_file_is_refused_by_the_dry_run_as_by_the_run(face_photos, tmp_path, capsys):
+    """The dry runs of mask, embed and run printed a plan into a file the run then refused, and the
+    run's words were the OS's ("File exists"), not that the output is a file."""
+    from conftest import photo_folder
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    (tmp_path / "afile").write_bytes(b"someone's file")
+    for output, where in ((tmp_path / "afile", "it"), (tmp_path / "afile" / "out", str(tmp_path / "afile"))):
+        for command in ("mask", "embed", "run"):
+            for dry in (["--dry-run"], ["--quiet", "--executor", "local"]):
+                assert main([command, str(dataset), str(output), *dry]) == 2, (command, dry)
+                assert capsys.readouterr().err == \
+                    f"mfr {command}: cannot write under {output}: {where} is a file, not a folder\n"
+    assert (tmp_path / "afile").read_bytes() == b"someone's file"
+
+
 def test_every_benchmark_and_tool_prints_its_usage_for_help():
     """`--help` ran two benchmarks for minutes and made the tools fail with tracebacks (the argument
     taken as a data folder). All of them in one process, each as `python SCRIPT --help` runs it."""
