@@ -141,13 +141,15 @@ def _examples(*lines: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no abbreviations: `evaluate --mode flip` was taken for --model, and refused for its model
+    p = argparse.ArgumentParser(prog="mfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--config", type=Path, help="TOML file of options (see above); command-line flags win")
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
     def command(name: str, help: str, *examples: str):
         sp = sub.add_parser(name, help=help, description=help, epilog=_examples(*examples),
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+                            formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
         # after the command too (`mfr mask in out --config mfr.toml`); read by apply_config
         sp.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML file of options; flags win")
         return sp
@@ -469,7 +471,7 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     else:  # Python 3.10 (Ubuntu 22.04's, cluster.yaml's nodes): the same parser as a package
         import tomli as tomllib
 
-    pre = argparse.ArgumentParser(prog="mfr", add_help=False)
+    pre = argparse.ArgumentParser(prog="mfr", add_help=False, allow_abbrev=False)
     pre.add_argument("--config", type=Path)
     known, rest = pre.parse_known_args(argv)
     if known.config is None:

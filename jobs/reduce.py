@@ -383,6 +383,7 @@ class Gallery:
                                   # a fusion's: jobs.score.fused_enrolment)
     empty_ids: tuple = ()         # identity of each entry that failed to enrol (jobs.score.unenrolled_entries)
     unnamed: int = 0              # gallery images left out for want of an identity (jobs.score.with_identity)
+    modes: tuple = ()             # each model's gallery mode
 
 
 @dataclass
@@ -512,7 +513,8 @@ def load_gallery(gallery_uris: list[str], gallery_per_identity: int | None, temp
     return Gallery(identities, entry_ids, parts, refs, images, similarities,
                    tuple(index.model_id for index in indexed),
                    tried_counts(tried[0]) if len(tried) == 1
-                   else fused_enrolment(tried, [shared] * len(tried)), empty_ids, len(unnamed))
+                   else fused_enrolment(tried, [shared] * len(tried)), empty_ids, len(unnamed),
+                   tuple(index.where.values["mode"] for index in indexed))
 
 
 class _Loader:
@@ -756,7 +758,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
 
     from jobs.pool import cluster_has_gpus, ensure_ray
     from jobs.score import (check_max_pairs, counted_result, no_probe_left, none_with_an_identity, note_no_identity,
-                            nothing_to_score, seed_fpir_pool)
+                            nothing_to_score, refuse_fusing_a_method_twice, seed_fpir_pool)
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -782,8 +784,9 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
         if len(gallery_uris) == 1:
             raise nothing_to_score("gallery", open_store(gallery_uris[0]).uri)
         raise ValueError("the models to fuse share no probes or no gallery entries")
-    if len(gallery_uris) > 1 and len(set(gallery.model_ids)) < len(gallery.model_ids):
-        raise ValueError(f"the models to fuse must differ, got {list(gallery.model_ids)}")
+    if len(gallery_uris) > 1:
+        refuse_fusing_a_method_twice([(model_id, p.values["mode"], gallery_mode) for p, model_id, gallery_mode
+                                      in zip(probe_wheres, gallery.model_ids, gallery.modes)])
     name = name or gallery.model_ids[0].split("@")[0]
     if device not in DEVICES:
         raise ValueError(f"scoring device must be one of {DEVICES}, got {device!r}")

@@ -494,6 +494,22 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int | Non
                  tried, frozenset(gallery_rows_all.key.astype(str)))
 
 
+def split_mode(rows) -> str | None:
+    """The matching mode of a method's probe or gallery rows (one mode: `method_rows` chose it)."""
+    return str(rows["mode"].iloc[0]) if "mode" in rows and len(rows) else None
+
+
+def refuse_fusing_a_method_twice(methods: list[tuple]) -> None:
+    """Refuse a fusion given one method twice (the same shards under two names: its fused row would be
+    the method's own), by each method's (model_id, probe mode, gallery mode). Two modes of one model
+    (plain and upper-face, say) are two methods and fuse."""
+    twice = next((m for i, m in enumerate(methods) if m in methods[:i]), None)
+    if twice is not None:
+        model_id, probe_mode, gallery_mode = twice
+        modes = probe_mode if probe_mode == gallery_mode else f"{probe_mode} probes, {gallery_mode} gallery"
+        raise ValueError(f"the methods to fuse must differ: {model_id} ({modes}) is given twice")
+
+
 def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed: int = 0):
     """MethodResult of several models' scores fused (recog.matching.fuse_matrices) on the probes and
     gallery entries they all have."""
@@ -501,9 +517,8 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
 
     from recog.matching import fuse_matrices
 
-    model_ids = [s.model_id for s in splits]
-    if len(set(model_ids)) < len(model_ids):  # as score_fused_distributed refuses it (a row of one model's own)
-        raise ValueError(f"the models to fuse must differ, got {model_ids}")
+    refuse_fusing_a_method_twice([(s.model_id, split_mode(s.probe_rows), split_mode(s.gallery_rows))
+                                  for s in splits])
     # entries by (key, face): a gallery image of two faces (--face all) is two entries, and keyed by the
     # image alone its faces made the mated flags wider than the scores
     probe_keys = [list(zip(s.probe_rows.key, s.probe_rows.face_index)) for s in splits]

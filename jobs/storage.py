@@ -479,7 +479,8 @@ class S3Store:
                 rel = item["Key"][len(base):]
                 if not rel or rel.endswith("/"):
                     continue
-                if exclude and (rel == exclude or rel.startswith(exclude + "/")):
+                # (not `rel == exclude`: an object may share its name with the output's prefix, and is input)
+                if exclude and rel.startswith(exclude + "/"):
                     continue
                 as_key = rel.replace("\\", "_")  # no separator on S3: jobs.inputs.not_read refuses it, saying why
                 try:

@@ -34,6 +34,17 @@ def test_every_command_has_complete_help_with_examples(command, capsys):
         assert action.help, f"mfr {command}: {action.option_strings or action.dest} has no help"
 
 
+@pytest.mark.parametrize("argv, unknown", [(["evaluate", "a", "b", "--mode", "flip"], "--mode flip"),
+                                            (["score", "p", "g", "out", "--dist"], "--dist")])
+def test_an_option_is_never_taken_for_a_longer_one_it_begins(argv, unknown, capsys):
+    """`mfr evaluate --mode flip` (evaluate has no --mode) was read as --model and refused as a model
+    named flip."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert f"unrecognized arguments: {unknown}" in capsys.readouterr().err
+
+
 def test_top_level_help_documents_exit_codes(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--help"])

@@ -477,10 +477,42 @@ def test_a_fusion_over_gallery_images_of_two_faces_counts_each_face(ray_runtime,
         assert (fused["identification"]["probes"], fused["identification"]["gallery"]) == (8, 8)
         got.append(fused)
         for fuse, also, why in (([["a", "b"], ["b", "a"]], ("b", *uris["b"]), "that fusion is given twice"),
-                                ([["a", "c"]], ("c", *uris["a"]), "the models to fuse must differ")):
+                                ([["a", "c"]], ("c", *uris["a"]), "the methods to fuse must differ: .* given twice")):
             with pytest.raises(ValueError, match=why):
                 run_score(*uris["a"], str(tmp_path / f"x{distributed}"), name="a", also=[also], fuse=fuse,
                           distributed=distributed)
+    assert_same_figures(got[0], got[1], threshold_rtol=1e-6)
+
+
+def test_two_modes_of_one_model_fuse_as_two_methods(ray_runtime, tmp_path):
+    """`--fuse 'a plain','a flip'` over one folder holding both modes was refused ("the models to fuse
+    must differ", the same model_id twice) though they are two methods with scores of their own."""
+    from jobs.score import run_score
+
+    emb, ids = faces(n_ids=4, per_id=4, seed=21)
+    flipped, _ = faces(n_ids=4, per_id=4, seed=22)
+    gallery, probes = [], []
+    for mode, vectors in (("plain", emb), ("flip", flipped)):
+        common = {"model_id": "a@sha256:0a", "mode": mode, "similarity": "cosine"}
+        for i in range(len(ids)):
+            side = gallery if i % 4 == 0 else probes
+            side.append(FaceRecord(source_key=f"{ids[i]}/{i % 4}.jpg", identity=ids[i], input_row=f"{ids[i]}/{i % 4}.jpg",
+                                   face_index=0, masked=i % 4 != 0, embedding=vectors[i], **common))
+    write_shard(tmp_path / "g", gallery, emb.shape[1])
+    write_shard(tmp_path / "p", probes, emb.shape[1])
+    uris = (str(tmp_path / "p"), str(tmp_path / "g"))
+    got = []
+    for distributed in (False, True):
+        out = run_score(*uris, str(tmp_path / f"r{distributed}"), name="a plain", also=[("a flip", *uris)],
+                        fuse=[["a plain", "a flip"]], distributed=distributed)
+        fused = out["results"][-1].to_dict()
+        assert fused["name"] == "fusion: a plain + a flip"
+        assert (fused["identification"]["probes"], fused["identification"]["gallery"]) == (12, 4)
+        got.append(fused)
+        # "a" names the model's plain rows in a folder of several modes: "a plain" under another name
+        with pytest.raises(ValueError, match=r"the methods to fuse must differ: a@sha256:0a \(plain\) is given twice"):
+            run_score(*uris, str(tmp_path / f"x{distributed}"), name="a", also=[("a plain", *uris)],
+                      fuse=[["a", "a plain"]], distributed=distributed)
     assert_same_figures(got[0], got[1], threshold_rtol=1e-6)
 
 

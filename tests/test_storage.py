@@ -132,6 +132,24 @@ def test_an_s3_key_with_an_empty_segment_after_the_prefix_gets_its_row(bucket, f
                for n in written)
 
 
+def test_an_s3_object_named_as_the_output_prefix_is_still_input(bucket, face_photos):
+    """S3 holds an object `in/p1/a.jpg` beside a prefix `in/p1/a.jpg/`: with the output there, the
+    object was left out as if it were the output (no row of any status, exit 0); only the keys under
+    the prefix are the output's."""
+    from jobs.augment import read_manifest, run_augment
+
+    store = open_store(f"s3://{bucket}/in")
+    for key in ("in/p1/a.jpg", "in/p1/b.jpg"):
+        store.client.put_object(Bucket=bucket, Key=key, Body=face_photos[0].read_bytes())
+    out = f"s3://{bucket}/in/p1/a.jpg"
+    summary = run_augment(f"s3://{bucket}/in", out, executor="local")
+    rows = read_manifest(out)
+    assert sorted(zip(rows.source_key, rows.status)) == [("p1/a.jpg", "ok"), ("p1/b.jpg", "ok")]
+    assert summary.inputs == 2
+    run_augment(f"s3://{bucket}/in", out, executor="local")  # the rerun reads none of its own outputs
+    assert len(read_manifest(out)) == 2
+
+
 def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret(monkeypatch):
     """AWS secrets hold '/': urlsplit ended the netloc there, and the key and secret were printed as a
     bucket name ("Invalid bucket name"), in an endpoint URL as botocore's "not a valid URI"."""
