@@ -6,7 +6,25 @@ by all of them, page for page, instead of being read again by each worker of eac
 starting: a model that cannot be read is left to the worker, which then says why.
 """
 
+import os
 import signal
+import sys
+import traceback
+
+
+def _quiet_when_the_job_is_gone(kind, value, tb, _default=sys.excepthook):
+    """The server's hook for a worker that failed to start. A worker forked just as its job stopped
+    (Ctrl-C or SIGTERM as the pool starts) finds the pool's semaphores already removed, and its
+    FileNotFoundError (`SemLock._rebuild` in `synchronize.__setstate__`) printed a traceback under the
+    job's "interrupted" line: nothing is lost, the job has said it stopped. Anything else is printed."""
+    last = traceback.extract_tb(tb)[-1:]
+    if kind is FileNotFoundError and last and last[0].name == "__setstate__" \
+            and last[0].filename.endswith(os.path.join("multiprocessing", "synchronize.py")):
+        return
+    _default(kind, value, tb)
+
+
+sys.excepthook = _quiet_when_the_job_is_gone
 
 # Ctrl-C while the server reads the model reached it too, and printed its KeyboardInterrupt traceback
 # under the job's "interrupted" line: the job stops the server itself. The handler is given back after,
