@@ -4,8 +4,10 @@ Two jobs writing the same output at once (say with different `--batch-size`) wou
 inputs not done and both write their rows. The lease makes the second one stop at once with a clear
 message instead. The holder renews it every `RENEW_S` seconds; a lease not renewed for `STALE_S`
 (a job that was killed) is taken over, at once when it names a process of this machine that has
-ended. The lease is written, then read back: of two jobs starting in
-the same instant, the one whose lease is read back holds it, the other stops.
+ended. The lease is written only over the lease (or the absence of one) that the job read, by the store's
+compare-and-swap (`write_if`: S3's conditional writes, a folder lock on local disks): of two jobs
+starting in the same instant, one writes it and the other stops. It is then read back, for stores
+that ignore the condition.
 
 A job that was only stopped (Ctrl-Z, a suspended VM) past `STALE_S` finds its lease taken over when it
 comes back: it no longer renews it, and every shard writer checks the lease before it writes
@@ -36,12 +38,19 @@ class LeaseLost(OutputBusy):
 
 
 def _held(store) -> dict | None:
+    return _held_tagged(store)[0]
+
+
+def _held_tagged(store) -> tuple[dict | None, str | None]:
+    """(the lease, the store's tag of the object holding it: `write_if` replaces only that object)."""
     try:
-        return json.loads(store.read(LEASE_KEY))
+        data, tag = store.read_tagged(LEASE_KEY)
     except FileNotFoundError:
-        return None
+        return None, None
+    try:
+        return json.loads(data), tag
     except (ValueError, UnicodeDecodeError):
-        return None  # a torn or foreign file is no lease
+        return None, tag  # a torn or foreign file is no lease
 
 
 def check_lease(store, token: str | None) -> None:
@@ -92,16 +101,27 @@ class Lease:
         return json.dumps({"token": self.token, "command": self.command, "host": socket.gethostname(),
                            "pid": os.getpid(), "machine": _this_machine(), "renewed": time.time()}).encode()
 
+    def _write_over(self, tag: str | None) -> bool:
+        """Write this job's lease over the object `tag` tagged (None: where there is none): False when
+        another job wrote the lease since it was read. A write that took effect but whose answer was
+        lost (and so was tried again) reads back as this job's."""
+        if self.store.write_if(LEASE_KEY, self._record(), tag):
+            return True
+        now = _held(self.store)
+        return bool(now) and now.get("token") == self.token
+
     def acquire(self) -> "Lease":
-        held = _held(self.store)
+        held, tag = _held_tagged(self.store)
         if held and held.get("token") != self.token and time.time() - float(held.get("renewed", 0)) < STALE_S \
                 and not _gone(held):
             raise OutputBusy(
                 f"another job is writing to {self.store.uri} ({held.get('command')}, host {held.get('host')}, "
                 f"pid {held.get('pid')}, renewed {time.time() - float(held['renewed']):.0f} s ago): wait for it to "
                 f"finish, or if it is gone, wait {STALE_S:.0f} s or delete {self.store.uri_of(LEASE_KEY)}")
-        self.store.write(LEASE_KEY, self._record())
-        time.sleep(0.05)
+        # written only over the lease just read: of two jobs that both read it (or none), one writes
+        if not self._write_over(tag):
+            raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
+        time.sleep(0.05)  # and read back, for a store that ignores the condition
         now = _held(self.store)
         if not now or now.get("token") != self.token:
             raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
@@ -112,10 +132,10 @@ class Lease:
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_S):
             try:
-                held = _held(self.store)
+                held, tag = _held_tagged(self.store)
                 if held and held.get("token") != self.token:
                     return  # taken over while this job was stopped: never take it back (check_lease stops the job)
-                self.store.write(LEASE_KEY, self._record())
+                self._write_over(tag)  # not over a lease written since it was read
             except Exception:  # a missed renewal only shortens the lease
                 pass
 

@@ -17,6 +17,7 @@ credentials (`s3://KEY:SECRET@bucket`) are refused without repeating them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -331,6 +332,33 @@ class LocalStore:
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """(`read(key)`, a tag of what it holds) for `write_if`."""
+        data = self.read(key)
+        return data, hashlib.sha256(data).hexdigest()
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Write `key` only while it holds what `tag` tagged (`read_tagged`; None: only while there is
+        no such file), else write nothing and answer False: a compare-and-swap, for the lease. The
+        check and the write hold an exclusive lock on the file's folder (none where the file system
+        has no locks: the lease then relies on reading itself back)."""
+        path = self.path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        with _folder_locked(path.parent):
+            try:
+                now = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                now = None
+            except OSError as exc:
+                raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
+            if now != tag:
+                return False
+            self.write(key, data)
+            return True
+
     def check_writable(self) -> None:
         """Fail now, naming the folder, if nothing can be written under it (not a folder, read-only, full)."""
         probe = f"{TMP_PREFIX}write-check"
@@ -356,6 +384,21 @@ class LocalStore:
         if not there.is_dir():
             where = "it" if there == self.root else str(there)
             raise StorageError(f"cannot write under {self.root}: {where} is a file, not a folder")
+
+
+@contextmanager
+def _folder_locked(folder: Path):
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # a file system without locks
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 class S3Store:
@@ -547,6 +590,38 @@ class S3Store:
     def delete(self, key: str) -> None:
         full = self._full(key)
         self._call(f"deleting s3://{self.bucket}/{full}", self.client.delete_object, Bucket=self.bucket, Key=full)
+
+    def read_tagged(self, key: str) -> tuple[bytes, str]:
+        """(`read(key)`, its ETag) for `write_if`."""
+        full = self._full(key)
+        body = self._call(f"reading s3://{self.bucket}/{full}", self.client.get_object, Bucket=self.bucket, Key=full)
+        return body["Body"].read(), body["ETag"]
+
+    def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Write `key` only while it holds what `tag` tagged (`read_tagged`'s ETag; None: only while
+        there is no such object), else write nothing and answer False: S3's conditional writes
+        (If-Match, If-None-Match), for the lease. An endpoint without them (NotImplemented) is written
+        plainly: the lease then relies on reading itself back."""
+        from botocore.exceptions import ClientError
+
+        full = self._full(key)
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+
+        def put():
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
+                return True
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                # 409: another conditional write to the key at the same moment (AWS)
+                if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                    return False
+                if code not in ("NotImplemented", "501"):
+                    raise
+            self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
+            return True
+
+        return self._call(f"writing s3://{self.bucket}/{full}", put)
 
     def check_could_write(self) -> None:
         """Nothing to check without writing: a dry run's listing reads the prefix, which finds an

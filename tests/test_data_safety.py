@@ -204,6 +204,41 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
             Lease(store, "test").acquire().release()
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_of_two_jobs_that_read_the_lease_at_once_one_holds_it(where, tmp_path, request):
+    """Two jobs both read no lease (or the same stale one), and the second's write landed after the
+    first had read its own back: both held the output (the first learnt it only at its next shard
+    write, told it had been stopped for 120 s). The lease is written only over what was read."""
+    from jobs.lease import LEASE_KEY, Lease, OutputBusy, check_lease
+
+    uri = str(tmp_path / "out") if where == "local" else f"s3://{request.getfixturevalue('bucket')}/out"
+    first, second = open_store(uri), open_store(uri)
+    stale = {"token": "gone", "command": "mfr mask", "host": "h", "pid": 1, "renewed": time.time() - 600}
+    for before in (None, stale):  # no lease, then a stale one both take over
+        if before is not None:
+            first.write(LEASE_KEY, json.dumps(before).encode())
+        holder = []
+
+        def stalled(read):
+            def read_then_stall(key):
+                try:
+                    return read(key)
+                finally:
+                    if key == LEASE_KEY and not holder:  # the second job stalls between its read and its write
+                        holder.append(Lease(first, "mfr mask (first)").acquire())
+            return read_then_stall
+
+        # (the old lease code read with `read`, the new with `read_tagged`)
+        second.read, second.read_tagged = stalled(second.read), stalled(second.read_tagged)
+        with pytest.raises(OutputBusy, match="another job started writing to .* at the same moment"):
+            Lease(second, "mfr mask (second)").acquire()
+        assert json.loads(first.read(LEASE_KEY))["token"] == holder[0].token
+        check_lease(first, holder[0].token)  # the first job writes on
+        holder[0].release()
+        assert not first.exists(LEASE_KEY)
+        del second.read, second.read_tagged
+
+
 def test_a_run_and_a_job_on_an_output_inside_it_exclude_each_other(face_photos, tmp_path, capsys):
     """`mfr mask DS OUT/masked` while `mfr run DS OUT` ran rewrote the run's manifest and images: each
     held a lease the other never looked at."""

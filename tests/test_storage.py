@@ -42,6 +42,12 @@ def _exercise(store):
     assert not store.exists("top.txt")
     with pytest.raises(FileNotFoundError):
         store.read("missing.jpg")
+    # the lease's compare-and-swap: written only over what was read, or only where there is nothing
+    assert store.write_if("l/lease.json", b"one", None) and not store.write_if("l/lease.json", b"two", None)
+    data, tag = store.read_tagged("l/lease.json")
+    assert data == b"one" and store.write_if("l/lease.json", b"two", tag)
+    assert not store.write_if("l/lease.json", b"three", tag) and store.read("l/lease.json") == b"two"
+    store.delete("l/lease.json")
     for bad in ("../escape.jpg", "a/../../escape.jpg", "/etc/passwd", "", "C:\\x.jpg"):
         with pytest.raises(UnsafeKeyError):
             store.write(bad, b"x")
