@@ -601,8 +601,9 @@ class S3Store:
         """Write `key` only while it holds what `tag` tagged (`read_tagged`'s ETag; None: only while
         there is no such object), else write nothing and answer False: S3's conditional writes
         (If-Match, If-None-Match), for the lease. An endpoint without them (NotImplemented) is written
-        plainly: the lease then relies on reading itself back."""
-        from botocore.exceptions import ClientError
+        plainly (as is every write by a botocore older than them, which refuses their parameters):
+        the lease then relies on reading itself back."""
+        from botocore.exceptions import ClientError, ParamValidationError
 
         full = self._full(key)
         condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
@@ -611,12 +612,15 @@ class S3Store:
             try:
                 self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **condition)
                 return True
+            except ParamValidationError:
+                pass  # botocore before 1.35 (boto3>=1.28 is allowed) knows neither condition
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 # 409: another conditional write to the key at the same moment (AWS)
                 if code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
                     return False
-                if code not in ("NotImplemented", "501"):
+                # an S3-compatible store without them: a plain write still says what else is wrong
+                if code not in ("NotImplemented", "501", "InvalidArgument", "InvalidRequest"):
                     raise
             self.client.put_object(Bucket=self.bucket, Key=full, Body=data)
             return True

@@ -190,10 +190,20 @@ _SIGNATURES = (
 )
 
 
-def _signature_format(head: bytes) -> str | None:
+def _cut_short(data: bytes) -> str | None:
+    """The format of data that Pillow could not name but that is a supported format cut short (a
+    TIFF keeps its directory at the end, a GIF its palette up front, a BMP says its own size), else
+    None: a format we do not read, or a whole TIFF of a pixel layout Pillow does not read."""
+    head = bytes(data[:14])
+    if head[:2] == b"BM" and len(head) >= 10 and head[6:10] == b"\0\0\0\0":  # the header's reserved zeros
+        return "BMP" if len(data) < max(int.from_bytes(head[2:6], "little"), 14) else None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
-    return next((fmt for sig, fmt in _SIGNATURES if head.startswith(sig)), None)
+    fmt = next((fmt for sig, fmt in _SIGNATURES if head.startswith(sig)), None)
+    if fmt == "TIFF":  # whole, its first directory (offset at byte 4) is there; else cut short
+        first = int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big")
+        return "TIFF" if len(data) < first + 2 else None
+    return fmt
 
 
 def _open(data: bytes, max_pixels: int | None):
@@ -214,12 +224,14 @@ def _open(data: bytes, max_pixels: int | None):
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
         head = bytes(data[:8])
-        fmt = _signature_format(bytes(data[:12]))
+        fmt = _cut_short(data)
         if fmt is not None:
-            # e.g. a TIFF keeps its directory at the end: cut short, Pillow cannot name it at all
             raise DecodeError(
                 "undecodable", f"{fmt} data ({len(data)} bytes) that cannot be read: truncated or corrupt"
             ) from None
+        if head[:4] in (b"II*\x00", b"MM\x00*"):
+            raise DecodeError("unsupported", f"a whole TIFF ({len(data)} bytes) whose pixel layout (bits and samples "
+                                             "per pixel) we cannot read; convert it to PNG") from None
         raise DecodeError(
             "unsupported",
             f"not an image format we can read ({len(data)} bytes starting {head!r}); "

@@ -162,6 +162,29 @@ def test_truncated_file_of_a_known_format_is_undecodable_not_unsupported(fmt, op
     assert info.value.status == "undecodable"
 
 
+def test_a_whole_tiff_of_a_layout_pillow_cannot_read_is_unsupported_and_a_cut_bmp_undecodable():
+    """A complete 32-bit float RGB TIFF was called "truncated or corrupt" by the check above (a
+    damaged file to look for); it is a layout we do not read. A BMP cut inside its header said "not an
+    image format we can read"."""
+    def entry(tag, kind, count, value):
+        return struct.pack("<HHII", tag, kind, count, value)
+
+    pixels = np.linspace(0, 1, 4 * 4 * 3, dtype="<f4").tobytes()
+    entries = [entry(256, 3, 1, 4), entry(257, 3, 1, 4), entry(258, 3, 1, 32), entry(259, 3, 1, 1),
+               entry(262, 3, 1, 2), entry(273, 4, 1, 8), entry(277, 3, 1, 3), entry(278, 3, 1, 4),
+               entry(279, 4, 1, len(pixels)), entry(339, 3, 1, 3)]  # 3 samples of 32-bit floats
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + b"\0\0\0\0"
+    data = b"II*\x00" + struct.pack("<I", 8 + len(pixels)) + pixels + ifd
+    with pytest.raises(DecodeError, match="a whole TIFF .* whose pixel layout") as info:
+        decode_image(data)
+    assert info.value.status == "unsupported"
+    bmp = _encode(Image.fromarray(_rgb(20, 20)), "BMP")
+    assert decode_image(bmp).shape == (20, 20, 3)
+    with pytest.raises(DecodeError, match="BMP data .* truncated or corrupt") as info:
+        decode_image(bmp[:12])
+    assert info.value.status == "undecodable"
+
+
 def test_decompression_bomb_is_refused_before_decoding():
     # A real PNG header declaring 30000 x 30000 RGB with a tiny (invalid) body: decoding it would
     # need 2.7 GB; refusing must cost neither time nor memory.

@@ -156,6 +156,34 @@ def test_an_s3_object_named_as_the_output_prefix_is_still_input(bucket, face_pho
     assert len(read_manifest(out)) == 2
 
 
+def test_the_lease_is_written_plainly_where_conditional_writes_are_unknown(bucket):
+    """A botocore before 1.35 (boto3>=1.28 is allowed) refuses If-None-Match/If-Match as unknown
+    parameters, and an S3-compatible store may answer NotImplemented: every S3 job stopped taking its
+    lease. Such a store gets the lease written plainly, and read back as before."""
+    from botocore.exceptions import ClientError, ParamValidationError
+
+    from jobs.lease import LEASE_KEY, Lease
+
+    for refusal in (ParamValidationError(report='Unknown parameter in input: "IfNoneMatch"'),
+                    ClientError({"Error": {"Code": "NotImplemented"}}, "PutObject")):
+        store = open_store(f"s3://{bucket}/out")
+        put = store.client.put_object
+
+        def put_without_conditions(**kwargs):
+            if "IfMatch" in kwargs or "IfNoneMatch" in kwargs:
+                raise refusal
+            return put(**kwargs)
+
+        store.client.put_object = put_without_conditions
+        try:
+            lease = Lease(store, "mfr mask").acquire()
+            assert store.exists(LEASE_KEY)
+            lease.release()
+            assert not store.exists(LEASE_KEY)
+        finally:
+            del store.client.put_object  # the client's own method again (clients may be shared)
+
+
 def test_credentials_in_a_uri_are_never_repeated_even_with_a_slash_in_the_secret(monkeypatch):
     """AWS secrets hold '/': urlsplit ended the netloc there, and the key and secret were printed as a
     bucket name ("Invalid bucket name"), in an endpoint URL as botocore's "not a valid URI"."""
