@@ -904,6 +904,7 @@ def refuse_foreign_output(output) -> None:
     from jobs.storage import LocalStore, redact
 
     if isinstance(output, LocalStore):
+        output.refuse_file_in_the_way()  # and a folder above that may not be looked into, in words
         if not output.root.is_dir():
             return
         names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))

@@ -362,7 +362,7 @@ class LocalStore:
     def check_writable(self) -> None:
         """Fail now, naming the folder, if nothing can be written under it (not a folder, read-only, full)."""
         probe = f"{TMP_PREFIX}write-check"
-        self._refuse_file_in_the_way()
+        self.refuse_file_in_the_way()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -374,16 +374,20 @@ class LocalStore:
     def check_could_write(self) -> None:
         """What `check_writable` would refuse, as far as it shows without writing anything (for a dry
         run): a file where the folder or a folder above it would be, or a folder that is not writable."""
-        self._refuse_file_in_the_way()
-        there = next(p for p in (self.root, *self.root.parents) if p.exists())
+        there = self.refuse_file_in_the_way()
         if not os.access(there, os.W_OK | os.X_OK):
             raise StorageError(f"cannot write under {self.root}: {there} is not writable")
 
-    def _refuse_file_in_the_way(self) -> None:
-        there = next(p for p in (self.root, *self.root.parents) if p.exists())
+    def refuse_file_in_the_way(self) -> Path:
+        """The nearest of the root and the folders above it that is there, refused when it is a file."""
+        try:
+            there = next(p for p in (self.root, *self.root.parents) if p.exists())
+        except OSError as exc:  # a folder above that may not be looked into
+            raise StorageError(f"cannot write under {self.root}: {exc.strerror or exc}") from None
         if not there.is_dir():
             where = "it" if there == self.root else str(there)
             raise StorageError(f"cannot write under {self.root}: {where} is a file, not a folder")
+        return there
 
 
 @contextmanager
@@ -649,12 +653,12 @@ def new_local_folder(uri) -> tuple[Path, Path] | None:
     if not isinstance(store, LocalStore):
         return None
     root = store.root
-    if root.exists():
-        try:
+    try:
+        if root.exists():
             return (root, root) if root.is_dir() and not any(root.iterdir()) else None
-        except OSError:
-            return None
-    there = next(p for p in root.parents if p.exists())
+        there = next(p for p in root.parents if p.exists())
+    except OSError:  # a folder above that may not be looked into: the command says so
+        return None
     return root, there
 
 

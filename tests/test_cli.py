@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import shlex
+import sys
 
 import pytest
 
@@ -420,6 +421,34 @@ def test_an_output_that_is_a_file_is_refused_by_the_dry_run_as_by_the_run(face_p
                 assert capsys.readouterr().err == \
                     f"mfr {command}: cannot write under {output}: {where} is a file, not a folder\n"
     assert (tmp_path / "afile").read_bytes() == b"someone's file"
+
+
+def test_an_output_under_a_folder_that_may_not_be_looked_into_is_refused_in_words(face_photos, tmp_path):
+    """The run printed "[Errno 13] Permission denied: '...'" and, through the folder clean-up, a
+    traceback could follow; the dry run the same errno. As root the folder's mode is ignored, so the
+    commands run without the capabilities that override it (setpriv)."""
+    import stat
+    import subprocess
+
+    from conftest import photo_folder
+
+    command = []
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("as root, a folder's permissions need setpriv (util-linux) to take effect")
+        command = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+    dataset = photo_folder(tmp_path / "in", face_photos[:1])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0)
+    try:
+        for dry in (["--dry-run"], ["--quiet", "--executor", "local"]):
+            done = subprocess.run([*command, sys.executable, "-m", "jobs.cli", "mask", str(dataset),
+                                   str(locked / "out"), *dry], capture_output=True, text=True, timeout=300)
+            assert (done.returncode, done.stderr) == \
+                (2, f"mfr mask: cannot write under {locked / 'out'}: Permission denied\n"), done.stderr[-2000:]
+    finally:
+        locked.chmod(stat.S_IRWXU)
 
 
 def test_every_benchmark_and_tool_prints_its_usage_for_help():
