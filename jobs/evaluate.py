@@ -264,8 +264,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     embedding job's summary."""
     from jobs.augment import check_counts
     from jobs.embed import model_identity, read_shards, run_embed
-    from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, refuse_foreign_report, score_pairs,
-                            unmated_note)
+    from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, publish_report, refuse_foreign_report,
+                            score_pairs, unmated_note)
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
@@ -449,10 +449,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                 "model_id": ours.values["model_id"],
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
-            written = {}
-            for report_kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
-                out.write(f"report/{path.name}", path.read_bytes())
-                written[report_kind] = out.uri_of(f"report/{path.name}")
+            written = publish_report(out, paths, "report")
         return {"embed": summary, "result": result, "report": written, "protocol": kind, "notes": notes}
     except NothingToScore as exc:
         exc.summary = summary  # what happened to each image, for the command to print first

@@ -625,6 +625,33 @@ def unmated_note(result, named: bool = False) -> str | None:
 REPORT_FILES = ("report.json", "report.md", "roc.png", "cmc.png")
 
 
+def publish_report(out, paths: dict, folder: str = "") -> dict:
+    """Write the files of a report (`recog.report.write_report`'s paths, by kind) under `folder` of
+    `out`, and give their URIs by kind. report.json goes last: its fingerprint is what a rerun trusts,
+    so it must not exist without the rest; before it, the report files of an earlier report that this
+    one lacks are removed (a CMC curve stayed beside a pairs protocol's report). A report cut short (a
+    full disk, Ctrl-C) takes back the files it added: report files without mfr's report.json are the
+    user's to `refuse_foreign_report`, and every rerun was refused."""
+    def key(name: str) -> str:
+        return f"{folder}/{name}" if folder else name
+
+    names = {path.name for path in paths.values()}
+    new = [name for name in names if not out.exists(key(name))]
+    written = {}
+    try:
+        for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
+            if kind == "json":
+                for stale in sorted(set(REPORT_FILES) - names):
+                    out.delete(key(stale))
+            out.write(key(path.name), path.read_bytes())
+            written[kind] = out.uri_of(key(path.name))
+    except BaseException:
+        for added in new:
+            out.delete(key(added))
+        raise
+    return written
+
+
 def refuse_foreign_report(out) -> None:
     """A folder holding report files that no report.json of mfr's (its `model_id` and `results`) comes
     with is the user's: `mfr score P G thesis` replaced their `report.md`, exit 0."""
@@ -792,18 +819,7 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             "inputs_fingerprint": fingerprint,
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
             "protocol": protocol, **({"notes": notes} if notes else {})})
-        written, new = {}, [p.name for p in paths.values() if not out.exists(p.name)]
-        try:
-            # report.json last: its fingerprint is what a rerun trusts, so it must not exist without the rest
-            for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
-                out.write(path.name, path.read_bytes())
-                written[kind] = out.uri_of(path.name)
-        except BaseException:
-            # a report cut short (a full disk, Ctrl-C) takes back the files it added: report files without
-            # mfr's report.json are the user's to `refuse_foreign_report`, and every rerun was refused
-            for added in new:
-                out.delete(added)
-            raise
+        written = publish_report(out, paths)
     return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
 
 

@@ -202,6 +202,9 @@ def read_lfw_pairs(path: Path) -> Pairs:
             b.append(key(row[0], row[2], line))
             labels.append(1)
         elif len(row) == 4:
+            if row[0] == row[2]:  # a 4-field line is a mismatched pair: one person on both sides is a slip
+                raise ValueError(f"{path} line {line}: a mismatched pair (4 fields) names one person twice "
+                                 f"({row[0]}); a pair of one person is written `name i j`")
             a.append(key(row[0], row[1], line))
             b.append(key(row[2], row[3], line))
             labels.append(0)

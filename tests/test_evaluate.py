@@ -420,6 +420,14 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
         assert rerun[part] == fresh[part], part
     masked_now = sum(r["masked"] == "1" for r in now)
     assert rerun["acquisition"]["probe"]["samples"] == masked_now < first["acquisition"]["probe"]["samples"]
+    # a pairs protocol evaluated there next: the identification report's CMC curve stayed beside it
+    assert (out / "report" / "cmc.png").is_file()
+    a, b = [r["path"] for r in now if r["identity"] == people[0]][:2]
+    c = next(r["path"] for r in now if r["identity"] == people[1])
+    (tmp_path / "pairs.csv").write_text(f"{a},{b},1\n{a},{c},0\n")
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--pairs", str(tmp_path / "pairs.csv"),
+                 "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["report.json", "report.md", "roc.png"]
 
 
 def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_photos, tmp_path, capsys):

@@ -65,6 +65,11 @@ def test_lfw_pairs_view2(tmp_path):
     path.write_text("\n".join(lines[:1] + ["Abel Pacheco\t1\t4"] + lines[2:]) + "\n")
     with pytest.raises(ValueError, match=r"pairs.txt line 2: 'Pacheco' is not an image number"):
         P.read_lfw_pairs(path)
+    # a mismatched line naming one person twice was scored as an impostor pair of one person, silently
+    path.write_text("\n".join(lines[:3] + ["Bob_Hope\t3\tBob_Hope\t4"] + lines[4:]) + "\n")
+    with pytest.raises(ValueError, match=r"pairs.txt line 4: a mismatched pair \(4 fields\) names one person twice "
+                                         r"\(Bob_Hope\)"):
+        P.read_lfw_pairs(path)
     # View 1 (pairsDevTest.txt): one count, no folds; it was refused as a plain CSV
     path.write_text("\n".join(["2"] + lines[1:5]) + "\n")
     view1 = P.read_pairs_file(path)
