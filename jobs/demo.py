@@ -28,7 +28,7 @@ import numpy as np
 
 from maskgen.runtime import cache_dir, member_of_package, sha256_bytes, write_atomic
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,12 @@ def vary_face(image: np.ndarray, box, rng: np.random.Generator, size: int = 250,
     scale = size / (side * expand)
     matrix = cv2.getRotationMatrix2D((cx + shift[0], cy + shift[1]), angle, scale)
     matrix[:, 2] += np.array([size / 2, size / 2]) - np.array([cx + shift[0], cy + shift[1]])
-    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT_101)
+    # beyond the photo, its edge's median colour: a reflection of a tight portrait repeated its face
+    # (upside down too), and each copy was a face of its own in the manifest
+    edge = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).reshape(-1, image.shape[2])
+    fill = tuple(float(v) for v in np.median(edge, axis=0))
+    out = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=fill)
     if plain:
         return out
     low = int(size * rng.uniform(0.45, 1.0))  # a lower-resolution camera

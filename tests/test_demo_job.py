@@ -19,6 +19,14 @@ def test_vary_face_is_seeded_and_pure():
     assert one.shape == (250, 250, 3)
     np.testing.assert_array_equal(one, vary_face(image, box, np.random.default_rng(5)))
     assert not np.array_equal(one, vary_face(image, box, np.random.default_rng(6)))
+    # where the picture reaches past the photo: one plain colour, the photo's edge's median (a mirror
+    # of a tight portrait repeated its face, upside down too, and each copy was a face in the manifest)
+    portrait = np.zeros((120, 100, 3), np.uint8)
+    portrait[:] = (90, 100, 110)
+    portrait[20:100, 15:85] = np.random.default_rng(1).integers(0, 255, (80, 70, 3), dtype=np.uint8)
+    plain = vary_face(portrait, (15, 20, 85, 100), np.random.default_rng(5), plain=True)
+    assert np.array_equal(plain[0, 0], [90, 100, 110]) and np.array_equal(plain[-1, -1], [90, 100, 110])
+    assert (np.abs(plain.astype(int) - [90, 100, 110]).max(axis=2) == 0).mean() > 0.5
 
 
 def test_packaged_photos_are_checksummed():
