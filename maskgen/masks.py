@@ -277,6 +277,18 @@ def _below_eyes(top: np.ndarray, local: np.ndarray, h: float, clearance: float =
     return top
 
 
+def _falling_from(top: np.ndarray, peak: int) -> np.ndarray:
+    """The top edge with no point above its neighbour nearer the `peak` (the nose bridge): the curve
+    lifted over the cheeks climbed back beside each eye after `_below_eyes` took it under the eye,
+    a mushroom-shaped edge with a bite under each eye that no mask has."""
+    top = top.copy()
+    for i in range(peak - 1, -1, -1):
+        top[i, 1] = max(top[i, 1], top[i + 1, 1])
+    for i in range(peak + 1, len(top)):
+        top[i, 1] = max(top[i, 1], top[i - 1, 1])
+    return top
+
+
 def far_side_push(yaw: float) -> float:
     """The share of the usual push out from the jaw that the far side of a face turned by `yaw` degrees
     gets: 1 facing the camera (or with no yaw known), 0 from 30 degrees, where its jaw landmarks lie on
@@ -331,6 +343,8 @@ def mask_outline(landmarks68: np.ndarray, shape: str = "surgical", face_type: Fa
         top = np.concatenate([_bezier(right_end, ctrl_r, bridge), _bezier(bridge, ctrl_l, left_start)[1:]])
 
     top = _below_eyes(top, local, h)
+    if shape != "kn95":  # (a kn95's top edge is two straight lines from the bridge)
+        top = _falling_from(top, len(top) // 2)
 
     if face_type.profile:
         # The far side is hidden; follow the nose line (28 -> 30) and pass in front of the mouth.

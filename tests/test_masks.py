@@ -590,6 +590,32 @@ def test_the_far_side_of_a_turned_face_is_not_pushed_past_its_cheek(shared_faces
         assert near_reach(turned) == pytest.approx(near_reach(frontal))
 
 
+def test_a_mask_top_edge_falls_away_from_the_nose_bridge(shared_faces_68):
+    """The top edge, lifted over the cheeks and then taken under each eye, climbed back up beside each
+    eye: a mushroom shape with a bite under each eye (a visual review: cloth and n95 on press photos).
+    From the bridge outward it never rises now, and still passes below the eyes."""
+    from maskgen.facetype import classify_face
+    from maskgen.masks import FaceFrame, mask_outline
+
+    checked = 0
+    for _, image, _, lms in shared_faces_68:
+        for lm in lms:
+            landmarks = np.asarray(lm, float)
+            face_type = classify_face(image, landmarks)
+            if face_type.profile:
+                continue
+            frame = FaceFrame.from_landmarks(landmarks)
+            eyes_low = frame.to_local(landmarks)[36:48, 1].max()
+            for style in ("surgical", "cloth", "n95"):
+                top = frame.to_local(mask_outline(landmarks, style, face_type))[13:]  # after the 13 jaw points
+                bridge = int(np.argmin(top[:, 1]))
+                assert (np.diff(top[:bridge + 1, 1]) <= 1e-9).all() and (np.diff(top[bridge:, 1]) >= -1e-9).all()
+                beside = np.abs(top[:, 0] - frame.to_local(landmarks)[[39, 42], 0].mean()) > 0.25 * frame.width
+                assert (top[beside, 1] > eyes_low).all()
+                checked += 1
+    assert checked >= 3 * 40
+
+
 def test_a_large_sharp_face_gets_no_blur_and_a_blurred_one_its_own(shared_faces_68):
     """A face over 256 px is measured at 256 px: its sharp photo's floor read 2.4 px at full size, and
     its mask came out softer than the face (a review: checks and grain blurred on a 609 px face)."""
