@@ -583,6 +583,7 @@ def _run_command(args) -> tuple[int, BaseException | None]:
 
     try:
         refuse_output_lost_with_the_job(args)
+        refuse_output_out_of_reach(args)
         # what every worker needs, refused here, before any output is made: the model cache, and the
         # cluster RAY_ADDRESS names (a job on the local pool needs none)
         job = args.command in ("mask", "embed", "evaluate", "run", "demo") and not getattr(args, "dry_run", False)
@@ -628,6 +629,23 @@ def refuse_output_lost_with_the_job(args) -> None:
         raise ValueError(f"{output}: a relative output under `ray job submit` is written inside Ray's copy of the "
                          f"working folder ({os.getcwd()}), in its session temp folder, where Ray removes it at will; "
                          "give an absolute path (expanded by your shell: \"$PWD/out\") or an s3:// URI")
+
+
+def refuse_output_out_of_reach(args) -> None:
+    """A local output with a file in its way, or under a folder that may not be looked into: said in
+    words, naming the output, before the command reads or writes there (`mfr run`, `evaluate` and
+    `score` said "[Errno 13] Permission denied" of a path inside it that the user never gave)."""
+    from jobs.storage import LocalStore, StorageError, open_store
+
+    output = output_of(args)
+    if output is None:
+        return
+    try:
+        store = open_store(output)
+    except (StorageError, ValueError):
+        return  # said by the command, in its own words
+    if isinstance(store, LocalStore):
+        store.refuse_file_in_the_way()
 
 
 def _on_off(value: str | None) -> bool | None:

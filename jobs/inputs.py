@@ -901,13 +901,16 @@ def refuse_foreign_output(output) -> None:
     one and overwritten. A folder all of whose entries are outputs of mfr (`_holds_mfr_output`: an
     `mfr mask OUT/masked` started before `mfr run DS OUT`) is mfr's, and so is an `mfr embed` output
     of a version that kept no settings record (`shards/` alone). Hidden files (.DS_Store) do not count."""
-    from jobs.storage import LocalStore, redact
+    from jobs.storage import LocalStore, StorageError, redact
 
     if isinstance(output, LocalStore):
         output.refuse_file_in_the_way()  # and a folder above that may not be looked into, in words
         if not output.root.is_dir():
             return
-        names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))
+        try:
+            names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))
+        except OSError as exc:
+            raise StorageError(f"cannot read {output.root}: {exc.strerror or exc}") from None
     else:
         names = output.top_level()  # its folders, and "" for objects at its top
     if not names or names == ["shards"] or _holds_record(output) or all(_holds_mfr_output(output, n) for n in names):

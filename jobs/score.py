@@ -10,6 +10,7 @@ under the output URI.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -630,24 +631,29 @@ def publish_report(out, paths: dict, folder: str = "") -> dict:
     `out`, and give their URIs by kind. report.json goes last: its fingerprint is what a rerun trusts,
     so it must not exist without the rest; before it, the report files of an earlier report that this
     one lacks are removed (a CMC curve stayed beside a pairs protocol's report). A report cut short (a
-    full disk, Ctrl-C) takes back the files it added: report files without mfr's report.json are the
-    user's to `refuse_foreign_report`, and every rerun was refused."""
+    full disk, Ctrl-C) puts the earlier report's files back as they were and takes back the files it
+    added: report files without mfr's report.json are the user's to `refuse_foreign_report`, and an
+    earlier report.json with plots deleted or replaced would be trusted by the rerun as up to date."""
     def key(name: str) -> str:
         return f"{folder}/{name}" if folder else name
 
     names = {path.name for path in paths.values()}
-    new = [name for name in names if not out.exists(key(name))]
+    earlier = {name: out.read(key(name)) for name in REPORT_FILES if out.exists(key(name))}  # a few kB each
     written = {}
     try:
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
             if kind == "json":
-                for stale in sorted(set(REPORT_FILES) - names):
+                for stale in sorted(set(earlier) - names):
                     out.delete(key(stale))
             out.write(key(path.name), path.read_bytes())
             written[kind] = out.uri_of(key(path.name))
     except BaseException:
-        for added in new:
-            out.delete(key(added))
+        for name in REPORT_FILES:
+            with contextlib.suppress(Exception):  # (the write's own error is the one to say)
+                if name in earlier:
+                    out.write(key(name), earlier[name])
+                elif name in names:
+                    out.delete(key(name))
         raise
     return written
 

@@ -425,7 +425,8 @@ def test_an_output_that_is_a_file_is_refused_by_the_dry_run_as_by_the_run(face_p
 
 def test_an_output_under_a_folder_that_may_not_be_looked_into_is_refused_in_words(face_photos, tmp_path):
     """The run printed "[Errno 13] Permission denied: '...'" and, through the folder clean-up, a
-    traceback could follow; the dry run the same errno. As root the folder's mode is ignored, so the
+    traceback could follow; the dry run the same errno; `mfr run`, `evaluate` and `score` named a path
+    inside the output (".../embeddings/unmasked/shards") that the user never gave. As root the folder's mode is ignored, so the
     commands run without the capabilities that override it (setpriv)."""
     import stat
     import subprocess
@@ -441,12 +442,15 @@ def test_an_output_under_a_folder_that_may_not_be_looked_into_is_refused_in_word
     locked = tmp_path / "locked"
     locked.mkdir()
     locked.chmod(0)
+    out = str(locked / "out")
     try:
-        for dry in (["--dry-run"], ["--quiet", "--executor", "local"]):
-            done = subprocess.run([*command, sys.executable, "-m", "jobs.cli", "mask", str(dataset),
-                                   str(locked / "out"), *dry], capture_output=True, text=True, timeout=300)
+        for argv in (["mask", str(dataset), out, "--dry-run"], ["mask", str(dataset), out, "--executor", "local"],
+                     ["run", str(dataset), out, "--dry-run"], ["run", str(dataset), out, "--executor", "local"],
+                     ["evaluate", str(dataset), out], ["score", str(dataset), str(dataset), out]):
+            done = subprocess.run([*command, sys.executable, "-m", "jobs.cli", *argv], capture_output=True, text=True,
+                                  timeout=300)
             assert (done.returncode, done.stderr) == \
-                (2, f"mfr mask: cannot write under {locked / 'out'}: Permission denied\n"), done.stderr[-2000:]
+                (2, f"mfr {argv[0]}: cannot write under {out}: Permission denied\n"), (argv, done.stderr[-2000:])
     finally:
         locked.chmod(stat.S_IRWXU)
 

@@ -835,6 +835,20 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["cmc.png", "report.json", "report.md", "roc.png"]
     assert not out["skipped"]
+    # a report written again (--force, or a pairs protocol in evaluate's folder) whose report.json then
+    # fails: the earlier report's files were deleted or replaced, and its report.json, left, was trusted
+    # by the rerun as up to date; they are put back as they were
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
+
+    def full_at_the_record(self, key, data):
+        if key == "report.json":
+            raise StorageError(f"cannot write {self.path(key)}: No space left on device")
+        write(self, key, data)
+
+    monkeypatch.setattr(LocalStore, "write", full_at_the_record)
+    with pytest.raises(StorageError, match="No space left"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="another")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
 
 
 def test_run_score_takes_paths_and_refuses_unknown_options_before_reading(tmp_path):
