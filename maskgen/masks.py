@@ -739,26 +739,33 @@ class SurgicalMask(MaskStyle):
         def texture(ctx, p):
             v = ctx.v
             shade = _cylinder(ctx, p["light_side"])
-            # pleats between v = 0.25 and 0.85: each a lit upper face and a shadowed fold line
-            k = p["pleats"]
-            t = np.clip((v - 0.25) / 0.6, 0, 1) * k
-            frac = t - np.floor(t)
-            inside = (v > 0.25) & (v < 0.85)
-            shade = shade * np.where(inside, 0.93 + 0.10 * frac, 1.0)
-            # the fold line's edge spread over about a pixel: a hard cut stepped in 1-px stairs on a
-            # tilted face and broke into dashes on a small one
-            edge = np.float32(max(0.6 * ctx.face_height / k, 1.0))  # a pleat's height in pixels
-            # signed distance to the fold band frac in [0.9, 1) (it ends where the next pleat begins, at
-            # the wrap to 0), in pixels: both of its edges ramp over one pixel
-            into = np.where(frac >= 0.9, np.minimum(frac - 0.9, 1.0 - frac), -np.minimum(0.9 - frac, frac))
-            fold = np.clip(into * edge + 0.5, 0, 1) * inside
-            shade = shade * (1.0 - 0.20 * fold)
+            shade = shade * pleat_shade(v, p["pleats"], 0.6 * ctx.face_height / p["pleats"])
             shade = shade * np.where(v < 0.07, 1.05, 1.0)  # nose wire channel
             shade = shade * _fabric_noise(ctx, 0.015)
             return np.clip(base[None, None, :] * shade[..., None], 0, 1)
 
         loops = _ear_loops(lm, outline, face_type) if params.get("ear_loops") else []
         return _render(image, lm, outline, texture, params, face_type, loops)
+
+
+def pleat_shade(v: np.ndarray, pleats: int, pleat_px: float) -> np.ndarray:
+    """A surgical mask's pleats between v = 0.25 and 0.85 (v: 0 at the top edge, 1 at the bottom) as
+    a brightness factor: each a lit face and a shadowed fold line, `pleat_px` pixels high. Continuous
+    in v but for the fold line's edges, which ramp over one pixel: hard cuts (a fold line's, and the
+    lit face's 10 % jump back at each pleat's start) stepped in 1-px stairs on a tilted face and
+    broke into dashes on a small one."""
+    t = np.clip((v - 0.25) / 0.6, 0, 1) * pleats
+    frac = t - np.floor(t)
+    edge = np.float32(max(pleat_px, 1.0))
+    # the pleated band's own top and bottom edges ramp over one pixel too
+    inside = np.clip(np.minimum(v - 0.25, 0.85 - v) * (edge * pleats / 0.6) + 0.5, 0, 1)
+    # brighter up each pleat's face, and back down across its fold band to meet the next one's start
+    lit = 0.93 + 0.10 * np.minimum(frac / 0.9, (1.0 - frac) / 0.1)
+    # signed distance to the fold band frac in [0.9, 1) (it ends where the next pleat begins, at the
+    # wrap to 0), in pixels: both of its edges ramp over one pixel
+    into = np.where(frac >= 0.9, np.minimum(frac - 0.9, 1.0 - frac), -np.minimum(0.9 - frac, frac))
+    fold = np.clip(into * edge + 0.5, 0, 1)
+    return 1.0 + inside * (lit * (1.0 - 0.20 * fold) - 1.0)
 
 
 CLOTH_COLOURS = {"black": (30, 30, 34), "navy": (34, 48, 88), "grey": (128, 130, 134), "denim": (70, 100, 140),

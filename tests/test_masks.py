@@ -695,3 +695,17 @@ def test_colours_template_sizes_and_a_record_without_yaw():
         style = style_from_name(name)
         drawn, coverage, _ = style(image, lm, mask_rng(0, "k", 0), given)
         assert coverage.any()
+
+
+@pytest.mark.parametrize("pleats, pleat_px", [(2, 30.0), (3, 12.0), (3, 4.0)])
+def test_pleats_change_brightness_smoothly_but_at_their_fold_lines_one_pixel_edges(pleats, pleat_px):
+    """The lit face of each pleat went from 1.03 back to 0.93 in one step at the next pleat's start:
+    a hard edge, drawn in 1-px stairs on a tilted face (a visual review: Family1-Daughter2, surgical)."""
+    from maskgen.masks import pleat_shade
+
+    per_px = 0.6 / (pleats * pleat_px)  # v per pixel: the pleats span v 0.25 .. 0.85
+    v = np.arange(0.0, 1.0, per_px / 50)  # 50 samples a pixel
+    shade = pleat_shade(v, pleats, pleat_px)
+    # a fold line's edge: 20 % over one pixel, 0.4 % a sample; a jump shows as one step of 8 % or more
+    assert np.abs(np.diff(shade)).max() < 0.01
+    assert shade.min() < 0.9 and shade.max() > 1.0  # fold lines and lit faces are there
