@@ -50,7 +50,7 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
 # of the old version are then made again instead of reused.
-GRAPH_VERSION = 2
+GRAPH_VERSION = 3
 
 
 def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[bytes, int, str | None]:
@@ -67,7 +67,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     every recognition actor and pool process paid at start-up. A file seen for the first time is
     checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
     hash recorded when it was made, and made again if it does not match."""
-    from maskgen.runtime import cache_dir, cached_bytes, cached_bytes_file, providers_for, write_atomic
+    from maskgen.runtime import cache_dir, cached_bytes, providers_for, write_atomic
     from recog.spec import embedded_spec_text
 
     root = cache_dir() / "graphs"
@@ -76,22 +76,42 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     try:
         record = json.loads(record_path.read_text())
         known = record["sha256"] == sha256 and isinstance(record["replaced"], int) and (
-            record["spec"] is None or isinstance(record["spec"], str))
-    except (OSError, ValueError, KeyError, TypeError):
+            record["spec"] is None or isinstance(record["spec"], str)) and \
+            record["external"] == _external_hashes(path.parent, record["external"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         known = False
     if not known:
         model = _load_onnx(path, data)
         embedded = embedded_spec_text(model)
         rewritten, replaced = _rewrite_prelus(model, path.parent)
-        if replaced:
-            cached_bytes_file(graph_path, lambda: rewritten)
-        record = {"sha256": sha256, "replaced": replaced, "spec": embedded}
+        if replaced:  # written anew: a graph there may be one made from other external data
+            write_atomic(graph_path, rewritten)
+            write_atomic(graph_path.with_name(graph_path.name + ".sha256"), sha256_bytes(rewritten).encode())
+        # the rewrite copies PReLU slopes out of external data files: a graph made from other ones is stale
+        external = _external_hashes(path.parent, _external_files(model)) if replaced else {}
+        record = {"sha256": sha256, "replaced": replaced, "spec": embedded, "external": external}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
     runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
+
+
+def _external_files(onnx_model) -> list[str]:
+    """The external data files (paths relative to the model's folder) the model's tensors are kept in."""
+    from onnx import TensorProto
+
+    files = set()
+    for tensor in onnx_model.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            files.update(entry.value for entry in tensor.external_data if entry.key == "location")
+    return sorted(files)
+
+
+def _external_hashes(folder: Path, files) -> dict:
+    """{file: SHA-256} of external data files under `folder` (None for one that is not there)."""
+    return {name: sha256_bytes((folder / name).read_bytes()) if (folder / name).is_file() else None for name in files}
 
 
 def _quiet_run_options():
@@ -290,8 +310,11 @@ class Embedder:
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         try:
-            return self.session.run([self.output_name], {self.input_name: self.preprocess(batch)},
-                                    self._run_options)[0]
+            vectors = self.session.run([self.output_name], {self.input_name: self.preprocess(batch)},
+                                       self._run_options)[0]
+            # one crop's vector without a batch axis (an export's `.squeeze()`): sliced per crop, it read
+            # as one value ("model gives 1-d vectors")
+            return vectors[None] if len(batch) == 1 and np.ndim(vectors) == 1 else vectors
         except Exception as exc:
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise

@@ -180,12 +180,13 @@ def test_cached_model_carries_its_spec():
 
 
 def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, external=False, one_per_call=False,
-                input_type="FLOAT"):
+                input_type="FLOAT", squeezed=False):
     """A small ONNX face model: global average pool of the input and a linear layer. `batch`: the
     input's batch size ("N" dynamic, or a fixed number); `size`: its width and height; `weights`:
     the layer's (3, out_dim) values; `external`: the weights in a file of their own beside it;
     `one_per_call`: a free batch declared, but reshaped to 1 inside (an export's x.view(1, -1));
-    `input_type`: the input's element type (FLOAT16: a model exported for GPUs)."""
+    `input_type`: the input's element type (FLOAT16: a model exported for GPUs); `squeezed`: the
+    output without its batch axis (a batch-1 export's `.squeeze()`)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32) if weights is None else weights
@@ -194,11 +195,15 @@ def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, exte
              helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
              helper.make_node("Reshape", ["pooled", "one_row"], ["flat"]) if one_per_call else
              helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "W"], ["683"])]
+             helper.make_node("Gemm", ["flat", "W"], ["gemm" if squeezed else "683"])]
+    if squeezed:
+        inits.append(numpy_helper.from_array(np.array([0], np.int64), "batch_axis"))
+        nodes.append(helper.make_node("Squeeze", ["gemm", "batch_axis"], ["683"]))
     graph = helper.make_graph(nodes, "tiny",
                               [helper.make_tensor_value_info("input.1", getattr(TensorProto, input_type),
                                                              [batch, 3, size, size])],
-                              [helper.make_tensor_value_info("683", TensorProto.FLOAT, [batch, out_dim])], inits)
+                              [helper.make_tensor_value_info("683", TensorProto.FLOAT,
+                                                             [out_dim] if squeezed else [batch, out_dim])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if external:
@@ -206,6 +211,17 @@ def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, exte
     else:
         onnx.save(model, str(path))
     return model, w
+
+
+def test_a_batch_of_one_model_whose_output_has_no_batch_axis_embeds(tmp_path):
+    """A fixed-batch-1 export with `.squeeze()` on its output gives (64,) per call: it was refused as
+    "model gives 1-d vectors, spec says 64"."""
+    path = tmp_path / "squeezed.onnx"
+    _, w = _tiny_model(path, out_dim=64, batch=1, squeezed=True)
+    spec = ModelSpec.preset("arcface-112", name="squeezed", embedding_size=64)
+    embedder = Embedder(path, spec=spec, device="cpu").check()
+    crops = np.random.default_rng(3).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
 
 
 def _pooled(crops, w):
@@ -324,6 +340,23 @@ def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monk
     outside = Embedder(tmp_path / "outside" / "m.onnx", spec=spec, device="cpu")
     assert outside.blocked_prelus == inline.blocked_prelus == 1
     np.testing.assert_allclose(outside.embed_crops(crops), inline.embed_crops(crops), atol=1e-6)
+    # retrained weights exported again: the same .onnx, other slopes in the data file. The graph cached
+    # under the .onnx's hash kept the old slopes (cosine 0.79-0.89 to the model's own embeddings)
+    import onnxruntime as ort
+
+    stored = {t.name: {e.key: e.value for e in t.external_data}
+              for t in onnx.load(str(tmp_path / "outside" / "m.onnx"), load_external_data=False).graph.initializer}
+    weights = bytearray((tmp_path / "outside" / "m.weights").read_bytes())
+    at, size = int(stored["slope"].get("offset", 0)), int(stored["slope"]["length"])
+    weights[at:at + size] = np.full(6, 0.9, np.float32).tobytes()
+    (tmp_path / "outside" / "m.weights").write_bytes(bytes(weights))
+    retrained = Embedder(tmp_path / "outside" / "m.onnx", spec=spec, device="cpu")
+    assert retrained.sha256 == outside.sha256 and retrained.blocked_prelus == 1
+    pixels = ((crops.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
+    own = ort.InferenceSession(str(tmp_path / "outside" / "m.onnx"), providers=["CPUExecutionProvider"])
+    want = own.run(None, {"input": pixels})[0]
+    np.testing.assert_allclose(retrained.embed_crops(crops), want / np.linalg.norm(want, axis=1, keepdims=True),
+                               atol=1e-5)
 
 
 def test_user_models_that_cannot_work_are_refused_with_the_reason(tmp_path):
