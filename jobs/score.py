@@ -631,31 +631,58 @@ def publish_report(out, paths: dict, folder: str = "") -> dict:
     `out`, and give their URIs by kind. report.json goes last: its fingerprint is what a rerun trusts,
     so it must not exist without the rest; before it, the report files of an earlier report that this
     one lacks are removed (a CMC curve stayed beside a pairs protocol's report). A report cut short (a
-    full disk, Ctrl-C) puts the earlier report's files back as they were and takes back the files it
-    added: report files without mfr's report.json are the user's to `refuse_foreign_report`, and an
-    earlier report.json with plots deleted or replaced would be trusted by the rerun as up to date."""
+    full disk, Ctrl-C) puts the earlier report's files back as they were (`_put_back`) and takes back
+    the files it added: report files without mfr's report.json are the user's to
+    `refuse_foreign_report`, and an earlier report.json beside plots deleted or replaced would be
+    trusted by the rerun as up to date."""
     def key(name: str) -> str:
         return f"{folder}/{name}" if folder else name
 
     names = {path.name for path in paths.values()}
-    earlier = {name: out.read(key(name)) for name in REPORT_FILES if out.exists(key(name))}  # a few kB each
-    written = {}
+    earlier, unread = {}, set()
+    for name in REPORT_FILES:
+        if out.exists(key(name)):
+            try:
+                earlier[name] = out.read(key(name))  # a few kB each
+            except Exception:  # (a file that may be replaced but not read: it cannot be put back)
+                unread.add(name)
+    written, touched = {}, []
     try:
         for kind, path in sorted(paths.items(), key=lambda item: item[0] == "json"):
             if kind == "json":
-                for stale in sorted(set(earlier) - names):
+                for stale in sorted((set(earlier) | unread) - names):
+                    touched.append(stale)
                     out.delete(key(stale))
+            touched.append(path.name)
             out.write(key(path.name), path.read_bytes())
             written[kind] = out.uri_of(key(path.name))
     except BaseException:
-        for name in REPORT_FILES:
-            with contextlib.suppress(Exception):  # (the write's own error is the one to say)
-                if name in earlier:
-                    out.write(key(name), earlier[name])
-                elif name in names:
-                    out.delete(key(name))
+        _put_back(out, key, touched, earlier, unread)
         raise
     return written
+
+
+def _put_back(out, key, touched: list, earlier: dict, unread: set) -> None:
+    """After a report cut short: the files it `touched` as they were before (`earlier`), its new ones
+    removed. Where one cannot be put back (unreadable before, or the disk still full), every report
+    file goes (removing needs no space): the earlier report.json trusted by the rerun beside files of
+    another report, or report files left without it, which `refuse_foreign_report` takes for the
+    user's, would each stop the rerun from writing the report again."""
+    whole = True
+    for name in dict.fromkeys(n for n in touched if n != "report.json"):
+        try:
+            if name in earlier:
+                out.write(key(name), earlier[name])
+            elif name in unread:
+                whole = False
+            else:
+                out.delete(key(name))
+        except Exception:  # (the write's own error is the one to say)
+            whole = False
+    if not whole:
+        for name in ("report.json", *(n for n in REPORT_FILES if n != "report.json")):  # the record first
+            with contextlib.suppress(Exception):
+                out.delete(key(name))
 
 
 def refuse_foreign_report(out) -> None:
