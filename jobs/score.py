@@ -677,11 +677,11 @@ def _put_back(out, key, touched: list, earlier: dict, unread: set) -> None:
                 whole = False
             else:
                 out.delete(key(name))
-        except Exception:  # (the write's own error is the one to say)
+        except BaseException:  # the disk still full, or Ctrl-C again: the first error is the one to say
             whole = False
     if not whole:
-        for name in ("report.json", *(n for n in REPORT_FILES if n != "report.json")):  # the record first
-            with contextlib.suppress(Exception):
+        for name in (*(n for n in REPORT_FILES if n != "report.json"), "report.json"):  # the record last
+            with contextlib.suppress(BaseException):
                 out.delete(key(name))
 
 

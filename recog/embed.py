@@ -67,34 +67,39 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     every recognition actor and pool process paid at start-up. A file seen for the first time is
     checked to be an ONNX model (ValueError otherwise); the rewritten graph is checked against the
     hash recorded when it was made, and made again if it does not match."""
-    from maskgen.runtime import cache_dir, cached_bytes, providers_for, write_atomic
+    from maskgen.runtime import cache_dir, cached_bytes, cached_bytes_file, providers_for, write_atomic
     from recog.spec import embedded_spec_text
 
     root = cache_dir() / "graphs"
     stem = f"{sha256[:32]}-g{GRAPH_VERSION}"
-    record_path, graph_path = root / f"{stem}.json", root / f"{stem}.onnx"
+    record_path = root / f"{stem}.json"
     try:
         record = json.loads(record_path.read_text())
         known = record["sha256"] == sha256 and isinstance(record["replaced"], int) and (
-            record["spec"] is None or isinstance(record["spec"], str)) and \
-            record["external"] == _external_hashes(path.parent, record["external"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            record["spec"] is None or isinstance(record["spec"], str)) and isinstance(record["external"], list)
+    except (OSError, ValueError, KeyError, TypeError):
         known = False
+    # the rewrite copies PReLU slopes out of the external data files: the graph is kept under their
+    # hashes too, taken before it reads them, so a model exported again with other weights beside the
+    # same .onnx (or another folder's copy) never runs a graph made from other slopes
+    def graph_path(files) -> Path:
+        weights = _external_hashes(path, files)
+        return root / f"{stem}-{sha256_bytes(json.dumps(weights, sort_keys=True).encode())[:16]}.onnx"
+
     if not known:
         model = _load_onnx(path, data)
-        embedded = embedded_spec_text(model)
+        files = _external_files(model)
+        made_at = graph_path(files)
         rewritten, replaced = _rewrite_prelus(model, path.parent)
-        if replaced:  # written anew: a graph there may be one made from other external data
-            write_atomic(graph_path, rewritten)
-            write_atomic(graph_path.with_name(graph_path.name + ".sha256"), sha256_bytes(rewritten).encode())
-        # the rewrite copies PReLU slopes out of external data files: a graph made from other ones is stale
-        external = _external_hashes(path.parent, _external_files(model)) if replaced else {}
-        record = {"sha256": sha256, "replaced": replaced, "spec": embedded, "external": external}
+        if replaced:
+            cached_bytes_file(made_at, lambda: rewritten)
+        record = {"sha256": sha256, "replaced": replaced, "spec": embedded_spec_text(model), "external": files}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
-    runnable = cached_bytes(graph_path, lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
+    runnable = cached_bytes(graph_path(record["external"]),
+                            lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
 
 
@@ -109,9 +114,17 @@ def _external_files(onnx_model) -> list[str]:
     return sorted(files)
 
 
-def _external_hashes(folder: Path, files) -> dict:
-    """{file: SHA-256} of external data files under `folder` (None for one that is not there)."""
-    return {name: sha256_bytes((folder / name).read_bytes()) if (folder / name).is_file() else None for name in files}
+def _external_hashes(path: Path, files) -> dict:
+    """{file: SHA-256} of the external data files of the model at `path`, beside it; a ValueError
+    naming a missing one (onnx's ValidationError, a traceback, said it)."""
+    hashes = {}
+    for name in files:
+        try:
+            hashes[name] = sha256_bytes((path.parent / name).read_bytes())
+        except OSError as exc:
+            raise ValueError(f"{path}: its weights are kept in {name} beside it, which cannot be read "
+                             f"({exc.strerror or exc})") from None
+    return hashes
 
 
 def _quiet_run_options():
@@ -312,9 +325,9 @@ class Embedder:
         try:
             vectors = self.session.run([self.output_name], {self.input_name: self.preprocess(batch)},
                                        self._run_options)[0]
-            # one crop's vector without a batch axis (an export's `.squeeze()`): sliced per crop, it read
-            # as one value ("model gives 1-d vectors")
-            return vectors[None] if len(batch) == 1 and np.ndim(vectors) == 1 else vectors
+            # a vector per call without a batch axis (a batch-of-one export's `.squeeze()`; or one value a
+            # crop): sliced per crop, one crop's vector read as one value ("model gives 1-d vectors")
+            return vectors.reshape(len(batch), -1) if np.ndim(vectors) == 1 else vectors
         except Exception as exc:
             if not type(exc).__module__.startswith("onnxruntime"):
                 raise

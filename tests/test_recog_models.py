@@ -180,13 +180,13 @@ def test_cached_model_carries_its_spec():
 
 
 def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, external=False, one_per_call=False,
-                input_type="FLOAT", squeezed=False):
+                input_type="FLOAT", squeezed=None):
     """A small ONNX face model: global average pool of the input and a linear layer. `batch`: the
     input's batch size ("N" dynamic, or a fixed number); `size`: its width and height; `weights`:
     the layer's (3, out_dim) values; `external`: the weights in a file of their own beside it;
     `one_per_call`: a free batch declared, but reshaped to 1 inside (an export's x.view(1, -1));
     `input_type`: the input's element type (FLOAT16: a model exported for GPUs); `squeezed`: the
-    output without its batch axis (a batch-1 export's `.squeeze()`)."""
+    output's axis squeezed out (0, the batch axis of a batch-1 export; 1, one value per crop)."""
     from onnx import TensorProto, helper, numpy_helper
 
     w = np.random.default_rng(seed).normal(size=(3, out_dim)).astype(np.float32) if weights is None else weights
@@ -195,15 +195,16 @@ def _tiny_model(path, out_dim=8, seed=0, batch="N", size=112, weights=None, exte
              helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
              helper.make_node("Reshape", ["pooled", "one_row"], ["flat"]) if one_per_call else
              helper.make_node("Flatten", ["pooled"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "W"], ["gemm" if squeezed else "683"])]
-    if squeezed:
-        inits.append(numpy_helper.from_array(np.array([0], np.int64), "batch_axis"))
-        nodes.append(helper.make_node("Squeeze", ["gemm", "batch_axis"], ["683"]))
+             helper.make_node("Gemm", ["flat", "W"], ["683" if squeezed is None else "gemm"])]
+    if squeezed is not None:
+        inits.append(numpy_helper.from_array(np.array([squeezed], np.int64), "squeezed_axis"))
+        nodes.append(helper.make_node("Squeeze", ["gemm", "squeezed_axis"], ["683"]))
     graph = helper.make_graph(nodes, "tiny",
                               [helper.make_tensor_value_info("input.1", getattr(TensorProto, input_type),
                                                              [batch, 3, size, size])],
                               [helper.make_tensor_value_info("683", TensorProto.FLOAT,
-                                                             [out_dim] if squeezed else [batch, out_dim])], inits)
+                                                             [batch, out_dim] if squeezed is None else
+                                                             [[out_dim], [batch]][squeezed])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     if external:
@@ -217,11 +218,16 @@ def test_a_batch_of_one_model_whose_output_has_no_batch_axis_embeds(tmp_path):
     """A fixed-batch-1 export with `.squeeze()` on its output gives (64,) per call: it was refused as
     "model gives 1-d vectors, spec says 64"."""
     path = tmp_path / "squeezed.onnx"
-    _, w = _tiny_model(path, out_dim=64, batch=1, squeezed=True)
+    _, w = _tiny_model(path, out_dim=64, batch=1, squeezed=0)
     spec = ModelSpec.preset("arcface-112", name="squeezed", embedding_size=64)
     embedder = Embedder(path, spec=spec, device="cpu").check()
-    crops = np.random.default_rng(3).integers(0, 256, (3, 112, 112, 3), dtype=np.uint8)
+    crops = np.random.default_rng(3).integers(0, 256, (5, 112, 112, 3), dtype=np.uint8)
     np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
+    # one value a crop, (N,), in batches of 4: a last batch of one crop came out (1, 1) beside (4,)
+    _, w = _tiny_model(tmp_path / "one.onnx", out_dim=1, squeezed=1)
+    spec = ModelSpec.preset("arcface-112", name="one", embedding_size=1, normalize=False)
+    vectors = Embedder(tmp_path / "one.onnx", spec=spec, device="cpu", batch_size=4).embed_crops(crops)
+    np.testing.assert_allclose(vectors, ((crops.astype(np.float32) - 127.5) / 127.5).mean(axis=(1, 2)) @ w, atol=1e-5)
 
 
 def _pooled(crops, w):
@@ -347,6 +353,9 @@ def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monk
     stored = {t.name: {e.key: e.value for e in t.external_data}
               for t in onnx.load(str(tmp_path / "outside" / "m.onnx"), load_external_data=False).graph.initializer}
     weights = bytearray((tmp_path / "outside" / "m.weights").read_bytes())
+    (tmp_path / "first").mkdir()  # the first export kept in another folder, beside the retrained one
+    (tmp_path / "first" / "m.onnx").write_bytes((tmp_path / "outside" / "m.onnx").read_bytes())
+    (tmp_path / "first" / "m.weights").write_bytes(bytes(weights))
     at, size = int(stored["slope"].get("offset", 0)), int(stored["slope"]["length"])
     weights[at:at + size] = np.full(6, 0.9, np.float32).tobytes()
     (tmp_path / "outside" / "m.weights").write_bytes(bytes(weights))
@@ -357,6 +366,11 @@ def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monk
     want = own.run(None, {"input": pixels})[0]
     np.testing.assert_allclose(retrained.embed_crops(crops), want / np.linalg.norm(want, axis=1, keepdims=True),
                                atol=1e-5)
+    # both exports in one cache, in turn: each runs a graph of its own slopes (one record, two graphs)
+    for folder, embedder in (("first", outside), ("outside", retrained), ("first", outside)):
+        again = Embedder(tmp_path / folder / "m.onnx", spec=spec, device="cpu")
+        np.testing.assert_allclose(again.embed_crops(crops), embedder.embed_crops(crops), atol=1e-6)
+    assert len(list((tmp_path / "cache-b" / "graphs").glob("*.onnx"))) == 2
 
 
 def test_user_models_that_cannot_work_are_refused_with_the_reason(tmp_path):

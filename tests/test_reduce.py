@@ -865,6 +865,21 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     assert not list((tmp_path / "r").iterdir())
     monkeypatch.setattr(LocalStore, "write", write)
     assert not run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))["skipped"]
+    # Ctrl-C as the earlier files are put back: it stopped the putting back, and the old report.json
+    # stayed beside the new report.md and plots, trusted by the rerun
+    def interrupted_putting_back(self, key, data):
+        if key == "report.json" or full.get("now"):
+            full["now"] = True
+            raise KeyboardInterrupt if key != "report.json" else StorageError("No space left on device")
+        write(self, key, data)
+
+    full = {}
+    monkeypatch.setattr(LocalStore, "write", interrupted_putting_back)
+    with pytest.raises(StorageError, match="No space left"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="again")
+    assert not list((tmp_path / "r").iterdir())
+    monkeypatch.setattr(LocalStore, "write", write)
+    assert not run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))["skipped"]
 
 
 def test_run_score_takes_paths_and_refuses_unknown_options_before_reading(tmp_path):
