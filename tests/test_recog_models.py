@@ -371,6 +371,9 @@ def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monk
         again = Embedder(tmp_path / folder / "m.onnx", spec=spec, device="cpu")
         np.testing.assert_allclose(again.embed_crops(crops), embedder.embed_crops(crops), atol=1e-6)
     assert len(list((tmp_path / "cache-b" / "graphs").glob("*.onnx"))) == 2
+    (tmp_path / "first" / "m.weights").unlink()  # onnx's ValidationError ("is not regular file") said it
+    with pytest.raises(ValueError, match=r"m.onnx: its weights are kept in m.weights beside it, which cannot be read"):
+        Embedder(tmp_path / "first" / "m.onnx", spec=spec, device="cpu")
 
 
 def test_user_models_that_cannot_work_are_refused_with_the_reason(tmp_path):
