@@ -159,8 +159,10 @@ def smooth_outline(image: np.ndarray, outline: np.ndarray) -> np.ndarray:
 
 def _smooth_outline_into(out: np.ndarray, outline: np.ndarray) -> None:
     """`smooth_outline` in place (the image a mask was just drawn on is already a copy)."""
-    ys, xs = np.nonzero(outline)  # row by row, left to right: the seed's loop order
-    for y, x in zip(ys.tolist(), xs.tolist()):
+    # within the outline's box: np.nonzero over a whole 12 MP image took 33 ms a face
+    bx, by, bw, bh = cv2.boundingRect(np.asarray(outline).astype(np.uint8, copy=False))
+    ys, xs = np.nonzero(outline[by:by + bh, bx:bx + bw])  # row by row, left to right: the seed's loop order
+    for y, x in zip((ys + by).tolist(), (xs + bx).tolist()):
         y0, x0 = max(y - 1, 0), max(x - 1, 0)
         out[y0:y + 2, x0:x + 2] = cv2.GaussianBlur(out[y0:y + 2, x0:x + 2], (3, 3), 0.5)
 

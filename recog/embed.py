@@ -50,7 +50,7 @@ def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
 
 # Bump when `rewrite_prelus` changes what it writes or the record's fields change: prepared graphs
 # of the old version are then made again instead of reused.
-GRAPH_VERSION = 3
+GRAPH_VERSION = 4
 
 
 def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[bytes, int, str | None]:
