@@ -849,37 +849,25 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     with pytest.raises(StorageError, match="No space left"):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="another")
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
-    # the disk still full when the earlier files are put back: the old report.json stayed beside the
-    # new report.md and roc.png, and the rerun trusted it; now the report's files go, and the rerun
-    # writes the report again
-    def full_from_the_record_on(self, key, data):
-        if key == "report.json" or full.get("now"):
-            full["now"] = True
-            raise StorageError(f"cannot write {self.path(key)}: No space left on device")
-        write(self, key, data)
+    # the disk still full when the earlier files are put back, or Ctrl-C then: the old report.json
+    # stayed beside the new report.md and plots, and the rerun trusted it; now the report's files go,
+    # and the rerun writes the report again
+    for putting_back_fails in (StorageError("No space left on device"), KeyboardInterrupt()):
+        def full_from_the_record_on(self, key, data):
+            if key == "report.json":
+                full["now"] = True
+                raise StorageError(f"cannot write {self.path(key)}: No space left on device")
+            if full.get("now"):
+                raise putting_back_fails
+            write(self, key, data)
 
-    full = {}
-    monkeypatch.setattr(LocalStore, "write", full_from_the_record_on)
-    with pytest.raises(StorageError, match="No space left"):
-        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="another")
-    assert not list((tmp_path / "r").iterdir())
-    monkeypatch.setattr(LocalStore, "write", write)
-    assert not run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))["skipped"]
-    # Ctrl-C as the earlier files are put back: it stopped the putting back, and the old report.json
-    # stayed beside the new report.md and plots, trusted by the rerun
-    def interrupted_putting_back(self, key, data):
-        if key == "report.json" or full.get("now"):
-            full["now"] = True
-            raise KeyboardInterrupt if key != "report.json" else StorageError("No space left on device")
-        write(self, key, data)
-
-    full = {}
-    monkeypatch.setattr(LocalStore, "write", interrupted_putting_back)
-    with pytest.raises(StorageError, match="No space left"):
-        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="again")
-    assert not list((tmp_path / "r").iterdir())
-    monkeypatch.setattr(LocalStore, "write", write)
-    assert not run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))["skipped"]
+        full = {}
+        monkeypatch.setattr(LocalStore, "write", full_from_the_record_on)
+        with pytest.raises(StorageError, match="No space left"):
+            run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="another")
+        assert not list((tmp_path / "r").iterdir())
+        monkeypatch.setattr(LocalStore, "write", write)
+        assert not run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))["skipped"]
 
 
 def test_run_score_takes_paths_and_refuses_unknown_options_before_reading(tmp_path):
