@@ -646,6 +646,9 @@ def refuse_output_out_of_reach(args) -> None:
         return  # said by the command, in its own words
     if isinstance(store, LocalStore):
         store.refuse_file_in_the_way()
+        # the output folder itself closed to this user (the commands named a file inside it, or said "cannot read")
+        if store.root.is_dir() and not os.access(store.root, os.R_OK | os.W_OK | os.X_OK):
+            raise StorageError(f"cannot write under {store.root}: Permission denied")
 
 
 def _on_off(value: str | None) -> bool | None:

@@ -446,11 +446,13 @@ def test_an_output_under_a_folder_that_may_not_be_looked_into_is_refused_in_word
     try:
         for argv in (["mask", str(dataset), out, "--dry-run"], ["mask", str(dataset), out, "--executor", "local"],
                      ["run", str(dataset), out, "--dry-run"], ["run", str(dataset), out, "--executor", "local"],
-                     ["evaluate", str(dataset), out], ["score", str(dataset), str(dataset), out]):
+                     ["evaluate", str(dataset), out], ["score", str(dataset), str(dataset), out],
+                     ["score", str(dataset), str(dataset), str(locked)], ["mask", str(dataset), str(locked)]):
             done = subprocess.run([*command, sys.executable, "-m", "jobs.cli", *argv], capture_output=True, text=True,
                                   timeout=300)
             assert (done.returncode, done.stderr) == \
-                (2, f"mfr {argv[0]}: cannot write under {out}: Permission denied\n"), (argv, done.stderr[-2000:])
+                (2, f"mfr {argv[0]}: cannot write under {argv[3 if argv[0] == 'score' else 2]}: Permission denied\n"), \
+                (argv, done.stderr[-2000:])
     finally:
         locked.chmod(stat.S_IRWXU)
 
