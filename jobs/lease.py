@@ -105,8 +105,10 @@ class Lease:
         """Write this job's lease over the object `tag` tagged (None: where there is none): False when
         another job wrote the lease since it was read. A write that took effect but whose answer was
         lost (and so was tried again) reads back as this job's."""
-        if self.store.write_if(LEASE_KEY, self._record(), tag):
-            return True
+        return self.store.write_if(LEASE_KEY, self._record(), tag) or self._holds()
+
+    def _holds(self) -> bool:
+        """Whether the output's lease, read now, is this job's."""
         now = _held(self.store)
         return bool(now) and now.get("token") == self.token
 
@@ -122,8 +124,7 @@ class Lease:
         if not self._write_over(tag):
             raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
         time.sleep(0.05)  # and read back, for a store that ignores the condition
-        now = _held(self.store)
-        if not now or now.get("token") != self.token:
+        if not self._holds():
             raise OutputBusy(f"another job started writing to {self.store.uri} at the same moment: run one at a time")
         self._thread = threading.Thread(target=self._renew, daemon=True)
         self._thread.start()
@@ -143,8 +144,7 @@ class Lease:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        held = _held(self.store)
-        if held and held.get("token") == self.token:
+        if self._holds():
             self.store.delete(LEASE_KEY)
 
     def __enter__(self) -> "Lease":

@@ -17,7 +17,6 @@ credentials (`s3://KEY:SECRET@bucket`) are refused without repeating them.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -26,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from maskgen.runtime import TMP_PREFIX, write_atomic
+from maskgen.runtime import TMP_PREFIX, sha256_bytes, write_atomic
 
 
 class StorageError(RuntimeError):
@@ -335,7 +334,7 @@ class LocalStore:
     def read_tagged(self, key: str) -> tuple[bytes, str]:
         """(`read(key)`, a tag of what it holds) for `write_if`."""
         data = self.read(key)
-        return data, hashlib.sha256(data).hexdigest()
+        return data, sha256_bytes(data)
 
     def write_if(self, key: str, data: bytes, tag: str | None) -> bool:
         """Write `key` only while it holds what `tag` tagged (`read_tagged`; None: only while there is
@@ -349,11 +348,9 @@ class LocalStore:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
         with _folder_locked(path.parent):
             try:
-                now = hashlib.sha256(path.read_bytes()).hexdigest()
+                now = self.read_tagged(key)[1]
             except FileNotFoundError:
                 now = None
-            except OSError as exc:
-                raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
             if now != tag:
                 return False
             self.write(key, data)
@@ -369,7 +366,6 @@ class LocalStore:
             raise StorageError(f"cannot write under {self.root}: {exc.strerror or exc}") from None
         self.write(probe, b"ok")
         self.delete(probe)
-
 
     def check_could_write(self) -> None:
         """What `check_writable` would refuse, as far as it shows without writing anything (for a dry
@@ -654,10 +650,10 @@ def new_local_folder(uri) -> tuple[Path, Path] | None:
         return None
     root = store.root
     try:
-        if root.exists():
-            return (root, root) if root.is_dir() and not any(root.iterdir()) else None
-        there = next(p for p in root.parents if p.exists())
-    except OSError:  # a folder above that may not be looked into: the command says so
+        there = store.refuse_file_in_the_way()
+        if there == root:
+            return (root, root) if not any(root.iterdir()) else None
+    except (StorageError, OSError):  # a file in the way, a folder that may not be looked into: the command says so
         return None
     return root, there
 

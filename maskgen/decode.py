@@ -184,9 +184,10 @@ def encode_image(rgb: np.ndarray, ext: str, jpeg_quality: int = 95, like: Source
 
 
 # the first bytes of each supported format: data that starts so is that format, however damaged
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*")
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"),
+    *((sig, "TIFF") for sig in _TIFF_SIGNATURES),
 )
 
 
@@ -229,7 +230,7 @@ def _open(data: bytes, max_pixels: int | None):
             raise DecodeError(
                 "undecodable", f"{fmt} data ({len(data)} bytes) that cannot be read: truncated or corrupt"
             ) from None
-        if head[:4] in (b"II*\x00", b"MM\x00*"):
+        if head[:4] in _TIFF_SIGNATURES:
             raise DecodeError("unsupported", f"a whole TIFF ({len(data)} bytes) whose pixel layout (bits and samples "
                                              "per pixel) we cannot read; convert it to PNG") from None
         raise DecodeError(

@@ -86,6 +86,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
         weights = _external_hashes(path, files)
         return root / f"{stem}-{sha256_bytes(json.dumps(weights, sort_keys=True).encode())[:16]}.onnx"
 
+    made_at = None
     if not known:
         model = _load_onnx(path, data)
         files = _external_files(model)
@@ -98,7 +99,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
-    runnable = cached_bytes(graph_path(record["external"]),
+    runnable = cached_bytes(made_at or graph_path(record["external"]),
                             lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
 

@@ -217,12 +217,13 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                 lines.append(f"| {r.name} | {_pct(k['mean'])} ± {_pct(k['std'])} | {len(k['folds'])} |")
             lines += ["", "k-fold accuracy: each fold scored at the best-accuracy threshold of the other folds "
                       "(midway to their next lower score); mean ± standard deviation over the folds.", ""]
-        lines += [f"k-fold accuracy of {r.name}: n/a ({r.verification['kfold_unmeasured']})." for r in ver
-                  if r.verification.get("kfold_unmeasured")] + [""] * any(r.verification.get("kfold_unmeasured")
-                                                                          for r in ver)
+        unfolded = [f"k-fold accuracy of {r.name}: n/a ({r.verification['kfold_unmeasured']})." for r in ver
+                    if r.verification.get("kfold_unmeasured")]
+        lines += unfolded + [""] * bool(unfolded)
     ident = [r for r in results if r.identification]
+    none_mated = not any(r.identification["mated_probes"] for r in ident)
     if not ver and ident:  # the section stays, saying why it is empty (it vanished without a word)
-        if not any(r.identification["mated_probes"] for r in ident):
+        if none_mated:
             why = ("n/a: the comparisons are all impostor (no probe's identity is in the gallery), and ROC, "
                    "TAR@FAR and AUC need genuine ones too.")
         else:
@@ -254,7 +255,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
         identities = {r.identification.get("gallery_identities", r.identification["gallery"]) for r in ident}
         capped = [k for k in CMC_RANKS[:2] if any(k >= n for n in identities)]
-        if not any(r.identification["mated_probes"] for r in ident):
+        if none_mated:
             lines.append("Rank-k reads n/a: no probe's identity is in the gallery, so none can be ranked.")
         elif capped:  # the n/a cells say why
             n = min(identities)

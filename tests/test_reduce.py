@@ -822,12 +822,14 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
         write_shard(tmp_path / side, image_records(emb, ids, 3, masked), emb.shape[1])
     write = LocalStore.write
 
-    def full_at_the_plots(self, key, data):
-        if key == "cmc.png":
-            raise StorageError(f"cannot write {self.path(key)}: No space left on device")
-        write(self, key, data)
+    def full_at(name):  # a disk that fills as the report's file `name` is written
+        def write_until_full(self, key, data):
+            if key == name:
+                raise StorageError(f"cannot write {self.path(key)}: No space left on device")
+            write(self, key, data)
+        return write_until_full
 
-    monkeypatch.setattr(LocalStore, "write", full_at_the_plots)
+    monkeypatch.setattr(LocalStore, "write", full_at("cmc.png"))
     with pytest.raises(StorageError, match="No space left"):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
     assert not list((tmp_path / "r").iterdir())  # report.md and roc.png were left
@@ -839,13 +841,7 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     # fails: the earlier report's files were deleted or replaced, and its report.json, left, was trusted
     # by the rerun as up to date; they are put back as they were
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()}
-
-    def full_at_the_record(self, key, data):
-        if key == "report.json":
-            raise StorageError(f"cannot write {self.path(key)}: No space left on device")
-        write(self, key, data)
-
-    monkeypatch.setattr(LocalStore, "write", full_at_the_record)
+    monkeypatch.setattr(LocalStore, "write", full_at("report.json"))
     with pytest.raises(StorageError, match="No space left"):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), force=True, title="another")
     assert {p.name: p.read_bytes() for p in (tmp_path / "r").iterdir()} == before
