@@ -12,6 +12,7 @@ goes with every embedding written.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -96,12 +97,22 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
             cached_bytes_file(made_at, lambda: rewritten)
         record = {"sha256": sha256, "replaced": replaced, "spec": embedded_spec_text(model), "external": files}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
+        _remove_older_versions(root, sha256)
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
     runnable = cached_bytes(made_at or graph_path(record["external"]),
                             lambda: _rewrite_prelus(_load_onnx(path, data), path.parent)[0])
     return runnable, int(record["replaced"]), embedded
+
+
+def _remove_older_versions(root: Path, sha256: str) -> None:
+    """Removes what earlier GRAPH_VERSIONs kept for the same file (a few hundred MB per model over a few
+    upgrades); a newer version's files, kept by a newer install sharing the cache, stay."""
+    for old in root.glob(f"{sha256[:32]}-g*"):
+        version = re.match(r"-g(\d+)(?:[.-]|$)", old.name[32:])
+        if version and int(version.group(1)) < GRAPH_VERSION:
+            old.unlink(missing_ok=True)
 
 
 def _external_files(onnx_model) -> list[str]:
