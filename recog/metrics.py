@@ -234,6 +234,9 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
         fold_id = np.asarray(folds).reshape(-1)
         if fold_id.shape != s.shape:
             raise ValueError("one fold id per pair is needed")
+        # a NaN id was a fold of no pairs (accuracy NaN, the mean NaN); None a TypeError from sorting
+        if fold_id.dtype.kind not in "biuUS" and not (fold_id.dtype.kind == "f" and np.isfinite(fold_id).all()):
+            raise ValueError("fold ids are numbers or names, one per pair, none missing (None or NaN)")
     if np.unique(fold_id).size < 2:
         raise ValueError("k-fold accuracy needs at least 2 folds; every pair is in one")
     accs, thresholds = [], []
@@ -280,6 +283,7 @@ def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> f
     `floor` as in tar_at_far: a FAR above the share of impostor pairs scored above it is refused."""
     from sklearn.metrics import roc_curve as sk_roc_curve
 
+    far = _check_rate("FAR", far)  # NaN, 0 or 5 read the ROC point nearest it: TAR 1.0
     s, y = _check_scores_labels(scores, labels)
     if floor is not None and far > (s[~y] > floor).sum() / max((~y).sum(), 1):
         raise ValueError(f"FAR {far} is above the share of impostor pairs with a score "
@@ -397,18 +401,49 @@ def identities_at_or_above(nonmated, floor, runs=None, order=None) -> np.ndarray
     return np.logical_or.reduceat(hit, runs, axis=1).sum(axis=1)
 
 
+def _check_ids(ids, name: str) -> np.ndarray:
+    """Identities as an array; a missing one (None, NaN) or a mix of names and numbers refused: NaN
+    matched nothing, not even itself, and None stopped the sort with a TypeError."""
+    ids = np.asarray(ids).reshape(-1)
+    if ids.dtype.kind == "f" and not np.isfinite(ids).all():
+        raise ValueError(f"{name} identities include NaN or infinity: every identity is a name or a number")
+    if ids.dtype.kind == "O" and not (all(isinstance(i, str) for i in ids)
+                                      or all(isinstance(i, (int, np.integer)) for i in ids)):
+        raise ValueError(f"{name} identities are names or whole numbers, not both and none missing (None), "
+                         f"got {sorted({type(i).__name__ for i in ids})}")
+    return ids
+
+
+def _check_flags(flags, name: str) -> np.ndarray:
+    """Booleans (or 0/1) as a bool array: NaN or 2 were read as True."""
+    flags = np.asarray(flags).reshape(-1)
+    if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
+        raise ValueError(f"{name} flags are True/False (or 1/0), got {sorted(set(flags.tolist()) - {0, 1})[:5]}")
+    return flags.astype(bool)
+
+
 def _codes(probe_ids, gallery_ids):
-    probe_ids = np.asarray(probe_ids).reshape(-1)
-    gallery_ids = np.asarray(gallery_ids).reshape(-1)
+    probe_ids = _check_ids(probe_ids, "probe")
+    gallery_ids = _check_ids(gallery_ids, "gallery")
     uniques, inverse = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
     return inverse[len(gallery_ids):], inverse[:len(gallery_ids)]
+
+
+def _as_float32(values, what: str) -> np.ndarray:
+    """`values` in float32, the precision scores are ranked in; finite values beyond its range
+    (about 3.4e38) refused as such, not as "NaN or infinity" after the cast."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and values.dtype.itemsize > 4 and np.isfinite(values).all() \
+            and values.size and np.abs(values).max() > np.finfo(np.float32).max:
+        raise ValueError(f"{what} include values beyond float32's range (|x| > 3.4e38), which are compared in float32")
+    return values.astype(np.float32)
 
 
 def unacquired_rejected(matrix, acquired) -> np.ndarray:
     """A copy of the probe x gallery score `matrix` whose rows of probes without a face (`acquired`
     False; their values are ignored) lie strictly below every real score."""
     m = np.array(matrix, dtype=np.float64)
-    acquired = np.asarray(acquired, dtype=bool).reshape(-1)
+    acquired = _check_flags(acquired, "acquired")
     if m.ndim != 2 or len(acquired) != len(m):
         raise ValueError(f"one acquired flag per row of a (P, G) matrix is needed, got {m.shape} and {acquired.shape}")
     real = m[acquired]
@@ -514,7 +549,7 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     if not is_whole(keep_nonmated) or keep_nonmated < 0:
         raise ValueError(f"keep_nonmated is a whole number, at least 0, got {keep_nonmated!r}")
     if acquired is not None:
-        acquired = np.asarray(acquired, dtype=bool).reshape(-1)
+        acquired = _check_flags(acquired, "acquired")
         probe_ids = np.asarray(probe_ids).reshape(-1)
         if len(acquired) != len(probe_ids) or len(probes) != len(probe_ids):
             raise ValueError("one acquired flag, identity and row per probe is needed")
@@ -530,14 +565,15 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
         return IdentificationStats(mated, mated_score, rank, top_nonmated, sub.nonmated_top, sub.gallery_size,
                                    sub.gallery_identities)
     if gallery is None:
-        matrix = np.asarray(probes, dtype=np.float32)
+        matrix = _as_float32(probes, "scores")
+        if matrix.ndim != 2:
+            raise ValueError(f"with gallery=None, probes is a (P, G) score matrix, got shape {matrix.shape}")
         n_probes, n_gallery = matrix.shape
 
         def scores_of(i0, i1):
             return np.array(matrix[i0:i1], dtype=np.float32)  # a copy: mates are masked in place
     else:
-        p = np.asarray(probes, dtype=np.float32)
-        g = np.asarray(gallery, dtype=np.float32)
+        p, g = _as_float32(probes, "embeddings"), _as_float32(gallery, "embeddings")
         if p.ndim != 2 or g.ndim != 2 or p.shape[1] != g.shape[1]:
             raise ValueError(f"embeddings must be (n, d) with the same d, got {p.shape} and {g.shape}")
         if similarity == "cosine":
@@ -702,7 +738,7 @@ def probe_gallery_summary(probes, gallery, probe_ids, gallery_ids, acquired=None
     if len(probe_ids) != len(probes) or len(gallery_ids) != len(gallery):
         raise ValueError(f"one identity per probe and per gallery entry is needed, got {len(probe_ids)} for "
                          f"{len(probes)} probes and {len(gallery_ids)} for {len(gallery)} gallery entries")
-    acquired = np.ones(len(probes), bool) if acquired is None else np.asarray(acquired, dtype=bool).reshape(-1)
+    acquired = np.ones(len(probes), bool) if acquired is None else _check_flags(acquired, "acquired")
     matrix = unacquired_rejected(probes @ gallery.T, acquired)
     scores, labels = matrix.ravel(), (probe_ids[:, None] == gallery_ids[None, :]).ravel()
     floor = None if acquired.all() else rejected_score(matrix[acquired])  # the score unacquired_rejected gave

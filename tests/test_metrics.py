@@ -502,3 +502,35 @@ def test_the_seeds_identification_scores_in_float64_as_its_scripts_do():
     got = M.seed_identification(probes, np.stack([g0, g1]), ["a", "b"], ["a", "b"], fpirs=(0.5,), ranks=(1,))
     assert got["rank"][1] == 1.0 and got["fpir"]["0.5"] == 1.0
     assert M.similarity_matrix(probes, np.stack([g0, g1])).dtype == np.float32  # the jobs' scores stay float32
+
+
+def test_direct_calls_refuse_rates_fold_ids_identities_and_flags_they_misread():
+    """Found calling the metrics as a library: seed_tar_at_far read FAR NaN, 0 or 5 as the nearest ROC
+    point (TAR 1.0); a NaN fold id was a fold of no pairs (mean accuracy NaN); NaN acquired flags
+    counted as faces found; a None identity stopped in a sort; a score beyond float32 was called NaN."""
+    s, y = np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 1, 0, 0])
+    for far in (float("nan"), 0.0, 5.0, -1.0):
+        with pytest.raises(ValueError, match=r"FAR must be in \(0, 1\]"):
+            M.seed_tar_at_far(s, y, far)
+    scores, labels = _random_scores(seed=2, n_gen=20, n_imp=20)
+    for ids in (np.r_[np.zeros(20), np.ones(18), [np.nan, np.nan]], np.array([0] * 20 + [1] * 19 + [None], object)):
+        with pytest.raises(ValueError, match=r"none missing \(None or NaN\)"):
+            M.kfold_accuracy(scores, labels, ids)
+    named = M.kfold_accuracy(scores, labels, np.array(["a"] * 20 + ["b"] * 20))
+    assert named == M.kfold_accuracy(scores, labels, np.r_[np.zeros(20, int), np.ones(20, int)])
+
+    matrix = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.5, 0.4, 0.6]])
+    for acquired, bad in (([1, np.nan, 1], "nan"), ([1, 0, 2], "2")):
+        with pytest.raises(ValueError, match=rf"acquired flags are True/False \(or 1/0\), got \[{bad}"):
+            M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=acquired)
+    assert M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=[1, 0, 1]).rank.tolist() == \
+        M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=[True, False, True]).rank.tolist()
+    with pytest.raises(ValueError, match="names or whole numbers, not both and none missing"):
+        M.identification_stats(matrix, None, [0, None, 7], [0, 1, 2])
+    with pytest.raises(ValueError, match="identities include NaN"):
+        M.identification_stats(matrix, None, [0.0, np.nan, 7.0], [0, 1, 2])
+    with pytest.raises(ValueError, match=r"a \(P, G\) score matrix, got shape \(3,\)"):
+        M.identification_stats(np.zeros(3), None, [0], [0, 1, 2])
+    with pytest.raises(ValueError, match="beyond float32's range"):
+        M.identification_stats(np.array([[1e300, 1.0]]), None, [0], [0, 1])
+    assert M.identification_stats(matrix, None, ["a", "b", "z"], ["a", "b", "c"]).rank.tolist() == [1, 1, 0]
