@@ -598,10 +598,12 @@ def _run_command(args) -> tuple[int, BaseException | None]:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0, None
     except KeyboardInterrupt as exc:
+        ProgressBar.close_open()  # before the last line: the bar was drawn again below it
         print(f"\nmfr {args.command}: interrupted. Finished batches are kept; run the same command again "
               "to do the rest.", file=sys.stderr)
         return 130, exc
     except (StorageError, ValueError, OSError, RuntimeError) as exc:  # OSError: a file given that cannot be read
+        ProgressBar.close_open()
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
         return 2, exc
     except Exception as exc:

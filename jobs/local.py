@@ -112,11 +112,32 @@ def _ended(pid: int) -> bool:
         return False
 
 
+def _end_only_on_the_pools_sigterm(parent: int) -> None:
+    """A worker ends on the SIGTERM its pool sends it (the job's process, ending a broken pool's
+    workers) and lets any other go by: `timeout`, systemd or `kill -TERM -PGID` signal the job's whole
+    process group, and the job, which then takes the Ctrl-C path, lets running batches finish. Ended
+    at once, the workers broke the pool, lost those batches, and the standard library's pool printed
+    an InvalidStateError traceback under the "interrupted" line. Blocked here, before any other thread
+    starts (ONNX Runtime's inherit the mask), SIGTERM reaches only the thread that asks who sent it."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def watch() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+        signal.raise_signal(signal.SIGTERM)  # ended by it, as before: the pool reads the exit code
+
+    threading.Thread(target=watch, daemon=True, name="mfr-sigterm-watch").start()
+
+
 def _start_worker(factory: bytes, parent: int | None = None, environ: dict | None = None) -> None:
     global _worker, _failure
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    if parent is not None:
+    if parent is None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    else:
+        _end_only_on_the_pools_sigterm(parent)
         threading.Thread(target=_exit_after, args=(parent,), daemon=True, name="mfr-parent-watch").start()
     if environ is not None:
         # the caller's environment now: the forkserver keeps the one of the process's first job, and AWS

@@ -26,8 +26,16 @@ class ProgressBar:
     """`progress=` callback of the jobs: called with a `JobSummary` of the counts so far (from a
     polling thread while the job runs, then once with the final counts)."""
 
+    OPEN: set = set()  # the bars drawn and not closed, for a command stopped by Ctrl-C or an error
+
     def __init__(self, label: str, stream=None):
         self.label, self.stream, self.bar = label, stream or sys.stderr, None
+
+    @classmethod
+    def close_open(cls) -> None:
+        """Closes every bar still drawn, so that what the command prints next is the last line."""
+        for bar in list(cls.OPEN):
+            bar.close()
 
     def __call__(self, summary) -> None:
         from tqdm import tqdm
@@ -35,6 +43,7 @@ class ProgressBar:
         if self.bar is None:
             self.bar = tqdm(total=summary.inputs - summary.skipped, desc=self.label, unit="img",
                             file=self.stream, dynamic_ncols=True, mininterval=0.5)
+            ProgressBar.OPEN.add(self)
         # the read tasks are still listing while the first batches finish: the total grows
         self.bar.total = max(summary.inputs - summary.skipped, summary.processed)
         # counts first: update() draws the bar, and would show the previous call's counts
@@ -46,6 +55,7 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        ProgressBar.OPEN.discard(self)
 
 
 def summary_table(label: str, summary) -> str:

@@ -26,6 +26,11 @@ def _quiet_when_the_job_is_gone(kind, value, tb, _default=sys.excepthook):
 
 sys.excepthook = _quiet_when_the_job_is_gone
 
+# The server ends with its job (its end of the job's pipe closes). A SIGTERM sent to the job's process
+# group (`timeout`, systemd) ended it first, and the pool read each worker whose exit status the server
+# would have passed on as dead: a broken pool, the running batches lost. The workers set their own.
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
 # Ctrl-C while the server reads the model reached it too, and printed its KeyboardInterrupt traceback
 # under the job's "interrupted" line: the job stops the server itself. The handler is given back after,
 # and the server's workers get it from there, as before.

@@ -25,14 +25,14 @@ def dataset(tmp_path, face_photos):
     return photo_folder(tmp_path / "in", face_photos[:16])
 
 
-def start_job(args: list[str], **env) -> subprocess.Popen:
+def start_job(args: list[str], new_session: bool = False, **env) -> subprocess.Popen:
     # a process of its own: a RAY_ADDRESS in the developer's shell must not send it to their cluster
     environment = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
                    "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT), **env}
     # Ctrl-C must work in the job as it does in a terminal, even when the test suite itself runs as a
     # background job (whose children start with SIGINT ignored, so Python would never see it)
     return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=ROOT, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
