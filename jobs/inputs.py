@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import math
 import os
 from contextlib import contextmanager
@@ -916,9 +917,22 @@ def refuse_foreign_output(output) -> None:
     if not names or names == ["shards"] or _holds_record(output) or all(_holds_mfr_output(output, n) for n in names):
         return
     shown = ", ".join(n or "(files at its top)" for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    if _holds_report(output):  # mfr's own, yet no place for a job's images or shards
+        raise ValueError(f"the output {redact(output.uri)} holds a report of `mfr score` or `mfr evaluate` ({shown}): "
+                         "give this job a folder of its own; nothing was written")
     raise ValueError(f"the output {redact(output.uri)} already holds files mfr did not write ({shown}): give a new "
                      "or empty folder (were the input and the output given the other way round?); nothing was "
                      "written")
+
+
+def _holds_report(store) -> bool:
+    """Whether `store` holds a report.json of mfr's (its `model_id` and `results`, as
+    `jobs.score.refuse_foreign_report` tells it)."""
+    try:
+        record = json.loads(store.read("report.json"))
+    except (OSError, ValueError, RuntimeError):  # (StorageError is a RuntimeError)
+        return False
+    return isinstance(record, dict) and "model_id" in record and "results" in record
 
 
 def _holds_record(store) -> bool:

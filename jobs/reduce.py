@@ -758,7 +758,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
 
     from jobs.pool import cluster_has_gpus, ensure_ray
     from jobs.score import (check_max_pairs, counted_result, no_probe_left, none_with_an_identity, note_no_identity,
-                            nothing_to_score, refuse_fusing_a_method_twice, seed_fpir_pool)
+                            nothing_to_score, refuse_fusing_a_method_twice, refuse_unlike_embeddings, seed_fpir_pool)
     from jobs.storage import open_store
     from recog.report import acquisition_counts
 
@@ -774,10 +774,12 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
     # impostor sample is sized and a folder that lacks the method is refused before any block is scored
     counted = [_probe_counts(u, [g[i] for g in groups], exclude, m) for i, (u, m) in enumerate(zip(uris, methods))]
     probe_wheres = [where for where, _ in counted]
-    for p, model_id in zip(probe_wheres, gallery.model_ids):
+    for p, model_id, gallery_mode, p_uri, g_uri in zip(probe_wheres, gallery.model_ids, gallery.modes, uris,
+                                                       gallery_uris):
         if p.values["model_id"] != model_id:  # as jobs.score.load_split refuses it
             raise ValueError(f"probe and gallery shards must come from one model, found "
                              f"{sorted({p.values['model_id'], model_id})}")
+        refuse_unlike_embeddings(p.values["mode"], gallery_mode, p_uri, g_uri)
     if len(gallery.entry_ids) == 0:
         if len(gallery_uris) == 1 and gallery.unnamed and not any(gallery.counts):
             raise none_with_an_identity("gallery", open_store(gallery_uris[0]).uri, gallery.unnamed)

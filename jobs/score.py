@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
-from jobs.storage import LocalStore, open_store, read_parquet_bytes, redact
+from jobs.storage import LocalStore, open_store, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
 from recog.matching import ZNormUnmeasurable
@@ -488,11 +488,32 @@ def load_split(probe_uri: str, gallery_uri: str, gallery_per_identity: int | Non
     models = set(probe_rows.model_id) | set(gallery_rows.model_id)
     if len(models) != 1:
         raise ValueError(f"probe and gallery shards must come from one model, found {sorted(models)}")
+    refuse_unlike_embeddings(split_mode(probe_rows), split_mode(gallery_rows), probe_uri, gallery_uri)
     similarity = str(probe_rows.similarity.iloc[0]) if "similarity" in probe_rows and len(probe_rows) else "cosine"
     gallery_rows, gallery_emb = gallery_entries(gallery_rows, gallery_emb, gallery_template, similarity)
     return Split(probe_rows, probe_emb, gallery_rows, gallery_emb, models.pop(), similarity, failed, acquisition,
                  frozenset(gallery_keys), unenrolled_entries(tried, gallery_keys, gallery_per_identity, gallery_template),
                  tried, frozenset(gallery_rows_all.key.astype(str)))
+
+
+def refuse_unlike_embeddings(probe_mode: str | None, gallery_mode: str | None, probe_uri: str,
+                             gallery_uri: str) -> None:
+    """Probes and gallery embedded by two different functions (one side flipped and averaged, or cut
+    to the upper face, the other not) cannot be compared: their scores were reported under the name
+    given (`--name 'sface flip'` scored plain probes against a flipped gallery). `masked-gallery`
+    changes only the gallery's pictures, so its gallery pairs with plain probes, as `mfr run` pairs them."""
+    from recog.matching import mode_from_name
+
+    try:
+        probe, gallery = mode_from_name(probe_mode), mode_from_name(gallery_mode)
+    except (ValueError, TypeError, KeyError):  # no mode, or one this version does not know: left as read
+        return
+    if (probe.flip, probe.region) != (gallery.flip, gallery.region):
+        other = gallery_mode if gallery.flip or gallery.region != "full" else probe_mode
+        raise ValueError(f"the probes ({redact(probe_uri)}) are embedded in the {probe_mode} mode and the gallery "
+                         f"({redact(gallery_uri)}) in the {gallery_mode} mode, which embed faces differently: "
+                         f"their scores would not compare like with like. Embed both sides with --mode {other}, "
+                         "or, where a folder holds several modes, choose the same with --name 'MODEL MODE'")
 
 
 def split_mode(rows) -> str | None:
@@ -562,37 +583,55 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
                          acquisition=acquisition, fused=True, empty_ids=empty_ids)
 
 
-def side_is_masked(uri: str) -> bool | None:
-    """Whether the faces of a shard folder are masked, from its first shard's `masked` column (a
-    folder is written by one embed pass, masked or not); None when it has no such shard or the
-    column says both."""
-    import pyarrow.compute as pc
+def side_masked_values(uri: str) -> set:
+    """What the `masked` column of a shard folder holds ({True}, {False}, both, or nothing where it has
+    no such shard), from every shard's footer statistics (`jobs.storage.boolean_values`).
+    Read from the first shard alone, a folder embedded from an input manifest whose `masked` column
+    says both (its rows spread over many shards) was titled by whichever shard was listed first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from jobs.storage import boolean_values
 
     store = open_store(uri)
-    for key in store.list(SHARD_DIR):  # not a manifest's: an output may hold mfr mask's beside mfr embed's
-        if key.endswith(".parquet"):
-            try:
-                column = read_parquet_bytes(store.read(key), columns=["masked"]).column("masked")
-            except (OSError, ValueError):  # a damaged shard: the next tells; the reading of all names it
-                continue
-            values = [v for v in pc.unique(column).to_pylist() if v is not None]
-            return values[0] if len(values) == 1 else None
-    return None
+    # not a manifest's: an output may hold mfr mask's beside mfr embed's
+    keys = [k for k in store.list(SHARD_DIR) if k.endswith(".parquet")]
+
+    def values_of(key: str) -> set:
+        try:
+            return boolean_values(store, key, "masked")
+        except (OSError, ValueError):  # a damaged shard: the reading of all names it
+            return set()
+
+    seen: set = set()
+    with ThreadPoolExecutor(8) as pool:  # a ranged read each: on S3, latency more than bytes
+        for values in pool.map(values_of, keys):
+            seen |= values
+            if len(seen) > 1:
+                pool.shutdown(wait=False, cancel_futures=True)
+                break
+    return seen
 
 
 def sides_title(probe_uri: str, gallery_uri: str) -> tuple[str, list[str]]:
     """(the report's title, notes) from what the shards say about each side: "Masked probes vs
     unmasked gallery" for the protocol the tool is for, else what was scored, with a note when the
     two folders look given the wrong way round."""
-    probe, gallery = side_is_masked(probe_uri), side_is_masked(gallery_uri)
-    word = {True: "masked", False: "unmasked", None: "mixed"}
-    title = f"{word[probe].capitalize()} probes vs {word[gallery]} gallery"
+    probe, gallery = side_masked_values(probe_uri), side_masked_values(gallery_uri)
+
+    def word(values: set) -> str:
+        return "mixed " if len(values) > 1 else "masked " if values == {True} else "unmasked " if values else ""
+
+    title = f"{word(probe)}probes vs {word(gallery)}gallery"
+    title = title[0].upper() + title[1:]
     notes = []
-    if probe is False and gallery is True:
+    if probe == {False} and gallery == {True}:
         notes.append("the probes are unmasked and the gallery masked: were the two folders given the wrong way "
                      "round? (mfr score PROBES GALLERY OUT)")
-    elif probe is False:
+    elif probe == {False}:
         notes.append("the probes are unmasked: this is not a masked-face evaluation")
+    elif len(probe) > 1:
+        notes.append("the probe folder holds masked and unmasked faces (its shards' `masked` column; an input "
+                     "manifest's says so per image): its images that are not gallery images are probes, masked or not")
     return title, notes
 
 

@@ -304,6 +304,18 @@ class LocalStore:
         except OSError as exc:
             raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
 
+    def read_tail(self, key: str, size: int) -> bytes:
+        """The last `size` bytes of `key` (all of it when shorter): a Parquet file's footer."""
+        path = self.path(key)
+        try:
+            with open(path, "rb") as file:
+                file.seek(max(0, os.fstat(file.fileno()).st_size - size))
+                return file.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} does not exist") from None
+        except OSError as exc:
+            raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
+
     @contextmanager
     def local_file(self, key: str):
         """The path of `key`'s file, for readers that stream a large object (an input manifest)."""
@@ -542,14 +554,20 @@ class S3Store:
 
     def read_head(self, key: str, size: int) -> bytes:
         """The first `size` bytes of `key` (all of it when shorter), by a ranged GET."""
+        return self._read_range(key, f"bytes=0-{max(int(size), 1) - 1}")
+
+    def read_tail(self, key: str, size: int) -> bytes:
+        """The last `size` bytes of `key` (all of it when shorter), by a ranged GET: a Parquet file's footer."""
+        return self._read_range(key, f"bytes=-{max(int(size), 1)}")
+
+    def _read_range(self, key: str, byte_range: str) -> bytes:
         from botocore.exceptions import ClientError
 
         full = self._full(key)
 
         def get():
             try:
-                return self.client.get_object(Bucket=self.bucket, Key=full,
-                                              Range=f"bytes=0-{max(int(size), 1) - 1}")["Body"].read()
+                return self.client.get_object(Bucket=self.bucket, Key=full, Range=byte_range)["Body"].read()
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "InvalidRange":  # an empty object has no byte 0
                     self.client.head_object(Bucket=self.bucket, Key=full)  # (a missing one is still missing)
@@ -684,6 +702,41 @@ def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
     # each `//...` word read as `redact` reads a URI: a secret holding '/' or '@', a user name holding '@'
     return re.sub(r"//\S+", lambda m: redact("x:" + m.group(0)).removeprefix("x:"), text)
+
+
+def boolean_values(store, key: str, column: str, tail: int = 65536) -> set:
+    """The values (True, False) a boolean column of the Parquet file at `key` holds, from its footer's
+    statistics: one ranged read of the file's end, whatever its size, instead of the whole file (a
+    shard's embeddings). A file written without statistics is read whole. ValueError when the file is
+    not Parquet or has no such column."""
+    import struct
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    end = store.read_tail(key, tail)
+    if len(end) < 12 or end[-4:] != b"PAR1":
+        raise ValueError(f"{store.uri_of(key)} is not a Parquet file")
+    length = struct.unpack("<I", end[-8:-4])[0]
+    if length + 8 > len(end) and len(end) == tail:  # a footer larger than the first read
+        end = store.read_tail(key, length + 8)
+    if length + 8 > len(end):
+        raise ValueError(f"{store.uri_of(key)} is not a Parquet file (its footer is cut)")
+    # the footer alone, framed as a file of no data: its offsets are never followed
+    metadata = pq.ParquetFile(pa.BufferReader(b"PAR1" + end[-length - 8:])).metadata
+    names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
+    if column not in names:
+        raise MissingColumns(f"no column(s) {[column]}; it has {names}")
+    j, values = names.index(column), set()
+    for i in range(metadata.num_row_groups):
+        chunk = metadata.row_group(i).column(j)
+        stats = chunk.statistics
+        if stats is not None and stats.has_min_max:
+            values.update({bool(stats.min), bool(stats.max)})
+        elif stats is None or stats.null_count != chunk.num_values:  # values without statistics: read them
+            table = read_parquet_bytes(store.read(key), columns=[column])
+            return {v for v in table.column(column).to_pylist() if v is not None}
+    return values
 
 
 def read_parquet_bytes(data: bytes, columns=None, required=()):

@@ -88,6 +88,9 @@ def model_names() -> list[str]:
     return list(BUILTINS)
 
 
+_LICENCES_SAID: set = set()
+
+
 def builtin_path(name: str, accept_licence: bool = False, cache_root: Path | None = None) -> Path:
     """The cached ONNX file of a built-in model, obtained and converted on first use."""
     try:
@@ -100,7 +103,9 @@ def builtin_path(name: str, accept_licence: bool = False, cache_root: Path | Non
                 f"{name}: {entry.spec.licence}. Pass accept_licence=True (command line: "
                 "--accept-model-licence) to confirm your use is covered."
             )
-        log.warning("using %s under its licence: %s", name, entry.spec.licence)
+        if name not in _LICENCES_SAID:  # once a process: a job loads its model more than once
+            _LICENCES_SAID.add(name)
+            log.warning("using %s under its licence: %s", name, entry.spec.licence)
     root = (cache_root or cache_dir()) / "models"
     path = root / f"{name}-{entry.sha256[:16]}-c{_conversion_version(entry)}.onnx"
     return cached_bytes_file(path, lambda: _convert(entry, _fetch(entry)).SerializeToString())

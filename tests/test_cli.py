@@ -628,3 +628,38 @@ def test_a_config_table_that_sets_one_option_twice_is_refused(tmp_path, capsys):
     assert parser.parse_args(argv).face == "all"
     # --max-pixels past 2**63 is no limit, as in the Python API (the count cap is for counts)
     assert build_parser().parse_args(["mask", "a", "b", "--max-pixels", str(2**64)]).max_pixels == 2**64
+
+
+def test_a_licensed_models_licence_is_said_once_a_process(caplog, monkeypatch):
+    """`mfr embed --model insightface-mbf --accept-model-licence` printed its licence line twice (the
+    job looks its model up more than once)."""
+    import logging
+
+    from recog import zoo
+
+    monkeypatch.setattr(zoo, "_LICENCES_SAID", set(), raising=False)
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            zoo.builtin_path("insightface-mbf", accept_licence=True)
+    said = [r for r in caplog.records if "under its licence" in r.getMessage()]
+    assert len(said) == 1 and "insightface-mbf" in said[0].getMessage()
+
+
+def test_a_job_into_a_report_folder_is_refused_as_such(tmp_path, capsys):
+    """`mfr embed DS REPORT` into an `mfr score` report's folder was refused as holding "files mfr did not
+    write" (cmc.png, report.json, ...), which mfr had written."""
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.json").write_text(json.dumps({"model_id": "sface@sha256:0", "results": []}))
+    (report / "report.md").write_text("# report\n")
+    dataset = tmp_path / "in" / "p"
+    dataset.mkdir(parents=True)
+    (dataset / "a.jpg").write_bytes(b"")
+    for command in ("embed", "mask"):
+        assert main([command, str(tmp_path / "in"), str(report), "--quiet", "--executor", "local"]) == 2
+        err = capsys.readouterr().err
+        assert "holds a report of `mfr score` or `mfr evaluate` (report.json, report.md)" in err, err
+        assert "did not write" not in err
+    (report / "report.json").write_text("{}")  # not mfr's
+    assert main(["embed", str(tmp_path / "in"), str(report), "--quiet", "--executor", "local"]) == 2
+    assert "already holds files mfr did not write" in capsys.readouterr().err

@@ -1170,7 +1170,7 @@ def test_outputs_of_one_kind_are_not_taken_for_or_written_into_another(face_phot
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from jobs.score import side_is_masked
+    from jobs.score import side_masked_values
     from jobs.settings import augment_settings, check_settings
     from jobs.storage import StorageError, s3_attempts
     from maskgen.augment import AugmentOptions
@@ -1179,7 +1179,7 @@ def test_outputs_of_one_kind_are_not_taken_for_or_written_into_another(face_phot
     for folder, masked in (("manifest", True), ("shards", False)):
         (both / folder).mkdir(parents=True)
         pq.write_table(pa.table({"key": ["a/1.jpg"], "masked": [masked]}), both / folder / "part-0.parquet")
-    assert side_is_masked(str(both)) is False
+    assert side_masked_values(str(both)) == {False}
 
     dataset = photo_folder(tmp_path / "in", face_photos[:2])
     run = tmp_path / "run"

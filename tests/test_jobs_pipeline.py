@@ -55,6 +55,15 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
                            "are unmasked and the gallery masked: were the two folders given the wrong way round"), \
         text[:300]
     assert "Note:" not in (out / "report" / "report.md").read_text()
+    # a probe folder of masked and unmasked rows (an embed of an input manifest whose `masked` column says
+    # both, its rows over many shards) is titled by all its shards: it was by the first one listed
+    from jobs.score import sides_title
+
+    mixed = tmp_path / "mixed" / "shards"
+    for folder, side in (("g=a", "masked"), ("g=b", "unmasked")):
+        shutil.copytree(out / "embeddings" / side / "shards", mixed / folder)
+    title, notes = sides_title(str(mixed.parent), str(out / "embeddings" / "unmasked"))
+    assert title == "Mixed probes vs unmasked gallery" and any("masked and unmasked faces" in n for n in notes)
 
     # the reducer at scale (Ray tasks over probe shards, the gallery in the object store) gives the
     # single-process figures on the same shards

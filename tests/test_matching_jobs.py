@@ -167,6 +167,14 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
         assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "r5"),
                      *named, "--compare", "sface", *both]) == 2
         assert "two methods are named 'sface'" in capsys.readouterr().err
+    # a gallery embedded flipped against plain probes: two embedding functions, refused (it was scored,
+    # under whatever --name said), in one process and distributed
+    assert main(["embed", str(dataset), str(tmp_path / "flipped"), "--mode", "flip", *here]) == 0
+    for distributed in ([], ["--distributed"]):
+        assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "flipped"), str(tmp_path / "r6"),
+                     "--name", "sface flip", *distributed]) == 2
+        assert "are embedded in the plain mode and the gallery" in capsys.readouterr().err
+        assert not (tmp_path / "r6").exists()
 
 
 def test_a_rerun_with_another_first_model_keeps_each_models_shards_apart(face_photos, tmp_path, capsys):

@@ -74,6 +74,48 @@ def test_s3_store_on_a_real_endpoint(bucket):
     assert store.uri_of("a/b/c.jpg") == f"s3://{bucket}/runs/one/a/b/c.jpg"
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_boolean_columns_values_are_read_from_the_parquet_footer_alone(where, bucket, tmp_path, monkeypatch):
+    """`mfr score` titles a report by what its shard folders hold (every shard's `masked` column):
+    read from each file's footer statistics with one ranged read of its end, not the whole shard.
+    A footer larger than the first read, a file without statistics, all-null values, and a file
+    that is not Parquet."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from jobs.storage import MissingColumns, boolean_values
+
+    store = open_store(tmp_path / "s" if where == "local" else f"s3://{bucket}/footer")
+
+    def put(key, table, **options):
+        sink = io.BytesIO()
+        pq.write_table(table, sink, **options)
+        store.write(key, sink.getvalue())
+
+    embedding = pa.array([[0.5] * 4096] * 40, pa.list_(pa.float32()))  # 640 KiB of data before the footer
+    put("mixed.parquet", pa.table({"masked": [True, False] * 20, "embedding": embedding}), row_group_size=10)
+    put("masked.parquet", pa.table({"masked": [True] * 40, "embedding": embedding}))
+    put("none.parquet", pa.table({"masked": pa.array([None] * 3, pa.bool_())}))
+    put("bare.parquet", pa.table({"masked": [False, False]}), write_statistics=False)
+    put("wide.parquet", pa.table({f"column {i:04d} " + "x" * 40: [True] for i in range(1500)} | {"masked": [False]}))
+    store.write("text.parquet", b"not a parquet file at all")
+    reads = []
+    monkeypatch.setattr(type(store), "read", lambda self, key: reads.append(key) or open_store(self.uri).read_tail(
+        key, 1 << 30))
+    assert boolean_values(store, "mixed.parquet", "masked") == {True, False}
+    assert boolean_values(store, "masked.parquet", "masked") == {True}
+    assert boolean_values(store, "none.parquet", "masked") == set()
+    assert reads == []  # footers only
+    assert boolean_values(store, "bare.parquet", "masked") == {False} and reads == ["bare.parquet"]
+    assert boolean_values(store, "wide.parquet", "masked", tail=4096) == {False}  # the footer read again, whole
+    with pytest.raises(ValueError, match="is not a Parquet file"):
+        boolean_values(store, "text.parquet", "masked")
+    with pytest.raises(MissingColumns, match="no column"):
+        boolean_values(store, "masked.parquet", "identity")
+
+
 def test_s3_listing_pages_through_more_than_1000_keys(bucket):
     from concurrent.futures import ThreadPoolExecutor
 
