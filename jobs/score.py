@@ -11,6 +11,7 @@ under the output URI.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import tempfile
@@ -741,6 +742,20 @@ def refuse_foreign_report(out) -> None:
                      "a new or empty folder for the report; nothing was written")
 
 
+def _tidy_when_failed(score_fn):
+    """A new local output folder that the scoring leaves empty, failing (its shards missing, say), is
+    removed again (`jobs.storage.tidy_when_failed`), from Python as after `mfr score`."""
+    @functools.wraps(score_fn)
+    def scoring(probe_uri, gallery_uri, output_uri, *args, **kwargs):
+        from jobs.storage import tidy_when_failed
+
+        with tidy_when_failed(output_uri):
+            return score_fn(probe_uri, gallery_uri, output_uri, *args, **kwargs)
+
+    return scoring
+
+
+@_tidy_when_failed
 def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | None = None,
               gallery_per_identity: int | None = 1, force: bool = False, name: str | None = None,
               also: list[tuple[str, str, str]] = (), fuse: list[list[str]] = (), distributed: bool = False,

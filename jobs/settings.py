@@ -20,7 +20,7 @@ SETTINGS_KEYS = {"masks": SETTINGS_KEY, "embeddings": "_mfr_embed_settings.json"
 
 # settings first recorded after outputs were made without them: such an output's rerun is not refused
 # for them (what it was made with is not known)
-RECORDED_SINCE = frozenset({"input", "manifest_encoding"})
+RECORDED_SINCE = frozenset({"input", "manifest_encoding", "style_options"})
 
 
 # settings of one kind of row that an output may or may not hold (the mask `masked-gallery` rows draw):
@@ -52,8 +52,13 @@ def augment_settings(options, input_uri=None, manifest_encoding: str | None = No
     """The settings of `maskgen.augment.AugmentOptions` that decide what is written, as plain JSON
     values (a style object by its name), and with `input_uri` how the input is read
     (`input_settings`)."""
+    from maskgen.masks import style_options
+
     settings = dataclasses.asdict(dataclasses.replace(options, style="seed"))  # a style object need not be one
     settings["style"] = getattr(options.style, "name", str(options.style))
+    # a style object's options too: by its name alone, OneOf([ClothMask()]) then OneOf([SurgicalMask()])
+    # mixed two kinds of masks in one output, and so did SurgicalMask(colours=("pink",)) then "surgical"
+    settings["style_options"] = style_options(options.style)
     if input_uri is not None:
         settings.update(input_settings(input_uri, manifest_encoding))
     return json.loads(json.dumps(settings, sort_keys=True, default=str))
@@ -103,9 +108,12 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
     if found is not None and found.get("binding") is not False:  # (not binding: `settings_recorded`)
         recorded = found["settings"]
         recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
+        tops = {k.split(".", 1)[0] for k in recorded}  # (a nested setting's fields: `style_options.colours`)
         changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
-                         and not (k in RECORDED_SINCE and k not in recorded)
+                         and not (k.split(".", 1)[0] in RECORDED_SINCE and k.split(".", 1)[0] not in tops)
                          and not (k in MODE_SETTINGS and (k not in recorded or k not in settings)))
+        if "style" in changed:  # another style: its options differ with it, and are not what to say
+            changed = [k for k in changed if not k.startswith("style_options.")]
         if changed == ["manifest_encoding"]:
             was, now = ({"auto": "auto (UTF-8, else GBK)"}.get(v, v) for v in
                         (recorded["manifest_encoding"], settings["manifest_encoding"]))

@@ -698,6 +698,19 @@ def remove_left_empty(new: tuple[Path, Path]) -> None:
             break
 
 
+@contextmanager
+def tidy_when_failed(uri):
+    """Around a Python call that writes the local output `uri`: the folders it made are removed again
+    when it fails and leaves them empty, as `mfr` does after its commands (`remove_left_empty`)."""
+    new = new_local_folder(uri)
+    try:
+        yield
+    except BaseException:
+        if new is not None:
+            remove_left_empty(new)
+        raise
+
+
 def _scrub(text: str) -> str:
     """Drop anything that looks like user-info from an endpoint URL in a library message."""
     # each `//...` word read as `redact` reads a URI: a secret holding '/' or '@', a user name holding '@'

@@ -953,6 +953,33 @@ def style_from_name(name: str) -> MaskStyle:
         raise ValueError(f"unknown mask style {name!r}; choose from {STYLE_NAMES}") from None
 
 
+def style_options(style: "str | MaskStyle"):
+    """What a style draws, as JSON values: its class and the options it was made with (a name: the
+    built-in style it names), nested for `OneOf`. Two styles of one `name` with other options (a
+    `OneOf` of other styles, other colours) differ here; the jobs record it, so that a rerun with
+    another does not mix two kinds of masks in one output."""
+    def plain(value):
+        if isinstance(value, MaskStyle):
+            kind = type(value)
+            return {"class": f"{kind.__module__}.{kind.__qualname__}",
+                    **{k: plain(v) for k, v in sorted(vars(value).items()) if not k.startswith("_")}}
+        if isinstance(value, np.ndarray) and value.size <= 64:
+            return plain(value.tolist())
+        if isinstance(value, np.ndarray):  # a style's texture or lookup table: by its content's hash
+            return f"array {value.dtype}{list(value.shape)} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
+        if isinstance(value, np.generic):
+            return value.item()
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        return repr(value)
+
+    return plain(style_from_name(style) if isinstance(style, str) else style)
+
+
 def coverage_report(coverage: np.ndarray, landmarks68: np.ndarray) -> dict[str, bool]:
     """Does a mask do its job? Nose tip (30), every mouth point (48..67) and the chin (8) under the
     mask; every eye point (36..47) visible. Points outside the image count as not covered."""

@@ -6,6 +6,7 @@ by all of them, page for page, instead of being read again by each worker of eac
 starting: a model that cannot be read is left to the worker, which then says why.
 """
 
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -28,8 +29,19 @@ sys.excepthook = _quiet_when_the_job_is_gone
 
 # The server ends with its job (its end of the job's pipe closes). A SIGTERM sent to the job's process
 # group (`timeout`, systemd) ended it first, and the pool read each worker whose exit status the server
-# would have passed on as dead: a broken pool, the running batches lost. The workers set their own.
+# would have passed on as dead: a broken pool, the running batches lost. Every process forked from it
+# gets the default back as it starts (multiprocessing runs its after-fork hooks in each child before
+# anything else): one process has one forkserver, which other code's pools use too; mfr's workers then
+# choose their own (jobs.local).
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _AfterFork:
+    """(register_after_fork keeps a weak reference to an object that lives as long as the server)"""
+
+
+_after_fork = _AfterFork()
+multiprocessing.util.register_after_fork(_after_fork, lambda _: signal.signal(signal.SIGTERM, signal.SIG_DFL))
 
 # Ctrl-C while the server reads the model reached it too, and printed its KeyboardInterrupt traceback
 # under the job's "interrupted" line: the job stops the server itself. The handler is given back after,

@@ -97,7 +97,9 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
             cached_bytes_file(made_at, lambda: rewritten)
         record = {"sha256": sha256, "replaced": replaced, "spec": embedded_spec_text(model), "external": files}
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
-        _remove_older_versions(root, sha256)
+    # each time, not only when the record is made: a machine that had this version's record before
+    # the clean-up existed kept its older versions' files for good
+    _remove_older_versions(root, sha256)
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded

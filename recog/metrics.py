@@ -119,13 +119,13 @@ def _check_ranks(ranks) -> tuple[int, ...]:
 
 def _check_rate(name: str, rate: float) -> float:
     if isinstance(rate, (bool, np.bool_)) or not (isinstance(rate, (int, float, np.number)) and 0 < rate <= 1):
-        raise ValueError(f"{name} must be in (0, 1], got {rate}")
+        raise ValueError(f"{name} must be in (0, 1], got {rate!r}")  # (repr: '0.1', a string, read as 0.1)
     return float(rate)
 
 
 def _check_rates(name: str, rates) -> tuple:
     """One rate or several, each in (0, 1], kept as given (the summaries' keys are str(rate))."""
-    if isinstance(rates, str):
+    if isinstance(rates, str) or rates is None:
         raise ValueError(f"{name}s are numbers in (0, 1], got {rates!r}")
     rates = (rates,) if isinstance(rates, (int, float, np.number)) else tuple(rates)
     for rate in rates:
@@ -235,8 +235,7 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
         if fold_id.shape != s.shape:
             raise ValueError("one fold id per pair is needed")
         # a NaN id was a fold of no pairs (accuracy NaN, the mean NaN); None a TypeError from sorting
-        if fold_id.dtype.kind not in "biuUS" and not (fold_id.dtype.kind == "f" and np.isfinite(fold_id).all()):
-            raise ValueError("fold ids are numbers or names, one per pair, none missing (None or NaN)")
+        fold_id = _check_ids(fold_id, "fold ids")
     if np.unique(fold_id).size < 2:
         raise ValueError("k-fold accuracy needs at least 2 folds; every pair is in one")
     accs, thresholds = [], []
@@ -401,15 +400,16 @@ def identities_at_or_above(nonmated, floor, runs=None, order=None) -> np.ndarray
     return np.logical_or.reduceat(hit, runs, axis=1).sum(axis=1)
 
 
-def _check_ids(ids, name: str) -> np.ndarray:
-    """Identities as an array; a missing one (None, NaN) or a mix of names and numbers refused: NaN
-    matched nothing, not even itself, and None stopped the sort with a TypeError."""
+def _check_ids(ids, what: str) -> np.ndarray:
+    """Identities (or fold ids) as an array: names (str, or bytes) or numbers, of one kind; a missing one
+    (None, NaN) or a mix refused: NaN matched nothing, not even itself, and None stopped the sort with
+    a TypeError. A pandas object column or Categorical of names is an object array of str."""
     ids = np.asarray(ids).reshape(-1)
     if ids.dtype.kind == "f" and not np.isfinite(ids).all():
-        raise ValueError(f"{name} identities include NaN or infinity: every identity is a name or a number")
-    if ids.dtype.kind == "O" and not (all(isinstance(i, str) for i in ids)
-                                      or all(isinstance(i, (int, np.integer)) for i in ids)):
-        raise ValueError(f"{name} identities are names or whole numbers, not both and none missing (None), "
+        raise ValueError(f"{what} include NaN or infinity: each is a name or a number, none missing")
+    if ids.dtype.kind == "O" and not any(all(isinstance(i, kind) for i in ids)
+                                         for kind in (str, bytes, (int, np.integer))):
+        raise ValueError(f"{what} are names or whole numbers, not both and none missing (None), "
                          f"got {sorted({type(i).__name__ for i in ids})}")
     return ids
 
@@ -418,13 +418,14 @@ def _check_flags(flags, name: str) -> np.ndarray:
     """Booleans (or 0/1) as a bool array: NaN or 2 were read as True."""
     flags = np.asarray(flags).reshape(-1)
     if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
-        raise ValueError(f"{name} flags are True/False (or 1/0), got {sorted(set(flags.tolist()) - {0, 1})[:5]}")
+        raise ValueError(f"{name} flags are True/False (or 1/0), got "
+                         f"{', '.join(sorted(map(repr, set(flags.tolist()) - {0, 1}))[:5])}")
     return flags.astype(bool)
 
 
 def _codes(probe_ids, gallery_ids):
-    probe_ids = _check_ids(probe_ids, "probe")
-    gallery_ids = _check_ids(gallery_ids, "gallery")
+    probe_ids = _check_ids(probe_ids, "probe identities")
+    gallery_ids = _check_ids(gallery_ids, "gallery identities")
     uniques, inverse = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
     return inverse[len(gallery_ids):], inverse[:len(gallery_ids)]
 
@@ -734,6 +735,8 @@ def probe_gallery_summary(probes, gallery, probe_ids, gallery_ids, acquired=None
     where the data cannot measure that FAR (as in verification_summary: below 1 / impostors, or
     among the comparisons of probes without a face)."""
     probes, gallery = normalize_rows(probes), normalize_rows(gallery)
+    if probes.shape[1] != gallery.shape[1]:  # (numpy's matmul "core dimension" error)
+        raise ValueError(f"embeddings must be (n, d) with the same d, got {probes.shape} and {gallery.shape}")
     probe_ids, gallery_ids = np.asarray(probe_ids).reshape(-1), np.asarray(gallery_ids).reshape(-1)
     if len(probe_ids) != len(probes) or len(gallery_ids) != len(gallery):
         raise ValueError(f"one identity per probe and per gallery entry is needed, got {len(probe_ids)} for "

@@ -663,3 +663,17 @@ def test_a_job_into_a_report_folder_is_refused_as_such(tmp_path, capsys):
     (report / "report.json").write_text("{}")  # not mfr's
     assert main(["embed", str(tmp_path / "in"), str(report), "--quiet", "--executor", "local"]) == 2
     assert "already holds files mfr did not write" in capsys.readouterr().err
+
+
+def test_run_score_from_python_leaves_no_empty_output_when_it_fails(tmp_path):
+    """`run_score` made its (new, local) output folder before finding the shards missing, and left it
+    empty behind it: `mfr score` removed it, the Python call did not."""
+    from jobs.score import run_score
+
+    with pytest.raises(FileNotFoundError, match="no embedding shards under"):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "reports" / "r"))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a folder that was there stays
+    with pytest.raises(FileNotFoundError):
+        run_score(str(tmp_path / "p"), str(tmp_path / "g"), output_uri=str(tmp_path / "kept"))
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]

@@ -527,6 +527,37 @@ def test_a_damaged_shard_is_set_aside_when_its_rows_are_done_again(face_photos, 
     assert not rows.duplicated(["input_row", "face_index"]).any()
 
 
+def test_a_rerun_with_a_style_object_of_other_options_is_refused(face_photos, tmp_path):
+    """Style objects were recorded by their name alone: OneOf([ClothMask()]) then OneOf([SurgicalMask()])
+    (both "one_of") finished one output with cloth and surgical masks, and SurgicalMask(colours=("pink",))
+    then "surgical" with pink and blue ones. What a style draws is recorded (`maskgen.masks.style_options`)."""
+    from jobs.augment import run_augment
+    from jobs.settings import SettingsChanged
+    from maskgen.augment import AugmentOptions
+    from maskgen.masks import ClothMask, OneOf, SurgicalMask
+
+    dataset = photo_folder(tmp_path / "in", face_photos[:2])
+
+    def job(out, style):
+        return run_augment(str(dataset), str(tmp_path / out), AugmentOptions(style=style, seed=1), executor="local")
+
+    assert job("one", OneOf([ClothMask()])).processed == 2
+    with pytest.raises(SettingsChanged, match=r"was made with style_options\.styles=\[\{'class': 'maskgen\.masks\."
+                                              r"ClothMask'.*this run asks style_options\.styles=\[\{'class': "
+                                              r"'maskgen\.masks\.SurgicalMask'"):
+        job("one", OneOf([SurgicalMask()]))
+    assert job("one", OneOf([ClothMask()])).processed == 0  # the same style again: nothing left to do
+    assert job("pink", SurgicalMask(colours=("pink",))).processed == 2
+    with pytest.raises(SettingsChanged, match=r"style_options\.colours=\['pink'\]; this run asks "
+                                              r"style_options\.colours=\['light_blue', 'blue'"):
+        job("pink", "surgical")
+    # an output recorded before the style's options were is not refused for them
+    record = json.loads((tmp_path / "pink" / "_mfr_settings.json").read_text())
+    del record["settings"]["style_options"]
+    (tmp_path / "pink" / "_mfr_settings.json").write_text(json.dumps(record))
+    assert job("pink", "surgical").processed == 0
+
+
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
     """A rerun skips what is done: one with another style or seed once finished an output with masks
     unlike its first images' (and `mfr run` called its report up to date)."""

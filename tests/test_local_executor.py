@@ -511,3 +511,29 @@ for fail in (lambda: lock.__setstate__((0, 1, 1, "/mfr-no-such-semaphore")), lam
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("Traceback") == 1 and "/mfr-no-such-file" in done.stderr, done.stderr
     assert "synchronize" not in done.stderr
+
+
+def test_other_pools_of_the_forkserver_keep_the_default_sigterm():
+    """The local pool's forkserver ignores SIGTERM (a signal to the job's process group must not end it
+    before the job stops its pool), and every process forked from it, another library's pool too (one
+    process has one forkserver), gets the default back: they ignored SIGTERM, and `terminate()` left
+    them running."""
+    import subprocess
+
+    code = """
+import multiprocessing as mp, signal, time
+if __name__ == "__main__":
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["maskgen.preload"])
+    with ctx.Pool(1) as pool:
+        print("pool", pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL)
+    p = ctx.Process(target=time.sleep, args=(60,))
+    p.start()
+    time.sleep(0.5)
+    p.terminate()
+    p.join(10)
+    print("process", p.exitcode)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["pool", "True", "process", "-15"], done.stdout + done.stderr[-2000:]

@@ -514,19 +514,30 @@ def test_direct_calls_refuse_rates_fold_ids_identities_and_flags_they_misread():
             M.seed_tar_at_far(s, y, far)
     scores, labels = _random_scores(seed=2, n_gen=20, n_imp=20)
     for ids in (np.r_[np.zeros(20), np.ones(18), [np.nan, np.nan]], np.array([0] * 20 + [1] * 19 + [None], object)):
-        with pytest.raises(ValueError, match=r"none missing \(None or NaN\)"):
+        with pytest.raises(ValueError, match=r"fold ids .*none missing"):
             M.kfold_accuracy(scores, labels, ids)
-    named = M.kfold_accuracy(scores, labels, np.array(["a"] * 20 + ["b"] * 20))
-    assert named == M.kfold_accuracy(scores, labels, np.r_[np.zeros(20, int), np.ones(20, int)])
+    import pandas as pd
+
+    names = ["a"] * 20 + ["b"] * 20  # names as numpy, pandas object column and Categorical hold them: all taken
+    named = [M.kfold_accuracy(scores, labels, folds) for folds in (np.array(names), pd.Series(names),
+                                                                     pd.Categorical(names))]
+    assert named == [M.kfold_accuracy(scores, labels, np.r_[np.zeros(20, int), np.ones(20, int)])] * 3
 
     matrix = np.array([[0.9, 0.1, 0.2], [0.3, 0.8, 0.1], [0.5, 0.4, 0.6]])
     for acquired, bad in (([1, np.nan, 1], "nan"), ([1, 0, 2], "2")):
-        with pytest.raises(ValueError, match=rf"acquired flags are True/False \(or 1/0\), got \[{bad}"):
+        with pytest.raises(ValueError, match=rf"acquired flags are True/False \(or 1/0\), got {bad}$"):
             M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=acquired)
     assert M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=[1, 0, 1]).rank.tolist() == \
         M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=[True, False, True]).rank.tolist()
+    with pytest.raises(ValueError, match=r"acquired flags are True/False \(or 1/0\), got 'x', None$"):
+        M.identification_stats(matrix, None, [0, 1, 7], [0, 1, 2], acquired=[True, None, "x"])
     with pytest.raises(ValueError, match="names or whole numbers, not both and none missing"):
         M.identification_stats(matrix, None, [0, None, 7], [0, 1, 2])
+    ranks = M.identification_stats(matrix, None, ["a", "b", "z"], ["a", "b", "c"]).rank.tolist()
+    for probe_ids, gallery_ids in ((pd.Series(["a", "b", "z"]), pd.Series(["a", "b", "c"])),
+                                   (pd.Series([b"a", b"b", b"z"]), pd.Series([b"a", b"b", b"c"])),
+                                   (pd.Categorical(["a", "b", "z"]), ["a", "b", "c"])):
+        assert M.identification_stats(matrix, None, probe_ids, gallery_ids).rank.tolist() == ranks
     with pytest.raises(ValueError, match="identities include NaN"):
         M.identification_stats(matrix, None, [0.0, np.nan, 7.0], [0, 1, 2])
     with pytest.raises(ValueError, match=r"a \(P, G\) score matrix, got shape \(3,\)"):
@@ -534,3 +545,23 @@ def test_direct_calls_refuse_rates_fold_ids_identities_and_flags_they_misread():
     with pytest.raises(ValueError, match="beyond float32's range"):
         M.identification_stats(np.array([[1e300, 1.0]]), None, [0], [0, 1])
     assert M.identification_stats(matrix, None, ["a", "b", "z"], ["a", "b", "c"]).rank.tolist() == [1, 1, 0]
+
+
+def test_more_direct_calls_refused_in_words(tmp_path):
+    """From a review of the library as a researcher uses it: embeddings of two widths were numpy's
+    matmul error, `fars=None` a TypeError, `far='0.1'` was refused as if it were the number 0.1, and
+    `report.evaluate(fpirs=(0, 2))` was accepted (its cells n/a) where `fars=(0,)` is refused."""
+    from recog.report import evaluate
+
+    rng = np.random.default_rng(0)
+    probes, gallery = rng.normal(size=(6, 8)), rng.normal(size=(4, 8))
+    with pytest.raises(ValueError, match=r"the same d, got \(6, 8\) and \(4, 4\)"):
+        M.probe_gallery_summary(probes, gallery[:, :4], list("abcdee"), list("abcd"))
+    s, y = _random_scores(seed=4, n_gen=10, n_imp=10)
+    with pytest.raises(ValueError, match="FARs are numbers in"):
+        M.verification_summary(s, y, fars=None)
+    with pytest.raises(ValueError, match=r"FAR must be in \(0, 1\], got '0\.1'"):
+        M.tar_at_far(s, y, "0.1")
+    stats = M.identification_stats(probes, gallery, list("abcdee"), list("abcd"))
+    with pytest.raises(ValueError, match=r"FPIR must be in \(0, 1\], got 0"):
+        evaluate("m", stats=stats, fpirs=(0, 2))

@@ -86,10 +86,13 @@ def test_a_model_file_is_prepared_once_per_machine(face_chips, tmp_path, monkeyp
     def parsed_again(*args):
         raise AssertionError("the model file was parsed again")
 
+    for name in older:  # beside a record made before: removed as well
+        (root / name).write_text("{}")
     with monkeypatch.context() as m:
         m.setattr(embed, "_load_onnx", parsed_again)
         m.setattr(embed, "_rewrite_prelus", parsed_again)
         again = Embedder(str(model), device="cpu")
+    assert [name for name in older if (root / name).exists()] == []
     assert again.blocked_prelus == 27 and again.spec == first.spec and again.model_id == first.model_id
     np.testing.assert_array_equal(again.embed_crops(crops), expected)
 
