@@ -10,7 +10,10 @@ null for a face that failed), and the face it was computed from: `box`, `score`,
 `source` (which detection path found it) and `alignment`. From an augment output, faces are aligned
 on the masked whole image with the unmasked detection's points recorded in the manifest, so masking
 never changes the alignment. Raw images are detected with `FaceFinder` (the face nearest the centre by
-default). Actors take one GPU each where the cluster has (or can add) GPUs.
+default). Two stages, as in `mfr run`: `FacePreparer` (decoding, detection, landmarks, the gallery
+mask, alignment: CPU work) and `CropEmbedder` (the model alone). Where the cluster has (or can add)
+GPUs they are two pools, the CPU pool feeding a recognition pool of one GPU per actor; otherwise one
+pool whose actors do both on their own batches (`EmbedWorker`), as the local executor's processes do.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from jobs.augment import check_counts, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
-from jobs.pool import cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.pool import ensure_ray, plan_pool, recognition_pool, use_threads
 from jobs.progress import FINE
 from jobs.settings import check_settings, input_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
@@ -39,27 +42,30 @@ from recog.protocols import masked_flags
 SHARD_DIR = "shards"
 
 
-class EmbedWorker:
-    def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
-                 face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
-                 mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None,
-                 masked_rule: str | None = None, device="auto"):
+class FacePreparer:
+    """The CPU stage of `mfr embed`: each input row's face records, and the aligned crop of each face to
+    embed (a `crop` column, raw RGB bytes of the model's input size; null where there is none): decoding,
+    detection, landmarks, the gallery mask and alignment, everything but the model. `CropEmbedder`
+    fills in the embeddings, in the same process (`EmbedWorker`) or in a recognition pool of its own
+    (one GPU per actor) where the cluster has GPUs."""
+
+    def __init__(self, input_uri: str, spec, model_id: str, masked: bool, from_augment: bool, face: str,
+                 finder_options, alignment: str, max_pixels: int, mode: str = "plain", mask_style: str = "seed",
+                 seed: int = 0, progress=None, threads: int | None = None, masked_rule: str | None = None,
+                 device="auto"):
         from maskgen.finder import FaceFinder
         from maskgen.runtime import resolve_device
-        from recog.embed import Embedder
         from recog.matching import mode_from_name
 
         if threads:
             use_threads(threads)
         self.input = open_store(input_uri)
         self.mode = mode_from_name(mode)
-        device = resolve_device(device)
-        self.embedder = Embedder(model, accept_licence=accept_licence, flip=self.mode.flip, region=self.mode.region,
-                                 device=device)
+        self.spec, self.model_id = spec, model_id
         self.masked, self.from_augment, self.face = masked, from_augment, face
         self.masked_rule = masked_rule
         self.alignment, self.max_pixels = alignment, max_pixels
-        self.finder = None if from_augment else FaceFinder(finder_options, device=device)
+        self.finder = None if from_augment else FaceFinder(finder_options, device=resolve_device(device))
         self.masker = None
         if draws_gallery_mask(self.mode.name, masked, from_augment):
             from maskgen.augment import AugmentOptions, Augmenter
@@ -83,21 +89,24 @@ class EmbedWorker:
     def __call__(self, batch):
         import pyarrow as pa
 
-        records, groups = [], []
+        records, crops, groups = [], [], []
         for item in batch.to_pylist():
             try:
                 faces = self.process(item)
             except StorageError:
                 raise  # the input store failed as a whole: stop the job rather than record every image
             except Exception as exc:  # one face's unexpected failure is its row, never the run's end
-                faces = [self.input_record(item).with_(status="error", message=f"{type(exc).__name__}: {exc}")]
-            records.extend(faces)
+                faces = [(self.input_record(item).with_(status="error", message=f"{type(exc).__name__}: {exc}"),
+                          None)]
+            records.extend(r for r, _ in faces)
+            crops.extend(None if c is None else c.tobytes() for _, c in faces)
             groups.extend([item["group"]] * len(faces))
         marks = mark_inputs([{"input_row": r.input_row} for r in records])
-        table = records_table(records, "shard", self.embedder.dim,
+        table = records_table(records, "shard", self.spec.embedding_size,
                               extra={"group": (pa.string(), groups),
                                      "_first": (pa.bool_(), [m["_first"] for m in marks]),
-                                     "_rows": (pa.int32(), [m["_rows"] for m in marks])})
+                                     "_rows": (pa.int32(), [m["_rows"] for m in marks]),
+                                     CROP: (pa.binary(), crops)})
         if self.progress is not None:
             self.progress.batch.remote(*batch_counts(table, "status"))
         return table
@@ -115,33 +124,33 @@ class EmbedWorker:
         else:
             masked = self.masked
         record = FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
-                            input_row=item["input_row"], masked=masked, model_id=self.embedder.model_id,
-                            mode=self.mode.name, similarity=self.embedder.spec.similarity, node=self.node)
+                            input_row=item["input_row"], masked=masked, model_id=self.model_id,
+                            mode=self.mode.name, similarity=self.spec.similarity, node=self.node)
         if self.from_augment:
             record = record.with_(face_index=int(item["face_index"]), box=item.get("box"), score=item.get("score"),
                                   landmarks5=item.get("landmarks5"), aligned5=item.get("aligned5"),
                                   source=item.get("source"), alignment=item.get("alignment"))
         return record
 
-    def process(self, item: dict) -> list[FaceRecord]:
-        """The face records of one input row, each with its embedding when it has one."""
+    def process(self, item: dict) -> list[tuple[FaceRecord, np.ndarray | None]]:
+        """The face records of one input row, each with the aligned crop to embed (None where none)."""
         from maskgen.decode import DecodeError, decode_image
         from maskgen.record import as_recorded
+        from recog.embed import Embedder, align_crops
 
         base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
-            return [base.with_(status=str(item["status"]), message=str(item["message"]))]
+            return [(base.with_(status=str(item["status"]), message=str(item["message"])), None)]
         image_key = item.get("image_key") or item["key"]
         try:
             image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
         except (DecodeError, FileNotFoundError, UnreadableObject) as exc:
-            return [base.with_(status=getattr(exc, "status", "missing"), message=str(exc))]
+            return [(base.with_(status=getattr(exc, "status", "missing"), message=str(exc)), None)]
         if self.from_augment:  # the points are final: chosen by augment on the unmasked image
-            vector = self.embedder.embed_faces(image, [np.asarray(item["points"]).reshape(5, 2)])[0]
-            return [base.with_(embedding=vector)]
+            return [(base, align_crops(image, [np.asarray(item["points"]).reshape(5, 2)], self.spec)[0])]
         faces = self.finder.find(image)
         if not faces:
-            return [base.with_(status="no_face", message="no face found")]
+            return [(base.with_(status="no_face", message="no face found"), None)]
         chosen = select_faces(faces, image.shape, self.face)
         faces = [faces[i] for i in chosen]
         points, lm68 = [f.points for f in faces], None
@@ -151,17 +160,89 @@ class EmbedWorker:
             lm68 = self.masker.predictor.predict(image, boxes, np.stack(points))
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
-        aligned = self.embedder.alignment_of(
+        aligned = Embedder.alignment_of(
             points, lm68, self.alignment, lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
         # the crop is aligned with the points as the row records them, so that aligned5 remakes it exactly
         # (the unrounded points moved some 430 pixels of a crop by a level: embeddings 1e-3 apart)
         aligned = [(as_recorded(pts), how) for pts, how in aligned]
-        vectors = self.embedder.embed_crops(self.embedder.align(image, [p for p, _ in aligned]))
+        crops = align_crops(image, [p for p, _ in aligned], self.spec)
         # face_index: the face's place among the detections (best score first), so a row can be traced;
         # aligned5 and alignment: the points its crop was aligned with, and how they were chosen
-        return [base.with_(face_index=idx, embedding=vec, box=f.box, score=f.score, landmarks5=f.points,
-                           source=f.source, alignment=how, aligned5=pts)
-                for idx, f, vec, (pts, how) in zip(chosen, faces, vectors, aligned)]
+        return [(base.with_(face_index=idx, box=f.box, score=f.score, landmarks5=f.points, source=f.source,
+                            alignment=how, aligned5=pts), crop)
+                for idx, f, crop, (pts, how) in zip(chosen, faces, crops, aligned)]
+
+
+CROP = "_crop"  # FacePreparer's column of aligned crops, which CropEmbedder embeds and drops
+
+
+class CropEmbedder:
+    """The recognition stage of `mfr embed`: the embedding of each row's crop, nothing else (`node`:
+    where it was embedded). A batch the model fails on is embedded crop by crop, and a crop it fails
+    on is that face's row, status `error`, never the job's end."""
+
+    def __init__(self, model: str, accept_licence: bool, mode: str = "plain", threads: int | None = None,
+                 device="auto", embedder=None):
+        from maskgen.runtime import resolve_device
+        from recog.embed import Embedder
+        from recog.matching import mode_from_name
+
+        if threads:
+            use_threads(threads)
+        mode = mode_from_name(mode)
+        self.embedder = embedder or Embedder(model, accept_licence=accept_licence, flip=mode.flip,
+                                             region=mode.region, device=resolve_device(device))
+        self.node = node_id()
+
+    def __call__(self, table):
+        import pyarrow as pa
+
+        from maskgen.record import embedding_array
+
+        w, h = self.embedder.spec.input_size
+        column = table.column(CROP).to_pylist()
+        rows = [i for i, c in enumerate(column) if c is not None]
+        vectors, status, message = [None] * table.num_rows, table.column("status").to_pylist(), \
+            table.column("message").to_pylist()
+        crops = [np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows]
+        try:
+            done = list(self.embedder.embed_crops(np.stack(crops))) if crops else []
+        except Exception:  # noqa: BLE001 - found crop by crop below
+            done = []
+            for crop in crops:
+                try:
+                    done.append(self.embedder.embed_crops(crop[None])[0])
+                except Exception as exc:  # noqa: BLE001 - the face's row says why
+                    done.append(exc)
+        for i, v in zip(rows, done):
+            if isinstance(v, Exception):
+                status[i], message[i] = "error", f"{type(v).__name__}: {v}"
+            else:
+                vectors[i] = v
+        for name, values in (("embedding", embedding_array(vectors, self.embedder.dim)),
+                             ("status", pa.array(status, pa.string())), ("message", pa.array(message, pa.string())),
+                             ("node", pa.array([self.node] * table.num_rows, pa.string()))):
+            table = table.set_column(table.schema.get_field_index(name), name, values)
+        return table.drop_columns([CROP])
+
+
+class EmbedWorker:
+    """Both stages in one process: each batch prepared, then embedded. The local executor's processes
+    run it, and so do the actors of the one pool on a cluster without GPUs (a second pool of CPU actors
+    would only share the same cores, with a share fixed in advance)."""
+
+    def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
+                 face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
+                 mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None,
+                 masked_rule: str | None = None, device="auto"):
+        self.recognize = CropEmbedder(model, accept_licence, mode, threads=threads, device=device)
+        embedder = self.recognize.embedder
+        self.prepare = FacePreparer(input_uri, embedder.spec, embedder.model_id, masked, from_augment, face,
+                                    finder_options, alignment, max_pixels, mode, mask_style, seed, progress,
+                                    masked_rule=masked_rule, device=device)
+
+    def __call__(self, batch):
+        return self.recognize(self.prepare(batch))
 
 
 class AugmentLister:
@@ -312,11 +393,16 @@ def refuse_output_of_masks(output) -> None:
                          "give mfr embed a folder of its own; nothing was written")
 
 
-def model_identity(model: str, accept_licence: bool = False):
-    """(model_id, dim, similarity) of a model, checked once before any input is read."""
+def checked_model(model: str, accept_licence: bool = False):
+    """The model's Embedder, run once on a blank crop before any input is read (`Embedder.check`)."""
     from recog.embed import Embedder
 
-    embedder = Embedder(model, accept_licence=accept_licence).check()  # also fetches and caches the model
+    return Embedder(model, accept_licence=accept_licence).check()  # also fetches and caches the model
+
+
+def model_identity(model: str, accept_licence: bool = False):
+    """(model_id, dim, similarity) of a model, checked once before any input is read."""
+    embedder = checked_model(model, accept_licence)
     return embedder.model_id, embedder.dim, embedder.spec.similarity
 
 
@@ -334,7 +420,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
                            images_uri=images_uri, manifest_encoding=manifest_encoding)
-    model_id = model_identity(model, accept_licence)[0]
+    embedder = checked_model(model, accept_licence)
+    model_id = embedder.model_id
     output = open_store(output_uri)
     output.check_could_write()  # refused as the run would refuse it, writing nothing
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
@@ -355,13 +442,28 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
                 face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
-                batch_size: int, workers: int | None, progress=None, masked_rule: str | None = None):
-    plan = plan_pool(workers, gpu=cluster_has_gpus())
-    args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
+                batch_size: int, workers: int | None, progress=None, masked_rule: str | None = None,
+                embedder=None):
+    """The embed job's pools: where the cluster has (or can add) GPUs, a CPU pool that prepares the
+    crops (`FacePreparer`, `workers` its cap) feeding a recognition pool of one GPU per actor that only
+    embeds (`CropEmbedder`), as `mfr run` splits its work; on a CPU-only cluster, one pool whose actors
+    do both (`EmbedWorker`). `embedder`: the model's, loaded here (its spec and id go to the CPU pool)."""
+    cpu, recognition = plan_pool(workers), recognition_pool()
+    if recognition is None:
+        args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
+                mode, mask_style, seed, progress)
+        return ds.map_batches(EmbedWorker, fn_constructor_args=args,
+                              fn_constructor_kwargs={**cpu.actor_kwargs, "masked_rule": masked_rule},
+                              batch_size=batch_size, batch_format="pyarrow", **cpu.map_batches_args())
+    embedder = embedder or checked_model(model, accept_licence)
+    args = (source_uri, embedder.spec, embedder.model_id, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
-    return ds.map_batches(EmbedWorker, fn_constructor_args=args,
-                          fn_constructor_kwargs={**plan.actor_kwargs, "masked_rule": masked_rule},
-                          batch_size=batch_size, batch_format="pyarrow", **plan.map_batches_args())
+    ds = ds.map_batches(FacePreparer, fn_constructor_args=args,
+                        fn_constructor_kwargs={**cpu.actor_kwargs, "masked_rule": masked_rule},
+                        batch_size=batch_size, batch_format="pyarrow", **cpu.map_batches_args())
+    return ds.map_batches(CropEmbedder, fn_constructor_args=(model, accept_licence, mode),
+                          fn_constructor_kwargs=recognition.actor_kwargs, batch_size=max(batch_size, 32),
+                          batch_format="pyarrow", **recognition.map_batches_args(initial=1))
 
 
 def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, second_look: bool | None):
@@ -489,7 +591,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     started = time.perf_counter()
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
     output = open_store(output_uri)
-    model_id = model_identity(model, accept_licence)[0]
+    embedder = checked_model(model, accept_licence)
+    model_id = embedder.model_id
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
     settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                               input_uri=input_uri, manifest_encoding=manifest_encoding, mode=mode,
@@ -520,7 +623,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                 ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
                                  from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                                  max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
-                                 batch_size=batch_size, workers=workers, progress=tracker, masked_rule=masked_rule)
+                                 batch_size=batch_size, workers=workers, progress=tracker, masked_rule=masked_rule,
+                                 embedder=embedder)
                 return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard, lease.token)
 
             summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)

@@ -91,6 +91,16 @@ def plan_pool(workers: int | None = None, gpu: bool = False) -> PoolPlan:
     return PoolPlan(1, workers, CPU_PER_ACTOR, 0, 1)
 
 
+def recognition_pool(workers: int | None = None) -> PoolPlan | None:
+    """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
+    its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
+    actors embed their own batches, which follows the cluster as that pool does; a second pool of
+    CPU actors would compete for the same cores with a share fixed in advance (a face's embedding
+    costs about as much as its photo's detection, landmarks and mask; more with several models or
+    modes)."""
+    return plan_pool(workers, gpu=True) if cluster_has_gpus() else None
+
+
 OWN_RAY = False  # whether ensure_ray started the Ray this process uses (it adds no nodes), not joined one
 GPU_WAIT_SAID: set = set()  # the Ray jobs told that their GPU work waits for a GPU node
 

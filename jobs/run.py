@@ -40,7 +40,7 @@ from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
-from jobs.pool import TASK_CPUS, cluster_has_gpus, ensure_ray, plan_pool, use_threads
+from jobs.pool import TASK_CPUS, ensure_ray, plan_pool, recognition_pool, use_threads
 from jobs.score import NothingToScore, run_score
 from jobs.settings import augment_settings, check_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
@@ -422,16 +422,6 @@ def sub_leases(out, targets: list[Target]):
         for folder in ["masked", *sorted({t.folder for t in targets})]:
             stack.enter_context(Lease(open_store(out.uri_of(folder)), f"mfr run (its {folder}/)"))
         yield
-
-
-def recognition_pool(workers: int | None = None):
-    """The recognition pool where the cluster has (or can add) GPUs: one GPU per actor, no CPU, so
-    its actors land on GPU nodes and only embed. None on a CPU-only cluster: there the CPU pool's
-    actors embed their own batches (`RunWorker`), which follows the cluster as that pool does; a
-    second pool of CPU actors would compete for the same cores with a share fixed in advance (a face's
-    embedding costs about as much as its photo's detection, landmarks and mask; more with several
-    models or modes)."""
-    return plan_pool(workers, gpu=True) if cluster_has_gpus() else None
 
 
 def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: int = 0, model: str = "sface",

@@ -318,10 +318,7 @@ class Embedder:
 
     def align(self, image: np.ndarray, points5: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """Aligned crops (N, h, w, 3) uint8 RGB for faces given by their 5 points."""
-        template = self.spec.face_template
-        crops = [align_face(image, np.asarray(p), template) for p in points5]
-        w, h = self.spec.input_size
-        return np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
+        return align_crops(image, points5, self.spec)
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
         x = check_rgb(crops, "crops", batch=True).astype(np.float32)
@@ -415,6 +412,15 @@ class Embedder:
         lms = landmarks68 if landmarks68 is not None else [None] * len(points5)
         return [alignment_points(p, lm, alignment, (lambda k=k: locate_eyes(k)) if locate_eyes else None)
                 for k, (p, lm) in enumerate(zip(points5, lms))]
+
+
+def align_crops(image: np.ndarray, points5: list[np.ndarray] | np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Aligned crops (N, h, w, 3) uint8 RGB, as the model of `spec` takes them, for faces given by their
+    5 points: what `Embedder.align` gives, without loading the model (the CPU stage of a job whose
+    recognition runs elsewhere)."""
+    crops = [align_face(image, np.asarray(p), spec.face_template) for p in points5]
+    w, h = spec.input_size
+    return np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
 
 
 def _points_of(face) -> np.ndarray:

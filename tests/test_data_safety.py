@@ -1235,3 +1235,45 @@ def test_outputs_of_one_kind_are_not_taken_for_or_written_into_another(face_phot
             s3_attempts()
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "3")
     assert s3_attempts() == 3
+
+
+def test_a_crop_the_model_fails_on_is_its_faces_row_not_the_batchs(tmp_path):
+    """The embed job's recognition stage (`CropEmbedder`, a GPU pool of its own on clusters with GPUs):
+    a batch the model fails on is embedded crop by crop, and the crop it fails on gets an `error` row;
+    the others keep their embeddings, and rows without a crop (no face) pass as they were."""
+    import pyarrow as pa
+
+    from jobs.embed import CROP, CropEmbedder
+    from maskgen.record import FaceRecord, records_table
+    from recog.embed import Embedder
+
+    real = Embedder("sface", device="cpu")
+
+    class Picky:  # the model, refusing any batch holding an all-white crop
+        spec, dim = real.spec, real.dim
+
+        def embed_crops(self, crops):
+            if (crops.reshape(len(crops), -1) == 255).all(axis=1).any():
+                raise RuntimeError("ONNX Runtime failed on this crop")
+            return real.embed_crops(crops)
+
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 255, (112, 112, 3), dtype=np.uint8), np.full((112, 112, 3), 255, np.uint8), None,
+             rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)]
+    records = [FaceRecord(source_key=f"p/{i}.jpg", identity="p", input_row=f"p/{i}.jpg", masked=False,
+                          model_id="m", mode="plain", similarity="cosine", node="cpu-node",
+                          **({"status": "no_face", "message": "no face found"} if c is None else {}))
+               for i, c in enumerate(crops)]
+    table = records_table(records, "shard", real.dim,
+                          extra={CROP: (pa.binary(), [None if c is None else c.tobytes() for c in crops])})
+    out = CropEmbedder("sface", False, embedder=Picky())(table)
+    assert CROP not in out.column_names and out.column_names == [c for c in table.column_names if c != CROP]
+    assert out.column("status").to_pylist() == ["ok", "error", "no_face", "ok"]
+    assert out.column("message").to_pylist()[1] == "RuntimeError: ONNX Runtime failed on this crop"
+    vectors = out.column("embedding").to_pylist()
+    assert vectors[1] is None and vectors[2] is None
+    np.testing.assert_allclose(np.array([vectors[0], vectors[3]]), real.embed_crops(np.stack([crops[0], crops[3]])),
+                               atol=1e-6)
+    from jobs.augment import node_id
+
+    assert set(out.column("node").to_pylist()) == {node_id()} != {"cpu-node"}  # where it was embedded

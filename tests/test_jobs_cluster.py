@@ -27,12 +27,12 @@ def dataset_of(shared_data, root, people, per_person):
     return root
 
 
-def submit(nodes, dataset, output, *extra, wait=True):
+def submit(nodes, dataset, output, *extra, wait=True, command="run"):
     return subprocess.run(
         [nodes.ray, "job", "submit", "--address", nodes.dashboard_url, "--working-dir", str(ROOT),
          "--runtime-env-json", RUNTIME_ENV, *([] if wait else ["--no-wait"]), "--", "env", "MFR_GPU_WORKERS=1",
          sys.executable, "-m",
-         "jobs.cli", "run", str(dataset), output, "--quiet", *extra],
+         "jobs.cli", command, str(dataset), output, "--quiet", *extra],
         env=nodes.env, capture_output=True, text=True, timeout=600, cwd=ROOT)
 
 
@@ -98,3 +98,21 @@ def test_mfr_run_waits_for_workers_then_runs_on_them_and_on_the_gpu_node(ray_nod
     # CUDA, which the report says rather than hiding it
     scored_by = json.loads(open_store(output).read("report/report.json"))["scored_by"]["sface"]
     assert scored_by["nodes"] == gpu_node and scored_by["devices"] == {"numpy, no CUDA": scored_by["tasks"]}
+
+    # `mfr embed` on the same cluster splits its work as `mfr run` does: the CPU pool decodes, detects
+    # and aligns off the head, the recognition actors on the GPU node only embed (its one pool's
+    # actors took a GPU each and did everything there)
+    embedded = f"s3://{bucket}/cluster-embed"
+    job = submit(ray_nodes, dataset, embedded, command="embed")
+    assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
+    rows, _ = read_shards(embedded)
+    assert sorted(rows.key) == sorted(keys) and set(rows.status) == {"ok"} and set(rows.node) == set(gpu_node)
+
+    def actor_nodes(stage):
+        actors = list_actors(address=ray_nodes.dashboard_url, detail=True, timeout=60,
+                             filters=[("class_name", "=", f"MapWorker(MapBatches({stage}))")])
+        return {a.node_id for a in actors}
+
+    assert actor_nodes("CropEmbedder") == set(gpu_node)
+    assert actor_nodes("FacePreparer") and not actor_nodes("FacePreparer") & set(head)
+    assert not actor_nodes("EmbedWorker")
