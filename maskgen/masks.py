@@ -17,6 +17,7 @@ later stages use.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 
 import cv2
@@ -955,27 +956,37 @@ def style_from_name(name: str) -> MaskStyle:
 
 def style_options(style: "str | MaskStyle"):
     """What a style draws, as JSON values: its class and the options it was made with (a name: the
-    built-in style it names), nested for `OneOf`. Two styles of one `name` with other options (a
-    `OneOf` of other styles, other colours) differ here; the jobs record it, so that a rerun with
-    another does not mix two kinds of masks in one output."""
-    def plain(value):
-        if isinstance(value, MaskStyle):
-            kind = type(value)
-            return {"class": f"{kind.__module__}.{kind.__qualname__}",
-                    **{k: plain(v) for k, v in sorted(vars(value).items()) if not k.startswith("_")}}
+    built-in style it names), nested for `OneOf` and for a style's own helper objects. Two styles of
+    one `name` with other options (a `OneOf` of other styles, other colours) differ here; the jobs
+    record it, so that a rerun with another does not mix two kinds of masks in one output. Nothing in
+    it depends on the process: a function is its qualified name, a set is sorted, an object without
+    attributes of its own is its class, a large array its content's hash (never a repr's address)."""
+    def plain(value, path: tuple = ()):
+        if value is None or isinstance(value, (str, int, float, bool)):
+            return value
+        if isinstance(value, np.generic):
+            return value.item()
         if isinstance(value, np.ndarray) and value.size <= 64:
             return plain(value.tolist())
         if isinstance(value, np.ndarray):  # a style's texture or lookup table: by its content's hash
             return f"array {value.dtype}{list(value.shape)} sha256:{hashlib.sha256(value.tobytes()).hexdigest()[:16]}"
-        if isinstance(value, np.generic):
-            return value.item()
+        if id(value) in path:  # a style that refers back to one holding it
+            return "<cycle>"
+        inner = (*path, id(value))
         if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
+            return [plain(v, inner) for v in value]
+        if isinstance(value, (set, frozenset)):
+            return sorted((plain(v, inner) for v in value), key=lambda v: json.dumps(v, sort_keys=True, default=str))
         if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
-        if value is None or isinstance(value, (str, int, float, bool)):
-            return value
-        return repr(value)
+            return {str(k): plain(v, inner) for k, v in sorted(value.items(), key=lambda item: str(item[0]))}
+        if callable(value) and hasattr(value, "__qualname__"):  # a function, a method, a class
+            return f"{getattr(value, '__module__', '?')}.{value.__qualname__}"
+        kind = type(value)
+        name = f"{kind.__module__}.{kind.__qualname__}"
+        attrs = getattr(value, "__dict__", None)
+        if not isinstance(attrs, dict):  # (a Generator, a lock: its class, not its address)
+            return f"<{name}>"
+        return {"class": name, **{k: plain(v, inner) for k, v in sorted(attrs.items()) if not k.startswith("_")}}
 
     return plain(style_from_name(style) if isinstance(style, str) else style)
 

@@ -703,3 +703,39 @@ def test_pleats_change_brightness_smoothly_but_at_their_fold_lines_one_pixel_edg
     # a fold line's edge: 20 % over one pixel, 0.4 % a sample; a jump shows as one step of 8 % or more
     assert np.abs(np.diff(shade)).max() < 0.01
     assert shade.min() < 0.9 and shade.max() > 1.0  # fold lines and lit faces are there
+
+
+class _Palette:  # a style's own helper object, without a repr of its own
+    def __init__(self):
+        self.names = {"blue", "white", "teal"}
+
+
+def _soften(x):
+    return x
+
+
+class _MyStyle(SurgicalMask):
+    def __init__(self):
+        super().__init__(colours=("blue",))
+        self.post, self.palette, self.rng = _soften, _Palette(), np.random.default_rng(0)
+
+
+def test_style_options_say_what_a_style_draws_the_same_in_every_process():
+    """What jobs record of a style object (`_mfr_settings.json`), for a rerun to be refused when it
+    asks for another. Recorded by repr, a user's style with a function or a helper object was refused
+    on every rerun (the objects' addresses differ from process to process), a set attribute at random
+    (hash order), and a style referring back to a OneOf holding it stopped on a RecursionError."""
+    from maskgen.masks import OneOf, style_options
+
+    first, again = style_options(_MyStyle()), style_options(_MyStyle())
+    assert first == again and " at 0x" not in json.dumps(first)
+    assert first["post"] == f"{__name__}._soften" and first["rng"] == "<numpy.random._generator.Generator>"
+    assert first["palette"] == {"class": f"{__name__}._Palette", "names": ["blue", "teal", "white"]}
+    assert style_options("surgical") == {"class": "maskgen.masks.SurgicalMask",
+                                         "colours": ["light_blue", "blue", "light_green", "white"]}
+    member = _MyStyle()
+    mix = OneOf([member, ClothMask()])
+    member.parent = mix  # a cycle
+    options = style_options(mix)
+    assert options["styles"][0]["parent"] == "<cycle>" and json.dumps(options)
+    assert style_options(OneOf([ClothMask()])) != style_options(OneOf([SurgicalMask()]))
