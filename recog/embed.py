@@ -12,6 +12,7 @@ goes with every embedding written.
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
 from pathlib import Path
@@ -99,7 +100,7 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
         write_atomic(record_path, json.dumps(record, sort_keys=True).encode())
     # each time, not only when the record is made: a machine that had this version's record before
     # the clean-up existed kept its older versions' files for good
-    _remove_older_versions(root, sha256)
+    _remove_older_versions(root)
     embedded = record["spec"]
     if not record["replaced"] or providers_for(device) != ["CPUExecutionProvider"]:
         return data, 0, embedded
@@ -108,13 +109,18 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
     return runnable, int(record["replaced"]), embedded
 
 
-def _remove_older_versions(root: Path, sha256: str) -> None:
-    """Removes what earlier GRAPH_VERSIONs kept for the same file (a few hundred MB per model over a few
-    upgrades); a newer version's files, kept by a newer install sharing the cache, stay."""
-    for old in root.glob(f"{sha256[:32]}-g*"):
-        version = re.match(r"-g(\d+)(?:[.-]|$)", old.name[32:])
+def _remove_older_versions(root: Path) -> None:
+    """Removes what earlier GRAPH_VERSIONs kept, of every model file (this version never reads them:
+    374 MB on one machine, most of it from files never loaded again); a newer version's files, kept by
+    a newer install sharing the cache, stay. One listing of the folder, at each model's start."""
+    try:
+        names = [entry.name for entry in os.scandir(root)]
+    except OSError:
+        return
+    for name in names:
+        version = re.fullmatch(r"[0-9a-f]{32}-g(\d+)(?:[.-].*)?", name)
         if version and int(version.group(1)) < GRAPH_VERSION:
-            old.unlink(missing_ok=True)
+            (root / name).unlink(missing_ok=True)
 
 
 def _external_files(onnx_model) -> list[str]:

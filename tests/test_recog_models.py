@@ -65,14 +65,15 @@ def test_a_model_file_is_prepared_once_per_machine(face_chips, tmp_path, monkeyp
     model = tmp_path / "my-sface.onnx"
     shutil.copy(zoo.builtin_path("sface"), model)
     monkeypatch.setenv("MFR_CACHE_DIR", str(tmp_path / "cache"))
-    # what earlier graph versions kept for this file goes when it is prepared again; a newer version's
-    # files (a newer install sharing the cache) and other files' stay
+    # what earlier graph versions kept goes when a model is prepared, this file's and others' (never
+    # read again); a newer version's files (a newer install sharing the cache) and other files stay
     root = tmp_path / "cache" / "graphs"
     root.mkdir(parents=True)
     stem = zoo.sha256_bytes(model.read_bytes())[:32]
     older = [f"{stem}-g{v}{end}" for v in (1, embed.GRAPH_VERSION - 1)
-             for end in (".json", ".onnx", ".onnx.sha256", "-0123456789abcdef.onnx")]
-    kept = [f"{stem}-g{embed.GRAPH_VERSION + 1}.json", f"{'f' * 32}-g1.json", "notes.txt"]
+             for end in (".json", ".onnx", ".onnx.sha256", "-0123456789abcdef.onnx")] + [f"{'f' * 32}-g1.json"]
+    kept = [f"{stem}-g{embed.GRAPH_VERSION + 1}.json", f"{'f' * 32}-g{embed.GRAPH_VERSION}.json", "notes.txt",
+            f"{'f' * 31}-g1.json"]
     for name in older + kept:
         (root / name).write_text("{}")
     first = Embedder(str(model), device="cpu")
