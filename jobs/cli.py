@@ -609,6 +609,7 @@ def _run_command(args) -> tuple[int, BaseException | None]:
     except Exception as exc:
         if not type(exc).__module__.startswith("ray."):
             raise  # our own bug: the traceback is what a developer needs
+        ProgressBar.close_open()
         print(f"mfr {args.command}: {root_cause(exc)}", file=sys.stderr)
         return 2, exc
 

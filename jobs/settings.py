@@ -50,7 +50,8 @@ def input_settings(input_uri, manifest_encoding: str | None) -> dict:
 
 def augment_settings(options, input_uri=None, manifest_encoding: str | None = None) -> dict:
     """The settings of `maskgen.augment.AugmentOptions` that decide what is written, as plain JSON
-    values (a style object by its name), and with `input_uri` how the input is read
+    values (a style by its name, and by what it draws: `maskgen.masks.style_options`), and with
+    `input_uri` how the input is read
     (`input_settings`)."""
     from maskgen.masks import style_options
 

@@ -111,8 +111,9 @@ def prepared_graph(path: Path, data: bytes, sha256: str, device: str) -> tuple[b
 
 def _remove_older_versions(root: Path) -> None:
     """Removes what earlier GRAPH_VERSIONs kept, of every model file (this version never reads them:
-    374 MB on one machine, most of it from files never loaded again); a newer version's files, kept by
-    a newer install sharing the cache, stay. One listing of the folder, at each model's start."""
+    hundreds of MB on a machine that ran earlier releases, most of it of files never loaded again); a
+    newer version's files, kept by a newer install sharing the cache, stay. One listing of the folder,
+    at each model's start."""
     try:
         names = [entry.name for entry in os.scandir(root)]
     except OSError:

@@ -123,7 +123,7 @@ def _check_rate(name: str, rate: float) -> float:
     return float(rate)
 
 
-def _check_rates(name: str, rates) -> tuple:
+def check_rates(name: str, rates) -> tuple:
     """One rate or several, each in (0, 1], kept as given (the summaries' keys are str(rate))."""
     if isinstance(rates, str) or rates is None:
         raise ValueError(f"{name}s are numbers in (0, 1], got {rates!r}")
@@ -260,7 +260,7 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
 def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float | None = None) -> dict:
     """Every verification figure as plain numbers (FARs the data cannot measure are reported as None,
     `floor` as in tar_at_far; a FAR outside (0, 1] is refused, as tar_at_far refuses it)."""
-    fars = _check_rates("FAR", fars)
+    fars = check_rates("FAR", fars)
     roc = roc_curve(scores, labels)
     s, y = _check_scores_labels(scores, labels)
     e, e_t = eer(s, y)
@@ -691,7 +691,7 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
                         ranks=(1, 5, 10), similarity: str = "cosine") -> dict:
     """The seed's identification readings (see module docstring). Returns rank-k and 'FPIR' rates."""
     ranks = _check_ranks(ranks)
-    fpirs = tuple(float(f) for f in _check_rates("FPIR", fpirs))
+    fpirs = tuple(float(f) for f in check_rates("FPIR", fpirs))
     # float64, as the seed's scripts score: float32 made scores 1e-9 apart a tie, which flipped rank-1
     probes, gallery = np.asarray(probes, dtype=np.float64), np.asarray(gallery, dtype=np.float64)
     gallery_ids = list(np.asarray(gallery_ids).reshape(-1))

@@ -78,7 +78,7 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     the score of comparisons a failure to acquire or enrol left without one (recog.metrics.tar_at_far):
     a TAR@FAR among them reads None."""
     result = MethodResult(name)
-    fpirs = M._check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
+    fpirs = M.check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
     if scores is not None:
         v = M.verification_summary(scores, labels, fars, floor)
         v["seed_tar_at_far"] = {}
