@@ -195,6 +195,11 @@ def check_ray_address(address: str, timeout: float | None = None) -> None:
     `local` and other forms are left to Ray."""
     import socket
 
+    if re.match(r"https?://", address.strip(), flags=re.IGNORECASE):  # Ray's own words were cut to their first line
+        raise RuntimeError(f"RAY_ADDRESS={address} is an HTTP address, the dashboard's, which `ray job submit "
+                           "--address` takes; a job run here joins a cluster at its head's address, HOST:PORT "
+                           "(`ray start --head --port`, 6379 by default), e.g. RAY_ADDRESS=127.0.0.1:6379; or unset "
+                           "RAY_ADDRESS to run on this machine")
     match = re.fullmatch(r"(?:ray://)?\[?([^\s/\[\]]+?)\]?:(\d+)", address.strip())
     if not match:
         return

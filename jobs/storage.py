@@ -473,7 +473,12 @@ class S3Store:
                 raise UnreadableObject(f"{what}: access denied") from None
             raise StorageError(f"{what}: S3 said {code or 'error'}") from None
         except BotoCoreError as exc:
-            raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}") from None
+            from botocore.exceptions import NoCredentialsError
+
+            hint = ("; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a job on a Ray cluster has the environment "
+                    "its nodes' `ray start` ran with, not the submitting shell's)"
+                    if isinstance(exc, NoCredentialsError) else "")
+            raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}{hint}") from None
 
     def list(self, prefix: str = "") -> list[str]:
         return [key for key, _ in self.list_versions(prefix)]

@@ -1124,6 +1124,12 @@ def test_a_ray_address_nothing_answers_is_refused_before_any_output_is_made(face
         listening.listen()
         jobs.pool.check_ray_address(f"127.0.0.1:{listening.getsockname()[1]}")
     jobs.pool.check_ray_address("auto")  # left to Ray
+    # the dashboard's address, as `ray job submit` takes it: Ray's refusal was cut to "... either:"
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
+    assert main(["mask", str(dataset), str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mfr mask: RAY_ADDRESS=http://127.0.0.1:8265 is an HTTP address, the dashboard's") and \
+        "e.g. RAY_ADDRESS=127.0.0.1:6379" in err and not (tmp_path / "out").exists()
 
 
 def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_photos, tmp_path):

@@ -327,3 +327,17 @@ def test_safe_key_normalises():
     assert safe_key("a\\b.jpg") == "a/b.jpg"
     with pytest.raises(UnsafeKeyError):
         safe_key("a/\x00b")
+
+
+def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, tmp_path):
+    """A job on a Ray cluster reads AWS settings from the environment its nodes' `ray start` ran with:
+    "NoCredentialsError: Unable to locate credentials" alone sent users to their own shell, which had them."""
+    for name in [n for n in list(__import__("os").environ) if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no look for an instance role off this machine
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StorageError, match=r"NoCredentialsError: Unable to locate credentials; set AWS_ACCESS_KEY_ID "
+                                           r"and AWS_SECRET_ACCESS_KEY \(a job on a Ray cluster has the environment"):
+        open_store("s3://bucket/prefix").list()
