@@ -332,8 +332,13 @@ def test_safe_key_normalises():
 def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, tmp_path):
     """A job on a Ray cluster reads AWS settings from the environment its nodes' `ray start` ran with:
     "NoCredentialsError: Unable to locate credentials" alone sent users to their own shell, which had them."""
-    for name in [n for n in list(__import__("os").environ) if n.startswith("AWS_")]:
+    import os
+
+    import boto3
+
+    for name in [n for n in list(os.environ) if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # (it keeps credentials an earlier test's client found)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no look for an instance role off this machine
