@@ -3,7 +3,7 @@
 The photo is the NASA astronaut portrait (public domain) that scikit-image ships in its wheel, so the
 demo needs no network beyond the package install. Its SHA-256 is checked before use.
 
-    python -m maskgen.demo --out out/demo
+    python -m maskgen.demo --out out/astronaut
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ def run(out_dir: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    parser.add_argument("--out", type=Path, default=Path("out/astronaut"),
+                        help="output folder (default: out/astronaut; `mfr demo` writes out/demo)")
     args = parser.parse_args(argv)
     summary = run(args.out)
     print(f"{len(summary['faces'])} face(s) in {summary['image']} {summary['size'][0]}x{summary['size'][1]} "

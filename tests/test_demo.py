@@ -32,6 +32,14 @@ def test_demo_writes_annotated_picture_and_aligned_crop(tmp_path, capsys):
     assert "astronaut_detections.jpg" in printed and "1 face(s)" in printed and "contact sheet" in printed
 
 
+def test_the_photo_demo_leaves_mfr_demos_folder_alone(tmp_path, monkeypatch):
+    """Both demos wrote `out/demo` by default: the photo demo replaced `mfr demo`'s contact sheet, and
+    `mfr demo` (`make demo`) then refused the folder as holding files it did not write."""
+    monkeypatch.chdir(tmp_path)
+    assert demo.main([]) == 0
+    assert (tmp_path / "out" / "astronaut" / "detections.json").exists() and not (tmp_path / "out" / "demo").exists()
+
+
 def test_demo_photo_is_checksummed():
     with pytest.raises(RuntimeError, match="expected SHA-256"):
         demo.packaged_photo(("scikit-image", "skimage/data/astronaut.png", "0" * 64))
