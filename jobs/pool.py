@@ -22,6 +22,7 @@ import re
 import sys
 import time
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -244,6 +245,57 @@ def dropping_stderr_lines(pattern: re.Pattern):
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()
+
+
+# What Ray 2.60's core worker writes to stderr, at error level, as each Ray Data pool starts: Ray Data
+# hands its actors their function by object reference and lets them restart, which a job needs (a
+# killed worker's actor comes back), and Ray warns of any actor that does both (ray-project/ray#53727).
+# It was the first line of every job on Ray, `make demo` included, and read as an error.
+RAY_ACTOR_RESTART_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments "
+                                      rb"in the object store and max_restarts > 0")
+
+
+@contextmanager
+def filtering_stderr(pattern: re.Pattern):
+    """While the block runs, what this process writes to file descriptor 2 (Ray's C++ core writes
+    there directly) goes through a pipe that a thread copies to the real stderr at once, less the
+    lines `pattern` (bytes) finds. Text without its newline yet passes as it comes (a progress bar's
+    `\r` updates), unless it begins as Ray's log lines do (`[`): those wait for the rest of their line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def write(data: bytes) -> None:
+        while data:
+            data = data[os.write(saved, data):]
+
+    def copy() -> None:
+        pending = b""
+        try:
+            while chunk := os.read(read_end, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                out = b"".join(line + b"\n" for line in lines if not pattern.search(line))
+                if pending and not pending.startswith(b"["):
+                    out, pending = out + pending, b""
+                write(out)
+            write(pending)
+        except OSError:  # stderr itself gone: nothing left to tell
+            pass
+        finally:
+            os.close(read_end)
+
+    thread = threading.Thread(target=copy, daemon=True, name="mfr-stderr-filter")
+    thread.start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the thread copies what is left and ends
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            os.close(saved)
 
 
 def own_ray_options(cpus: int | None = None) -> dict:

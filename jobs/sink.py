@@ -416,12 +416,15 @@ def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
             except Exception:  # a progress bar never stops a job
                 pass
 
+    from jobs.pool import RAY_ACTOR_RESTART_NOTICE, filtering_stderr
+
     poller = threading.Thread(target=poll, daemon=True) if progress else None
     if poller:
         poller.start()
     try:
-        for counts in ds.iter_rows():
-            summary.add(counts)
+        with filtering_stderr(RAY_ACTOR_RESTART_NOTICE):  # (its pools' start-up warning: jobs.pool)
+            for counts in ds.iter_rows():
+                summary.add(counts)
     finally:
         stop.set()
         if poller:

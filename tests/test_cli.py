@@ -677,3 +677,39 @@ def test_run_score_from_python_leaves_no_empty_output_when_it_fails(tmp_path):
     with pytest.raises(FileNotFoundError):
         run_score(str(tmp_path / "p"), str(tmp_path / "g"), output_uri=str(tmp_path / "kept"))
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+
+
+def test_rays_pool_start_warning_is_kept_off_stderr_and_nothing_else(face_photos, tmp_path):
+    """Ray 2.60's core worker wrote an error-level line as each pool started ("... has constructor
+    arguments in the object store and max_restarts > 0 ..."): the first line of every job on Ray,
+    `make demo` included. The job's stderr passes through `filtering_stderr` while its Dataset runs:
+    that line is dropped, everything else kept, a progress bar's partial lines at once."""
+    import subprocess
+
+    code = r"""
+import os, sys, time
+from jobs.pool import RAY_ACTOR_RESTART_NOTICE, filtering_stderr
+with filtering_stderr(RAY_ACTOR_RESTART_NOTICE):
+    os.write(2, b"\rrun:  50%|")
+    time.sleep(0.3)
+    os.write(2, b"[2026-12-06 12:29:25,242 E 26585 26585] core_worker.cc:2465: Actor with class name: "
+                b"'MapWorker(MapBatches(RunWorker))' and ID: '94' has constructor arguments in the object store and "
+                b"max_restarts > 0. If the arguments in the object store go out of scope or are lost, the actor "
+                b"restart will fail.\n")
+    print("a line of our own", file=sys.stderr)
+    os.write(2, b"[2026-12-06 12:29:26,000 E 1 1] core_worker.cc:99: another error of Ray's\n")
+print("after", file=sys.stderr)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr == (b"\rrun:  50%|a line of our own\n[2026-12-06 12:29:26,000 E 1 1] core_worker.cc:99: another "
+                           b"error of Ray's\nafter\n")
+    # and a job on Ray, not quiet: its progress bar and summary, not that line
+    (tmp_path / "in" / "p").mkdir(parents=True)
+    shutil.copy(face_photos[0], tmp_path / "in" / "p" / "a.jpg")
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_BACKEND_LOG_LEVEL")}
+    job = subprocess.run([sys.executable, "-m", "jobs.cli", "mask", str(tmp_path / "in"), str(tmp_path / "out"),
+                          "--executor", "ray"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**env, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)})
+    assert job.returncode == 0 and "mask:" in job.stdout and "ok=1" in job.stderr, job.stderr[-2000:]
+    assert "constructor arguments in the object store" not in job.stderr, job.stderr[-2000:]
