@@ -134,10 +134,12 @@ def _end_only_on_the_pools_sigterm(parent: int) -> None:
 def _start_worker(factory: bytes, parent: int | None = None, environ: dict | None = None) -> None:
     global _worker, _failure
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides what Ctrl-C stops
-    if parent is None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    else:
+    # (sigwaitinfo is Linux's: on macOS a group SIGTERM still ends the workers at once, as it did)
+    if parent is not None and hasattr(signal, "sigwaitinfo"):
         _end_only_on_the_pools_sigterm(parent)
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if parent is not None:
         threading.Thread(target=_exit_after, args=(parent,), daemon=True, name="mfr-parent-watch").start()
     if environ is not None:
         # the caller's environment now: the forkserver keeps the one of the process's first job, and AWS

@@ -537,3 +537,23 @@ if __name__ == "__main__":
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["pool", "True", "process", "-15"], done.stdout + done.stderr[-2000:]
+
+
+def test_a_worker_starts_where_signals_cannot_say_who_sent_them():
+    """`signal.sigwaitinfo` is Linux's: where there is none (macOS), a worker keeps SIGTERM's default,
+    unblocked, as before (its watch thread failed, and the SIGTERM it had blocked could not end it)."""
+    import subprocess
+
+    code = """
+import os, signal, cloudpickle
+del signal.sigwaitinfo
+import jobs.local as local
+local._start_worker(cloudpickle.dumps(lambda: (lambda batch: batch)), parent=os.getpid())
+print(local._failure is None, signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+      signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, []))
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # (a SIGTERM left blocked, with no thread to take it, and the pool could not end the worker)
+    assert done.stdout.split() == ["True", "True", "True"] and "Traceback" not in done.stderr, \
+        done.stdout + done.stderr[-2000:]
