@@ -22,7 +22,6 @@ import re
 import sys
 import time
 import tempfile
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -251,51 +250,64 @@ def dropping_stderr_lines(pattern: re.Pattern):
 # hands its actors their function by object reference and lets them restart, which a job needs (a
 # killed worker's actor comes back), and Ray warns of any actor that does both (ray-project/ray#53727).
 # It was the first line of every job on Ray, `make demo` included, and read as an error.
-RAY_ACTOR_RESTART_NOTICE = re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments "
-                                      rb"in the object store and max_restarts > 0")
+RAY_ACTOR_RESTART_NOTICE = (r"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the object "
+                            r"store and max_restarts > 0")
+
+# The filter `filtering_stderr` runs: a process of its own (standard library only), so that what the
+# job writes just before it dies (Ray's core exits on a lost head with abort() or _exit) is still
+# copied: a thread of the job's died with it, and the job's last words with it.
+_STDERR_FILTER = r"""
+import os, re, sys
+pattern, pending = re.compile(sys.argv[1].encode()), b""
+def write(data):
+    while data:
+        data = data[os.write(1, data):]
+try:
+    while chunk := os.read(0, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        out = b"".join(line + b"\n" for line in lines if not pattern.search(line))
+        if pending and not pending.startswith(b"["):
+            out, pending = out + pending, b""
+        write(out)
+    write(pending)
+except OSError:
+    pass
+"""
 
 
 @contextmanager
-def filtering_stderr(pattern: re.Pattern):
+def filtering_stderr(pattern: str):
     """While the block runs, what this process writes to file descriptor 2 (Ray's C++ core writes
-    there directly) goes through a pipe that a thread copies to the real stderr at once, less the
-    lines `pattern` (bytes) finds. Text without its newline yet passes as it comes (a progress bar's
-    `\r` updates), unless it begins as Ray's log lines do (`[`): those wait for the rest of their line."""
+    there directly) goes through a pipe to a small process that copies it to the real stderr at once,
+    less the lines `pattern` (a regular expression) finds. Text without its newline yet passes as it
+    comes (a progress bar's `\r` updates), unless it begins as Ray's log lines do (`[`): those wait for
+    the rest of their line. The copier has a session of its own (Ctrl-C and a group's SIGTERM are the
+    job's to take) and ends when the pipe closes: when the block ends, or the job dies."""
+    import subprocess
+
     sys.stderr.flush()
     saved = os.dup(2)
     read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
+    try:
+        copier = subprocess.Popen([sys.executable, "-I", "-S", "-c", _STDERR_FILTER, pattern], stdin=read_end,
+                                  stdout=saved, stderr=saved, start_new_session=True)
+    except (OSError, ValueError):  # no process to spare (or no interpreter to name): stderr as it is
+        copier = None
+    os.close(read_end)
+    if copier is not None:
+        os.dup2(write_end, 2)
     os.close(write_end)
-
-    def write(data: bytes) -> None:
-        while data:
-            data = data[os.write(saved, data):]
-
-    def copy() -> None:
-        pending = b""
-        try:
-            while chunk := os.read(read_end, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                out = b"".join(line + b"\n" for line in lines if not pattern.search(line))
-                if pending and not pending.startswith(b"["):
-                    out, pending = out + pending, b""
-                write(out)
-            write(pending)
-        except OSError:  # stderr itself gone: nothing left to tell
-            pass
-        finally:
-            os.close(read_end)
-
-    thread = threading.Thread(target=copy, daemon=True, name="mfr-stderr-filter")
-    thread.start()
     try:
         yield
     finally:
         sys.stderr.flush()
-        os.dup2(saved, 2)  # the pipe's last write end closes: the thread copies what is left and ends
-        thread.join(timeout=5)
-        if not thread.is_alive():
-            os.close(saved)
+        os.dup2(saved, 2)  # the pipe's last write end closes: the copier copies what is left and ends
+        os.close(saved)
+        if copier is not None:
+            try:
+                copier.wait(timeout=10)  # before this process writes to stderr again: lines stay in order
+            except subprocess.TimeoutExpired:  # a process started in the block holds the pipe: it copies on
+                pass
 
 
 def own_ray_options(cpus: int | None = None) -> dict:

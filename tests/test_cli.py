@@ -704,6 +704,15 @@ print("after", file=sys.stderr)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr == (b"\rrun:  50%|a line of our own\n[2026-12-06 12:29:26,000 E 1 1] core_worker.cc:99: another "
                            b"error of Ray's\nafter\n")
+    # a job that dies in the block (Ray's core ends a job whose head is gone with abort() or _exit): what
+    # it wrote last still reaches stderr (a thread of the job's copying it died with it, the words too)
+    for end in ("os._exit(3)", "os.abort()"):
+        dying = ("import os\nfrom jobs.pool import RAY_ACTOR_RESTART_NOTICE, filtering_stderr\n"
+                 "with filtering_stderr(RAY_ACTOR_RESTART_NOTICE):\n"
+                 "    os.write(2, b'[2026-12-06 E 1 1] rpc_client.h:204: Failed to connect to GCS within 5 seconds\\n')\n"
+                 f"    {end}\n")
+        died = subprocess.run([sys.executable, "-c", dying], cwd=ROOT, capture_output=True, timeout=60)
+        assert died.returncode != 0 and died.stderr.endswith(b"Failed to connect to GCS within 5 seconds\n"), died
     # and a job on Ray, not quiet: its progress bar and summary, not that line
     (tmp_path / "in" / "p").mkdir(parents=True)
     shutil.copy(face_photos[0], tmp_path / "in" / "p" / "a.jpg")
