@@ -420,8 +420,7 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
                            images_uri=images_uri, manifest_encoding=manifest_encoding)
-    embedder = checked_model(model, accept_licence)
-    model_id = embedder.model_id
+    model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     output.check_could_write()  # refused as the run would refuse it, writing nothing
     finder = embed_finder(masked, finder_kind, crop_mode, second_look)
@@ -442,12 +441,12 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
                 face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
-                batch_size: int, workers: int | None, progress=None, masked_rule: str | None = None,
-                embedder=None):
+                batch_size: int, workers: int | None, embedder, progress=None, masked_rule: str | None = None):
     """The embed job's pools: where the cluster has (or can add) GPUs, a CPU pool that prepares the
     crops (`FacePreparer`, `workers` its cap) feeding a recognition pool of one GPU per actor that only
     embeds (`CropEmbedder`), as `mfr run` splits its work; on a CPU-only cluster, one pool whose actors
-    do both (`EmbedWorker`). `embedder`: the model's, loaded here (its spec and id go to the CPU pool)."""
+    do both (`EmbedWorker`). `embedder`: the model's, as the driver checked it (`checked_model`; its
+    spec and id go to the CPU pool)."""
     cpu, recognition = plan_pool(workers), recognition_pool()
     if recognition is None:
         args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
@@ -455,7 +454,6 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
         return ds.map_batches(EmbedWorker, fn_constructor_args=args,
                               fn_constructor_kwargs={**cpu.actor_kwargs, "masked_rule": masked_rule},
                               batch_size=batch_size, batch_format="pyarrow", **cpu.map_batches_args())
-    embedder = embedder or checked_model(model, accept_licence)
     args = (source_uri, embedder.spec, embedder.model_id, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
     ds = ds.map_batches(FacePreparer, fn_constructor_args=args,

@@ -925,14 +925,19 @@ def refuse_foreign_output(output) -> None:
                      "written")
 
 
+def is_mfr_report(record) -> bool:
+    """Whether a parsed report.json is one mfr wrote (its `model_id` and `results`): what tells an
+    `mfr score` report's folder from a user's files, here and in `jobs.score.refuse_foreign_report`."""
+    return isinstance(record, dict) and "model_id" in record and "results" in record
+
+
 def _holds_report(store) -> bool:
-    """Whether `store` holds a report.json of mfr's (its `model_id` and `results`, as
-    `jobs.score.refuse_foreign_report` tells it)."""
+    """Whether `store` holds a report.json of mfr's (`is_mfr_report`)."""
     try:
         record = json.loads(store.read("report.json"))
     except (OSError, ValueError, RuntimeError):  # (StorageError is a RuntimeError)
         return False
-    return isinstance(record, dict) and "model_id" in record and "results" in record
+    return is_mfr_report(record)
 
 
 def _holds_record(store) -> bool:

@@ -732,11 +732,13 @@ def refuse_foreign_report(out) -> None:
     if not present:
         return
     if "report.json" in present:
+        from jobs.inputs import is_mfr_report
+
         try:
             record = json.loads(out.read("report.json"))
         except ValueError:
             record = None
-        if isinstance(record, dict) and "model_id" in record and "results" in record:
+        if is_mfr_report(record):
             return
     raise ValueError(f"the output {redact(out.uri)} already holds {', '.join(present)} that mfr did not write: give "
                      "a new or empty folder for the report; nothing was written")

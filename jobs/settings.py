@@ -109,9 +109,12 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
     if found is not None and found.get("binding") is not False:  # (not binding: `settings_recorded`)
         recorded = found["settings"]
         recorded, settings = _flat(recorded), _flat(settings)  # a refusal names the field that differs
-        tops = {k.split(".", 1)[0] for k in recorded}  # (a nested setting's fields: `style_options.colours`)
+        def top(key: str) -> str:  # a nested setting's field (`style_options.colours`) is its setting's
+            return key.split(".", 1)[0]
+
+        tops = {top(k) for k in recorded}
         changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k)
-                         and not (k.split(".", 1)[0] in RECORDED_SINCE and k.split(".", 1)[0] not in tops)
+                         and not (top(k) in RECORDED_SINCE and top(k) not in tops)
                          and not (k in MODE_SETTINGS and (k not in recorded or k not in settings)))
         if "style" in changed:  # another style: its options differ with it, and are not what to say
             changed = [k for k in changed if not k.startswith("style_options.")]
