@@ -283,14 +283,20 @@ def test_a_manifest_is_listed_in_chunks_less_what_is_done_in_bounded_memory(tmp_
     assert peak < 15 * 2**20, f"{peak / 2**20:.1f} MiB traced while listing"
 
 
-def test_a_manifest_on_s3_is_listed_from_a_local_copy_that_is_then_removed(bucket, tmp_path):
+def test_a_manifest_on_s3_is_listed_from_a_local_copy_that_is_then_removed(bucket, tmp_path, monkeypatch):
     import os
     import tempfile
 
     from jobs.storage import open_store
 
+    # A temp folder of the test's own: the machine's is shared with the other test process, whose jobs
+    # make and remove their own mfr-* folders there meanwhile.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+
     def copies():
-        return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("mfr-")}
+        return set(os.listdir(private))
 
     store = open_store(f"s3://{bucket}/lists")
     store.write("m.csv", "path,masked\na/1.jpg,0\nb/2.jpg,1\na/1.jpg,0\n".encode())
