@@ -159,13 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="do again the inputs an earlier run recorded as failed (missing, undecodable, error, "
                              "...; not no_face): a rerun skips every input with a row, and these rows are replaced")
 
+    def recognition_workers_option(sp):
+        sp.add_argument("--recognition-workers", type=positive_int,
+                        help="most recognition actors, one GPU each, where the cluster has GPUs (default: as many "
+                             "as it holds or can grow to); without GPUs the CPU pool's actors embed their own "
+                             "batches")
+
     def job_options(sp, batch_size: int):
         sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
         sp.add_argument("--strict", action="store_true",
                         help="exit 1 when any input failed (undecodable, missing, ...); no_face is not a failure")
         sp.add_argument("--workers", type=positive_int,
-                        help="most actors in the pool (default: as many as the cluster holds or can grow to; "
-                             "each takes 0.9 CPU, or one GPU for recognition where the cluster has GPUs)")
+                        help="most actors in the CPU pool (default: as many as the cluster holds or can grow to; "
+                             "0.9 CPU each; the local pool: one process per CPU)")
         sp.add_argument("--batch-size", type=positive_int, default=batch_size,
                         help=f"images per actor call (default {batch_size})")
         sp.add_argument("--rows-per-shard", type=positive_int, default=ROWS_PER_SHARD,
@@ -274,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which faces of an image are embedded: center (default: nearest the centre, weighted by "
                         "size and score; right more often than largest on LFW-style crops, "
                         "bench/bench_face_policy.py), largest, or all (one row each)")
+    recognition_workers_option(e)
     job_options(e, 32)
     retry_option(e)
     executor_option(e)
@@ -315,7 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the face of each image that is embedded (default center)")
     model_options(v)
     v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
-    v.add_argument("--workers", type=positive_int, help="most embedding actors (default: as many as the cluster holds)")
+    v.add_argument("--workers", type=positive_int,
+                   help="most actors in the CPU pool (detection and alignment; they also embed where the cluster "
+                        "has no GPUs) (default: as many as the cluster holds or can grow to)")
+    recognition_workers_option(v)
     v.add_argument("--batch-size", type=positive_int, default=32, help="images per actor call (default 32)")
     max_pixels_option(v)
 
@@ -378,9 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--face", choices=("center", "largest", "all"), default="center",
                    help="which faces of each image are masked and embedded: center (default), largest, or all "
                         "(every face a probe or gallery entry of the image's identity)")
-    r.add_argument("--recognition-workers", type=positive_int,
-                   help="most recognition actors, one GPU each, where the cluster has GPUs (default: as many as it "
-                        "holds); without GPUs the CPU pool's actors embed their own batches")
+    recognition_workers_option(r)
     job_options(r, 16)
     retry_option(r)
     executor_option(r)
@@ -701,7 +709,8 @@ def cmd_embed(args) -> int:
     bar = _progress(args.quiet, "embed")
     summary = run_embed(args.input, args.output, args.model, masked=args.masked, from_augment=args.from_augment,
                         accept_licence=args.accept_model_licence, alignment=args.alignment,
-                        images_uri=args.images, workers=args.workers, batch_size=args.batch_size,
+                        images_uri=args.images, workers=args.workers,
+                        recognition_workers=args.recognition_workers, batch_size=args.batch_size,
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style or "seed", seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
@@ -734,7 +743,8 @@ def cmd_evaluate(args) -> int:
                               masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
                               gallery_template=args.gallery_template, missing=args.missing,
                               accept_licence=args.accept_model_licence, images_uri=args.images,
-                              workers=args.workers, batch_size=args.batch_size, crop_mode=args.crop_mode,
+                              workers=args.workers, recognition_workers=args.recognition_workers,
+                              batch_size=args.batch_size, crop_mode=args.crop_mode,
                               second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar,
                               retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:

@@ -28,7 +28,7 @@ from jobs.augment import check_counts, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
-from jobs.pool import ensure_ray, plan_pool, recognition_pool, use_threads
+from jobs.pool import ensure_ray, plan_pool, recognition_pool, unused_recognition_workers, use_threads
 from jobs.progress import FINE
 from jobs.settings import check_settings, input_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
@@ -441,13 +441,15 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
                 face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
-                batch_size: int, workers: int | None, embedder, progress=None, masked_rule: str | None = None):
+                batch_size: int, workers: int | None, recognition, embedder, progress=None,
+                masked_rule: str | None = None):
     """The embed job's pools: where the cluster has (or can add) GPUs, a CPU pool that prepares the
     crops (`FacePreparer`, `workers` its cap) feeding a recognition pool of one GPU per actor that only
-    embeds (`CropEmbedder`), as `mfr run` splits its work; on a CPU-only cluster, one pool whose actors
-    do both (`EmbedWorker`). `embedder`: the model's, as the driver checked it (`checked_model`; its
-    spec and id go to the CPU pool)."""
-    cpu, recognition = plan_pool(workers), recognition_pool()
+    embeds (`CropEmbedder`; `recognition`, `jobs.pool.recognition_pool`'s plan), as `mfr run` splits
+    its work; on a CPU-only cluster (`recognition` None), one pool whose actors do both (`EmbedWorker`).
+    `embedder`: the model's, as the driver checked it (`checked_model`; its spec and id go to the CPU
+    pool)."""
+    cpu = plan_pool(workers)
     if recognition is None:
         args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
                 mode, mask_style, seed, progress)
@@ -538,7 +540,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               accept_licence: bool = False, face: str = "center", all_faces: bool = False,
               finder_kind: str | None = None,
               alignment: str = "five-point", images_uri: str | None = None, batch_size: int = 32,
-              workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "plain",
+              workers: int | None = None, recognition_workers: int | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
@@ -554,7 +557,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `jobs.augment.run_augment`'s (a small job with no cluster to join runs in a local process pool).
     `retry_failed`: faces or images an earlier run recorded as failed are done again, their old rows
     replaced (`jobs.source.DoneRows`). `masked_rule` (`recog.protocols.masked_flags`; `mfr evaluate`'s)
-    sets each row's masked flag from its file name where a manifest gives none, instead of `masked`."""
+    sets each row's masked flag from its file name where a manifest gives none, instead of `masked`.
+    `workers` caps the CPU pool, `recognition_workers` the recognition pool where the cluster has GPUs
+    (`embed_stage`)."""
     from maskgen.checks import check_flag
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
@@ -581,7 +586,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         check_masked_rule(masked_rule)
     if not isinstance(model, (str, Path)):
         raise ValueError(f"model is a built-in model's name or an .onnx path, got {model!r}")
-    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
+    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
+                 recognition_workers=recognition_workers)
     check_executor(executor)
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
                            images_uri=images_uri, manifest_encoding=manifest_encoding)
@@ -616,17 +622,21 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
         if summary is None:
             ensure_ray()
             source, groups, lister, notes = listing
+            recognition = recognition_pool(recognition_workers)
 
             def build(inputs, tracker):
                 ds = embed_stage(inputs, source.uri, model, accept_licence=accept_licence, masked=masked,
                                  from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                                  max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
-                                 batch_size=batch_size, workers=workers, progress=tracker, masked_rule=masked_rule,
-                                 embedder=embedder)
+                                 batch_size=batch_size, workers=workers, recognition=recognition, progress=tracker,
+                                 masked_rule=masked_rule, embedder=embedder)
                 return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard, lease.token)
 
             summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)
-            summary.notes = notes
+            summary.notes = [*notes, *unused_recognition_workers(recognition_workers, recognition, local=False)]
+        else:
+            summary.notes = [*(summary.notes or []), *unused_recognition_workers(recognition_workers, None,
+                                                                                 local=True)]
         require_inputs(summary, input_uri)
     return summary
 

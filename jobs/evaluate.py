@@ -254,7 +254,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  lists: tuple[str, str] | None = None, masked_rule: str = "seed", input_kind: str = "masked",
                  face: str = "center", gallery_template: str = "best", missing: str = "error",
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
-                 batch_size: int = 32, crop_mode: str | None = None, second_look: bool | None = None,
+                 recognition_workers: int | None = None, batch_size: int = 32, crop_mode: str | None = None,
+                 second_look: bool | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
                  retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
@@ -269,7 +270,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     from recog.protocols import read_pairs_file, read_seed_list
     from recog.report import write_report
 
-    check_counts(batch_size=batch_size, workers=workers, max_pixels=max_pixels)
+    check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
+                 max_pixels=max_pixels)
     for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
         check_flag(option, flag)
     if face not in ("center", "largest"):  # as --face: a protocol names images, each one face
@@ -401,7 +403,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     summary = run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule, accept_licence=accept_licence,
                         face=face, finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
                         manifest_encoding=manifest_encoding,
-                        workers=workers, batch_size=batch_size, max_pixels=max_pixels, progress=progress,
+                        workers=workers, recognition_workers=recognition_workers, batch_size=batch_size,
+                        max_pixels=max_pixels, progress=progress,
                         retry_failed=retry_failed)
     try:
         # this model's rows only: an output evaluated with another model before holds its shards too

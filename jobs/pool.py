@@ -101,6 +101,16 @@ def recognition_pool(workers: int | None = None) -> PoolPlan | None:
     return plan_pool(workers, gpu=True) if cluster_has_gpus() else None
 
 
+def unused_recognition_workers(given: int | None, recognition: PoolPlan | None, *, local: bool) -> list[str]:
+    """The note of a job given a recognition-pool cap (`--recognition-workers`) where it has no
+    recognition pool to cap: the local pool, or a Ray cluster without GPUs."""
+    if given is None or (recognition is not None and not local):
+        return []
+    where = ("in the local pool each process (--workers) also embeds" if local else
+             "on this CPU-only cluster the CPU pool's actors (--workers) also embed")
+    return [f"--recognition-workers applies where recognition has GPUs: {where}"]
+
+
 OWN_RAY = False  # whether ensure_ray started the Ray this process uses (it adds no nodes), not joined one
 GPU_WAIT_SAID: set = set()  # the Ray jobs told that their GPU work waits for a GPU node
 

@@ -40,7 +40,7 @@ from jobs.embed import SHARD_DIR
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
-from jobs.pool import TASK_CPUS, ensure_ray, plan_pool, recognition_pool, use_threads
+from jobs.pool import TASK_CPUS, ensure_ray, plan_pool, recognition_pool, unused_recognition_workers, use_threads
 from jobs.score import NothingToScore, run_score
 from jobs.settings import augment_settings, check_settings, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
@@ -519,15 +519,13 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
             summary.notes = notes
             pools = {"cpu": cpu.describe(), "recognition": recognition.describe() if recognition else
                      "the CPU pool's actors, each embedding the batches it prepared (the cluster has no GPUs)"}
-            if recognition is None and recognition_workers is not None:
-                summary.notes = [*summary.notes, "--recognition-workers applies where recognition has GPUs: "
-                                 "on this CPU-only cluster the CPU pool's actors (--workers) also embed"]
+            summary.notes = [*summary.notes, *unused_recognition_workers(recognition_workers, recognition,
+                                                                         local=False)]
         else:
             pools = {"cpu": "a local process pool (no Ray): each process prepares and embeds its batches",
                      "recognition": "the CPU pool's processes"}
-            if recognition_workers is not None:  # said on Ray's CPU-only clusters; said here too
-                summary.notes = [*(summary.notes or []), "--recognition-workers applies where recognition has "
-                                 "GPUs: in the local pool each process (--workers) also embeds"]
+            summary.notes = [*(summary.notes or []), *unused_recognition_workers(recognition_workers, None,
+                                                                                 local=True)]
         if progress is not None and hasattr(progress, "close"):
             progress.close()
         require_inputs(summary, dataset_uri)

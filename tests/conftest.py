@@ -111,6 +111,34 @@ def photo_folder(root: Path, photos, broken: bool = False) -> Path:
     return root
 
 
+@pytest.fixture
+def refused_port():
+    """A loopback port where a connection is refused for the whole test: bound here, never listening.
+    (A port found free and let go could be taken by the other test process meanwhile.)"""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held.getsockname()[1]
+
+
+def start_moto(exe) -> tuple[subprocess.Popen, int] | None:
+    """moto_server on a free loopback port, once it answers; None when it exited first (the port
+    found free was taken meanwhile: someone else's server would answer there)."""
+    port = free_port()
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            if proc.poll() is None:
+                return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    proc.wait(timeout=10)
+    return None
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on loopback for the whole session; AWS settings point at it."""
@@ -118,20 +146,11 @@ def s3_endpoint():
     if not exe.exists():
         exe = shutil.which("moto_server")
     assert exe, "moto_server (from moto[server]) is needed for the S3 tests"
-    port = free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = next((s for s in (start_moto(exe) for _ in range(3)) if s), None)
+    if started is None:
+        pytest.fail("moto_server did not start (3 tries)")
+    proc, port = started
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("moto_server did not start")
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                                             "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",

@@ -225,17 +225,20 @@ def test_readme_commands_run_verbatim(tmp_path, face_photos, monkeypatch, capsys
 
 
 def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime, shared_data, detector, tmp_path,
-                                                                    capsys):
+                                                                    capsys, monkeypatch):
     """Tight crops of real masked faces: `--input-kind crops` pads them before detection (the manifest
     says which path found each face), and embed aligns them by located eyes. `embed --from-augment`
     took the finding options and `--images` without effect and recorded them, so that the same job
-    without them was refused; they are now refused."""
+    without them was refused; they are now refused. `embed --recognition-workers` caps the recognition
+    pool as `mfr run`'s does (embed had no such option: only the GPU nodes there were limited it)."""
     import sys
 
     import cv2
     import pandas as pd
 
+    import jobs.embed
     from jobs.augment import read_manifest
+    from jobs.pool import recognition_pool
 
     sys.path.insert(0, str(ROOT / "bench"))
     from lfw_like import tight_masked_crops
@@ -248,8 +251,15 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
     faces = read_manifest(str(tmp_path / "masked"))
     assert len(faces) >= 6 and set(faces.status) == {"ok"}
     assert set(faces.source) <= {"yunet+pad", "onet-whole-image"}  # never the plain pass
+    asked = []  # the recognition pool the job asks for (this Ray has no GPU: none, and the CPU pool embeds)
+    monkeypatch.setattr(jobs.embed, "recognition_pool", lambda workers=None: asked.append(workers) or
+                        recognition_pool(workers))
+    capsys.readouterr()
     assert main(["embed", str(crops), str(tmp_path / "emb"), "--input-kind", "crops", "--alignment", "eyes",
-                 "--masked", "--quiet"]) == 0
+                 "--masked", "--quiet", "--recognition-workers", "2"]) == 0
+    assert asked == [2]
+    assert ("note: --recognition-workers applies where recognition has GPUs: on this CPU-only cluster the CPU "
+            "pool's actors (--workers) also embed") in capsys.readouterr().out
     shards = pd.concat(pd.read_parquet(p) for p in (tmp_path / "emb" / "shards").rglob("*.parquet"))
     assert len(shards) == 6 and set(shards.status) == {"ok"}
     # the points each crop was aligned with (were: none recorded when embedding from images)
@@ -266,6 +276,7 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
                                       "--second-look", "off"])
     assert (args.crop_mode, args.input_kind, args.second_look) == ("off", "masked", "off")
     assert build_parser().parse_args(["embed", "a", "b"]).second_look is None  # the input kind's preset
+    assert build_parser().parse_args(["evaluate", "a", "b", "--recognition-workers", "3"]).recognition_workers == 3
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])

@@ -1100,16 +1100,14 @@ def test_an_unusable_model_cache_is_refused_before_any_output_is_made(command, f
 
 
 def test_a_ray_address_nothing_answers_is_refused_before_any_output_is_made(face_photos, tmp_path, monkeypatch,
-                                                                            capsys):
+                                                                            capsys, refused_port):
     """A wrong RAY_ADDRESS hung every job for minutes, printing only Ray's GCS warnings, and left an
     empty output folder."""
     import socket
 
     import jobs.pool
 
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
+    port = refused_port
     monkeypatch.setattr(jobs.pool, "RAY_ADDRESS_WAIT", 1.0)
     dataset = photo_folder(tmp_path / "in", face_photos[:1])
     for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
@@ -1156,6 +1154,8 @@ def test_the_job_functions_refuse_bad_arguments_before_writing_anything(face_pho
         (lambda: run_augment(None, str(out)), "a location is a folder path or an s3:// URI, got None"),
         (lambda: run_pipeline(dataset, str(out), max_pixels=0), "max_pixels must be"),
         (lambda: run_pipeline(dataset, str(out), recognition_workers=0), "recognition_workers must be"),
+        (lambda: run_embed(dataset, str(out), masked=False, recognition_workers=1.5), "recognition_workers must be"),
+        (lambda: run_evaluate(dataset, str(out), recognition_workers=-1), "recognition_workers must be"),
         (lambda: run_evaluate(dataset, str(out), max_pixels=2.5), "max_pixels must be"),
         (lambda: run_score(dataset, dataset, str(out), gallery_part_rows=0, distributed=True), "gallery_part_rows"),
         (lambda: run_score(dataset, dataset, str(out), score_device="tpu"), "score_device must be one of"),

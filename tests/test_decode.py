@@ -193,13 +193,13 @@ def test_decompression_bomb_is_refused_before_decoding():
         + _png_chunk(b"IEND", b"")
     assert image_size(data) == (30000, 30000)
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.process_time()  # this process's CPU (the other test process shares the cores)
     with pytest.raises(DecodeError, match="900,000,000 pixels") as info:
         decode_image(data)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert info.value.status == "too_large"
-    assert time.perf_counter() - started < 1.0 and peak < 10_000_000
+    assert time.process_time() - started < 1.0 and peak < 10_000_000
 
 
 def test_pixel_limit_is_configurable():

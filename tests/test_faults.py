@@ -16,7 +16,7 @@ import time
 import boto3
 import pytest
 
-from conftest import ROOT, free_port, photo_folder
+from conftest import ROOT, photo_folder
 from jobs.augment import read_manifest
 
 
@@ -56,10 +56,11 @@ def manifest_rows(uri: str):
 
 # ---------------------------------------------------------------- S3
 
-def test_unreachable_endpoint_at_start_is_a_clear_error(dataset, tmp_path, s3_endpoint, monkeypatch, capsys):
+def test_unreachable_endpoint_at_start_is_a_clear_error(dataset, tmp_path, s3_endpoint, monkeypatch, capsys,
+                                                         refused_port):
     from jobs.cli import main
 
-    port = free_port()
+    port = refused_port
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "2")
     assert main(["mask", str(dataset), "s3://bucket/out", "--quiet"]) == 2

@@ -529,7 +529,14 @@ if __name__ == "__main__":
         print("pool", pool.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL)
     p = ctx.Process(target=time.sleep, args=(60,))
     p.start()
-    time.sleep(0.5)
+    # terminated once it runs with the default back (a child not yet past its start keeps the
+    # forkserver's ignore: 0.5 s was not always enough on a busy machine)
+    def ignores_sigterm():
+        ignored = open(f"/proc/{p.pid}/status").read().split("SigIgn:")[1].split()[0]
+        return int(ignored, 16) & (1 << (signal.SIGTERM - 1))
+    deadline = time.time() + 60
+    while time.time() < deadline and ignores_sigterm():
+        time.sleep(0.05)
     p.terminate()
     p.join(10)
     print("process", p.exitcode)

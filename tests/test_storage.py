@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
-
 from jobs.storage import LocalStore, S3Store, StorageError, UnsafeKeyError, open_store, redact, safe_key
 
 
@@ -310,8 +308,8 @@ def test_an_endpoint_that_is_not_s3_is_named(monkeypatch):
         server.shutdown()
 
 
-def test_unreachable_endpoint_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+def test_unreachable_endpoint_is_a_clear_error(monkeypatch, refused_port):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{refused_port}")
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -329,7 +327,7 @@ def test_safe_key_normalises():
         safe_key("a/\x00b")
 
 
-def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, tmp_path):
+def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, tmp_path, refused_port):
     """A job on a Ray cluster reads AWS settings from the environment its nodes' `ray start` ran with:
     "NoCredentialsError: Unable to locate credentials" alone sent users to their own shell, which had them."""
     import os
@@ -342,7 +340,7 @@ def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, t
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no look for an instance role off this machine
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{refused_port}")
     with pytest.raises(StorageError, match=r"NoCredentialsError: Unable to locate credentials; set AWS_ACCESS_KEY_ID "
                                            r"and AWS_SECRET_ACCESS_KEY \(a job on a Ray cluster has the environment"):
         open_store("s3://bucket/prefix").list()
