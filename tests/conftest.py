@@ -121,19 +121,26 @@ def refused_port():
 
 
 def start_moto(exe) -> tuple[subprocess.Popen, int] | None:
-    """moto_server on a free loopback port, once it answers; None when it exited first (the port
-    found free was taken meanwhile: someone else's server would answer there)."""
+    """moto_server on a free loopback port, once it listens there itself; None when it did not (the
+    port found free was taken meanwhile: a connection would reach someone else's server)."""
+    import psutil
+
     port = free_port()
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening() -> bool:
+        try:
+            return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                       for c in psutil.Process(proc.pid).net_connections("tcp"))
+        except psutil.Error:
+            return False
+
     deadline = time.time() + 30
     while time.time() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            if proc.poll() is None:
-                return proc, port
-        except OSError:
-            time.sleep(0.1)
+        if listening():
+            return proc, port
+        time.sleep(0.1)
     proc.kill()
     proc.wait(timeout=10)
     return None
