@@ -723,10 +723,15 @@ def where_shards_are(store) -> str:
     """A hint for a folder given where embedding shards were expected: the output of another command."""
     from jobs.settings import SETTINGS_KEY
 
+    if store.any_under("embeddings/masked") or store.any_under("embeddings/unmasked"):
+        return (f": {store.uri} is the output of `mfr run`, whose shards are under {store.uri}/embeddings/masked "
+                f"(the probes) and {store.uri}/embeddings/unmasked (the gallery)")
     if store.any_under("embeddings"):
-        return (f": {store.uri} is the output of `mfr run` or `mfr evaluate`, whose shards are under "
-                f"{store.uri}/embeddings (mfr run: embeddings/masked for the probes, embeddings/unmasked for the "
-                "gallery)")
+        # one folder of masked and unmasked images: scored as one side, each identity's first images would
+        # be its gallery, masked or not
+        return (f": {store.uri} is the output of `mfr evaluate`, whose shards are under {store.uri}/embeddings, "
+                "masked and unmasked images together; `mfr evaluate` again on its input scores them (nothing is "
+                "embedded again), masked against unmasked")
     if store.exists(SETTINGS_KEY):
         return (f": {store.uri} is the output of `mfr mask`; embed its masked faces first (mfr embed "
                 f"{store.uri} EMB --from-augment --masked) and score EMB")

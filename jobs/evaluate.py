@@ -233,7 +233,7 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
         unnamed_side = unnamed & (probe_keys if side == "probe" else gallery_keys)
         if unnamed_side and not len(why):
             raise none_with_an_identity(side, "the input", len(unnamed_side))
-        raise NothingToScore(f"no face found in any {side} image{status_counts(why)}: nothing to score; the rows "
+        raise NothingToScore(f"no {side} image has an embedded face{status_counts(why)}: nothing to score; the rows "
                              "of embeddings/shards say why (images that failed, such as `missing` ones under a "
                              "wrong --images, are done again with --retry-failed)")
     acquisition = acquisition_counts(len(probe_rows), len(failed_probes), len(gallery_rows), len(failed_gallery))

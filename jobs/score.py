@@ -632,7 +632,8 @@ def sides_title(probe_uri: str, gallery_uri: str) -> tuple[str, list[str]]:
         notes.append("the probes are unmasked: this is not a masked-face evaluation")
     elif len(probe) > 1:
         notes.append("the probe folder holds masked and unmasked faces (its shards' `masked` column; an input "
-                     "manifest's says so per image): its images that are not gallery images are probes, masked or not")
+                     "manifest's says so per image): its images that are not gallery images are probes, masked or "
+                     "not; `mfr evaluate` on such an input scores the masked images against the unmasked ones")
     return title, notes
 
 

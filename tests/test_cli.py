@@ -495,7 +495,17 @@ def test_every_benchmark_and_tool_prints_its_usage_for_help():
 
 
 def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, capsys):
-    """`mfr score OUT OUT REPORT` on a run's output said only "no embedding shards under OUT/shards"."""
+    """`mfr score OUT OUT REPORT` on a run's output said only "no embedding shards under OUT/shards";
+    on an evaluate's, it sent the user to score OUT/embeddings against itself, which takes each
+    identity's first images as its gallery, masked or not (not what the evaluation scored)."""
+    evaluated = tmp_path / "evaluated"
+    (evaluated / "embeddings").mkdir(parents=True)
+    (evaluated / "embeddings" / "_mfr_embed_settings.json").write_text("{}")
+    assert main(["score", str(evaluated), str(evaluated), str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr score: no embedding shards under {evaluated}/shards: {evaluated} is the output of `mfr evaluate`, "
+        f"whose shards are under {evaluated}/embeddings, masked and unmasked images together; `mfr evaluate` again "
+        "on its input scores them (nothing is embedded again), masked against unmasked")
     run = tmp_path / "run"
     (run / "embeddings" / "masked").mkdir(parents=True)
     (run / "embeddings" / "masked" / "_mfr_embed_settings.json").write_text("{}")
@@ -504,9 +514,8 @@ def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, ca
     (masked / "_mfr_settings.json").write_text("{}")
     assert main(["score", str(run), str(run), str(tmp_path / "report")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"mfr score: no embedding shards under {run}/shards: {run} is the output of `mfr run` or `mfr evaluate`, "
-        f"whose shards are under {run}/embeddings (mfr run: embeddings/masked for the probes, embeddings/unmasked "
-        "for the gallery)")
+        f"mfr score: no embedding shards under {run}/shards: {run} is the output of `mfr run`, whose shards are "
+        f"under {run}/embeddings/masked (the probes) and {run}/embeddings/unmasked (the gallery)")
     assert main(["score", str(masked), str(masked), str(tmp_path / "report")]) == 2
     assert capsys.readouterr().err.strip() == (
         f"mfr score: no embedding shards under {masked}/shards: {masked} is the output of `mfr mask`; embed its "

@@ -373,7 +373,7 @@ def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_
     assert main(["evaluate", str(manifest), str(out), "--images", str(elsewhere), "--quiet"]) == 2
     captured = capsys.readouterr()
     assert re.search(rf"\n +missing +{len(rows)}\n", captured.out)  # the summary came first
-    assert f"no face found in any probe image ({sum(r['masked'] == '1' for r in rows)} missing)" in captured.err
+    assert f"no probe image has an embedded face ({sum(r['masked'] == '1' for r in rows)} missing)" in captured.err
     assert "--retry-failed" in captured.err
     assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 2  # still missing
     capsys.readouterr()
