@@ -35,6 +35,7 @@ from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, re
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
 from maskgen.decode import DEFAULT_MAX_PIXELS
+from maskgen.detect import landmark_boxes
 from maskgen.finder import select_faces
 from maskgen.record import FaceRecord, records_table
 from recog.protocols import masked_flags
@@ -157,7 +158,7 @@ class FacePreparer:
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
         if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
-            lm68 = self.masker.predictor.predict(image, boxes, np.stack(points))
+            lm68 = self.masker.predictor.predict(image, landmark_boxes(faces), np.stack(points))
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
         aligned = Embedder.alignment_of(

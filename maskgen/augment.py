@@ -20,7 +20,7 @@ import numpy as np
 from maskgen.align import ARCFACE_112, align_face
 from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
-from maskgen.detect import DetectorOptions, Face
+from maskgen.detect import DetectorOptions, Face, landmark_boxes
 from maskgen.eyes import EyeLocator
 from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
@@ -157,7 +157,8 @@ class Augmenter:
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
-            landmarks68 = self.predictor.predict(image, boxes, points5) if len(faces) else np.zeros((0, 68, 2))
+            landmarks68 = self.predictor.predict(image, landmark_boxes(faces), points5) if len(faces) else \
+                np.zeros((0, 68, 2))
             results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
                                            sources=[f.source for f in faces]))
         return results

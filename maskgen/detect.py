@@ -59,10 +59,20 @@ class DetectorOptions:
 class Face:
     """One detected face. Coordinates are pixels of the image given to the detector."""
 
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2, inside the image
     score: float
     landmarks: tuple[tuple[float, float], ...] = field(default=())  # 5 (x, y) in LANDMARK_NAMES order
     source: str = "mtcnn"  # which path found it: mtcnn, yunet, mtcnn+pad, yunet+pad, onet-whole-image
+    # the box as detected where the image's edge cut it (None: `box`): the whole face's extent, which
+    # its 68 landmarks are found from (`landmark_box`)
+    full_box: tuple[float, float, float, float] | None = None
+
+    @property
+    def landmark_box(self) -> tuple[float, float, float, float]:
+        """The box the 68 landmarks are found from: the face's whole extent, past the image's edge
+        where it is cut (from the clipped box, a face cut by a third of its width had its points pressed
+        inside the image and was read as a profile, its mouth left bare)."""
+        return self.full_box if self.full_box is not None else self.box
 
     @property
     def width(self) -> float:
@@ -79,6 +89,19 @@ class Face:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def landmark_boxes(faces) -> np.ndarray:
+    """(N, 4) float64: the boxes the faces' 68 landmarks are found from (`Face.landmark_box`)."""
+    return np.array([f.landmark_box for f in faces], dtype=np.float64).reshape(-1, 4)
+
+
+def clipped_face(box, height: int, width: int, **fields) -> Face:
+    """A Face whose `box` is `box` (x1, y1, x2, y2) kept inside a `width` x `height` image, and whose
+    `full_box` is `box` where that changed it."""
+    full = tuple(float(v) for v in box)
+    clipped = tuple(float(v) for v in B.clip_boxes(np.asarray([full], dtype=np.float64), height, width)[0])
+    return Face(box=clipped, full_box=full if full != clipped else None, **fields)
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:
@@ -146,12 +169,8 @@ class MTCNN:
         for k in keep:  # nms returns best first
             i = int(idx[k])
             h, w = images[i].shape[:2]
-            box = B.clip_boxes(boxes[k:k + 1], h, w)[0]
-            results[i].append(Face(
-                box=tuple(float(v) for v in box),
-                score=float(scores[k]),
-                landmarks=tuple((float(x), float(y)) for x, y in points[k]),
-            ))
+            results[i].append(clipped_face(boxes[k], h, w, score=float(scores[k]),
+                                           landmarks=tuple((float(x), float(y)) for x, y in points[k])))
         return results
 
     def onet_whole_image(self, image: np.ndarray) -> Face:
@@ -162,9 +181,8 @@ class MTCNN:
         box = np.array([[(w - side) / 2, (h - side) / 2, (w + side) / 2 - 1, (h + side) / 2 - 1]])
         reg, rel, prob = self._run_patches("onet", [_normalise(image)], np.zeros(1, np.int64), box, 48)
         points = B.landmarks_from_offsets(box, rel)[0]
-        out = B.clip_boxes(B.regress(box, reg), h, w)[0]
-        return Face(box=tuple(float(v) for v in out), score=float(prob[0, 1]),
-                    landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
+        return clipped_face(B.regress(box, reg)[0], h, w, score=float(prob[0, 1]),
+                            landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
 
     def onet_points(self, image: np.ndarray, box) -> np.ndarray:
         """O-Net's 5 points, (5, 2), for one face box (made square) without the rest of the cascade:

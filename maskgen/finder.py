@@ -28,7 +28,7 @@ import numpy as np
 
 from maskgen.align import ARCFACE_112, similarity_transform, transform_points
 from maskgen.checks import check_flag, check_unit, is_number, is_whole
-from maskgen.detect import Face
+from maskgen.detect import Face, clipped_face
 
 DETECTORS = ("mtcnn", "yunet", "both")
 CROP_MODES = ("auto", "on", "off")
@@ -243,11 +243,10 @@ def merge_detections(first: list[Face], second: list[Face], iou: float = 0.4) ->
 
 
 def _shift(face: Face, p: int, h: int, w: int, source: str) -> Face:
-    x1, y1, x2, y2 = face.box
-    box = (min(max(x1 - p, 0.0), w - 1.0), min(max(y1 - p, 0.0), h - 1.0),
-           min(max(x2 - p, 0.0), w - 1.0), min(max(y2 - p, 0.0), h - 1.0))
+    """A face found in the image padded by `p` on every side, in the image's own coordinates."""
+    x1, y1, x2, y2 = face.landmark_box
     points = tuple((x - p, y - p) for x, y in face.landmarks)
-    return replace(face, box=box, landmarks=points, source=source)
+    return clipped_face((x1 - p, y1 - p, x2 - p, y2 - p), h, w, score=face.score, landmarks=points, source=source)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def render_gallery(image: np.ndarray, seed: int = 0, tile: int = 200, columns: i
     if not faces:
         raise ValueError("no face in the gallery image")
     face = max(faces, key=lambda f: f.width)
-    lm = LandmarkPredictor().predict(image, np.array([face.box]))[0]
+    lm = LandmarkPredictor().predict(image, np.array([face.landmark_box]))[0]
     ftype = classify_face(image, lm)
     tiles, chosen = [("original", face_tile(image, face.box, tile))], []
     for k, (label, style) in enumerate(GALLERY):

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from maskgen.detect import Face
+from maskgen.detect import Face, clipped_face
 from maskgen.checks import check_unit, is_whole
 from maskgen.decode import check_rgb
 from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel
@@ -84,9 +84,9 @@ class YuNet:
         faces = []
         for row in (rows if rows is not None else []):
             x, y, bw, bh = (float(v) for v in row[:4])
-            box = (max(x, 0.0), max(y, 0.0), min(x + bw, w - 1.0), min(y + bh, h - 1.0))
             points = tuple((float(row[4 + 2 * i]), float(row[5 + 2 * i])) for i in range(5))
-            faces.append(Face(box=box, score=float(row[14]), landmarks=points, source="yunet"))
+            faces.append(clipped_face((x, y, x + bw, y + bh), h, w, score=float(row[14]), landmarks=points,
+                                      source="yunet"))
         return sorted(faces, key=lambda f: -f.score)
 
     def detect_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
