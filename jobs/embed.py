@@ -161,8 +161,8 @@ class FacePreparer:
             lm68 = self.masker.predictor.predict(image, landmark_boxes(faces), np.stack(points))
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
-        aligned = Embedder.alignment_of(
-            points, lm68, self.alignment, lambda k: self.eye_locator().locate(eyes_image, boxes[k], points[k]))
+        aligned = Embedder.alignment_of(points, lm68, self.alignment, lambda k: self.eye_locator().locate(
+            eyes_image, faces[k].landmark_box, points[k]))
         # the crop is aligned with the points as the row records them, so that aligned5 remakes it exactly
         # (the unrounded points moved some 430 pixels of a crop by a level: embeddings 1e-3 apart)
         aligned = [(as_recorded(pts), how) for pts, how in aligned]

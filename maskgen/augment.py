@@ -157,20 +157,22 @@ class Augmenter:
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
-            landmarks68 = self.predictor.predict(image, landmark_boxes(faces), points5) if len(faces) else \
-                np.zeros((0, 68, 2))
+            whole = landmark_boxes(faces)
+            landmarks68 = self.predictor.predict(image, whole, points5) if len(faces) else np.zeros((0, 68, 2))
             results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
-                                           sources=[f.source for f in faces]))
+                                           sources=[f.source for f in faces], whole_boxes=whole))
         return results
 
     def mask_faces(self, image: np.ndarray, key: str, boxes, scores, points5, landmarks68,
                    face_types: list[FaceType | None] | None = None,
-                   sources: list[str] | None = None) -> AugmentResult:
+                   sources: list[str] | None = None, whole_boxes=None) -> AugmentResult:
         """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV. A
-        face whose type is not given (None) is classified."""
+        face whose type is not given (None) is classified. `whole_boxes`: the boxes past the image's
+        edge where it cuts a face (`Face.landmark_box`), which eyes are located from; default `boxes`."""
         opts = self.options
         h, w = image.shape[:2]
         n = len(boxes)
+        eye_boxes = boxes if whole_boxes is None else whole_boxes
         if n == 0:
             return AugmentResult(key, "no_face", "no face found", w, h, [],
                                  image.copy() if opts.outputs != "crops" else None)
@@ -212,7 +214,7 @@ class Augmenter:
             align_pts, how = None, None
             if not unusable:  # eyes located on the unmasked image: the mask must not move the alignment
                 align_pts, how = alignment_points(points5[i], lm, opts.alignment,
-                                                  lambda: self.eye_locator.locate(image, boxes[i], points5[i]))
+                                                  lambda: self.eye_locator.locate(image, eye_boxes[i], points5[i]))
                 align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
             given = face_types[i].code if face_types and face_types[i] else None
             records.append(FaceRecord(

@@ -126,6 +126,8 @@ def load_shape_predictor(path: Path):
 
 LEVEL_ABOVE_DEGREES = 20.0
 """Faces whose eye line is tilted this much or more are turned upright for the landmark predictor."""
+PAST_EDGE_MAX_SIDE = 2048
+"""px: the widest neighbourhood a face reaching past the image's edge is predicted in (wider: scaled down)."""
 
 
 def eye_roll_degrees(points5) -> float:
@@ -201,37 +203,47 @@ class LandmarkPredictor:
         return out
 
     def _predict_square(self, image: np.ndarray, square) -> np.ndarray:
-        h, w = image.shape[:2]
         x1, y1, x2, y2 = (float(v) for v in square)
-        if x1 < 0 or y1 < 0 or x2 > w or y2 > h:
-            return self._predict_past_edge(image, (x1, y1, x2, y2))
         # dlib rectangles are inclusive integer corners
-        rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
-        return np.array([(p.x, p.y) for p in self._predictor(image, rect).parts()], dtype=np.float32)
+        rect = (int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
+        h, w = image.shape[:2]
+        if rect[0] < 0 or rect[1] < 0 or rect[2] >= w or rect[3] >= h:
+            return self._predict_past_edge(image, rect)
+        return self._points(image, rect)
 
-    def _predict_past_edge(self, image: np.ndarray, square) -> np.ndarray:
-        """The points of a face whose square reaches past the image's edge: predicted in its
+    def _points(self, image: np.ndarray, rect) -> np.ndarray:
+        """dlib's 68 points in `rect` (left, top, right, bottom, inclusive whole pixels)."""
+        return np.array([(p.x, p.y) for p in self._predictor(image, self._dlib.rectangle(*rect)).parts()],
+                        dtype=np.float32)
+
+    def _predict_past_edge(self, image: np.ndarray, rect) -> np.ndarray:
+        """The points of a face whose rectangle reaches past the image's edge: predicted in its
         neighbourhood with the edge's pixels continued outwards. dlib reads pixels off the image as
         black, which (with the detector's clipped box) pressed the points of a face cut by the edge
         inside it: a quarter or a third of its width cut, median error 0.10 or 0.20 of the eye
         distance, 3 or 17 % read as profiles; from the whole box with the edge continued, 0.05 or
-        0.07, 1 % (bench/bench_cut_faces.py)."""
+        0.07, 1 % (bench/bench_cut_faces.py). A neighbourhood wider than `PAST_EDGE_MAX_SIDE` is
+        predicted scaled down (dlib's points follow the rectangle's scale): a regressed box far past
+        a large crop would otherwise make a padded copy of gigabytes."""
         import cv2
 
         h, w = image.shape[:2]
-        x1, y1, x2, y2 = square
-        margin = int(np.ceil(max(x2 - x1, y2 - y1) / 2))
-        ox, oy = int(np.floor(x1)) - margin, int(np.floor(y1)) - margin  # the neighbourhood's origin
-        ex, ey = int(np.ceil(x2)) + margin, int(np.ceil(y2)) + margin
+        left, top, right, bottom = rect
+        margin = (max(right - left, bottom - top) + 1) // 2
+        ox, oy, ex, ey = left - margin, top - margin, right + 1 + margin, bottom + 1 + margin  # [ox, ex) x [oy, ey)
         inside = image[max(oy, 0):min(ey, h), max(ox, 0):min(ex, w)]
         if inside.size == 0:  # nothing of the image near it: nothing to continue
-            rect = self._dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)) - 1, int(round(y2)) - 1)
-            return np.array([(p.x, p.y) for p in self._predictor(image, rect).parts()], dtype=np.float32)
-        around = cv2.copyMakeBorder(inside, max(0, -oy), max(0, ey - h), max(0, -ox), max(0, ex - w),
-                                    cv2.BORDER_REPLICATE)
-        # whole-pixel shifts: dlib's rounded rectangle is the same one, moved
-        pts = self._predict_square(np.ascontiguousarray(around), (x1 - ox, y1 - oy, x2 - ox, y2 - oy))
-        return pts + np.array([ox, oy], dtype=np.float32)
+            return self._points(image, rect)
+        pad = [max(0, -oy), max(0, ey - h), max(0, -ox), max(0, ex - w)]  # top, bottom, left, right
+        scale = min(1.0, PAST_EDGE_MAX_SIDE / max(ex - ox, ey - oy))
+        if scale < 1.0:
+            size = (max(1, round(inside.shape[1] * scale)), max(1, round(inside.shape[0] * scale)))
+            inside = cv2.resize(inside, size, interpolation=cv2.INTER_AREA)
+            pad = [round(p * scale) for p in pad]
+        around = np.ascontiguousarray(cv2.copyMakeBorder(inside, *pad, cv2.BORDER_REPLICATE))
+        # whole-pixel moves at full scale: dlib's rectangle is the same one
+        shifted = [round((v - o) * scale) for v, o in zip(rect, (ox, oy, ox, oy))]
+        return self._points(around, shifted) / np.float32(scale) + np.array([ox, oy], dtype=np.float32)
 
     def _predict_levelled(self, image: np.ndarray, square, roll: float) -> np.ndarray:
         """The points of a face tilted by `roll` degrees: its neighbourhood (twice the box) turned so

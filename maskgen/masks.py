@@ -386,7 +386,7 @@ def _face_light(image: np.ndarray, lm: np.ndarray) -> float:
     """Mean brightness (0..1) of the skin between the eyes and nose, so masks are lit like the face."""
     pts = lm[[36, 39, 42, 45, 35, 31]]
     x1, y1 = (max(int(v), 0) for v in pts.min(axis=0))
-    x2, y2 = (int(v) + 1 for v in pts.max(axis=0))
+    x2, y2 = (max(int(v) + 1, 0) for v in pts.max(axis=0))  # (a negative end would count from the far side)
     patch = image[y1:y2, x1:x2]
     if patch.size == 0:
         return 0.6

@@ -171,12 +171,14 @@ def test_a_face_the_images_edge_cuts_keeps_its_landmarks_and_is_not_read_as_a_pr
     from maskgen.detect import landmark_boxes
     from maskgen.facetype import yaw_degrees
 
-    augmenter = Augmenter(AugmentOptions(style="surgical", seed=1), detector=detector, predictor=predictor)
+    augmenter = Augmenter(AugmentOptions(style="surgical", seed=1, alignment="eyes"), detector=detector,
+                          predictor=predictor)
     for name in ("person_04/img13.jpg", "person_01/img5.jpg", "person_08/img29.jpg"):
         whole = read_rgb(shared_data / "faces" / name)
         face = max(detector.detect(whole), key=lambda f: f.width)
         truth = predictor.predict(whole, landmark_boxes([face]), np.array([face.points]))[0]
         eyes = np.linalg.norm(truth[42:48].mean(0) - truth[36:42].mean(0))
+        located = augmenter.eye_locator.locate(whole, face.box, face.points)
         x1, _, x2, _ = face.box
         for side in ("left", "right"):
             x = int(x1 + 0.33 * (x2 - x1)) if side == "left" else int(x2 - 0.33 * (x2 - x1))
@@ -189,9 +191,13 @@ def test_a_face_the_images_edge_cuts_keeps_its_landmarks_and_is_not_read_as_a_pr
             error = np.linalg.norm(lm - truth, axis=1).mean() / eyes  # was 0.12 to 0.30, three of six profiles
             assert error < 0.15, (name, side, error)
             assert abs(yaw_degrees(lm) - yaw_degrees(truth)) < 20, (name, side, yaw_degrees(lm), yaw_degrees(truth))
-            # the job's record: not a profile (whose mask follows the far side, leaving the mouth bare)
+            # the job's record: not a profile (whose mask follows the far side, leaving the mouth bare),
+            # and its crop aligned by eyes located from the whole box too (0.06 to 0.14 away from the clipped)
             record = max(augmenter.augment(cut, "cut.jpg").faces, key=lambda f: f.box[2] - f.box[0])
             assert record.face_type == "0_0", (name, side, record.face_type)
+            assert record.alignment == "eyes"
+            moved = np.linalg.norm(np.asarray(record.aligned5)[:2] + shift - located, axis=1).mean() / eyes
+            assert moved < 0.06, (name, side, moved)
     # the crop path (the image padded, then the face found there) keeps the whole box too
     from maskgen.finder import FaceFinder, FinderOptions
 
@@ -199,3 +205,24 @@ def test_a_face_the_images_edge_cuts_keeps_its_landmarks_and_is_not_read_as_a_pr
     assert padded and padded[0].full_box[2] > cut.shape[1] - 1 and padded[0].box[2] == cut.shape[1] - 1
     # a face inside the image keeps one box
     assert detector.detect(read_rgb(shared_data / "faces" / "person_01" / "img5.jpg"))[0].full_box is None
+
+
+def test_a_face_far_past_the_edge_is_predicted_scaled_down_in_the_same_place(detector, predictor, shared_data,
+                                                                               monkeypatch):
+    """A neighbourhood wider than PAST_EDGE_MAX_SIDE is predicted scaled down (a box regressed far past a
+    large crop made a padded copy of gigabytes): the points land where the full-size prediction puts them."""
+    import maskgen.landmarks
+    from conftest import read_rgb
+    from maskgen.detect import landmark_boxes
+
+    whole = read_rgb(shared_data / "faces" / "person_04" / "img13.jpg")
+    face = max(detector.detect(whole), key=lambda f: f.width)
+    x = int(face.box[0] + 0.3 * face.width)
+    cut = np.ascontiguousarray(whole[:, x:])
+    found = max(detector.detect(cut), key=lambda f: f.width)
+    boxes, points = landmark_boxes([found]), np.array([found.points])
+    full = predictor.predict(cut, boxes, points)[0]
+    eyes = np.linalg.norm(full[42:48].mean(0) - full[36:42].mean(0))
+    monkeypatch.setattr(maskgen.landmarks, "PAST_EDGE_MAX_SIDE", 160)  # about a third of this neighbourhood
+    scaled = predictor.predict(cut, boxes, points)[0]
+    assert 0 < np.linalg.norm(scaled - full, axis=1).mean() / eyes < 0.08

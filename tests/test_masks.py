@@ -739,3 +739,16 @@ def test_style_options_say_what_a_style_draws_the_same_in_every_process():
     options = style_options(mix)
     assert options["styles"][0]["parent"] == "<cycle>" and json.dumps(options)
     assert style_options(OneOf([ClothMask()])) != style_options(OneOf([SurgicalMask()]))
+
+
+def test_face_light_of_points_left_of_the_image_reads_nothing_from_its_far_side():
+    """A face whose eyes and nose lie past the image's left edge (a face cut there keeps its points past
+    it): the patch's end went negative and counted from the far side of the row, so the mask was lit
+    like whatever lay there (0.35 on this image, whose right half is bright)."""
+    from maskgen.masks import _face_light
+
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, 50:] = 230
+    lm = np.zeros((68, 2), np.float32)
+    lm[:, 0], lm[:, 1] = -20.0, np.linspace(20, 80, 68)
+    assert _face_light(image, lm) == 0.6  # no skin in the image to read: the default
