@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent))  # the project
+sys.path.insert(0, str(HERE))  # lfw_like (a script run by runpy has no own folder on the path)
 from lfw_like import SHARED_DATA as DATA  # noqa: E402
 from lfw_like import percent, shared_data  # noqa: E402
 
