@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # lfw_like (a script run by runpy has no own folder on the path)
 from lfw_like import SHARED_DATA as DATA  # noqa: E402
 from lfw_like import shared_data  # noqa: E402
 

@@ -731,8 +731,8 @@ def where_shards_are(store) -> str:
         # one folder of masked and unmasked images: scored as one side, each identity's first images would
         # be its gallery, masked or not
         return (f": {store.uri} is the output of `mfr evaluate`, whose shards are under {store.uri}/embeddings, "
-                "masked and unmasked images together; `mfr evaluate` again on its input scores them (nothing is "
-                "embedded again), masked against unmasked")
+                "masked and unmasked images together; `mfr evaluate` again on its input into "
+                f"{store.uri} scores them (nothing is embedded again), masked against unmasked")
     if store.exists(SETTINGS_KEY):
         return (f": {store.uri} is the output of `mfr mask`; embed its masked faces first (mfr embed "
                 f"{store.uri} EMB --from-augment --masked) and score EMB")

@@ -157,22 +157,23 @@ class Augmenter:
             boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
-            whole = landmark_boxes(faces)
-            landmarks68 = self.predictor.predict(image, whole, points5) if len(faces) else np.zeros((0, 68, 2))
+            found_from = landmark_boxes(faces)  # a cut face's whole box (the record keeps `boxes`)
+            landmarks68 = self.predictor.predict(image, found_from, points5) if len(faces) else np.zeros((0, 68, 2))
             results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
-                                           sources=[f.source for f in faces], whole_boxes=whole))
+                                           sources=[f.source for f in faces], eye_boxes=found_from))
         return results
 
     def mask_faces(self, image: np.ndarray, key: str, boxes, scores, points5, landmarks68,
                    face_types: list[FaceType | None] | None = None,
-                   sources: list[str] | None = None, whole_boxes=None) -> AugmentResult:
+                   sources: list[str] | None = None, eye_boxes=None) -> AugmentResult:
         """Mask given faces (no detection): the path for landmarks that come from a manifest or CSV. A
-        face whose type is not given (None) is classified. `whole_boxes`: the boxes past the image's
-        edge where it cuts a face (`Face.landmark_box`), which eyes are located from; default `boxes`."""
+        face whose type is not given (None) is classified. `eye_boxes`: the boxes eyes are located from
+        (`--alignment eyes`), a cut face's whole box past the image's edge (`Face.landmark_box`);
+        default `boxes`."""
         opts = self.options
         h, w = image.shape[:2]
         n = len(boxes)
-        eye_boxes = boxes if whole_boxes is None else whole_boxes
+        eye_boxes = boxes if eye_boxes is None else eye_boxes
         if n == 0:
             return AugmentResult(key, "no_face", "no face found", w, h, [],
                                  image.copy() if opts.outputs != "crops" else None)

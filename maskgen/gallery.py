@@ -41,7 +41,7 @@ def face_tile(image: np.ndarray, box, size: int = 200, expand: float = 1.6) -> n
 
 def render_gallery(image: np.ndarray, seed: int = 0, tile: int = 200, columns: int = 5):
     """(gallery picture, list of (label, params)) for the largest face of `image`."""
-    from maskgen.detect import MTCNN
+    from maskgen.detect import MTCNN, landmark_boxes
     from maskgen.facetype import classify_face
     from maskgen.landmarks import LandmarkPredictor
 
@@ -49,7 +49,7 @@ def render_gallery(image: np.ndarray, seed: int = 0, tile: int = 200, columns: i
     if not faces:
         raise ValueError("no face in the gallery image")
     face = max(faces, key=lambda f: f.width)
-    lm = LandmarkPredictor().predict(image, np.array([face.landmark_box]))[0]
+    lm = LandmarkPredictor().predict(image, landmark_boxes([face]))[0]
     ftype = classify_face(image, lm)
     tiles, chosen = [("original", face_tile(image, face.box, tile))], []
     for k, (label, style) in enumerate(GALLERY):

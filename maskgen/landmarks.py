@@ -220,7 +220,7 @@ class LandmarkPredictor:
         """The points of a face whose rectangle reaches past the image's edge: predicted in its
         neighbourhood with the edge's pixels continued outwards. dlib reads pixels off the image as
         black, which (with the detector's clipped box) pressed the points of a face cut by the edge
-        inside it: a quarter or a third of its width cut, median error 0.10 or 0.20 of the eye
+        inside it: a quarter or 35 % of its width cut, median error 0.10 or 0.20 of the eye
         distance, 3 or 17 % read as profiles; from the whole box with the edge continued, 0.05 or
         0.07, 1 % (bench/bench_cut_faces.py). A neighbourhood wider than `PAST_EDGE_MAX_SIDE` is
         predicted scaled down (dlib's points follow the rectangle's scale): a regressed box far past
@@ -241,9 +241,11 @@ class LandmarkPredictor:
             inside = cv2.resize(inside, size, interpolation=cv2.INTER_AREA)
             pad = [round(p * scale) for p in pad]
         around = np.ascontiguousarray(cv2.copyMakeBorder(inside, *pad, cv2.BORDER_REPLICATE))
-        # whole-pixel moves at full scale: dlib's rectangle is the same one
-        shifted = [round((v - o) * scale) for v, o in zip(rect, (ox, oy, ox, oy))]
-        return self._points(around, shifted) / np.float32(scale) + np.array([ox, oy], dtype=np.float32)
+        # whole-pixel moves at full scale: dlib's rectangle is the same one; scaled, pixel centres map
+        # as (v + 0.5) * scale - 0.5 (INTER_AREA's)
+        shifted = [round((v - o + 0.5) * scale - 0.5) for v, o in zip(rect, (ox, oy, ox, oy))]
+        back = (self._points(around, shifted) + np.float32(0.5)) / np.float32(scale) - np.float32(0.5)
+        return back + np.array([ox, oy], dtype=np.float32)
 
     def _predict_levelled(self, image: np.ndarray, square, roll: float) -> np.ndarray:
         """The points of a face tilted by `roll` degrees: its neighbourhood (twice the box) turned so

@@ -505,7 +505,7 @@ def test_score_given_a_run_or_mask_output_says_where_the_shards_are(tmp_path, ca
     assert capsys.readouterr().err.strip() == (
         f"mfr score: no embedding shards under {evaluated}/shards: {evaluated} is the output of `mfr evaluate`, "
         f"whose shards are under {evaluated}/embeddings, masked and unmasked images together; `mfr evaluate` again "
-        "on its input scores them (nothing is embedded again), masked against unmasked")
+        f"on its input into {evaluated} scores them (nothing is embedded again), masked against unmasked")
     run = tmp_path / "run"
     (run / "embeddings" / "masked").mkdir(parents=True)
     (run / "embeddings" / "masked" / "_mfr_embed_settings.json").write_text("{}")
