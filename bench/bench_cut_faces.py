@@ -15,7 +15,7 @@ eye distance, the yaw's change, and the share of cut faces read as profiles (|ya
 Then the same faces as tight crops, shaped like ../shared/data/masked_crops (the jaw's width with a
 seeded margin of up to 4 % a side, from above the brows to the chin with up to 6 % more or less,
 squashed to 160 x 160) and found as `--input-kind crops` finds them: a crop's edges frame its face
-and are not continued (`maskgen.finder._shift`), so both rows should read the same.
+and are not continued (`maskgen.finder.framed`), so both rows should read the same.
 """
 
 from __future__ import annotations

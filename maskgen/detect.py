@@ -181,10 +181,8 @@ class MTCNN:
         box = np.array([[(w - side) / 2, (h - side) / 2, (w + side) / 2 - 1, (h + side) / 2 - 1]])
         reg, rel, prob = self._run_patches("onet", [_normalise(image)], np.zeros(1, np.int64), box, 48)
         points = B.landmarks_from_offsets(box, rel)[0]
-        # a crop's edges frame its face, they do not cut it: no `full_box` (see maskgen.finder._shift)
-        out = B.clip_boxes(B.regress(box, reg), h, w)[0]
-        return Face(box=tuple(float(v) for v in out), score=float(prob[0, 1]),
-                    landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
+        return clipped_face(B.regress(box, reg)[0], h, w, score=float(prob[0, 1]),
+                            landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
 
     def onet_points(self, image: np.ndarray, box) -> np.ndarray:
         """O-Net's 5 points, (5, 2), for one face box (made square) without the rest of the cascade:

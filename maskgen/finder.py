@@ -140,7 +140,7 @@ class FaceFinder:
     def find_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
         opts = self.options
         if opts.crop_mode == "on":
-            return [self._crop_path(img) for img in images]
+            return [framed(self._crop_path(img)) for img in images]
         plain = self._plain(images)
         if opts.crop_mode == "off":
             return plain
@@ -148,8 +148,7 @@ class FaceFinder:
         for image, faces in zip(images, plain):
             # a face the plain pass found stays when the crop path finds none: `auto` dropped it (9 of
             # masked_crops' 425 masked crops, found with crop_mode off, were failures to acquire)
-            out.append((self._crop_path(image) or [replace(f, full_box=None) for f in faces])  # framed, as `_shift`'s
-                       if self._looks_like_a_crop(image, faces) else faces)
+            out.append(framed(self._crop_path(image) or faces) if self._looks_like_a_crop(image, faces) else faces)
         return out
 
     def _plain(self, images: list[np.ndarray]) -> list[list[Face]]:
@@ -244,15 +243,19 @@ def merge_detections(first: list[Face], second: list[Face], iou: float = 0.4) ->
 
 
 def _shift(face: Face, p: int, h: int, w: int, source: str) -> Face:
-    """A face found in a crop padded by `p` on every side, in the crop's own coordinates, its box
-    inside the crop and no `full_box`: a crop's edges frame the face it was made around, they do not
-    cut it. (Found from the box past them, with the edges continued, the landmarks of real masked
-    crops read the mask's fabric as a longer face: the chin fell below the crop in 41 of 45 of
-    masked_crops' masked crops, against 6 from the box inside it.)"""
+    """A face found in a crop padded by `p` on every side, in the crop's own coordinates (its box
+    clipped to the crop)."""
     x1, y1, x2, y2 = face.landmark_box
     points = tuple((x - p, y - p) for x, y in face.landmarks)
-    return replace(clipped_face((x1 - p, y1 - p, x2 - p, y2 - p), h, w, score=face.score, landmarks=points,
-                                source=source), full_box=None)
+    return clipped_face((x1 - p, y1 - p, x2 - p, y2 - p), h, w, score=face.score, landmarks=points, source=source)
+
+
+def framed(faces: list[Face]) -> list[Face]:
+    """The faces of a crop, without `full_box`: a crop's edges frame the face it was made around, they
+    do not cut it, so its landmarks are dlib's own from the box inside it. (Found from the box past
+    them, with the edges continued, the landmarks of real masked crops read the mask's fabric as a
+    longer face: the chin fell below the crop in 41 of 45 of masked_crops' masked crops, against 6.)"""
+    return [replace(f, full_box=None) for f in faces]
 
 
 # ------------------------------------------------------------------------------------------------
