@@ -295,22 +295,22 @@ class LocalStore:
 
     def read_head(self, key: str, size: int) -> bytes:
         """The first `size` bytes of `key` (all of it when shorter): a look at a large object."""
-        path = self.path(key)
-        try:
-            with open(path, "rb") as file:
-                return file.read(size)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path} does not exist") from None
-        except OSError as exc:
-            raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
+        return self._read_part(key, lambda file: file.read(size))
 
     def read_tail(self, key: str, size: int) -> bytes:
         """The last `size` bytes of `key` (all of it when shorter): a Parquet file's footer."""
+        def tail(file):
+            file.seek(max(0, os.fstat(file.fileno()).st_size - size))
+            return file.read()
+
+        return self._read_part(key, tail)
+
+    def _read_part(self, key: str, take) -> bytes:
+        """`take(file)` of `key`'s file opened for reading, its errors worded as `read`'s."""
         path = self.path(key)
         try:
             with open(path, "rb") as file:
-                file.seek(max(0, os.fstat(file.fileno()).st_size - size))
-                return file.read()
+                return take(file)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path} does not exist") from None
         except OSError as exc:
