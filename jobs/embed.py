@@ -177,6 +177,14 @@ class FacePreparer:
 CROP = "_crop"  # FacePreparer's column of aligned crops, which CropEmbedder embeds and drops
 
 
+def crop_arrays(column: list, rows: list[int], w: int, h: int) -> np.ndarray:
+    """The aligned crops (len(rows), h, w, 3) uint8 of a crop column's `rows` (raw bytes, as the CPU
+    stage puts them on a row)."""
+    if not rows:
+        return np.zeros((0, h, w, 3), np.uint8)
+    return np.stack([np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows])
+
+
 class CropEmbedder:
     """The recognition stage of `mfr embed`: the embedding of each row's crop, nothing else (`node`:
     where it was embedded). A batch the model fails on is embedded crop by crop, and a crop it fails
@@ -205,16 +213,7 @@ class CropEmbedder:
         rows = [i for i, c in enumerate(column) if c is not None]
         vectors, status, message = [None] * table.num_rows, table.column("status").to_pylist(), \
             table.column("message").to_pylist()
-        crops = [np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows]
-        try:
-            done = list(self.embedder.embed_crops(np.stack(crops))) if crops else []
-        except Exception:  # noqa: BLE001 - found crop by crop below
-            done = []
-            for crop in crops:
-                try:
-                    done.append(self.embedder.embed_crops(crop[None])[0])
-                except Exception as exc:  # noqa: BLE001 - the face's row says why
-                    done.append(exc)
+        done = self.embedder.embed_each(crop_arrays(column, rows, w, h))
         for i, v in zip(rows, done):
             if isinstance(v, Exception):
                 status[i], message[i] = "error", f"{type(v).__name__}: {v}"
@@ -715,7 +714,7 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
         raise ValueError(f"{store.uri} holds embeddings of {len(widths)} sizes ({widths}) from models {models}: "
                          "read one model's rows at a time")
     whole = pa.concat_tables([t for t in tables if t.num_rows] or tables[:1])
-    rows, emb = ok_faces(whole)
+    rows, emb = ok_faces(whole, store.uri)
     repeated_faces(rows, store.uri)
     return (rows, emb, failed_samples(whole)) if with_failures else (rows, emb)
 
@@ -741,9 +740,10 @@ def where_shards_are(store) -> str:
     return ""
 
 
-def ok_faces(table):
+def ok_faces(table, where: str = ""):
     """(rows as pandas without the embedding, embeddings (N, D) float32) of a shard table's faces that
-    have an embedding."""
+    have an embedding. Rows whose embedding holds NaN or infinity are refused, named (`where`: the
+    folder, for the message)."""
     import pyarrow.compute as pc
 
     # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
@@ -751,4 +751,14 @@ def ok_faces(table):
     column = table.column("embedding").combine_chunks()
     dim = column.type.list_size
     emb = column.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32)
-    return table.drop(["embedding"]).to_pandas(use_threads=False), emb
+    rows = table.drop(["embedding"]).to_pandas(use_threads=False)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if bad.size:
+        # mfr marks such faces failed as it embeds them (`Embedder.embed_each`); these came from an older
+        # mfr or another tool. Refused by name: the metrics' own refusal named no face
+        first = rows.iloc[bad[0]]
+        raise ValueError(f"{where + ': ' if where else ''}{bad.size} face row(s) with status ok hold NaN or "
+                         f"infinite embeddings, e.g. {str(first.key)!r} face {first.face_index} "
+                         f"({first.model_id}): their model failed on them; embed those images again into a new "
+                         "folder (mfr marks such faces failed), or drop the rows")
+    return rows, emb

@@ -355,7 +355,7 @@ def _gallery_part(uri: str, shard_keys: list[str], entries, template: str, simil
     from jobs.storage import open_store
 
     store = open_store(uri)
-    rows, emb = ok_faces(_shard_table(store, shard_keys, where))
+    rows, emb = ok_faces(_shard_table(store, shard_keys, where), store.uri)
     at = {(k, int(f)): i for i, (k, f) in enumerate(zip(rows.key.astype(str), rows.face_index))}
     if template == "best":
         out = emb[[at[(k, f)] for k, f in entries]]
@@ -542,7 +542,7 @@ def _probe_rows(store, shard_keys, exclude, where=None):
     table = table.filter(has_identity(table.column("identity").to_numpy(zero_copy_only=False)))
     failed = failed_samples(table)
     failed = failed[~failed.key.isin(exclude)]
-    rows, emb = ok_faces(table)
+    rows, emb = ok_faces(table, store.uri)
     keep = ~rows.key.isin(exclude).to_numpy()
     rows, emb = rows[keep].reset_index(drop=True), emb[keep]
     order = np.lexsort((rows.face_index.to_numpy(), rows.key.to_numpy().astype(str)))

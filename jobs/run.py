@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_counts, manifest_schema
-from jobs.embed import SHARD_DIR
+from jobs.embed import SHARD_DIR, crop_arrays
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
@@ -77,6 +77,10 @@ class Target:
     @property
     def column(self) -> str:
         return f"emb:{self.folder}"
+
+    @property
+    def error_column(self) -> str:
+        return f"err:{self.folder}"
 
     @property
     def shard_dir(self) -> str:
@@ -231,13 +235,24 @@ class RecognizeWorker:
             column = batch.column(crop_column(t.model, t.crop)).to_pylist()
             rows = [i for i, c in enumerate(column)
                     if c is not None and gallery[i] == t.gallery and t.shard_dir not in written[i]]
-            vectors = [None] * batch.num_rows
-            if rows:
-                crops = np.stack([np.frombuffer(column[i], np.uint8).reshape(h, w, 3) for i in rows])
-                for i, v in zip(rows, embedder.embed_crops(crops)):
+            vectors, errors = [None] * batch.num_rows, [None] * batch.num_rows
+            # a face the model fails on is its shard row's error (status `error`, rerun by --retry-failed);
+            # it stopped the job, and a NaN vector stopped the report
+            for i, v in zip(rows, embedder.embed_each(crop_arrays(column, rows, w, h))):
+                if isinstance(v, Exception):
+                    errors[i] = f"{type(v).__name__}: {v}"
+                else:
                     vectors[i] = v
             batch = batch.append_column(pa.field(t.column, pa.list_(pa.float32(), t.dim)),
                                         embedding_array(vectors, t.dim))
+            batch = batch.append_column(t.error_column, pa.array(errors, pa.string()))
+            failed = [i for i, e in enumerate(errors) if e]
+            if failed:  # and the manifest's row: the summary counts it, --strict fails on it
+                status, message = batch.column("status").to_pylist(), batch.column("message").to_pylist()
+                for i in failed:
+                    status[i], message[i] = "error", f"{t.folder}: {errors[i]}"
+                for name, values in (("status", status), ("message", message)):
+                    batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, pa.string()))
         batch = batch.append_column("recognition_node", pa.array([self.node] * batch.num_rows, pa.string()))
         return batch.drop_columns([c for c in batch.column_names if c.startswith("crop:")])
 
@@ -283,7 +298,8 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
             records = []
             written: dict = {}  # input row -> its rows this shard holds
             for name, faces in by_input.items():
-                embedded = [r for r in faces if r[t.column] is not None]
+                # a face the model failed on keeps its row, with the error (`RecognizeWorker`)
+                embedded = [r for r in faces if r[t.column] is not None or r[t.error_column]]
                 if not embedded:
                     # the image's one row without an embedding, from its first row: none where this batch
                     # holds only some of its rows and another has its embedded faces or its first row
@@ -292,7 +308,9 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
                 for r in embedded or faces[:1]:
                     record = FaceRecord.from_row(r).with_(masked=not t.gallery, model_id=t.model_id, mode=t.mode,
                                                           similarity=t.similarity, node=r["recognition_node"])
-                    if embedded:
+                    if r[t.error_column]:
+                        record = record.with_(embedding=None, status="error", message=r[t.error_column])
+                    elif embedded:
                         record = record.with_(embedding=r[t.column], status="ok", message="")
                     else:  # the image's reason, or its faces were all left unmasked
                         record = record.with_(face_index=-1, **({} if r["status"] != "ok" else

@@ -396,6 +396,25 @@ class Embedder:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
 
+    def embed_each(self, crops: np.ndarray) -> list:
+        """Per crop, its embedding (as `embed_crops`) or the exception that says why it has none: what a
+        job records face by face. A batch the model fails on is embedded again crop by crop, so one
+        crop it cannot take costs only its own face; a vector with NaN or infinite values (a model that
+        overflows on some faces) is refused too: it scores NaN against everything."""
+        try:
+            vectors = list(self.embed_crops(crops))
+        except Exception:  # noqa: BLE001 - found crop by crop below
+            vectors = []
+            for crop in crops:
+                try:
+                    vectors.append(self.embed_crops(crop[None])[0])
+                except Exception as exc:  # noqa: BLE001 - the face's own error
+                    vectors.append(exc)
+        from maskgen.record import NON_FINITE_EMBEDDING
+
+        return [ValueError(NON_FINITE_EMBEDDING) if isinstance(v, np.ndarray) and not np.isfinite(v).all() else v
+                for v in vectors]
+
     def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point",
                     locate_eyes=None) -> np.ndarray:
         """Embeddings of faces given by their 5 points: (5, 2) arrays, or the detector's `Face`s, or

@@ -831,6 +831,95 @@ def test_a_wrong_or_broken_model_is_refused_before_any_input(tmp_path, face_phot
     assert not (tmp_path / "emb").exists() or not list((tmp_path / "emb").rglob("*.parquet"))
 
 
+def nan_on_bright_model(path, threshold: float = 0.45):
+    """A real ONNX model (arcface-112 spec, 128-d) whose vector is NaN where a crop's mean red, as the
+    spec normalises it (-1 black, 1 white), is above `threshold`: fine on a blank crop and on the
+    photos, NaN on a photo made much brighter, as a model overflowing on some faces is."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from recog.spec import ModelSpec
+
+    rng = np.random.default_rng(0)
+    weights = [helper.make_tensor("w", TensorProto.FLOAT, [3, 128], rng.normal(size=384).astype(np.float32)),
+               helper.make_tensor("c", TensorProto.FLOAT, [1], [threshold]),
+               helper.make_tensor("red", TensorProto.FLOAT, [3, 1], [1.0, 0.0, 0.0])]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["v"]), helper.make_node("MatMul", ["f", "red"], ["r"]),
+             helper.make_node("Sub", ["c", "r"], ["d"]), helper.make_node("Sqrt", ["d"], ["g"]),
+             helper.make_node("Mul", ["v", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "nan-on-bright",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 112, 112])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 128])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    spec = {**ModelSpec.preset("arcface-112", name="nan-on-bright").to_dict(), "embedding_size": 128}
+    path.with_suffix(".json").write_text(json.dumps(spec))
+    return path
+
+
+def test_a_face_the_model_gives_nan_for_is_its_rows_error_and_the_report_is_still_made(tmp_path, shared_data,
+                                                                                     capsys):
+    """A model with NaN on some faces wrote them as ok rows: `mfr score` then refused the whole report
+    ("embeddings contain NaN or infinity", no face named). Such a face is now its row's error in
+    `mfr embed` and `mfr run` (scored as a failure), and old shards holding one are refused by name."""
+    import cv2
+    import pyarrow.parquet as pq
+
+    faces = shared_data / "faces"
+    root = tmp_path / "in"
+    for person, names in (("p1", ("person_01/img1.jpg", "person_01/img2.jpg")),
+                          ("p2", ("person_02/img53.jpg",))):
+        (root / person).mkdir(parents=True)
+        for name in names:
+            shutil.copy(faces / name, root / person / name.split("/")[1])
+    bright = cv2.convertScaleAbs(cv2.imread(str(faces / "person_02/img54.jpg")), alpha=1, beta=90)
+    cv2.imwrite(str(root / "p2" / "a_bright.jpg"), bright)  # first of p2: `mfr run`'s gallery image
+    model = str(nan_on_bright_model(tmp_path / "nan.onnx"))
+
+    def rows(folder):
+        table = pq.read_table([str(p) for p in sorted(folder.rglob("*.parquet"))])
+        return {(r["key"], r["face_index"]): r for r in table.to_pylist()}
+
+    assert main(["embed", str(root), str(tmp_path / "emb"), "--model", model, "--executor", "local",
+                 "--quiet"]) == 0
+    embedded = rows(tmp_path / "emb")
+    assert len(embedded) == 4
+    failed = embedded[("p2/a_bright.jpg", 0)]
+    assert failed["status"] == "error" and "NaN or infinite" in failed["message"] and failed["embedding"] is None
+    assert all(r["status"] == "ok" and np.isfinite(r["embedding"]).all()
+               for k, r in embedded.items() if k[0] != "p2/a_bright.jpg")
+
+    assert main(["run", str(root), str(tmp_path / "run"), "--model", model, "--executor", "local", "--quiet"]) == 0
+    gallery = rows(tmp_path / "run" / "embeddings" / "unmasked")
+    assert gallery[("p2/a_bright.jpg", 0)]["status"] == "error"
+    assert "NaN or infinite" in gallery[("p2/a_bright.jpg", 0)]["message"]
+    assert gallery[("p1/img1.jpg", 0)]["status"] == "ok"
+    probes = rows(tmp_path / "run" / "embeddings" / "masked")
+    assert sorted(k for k, r in probes.items() if r["status"] == "ok") == [("p1/img2.jpg", 0), ("p2/img53.jpg", 0)]
+    manifest = read_manifest(str(tmp_path / "run" / "masked"))
+    status = {(k, f): s for k, f, s in zip(manifest.source_key, manifest.face_index, manifest.status)}
+    assert status[("p2/a_bright.jpg", 0)] == "error" and status[("p1/img1.jpg", 0)] == "ok"
+    report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())["results"][0]
+    assert report["acquisition"]["gallery"]["failed_to_acquire"] == 1
+    assert report["identification"]["unenrolled_probes"] == 1
+
+    # shards written before (a NaN vector on an ok row): refused naming the face, not "embeddings contain NaN"
+    shard = sorted((tmp_path / "emb").rglob("*.parquet"))
+    table = pq.read_table(shard[0])
+    i = table.column("status").to_pylist().index("ok")
+    vectors = table.column("embedding").to_pylist()
+    vectors[i] = [float("nan")] * 128
+    import pyarrow as pa
+
+    table = table.set_column(table.schema.get_field_index("embedding"), table.schema.field("embedding"),
+                             pa.array(vectors, table.schema.field("embedding").type))
+    pq.write_table(table, shard[0])
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "emb"), str(tmp_path / "emb"), str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err
+    assert "1 face row(s) with status ok hold NaN" in err and repr(table.column("key")[i].as_py()) in err
+
+
 @pytest.mark.parametrize("argv", [["--batch-size", "0"], ["--batch-size", "-3"], ["--workers", "0"],
                                   ["--rows-per-shard", "x"], ["--seed", "-1"], ["--seed", str(2**63)]])
 def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
@@ -1257,6 +1346,7 @@ def test_a_crop_the_model_fails_on_is_its_faces_row_not_the_batchs(tmp_path):
 
     class Picky:  # the model, refusing any batch holding an all-white crop
         spec, dim = real.spec, real.dim
+        embed_each = Embedder.embed_each  # the embedder's own batch-then-crop-by-crop
 
         def embed_crops(self, crops):
             if (crops.reshape(len(crops), -1) == 255).all(axis=1).any():

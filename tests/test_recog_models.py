@@ -188,6 +188,30 @@ def test_batch_of_one_and_batch_of_n_agree_and_identities_separate(name, face_ch
     assert same.any() and sim[iu][same].mean() > sim[iu][~same].mean()
 
 
+def test_embed_each_costs_a_failing_crop_only_its_own_face(face_chips, monkeypatch):
+    """What the jobs record face by face: a batch the model raises on is embedded crop by crop, and a
+    crop it raises on, or gives NaN for, is that face's exception; the others keep their vectors."""
+    embedder = Embedder("sface", device="cpu")
+    crops = np.concatenate([embedder.align(img, [pts]) for img, pts in face_chips[:4]])
+    expected = embedder.embed_crops(crops)
+    crops[1] = 255  # a crop the "model" cannot take
+    run = embedder._run
+
+    def flaky(batch):
+        if (batch == 255).all(axis=(1, 2, 3)).any():
+            raise RuntimeError("out of memory on this one")
+        out = run(batch)
+        out[(batch == crops[2]).all(axis=(1, 2, 3))] = np.nan
+        return out
+
+    monkeypatch.setattr(embedder, "_run", flaky)
+    done = embedder.embed_each(crops)
+    assert isinstance(done[1], RuntimeError) and "out of memory" in str(done[1])
+    assert isinstance(done[2], ValueError) and "NaN or infinite" in str(done[2])
+    np.testing.assert_allclose(np.stack([done[0], done[3]]), expected[[0, 3]], atol=1e-5)
+    assert embedder.embed_each(crops[:0]) == []
+
+
 def test_cached_model_carries_its_spec():
     path = zoo.builtin_path("sface")
     spec = ModelSpec.from_onnx(onnx.load(str(path)))
