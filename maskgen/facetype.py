@@ -62,6 +62,24 @@ class FaceType:
         return cls(bool(a), bool(b), yaw, blur)
 
 
+def face_landmarks(landmarks68, use: str = "a mask is drawn") -> np.ndarray:
+    """A face's 68 landmarks as (68, 2) float64, refused (ValueError) unless they are 68 finite
+    points: a NaN or infinite one painted a band to the image's corner in 30 s (seed) or nothing at
+    all (realistic styles), and either way the face was counted masked. `use`: what needs them, for
+    the message ("a mask is drawn", "a face type is read")."""
+    lm = np.asarray(landmarks68, dtype=np.float64)
+    if lm.shape != (68, 2):
+        if lm.size != 136:
+            raise ValueError(f"{use} from a face's 68 landmarks, (68, 2) (maskgen.landmarks."
+                             f"LandmarkPredictor); got shape {lm.shape}"
+                             + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
+        lm = lm.reshape(68, 2)
+    if not np.isfinite(lm).all():  # one reduction: the check is per face, on every face of a job
+        bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
+        raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: {use} from 68 finite points")
+    return lm
+
+
 def five_points(landmarks68: np.ndarray) -> np.ndarray:
     """The 5 alignment points (eye centres, nose tip, mouth corners) from 68 landmarks."""
     lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
@@ -118,6 +136,7 @@ def classify_face(image: np.ndarray, landmarks68: np.ndarray,
     from maskgen.decode import check_rgb
 
     check_rgb(image)  # a grey image failed inside OpenCV ("Bad number of channels"), a float one passed
+    landmarks68 = face_landmarks(landmarks68, "a face type is read")  # 5 points were numpy's reshape error
     yaw = yaw_degrees(landmarks68)
     blur = face_blur(image, landmarks68)
     return FaceType(abs(yaw) >= options.profile_yaw, blur >= options.blur_threshold, yaw, blur)

@@ -153,7 +153,21 @@ def eye_roll_degrees(points5) -> float:
     return float(np.degrees(np.arctan2(dy, dx)))
 
 
-def checked_boxes(boxes, shape, points5=None) -> tuple[np.ndarray, np.ndarray | None]:
+def faces_as_boxes(faces, points5=None) -> tuple:
+    """(boxes, points5) for `LandmarkPredictor.predict` given the detector's `Face`s (one or a list;
+    passing one failed with "float() argument must be ... not 'Face'"): their `landmark_box`es (a cut
+    face's whole box) and their 5 points where `points5` is None. Anything else passes as it is."""
+    from maskgen.detect import Face, landmark_boxes
+
+    faces = [faces] if isinstance(faces, Face) else faces
+    if not isinstance(faces, (list, tuple)) or not faces or not all(isinstance(f, Face) for f in faces):
+        return faces, points5
+    if points5 is None and all(len(f.landmarks) == 5 for f in faces):
+        points5 = np.stack([f.points for f in faces]).astype(np.float64)
+    return landmark_boxes(faces), points5
+
+
+def checked_boxes(boxes, points5, shape) -> tuple[np.ndarray, np.ndarray | None]:
     """(boxes (N, 4), points5 (N, 5, 2) or None) as float64, refused (ValueError, naming the faces) where
     dlib would answer nonsense without a word: a NaN box ("cannot convert float NaN to integer"), an
     empty or inverted one or one wholly off the image (68 points piled on one pixel, or 7e10 px away),
@@ -196,8 +210,10 @@ class LandmarkPredictor:
     def version(self) -> str:
         return f"dlib-{self._dlib.__version__}:{self.path.name}"
 
-    def predict(self, image: np.ndarray, boxes: np.ndarray, points5: np.ndarray | None = None) -> np.ndarray:
-        """(N, 68, 2) float32 points for N detector boxes (x1, y1, x2, y2) in an RGB uint8 image.
+    def predict(self, image: np.ndarray, boxes, points5: np.ndarray | None = None) -> np.ndarray:
+        """(N, 68, 2) float32 points for N detector boxes (x1, y1, x2, y2) in an RGB uint8 image, or
+        for the detector's `Face`s (one, or a list): their `landmark_box`es and, unless `points5` is
+        given, their 5 points, as the augment job reads them.
 
         `points5` (N, 5, 2), the detector's points (eyes first): a face whose eye line is tilted by
         `LEVEL_ABOVE_DEGREES` or more is turned upright around its box's centre before the predictor
@@ -205,7 +221,7 @@ class LandmarkPredictor:
         degrees its points fell on the cheek and neck (mean error 0.84 to 0.95 of the eye distance),
         so masks were drawn there."""
         check_rgb(image)
-        boxes, points5 = checked_boxes(boxes, image.shape, points5)
+        boxes, points5 = checked_boxes(*faces_as_boxes(boxes, points5), image.shape)
         squares = self.mapping.apply(boxes)
         image = np.ascontiguousarray(image)
         out = np.empty((len(squares), 68, 2), dtype=np.float32)

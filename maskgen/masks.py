@@ -7,7 +7,8 @@ Each style is a small seeded object, like an albumentations transform:
     params = style.sample(rng, face_type)       # every random choice, JSON-able, for the manifest
     out, coverage = style.render(image, landmarks68, params, face_type)
 
-`style(image, landmarks68, rng, face_type)` does both. `render` takes the face type again (default
+`style(image, landmarks68, rng, face_type)` does both (`rng` may be a seed: `style(image, lm, 7)` draws
+with `np.random.default_rng(7)`, the same mask each time). `render` takes the face type again (default
 frontal and sharp): a profile's mask is drawn on its own side, a blurred face's softened. The same
 inputs and params always give the same bytes. `render` returns the image with the mask drawn and a
 boolean `coverage` map of where the mask is opaque (at least half), which the quality tests and
@@ -25,7 +26,7 @@ import numpy as np
 
 from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
-from maskgen.facetype import FaceType, given_type
+from maskgen.facetype import FaceType, face_landmarks, given_type
 
 FRONTAL = FaceType(False, False, 0.0, 0.0)
 
@@ -95,6 +96,8 @@ def check_seed(seed) -> int:
 
 def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     """The generator for one face: a pure function of (run seed, image key, face index)."""
+    if not isinstance(key, str):  # None drew the masks of the key "None", as `Augmenter` refuses it
+        raise ValueError(f"an image's key is its name as text (e.g. 'person/1.jpg'), got {key!r}")
     if not is_whole(face_index) or face_index < 0:
         raise ValueError(f"a face index is a whole number >= 0, got {face_index!r}")  # 1.7 drew face 1's mask
     digest = hashlib.sha256(str(key).encode("utf-8")).digest()
@@ -102,21 +105,17 @@ def mask_rng(run_seed: int, key: str, face_index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([check_seed(run_seed), *words, int(face_index)]))
 
 
-def face_landmarks(landmarks68) -> np.ndarray:
-    """A face's 68 landmarks as (68, 2) float64, refused (ValueError) unless they are 68 finite
-    points: a NaN or infinite one painted a band to the image's corner in 30 s (seed) or nothing at
-    all (realistic styles), and either way the face was counted masked."""
-    lm = np.asarray(landmarks68, dtype=np.float64)
-    if lm.shape != (68, 2):
-        if lm.size != 136:
-            raise ValueError(f"a mask is drawn from a face's 68 landmarks, (68, 2) (maskgen.landmarks."
-                             f"LandmarkPredictor); got shape {lm.shape}"
-                             + (": the detector's 5 points are not enough" if lm.size == 10 else ""))
-        lm = lm.reshape(68, 2)
-    if not np.isfinite(lm).all():  # one reduction: the check is per face, on every face of a job
-        bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
-        raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: no mask can be drawn from them")
-    return lm
+def as_generator(rng) -> np.random.Generator:
+    """A style's randomness: a NumPy Generator as given (`mask_rng(run_seed, key, face_index)`, a job's
+    draws), or a seed from 0 to 2**63 - 1 made one (`np.random.default_rng(seed)`), as albumentations
+    takes a seed: the same seed draws the same mask. Anything else is refused (an int failed deep in
+    a draw, "'int' object has no attribute 'integers'"; None was taken by the seed style)."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)) and 0 <= rng <= MAX_SEED:
+        return np.random.default_rng(int(rng))
+    raise ValueError(f"a mask is drawn with a numpy Generator (mask_rng(run_seed, key, face_index), or "
+                     f"np.random.default_rng(seed)) or a seed from 0 to 2**63 - 1, got {rng!r}")
 
 
 def face_and_type(landmarks68, face_type: FaceType) -> tuple[np.ndarray, FaceType]:
@@ -650,10 +649,10 @@ class MaskStyle:
         """Whether `params` are this style's (`OneOf.render` finds the style that drew them)."""
         return params.get("style") == self.name
 
-    def __call__(self, image, landmarks68, rng: np.random.Generator, face_type: FaceType = FRONTAL):
+    def __call__(self, image, landmarks68, rng: np.random.Generator | int, face_type: FaceType = FRONTAL):
         check_rgb(image)  # before a random choice is drawn
         lm, face_type = face_and_type(landmarks68, face_type)
-        params = self.sample(rng, face_type)
+        params = self.sample(as_generator(rng), face_type)
         out, coverage = self.render(image, lm, params, face_type)
         return out, coverage, params
 
@@ -922,6 +921,7 @@ class OneOf(MaskStyle):
         return self.styles[int(rng.choice(len(self.styles), p=self.weights))]
 
     def sample(self, rng, face_type=FRONTAL):
+        rng = as_generator(rng)
         return self._pick(rng).sample(rng, face_type)
 
     def draws(self, params: dict) -> bool:
@@ -935,6 +935,7 @@ class OneOf(MaskStyle):
 
     def __call__(self, image, landmarks68, rng, face_type=FRONTAL):
         # the chosen style itself, so a style of the user's own is rendered by its own code
+        rng = as_generator(rng)
         return self._pick(rng)(image, landmarks68, rng, face_type)
 
 

@@ -424,7 +424,7 @@ class Embedder:
         face k's eyes for those (e.g. maskgen.eyes.EyeLocator), else the 68-point eye contours or the
         detector's eyes are used; see maskgen.finder.alignment_points."""
         check_rgb(image)
-        points5 = [_points_of(face) for face in points5]
+        points5 = [_points_of(face) for face in _one_or_many(points5)]
         aligned = self.alignment_of(points5, landmarks68, alignment, locate_eyes)
         return self.embed_crops(self.align(image, [points for points, _ in aligned]))
 
@@ -447,6 +447,15 @@ def align_crops(image: np.ndarray, points5: list[np.ndarray] | np.ndarray, spec:
     crops = [align_face(image, np.asarray(p), spec.face_template) for p in points5]
     w, h = spec.input_size
     return np.stack(crops) if crops else np.zeros((0, h, w, 3), np.uint8)
+
+
+def _one_or_many(faces) -> list:
+    """Faces as a list: one `Face` or `FaceRecord` is a list of one (was "'Face' object is not
+    iterable"). One face's (5, 2) points stay refused: they read as five faces."""
+    from maskgen.detect import Face
+    from maskgen.record import FaceRecord
+
+    return [faces] if isinstance(faces, (Face, FaceRecord)) else list(faces)
 
 
 def _points_of(face) -> np.ndarray:

@@ -76,11 +76,17 @@ ZNORM_NEEDS = "z-normalisation needs at least two impostor scores with some spre
 
 
 def znorm_on_impostors(matrix: np.ndarray, mated: np.ndarray) -> np.ndarray:
-    """Scores minus the mean of the impostor (non-mated) scores, over their standard deviation."""
+    """Scores minus the mean of the impostor (non-mated) scores, over their standard deviation.
+    Scores must be finite and flags True/False (or 1/0): a NaN impostor score was refused as too few
+    impostors, a NaN mated one came back NaN, and a flag of 2 was read as mated."""
+    from recog.metrics import check_flags
+
     matrix = np.asarray(matrix, dtype=np.float64)
-    mated = np.asarray(mated, dtype=bool)
-    if matrix.shape != mated.shape:
-        raise ValueError(f"scores {matrix.shape} and mated flags {mated.shape} differ in shape")
+    if np.shape(mated) != matrix.shape:
+        raise ValueError(f"scores {matrix.shape} and mated flags {np.shape(mated)} differ in shape")
+    mated = check_flags(mated, "mated").reshape(matrix.shape)
+    if not np.isfinite(matrix).all():
+        raise ValueError("scores contain NaN or infinity")
     impostors = matrix[~mated]
     std = impostors.std() if impostors.size >= 2 else 0.0
     if not np.isfinite(std) or std == 0:

@@ -414,7 +414,7 @@ def _check_ids(ids, what: str) -> np.ndarray:
     return ids
 
 
-def _check_flags(flags, name: str) -> np.ndarray:
+def check_flags(flags, name: str) -> np.ndarray:
     """Booleans (or 0/1) as a bool array: NaN or 2 were read as True."""
     flags = np.asarray(flags).reshape(-1)
     if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
@@ -423,9 +423,25 @@ def _check_flags(flags, name: str) -> np.ndarray:
     return flags.astype(bool)
 
 
-def _codes(probe_ids, gallery_ids):
+def _id_kind(ids: np.ndarray) -> str:
+    if ids.dtype.kind in "US" or (ids.dtype.kind == "O" and all(isinstance(i, (str, bytes)) for i in ids)):
+        return "names"
+    return "numbers"
+
+
+def _check_id_pair(probe_ids, gallery_ids) -> tuple[np.ndarray, np.ndarray]:
+    """Probe and gallery identities (`_check_ids`), of one kind: numbers against names matched nothing,
+    and the failure read "need both genuine and impostor pairs", or every probe as not in the gallery."""
     probe_ids = _check_ids(probe_ids, "probe identities")
     gallery_ids = _check_ids(gallery_ids, "gallery identities")
+    if probe_ids.size and gallery_ids.size and _id_kind(probe_ids) != _id_kind(gallery_ids):
+        raise ValueError(f"probe identities are {_id_kind(probe_ids)} and gallery identities "
+                         f"{_id_kind(gallery_ids)}: none could match; give both as names or both as numbers")
+    return probe_ids, gallery_ids
+
+
+def _codes(probe_ids, gallery_ids):
+    probe_ids, gallery_ids = _check_id_pair(probe_ids, gallery_ids)
     uniques, inverse = np.unique(np.concatenate([gallery_ids, probe_ids]), return_inverse=True)
     return inverse[len(gallery_ids):], inverse[:len(gallery_ids)]
 
@@ -444,7 +460,7 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
     """A copy of the probe x gallery score `matrix` whose rows of probes without a face (`acquired`
     False; their values are ignored) lie strictly below every real score."""
     m = np.array(matrix, dtype=np.float64)
-    acquired = _check_flags(acquired, "acquired")
+    acquired = check_flags(acquired, "acquired")
     if m.ndim != 2 or len(acquired) != len(m):
         raise ValueError(f"one acquired flag per row of a (P, G) matrix is needed, got {m.shape} and {acquired.shape}")
     real = m[acquired]
@@ -550,7 +566,7 @@ def identification_stats(probes, gallery, probe_ids, gallery_ids, similarity: st
     if not is_whole(keep_nonmated) or keep_nonmated < 0:
         raise ValueError(f"keep_nonmated is a whole number, at least 0, got {keep_nonmated!r}")
     if acquired is not None:
-        acquired = _check_flags(acquired, "acquired")
+        acquired = check_flags(acquired, "acquired")
         probe_ids = np.asarray(probe_ids).reshape(-1)
         if len(acquired) != len(probe_ids) or len(probes) != len(probe_ids):
             raise ValueError("one acquired flag, identity and row per probe is needed")
@@ -694,8 +710,9 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
     fpirs = tuple(float(f) for f in check_rates("FPIR", fpirs))
     # float64, as the seed's scripts score: float32 made scores 1e-9 apart a tie, which flipped rank-1
     probes, gallery = np.asarray(probes, dtype=np.float64), np.asarray(gallery, dtype=np.float64)
-    gallery_ids = list(np.asarray(gallery_ids).reshape(-1))
-    if len(np.asarray(probe_ids).reshape(-1)) != len(probes) or len(gallery_ids) != len(gallery):
+    probe_ids, gallery_ids = _check_id_pair(probe_ids, gallery_ids)  # a None probe was left out as unknown
+    gallery_ids = list(gallery_ids)
+    if len(probe_ids) != len(probes) or len(gallery_ids) != len(gallery):
         raise ValueError("one identity per probe and per gallery entry is needed")
     if not (np.isfinite(probes).all() and np.isfinite(gallery).all()):
         raise ValueError("embeddings contain NaN or infinity")
@@ -704,10 +721,10 @@ def seed_identification(probes, gallery, probe_ids, gallery_ids, fpirs=(0.01, 0.
         raise ValueError("the seed's identification takes one gallery entry per identity; make one per identity "
                          "(recog.metrics.identity_templates, or each identity's first image)")
     first = {g: j for j, g in enumerate(gallery_ids)}
-    keep = [i for i, p in enumerate(np.asarray(probe_ids).reshape(-1)) if p in first]
+    keep = [i for i, p in enumerate(probe_ids) if p in first]
     if not keep:
         raise ValueError("no probe identity is in the gallery")
-    probe_ids = np.asarray(probe_ids).reshape(-1)[keep]
+    probe_ids = probe_ids[keep]
     mate = np.array([first[p] for p in probe_ids])
     sim = similarity_matrix(probes[keep], gallery, similarity, dtype=np.float64)
     order = np.argsort(-sim, axis=1)
@@ -737,11 +754,11 @@ def probe_gallery_summary(probes, gallery, probe_ids, gallery_ids, acquired=None
     probes, gallery = normalize_rows(probes), normalize_rows(gallery)
     if probes.shape[1] != gallery.shape[1]:  # (numpy's matmul "core dimension" error)
         raise ValueError(f"embeddings must be (n, d) with the same d, got {probes.shape} and {gallery.shape}")
-    probe_ids, gallery_ids = np.asarray(probe_ids).reshape(-1), np.asarray(gallery_ids).reshape(-1)
+    probe_ids, gallery_ids = _check_id_pair(probe_ids, gallery_ids)
     if len(probe_ids) != len(probes) or len(gallery_ids) != len(gallery):
         raise ValueError(f"one identity per probe and per gallery entry is needed, got {len(probe_ids)} for "
                          f"{len(probes)} probes and {len(gallery_ids)} for {len(gallery)} gallery entries")
-    acquired = np.ones(len(probes), bool) if acquired is None else _check_flags(acquired, "acquired")
+    acquired = np.ones(len(probes), bool) if acquired is None else check_flags(acquired, "acquired")
     matrix = unacquired_rejected(probes @ gallery.T, acquired)
     scores, labels = matrix.ravel(), (probe_ids[:, None] == gallery_ids[None, :]).ravel()
     floor = None if acquired.all() else rejected_score(matrix[acquired])  # the score unacquired_rejected gave

@@ -44,6 +44,12 @@ def test_real_photos_get_sensible_labels(shared_faces_68):
     assert sum(not t.profile for t in large) >= 0.95 * len(large)
     print(f"\n{len(large)} faces >= 100 px: {sum(t.profile for t in large)} profile, "
           f"{sum(t.blurred for t in large)} blurred; {len(small)} smaller: {sum(t.blurred for t in small)} blurred")
+    # the detector's 5 points, or a NaN point: said as the mask styles say it (was numpy's reshape error)
+    _, image, faces, lm = shared_faces_68[0]
+    with pytest.raises(ValueError, match="a face type is read from a face's 68 landmarks.*5 points are not enough"):
+        classify_face(image, faces[0].points)
+    with pytest.raises(ValueError, match=r"landmark\(s\) \[30\] are NaN or infinite"):
+        classify_face(image, np.where(np.arange(68)[:, None] == 30, np.nan, lm[0]))
 
 
 def test_blurring_a_sharp_face_makes_it_blurred(shared_faces_68):

@@ -100,6 +100,26 @@ def test_same_seed_same_bytes_and_replayable_params(name, shared_faces_68):
     assert not np.array_equal(a, image)
 
 
+@pytest.mark.parametrize("name", ("seed", "surgical", "random"))
+def test_a_style_takes_a_seed_as_albumentations_does_and_refuses_other_randomness(name, shared_faces_68):
+    """`style(image, lm, 7)` failed inside a draw ("'int' object has no attribute 'integers'"), and the
+    seed style took None or a legacy RandomState without a word."""
+    _, image, _, lm = shared_faces_68[3]
+    style = style_from_name(name)
+    by_seed = [style(image, lm[0], seed) for seed in (7, np.int64(7), 8)]
+    np.testing.assert_array_equal(by_seed[0][0], by_seed[1][0])
+    assert by_seed[0][2] == by_seed[1][2]
+    generator = style(image, lm[0], np.random.default_rng(7))
+    np.testing.assert_array_equal(by_seed[0][0], generator[0])
+    if name != "seed":  # the seed's polygon has no random choice
+        assert by_seed[0][2] != by_seed[2][2]
+    for bad in (None, -1, 2**63, 1.5, True, "7", np.random.RandomState(7)):
+        with pytest.raises(ValueError, match="a mask is drawn with a numpy Generator"):
+            style(image, lm[0], bad)
+    with pytest.raises(ValueError, match="an image's key is its name as text"):
+        mask_rng(0, None, 0)
+
+
 @pytest.mark.parametrize("name", ("seed",) + REALISTIC)
 def test_a_face_gets_the_same_mask_however_far_the_image_extends_past_it(name, shared_faces_68):
     """Drawn over a window cut at the image's edge, the fabric noise changed with where the photo was

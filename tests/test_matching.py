@@ -36,6 +36,15 @@ def test_znorm_uses_only_impostor_scores():
         znorm_on_impostors(np.ones((2, 2)), np.eye(2, dtype=bool))
     with pytest.raises(ValueError, match=r"\(there are 1\)"):
         znorm_on_impostors(np.ones((1, 2)), np.array([[True, False]]))
+    # a NaN impostor was "too few impostors", a NaN mated score came back NaN, a flag of 2 read as mated
+    for bad in (np.where(mated, matrix, np.nan), np.where(mated, np.inf, matrix)):
+        with pytest.raises(ValueError, match="scores contain NaN or infinity"):
+            znorm_on_impostors(bad, mated)
+    with pytest.raises(ValueError, match=r"mated flags are True/False \(or 1/0\), got 2"):
+        znorm_on_impostors(matrix, mated * 2)
+    with pytest.raises(ValueError, match=r"differ in shape"):
+        znorm_on_impostors(matrix, mated[:1])
+    np.testing.assert_allclose(znorm_on_impostors(matrix, mated.astype(int)), z)
 
 
 def test_fusion_puts_different_scales_on_one_footing():

@@ -545,6 +545,17 @@ def test_direct_calls_refuse_rates_fold_ids_identities_and_flags_they_misread():
     with pytest.raises(ValueError, match="beyond float32's range"):
         M.identification_stats(np.array([[1e300, 1.0]]), None, [0], [0, 1])
     assert M.identification_stats(matrix, None, ["a", "b", "z"], ["a", "b", "c"]).rank.tolist() == [1, 1, 0]
+    # numbers against names matched nothing ("need both genuine and impostor pairs"); the seed's reading
+    # left a None probe out as not in the gallery
+    rng = np.random.default_rng(0)
+    probes, gallery = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
+    for call in (M.probe_gallery_summary, M.seed_identification):
+        with pytest.raises(ValueError, match="probe identities are numbers and gallery identities names: none could"):
+            call(probes, gallery, [0, 1, 2], ["0", "1", "2"])
+        with pytest.raises(ValueError, match="names or whole numbers, not both and none missing"):
+            call(probes, gallery, ["a", None, "c"], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="probe identities are names and gallery identities numbers"):
+        M.identification_stats(matrix, None, ["0", "1", "2"], [0, 1, 2])
 
 
 def test_more_direct_calls_refused_in_words(tmp_path):

@@ -552,6 +552,7 @@ def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misrea
     face = Face((0.0, 0.0, 1.0, 1.0), 1.0, tuple(map(tuple, points)))
     record = FaceRecord(source_key="k", face_index=0, landmarks5=points.tolist())
     np.testing.assert_array_equal(embedder.embed_faces(image, [face]), expected)
+    np.testing.assert_array_equal(embedder.embed_faces(image, face), expected)  # one Face: "not iterable"
     # a record keeps its points to 0.01 px (maskgen.record.as_recorded): its embedding is theirs
     np.testing.assert_array_equal(embedder.embed_faces(image, [record]),
                                   embedder.embed_faces(image, np.asarray([record.landmarks5])))
