@@ -193,10 +193,21 @@ def write_shard(store, folder: str, table, part: str = "") -> None:
 
 def input_counts(table) -> dict:
     """Inputs per status, counted on the `_first` row of each input (the workers mark one row per
-    input row): a shard may hold some of an image's face rows and the next shard the rest."""
+    input row): a shard may hold some of an image's face rows and the next shard the rest. An input
+    counts as failed where a row of it in `table` failed (a face the model could not embed beside a
+    fine one): counted by its first row, a run with such a face said all was ok and passed --strict."""
+    from jobs.progress import FINE
+
+    statuses = table.column("status").to_pylist()
+    inputs = table.column("input_row").to_pylist() if "input_row" in table.column_names else [None] * len(statuses)
+    failed: dict = {}
+    for name, status in zip(inputs, statuses):
+        if name is not None and status not in FINE:
+            failed.setdefault(name, status)
     counts: dict = {}
-    for first, status in zip(table.column("_first").to_pylist(), table.column("status").to_pylist()):
+    for first, name, status in zip(table.column("_first").to_pylist(), inputs, statuses):
         if first:
+            status = failed.get(name, status)
             counts[status] = counts.get(status, 0) + 1
     return counts
 

@@ -190,13 +190,22 @@ class DoneRows:
         return mask if self.where is None else pc.and_(mask, self.where(table))
 
     def failed(self, table):
-        """The rows that failed (and that `where` selects)."""
+        """The rows that failed (and that `where` selects), and every row of an input (`input_row`) one
+        of whose rows failed: with `--retry-failed` the input is done again whole. Row by row, an image
+        with one face failed and one fine still counted as done, and its failed row was dropped and
+        never written again (the failure vanished from the manifest and the report)."""
         import pyarrow.compute as pc
 
-        return self._within(pc.invert(self._fine(table)), table)
+        failed = self._within(pc.invert(self._fine(table)), table)
+        if "input_row" in table.column_names and pc.any(failed).as_py():
+            inputs = pc.unique(table.filter(failed).column("input_row"))
+            failed = self._within(pc.is_in(table.column("input_row"), value_set=inputs), table)
+        return failed
 
     def __call__(self, table):
-        return self._within(self._fine(table), table) if self.retry_failed else self.where(table)
+        import pyarrow.compute as pc
+
+        return self._within(pc.invert(self.failed(table)), table) if self.retry_failed else self.where(table)
 
     def select(self, table):
         """The rows of `table` that count as done (the table itself when every row does)."""

@@ -902,6 +902,34 @@ def test_a_face_the_model_gives_nan_for_is_its_rows_error_and_the_report_is_stil
     report = json.loads((tmp_path / "run" / "report" / "report.json").read_text())["results"][0]
     assert report["acquisition"]["gallery"]["failed_to_acquire"] == 1
     assert report["identification"]["unenrolled_probes"] == 1
+    # --retry-failed does the image again whole: its failed face row was dropped and never written
+    # again while its other face's row kept the image "done" (the failure left the manifest; --strict
+    # then passed)
+    assert main(["run", str(root), str(tmp_path / "run"), "--model", model, "--executor", "local", "--quiet",
+                 "--retry-failed"]) == 0
+    manifest = read_manifest(str(tmp_path / "run" / "masked"))
+    bright = manifest[manifest.source_key == "p2/a_bright.jpg"]
+    assert sorted(zip(bright.face_index, bright.status)) == [(0, "error"), (1, "ok")]
+    assert len(manifest) == 5 and not manifest.duplicated(["source_key", "face_index"]).any()
+    gallery = rows(tmp_path / "run" / "embeddings" / "unmasked")
+    assert [r["status"] for k, r in gallery.items() if k[0] == "p2/a_bright.jpg"] == ["error"]
+    assert main(["run", str(root), str(tmp_path / "run"), "--model", model, "--executor", "local", "--quiet",
+                 "--strict"]) == 1
+
+    # a failed face that is not its image's first row: the image counted as ok (by its first row), and
+    # --strict passed
+    two = tmp_path / "two" / "p"
+    two.mkdir(parents=True)
+    left = cv2.imread(str(faces / "person_01/img4.jpg"))
+    right = cv2.convertScaleAbs(cv2.imread(str(faces / "person_01/img5.jpg")), alpha=1.6, beta=120)
+    height = max(left.shape[0], right.shape[0])
+    cv2.imwrite(str(two / "two.jpg"), np.hstack([cv2.copyMakeBorder(x, 0, height - x.shape[0], 0, 0,
+                                                                     cv2.BORDER_CONSTANT, value=(128, 128, 128))
+                                                  for x in (left, right)]))
+    assert main(["embed", str(two.parent), str(tmp_path / "emb2"), "--model", model, "--face", "all",
+                 "--executor", "local", "--quiet", "--strict"]) == 1
+    faces_of_two = rows(tmp_path / "emb2")
+    assert sorted((k[1], r["status"]) for k, r in faces_of_two.items()) == [(0, "ok"), (1, "error")]
 
     # shards written before (a NaN vector on an ok row): refused naming the face, not "embeddings contain NaN"
     shard = sorted((tmp_path / "emb").rglob("*.parquet"))
