@@ -18,6 +18,7 @@ import numpy as np
 from maskgen import boxes as B
 from maskgen.checks import is_number, is_whole
 from maskgen.decode import check_rgb
+from maskgen.runtime import MadeAgainWhereUnpickled
 
 IMAGES_PER_CALL = 8
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
@@ -109,7 +110,7 @@ def _normalise(image: np.ndarray) -> np.ndarray:
     return (image.astype(np.float32) - 127.5) * (1.0 / 128.0)
 
 
-class MTCNN:
+class MTCNN(MadeAgainWhereUnpickled):
     """The three-stage cascade; `device` is `auto` (CUDA when present), `cpu` or `cuda`."""
 
     def __init__(self, options: DetectorOptions | None = None, device: str = "auto",

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from maskgen.decode import check_rgb
+from maskgen.runtime import MadeAgainWhereUnpickled
 
 JAW = range(0, 17)
 NOSE_BRIDGE = range(27, 31)
@@ -195,7 +196,7 @@ def checked_boxes(boxes, points5, shape) -> tuple[np.ndarray, np.ndarray | None]
     return arr, points5
 
 
-class LandmarkPredictor:
+class LandmarkPredictor(MadeAgainWhereUnpickled):
     """dlib's 68-point shape predictor, fed with detector boxes mapped into dlib's convention."""
 
     def __init__(self, path: Path | None = None, mapping: BoxMapping = MTCNN_TO_DLIB):

@@ -20,6 +20,29 @@ from pathlib import Path
 _DEVICES = ("auto", "cpu", "cuda")
 
 
+class MadeAgainWhereUnpickled:
+    """Base of the classes that hold a model (an ONNX Runtime session, dlib's predictor, an OpenCV
+    detector), none of which can be pickled: such an object pickles as the arguments it was made
+    with and is made again where it is unpickled, so `ray.put`, a task's arguments or a
+    `map_batches` closure take it (it was "TypeError: cannot pickle 'InferenceSession' object").
+    Each process then loads its own copy from its model cache, as an actor does; `device="auto"`
+    picks that process's device. What the object learned after it was made (a fixed batch size
+    found by `check`) is learned again."""
+
+    def __new__(cls, *args, **kwargs):
+        made = super().__new__(cls)
+        made._made_with = (args, kwargs)
+        return made
+
+    def __reduce__(self):
+        args, kwargs = self._made_with
+        return (_made_again, (type(self), args, kwargs))
+
+
+def _made_again(cls, args: tuple, kwargs: dict):
+    return cls(*args, **kwargs)
+
+
 def cache_dir() -> Path:
     """Where built and extracted models live: `$MFR_CACHE_DIR`, else `$XDG_CACHE_HOME/mfr`, else
     `~/.cache/mfr`. A folder that cannot be made or written is ModelCacheError, naming it."""

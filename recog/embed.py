@@ -21,7 +21,7 @@ import numpy as np
 
 from maskgen.align import align_face
 from maskgen.decode import check_rgb
-from maskgen.runtime import create_session, sha256_bytes
+from maskgen.runtime import MadeAgainWhereUnpickled, create_session, sha256_bytes
 from recog.spec import METADATA_KEY, ModelSpec
 
 
@@ -204,7 +204,7 @@ def _rewrite_prelus(onnx_model, folder: Path) -> tuple[bytes | None, int]:
     return (model.SerializeToString(), replaced) if replaced else (None, 0)
 
 
-class Embedder:
+class Embedder(MadeAgainWhereUnpickled):
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
                  accept_licence: bool = False, batch_size: int = 64, region: str = "full"):

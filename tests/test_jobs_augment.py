@@ -493,3 +493,41 @@ def test_job_functions_refuse_bad_arguments_before_any_output(dataset, tmp_path)
         with pytest.raises(ValueError, match=why):
             call()
         assert not out.exists(), why
+
+
+def test_model_objects_go_to_ray_tasks_by_value(ray_runtime, detector, predictor, face_photos):
+    """The Python API in a user's own Ray code: an Augmenter or Embedder made on the driver and given
+    to a task (or captured by a `map_batches` function) was "cannot pickle 'InferenceSession' object".
+    Each model object pickles as the arguments it was made with and is made again in the worker."""
+    import pickle
+
+    from conftest import read_rgb
+    from maskgen.augment import Augmenter
+    from maskgen.yunet import YuNet
+    from recog.embed import Embedder
+
+    image = read_rgb(face_photos[0])
+    augmenter = Augmenter(AugmentOptions(style="surgical", seed=3), detector=detector, predictor=predictor)
+    embedder = Embedder("sface", device="cpu")
+    faces = detector.detect(image)
+
+    @ray_runtime.remote(num_cpus=0.5)
+    def in_a_worker(augmenter, embedder, image):
+        import os
+
+        found = augmenter.detector.detect(image)
+        return os.getpid(), augmenter.augment(image, "p/a.jpg").image, found, embedder.embed_faces(image, found)
+
+    pid, masked, found, vectors = ray_runtime.get(in_a_worker.remote(augmenter, embedder, image))
+    import os
+
+    assert pid != os.getpid()
+    np.testing.assert_array_equal(masked, augmenter.augment(image, "p/a.jpg").image)
+    assert [f.box for f in found] == [f.box for f in faces]
+    np.testing.assert_allclose(vectors, embedder.embed_faces(image, faces), atol=1e-5)
+    # one detector shared by the augmenter's parts stays one; YuNet and the predictor travel too
+    copy = pickle.loads(pickle.dumps(augmenter))
+    assert copy.finder.detector("mtcnn") is copy.detector and copy.eye_locator.mtcnn is copy.detector
+    yunet = YuNet()
+    assert [f.box for f in pickle.loads(pickle.dumps(yunet)).detect(image)] == [f.box for f in yunet.detect(image)]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(predictor)).predict(image, faces), predictor.predict(image, faces))
