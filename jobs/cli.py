@@ -194,12 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "reachable and at most 10,000 images are to do, else ray)")
 
     def model_options(sp, several: bool = False):
-        if several:  # `mfr run`: --model and --models are one option, so the last given wins (a flag over a file)
+        if several:  # run, evaluate: --model and --models are one option, so the last given wins (a flag over a file)
             sp.add_argument("--model", dest="models", metavar="MODEL",
                             help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
             sp.add_argument("--models", dest="models",
-                            help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each; "
-                                 "the same option as --model, so the last of the two given wins")
+                            help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each"
+                                 + ("" if sp.prog.endswith(" run") else ", each embedded in a pass of its own")
+                                 + "; the same option as --model, so the last of the two given wins")
         else:
             sp.add_argument("--model", default="sface",
                             help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "mfr evaluate ../shared/data/masked_crops/manifest.csv out/eval-crops",
                 "mfr evaluate /data/c-RMFRD out/eval --pairs Protocol_verification/AFDB_final_Jeff.csv --missing skip",
                 "mfr evaluate /data/lfw out/eval-lfw --pairs /data/lfw/pairs.txt --input-kind photos",
-                "mfr evaluate /data/c-RMFRD out/eval-id --lists AFDB_gallery_fianl.csv AFDB_probe_final.csv")
+                "mfr evaluate /data/c-RMFRD out/eval-id --lists AFDB_gallery_fianl.csv AFDB_probe_final.csv",
+                "mfr evaluate ../shared/data/masked_crops/manifest.csv out/eval-crops --models sface,dlib-resnet")
     v.add_argument("input", help="folder or s3:// prefix of the images, or an input manifest (.csv/.parquet with a "
                                  "path column, optional identity and masked columns)")
     v.add_argument("output", help="where embeddings/ and report/ go")
@@ -320,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="look again more permissively where padding finds no face (default: the input kind's)")
     v.add_argument("--face", choices=("center", "largest"), default="center",
                    help="the face of each image that is embedded (default center)")
-    model_options(v)
+    model_options(v, several=True)
     v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
     v.add_argument("--workers", type=positive_int,
                    help="most actors in the CPU pool (detection and alignment; they also embed where the cluster "
@@ -737,9 +739,11 @@ def cmd_evaluate(args) -> int:
     from jobs.evaluate import run_evaluate
     from jobs.score import NothingToScore
 
+    models = _names(args.models) if args.models is not None else ["sface"]
     bar = _progress(args.quiet, "evaluate")
     try:
-        result = run_evaluate(args.input, args.output, args.model, pairs=args.pairs, lists=args.lists,
+        result = run_evaluate(args.input, args.output, models[0] if len(models) == 1 else models,
+                              pairs=args.pairs, lists=args.lists,
                               masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
                               gallery_template=args.gallery_template, missing=args.missing,
                               accept_licence=args.accept_model_licence, images_uri=args.images,
@@ -751,7 +755,10 @@ def cmd_evaluate(args) -> int:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
             _finish("evaluate", exc.summary, bar)
         raise
-    _finish("evaluate", result["embed"], bar)
+    for model, summary in result["embeds"].items():
+        if len(models) > 1:
+            print(f"evaluate: {model}")
+        _finish("evaluate", summary, bar)
     _print_report({"paths": result["report"], "notes": result.get("notes")})
     return 0
 

@@ -3,6 +3,7 @@
     run_evaluate("/data/c-RMFRD", "out/eval", pairs="AFDB_final_Jeff.csv")            # verification pairs
     run_evaluate("/data/c-RMFRD", "out/eval", lists=("gallery.csv", "probe.csv"))     # identification lists
     run_evaluate("../shared/data/masked_crops/manifest.csv", "out/eval")              # real masked vs unmasked
+    run_evaluate("../shared/data/masked_crops/manifest.csv", "out/eval", ["sface", "dlib-resnet"])  # a row each
 
 Every image is embedded once (`jobs.embed.run_embed`, a Ray job: the face chosen by `face`, found as
 `input_kind` says, default `masked`: photos and crops of people in real masks) into
@@ -250,7 +251,26 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                  acquisition=acquisition, empty_ids=tuple(empty_ids))
 
 
-def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs: str | None = None,
+def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str]]:
+    """(model_id, model) of each model `mfr evaluate` is asked for: one name or path, or a list of
+    them, none given twice (two spellings of one model, a built-in's name and its cached file, are
+    one model). Each is loaded here, so a wrong one fails before any image is embedded."""
+    from jobs.embed import model_identity
+
+    given = [model] if isinstance(model, (str, Path)) else list(model)
+    if not given or not all(isinstance(m, (str, Path)) and str(m).strip() for m in given):
+        raise ValueError(f"models are names or .onnx paths, at least one, got {model!r}")
+    out, seen = [], {}
+    for m in given:
+        model_id = model_identity(str(m), accept_licence)[0]
+        if model_id in seen:
+            raise ValueError(f"{m!r} is the model {seen[model_id]!r} given again ({model_id})")
+        seen[model_id] = m
+        out.append((model_id, str(m)))
+    return out
+
+
+def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sface", *, pairs: str | None = None,
                  lists: tuple[str, str] | None = None, masked_rule: str = "seed", input_kind: str = "masked",
                  face: str = "center", gallery_template: str = "best", missing: str = "error",
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
@@ -259,12 +279,14 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
                  retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
-    Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}.
+    `model`: one model, or a list of them: each embeds in a pass of its own and is a row of one report.
+    Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}
+    (the first model's), and "embeds" / "results", one per model.
     `retry_failed`: images an earlier run recorded as failed (missing, undecodable, ...) are embedded
     again, as `mfr embed --retry-failed` does. With no face on one side, NothingToScore carries the
     embedding job's summary."""
     from jobs.augment import check_counts
-    from jobs.embed import model_identity, read_shards, run_embed
+    from jobs.embed import read_shards, run_embed
     from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, publish_report, refuse_foreign_report,
                             score_pairs, unmated_note)
     from recog.protocols import read_pairs_file, read_seed_list
@@ -272,6 +294,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
 
     check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
                  max_pixels=max_pixels)
+    models = evaluated_models(model, accept_licence)
     for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
         check_flag(option, flag)
     if face not in ("center", "largest"):  # as --face: a protocol names images, each one face
@@ -400,60 +423,72 @@ def run_evaluate(input_uri: str, output_uri: str, model: str = "sface", *, pairs
     # the rows' masked column says what the report splits by: a manifest's column, else the masked rule
     # (a folder's rows all read false); a protocol file names its images, no rule
     rule = masked_rule if not needed and not by_column else None
-    summary = run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule, accept_licence=accept_licence,
-                        face=face, finder_kind=input_kind, crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
-                        manifest_encoding=manifest_encoding,
-                        workers=workers, recognition_workers=recognition_workers, batch_size=batch_size,
-                        max_pixels=max_pixels, progress=progress,
-                        retry_failed=retry_failed)
+    summaries = []
+    for model_id, model in models:
+        summaries.append(run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule,
+                                   accept_licence=accept_licence, face=face, finder_kind=input_kind,
+                                   crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
+                                   manifest_encoding=manifest_encoding, workers=workers,
+                                   recognition_workers=recognition_workers, batch_size=batch_size,
+                                   max_pixels=max_pixels, progress=progress, retry_failed=retry_failed))
+        if getattr(progress, "close", None):  # a bar per model's pass
+            progress.close()
     try:
-        # this model's rows only: an output evaluated with another model before holds its shards too
-        model_id = model_identity(model, accept_licence)[0]
-        ours = ColumnsEqual(model_id=model_id, mode="plain")
-        name = model_id.split("@")[0]  # the spec's name, as `mfr score` names it (was an .onnx file's name)
-        if protocol is not None:
-            result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
-            skipped = (result.verification or {}).get("pairs_skipped") or 0
-            kind, described = "pairs", (f"{len(protocol)} pairs of {redact(pairs)}" if not skipped else
-                                        f"{len(protocol) - skipped} of the {len(protocol)} pairs of {redact(pairs)} "
-                                        "(--missing skip: the rest name images not in the dataset)")
-        else:
-            rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, keys))
-            rows, failed = relabel(rows, labels), relabel(failed, labels)
-            similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
-            if id_lists is not None:
-                gallery_keys, probe_keys = id_lists
-                kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
+        results = []
+        for model_id, _ in models:
+            # this model's rows only: an output evaluated with another model before holds its shards too
+            ours = ColumnsEqual(model_id=model_id, mode="plain")
+            name = model_id.split("@")[0]  # the spec's name, as `mfr score` names it (was an .onnx file's name)
+            if protocol is not None:
+                result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
+                skipped = (result.verification or {}).get("pairs_skipped") or 0
+                kind, described = "pairs", (f"{len(protocol)} pairs of {redact(pairs)}" if not skipped else
+                                            f"{len(protocol) - skipped} of the {len(protocol)} pairs of "
+                                            f"{redact(pairs)} (--missing skip: the rest name images not in the "
+                                            "dataset)")
             else:
-                embedded = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
-                given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
-                flags = given.astype(bool) if by_column else masked_flags(embedded, masked_rule)
-                probe_keys, gallery_keys = set(embedded[flags]), set(embedded[~flags])
-                if not probe_keys or not gallery_keys:
-                    raise ValueError("need masked and unmasked images: " + (
-                        "the manifest's masked column marks none (or all) of them" if by_column else
-                        f"the masked rule '{masked_rule}' matches none (or all) of the file names; give --masked-rule"))
-                kind = "masked-split"
-                described = ("masked images (the manifest's masked column)" if by_column else
-                             f"masked images (file names, rule '{masked_rule}')") + " against the unmasked ones"
-            result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity, gallery_template,
-                                 missing)
+                rows, emb, failed = read_shards(embeddings, with_failures=True, where=InInput(ours, keys))
+                rows, failed = relabel(rows, labels), relabel(failed, labels)
+                similarity = str(rows.similarity.iloc[0]) if len(rows) else "cosine"
+                if id_lists is not None:
+                    gallery_keys, probe_keys = id_lists
+                    kind, described = "lists", f"probes of {redact(lists[1])} against the gallery of {redact(lists[0])}"
+                else:
+                    embedded = np.concatenate([rows.key.to_numpy(), failed.key.to_numpy()]).astype(str)
+                    given = np.concatenate([rows.masked.to_numpy(), failed.masked.to_numpy()])
+                    flags = given.astype(bool) if by_column else masked_flags(embedded, masked_rule)
+                    probe_keys, gallery_keys = set(embedded[flags]), set(embedded[~flags])
+                    if not probe_keys or not gallery_keys:
+                        raise ValueError("need masked and unmasked images: " + (
+                            "the manifest's masked column marks none (or all) of them" if by_column else
+                            f"the masked rule '{masked_rule}' matches none (or all) of the file names; give "
+                            "--masked-rule"))
+                    kind = "masked-split"
+                    described = ("masked images (the manifest's masked column)" if by_column else
+                                 f"masked images (file names, rule '{masked_rule}')") + " against the unmasked ones"
+                result = score_split(rows, emb, failed, probe_keys, gallery_keys, name, similarity,
+                                     gallery_template, missing)
+            results.append(result)
+        result = results[0]
         title = title or f"Evaluation: {described}"
-        notes = early_notes + [n for n in [unmated_note(result), no_identity_note(result)] if n]
+        notes = early_notes + list(dict.fromkeys(n for r in results for n in (unmated_note(r), no_identity_note(r))
+                                                 if n))
         if repeated_pairs:
             notes.append(f"{repeated_pairs} pair(s) of {redact(pairs)} given again (either way round) were counted "
                          "once.")
         with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
             template = {"best": "every gallery image an entry (an identity scores as its best image)",
                         "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
-            paths = write_report([result], Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
-                                                                                        if template else ""), extra={
-                "protocol": kind, "described": described, "input": redact(input_uri), "model": model,
-                "model_id": ours.values["model_id"],
+            paths = write_report(results, Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
+                                                                                         if template else ""), extra={
+                "protocol": kind, "described": described, "input": redact(input_uri),
+                "model": models[0][1] if len(models) == 1 else [m for _, m in models],
+                "model_id": models[0][0], **({"model_ids": [i for i, _ in models]} if len(models) > 1 else {}),
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = publish_report(out, paths, "report")
-        return {"embed": summary, "result": result, "report": written, "protocol": kind, "notes": notes}
+        return {"embed": summaries[0], "embeds": dict(zip((m for _, m in models), summaries)), "result": result,
+                "results": results, "report": written, "protocol": kind, "notes": notes}
     except NothingToScore as exc:
-        exc.summary = summary  # what happened to each image, for the command to print first
+        exc.summary = summaries[0]  # what happened to each image, for the command to print first
         raise

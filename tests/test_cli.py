@@ -636,11 +636,12 @@ def test_a_config_table_that_sets_one_option_twice_is_refused(tmp_path, capsys):
             main(["--config", str(config), "mask", "a", "b", "--dry-run"])
         assert info.value.code == 2
         assert said in capsys.readouterr().err, text
-    # `model` and `models` at the top level are one option of `mfr run` only
+    # `model` and `models` at the top level are one option of `mfr run` and `mfr evaluate`
     config.write_text('model = "sface"\nmodels = "dlib-resnet"\n')
     with pytest.raises(SystemExit):
         main(["--config", str(config), "run", "a", "b", "--dry-run"])
-    assert "sets one option of `mfr run` twice at the top level: model and models" in capsys.readouterr().err
+    assert re.search(r"sets one option of `mfr (run|evaluate)` twice at the top level: model and models",
+                     capsys.readouterr().err)
     # a switch set to false that stores a constant sets nothing: beside `face`, it is no second setting
     config.write_text('[mask]\nface = "all"\nlargest_only = false\n')
     parser, argv = build_parser(), ["--config", str(config), "mask", "a", "b"]

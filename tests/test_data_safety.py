@@ -1014,6 +1014,9 @@ def test_config_sets_every_kind_of_option_and_flags_still_win(tmp_path):
         "sface,dlib-resnet"
     assert parse("model = 'dlib-resnet'\n", ["run", "a", "b"]).models == "dlib-resnet"
     assert parse("", ["run", "a", "b"]).models is None  # sface
+    assert parse("[evaluate]\nmodels = 'sface,dlib-resnet'\n", ["evaluate", "a", "b"]).models == "sface,dlib-resnet"
+    assert parse("model = 'dlib-resnet'\n", ["evaluate", "a", "b", "--models", "sface,x.onnx"]).models == \
+        "sface,x.onnx"
     args = parse("[score]\ncompare = [['dlib', 'P2', 'G2']]\nfuse = ['sface,dlib']\n", ["score", "P", "G", "O"])
     assert args.compare == [["dlib", "P2", "G2"]] and args.fuse == ["sface,dlib"]
 

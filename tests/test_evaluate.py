@@ -11,6 +11,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.embed import read_shards
+from jobs.evaluate import run_evaluate
 from recog.protocols import read_pairs_file
 
 
@@ -181,6 +182,22 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     wider = evaluate("insightface-mbf", "--accept-model-licence")
     assert wider[:3] == first[:3] and wider[4:] == first[4:] and wider[3] > 0.75  # 0.852 here: its own embeddings
     assert evaluate("sface") == first
+    # --models: one report, a row per model, each row the figures of that model evaluated alone (the
+    # embeddings are all there already: each model's pass embeds nothing)
+    alone = {"sface": json.loads((out / "report" / "report.json").read_text())["results"][0]}
+    for name, more in (("dlib-resnet", ()), ("insightface-mbf", ("--accept-model-licence",))):
+        evaluate(name, *more)
+        alone[name] = json.loads((out / "report" / "report.json").read_text())["results"][0]
+    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--models",
+                 "sface,dlib-resnet,insightface-mbf", "--accept-model-licence", "--quiet"]) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["sface", "dlib-resnet", "insightface-mbf"]
+    assert report["model"] == ["sface", "dlib-resnet", "insightface-mbf"] and len(report["model_ids"]) == 3
+    for row in report["results"]:
+        assert row == alone[row["name"]], row["name"]
+    assert "| dlib-resnet |" in (out / "report" / "report.md").read_text()
+    with pytest.raises(ValueError, match=r"'sface' is the model 'sface' given again"):
+        run_evaluate(str(manifest), str(out), ["sface", "dlib-resnet", "sface"], images_uri=str(crops))
     # read by hand, the folder names its sizes instead of failing inside Arrow
     with pytest.raises(ValueError, match=r"embeddings of 2 sizes \(\[128, 512\]\) from models \['dlib-resnet@"):
         read_shards(str(out / "embeddings"))
