@@ -119,18 +119,24 @@ class CutWrites:
         return {k for k, p in self.parts.items() if p["here"] < p["total"]}
 
     def settle(self, store, rule: "DoneRows"):
-        """Yield the held rows of complete writes. With `rule.drop`, take the rows of incomplete ones
+        """Yield the held rows of complete writes (with `rule.retry_failed`, of those none of whose rows
+        failed). With `rule.drop`, take the rows of incomplete (or failed) ones
         that `rule.where` selects out of their shards (each shard rewritten once): a job for one
         model leaves another model's rows in a shared folder to that model's rerun. An image's record
         stays on a shard while any of its rows do, so those rows still count as a part."""
+        import pyarrow.compute as pc
+
         incomplete = self.incomplete()
         rewrite: dict = {}  # shard key -> input rows to take out
         for part, found in self.held.items():
-            if part not in incomplete:
+            # with --retry-failed, an image a row of which failed, in any part, is done again whole
+            failed = rule.retry_failed and any(pc.any(pc.fill_null(rule.failed(rows), False)).as_py()
+                                               for _, rows in found)
+            if part not in incomplete and not failed:
                 yield from (rows for _, rows in found)
             elif rule.drop:
                 for key, rows in found:
-                    if rule.where is None or rule.select(rows).num_rows:
+                    if rule.where is None or failed or rule.select(rows).num_rows:
                         rewrite.setdefault(key, set()).add(part[0])
         for key, names in rewrite.items():
             _take_out(store, key, names, rule.where)
@@ -222,10 +228,19 @@ class DoneRows:
 
     def drop_failed(self, store, key: str, table) -> tuple:
         """(key, table): the shard at `key` less its failed rows, which leave the store (the shard's
-        new key, its record of cut images kept)."""
+        new key, its record of cut images kept). Rows of images the shard holds only part of are left
+        to `CutWrites.settle`, which sees all their parts: dropped here, a failed face's part went and
+        the image's record still counted it, so the image read as done and the failure was lost."""
+        import pyarrow as pa
         import pyarrow.compute as pc
 
+        from jobs.sink import shard_cuts
+
         failed = pc.fill_null(self.failed(table), False)
+        cut = shard_cuts(table)
+        if cut:
+            held = pc.fill_null(pc.is_in(table.column("input_row"), value_set=pa.array(list(cut), pa.string())), False)
+            failed = pc.and_(failed, pc.invert(held))
         if not pc.any(failed).as_py():
             return key, table
         keep = table.filter(pc.invert(failed))

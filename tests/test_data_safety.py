@@ -857,6 +857,20 @@ def nan_on_bright_model(path, threshold: float = 0.45):
     return path
 
 
+def two_faces_one_bright(path, faces):
+    """A photo of two people side by side, the right one made much brighter: `nan_on_bright_model`
+    embeds face 0 and gives NaN for face 1."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    left = cv2.imread(str(faces / "person_01/img4.jpg"))
+    right = cv2.convertScaleAbs(cv2.imread(str(faces / "person_01/img5.jpg")), alpha=1.6, beta=120)
+    height = max(left.shape[0], right.shape[0])
+    cv2.imwrite(str(path), np.hstack([cv2.copyMakeBorder(x, 0, height - x.shape[0], 0, 0, cv2.BORDER_CONSTANT,
+                                                         value=(128, 128, 128)) for x in (left, right)]))
+    return path
+
+
 def test_a_face_the_model_gives_nan_for_is_its_rows_error_and_the_report_is_still_made(tmp_path, shared_data,
                                                                                      capsys):
     """A model with NaN on some faces wrote them as ok rows: `mfr score` then refused the whole report
@@ -918,14 +932,7 @@ def test_a_face_the_model_gives_nan_for_is_its_rows_error_and_the_report_is_stil
 
     # a failed face that is not its image's first row: the image counted as ok (by its first row), and
     # --strict passed
-    two = tmp_path / "two" / "p"
-    two.mkdir(parents=True)
-    left = cv2.imread(str(faces / "person_01/img4.jpg"))
-    right = cv2.convertScaleAbs(cv2.imread(str(faces / "person_01/img5.jpg")), alpha=1.6, beta=120)
-    height = max(left.shape[0], right.shape[0])
-    cv2.imwrite(str(two / "two.jpg"), np.hstack([cv2.copyMakeBorder(x, 0, height - x.shape[0], 0, 0,
-                                                                     cv2.BORDER_CONSTANT, value=(128, 128, 128))
-                                                  for x in (left, right)]))
+    two = two_faces_one_bright(tmp_path / "two" / "p" / "two.jpg", faces).parent
     assert main(["embed", str(two.parent), str(tmp_path / "emb2"), "--model", model, "--face", "all",
                  "--executor", "local", "--quiet", "--strict"]) == 1
     faces_of_two = rows(tmp_path / "emb2")

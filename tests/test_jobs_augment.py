@@ -390,6 +390,29 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
             assert len(finished["embeddings/masked/shards"].query("input_row == 'person_02/img54.jpg'")) == 3
 
 
+def test_a_failed_face_in_one_part_of_a_cut_image_is_done_again_whole(ray_runtime, tmp_path):
+    """Ray cut an image's two face rows into two shards, the second face failed (its model gave NaN):
+    --retry-failed dropped that part's shard while the image's record still counted it, so the image
+    read as done, nothing was embedded again and the failure was gone from the output."""
+    from jobs.cli import main
+    from test_data_safety import nan_on_bright_model, two_faces_one_bright
+
+    dataset = two_faces_one_bright(tmp_path / "in" / "p" / "two.jpg", require_shared("faces")).parent.parent
+    model = str(nan_on_bright_model(tmp_path / "nan.onnx"))
+    out = tmp_path / "emb"
+    embed = ["embed", str(dataset), str(out), "--model", model, "--face", "all", "--executor", "ray",
+             "--rows-per-shard", "1", "--quiet"]
+    assert main(embed) == 0
+    assert len(list(out.rglob("*.parquet"))) == 2  # the image's rows in two shards
+    rows = _rows_under(out)
+    assert list(zip(rows.face_index, rows.status)) == [(0, "ok"), (1, "error")]
+    assert main([*embed, "--retry-failed", "--dry-run"]) == 0 and _rows_under(out).equals(rows)
+    stamps = _stamps(out)
+    assert main([*embed, "--retry-failed"]) == 0
+    assert _rows_under(out).equals(rows)  # done again: the failed face is still there, once
+    assert _stamps(out) != stamps and main(embed) == 0 and _rows_under(out).equals(rows)
+
+
 def _stamps(folder) -> dict:
     return {p: p.stat().st_mtime_ns for p in _files(folder)}
 
@@ -531,3 +554,13 @@ def test_model_objects_go_to_ray_tasks_by_value(ray_runtime, detector, predictor
     yunet = YuNet()
     assert [f.box for f in pickle.loads(pickle.dumps(yunet)).detect(image)] == [f.box for f in yunet.detect(image)]
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(predictor)).predict(image, faces), predictor.predict(image, faces))
+    # what a user sets after making it travels (a flipped embedder came back plain); copy.copy shares the
+    # model, as before (it loaded a new session)
+    import copy
+
+    embedder.flip = True
+    travelled = pickle.loads(pickle.dumps(embedder))
+    assert travelled.flip and travelled.session is not embedder.session
+    np.testing.assert_allclose(travelled.embed_faces(image, faces), embedder.embed_faces(image, faces), atol=1e-5)
+    shallow = copy.copy(embedder)
+    assert shallow.flip and shallow.session is embedder.session
