@@ -753,14 +753,19 @@ def cmd_evaluate(args) -> int:
                               retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
-            _finish("evaluate", exc.summary, bar)
+            _finish_models(exc.summaries or {models[0]: exc.summary}, bar)
         raise
-    for model, summary in result["embeds"].items():
-        if len(models) > 1:
-            print(f"evaluate: {model}")
-        _finish("evaluate", summary, bar)
+    _finish_models(result["embeds"], bar)
     _print_report({"paths": result["report"], "notes": result.get("notes")})
     return 0
+
+
+def _finish_models(summaries: dict, bar) -> None:
+    """`mfr evaluate`'s summary of each model's pass, under the model's name where there are several."""
+    for model, summary in summaries.items():
+        if len(summaries) > 1:
+            print(f"evaluate: {model}")
+        _finish("evaluate", summary, bar)
 
 
 def cmd_run(args) -> int:

@@ -251,10 +251,12 @@ def score_split(rows, emb, failed, probe_keys, gallery_keys, name: str, similari
                  acquisition=acquisition, empty_ids=tuple(empty_ids))
 
 
-def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str]]:
-    """(model_id, model) of each model `mfr evaluate` is asked for: one name or path, or a list of
-    them, none given twice (two spellings of one model, a built-in's name and its cached file, are
-    one model). Each is loaded here, so a wrong one fails before any image is embedded."""
+def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str, str]]:
+    """(model_id, model, name in the report) of each model `mfr evaluate` is asked for: one name or
+    path, or a list of them, none given twice (two spellings of one model, a built-in's name and its
+    cached file, are one model). Each is loaded here, so a wrong one fails before any image is
+    embedded. A row is named by its spec's name, as `mfr score` names it, or, where two models share
+    that name (an edited copy of sface beside sface), by the model as given."""
     from jobs.embed import model_identity
 
     given = [model] if isinstance(model, (str, Path)) else list(model)
@@ -267,7 +269,8 @@ def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str]]:
             raise ValueError(f"{m!r} is the model {seen[model_id]!r} given again ({model_id})")
         seen[model_id] = m
         out.append((model_id, str(m)))
-    return out
+    names = [model_id.split("@")[0] for model_id, _ in out]
+    return [(model_id, m, name if names.count(name) == 1 else m) for (model_id, m), name in zip(out, names)]
 
 
 def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sface", *, pairs: str | None = None,
@@ -424,7 +427,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # (a folder's rows all read false); a protocol file names its images, no rule
     rule = masked_rule if not needed and not by_column else None
     summaries = []
-    for model_id, model in models:
+    for _, model, _ in models:
         summaries.append(run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule,
                                    accept_licence=accept_licence, face=face, finder_kind=input_kind,
                                    crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
@@ -435,10 +438,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
             progress.close()
     try:
         results = []
-        for model_id, _ in models:
+        for model_id, _, name in models:
             # this model's rows only: an output evaluated with another model before holds its shards too
             ours = ColumnsEqual(model_id=model_id, mode="plain")
-            name = model_id.split("@")[0]  # the spec's name, as `mfr score` names it (was an .onnx file's name)
             if protocol is not None:
                 result = score_pairs([embeddings], protocol, name, missing=missing, where=InInput(ours, keys))
                 skipped = (result.verification or {}).get("pairs_skipped") or 0
@@ -482,13 +484,14 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
             paths = write_report(results, Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
                                                                                          if template else ""), extra={
                 "protocol": kind, "described": described, "input": redact(input_uri),
-                "model": models[0][1] if len(models) == 1 else [m for _, m in models],
-                "model_id": models[0][0], **({"model_ids": [i for i, _ in models]} if len(models) > 1 else {}),
+                "model": models[0][1] if len(models) == 1 else [m for _, m, _ in models],
+                "model_id": models[0][0], **({"model_ids": [i for i, _, _ in models]} if len(models) > 1 else {}),
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = publish_report(out, paths, "report")
-        return {"embed": summaries[0], "embeds": dict(zip((m for _, m in models), summaries)), "result": result,
+        return {"embed": summaries[0], "embeds": dict(zip((m for _, m, _ in models), summaries)), "result": result,
                 "results": results, "report": written, "protocol": kind, "notes": notes}
     except NothingToScore as exc:
-        exc.summary = summaries[0]  # what happened to each image, for the command to print first
+        # what happened to each image, for the command to print first: each model's pass
+        exc.summary, exc.summaries = summaries[0], dict(zip((m for _, m, _ in models), summaries))
         raise

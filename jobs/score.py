@@ -31,9 +31,10 @@ from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate,
 class NothingToScore(ValueError):
     """One side has no embedded face (every image failed, or had no face masked): no figure can be
     computed. `mfr run` attaches its job summary (`summary`), so the command still says what happened
-    to each image before it says why there is no report."""
+    to each image before it says why there is no report; `mfr evaluate` each model's (`summaries`)."""
 
     summary = None
+    summaries = None
 
 
 def status_counts(failed=None) -> str:

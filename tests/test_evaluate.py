@@ -198,6 +198,16 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     assert "| dlib-resnet |" in (out / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match=r"'sface' is the model 'sface' given again"):
         run_evaluate(str(manifest), str(out), ["sface", "dlib-resnet", "sface"], images_uri=str(crops))
+    # two models of one spec name (an edited copy of sface): a row each, told apart (both read "sface")
+    import onnx
+
+    from recog import zoo
+
+    edited = onnx.load(str(zoo.builtin_path("sface")))
+    edited.doc_string = "an edited copy"
+    onnx.save(edited, str(tmp_path / "sface_edit.onnx"))
+    result = run_evaluate(str(manifest), str(out), ["sface", str(tmp_path / "sface_edit.onnx")], images_uri=str(crops))
+    assert [r.name for r in result["results"]] == ["sface", str(tmp_path / "sface_edit.onnx")]
     # read by hand, the folder names its sizes instead of failing inside Arrow
     with pytest.raises(ValueError, match=r"embeddings of 2 sizes \(\[128, 512\]\) from models \['dlib-resnet@"):
         read_shards(str(out / "embeddings"))
@@ -392,6 +402,12 @@ def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_
     assert re.search(rf"\n +missing +{len(rows)}\n", captured.out)  # the summary came first
     assert f"no probe image has an embedded face ({sum(r['masked'] == '1' for r in rows)} missing)" in captured.err
     assert "--retry-failed" in captured.err
+    # several models: each pass's summary under its name (only the first's was printed)
+    assert main(["evaluate", str(manifest), str(tmp_path / "eval2"), "--images", str(elsewhere), "--quiet",
+                 "--models", "sface,dlib-resnet"]) == 2
+    said = capsys.readouterr().out
+    assert "evaluate: sface\n" in said and "evaluate: dlib-resnet\n" in said
+    assert len(re.findall(rf"\n +missing +{len(rows)}\n", said)) == 2
     assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 2  # still missing
     capsys.readouterr()
     assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--retry-failed", "--quiet"]) == 0
