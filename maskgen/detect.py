@@ -113,6 +113,8 @@ def _normalise(image: np.ndarray) -> np.ndarray:
 class MTCNN(MadeAgainWhereUnpickled):
     """The three-stage cascade; `device` is `auto` (CUDA when present), `cpu` or `cuda`."""
 
+    _carried = ("options", "max_patches_per_call")  # settable after it is made: pickled as they are
+
     def __init__(self, options: DetectorOptions | None = None, device: str = "auto",
                  threads: int | None = None, max_patches_per_call: int = 2048, layout: str = "blocked"):
         from maskgen.mtcnn_graphs import build_bytes, cached_models

@@ -163,8 +163,13 @@ def faces_as_boxes(faces, points5=None) -> tuple:
     faces = [faces] if isinstance(faces, Face) else faces
     if not isinstance(faces, (list, tuple)) or not faces or not all(isinstance(f, Face) for f in faces):
         return faces, points5
-    if points5 is None and all(len(f.landmarks) == 5 for f in faces):
-        points5 = np.stack([f.points for f in faces]).astype(np.float64)
+    if points5 is None:
+        with_points = [len(f.landmarks) == 5 for f in faces]
+        if any(with_points) and not all(with_points):  # dropped for all, a tilted face was not levelled
+            raise ValueError(f"face(s) {[i for i, w in enumerate(with_points) if not w]} have no 5 points and the "
+                             "others do: give every face its points, or points5 (N, 5, 2)")
+        if all(with_points):
+            points5 = np.stack([f.points for f in faces]).astype(np.float64)
     return landmark_boxes(faces), points5
 
 
@@ -198,6 +203,8 @@ def checked_boxes(boxes, points5, shape) -> tuple[np.ndarray, np.ndarray | None]
 
 class LandmarkPredictor(MadeAgainWhereUnpickled):
     """dlib's 68-point shape predictor, fed with detector boxes mapped into dlib's convention."""
+
+    _carried = ("mapping",)  # settable after it is made: pickled as it is
 
     def __init__(self, path: Path | None = None, mapping: BoxMapping = MTCNN_TO_DLIB):
         import dlib

@@ -697,6 +697,7 @@ class SeedMask(MaskStyle):
         self.mirror_profiles = bool(mirror_profiles)
 
     def sample(self, rng, face_type=FRONTAL):
+        rng = as_generator(rng)
         # a profile's polygon follows its yaw; a type without one (FaceType.from_code) leaves it to the
         # landmarks at render time (it recorded the unmirrored rows, and render drew the mirrored ones)
         undecided = face_type.profile and self.mirror_profiles and not np.isfinite(face_type.yaw)
@@ -721,6 +722,7 @@ class SurgicalMask(MaskStyle):
         self.colours = _choices("surgical colours", colours, SURGICAL_COLOURS)
 
     def sample(self, rng, face_type=FRONTAL):
+        rng = as_generator(rng)
         name = _choice(rng, self.colours)
         return {"style": "surgical", "colour_name": name, "colour": list(SURGICAL_COLOURS[name]),
                 "pleats": int(rng.integers(2, 4)), "light_side": round(float(rng.uniform(-1, 1)), 3),
@@ -784,6 +786,7 @@ class ClothMask(MaskStyle):
             _choices("cloth pattern colours", pattern_colours, CLOTH_COLOURS)
 
     def sample(self, rng, face_type=FRONTAL):
+        rng = as_generator(rng)
         name = _choice(rng, self.colours)
         pool = self.pattern_colours or tuple(CLOTH_COLOURS)
         second = _choice(rng, tuple(c for c in pool if c != name) or pool)
@@ -854,6 +857,7 @@ class RespiratorMask(MaskStyle):
         return params.get("style") in self.kinds
 
     def sample(self, rng, face_type=FRONTAL):
+        rng = as_generator(rng)
         name = _choice(rng, self.colours)
         kind = _choice(rng, self.kinds)
         return {"style": kind, "colour_name": name, "colour": list(RESPIRATOR_COLOURS[name]),

@@ -26,8 +26,11 @@ class MadeAgainWhereUnpickled:
     with and is made again where it is unpickled, so `ray.put`, a task's arguments or a
     `map_batches` closure take it (it was "TypeError: cannot pickle 'InferenceSession' object").
     Each process then loads its own copy from its model cache, as an actor does; `device="auto"`
-    picks that process's device. What the object learned after it was made (a fixed batch size
-    found by `check`) is learned again."""
+    picks that process's device. The arguments named in `_carried` that the object keeps as
+    attributes of the same name (an embedder's `flip`) are pickled as they are now, set after it was
+    made or not; `copy.copy` shares the model, `copy.deepcopy` makes it again as pickling does."""
+
+    _carried: tuple = ()
 
     def __new__(cls, *args, **kwargs):
         made = super().__new__(cls)
@@ -35,8 +38,20 @@ class MadeAgainWhereUnpickled:
         return made
 
     def __reduce__(self):
+        import inspect
+
         args, kwargs = self._made_with
-        return (_made_again, (type(self), args, kwargs))
+        init = inspect.signature(type(self).__init__)
+        bound = init.bind(self, *args, **kwargs)
+        for name in self._carried:
+            if name in init.parameters and name in self.__dict__:
+                bound.arguments[name] = self.__dict__[name]
+        return (_made_again, (type(self), bound.args[1:], bound.kwargs))
+
+    def __copy__(self):
+        copied = object.__new__(type(self))
+        copied.__dict__.update(self.__dict__)
+        return copied
 
 
 def _made_again(cls, args: tuple, kwargs: dict):

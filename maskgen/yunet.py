@@ -59,6 +59,8 @@ def _quiet_opencv() -> None:
 
 
 class YuNet(MadeAgainWhereUnpickled):
+    _carried = ("options",)  # read again by each detect(): pickled as it is
+
     def __init__(self, options: YuNetOptions | None = None, threads: int | None = None):
         self.options = options or YuNetOptions()
         self.path = yunet_path()

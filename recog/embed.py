@@ -205,6 +205,8 @@ def _rewrite_prelus(onnx_model, folder: Path) -> tuple[bytes | None, int]:
 
 
 class Embedder(MadeAgainWhereUnpickled):
+    _carried = ("flip", "region", "batch_size")  # settable after it is made: pickled as they are
+
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
                  accept_licence: bool = False, batch_size: int = 64, region: str = "full"):

@@ -424,19 +424,22 @@ def check_flags(flags, name: str) -> np.ndarray:
 
 
 def _id_kind(ids: np.ndarray) -> str:
-    if ids.dtype.kind in "US" or (ids.dtype.kind == "O" and all(isinstance(i, (str, bytes)) for i in ids)):
+    if ids.dtype.kind == "U" or (ids.dtype.kind == "O" and all(isinstance(i, str) for i in ids)):
         return "names"
+    if ids.dtype.kind == "S" or (ids.dtype.kind == "O" and all(isinstance(i, bytes) for i in ids)):
+        return "bytes"  # b"a" matched "a" in one function and nothing in the others
     return "numbers"
 
 
 def _check_id_pair(probe_ids, gallery_ids) -> tuple[np.ndarray, np.ndarray]:
-    """Probe and gallery identities (`_check_ids`), of one kind: numbers against names matched nothing,
-    and the failure read "need both genuine and impostor pairs", or every probe as not in the gallery."""
+    """Probe and gallery identities (`_check_ids`), of one kind (names, bytes or numbers): numbers
+    against names matched nothing, and the failure read "need both genuine and impostor pairs", or
+    every probe as not in the gallery."""
     probe_ids = _check_ids(probe_ids, "probe identities")
     gallery_ids = _check_ids(gallery_ids, "gallery identities")
     if probe_ids.size and gallery_ids.size and _id_kind(probe_ids) != _id_kind(gallery_ids):
         raise ValueError(f"probe identities are {_id_kind(probe_ids)} and gallery identities "
-                         f"{_id_kind(gallery_ids)}: none could match; give both as names or both as numbers")
+                         f"{_id_kind(gallery_ids)}: none could match; give both of one kind")
     return probe_ids, gallery_ids
 
 

@@ -168,7 +168,7 @@ def test_a_face_the_images_edge_cuts_keeps_its_landmarks_and_is_not_read_as_a_pr
     stay near the uncut photo's points."""
     from conftest import read_rgb
     from maskgen.augment import AugmentOptions, Augmenter
-    from maskgen.detect import landmark_boxes
+    from maskgen.detect import Face, landmark_boxes
     from maskgen.facetype import yaw_degrees
 
     augmenter = Augmenter(AugmentOptions(style="surgical", seed=1, alignment="eyes"), detector=detector,
@@ -196,6 +196,8 @@ def test_a_face_the_images_edge_cuts_keeps_its_landmarks_and_is_not_read_as_a_pr
             # the detector's Face given as it is (was "float() argument must be ... not 'Face'"): the same
             np.testing.assert_array_equal(predictor.predict(cut, found)[0] + shift, lm)
             np.testing.assert_array_equal(predictor.predict(cut, [found, found])[1] + shift, lm)
+            with pytest.raises(ValueError, match=r"face\(s\) \[1\] have no 5 points and the others do"):
+                predictor.predict(cut, [found, Face(found.box, found.score)])  # (were dropped for every face)
             error = np.linalg.norm(lm - truth, axis=1).mean() / eyes  # was 0.12 to 0.30, three of six profiles
             assert error < 0.15, (name, side, error)
             assert abs(yaw_degrees(lm) - yaw_degrees(truth)) < 20, (name, side, yaw_degrees(lm), yaw_degrees(truth))

@@ -116,6 +116,9 @@ def test_a_style_takes_a_seed_as_albumentations_does_and_refuses_other_randomnes
     for bad in (None, -1, 2**63, 1.5, True, "7", np.random.RandomState(7)):
         with pytest.raises(ValueError, match="a mask is drawn with a numpy Generator"):
             style(image, lm[0], bad)
+        with pytest.raises(ValueError, match="a mask is drawn with a numpy Generator"):
+            style.sample(bad)
+    assert style.sample(7) == style.sample(np.random.default_rng(7)) == by_seed[0][2] or name == "seed"
     with pytest.raises(ValueError, match="an image's key is its name as text"):
         mask_rng(0, None, 0)
 

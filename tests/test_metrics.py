@@ -556,6 +556,11 @@ def test_direct_calls_refuse_rates_fold_ids_identities_and_flags_they_misread():
             call(probes, gallery, ["a", None, "c"], ["a", "b", "c"])
     with pytest.raises(ValueError, match="probe identities are names and gallery identities numbers"):
         M.identification_stats(matrix, None, ["0", "1", "2"], [0, 1, 2])
+    for call in (M.probe_gallery_summary, M.seed_identification):  # b"a" matched "a" in one function only
+        with pytest.raises(ValueError, match="probe identities are bytes and gallery identities names"):
+            call(probes, gallery, [b"a", b"b", b"c"], ["a", "b", "c"])
+    with pytest.raises(ValueError, match="probe identities are bytes and gallery identities names"):
+        M.identification_stats(matrix, None, [b"a", b"b", b"z"], ["a", "b", "c"])
 
 
 def test_more_direct_calls_refused_in_words(tmp_path):
