@@ -193,14 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(a process pool on this machine, no Ray), or auto (default: local when no cluster is "
                              "reachable and at most 10,000 images are to do, else ray)")
 
-    def model_options(sp, several: bool = False):
+    def model_options(sp, several: bool = False, each: str = ""):
         if several:  # run, evaluate: --model and --models are one option, so the last given wins (a flag over a file)
             sp.add_argument("--model", dest="models", metavar="MODEL",
                             help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
             sp.add_argument("--models", dest="models",
-                            help="several models, comma-separated (e.g. sface,dlib-resnet): one report row each"
-                                 + ("" if sp.prog.endswith(" run") else ", each embedded in a pass of its own")
-                                 + "; the same option as --model, so the last of the two given wins")
+                            help=f"several models, comma-separated (e.g. sface,dlib-resnet): one report row each{each}; "
+                                 "the same option as --model, so the last of the two given wins")
         else:
             sp.add_argument("--model", default="sface",
                             help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
@@ -322,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="look again more permissively where padding finds no face (default: the input kind's)")
     v.add_argument("--face", choices=("center", "largest"), default="center",
                    help="the face of each image that is embedded (default center)")
-    model_options(v, several=True)
+    model_options(v, several=True, each=", each embedded in a pass of its own")
     v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
     v.add_argument("--workers", type=positive_int,
                    help="most actors in the CPU pool (detection and alignment; they also embed where the cluster "
@@ -524,16 +523,19 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
             holders = {c: o[key.replace("-", "_")] for c, o in options.items() if key.replace("-", "_") in o}
             if not holders:
                 refuse(f"no command has an option {key!r}")
+            clashes = []  # the commands the key sets an option of that another top-level key set
             for command, action in holders.items():  # a top-level key is each command's that has the option
                 checked = config_value(action, value, lambda why: refuse(
                     f"{key}: {why} for `mfr {command}`; a top-level key is every command's that has the option: "
                     f"put it under [{name}] (the table of each command it is for)"))
-                # per command: `model` and `models` are one option of `mfr run` only
+                # per command: `model` and `models` are one option of `mfr run` and `mfr evaluate` only
                 if checked is not None and given_top.setdefault((command, action.dest), key) != key:
-                    refuse(f"sets one option of `mfr {command}` twice at the top level: "
-                           f"{given_top[(command, action.dest)]} and {key}")
+                    clashes.append((command, given_top[(command, action.dest)]))
                 if command == name and checked is not None:
                     top[action.dest] = checked
+            if clashes:
+                refuse(f"sets one option of {', '.join(f'`mfr {c}`' for c, _ in clashes)} twice at the top "
+                       f"level: {clashes[0][1]} and {key}")
     chosen = {**top, **table}
     subparsers[name].set_defaults(**chosen)
 
@@ -742,8 +744,7 @@ def cmd_evaluate(args) -> int:
     models = _names(args.models) if args.models is not None else ["sface"]
     bar = _progress(args.quiet, "evaluate")
     try:
-        result = run_evaluate(args.input, args.output, models[0] if len(models) == 1 else models,
-                              pairs=args.pairs, lists=args.lists,
+        result = run_evaluate(args.input, args.output, models, pairs=args.pairs, lists=args.lists,
                               masked_rule=args.masked_rule, input_kind=args.input_kind, face=args.face,
                               gallery_template=args.gallery_template, missing=args.missing,
                               accept_licence=args.accept_model_licence, images_uri=args.images,
@@ -753,7 +754,7 @@ def cmd_evaluate(args) -> int:
                               retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
-            _finish_models(exc.summaries or {models[0]: exc.summary}, bar)
+            _finish_models(exc.summaries, bar)
         raise
     _finish_models(result["embeds"], bar)
     _print_report({"paths": result["report"], "notes": result.get("notes")})

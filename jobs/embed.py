@@ -177,6 +177,11 @@ class FacePreparer:
 CROP = "_crop"  # FacePreparer's column of aligned crops, which CropEmbedder embeds and drops
 
 
+def error_text(exc: Exception) -> str:
+    """What a face's row says of the exception that left it without an embedding."""
+    return f"{type(exc).__name__}: {exc}"
+
+
 def crop_arrays(column: list, rows: list[int], w: int, h: int) -> np.ndarray:
     """The aligned crops (len(rows), h, w, 3) uint8 of a crop column's `rows` (raw bytes, as the CPU
     stage puts them on a row)."""
@@ -216,7 +221,7 @@ class CropEmbedder:
         done = self.embedder.embed_each(crop_arrays(column, rows, w, h))
         for i, v in zip(rows, done):
             if isinstance(v, Exception):
-                status[i], message[i] = "error", f"{type(v).__name__}: {v}"
+                status[i], message[i] = "error", error_text(v)
             else:
                 vectors[i] = v
         for name, values in (("embedding", embedding_array(vectors, self.embedder.dim)),
@@ -740,10 +745,10 @@ def where_shards_are(store) -> str:
     return ""
 
 
-def ok_faces(table, where: str = ""):
+def ok_faces(table, folder: str = ""):
     """(rows as pandas without the embedding, embeddings (N, D) float32) of a shard table's faces that
-    have an embedding. Rows whose embedding holds NaN or infinity are refused, named (`where`: the
-    folder, for the message)."""
+    have an embedding. Rows whose embedding holds NaN or infinity are refused, named (`folder`: where
+    the table was read, for the message)."""
     import pyarrow.compute as pc
 
     # failed faces keep a row with a null embedding, which flatten() would skip: drop them first
@@ -757,7 +762,7 @@ def ok_faces(table, where: str = ""):
         # mfr marks such faces failed as it embeds them (`Embedder.embed_each`); these came from an older
         # mfr or another tool. Refused by name: the metrics' own refusal named no face
         first = rows.iloc[bad[0]]
-        raise ValueError(f"{where + ': ' if where else ''}{bad.size} face row(s) with status ok hold NaN or "
+        raise ValueError(f"{folder + ': ' if folder else ''}{bad.size} face row(s) with status ok hold NaN or "
                          f"infinite embeddings, e.g. {str(first.key)!r} face {first.face_index} "
                          f"({first.model_id}): their model failed on them; embed those images again into a new "
                          "folder (mfr marks such faces failed), or drop the rows")

@@ -259,7 +259,7 @@ def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str, str]]:
     that name (an edited copy of sface beside sface), by the model as given."""
     from jobs.embed import model_identity
 
-    given = [model] if isinstance(model, (str, Path)) else list(model)
+    given = [model] if isinstance(model, (str, Path)) else list(model) if isinstance(model, (list, tuple)) else None
     if not given or not all(isinstance(m, (str, Path)) and str(m).strip() for m in given):
         raise ValueError(f"models are names or .onnx paths, at least one, got {model!r}")
     out, seen = [], {}
@@ -297,12 +297,12 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
 
     check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
                  max_pixels=max_pixels)
-    models = evaluated_models(model, accept_licence)
     for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
         check_flag(option, flag)
     if face not in ("center", "largest"):  # as --face: a protocol names images, each one face
         raise ValueError(f"face must be 'center' or 'largest', got {face!r}")
     FinderOptions.for_inputs(input_kind)  # an unknown kind, before the output is made
+    models = evaluated_models(model, accept_licence)  # loaded: a wrong one fails before any image
     if lists is not None and (isinstance(lists, (str, Path)) or len(lists) != 2):
         # one file failed at an index, three after every image was embedded, a text letter by letter
         raise ValueError(f"lists are two files, the gallery's and the probes', got {lists!r}")

@@ -36,7 +36,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from jobs.augment import MANIFEST_DIR, AugmentWorker, check_counts, manifest_schema
-from jobs.embed import SHARD_DIR, crop_arrays
+from jobs.embed import SHARD_DIR, crop_arrays, error_text
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
@@ -240,7 +240,7 @@ class RecognizeWorker:
             # it stopped the job, and a NaN vector stopped the report
             for i, v in zip(rows, embedder.embed_each(crop_arrays(column, rows, w, h))):
                 if isinstance(v, Exception):
-                    errors[i] = f"{type(v).__name__}: {v}"
+                    errors[i] = error_text(v)
                 else:
                     vectors[i] = v
             batch = batch.append_column(pa.field(t.column, pa.list_(pa.float32(), t.dim)),
@@ -249,8 +249,10 @@ class RecognizeWorker:
             failed = [i for i, e in enumerate(errors) if e]
             if failed:  # and the manifest's row: the summary counts it, --strict fails on it
                 status, message = batch.column("status").to_pylist(), batch.column("message").to_pylist()
-                for i in failed:
-                    status[i], message[i] = "error", f"{t.folder}: {errors[i]}"
+                for i in failed:  # (each model that failed on the face says so)
+                    said = f"{t.folder}: {errors[i]}"
+                    message[i] = f"{message[i]}; {said}" if status[i] == "error" and message[i] else said
+                    status[i] = "error"
                 for name, values in (("status", status), ("message", message)):
                     batch = batch.set_column(batch.schema.get_field_index(name), name, pa.array(values, pa.string()))
         batch = batch.append_column("recognition_node", pa.array([self.node] * batch.num_rows, pa.string()))

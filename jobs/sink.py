@@ -60,10 +60,23 @@ class JobSummary:
                    faces=view["faces"], statuses=view["statuses"], seconds=seconds)
 
 
+def input_statuses(input_rows, statuses) -> dict:
+    """Each input's status, from its rows: its first row's, or the first failed one's where a row of
+    it failed (a face the model could not embed beside a fine one: read by its first row, such an
+    image was `ok` in the summary and passed --strict)."""
+    from jobs.progress import FINE
+
+    out: dict = {}
+    for name, status in zip(input_rows, statuses):
+        if name not in out or (status not in FINE and out[name] in FINE):
+            out[name] = status
+    return out
+
+
 def status_counts(input_rows, statuses) -> dict:
-    """Inputs per status: an image's several face rows count once."""
+    """Inputs per status (`input_statuses`): an image's several face rows count once."""
     counts: dict = {}
-    for _, status in dict.fromkeys(zip(input_rows, statuses)):
+    for status in input_statuses(input_rows, statuses).values():
         counts[status] = counts.get(status, 0) + 1
     return counts
 
@@ -192,22 +205,14 @@ def write_shard(store, folder: str, table, part: str = "") -> None:
 
 
 def input_counts(table) -> dict:
-    """Inputs per status, counted on the `_first` row of each input (the workers mark one row per
-    input row): a shard may hold some of an image's face rows and the next shard the rest. An input
-    counts as failed where a row of it in `table` failed (a face the model could not embed beside a
-    fine one): counted by its first row, a run with such a face said all was ok and passed --strict."""
-    from jobs.progress import FINE
-
-    statuses = table.column("status").to_pylist()
-    inputs = table.column("input_row").to_pylist() if "input_row" in table.column_names else [None] * len(statuses)
-    failed: dict = {}
-    for name, status in zip(inputs, statuses):
-        if name is not None and status not in FINE:
-            failed.setdefault(name, status)
+    """Inputs per status (`input_statuses` of the rows `table` holds), each counted where its `_first`
+    row is (the workers mark one row per input row): a shard may hold some of an image's face rows
+    and the next shard the rest."""
+    inputs = table.column("input_row").to_pylist()
+    firsts = {name for name, first in zip(inputs, table.column("_first").to_pylist()) if first}
     counts: dict = {}
-    for first, name, status in zip(table.column("_first").to_pylist(), inputs, statuses):
-        if first:
-            status = failed.get(name, status)
+    for name, status in input_statuses(inputs, table.column("status").to_pylist()).items():
+        if name in firsts:
             counts[status] = counts.get(status, 0) + 1
     return counts
 

@@ -180,8 +180,8 @@ class DoneRows:
     """How a listing reads the shards an earlier run wrote (`_done_tables`): an input counts as done
     where it has a row that `where` (a pyarrow boolean mask over a shard, if given) selects, except
     the rows of an image whose write was left incomplete (`CutWrites`) and, with `retry_failed` (for
-    `--retry-failed`), rows that failed (a status outside `jobs.progress.FINE`: missing,
-    undecodable, error, ...), so a rerun does those images again.
+    `--retry-failed`), the rows of an input a row of which failed (a status outside
+    `jobs.progress.FINE`: missing, undecodable, error, ...), so a rerun does those images again.
 
     With `drop` (a real run, not a dry run), those rows leave their shards as the listing reads
     them (`_rewrite`): the rows written again are then an input's only rows. One read task lists a
@@ -204,8 +204,9 @@ class DoneRows:
 
         failed = self._within(pc.invert(self._fine(table)), table)
         if "input_row" in table.column_names and pc.any(failed).as_py():
-            inputs = pc.unique(table.filter(failed).column("input_row"))
-            failed = self._within(pc.is_in(table.column("input_row"), value_set=inputs), table)
+            # (nulls left out of the set: is_in matches a null with every other null)
+            inputs = pc.drop_null(pc.unique(table.filter(failed).column("input_row")))
+            failed = pc.or_(failed, self._within(pc.is_in(table.column("input_row"), value_set=inputs), table))
         return failed
 
     def __call__(self, table):

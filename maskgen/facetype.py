@@ -76,7 +76,7 @@ def face_landmarks(landmarks68, use: str = "a mask is drawn") -> np.ndarray:
         lm = lm.reshape(68, 2)
     if not np.isfinite(lm).all():  # one reduction: the check is per face, on every face of a job
         bad = np.flatnonzero(~np.isfinite(lm).all(axis=1))
-        raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: {use} from 68 finite points")
+        raise ValueError(f"landmark(s) {bad.tolist()} are NaN or infinite: {use} from finite points only")
     return lm
 
 

@@ -160,8 +160,11 @@ def faces_as_boxes(faces, points5=None) -> tuple:
     face's whole box) and their 5 points where `points5` is None. Anything else passes as it is."""
     from maskgen.detect import Face, landmark_boxes
 
-    faces = [faces] if isinstance(faces, Face) else faces
-    if not isinstance(faces, (list, tuple)) or not faces or not all(isinstance(f, Face) for f in faces):
+    if isinstance(faces, Face):
+        faces = [faces]
+    elif not isinstance(faces, np.ndarray) or faces.dtype == object:  # a generator, an object array of Faces
+        faces = list(faces)
+    if not isinstance(faces, list) or not faces or not all(isinstance(f, Face) for f in faces):
         return faces, points5
     if points5 is None:
         with_points = [len(f.landmarks) == 5 for f in faces]
@@ -221,7 +224,7 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
     def predict(self, image: np.ndarray, boxes, points5: np.ndarray | None = None) -> np.ndarray:
         """(N, 68, 2) float32 points for N detector boxes (x1, y1, x2, y2) in an RGB uint8 image, or
         for the detector's `Face`s (one, or a list): their `landmark_box`es and, unless `points5` is
-        given, their 5 points, as the augment job reads them.
+        given, their 5 points, what the augment job gives it.
 
         `points5` (N, 5, 2), the detector's points (eyes first): a face whose eye line is tilted by
         `LEVEL_ABOVE_DEGREES` or more is turned upright around its box's centre before the predictor

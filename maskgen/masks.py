@@ -112,10 +112,11 @@ def as_generator(rng) -> np.random.Generator:
     a draw, "'int' object has no attribute 'integers'"; None was taken by the seed style)."""
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)) and 0 <= rng <= MAX_SEED:
-        return np.random.default_rng(int(rng))
-    raise ValueError(f"a mask is drawn with a numpy Generator (mask_rng(run_seed, key, face_index), or "
-                     f"np.random.default_rng(seed)) or a seed from 0 to 2**63 - 1, got {rng!r}")
+    try:
+        return np.random.default_rng(check_seed(rng))
+    except ValueError:
+        raise ValueError(f"a mask is drawn with a numpy Generator (mask_rng(run_seed, key, face_index), or "
+                         f"np.random.default_rng(seed)) or a seed from 0 to 2**63 - 1, got {rng!r}") from None
 
 
 def face_and_type(landmarks68, face_type: FaceType) -> tuple[np.ndarray, FaceType]:

@@ -26,9 +26,9 @@ class MadeAgainWhereUnpickled:
     with and is made again where it is unpickled, so `ray.put`, a task's arguments or a
     `map_batches` closure take it (it was "TypeError: cannot pickle 'InferenceSession' object").
     Each process then loads its own copy from its model cache, as an actor does; `device="auto"`
-    picks that process's device. The arguments named in `_carried` that the object keeps as
-    attributes of the same name (an embedder's `flip`) are pickled as they are now, set after it was
-    made or not; `copy.copy` shares the model, `copy.deepcopy` makes it again as pickling does."""
+    picks that process's device. The attributes named in `_carried` (an embedder's `flip`) are
+    pickled as they are now, set after it was made or not, and set again on the object made
+    anew; `copy.copy` shares the model, `copy.deepcopy` makes it again as pickling does."""
 
     _carried: tuple = ()
 
@@ -38,15 +38,10 @@ class MadeAgainWhereUnpickled:
         return made
 
     def __reduce__(self):
-        import inspect
-
         args, kwargs = self._made_with
-        init = inspect.signature(type(self).__init__)
-        bound = init.bind(self, *args, **kwargs)
-        for name in self._carried:
-            if name in init.parameters and name in self.__dict__:
-                bound.arguments[name] = self.__dict__[name]
-        return (_made_again, (type(self), bound.args[1:], bound.kwargs))
+        # (the state pickle sets on the object made again: whatever its class's own arguments are)
+        return (_made_again, (type(self), args, kwargs),
+                {name: self.__dict__[name] for name in self._carried if name in self.__dict__})
 
     def __copy__(self):
         copied = object.__new__(type(self))

@@ -475,9 +475,10 @@ def unacquired_rejected(matrix, acquired) -> np.ndarray:
 
 def mates_per_probe(probe_ids, gallery_ids) -> np.ndarray:
     """Per probe, how many gallery entries are of its identity (`gallery_ids`: each entry's identity)."""
-    uniques, counts = np.unique(np.asarray(gallery_ids).reshape(-1), return_counts=True)
+    probe_ids, gallery_ids = _check_id_pair(probe_ids, gallery_ids)
+    uniques, counts = np.unique(gallery_ids, return_counts=True)
     per_identity = dict(zip(uniques.tolist(), counts.tolist()))
-    return np.array([per_identity.get(i, 0) for i in np.asarray(probe_ids).reshape(-1).tolist()], dtype=np.int64)
+    return np.array([per_identity.get(i, 0) for i in probe_ids.tolist()], dtype=np.int64)
 
 
 def rejected_score(scores) -> float:
@@ -530,8 +531,7 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
     the floor to `verification_summary(..., floor=)`: a TAR@FAR among these comparisons is no measurement."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1)
-    failed_ids = np.asarray(failed_ids).reshape(-1)
-    gallery_ids = np.asarray(gallery_ids).reshape(-1)
+    failed_ids, gallery_ids = _check_id_pair(failed_ids, gallery_ids)
     if len(failed_ids) == 0:
         return scores, labels, stats
     floor = rejected_score(scores) if floor is None else floor

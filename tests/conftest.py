@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -210,3 +211,43 @@ def ray_nodes(s3_endpoint):
     finally:
         nodes.stop()
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def nan_on_bright_model(path, threshold: float = 0.45):
+    """A real ONNX model (arcface-112 spec, 128-d) whose vector is NaN where a crop's mean red, as the
+    spec normalises it (-1 black, 1 white), is above `threshold`: fine on a blank crop and on the
+    photos, NaN on a photo made much brighter, as a model overflowing on some faces is."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from recog.spec import ModelSpec
+
+    rng = np.random.default_rng(0)
+    weights = [helper.make_tensor("w", TensorProto.FLOAT, [3, 128], rng.normal(size=384).astype(np.float32)),
+               helper.make_tensor("c", TensorProto.FLOAT, [1], [threshold]),
+               helper.make_tensor("red", TensorProto.FLOAT, [3, 1], [1.0, 0.0, 0.0])]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "w"], ["v"]), helper.make_node("MatMul", ["f", "red"], ["r"]),
+             helper.make_node("Sub", ["c", "r"], ["d"]), helper.make_node("Sqrt", ["d"], ["g"]),
+             helper.make_node("Mul", ["v", "g"], ["y"])]
+    graph = helper.make_graph(nodes, "nan-on-bright",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3, 112, 112])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 128])], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    spec = {**ModelSpec.preset("arcface-112", name="nan-on-bright").to_dict(), "embedding_size": 128}
+    path.with_suffix(".json").write_text(json.dumps(spec))
+    return path
+
+
+def two_faces_one_bright(path, faces):
+    """A photo of two people side by side, the right one made much brighter: `nan_on_bright_model`
+    embeds face 0 and gives NaN for face 1."""
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    left = cv2.imread(str(faces / "person_01/img4.jpg"))
+    right = cv2.convertScaleAbs(cv2.imread(str(faces / "person_01/img5.jpg")), alpha=1.6, beta=120)
+    height = max(left.shape[0], right.shape[0])
+    cv2.imwrite(str(path), np.hstack([cv2.copyMakeBorder(x, 0, height - x.shape[0], 0, 0, cv2.BORDER_CONSTANT,
+                                                         value=(128, 128, 128)) for x in (left, right)]))
+    return path

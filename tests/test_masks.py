@@ -118,7 +118,8 @@ def test_a_style_takes_a_seed_as_albumentations_does_and_refuses_other_randomnes
             style(image, lm[0], bad)
         with pytest.raises(ValueError, match="a mask is drawn with a numpy Generator"):
             style.sample(bad)
-    assert style.sample(7) == style.sample(np.random.default_rng(7)) == by_seed[0][2] or name == "seed"
+    if name != "seed":  # (the seed style's params record the polygon its face type chose)
+        assert style.sample(7) == style.sample(np.random.default_rng(7)) == by_seed[0][2]
     with pytest.raises(ValueError, match="an image's key is its name as text"):
         mask_rng(0, None, 0)
 
