@@ -160,11 +160,13 @@ def faces_as_boxes(faces, points5=None) -> tuple:
     face's whole box) and their 5 points where `points5` is None. Anything else passes as it is."""
     from maskgen.detect import Face, landmark_boxes
 
+    import types
+
     if isinstance(faces, Face):
         faces = [faces]
-    elif not isinstance(faces, np.ndarray) or faces.dtype == object:  # a generator, an object array of Faces
-        faces = list(faces)
-    if not isinstance(faces, list) or not faces or not all(isinstance(f, Face) for f in faces):
+    elif isinstance(faces, types.GeneratorType) or (isinstance(faces, np.ndarray) and faces.dtype == object):
+        faces = list(faces)  # (anything else, a DataFrame or None among them, reaches checked_boxes as it is)
+    if not isinstance(faces, (list, tuple)) or not faces or not all(isinstance(f, Face) for f in faces):
         return faces, points5
     if points5 is None:
         with_points = [len(f.landmarks) == 5 for f in faces]

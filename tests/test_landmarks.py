@@ -238,3 +238,22 @@ def test_a_face_far_past_the_edge_is_predicted_scaled_down_in_the_same_place(det
     monkeypatch.setattr(maskgen.landmarks, "PAST_EDGE_MAX_SIDE", 160)  # about a third of this neighbourhood
     scaled = predictor.predict(cut, boxes, points)[0]
     assert 0 < np.linalg.norm(scaled - full, axis=1).mean() / eyes < 0.08
+
+
+def test_the_predictor_reads_faces_in_every_container_and_boxes_as_before():
+    """`faces_as_boxes` (what `predict` is given): Faces in a list, tuple, object array or generator;
+    anything else passes to `checked_boxes` as it did (a DataFrame of boxes was read as its column
+    names once; None is the shape error, not "not iterable")."""
+    import pandas as pd
+
+    from maskgen.detect import Face
+    from maskgen.landmarks import checked_boxes, faces_as_boxes
+
+    face = Face((10.0, 10.0, 50.0, 60.0), 0.9, tuple((20.0 + i, 30.0) for i in range(5)))
+    for faces in ([face, face], (face, face), np.array([face, face], dtype=object), (f for f in [face, face])):
+        boxes, points = checked_boxes(*faces_as_boxes(faces), (100, 100, 3))
+        assert boxes.tolist() == [list(face.box)] * 2 and points.shape == (2, 5, 2)
+    for boxes in ([[1, 2, 30, 40]], np.array([[1.0, 2, 30, 40]]), pd.DataFrame([[1, 2, 30, 40]], columns=list("abcd"))):
+        assert checked_boxes(*faces_as_boxes(boxes), (100, 100, 3))[0].tolist() == [[1, 2, 30, 40]]
+    with pytest.raises(ValueError, match=r"boxes are \(N, 4\)"):
+        checked_boxes(*faces_as_boxes(None), (100, 100, 3))
