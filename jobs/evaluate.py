@@ -436,6 +436,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                                    max_pixels=max_pixels, progress=progress, retry_failed=retry_failed))
         if getattr(progress, "close", None):  # a bar per model's pass
             progress.close()
+    embeds = dict(zip((m for _, m, _ in models), summaries))
     try:
         results = []
         for model_id, _, name in models:
@@ -489,9 +490,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = publish_report(out, paths, "report")
-        return {"embed": summaries[0], "embeds": dict(zip((m for _, m, _ in models), summaries)), "result": result,
-                "results": results, "report": written, "protocol": kind, "notes": notes}
+        return {"embed": summaries[0], "embeds": embeds, "result": result, "results": results, "report": written,
+                "protocol": kind, "notes": notes}
     except NothingToScore as exc:
         # what happened to each image, for the command to print first: each model's pass
-        exc.summary, exc.summaries = summaries[0], dict(zip((m for _, m, _ in models), summaries))
+        exc.summary, exc.summaries = summaries[0], embeds
         raise

@@ -97,7 +97,6 @@ class CutWrites:
 
     def hold(self, key: str, table):
         """`table` (the shard at `key`) less the rows of the images it holds part of, which are kept."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         from jobs.sink import shard_cuts
@@ -112,8 +111,7 @@ class CutWrites:
             mine = table.filter(pc.fill_null(pc.equal(rows, name), False))
             if mine.num_rows:
                 self.held.setdefault((name, job), []).append((key, mine))
-        return table.filter(pc.invert(pc.fill_null(pc.is_in(rows, value_set=pa.array(list(cuts), pa.string())),
-                                                   False)))
+        return table.filter(pc.invert(rows_of(table, cuts)))
 
     def incomplete(self) -> set:
         return {k for k, p in self.parts.items() if p["here"] < p["total"]}
@@ -142,17 +140,24 @@ class CutWrites:
             _take_out(store, key, names, rule.where)
 
 
+def rows_of(table, names):
+    """A boolean mask of `table`'s rows whose `input_row` is one of `names` (False for a null one)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.fill_null(pc.is_in(table.column("input_row"), value_set=pa.array(list(names), pa.string())), False)
+
+
 def _take_out(store, key: str, names: set, where: Callable | None) -> None:
     """Rewrite the shard at `key` (`_rewrite`) without the rows of the input rows `names` that
     `where` (if given) selects; the record of an image whose rows all left goes with them."""
-    import pyarrow as pa
     import pyarrow.compute as pc
 
     from jobs.sink import shard_cuts, with_cuts
     from jobs.storage import read_parquet_bytes
 
     table = read_parquet_bytes(store.read(key))
-    out = pc.fill_null(pc.is_in(table.column("input_row"), value_set=pa.array(sorted(names), pa.string())), False)
+    out = rows_of(table, names)
     if where is not None:
         out = pc.and_(out, pc.fill_null(where(table), False))
     keep = table.filter(pc.invert(out))
@@ -232,7 +237,6 @@ class DoneRows:
         new key, its record of cut images kept). Rows of images the shard holds only part of are left
         to `CutWrites.settle`, which sees all their parts: dropped here, a failed face's part went and
         the image's record still counted it, so the image read as done and the failure was lost."""
-        import pyarrow as pa
         import pyarrow.compute as pc
 
         from jobs.sink import shard_cuts
@@ -240,8 +244,7 @@ class DoneRows:
         failed = pc.fill_null(self.failed(table), False)
         cut = shard_cuts(table)
         if cut:
-            held = pc.fill_null(pc.is_in(table.column("input_row"), value_set=pa.array(list(cut), pa.string())), False)
-            failed = pc.and_(failed, pc.invert(held))
+            failed = pc.and_(failed, pc.invert(rows_of(table, cut)))
         if not pc.any(failed).as_py():
             return key, table
         keep = table.filter(pc.invert(failed))

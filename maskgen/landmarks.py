@@ -16,6 +16,7 @@ nostrils 31..35, eyes 36..47, mouth 48..67.
 
 from __future__ import annotations
 
+import types
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -159,8 +160,6 @@ def faces_as_boxes(faces, points5=None) -> tuple:
     passing one failed with "float() argument must be ... not 'Face'"): their `landmark_box`es (a cut
     face's whole box) and their 5 points where `points5` is None. Anything else passes as it is."""
     from maskgen.detect import Face, landmark_boxes
-
-    import types
 
     if isinstance(faces, Face):
         faces = [faces]
