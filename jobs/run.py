@@ -329,8 +329,9 @@ def write_run_shards(table, *, output_uri: str, targets: list[Target], lease: st
             put_shard(store, RUN_MANIFEST, gid, with_cuts(part.filter(pa.array(new)).select(manifest_columns), cuts),
                       label)
             shards += 1
-    counts = input_counts(table)
+    counts, cut = input_counts(table)
     return {"inputs": [sum(counts.values())], "shards": [shards], "statuses": [json.dumps(counts)],
+            "cuts": [json.dumps(cut)],
             "faces": [int(pc.sum(pc.cast(pc.fill_null(table.column("masked"), False), pa.int64())).as_py() or 0)]}
 
 

@@ -43,14 +43,35 @@ class JobSummary:
     seconds: float = 0.0
     shards: int = 0
     notes: list = field(default_factory=list)
+    # images whose rows reached two or more write batches, until every part is counted (`input_counts`)
+    cut_parts: dict = field(default_factory=dict, repr=False)
 
     def add(self, counts: dict) -> None:
-        """Count one written shard (`write_shards`' output row)."""
+        """Count one write batch (`write_shards`' output row). An image Ray cut into two batches is
+        counted once all its parts are in, by the worst status of its rows in any part: counted by
+        the part with its first row, a face failed in a later part read `ok` and --strict passed."""
         self.processed += int(counts["inputs"])
         self.faces += int(counts["faces"])
         self.shards += int(counts["shards"])
         for status, n in json.loads(counts["statuses"]).items():
-            self.statuses[status] = self.statuses.get(status, 0) + n
+            self._count(status, n)
+        for name, (rows, here, status) in json.loads(counts.get("cuts") or "{}").items():
+            part = self.cut_parts.setdefault(name, [rows, 0, status])
+            part[1] += here
+            part[2] = worse_status(part[2], status)
+            if part[1] >= part[0]:
+                self._count(self.cut_parts.pop(name)[2])
+                self.processed += 1
+
+    def finish(self) -> None:
+        """Count the cut images some of whose parts never came (none in a job that ran to its end)."""
+        for _, _, status in self.cut_parts.values():
+            self._count(status)
+        self.processed += len(self.cut_parts)
+        self.cut_parts.clear()
+
+    def _count(self, status: str, n: int = 1) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + n
 
     @classmethod
     def live(cls, view: dict, seconds: float) -> "JobSummary":
@@ -60,16 +81,20 @@ class JobSummary:
                    faces=view["faces"], statuses=view["statuses"], seconds=seconds)
 
 
+def worse_status(first: str, then: str) -> str:
+    """An input's status from two of its rows' in order: the first, unless only the second failed."""
+    from jobs.progress import FINE
+
+    return then if then not in FINE and first in FINE else first
+
+
 def input_statuses(input_rows, statuses) -> dict:
     """Each input's status, from its rows: its first row's, or the first failed one's where a row of
     it failed (a face the model could not embed beside a fine one: read by its first row, such an
     image was `ok` in the summary and passed --strict)."""
-    from jobs.progress import FINE
-
     out: dict = {}
     for name, status in zip(input_rows, statuses):
-        if name not in out or (status not in FINE and out[name] in FINE):
-            out[name] = status
+        out[name] = worse_status(out[name], status) if name in out else status
     return out
 
 
@@ -160,7 +185,7 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str, l
     store = open_store(output_uri)
     check_lease(store, lease)
     shards = 0
-    counts = input_counts(table)
+    counts, cut = input_counts(table)
     transient = ["group"] + [c for c in table.column_names if c.startswith("_")]
     for group in pc.unique(table.column("group")).to_pylist():
         rows = table.filter(pc.equal(table.column("group"), group))
@@ -168,7 +193,7 @@ def write_shards(table, *, output_uri: str, directory: str, faces_column: str, l
         put_shard(store, directory, group, with_cuts(rows.drop_columns(transient), cuts), part_label(rows, cuts))
         shards += 1
     return {"inputs": [sum(counts.values())], "faces": [faces_in(table, faces_column)], "shards": [shards],
-            "statuses": [json.dumps(counts)]}
+            "statuses": [json.dumps(counts)], "cuts": [json.dumps(cut)]}
 
 
 def faces_in(table, faces_column: str) -> int:
@@ -204,17 +229,25 @@ def write_shard(store, folder: str, table, part: str = "") -> None:
     store.write(f"{folder}/{shard_file_name(table, part)}", sink.getvalue())
 
 
-def input_counts(table) -> dict:
-    """Inputs per status (`input_statuses` of the rows `table` holds), each counted where its `_first`
-    row is (the workers mark one row per input row): a shard may hold some of an image's face rows
-    and the next shard the rest."""
+def input_counts(table) -> tuple[dict, dict]:
+    """(inputs per status, cut parts) of a write batch's rows (`input_statuses`). The inputs it holds
+    only some rows of (Ray cut a batch inside an image's face rows; `_rows` says how many it has in
+    all) are left out of the counts and listed instead, {input row: [its rows in all, rows here, their
+    status]}, for the summary to count once every part is in (`JobSummary.add`). A batch
+    without `_rows` holds its inputs whole."""
     inputs = table.column("input_row").to_pylist()
-    firsts = {name for name, first in zip(inputs, table.column("_first").to_pylist()) if first}
+    totals = dict(zip(inputs, table.column("_rows").to_pylist())) if "_rows" in table.column_names else {}
+    here: dict = {}
+    for name in inputs:
+        here[name] = here.get(name, 0) + 1
     counts: dict = {}
+    cut: dict = {}
     for name, status in input_statuses(inputs, table.column("status").to_pylist()).items():
-        if name in firsts:
+        if totals.get(name) is not None and here[name] < totals[name]:
+            cut[name] = [int(totals[name]), here[name], status]
+        else:
             counts[status] = counts.get(status, 0) + 1
-    return counts
+    return counts, cut
 
 
 def mark_inputs(rows: list[dict]) -> list[dict]:
@@ -441,6 +474,7 @@ def run_to_end(ds, progress_actor, started: float, progress=None) -> JobSummary:
         with filtering_stderr(RAY_ACTOR_RESTART_NOTICE):  # (its pools' start-up warning: jobs.pool)
             for counts in ds.iter_rows():
                 summary.add(counts)
+        summary.finish()
     finally:
         stop.set()
         if poller:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -329,7 +330,6 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
     shared a name and overwrote each other (faces lost from the manifest), and `mfr run` scored the
     part without the embedded face as a probe with no face (AUC 0.625 instead of 1.0). Ray's shard
     writers take batches cut anywhere; the local pool cuts where an image's rows begin."""
-    import json
 
     from jobs.cli import main
 
@@ -392,7 +392,7 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
 
 def test_a_failed_face_in_one_part_of_a_cut_image_is_done_again_whole(ray_runtime, tmp_path, capsys):
     """Ray cut an image's two face rows into two shards, the second face failed (its model gave NaN):
-    --retry-failed dropped that part's shard while the image's record still counted it, so the image
+    the summary counted the image by its first part (`ok`, --strict passed), and --retry-failed dropped that part's shard while the image's record still counted it, so the image
     read as done, nothing was embedded again and the failure was gone from the output."""
     from conftest import nan_on_bright_model, two_faces_one_bright
     from jobs.cli import main
@@ -402,17 +402,49 @@ def test_a_failed_face_in_one_part_of_a_cut_image_is_done_again_whole(ray_runtim
     out = tmp_path / "emb"
     embed = ["embed", str(dataset), str(out), "--model", model, "--face", "all", "--executor", "ray",
              "--rows-per-shard", "1", "--quiet"]
-    assert main(embed) == 0
+    # the first run counts the image failed: counted by the part holding its first row, it was `ok`
+    # and --strict passed
+    assert main([*embed, "--strict"]) == 1
+    capsys.readouterr()
     assert len(list(out.rglob("*.parquet"))) == 2  # the image's rows in two shards
     rows = _rows_under(out)
     assert list(zip(rows.face_index, rows.status)) == [(0, "ok"), (1, "error")]
-    capsys.readouterr()
     assert main([*embed, "--retry-failed", "--dry-run"]) == 0 and _rows_under(out).equals(rows)
     assert "0 already done; 1 to process" in capsys.readouterr().out  # (was: 1 already done, 0 to process)
     stamps = _stamps(out)
     assert main([*embed, "--retry-failed"]) == 0
     assert _rows_under(out).equals(rows)  # done again: the failed face is still there, once
     assert _stamps(out) != stamps and main(embed) == 0 and _rows_under(out).equals(rows)
+
+
+def test_the_summary_counts_an_image_cut_into_batches_once_all_its_parts_are_in():
+    """Each write batch returns its counts; an image whose rows two batches share is counted once,
+    with the worst status of its rows in any of them, whichever batch comes first."""
+    import pyarrow as pa
+
+    from jobs.sink import JobSummary, input_counts
+
+    def batch(rows):
+        names, statuses, firsts, totals = zip(*rows)
+        return pa.table({"input_row": list(names), "status": list(statuses), "_first": list(firsts),
+                         "_rows": pa.array(totals, pa.int32())})
+
+    first = batch([("a.jpg", "ok", True, 1), ("b.jpg", "ok", True, 3), ("b.jpg", "ok", False, 3)])
+    then = batch([("b.jpg", "error", False, 3), ("c.jpg", "no_face", True, 1)])
+    assert input_counts(first) == ({"ok": 1}, {"b.jpg": [3, 2, "ok"]})
+    for order in ((first, then), (then, first)):
+        summary = JobSummary()
+        for table in order:
+            counts, cuts = input_counts(table)
+            summary.add({"inputs": sum(counts.values()), "faces": 0, "shards": 1,
+                         "statuses": json.dumps(counts), "cuts": json.dumps(cuts)})
+        assert (summary.processed, summary.statuses) == (3, {"ok": 1, "error": 1, "no_face": 1})
+        assert not summary.cut_parts
+    summary = JobSummary()  # a part that never came: counted by the parts that did
+    counts, cuts = input_counts(first)
+    summary.add({"inputs": 1, "faces": 0, "shards": 1, "statuses": json.dumps(counts), "cuts": json.dumps(cuts)})
+    summary.finish()
+    assert (summary.processed, summary.statuses) == (2, {"ok": 2})
 
 
 def _stamps(folder) -> dict:
