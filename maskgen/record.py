@@ -96,6 +96,7 @@ def _points(value, n: int | None = None) -> list[list[float]] | None:
 
 
 NON_FINITE_EMBEDDING = "the model gave NaN or infinite values for this face: no embedding"
+ZERO_EMBEDDING = "the model gave a vector of zeros for this face (no direction to compare): no embedding"
 
 
 @dataclass

@@ -402,7 +402,9 @@ class Embedder(MadeAgainWhereUnpickled):
         """Per crop, its embedding (as `embed_crops`) or the exception that says why it has none: what a
         job records face by face. A batch the model fails on is embedded again crop by crop, so one
         crop it cannot take costs only its own face; a vector with NaN or infinite values (a model that
-        overflows on some faces) is refused too: it scores NaN against everything."""
+        overflows on some faces) is refused too: it scores NaN against everything; so is a vector of
+        zeros (a ReLU head on a crop it reads as nothing), which scored 0 against every face, as if it
+        were a face like no other."""
         try:
             vectors = list(self.embed_crops(crops))
         except Exception:  # noqa: BLE001 - found crop by crop below
@@ -412,10 +414,16 @@ class Embedder(MadeAgainWhereUnpickled):
                     vectors.append(self.embed_crops(crop[None])[0])
                 except Exception as exc:  # noqa: BLE001 - the face's own error
                     vectors.append(exc)
-        from maskgen.record import NON_FINITE_EMBEDDING
+        from maskgen.record import NON_FINITE_EMBEDDING, ZERO_EMBEDDING
 
-        return [ValueError(NON_FINITE_EMBEDDING) if isinstance(v, np.ndarray) and not np.isfinite(v).all() else v
-                for v in vectors]
+        def checked(v):
+            if not isinstance(v, np.ndarray):
+                return v
+            if not np.isfinite(v).all():
+                return ValueError(NON_FINITE_EMBEDDING)
+            return v if v.any() else ValueError(ZERO_EMBEDDING)
+
+        return [checked(v) for v in vectors]
 
     def embed_faces(self, image: np.ndarray, points5, landmarks68=None, alignment: str = "five-point",
                     locate_eyes=None) -> np.ndarray:
