@@ -22,9 +22,12 @@ STATUSES = ("empty", "undecodable", "unsupported", "too_large")
 
 # the names of the formats decoded here: a folder's other files (.txt, Thumbs.db) and hidden ones
 # (.DS_Store, macOS's ._photo.jpg) are not read as images (jobs.inputs.FolderLister); a file named in
-# an input manifest is read whatever its name
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".gif", ".tif", ".tiff",
-                  ".ppm", ".pgm", ".pbm", ".pnm")
+# an input manifest is read whatever its name. HEIC/HEIF (an iPhone's photos) is listed so that it is
+# refused by name as a failure, never passed over as "not an image"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".avif", ".gif", ".tif",
+                  ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif")
+# the major brands of HEIF files (ISO/IEC 23008-12) that hold HEVC pictures, which Pillow does not read
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
 
 
 def is_image_name(key: str) -> bool:
@@ -230,13 +233,16 @@ def _open(data: bytes, max_pixels: int | None):
             raise DecodeError(
                 "undecodable", f"{fmt} data ({len(data)} bytes) that cannot be read: truncated or corrupt"
             ) from None
+        if data[4:8] == b"ftyp" and bytes(data[8:12]) in _HEIF_BRANDS:
+            raise DecodeError("unsupported", f"a HEIC/HEIF image ({len(data)} bytes), which is not read here: "
+                                             "convert it to JPEG or PNG (e.g. libheif's heif-convert)") from None
         if head[:4] in _TIFF_SIGNATURES:
             raise DecodeError("unsupported", f"a whole TIFF ({len(data)} bytes) whose pixel layout (bits and samples "
                                              "per pixel) we cannot read; convert it to PNG") from None
         raise DecodeError(
             "unsupported",
             f"not an image format we can read ({len(data)} bytes starting {head!r}); "
-            "JPEG, PNG, WebP, BMP, TIFF and GIF are supported",
+            "JPEG, PNG, WebP, AVIF, BMP, TIFF, GIF and PNM are supported",
         ) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise DecodeError("undecodable", f"image header is corrupt ({_reason(exc)})") from None

@@ -128,6 +128,25 @@ def test_animated_gif_gives_its_first_frame():
     assert out.shape == (20, 30, 3) and out.max() < 50
 
 
+def test_avif_decodes_and_heic_is_refused_by_name():
+    """AVIF (Pillow reads it) was passed over in folders as "not an image"; HEIC, an iPhone's photo
+    format that Pillow does not read, said "not an image format we can read (... starting
+    b'\\x00\\x00\\x00\\x18ftypheic')": it is named, with what to do."""
+    from PIL import features
+
+    if not features.check("avif"):
+        pytest.fail("this Pillow reads no AVIF: pyproject asks for one whose wheels do")
+    arr = _rgb(64, 96)
+    out = decode_image(_encode(Image.fromarray(arr), "AVIF", quality=95))
+    # the two smooth gradients (a turned or channel-swapped image fails); the checkerboard is lossy
+    assert out.shape == arr.shape and np.abs(out[..., :2].astype(int) - arr[..., :2]).mean() < 4
+    box = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first box
+    for brand in (b"heic", b"mif1"):
+        with pytest.raises(DecodeError, match="a HEIC/HEIF image .* convert it to JPEG") as info:
+            decode_image(box.replace(b"heic", brand, 1) + bytes(3000))
+        assert info.value.status == "unsupported"
+
+
 def test_one_pixel_image():
     assert decode_image(_encode(Image.new("RGB", (1, 1), (1, 2, 3)), "PNG")).tolist() == [[[1, 2, 3]]]
 

@@ -369,8 +369,8 @@ def test_run_listing_leaves_files_that_are_no_images_or_have_no_identity_out_of_
     from jobs.progress import FINE
 
     root = tmp_path / "in"
-    for key in ("p1/.DS_Store", "p1/._a.jpg", "p1/a.jpg", "p1/b.JPG", "p2/Thumbs.db", "p2/c.png", "README.md",
-                "loose.jpg"):
+    for key in ("p1/.DS_Store", "p1/._a.jpg", "p1/a.jpg", "p1/b.JPG", "p2/Thumbs.db", "p2/c.png", "p2/d.avif",
+                "p2/e.HEIC", "README.md", "loose.jpg"):
         (root / key).parent.mkdir(parents=True, exist_ok=True)
         (root / key).write_bytes(b"x")
     out = open_store(tmp_path / "out")
@@ -378,7 +378,8 @@ def test_run_listing_leaves_files_that_are_no_images_or_have_no_identity_out_of_
     rows = {r["key"]: (r["status"], r["gallery"]) for g in groups for t in lister.rows(g) for r in t.to_pylist()}
     assert rows == {"p1/.DS_Store": ("not_an_image", False), "p1/._a.jpg": ("not_an_image", False),
                     "p1/a.jpg": ("", True), "p1/b.JPG": ("", False), "p2/Thumbs.db": ("not_an_image", False),
-                    "p2/c.png": ("", True), "README.md": ("not_an_image", False), "loose.jpg": ("no_identity", False)}
+                    "p2/c.png": ("", True), "p2/d.avif": ("", False), "p2/e.HEIC": ("", False),
+                    "README.md": ("not_an_image", False), "loose.jpg": ("no_identity", False)}
     assert {"not_an_image", "no_identity"} <= set(NOT_FAILURES) & set(FINE)
     _, groups, lister, _ = input_listing(str(root), out, "manifest")  # mask and embed read every image file
     assert {r["key"]: r["status"] for g in groups for t in lister.rows(g) for r in t.to_pylist()}["loose.jpg"] == ""
