@@ -486,7 +486,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                                                                                          if template else ""), extra={
                 "protocol": kind, "described": described, "input": redact(input_uri),
                 "model": models[0][1] if len(models) == 1 else [m for _, m, _ in models],
-                "model_id": models[0][0], **({"model_ids": [i for i, _, _ in models]} if len(models) > 1 else {}),
+                # each row's model id by the row's name, as in `mfr score`'s reports
+                "model_id": models[0][0], **({"model_ids": {name: i for i, _, name in models}} if len(models) > 1
+                                             else {}),
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = publish_report(out, paths, "report")

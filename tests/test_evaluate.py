@@ -168,12 +168,14 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
         writer.writeheader()
         writer.writerows({k: r[k] for k in ("path", "identity", "masked")} for r in rows if r["identity"] in people)
     out = tmp_path / "eval"
-    alone = {}  # each model's report row, evaluated alone
+    alone, alone_ids = {}, {}  # each model's report row and model id, evaluated alone
 
     def evaluate(model, *more):
         args = ["evaluate", str(manifest), str(out), "--images", str(crops), "--model", model, "--quiet", *more]
         assert main(args) == 0
-        result = alone[model] = json.loads((out / "report" / "report.json").read_text())["results"][0]
+        report = json.loads((out / "report" / "report.json").read_text())
+        result = alone[model] = report["results"][0]
+        alone_ids[model] = report["model_id"]
         return (result["acquisition"], result["identification"]["probes"], result["identification"]["gallery"],
                 result["verification"]["auc"], result["verification"]["genuine"], result["verification"]["impostor"])
 
@@ -189,9 +191,11 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
                  "sface,dlib-resnet,insightface-mbf", "--accept-model-licence", "--quiet"]) == 0
     report = json.loads((out / "report" / "report.json").read_text())
     assert [r["name"] for r in report["results"]] == ["sface", "dlib-resnet", "insightface-mbf"]
-    assert report["model"] == ["sface", "dlib-resnet", "insightface-mbf"] and len(report["model_ids"]) == 3
+    assert report["model"] == ["sface", "dlib-resnet", "insightface-mbf"]
     for row in report["results"]:
         assert row == alone[row["name"]], row["name"]
+        # each row's model id by its name, as `mfr score` gives them
+        assert report["model_ids"][row["name"]] == alone_ids[row["name"]], row["name"]
     assert "| dlib-resnet |" in (out / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match=r"'sface' is the model 'sface' given again"):
         run_evaluate(str(manifest), str(out), ["sface", "dlib-resnet", "sface"], images_uri=str(crops))
