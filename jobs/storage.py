@@ -8,7 +8,8 @@
 S3 goes through boto3 and the standard AWS settings: the credentials chain (environment, profile,
 instance role) and `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for any S3-compatible endpoint
 such as MinIO or Ceph. Requests retry with backoff (botocore's standard mode, `MFR_S3_ATTEMPTS`
-attempts, default 10).
+requests in all, default 10), each waiting at most `MFR_S3_READ_TIMEOUT` seconds (default 20) for an
+answer. An `s3://` URI's key part is literal: `#` and `?` belong to it.
 
 Keys are checked before anything is read or written: a key that is absolute or climbs out of the
 prefix (`..`) is refused, so no output is ever written outside the output prefix. URIs that embed
@@ -116,10 +117,28 @@ def file_uri_path(text: str) -> Path:
     """The local path a `file://` URI names: an absolute path (or on `localhost`), `%20` a space
     (`file://out` took `out` for a host and wrote into the working folder)."""
     parts = urlsplit(text)
+    if "#" in text or "?" in text:  # a URI's '#' and '?' end its path: the job went to another folder
+        raise StorageError(f"{redact(text)}: a file:// URI ends its path at '#' or '?'; write them %23 and %3F, or "
+                           "give the folder as a plain path")
     if parts.netloc not in ("", "localhost"):
         raise StorageError(f"{redact(text)}: a file:// URI names an absolute path (file:///abs/path), not a "
                            "host; give a relative folder as a plain path")
     return Path(unquote(parts.path))
+
+
+def s3_read_timeout() -> float:
+    """`MFR_S3_READ_TIMEOUT` (default 20): seconds an S3 request waits for the endpoint's next bytes.
+    botocore's 60 s, times 10 attempts, kept a job silent for 11 minutes before it said that an
+    endpoint that took the connection never answered."""
+    text = os.environ.get("MFR_S3_READ_TIMEOUT", "20").strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise StorageError(f"MFR_S3_READ_TIMEOUT={text!r}: give the seconds an S3 request waits for an answer, a "
+                           "number above 0 (default 20)")
+    return seconds
 
 
 def s3_attempts() -> int:
@@ -152,6 +171,12 @@ def open_store(uri: str | Path) -> "LocalStore | S3Store":
                                "chain (environment, profile or role) instead")
         if not parts.netloc:
             raise StorageError(f"{redact(text)}: no bucket")
+        # an S3 key is literal: '#' and '?' are part of it (urlsplit cut `s3://b/set#1` to the prefix `set`,
+        # and the job read and wrote another prefix than the one named)
+        bucket_part, slash, path = text.split("://", 1)[1].partition("/")
+        if "#" in bucket_part or "?" in bucket_part:
+            raise StorageError(f"{redact(text)}: no bucket name holds '#' or '?'")
+        parts = parts._replace(path=slash + path, query="", fragment="")
         # S3 keys are literal: `a//b` is not `a/b`, and folding it wrote beside what the user named; only
         # the slash after the bucket and one closing slash (s3://b/p/, a folder's usual spelling) are not keys
         given = parts.path.removeprefix("/")
@@ -442,8 +467,9 @@ class S3Store:
                                    "give them through the AWS credentials chain (environment, profile or role)")
             self._client = boto3.client(
                 "s3", endpoint_url=endpoint,
-                config=Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
-                              read_timeout=60),
+                # total_max_attempts: the first try included (max_attempts counts retries: one more request)
+                config=Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=5,
+                              read_timeout=s3_read_timeout()),
             )
         return self._client
 
@@ -471,13 +497,20 @@ class S3Store:
                 raise FileNotFoundError(f"{what}: no such object") from None
             if code in ("AccessDenied", "403") and what.startswith("reading "):
                 raise UnreadableObject(f"{what}: access denied") from None
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                # a HEAD's 403 has no body: it said only "S3 said 403"
+                raise StorageError(f"{what}: S3 said {code}: access denied; check the credentials (the AWS "
+                                   "credentials chain) and the bucket's permissions") from None
             raise StorageError(f"{what}: S3 said {code or 'error'}") from None
         except BotoCoreError as exc:
-            from botocore.exceptions import NoCredentialsError
+            from botocore.exceptions import NoCredentialsError, ReadTimeoutError
 
             hint = ("; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a job on a Ray cluster has the environment "
                     "its nodes' `ray start` ran with, not the submitting shell's)"
                     if isinstance(exc, NoCredentialsError) else "")
+            if isinstance(exc, ReadTimeoutError):
+                hint = (f"; the endpoint took the connection but did not answer within {s3_read_timeout():g} s, "
+                        f"{s3_attempts()} time(s) (MFR_S3_READ_TIMEOUT, MFR_S3_ATTEMPTS)")
             raise StorageError(f"{what}: {type(exc).__name__}: {_scrub(str(exc))}{hint}") from None
 
     def list(self, prefix: str = "") -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -276,27 +277,14 @@ def test_a_file_uri_is_an_absolute_path():
 
 def test_an_endpoint_that_is_not_s3_is_named(monkeypatch):
     """A web server on a mistyped port answers 404 pages: a listing read "no such object"."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    def web_page(request):  # a web page's 404, no S3 XML
+        request.send_response(404)
+        request.send_header("Content-Type", "text/html")
+        request.end_headers()
+        request.wfile.write(b"<html>Not Found</html>")
 
-    class NotS3(BaseHTTPRequestHandler):
-        def do_GET(self):  # a web page's 404, no S3 XML
-            self.send_response(404)
-            self.send_header("Content-Type", "text/html")
-            self.end_headers()
-            self.wfile.write(b"<html>Not Found</html>")
-
-        do_PUT = do_HEAD = do_GET
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), NotS3)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _endpoint(monkeypatch, web_page, MFR_S3_ATTEMPTS="1")
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    for name, value in (("AWS_ENDPOINT_URL", url), ("MFR_S3_ATTEMPTS", "1"), ("AWS_ACCESS_KEY_ID", "testing"),
-                        ("AWS_SECRET_ACCESS_KEY", "testing"), ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
     try:
         store = open_store("s3://b/p")
         said = f"the endpoint {url} answered HTTP 404 without an S3 error: is it an S3 endpoint"
@@ -344,3 +332,94 @@ def test_no_credentials_says_which_environment_they_are_read_from(monkeypatch, t
     with pytest.raises(StorageError, match=r"NoCredentialsError: Unable to locate credentials; set AWS_ACCESS_KEY_ID "
                                            r"and AWS_SECRET_ACCESS_KEY \(a job on a Ray cluster has the environment"):
         open_store("s3://bucket/prefix").list()
+
+
+def test_a_hash_or_question_mark_in_an_s3_prefix_is_part_of_the_key(bucket):
+    """S3 keys are literal: `s3://b/set#1` was cut to the prefix `set` (urlsplit's fragment), so the
+    job read another dataset and wrote to another output, and said nothing."""
+    import boto3
+
+    client = boto3.client("s3")
+    for key in ("set#1/p/a.jpg", "set?v=2/p/b.jpg", "set/p/other.jpg"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"x")
+    assert open_store(f"s3://{bucket}/set#1").list() == ["p/a.jpg"]
+    assert open_store(f"s3://{bucket}/set?v=2/").list() == ["p/b.jpg"]
+    out = open_store(f"s3://{bucket}/masked#v2")
+    out.write("m.txt", b"y")
+    assert client.get_object(Bucket=bucket, Key="masked#v2/m.txt")["Body"].read() == b"y"
+    assert open_store(out.uri_of("m.txt").rpartition("/")[0]).uri == out.uri  # a key's URI names it again
+    for uri, words in (("s3://b#x/p", "no bucket name holds"), ("file:///data/set#1", "write them %23")):
+        with pytest.raises(StorageError, match=words):
+            open_store(uri)
+
+
+def _endpoint(monkeypatch, handler, **env):
+    """A local HTTP endpoint answering every request with `handler(request)`, as the S3 endpoint."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            handler(self)
+
+        do_PUT = do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for name, value in {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{server.server_address[1]}",
+                        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_DEFAULT_REGION": "us-east-1", **env}.items():
+        monkeypatch.setenv(name, value)
+    return server
+
+
+def test_s3_attempts_count_every_request_and_a_silent_endpoint_fails_in_seconds(monkeypatch):
+    """MFR_S3_ATTEMPTS=N sent N+1 requests (botocore's max_attempts counts retries); an endpoint that
+    took the connection and never answered kept a job silent for 11 minutes (60 s a request, 11 of
+    them); a HEAD's 403 said only "S3 said 403"."""
+    requests = []
+
+    def failing(request):
+        requests.append(request.command)
+        request.send_response(500)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+
+    server = _endpoint(monkeypatch, failing, MFR_S3_ATTEMPTS="2")
+    try:
+        with pytest.raises(StorageError):
+            open_store("s3://b/p").read("x.jpg")
+        assert requests == ["GET", "GET"]
+    finally:
+        server.shutdown()
+
+    def silent(request):
+        time.sleep(5)
+
+    server = _endpoint(monkeypatch, silent, MFR_S3_ATTEMPTS="1", MFR_S3_READ_TIMEOUT="0.5")
+    try:
+        started = time.time()
+        with pytest.raises(StorageError, match=r"did not answer within 0.5 s, 1 time\(s\) \(MFR_S3_READ_TIMEOUT"):
+            open_store("s3://b/p").read("x.jpg")
+        assert time.time() - started < 4
+    finally:
+        server.shutdown()
+
+    def forbidden(request):
+        request.send_response(403)
+        request.send_header("Content-Length", "0")
+        request.end_headers()
+
+    server = _endpoint(monkeypatch, forbidden, MFR_S3_ATTEMPTS="1")
+    try:
+        with pytest.raises(StorageError, match="S3 said 403: access denied; check the credentials"):
+            open_store("s3://b/p").exists("_mfr_settings.json")
+    finally:
+        server.shutdown()
+    for value in ("0", "-1", "abc", "inf"):
+        monkeypatch.setenv("MFR_S3_READ_TIMEOUT", value)
+        with pytest.raises(StorageError, match="MFR_S3_READ_TIMEOUT=.*a number above 0"):
+            open_store("s3://b/p").exists("x")
