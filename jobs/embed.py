@@ -53,7 +53,7 @@ class FacePreparer:
     def __init__(self, input_uri: str, spec, model_id: str, masked: bool, from_augment: bool, face: str,
                  finder_options, alignment: str, max_pixels: int, mode: str = "plain", mask_style: str = "seed",
                  seed: int = 0, progress=None, threads: int | None = None, masked_rule: str | None = None,
-                 device="auto"):
+                 device="auto", faces_from: tuple | None = None):
         from maskgen.finder import FaceFinder
         from maskgen.runtime import resolve_device
         from recog.matching import mode_from_name
@@ -76,6 +76,10 @@ class FacePreparer:
                                     detector=self.finder.detector("mtcnn"))
         self._eye_locator = None
         self.progress, self.node = progress, node_id()
+        # the faces another model's pass of this job found (`RecordedFaces`): not detected again. A
+        # masked gallery needs each face's 68 points, which no row records
+        self.recorded = RecordedFaces(*faces_from) if faces_from and self.masker is None and not from_augment \
+            else None
 
     def eye_locator(self):
         """Made on first use: only `eyes` / `auto` alignment of detected faces needs it."""
@@ -142,6 +146,9 @@ class FacePreparer:
         base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
             return [(base.with_(status=str(item["status"]), message=str(item["message"])), None)]
+        recorded = self.recorded.faces(item["group"], item["input_row"]) if self.recorded is not None else None
+        if recorded == []:  # the earlier pass found no face in the image
+            return [(base.with_(status="no_face", message="no face found"), None)]
         image_key = item.get("image_key") or item["key"]
         try:
             image = decode_image(self.input.read(image_key), max_pixels=self.max_pixels)
@@ -149,6 +156,9 @@ class FacePreparer:
             return [(base.with_(status=getattr(exc, "status", "missing"), message=str(exc)), None)]
         if self.from_augment:  # the points are final: chosen by augment on the unmasked image
             return [(base, align_crops(image, [np.asarray(item["points"]).reshape(5, 2)], self.spec)[0])]
+        if recorded:
+            crops = align_crops(image, [np.asarray(r["aligned5"]).reshape(5, 2) for r in recorded], self.spec)
+            return [(base.with_(**{k: r[k] for k in RecordedFaces.FACE}), crop) for r, crop in zip(recorded, crops)]
         faces = self.finder.find(image)
         if not faces:
             return [(base.with_(status="no_face", message="no face found"), None)]
@@ -172,6 +182,52 @@ class FacePreparer:
         return [(base.with_(face_index=idx, box=f.box, score=f.score, landmarks5=f.points, source=f.source,
                             alignment=how, aligned5=pts), crop)
                 for idx, f, crop, (pts, how) in zip(chosen, faces, crops, aligned)]
+
+
+class RecordedFaces:
+    """The faces that another model's pass over the same input found (`mfr evaluate --models`: each
+    model after the first): its rows in the output's shards (`model_id`, `mode`), read a group at a
+    time as the rows of that group come (the `keep` groups read last are kept), so each model after
+    the first decodes and aligns but does not detect again (detection was most of an image's time:
+    105 ms of a press photo's 122 with sface). An image's faces are taken as recorded where every
+    row of it is a face with the points its crop was aligned with, and "no face" where its one row
+    says so; any other image (unread, refused, failed) is done afresh."""
+
+    FACE = ("face_index", "box", "score", "landmarks5", "source", "alignment", "aligned5")
+    COLUMNS = ("input_row", "status", "model_id", "mode", *FACE)
+
+    def __init__(self, output_uri: str, model_id: str, mode: str, keep: int = 64):
+        self.output_uri, self.model_id, self.mode, self.keep = output_uri, model_id, mode, keep
+        self.groups: dict = {}  # group -> {input row: its faces, [] for none}, the last read last
+
+    def faces(self, group: str, input_row: str) -> list | None:
+        """The recorded faces of `input_row` in `group` (dicts of `FACE`, in face order), [] where
+        the image has none, None where it is to be done afresh."""
+        if group not in self.groups:
+            if len(self.groups) >= self.keep:
+                self.groups.pop(next(iter(self.groups)))
+            self.groups[group] = self._read(group)
+        return self.groups[group].get(input_row)
+
+    def _read(self, group: str) -> dict:
+        from jobs.storage import MissingColumns
+
+        rows: dict = {}
+        where = ColumnsEqual(model_id=self.model_id, mode=self.mode)
+        try:
+            tables = read_parquet_dir(open_store(self.output_uri), f"{SHARD_DIR}/{group}", columns=self.COLUMNS)
+        except MissingColumns:  # shards of an earlier version, without the points: the group is done afresh
+            return {}
+        for table in tables:
+            for r in table.filter(where(table)).to_pylist():
+                rows.setdefault(r["input_row"], []).append(r)
+        out = {}
+        for name, found in rows.items():
+            if len(found) == 1 and found[0]["status"] == "no_face" and found[0]["face_index"] < 0:
+                out[name] = []
+            elif all(r["face_index"] >= 0 and r["aligned5"] is not None for r in found):
+                out[name] = sorted(found, key=lambda r: r["face_index"])
+        return out
 
 
 CROP = "_crop"  # FacePreparer's column of aligned crops, which CropEmbedder embeds and drops
@@ -239,12 +295,12 @@ class EmbedWorker:
     def __init__(self, input_uri: str, model: str, accept_licence: bool, masked: bool, from_augment: bool,
                  face: str, finder_options, alignment: str, max_pixels: int, mode: str = "plain",
                  mask_style: str = "seed", seed: int = 0, progress=None, threads: int | None = None,
-                 masked_rule: str | None = None, device="auto"):
+                 masked_rule: str | None = None, device="auto", faces_from: tuple | None = None):
         self.recognize = CropEmbedder(model, accept_licence, mode, threads=threads, device=device)
         embedder = self.recognize.embedder
         self.prepare = FacePreparer(input_uri, embedder.spec, embedder.model_id, masked, from_augment, face,
                                     finder_options, alignment, max_pixels, mode, mask_style, seed, progress,
-                                    masked_rule=masked_rule, device=device)
+                                    masked_rule=masked_rule, device=device, faces_from=faces_from)
 
     def __call__(self, batch):
         return self.recognize(self.prepare(batch))
@@ -447,24 +503,24 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
 def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked: bool, from_augment: bool,
                 face: str, finder, alignment: str, max_pixels: int, mode: str, mask_style: str, seed: int,
                 batch_size: int, workers: int | None, recognition, embedder, progress=None,
-                masked_rule: str | None = None):
+                masked_rule: str | None = None, faces_from: tuple | None = None):
     """The embed job's pools: where the cluster has (or can add) GPUs, a CPU pool that prepares the
     crops (`FacePreparer`, `workers` its cap) feeding a recognition pool of one GPU per actor that only
     embeds (`CropEmbedder`; `recognition`, `jobs.pool.recognition_pool`'s plan), as `mfr run` splits
     its work; on a CPU-only cluster (`recognition` None), one pool whose actors do both (`EmbedWorker`).
     `embedder`: the model's, as the driver checked it (`checked_model`; its spec and id go to the CPU
-    pool)."""
+    pool). `faces_from`: (output URI, model id, mode) of the rows whose faces are taken as found
+    (`RecordedFaces`)."""
     cpu = plan_pool(workers)
+    kwargs = {**cpu.actor_kwargs, "masked_rule": masked_rule, "faces_from": faces_from}
     if recognition is None:
         args = (source_uri, model, accept_licence, masked, from_augment, face, finder, alignment, max_pixels,
                 mode, mask_style, seed, progress)
-        return ds.map_batches(EmbedWorker, fn_constructor_args=args,
-                              fn_constructor_kwargs={**cpu.actor_kwargs, "masked_rule": masked_rule},
+        return ds.map_batches(EmbedWorker, fn_constructor_args=args, fn_constructor_kwargs=kwargs,
                               batch_size=batch_size, batch_format="pyarrow", **cpu.map_batches_args())
     args = (source_uri, embedder.spec, embedder.model_id, masked, from_augment, face, finder, alignment, max_pixels,
             mode, mask_style, seed, progress)
-    ds = ds.map_batches(FacePreparer, fn_constructor_args=args,
-                        fn_constructor_kwargs={**cpu.actor_kwargs, "masked_rule": masked_rule},
+    ds = ds.map_batches(FacePreparer, fn_constructor_args=args, fn_constructor_kwargs=kwargs,
                         batch_size=batch_size, batch_format="pyarrow", **cpu.map_batches_args())
     return ds.map_batches(CropEmbedder, fn_constructor_args=(model, accept_licence, mode),
                           fn_constructor_kwargs=recognition.actor_kwargs, batch_size=max(batch_size, 32),
@@ -551,7 +607,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
               retry_failed: bool = False, masked_rule: str | None = None,
-              manifest_encoding: str | None = None) -> JobSummary:
+              manifest_encoding: str | None = None, faces_of: str | None = None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
@@ -564,7 +620,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     replaced (`jobs.source.DoneRows`). `masked_rule` (`recog.protocols.masked_flags`; `mfr evaluate`'s)
     sets each row's masked flag from its file name where a manifest gives none, instead of `masked`.
     `workers` caps the CPU pool, `recognition_workers` the recognition pool where the cluster has GPUs
-    (`embed_stage`)."""
+    (`embed_stage`). `faces_of`: the `model_id` of an earlier pass over the same input into this
+    output with these settings (`mfr evaluate --models`), whose faces are taken as it found them
+    instead of detected again (`RecordedFaces`)."""
     from maskgen.checks import check_flag
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
@@ -603,6 +661,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     embedder = checked_model(model, accept_licence)
     model_id = embedder.model_id
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)
+    faces_from = (output.uri, faces_of, mode) if faces_of else None
     settings = embed_settings(masked=masked, from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                               input_uri=input_uri, manifest_encoding=manifest_encoding, mode=mode,
                               mask_style=mask_style, seed=seed)
@@ -619,7 +678,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(
                 EmbedWorker, source.uri, model, accept_licence, masked, from_augment, face, finder, alignment,
-                max_pixels, mode, mask_style, seed, None, threads=1, masked_rule=masked_rule),
+                max_pixels, mode, mask_style, seed, None, threads=1, masked_rule=masked_rule, faces_from=faces_from),
             write=functools.partial(write_shards, output_uri=output.uri, directory=SHARD_DIR,
                                     faces_column="status", lease=lease.token),
             faces_column="status", batch_size=batch_size, workers=workers, rows_per_shard=rows_per_shard,
@@ -634,7 +693,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                                  from_augment=from_augment, face=face, finder=finder, alignment=alignment,
                                  max_pixels=max_pixels, mode=mode, mask_style=mask_style, seed=seed,
                                  batch_size=batch_size, workers=workers, recognition=recognition, progress=tracker,
-                                 masked_rule=masked_rule, embedder=embedder)
+                                 masked_rule=masked_rule, embedder=embedder, faces_from=faces_from)
                 return write_stage(ds, output.uri, SHARD_DIR, "status", rows_per_shard, lease.token)
 
             summary = run_listed(output, SHARD_DIR, groups, lister, build, started, progress, batch_size)

@@ -427,8 +427,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # (a folder's rows all read false); a protocol file names its images, no rule
     rule = masked_rule if not needed and not by_column else None
     summaries = []
-    for _, model, _ in models:
+    for i, (_, model, _) in enumerate(models):
+        # each model after the first takes the faces the first found (it detects nothing again)
         summaries.append(run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule,
+                                   faces_of=models[0][0] if i else None,
                                    accept_licence=accept_licence, face=face, finder_kind=input_kind,
                                    crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
                                    manifest_encoding=manifest_encoding, workers=workers,
