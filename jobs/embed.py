@@ -95,9 +95,11 @@ class FacePreparer:
         import pyarrow as pa
 
         records, crops, groups = [], [], []
-        for item in batch.to_pylist():
+        items = batch.to_pylist()
+        recorded = self.recorded.lookup(items) if self.recorded is not None else {}
+        for item in items:
             try:
-                faces = self.process(item)
+                faces = self.process(item, recorded.get(item["input_row"]))
             except StorageError:
                 raise  # the input store failed as a whole: stop the job rather than record every image
             except Exception as exc:  # one face's unexpected failure is its row, never the run's end
@@ -137,8 +139,10 @@ class FacePreparer:
                                   source=item.get("source"), alignment=item.get("alignment"))
         return record
 
-    def process(self, item: dict) -> list[tuple[FaceRecord, np.ndarray | None]]:
-        """The face records of one input row, each with the aligned crop to embed (None where none)."""
+    def process(self, item: dict, recorded: list | None = None) -> list[tuple[FaceRecord, np.ndarray | None]]:
+        """The face records of one input row, each with the aligned crop to embed (None where none).
+        `recorded`: its faces as another model's pass found them (`RecordedFaces.lookup`; [] for none),
+        taken instead of detecting them."""
         from maskgen.decode import DecodeError, decode_image
         from maskgen.record import as_recorded
         from recog.embed import Embedder, align_crops
@@ -146,7 +150,6 @@ class FacePreparer:
         base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
             return [(base.with_(status=str(item["status"]), message=str(item["message"])), None)]
-        recorded = self.recorded.faces(item["group"], item["input_row"]) if self.recorded is not None else None
         if recorded == []:  # the earlier pass found no face in the image
             return [(base.with_(status="no_face", message="no face found"), None)]
         image_key = item.get("image_key") or item["key"]
@@ -186,47 +189,85 @@ class FacePreparer:
 
 class RecordedFaces:
     """The faces that another model's pass over the same input found (`mfr evaluate --models`: each
-    model after the first): its rows in the output's shards (`model_id`, `mode`), read a group at a
-    time as the rows of that group come (the `keep` groups read last are kept), so each model after
+    model after the first): its rows in the output's shards (`model_id`, `mode`), so each model after
     the first decodes and aligns but does not detect again (detection was most of an image's time:
     105 ms of a press photo's 122 with sface). An image's faces are taken as recorded where every
     row of it is a face with the points its crop was aligned with, and "no face" where its one row
-    says so; any other image (unread, refused, failed) is done afresh."""
+    says so; any other image (unread, refused, failed) is done afresh.
+
+    A group's rows are read when a batch first needs them and kept as Arrow columns (a few hundred
+    bytes a face), at most `max_rows` of them, the group read longest ago leaving first. Where a
+    group that left is needed again (an input manifest spreads its rows over every group, so each
+    batch needs most of them), the rows are more than a process can hold and reading them again for
+    every batch would cost more than detecting: the process stops taking them and detects."""
 
     FACE = ("face_index", "box", "score", "landmarks5", "source", "alignment", "aligned5")
     COLUMNS = ("input_row", "status", "model_id", "mode", *FACE)
 
-    def __init__(self, output_uri: str, model_id: str, mode: str, keep: int = 64):
-        self.output_uri, self.model_id, self.mode, self.keep = output_uri, model_id, mode, keep
-        self.groups: dict = {}  # group -> {input row: its faces, [] for none}, the last read last
+    def __init__(self, output_uri: str, model_id: str, mode: str, max_rows: int = 200_000):
+        self.output_uri, self.model_id, self.mode, self.max_rows = output_uri, model_id, mode, max_rows
+        self.tables: dict = {}  # group -> its rows of the model, the group read longest ago first
+        self.left: set = set()  # groups read and then let go
+        self.stopped = False
 
-    def faces(self, group: str, input_row: str) -> list | None:
-        """The recorded faces of `input_row` in `group` (dicts of `FACE`, in face order), [] where
-        the image has none, None where it is to be done afresh."""
-        if group not in self.groups:
-            if len(self.groups) >= self.keep:
-                self.groups.pop(next(iter(self.groups)))
-            self.groups[group] = self._read(group)
-        return self.groups[group].get(input_row)
+    def lookup(self, items: list[dict]) -> dict:
+        """{input row: its recorded faces (dicts of `FACE`, in face order), or [] where the image has
+        none} for those of `items` (rows with `group` and `input_row`) that can be taken as recorded."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
 
-    def _read(self, group: str) -> dict:
+        wanted: dict = {}
+        for item in items:
+            wanted.setdefault(item["group"], []).append(item["input_row"])
+        out: dict = {}
+        for group, names in wanted.items():
+            table = self._table(group)
+            if table is None:
+                continue
+            rows = table.filter(pc.is_in(table.column("input_row"), value_set=pa.array(names, pa.string())))
+            out.update(self._faces(rows.to_pylist()))
+        return out
+
+    def _table(self, group: str):
+        if self.stopped:
+            return None
+        if group in self.tables:
+            return self.tables[group]
+        if group in self.left:
+            self.stopped, self.tables = True, {}
+            return None
+        table = self.tables[group] = self._read(group)
+        while sum(t.num_rows for t in self.tables.values()) > self.max_rows and len(self.tables) > 1:
+            oldest = next(iter(self.tables))
+            self.left.add(oldest)
+            del self.tables[oldest]
+        return table
+
+    def _read(self, group: str):
+        import pyarrow as pa
+
         from jobs.storage import MissingColumns
 
-        rows: dict = {}
         where = ColumnsEqual(model_id=self.model_id, mode=self.mode)
         try:
             tables = read_parquet_dir(open_store(self.output_uri), f"{SHARD_DIR}/{group}", columns=self.COLUMNS)
         except MissingColumns:  # shards of an earlier version, without the points: the group is done afresh
-            return {}
-        for table in tables:
-            for r in table.filter(where(table)).to_pylist():
-                rows.setdefault(r["input_row"], []).append(r)
+            tables = []
+        kept = [t.filter(where(t)).select(["input_row", "status", *self.FACE]) for t in tables]
+        kept = [t.replace_schema_metadata(None) for t in kept if t.num_rows]
+        return pa.concat_tables(kept) if kept else pa.table({"input_row": pa.array([], pa.string())})
+
+    @staticmethod
+    def _faces(rows: list[dict]) -> dict:
+        found: dict = {}
+        for r in rows:
+            found.setdefault(r["input_row"], []).append(r)
         out = {}
-        for name, found in rows.items():
-            if len(found) == 1 and found[0]["status"] == "no_face" and found[0]["face_index"] < 0:
+        for name, faces in found.items():
+            if len(faces) == 1 and faces[0]["status"] == "no_face" and faces[0]["face_index"] < 0:
                 out[name] = []
-            elif all(r["face_index"] >= 0 and r["aligned5"] is not None for r in found):
-                out[name] = sorted(found, key=lambda r: r["face_index"])
+            elif all(r["face_index"] >= 0 and r["aligned5"] is not None for r in faces):
+                out[name] = sorted(faces, key=lambda r: r["face_index"])
         return out
 
 

@@ -8,7 +8,7 @@
 S3 goes through boto3 and the standard AWS settings: the credentials chain (environment, profile,
 instance role) and `AWS_ENDPOINT_URL` (or `AWS_ENDPOINT_URL_S3`) for any S3-compatible endpoint
 such as MinIO or Ceph. Requests retry with backoff (botocore's standard mode, `MFR_S3_ATTEMPTS`
-requests in all, default 10), each waiting at most `MFR_S3_READ_TIMEOUT` seconds (default 20) for an
+requests in all, default 12), each waiting at most `MFR_S3_READ_TIMEOUT` seconds (default 20) for an
 answer. An `s3://` URI's key part is literal: `#` and `?` belong to it.
 
 Keys are checked before anything is read or written: a key that is absolute or climbs out of the
@@ -142,12 +142,14 @@ def s3_read_timeout() -> float:
 
 
 def s3_attempts() -> int:
-    """`MFR_S3_ATTEMPTS` (default 10): attempts per S3 request, a whole number of at least 1 (-2 was
-    botocore's traceback, "abc" an int() error that did not name the variable, 0 no attempt at all)."""
-    text = os.environ.get("MFR_S3_ATTEMPTS", "10").strip()
+    """`MFR_S3_ATTEMPTS` (default 12): attempts per S3 request, the first included, a whole number of at
+    least 1 (-2 was botocore's traceback, "abc" an int() error that did not name the variable, 0 no
+    attempt at all). botocore waits 0.05 s before its first retry and doubles it (at random, 20 s at
+    most): 12 attempts ride out an endpoint down for about half a minute (a restart)."""
+    text = os.environ.get("MFR_S3_ATTEMPTS", "12").strip()
     if not text.isdigit() or int(text) < 1:
         raise StorageError(f"MFR_S3_ATTEMPTS={text!r}: give the attempts per S3 request as a whole number of at "
-                           "least 1 (default 10)")
+                           "least 1 (default 12)")
     return int(text)
 
 

@@ -26,8 +26,18 @@ STATUSES = ("empty", "undecodable", "unsupported", "too_large")
 # refused by name as a failure, never passed over as "not an image"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".webp", ".avif", ".gif", ".tif",
                   ".tiff", ".ppm", ".pgm", ".pbm", ".pnm", ".heic", ".heif")
-# the major brands of HEIF files (ISO/IEC 23008-12) that hold HEVC pictures, which Pillow does not read
+# the brands of HEIF files (ISO/IEC 23008-12) that hold HEVC pictures, which Pillow does not read, and
+# of AVIF (AV1 pictures in the same container), which it does; `mif1` is either's general brand
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+_AVIF_BRANDS = (b"avif", b"avis")
+
+
+def _ftyp_brands(data: bytes) -> set:
+    """The major and compatible brands of an ISO media file's leading `ftyp` box (empty if none)."""
+    if data[4:8] != b"ftyp":
+        return set()
+    size = min(int.from_bytes(data[:4], "big"), len(data), 4096)
+    return {bytes(data[8:12])} | {bytes(data[i:i + 4]) for i in range(16, size - 3, 4)}
 
 
 def is_image_name(key: str) -> bool:
@@ -203,6 +213,8 @@ def _cut_short(data: bytes) -> str | None:
         return "BMP" if len(data) < max(int.from_bytes(head[2:6], "little"), 14) else None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WebP"
+    if _ftyp_brands(data) & set(_AVIF_BRANDS):
+        return "AVIF"
     fmt = next((fmt for sig, fmt in _SIGNATURES if head.startswith(sig)), None)
     if fmt == "TIFF":  # whole, its first directory (offset at byte 4) is there; else cut short
         first = int.from_bytes(head[4:8], "little" if head[:2] == b"II" else "big")
@@ -233,7 +245,7 @@ def _open(data: bytes, max_pixels: int | None):
             raise DecodeError(
                 "undecodable", f"{fmt} data ({len(data)} bytes) that cannot be read: truncated or corrupt"
             ) from None
-        if data[4:8] == b"ftyp" and bytes(data[8:12]) in _HEIF_BRANDS:
+        if _ftyp_brands(data) & set(_HEIF_BRANDS):  # (an AVIF, whose brands say so, was named above)
             raise DecodeError("unsupported", f"a HEIC/HEIF image ({len(data)} bytes), which is not read here: "
                                              "convert it to JPEG or PNG (e.g. libheif's heif-convert)") from None
         if head[:4] in _TIFF_SIGNATURES:

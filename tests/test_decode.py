@@ -140,6 +140,13 @@ def test_avif_decodes_and_heic_is_refused_by_name():
     out = decode_image(_encode(Image.fromarray(arr), "AVIF", quality=95))
     # the two smooth gradients (a turned or channel-swapped image fails); the checkerboard is lossy
     assert out.shape == arr.shape and np.abs(out[..., :2].astype(int) - arr[..., :2]).mean() < 4
+    data = _encode(Image.fromarray(arr), "AVIF", quality=95)
+    # cut short, also under the general brand `mif1` (its other brands say AVIF): damaged, not a format
+    # we do not read, nor a HEIC
+    for cut in (data[:len(data) // 2], data[:40], data[:8] + b"mif1" + data[12:len(data) // 2]):
+        with pytest.raises(DecodeError, match="AVIF data .* truncated or corrupt") as info:
+            decode_image(cut)
+        assert info.value.status == "undecodable"
     box = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic"  # an iPhone photo's first box
     for brand in (b"heic", b"mif1"):
         with pytest.raises(DecodeError, match="a HEIC/HEIF image .* convert it to JPEG") as info:
