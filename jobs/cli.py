@@ -221,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the input kind's, on for masked and crops, off for photos)")
         sp.add_argument("--alignment", choices=ALIGNMENTS, default="five-point",
                         help=f"{alignment_help} (default five-point)")
+        turned_option(sp)
+
+    def turned_option(sp):
+        sp.add_argument("--turned", action="store_true", default=None,
+                        help="faces may be turned a quarter or half turn (scans, photos whose camera recorded no "
+                             "orientation): an image without an upright face is searched turned, and a face "
+                             "O-Net reads as turned is taken so (`source` ends in +turned90/180/270)")
 
     m = command("mask", "draw synthetic masks on every face (the augment job)",
                 "mfr mask ../shared/data/faces out/masked --style random --seed 7",
@@ -321,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="look again more permissively where padding finds no face (default: the input kind's)")
     v.add_argument("--face", choices=("center", "largest"), default="center",
                    help="the face of each image that is embedded (default center)")
+    turned_option(v)
     model_options(v, several=True, each=", each embedded in a pass of its own")
     v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
     v.add_argument("--workers", type=positive_int,
@@ -389,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--face", choices=("center", "largest", "all"), default="center",
                    help="which faces of each image are masked and embedded: center (default), largest, or all "
                         "(every face a probe or gallery entry of the image's identity)")
+    turned_option(r)
     recognition_workers_option(r)
     job_options(r, 16)
     retry_option(r)
@@ -676,7 +685,7 @@ def cmd_mask(args) -> int:
     from maskgen.finder import FinderOptions
 
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
-                                      second_look=_on_off(args.second_look))
+                                      second_look=_on_off(args.second_look), turned=args.turned)
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
                              face=args.face,
                              alignment=args.alignment, finder=finder)
@@ -707,7 +716,7 @@ def cmd_embed(args) -> int:
                                         mode=args.mode, alignment=args.alignment, retry_failed=args.retry_failed,
                                         masked=args.masked, face=args.face, finder_kind=args.input_kind,
                                         crop_mode=args.crop_mode, second_look=_on_off(args.second_look),
-                                        manifest_encoding=args.manifest_encoding,
+                                        turned=args.turned, manifest_encoding=args.manifest_encoding,
                                         mask_style=args.mask_style or "seed", seed=args.seed))
         return 0
     bar = _progress(args.quiet, "embed")
@@ -718,7 +727,7 @@ def cmd_embed(args) -> int:
                         rows_per_shard=args.rows_per_shard, progress=bar,
                         mode=args.mode, mask_style=args.mask_style or "seed", seed=args.seed,
                         finder_kind=args.input_kind, crop_mode=args.crop_mode, face=args.face,
-                        second_look=_on_off(args.second_look), executor=args.executor,
+                        second_look=_on_off(args.second_look), turned=args.turned, executor=args.executor,
                         retry_failed=args.retry_failed, max_pixels=args.max_pixels,
                         manifest_encoding=args.manifest_encoding)
     _finish("embed", summary, bar)
@@ -750,7 +759,8 @@ def cmd_evaluate(args) -> int:
                               accept_licence=args.accept_model_licence, images_uri=args.images,
                               workers=args.workers, recognition_workers=args.recognition_workers,
                               batch_size=args.batch_size, crop_mode=args.crop_mode,
-                              second_look=_on_off(args.second_look), max_pixels=args.max_pixels, progress=bar,
+                              second_look=_on_off(args.second_look), turned=args.turned,
+                              max_pixels=args.max_pixels, progress=bar,
                               retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
@@ -782,7 +792,7 @@ def cmd_run(args) -> int:
         _print_plan("run", plan_run(args.dataset, args.output, models, _names(args.modes),
                                     accept_licence=args.accept_model_licence, images_uri=args.images,
                                     retry_failed=args.retry_failed, style=args.style, seed=args.seed, face=args.face,
-                                    manifest_encoding=args.manifest_encoding))
+                                    turned=bool(args.turned), manifest_encoding=args.manifest_encoding))
         print(f"then: embed the originals and the masked faces under {out.uri_of('embeddings')} with "
               f"{', '.join(models)} ({args.modes}), and score into {out.uri_of('report')}")
         if lone_fusion:
@@ -798,7 +808,7 @@ def cmd_run(args) -> int:
                               recognition_workers=args.recognition_workers, batch_size=args.batch_size,
                               rows_per_shard=args.rows_per_shard, face=args.face, executor=args.executor,
                               images_uri=args.images, retry_failed=args.retry_failed, max_pixels=args.max_pixels,
-                              manifest_encoding=args.manifest_encoding)
+                              manifest_encoding=args.manifest_encoding, turned=bool(args.turned))
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were processed: say how, then why there is no report
             _finish("run", exc.summary)

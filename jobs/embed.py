@@ -143,6 +143,7 @@ class FacePreparer:
         """The face records of one input row, each with the aligned crop to embed (None where none).
         `recorded`: its faces as another model's pass found them (`RecordedFaces.lookup`; [] for none),
         taken instead of detecting them."""
+        from maskgen.augment import face_turns
         from maskgen.decode import DecodeError, decode_image
         from maskgen.record import as_recorded
         from recog.embed import Embedder, align_crops
@@ -171,7 +172,8 @@ class FacePreparer:
         boxes = np.array([f.box for f in faces], dtype=np.float64).reshape(-1, 4)
         eyes_image = image  # eyes are located before the gallery mask, if any, is drawn
         if self.masker is not None:  # masked-gallery mode: mask the face, keep its unmasked alignment
-            lm68 = self.masker.predictor.predict(image, landmark_boxes(faces), np.stack(points))
+            lm68 = self.masker.predictor.predict(image, landmark_boxes(faces), np.stack(points),
+                                                 [face_turns(f.source) for f in faces])
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
         aligned = Embedder.alignment_of(points, lm68, self.alignment, lambda k: self.eye_locator().locate(
@@ -512,7 +514,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
                accept_licence: bool = False, images_uri: str | None = None, mode: str = "plain",
                alignment: str = "five-point", retry_failed: bool = False, masked: bool = False,
                face: str = "center", finder_kind: str | None = None, crop_mode: str | None = None,
-               second_look: bool | None = None, manifest_encoding: str | None = None, mask_style: str = "seed",
+               second_look: bool | None = None, turned: bool | None = None, manifest_encoding: str | None = None,
+               mask_style: str = "seed",
                seed: int = 0) -> dict:
     """What `run_embed` would do, listed by the same code in this process (no Ray, nothing written;
     the model is fetched and cached, since its identity decides which shards count as done). Settings
@@ -521,17 +524,17 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     from jobs.source import DoneRows
 
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
-                           images_uri=images_uri, manifest_encoding=manifest_encoding)
+                           turned=turned, images_uri=images_uri, manifest_encoding=manifest_encoding)
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     output.check_could_write()  # refused as the run would refuse it, writing nothing
-    finder = embed_finder(masked, finder_kind, crop_mode, second_look)
+    finder = embed_finder(masked, finder_kind, crop_mode, second_look, turned)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment, input_uri=input_uri,
                                                        manifest_encoding=manifest_encoding, mode=mode,
                                                        mask_style=mask_style, seed=seed),
                    made="embeddings", record=False,
-                   follows=finder_follows(finder, finder_kind, crop_mode, second_look))
+                   follows=finder_follows(finder, finder_kind, crop_mode, second_look, turned))
     tally = Tally()
     where = ColumnsEqual(model_id=model_id, mode=mode)
     source, groups, lister, notes = embed_listing(input_uri, output, from_augment, alignment,
@@ -568,28 +571,30 @@ def embed_stage(ds, source_uri: str, model: str, *, accept_licence: bool, masked
                           batch_format="pyarrow", **recognition.map_batches_args(initial=1))
 
 
-def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, second_look: bool | None):
+def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, second_look: bool | None,
+                 turned: bool | None = None):
     """How an embed job finds faces: `FinderOptions.for_inputs(finder_kind)` (default `masked` for
-    probes, else `photos`), `crop_mode` and `second_look` overriding the preset's."""
+    probes, else `photos`), `crop_mode`, `second_look` and `turned` overriding the preset's."""
     from maskgen.finder import FinderOptions
 
     return FinderOptions.for_inputs(finder_kind or ("masked" if masked else "photos"), crop_mode=crop_mode,
-                                    second_look=second_look)
+                                    second_look=second_look, turned=turned)
 
 
-def finder_follows(finder, finder_kind: str | None, crop_mode: str | None, second_look: bool | None) -> dict:
+def finder_follows(finder, finder_kind: str | None, crop_mode: str | None, second_look: bool | None,
+                   turned: bool | None = None) -> dict:
     """`check_settings`' `follows` of an embed job: the finder's fields not given by an option follow
     `masked` (`embed_finder`), so a refused rerun asks for --masked, not for a detector no flag sets."""
     import dataclasses
 
     if finder_kind is not None:
         return {}
-    given = {"crop_mode": crop_mode, "second_look": second_look}
+    given = {"crop_mode": crop_mode, "second_look": second_look, "turned": turned}
     return {f.name: "masked" for f in dataclasses.fields(finder) if given.get(f.name) is None}
 
 
 FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",
-                   "images_uri": "--images", "manifest_encoding": "--manifest-encoding"}
+                   "turned": "--turned", "images_uri": "--images", "manifest_encoding": "--manifest-encoding"}
 
 
 def refuse_finding_options(from_augment: bool, **given) -> None:
@@ -624,17 +629,17 @@ def embed_settings(*, masked: bool, from_augment: bool, face: str, finder, align
     `seed`): a rerun with another mixed two masks under one mode without a word
     (`jobs.settings.MODE_SETTINGS`: recorded by the run that makes the output, compared only between
     runs that both draw one)."""
-    import dataclasses
     import json
 
     from jobs.inputs import is_manifest
+    from jobs.settings import finder_settings
 
     # the finder's fields as keys of their own: a refusal names the one that differs (crop_mode, ...)
     drawn = {"masked_gallery_style": mask_style, "masked_gallery_seed": seed} \
         if draws_gallery_mask(mode, masked, from_augment) else {}
     return json.loads(json.dumps({"masked": bool(masked), "from_augment": bool(from_augment), "face": face,
                                   "alignment": alignment, "input": "manifest" if is_manifest(input_uri) else "folder",
-                                  **dataclasses.asdict(finder), **input_settings(input_uri, manifest_encoding),
+                                  **finder_settings(finder), **input_settings(input_uri, manifest_encoding),
                                   **drawn}, sort_keys=True, default=str))
 
 
@@ -645,7 +650,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               workers: int | None = None, recognition_workers: int | None = None,
               max_pixels: int = DEFAULT_MAX_PIXELS, mode: str = "plain",
               mask_style: str = "seed", seed: int = 0, crop_mode: str | None = None,
-              second_look: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
+              second_look: bool | None = None, turned: bool | None = None, rows_per_shard: int = ROWS_PER_SHARD,
+              progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
               retry_failed: bool = False, masked_rule: str | None = None,
               manifest_encoding: str | None = None, faces_of: str | None = None) -> JobSummary:
@@ -694,10 +700,10 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                  recognition_workers=recognition_workers)
     check_executor(executor)
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
-                           images_uri=images_uri, manifest_encoding=manifest_encoding)
+                           turned=turned, images_uri=images_uri, manifest_encoding=manifest_encoding)
     face = "all" if all_faces else face
     started = time.perf_counter()
-    finder = embed_finder(masked, finder_kind, crop_mode, second_look)
+    finder = embed_finder(masked, finder_kind, crop_mode, second_look, turned)
     output = open_store(output_uri)
     embedder = checked_model(model, accept_licence)
     model_id = embedder.model_id
@@ -714,7 +720,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     listing[3].extend(n for n in [source_note(output, source, "embeddings")] if n)
     with Lease(output, "mfr embed") as lease, \
             settings_recorded(output, "mfr embed", settings, SHARD_DIR, made="embeddings",
-                              follows=finder_follows(finder, finder_kind, crop_mode, second_look), source=source):
+                              follows=finder_follows(finder, finder_kind, crop_mode, second_look, turned),
+                              source=source):
         summary = run_here(
             executor, local_max_inputs, lambda tally: with_progress(listing, tally),
             lambda source: functools.partial(

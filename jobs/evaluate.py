@@ -278,7 +278,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                  face: str = "center", gallery_template: str = "best", missing: str = "error",
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
                  recognition_workers: int | None = None, batch_size: int = 32, crop_mode: str | None = None,
-                 second_look: bool | None = None,
+                 second_look: bool | None = None, turned: bool | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
                  retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
@@ -432,7 +432,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
         summaries.append(run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule,
                                    faces_of=models[0][0] if i else None,
                                    accept_licence=accept_licence, face=face, finder_kind=input_kind,
-                                   crop_mode=crop_mode, second_look=second_look, images_uri=images_uri,
+                                   crop_mode=crop_mode, second_look=second_look, turned=turned, images_uri=images_uri,
                                    manifest_encoding=manifest_encoding, workers=workers,
                                    recognition_workers=recognition_workers, batch_size=batch_size,
                                    max_pixels=max_pixels, progress=progress, retry_failed=retry_failed))

@@ -49,7 +49,7 @@ from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
 from maskgen.checks import check_flag
 from maskgen.decode import DEFAULT_MAX_PIXELS
-from maskgen.finder import FACE_POLICIES
+from maskgen.finder import FACE_POLICIES, FinderOptions
 from maskgen.record import FaceRecord, embedding_array, records_table
 from recog.matching import mode_from_name
 
@@ -405,7 +405,7 @@ def model_folder(model) -> str:
 
 def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[str], *, accept_licence: bool = False,
              images_uri: str | None = None, retry_failed: bool = False, style: str = "seed", seed: int = 0,
-             face: str = "center", manifest_encoding: str | None = None) -> dict:
+             face: str = "center", manifest_encoding: str | None = None, turned: bool = False) -> dict:
     """What `run_pipeline` would do, listed by the run's own listing code in this process (no Ray,
     nothing written): an image counts as done only where the manifest and every shard folder of its
     role hold it, so a model or mode added since is counted as work. Each model is fetched and
@@ -418,7 +418,7 @@ def plan_run(dataset_uri: str, output_uri: str, models: list[str], modes: list[s
     out = open_store(output_uri)
     out.check_could_write()  # refused as the run would refuse it, writing nothing
     models, modes = run_methods(models, modes)
-    options = AugmentOptions(style=style, seed=seed, face=face)
+    options = AugmentOptions(style=style, seed=seed, face=face, finder=FinderOptions(turned=turned))
     check_settings(out, "mfr run", augment_settings(options, dataset_uri, manifest_encoding), record=False)
     targets, _ = run_targets(out, models, modes, {m: model_identity(m, accept_licence) for m in models})
     tally = Tally()
@@ -451,8 +451,9 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
                  workers: int | None = None, recognition_workers: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  rows_per_shard: int = ROWS_PER_SHARD, face: str = "center", executor: str = "auto",
                  local_max_inputs: int = LOCAL_MAX_INPUTS, images_uri: str | None = None,
-                 retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
+                 retry_failed: bool = False, manifest_encoding: str | None = None, turned: bool = False) -> dict:
     """`progress_for(label)` gives the progress callback (e.g. `jobs.progress.ProgressBar`).
+    `turned`: faces may be turned a quarter or half turn (`maskgen.finder.FinderOptions.turned`).
     `models` (default: just `model`) and `modes` say which embeddings are made and scored;
     `workers` caps the CPU pool, `recognition_workers` the recognition pool. `face` says which faces of
     each image are masked and embedded (maskgen.finder.select_faces): `center` (default), `largest`, or
@@ -486,7 +487,7 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
     targets, methods = run_targets(out, models, modes, infos)
     crops = {"gallery": sorted({t.crop for t in targets if t.gallery}), "probe": ["masked"]}
 
-    options = AugmentOptions(style=style, seed=seed, face=face)
+    options = AugmentOptions(style=style, seed=seed, face=face, finder=FinderOptions(turned=turned))
     progress = progress_for("run") if progress_for else None
 
     # listed before anything is written: an input the job cannot use leaves the output untouched

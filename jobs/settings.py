@@ -48,6 +48,16 @@ def input_settings(input_uri, manifest_encoding: str | None) -> dict:
     return {"manifest_encoding": label}
 
 
+def finder_settings(finder) -> dict:
+    """A `maskgen.finder.FinderOptions` as recorded settings. `turned` (added later, off by default)
+    is recorded only when on: an output made before it, whose record has no `turned`, reruns as it
+    was, and one made with it refuses a rerun without it."""
+    settings = dataclasses.asdict(finder)
+    if not settings.get("turned"):
+        settings.pop("turned", None)
+    return settings
+
+
 def augment_settings(options, input_uri=None, manifest_encoding: str | None = None) -> dict:
     """The settings of `maskgen.augment.AugmentOptions` that decide what is written, as plain JSON
     values (a style by its name, and by what it draws: `maskgen.masks.style_options`), and with
@@ -56,6 +66,7 @@ def augment_settings(options, input_uri=None, manifest_encoding: str | None = No
     from maskgen.masks import style_options
 
     settings = dataclasses.asdict(dataclasses.replace(options, style="seed"))  # a style object need not be one
+    settings["finder"] = finder_settings(options.finder)
     settings["style"] = getattr(options.style, "name", str(options.style))
     # a style object's options too: by its name alone, OneOf([ClothMask()]) then OneOf([SurgicalMask()])
     # mixed two kinds of masks in one output, and so did SurgicalMask(colours=("pink",)) then "surgical"

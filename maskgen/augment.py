@@ -22,7 +22,8 @@ from maskgen.checks import is_whole
 from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face, landmark_boxes
 from maskgen.eyes import EyeLocator
-from maskgen.finder import ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces
+from maskgen.finder import (ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces,
+                            turn_point)
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
                            style_from_name)
@@ -158,7 +159,8 @@ class Augmenter:
             points5 = np.array([f.points for f in faces], dtype=np.float64).reshape(-1, 5, 2)
             scores = [f.score for f in faces]
             found_from = landmark_boxes(faces)  # a cut face's whole box (the record keeps `boxes`)
-            landmarks68 = self.predictor.predict(image, found_from, points5) if len(faces) else np.zeros((0, 68, 2))
+            landmarks68 = self.predictor.predict(image, found_from, points5, [face_turns(f.source) for f in faces]) \
+                if len(faces) else np.zeros((0, 68, 2))
             results.append(self.mask_faces(image, key, boxes, scores, points5, landmarks68,
                                            sources=[f.source for f in faces], eye_boxes=found_from))
         return results
@@ -206,7 +208,9 @@ class Augmenter:
                 note = f"smaller than min_face_size ({sizes[i]:.1f} < {opts.min_face_size:g} px)"  # 19.6 read "20 < 20"
             else:
                 try:
-                    out, coverage, params = self.style(out, lm, mask_rng(opts.seed, key, i), ftype)
+                    out, coverage, params = upright_drawn(
+                        lambda img, pts: self.style(img, pts, mask_rng(opts.seed, key, i), ftype), out, lm,
+                        face_turns(sources[i] if sources else None))
                     masked = bool(np.any(coverage))
                     if not masked:  # nothing of it on the image: no mask, and no crop of one
                         params, note = None, "mask not drawn: none of it falls on the image"
@@ -240,6 +244,31 @@ class Augmenter:
             record.message = record.message or message
         return AugmentResult(key, "ok", message, w, h, records,
                              out if opts.outputs in ("image", "both") else None, crops)
+
+
+def face_turns(source: str | None) -> int:
+    """The quarter turns counter-clockwise that make a face upright, read from its `source` (a face
+    `FaceFinder` found turned ends in `+turned90`, `+turned180` or `+turned270`); 0 for any other."""
+    for k in (1, 2, 3):
+        if source and source.endswith(f"+turned{90 * k}"):
+            return k
+    return 0
+
+
+def upright_drawn(draw, image: np.ndarray, landmarks68, turns: int):
+    """`draw(image, landmarks68)` (a style's call: (image, coverage, params)) on the image turned
+    `turns` quarter turns counter-clockwise, where the face is upright, turned back: every style
+    draws a face upright (the seed's polygon across a face upside down covered an eye). Quarter
+    turns move pixels without resampling, so the rest of the image is unchanged. Re-render a turned
+    face's record so too."""
+    if not turns:
+        return draw(image, landmarks68)
+    h, w = image.shape[:2]
+    points = np.array([turn_point(float(x), float(y), turns, w, h) for x, y in np.asarray(landmarks68)])
+    drawn, coverage, *rest = draw(np.ascontiguousarray(np.rot90(image, turns)), points)
+    if isinstance(coverage, np.ndarray) and coverage.ndim >= 2:
+        coverage = np.ascontiguousarray(np.rot90(coverage, -turns))
+    return (np.ascontiguousarray(np.rot90(drawn, -turns)), coverage, *rest)
 
 
 def unusable_landmarks(landmarks68, width: int, height: int) -> str:

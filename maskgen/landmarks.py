@@ -222,7 +222,7 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
     def version(self) -> str:
         return f"dlib-{self._dlib.__version__}:{self.path.name}"
 
-    def predict(self, image: np.ndarray, boxes, points5: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, image: np.ndarray, boxes, points5: np.ndarray | None = None, turns=None) -> np.ndarray:
         """(N, 68, 2) float32 points for N detector boxes (x1, y1, x2, y2) in an RGB uint8 image, or
         for the detector's `Face`s (one, or a list): their `landmark_box`es and, unless `points5` is
         given, their 5 points, what the augment job gives it.
@@ -231,19 +231,43 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
         `LEVEL_ABOVE_DEGREES` or more is turned upright around its box's centre before the predictor
         sees it, and its points turned back. dlib's predictor only knows upright faces: at 40 to 60
         degrees its points fell on the cheek and neck (mean error 0.84 to 0.95 of the eye distance),
-        so masks were drawn there."""
+        so masks were drawn there.
+
+        `turns` (one per box, default none): the quarter turns counter-clockwise that make a face
+        upright (`maskgen.augment.face_turns` of a face `FaceFinder` found turned): such a face is
+        predicted in the image so turned, its box and points with it, and its points turned back.
+        (The box-to-square mapping is dlib's for upright faces: a face upside down had its square
+        pushed over its forehead, and the mask drawn across an eye.)"""
         check_rgb(image)
         boxes, points5 = checked_boxes(*faces_as_boxes(boxes, points5), image.shape)
+        turns = [0] * len(boxes) if turns is None else [int(k) % 4 for k in turns]
+        if len(turns) != len(boxes):
+            raise ValueError(f"turns: one per box, got {len(turns)} for {len(boxes)} boxes")
         squares = self.mapping.apply(boxes)
         image = np.ascontiguousarray(image)
         out = np.empty((len(squares), 68, 2), dtype=np.float32)
         for i, square in enumerate(squares):
+            if turns[i]:
+                out[i] = self._predict_turned(image, boxes[i], None if points5 is None else points5[i], turns[i])
+                continue
             roll = eye_roll_degrees(points5[i]) if points5 is not None else 0.0
             if abs(roll) >= LEVEL_ABOVE_DEGREES:
                 out[i] = self._predict_levelled(image, square, roll)
             else:
                 out[i] = self._predict_square(image, square, cut_edges(boxes[i], image.shape))
         return out
+
+    def _predict_turned(self, image: np.ndarray, box, points5, turns: int) -> np.ndarray:
+        """One face's points, predicted in the image turned `turns` quarter turns counter-clockwise
+        (where the face is upright), turned back."""
+        from maskgen.finder import turn_box, turn_point
+
+        h, w = image.shape[:2]
+        upright = np.ascontiguousarray(np.rot90(image, turns))
+        uh, uw = upright.shape[:2]
+        pts = None if points5 is None else np.array([[turn_point(x, y, turns, w, h) for x, y in points5]])
+        found = self.predict(upright, np.array([turn_box(box, turns, w, h)]), pts)[0]
+        return np.array([turn_point(float(x), float(y), (4 - turns) % 4, uw, uh) for x, y in found], np.float32)
 
     def _predict_square(self, image: np.ndarray, square, cut=(False, False, False, False)) -> np.ndarray:
         """dlib's points in the square (x1, y1, x2, y2); where the face is `cut` (`cut_edges`) and the

@@ -206,3 +206,26 @@ def test_a_grey_photos_masks_and_crops_are_grey(detector, predictor, shared_data
     assert drawn.sum() > 1000
     toned_px = on_toned.image[drawn].astype(int)
     assert abs(np.median(toned_px[:, 2] - toned_px[:, 0]) - (-15)) <= 2  # the photo's tone, not blue
+
+
+def test_a_face_upside_down_or_on_its_side_is_masked_as_it_is_upright(face_photos):
+    """Upside down, a face got an upright face's points (eyes on the mouth), its 68 landmarks were
+    found from a square pushed over its forehead, and the seed's polygon was drawn across an eye. With
+    `turned`, the masked photo turned back is the upright photo masked (the same face, points and
+    mask), and the record says how the face was turned."""
+    from maskgen.finder import FinderOptions
+
+    image = read_rgb(face_photos[0])
+    upright = Augmenter(AugmentOptions(style="seed", outputs="image")).augment(image, "a.jpg")
+    turned = Augmenter(AugmentOptions(style="seed", outputs="image", finder=FinderOptions(turned=True)))
+    plain = Augmenter(AugmentOptions(style="seed", outputs="image"))
+    drawn = upright.image.astype(int) != image
+    for k in (1, 2, 3):
+        rotated = np.ascontiguousarray(np.rot90(image, k))
+        result = turned.augment(rotated, "a.jpg")
+        back = np.rot90(result.image, -k).astype(int)
+        assert result.faces[0].masked and result.faces[0].source.endswith(f"+turned{90 * ((4 - k) % 4)}"), k
+        # the mask's pixels are the upright mask's, within a few levels and a pixel at its edge
+        assert np.abs(back - upright.image).mean() < 0.5 and (back != image)[drawn].mean() > 0.95, k
+    wrong = np.rot90(plain.augment(np.ascontiguousarray(np.rot90(image, 2)), "a.jpg").image, -2).astype(int)
+    assert (wrong != image)[drawn].mean() < 0.8  # as it was: much of the mouth left bare

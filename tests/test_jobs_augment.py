@@ -598,3 +598,33 @@ def test_model_objects_go_to_ray_tasks_by_value(ray_runtime, detector, predictor
     np.testing.assert_allclose(travelled.embed_faces(image, faces), embedder.embed_faces(image, faces), atol=1e-5)
     shallow = copy.copy(embedder)
     assert shallow.flip and shallow.session is embedder.session
+
+
+def test_mask_turned_finds_a_photo_upside_down_and_its_output_keeps_the_setting(tmp_path, capsys):
+    """`mfr mask --turned`: a photo stored upside down is masked over its mouth (the manifest says
+    how the face was turned); the setting is the output's, so a rerun without it is refused, and an
+    output made without it (as every output made before it was) reruns as before."""
+    import cv2
+
+    from jobs.cli import main
+
+    photo = require_shared("faces", "person_01", "img1.jpg")
+    dataset = tmp_path / "in" / "p"
+    dataset.mkdir(parents=True)
+    shutil.copy(photo, dataset / "upright.jpg")
+    cv2.imwrite(str(dataset / "upside-down.jpg"), cv2.rotate(cv2.imread(str(photo)), cv2.ROTATE_180))
+    out = tmp_path / "out"
+    args = ["mask", str(dataset.parent), str(out), "--executor", "local", "--quiet"]
+    assert main([*args, "--turned"]) == 0
+    rows = read_manifest(str(out)).set_index("source_key")
+    assert rows.loc["p/upside-down.jpg", "source"] == "mtcnn+turned180" and rows.masked.all()
+    assert rows.loc["p/upright.jpg", "source"] == "mtcnn"
+    capsys.readouterr()
+    assert main(args) == 2 and "finder.turned" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    assert main(["mask", str(dataset.parent), str(plain), "--executor", "local", "--quiet"]) == 0
+    # recorded as outputs made before the option were
+    assert "turned" not in json.loads((plain / "_mfr_settings.json").read_text())["settings"]["finder"]
+    assert main(["mask", str(dataset.parent), str(plain), "--executor", "local", "--quiet"]) == 0
+    assert main(["embed", str(out), str(tmp_path / "emb"), "--from-augment", "--turned"]) == 2
+    assert "--turned does not apply with --from-augment" in capsys.readouterr().err
