@@ -392,6 +392,7 @@ def mask_settings_line(options: AugmentOptions) -> str:
     # how faces are found locks an output too (a rerun with another --input-kind is refused)
     shown += [f"finder {finder['detector']}", f"crop_mode {finder['crop_mode']}",
               f"second_look {'on' if finder['second_look'] else 'off'}"] if finder else []
+    shown += ["turned on"] if finder.get("turned") else []
     return ", ".join(shown)
 
 

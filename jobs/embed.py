@@ -143,10 +143,10 @@ class FacePreparer:
         """The face records of one input row, each with the aligned crop to embed (None where none).
         `recorded`: its faces as another model's pass found them (`RecordedFaces.lookup`; [] for none),
         taken instead of detecting them."""
-        from maskgen.augment import face_turns
+        from maskgen.augment import face_turns, upright_alignment
         from maskgen.decode import DecodeError, decode_image
         from maskgen.record import as_recorded
-        from recog.embed import Embedder, align_crops
+        from recog.embed import align_crops
 
         base = self.input_record(item)
         if item.get("status"):  # refused before any reading (unsafe path, duplicate, not a file, ...)
@@ -176,8 +176,10 @@ class FacePreparer:
                                                  [face_turns(f.source) for f in faces])
             image = self.masker.mask_faces(image, item["key"], boxes, [f.score for f in faces], np.stack(points),
                                            lm68, sources=[f.source for f in faces]).image
-        aligned = Embedder.alignment_of(points, lm68, self.alignment, lambda k: self.eye_locator().locate(
-            eyes_image, faces[k].landmark_box, points[k]))
+        # (a face found turned is aligned in the image turned upright: `upright_alignment`)
+        aligned = [upright_alignment(eyes_image, points[k], None if lm68 is None else lm68[k], self.alignment,
+                                     lambda *look: self.eye_locator().locate(*look), faces[k].landmark_box,
+                                     face_turns(faces[k].source)) for k in range(len(faces))]
         # the crop is aligned with the points as the row records them, so that aligned5 remakes it exactly
         # (the unrounded points moved some 430 pixels of a crop by a level: embeddings 1e-3 apart)
         aligned = [(as_recorded(pts), how) for pts, how in aligned]

@@ -140,8 +140,8 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             follows = follows or {}
             derived = [k for k in changed if follows.get(k) in changed]
             given = [k for k in changed if k not in derived]
-            was = ", ".join(f"{k}={recorded.get(k)!r}" for k in given)
-            now = ", ".join(f"{k}={settings.get(k)!r}" for k in given)
+            was = ", ".join(f"{k}={_shown(recorded.get(k))}" for k in given)
+            now = ", ".join(f"{k}={_shown(settings.get(k))}" for k in given)
             if derived:  # no option of the user's sets them: they come with what was asked
                 now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
                         f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")
@@ -189,6 +189,12 @@ def source_note(store, source: str, made: str = "masks") -> str | None:
         return None
     return (f"this output was made from {was}; this run reads {source}: an input whose name the output already "
             "holds is skipped as done, whatever its content")
+
+
+def _shown(value) -> str:
+    """A setting's value as a refusal shows it: one a record or run does not hold (a setting recorded
+    only when on, such as the finder's `turned`) is "not set" (it read None)."""
+    return "not set" if value is None else repr(value)
 
 
 def _flat(settings: dict, prefix: str = "") -> dict:

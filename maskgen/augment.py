@@ -23,7 +23,7 @@ from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face, landmark_boxes
 from maskgen.eyes import EyeLocator
 from maskgen.finder import (ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces,
-                            turn_point)
+                            turn_box, turn_point)
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
                            style_from_name)
@@ -218,8 +218,8 @@ class Augmenter:
                     note = f"mask not drawn: {exc}"
             align_pts, how = None, None
             if not unusable:  # eyes located on the unmasked image: the mask must not move the alignment
-                align_pts, how = alignment_points(points5[i], lm, opts.alignment,
-                                                  lambda: self.eye_locator.locate(image, eye_boxes[i], points5[i]))
+                align_pts, how = upright_alignment(image, points5[i], lm, opts.alignment, self.eye_locator.locate,
+                                                   eye_boxes[i], face_turns(sources[i] if sources else None))
                 align_pts = as_recorded(align_pts)  # the crop is made again from the record's aligned5
             given = face_types[i].code if face_types and face_types[i] else None
             records.append(FaceRecord(
@@ -269,6 +269,29 @@ def upright_drawn(draw, image: np.ndarray, landmarks68, turns: int):
     if isinstance(coverage, np.ndarray) and coverage.ndim >= 2:
         coverage = np.ascontiguousarray(np.rot90(coverage, -turns))
     return (np.ascontiguousarray(np.rot90(drawn, -turns)), coverage, *rest)
+
+
+def upright_alignment(image: np.ndarray, points5, landmarks68, alignment: str, locate_eyes, box, turns: int):
+    """`maskgen.finder.alignment_points` of one face (`locate_eyes(image, box, points5)`: e.g. an
+    `EyeLocator`'s `locate`), for a face turned `turns` quarter turns counter-clockwise from upright
+    worked out in the image turned upright and mapped back: the plausibility check and the eye
+    locator know upright faces only (an upside-down face read as "eyes swapped", and its eyes were
+    located 1.07 to 1.35 eye distances off: crops upside down)."""
+    if not turns:
+        return alignment_points(points5, landmarks68, alignment, lambda: locate_eyes(image, box, points5))
+    h, w = image.shape[:2]
+
+    def turned(points, k=turns, width=w, height=h):
+        return np.array([turn_point(float(x), float(y), k, width, height) for x, y in np.asarray(points).reshape(-1, 2)])
+
+    up5 = turned(points5)
+    up68 = None if landmarks68 is None else turned(landmarks68)
+    points, how = alignment_points(up5, up68, alignment, lambda: locate_eyes(
+        np.ascontiguousarray(np.rot90(image, turns)), turn_box(box, turns, w, h), up5))
+    if how == "five-point":
+        return np.asarray(points5, dtype=np.float64).reshape(5, 2), how
+    uh, uw = (h, w) if turns % 2 == 0 else (w, h)
+    return turned(points, (4 - turns) % 4, uw, uh), how
 
 
 def unusable_landmarks(landmarks68, width: int, height: int) -> str:

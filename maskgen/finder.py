@@ -185,6 +185,15 @@ class FaceFinder:
         k = max((i for i in range(4) if i != found), key=lambda i: logits[i])
         if logits[k] - logits[found] < self.TURN_LOGIT_MARGIN:
             return face if not found else replace(face, source=f"{face.source}+turned{90 * found}")
+        # found again in the image turned upright, where its box (and its whole extent past a cut edge)
+        # is an upright face's: the box found the wrong way round left a cut face's mouth bare
+        upright = np.ascontiguousarray(np.rot90(image, k))
+        again = [turned_back(f, k, image.shape) for f in self._find_upright([upright])[0]]
+        if again:
+            overlap = B.iou_matrix(np.array([f.box for f in again]), np.array([face.box], dtype=np.float64))[:, 0]
+            if overlap.max() >= 0.3:
+                best = again[int(np.argmax(overlap))]
+                return replace(best, source=f"{best.source}+turned{90 * k}")
         back = [turn_point(x, y, (4 - k) % 4, side, side) for x, y in looks[k].landmarks]
         return replace(face, score=float(looks[k].score), source=f"{face.source}+turned{90 * k}",
                        landmarks=tuple((x + left, y + top) for x, y in back))

@@ -169,7 +169,7 @@ def test_faces_turned_a_quarter_or_half_turn_are_found_upright_and_upright_ones_
     """A photo upside down (a scan, a camera that recorded no orientation): MTCNN found its face and
     gave it an upright face's points, eyes on the mouth, and the mask was drawn over the eyes; turned
     a quarter, the face was mostly not found. With `turned`, most faces turned each way are found
-    with their own points (bench/bench_turned_faces.py: 181 of 225 on the shared photos, against 14),
+    with their own points (bench/bench_turned_faces.py: 186 of 225 on the shared photos, against 14),
     and an upright photo's faces are exactly what they were."""
     from maskgen.finder import turn_point
 

@@ -620,7 +620,8 @@ def test_mask_turned_finds_a_photo_upside_down_and_its_output_keeps_the_setting(
     assert rows.loc["p/upside-down.jpg", "source"] == "mtcnn+turned180" and rows.masked.all()
     assert rows.loc["p/upright.jpg", "source"] == "mtcnn"
     capsys.readouterr()
-    assert main(args) == 2 and "finder.turned" in capsys.readouterr().err
+    assert main(args) == 2 and "finder.turned=True; this run asks finder.turned=not set" in capsys.readouterr().err
+    assert main([*args, "--turned", "--dry-run"]) == 0 and "turned on" in capsys.readouterr().out
     plain = tmp_path / "plain"
     assert main(["mask", str(dataset.parent), str(plain), "--executor", "local", "--quiet"]) == 0
     # recorded as outputs made before the option were
