@@ -140,18 +140,19 @@ class FaceFinder:
         return self.find_batch([image])[0]
 
     def find_batch(self, images: list[np.ndarray]) -> list[list[Face]]:
-        """Each image's faces. With `turned`, faces may be turned a quarter or half turn: an image in
-        which none is found is looked at again turned a half turn, then a quarter turn each way (the
-        first turn that finds faces gives them, mapped back); and each face's box is read by O-Net
-        turned each way, and where a turn reads as a face more surely than the face as found, by
-        `TURN_LOGIT_MARGIN` in O-Net's logit, the face is taken as so turned, its points O-Net's of
-        the turned box (MTCNN gives a face upside down the points of an upright one: the eyes on the
-        mouth, and the mask was drawn over the eyes). `source` then ends in `+turned90`, `+turned180`
-        or `+turned270`: how far the face is turned clockwise from upright in the image."""
+        """Each image's faces. With `turned`, faces may be turned a quarter or half turn: each face
+        found is read by O-Net turned each way, and where a turn reads as a face more surely than the
+        face as found, by `TURN_LOGIT_MARGIN` in O-Net's logit, the face is taken as so turned
+        (MTCNN gives a face upside down the points of an upright one: the eyes on the mouth, and the
+        mask was drawn over the eyes); the image is then detected again turned so (once a turn), and
+        every face found there that O-Net also reads so turned is one of the image's, upright faces
+        kept as found. An image in which none is found is first looked at turned a half turn, then a
+        quarter turn each way, until a turn finds faces. `source` then ends in `+turned90`,
+        `+turned180` or `+turned270`: how far the face is turned clockwise from upright."""
         found = self._find_upright(images)
         if not self.options.turned:
             return found
-        return [[self._turned_face(image, face) for face in faces] if faces else self._turned_faces(image)
+        return [self._settled(image, [(f, 0) for f in faces]) if faces else self._turned_faces(image)
                 for image, faces in zip(images, found)]
 
     # O-Net's logit of a face's box turned another way must beat its logit as found by this much
@@ -165,12 +166,49 @@ class FaceFinder:
         for k in self.TURNS:
             found = self._find_upright([np.ascontiguousarray(np.rot90(image, k))])[0]
             if found:
-                return [self._turned_face(image, turned_back(f, k, image.shape), k) for f in found]
+                return self._settled(image, [(turned_back(f, k, image.shape), k) for f in found], {k: found})
         return []
 
-    def _turned_face(self, image: np.ndarray, face: Face, found: int = 0) -> Face:
-        """`face` (found upright in the image turned `found` quarter turns counter-clockwise), or the face
-        turned as O-Net reads its box most surely, where that beats `found` by `TURN_LOGIT_MARGIN`."""
+    def _settled(self, image: np.ndarray, candidates: list, detected: dict | None = None) -> list[Face]:
+        """The faces of `image` from `candidates` ((face, the quarter turns counter-clockwise of the image
+        it was found upright in)), each read by O-Net turned each way (`_turn_of`): a face whose turn
+        is as found stays; for each other turn, the image is detected turned so (`detected`: turn ->
+        faces found in the image so turned, reused) and its faces that O-Net reads so turned, and that
+        overlap no face kept, join (a face none of them overlaps keeps O-Net's points of its box
+        turned so). Each face is one face: two detections of one face turned round came out as the
+        same face twice."""
+        from maskgen import boxes as B
+
+        detected = dict(detected or {})
+        kept: list[Face] = []
+        moved: dict = {}  # turn -> [(face as found, O-Net's look at its box turned so)]
+        for face, found in candidates:
+            turn, look = self._turn_of(image, face, found)
+            if turn == found:
+                kept.append(face if not found else replace(face, source=f"{face.source}+turned{90 * found}"))
+            else:
+                moved.setdefault(turn, []).append((face, look))
+
+        def overlaps(face: Face, faces: list[Face], at: float) -> bool:
+            return bool(faces) and float(B.iou_matrix(np.array([face.box], dtype=np.float64),
+                                                      np.array([f.box for f in faces], dtype=np.float64)).max()) >= at
+
+        for turn, faces in moved.items():
+            if turn not in detected:
+                detected[turn] = self._find_upright([np.ascontiguousarray(np.rot90(image, turn))])[0]
+            again = [turned_back(f, turn, image.shape) for f in detected[turn]]
+            again = [f for f in again if self._turn_of(image, f, turn)[0] == turn and not overlaps(f, kept, 0.3)]
+            # a face none of them overlaps: its points are O-Net's of its box turned upright
+            again += [look for face, look in faces if not overlaps(face, again, 0.3)]
+            for f in again:
+                if not overlaps(f, kept, 0.5):
+                    kept.append(replace(f, source=f"{f.source}+turned{90 * turn}"))
+        return kept
+
+    def _turn_of(self, image: np.ndarray, face: Face, found: int = 0) -> tuple[int, Face | None]:
+        """(the quarter turns counter-clockwise that make `face` upright as O-Net reads its box: `found`
+        unless another beats it by `TURN_LOGIT_MARGIN`; for another, the face with O-Net's points of
+        the box so turned, mapped back)."""
         from maskgen import boxes as B
 
         x1, y1, x2, y2 = B.square(np.asarray(face.landmark_box, dtype=np.float64).reshape(1, 4))[0]
@@ -184,19 +222,9 @@ class FaceFinder:
         logits = [np.log(p / (1 - p)) for p in (min(max(look.score, 1e-7), 1 - 1e-7) for look in looks)]
         k = max((i for i in range(4) if i != found), key=lambda i: logits[i])
         if logits[k] - logits[found] < self.TURN_LOGIT_MARGIN:
-            return face if not found else replace(face, source=f"{face.source}+turned{90 * found}")
-        # found again in the image turned upright, where its box (and its whole extent past a cut edge)
-        # is an upright face's: the box found the wrong way round left a cut face's mouth bare
-        upright = np.ascontiguousarray(np.rot90(image, k))
-        again = [turned_back(f, k, image.shape) for f in self._find_upright([upright])[0]]
-        if again:
-            overlap = B.iou_matrix(np.array([f.box for f in again]), np.array([face.box], dtype=np.float64))[:, 0]
-            if overlap.max() >= 0.3:
-                best = again[int(np.argmax(overlap))]
-                return replace(best, source=f"{best.source}+turned{90 * k}")
+            return found, None
         back = [turn_point(x, y, (4 - k) % 4, side, side) for x, y in looks[k].landmarks]
-        return replace(face, score=float(looks[k].score), source=f"{face.source}+turned{90 * k}",
-                       landmarks=tuple((x + left, y + top) for x, y in back))
+        return k, replace(face, score=float(looks[k].score), landmarks=tuple((x + left, y + top) for x, y in back))
 
     def _find_upright(self, images: list[np.ndarray]) -> list[list[Face]]:
         opts = self.options
