@@ -187,14 +187,6 @@ class MTCNN(MadeAgainWhereUnpickled):
         return clipped_face(B.regress(box, reg)[0], h, w, score=float(prob[0, 1]),
                             landmarks=tuple((float(x), float(y)) for x, y in points), source="onet-whole-image")
 
-    def onet_scores(self, image: np.ndarray, boxes) -> np.ndarray:
-        """O-Net's face probability of each box (made square), (N,): how surely each is a face."""
-        if not len(boxes):
-            return np.zeros(0)
-        square = B.square(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
-        _, _, prob = self._run_patches("onet", [_normalise(image)], np.zeros(len(square), np.int64), square, 48)
-        return prob[:, 1].astype(np.float64)
-
     def onet_points(self, image: np.ndarray, box) -> np.ndarray:
         """O-Net's 5 points, (5, 2), for one face box (made square) without the rest of the cascade:
         a second look at a face already found, e.g. in its mirror image (maskgen.eyes)."""
