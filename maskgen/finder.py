@@ -348,7 +348,7 @@ def turn_point(x: float, y: float, k: int, w: int, h: int) -> tuple[float, float
 
 
 def turn_box(box, k: int, w: int, h: int) -> tuple[float, float, float, float]:
-    """A box (x1, y1, x2, y2) of a `w` x `h` image, in the image turned as `_turn_point` turns it."""
+    """A box (x1, y1, x2, y2) of a `w` x `h` image, in the image turned as `turn_point` turns it."""
     (ax, ay), (bx, by) = turn_point(box[0], box[1], k, w, h), turn_point(box[2], box[3], k, w, h)
     return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
 
