@@ -181,13 +181,17 @@ class FaceFinder:
 
         detected = dict(detected or {})
         kept: list[Face] = []
-        moved: dict = {}  # turn -> [(face as found, O-Net's look at its box turned so)]
+        moved: dict = {}  # turn -> [(face as found, its turn as found, O-Net's look at its box turned so)]
+
+        def as_found(face: Face, found: int) -> Face:
+            return face if not found else replace(face, source=f"{face.source}+turned{90 * found}")
+
         for face, found in candidates:
             turn, look = self._turn_of(image, face, found)
             if turn == found:
-                kept.append(face if not found else replace(face, source=f"{face.source}+turned{90 * found}"))
+                kept.append(as_found(face, found))
             else:
-                moved.setdefault(turn, []).append((face, look))
+                moved.setdefault(turn, []).append((face, found, look))
 
         def overlaps(face: Face, faces: list[Face], at: float) -> bool:
             return bool(faces) and float(B.iou_matrix(np.array([face.box], dtype=np.float64),
@@ -198,11 +202,15 @@ class FaceFinder:
                 detected[turn] = self._find_upright([np.ascontiguousarray(np.rot90(image, turn))])[0]
             again = [turned_back(f, turn, image.shape) for f in detected[turn]]
             again = [f for f in again if self._turn_of(image, f, turn)[0] == turn and not overlaps(f, kept, 0.3)]
-            # a face none of them overlaps: its points are O-Net's of its box turned upright
-            again += [look for face, look in faces if not overlaps(face, again, 0.3)]
+            again = [replace(f, source=f"{f.source}+turned{90 * turn}") if turn else f for f in again]
+            # a face none of them overlaps: found by the plain pass (its points an upright face's), its
+            # points are O-Net's of its box turned so; found upright in a turned image, its detection
+            # stands (O-Net alone read a small upside-down face there as upright)
+            again += [replace(look, source=f"{look.source}+turned{90 * turn}") if not found else as_found(face, found)
+                      for face, found, look in faces if not overlaps(face, again, 0.3)]
             for f in again:
                 if not overlaps(f, kept, 0.5):
-                    kept.append(replace(f, source=f"{f.source}+turned{90 * turn}"))
+                    kept.append(f)
         return kept
 
     def _turn_of(self, image: np.ndarray, face: Face, found: int = 0) -> tuple[int, Face | None]:

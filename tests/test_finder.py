@@ -228,3 +228,23 @@ def test_every_face_of_a_group_photo_turned_round_is_found_once(detector, shared
     settled = turned._settled(rotated, [(first, 0), (shifted, 0)])
     boxes = [f.box for f in settled]
     assert len(settled) == 3 and len(set(boxes)) == 3, boxes
+
+
+def test_a_face_found_upright_in_a_turned_image_keeps_its_detection_where_only_o_net_says_otherwise(
+        detector, shared_data, monkeypatch):
+    """O-Net read a small upside-down face, found upright in the image turned round, as upright;
+    detected as it is, the image had no face there, and the face got O-Net's upright points (1.3
+    eye distances off) and the source `+turned0`. Its detection stands, turned as it was found."""
+    from dataclasses import replace
+
+    from maskgen.finder import turned_back
+
+    image = read_rgb(shared_data / "faces" / "person_02" / "img54.jpg")
+    turned = FaceFinder(FinderOptions(turned=True), mtcnn=detector)
+    face = turned_back(FaceFinder(FinderOptions(), mtcnn=detector).find(image)[0], 2, image.shape)
+    rotated = np.ascontiguousarray(np.rot90(image, 2))
+    misread = replace(face, landmarks=tuple((x + 50.0, y) for x, y in face.landmarks))
+    monkeypatch.setattr(turned, "_turn_of", lambda img, f, found=0: (0, misread) if found == 2 else (found, None))
+    monkeypatch.setattr(turned, "_find_upright", lambda images: [[] for _ in images])
+    settled = turned._settled(rotated, [(face, 2)])
+    assert [(f.landmarks, f.source) for f in settled] == [(face.landmarks, f"{face.source}+turned180")]
