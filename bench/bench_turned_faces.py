@@ -37,7 +37,7 @@ def main() -> None:
     import argparse
 
     from maskgen.decode import decode_image
-    from maskgen.finder import FaceFinder, FinderOptions, turn_box, turn_point
+    from maskgen.finder import FaceFinder, FinderOptions, turn_box, turn_points
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=None, help="the shared data folder (default ../shared/data)")
@@ -62,7 +62,7 @@ def main() -> None:
                 changed += found["on"] != reference
             for face in reference:
                 box = turn_box(face.box, k, w, h)
-                points = np.array([turn_point(x, y, k, w, h) for x, y in face.points])
+                points = turn_points(face.points, k, w, h)
                 eyes = float(np.hypot(*(points[1] - points[0])))
                 counts[k]["faces"] += 1
                 for name in ("off", "on"):

@@ -23,7 +23,7 @@ from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face, landmark_boxes
 from maskgen.eyes import EyeLocator
 from maskgen.finder import (ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces,
-                            turn_box, turn_point)
+                            turn_box, turn_points, turned_size)
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
                            style_from_name)
@@ -264,8 +264,7 @@ def upright_drawn(draw, image: np.ndarray, landmarks68, turns: int):
     if not turns:
         return draw(image, landmarks68)
     h, w = image.shape[:2]
-    points = np.array([turn_point(float(x), float(y), turns, w, h) for x, y in np.asarray(landmarks68)])
-    drawn, coverage, *rest = draw(np.ascontiguousarray(np.rot90(image, turns)), points)
+    drawn, coverage, *rest = draw(np.ascontiguousarray(np.rot90(image, turns)), turn_points(landmarks68, turns, w, h))
     if isinstance(coverage, np.ndarray) and coverage.ndim >= 2:
         coverage = np.ascontiguousarray(np.rot90(coverage, -turns))
     return (np.ascontiguousarray(np.rot90(drawn, -turns)), coverage, *rest)
@@ -280,18 +279,13 @@ def upright_alignment(image: np.ndarray, points5, landmarks68, alignment: str, l
     if not turns:
         return alignment_points(points5, landmarks68, alignment, lambda: locate_eyes(image, box, points5))
     h, w = image.shape[:2]
-
-    def turned(points, k=turns, width=w, height=h):
-        return np.array([turn_point(float(x), float(y), k, width, height) for x, y in np.asarray(points).reshape(-1, 2)])
-
-    up5 = turned(points5)
-    up68 = None if landmarks68 is None else turned(landmarks68)
+    up5 = turn_points(points5, turns, w, h)
+    up68 = None if landmarks68 is None else turn_points(landmarks68, turns, w, h)
     points, how = alignment_points(up5, up68, alignment, lambda: locate_eyes(
         np.ascontiguousarray(np.rot90(image, turns)), turn_box(box, turns, w, h), up5))
     if how == "five-point":
         return np.asarray(points5, dtype=np.float64).reshape(5, 2), how
-    uh, uw = (h, w) if turns % 2 == 0 else (w, h)
-    return turned(points, (4 - turns) % 4, uw, uh), how
+    return turn_points(points, (4 - turns) % 4, *turned_size(turns, w, h)), how
 
 
 def unusable_landmarks(landmarks68, width: int, height: int) -> str:

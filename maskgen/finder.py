@@ -183,13 +183,13 @@ class FaceFinder:
         kept: list[Face] = []
         moved: dict = {}  # turn -> [(face as found, its turn as found, O-Net's look at its box turned so)]
 
-        def as_found(face: Face, found: int) -> Face:
-            return face if not found else replace(face, source=f"{face.source}+turned{90 * found}")
+        def turned_as(face: Face, turn: int) -> Face:  # its source says how it is turned
+            return face if not turn else replace(face, source=f"{face.source}+turned{90 * turn}")
 
         for face, found in candidates:
             turn, look = self._turn_of(image, face, found)
             if turn == found:
-                kept.append(as_found(face, found))
+                kept.append(turned_as(face, found))
             else:
                 moved.setdefault(turn, []).append((face, found, look))
 
@@ -202,11 +202,11 @@ class FaceFinder:
                 detected[turn] = self._find_upright([np.ascontiguousarray(np.rot90(image, turn))])[0]
             again = [turned_back(f, turn, image.shape) for f in detected[turn]]
             again = [f for f in again if self._turn_of(image, f, turn)[0] == turn and not overlaps(f, kept, 0.3)]
-            again = [replace(f, source=f"{f.source}+turned{90 * turn}") if turn else f for f in again]
+            again = [turned_as(f, turn) for f in again]
             # a face none of them overlaps: found by the plain pass (its points an upright face's), its
             # points are O-Net's of its box turned so; found upright in a turned image, its detection
             # stands (O-Net alone read a small upside-down face there as upright)
-            again += [replace(look, source=f"{look.source}+turned{90 * turn}") if not found else as_found(face, found)
+            again += [turned_as(look, turn) if not found else turned_as(face, found)
                       for face, found, look in faces if not overlaps(face, again, 0.3)]
             for f in again:
                 if not overlaps(f, kept, 0.5):
@@ -231,8 +231,8 @@ class FaceFinder:
         k = max((i for i in range(4) if i != found), key=lambda i: logits[i])
         if logits[k] - logits[found] < self.TURN_LOGIT_MARGIN:
             return found, None
-        back = [turn_point(x, y, (4 - k) % 4, side, side) for x, y in looks[k].landmarks]
-        return k, replace(face, score=float(looks[k].score), landmarks=tuple((x + left, y + top) for x, y in back))
+        back = turn_points(looks[k].landmarks, (4 - k) % 4, side, side) + (left, top)
+        return k, replace(face, score=float(looks[k].score), landmarks=tuple((float(x), float(y)) for x, y in back))
 
     def _find_upright(self, images: list[np.ndarray]) -> list[list[Face]]:
         opts = self.options
@@ -347,27 +347,34 @@ def _shift(face: Face, p: int, h: int, w: int, source: str) -> Face:
     return clipped_face((x1 - p, y1 - p, x2 - p, y2 - p), h, w, score=face.score, landmarks=points, source=source)
 
 
-def turn_point(x: float, y: float, k: int, w: int, h: int) -> tuple[float, float]:
-    """Where pixel (x, y) of a `w` x `h` image lies in the image turned `k` quarter turns
-    counter-clockwise (`np.rot90(image, k)`)."""
+def turn_points(points, k: int, w: int, h: int) -> np.ndarray:
+    """(N, 2) float64: where pixels (x, y) of a `w` x `h` image lie in the image turned `k` quarter
+    turns counter-clockwise (`np.rot90(image, k)`)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    x, y = pts[:, 0], pts[:, 1]
     for _ in range(k % 4):
         x, y, w, h = y, w - 1 - x, h, w
-    return x, y
+    return np.stack([x, y], axis=1)
+
+
+def turned_size(k: int, w: int, h: int) -> tuple[int, int]:
+    """(width, height) of a `w` x `h` image turned `k` quarter turns."""
+    return (w, h) if k % 2 == 0 else (h, w)
 
 
 def turn_box(box, k: int, w: int, h: int) -> tuple[float, float, float, float]:
-    """A box (x1, y1, x2, y2) of a `w` x `h` image, in the image turned as `turn_point` turns it."""
-    (ax, ay), (bx, by) = turn_point(box[0], box[1], k, w, h), turn_point(box[2], box[3], k, w, h)
-    return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
+    """A box (x1, y1, x2, y2) of a `w` x `h` image, in the image turned as `turn_points` turns it."""
+    corners = turn_points([box[:2], box[2:4]], k, w, h)
+    return (*(float(v) for v in corners.min(axis=0)), *(float(v) for v in corners.max(axis=0)))
 
 
 def turned_back(face: Face, k: int, shape) -> Face:
     """A face found in an image turned `k` quarter turns counter-clockwise, in the coordinates of the
     image itself (`shape`: its shape)."""
     h, w = shape[:2]
-    tw, th = (w, h) if k % 2 == 0 else (h, w)  # the turned image's size
+    tw, th = turned_size(k, w, h)
     back = (4 - k) % 4
-    points = tuple(turn_point(x, y, back, tw, th) for x, y in face.landmarks)
+    points = tuple((float(x), float(y)) for x, y in turn_points(face.landmarks, back, tw, th))
     full = None if face.full_box is None else turn_box(face.full_box, back, tw, th)
     return Face(box=turn_box(face.box, back, tw, th), score=face.score, landmarks=points, source=face.source,
                 full_box=full)

@@ -246,9 +246,11 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
         squares = self.mapping.apply(boxes)
         image = np.ascontiguousarray(image)
         out = np.empty((len(squares), 68, 2), dtype=np.float32)
+        for k in sorted(set(turns) - {0}):  # the image turned once for all the faces turned alike
+            ours = [i for i, t in enumerate(turns) if t == k]
+            out[ours] = self._predict_turned(image, boxes[ours], None if points5 is None else points5[ours], k)
         for i, square in enumerate(squares):
             if turns[i]:
-                out[i] = self._predict_turned(image, boxes[i], None if points5 is None else points5[i], turns[i])
                 continue
             roll = eye_roll_degrees(points5[i]) if points5 is not None else 0.0
             if abs(roll) >= LEVEL_ABOVE_DEGREES:
@@ -257,17 +259,17 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
                 out[i] = self._predict_square(image, square, cut_edges(boxes[i], image.shape))
         return out
 
-    def _predict_turned(self, image: np.ndarray, box, points5, turns: int) -> np.ndarray:
-        """One face's points, predicted in the image turned `turns` quarter turns counter-clockwise
-        (where the face is upright), turned back."""
-        from maskgen.finder import turn_box, turn_point
+    def _predict_turned(self, image: np.ndarray, boxes: np.ndarray, points5, turns: int) -> np.ndarray:
+        """(N, 68, 2): the points of faces (`boxes` (N, 4), `points5` (N, 5, 2) or None) predicted in the
+        image turned `turns` quarter turns counter-clockwise (where they are upright), turned back."""
+        from maskgen.finder import turn_box, turn_points, turned_size
 
         h, w = image.shape[:2]
         upright = np.ascontiguousarray(np.rot90(image, turns))
-        uh, uw = upright.shape[:2]
-        pts = None if points5 is None else np.array([[turn_point(x, y, turns, w, h) for x, y in points5]])
-        found = self.predict(upright, np.array([turn_box(box, turns, w, h)]), pts)[0]
-        return np.array([turn_point(float(x), float(y), (4 - turns) % 4, uw, uh) for x, y in found], np.float32)
+        pts = None if points5 is None else np.stack([turn_points(p, turns, w, h) for p in points5])
+        found = self.predict(upright, np.array([turn_box(b, turns, w, h) for b in boxes]), pts)
+        back = turn_points(found.reshape(-1, 2), (4 - turns) % 4, *turned_size(turns, w, h))
+        return back.reshape(-1, 68, 2).astype(np.float32)
 
     def _predict_square(self, image: np.ndarray, square, cut=(False, False, False, False)) -> np.ndarray:
         """dlib's points in the square (x1, y1, x2, y2); where the face is `cut` (`cut_edges`) and the

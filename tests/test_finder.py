@@ -171,7 +171,7 @@ def test_faces_turned_a_quarter_or_half_turn_are_found_upright_and_upright_ones_
     a quarter, the face was mostly not found. With `turned`, most faces turned each way are found
     with their own points (bench/bench_turned_faces.py: 194 of 225 on the shared photos, against 14),
     and an upright photo's faces are exactly what they were."""
-    from maskgen.finder import turn_point
+    from maskgen.finder import turn_points
 
     plain = FaceFinder(FinderOptions(), mtcnn=detector)
     turned = FaceFinder(FinderOptions(turned=True), mtcnn=detector)
@@ -188,7 +188,7 @@ def test_faces_turned_a_quarter_or_half_turn_are_found_upright_and_upright_ones_
         eyes = float(np.hypot(*(face.points[1] - face.points[0])))
         for k in (1, 2, 3):
             rotated = np.ascontiguousarray(np.rot90(image, k))
-            expected = np.array([turn_point(x, y, k, w, h) for x, y in face.points])
+            expected = turn_points(face.points, k, w, h)
             cases += 1
             for name, finder in (("default", plain), ("turned", turned)):
                 found = finder.find(rotated)
@@ -205,7 +205,7 @@ def test_every_face_of_a_group_photo_turned_round_is_found_once(detector, shared
     came out as one face twice."""
     from dataclasses import replace
 
-    from maskgen.finder import turn_point
+    from maskgen.finder import turn_points
 
     image = read_rgb(shared_data / "faces" / "person_02" / "img54.jpg")
     h, w = image.shape[:2]
@@ -218,7 +218,7 @@ def test_every_face_of_a_group_photo_turned_round_is_found_once(detector, shared
         found = turned.find(rotated)
         assert len(found) == 3 and len(plain.find(rotated)) <= 1, k
         for face in upright:
-            expected = np.array([turn_point(x, y, k, w, h) for x, y in face.points])
+            expected = turn_points(face.points, k, w, h)
             eyes = float(np.hypot(*(expected[1] - expected[0])))
             assert min(np.mean(np.hypot(*(f.points - expected).T)) for f in found) < 0.25 * eyes, k
     rotated = np.ascontiguousarray(np.rot90(image, 2))
