@@ -235,16 +235,13 @@ def input_counts(table) -> tuple[dict, dict]:
     all) are left out of the counts and listed instead, {input row: [its rows in all, rows here, their
     status]}, for the summary to count once every part is in (`JobSummary.add`). A batch
     without `_rows` holds its inputs whole."""
-    inputs = table.column("input_row").to_pylist()
-    totals = dict(zip(inputs, table.column("_rows").to_pylist())) if "_rows" in table.column_names else {}
-    here: dict = {}
-    for name in inputs:
-        here[name] = here.get(name, 0) + 1
+    parts = cut_inputs(table, None)  # (an image's rows are of one group: the batch's cuts are its groups')
+    statuses = input_statuses(table.column("input_row").to_pylist(), table.column("status").to_pylist())
     counts: dict = {}
     cut: dict = {}
-    for name, status in input_statuses(inputs, table.column("status").to_pylist()).items():
-        if totals.get(name) is not None and here[name] < totals[name]:
-            cut[name] = [int(totals[name]), here[name], status]
+    for name, status in statuses.items():
+        if name in parts:
+            cut[name] = [*parts[name][1:], status]
         else:
             counts[status] = counts.get(status, 0) + 1
     return counts, cut
