@@ -393,6 +393,9 @@ def mask_settings_line(options: AugmentOptions) -> str:
     shown += [f"finder {finder['detector']}", f"crop_mode {finder['crop_mode']}",
               f"second_look {'on' if finder['second_look'] else 'off'}"] if finder else []
     shown += ["turned on"] if finder.get("turned") else []
+    worn = settings.get("worn_masks")
+    shown += [f"worn masks left (lower_skin_max {worn['lower_skin_max']:g}, upper_skin_min "
+              f"{worn['upper_skin_min']:g})"] if worn else []
     return ", ".join(shown)
 
 

@@ -250,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     # the same option as --face, so whichever comes last wins (a flag over a --config file's largest_only)
     m.add_argument("--largest-only", dest="face", action="store_const", const="largest",
                    help="the same as --face largest")
+    m.add_argument("--leave-worn-masks", action="store_true", default=None,
+                   help="leave a face that wears a mask already as it is (maskgen.worn: little skin colour on its "
+                        "mouth and chin, its forehead or the bridge of its nose skin): its row says so, and an "
+                        "image none of whose faces is masked for that is already_masked (README, Masking faces)")
     face_options(m, "photos",
                  "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "
@@ -683,12 +687,13 @@ def cmd_mask(args) -> int:
     from jobs.augment import plan_augment, run_augment
     from maskgen.augment import AugmentOptions
     from maskgen.finder import FinderOptions
+    from maskgen.worn import WornMaskCheck
 
     finder = FinderOptions.for_inputs(args.input_kind or "photos", crop_mode=args.crop_mode,
                                       second_look=_on_off(args.second_look), turned=args.turned)
     options = AugmentOptions(style=args.style, seed=args.seed, outputs=args.outputs,
-                             face=args.face,
-                             alignment=args.alignment, finder=finder)
+                             face=args.face, alignment=args.alignment, finder=finder,
+                             worn_masks=WornMaskCheck() if args.leave_worn_masks else None)
     if args.dry_run:
         _print_plan("mask", plan_augment(args.input, args.output, args.images, retry_failed=args.retry_failed,
                                          options=options, manifest_encoding=args.manifest_encoding))

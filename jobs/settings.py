@@ -67,6 +67,8 @@ def augment_settings(options, input_uri=None, manifest_encoding: str | None = No
 
     settings = dataclasses.asdict(dataclasses.replace(options, style="seed"))  # a style object need not be one
     settings["finder"] = finder_settings(options.finder)
+    if options.worn_masks is None:  # added later, off by default: recorded only when on, as `turned`
+        settings.pop("worn_masks")
     settings["style"] = getattr(options.style, "name", str(options.style))
     # a style object's options too: by its name alone, OneOf([ClothMask()]) then OneOf([SurgicalMask()])
     # mixed two kinds of masks in one output, and so did SurgicalMask(colours=("pink",)) then "surgical"

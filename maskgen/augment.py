@@ -28,6 +28,7 @@ from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_poin
 from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
                            style_from_name)
 from maskgen.record import FaceRecord, as_recorded
+from maskgen.worn import WornMask, WornMaskCheck
 
 OUTPUTS = ("image", "crops", "both")
 
@@ -55,6 +56,9 @@ class AugmentOptions:
     - alignment: points the crops are aligned with: `five-point` (default; the unmasked detection,
       which masking never changes), `eyes` (the eyes alone, located by `maskgen.eyes.EyeLocator`
       on the unmasked image), or `auto` (eyes when the 5 points are implausible).
+    - worn_masks: None (default: every face is masked), or a `maskgen.worn.WornMaskCheck`: a face it
+      reads as wearing a mask already is left as it is (its row says so, `masked` False, no crop),
+      and an image none of whose faces is masked for that is `already_masked`.
     """
 
     style: str | MaskStyle = "seed"
@@ -68,6 +72,7 @@ class AugmentOptions:
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     finder: FinderOptions = field(default_factory=FinderOptions)
     alignment: str = "five-point"
+    worn_masks: WornMaskCheck | None = None
 
     def __post_init__(self):
         if self.face not in FACE_POLICIES:
@@ -91,6 +96,8 @@ class AugmentOptions:
         if isinstance(self.min_face_size, bool) or not isinstance(self.min_face_size, (int, float, np.number)) \
                 or not 0 <= self.min_face_size < float("inf"):  # NaN fails this too: it turned the filter off
             raise ValueError(f"min_face_size must be a number of pixels >= 0, got {self.min_face_size!r}")
+        if self.worn_masks is not None and not isinstance(self.worn_masks, WornMaskCheck):
+            raise ValueError(f"worn_masks is None or a maskgen.worn.WornMaskCheck, got {self.worn_masks!r}")
         for name, kind in (("face_types", FaceTypeOptions), ("detector", DetectorOptions),
                            ("finder", FinderOptions)):
             if not isinstance(getattr(self, name), kind):  # was an AttributeError on the first image
@@ -100,7 +107,7 @@ class AugmentOptions:
 @dataclass
 class AugmentResult:
     key: str
-    status: str                      # ok | no_face
+    status: str                      # ok | no_face | already_masked (`AugmentOptions.worn_masks`)
     message: str
     width: int
     height: int
@@ -188,7 +195,7 @@ class Augmenter:
         chosen = {usable[j] for j in select_faces([Face(tuple(float(v) for v in boxes[i]), float(scores[i]))
                                                    for i in usable], image.shape, opts.face)}
         out = np.ascontiguousarray(image.copy())
-        records, crop_points = [], []
+        records, crop_points, worn = [], [], []
         for i in range(n):
             lm, unusable = lms[i], reasons[i]
             ftype, note, params, masked = None, "", None, False
@@ -206,6 +213,9 @@ class Augmenter:
                 note = "not the largest face" if opts.face == "largest" else "not the face nearest the centre"
             elif sizes[i] < opts.min_face_size:
                 note = f"smaller than min_face_size ({sizes[i]:.1f} < {opts.min_face_size:g} px)"  # 19.6 read "20 < 20"
+            elif opts.worn_masks is not None and (verdict := opts.worn_masks(image, points5[i])).worn:
+                note = worn_note(verdict)
+                worn.append(f"{verdict.lower:.0%}")
             else:
                 try:
                     out, coverage, params = upright_drawn(
@@ -239,11 +249,21 @@ class Augmenter:
         if opts.outputs in ("crops", "both"):
             crops = [align_face(out, pts, self.template) for pts in crop_points]
         masked_count = sum(r.masked for r in records)
-        message = f"{masked_count} of {n} face(s) masked"
+        # an image none of whose faces is masked because they wear masks is left as it is, as an input
+        # manifest's `masked` row is (not a failure, and not `ok`: the summary counts it apart)
+        status, message = ("already_masked", f"left as it is: {len(worn)} of {n} face(s) wear a mask already "
+                                             f"(skin on the mouth and chin: {', '.join(worn)})") \
+            if worn and not masked_count else ("ok", f"{masked_count} of {n} face(s) masked")
         for record in records:  # a face without a note of its own carries the image's
             record.message = record.message or message
-        return AugmentResult(key, "ok", message, w, h, records,
+        return AugmentResult(key, status, message, w, h, records,
                              out if opts.outputs in ("image", "both") else None, crops)
+
+
+def worn_note(verdict: WornMask) -> str:
+    """A face's note where `WornMaskCheck` reads it as wearing a mask already."""
+    return (f"mask not drawn: wears a mask already (skin on {verdict.lower:.0%} of the mouth and chin, "
+            f"{verdict.upper:.0%} of the upper face)")
 
 
 def face_turns(source: str | None) -> int:

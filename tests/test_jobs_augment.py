@@ -629,3 +629,31 @@ def test_mask_turned_finds_a_photo_upside_down_and_its_output_keeps_the_setting(
     assert main(["mask", str(dataset.parent), str(plain), "--executor", "local", "--quiet"]) == 0
     assert main(["embed", str(out), str(tmp_path / "emb"), "--from-augment", "--turned"]) == 2
     assert "--turned does not apply with --from-augment" in capsys.readouterr().err
+
+
+def test_mask_leave_worn_masks_leaves_a_photo_of_people_in_masks_as_it_is(tmp_path, capsys):
+    """`mfr mask --leave-worn-masks`: a real-world photo of a person in a mask is `already_masked`,
+    written as its input file, with no crop and its row saying how little of the lower face is skin;
+    a press photo beside it is masked. The setting is the output's (a rerun without it is refused),
+    the dry run shows it, and --strict passes (leaving a worn mask is not a failure)."""
+    from jobs.cli import main
+
+    dataset = tmp_path / "in"
+    for folder, photo in (("wild", require_shared("masked_wild", "0001_0000.jpg")),
+                          ("press", require_shared("faces", "person_01", "img1.jpg"))):
+        (dataset / folder).mkdir(parents=True)
+        shutil.copy(photo, dataset / folder / photo.name)
+    out = tmp_path / "out"
+    args = ["mask", str(dataset), str(out), "--executor", "local", "--quiet", "--strict"]
+    assert main([*args, "--leave-worn-masks", "--dry-run"]) == 0
+    assert "worn masks left (lower_skin_max 0.3, upper_skin_min 0.3)" in capsys.readouterr().out
+    assert main([*args, "--leave-worn-masks"]) == 0
+    rows = read_manifest(str(out)).set_index("source_key")
+    wild = rows.loc["wild/0001_0000.jpg"]
+    assert wild.status == "already_masked" and wild.message.startswith("left as it is: 1 of 1 face(s) wear a mask")
+    assert (out / "images" / "wild" / "0001_0000.jpg").read_bytes() == (dataset / "wild" / "0001_0000.jpg").read_bytes()
+    assert not (out / "crops" / "wild").exists()
+    assert rows.loc["press/img1.jpg", "status"] == "ok" and rows.loc["press/img1.jpg", "masked"]
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "worn_masks.lower_skin_max=0.3" in capsys.readouterr().err
