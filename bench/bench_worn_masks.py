@@ -66,10 +66,6 @@ def main() -> None:
         timing.append(time.perf_counter() - started)
         return found
 
-    def verdicts(found, check):
-        lower, upper = found
-        return None if upper < check.upper_skin_min else lower <= check.lower_skin_max
-
     sets = {}  # name -> list of (lower, upper) or None (no face), and what a right answer is
     rows = list(csv.DictReader(open(data / "masked_crops" / "manifest.csv", encoding="utf-8")))
     crops = FaceFinder(FinderOptions.for_inputs("crops"))
@@ -112,7 +108,7 @@ def main() -> None:
         print(f"\nlower_skin_max {check.lower_skin_max:g}, upper_skin_min {check.upper_skin_min:g}{mark}")
         print(f"{'set':38s} {'faces':>6s} {'worn':>7s} {'not':>7s} {'undecided':>9s} {'no face':>7s}")
         for name, (items, _) in sets.items():
-            said = [verdicts(s, check) for s in items if s is not None]
+            said = [check.verdict(*s).worn for s in items if s is not None]
             n = len(items)
             print(f"{name:38s} {n:6d} {said.count(True) / n:7.1%} {said.count(False) / n:7.1%} "
                   f"{said.count(None) / n:9.1%} {(n - len(said)) / n:7.1%}")

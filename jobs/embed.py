@@ -368,18 +368,30 @@ class AugmentLister:
 
         from jobs.augment import MANIFEST_DIR
         from jobs.source import read_done
+        from maskgen.augment import WORN_NOTE
 
         failed: set = set()
         done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where, failed)
-        rows, skipped, masked, images = [], 0, [], {}
+        rows, skipped, found, images, left = [], 0, [], {}, {}
         # an image's faces may lie in two shards: the whole group is read before faces are chosen
         for table in read_parquet_dir(open_store(self.augment_uri), f"{MANIFEST_DIR}/{group}"):
-            masked += table.filter(pc.and_(pc.equal(table.column("status"), "ok"),
-                                           pc.fill_null(table.column("masked"), False))).to_pylist()
+            # the masked faces, and those left as they were for wearing a mask (`maskgen.worn`)
+            found += table.filter(pc.and_(pc.equal(table.column("status"), "ok"), pc.or_(
+                pc.fill_null(table.column("masked"), False),
+                pc.starts_with(pc.fill_null(table.column("message"), ""), WORN_NOTE)))).to_pylist()
             for key, status, message, identity in zip(*(table.column(c).to_pylist() for c in
                                                         ("source_key", "status", "message", "identity"))):
                 images.setdefault(key, (status, message, identity))
-        chosen = chosen_faces(masked, self.face)
+        # chosen among the masked faces alone, a bystander took the place of a person who wears a mask
+        # and was embedded under that person's identity: such a face is one of the candidates, and where
+        # `--face` chooses it the image's row says so (`already_masked`); `all` embeds the masked ones
+        chosen = []
+        for r in chosen_faces(found, self.face):
+            if r["masked"]:
+                chosen.append(r)
+            elif self.face != "all":
+                left.setdefault(r["source_key"], ("already_masked", f"face {r['face_index']}, the face --face "
+                                                  f"{self.face} chooses, {r['message'][len('mask not drawn: '):]}"))
         for r in chosen:
             input_row = f"{r['source_key']}#{r['face_index']}"
             if input_row in done:
@@ -401,7 +413,7 @@ class AugmentLister:
             if key in with_face or f"{key}#-1" in done:
                 skipped += key not in with_face
                 continue
-            reason = (status, message or "") if status != "ok" else ("no_face", "no masked face")
+            reason = (status, message or "") if status != "ok" else left.get(key, ("no_face", "no masked face"))
             rows.append({"key": key, "identity": identity, "group": group, "input_row": f"{key}#-1",
                          "status": reason[0], "message": reason[1], "face_index": -1})
         report_listed(self.progress, len(rows), skipped, len(failed))
@@ -417,7 +429,7 @@ class AugmentLister:
 
 
 def chosen_faces(rows: list[dict], policy: str) -> list[dict]:
-    """The manifest rows (masked faces) that `policy` keeps in each image (`select_faces` over their
+    """The manifest rows (faces) that `policy` keeps in each image (`select_faces` over their
     boxes and scores in the image's `image_size`), in their order."""
     from maskgen.detect import Face
     from maskgen.finder import select_faces

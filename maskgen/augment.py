@@ -260,10 +260,12 @@ class Augmenter:
                              out if opts.outputs in ("image", "both") else None, crops)
 
 
+WORN_NOTE = "mask not drawn: wears a mask already"
+
+
 def worn_note(verdict: WornMask) -> str:
     """A face's note where `WornMaskCheck` reads it as wearing a mask already."""
-    return (f"mask not drawn: wears a mask already (skin on {verdict.lower:.0%} of the mouth and chin, "
-            f"{verdict.upper:.0%} of the upper face)")
+    return f"{WORN_NOTE} (skin on {verdict.lower:.0%} of the mouth and chin, {verdict.upper:.0%} of the upper face)"
 
 
 def face_turns(source: str | None) -> int:

@@ -14,7 +14,9 @@ noise and often falls in the box), in two regions of the aligned face:
 A face wears a mask when its lower face is at most `lower_skin_max` skin while its upper face is at
 least `upper_skin_min`. Where the upper face is not skin either (a black-and-white photo, a strong
 colour cast, a face in deep shadow) nothing is known from colour and the check says None: the
-masking job masks such a face as before. Only pixels inside the image count.
+masking job masks such a face as before. Only pixels inside the image count, and a region less than
+half of which lies inside it is not read (NaN): a face cut by the image's edge below the nose is
+not taken for one in a mask (its mouth is not there to be bare), and the check says None.
 
 Measured with `bench/bench_worn_masks.py` (README, Benchmarks): the thresholds were chosen there
 on one set of real masked and unmasked crops, so a set unlike it (other skin tones under other
@@ -38,13 +40,19 @@ from maskgen.decode import check_rgb
 LOWER = (slice(80, 108), slice(30, 82))
 UPPER = ((slice(20, 40), slice(36, 76)), (slice(38, 56), slice(46, 66)))
 MIN_LUMA = 50
+MIN_SEEN = 0.5  # of a region inside the image, for its share to be read
 
 
 @dataclass(frozen=True)
 class WornMask:
-    worn: bool | None  # None: the upper face is not skin by colour either, so colour tells nothing
-    lower: float       # share of the mouth and chin that is skin
-    upper: float       # the same of the forehead or the band between the eyes, the larger
+    """A face's verdict. `worn` is None where colour tells nothing: the upper face is not skin by
+    colour either, or a region lies mostly outside the image. `lower`: the share of the mouth and
+    chin that is skin; `upper`: the same of the forehead or the band between the eyes, the larger
+    (NaN: a region mostly outside the image)."""
+
+    worn: bool | None
+    lower: float
+    upper: float
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,11 @@ class WornMaskCheck:
         check_unit("upper_skin_min", self.upper_skin_min)
 
     def __call__(self, image: np.ndarray, points5) -> WornMask:
-        lower, upper = skin_shares(image, points5)
-        if upper < self.upper_skin_min:
+        return self.verdict(*skin_shares(image, points5))
+
+    def verdict(self, lower: float, upper: float) -> WornMask:
+        """The verdict on a face whose `skin_shares` are (lower, upper)."""
+        if not upper >= self.upper_skin_min or np.isnan(lower):  # NaN: a region not in the image
             return WornMask(None, lower, upper)
         return WornMask(bool(lower <= self.lower_skin_max), lower, upper)
 
@@ -66,7 +77,8 @@ class WornMaskCheck:
 def skin_shares(image: np.ndarray, points5) -> tuple[float, float]:
     """(lower, upper): the share of skin-coloured pixels in the face's mouth and chin, and in its
     forehead or the band between its eyes (the larger), among the pixels of each that lie inside the
-    image (0.0 for a region wholly outside it). `points5`: the face's 5 points (`Face.points`)."""
+    image; NaN for a region less than half of which does (`MIN_SEEN`). `points5`: the face's 5
+    points (`Face.points`)."""
     check_rgb(image)
     points = np.asarray(points5, dtype=np.float64)
     if points.shape != (5, 2) or not np.isfinite(points).all():
@@ -80,6 +92,7 @@ def skin_shares(image: np.ndarray, points5) -> tuple[float, float]:
 
     def share(region) -> float:
         seen = inside[region]
-        return float((skin[region] & seen).sum() / seen.sum()) if seen.any() else 0.0
+        return float((skin[region] & seen).sum() / seen.sum()) if seen.mean() >= MIN_SEEN else float("nan")
 
-    return share(LOWER), max(share(region) for region in UPPER)
+    upper = [share(region) for region in UPPER]
+    return share(LOWER), max((u for u in upper if not np.isnan(u)), default=float("nan"))

@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from jobs.augment import output_keys, read_manifest, run_augment
+from jobs.augment import output_keys, read_manifest, read_parquet_dir, run_augment
 from jobs.storage import open_store
 from maskgen.augment import AugmentOptions
-from conftest import photo_folder, require_shared
+from conftest import photo_folder, read_rgb, require_shared
 
 
 @pytest.fixture
@@ -657,3 +657,34 @@ def test_mask_leave_worn_masks_leaves_a_photo_of_people_in_masks_as_it_is(tmp_pa
     capsys.readouterr()
     assert main(args) == 2
     assert "worn_masks.lower_skin_max=0.3" in capsys.readouterr().err
+
+
+def test_embed_from_augment_does_not_put_a_bystander_in_place_of_a_person_in_a_mask(tmp_path):
+    """A photo of person X in a real mask, a bare bystander at its side: `mfr mask --leave-worn-masks`
+    masks only the bystander, and `mfr embed --from-augment --masked` (`--face center`) must not embed
+    the bystander as X (it chose among the masked faces only): the image's row says X wears a mask."""
+    import cv2
+
+    from jobs.cli import main
+    from maskgen.finder import FaceFinder, FinderOptions
+
+    wild, press = (read_rgb(require_shared(*parts)) for parts in
+                   (("masked_wild", "0001_0000.jpg"), ("faces", "person_01", "img1.jpg")))
+    x1, y1, x2, y2 = map(int, max(FaceFinder(FinderOptions()).find(press), key=lambda f: f.width).box)
+    pad = int(0.4 * (x2 - x1))
+    side = press[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
+    side = cv2.resize(side, (150, int(150 * side.shape[0] / side.shape[1])))[:260]
+    canvas = np.full((300, 640, 3), 200, np.uint8)
+    canvas[20:276, 224:416] = cv2.resize(wild, (192, 256))  # X in the centre
+    canvas[40:40 + side.shape[0], 10:160] = side             # the bystander at the left
+    (tmp_path / "in" / "personX").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "in" / "personX" / "group.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    out, emb = tmp_path / "out", tmp_path / "emb"
+    assert main(["mask", str(tmp_path / "in"), str(out), "--leave-worn-masks", "--executor", "local", "--quiet"]) == 0
+    faces = read_manifest(str(out))
+    faces = faces.assign(left=[box[0] for box in faces.box]).sort_values("left")
+    assert faces.masked.tolist() == [True, False]  # the bystander (at the left) masked, X left as X is
+    assert main(["embed", str(out), str(emb), "--from-augment", "--masked", "--executor", "local", "--quiet"]) == 0
+    rows = [r for table in read_parquet_dir(open_store(str(emb)), "shards") for r in table.to_pylist()]
+    assert [(r["face_index"], r["status"]) for r in rows] == [(-1, "already_masked")]
+    assert "the face --face center chooses, wears a mask already" in rows[0]["message"]
