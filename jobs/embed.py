@@ -391,7 +391,7 @@ class AugmentLister:
                 chosen.append(r)
             elif self.face != "all":
                 left.setdefault(r["source_key"], ("already_masked", f"face {r['face_index']}, the face --face "
-                                                  f"{self.face} chooses, {r['message'][len('mask not drawn: '):]}"))
+                                                  f"{self.face} chooses, {r['message'].removeprefix('mask not drawn: ')}"))
         for r in chosen:
             input_row = f"{r['source_key']}#{r['face_index']}"
             if input_row in done:

@@ -57,6 +57,9 @@ class WornMask:
 
 @dataclass(frozen=True)
 class WornMaskCheck:
+    """Reads a face as wearing a mask where at most `lower_skin_max` of its mouth and chin, and at
+    least `upper_skin_min` of its upper face, is skin (see the module's text)."""
+
     lower_skin_max: float = 0.3
     upper_skin_min: float = 0.3
 
