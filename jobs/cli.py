@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--leave-worn-masks", action="store_true", default=None,
                    help="leave a face that wears a mask already as it is (maskgen.worn: its mouth and chin show "
                         "little skin colour while its forehead or the bridge of its nose does): its row says so, and "
-                        "an image none of whose faces is masked for that is already_masked (README, Masking faces)")
+                        "an image every face of which wears one is already_masked (README, Masking faces)")
     face_options(m, "photos",
                  "points the crops are aligned with: five-point (the unmasked detection's), eyes (the eyes "
                  "alone, located on the unmasked image by maskgen.eyes), or auto (eyes when the 5 points are "

@@ -354,8 +354,11 @@ class EmbedWorker:
 class AugmentLister:
     """The masked faces of one group of an augment output's manifest that `face` selects in each image
     (`maskgen.finder.select_faces`: an augment masks every face by default, bystanders too, where the
-    image's label names one person), less those already embedded (same model and mode) under the
-    embed output: rows for `FacePreparer` with `from_augment` (in `EmbedWorker`, or the CPU pool)."""
+    image's label names one person), chosen among the masked faces and those left for wearing a mask
+    (`--leave-worn-masks`; where `face` chooses one of those, the image's row is `already_masked`),
+    less those already embedded (same model and mode) under the embed output: rows for `FacePreparer`
+    with `from_augment` (in `EmbedWorker`, or the CPU pool); an image without such a face, one row
+    with its reason."""
 
     def __init__(self, augment_uri: str, output_uri: str, points_column: str, done_where, progress=None,
                  chunk: int = 4096, face: str = "center"):

@@ -57,8 +57,8 @@ class AugmentOptions:
       which masking never changes), `eyes` (the eyes alone, located by `maskgen.eyes.EyeLocator`
       on the unmasked image), or `auto` (eyes when the 5 points are implausible).
     - worn_masks: None (default: every face is masked), or a `maskgen.worn.WornMaskCheck`: a face it
-      reads as wearing a mask already is left as it is (its row says so, `masked` False, no crop),
-      and an image none of whose faces is masked for that is `already_masked`.
+      reads as wearing a mask already is left as it is (its record says so, `masked` False, no crop),
+      and an image every face of which wears one is `already_masked` (the jobs give it one row).
     """
 
     style: str | MaskStyle = "seed"
@@ -249,11 +249,12 @@ class Augmenter:
         if opts.outputs in ("crops", "both"):
             crops = [align_face(out, pts, self.template) for pts in crop_points]
         masked_count = sum(r.masked for r in records)
-        # an image none of whose faces is masked because they wear masks is left as it is, as an input
-        # manifest's `masked` row is (not a failure, and not `ok`: the summary counts it apart)
-        status, message = ("already_masked", f"left as it is: {len(worn)} of {n} face(s) wear a mask already "
+        # an image every face of which wears a mask is left as it is, as an input manifest's `masked` row
+        # is (not a failure, and not `ok`: the summary counts it apart); one whose other faces were not
+        # masked for other reasons (too small, not chosen) keeps a row per face, each saying why
+        status, message = ("already_masked", f"left as it is: every face found ({n}) wears a mask already "
                                              f"(skin on the mouth and chin: {', '.join(worn)})") \
-            if worn and not masked_count else ("ok", f"{masked_count} of {n} face(s) masked")
+            if len(worn) == n else ("ok", f"{masked_count} of {n} face(s) masked")
         for record in records:  # a face without a note of its own carries the image's
             record.message = record.message or message
         return AugmentResult(key, status, message, w, h, records,

@@ -46,9 +46,9 @@ MIN_SEEN = 0.5  # of a region inside the image, for its share to be read
 @dataclass(frozen=True)
 class WornMask:
     """A face's verdict. `worn` is None where colour tells nothing: the upper face is not skin by
-    colour either, or a region lies mostly outside the image. `lower`: the share of the mouth and
-    chin that is skin; `upper`: the same of the forehead or the band between the eyes, the larger
-    (NaN: a region mostly outside the image)."""
+    colour either, or the mouth and chin (or both upper regions) lie mostly outside the image.
+    `lower`: the share of the mouth and chin that is skin; `upper`: the same of the forehead or the
+    band between the eyes, the larger of those mostly inside the image (NaN: neither is)."""
 
     worn: bool | None
     lower: float

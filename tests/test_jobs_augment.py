@@ -650,7 +650,7 @@ def test_mask_leave_worn_masks_leaves_a_photo_of_people_in_masks_as_it_is(tmp_pa
     assert main([*args, "--leave-worn-masks"]) == 0
     rows = read_manifest(str(out)).set_index("source_key")
     wild = rows.loc["wild/0001_0000.jpg"]
-    assert wild.status == "already_masked" and wild.message.startswith("left as it is: 1 of 1 face(s) wear a mask")
+    assert wild.status == "already_masked" and wild.message.startswith("left as it is: every face found (1) wears a mask")
     assert (out / "images" / "wild" / "0001_0000.jpg").read_bytes() == (dataset / "wild" / "0001_0000.jpg").read_bytes()
     assert not (out / "crops" / "wild").exists()
     assert rows.loc["press/img1.jpg", "status"] == "ok" and rows.loc["press/img1.jpg", "masked"]

@@ -74,7 +74,16 @@ def test_a_worn_face_is_left_and_the_bare_one_beside_it_masked(press_photos):
     assert np.array_equal(result.image[:, :256], worn_first) and not np.array_equal(result.image[:, 256:], second)
     alone = augmenter.augment(np.ascontiguousarray(worn_first), "a.jpg")
     assert alone.status == "already_masked" and alone.crops == [] and np.array_equal(alone.image, worn_first)
-    assert alone.message.startswith("left as it is: 1 of 1 face(s) wear a mask already")
+    assert alone.message.startswith("left as it is: every face found (1) wears a mask already")
+    # with a bare face beside it that is not masked for another reason (here: not the centre face),
+    # the image keeps a record per face, each with its reason, and is not `already_masked`
+    centred = Augmenter(AugmentOptions(style="surgical", face="center", worn_masks=WornMaskCheck()))
+    wide = np.ascontiguousarray(np.hstack([second, worn_first, np.full_like(second, 128)]))  # worn one in the middle
+    mixed = centred.augment(wide, "wide.jpg")
+    assert mixed.status == "ok" and len(mixed.faces) == 2 and not any(face.masked for face in mixed.faces)
+    bare, middle = sorted(mixed.faces, key=lambda face: face.box[0])
+    assert middle.message.startswith("mask not drawn: wears a mask already")
+    assert bare.message == "not the face nearest the centre"
     # without the check, the face in a mask is masked again, as before
     assert Augmenter(AugmentOptions(style="surgical")).augment(pair, "pair.jpg").faces[0].masked
 
