@@ -429,6 +429,9 @@ def test_the_summary_counts_an_image_cut_into_batches_once_all_its_parts_are_in(
         return pa.table({"input_row": list(names), "status": list(statuses), "_first": list(firsts),
                          "_rows": pa.array(totals, pa.int32())})
 
+    # an image's status is its first failed row's, whatever its fine rows and later failures say
+    mixed = batch([("d.jpg", "ok", True, 3), ("d.jpg", "undecodable", False, 3), ("d.jpg", "error", False, 3)])
+    assert input_counts(mixed) == ({"undecodable": 1}, {})
     first = batch([("a.jpg", "ok", True, 1), ("b.jpg", "ok", True, 3), ("b.jpg", "ok", False, 3)])
     then = batch([("b.jpg", "error", False, 3), ("c.jpg", "no_face", True, 1)])
     assert input_counts(first) == ({"ok": 1}, {"b.jpg": [3, 2, "ok"]})

@@ -581,3 +581,14 @@ def test_more_direct_calls_refused_in_words(tmp_path):
     stats = M.identification_stats(probes, gallery, list("abcdee"), list("abcd"))
     with pytest.raises(ValueError, match=r"FPIR must be in \(0, 1\], got 0"):
         evaluate("m", stats=stats, fpirs=(0, 2))
+
+
+def test_eer_interpolates_where_the_false_accept_and_reject_rates_cross():
+    """Worked by hand. Genuine .9 .5 .45 .2, impostors .6 .3 .1: between the thresholds .5 (FAR 1/3,
+    FRR 1/2) and .45 (FAR 1/3, FRR 1/4) the rates cross two thirds of the way, at 1/3 and threshold
+    .5 - 2/3 * .05. Genuine .9 .5 .5 against impostors .5 .1 .1 .1: from (FAR 0, FRR 2/3) at .9 to
+    (1/4, 0) at .5 they cross 8/11 of the way, at 2/11 and threshold .9 - 8/11 * .4."""
+    rate, threshold = M.eer([.9, .5, .45, .2, .6, .3, .1], [1, 1, 1, 1, 0, 0, 0])
+    assert rate == pytest.approx(1 / 3) and threshold == pytest.approx(.5 - 2 / 3 * .05)
+    rate, threshold = M.eer([.9, .5, .5, .5, .1, .1, .1], [1, 1, 1, 0, 0, 0, 0])
+    assert rate == pytest.approx(2 / 11) and threshold == pytest.approx(.9 - 8 / 11 * .4)

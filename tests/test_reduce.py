@@ -306,6 +306,8 @@ def test_gallery_places_no_face_filled_are_failures_to_enrol_and_a_fusion_counts
     faces = pd.DataFrame({"key": ["X/0.jpg", "Z/0.jpg", "Z/2.jpg"], "identity": ["X", "Z", "Z"]})
     failed = pd.DataFrame({"key": ["X/1.jpg", "X/2.jpg", "Y/0.jpg", "Y/1.jpg", "Y/2.jpg", "Z/1.jpg"],
                            "identity": ["X", "X", "Y", "Y", "Y", "Z"]})
+    # an identity's gallery images are its first in key order, however the shards gave its rows
+    assert split_gallery(faces.iloc[::-1], 1) == split_gallery(faces, 1) == {"X/0.jpg", "Z/0.jpg"}
     for n, best, mean in ((1, ("Y",), ("Y",)), (3, ("X", "X", "Y", "Y", "Y", "Z"), ("Y",))):
         chosen = split_gallery(faces, n)
         tried = enrolment_tried(faces, failed, chosen, n)

@@ -112,3 +112,23 @@ def test_a_bare_face_cut_below_the_nose_is_not_taken_for_one_in_a_mask(press_pho
         cut = np.ascontiguousarray(image[:int(nose + 0.3 * (mouth - nose))])
         verdict = check(cut, face.points)
         assert verdict.worn is None and np.isnan(verdict.lower), verdict
+
+
+def test_dark_pixels_do_not_count_as_skin_and_the_thresholds_are_inclusive():
+    """A face drawn in the ArcFace template's own frame (its 5 points are the template's): skin above,
+    and below a near-black whose chroma falls inside the skin box (a black mask's shadows: Y 30, Cr 150,
+    Cb 100). Too dark to carry colour, it is not skin, so the face wears a mask. A share exactly at
+    a threshold counts (at most `lower_skin_max`, at least `upper_skin_min`)."""
+    from maskgen.align import ARCFACE_112
+
+    def rgb(y, cr, cb):
+        return cv2.cvtColor(np.uint8([[[y, cr, cb]]]), cv2.COLOR_YCrCb2RGB)[0, 0]
+
+    face = np.empty((112, 112, 3), np.uint8)
+    face[:] = rgb(160, 150, 110)   # skin
+    face[70:] = rgb(30, 150, 100)  # from below the nose: dark, skin-like chroma
+    lower, upper = skin_shares(face, ARCFACE_112.array)
+    assert lower == 0.0 and upper == 1.0 and WornMaskCheck()(face, ARCFACE_112.array).worn is True
+    check = WornMaskCheck()
+    assert check.verdict(0.3, 0.3).worn is True and check.verdict(0.31, 0.9).worn is False
+    assert check.verdict(0.1, 0.29).worn is None
