@@ -51,6 +51,15 @@ Seed readings (to compare with the seed project's tables; not the defaults)
   score over all probe x gallery pairs with k = ceil(probes * f), rate = probes whose mated score is
   strictly above it (rank not required).
 
+Uncertainty
+- `proportion_interval(successes, n, confidence)`: the Wilson score interval of a rate measured as
+  successes out of n independent trials (Wilson 1927; Brown, Cai and DasGupta 2001 recommend it
+  over the normal approximation, which leaves [0, 1] and collapses to a point at 0 or n). Reports
+  give it for TAR (out of the genuine comparisons, at the threshold as measured), rank-k and TPIR
+  (out of the mated searches). It counts sampling of those trials only: comparisons that share a
+  person are not independent, and the threshold is itself estimated, so a TAR's true uncertainty is
+  wider than its interval.
+
 Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
 comparison never holds more than `block x gallery` scores.
 """
@@ -197,6 +206,27 @@ def tar_at_far(scores, labels, far: float, floor: float | None = None) -> TarAtF
                          f"pairs have one (the others are comparisons of samples without a face)")
     return TarAtFar(far, float((s[y] >= threshold).mean()), float((impostors >= threshold).mean()),
                     float(threshold), k)
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """(low, high): the Wilson score interval of the rate `successes` / `n` at `confidence` (two-sided),
+    for n independent trials: centre (p + z^2 / 2n) / (1 + z^2 / n), half-width
+    z / (1 + z^2 / n) x sqrt(p (1 - p) / n + z^2 / 4n^2), z the normal quantile at 1 - (1 - confidence) / 2.
+    Within [0, 1]; at 0 successes it starts at 0, at n it ends at 1."""
+    from statistics import NormalDist
+
+    if not (is_whole(successes) and is_whole(n)) or not 0 <= successes <= n or n < 1:
+        raise ValueError(f"successes and n are whole numbers with 0 <= successes <= n and n >= 1, got "
+                         f"{successes!r} of {n!r}")
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.number)) \
+            or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    z = NormalDist().inv_cdf(1 - (1 - float(confidence)) / 2)
+    p, n = successes / n, int(n)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    # at 0 or n successes the formula's end is 0 or 1 up to rounding (1e-17): said exactly
+    return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
 
 
 def best_accuracy(scores, labels) -> tuple[float, float]:

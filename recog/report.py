@@ -21,6 +21,7 @@ from recog import metrics as M
 TABLE_FARS = (0.1, 0.01, 0.001)
 TABLE_FPIRS = (0.01, 0.1)
 CMC_RANKS = (1, 5, 10, 20)
+CONFIDENCE = 0.95  # of the intervals reports give (`ci95`: recog.metrics.proportion_interval)
 
 
 @dataclass
@@ -72,6 +73,11 @@ def acquisition_counts(probes: int, probes_failed: int, gallery: int | None = No
     return out
 
 
+def interval(rate: float | None, n: int) -> list[float] | None:
+    """The `CONFIDENCE` interval of a rate measured over n trials (None where the rate is)."""
+    return None if rate is None or not n else list(M.proportion_interval(int(round(rate * n)), int(n), CONFIDENCE))
+
+
 def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.IdentificationStats | None = None,
              fars=TABLE_FARS, fpirs=TABLE_FPIRS, ranks=CMC_RANKS, floor: float | None = None) -> MethodResult:
     """All figures for one method: verification from pair scores, identification from stats. `floor`:
@@ -81,6 +87,9 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     fpirs = M.check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
     if scores is not None:
         v = M.verification_summary(scores, labels, fars, floor)
+        for tar in v["tar_at_far"].values():  # out of the genuine comparisons, at the threshold as measured
+            if tar is not None:
+                tar["tar_ci95"] = interval(tar["tar"], v["genuine"])
         v["seed_tar_at_far"] = {}
         for f in fars:
             try:
@@ -104,6 +113,7 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             # a rank at or above the gallery's identities counts every mated probe with a face (its rank is at
             # most their number): not a measurement; rank-1 too on a gallery of one identity
             ident["rank"] = {str(k): (v if k < stats.most_rank else None) for k, v in M.cmc(stats, ranks).items()}
+            ident["rank_ci95"] = {k: interval(v, ident["mated_probes"]) for k, v in ident["rank"].items()}
             max_rank = int(min(stats.most_rank, 50))
             if max_rank > 1:
                 result.cmc_curve = sorted(M.cmc(stats, range(1, max_rank + 1)).items())
@@ -111,7 +121,8 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         for f in fpirs:
             try:
                 r = M.tpir_at_fpir(stats, f)
-                ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold}
+                ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold,
+                                                 "tpir_ci95": interval(r.tpir, ident["mated_probes"])}
             except ValueError as exc:  # why the cell reads n/a, for report.md (it said so only with none)
                 ident["tpir_at_fpir"][str(f)] = None
                 ident.setdefault("tpir_unmeasured", {})[str(f)] = str(exc)
@@ -152,6 +163,36 @@ def unmeasured_lines(figures: list[tuple[str, dict]], key: str, label: str) -> l
             said.setdefault((f, why), []).append(name)
     return [f"{label}={f} reads n/a" + (f" ({', '.join(names)})" if 1 < len(figures) > len(names) else "")
             + f": {why}." for (f, why), names in said.items()]
+
+
+def _dig(found, *keys):
+    """found[k0][k1]..., None where any level is missing or None."""
+    for key in keys:
+        found = found.get(key) if isinstance(found, dict) else None
+    return found
+
+
+def interval_table(results: list[MethodResult]) -> list[str]:
+    """report.md's 95 % intervals of the tables' rates (`ci95` in report.json), where any is measured."""
+    columns = []
+    if any(r.verification for r in results):
+        columns += [(f"TAR(%)@FAR={f}", "verification", ("tar_at_far", str(f), "tar_ci95")) for f in TABLE_FARS]
+    if any(r.identification for r in results):
+        columns += [(f"TPIR(%)@FPIR={f}", "identification", ("tpir_at_fpir", str(f), "tpir_ci95")) for f in TABLE_FPIRS]
+        columns += [(f"Rank-{k} (%)", "identification", ("rank_ci95", str(k))) for k in CMC_RANKS[:2]]
+    rows = []
+    for r in results:
+        found = [_dig(getattr(r, section), *keys) for _, section, keys in columns]
+        rows.append(f"| {r.name} | " + " | ".join("n/a" if f is None else f"{100 * f[0]:.1f}–{100 * f[1]:.1f}"
+                                                  for f in found) + " |")
+    if not any(_dig(getattr(r, section), *keys) is not None for r in results for _, section, keys in columns):
+        return []
+    return (["## 95 % intervals", "", "| Model | " + " | ".join(title for title, _, _ in columns) + " |",
+             "|---|" + "---:|" * len(columns)] + rows
+            + ["", "Wilson score intervals: a TAR out of the genuine comparisons at its threshold as measured, TPIR "
+                   "and rank-k out of the mated searches, each taken as independent. Comparisons that share a person "
+                   "are not independent and the threshold is itself estimated, so a TAR's true uncertainty is "
+                   "wider.", ""])
 
 
 def seed_readings_table(results: list[MethodResult]) -> list[str]:
@@ -274,6 +315,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "
                          "(`--missing skip`).")
         lines.append("")
+    lines += interval_table(results)
     lines += seed_readings_table(results)
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
         lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results

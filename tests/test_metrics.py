@@ -592,3 +592,23 @@ def test_eer_interpolates_where_the_false_accept_and_reject_rates_cross():
     assert rate == pytest.approx(1 / 3) and threshold == pytest.approx(.5 - 2 / 3 * .05)
     rate, threshold = M.eer([.9, .5, .5, .5, .1, .1, .1], [1, 1, 1, 0, 0, 0, 0])
     assert rate == pytest.approx(2 / 11) and threshold == pytest.approx(.9 - 8 / 11 * .4)
+
+
+def test_proportion_interval_is_wilsons():
+    """The Wilson score interval, against SciPy's (`binomtest(...).proportion_ci(method="wilson")`), at
+    the ends (0 and n successes start at 0 and end at 1), and its inputs checked."""
+    from scipy.stats import binomtest
+
+    for k, n, confidence in ((81, 263, 0.95), (5, 10, 0.95), (0, 10, 0.95), (10, 10, 0.95), (1, 1, 0.9),
+                             (412, 425, 0.99)):
+        want = binomtest(k, n).proportion_ci(confidence, method="wilson")
+        assert M.proportion_interval(k, n, confidence) == pytest.approx((want.low, want.high), abs=1e-12)
+    assert M.proportion_interval(0, 10)[0] == 0.0 and M.proportion_interval(10, 10)[1] == 1.0
+    low, high = M.proportion_interval(30, 100)
+    assert low < 0.3 < high and M.proportion_interval(300, 1000)[1] - M.proportion_interval(300, 1000)[0] < high - low
+    for bad in ((5, 4), (-1, 4), (1, 0), (0.5, 4), (True, 4)):
+        with pytest.raises(ValueError, match="whole numbers"):
+            M.proportion_interval(*bad)
+    for confidence in (0, 1, float("nan"), "0.95", True):
+        with pytest.raises(ValueError, match="confidence"):
+            M.proportion_interval(3, 4, confidence)

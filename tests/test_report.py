@@ -43,6 +43,20 @@ def test_report_files_and_seed_layout(tmp_path):
     for key in ("roc", "cmc"):
         picture = cv2.imread(str(paths[key]))
         assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+    # 95 % intervals of each rate, out of the genuine comparisons (TAR) or the mated searches (TPIR, rank)
+    genuine, mated = int(labels.sum()), int(stats.mated.sum())
+    tar = v["tar_at_far"]["0.1"]
+    assert tar["tar_ci95"] == list(M.proportion_interval(round(tar["tar"] * genuine), genuine))
+    assert ident["rank_ci95"]["1"] == list(M.proportion_interval(round(ident["rank"]["1"] * mated), mated))
+    tpir = ident["tpir_at_fpir"]["0.1"]
+    assert tpir["tpir_ci95"][0] < tpir["tpir"] < tpir["tpir_ci95"][1]
+    assert tpir["tpir_ci95"] == list(M.proportion_interval(round(tpir["tpir"] * mated), mated))
+    interval_rows = md.split("## 95 % intervals", 1)[1].split("## ", 1)[0].splitlines()
+    assert interval_rows[2] == ("| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | TPIR(%)@FPIR=0.01 | "
+                                "TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |")
+    row = next(line for line in interval_rows if line.startswith("| model 1 |")).split(" | ")
+    low, high = tar["tar_ci95"]
+    assert row[1] == f"{100 * low:.1f}–{100 * high:.1f}"
     # the seed's readings, to set beside its published tables (they were in report.json only)
     seed_rows = md.split("## The seed's readings", 1)[1].splitlines()
     assert '| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | "FPIR"=0.01 (%) | "FPIR"=0.1 (%) |' in seed_rows
