@@ -189,10 +189,12 @@ def interval_table(results: list[MethodResult]) -> list[str]:
         return []
     return (["## 95 % intervals", "", "| Model | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)] + rows
-            + ["", "Wilson score intervals: a TAR out of the genuine comparisons at its threshold as measured, TPIR "
-                   "and rank-k out of the mated searches, each taken as independent. Comparisons that share a person "
-                   "are not independent and the threshold is itself estimated, so a TAR's true uncertainty is "
-                   "wider.", ""])
+            + ["", "Wilson score intervals, each trial taken as independent: rank-k out of the mated searches; a TAR "
+                   "out of the genuine comparisons and a TPIR out of the mated searches at the threshold as measured "
+                   "(what a system run at that threshold would see). They leave out the uncertainty of the threshold "
+                   "itself, set by the impostor comparisons or the non-mated searches: where those are few (tens), "
+                   "the rate at the target FAR or FPIR is far less certain than its interval says. Comparisons "
+                   "that share a person are not independent either.", ""])
 
 
 def seed_readings_table(results: list[MethodResult]) -> list[str]:
