@@ -51,16 +51,20 @@ Seed readings (to compare with the seed project's tables; not the defaults)
   score over all probe x gallery pairs with k = ceil(probes * f), rate = probes whose mated score is
   strictly above it (rank not required).
 
-Uncertainty
+Uncertainty (each trial taken as independent; comparisons that share a person are not, quite)
 - `proportion_interval(successes, n, confidence)`: the Wilson score interval of a rate measured as
   successes out of n independent trials (Wilson 1927; Brown, Cai and DasGupta 2001 recommend it
   over the normal approximation, which leaves [0, 1] and collapses to a point at 0 or n). Reports
-  give it for rank-k (out of the mated searches), and for TAR (out of the genuine comparisons) and
-  TPIR (out of the mated searches) at the threshold as measured. It counts the sampling of those
-  trials only: the threshold of a TAR@FAR or TPIR@FPIR is itself estimated from the impostor
-  comparisons or non-mated searches (with 20 non-mated searches, a simulated 95 % interval of
-  TPIR@FPIR 0.1 held the true rate in under half the runs), and comparisons that share a person are
-  not independent.
+  give it for rank-k, out of the mated searches.
+- `threshold_rate_interval`: a rate measured at a threshold the same data set, TAR at FAR f (set by
+  the impostor comparisons) or TPIR at FPIR f (set by the non-mated searches). The threshold is
+  uncertain too, and a Wilson interval at the threshold as measured held the true rate in as few as
+  a quarter of simulated runs where tens of comparisons set it (bench/bench_interval_coverage.py). A
+  bootstrap of both samples: in each draw the threshold is the k-th highest of m setters drawn
+  again, found without drawing them (the k-th highest of m uniform draws is Beta(k, m - k + 1)
+  distributed: its quantile of the setters' scores), and the rate is Binomial(n, the share of the
+  trials accepted at it) / n; the interval is the draws' percentiles. Seeded: a report is the same
+  each time it is made.
 
 Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
 comparison never holds more than `block x gallery` scores.
@@ -229,6 +233,44 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tup
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     # at 0 or n successes the formula's end is 0 or 1 up to rounding (1e-17): said exactly
     return (0.0 if successes == 0 else max(0.0, centre - half)), (1.0 if successes == n else min(1.0, centre + half))
+
+
+INTERVAL_DRAWS = 4000
+
+
+def threshold_rate_interval(accepted, trials: int, setters, target: float, confidence: float = 0.95,
+                            draws: int = INTERVAL_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """(low, high) of a rate measured at the threshold of the k-th highest of the `setters`' scores,
+    k = round(target x setters), as `tar_at_far` (setters: the impostor comparisons' scores; accepted:
+    the genuine comparisons' scores) and `tpir_at_fpir` (setters: the non-mated searches' top scores;
+    accepted: the mated scores of the mated searches whose mate ranks first) set it. `accepted`: the
+    scores of the trials a threshold at or below them accepts (a trial that no threshold accepts, a
+    failure to acquire or a mate not ranked first, is left out of them and counted in `trials`, all of
+    them). The bootstrap of the module's text, `draws` draws seeded with `seed`."""
+    accepted = np.sort(np.asarray(accepted, dtype=np.float64).reshape(-1))
+    setters = np.sort(np.asarray(setters, dtype=np.float64).reshape(-1))[::-1]
+    if not is_whole(trials) or trials < max(1, accepted.size):
+        raise ValueError(f"trials must be a whole number, at least 1 and at least the accepted scores "
+                         f"({accepted.size}), got {trials!r}")
+    if np.isnan(accepted).any() or np.isnan(setters).any():
+        raise ValueError("scores must not be NaN")
+    m = setters.size
+    k = int(round(_check_rate("target", target) * m))
+    if not 1 <= k <= m:
+        raise ValueError(f"the target {target} sets no threshold among {m} setters (k = {k})")
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.number)) \
+            or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    if not is_whole(draws) or draws < 100:
+        raise ValueError(f"draws must be a whole number of at least 100, got {draws!r}")
+    rng = np.random.default_rng(seed)
+    rank = np.clip(np.ceil(rng.beta(k, m - k + 1, draws) * m).astype(np.int64), 1, m)
+    thresholds = setters[rank - 1]
+    share = (accepted.size - np.searchsorted(accepted, thresholds, side="left")) / trials
+    rates = rng.binomial(int(trials), share) / trials
+    tail = (1 - float(confidence)) / 2
+    low, high = np.quantile(rates, [tail, 1 - tail])
+    return float(low), float(high)
 
 
 def best_accuracy(scores, labels) -> tuple[float, float]:

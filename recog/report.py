@@ -21,7 +21,7 @@ from recog import metrics as M
 TABLE_FARS = (0.1, 0.01, 0.001)
 TABLE_FPIRS = (0.01, 0.1)
 CMC_RANKS = (1, 5, 10, 20)
-CONFIDENCE = 0.95  # of the intervals reports give (`ci95`: recog.metrics.proportion_interval)
+CONFIDENCE = 0.95  # of the intervals reports give (`ci95`: recog.metrics.proportion_interval, threshold_rate_interval)
 
 
 @dataclass
@@ -74,7 +74,8 @@ def acquisition_counts(probes: int, probes_failed: int, gallery: int | None = No
 
 
 def interval(rate: float | None, n: int) -> list[float] | None:
-    """The `CONFIDENCE` interval of a rate measured over n trials (None where the rate is)."""
+    """The `CONFIDENCE` Wilson interval of a rate measured over n trials at no threshold of its own, as
+    rank-k (None where the rate is)."""
     return None if rate is None or not n else list(M.proportion_interval(int(round(rate * n)), int(n), CONFIDENCE))
 
 
@@ -87,9 +88,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     fpirs = M.check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
     if scores is not None:
         v = M.verification_summary(scores, labels, fars, floor)
-        for tar in v["tar_at_far"].values():  # out of the genuine comparisons, at the threshold as measured
+        s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
+        genuine = s[y] if floor is None else s[y & (s > floor)]  # a comparison left without a score: never accepted
+        for f, tar in v["tar_at_far"].items():  # the threshold's uncertainty too (M.threshold_rate_interval)
             if tar is not None:
-                tar["tar_ci95"] = interval(tar["tar"], v["genuine"])
+                tar["tar_ci95"] = list(M.threshold_rate_interval(genuine, v["genuine"], s[~y], float(f), CONFIDENCE))
         v["seed_tar_at_far"] = {}
         for f in fars:
             try:
@@ -121,8 +124,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         for f in fpirs:
             try:
                 r = M.tpir_at_fpir(stats, f)
+                ranked_first = stats.mated & (stats.rank == 1)
+                ci = M.threshold_rate_interval(stats.mated_score[ranked_first], ident["mated_probes"],
+                                               stats.top_nonmated[~stats.mated], f, CONFIDENCE)
                 ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold,
-                                                 "tpir_ci95": interval(r.tpir, ident["mated_probes"])}
+                                                 "tpir_ci95": list(ci)}
             except ValueError as exc:  # why the cell reads n/a, for report.md (it said so only with none)
                 ident["tpir_at_fpir"][str(f)] = None
                 ident.setdefault("tpir_unmeasured", {})[str(f)] = str(exc)
@@ -189,12 +195,11 @@ def interval_table(results: list[MethodResult]) -> list[str]:
         return []
     return (["## 95 % intervals", "", "| Model | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)] + rows
-            + ["", "Wilson score intervals, each trial taken as independent: rank-k out of the mated searches; a TAR "
-                   "out of the genuine comparisons and a TPIR out of the mated searches at the threshold as measured "
-                   "(what a system run at that threshold would see). They leave out the uncertainty of the threshold "
-                   "itself, set by the impostor comparisons or the non-mated searches: where those are few (tens), "
-                   "the rate at the target FAR or FPIR is far less certain than its interval says. Comparisons "
-                   "that share a person are not independent either.", ""])
+            + ["", "Each comparison and search taken as independent (those that share a person are not, quite): "
+                   "rank-k, Wilson score intervals out of the mated searches; TAR@FAR and TPIR@FPIR, a bootstrap of "
+                   "both the trials and the impostor comparisons or non-mated searches that set the threshold "
+                   "(recog.metrics.threshold_rate_interval), so a threshold set by few of them gives a wide "
+                   "interval.", ""])
 
 
 def seed_readings_table(results: list[MethodResult]) -> list[str]:

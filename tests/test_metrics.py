@@ -612,3 +612,29 @@ def test_proportion_interval_is_wilsons():
     for confidence in (0, 1, float("nan"), "0.95", True):
         with pytest.raises(ValueError, match="confidence"):
             M.proportion_interval(3, 4, confidence)
+
+
+def test_threshold_rate_interval_holds_the_thresholds_uncertainty():
+    """TAR at FAR 0.1 of genuine ~ N(1, 1) against impostors ~ N(0, 1) (true TAR 0.389): the interval
+    holds the rate measured, is the same each time, is wide where 20 impostors set the threshold and
+    narrows to about the Wilson interval's width as they grow (the threshold then hardly moves); trials
+    no threshold accepts (failures to acquire) count against the rate; inputs are checked."""
+    rng = np.random.default_rng(3)
+    genuine = rng.normal(1, 1, 300)
+    widths = []
+    for m in (20, 200, 30000):
+        impostors = rng.normal(0, 1, m)
+        measured = M.tar_at_far(np.r_[genuine, impostors], np.r_[np.ones(300), np.zeros(m)], 0.1).tar
+        low, high = M.threshold_rate_interval(genuine, 300, impostors, 0.1)
+        assert low < measured < high and (low, high) == M.threshold_rate_interval(genuine, 300, impostors, 0.1)
+        widths.append(high - low)
+    wilson = np.subtract(*M.proportion_interval(117, 300)[::-1])
+    assert widths[0] > 2 * widths[1] > 2 * wilson and widths[2] == pytest.approx(wilson, rel=0.15)
+    # 300 more trials that no threshold accepts halve the rate, and its interval
+    low, high = M.threshold_rate_interval(genuine, 600, impostors, 0.1)
+    assert high < 0.25 and low > 0.15
+    for bad, match in (({"trials": 299}, "trials"), ({"target": 0.0}, "target"), ({"target": 1e-6}, "no threshold"),
+                       ({"confidence": 1}, "confidence"), ({"draws": 10}, "draws")):
+        kwargs = {"accepted": genuine, "trials": 300, "setters": impostors, "target": 0.1, **bad}
+        with pytest.raises(ValueError, match=match):
+            M.threshold_rate_interval(**kwargs)

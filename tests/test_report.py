@@ -46,11 +46,14 @@ def test_report_files_and_seed_layout(tmp_path):
     # 95 % intervals of each rate, out of the genuine comparisons (TAR) or the mated searches (TPIR, rank)
     genuine, mated = int(labels.sum()), int(stats.mated.sum())
     tar = v["tar_at_far"]["0.1"]
-    assert tar["tar_ci95"] == list(M.proportion_interval(round(tar["tar"] * genuine), genuine))
+    assert tar["tar_ci95"] == list(M.threshold_rate_interval(scores[labels == 1], genuine, scores[labels == 0], 0.1))
+    assert tar["tar_ci95"][0] < tar["tar"] < tar["tar_ci95"][1]
     assert ident["rank_ci95"]["1"] == list(M.proportion_interval(round(ident["rank"]["1"] * mated), mated))
     tpir = ident["tpir_at_fpir"]["0.1"]
     assert tpir["tpir_ci95"][0] < tpir["tpir"] < tpir["tpir_ci95"][1]
-    assert tpir["tpir_ci95"] == list(M.proportion_interval(round(tpir["tpir"] * mated), mated))
+    first = stats.mated & (stats.rank == 1)
+    assert tpir["tpir_ci95"] == list(M.threshold_rate_interval(stats.mated_score[first], mated,
+                                                               stats.top_nonmated[~stats.mated], 0.1))
     interval_rows = md.split("## 95 % intervals", 1)[1].split("## ", 1)[0].splitlines()
     assert interval_rows[2] == ("| Model | TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | TAR(%)@FAR=0.001 | TPIR(%)@FPIR=0.01 | "
                                 "TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |")
