@@ -62,9 +62,10 @@ Uncertainty (each trial taken as independent; comparisons that share a person ar
   a quarter of simulated runs where tens of comparisons set it (bench/bench_interval_coverage.py). A
   bootstrap of both samples: in each draw the threshold is the k-th highest of m setters drawn
   again, found without drawing them (the k-th highest of m uniform draws is Beta(k, m - k + 1)
-  distributed: its quantile of the setters' scores), and the rate is Binomial(n, the share of the
-  trials accepted at it) / n; the interval is the draws' percentiles. Seeded: a report is the same
-  each time it is made.
+  distributed: its quantile of the setters' scores), and the rate is drawn from Jeffreys'
+  Beta(x + 1/2, n - x + 1/2) of the x trials accepted at it; the interval is the draws' percentiles
+  (from 0 where none is accepted at the threshold as measured, to 1 where all are, as Jeffreys'
+  interval). Seeded: a report is the same each time it is made.
 
 Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
 comparison never holds more than `block x gallery` scores.
@@ -265,12 +266,15 @@ def threshold_rate_interval(accepted, trials: int, setters, target: float, confi
         raise ValueError(f"draws must be a whole number of at least 100, got {draws!r}")
     rng = np.random.default_rng(seed)
     rank = np.clip(np.ceil(rng.beta(k, m - k + 1, draws) * m).astype(np.int64), 1, m)
-    thresholds = setters[rank - 1]
-    share = (accepted.size - np.searchsorted(accepted, thresholds, side="left")) / trials
-    rates = rng.binomial(int(trials), share) / trials
+    counts = accepted.size - np.searchsorted(accepted, setters[rank - 1], side="left")  # accepted at each threshold
+    # the rate at each drawn threshold: Jeffreys' Beta(x + 1/2, n - x + 1/2), not Binomial(n, x / n), which
+    # at x = n (every genuine pair accepted) is n every time and made the interval a point
+    rates = rng.beta(counts + 0.5, trials - counts + 0.5)
     tail = (1 - float(confidence)) / 2
     low, high = np.quantile(rates, [tail, 1 - tail])
-    return float(low), float(high)
+    measured = accepted.size - np.searchsorted(accepted, setters[k - 1], side="left")
+    # as Brown, Cai and DasGupta's Jeffreys interval: it starts at 0 where none was accepted, ends at 1 where all were
+    return (0.0 if measured == 0 else float(low)), (1.0 if measured == trials else float(high))
 
 
 def best_accuracy(scores, labels) -> tuple[float, float]:

@@ -633,6 +633,11 @@ def test_threshold_rate_interval_holds_the_thresholds_uncertainty():
     # 300 more trials that no threshold accepts halve the rate, and its interval
     low, high = M.threshold_rate_interval(genuine, 600, impostors, 0.1)
     assert high < 0.25 and low > 0.15
+    # every genuine pair accepted: the rate is not known to be 1 (a binomial bootstrap said [1, 1]); none: nor 0
+    low, high = M.threshold_rate_interval(genuine + 10, 300, impostors, 0.1)
+    assert high == 1.0 and 0.98 < low < 1.0
+    low, high = M.threshold_rate_interval(genuine - 10, 300, impostors, 0.1)
+    assert low == 0.0 and 0.0 < high < 0.02
     for bad, match in (({"trials": 299}, "trials"), ({"target": 0.0}, "target"), ({"target": 1e-6}, "no threshold"),
                        ({"confidence": 1}, "confidence"), ({"draws": 10}, "draws")):
         kwargs = {"accepted": genuine, "trials": 300, "setters": impostors, "target": 0.1, **bad}
