@@ -12,7 +12,9 @@ the share of runs whose interval holds the true rate, and the intervals' median 
 - TAR at FAR f and TPIR at FPIR f, whose threshold each run sets from its own impostor comparisons or
   non-mated searches (k = round(f x n)), against the true rate at the target f: the reports' interval
   (`recog.metrics.threshold_rate_interval`, the threshold's uncertainty included) beside a Wilson
-  interval at the threshold as measured, which leaves it out.
+  interval at the threshold as measured, which leaves it out. The TPIR lines are drawn as the TAR
+  lines are: every mated search ranks its mate first and has a face (a search that does not only
+  lowers the rate, as a genuine comparison below the threshold does).
 """
 
 from __future__ import annotations

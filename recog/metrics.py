@@ -61,8 +61,9 @@ Uncertainty (each trial taken as independent; comparisons that share a person ar
   uncertain too, and a Wilson interval at the threshold as measured held the true rate in as few as
   a quarter of simulated runs where tens of comparisons set it (bench/bench_interval_coverage.py). A
   bootstrap of both samples: in each draw the threshold is the k-th highest of m setters drawn
-  again, found without drawing them (the k-th highest of m uniform draws is Beta(k, m - k + 1)
-  distributed: its quantile of the setters' scores), and the rate is drawn from Jeffreys'
+  again, found without drawing them (counted from the top, the k-th of m uniform draws lies at a
+  Beta(k, m - k + 1) distributed share of the way down: that far down the setters' scores sorted
+  from the highest), and the rate is drawn from Jeffreys'
   Beta(x + 1/2, n - x + 1/2) of the x trials accepted at it; the interval is the draws' percentiles
   (from 0 where none is accepted at the threshold as measured, to 1 where all are, as Jeffreys'
   interval). Seeded: a report is the same each time it is made.

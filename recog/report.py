@@ -90,9 +90,10 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         v = M.verification_summary(scores, labels, fars, floor)
         s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
         genuine = s[y] if floor is None else s[y & (s > floor)]  # a comparison left without a score: never accepted
-        for f, tar in v["tar_at_far"].items():  # the threshold's uncertainty too (M.threshold_rate_interval)
-            if tar is not None:
-                tar["tar_ci95"] = list(M.threshold_rate_interval(genuine, v["genuine"], s[~y], float(f), CONFIDENCE))
+        for f in fars:  # as given, as tar_at_far took it (its key, str(f), read back, could round to another k)
+            tar = v["tar_at_far"].get(str(f))
+            if tar is not None:  # the threshold's uncertainty too (M.threshold_rate_interval)
+                tar["tar_ci95"] = list(M.threshold_rate_interval(genuine, v["genuine"], s[~y], f, CONFIDENCE))
         v["seed_tar_at_far"] = {}
         for f in fars:
             try:

@@ -343,3 +343,14 @@ def test_a_far_too_small_for_the_impostors_says_why_it_reads_n_a():
     md = markdown_tables([result])
     assert "TAR@FAR=0.001 reads n/a: FAR 0.001 is below 1 / impostors = 0.00222: 450 impostor pairs cannot " \
            "measure it." in md
+
+
+def test_a_tar_lies_in_its_interval_however_its_far_was_given():
+    """95 impostors at 0.95 ... 0.01 and every genuine pair at 0.675, between the 28th and 29th highest:
+    FAR 0.3 given as float32 sets k = round(0.3 x 95) = 29 (TAR 1.0), as a float k = 28 (TAR 0). The
+    interval took the FAR from its key, "0.3", read back as a float: k = 28, and TAR 1.0 lay outside it."""
+    scores = np.r_[np.full(50, 0.675), np.arange(95, 0, -1) / 100.0]
+    labels = np.r_[np.ones(50, int), np.zeros(95, int)]
+    for far, tar in ((0.3, 0.0), (np.float32(0.3), 1.0)):
+        found = evaluate("x", scores, labels, fars=(far,)).verification["tar_at_far"]["0.3"]
+        assert found["tar"] == tar and found["tar_ci95"][0] <= tar <= found["tar_ci95"][1]
