@@ -371,7 +371,7 @@ class AugmentLister:
 
         from jobs.augment import MANIFEST_DIR
         from jobs.source import read_done
-        from maskgen.augment import WORN_NOTE
+        from maskgen.augment import NOT_DRAWN, WORN_NOTE
 
         failed: set = set()
         done = read_done(open_store(self.output_uri), f"{SHARD_DIR}/{group}", "input_row", self.done_where, failed)
@@ -386,15 +386,16 @@ class AugmentLister:
                                                         ("source_key", "status", "message", "identity"))):
                 images.setdefault(key, (status, message, identity))
         # chosen among the masked faces alone, a bystander took the place of a person who wears a mask
-        # and was embedded under that person's identity: such a face is one of the candidates, and where
-        # `--face` chooses it the image's row says so (`already_masked`); `all` embeds the masked ones
+        # and was embedded under that person's identity: such a face is one of the candidates, and an
+        # image whose chosen faces (`all`: every one) all wear one says so in its row (`already_masked`)
         chosen = []
         for r in chosen_faces(found, self.face):
             if r["masked"]:
                 chosen.append(r)
-            elif self.face != "all":
-                left.setdefault(r["source_key"], ("already_masked", f"face {r['face_index']}, the face --face "
-                                                  f"{self.face} chooses, {r['message'].removeprefix('mask not drawn: ')}"))
+            else:
+                chooses = "" if self.face == "all" else f", the face --face {self.face} chooses,"
+                left.setdefault(r["source_key"], ("already_masked", f"face {r['face_index']}{chooses} "
+                                                  f"{r['message'].removeprefix(NOT_DRAWN)}"))
         for r in chosen:
             input_row = f"{r['source_key']}#{r['face_index']}"
             if input_row in done:

@@ -261,7 +261,8 @@ class Augmenter:
                              out if opts.outputs in ("image", "both") else None, crops)
 
 
-WORN_NOTE = "mask not drawn: wears a mask already"
+NOT_DRAWN = "mask not drawn: "
+WORN_NOTE = NOT_DRAWN + "wears a mask already"
 
 
 def worn_note(verdict: WornMask) -> str:

@@ -216,6 +216,13 @@ def tar_at_far(scores, labels, far: float, floor: float | None = None) -> TarAtF
                     float(threshold), k)
 
 
+def _check_confidence(confidence) -> float:
+    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.number)) \
+            or not 0 < confidence < 1:
+        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    return float(confidence)
+
+
 def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """(low, high): the Wilson score interval of the rate `successes` / `n` at `confidence` (two-sided),
     for n independent trials: centre (p + z^2 / 2n) / (1 + z^2 / n), half-width
@@ -226,11 +233,8 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tup
     if not (is_whole(successes) and is_whole(n)) or not 0 <= successes <= n or n < 1:
         raise ValueError(f"successes and n are whole numbers with 0 <= successes <= n and n >= 1, got "
                          f"{successes!r} of {n!r}")
-    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.number)) \
-            or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
-    z = NormalDist().inv_cdf(1 - (1 - float(confidence)) / 2)
-    p, n = successes / n, int(n)
+    z = NormalDist().inv_cdf(1 - (1 - _check_confidence(confidence)) / 2)
+    p, n = int(successes) / int(n), int(n)
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     # at 0 or n successes the formula's end is 0 or 1 up to rounding (1e-17): said exactly
@@ -248,7 +252,15 @@ def threshold_rate_interval(accepted, trials: int, setters, target: float, confi
     accepted: the mated scores of the mated searches whose mate ranks first) set it. `accepted`: the
     scores of the trials a threshold at or below them accepts (a trial that no threshold accepts, a
     failure to acquire or a mate not ranked first, is left out of them and counted in `trials`, all of
-    them). The bootstrap of the module's text, `draws` draws seeded with `seed`."""
+    them). The bootstrap of the module's text, `draws` draws seeded with `seed`. A target below
+    1 / setters is refused, as `tar_at_far` refuses it."""
+    return threshold_rate_intervals(accepted, trials, setters, (target,), confidence, draws, seed)[0]
+
+
+def threshold_rate_intervals(accepted, trials: int, setters, targets, confidence: float = 0.95,
+                             draws: int = INTERVAL_DRAWS, seed: int = 0) -> list[tuple[float, float]]:
+    """`threshold_rate_interval` at each of several targets (a report's FARs), sorting the scores once:
+    an evaluation's millions of impostor comparisons were sorted again for each."""
     accepted = np.sort(np.asarray(accepted, dtype=np.float64).reshape(-1))
     setters = np.sort(np.asarray(setters, dtype=np.float64).reshape(-1))[::-1]
     if not is_whole(trials) or trials < max(1, accepted.size):
@@ -256,26 +268,29 @@ def threshold_rate_interval(accepted, trials: int, setters, target: float, confi
                          f"({accepted.size}), got {trials!r}")
     if np.isnan(accepted).any() or np.isnan(setters).any():
         raise ValueError("scores must not be NaN")
-    m = setters.size
-    k = int(round(_check_rate("target", target) * m))
-    if not 1 <= k <= m:
-        raise ValueError(f"the target {target} sets no threshold among {m} setters (k = {k})")
-    if isinstance(confidence, (bool, np.bool_)) or not isinstance(confidence, (int, float, np.number)) \
-            or not 0 < confidence < 1:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+    confidence = _check_confidence(confidence)
     if not is_whole(draws) or draws < 100:
         raise ValueError(f"draws must be a whole number of at least 100, got {draws!r}")
-    rng = np.random.default_rng(seed)
-    rank = np.clip(np.ceil(rng.beta(k, m - k + 1, draws) * m).astype(np.int64), 1, m)
-    counts = accepted.size - np.searchsorted(accepted, setters[rank - 1], side="left")  # accepted at each threshold
-    # the rate at each drawn threshold: Jeffreys' Beta(x + 1/2, n - x + 1/2), not Binomial(n, x / n), which
-    # at x = n (every genuine pair accepted) is n every time and made the interval a point
-    rates = rng.beta(counts + 0.5, trials - counts + 0.5)
-    tail = (1 - float(confidence)) / 2
-    low, high = np.quantile(rates, [tail, 1 - tail])
-    measured = accepted.size - np.searchsorted(accepted, setters[k - 1], side="left")
-    # as Brown, Cai and DasGupta's Jeffreys interval: it starts at 0 where none was accepted, ends at 1 where all were
-    return (0.0 if measured == 0 else float(low)), (1.0 if measured == trials else float(high))
+    if not is_whole(seed) or seed < 0:
+        raise ValueError(f"seed must be a whole number of at least 0, got {seed!r}")
+    m, out = setters.size, []
+    for target in targets:
+        _check_rate("target", target)
+        if m == 0 or target * m < 1 - 1e-9:  # as tar_at_far: k = round(f m) would reach 1 from f = 0.5 / m
+            raise ValueError(f"the target {target} is below 1 / setters ({m}): it sets no threshold")
+        k = int(round(target * m))
+        rng = np.random.default_rng(seed)  # each target's draws as if it were alone
+        rank = np.clip(np.ceil(rng.beta(k, m - k + 1, draws) * m).astype(np.int64), 1, m)
+        counts = accepted.size - np.searchsorted(accepted, setters[rank - 1], side="left")  # accepted at each
+        # the rate at each drawn threshold: Jeffreys' Beta(x + 1/2, n - x + 1/2), not Binomial(n, x / n), which
+        # at x = n (every genuine pair accepted) is n every time and made the interval a point
+        rates = rng.beta(counts + 0.5, trials - counts + 0.5)
+        tail = (1 - confidence) / 2
+        low, high = np.quantile(rates, [tail, 1 - tail])
+        measured = accepted.size - np.searchsorted(accepted, setters[k - 1], side="left")
+        # as Brown, Cai and DasGupta's Jeffreys interval: from 0 where none was accepted, to 1 where all were
+        out.append(((0.0 if measured == 0 else float(low)), (1.0 if measured == trials else float(high))))
+    return out
 
 
 def best_accuracy(scores, labels) -> tuple[float, float]:

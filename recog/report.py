@@ -90,10 +90,12 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
         v = M.verification_summary(scores, labels, fars, floor)
         s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
         genuine = s[y] if floor is None else s[y & (s > floor)]  # a comparison left without a score: never accepted
-        for f in fars:  # as given, as tar_at_far took it (its key, str(f), read back, could round to another k)
-            tar = v["tar_at_far"].get(str(f))
-            if tar is not None:  # the threshold's uncertainty too (M.threshold_rate_interval)
-                tar["tar_ci95"] = list(M.threshold_rate_interval(genuine, v["genuine"], s[~y], f, CONFIDENCE))
+        # the FARs as given, as tar_at_far took them (a key, str(f), read back could round to another k);
+        # the threshold's uncertainty too (M.threshold_rate_interval), the impostors sorted once for all
+        measured = [f for f in fars if v["tar_at_far"].get(str(f)) is not None]
+        if measured:
+            for f, ci in zip(measured, M.threshold_rate_intervals(genuine, v["genuine"], s[~y], measured, CONFIDENCE)):
+                v["tar_at_far"][str(f)]["tar_ci95"] = list(ci)
         v["seed_tar_at_far"] = {}
         for f in fars:
             try:
@@ -122,10 +124,10 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             if max_rank > 1:
                 result.cmc_curve = sorted(M.cmc(stats, range(1, max_rank + 1)).items())
         ident["tpir_at_fpir"] = {}
+        ranked_first = stats.mated & (stats.rank == 1)  # the searches a threshold can accept (tpir_at_fpir)
         for f in fpirs:
             try:
                 r = M.tpir_at_fpir(stats, f)
-                ranked_first = stats.mated & (stats.rank == 1)
                 ci = M.threshold_rate_interval(stats.mated_score[ranked_first], ident["mated_probes"],
                                                stats.top_nonmated[~stats.mated], f, CONFIDENCE)
                 ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold,
@@ -187,13 +189,11 @@ def interval_table(results: list[MethodResult]) -> list[str]:
     if any(r.identification for r in results):
         columns += [(f"TPIR(%)@FPIR={f}", "identification", ("tpir_at_fpir", str(f), "tpir_ci95")) for f in TABLE_FPIRS]
         columns += [(f"Rank-{k} (%)", "identification", ("rank_ci95", str(k))) for k in CMC_RANKS[:2]]
-    rows = []
-    for r in results:
-        found = [_dig(getattr(r, section), *keys) for _, section, keys in columns]
-        rows.append(f"| {r.name} | " + " | ".join("n/a" if f is None else f"{100 * f[0]:.1f}–{100 * f[1]:.1f}"
-                                                  for f in found) + " |")
-    if not any(_dig(getattr(r, section), *keys) is not None for r in results for _, section, keys in columns):
+    found = [[_dig(getattr(r, section), *keys) for _, section, keys in columns] for r in results]
+    if not any(ci is not None for cells in found for ci in cells):
         return []
+    rows = [f"| {r.name} | " + " | ".join("n/a" if ci is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" for ci in cells)
+            + " |" for r, cells in zip(results, found)]
     return (["## 95 % intervals", "", "| Model | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)] + rows
             + ["", "Each comparison and search taken as independent (those that share a person are not, quite): "

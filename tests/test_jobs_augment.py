@@ -662,13 +662,11 @@ def test_mask_leave_worn_masks_leaves_a_photo_of_people_in_masks_as_it_is(tmp_pa
     assert "worn_masks.lower_skin_max=0.3" in capsys.readouterr().err
 
 
-def test_embed_from_augment_does_not_put_a_bystander_in_place_of_a_person_in_a_mask(tmp_path):
-    """A photo of person X in a real mask, a bare bystander at its side: `mfr mask --leave-worn-masks`
-    masks only the bystander, and `mfr embed --from-augment --masked` (`--face center`) must not embed
-    the bystander as X (it chose among the masked faces only): the image's row says X wears a mask."""
+def person_in_a_mask_beside_a_bystander(folder, bystander_width: int = 150):
+    """`folder/personX/group.png`: X in a real mask (masked_wild) in the centre, a bare bystander (a
+    press photo's face, `bystander_width` px with its margin) at the left."""
     import cv2
 
-    from jobs.cli import main
     from maskgen.finder import FaceFinder, FinderOptions
 
     wild, press = (read_rgb(require_shared(*parts)) for parts in
@@ -676,18 +674,47 @@ def test_embed_from_augment_does_not_put_a_bystander_in_place_of_a_person_in_a_m
     x1, y1, x2, y2 = map(int, max(FaceFinder(FinderOptions()).find(press), key=lambda f: f.width).box)
     pad = int(0.4 * (x2 - x1))
     side = press[max(0, y1 - pad):y2 + pad, max(0, x1 - pad):x2 + pad]
-    side = cv2.resize(side, (150, int(150 * side.shape[0] / side.shape[1])))[:260]
+    side = cv2.resize(side, (bystander_width, int(bystander_width * side.shape[0] / side.shape[1])))[:260]
     canvas = np.full((300, 640, 3), 200, np.uint8)
     canvas[20:276, 224:416] = cv2.resize(wild, (192, 256))  # X in the centre
-    canvas[40:40 + side.shape[0], 10:160] = side             # the bystander at the left
-    (tmp_path / "in" / "personX").mkdir(parents=True)
-    cv2.imwrite(str(tmp_path / "in" / "personX" / "group.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    canvas[40:40 + side.shape[0], 10:10 + bystander_width] = side  # the bystander at the left
+    (folder / "personX").mkdir(parents=True)
+    cv2.imwrite(str(folder / "personX" / "group.png"), cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def embedded_rows(output):
+    return [r for table in read_parquet_dir(open_store(str(output)), "shards") for r in table.to_pylist()]
+
+
+def test_embed_from_augment_does_not_put_a_bystander_in_place_of_a_person_in_a_mask(tmp_path):
+    """A photo of person X in a real mask, a bare bystander at its side: `mfr mask --leave-worn-masks`
+    masks only the bystander, and `mfr embed --from-augment --masked` (`--face center`) must not embed
+    the bystander as X (it chose among the masked faces only): the image's row says X wears a mask.
+    With `--face all`, an image whose only other face was too small to mask says so too (it read
+    "no masked face")."""
+    from jobs.cli import main
+    from jobs.embed import run_embed
+    from maskgen.worn import WornMaskCheck
+
+    dataset = person_in_a_mask_beside_a_bystander(tmp_path / "in")
     out, emb = tmp_path / "out", tmp_path / "emb"
-    assert main(["mask", str(tmp_path / "in"), str(out), "--leave-worn-masks", "--executor", "local", "--quiet"]) == 0
+    assert main(["mask", str(dataset), str(out), "--leave-worn-masks", "--executor", "local", "--quiet"]) == 0
     faces = read_manifest(str(out))
     faces = faces.assign(left=[box[0] for box in faces.box]).sort_values("left")
     assert faces.masked.tolist() == [True, False]  # the bystander (at the left) masked, X left as X is
     assert main(["embed", str(out), str(emb), "--from-augment", "--masked", "--executor", "local", "--quiet"]) == 0
-    rows = [r for table in read_parquet_dir(open_store(str(emb)), "shards") for r in table.to_pylist()]
+    rows = embedded_rows(emb)
     assert [(r["face_index"], r["status"]) for r in rows] == [(-1, "already_masked")]
     assert "the face --face center chooses, wears a mask already" in rows[0]["message"]
+    # the bystander too small to mask (36 px against min_face_size 40), X wearing a mask (57 px)
+    small = person_in_a_mask_beside_a_bystander(tmp_path / "small", bystander_width=50)
+    run_augment(str(small), str(tmp_path / "out2"), AugmentOptions(min_face_size=40, worn_masks=WornMaskCheck()),
+                executor="local")
+    notes = sorted(read_manifest(str(tmp_path / "out2")).message.str.split(" [(]").str[0])
+    assert notes[0] == "mask not drawn: wears a mask already" and notes[1].startswith("smaller than min_face_size")
+    run_embed(str(tmp_path / "out2"), str(tmp_path / "emb2"), from_augment=True, masked=True, face="all",
+              executor="local")
+    rows = embedded_rows(tmp_path / "emb2")
+    assert [(r["face_index"], r["status"]) for r in rows] == [(-1, "already_masked")]
+    assert rows[0]["message"].startswith("face ") and " wears a mask already" in rows[0]["message"]

@@ -638,8 +638,15 @@ def test_threshold_rate_interval_holds_the_thresholds_uncertainty():
     assert high == 1.0 and 0.98 < low < 1.0
     low, high = M.threshold_rate_interval(genuine - 10, 300, impostors, 0.1)
     assert low == 0.0 and 0.0 < high < 0.02
+    # several targets at once (a report's FARs: the impostors sorted once) give what each gives alone
+    together = M.threshold_rate_intervals(genuine, 300, impostors, (0.1, 0.01, 0.001))
+    assert together == [M.threshold_rate_interval(genuine, 300, impostors, f) for f in (0.1, 0.01, 0.001)]
+    # refused as tar_at_far refuses it: 0.06 of 10 setters is below 1 / 10 (round(0.6) = 1 took the highest)
+    with pytest.raises(ValueError, match="below 1 / setters"):
+        M.threshold_rate_interval(genuine, 300, impostors[:10], 0.06)
     for bad, match in (({"trials": 299}, "trials"), ({"target": 0.0}, "target"), ({"target": 1e-6}, "no threshold"),
-                       ({"confidence": 1}, "confidence"), ({"draws": 10}, "draws")):
+                       ({"confidence": 1}, "confidence"), ({"draws": 10}, "draws"), ({"seed": -1}, "seed"),
+                       ({"seed": 1.5}, "seed")):
         kwargs = {"accepted": genuine, "trials": 300, "setters": impostors, "target": 0.1, **bad}
         with pytest.raises(ValueError, match=match):
             M.threshold_rate_interval(**kwargs)
