@@ -23,7 +23,7 @@ from maskgen.decode import check_rgb
 from maskgen.detect import DetectorOptions, Face, landmark_boxes
 from maskgen.eyes import EyeLocator
 from maskgen.finder import (ALIGNMENTS, FACE_POLICIES, FaceFinder, FinderOptions, alignment_points, select_faces,
-                            turn_box, turn_points, turned_size)
+                            turn_box, turn_points, turn_points_back)
 from maskgen.facetype import FaceType, FaceTypeOptions, classify_face, five_points, given_type
 from maskgen.masks import (STYLE_NAMES, MaskStyle, check_seed, face_landmarks, in_photo_tone, mask_rng, photo_tint,
                            style_from_name)
@@ -309,7 +309,7 @@ def upright_alignment(image: np.ndarray, points5, landmarks68, alignment: str, l
         np.ascontiguousarray(np.rot90(image, turns)), turn_box(box, turns, w, h), up5))
     if how == "five-point":
         return np.asarray(points5, dtype=np.float64).reshape(5, 2), how
-    return turn_points(points, (4 - turns) % 4, *turned_size(turns, w, h)), how
+    return turn_points_back(points, turns, w, h), how
 
 
 def unusable_landmarks(landmarks68, width: int, height: int) -> str:

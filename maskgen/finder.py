@@ -231,7 +231,7 @@ class FaceFinder:
         k = max((i for i in range(4) if i != found), key=lambda i: logits[i])
         if logits[k] - logits[found] < self.TURN_LOGIT_MARGIN:
             return found, None
-        back = turn_points(looks[k].landmarks, (4 - k) % 4, side, side) + (left, top)
+        back = turn_points_back(looks[k].landmarks, k, side, side) + (left, top)
         return k, replace(face, score=float(looks[k].score), landmarks=tuple((float(x), float(y)) for x, y in back))
 
     def _find_upright(self, images: list[np.ndarray]) -> list[list[Face]]:
@@ -357,6 +357,12 @@ def turn_points(points, k: int, w: int, h: int) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
+def turn_points_back(points, k: int, w: int, h: int) -> np.ndarray:
+    """The inverse of `turn_points`: points of a `w` x `h` image turned `k` quarter turns counter-clockwise
+    (`np.rot90(image, k)`), where they lie in the image itself."""
+    return turn_points(points, (4 - k) % 4, *turned_size(k, w, h))
+
+
 def turned_size(k: int, w: int, h: int) -> tuple[int, int]:
     """(width, height) of a `w` x `h` image turned `k` quarter turns."""
     return (w, h) if k % 2 == 0 else (h, w)
@@ -374,7 +380,7 @@ def turned_back(face: Face, k: int, shape) -> Face:
     h, w = shape[:2]
     tw, th = turned_size(k, w, h)
     back = (4 - k) % 4
-    points = tuple((float(x), float(y)) for x, y in turn_points(face.landmarks, back, tw, th))
+    points = tuple((float(x), float(y)) for x, y in turn_points_back(face.landmarks, k, w, h))
     full = None if face.full_box is None else turn_box(face.full_box, back, tw, th)
     return Face(box=turn_box(face.box, back, tw, th), score=face.score, landmarks=points, source=face.source,
                 full_box=full)

@@ -262,14 +262,13 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
     def _predict_turned(self, image: np.ndarray, boxes: np.ndarray, points5, turns: int) -> np.ndarray:
         """(N, 68, 2): the points of faces (`boxes` (N, 4), `points5` (N, 5, 2) or None) predicted in the
         image turned `turns` quarter turns counter-clockwise (where they are upright), turned back."""
-        from maskgen.finder import turn_box, turn_points, turned_size
+        from maskgen.finder import turn_box, turn_points, turn_points_back
 
         h, w = image.shape[:2]
         upright = np.ascontiguousarray(np.rot90(image, turns))
         pts = None if points5 is None else np.stack([turn_points(p, turns, w, h) for p in points5])
         found = self.predict(upright, np.array([turn_box(b, turns, w, h) for b in boxes]), pts)
-        back = turn_points(found.reshape(-1, 2), (4 - turns) % 4, *turned_size(turns, w, h))
-        return back.reshape(-1, 68, 2).astype(np.float32)
+        return turn_points_back(found.reshape(-1, 2), turns, w, h).reshape(-1, 68, 2).astype(np.float32)
 
     def _predict_square(self, image: np.ndarray, square, cut=(False, False, False, False)) -> np.ndarray:
         """dlib's points in the square (x1, y1, x2, y2); where the face is `cut` (`cut_edges`) and the

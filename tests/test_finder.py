@@ -248,3 +248,19 @@ def test_a_face_found_upright_in_a_turned_image_keeps_its_detection_where_only_o
     monkeypatch.setattr(turned, "_find_upright", lambda images: [[] for _ in images])
     settled = turned._settled(rotated, [(face, 2)])
     assert [(f.landmarks, f.source) for f in settled] == [(face.landmarks, f"{face.source}+turned180")]
+
+
+def test_points_turned_back_are_where_they_were():
+    """`turn_points_back` undoes `turn_points` on a non-square image, each way; and a pixel follows
+    `np.rot90` there (its value is where the turned point says)."""
+    from maskgen.finder import turn_points, turn_points_back
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (7, 11), dtype=np.uint8)
+    points = np.array([[0, 0], [10, 6], [3, 5], [10, 0]], float)
+    for k in range(4):
+        turned = turn_points(points, k, 11, 7)
+        np.testing.assert_array_equal(turn_points_back(turned, k, 11, 7), points)
+        rotated = np.rot90(image, k)
+        for (x, y), (tx, ty) in zip(points.astype(int), turned.astype(int)):
+            assert rotated[ty, tx] == image[y, x]
