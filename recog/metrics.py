@@ -242,6 +242,7 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tup
 
 
 INTERVAL_DRAWS = 4000
+INTERVAL_CONFIDENCE = 0.95  # of the intervals the summaries give (`tar_ci95`; reports: `recog.report`)
 
 
 def threshold_rate_interval(accepted, trials: int, setters, target: float, confidence: float = 0.95,
@@ -353,7 +354,9 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
 
 def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float | None = None) -> dict:
     """Every verification figure as plain numbers (FARs the data cannot measure are reported as None,
-    `floor` as in tar_at_far; a FAR outside (0, 1] is refused, as tar_at_far refuses it)."""
+    `floor` as in tar_at_far; a FAR outside (0, 1] is refused, as tar_at_far refuses it). Each TAR
+    measured has its `INTERVAL_CONFIDENCE` interval, `tar_ci95` (`threshold_rate_interval`: the
+    genuine comparisons with a score, out of them all, at the threshold the impostors set)."""
     fars = check_rates("FAR", fars)
     roc = roc_curve(scores, labels)
     s, y = _check_scores_labels(scores, labels)
@@ -366,6 +369,14 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float |
             tars[str(f)] = {"tar": r.tar, "far_achieved": r.far, "threshold": r.threshold}
         except ValueError as exc:  # why, for a report's n/a
             tars[str(f)], unmeasured[str(f)] = None, str(exc)
+    # the FARs as given, as tar_at_far took them (a key, str(f), read back could round to another k); the
+    # impostors sorted once for all of them
+    measured = [f for f in fars if tars[str(f)] is not None]
+    if measured:
+        genuine = s[y] if floor is None else s[y & (s > floor)]  # a comparison left without a score: never accepted
+        for f, ci in zip(measured, threshold_rate_intervals(genuine, int(y.sum()), s[~y], measured,
+                                                            INTERVAL_CONFIDENCE)):
+            tars[str(f)]["tar_ci95"] = list(ci)
     return {"pairs": int(s.size), "genuine": int(y.sum()), "impostor": int((~y).sum()), "auc": auc(roc),
             "eer": e, "eer_threshold": e_t, "best_accuracy": acc, "best_accuracy_threshold": acc_t,
             "tar_at_far": tars, **({"tar_unmeasured": unmeasured} if unmeasured else {})}
@@ -785,6 +796,16 @@ def tpir_at_fpir(stats: IdentificationStats, fpir: float) -> TpirAtFpir:
                          "falsely identified")
     hits = (stats.rank[stats.mated] == 1) & (stats.mated_score[stats.mated] >= t)
     return TpirAtFpir(fpir, float(hits.mean()), float((nonmated_tops >= t).mean()), float(t), k)
+
+
+def tpir_interval(stats: IdentificationStats, fpir: float,
+                  confidence: float = INTERVAL_CONFIDENCE) -> tuple[float, float]:
+    """The interval of `tpir_at_fpir(stats, fpir)` (`threshold_rate_interval`): the mated searches
+    whose mate ranks first, by their mated score, out of every mated search, at the threshold the
+    non-mated searches' top scores set."""
+    first = stats.mated & (stats.rank == 1)
+    return threshold_rate_interval(stats.mated_score[first], int(stats.mated.sum()), stats.top_nonmated[~stats.mated],
+                                   fpir, confidence)
 
 
 def identity_templates(embeddings, ids) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ from recog import metrics as M
 TABLE_FARS = (0.1, 0.01, 0.001)
 TABLE_FPIRS = (0.01, 0.1)
 CMC_RANKS = (1, 5, 10, 20)
-CONFIDENCE = 0.95  # of the intervals reports give (`ci95`: recog.metrics.proportion_interval, threshold_rate_interval)
+CONFIDENCE = M.INTERVAL_CONFIDENCE  # of the intervals reports give (`ci95`: recog.metrics)
 
 
 @dataclass
@@ -87,15 +87,7 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     result = MethodResult(name)
     fpirs = M.check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
     if scores is not None:
-        v = M.verification_summary(scores, labels, fars, floor)
-        s, y = np.asarray(scores, np.float64), np.asarray(labels).astype(bool)
-        genuine = s[y] if floor is None else s[y & (s > floor)]  # a comparison left without a score: never accepted
-        # the FARs as given, as tar_at_far took them (a key, str(f), read back could round to another k);
-        # the threshold's uncertainty too (M.threshold_rate_interval), the impostors sorted once for all
-        measured = [f for f in fars if v["tar_at_far"].get(str(f)) is not None]
-        if measured:
-            for f, ci in zip(measured, M.threshold_rate_intervals(genuine, v["genuine"], s[~y], measured, CONFIDENCE)):
-                v["tar_at_far"][str(f)]["tar_ci95"] = list(ci)
+        v = M.verification_summary(scores, labels, fars, floor)  # each TAR with its interval, tar_ci95
         v["seed_tar_at_far"] = {}
         for f in fars:
             try:
@@ -124,14 +116,11 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
             if max_rank > 1:
                 result.cmc_curve = sorted(M.cmc(stats, range(1, max_rank + 1)).items())
         ident["tpir_at_fpir"] = {}
-        ranked_first = stats.mated & (stats.rank == 1)  # the searches a threshold can accept (tpir_at_fpir)
         for f in fpirs:
             try:
                 r = M.tpir_at_fpir(stats, f)
-                ci = M.threshold_rate_interval(stats.mated_score[ranked_first], ident["mated_probes"],
-                                               stats.top_nonmated[~stats.mated], f, CONFIDENCE)
                 ident["tpir_at_fpir"][str(f)] = {"tpir": r.tpir, "fpir_achieved": r.fpir, "threshold": r.threshold,
-                                                 "tpir_ci95": list(ci)}
+                                                 "tpir_ci95": list(M.tpir_interval(stats, f, CONFIDENCE))}
             except ValueError as exc:  # why the cell reads n/a, for report.md (it said so only with none)
                 ident["tpir_at_fpir"][str(f)] = None
                 ident.setdefault("tpir_unmeasured", {})[str(f)] = str(exc)
@@ -192,8 +181,10 @@ def interval_table(results: list[MethodResult]) -> list[str]:
     found = [[_dig(getattr(r, section), *keys) for _, section, keys in columns] for r in results]
     if not any(ci is not None for cells in found for ci in cells):
         return []
-    rows = [f"| {r.name} | " + " | ".join("n/a" if ci is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}" for ci in cells)
-            + " |" for r, cells in zip(results, found)]
+    def shown(ci) -> str:
+        return "n/a" if ci is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
+
+    rows = [f"| {r.name} | " + " | ".join(shown(ci) for ci in cells) + " |" for r, cells in zip(results, found)]
     return (["## 95 % intervals", "", "| Model | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---:|" * len(columns)] + rows
             + ["", "Each comparison and search taken as independent (those that share a person are not, quite): "
