@@ -32,8 +32,9 @@ sys.path.insert(0, str(HERE))
 from lfw_like import shared_data  # noqa: E402
 
 
-def largest(faces):
-    return max(faces, key=lambda f: f.width * f.height) if faces else None
+def largest_points(faces):
+    """The 5 points of the largest face, None where there is none."""
+    return max(faces, key=lambda f: f.width * f.height).points if faces else None
 
 
 def main() -> None:
@@ -58,11 +59,11 @@ def main() -> None:
         checks.insert(0, default)
     timing = []
 
-    def shares(image, face):
-        if face is None:
+    def shares(image, points):  # None: no face found
+        if points is None:
             return None
         started = time.perf_counter()
-        found = skin_shares(image, face.points)
+        found = skin_shares(image, points)
         timing.append(time.perf_counter() - started)
         return found
 
@@ -72,7 +73,7 @@ def main() -> None:
     found = []
     for row in rows:
         image = decode_image((data / "masked_crops" / row["path"]).read_bytes())
-        found.append((int(row["masked"]), shares(image, largest(crops.find(image)))))
+        found.append((int(row["masked"]), shares(image, largest_points(crops.find(image)))))
     sets["masked_crops, wearing masks"] = ([s for m, s in found if m], True)
     sets["masked_crops, without"] = ([s for m, s in found if not m], False)
 
@@ -80,7 +81,7 @@ def main() -> None:
     wild_found = []
     for path in sorted(p for p in (data / "masked_wild").iterdir() if p.is_file()):
         image = decode_image(path.read_bytes())
-        wild_found.append(shares(image, largest(wild.find(image))))
+        wild_found.append(shares(image, largest_points(wild.find(image))))
     sets["masked_wild, largest face"] = (wild_found, True)
 
     plain = FaceFinder(FinderOptions())
@@ -91,12 +92,12 @@ def main() -> None:
     for path in photos:
         image = decode_image(path.read_bytes())
         faces = plain.find(image)
-        bare += [shares(image, f) for f in faces]
+        bare += [shares(image, f.points) for f in faces]
         grey_image = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB)
-        grey += [shares(grey_image, f) for f in faces]
+        grey += [shares(grey_image, f.points) for f in faces]
         for name, augmenter in augmenters.items():
             result = augmenter.augment(image, path.name)
-            synthetic[name] += [shares(result.image, face_of(f)) for f in result.faces if f.masked]
+            synthetic[name] += [shares(result.image, np.asarray(f.landmarks5)) for f in result.faces if f.masked]
     sets["photos, without masks"] = (bare, False)
     sets["photos made grey, without masks"] = (grey, False)
     for name, found_here in synthetic.items():
@@ -112,13 +113,6 @@ def main() -> None:
             n = len(items)
             print(f"{name:38s} {n:6d} {said.count(True) / n:7.1%} {said.count(False) / n:7.1%} "
                   f"{said.count(None) / n:9.1%} {(n - len(said)) / n:7.1%}")
-
-
-def face_of(record):
-    """A masked face's record as the check takes it: its 5 points."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(points=np.asarray(record.landmarks5, dtype=np.float64).reshape(5, 2))
 
 
 if __name__ == "__main__":
