@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "RAY_ADDRESS=auto mfr score s3://b/emb/masked s3://b/emb/unmasked s3://b/report --distributed")
     s.add_argument("probes", help="shards of masked faces (an embed output)")
     s.add_argument("gallery", help="shards of unmasked faces (an embed output)")
-    s.add_argument("output", help="where report.json, report.md, roc.png and cmc.png go")
+    s.add_argument("output", help="where report.json, report.md, roc.png, scores.png and cmc.png go")
     s.add_argument("--gallery-per-identity", type=positive_int, default=1,
                    help="unmasked images per identity in the gallery (first in key order; default 1)")
     s.add_argument("--gallery-template", choices=("best", "mean"), default="best",
@@ -836,7 +836,7 @@ def cmd_demo(args) -> int:
                        ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),
                        ("manifest (Parquet)", "manifest"), ("gallery embedding shards", "gallery_shards"),
                        ("probe embedding shards", "probe_shards"), ("report", "report"), ("ROC plot", "roc"),
-                       ("CMC plot", "cmc"), ("report data", "report_json")):
+                       ("score distributions", "scores"), ("CMC plot", "cmc"), ("report data", "report_json")):
         print(f"  {label:<27} {out[key]}")
     return 0
 

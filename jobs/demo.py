@@ -199,7 +199,8 @@ def run_demo(out: str | Path = "out/demo", style: str = "seed", model: str = "sf
         "contact_sheet": str(sheet), "manifest": str(masked_root / "manifest"),
         "gallery_shards": str(out / "run" / "embeddings" / "unmasked" / "shards"),
         "probe_shards": str(out / "run" / "embeddings" / "masked" / "shards"),
-        "report": report.get("markdown"), "roc": report.get("roc"), "cmc": report.get("cmc"),
+        "report": report.get("markdown"), "roc": report.get("roc"), "scores": report.get("scores"),
+        "cmc": report.get("cmc"),
         "report_json": report.get("json"), "seconds": round(time.perf_counter() - started, 1),
         "stages": result,
     }

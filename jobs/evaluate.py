@@ -19,7 +19,7 @@ Every image is embedded once (`jobs.embed.run_embed`, a Ray job: the face chosen
 Every sample counts (recog.metrics): an image without a face is a rejected comparison and a probe never
 identified in the headline figures; the figures over the images with a face stand beside them. An image
 a protocol names that is not in the dataset at all stops the job, or with `missing="skip"` is left out
-and counted. The report (report.json, report.md, roc.png, cmc.png) goes to `<output>/report/`.
+and counted. The report (report.json, report.md, roc.png, scores.png, cmc.png) goes to `<output>/report/`.
 """
 
 from __future__ import annotations

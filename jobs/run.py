@@ -17,7 +17,7 @@ order, a manifest's first row) is the gallery image: its unmasked face is embedd
 face, for `masked-gallery`); every other image is a probe: its masked face is embedded. Writes
 under the output URI: `masked/` (the augment output: images, crops, manifest), `embeddings/unmasked/` and `embeddings/masked/` (shards of the first
 model, plain matching), `embeddings/<model>/<mode>/{unmasked,masked}/` for every other model and
-matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, cmc.png) with one row
+matching mode (recog.matching), and `report/` (report.json, report.md, roc.png, scores.png, cmc.png) with one row
 per model and mode, side by side, plus one fused row per mode when `fuse` and several models are given.
 A rerun does only the images that are not yet in the manifest and in every shard folder of their role.
 A small job with no cluster to join runs the same stages in a local process pool instead (`executor`,

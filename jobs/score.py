@@ -4,7 +4,7 @@ Split: per identity (the dataset's folders), the first `gallery_per_identity` im
 form the unmasked gallery and the masked versions of the others are the probes, so no probe is ever
 compared with its own unmasked photo. Verification on every probe x gallery pair (or, past
 `max_pairs`, every genuine pair and a seeded sample of impostors per probe); identification of each
-masked probe against the gallery images. Writes `report.json`, `report.md`, `roc.png` and `cmc.png`
+masked probe against the gallery images. Writes `report.json`, `report.md`, `roc.png`, `scores.png` and `cmc.png`
 under the output URI.
 """
 
@@ -665,7 +665,7 @@ def unmated_note(result, named: bool = False) -> str | None:
     return " ".join(said) or None
 
 
-REPORT_FILES = ("report.json", "report.md", "roc.png", "cmc.png")
+REPORT_FILES = ("report.json", "report.md", "roc.png", "scores.png", "cmc.png")
 
 
 def publish_report(out, paths: dict, folder: str = "") -> dict:
@@ -843,7 +843,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     if not force and out.exists("report.json"):
         previous = json.loads(out.read("report.json"))
         if previous.get("inputs_fingerprint") == fingerprint:
-            names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "cmc": "cmc.png"}
+            names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "scores": "scores.png",
+                     "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
             return {"paths": paths, "result": None, "results": [], "skipped": True, "notes": notes}
     splits, results, model_ids, uris_of = {}, [], {}, {}

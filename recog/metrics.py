@@ -11,6 +11,9 @@ Verification
 - TAR at FAR f: threshold = the k-th highest impostor score with k = round(f * impostors); TAR and
   the FAR actually achieved (ties can admit more than k impostors) are measured at that threshold.
   f < 1 / impostors (k = 0) is refused: the data cannot measure it.
+- Score distributions (`score_moments`): per side, the mean and population standard deviation of
+  the comparisons with a score, and Daugman's decidability d' = |mean_g - mean_i| /
+  sqrt((std_g^2 + std_i^2) / 2): how far apart the genuine and impostor scores lie, in their spread.
 - Best accuracy: the highest (accepted genuines + rejected impostors) / pairs over all thresholds.
 - K-fold accuracy (LFW View 2 protocol, 10 folds): for each fold, the best-accuracy threshold of the
   other folds, moved midway to their next lower score, is applied to it; mean and (population)
@@ -294,6 +297,40 @@ def threshold_rate_intervals(accepted, trials: int, setters, targets, confidence
     return out
 
 
+def score_counts(roc: Roc, genuine: int, impostor: int, floor: float | None = None):
+    """(scores, genuine count, impostor count) at each distinct score of the comparisons `roc` was made
+    of (`genuine` and `impostor` of them), highest first: the two score distributions, read back from
+    the ROC's steps (which hold them exactly). With `floor` (tar_at_far), the comparisons a failure
+    left at it, without a score, are left out."""
+    values = roc.thresholds[1:]
+    g = np.diff(np.rint(roc.tar * genuine)).astype(np.int64)
+    i = np.diff(np.rint(roc.far * impostor)).astype(np.int64)
+    keep = values > floor if floor is not None else np.ones(values.size, bool)
+    return values[keep], g[keep], i[keep]
+
+
+def score_moments(roc: Roc, genuine: int, impostor: int, floor: float | None = None) -> dict:
+    """The genuine and impostor score distributions in numbers: per side the comparisons with a score
+    (`count`), their `mean` and (population) standard deviation `std`; and `d_prime`, Daugman's
+    decidability |mean_g - mean_i| / sqrt((std_g^2 + std_i^2) / 2), None where a side has no score or
+    both spreads are 0. Read from the ROC (`score_counts`), in score order: the same figures however
+    the comparisons were ordered (two reducers' sums in different orders differed in the last bit)."""
+    values, g, i = score_counts(roc, genuine, impostor, floor)
+    out = {}
+    for side, counts in (("genuine", g), ("impostor", i)):
+        n = int(counts.sum())
+        if not n:
+            out[side] = {"count": 0, "mean": None, "std": None}
+            continue
+        # NumPy's pairwise sum, not a BLAS dot, whose result can depend on the arrays' alignment
+        mean = float((counts * values).sum() / n)
+        out[side] = {"count": n, "mean": mean, "std": float(np.sqrt((counts * (values - mean) ** 2).sum() / n))}
+    sides = out["genuine"], out["impostor"]
+    spread = math.sqrt((sides[0]["std"] ** 2 + sides[1]["std"] ** 2) / 2) if all(s["count"] for s in sides) else 0.0
+    out["d_prime"] = abs(sides[0]["mean"] - sides[1]["mean"]) / spread if spread > 0 else None
+    return out
+
+
 def best_accuracy(scores, labels) -> tuple[float, float]:
     """(accuracy, threshold): the threshold is a score of the data (accept >= it), or +inf when
     rejecting every pair is best (report.json writes it as null)."""
@@ -379,7 +416,8 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float |
             tars[str(f)]["tar_ci95"] = list(ci)
     return {"pairs": int(s.size), "genuine": int(y.sum()), "impostor": int((~y).sum()), "auc": auc(roc),
             "eer": e, "eer_threshold": e_t, "best_accuracy": acc, "best_accuracy_threshold": acc_t,
-            "tar_at_far": tars, **({"tar_unmeasured": unmeasured} if unmeasured else {})}
+            "tar_at_far": tars, **({"tar_unmeasured": unmeasured} if unmeasured else {}),
+            "scores": score_moments(roc, int(y.sum()), int((~y).sum()), floor)}
 
 
 def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> float:

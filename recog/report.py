@@ -194,6 +194,30 @@ def interval_table(results: list[MethodResult]) -> list[str]:
                    "interval.", ""])
 
 
+def score_table(results: list[MethodResult]) -> list[str]:
+    """report.md's "Score distributions": per method, the genuine and impostor scores' mean and spread,
+    d' and the EER (recog.metrics.score_moments), over the comparisons with a score."""
+    ver = [r for r in results if r.verification and r.verification.get("scores")]
+    if not ver:
+        return []
+
+    def side(d) -> str:
+        return "n/a" if d["mean"] is None else f"{d['mean']:.3f} ({d['std']:.3f})"
+
+    lines = ["## Score distributions", "", "| Model | genuine: mean (sd) | impostor: mean (sd) | d' | EER (%) |",
+             "|---|---:|---:|---:|---:|"]
+    for r in ver:
+        m = r.verification["scores"]
+        d = "n/a" if m["d_prime"] is None else f"{m['d_prime']:.2f}"
+        lines.append(f"| {r.name} | {side(m['genuine'])} | {side(m['impostor'])} | {d} | "
+                     f"{_pct(r.verification['eer'])} |")
+    lines += ["", "Over the comparisons with a score (a sample without a face has none); sd: the population "
+              "standard deviation; d' = |genuine mean - impostor mean| / sqrt((sd_genuine^2 + sd_impostor^2) / 2), "
+              "how many spreads apart the two lie (a mask that lowers the genuine scores lowers it). scores.png "
+              "draws them, with the thresholds of the verification table's FARs.", ""]
+    return lines
+
+
 def seed_readings_table(results: list[MethodResult]) -> list[str]:
     """The seed's own readings, to set beside its published tables (they were in report.json only,
     and the seed's "FPIR" columns have no counterpart above when every probe is in the gallery):
@@ -315,6 +339,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          "(`--missing skip`).")
         lines.append("")
     lines += interval_table(results)
+    lines += score_table(results)
     lines += seed_readings_table(results)
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
         lines += ["Scores (and thresholds in report.json): " + "; ".join(f"{r.name}: {r.score}" for r in results
@@ -438,9 +463,56 @@ def plot_cmc(results: list[MethodResult], path: Path, title: str = "") -> None:
     plt.close(fig)
 
 
+def plot_scores(results: list[MethodResult], path: Path, title: str = "", bins: int = 60) -> None:
+    """scores.png: per method a panel of its genuine and impostor score histograms (each side's density,
+    the comparisons with a score: `recog.metrics.score_counts`), and the thresholds of the verification
+    table's FARs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn = [r for r in results if r.roc is not None]
+    cols = 1 if len(drawn) == 1 else 2
+    rows = -(-len(drawn) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 0.6 + 2.6 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[len(drawn):]:
+        ax.set_visible(False)
+    for ax, r in zip(axes.flat, drawn):
+        v = r.verification
+        # the acquired-only ROC: the headline's holds the failures' comparisons, at a floor below every score
+        only = r.acquired_only if r.acquired_only is not None and r.acquired_only.roc is not None else r
+        values, genuine, impostor = M.score_counts(only.roc, only.verification["genuine"],
+                                                   only.verification["impostor"])
+        edges = np.histogram_bin_edges(values, bins=bins)
+        for counts, label, colour in ((impostor, "impostor", "tab:red"), (genuine, "genuine", "tab:blue")):
+            if counts.sum():
+                mass = np.histogram(values, edges, weights=counts)[0]
+                ax.stairs(mass / (mass.sum() * np.diff(edges)), edges, fill=True, alpha=0.35, color=colour,
+                          label=label)
+        for far, style in zip(TABLE_FARS, (":", "--", "-.")):
+            cell = v["tar_at_far"].get(str(far))
+            if cell and np.isfinite(cell["threshold"]):
+                ax.axvline(cell["threshold"], color="0.3", ls=style, lw=1, label=f"FAR {far}")
+        unit = (r.score or "").split(" (")[0].split(":")[0]  # SCORE_UNITS' name, without its explanation
+        ax.set_xlabel(f"score ({unit})" if unit else "score", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_title(r.name, fontsize=9, parse_math=False)
+        for text in ax.legend(fontsize=7, loc="upper left").get_texts():
+            text.set_parse_math(False)
+    if title:  # wrapped and as written, as set_title does
+        import textwrap
+
+        fig.suptitle("\n".join(textwrap.wrap(title, 64 * cols)), fontsize=10, parse_math=False)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evaluation",
                  extra: dict | None = None, protocol: str | None = None) -> dict[str, Path]:
-    """report.json, report.md, roc.png, cmc.png (plots only when there is something to plot).
+    """report.json, report.md, roc.png, scores.png, cmc.png (plots only when there is something to plot).
     `protocol`: one sentence under report.md's title saying how probes and gallery were formed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -454,6 +526,9 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
         paths["roc"] = out_dir / "roc.png"
         plot_roc(results, paths["roc"], title)
         md += "\n![ROC](roc.png)\n"
+        paths["scores"] = out_dir / "scores.png"
+        plot_scores(results, paths["scores"], title)
+        md += "\n![Score distributions](scores.png)\n"
     if any(r.cmc_curve for r in results):
         paths["cmc"] = out_dir / "cmc.png"
         plot_cmc(results, paths["cmc"], title)

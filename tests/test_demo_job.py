@@ -44,7 +44,8 @@ def test_mfr_demo_writes_every_output(ray_runtime, tmp_path, monkeypatch, capsys
     dataset = build_dataset()  # cached: the same folder the demo used
     record = json.loads((dataset.parent / "dataset.json").read_text())
     assert len(record["identities"]) >= 8 and all(len(v) == 6 for v in record["identities"].values())
-    for name in ("contact_sheet.png", "run/report/report.md", "run/report/roc.png", "run/report/cmc.png"):
+    for name in ("contact_sheet.png", "run/report/report.md", "run/report/roc.png", "run/report/scores.png",
+                 "run/report/cmc.png"):
         assert (out / name).is_file() and str(out / name) in printed, name
     masked = list((out / "run" / "masked" / "images").rglob("*.jpg"))
     assert len(masked) == sum(len(v) for v in record["identities"].values())

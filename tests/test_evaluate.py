@@ -461,7 +461,7 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
     (tmp_path / "pairs.csv").write_text(f"{a},{b},1\n{a},{c},0\n")
     assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--pairs", str(tmp_path / "pairs.csv"),
                  "--quiet"]) == 0
-    assert sorted(p.name for p in (out / "report").iterdir()) == ["report.json", "report.md", "roc.png"]
+    assert sorted(p.name for p in (out / "report").iterdir()) == ["report.json", "report.md", "roc.png", "scores.png"]
 
 
 def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_photos, tmp_path, capsys):

@@ -650,3 +650,39 @@ def test_threshold_rate_interval_holds_the_thresholds_uncertainty():
         kwargs = {"accepted": genuine, "trials": 300, "setters": impostors, "target": 0.1, **bad}
         with pytest.raises(ValueError, match=match):
             M.threshold_rate_interval(**kwargs)
+
+
+def test_score_distributions_are_read_back_exactly_from_the_roc():
+    """report.md's score table and scores.png come from the ROC: the same means, spreads and histograms
+    as the raw scores give, whatever order the comparisons came in (two reducers order them differently),
+    with the comparisons a failure left at the floor left out."""
+    rng = np.random.default_rng(3)
+    genuine = rng.normal(0.6, 0.12, 400).astype(np.float32)
+    impostor = np.round(rng.normal(0.1, 0.09, 9000), 3).astype(np.float32)  # rounded: many tied scores
+    scores = np.r_[genuine, impostor]
+    labels = np.r_[np.ones(400, int), np.zeros(9000, int)]
+    m = M.verification_summary(scores, labels)["scores"]
+    g, i = genuine.astype(np.float64), impostor.astype(np.float64)
+    assert m["genuine"]["count"] == 400 and m["impostor"]["count"] == 9000
+    for side, raw in (("genuine", g), ("impostor", i)):
+        assert m[side]["mean"] == pytest.approx(raw.mean(), abs=1e-12), side
+        assert m[side]["std"] == pytest.approx(raw.std(), abs=1e-12), side
+    d = (g.mean() - i.mean()) / np.sqrt((g.var() + i.var()) / 2)
+    assert m["d_prime"] == pytest.approx(d, rel=1e-10) and 4.6 < m["d_prime"] < 4.9
+    order = rng.permutation(scores.size)
+    assert M.verification_summary(scores[order], labels[order])["scores"] == m  # to the last bit
+    values, g_counts, i_counts = M.score_counts(M.roc_curve(scores, labels), 400, 9000)
+    edges = np.histogram_bin_edges(scores, bins=40)
+    assert np.array_equal(np.histogram(values, edges, weights=g_counts)[0], np.histogram(genuine, edges)[0])
+    assert np.array_equal(np.histogram(values, edges, weights=i_counts)[0], np.histogram(impostor, edges)[0])
+    # 30 genuine and 500 impostor comparisons of samples without a face, at the floor: not scores
+    floor = M.rejected_score(scores)
+    with_failures = np.r_[scores, np.full(530, floor)]
+    failed_labels = np.r_[labels, np.ones(30, int), np.zeros(500, int)]
+    assert M.verification_summary(with_failures, failed_labels, floor=floor)["scores"] == m
+    assert M.verification_summary(with_failures, failed_labels)["scores"] != m  # taken as scores, they count
+    # a side without a spread: d' is a distance over no spread at all, not a number
+    flat = M.verification_summary([1.0, 1.0, 0.0, 0.0], [1, 1, 0, 0])["scores"]
+    assert flat["d_prime"] is None and flat["genuine"] == {"count": 2, "mean": 1.0, "std": 0.0}
+    assert M.verification_summary([0.9, 0.5, 0.1, 0.0], [1, 1, 0, 0])["scores"]["d_prime"] == pytest.approx(
+        0.65 / np.sqrt((0.2 ** 2 + 0.05 ** 2) / 2))  # means 0.7 and 0.05, spreads 0.2 and 0.05

@@ -56,7 +56,7 @@ def test_blocks_merge_into_the_single_process_figures():
 
     many = evaluate("many", scores, labels, stats=stats)
     # blocks of 7 probes, scored 3 at a time, give exactly the figures of one process
-    assert one.verification == many.verification and one.identification == many.identification
+    assert_same_figures(one, many)
     assert one.identification["mated_probes"] == 20 and one.verification["genuine"] == 20
 
 
@@ -837,7 +837,8 @@ def test_a_report_cut_short_by_a_full_disk_is_written_by_the_rerun(tmp_path, mon
     assert not (tmp_path / "r").exists()  # report.md and roc.png were left; the new, empty folder goes too
     monkeypatch.setattr(LocalStore, "write", write)
     out = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"))
-    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["cmc.png", "report.json", "report.md", "roc.png"]
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["cmc.png", "report.json", "report.md", "roc.png",
+                                                                 "scores.png"]
     assert not out["skipped"]
     # a report written again (--force, or a pairs protocol in evaluate's folder) whose report.json then
     # fails: the earlier report's files were deleted or replaced, and its report.json, left, was trusted

@@ -40,9 +40,16 @@ def test_report_files_and_seed_layout(tmp_path):
     assert "| Model | TPIR(%)@FPIR=0.01 | TPIR(%)@FPIR=0.1 | Rank-1 (%) | Rank-5 (%) |" in md
     row = next(line for line in md.splitlines() if line.startswith("| model 1 |") and "TAR" not in line)
     assert f"{100 * v['tar_at_far']['0.1']['tar']:.1f}" in row and f"{100 * v['auc']:.1f}" in row
-    for key in ("roc", "cmc"):
+    for key in ("roc", "scores", "cmc"):
         picture = cv2.imread(str(paths[key]))
         assert picture is not None and picture.shape[0] > 300 and picture.std() > 10
+    # the score distributions: genuine N(1, 1) against impostor N(-1, 1), d' near 2
+    m = v["scores"]
+    assert m == M.score_moments(M.roc_curve(scores, labels), 300, 3000) and 1.8 < m["d_prime"] < 2.2
+    assert "![Score distributions](scores.png)" in md
+    row = next(line for line in md.split("## Score distributions", 1)[1].splitlines() if line.startswith("| model 1 |"))
+    assert row == (f"| model 1 | {m['genuine']['mean']:.3f} ({m['genuine']['std']:.3f}) | {m['impostor']['mean']:.3f} "
+                   f"({m['impostor']['std']:.3f}) | {m['d_prime']:.2f} | {100 * v['eer']:.1f} |")
     # 95 % intervals of each rate, out of the genuine comparisons (TAR) or the mated searches (TPIR, rank)
     genuine, mated = int(labels.sum()), int(stats.mated.sum())
     tar = v["tar_at_far"]["0.1"]
