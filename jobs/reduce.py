@@ -550,8 +550,9 @@ def _probe_rows(store, shard_keys, exclude, where=None):
 
 
 def _common_probes(uris: list[str], group: list[list[str]], exclude, wheres=None):
-    """Per model (rows, embeddings) of the probes every model has, aligned, and the probes' failures: images
-    without a face in some model, or embedded by some models only (as jobs.score.score_fused counts them)."""
+    """Per model (rows, embeddings) of the probes every model has, aligned, and the probes' failures (rows of
+    key and identity): images without a face in some model, or embedded by some models only (as
+    jobs.score.score_fused counts them)."""
     import pandas as pd
 
     from jobs.storage import open_store
@@ -563,7 +564,7 @@ def _common_probes(uris: list[str], group: list[list[str]], exclude, wheres=None
         return None
     if len(uris) == 1:  # one model: its probes as they are
         rows, emb, failed = got[0]
-        return [(rows, emb)], failed.identity.to_numpy().astype(str)
+        return [(rows, emb)], failed
     if len(got) < len(uris):  # a model without this group: none of its probes is common
         common = set()
     else:
@@ -576,7 +577,7 @@ def _common_probes(uris: list[str], group: list[list[str]], exclude, wheres=None
     common_keys = {k for k, _ in common}
     failed = pd.concat([f for _, _, f in got] + [r[["key", "identity"]] for r, _, _ in got], ignore_index=True)
     failed = failed[~failed.key.isin(common_keys)].drop_duplicates("key")
-    return aligned, failed.identity.to_numpy().astype(str)
+    return aligned, failed
 
 
 def _task_scorer(scoring: Scoring, device: str):
@@ -603,10 +604,13 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
     """Task: one group of probe shards (per model) against every gallery part, the parts fetched one at a time.
     `empty_ids`: the identities of the gallery's entries that failed to enrol (each probe's count of them
     comes back as `empty_mates`)."""
+    from jobs.score import image_hashes
+
     got = _common_probes(uris, group, exclude, wheres)
     if got is None:
         return None
-    aligned, failed_ids = got
+    aligned, failed = got
+    failed_ids = failed.identity.to_numpy().astype(str)
     parts = [GalleryPart(p.offset, p.codes, p.order, p.starts, p.embeddings, r and _Loader(r))
              for p, r in zip(part_meta, part_refs)]
     rows = aligned[0][0]
@@ -617,13 +621,15 @@ def _probe_task(uris: list[str], group: list[list[str]], exclude, identities, pa
         codes = _codes(rows.identity, identities)
         return {"moments": impostor_moments(tuple(e for _, e in aligned), codes, parts, scoring), "probes": len(keys),
                 "failed": len(failed_ids)}
+    failed_images = image_hashes(failed.key)  # the probes' images, to pair them across methods
     if not keys:
-        return {"first_key": None, "failed": failed_ids} if len(failed_ids) else None
+        return {"first_key": None, "failed": failed_ids, "failed_images": failed_images} if len(failed_ids) else None
     scorer, scored_on = _task_scorer(scoring, device)
     out = score_block(tuple(e for _, e in aligned), _codes(rows.identity, identities), parts, scoring,
                       impostors_per_probe, keep_nonmated, seed, keys, scorer=scorer)
     out["first_key"] = keys[0]
-    out["failed"] = failed_ids
+    out["failed"], out["failed_images"] = failed_ids, failed_images
+    out["images"], out["faces"] = image_hashes(rows.key), rows.face_index.to_numpy().astype(np.int64)
     out["empty_mates"] = M.mates_per_probe(rows.identity.to_numpy().astype(str), np.asarray(empty_ids, dtype=str))
     out["scored_on"] = (_node_id(), scored_on)
     return out
@@ -840,7 +846,10 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
               if b is not None]
     scored_on = [b["scored_on"] for b in blocks if "scored_on" in b]
     failed_ids = np.concatenate([b["failed"] for b in blocks]) if blocks else np.empty(0, str)
+    failed_images = np.concatenate([b["failed_images"] for b in blocks]) if blocks else np.empty(0, np.uint64)
     blocks = sorted((b for b in blocks if b["first_key"] is not None), key=lambda b: b["first_key"])
+    probe_keys = (np.concatenate([b["images"] for b in blocks]) if blocks else np.empty(0, np.uint64),
+                  np.concatenate([b["faces"] for b in blocks]) if blocks else np.empty(0, np.int64))
     scores, labels, stats = merge_blocks(blocks, size, keep, len(gallery.identities))
     empty_mates = np.concatenate([b["empty_mates"] for b in blocks]) if blocks else np.empty(0, np.int64)
     enrolled = np.concatenate([gallery.entry_ids.astype(str), np.asarray(gallery.empty_ids, dtype=str)])
@@ -850,7 +859,7 @@ def _score(probe_uris: list[str], gallery_uris: list[str], name: str | None, gal
                                    counted[0][1][3], gallery.unnamed)
     result = counted_result(name, scores, labels, stats, gallery.entry_ids, failed_ids, per_probe, acquisition,
                             unit="fused" if len(uris) > 1 else gallery.similarities[0], empty_ids=gallery.empty_ids,
-                            empty_mates=empty_mates)
+                            empty_mates=empty_mates, probe_keys=probe_keys, failed_keys=failed_images)
     result.scored_by = {"tasks": len(groups), "gallery_parts": len(gallery.parts),
                         "nodes": sorted({node for node, _ in scored_on}),
                         "devices": {d: sum(1 for _, x in scored_on if x == d) for d in sorted({x for _, x in scored_on})}}

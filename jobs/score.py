@@ -25,7 +25,7 @@ from jobs.storage import LocalStore, open_store, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
 from recog.matching import ZNormUnmeasurable
-from recog.report import SCORE_UNITS, TABLE_FPIRS, acquisition_counts, evaluate, write_report
+from recog.report import SCORE_UNITS, TABLE_FPIRS, ProbeOutcomes, acquisition_counts, evaluate, write_report
 
 
 class NothingToScore(ValueError):
@@ -87,9 +87,12 @@ def score(probe_rows, probe_emb, gallery_rows, gallery_emb, name: str, similarit
         pairs.add(M.similarity_matrix(probe_emb[i:i + 256], gallery_emb, similarity),
                   p_ids[i:i + 256, None] == g_ids[None, :])
     scores, labels = pairs.result()
+    keyed = {"key", "face_index"} <= set(probe_rows.columns) and (failed is None or "key" in failed.columns)
     return method_result(name, scores, labels, p_ids, g_ids, probe_emb, gallery_emb,
                          similarity, failed_ids=None if failed is None else failed.identity.to_numpy().astype(str),
-                         impostors_per_probe=pairs.per_probe, acquisition=acquisition, empty_ids=empty_ids)
+                         impostors_per_probe=pairs.per_probe, acquisition=acquisition, empty_ids=empty_ids,
+                         probe_keys=(image_hashes(probe_rows.key), probe_rows.face_index) if keyed else None,
+                         failed_keys=None if failed is None or not keyed else image_hashes(failed.key))
 
 
 def check_max_pairs(max_pairs) -> None:
@@ -127,7 +130,7 @@ class PairSampler:
 
 def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, similarity: str = "cosine",
                   failed_ids=None, impostors_per_probe: int | None = None, acquisition: dict | None = None,
-                  fused: bool = False, empty_ids=()):
+                  fused: bool = False, empty_ids=(), probe_keys=None, failed_keys=None):
     """Verification from the pair scores (when there are both genuine and impostor pairs) and
     identification of the probes against the gallery: embeddings, or with `gallery=None` a ready
     probe x gallery score matrix in `probes`. With `acquisition` (recog.report.acquisition_counts), the
@@ -140,7 +143,8 @@ def method_result(name: str, scores, labels, p_ids, g_ids, probes, gallery, simi
                                                                 enrolled))
     return counted_result(name, scores, labels, stats, g_ids, failed_ids, impostors_per_probe, acquisition,
                           unit="fused" if fused else similarity, empty_ids=empty_ids,
-                          empty_mates=M.mates_per_probe(np.asarray(p_ids, dtype=str), np.asarray(empty_ids, dtype=str)))
+                          empty_mates=M.mates_per_probe(np.asarray(p_ids, dtype=str), np.asarray(empty_ids, dtype=str)),
+                          probe_keys=probe_keys, failed_keys=failed_keys)
 
 
 def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
@@ -154,13 +158,38 @@ def seed_fpir_pool(mated_probes: int, failed_ids=None, g_ids=()) -> int:
     return max(1, int(np.ceil(mated_probes * max(TABLE_FPIRS))))
 
 
+def image_hashes(keys) -> np.ndarray:
+    """64-bit hashes of image keys (pandas' SipHash, the same in every process), for pairing probes across
+    methods (recog.report.ProbeOutcomes) without holding the keys."""
+    import pandas as pd
+
+    return pd.util.hash_array(np.asarray(keys, dtype=object).astype(str).astype(object))
+
+
+def probe_outcomes(stats, probe_keys, failed_keys=None) -> ProbeOutcomes | None:
+    """ProbeOutcomes of the stats' probes: `probe_keys` (image hashes, face indexes) of the acquired ones in
+    their order, then `failed_keys` (image hashes) of those appended for want of a face
+    (recog.metrics.with_failures_to_acquire); None where the keys are not known."""
+    if probe_keys is None:
+        return None
+    images, faces = (np.asarray(x) for x in probe_keys)
+    failed = np.asarray([] if failed_keys is None else failed_keys, dtype=np.uint64)
+    images = np.concatenate([images.astype(np.uint64), failed])
+    faces = np.concatenate([faces.astype(np.int64), np.full(len(failed), -1, np.int64)])
+    if len(images) != len(stats.rank):
+        return None  # (a caller's keys that do not cover the probes: no pairing rather than a wrong one)
+    return ProbeOutcomes(images, faces, np.asarray(stats.mated, bool), np.asarray(stats.rank))
+
+
 def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, impostors_per_probe=None,
-                   acquisition: dict | None = None, unit: str = "cosine", empty_ids=(), empty_mates=None):
+                   acquisition: dict | None = None, unit: str = "cosine", empty_ids=(), empty_mates=None,
+                   probe_keys=None, failed_keys=None):
     """The MethodResult of acquired probes' pair scores and identification stats, every sample counted
     when `acquisition` is given (shared by the single-process and the distributed reducer): probes
     without a face (`failed_ids`, their identities) and gallery entries that failed to enrol
     (`empty_ids`, their identities; `empty_mates`, per acquired probe, how many are of its identity).
-    `unit`: the model's similarity, or `fused` (`recog.report.SCORE_UNITS`)."""
+    `unit`: the model's similarity, or `fused` (`recog.report.SCORE_UNITS`). `probe_keys` and `failed_keys`:
+    the probes' images and faces, for paired comparisons (`probe_outcomes`)."""
     def result(s, lab, st, floor=None):
         has_both = lab.any() and not lab.all()
         out = evaluate(name, s if has_both else None, lab if has_both else None, stats=st, floor=floor)
@@ -171,6 +200,7 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
 
     only = result(scores, labels, stats)
     if acquisition is None:
+        only.outcomes = probe_outcomes(stats, probe_keys)
         return only
     failed_ids = np.asarray([] if failed_ids is None else failed_ids, dtype=str)
     empty_ids = np.asarray(empty_ids, dtype=str).reshape(-1)
@@ -183,6 +213,7 @@ def counted_result(name: str, scores, labels, stats, g_ids, failed_ids=None, imp
         impostors_per_probe, floor)
     headline = result(all_scores, all_labels, all_stats, floor)
     headline.acquisition, headline.acquired_only = acquisition, only
+    headline.outcomes = probe_outcomes(all_stats, probe_keys, failed_keys)
     unenrolled = int((all_stats.mated[:len(stats.mated)] & ~stats.mated).sum()
                      + np.isin(failed_ids, np.setdiff1d(empty_ids, np.asarray(g_ids, dtype=str))).sum())
     if unenrolled and headline.identification is not None:
@@ -582,7 +613,9 @@ def score_fused(splits: list[Split], name: str, max_pairs: int = 2_000_000, seed
                                 set(g_ids))
     return method_result(name, scores, labels, p_ids, g_ids, fused, None,
                          failed_ids=failed.identity.to_numpy().astype(str), impostors_per_probe=per_probe,
-                         acquisition=acquisition, fused=True, empty_ids=empty_ids)
+                         acquisition=acquisition, fused=True, empty_ids=empty_ids,
+                         probe_keys=(image_hashes([k for k, _ in common_p]), [f for _, f in common_p]),
+                         failed_keys=image_hashes(failed.key))
 
 
 def side_masked_values(uri: str) -> set:

@@ -71,6 +71,10 @@ Uncertainty (each trial taken as independent; comparisons that share a person ar
   (from 0 where none is accepted at the threshold as measured, to 1 where all are, as Jeffreys'
   interval). Seeded: a report is the same each time it is made.
 
+Comparing two methods on the same probes (`mcnemar_test`): McNemar's exact test of the probes one
+method identifies at rank 1 and the other does not (the discordant ones), paired by probe; each
+probe taken as independent, as above.
+
 Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
 comparison never holds more than `block x gallery` scores.
 """
@@ -246,6 +250,38 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tup
 
 INTERVAL_DRAWS = 4000
 INTERVAL_CONFIDENCE = 0.95  # of the intervals the summaries give (`tar_ci95`; reports: `recog.report`)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Two methods' outcomes on the same trials, and McNemar's exact test of their difference."""
+
+    trials: int
+    both: int            # trials both methods got right
+    first_only: int      # the first right, the second wrong (discordant)
+    second_only: int     # the second right, the first wrong (discordant)
+    neither: int
+    p_value: float       # two-sided; 1.0 with no discordant trial
+
+
+def mcnemar_test(first, second) -> PairedTest:
+    """McNemar's exact test of two methods' success (bool per trial) on the same trials: were they equally
+    good, the trials one got right and the other wrong would fall to either side as a fair coin does, so
+    p is the two-sided binomial test of `first_only` out of the discordant trials at 1/2 (SciPy's
+    `binomtest`). Paired: a difference two overlapping intervals hide can be clear here, as each method
+    meets the same hard and easy trials."""
+    from scipy.stats import binomtest
+
+    a, b = (np.asarray(x) for x in (first, second))
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"paired outcomes must be two 1-D arrays of one length, got {a.shape} and {b.shape}")
+    if not (np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all()):
+        raise ValueError("paired outcomes must be True/False (or 1/0) per trial")
+    a, b = a.astype(bool), b.astype(bool)
+    first_only, second_only = int((a & ~b).sum()), int((~a & b).sum())
+    discordant = first_only + second_only
+    p = float(binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
+    return PairedTest(int(a.size), int((a & b).sum()), first_only, second_only, int((~a & ~b).sum()), p)
 
 
 def threshold_rate_interval(accepted, trials: int, setters, target: float, confidence: float = 0.95,

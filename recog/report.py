@@ -25,6 +25,19 @@ CONFIDENCE = M.INTERVAL_CONFIDENCE  # of the intervals reports give (`ci95`: rec
 
 
 @dataclass
+class ProbeOutcomes:
+    """Each probe sample of a method's headline identification (every sample counted), for comparing
+    methods probe by probe (`paired_comparisons`): its image (a 64-bit hash of its key), its face (the
+    face's index; -1 where none was found), whether its identity is in the gallery, and its rank
+    (recog.metrics.IdentificationStats; never identified where no face was found)."""
+
+    image: np.ndarray
+    face: np.ndarray
+    mated: np.ndarray
+    rank: np.ndarray
+
+
+@dataclass
 class MethodResult:
     name: str
     verification: dict | None = None
@@ -38,6 +51,8 @@ class MethodResult:
     scored_by: dict | None = field(default=None, compare=False)
     # what a score (and so every threshold) is: `SCORE_UNITS` of the model's similarity, or of fusion
     score: str | None = None
+    # per probe, for paired comparisons with the report's other methods; not a figure, not in report.json
+    outcomes: ProbeOutcomes | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "verification": self.verification, "identification": self.identification,
@@ -194,6 +209,66 @@ def interval_table(results: list[MethodResult]) -> list[str]:
                    "interval.", ""])
 
 
+PAIRED_RANK = 1  # the rank whose hits paired comparisons count
+
+
+def pair_probes(first: ProbeOutcomes, second: ProbeOutcomes) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the probes two methods share, in each: by image where each image is one probe in
+    both (a face one method found and the other did not is still one sample of both), else by image and
+    face."""
+    import pandas as pd
+
+    by = ["image"] if all(pd.Index(o.image).is_unique for o in (first, second)) else ["image", "face"]
+    frames = [pd.DataFrame({"image": o.image, "face": o.face, "at": np.arange(len(o.image))}) for o in (first, second)]
+    joined = frames[0].merge(frames[1], on=by, suffixes=("_1", "_2"))
+    return joined["at_1"].to_numpy(), joined["at_2"].to_numpy()
+
+
+def paired_comparisons(results: list[MethodResult], rank: int = PAIRED_RANK) -> list[dict]:
+    """Every two methods with per-probe outcomes, on the mated probes both have: how many each identifies
+    within `rank` alone, and McNemar's exact p (recog.metrics.mcnemar_test)."""
+    import itertools
+
+    out = []
+    for a, b in itertools.combinations([r for r in results if r.outcomes is not None], 2):
+        at_a, at_b = pair_probes(a.outcomes, b.outcomes)
+        mated = a.outcomes.mated[at_a] & b.outcomes.mated[at_b]
+        if not mated.any():
+            continue
+        hits = [(o.rank[at][mated] >= 1) & (o.rank[at][mated] <= rank) for o, at in ((a.outcomes, at_a),
+                                                                                      (b.outcomes, at_b))]
+        t = M.mcnemar_test(*hits)
+        out.append({"methods": [a.name, b.name], "rank": rank, "probes": t.trials,
+                    "rates": [(t.both + t.first_only) / t.trials, (t.both + t.second_only) / t.trials],
+                    "both": t.both, "first_only": t.first_only, "second_only": t.second_only, "neither": t.neither,
+                    "p_value": t.p_value,
+                    "unpaired": int(a.outcomes.mated.sum() + b.outcomes.mated.sum() - 2 * t.trials)})
+    return out
+
+
+def paired_table(paired: list[dict]) -> list[str]:
+    """report.md's "Paired comparisons" (`paired_comparisons`)."""
+    if not paired:
+        return []
+    k = paired[0]["rank"]
+    lines = [f"## Paired comparisons (rank-{k})", "",
+             f"| Methods | mated probes of both | rank-{k} (%) | identified by the first only | by the second only | "
+             "p (McNemar, exact) |", "|---|---:|---:|---:|---:|---:|"]
+    for c in paired:
+        first, second = c["methods"]
+        lines.append(f"| {first} vs {second} | {c['probes']} | {_pct(c['rates'][0])} vs {_pct(c['rates'][1])} | "
+                     f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} |")
+    unpaired = [c for c in paired if c["unpaired"]]
+    lines += ["", "The same probes searched by two methods: the ones that tell them apart are those one identifies "
+              f"at rank {k} and the other does not. p: the chance of a split at least this uneven between them "
+              "were the methods equally good (McNemar's exact test, each probe taken as independent; one p per "
+              "row, not corrected for the number of rows). Probes are paired by image (by image and face where an "
+              "image holds several)" + (": " + "; ".join(f"{c['methods'][0]} vs {c['methods'][1]}, {c['unpaired']} "
+                                                       "mated probe(s) not in both" for c in unpaired)
+                                        if unpaired else "") + ".", ""]
+    return lines
+
+
 def score_table(results: list[MethodResult]) -> list[str]:
     """report.md's "Score distributions": per method, the genuine and impostor scores' mean and spread,
     d' and the EER (recog.metrics.score_moments), over the comparisons with a score."""
@@ -244,7 +319,8 @@ def seed_readings_table(results: list[MethodResult]) -> list[str]:
             "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", "", *why_na]
 
 
-def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None) -> str:
+def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None,
+                    paired: list[dict] | None = None) -> str:
     lines = [f"# {title}", ""] if title else []
     lines += [f"Protocol: {protocol}.", ""] if protocol else []
     lines += [line for note in notes for line in (f"> **Note:** {note}", "")]  # under the title, where it is read
@@ -339,6 +415,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          "(`--missing skip`).")
         lines.append("")
     lines += interval_table(results)
+    lines += paired_table(paired_comparisons(results) if paired is None else paired)
     lines += score_table(results)
     lines += seed_readings_table(results)
     if any(r.score not in (None, SCORE_UNITS["cosine"]) for r in results):
@@ -517,11 +594,13 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
-    body = {"title": title, "results": [r.to_dict() for r in results], **(extra or {})}
+    paired = paired_comparisons(results)
+    body = {"title": title, "results": [r.to_dict() for r in results], **({"paired": paired} if paired else {}),
+            **(extra or {})}
     # strict JSON (RFC 8259 has no Infinity or NaN, which many readers refuse): a threshold that
     # accepts nothing (+inf) or everything (-inf), or a figure the data cannot give, is null
     paths["json"].write_text(json.dumps(_finite(body), indent=1, default=_json_default, allow_nan=False) + "\n")
-    md = markdown_tables(results, title, (extra or {}).get("notes", ()), protocol)
+    md = markdown_tables(results, title, (extra or {}).get("notes", ()), protocol, paired)
     if any(r.roc is not None for r in results):
         paths["roc"] = out_dir / "roc.png"
         plot_roc(results, paths["roc"], title)

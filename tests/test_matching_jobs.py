@@ -121,8 +121,15 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-2"),
                  "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b", "--gallery-per-identity", "2"]) == 0
-    one, many = (json.loads((tmp_path / r / "report.json").read_text())["results"] for r in ("report-2", "report-d"))
+    bodies = [json.loads((tmp_path / r / "report.json").read_text()) for r in ("report-2", "report-d")]
+    one, many = (body["results"] for body in bodies)
     assert [r["name"] for r in many] == ["a", "b", "fusion: a + b"]
+    # the methods compared probe by probe (rank-1 hits, McNemar): every two of them, alike in both reducers
+    assert [c["methods"] for c in bodies[0]["paired"]] == [["a", "b"], ["a", "fusion: a + b"], ["b", "fusion: a + b"]]
+    assert bodies[0]["paired"] == bodies[1]["paired"]
+    for c, (x, y) in zip(bodies[0]["paired"], [(0, 1), (0, 2), (1, 2)]):
+        assert c["rates"] == [one[x]["identification"]["rank"]["1"], one[y]["identification"]["rank"]["1"]]
+        assert c["probes"] == one[x]["identification"]["mated_probes"] and c["unpaired"] == 0
     for x, y in zip(one, many):
         # a threshold is a score: BLAS may sum a product with a 3-column part in another order
         assert_same_figures(x, y, threshold_rtol=1e-6)

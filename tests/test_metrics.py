@@ -686,3 +686,21 @@ def test_score_distributions_are_read_back_exactly_from_the_roc():
     assert flat["d_prime"] is None and flat["genuine"] == {"count": 2, "mean": 1.0, "std": 0.0}
     assert M.verification_summary([0.9, 0.5, 0.1, 0.0], [1, 1, 0, 0])["scores"]["d_prime"] == pytest.approx(
         0.65 / np.sqrt((0.2 ** 2 + 0.05 ** 2) / 2))  # means 0.7 and 0.05, spreads 0.2 and 0.05
+
+
+def test_mcnemar_test_counts_the_discordant_trials_and_checks_its_inputs():
+    from scipy.stats import binomtest
+
+    first = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0], bool)
+    second = np.array([1, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 0], bool)
+    t = M.mcnemar_test(first, second)
+    assert (t.trials, t.both, t.first_only, t.second_only, t.neither) == (12, 3, 6, 1, 2)
+    assert t.p_value == binomtest(6, 7, 0.5).pvalue == pytest.approx(0.125)  # 2 x (7 + 1) / 2^7
+    assert M.mcnemar_test(second, first).p_value == t.p_value  # two-sided: the order does not matter
+    assert M.mcnemar_test(first, first).p_value == 1.0  # no discordant trial: no evidence either way
+    assert M.mcnemar_test(np.ones(30, bool), np.r_[np.zeros(10, bool), np.ones(20, bool)]).p_value == pytest.approx(
+        2 / 2 ** 10)
+    with pytest.raises(ValueError, match="one length"):
+        M.mcnemar_test(first, second[:-1])
+    with pytest.raises(ValueError, match="True/False"):
+        M.mcnemar_test([0.3, 1], [1, 0])

@@ -907,3 +907,52 @@ def test_a_fusion_without_impostor_scores_to_normalise_by_leaves_the_methods_row
         assert [r["name"] for r in report["results"]] == ["m", "m2"]
         assert any(n.startswith("fusion: m + m2 is not reported: z-normalisation needs at least two impostor "
                                 "scores with some spread") for n in report["notes"]), report["notes"]
+
+
+def test_two_methods_are_compared_probe_by_probe_on_the_same_images(tmp_path):
+    """report.json's `paired` and report.md's table: the probes one method identifies at rank 1 and the
+    other not, paired by image whatever order each method's rows came in, with a probe in which one
+    method found no face paired as that method's miss; McNemar's p from those counts."""
+    import json
+
+    import pandas as pd
+    from scipy.stats import binomtest
+
+    from recog.report import acquisition_counts, paired_comparisons, write_report
+
+    embeddings, ids = faces(n_ids=8, per_id=13, seed=4)
+    first_of_each = np.arange(0, len(ids), 13)  # each identity's first image: the gallery
+    gallery, g_ids = embeddings[first_of_each], ids[first_of_each]
+    probes, p_ids = np.delete(embeddings, first_of_each, axis=0), np.delete(ids, first_of_each)
+    rng = np.random.default_rng(6)
+    keys = np.array([f"{p}/img{i}.jpg" for i, p in enumerate(p_ids)])
+    noisy = probes + rng.normal(0, 1.2, probes.shape).astype(np.float32)  # the second method: worse
+    rows = pd.DataFrame({"key": keys, "identity": p_ids, "face_index": 0})
+    g_rows = pd.DataFrame({"key": [f"{g}/gallery.jpg" for g in g_ids], "identity": g_ids, "face_index": 0})
+    # the second method found no face in 5 images, and lists its rows in another order
+    lost = np.arange(3, 96, 19)
+    kept = np.setdiff1d(rng.permutation(len(keys)), lost, assume_unique=True)
+    kept = rng.permutation(kept)
+    failed = pd.DataFrame({"key": keys[lost], "identity": p_ids[lost]})
+    counts = acquisition_counts(len(kept), len(lost), len(g_ids), 0)
+    first = score(rows, probes, g_rows, gallery, "first", acquisition=acquisition_counts(len(keys), 0, len(g_ids), 0))
+    second = score(rows.iloc[kept].reset_index(drop=True), noisy[kept], g_rows, gallery, "second", failed=failed,
+                   acquisition=counts)
+    # each probe's rank-1 hit, by key, from each method's own identification of the probes it has
+    hit_first = dict(zip(keys, M.identification_stats(probes, gallery, p_ids, g_ids).rank == 1))
+    hit_second = dict(zip(keys[kept], M.identification_stats(noisy[kept], gallery, p_ids[kept], g_ids).rank == 1))
+    a = np.array([hit_first[k] for k in keys])
+    b = np.array([hit_second.get(k, False) for k in keys])  # no face: never identified
+    [c] = paired_comparisons([first, second])
+    assert c["methods"] == ["first", "second"] and c["probes"] == len(keys) and c["unpaired"] == 0
+    assert (c["both"], c["first_only"], c["second_only"], c["neither"]) == (
+        int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum()))
+    assert c["first_only"] > c["second_only"] > 0  # the noisy method loses more probes than it wins
+    assert c["first_only"] >= 5  # among them the images it found no face in
+    assert c["p_value"] == binomtest(c["first_only"], c["first_only"] + c["second_only"], 0.5).pvalue < 0.05
+    assert c["rates"] == [first.identification["rank"]["1"], second.identification["rank"]["1"]]
+    paths = write_report([first, second], tmp_path)
+    assert json.loads(paths["json"].read_text())["paired"] == [c]
+    md = paths["markdown"].read_text()
+    assert (f"| first vs second | {len(keys)} | {100 * c['rates'][0]:.1f} vs {100 * c['rates'][1]:.1f} | "
+            f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} |") in md
