@@ -258,7 +258,10 @@ def enrolment_tried(faces, failed, chosen: set, gallery_per_identity: int | None
     after_last = seen[::-1].groupby("identity", sort=False).chosen.cumsum()[::-1] == 0
     if gallery_per_identity is None:
         return seen[["key", "identity", "face"]]
-    short = seen.groupby("identity").chosen.transform("sum") < gallery_per_identity
+    # chosen images, not rows: an image of two faces (--face all) fills one place, and counted twice it
+    # left the identity's next image (without a face) untried and its failure to enrol uncounted
+    images = seen.key.where(seen.chosen).groupby(seen.identity).transform("nunique")
+    short = images < gallery_per_identity
     return seen[~after_last | short][["key", "identity", "face"]]
 
 

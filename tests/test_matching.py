@@ -63,3 +63,19 @@ def test_modes_by_name():
     assert mode_from_name("flip").flip and mode_from_name("upper-face").region == "upper"
     with pytest.raises(ValueError, match="unknown matching mode"):
         mode_from_name("sunglasses")
+
+
+def test_only_masked_gallery_draws_a_mask_and_upper_face_follows_a_tall_crop():
+    from jobs.embed import draws_gallery_mask
+    from recog.spec import ModelSpec
+
+    assert [n for n, m in MODES.items() if m.masked_gallery] == ["masked-gallery"]
+    assert not draws_gallery_mask("flip", masked=False, from_augment=False)
+    assert draws_gallery_mask("masked-gallery", masked=False, from_augment=False)
+    spec = ModelSpec.preset("arcface-112", input_size=(64, 128))  # 64 wide, 128 high
+    line = mask_line(spec.template, 128)
+    assert line == 68
+    crops = np.random.default_rng(0).integers(0, 120, (2, 128, 64, 3), dtype=np.uint8)
+    out = keep_upper_face(crops, spec.template)
+    np.testing.assert_array_equal(out[:, :line], crops[:, :line])  # clipped by the width, rows 64-67 were grey
+    assert (out[:, line:] == UPPER_FILL).all()

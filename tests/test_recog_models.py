@@ -570,3 +570,28 @@ def test_dlib_chip_template_refits(shared_data):
     assert len(points) >= 40
     np.testing.assert_allclose(points.mean(axis=0), zoo.DLIB_CHIP_TEMPLATE, atol=0.5)
     assert np.median(pixel_errors) < 4  # our rebuilt chip mapping reproduces dlib's chip pixels
+
+
+@pytest.mark.parametrize("size", [(4, 112), (112, 4), (4, 4)])
+def test_an_input_size_below_8_on_either_side_is_refused(size):
+    with pytest.raises(ValueError, match="at least 8x8"):
+        ModelSpec("m", input_size=size)
+
+
+def test_only_the_mfr_spec_metadata_is_read_and_a_zero_std_is_refused():
+    from onnx import TensorProto, helper
+
+    from recog.spec import METADATA_KEY, embedded_spec_text
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 112, 112])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 112, 112])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]))
+    assert embedded_spec_text(model) is None
+    other = model.metadata_props.add()
+    other.key, other.value = "author", "someone"  # another tool's metadata: not a spec
+    assert embedded_spec_text(model) is None and ModelSpec.from_onnx(model) is None
+    attach_spec(model, ModelSpec.preset("arcface-112", name="r50"))
+    assert ModelSpec.from_onnx(model).name == "r50"
+    assert [p.key for p in model.metadata_props] == ["author", METADATA_KEY]
+    with pytest.raises(ValueError, match="std non-zero"):
+        ModelSpec("m", std=(127.5, 0.0, 127.5))  # preprocessing would divide by it

@@ -956,3 +956,92 @@ def test_two_methods_are_compared_probe_by_probe_on_the_same_images(tmp_path):
     md = paths["markdown"].read_text()
     assert (f"| first vs second | {len(keys)} | {100 * c['rates'][0]:.1f} vs {100 * c['rates'][1]:.1f} | "
             f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} |") in md
+
+
+# ---------------------------------------------------------------- from a mutation review of jobs/score.py
+
+
+def test_an_image_of_two_faces_fills_one_gallery_place():
+    """`--face all`, two gallery images per identity: X/0 holds two faces, X/1 none. The image of two
+    faces was counted as two chosen images, so X/1 was never tried and its failure to enrol never
+    counted; one face or two, X/1 is tried and X has one empty place."""
+    import pandas as pd
+
+    from jobs.score import enrolment_tried, split_gallery, unenrolled_entries
+
+    failed = pd.DataFrame({"key": ["X/1.jpg"], "identity": ["X"]})
+    found = []
+    for faces in (pd.DataFrame({"key": ["X/0.jpg"], "identity": ["X"]}),
+                  pd.DataFrame({"key": ["X/0.jpg", "X/0.jpg"], "identity": ["X", "X"]})):
+        chosen = split_gallery(faces, 2)
+        tried = enrolment_tried(faces, failed, chosen, 2)
+        found.append((sorted(set(tried.key)), unenrolled_entries(tried, chosen, 2, "best")))
+    assert found == [(["X/0.jpg", "X/1.jpg"], ("X",))] * 2
+    tried = pd.DataFrame({"key": ["X/0.jpg", "X/0.jpg", "X/1.jpg"], "identity": ["X"] * 3, "face": [True, True, False]})
+    assert unenrolled_entries(tried, {"X/0.jpg"}, 2, "best") == ("X",)  # places are images, not faces
+    assert unenrolled_entries(tried, {"X/0.jpg"}, 2, "mean") == ()  # X has a template
+
+
+def test_probes_and_gallery_of_other_modes_are_refused():
+    from jobs.score import refuse_unlike_embeddings
+
+    with pytest.raises(ValueError, match="Embed both sides with --mode upper-face"):
+        refuse_unlike_embeddings("plain", "upper-face", "p", "g")
+    with pytest.raises(ValueError, match="--mode flip"):
+        refuse_unlike_embeddings("flip", "plain", "p", "g")
+    refuse_unlike_embeddings("plain", "masked-gallery", "p", "g")  # paired as mfr run pairs them
+    refuse_unlike_embeddings("upper-face", "upper-face", "p", "g")
+
+
+def test_a_euclidean_mean_template_is_the_mean_of_the_embeddings():
+    import pandas as pd
+
+    from jobs.score import gallery_entries
+
+    rows = pd.DataFrame({"key": ["a/0", "a/1", "b/0"], "identity": ["a", "a", "b"], "face_index": 0})
+    out, templates = gallery_entries(rows, np.array([[1, 0], [3, 2], [5, 5]], np.float32), "mean", "euclidean")
+    assert list(out.identity) == ["a", "b"] and list(out.key) == ["template:a", "template:b"]
+    np.testing.assert_allclose(templates, [[2, 1], [5, 5]])
+
+
+def test_a_failure_to_enrol_keeps_the_seed_fpir_and_counts_its_probes():
+    """A probe of identity E, whose gallery image had no face: the seed's FPIR pool counts it (its 0.1
+    cell vanished when it did not), and a faceless probe of E is an unenrolled probe too."""
+    import pandas as pd
+
+    from recog.report import acquisition_counts
+
+    rng = np.random.default_rng(0)
+    ids = [f"A{i}" for i in range(10)]
+    g = rng.normal(size=(10, 16)).astype(np.float32)
+    p = np.concatenate([g + 0.3 * rng.normal(size=g.shape), rng.normal(size=(1, 16))]).astype(np.float32)
+    r = score(pd.DataFrame({"identity": ids + ["E"]}), p, pd.DataFrame({"identity": ids}), g, "m",
+              acquisition=acquisition_counts(11, 0, 10, 1), empty_ids=("E",))
+    assert r.identification["mated_probes"] == 11 and set(r.identification["seed_fpir"]) == {"0.01", "0.1"}
+    failed = pd.DataFrame({"key": ["E/1.jpg"], "identity": ["E"], "status": ["no_face"]})
+    r = score(pd.DataFrame({"identity": ids}), p[:10], pd.DataFrame({"identity": ids}), g, "m", failed=failed,
+              acquisition=acquisition_counts(10, 1, 10, 1), empty_ids=("E",))
+    assert r.identification["mated_probes"] == 11 and r.identification.get("unenrolled_probes") == 1
+
+
+def test_a_fusions_empty_entries_are_the_most_any_model_has():
+    from jobs.score import fused_empty_ids
+
+    a, b = ("X", "X", "Y", "Z"), ("X", "Y")  # each model's identity per gallery entry, empty ones included
+    for per_model in ([a, b], [b, a]):
+        assert fused_empty_ids(per_model, {"Y"}) == ("X", "X", "Z")
+    assert fused_empty_ids([("X",), ()], ()) == ("X",)
+
+
+def test_sampled_impostors_are_distinct_pairs_never_the_mate():
+    from jobs.score import PairSampler
+
+    pairs = PairSampler(n_probes=4, n_gallery=50, max_pairs=4 * 21, seed=0)
+    assert pairs.per_probe == 20
+    same = np.zeros((4, 50), bool)
+    same[np.arange(4), np.arange(4)] = True
+    pairs.add(np.tile(np.arange(50, dtype=np.float64), (4, 1)), same)  # a score of its own per gallery entry
+    scores, labels = pairs.result()
+    for r in range(4):
+        impostors = scores[labels == 0][r * 20:(r + 1) * 20]
+        assert len(np.unique(impostors)) == 20 and r not in impostors
