@@ -53,6 +53,8 @@ class MethodResult:
     score: str | None = None
     # per probe, for paired comparisons with the report's other methods; not a figure, not in report.json
     outcomes: ProbeOutcomes | None = field(default=None, compare=False, repr=False)
+    # the score of comparisons a failure left without one (`evaluate`'s floor): not drawn in scores.png
+    floor: float | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         out = {"name": self.name, "verification": self.verification, "identification": self.identification,
@@ -99,7 +101,7 @@ def evaluate(name: str, scores=None, labels=None, folds=None, stats: M.Identific
     """All figures for one method: verification from pair scores, identification from stats. `floor`:
     the score of comparisons a failure to acquire or enrol left without one (recog.metrics.tar_at_far):
     a TAR@FAR among them reads None."""
-    result = MethodResult(name)
+    result = MethodResult(name, floor=floor)
     fpirs = M.check_rates("FPIR", fpirs)  # as FARs are (an FPIR of 0 or 2 read n/a, its reason kept apart)
     if scores is not None:
         v = M.verification_summary(scores, labels, fars, floor)  # each TAR with its interval, tar_ci95
@@ -214,14 +216,22 @@ PAIRED_RANK = 1  # the rank whose hits paired comparisons count
 
 def pair_probes(first: ProbeOutcomes, second: ProbeOutcomes) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the probes two methods share, in each: by image where each image is one probe in
-    both (a face one method found and the other did not is still one sample of both), else by image and
-    face."""
+    both (a face one method found and the other did not is still one sample of both), else faces by
+    image and face, and an image in which one method found no face with each of the other's probes of
+    that image (its miss of every one of them; paired by face alone, such a probe dropped out of the
+    comparison wherever one image of the dataset held two faces)."""
     import pandas as pd
 
-    by = ["image"] if all(pd.Index(o.image).is_unique for o in (first, second)) else ["image", "face"]
     frames = [pd.DataFrame({"image": o.image, "face": o.face, "at": np.arange(len(o.image))}) for o in (first, second)]
-    joined = frames[0].merge(frames[1], on=by, suffixes=("_1", "_2"))
-    return joined["at_1"].to_numpy(), joined["at_2"].to_numpy()
+    if all(f.image.is_unique for f in frames):
+        joined = [frames[0].merge(frames[1], on="image", suffixes=("_1", "_2"))]
+    else:
+        faces, none = ([f[(f.face >= 0) == found] for f in frames] for found in (True, False))
+        joined = [faces[0].merge(faces[1], on=["image", "face"], suffixes=("_1", "_2")),
+                  none[0].merge(frames[1], on="image", suffixes=("_1", "_2")),  # no face in the first
+                  faces[0].merge(none[1], on="image", suffixes=("_1", "_2"))]  # in the second only
+    return (np.concatenate([j["at_1"].to_numpy() for j in joined]),
+            np.concatenate([j["at_2"].to_numpy() for j in joined]))
 
 
 def paired_comparisons(results: list[MethodResult], rank: int = PAIRED_RANK) -> list[dict]:
@@ -242,7 +252,8 @@ def paired_comparisons(results: list[MethodResult], rank: int = PAIRED_RANK) -> 
                     "rates": [(t.both + t.first_only) / t.trials, (t.both + t.second_only) / t.trials],
                     "both": t.both, "first_only": t.first_only, "second_only": t.second_only, "neither": t.neither,
                     "p_value": t.p_value,
-                    "unpaired": int(a.outcomes.mated.sum() + b.outcomes.mated.sum() - 2 * t.trials)})
+                    "unpaired": sum(int(np.delete(o.mated, at).sum()) for o, at in ((a.outcomes, at_a),
+                                                                                   (b.outcomes, at_b)))})
     return out
 
 
@@ -252,8 +263,8 @@ def paired_table(paired: list[dict]) -> list[str]:
         return []
     k = paired[0]["rank"]
     lines = [f"## Paired comparisons (rank-{k})", "",
-             f"| Methods | mated probes of both | rank-{k} (%) | identified by the first only | by the second only | "
-             "p (McNemar, exact) |", "|---|---:|---:|---:|---:|---:|"]
+             f"| Methods | mated probes of both | rank-{k} over them (%) | identified by the first only | "
+             "by the second only | p (McNemar, exact) |", "|---|---:|---:|---:|---:|---:|"]
     for c in paired:
         first, second = c["methods"]
         lines.append(f"| {first} vs {second} | {c['probes']} | {_pct(c['rates'][0])} vs {_pct(c['rates'][1])} | "
@@ -263,7 +274,8 @@ def paired_table(paired: list[dict]) -> list[str]:
               f"at rank {k} and the other does not. p: the chance of a split at least this uneven between them "
               "were the methods equally good (McNemar's exact test, each probe taken as independent; one p per "
               "row, not corrected for the number of rows). Probes are paired by image (by image and face where an "
-              "image holds several)" + (": " + "; ".join(f"{c['methods'][0]} vs {c['methods'][1]}, {c['unpaired']} "
+              "image holds several; an image in which a method found no face is its miss of each face the other "
+              "found there)" + (": " + "; ".join(f"{c['methods'][0]} vs {c['methods'][1]}, {c['unpaired']} "
                                                        "mated probe(s) not in both" for c in unpaired)
                                         if unpaired else "") + ".", ""]
     return lines
@@ -286,10 +298,11 @@ def score_table(results: list[MethodResult]) -> list[str]:
         d = "n/a" if m["d_prime"] is None else f"{m['d_prime']:.2f}"
         lines.append(f"| {r.name} | {side(m['genuine'])} | {side(m['impostor'])} | {d} | "
                      f"{_pct(r.verification['eer'])} |")
-    lines += ["", "Over the comparisons with a score (a sample without a face has none); sd: the population "
-              "standard deviation; d' = |genuine mean - impostor mean| / sqrt((sd_genuine^2 + sd_impostor^2) / 2), "
-              "how many spreads apart the two lie (a mask that lowers the genuine scores lowers it). scores.png "
-              "draws them, with the thresholds of the verification table's FARs.", ""]
+    lines += ["", "Means and spreads over the comparisons with a score (a sample without a face has none); sd: the "
+              "population standard deviation; d' = |genuine mean - impostor mean| / sqrt((sd_genuine^2 + "
+              "sd_impostor^2) / 2), how many spreads apart the two lie (a mask that lowers the genuine scores lowers "
+              "it; n/a where neither side has a spread). The EER counts every sample, as the verification table "
+              "does. scores.png draws the scores, with the thresholds of the verification table's FARs.", ""]
     return lines
 
 
@@ -557,10 +570,8 @@ def plot_scores(results: list[MethodResult], path: Path, title: str = "", bins: 
         ax.set_visible(False)
     for ax, r in zip(axes.flat, drawn):
         v = r.verification
-        # the acquired-only ROC: the headline's holds the failures' comparisons, at a floor below every score
-        only = r.acquired_only if r.acquired_only is not None and r.acquired_only.roc is not None else r
-        values, genuine, impostor = M.score_counts(only.roc, only.verification["genuine"],
-                                                   only.verification["impostor"])
+        # the failures' comparisons, at a floor below every score, are no scores
+        values, genuine, impostor = M.score_counts(r.roc, v["genuine"], v["impostor"], r.floor)
         edges = np.histogram_bin_edges(values, bins=bins)
         for counts, label, colour in ((impostor, "impostor", "tab:red"), (genuine, "genuine", "tab:blue")):
             if counts.sum():

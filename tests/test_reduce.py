@@ -1045,3 +1045,39 @@ def test_sampled_impostors_are_distinct_pairs_never_the_mate():
     for r in range(4):
         impostors = scores[labels == 0][r * 20:(r + 1) * 20]
         assert len(np.unique(impostors)) == 20 and r not in impostors
+
+
+def test_with_several_faces_in_an_image_a_probe_without_a_face_is_still_its_methods_miss():
+    """`--face all`: one group photo of two faces makes the pairing go by image and face; a probe in which
+    the second method found no face (face -1) dropped out of it (10 probes read as 7, both methods at
+    100 %), where it is that method's miss, of each face the first found in the image. scores.png's
+    counts leave its comparisons, at the floor, out."""
+    import pandas as pd
+
+    from recog.report import acquisition_counts, paired_comparisons
+
+    rng = np.random.default_rng(0)
+    ids = ["a", "b", "c", "d"]
+    gallery = pd.DataFrame({"key": [f"{i}/0.jpg" for i in ids], "identity": ids, "face_index": 0})
+    g = rng.normal(size=(4, 16)).astype(np.float32)
+    keys = [f"{i}/{j}.jpg" for i in ids for j in (1, 2)] + ["a/group.jpg", "a/group.jpg"]
+    p_ids = [k.split("/")[0] for k in keys]
+    rows = pd.DataFrame({"key": keys, "identity": p_ids, "face_index": [0] * 8 + [0, 1]})
+    emb = g[[ids.index(i) for i in p_ids]] + 0.1 * rng.normal(size=(10, 16)).astype(np.float32)
+    first = score(rows, emb, gallery, g, "first", acquisition=acquisition_counts(10, 0, 4, 0))
+    lost = [0, 2, 8, 9]  # no face in a/1, b/1 and the group photo for the second method
+    kept = [i for i in range(10) if i not in lost]
+    failed = pd.DataFrame({"key": [keys[i] for i in lost], "identity": [p_ids[i] for i in lost]})
+    failed = failed.drop_duplicates("key")  # one row per image, as jobs.embed.failed_samples gives them
+    second = score(rows.iloc[kept].reset_index(drop=True), emb[kept], gallery, g, "second", failed=failed,
+                   acquisition=acquisition_counts(7, 3, 4, 0))
+    assert (first.identification["rank"]["1"], second.identification["rank"]["1"]) == (1.0, 6 / 9)
+    [c] = paired_comparisons([first, second])
+    # the first method's 10 probes, each paired; the group photo's two faces both the second method's misses
+    assert (c["probes"], c["rates"], c["both"], c["first_only"], c["second_only"], c["unpaired"]) == (
+        10, [1.0, 0.6], 6, 4, 0, 0)
+    values, genuine, impostor = M.score_counts(second.roc, second.verification["genuine"],
+                                               second.verification["impostor"], second.floor)
+    assert second.floor is not None and values.min() > second.floor
+    only = second.acquired_only.verification
+    assert (genuine.sum(), impostor.sum()) == (only["genuine"], only["impostor"])
