@@ -66,9 +66,10 @@ def summary_table(label: str, summary) -> str:
         rows.append(("  of them failed", summary.skipped_failed))
     rows.append(("processed", summary.processed))
     rows += [(f"  {status}", count) for status, count in sorted(summary.statuses.items())]
-    # two significant figures below 10/s: a small rerun's one image in 27.5 s read 0.0
+    # two significant figures below 10/s (a small rerun's one image in 27.5 s read 0.0), always with a
+    # decimal point: a rate of 1 or 2 read "1" or "2", a count to a reader of the table
     rows += [("faces written", summary.faces), ("seconds", f"{summary.seconds:.1f}"),
-             ("images/s", f"{rate:.1f}" if rate >= 10 or rate == 0 else f"{rate:.2g}")]
+             ("images/s", f"{rate:.1f}" if rate >= 9.95 or rate == 0 else f"{rate:#.2g}")]
     width = max(len(name) for name, _ in rows)
     lines = [f"{label}:"] + [f"  {name:<{width}}  {value:>8}" for name, value in rows]
     return "\n".join(lines)

@@ -539,6 +539,8 @@ def test_the_summary_gives_a_small_rate_in_two_figures():
         return next(line.split()[-1] for line in table.splitlines() if "images/s" in line)
 
     assert [rate(1, 27.5), rate(56, 22.0), rate(2000, 1.6), rate(0, 3.0)] == ["0.036", "2.5", "1250.0", "0.0"]
+    # a rate of one or two images a second is a rate, not a count (a table reader took "1" for one); 9.97 is 10.0
+    assert [rate(4, 4.0), rate(4, 2.01), rate(997, 100.0), rate(4, 40.0)] == ["1.0", "2.0", "10.0", "0.10"]
 
 
 def test_the_python_api_checks_its_arguments_before_any_work(tmp_path):
