@@ -60,8 +60,12 @@ def _finish(label: str, summary, bar=None) -> None:
 
 
 def _print_report(report: dict, remake: str = "; --force makes it again") -> None:
+    from recog.report import summary_lines
+
     for note in report.get("notes") or ():
         print(f"note: {note}")
+    for line in summary_lines(report.get("results") or []):  # the figures a user looks for first
+        print(line)
     if report.get("skipped"):  # only `mfr score` takes --force
         print(f"report up to date (same shards and settings){remake}")
     for kind, uri in report["paths"].items():
@@ -772,7 +776,7 @@ def cmd_evaluate(args) -> int:
             _finish_models(exc.summaries, bar)
         raise
     _finish_models(result["embeds"], bar)
-    _print_report({"paths": result["report"], "notes": result.get("notes")})
+    _print_report({"paths": result["report"], "notes": result.get("notes"), "results": result.get("results")})
     return 0
 
 

@@ -281,6 +281,30 @@ def paired_table(paired: list[dict]) -> list[str]:
     return lines
 
 
+def summary_lines(results: list[MethodResult], paired: list[dict] | None = None) -> list[str]:
+    """A report's headline figures in a few lines, for a terminal: per method TAR at FAR 0.01, AUC and
+    rank-1 (those it has), then each paired comparison (`paired_comparisons` unless given)."""
+    shown = [r for r in results if r.verification or r.identification]
+    if not shown:
+        return []
+    width = max(len(r.name) for r in shown)
+    lines = ["figures (report.md has their 95 % intervals and the rest):"]
+    for r in shown:
+        cells = []
+        if r.verification:
+            tar = (r.verification["tar_at_far"].get("0.01") or {}).get("tar")
+            cells += [f"TAR@FAR=0.01 {_pct(tar):>5} %", f"AUC {_pct(r.verification['auc']):>5} %"]
+        if r.identification:
+            cells.append(f"rank-1 {_pct((r.identification.get('rank') or {}).get('1')):>5} %")
+        lines.append(f"  {r.name:<{width}}  " + "   ".join(cells))
+    for c in paired_comparisons(results) if paired is None else paired:
+        first, second = c["methods"]
+        lines.append(f"  {first} vs {second} (rank-1 {_pct(c['rates'][0])} % vs {_pct(c['rates'][1])} %, "
+                     f"{c['probes']} probes): {c['first_only']} vs {c['second_only']} identified by one alone, "
+                     f"p {c['p_value']:.3g}")
+    return lines
+
+
 def score_table(results: list[MethodResult]) -> list[str]:
     """report.md's "Score distributions": per method, the genuine and impostor scores' mean and spread,
     d' and the EER (recog.metrics.score_moments), over the comparisons with a score."""

@@ -109,9 +109,27 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report"),
                  "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b"]) == 0
-    capsys.readouterr()
+    printed = capsys.readouterr().out
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| a |" in text and "| b |" in text and "| fusion: a + b |" in text
+    # the headline figures in the terminal, each method's and each two compared, as report.json has them
+    body = json.loads((tmp_path / "report" / "report.json").read_text())
+    a, b = body["results"][:2]
+
+    def pct(value) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}"
+
+    lines = printed.splitlines()  # (the jobs before it printed their summaries)
+    at = lines.index("figures (report.md has their 95 % intervals and the rest):")
+    assert lines[at:at + 4] == [
+        "figures (report.md has their 95 % intervals and the rest):",
+        *(f"  {r['name']:<13}  TAR@FAR=0.01 {pct((r['verification']['tar_at_far']['0.01'] or {}).get('tar')):>5} %   "
+          f"AUC {pct(r['verification']['auc']):>5} %   rank-1 {pct(r['identification']['rank']['1']):>5} %"
+          for r in body["results"])]
+    c = body["paired"][0]
+    assert (f"  a vs b (rank-1 {100 * a['identification']['rank']['1']:.1f} % vs "
+            f"{100 * b['identification']['rank']['1']:.1f} %, {c['probes']} probes): {c['first_only']} vs "
+            f"{c['second_only']} identified by one alone, p {c['p_value']:.3g}") in printed
     # the reducer on Ray tasks, the gallery cut into parts of 3 entries (identities split between
     # parts), gives the same figures for each model (cosine and Euclidean) and for their fusion
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-d"),

@@ -361,3 +361,17 @@ def test_a_tar_lies_in_its_interval_however_its_far_was_given():
     for far, tar in ((0.3, 0.0), (np.float32(0.3), 1.0)):
         found = evaluate("x", scores, labels, fars=(far,)).verification["tar_at_far"]["0.3"]
         assert found["tar"] == tar and found["tar_ci95"][0] <= tar <= found["tar_ci95"][1]
+
+
+def test_the_terminal_summary_gives_each_methods_headline_figures():
+    from recog.report import summary_lines
+
+    results = [evaluate(f"model {k}", *(_case(k)[:2]), stats=_case(k)[2]) for k in (1, 2)]
+    results.append(evaluate("pairs only", *(_case(3)[:2])))  # a pairs protocol: no identification
+    lines = summary_lines(results)
+    v, i = results[0].verification, results[0].identification
+    assert lines[1] == (f"  model 1     TAR@FAR=0.01 {100 * v['tar_at_far']['0.01']['tar']:>5.1f} %   "
+                        f"AUC {100 * v['auc']:>5.1f} %   rank-1 {100 * i['rank']['1']:>5.1f} %")
+    assert lines[3].startswith("  pairs only  TAR@FAR=0.01 ") and "rank-1" not in lines[3]
+    assert len(lines) == 4  # results without per-probe outcomes are not compared
+    assert summary_lines([]) == [] and summary_lines([evaluate("nothing")]) == []
