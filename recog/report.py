@@ -281,9 +281,13 @@ def paired_table(paired: list[dict]) -> list[str]:
     return lines
 
 
+SUMMARY_PAIRS = 6  # paired comparisons a terminal summary shows (12 methods make 66 of them)
+
+
 def summary_lines(results: list[MethodResult], paired: list[dict] | None = None) -> list[str]:
     """A report's headline figures in a few lines, for a terminal: per method TAR at FAR 0.01, AUC and
-    rank-1 (those it has), then each paired comparison (`paired_comparisons` unless given)."""
+    rank-1 (those it has), then the paired comparisons (`paired_comparisons` unless given), the
+    `SUMMARY_PAIRS` with the smallest p where there are more."""
     shown = [r for r in results if r.verification or r.identification]
     if not shown:
         return []
@@ -297,11 +301,14 @@ def summary_lines(results: list[MethodResult], paired: list[dict] | None = None)
         if r.identification:
             cells.append(f"rank-1 {_pct((r.identification.get('rank') or {}).get('1')):>5} %")
         lines.append(f"  {r.name:<{width}}  " + "   ".join(cells))
-    for c in paired_comparisons(results) if paired is None else paired:
+    paired = paired_comparisons(results) if paired is None else paired
+    for c in sorted(paired, key=lambda c: c["p_value"])[:SUMMARY_PAIRS] if len(paired) > SUMMARY_PAIRS else paired:
         first, second = c["methods"]
         lines.append(f"  {first} vs {second} (rank-1 {_pct(c['rates'][0])} % vs {_pct(c['rates'][1])} %, "
                      f"{c['probes']} probes): {c['first_only']} vs {c['second_only']} identified by one alone, "
                      f"p {c['p_value']:.3g}")
+    if len(paired) > SUMMARY_PAIRS:
+        lines.append(f"  ... the {len(paired) - SUMMARY_PAIRS} other paired comparisons (larger p) are in report.md")
     return lines
 
 

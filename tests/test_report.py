@@ -375,3 +375,15 @@ def test_the_terminal_summary_gives_each_methods_headline_figures():
     assert lines[3].startswith("  pairs only  TAR@FAR=0.01 ") and "rank-1" not in lines[3]
     assert len(lines) == 4  # results without per-probe outcomes are not compared
     assert summary_lines([]) == [] and summary_lines([evaluate("nothing")]) == []
+
+
+def test_the_terminal_summary_shows_the_clearest_paired_comparisons_of_many():
+    from recog.report import SUMMARY_PAIRS, summary_lines
+
+    paired = [{"methods": [f"m{i}", f"n{i}"], "rates": [0.5, 0.4], "probes": 100, "first_only": 20 + i,
+               "second_only": 10, "p_value": 1 / (i + 1)} for i in range(SUMMARY_PAIRS + 3)]
+    lines = summary_lines([evaluate("m", *(_case(1)[:2]))], paired)
+    shown = [line for line in lines if " vs " in line]
+    assert [line.split(" vs ")[0].strip() for line in shown] == [f"m{i}" for i in range(SUMMARY_PAIRS + 2, 2, -1)]
+    assert lines[-1] == "  ... the 3 other paired comparisons (larger p) are in report.md"
+    assert len(summary_lines([evaluate("m", *(_case(1)[:2]))], paired[:SUMMARY_PAIRS])) == 2 + SUMMARY_PAIRS
