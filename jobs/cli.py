@@ -830,12 +830,15 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from jobs.demo import run_demo
+    from recog.report import summary_lines
 
     out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar,
                    accept_licence=args.accept_model_licence)
     _finish("run", out["stages"]["run"])
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
+    for line in summary_lines(out["stages"]["report"].get("results") or []):  # none where the report was up to date
+        print(line)
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),
                        ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),
                        ("manifest (Parquet)", "manifest"), ("gallery embedding shards", "gallery_shards"),

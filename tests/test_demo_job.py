@@ -56,3 +56,9 @@ def test_mfr_demo_writes_every_output(ray_runtime, tmp_path, monkeypatch, capsys
     report = json.loads((out / "run" / "report" / "report.json").read_text())
     ident = report["results"][0]["identification"]
     assert ident["gallery"] == len(record["identities"])
+    # the figures themselves, under the demo's line, as report.json has them
+    lines = printed.splitlines()
+    at = lines.index("figures (report.md has their 95 % intervals and the rest):")
+    assert "not a benchmark" in lines[at - 1]
+    assert lines[at + 1].startswith("  sface  TAR@FAR=0.01 ") and lines[at + 1].endswith(
+        f"rank-1 {100 * ident['rank']['1']:>5.1f} %")
