@@ -64,7 +64,7 @@ def _print_report(report: dict, remake: str = "; --force makes it again") -> Non
 
     for note in report.get("notes") or ():
         print(f"note: {note}")
-    for line in summary_lines(report.get("results") or []):  # the figures a user looks for first
+    for line in summary_lines(report.get("results") or [], report.get("paired")):  # the figures looked for first
         print(line)
     if report.get("skipped"):  # only `mfr score` takes --force
         print(f"report up to date (same shards and settings){remake}")
@@ -776,7 +776,8 @@ def cmd_evaluate(args) -> int:
             _finish_models(exc.summaries, bar)
         raise
     _finish_models(result["embeds"], bar)
-    _print_report({"paths": result["report"], "notes": result.get("notes"), "results": result.get("results")})
+    _print_report({"paths": result["report"], "notes": result.get("notes"), "results": result.get("results"),
+                   "paired": result.get("paired")})
     return 0
 
 
@@ -837,7 +838,8 @@ def cmd_demo(args) -> int:
     _finish("run", out["stages"]["run"])
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
-    for line in summary_lines(out["stages"]["report"].get("results") or []):  # none where the report was up to date
+    report = out["stages"]["report"]
+    for line in summary_lines(report.get("results") or [], report.get("paired")):  # none: the report was up to date
         print(line)
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),
                        ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),

@@ -293,7 +293,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, publish_report, refuse_foreign_report,
                             score_pairs, unmated_note)
     from recog.protocols import read_pairs_file, read_seed_list
-    from recog.report import write_report
+    from recog.report import paired_comparisons, write_report
 
     check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
                  max_pixels=max_pixels)
@@ -481,11 +481,13 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
         if repeated_pairs:
             notes.append(f"{repeated_pairs} pair(s) of {redact(pairs)} given again (either way round) were counted "
                          "once.")
+        paired = paired_comparisons(results)  # once: for the report and the command's summary
         with tempfile.TemporaryDirectory(prefix="mfr-evaluate-") as tmp:
             template = {"best": "every gallery image an entry (an identity scores as its best image)",
                         "mean": "one mean template per identity"}[gallery_template] if kind != "pairs" else None
             paths = write_report(results, Path(tmp), title, protocol=f"{described}" + (f"; gallery: {template}"
-                                                                                         if template else ""), extra={
+                                                                                         if template else ""),
+                                 paired=paired, extra={
                 "protocol": kind, "described": described, "input": redact(input_uri),
                 "model": models[0][1] if len(models) == 1 else [m for _, m, _ in models],
                 # each row's model id by the row's name, as in `mfr score`'s reports
@@ -494,8 +496,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                 "face": face, "input_kind": input_kind, "gallery_template": gallery_template,
                 **({"notes": notes} if notes else {})})
             written = publish_report(out, paths, "report")
-        return {"embed": summaries[0], "embeds": embeds, "result": result, "results": results, "report": written,
-                "protocol": kind, "notes": notes}
+        return {"embed": summaries[0], "embeds": embeds, "result": result, "results": results, "paired": paired,
+                "report": written, "protocol": kind, "notes": notes}
     except NothingToScore as exc:
         # what happened to each image, for the command to print first: each model's pass
         exc.summary, exc.summaries = summaries[0], embeds

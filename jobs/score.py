@@ -25,7 +25,8 @@ from jobs.storage import LocalStore, open_store, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
 from recog.matching import ZNormUnmeasurable
-from recog.report import SCORE_UNITS, TABLE_FPIRS, ProbeOutcomes, acquisition_counts, evaluate, write_report
+from recog.report import (SCORE_UNITS, TABLE_FPIRS, ProbeOutcomes, acquisition_counts, evaluate, paired_comparisons,
+                          write_report)
 
 
 class NothingToScore(ValueError):
@@ -934,8 +935,9 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
     protocol = (f"{title[0].lower()}{title[1:]}, {per_identity}"
                 + (" as one mean template" if gallery_template == "mean" else "") + ", probes from the other images"
                 + (f" ({masks})" if masks else ""))
+    paired = paired_comparisons(results)  # once: for the report and the command's summary
     with tempfile.TemporaryDirectory(prefix="mfr-report-") as tmp:
-        paths = write_report(results, Path(tmp), title, protocol=protocol, extra={
+        paths = write_report(results, Path(tmp), title, protocol=protocol, paired=paired, extra={
             "model_id": model_ids[results[0].name], "model_ids": model_ids,
             "probes": redact(probe_uri), "gallery": redact(gallery_uri),
             "methods": [{"name": m or results[i].name, "probes": redact(p), "gallery": redact(g)}
@@ -948,7 +950,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             **({"scored_by": {r.name: r.scored_by for r in results if r.scored_by}} if distributed else {}),
             "protocol": protocol, **({"notes": notes} if notes else {})})
         written = publish_report(out, paths)
-    return {"paths": written, "result": results[0], "results": results, "skipped": False, "notes": notes}
+    return {"paths": written, "result": results[0], "results": results, "paired": paired, "skipped": False,
+            "notes": notes}
 
 
 def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error", where=None):

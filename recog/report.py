@@ -630,13 +630,15 @@ def plot_scores(results: list[MethodResult], path: Path, title: str = "", bins: 
 
 
 def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evaluation",
-                 extra: dict | None = None, protocol: str | None = None) -> dict[str, Path]:
+                 extra: dict | None = None, protocol: str | None = None,
+                 paired: list[dict] | None = None) -> dict[str, Path]:
     """report.json, report.md, roc.png, scores.png, cmc.png (plots only when there is something to plot).
-    `protocol`: one sentence under report.md's title saying how probes and gallery were formed."""
+    `protocol`: one sentence under report.md's title saying how probes and gallery were formed. `paired`:
+    the results' `paired_comparisons`, where the caller has them already (for its terminal summary)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
-    paired = paired_comparisons(results)
+    paired = paired_comparisons(results) if paired is None else paired
     body = {"title": title, "results": [r.to_dict() for r in results], **({"paired": paired} if paired else {}),
             **(extra or {})}
     # strict JSON (RFC 8259 has no Infinity or NaN, which many readers refuse): a threshold that
