@@ -18,10 +18,11 @@ $(STAMP): pyproject.toml
 
 # Two test processes (pytest-xdist), each test file kept in one: on 2 cores a serial run leaves a third
 # of the CPU idle while jobs start processes and wait on Ray. TEST_WORKERS=0 runs them in this process.
+# Files go out in collection order, which tests/conftest.py sorts slowest first (SLOWEST_FILES).
 TEST_WORKERS ?= 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 demo: $(STAMP)
 	$(BIN)/mfr demo --out out/demo

@@ -20,6 +20,22 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("MFR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
+# The test files that take longest, longest first (`--durations=0`, summed per file, on this 2-core
+# machine). `make test` hands whole files to its two workers in collection order
+# (`--dist loadfile --no-loadscope-reorder`), so these go out first and the short files fill in
+# after: the two workers then end together. xdist's own order (files with more tests first) left
+# the multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle. A file
+# not listed keeps its place after these; a list out of date costs time, never a test.
+SLOWEST_FILES = ("test_data_safety.py", "test_evaluate.py", "test_jobs_augment.py", "test_faults.py",
+                 "test_local_executor.py", "test_cli.py", "test_jobs_cluster.py", "test_jobs_pipeline.py",
+                 "test_matching_jobs.py", "test_masked_crops.py", "test_secrets.py", "test_masked_detection.py",
+                 "test_face_policy.py", "test_reduce.py", "test_hostile.py", "test_inputs.py", "test_finder.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
 
 def require_shared(*parts: str) -> Path:
     """A path inside ../shared/data; missing data fails under CI=true and skips elsewhere."""
@@ -185,13 +201,17 @@ def bucket(s3_endpoint):
 @pytest.fixture(scope="session")
 def ray_runtime(s3_endpoint):
     """In-process Ray for the test session (started once: each start costs this machine about 6 s),
-    started after the S3 settings exist (workers inherit the environment) with the CPUs of this
-    machine's size."""
+    started after the S3 settings exist (workers inherit the environment), with one CPU: `make test`
+    runs two test processes on this 2-core machine, each with a Ray of its own, and a Ray of 2 CPUs
+    in each started two actors per pool for jobs of a few photos, each actor a second or two of one
+    core to start. The pools here hold one actor; pools of several run in the Rays that CLI jobs start
+    for themselves (tests/test_secrets.py, tests/test_cli.py) and on the multi-node cluster
+    (tests/test_jobs_cluster.py)."""
     import ray
 
     from jobs.pool import own_ray_options
 
-    ray.init(num_cpus=2, log_to_driver=False, ignore_reinit_error=True, **own_ray_options(2))
+    ray.init(num_cpus=1, log_to_driver=False, ignore_reinit_error=True, **own_ray_options(1))
     # Ray Data binds its log handler to sys.stderr on first use: do that now, not inside a test whose
     # captured stderr is closed afterwards (Ray would then log "I/O operation on closed file")
     ray.data.range(1).count()

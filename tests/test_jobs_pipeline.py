@@ -21,9 +21,9 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     actors = pool_actors()
     result = run_pipeline(str(dataset), str(out), style="seed")
     assert result["augment"].statuses == {"ok": 12}
-    # no GPUs here: the CPU pool's actors (2 on these 2 CPUs) embed their own batches, and no
+    # no GPUs here: the CPU pool's actors (1 on the test Ray's one CPU) embed their own batches, and no
     # recognition pool starts beside them to compete for the same cores
-    assert pool_actors() - actors <= 2 and "each embedding the batches it prepared" in result["pools"]["recognition"]
+    assert pool_actors() - actors <= 1 and "each embedding the batches it prepared" in result["pools"]["recognition"]
     gallery_rows, gallery_emb = read_shards(str(out / "embeddings" / "unmasked"))
     probe_rows, probe_emb = read_shards(str(out / "embeddings" / "masked"))
     # one pass: the first image of each person is embedded unmasked (gallery), the others masked
