@@ -839,7 +839,7 @@ def cmd_demo(args) -> int:
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
     report = out["stages"]["report"]
-    for line in summary_lines(report.get("results") or [], report.get("paired")):  # none: the report was up to date
+    for line in summary_lines(report.get("results") or [], report.get("paired")):  # report.json's, if up to date
         print(line)
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),
                        ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),

@@ -25,8 +25,8 @@ from jobs.storage import LocalStore, open_store, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
 from recog.matching import ZNormUnmeasurable
-from recog.report import (SCORE_UNITS, TABLE_FPIRS, ProbeOutcomes, acquisition_counts, evaluate, paired_comparisons,
-                          write_report)
+from recog.report import (SCORE_UNITS, TABLE_FPIRS, MethodResult, ProbeOutcomes, acquisition_counts, evaluate,
+                          paired_comparisons, write_report)
 
 
 class NothingToScore(ValueError):
@@ -783,6 +783,15 @@ def refuse_foreign_report(out) -> None:
                      "a new or empty folder for the report; nothing was written")
 
 
+def recorded_results(report: dict) -> list[MethodResult]:
+    """A report.json's methods with the figures it holds (verification, identification, acquisition),
+    for the summary of a report found up to date: a rerun prints the figures the report has (it
+    printed only its paths). No curves or per-probe outcomes: report.json does not keep them."""
+    return [MethodResult(name=r["name"], verification=r.get("verification"), identification=r.get("identification"),
+                         acquisition=r.get("acquisition"), score=r.get("score"))
+            for r in report.get("results") or [] if isinstance(r, dict) and "name" in r]
+
+
 def _tidy_when_failed(score_fn):
     """A new local output folder that the scoring leaves empty, failing (its shards missing, say), is
     removed again (`jobs.storage.tidy_when_failed`), from Python as after `mfr score`."""
@@ -883,7 +892,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
             names = {"json": "report.json", "markdown": "report.md", "roc": "roc.png", "scores": "scores.png",
                      "cmc": "cmc.png"}
             paths = {kind: out.uri_of(n) for kind, n in names.items() if out.exists(n)}
-            return {"paths": paths, "result": None, "results": [], "skipped": True, "notes": notes}
+            return {"paths": paths, "result": None, "results": recorded_results(previous),
+                    "paired": previous.get("paired") or [], "skipped": True, "notes": notes}
     splits, results, model_ids, uris_of = {}, [], {}, {}
     for method, p_uri, g_uri in methods:
         if distributed:

@@ -152,6 +152,15 @@ def summary_rows(printed: str, label: str) -> dict:
     return rows
 
 
+def figure_lines(printed: str) -> list[str]:
+    """The headline figures a command printed (recog.report.summary_lines): from "figures" to the
+    first line that is not indented."""
+    lines = printed.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("figures (")), len(lines))
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
 def pool_actors() -> int:
     """Actors Ray Data has started for `map_batches` pools in this Ray session so far, ended ones included."""
     import ray._private.state
@@ -174,6 +183,8 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
                                                "ok": 4, "faces written": 4}
     assert f"markdown: {out / 'report' / 'report.md'}" in printed.out and printed.err.count("img/s") == 0
     report_time = (out / "report" / "report.json").stat().st_mtime_ns
+    figures = figure_lines(printed.out)
+    assert len(figures) == 2 and figures[1].startswith("  sface  TAR@FAR=0.01"), figures
 
     # a rerun skips the done work, keeps the report, and shows progress bars unless --quiet; finding
     # nothing to do, it starts no actor pool (whose models would load for no input)
@@ -184,7 +195,8 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     assert rows["inputs"] == 4 and rows["skipped (already done)"] == 4 and rows["processed"] == 0
     assert pool_actors() == pools
     assert (out / "report" / "report.json").stat().st_mtime_ns == report_time
-    assert "report up to date" in printed.out
+    # the report kept: its figures, as the first run printed them (it printed only its paths)
+    assert "report up to date" in printed.out and figure_lines(printed.out) == figures
 
     # a new image: only it is masked and embedded, and the report is made again
     extra = sorted((shared_data / "faces" / "person_06").glob("*.jpg"))[2]

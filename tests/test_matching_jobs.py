@@ -130,6 +130,15 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert (f"  a vs b (rank-1 {100 * a['identification']['rank']['1']:.1f} % vs "
             f"{100 * b['identification']['rank']['1']:.1f} %, {c['probes']} probes): {c['first_only']} vs "
             f"{c['second_only']} identified by one alone, p {c['p_value']:.3g}") in printed
+    # the same command again: the report is up to date and kept, and its figures and comparisons are
+    # printed from its report.json as the first run printed them (it printed its paths only)
+    figures = lines[at:lines.index(f"markdown: {tmp_path / 'report' / 'report.md'}")]
+    assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report"),
+                 "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
+                 str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b"]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again[:len(figures)] == figures and again[len(figures)].startswith("report up to date"), again
+    assert len(figures) == 7 and json.loads((tmp_path / "report" / "report.json").read_text()) == body
     # the reducer on Ray tasks, the gallery cut into parts of 3 entries (identities split between
     # parts), gives the same figures for each model (cosine and Euclidean) and for their fusion
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-d"),
