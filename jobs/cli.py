@@ -59,13 +59,19 @@ def _finish(label: str, summary, bar=None) -> None:
               "is fixed, --retry-failed does them again")
 
 
-def _print_report(report: dict, remake: str = "; --force makes it again") -> None:
+def _print_figures(report: dict) -> None:
+    """A report's headline figures (recog.report.summary_lines): the ones computed, or report.json's
+    where the report was found up to date (jobs.score.recorded_results)."""
     from recog.report import summary_lines
 
+    for line in summary_lines(report.get("results") or [], report.get("paired")):
+        print(line)
+
+
+def _print_report(report: dict, remake: str = "; --force makes it again") -> None:
     for note in report.get("notes") or ():
         print(f"note: {note}")
-    for line in summary_lines(report.get("results") or [], report.get("paired")):  # the figures looked for first
-        print(line)
+    _print_figures(report)  # the figures looked for first
     if report.get("skipped"):  # only `mfr score` takes --force
         print(f"report up to date (same shards and settings){remake}")
     for kind, uri in report["paths"].items():
@@ -831,16 +837,13 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     from jobs.demo import run_demo
-    from recog.report import summary_lines
 
     out = run_demo(args.out, style=args.style, model=args.model, progress_for=None if args.quiet else ProgressBar,
                    accept_licence=args.accept_model_licence)
     _finish("run", out["stages"]["run"])
     print(f"\ndemo: {out['identities']} identities, {out['images']} images, in {out['seconds']} s "
           "(a handful of packaged photos with synthetic variation: not a benchmark)")
-    report = out["stages"]["report"]
-    for line in summary_lines(report.get("results") or [], report.get("paired")):  # report.json's, if up to date
-        print(line)
+    _print_figures(out["stages"]["report"])
     for label, key in (("dataset (cached)", "dataset"), ("masked images", "masked_images"),
                        ("aligned crops", "aligned_crops"), ("before/after contact sheet", "contact_sheet"),
                        ("manifest (Parquet)", "manifest"), ("gallery embedding shards", "gallery_shards"),

@@ -12,7 +12,7 @@ import pytest
 from conftest import photo_folder
 from jobs.embed import read_shards
 from jobs.run import run_pipeline
-from test_jobs_pipeline import assert_same_figures
+from test_jobs_pipeline import assert_same_figures, figure_lines
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
             f"{c['second_only']} identified by one alone, p {c['p_value']:.3g}") in printed
     # the same command again: the report is up to date and kept, and its figures and comparisons are
     # printed from its report.json as the first run printed them (it printed its paths only)
-    figures = lines[at:lines.index(f"markdown: {tmp_path / 'report' / 'report.md'}")]
+    figures = figure_lines(printed)
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report"),
                  "--name", "a", "--compare", "b", str(tmp_path / "dlib-resnet" / "p"),
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b"]) == 0
