@@ -351,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     recognition_workers_option(v)
     v.add_argument("--batch-size", type=positive_int, default=32, help="images per actor call (default 32)")
     max_pixels_option(v)
+    executor_option(v)
 
     s = command("score", "verification and identification report from masked-probe and unmasked-gallery shards",
                 "mfr score out/emb/masked out/emb/unmasked out/report",
@@ -776,7 +777,8 @@ def cmd_evaluate(args) -> int:
                               batch_size=args.batch_size, crop_mode=args.crop_mode,
                               second_look=_on_off(args.second_look), turned=args.turned,
                               max_pixels=args.max_pixels, progress=bar,
-                              retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding)
+                              retry_failed=args.retry_failed, manifest_encoding=args.manifest_encoding,
+                              executor=args.executor)
     except NothingToScore as exc:
         if exc.summary is not None:  # the images were embedded: say how, then why there is no report
             _finish_models(exc.summaries, bar)

@@ -5,9 +5,9 @@
     run_evaluate("../shared/data/masked_crops/manifest.csv", "out/eval")              # real masked vs unmasked
     run_evaluate("../shared/data/masked_crops/manifest.csv", "out/eval", ["sface", "dlib-resnet"])  # a row each
 
-Every image is embedded once (`jobs.embed.run_embed`, a Ray job: the face chosen by `face`, found as
-`input_kind` says, default `masked`: photos and crops of people in real masks) into
-`<output>/embeddings/`, then scored in this process (a protocol is at most tens of thousands of images):
+Every image is embedded once (`jobs.embed.run_embed`, on Ray or the local pool as `executor` says: the
+face chosen by `face`, found as `input_kind` says, default `masked`: photos and crops of people in real
+masks) into `<output>/embeddings/`, then scored in this process (a protocol is at most tens of thousands of images):
 
 - `pairs`: a pairs file (recog.protocols.read_pairs_file: LFW's pairs.txt with its folds, the seed's
   GBK c-RMFRD CSV, or a plain a,b,label CSV): TAR@FAR, AUC, EER, and k-fold accuracy when it has folds.
@@ -280,16 +280,18 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                  recognition_workers: int | None = None, batch_size: int = 32, crop_mode: str | None = None,
                  second_look: bool | None = None, turned: bool | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, progress=None, title: str | None = None,
-                 retry_failed: bool = False, manifest_encoding: str | None = None) -> dict:
+                 retry_failed: bool = False, manifest_encoding: str | None = None, executor: str = "auto") -> dict:
     """Embed every image of `input_uri` and score it under the protocol (see the module docstring).
     `model`: one model, or a list of them: each embeds in a pass of its own and is a row of one report.
     Returns {"embed": JobSummary, "result": MethodResult, "report": {kind: URI}, "protocol": name}
     (the first model's), and "embeds" / "results", one per model.
     `retry_failed`: images an earlier run recorded as failed (missing, undecodable, ...) are embedded
-    again, as `mfr embed --retry-failed` does. With no face on one side, NothingToScore carries the
-    embedding job's summary."""
+    again, as `mfr embed --retry-failed` does. `executor`: where each pass runs, as `run_embed`'s
+    (`auto`, `local`, `ray`). With no face on one side, NothingToScore carries the embedding job's
+    summary."""
     from jobs.augment import check_counts
     from jobs.embed import read_shards, run_embed
+    from jobs.local import check_executor
     from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, publish_report, refuse_foreign_report,
                             score_pairs, unmated_note)
     from recog.protocols import read_pairs_file, read_seed_list
@@ -297,6 +299,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
 
     check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
                  max_pixels=max_pixels)
+    check_executor(executor)  # before the output is made, as every job
     for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
         check_flag(option, flag)
     if face not in ("center", "largest"):  # as --face: a protocol names images, each one face
@@ -435,7 +438,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
                                    crop_mode=crop_mode, second_look=second_look, turned=turned, images_uri=images_uri,
                                    manifest_encoding=manifest_encoding, workers=workers,
                                    recognition_workers=recognition_workers, batch_size=batch_size,
-                                   max_pixels=max_pixels, progress=progress, retry_failed=retry_failed))
+                                   max_pixels=max_pixels, progress=progress, retry_failed=retry_failed,
+                                   executor=executor))
         if getattr(progress, "close", None):  # a bar per model's pass
             progress.close()
     embeds = dict(zip((m for _, m, _ in models), summaries))

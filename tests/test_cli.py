@@ -218,8 +218,8 @@ def test_readme_commands_run_verbatim(tmp_path, face_photos, monkeypatch, capsys
         if argv[0] == "demo":
             continue  # tests/test_demo_job.py runs `mfr demo` exactly as written
         # quietly, and on the local pool a user's job this small takes (the Ray path has tests of its own)
-        assert main(argv + (["--quiet", "--executor", "local"] if argv[0] in ("mask", "embed", "run") else [])) == 0, \
-            argv
+        assert main(argv + (["--quiet", "--executor", "local"] if argv[0] in ("mask", "embed", "run", "evaluate")
+                            else [])) == 0, argv
     capsys.readouterr()
     assert (work / "out" / "report" / "report.md").is_file() and (work / "out" / "run" / "report" / "report.md").is_file()
 
@@ -319,8 +319,7 @@ def test_a_refused_command_leaves_no_folders_behind(command, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     for given, out, why in ((manifest, tmp_path / "new" / "a" / "b", "a manifest needs a 'path' column"),
                             (damaged, tmp_path / "empty", "list.parquet: not a readable Parquet file")):
-        local = ["--executor", "local"] if command != "evaluate" else []  # evaluate has no choice of executor
-        assert main([command, str(given), str(out), "--quiet", *local]) == 2
+        assert main([command, str(given), str(out), "--quiet", "--executor", "local"]) == 2
         assert why in capsys.readouterr().err
         # the folders made above a new output go too; a folder given stays
         assert not (tmp_path / "new").exists() if out.name == "b" else not any(out.iterdir())
@@ -356,7 +355,8 @@ def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(fac
     manifest = tmp_path / "list.csv"
     manifest.write_bytes("path,identity\nMüller/b.jpg,muller\n".encode("cp1252"))
     images = str(tmp_path / "photos")
-    assert main(["mask", str(manifest), str(tmp_path / "auto"), "--images", images, "--quiet"]) == 0
+    here = ["--executor", "local"]  # (`auto` took the test process's Ray where an earlier test had started it)
+    assert main(["mask", str(manifest), str(tmp_path / "auto"), "--images", images, "--quiet", *here]) == 0
     out = capsys.readouterr().out
     assert "list.csv is not UTF-8: it is read as GBK" in out and "missing" in out
     # the same output read in another encoding: its GBK rows would stay beside the right ones
@@ -367,7 +367,7 @@ def test_a_manifest_in_another_encoding_is_masked_when_its_encoding_is_given(fac
     config = tmp_path / "mfr.toml"
     config.write_text('manifest-encoding = "cp1252"\n')
     assert main(["mask", str(manifest), str(tmp_path / "given"), "--images", images, "--quiet",
-                 "--config", str(config)]) == 0
+                 "--config", str(config), *here]) == 0
     out = capsys.readouterr().out
     assert "not UTF-8" not in out and "missing" not in out
     from jobs.augment import read_manifest

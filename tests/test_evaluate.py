@@ -15,6 +15,21 @@ from jobs.evaluate import run_evaluate
 from recog.protocols import read_pairs_file
 
 
+def evaluate(*args: str) -> int:
+    """`mfr evaluate ARGS` on the local pool: these tests check what the job writes and scores, alike
+    on both executors (tests/test_local_executor.py); `auto` took the test process's Ray where an
+    earlier test had started it. The crops test below runs on Ray."""
+    return main(["evaluate", *args, "--executor", "local"])
+
+
+def shard_nodes(root) -> set:
+    """The `node` column of every embedding shard under `root`: "" where the local pool wrote it."""
+    import pyarrow.parquet as pq
+
+    return {node for path in root.rglob("*.parquet") for node in pq.read_table(path, columns=["node"]).column(0)
+            .to_pylist()}
+
+
 def test_pairs_files_are_read_by_their_shape(tmp_path):
     lfw = tmp_path / "pairs.txt"
     lfw.write_text("2 1\nA 1 2\nA 1 B 3\nC 2 4\nC 1 D 1\n")
@@ -87,8 +102,9 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     n_masked = sum(r["masked"] == "1" for r in rows)
     out = tmp_path / "eval"
     # 1. the set's masked crops (its manifest's masked column) against its unmasked ones, images to report
-    assert main(["evaluate", str(manifest), str(out), "--images", str(images), "--quiet"]) == 0
+    assert main(["evaluate", str(manifest), str(out), "--images", str(images), "--quiet", "--executor", "ray"]) == 0
     assert "report/report.md" in capsys.readouterr().out
+    assert "" not in shard_nodes(out / "embeddings")  # Ray's workers wrote every shard
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["protocol"] == "masked-split"
     first = report["results"][0]
@@ -106,7 +122,8 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
 
     # 2. the seed's own GBK verification file over the same images (embedded once: the rerun is a no-op)
     protocol = shared_data / "seed" / "Protocol_verification" / "AFDB_final_Jeff.csv"
-    args = ["evaluate", str(manifest), str(out), "--images", str(images), "--pairs", str(protocol), "--quiet"]
+    args = ["evaluate", str(manifest), str(out), "--images", str(images), "--executor", "ray", "--pairs",
+            str(protocol), "--quiet"]
     assert main(args) == 2  # most of its images are not in this set: said before anything is embedded
     assert "image(s) of the protocol are not in the dataset" in capsys.readouterr().err
     assert main(args + ["--missing", "skip"]) == 0
@@ -138,7 +155,8 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     lists = shared_data / "seed" / "Protocol_identification"
     gallery_list, probe_list = lists / "AFDB_gallery_fianl.csv", lists / "AFDB_probe_final.csv"
     assert main(["evaluate", str(manifest), str(out), "--images", str(images), "--lists", str(gallery_list),
-                 str(probe_list), "--missing", "skip", "--gallery-template", "mean", "--quiet"]) == 0
+                 str(probe_list), "--missing", "skip", "--gallery-template", "mean", "--quiet", "--executor",
+                 "ray"]) == 0
     report = json.loads((out / "report" / "report.json").read_text())
     result = report["results"][0]
     gallery_keys, probe_keys = (set(read_seed_list(p)) for p in (gallery_list, probe_list))
@@ -151,7 +169,7 @@ def test_real_masked_crops_and_the_seeds_gbk_protocol_from_the_command_line(ray_
     assert result["identification"]["gallery"] == len({k.split("/")[0] for k in gallery_keys & keys})
 
 
-def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings(ray_runtime, shared_data, tmp_path):
+def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings(shared_data, tmp_path):
     """Each model's shards stay beside the others' in one output: the second model's report read the
     first's embeddings too (its probes and gallery doubled, sface vectors scored against dlib ones:
     AUC 0.961 alone, 0.534 mixed). A model of another embedding size (insightface-mbf: 512 against
@@ -170,25 +188,24 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     out = tmp_path / "eval"
     alone, alone_ids = {}, {}  # each model's report row and model id, evaluated alone
 
-    def evaluate(model, *more):
-        args = ["evaluate", str(manifest), str(out), "--images", str(crops), "--model", model, "--quiet", *more]
-        assert main(args) == 0
+    def evaluate_alone(model, *more):
+        assert evaluate(str(manifest), str(out), "--images", str(crops), "--model", model, "--quiet", *more) == 0
         report = json.loads((out / "report" / "report.json").read_text())
         result = alone[model] = report["results"][0]
         alone_ids[model] = report["model_id"]
         return (result["acquisition"], result["identification"]["probes"], result["identification"]["gallery"],
                 result["verification"]["auc"], result["verification"]["genuine"], result["verification"]["impostor"])
 
-    first = evaluate("sface")
-    other = evaluate("dlib-resnet")
+    first = evaluate_alone("sface")
+    other = evaluate_alone("dlib-resnet")
     assert other[:3] == first[:3] and other[4:] == first[4:]  # the same images, counted once
-    wider = evaluate("insightface-mbf", "--accept-model-licence")
+    wider = evaluate_alone("insightface-mbf", "--accept-model-licence")
     assert wider[:3] == first[:3] and wider[4:] == first[4:] and wider[3] > 0.75  # 0.852 here: its own embeddings
-    assert evaluate("sface") == first
+    assert evaluate_alone("sface") == first
     # --models: one report, a row per model, each row the figures of that model evaluated alone (the
     # embeddings are all there already: each model's pass embeds nothing)
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--models",
-                 "sface,dlib-resnet,insightface-mbf", "--accept-model-licence", "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--models",
+                    "sface,dlib-resnet,insightface-mbf", "--accept-model-licence", "--quiet") == 0
     report = json.loads((out / "report" / "report.json").read_text())
     assert [r["name"] for r in report["results"]] == ["sface", "dlib-resnet", "insightface-mbf"]
     assert report["model"] == ["sface", "dlib-resnet", "insightface-mbf"]
@@ -198,7 +215,8 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
         assert report["model_ids"][row["name"]] == alone_ids[row["name"]], row["name"]
     assert "| dlib-resnet |" in (out / "report" / "report.md").read_text()
     with pytest.raises(ValueError, match=r"'sface' is the model 'sface' given again"):
-        run_evaluate(str(manifest), str(out), ["sface", "dlib-resnet", "sface"], images_uri=str(crops))
+        run_evaluate(str(manifest), str(out), ["sface", "dlib-resnet", "sface"], images_uri=str(crops),
+                     executor="local")
     # two models of one spec name (an edited copy of sface): a row each, told apart (both read "sface")
     import onnx
 
@@ -207,7 +225,9 @@ def test_an_output_evaluated_with_two_models_scores_each_with_its_own_embeddings
     edited = onnx.load(str(zoo.builtin_path("sface")))
     edited.doc_string = "an edited copy"
     onnx.save(edited, str(tmp_path / "sface_edit.onnx"))
-    result = run_evaluate(str(manifest), str(out), ["sface", str(tmp_path / "sface_edit.onnx")], images_uri=str(crops))
+    result = run_evaluate(str(manifest), str(out), ["sface", str(tmp_path / "sface_edit.onnx")], images_uri=str(crops),
+                          executor="local")
+    assert shard_nodes(out / "embeddings") == {""}  # every pass on the local pool, as asked
     assert [r.name for r in result["results"]] == ["sface", str(tmp_path / "sface_edit.onnx")]
     # read by hand, the folder names its sizes instead of failing inside Arrow
     with pytest.raises(ValueError, match=r"embeddings of 2 sizes \(\[128, 512\]\) from models \['dlib-resnet@"):
@@ -298,7 +318,7 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     assert not out.exists()
 
 
-def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runtime, face_photos, tmp_path):
+def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(face_photos, tmp_path):
     """`--masked-rule` was ignored for a manifest: without a `masked` column every image was
     unmasked, and the job was refused after embedding them all."""
     import json
@@ -317,8 +337,8 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(ray_runt
     out = tmp_path / "out"
     # a rule with two `$` (matplotlib's math) failed the report after the embedding; its title doubled `\\`
     rule = r"_mask\.jpg$|_mask\.png$"
-    assert main(["evaluate", str(manifest), str(out), "--masked-rule", rule, "--input-kind", "photos",
-                 "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--masked-rule", rule, "--input-kind", "photos",
+                    "--quiet") == 0
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["title"] == f"Evaluation: masked images (file names, rule '{rule}') against the unmasked ones"
     ident = report["results"][0]["identification"]
@@ -360,8 +380,8 @@ def test_photos_at_the_top_of_the_folder_have_no_identity_and_are_left_out(face_
     from recog import zoo
 
     model = str(zoo.builtin_path("sface"))  # a model given as a file is named by its spec, not the file
-    assert main(["evaluate", str(dataset), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
-                 "--model", model, "--quiet"]) == 0
+    assert evaluate(str(dataset), str(out), "--masked-rule", "_mask", "--input-kind", "photos",
+                    "--model", model, "--quiet") == 0
     assert "note: 1 probe and 1 gallery image(s) have no identity and were left out" in capsys.readouterr().out
     result = json.loads((out / "report" / "report.json").read_text())["results"][0]
     assert result["name"] == "sface"
@@ -373,7 +393,7 @@ def test_photos_at_the_top_of_the_folder_have_no_identity_and_are_left_out(face_
     flat.mkdir()
     for name in ("stray.jpg", "stray_mask.jpg"):
         shutil.copy(dataset / name, flat / name)
-    assert main(["evaluate", str(flat), str(tmp_path / "out2"), "--masked-rule", "_mask", "--quiet"]) == 2
+    assert evaluate(str(flat), str(tmp_path / "out2"), "--masked-rule", "_mask", "--quiet") == 2
     err = capsys.readouterr().err
     assert "the 1 gallery image(s) under" in err and "(nothing was embedded)" in err
     assert not (tmp_path / "out2").exists()
@@ -398,20 +418,20 @@ def test_a_wrong_images_folder_is_said_after_the_summary_and_retry_failed_mends_
     elsewhere.mkdir()
     (elsewhere / "other.jpg").write_bytes(b"not these")
     out = tmp_path / "eval"
-    assert main(["evaluate", str(manifest), str(out), "--images", str(elsewhere), "--quiet"]) == 2
+    assert evaluate(str(manifest), str(out), "--images", str(elsewhere), "--quiet") == 2
     captured = capsys.readouterr()
     assert re.search(rf"\n +missing +{len(rows)}\n", captured.out)  # the summary came first
     assert f"no probe image has an embedded face ({sum(r['masked'] == '1' for r in rows)} missing)" in captured.err
     assert "--retry-failed" in captured.err
     # several models: each pass's summary under its name (only the first's was printed)
-    assert main(["evaluate", str(manifest), str(tmp_path / "eval2"), "--images", str(elsewhere), "--quiet",
-                 "--models", "sface,dlib-resnet"]) == 2
+    assert evaluate(str(manifest), str(tmp_path / "eval2"), "--images", str(elsewhere), "--quiet",
+                    "--models", "sface,dlib-resnet") == 2
     said = capsys.readouterr().out
     assert "evaluate: sface\n" in said and "evaluate: dlib-resnet\n" in said
     assert len(re.findall(rf"\n +missing +{len(rows)}\n", said)) == 2
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 2  # still missing
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--quiet") == 2  # still missing
     capsys.readouterr()
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--retry-failed", "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--retry-failed", "--quiet") == 0
     report = json.loads((out / "report" / "report.json").read_text())["results"][0]
     assert report["acquisition"]["probe"]["samples"] + report["acquisition"]["gallery"]["samples"] == len(rows)
 
@@ -436,7 +456,7 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
     manifest = tmp_path / "manifest.csv"
     write(manifest, rows)
     out = tmp_path / "eval"
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--quiet") == 0
     first = json.loads((out / "report" / "report.json").read_text())["results"][0]
     # the third person leaves the dataset, a masked image of the first is relabelled as the second's
     # and one of the second's unmasked images becomes a probe
@@ -446,9 +466,9 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
     flipped = [r for r in now if r["identity"] == people[1] and r["masked"] == "0"][-1]
     flipped["masked"] = "1"
     write(manifest, now)
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--quiet") == 0
     rerun = json.loads((out / "report" / "report.json").read_text())["results"][0]
-    assert main(["evaluate", str(manifest), str(tmp_path / "fresh"), "--images", str(crops), "--quiet"]) == 0
+    assert evaluate(str(manifest), str(tmp_path / "fresh"), "--images", str(crops), "--quiet") == 0
     fresh = json.loads((tmp_path / "fresh" / "report" / "report.json").read_text())["results"][0]
     for part in ("identification", "verification", "acquisition"):
         assert rerun[part] == fresh[part], part
@@ -459,8 +479,8 @@ def test_a_rerun_into_the_same_output_scores_the_input_as_it_is_now(shared_data,
     a, b = [r["path"] for r in now if r["identity"] == people[0]][:2]
     c = next(r["path"] for r in now if r["identity"] == people[1])
     (tmp_path / "pairs.csv").write_text(f"{a},{b},1\n{a},{c},0\n")
-    assert main(["evaluate", str(manifest), str(out), "--images", str(crops), "--pairs", str(tmp_path / "pairs.csv"),
-                 "--quiet"]) == 0
+    assert evaluate(str(manifest), str(out), "--images", str(crops), "--pairs", str(tmp_path / "pairs.csv"),
+                    "--quiet") == 0
     assert sorted(p.name for p in (out / "report").iterdir()) == ["report.json", "report.md", "roc.png", "scores.png"]
 
 
@@ -477,7 +497,7 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     pairs = elsewhere / "pairs.csv"
     pairs.write_text(f"./p/a.jpg,{dataset / 'p' / 'b.jpg'},1\np\\a.jpg,q/c.jpg,0\nq/c.jpg,p/a.jpg,0\n")
     out = tmp_path / "out"
-    assert main(["evaluate", str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos"]) == 0
+    assert evaluate(str(dataset), str(out), "--pairs", str(pairs), "--quiet", "--input-kind", "photos") == 0
     printed = capsys.readouterr()
     # said once (the reader's warning and the report's note both said it), and nothing else on stderr
     assert (printed.out + printed.err).count("given again") == 1 and not printed.err, printed.err
@@ -492,17 +512,17 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
     # image of that name, as the seed's scripts match it: it was "not in the dataset")
     (elsewhere / "g.txt").write_text("p/a\n")
     (elsewhere / "pr.txt").write_text("p/b.jpg\nq/c.jpg\n")
-    assert main(["evaluate", str(dataset), str(out), "--lists", str(elsewhere / "g.txt"), str(elsewhere / "pr.txt"),
-                 "--quiet", "--input-kind", "photos"]) == 0
+    assert evaluate(str(dataset), str(out), "--lists", str(elsewhere / "g.txt"), str(elsewhere / "pr.txt"),
+                    "--quiet", "--input-kind", "photos") == 0
     printed = capsys.readouterr().out
     assert "note: 1 of 2 probes has no gallery entry of their identity" in printed
     assert ("note: 1 image(s) the protocol names without an extension were taken as the dataset's image of that "
             "name, e.g. 'p/a' as 'p/a.jpg'") in printed
     pairs.write_text("./p/a.jpg,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # one image, spelt two ways
-    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet"]) == 2
+    assert evaluate(str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet") == 2
     assert f"{pairs}: pair 1 pairs 'p/a.jpg' with itself" in capsys.readouterr().err
     pairs.write_text("p/a,p/a.jpg,1\np/a.jpg,q/c.jpg,0\n")  # spelt without its extension: checked as completed
-    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet"]) == 2
+    assert evaluate(str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--quiet") == 2
     assert f"{pairs}: pair 1 pairs 'p/a.jpg' with itself" in capsys.readouterr().err
     from jobs.evaluate import complete_names
 
@@ -510,22 +530,22 @@ def test_protocol_paths_as_users_spell_them_and_what_missing_skip_leaves(face_ph
                           {"p/j.smith_0001.jpg", "p/a.jpg", "p/twin.jpg", "p/twin.png", "p/a.txt"}) == \
         {"p/j.smith_0001": "p/j.smith_0001.jpg", "p/a": "p/a.jpg"}  # a dotted stem too; twins stay unmatched
     pairs.write_text("p/a.jpg,p/gone.jpg,1\np/a.jpg,q/c.jpg,0\n")
-    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--missing", "skip",
-                 "--quiet"]) == 2
+    assert evaluate(str(dataset), str(tmp_path / "o2"), "--pairs", str(pairs), "--missing", "skip",
+                    "--quiet") == 2
     assert ("--missing skip leaves only impostor pairs (1) of the 2 pairs: 1 image(s) they name are not in the "
             "dataset") in capsys.readouterr().err
     listed = elsewhere / "gallery.txt"
     listed.write_text("r/x.jpg\nr/y.jpg\n")
     probes = elsewhere / "probes.txt"
     probes.write_text("p/a.jpg\n")
-    assert main(["evaluate", str(dataset), str(tmp_path / "o2"), "--lists", str(listed), str(probes), "--missing",
-                 "skip", "--quiet"]) == 2
+    assert evaluate(str(dataset), str(tmp_path / "o2"), "--lists", str(listed), str(probes), "--missing",
+                    "skip", "--quiet") == 2
     assert "--missing skip leaves no image of the gallery list: none of its 2 images is in the dataset" \
         in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
     # a folder without images: said so (it was "the masked rule 'seed' matches none (or all) of the file names")
     (tmp_path / "empty").mkdir()
-    assert main(["evaluate", str(tmp_path / "empty"), str(tmp_path / "o3"), "--quiet"]) == 2
+    assert evaluate(str(tmp_path / "empty"), str(tmp_path / "o3"), "--quiet") == 2
     assert f"{tmp_path / 'empty'} holds no images (nothing was embedded)" in capsys.readouterr().err
 
 

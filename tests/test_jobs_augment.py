@@ -546,6 +546,7 @@ def test_job_functions_refuse_bad_arguments_before_any_output(dataset, tmp_path)
         (lambda: run_evaluate(str(dataset), str(out), lists="g.csv"), "lists are two files"),
         (lambda: run_evaluate(str(dataset), str(out), face="all"), "face must be 'center' or 'largest'"),
         (lambda: run_evaluate(str(dataset), str(out), input_kind="bogus"), "input kind must be one of"),
+        (lambda: run_evaluate(str(dataset), str(out), executor="cluster"), "executor must be one of"),
         (lambda: run_augment(str(dataset), str(out), retry_failed="no"), "retry_failed is True or False"),
         (lambda: run_pipeline(str(dataset), str(out), model=5), "models are built-in models' names"),
         (lambda: run_pipeline(str(dataset), str(out), fuse="yes"), "fuse is True or False"),
