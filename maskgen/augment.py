@@ -218,11 +218,14 @@ class Augmenter:
                 worn.append(f"{verdict.lower:.0%}")
             else:
                 try:
-                    out, coverage, params = upright_drawn(
+                    drawn, coverage, params = upright_drawn(
                         lambda img, pts: self.style(img, pts, mask_rng(opts.seed, key, i), ftype), out, lm,
                         face_turns(sources[i] if sources else None))
                     masked = bool(np.any(coverage))
-                    if not masked:  # nothing of it on the image: no mask, and no crop of one
+                    if masked:
+                        out = drawn
+                    else:  # nothing of it on the image: no mask, no crop of one, and the pixels as they were
+                        # (a style of a user's that drew where its coverage says nothing is drawn)
                         params, note = None, "mask not drawn: none of it falls on the image"
                 except ValueError as exc:  # degenerate landmarks
                     note = f"mask not drawn: {exc}"

@@ -99,11 +99,15 @@ def yaw_degrees(landmarks68: np.ndarray) -> float:
     return float(np.degrees(np.arcsin(np.clip(2 * ratio - 1, -1, 1))))
 
 
-def given_type(face_type: FaceType, landmarks68: np.ndarray) -> FaceType:
-    """A face type given by its seed code (a manifest's or the seed CSV's `face_type`), with the yaw
-    its code does not say estimated from the landmarks: which way a profile is turned decides its
-    mask's side (`maskgen.masks`), and a NaN yaw had every given profile masked as turned to the
-    image's right."""
+def given_type(face_type: FaceType | str, landmarks68: np.ndarray) -> FaceType:
+    """A face type given by its seed code (a manifest's or the seed CSV's `face_type`: "1_0", or
+    `FaceType.from_code` of it), with the yaw its code does not say estimated from the landmarks:
+    which way a profile is turned decides its mask's side (`maskgen.masks`), and a NaN yaw had every
+    given profile masked as turned to the image's right."""
+    if isinstance(face_type, str):  # a record's code passed on as it is (was: "'str' object has no attribute")
+        face_type = FaceType.from_code(face_type)
+    elif not isinstance(face_type, FaceType):
+        raise ValueError(f"face_type is a FaceType or its seed code ('0_1'), got {face_type!r}")
     if face_type.yaw is not None and math.isfinite(face_type.yaw):  # None: a record's NaN yaw read back
         return face_type
     return replace(face_type, yaw=yaw_degrees(landmarks68))

@@ -461,11 +461,19 @@ def align_crops(image: np.ndarray, points5: list[np.ndarray] | np.ndarray, spec:
 
 def _one_or_many(faces) -> list:
     """Faces as a list: one `Face` or `FaceRecord` is a list of one (was "'Face' object is not
-    iterable"). One face's (5, 2) points stay refused: they read as five faces."""
+    iterable"), and so are one face's (5, 2) points, which can be nothing else (they read as five
+    faces of 2 values: "got shape (2,)")."""
     from maskgen.detect import Face
     from maskgen.record import FaceRecord
 
-    return [faces] if isinstance(faces, (Face, FaceRecord)) else list(faces)
+    if isinstance(faces, (Face, FaceRecord)):
+        return [faces]
+    try:
+        if np.asarray(faces, dtype=np.float64).shape == (5, 2):
+            return [faces]
+    except (TypeError, ValueError):  # Faces, records, or ragged lists: each taken on its own below
+        pass
+    return list(faces)
 
 
 def _points_of(face) -> np.ndarray:

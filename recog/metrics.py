@@ -96,6 +96,9 @@ def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores)
     if np.iscomplexobj(s):  # float64 kept the real part with a warning only
         raise ValueError("scores must be real numbers, got complex ones")
+    if s.dtype.kind in "USO" and s.size and not all(isinstance(v, (int, float, np.number)) for v in s.reshape(-1)):
+        # text read as numbers ("0.1"), where labels given as text are refused
+        raise ValueError(f"scores must be numbers, got {s.reshape(-1)[0].item()!r}")
     s = s.astype(np.float64)
     y = np.asarray(labels)
     if s.shape != y.shape and not (s.ndim <= 1 and y.ndim <= 1):
@@ -337,12 +340,27 @@ def score_counts(roc: Roc, genuine: int, impostor: int, floor: float | None = No
     """(scores, genuine count, impostor count) at each distinct score of the comparisons `roc` was made
     of (`genuine` and `impostor` of them), highest first: the two score distributions, read back from
     the ROC's steps (which hold them exactly). With `floor` (tar_at_far), the comparisons a failure
-    left at it, without a score, are left out."""
+    left at it, without a score, are left out. A count the ROC was not made of is refused (ValueError)
+    where its rates times it are not whole numbers of comparisons (the figures read back were those of
+    other distributions); a multiple of the right count is not detectable, and scales the counts."""
     values = roc.thresholds[1:]
-    g = np.diff(np.rint(roc.tar * genuine)).astype(np.int64)
-    i = np.diff(np.rint(roc.far * impostor)).astype(np.int64)
+    g, i = (np.diff(_roc_counts(rates, n, name)) for rates, n, name in
+            ((roc.tar, genuine, "genuine"), (roc.far, impostor, "impostor")))
     keep = values > floor if floor is not None else np.ones(values.size, bool)
     return values[keep], g[keep], i[keep]
+
+
+def _roc_counts(rates: np.ndarray, n, name: str) -> np.ndarray:
+    """A ROC's cumulative comparison counts on one side, from its rates and the side's count `n`."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"{name} is the number of {name} comparisons the ROC was made of, a whole number, got {n!r}")
+    exact = np.asarray(rates, np.float64) * int(n)
+    counts = np.rint(exact)
+    # rates are counts over n: back to whole numbers within float rounding (far under 1e-6 below 10^9)
+    if counts.size and np.abs(exact - counts).max() > 1e-6 + 1e-12 * int(n):
+        raise ValueError(f"the ROC was not made of {n} {name} comparisons: its rates times {n} are not whole "
+                         "numbers of comparisons")
+    return counts.astype(np.int64)
 
 
 def score_moments(roc: Roc, genuine: int, impostor: int, floor: float | None = None) -> dict:
@@ -411,8 +429,10 @@ def kfold_accuracy(scores, labels, folds: int | np.ndarray = 10) -> KFold:
         test = fold_id == f
         if y[~test].all() or not y[~test].any():
             one = "genuine" if y[~test].all() else "impostor"
+            hint = "; the folds of a count are contiguous runs of the pairs in order: interleave genuine and " \
+                "impostor pairs (as LFW's files do) or give a fold id per pair" if np.isscalar(folds) else ""
             raise ValueError(f"fold {f}: the pairs of the other folds are all {one}, so no threshold can be chosen "
-                             "for it")
+                             f"for it{hint}")
         _, t = best_accuracy(s[~test], y[~test])
         # midway to the next lower score of the other folds: the best-accuracy threshold is a score of
         # theirs (accept >= it), the tightest of the thresholds that are best there, and judged a fold

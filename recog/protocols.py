@@ -48,7 +48,7 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     masked names match (searched in the file name, not its folders)."""
     if masked_rule == "seed":
         return np.array([seed_is_masked(k) for k in keys], dtype=bool)
-    pattern = re.compile(masked_rule)
+    pattern = re.compile(check_masked_rule(masked_rule))
     return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
 
 
@@ -71,7 +71,11 @@ class Pairs:
     name: str = ""
 
     def __post_init__(self):
-        self.labels = np.asarray(self.labels, dtype=np.int8)
+        labels = np.asarray(self.labels).reshape(-1)
+        wrong = labels[~np.isin(labels, (0, 1))] if labels.dtype.kind in "biuf" else labels
+        if wrong.size:  # (2 was kept as 2, and 0.7 cut to 0: an impostor pair)
+            raise ValueError(f"pair labels are 1 (genuine) or 0 (impostor), got {wrong[0].item()!r}")
+        self.labels = labels.astype(np.int8)
         if not (len(self.a) == len(self.b) == len(self.labels)):
             raise ValueError("pairs need as many second images and labels as first images")
 
@@ -278,7 +282,7 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
     elif callable(masked_rule):
         flags = [bool(masked_rule(k)) for k in keys]
     elif masked_rule is not None:
-        pattern = re.compile(masked_rule)
+        pattern = re.compile(check_masked_rule(masked_rule))
         flags = [bool(pattern.search(PurePosixPath(k).name)) for k in keys]
     else:
         raise ValueError("give masked_column or masked_rule to tell masked from unmasked images")
@@ -286,13 +290,14 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
 
 
 def read_masked_flag(value) -> bool:
-    """A manifest's masked flag: booleans, numbers, or yes/no words ("masked", "true", "0", ...)."""
+    """A manifest's masked flag: booleans, 1 and 0, or yes/no words ("masked", "true", "0", ...)."""
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, float, np.integer, np.floating)):
         if value != value:  # NaN: an empty cell as pandas and Parquet writers give it, not "masked"
             return False
-        return bool(value)
+        if value in (0, 1):
+            return bool(value)  # (2, -1 or 0.5 were masked, where the text "2" is refused)
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     text = str(value).strip().lower()
@@ -301,12 +306,20 @@ def read_masked_flag(value) -> bool:
         return True
     if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none"):
         return False
-    raise ValueError(f"cannot read {value!r} as a masked flag")
+    raise ValueError(f"cannot read {value!r} as a masked flag (1 or 0, true or false, yes or no, masked or "
+                     "unmasked)")
 
 
 def masked_vs_unmasked_pairs(dataset: Dataset, impostors_per_probe: int | None = None, seed: int = 0) -> Pairs:
     """Masked probe x unmasked image pairs: all of them, or every genuine pair plus
     `impostors_per_probe` impostors per masked image drawn with `seed`."""
+    from maskgen.checks import is_whole
+
+    if impostors_per_probe is not None and not (is_whole(impostors_per_probe) and impostors_per_probe >= 1):
+        raise ValueError(f"impostors_per_probe is a whole number of at least 1 (or None: every impostor pair), "
+                         f"got {impostors_per_probe!r}")
+    if not (is_whole(seed) and seed >= 0):
+        raise ValueError(f"seed is a whole number of at least 0, got {seed!r}")
     masked, unmasked = dataset.masked, dataset.unmasked
     if not masked or not unmasked:
         raise ValueError("need masked and unmasked images")

@@ -202,6 +202,13 @@ def test_a_profile_typed_by_its_code_alone_is_masked_on_its_visible_side():
         _, from_code, _ = style(image, row.landmarks, mask_rng(0, "2.jpg", 0), by_code)
         _, estimated, _ = style(image, row.landmarks, mask_rng(0, "2.jpg", 0), classify_face(image, row.landmarks))
         np.testing.assert_array_equal(from_code, estimated, err_msg=name)
+        # the code as a record keeps it ("1_0"), given as it is (was: "'str' object has no attribute 'yaw'")
+        _, by_text, _ = style(image, row.landmarks, mask_rng(0, "2.jpg", 0), row.face_type.code)
+        np.testing.assert_array_equal(by_text, estimated, err_msg=name)
+    with pytest.raises(ValueError, match="face_type must look like '0_1', got 'profile'"):
+        SeedMask()(image, row.landmarks, 0, "profile")
+    with pytest.raises(ValueError, match=r"face_type is a FaceType or its seed code \('0_1'\), got 1"):
+        SeedMask()(image, row.landmarks, 0, 1)
 
 
 def test_the_seed_polygon_recorded_is_the_one_drawn():
@@ -406,6 +413,17 @@ def test_a_style_of_ones_own_is_drawn_by_its_own_render(shared_faces_68):
     masked = [f for f in result.faces if f.masked]
     assert masked and all(f.mask["style"] == "red_bar" for f in masked)
     assert (result.image == (255, 0, 0)).all(axis=2).sum() > 0
+
+    class Stray(RedBar):  # draws its bar, but says nothing of it is on the image
+        def render(self, image, landmarks68, params, face_type=None):
+            out, coverage = super().render(image, landmarks68, params, face_type)
+            return out, np.zeros_like(coverage)
+
+    # the record says no mask was drawn, and the image is the photo (was: the stray bar, unrecorded)
+    result = Augmenter(AugmentOptions(style=Stray(), outputs="image")).augment(image, key=path.name)
+    assert result.faces and not any(f.masked for f in result.faces)
+    assert {f.message for f in result.faces if f.mask is None} >= {"mask not drawn: none of it falls on the image"}
+    np.testing.assert_array_equal(result.image, image)
 
 
 def test_run_seeds_are_whole_numbers_and_never_fold_onto_another():

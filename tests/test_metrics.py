@@ -150,8 +150,10 @@ def test_counts_ranks_and_rates_are_validated_everywhere():
         M.kfold_accuracy(s, y, 2.7)
     # a fold whose other folds hold one class: said so, naming the fold
     ordered = np.r_[np.ones(10), np.zeros(10)]
-    with pytest.raises(ValueError, match="fold 0: the pairs of the other folds are all impostor"):
+    with pytest.raises(ValueError, match="fold 0: the pairs of the other folds are all impostor.*interleave"):
         M.kfold_accuracy(np.linspace(0, 1, 20), ordered, 2)
+    with pytest.raises(ValueError, match="are all impostor, so no threshold can be chosen for it$"):  # ids: no hint
+        M.kfold_accuracy(np.linspace(0, 1, 20), ordered, np.r_[np.zeros(10), np.ones(10)])
     for far in (0, 1.5, float("nan")):
         with pytest.raises(ValueError, match=r"FAR must be in \(0, 1\]"):
             M.tar_at_far(s, y, far)
@@ -479,6 +481,9 @@ def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
     scores, labels = rng.normal(size=20), np.r_[np.ones(10), np.zeros(10)]
     with pytest.raises(ValueError, match="real numbers, got complex"):  # the imaginary part was dropped
         M.roc_curve(scores + 1j, labels)
+    with pytest.raises(ValueError, match="scores must be numbers, got '0.5'"):  # read as 0.5, where text labels fail
+        M.roc_curve(["0.5", *scores[1:].astype(str)], labels)
+    assert M.roc_curve(scores.astype(object), labels).tar.tolist() == M.roc_curve(scores, labels).tar.tolist()
     assert M.verification_summary(scores, labels, fars=0.1)["tar_at_far"].keys() == {"0.1"}  # was a TypeError
     with pytest.raises(ValueError, match="numbers in"):
         M.verification_summary(scores, labels, fars="0.1")
@@ -672,6 +677,12 @@ def test_score_distributions_are_read_back_exactly_from_the_roc():
     order = rng.permutation(scores.size)
     assert M.verification_summary(scores[order], labels[order])["scores"] == m  # to the last bit
     values, g_counts, i_counts = M.score_counts(M.roc_curve(scores, labels), 400, 9000)
+    # counts the ROC was not made of read back other distributions (200 genuine: half the counts, as
+    # if every step held half a comparison); refused, as a count that is not a whole number
+    for genuine_count, why in ((200, "the ROC was not made of 200 genuine comparisons"),
+                               (401, "the ROC was not made of 401 genuine"), (400.0, "a whole number, got 400.0")):
+        with pytest.raises(ValueError, match=why):
+            M.score_moments(M.roc_curve(scores, labels), genuine_count, 9000)
     edges = np.histogram_bin_edges(scores, bins=40)
     assert np.array_equal(np.histogram(values, edges, weights=g_counts)[0], np.histogram(genuine, edges)[0])
     assert np.array_equal(np.histogram(values, edges, weights=i_counts)[0], np.histogram(impostor, edges)[0])

@@ -96,6 +96,25 @@ def test_generated_protocols_from_a_folder_dataset():
         P.identity_of("loose.jpg")
     with pytest.raises(ValueError, match="masked flag"):
         P.scan_dataset(["x/1.jpg"], masked_column=["maybe"])
+    # refused, not read: a number other than 1 and 0 (2, -1 and 0.5 were masked, the text "2" refused),
+    # a rule that is not a regular expression (re.error), labels other than 1 and 0 (2 kept, 0.7 cut
+    # to an impostor pair), and sampling arguments numpy named in its own words
+    for flag in (2, -1, 0.5, "2"):
+        with pytest.raises(ValueError, match=f"cannot read {flag!r} as a masked flag"):
+            P.scan_dataset(["x/1.jpg"], masked_column=[flag])
+    assert [i.masked for i in P.scan_dataset(["x/1.jpg", "x/2.jpg"], masked_column=[1.0, 0]).items] == [True, False]
+    for call in (lambda: P.scan_dataset(keys, masked_rule="["), lambda: P.masked_flags(keys, "[")):
+        with pytest.raises(ValueError, match="masked rule '\\[' is not a regular expression"):
+            call()
+    for labels, wrong in (([1, 2], "2"), ([0.7, 1], "0.7"), (["1", "0"], "'1'")):
+        with pytest.raises(ValueError, match=f"pair labels are 1 \\(genuine\\) or 0 \\(impostor\\), got {wrong}"):
+            P.Pairs(["a/1", "b/1"], ["c/1", "d/1"], labels)
+    assert P.Pairs(["a/1"], ["b/1"], [True]).labels.tolist() == [1]
+    for kwargs, why in (({"impostors_per_probe": -1}, "impostors_per_probe is a whole number of at least 1"),
+                        ({"impostors_per_probe": 1.5}, "impostors_per_probe is a whole number"),
+                        ({"seed": -1}, "seed is a whole number of at least 0, got -1")):
+        with pytest.raises(ValueError, match=why):
+            P.masked_vs_unmasked_pairs(data, **kwargs)
 
 
 def test_bad_seed_files(tmp_path):

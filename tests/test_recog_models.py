@@ -559,8 +559,11 @@ def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misrea
     # a record keeps its points to 0.01 px (maskgen.record.as_recorded): its embedding is theirs
     np.testing.assert_array_equal(embedder.embed_faces(image, [record]),
                                   embedder.embed_faces(image, np.asarray([record.landmarks5])))
+    # one face's points on their own, as an array or a record's lists (were "got shape (2,)": five faces)
+    np.testing.assert_array_equal(embedder.embed_faces(image, points), expected)
+    np.testing.assert_array_equal(embedder.embed_faces(image, record.landmarks5), embedder.embed_faces(image, [record]))
     with pytest.raises(ValueError, match="one \\(5, 2\\) array per face"):
-        embedder.embed_faces(image, points)  # one face's points, not a list of them
+        embedder.embed_faces(image, points[:4])  # four points: not a face
 
 
 def test_dlib_chip_template_refits(shared_data):
