@@ -870,7 +870,8 @@ def cmd_models(args) -> int:
                   f"{spec.similarity:<10}  {spec.licence}{opt_in}")
         return 0
     if not args.name:
-        raise ValueError(f"`mfr models {args.action}` needs a model name or an .onnx path")
+        raise ValueError(f"`mfr models {args.action}` needs " + ("a model name or an .onnx path" if args.action ==
+                         "describe" else "a built-in model's name (`mfr models list`)"))
     if args.action == "describe":
         if args.name in BUILTINS:
             print(json.dumps(BUILTINS[args.name].spec.to_dict(), indent=1, default=str))
@@ -882,12 +883,18 @@ def cmd_models(args) -> int:
             raise FileNotFoundError(f"{path}: no such model file, and not a built-in model ({', '.join(BUILTINS)})")
         # the spec the jobs will use (a sidecar JSON beside the file wins over the file's metadata)
         embedder = Embedder(path, device="cpu", threads=1, accept_licence=args.accept_model_licence)
-        print(json.dumps(embedder.spec.to_dict(), indent=1, default=str))
         print(f"spec from {embedder.spec_origin}", file=sys.stderr)
-        embedder.check()  # as a job checks it before any input
+        # checked as a job checks it before any input, and printed only then: `describe X > spec.json`
+        # saved a spec the model does not work with, exit 2
+        embedder.check()
+        print(json.dumps(embedder.spec.to_dict(), indent=1, default=str))
         return 0
     from maskgen.runtime import sha256_bytes
 
+    if args.name not in BUILTINS and Path(args.name).suffix.lower() == ".onnx":
+        raise ValueError(f"`mfr models build` builds the built-in models ({', '.join(BUILTINS)}); a model file of "
+                         f"your own is used as it is: --model {args.name} (`mfr models describe {args.name}` "
+                         "checks it)")
     path = builtin_path(args.name, accept_licence=args.accept_model_licence)
     print(f"{args.name}: {path} (sha256 {sha256_bytes(path.read_bytes())})")
     return 0

@@ -899,7 +899,7 @@ def refuse_foreign_output(output) -> None:
     most often the dataset given as the output (`mfr mask OUT DATA`, the arguments swapped): writing
     there mixed images/, crops/ and manifest/ into the user's photos, and the next job read them as
     photos. Names alone do not make a folder mfr's: a user's own `images/` or `report/` was taken for
-    one and overwritten. A folder all of whose entries are outputs of mfr (`_holds_mfr_output`: an
+    one and overwritten. A folder all of whose entries are outputs of mfr (`holds_mfr_output`: an
     `mfr mask OUT/masked` started before `mfr run DS OUT`) is mfr's, and so is an `mfr embed` output
     of a version that kept no settings record (`shards/` alone). Hidden files (.DS_Store) do not count."""
     from jobs.storage import LocalStore, StorageError, redact
@@ -914,7 +914,7 @@ def refuse_foreign_output(output) -> None:
             raise StorageError(f"cannot read {output.root}: {exc.strerror or exc}") from None
     else:
         names = output.top_level()  # its folders, and "" for objects at its top
-    if not names or names == ["shards"] or _holds_record(output) or all(_holds_mfr_output(output, n) for n in names):
+    if not names or names == ["shards"] or holds_record(output) or all(holds_mfr_output(output, n) for n in names):
         return
     shown = ", ".join(n or "(files at its top)" for n in names[:3]) + (", ..." if len(names) > 3 else "")
     if _holds_report(output):  # mfr's own, yet no place for a job's images or shards
@@ -940,17 +940,17 @@ def _holds_report(store) -> bool:
     return is_mfr_report(record)
 
 
-def _holds_record(store) -> bool:
+def holds_record(store) -> bool:
     return any(store.exists(k) for k in MFR_RECORDS)
 
 
-def _holds_mfr_output(output, name: str) -> bool:
+def holds_mfr_output(output, name: str) -> bool:
     """Whether the entry `name` of `output` is a folder holding an mfr output at its top or one level
     down (`mfr run`'s `masked/` and `embeddings/<side>/`)."""
     if not name:
         return False
     folder = open_store(output.uri_of(name))
-    return _holds_record(folder) or any(n and _holds_record(open_store(folder.uri_of(n))) for n in folder.top_level())
+    return holds_record(folder) or any(n and holds_record(open_store(folder.uri_of(n))) for n in folder.top_level())
 
 
 def refuse_output_inside_a_run(output) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -783,6 +784,34 @@ def refuse_foreign_report(out) -> None:
                      "a new or empty folder for the report; nothing was written")
 
 
+def refuse_output_among_data(out, shard_uris) -> None:
+    """A report's folder is the report's. One that is, or lies inside, an embeddings folder it scores
+    put its files among the shards; one that holds a dataset (`mfr score P G DATASET`: files neither a
+    report's nor an mfr output's) took roc.png, scores.png and cmc.png, and the next job over the
+    dataset read them as photos. An mfr output's folder (`mfr run`'s, holding its records) may take a
+    report at its top. Hidden files (.DS_Store) do not count."""
+    from jobs.inputs import holds_mfr_output, holds_record, output_inside_input
+
+    for uri in shard_uris:
+        inside = output_inside_input(open_store(uri), out)
+        if inside is not None:
+            where = "is" if inside == "" else f"lies inside ({inside}/)"
+            raise ValueError(f"the output {redact(out.uri)} {where} the embeddings folder {redact(uri)}: give the "
+                             "report a folder of its own; nothing was written")
+    if isinstance(out, LocalStore):
+        if not out.root.is_dir():
+            return
+        names = sorted(e.name for e in os.scandir(out.root) if not e.name.startswith("."))
+    else:  # its folders, and the objects at its top
+        names = [g for g in out.top_level() if g] + [key for key, _ in out.entries("")]
+    other = [n for n in names if n not in REPORT_FILES]
+    if not other or holds_record(out) or all(holds_mfr_output(out, n) for n in other):
+        return
+    shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+    raise ValueError(f"the output {redact(out.uri)} already holds files that are not a report's ({shown}): give "
+                     "a new or empty folder for the report (was a dataset given as the output?); nothing was written")
+
+
 def recorded_results(report: dict) -> list[MethodResult]:
     """A report.json's methods with the figures it holds (verification, identification, acquisition),
     for the summary of a report found up to date: a rerun prints the figures the report has (it
@@ -876,10 +905,11 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
         fusions.add(frozenset(group))
     out = open_store(output_uri)
     refuse_foreign_report(out)
-    out.check_writable()
     methods = [(name, probe_uri, gallery_uri), *also]
-    refuse_repeated_names([m for m, _, _ in methods if m])  # before any scoring: the names given
     uris = [u for _, p, g in methods for u in (p, g)]
+    refuse_output_among_data(out, uris)
+    out.check_writable()
+    refuse_repeated_names([m for m, _, _ in methods if m])  # before any scoring: the names given
     fingerprint = inputs_fingerprint(uris, {"title": title, "gallery_per_identity": gallery_per_identity,
                                             **({"gallery_template": gallery_template} if gallery_template != "best"
                                                else {}),
@@ -976,11 +1006,26 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
 
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
+    if isinstance(shard_uris, (str, Path)):  # one folder (was walked letter by letter: "no shards under //shards")
+        shard_uris = [shard_uris]
+    shard_uris = [str(u) for u in shard_uris]
+    if not shard_uris:
+        raise ValueError("score_pairs needs one or more embedding folders (shard_uris), got none")
     given = np.asarray(pairs.labels, bool)
     if given.all() or not given.any():  # before any shard is read (was the metrics' own words, after)
         raise ValueError(f"all {len(given)} pairs are {'genuine' if given.all() else 'impostor'}: verification needs "
                          "both genuine and impostor pairs")
     loaded = [read_shards(u, with_failures=True, where=where) for u in shard_uris]
+    seen: dict = {}
+    for uri, (r, _, f) in zip(shard_uris, loaded):
+        keys = set(r.key) | set(f.key)
+        for earlier, held in seen.items():
+            both = sorted(keys & held)
+            if both:  # the first folder's rows were taken, silently: a masked folder beside an unmasked one
+                raise ValueError(f"{len(both)} image(s) are in both {redact(earlier)} and {redact(uri)}, e.g. "
+                                 f"{both[0]!r}: a pair names an image by its key, so which folder's embedding it "
+                                 "means is not known; score the folders apart")
+        seen[uri] = keys
     rows = pd.concat([r for r, _, _ in loaded], ignore_index=True)
     emb = np.concatenate([e for _, e, _ in loaded])
     failed = pd.concat([f for _, _, f in loaded], ignore_index=True)
@@ -994,6 +1039,11 @@ def score_pairs(shard_uris: list[str], pairs, name: str, missing: str = "error",
         lost = next(k for i in range(len(pairs)) for k in (pairs.a[i], pairs.b[i]) if k not in present)
         raise ValueError(f"{len(pairs) - len(keep)} pair(s) have an image the shards do not hold, e.g. {lost!r}; "
                          "pass missing='skip' (--missing skip) to leave them out")
+    left = np.asarray(pairs.labels, bool)[keep]
+    if left.all() or not left.any():  # what skipping left (was the metrics' "need both genuine and impostor")
+        kind = "no pair" if not left.size else f"only {'genuine' if left.all() else 'impostor'} pairs"
+        raise ValueError(f"{len(pairs) - len(keep)} of the {len(pairs)} pairs have an image the shards do not hold "
+                         f"(missing='skip'), leaving {kind}: verification needs both genuine and impostor pairs")
     acquired = np.array([pairs.a[i] in first_face.index and pairs.b[i] in first_face.index for i in keep], bool)
     both = [i for i, ok in zip(keep, acquired) if ok]
     a = emb[first_face.loc[[pairs.a[i] for i in both]].to_numpy()]

@@ -26,6 +26,8 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
+from maskgen.checks import is_number
+
 VIEWS = ("manifest", "shard")
 
 # each view's columns, in order; a field is stored under its own name except where RENAMED
@@ -172,7 +174,7 @@ class FaceRecord:
             if name == "mask_style":
                 row[column] = (self.mask or {}).get("style")
             elif name == "mask":
-                row[column] = json.dumps(self.mask, sort_keys=True) if self.mask else None
+                row[column] = json.dumps(self.mask, sort_keys=True, default=_plain) if self.mask else None
             elif name in POINT_FIELDS or name == "box":
                 value = getattr(self, name)
                 row[column] = None if value is None else [float(v) for v in np.asarray(value).reshape(-1)]
@@ -192,20 +194,57 @@ class FaceRecord:
             name = RENAMED["shard"].get(column, column) if column not in known else column
             if name not in known:
                 continue
-            if isinstance(value, float) and value != value:
-                value = None  # pandas' missing value (a manifest read with pandas): unset, as pyarrow gives it
+            if _missing(value):
+                value = None  # pandas' missing values (a manifest read with pandas): unset, as pyarrow gives it
             elif isinstance(value, np.ndarray) and name != "embedding":
                 value = value.tolist()  # pandas' list cells
-            if name == "mask":
-                value = json.loads(value) if isinstance(value, str) and value else None
+            if name in values and value != values[name]:  # `key` and `source_key` both, naming two inputs
+                raise ValueError(f"a row gives {name} twice, {values[name]!r} and {value!r}")
+            if name == "mask" and value is not None and not isinstance(value, dict):
+                value = json.loads(value) if isinstance(value, str) and value else None  # (a dict was dropped)
             elif name == "embedding" and value is not None:
                 value = np.asarray(value, np.float32)
             elif name in ("face_index", "seed") and value is not None:
-                value = int(value)
+                value = _whole(name, value)
             elif name == "masked" and value is not None:
-                value = bool(value) if value == value else None  # NaN (pandas' missing) is unset
+                value = _flag(value)
             values[name] = value
+        if values.get("source_key") is None:
+            raise ValueError("a row needs the key of its input (source_key; key in a shard)")
         return cls(**values)
+
+
+def _missing(value) -> bool:
+    """None, a float NaN, or pandas' own missing values (pd.NA, NaT) without importing pandas."""
+    return value is None or (isinstance(value, (float, np.floating)) and value != value) or \
+        type(value).__name__ in ("NAType", "NaTType")
+
+
+def _whole(name: str, value) -> int:
+    """A row's face index or seed: a whole number, or its text (a CSV row); 1.7 was face 1."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if is_number(value) and float(value).is_integer():  # (2.0: pandas' float column of a column with gaps)
+        return int(value)
+    raise ValueError(f"{name} is a whole number, got {value!r}")
+
+
+def _flag(value) -> bool:
+    """A row's `masked`: a boolean, 1 or 0, or the text of one ("True", "false", "1": a CSV row); the
+    text "False" was True."""
+    if isinstance(value, (bool, np.bool_)) or (is_number(value) and value in (0, 1)):
+        return bool(value)
+    text = str(value).strip().lower() if isinstance(value, str) else None
+    if text in ("true", "1", "false", "0"):
+        return text in ("true", "1")
+    raise ValueError(f"masked is true or false, got {value!r}")
+
+
+def _plain(value):
+    """json.dumps' fallback for a mask's parameters: NumPy numbers and arrays as Python's."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    raise TypeError(f"a mask parameter of type {type(value).__name__} cannot be recorded as JSON")
 
 
 def records_table(records: list[FaceRecord], view: str, dim: int | None = None, extra: dict | None = None):

@@ -320,6 +320,25 @@ def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_not
     (tmp_path / "fresh" / ".DS_Store").write_bytes(b"")
     assert main(["embed", str(out), str(tmp_path / "fresh"), "--from-augment", "--masked", "--executor", "local",
                  "--quiet"]) == 0
+    # `mfr score`'s report into the dataset (its plots were read as photos by the next job over it),
+    # into an embeddings folder it scores or a folder inside one: refused, nothing written
+    probes, gallery = tmp_path / "fresh", tmp_path / "gallery"
+    assert main(["embed", str(dataset), str(gallery), "--executor", "local", "--quiet"]) == 0
+    capsys.readouterr()
+    shards = sorted(p.relative_to(probes) for p in probes.rglob("*"))
+    for report, why in ((dataset, f"the output {dataset} already holds files that are not a report's (person_01): give "
+                                  "a new or empty folder for the report (was a dataset given as the output?); nothing "
+                                  "was written"),
+                        (probes, f"the output {probes} is the embeddings folder {probes}: give the report a folder of "
+                                 "its own; nothing was written"),
+                        (gallery / "r", f"the output {gallery / 'r'} lies inside (r/) the embeddings folder "
+                                        f"{gallery}")):
+        assert main(["score", str(probes), str(gallery), str(report)]) == 2, report
+        assert why in capsys.readouterr().err, report
+    assert sorted(p.relative_to(dataset) for p in dataset.rglob("*")) == before
+    assert sorted(p.relative_to(probes) for p in probes.rglob("*")) == shards and not (gallery / "r").exists()
+    # a folder of mfr's (a mask output, its records at its top) takes a report beside its own files
+    assert main(["score", str(probes), str(gallery), str(out)]) == 0 and (out / "report.json").is_file()
 
 
 def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_writing_nothing(face_photos, tmp_path,

@@ -237,3 +237,20 @@ def test_a_seed_style_pairs_protocol_over_embedding_shards(ray_runtime, shared_d
     result = score_pairs([str(tmp_path / "emb")], pairs, "sface", missing="skip")
     assert result.verification["genuine"] == 4 and result.verification["impostor"] == 3
     assert result.verification["pairs_skipped"] == 1 and result.verification["auc"] > 0.9
+    # one folder given as such (was walked letter by letter), and what a Python caller can get wrong:
+    # no folder, the same images in two folders (the first folder's rows were taken, silently), a
+    # skip that leaves one kind of pair (was the metrics' words)
+    alone = score_pairs(str(tmp_path / "emb"), pairs, "sface", missing="skip")
+    assert alone.verification == result.verification
+    shutil.copytree(tmp_path / "emb", tmp_path / "again")
+    both = f"6 image\\(s\\) are in both {tmp_path / 'emb'} and {tmp_path / 'again'}, e.g. 'person_07/"
+    for uris, why in (([], "needs one or more embedding folders"),
+                      ([str(tmp_path / "emb"), str(tmp_path / "again")], both)):
+        with pytest.raises(ValueError, match=why):
+            score_pairs(uris, pairs, "sface", missing="skip")
+    from recog.protocols import Pairs
+
+    one_kind = Pairs([a7[0], a8[0]], [a7[1], "person_09/nowhere.jpg"], [1, 0])
+    with pytest.raises(ValueError, match="1 of the 2 pairs have an image the shards do not hold \\(missing='skip'\\), "
+                                         "leaving only genuine pairs"):
+        score_pairs([str(tmp_path / "emb")], one_kind, "sface", missing="skip")

@@ -56,6 +56,39 @@ def test_a_manifest_row_read_with_pandas_reads_back_as_the_record():
         assert FaceRecord.from_row(rows[0]) == face
 
 
+def test_rows_a_user_writes_by_hand_read_back_or_are_refused_in_words():
+    """From a dict, a CSV row or pandas' nullable columns: a dict mask was dropped, the text "False"
+    and "0" were masked, face 1.7 was face 1, pd.NA a bare TypeError, a row without its key the
+    dataclass's own error, and a mask holding NumPy numbers failed to_row."""
+    import csv
+    import dataclasses
+    import io
+
+    import pandas as pd
+
+    face = a_face()
+    assert FaceRecord.from_row(dataclasses.asdict(face)) == face  # its mask a dict, kept
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["source_key", "masked", "face_index"])
+    writer.writeheader()
+    writer.writerows([{"source_key": "a.jpg", "masked": flag, "face_index": 0} for flag in (False, True)])
+    read = [FaceRecord.from_row(r) for r in csv.DictReader(io.StringIO(text.getvalue()))]
+    assert [r.masked for r in read] == [False, True] and [r.face_index for r in read] == [0, 0]
+    nullable = pd.DataFrame({"source_key": ["a.jpg"], "masked": [None], "seed": [None]}).convert_dtypes()
+    assert FaceRecord.from_row(nullable.to_dict("records")[0]) == FaceRecord(source_key="a.jpg")
+    for row, why in (({"source_key": "a.jpg", "face_index": 1.7}, "face_index is a whole number, got 1.7"),
+                     ({"source_key": "a.jpg", "masked": "maybe"}, "masked is true or false, got 'maybe'"),
+                     ({"source_key": "a.jpg", "masked": 2}, "masked is true or false, got 2"),
+                     ({"key": "a.jpg", "source_key": "b.jpg"}, "a row gives source_key twice, 'a.jpg' and 'b.jpg'"),
+                     ({"face_index": 0}, "a row needs the key of its input")):
+        with pytest.raises(ValueError, match=why):
+            FaceRecord.from_row(row)
+    assert FaceRecord.from_row({"source_key": "a.jpg", "face_index": 2.0}).face_index == 2  # pandas' float column
+    numpy_mask = a_face(mask={"style": "mine", "width": np.int64(4), "tint": np.float32(0.5), "rgb": np.arange(3)})
+    assert FaceRecord.from_row(numpy_mask.to_row("manifest")).mask == {"style": "mine", "width": 4, "tint": 0.5,
+                                                                        "rgb": [0, 1, 2]}
+
+
 def test_a_face_whose_model_gave_nan_is_an_error_row_without_an_embedding():
     """A model that gives NaN for some faces (the check's blank crop passed) had them written as `ok`
     rows; the report then failed at its end, "scores contain NaN or infinity", for every face."""
