@@ -22,6 +22,18 @@ def check_unit(name: str, value, low_open: bool = False) -> None:
         raise ValueError(f"{name} must be a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
 
 
+def check_colour(colour, what: str = "a colour") -> tuple[int, int, int]:
+    """(R, G, B) as three ints from 0 to 255 (None and 5 were "not iterable" TypeErrors, True passed
+    as 1, and a decoder's background of -1 was clamped to 0, "red" taken, (0,) read as black)."""
+    try:
+        values = tuple(colour) if not isinstance(colour, (str, bytes)) else ()
+    except TypeError:
+        values = ()
+    if len(values) != 3 or not all(is_whole(v) and 0 <= v <= 255 for v in values):
+        raise ValueError(f"{what} is three whole numbers from 0 to 255 (R, G, B), got {colour!r}")
+    return tuple(int(v) for v in values)
+
+
 def check_flag(name: str, value) -> None:
     """True or False: "off" or "false" is a true string, and turned the option on."""
     if not isinstance(value, (bool, np.bool_)):

@@ -124,6 +124,9 @@ def decode_with_source(data: bytes, *, max_pixels: int | None = DEFAULT_MAX_PIXE
     again cost as much as decoding a small image."""
     from PIL import Image, ImageOps
 
+    from maskgen.checks import check_colour
+
+    background = check_colour(background, "background")  # before the file is read
     if max_pixels is not None and (isinstance(max_pixels, (bool, np.bool_))
                                    or not isinstance(max_pixels, (int, float, np.number))
                                    or (isinstance(max_pixels, (float, np.floating)) and not np.isfinite(max_pixels))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskgen.checks import is_whole
+from maskgen.checks import check_colour, is_whole
 from maskgen.decode import check_rgb
 from maskgen.facetype import FaceType, face_landmarks, given_type
 
@@ -676,23 +676,13 @@ def _choices(what: str, given, known) -> tuple:
     return given
 
 
-def _rgb(colour) -> tuple[int, int, int]:
-    try:  # (None and 5 were "not iterable" TypeErrors; True passed as 1)
-        values = tuple(colour) if not isinstance(colour, (str, bytes)) else ()
-    except TypeError:
-        values = ()
-    if len(values) != 3 or not all(is_whole(v) and 0 <= v <= 255 for v in values):
-        raise ValueError(f"a colour is three whole numbers from 0 to 255 (R, G, B), got {colour!r}")
-    return tuple(int(v) for v in values)
-
-
 class SeedMask(MaskStyle):
     """The seed project's black polygon, exactly; the default style."""
 
     name = "seed"
 
     def __init__(self, colour=(0, 0, 0), mirror_profiles: bool = True):
-        self.colour = _rgb(colour)
+        self.colour = check_colour(colour)
         if not isinstance(mirror_profiles, (bool, np.bool_)):  # "no" was taken as True
             raise ValueError(f"mirror_profiles is True or False, got {mirror_profiles!r}")
         self.mirror_profiles = bool(mirror_profiles)

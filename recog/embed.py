@@ -255,8 +255,9 @@ class Embedder(MadeAgainWhereUnpickled):
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         self.input_name = self.spec.input_name or inputs[0].name
         self.output_name = self.spec.output_name or outputs[0].name
-        if self.input_name not in {i.name for i in inputs}:
-            raise ValueError(f"{path}: no input named {self.input_name!r} (inputs: {[i.name for i in inputs]})")
+        if self.input_name not in {i.name for i in inputs}:  # the spec's input_name: where it came from is said
+            raise ValueError(f"{path}: no input named {self.input_name!r}, as its spec ({self.spec.name}, from "
+                             f"{self.spec_origin}) says (inputs: {[i.name for i in inputs]})")
         model_input = next(i for i in inputs if i.name == self.input_name)
         declared = list(model_input.shape)
         self._check_input_shape(declared)

@@ -30,11 +30,9 @@ SIMILARITIES = ("cosine", "euclidean")
 
 
 def _number(value):
-    """A JSON or TOML value as a float, or as given when it is none (then refused, naming the field)."""
-    try:
-        return float(value) if not isinstance(value, bool) else value
-    except (TypeError, ValueError):
-        return value
+    """A JSON or TOML number as a float; anything else as given, to be refused naming the field (the
+    text "128" was read as 128)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 def _pixels(value):
@@ -91,6 +89,11 @@ class ModelSpec:
                              f"{self.mean!r} and std {self.std!r}")
         if np.asarray(self.template).shape != (5, 2):
             raise ValueError(f"{self.name}: template needs 5 (x, y) points")
+        points = np.asarray(self.template, dtype=np.float64)
+        if not (np.isfinite(points).all() and (points >= 0).all() and (points <= (w, h)).all()):
+            # the landmarks are placed there: a point outside the crop leaves that part of the face out of it
+            raise ValueError(f"{self.name}: template points lie inside the {w}x{h} crop (input_size), got "
+                             f"{[list(p) for p in self.template]}")
         if not is_whole(self.embedding_size) or self.embedding_size <= 0:
             raise ValueError(f"{self.name}: embedding_size must be a positive whole number, "
                              f"got {self.embedding_size!r}")
@@ -149,7 +152,10 @@ class ModelSpec:
             data["embedding_size"] = _pixels(data["embedding_size"])
         if data.get("template") is not None:
             try:
-                data["template"] = tuple(tuple(float(v) for v in p) for p in data["template"])
+                points = tuple(tuple(_number(v) for v in p) for p in data["template"])
+                if not all(isinstance(v, float) for p in points for v in p):
+                    raise ValueError
+                data["template"] = points
             except (TypeError, ValueError):
                 raise ValueError(f"template is 5 [x, y] points in input_size pixels, got {data['template']!r}") \
                     from None

@@ -61,6 +61,10 @@ def test_alpha_is_composited_over_the_background():
     np.testing.assert_array_equal(out[0, 0], [200, 0, 0])
     np.testing.assert_array_equal(out[9, 9], [255, 255, 255])
     np.testing.assert_array_equal(decode_image(data, background=(0, 0, 0))[9, 9], [0, 0, 0])
+    # a background that is not a colour: refused (-1 was clamped to 0, "red" taken, (0,) read as black)
+    for wrong in ((300, -1, 0), (0,), "red", (0.5, 0, 0), None):
+        with pytest.raises(ValueError, match=r"background is three whole numbers from 0 to 255 \(R, G, B\)"):
+            decode_image(data, background=wrong)
     la = Image.fromarray(rgba[..., [0, 3]], "LA")
     assert decode_image(_encode(la, "PNG"))[9, 9].tolist() == [255, 255, 255]
 

@@ -498,7 +498,14 @@ def test_spec_validation():
     for field, value, what in (("mean", 127.5, "mean is a list of 3 numbers"), ("input_size", None, "input_size is"),
                                ("template", [[1, 2], [3, 4], [5, 6], [7, 8], ["a", 1]], "template is 5"),
                                ("name", 5, "name is a non-empty text"), ("name", " ", "name is a non-empty text"),
-                               ("mean", ["a", 1, 2], r"mean and std need 3 finite numbers.*'a'")):  # float()'s message
+                               ("mean", ["a", 1, 2], r"mean and std need 3 finite numbers.*'a'"),  # float()'s message
+                               # text for a number was read as one; a template point off the crop aligned
+                               # the face partly out of it
+                               ("embedding_size", "128", "embedding_size must be a positive whole number, got '128'"),
+                               ("mean", ["127.5", 127.5, 127.5], "mean and std need 3 finite numbers"),
+                               ("template", [[1, 2], [3, 4], [5, 6], [7, 8], ["9", 1]], "template is 5"),
+                               ("template", [[200, 200], [30, 30], [1, 1], [2, 2], [3, 3]],
+                                r"template points lie inside the 112x112 crop \(input_size\), got \[\[200.0, 200.0\]")):
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
 
@@ -536,6 +543,13 @@ def test_a_spec_file_that_is_refused_is_named(tmp_path):
     assert ModelSpec.from_json(sidecar).name == "arcface-112"
     assert ModelSpec.preset("arcface-112", name="m", mean=np.full(3, 127.5), input_size=np.array([112, 112])) == \
         ModelSpec.preset("arcface-112", name="m")
+    # an input name the model lacks is the spec's: where that spec came from is said, as for its other fields
+    named = tmp_path / "named.onnx"
+    _tiny_model(named)
+    named.with_suffix(".json").write_text('{"name": "t", "embedding_size": 8, "input_name": "data"}')
+    said = f"no input named 'data', as its spec (t, from {named.with_suffix('.json')}) says (inputs: ['input.1'])"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        Embedder(named, device="cpu")
 
 
 def test_the_embedder_takes_faces_and_records_and_refuses_pixels_it_would_misread(face_chips):

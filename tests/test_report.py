@@ -375,6 +375,16 @@ def test_the_terminal_summary_gives_each_methods_headline_figures():
     assert lines[3].startswith("  pairs only  TAR@FAR=0.01 ") and "rank-1" not in lines[3]
     assert len(lines) == 4  # results without per-probe outcomes are not compared
     assert summary_lines([]) == [] and summary_lines([evaluate("nothing")]) == []
+    # a TAR that reads n/a says why under the figures, once for the methods that share the reason
+    # (it read "n/a %" with no word, report.md alone gave the reason)
+    rng = np.random.default_rng(0)
+    scores, labels = np.r_[rng.normal(0.7, 0.1, 20), rng.normal(0.1, 0.1, 30)], np.r_[np.ones(20), np.zeros(30)]
+    few = summary_lines([evaluate("a", scores, labels), evaluate("b", scores + 0.01, labels),
+                         evaluate("c", *(_case(3)[:2]))])
+    assert few[1].startswith("  a  TAR@FAR=0.01   n/a %") and few[3].startswith("  c  TAR@FAR=0.01 ") and \
+        "n/a" not in few[3]
+    assert few[4:] == ["  TAR@FAR=0.01 reads n/a (a, b): FAR 0.01 is below 1 / impostors = 0.0333: 30 impostor "
+                       "pairs cannot measure it."]
 
 
 def test_the_terminal_summary_shows_the_clearest_paired_comparisons_of_many():
