@@ -678,7 +678,9 @@ def sides_title(probe_uri: str, gallery_uri: str) -> tuple[str, list[str]]:
 
 def refuse_repeated_names(names: list[str]) -> None:
     """Two methods of one name would be two report rows of that name, and `--fuse` could not say which."""
-    repeated = next((n for n in names if names.count(n) > 1), None)
+    from recog.report import repeated_name
+
+    repeated = repeated_name(names)
     if repeated is not None:
         raise ValueError(f"two methods are named {repeated!r}: give each its own --name / --compare NAME")
 

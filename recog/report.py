@@ -633,12 +633,25 @@ def plot_scores(results: list[MethodResult], path: Path, title: str = "", bins: 
     plt.close(fig)
 
 
+def repeated_name(names: list[str]) -> str | None:
+    """The first name given more than once, or None."""
+    return next((n for n in names if names.count(n) > 1), None)
+
+
 def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evaluation",
                  extra: dict | None = None, protocol: str | None = None,
                  paired: list[dict] | None = None) -> dict[str, Path]:
     """report.json, report.md, roc.png, scores.png, cmc.png (plots only when there is something to plot).
     `protocol`: one sentence under report.md's title saying how probes and gallery were formed. `paired`:
-    the results' `paired_comparisons`, where the caller has them already (for its terminal summary)."""
+    the results' `paired_comparisons`, where the caller has them already (for its terminal summary).
+    No results, or two of one name (rows and comparisons that cannot be told apart), are refused
+    before anything is written."""
+    results = list(results)
+    if not results:
+        raise ValueError("a report needs at least one method's results (MethodResult), got none")
+    repeated = repeated_name([r.name for r in results])
+    if repeated is not None:
+        raise ValueError(f"two results are named {repeated!r}: each method of a report has a name of its own")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}

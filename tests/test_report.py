@@ -87,6 +87,12 @@ def test_report_json_is_strict_json(tmp_path):
     body = json.loads(text, parse_constant=lambda name: pytest.fail(f"report.json holds {name}"))
     v = body["results"][0]["verification"]
     assert v["best_accuracy_threshold"] is None and v["best_accuracy"] == 0.8
+    # from Python: no results wrote an empty report, one result twice two rows of one name
+    for results, why in (([], "at least one method's results"), ([result, result], "two results are named "
+                                                                                   "'upside down'")):
+        with pytest.raises(ValueError, match=why):
+            write_report(results, tmp_path / "never")
+    assert not (tmp_path / "never").exists()
 
 
 def test_unmeasurable_cells_read_na():
