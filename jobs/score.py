@@ -791,7 +791,7 @@ def refuse_output_among_data(out, shard_uris) -> None:
     put its files among the shards; one that holds a dataset (`mfr score P G DATASET`: files neither a
     report's nor an mfr output's) took roc.png, scores.png and cmc.png, and the next job over the
     dataset read them as photos. An mfr output's folder (`mfr run`'s, holding its records) may take a
-    report at its top. Hidden files (.DS_Store) do not count."""
+    report at its top. Hidden files and objects (.DS_Store, a write's temporary) do not count."""
     from jobs.inputs import holds_mfr_output, holds_record, output_inside_input
 
     for uri in shard_uris:
@@ -803,11 +803,17 @@ def refuse_output_among_data(out, shard_uris) -> None:
     if isinstance(out, LocalStore):
         if not out.root.is_dir():
             return
-        names = sorted(e.name for e in os.scandir(out.root) if not e.name.startswith("."))
+        try:
+            names = [e.name for e in os.scandir(out.root)]
+        except OSError as exc:
+            from jobs.storage import StorageError
+
+            raise StorageError(f"cannot read {out.root}: {exc.strerror or exc}") from None
     else:  # its folders, and the objects at its top
         names = [g for g in out.top_level() if g] + [key for key, _ in out.entries("")]
-    other = [n for n in names if n not in REPORT_FILES]
-    if not other or holds_record(out) or all(holds_mfr_output(out, n) for n in other):
+    other = sorted(n for n in names if n not in REPORT_FILES and not n.startswith("."))
+    # an `mfr embed` output of a version that kept no record (`shards/` alone) is mfr's, as for the jobs
+    if not other or other == ["shards"] or holds_record(out) or all(holds_mfr_output(out, n) for n in other):
         return
     shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
     raise ValueError(f"the output {redact(out.uri)} already holds files that are not a report's ({shown}): give "

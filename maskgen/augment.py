@@ -183,6 +183,8 @@ class Augmenter:
         h, w = image.shape[:2]
         n = len(boxes)
         eye_boxes = boxes if eye_boxes is None else eye_boxes
+        # a type given by its seed code ("1_0", as a manifest holds it) is read as one
+        face_types = [FaceType.from_code(t) if isinstance(t, str) else t for t in face_types] if face_types else None
         if n == 0:
             return AugmentResult(key, "no_face", "no face found", w, h, [],
                                  image.copy() if opts.outputs != "crops" else None)

@@ -34,6 +34,27 @@ def check_colour(colour, what: str = "a colour") -> tuple[int, int, int]:
     return tuple(int(v) for v in values)
 
 
+def read_flag(value, what: str = "a flag") -> bool:
+    """A flag as tables write it: a boolean, 1 or 0 (a number: 2, -1 or 0.5 are refused, as their
+    text is), or a yes/no word ("masked", "true", "0", ...); "1.0" and "0.0" are a CSV that pandas
+    wrote from a flag column with gaps (a float column); NaN and an empty cell are False."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if is_number(value):
+        if value != value:  # NaN: an empty cell as pandas and Parquet writers give it, not "masked"
+            return False
+        if value in (0, 1):
+            return bool(value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = str(value).strip().lower()
+    if text in ("1", "1.0", "true", "yes", "y", "masked", "mask"):
+        return True
+    if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none"):
+        return False
+    raise ValueError(f"cannot read {value!r} as {what} (1 or 0, true or false, yes or no, masked or unmasked)")
+
+
 def check_flag(name: str, value) -> None:
     """True or False: "off" or "false" is a true string, and turned the option on."""
     if not isinstance(value, (bool, np.bool_)):

@@ -635,7 +635,9 @@ def _ear_loops(lm: np.ndarray, outline: np.ndarray, face_type: FaceType) -> list
 
 class MaskStyle:
     """Base class: `sample` draws every random choice, `render` draws the mask from them. A style
-    of your own subclasses it: `sample` returns JSON-able params whose `style` is its `name`."""
+    of your own subclasses it: `sample` returns JSON-able params whose `style` is its `name`, and
+    `render` returns a new image and the coverage of what it drew, leaving the image it is given as
+    it was (the augmenter keeps the photo's pixels where a style says it drew nothing)."""
 
     name = "base"
 

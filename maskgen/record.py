@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from maskgen.checks import is_number
+from maskgen.checks import is_number, read_flag
 
 VIEWS = ("manifest", "shard")
 
@@ -198,7 +198,9 @@ class FaceRecord:
                 value = None  # pandas' missing values (a manifest read with pandas): unset, as pyarrow gives it
             elif isinstance(value, np.ndarray) and name != "embedding":
                 value = value.tolist()  # pandas' list cells
-            if name in values and value != values[name]:  # `key` and `source_key` both, naming two inputs
+            if name in values and value is None:  # `key` beside `source_key`, one of them a gap (a merge)
+                continue
+            if name in values and values[name] is not None and value != values[name]:  # naming two inputs
                 raise ValueError(f"a row gives {name} twice, {values[name]!r} and {value!r}")
             if name == "mask" and value is not None and not isinstance(value, dict):
                 value = json.loads(value) if isinstance(value, str) and value else None  # (a dict was dropped)
@@ -207,7 +209,7 @@ class FaceRecord:
             elif name in ("face_index", "seed") and value is not None:
                 value = _whole(name, value)
             elif name == "masked" and value is not None:
-                value = _flag(value)
+                value = read_flag(value, "masked")  # (the text "False" was True)
             values[name] = value
         if values.get("source_key") is None:
             raise ValueError("a row needs the key of its input (source_key; key in a shard)")
@@ -220,24 +222,22 @@ def _missing(value) -> bool:
         type(value).__name__ in ("NAType", "NaTType")
 
 
-def _whole(name: str, value) -> int:
-    """A row's face index or seed: a whole number, or its text (a CSV row); 1.7 was face 1."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+def _whole(name: str, value) -> int | None:
+    """A row's face index or seed: a whole number, or its text (a CSV row; "3.0" where pandas wrote a
+    column with gaps as floats, "" for a gap); 1.7 was face 1."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return None
+        if text.lstrip("-").isdigit():
+            return int(text)
+        try:
+            value = float(text)
+        except ValueError:
+            pass
     if is_number(value) and float(value).is_integer():  # (2.0: pandas' float column of a column with gaps)
         return int(value)
     raise ValueError(f"{name} is a whole number, got {value!r}")
-
-
-def _flag(value) -> bool:
-    """A row's `masked`: a boolean, 1 or 0, or the text of one ("True", "false", "1": a CSV row); the
-    text "False" was True."""
-    if isinstance(value, (bool, np.bool_)) or (is_number(value) and value in (0, 1)):
-        return bool(value)
-    text = str(value).strip().lower() if isinstance(value, str) else None
-    if text in ("true", "1", "false", "0"):
-        return text in ("true", "1")
-    raise ValueError(f"masked is true or false, got {value!r}")
 
 
 def _plain(value):

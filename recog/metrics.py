@@ -96,9 +96,10 @@ def _check_scores_labels(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     s = np.asarray(scores)
     if np.iscomplexobj(s):  # float64 kept the real part with a warning only
         raise ValueError("scores must be real numbers, got complex ones")
-    if s.dtype.kind in "USO" and s.size and not all(isinstance(v, (int, float, np.number)) for v in s.reshape(-1)):
-        # text read as numbers ("0.1"), where labels given as text are refused
-        raise ValueError(f"scores must be numbers, got {s.reshape(-1)[0].item()!r}")
+    if s.dtype.kind in "USO":  # text was read as numbers ("0.1"), where labels given as text are refused
+        bad = [v for v in s.reshape(-1).tolist() if isinstance(v, (str, bytes)) or v is None]
+        if bad:
+            raise ValueError(f"scores must be numbers, got {bad[0]!r}")
     s = s.astype(np.float64)
     y = np.asarray(labels)
     if s.shape != y.shape and not (s.ndim <= 1 and y.ndim <= 1):

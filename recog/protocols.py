@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from maskgen.checks import read_flag
 from maskgen.seed import read_text
 
 _SEED_UNMASKED = re.compile(r"^\d+_\d+_.+_\d{4}(\.\w+)?$")
@@ -48,8 +49,13 @@ def masked_flags(keys, masked_rule: str = "seed") -> np.ndarray:
     masked names match (searched in the file name, not its folders)."""
     if masked_rule == "seed":
         return np.array([seed_is_masked(k) for k in keys], dtype=bool)
-    pattern = re.compile(check_masked_rule(masked_rule))
+    pattern = _pattern(masked_rule)
     return np.array([bool(pattern.search(PurePosixPath(str(k)).name)) for k in keys], dtype=bool)
+
+
+def _pattern(masked_rule) -> re.Pattern:
+    """A masked rule's regular expression: compiled already, or its text checked (`check_masked_rule`)."""
+    return masked_rule if isinstance(masked_rule, re.Pattern) else re.compile(check_masked_rule(masked_rule))
 
 
 def seed_is_masked(key: str) -> bool:
@@ -72,9 +78,10 @@ class Pairs:
 
     def __post_init__(self):
         labels = np.asarray(self.labels).reshape(-1)
-        wrong = labels[~np.isin(labels, (0, 1))] if labels.dtype.kind in "biuf" else labels
-        if wrong.size:  # (2 was kept as 2, and 0.7 cut to 0: an impostor pair)
-            raise ValueError(f"pair labels are 1 (genuine) or 0 (impostor), got {wrong[0].item()!r}")
+        wrong = labels[~np.isin(labels, (0, 1))].tolist() if labels.dtype.kind in "biuf" else \
+            [v for v in labels.tolist() if isinstance(v, str) or v not in (0, 1)]  # an object column's values
+        if wrong:  # (2 was kept as 2, and 0.7 cut to 0: an impostor pair)
+            raise ValueError(f"pair labels are 1 (genuine) or 0 (impostor), got {wrong[0]!r}")
         self.labels = labels.astype(np.int8)
         if not (len(self.a) == len(self.b) == len(self.labels)):
             raise ValueError("pairs need as many second images and labels as first images")
@@ -282,7 +289,7 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
     elif callable(masked_rule):
         flags = [bool(masked_rule(k)) for k in keys]
     elif masked_rule is not None:
-        pattern = re.compile(check_masked_rule(masked_rule))
+        pattern = _pattern(masked_rule)
         flags = [bool(pattern.search(PurePosixPath(k).name)) for k in keys]
     else:
         raise ValueError("give masked_column or masked_rule to tell masked from unmasked images")
@@ -290,24 +297,9 @@ def scan_dataset(keys, masked_column=None, masked_rule="seed") -> Dataset:
 
 
 def read_masked_flag(value) -> bool:
-    """A manifest's masked flag: booleans, 1 and 0, or yes/no words ("masked", "true", "0", ...)."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        if value != value:  # NaN: an empty cell as pandas and Parquet writers give it, not "masked"
-            return False
-        if value in (0, 1):
-            return bool(value)  # (2, -1 or 0.5 were masked, where the text "2" is refused)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    text = str(value).strip().lower()
-    # "1.0", "0.0": a CSV that pandas wrote from a flag column with gaps (a float column)
-    if text in ("1", "1.0", "true", "yes", "y", "masked", "mask"):
-        return True
-    if text in ("0", "0.0", "false", "no", "n", "unmasked", "", "none"):
-        return False
-    raise ValueError(f"cannot read {value!r} as a masked flag (1 or 0, true or false, yes or no, masked or "
-                     "unmasked)")
+    """A manifest's masked flag: booleans, 1 and 0, or yes/no words ("masked", "true", "0", ...):
+    `maskgen.checks.read_flag`, which `FaceRecord.from_row` reads its `masked` with too."""
+    return read_flag(value, "a masked flag")
 
 
 def masked_vs_unmasked_pairs(dataset: Dataset, impostors_per_probe: int | None = None, seed: int = 0) -> Pairs:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from maskgen.align import ARCFACE_112, FaceTemplate
-from maskgen.checks import is_whole
+from maskgen.checks import is_number, is_whole
 
 METADATA_KEY = "mfr.spec"
 CHANNEL_ORDERS = ("RGB", "BGR")
@@ -32,7 +32,7 @@ SIMILARITIES = ("cosine", "euclidean")
 def _number(value):
     """A JSON or TOML number as a float; anything else as given, to be refused naming the field (the
     text "128" was read as 128)."""
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    return float(value) if is_number(value) else value  # (NumPy's too: a spec built from arrays)
 
 
 def _pixels(value):
@@ -92,7 +92,7 @@ class ModelSpec:
         points = np.asarray(self.template, dtype=np.float64)
         if not (np.isfinite(points).all() and (points >= 0).all() and (points <= (w, h)).all()):
             # the landmarks are placed there: a point outside the crop leaves that part of the face out of it
-            raise ValueError(f"{self.name}: template points lie inside the {w}x{h} crop (input_size), got "
+            raise ValueError(f"{self.name}: template points must lie inside the {w}x{h} crop (input_size), got "
                              f"{[list(p) for p in self.template]}")
         if not is_whole(self.embedding_size) or self.embedding_size <= 0:
             raise ValueError(f"{self.name}: embedding_size must be a positive whole number, "

@@ -170,10 +170,11 @@ def test_a_profile_given_by_its_code_is_masked_on_its_own_side(detector, predict
     box, points = landmarks_to_face(landmarks)
     for style in ("surgical", "seed"):
         augmenter = Augmenter(AugmentOptions(style=style), detector=detector, predictor=predictor)
-        given, classified = (augmenter.mask_faces(image, "2.jpg", box[None], [1.0], points[None], landmarks[None],
-                                                  face_types=types)
-                             for types in ([FaceType.from_code("1_0")], None))
+        given, classified, by_code = (augmenter.mask_faces(image, "2.jpg", box[None], [1.0], points[None],
+                                                           landmarks[None], face_types=types)
+                                      for types in ([FaceType.from_code("1_0")], None, ["1_0"]))
         np.testing.assert_array_equal(given.image, classified.image)
+        np.testing.assert_array_equal(by_code.image, given.image)  # the code as given (was AttributeError)
         assert given.faces[0].face_type == "1_0" and (given.faces[0].yaw < -45) == (turned == "left")
         report = coverage_report(np.any(given.image != image, axis=-1), landmarks)
         assert report["nose_tip"] and report["mouth"], (style, report)

@@ -484,6 +484,12 @@ def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
     with pytest.raises(ValueError, match="scores must be numbers, got '0.5'"):  # read as 0.5, where text labels fail
         M.roc_curve(["0.5", *scores[1:].astype(str)], labels)
     assert M.roc_curve(scores.astype(object), labels).tar.tolist() == M.roc_curve(scores, labels).tar.tolist()
+    with pytest.raises(ValueError, match="scores must be numbers, got None"):  # (an AttributeError)
+        M.roc_curve([None, *scores[1:]], labels)
+    from decimal import Decimal
+
+    as_decimals = [Decimal(str(v)) for v in scores]
+    assert M.roc_curve(as_decimals, labels).tar.tolist() == M.roc_curve(scores, labels).tar.tolist()
     assert M.verification_summary(scores, labels, fars=0.1)["tar_at_far"].keys() == {"0.1"}  # was a TypeError
     with pytest.raises(ValueError, match="numbers in"):
         M.verification_summary(scores, labels, fars="0.1")

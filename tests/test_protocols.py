@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -110,6 +112,11 @@ def test_generated_protocols_from_a_folder_dataset():
         with pytest.raises(ValueError, match=f"pair labels are 1 \\(genuine\\) or 0 \\(impostor\\), got {wrong}"):
             P.Pairs(["a/1", "b/1"], ["c/1", "d/1"], labels)
     assert P.Pairs(["a/1"], ["b/1"], [True]).labels.tolist() == [1]
+    # what was taken before stays taken: an object column of 1/0 (pandas), a compiled rule
+    assert P.Pairs(["a/1", "b/1"], ["c/1", "d/1"], np.array([1, 0], dtype=object)).labels.tolist() == [1, 0]
+    compiled = P.scan_dataset(["x/img_masked.png", "x/img.png"], masked_rule=re.compile(r"_masked\."))
+    assert [i.masked for i in compiled.items] == [True, False]
+    assert P.masked_flags(["x/img_masked.png", "x/img.png"], re.compile(r"_masked\.")).tolist() == [True, False]
     for kwargs, why in (({"impostors_per_probe": -1}, "impostors_per_probe is a whole number of at least 1"),
                         ({"impostors_per_probe": 1.5}, "impostors_per_probe is a whole number"),
                         ({"seed": -1}, "seed is a whole number of at least 0, got -1")):

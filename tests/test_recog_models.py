@@ -505,7 +505,8 @@ def test_spec_validation():
                                ("mean", ["127.5", 127.5, 127.5], "mean and std need 3 finite numbers"),
                                ("template", [[1, 2], [3, 4], [5, 6], [7, 8], ["9", 1]], "template is 5"),
                                ("template", [[200, 200], [30, 30], [1, 1], [2, 2], [3, 3]],
-                                r"template points lie inside the 112x112 crop \(input_size\), got \[\[200.0, 200.0\]")):
+                                r"template points must lie inside the 112x112 crop \(input_size\), got "
+                                r"\[\[200.0, 200.0\]")):
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
 
@@ -543,6 +544,12 @@ def test_a_spec_file_that_is_refused_is_named(tmp_path):
     assert ModelSpec.from_json(sidecar).name == "arcface-112"
     assert ModelSpec.preset("arcface-112", name="m", mean=np.full(3, 127.5), input_size=np.array([112, 112])) == \
         ModelSpec.preset("arcface-112", name="m")
+    # and as Python numbers: the spec is JSON (the model id's hash, a model's metadata), and NumPy's
+    # int64 stayed in it, not JSON-able; a float32 template is a template
+    from_numpy = ModelSpec.preset("arcface-112", name="m", input_size=np.array([128, 128]),
+                                  template=np.asarray(ModelSpec.preset("arcface-112", name="m").template, np.float32))
+    assert json.loads(json.dumps(from_numpy.to_dict()))["input_size"] == [128, 128]
+    assert all(type(v) is int for v in from_numpy.input_size)
     # an input name the model lacks is the spec's: where that spec came from is said, as for its other fields
     named = tmp_path / "named.onnx"
     _tiny_model(named)

@@ -77,13 +77,23 @@ def test_rows_a_user_writes_by_hand_read_back_or_are_refused_in_words():
     nullable = pd.DataFrame({"source_key": ["a.jpg"], "masked": [None], "seed": [None]}).convert_dtypes()
     assert FaceRecord.from_row(nullable.to_dict("records")[0]) == FaceRecord(source_key="a.jpg")
     for row, why in (({"source_key": "a.jpg", "face_index": 1.7}, "face_index is a whole number, got 1.7"),
-                     ({"source_key": "a.jpg", "masked": "maybe"}, "masked is true or false, got 'maybe'"),
-                     ({"source_key": "a.jpg", "masked": 2}, "masked is true or false, got 2"),
+                     ({"source_key": "a.jpg", "masked": "maybe"}, "cannot read 'maybe' as masked"),
+                     ({"source_key": "a.jpg", "masked": 2}, "cannot read 2 as masked"),
+                     ({"source_key": "a.jpg", "seed": "x"}, "seed is a whole number, got 'x'"),
                      ({"key": "a.jpg", "source_key": "b.jpg"}, "a row gives source_key twice, 'a.jpg' and 'b.jpg'"),
                      ({"face_index": 0}, "a row needs the key of its input")):
         with pytest.raises(ValueError, match=why):
             FaceRecord.from_row(row)
     assert FaceRecord.from_row({"source_key": "a.jpg", "face_index": 2.0}).face_index == 2  # pandas' float column
+    # a real manifest's scalar columns through pandas' CSV writer and csv.DictReader: empty cells, floats
+    # as "7.0"
+    rows = records_table([face, face.with_(face_index=1, masked=False, mask=None, seed=None)], "manifest")
+    frame = rows.to_pandas()[["source_key", "face_index", "masked", "seed", "message", "mask"]]
+    frame["seed"] = frame["seed"].astype(float)  # a column with a gap, as pandas holds it
+    read = [FaceRecord.from_row(r) for r in csv.DictReader(io.StringIO(frame.to_csv(index=False)))]
+    assert [(r.face_index, r.masked, r.seed) for r in read] == [(0, True, 7), (1, False, None)]
+    # a gap beside the other spelling of the key is no second key (an outer merge of manifest and shards)
+    assert FaceRecord.from_row({"source_key": "a.jpg", "key": None}).source_key == "a.jpg"
     numpy_mask = a_face(mask={"style": "mine", "width": np.int64(4), "tint": np.float32(0.5), "rgb": np.arange(3)})
     assert FaceRecord.from_row(numpy_mask.to_row("manifest")).mask == {"style": "mine", "width": 4, "tint": 0.5,
                                                                         "rgb": [0, 1, 2]}
