@@ -341,6 +341,22 @@ def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_not
     assert main(["score", str(probes), str(gallery), str(out)]) == 0 and (out / "report.json").is_file()
 
 
+def test_a_report_into_an_s3_prefix_holding_a_dataset_is_refused_and_hidden_objects_do_not_count(bucket, tmp_path):
+    """The S3 side of `mfr score`'s output check: a prefix holding photos is refused before any shard is
+    read; one holding only a hidden object (.DS_Store) is no dataset, and the job goes on to its shards."""
+    from jobs.score import run_score
+
+    open_store(f"s3://{bucket}/ds").write("p/a.jpg", b"photo")
+    open_store(f"s3://{bucket}/rep").write(".DS_Store", b"")
+    shards = (str(tmp_path / "p"), str(tmp_path / "g"))  # none there: read only after the output is checked
+    with pytest.raises(ValueError, match=f"the output s3://{bucket}/ds already holds files that are not a "
+                                         "report's \\(p\\)"):
+        run_score(*shards, f"s3://{bucket}/ds")
+    with pytest.raises(FileNotFoundError, match="no embedding shards"):
+        run_score(*shards, f"s3://{bucket}/rep")
+    assert open_store(f"s3://{bucket}/ds").list() == ["p/a.jpg"]
+
+
 def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_writing_nothing(face_photos, tmp_path,
                                                                                             capsys):
     """`mfr mask IN IN` (however the folder is spelled) once wrote images/, crops/, manifest/ and its
