@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskgen.checks import is_whole
+from maskgen.checks import is_number, is_whole
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class FaceTemplate:
         height = width if height is None else height
         if not (is_whole(width) and is_whole(height) and width > 0 and height > 0):
             raise ValueError(f"template size must be whole numbers of pixels above 0, got {width!r}x{height!r}")
-        if not 0 <= padding < float("inf"):  # NaN too
+        if not (is_number(padding) and 0 <= padding < float("inf")):  # NaN too; True was 1, "0.1" a TypeError
             raise ValueError(f"padding must be a finite number >= 0, got {padding}")
         scale = height / self.height / (1.0 + 2.0 * padding)
         centre_src = np.array([self.width / 2.0, self.height / 2.0])
@@ -109,8 +109,22 @@ def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, template: FaceTemplate = ARCFACE_112,
                border_value: int = 0) -> np.ndarray:
-    """The aligned `template.height` x `template.width` crop of one face (bilinear, black outside the image)."""
-    matrix = alignment_matrix(landmarks, template)
+    """The aligned `template.height` x `template.width` crop of one face (bilinear, black outside the
+    image). The image is RGB uint8 (`check_rgb`: a grey, RGBA or float one gave a crop of its own kind,
+    an empty one OpenCV's error), the landmarks 5 finite (x, y) points, `border_value` 0 to 255."""
+    from maskgen.decode import check_rgb
+
+    check_rgb(image)
+    if not isinstance(template, FaceTemplate):
+        raise ValueError(f"template is a FaceTemplate (e.g. ARCFACE_112, or ARCFACE_112.resized(w, h)), got "
+                         f"{template!r}")
+    points = np.asarray(landmarks, dtype=np.float64)
+    if points.size != 10 or not np.isfinite(points).all():
+        raise ValueError(f"a face's landmarks here are its 5 finite (x, y) points, got shape {points.shape}"
+                         + (" (68 points: maskgen.facetype.five_points gives the 5)" if points.size == 136 else ""))
+    if not (is_whole(border_value) and 0 <= border_value <= 255):
+        raise ValueError(f"border_value is a whole number from 0 to 255, got {border_value!r}")
+    matrix = alignment_matrix(points, template)
     return cv2.warpAffine(image, matrix, (template.width, template.height), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(border_value,) * 3)
 

@@ -47,10 +47,16 @@ class DetectorOptions:
     max_candidates: int = 0
 
     def __post_init__(self):
-        if len(self.thresholds) != 3 or not all(is_number(t) and 0.0 <= t <= 1.0 for t in self.thresholds):
-            raise ValueError(f"thresholds must be three probabilities, got {self.thresholds}")
-        if len(self.nms_thresholds) != 4 or not all(is_number(t) and 0.0 < t <= 1.0 for t in self.nms_thresholds):
-            raise ValueError(f"nms_thresholds must be four overlaps in (0, 1], got {self.nms_thresholds}")
+        for name, n, low in (("thresholds", 3, "[0, 1]"), ("nms_thresholds", 4, "(0, 1]")):
+            values = getattr(self, name)
+            if not isinstance(values, (tuple, list, np.ndarray)) or len(values) != n or not all(
+                    is_number(t) and (0.0 <= t if low[0] == "[" else 0.0 < t) and t <= 1.0 for t in values):
+                # (0.5 or None was len()'s TypeError)
+                raise ValueError(f"{name} must be {n} numbers in {low}, got {values!r}")
+            object.__setattr__(self, name, tuple(float(t) for t in values))  # a list: hashable, equal to the tuple
+        for name in ("min_face_size", "scale_factor"):  # ("20" or None was a TypeError in the pyramid)
+            if not is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not is_whole(self.max_candidates) or self.max_candidates < 0:
             raise ValueError(f"max_candidates must be a whole number >= 0, got {self.max_candidates!r}")
         B.pyramid_scales(100, 100, self.min_face_size, self.scale_factor)  # validates both
@@ -121,6 +127,10 @@ class MTCNN(MadeAgainWhereUnpickled):
         from maskgen.runtime import create_session
 
         self.options = options or DetectorOptions()
+        if not isinstance(self.options, DetectorOptions):  # a dict failed at the first image
+            raise ValueError(f"options are a DetectorOptions, got {type(options).__name__}")
+        if threads is not None and (not is_whole(threads) or threads < 1):
+            raise ValueError(f"threads must be a whole number >= 1 (or None: ONNX Runtime's choice), got {threads!r}")
         if not is_whole(max_patches_per_call) or max_patches_per_call < 1:  # failed at the first image
             raise ValueError(f"max_patches_per_call must be a whole number >= 1, got {max_patches_per_call!r}")
         self.max_patches_per_call = max_patches_per_call

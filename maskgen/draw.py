@@ -5,6 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from maskgen.checks import check_colour, is_whole
+
 # One colour per landmark, in LANDMARK_NAMES order (RGB).
 _POINT_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 220, 0), (255, 64, 255), (0, 230, 230))
 
@@ -35,13 +37,17 @@ def contact_sheet(originals, masked, columns: int = 5, cell: int = 112, gap: int
     Pairs fill `columns` per band; each band is a row of originals with the masked row beneath.
     Every picture is resized to `cell` x `cell` (aspect kept, centred). Returns an RGB array.
     """
-    originals, masked = list(originals), list(masked)
+    # one image given alone is one pair (its rows were taken for images: "100 originals but 50 masked")
+    originals, masked = ([x] if isinstance(x, np.ndarray) and x.ndim in (2, 3) else list(x)
+                         for x in (originals, masked))
     if len(originals) != len(masked):
         raise ValueError(f"{len(originals)} originals but {len(masked)} masked images")
     if not originals:
         raise ValueError("nothing to put on a contact sheet")
-    if columns < 1 or cell < 8:
-        raise ValueError("columns must be >= 1 and cell >= 8")
+    for name, value, least in (("columns", columns, 1), ("cell", cell, 8), ("gap", gap, 0)):
+        if not is_whole(value) or value < least:  # (2.5 and -5 were TypeErrors and numpy's broadcast errors)
+            raise ValueError(f"{name} is a whole number of at least {least}, got {value!r}")
+    background = check_colour(background, "background")
     columns = min(columns, len(originals))
     bands = -(-len(originals) // columns)
     width = columns * cell + (columns + 1) * gap
@@ -65,6 +71,8 @@ def _fit(image: np.ndarray, cell: int, background) -> np.ndarray:
         raise ValueError(f"contact_sheet takes RGB (or grey) uint8 images, got {image.dtype} {image.shape}")
     image = image[:, :, :3]  # RGBA: its colour (the sheet is opaque)
     h, w = image.shape[:2]
+    if not h or not w:  # (a ZeroDivisionError)
+        raise ValueError(f"contact_sheet was given an image with no pixels: shape {image.shape}")
     scale = cell / max(h, w)
     nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR

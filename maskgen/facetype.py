@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face
+from maskgen.checks import is_number
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class FaceTypeOptions:
     blur_threshold: float = 0.75
 
     def __post_init__(self):
+        for name in ("profile_yaw", "blur_threshold"):  # (True was 1 degree, "45" a TypeError)
+            if not is_number(getattr(self, name)):
+                raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
         if not 0 < self.profile_yaw <= 90:
             raise ValueError(f"profile_yaw must be in (0, 90] degrees, got {self.profile_yaw}")
         if not 0 < self.blur_threshold < 1:
@@ -140,6 +144,8 @@ def classify_face(image: np.ndarray, landmarks68: np.ndarray,
     from maskgen.decode import check_rgb
 
     check_rgb(image)  # a grey image failed inside OpenCV ("Bad number of channels"), a float one passed
+    if not isinstance(options, FaceTypeOptions):  # a dict failed on its first attribute
+        raise ValueError(f"options are a FaceTypeOptions, got {type(options).__name__}")
     landmarks68 = face_landmarks(landmarks68, "a face type is read")  # 5 points were numpy's reshape error
     yaw = yaw_degrees(landmarks68)
     blur = face_blur(image, landmarks68)

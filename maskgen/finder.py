@@ -83,11 +83,12 @@ class FinderOptions:
         return cls(**{**presets[kind], **{k: v for k, v in overrides.items() if v is not None}})
 
     def __post_init__(self):
-        if self.detector not in DETECTORS or self.crop_detector not in DETECTORS[:2]:
-            raise ValueError(f"detectors must be one of {DETECTORS}")
+        for name, allowed in (("detector", DETECTORS), ("crop_detector", DETECTORS[:2])):
+            if not isinstance(getattr(self, name), str) or getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.crop_mode not in CROP_MODES:
             raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {self.crop_mode!r}")
-        if self.pad_border not in PAD_BORDERS:
+        if not isinstance(self.pad_border, str) or self.pad_border not in PAD_BORDERS:  # (a list: unhashable)
             raise ValueError(f"pad_border must be one of {tuple(PAD_BORDERS)}")
         if not (is_number(self.pad) and 0 < self.pad <= 2):  # True was a pad of 1, "0.3" a TypeError
             raise ValueError(f"pad must be a number in (0, 2], got {self.pad!r}")
@@ -104,6 +105,9 @@ class FinderOptions:
 class FaceFinder:
     def __init__(self, options: FinderOptions | None = None, mtcnn=None, yunet=None, device: str = "auto"):
         self.options = options or FinderOptions()
+        if not isinstance(self.options, FinderOptions):  # a dict failed at the first image
+            raise ValueError(f"options are a FinderOptions (e.g. FinderOptions.for_inputs('photos')), got "
+                             f"{type(options).__name__}")
         self.device = device
         # Detectors are made on first use: the crop path's YuNet costs nothing until a crop shows up.
         self._made = {name: d for name, d in (("mtcnn", mtcnn), ("yunet", yunet)) if d is not None}
@@ -149,6 +153,10 @@ class FaceFinder:
         kept as found. An image in which none is found is first looked at turned a half turn, then a
         quarter turn each way, until a turn finds faces. `source` then ends in `+turned90`,
         `+turned180` or `+turned270`: how far the face is turned clockwise from upright."""
+        from maskgen.decode import check_rgb
+
+        for image in images:  # before the crop path pads it (an empty one was OpenCV's error there)
+            check_rgb(image)
         found = self._find_upright(images)
         if not self.options.turned:
             return found
@@ -437,6 +445,8 @@ def alignment_points(points5, landmarks68=None, mode: str = "auto", locate_eyes=
     `locate_eyes()` when given (a maskgen.eyes.EyeLocator's estimate, steadiest under a mask; only
     called when the eyes are used), else from the 68-point eye contours, else from the detector."""
     pts = np.asarray(points5, dtype=np.float64).reshape(5, 2)
+    if not np.isfinite(pts).all():  # (five-point alignment passed NaN points on)
+        raise ValueError(f"a face's 5 points are finite numbers, got {pts.reshape(-1).tolist()}")
     if mode not in ALIGNMENTS:
         raise ValueError(f"alignment mode must be one of {ALIGNMENTS}, got {mode!r}")
     if mode == "five-point" or (mode == "auto" and plausible_five_points(pts)[0]):

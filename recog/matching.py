@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskgen.checks import check_flag, is_whole
+
 UPPER_FILL = 128  # mid-grey: no edge, no colour, the same for every model and face
 
 
@@ -31,6 +33,8 @@ class MatchingMode:
     region: str = "full"  # or "upper"
 
     def __post_init__(self):
+        for flag in ("masked_gallery", "flip"):  # ("no" was a true flip)
+            check_flag(flag, getattr(self, flag))
         if self.region not in ("full", "upper"):
             raise ValueError(f"region must be 'full' or 'upper', got {self.region!r}")
 
@@ -53,6 +57,8 @@ def mode_from_name(name: str) -> MatchingMode:
 def mask_line(template_points, height: int) -> int:
     """Row of an aligned crop where a mask's top edge runs: 40 % of the way from the eye line down to
     the nose tip, i.e. over the nose bridge, where the seed's polygon starts (landmark 28)."""
+    if not is_whole(height) or height < 1:  # (0 gave row 0, outside the [1, height] it clips to)
+        raise ValueError(f"height is the crop's height in whole pixels, at least 1, got {height!r}")
     pts = np.asarray(template_points, dtype=np.float64).reshape(5, 2)
     eyes_y, nose_y = pts[:2, 1].mean(), pts[2, 1]
     return int(np.clip(round(eyes_y + 0.4 * (nose_y - eyes_y)), 1, height))
@@ -95,7 +101,14 @@ def znorm_on_impostors(matrix: np.ndarray, mated: np.ndarray) -> np.ndarray:
 
 
 def fuse_matrices(matrices: list[np.ndarray], mated: np.ndarray) -> np.ndarray:
-    """The mean of several models' z-normalised score matrices (higher means more alike)."""
-    if not matrices:
+    """The mean of several models' z-normalised score matrices, each of scores that are higher for
+    faces more alike (a Euclidean model's distances negated). `matrices`: a list of (P, G) arrays,
+    or one (k, P, G) array."""
+    if isinstance(matrices, np.ndarray):  # (was numpy's "truth value of an array is ambiguous")
+        if matrices.ndim != 3:
+            raise ValueError(f"matrices are a list of (probes, gallery) score matrices or one (k, probes, gallery) "
+                             f"array, got an array of shape {matrices.shape}")
+        matrices = list(matrices)
+    if not len(matrices):
         raise ValueError("nothing to fuse")
     return np.mean([znorm_on_impostors(m, mated) for m in matrices], axis=0).astype(np.float32)

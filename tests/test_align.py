@@ -96,3 +96,16 @@ def test_align_faces_stacks_and_handles_none(detector, face_photos):
     stack = align_faces(image, [f.points for f in faces])
     assert stack.shape == (len(faces), 112, 112, 3)
     assert align_faces(image, []).shape == (0, 112, 112, 3)
+    # what a stage is given is checked as every stage checks it: a grey, RGBA or float image gave a
+    # crop of its own kind, an empty one, a template named in text or 68 points errors of OpenCV or NumPy
+    points = faces[0].points
+    for call, why in ((lambda: align_face(image[:, :, 0], points), "RGB uint8"),
+                      (lambda: align_face(image.astype(np.float32) / 255, points), "RGB uint8"),
+                      (lambda: align_face(np.zeros((0, 0, 3), np.uint8), points), "no pixels"),
+                      (lambda: align_face(image, points, "arcface"), "template is a FaceTemplate"),
+                      (lambda: align_face(image, np.zeros((68, 2))), "5 finite \\(x, y\\) points.*68 points"),
+                      (lambda: align_face(image, np.full((5, 2), np.nan)), "5 finite"),
+                      (lambda: align_face(image, points, border_value=300), "border_value is a whole number"),
+                      (lambda: ARCFACE_112.resized(112, padding=True), "padding must be a finite number")):
+        with pytest.raises(ValueError, match=why):
+            call()

@@ -137,6 +137,16 @@ def test_bad_input_and_options_are_refused(detector):
     assert DetectorOptions(min_face_size=6).min_face_size == 6  # small faces: the image is enlarged twice
     with pytest.raises(ValueError, match="max_patches_per_call"):  # "range() arg 3 must not be zero", first image
         MTCNN(max_patches_per_call=0)
+    # options of the wrong type named (len()'s and the pyramid's TypeErrors), a list taken as the tuple
+    for field, value in (("thresholds", 0.5), ("thresholds", None), ("min_face_size", "20"), ("scale_factor", None)):
+        with pytest.raises(ValueError, match=field):
+            DetectorOptions(**{field: value})
+    listed = DetectorOptions(thresholds=[0.6, 0.7, 0.8])
+    assert listed == DetectorOptions() and hash(listed) == hash(DetectorOptions())
+    for call, why in ((lambda: MTCNN({"min_face_size": 40}), "options are a DetectorOptions, got dict"),
+                      (lambda: MTCNN(threads=-1), "threads must be a whole number >= 1")):
+        with pytest.raises(ValueError, match=why):
+            call()
 
 
 def test_version_names_the_weights(detector):

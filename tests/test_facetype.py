@@ -79,6 +79,11 @@ def test_profile_threshold_is_an_option():
         FaceTypeOptions(profile_yaw=0)
     with pytest.raises(ValueError):
         FaceTypeOptions(blur_threshold=1.5)
+    for value in (True, "45", None):  # True was 1 degree, the others TypeErrors
+        with pytest.raises(ValueError, match="profile_yaw must be a number"):
+            FaceTypeOptions(profile_yaw=value)
+    with pytest.raises(ValueError, match="options are a FaceTypeOptions, got dict"):
+        classify_face(image, frontal.landmarks, {"profile_yaw": 30})
 
 
 def test_blur_score_extremes_and_codes():

@@ -48,6 +48,12 @@ def test_crop_mode_finds_tight_crops_of_masked_faces(detector, yunet, shared_dat
         x1, y1, x2, y2 = faces[0].box
         assert 0 <= x1 < x2 <= 127 and 0 <= y1 < y2 <= 127
         assert (x2 - x1) > 50  # the face fills much of the crop
+    # what the crop path is given is checked as the plain path checks it, before it pads: an empty
+    # image was OpenCV's error, a grey one's shape the padded one's
+    for wrong, why in ((np.zeros((0, 5, 3), np.uint8), "image has no pixels: shape \\(0, 5, 3\\)"),
+                       (crops[0][:, :, 0], "got uint8 \\(128, 128\\)"), (crops[0].tolist(), "got list")):
+        with pytest.raises(ValueError, match=why):
+            finder.find(wrong)
 
 
 def test_auto_mode_takes_the_crop_path_only_for_crops(detector, yunet, face_photos):
@@ -104,10 +110,18 @@ def test_eye_alignment_keeps_the_eyes_and_follows_the_template():
 def test_options_are_validated():
     with pytest.raises(ValueError, match="crop_mode"):
         FinderOptions(crop_mode="sometimes")
-    with pytest.raises(ValueError, match="detectors"):
+    with pytest.raises(ValueError, match="detector must be one of \\('mtcnn', 'yunet', 'both'\\), got 'haar'"):
         FinderOptions(detector="haar")
-    with pytest.raises(ValueError, match="pad_border"):
-        FinderOptions(pad_border="mirror")
+    # the option named, and what it takes ('both' was listed as allowed for crop_detector)
+    with pytest.raises(ValueError, match="crop_detector must be one of \\('mtcnn', 'yunet'\\), got 'both'"):
+        FinderOptions(crop_detector="both")
+    for border in ("mirror", ["black"]):  # a list was "unhashable type"
+        with pytest.raises(ValueError, match="pad_border"):
+            FinderOptions(pad_border=border)
+    with pytest.raises(ValueError, match="options are a FinderOptions"):  # a dict failed at the first image
+        FaceFinder({"crop_mode": "on"})
+    with pytest.raises(ValueError, match="5 points are finite numbers"):  # five-point alignment passed NaN on
+        alignment_points(np.full((5, 2), np.nan), mode="five-point")
     for fill in (float("nan"), 5, True):  # the crop path never ran
         with pytest.raises(ValueError, match="auto_fill"):
             FinderOptions(auto_fill=fill)

@@ -475,6 +475,18 @@ def test_contact_sheet_puts_originals_over_masked():
     np.testing.assert_array_equal(mixed[116:228, 2:114], masked[0])
     with pytest.raises(ValueError, match="contact_sheet takes RGB \\(or grey\\) uint8 images, got float64"):
         contact_sheet([np.zeros((8, 8, 3))], [np.zeros((8, 8, 3))])
+    # one pair given as arrays is one pair (its rows were taken for images), and what was a
+    # ZeroDivisionError, a broadcast error, TypeErrors or an OverflowError is said
+    np.testing.assert_array_equal(contact_sheet(originals[0], masked[0]), contact_sheet(originals[:1], masked[:1]))
+    for kwargs, why in (({"gap": -5}, "gap is a whole number of at least 0"),
+                        ({"columns": 2.5}, "columns is a whole number of at least 1"),
+                        ({"cell": 112.5}, "cell is a whole number of at least 8"),
+                        ({"background": (300, 0, 0)}, "background is three whole numbers from 0 to 255"),
+                        ({"background": "red"}, "background is three whole numbers")):
+        with pytest.raises(ValueError, match=why):
+            contact_sheet(originals, masked, **kwargs)
+    with pytest.raises(ValueError, match="an image with no pixels: shape \\(0, 0, 3\\)"):
+        contact_sheet([np.zeros((0, 0, 3), np.uint8)], masked[:1])
 
 
 def test_the_contact_shadow_falls_towards_the_chin_whichever_way_up_the_face_is(shared_faces_68):

@@ -56,6 +56,10 @@ def test_fusion_puts_different_scales_on_one_footing():
     expected = (znorm_on_impostors(cosine, mated) + znorm_on_impostors(distance_scores, mated)) / 2
     np.testing.assert_allclose(fused, expected, rtol=1e-5)
     assert fused[mated].min() > np.median(fused[~mated])
+    # the matrices as one stacked array (was numpy's "truth value ... is ambiguous"), or one alone: said
+    np.testing.assert_allclose(fuse_matrices(np.stack([cosine, distance_scores]), mated), fused)
+    with pytest.raises(ValueError, match="one \\(k, probes, gallery\\) array, got an array of shape \\(20, 20\\)"):
+        fuse_matrices(cosine, mated)
 
 
 def test_modes_by_name():
@@ -63,6 +67,12 @@ def test_modes_by_name():
     assert mode_from_name("flip").flip and mode_from_name("upper-face").region == "upper"
     with pytest.raises(ValueError, match="unknown matching mode"):
         mode_from_name("sunglasses")
+    from recog.matching import MatchingMode
+
+    with pytest.raises(ValueError, match="flip is True or False, got 'no'"):  # a true flip
+        MatchingMode("mine", flip="no")
+    with pytest.raises(ValueError, match="height is the crop's height in whole pixels"):
+        mask_line(ARCFACE_112.points, 0)
 
 
 def test_only_masked_gallery_draws_a_mask_and_upper_face_follows_a_tall_crop():
