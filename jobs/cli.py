@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--lists", nargs=2, metavar=("GALLERY", "PROBES"),
                    help="identification lists (one image path per line, the seed's Protocol_identification files)")
     v.add_argument("--masked-rule", default="seed",
-                   help="without --pairs or --lists, which images are the masked probes when the input is a folder: "
+                   help="without --pairs or --lists, which images are the masked probes when the input is a folder "
+                        "or a manifest without a masked column: "
                         "seed (the seed's naming: unmasked files are <A>_<B>_<person>_<4 digits>) or a regular "
                         "expression masked file names match (default seed; a manifest's masked column wins)")
     retry_option(v)
