@@ -184,7 +184,10 @@ def test_cli_run_and_refusals(ray_runtime, shared_data, tmp_path, capsys):
     assert f"markdown: {out / 'report' / 'report.md'}" in printed.out and printed.err.count("img/s") == 0
     report_time = (out / "report" / "report.json").stat().st_mtime_ns
     figures = figure_lines(printed.out)
-    assert len(figures) == 2 and figures[1].startswith("  sface  TAR@FAR=0.01"), figures
+    assert len(figures) == 3 and figures[1].startswith("  sface  TAR@FAR=0.01   n/a %"), figures
+    # why it reads n/a, under the figures (said in report.md alone before)
+    assert figures[2] == "  TAR@FAR=0.01 reads n/a: FAR 0.01 is below 1 / impostors = 0.5: 2 impostor pairs cannot " \
+                         "measure it.", figures
 
     # a rerun skips the done work, keeps the report, and shows progress bars unless --quiet; finding
     # nothing to do, it starts no actor pool (whose models would load for no input)

@@ -138,7 +138,9 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
                  str(tmp_path / "dlib-resnet" / "g"), "--fuse", "a,b"]) == 0
     again = capsys.readouterr().out.splitlines()
     assert again[:len(figures)] == figures and again[len(figures)].startswith("report up to date"), again
-    assert len(figures) == 7 and json.loads((tmp_path / "report" / "report.json").read_text()) == body
+    # 3 methods, why their TAR reads n/a, 3 paired comparisons
+    assert len(figures) == 8 and figures[4].startswith("  TAR@FAR=0.01 reads n/a")
+    assert json.loads((tmp_path / "report" / "report.json").read_text()) == body
     # the reducer on Ray tasks, the gallery cut into parts of 3 entries (identities split between
     # parts), gives the same figures for each model (cosine and Euclidean) and for their fusion
     assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "report-d"),
