@@ -132,6 +132,9 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: FaceTemplate 
 def align_faces(image: np.ndarray, landmarks: list[np.ndarray] | np.ndarray,
                 template: FaceTemplate = ARCFACE_112) -> np.ndarray:
     """Aligned crops of several faces of one image, stacked as (N, H, W, C)."""
+    from maskgen.decode import check_rgb
+
+    check_rgb(image)  # with no face as with several
     crops = [align_face(image, lm, template) for lm in landmarks]
     if not crops:
         return np.zeros((0, template.height, template.width, *image.shape[2:3]), dtype=image.dtype)

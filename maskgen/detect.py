@@ -126,11 +126,11 @@ class MTCNN(MadeAgainWhereUnpickled):
         from maskgen.mtcnn_graphs import build_bytes, cached_models
         from maskgen.runtime import create_session
 
-        self.options = options or DetectorOptions()
-        if not isinstance(self.options, DetectorOptions):  # a dict failed at the first image
+        if options is not None and not isinstance(options, DetectorOptions):  # a dict failed at the first image
             raise ValueError(f"options are a DetectorOptions, got {type(options).__name__}")
-        if threads is not None and (not is_whole(threads) or threads < 1):
-            raise ValueError(f"threads must be a whole number >= 1 (or None: ONNX Runtime's choice), got {threads!r}")
+        self.options = options or DetectorOptions()
+        if threads is not None and (not is_whole(threads) or threads < 0):
+            raise ValueError(f"threads must be a whole number >= 0 (0 or None: one per CPU), got {threads!r}")
         if not is_whole(max_patches_per_call) or max_patches_per_call < 1:  # failed at the first image
             raise ValueError(f"max_patches_per_call must be a whole number >= 1, got {max_patches_per_call!r}")
         self.max_patches_per_call = max_patches_per_call

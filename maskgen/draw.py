@@ -38,8 +38,8 @@ def contact_sheet(originals, masked, columns: int = 5, cell: int = 112, gap: int
     Every picture is resized to `cell` x `cell` (aspect kept, centred). Returns an RGB array.
     """
     # one image given alone is one pair (its rows were taken for images: "100 originals but 50 masked")
-    originals, masked = ([x] if isinstance(x, np.ndarray) and x.ndim in (2, 3) else list(x)
-                         for x in (originals, masked))
+    originals, masked = ([x] if isinstance(x, np.ndarray) and (x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (3, 4)))
+                         else list(x) for x in (originals, masked))
     if len(originals) != len(masked):
         raise ValueError(f"{len(originals)} originals but {len(masked)} masked images")
     if not originals:
@@ -47,7 +47,8 @@ def contact_sheet(originals, masked, columns: int = 5, cell: int = 112, gap: int
     for name, value, least in (("columns", columns, 1), ("cell", cell, 8), ("gap", gap, 0)):
         if not is_whole(value) or value < least:  # (2.5 and -5 were TypeErrors and numpy's broadcast errors)
             raise ValueError(f"{name} is a whole number of at least {least}, got {value!r}")
-    background = check_colour(background, "background")
+    # a grey level (0 to 255) or an (R, G, B) colour
+    background = check_colour((background,) * 3 if is_whole(background) else background, "background")
     columns = min(columns, len(originals))
     bands = -(-len(originals) // columns)
     width = columns * cell + (columns + 1) * gap

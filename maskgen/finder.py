@@ -104,10 +104,10 @@ class FinderOptions:
 
 class FaceFinder:
     def __init__(self, options: FinderOptions | None = None, mtcnn=None, yunet=None, device: str = "auto"):
-        self.options = options or FinderOptions()
-        if not isinstance(self.options, FinderOptions):  # a dict failed at the first image
+        if options is not None and not isinstance(options, FinderOptions):  # a dict failed at the first image
             raise ValueError(f"options are a FinderOptions (e.g. FinderOptions.for_inputs('photos')), got "
                              f"{type(options).__name__}")
+        self.options = options or FinderOptions()
         self.device = device
         # Detectors are made on first use: the crop path's YuNet costs nothing until a crop shows up.
         self._made = {name: d for name, d in (("mtcnn", mtcnn), ("yunet", yunet)) if d is not None}
@@ -445,11 +445,11 @@ def alignment_points(points5, landmarks68=None, mode: str = "auto", locate_eyes=
     `locate_eyes()` when given (a maskgen.eyes.EyeLocator's estimate, steadiest under a mask; only
     called when the eyes are used), else from the 68-point eye contours, else from the detector."""
     pts = np.asarray(points5, dtype=np.float64).reshape(5, 2)
-    if not np.isfinite(pts).all():  # (five-point alignment passed NaN points on)
-        raise ValueError(f"a face's 5 points are finite numbers, got {pts.reshape(-1).tolist()}")
     if mode not in ALIGNMENTS:
         raise ValueError(f"alignment mode must be one of {ALIGNMENTS}, got {mode!r}")
     if mode == "five-point" or (mode == "auto" and plausible_five_points(pts)[0]):
+        if not np.isfinite(pts).all():  # (passed on as they were; the eyes' modes take the eyes from elsewhere)
+            raise ValueError(f"a face's 5 points are finite numbers, got {pts.reshape(-1).tolist()}")
         return pts, "five-point"
     if locate_eyes is not None:
         left, right = np.asarray(locate_eyes(), dtype=np.float64).reshape(2, 2)

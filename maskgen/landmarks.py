@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskgen.checks import is_whole
+from maskgen.checks import is_number
 from maskgen.decode import check_rgb
 from maskgen.runtime import MadeAgainWhereUnpickled
 
@@ -241,10 +241,11 @@ class LandmarkPredictor(MadeAgainWhereUnpickled):
         pushed over its forehead, and the mask drawn across an eye.)"""
         check_rgb(image)
         boxes, points5 = checked_boxes(*faces_as_boxes(boxes, points5), image.shape)
-        if turns is not None and (np.ndim(turns) != 1 or not all(is_whole(k) and 0 <= k <= 3 for k in turns)):
+        if turns is not None and (np.ndim(turns) != 1 or not all(
+                is_number(k) and float(k).is_integer() and -3 <= k <= 3 for k in turns)):
             # (90, degrees as `source` names them, was a half turn; 1.5 one turn; a lone 0 not iterable)
-            raise ValueError(f"turns are quarter turns, one whole number from 0 to 3 per box, got {turns!r}")
-        turns = [0] * len(boxes) if turns is None else [int(k) for k in turns]
+            raise ValueError(f"turns are quarter turns, one whole number from -3 to 3 per box, got {turns!r}")
+        turns = [0] * len(boxes) if turns is None else [int(k) % 4 for k in turns]
         if len(turns) != len(boxes):
             raise ValueError(f"turns: one per box, got {len(turns)} for {len(boxes)} boxes")
         squares = self.mapping.apply(boxes)

@@ -108,7 +108,7 @@ def fuse_matrices(matrices: list[np.ndarray], mated: np.ndarray) -> np.ndarray:
         if matrices.ndim != 3:
             raise ValueError(f"matrices are a list of (probes, gallery) score matrices or one (k, probes, gallery) "
                              f"array, got an array of shape {matrices.shape}")
-        matrices = list(matrices)
-    if not len(matrices):
+    matrices = list(matrices)  # (a generator too)
+    if not matrices:
         raise ValueError("nothing to fuse")
     return np.mean([znorm_on_impostors(m, mated) for m in matrices], axis=0).astype(np.float32)

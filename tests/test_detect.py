@@ -144,7 +144,8 @@ def test_bad_input_and_options_are_refused(detector):
     listed = DetectorOptions(thresholds=[0.6, 0.7, 0.8])
     assert listed == DetectorOptions() and hash(listed) == hash(DetectorOptions())
     for call, why in ((lambda: MTCNN({"min_face_size": 40}), "options are a DetectorOptions, got dict"),
-                      (lambda: MTCNN(threads=-1), "threads must be a whole number >= 1")):
+                      (lambda: MTCNN({}), "options are a DetectorOptions, got dict"),
+                      (lambda: MTCNN(threads=-1), "threads must be a whole number >= 0 \\(0 or None: one per CPU\\)")):
         with pytest.raises(ValueError, match=why):
             call()
 

@@ -122,6 +122,10 @@ def test_options_are_validated():
         FaceFinder({"crop_mode": "on"})
     with pytest.raises(ValueError, match="5 points are finite numbers"):  # five-point alignment passed NaN on
         alignment_points(np.full((5, 2), np.nan), mode="five-point")
+    # eye alignment takes the eyes from elsewhere: its 5 points may be anything, as before
+    eyes = np.array([[30.0, 40.0], [70.0, 40.0]])
+    points, how = alignment_points(np.full((5, 2), np.nan), mode="eyes", locate_eyes=lambda: eyes)
+    assert how == "eyes" and np.isfinite(points).all()
     for fill in (float("nan"), 5, True):  # the crop path never ran
         with pytest.raises(ValueError, match="auto_fill"):
             FinderOptions(auto_fill=fill)

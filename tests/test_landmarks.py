@@ -106,9 +106,12 @@ def test_predictor_refuses_non_rgb(predictor):
         predictor.predict(np.zeros((10, 10), np.uint8), np.array([[0, 0, 5, 5]]))
     # turns are quarter turns: 90 (degrees, as `source` names them) was a half turn, 1.5 one turn
     image = np.zeros((40, 40, 3), np.uint8)
-    for turns in ([90], [1.5], [-1], 0):
-        with pytest.raises(ValueError, match="turns are quarter turns, one whole number from 0 to 3 per box"):
+    for turns in ([90], [1.5], [4], 0):
+        with pytest.raises(ValueError, match="turns are quarter turns, one whole number from -3 to 3 per box"):
             predictor.predict(image, np.array([[5, 5, 30, 30]]), turns=turns)
+    box = np.array([[5, 5, 30, 30]])  # -1 is a quarter turn clockwise (3), as before; a float array's whole numbers
+    np.testing.assert_array_equal(predictor.predict(image, box, turns=[-1]), predictor.predict(image, box, turns=[3]))
+    np.testing.assert_array_equal(predictor.predict(image, box, turns=np.zeros(1)), predictor.predict(image, box))
 
 
 def test_the_landmark_model_is_read_once_per_process_and_by_the_local_pools_forkserver(shared_faces_68, predictor):

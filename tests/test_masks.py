@@ -487,6 +487,10 @@ def test_contact_sheet_puts_originals_over_masked():
             contact_sheet(originals, masked, **kwargs)
     with pytest.raises(ValueError, match="an image with no pixels: shape \\(0, 0, 3\\)"):
         contact_sheet([np.zeros((0, 0, 3), np.uint8)], masked[:1])
+    # as before: a grey level for the background, and a stack of grey pictures as that many pictures
+    assert (contact_sheet(originals, masked, background=0)[:2] == 0).all()
+    greys = np.stack([o[:, :, 0] for o in originals])
+    np.testing.assert_array_equal(contact_sheet(greys, greys), contact_sheet(list(greys), list(greys)))
 
 
 def test_the_contact_shadow_falls_towards_the_chin_whichever_way_up_the_face_is(shared_faces_68):

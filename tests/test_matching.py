@@ -58,6 +58,7 @@ def test_fusion_puts_different_scales_on_one_footing():
     assert fused[mated].min() > np.median(fused[~mated])
     # the matrices as one stacked array (was numpy's "truth value ... is ambiguous"), or one alone: said
     np.testing.assert_allclose(fuse_matrices(np.stack([cosine, distance_scores]), mated), fused)
+    np.testing.assert_allclose(fuse_matrices((m for m in (cosine, distance_scores)), mated), fused)  # as before
     with pytest.raises(ValueError, match="one \\(k, probes, gallery\\) array, got an array of shape \\(20, 20\\)"):
         fuse_matrices(cosine, mated)
 
