@@ -298,6 +298,20 @@ def check_counts(**counts) -> None:
             raise ValueError(f"{name} must be at most 2**63 - 1, got {value!r}")
 
 
+def check_job_options(manifest_encoding=None, progress=None) -> None:
+    """A job's manifest encoding (a text encoding Python knows, or auto: `jobs.inputs.manifest_encoding`)
+    and progress callback, refused before any work as the command line refuses them: an unknown
+    encoding was a bare LookupError after the output was made, a progress that is no function a
+    TypeError once every image was done."""
+    from jobs.inputs import manifest_encoding as known_encoding
+
+    if manifest_encoding is not None and not isinstance(manifest_encoding, str):
+        raise ValueError(f"manifest_encoding is an encoding's name (or None: auto), got {manifest_encoding!r}")
+    known_encoding(manifest_encoding)
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress is a function the job calls with its counts (or None), got {progress!r}")
+
+
 def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None = None, *,
                 images_uri: str | None = None, batch_size: int = 32, workers: int | None = None,
                 max_pixels: int = DEFAULT_MAX_PIXELS, rows_per_shard: int = ROWS_PER_SHARD, progress=None,
@@ -317,7 +331,9 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
         raise ValueError(f"options must be an AugmentOptions (e.g. AugmentOptions(style='surgical')), got {options!r}")
     check_flag("retry_failed", retry_failed)  # "no" was True
     done_where = DoneRows(retry_failed=retry_failed)
-    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers)
+    check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
+                 local_max_inputs=local_max_inputs)
+    check_job_options(manifest_encoding, progress)
     check_executor(executor)
     started = time.perf_counter()
     output = open_store(output_uri)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs.augment import check_counts, node_id, plan_from, read_parquet_dir
+from jobs.augment import check_counts, check_job_options, node_id, plan_from, read_parquet_dir
 from jobs.inputs import ColumnsEqual, folder_identity, input_listing, report_listed, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
@@ -715,7 +715,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     if not isinstance(model, (str, Path)):
         raise ValueError(f"model is a built-in model's name or an .onnx path, got {model!r}")
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
-                 recognition_workers=recognition_workers)
+                 recognition_workers=recognition_workers, local_max_inputs=local_max_inputs)
+    check_job_options(manifest_encoding, progress)
     check_executor(executor)
     refuse_finding_options(from_augment, finder_kind=finder_kind, crop_mode=crop_mode, second_look=second_look,
                            turned=turned, images_uri=images_uri, manifest_encoding=manifest_encoding)
@@ -828,6 +829,12 @@ def read_shards(uri: str, with_failures: bool = False, where=None):
     selects: one output may hold several models' and modes' shards."""
     import pyarrow as pa
 
+    from maskgen.checks import check_flag
+
+    check_flag("with_failures", with_failures)  # ("no" gave the failures)
+    if where is not None and not callable(where):  # (a dict was "'dict' object is not callable", at the end)
+        raise ValueError(f"where is a function of a shard table's columns, e.g. ColumnsEqual(model_id=...), got "
+                         f"{where!r}")
     store = open_store(uri)
     tables = read_parquet_dir(store, SHARD_DIR, required=SCORED_COLUMNS)
     if not tables:

@@ -289,7 +289,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     again, as `mfr embed --retry-failed` does. `executor`: where each pass runs, as `run_embed`'s
     (`auto`, `local`, `ray`). With no face on one side, NothingToScore carries the embedding job's
     summary."""
-    from jobs.augment import check_counts
+    from jobs.augment import check_counts, check_job_options
     from jobs.embed import read_shards, run_embed
     from jobs.local import check_executor
     from jobs.score import (GALLERY_TEMPLATES, NothingToScore, no_identity_note, publish_report, refuse_foreign_report,
@@ -300,6 +300,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     check_counts(batch_size=batch_size, workers=workers, recognition_workers=recognition_workers,
                  max_pixels=max_pixels)
     check_executor(executor)  # before the output is made, as every job
+    check_job_options(manifest_encoding, progress)
     for option, flag in (("accept_licence", accept_licence), ("retry_failed", retry_failed)):
         check_flag(option, flag)
     if face not in ("center", "largest"):  # as --face: a protocol names images, each one face

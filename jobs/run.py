@@ -35,7 +35,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.augment import MANIFEST_DIR, AugmentWorker, check_counts, manifest_schema
+from jobs.augment import MANIFEST_DIR, AugmentWorker, check_counts, check_job_options, manifest_schema
 from jobs.embed import SHARD_DIR, crop_arrays, error_text
 from jobs.inputs import ColumnsEqual, input_listing, with_progress
 from jobs.lease import Lease, check_lease
@@ -472,7 +472,8 @@ def run_pipeline(dataset_uri: str, output_uri: str, style: str = "seed", seed: i
 
     models, modes = run_methods(models if models is not None else [model], modes)
     check_counts(batch_size=batch_size, rows_per_shard=rows_per_shard, max_pixels=max_pixels, workers=workers,
-                 recognition_workers=recognition_workers)
+                 recognition_workers=recognition_workers, local_max_inputs=local_max_inputs)
+    check_job_options(manifest_encoding)
     check_executor(executor)
     for option, flag in (("accept_licence", accept_licence), ("fuse", fuse), ("retry_failed", retry_failed)):
         check_flag(option, flag)  # "no" was True

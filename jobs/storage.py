@@ -362,13 +362,18 @@ class LocalStore:
 
     def write(self, key: str, data: bytes) -> None:
         path = self.path(key)
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # (a str was memoryview's TypeError)
+            raise ValueError(f"{self.uri_of(key)}: an object's data is bytes, got {type(data).__name__}")
         try:
             write_atomic(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        path = self.path(key)
+        if path.is_dir():  # (a bare IsADirectoryError; `read` says so in words)
+            raise UnreadableObject(f"cannot delete {path}: it is a folder, not an object")
+        path.unlink(missing_ok=True)
 
     def read_tagged(self, key: str) -> tuple[bytes, str]:
         """(`read(key)`, a tag of what it holds) for `write_if`."""
@@ -642,6 +647,8 @@ class S3Store:
 
     def write(self, key: str, data: bytes) -> None:
         full = self._full(key)
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # as a local folder's
+            raise ValueError(f"{self.uri_of(key)}: an object's data is bytes, got {type(data).__name__}")
         self._call(f"writing s3://{self.bucket}/{full}", self.client.put_object, Bucket=self.bucket, Key=full,
                    Body=data)
 

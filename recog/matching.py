@@ -50,7 +50,7 @@ MODES = {
 def mode_from_name(name: str) -> MatchingMode:
     try:
         return MODES[name]
-    except KeyError:
+    except (KeyError, TypeError):  # (a list was "unhashable type")
         raise ValueError(f"unknown matching mode {name!r}; modes: {', '.join(MODES)}") from None
 
 

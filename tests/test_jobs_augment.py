@@ -533,7 +533,7 @@ def test_job_functions_refuse_bad_arguments_before_any_output(dataset, tmp_path)
     at an index or after every image was embedded, face="all" ran where --face refuses it, "no" was
     True (accept_licence="no" accepted a licence, distributed="no" started Ray), model=5 a pathlib
     TypeError. Each is refused before the output is made."""
-    from jobs.embed import run_embed
+    from jobs.embed import read_shards, run_embed
     from jobs.evaluate import run_evaluate
     from jobs.run import run_pipeline
 
@@ -550,6 +550,18 @@ def test_job_functions_refuse_bad_arguments_before_any_output(dataset, tmp_path)
         (lambda: run_augment(str(dataset), str(out), retry_failed="no"), "retry_failed is True or False"),
         (lambda: run_pipeline(str(dataset), str(out), model=5), "models are built-in models' names"),
         (lambda: run_pipeline(str(dataset), str(out), fuse="yes"), "fuse is True or False"),
+        # an unknown encoding (a bare LookupError once the output was made), a mode in a list
+        # (unhashable), a local limit that failed after the job, a progress that was no function
+        (lambda: run_augment(str(dataset), str(out), manifest_encoding="bogus-enc"), "not a text encoding Python"),
+        (lambda: run_embed(str(dataset), str(out), masked=False, manifest_encoding=5), "manifest_encoding is an "),
+        (lambda: run_pipeline(str(dataset), str(out), manifest_encoding="bogus-enc"), "not a text encoding Python"),
+        (lambda: run_embed(str(dataset), str(out), masked=False, mode=["flip"]), "unknown matching mode \\['flip'\\]"),
+        (lambda: run_pipeline(str(dataset), str(out), modes=[["flip"]]), "unknown matching mode"),
+        (lambda: run_pipeline(str(dataset), str(out), local_max_inputs="abc"), "local_max_inputs must be a whole"),
+        (lambda: run_augment(str(dataset), str(out), local_max_inputs=0), "local_max_inputs must be a whole"),
+        (lambda: run_augment(str(dataset), str(out), progress=5), "progress is a function the job calls"),
+        (lambda: read_shards(str(out), with_failures="no"), "with_failures is True or False"),
+        (lambda: read_shards(str(out), where={"model_id": "m"}), "where is a function of a shard table's columns"),
     ]
     for call, why in calls:
         with pytest.raises(ValueError, match=why):

@@ -30,6 +30,10 @@ def _exercise(store):
     assert dict(store.list_versions())["a/b/c.jpg"] != versions["a/b/c.jpg"]
     store.write("top.txt", b"replaced")
     assert store.read("top.txt") == b"replaced"
+    for data in ("text", None):  # bytes only, alike on both (a local str was memoryview's TypeError)
+        with pytest.raises(ValueError, match="an object's data is bytes, got "):
+            store.write("top.txt", data)
+    assert store.read("top.txt") == b"replaced"
     # a look at the start of a large object (a manifest's encoding): a ranged GET on S3
     assert store.read_head("top.txt", 3) == b"rep" and store.read_head("top.txt", 100) == b"replaced"
     with pytest.raises(FileNotFoundError):
@@ -56,6 +60,8 @@ def test_local_store(tmp_path):
     store = open_store(tmp_path / "out")
     assert isinstance(store, LocalStore)
     _exercise(store)
+    with pytest.raises(StorageError, match="cannot delete .*/out/a: it is a folder"):  # (a bare IsADirectoryError)
+        store.delete("a")
     assert not (tmp_path / "escape.jpg").exists()
     assert not any(p.name.startswith(".mfr-tmp-") for p in (tmp_path / "out").rglob("*"))
     assert open_store(f"file://{tmp_path}/out").list("a") == store.list("a")
