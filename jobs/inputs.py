@@ -902,16 +902,13 @@ def refuse_foreign_output(output) -> None:
     one and overwritten. A folder all of whose entries are outputs of mfr (`holds_mfr_output`: an
     `mfr mask OUT/masked` started before `mfr run DS OUT`) is mfr's, and so is an `mfr embed` output
     of a version that kept no settings record (`shards/` alone). Hidden files (.DS_Store) do not count."""
-    from jobs.storage import LocalStore, StorageError, redact
+    from jobs.storage import LocalStore, redact
 
     if isinstance(output, LocalStore):
         output.refuse_file_in_the_way()  # and a folder above that may not be looked into, in words
         if not output.root.is_dir():
             return
-        try:
-            names = sorted(e.name for e in os.scandir(output.root) if not e.name.startswith("."))
-        except OSError as exc:
-            raise StorageError(f"cannot read {output.root}: {exc.strerror or exc}") from None
+        names = folder_names(output.root)
     else:
         names = output.top_level()  # its folders, and "" for objects at its top
     if not names or names == ["shards"] or holds_record(output) or all(holds_mfr_output(output, n) for n in names):
@@ -923,6 +920,17 @@ def refuse_foreign_output(output) -> None:
     raise ValueError(f"the output {redact(output.uri)} already holds files mfr did not write ({shown}): give a new "
                      "or empty folder (were the input and the output given the other way round?); nothing was "
                      "written")
+
+
+def folder_names(root) -> list[str]:
+    """A local folder's entries by name, sorted, hidden ones (.DS_Store, a write's temporary) left
+    out; one that cannot be read is a StorageError saying so."""
+    from jobs.storage import StorageError
+
+    try:
+        return sorted(e.name for e in os.scandir(root) if not e.name.startswith("."))
+    except OSError as exc:
+        raise StorageError(f"cannot read {root}: {exc.strerror or exc}") from None
 
 
 def is_mfr_report(record) -> bool:

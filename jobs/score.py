@@ -14,7 +14,6 @@ import contextlib
 import functools
 import hashlib
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -792,7 +791,7 @@ def refuse_output_among_data(out, shard_uris) -> None:
     report's nor an mfr output's) took roc.png, scores.png and cmc.png, and the next job over the
     dataset read them as photos. An mfr output's folder (`mfr run`'s, holding its records) may take a
     report at its top. Hidden files and objects (.DS_Store, a write's temporary) do not count."""
-    from jobs.inputs import holds_mfr_output, holds_record, output_inside_input
+    from jobs.inputs import folder_names, holds_mfr_output, holds_record, output_inside_input
 
     for uri in shard_uris:
         inside = output_inside_input(open_store(uri), out)
@@ -803,12 +802,7 @@ def refuse_output_among_data(out, shard_uris) -> None:
     if isinstance(out, LocalStore):
         if not out.root.is_dir():
             return
-        try:
-            names = [e.name for e in os.scandir(out.root)]
-        except OSError as exc:
-            from jobs.storage import StorageError
-
-            raise StorageError(f"cannot read {out.root}: {exc.strerror or exc}") from None
+        names = folder_names(out.root)
     else:  # its folders, and the objects at its top
         names = [g for g in out.top_level() if g] + [key for key, _ in out.entries("")]
     other = sorted(n for n in names if n not in REPORT_FILES and not n.startswith("."))

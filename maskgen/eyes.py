@@ -27,7 +27,7 @@ import numpy as np
 
 from maskgen.align import similarity_transform, transform_points
 from maskgen.decode import check_rgb
-from maskgen.landmarks import mirror_landmarks
+from maskgen.landmarks import checked_boxes, mirror_landmarks
 
 BROWS = tuple(range(17, 27))
 UPPER_FACE_POINTS = BROWS + tuple(range(36, 48))
@@ -69,18 +69,14 @@ class EyeLocator:
 
     def locate(self, image: np.ndarray, box, points5) -> np.ndarray:
         """(2, 2): image-left eye, image-right eye, for the face with this box and MTCNN-style 5 points.
-        The box and points are finite and the box overlaps the image (NaN points gave NaN eyes; a box
-        off the photo or inverted was refused in the words of an inner region's check)."""
+        The box and points are checked as the predictor checks them (`checked_boxes`: NaN points gave
+        NaN eyes; a box off the photo or inverted was refused in the words of an inner region's check)."""
         check_rgb(image)
-        box = np.asarray(box, dtype=np.float64).reshape(4)
         points = np.asarray(points5, dtype=np.float64)
+        boxes, points = checked_boxes([box], points.reshape(1, 5, 2) if points.size == 10 else points[None],
+                                      image.shape)
+        box, points = boxes[0], points[0]
         h, w = image.shape[:2]
-        if not (np.isfinite(box).all() and box[2] > box[0] and box[3] > box[1]):
-            raise ValueError(f"a face box is finite (x1, y1, x2, y2) with x2 > x1 and y2 > y1, got {box.tolist()}")
-        if box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h:
-            raise ValueError(f"the face box {box.tolist()} lies wholly outside the {w}x{h} image")
-        if points.size != 10 or not np.isfinite(points).all():
-            raise ValueError(f"a face's 5 points are 5 finite (x, y) pairs, got {points.reshape(-1).tolist()}")
         # Work on the face's neighbourhood only: mirroring and normalising a whole photo per face
         # costs more than the models.
         margin = 0.25 * max(box[2] - box[0], box[3] - box[1])  # holds the square and dlib boxes
@@ -92,7 +88,7 @@ class EyeLocator:
         width = region.shape[1]
         mirrored = np.ascontiguousarray(region[:, ::-1])
         flipped_box = mirror_box(box, width)
-        estimates = [points.reshape(5, 2)[:2] - offset]
+        estimates = [points[:2] - offset]
         onet = self.mtcnn.onet_points(mirrored, flipped_box)[:2]
         # the mirror image's left eye is the face's right one
         estimates.append(np.array([[width - 1 - onet[1, 0], onet[1, 1]], [width - 1 - onet[0, 0], onet[0, 1]]]))

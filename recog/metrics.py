@@ -353,7 +353,7 @@ def score_counts(roc: Roc, genuine: int, impostor: int, floor: float | None = No
 
 def _roc_counts(rates: np.ndarray, n, name: str) -> np.ndarray:
     """A ROC's cumulative comparison counts on one side, from its rates and the side's count `n`."""
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
+    if not is_whole(n) or n < 0:
         raise ValueError(f"{name} is the number of {name} comparisons the ROC was made of, a whole number, got {n!r}")
     exact = np.asarray(rates, np.float64) * int(n)
     counts = np.rint(exact)

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from maskgen.checks import read_flag
+from maskgen.checks import is_whole, read_flag
 from maskgen.seed import read_text
 
 _SEED_UNMASKED = re.compile(r"^\d+_\d+_.+_\d{4}(\.\w+)?$")
@@ -305,8 +305,6 @@ def read_masked_flag(value) -> bool:
 def masked_vs_unmasked_pairs(dataset: Dataset, impostors_per_probe: int | None = None, seed: int = 0) -> Pairs:
     """Masked probe x unmasked image pairs: all of them, or every genuine pair plus
     `impostors_per_probe` impostors per masked image drawn with `seed`."""
-    from maskgen.checks import is_whole
-
     if impostors_per_probe is not None and not (is_whole(impostors_per_probe) and impostors_per_probe >= 1):
         raise ValueError(f"impostors_per_probe is a whole number of at least 1 (or None: every impostor pair), "
                          f"got {impostors_per_probe!r}")

@@ -302,9 +302,10 @@ def summary_lines(results: list[MethodResult], paired: list[dict] | None = None)
             cells.append(f"rank-1 {_pct((r.identification.get('rank') or {}).get('1')):>5} %")
         lines.append(f"  {r.name:<{width}}  " + "   ".join(cells))
     # why a TAR reads n/a (too few impostors for FAR 0.01, say): said here too, not in report.md alone
-    at_001 = [(r.name, {"0.01": why} if (why := (r.verification.get("tar_unmeasured") or {}).get("0.01")) else {})
+    at_001 = [(r.name, {"tar_unmeasured": {"0.01": why} if (why := (r.verification.get("tar_unmeasured") or {})
+                                                                  .get("0.01")) else {}})
               for r in shown if r.verification]
-    lines += [f"  {line}" for line in unmeasured_lines([(n, {"why": w}) for n, w in at_001], "why", "TAR@FAR")]
+    lines += [f"  {line}" for line in unmeasured_lines(at_001, "tar_unmeasured", "TAR@FAR")]
     paired = paired_comparisons(results) if paired is None else paired
     for c in sorted(paired, key=lambda c: c["p_value"])[:SUMMARY_PAIRS] if len(paired) > SUMMARY_PAIRS else paired:
         first, second = c["methods"]

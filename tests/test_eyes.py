@@ -49,11 +49,12 @@ def test_located_eyes_sit_on_the_eyes_of_real_faces(locator, shared_faces_68):
     assert np.median(off_mtcnn) < 0.08 and np.median(off_dlib) < 0.12
     assert np.max(off_mtcnn) < 0.3
     # NaN points gave NaN eyes; an inverted box or one off the photo was said of an inner region
+    # (now in the predictor's words, `maskgen.landmarks.checked_boxes`)
     _, image, faces, _ = shared_faces_68[0]
     h, w = image.shape[:2]
     face = faces[0]
-    for box, points, why in ((face.box, np.full((5, 2), np.nan), "5 finite \\(x, y\\) pairs"),
-                             ((50, 50, 10, 10), face.points, "x2 > x1 and y2 > y1"),
+    for box, points, why in ((face.box, np.full((5, 2), np.nan), "points5 of face\\(s\\) \\[0\\] are NaN or infinite"),
+                             ((50, 50, 10, 10), face.points, "empty or inverted \\(x2 <= x1 or y2 <= y1\\)"),
                              ((w + 10, 0, w + 50, 40), face.points, f"wholly outside the {w}x{h} image")):
         with pytest.raises(ValueError, match=why):
             locator.locate(image, box, points)
