@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from maskgen import boxes as B
-from maskgen.checks import is_number, is_whole
+from maskgen.checks import check_unit, is_number, is_whole
 from maskgen.decode import check_rgb
 from maskgen.runtime import MadeAgainWhereUnpickled
 
@@ -47,12 +47,12 @@ class DetectorOptions:
     max_candidates: int = 0
 
     def __post_init__(self):
-        for name, n, low in (("thresholds", 3, "[0, 1]"), ("nms_thresholds", 4, "(0, 1]")):
+        for name, n, low_open in (("thresholds", 3, False), ("nms_thresholds", 4, True)):
             values = getattr(self, name)
-            if not isinstance(values, (tuple, list, np.ndarray)) or len(values) != n or not all(
-                    is_number(t) and (0.0 <= t if low[0] == "[" else 0.0 < t) and t <= 1.0 for t in values):
-                # (0.5 or None was len()'s TypeError)
-                raise ValueError(f"{name} must be {n} numbers in {low}, got {values!r}")
+            if not isinstance(values, (tuple, list, np.ndarray)) or len(values) != n:  # (0.5: len()'s TypeError)
+                raise ValueError(f"{name} must be {n} numbers in {'(0, 1]' if low_open else '[0, 1]'}, got {values!r}")
+            for t in values:
+                check_unit(name, t, low_open)
             object.__setattr__(self, name, tuple(float(t) for t in values))  # a list: hashable, equal to the tuple
         for name in ("min_face_size", "scale_factor"):  # ("20" or None was a TypeError in the pyramid)
             if not is_number(getattr(self, name)):
