@@ -73,7 +73,10 @@ Uncertainty (each trial taken as independent; comparisons that share a person ar
 
 Comparing two methods on the same probes (`mcnemar_test`): McNemar's exact test of the probes one
 method identifies at rank 1 and the other does not (the discordant ones), paired by probe; each
-probe taken as independent, as above.
+probe taken as independent, as above. A report comparing many methods makes many such tests, and
+some small p among them is likely by chance alone (12 methods make 66 pairs): `holm_adjust` gives
+each test's p adjusted for the others by Holm's step-down method, so that "every adjusted p below
+a" errs somewhere with chance at most a whatever the tests' dependence.
 
 Scoring at scale: `identification_stats` works through the probes in blocks, so a 10,000 x 100,000
 comparison never holds more than `block x gallery` scores.
@@ -286,6 +289,27 @@ def mcnemar_test(first, second) -> PairedTest:
     discordant = first_only + second_only
     p = float(binomtest(first_only, discordant, 0.5).pvalue) if discordant else 1.0
     return PairedTest(int(a.size), int((a & b).sum()), first_only, second_only, int((~a & ~b).sum()), p)
+
+
+def holm_adjust(p_values) -> np.ndarray:
+    """Holm's step-down adjusted p of each of m tests (in their order): with the p sorted ascending,
+    p_(1) <= ... <= p_(m), the i-th adjusted is max over j <= i of min(1, (m - j + 1) p_(j)). Rejecting
+    every test whose adjusted p is below a keeps the chance of any false rejection among the m at most
+    a (the family-wise error), under any dependence between the tests; uniformly more powerful than
+    Bonferroni's m p. Equal to statsmodels' `multipletests(p, method="holm")[1]` (one sort and a
+    running maximum, written out here rather than adding statsmodels and patsy for it). p values are
+    finite numbers in [0, 1]; none gives an empty array."""
+    try:
+        p = np.asarray(p_values, dtype=float) if not isinstance(p_values, (str, bytes)) else None
+    except (TypeError, ValueError):  # text, None among them
+        p = None
+    if p is None or p.ndim != 1 or not (np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()):
+        raise ValueError(f"p values are a 1-D list of numbers in [0, 1], got {p_values!r}")
+    order = np.argsort(p, kind="stable")
+    steps = np.minimum(1.0, (p.size - np.arange(p.size)) * p[order])
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.maximum.accumulate(steps)
+    return adjusted
 
 
 def threshold_rate_interval(accepted, trials: int, setters, target: float, confidence: float = 0.95,

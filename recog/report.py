@@ -236,7 +236,8 @@ def pair_probes(first: ProbeOutcomes, second: ProbeOutcomes) -> tuple[np.ndarray
 
 def paired_comparisons(results: list[MethodResult], rank: int = PAIRED_RANK) -> list[dict]:
     """Every two methods with per-probe outcomes, on the mated probes both have: how many each identifies
-    within `rank` alone, and McNemar's exact p (recog.metrics.mcnemar_test)."""
+    within `rank` alone, McNemar's exact p (recog.metrics.mcnemar_test) and, as `p_holm`, that p adjusted
+    for every comparison of the list (recog.metrics.holm_adjust)."""
     import itertools
 
     out = []
@@ -254,7 +255,14 @@ def paired_comparisons(results: list[MethodResult], rank: int = PAIRED_RANK) -> 
                     "p_value": t.p_value,
                     "unpaired": sum(int(np.delete(o.mated, at).sum()) for o, at in ((a.outcomes, at_a),
                                                                                    (b.outcomes, at_b)))})
+    for c, adjusted in zip(out, M.holm_adjust([c["p_value"] for c in out])):
+        c["p_holm"] = float(adjusted)
     return out
+
+
+def _holm(c: dict) -> str:
+    """A comparison's Holm-adjusted p as shown; n/a in a report.json written before reports had it."""
+    return "n/a" if c.get("p_holm") is None else f"{c['p_holm']:.3g}"
 
 
 def paired_table(paired: list[dict]) -> list[str]:
@@ -264,16 +272,19 @@ def paired_table(paired: list[dict]) -> list[str]:
     k = paired[0]["rank"]
     lines = [f"## Paired comparisons (rank-{k})", "",
              f"| Methods | mated probes of both | rank-{k} over them (%) | identified by the first only | "
-             "by the second only | p (McNemar, exact) |", "|---|---:|---:|---:|---:|---:|"]
+             f"by the second only | p (McNemar, exact) | p, Holm ({len(paired)} comparisons) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for c in paired:
         first, second = c["methods"]
         lines.append(f"| {first} vs {second} | {c['probes']} | {_pct(c['rates'][0])} vs {_pct(c['rates'][1])} | "
-                     f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} |")
+                     f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} | {_holm(c)} |")
     unpaired = [c for c in paired if c["unpaired"]]
     lines += ["", "The same probes searched by two methods: the ones that tell them apart are those one identifies "
               f"at rank {k} and the other does not. p: the chance of a split at least this uneven between them "
               "were the methods equally good (McNemar's exact test, each probe taken as independent; one p per "
-              "row, not corrected for the number of rows). Probes are paired by image (by image and face where an "
+              "row). With many rows some small p is likely by chance alone: p, Holm is each row's p adjusted "
+              "for all the rows (Holm's step-down method), so that calling every row with p, Holm below 0.05 a "
+              "real difference errs somewhere with chance at most 0.05. Probes are paired by image (by image and face where an "
               "image holds several; an image in which a method found no face is its miss of each face the other "
               "found there)" + (": " + "; ".join(f"{c['methods'][0]} vs {c['methods'][1]}, {c['unpaired']} "
                                                        "mated probe(s) not in both" for c in unpaired)
@@ -311,7 +322,7 @@ def summary_lines(results: list[MethodResult], paired: list[dict] | None = None)
         first, second = c["methods"]
         lines.append(f"  {first} vs {second} (rank-1 {_pct(c['rates'][0])} % vs {_pct(c['rates'][1])} %, "
                      f"{c['probes']} probes): {c['first_only']} vs {c['second_only']} identified by one alone, "
-                     f"p {c['p_value']:.3g}")
+                     f"p {c['p_value']:.3g}" + (f" (Holm {_holm(c)})" if len(paired) > 1 else ""))
     if len(paired) > SUMMARY_PAIRS:
         lines.append(f"  ... the {len(paired) - SUMMARY_PAIRS} other paired comparisons (larger p) are in report.md")
     return lines

@@ -129,7 +129,11 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     c = body["paired"][0]
     assert (f"  a vs b (rank-1 {100 * a['identification']['rank']['1']:.1f} % vs "
             f"{100 * b['identification']['rank']['1']:.1f} %, {c['probes']} probes): {c['first_only']} vs "
-            f"{c['second_only']} identified by one alone, p {c['p_value']:.3g}") in printed
+            f"{c['second_only']} identified by one alone, p {c['p_value']:.3g} (Holm {c['p_holm']:.3g})") in printed
+    # three methods, three comparisons: each p adjusted for the other two (Holm)
+    from recog.metrics import holm_adjust
+
+    assert [c["p_holm"] for c in body["paired"]] == holm_adjust([c["p_value"] for c in body["paired"]]).tolist()
     # the same command again: the report is up to date and kept, and its figures and comparisons are
     # printed from its report.json as the first run printed them (it printed its paths only)
     figures = figure_lines(printed)

@@ -721,3 +721,21 @@ def test_mcnemar_test_counts_the_discordant_trials_and_checks_its_inputs():
         M.mcnemar_test(first, second[:-1])
     with pytest.raises(ValueError, match="True/False"):
         M.mcnemar_test([0.3, 1], [1, 0])
+
+
+def test_holm_adjust_steps_down_through_the_sorted_p_and_keeps_their_order():
+    # sorted 0.005, 0.01, 0.03, 0.04 of 4 tests: x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04; the running
+    # maximum lifts the last to 0.06 (a larger p never gets a smaller adjusted p)
+    assert M.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert M.holm_adjust([0.3, 0.6]).tolist() == [0.6, 0.6] and M.holm_adjust([0.7, 0.9]).tolist() == [1.0, 1.0]
+    assert M.holm_adjust([0.02]).tolist() == [0.02] and M.holm_adjust([]).size == 0  # one test: nothing to adjust
+    # ties keep their places; never below the p it adjusts, never above Bonferroni's m x p (nor 1)
+    rng = np.random.default_rng(0)
+    p = np.r_[rng.uniform(0, 0.05, 20), rng.uniform(0, 1, 46), 0.01, 0.01]
+    adjusted = M.holm_adjust(p)
+    assert (adjusted >= p).all() and (adjusted <= np.minimum(1, p.size * p) + 1e-15).all()
+    assert (np.diff(adjusted[np.argsort(p, kind="stable")]) >= 0).all()
+    assert adjusted[-1] == adjusted[-2]
+    for bad in ([0.5, 1.2], [-0.1], [np.nan], "0.5", [[0.1, 0.2]], ["a"], None):
+        with pytest.raises(ValueError, match=r"p values are a 1-D list of numbers in \[0, 1\]"):
+            M.holm_adjust(bad)

@@ -955,7 +955,8 @@ def test_two_methods_are_compared_probe_by_probe_on_the_same_images(tmp_path):
     assert json.loads(paths["json"].read_text())["paired"] == [c]
     md = paths["markdown"].read_text()
     assert (f"| first vs second | {len(keys)} | {100 * c['rates'][0]:.1f} vs {100 * c['rates'][1]:.1f} | "
-            f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} |") in md
+            f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} | {c['p_value']:.3g} |") in md
+    assert c["p_holm"] == c["p_value"] and "| p, Holm (1 comparisons) |" in md  # one test: nothing to adjust
 
 
 # ---------------------------------------------------------------- from a mutation review of jobs/score.py

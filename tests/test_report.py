@@ -403,3 +403,5 @@ def test_the_terminal_summary_shows_the_clearest_paired_comparisons_of_many():
     assert [line.split(" vs ")[0].strip() for line in shown] == [f"m{i}" for i in range(SUMMARY_PAIRS + 2, 2, -1)]
     assert lines[-1] == "  ... the 3 other paired comparisons (larger p) are in report.md"
     assert len(summary_lines([evaluate("m", *(_case(1)[:2]))], paired[:SUMMARY_PAIRS])) == 2 + SUMMARY_PAIRS
+    # a report.json written before the Holm column: its comparisons print, Holm n/a
+    assert shown[0].endswith(f"p {1 / (SUMMARY_PAIRS + 3):.3g} (Holm n/a)")
