@@ -272,7 +272,8 @@ def paired_table(paired: list[dict]) -> list[str]:
     k = paired[0]["rank"]
     lines = [f"## Paired comparisons (rank-{k})", "",
              f"| Methods | mated probes of both | rank-{k} over them (%) | identified by the first only | "
-             f"by the second only | p (McNemar, exact) | p, Holm ({len(paired)} comparisons) |",
+             f"by the second only | p (McNemar, exact) | p, Holm ({len(paired)} comparison"
+             f"{'s' if len(paired) > 1 else ''}) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for c in paired:
         first, second = c["methods"]
@@ -488,7 +489,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                   "identification tables: its comparisons are rejected and it is never identified. So does a "
                   "gallery entry without a face (a failure to enrol): its comparisons are rejected, and the "
                   "probes of an identity with no other entry are never identified. Beside them, the same figures "
-                  "over the samples that had a face only:", "",
+                  "over the samples that had a face only (there, an identity none of whose gallery entries had a "
+                  "face is not in the gallery, so its probes are searches for someone absent from it: report.json's "
+                  "acquired_only counts them as non-mated searches):", "",
                   "| Model | probe samples | acquired | failed to acquire (%) | gallery images without a face | "
                   "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]

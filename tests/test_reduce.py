@@ -192,6 +192,28 @@ def image_records(emb, ids, per_id: int, masked: bool, faceless=()) -> list:
             for i in range(len(ids))]
 
 
+def test_the_probes_of_an_identity_whose_gallery_had_no_face_are_mated_but_open_set_when_acquired_only(tmp_path):
+    """report.md's "Every sample counted" says it: over the samples with a face, an identity none of
+    whose gallery entries had one is not in the gallery, so its probes search for someone absent."""
+    from jobs.score import run_score
+
+    probes, p_ids = faces(n_ids=6, per_id=3, seed=5)  # id5's 3 probes: its one gallery image has no face
+    gallery, g_ids = faces(n_ids=5, per_id=1, seed=6)
+    common = {"model_id": "m", "mode": "plain", "similarity": "cosine"}
+    write_shard(tmp_path / "p", [FaceRecord(source_key=f"{p}/p{i}.jpg", identity=p, input_row=f"{p}/p{i}.jpg",
+                                            face_index=0, masked=True, embedding=v, **common)
+                                 for i, (p, v) in enumerate(zip(p_ids, probes))], probes.shape[1])
+    write_shard(tmp_path / "g", [FaceRecord(source_key=f"{g}/0.jpg", identity=g, input_row=f"{g}/0.jpg", face_index=0,
+                                            masked=False, embedding=v, **common) for g, v in zip(g_ids, gallery)]
+                + [FaceRecord(source_key="id5/0.jpg", identity="id5", input_row="id5/0.jpg", status="no_face",
+                              masked=False, **common)], probes.shape[1])
+    result = run_score(str(tmp_path / "p"), str(tmp_path / "g"), str(tmp_path / "r"), name="m")["result"].to_dict()
+    headline, only = result["identification"], result["acquired_only"]["identification"]
+    assert (headline["probes"], headline["mated_probes"]) == (18, 18)  # id5's 3 never identified
+    assert (only["probes"], only["mated_probes"]) == (18, 15)  # id5's 3 search for someone not there
+    assert "its probes are searches for someone absent from it" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime, tmp_path):
     """Probes without a face (no_face, corrupt) count in the headline figures; a duplicate row is not
     a sample; both reducers agree; acquired-only figures are the old ones."""
@@ -956,7 +978,7 @@ def test_two_methods_are_compared_probe_by_probe_on_the_same_images(tmp_path):
     md = paths["markdown"].read_text()
     assert (f"| first vs second | {len(keys)} | {100 * c['rates'][0]:.1f} vs {100 * c['rates'][1]:.1f} | "
             f"{c['first_only']} | {c['second_only']} | {c['p_value']:.3g} | {c['p_value']:.3g} |") in md
-    assert c["p_holm"] == c["p_value"] and "| p, Holm (1 comparisons) |" in md  # one test: nothing to adjust
+    assert c["p_holm"] == c["p_value"] and "| p, Holm (1 comparison) |" in md  # one test: nothing to adjust
 
 
 # ---------------------------------------------------------------- from a mutation review of jobs/score.py
