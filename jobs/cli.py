@@ -284,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(e)
     e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", action="store_true",
-                   help="embed the masked faces of an augment output, aligned with their unmasked detection")
+                   help="embed the masked faces of an augment output, aligned with their unmasked detection "
+                        "(they are masked: implies --masked)")
     face_options(e, "masked with --masked, else photos",
                  "points the faces are aligned with: five-point (the detector's), eyes (the eyes alone, located "
                  "by maskgen.eyes: steadier when faces are found again under masks), or auto (eyes when the 5 "
@@ -726,6 +727,9 @@ def cmd_embed(args) -> int:
     if args.mask_style is not None and args.mode != "masked-gallery":
         raise ValueError(f"--mask-style chooses the mask --mode masked-gallery draws on the gallery; with --mode "
                          f"{args.mode} nothing is masked")
+    # an augment output's faces wear its masks: without --masked they were recorded unmasked, and a
+    # report over them read as masked probes against an unmasked gallery of the same masked faces
+    args.masked = args.masked or args.from_augment
 
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,

@@ -702,6 +702,9 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     for name, flag in (("masked", masked), ("from_augment", from_augment), ("all_faces", all_faces),
                        ("retry_failed", retry_failed), ("accept_licence", accept_licence)):
         check_flag(name, flag)  # accept_licence="no" accepted a non-commercial licence
+    if from_augment and not masked:  # (its rows said unmasked: a report took them for the gallery's kind)
+        raise ValueError("from_augment embeds an augment output's masked faces: pass masked=True (the command "
+                         "line's --from-augment implies --masked)")
     if face not in FACE_POLICIES:
         raise ValueError(f"face must be one of {FACE_POLICIES}, got {face!r}")
     if alignment not in ALIGNMENTS:

@@ -141,6 +141,17 @@ def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_da
     assert direct.faces == 1 and len(faces["center"]) == 1 and len(faces["all"]) == manifest.masked.sum()
     centred = read_shards(str(tmp_path / "direct"))[0]
     assert faces["center"].box.map(list).iloc[0] == centred.box.map(list).iloc[0]  # the same face as from the image
+    # an augment output's faces wear its masks: `--from-augment` alone marked them unmasked, and `mfr
+    # score` over them and an unmasked gallery read "masked probes vs unmasked gallery" of masked faces
+    # on both sides; the command line's --from-augment implies --masked, Python's call says to pass it
+    from jobs.cli import main
+
+    assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "implied"), "--from-augment", "--executor",
+                 "local", "--quiet"]) == 0
+    assert read_shards(str(tmp_path / "implied"))[0].masked.tolist() == [True]
+    with pytest.raises(ValueError, match=r"from_augment embeds an augment output's masked faces: pass masked=True"):
+        run_embed(str(tmp_path / "masked"), str(tmp_path / "unmarked"), masked=False, from_augment=True)
+    assert not (tmp_path / "unmarked").exists()
 
 
 def test_embed_from_an_augment_output_keeps_a_row_for_every_image_without_a_masked_face(face_photos, tmp_path):
