@@ -438,8 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# options whose flag takes names comma-separated (--models sface,dlib-resnet; score's --fuse a,b): a
+# config file may give them as text, as the flag, or as an array of names (the README's "an option of
+# several values takes an array" read as that; it said "expects text")
+COMMA_SEPARATED = frozenset({"models", "modes", "fuse"})
+
+
 def _config_one(action: argparse.Action, value, refuse):
     """One value of an option from TOML, checked as its flag's text would be."""
+    if action.dest in COMMA_SEPARATED and isinstance(value, list):
+        if not (value and all(isinstance(v, str) and v.strip() and "," not in v for v in value)):
+            refuse(f"expects names, comma-separated in one text or an array of them, got {value!r}")
+        value = ",".join(value)
     if isinstance(value, (list, dict, bool)):  # true for --style said "expects one value"
         kinds = {positive_int: "a whole number", pixel_limit: "a whole number", int: "a whole number",
                  float: "a number", None: "text"}
@@ -448,7 +458,9 @@ def _config_one(action: argparse.Action, value, refuse):
         refuse(f"expects {kind}, got {value!r}")
     if action.type is None:
         if not isinstance(value, str):
-            refuse(f"expects text, got {value!r}")
+            kind = "names, comma-separated in one text or an array of them" if action.dest in COMMA_SEPARATED \
+                else "text"
+            refuse(f"expects {kind}, got {value!r}")
     else:
         try:  # from its text, as the flag is: int("7.9") fails where int(7.9) gave 7
             value = action.type(str(value))
@@ -507,16 +519,23 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
         import tomli as tomllib
 
     pre = argparse.ArgumentParser(prog="mfr", add_help=False, allow_abbrev=False)
-    pre.add_argument("--config", type=Path)
+    pre.add_argument("--config", type=Path, action="append")
     known, rest = pre.parse_known_args(argv)
     if known.config is None:
         return
+    if len(known.config) > 1:  # (argparse kept the last: the first file's options were dropped without a word)
+        parser.error(f"--config is given {len(known.config)} times ({', '.join(map(str, known.config))}): one "
+                     "file holds a run's options; put them in one (flags on the command line still win)")
+    known.config = known.config[0]
     try:
         data = tomllib.loads(known.config.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
         parser.error(f"--config {known.config}: not UTF-8 text, as TOML must be (byte {exc.start}: "
                      f"{exc.object[exc.start:exc.start + 1]!r})")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except tomllib.TOMLDecodeError as exc:  # a JSON or YAML file read as TOML: say what the file must be
+        parser.error(f"--config {known.config}: not a TOML file ({exc}); a config file is TOML: `key = value` "
+                     "lines and [command] tables (README, --config)")
+    except OSError as exc:
         parser.error(f"--config {known.config}: {exc}")
     name = next((a for a in rest if a in COMMANDS), None)
     if name is None:

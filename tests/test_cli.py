@@ -120,6 +120,46 @@ def test_config_file_sets_defaults_and_flags_win(tmp_path):
     assert info.value.code == 2
 
 
+def test_config_files_given_twice_or_not_toml_are_refused_and_names_may_come_as_arrays(tmp_path, capsys):
+    """A second --config silently dropped the first file's options (seed 7 became 0); a JSON file
+    was refused in tomllib's words alone ("Invalid statement"); `models = ["sface", "dlib-resnet"]`,
+    as the README's "an option of several values takes an array" reads, said "expects text"."""
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text('[mask]\nstyle = "surgical"\nseed = 7\n')
+    second.write_text('[mask]\nstyle = "cloth"\n')
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(first), "mask", "a", "b", "--dry-run", "--config", str(second)])
+    assert info.value.code == 2
+    assert f"--config is given 2 times ({first}, {second}): one file holds a run's options" in capsys.readouterr().err
+    as_json = tmp_path / "mfr.json"
+    as_json.write_text('{"mask": {"style": "cloth"}}\n')
+    with pytest.raises(SystemExit) as info:
+        main(["--config", str(as_json), "mask", "a", "b", "--dry-run"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--config {as_json}: not a TOML file (" in err and "a config file is TOML: `key = value` lines" in err
+    # names: as the flag's comma-separated text, or an array of them (run's models and modes, score's fuse)
+    config = tmp_path / "mfr.toml"
+    for text in ('[run]\nmodels = "sface,dlib-resnet"\nmodes = "plain,flip"\n',
+                 '[run]\nmodels = ["sface", "dlib-resnet"]\nmodes = ["plain", "flip"]\n'):
+        config.write_text(text)
+        parser, argv = build_parser(), ["--config", str(config), "run", "a", "b"]
+        apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        assert (args.models, args.modes) == ("sface,dlib-resnet", "plain,flip")
+    config.write_text('[score]\nfuse = [["a", "b"], "a,c"]\n')
+    parser, argv = build_parser(), ["--config", str(config), "score", "p", "g", "r"]
+    apply_config(parser, argv)
+    assert parser.parse_args(argv).fuse == ["a,b", "a,c"]
+    for text in ('[run]\nmodels = []\n', '[run]\nmodels = ["sface", 3]\n', '[run]\nmodels = ["a,b", "c"]\n',
+                 '[run]\nmodels = 3\n'):
+        config.write_text(text)
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "run", "a", "b", "--dry-run"])
+        assert "[run] models: expects names, comma-separated in one text or an array of them" in \
+            capsys.readouterr().err, text
+
+
 def test_unreadable_config_and_protocol_files_are_refused_with_the_reason(tmp_path, capsys):
     """A config file that is not UTF-8, and a folder given as a pairs file, ended in Python
     tracebacks (exit 1); a top-level `face = "all"` was refused for `mfr mask` without saying that
