@@ -32,7 +32,7 @@ from jobs.inputs import folder_identity, input_listing, with_progress
 from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, use_threads
-from jobs.settings import augment_settings, settings_recorded, source_note, source_of
+from jobs.settings import augment_settings, refuse_other_output, settings_recorded, source_note, source_of
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import MissingColumns, StorageError, UnreadableObject, open_store, read_parquet_bytes, safe_key
@@ -340,6 +340,7 @@ def run_augment(input_uri: str, output_uri: str, options: AugmentOptions | None 
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri, done_where=done_where,
                             manifest_encoding=manifest_encoding)
+    refuse_other_output(output, "embeddings", "mfr mask")
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     source = source_of(input_uri, images_uri)
     listing[3].extend(n for n in [source_note(output, source)] if n)
@@ -386,6 +387,7 @@ def plan_augment(input_uri: str, output_uri: str, images_uri: str | None = None,
     images, groups, lister, notes = input_listing(input_uri, output, MANIFEST_DIR, images_uri=images_uri,
                                                   progress=tally, manifest_encoding=manifest_encoding,
                                                   done_where=DoneRows(retry_failed=retry_failed, drop=False))
+    refuse_other_output(output, "embeddings", "mfr mask")
     outputs = options.outputs if options is not None else "both"
 
     def where(row):  # only what the job writes: --outputs image writes no crops, crops no image

@@ -30,7 +30,8 @@ from jobs.lease import Lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import ensure_ray, plan_pool, recognition_pool, unused_recognition_workers, use_threads
 from jobs.progress import FINE
-from jobs.settings import check_settings, input_settings, settings_recorded, source_note, source_of
+from jobs.settings import (check_settings, input_settings, refuse_other_output, settings_recorded, source_note,
+                           source_of)
 from jobs.sink import (ROWS_PER_SHARD, JobSummary, batch_counts, mark_inputs, require_inputs, run_listed,
                         write_shards, write_stage)
 from jobs.storage import StorageError, UnreadableObject, open_store
@@ -493,7 +494,7 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
         from jobs.inputs import refuse_foreign_output, refuse_output_in_place, refuse_output_inside_a_run
 
         refuse_output_in_place(open_store(input_uri), output)  # its shards/ among the masks' images/ and manifest/
-        refuse_output_of_masks(output)
+        refuse_other_output(output, "masks", "mfr embed")
         refuse_output_inside_a_run(output)
         refuse_foreign_output(output)
         groups, column = augment_groups(input_uri, alignment, face)
@@ -501,18 +502,8 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
         return open_store(input_uri), groups, lister, []
     listing = input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
                             progress=progress, manifest_encoding=manifest_encoding)
-    refuse_output_of_masks(output)
+    refuse_other_output(output, "masks", "mfr embed")
     return listing
-
-
-def refuse_output_of_masks(output) -> None:
-    """An `mfr mask` or `mfr run` output (its settings record) is no place for `mfr embed`'s shards/,
-    beside its images/ or masked/: embed into a folder of its own."""
-    from jobs.settings import SETTINGS_KEY
-
-    if output.exists(SETTINGS_KEY):
-        raise ValueError(f"the output {output.uri} is an output of mfr mask or mfr run (it holds {SETTINGS_KEY}): "
-                         "give mfr embed a folder of its own; nothing was written")
 
 
 def checked_model(model: str, accept_licence: bool = False):

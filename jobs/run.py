@@ -42,7 +42,8 @@ from jobs.lease import Lease, check_lease
 from jobs.local import LOCAL_MAX_INPUTS, check_executor, run_here
 from jobs.pool import TASK_CPUS, ensure_ray, plan_pool, recognition_pool, unused_recognition_workers, use_threads
 from jobs.score import NothingToScore, run_score
-from jobs.settings import augment_settings, check_settings, settings_recorded, source_note, source_of
+from jobs.settings import (augment_settings, check_settings, refuse_other_output, settings_recorded, source_note,
+                           source_of)
 from jobs.sink import (ROWS_PER_SHARD, cut_inputs, input_counts, part_label, put_shard, require_inputs, run_listed,
                        with_cuts)
 from jobs.storage import open_store
@@ -366,9 +367,11 @@ def run_listing(dataset_uri: str, out, targets: list[Target], *, images_uri: str
 
     role_done = {role: [(t.shard_dir, where(ColumnsEqual(model_id=t.model_id, mode=t.mode)))
                         for t in targets if t.gallery == (role == "gallery")] for role in ("gallery", "probe")}
-    return input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
-                         role_done=role_done, done_where=where(), progress=progress,
-                         manifest_encoding=manifest_encoding)
+    listing = input_listing(dataset_uri, out, RUN_MANIFEST, images_uri=images_uri, gallery_per_identity=1,
+                            role_done=role_done, done_where=where(), progress=progress,
+                            manifest_encoding=manifest_encoding)
+    refuse_other_output(out, "embeddings", "mfr run")
+    return listing
 
 
 def run_methods(models: list[str], modes: list[str]) -> tuple[list[str], list[str]]:

@@ -101,6 +101,20 @@ def read_record(store, made: str = "masks") -> dict | None:
 MASK_COMMANDS = {"mfr mask": "images/, crops/ and manifest/", "mfr run": "masked/, embeddings/ and report/"}
 
 
+def refuse_other_output(output, made: str, command: str) -> None:
+    """An output whose record says the other kind of job made it (`made`: that record, `masks` of
+    `mfr mask` and `mfr run`, `embeddings` of `mfr embed`) is no place for `command`'s folders: embed's
+    shards/ beside a mask output's images/, or mask's images/ beside an embed output's shards/ (which
+    then refused `mfr embed` itself, as a mask output)."""
+    from jobs.storage import redact
+
+    key = SETTINGS_KEYS[made]
+    if output.exists(key):
+        by = "mfr mask or mfr run" if made == "masks" else "mfr embed"
+        raise ValueError(f"the output {redact(output.uri)} is an output of {by} (it holds {key}): give {command} "
+                         "a folder of its own; nothing was written")
+
+
 def check_settings(store, command: str, settings: dict, made: str = "masks", record: bool = True,
                    follows: dict | None = None, source: str | None = None) -> bool:
     """Record `settings` under `store` (an output) when it has none, else refuse with SettingsChanged

@@ -324,6 +324,17 @@ def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_not
     # into an embeddings folder it scores or a folder inside one: refused, nothing written
     probes, gallery = tmp_path / "fresh", tmp_path / "gallery"
     assert main(["embed", str(dataset), str(gallery), "--executor", "local", "--quiet"]) == 0
+    # an embed output is no place for a mask or run output: they wrote images/, crops/ and manifest/
+    # beside its shards/, and its own rerun was then refused as a mask output's
+    capsys.readouterr()
+    embedded = sorted(p.relative_to(gallery) for p in gallery.rglob("*"))
+    for command in ("mask", "run"):
+        assert main([command, str(dataset), str(gallery), "--executor", "local", "--quiet"]) == 2, command
+        assert capsys.readouterr().err.strip() == (
+            f"mfr {command}: the output {gallery} is an output of mfr embed (it holds _mfr_embed_settings.json): give "
+            f"mfr {command} a folder of its own; nothing was written")
+    assert sorted(p.relative_to(gallery) for p in gallery.rglob("*")) == embedded
+    assert main(["embed", str(dataset), str(gallery), "--executor", "local", "--quiet"]) == 0  # its own rerun
     capsys.readouterr()
     shards = sorted(p.relative_to(probes) for p in probes.rglob("*"))
     for report, why in ((dataset, f"the output {dataset} already holds files that are not a report's (person_01): give "
