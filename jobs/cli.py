@@ -323,13 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plain a,b,label CSV")
     v.add_argument("--lists", nargs=2, metavar=("GALLERY", "PROBES"),
                    help="identification lists (one image path per line, the seed's Protocol_identification files)")
-    v.add_argument("--masked-rule", default="seed",
+    v.add_argument("--masked-rule", default=None,
                    help="without --pairs or --lists, which images are the masked probes when the input is a folder "
                         "or a manifest without a masked column: "
                         "seed (the seed's naming: unmasked files are <A>_<B>_<person>_<4 digits>) or a regular "
                         "expression masked file names match (default seed; a manifest's masked column wins)")
     retry_option(v)
-    v.add_argument("--missing", choices=("error", "skip"), default="error",
+    v.add_argument("--missing", choices=("error", "skip"), default=None,
                    help="an image the protocol names that is not in the dataset: stop (default) or leave its "
                         "pairs / entries out and count them")
     v.add_argument("--gallery-template", choices=("best", "mean"), default="best",

@@ -473,16 +473,17 @@ def augment_groups(augment_uri: str, alignment: str, face: str = "all") -> tuple
             raise ValueError("this augment output does not record its images' sizes (made by an earlier version), "
                              "which choosing the centred face needs: embed with --face all or largest, or mask again")
         if any(r["output_key"] is None for r in ok):
-            raise ValueError("the augment output has no whole images (outputs='crops'); rerun augment with "
-                             "outputs='image' or 'both' to embed from it")
+            raise ValueError("the augment output has no whole images (made with --outputs crops): mask again into "
+                             "a new output with --outputs image or both (the default; Python: "
+                             "AugmentOptions(outputs=...)) to embed from it")
         if alignment != "five-point":
             recorded = {r["alignment"] for r in ok if r.get("aligned5") is not None}
             if not recorded or (alignment == "eyes" and recorded != {"eyes"}):
                 raise ValueError(
                     f"--alignment {alignment} from an augment output needs the crops' own alignment points, "
                     f"which augment records when run with --alignment {alignment} (this output was aligned "
-                    f"by {', '.join(sorted(recorded)) or 'five-point'}); rerun augment with --alignment "
-                    f"{alignment}, or embed with --alignment five-point")
+                    f"by {', '.join(sorted(recorded)) or 'five-point'}); mask again (`mfr mask`, into a new output) with "
+                    f"--alignment {alignment}, or embed with --alignment five-point")
     return groups, "landmarks5" if alignment == "five-point" else "aligned5"
 
 
@@ -593,13 +594,13 @@ def embed_finder(masked: bool, finder_kind: str | None, crop_mode: str | None, s
 def finder_follows(finder, finder_kind: str | None, crop_mode: str | None, second_look: bool | None,
                    turned: bool | None = None) -> dict:
     """`check_settings`' `follows` of an embed job: the finder's fields not given by an option follow
-    `masked` (`embed_finder`), so a refused rerun asks for --masked, not for a detector no flag sets."""
+    `masked` (`embed_finder`), or `--input-kind` where it is given, so a refused rerun asks for the
+    option a user gives, not for a detector no flag sets."""
     import dataclasses
 
-    if finder_kind is not None:
-        return {}
     given = {"crop_mode": crop_mode, "second_look": second_look, "turned": turned}
-    return {f.name: "masked" for f in dataclasses.fields(finder) if given.get(f.name) is None}
+    source = "masked" if finder_kind is None else f"--input-kind {finder_kind}"
+    return {f.name: source for f in dataclasses.fields(finder) if given.get(f.name) is None}
 
 
 FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",

@@ -274,8 +274,8 @@ def evaluated_models(model, accept_licence: bool) -> list[tuple[str, str, str]]:
 
 
 def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sface", *, pairs: str | None = None,
-                 lists: tuple[str, str] | None = None, masked_rule: str = "seed", input_kind: str = "masked",
-                 face: str = "center", gallery_template: str = "best", missing: str = "error",
+                 lists: tuple[str, str] | None = None, masked_rule: str | None = None, input_kind: str = "masked",
+                 face: str = "center", gallery_template: str = "best", missing: str | None = None,
                  accept_licence: bool = False, images_uri: str | None = None, workers: int | None = None,
                  recognition_workers: int | None = None, batch_size: int = 32, crop_mode: str | None = None,
                  second_look: bool | None = None, turned: bool | None = None,
@@ -287,8 +287,9 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     (the first model's), and "embeds" / "results", one per model.
     `retry_failed`: images an earlier run recorded as failed (missing, undecodable, ...) are embedded
     again, as `mfr embed --retry-failed` does. `executor`: where each pass runs, as `run_embed`'s
-    (`auto`, `local`, `ray`). With no face on one side, NothingToScore carries the embedding job's
-    summary."""
+    (`auto`, `local`, `ray`). `masked_rule` (None: `seed`) and `missing` (None: `error`) given where
+    they change nothing (a rule beside a manifest's masked column or a protocol; `skip` without one)
+    are said in a note. With no face on one side, NothingToScore carries the embedding job's summary."""
     from jobs.augment import check_counts, check_job_options
     from jobs.embed import read_shards, run_embed
     from jobs.local import check_executor
@@ -317,6 +318,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     if pairs and gallery_template != "best":
         raise ValueError("--gallery-template applies to identification (--lists, or masked against unmasked "
                          "images), not to --pairs, which compares the images of each pair")
+    rule_given, skip_given = masked_rule is not None, missing == "skip"
+    masked_rule, missing = ("seed" if masked_rule is None else masked_rule), ("error" if missing is None else missing)
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
     if gallery_template not in GALLERY_TEMPLATES:
@@ -430,6 +433,13 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # the rows' masked column says what the report splits by: a manifest's column, else the masked rule
     # (a folder's rows all read false); a protocol file names its images, no rule
     rule = masked_rule if not needed and not by_column else None
+    if rule_given and rule is None:  # (taken without a word, as if it chose the probes)
+        early_notes.append("--masked-rule is not used: " + ("the protocol names the images each side holds"
+                                                           if needed else "the manifest's masked column says which "
+                                                           "images are masked"))
+    if skip_given and not needed:
+        early_notes.append("--missing skip changes nothing here: only a protocol (--pairs, --lists) names images "
+                           "that may not be in the dataset")
     summaries = []
     for i, (_, model, _) in enumerate(models):
         # each model after the first takes the faces the first found (it detects nothing again)

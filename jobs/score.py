@@ -381,6 +381,8 @@ def method_rows(name: str | None, uri: str):
     def where(table):
         held = set(zip(table.column("model_id").to_pylist(), table.column("mode").to_pylist()))
         if len(held) <= 1:
+            if held and name:
+                choose_method(held, name, uri)  # a name of another model or mode is refused, not a label
             return pc.is_valid(table.column("key"))
         model_id, mode = choose_method(held, name, uri)
         return pc.and_(pc.equal(table.column("model_id"), model_id), pc.equal(table.column("mode"), mode))
@@ -391,9 +393,21 @@ def method_rows(name: str | None, uri: str):
 def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
     """The (model_id, mode) of a shard folder's `held` pairs that `name` ("MODEL" or "MODEL MODE")
     names: the only one held, or the one named (a model's `plain` rows when it has several modes and
-    none is named). Refused when it holds several and `name` names none of them, or none."""
+    none is named). Refused when it holds several and `name` names none of them, or none; and when it
+    holds one model's rows and `name` names another built-in model (any other name is a label: a report
+    row named after a model that was never run read as that model's figures). A mode in the name is
+    the method's: `mfr run`'s masked-gallery method scores plain probes, so one held mode is not
+    checked against it."""
+    from recog.zoo import model_names
+
     held = sorted(held)
     if len(held) == 1:
+        (model_id, held_mode), = held
+        model = (name or "").strip().partition(" ")[0]
+        if (model in model_names() or "@" in model) and model not in (model_id, model_id.split("@")[0]):
+            raise ValueError(f"{redact(uri)} holds the rows of {model_id.split('@')[0]} only: --name {name!r} names "
+                             "another model; name the method by the model the folder holds, or with a label that "
+                             "names no model (e.g. --name 'baseline')")
         return held[0]
     short = [f"{m.split('@')[0]} {mode}" for m, mode in held]
     # one name with two model_ids: a rerun after the spec or weights changed embedded again beside the

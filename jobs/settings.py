@@ -122,8 +122,9 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
     `embeddings`, each recorded in a file of its own), or when another command made the output's masks
     (`mfr run` into an `mfr mask` output, or the other way). True when this call recorded them. With
     `record=False` (a dry run) it only refuses, as the run would. `follows` names the setting each
-    derived one follows from (`embed`'s finder fields follow `masked` unless given): a refusal asks
-    for the setting a user gives, and says which of the others come with it. `source`: the input, as
+    derived one follows from (`embed`'s finder fields follow `masked` unless given), or the option
+    given ("--input-kind photos"): a refusal asks for what a user gives, and says which of the
+    others come with it. `source`: the input, as
     shown to people (`jobs.storage.redact`), recorded beside the settings (`source_note`)."""
     key = SETTINGS_KEYS[made]
     found = read_record(store, made)
@@ -154,10 +155,11 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
                                   "another output, or read it as before")
         if changed:
             follows = follows or {}
-            derived = [k for k in changed if follows.get(k) in changed]
+            options = [o for o in dict.fromkeys(follows.get(k) for k in changed) if o and o.startswith("--")]
+            derived = [k for k in changed if follows.get(k) in changed or follows.get(k) in options]
             given = [k for k in changed if k not in derived]
-            was = ", ".join(f"{k}={_shown(recorded.get(k))}" for k in given)
-            now = ", ".join(f"{k}={_shown(settings.get(k))}" for k in given)
+            was = ", ".join(f"{k}={_shown(recorded.get(k))}" for k in given) or "other settings"
+            now = ", ".join([f"{k}={_shown(settings.get(k))}" for k in given] + options)
             if derived:  # no option of the user's sets them: they come with what was asked
                 now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "
                         f"has {', '.join(f'{k}={recorded.get(k)!r}' for k in derived)})")

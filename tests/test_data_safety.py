@@ -641,6 +641,15 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     err = capsys.readouterr().err
     assert ("was made with masked=False; this run asks masked=True (which brings detector='both', "
             "second_look=True; the output has detector='mtcnn', second_look=False)") in err, err
+    # so does --input-kind (it named detector and second_look, which no flag sets; mfr evaluate always
+    # gives its input kind, default masked)
+    assert main([*first[:3], "--input-kind", "masked", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert ("was made with face='largest'; this run asks face='center', --input-kind masked (which brings "
+            "detector='both', second_look=True; the output has detector='mtcnn', second_look=False)") in err, err
+    assert main([*first, "--input-kind", "masked", "--dry-run"]) == 2
+    assert ("was made with other settings; this run asks --input-kind masked (which brings detector='both', "
+            "second_look=True; the output has ") in capsys.readouterr().err
     assert main([*first, "--mode", "flip"]) == 0
     # masked-gallery rows: the mask an output's first run draws on the gallery is recorded (a rerun with
     # another style or seed mixed two masks under one mode, silently); plain runs beside them are not

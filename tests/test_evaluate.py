@@ -348,6 +348,21 @@ def test_a_manifest_without_a_masked_column_is_split_by_the_masked_rule(face_pho
     rows, _ = read_shards(str(out / "embeddings"))
     assert {(k, bool(m)) for k, m in zip(rows.key, rows.masked)} == {(k, k.endswith("_mask.jpg")) for k in rows.key}
     assert rows.masked.sum() == 3
+    # beside a masked column the rule chooses nothing, and without a protocol --missing skip skips
+    # nothing: both were taken without a word, as if they did; each is said in a note
+    marked = dataset / "marked.csv"
+    marked.write_text("path,identity,masked\n" + "\n".join(f"{r},{int('_mask' in r)}" for r in rows_text(manifest))
+                      + "\n")
+    assert evaluate(str(marked), str(tmp_path / "out2"), "--masked-rule", rule, "--missing", "skip", "--input-kind",
+                    "photos", "--quiet") == 0
+    notes = json.loads((tmp_path / "out2" / "report" / "report.json").read_text())["notes"]
+    assert notes[:2] == ["--masked-rule is not used: the manifest's masked column says which images are masked",
+                         "--missing skip changes nothing here: only a protocol (--pairs, --lists) names images that "
+                         "may not be in the dataset"]
+
+
+def rows_text(manifest) -> list[str]:
+    return manifest.read_text().splitlines()[1:]
 
 
 def test_a_refused_manifest_row_keeps_what_its_shard_row_says():

@@ -110,7 +110,7 @@ def test_run_embeds_every_face_with_face_all_and_one_by_default(ray_runtime, sha
         run_pipeline(str(dataset), str(tmp_path / "x"), face="first")
 
 
-def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_data, tmp_path):
+def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_data, tmp_path, capsys):
     """`mfr mask` masks every face (bystanders too) by default; `embed --from-augment` embedded every
     masked face, so the README's mask -> embed -> score path counted two bystanders of img54.jpg as
     genuine probes of person_02 (TAR@FAR=0.1 90 % where `mfr run` gave 100 %). It now keeps the face
@@ -152,6 +152,14 @@ def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_da
     with pytest.raises(ValueError, match=r"from_augment embeds an augment output's masked faces: pass masked=True"):
         run_embed(str(tmp_path / "masked"), str(tmp_path / "unmarked"), masked=False, from_augment=True)
     assert not (tmp_path / "unmarked").exists()
+    # a crops-only mask output has no images to embed from: said in the commands a user runs ("rerun
+    # augment with outputs='image'" named neither a command nor a flag)
+    assert main(["mask", str(tmp_path / "dataset"), str(tmp_path / "crops-only"), "--outputs", "crops", "--executor",
+                 "local", "--quiet"]) == 0
+    assert main(["embed", str(tmp_path / "crops-only"), str(tmp_path / "from-crops"), "--from-augment", "--executor",
+                 "local", "--quiet"]) == 2
+    assert "has no whole images (made with --outputs crops): mask again into a new output with --outputs image or " \
+        "both" in capsys.readouterr().err
 
 
 def test_embed_from_an_augment_output_keeps_a_row_for_every_image_without_a_masked_face(face_photos, tmp_path):

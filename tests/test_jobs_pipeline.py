@@ -83,7 +83,7 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     from jobs.embed import run_embed
     from maskgen.augment import AugmentOptions
 
-    with pytest.raises(ValueError, match="rerun augment with --alignment eyes"):
+    with pytest.raises(ValueError, match=r"mask again \(`mfr mask`, into a new output\) with --alignment eyes"):
         run_embed(str(out / "masked"), str(tmp_path / "eyes"), "sface", masked=True, from_augment=True,
                   alignment="eyes")
     run_augment(str(dataset), str(tmp_path / "masked-eyes"), AugmentOptions(style="seed", largest_only=True,

@@ -130,6 +130,14 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert (f"  a vs b (rank-1 {100 * a['identification']['rank']['1']:.1f} % vs "
             f"{100 * b['identification']['rank']['1']:.1f} %, {c['probes']} probes): {c['first_only']} vs "
             f"{c['second_only']} identified by one alone, p {c['p_value']:.3g} (Holm {c['p_holm']:.3g})") in printed
+    # a folder of one model: --name of another built-in model was taken as a label, and the report
+    # named sface's figures dlib-resnet's; a name that is no model's is a label
+    for name in ("dlib-resnet", "dlib-resnet flip"):
+        assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "mislabel"),
+                     "--name", name]) == 2, name
+        assert (f"holds the rows of sface only: --name '{name}' names another model; name the method by the model "
+                "the folder holds, or with a label that names no model") in capsys.readouterr().err
+        assert not (tmp_path / "mislabel").exists()
     # three methods, three comparisons: each p adjusted for the other two (Holm)
     from recog.metrics import holm_adjust
 
