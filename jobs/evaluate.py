@@ -314,7 +314,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     if pairs is not None and not str(pairs).strip():  # "" was no protocol: a masked vs unmasked report
         raise ValueError("--pairs names no file (an empty path)")
     if pairs and lists:
-        raise ValueError("give a pairs file or identification lists, not both")
+        # (one of them often comes from a --config file, which a flag cannot take back: said, as the
+        # folder-only options say it)
+        raise ValueError("give a pairs file or identification lists, not both (a `pairs` or `lists` key of a "
+                         "--config file gives --pairs or --lists too: take it out of the file for the runs that "
+                         "use the other)")
     if pairs and gallery_template != "best":
         raise ValueError("--gallery-template applies to identification (--lists, or masked against unmasked "
                          "images), not to --pairs, which compares the images of each pair")

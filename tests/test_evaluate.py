@@ -256,6 +256,16 @@ def test_a_bad_masked_rule_or_an_empty_list_is_refused_before_any_image(face_pho
     assert main(["evaluate", str(dataset.parent), str(out), "--pairs", str(bad), "--gallery-template", "mean",
                  "--quiet"]) == 2
     assert "--gallery-template applies to identification" in capsys.readouterr().err
+    # lists from a --config file and --pairs on the command line: the refusal says where the lists came
+    # from (a flag cannot take a file's key back)
+    config = tmp_path / "mfr.toml"
+    config.write_text(f'[evaluate]\nlists = ["{bad}", "{bad}"]\n')
+    assert main(["--config", str(config), "evaluate", str(dataset.parent), str(out), "--pairs", str(bad),
+                 "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "give a pairs file or identification lists, not both (a `pairs` or `lists` key of a --config file gives "
+        "--pairs or --lists too: take it out of the file for the runs that use the other)")
+    assert not out.exists()
     # a protocol naming images the dataset lacks, a masked rule matching no file name: said before any
     # image is embedded (both came after a whole embedding)
     listed, probes = tmp_path / "gallery.csv", tmp_path / "probes.csv"
