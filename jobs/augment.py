@@ -223,6 +223,11 @@ class AugmentWorker:
         if item.get("status"):
             return [base.with_(status=str(item["status"]), message=str(item.get("message") or ""))], None, None
         if item.get("masked"):
+            # not read, as it is not masked again; but looked for: under a wrong --images every such
+            # row read already_masked, the unmasked ones missing
+            if not self.input.exists(key):
+                return [base.with_(status="missing", message=f"{self.input.uri_of(key)}: no such image (the input "
+                                                             "manifest marks it as masked)")], None, None
             return [base.with_(status="already_masked", message=self.already_masked)], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:

@@ -194,14 +194,16 @@ def test_manifest_rows_that_cannot_be_used_are_reported(ray_runtime, dataset, tm
     shutil.copy(dataset / good[0], dataset / "already" / "masked.jpg")
     manifest_csv = dataset / "list.csv"
     manifest_csv.write_text("path,masked\n" + "".join(f"{k},0\n" for k in good) +
-                            f"{good[0]},0\n../../outside.jpg,0\nnobody/missing.jpg,0\nalready/masked.jpg,1\n")
+                            f"{good[0]},0\n../../outside.jpg,0\nnobody/missing.jpg,0\nalready/masked.jpg,1\n"
+                            "nobody/masked.jpg,1\n")  # marked masked, and not there: missing (was already_masked)
     out = tmp_path / "out"
     summary = run_augment(str(manifest_csv), str(out), AugmentOptions(seed=3), batch_size=2)
-    assert summary.inputs == len(good) + 4
-    assert summary.statuses == {"ok": len(good), "duplicate": 1, "unsafe_path": 1, "missing": 1,
+    assert summary.inputs == len(good) + 5
+    assert summary.statuses == {"ok": len(good), "duplicate": 1, "unsafe_path": 1, "missing": 2,
                                 "already_masked": 1}
     per_key = read_manifest(str(out)).groupby("source_key")["status"].apply(set).to_dict()
     assert per_key["../../outside.jpg"] == {"unsafe_path"} and per_key["nobody/missing.jpg"] == {"missing"}
+    assert per_key["nobody/masked.jpg"] == {"missing"}
     assert per_key[good[0]] == {"ok", "duplicate"} and per_key["already/masked.jpg"] == {"already_masked"}
     written = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     assert not any("outside" in k or "already" in k or "missing" in k for k in written)
