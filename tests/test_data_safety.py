@@ -992,7 +992,8 @@ def test_counts_are_checked_when_the_command_is_read(argv, tmp_path, capsys):
                                          # checked whichever command runs: the file is one configuration
                                          ("[embed]\ntypo_key = 3\n", "[embed] has no option 'typo_key'"),
                                          ("[embed]\nmodel = 5\n", "[embed] model: expects text, got 5"),
-                                         ("[run]\nmodels = 5\n", "[run] models: expects text, got 5"),
+                                         ("[run]\nmodels = 5\n", "[run] models: expects names, comma-separated in "
+                                                                   "one text or an array of them, got 5"),
                                          ("model = 5\n", "model: expects text, got 5"),
                                          ("config = 'other.toml'\n", "no command has an option 'config'"),
                                          ("help = true\n", "no command has an option 'help'"),
