@@ -225,7 +225,11 @@ class AugmentWorker:
         if item.get("masked"):
             # not read, as it is not masked again; but looked for: under a wrong --images every such
             # row read already_masked, the unmasked ones missing
-            if not self.input.exists(key):
+            try:
+                there = self.input.exists(key, reading=True)
+            except UnreadableObject as exc:  # (access denied: that row's, as a read's would be)
+                return [base.with_(status=exc.status, message=str(exc))], None, None
+            if not there:
                 return [base.with_(status="missing", message=f"{self.input.uri_of(key)}: no such image (the input "
                                                              "manifest marks it as masked)")], None, None
             return [base.with_(status="already_masked", message=self.already_masked)], None, None

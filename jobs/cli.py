@@ -498,7 +498,12 @@ def config_value(action: argparse.Action, value, refuse):
     if isinstance(action, argparse._AppendAction):  # --compare, --fuse: one array item per use of the flag
         if not isinstance(value, list):
             refuse(f"expects an array (one item per use of the flag), got {value!r}")
-        return [_config_args(action, v, refuse) for v in value]
+        uses = [_config_args(action, v, refuse) for v in value]
+        # fuse = ["sface", "dlib"] reads as two fusions of one model each, where `models = [...]` is one list
+        if action.dest == "fuse" and any(len(_names(u)) < 2 for u in uses):
+            refuse(f"each item is one fusion of two or more methods, e.g. fuse = [\"sface,dlib\"] or "
+                   f"[[\"sface\", \"dlib\"]], got {value!r}")
+        return uses
     return _config_args(action, value, refuse)
 
 

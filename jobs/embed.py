@@ -538,6 +538,8 @@ def plan_embed(input_uri: str, output_uri: str, model: str = "sface", *, from_au
     model_id = model_identity(model, accept_licence)[0]
     output = open_store(output_uri)
     output.check_could_write()  # refused as the run would refuse it, writing nothing
+    if from_augment:
+        refuse_unmasked_augment_rows(output)
     finder = embed_finder(masked, finder_kind, crop_mode, second_look, turned)
     check_settings(output, "mfr embed", embed_settings(masked=masked, from_augment=from_augment, face=face,
                                                        finder=finder, alignment=alignment, input_uri=input_uri,
@@ -605,6 +607,23 @@ def finder_follows(finder, finder_kind: str | None, crop_mode: str | None, secon
 
 FINDING_OPTIONS = {"finder_kind": "--input-kind", "crop_mode": "--crop-mode", "second_look": "--second-look",
                    "turned": "--turned", "images_uri": "--images", "manifest_encoding": "--manifest-encoding"}
+
+
+def refuse_unmasked_augment_rows(output) -> None:
+    """An output an earlier version embedded with `--from-augment` alone recorded its masked faces as
+    unmasked (masked=False); `--from-augment` now brings `--masked`, so its rerun was refused in the
+    settings' words ("run it with the same settings"), which no option gives any more: said as what it is."""
+    from jobs.settings import SettingsChanged, read_record
+    from jobs.storage import redact
+
+    try:
+        settings = (read_record(output, "embeddings") or {}).get("settings") or {}
+    except SettingsChanged:
+        return  # a damaged record: check_settings says so
+    if settings.get("from_augment") is True and settings.get("masked") is False:
+        raise ValueError(f"{redact(output.uri)} was embedded with --from-augment by an earlier version, which marked "
+                         "its masked faces unmasked (masked=False in its record; a report read them as the unmasked "
+                         "side): embed into a new output; nothing was written")
 
 
 def refuse_finding_options(from_augment: bool, **given) -> None:
@@ -719,6 +738,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     started = time.perf_counter()
     finder = embed_finder(masked, finder_kind, crop_mode, second_look, turned)
     output = open_store(output_uri)
+    if from_augment:
+        refuse_unmasked_augment_rows(output)
     embedder = checked_model(model, accept_licence)
     model_id = embedder.model_id
     done_where = DoneRows(ColumnsEqual(model_id=model_id, mode=mode), retry_failed=retry_failed)

@@ -394,20 +394,26 @@ def choose_method(held: set, name: str | None, uri: str) -> tuple[str, str]:
     """The (model_id, mode) of a shard folder's `held` pairs that `name` ("MODEL" or "MODEL MODE")
     names: the only one held, or the one named (a model's `plain` rows when it has several modes and
     none is named). Refused when it holds several and `name` names none of them, or none; and when it
-    holds one model's rows and `name` names another built-in model (any other name is a label: a report
-    row named after a model that was never run read as that model's figures). A mode in the name is
-    the method's: `mfr run`'s masked-gallery method scores plain probes, so one held mode is not
-    checked against it."""
+    holds one model's rows in one mode and `name` names another built-in model or model_id, or the
+    held model in another mode (any other name is a label: a report row named after a model or mode
+    that was never run read as its figures). `mfr run`'s masked-gallery method scores the plain
+    probes, so a masked-gallery name over plain rows is the method's own."""
+    from recog.matching import MODES
     from recog.zoo import model_names
 
     held = sorted(held)
     if len(held) == 1:
         (model_id, held_mode), = held
-        model = (name or "").strip().partition(" ")[0]
-        if (model in model_names() or "@" in model) and model not in (model_id, model_id.split("@")[0]):
-            raise ValueError(f"{redact(uri)} holds the rows of {model_id.split('@')[0]} only: --name {name!r} names "
-                             "another model; name the method by the model the folder holds, or with a label that "
-                             "names no model (e.g. --name 'baseline')")
+        model, _, mode = (name or "").strip().partition(" ")
+        mode, ours = mode.strip(), {model_id.lower(), model_id.split("@")[0].lower()}
+        # a model_id is "<name>@sha256:<hex>[+spec:...]": a path or label with an "@" is neither
+        other_model = (model.lower() in model_names() or "@sha256:" in model) and model.lower() not in ours
+        other_mode = (model.lower() in ours and mode in MODES and mode != held_mode
+                      and (mode, held_mode) != ("masked-gallery", "plain"))
+        if other_model or other_mode:
+            raise ValueError(f"{redact(uri)} holds the rows of {model_id.split('@')[0]} {held_mode} only: --name "
+                             f"{name!r} names another {'model' if other_model else 'mode'}; name the method by "
+                             "what the folder holds, or with a label that names no model (e.g. --name 'baseline')")
         return held[0]
     short = [f"{m.split('@')[0]} {mode}" for m, mode in held]
     # one name with two model_ids: a rerun after the spec or weights changed embedded again beside the

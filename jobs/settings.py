@@ -109,9 +109,13 @@ def refuse_other_output(output, made: str, command: str) -> None:
     from jobs.storage import redact
 
     key = SETTINGS_KEYS[made]
-    if output.exists(key):
+    # an embed output of a version that kept no record is its shards/ alone (as refuse_foreign_output
+    # takes it for mfr's)
+    bare = made == "embeddings" and not output.exists(SETTINGS_KEY) and output.top_level() == ["shards"]
+    if bare or output.exists(key):
         by = "mfr mask or mfr run" if made == "masks" else "mfr embed"
-        raise ValueError(f"the output {redact(output.uri)} is an output of {by} (it holds {key}): give {command} "
+        holds = "its shards/ alone" if bare else key
+        raise ValueError(f"the output {redact(output.uri)} is an output of {by} (it holds {holds}): give {command} "
                          "a folder of its own; nothing was written")
 
 
@@ -158,7 +162,8 @@ def check_settings(store, command: str, settings: dict, made: str = "masks", rec
             options = [o for o in dict.fromkeys(follows.get(k) for k in changed) if o and o.startswith("--")]
             derived = [k for k in changed if follows.get(k) in changed or follows.get(k) in options]
             given = [k for k in changed if k not in derived]
-            was = ", ".join(f"{k}={_shown(recorded.get(k))}" for k in given) or "other settings"
+            was = ", ".join(f"{k}={_shown(recorded.get(k))}" for k in given) or \
+                "another " + ", ".join(o.split()[0] for o in options)  # ("another --input-kind")
             now = ", ".join([f"{k}={_shown(settings.get(k))}" for k in given] + options)
             if derived:  # no option of the user's sets them: they come with what was asked
                 now += (f" (which brings {', '.join(f'{k}={settings.get(k)!r}' for k in derived)}; the output "

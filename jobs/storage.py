@@ -357,7 +357,8 @@ class LocalStore:
             raise UnreadableObject(f"cannot read {path}: {exc.strerror or exc}") from None
         yield path
 
-    def exists(self, key: str) -> bool:
+    def exists(self, key: str, reading: bool = False) -> bool:
+        """Whether `key` is a file (`reading`: S3Store's, looked for as an input it would read)."""
         return self.path(key).is_file()
 
     def write(self, key: str, data: bytes) -> None:
@@ -637,10 +638,14 @@ class S3Store:
             self._call(f"reading s3://{self.bucket}/{full}", fetch, path=path)
             yield path
 
-    def exists(self, key: str) -> bool:
+    def exists(self, key: str, reading: bool = False) -> bool:
+        """Whether object `key` is there. `reading`: an input looked for in place of a read, whose access
+        denied is that input's problem (UnreadableObject, as a read's: a bucket without ListBucket answers
+        a HEAD of a missing key with 403), not the store's (StorageError)."""
         full = self._full(key)
         try:
-            self._call(f"checking s3://{self.bucket}/{full}", self.client.head_object, Bucket=self.bucket, Key=full)
+            self._call(f"{'reading' if reading else 'checking'} s3://{self.bucket}/{full}", self.client.head_object,
+                       Bucket=self.bucket, Key=full)
             return True
         except FileNotFoundError:
             return False

@@ -151,6 +151,11 @@ def test_config_files_given_twice_or_not_toml_are_refused_and_names_may_come_as_
     parser, argv = build_parser(), ["--config", str(config), "score", "p", "g", "r"]
     apply_config(parser, argv)
     assert parser.parse_args(argv).fuse == ["a,b", "a,c"]
+    config.write_text('[score]\nfuse = ["a", "b"]\n')  # two fusions of one method each, not one of two
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "score", "p", "g", "r"])
+    assert "[score] fuse: each item is one fusion of two or more methods, e.g. fuse = [\"sface,dlib\"]" in \
+        capsys.readouterr().err
     for text in ('[run]\nmodels = []\n', '[run]\nmodels = ["sface", 3]\n', '[run]\nmodels = ["a,b", "c"]\n',
                  '[run]\nmodels = 3\n'):
         config.write_text(text)

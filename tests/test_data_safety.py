@@ -334,6 +334,12 @@ def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_not
             f"mfr {command}: the output {gallery} is an output of mfr embed (it holds _mfr_embed_settings.json): give "
             f"mfr {command} a folder of its own; nothing was written")
     assert sorted(p.relative_to(gallery) for p in gallery.rglob("*")) == embedded
+    # one of a version that kept no record: its shards/ alone
+    shutil.copytree(gallery / "shards", tmp_path / "old-embed" / "shards")
+    assert main(["mask", str(dataset), str(tmp_path / "old-embed"), "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr mask: the output {tmp_path / 'old-embed'} is an output of mfr embed (it holds its shards/ alone): give "
+        "mfr mask a folder of its own; nothing was written")
     assert main(["embed", str(dataset), str(gallery), "--executor", "local", "--quiet"]) == 0  # its own rerun
     capsys.readouterr()
     shards = sorted(p.relative_to(probes) for p in probes.rglob("*"))
@@ -648,7 +654,7 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     assert ("was made with face='largest'; this run asks face='center', --input-kind masked (which brings "
             "detector='both', second_look=True; the output has detector='mtcnn', second_look=False)") in err, err
     assert main([*first, "--input-kind", "masked", "--dry-run"]) == 2
-    assert ("was made with other settings; this run asks --input-kind masked (which brings detector='both', "
+    assert ("was made with another --input-kind; this run asks --input-kind masked (which brings detector='both', "
             "second_look=True; the output has ") in capsys.readouterr().err
     assert main([*first, "--mode", "flip"]) == 0
     # masked-gallery rows: the mask an output's first run draws on the gallery is recorded (a rerun with

@@ -152,6 +152,19 @@ def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_da
     with pytest.raises(ValueError, match=r"from_augment embeds an augment output's masked faces: pass masked=True"):
         run_embed(str(tmp_path / "masked"), str(tmp_path / "unmarked"), masked=False, from_augment=True)
     assert not (tmp_path / "unmarked").exists()
+    # an output an earlier version made that way (its record says masked=False): its rerun is refused
+    # as what it is, not with "run it with the same settings", which no option gives any more
+    import json
+
+    record_path = tmp_path / "implied" / "_mfr_embed_settings.json"
+    record = json.loads(record_path.read_text())
+    record["settings"]["masked"] = False
+    record_path.write_text(json.dumps(record))
+    for dry in ([], ["--dry-run"]):
+        assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "implied"), "--from-augment", "--executor",
+                     "local", "--quiet", *dry]) == 2
+        assert "was embedded with --from-augment by an earlier version, which marked its masked faces unmasked " \
+            "(masked=False in its record" in capsys.readouterr().err
     # a crops-only mask output has no images to embed from: said in the commands a user runs ("rerun
     # augment with outputs='image'" named neither a command nor a flag)
     assert main(["mask", str(tmp_path / "dataset"), str(tmp_path / "crops-only"), "--outputs", "crops", "--executor",

@@ -130,14 +130,24 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert (f"  a vs b (rank-1 {100 * a['identification']['rank']['1']:.1f} % vs "
             f"{100 * b['identification']['rank']['1']:.1f} %, {c['probes']} probes): {c['first_only']} vs "
             f"{c['second_only']} identified by one alone, p {c['p_value']:.3g} (Holm {c['p_holm']:.3g})") in printed
-    # a folder of one model: --name of another built-in model was taken as a label, and the report
-    # named sface's figures dlib-resnet's; a name that is no model's is a label
-    for name in ("dlib-resnet", "dlib-resnet flip"):
+    # a folder of one model and mode: --name of another built-in model, or of its model in another mode,
+    # was taken as a label, and the report named sface's figures dlib-resnet's; a name that is no
+    # model's is a label, "@" and all (mfr run names an external model's method by its path)
+    for name, other in (("dlib-resnet", "model"), ("DLIB-resnet flip", "model"), ("sface upper-face", "mode"),
+                        ("SFace flip", "mode")):
         assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "sface" / "g"), str(tmp_path / "mislabel"),
                      "--name", name]) == 2, name
-        assert (f"holds the rows of sface only: --name '{name}' names another model; name the method by the model "
-                "the folder holds, or with a label that names no model") in capsys.readouterr().err
+        assert (f"holds the rows of sface plain only: --name '{name}' names another {other}; name the method by "
+                "what the folder holds, or with a label that names no model") in capsys.readouterr().err
         assert not (tmp_path / "mislabel").exists()
+    from jobs.score import choose_method
+
+    held = {("sface@sha256:0123abcd", "plain")}
+    for label in ("models/arcface@r100.onnx", "me@lab", "baseline flip", "sface", "SFACE plain",
+                  "sface masked-gallery", "sface@sha256:0123abcd"):  # (masked-gallery scores plain probes)
+        assert choose_method(held, label, "p") == ("sface@sha256:0123abcd", "plain"), label
+    with pytest.raises(ValueError, match="names another model"):
+        choose_method(held, "sface@sha256:ffff", "p")
     # three methods, three comparisons: each p adjusted for the other two (Holm)
     from recog.metrics import holm_adjust
 
@@ -220,7 +230,7 @@ def test_score_compares_and_fuses_from_the_command_line(ray_runtime, tmp_path, f
     assert main(["embed", str(dataset), str(tmp_path / "flipped"), "--mode", "flip", *here]) == 0
     for distributed in ([], ["--distributed"]):
         assert main(["score", str(tmp_path / "sface" / "p"), str(tmp_path / "flipped"), str(tmp_path / "r6"),
-                     "--name", "sface flip", *distributed]) == 2
+                     "--name", "mixed", *distributed]) == 2
         assert "are embedded in the plain mode and the gallery" in capsys.readouterr().err
         assert not (tmp_path / "r6").exists()
 

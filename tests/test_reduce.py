@@ -193,8 +193,10 @@ def image_records(emb, ids, per_id: int, masked: bool, faceless=()) -> list:
 
 
 def test_the_probes_of_an_identity_whose_gallery_had_no_face_are_mated_but_open_set_when_acquired_only(tmp_path):
-    """report.md's "Every sample counted" says it: over the samples with a face, an identity none of
-    whose gallery entries had one is not in the gallery, so its probes search for someone absent."""
+    """Over the samples with a face, an identity none of whose gallery entries had one is not in the
+    gallery, so its probes search for someone absent (the counts are the reducer's as before); report.md's
+    "Every sample counted" now says so (it read "the same figures", which a review's recount took
+    for an error)."""
     from jobs.score import run_score
 
     probes, p_ids = faces(n_ids=6, per_id=3, seed=5)  # id5's 3 probes: its one gallery image has no face

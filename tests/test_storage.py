@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.storage import LocalStore, S3Store, StorageError, UnsafeKeyError, open_store, redact, safe_key
+from jobs.storage import LocalStore, S3Store, StorageError, UnreadableObject, UnsafeKeyError, open_store, redact, safe_key
 
 
 def _exercise(store):
@@ -423,6 +423,10 @@ def test_s3_attempts_count_every_request_and_a_silent_endpoint_fails_in_seconds(
     try:
         with pytest.raises(StorageError, match="S3 said 403: access denied; check the credentials"):
             open_store("s3://b/p").exists("_mfr_settings.json")
+        # an input looked for in place of a read (a manifest's masked row): its access denied is that
+        # row's (unreadable), as a read's is, not the job's
+        with pytest.raises(UnreadableObject, match=r"reading s3://b/p/x\.jpg: access denied"):
+            open_store("s3://b/p").exists("x.jpg", reading=True)
     finally:
         server.shutdown()
     for value in ("0", "-1", "abc", "inf"):
