@@ -26,7 +26,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from maskgen.runtime import TMP_PREFIX, sha256_bytes, write_atomic
+from maskgen.runtime import TMP_PREFIX, remove_dead_temporaries, sha256_bytes, write_atomic
+
+# the folders this process has written to, each tidied of the temporaries a killed writer left there
+# (a Ray worker stopped mid-write by Ctrl-C): the rerun that writes that image again removes its leftover
+_TIDIED: set = set()
 
 
 class StorageError(RuntimeError):
@@ -369,6 +373,9 @@ class LocalStore:
             write_atomic(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if path.parent not in _TIDIED:  # once per folder and process: one listing of it
+            _TIDIED.add(path.parent)
+            remove_dead_temporaries(path.parent)
 
     def delete(self, key: str) -> None:
         path = self.path(key)

@@ -6,6 +6,7 @@ the product behaves the same on a laptop, in a Ray CPU actor and in a GPU actor.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -78,12 +79,21 @@ def cache_dir() -> Path:
 TMP_PREFIX = ".mfr-tmp-"
 
 
+@functools.lru_cache(maxsize=1)
+def _own_prefix() -> str:
+    """The start of this machine's temporaries' names: TMP_PREFIX, a short hash of the host's name,
+    then the writer's pid (`remove_dead_temporaries` tells this machine's dead writers' ones apart)."""
+    import socket
+
+    return f"{TMP_PREFIX}{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-"
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` so that concurrent readers (other Ray actors) never see a half-written file: a
     temporary `TMP_PREFIX` file beside it, renamed into place, removed if anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # a short name of its own: the final name may already be at the file system's 255-byte limit
-    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}")
+    tmp = path.with_name(f"{_own_prefix()}{os.getpid()}-{secrets.token_hex(6)}")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
@@ -106,6 +116,34 @@ def remove_stale_temporaries(folder: Path, older_than_s: float = STALE_TEMPORARY
                 tmp.unlink()
         except OSError:  # gone already (another process tidied it), or not ours to remove
             pass
+
+
+def remove_dead_temporaries(folder: Path) -> int:
+    """Remove the `write_atomic` temporaries in `folder` whose writer was a process of this machine
+    that is gone (killed mid-write: a Ray worker when its job is stopped with Ctrl-C cannot remove its
+    own); a live writer's, or another machine's on a shared file system, are left. How many were removed."""
+    prefix, removed = _own_prefix(), 0
+    try:
+        entries = [e.name for e in os.scandir(folder) if e.name.startswith(prefix)]
+    except OSError:
+        return 0
+    for name in entries:
+        pid = name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): its writer may still rename it
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            (folder / name).unlink()
+            removed += 1
+        except OSError:  # gone already, or not ours to remove
+            pass
+    return removed
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -433,3 +433,33 @@ def test_s3_attempts_count_every_request_and_a_silent_endpoint_fails_in_seconds(
         monkeypatch.setenv("MFR_S3_READ_TIMEOUT", value)
         with pytest.raises(StorageError, match="MFR_S3_READ_TIMEOUT=.*a number above 0"):
             open_store("s3://b/p").exists("x")
+
+
+def test_a_write_removes_what_a_killed_writer_on_this_machine_left_in_its_folder(tmp_path):
+    """A Ray worker killed mid-write (its job stopped with Ctrl-C) leaves its `.mfr-tmp-` file beside
+    the image it wrote; the rerun writes that image again and left the file there. The first write
+    into a folder now removes this machine's temporaries whose writer is gone, and no other's: a live
+    writer's (it may still rename it), another machine's on a shared file system, or an older name."""
+    import subprocess
+    import sys
+
+    from maskgen.runtime import _own_prefix
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process holds (until the system hands it out again)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    folder = tmp_path / "out" / "images" / "p1"
+    folder.mkdir(parents=True)
+    names = {"dead": f"{_own_prefix()}{gone.pid}-0a1b2c3d4e5f", "live": f"{_own_prefix()}{live.pid}-0a1b2c3d4e5f",
+             "elsewhere": f".mfr-tmp-ffffffff-{gone.pid}-0a1b2c3d4e5f", "older": f".mfr-tmp-{gone.pid}-0a1b2c3d4e5f"}
+    for name in names.values():
+        (folder / name).write_bytes(b"half an image")
+    try:
+        store = LocalStore(str(tmp_path / "out"))
+        store.write("images/p1/a.jpg", b"an image")
+        left = {p.name for p in folder.iterdir()}
+        assert left == {"a.jpg", names["live"], names["elsewhere"], names["older"]}
+        assert store.list("images") == ["images/p1/a.jpg"]  # temporaries are never listed
+    finally:
+        live.kill()
+        live.wait()
