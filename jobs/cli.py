@@ -150,6 +150,11 @@ def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+# an on/off option: --quiet, and --no-quiet to turn off what a --config file turned on ("flags on the
+# command line win" held for every option but these)
+SWITCH = {"action": argparse.BooleanOptionalAction, "default": False}
+
+
 def build_parser() -> argparse.ArgumentParser:
     # no abbreviations: `evaluate --mode flip` was taken for --model, and refused for its model
     p = argparse.ArgumentParser(prog="mfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -165,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     def retry_option(sp):
-        sp.add_argument("--retry-failed", action="store_true",
+        sp.add_argument("--retry-failed", **SWITCH,
                         help="do again the inputs an earlier run recorded as failed (missing, undecodable, error, "
                              "...; not no_face): a rerun skips every input with a row, and these rows are replaced")
 
@@ -176,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "batches")
 
     def job_options(sp, batch_size: int):
-        sp.add_argument("--quiet", action="store_true", help="no progress bar, only the summary table")
-        sp.add_argument("--strict", action="store_true",
+        sp.add_argument("--quiet", **SWITCH, help="no progress bar, only the summary table")
+        sp.add_argument("--strict", **SWITCH,
                         help="exit 1 when any input failed (undecodable, missing, ...); no_face is not a failure")
         sp.add_argument("--workers", type=positive_int,
                         help="most actors in the CPU pool (default: as many as the cluster holds or can grow to; "
@@ -187,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--rows-per-shard", type=positive_int, default=ROWS_PER_SHARD,
                         help=f"rows per manifest / embedding Parquet file (default {ROWS_PER_SHARD}; smaller files "
                              "appear sooner, larger ones are fewer)")
-        sp.add_argument("--dry-run", action="store_true",
+        sp.add_argument("--dry-run", **SWITCH,
                         help="list what would be processed and where it would go; start nothing, write nothing")
         max_pixels_option(sp)
 
@@ -213,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             sp.add_argument("--model", default="sface",
                             help="built-in model (see `mfr models list`) or a path to an .onnx file (default sface)")
-        sp.add_argument("--accept-model-licence", action="store_true",
+        sp.add_argument("--accept-model-licence", **SWITCH,
                         help="accept a built-in model's restrictive licence (insightface-mbf: non-commercial)")
 
     def face_options(sp, default_kind, alignment_help):
@@ -282,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output", help="folder or s3:// prefix for shards/")
     manifest_options(e)
     model_options(e)
-    e.add_argument("--masked", action="store_true", help="mark these faces as masked (the probes)")
-    e.add_argument("--from-augment", action="store_true",
+    e.add_argument("--masked", **SWITCH, help="mark these faces as masked (the probes)")
+    e.add_argument("--from-augment", **SWITCH,
                    help="embed the masked faces of an augment output, aligned with their unmasked detection "
                         "(they are masked: implies --masked)")
     face_options(e, "masked with --masked, else photos",
@@ -346,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the face of each image that is embedded (default center)")
     turned_option(v)
     model_options(v, several=True, each=", each embedded in a pass of its own")
-    v.add_argument("--quiet", action="store_true", help="no progress bar, only the summary and the report's paths")
+    v.add_argument("--quiet", **SWITCH, help="no progress bar, only the summary and the report's paths")
     v.add_argument("--workers", type=positive_int,
                    help="most actors in the CPU pool (detection and alignment; they also embed where the cluster "
                         "has no GPUs) (default: as many as the cluster holds or can grow to)")
@@ -370,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best: every gallery image an entry, an identity scores as its best image (default); "
                         "mean: one template per identity, the normalised mean of its normalised embeddings (a "
                         "Euclidean model's: their plain mean)")
-    s.add_argument("--force", action="store_true", help="make the report even if one from the same shards exists")
+    s.add_argument("--force", **SWITCH, help="make the report even if one from the same shards exists")
     s.add_argument("--name", help="the first method's name in the report (default: its model)")
     s.add_argument("--compare", nargs=3, action="append", default=[], metavar=("NAME", "PROBES", "GALLERY"),
                    help="one more method side by side in the same tables and plots (repeatable)")
@@ -379,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-pairs", type=positive_int,
                    help="verification comparisons kept before impostors are sampled (a seeded sample per probe; "
                         "every genuine pair is kept; default 2000000)")
-    s.add_argument("--distributed", action="store_true",
+    s.add_argument("--distributed", **SWITCH,
                    help="score with Ray tasks over the probe shards and the gallery in parts (on the cluster of "
                         "RAY_ADDRESS, else a local Ray): same figures, no process holds the whole gallery or "
                         "score matrix")
@@ -408,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="matching modes, comma-separated: plain, masked-gallery (the gallery wears the probes' "
                         "mask), flip (mirror averaging), upper-face (only above the mask line); "
                         f"default {','.join(DEFAULT_MODES)}")
-    r.add_argument("--fuse", action="store_true",
+    r.add_argument("--fuse", **SWITCH,
                    help="with several --models: one more row per mode, the models' scores z-normalised on "
                         "impostors and averaged")
     r.add_argument("--face", choices=("center", "largest", "all"), default="center",
@@ -425,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
     d.add_argument("--style", choices=STYLE_NAMES, default="seed", help="mask style (default seed)")
     model_options(d)
-    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.add_argument("--quiet", **SWITCH, help="no progress bars")
 
     md = command("models", "list, describe and build the recognition models",
                  "mfr models list", "mfr models describe dlib-resnet", "mfr models build sface",
@@ -434,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="list: the built-in models; describe: a model's spec (JSON); build: fetch, convert and "
                          "cache a built-in model, print its path and SHA-256")
     md.add_argument("name", nargs="?", help="built-in model name or .onnx path (describe, build)")
-    md.add_argument("--accept-model-licence", action="store_true", help="accept a restrictive licence (build; describe of a licensed model's file)")
+    md.add_argument("--accept-model-licence", **SWITCH, help="accept a restrictive licence (build; describe of a licensed model's file)")
     return p
 
 
@@ -489,7 +494,7 @@ def config_value(action: argparse.Action, value, refuse):
     a choice one of its choices, a text option text; an option that takes several values an array
     of them, and one that can be given several times an array of its uses. `refuse(why)` does not
     return. None: the key sets nothing (a switch set to false whose flag stores a constant)."""
-    if action.nargs == 0:  # a switch: store_true, or store_const (--largest-only is --face largest)
+    if action.nargs == 0:  # a switch (--quiet / --no-quiet), or store_const (--largest-only is --face largest)
         if not isinstance(value, bool):
             refuse(f"expects true or false, got {value!r}")
         if isinstance(action, argparse._StoreConstAction) and not isinstance(action, argparse._StoreTrueAction):
@@ -511,7 +516,8 @@ def _config_options(sub: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """A command's options by the names a config file uses: each flag without its dashes, `-` or `_`
     (`--batch-size`: batch-size, batch_size). --config and --help are not options a file sets."""
     return {flag.lstrip("-").replace("-", "_"): action for action in sub._actions
-            for flag in action.option_strings if action.dest not in ("config", "help")}
+            for flag in action.option_strings if action.dest not in ("config", "help")
+            and not (isinstance(action, argparse.BooleanOptionalAction) and flag.startswith("--no-"))}
 
 
 def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:

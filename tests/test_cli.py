@@ -147,6 +147,19 @@ def test_config_files_given_twice_or_not_toml_are_refused_and_names_may_come_as_
         apply_config(parser, argv)
         args = parser.parse_args(argv)
         assert (args.models, args.modes) == ("sface,dlib-resnet", "plain,flip")
+    # a switch a file turns on is turned off by its --no- flag ("flags on the command line win" held
+    # for every option but the switches); the --no- spelling is no key of a file
+    config.write_text('quiet = true\n[mask]\nstrict = true\n')
+    for argv, expected in ((["mask", "a", "b"], (True, True)), (["mask", "a", "b", "--no-quiet", "--no-strict"],
+                                                                 (False, False))):
+        parser, argv = build_parser(), ["--config", str(config), *argv]
+        apply_config(parser, argv)
+        args = parser.parse_args(argv)
+        assert (args.quiet, args.strict) == expected, argv
+    config.write_text('[mask]\nno_quiet = true\n')
+    with pytest.raises(SystemExit):
+        main(["--config", str(config), "mask", "a", "b", "--dry-run"])
+    assert "[mask] has no option 'no_quiet'" in capsys.readouterr().err
     config.write_text('[score]\nfuse = [["a", "b"], "a,c"]\n')
     parser, argv = build_parser(), ["--config", str(config), "score", "p", "g", "r"]
     apply_config(parser, argv)
