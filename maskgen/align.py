@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from maskgen.checks import is_number, is_whole
+from maskgen.checks import check_five_points, is_number, is_whole
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,7 @@ class FaceTemplate:
 
     @classmethod
     def from_points(cls, points, width: int, height: int) -> "FaceTemplate":
-        arr = np.asarray(points, dtype=np.float64)
-        if arr.shape != (5, 2) or not np.isfinite(arr).all():
-            raise ValueError(f"a face template needs 5 finite (x, y) points, got shape {arr.shape}")
+        arr = check_five_points(points, "a face template's points")
         if not (is_whole(width) and is_whole(height) and width > 0 and height > 0):  # 112.5 was cut to 112
             raise ValueError(f"template size must be whole numbers of pixels above 0, got {width!r}x{height!r}")
         return cls(tuple((float(x), float(y)) for x, y in arr), int(width), int(height))
@@ -118,10 +116,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, template: FaceTemplate 
     if not isinstance(template, FaceTemplate):
         raise ValueError(f"template is a FaceTemplate (e.g. ARCFACE_112, or ARCFACE_112.resized(w, h)), got "
                          f"{template!r}")
-    points = np.asarray(landmarks, dtype=np.float64)
-    if points.size != 10 or not np.isfinite(points).all():
-        raise ValueError(f"a face's landmarks here are its 5 finite (x, y) points, got shape {points.shape}"
-                         + (" (68 points: maskgen.facetype.five_points gives the 5)" if points.size == 136 else ""))
+    points = check_five_points(landmarks, "a face's landmarks here")
     if not (is_whole(border_value) and 0 <= border_value <= 255):
         raise ValueError(f"border_value is a whole number from 0 to 255, got {border_value!r}")
     matrix = alignment_matrix(points, template)

@@ -22,6 +22,24 @@ def check_unit(name: str, value, low_open: bool = False) -> None:
         raise ValueError(f"{name} must be a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value!r}")
 
 
+def check_five_points(points, what: str = "a face's points") -> np.ndarray:
+    """A face's 5 (x, y) points as a (5, 2) float64 array (any shape of 10 numbers is taken), refused
+    (ValueError, naming `what`) unless they are 10 finite numbers: NaN warped a crop to nothing, and
+    68 points were NumPy's or OpenCV's error (the message says where the 5 come from)."""
+    try:
+        arr = np.asarray(points, dtype=np.float64) if not isinstance(points, (str, bytes)) else None
+    except (TypeError, ValueError):  # text, None among them
+        arr = None
+    if arr is None:
+        raise ValueError(f"{what} are 5 finite (x, y) points, got {points!r}")
+    if arr.size != 10:
+        raise ValueError(f"{what} are 5 finite (x, y) points, got shape {arr.shape}"
+                         + (" (68 points: maskgen.facetype.five_points gives the 5)" if arr.size == 136 else ""))
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} are 5 finite (x, y) points, got NaN or infinite values: {arr.reshape(-1).tolist()}")
+    return arr.reshape(5, 2)
+
+
 def check_colour(colour, what: str = "a colour") -> tuple[int, int, int]:
     """(R, G, B) as three ints from 0 to 255 (None and 5 were "not iterable" TypeErrors, True passed
     as 1, and a decoder's background of -1 was clamped to 0, "red" taken, (0,) read as black)."""

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import ARCFACE_112, similarity_transform, transform_points
-from maskgen.checks import check_flag, check_unit, is_number, is_whole
+from maskgen.checks import check_five_points, check_flag, check_unit, is_number, is_whole
 from maskgen.detect import Face, clipped_face
 
 DETECTORS = ("mtcnn", "yunet", "both")
@@ -448,9 +448,8 @@ def alignment_points(points5, landmarks68=None, mode: str = "auto", locate_eyes=
     if mode not in ALIGNMENTS:
         raise ValueError(f"alignment mode must be one of {ALIGNMENTS}, got {mode!r}")
     if mode == "five-point" or (mode == "auto" and plausible_five_points(pts)[0]):
-        if not np.isfinite(pts).all():  # (passed on as they were; the eyes' modes take the eyes from elsewhere)
-            raise ValueError(f"a face's 5 points are finite numbers, got {pts.reshape(-1).tolist()}")
-        return pts, "five-point"
+        # (NaN was passed on; the eyes' modes take the eyes from elsewhere, so theirs may be anything)
+        return check_five_points(pts, "a face's 5 points"), "five-point"
     if locate_eyes is not None:
         left, right = np.asarray(locate_eyes(), dtype=np.float64).reshape(2, 2)
     elif landmarks68 is not None:

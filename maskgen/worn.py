@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from maskgen.align import ARCFACE_112, align_face, alignment_matrix
-from maskgen.checks import check_unit
+from maskgen.checks import check_five_points, check_unit
 from maskgen.decode import check_rgb
 
 LOWER = (slice(80, 108), slice(30, 82))
@@ -83,9 +83,7 @@ def skin_shares(image: np.ndarray, points5) -> tuple[float, float]:
     image; NaN for a region less than half of which does (`MIN_SEEN`). `points5`: the face's 5
     points (`Face.points`)."""
     check_rgb(image)
-    points = np.asarray(points5, dtype=np.float64)
-    if points.shape != (5, 2) or not np.isfinite(points).all():
-        raise ValueError(f"a face's 5 points are (5, 2) finite numbers, got shape {points.shape}")
+    points = check_five_points(points5, "points5")
     crop = align_face(np.ascontiguousarray(image), points)
     inside = cv2.warpAffine(np.full(image.shape[:2], 255, np.uint8), alignment_matrix(points),
                             (ARCFACE_112.width, ARCFACE_112.height), flags=cv2.INTER_NEAREST) > 0

@@ -46,7 +46,7 @@ def test_degenerate_points_are_refused():
         similarity_transform(np.ones((5, 2)), ARCFACE_112.array)
     with pytest.raises(ValueError, match="NaN"):
         similarity_transform(np.full((5, 2), np.nan), ARCFACE_112.array)
-    with pytest.raises(ValueError, match="5"):
+    with pytest.raises(ValueError, match=r"a face template's points are 5 finite \(x, y\) points, got shape"):
         FaceTemplate.from_points(np.zeros((4, 2)), 112, 112)
 
 
@@ -104,7 +104,9 @@ def test_align_faces_stacks_and_handles_none(detector, face_photos):
                       (lambda: align_face(np.zeros((0, 0, 3), np.uint8), points), "no pixels"),
                       (lambda: align_face(image, points, "arcface"), "template is a FaceTemplate"),
                       (lambda: align_face(image, np.zeros((68, 2))), "5 finite \\(x, y\\) points.*68 points"),
-                      (lambda: align_face(image, np.full((5, 2), np.nan)), "5 finite"),
+                      (lambda: align_face(image, np.full((5, 2), np.nan)), "5 finite .* got NaN or infinite"),
+                      (lambda: align_face(image, "points"), "a face's landmarks here are 5 finite \\(x, y\\) points, "
+                                                            "got 'points'"),
                       (lambda: align_face(image, points, border_value=300), "border_value is a whole number"),
                       (lambda: ARCFACE_112.resized(112, padding=True), "padding must be a finite number")):
         with pytest.raises(ValueError, match=why):

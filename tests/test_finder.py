@@ -120,7 +120,8 @@ def test_options_are_validated():
             FinderOptions(pad_border=border)
     with pytest.raises(ValueError, match="options are a FinderOptions"):  # a dict failed at the first image
         FaceFinder({"crop_mode": "on"})
-    with pytest.raises(ValueError, match="5 points are finite numbers"):  # five-point alignment passed NaN on
+    # five-point alignment passed NaN on
+    with pytest.raises(ValueError, match=r"a face's 5 points are 5 finite \(x, y\) points, got NaN"):
         alignment_points(np.full((5, 2), np.nan), mode="five-point")
     # eye alignment takes the eyes from elsewhere: its 5 points may be anything, as before
     eyes = np.array([[30.0, 40.0], [70.0, 40.0]])

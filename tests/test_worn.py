@@ -95,8 +95,10 @@ def test_bad_settings_and_points_are_refused(press_photos):
         WornMaskCheck(upper_skin_min=float("nan"))
     with pytest.raises(ValueError, match="worn_masks is None or a maskgen.worn.WornMaskCheck"):
         AugmentOptions(worn_masks=True)
-    with pytest.raises(ValueError, match="5 points"):
+    with pytest.raises(ValueError, match=r"points5 are 5 finite \(x, y\) points, got shape \(4, 2\)"):
         skin_shares(press_photos[0], np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="points5 are 5 finite .* got NaN or infinite values"):
+        skin_shares(press_photos[0], np.full((5, 2), np.nan))
     # a face wholly off the image has no pixel to read, so colour tells nothing
     off = np.array([[-500, -500], [-460, -500], [-480, -480], [-495, -460], [-465, -460]], float)
     assert np.isnan(skin_shares(press_photos[0], off)).all() and WornMaskCheck()(press_photos[0], off).worn is None
