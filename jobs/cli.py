@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("output", help="folder or s3:// prefix for shards/")
     manifest_options(e)
     model_options(e)
-    e.add_argument("--masked", **SWITCH, help="mark these faces as masked (the probes)")
+    e.add_argument("--masked", action=argparse.BooleanOptionalAction, default=None,
+                   help="mark these faces as masked (the probes)")
     e.add_argument("--from-augment", **SWITCH,
                    help="embed the masked faces of an augment output, aligned with their unmasked detection "
                         "(they are masked: implies --masked)")
@@ -759,7 +760,10 @@ def cmd_embed(args) -> int:
                          f"{args.mode} nothing is masked")
     # an augment output's faces wear its masks: without --masked they were recorded unmasked, and a
     # report over them read as masked probes against an unmasked gallery of the same masked faces
-    args.masked = args.masked or args.from_augment
+    if args.from_augment and args.masked is False:
+        raise ValueError("--from-augment embeds an augment output's masked faces: --no-masked (or `masked = false` "
+                         "in a --config file) does not apply to them")
+    args.masked = bool(args.masked) or args.from_augment
 
     if args.dry_run:
         _print_plan("embed", plan_embed(args.input, args.output, args.model, from_augment=args.from_augment,

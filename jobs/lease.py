@@ -22,7 +22,8 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
+
+from maskgen.runtime import this_machine
 
 LEASE_KEY = "_mfr_lease.json"
 RENEW_S = 20.0
@@ -65,21 +66,11 @@ def check_lease(store, token: str | None) -> None:
                         "here so that the two do not both write rows (what it finished is kept)")
 
 
-def _this_machine() -> str:
-    """Boot and PID namespace of this process: two leases that share them name processes one
-    `os.kill` can see (a host name alone does not: containers and clones share names)."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
-    except OSError:
-        return ""
-
-
 def _gone(held: dict) -> bool:
     """Whether the job holding `held` is known to be gone: its process, on this machine, has ended (a
     job killed outright), so its lease need not age for STALE_S first."""
     where, pid = held.get("machine"), held.get("pid")
-    if not where or where != _this_machine() or not isinstance(pid, int) or pid == os.getpid():
+    if not where or where != this_machine() or not isinstance(pid, int) or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -99,7 +90,7 @@ class Lease:
 
     def _record(self) -> bytes:
         return json.dumps({"token": self.token, "command": self.command, "host": socket.gethostname(),
-                           "pid": os.getpid(), "machine": _this_machine(), "renewed": time.time()}).encode()
+                           "pid": os.getpid(), "machine": this_machine(), "renewed": time.time()}).encode()
 
     def _write_over(self, tag: str | None) -> bool:
         """Write this job's lease over the object `tag` tagged (None: where there is none): False when

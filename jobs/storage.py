@@ -31,6 +31,7 @@ from maskgen.runtime import TMP_PREFIX, remove_dead_temporaries, sha256_bytes, w
 # the folders this process has written to, each tidied of the temporaries a killed writer left there
 # (a Ray worker stopped mid-write by Ctrl-C): the rerun that writes that image again removes its leftover
 _TIDIED: set = set()
+TIDIED_MAX = 10_000
 
 
 class StorageError(RuntimeError):
@@ -373,9 +374,15 @@ class LocalStore:
             write_atomic(path, data)
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        if path.parent not in _TIDIED:  # once per folder and process: one listing of it
-            _TIDIED.add(path.parent)
-            remove_dead_temporaries(path.parent)
+        folder = str(path.parent)
+        if folder not in _TIDIED:  # once per folder and process: one listing of it
+            if len(_TIDIED) >= TIDIED_MAX:  # (a folder per identity, 10^6 identities: bounded memory)
+                _TIDIED.clear()
+            _TIDIED.add(folder)
+            try:
+                remove_dead_temporaries(path.parent)
+            except Exception:  # tidying never fails a write that succeeded
+                pass
 
     def delete(self, key: str) -> None:
         path = self.path(key)

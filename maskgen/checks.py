@@ -23,16 +23,17 @@ def check_unit(name: str, value, low_open: bool = False) -> None:
 
 
 def check_five_points(points, what: str = "a face's points") -> np.ndarray:
-    """A face's 5 (x, y) points as a (5, 2) float64 array (any shape of 10 numbers is taken), refused
-    (ValueError, naming `what`) unless they are 10 finite numbers: NaN warped a crop to nothing, and
-    68 points were NumPy's or OpenCV's error (the message says where the 5 come from)."""
+    """A face's 5 (x, y) points as a (5, 2) float64 array (given as (5, 2), or (10,) x, y, x, y, ...),
+    refused (ValueError, naming `what`) unless they are 10 finite numbers so shaped: NaN warped a crop
+    to nothing, 68 points were NumPy's or OpenCV's error (the message says where the 5 come from), and
+    a (2, 5) array of xs and ys read as other points."""
     try:
         arr = np.asarray(points, dtype=np.float64) if not isinstance(points, (str, bytes)) else None
     except (TypeError, ValueError):  # text, None among them
         arr = None
     if arr is None:
         raise ValueError(f"{what} are 5 finite (x, y) points, got {points!r}")
-    if arr.size != 10:
+    if arr.shape not in ((5, 2), (10,)):
         raise ValueError(f"{what} are 5 finite (x, y) points, got shape {arr.shape}"
                          + (" (68 points: maskgen.facetype.five_points gives the 5)" if arr.size == 136 else ""))
     if not np.isfinite(arr).all():

@@ -79,13 +79,22 @@ def cache_dir() -> Path:
 TMP_PREFIX = ".mfr-tmp-"
 
 
+def this_machine() -> str:
+    """Boot and PID namespace of this process ("" where /proc does not say): two processes that share
+    them are ones `os.kill` can see (a host name alone does not: containers and clones share names,
+    each with PIDs of its own)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
+
+
 @functools.lru_cache(maxsize=1)
 def _own_prefix() -> str:
-    """The start of this machine's temporaries' names: TMP_PREFIX, a short hash of the host's name,
+    """The start of this machine's temporaries' names: TMP_PREFIX, a short hash of `this_machine()`,
     then the writer's pid (`remove_dead_temporaries` tells this machine's dead writers' ones apart)."""
-    import socket
-
-    return f"{TMP_PREFIX}{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-"
+    return f"{TMP_PREFIX}{hashlib.sha256(this_machine().encode()).hexdigest()[:8]}-"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -122,6 +131,8 @@ def remove_dead_temporaries(folder: Path) -> int:
     """Remove the `write_atomic` temporaries in `folder` whose writer was a process of this machine
     that is gone (killed mid-write: a Ray worker when its job is stopped with Ctrl-C cannot remove its
     own); a live writer's, or another machine's on a shared file system, are left. How many were removed."""
+    if not this_machine():  # which PIDs are this machine's is unknown: nothing is known gone
+        return 0
     prefix, removed = _own_prefix(), 0
     try:
         entries = [e.name for e in os.scandir(folder) if e.name.startswith(prefix)]
@@ -129,14 +140,14 @@ def remove_dead_temporaries(folder: Path) -> int:
         return 0
     for name in entries:
         pid = name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
             continue  # alive (or not ours to signal): its writer may still rename it
         except ProcessLookupError:
             pass
-        except OSError:
+        except (OSError, OverflowError):
             continue
         try:
             (folder / name).unlink()

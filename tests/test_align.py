@@ -107,6 +107,8 @@ def test_align_faces_stacks_and_handles_none(detector, face_photos):
                       (lambda: align_face(image, np.full((5, 2), np.nan)), "5 finite .* got NaN or infinite"),
                       (lambda: align_face(image, "points"), "a face's landmarks here are 5 finite \\(x, y\\) points, "
                                                             "got 'points'"),
+                      # xs in one row, ys in the other: read as other points (any 10 numbers were taken)
+                      (lambda: align_face(image, points.T), "5 finite .* got shape \\(2, 5\\)"),
                       (lambda: align_face(image, points, border_value=300), "border_value is a whole number"),
                       (lambda: ARCFACE_112.resized(112, padding=True), "padding must be a finite number")):
         with pytest.raises(ValueError, match=why):

@@ -190,12 +190,13 @@ def test_a_second_writer_is_refused_and_a_stale_lease_taken_over(face_photos, tm
     lease.release()
     assert not store.exists(LEASE_KEY)
     # a job of this machine killed a moment ago (its lease fresh) holds nothing either: its process is gone
-    from jobs.lease import OutputBusy, _this_machine
+    from jobs.lease import OutputBusy
+    from maskgen.runtime import this_machine
 
     ended = subprocess.Popen(["true"])
     ended.wait()  # ended and reaped: its pid names no process now
     for pid, holds in ((ended.pid, False), (os.getppid(), True)):
-        fresh = {**stale, "pid": pid, "machine": _this_machine(), "renewed": time.time()}
+        fresh = {**stale, "pid": pid, "machine": this_machine(), "renewed": time.time()}
         store.write(LEASE_KEY, json.dumps(fresh).encode())
         if holds:
             with pytest.raises(OutputBusy, match="another job is writing"):

@@ -149,6 +149,9 @@ def test_embed_from_an_augment_output_chooses_its_faces_as_from_images(shared_da
     assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "implied"), "--from-augment", "--executor",
                  "local", "--quiet"]) == 0
     assert read_shards(str(tmp_path / "implied"))[0].masked.tolist() == [True]
+    assert main(["embed", str(tmp_path / "masked"), str(tmp_path / "not-masked"), "--from-augment", "--no-masked",
+                 "--executor", "local", "--quiet"]) == 2
+    assert "--no-masked (or `masked = false` in a --config file) does not apply" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"from_augment embeds an augment output's masked faces: pass masked=True"):
         run_embed(str(tmp_path / "masked"), str(tmp_path / "unmarked"), masked=False, from_augment=True)
     assert not (tmp_path / "unmarked").exists()

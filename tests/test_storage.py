@@ -439,7 +439,8 @@ def test_a_write_removes_what_a_killed_writer_on_this_machine_left_in_its_folder
     """A Ray worker killed mid-write (its job stopped with Ctrl-C) leaves its `.mfr-tmp-` file beside
     the image it wrote; the rerun writes that image again and left the file there. The first write
     into a folder now removes this machine's temporaries whose writer is gone, and no other's: a live
-    writer's (it may still rename it), another machine's on a shared file system, or an older name."""
+    writer's (it may still rename it), another machine's on a shared file system (a machine is its boot
+    and PID namespace: containers sharing a host name have PIDs of their own), or an older name."""
     import subprocess
     import sys
 
@@ -451,14 +452,16 @@ def test_a_write_removes_what_a_killed_writer_on_this_machine_left_in_its_folder
     folder = tmp_path / "out" / "images" / "p1"
     folder.mkdir(parents=True)
     names = {"dead": f"{_own_prefix()}{gone.pid}-0a1b2c3d4e5f", "live": f"{_own_prefix()}{live.pid}-0a1b2c3d4e5f",
-             "elsewhere": f".mfr-tmp-ffffffff-{gone.pid}-0a1b2c3d4e5f", "older": f".mfr-tmp-{gone.pid}-0a1b2c3d4e5f"}
+             "elsewhere": f".mfr-tmp-ffffffff-{gone.pid}-0a1b2c3d4e5f", "older": f".mfr-tmp-{gone.pid}-0a1b2c3d4e5f",
+             # names no writer of ours makes: left, and the write still succeeds (they raised past it)
+             "odd": f"{_own_prefix()}\u00b2-0a1b2c3d4e5f", "huge": f"{_own_prefix()}{10 ** 20}-0a1b2c3d4e5f"}
     for name in names.values():
         (folder / name).write_bytes(b"half an image")
     try:
         store = LocalStore(str(tmp_path / "out"))
         store.write("images/p1/a.jpg", b"an image")
         left = {p.name for p in folder.iterdir()}
-        assert left == {"a.jpg", names["live"], names["elsewhere"], names["older"]}
+        assert left == {"a.jpg", *(names[k] for k in ("live", "elsewhere", "older", "odd", "huge"))}
         assert store.list("images") == ["images/p1/a.jpg"]  # temporaries are never listed
     finally:
         live.kill()
