@@ -308,6 +308,12 @@ def fused_empty_ids(per_model, with_a_common_entry) -> tuple:
     return tuple(i for i in lacking for _ in range(max(c[i] for c in counts)))
 
 
+# what a report holds, in the fingerprint a rerun trusts: raised when a report gains figures (2: each
+# paired comparison's Holm-adjusted p), so a report an earlier version wrote is made again once, not
+# found up to date and printed without them
+REPORT_FORMAT = 2
+
+
 def inputs_fingerprint(uris: list[str], settings: dict) -> str:
     """Names the shards a report was made from and its settings. Each shard by its name and its
     version (size and modification time, or S3's ETag): a shard's name comes from its input rows, so
@@ -937,7 +943,8 @@ def run_score(probe_uri: str, gallery_uri: str, output_uri: str, title: str | No
                                                else {}),
                                             "methods": [m[0] for m in methods], "fuse": fuse, **kwargs,
                                             **({"masks": masks} if masks else {}),
-                                            **({"reducer": "distributed"} if distributed else {})})
+                                            **({"reducer": "distributed"} if distributed else {}),
+                                            "report_format": REPORT_FORMAT})
     if not force and out.exists("report.json"):
         previous = json.loads(out.read("report.json"))
         if previous.get("inputs_fingerprint") == fingerprint:
