@@ -123,6 +123,9 @@ class AugmentWorker:
     """One per actor: models loaded once, then batches of keys processed end to end."""
 
     already_masked = "the input manifest marks this image as masked; not masked again"
+    # such a row's file is looked for (not read): its manifest row says missing where there is none
+    # (under a wrong --images every such row read already_masked, the unmasked ones missing)
+    looks_for_masked = True
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int,
                  progress=None, threads: int | None = None, device="auto"):
@@ -222,9 +225,7 @@ class AugmentWorker:
         base = self.image_record(key, item)
         if item.get("status"):
             return [base.with_(status=str(item["status"]), message=str(item.get("message") or ""))], None, None
-        if item.get("masked"):
-            # not read, as it is not masked again; but looked for: under a wrong --images every such
-            # row read already_masked, the unmasked ones missing
+        if item.get("masked") and self.looks_for_masked:
             try:
                 there = self.input.exists(key, reading=True)
             except UnreadableObject as exc:  # (access denied: that row's, as a read's would be)
@@ -232,6 +233,7 @@ class AugmentWorker:
             if not there:
                 return [base.with_(status="missing", message=f"{self.input.uri_of(key)}: no such image (the input "
                                                              "manifest marks it as masked)")], None, None
+        if item.get("masked"):
             return [base.with_(status="already_masked", message=self.already_masked)], None, None
         ready = self._ready.pop(item.get("input_row"), None)
         if ready is not None:

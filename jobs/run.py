@@ -166,6 +166,8 @@ class PrepareWorker(AugmentWorker):
 
     already_masked = ("the input manifest marks this image as masked: `mfr run` masks images itself, so it is not "
                       "one of this run's samples (compare real masked photos with `mfr evaluate`)")
+    # not a sample, so not looked for: a missing one read `missing`, a failure to acquire in the report
+    looks_for_masked = False
 
     def __init__(self, input_uri: str, output_uri: str, options: AugmentOptions, max_pixels: int, specs: dict,
                  crops: dict, progress=None, threads: int | None = None, device="auto"):
