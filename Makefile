@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_masked_crops_modes.py
 	$(BIN)/python bench/bench_evaluate_models.py
 	$(BIN)/python bench/bench_turned_faces.py
+	$(BIN)/python bench/bench_worn_masks.py
+	$(BIN)/python bench/bench_interval_coverage.py
 	$(BIN)/python bench/bench_face_policy.py
 	$(BIN)/python bench/bench_cut_faces.py
 	$(BIN)/python bench/bench_redetected_recognition.py

