@@ -322,7 +322,8 @@ def test_ray_is_pinned_to_the_installed_version_on_every_node(ran):
 
 def test_start_commands_run_as_ray_runs_them(ran):
     """The head starts Ray with the autoscaler and MFR_GPU_WORKERS=1 in its environment (jobs and
-    actors inherit it), and without the PYTHONWARNINGS=ignore Ray's runner exports; workers join the head's address; the dashboard stays on the head's localhost
+    actors inherit it), and without the PYTHONWARNINGS=ignore Ray's runner exports; workers join
+    the head's address; the dashboard stays on the head's localhost
     (reached through `ray dashboard cluster.yaml`)."""
     head = load_config()["head_node_type"]
     for name, phases in ran.items():
