@@ -652,6 +652,23 @@ class MaskStyle:
         """Whether `params` are this style's (`OneOf.render` finds the style that drew them)."""
         return params.get("style") == self.name
 
+    def _drawable(self, params, styles: tuple, needs: tuple = ()) -> dict:
+        """`params` as a built-in `render` takes them: a dict of one of `styles` (or of this style's
+        own name, a subclass's), with the keys it reads. A cloth mask's params given to the surgical
+        renderer, or to the seed's, drew another mask without a word, or failed with KeyError."""
+        if not isinstance(params, dict):
+            raise ValueError(f"params are a dict (what the style's sample() returned: a face record's mask), "
+                             f"got {type(params).__name__}")
+        style = params.get("style")
+        if "style" in params and style not in styles and not self.draws(params):
+            raise ValueError(f"params of style {style!r} are not drawn by {type(self).__name__} ({', '.join(styles)}): "
+                             f"render them with maskgen.masks.STYLES[{style!r}] or the style that sampled them")
+        missing = [key for key in ("style", *needs) if key not in params] if needs else []
+        if missing:
+            raise ValueError(f"{type(self).__name__} params lack {', '.join(missing)}: give the params its sample() "
+                             "returned (a face record's mask)")
+        return params
+
     def __call__(self, image, landmarks68, rng: np.random.Generator | int, face_type: FaceType = FRONTAL):
         check_rgb(image)  # before a random choice is drawn
         lm, face_type = face_and_type(landmarks68, face_type)
@@ -698,6 +715,7 @@ class SeedMask(MaskStyle):
                 "polygon": None if undecided else list(seed_polygon_rows(face_type, self.mirror_profiles))}
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
+        self._drawable(params, ("seed",))  # every key has its default
         return draw_seed_mask(image, landmarks68, face_type, params.get("mirror_profiles", True),
                               tuple(params.get("colour", (0, 0, 0))), params.get("polygon"))
 
@@ -723,6 +741,7 @@ class SurgicalMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
+        self._drawable(params, ("surgical",), ("colour", "pleats", "light_side", "texture_seed"))
         lm, face_type = face_and_type(landmarks68, face_type)
         outline = mask_outline(lm, "surgical", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
@@ -793,6 +812,8 @@ class ClothMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
+        self._drawable(params, ("cloth",), ("colour", "pattern", "pattern_colour", "pattern_scale", "pattern_angle",
+                                            "centre_seam", "light_side", "texture_seed"))
         lm, face_type = face_and_type(landmarks68, face_type)
         outline = mask_outline(lm, "cloth", face_type)
         base = np.array(params["colour"], np.float32) / 255.0
@@ -861,6 +882,8 @@ class RespiratorMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
+        self._drawable(params, ("n95", "kn95"), ("colour", "light_side", "texture_seed")
+                       + (("valve", "valve_side") if params.get("style") == "n95" else ()))
         lm, face_type = face_and_type(landmarks68, face_type)
         kind = params["style"]
         outline = mask_outline(lm, kind, face_type)
@@ -991,8 +1014,14 @@ def style_options(style: "str | MaskStyle"):
 
 def coverage_report(coverage: np.ndarray, landmarks68: np.ndarray) -> dict[str, bool]:
     """Does a mask do its job? Nose tip (30), every mouth point (48..67) and the chin (8) under the
-    mask; every eye point (36..47) visible. Points outside the image count as not covered."""
-    lm = np.round(np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)).astype(int)
+    mask; every eye point (36..47) visible. Points outside the image count as not covered.
+    `coverage`: the (H, W) boolean array a style's `render` returned with its image (0/1 integers
+    too). A float array, or landmarks with NaN, read every point as uncovered: the eyes "visible"."""
+    coverage = np.asarray(coverage)
+    if coverage.ndim != 2 or not (coverage.dtype == bool or np.issubdtype(coverage.dtype, np.integer)):
+        raise ValueError(f"coverage is the (H, W) boolean array a style's render returned, got {coverage.dtype} "
+                         f"of shape {coverage.shape}")
+    lm = np.round(face_landmarks(landmarks68, "a mask's coverage is read")).astype(int)
     h, w = coverage.shape
 
     def covered(rows):

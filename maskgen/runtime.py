@@ -42,7 +42,11 @@ class MadeAgainWhereUnpickled:
         args, kwargs = self._made_with
         # (the state pickle sets on the object made again: whatever its class's own arguments are)
         return (_made_again, (type(self), args, kwargs),
-                {name: self.__dict__[name] for name in self._carried if name in self.__dict__})
+                {name: getattr(self, name) for name in self._carried if hasattr(self, name)})
+
+    def __setstate__(self, state: dict) -> None:
+        for name, value in state.items():  # through a setter where there is one, which checks it
+            setattr(self, name, value)
 
     def __copy__(self):
         copied = object.__new__(type(self))

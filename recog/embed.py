@@ -27,12 +27,17 @@ from recog.spec import METADATA_KEY, ModelSpec
 
 def resolve_spec(model_path: Path, spec: ModelSpec | str | Path | None,
                  embedded: str | None) -> tuple[ModelSpec, str]:
-    """(the spec, where it came from in words): explicit spec (object, preset name, or JSON path) >
+    """(the spec, where it came from in words): explicit spec (object, dict, preset name, or JSON path) >
     sidecar JSON beside the file (`model.json`, else `model.onnx.json`) > the spec in the ONNX file's
     metadata (`embedded`: `recog.spec.embedded_spec_text`, parsed only when it is the one used, as
     `ModelSpec.from_onnx` parses it)."""
     if isinstance(spec, ModelSpec):
         return spec, "the spec given"
+    if isinstance(spec, dict):  # a JSON spec's object, as `ModelSpec.from_dict` reads it (presets too)
+        return ModelSpec.from_dict(spec), "the spec given"
+    if not isinstance(spec, (str, Path, type(None))):
+        raise ValueError(f"spec is a ModelSpec, a dict of its fields, a preset name or a JSON file's path, got "
+                         f"{type(spec).__name__}")
     if isinstance(spec, str) and not spec.endswith(".json"):
         return ModelSpec.preset(spec, name=model_path.stem), f"the preset {spec!r}"
     if spec is not None:
@@ -210,14 +215,12 @@ class Embedder(MadeAgainWhereUnpickled):
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
                  accept_licence: bool = False, batch_size: int = 64, region: str = "full"):
-        from maskgen.checks import is_whole
         from recog import zoo
 
-        # checked before the model loads: batch_size 0 failed on the first call, and flip="no" turned it on
-        if not is_whole(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
-        if not isinstance(flip, (bool, np.bool_)):
-            raise ValueError(f"flip is True or False, got {flip!r}")
+        # checked before the model loads (by their setters): batch_size 0 failed on the first call, and
+        # flip="no" turned it on
+        self.fixed_batch = None
+        self.batch_size, self.flip, self.region = batch_size, flip, region
         if isinstance(model, str) and model in zoo.BUILTINS:
             path = zoo.builtin_path(model, accept_licence=accept_licence)
         else:
@@ -234,9 +237,6 @@ class Embedder(MadeAgainWhereUnpickled):
             raise zoo.LicenceNotAccepted(f"{self.spec.name}: {self.spec.licence}; pass accept_licence=True "
                                          "(command line: --accept-model-licence)")
         self.path = path
-        if region not in ("full", "upper"):
-            raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {region!r}")
-        self.flip, self.region = flip, region
         try:
             try:
                 self.session = create_session(runnable, device=device, threads=threads, external_data=path.parent)
@@ -268,6 +268,44 @@ class Embedder(MadeAgainWhereUnpickled):
         self.batch_size = self.fixed_batch or batch_size
         self._mean = np.asarray(self.spec.mean, np.float32)
         self._inv_std = 1.0 / np.asarray(self.spec.std, np.float32)
+
+    # Settable after the embedder is made (and carried when it is pickled), so checked whenever set: set
+    # on a made embedder, batch_size 0 looped for ever, flip="no" turned flipping on and a region typo
+    # embedded the whole face, all without a word.
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value) -> None:
+        from maskgen.checks import is_whole
+
+        if not is_whole(value) or value < 1:
+            raise ValueError(f"batch_size must be a whole number of at least 1, got {value!r}")
+        if self.fixed_batch and value != self.fixed_batch:
+            raise ValueError(f"{self.path}: the model takes exactly {self.fixed_batch} crop(s) per call (its input's "
+                             f"batch size), so batch_size stays {self.fixed_batch}, not {value!r}")
+        self._batch_size = int(value)
+
+    @property
+    def flip(self) -> bool:
+        return self._flip
+
+    @flip.setter
+    def flip(self, value) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"flip is True or False, got {value!r}")
+        self._flip = bool(value)
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @region.setter
+    def region(self, value) -> None:
+        if value not in ("full", "upper"):
+            raise ValueError(f"region must be 'full' or 'upper' (see recog.matching), got {value!r}")
+        self._region = value
 
     def _check_input_shape(self, declared: list) -> None:
         """Refuse a model whose input declares fixed sizes other than its spec's: ONNX Runtime would
@@ -405,7 +443,12 @@ class Embedder(MadeAgainWhereUnpickled):
         crop it cannot take costs only its own face; a vector with NaN or infinite values (a model that
         overflows on some faces) is refused too: it scores NaN against everything; so is a vector of
         zeros (a ReLU head on a crop it reads as nothing), which scored 0 against every face, as if it
-        were a face like no other."""
+        were a face like no other. Crops that are not a batch (one (H, W, 3) crop) are refused as a
+        whole, as `embed_crops` refuses them: they gave an error per row of the crop."""
+        crops = np.asarray(crops) if isinstance(crops, (list, tuple)) else crops
+        if len(crops) == 0:
+            return []
+        check_rgb(crops, "crops", batch=True)
         try:
             vectors = list(self.embed_crops(crops))
         except Exception:  # noqa: BLE001 - found crop by crop below

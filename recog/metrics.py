@@ -204,12 +204,24 @@ class TarAtFar:
     k: int
 
 
+def _check_floor(floor) -> float | None:
+    """A floor (the score of comparisons left without one) as a float, or None: NaN was ignored without
+    a word (every comparison scored), and text failed inside NumPy."""
+    if floor is None:
+        return None
+    if isinstance(floor, (bool, np.bool_)) or not isinstance(floor, (int, float, np.number)) \
+            or not np.isfinite(floor):
+        raise ValueError(f"floor is a finite score (the score of comparisons left without one), or None; got {floor!r}")
+    return float(floor)
+
+
 def tar_at_far(scores, labels, far: float, floor: float | None = None) -> TarAtFar:
     """TAR at the threshold of the k-th highest impostor score, k = round(far x impostors) (see the
     module doc). `floor`: scores at or below it stand for comparisons that a failure to acquire or
     enrol left without a score (`with_failures_to_acquire`'s floor); a FAR whose threshold falls among
     them is refused, since at their own score every pair is accepted (28 of 30 probes without a face
     read TAR 100 % at FAR 0.1)."""
+    floor = _check_floor(floor)
     s, y = _check_scores_labels(scores, labels)
     impostors = np.sort(s[~y])[::-1]
     n = impostors.size
@@ -371,6 +383,7 @@ def score_counts(roc: Roc, genuine: int, impostor: int, floor: float | None = No
     values = roc.thresholds[1:]
     g, i = (np.diff(_roc_counts(rates, n, name)) for rates, n, name in
             ((roc.tar, genuine, "genuine"), (roc.far, impostor, "impostor")))
+    floor = _check_floor(floor)
     keep = values > floor if floor is not None else np.ones(values.size, bool)
     return values[keep], g[keep], i[keep]
 
@@ -476,6 +489,7 @@ def verification_summary(scores, labels, fars=(0.1, 0.01, 0.001), floor: float |
     measured has its `INTERVAL_CONFIDENCE` interval, `tar_ci95` (`threshold_rate_interval`: the
     genuine comparisons with a score, out of them all, at the threshold the impostors set)."""
     fars = check_rates("FAR", fars)
+    floor = _check_floor(floor)
     roc = roc_curve(scores, labels)
     s, y = _check_scores_labels(scores, labels)
     e, e_t = eer(s, y)
@@ -507,6 +521,7 @@ def seed_tar_at_far(scores, labels, far: float, floor: float | None = None) -> f
     from sklearn.metrics import roc_curve as sk_roc_curve
 
     far = _check_rate("FAR", far)  # NaN, 0 or 5 read the ROC point nearest it: TAR 1.0
+    floor = _check_floor(floor)
     s, y = _check_scores_labels(scores, labels)
     if floor is not None and far > (s[~y] > floor).sum() / max((~y).sum(), 1):
         raise ValueError(f"FAR {far} is above the share of impostor pairs with a score "
@@ -628,6 +643,12 @@ def _check_ids(ids, what: str) -> np.ndarray:
     """Identities (or fold ids) as an array: names (str, or bytes) or numbers, of one kind; a missing one
     (None, NaN) or a mix refused: NaN matched nothing, not even itself, and None stopped the sort with
     a TypeError. A pandas object column or Categorical of names is an object array of str."""
+    if not isinstance(ids, np.ndarray):  # a list [1, "a"] became the text array ["1", "a"]: 1 and "1" one identity
+        raw = np.asarray(ids, dtype=object).reshape(-1)
+        texts = sum(isinstance(i, (str, bytes)) for i in raw)
+        if 0 < texts < len(raw):
+            raise ValueError(f"{what} are names or whole numbers, not both and none missing (None), "
+                             f"got {sorted({type(i).__name__ for i in raw})}")
     ids = np.asarray(ids).reshape(-1)
     if ids.dtype.kind == "f" and not np.isfinite(ids).all():
         raise ValueError(f"{what} include NaN or infinity: each is a name or a number, none missing")
@@ -732,7 +753,7 @@ def with_failures_to_enrol(scores, labels, stats: IdentificationStats, empty_mat
         raise ValueError(f"empty entries are a whole number at least each probe's empty mates, got {empty_entries!r}")
     if empty_entries == 0:
         return scores, labels, stats
-    floor = rejected_score(scores) if floor is None else floor
+    floor = rejected_score(scores) if floor is None else _check_floor(floor)
     n_gen = int(empty_mates.sum())
     n_imp = 0 if impostors_per_probe is not None else int((empty_entries - empty_mates).sum())
     scores = np.concatenate([scores, np.full(n_gen + n_imp, floor)])
@@ -758,7 +779,7 @@ def with_failures_to_acquire(scores, labels, stats: IdentificationStats, failed_
     failed_ids, gallery_ids = _check_id_pair(failed_ids, gallery_ids)
     if len(failed_ids) == 0:
         return scores, labels, stats
-    floor = rejected_score(scores) if floor is None else floor
+    floor = rejected_score(scores) if floor is None else _check_floor(floor)
     genuine = mates_per_probe(failed_ids, gallery_ids)
     impostor = len(gallery_ids) - genuine
     if impostors_per_probe is not None:
@@ -931,7 +952,7 @@ def identity_templates(embeddings, ids) -> tuple[np.ndarray, np.ndarray]:
     """(templates, identities): per identity the normalised mean of its L2-normalised embeddings."""
     x = normalize_rows(embeddings)
     _check_finite(x)  # one NaN made its identity's whole template NaN
-    ids = np.asarray(ids).reshape(-1)
+    ids = _check_ids(ids, "identities")  # 1 and "1" were one identity; None stopped the sort
     if len(ids) != len(x):
         raise ValueError("one identity per embedding is needed")
     uniques, inverse = np.unique(ids, return_inverse=True)

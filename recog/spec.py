@@ -68,7 +68,10 @@ class ModelSpec:
         if not isinstance(self.name, str) or not self.name.strip():
             raise ValueError(f"a model spec's name is a non-empty text (it names the model in shards and "
                              f"reports), got {self.name!r}")
-        if len(tuple(self.input_size)) != 2 or not all(is_whole(v) for v in self.input_size):
+        # sizes and channel values as sequences (a bare 112 or 127.5 failed in `tuple()` with a TypeError)
+        sequences = (list, tuple, np.ndarray)
+        if not isinstance(self.input_size, sequences) or len(tuple(self.input_size)) != 2 \
+                or not all(is_whole(v) for v in self.input_size):
             raise ValueError(f"{self.name}: input_size is (width, height) in whole pixels, got {self.input_size}")
         w, h = self.input_size
         if w < 8 or h < 8:
@@ -81,6 +84,9 @@ class ModelSpec:
             raise ValueError(f"{self.name}: layout must be one of {LAYOUTS}")
         if self.similarity not in SIMILARITIES:
             raise ValueError(f"{self.name}: similarity must be one of {SIMILARITIES}")
+        if not isinstance(self.mean, sequences) or not isinstance(self.std, sequences):
+            raise ValueError(f"{self.name}: mean and std are 3 numbers each, one per channel, got mean {self.mean!r} "
+                             f"and std {self.std!r}")
         values = [*self.mean, *self.std]
         if len(self.mean) != 3 or len(self.std) != 3 or any(s == 0 for s in self.std) \
                 or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))

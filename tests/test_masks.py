@@ -100,6 +100,54 @@ def test_same_seed_same_bytes_and_replayable_params(name, shared_faces_68):
     assert not np.array_equal(a, image)
 
 
+def test_a_style_renders_only_params_it_can_draw(shared_faces_68):
+    """A face is re-rendered from its record with its style's `render`: given another style's params,
+    the seed renderer drew its polygon without a word, and the surgical one failed with KeyError."""
+    from maskgen.masks import STYLES
+
+    _, image, faces, lm = shared_faces_68[3]
+    ftype = classify_face(image, lm[0])
+    params = {name: style_from_name(name).sample(mask_rng(7, "k", 0), ftype) for name in ("seed",) + REALISTIC}
+    for name, style in STYLES.items():
+        for other, given in params.items():
+            if other == name or {name, other} == {"n95", "kn95"}:  # one class draws both respirators
+                style.render(image, lm[0], given, ftype)
+                continue
+            with pytest.raises(ValueError, match=f"params of style '{other}' are not drawn by {type(style).__name__}"):
+                style.render(image, lm[0], given, ftype)
+        if name != "seed":  # every key of the seed's has its default
+            with pytest.raises(ValueError, match=f"{type(style).__name__} params lack style, colour"):
+                style.render(image, lm[0], {}, ftype)
+            short = {k: v for k, v in params[name].items() if k != "texture_seed"}
+            with pytest.raises(ValueError, match="params lack texture_seed: give the params its sample"):
+                style.render(image, lm[0], short, ftype)
+    with pytest.raises(ValueError, match="params are a dict"):
+        STYLES["surgical"].render(image, lm[0], json.dumps(params["surgical"]), ftype)
+
+    class Renamed(SurgicalMask):  # a subclass of its own name drawing through the built-in renderer
+        name = "renamed"
+
+        def sample(self, rng, face_type=FRONTAL):
+            return {**super().sample(rng, face_type), "style": self.name}
+
+    drawn, coverage, own = Renamed()(image, lm[0], mask_rng(7, "k", 0), ftype)
+    assert own["style"] == "renamed" and coverage.any()
+
+
+def test_coverage_is_read_from_a_render_s_coverage_and_finite_landmarks(shared_faces_68):
+    """`coverage_report` read a float array or landmarks with NaN as covering nothing: "eyes visible"."""
+    _, image, faces, lm = shared_faces_68[3]
+    _, coverage, _ = style_from_name("surgical")(image, lm[0], mask_rng(7, "k", 0), classify_face(image, lm[0]))
+    assert all(coverage_report(coverage, lm[0]).values())
+    assert coverage_report(coverage.astype(np.uint8) * 255, lm[0]) == coverage_report(coverage, lm[0])
+    with pytest.raises(ValueError, match="coverage is the \\(H, W\\) boolean array a style's render returned, got float64"):
+        coverage_report(np.ones((10, 10)), lm[0])
+    with pytest.raises(ValueError, match="got bool of shape \\(10, 10, 3\\)"):
+        coverage_report(np.ones((10, 10, 3), bool), lm[0])
+    with pytest.raises(ValueError, match="NaN or infinite: a mask's coverage is read from finite points only"):
+        coverage_report(coverage, np.full((68, 2), np.nan))
+
+
 @pytest.mark.parametrize("name", ("seed", "surgical", "random"))
 def test_a_style_takes_a_seed_as_albumentations_does_and_refuses_other_randomness(name, shared_faces_68):
     """`style(image, lm, 7)` failed inside a draw ("'int' object has no attribute 'integers'"), and the

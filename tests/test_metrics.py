@@ -499,6 +499,20 @@ def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
         M.identity_templates(emb, [0, 0, 1, 1])
     with pytest.raises(ValueError, match=r"one row per sample, \(N, D\), got shape \(3,\)"):  # an AxisError
         M.identity_templates(np.ones(3), [0, 0, 1])
+    # identities checked as every other function checks them: 1 and "1" were one identity, None a TypeError
+    for ids, kinds in (([1, "a", "b", "b", "c", "c"], r"\['int', 'str'\]"), ([None, "a", "b", "b", "c", "c"], "NoneType")):
+        with pytest.raises(ValueError, match=f"identities are names or whole numbers, not both.*{kinds}"):
+            M.identity_templates(rng.normal(size=(6, 3)), ids)
+    with pytest.raises(ValueError, match="probe identities are names or whole numbers, not both"):
+        M.identification_stats(rng.normal(size=(2, 3)), rng.normal(size=(2, 3)), [1, "a"], ["1", "a"])
+    # a floor (the score of comparisons without one) that is not a finite number: NaN was ignored
+    s, y = rng.normal(size=40), np.arange(40) % 2
+    for floor in (float("nan"), "x", True, float("-inf")):
+        for measure in (lambda: M.tar_at_far(s, y, 0.1, floor=floor), lambda: M.seed_tar_at_far(s, y, 0.1, floor),
+                        lambda: M.verification_summary(s, y, floor=floor)):
+            with pytest.raises(ValueError, match="floor is a finite score"):
+                measure()
+    assert M.tar_at_far(s, y, 0.1, floor=np.float32(-10)) == M.tar_at_far(s, y, 0.1)
     with pytest.raises(ValueError, match="one identity per probe"):  # "scores and labels differ in length"
         M.probe_gallery_summary(rng.normal(size=(5, 3)), rng.normal(size=(3, 3)), [0, 1], [0, 1, 2])
 

@@ -357,6 +357,42 @@ def test_a_fixed_batch_of_four_is_given_four_faces_a_call(tmp_path, face_chips):
     np.testing.assert_allclose(embedder.embed_crops(crops), _pooled(crops, w), atol=1e-5)
 
 
+def test_settings_changed_on_a_made_embedder_are_checked_as_they_are_set(tmp_path, face_chips):
+    """The README lets `flip`, `region` and `batch_size` be set on a made embedder; only the
+    constructor checked them: batch_size 0 looped for ever in `_run`, flip="no" flipped, and
+    region="lower" embedded the whole face, all without a word."""
+    import pickle
+
+    made = Embedder("sface")
+    crops = np.concatenate([made.align(img, [pts]) for img, pts in face_chips[:3]])
+    plain = made.embed_crops(crops)
+    for name, value, why in (("batch_size", 0, "batch_size must be a whole number of at least 1, got 0"),
+                             ("batch_size", 2.5, "batch_size must be"), ("flip", "no", "flip is True or False"),
+                             ("region", "lower", "region must be 'full' or 'upper'")):
+        with pytest.raises(ValueError, match=why):
+            setattr(made, name, value)
+    assert (made.batch_size, made.flip, made.region) == (64, False, "full")  # unchanged by a refusal
+    np.testing.assert_array_equal(made.embed_crops(crops), plain)
+    made.batch_size, made.flip, made.region = 2, True, "upper"
+    again = pickle.loads(pickle.dumps(made))  # carried as set, and through the same checks
+    assert (again.batch_size, again.flip, again.region) == (2, True, "upper")
+    np.testing.assert_allclose(again.embed_crops(crops), made.embed_crops(crops), atol=1e-6)
+    assert np.abs(made.embed_crops(crops) - plain).max() > 0.01  # flip and the upper face do change them
+    # a model of a fixed batch takes no other batch size (one of 4 would fail on every call)
+    fixed = tmp_path / "fixed4.onnx"
+    _tiny_model(fixed, out_dim=512, batch=4)
+    four = Embedder(fixed, spec="arcface-112", device="cpu")
+    with pytest.raises(ValueError, match="takes exactly 4 crop"):
+        four.batch_size = 8
+    four.batch_size = 4
+    # one crop where a batch is wanted: one refusal, as embed_crops gives it (embed_each gave one error
+    # per row of the crop, 112 "faces")
+    for embed in (made.embed_crops, made.embed_each):
+        with pytest.raises(ValueError, match=r"crops as RGB uint8 of shape \(N, H, W, 3\), got uint8 \(112, 112, 3\)"):
+            embed(crops[0])
+    assert made.embed_each([]) == [] and len(made.embed_each(crops[:1])) == 1
+
+
 def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monkeypatch, face_chips):
     """Its PReLU slopes were read from the working folder on the first load on a machine (a traceback);
     a run from the model's own folder hid it by caching the rewritten graph."""
@@ -509,6 +545,21 @@ def test_spec_validation():
                                 r"\[\[200.0, 200.0\]")):
         with pytest.raises(ValueError, match=what):
             ModelSpec.from_dict({"name": "x", field: value})
+
+
+def test_a_spec_made_in_python_names_its_field_and_a_dict_is_a_spec(tmp_path):
+    """`ModelSpec(...)` in Python gave TypeErrors from `tuple()` for a bare number; `Embedder(spec={...})`
+    gave "expected str, bytes or os.PathLike object, not dict"."""
+    for field, value, what in (("mean", 127.5, "mean and std are 3 numbers each"), ("std", None, "mean and std are"),
+                               ("input_size", 112, r"input_size is \(width, height\) in whole pixels, got 112")):
+        with pytest.raises(ValueError, match=what):
+            ModelSpec(name="x", **{field: value})
+    path = tmp_path / "r50.onnx"
+    _tiny_model(path, out_dim=512)
+    given = Embedder(path, spec={"preset": "arcface-112", "name": "r50"}, device="cpu")
+    assert given.spec == ModelSpec.preset("arcface-112", name="r50") and given.spec_origin == "the spec given"
+    with pytest.raises(ValueError, match="spec is a ModelSpec, a dict of its fields, a preset name or a JSON file"):
+        Embedder(path, spec=512, device="cpu")
 
 
 def test_a_spec_file_that_is_refused_is_named(tmp_path):
