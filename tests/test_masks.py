@@ -140,7 +140,7 @@ def test_coverage_is_read_from_a_render_s_coverage_and_finite_landmarks(shared_f
     _, coverage, _ = style_from_name("surgical")(image, lm[0], mask_rng(7, "k", 0), classify_face(image, lm[0]))
     assert all(coverage_report(coverage, lm[0]).values())
     assert coverage_report(coverage.astype(np.uint8) * 255, lm[0]) == coverage_report(coverage, lm[0])
-    with pytest.raises(ValueError, match=r"coverage is the \(H, W\) boolean array a style's render returned, got float"):
+    with pytest.raises(ValueError, match=r"coverage is the \(H, W\) boolean array a style.s render returned"):
         coverage_report(np.ones((10, 10)), lm[0])
     with pytest.raises(ValueError, match="got bool of shape \\(10, 10, 3\\)"):
         coverage_report(np.ones((10, 10, 3), bool), lm[0])
