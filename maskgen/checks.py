@@ -32,6 +32,8 @@ def check_five_points(points, what: str = "a face's points") -> np.ndarray:
     except (TypeError, ValueError):  # text, None among them
         arr = None
     if arr is None:
+        if hasattr(points, "points"):  # a detector Face: its whole repr was the message
+            raise ValueError(f"{what} are 5 finite (x, y) points, got a {type(points).__name__}: give its .points")
         raise ValueError(f"{what} are 5 finite (x, y) points, got {points!r}")
     if arr.shape not in ((5, 2), (10,)):
         raise ValueError(f"{what} are 5 finite (x, y) points, got shape {arr.shape}"

@@ -99,6 +99,11 @@ def test_bad_settings_and_points_are_refused(press_photos):
         skin_shares(press_photos[0], np.zeros((4, 2)))
     with pytest.raises(ValueError, match="points5 are 5 finite .* got NaN or infinite values"):
         skin_shares(press_photos[0], np.full((5, 2), np.nan))
+    from maskgen.detect import Face
+
+    face = Face(box=(0, 0, 10, 10), score=0.9, landmarks=((1, 1), (2, 2), (3, 3), (4, 4), (5, 5)))
+    with pytest.raises(ValueError, match=r"points5 are 5 finite \(x, y\) points, got a Face: give its .points$"):
+        WornMaskCheck()(press_photos[0], face)  # (its whole repr was the message)
     # a face wholly off the image has no pixel to read, so colour tells nothing
     off = np.array([[-500, -500], [-460, -500], [-480, -480], [-495, -460], [-465, -460]], float)
     assert np.isnan(skin_shares(press_photos[0], off)).all() and WornMaskCheck()(press_photos[0], off).worn is None
