@@ -54,8 +54,14 @@ MIRROR_68 = _mirror_permutation()
 
 
 def mirror_landmarks(landmarks68: np.ndarray, width: int) -> np.ndarray:
-    """The 68 points of the same face in the image flipped left-right (`image[:, ::-1]`)."""
-    lm = np.asarray(landmarks68, dtype=np.float64).reshape(68, 2)
+    """The 68 points of the same face in the image flipped left-right (`image[:, ::-1]`), `width`
+    that image's width in pixels (a width of 0, or NaN points, gave numbers all the same)."""
+    from maskgen.checks import is_whole
+    from maskgen.facetype import face_landmarks
+
+    if not is_whole(width) or width < 1:
+        raise ValueError(f"width is the image's width in whole pixels, at least 1, got {width!r}")
+    lm = face_landmarks(landmarks68, "a face is mirrored")
     flipped = np.stack([width - 1 - lm[:, 0], lm[:, 1]], axis=1)
     return flipped[list(MIRROR_68)]
 

@@ -99,6 +99,12 @@ def test_mirroring_is_an_involution_and_matches_a_flipped_photo(shared_faces_68,
     err = np.linalg.norm(mirror_landmarks(lm[0], w) - on_flipped, axis=1)
     assert np.median(err) < 0.03 * faces[0].width
     np.testing.assert_allclose(mirror_landmarks(mirror_landmarks(lm[0], w), w), lm[0])
+    # a width of 0 or 10.5, or points with NaN, gave numbers (the same for every face at width 0)
+    for points, width, why in ((lm[0], 0, "width is the image's width in whole pixels, at least 1, got 0"),
+                               (lm[0], 10.5, "got 10.5"), (np.full((68, 2), np.nan), w, "NaN or infinite"),
+                               (lm[0][:5], w, r"68 landmarks, \(68, 2\)")):
+        with pytest.raises(ValueError, match=why):
+            mirror_landmarks(points, width)
 
 
 def test_predictor_refuses_non_rgb(predictor):
