@@ -653,14 +653,15 @@ class MaskStyle:
         return params.get("style") == self.name
 
     def _drawable(self, params, styles: tuple, needs: tuple = ()) -> dict:
-        """`params` as a built-in `render` takes them: a dict of one of `styles` (or of this style's
-        own name, a subclass's), with the keys it reads. A cloth mask's params given to the surgical
-        renderer, or to the seed's, drew another mask without a word, or failed with KeyError."""
+        """`params` as a built-in `render` takes them: a dict with the keys it reads, and not of another
+        built-in style than `styles` (a style of the user's own may draw through a built-in renderer
+        under its own name). A cloth mask's params given to the surgical renderer, or to the seed's,
+        drew another mask without a word, or failed with KeyError."""
         if not isinstance(params, dict):
             raise ValueError(f"params are a dict (what the style's sample() returned: a face record's mask), "
                              f"got {type(params).__name__}")
         style = params.get("style")
-        if "style" in params and style not in styles and not self.draws(params):
+        if style in STYLES and style not in styles and not self.draws(params):
             raise ValueError(f"params of style {style!r} are not drawn by {type(self).__name__} ({', '.join(styles)}): "
                              f"render them with maskgen.masks.STYLES[{style!r}] or the style that sampled them")
         missing = [key for key in ("style", *needs) if key not in params] if needs else []
@@ -882,8 +883,9 @@ class RespiratorMask(MaskStyle):
 
     def render(self, image, landmarks68, params, face_type=FRONTAL):
         check_rgb(image)
-        self._drawable(params, ("n95", "kn95"), ("colour", "light_side", "texture_seed")
-                       + (("valve", "valve_side") if params.get("style") == "n95" else ()))
+        self._drawable(params, self.kinds, ("colour", "light_side", "texture_seed"))
+        if params["style"] == "n95":  # its valve, where it has one
+            self._drawable(params, self.kinds, ("valve",) + (("valve_side",) if params.get("valve") else ()))
         lm, face_type = face_and_type(landmarks68, face_type)
         kind = params["style"]
         outline = mask_outline(lm, kind, face_type)

@@ -210,7 +210,8 @@ def _rewrite_prelus(onnx_model, folder: Path) -> tuple[bytes | None, int]:
 
 
 class Embedder(MadeAgainWhereUnpickled):
-    _carried = ("flip", "region", "batch_size")  # settable after it is made: pickled as they are
+    # settable after it is made: pickled as they are (fixed_batch: a batch of one found at run time)
+    _carried = ("flip", "region", "fixed_batch", "batch_size")
 
     def __init__(self, model: str | Path = "sface", spec: ModelSpec | str | Path | None = None,
                  device: str = "auto", threads: int | None = None, flip: bool = False,
@@ -283,8 +284,9 @@ class Embedder(MadeAgainWhereUnpickled):
         if not is_whole(value) or value < 1:
             raise ValueError(f"batch_size must be a whole number of at least 1, got {value!r}")
         if self.fixed_batch and value != self.fixed_batch:
-            raise ValueError(f"{self.path}: the model takes exactly {self.fixed_batch} crop(s) per call (its input's "
-                             f"batch size), so batch_size stays {self.fixed_batch}, not {value!r}")
+            raise ValueError(f"{self.path}: the model takes exactly {self.fixed_batch} crop(s) per call (as its input "
+                             f"declares, or as it was found to when it failed on a batch), so batch_size stays "
+                             f"{self.fixed_batch}, not {value!r}")
         self._batch_size = int(value)
 
     @property
@@ -443,21 +445,26 @@ class Embedder(MadeAgainWhereUnpickled):
         crop it cannot take costs only its own face; a vector with NaN or infinite values (a model that
         overflows on some faces) is refused too: it scores NaN against everything; so is a vector of
         zeros (a ReLU head on a crop it reads as nothing), which scored 0 against every face, as if it
-        were a face like no other. Crops that are not a batch (one (H, W, 3) crop) are refused as a
-        whole, as `embed_crops` refuses them: they gave an error per row of the crop."""
-        crops = np.asarray(crops) if isinstance(crops, (list, tuple)) else crops
-        if len(crops) == 0:
-            return []
-        check_rgb(crops, "crops", batch=True)
-        try:
-            vectors = list(self.embed_crops(crops))
-        except Exception:  # noqa: BLE001 - found crop by crop below
-            vectors = []
-            for crop in crops:
-                try:
-                    vectors.append(self.embed_crops(crop[None])[0])
-                except Exception as exc:  # noqa: BLE001 - the face's own error
-                    vectors.append(exc)
+        were a face like no other. One (H, W, 3) crop where a batch is wanted is refused as a whole,
+        as `embed_crops` refuses it (it gave an error per row of the crop); a list of crops of
+        several sizes gets an answer per crop."""
+        def one(crop):
+            try:
+                return self.embed_crops(np.asarray(crop)[None])[0]
+            except Exception as exc:  # noqa: BLE001 - the face's own error
+                return exc
+
+        if isinstance(crops, (list, tuple)) and len({np.shape(c) for c in crops}) > 1:
+            vectors = [one(crop) for crop in crops]  # a list of crops of several sizes: each its own answer
+        else:
+            crops = np.asarray(crops) if isinstance(crops, (list, tuple)) else crops
+            if len(crops) == 0:
+                return []
+            check_rgb(crops, "crops", batch=True)
+            try:
+                vectors = list(self.embed_crops(crops))
+            except Exception:  # noqa: BLE001 - found crop by crop
+                vectors = [one(crop) for crop in crops]
         from maskgen.record import NON_FINITE_EMBEDDING, ZERO_EMBEDDING
 
         def checked(v):

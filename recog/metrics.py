@@ -643,10 +643,9 @@ def _check_ids(ids, what: str) -> np.ndarray:
     """Identities (or fold ids) as an array: names (str, or bytes) or numbers, of one kind; a missing one
     (None, NaN) or a mix refused: NaN matched nothing, not even itself, and None stopped the sort with
     a TypeError. A pandas object column or Categorical of names is an object array of str."""
-    if not isinstance(ids, np.ndarray):  # a list [1, "a"] became the text array ["1", "a"]: 1 and "1" one identity
+    if not isinstance(ids, np.ndarray):  # a list [1, "a"] became the text array ["1", "a"] (1 and "1" one identity)
         raw = np.asarray(ids, dtype=object).reshape(-1)
-        texts = sum(isinstance(i, (str, bytes)) for i in raw)
-        if 0 < texts < len(raw):
+        if len({str if isinstance(i, str) else bytes if isinstance(i, bytes) else None for i in raw}) > 1:
             raise ValueError(f"{what} are names or whole numbers, not both and none missing (None), "
                              f"got {sorted({type(i).__name__ for i in raw})}")
     ids = np.asarray(ids).reshape(-1)

@@ -331,8 +331,9 @@ def test_start_commands_run_as_ray_runs_them(ran):
         assert len(starts) == 1, (name, phases["start"])
         (start,) = starts
         assert not any(a.startswith("--dashboard-host") for a in start["args"]), start["args"]
-        # Ray's runner exports PYTHONWARNINGS=ignore, which every job and actor would inherit: the job's
-        # warnings (waiting for a GPU node, CUDA not starting) would never show
+        # Ray's runner exports PYTHONWARNINGS=ignore, which every job and actor would inherit (measured on a
+        # local cluster: a submitted job's driver and tasks had it): the job's warnings (waiting for a GPU
+        # node, CUDA not starting) would never show
         assert start["env"]["PYTHONWARNINGS"] is None, (name, start["env"])
         if name == head:
             assert "--head" in start["args"]

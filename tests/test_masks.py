@@ -110,7 +110,7 @@ def test_a_style_renders_only_params_it_can_draw(shared_faces_68):
     params = {name: style_from_name(name).sample(mask_rng(7, "k", 0), ftype) for name in ("seed",) + REALISTIC}
     for name, style in STYLES.items():
         for other, given in params.items():
-            if other == name or {name, other} == {"n95", "kn95"}:  # one class draws both respirators
+            if other == name:
                 style.render(image, lm[0], given, ftype)
                 continue
             with pytest.raises(ValueError, match=f"params of style '{other}' are not drawn by {type(style).__name__}"):
@@ -121,8 +121,26 @@ def test_a_style_renders_only_params_it_can_draw(shared_faces_68):
             short = {k: v for k, v in params[name].items() if k != "texture_seed"}
             with pytest.raises(ValueError, match="params lack texture_seed: give the params its sample"):
                 style.render(image, lm[0], short, ftype)
-    with pytest.raises(ValueError, match="params are a dict"):
-        STYLES["surgical"].render(image, lm[0], json.dumps(params["surgical"]), ftype)
+    for name in STYLES:
+        with pytest.raises(ValueError, match="params are a dict"):
+            STYLES[name].render(image, lm[0], json.dumps(params[name]), ftype)
+    RespiratorMask().render(image, lm[0], params["kn95"], ftype)  # one class of both kinds draws both
+    # an n95 without a valve reads no valve side
+    valveless = {k: v for k, v in params["n95"].items() if k != "valve_side"}
+    STYLES["n95"].render(image, lm[0], {**valveless, "valve": False}, ftype)
+    with pytest.raises(ValueError, match="params lack valve_side"):
+        STYLES["n95"].render(image, lm[0], {**valveless, "valve": True}, ftype)
+
+    class Branded(MaskStyle):  # a style of one's own drawing through a built-in renderer, under its name
+        name = "branded"
+
+        def sample(self, rng, face_type=FRONTAL):
+            return {**SurgicalMask().sample(rng, face_type), "style": self.name}
+
+        def render(self, image, landmarks68, params, face_type=FRONTAL):
+            return SurgicalMask().render(image, landmarks68, params, face_type)
+
+    assert Branded()(image, lm[0], mask_rng(7, "k", 0), ftype)[1].any()
 
     class Renamed(SurgicalMask):  # a subclass of its own name drawing through the built-in renderer
         name = "renamed"

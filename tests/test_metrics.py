@@ -501,6 +501,7 @@ def test_metric_inputs_that_were_taken_silently_or_refused_cryptically():
         M.identity_templates(np.ones(3), [0, 0, 1])
     # identities checked as every other function checks them: 1 and "1" were one identity, None a TypeError
     for ids, kinds in (([1, "a", "b", "b", "c", "c"], r"\['int', 'str'\]"),
+                       ([b"a", "a", "b", "b", "c", "c"], r"\['bytes', 'str'\]"),
                        ([None, "a", "b", "b", "c", "c"], "NoneType")):
         with pytest.raises(ValueError, match=f"identities are names or whole numbers, not both.*{kinds}"):
             M.identity_templates(rng.normal(size=(6, 3)), ids)

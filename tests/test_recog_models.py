@@ -330,6 +330,12 @@ def test_user_models_that_take_one_crop_per_call_or_float16_embed_every_face(tmp
     unchecked._infer = lambda batch: calls.append(len(batch)) or infer(batch)
     np.testing.assert_allclose(unchecked.embed_crops(crops), _pooled(crops, w), atol=1e-5)
     assert calls == [3, 1, 1, 1]  # the failed batch, then each crop once (the first was run twice)
+    # what it was found to take travels with it (a copy made again took batches of 64 until it failed again)
+    import pickle
+
+    assert pickle.loads(pickle.dumps(unchecked)).fixed_batch == 1
+    with pytest.raises(ValueError, match="takes exactly 1 crop.*or as it was found to when it failed on a batch"):
+        unchecked.batch_size = 8
 
     half = tmp_path / "half.onnx"
     _, w = _tiny_model(half, out_dim=512, input_type="FLOAT16")
@@ -391,6 +397,9 @@ def test_settings_changed_on_a_made_embedder_are_checked_as_they_are_set(tmp_pat
         with pytest.raises(ValueError, match=r"crops as RGB uint8 of shape \(N, H, W, 3\), got uint8 \(112, 112, 3\)"):
             embed(crops[0])
     assert made.embed_each([]) == [] and len(made.embed_each(crops[:1])) == 1
+    # a list of crops of several sizes: an answer per crop (NumPy's "inhomogeneous shape" for them all)
+    answers = made.embed_each([crops[0], crops[1][:100, :100]])
+    assert answers[0].shape == (128,) and str(answers[1]) == "sface takes 112x112 crops, got 100x100"
 
 
 def test_a_prelu_model_with_outside_weights_loads_from_any_folder(tmp_path, monkeypatch, face_chips):
