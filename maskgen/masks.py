@@ -449,11 +449,19 @@ class RenderContext:
     face_width: float
     face_height: float
     rng: np.random.Generator
+    drawn: np.ndarray | None = None  # the pixels the mask covers (bool), before its edge is softened
 
     @property
     def v_in_widths(self) -> np.ndarray:
         """`v` in the same unit as `u`, for patterns that must stay square."""
         return self.v * (self.face_height / self.face_width)
+
+    def edge_px(self) -> np.ndarray:
+        """Per pixel, its distance in pixels inside the mask's drawn edge (0 outside), for what runs
+        along the edge (a KN95's welded seam) wherever the outline goes."""
+        if self.drawn is None:
+            raise ValueError("this RenderContext has no drawn mask to measure from")
+        return cv2.distanceTransform(self.drawn.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
 def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, texture_fn, params: dict,
@@ -475,7 +483,8 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
     alpha = _fill((wy2 - wy1, wx2 - wx1), outline, np.array([wx1, wy1], dtype=np.float64))
     guard = _eye_guard(alpha.shape, (wx1, wy1), lm, EYE_CLEARANCE * frame.height)
     alpha *= guard
-    coverage[y1:y2, x1:x2] = alpha[inner] >= 0.5
+    drawn = alpha >= 0.5
+    coverage[y1:y2, x1:x2] = drawn[inner]
 
     # as sharp as the face: the blur a sharp mask needs to match the face's own (a mask drawn crisp on a
     # defocused face looked pasted on: 4x the face's sharpness), at most 4 % of the face's width
@@ -496,6 +505,7 @@ def _render(image: np.ndarray, landmarks68: np.ndarray, outline: np.ndarray, tex
         face_width=frame.width,
         face_height=frame.height,
         rng=np.random.default_rng(params["texture_seed"]),
+        drawn=drawn,
     )
     colour = texture_fn(ctx, params)  # (h, w, 3) float 0..1, shaded
     light = float(np.clip(_face_light(image, lm) / 0.6, 0.35, 1.0))
@@ -914,7 +924,13 @@ class RespiratorMask(MaskStyle):
                 shade = panel * (0.93 + 0.07 * np.cos(np.clip(ctx.u, -0.7, 0.7) * np.pi * 0.7))
                 fold = np.exp(-((ctx.u * ctx.face_width) / 1.2) ** 2)
                 shade = shade * (1 - 0.22 * fold)
-                shade = shade * np.where((ctx.v > 0.04) & (ctx.v < 0.08), 0.9, 1.0)  # heat-sealed edge line
+                # the welded seam that runs round a KN95 a little inside its edge, its sides ramped over
+                # a pixel: a straight band across the top (v 0.04 to 0.08), cut off by the pointed edge
+                # and stepped in whole pixels, read as a grey bar over the nose
+                edge = ctx.edge_px()
+                near, far = np.float32(0.02 * ctx.face_height), np.float32(0.035 * ctx.face_height)
+                seam = np.clip(np.minimum(edge - near, far - edge) + np.float32(0.5), 0, 1)
+                shade = shade * (1 - np.float32(0.1) * seam)
             shade = shade * _fabric_noise(ctx, 0.012, 1.0)
             return np.clip(base[None, None, :] * shade[..., None], 0, 1)
 
