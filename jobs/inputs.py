@@ -522,15 +522,21 @@ BACKSLASH_NAME = ("the file name holds a backslash, which a manifest or Windows 
 
 def not_read(key: str, kind: str) -> tuple[str, str] | None:
     """(status, message) of a folder's entry that is never read as an image, None for one that is: the
-    rows' statuses and the roles `mfr run` gives (never to an entry it cannot read) from one rule."""
+    rows' statuses and the roles `mfr run` gives (never to an entry it cannot read) from one rule. An
+    empty image file is `empty`, as reading it says, without being read: `mfr run` gave an identity's
+    gallery role to a 0-byte first file, and every probe of the identity failed to enrol."""
+    from maskgen.decode import EMPTY_FILE
+
     if printable(key) != key:
         return "bad_name", "the file name is not UTF-8 (shown with %XX for its other bytes): not read; rename it to UTF-8"
-    if kind != "file":
+    if kind not in ("file", "empty"):
         return KIND_STATUS[kind]
     if "\\" in key:
         return "unsafe_path", BACKSLASH_NAME
     if not is_image_name(key):
         return "not_an_image", NOT_AN_IMAGE
+    if kind == "empty":
+        return "empty", EMPTY_FILE
     return None
 
 

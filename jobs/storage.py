@@ -267,9 +267,10 @@ class LocalStore:
         return sorted(groups) + ([""] if files else [])
 
     def entries(self, group: str, exclude: str | None = None):
-        """(key, kind) for everything in one group, sorted: kind is `file`, `not_regular` (a FIFO,
-        socket or device: never opened), `temporary` (a name of our atomic writes), `link_loop` (a
-        symlinked folder already walked) or `broken_link`. Symlinked folders are followed once each;
+        """(key, kind) for everything in one group, sorted: kind is `file`, `empty` (a file of 0 bytes,
+        which no read would find a face in), `not_regular` (a FIFO, socket or device: never opened),
+        `temporary` (a name of our atomic writes), `link_loop` (a symlinked folder already walked) or
+        `broken_link`. Symlinked folders are followed once each;
         keys under `exclude` (a job's output inside its own input) are left out."""
         import stat
 
@@ -300,7 +301,7 @@ class LocalStore:
                 elif entry.name.startswith(TMP_PREFIX):
                     out.append((key, "temporary"))
                 else:
-                    out.append((key, "file"))
+                    out.append((key, "file" if st.st_size else "empty"))
 
         if group:
             base = self.root / group
@@ -604,7 +605,7 @@ class S3Store:
                     plain = False
                 name = rel.rsplit("/", 1)[-1]
                 out.append((rel, "unsafe_key" if not plain else "temporary" if name.startswith(TMP_PREFIX)
-                            else "file"))
+                            else "file" if item.get("Size", 1) else "empty"))
         return sorted(out)
 
     def read(self, key: str) -> bytes:

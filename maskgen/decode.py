@@ -19,6 +19,7 @@ DEFAULT_MAX_PIXELS = 40_000_000
 """About 7,700 x 5,200: far above any face photo, far below what would exhaust a worker's memory."""
 
 STATUSES = ("empty", "undecodable", "unsupported", "too_large")
+EMPTY_FILE = "the file is empty (0 bytes)"
 
 # the names of the formats decoded here: a folder's other files (.txt, Thumbs.db) and hidden ones
 # (.DS_Store, macOS's ._photo.jpg) are not read as images (jobs.inputs.FolderLister); a file named in
@@ -231,7 +232,7 @@ def _open(data: bytes, max_pixels: int | None):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"decode_image takes bytes, got {type(data).__name__}")
     if len(data) == 0:
-        raise DecodeError("empty", "the file is empty (0 bytes)")
+        raise DecodeError("empty", EMPTY_FILE)
     try:
         # Our own limit below replaces Pillow's process-wide one, which would refuse (or warn about)
         # sizes before we can say what they are; the lock keeps the swap invisible to our threads.

@@ -330,6 +330,35 @@ def test_gallery_roles_keep_what_an_earlier_run_gave():
     assert [k for k, gallery in roles.items() if gallery] == ["a/2.jpg", "a/3.jpg", "b/1.jpg", "b/3.jpg"]
 
 
+def test_an_empty_file_is_no_gallery_image_on_a_folder_or_a_bucket(tmp_path, bucket):
+    """`mfr run` gave the gallery role to an identity's first file in key order, a file of 0 bytes too:
+    no face could be found in it, and every probe of the identity failed to enrol (a walkthrough over
+    S3: rank-1 40 % where `mfr score` over the same photos gave 70 %). The listing knows its size: its
+    row says `empty`, as reading it said, and the next file is the gallery image."""
+    from jobs.inputs import FolderLister
+
+    files = {"a/0.jpg": b"", "a/1.jpg": b"\xff\xd8 not read here", "a/2.jpg": b"x", "b/0 notes.txt": b"",
+             "b/1.jpg": b"x"}
+    local = tmp_path / "in"
+    for key, data in files.items():
+        (local / key).parent.mkdir(parents=True, exist_ok=True)
+        (local / key).write_bytes(data)
+    remote = open_store(f"s3://{bucket}/in")
+    for key, data in files.items():
+        remote.write(key, data)
+    for uri in (str(local), f"s3://{bucket}/in"):
+        store = open_store(uri)
+        assert [(k, kind) for g in ("a", "b") for k, kind in store.entries(g)] == [
+            ("a/0.jpg", "empty"), ("a/1.jpg", "file"), ("a/2.jpg", "file"), ("b/0 notes.txt", "empty"),
+            ("b/1.jpg", "file")], uri
+        lister = FolderLister(uri, str(tmp_path / f"out{len(uri)}"), "masked/manifest", gallery_per_identity=1)
+        rows = {r["key"]: r for g in ("a", "b") for table in lister.rows(g) for r in table.to_pylist()}
+        assert {k: (r["status"], r["gallery"]) for k, r in rows.items()} == {
+            "a/0.jpg": ("empty", False), "a/1.jpg": ("", True), "a/2.jpg": ("", False),
+            "b/0 notes.txt": ("not_an_image", False), "b/1.jpg": ("", True)}, uri  # (not an image first)
+        assert rows["a/0.jpg"]["message"] == "the file is empty (0 bytes)"  # as decoding it says
+
+
 def test_run_roles_over_a_manifest_replaced_after_their_pass_stop_the_listing(tmp_path, monkeypatch):
     """`mfr run`'s roles are chosen by a pass of their own over a manifest: one replaced before the
     listing pass would be listed with roles chosen from another file (an identity without a gallery
