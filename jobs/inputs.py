@@ -975,7 +975,7 @@ def refuse_output_inside_a_run(output) -> None:
     import json
 
     from jobs.settings import SETTINGS_KEY
-    from jobs.storage import open_parent, redact
+    from jobs.storage import EndpointUnreachable, open_parent, redact
 
     uri = output.uri.rstrip("/")
     for _ in range(2):  # the run's folders are at most two levels below it
@@ -985,7 +985,9 @@ def refuse_output_inside_a_run(output) -> None:
         try:
             parent, _ = open_parent(uri)
             record = json.loads(parent.read(SETTINGS_KEY)) if parent.exists(SETTINGS_KEY) else {}
-        except Exception:  # an unreachable or unreadable parent: the job's own checks say so, naming its output
+        except EndpointUnreachable as exc:  # said now, once: passed over, the job's next request spent its retries again
+            raise EndpointUnreachable(f"writing {redact(output.uri)}", exc.reason) from None
+        except Exception:  # an unreadable parent: the job's own checks say so, naming its output
             return
         if isinstance(record, dict) and record.get("command") == "mfr run":
             raise ValueError(f"the output {redact(output.uri)} is inside the mfr run output {redact(parent.uri)}: "

@@ -38,6 +38,17 @@ class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI but never a credential."""
 
 
+class EndpointUnreachable(StorageError):
+    """Nothing answers at the S3 endpoint (refused, timed out connecting): the job's end, said once. A
+    check that lets other storage errors pass (a parent prefix it may not read) re-raises this one: it
+    spent a second round of retries (about 30 s) before the job's own request said the same. `reason`:
+    the message without the request, for a caller that names what it was doing."""
+
+    def __init__(self, what: str, reason: str):
+        super().__init__(f"{what}: {reason}")
+        self.reason = reason
+
+
 class UnreadableObject(StorageError):
     """One object cannot be read (permissions): that input's problem, not the store's."""
 
@@ -526,7 +537,17 @@ class S3Store:
                                    "credentials chain) and the bucket's permissions") from None
             raise StorageError(f"{what}: S3 said {code or 'error'}") from None
         except BotoCoreError as exc:
-            from botocore.exceptions import NoCredentialsError, ReadTimeoutError
+            from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, \
+                ReadTimeoutError
+
+            if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+                # (not the request's URL and query string: the endpoint, and the setting that names it)
+                given = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                where = ("AWS_ENDPOINT_URL" + ("_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "")) if given \
+                    else "AWS's endpoint for the region; AWS_ENDPOINT_URL names another"
+                raise EndpointUnreachable(what, f"could not connect to the S3 endpoint "
+                                                f"{_scrub(self.client.meta.endpoint_url)} ({where}) in {s3_attempts()} "
+                                                "attempt(s): is it running, and is the URL right?") from None
 
             hint = ("; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a job on a Ray cluster has the environment "
                     "its nodes' `ray start` ran with, not the submitting shell's)"

@@ -60,12 +60,24 @@ def test_unreachable_endpoint_at_start_is_a_clear_error(dataset, tmp_path, s3_en
                                                          refused_port):
     from jobs.cli import main
 
+    import jobs.storage
+
     port = refused_port
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "2")
-    assert main(["mask", str(dataset), "s3://bucket/out", "--quiet"]) == 2
-    err = capsys.readouterr().err
-    assert f"127.0.0.1:{port}" in err and "s3://bucket/out" in err and "Traceback" not in err
+    requests = []  # each request that spent its attempts
+    call = jobs.storage.S3Store._call
+    monkeypatch.setattr(jobs.storage.S3Store, "_call", lambda self, what, fn, **kw: requests.append(what) or
+                        call(self, what, fn, **kw))
+    for output in ("s3://bucket/out", "s3://bucket/runs/out"):  # the second has a parent prefix to look at
+        requests.clear()
+        assert main(["mask", str(dataset), output, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        # said once, in words, of the output given: a first failure passed over (the parent prefix's
+        # record) spent a second round of retries, and the message gave the request's URL and query string
+        assert len(requests) == 1, requests
+        assert err.strip() == (f"mfr mask: writing {output}: could not connect to the S3 endpoint http://127.0.0.1:"
+                               f"{port} (AWS_ENDPOINT_URL) in 2 attempt(s): is it running, and is the URL right?"), err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # nothing half-written anywhere
 
 
