@@ -985,7 +985,7 @@ def refuse_output_inside_a_run(output) -> None:
         try:
             parent, _ = open_parent(uri)
             record = json.loads(parent.read(SETTINGS_KEY)) if parent.exists(SETTINGS_KEY) else {}
-        except EndpointUnreachable as exc:  # said now, once: passed over, the job's next request spent its retries again
+        except EndpointUnreachable as exc:  # said now, once (passed over, the next request spent its retries again)
             raise EndpointUnreachable(f"writing {redact(output.uri)}", exc.reason) from None
         except Exception:  # an unreadable parent: the job's own checks say so, naming its output
             return
