@@ -917,12 +917,27 @@ def refuse_foreign_output(output) -> None:
         names = folder_names(output.root)
     else:
         names = output.top_level()  # its folders, and "" for objects at its top
-    if not names or names == ["shards"] or holds_record(output) or all(holds_mfr_output(output, n) for n in names):
+    if not names or names == ["shards"] or holds_record(output):
         return
-    shown = ", ".join(n or "(files at its top)" for n in names[:3]) + (", ..." if len(names) > 3 else "")
+    # the entries that are not mfr outputs are the ones named (a bucket holding outputs of mfr and
+    # something else named its first three, mfr's, as "files mfr did not write"); at most three are
+    # looked for, as a dataset's first entries are (one listing or two each, on S3)
+    foreign, ours = [], []
+    for name in names:
+        (ours if holds_mfr_output(output, name) else foreign).append(name)
+        if len(foreign) == 3:
+            break
+    if not foreign:
+        return
+    more = ", ..." if len(foreign) + len(ours) < len(names) else ""
+    shown = ", ".join(n or "(files at its top)" for n in foreign) + more
     if _holds_report(output):  # mfr's own, yet no place for a job's images or shards
         raise ValueError(f"the output {redact(output.uri)} holds a report of `mfr score` or `mfr evaluate` ({shown}): "
                          "give this job a folder of its own; nothing was written")
+    if ours:  # beside other jobs' outputs: a folder meant to hold several, not a swapped dataset
+        raise ValueError(f"the output {redact(output.uri)} holds files mfr did not write ({shown}) beside outputs of "
+                         f"mfr ({', '.join(ours[:3])}): give this job a folder of its own, e.g. "
+                         f"{redact(output.uri_of('masked'))}; nothing was written")
     raise ValueError(f"the output {redact(output.uri)} already holds files mfr did not write ({shown}): give a new "
                      "or empty folder (were the input and the output given the other way round?); nothing was "
                      "written")

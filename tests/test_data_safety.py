@@ -315,6 +315,17 @@ def test_swapped_arguments_and_an_output_given_as_photos_are_refused_writing_not
         err = capsys.readouterr().err
         assert f"{out} is the output of `mfr mask` or `mfr run` (it holds _mfr_settings.json)" in err, err
         assert "--from-augment" in err and f"{out}/images" in err and not (tmp_path / command).exists()
+    # a folder of several outputs given as the output: the entries that are not mfr's are named, not the
+    # first three by name (an S3 walkthrough: a bucket of mfr outputs read "files mfr did not write (emb,
+    # eval, eval2, ...)", with the swapped-arguments hint)
+    shelf = tmp_path / "shelf"
+    shutil.copytree(out, shelf / "a-masked")
+    (shelf / "notes").mkdir()
+    (shelf / "notes" / "todo.txt").write_text("mine")
+    assert main(["mask", str(dataset), str(shelf), "--executor", "local", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"mfr mask: the output {shelf} holds files mfr did not write (notes) beside outputs of mfr (a-masked): give "
+        f"this job a folder of its own, e.g. {shelf}/masked; nothing was written")
     # what is refused is not mfr's own: a rerun into the output, and a new output holding only a hidden file
     assert main(["mask", str(dataset), str(out), "--executor", "local", "--quiet"]) == 0
     (tmp_path / "fresh").mkdir()
