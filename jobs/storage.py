@@ -535,6 +535,9 @@ class S3Store:
                 # a HEAD's 403 has no body: it said only "S3 said 403"
                 raise StorageError(f"{what}: S3 said {code}: access denied; check the credentials (the AWS "
                                    "credentials chain) and the bucket's permissions") from None
+            if code == "NoSuchBucket":  # (a name S3 does not allow, capitals say, is one no bucket has either)
+                raise StorageError(f"{what}: the bucket {self.bucket!r} does not exist at "
+                                   f"{_scrub(self.client.meta.endpoint_url)} (S3 said NoSuchBucket)") from None
             raise StorageError(f"{what}: S3 said {code or 'error'}") from None
         except BotoCoreError as exc:
             from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, NoCredentialsError, \

@@ -132,6 +132,18 @@ def test_s3_listing_pages_through_more_than_1000_keys(bucket):
     assert len(keys) == 1005 and keys[0] == "k/00000.bin" and keys[-1] == "k/01004.bin"
 
 
+def test_a_bucket_that_does_not_exist_is_named(s3_endpoint, bucket):
+    """"S3 said NoSuchBucket" named no bucket (a typo, or a name S3 does not allow: capitals, '_')."""
+    for uri in ("s3://no-such-bucket-here/faces", "s3://Bucket_With_Caps/x"):
+        name = uri.split("/")[2]
+        store = open_store(uri)
+        for call in (store.list, lambda: store.read("a.jpg"), lambda: store.write("a.jpg", b"x")):
+            with pytest.raises(StorageError, match=re.escape(f": the bucket '{name}' does not exist at {s3_endpoint} "
+                                                             "(S3 said NoSuchBucket)")):
+                call()
+    assert open_store(f"s3://{bucket}/x").list() == []  # (one that exists lists)
+
+
 def test_credentials_in_uris_are_refused_without_repeating_them():
     with pytest.raises(StorageError) as info:
         open_store("s3://AKIAEXAMPLE:VERYSECRETVALUE@bucket/prefix")
