@@ -664,6 +664,8 @@ class FolderLister:
             # writes) are not written again: a batch of other images would not overwrite them
             item.written = ([self.done_dir] if name in done else []) + have
             refused = not_read(key, kind)
+            if refused and refused[0] == "empty" and self.gallery_per_identity and not item.identity:
+                refused = None  # an image at the top of a run's input is no sample, empty or not: no_identity
             if refused:
                 item.status, item.message = refused
             elif self.gallery_per_identity and not item.identity:

@@ -545,11 +545,14 @@ class S3Store:
 
             if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
                 # (not the request's URL and query string: the endpoint, and the setting that names it)
-                given = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-                where = ("AWS_ENDPOINT_URL" + ("_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "")) if given \
-                    else "AWS's endpoint for the region; AWS_ENDPOINT_URL names another"
+                url = self.client.meta.endpoint_url
+                where = ("AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
+                         if os.environ.get("AWS_ENDPOINT_URL") else
+                         "AWS's endpoint for the region; AWS_ENDPOINT_URL names another"
+                         if (urlsplit(url).hostname or "").endswith(".amazonaws.com") else
+                         "the AWS config's endpoint_url")
                 raise EndpointUnreachable(what, f"could not connect to the S3 endpoint "
-                                                f"{_scrub(self.client.meta.endpoint_url)} ({where}) in {s3_attempts()} "
+                                                f"{_scrub(url)} ({where}) in {s3_attempts()} "
                                                 "attempt(s): is it running, and is the URL right?") from None
 
             hint = ("; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a job on a Ray cluster has the environment "

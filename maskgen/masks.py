@@ -929,7 +929,9 @@ class RespiratorMask(MaskStyle):
                 # and stepped in whole pixels, read as a grey bar over the nose
                 edge = ctx.edge_px()
                 near, far = np.float32(0.02 * ctx.face_height), np.float32(0.035 * ctx.face_height)
-                seam = np.clip(np.minimum(edge - near, far - edge) + np.float32(0.5), 0, 1)
+                # (on the mask only: on a face of a few px `near` is under half a pixel, and the ramp
+                # reached the pixels outside it)
+                seam = np.clip(np.minimum(edge - near, far - edge) + np.float32(0.5), 0, 1) * ctx.drawn
                 shade = shade * (1 - np.float32(0.1) * seam)
             shade = shade * _fabric_noise(ctx, 0.012, 1.0)
             return np.clip(base[None, None, :] * shade[..., None], 0, 1)

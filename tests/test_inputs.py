@@ -338,7 +338,7 @@ def test_an_empty_file_is_no_gallery_image_on_a_folder_or_a_bucket(tmp_path, buc
     from jobs.inputs import FolderLister
 
     files = {"a/0.jpg": b"", "a/1.jpg": b"\xff\xd8 not read here", "a/2.jpg": b"x", "b/0 notes.txt": b"",
-             "b/1.jpg": b"x"}
+             "b/1.jpg": b"x", "top.jpg": b"", "top2.jpg": b"x"}
     local = tmp_path / "in"
     for key, data in files.items():
         (local / key).parent.mkdir(parents=True, exist_ok=True)
@@ -352,10 +352,12 @@ def test_an_empty_file_is_no_gallery_image_on_a_folder_or_a_bucket(tmp_path, buc
             ("a/0.jpg", "empty"), ("a/1.jpg", "file"), ("a/2.jpg", "file"), ("b/0 notes.txt", "empty"),
             ("b/1.jpg", "file")], uri
         lister = FolderLister(uri, str(tmp_path / f"out{len(uri)}"), "masked/manifest", gallery_per_identity=1)
-        rows = {r["key"]: r for g in ("a", "b") for table in lister.rows(g) for r in table.to_pylist()}
+        rows = {r["key"]: r for g in ("a", "b", "") for table in lister.rows(g) for r in table.to_pylist()}
         assert {k: (r["status"], r["gallery"]) for k, r in rows.items()} == {
             "a/0.jpg": ("empty", False), "a/1.jpg": ("", True), "a/2.jpg": ("", False),
-            "b/0 notes.txt": ("not_an_image", False), "b/1.jpg": ("", True)}, uri  # (not an image first)
+            "b/0 notes.txt": ("not_an_image", False), "b/1.jpg": ("", True),  # (not an image, first)
+            # an image at the top has no identity and is no sample of `mfr run`, empty or not (not a failure)
+            "top.jpg": ("no_identity", False), "top2.jpg": ("no_identity", False)}, uri
         assert rows["a/0.jpg"]["message"] == "the file is empty (0 bytes)"  # as decoding it says
 
 

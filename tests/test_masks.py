@@ -721,6 +721,14 @@ def test_a_kn95_seam_runs_round_its_edge_not_across_the_nose(shared_faces_68):
         if inner.sum() > 3:
             rows.append(grey[y][inner].mean())
     assert len(rows) > 20 and max(rows[3:]) - min(rows[3:]) < 8, rows
+    # what the seam is measured by: 0 off the mask, from 1 on its edge pixels
+    from maskgen.masks import RenderContext
+
+    drawn = np.zeros((9, 9), bool)
+    drawn[3:6, 3:6] = True
+    ctx = RenderContext(u=np.zeros((9, 9), np.float32), v=np.zeros((9, 9), np.float32), face_width=5.0,
+                        face_height=5.0, rng=np.random.default_rng(0), drawn=drawn)
+    assert (ctx.edge_px()[~drawn] == 0).all() and (ctx.edge_px()[drawn] >= 1).all()
 
 
 def test_the_far_side_of_a_turned_face_is_not_pushed_past_its_cheek(shared_faces_68):

@@ -314,16 +314,29 @@ def test_an_endpoint_that_is_not_s3_is_named(monkeypatch):
         server.shutdown()
 
 
-def test_unreachable_endpoint_is_a_clear_error(monkeypatch, refused_port):
+def test_unreachable_endpoint_is_a_clear_error(monkeypatch, refused_port, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{refused_port}")
     monkeypatch.setenv("MFR_S3_ATTEMPTS", "1")
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     started = time.time()
-    with pytest.raises(StorageError, match="reading s3://b/p/x.jpg"):
+    said = (f"reading s3://b/p/x.jpg: could not connect to the S3 endpoint http://127.0.0.1:{refused_port} "
+            "(AWS_ENDPOINT_URL) in 1 attempt(s): is it running, and is the URL right?")
+    with pytest.raises(StorageError, match=re.escape(said)):
         open_store("s3://b/p").read("x.jpg")
     assert time.time() - started < 30
+    # the same endpoint from the AWS config file, which botocore reads too: not called AWS's own
+    config = tmp_path / "config"
+    config.write_text(f"[default]\nendpoint_url = http://127.0.0.1:{refused_port}\n")
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    import boto3
+
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)  # (a session reads the config file once, when made)
+    from_config = said.replace("AWS_ENDPOINT_URL", "the AWS config's endpoint_url")
+    with pytest.raises(StorageError, match=re.escape(from_config)):
+        open_store("s3://b/p").read("x.jpg")
 
 
 def test_safe_key_normalises():
