@@ -671,7 +671,7 @@ class MaskStyle:
             raise ValueError(f"params are a dict (what the style's sample() returned: a face record's mask), "
                              f"got {type(params).__name__}")
         style = params.get("style")
-        if style in STYLES and style not in styles and not self.draws(params):
+        if isinstance(style, str) and style in STYLES and style not in styles and not self.draws(params):
             raise ValueError(f"params of style {style!r} are not drawn by {type(self).__name__} ({', '.join(styles)}): "
                              f"render them with maskgen.masks.STYLES[{style!r}] or the style that sampled them")
         missing = [key for key in ("style", *needs) if key not in params] if needs else []
