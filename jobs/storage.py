@@ -142,6 +142,15 @@ def file_uri_path(text: str) -> Path:
     return Path(unquote(parts.path))
 
 
+def endpoint_setting() -> tuple[str, str] | None:
+    """(variable, URL) of the S3 endpoint the environment names, `AWS_ENDPOINT_URL_S3` before
+    `AWS_ENDPOINT_URL`; None where neither is set (AWS's own, or the AWS config file's)."""
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(name):
+            return name, os.environ[name]
+    return None
+
+
 def s3_read_timeout() -> float:
     """`MFR_S3_READ_TIMEOUT` (default 20): seconds an S3 request waits for the endpoint's next bytes.
     botocore's 60 s, times 10 attempts, kept a job silent for 11 minutes before it said that an
@@ -495,7 +504,8 @@ class S3Store:
             from botocore.config import Config
 
             attempts = s3_attempts()
-            endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+            named = endpoint_setting()
+            endpoint = named[1] if named else None
             if endpoint and "@" in endpoint:  # an endpoint is scheme://host:port: an '@' is user-info, unrepeated
                 raise StorageError(f"the S3 endpoint URL {redact(endpoint)} carries credentials, which are refused; "
                                    "give them through the AWS credentials chain (environment, profile or role)")
@@ -545,12 +555,13 @@ class S3Store:
 
             if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
                 # (not the request's URL and query string: the endpoint, and the setting that names it)
-                url = self.client.meta.endpoint_url
-                where = ("AWS_ENDPOINT_URL_S3" if os.environ.get("AWS_ENDPOINT_URL_S3") else "AWS_ENDPOINT_URL"
-                         if os.environ.get("AWS_ENDPOINT_URL") else
-                         "AWS's endpoint for the region; AWS_ENDPOINT_URL names another"
-                         if (urlsplit(url).hostname or "").endswith(".amazonaws.com") else
-                         "the AWS config's endpoint_url")
+                url, named = self.client.meta.endpoint_url, endpoint_setting()
+                if named:
+                    where = named[0]
+                elif (urlsplit(url).hostname or "").endswith(".amazonaws.com"):
+                    where = "AWS's endpoint for the region; AWS_ENDPOINT_URL names another"
+                else:  # botocore reads an endpoint_url from the AWS config file too
+                    where = "the AWS config's endpoint_url"
                 raise EndpointUnreachable(what, f"could not connect to the S3 endpoint "
                                                 f"{_scrub(url)} ({where}) in {s3_attempts()} "
                                                 "attempt(s): is it running, and is the URL right?") from None
