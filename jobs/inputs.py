@@ -132,16 +132,69 @@ def manifest_encoding(value: str | None) -> str | None:
     return name
 
 
-def auto_encoding_note(store, name: str, head_bytes: int = 1 << 20) -> str | None:
-    """What the job says when a CSV manifest read with `AUTO_ENCODINGS` is not UTF-8 from its first
-    `head_bytes`: it is read as GBK, right for the seed's lists, and wrong for a cp1252 spreadsheet
+MANIFEST_HEAD_BYTES = 1 << 20
+"""What of a CSV manifest the driver reads before a job starts (`manifest_head`): its encoding note
+and its columns are told from this much; the rows are read by the job's read task."""
+
+
+def manifest_head(store, name: str) -> bytes:
+    """The first `MANIFEST_HEAD_BYTES` of a CSV manifest (b"" for Parquet, whose columns are in its footer)."""
+    return b"" if _is_parquet(name) else store.read_head(name, MANIFEST_HEAD_BYTES)
+
+
+def _no_rows(name: str) -> ValueError:
+    return ValueError(f"{name}: the manifest has no rows")
+
+
+def check_manifest_columns(store, name: str, head: bytes, encoding: str | None = None, roots: tuple = ()) -> None:
+    """Refuse, before the job starts, a manifest without a path column or without rows, as its read
+    task would: on a cluster whose worker nodes start at zero that task waited for a node (minutes)
+    to say it. The columns come from the CSV's first row within `head` (`manifest_head`) read as
+    `encoding` (None: the first of `AUTO_ENCODINGS` it decodes as), or from a Parquet file's footer.
+    Anything else the head cannot settle (its text, a row cut by the head's end, a footer unread) is
+    left to the read task, which reads the whole file and says it in the same words."""
+    import codecs
+
+    if _is_parquet(name):
+        from jobs.storage import parquet_footer
+
+        try:
+            footer = parquet_footer(store, name)
+        except (OSError, ValueError):
+            return  # the read task says why it is not a readable Parquet file
+        if footer.num_rows == 0:
+            raise _no_rows(name)
+        _ManifestRows(set(footer.schema.to_arrow_schema().names), name, roots)  # top-level: a row's keys
+        return
+    whole = len(head) < MANIFEST_HEAD_BYTES
+    for candidate in (encoding,) if encoding else AUTO_ENCODINGS:
+        try:
+            text = codecs.getincrementaldecoder(candidate)().decode(head, final=whole)
+        except UnicodeDecodeError:
+            continue
+        if not whole:
+            text = text[:text.rfind("\n") + 1]  # the rows the head holds whole
+        try:
+            first = next((row for _, row in _text_records(text, name)), None)
+        except ValueError:
+            return  # not a CSV row within the head: the read task says where
+        if first is not None:
+            _ManifestRows(set(first), name, roots)
+        elif whole:
+            raise _no_rows(name)
+        return
+
+
+def auto_encoding_note(name: str, head: bytes) -> str | None:
+    """What the job says when a CSV manifest read with `AUTO_ENCODINGS` is not UTF-8 from its `head`
+    (`manifest_head`): it is read as GBK, right for the seed's lists, and wrong for a cp1252 spreadsheet
     whose paths then all read as missing. (A file not UTF-8 only further on is not noticed here.)"""
     import codecs
 
     if _is_parquet(name):
         return None
     try:
-        codecs.getincrementaldecoder("utf-8-sig")().decode(store.read_head(name, head_bytes), final=False)
+        codecs.getincrementaldecoder("utf-8-sig")().decode(head, final=False)
     except UnicodeDecodeError:
         return (f"{name} is not UTF-8: it is read as GBK (the seed's lists are); if its paths are in another "
                 "encoding they will not be found: give it with --manifest-encoding (e.g. cp1252), into a new "
@@ -214,7 +267,15 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
                              "file with a path column") from None
         return
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
-    reader = csv.DictReader(text)
+    try:
+        yield from _text_records(text, name)
+    finally:
+        text.detach()  # the handle stays open for the other pass
+
+
+def _text_records(text, name: str):
+    """(row number, row) of a CSV manifest's text (a file opened as text, or a str), as `_records` gives them."""
+    reader = csv.DictReader(io.StringIO(text, newline="") if isinstance(text, str) else text)
     try:
         if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
             reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
@@ -226,8 +287,6 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
             yield line, {k: v.strip() if isinstance(v, str) else v for k, v in row.items()}
     except csv.Error as exc:
         raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
-    finally:
-        text.detach()  # the handle stays open for the other pass
 
 
 UNCLOSED_QUOTE = 'a quote (") opened and not closed joins the lines after it into one field'
@@ -440,7 +499,7 @@ def manifest_items(source: bytes | Path, name: str = "manifest.csv", encoding: s
             raise ValueError(f"{name}: neither UTF-8 nor GBK text: give its encoding with --manifest-encoding "
                              "(cp1252 for a Western European spreadsheet's CSV), or save it as UTF-8")
         if rows is None:
-            raise ValueError(f"{name}: the manifest has no rows")
+            raise _no_rows(name)
         ordered = np.sort(np.frombuffer(bytes(seen), dtype="S16"))
         del seen
         twice = np.unique(ordered[1:][ordered[1:] == ordered[:-1]]).tobytes()  # tobytes keeps trailing NULs
@@ -1066,11 +1125,14 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         if manifest_encoding is not None and _is_parquet(name):
             raise ValueError(f"--manifest-encoding applies to a CSV manifest; {name} is Parquet, whose text is "
                              "UTF-8 by its format")
+        roots = root_spellings(images, input_uri, images_uri)
+        head = manifest_head(manifest_store, name)
+        check_manifest_columns(manifest_store, name, head, manifest_encoding, roots)
         # the read task runs in another process, with another working folder: give it an absolute URI
         lister = ManifestLister(manifest_store.uri_of(name), output.uri, done_dir, done_where, progress,
                                 gallery_per_identity=gallery_per_identity, role_done=role_done,
-                                encoding=manifest_encoding, roots=root_spellings(images, input_uri, images_uri))
-        note = auto_encoding_note(manifest_store, name) if manifest_encoding is None else None
+                                encoding=manifest_encoding, roots=roots)
+        note = auto_encoding_note(name, head) if manifest_encoding is None else None
         return images, [name], lister, notes + ([note] if note else [])
     if manifest_encoding is not None:
         raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is a folder "

@@ -822,11 +822,10 @@ def _scrub(text: str) -> str:
     return re.sub(r"//\S+", lambda m: redact("x:" + m.group(0)).removeprefix("x:"), text)
 
 
-def boolean_values(store, key: str, column: str, tail: int = 65536) -> set:
-    """The values (True, False) a boolean column of the Parquet file at `key` holds, from its footer's
-    statistics: one ranged read of the file's end, whatever its size, instead of the whole file (a
-    shard's embeddings). A file written without statistics is read whole. ValueError when the file is
-    not Parquet or has no such column."""
+def parquet_footer(store, key: str, tail: int = 65536):
+    """The metadata (schema, row groups, statistics) of the Parquet file at `key`, from its footer:
+    one ranged read of the file's end whatever its size (two when the footer is larger than `tail`).
+    ValueError when the file is not Parquet."""
     import struct
 
     import pyarrow as pa
@@ -841,7 +840,17 @@ def boolean_values(store, key: str, column: str, tail: int = 65536) -> set:
     if length + 8 > len(end):
         raise ValueError(f"{store.uri_of(key)} is not a Parquet file (its footer is cut)")
     # the footer alone, framed as a file of no data: its offsets are never followed
-    metadata = pq.ParquetFile(pa.BufferReader(b"PAR1" + end[-length - 8:])).metadata
+    try:
+        return pq.ParquetFile(pa.BufferReader(b"PAR1" + end[-length - 8:])).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{store.uri_of(key)} is not a Parquet file ({exc})") from None
+
+
+def boolean_values(store, key: str, column: str, tail: int = 65536) -> set:
+    """The values (True, False) a boolean column of the Parquet file at `key` holds, from its footer's
+    statistics (`parquet_footer`) instead of the whole file (a shard's embeddings). A file written
+    without statistics is read whole. ValueError when the file is not Parquet or has no such column."""
+    metadata = parquet_footer(store, key, tail)
     names = [metadata.schema.column(i).name for i in range(metadata.num_columns)]
     if column not in names:
         raise MissingColumns(f"no column(s) {[column]}; it has {names}")

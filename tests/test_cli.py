@@ -347,12 +347,17 @@ def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(
     """On Ray the reason is raised in a read task, and Ray Data appends its retry advice to the
     error's message: the command still says what is wrong with the file, and writes nothing. Ray
     Data also logged the error to the console first, with three tracebacks (130 lines): the command
-    runs as a user runs it, in a process of its own, where Ray Data's console handler writes."""
+    runs as a user runs it, in a process of its own, where Ray Data's console handler writes. (A
+    file whose text is unreadable only past its first MiB: its columns are checked before the job
+    starts, from its head, test_a_manifest_without_paths_or_rows_is_refused_before_the_job_starts.)"""
     import subprocess
     import sys
 
     manifest = tmp_path / "list.csv"
-    manifest.write_text("file,identity\na.jpg,x\n")
+    # UTF-8 for its first MiB (the head the command reads before the job starts), then a byte neither
+    # UTF-8 nor GBK has: only the read task, reading it all, finds it
+    padding = "".join(f"p{i:06d}.jpg,x\n" for i in range((1 << 20) // 13 + 1))
+    manifest.write_bytes(f"path,identity\n{padding}".encode() + b"\x80.jpg,x\n")
     if executor == "local":
         assert main(["mask", str(manifest), str(tmp_path / "out"), "--quiet", "--executor", executor]) == 2
         stderr = capsys.readouterr().err
@@ -364,10 +369,63 @@ def test_an_unusable_manifest_is_refused_with_its_own_reason_on_either_executor(
         stderr = done.stderr
     assert "Traceback" not in stderr and "ERROR" not in stderr, stderr[:3000]
     err = stderr.strip().splitlines()[-1]
-    assert err == ("mfr mask: list.csv: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
-                   "'image_name'); it has ['file', 'identity']")
+    assert err == ("mfr mask: list.csv: neither UTF-8 nor GBK text: give its encoding with --manifest-encoding "
+                   "(cp1252 for a Western European spreadsheet's CSV), or save it as UTF-8")
     # nothing at all: the settings record it started with would refuse a corrected rerun with other masks
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
+def test_a_manifest_without_paths_or_rows_is_refused_before_the_job_starts(tmp_path, monkeypatch, capsys,
+                                                                            s3_endpoint, bucket):
+    """Its read task said so, once Ray had started: on a cluster whose worker nodes start at zero,
+    after a node came up (minutes). The command reads the manifest's head (a Parquet file's footer)
+    first, on a folder or a bucket, and refuses it in the read task's words, writing nothing."""
+    import itertools
+
+    import boto3
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import jobs.augment
+    import jobs.embed
+    import jobs.run
+
+    def no_ray():
+        raise AssertionError("Ray was started for a manifest the command could refuse first")
+
+    for module in (jobs.augment, jobs.embed, jobs.run):
+        monkeypatch.setattr(module, "ensure_ray", no_ray)
+    no_path = ("mfr {command}: {name}: a manifest needs a 'path' column (or the seed's 'sub_folder' and "
+               "'image_name'); it has ['file', 'identity']")
+    no_rows = "mfr {command}: {name}: the manifest has no rows"
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.table({"file": ["a.jpg"], "identity": ["x"]}), buffer)
+    empty = pa.BufferOutputStream()
+    pq.write_table(pa.table({"path": pa.array([], pa.string())}), empty)
+    # a header in GBK (the seed's lists), a BOM, a blank line before the header, rows past the head's MiB
+    long = "".join(f"file{i:06d}.jpg,x\n" for i in range((1 << 20) // 16 + 1))
+    manifests = {"list.csv": ("file,identity\na.jpg,x\n".encode(), no_path),
+                 "gbk.csv": ("file,identity\n张三.jpg,张\n".encode("gbk"), no_path),
+                 "bom.csv": ("\ufefffile,identity\na.jpg,x\n".encode(), no_path),
+                 "long.csv": (f"file,identity\n{long}".encode(), no_path),
+                 "header.csv": (b"path,identity\n", no_rows),
+                 "blank.csv": (b"path,identity\n,\n\n", no_rows),
+                 "list.parquet": (buffer.getvalue().to_pybytes(), no_path),
+                 "empty.parquet": (empty.getvalue().to_pybytes(), no_rows)}
+    s3 = boto3.client("s3")
+    commands = itertools.cycle(("mask", "embed", "run"))  # each command meets each kind of file somewhere
+    for name, (data, said) in manifests.items():
+        (tmp_path / name).write_bytes(data)
+        s3.put_object(Bucket=bucket, Key=f"lists/{name}", Body=data)
+        for where, out in ((str(tmp_path / name), tmp_path / "out"), (f"s3://{bucket}/lists/{name}", None)):
+            command = next(commands)
+            output = str(out / command) if out else f"s3://{bucket}/out/{command}"
+            assert main([command, where, output, "--images", str(tmp_path), "--executor", "ray", "--quiet"]) == 2
+            err = capsys.readouterr().err.strip().splitlines()[-1]
+            assert err == said.format(command=command, name=name), (where, command, err)
+    assert not (tmp_path / "out").exists()
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+            if not o["Key"].startswith("lists/")] == []
 
 
 @pytest.mark.parametrize("command", ("mask", "run", "embed", "evaluate"))

@@ -467,7 +467,7 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
     out, or, where its bytes happen to be GBK too ("Müller" reads "M黮ler"), read as GBK with a note
     that says so, since every one of its rows would then be missing. Given its encoding, it is read
     right; given a wrong one, refused; an unknown codec is named."""
-    from jobs.inputs import auto_encoding_note, manifest_encoding
+    from jobs.inputs import auto_encoding_note, check_manifest_columns, manifest_encoding, manifest_head
 
     text = "path,identity\nJosé/a.jpg,jose\nMüller/b.jpg,muller\n"
     with pytest.raises(ValueError, match="neither UTF-8 nor GBK text: give its encoding with --manifest-encoding"):
@@ -491,12 +491,19 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
     store.write("m.csv", only_gbk_too)
     store.write("u.csv", text.encode("utf-8"))
     store.write("g.csv", "path\n白敬亭/0_0_9.jpg\n".encode("gbk"))
-    assert "m.csv is not UTF-8: it is read as GBK" in auto_encoding_note(store, "m.csv")
-    assert "--manifest-encoding" in auto_encoding_note(store, "g.csv")
-    assert auto_encoding_note(store, "u.csv") is None
+    assert "m.csv is not UTF-8: it is read as GBK" in auto_encoding_note("m.csv", manifest_head(store, "m.csv"))
+    assert "--manifest-encoding" in auto_encoding_note("g.csv", manifest_head(store, "g.csv"))
+    assert auto_encoding_note("u.csv", manifest_head(store, "u.csv")) is None
     # a multi-byte character cut by the look's end is still UTF-8
     store.write("long.csv", ("path\n" + "é" * 600_000 + ".jpg\n").encode())
-    assert auto_encoding_note(store, "long.csv", head_bytes=1001) is None
+    assert auto_encoding_note("long.csv", manifest_head(store, "long.csv")) is None
+    # a first row longer than the head is the read task's to judge: the head holds no whole row
+    store.write("cut.csv", ("file\n" + "é" * 600_000 + ".jpg\n").encode())
+    check_manifest_columns(store, "cut.csv", manifest_head(store, "cut.csv"))
+    # a UTF-16 manifest's header, given its encoding, is read as the rows will be
+    store.write("wide.csv", "file,identity\na.jpg,x\n".encode("utf-16"))
+    with pytest.raises(ValueError, match=r"needs a 'path' column .* it has \['file', 'identity'\]"):
+        check_manifest_columns(store, "wide.csv", manifest_head(store, "wide.csv"), manifest_encoding("utf-16"))
 
 
 def test_a_rerun_over_an_output_of_the_row_numbered_ids_adds_no_second_row(tmp_path):
