@@ -180,6 +180,27 @@ def unmeasured_lines(figures: list[tuple[str, dict]], key: str, label: str) -> l
             + f": {why}." for (f, why), names in said.items()]
 
 
+ACHIEVED_OFF = 0.01
+"""How far (relative) the FAR or FPIR a threshold achieves may be from the one asked before report.md says it."""
+
+
+def achieved_lines(figures: list[tuple[str, dict]], key: str, rate: str, label: str) -> list[str]:
+    """Where a table's rate was measured at a FAR (FPIR) more than `ACHIEVED_OFF` from the one its column
+    names (few impostors or non-mated searches: the threshold is the k-th highest of them, k = round(f x
+    n)), the one achieved, so "TPIR@FPIR=0.1" over 19 non-mated searches reads as measured at 2 of 19.
+    `figures`: (method name, its verification or identification dict); `key`: "tar_at_far" or
+    "tpir_at_fpir"; `rate`: "far" or "fpir"; `label`: the column's "FAR" or "FPIR"."""
+    said = []
+    for name, found in figures:
+        off = [f"{f} at {v[rate + '_achieved']:.3g}" for f, v in (found.get(key) or {}).items()
+               if v and v.get(rate + "_achieved") is not None
+               and abs(v[rate + "_achieved"] - float(f)) > ACHIEVED_OFF * float(f)]
+        if off:
+            said.append((f"{name}: " if len(figures) > 1 else "") + ", ".join(off))
+    return [f"{label} achieved, where it is not the one asked (the k-th highest of few scores): "
+            + "; ".join(said) + "."] if said else []
+
+
 def _dig(found, *keys):
     """found[k0][k1]..., None where any level is missing or None."""
     for key in keys:
@@ -380,6 +401,17 @@ def seed_readings_table(results: list[MethodResult]) -> list[str]:
             "probes), a closed-set reading (TPIR@FPIR above needs probes not in the gallery).", "", *why_na]
 
 
+def _searches(probes: int, mated: int, unenrolled: int) -> str:
+    """The identification table's probes, with the count each rate is out of: rank-k and TPIR the mated
+    searches (those of an identity that failed to enrol among them), FPIR the non-mated ones."""
+    held = f"{mated - unenrolled} with their identity in the gallery"
+    if unenrolled:
+        held += f", {unenrolled} of an identity that failed to enrol: {mated} mated searches"
+    if probes == mated:
+        return f"{probes} probes ({held}" + (", which rank-k counts)" if unenrolled else ")")
+    return f"{probes} probes ({held}, which rank-k and TPIR count; {probes - mated} non-mated, which FPIR counts)"
+
+
 def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None,
                     paired: list[dict] | None = None) -> str:
     lines = [f"# {title}", ""] if title else []
@@ -401,6 +433,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                  else "; ".join(f"{n}: {g} genuine and {i} impostor pairs" for n, g, i in counts))
         lines.append(f"{pairs}. TAR at FAR f: threshold = the k-th highest impostor score, k = round(f x impostors), "
                      "accept score >= threshold.")
+        lines += achieved_lines([(r.name, r.verification) for r in ver], "tar_at_far", "far", "FAR")
         if v0.get("impostors_sampled_per_probe"):
             lines.append(f"Impostor pairs are a seeded sample of {v0['impostors_sampled_per_probe']} per probe: all "
                          "probe x gallery comparisons are more than the reducer's max_pairs (`mfr score --max-pairs`, "
@@ -446,13 +479,15 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
             lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
         lines.append("")
         facts = [(r.name, r.identification["probes"], r.identification["mated_probes"], r.identification["gallery"],
-                  r.identification.get("gallery_identities"), r.identification.get("unenrolled_probes", 0))
-                 for r in ident]
+                  r.identification.get("gallery_identities"), r.identification.get("unenrolled_probes", 0),
+                  _dig(r.acquisition, "gallery", "failed_to_acquire") or 0) for r in ident]
         # ranks count identities: say how many there are where entries are more; an identity that failed to
-        # enrol has no entry, so its probes (mated searches, never identified) are not "in the gallery"
-        described = [f"{f[1]} probes ({f[2] - f[5]} with their identity in the gallery"
-                     + (f", {f[5]} of an identity that failed to enrol" if f[5] else "") + f"), {f[3]} gallery entries"
-                     + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "") for f in facts]
+        # enrol has no entry, so its probes (mated searches, never identified) are not "in the gallery". The
+        # denominators are said: rank-k and TPIR count the mated searches, FPIR the others
+        described = [_searches(*f[1:3], f[5]) + f", {f[3]} gallery entries"
+                     + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "")
+                     + (f"; {f[6]} gallery image{'s' if f[6] > 1 else ''} had no face (Every sample counted, below, "
+                        "says how they count)" if f[6] else "") for f in facts]
         lines.append(f"{described[0]}." if len(set(described)) == 1 else
                      "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
         identities = {r.identification.get("gallery_identities", r.identification["gallery"]) for r in ident}
@@ -470,6 +505,7 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          + (" or is of an identity that failed to enrol (a mated search)." if unenrolled else "."))
         else:  # some open-set searches, too few (or too few with a face) for a rate: each n/a cell says why
             lines += unmeasured_lines([(r.name, r.identification) for r in ident], "tpir_unmeasured", "TPIR@FPIR")
+            lines += achieved_lines([(r.name, r.identification) for r in ident], "tpir_at_fpir", "fpir", "FPIR")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

@@ -610,8 +610,9 @@ def test_a_listed_gallery_image_without_a_face_failed_to_enrol():
     from recog.report import markdown_tables
     # b's probe is a mated search, but b has no entry: the report does not count it "in the gallery"
     md = markdown_tables([best])
-    assert "4 probes (3 with their identity in the gallery, 1 of an identity that failed to enrol), 2 gallery " \
-           "entries." in md
+    assert ("4 probes (3 with their identity in the gallery, 1 of an identity that failed to enrol: 4 mated searches, "
+            "which rank-k counts), 2 gallery entries; 2 gallery images had no face (Every sample counted, below, says "
+            "how they count).") in md
     assert "every probe here has its identity in the gallery or is of an identity that failed to enrol" in md
 
 

@@ -258,6 +258,18 @@ def test_each_tpir_cell_that_reads_na_says_why_when_some_searches_are_open_set()
     md = markdown_tables([result])
     assert "TPIR@FPIR=0.01 reads n/a: FPIR 0.01 is below 1 / non-mated probes = 0.0833." in md
     assert "TPIR@FPIR=0.1 reads n/a" not in md
+    # what each rate is out of, and the FPIR the threshold achieves (the 1st highest of 12 non-mated
+    # searches: 1/12, not 0.1), which report.json alone said
+    assert ("20 probes (8 with their identity in the gallery, which rank-k and TPIR count; 12 non-mated, which "
+            "FPIR counts), 8 gallery entries.") in md
+    assert "FPIR achieved, where it is not the one asked (the k-th highest of few scores): 0.1 at 0.0833." in md
+    # so for a FAR over few impostors (k = round(0.1 x 25) = 2: 0.08); one met within 1 % is not said
+    scores = np.r_[np.linspace(0, 1, 25), np.ones(5)]
+    labels = np.r_[np.zeros(25, int), np.ones(5, int)]
+    assert "FAR achieved, where it is not the one asked (the k-th highest of few scores): 0.1 at 0.08." in \
+        markdown_tables([evaluate("v", scores, labels)])
+    assert "FAR achieved" not in markdown_tables([evaluate("v", np.r_[np.linspace(0, 1, 30), np.ones(5)],
+                                                             np.r_[np.zeros(30, int), np.ones(5, int)])])
 
 
 def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
