@@ -155,10 +155,31 @@ def _examples(*lines: str) -> str:
 SWITCH = {"action": argparse.BooleanOptionalAction, "default": False}
 
 
+def version_text() -> str:
+    """`mfr --version`: mfr's version, then Python's and each installed component's (`recog.versions`)."""
+    from recog.versions import software_versions
+
+    found = software_versions()
+    mfr, python = found.pop("mfr"), found.pop("python")
+    return f"mfr {mfr} (Python {python}; " + ", ".join(f"{name} {v}" for name, v in found.items()) + ")"
+
+
+class _Version(argparse.Action):
+    """--version, its text made only when asked (argparse's own would read every version at each start)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     # no abbreviations: `evaluate --mode flip` was taken for --model, and refused for its model
     p = argparse.ArgumentParser(prog="mfr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
+    p.add_argument("--version", action=_Version, help="mfr's version and its components', then exit")
     p.add_argument("--config", type=Path, help="TOML file of options (see above); command-line flags win")
     sub = p.add_subparsers(dest="command", required=True, metavar="{" + ",".join(COMMANDS) + "}")
 
@@ -620,6 +641,9 @@ def warnings_as_notes(command: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if not argv:  # `mfr` alone: what it does and its commands, not argparse's "arguments are required"
+        parser.print_help(sys.stderr)
+        return 2
     apply_config(parser, argv)
     args = parser.parse_args(argv)
     import jobs.pool

@@ -707,8 +707,10 @@ def write_report(results: list[MethodResult], out_dir: Path, title: str = "Evalu
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md"}
     paired = paired_comparisons(results) if paired is None else paired
+    from recog.versions import software_versions
+
     body = {"title": title, "results": [r.to_dict() for r in results], **({"paired": paired} if paired else {}),
-            **(extra or {})}
+            **(extra or {}), "software": software_versions()}
     # strict JSON (RFC 8259 has no Infinity or NaN, which many readers refuse): a threshold that
     # accepts nothing (+inf) or everything (-inf), or a figure the data cannot give, is null
     paths["json"].write_text(json.dumps(_finite(body), indent=1, default=_json_default, allow_nan=False) + "\n")

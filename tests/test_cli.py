@@ -280,6 +280,10 @@ def test_readme_commands_run_verbatim(tmp_path, face_photos, monkeypatch, capsys
     for argv in commands:
         if argv[0] == "demo":
             continue  # tests/test_demo_job.py runs `mfr demo` exactly as written
+        if argv == ["--version"]:  # argparse's way out of a command that only prints
+            with pytest.raises(SystemExit, match="0"):
+                main(argv)
+            continue
         # quietly, and on the local pool a user's job this small takes (the Ray path has tests of its own)
         assert main(argv + (["--quiet", "--executor", "local"] if argv[0] in ("mask", "embed", "run", "evaluate")
                             else [])) == 0, argv
@@ -340,6 +344,22 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
     assert (args.crop_mode, args.input_kind, args.second_look) == ("off", "masked", "off")
     assert build_parser().parse_args(["embed", "a", "b"]).second_look is None  # the input kind's preset
     assert build_parser().parse_args(["evaluate", "a", "b", "--recognition-workers", "3"]).recognition_workers == 3
+
+
+def test_version_and_mfr_alone(capsys):
+    """`mfr --version` names mfr's version and its components' (it was "unrecognized arguments"); `mfr`
+    alone shows what it does and its commands (it said only "the following arguments are required")."""
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    out = capsys.readouterr().out.strip()
+    assert done.value.code == 0 and out.startswith(f"mfr {metadata.version('mfr')} (Python ")
+    assert f"ray {metadata.version('ray')}" in out and f"numpy {metadata.version('numpy')}" in out
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mfr") and "masked face recognition at scale" in err
+    assert all(f"    {command} " in err for command in ("mask", "embed", "evaluate", "score", "run", "demo", "models"))
 
 
 @pytest.mark.parametrize("executor", ["local", "ray"])

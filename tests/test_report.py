@@ -87,6 +87,11 @@ def test_report_json_is_strict_json(tmp_path):
     body = json.loads(text, parse_constant=lambda name: pytest.fail(f"report.json holds {name}"))
     v = body["results"][0]["verification"]
     assert v["best_accuracy_threshold"] is None and v["best_accuracy"] == 0.8
+    # the software that made it: two reports of one dataset that differ can be told apart
+    from importlib import metadata
+
+    assert body["software"]["mfr"] == metadata.version("mfr") and body["software"]["ray"] == metadata.version("ray")
+    assert {"python", "numpy", "onnxruntime", "opencv-python-headless"} <= set(body["software"])
     # from Python: no results wrote an empty report, one result twice two rows of one name
     for results, why in (([], "at least one method's results"), ([result, result], "two results are named "
                                                                                    "'upside down'")):
