@@ -153,8 +153,6 @@ def check_manifest_columns(store, name: str, head: bytes, encoding: str | None =
     `encoding` (None: the first of `AUTO_ENCODINGS` it decodes as), or from a Parquet file's footer.
     Anything else the head cannot settle (its text, a row cut by the head's end, a footer unread) is
     left to the read task, which reads the whole file and says it in the same words."""
-    import codecs
-
     if _is_parquet(name):
         from jobs.storage import parquet_footer
 
@@ -168,14 +166,19 @@ def check_manifest_columns(store, name: str, head: bytes, encoding: str | None =
         return
     whole = len(head) < MANIFEST_HEAD_BYTES
     for candidate in (encoding,) if encoding else AUTO_ENCODINGS:
+        data = head
+        if not whole and "path,\n".encode(candidate).endswith(b"path,\n"):
+            # the lines the head holds whole (a byte 0x0A is a line end in such an encoding, never part
+            # of a character): a character cut by the head's end is no reason to try another encoding
+            data = head[:head.rfind(b"\n") + 1]
         try:
-            text = codecs.getincrementaldecoder(candidate)().decode(head, final=whole)
+            # read as the read task reads the file, a chunk at a time up to the first row: a byte of another
+            # encoding further on does not change the encoding the task names the columns in
+            first = next((row for _, row in _records(io.BytesIO(data), name, candidate)), None)
         except UnicodeDecodeError:
-            continue
-        if not whole:
-            text = text[:text.rfind("\n") + 1]  # the rows the head holds whole
-        try:
-            first = next((row for _, row in _text_records(text, name)), None)
+            if whole or data is not head:
+                continue  # as the read task does: the next encoding, or none
+            return  # (UTF-16: the head's end may cut a character)
         except ValueError:
             return  # not a CSV row within the head: the read task says where
         if first is not None:
@@ -267,15 +270,7 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
                              "file with a path column") from None
         return
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
-    try:
-        yield from _text_records(text, name)
-    finally:
-        text.detach()  # the handle stays open for the other pass
-
-
-def _text_records(text, name: str):
-    """(row number, row) of a CSV manifest's text (a file opened as text, or a str), as `_records` gives them."""
-    reader = csv.DictReader(io.StringIO(text, newline="") if isinstance(text, str) else text)
+    reader = csv.DictReader(text)
     try:
         if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
             reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
@@ -287,6 +282,8 @@ def _text_records(text, name: str):
             yield line, {k: v.strip() if isinstance(v, str) else v for k, v in row.items()}
     except csv.Error as exc:
         raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
+    finally:
+        text.detach()  # the handle stays open for the other pass
 
 
 UNCLOSED_QUOTE = 'a quote (") opened and not closed joins the lines after it into one field'

@@ -181,24 +181,28 @@ def unmeasured_lines(figures: list[tuple[str, dict]], key: str, label: str) -> l
 
 
 ACHIEVED_OFF = 0.01
-"""How far (relative) the FAR or FPIR a threshold achieves may be from the one asked before report.md says it."""
+"""How far (relative) the FAR or FPIR a threshold achieves may be from its column's before report.md says it."""
 
 
-def achieved_lines(figures: list[tuple[str, dict]], key: str, rate: str, label: str) -> list[str]:
-    """Where a table's rate was measured at a FAR (FPIR) more than `ACHIEVED_OFF` from the one its column
-    names (few impostors or non-mated searches: the threshold is the k-th highest of them, k = round(f x
-    n)), the one achieved, so "TPIR@FPIR=0.1" over 19 non-mated searches reads as measured at 2 of 19.
-    `figures`: (method name, its verification or identification dict); `key`: "tar_at_far" or
-    "tpir_at_fpir"; `rate`: "far" or "fpir"; `label`: the column's "FAR" or "FPIR"."""
-    said = []
+def achieved_lines(figures: list[tuple[str, dict]], key: str, table: str, label: str, setters: str) -> list[str]:
+    """The cells measured at a FAR (FPIR) more than `ACHIEVED_OFF` from their column's, with the one the
+    threshold achieved (report.json's `far_achieved` / `fpir_achieved`): the threshold is the k-th
+    highest of the scores that set it, k = round(f x n), so few of them, or scores tied there, move it
+    ("TPIR@FPIR=0.1" over 19 non-mated searches is measured at 2 of 19). `figures`: (method name, its
+    verification or identification dict); `key`: "tar_at_far" or "tpir_at_fpir"; `table`: "TAR@FAR";
+    `label`: "FAR"; `setters`: what sets the threshold, "impostor scores"."""
+    said: dict = {}
     for name, found in figures:
-        off = [f"{f} at {v[rate + '_achieved']:.3g}" for f, v in (found.get(key) or {}).items()
-               if v and v.get(rate + "_achieved") is not None
-               and abs(v[rate + "_achieved"] - float(f)) > ACHIEVED_OFF * float(f)]
-        if off:
-            said.append((f"{name}: " if len(figures) > 1 else "") + ", ".join(off))
-    return [f"{label} achieved, where it is not the one asked (the k-th highest of few scores): "
-            + "; ".join(said) + "."] if said else []
+        for f, v in (found.get(key) or {}).items():
+            got = (v or {}).get(label.lower() + "_achieved")
+            if got is not None and abs(got - float(f)) > ACHIEVED_OFF * float(f):
+                said.setdefault(f"{label}={f} at {got:.3g}", []).append(name)
+    if not said:
+        return []
+    cells = "; ".join(cell + (f" ({', '.join(names)})" if 1 < len(figures) > len(names) else "")
+                      for cell, names in said.items())
+    return [f"{table} was measured at another {label} than its column's where few {setters}, or scores tied at "
+            f"the threshold (the k-th highest of them, k = round(f x n)), set it: {cells}."]
 
 
 def _dig(found, *keys):
@@ -404,12 +408,13 @@ def seed_readings_table(results: list[MethodResult]) -> list[str]:
 def _searches(probes: int, mated: int, unenrolled: int) -> str:
     """The identification table's probes, with the count each rate is out of: rank-k and TPIR the mated
     searches (those of an identity that failed to enrol among them), FPIR the non-mated ones."""
-    held = f"{mated - unenrolled} with their identity in the gallery"
+    held = f"{mated - unenrolled or 'none'} with their identity in the gallery"
     if unenrolled:
         held += f", {unenrolled} of an identity that failed to enrol: {mated} mated searches"
     if probes == mated:
         return f"{probes} probes ({held}" + (", which rank-k counts)" if unenrolled else ")")
-    return f"{probes} probes ({held}, which rank-k and TPIR count; {probes - mated} non-mated, which FPIR counts)"
+    counted = ", which rank-k and TPIR count" if mated else ""
+    return f"{probes} probes ({held}{counted}; {probes - mated} non-mated, which FPIR counts)"
 
 
 def markdown_tables(results: list[MethodResult], title: str = "", notes=(), protocol: str | None = None,
@@ -433,7 +438,8 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                  else "; ".join(f"{n}: {g} genuine and {i} impostor pairs" for n, g, i in counts))
         lines.append(f"{pairs}. TAR at FAR f: threshold = the k-th highest impostor score, k = round(f x impostors), "
                      "accept score >= threshold.")
-        lines += achieved_lines([(r.name, r.verification) for r in ver], "tar_at_far", "far", "FAR")
+        lines += achieved_lines([(r.name, r.verification) for r in ver], "tar_at_far", "TAR@FAR", "FAR",
+                                "impostor scores")
         if v0.get("impostors_sampled_per_probe"):
             lines.append(f"Impostor pairs are a seeded sample of {v0['impostors_sampled_per_probe']} per probe: all "
                          "probe x gallery comparisons are more than the reducer's max_pairs (`mfr score --max-pairs`, "
@@ -488,8 +494,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                      + (f" of {f[4]} identities" if f[4] is not None and f[4] != f[3] else "")
                      + (f"; {f[6]} gallery image{'s' if f[6] > 1 else ''} had no face (Every sample counted, below, "
                         "says how they count)" if f[6] else "") for f in facts]
-        lines.append(f"{described[0]}." if len(set(described)) == 1 else
-                     "; ".join(f"{f[0]}: {d}" for f, d in zip(facts, described)) + ".")
+        # methods whose counts differ: one line each (their descriptions hold semicolons of their own)
+        lines += [f"{described[0]}."] if len(set(described)) == 1 else \
+            [f"- {f[0]}: {d}." for f, d in zip(facts, described)] + [""]
         identities = {r.identification.get("gallery_identities", r.identification["gallery"]) for r in ident}
         capped = [k for k in CMC_RANKS[:2] if any(k >= n for n in identities)]
         if none_mated:
@@ -505,7 +512,8 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                          + (" or is of an identity that failed to enrol (a mated search)." if unenrolled else "."))
         else:  # some open-set searches, too few (or too few with a face) for a rate: each n/a cell says why
             lines += unmeasured_lines([(r.name, r.identification) for r in ident], "tpir_unmeasured", "TPIR@FPIR")
-            lines += achieved_lines([(r.name, r.identification) for r in ident], "tpir_at_fpir", "fpir", "FPIR")
+            lines += achieved_lines([(r.name, r.identification) for r in ident], "tpir_at_fpir", "TPIR@FPIR", "FPIR",
+                                    "non-mated searches")
         absent = (ident[0].acquisition or {}).get("not_in_dataset")
         if absent:  # said for pairs (pairs_skipped); the lists' count was in report.json only
             lines.append(f"{absent} image(s) the lists name were left out: they are not in the dataset "

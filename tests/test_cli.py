@@ -422,7 +422,7 @@ def test_a_manifest_without_paths_or_rows_is_refused_before_the_job_starts(tmp_p
     pq.write_table(pa.table({"file": ["a.jpg"], "identity": ["x"]}), buffer)
     empty = pa.BufferOutputStream()
     pq.write_table(pa.table({"path": pa.array([], pa.string())}), empty)
-    # a header in GBK (the seed's lists), a BOM, a blank line before the header, rows past the head's MiB
+    # a header in GBK (the seed's lists), a BOM, rows past the head's MiB, rows of blank cells only
     long = "".join(f"file{i:06d}.jpg,x\n" for i in range((1 << 20) // 16 + 1))
     manifests = {"list.csv": ("file,identity\na.jpg,x\n".encode(), no_path),
                  "gbk.csv": ("file,identity\n张三.jpg,张\n".encode("gbk"), no_path),
@@ -433,7 +433,7 @@ def test_a_manifest_without_paths_or_rows_is_refused_before_the_job_starts(tmp_p
                  "list.parquet": (buffer.getvalue().to_pybytes(), no_path),
                  "empty.parquet": (empty.getvalue().to_pybytes(), no_rows)}
     s3 = boto3.client("s3")
-    commands = itertools.cycle(("mask", "embed", "run"))  # each command meets each kind of file somewhere
+    commands = itertools.cycle(("mask", "embed", "run"))  # the check is input_listing's, which all three call
     for name, (data, said) in manifests.items():
         (tmp_path / name).write_bytes(data)
         s3.put_object(Bucket=bucket, Key=f"lists/{name}", Body=data)

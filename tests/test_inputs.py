@@ -506,6 +506,43 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
         check_manifest_columns(store, "wide.csv", manifest_head(store, "wide.csv"), manifest_encoding("utf-16"))
 
 
+def test_the_column_check_before_a_job_says_what_its_read_task_says_or_leaves_it_to_the_task(tmp_path):
+    """`check_manifest_columns` reads a manifest's first MiB before the job starts; the read task reads
+    it all. Each file below: the check refuses in the read task's words, or passes it on to the task."""
+    from jobs.inputs import check_manifest_columns, manifest_head, manifest_items
+
+    store = open_store(str(tmp_path))
+    rows = "".join(f"p{i:06d}.jpg,x\n" for i in range(2000))
+    unit = "é" * 1000 + ","
+    files = {
+        # a byte neither UTF-8 nor GBK past the first chunk but within the MiB: the task named the columns
+        # in UTF-8 (its first row was read before that byte), the whole head decoded said GBK ('identit茅')
+        "mixed.csv": ("file,identité\n" + rows).encode() + "张.jpg,x\n".encode("gbk"),
+        # a first row longer than the head, which cuts a character: no whole row, no reading as GBK
+        "cut.csv": "file,identité\n".encode() + (unit * 600).encode() + b"\n",
+        # a MiB of blank rows, then a row: rows past the head are rows
+        "late.csv": b"path,identity\n" + b",\n" * 600_000 + b"a.jpg,x\n",
+        "bare.csv": b"path,identity\n" + b",\n" * 3,
+        # the seed's lists are GBK: one of more than a MiB is refused before the job too
+        "seed.csv": "".join(["file,identity\n"] + [f"张三/{i}.jpg,张三\n" for i in range(80_000)]).encode("gbk"),
+    }
+    for name, data in files.items():
+        store.write(name, data)
+        try:
+            list(manifest_items(tmp_path / name, name))
+            said_by_task = None
+        except ValueError as exc:
+            said_by_task = str(exc)
+        try:
+            check_manifest_columns(store, name, manifest_head(store, name))
+        except ValueError as exc:
+            assert str(exc) == said_by_task, name
+        else:
+            assert name in ("cut.csv", "late.csv"), f"{name}: the check passed what it could refuse: {said_by_task}"
+    assert "it has ['file', 'identité']" in str(pytest.raises(ValueError, check_manifest_columns, store, "mixed.csv",
+                                                              manifest_head(store, "mixed.csv")).value)
+
+
 def test_a_rerun_over_an_output_of_the_row_numbered_ids_adds_no_second_row(tmp_path):
     """Repeated and refused rows were '<key>#row<line>' before they were numbered per path: a rerun
     over such an output wrote each again under its new id, two rows for one input row."""

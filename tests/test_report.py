@@ -267,14 +267,24 @@ def test_each_tpir_cell_that_reads_na_says_why_when_some_searches_are_open_set()
     # searches: 1/12, not 0.1), which report.json alone said
     assert ("20 probes (8 with their identity in the gallery, which rank-k and TPIR count; 12 non-mated, which "
             "FPIR counts), 8 gallery entries.") in md
-    assert "FPIR achieved, where it is not the one asked (the k-th highest of few scores): 0.1 at 0.0833." in md
-    # so for a FAR over few impostors (k = round(0.1 x 25) = 2: 0.08); one met within 1 % is not said
+    assert ("TPIR@FPIR was measured at another FPIR than its column's where few non-mated searches, or scores "
+            "tied at the threshold (the k-th highest of them, k = round(f x n)), set it: FPIR=0.1 at 0.0833.") in md
+    # so for a FAR over few impostors (k = round(0.1 x 25) = 2: 0.08), or over many tied at the threshold
+    # (150 of 1,000 impostors at 0.9: every FAR measured at 0.15); one met within 1 % is not said
     scores = np.r_[np.linspace(0, 1, 25), np.ones(5)]
     labels = np.r_[np.zeros(25, int), np.ones(5, int)]
-    assert "FAR achieved, where it is not the one asked (the k-th highest of few scores): 0.1 at 0.08." in \
+    assert ("TAR@FAR was measured at another FAR than its column's where few impostor scores, or scores tied at the "
+            "threshold (the k-th highest of them, k = round(f x n)), set it: FAR=0.1 at 0.08.") in \
         markdown_tables([evaluate("v", scores, labels)])
-    assert "FAR achieved" not in markdown_tables([evaluate("v", np.r_[np.linspace(0, 1, 30), np.ones(5)],
-                                                             np.r_[np.zeros(30, int), np.ones(5, int)])])
+    tied = np.r_[np.full(150, 0.9), np.linspace(0, 0.5, 850), np.linspace(0.6, 1, 200)]
+    two = [evaluate(name, tied, np.r_[np.zeros(1000, int), np.ones(200, int)]) for name in ("a", "b")]
+    assert "set it: FAR=0.1 at 0.15; FAR=0.01 at 0.15; FAR=0.001 at 0.15." in markdown_tables(two)  # once for both
+    assert "another FAR" not in markdown_tables([evaluate("v", np.r_[np.linspace(0, 1, 30), np.ones(5)],
+                                                          np.r_[np.zeros(30, int), np.ones(5, int)])])
+    # no mated search: nothing counts for rank-k or TPIR
+    none = evaluate("m", stats=M.identification_stats(sim[8:], None, probes[8:], gallery))
+    assert "12 probes (none with their identity in the gallery; 12 non-mated, which FPIR counts)" in \
+        markdown_tables([none])
 
 
 def test_tar_at_a_far_only_the_faceless_comparisons_reach_is_not_a_figure():
@@ -315,8 +325,8 @@ def test_methods_of_other_counts_each_say_theirs():
                                 stats=M.identification_stats(probes, gallery, ids[:n], ids)))
     md = markdown_tables(results)
     assert "one: 4 genuine and 12 impostor pairs; fused: 3 genuine and 9 impostor pairs." in md
-    assert ("one: 4 probes (4 with their identity in the gallery), 4 gallery entries; fused: 3 probes (3 with "
-            "their identity in the gallery), 4 gallery entries.") in md
+    assert ("- one: 4 probes (4 with their identity in the gallery), 4 gallery entries.\n- fused: 3 probes (3 with "
+            "their identity in the gallery), 4 gallery entries.\n") in md
     assert "\n4 genuine and 12 impostor pairs." in markdown_tables(results[:1])
     results[0].acquisition = {"not_in_dataset": 2614}  # `mfr evaluate --lists ... --missing skip`
     assert "2614 image(s) the lists name were left out: they are not in the dataset (`--missing skip`)." \
