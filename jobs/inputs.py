@@ -272,9 +272,14 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
     text = io.TextIOWrapper(handle, encoding=encoding, newline="")
     reader = csv.DictReader(text)
     try:
-        if reader.fieldnames:  # "path, identity" (a space after the comma) names the column "identity"
-            reader.fieldnames = [f.strip() if isinstance(f, str) else f for f in reader.fieldnames]
-        for line, row in enumerate(reader, start=2):
+        # blank lines above the header are passed over, as pandas does (the blank line was the header,
+        # the file refused as having "no 'path' column; it has ['None']"): rows are numbered after them
+        above, header = 0, next(reader.reader, None)
+        while header is not None and not any(cell.strip() for cell in header):
+            above, header = above + 1, next(reader.reader, None)
+        # "path, identity" (a space after the comma) names the column "identity"
+        reader.fieldnames = None if header is None else [cell.strip() for cell in header]
+        for line, row in enumerate(reader, start=2 + above):
             if not any((c or "").strip() for v in row.values() for c in (v if isinstance(v, list) else (v,))):
                 continue  # a row of empty cells (",,": a spreadsheet's blank line) is a blank line
             # "a/1.jpg, alice" (a space after the comma): the cell was " alice", another identity than

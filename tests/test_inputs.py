@@ -506,6 +506,18 @@ def test_a_manifest_in_another_encoding_is_read_as_given_or_said_to_be_read_as_g
         check_manifest_columns(store, "wide.csv", manifest_head(store, "wide.csv"), manifest_encoding("utf-16"))
 
 
+def test_blank_lines_above_a_manifests_header_are_passed_over():
+    """A spreadsheet's CSV with a blank line (or a row of empty cells) above its header was refused:
+    "a manifest needs a 'path' column ...; it has ['None']", the blank line taken for the header."""
+    from jobs.inputs import manifest_items
+
+    data = b"\n,,\r\n path , identity\r\na.jpg,x\r\n\r\nb.jpg,y\r\n"
+    assert [(it.key, it.identity) for it in read_input_manifest(data, "l.csv")] == [("a.jpg", "x"), ("b.jpg", "y")]
+    assert [line for line, _ in manifest_items(data, "l.csv")] == [4, 5]  # numbered after the lines above
+    with pytest.raises(ValueError, match="the manifest has no rows"):
+        read_input_manifest(b"\n\n,\n", "l.csv")
+
+
 def test_the_column_check_before_a_job_says_what_its_read_task_says_or_leaves_it_to_the_task(tmp_path):
     """`check_manifest_columns` reads a manifest's first MiB before the job starts; the read task reads
     it all. Each file below: the check refuses in the read task's words, or passes it on to the task."""
