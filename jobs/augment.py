@@ -266,9 +266,11 @@ class AugmentWorker:
         return result.faces, image, result
 
     def image_record(self, key: str, item: dict) -> FaceRecord:
-        """The record of an image before any face is found: what every one of its rows shares."""
+        """The record of an image before any face is found: what every one of its rows shares. Its
+        `masked` is False (no mask drawn), as a face's left unmasked is and a shard's failed row is: a
+        null beside them made pandas' `manifest[manifest.masked]` fail ("non-boolean array containing NA")."""
         return FaceRecord(source_key=key, identity=item.get("identity") or folder_identity(key),
-                          seed=self.options.seed, versions=self.versions)
+                          seed=self.options.seed, versions=self.versions, masked=False)
 
     def mask_given(self, image, key: str, item: dict):
         """Mask the faces an input manifest gives by their 68 landmarks (and face types; a face without

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import psutil
+import pandas as pd
 import pytest
 
 from conftest import ROOT, photo_folder
@@ -62,6 +63,12 @@ def test_local_pool_and_ray_write_the_same_outputs(ray_runtime, dataset, tmp_pat
     assert files(tmp_path / "local") == files(tmp_path / "ray")  # masked images and crops, byte for byte
     assert set(read_manifest(str(tmp_path / "local")).node) == {""}
     assert "" not in set(read_manifest(str(tmp_path / "ray")).node)
+    # `masked` is a plain boolean column, False on the rows of the corrupt and the empty file (a null there
+    # made pandas' `frame[frame.masked]` fail: "non-boolean array containing NA / NaN values")
+    for side in ("local", "ray"):
+        frame = pd.read_parquet(tmp_path / side / "manifest")
+        assert frame.masked.dtype == bool, (side, frame.masked.tolist())
+        assert set(frame[frame.face_index < 0].masked) == {False} and len(frame[frame.masked]) == here.faces
 
 
 def test_a_rerun_with_nothing_left_starts_no_worker_on_either_executor(ray_runtime, dataset, tmp_path, monkeypatch):
