@@ -166,24 +166,26 @@ def check_manifest_columns(store, name: str, head: bytes, encoding: str | None =
         return
     whole = len(head) < MANIFEST_HEAD_BYTES
     for candidate in (encoding,) if encoding else AUTO_ENCODINGS:
-        data = head
-        if not whole and "path,\n".encode(candidate).endswith(b"path,\n"):
-            # the lines the head holds whole (a byte 0x0A is a line end in such an encoding, never part
-            # of a character): a character cut by the head's end is no reason to try another encoding
-            data = head[:head.rfind(b"\n") + 1]
+        # the lines the head holds whole, where a byte 0x0A is a line end and never part of a character:
+        # a character cut by the head's end is then no reason to try another encoding
+        cut = not whole and "path,\n".encode(candidate).endswith(b"path,\n")
+        # read as the read task reads the file: its first row names the columns (it refuses them there,
+        # before reading on), then every row under this encoding, a byte of another sending it to the next
+        rows = (row for _, row in _records(io.BytesIO(head[:head.rfind(b"\n") + 1] if cut else head), name,
+                                           candidate))
         try:
-            # read as the read task reads the file, a chunk at a time up to the first row: a byte of another
-            # encoding further on does not change the encoding the task names the columns in
-            first = next((row for _, row in _records(io.BytesIO(data), name, candidate)), None)
+            first = next(rows, None)
+            if first is not None:
+                _ManifestRows(set(first), name, roots)  # the task's refusal, before it reads on
+                for _ in rows:
+                    pass
         except UnicodeDecodeError:
-            if whole or data is not head:
+            if whole or cut:
                 continue  # as the read task does: the next encoding, or none
             return  # (UTF-16: the head's end may cut a character)
-        except ValueError:
-            return  # not a CSV row within the head: the read task says where
-        if first is not None:
-            _ManifestRows(set(first), name, roots)
-        elif whole:
+        except NotCsvRow:
+            return  # the read task says where
+        if first is None and whole:
             raise _no_rows(name)
         return
 
@@ -286,12 +288,18 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
             # "alice", and " a/1.jpg" a missing file
             yield line, {k: v.strip() if isinstance(v, str) else v for k, v in row.items()}
     except csv.Error as exc:
-        raise ValueError(f"{name} line {reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
+        # the reader's own line count: DictReader's stops at the last row it gave (the header read by
+        # the reader itself, and every row it gave before a bad one, named an earlier line)
+        raise NotCsvRow(f"{name} line {reader.reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
     finally:
         text.detach()  # the handle stays open for the other pass
 
 
 UNCLOSED_QUOTE = 'a quote (") opened and not closed joins the lines after it into one field'
+
+
+class NotCsvRow(ValueError):
+    """A CSV manifest's line that csv cannot read (an unclosed quote, a field past csv's size limit)."""
 
 
 def cell_text(value) -> str:

@@ -516,6 +516,11 @@ def test_blank_lines_above_a_manifests_header_are_passed_over():
     assert [line for line, _ in manifest_items(data, "l.csv")] == [4, 5]  # numbered after the lines above
     with pytest.raises(ValueError, match="the manifest has no rows"):
         read_input_manifest(b"\n\n,\n", "l.csv")
+    # a line csv cannot read is named by its own number (it was the header's 0, or the row before it)
+    for data, line in ((b"path\n" + b"x" * 200_000 + b"\n", 2), (b"\n\npath\n" + b"x" * 200_000 + b"\n", 4),
+                       (b"x" * 200_000 + b"\n", 1)):
+        with pytest.raises(ValueError, match=f"l.csv line {line}: not a CSV row"):
+            read_input_manifest(data, "l.csv")
 
 
 def test_the_column_check_before_a_job_says_what_its_read_task_says_or_leaves_it_to_the_task(tmp_path):
@@ -535,9 +540,16 @@ def test_the_column_check_before_a_job_says_what_its_read_task_says_or_leaves_it
         # a MiB of blank rows, then a row: rows past the head are rows
         "late.csv": b"path,identity\n" + b",\n" * 600_000 + b"a.jpg,x\n",
         "bare.csv": b"path,identity\n" + b",\n" * 3,
-        # the seed's lists are GBK: one of more than a MiB is refused before the job too
+        # the seed's lists are GBK: one of more than a MiB is refused before the job too, also where the
+        # MiB ends on a line's end
         "seed.csv": "".join(["file,identity\n"] + [f"张三/{i}.jpg,张三\n" for i in range(80_000)]).encode("gbk"),
+        "exact.csv": "".join(["file,identity\n"] + [f"张三/{i:06d}.jpg,张\n" for i in range(55_187)]
+                             + ["ab.jpg,x\n"] + [f"张三/{i}.jpg,张\n" for i in range(100)]).encode("gbk"),
+        # a UTF-8 list with a path column and one GBK row: the task reads it all as GBK, where its BOM is
+        # part of the first column's name, and refuses it so
+        "stray.csv": ("\ufeffpath,identity\n" + rows).encode() + "张.jpg,x\n".encode("gbk"),
     }
+    assert files["exact.csv"][(1 << 20) - 1:1 << 20] == b"\n"
     for name, data in files.items():
         store.write(name, data)
         try:
