@@ -185,6 +185,8 @@ def check_manifest_columns(store, name: str, head: bytes, encoding: str | None =
             return  # (UTF-16: the head's end may cut a character)
         except NotCsvRow:
             return  # the read task says where
+        finally:
+            rows.close()  # now, while its bytes are open (closed later, it printed "Exception ignored in")
         if first is None and whole:
             raise _no_rows(name)
         return
@@ -292,7 +294,10 @@ def _records(handle, name: str, encoding: str | None = "utf-8-sig"):
         # the reader itself, and every row it gave before a bad one, named an earlier line)
         raise NotCsvRow(f"{name} line {reader.reader.line_num}: not a CSV row ({exc}); {UNCLOSED_QUOTE}") from None
     finally:
-        text.detach()  # the handle stays open for the other pass
+        try:
+            text.detach()  # the handle stays open for the other pass
+        except ValueError:  # closed before this reader was (a refusal mid-file): nothing to keep open
+            pass
 
 
 UNCLOSED_QUOTE = 'a quote (") opened and not closed joins the lines after it into one field'
