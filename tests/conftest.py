@@ -20,21 +20,42 @@ ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 SHARED_DATA = Path(os.environ.get("MFR_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
-# The test files that take longest, longest first (`--durations=0`, summed per file, on this 2-core
-# machine). `make test` hands whole files to its two workers in collection order
-# (`--dist loadfile --no-loadscope-reorder`), so these go out first and the short files fill in
-# after: the two workers then end together. xdist's own order (files with more tests first) left
-# the multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle. A file
-# not listed keeps its place after these; a list out of date costs time, never a test.
+# The files that look at the shared photos' detections (`detected`, `shared_faces_68`: MTCNN over the
+# 55 photos is about 12 CPU-s, made once per test process) go to one test process, as one unit of
+# `make test`'s work: split between the two, each made them again.
+SHARED_DETECTIONS = frozenset({"test_align.py", "test_augment.py", "test_eyes.py", "test_face_policy.py",
+                               "test_facetype.py", "test_finder.py", "test_landmarks.py", "test_masked_detection.py",
+                               "test_masks.py", "test_matching_jobs.py", "test_recog_models.py"})
+
+# The units of work that take longest, longest first (`--durations=0`, summed per file, on this 2-core
+# machine). `make test` hands whole files (and SHARED_DETECTIONS as one) to its two workers in
+# collection order (`--dist loadfile --no-loadscope-reorder`), so these go out first and the short
+# files fill in after: the two workers then end together. xdist's own order (files with more tests
+# first) left the multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle.
+# A file not listed keeps its place after these; a list out of date costs time, never a test.
 SLOWEST_FILES = ("test_data_safety.py", "test_evaluate.py", "test_jobs_augment.py", "test_faults.py",
                  "test_local_executor.py", "test_cli.py", "test_jobs_cluster.py", "test_jobs_pipeline.py",
-                 "test_matching_jobs.py", "test_masked_crops.py", "test_secrets.py", "test_masked_detection.py",
-                 "test_face_policy.py", "test_reduce.py", "test_hostile.py", "test_inputs.py", "test_finder.py")
+                 "test_masked_crops.py", "test_secrets.py", "test_reduce.py", "test_hostile.py", "test_inputs.py")
 
 
 def pytest_collection_modifyitems(items):
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+    rank = {name: i + 1 for i, name in enumerate(SLOWEST_FILES)}  # the shared detections' unit first (about 300 s)
+    items.sort(key=lambda item: 0 if item.path.name in SHARED_DETECTIONS else rank.get(item.path.name, len(rank) + 1))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with SHARED_DETECTIONS' files as one unit; any other mode is xdist's own."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduler(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "shared detections" if Path(scope).name in SHARED_DETECTIONS else scope
+
+    return Scheduler(config, log)
 
 
 def require_shared(*parts: str) -> Path:

@@ -625,7 +625,9 @@ def test_a_rerun_with_a_style_object_of_other_options_is_refused(face_photos, tm
 def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, tmp_path, capsys):
     """A rerun skips what is done: one with another style or seed once finished an output with masks
     unlike its first images' (and `mfr run` called its report up to date)."""
-    dataset = photo_folder(tmp_path / "in", face_photos[:2] + face_photos[-2:])  # two people: run scores
+    smallest = sorted(face_photos, key=lambda p: p.stat().st_size)  # the settings are tested, not the detector
+    photos = [p for person in ("person_01", "person_03") for p in [p for p in smallest if p.parent.name == person][:2]]
+    dataset = photo_folder(tmp_path / "in", photos)  # two people: run scores
     for command in ("mask", "run"):
         out = tmp_path / command
         first = [command, str(dataset), str(out), "--style", "surgical", "--seed", "7", "--executor", "local",
@@ -1161,21 +1163,6 @@ def test_reading_shards_never_aborts_the_process_at_exit(tmp_path):
 
     with pytest.raises(MissingColumns, match="no column"):
         read_parquet_bytes((tmp_path / "x.parquet").read_bytes(), columns=["a", "missing"])
-
-
-def test_a_no_op_rerun_and_a_dry_run_exit_0_quietly(face_photos, tmp_path):
-    root = tmp_path / "in" / "p"
-    root.mkdir(parents=True)
-    shutil.copy(face_photos[0], root / "a.jpg")
-    out = tmp_path / "out"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "jobs.cli", "mask", str(tmp_path / "in"), str(out), "--quiet"]
-    runs = [subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300) for _ in range(2)]
-    runs += [subprocess.run(cmd + ["--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-             for _ in range(2)]
-    assert [r.returncode for r in runs] == [0] * 4, runs[-1].stderr[-2000:]
-    for r in runs:  # --quiet: the summary, and none of Ray's own log lines
-        assert " INFO " not in r.stderr and "core_worker" not in r.stderr and "WARNING" not in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("to", ["the job", "its process group"])

@@ -18,8 +18,9 @@ from recog.protocols import read_pairs_file
 def evaluate(*args: str) -> int:
     """`mfr evaluate ARGS` on the local pool: these tests check what the job writes and scores, alike
     on both executors (tests/test_local_executor.py); `auto` took the test process's Ray where an
-    earlier test had started it. The crops test below runs on Ray."""
-    return main(["evaluate", *args, "--executor", "local"])
+    earlier test had started it. The crops test below runs on Ray. One worker process: a second loads
+    the models again for a job of a batch or two, and the rows are the same."""
+    return main(["evaluate", *args, "--executor", "local", "--workers", "1"])
 
 
 def shard_nodes(root) -> set:

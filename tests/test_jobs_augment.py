@@ -385,7 +385,8 @@ def test_every_face_row_is_kept_and_scored_once_wherever_the_shards_are_cut(ray_
             rows = _rows_under(out / folder)
             assert not rows.duplicated(["input_row", "face_index"]).any(), (face, folder)
             assert rows.equals(finished[folder]), (face, folder)
-        if face == "center":
+        if face == "center":  # the default: img54's subject only, not its two bystanders
+            assert len(finished["embeddings/masked/shards"].query("input_row == 'person_02/img54.jpg'")) == 1
             assert all(rows.equals(_rows_under(outputs["local"] / folder)) for folder, rows in finished.items())
             ray = json.loads((out / "report" / "report.json").read_text())["results"][0]
             assert_same_figures(ray, local)

@@ -86,12 +86,14 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     with pytest.raises(ValueError, match=r"mask again \(`mfr mask`, into a new output\) with --alignment eyes"):
         run_embed(str(out / "masked"), str(tmp_path / "eyes"), "sface", masked=True, from_augment=True,
                   alignment="eyes")
+    # (on the local pool: both executors run the same workers and write the same rows, tests/
+    # test_local_executor.py; an embed aligned by eyes on Ray is tests/test_cli.py's)
     run_augment(str(dataset), str(tmp_path / "masked-eyes"), AugmentOptions(style="seed", largest_only=True,
-                                                                            alignment="eyes"))
+                                                                            alignment="eyes"), executor="local")
     manifest = read_manifest(str(tmp_path / "masked-eyes"))
     assert set(manifest.alignment) == {"eyes"} and manifest.aligned5.map(len).eq(10).all()
     summary = run_embed(str(tmp_path / "masked-eyes"), str(tmp_path / "eyes"), "sface", masked=True,
-                        from_augment=True, alignment="eyes")
+                        from_augment=True, alignment="eyes", executor="local")
     assert summary.statuses == {"ok": 12}
     eye_rows, eye_emb = read_shards(str(tmp_path / "eyes"))
     order = {k: i for i, k in enumerate(probe_rows.key)}
@@ -99,7 +101,8 @@ def test_dataset_to_report(ray_runtime, shared_data, tmp_path):
     assert len(cosines) == 8 and all(0.7 < c < 0.99999 for c in cosines), cosines  # same faces, other crops
     # the same eye-aligned output embedded by its five points: each row's aligned5 is the points its crop
     # was aligned with (the eyes' were copied beside "five-point", and could not remake the crop)
-    run_embed(str(tmp_path / "masked-eyes"), str(tmp_path / "five"), "sface", masked=True, from_augment=True)
+    run_embed(str(tmp_path / "masked-eyes"), str(tmp_path / "five"), "sface", masked=True, from_augment=True,
+              executor="local")
     five_rows, five_emb = read_shards(str(tmp_path / "five"))
     assert set(five_rows.alignment) == {"five-point"}
     import numpy as np

@@ -357,12 +357,13 @@ def test_a_cluster_to_join_is_never_ignored(monkeypatch, tmp_path):
     assert cluster_reachable()
 
 
-def test_a_small_job_runs_here_without_ray_and_a_rerun_does_nothing(dataset, tmp_path):
+def test_a_small_job_runs_here_without_ray_and_a_rerun_or_a_dry_run_does_nothing(dataset, tmp_path):
     out = tmp_path / "out"
-    for expected in (r"processed\s+8\n", r"skipped \(already done\)\s+8\n"):
-        job = start_job(["mask", str(dataset), str(out), "--quiet", "--style", "surgical"])
+    for more, expected in (([], r"processed\s+8\n"), ([], r"skipped \(already done\)\s+8\n"),
+                           (["--dry-run"], r"8 already done; 0 to process")):
+        job = start_job(["mask", str(dataset), str(out), "--quiet", "--style", "surgical", *more])
         stdout, stderr = job.communicate(timeout=300)
-        assert job.returncode == 0, stderr[-2000:]
+        assert job.returncode == 0, stderr[-2000:]  # a no-op rerun and a dry run exit 0 too
         assert re.search(expected, stdout), stdout
         assert stderr.strip() == "", stderr  # --quiet: nothing but the summary, no library warnings
     frame = read_manifest(str(out))

@@ -51,11 +51,12 @@ def test_planted_secrets_never_leak(s3_endpoint, bucket, face_photos, tmp_path):
         printed.append(done.stdout + done.stderr)
 
     # succeeding: the whole chain to S3 with the planted credentials in the environment, on a Ray of
-    # its own (a job this small would run on the local pool), in a temp folder of its own (short:
-    # Ray's socket paths live under it) whose logs are checked below
+    # its own (a job this small would run on the local pool) with one actor a pool (a second is
+    # another model load and the same logs), in a temp folder of its own (short: Ray's socket paths
+    # live under it) whose logs are checked below
     ray_temp = Path("/tmp") / f"mfr-secrets-{secrets.token_hex(3)}"
     try:
-        done = run_cli(["run", str(dataset), f"s3://{bucket}/run", "--executor", "ray"], **planted,
+        done = run_cli(["run", str(dataset), f"s3://{bucket}/run", "--executor", "ray", "--workers", "1"], **planted,
                        RAY_TMPDIR=str(ray_temp))
         assert done.returncode == 0, done.stderr[-2000:]
         printed.append(done.stdout + done.stderr)
