@@ -199,7 +199,7 @@ def achieved_lines(figures: list[tuple[str, dict]], key: str, table: str, label:
                 said.setdefault(f"{label}={f} at {got:.3g}", []).append(name)
     if not said:
         return []
-    cells = "; ".join(cell + (f" ({', '.join(names)})" if 1 < len(figures) > len(names) else "")
+    cells = "; ".join(cell + (f" ({', '.join(names)})" if len(names) < len(figures) else "")
                       for cell, names in said.items())
     return [f"{table} was measured at another {label} than its column's where few {setters}, or scores tied at "
             f"the threshold (the k-th highest of them, k = round(f x n)), set it: {cells}."]

@@ -626,8 +626,10 @@ def test_a_rerun_asking_for_other_masks_is_refused_before_any_work(face_photos, 
     """A rerun skips what is done: one with another style or seed once finished an output with masks
     unlike its first images' (and `mfr run` called its report up to date)."""
     smallest = sorted(face_photos, key=lambda p: p.stat().st_size)  # the settings are tested, not the detector
-    photos = [p for person in ("person_01", "person_03") for p in [p for p in smallest if p.parent.name == person][:2]]
-    dataset = photo_folder(tmp_path / "in", photos)  # two people: run scores
+    photos = []
+    for person in ("person_01", "person_03"):  # two people: run scores
+        photos += [p for p in smallest if p.parent.name == person][:2]
+    dataset = photo_folder(tmp_path / "in", photos)
     for command in ("mask", "run"):
         out = tmp_path / command
         first = [command, str(dataset), str(out), "--style", "surgical", "--seed", "7", "--executor", "local",
