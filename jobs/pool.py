@@ -112,7 +112,17 @@ def unused_recognition_workers(given: int | None, recognition: PoolPlan | None, 
 
 
 OWN_RAY = False  # whether ensure_ray started the Ray this process uses (it adds no nodes), not joined one
-GPU_WAIT_SAID: set = set()  # the Ray jobs told that their GPU work waits for a GPU node
+GPU_WAIT_SAID: set = set()  # the Ray sessions (ray_session) told that their GPU work waits for a GPU node
+
+
+def ray_session() -> tuple[str, str]:
+    """The Ray session this process is in: (its node's id, its job's id). The job id alone is not one:
+    a Ray stopped and started again in one process (`ray.shutdown()`, `ray.init()`, as in a notebook)
+    numbers its first job 01000000 again, but its node is new."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
 
 
 def cluster_has_gpus() -> bool:
@@ -127,11 +137,11 @@ def cluster_has_gpus() -> bool:
             raise ValueError("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for recognition, but this job runs "
                              "on a Ray of its own on this machine, which adds no nodes and has no GPU: unset "
                              "MFR_GPU_WORKERS, or run the job on the cluster (RAY_ADDRESS, `ray job submit`)")
-        job = ray.get_runtime_context().get_job_id()
-        if not has_gpus and job not in GPU_WAIT_SAID:  # the wait for the autoscaler is right, and was silent:
+        session = ray_session()
+        if not has_gpus and session not in GPU_WAIT_SAID:  # the wait for the autoscaler is right, and was silent:
             import warnings  # a GPU node that cannot start (quota, capacity, a wrong image) kept it waiting
 
-            GPU_WAIT_SAID.add(job)  # once a job: its pools and its scoring ask in turn
+            GPU_WAIT_SAID.add(session)  # once a job: its pools and its scoring ask in turn
             warnings.warn("MFR_GPU_WORKERS=1: the job's GPU work (recognition, GPU scoring) waits for a GPU node, "
                           "and none has joined yet; if none can start (an account's GPU quota, no capacity, a wrong "
                           "image id), the job waits: see `ray status` and the autoscaler's log", UserWarning,

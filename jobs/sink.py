@@ -358,7 +358,7 @@ class JobProgress:
             pass
 
 
-_BOARD: dict = {}  # the Ray session's id -> the ProgressBoard actor this process started on it
+_BOARD: dict = {}  # the Ray session (jobs.pool.ray_session) -> the ProgressBoard actor this process started on it
 
 
 def start_progress() -> JobProgress:
@@ -372,11 +372,12 @@ def start_progress() -> JobProgress:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    context = ray.get_runtime_context()
-    session = context.get_job_id()
-    if session not in _BOARD:
-        _BOARD.clear()  # a board of an earlier Ray session ended with it
-        here = NodeAffinitySchedulingStrategy(node_id=context.get_node_id(), soft=False)
+    from jobs.pool import ray_session
+
+    session = ray_session()  # a board of an earlier Ray of this process, under the same job id, is gone:
+    if session not in _BOARD:  # calling it aborted the process (Ray's "Cannot find an actor handle")
+        _BOARD.clear()
+        here = NodeAffinitySchedulingStrategy(node_id=session[0], soft=False)
         _BOARD[session] = ray.remote(num_cpus=0, max_restarts=-1)(ProgressBoard).options(
             scheduling_strategy=here).remote()
     return JobProgress(_BOARD[session], uuid.uuid4().hex)

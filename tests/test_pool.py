@@ -67,7 +67,8 @@ def test_a_pool_starts_with_the_actors_that_fit_now_and_at_least_one():
 def test_the_ray_a_job_starts_keeps_its_idle_task_workers():
     """With a pool's actors on every CPU (Ray counts them as workers), Ray's default ends a task worker
     that has been idle for a second, so each read or shard-writing task after a pause started a new
-    Python process and imported Ray Data again. The Ray a job starts for itself keeps them."""
+    Python process and imported Ray Data again. The Ray a job starts for itself keeps them. A job on a
+    Ray started again in the same process finds its own progress board."""
     import json
     import os
     import secrets
@@ -108,7 +109,15 @@ try:
     refused = None
 except ValueError as exc:
     refused = str(exc)
-print("RESULT " + json.dumps({"actors": len(actors), "alive": alive, "own": jobs.pool.OWN_RAY, "refused": refused}))
+# Ray stopped and started again in this process (as in a notebook): the job's progress board of the
+# first Ray, under the same job id (01000000), aborted the process when the next job called it
+from jobs.sink import start_progress
+ray.get(start_progress().board.open_jobs.remote())
+ray.shutdown()
+ensure_ray()
+again = ray.get(start_progress().board.open_jobs.remote())
+print("RESULT " + json.dumps({"actors": len(actors), "alive": alive, "own": jobs.pool.OWN_RAY, "refused": refused,
+                              "again": again}))
 """
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     temp = Path("/tmp") / f"mfr-ray-{secrets.token_hex(3)}"  # short: Ray's socket paths live under it
@@ -122,6 +131,7 @@ print("RESULT " + json.dumps({"actors": len(actors), "alive": alive, "own": jobs
     assert done.returncode == 0 and lines, done.stderr[-2000:]
     result = json.loads(lines[-1][len("RESULT "):])
     assert result["actors"] >= 1 and result["alive"], result
+    assert result["again"] == 0, result
     assert result["own"] and result["refused"].startswith("MFR_GPU_WORKERS=1 says the cluster adds GPU nodes for "
                                                           "recognition, but this job runs on a Ray of its own")
 
