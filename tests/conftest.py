@@ -38,9 +38,24 @@ SLOWEST_FILES = ("test_data_safety.py", "test_evaluate.py", "test_jobs_augment.p
                  "test_masked_crops.py", "test_secrets.py", "test_reduce.py", "test_hostile.py", "test_inputs.py")
 
 
+RAY_FILES: set[Path] = set()
+"""The files with a test that uses the test process's in-process Ray (`ray_runtime`), found at collection."""
+
+
 def pytest_collection_modifyitems(items):
-    rank = {name: i + 1 for i, name in enumerate(SLOWEST_FILES)}  # the shared detections' unit first (about 300 s)
-    items.sort(key=lambda item: 0 if item.path.name in SHARED_DETECTIONS else rank.get(item.path.name, len(rank) + 1))
+    """The shared detections' unit first (about 300 s), its files that use the in-process Ray last in
+    it; then the files that use that Ray, then the rest, each part slowest first: a test process stops
+    its Ray when it goes on to a file that does not use it (pytest_runtest_teardown), so it starts it
+    about once."""
+    RAY_FILES.update(item.path for item in items if "ray_runtime" in item.fixturenames)
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES)}
+
+    def order(item):
+        if item.path.name in SHARED_DETECTIONS:
+            return 0, item.path in RAY_FILES, 0
+        return 1, item.path not in RAY_FILES, rank.get(item.path.name, len(rank))
+
+    items.sort(key=order)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -219,25 +234,36 @@ def bucket(s3_endpoint):
     return name
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def ray_runtime(s3_endpoint):
-    """In-process Ray for the test session (started once: each start costs this machine about 6 s),
-    started after the S3 settings exist (workers inherit the environment), with one CPU: `make test`
-    runs two test processes on this 2-core machine, each with a Ray of its own, and a Ray of 2 CPUs
-    in each started two actors per pool for jobs of a few photos, each actor a second or two of one
-    core to start. The pools here hold one actor; pools of several run in the Rays that CLI jobs start
-    for themselves (tests/test_secrets.py, tests/test_cli.py) and on the multi-node cluster
+    """The test process's in-process Ray, started by the first test that asks for it (a start costs
+    this machine about 15 CPU-s with the first job's Ray Data actors), after the S3 settings exist
+    (workers inherit the environment), and kept for the tests after it while they are in files that
+    use it (RAY_FILES). Stopped between: an idle Ray's processes cost about 6 CPU-s a minute. One CPU:
+    `make test` runs two test processes on this 2-core machine, each with a Ray of its own, and a Ray
+    of 2 CPUs in each started two actors per pool for jobs of a few photos, each actor a second or two
+    of one core to start. The pools here hold one actor; pools of several run in the Rays that CLI jobs
+    start for themselves (tests/test_secrets.py, tests/test_cli.py) and on the multi-node cluster
     (tests/test_jobs_cluster.py)."""
     import ray
 
     from jobs.pool import own_ray_options
 
-    ray.init(num_cpus=1, log_to_driver=False, ignore_reinit_error=True, **own_ray_options(1))
-    # Ray Data binds its log handler to sys.stderr on first use: do that now, not inside a test whose
-    # captured stderr is closed afterwards (Ray would then log "I/O operation on closed file")
-    ray.data.range(1).count()
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(num_cpus=1, log_to_driver=False, **own_ray_options(1))
+        # Ray Data binds its log handler to sys.stderr on first use: do that now, not inside a test
+        # whose captured stderr is closed afterwards (Ray would then log "I/O operation on closed file")
+        ray.data.range(1).count()
+    return ray
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The in-process Ray is stopped when the next test is in a file that does not use it, or there
+    is none (the test files that follow start Rays and clusters of their own, or none)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized() and (nextitem is None or nextitem.path not in RAY_FILES):
+        ray.shutdown()
 
 
 @pytest.fixture
