@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 
 # Two test processes (pytest-xdist), each test file kept in one: on 2 cores a serial run leaves a third
 # of the CPU idle while jobs start processes and wait on Ray. TEST_WORKERS=0 runs them in this process.
-# Files go out in collection order, which tests/conftest.py sorts slowest first (SLOWEST_FILES).
+# Files go out in collection order, which tests/conftest.py sorts: the files that use the in-process
+# Ray first, each part slowest first (SLOWEST_FILES).
 TEST_WORKERS ?= 2
 
 # PYTHONDONTWRITEBYTECODE (set on this machine and its CI) is emptied for the tests: with it, no

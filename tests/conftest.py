@@ -29,8 +29,9 @@ SHARED_DETECTIONS = frozenset({"test_align.py", "test_augment.py", "test_eyes.py
 
 # The units of work that take longest, longest first (`--durations=0`, summed per file, on this 2-core
 # machine). `make test` hands whole files (and SHARED_DETECTIONS as one) to its two workers in
-# collection order (`--dist loadfile --no-loadscope-reorder`), so these go out first and the short
-# files fill in after: the two workers then end together. xdist's own order (files with more tests
+# collection order (`--dist loadfile --no-loadscope-reorder`), so these go out first (those using the
+# in-process Ray before the others: pytest_collection_modifyitems) and the short files fill in after:
+# the two workers then end together. xdist's own order (files with more tests
 # first) left the multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle.
 # A file not listed keeps its place after these; a list out of date costs time, never a test.
 SLOWEST_FILES = ("test_data_safety.py", "test_evaluate.py", "test_jobs_augment.py", "test_faults.py",
@@ -239,7 +240,7 @@ def ray_runtime(s3_endpoint):
     """The test process's in-process Ray, started by the first test that asks for it (a start costs
     this machine about 15 CPU-s with the first job's Ray Data actors), after the S3 settings exist
     (workers inherit the environment), and kept for the tests after it while they are in files that
-    use it (RAY_FILES). Stopped between: an idle Ray's processes cost about 6 CPU-s a minute. One CPU:
+    use it (RAY_FILES). Stopped between: an idle Ray's processes cost about 5.7 CPU-s a minute. One CPU:
     `make test` runs two test processes on this 2-core machine, each with a Ray of its own, and a Ray
     of 2 CPUs in each started two actors per pool for jobs of a few photos, each actor a second or two
     of one core to start. The pools here hold one actor; pools of several run in the Rays that CLI jobs
