@@ -12,7 +12,12 @@ install: $(STAMP)
 
 # pip compiles nothing to bytecode (--no-compile): it compiled every installed module, one file after
 # another, 60 s of a 107 s install here, where the tests import a small share of them. Python compiles
-# a module as it is first imported and keeps the bytecode (see `test`).
+# a module as it is first imported and keeps the bytecode: PYTHONDONTWRITEBYTECODE (set on this machine
+# and its CI) is emptied for every target here, as with it no bytecode is kept, and each process the
+# tests, the demo and the benchmarks start (Ray workers, pool workers, `mfr` commands) compiled every
+# module it imports again: Ray's, pandas' and the rest about 4 CPU-s, the project's 0.2.
+export PYTHONDONTWRITEBYTECODE =
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
@@ -21,15 +26,12 @@ $(STAMP): pyproject.toml
 
 # Two test processes (pytest-xdist), each test file kept in one: on 2 cores a serial run leaves a third
 # of the CPU idle while jobs start processes and wait on Ray. TEST_WORKERS=0 runs them in this process.
-# Files go out in collection order, which tests/conftest.py sorts: the files that use the in-process
-# Ray first, each part slowest first (SLOWEST_FILES).
+# Files go out in collection order, which tests/conftest.py sorts: the shared detections' unit, then
+# the files that use the in-process Ray, then the rest, each part slowest first (SLOWEST_FILES).
 TEST_WORKERS ?= 2
 
-# PYTHONDONTWRITEBYTECODE (set on this machine and its CI) is emptied for the tests: with it, no
-# bytecode is kept, and each process the tests start (Ray workers, pool workers, `mfr` commands)
-# compiled every module it imports again: Ray's, pandas' and the rest about 4 CPU-s, the project's 0.2.
 test: $(STAMP)
-	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 demo: $(STAMP)
 	$(BIN)/mfr demo --out out/demo

@@ -267,6 +267,13 @@ def pytest_runtest_teardown(item, nextitem):
         stop_in_process_ray(ray)
 
 
+def pytest_sessionfinish(session):
+    """A run stopped early (`-x`, `--maxfail`, Ctrl-C) has no last test to stop the Ray after."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        stop_in_process_ray(ray)
+
+
 def stop_in_process_ray(ray) -> None:
     """`ray.shutdown()`, then the end of every process its raylet had started: now and then a pool
     actor outlived it, asleep with its models, its parent gone (twice in five runs of the suite)."""
