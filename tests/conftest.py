@@ -31,8 +31,8 @@ SHARED_DETECTIONS = frozenset({"test_align.py", "test_augment.py", "test_eyes.py
 # machine). `make test` hands whole files (and SHARED_DETECTIONS as one) to its two workers in
 # collection order (`--dist loadfile --no-loadscope-reorder`), so these go out first (those using the
 # in-process Ray before the others: pytest_collection_modifyitems) and the short files fill in after:
-# the two workers then end together. xdist's own order (files with more tests
-# first) left the multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle.
+# the two workers then end together. xdist's own order (files with more tests first) left the
+# multi-node cluster's file of 3 tests (about 75 s) to the end, the other worker idle.
 # A file not listed keeps its place after these; a list out of date costs time, never a test.
 SLOWEST_FILES = ("test_data_safety.py", "test_evaluate.py", "test_jobs_augment.py", "test_faults.py",
                  "test_local_executor.py", "test_cli.py", "test_jobs_cluster.py", "test_jobs_pipeline.py",
@@ -262,21 +262,22 @@ def ray_runtime(s3_endpoint):
 def pytest_runtest_teardown(item, nextitem):
     """The in-process Ray is stopped when the next test is in a file that does not use it, or there
     is none (the test files that follow start Rays and clusters of their own, or none)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized() and (nextitem is None or nextitem.path not in RAY_FILES):
-        stop_in_process_ray(ray)
+    if nextitem is None or nextitem.path not in RAY_FILES:
+        stop_in_process_ray()
 
 
 def pytest_sessionfinish(session):
     """A run stopped early (`-x`, `--maxfail`, Ctrl-C) has no last test to stop the Ray after."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        stop_in_process_ray(ray)
+    stop_in_process_ray()
 
 
-def stop_in_process_ray(ray) -> None:
-    """`ray.shutdown()`, then the end of every process its raylet had started: now and then a pool
-    actor outlived it, asleep with its models, its parent gone (twice in five runs of the suite)."""
+def stop_in_process_ray() -> None:
+    """Where this process runs a Ray: `ray.shutdown()`, then the end of every process its raylet had
+    started: now and then a pool actor outlived it, asleep with its models, its parent gone (twice in
+    five runs of the suite)."""
+    ray = sys.modules.get("ray")  # never imported here: nothing to stop
+    if ray is None or not ray.is_initialized():
+        return
     import psutil
 
     started = []
