@@ -556,6 +556,9 @@ def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     known, rest = pre.parse_known_args(argv)
     if known.config is None:
         return
+    flags = argv[:argv.index("--")] if "--" in argv else argv
+    if {"--version", "-h", "--help"} & set(flags):  # they read no option: a broken or missing file must not hide them
+        return
     if len(known.config) > 1:  # (argparse kept the last: the first file's options were dropped without a word)
         parser.error(f"--config is given {len(known.config)} times ({', '.join(map(str, known.config))}): one "
                      "file holds a run's options; put them in one (flags on the command line still win)")

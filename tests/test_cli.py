@@ -347,16 +347,28 @@ def test_mask_and_embed_take_the_input_kind_crop_mode_and_alignment(ray_runtime,
     assert build_parser().parse_args(["evaluate", "a", "b", "--recognition-workers", "3"]).recognition_workers == 3
 
 
-def test_version_and_mfr_alone(capsys):
+def test_version_and_mfr_alone(capsys, tmp_path):
     """`mfr --version` names mfr's version and its components' (it was "unrecognized arguments"); `mfr`
-    alone shows what it does and its commands (it said only "the following arguments are required")."""
+    alone shows what it does and its commands (it said only "the following arguments are required").
+    Neither --version nor --help reads options, so a missing or broken --config file does not stop them
+    (it did: "--config ...: No such file or directory", exit 2, where a user asked what is installed)."""
     from importlib import metadata
 
+    broken = tmp_path / "broken.toml"
+    broken.write_text("workers = [\n")
+    for argv in (["--version"], ["--config", str(tmp_path / "missing.toml"), "--version"],
+                 ["--version", "--config", str(broken)]):
+        with pytest.raises(SystemExit) as done:
+            main(argv)
+        out = capsys.readouterr().out.strip()
+        assert done.value.code == 0 and out.startswith(f"mfr {metadata.version('mfr')} (Python "), argv
+        assert f"ray {metadata.version('ray')}" in out and f"numpy {metadata.version('numpy')}" in out
     with pytest.raises(SystemExit) as done:
-        main(["--version"])
-    out = capsys.readouterr().out.strip()
-    assert done.value.code == 0 and out.startswith(f"mfr {metadata.version('mfr')} (Python ")
-    assert f"ray {metadata.version('ray')}" in out and f"numpy {metadata.version('numpy')}" in out
+        main(["--config", str(broken), "mask", "--help"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("usage: mfr mask")
+    with pytest.raises(SystemExit) as done:  # a command that runs still reads, and refuses, the file
+        main(["--config", str(broken), "mask", "a", "b", "--dry-run"])
+    assert done.value.code == 2 and "--config " in capsys.readouterr().err
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: mfr") and "masked face recognition at scale" in err
