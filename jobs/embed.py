@@ -488,9 +488,10 @@ def augment_groups(augment_uri: str, alignment: str, face: str = "all") -> tuple
 
 
 def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, done_where, images_uri=None,
-                  progress=None, face: str = "center", manifest_encoding: str | None = None):
+                  progress=None, face: str = "center", manifest_encoding: str | None = None,
+                  output_root: str | None = None):
     """(input store, groups, lister, notes) of what to embed (`face`: which of an augment output's
-    masked faces of each image)."""
+    masked faces of each image; `output_root`: `jobs.inputs.input_listing`'s)."""
     if from_augment:
         from jobs.inputs import refuse_foreign_output, refuse_output_in_place, refuse_output_inside_a_run
 
@@ -502,7 +503,7 @@ def embed_listing(input_uri: str, output, from_augment: bool, alignment: str, do
         lister = AugmentLister(open_store(input_uri).uri, output.uri, column, done_where, progress, face=face)
         return open_store(input_uri), groups, lister, []
     listing = input_listing(input_uri, output, SHARD_DIR, images_uri=images_uri, done_where=done_where,
-                            progress=progress, manifest_encoding=manifest_encoding)
+                            progress=progress, manifest_encoding=manifest_encoding, output_root=output_root)
     refuse_other_output(output, "masks", "mfr embed")
     return listing
 
@@ -683,7 +684,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
               progress=None,
               executor: str = "auto", local_max_inputs: int = LOCAL_MAX_INPUTS,
               retry_failed: bool = False, masked_rule: str | None = None,
-              manifest_encoding: str | None = None, faces_of: str | None = None) -> JobSummary:
+              manifest_encoding: str | None = None, faces_of: str | None = None,
+              output_root: str | None = None) -> JobSummary:
     """Embed every face of `input_uri` into shards under `output_uri` (see the module docstring).
     `mode` is a matching mode of recog.matching (`plain`, `masked-gallery`, `flip`, `upper-face`);
     `masked-gallery` draws `mask_style` with run `seed` on unmasked faces before embedding them.
@@ -698,7 +700,8 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
     `workers` caps the CPU pool, `recognition_workers` the recognition pool where the cluster has GPUs
     (`embed_stage`). `faces_of`: the `model_id` of an earlier pass over the same input into this
     output with these settings (`mfr evaluate --models`), whose faces are taken as it found them
-    instead of detected again (`RecordedFaces`)."""
+    instead of detected again (`RecordedFaces`). `output_root`: the whole output where `output_uri` is a
+    part of it (`mfr evaluate`'s embeddings/): an input holding it leaves all of it out."""
     from maskgen.checks import check_flag
     from maskgen.finder import ALIGNMENTS, FACE_POLICIES
     from maskgen.masks import STYLE_NAMES, check_seed
@@ -749,7 +752,7 @@ def run_embed(input_uri: str, output_uri: str, model: str = "sface", *, masked: 
                               mask_style=mask_style, seed=seed)
     # listed before anything is written: an input the job cannot use leaves the output untouched
     listing = embed_listing(input_uri, output, from_augment, alignment, done_where, images_uri, face=face,
-                            manifest_encoding=manifest_encoding)
+                            manifest_encoding=manifest_encoding, output_root=output_root)
     output.check_writable()  # an unreachable endpoint or unwritable folder fails before any work
     source = source_of(input_uri, images_uri)
     listing[3].extend(n for n in [source_note(output, source, "embeddings")] if n)

@@ -31,8 +31,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, refuse_output_in_place,
-                         root_spellings)
+from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, output_inside_input,
+                         refuse_foreign_output, refuse_output_in_place, root_spellings)
 from jobs.storage import local_path, open_parent, open_store, redact
 from maskgen.checks import check_flag
 from maskgen.decode import DEFAULT_MAX_PIXELS, is_image_name
@@ -40,12 +40,19 @@ from maskgen.finder import FinderOptions
 from recog.protocols import check_masked_rule, masked_flags
 
 
-def dataset_keys(input_uri: str, labels: dict | None = None) -> set[str]:
+def dataset_keys(input_uri: str, labels: dict | None = None, output_uri: str | None = None) -> set[str]:
     """The keys the embed job gives rows to, without reading an image: an input manifest's paths (its
-    `labels`, `manifest_labels`, when they are read already), or a folder's files."""
+    `labels`, `manifest_labels`, when they are read already), or a folder's files less what the embed
+    job's listing leaves out: the output at `output_uri` where the folder holds it, and mfr's outputs
+    left inside it (`jobs.inputs.without_outputs`: settings records, reports)."""
+    from jobs.inputs import without_outputs
+
     if is_manifest(str(input_uri)):
         return set(labels if labels is not None else manifest_labels(input_uri))
-    return set(open_store(input_uri).list())
+    store = open_store(input_uri)
+    inside = output_inside_input(store, open_store(output_uri)) if output_uri is not None else None
+    entries = [(key, "file") for key in store.list() if not inside or not key.startswith(inside + "/")]
+    return {key for key, _ in without_outputs(entries, store)}
 
 
 def manifest_labels(input_uri: str, encoding: str | None = None, roots: tuple = ()) -> dict:
@@ -352,7 +359,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
         if is_manifest(str(input_uri)) else None
     if labels is None:
         check_input_folder(images, input_uri)  # "holds no images" was said of a missing folder and of a photo
-    keys = dataset_keys(input_uri, labels)
+    keys = dataset_keys(input_uri, labels, output_uri)
     # (a manifest's paths are images whatever their names; a folder's are its image files)
     if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
         raise ValueError(f"{redact(input_uri)} holds no images (nothing was embedded)")
@@ -389,6 +396,11 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     out = open_store(output_uri)
     # the output holds embeddings/ and report/: never among the images themselves
     refuse_output_in_place(images, out, writes=("embeddings", "report"))
+    # a folder of the user's files (another dataset, the arguments swapped) took embeddings/ and report/
+    # among them; mfr's embeddings/ and report/ are this job's rerun. A project folder that holds the
+    # images (`mfr evaluate proj/images proj`) is the place for them.
+    if output_inside_input(out, images) is None:
+        refuse_foreign_output(out, reports=True)
     refuse_foreign_report(open_store(out.uri_of("report")))  # the user's own report/ is not overwritten
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the
     # dataset's keys before anything is embedded (a protocol is at most tens of thousands of images)
@@ -448,7 +460,7 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     for i, (_, model, _) in enumerate(models):
         # each model after the first takes the faces the first found (it detects nothing again)
         summaries.append(run_embed(input_uri, embeddings, model, masked=False, masked_rule=rule,
-                                   faces_of=models[0][0] if i else None,
+                                   faces_of=models[0][0] if i else None, output_root=out.uri,
                                    accept_licence=accept_licence, face=face, finder_kind=input_kind,
                                    crop_mode=crop_mode, second_look=second_look, turned=turned, images_uri=images_uri,
                                    manifest_encoding=manifest_encoding, workers=workers,

@@ -89,16 +89,22 @@ def folder_identity(key: str) -> str:
     return parts[-2] if len(parts) >= 2 else ""
 
 
-def without_outputs(entries: list) -> list:
+def without_outputs(entries: list, store=None) -> list:
     """`entries` ((key, kind) of a folder input) less everything under a folder below the input's
-    root that is an output of mfr (it holds a settings record, `jobs.settings.SETTINGS_KEYS`): an
-    earlier run's output left inside the input (`mfr mask data data/v1`, then `data/v2`) holds masked
-    images, crops and plots that are not input. The input's own root may be one (`mfr embed` over a
-    mask output's images)."""
+    root that is an output of mfr (it holds a settings record, `jobs.settings.SETTINGS_KEYS`), or, where
+    `store` (the input's) is given to read them, a report of mfr's (a report.json of mfr's,
+    `is_mfr_report`: `mfr score`'s and `mfr evaluate`'s report/, which hold no record): an earlier
+    run's output left inside the input (`mfr mask data data/v1`, then `data/v2`; `mfr evaluate data
+    data/eval`, then again) holds masked images, crops and plots that are not input. The input's own
+    root may be one (`mfr embed` over a mask output's images)."""
     from jobs.settings import SETTINGS_KEYS
 
     markers = set(SETTINGS_KEYS.values())
     roots = {key.rpartition("/")[0] for key, _ in entries if "/" in key and key.rpartition("/")[2] in markers}
+    if store is not None:
+        roots |= {folder for folder in {key.rpartition("/")[0] for key, kind in entries
+                                        if kind == "file" and key.endswith("/report.json")} - roots
+                  if _holds_report(open_store(store.uri_of(folder)))}
     if not roots:
         return entries
     return [(key, kind) for key, kind in entries if not any(key.startswith(root + "/") for root in roots)]
@@ -451,6 +457,12 @@ class _RepeatedPaths:
                             f"({first.status}): fix that row")
         else:
             item.message = f"{self.name} row {line}: same image as row {first_line}; processed once"
+            # a label the processed row does not give is dropped: said, as the manifest likely has it wrong
+            differs = [f"{what} {mine!r} here, {theirs!r} there" for what, mine, theirs in
+                       (("identity", item.identity, first.identity), ("masked", item.masked, first.masked))
+                       if mine != theirs]
+            if differs:
+                item.message += f", with row {first_line}'s labels ({'; '.join(differs)}): check which is right"
             if item.landmarks68 and first.landmarks68:
                 item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
                                  else " (a further face of an image needs the same identity and masked flag)")
@@ -712,7 +724,8 @@ class FolderLister:
         from jobs.source import group_id, read_done
 
         gid = group_id(group)
-        entries = without_outputs(open_store(self.images_uri).entries(group, self.exclude))
+        images = open_store(self.images_uri)
+        entries = without_outputs(images.entries(group, self.exclude), images)
         output = open_store(self.output_uri)
         # the role folders before the manifest: with --retry-failed each read drops failed rows, and a
         # task stopped between the two leaves an image in the manifest only, which any rerun does again
@@ -976,14 +989,16 @@ def check_input_folder(images, input_uri: str) -> None:
                          "(.csv/.parquet) that lists them")
 
 
-def refuse_foreign_output(output) -> None:
+def refuse_foreign_output(output, reports: bool = False) -> None:
     """An output folder that already holds something, and no record of an mfr job (`MFR_RECORDS`), is
     most often the dataset given as the output (`mfr mask OUT DATA`, the arguments swapped): writing
     there mixed images/, crops/ and manifest/ into the user's photos, and the next job read them as
     photos. Names alone do not make a folder mfr's: a user's own `images/` or `report/` was taken for
     one and overwritten. A folder all of whose entries are outputs of mfr (`holds_mfr_output`: an
     `mfr mask OUT/masked` started before `mfr run DS OUT`) is mfr's, and so is an `mfr embed` output
-    of a version that kept no settings record (`shards/` alone). Hidden files (.DS_Store) do not count."""
+    of a version that kept no settings record (`shards/` alone); with `reports` (a job that writes its
+    report/ beside its outputs: `mfr evaluate`), so is a folder of mfr's report. Hidden files
+    (.DS_Store) do not count."""
     from jobs.storage import LocalStore, redact
 
     if isinstance(output, LocalStore):
@@ -1000,7 +1015,7 @@ def refuse_foreign_output(output) -> None:
     # looked for, as a dataset's first entries are (one listing or two each, on S3)
     foreign, ours = [], []
     for name in names:
-        (ours if holds_mfr_output(output, name) else foreign).append(name)
+        (ours if holds_mfr_output(output, name, reports) else foreign).append(name)
         if len(foreign) == 3:
             break
     if not foreign:
@@ -1049,13 +1064,15 @@ def holds_record(store) -> bool:
     return any(store.exists(k) for k in MFR_RECORDS)
 
 
-def holds_mfr_output(output, name: str) -> bool:
+def holds_mfr_output(output, name: str, reports: bool = False) -> bool:
     """Whether the entry `name` of `output` is a folder holding an mfr output at its top or one level
-    down (`mfr run`'s `masked/` and `embeddings/<side>/`)."""
+    down (`mfr run`'s `masked/` and `embeddings/<side>/`), or, with `reports`, a report of mfr's (no
+    record is written with one: `mfr evaluate`'s report/)."""
     if not name:
         return False
     folder = open_store(output.uri_of(name))
-    return holds_record(folder) or any(n and holds_record(open_store(folder.uri_of(n))) for n in folder.top_level())
+    return holds_record(folder) or any(n and holds_record(open_store(folder.uri_of(n))) for n in folder.top_level()) \
+        or (reports and _holds_report(folder))
 
 
 def refuse_output_inside_a_run(output) -> None:
@@ -1118,10 +1135,12 @@ def check_images_root(images, given: str) -> None:
 
 def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | None = None, done_where=None,
                   progress=None, gallery_per_identity: int = 0, role_done: dict | None = None,
-                  manifest_encoding: str | None = None):
+                  manifest_encoding: str | None = None, output_root: str | None = None):
     """(images store, groups, lister, notes): the input's top-level groups, and the lister whose
     `rows(group)` (run in a read task: `jobs.source.read_grouped`, or in this process) yields what is
-    left to do in a group. `manifest_encoding`: a CSV manifest's (`manifest_encoding`)."""
+    left to do in a group. `manifest_encoding`: a CSV manifest's (`manifest_encoding`). `output_root`:
+    the whole output where `output` is a part of it (`mfr evaluate`'s embeddings/, beside its
+    report/): what an input holding it leaves out."""
     from jobs.storage import open_parent, open_store, redact
 
     open_store(input_uri)  # a folder path or an s3:// URI, never str(None) read as a folder named None
@@ -1149,6 +1168,9 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
                                 encoding=manifest_encoding, roots=roots)
         note = auto_encoding_note(name, head) if manifest_encoding is None else None
         return images, [name], lister, notes + ([note] if note else [])
+    images = images_root(input_uri)
+    # a file or a path that is not there first: "is a folder" was said of both beside --images
+    check_input_folder(images, input_uri)
     if manifest_encoding is not None:
         raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is a folder "
                          "(a file's name is read as the file system gives it; a `manifest-encoding` key of a "
@@ -1158,12 +1180,10 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
                          f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "
                          "--config file gives --images too: put it under the table of the command run on manifests)")
-    images = images_root(input_uri)
-    check_input_folder(images, input_uri)
     refuse_output_in_place(images, output)
     refuse_foreign_output(output)  # first: swapped arguments are said as such
     refuse_output_as_input(images, input_uri)
-    exclude = output_inside_input(images, output)
+    exclude = output_inside_input(images, open_store(output_root) if output_root else output)
     if exclude:
         notes.append(f"the output lies inside the input: {exclude}/ is not read as input")
     groups = [g for g in images.top_level() if g != exclude]

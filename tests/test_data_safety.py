@@ -423,6 +423,16 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
     assert main(["mask", str(dataset), str(tmp_path / "o2"), "--images", str(tmp_path), "--executor", "local",
                  "--quiet"]) == 2
     assert "--images (where a manifest's paths point) applies to an input manifest" in capsys.readouterr().err
+    # beside --images or --manifest-encoding, a file that is no manifest (a .tsv list) and a path that is
+    # not there were each called "a folder"
+    tsv = tmp_path / "list.tsv"
+    tsv.write_text(f"path\tidentity\n{photo.relative_to(dataset).as_posix()}\ta\n")
+    for given, words in ((tsv, "list.tsv is a file, not a folder"), (tmp_path / "nowhere.txt", "no such folder")):
+        for option in (["--images", str(dataset)], ["--manifest-encoding", "cp1252"]):
+            assert main(["mask", str(given), str(tmp_path / "o3"), *option, "--quiet"]) == 2
+            err = capsys.readouterr().err
+            assert words in err and "is a folder" not in err, (given, option, err)
+            assert not (tmp_path / "o3").exists()
     # an --images that is not there, a file, or an empty folder: every row would be `missing`
     listed = tmp_path / "list.csv"
     listed.write_text("path\n" + f"{photo.relative_to(dataset).as_posix()}\n")

@@ -159,6 +159,16 @@ def test_a_bad_face_row_refuses_its_image_with_its_reason():
     plain = read_input_manifest(b"path,masked\na.jpg,maybe\na.jpg,1\n", "p.csv")
     assert [it.status for it in plain] == ["bad_row", "duplicate"]
     assert plain[1].message == "p.csv row 3: same image as row 2, which is refused (bad_row): fix that row"
+    # a repeat that labels the image otherwise says which label was dropped (it said only "processed once")
+    relabelled = read_input_manifest(b"path,identity,masked\na/1.jpg,B,0\nb/2.jpg,B,0\na/1.jpg,A,0\n"
+                                     b"b/2.jpg,B,1\nb/2.jpg,B,0\n", "l.csv")
+    assert [it.status for it in relabelled] == [None, None, "duplicate", "duplicate", "duplicate"]
+    assert [it.message for it in relabelled[2:]] == [
+        "l.csv row 4: same image as row 2; processed once, with row 2's labels (identity 'A' here, 'B' there): "
+        "check which is right",
+        "l.csv row 5: same image as row 3; processed once, with row 3's labels (masked True here, False there): "
+        "check which is right",
+        "l.csv row 6: same image as row 3; processed once"]
 
 
 def test_repeated_and_refused_rows_keep_their_ids_when_rows_are_added():
