@@ -150,8 +150,8 @@ class FaceFinder:
         (MTCNN gives a face upside down the points of an upright one: the eyes on the mouth, and the
         mask was drawn over the eyes); the image is then detected again turned so (once a turn), and
         every face found there that O-Net also reads so turned is one of the image's, upright faces
-        kept as found. An image in which none is found is first looked at turned a half turn, then a
-        quarter turn each way, until a turn finds faces. `source` then ends in `+turned90`,
+        kept as found. An image in which none is found is looked at turned a half turn and a quarter
+        turn each way, and the turn that finds the most faces is taken. `source` then ends in `+turned90`,
         `+turned180` or `+turned270`: how far the face is turned clockwise from upright."""
         from maskgen.decode import check_rgb
 
@@ -168,14 +168,18 @@ class FaceFinder:
     # none of 75 upright faces was turned (at 2.0, 2 were) and 77 of 104 faces found in turned
     # photos were turned upright, none the wrong way
     TURN_LOGIT_MARGIN = 3.0
-    TURNS = (2, 1, 3)  # quarter turns counter-clockwise (np.rot90) that make a face upright: a half turn first
+    TURNS = (2, 1, 3)  # quarter turns counter-clockwise (np.rot90) that make a face upright (ties: the first)
 
     def _turned_faces(self, image: np.ndarray) -> list[Face]:
-        for k in self.TURNS:
-            found = self._find_upright([np.ascontiguousarray(np.rot90(image, k))])[0]
-            if found:
-                return self._settled(image, [(turned_back(f, k, image.shape), k) for f in found], {k: found})
-        return []
+        """The faces of an image in which none was found upright, from the turn that finds the most
+        (the surer, by the sum of their scores, where two find as many). The first turn that found any
+        was taken: a group photo turned a quarter turn counter-clockwise, looked at upside down first,
+        gave one face there (upright points, a mask over its eyes) and its five others were lost."""
+        detected = {k: self._find_upright([np.ascontiguousarray(np.rot90(image, k))])[0] for k in self.TURNS}
+        best = max(self.TURNS, key=lambda k: (len(detected[k]), sum(f.score for f in detected[k])))
+        if not detected[best]:
+            return []
+        return self._settled(image, [(turned_back(f, best, image.shape), best) for f in detected[best]], detected)
 
     def _settled(self, image: np.ndarray, candidates: list, detected: dict | None = None) -> list[Face]:
         """The faces of `image` from `candidates` ((face, the quarter turns counter-clockwise of the image

@@ -535,8 +535,9 @@ def markdown_tables(results: list[MethodResult], title: str = "", notes=(), prot
                   "probes of an identity with no other entry are never identified. Beside them, the same figures "
                   "over the samples that had a face only (there, an identity none of whose gallery entries had a "
                   "face is not in the gallery, so its probes are searches for someone absent from it: report.json's "
-                  "acquired_only counts them as non-mated searches):", "",
-                  "| Model | probe samples | acquired | failed to acquire (%) | gallery images without a face | "
+                  "acquired_only counts them as non-mated searches). A sample is a face, or an image in which "
+                  "none was found: an image whose every face is embedded (`--face all`) is a sample per face:", "",
+                  "| Model | probe samples | acquired | failed to acquire (%) | gallery samples without a face | "
                   "acquired only: TAR(%)@FAR=0.1 | TAR(%)@FAR=0.01 | AUC (%) | Rank-1 (%) |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in counted:

@@ -260,6 +260,8 @@ def test_every_probe_counts_alike_in_one_process_and_on_the_cluster(ray_runtime,
     assert set(one["identification"]["seed_fpir"]) == set(only["identification"]["seed_fpir"]) == {"0.01", "0.1"}
     text = (tmp_path / "rFalse" / "report.md").read_text()
     assert "## Every sample counted" in text and "| m | 26 | 24 | 2 (7.7) | 1 of 6 |" in text
+    # the 6 are samples (faces, and images without one), not images: the column said "gallery images"
+    assert "| gallery samples without a face |" in text and "is a sample per face" in text
     # GPU scoring asked of a Ray with no GPU (and no MFR_GPU_WORKERS): its tasks waited for ever
     with pytest.raises(ValueError, match=r"scoring on GPUs \(--score-device gpu\) was asked for, but the cluster "
                                          r"has no GPU"):
