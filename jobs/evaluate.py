@@ -31,7 +31,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from jobs.inputs import (ColumnsEqual, check_input_folder, images_root, is_manifest, output_inside_input,
+from jobs.inputs import (ColumnsEqual, check_folder_input, images_root, is_manifest, output_inside_input,
                          refuse_foreign_output, refuse_output_in_place, root_spellings)
 from jobs.storage import local_path, open_parent, open_store, redact
 from maskgen.checks import check_flag
@@ -357,8 +357,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # given twice, an image in both lists) as the dataset's keys they name
     labels = manifest_labels(input_uri, manifest_encoding, root_spellings(images, input_uri, images_uri)) \
         if is_manifest(str(input_uri)) else None
-    if labels is None:
-        check_input_folder(images, input_uri)  # "holds no images" was said of a missing folder and of a photo
+    if labels is None:  # "holds no images" was said of a missing folder, of a photo, and beside --images of a list
+        check_folder_input(input_uri, images_uri, manifest_encoding)
     keys = dataset_keys(input_uri, labels, output_uri)
     # (a manifest's paths are images whatever their names; a folder's are its image files)
     if not (keys if labels is not None else [k for k in keys if is_image_name(k)]):
@@ -397,9 +397,10 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # the output holds embeddings/ and report/: never among the images themselves
     refuse_output_in_place(images, out, writes=("embeddings", "report"))
     # a folder of the user's files (another dataset, the arguments swapped) took embeddings/ and report/
-    # among them; mfr's embeddings/ and report/ are this job's rerun. A project folder that holds the
-    # images (`mfr evaluate proj/images proj`) is the place for them.
-    if output_inside_input(out, images) is None:
+    # among them; mfr's embeddings/ and report/ are this job's rerun. A project folder whose folder the
+    # images are (`mfr evaluate proj/images proj`) is the place for them; one far above them (`~`) is not.
+    holds = output_inside_input(out, images)
+    if holds is None or "/" in holds or holds == "":
         refuse_foreign_output(out, reports=True)
     refuse_foreign_report(open_store(out.uri_of("report")))  # the user's own report/ is not overwritten
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the

@@ -90,24 +90,30 @@ def folder_identity(key: str) -> str:
 
 
 def without_outputs(entries: list, store=None) -> list:
-    """`entries` ((key, kind) of a folder input) less everything under a folder below the input's
-    root that is an output of mfr (it holds a settings record, `jobs.settings.SETTINGS_KEYS`), or, where
-    `store` (the input's) is given to read them, a report of mfr's (a report.json of mfr's,
-    `is_mfr_report`: `mfr score`'s and `mfr evaluate`'s report/, which hold no record): an earlier
-    run's output left inside the input (`mfr mask data data/v1`, then `data/v2`; `mfr evaluate data
-    data/eval`, then again) holds masked images, crops and plots that are not input. The input's own
-    root may be one (`mfr embed` over a mask output's images)."""
+    """`entries` ((key, kind) of a folder input) less what mfr wrote there: everything under a folder
+    below the input's root that is an output of mfr (it holds a settings record,
+    `jobs.settings.SETTINGS_KEYS`), and, where `store` (the input's) is given to read them, the files of
+    a report of mfr's (`REPORT_FILES` beside a report.json of mfr's: `mfr score`'s output, `mfr
+    evaluate`'s report/; they hold no record). An earlier run's output left inside the input (`mfr mask
+    data data/v1`, then `data/v2`; `mfr evaluate data data/eval`, then again) holds masked images, crops
+    and plots that are not input. The input's own root may be an output (`mfr embed` over a mask
+    output's images); a folder holding a report keeps its other files."""
     from jobs.settings import SETTINGS_KEYS
 
     markers = set(SETTINGS_KEYS.values())
     roots = {key.rpartition("/")[0] for key, _ in entries if "/" in key and key.rpartition("/")[2] in markers}
+    reports = set()
     if store is not None:
-        roots |= {folder for folder in {key.rpartition("/")[0] for key, kind in entries
-                                        if kind == "file" and key.endswith("/report.json")} - roots
-                  if _holds_report(open_store(store.uri_of(folder)))}
-    if not roots:
+        reports = {key.rpartition("/")[0] for key, kind in entries
+                   if kind == "file" and key.rpartition("/")[2] == "report.json" and is_report_file(store, key)}
+    if not roots and not reports:
         return entries
-    return [(key, kind) for key, kind in entries if not any(key.startswith(root + "/") for root in roots)]
+
+    def written_by_mfr(key: str) -> bool:
+        folder, _, name = key.rpartition("/")
+        return any(key.startswith(root + "/") for root in roots) or (folder in reports and name in REPORT_FILES)
+
+    return [(key, kind) for key, kind in entries if not written_by_mfr(key)]
 
 
 def _is_parquet(name: str) -> bool:
@@ -458,15 +464,20 @@ class _RepeatedPaths:
         else:
             item.message = f"{self.name} row {line}: same image as row {first_line}; processed once"
             # a label the processed row does not give is dropped: said, as the manifest likely has it wrong
-            differs = [f"{what} {mine!r} here, {theirs!r} there" for what, mine, theirs in
+            differs = [f"{what} {_label(mine)} here, {_label(theirs)} there" for what, mine, theirs in
                        (("identity", item.identity, first.identity), ("masked", item.masked, first.masked))
                        if mine != theirs]
             if differs:
                 item.message += f", with row {first_line}'s labels ({'; '.join(differs)}): check which is right"
-            if item.landmarks68 and first.landmarks68:
+            elif item.landmarks68 and first.landmarks68:
                 item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
                                  else " (a further face of an image needs the same identity and masked flag)")
         self.items.append((line, item))
+
+
+def _label(value) -> str:
+    """A manifest label as a message quotes it: a blank cell (None, "") as blank."""
+    return "blank" if value is None or value == "" else repr(value)
 
 
 def root_spellings(images, input_uri: str, images_uri: str | None = None) -> tuple[str, ...]:
@@ -989,6 +1000,25 @@ def check_input_folder(images, input_uri: str) -> None:
                          "(.csv/.parquet) that lists them")
 
 
+def check_folder_input(input_uri: str, images_uri: str | None = None, manifest_encoding: str | None = None) -> None:
+    """A folder input (not a manifest) that is a file or not there, said as such first ("is a folder"
+    was said of both beside --images), then the manifest-only options given with it refused."""
+    from jobs.storage import LocalStore, redact
+
+    folder = open_store(input_uri)
+    check_input_folder(folder, input_uri)
+    what = "a folder" if isinstance(folder, LocalStore) else "a prefix, not a .csv or .parquet object"
+    if manifest_encoding is not None:
+        raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is {what} "
+                         "(a file's name is read as the file system gives it; a `manifest-encoding` key of a "
+                         "--config file gives --manifest-encoding too: put it under the table of the command run "
+                         "on manifests)")
+    if images_uri is not None:
+        raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
+                         f"{redact(input_uri)} is {what}: its images are read from it (an `images` key of a "
+                         "--config file gives --images too: put it under the table of the command run on manifests)")
+
+
 def refuse_foreign_output(output, reports: bool = False) -> None:
     """An output folder that already holds something, and no record of an mfr job (`MFR_RECORDS`), is
     most often the dataset given as the output (`mfr mask OUT DATA`, the arguments swapped): writing
@@ -1049,6 +1079,21 @@ def is_mfr_report(record) -> bool:
     """Whether a parsed report.json is one mfr wrote (its `model_id` and `results`): what tells an
     `mfr score` report's folder from a user's files, here and in `jobs.score.refuse_foreign_report`."""
     return isinstance(record, dict) and "model_id" in record and "results" in record
+
+
+REPORT_FILES = ("report.json", "report.md", "roc.png", "scores.png", "cmc.png")  # what a report writes
+
+
+def is_report_file(store, key: str) -> bool:
+    """Whether the file `key` of `store` is a report.json of mfr's (`is_mfr_report`). A key the store
+    cannot read as itself (`a//report.json` on S3) or a file that is not JSON is not one; a store that
+    cannot be read (an S3 endpoint gone) is an error, not a "no": its plots would be read as photos."""
+    from jobs.storage import UnreadableObject
+
+    try:
+        return is_mfr_report(json.loads(store.read(key)))
+    except (ValueError, OSError, UnreadableObject):  # (UnsafeKeyError and JSON errors are ValueErrors)
+        return False  # (an unreadable file stays input: its row says so)
 
 
 def _holds_report(store) -> bool:
@@ -1169,17 +1214,7 @@ def input_listing(input_uri: str, output, done_dir: str, *, images_uri: str | No
         note = auto_encoding_note(name, head) if manifest_encoding is None else None
         return images, [name], lister, notes + ([note] if note else [])
     images = images_root(input_uri)
-    # a file or a path that is not there first: "is a folder" was said of both beside --images
-    check_input_folder(images, input_uri)
-    if manifest_encoding is not None:
-        raise ValueError(f"--manifest-encoding applies to an input manifest (.csv); {redact(input_uri)} is a folder "
-                         "(a file's name is read as the file system gives it; a `manifest-encoding` key of a "
-                         "--config file gives --manifest-encoding too: put it under the table of the command run "
-                         "on manifests)")
-    if images_uri is not None:
-        raise ValueError(f"--images (where a manifest's paths point) applies to an input manifest (.csv/.parquet); "
-                         f"{redact(input_uri)} is a folder: its images are read from it (an `images` key of a "
-                         "--config file gives --images too: put it under the table of the command run on manifests)")
+    check_folder_input(input_uri, images_uri, manifest_encoding)
     refuse_output_in_place(images, output)
     refuse_foreign_output(output)  # first: swapped arguments are said as such
     refuse_output_as_input(images, input_uri)

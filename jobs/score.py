@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.embed import SHARD_DIR, read_shards
+from jobs.inputs import REPORT_FILES
 from jobs.storage import LocalStore, open_store, redact
 from maskgen.checks import check_flag, is_whole
 from recog import metrics as M
@@ -729,8 +730,6 @@ def unmated_note(result, named: bool = False) -> str | None:
                     "identified, and their comparisons with its gallery entries are rejected.")
     return " ".join(said) or None
 
-
-REPORT_FILES = ("report.json", "report.md", "roc.png", "scores.png", "cmc.png")
 
 
 def publish_report(out, paths: dict, folder: str = "") -> dict:

@@ -168,7 +168,8 @@ class FaceFinder:
     # none of 75 upright faces was turned (at 2.0, 2 were) and 77 of 104 faces found in turned
     # photos were turned upright, none the wrong way
     TURN_LOGIT_MARGIN = 3.0
-    TURNS = (2, 1, 3)  # quarter turns counter-clockwise (np.rot90) that make a face upright (ties: the first)
+    TURNS = (2, 1, 3)  # quarter turns counter-clockwise (np.rot90) that make a face upright; ties of faces and
+    # of their scores' sum (rare: those of one photo turned differ) go to the first
 
     def _turned_faces(self, image: np.ndarray) -> list[Face]:
         """The faces of an image in which none was found upright, from the turn that finds the most

@@ -428,11 +428,12 @@ def test_an_output_that_is_the_input_or_an_input_that_is_one_file_is_refused_wri
     tsv = tmp_path / "list.tsv"
     tsv.write_text(f"path\tidentity\n{photo.relative_to(dataset).as_posix()}\ta\n")
     for given, words in ((tsv, "list.tsv is a file, not a folder"), (tmp_path / "nowhere.txt", "no such folder")):
-        for option in (["--images", str(dataset)], ["--manifest-encoding", "cp1252"]):
-            assert main(["mask", str(given), str(tmp_path / "o3"), *option, "--quiet"]) == 2
-            err = capsys.readouterr().err
-            assert words in err and "is a folder" not in err, (given, option, err)
-            assert not (tmp_path / "o3").exists()
+        for command in ("mask", "evaluate"):  # (evaluate said "holds no images", of the --images folder)
+            for option in (["--images", str(dataset)], ["--manifest-encoding", "cp1252"]):
+                assert main([command, str(given), str(tmp_path / "o3"), *option, "--quiet"]) == 2
+                err = capsys.readouterr().err
+                assert words in err and "is a folder" not in err, (command, given, option, err)
+                assert not (tmp_path / "o3").exists()
     # an --images that is not there, a file, or an empty folder: every row would be `missing`
     listed = tmp_path / "list.csv"
     listed.write_text("path\n" + f"{photo.relative_to(dataset).as_posix()}\n")
@@ -478,7 +479,13 @@ def test_an_input_inside_the_output_or_a_users_folder_with_mfr_like_names_is_nev
     # mfr evaluate writes only embeddings/ and report/ there: an input beside them is no concern, but a
     # report/ of the user's is not written over
     main(["evaluate", str(photos), str(proj), "--quiet"])
-    assert "lies inside the output" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "lies inside the output" not in err and "files mfr did not write" not in err, err
+    # (a project folder: the images are its folder; a folder far above them, `mfr evaluate ~/data/ds ~`,
+    # is someone's files like any other)
+    assert main(["evaluate", str(photos), str(tmp_path), "--quiet"]) == 2
+    assert f"the output {tmp_path} already holds files mfr did not write" in capsys.readouterr().err
+    assert not (tmp_path / "embeddings").exists() and not (tmp_path / "report").exists()
     (proj / "report").mkdir(exist_ok=True)
     (proj / "report" / "report.md").write_text("# mine\n")
     (proj / "report" / "report.json").unlink(missing_ok=True)

@@ -161,14 +161,16 @@ def test_a_bad_face_row_refuses_its_image_with_its_reason():
     assert plain[1].message == "p.csv row 3: same image as row 2, which is refused (bad_row): fix that row"
     # a repeat that labels the image otherwise says which label was dropped (it said only "processed once")
     relabelled = read_input_manifest(b"path,identity,masked\na/1.jpg,B,0\nb/2.jpg,B,0\na/1.jpg,A,0\n"
-                                     b"b/2.jpg,B,1\nb/2.jpg,B,0\n", "l.csv")
-    assert [it.status for it in relabelled] == [None, None, "duplicate", "duplicate", "duplicate"]
+                                     b"b/2.jpg,B,1\nb/2.jpg,B,0\nb/2.jpg,B,\n", "l.csv")
+    assert [it.status for it in relabelled] == [None, None, "duplicate", "duplicate", "duplicate", "duplicate"]
     assert [it.message for it in relabelled[2:]] == [
         "l.csv row 4: same image as row 2; processed once, with row 2's labels (identity 'A' here, 'B' there): "
         "check which is right",
         "l.csv row 5: same image as row 3; processed once, with row 3's labels (masked True here, False there): "
         "check which is right",
-        "l.csv row 6: same image as row 3; processed once"]
+        "l.csv row 6: same image as row 3; processed once",
+        "l.csv row 7: same image as row 3; processed once, with row 3's labels (masked blank here, False there): "
+        "check which is right"]
 
 
 def test_repeated_and_refused_rows_keep_their_ids_when_rows_are_added():
@@ -636,3 +638,29 @@ def test_mfr_run_over_an_output_of_the_row_numbered_ids_adds_no_second_row(face_
     before = rows()
     run_pipeline(str(manifest), str(out), executor="local")
     assert rows() == before
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_what_mfr_wrote_inside_an_input_is_left_out_and_nothing_else(where, tmp_path, request):
+    """An mfr output's folder (a settings record) is left out whole; beside a report.json of mfr's
+    (`mfr score`'s output, `mfr evaluate`'s report/, which hold no record) only the report's own files:
+    `mfr evaluate DS DS/eval` run again read eval/report's plots as photos. A report.json of someone
+    else's, or one that is not JSON, leaves its folder as it is."""
+    import json
+
+    from jobs.inputs import without_outputs
+
+    store = open_store(f"s3://{request.getfixturevalue('bucket')}/in" if where == "s3" else str(tmp_path / "in"))
+    ours = json.dumps({"model_id": "sface", "results": []}).encode()
+    files = {"p/a.jpg": b"a", "p/eval/report/report.json": ours, "p/eval/report/roc.png": b"plot",
+             "p/eval/report/cmc.png": b"plot", "p/eval/report/b.jpg": b"b",
+             "p/eval/embeddings/_mfr_embed_settings.json": b"{}", "p/eval/embeddings/shards/x.parquet": b"x",
+             "p/theirs/report.json": json.dumps({"model_id": "x"}).encode(), "p/theirs/roc.png": b"c",
+             "p/odd/report.json": b"\xff not json", "p/odd/roc.png": b"d"}
+    for key, data in files.items():
+        store.write(key, data)
+    kept = [key for key, _ in without_outputs(store.entries("p"), store)]
+    assert kept == ["p/a.jpg", "p/eval/report/b.jpg", "p/odd/report.json", "p/odd/roc.png", "p/theirs/report.json",
+                    "p/theirs/roc.png"]
+    # without the store to read them with, reports are not looked for (settings records still are)
+    assert len(without_outputs(store.entries("p"))) == len(files) - 2
