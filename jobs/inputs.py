@@ -469,7 +469,7 @@ class _RepeatedPaths:
                        if mine != theirs]
             if differs:
                 item.message += f", with row {first_line}'s labels ({'; '.join(differs)}): check which is right"
-            elif item.landmarks68 and first.landmarks68:
+            if item.landmarks68 and first.landmarks68:  # (why it is not a further face of the image)
                 item.message += (" (its landmarks are those of a face already given)" if _same_face(first, item)
                                  else " (a further face of an image needs the same identity and masked flag)")
         self.items.append((line, item))
