@@ -399,8 +399,8 @@ def run_evaluate(input_uri: str, output_uri: str, model: str | list[str] = "sfac
     # a folder of the user's files (another dataset, the arguments swapped) took embeddings/ and report/
     # among them; mfr's embeddings/ and report/ are this job's rerun. A project folder whose folder the
     # images are (`mfr evaluate proj/images proj`) is the place for them; one far above them (`~`) is not.
-    holds = output_inside_input(out, images)
-    if holds is None or "/" in holds or holds == "":
+    holds = output_inside_input(out, images)  # ("" is refused above: the output is the images' folder)
+    if holds is None or "/" in holds:
         refuse_foreign_output(out, reports=True)
     refuse_foreign_report(open_store(out.uri_of("report")))  # the user's own report/ is not overwritten
     # what the protocol names must be in the dataset, and a masked rule must split it: checked on the

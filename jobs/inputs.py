@@ -1097,12 +1097,11 @@ def is_report_file(store, key: str) -> bool:
 
 
 def _holds_report(store) -> bool:
-    """Whether `store` holds a report.json of mfr's (`is_mfr_report`)."""
+    """Whether `store` holds a report.json of mfr's (`is_report_file`), any storage error a "no"."""
     try:
-        record = json.loads(store.read("report.json"))
-    except (OSError, ValueError, RuntimeError):  # (StorageError is a RuntimeError)
+        return is_report_file(store, "report.json")
+    except RuntimeError:  # (StorageError is a RuntimeError)
         return False
-    return is_mfr_report(record)
 
 
 def holds_record(store) -> bool:

@@ -731,7 +731,6 @@ def unmated_note(result, named: bool = False) -> str | None:
     return " ".join(said) or None
 
 
-
 def publish_report(out, paths: dict, folder: str = "") -> dict:
     """Write the files of a report (`recog.report.write_report`'s paths, by kind) under `folder` of
     `out`, and give their URIs by kind. report.json goes last: its fingerprint is what a rerun trusts,
